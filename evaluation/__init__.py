@@ -1,0 +1,1 @@
+"""The evaluation harness: the rate/accuracy study across cuts, N and methods."""

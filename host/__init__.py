@@ -1,0 +1,1 @@
+"""The edge program: frames -> M1 -> accelerator -> packets -> network."""

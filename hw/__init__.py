@@ -1,0 +1,1 @@
+"""The fabric: Amaranth gateware, the register map and the accelerator driver."""

@@ -1,0 +1,1 @@
+"""The cloud server: decode, motion-compensate, run M2, store detections."""

@@ -1,0 +1,5 @@
+import sys
+
+from temposplit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The ``temposplit`` command line.
+
+Each part of the system registers its own sub-commands from a small module that imports
+only :mod:`argparse` at load time (heavy imports happen inside the handlers), so
+``temposplit --help`` stays fast and a missing optional extra only disables its commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from temposplit import __version__
+from temposplit.errors import TemposplitError
+
+# Modules with ``register(subparsers)`` and optionally ``register_bench(bench_subparsers)``.
+COMMAND_MODULES = (
+    "temposplit.codec.cli",
+    "temposplit.model.cli",
+    "temposplit.hw.cli",
+    "temposplit.host.cli",
+    "temposplit.server.cli",
+    "temposplit.evaluation.cli",
+)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [TemposplitError, OSError]
+    try:
+        from temposplit.codec.errors import CodecError
+
+        types.append(CodecError)
+    except ImportError:  # pragma: no cover - the codec is part of the core install
+        pass
+    return tuple(types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="temposplit",
+        description="Split video object detection across an edge board and a server.",
+    )
+    parser.add_argument("--version", action="version", version=f"temposplit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET")
+    bench_sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the part is not there yet
+                continue
+            raise
+        if hasattr(module, "register"):
+            module.register(sub)
+        if hasattr(module, "register_bench"):
+            module.register_bench(bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except _user_error_types() as exc:
+        print(f"temposplit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"temposplit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
