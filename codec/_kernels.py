@@ -1,0 +1,352 @@
+"""Compiled (numba) fast paths of the codec, each tested equal to its readable definition.
+
+Kernels take channel-last arrays so that one block row of all channels is one
+contiguous run of memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_ORDER_Y = np.array([-1, -1, -1, 0, 0, 1, 1, 1], np.int64)
+_ORDER_X = np.array([-1, 0, 1, -1, 1, -1, 0, 1], np.int64)
+
+
+# --------------------------------------------------------------------------- motion
+
+
+@njit(cache=True, nogil=True)
+def _sad(ref2, cur2, y0, x0, bh, bw, dy, dx, channels, bound):
+    """Sum of |ref - cur| over a block, all channels; stops early once past ``bound``."""
+    total = 0
+    run = bw * channels
+    a0 = (x0 + dx) * channels
+    c0 = x0 * channels
+    for r in range(bh):
+        # Slices indexed from 0 let LLVM vectorize (an offset index costs a wraparound check).
+        ra = ref2[y0 + dy + r, a0 : a0 + run]
+        rc = cur2[y0 + r, c0 : c0 + run]
+        acc = np.int32(0)
+        for i in range(run):
+            acc += np.int32(abs(ra[i] - rc[i]))  # |d| <= 511
+        total += acc
+        if total >= bound:
+            return total
+    return total
+
+
+@njit(cache=True, nogil=True)
+def tss_shared(ref, cur, block, p, full):
+    """TSS (or full search) with one vector per block shared by all channels.
+
+    ``ref`` and ``cur`` are centred int16 ``(H, W, C)`` arrays.
+    """
+    height, width, channels = ref.shape
+    ref2 = ref.reshape(height, width * channels)
+    cur2 = cur.reshape(height, width * channels)
+    nby = (height + block - 1) // block
+    nbx = (width + block - 1) // block
+    mvs = np.zeros((nby, nbx, 2), np.int8)
+    costs = np.zeros((nby, nbx), np.int64)
+    big = np.int64(1) << 62
+    for by in range(nby):
+        y0 = by * block
+        bh = min(block, height - y0)
+        for bx in range(nbx):
+            x0 = bx * block
+            bw = min(block, width - x0)
+            if full:
+                best = big
+                vy = 0
+                vx = 0
+                for dy in range(-p, p + 1):
+                    if y0 + dy < 0 or y0 + dy + bh > height:
+                        continue
+                    for dx in range(-p, p + 1):
+                        if x0 + dx < 0 or x0 + dx + bw > width:
+                            continue
+                        c = _sad(ref2, cur2, y0, x0, bh, bw, dy, dx, channels, best)
+                        if c < best:
+                            best = c
+                            vy = dy
+                            vx = dx
+            else:
+                best = _sad(ref2, cur2, y0, x0, bh, bw, 0, 0, channels, big)
+                vy = 0
+                vx = 0
+                s = (p + 1) // 2
+                while s >= 1:
+                    cy = vy
+                    cx = vx
+                    for j in range(8):
+                        dy = cy + _ORDER_Y[j] * s
+                        dx = cx + _ORDER_X[j] * s
+                        if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
+                            continue
+                        c = _sad(ref2, cur2, y0, x0, bh, bw, dy, dx, channels, best)
+                        if c < best:
+                            best = c
+                            vy = dy
+                            vx = dx
+                    s //= 2
+            mvs[by, bx, 0] = vy
+            mvs[by, bx, 1] = vx
+            costs[by, bx] = best
+    return mvs, costs
+
+
+@njit(cache=True, nogil=True)
+def _sad_lane(ref, cur, ch, y0, x0, bh, bw, dy, dx):
+    total = 0
+    for r in range(bh):
+        for x in range(bw):
+            d = np.int32(ref[y0 + dy + r, x0 + dx + x, ch]) - np.int32(cur[y0 + r, x0 + x, ch])
+            total += d if d >= 0 else -d
+    return total
+
+
+@njit(cache=True, nogil=True)
+def tss_per_channel(ref, cur, block, p, full):
+    """TSS (or full search) with one vector per block and channel."""
+    height, width, channels = ref.shape
+    nby = (height + block - 1) // block
+    nbx = (width + block - 1) // block
+    mvs = np.zeros((nby, nbx, channels, 2), np.int8)
+    costs = np.zeros((nby, nbx, channels), np.int64)
+    big = np.int64(1) << 62
+    for by in range(nby):
+        y0 = by * block
+        bh = min(block, height - y0)
+        for bx in range(nbx):
+            x0 = bx * block
+            bw = min(block, width - x0)
+            for ch in range(channels):
+                if full:
+                    best = big
+                    vy = 0
+                    vx = 0
+                    for dy in range(-p, p + 1):
+                        if y0 + dy < 0 or y0 + dy + bh > height:
+                            continue
+                        for dx in range(-p, p + 1):
+                            if x0 + dx < 0 or x0 + dx + bw > width:
+                                continue
+                            c = _sad_lane(ref, cur, ch, y0, x0, bh, bw, dy, dx)
+                            if c < best:
+                                best = c
+                                vy = dy
+                                vx = dx
+                else:
+                    best = _sad_lane(ref, cur, ch, y0, x0, bh, bw, 0, 0)
+                    vy = 0
+                    vx = 0
+                    s = (p + 1) // 2
+                    while s >= 1:
+                        cy = vy
+                        cx = vx
+                        for j in range(8):
+                            dy = cy + _ORDER_Y[j] * s
+                            dx = cx + _ORDER_X[j] * s
+                            if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
+                                continue
+                            c = _sad_lane(ref, cur, ch, y0, x0, bh, bw, dy, dx)
+                            if c < best:
+                                best = c
+                                vy = dy
+                                vx = dx
+                        s //= 2
+                mvs[by, bx, ch, 0] = vy
+                mvs[by, bx, ch, 1] = vx
+                costs[by, bx, ch] = best
+    return mvs, costs
+
+
+@njit(cache=True, nogil=True)
+def compensate_shared(ref, mvs, block):
+    """Motion compensation with shared vectors; returns -1 in ``bad`` if a vector is invalid."""
+    height, width, channels = ref.shape
+    out = np.empty_like(ref)
+    nby, nbx = mvs.shape[0], mvs.shape[1]
+    for by in range(nby):
+        y0 = by * block
+        bh = min(block, height - y0)
+        for bx in range(nbx):
+            x0 = bx * block
+            bw = min(block, width - x0)
+            dy = np.int64(mvs[by, bx, 0])
+            dx = np.int64(mvs[by, bx, 1])
+            if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
+                return out, by * nbx + bx
+            for r in range(bh):
+                for x in range(bw):
+                    for c in range(channels):
+                        out[y0 + r, x0 + x, c] = ref[y0 + dy + r, x0 + dx + x, c]
+    return out, -1
+
+
+@njit(cache=True, nogil=True)
+def compensate_per_channel(ref, mvs, block):
+    height, width, channels = ref.shape
+    out = np.empty_like(ref)
+    nby, nbx = mvs.shape[0], mvs.shape[1]
+    for by in range(nby):
+        y0 = by * block
+        bh = min(block, height - y0)
+        for bx in range(nbx):
+            x0 = bx * block
+            bw = min(block, width - x0)
+            for c in range(channels):
+                dy = np.int64(mvs[by, bx, c, 0])
+                dx = np.int64(mvs[by, bx, c, 1])
+                if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
+                    return out, by * nbx + bx
+                for r in range(bh):
+                    for x in range(bw):
+                        out[y0 + r, x0 + x, c] = ref[y0 + dy + r, x0 + dx + x, c]
+    return out, -1
+
+
+# --------------------------------------------------------------------------- bits
+# Bit order: fields are written MSB first, filling each byte from bit 7 down.
+# Kernels report errors as negative status codes; the Python layer raises.
+
+ERR_TRUNCATED = -1
+ERR_BAD_CODE = -2
+ERR_OVERRUN = -3
+
+
+@njit(cache=True, nogil=True)
+def write_fields(values, widths):
+    """Concatenate fields (value, width <= 32) MSB first; returns (bytes, number of bits)."""
+    total = 0
+    for i in range(widths.size):
+        total += widths[i]
+    out = np.zeros((total + 7) // 8 + 8, np.uint8)
+    acc = np.uint64(0)
+    nacc = 0
+    pos = 0
+    for i in range(widths.size):
+        w = np.int64(widths[i])
+        if w == 0:
+            continue
+        acc = (acc << np.uint64(w)) | (np.uint64(values[i]) & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
+        nacc += w
+        while nacc >= 8:
+            nacc -= 8
+            out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+            pos += 1
+        acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
+    if nacc > 0:
+        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
+        pos += 1
+    return out[:pos], total
+
+
+@njit(cache=True, nogil=True)
+def _peek(data, bitpos, n):
+    """n (<= 32) bits at bitpos, MSB first; bits past the end read as 0."""
+    v = np.uint64(0)
+    byte = bitpos >> 3
+    # gather 8 bytes
+    for j in range(8):
+        v <<= np.uint64(8)
+        if byte + j < data.size:
+            v |= np.uint64(data[byte + j])
+    v <<= np.uint64(bitpos & 7)
+    return np.int64(v >> np.uint64(64 - n))
+
+
+@njit(cache=True, nogil=True)
+def read_fixed(data, nbits, count, width):
+    """``count`` fields of ``width`` bits; returns (values, status) with status = bits used or < 0."""
+    out = np.zeros(count, np.int32)
+    if count * width > nbits:
+        return out, ERR_TRUNCATED
+    pos = 0
+    for i in range(count):
+        if width > 0:
+            out[i] = _peek(data, pos, width)
+            pos += width
+    return out, pos
+
+
+@njit(cache=True, nogil=True)
+def read_huffman(data, nbits, count, lut):
+    """``count`` symbols through a 15-bit decode table; returns (symbols, bits used or < 0)."""
+    out = np.zeros(count, np.int32)
+    pos = 0
+    for i in range(count):
+        e = lut[_peek(data, pos, 15)]
+        if e == 0:
+            return out, ERR_BAD_CODE
+        pos += e & 15
+        if pos > nbits:
+            return out, ERR_TRUNCATED
+        out[i] = e >> 4
+    return out, pos
+
+
+@njit(cache=True, nogil=True)
+def zrl_tokens(symbols, zero, literals):
+    """Zero-run-length tokens: literal symbols, or run token ``literals + j`` for a run of
+    zeros of length L in [2^j, 2^(j+1)) followed by j extra bits (L - 2^j); runs longer
+    than 65535 are split. Returns (tokens, extra values, extra widths)."""
+    n = symbols.size
+    tokens = np.empty(n, np.int32)
+    extra = np.zeros(n, np.int32)
+    widths = np.zeros(n, np.uint8)
+    t = 0
+    i = 0
+    while i < n:
+        if symbols[i] != zero:
+            tokens[t] = symbols[i]
+            t += 1
+            i += 1
+            continue
+        run = 0
+        while i < n and symbols[i] == zero:
+            run += 1
+            i += 1
+        while run > 0:
+            r = min(run, 65535)
+            j = 0
+            while (r >> (j + 1)) > 0:
+                j += 1
+            tokens[t] = literals + j
+            extra[t] = r - (1 << j)
+            widths[t] = j
+            t += 1
+            run -= r
+    return tokens[:t], extra[:t], widths[:t]
+
+
+@njit(cache=True, nogil=True)
+def read_zrl(data, nbits, count, lut, zero, literals):
+    """Decode ``count`` symbols of zero-run-length tokens; returns (symbols, bits used or < 0)."""
+    out = np.zeros(count, np.int32)
+    pos = 0
+    i = 0
+    while i < count:
+        e = lut[_peek(data, pos, 15)]
+        if e == 0:
+            return out, ERR_BAD_CODE
+        pos += e & 15
+        tok = e >> 4
+        if tok < literals:
+            if pos > nbits:
+                return out, ERR_TRUNCATED
+            out[i] = tok
+            i += 1
+            continue
+        j = tok - literals
+        run = (1 << j) + (_peek(data, pos, j) if j > 0 else 0)
+        pos += j
+        if pos > nbits:
+            return out, ERR_TRUNCATED
+        if i + run > count or zero < 0:
+            return out, ERR_OVERRUN
+        for r in range(run):
+            out[i + r] = zero
+        i += run
+    return out, pos

@@ -1,0 +1,188 @@
+"""The decoder: a stream's header and packets in, frames of N-bit codes out.
+
+It trusts no field (docs/bitstream.md, "Decoding untrusted input"): sizes are checked
+against the header's limits before allocation; a damaged packet gives a
+:class:`~temposplit.codec.errors.BitstreamError` and the decoder drops what depends on
+it, resuming at the next anchor whose tables it can rebuild (a KEY anchor always).
+
+It holds the references a predicted frame may name: the group's anchor, the latest
+refresh anchor and the two latest reconstructions; nothing else survives a packet.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from temposplit.codec import _kernels as K
+from temposplit.codec.bitstream import (
+    FLAG_GROUP_START,
+    KEY,
+    PRED,
+    Packet,
+    StreamHeader,
+    find_next_packet,
+    header_length,
+    parse_packet,
+)
+from temposplit.codec.errors import BitstreamError, ReferenceMissingError
+from temposplit.codec.payload import gather_blocks, read_anchor, read_pred, scatter_blocks
+from temposplit.codec.quantize import dequantize, to_quint8
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    kind: str  # "key", "anchor" or "pred"
+    n_bits: int
+    reference: int | None
+    codes: list[np.ndarray]  # per tensor, (C, H, W) uint8 N-bit codes
+    header: StreamHeader
+
+    def dequantize(self) -> list[np.ndarray]:
+        """Float32 tensors (q_N - z_N) * s_N, (C, H, W)."""
+        return [
+            dequantize(c, t.scale, t.zero_point, self.n_bits) for c, t in zip(self.codes, self.header.tensors, strict=True)
+        ]
+
+    def quint8(self) -> list[np.ndarray]:
+        """The codes on the 8-bit grid (scale s8, zero point z8), for an int8 M2."""
+        return [to_quint8(c, t.zero_point, self.n_bits) for c, t in zip(self.codes, self.header.tensors, strict=True)]
+
+
+@dataclass
+class FrameError:
+    """A packet that could not be decoded, and why. ``index`` is the frame it named, if known."""
+
+    index: int | None
+    error: BitstreamError
+
+
+class Decoder:
+    def __init__(self, header: StreamHeader | bytes):
+        if not isinstance(header, StreamHeader):
+            header = StreamHeader.from_bytes(header)
+        self.header = header
+        self.max_payload = header.max_payload()
+        n = len(header.tensors)
+        self.previous: list[tuple[int, np.ndarray] | None] = [None] * n
+        self.previous_index: int | None = None  # the anchor `previous` was taken from
+        self.tables: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None
+        self.group_anchor: tuple[int, int, list[np.ndarray]] | None = None  # (index, N, HWC codes)
+        self.refresh_anchor: tuple[int, int, list[np.ndarray]] | None = None
+        self.recent: OrderedDict[int, tuple[int, list[np.ndarray]]] = OrderedDict()
+
+    def reset(self) -> None:
+        """Forget every reference (after a loss): only a self-contained anchor decodes next."""
+        self.previous = [None] * len(self.header.tensors)
+        self.previous_index = None
+        self.tables = None
+        self.group_anchor = self.refresh_anchor = None
+        self.recent.clear()
+
+    def decode(self, packet: Packet) -> DecodedFrame:
+        """Decode one packet. On error the state that depended on it is dropped."""
+        try:
+            if len(packet.payload) > self.max_payload:
+                raise BitstreamError("a packet's payload is larger than this stream allows")
+            if packet.type == PRED:
+                return self._pred(packet)
+            return self._anchor(packet)
+        except BitstreamError:
+            if packet.type != PRED:
+                self.reset()  # a lost anchor breaks the table chain and the group
+            raise
+
+    def _anchor(self, packet: Packet) -> DecodedFrame:
+        h = self.header
+        # An anchor's derived tables come from the anchor its reference field names.
+        usable = packet.type != KEY and self.previous_index is not None and packet.reference == self.previous_index
+        previous = self.previous if usable else [None] * len(h.tensors)
+        n_bits, _, tensors = read_anchor(h, packet.payload, previous)
+        codes = [a.codes for a in tensors]
+        self.previous = [(n_bits, a.histogram) if a.histogram is not None else None for a in tensors]
+        self.previous_index = packet.index
+        self.tables = [(a.mv_table, a.residual_table) for a in tensors]
+        if packet.flags & FLAG_GROUP_START:
+            self.group_anchor = (packet.index, n_bits, codes)
+            self.refresh_anchor = None
+            self.recent.clear()
+        else:
+            self.refresh_anchor = (packet.index, n_bits, codes)
+        self._remember(packet.index, n_bits, codes)
+        return self._frame(packet, n_bits, None, codes)
+
+    def _lookup(self, index: int) -> tuple[int, list[np.ndarray]]:
+        for slot in (self.group_anchor, self.refresh_anchor):
+            if slot is not None and slot[0] == index:
+                return slot[1], slot[2]
+        if index in self.recent:
+            return self.recent[index]
+        raise ReferenceMissingError(f"frame {index} is not held by the decoder (lost, or never sent)")
+
+    def _remember(self, index, n_bits, codes) -> None:
+        self.recent[index] = (n_bits, codes)
+        while len(self.recent) > 2:
+            self.recent.popitem(last=False)
+
+    def _pred(self, packet: Packet) -> DecodedFrame:
+        h = self.header
+        if h.structure == "intra":
+            raise BitstreamError("a predicted frame in an all-anchor stream")
+        n_bits, ref = self._lookup(packet.reference)
+        if self.tables is None:
+            raise ReferenceMissingError("no anchor has given this group's tables")
+        mv_tables = [m for m, _ in self.tables]
+        res_tables = [r for _, r in self.tables]
+        tensors = read_pred(h, packet.payload, n_bits, mv_tables, res_tables)
+        codes = []
+        for t, pt, r in zip(h.tensors, tensors, ref, strict=True):
+            if np.abs(pt.mvs.astype(np.int16)).max(initial=0) > h.search_range:
+                raise BitstreamError("a motion vector is longer than the search range")
+            comp = K.compensate_per_channel if h.per_channel else K.compensate_shared
+            pred, bad = comp(r, pt.mvs, t.block)
+            if bad >= 0:
+                raise BitstreamError(f"tensor {t.name!r}: a motion vector moves block {bad} outside the map")
+            if pt.coded is not None and pt.coded.any():
+                values = pred.astype(np.int32)
+                base = gather_blocks(values, pt.coded, t.block)
+                rebuilt = base + pt.residual
+                if rebuilt.min(initial=0) < 0 or rebuilt.max(initial=0) >= (1 << n_bits):
+                    raise BitstreamError(f"tensor {t.name!r}: a residual leaves the N-bit code range")
+                scatter_blocks(pred, rebuilt.astype(np.uint8), pt.coded, t.block)
+            codes.append(pred)
+        self._remember(packet.index, n_bits, codes)
+        return self._frame(packet, n_bits, packet.reference, codes)
+
+    def _frame(self, packet, n_bits, ref, codes) -> DecodedFrame:
+        return DecodedFrame(packet.index, packet.kind, n_bits, ref, [c.transpose(2, 0, 1) for c in codes], self.header)
+
+
+def decode_stream(data: bytes) -> tuple[StreamHeader, list[DecodedFrame | FrameError]]:
+    """Decode a whole stream held in memory: the header, then each packet in order.
+
+    A damaged packet gives a :class:`FrameError` in its place and the reader moves to the
+    next packet boundary (the next magic whose packet passes its CRC); frames that depend
+    on a lost one give errors too, until an anchor restores the state.
+    """
+    data = memoryview(bytes(data)).tobytes()
+    header = StreamHeader.from_bytes(data)
+    decoder = Decoder(header)
+    pos = header_length(data)
+    out: list[DecodedFrame | FrameError] = []
+    while pos < len(data):
+        try:
+            packet, end = parse_packet(data, pos, decoder.max_payload)
+        except BitstreamError as exc:
+            # What depended on the lost packet fails its reference checks; the rest decodes.
+            out.append(FrameError(None, exc))
+            pos = find_next_packet(data, pos + 1)
+            continue
+        pos = end
+        try:
+            out.append(decoder.decode(packet))
+        except BitstreamError as exc:
+            out.append(FrameError(packet.index, exc))
+    return header, out

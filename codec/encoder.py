@@ -1,0 +1,450 @@
+"""The encoder: frames of quint8 cut tensors in, packets out (SPEC section 5).
+
+Typical use::
+
+    enc = Encoder(CodecConfig(tensors=[TensorSpec("features.13", (96, 19, 19), s8, z8)]))
+    stream = enc.header_bytes()
+    for frame in frames:               # each a list of (C, H, W) uint8 arrays
+        for packet in enc.push(frame):
+            stream += packet.to_bytes()
+    for packet in enc.flush():
+        stream += packet.to_bytes()
+
+``push`` returns the packets that became ready: with a bi-directional structure the
+frames before a group's anchor wait for it (one frame of latency for bi-3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from temposplit.codec import _kernels as K
+from temposplit.codec import entropy, huffman
+from temposplit.codec.bitstream import ANCHOR, FLAG_GROUP_START, KEY, PRED, Packet, StreamHeader, TensorInfo
+from temposplit.codec.errors import ConfigurationError
+from temposplit.codec.motion import check_block, check_search_range, grid_shape
+from temposplit.codec.payload import AnchorTensor, PredTensor, anchor_alphabet, gather_blocks, has_group_tables
+from temposplit.codec.payload import write_anchor, write_pred
+from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
+from temposplit.codec.ratecontrol import RateController, default_ladder
+from temposplit.codec.structure import REFERENCES, Structure, group_plan
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor crossing the cut: name, shape (C, H, W), quint8 scale and zero point, block size B."""
+
+    name: str
+    shape: tuple[int, int, int]
+    scale: float
+    zero_point: int
+    block: int = 4
+
+    def info(self) -> TensorInfo:
+        c, h, w = self.shape
+        return TensorInfo(self.name, int(c), int(h), int(w), float(self.scale), int(self.zero_point), int(self.block))
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    """Per block of a predicted frame: skip (the compensated block stands) or code the residual.
+
+    ``mode="threshold"``: code a block when its mean |current - prediction| in N-bit
+    code steps exceeds ``threshold``. ``mode="rd"``: code it when the squared error it
+    removes (on the 8-bit grid) exceeds ``lam`` times the bits its residual costs.
+    """
+
+    mode: str = "threshold"
+    threshold: float = 0.5
+    lam: float = 4.0
+
+    def __post_init__(self):
+        if self.mode not in ("threshold", "rd"):
+            raise ConfigurationError(f"residual mode must be 'threshold' or 'rd', not {self.mode!r}")
+        if not self.threshold >= 0 or not self.lam >= 0:
+            raise ConfigurationError("residual threshold and lambda must be non-negative")
+
+
+@dataclass
+class CodecConfig:
+    """Every coding parameter of a stream. Defaults are the thesis's method (bi-3, N = 4,
+    Huffman, p = 7, no residual) with the one-pass table policy."""
+
+    tensors: list[TensorSpec]
+    n_bits: int = 4
+    structure: str = "bi-3"
+    coder: str = "huffman"
+    search_range: int = 7
+    per_channel: bool = False
+    residual: ResidualConfig | None = None
+    reference: str = "anchor"
+    refresh_threshold: float | None = None  # mean |error| per element (8-bit steps) that forces an anchor
+    table_policy: str = "previous"  # "previous" (one pass, as the fabric) or "own" (two pass)
+    key_interval: int = 16  # anchors between self-contained KEY anchors
+    rate_target: float | None = None  # MB/s at `fps`; None: fixed N and g
+    ladder: list[tuple[int, int]] | None = None
+    fps: float = 30.0
+    model_id: str = ""
+    cut_id: str = ""
+    model_hash: bytes = bytes(32)
+
+    def validate(self) -> Structure:
+        if not self.tensors:
+            raise ConfigurationError("a stream needs at least one tensor")
+        for t in self.tensors:
+            if len(t.shape) != 3 or min(t.shape) < 1:
+                raise ConfigurationError(f"tensor {t.name!r}: shape must be (C, H, W), not {t.shape}")
+            check_block(t.block)
+            check_zero_point(t.zero_point)
+            if not (np.isfinite(t.scale) and t.scale > 0):
+                raise ConfigurationError(f"tensor {t.name!r}: scale must be positive, not {t.scale}")
+        check_bits(self.n_bits)
+        check_search_range(self.search_range)
+        entropy.check_coder(self.coder)
+        if self.reference not in REFERENCES:
+            raise ConfigurationError(f"reference must be one of {REFERENCES}, not {self.reference!r}")
+        if self.table_policy not in ("previous", "own"):
+            raise ConfigurationError(f"table policy must be 'previous' or 'own', not {self.table_policy!r}")
+        if self.key_interval < 1:
+            raise ConfigurationError("key_interval must be at least 1")
+        if not self.fps > 0:
+            raise ConfigurationError(f"fps must be positive, not {self.fps}")
+        if self.refresh_threshold is not None and not self.refresh_threshold >= 0:
+            raise ConfigurationError("refresh_threshold must be non-negative")
+        return Structure.parse(self.structure)
+
+    def header(self) -> StreamHeader:
+        s = self.validate()
+        max_group = s.group
+        if self.rate_target is not None:
+            max_group = max(g for _, g in (self.ladder or default_ladder(s.kind, s.group)))
+        return StreamHeader(
+            structure=s.kind, group=max_group, coder=self.coder, search_range=self.search_range,
+            n_bits=self.n_bits, tensors=tuple(t.info() for t in self.tensors),
+            residual=self.residual is not None, chain=self.reference == "chain", per_channel=self.per_channel,
+            rate_control=self.rate_target is not None, refresh=self.refresh_threshold is not None, fps=self.fps,
+            model_id=self.model_id, cut_id=self.cut_id, model_hash=self.model_hash,
+        )
+
+
+@dataclass
+class EncodedFrame:
+    """What the encoder knows of a frame it coded (for evaluation and statistics)."""
+
+    index: int
+    kind: str  # "key", "anchor" or "pred"
+    n_bits: int
+    reference: int | None
+    packet_bytes: int
+    tensor_bytes: list[int]
+    reconstruction: list[np.ndarray] | None = None  # (C, H, W) N-bit codes, if asked for
+    cost_per_element: float = 0.0  # mean TSS cost per element (predicted frames)
+    coded_blocks: int = 0
+
+
+@dataclass
+class _Group:
+    start: int
+    length: int
+    n_bits: int
+    anchor: int  # offset
+    frames: dict[int, list[np.ndarray]] = field(default_factory=dict)  # index -> HWC quint8 codes
+    plan: list[tuple[int, int | None]] = field(default_factory=list)
+    done: int = 0  # entries of plan coded
+    recon: dict[int, list[np.ndarray]] = field(default_factory=dict)  # index -> HWC N-bit codes
+    anchors: dict[int, int] = field(default_factory=dict)  # side -> index of a refresh anchor
+    bytes: int = 0
+    pred_bytes: list[int] = field(default_factory=list)
+
+
+MV_PRIOR_SHIFT = 10
+RESIDUAL_PRIOR_SHIFT = 14
+
+
+class Encoder:
+    def __init__(self, config: CodecConfig, keep_reconstruction: bool = False):
+        self.config = config
+        self.structure = config.validate()
+        self.header = config.header()
+        self.keep_reconstruction = keep_reconstruction
+        self.tensors = self.header.tensors
+        self.next_index = 0
+        self.group: _Group | None = None
+        self.total_frames: int | None = None
+        self.anchors_since_key: int | None = None  # None: the next anchor is a KEY
+        self.prev_anchor: list[tuple[int, np.ndarray] | None] = [None] * len(self.tensors)
+        self.prev_anchor_index: int | None = None
+        self.mv_stats = [None] * len(self.tensors)
+        self.res_stats: list[dict[int, np.ndarray]] = [{} for _ in self.tensors]
+        self.group_tables: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        self.frames: list[EncodedFrame] = []  # statistics of every coded frame, in packet order
+        self.rate = None
+        if config.rate_target is not None:
+            ladder = config.ladder or default_ladder(self.structure.kind, self.structure.group)
+            if self.structure.kind == "bi" and any(g % 2 == 0 for _, g in ladder):
+                raise ConfigurationError("a bi-directional ladder needs odd group sizes")
+            self.rate = RateController(config.rate_target, config.fps, config.coder, ladder)
+
+    # ------------------------------------------------------------------ public
+
+    def header_bytes(self) -> bytes:
+        return self.header.to_bytes()
+
+    def set_total_frames(self, n: int) -> None:
+        """Tell the encoder how many frames the clip has, so that the final short group
+        follows the structure's rule exactly (otherwise it is settled at :meth:`flush`)."""
+        self.total_frames = int(n)
+
+    def request_key(self) -> None:
+        """Make the next anchor a self-contained KEY anchor (a receiver lost state)."""
+        self.anchors_since_key = None
+
+    def push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
+        codes = self._check_frame(frame)
+        index = self.next_index
+        self.next_index += 1
+        if self.group is None:
+            self._start_group(index, codes)
+        g = self.group
+        g.frames[index] = codes
+        return self._drain()
+
+    def flush(self) -> list[Packet]:
+        """Code every frame still waiting (a final short group) and return the packets."""
+        g = self.group
+        if g is None:
+            return []
+        if g.done == 0:  # the anchor has not arrived: settle the group on the frames it has
+            g.length = len(g.frames)
+            g.anchor = self.structure.anchor_offset(g.length)
+            g.plan = group_plan(g.start, g.length, g.anchor, self.config.reference)
+            return self._drain()
+        # The anchor is out: frames after it were coded as they came; the group just ends here.
+        self._end_group()
+        return []
+
+    # ------------------------------------------------------------------ groups
+
+    def _check_frame(self, frame) -> list[np.ndarray]:
+        if len(frame) != len(self.tensors):
+            raise ConfigurationError(f"a frame has {len(self.tensors)} tensors, not {len(frame)}")
+        out = []
+        for t, x in zip(self.tensors, frame, strict=True):
+            x = np.asarray(x)
+            if x.ndim == 4 and x.shape[0] == 1:
+                x = x[0]
+            if x.dtype != np.uint8:
+                raise ConfigurationError(f"tensor {t.name!r}: quint8 codes must be uint8, not {x.dtype}")
+            if x.shape != t.shape:
+                raise ConfigurationError(f"tensor {t.name!r}: expected shape {t.shape}, got {x.shape}")
+            out.append(np.ascontiguousarray(x.transpose(1, 2, 0)))
+        return out
+
+    def _start_group(self, index: int, codes: list[np.ndarray]) -> None:
+        n_bits, g = self.config.n_bits, self.structure.group
+        if self.rate is not None:
+            n_bits, g = self.rate.choose([(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)])
+        length = g
+        if self.total_frames is not None:
+            length = max(1, min(g, self.total_frames - index))
+        offset = self.structure.anchor_offset(length)
+        self.group = _Group(index, length, n_bits, offset)
+        self.group.plan = group_plan(index, length, offset, self.config.reference)
+
+    def _drain(self) -> list[Packet]:
+        g = self.group
+        packets = []
+        while g is not None and g.done < len(g.plan) and g.plan[g.done][0] in g.frames:
+            index, ref = g.plan[g.done]
+            codes = g.frames.pop(index)
+            if ref is None:
+                packets.append(self._code_anchor(index, codes, group_start=True))
+            else:
+                packets.append(self._code_pred(index, codes, ref))
+            g.done += 1
+            if g.done == len(g.plan):
+                self._end_group()
+                g = None
+        return packets
+
+    def _end_group(self) -> None:
+        g = self.group
+        if self.rate is not None and g is not None:
+            self.rate.update(g.bytes, g.done, g.pred_bytes)
+        self.group = None
+
+    def _side(self, index: int) -> int:
+        g = self.group
+        return (index > g.start + g.anchor) - (index < g.start + g.anchor)
+
+    def _reference(self, index: int, ref: int) -> int:
+        """The planned reference, or a refresh anchor that replaced it on this frame's side."""
+        g = self.group
+        refresh = g.anchors.get(self._side(index))
+        if refresh is None:
+            return ref
+        if self.config.reference == "chain":
+            return ref  # the neighbour (possibly the refresh anchor itself)
+        return refresh
+
+    # ------------------------------------------------------------------ anchors
+
+    def _code_anchor(self, index: int, codes: list[np.ndarray], group_start: bool) -> Packet:
+        g = self.group
+        n_bits = g.n_bits
+        key = self.anchors_since_key is None or self.anchors_since_key + 1 >= self.config.key_interval
+        key = key or not group_start  # a refresh is self-contained
+        tables = entropy.uses_table(self.config.coder)
+        if group_start:
+            self.group_tables = [self._group_tables(i, n_bits) for i in range(len(self.tensors))]
+        anchors = []
+        for i, (t, q8) in enumerate(zip(self.tensors, codes, strict=True)):
+            q_n = lut(t.zero_point, n_bits)[q8]
+            alphabet = anchor_alphabet(t, n_bits)
+            table = hist = None
+            carried = True
+            if tables:
+                hist = entropy.histogram(self.config.coder, q_n, alphabet)
+                prev = self.prev_anchor[i]
+                if key or self.config.table_policy == "own" or prev is None or prev[0] != n_bits:
+                    table = huffman.table_lengths(hist)
+                else:
+                    table, carried = huffman.table_lengths(prev[1]), False
+                self.prev_anchor[i] = (n_bits, hist)
+            mv_table, res_table = self.group_tables[i]
+            anchors.append(AnchorTensor(q_n, table, carried, hist, mv_table, res_table))
+        payload, sizes = write_anchor(self.header, n_bits, g.length, anchors)
+        self.anchors_since_key = 0 if key else self.anchors_since_key + 1
+        recon = [a.codes for a in anchors]
+        g.recon[index] = recon
+        if not group_start:
+            g.anchors[self._side(index)] = index
+        # A KEY names itself; an ANCHOR names the anchor its derived tables come from.
+        source = index if key or self.prev_anchor_index is None else self.prev_anchor_index
+        self.prev_anchor_index = index
+        packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
+        g.bytes += len(packet)
+        self._record(packet, n_bits, None, recon)
+        return packet
+
+    def _group_tables(self, i: int, n_bits: int):
+        """MV and residual tables carried by a group's anchor, from the previous groups' statistics."""
+        if not has_group_tables(self.header):
+            return None, None
+        p = self.config.search_range
+        if self.mv_stats[i] is None:
+            v = np.abs(np.arange(-p, p + 1))
+            self.mv_stats[i] = (np.int64(1) << np.maximum(0, MV_PRIOR_SHIFT - 2 * v)).astype(np.int64)
+        mv_table = huffman.table_lengths(self.mv_stats[i])
+        res_table = None
+        if self.config.residual is not None:
+            alpha = entropy.Alphabet.residual(n_bits)
+            stats = self.res_stats[i].get(n_bits)
+            if stats is None:
+                r = np.abs(np.arange(alpha.size) - alpha.zero)
+                lit = (np.int64(1) << np.maximum(0, RESIDUAL_PRIOR_SHIFT - 2 * r)).astype(np.int64)
+                runs = np.full(entropy.token_alphabet(self.config.coder, alpha) - alpha.size, 1 << 6, np.int64)
+                stats = np.concatenate([lit, runs])
+                self.res_stats[i][n_bits] = stats
+            res_table = huffman.table_lengths(stats)
+        return mv_table, res_table
+
+    # ------------------------------------------------------------------ predicted frames
+
+    def _code_pred(self, index: int, codes: list[np.ndarray], planned_ref: int) -> Packet:
+        g = self.group
+        n_bits = g.n_bits
+        k = 8 - n_bits
+        ref_index = self._reference(index, planned_ref)
+        ref = g.recon[ref_index]
+        search = K.tss_per_channel if self.config.per_channel else K.tss_shared
+        preds, costs, elements = [], 0, 0
+        for t, q8, r_n in zip(self.tensors, codes, ref, strict=True):
+            z_n = zero_point_n(t.zero_point, n_bits)
+            ref_c = (r_n.astype(np.int16) - np.int16(z_n)) << k
+            cur_c = q8.astype(np.int16) - np.int16(t.zero_point)
+            mvs, cost = search(ref_c, cur_c, t.block, self.config.search_range, False)
+            preds.append((mvs, cost))
+            costs += int(cost.sum())
+            elements += q8.size
+        mean_cost = costs / max(1, elements)
+        if self.config.refresh_threshold is not None and mean_cost > self.config.refresh_threshold:
+            packet = self._code_anchor(index, codes, group_start=False)
+            self.frames[-1].cost_per_element = mean_cost
+            return packet
+        tensors, recon, coded_total = [], [], 0
+        for i, (t, q8, r_n, (mvs, cost)) in enumerate(zip(self.tensors, codes, ref, preds, strict=True)):
+            comp = K.compensate_per_channel if self.config.per_channel else K.compensate_shared
+            pred, bad = comp(r_n, mvs, t.block)
+            assert bad < 0, "TSS produced an invalid vector"
+            coded = residual = None
+            if self.config.residual is not None:
+                cur_n = lut(t.zero_point, n_bits)[q8]
+                coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits)
+                coded_total += int(coded.sum())
+            tensors.append(PredTensor(mvs, coded, residual))
+            recon.append(pred)
+            self._learn(i, t, mvs, residual, n_bits)
+        mv_tables = [mt for mt, _ in self.group_tables]
+        res_tables = [rt for _, rt in self.group_tables]
+        payload, sizes = write_pred(self.header, n_bits, tensors, mv_tables, res_tables)
+        g.recon[index] = recon
+        packet = Packet(PRED, index, ref_index, payload, 0, sizes)
+        g.bytes += len(packet)
+        g.pred_bytes.append(len(packet))
+        self._record(packet, n_bits, ref_index, recon, mean_cost, coded_total)
+        return packet
+
+    def _residual(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int):
+        """Choose the blocks whose residual is coded; returns (coded, residual values, reconstruction)."""
+        cfg = self.config.residual
+        b = t.block
+        nby, nbx = grid_shape(t.height, t.width, b)
+        diff = cur_n.astype(np.int32) - pred.astype(np.int32)
+        ph, pw = nby * b - t.height, nbx * b - t.width
+        padded = np.pad(diff, ((0, ph), (0, pw), (0, 0)))
+        blocks = padded.reshape(nby, b, nbx, b, t.channels)
+        sizes = np.outer(
+            np.minimum(b, t.height - b * np.arange(nby)), np.minimum(b, t.width - b * np.arange(nbx))
+        ) * t.channels
+        if cfg.mode == "threshold":
+            mean_abs = np.abs(blocks).sum(axis=(1, 3, 4)) / sizes
+            coded = mean_abs > cfg.threshold
+        else:
+            k = 8 - n_bits
+            sse = ((blocks.astype(np.int64) << k) ** 2).sum(axis=(1, 3, 4))
+            lengths = self.group_tables[i][1]
+            alpha = entropy.Alphabet.residual(n_bits)
+            if lengths is None:  # raw/zvc: bits are fixed per symbol
+                bits = sizes * alpha.width
+            else:
+                sym_bits = lengths[: alpha.size].astype(np.int64)
+                bits = sym_bits[np.clip(blocks + alpha.zero, 0, alpha.size - 1)].sum(axis=(1, 3, 4))
+            coded = sse > cfg.lam * bits
+        recon = pred.copy()
+        residual = gather_blocks(diff, coded, b).astype(np.int32)
+        if coded.any():
+            mask = np.repeat(np.repeat(coded, b, 0), b, 1)[: t.height, : t.width]
+            recon[mask] = cur_n[mask]
+        return coded, residual, recon
+
+    def _learn(self, i: int, t: TensorInfo, mvs: np.ndarray, residual, n_bits: int) -> None:
+        """Statistics for the next group's carried tables (one pass: past frames only)."""
+        if not has_group_tables(self.header):
+            return
+        p = self.config.search_range
+        hist = np.bincount(mvs.reshape(-1).astype(np.int64) + p, minlength=2 * p + 1)
+        self.mv_stats[i] = self.mv_stats[i] // 2 + hist  # decaying memory of past groups
+        if residual is not None and residual.size:
+            alpha = entropy.Alphabet.residual(n_bits)
+            h = entropy.histogram(self.config.coder, residual + alpha.zero, alpha)
+            self.res_stats[i][n_bits] = self.res_stats[i][n_bits] // 2 + h
+
+    def _record(self, packet, n_bits, ref, recon, cost=0.0, coded=0) -> None:
+        chw = [r.transpose(2, 0, 1) for r in recon] if self.keep_reconstruction else None
+        self.frames.append(
+            EncodedFrame(packet.index, packet.kind, n_bits, ref, len(packet), packet.tensor_bytes, chw, cost, coded)
+        )

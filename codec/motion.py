@@ -1,0 +1,173 @@
+"""Block motion estimation (Three-Step-Search, full search) and motion compensation.
+
+Maps here are channel-last, ``(H, W, C)``: the bitstream's element order, and the
+layout that lets a compiled kernel read a block row of all channels as one run.
+
+The rules (SPEC section 5, restated in docs/bitstream.md):
+
+- Blocks tile the map from (0, 0) in B x B squares, raster order; the last row and
+  column of blocks are truncated to the map.
+- Cost of a candidate (dy, dx): the sum over the block (and over all channels, or one
+  channel with per-channel vectors) of |ref[y+dy, x+dx] - cur[y, x]|, where ``ref`` is
+  the reference's N-bit codes centred on the 8-bit grid, ((a_N - z_N) << k), and
+  ``cur`` the current frame's quint8 codes centred, (c8 - z8); see
+  :func:`temposplit.codec.quantize.centred`.
+- A candidate is valid only if the displaced block lies entirely inside the map.
+- TSS with search range p in {3, 7, 15}: step s = (p+1)/2, halving down to 1. At each
+  step the centre (cost carried from the step before) and its 8 neighbours at
+  (dy, dx) in {-s, 0, s}^2, in the order (-s,-s), (-s,0), (-s,s), (0,-s), (0,s),
+  (s,-s), (s,0), (s,s); a candidate replaces the best only when its cost is strictly
+  lower; the centre of the next step is the best so far. The first centre is (0, 0).
+- Full search scans dy, dx in -p..p in raster order (dy outer) with the same strict
+  rule; it is the reference that TSS never beats.
+
+The functions named here are the readable definition. :mod:`temposplit.codec._kernels`
+holds the compiled fast path, tested equal to these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from temposplit.codec.errors import ConfigurationError
+
+SEARCH_RANGES = (3, 7, 15)
+MAX_BLOCK = 64
+
+# The 8 neighbours of a TSS centre, in the fixed order, as multiples of the step.
+TSS_ORDER = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def check_block(block: int) -> int:
+    if not isinstance(block, (int, np.integer)) or not 1 <= int(block) <= MAX_BLOCK:
+        raise ConfigurationError(f"block size B must be an integer in 1..{MAX_BLOCK}, not {block!r}")
+    return int(block)
+
+
+def check_search_range(p: int) -> int:
+    if p not in SEARCH_RANGES:
+        raise ConfigurationError(f"search range p must be one of {SEARCH_RANGES}, not {p!r}")
+    return int(p)
+
+
+def tss_steps(p: int) -> list[int]:
+    """Step sizes of TSS for search range p: (p+1)/2, halving down to 1."""
+    s = (check_search_range(p) + 1) // 2
+    steps = []
+    while s >= 1:
+        steps.append(s)
+        s //= 2
+    return steps
+
+
+def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
+    """Number of block rows and columns tiling an H x W map."""
+    return -(-height // block), -(-width // block)
+
+
+def blocks(height: int, width: int, block: int) -> Iterator[tuple[int, int, int, int]]:
+    """(y0, x0, bh, bw) of each block in raster order."""
+    for y0 in range(0, height, block):
+        for x0 in range(0, width, block):
+            yield y0, x0, min(block, height - y0), min(block, width - x0)
+
+
+def is_valid(y0: int, x0: int, bh: int, bw: int, dy: int, dx: int, height: int, width: int) -> bool:
+    return 0 <= y0 + dy and y0 + dy + bh <= height and 0 <= x0 + dx and x0 + dx + bw <= width
+
+
+def block_cost(ref: np.ndarray, cur: np.ndarray, y0: int, x0: int, bh: int, bw: int, dy: int, dx: int) -> int:
+    a = ref[y0 + dy : y0 + dy + bh, x0 + dx : x0 + dx + bw].astype(np.int64)
+    c = cur[y0 : y0 + bh, x0 : x0 + bw].astype(np.int64)
+    return int(np.abs(a - c).sum())
+
+
+def _check_pair(ref: np.ndarray, cur: np.ndarray) -> None:
+    if ref.ndim != 3 or ref.shape != cur.shape:
+        raise ConfigurationError(
+            f"reference and current maps must be (H, W, C) of one shape, not {ref.shape} and {cur.shape}"
+        )
+
+
+def _search_block(ref, cur, y0, x0, bh, bw, p, full):
+    height, width = ref.shape[:2]
+    best = block_cost(ref, cur, y0, x0, bh, bw, 0, 0)
+    best_v = (0, 0)
+    if full:
+        best, best_v = None, None
+        for dy in range(-p, p + 1):
+            for dx in range(-p, p + 1):
+                if is_valid(y0, x0, bh, bw, dy, dx, height, width):
+                    c = block_cost(ref, cur, y0, x0, bh, bw, dy, dx)
+                    if best is None or c < best:
+                        best, best_v = c, (dy, dx)
+        return best_v, best
+    for s in tss_steps(p):
+        cy, cx = best_v
+        for oy, ox in TSS_ORDER:
+            dy, dx = cy + oy * s, cx + ox * s
+            if is_valid(y0, x0, bh, bw, dy, dx, height, width):
+                c = block_cost(ref, cur, y0, x0, bh, bw, dy, dx)
+                if c < best:
+                    best, best_v = c, (dy, dx)
+    return best_v, best
+
+
+def _search(ref, cur, block, p, per_channel, full):
+    _check_pair(ref, cur)
+    block, p = check_block(block), check_search_range(p)
+    height, width, channels = ref.shape
+    nby, nbx = grid_shape(height, width, block)
+    lanes = [(slice(c, c + 1)) for c in range(channels)] if per_channel else [slice(None)]
+    mvs = np.zeros((nby, nbx, len(lanes), 2), np.int8)
+    costs = np.zeros((nby, nbx, len(lanes)), np.int64)
+    for li, lane in enumerate(lanes):
+        r, c = ref[:, :, lane], cur[:, :, lane]
+        for y0, x0, bh, bw in blocks(height, width, block):
+            v, cost = _search_block(r, c, y0, x0, bh, bw, p, full)
+            mvs[y0 // block, x0 // block, li] = v
+            costs[y0 // block, x0 // block, li] = cost
+    if not per_channel:
+        return mvs[:, :, 0], costs[:, :, 0]
+    return mvs, costs
+
+
+def three_step_search(ref: np.ndarray, cur: np.ndarray, block: int, p: int, per_channel: bool = False):
+    """TSS motion vectors of ``cur`` against ``ref`` (both centred int16 ``(H, W, C)``).
+
+    Returns ``(mvs, costs)``: int8 ``(nby, nbx, 2)`` vectors (dy, dx) and int64
+    ``(nby, nbx)`` costs; with ``per_channel`` an extra channel axis before the last:
+    ``(nby, nbx, C, 2)`` and ``(nby, nbx, C)``.
+    """
+    return _search(ref, cur, block, p, per_channel, full=False)
+
+
+def full_search(ref: np.ndarray, cur: np.ndarray, block: int, p: int, per_channel: bool = False):
+    """Exhaustive search over the same window; same return values as :func:`three_step_search`."""
+    return _search(ref, cur, block, p, per_channel, full=True)
+
+
+def motion_compensate(ref_codes: np.ndarray, mvs: np.ndarray, block: int) -> np.ndarray:
+    """The predicted map: each block copied from ``ref_codes`` (``(H, W, C)``) at its vector.
+
+    ``mvs`` is ``(nby, nbx, 2)`` (shared by the channels) or ``(nby, nbx, C, 2)``.
+    Raises :class:`ConfigurationError` if a vector displaces a block outside the map.
+    """
+    height, width, channels = ref_codes.shape
+    nby, nbx = grid_shape(height, width, block)
+    per_channel = mvs.ndim == 4
+    expected = (nby, nbx, channels, 2) if per_channel else (nby, nbx, 2)
+    if mvs.shape != expected:
+        raise ConfigurationError(f"motion vectors must have shape {expected}, not {mvs.shape}")
+    out = np.empty_like(ref_codes)
+    for y0, x0, bh, bw in blocks(height, width, block):
+        vs = mvs[y0 // block, x0 // block]
+        for c, (dy, dx) in enumerate(vs if per_channel else [vs]):
+            dy, dx = int(dy), int(dx)
+            if not is_valid(y0, x0, bh, bw, dy, dx, height, width):
+                raise ConfigurationError(f"vector ({dy}, {dx}) moves block ({y0}, {x0}) outside the map")
+            lane = slice(c, c + 1) if per_channel else slice(None)
+            out[y0 : y0 + bh, x0 : x0 + bw, lane] = ref_codes[y0 + dy : y0 + dy + bh, x0 + dx : x0 + dx + bw, lane]
+    return out

@@ -1,0 +1,201 @@
+"""Packet payloads: the per-tensor sections of anchor and predicted frames.
+
+One module writes and reads both directions, so the layout (docs/bitstream.md,
+"Payloads") is defined in one place. Maps are channel-last (H, W, C); elements are
+coded in raster order with the channel fastest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from temposplit.codec import entropy, huffman
+from temposplit.codec.bitstream import Reader, StreamHeader, TensorInfo, section
+from temposplit.codec.errors import BitstreamError
+from temposplit.codec.motion import grid_shape
+from temposplit.codec.quantize import MAX_BITS, MIN_BITS, zero_point_n
+
+
+def anchor_alphabet(t: TensorInfo, n_bits: int) -> entropy.Alphabet:
+    return entropy.Alphabet.anchor(n_bits, zero_point_n(t.zero_point, n_bits))
+
+
+def mv_lanes(header: StreamHeader, t: TensorInfo) -> tuple[int, int, int]:
+    nby, nbx = grid_shape(t.height, t.width, t.block)
+    return nby, nbx, (t.channels if header.per_channel else 1)
+
+
+def mv_coder(header: StreamHeader) -> str:
+    """Vectors are Huffman coded with the table coders, written raw otherwise."""
+    return "huffman" if entropy.uses_table(header.coder) else "raw"
+
+
+def has_group_tables(header: StreamHeader) -> bool:
+    return entropy.uses_table(header.coder) and header.structure != "intra"
+
+
+@dataclass
+class AnchorTensor:
+    codes: np.ndarray  # (H, W, C) uint8 N-bit codes
+    table: np.ndarray | None  # the anchor table used (lengths), None for raw/zvc
+    carried: bool  # the table is in the packet (else derived from the previous anchor)
+    histogram: np.ndarray | None  # token histogram of these codes (the next anchor's table source)
+    mv_table: np.ndarray | None
+    residual_table: np.ndarray | None
+
+
+# ----------------------------------------------------------------------------- anchors
+
+
+def write_anchor(header: StreamHeader, n_bits: int, group_length: int, tensors: list[AnchorTensor]):
+    """Payload of a KEY/ANCHOR packet; returns (bytes, bytes per tensor)."""
+    out = bytearray([n_bits, group_length])
+    sizes = []
+    for t, a in zip(header.tensors, tensors, strict=True):
+        start = len(out)
+        alphabet = anchor_alphabet(t, n_bits)
+        if entropy.uses_table(header.coder):
+            out.append(1 if a.carried else 0)
+            if a.carried:
+                out += huffman.pack_lengths(a.table)
+            if has_group_tables(header):
+                out += huffman.pack_lengths(a.mv_table)
+                if header.residual:
+                    out += huffman.pack_lengths(a.residual_table)
+        data, nbits = entropy.encode(header.coder, a.codes.reshape(-1), alphabet, a.table)
+        out += section(data, nbits)
+        sizes.append(len(out) - start)
+    return bytes(out), sizes
+
+
+def read_anchor(header: StreamHeader, payload: bytes, previous: list[tuple[int, np.ndarray] | None]):
+    """Parse an anchor payload. ``previous[i]`` is (N, token histogram) of tensor i's
+    previous anchor, or None where the decoder holds none. Returns (N, group length,
+    list of AnchorTensor)."""
+    r = Reader(payload)
+    n_bits, group_length = r.u8(), r.u8()
+    if not MIN_BITS <= n_bits <= MAX_BITS:
+        raise BitstreamError(f"an anchor announces N = {n_bits}")
+    if not 1 <= group_length <= header.group:
+        raise BitstreamError(f"an anchor announces a group of {group_length} frames (at most {header.group})")
+    out = []
+    mv_alpha = entropy.Alphabet.motion(header.search_range)
+    for i, t in enumerate(header.tensors):
+        alphabet = anchor_alphabet(t, n_bits)
+        size = entropy.token_alphabet(header.coder, alphabet)
+        table = mv_table = res_table = None
+        carried = False
+        if entropy.uses_table(header.coder):
+            flag = r.u8()
+            if flag not in (0, 1):
+                raise BitstreamError(f"invalid table flag {flag}")
+            carried = flag == 1
+            if carried:
+                table = huffman.unpack_lengths(r.take(huffman.packed_size(size)), size)
+            else:
+                prev = previous[i]
+                if prev is None or prev[0] != n_bits:
+                    from temposplit.codec.errors import ReferenceMissingError
+
+                    raise ReferenceMissingError(
+                        f"tensor {t.name!r}: the anchor's table derives from a previous anchor the decoder lacks"
+                    )
+                table = huffman.table_lengths(prev[1])
+            if has_group_tables(header):
+                mv_table = huffman.unpack_lengths(r.take(huffman.packed_size(mv_alpha.size)), mv_alpha.size)
+                if header.residual:
+                    rsize = entropy.token_alphabet(header.coder, entropy.Alphabet.residual(n_bits))
+                    res_table = huffman.unpack_lengths(r.take(huffman.packed_size(rsize)), rsize)
+        data, nbits = r.section()
+        symbols = entropy.decode(header.coder, data, nbits, t.elements, alphabet, table)
+        codes = symbols.astype(np.uint8).reshape(t.height, t.width, t.channels)
+        hist = entropy.histogram(header.coder, symbols, alphabet) if table is not None else None
+        out.append(AnchorTensor(codes, table, carried, hist, mv_table, res_table))
+    r.done()
+    return n_bits, group_length, out
+
+
+# ----------------------------------------------------------------------------- predicted frames
+
+
+@dataclass
+class PredTensor:
+    mvs: np.ndarray  # (nby, nbx, 2) or (nby, nbx, C, 2) int8
+    coded: np.ndarray | None  # (nby, nbx) bool: blocks with a coded residual (residual mode)
+    residual: np.ndarray | None  # int32 residual values of the coded blocks, block raster order
+
+
+def write_pred(header: StreamHeader, n_bits: int, tensors: list[PredTensor], mv_tables, res_tables):
+    out = bytearray()
+    sizes = []
+    p = header.search_range
+    mv_alpha = entropy.Alphabet.motion(p)
+    for i, pt in enumerate(tensors):
+        start = len(out)
+        symbols = pt.mvs.astype(np.int32).reshape(-1) + p
+        data, nbits = entropy.encode(mv_coder(header), symbols, mv_alpha, mv_tables[i])
+        out += section(data, nbits)
+        if header.residual:
+            flags = pt.coded.reshape(-1).astype(np.int32)
+            data, nbits = entropy.encode("raw", flags, entropy.Alphabet(2, 0, 1))
+            out += section(data, nbits)
+            alpha = entropy.Alphabet.residual(n_bits)
+            data, nbits = entropy.encode(header.coder, pt.residual + alpha.zero, alpha, res_tables[i])
+            out += section(data, nbits)
+        sizes.append(len(out) - start)
+    return bytes(out), sizes
+
+
+def read_pred(header: StreamHeader, payload: bytes, n_bits: int, mv_tables, res_tables) -> list[PredTensor]:
+    r = Reader(payload)
+    p = header.search_range
+    mv_alpha = entropy.Alphabet.motion(p)
+    out = []
+    for i, t in enumerate(header.tensors):
+        nby, nbx, lanes = mv_lanes(header, t)
+        data, nbits = r.section()
+        symbols = entropy.decode(mv_coder(header), data, nbits, nby * nbx * lanes * 2, mv_alpha, mv_tables[i])
+        mvs = (symbols - p).astype(np.int8)
+        mvs = mvs.reshape(nby, nbx, lanes, 2) if header.per_channel else mvs.reshape(nby, nbx, 2)
+        coded = residual = None
+        if header.residual:
+            data, nbits = r.section()
+            coded = entropy.decode("raw", data, nbits, nby * nbx, entropy.Alphabet(2, 0, 1)).astype(bool)
+            coded = coded.reshape(nby, nbx)
+            count = coded_elements(t, coded)
+            alpha = entropy.Alphabet.residual(n_bits)
+            data, nbits = r.section()
+            residual = entropy.decode(header.coder, data, nbits, count, alpha, res_tables[i]) - alpha.zero
+        out.append(PredTensor(mvs, coded, residual))
+    r.done()
+    return out
+
+
+def coded_elements(t: TensorInfo, coded: np.ndarray) -> int:
+    """Number of residual values the coded blocks hold (edge blocks are truncated)."""
+    b = t.block
+    heights = np.minimum(b, t.height - b * np.arange(coded.shape[0]))
+    widths = np.minimum(b, t.width - b * np.arange(coded.shape[1]))
+    return int((coded * np.outer(heights, widths)).sum()) * t.channels
+
+
+def gather_blocks(arr: np.ndarray, coded: np.ndarray, block: int) -> np.ndarray:
+    """Concatenate the coded blocks of an (H, W, C) array, raster order, each block's
+    elements in raster order with the channel fastest."""
+    parts = [
+        arr[by * block : (by + 1) * block, bx * block : (bx + 1) * block].reshape(-1)
+        for by, bx in zip(*np.nonzero(coded), strict=True)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, arr.dtype)
+
+
+def scatter_blocks(dst: np.ndarray, values: np.ndarray, coded: np.ndarray, block: int) -> None:
+    """Inverse of :func:`gather_blocks`: write the values into the coded blocks of ``dst``."""
+    pos = 0
+    for by, bx in zip(*np.nonzero(coded), strict=True):
+        view = dst[by * block : (by + 1) * block, bx * block : (bx + 1) * block]
+        n = view.size
+        view[...] = values[pos : pos + n].reshape(view.shape)
+        pos += n

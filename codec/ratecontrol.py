@@ -1,0 +1,90 @@
+"""Rate control: pick N and the group size g per group to meet a target rate.
+
+At the first frame of each group the controller estimates, for every operating point
+(N, g) of its ladder, the bytes per frame the group would cost: the anchor's size from
+that frame's histogram requantized to N (the entropy of the requantized histogram for
+the table coders, exact sizes for raw and ZVC), plus (g - 1) predicted frames at the
+running mean of the predicted frames' measured sizes. It picks the first point of the
+ladder (ordered from the best quality down) whose estimate fits the budget, where the
+budget is the target minus a correction that pays back what earlier groups overspent
+(a leaky bucket, repaid over a few groups). If none fits, the cheapest point is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from temposplit.codec import entropy
+from temposplit.codec.errors import ConfigurationError
+from temposplit.codec.quantize import check_bits, lut, zero_point_n
+
+
+def default_ladder(kind: str, max_group: int) -> list[tuple[int, int]]:
+    """Operating points from the best quality down: every frame an anchor at N = 8..5, then
+    longer groups at N = 8..5, then N = 4 (predicted frames without a residual lose much
+    accuracy, so fewer bits per anchor come before longer groups)."""
+    if kind == "intra":
+        groups = [1]
+    elif kind == "bi":
+        groups = [g for g in (1, 3, 5, 7, 9, 15, 31, 63, 127, 255) if g <= max_group]
+    else:
+        groups = [g for g in (1, 2, 4, 8, 16, 32, 64, 128, 255) if g <= max_group]
+    ladder = [(n, g) for g in groups for n in (8, 7, 6, 5)]
+    ladder += [(4, g) for g in groups]
+    return ladder
+
+
+class RateController:
+    """Chooses (N, g) per group; ``target`` in MB/s (10^6 bytes) at ``fps`` frames/s."""
+
+    def __init__(self, target: float, fps: float, coder: str, ladder: list[tuple[int, int]], payback_groups: int = 4):
+        if not target > 0:
+            raise ConfigurationError(f"the target rate must be positive, not {target}")
+        if not fps > 0:
+            raise ConfigurationError(f"the frame rate must be positive, not {fps}")
+        if not ladder:
+            raise ConfigurationError("the rate controller needs at least one operating point")
+        for n, g in ladder:
+            check_bits(n)
+            if g < 1:
+                raise ConfigurationError(f"group size must be positive, not {g}")
+        self.budget = target * 1e6 / fps  # bytes per frame
+        self.coder = coder
+        self.ladder = list(ladder)
+        self.payback_groups = payback_groups
+        self.debt = 0.0  # bytes spent beyond the budget so far
+        self.pred_bytes = None  # running mean of a predicted frame's size
+        self.last_group = 1
+
+    def estimate_anchor(self, frame: list[tuple[np.ndarray, int]], n_bits: int) -> float:
+        """Bytes of an anchor at N bits for a frame given as [(quint8 codes, z8), ...]."""
+        total = 0.0
+        for q8, z8 in frame:
+            hist8 = np.bincount(q8.reshape(-1), minlength=256)
+            hist = np.bincount(lut(z8, n_bits), weights=hist8, minlength=1 << n_bits)
+            alpha = entropy.Alphabet.anchor(n_bits, zero_point_n(z8, n_bits))
+            total += entropy.coded_bits_estimate(self.coder, hist, alpha, q8.size) / 8
+        return total
+
+    def choose(self, frame: list[tuple[np.ndarray, int]]) -> tuple[int, int]:
+        budget = self.budget - self.debt / max(1, self.payback_groups * self.last_group)
+        anchors: dict[int, float] = {}
+        pred = self.pred_bytes if self.pred_bytes is not None else 0.0
+        best, best_cost = None, None
+        for n, g in self.ladder:
+            if n not in anchors:
+                anchors[n] = self.estimate_anchor(frame, n)
+            per_frame = (anchors[n] + (g - 1) * pred) / g
+            if per_frame <= budget:
+                self.last_group = g
+                return n, g
+            if best_cost is None or per_frame < best_cost:
+                best, best_cost = (n, g), per_frame
+        self.last_group = best[1]
+        return best
+
+    def update(self, group_bytes: int, frames: int, pred_bytes: list[int]) -> None:
+        """Account for a finished group: its total bytes, frame count and predicted frames' sizes."""
+        self.debt = max(-self.budget * 2, self.debt + group_bytes - frames * self.budget)
+        for b in pred_bytes:
+            self.pred_bytes = b if self.pred_bytes is None else 0.8 * self.pred_bytes + 0.2 * b
