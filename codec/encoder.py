@@ -143,6 +143,7 @@ class EncodedFrame:
     reconstruction: list[np.ndarray] | None = None  # (C, H, W) N-bit codes, if asked for
     cost_per_element: float = 0.0  # mean TSS cost per element (predicted frames)
     coded_blocks: int = 0
+    vectors: list[np.ndarray] | None = None  # per tensor, the motion vectors (predicted frames)
 
 
 @dataclass
@@ -396,6 +397,7 @@ class Encoder:
         g.bytes += len(packet)
         g.pred_bytes.append(len(packet))
         self._record(packet, n_bits, ref_index, recon, mean_cost, coded_total)
+        self.frames[-1].vectors = [pt.mvs for pt in tensors]
         return packet
 
     def _residual(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int):

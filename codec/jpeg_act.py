@@ -3,6 +3,8 @@
 The method, as fixed by ``reference/jpeg_act_tables.md`` (SPEC section 6, item 7):
 
 1. Fixed point "fix35": ``f = clip(rint(x * 32), -128, 127)`` (3 integer, 5 fraction bits).
+   Beyond the method, ``frac_bits`` picks another split of the 8 bits (``x * 2**frac_bits``)
+   for tensors whose range passes [-4, 4); the default is 5.
 2. Unsigned (post-ReLU) tensors: the zeros of ``f`` (exact zeros, and positives below 1/64
    that round to zero) become -40 before the transform, so a ReLU's zero plateau sits far
    below the non-zero values; after decoding, negatives are clamped back to 0.
@@ -48,7 +50,7 @@ power-of-two variants ``optsL`` and ``optsH`` (``2**rint(log2(entry))``), and ``
 for Q in 1..100, the JPEG luminance table scaled by quality (``scale = 50/Q`` for Q < 50,
 else ``2 - Q/50``; entries ``floor(T * scale + 0.5)`` clipped to 1..255).
 
-Depends on numpy and numba only.
+Depends on numpy, numba and the codec's own errors and Huffman code lengths, nothing else.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ __all__ = [
     "reconstruct",
 ]
 
-FRACTION_BITS = 5  # fix35: x * 32
+FRACTION_BITS = 5  # fix35: x * 32 (the method's; other values are an extension, see compress)
 ZERO_SHIFT = -40  # where an unsigned tensor's zeros go before the transform
 BLOCK = 8
 MAX_CODE_LENGTH = 16
@@ -223,9 +225,15 @@ def _check_tensor(x) -> np.ndarray:
     return x
 
 
-def _forward(x: np.ndarray, table: np.ndarray, unsigned: bool) -> tuple[np.ndarray, int, int]:
+def _check_frac_bits(frac_bits: int) -> int:
+    if not isinstance(frac_bits, (int, np.integer)) or not 0 <= frac_bits <= 7:
+        raise ConfigurationError(f"frac_bits must be an integer in 0..7, not {frac_bits!r}")
+    return int(frac_bits)
+
+
+def _forward(x: np.ndarray, table: np.ndarray, unsigned: bool, frac_bits: int) -> tuple[np.ndarray, int, int]:
     """Quantized int8 coefficients (n_blocks, 64) in raster order, with the clip counts."""
-    scaled = np.rint(x * np.float32(1 << FRACTION_BITS))
+    scaled = np.rint(x * np.float32(1 << frac_bits))
     n_clipped = int(np.count_nonzero((scaled < -128) | (scaled > 127)))
     fixed = np.clip(scaled, -128, 127).astype(np.int16)
     if unsigned:
@@ -250,17 +258,21 @@ def _resolve_unsigned(x: np.ndarray, unsigned: bool | None) -> bool:
     return bool(unsigned)
 
 
-def quantized_coefficients(x: np.ndarray, table: str = "optL", unsigned: bool | None = None) -> np.ndarray:
+def quantized_coefficients(
+    x: np.ndarray, table: str = "optL", unsigned: bool | None = None, frac_bits: int = FRACTION_BITS
+) -> np.ndarray:
     """The quantized int8 DCT coefficients of ``x``, shape (n_blocks, 64), each block row-major.
 
     This is everything :func:`compress` does before entropy coding; ``unsigned=None``
     means "unsigned if no element is negative".
     """
     x = _check_tensor(x)
-    return _forward(x, quant_table(table), _resolve_unsigned(x, unsigned))[0]
+    return _forward(x, quant_table(table), _resolve_unsigned(x, unsigned), _check_frac_bits(frac_bits))[0]
 
 
-def reconstruct(q: np.ndarray, shape, table: str = "optL", unsigned: bool = False) -> np.ndarray:
+def reconstruct(
+    q: np.ndarray, shape, table: str = "optL", unsigned: bool = False, frac_bits: int = FRACTION_BITS
+) -> np.ndarray:
     """The float32 tensor of ``shape`` rebuilt from quantized coefficients (n_blocks, 64)."""
     shape = _check_shape(shape)
     t = quant_table(table)
@@ -274,7 +286,7 @@ def reconstruct(q: np.ndarray, shape, table: str = "optL", unsigned: bool = Fals
     image = blocks.transpose(0, 2, 1, 3).reshape(prows, pcols)[:rows, :cols]
     if unsigned:
         image = np.maximum(image, 0)
-    return (image.astype(np.float32) / np.float32(1 << FRACTION_BITS)).reshape(shape)
+    return (image.astype(np.float32) / np.float32(1 << _check_frac_bits(frac_bits))).reshape(shape)
 
 
 # --------------------------------------------------------------------------- Huffman tables
@@ -532,10 +544,12 @@ class JpegActCompressed:
         The quantization table and the entropy coder.
     unsigned : bool
         Whether the zero shift and the clamp at 0 were applied.
+    frac_bits : int
+        Fraction bits of the fixed point (5: the method's fix35).
     n_clipped : int
-        Input elements outside fix35's range [-4, 127/32] (saturated).
+        Input elements outside the fixed point's range (fix35: [-4, 127/32]), saturated.
     n_saturated : int
-        Quantized coefficients outside int8 (saturated).
+        Quantized coefficients outside int8, saturated.
     """
 
     data: bytes
@@ -543,6 +557,7 @@ class JpegActCompressed:
     table: str
     coder: str
     unsigned: bool
+    frac_bits: int = FRACTION_BITS
     n_clipped: int = 0
     n_saturated: int = 0
 
@@ -564,11 +579,19 @@ class JpegActCompressed:
 
 
 def compress(
-    x: np.ndarray, table: str = "optL", coder: str = "jpeg", unsigned: bool | None = None
+    x: np.ndarray,
+    table: str = "optL",
+    coder: str = "jpeg",
+    unsigned: bool | None = None,
+    frac_bits: int = FRACTION_BITS,
 ) -> JpegActCompressed:
     """JPEG-ACT code a float32 tensor (C, H, W) or (N, C, H, W).
 
     ``unsigned=None`` treats the tensor as unsigned (post-ReLU) when no element is negative.
+    ``frac_bits`` is the fixed point's fraction (5, fix35, is the method); fewer bits widen
+    its range for tensors past [-4, 4) (the SSD's default cut reaches +-19, where fix35
+    clips 15 % of the values), at a coarser step. ``n_clipped`` of the result says how
+    many elements the fixed point clipped.
 
     Raises
     ------
@@ -580,13 +603,15 @@ def compress(
     t = quant_table(table)
     coder = _check_coder(coder)
     unsigned = _resolve_unsigned(x, unsigned)
-    q, n_clipped, n_saturated = _forward(x, t, unsigned)
+    frac_bits = _check_frac_bits(frac_bits)
+    q, n_clipped, n_saturated = _forward(x, t, unsigned, frac_bits)
     return JpegActCompressed(
         data=encode_coefficients(q, coder),
         shape=tuple(int(s) for s in x.shape),
         table=table,
         coder=coder,
         unsigned=unsigned,
+        frac_bits=frac_bits,
         n_clipped=n_clipped,
         n_saturated=n_saturated,
     )
@@ -598,4 +623,4 @@ def decompress(c: JpegActCompressed) -> np.ndarray:
         raise ConfigurationError(f"decompress takes a JpegActCompressed, not {type(c).__name__}")
     shape = _check_shape(c.shape)
     q = decode_coefficients(c.data, c.coder, n_blocks(shape))
-    return reconstruct(q, shape, c.table, bool(c.unsigned))
+    return reconstruct(q, shape, c.table, bool(c.unsigned), c.frac_bits)
