@@ -350,3 +350,44 @@ def read_zrl(data, nbits, count, lut, zero, literals):
             out[i + r] = zero
         i += run
     return out, pos
+
+
+@njit(cache=True, nogil=True)
+def histogram(symbols, size):
+    """Counts of each symbol value in 0..size-1 (any integer dtype, one pass, no copy),
+    and the number of symbols outside that range (not counted)."""
+    out = np.zeros(size, np.int64)
+    bad = 0
+    for i in range(symbols.size):
+        s = np.int64(symbols[i])
+        if s < 0 or s >= size:
+            bad += 1
+        else:
+            out[s] += 1
+    return out, bad
+
+
+@njit(cache=True, nogil=True)
+def write_table(symbols, codes, lengths):
+    """Huffman-code symbols through (codes, lengths) tables, MSB first; returns (bytes, bits)."""
+    total = 0
+    for i in range(symbols.size):
+        total += lengths[symbols[i]]
+    out = np.zeros((total + 7) // 8 + 8, np.uint8)
+    acc = np.uint64(0)
+    nacc = 0
+    pos = 0
+    for i in range(symbols.size):
+        s = symbols[i]
+        w = np.int64(lengths[s])
+        acc = (acc << np.uint64(w)) | np.uint64(codes[s])
+        nacc += w
+        while nacc >= 8:
+            nacc -= 8
+            out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+            pos += 1
+        acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
+    if nacc > 0:
+        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
+        pos += 1
+    return out[:pos], total

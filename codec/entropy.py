@@ -71,11 +71,18 @@ def token_alphabet(coder: str, alphabet: Alphabet) -> int:
 
 def histogram(coder: str, symbols: np.ndarray, alphabet: Alphabet) -> np.ndarray:
     """Counts of the tokens the coder's table covers (what the table policy builds from)."""
-    symbols = np.ascontiguousarray(symbols, np.int32).ravel()
+    symbols = np.ascontiguousarray(symbols).ravel()
     if coder == "zrl":
-        tokens, _, _ = K.zrl_tokens(symbols, alphabet.zero, alphabet.size)
-        return np.bincount(tokens, minlength=alphabet.size + RUN_TOKENS).astype(np.int64)
-    return np.bincount(symbols, minlength=alphabet.size).astype(np.int64)
+        tokens, _, _ = K.zrl_tokens(symbols.astype(np.int32, copy=False), alphabet.zero, alphabet.size)
+        return _histogram(tokens, alphabet.size + RUN_TOKENS)
+    return _histogram(symbols, alphabet.size)
+
+
+def _histogram(symbols: np.ndarray, size: int) -> np.ndarray:
+    counts, bad = K.histogram(symbols, size)
+    if bad:
+        raise ConfigurationError(f"{bad} symbols lie outside the alphabet 0..{size - 1}")
+    return counts
 
 
 def encode(coder: str, symbols: np.ndarray, alphabet: Alphabet, lengths: np.ndarray | None = None):
@@ -84,7 +91,14 @@ def encode(coder: str, symbols: np.ndarray, alphabet: Alphabet, lengths: np.ndar
     ``lengths`` is the Huffman table (code lengths over :func:`token_alphabet`) for the
     table coders.
     """
-    symbols = np.ascontiguousarray(symbols, np.int32).ravel()
+    symbols = np.ascontiguousarray(symbols).ravel()
+    if coder == "huffman":  # the hot path: no intermediate arrays
+        codes, lens = _table(lengths, alphabet.size)
+        if (lens[_histogram(symbols, alphabet.size) > 0] == 0).any():
+            raise ConfigurationError("the Huffman table has no code for a symbol of this map")
+        data, nbits = K.write_table(symbols, codes, lens)
+        return data.tobytes(), int(nbits)
+    symbols = symbols.astype(np.int32, copy=False)
     if coder == "raw":
         values, widths = symbols, np.full(symbols.size, alphabet.width, np.uint8)
     elif coder == "zvc":
@@ -93,11 +107,6 @@ def encode(coder: str, symbols: np.ndarray, alphabet: Alphabet, lengths: np.ndar
         widths = np.concatenate(
             [np.ones(symbols.size, np.uint8), np.full(int(nonzero.sum()), alphabet.width, np.uint8)]
         )
-    elif coder == "huffman":
-        codes, lens = _table(lengths, alphabet.size)
-        if (lens[symbols] == 0).any():
-            raise ConfigurationError("the Huffman table has no code for a symbol of this map")
-        values, widths = codes[symbols], lens[symbols]
     elif coder == "zrl":
         codes, lens = _table(lengths, alphabet.size + RUN_TOKENS)
         tokens, extra, extra_w = K.zrl_tokens(symbols, alphabet.zero, alphabet.size)

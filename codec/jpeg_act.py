@@ -61,6 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+from temposplit.codec._kernels import write_fields
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.huffman import canonical_codes, package_merge
 
@@ -72,6 +73,7 @@ __all__ = [
     "decode_coefficients",
     "decompress",
     "encode_coefficients",
+    "n_blocks",
     "quant_table",
     "quantized_coefficients",
     "reconstruct",
@@ -355,30 +357,6 @@ def _rle_symbols(qzz):
     return symbols[:m], amplitudes[:m]
 
 
-@njit(cache=True, nogil=True)
-def _pack(symbols, amplitudes, codes, lengths, nbytes):
-    out = np.zeros(nbytes, np.uint8)
-    acc = np.uint64(0)  # bits not yet written, right-aligned
-    nacc = 0
-    pos = 0
-    for i in range(symbols.size):
-        s = symbols[i]
-        acc = (acc << np.uint64(lengths[s])) | np.uint64(codes[s])
-        nacc += lengths[s]
-        size = s & 15
-        if size:
-            acc = (acc << np.uint64(size)) | np.uint64(amplitudes[i])
-            nacc += size
-        while nacc >= 8:
-            nacc -= 8
-            out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
-            pos += 1
-        acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
-    if nacc:
-        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
-    return out
-
-
 # Decoder status codes (0 = fine).
 _ERR_TRUNCATED = 1
 _ERR_BAD_CODE = 2
@@ -468,8 +446,12 @@ def encode_coefficients(q: np.ndarray, coder: str = "jpeg") -> bytes:
     freq = np.bincount(symbols, minlength=256)
     lengths = package_merge(freq, MAX_CODE_LENGTH).astype(np.int64)
     codes = canonical_codes(lengths).astype(np.int64)
-    nbits = int(np.dot(freq, lengths)) + int(np.dot(freq, np.arange(256) & 15))
-    bits = _pack(symbols, amplitudes, codes, lengths, -(-nbits // 8))
+    # Fields in stream order: each symbol's code, then its amplitude bits (width 0 for EOB/ZRL).
+    values = np.empty(2 * symbols.size, np.int64)
+    widths = np.empty(2 * symbols.size, np.int64)
+    values[0::2], widths[0::2] = codes[symbols], lengths[symbols]
+    values[1::2], widths[1::2] = amplitudes, symbols & 15
+    bits, _ = write_fields(values, widths)
     counts = np.bincount(lengths, minlength=MAX_CODE_LENGTH + 1)[1:].astype(np.uint8)
     return counts.tobytes() + _table_order(lengths).astype(np.uint8).tobytes() + bits.tobytes()
 

@@ -1,0 +1,125 @@
+"""``temposplit encode``, ``decode`` and ``bench codec``: the codec from the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("encode", help="feature maps (.npz) -> stream", description="Encode a feature file into a stream.")
+    p.add_argument("input", help=".npz feature file (docs/bitstream.md, Feature files)")
+    p.add_argument("output", help="stream file to write")
+    add_codec_options(p)
+    p.set_defaults(handler=_encode)
+
+    p = sub.add_parser("decode", help="stream -> feature maps (.npz)", description="Decode a stream into a feature file.")
+    p.add_argument("input", help="stream file")
+    p.add_argument("output", help=".npz file to write")
+    p.set_defaults(handler=_decode)
+
+
+def register_bench(sub) -> None:
+    p = sub.add_parser("codec", help="codec speed at the ResNet-50 cut shapes (bi-3 + Huffman, N=4, p=7)")
+    p.add_argument("--json", action="store_true", help="one JSON object per shape per line")
+    p.add_argument("--frames", type=int, default=9, help="frames per shape (default 9: three bi-3 groups)")
+    p.add_argument("--shapes", default="all", help="'all', 'small' (the two smaller shapes) or CxHxW[:B],...")
+    p.set_defaults(handler=_bench)
+
+
+def add_codec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bits", "-n", type=int, default=4, help="N, bits per anchor code (2..8; default 4)")
+    p.add_argument("--structure", default="bi-3", help="intra, uni-G or bi-G (default bi-3)")
+    p.add_argument("--coder", default="huffman", help="raw, zvc, huffman or zrl (default huffman)")
+    p.add_argument("--search-range", "-p", type=int, default=7, help="TSS search range: 3, 7 or 15 (default 7)")
+    p.add_argument("--block", "-B", type=int, default=None, help="block size for every tensor (default: the file's, else 4)")
+    p.add_argument("--per-channel", action="store_true", help="one vector per block and channel")
+    p.add_argument("--residual", choices=["threshold", "rd"], default=None, help="code residuals of predicted blocks")
+    p.add_argument("--residual-threshold", type=float, default=0.5, help="mean |error| (N-bit steps) to code a block")
+    p.add_argument("--lam", type=float, default=4.0, help="rate-distortion lambda for --residual rd")
+    p.add_argument("--reference", choices=["anchor", "chain"], default="anchor", help="what predicted frames use")
+    p.add_argument("--refresh", type=float, default=None, help="make a frame an anchor above this mean TSS cost")
+    p.add_argument("--rate", type=float, default=None, help="target MB/s at --fps: rate control picks N and g")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate for rates (default 30)")
+    p.add_argument("--table-policy", choices=["previous", "own"], default="previous")
+    p.add_argument("--key-interval", type=int, default=16, help="anchors between self-contained KEY anchors")
+
+
+def config_from_args(args, tensors):
+    from temposplit.codec.encoder import CodecConfig, ResidualConfig
+
+    residual = None
+    if args.residual:
+        residual = ResidualConfig(mode=args.residual, threshold=args.residual_threshold, lam=args.lam)
+    return CodecConfig(
+        tensors=tensors, n_bits=args.bits, structure=args.structure, coder=args.coder,
+        search_range=args.search_range, per_channel=args.per_channel, residual=residual,
+        reference=args.reference, refresh_threshold=args.refresh, table_policy=args.table_policy,
+        key_interval=args.key_interval, rate_target=args.rate, fps=args.fps,
+    )
+
+
+def _encode(args) -> int:
+    from temposplit.codec import features
+    from temposplit.codec.encoder import Encoder, TensorSpec
+
+    clip = features.load(args.input)
+    tensors = [
+        TensorSpec(n, tuple(c.shape[1:]), s, z, args.block or b or 4)
+        for n, c, s, z, b in zip(clip.names, clip.codes, clip.scales, clip.zero_points, clip.blocks, strict=True)
+    ]
+    enc = Encoder(config_from_args(args, tensors))
+    enc.set_total_frames(clip.frames)
+    with open(args.output, "wb") as f:
+        f.write(enc.header_bytes())
+        for t in range(clip.frames):
+            for p in enc.push(clip.frame(t)):
+                f.write(p.to_bytes())
+        for p in enc.flush():
+            f.write(p.to_bytes())
+    total = sum(e.packet_bytes for e in enc.frames)
+    elements = sum(c[0].size for c in clip.codes)
+    print(
+        f"{clip.frames} frames, {total} bytes ({total / clip.frames:.0f} per frame, "
+        f"{8 * total / (elements * clip.frames):.3f} bits per element, "
+        f"{total / clip.frames * args.fps / 1e6:.3f} MB/s at {args.fps:g} fps) -> {args.output}"
+    )
+    return 0
+
+
+def _decode(args) -> int:
+    import sys
+
+    import numpy as np
+
+    from temposplit.codec import features
+    from temposplit.codec.decoder import DecodedFrame, decode_stream
+    from temposplit.codec.errors import BitstreamError
+
+    with open(args.input, "rb") as f:
+        data = f.read()
+    header, out = decode_stream(data)
+    frames = sorted((d for d in out if isinstance(d, DecodedFrame)), key=lambda d: d.index)
+    errors = [d for d in out if not isinstance(d, DecodedFrame)]
+    if not frames:
+        raise BitstreamError(f"no frame could be decoded ({errors[0].error})" if errors else "the stream has no frames")
+    names = [t.name for t in header.tensors]
+    codes = [np.stack([d.codes[i] for d in frames]) for i in range(len(names))]
+    values = [np.stack([d.dequantize()[i] for d in frames]) for i in range(len(names))]
+    clip = features.FeatureClip(
+        names, codes, [t.scale for t in header.tensors], [t.zero_point for t in header.tensors],
+        [t.block for t in header.tensors],
+    )
+    extra = {"index": np.array([d.index for d in frames]), "n_bits": np.array([d.n_bits for d in frames])}
+    extra.update({f"values/{n}": v for n, v in zip(names, values, strict=True)})
+    features.save(args.output, clip, extra)
+    print(f"{len(frames)} frames decoded -> {args.output}")
+    if errors:
+        print(f"temposplit decode: {len(errors)} packets could not be decoded; first: {errors[0].error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench(args) -> int:
+    from temposplit.codec.bench import main
+
+    return main(args)

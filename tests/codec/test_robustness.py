@@ -1,0 +1,63 @@
+"""The decoder trusts no field: arbitrary, truncated or damaged bytes give BitstreamErrors."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from temposplit.codec import fuzz
+from temposplit.codec.bitstream import StreamHeader, TensorInfo
+from temposplit.codec.decoder import DecodedFrame, FrameError, decode_stream
+from temposplit.codec.errors import BitstreamError, LimitError, TruncatedError
+
+SEEDS = fuzz.seed_streams(np.random.default_rng(7))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_crash(data):
+    assert fuzz.check_one(data) in ("frames", "error")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SEEDS), st.integers(0, 2**32 - 1))
+def test_mutated_streams_never_crash(stream, seed):
+    data = fuzz.mutate(np.random.default_rng(seed), stream)
+    assert fuzz.check_one(data) in ("frames", "error")
+
+
+@pytest.mark.parametrize("stream", SEEDS)
+def test_every_truncation_of_a_stream_is_handled(stream):
+    header_len = len(StreamHeader.from_bytes(stream).to_bytes())
+    _, full = decode_stream(stream)
+    for cut in range(0, len(stream), max(1, len(stream) // 150)):
+        if cut < header_len:
+            with pytest.raises(BitstreamError):
+                decode_stream(stream[:cut])
+            continue
+        _, out = decode_stream(stream[:cut])
+        frames = [d for d in out if isinstance(d, DecodedFrame)]
+        assert all(isinstance(d, (DecodedFrame, FrameError)) for d in out)
+        for got, want in zip(frames, full, strict=False):  # what decodes is a prefix, unchanged
+            assert got.index == want.index
+            assert all((a == b).all() for a, b in zip(got.codes, want.codes, strict=True))
+
+
+def test_header_limits_are_checked_before_allocation():
+    header = StreamHeader.from_bytes(SEEDS[0])
+    huge = TensorInfo("x", 4096, 4096, 4096, 1.0, 0, 4)  # 2^36 elements
+    raw = StreamHeader(**{**header.__dict__, "tensors": (huge,)}).to_bytes()
+    with pytest.raises(LimitError, match="elements"):
+        StreamHeader.from_bytes(raw)
+
+
+def test_a_truncated_header_is_a_truncation_error():
+    with pytest.raises(TruncatedError):
+        StreamHeader.from_bytes(SEEDS[0][:20])
+
+
+@pytest.mark.slow
+def test_fuzz_campaign_of_ten_thousand_inputs():
+    counts = fuzz.run(10_000, seed=2026)
+    assert counts["frames"] + counts["error"] == 10_000
+    assert counts["frames"] > 1000 and counts["error"] > 1000  # both paths were exercised
