@@ -1,0 +1,442 @@
+"""Raw-frame baselines (SPEC section 6, items 8 and 9): what a user would send instead of features.
+
+* :func:`encode_jpeg` — each frame as a JPEG image through OpenCV (``cv2.imencode``, its
+  bundled libjpeg-turbo): baseline sequential JPEG, standard tables scaled by the quality,
+  4:2:0 chroma subsampling, no Huffman optimization (OpenCV's defaults).
+  :func:`jpeg_quality_for_bpp` finds the quality whose mean bits per pixel is closest to a
+  target (2.8 bpp by default: the thesis's 13 MB/s for 1280x960 frames at 30 frames/s).
+* :func:`encode_video` (:func:`encode_h264`, :func:`encode_h265`) — the clip as one real
+  video stream through PyAV: libx264 or libx265, constant rate factor ``crf``, preset
+  ``medium``, no tune, yuv420p, a key frame at least every ``gop`` = 250 frames (both
+  encoders' default; scene cuts may add more), the encoders' default B-frames (3 for x264
+  medium, 4 for x265), and ``threads`` = 1 encoding thread so the bitstream does not
+  depend on the machine's core count. Sizes are the elementary stream's packets (parameter
+  sets included, no container).
+
+Every encoder consumes its frames (RGB uint8, (H, W, 3)) one at a time from any iterable
+and keeps only the coded bytes, so a clip of hundreds of frames never sits in memory
+decoded: :meth:`CodedClip.decoded` decodes them again, lazily and in display order, each
+time it is called (the harness pairs them with the original frames as it goes). The
+number of decoded frames is checked against the number encoded, and the video decoders'
+frame timestamps against display order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from temposplit.evaluation.metrics import DEFAULT_FPS, bits_per_pixel, compression_ratio, mb_per_s, psnr
+
+from temposplit.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CRFS",
+    "DEFAULT_JPEG_QUALITY",
+    "JPEG_TARGET_BPP",
+    "CodedClip",
+    "encode_h264",
+    "encode_h265",
+    "encode_jpeg",
+    "encode_video",
+    "example_table",
+    "jpeg_quality_for_bpp",
+    "mean_psnr",
+]
+
+DEFAULT_JPEG_QUALITY = 75
+# 13 MB/s for 1280x960 frames at 30 frames/s (the thesis's JPEG figure) = 2.82 bits per pixel.
+JPEG_TARGET_BPP = 2.8
+DEFAULT_CRFS = (23, 28, 33, 38)
+DEFAULT_PRESET = "medium"
+DEFAULT_GOP = 250
+VIDEO_CODECS = {"h264": ("libx264", "h264"), "h265": ("libx265", "hevc")}
+
+
+@dataclass
+class CodedClip:
+    """A clip coded by one baseline at one setting.
+
+    Attributes
+    ----------
+    codec : str
+        ``"jpeg"``, ``"h264"`` or ``"h265"``.
+    settings : dict
+        Every encoder setting that was used (quality, crf, preset, gop, ...).
+    width, height : int
+        Frame size in pixels.
+    fps : float
+        The clip's frame rate (given to the video encoders' rate control).
+    per_frame_bytes : int64 array (n_frames,)
+        Coded bytes of each frame in display order (JPEG: the file; video: its packet).
+    """
+
+    codec: str
+    settings: dict
+    width: int
+    height: int
+    fps: float
+    per_frame_bytes: np.ndarray
+    _payloads: list = field(repr=False, default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.per_frame_bytes.size)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.per_frame_bytes.sum())
+
+    @property
+    def bytes_per_frame(self) -> float:
+        """Mean coded bytes per frame."""
+        return self.total_bytes / self.n_frames if self.n_frames else math.nan
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return bits_per_pixel(self.bytes_per_frame, self.width, self.height)
+
+    @property
+    def raw_bytes_per_frame(self) -> int:
+        """Uncompressed RGB, 3 bytes per pixel."""
+        return 3 * self.width * self.height
+
+    @property
+    def compression_ratio(self) -> float:
+        """Against the raw RGB frames."""
+        return compression_ratio(self.raw_bytes_per_frame, self.bytes_per_frame)
+
+    def mb_per_s(self, fps: float = DEFAULT_FPS) -> float:
+        """Rate in MB/s (10^6 bytes) if the clip ran at ``fps`` frames/s (30 by default, as the thesis)."""
+        return mb_per_s(self.bytes_per_frame, fps)
+
+    def decoded(self) -> Iterator[np.ndarray]:
+        """The decoded frames, RGB uint8 (H, W, 3), in display order, decoded lazily.
+
+        Raises
+        ------
+        RuntimeError
+            The decoder returned frames out of order or not as many frames as were encoded.
+        """
+        if self.codec == "jpeg":
+            yield from _decode_jpeg(self._payloads)
+        else:
+            yield from _decode_video(VIDEO_CODECS[self.codec][1], self._payloads, self.n_frames)
+
+    def summary(self) -> dict:
+        """Plain JSON-ready figures."""
+        return {
+            "codec": self.codec,
+            **self.settings,
+            "width": self.width,
+            "height": self.height,
+            "n_frames": self.n_frames,
+            "bytes_per_frame": self.bytes_per_frame,
+            "bits_per_pixel": self.bits_per_pixel,
+            "mb_per_s_at_30fps": self.mb_per_s(),
+            "compression_ratio": self.compression_ratio,
+        }
+
+
+def _frames(frames: Iterable[np.ndarray], even: bool = False) -> Iterator[np.ndarray]:
+    """Check each frame (RGB uint8, one size for the clip) as it comes."""
+    shape = None
+    for i, frame in enumerate(frames):
+        if (
+            not isinstance(frame, np.ndarray)
+            or frame.dtype != np.uint8
+            or frame.ndim != 3
+            or frame.shape[2] != 3
+        ):
+            what = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ConfigError(f"frame {i} must be an RGB uint8 array (H, W, 3), not {what}")
+        if shape is None:
+            shape = frame.shape
+            if min(shape[:2]) < 1 or (even and (shape[0] % 2 or shape[1] % 2)):
+                raise ConfigError(
+                    f"frames of {shape[1]}x{shape[0]} cannot be coded as yuv420p (even sizes only)"
+                )
+        elif frame.shape != shape:
+            raise ConfigError(f"frame {i} is {frame.shape}, the clip's first frame {shape}")
+        yield frame
+
+
+def _check_fps(fps: float) -> float:
+    if not fps > 0:
+        raise ConfigError(f"fps must be positive, not {fps}")
+    return float(fps)
+
+
+# --------------------------------------------------------------------------- JPEG
+
+
+def _check_quality(quality: int) -> int:
+    if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ConfigError(f"JPEG quality must be an integer in 1..100, not {quality!r}")
+    return int(quality)
+
+
+def _jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(
+        ".jpg", np.ascontiguousarray(frame[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:  # pragma: no cover - OpenCV refuses only invalid images, which _frames rejects
+        raise RuntimeError("OpenCV failed to encode a JPEG frame")
+    return buf.tobytes()
+
+
+def _decode_jpeg(payloads: Sequence[bytes]) -> Iterator[np.ndarray]:
+    import cv2
+
+    for i, data in enumerate(payloads):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:  # pragma: no cover - the bytes are OpenCV's own
+            raise RuntimeError(f"OpenCV failed to decode JPEG frame {i}")
+        yield np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def encode_jpeg(
+    frames: Iterable[np.ndarray], quality: int = DEFAULT_JPEG_QUALITY, fps: float = DEFAULT_FPS
+) -> CodedClip:
+    """Each frame as a JPEG file (OpenCV, libjpeg-turbo, 4:2:0) at ``quality`` (1..100)."""
+    quality = _check_quality(quality)
+    fps = _check_fps(fps)
+    payloads, shape = [], None
+    for frame in _frames(frames):
+        payloads.append(_jpeg_bytes(frame, quality))
+        shape = frame.shape
+    if shape is None:
+        raise ConfigError("no frames to encode")
+    return CodedClip(
+        codec="jpeg",
+        settings={"quality": quality, "library": "opencv", "subsampling": "4:2:0"},
+        width=shape[1],
+        height=shape[0],
+        fps=fps,
+        per_frame_bytes=np.array([len(p) for p in payloads], np.int64),
+        _payloads=payloads,
+    )
+
+
+def jpeg_quality_for_bpp(
+    frames: Sequence[np.ndarray], target_bpp: float = JPEG_TARGET_BPP
+) -> tuple[int, float]:
+    """The JPEG quality (1..100) whose mean bits per pixel over ``frames`` is closest to the target.
+
+    Returns ``(quality, bits_per_pixel)``. The frames are encoded several times (a binary
+    search over the quality, whose rate rises with it): pass a sample of a long clip.
+    """
+    frames = list(_frames(frames))
+    if not frames:
+        raise ConfigError("no frames to search the JPEG quality on")
+    if not target_bpp > 0:
+        raise ConfigError(f"target bits per pixel must be positive, not {target_bpp}")
+    pixels = frames[0].shape[0] * frames[0].shape[1]
+    cache: dict[int, float] = {}
+
+    def bpp(q: int) -> float:
+        if q not in cache:
+            cache[q] = 8.0 * float(np.mean([len(_jpeg_bytes(f, q)) for f in frames])) / pixels
+        return cache[q]
+
+    lo, hi = 1, 100  # the smallest quality reaching the target lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bpp(mid) >= target_bpp:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min({max(lo - 1, 1), lo}, key=lambda q: (abs(bpp(q) - target_bpp), q))
+    return best, bpp(best)
+
+
+# --------------------------------------------------------------------------- H.264 / H.265
+
+
+def encode_video(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    codec: str = "h264",
+    crf: int = 28,
+    preset: str = DEFAULT_PRESET,
+    gop: int = DEFAULT_GOP,
+    threads: int = 1,
+) -> CodedClip:
+    """The clip as one H.264 (libx264) or H.265 (libx265) stream at a constant rate factor."""
+    import av
+    from av.codec.context import CodecContext
+
+    if codec not in VIDEO_CODECS:
+        raise ConfigError(f"unknown video codec {codec!r}: use one of {', '.join(VIDEO_CODECS)}")
+    if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+        raise ConfigError(f"crf must be an integer in 0..51, not {crf!r}")
+    if not isinstance(gop, (int, np.integer)) or gop < 1:
+        raise ConfigError(f"gop must be a positive integer, not {gop!r}")
+    if not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer, not {threads!r}")
+    fps = _check_fps(fps)
+    rate = Fraction(fps).limit_denominator(1001)
+    encoder_name = VIDEO_CODECS[codec][0]
+    options = {"crf": str(int(crf)), "preset": preset}
+    if encoder_name == "libx264":
+        options["threads"] = str(int(threads))
+    else:  # libx265 takes its threading (and its log level) through x265-params
+        options["x265-params"] = f"log-level=error:pools={int(threads)}:frame-threads={int(threads)}"
+
+    encoder = None
+    packets: list[tuple[bytes, int, int]] = []
+    n = 0
+
+    def collect(out) -> None:
+        for p in out:
+            packets.append((bytes(p), int(p.pts), int(p.dts)))
+
+    for frame in _frames(frames, even=True):
+        if encoder is None:
+            encoder = CodecContext.create(encoder_name, "w")
+            encoder.width, encoder.height = frame.shape[1], frame.shape[0]
+            encoder.pix_fmt = "yuv420p"
+            encoder.time_base = 1 / rate
+            encoder.framerate = rate
+            encoder.gop_size = int(gop)
+            encoder.options = options
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        vf.pts = n
+        collect(encoder.encode(vf))
+        n += 1
+    if encoder is None:
+        raise ConfigError("no frames to encode")
+    collect(encoder.encode(None))
+
+    per_frame = np.zeros(n, np.int64)
+    seen = np.zeros(n, bool)
+    for data, pts, _ in packets:
+        if not 0 <= pts < n or seen[pts]:
+            raise RuntimeError(
+                f"{encoder_name} returned a packet for frame {pts} of {n} twice or out of range"
+            )
+        seen[pts] = True
+        per_frame[pts] = len(data)
+    if not seen.all():
+        raise RuntimeError(f"{encoder_name} returned {int(seen.sum())} packets for {n} frames")
+    settings = {
+        "encoder": encoder_name,
+        "crf": int(crf),
+        "preset": preset,
+        "tune": None,
+        "gop": int(gop),
+        "pix_fmt": "yuv420p",
+        "threads": int(threads),
+    }
+    return CodedClip(codec, settings, encoder.width, encoder.height, fps, per_frame, packets)
+
+
+def encode_h264(frames: Iterable[np.ndarray], fps: float, crf: int = 28, **kwargs) -> CodedClip:
+    """:func:`encode_video` with libx264."""
+    return encode_video(frames, fps, "h264", crf, **kwargs)
+
+
+def encode_h265(frames: Iterable[np.ndarray], fps: float, crf: int = 28, **kwargs) -> CodedClip:
+    """:func:`encode_video` with libx265."""
+    return encode_video(frames, fps, "h265", crf, **kwargs)
+
+
+def _decode_video(decoder_name: str, packets, n_frames: int) -> Iterator[np.ndarray]:
+    import av
+    from av.codec.context import CodecContext
+
+    decoder = CodecContext.create(decoder_name, "r")
+    count = 0
+
+    def emit(frames):
+        nonlocal count
+        for vf in frames:
+            if vf.pts is not None and vf.pts != count:
+                raise RuntimeError(f"{decoder_name} decoder gave frame {vf.pts} where {count} was due")
+            count += 1
+            if count > n_frames:
+                raise RuntimeError(f"{decoder_name} decoder gave more than the {n_frames} frames encoded")
+            yield vf.to_ndarray(format="rgb24")
+
+    for data, pts, dts in packets:
+        packet = av.Packet(data)
+        packet.pts, packet.dts = pts, dts
+        yield from emit(decoder.decode(packet))
+    yield from emit(decoder.decode(None))
+    if count != n_frames:
+        raise RuntimeError(f"{decoder_name} decoder gave {count} frames for {n_frames} encoded")
+
+
+# --------------------------------------------------------------------------- fidelity and the example table
+
+
+def mean_psnr(originals: Iterable[np.ndarray], clip: CodedClip) -> float:
+    """Mean PSNR (dB) of the decoded clip against the original frames, frame by frame."""
+    values = [psnr(a, b) for a, b in zip(originals, clip.decoded(), strict=True)]
+    return float(np.mean(values))
+
+
+def example_table(
+    frames: Sequence[np.ndarray],
+    fps: float,
+    crfs: Sequence[int] = DEFAULT_CRFS,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    target_bpp: float = JPEG_TARGET_BPP,
+) -> list[dict]:
+    """Every baseline's figures on one clip (the rows of docs/baselines.md's example)."""
+    searched, _ = jpeg_quality_for_bpp(frames, target_bpp)
+    clips = [encode_jpeg(frames, jpeg_quality, fps), encode_jpeg(frames, searched, fps)]
+    clips += [encode_video(frames, fps, codec, crf) for codec in ("h264", "h265") for crf in crfs]
+    rows = []
+    for clip in clips:
+        row = clip.summary()
+        row["mb_per_s_at_clip_fps"] = clip.mb_per_s(fps)
+        row["psnr_db"] = mean_psnr(frames, clip)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m temposplit.evaluation.baselines [VIDEO] --frames 60``: the example table."""
+    from temposplit.model.data import read_video, vtest_path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m temposplit.evaluation.baselines", description=main.__doc__
+    )
+    parser.add_argument("video", nargs="?", help="video file (default: data/vtest.avi)")
+    parser.add_argument("--frames", type=int, default=60, help="first N frames (default 60)")
+    parser.add_argument("--fps", type=float, default=None, help="the clip's frame rate (default: the file's)")
+    args = parser.parse_args(argv)
+    path = args.video or vtest_path()
+    fps = args.fps
+    if fps is None:
+        import av
+
+        with av.open(str(path)) as container:
+            fps = float(container.streams.video[0].average_rate)
+    frames = list(read_video(path, max_frames=args.frames))
+    h, w = frames[0].shape[:2]
+    print(f"{path}: {len(frames)} frames of {w}x{h} at {fps:g} frames/s")
+    print(
+        "| codec | setting | bytes/frame | bits/pixel | MB/s at 30 fps | MB/s at clip fps "
+        "| ratio vs RGB | PSNR dB |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in example_table(frames, fps):
+        setting = f"q={row['quality']}" if row["codec"] == "jpeg" else f"crf={row['crf']}"
+        print(
+            f"| {row['codec']} | {setting} | {row['bytes_per_frame']:.0f} | {row['bits_per_pixel']:.3f} | "
+            f"{row['mb_per_s_at_30fps']:.3f} | {row['mb_per_s_at_clip_fps']:.3f} | "
+            f"{row['compression_ratio']:.1f} | {row['psnr_db']:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

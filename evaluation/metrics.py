@@ -1,0 +1,240 @@
+"""The scores of the evaluation harness: detection accuracy (COCO mAP), rates and image fidelity.
+
+Detection accuracy (SPEC section 6) is COCO mAP@0.5 and mAP@[.5:.95] computed by
+pycocotools on per-frame :class:`~temposplit.model.detections.Detections` (boxes x1, y1,
+x2, y2 in pixels, scores, COCO category ids):
+
+* :func:`coco_map` scores detections under test (kept if score >= ``score_threshold``,
+  default 0.05) against per-frame ground truth (all of its boxes count; scores ignored).
+* :func:`fidelity_map` is the same against a reference run's detections with score >=
+  ``reference_threshold`` (default 0.5): the "fidelity mAP". Scoring the reference run
+  itself gives 1.0 by construction.
+
+COCO conventions apply: each category is scored on its own and the mean is over the
+categories that have ground truth somewhere in the clip, so detections of a category with
+no ground truth anywhere are ignored (they are not false positives of another category);
+detections on a frame without ground truth are false positives of their category; up to
+``max_detections`` (100) detections per frame, highest scores first; the "all" area range.
+
+Degenerate cases, always answered the same way:
+
+* no ground-truth box in any frame: both mAPs are **NaN** (nothing to find: undefined,
+  not zero; averages across clips should skip it, e.g. ``numpy.nanmean``);
+* ground truth but no detection (after the score filter): both mAPs are **0.0**.
+
+The rate helpers follow SPEC section 6: MB = 10^6 bytes, MB/s at a stated frame rate
+(30 frames/s by default, the thesis's), bits per element or pixel, compression ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from temposplit.model.detections import Detections
+
+from temposplit.errors import ConfigError
+
+__all__ = [
+    "Detections",
+    "MapResult",
+    "bits_per_element",
+    "bits_per_pixel",
+    "coco_map",
+    "compression_ratio",
+    "fidelity_map",
+    "mb_per_s",
+    "psnr",
+]
+
+DEFAULT_SCORE_THRESHOLD = 0.05
+DEFAULT_REFERENCE_THRESHOLD = 0.5
+DEFAULT_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """COCO mAP of one run over a clip.
+
+    Attributes
+    ----------
+    map50 : float
+        mAP at IoU 0.5 (NaN when there is no ground truth, see the module docstring).
+    map50_95 : float
+        mAP averaged over IoU 0.50:0.05:0.95.
+    n_frames, n_ground_truth, n_detections : int
+        Frames, ground-truth boxes, and detections kept by the score filter.
+    """
+
+    map50: float
+    map50_95: float
+    n_frames: int
+    n_ground_truth: int
+    n_detections: int
+
+    def as_dict(self) -> dict:
+        return {
+            "map50": self.map50,
+            "map50_95": self.map50_95,
+            "n_frames": self.n_frames,
+            "n_ground_truth": self.n_ground_truth,
+            "n_detections": self.n_detections,
+        }
+
+
+def _arrays(d: Detections, what: str, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not isinstance(d, Detections):
+        raise ConfigError(f"{what}[{index}] must be Detections, not {type(d).__name__}")
+    boxes = np.asarray(d.boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(d.scores, np.float64).reshape(-1)
+    ids = np.asarray(d.category_ids, np.int64).reshape(-1)
+    if not len(boxes) == len(scores) == len(ids):
+        raise ConfigError(
+            f"{what}[{index}] has {len(boxes)} boxes, {len(scores)} scores and {len(ids)} category ids"
+        )
+    return boxes, scores, ids
+
+
+def _xywh(box: np.ndarray) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def coco_map(
+    detections: Sequence[Detections],
+    ground_truth: Sequence[Detections],
+    *,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    max_detections: int = 100,
+) -> MapResult:
+    """COCO mAP@0.5 and mAP@[.5:.95] of per-frame detections against per-frame ground truth.
+
+    ``detections[i]`` and ``ground_truth[i]`` belong to frame i. The COCO objects are built
+    in memory and pycocotools' printing is silenced.
+
+    Raises
+    ------
+    ValueError
+        The two sequences differ in length, or an entry is not a consistent Detections.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    detections, ground_truth = list(detections), list(ground_truth)
+    if len(detections) != len(ground_truth):
+        raise ConfigError(f"{len(detections)} frames of detections but {len(ground_truth)} of ground truth")
+    if max_detections < 1:
+        raise ConfigError(f"max_detections must be at least 1, not {max_detections}")
+
+    images, gt_anns, dt_anns, categories = [], [], [], set()
+    for frame, (gt, dt) in enumerate(zip(ground_truth, detections, strict=True), start=1):
+        images.append({"id": frame})
+        g_boxes, _, g_ids = _arrays(gt, "ground_truth", frame - 1)
+        for box, cat in zip(g_boxes, g_ids, strict=True):
+            x, y, w, h = _xywh(box)
+            # Annotation ids start at 1: pycocotools takes id 0 for "unmatched".
+            gt_anns.append(
+                {
+                    "id": len(gt_anns) + 1,
+                    "image_id": frame,
+                    "category_id": int(cat),
+                    "bbox": [x, y, w, h],
+                    "area": max(w, 0.0) * max(h, 0.0),
+                    "iscrowd": 0,
+                }
+            )
+            categories.add(int(cat))
+        d_boxes, d_scores, d_ids = _arrays(dt, "detections", frame - 1)
+        for box, score, cat in zip(d_boxes, d_scores, d_ids, strict=True):
+            if score >= score_threshold:
+                dt_anns.append(
+                    {"image_id": frame, "category_id": int(cat), "bbox": _xywh(box), "score": float(score)}
+                )
+                categories.add(int(cat))
+
+    n_frames, n_gt, n_dt = len(images), len(gt_anns), len(dt_anns)
+    if n_gt == 0:
+        return MapResult(math.nan, math.nan, n_frames, n_gt, n_dt)
+    if n_dt == 0:
+        return MapResult(0.0, 0.0, n_frames, n_gt, n_dt)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {
+            "images": images,
+            "annotations": gt_anns,
+            "categories": [{"id": c, "name": str(c)} for c in sorted(categories)],
+        }
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(dt_anns)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.params.maxDets = [1, 10, int(max_detections)]
+        evaluator.evaluate()
+        evaluator.accumulate()
+
+    # precision[T, R, K, A, M]: IoU thresholds, recall points, categories, area ranges, maxDets.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    iou50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+
+    def mean(p: np.ndarray) -> float:
+        valid = p[p > -1]  # -1: a category without ground truth
+        return float(valid.mean()) if valid.size else math.nan
+
+    return MapResult(mean(precision[iou50]), mean(precision), n_frames, n_gt, n_dt)
+
+
+def fidelity_map(
+    detections: Sequence[Detections],
+    reference: Sequence[Detections],
+    *,
+    reference_threshold: float = DEFAULT_REFERENCE_THRESHOLD,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    max_detections: int = 100,
+) -> MapResult:
+    """Fidelity mAP: detections under test against the reference run's detections with
+    score >= ``reference_threshold`` (SPEC section 6, ground truth (a))."""
+    reference = [r.above(reference_threshold) for r in reference]
+    return coco_map(detections, reference, score_threshold=score_threshold, max_detections=max_detections)
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def mb_per_s(bytes_per_frame: float, fps: float = DEFAULT_FPS) -> float:
+    """Rate in MB/s (10^6 bytes per second) at ``fps`` frames per second."""
+    if fps <= 0:
+        raise ConfigError(f"fps must be positive, not {fps}")
+    return float(bytes_per_frame) * float(fps) / 1e6
+
+
+def bits_per_element(nbytes: float, n_elements: int) -> float:
+    """Coded bits per tensor element (8.0 for uncompressed 8-bit features)."""
+    if n_elements <= 0:
+        raise ConfigError(f"n_elements must be positive, not {n_elements}")
+    return 8.0 * float(nbytes) / n_elements
+
+
+def bits_per_pixel(bytes_per_frame: float, width: int, height: int) -> float:
+    """Coded bits per pixel of a width x height frame (24.0 for raw RGB)."""
+    return bits_per_element(bytes_per_frame, int(width) * int(height))
+
+
+def compression_ratio(raw_bytes: float, coded_bytes: float) -> float:
+    """raw / coded (how many times smaller); infinite for zero coded bytes."""
+    return math.inf if coded_bytes == 0 else float(raw_bytes) / float(coded_bytes)
+
+
+# --------------------------------------------------------------------------- image fidelity
+
+
+def psnr(reference: np.ndarray, test: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of two same-shape images (inf when identical)."""
+    reference, test = np.asarray(reference), np.asarray(test)
+    if reference.shape != test.shape:
+        raise ConfigError(f"PSNR of images of shapes {reference.shape} and {test.shape}")
+    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)

@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from temposplit.cli import main
+from temposplit.codec import features, quantize
+from temposplit.codec.synthetic import correlated_clip
+
+
+@pytest.fixture
+def feature_file(tmp_path):
+    rng = np.random.default_rng(0)
+    a = np.stack(correlated_clip(rng, 7, (16, 19, 19)))
+    b = np.stack(correlated_clip(rng, 7, (8, 10, 10)))
+    path = tmp_path / "f.npz"
+    features.save(str(path), features.FeatureClip(["features.13", "x"], [a, b], [0.1, 0.2], [0, 3], [4, None]))
+    return path, [a, b]
+
+
+@pytest.mark.parametrize("options", [[], ["--coder", "zrl", "--residual", "rd", "--structure", "uni-4", "-n", "6"]])
+def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys, options):
+    path, clips = feature_file
+    assert main(["encode", str(path), str(tmp_path / "s.tsp"), *options]) == 0
+    assert "bits per element" in capsys.readouterr().out
+    assert main(["decode", str(tmp_path / "s.tsp"), str(tmp_path / "d.npz")]) == 0
+    out = features.load(str(tmp_path / "d.npz"))
+    assert out.names == ["features.13", "x"]
+    with np.load(tmp_path / "d.npz") as npz:
+        assert list(npz["index"]) == list(range(7))
+        n = int(npz["n_bits"][0])
+        anchors = [1, 4] if not options else [0, 4]
+        for t in anchors:
+            assert (out.codes[0][t] == quantize.requantize(clips[0][t], 0, n)).all()
+        assert npz["values/x"].dtype == np.float32
+
+
+def test_bad_input_gives_one_line_and_a_non_zero_exit(tmp_path, feature_file, capsys):
+    path, _ = feature_file
+    assert main(["encode", str(tmp_path / "missing.npz"), str(tmp_path / "s.tsp")]) == 2
+    assert main(["encode", str(path), str(tmp_path / "s.tsp"), "--structure", "bi-4"]) == 2
+    (tmp_path / "junk.tsp").write_bytes(b"not a stream at all")
+    assert main(["decode", str(tmp_path / "junk.tsp"), str(tmp_path / "d.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("temposplit ") and "error:" in line for line in err)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_damaged_stream_decodes_what_it_can_and_exits_non_zero(tmp_path, feature_file, capsys):
+    path, _ = feature_file
+    main(["encode", str(path), str(tmp_path / "s.tsp"), "--structure", "intra", "--coder", "raw"])
+    data = bytearray((tmp_path / "s.tsp").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "s.tsp").write_bytes(bytes(data))
+    assert main(["decode", str(tmp_path / "s.tsp"), str(tmp_path / "d.npz")]) == 1
+    with np.load(tmp_path / "d.npz") as npz:
+        assert len(npz["index"]) == 6
+    assert "could not be decoded" in capsys.readouterr().err
+
+
+def test_bench_codec_prints_one_json_object_per_shape(capsys):
+    assert main(["bench", "codec", "--json", "--shapes", "16x12x12:4,8x9x9", "--frames", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        r = json.loads(line)
+        assert {"shape", "encode_fps", "decode_fps", "bits_per_element"} <= r.keys()
+        assert r["encode_fps"] > 0 and r["decode_fps"] > 0 and 0 < r["bits_per_element"] < 8

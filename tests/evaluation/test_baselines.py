@@ -1,0 +1,144 @@
+"""Raw-frame baselines: JPEG (OpenCV), H.264 and H.265 (PyAV) on synthetic frames and on vtest.avi."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from temposplit.evaluation.baselines import (
+    encode_h264,
+    encode_h265,
+    encode_jpeg,
+    encode_video,
+    jpeg_quality_for_bpp,
+    mean_psnr,
+)
+from temposplit.evaluation.metrics import psnr
+
+
+def synthetic_clip(n=12, height=64, width=96, seed=0):
+    """A textured background with a bright square moving across it, with a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    red = 128 + 60 * np.sin(xx / 7.0)
+    green = 128 + 60 * np.cos(yy / 5.0)
+    blue = 128 + 40 * np.sin((xx + yy) / 9.0)
+    background = np.stack([red, green, blue], axis=-1)
+    frames = []
+    for i in range(n):
+        f = background + rng.normal(0, 4, background.shape)
+        f[20:40, 4 + 5 * i : 24 + 5 * i] = (240, 30, 30)
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    return frames
+
+
+CLIP = synthetic_clip()
+
+
+def test_jpeg_frames_round_trip_with_their_sizes():
+    clip = encode_jpeg(iter(CLIP), quality=75, fps=10)  # any iterable, consumed once
+    assert clip.n_frames == len(CLIP) and (clip.width, clip.height) == (96, 64)
+    assert np.all(clip.per_frame_bytes > 0)
+    assert clip.total_bytes == clip.per_frame_bytes.sum()
+    decoded = list(clip.decoded())
+    assert len(decoded) == len(CLIP)
+    assert all(d.shape == f.shape and d.dtype == np.uint8 for d, f in zip(decoded, CLIP, strict=True))
+    assert all(psnr(f, d) > 25 for d, f in zip(decoded, CLIP, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, clip.decoded(), strict=True))  # decodes again
+
+
+def test_higher_jpeg_quality_costs_more_and_looks_better():
+    low, high = encode_jpeg(CLIP, 30), encode_jpeg(CLIP, 90)
+    assert np.all(high.per_frame_bytes > low.per_frame_bytes)
+    assert mean_psnr(CLIP, high) > mean_psnr(CLIP, low) + 2
+
+
+def test_rate_helpers_of_a_clip():
+    clip = encode_jpeg(CLIP, 50)
+    assert clip.bytes_per_frame == pytest.approx(clip.per_frame_bytes.mean())
+    assert clip.bits_per_pixel == pytest.approx(8 * clip.bytes_per_frame / (96 * 64))
+    assert clip.mb_per_s() == pytest.approx(clip.bytes_per_frame * 30 / 1e6)
+    assert clip.mb_per_s(10) == pytest.approx(clip.bytes_per_frame * 10 / 1e6)
+    assert clip.compression_ratio == pytest.approx(96 * 64 * 3 / clip.bytes_per_frame)
+    assert clip.summary()["quality"] == 50
+
+
+@pytest.mark.parametrize("target", [1.5, 3.0, 6.0])
+def test_quality_search_lands_on_the_closest_quality(target):
+    quality, bpp = jpeg_quality_for_bpp(CLIP[:4], target)
+    assert bpp == pytest.approx(encode_jpeg(CLIP[:4], quality).bits_per_pixel)
+    for q in (quality - 1, quality + 1):
+        if 1 <= q <= 100:
+            assert abs(encode_jpeg(CLIP[:4], q).bits_per_pixel - target) >= abs(bpp - target)
+    assert bpp == pytest.approx(target, rel=0.15)
+
+
+@pytest.mark.parametrize("encode", [encode_h264, encode_h265])
+def test_video_stream_round_trip(encode):
+    clip = encode(CLIP, fps=10, crf=28)
+    assert clip.codec in ("h264", "h265") and clip.settings["preset"] == "medium"
+    assert clip.n_frames == len(CLIP)
+    assert np.all(clip.per_frame_bytes > 0)
+    assert clip.per_frame_bytes[0] == clip.per_frame_bytes.max()  # the key frame, with the parameter sets
+    decoded = list(clip.decoded())
+    assert len(decoded) == len(CLIP)
+    assert all(d.shape == f.shape and d.dtype == np.uint8 for d, f in zip(decoded, CLIP, strict=True))
+    # Display order: each decoded frame is closest to its own original (the square moves).
+    for i, d in enumerate(decoded):
+        assert i == int(np.argmax([psnr(f, d) for f in CLIP]))
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_lower_crf_costs_more_and_looks_better(codec):
+    fine, coarse = encode_video(CLIP, 10, codec, crf=23), encode_video(CLIP, 10, codec, crf=38)
+    assert fine.total_bytes > coarse.total_bytes
+    assert mean_psnr(CLIP, fine) > mean_psnr(CLIP, coarse) + 2
+
+
+def test_bad_frames_and_settings_raise():
+    with pytest.raises(ValueError, match="RGB uint8"):
+        encode_jpeg([CLIP[0].astype(np.float32)])
+    with pytest.raises(ValueError, match="RGB uint8"):
+        encode_jpeg([CLIP[0][:, :, 0]])
+    with pytest.raises(ValueError, match="first frame"):
+        encode_jpeg([CLIP[0], CLIP[1][:32]])
+    with pytest.raises(ValueError, match="no frames"):
+        encode_jpeg([])
+    with pytest.raises(ValueError, match="quality"):
+        encode_jpeg(CLIP, quality=0)
+    with pytest.raises(ValueError, match="even sizes"):
+        encode_h264([f[:63] for f in CLIP], fps=10)
+    with pytest.raises(ValueError, match="unknown video codec"):
+        encode_video(CLIP, 10, "vp9")
+    with pytest.raises(ValueError, match="crf"):
+        encode_h265(CLIP, 10, crf=60)
+    with pytest.raises(ValueError, match="fps"):
+        encode_h264(CLIP, fps=0)
+
+
+# --------------------------------------------------------------------------- real frames
+
+
+def vtest_frames(n):
+    from temposplit.model.data import read_video, vtest_path
+
+    path = vtest_path()
+    if not path.is_file():
+        pytest.skip(f"{path} not found: run `make data` (CI fetches it before the tests)")
+    return list(read_video(path, max_frames=n))
+
+
+def test_vtest_frames():
+    frames = vtest_frames(8)
+    assert frames[0].shape == (576, 768, 3)
+    jpeg = encode_jpeg(frames, 75, fps=10)
+    assert 20_000 < jpeg.bytes_per_frame < 200_000
+    h264 = encode_h264(frames, fps=10, crf=28)
+    h265 = encode_h265(frames, fps=10, crf=28)
+    for clip in (h264, h265):
+        decoded = list(clip.decoded())
+        assert len(decoded) == len(frames) and decoded[0].shape == frames[0].shape
+        assert clip.bytes_per_frame < jpeg.bytes_per_frame / 5  # what inter-frame coding buys
+        assert mean_psnr(frames, clip) > 30
+    quality, bpp = jpeg_quality_for_bpp(frames[:3], 2.8)
+    assert bpp == pytest.approx(2.8, abs=0.3)
+    assert quality > 75  # the noisy clip needs a high quality to spend 2.8 bits per pixel

@@ -1,0 +1,150 @@
+"""COCO mAP on hand-made boxes, the degenerate cases, and the rate helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from temposplit.evaluation.metrics import (
+    Detections,
+    bits_per_element,
+    bits_per_pixel,
+    coco_map,
+    compression_ratio,
+    fidelity_map,
+    mb_per_s,
+    psnr,
+)
+
+
+def dets(boxes=(), scores=None, ids=None) -> Detections:
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    n = len(boxes)
+    scores = np.full(n, 0.9, np.float32) if scores is None else np.asarray(scores, np.float32)
+    ids = np.ones(n, np.int64) if ids is None else np.asarray(ids, np.int64)
+    return Detections(boxes, scores, ids, [str(i) for i in ids])
+
+
+def shifted(d: Detections, dx: float) -> Detections:
+    return dets(d.boxes + np.array([dx, 0, dx, 0], np.float32), d.scores, d.category_ids)
+
+
+# Three frames: people (1) and cars (3), 100x100 boxes well apart.
+GT = [
+    dets([[10, 10, 110, 110], [300, 50, 400, 150]], ids=[1, 3]),
+    dets([[20, 10, 120, 110]], ids=[1]),
+    dets([[200, 200, 300, 300], [400, 20, 500, 120], [10, 300, 110, 400]], ids=[3, 1, 1]),
+]
+
+
+def test_identical_detections_score_one():
+    r = coco_map(GT, GT)
+    assert r.map50 == pytest.approx(1.0)
+    assert r.map50_95 == pytest.approx(1.0)
+    assert (r.n_frames, r.n_ground_truth, r.n_detections) == (3, 6, 6)
+
+
+def test_shifted_boxes_lose_map_50_95_before_map_50():
+    # A 100-wide box shifted by dx overlaps with IoU (100 - dx) / (100 + dx).
+    results = [coco_map([shifted(d, dx) for d in GT], GT) for dx in (0, 5, 18, 30, 40)]
+    map50 = [r.map50 for r in results]
+    map50_95 = [r.map50_95 for r in results]
+    assert map50[:4] == pytest.approx([1.0] * 4)  # IoU 0.90, 0.69, 0.54 still match at 0.5
+    assert map50[4] == pytest.approx(0.0)  # IoU 0.43
+    assert all(a > b for a, b in zip(map50_95, map50_95[1:4], strict=False))
+    # IoU 0.695 passes the thresholds 0.50, 0.55, 0.60, 0.65: 4 of 10.
+    assert map50_95[2] == pytest.approx(0.4)
+    assert map50_95[3] == pytest.approx(0.1)  # IoU 0.538: only 0.50
+
+
+def test_a_missing_class_halves_the_mean():
+    only_people = [dets(d.boxes[d.category_ids == 1], ids=d.category_ids[d.category_ids == 1]) for d in GT]
+    r = coco_map(only_people, GT)
+    assert r.map50 == pytest.approx(0.5)  # people 1.0, cars 0.0
+    assert r.map50_95 == pytest.approx(0.5)
+
+
+def test_detections_of_a_class_without_ground_truth_are_ignored():
+    extra = [
+        dets(
+            np.vstack([d.boxes, [[600, 600, 650, 650]]]),
+            np.append(d.scores, 0.99),
+            np.append(d.category_ids, 18),
+        )
+        for d in GT
+    ]
+    assert coco_map(extra, GT).map50 == pytest.approx(1.0)
+
+
+def test_empty_frames():
+    with_empty = [GT[0], dets(), GT[1], dets(), GT[2]]
+    assert coco_map(with_empty, with_empty).map50 == pytest.approx(1.0)
+    # A confident false positive on a frame without ground truth costs precision.
+    test = [GT[0], dets([[5, 5, 105, 105]], scores=[0.99]), GT[1], dets(), GT[2]]
+    r = coco_map(test, with_empty)
+    assert r.map50 < 1.0
+    assert r.map50 > 0.5
+
+
+def test_degenerate_cases_are_nan_or_zero():
+    no_detections = coco_map([dets()] * 3, GT)
+    assert (no_detections.map50, no_detections.map50_95) == (0.0, 0.0)
+    no_ground_truth = coco_map(GT, [dets()] * 3)
+    assert math.isnan(no_ground_truth.map50) and math.isnan(no_ground_truth.map50_95)
+    nothing = coco_map([dets()] * 2, [dets()] * 2)
+    assert math.isnan(nothing.map50)
+    assert coco_map([], []).n_frames == 0
+    below_threshold = [dets(d.boxes, np.full(len(d), 0.04), d.category_ids) for d in GT]
+    r = coco_map(below_threshold, GT)
+    assert r.n_detections == 0 and r.map50 == 0.0
+    assert coco_map(below_threshold, GT, score_threshold=0.01).map50 == pytest.approx(1.0)
+
+
+def test_fidelity_ground_truth_keeps_only_confident_reference_detections():
+    # The reference has confident boxes and weak ones (0.3); the weak ones are not ground truth.
+    reference = [
+        dets(
+            np.vstack([d.boxes, [[600, 0, 700, 100]]]), np.append(d.scores, 0.3), np.append(d.category_ids, 1)
+        )
+        for d in GT
+    ]
+    r = fidelity_map(reference, reference)
+    assert r.n_ground_truth == 6 and r.n_detections == 9
+    assert r.map50 == pytest.approx(1.0)  # the reference scores 1.0 by construction
+    # Finding only the weak boxes scores 0; lowering the reference threshold makes them count.
+    weak_only = [dets([[600, 0, 700, 100]], [0.3], [1]) for _ in GT]
+    assert fidelity_map(weak_only, reference).map50 == pytest.approx(0.0)
+    assert fidelity_map(weak_only, reference, reference_threshold=0.2).map50 < 1.0
+    assert fidelity_map(weak_only, reference, reference_threshold=0.2).map50 > 0.0
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="3 frames of detections but 2"):
+        coco_map(GT, GT[:2])
+    with pytest.raises(ValueError, match="must be Detections"):
+        coco_map([np.zeros((1, 4))], [GT[0]])
+    with pytest.raises(ValueError, match="2 boxes, 1 scores"):
+        coco_map([Detections(np.zeros((2, 4), np.float32), np.ones(1), np.ones(2, np.int64), [])], [GT[0]])
+
+
+def test_rate_helpers():
+    # The thesis's JPEG frames: 13 MB/s at 1280x960 and 30 frames/s is about 2.8 bits per pixel.
+    bytes_per_frame = 13e6 / 30
+    assert mb_per_s(bytes_per_frame) == pytest.approx(13.0)
+    assert mb_per_s(bytes_per_frame, fps=10) == pytest.approx(13.0 / 3)
+    assert bits_per_pixel(bytes_per_frame, 1280, 960) == pytest.approx(2.82, abs=0.01)
+    assert bits_per_element(25 * 34 * 2048, 25 * 34 * 2048) == 8.0
+    assert mb_per_s(25 * 34 * 2048) == pytest.approx(52.2, abs=0.1)  # the thesis's layer4 figure
+    assert compression_ratio(1000, 250) == 4.0 and compression_ratio(1, 0) == math.inf
+    with pytest.raises(ValueError):
+        mb_per_s(1, fps=0)
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), np.uint8)
+    assert psnr(a, a) == math.inf
+    b = a + np.uint8(1)
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2))
+    with pytest.raises(ValueError):
+        psnr(a, a[:2])
