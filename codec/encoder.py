@@ -166,13 +166,13 @@ RESIDUAL_PRIOR_SHIFT = 14
 
 
 class Encoder:
-    def __init__(self, config: CodecConfig, keep_reconstruction: bool = False):
+    def __init__(self, config: CodecConfig, keep_reconstruction: bool = False, first_index: int = 0):
         self.config = config
         self.structure = config.validate()
         self.header = config.header()
         self.keep_reconstruction = keep_reconstruction
         self.tensors = self.header.tensors
-        self.next_index = 0
+        self.next_index = int(first_index)  # a stream resumed after a loss starts past 0
         self.group: _Group | None = None
         self.total_frames: int | None = None
         self.anchors_since_key: int | None = None  # None: the next anchor is a KEY
@@ -199,9 +199,12 @@ class Encoder:
         follows the structure's rule exactly (otherwise it is settled at :meth:`flush`)."""
         self.total_frames = int(n)
 
-    def request_key(self) -> None:
-        """Make the next anchor a self-contained KEY anchor (a receiver lost state)."""
+    def request_key(self) -> list[Packet]:
+        """A receiver lost state: end the current group (coding any frames it holds) and make
+        the next frame a self-contained KEY anchor. Returns the packets of the frames held."""
+        packets = self.flush()
         self.anchors_since_key = None
+        return packets
 
     def push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
         codes = self._check_frame(frame)

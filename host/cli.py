@@ -1,0 +1,88 @@
+"""``temposplit edge`` and ``temposplit demo``."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from temposplit.codec.cli import add_codec_options
+
+    p = sub.add_parser("demo", help="the main job: SSD + vtest.avi, edge and cloud on loopback")
+    p.add_argument("--video", default=None, help="a video file (default: vtest.avi, fetched on first run)")
+    p.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("--cut", default=None, help="cut point (default: the SSD's default cut)")
+    p.add_argument("--backend", default="golden", choices=["golden", "rtl", "pynq"])
+    p.add_argument("--no-reference", action="store_true", help="skip the fidelity mAP (no uncompressed run)")
+    add_codec_options(p)
+    p.set_defaults(handler=_demo)
+
+    p = sub.add_parser("edge", help="stream a video or camera through M1 and the codec to a server")
+    p.add_argument("source", help="video file, or a camera device such as /dev/video0")
+    p.add_argument("--server", default="127.0.0.1:7300", help="host:port of the server (default 127.0.0.1:7300)")
+    p.add_argument("--stream", default="edge", help="stream name (the server's output folder)")
+    p.add_argument("--model", default="ssd-mobilenet-v2")
+    p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
+    p.add_argument("--cut", default=None)
+    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--calibration", type=int, default=16, help="frames for int8 calibration (default 16)")
+    p.add_argument("--backend", default="golden", choices=["golden", "rtl", "pynq"])
+    p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
+    p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
+    p.add_argument("--tls-key", default=None)
+    p.add_argument("--tls-server-name", default="localhost")
+    add_codec_options(p)
+    p.set_defaults(handler=_edge)
+
+
+def _codec(args) -> dict:
+    from temposplit.codec.cli import config_from_args
+
+    cfg = config_from_args(args, [])
+    keys = ("n_bits", "structure", "coder", "search_range", "per_channel", "residual", "reference",
+            "refresh_threshold", "table_policy", "key_interval", "rate_target", "fps")
+    out = {k: getattr(cfg, k) for k in keys}
+    if args.block:
+        out["block"] = args.block
+    return out
+
+
+def _demo(args) -> int:
+    from temposplit.host.demo import print_summary, run_demo
+
+    codec = _codec(args)
+    codec.pop("fps")
+    summary = run_demo(video=args.video, frames=args.frames, out=args.out, codec=codec, backend=args.backend,
+                       cut=args.cut, reference=not args.no_reference)
+    print_summary(summary)
+    return 0 if summary["errors"] == 0 else 1
+
+
+def _edge(args) -> int:
+    import itertools
+
+    from temposplit.errors import ConfigError
+    from temposplit.host.edge import Edge
+    from temposplit.host.pipeline import EdgeModel
+    from temposplit.host.sources import open_source
+    from temposplit.protocol import TLSConfig
+
+    host, _, port = args.server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--server must be host:port, not {args.server!r}")
+    source = open_source(args.source)
+    calib = list(itertools.islice(open_source(args.source).frames(), args.calibration))
+    model = EdgeModel(args.model, args.cut, args.weights, calib, log=print)
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name)
+    codec = _codec(args)
+    codec["fps"] = source.fps if args.fps == 30.0 and source.fps else args.fps
+    edge = Edge(model, codec, (host, int(port)), args.stream, backend=args.backend, tls=tls, log=print,
+                progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0
+                else None)
+    frames = source.frames()
+    if args.frames:
+        frames = itertools.islice(frames, args.frames)
+    report = edge.run(frames, video={"video": args.source, "fps": source.fps}, total=args.frames or source.count)
+    print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; server: {report.summary}")
+    return 0 if not report.errors else 1

@@ -1,0 +1,129 @@
+"""``temposplit demo``: the main job on the embedded default, edge and cloud on loopback.
+
+The SSD-MobileNetV2 COCO port at its default cut, OpenCV's vtest.avi, the golden back
+end, a server on 127.0.0.1; ends with a summary (frames, rates, compression, fidelity
+mAP against the uncompressed run, latency, time per stage) and the outputs' paths.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def records_to_detections(records):
+    from temposplit.model.detections import Detections
+
+    if not records:
+        return Detections.make(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+    boxes = [[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]] for r in records]
+    return Detections.make(boxes, [r["score"] for r in records], [r["category_id"] for r in records])
+
+
+def run_demo(video: str | None = None, frames: int = 120, out: str = "out/demo", codec: dict | None = None,
+             backend: str = "golden", cut: str | None = None, calibration_frames: int = 16,
+             reference: bool = True, log=_log) -> dict:
+    from temposplit.evaluation.metrics import fidelity_map
+    from temposplit.host.edge import Edge
+    from temposplit.host.pipeline import EdgeModel
+    from temposplit.model import data
+    from temposplit.server.server import CloudServer
+
+    if video is None:
+        path = data.vtest_path()
+        if not path.is_file():
+            log("first run: fetching vtest.avi from Debian's opencv-doc package (apt-get download, not installed)")
+            data.fetch_data(log=log)
+    else:
+        path = Path(video)
+    import av
+
+    with av.open(str(path)) as c:
+        fps = float(c.streams.video[0].average_rate or 30)
+        available = c.streams.video[0].frames or frames
+    frames = min(frames, available) if available else frames
+    log(f"video {path}: {frames} frames at {fps:g} fps")
+    log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
+    calib = list(data.read_video(path, max_frames=calibration_frames, step=max(1, frames // calibration_frames)))
+    model = EdgeModel(cut=cut, calibration=calib, log=log)
+    shapes = model.cut.shapes(model.detector.input_size)
+    log(f"cut {model.cut.name}: " + ", ".join(f"{t.name} {'x'.join(map(str, s))}" for t, s in
+                                              zip(model.cut.crossing, shapes, strict=True)))
+
+    server = CloudServer(out_dir=out, local_video=True, log=log)
+    server.start()
+    codec = {"n_bits": 4, "structure": "bi-3", "coder": "huffman", "fps": fps, **(codec or {})}
+    t_start = time.perf_counter()
+
+    def progress(n, report):
+        if n % 10 == 0 or n == frames:
+            kb = report.bytes / max(1, report.packets) / 1000
+            log(f"  frame {n}/{frames}: {report.acked} answered, {kb:.1f} kB per packet")
+
+    edge = Edge(model, codec, server.address, "vtest", backend=backend, log=log, progress=progress)
+    report = edge.run(data.read_video(path, max_frames=frames),
+                      video={"video": str(path), "max_frames": frames, "fps": fps}, total=frames)
+    wall = time.perf_counter() - t_start
+    server.shutdown()
+
+    n = report.frames
+    per_frame = report.bytes / n
+    raw8 = sum(int(np.prod(s)) for s in model.cut.shapes(model.detector.input_size))
+    cut_alone = sum(b[-1] for b in report.tensor_bytes) / n if report.tensor_bytes else 0.0
+    h, w = calib[0].shape[:2]
+    summary = {
+        "frames": n, "decoded": len(report.detections), "errors": len(report.errors),
+        "bytes_per_frame": round(per_frame, 1),
+        "mb_per_s_at_clip_fps": round(per_frame * fps / 1e6, 4),
+        "mb_per_s_at_30fps": round(per_frame * 30 / 1e6, 4),
+        "cut_tensor_mb_per_s_at_30fps": round(cut_alone * 30 / 1e6, 4),
+        "compression_vs_8bit_features": round(raw8 / per_frame, 2),
+        "compression_vs_raw_frames": round(h * w * 3 / per_frame, 1),
+        "latency_ms_median": round(float(np.median(list(report.latency_ms.values()))), 1) if report.latency_ms else None,
+        "stage_ms": {
+            "m1": round(float(np.mean(report.m1_ms)), 2), "encode": round(float(np.mean(report.encode_ms)), 2),
+            "decode": round(float(np.mean(report.decode_ms)), 2) if report.decode_ms else None,
+            "m2": round(float(np.mean(report.m2_ms)), 2) if report.m2_ms else None,
+        },
+        "end_to_end_fps": round(n / wall, 2),
+        "reconnects": report.reconnects, "key_requests": report.key_requests,
+        "outputs": report.summary,
+    }
+    if reference:
+        log("scoring: the float model on the uncompressed frames (fidelity ground truth, score >= 0.5)")
+        det = model.detector
+        ref = [det.detect([f])[0] for f in data.read_video(path, max_frames=frames)]
+        test = [records_to_detections(report.detections.get(i, [])) for i in range(n)]
+        m = fidelity_map(test, ref)
+        summary["fidelity_map50"] = round(m.map50, 4)
+        summary["fidelity_map50_95"] = round(m.map50_95, 4)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_summary(s: dict) -> None:
+    print(f"frames                 {s['frames']} ({s['decoded']} with detections, {s['errors']} errors)")
+    print(f"rate                   {s['bytes_per_frame'] / 1000:.2f} kB/frame = {s['mb_per_s_at_clip_fps']:.4f} MB/s "
+          f"at the clip's rate, {s['mb_per_s_at_30fps']:.4f} MB/s at 30 frames/s "
+          f"(cut tensor alone {s['cut_tensor_mb_per_s_at_30fps']:.4f})")
+    print(f"compression            {s['compression_vs_8bit_features']}x vs 8-bit features, "
+          f"{s['compression_vs_raw_frames']}x vs raw frames")
+    if "fidelity_map50" in s:
+        print(f"fidelity mAP           {100 * s['fidelity_map50']:.1f} @0.5, {100 * s['fidelity_map50_95']:.1f} "
+              f"@[.5:.95] against the float model on uncompressed frames")
+    st = s["stage_ms"]
+    print(f"time per frame (ms)    M1 {st['m1']}, encode {st['encode']}, decode {st['decode']}, M2 {st['m2']}")
+    print(f"latency                {s['latency_ms_median']} ms median (capture to detections); "
+          f"{s['end_to_end_fps']} frames/s end to end")
+    if s.get("outputs"):
+        print(f"detections             {s['outputs'].get('detections')}")
+        print(f"annotated video        {s['outputs'].get('video')}")

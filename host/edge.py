@@ -1,0 +1,290 @@
+"""The edge program: frames -> int8 M1 -> accelerator -> packets -> server.
+
+It keeps the M1 outputs of the frames the server has not acknowledged (a bounded
+window), so that after a dropped connection it reconnects, starts a fresh KEY anchor
+and resends them: no frame is lost silently.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import OrderedDict
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from temposplit import protocol as P
+from temposplit.errors import TemposplitError
+from temposplit.host.backends import make_encoder
+
+
+@dataclass
+class EdgeReport:
+    frames: int = 0
+    bytes: int = 0
+    packets: int = 0
+    acked: int = 0
+    errors: dict = field(default_factory=dict)  # frame -> message
+    detections: dict = field(default_factory=dict)  # frame -> list of COCO-style records
+    latency_ms: dict = field(default_factory=dict)  # frame -> capture-to-detections
+    m1_ms: list = field(default_factory=list)
+    encode_ms: list = field(default_factory=list)
+    decode_ms: list = field(default_factory=list)
+    m2_ms: list = field(default_factory=list)
+    reconnects: int = 0
+    key_requests: int = 0
+    summary: dict | None = None
+    kinds: dict = field(default_factory=dict)  # frame -> key/anchor/pred
+    tensor_bytes: list = field(default_factory=list)  # per packet, bytes per tensor
+
+
+class Edge:
+    """One edge stream to a server.
+
+    Parameters
+    ----------
+    model : an :class:`~temposplit.host.pipeline.EdgeModel`
+    codec : keyword arguments of :class:`~temposplit.codec.encoder.CodecConfig` (without tensors)
+    address : (host, port) of the server
+    stream : the stream's name (the server's output folder)
+    """
+
+    def __init__(self, model, codec: dict, address, stream: str, backend: str = "golden",
+                 tls: P.TLSConfig | None = None, window: int = 64, reconnect_attempts: int = 8,
+                 timeout: float = 60.0, log=None, progress=None):
+        self.model = model
+        self.codec = dict(codec)
+        self.address = tuple(address)
+        self.stream = stream
+        self.backend = backend
+        self.tls = tls.client_context() if tls else None
+        self.server_name = tls.server_name if tls else None
+        self.window = window
+        self.reconnect_attempts = reconnect_attempts
+        self.timeout = timeout
+        self.log = log or (lambda msg: None)
+        self.progress = progress
+        self.report = EdgeReport()
+        self.pending: dict[int, float] = {}  # unacknowledged frames: capture time
+        self.history: OrderedDict[int, list[np.ndarray]] = OrderedDict()  # recent frames' M1 codes
+        self.inbox: queue.Queue = queue.Queue()
+        self.chan: P.Channel | None = None
+        self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
+        self.tamper = None  # fault injection (tests): callable(frame_index, packet_bytes) -> bytes to send
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self, resume: bool) -> None:
+        last = None
+        for attempt in range(self.reconnect_attempts):
+            try:
+                sock = socket.create_connection(self.address, timeout=self.timeout)
+                if self.tls is not None:
+                    sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
+                chan = P.Channel(sock)
+                chan.send(P.hello({**self.hello_info, "resume": resume}, self.encoder.header_bytes()))
+                msg = chan.recv()
+                if msg.type == P.ERROR:
+                    raise TemposplitError(f"the server refused the stream: {msg.json().get('message')}")
+                if msg.type != P.WELCOME:
+                    raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
+                self.welcome = msg.json()
+                self.chan = chan
+                threading.Thread(target=self._receive, args=(chan,), daemon=True).start()
+                return
+            except (OSError, P.ConnectionClosed) as exc:
+                last = exc
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        raise TemposplitError(f"cannot reach the server at {self.address[0]}:{self.address[1]}: {last}")
+
+    def _receive(self, chan: P.Channel) -> None:
+        try:
+            while True:
+                self.inbox.put((chan, chan.recv()))
+        except P.ProtocolError as exc:
+            self.inbox.put((chan, exc))
+        except OSError as exc:
+            self.inbox.put((chan, P.ConnectionClosed(str(exc))))
+
+    def _send(self, data: bytes) -> None:
+        self.chan.send(data)
+
+    # ------------------------------------------------------------------ messages
+
+    def _handle(self, block: bool = False, timeout: float | None = None) -> bool:
+        """Handle one incoming message; returns False when none came."""
+        try:
+            chan, msg = self.inbox.get(block=block, timeout=timeout)
+        except queue.Empty:
+            return False
+        if chan is not self.chan:
+            return True  # from a connection already replaced
+        if isinstance(msg, Exception):
+            raise msg
+        if msg.type == P.ACK:
+            obj = msg.json()
+            i = int(obj["frame"])
+            entry = self.pending.pop(i, None)
+            if "error" in obj:
+                self.report.errors[i] = obj["error"]
+            elif not obj.get("duplicate"):
+                self.report.acked += 1
+                self.report.detections[i] = obj.get("detections", [])
+                self.report.decode_ms.append(obj.get("decode_ms", 0.0))
+                self.report.m2_ms.append(obj.get("m2_ms", 0.0))
+                if entry is not None:
+                    self.report.latency_ms[i] = (time.perf_counter() - entry) * 1000
+        elif msg.type == P.KEY_REQUEST:
+            self.report.key_requests += 1
+            self.log(f"server asks for a fresh anchor: {msg.json().get('reason')}")
+            self._emit(self.encoder.request_key())
+        elif msg.type == P.SUMMARY:
+            self.report.summary = msg.json()
+        elif msg.type == P.ERROR:
+            raise TemposplitError(f"server error: {msg.json().get('message')}")
+        return True
+
+    # ------------------------------------------------------------------ frames
+
+    def _emit(self, packets) -> None:
+        for p in packets:
+            raw = p.to_bytes()
+            if self.tamper is not None:
+                raw = self.tamper(p.index, raw)
+            data = P.encode(P.PACKET, raw)
+            self._send(data)
+            self.report.bytes += len(p)
+            self.report.packets += 1
+            self.report.kinds[p.index] = p.kind
+            self.report.tensor_bytes.append(list(p.tensor_bytes))
+            if self.fault is not None:
+                self.fault(p.index, self.chan)
+
+    def _push(self, index: int, codes) -> None:
+        t0 = time.perf_counter()
+        packets = self.encoder.push(codes)
+        self.report.encode_ms.append((time.perf_counter() - t0) * 1000)
+        self._emit(packets)
+
+    def _recover(self) -> None:
+        """Reconnect, then resend every unacknowledged frame from a fresh KEY anchor."""
+        self.report.reconnects += 1
+        self.log("connection lost; reconnecting")
+        # Frames are numbered by the encoder in order: resend every kept frame from the
+        # oldest unacknowledged one (the server acknowledges those it has as duplicates).
+        first = min([i for i in self.pending if i in self.history], default=self.next_index)
+        for i in [i for i in self.pending if i < first]:
+            self.pending.pop(i)
+            self.report.errors[i] = "lost with the connection (older than the resend window)"
+        self.encoder = make_encoder(self.backend, self.config, first_index=first)
+        if self.total:
+            self.encoder.set_total_frames(self.total)
+        self._connect(resume=True)
+        for i in range(first, self.next_index):
+            self._push(i, self.history[i])
+
+    def _guarded(self, fn, *args) -> None:
+        for _ in range(self.reconnect_attempts + 1):
+            try:
+                fn(*args)
+                return
+            except P.ConnectionClosed:
+                self._recover_loop()
+        raise TemposplitError("the connection keeps failing")
+
+    def _recover_loop(self) -> None:
+        for _ in range(self.reconnect_attempts):
+            try:
+                self._recover()
+                return
+            except P.ConnectionClosed:
+                continue
+        raise TemposplitError("the connection keeps failing")
+
+    def run(self, frames: Iterable[np.ndarray], video: dict | None = None, total: int | None = None) -> EdgeReport:
+        """Stream ``frames`` (RGB uint8) to the server; returns the report once the server
+        has answered for every frame."""
+        from temposplit.codec.encoder import CodecConfig
+
+        self.total = total
+        self.next_index = 0
+        it = iter(frames)
+        first = next(it, None)
+        if first is None:
+            raise TemposplitError("the video has no frames")
+        sample = self.model.m1([first])[0]
+        specs = self.model.tensor_specs(sample, self.codec.pop("block", None))
+        self.config = CodecConfig(
+            tensors=specs, model_id=self.model.model, cut_id=self.model.cut.name,
+            model_hash=self.model.model_hash(sample), **self.codec,
+        )
+        self.encoder = make_encoder(self.backend, self.config)
+        if total:
+            self.encoder.set_total_frames(total)
+        h, w = first.shape[:2]
+        self.hello_info = {
+            "protocol": P.PROTOCOL_VERSION, "stream": self.stream, "frame_size": [h, w], **(video or {}),
+        }
+        self._connect(resume=False)
+        capture = time.perf_counter()
+        self._frame(0, sample, capture)
+        for frame in it:
+            capture = time.perf_counter()
+            cut = self.model.m1([frame])[0]
+            self._frame(self.next_index, cut, capture)
+        self.report.frames = self.next_index
+        self.report.m1_ms = list(self.model.m1_ms)
+        self._guarded(lambda: self._emit(self.encoder.flush()))
+        self._finish()
+        return self.report
+
+    def _frame(self, index: int, cut, capture: float) -> None:
+        codes = [t.codes for t in cut]
+        self.pending[index] = capture
+        self.history[index] = codes
+        while len(self.history) > 2 * self.window:
+            self.history.popitem(last=False)
+        self.next_index = index + 1
+        self._guarded(self._push, index, codes)
+        while True:  # take what has arrived; wait while the window is full
+            try:
+                handled = self._handle(block=len(self.pending) > self.window, timeout=self.timeout)
+            except P.ConnectionClosed:
+                self._recover_loop()
+                continue
+            if not handled:
+                if len(self.pending) > self.window:
+                    raise TemposplitError(f"no answer from the server for {self.timeout:g} s")
+                break
+        if self.progress:
+            self.progress(index + 1, self.report)
+
+    def _finish(self) -> None:
+        """Wait (a while) for the last answers, then END; the server answers with a SUMMARY
+        after recording every frame it never got as an error."""
+        grace = time.monotonic() + min(self.timeout, 10.0)
+        while self.pending and time.monotonic() < grace:
+            try:
+                self._handle(block=True, timeout=0.2)
+            except P.ConnectionClosed:
+                self._recover_loop()
+        end = P.control(P.END, {"frames": self.report.frames})
+        self._guarded(self._send, end)
+        deadline = time.monotonic() + self.timeout
+        while self.report.summary is None:
+            try:
+                if not self._handle(block=True, timeout=0.5) and time.monotonic() > deadline:
+                    raise TemposplitError("the server did not confirm the end of the stream")
+            except P.ConnectionClosed:
+                if self.report.summary is not None:
+                    break
+                self._recover_loop()
+                self._guarded(self._send, end)
+        for i in list(self.pending):
+            self.report.errors.setdefault(i, "no acknowledgement from the server")
+        if self.chan is not None:
+            self.chan.close()

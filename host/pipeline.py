@@ -1,0 +1,73 @@
+"""M1 on the edge: the int8 first half of the detector, and the codec's view of its outputs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from temposplit.errors import ConfigError
+
+
+def default_block(height: int, width: int) -> int:
+    """Block size for a map: 8 for large maps (the ResNet-50 first cuts), 4 for the SSD's
+    19x19 maps and the deep ResNet cuts, 2 below."""
+    side = min(height, width)
+    return 8 if side >= 64 else 4 if side >= 12 else 2
+
+
+class EdgeModel:
+    """A detector's int8 M1 at a cut, calibrated on frames of a video (static PTQ, qnnpack).
+
+    ``m1(frames)`` returns, per frame, the tensors crossing the cut as
+    :class:`~temposplit.model.quantize.CutTensor` (uint8 codes (C, H, W), s8, z8).
+    """
+
+    def __init__(self, model: str = "ssd-mobilenet-v2", cut: str | None = None, weights: str | None = None,
+                 calibration=(), log=None):
+        from temposplit.model import load_detector
+        from temposplit.model.fingerprint import weights_digest
+        from temposplit.model.quantize import quantize, quantize_m1
+
+        log = log or (lambda msg: None)
+        self.detector = load_detector(model, weights, log=log) if model == "ssd-mobilenet-v2" else load_detector(
+            model, weights)
+        self.model = model
+        self.cut = self.detector.get_cut(cut)
+        calibration = list(calibration)
+        if not calibration:
+            raise ConfigError("int8 calibration needs at least one frame")
+        log(f"calibrating int8 M1 on {len(calibration)} frames")
+        if model == "ssd-mobilenet-v2":
+            self.split = quantize(self.detector, calibration).split(self.cut.name)
+        else:
+            self.split = quantize_m1(self.detector, self.cut.name, calibration)
+        self.digest = weights_digest(self.detector.net)
+        self.m1_ms: list[float] = []
+
+    def m1(self, frames) -> list:
+        t0 = time.perf_counter()
+        batch = self.detector.preprocess(frames)
+        outs = self.split.m1(batch)
+        result = [self.split.cut_tensors(outs, i) for i in range(len(frames))]
+        self.m1_ms.append((time.perf_counter() - t0) * 1000 / max(1, len(frames)))
+        return result
+
+    def tensor_specs(self, sample, block: int | None = None):
+        """The codec's TensorSpecs from one frame's CutTensors (static quantization: every
+        frame has the same s8 and z8)."""
+        from temposplit.codec.encoder import TensorSpec
+
+        return [
+            TensorSpec(t.name, t.shape, t.scale, t.zero_point, block or default_block(t.shape[1], t.shape[2]))
+            for t in sample
+        ]
+
+    def model_hash(self, sample) -> bytes:
+        from temposplit.model.fingerprint import stream_hash
+
+        return stream_hash(self.digest, self.model, self.cut.name, [(t.scale, t.zero_point) for t in sample])
+
+
+def as_codes(cut_tensors) -> list[np.ndarray]:
+    return [t.codes for t in cut_tensors]

@@ -1,0 +1,31 @@
+"""The hash a stream header carries: the model's weights and the cut's quantization parameters.
+
+The edge and the server compute it independently (the server from its own weights and
+the parameters in the header), so a server refuses a stream made by another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+
+def weights_digest(net) -> bytes:
+    """SHA-256 over the state dict: each entry's name and raw bytes, in name order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().contiguous().cpu()
+        if t.is_quantized:
+            t = t.int_repr()
+        h.update(t.numpy().tobytes())
+    return h.digest()
+
+
+def stream_hash(digest: bytes, model: str, cut: str, qparams) -> bytes:
+    """SHA-256 of the weights digest, the model and cut names and each tensor's (s8, z8)."""
+    h = hashlib.sha256(digest)
+    h.update(f"{model}\0{cut}\0".encode())
+    for scale, zero_point in qparams:
+        h.update(struct.pack("<fB", float(scale), int(zero_point)))
+    return h.digest()

@@ -1,0 +1,46 @@
+"""``temposplit serve``: the cloud server."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="accept edge streams: decode, run M2, store detections and video")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7300)
+    p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream")
+    p.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                   help="local weights for a model (repeatable)")
+    p.add_argument("--local-video", action="store_true",
+                   help="draw the annotated video on the edge's source file when it is readable here")
+    p.add_argument("--max-streams", type=int, default=64)
+    p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
+    p.add_argument("--tls-key", default=None)
+    p.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args) -> int:
+    from temposplit.errors import ConfigError
+    from temposplit.protocol import TLSConfig
+    from temposplit.server.m2 import CloudModels
+    from temposplit.server.server import CloudServer
+
+    weights = {}
+    for item in args.weights:
+        model, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--weights takes MODEL=PATH, not {item!r}")
+        weights[model] = path
+    tls = None
+    if args.tls_cert:
+        tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
+    server = CloudServer(args.host, args.port, args.out, CloudModels(weights), tls, args.local_video,
+                         args.max_streams, log=print)
+    print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0

@@ -1,0 +1,123 @@
+"""What the server writes per stream: detections as JSON lines, and an annotated MP4."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+def detection_records(det) -> list[dict]:
+    """COCO-style records ([x, y, w, h] boxes) of a Detections object."""
+    out = []
+    for (x1, y1, x2, y2), s, c, label in zip(det.boxes, det.scores, det.category_ids, det.labels, strict=True):
+        out.append({
+            "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+            "score": round(float(s), 5), "category_id": int(c), "label": label,
+        })
+    return out
+
+
+class DetectionLog:
+    """One JSON object per line and per frame: detections, or an explicit error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        with self._lock:
+            self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+
+class AnnotatedVideo:
+    """Frames in display order with boxes, labels and the running rate drawn on them.
+
+    The server sees features, not pixels: the picture is the source frame when the
+    server may read the edge's video (``frames`` given: a local file, as in the demo),
+    else a heat map of the decoded cut tensor's mean activation. Results arrive in
+    decode order; a bounded reorder window puts them back in display order, and a frame
+    that never comes is drawn as lost.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, frames=None, window: int = 64,
+                 min_score: float = 0.5):
+        import av
+
+        self.path, self.width, self.height = path, width - width % 2, height - height % 2
+        self.container = av.open(str(path), "w")
+        self.stream = self.container.add_stream("libx264", rate=max(1, round(fps)))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        self.stream.options = {"crf": "23", "preset": "veryfast"}
+        self.frames = frames  # iterator of RGB frames in display order, or None
+        self.pending: dict[int, tuple] = {}
+        self.next = 0
+        self.window = window
+        self.min_score = min_score
+        self.written = 0
+
+    def add(self, index: int, detections=None, heat: np.ndarray | None = None, caption: str = "", error: str = ""):
+        if index < self.next or index in self.pending:
+            return
+        self.pending[index] = (detections, heat, caption, error)
+        while self.next in self.pending or len(self.pending) > self.window:
+            item = self.pending.pop(self.next, None)
+            self._write(item if item is not None else (None, None, "", "frame lost"))
+            self.next += 1
+
+    def finish(self, total: int | None = None) -> None:
+        end = max([total or 0, self.next, *(k + 1 for k in self.pending)])
+        while self.next < end:
+            item = self.pending.pop(self.next, None)
+            self._write(item if item is not None else (None, None, "", "frame lost"))
+            self.next += 1
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+    def _picture(self, heat) -> np.ndarray:
+        import cv2
+
+        frame = None
+        if self.frames is not None:
+            frame = next(self.frames, None)
+        if frame is not None:
+            return np.ascontiguousarray(cv2.resize(frame, (self.width, self.height)))
+        if heat is not None:
+            h = heat.astype(np.float32)
+            h = (255 * (h - h.min()) / (np.ptp(h) + 1e-9)).astype(np.uint8)
+            rgb = cv2.applyColorMap(cv2.resize(h, (self.width, self.height), interpolation=cv2.INTER_NEAREST),
+                                    cv2.COLORMAP_VIRIDIS)
+            return np.ascontiguousarray(rgb[..., ::-1])
+        return np.zeros((self.height, self.width, 3), np.uint8)
+
+    def _write(self, item) -> None:
+        import av
+        import cv2
+
+        detections, heat, caption, error = item
+        img = self._picture(heat)
+        if detections is not None:
+            for (x1, y1, x2, y2), s, label in zip(detections.boxes, detections.scores, detections.labels, strict=True):
+                if s < self.min_score:
+                    continue
+                p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+                cv2.rectangle(img, p1, p2, (255, 64, 32), 2)
+                cv2.putText(img, f"{label} {s:.2f}", (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                            (255, 255, 0), 1, cv2.LINE_AA)
+        text = error or caption
+        if text:
+            cv2.putText(img, text, (8, self.height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        (255, 60, 60) if error else (255, 255, 255), 1, cv2.LINE_AA)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.written += 1
