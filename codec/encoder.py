@@ -202,9 +202,8 @@ class Encoder:
     def request_key(self) -> list[Packet]:
         """A receiver lost state: end the current group (coding any frames it holds) and make
         the next frame a self-contained KEY anchor. Returns the packets of the frames held."""
-        packets = self.flush()
-        self.anchors_since_key = None
-        return packets
+        self.anchors_since_key = None  # the frames held, if any, start with a KEY too
+        return self.flush()
 
     def push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
         codes = self._check_frame(frame)

@@ -188,6 +188,7 @@ class Edge:
             self._push(i, self.history[i])
 
     def _guarded(self, fn, *args) -> None:
+        """Run ``fn`` (which must be safe to repeat after a recovery), recovering from drops."""
         for _ in range(self.reconnect_attempts + 1):
             try:
                 fn(*args)
@@ -249,7 +250,10 @@ class Edge:
         while len(self.history) > 2 * self.window:
             self.history.popitem(last=False)
         self.next_index = index + 1
-        self._guarded(self._push, index, codes)
+        try:
+            self._push(index, codes)
+        except P.ConnectionClosed:
+            self._recover_loop()  # a new encoder resends every kept frame, this one included
         while True:  # take what has arrived; wait while the window is full
             try:
                 handled = self._handle(block=len(self.pending) > self.window, timeout=self.timeout)

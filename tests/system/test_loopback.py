@@ -1,0 +1,137 @@
+"""The edge and the server over real loopback sockets: normal runs, faults, many clients."""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from temposplit import protocol as P
+from temposplit.host.edge import Edge
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+CODEC = {"n_bits": 4, "structure": "bi-3", "coder": "huffman", "fps": 10.0}
+
+
+def records(server, stream):
+    path = server.out_dir / stream / "detections.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_every_frame_once(server, stream, n):
+    recs = records(server, stream)
+    assert sorted(r["frame"] for r in recs) == list(range(n))  # none lost silently, none twice
+    return recs
+
+
+def test_a_normal_run_gives_detections_for_every_frame(server, edge_model, vtest_frames):
+    frames = vtest_frames[:9]
+    edge = Edge(edge_model, CODEC, server.address, "normal")
+    report = edge.run(frames, total=len(frames))
+    assert report.frames == 9 and not report.errors and report.acked == 9
+    assert report.summary["decoded"] == 9 and report.summary["errors"] == 0
+    recs = assert_every_frame_once(server, "normal", 9)
+    assert all("detections" in r for r in recs)
+    assert any(d["label"] == "person" and d["score"] > 0.5 for r in recs for d in r["detections"])
+    assert [r["kind"] for r in sorted(recs, key=lambda r: r["frame"])][:3] == ["pred", "key", "pred"]
+    import av
+
+    with av.open(str(server.out_dir / "normal" / "annotated.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 9
+
+
+def test_a_connection_killed_mid_stream_is_recovered(server, edge_model, vtest_frames):
+    frames = vtest_frames[:10]
+    edge = Edge(edge_model, CODEC, server.address, "killed")
+    killed = []
+
+    def kill(index, chan):
+        if index == 4 and not killed:
+            killed.append(index)
+            chan.sock.shutdown(socket.SHUT_RDWR)
+
+    edge.fault = kill
+    report = edge.run(frames, total=len(frames))
+    assert killed and report.reconnects >= 1
+    assert not report.errors
+    recs = assert_every_frame_once(server, "killed", 10)
+    assert all("detections" in r for r in recs)
+
+
+def test_corrupted_bytes_are_reported_and_the_stream_goes_on(server, edge_model, vtest_frames):
+    frames = vtest_frames[:12]
+    edge = Edge(edge_model, CODEC, server.address, "corrupt")
+    damaged = []
+
+    def tamper(index, raw):
+        if index == 4 and not damaged:  # the anchor of the second group
+            damaged.append(index)
+            raw = bytearray(raw)
+            raw[len(raw) // 2] ^= 0x5A
+            return bytes(raw)
+        return raw
+
+    edge.tamper = tamper
+    report = edge.run(frames, total=len(frames))
+    assert damaged and report.key_requests >= 1
+    recs = assert_every_frame_once(server, "corrupt", 12)
+    errors = [r for r in recs if "error" in r]
+    assert 1 <= len(errors) <= 3  # the damaged anchor's group at most
+    assert all("detections" in r for r in recs if r["frame"] >= 6)  # recovered after a fresh KEY
+
+
+def test_eight_clients_at_once(server, edge_model, vtest_frames):
+    frames = vtest_frames[:4]
+    reports, failures = {}, []
+
+    def client(k):
+        try:
+            reports[k] = Edge(edge_model, CODEC, server.address, f"client{k}").run(frames, total=len(frames))
+        except Exception as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not failures
+    assert len(reports) == 8
+    for k in range(8):
+        assert not reports[k].errors
+        assert_every_frame_once(server, f"client{k}", 4)
+
+
+def test_a_bad_hello_is_refused_and_the_server_stays_up(server, edge_model, vtest_frames):
+    with socket.create_connection(server.address) as s:
+        chan = P.Channel(s)
+        chan.send(P.hello({"protocol": 1, "stream": "../etc"}, b"junk"))
+        reply = chan.recv()
+        assert reply.type == P.ERROR and "stream name" in reply.json()["message"]
+    with socket.create_connection(server.address) as s:
+        chan = P.Channel(s)
+        chan.send(P.hello({"protocol": 1, "stream": "ok"}, b"TSPS junk header"))
+        assert chan.recv().type == P.ERROR
+    report = Edge(edge_model, CODEC, server.address, "after").run(vtest_frames[:3], total=3)
+    assert report.acked == 3
+
+
+def test_a_stream_from_other_weights_is_refused(server, edge_model, vtest_frames):
+    edge = Edge(edge_model, CODEC, server.address, "other")
+    edge.model = _OtherWeights(edge_model)
+    from temposplit.errors import TemposplitError
+
+    with pytest.raises(TemposplitError, match="model hash"):
+        edge.run(vtest_frames[:2], total=2)
+
+
+class _OtherWeights:
+    def __init__(self, model):
+        self._m = model
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def model_hash(self, sample):
+        return bytes(32)
