@@ -29,15 +29,16 @@ def parse_shapes(text: str):
 
 
 def bench_shape(shape, block, frames=9, seed=0):
-    from temposplit.codec.decoder import Decoder
     from temposplit.codec.bitstream import parse_packet
+    from temposplit.codec.decoder import Decoder
     from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
     from temposplit.codec.synthetic import correlated_clip
 
     rng = np.random.default_rng(seed)
     clip = correlated_clip(rng, frames, shape, dx=1)
-    cfg = CodecConfig([TensorSpec("x", shape, 0.05, 0, block)], n_bits=4, structure="bi-3", coder="huffman",
-                      search_range=7)
+    cfg = CodecConfig(
+        [TensorSpec("x", shape, 0.05, 0, block)], n_bits=4, structure="bi-3", coder="huffman", search_range=7
+    )
     # Warm the compiled kernels on a small map first (numba caches them on disk).
     warm = Encoder(CodecConfig([TensorSpec("x", (4, 8, 8), 0.05, 0, block)], structure="bi-3"))
     for f in correlated_clip(rng, 3, (4, 8, 8)):
@@ -81,6 +82,7 @@ def main(args) -> int:
             c, h, w = r["shape"]
             print(
                 f"{h}x{w}x{c} B={block}: encode {r['encode_fps']:.1f} frames/s, decode {r['decode_fps']:.1f} "
-                f"frames/s, {r['bits_per_element']:.3f} bits/element", flush=True,
+                f"frames/s, {r['bits_per_element']:.3f} bits/element",
+                flush=True,
             )
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from temposplit.codec import entropy, huffman
 from temposplit.codec.errors import BitstreamError, ChecksumError, LimitError, TruncatedError
-from temposplit.codec.motion import SEARCH_RANGES, MAX_BLOCK, grid_shape
+from temposplit.codec.motion import MAX_BLOCK, SEARCH_RANGES, grid_shape
 from temposplit.codec.quantize import MAX_BITS, MIN_BITS
 from temposplit.codec.structure import KINDS, MAX_GROUP
 
@@ -104,9 +104,19 @@ class StreamHeader:
     def to_bytes(self) -> bytes:
         out = bytearray(
             _HEAD.pack(
-                HEADER_MAGIC, *self.version, 0, KINDS.index(self.structure), self.group,
-                entropy.CODERS.index(self.coder), self.flags, self.search_range, self.n_bits,
-                len(self.tensors), 0, round(self.fps * 1000), self.model_hash,
+                HEADER_MAGIC,
+                *self.version,
+                0,
+                KINDS.index(self.structure),
+                self.group,
+                entropy.CODERS.index(self.coder),
+                self.flags,
+                self.search_range,
+                self.n_bits,
+                len(self.tensors),
+                0,
+                round(self.fps * 1000),
+                self.model_hash,
             )
         )
         out += _pack_str(self.model_id) + _pack_str(self.cut_id)
@@ -124,9 +134,7 @@ class StreamHeader:
         buf = bytes(data[:length])
         if zlib.crc32(buf[:-4]) != struct.unpack_from("<I", buf, length - 4)[0]:
             raise ChecksumError("the stream header fails its CRC-32")
-        (_, major, minor, _, kind, group, coder, flags, p, n_bits, count, _, fps_milli, mhash) = _HEAD.unpack_from(
-            buf
-        )
+        (_, major, minor, _, kind, group, coder, flags, p, n_bits, count, _, fps_milli, mhash) = _HEAD.unpack_from(buf)
         if major != VERSION[0]:
             raise BitstreamError(f"stream version {major}.{minor} is not supported (this decoder reads {VERSION[0]}.x)")
         if kind >= len(KINDS):
@@ -169,11 +177,22 @@ class StreamHeader:
         if pos != length - 4:
             raise BitstreamError("the stream header's length does not match its fields")
         return StreamHeader(
-            structure=KINDS[kind], group=group, coder=entropy.CODERS[coder], search_range=p, n_bits=n_bits,
-            tensors=tuple(tensors), residual=bool(flags & HEADER_FLAG_RESIDUAL),
-            chain=bool(flags & HEADER_FLAG_CHAIN), per_channel=bool(flags & HEADER_FLAG_PER_CHANNEL),
-            rate_control=bool(flags & HEADER_FLAG_RATE_CONTROL), refresh=bool(flags & HEADER_FLAG_REFRESH),
-            fps=fps_milli / 1000.0, model_id=model_id, cut_id=cut_id, model_hash=mhash, version=(major, minor),
+            structure=KINDS[kind],
+            group=group,
+            coder=entropy.CODERS[coder],
+            search_range=p,
+            n_bits=n_bits,
+            tensors=tuple(tensors),
+            residual=bool(flags & HEADER_FLAG_RESIDUAL),
+            chain=bool(flags & HEADER_FLAG_CHAIN),
+            per_channel=bool(flags & HEADER_FLAG_PER_CHANNEL),
+            rate_control=bool(flags & HEADER_FLAG_RATE_CONTROL),
+            refresh=bool(flags & HEADER_FLAG_REFRESH),
+            fps=fps_milli / 1000.0,
+            model_id=model_id,
+            cut_id=cut_id,
+            model_hash=mhash,
+            version=(major, minor),
         )
 
     def max_payload(self) -> int:

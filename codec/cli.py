@@ -6,13 +6,17 @@ import argparse
 
 
 def register(sub) -> None:
-    p = sub.add_parser("encode", help="feature maps (.npz) -> stream", description="Encode a feature file into a stream.")
+    p = sub.add_parser(
+        "encode", help="feature maps (.npz) -> stream", description="Encode a feature file into a stream."
+    )
     p.add_argument("input", help=".npz feature file (docs/bitstream.md, Feature files)")
     p.add_argument("output", help="stream file to write")
     add_codec_options(p)
     p.set_defaults(handler=_encode)
 
-    p = sub.add_parser("decode", help="stream -> feature maps (.npz)", description="Decode a stream into a feature file.")
+    p = sub.add_parser(
+        "decode", help="stream -> feature maps (.npz)", description="Decode a stream into a feature file."
+    )
     p.add_argument("input", help="stream file")
     p.add_argument("output", help=".npz file to write")
     p.set_defaults(handler=_decode)
@@ -31,7 +35,9 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--structure", default="bi-3", help="intra, uni-G or bi-G (default bi-3)")
     p.add_argument("--coder", default="huffman", help="raw, zvc, huffman or zrl (default huffman)")
     p.add_argument("--search-range", "-p", type=int, default=7, help="TSS search range: 3, 7 or 15 (default 7)")
-    p.add_argument("--block", "-B", type=int, default=None, help="block size for every tensor (default: the file's, else 4)")
+    p.add_argument(
+        "--block", "-B", type=int, default=None, help="block size for every tensor (default: the file's, else 4)"
+    )
     p.add_argument("--per-channel", action="store_true", help="one vector per block and channel")
     p.add_argument("--residual", choices=["threshold", "rd"], default=None, help="code residuals of predicted blocks")
     p.add_argument("--residual-threshold", type=float, default=0.5, help="mean |error| (N-bit steps) to code a block")
@@ -51,10 +57,19 @@ def config_from_args(args, tensors):
     if args.residual:
         residual = ResidualConfig(mode=args.residual, threshold=args.residual_threshold, lam=args.lam)
     return CodecConfig(
-        tensors=tensors, n_bits=args.bits, structure=args.structure, coder=args.coder,
-        search_range=args.search_range, per_channel=args.per_channel, residual=residual,
-        reference=args.reference, refresh_threshold=args.refresh, table_policy=args.table_policy,
-        key_interval=args.key_interval, rate_target=args.rate, fps=args.fps,
+        tensors=tensors,
+        n_bits=args.bits,
+        structure=args.structure,
+        coder=args.coder,
+        search_range=args.search_range,
+        per_channel=args.per_channel,
+        residual=residual,
+        reference=args.reference,
+        refresh_threshold=args.refresh,
+        table_policy=args.table_policy,
+        key_interval=args.key_interval,
+        rate_target=args.rate,
+        fps=args.fps,
     )
 
 
@@ -106,7 +121,10 @@ def _decode(args) -> int:
     codes = [np.stack([d.codes[i] for d in frames]) for i in range(len(names))]
     values = [np.stack([d.dequantize()[i] for d in frames]) for i in range(len(names))]
     clip = features.FeatureClip(
-        names, codes, [t.scale for t in header.tensors], [t.zero_point for t in header.tensors],
+        names,
+        codes,
+        [t.scale for t in header.tensors],
+        [t.zero_point for t in header.tensors],
         [t.block for t in header.tensors],
     )
     extra = {"index": np.array([d.index for d in frames]), "n_bits": np.array([d.n_bits for d in frames])}
@@ -114,7 +132,9 @@ def _decode(args) -> int:
     features.save(args.output, clip, extra)
     print(f"{len(frames)} frames decoded -> {args.output}")
     if errors:
-        print(f"temposplit decode: {len(errors)} packets could not be decoded; first: {errors[0].error}", file=sys.stderr)
+        print(
+            f"temposplit decode: {len(errors)} packets could not be decoded; first: {errors[0].error}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -44,7 +44,8 @@ class DecodedFrame:
     def dequantize(self) -> list[np.ndarray]:
         """Float32 tensors (q_N - z_N) * s_N, (C, H, W)."""
         return [
-            dequantize(c, t.scale, t.zero_point, self.n_bits) for c, t in zip(self.codes, self.header.tensors, strict=True)
+            dequantize(c, t.scale, t.zero_point, self.n_bits)
+            for c, t in zip(self.codes, self.header.tensors, strict=True)
         ]
 
     def quint8(self) -> list[np.ndarray]:

@@ -26,8 +26,15 @@ from temposplit.codec import entropy, huffman
 from temposplit.codec.bitstream import ANCHOR, FLAG_GROUP_START, KEY, PRED, Packet, StreamHeader, TensorInfo
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.motion import check_block, check_search_range, grid_shape
-from temposplit.codec.payload import AnchorTensor, PredTensor, anchor_alphabet, gather_blocks, has_group_tables
-from temposplit.codec.payload import write_anchor, write_pred
+from temposplit.codec.payload import (
+    AnchorTensor,
+    PredTensor,
+    anchor_alphabet,
+    gather_blocks,
+    has_group_tables,
+    write_anchor,
+    write_pred,
+)
 from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
 from temposplit.codec.ratecontrol import RateController, default_ladder
 from temposplit.codec.structure import REFERENCES, Structure, group_plan
@@ -122,11 +129,21 @@ class CodecConfig:
         if self.rate_target is not None:
             max_group = max(g for _, g in (self.ladder or default_ladder(s.kind, s.group)))
         return StreamHeader(
-            structure=s.kind, group=max_group, coder=self.coder, search_range=self.search_range,
-            n_bits=self.n_bits, tensors=tuple(t.info() for t in self.tensors),
-            residual=self.residual is not None, chain=self.reference == "chain", per_channel=self.per_channel,
-            rate_control=self.rate_target is not None, refresh=self.refresh_threshold is not None, fps=self.fps,
-            model_id=self.model_id, cut_id=self.cut_id, model_hash=self.model_hash,
+            structure=s.kind,
+            group=max_group,
+            coder=self.coder,
+            search_range=self.search_range,
+            n_bits=self.n_bits,
+            tensors=tuple(t.info() for t in self.tensors),
+            residual=self.residual is not None,
+            chain=self.reference == "chain",
+            per_channel=self.per_channel,
+            rate_control=self.rate_target is not None,
+            refresh=self.refresh_threshold is not None,
+            fps=self.fps,
+            model_id=self.model_id,
+            cut_id=self.cut_id,
+            model_hash=self.model_hash,
         )
 
 
@@ -379,7 +396,7 @@ class Encoder:
             self.frames[-1].cost_per_element = mean_cost
             return packet
         tensors, recon, coded_total = [], [], 0
-        for i, (t, q8, r_n, (mvs, cost)) in enumerate(zip(self.tensors, codes, ref, preds, strict=True)):
+        for i, (t, q8, r_n, (mvs, _cost)) in enumerate(zip(self.tensors, codes, ref, preds, strict=True)):
             comp = K.compensate_per_channel if self.config.per_channel else K.compensate_shared
             pred, bad = comp(r_n, mvs, t.block)
             assert bad < 0, "TSS produced an invalid vector"
@@ -411,9 +428,10 @@ class Encoder:
         ph, pw = nby * b - t.height, nbx * b - t.width
         padded = np.pad(diff, ((0, ph), (0, pw), (0, 0)))
         blocks = padded.reshape(nby, b, nbx, b, t.channels)
-        sizes = np.outer(
-            np.minimum(b, t.height - b * np.arange(nby)), np.minimum(b, t.width - b * np.arange(nbx))
-        ) * t.channels
+        sizes = (
+            np.outer(np.minimum(b, t.height - b * np.arange(nby)), np.minimum(b, t.width - b * np.arange(nbx)))
+            * t.channels
+        )
         if cfg.mode == "threshold":
             mean_abs = np.abs(blocks).sum(axis=(1, 3, 4)) / sizes
             coded = mean_abs > cfg.threshold

@@ -136,9 +136,11 @@ def decode(coder: str, data: bytes, nbits: int, count: int, alphabet: Alphabet, 
             if status + nz * alphabet.width > nbits:
                 status = K.ERR_TRUNCATED
             else:
-                vals, used = K.read_fixed(buf[status // 8 :], nbits - status, nz, alphabet.width) if (
-                    status % 8 == 0
-                ) else _read_unaligned(buf, status, nz, alphabet.width)
+                vals, used = (
+                    K.read_fixed(buf[status // 8 :], nbits - status, nz, alphabet.width)
+                    if (status % 8 == 0)
+                    else _read_unaligned(buf, status, nz, alphabet.width)
+                )
                 if alphabet.zero < 0 and nz < count:
                     raise BitstreamError("a ZVC mask marks zeros in an alphabet that has no zero")
                 out = np.full(count, max(alphabet.zero, 0), np.int32)

@@ -49,7 +49,9 @@ def load(path: str) -> FeatureClip:
         for n in names:
             codes = npz[f"codes/{n}"]
             if codes.dtype != np.uint8 or codes.ndim != 4:
-                raise ConfigurationError(f"{path}: codes/{n} must be uint8 (T, C, H, W), not {codes.dtype} {codes.shape}")
+                raise ConfigurationError(
+                    f"{path}: codes/{n} must be uint8 (T, C, H, W), not {codes.dtype} {codes.shape}"
+                )
             for key in (f"scale/{n}", f"zero_point/{n}"):
                 if key not in npz.files:
                     raise ConfigurationError(f"{path}: missing {key}")

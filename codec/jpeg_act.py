@@ -61,6 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
 from temposplit.codec._kernels import write_fields
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.huffman import canonical_codes, package_merge
@@ -176,9 +177,7 @@ def quant_table(name: str) -> np.ndarray:
         q = int(match.group(1))
         scale = 50.0 / q if q < 50 else 2.0 - q / 50.0
         return np.clip(np.floor(_JPEG_LUMINANCE * scale + 0.5), 1, 255).astype(np.int32)
-    raise ConfigurationError(
-        f"unknown JPEG-ACT quantization table {name!r}: use one of {', '.join(TABLE_NAMES)}"
-    )
+    raise ConfigurationError(f"unknown JPEG-ACT quantization table {name!r}: use one of {', '.join(TABLE_NAMES)}")
 
 
 def _check_coder(coder: str) -> str:
@@ -193,9 +192,7 @@ def _check_coder(coder: str) -> str:
 def _check_shape(shape) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (3, 4):
-        raise ConfigurationError(
-            f"JPEG-ACT takes a (C, H, W) or (N, C, H, W) tensor, not {len(shape)}-D {shape}"
-        )
+        raise ConfigurationError(f"JPEG-ACT takes a (C, H, W) or (N, C, H, W) tensor, not {len(shape)}-D {shape}")
     if min(shape) < 1:
         raise ConfigurationError(f"every dimension must be at least 1, not {shape}")
     if math.prod(shape) > MAX_ELEMENTS:
@@ -428,9 +425,7 @@ def _unpack(bits, lut_symbol, lut_length, nb, out):
 def _check_coefficients(q) -> np.ndarray:
     q = np.asarray(q)
     if q.dtype != np.int8 or q.ndim != 2 or q.shape[1] != BLOCK * BLOCK:
-        raise ConfigurationError(
-            f"coefficients must be int8 of shape (n_blocks, 64), not {q.dtype} {q.shape}"
-        )
+        raise ConfigurationError(f"coefficients must be int8 of shape (n_blocks, 64), not {q.dtype} {q.shape}")
     return q
 
 
@@ -479,9 +474,7 @@ def decode_coefficients(data: bytes, coder: str, n_blocks: int) -> np.ndarray:
             raise ConfigurationError("ZVC mask has bits set past the last coefficient")
         nnz = int(np.count_nonzero(mask))
         if buf.size != nmask + nnz:
-            raise ConfigurationError(
-                f"ZVC stream has {buf.size - nmask} value bytes for {nnz} non-zero coefficients"
-            )
+            raise ConfigurationError(f"ZVC stream has {buf.size - nmask} value bytes for {nnz} non-zero coefficients")
         values = buf[nmask:].view(np.int8)
         if (values == 0).any():
             raise ConfigurationError("ZVC stream holds a zero value where the mask says non-zero")

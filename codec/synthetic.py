@@ -9,8 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def correlated_clip(rng: np.random.Generator, n_frames: int, shape, dy: int = 0, dx: int = 1,
-                    noise: float = 2.0, zero_fraction: float = 0.5) -> list[np.ndarray]:
+def correlated_clip(
+    rng: np.random.Generator,
+    n_frames: int,
+    shape,
+    dy: int = 0,
+    dx: int = 1,
+    noise: float = 2.0,
+    zero_fraction: float = 0.5,
+) -> list[np.ndarray]:
     """``n_frames`` quint8 maps of shape (C, H, W): one smooth map shifted by (dy, dx) per frame."""
     c, h, w = shape
     pad = n_frames * max(abs(dy), abs(dx)) + 2

@@ -38,8 +38,20 @@ def _codec(args) -> dict:
     from temposplit.codec.cli import config_from_args
 
     cfg = config_from_args(args, [])
-    keys = ("n_bits", "structure", "coder", "search_range", "per_channel", "residual", "reference",
-            "refresh_threshold", "table_policy", "key_interval", "rate_target", "fps")
+    keys = (
+        "n_bits",
+        "structure",
+        "coder",
+        "search_range",
+        "per_channel",
+        "residual",
+        "reference",
+        "refresh_threshold",
+        "table_policy",
+        "key_interval",
+        "rate_target",
+        "fps",
+    )
     out = {k: getattr(cfg, k) for k in keys}
     if args.block:
         out["block"] = args.block
@@ -51,8 +63,15 @@ def _demo(args) -> int:
 
     codec = _codec(args)
     codec.pop("fps")
-    summary = run_demo(video=args.video, frames=args.frames, out=args.out, codec=codec, backend=args.backend,
-                       cut=args.cut, reference=not args.no_reference)
+    summary = run_demo(
+        video=args.video,
+        frames=args.frames,
+        out=args.out,
+        codec=codec,
+        backend=args.backend,
+        cut=args.cut,
+        reference=not args.no_reference,
+    )
     print_summary(summary)
     return 0 if summary["errors"] == 0 else 1
 
@@ -77,9 +96,16 @@ def _edge(args) -> int:
         tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name)
     codec = _codec(args)
     codec["fps"] = source.fps if args.fps == 30.0 and source.fps else args.fps
-    edge = Edge(model, codec, (host, int(port)), args.stream, backend=args.backend, tls=tls, log=print,
-                progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0
-                else None)
+    edge = Edge(
+        model,
+        codec,
+        (host, int(port)),
+        args.stream,
+        backend=args.backend,
+        tls=tls,
+        log=print,
+        progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0 else None,
+    )
     frames = source.frames()
     if args.frames:
         frames = itertools.islice(frames, args.frames)

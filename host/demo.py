@@ -28,9 +28,17 @@ def records_to_detections(records):
     return Detections.make(boxes, [r["score"] for r in records], [r["category_id"] for r in records])
 
 
-def run_demo(video: str | None = None, frames: int = 120, out: str = "out/demo", codec: dict | None = None,
-             backend: str = "golden", cut: str | None = None, calibration_frames: int = 16,
-             reference: bool = True, log=_log) -> dict:
+def run_demo(
+    video: str | None = None,
+    frames: int = 120,
+    out: str = "out/demo",
+    codec: dict | None = None,
+    backend: str = "golden",
+    cut: str | None = None,
+    calibration_frames: int = 16,
+    reference: bool = True,
+    log=_log,
+) -> dict:
     from temposplit.evaluation.metrics import fidelity_map
     from temposplit.host.edge import Edge
     from temposplit.host.pipeline import EdgeModel
@@ -55,8 +63,10 @@ def run_demo(video: str | None = None, frames: int = 120, out: str = "out/demo",
     calib = list(data.read_video(path, max_frames=calibration_frames, step=max(1, frames // calibration_frames)))
     model = EdgeModel(cut=cut, calibration=calib, log=log)
     shapes = model.cut.shapes(model.detector.input_size)
-    log(f"cut {model.cut.name}: " + ", ".join(f"{t.name} {'x'.join(map(str, s))}" for t, s in
-                                              zip(model.cut.crossing, shapes, strict=True)))
+    log(
+        f"cut {model.cut.name}: "
+        + ", ".join(f"{t.name} {'x'.join(map(str, s))}" for t, s in zip(model.cut.crossing, shapes, strict=True))
+    )
 
     server = CloudServer(out_dir=out, local_video=True, log=log)
     server.start()
@@ -69,8 +79,11 @@ def run_demo(video: str | None = None, frames: int = 120, out: str = "out/demo",
             log(f"  frame {n}/{frames}: {report.acked} answered, {kb:.1f} kB per packet")
 
     edge = Edge(model, codec, server.address, "vtest", backend=backend, log=log, progress=progress)
-    report = edge.run(data.read_video(path, max_frames=frames),
-                      video={"video": str(path), "max_frames": frames, "fps": fps}, total=frames)
+    report = edge.run(
+        data.read_video(path, max_frames=frames),
+        video={"video": str(path), "max_frames": frames, "fps": fps},
+        total=frames,
+    )
     wall = time.perf_counter() - t_start
     server.shutdown()
 
@@ -80,21 +93,27 @@ def run_demo(video: str | None = None, frames: int = 120, out: str = "out/demo",
     cut_alone = sum(b[-1] for b in report.tensor_bytes) / n if report.tensor_bytes else 0.0
     h, w = calib[0].shape[:2]
     summary = {
-        "frames": n, "decoded": len(report.detections), "errors": len(report.errors),
+        "frames": n,
+        "decoded": len(report.detections),
+        "errors": len(report.errors),
         "bytes_per_frame": round(per_frame, 1),
         "mb_per_s_at_clip_fps": round(per_frame * fps / 1e6, 4),
         "mb_per_s_at_30fps": round(per_frame * 30 / 1e6, 4),
         "cut_tensor_mb_per_s_at_30fps": round(cut_alone * 30 / 1e6, 4),
         "compression_vs_8bit_features": round(raw8 / per_frame, 2),
         "compression_vs_raw_frames": round(h * w * 3 / per_frame, 1),
-        "latency_ms_median": round(float(np.median(list(report.latency_ms.values()))), 1) if report.latency_ms else None,
+        "latency_ms_median": round(float(np.median(list(report.latency_ms.values()))), 1)
+        if report.latency_ms
+        else None,
         "stage_ms": {
-            "m1": round(float(np.mean(report.m1_ms)), 2), "encode": round(float(np.mean(report.encode_ms)), 2),
+            "m1": round(float(np.mean(report.m1_ms)), 2),
+            "encode": round(float(np.mean(report.encode_ms)), 2),
             "decode": round(float(np.mean(report.decode_ms)), 2) if report.decode_ms else None,
             "m2": round(float(np.mean(report.m2_ms)), 2) if report.m2_ms else None,
         },
         "end_to_end_fps": round(n / wall, 2),
-        "reconnects": report.reconnects, "key_requests": report.key_requests,
+        "reconnects": report.reconnects,
+        "key_requests": report.key_requests,
         "outputs": report.summary,
     }
     if reference:
@@ -112,18 +131,26 @@ def run_demo(video: str | None = None, frames: int = 120, out: str = "out/demo",
 
 def print_summary(s: dict) -> None:
     print(f"frames                 {s['frames']} ({s['decoded']} with detections, {s['errors']} errors)")
-    print(f"rate                   {s['bytes_per_frame'] / 1000:.2f} kB/frame = {s['mb_per_s_at_clip_fps']:.4f} MB/s "
-          f"at the clip's rate, {s['mb_per_s_at_30fps']:.4f} MB/s at 30 frames/s "
-          f"(cut tensor alone {s['cut_tensor_mb_per_s_at_30fps']:.4f})")
-    print(f"compression            {s['compression_vs_8bit_features']}x vs 8-bit features, "
-          f"{s['compression_vs_raw_frames']}x vs raw frames")
+    print(
+        f"rate                   {s['bytes_per_frame'] / 1000:.2f} kB/frame = {s['mb_per_s_at_clip_fps']:.4f} MB/s "
+        f"at the clip's rate, {s['mb_per_s_at_30fps']:.4f} MB/s at 30 frames/s "
+        f"(cut tensor alone {s['cut_tensor_mb_per_s_at_30fps']:.4f})"
+    )
+    print(
+        f"compression            {s['compression_vs_8bit_features']}x vs 8-bit features, "
+        f"{s['compression_vs_raw_frames']}x vs raw frames"
+    )
     if "fidelity_map50" in s:
-        print(f"fidelity mAP           {100 * s['fidelity_map50']:.1f} @0.5, {100 * s['fidelity_map50_95']:.1f} "
-              f"@[.5:.95] against the float model on uncompressed frames")
+        print(
+            f"fidelity mAP           {100 * s['fidelity_map50']:.1f} @0.5, {100 * s['fidelity_map50_95']:.1f} "
+            f"@[.5:.95] against the float model on uncompressed frames"
+        )
     st = s["stage_ms"]
     print(f"time per frame (ms)    M1 {st['m1']}, encode {st['encode']}, decode {st['decode']}, M2 {st['m2']}")
-    print(f"latency                {s['latency_ms_median']} ms median (capture to detections); "
-          f"{s['end_to_end_fps']} frames/s end to end")
+    print(
+        f"latency                {s['latency_ms_median']} ms median (capture to detections); "
+        f"{s['end_to_end_fps']} frames/s end to end"
+    )
     if s.get("outputs"):
         print(f"detections             {s['outputs'].get('detections')}")
         print(f"annotated video        {s['outputs'].get('video')}")

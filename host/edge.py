@@ -8,10 +8,10 @@ and resends them: no frame is lost silently.
 from __future__ import annotations
 
 import queue
-from collections import OrderedDict
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -53,9 +53,20 @@ class Edge:
     stream : the stream's name (the server's output folder)
     """
 
-    def __init__(self, model, codec: dict, address, stream: str, backend: str = "golden",
-                 tls: P.TLSConfig | None = None, window: int = 64, reconnect_attempts: int = 8,
-                 timeout: float = 60.0, log=None, progress=None):
+    def __init__(
+        self,
+        model,
+        codec: dict,
+        address,
+        stream: str,
+        backend: str = "golden",
+        tls: P.TLSConfig | None = None,
+        window: int = 64,
+        reconnect_attempts: int = 8,
+        timeout: float = 60.0,
+        log=None,
+        progress=None,
+    ):
         self.model = model
         self.codec = dict(codec)
         self.address = tuple(address)
@@ -220,15 +231,21 @@ class Edge:
         sample = self.model.m1([first])[0]
         specs = self.model.tensor_specs(sample, self.codec.pop("block", None))
         self.config = CodecConfig(
-            tensors=specs, model_id=self.model.model, cut_id=self.model.cut.name,
-            model_hash=self.model.model_hash(sample), **self.codec,
+            tensors=specs,
+            model_id=self.model.model,
+            cut_id=self.model.cut.name,
+            model_hash=self.model.model_hash(sample),
+            **self.codec,
         )
         self.encoder = make_encoder(self.backend, self.config)
         if total:
             self.encoder.set_total_frames(total)
         h, w = first.shape[:2]
         self.hello_info = {
-            "protocol": P.PROTOCOL_VERSION, "stream": self.stream, "frame_size": [h, w], **(video or {}),
+            "protocol": P.PROTOCOL_VERSION,
+            "stream": self.stream,
+            "frame_size": [h, w],
+            **(video or {}),
         }
         self._connect(resume=False)
         capture = time.perf_counter()

@@ -23,15 +23,22 @@ class EdgeModel:
     :class:`~temposplit.model.quantize.CutTensor` (uint8 codes (C, H, W), s8, z8).
     """
 
-    def __init__(self, model: str = "ssd-mobilenet-v2", cut: str | None = None, weights: str | None = None,
-                 calibration=(), log=None):
+    def __init__(
+        self,
+        model: str = "ssd-mobilenet-v2",
+        cut: str | None = None,
+        weights: str | None = None,
+        calibration=(),
+        log=None,
+    ):
         from temposplit.model import load_detector
         from temposplit.model.fingerprint import weights_digest
         from temposplit.model.quantize import quantize, quantize_m1
 
         log = log or (lambda msg: None)
-        self.detector = load_detector(model, weights, log=log) if model == "ssd-mobilenet-v2" else load_detector(
-            model, weights)
+        self.detector = (
+            load_detector(model, weights, log=log) if model == "ssd-mobilenet-v2" else load_detector(model, weights)
+        )
         self.model = model
         self.cut = self.detector.get_cut(cut)
         calibration = list(calibration)

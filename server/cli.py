@@ -8,10 +8,14 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7300)
     p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream")
-    p.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
-                   help="local weights for a model (repeatable)")
-    p.add_argument("--local-video", action="store_true",
-                   help="draw the annotated video on the edge's source file when it is readable here")
+    p.add_argument(
+        "--weights", action="append", default=[], metavar="MODEL=PATH", help="local weights for a model (repeatable)"
+    )
+    p.add_argument(
+        "--local-video",
+        action="store_true",
+        help="draw the annotated video on the edge's source file when it is readable here",
+    )
     p.add_argument("--max-streams", type=int, default=64)
     p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None)
@@ -34,8 +38,9 @@ def _serve(args) -> int:
     tls = None
     if args.tls_cert:
         tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
-    server = CloudServer(args.host, args.port, args.out, CloudModels(weights), tls, args.local_video,
-                         args.max_streams, log=print)
+    server = CloudServer(
+        args.host, args.port, args.out, CloudModels(weights), tls, args.local_video, args.max_streams, log=print
+    )
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
     try:
         server.serve_forever()

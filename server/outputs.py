@@ -13,10 +13,14 @@ def detection_records(det) -> list[dict]:
     """COCO-style records ([x, y, w, h] boxes) of a Detections object."""
     out = []
     for (x1, y1, x2, y2), s, c, label in zip(det.boxes, det.scores, det.category_ids, det.labels, strict=True):
-        out.append({
-            "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
-            "score": round(float(s), 5), "category_id": int(c), "label": label,
-        })
+        out.append(
+            {
+                "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+                "score": round(float(s), 5),
+                "category_id": int(c),
+                "label": label,
+            }
+        )
     return out
 
 
@@ -48,8 +52,9 @@ class AnnotatedVideo:
     that never comes is drawn as lost.
     """
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, frames=None, window: int = 64,
-                 min_score: float = 0.5):
+    def __init__(
+        self, path: Path, width: int, height: int, fps: float, frames=None, window: int = 64, min_score: float = 0.5
+    ):
         import av
 
         self.path, self.width, self.height = path, width - width % 2, height - height % 2
@@ -94,8 +99,9 @@ class AnnotatedVideo:
         if heat is not None:
             h = heat.astype(np.float32)
             h = (255 * (h - h.min()) / (np.ptp(h) + 1e-9)).astype(np.uint8)
-            rgb = cv2.applyColorMap(cv2.resize(h, (self.width, self.height), interpolation=cv2.INTER_NEAREST),
-                                    cv2.COLORMAP_VIRIDIS)
+            rgb = cv2.applyColorMap(
+                cv2.resize(h, (self.width, self.height), interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_VIRIDIS
+            )
             return np.ascontiguousarray(rgb[..., ::-1])
         return np.zeros((self.height, self.width, 3), np.uint8)
 
@@ -111,12 +117,28 @@ class AnnotatedVideo:
                     continue
                 p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
                 cv2.rectangle(img, p1, p2, (255, 64, 32), 2)
-                cv2.putText(img, f"{label} {s:.2f}", (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                            (255, 255, 0), 1, cv2.LINE_AA)
+                cv2.putText(
+                    img,
+                    f"{label} {s:.2f}",
+                    (p1[0], max(12, p1[1] - 4)),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45,
+                    (255, 255, 0),
+                    1,
+                    cv2.LINE_AA,
+                )
         text = error or caption
         if text:
-            cv2.putText(img, text, (8, self.height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                        (255, 60, 60) if error else (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                img,
+                text,
+                (8, self.height - 10),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5,
+                (255, 60, 60) if error else (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)

@@ -48,9 +48,17 @@ class Session:
 
 
 class CloudServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, out_dir: str | Path = "out/server",
-                 models=None, tls: P.TLSConfig | None = None, local_video: bool = False,
-                 max_streams: int = 64, log=None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        out_dir: str | Path = "out/server",
+        models=None,
+        tls: P.TLSConfig | None = None,
+        local_video: bool = False,
+        max_streams: int = 64,
+        log=None,
+    ):
         from temposplit.server.m2 import CloudModels
 
         self.out_dir = Path(out_dir)
@@ -160,9 +168,17 @@ class CloudServer:
         next_frame = 0
         while next_frame in session.done:
             next_frame += 1
-        chan.send(P.control(P.WELCOME, {
-            "protocol": P.PROTOCOL_VERSION, "stream": name, "next_frame": next_frame, "outputs": str(session.out_dir),
-        }))
+        chan.send(
+            P.control(
+                P.WELCOME,
+                {
+                    "protocol": P.PROTOCOL_VERSION,
+                    "stream": name,
+                    "next_frame": next_frame,
+                    "outputs": str(session.out_dir),
+                },
+            )
+        )
         return session
 
     def _new_session(self, name: str, header: StreamHeader, info: dict) -> Session:
@@ -214,7 +230,10 @@ class CloudServer:
             s.recent_bytes.append(len(body))
             rate = sum(s.recent_bytes) / len(s.recent_bytes) * s.header.fps / 1e6
             record = {
-                "frame": index, "kind": decoded.kind, "n_bits": decoded.n_bits, "bytes": len(body),
+                "frame": index,
+                "kind": decoded.kind,
+                "n_bits": decoded.n_bits,
+                "bytes": len(body),
                 "detections": detection_records(det),
             }
             s.log.write(record)
@@ -222,12 +241,20 @@ class CloudServer:
             s.ok += 1
             if s.video is not None:
                 heat = decoded.dequantize()[-1].mean(axis=0)
-                s.video.add(index, det, heat, f"{s.name}  frame {index}  {decoded.kind}  N={decoded.n_bits}  "
-                                             f"{rate:.3f} MB/s")
-        chan.send(P.control(P.ACK, {
-            "frame": index, "detections": record["detections"],
-            "decode_ms": round((t1 - t0) * 1000, 3), "m2_ms": round((t2 - t1) * 1000, 3),
-        }))
+                s.video.add(
+                    index, det, heat, f"{s.name}  frame {index}  {decoded.kind}  N={decoded.n_bits}  {rate:.3f} MB/s"
+                )
+        chan.send(
+            P.control(
+                P.ACK,
+                {
+                    "frame": index,
+                    "detections": record["detections"],
+                    "decode_ms": round((t1 - t0) * 1000, 3),
+                    "m2_ms": round((t2 - t1) * 1000, 3),
+                },
+            )
+        )
 
     def _ask_key(self, chan: P.Channel, s: Session, reason: str) -> None:
         now = time.monotonic()
@@ -256,6 +283,11 @@ class CloudServer:
                 s.log.close()
                 s.finished = True
             return {
-                "stream": s.name, "frames": s.ok + s.errors, "decoded": s.ok, "errors": s.errors, "bytes": s.bytes,
-                "detections": str(s.log.path), "video": str(s.video.path) if s.video else None,
+                "stream": s.name,
+                "frames": s.ok + s.errors,
+                "decoded": s.ok,
+                "errors": s.errors,
+                "bytes": s.bytes,
+                "detections": str(s.log.path),
+                "video": str(s.video.path) if s.video else None,
             }

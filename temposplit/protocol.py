@@ -19,8 +19,15 @@ PROTOCOL_VERSION = 1
 
 HELLO, WELCOME, PACKET, ACK, KEY_REQUEST, SKIP, END, SUMMARY, ERROR = range(1, 10)
 NAMES = {
-    HELLO: "HELLO", WELCOME: "WELCOME", PACKET: "PACKET", ACK: "ACK", KEY_REQUEST: "KEY_REQUEST",
-    SKIP: "SKIP", END: "END", SUMMARY: "SUMMARY", ERROR: "ERROR",
+    HELLO: "HELLO",
+    WELCOME: "WELCOME",
+    PACKET: "PACKET",
+    ACK: "ACK",
+    KEY_REQUEST: "KEY_REQUEST",
+    SKIP: "SKIP",
+    END: "END",
+    SUMMARY: "SUMMARY",
+    ERROR: "ERROR",
 }
 MAX_CONTROL = 1 << 20  # bytes of a JSON message
 MAX_MESSAGE = 1 << 28  # any message (a codec packet's limit is checked again by the decoder)

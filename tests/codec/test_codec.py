@@ -7,7 +7,6 @@ from temposplit.codec.encoder import CodecConfig, Encoder, ResidualConfig, Tenso
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.motion import motion_compensate
 from temposplit.codec.structure import Structure, group_plan
-
 from temposplit.codec.synthetic import correlated_clip
 
 SHAPES = [(16, 19, 23), (8, 10, 10)]

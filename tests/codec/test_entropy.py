@@ -64,9 +64,7 @@ def test_oversubscribed_tables_are_refused():
 
 def alphabets():
     return st.one_of(
-        st.builds(
-            lambda n, z: entropy.Alphabet.anchor(n, z % ((1 << n) + 1)), st.integers(2, 8), st.integers(0, 300)
-        ),
+        st.builds(lambda n, z: entropy.Alphabet.anchor(n, z % ((1 << n) + 1)), st.integers(2, 8), st.integers(0, 300)),
         st.builds(entropy.Alphabet.residual, st.integers(2, 8)),
         st.builds(entropy.Alphabet.motion, st.sampled_from([3, 7, 15])),
     )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from temposplit.codec import jpeg_act
 from temposplit.codec.jpeg_act import (
     compress,
