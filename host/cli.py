@@ -112,3 +112,42 @@ def _edge(args) -> int:
     report = edge.run(frames, video={"video": args.source, "fps": source.fps}, total=args.frames or source.count)
     print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; server: {report.summary}")
     return 0 if not report.errors else 1
+
+
+def register_bench(sub) -> None:
+    p = sub.add_parser("e2e", help="end to end: frames/s, latency and time per stage of the demo configuration")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="output folder (default: a temporary one)")
+    p.set_defaults(handler=_bench_e2e)
+
+
+def _bench_e2e(args) -> int:
+    import json
+    import tempfile
+
+    from temposplit.host.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = run_demo(frames=args.frames, out=args.out or tmp, reference=False, log=lambda msg: None)
+    st = s["stage_ms"]
+    codec = st["encode"] + (st["decode"] or 0.0)
+    model = st["m1"] + (st["m2"] or 0.0)
+    result = {
+        "frames": s["frames"],
+        "end_to_end_fps": s["end_to_end_fps"],
+        "latency_ms_median": s["latency_ms_median"],
+        "stage_ms": st,
+        "codec_share_of_m1_m2": round(codec / model, 4) if model else None,
+        "bytes_per_frame": s["bytes_per_frame"],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['frames']} frames: {result['end_to_end_fps']} frames/s end to end, "
+            f"median latency {result['latency_ms_median']} ms; per frame M1 {st['m1']} ms, encode {st['encode']} ms, "
+            f"decode {st['decode']} ms, M2 {st['m2']} ms; the codec costs {100 * result['codec_share_of_m1_m2']:.1f} % "
+            f"of M1 + M2"
+        )
+    return 0
