@@ -178,13 +178,46 @@ class _Group:
     pred_bytes: list[int] = field(default_factory=list)
 
 
+class SoftwareEngine:
+    """The three operations an accelerator can take over, in software (the golden path).
+
+    A hardware back end subclasses this and returns the same values bit for bit; the
+    encoder does the rest (tables, residual decisions, packets) around it.
+    """
+
+    def requantize(self, tensor: TensorInfo, q8: np.ndarray, n_bits: int) -> np.ndarray:
+        """quint8 codes (H, W, C) -> N-bit codes."""
+        return lut(tensor.zero_point, n_bits)[q8]
+
+    def anchor_section(self, tensor: TensorInfo, coder: str, q_n: np.ndarray, alphabet, table):
+        """The coded anchor section (bytes, bits) of N-bit codes (H, W, C), element order."""
+        return entropy.encode(coder, q_n.reshape(-1), alphabet, table)
+
+    def motion_search(
+        self, tensor: TensorInfo, ref_n: np.ndarray, q8: np.ndarray, n_bits: int, p: int, per_channel: bool
+    ):
+        """TSS of the current quint8 codes against the reference's N-bit codes (both (H, W, C))."""
+        k = 8 - n_bits
+        ref_c = (ref_n.astype(np.int16) - np.int16(zero_point_n(tensor.zero_point, n_bits))) << k
+        cur_c = q8.astype(np.int16) - np.int16(tensor.zero_point)
+        search = K.tss_per_channel if per_channel else K.tss_shared
+        return search(ref_c, cur_c, tensor.block, p, False)
+
+
 MV_PRIOR_SHIFT = 10
 RESIDUAL_PRIOR_SHIFT = 14
 
 
 class Encoder:
-    def __init__(self, config: CodecConfig, keep_reconstruction: bool = False, first_index: int = 0):
+    def __init__(
+        self,
+        config: CodecConfig,
+        keep_reconstruction: bool = False,
+        first_index: int = 0,
+        engine: SoftwareEngine | None = None,
+    ):
         self.config = config
+        self.engine = engine or SoftwareEngine()
         self.structure = config.validate()
         self.header = config.header()
         self.keep_reconstruction = keep_reconstruction
@@ -322,7 +355,7 @@ class Encoder:
             self.group_tables = [self._group_tables(i, n_bits) for i in range(len(self.tensors))]
         anchors = []
         for i, (t, q8) in enumerate(zip(self.tensors, codes, strict=True)):
-            q_n = lut(t.zero_point, n_bits)[q8]
+            q_n = self.engine.requantize(t, q8, n_bits)
             alphabet = anchor_alphabet(t, n_bits)
             table = hist = None
             carried = True
@@ -335,7 +368,8 @@ class Encoder:
                     table, carried = huffman.table_lengths(prev[1]), False
                 self.prev_anchor[i] = (n_bits, hist)
             mv_table, res_table = self.group_tables[i]
-            anchors.append(AnchorTensor(q_n, table, carried, hist, mv_table, res_table))
+            coded = self.engine.anchor_section(t, self.config.coder, q_n, alphabet, table)
+            anchors.append(AnchorTensor(q_n, table, carried, hist, mv_table, res_table, coded))
         payload, sizes = write_anchor(self.header, n_bits, g.length, anchors)
         self.anchors_since_key = 0 if key else self.anchors_since_key + 1
         recon = [a.codes for a in anchors]
@@ -377,16 +411,11 @@ class Encoder:
     def _code_pred(self, index: int, codes: list[np.ndarray], planned_ref: int) -> Packet:
         g = self.group
         n_bits = g.n_bits
-        k = 8 - n_bits
         ref_index = self._reference(index, planned_ref)
         ref = g.recon[ref_index]
-        search = K.tss_per_channel if self.config.per_channel else K.tss_shared
         preds, costs, elements = [], 0, 0
         for t, q8, r_n in zip(self.tensors, codes, ref, strict=True):
-            z_n = zero_point_n(t.zero_point, n_bits)
-            ref_c = (r_n.astype(np.int16) - np.int16(z_n)) << k
-            cur_c = q8.astype(np.int16) - np.int16(t.zero_point)
-            mvs, cost = search(ref_c, cur_c, t.block, self.config.search_range, False)
+            mvs, cost = self.engine.motion_search(t, r_n, q8, n_bits, self.config.search_range, self.config.per_channel)
             preds.append((mvs, cost))
             costs += int(cost.sum())
             elements += q8.size
@@ -402,7 +431,7 @@ class Encoder:
             assert bad < 0, "TSS produced an invalid vector"
             coded = residual = None
             if self.config.residual is not None:
-                cur_n = lut(t.zero_point, n_bits)[q8]
+                cur_n = self.engine.requantize(t, q8, n_bits)
                 coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits)
                 coded_total += int(coded.sum())
             tensors.append(PredTensor(mvs, coded, residual))

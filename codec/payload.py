@@ -44,6 +44,7 @@ class AnchorTensor:
     histogram: np.ndarray | None  # token histogram of these codes (the next anchor's table source)
     mv_table: np.ndarray | None
     residual_table: np.ndarray | None
+    section: tuple[bytes, int] | None = None  # the coded codes, when an engine (the fabric) made them
 
 
 # ----------------------------------------------------------------------------- anchors
@@ -64,7 +65,7 @@ def write_anchor(header: StreamHeader, n_bits: int, group_length: int, tensors: 
                 out += huffman.pack_lengths(a.mv_table)
                 if header.residual:
                     out += huffman.pack_lengths(a.residual_table)
-        data, nbits = entropy.encode(header.coder, a.codes.reshape(-1), alphabet, a.table)
+        data, nbits = a.section or entropy.encode(header.coder, a.codes.reshape(-1), alphabet, a.table)
         out += section(data, nbits)
         sizes.append(len(out) - start)
     return bytes(out), sizes

@@ -219,3 +219,32 @@ def test_frames_of_the_wrong_shape_or_type_are_refused(rng):
         enc.push([frame[0].astype(np.float32), frame[1]])
     with pytest.raises(ConfigurationError, match="tensors"):
         enc.push([frame[0]])
+
+
+def test_an_engine_takes_over_requantization_coding_and_search(rng):
+    from temposplit.codec.encoder import SoftwareEngine
+
+    class Counting(SoftwareEngine):
+        calls = {"requantize": 0, "anchor_section": 0, "motion_search": 0}
+
+        def requantize(self, *a):
+            self.calls["requantize"] += 1
+            return super().requantize(*a)
+
+        def anchor_section(self, *a):
+            self.calls["anchor_section"] += 1
+            return super().anchor_section(*a)
+
+        def motion_search(self, *a):
+            self.calls["motion_search"] += 1
+            return super().motion_search(*a)
+
+    frames = two_tensor_clip(rng, 6)
+    cfg = CodecConfig(specs(), structure="bi-3")
+    _, reference = run(cfg, frames)
+    engine = Counting()
+    enc = Encoder(cfg, engine=engine)
+    data = enc.header_bytes() + b"".join(p.to_bytes() for f in frames for p in enc.push(f))
+    data += b"".join(p.to_bytes() for p in enc.flush())
+    assert data == reference
+    assert engine.calls == {"requantize": 4, "anchor_section": 4, "motion_search": 8}
