@@ -1,0 +1,43 @@
+"""``temposplit bench fabric``: the fabric's throughput table (cycle model, 100 MHz).
+
+Imports only :mod:`argparse` at load time; the model is imported by the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register_bench(bench_subparsers) -> None:
+    p = bench_subparsers.add_parser(
+        "fabric",
+        help="fabric throughput: cycles per frame for every cut, frames/s at 100 MHz, DDR traffic",
+        description="Cycles per frame of the fabric for every cut shape (the on-chip design's counts are "
+        "checked against the Verilated RTL; the ResNet-50 maps use the band design's model), frames/s "
+        "at 100 MHz and the DMA traffic against the PYNQ-Z2's limits.",
+    )
+    p.add_argument("--search", type=int, default=7, choices=(3, 7, 15), help="TSS search range p")
+    p.add_argument("--n-bits", type=int, default=4, help="N, bits per anchor code")
+    p.add_argument("--lanes", type=int, default=8, help="bytes per stream word / SAD lanes (on-chip design)")
+    p.add_argument("--json", action="store_true", help="one JSON line per cut instead of the table")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from temposplit.hw import cyclemodel
+
+    rows = cyclemodel.table(search=args.search, n_bits=args.n_bits, lanes=args.lanes)
+    if args.json:
+        for r in rows:
+            print(json.dumps({"bench": "fabric", **asdict(r)}))
+        return 0
+    print(cyclemodel.format_table(rows, args.search))
+    targets = [r for r in rows if r.name.startswith("ssd") or r.shape == (25, 34, 2048)]
+    ok = all(r.group_fps >= 30 and r.pred_fps >= 30 and r.anchor_fps >= 30 for r in targets)
+    print(f"targets (>= 30 frames/s at 25x34x2048 and every SSD cut, anchors and predicted frames): "
+          f"{'met' if ok else 'NOT met'} (SSD cuts: the implemented on-chip design, counts checked against "
+          f"the RTL; 25x34x2048: the band design's model, not implemented in RTL)")
+    return 0

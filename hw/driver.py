@@ -1,0 +1,386 @@
+"""The accelerator's driver: one Python API, two transports (simulated RTL now, PYNQ later).
+
+Use::
+
+    accel = Accelerator(PynqTransport(overlay.temposplit_accel_0, overlay.axi_dma_0))
+    accel.load_table(lengths)                                  # code lengths of the anchor table
+    res = accel.encode_anchor(q8, z8=z8, n_bits=4, store_ref=True)
+    res.data, res.bits, res.histogram                          # the section and the next table's source
+    mvs, costs = accel.motion(q8_next, z8=z8, n_bits=4, zn_ref=z_n, block=4, search=7)
+    data, bits = accel.encode_motion_vectors(mvs, search=7, lengths=mv_lengths)
+
+Every operation is written once, as a generator of transport requests
+(:class:`Operations`), so that a synchronous transport (PYNQ: MMIO + AXI DMA) and an
+asynchronous one (cocotb: :class:`SimTransport` drives the Verilated RTL with
+cocotbext-axi) run the very same register and stream sequence. :class:`Accelerator`
+runs it synchronously, :class:`AsyncAccelerator` with ``await``.
+
+Maps are channel-last ``(H, W, C)`` uint8 arrays (the bitstream's element order); the
+register offsets and stream formats come from :mod:`temposplit.hw.regmap`. The module
+needs only NumPy and the golden codec (both run on the board).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from temposplit.codec import huffman
+from temposplit.codec.motion import check_block, check_search_range, grid_shape
+from temposplit.codec.quantize import check_bits, check_zero_point, zero_point_n
+from temposplit.hw import regmap
+from temposplit.hw.regmap import REG, mode, pack
+
+
+class AcceleratorError(Exception):
+    """A request the accelerator cannot serve (shape over its limits, a bad table, a timeout)."""
+
+
+@dataclass
+class EncodeResult:
+    data: bytes  # the section's bytes, ceil(bits / 8)
+    bits: int
+    histogram: np.ndarray | None  # counts of the alphabet's symbols (int64), when asked for
+    cycles: int
+
+
+# ----------------------------------------------------------------------------- transports
+
+
+class Transport(Protocol):
+    """What a transport offers (sync; an async transport has the same methods as coroutines)."""
+
+    def write(self, offset: int, value: int) -> None: ...
+
+    def read(self, offset: int) -> int: ...
+
+    def stream(self, data: bytes, max_out: int) -> bytes:
+        """Send ``data`` on the input stream and return the output packet (up to its TLAST)."""
+        ...
+
+
+class PynqTransport:
+    """The board: the accelerator's MMIO window and an AXI DMA (``pynq`` imported lazily).
+
+    ``ip`` is the overlay's accelerator (anything with ``.mmio`` or ``read``/``write``),
+    ``dma`` the overlay's ``axi_dma`` (``sendchannel`` / ``recvchannel``). The seam for the
+    board issue: buffers come from ``pynq.allocate`` and are flushed/invalidated by
+    ``transfer``; the received length is read from the DMA's S2MM_LENGTH register.
+    """
+
+    S2MM_LENGTH = 0x58
+
+    def __init__(self, ip, dma):
+        self.mmio = getattr(ip, "mmio", ip)
+        self.dma = dma
+
+    def write(self, offset, value):
+        self.mmio.write(offset, int(value))
+
+    def read(self, offset):
+        return int(self.mmio.read(offset))
+
+    def stream(self, data, max_out):  # pragma: no cover - needs a board
+        from pynq import allocate
+
+        src = allocate(shape=(max(1, len(data)),), dtype=np.uint8)
+        dst = allocate(shape=(max(8, max_out),), dtype=np.uint8)
+        src[: len(data)] = np.frombuffer(data, np.uint8)
+        self.dma.recvchannel.transfer(dst)
+        self.dma.sendchannel.transfer(src, nbytes=len(data)) if len(data) else None
+        if len(data):
+            self.dma.sendchannel.wait()
+        self.dma.recvchannel.wait()
+        n = int(self.dma.mmio.read(self.S2MM_LENGTH))
+        out = bytes(dst[:n])
+        src.freebuffer()
+        dst.freebuffer()
+        return out
+
+
+class SimTransport:
+    """The RTL under cocotb: cocotbext-axi's AXI-Lite master and AXI-Stream source/sink.
+
+    Built by the testbench (``sim/tb_accel.py``) from the DUT's ports; its methods are
+    coroutines, so it pairs with :class:`AsyncAccelerator`.
+    """
+
+    def __init__(self, axil, source, sink):
+        self.axil = axil
+        self.source = source
+        self.sink = sink
+
+    async def write(self, offset, value):
+        await self.axil.write_dword(offset, int(value))
+
+    async def read(self, offset):
+        return int(await self.axil.read_dword(offset))
+
+    async def stream(self, data, max_out):
+        from cocotbext.axi import AxiStreamFrame
+
+        if data:
+            await self.source.send(AxiStreamFrame(bytes(data)))
+        frame = await self.sink.recv()
+        return bytes(frame.tdata)
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def _w(reg, value):
+    return ("write", REG[reg].offset, value)
+
+
+def _r(reg):
+    return ("read", REG[reg].offset)
+
+
+def _check_map(arr, name="map") -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8:
+        raise AcceleratorError(f"the {name} must be uint8 codes, not {arr.dtype}")
+    if arr.size == 0 or arr.size > regmap.MAX_ELEMENTS:
+        raise AcceleratorError(f"the {name} must hold 1..{regmap.MAX_ELEMENTS} elements, not {arr.size}")
+    return np.ascontiguousarray(arr)
+
+
+def pad_channels(arr: np.ndarray, lanes: int, value: int) -> np.ndarray:
+    """Pad an (H, W, C) map's channels up to a multiple of ``lanes`` with ``value``.
+
+    Padding the current frame with z8 and the reference with z_N (what z8 requantizes to)
+    adds |0 - 0| = 0 to every cost, so vectors and costs are those of the unpadded maps.
+    """
+    c = arr.shape[2]
+    extra = -c % lanes
+    if not extra:
+        return arr
+    pad = np.full(arr.shape[:2] + (extra,), value, np.uint8)
+    return np.ascontiguousarray(np.concatenate([arr, pad], axis=2))
+
+
+def block_order(cur: np.ndarray, block: int) -> bytes:
+    """The current frame's bytes in MOTION's input order: blocks in raster order, each
+    block's rows, each row's bw * C contiguous bytes (on the board: one DMA
+    scatter-gather descriptor per block row)."""
+    h, w, _ = cur.shape
+    parts = [cur[y : y + block, x : x + block].tobytes() for y in range(0, h, block) for x in range(0, w, block)]
+    return b"".join(parts)
+
+
+class Operations:
+    """The accelerator's operations as generators of transport requests.
+
+    A request is ``("write", offset, value)`` (answer None), ``("read", offset)`` (answer the
+    word) or ``("stream", data, max_out)`` (answer the output packet's bytes).
+    """
+
+    def __init__(self, params: regmap.Params | None = None):
+        self.params = params
+
+    def probe(self):
+        ident = yield _r("ID")
+        if ident != regmap.ID_MAGIC:
+            raise AcceleratorError(f"no temposplit accelerator here (ID 0x{ident:08X})")
+        word = yield _r("PARAMS")
+        f = regmap.unpack("PARAMS", word)
+        self.params = regmap.Params(lanes=f["LANES"], ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"])
+        return self.params
+
+    def _need_params(self):
+        if self.params is None:
+            yield from self.probe()
+        return self.params
+
+    def load_table(self, lengths):
+        """Load a Huffman table given by its code lengths (canonical codes computed here)."""
+        lengths = np.asarray(lengths, np.int64)
+        if lengths.ndim != 1 or not 1 <= lengths.size <= 256:
+            raise AcceleratorError(f"a table has 1..256 code lengths, not shape {lengths.shape}")
+        huffman.check_lengths(lengths)
+        codes = huffman.canonical_codes(lengths)
+        yield _w("TABLE_INDEX", 0)
+        for code, length in zip(codes, lengths, strict=True):
+            yield _w("TABLE_DATA", pack("TABLE_DATA", CODE=int(code), LENGTH=int(length)))
+
+    def _run(self, mode_name, data, max_out):
+        yield _w("CTRL", pack("CTRL", START=1, MODE=mode(mode_name)))
+        out = yield ("stream", data, max_out)
+        status = regmap.unpack("STATUS", (yield _r("STATUS")))
+        if not status["DONE"]:
+            raise AcceleratorError(f"{mode_name} did not finish (STATUS {status})")
+        cycles = yield _r("CYCLES")
+        return out, cycles
+
+    def encode(self, symbols, alphabet, *, requant=False, z8=0, n_bits=8, store_ref=False, histogram=True):
+        """Huffman-code a run of byte symbols with the loaded table (``requant``: the input
+        is quint8 and is requantized to ``n_bits`` first)."""
+        p = yield from self._need_params()
+        symbols = _check_map(symbols, "symbols").reshape(-1)
+        if store_ref and symbols.size > p.ref_bytes:
+            raise AcceleratorError(f"a reference of {symbols.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref)))
+        yield _w("NBITS", check_bits(n_bits))
+        yield _w("Z8", check_zero_point(z8))
+        yield _w("COUNT", symbols.size)
+        out, cycles = yield from self._run("ENCODE", symbols.tobytes(), 2 * symbols.size + 16)
+        bits = yield _r("BITS")
+        out = out[: (bits + 7) // 8]
+        hist = None
+        if histogram:
+            hist = np.zeros(alphabet, np.int64)
+            for s in range(alphabet):
+                yield _w("HIST_INDEX", s)
+                hist[s] = yield _r("HIST_DATA")
+        return EncodeResult(out, int(bits), hist, int(cycles))
+
+    def encode_anchor(self, q8, *, z8, n_bits, store_ref=True):
+        """Requantize and Huffman-code an anchor map (quint8, any shape) with the loaded table;
+        the histogram of its N-bit codes comes back for the next anchor's table."""
+        p = yield from self._need_params()
+        q8 = np.asarray(q8)
+        padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
+        result = yield from self.encode(q8, 1 << check_bits(n_bits), requant=True, z8=z8, n_bits=n_bits,
+                                        store_ref=store_ref and not padded)
+        if padded:  # the reference needs whole words per pixel: store a padded copy
+            yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
+        return result
+
+    def requantize(self, q8, *, z8, n_bits, store_ref=False):
+        p = yield from self._need_params()
+        q8 = _check_map(q8, "quint8 map")
+        if store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes:  # the reference holds whole words per pixel
+            codes = yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
+            return codes[:, :, : q8.shape[2]].copy()
+        if store_ref and q8.size > p.ref_bytes:
+            raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        yield _w("FLAGS", pack("FLAGS", REQUANT=1, STORE_REF=int(store_ref)))
+        yield _w("NBITS", check_bits(n_bits))
+        yield _w("Z8", check_zero_point(z8))
+        yield _w("COUNT", q8.size)
+        out, _ = yield from self._run("REQUANT", q8.tobytes(), q8.size)
+        if len(out) != q8.size:
+            raise AcceleratorError(f"REQUANT returned {len(out)} codes for {q8.size}")
+        return np.frombuffer(out, np.uint8).reshape(q8.shape).copy()
+
+    def load_reference(self, codes, zn_ref=0):
+        """Write an anchor's N-bit codes (channel-last) into the on-chip reference (channels
+        padded with ``zn_ref`` to a multiple of the lanes)."""
+        p = yield from self._need_params()
+        codes = _check_map(codes, "reference")
+        if codes.ndim == 3:
+            codes = pad_channels(codes, p.lanes, zn_ref)
+        if codes.size > p.ref_bytes:
+            raise AcceleratorError(f"a reference of {codes.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        yield _w("COUNT", codes.size)
+        yield from self._run("LOAD_REF", codes.tobytes(), 8)
+
+    def motion(self, cur, *, z8, n_bits, zn_ref, block, search):
+        """TSS vectors (int8 ``(nby, nbx, 2)``) and costs (int64 ``(nby, nbx)``) of a quint8
+        map against the on-chip reference (same shape, loaded before)."""
+        p = yield from self._need_params()
+        cur = _check_map(cur, "current map")
+        if cur.ndim != 3:
+            raise AcceleratorError(f"the current map must be (H, W, C), not {cur.shape}")
+        block, search = check_block(block), check_search_range(search)
+        cur = pad_channels(cur, p.lanes, check_zero_point(z8))
+        h, w, c = cur.shape
+        if not (1 <= h <= regmap.MAX_HEIGHT and 1 <= w <= regmap.MAX_WIDTH and 1 <= c <= regmap.MAX_CHANNELS):
+            raise AcceleratorError(f"a map of {cur.shape} exceeds the accelerator's limits")
+        if cur.size > p.ref_bytes:
+            raise AcceleratorError(f"a {cur.shape} map (channels padded to the lanes) exceeds the on-chip "
+                                   f"reference ({p.ref_bytes} bytes); larger maps need the band scheme "
+                                   f"(docs/fabric.md)")
+        if block * block * c > p.block_bytes:
+            raise AcceleratorError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
+        if not 0 <= zn_ref <= 256:
+            raise AcceleratorError(f"z_N of the reference must be 0..256, not {zn_ref}")
+        for reg, v in (("NBITS", check_bits(n_bits)), ("Z8", check_zero_point(z8)), ("ZN_REF", zn_ref),
+                       ("WIDTH", w), ("HEIGHT", h), ("CHANNELS", c), ("BLOCK", block), ("SEARCH", search)):
+            yield _w(reg, v)
+        nby, nbx = grid_shape(h, w, block)
+        out, cycles = yield from self._run("MOTION", block_order(cur, block), 8 * nby * nbx)
+        rec = np.frombuffer(out, np.uint8)
+        if rec.size != 8 * nby * nbx:
+            raise AcceleratorError(f"MOTION returned {rec.size} bytes for {nby * nbx} blocks")
+        rec = rec.reshape(nby, nbx, 8)
+        mvs = rec[:, :, 0:2].view(np.int8).copy()
+        costs = rec[:, :, 4:8].copy().view("<u4")[:, :, 0].astype(np.int64)
+        self.last_cycles = int(cycles)
+        return mvs, costs
+
+    def encode_motion_vectors(self, mvs, *, search, lengths):
+        """Huffman-code vectors as symbols v + p, dy then dx per block (``payload.write_pred``)."""
+        yield from self.load_table(lengths)
+        symbols = (np.asarray(mvs, np.int16).reshape(-1) + search).astype(np.uint8)
+        result = yield from self.encode(symbols, 2 * search + 1, histogram=False)
+        return result.data, result.bits
+
+
+_OPERATIONS = ("probe", "load_table", "encode", "encode_anchor", "requantize", "load_reference", "motion",
+               "encode_motion_vectors")
+
+
+class Accelerator:
+    """Synchronous driver (PYNQ, or any transport with plain methods)."""
+
+    def __init__(self, transport, params: regmap.Params | None = None):
+        self.transport = transport
+        self.ops = Operations(params)
+
+    def _drive(self, gen):
+        answer = None
+        try:
+            while True:
+                req = gen.send(answer)
+                kind = req[0]
+                answer = getattr(self.transport, kind)(*req[1:])
+        except StopIteration as stop:
+            return stop.value
+
+
+class AsyncAccelerator:
+    """The same operations awaited on an async transport (:class:`SimTransport`)."""
+
+    def __init__(self, transport, params: regmap.Params | None = None):
+        self.transport = transport
+        self.ops = Operations(params)
+
+    async def _drive(self, gen):
+        answer = None
+        try:
+            while True:
+                req = gen.send(answer)
+                answer = await getattr(self.transport, req[0])(*req[1:])
+        except StopIteration as stop:
+            return stop.value
+
+
+def _sync(name):
+    def method(self, *args, **kwargs):
+        return self._drive(getattr(self.ops, name)(*args, **kwargs))
+
+    method.__name__ = name
+    method.__doc__ = getattr(Operations, name).__doc__
+    return method
+
+
+def _async(name):
+    async def method(self, *args, **kwargs):
+        return await self._drive(getattr(self.ops, name)(*args, **kwargs))
+
+    method.__name__ = name
+    method.__doc__ = getattr(Operations, name).__doc__
+    return method
+
+
+for _name in _OPERATIONS:
+    setattr(Accelerator, _name, _sync(_name))
+    setattr(AsyncAccelerator, _name, _async(_name))
+
+
+def reference_zero_point(z8: int, n_bits: int) -> int:
+    """ZN_REF for an anchor with quint8 zero point z8 requantized to N bits."""
+    return zero_point_n(z8, n_bits)

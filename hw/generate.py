@@ -1,0 +1,60 @@
+"""Verilog and interface files of the accelerator: ``python -m temposplit.hw.generate --out build/verilog``.
+
+Writes ``temposplit_accel.v`` (the Amaranth top), and from the register map
+(:mod:`temposplit.hw.regmap`): ``regmap.json`` (the address map for the Vivado flow and
+tools), ``temposplit_regs.h`` (C header) and ``temposplit_accel.hwh.xml`` (the
+accelerator's MODULE entry in PYNQ's .hwh dialect).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from temposplit.hw import regmap
+from temposplit.hw.regmap import Params
+
+TOP_NAME = "temposplit_accel"
+
+
+def verilog(params: Params = regmap.DEFAULT, name: str = TOP_NAME) -> str:
+    from amaranth.back import verilog as back
+
+    from temposplit.hw.top import Accelerator
+
+    return back.convert(Accelerator(params), name=name, emit_src=False)
+
+
+def write_all(out: Path, params: Params = regmap.DEFAULT, name: str = TOP_NAME) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        f"{name}.v": verilog(params, name),
+        "regmap.json": regmap.address_map_json(params),
+        "temposplit_regs.h": regmap.c_header(params),
+        f"{name}.hwh.xml": regmap.hwh_fragment(params),
+        "regmap.md": regmap.markdown(),
+    }
+    paths = []
+    for fname, text in files.items():
+        p = out / fname
+        p.write_text(text)
+        paths.append(p)
+    return paths
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m temposplit.hw.generate", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="build/verilog", type=Path)
+    ap.add_argument("--lanes", type=int, default=regmap.DEFAULT.lanes)
+    ap.add_argument("--ref-bytes", type=int, default=regmap.DEFAULT.ref_bytes)
+    ap.add_argument("--block-bytes", type=int, default=regmap.DEFAULT.block_bytes)
+    args = ap.parse_args(argv)
+    params = Params(lanes=args.lanes, ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
+    for p in write_all(args.out, params):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

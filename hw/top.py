@@ -1,0 +1,259 @@
+"""The accelerator's top level: AXI-Lite registers, an AXI-Stream in and out for an AXI DMA.
+
+The registers and the stream formats are those of :mod:`temposplit.hw.regmap`; this
+module builds its register file from that table (a register missing from either side
+fails elaboration). Data path per mode::
+
+    s_axis -> Requantizer --+--> Serializer -> HuffmanEncoder (table, histogram) -> m_axis   ENCODE
+                            +--> m_axis                                                      REQUANT
+                            +--> reference RAM (STORE_REF, LOAD_REF)
+    s_axis -> MotionEstimator (reference RAM, block buffer) -> records -> m_axis            MOTION
+
+Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
+what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
+Clock ``clk``, reset ``rst`` active high (Vivado: proc_sys_reset's peripheral_reset).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from temposplit.hw import regmap
+from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
+from temposplit.hw.motion_estimator import MotionEstimator
+from temposplit.hw.regmap import Params
+from temposplit.hw.requantizer import Requantizer
+
+
+def axi_lite_signature(addr_width: int = regmap.ADDRESS_BITS) -> wiring.Signature:
+    """AXI4-Lite, as seen from the manager (the PS's GP port)."""
+    return wiring.Signature({
+        "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(32), "wstrb": Out(4), "wvalid": Out(1), "wready": In(1),
+        "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+        "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
+        "rdata": In(32), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
+    })
+
+
+def axi_stream_signature(lanes: int) -> wiring.Signature:
+    """AXI4-Stream, as seen from the transmitter."""
+    return wiring.Signature({
+        "tdata": Out(8 * lanes), "tkeep": Out(lanes), "tlast": Out(1), "tvalid": Out(1), "tready": In(1),
+    })
+
+
+class Accelerator(wiring.Component):
+    """The temposplit fabric accelerator (one build of :class:`~temposplit.hw.regmap.Params`)."""
+
+    def __init__(self, params: Params = regmap.DEFAULT):
+        self.params = params
+        super().__init__({
+            "s_axil": In(axi_lite_signature()),
+            "s_axis": In(axi_stream_signature(params.lanes)),
+            "m_axis": Out(axi_stream_signature(params.lanes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self.params
+        L = P.lanes
+        shift = L.bit_length() - 1
+        modes = {k: v for k, (v, _) in regmap.MODES.items()}
+
+        m.submodules.rq = rq = Requantizer(L)
+        m.submodules.ser = ser = Serializer(L)
+        m.submodules.enc = enc = HuffmanEncoder(L)
+        m.submodules.me = me = MotionEstimator(P)
+
+        # ------------------------------------------------------------ register file
+        rw = {r.name: Signal(r.width, name=f"reg_{r.name.lower()}") for r in regmap.REGISTERS if r.access == "rw"}
+        busy = Signal()
+        done = Signal()
+        bits = Signal(32)
+        cycles = Signal(32)
+        ro = {
+            "ID": Const(regmap.ID_MAGIC, 32),
+            "PARAMS": Const(regmap.pack("PARAMS", LANES=L, REF_LOG2=P.ref_bytes.bit_length() - 1,
+                                        BLOCK_LOG2=P.block_bytes.bit_length() - 1), 32),
+            "STATUS": Cat(busy, done),
+            "HIST_DATA": enc.hist_data,
+            "BITS": bits,
+            "CYCLES": cycles,
+        }
+        for r in regmap.REGISTERS:
+            if r.access == "ro" and r.name not in ro:
+                raise AssertionError(f"read-only register {r.name} has no source in the top")
+        unknown = set(ro) - {r.name for r in regmap.REGISTERS}
+        if unknown:
+            raise AssertionError(f"registers {unknown} are not in the register map")
+
+        def fld(reg, name):
+            f = regmap.REG[reg].field(name)
+            return rw[reg][f.lsb : f.lsb + f.width]
+
+        bus = self.s_axil
+        wstrobe = {r.name: Signal(name=f"wr_{r.name.lower()}") for r in regmap.REGISTERS}
+        wdata = Signal(32)
+        # Write: take address and data together, answer OKAY.
+        m.d.comb += [bus.bresp.eq(0), bus.rresp.eq(0), wdata.eq(bus.wdata)]
+        take_w = Signal()
+        m.d.comb += [
+            take_w.eq(bus.awvalid & bus.wvalid & ~bus.bvalid),
+            bus.awready.eq(take_w),
+            bus.wready.eq(take_w),
+        ]
+        with m.If(bus.bvalid & bus.bready):
+            m.d.sync += bus.bvalid.eq(0)
+        with m.If(take_w):
+            m.d.sync += bus.bvalid.eq(1)
+            for r in regmap.REGISTERS:
+                with m.If(bus.awaddr[2:] == r.offset >> 2):
+                    m.d.comb += wstrobe[r.name].eq(1)
+                    if r.access == "rw":
+                        m.d.sync += rw[r.name].eq(bus.wdata[: r.width])
+        # Read: a register mux into rdata.
+        with m.If(bus.rvalid & bus.rready):
+            m.d.sync += bus.rvalid.eq(0)
+        m.d.comb += bus.arready.eq(~bus.rvalid)
+        with m.If(bus.arvalid & ~bus.rvalid):
+            m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(0)]
+            for r in regmap.REGISTERS:
+                with m.If(bus.araddr[2:] == r.offset >> 2):
+                    if r.access == "rw":
+                        m.d.sync += bus.rdata.eq(rw[r.name])
+                    elif r.access == "ro":
+                        m.d.sync += bus.rdata.eq(ro[r.name])
+
+        # Huffman table writes (TABLE_INDEX auto-increments) and histogram reads.
+        with m.If(wstrobe["TABLE_DATA"]):
+            m.d.sync += rw["TABLE_INDEX"].eq(rw["TABLE_INDEX"] + 1)
+        m.d.comb += [
+            enc.table_we.eq(wstrobe["TABLE_DATA"]),
+            enc.table_addr.eq(rw["TABLE_INDEX"]),
+            enc.table_code.eq(wdata[0:15]),
+            enc.table_length.eq(wdata[16:20]),
+            enc.hist_addr.eq(rw["HIST_INDEX"]),
+            bits.eq(enc.bits),
+        ]
+
+        # ------------------------------------------------------------ control
+        mode = Signal(2)
+        start = Signal()
+        ctrl = regmap.REG["CTRL"]
+        m.d.comb += start.eq(wstrobe["CTRL"] & wdata[ctrl.field("START").lsb] & ~busy)
+        count = fld("COUNT", "COUNT")
+        words_left = Signal(count.shape().width - shift + 1)
+        last_nbytes = Signal(5)
+        ref_ptr = Signal(range(P.ref_words))
+        empty_pending = Signal()
+        with m.If(start):
+            m.d.sync += [
+                mode.eq(wdata[ctrl.field("MODE").lsb :][:2]),
+                busy.eq(1),
+                done.eq(0),
+                cycles.eq(0),
+                words_left.eq((count + (L - 1)) >> shift),
+                last_nbytes.eq(((count - 1) & (L - 1)) + 1),
+                ref_ptr.eq(0),
+                empty_pending.eq(0),
+            ]
+        with m.Elif(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        new_mode = wdata[ctrl.field("MODE").lsb :][:2]
+        m.d.comb += [
+            enc.start.eq(start & (new_mode == modes["ENCODE"])),
+            me.start.eq(start & (new_mode == modes["MOTION"])),
+        ]
+
+        # ------------------------------------------------------------ configuration
+        store_ref = fld("FLAGS", "STORE_REF")
+        m.d.comb += [
+            rq.n_bits.eq(rw["NBITS"]),
+            rq.z8.eq(rw["Z8"]),
+            rq.bypass.eq((mode == modes["LOAD_REF"]) | ((mode == modes["ENCODE"]) & ~fld("FLAGS", "REQUANT"))),
+            me.width.eq(rw["WIDTH"]),
+            me.height.eq(rw["HEIGHT"]),
+            me.channels.eq(rw["CHANNELS"]),
+            me.block.eq(rw["BLOCK"]),
+            me.search.eq(rw["SEARCH"]),
+            me.n_bits.eq(rw["NBITS"]),
+            me.z8.eq(rw["Z8"]),
+            me.zn_ref.eq(rw["ZN_REF"]),
+        ]
+
+        # ------------------------------------------------------------ input side
+        sa = self.s_axis
+        coded = busy & (mode != modes["MOTION"]) & (words_left != 0)
+        m.d.comb += [
+            rq.i.valid.eq(sa.tvalid & coded),
+            rq.i.p.data.eq(sa.tdata),
+            rq.i.p.last.eq(words_left == 1),
+            rq.i.p.nbytes.eq(Mux(words_left == 1, last_nbytes, L)),
+            me.cur.valid.eq(sa.tvalid & busy & (mode == modes["MOTION"])),
+            me.cur.payload.eq(sa.tdata),
+            sa.tready.eq(Mux(mode == modes["MOTION"], me.cur.ready & busy, rq.i.ready & coded)),
+        ]
+        with m.If(rq.i.valid & rq.i.ready):
+            m.d.sync += words_left.eq(words_left - 1)
+
+        # The reference tap: N-bit codes into the estimator's RAM as they pass.
+        rq_take = Signal()
+        m.d.comb += [
+            rq_take.eq(rq.o.valid & rq.o.ready),
+            me.ref_we.eq(rq_take & ((mode == modes["LOAD_REF"]) | store_ref)),
+            me.ref_addr.eq(ref_ptr),
+            me.ref_data.eq(rq.o.p.data),
+        ]
+        with m.If(me.ref_we):
+            m.d.sync += ref_ptr.eq(ref_ptr + 1)
+
+        # ------------------------------------------------------------ output side
+        ma = self.m_axis
+        wiring.connect(m, rq.o, ser.i)  # overridden per mode below
+        wiring.connect(m, ser.o, enc.i)
+        with m.Switch(mode):
+            with m.Case(modes["ENCODE"]):
+                m.d.comb += [
+                    ma.tvalid.eq(enc.o.valid & busy),
+                    ma.tdata.eq(enc.o.p.data),
+                    ma.tkeep.eq(enc.o.p.keep),
+                    ma.tlast.eq(enc.o.p.last),
+                    enc.o.ready.eq(ma.tready),
+                ]
+            with m.Case(modes["REQUANT"]):
+                m.d.comb += [
+                    ser.i.valid.eq(0),
+                    rq.o.ready.eq(ma.tready),
+                    ma.tvalid.eq(rq.o.valid),
+                    ma.tdata.eq(rq.o.p.data),
+                    ma.tkeep.eq((Const(1, L + 1) << rq.o.p.nbytes) - 1),
+                    ma.tlast.eq(rq.o.p.last),
+                ]
+            with m.Case(modes["LOAD_REF"]):
+                m.d.comb += [
+                    ser.i.valid.eq(0),
+                    rq.o.ready.eq(1),
+                    ma.tvalid.eq(empty_pending),
+                    ma.tkeep.eq(0),
+                    ma.tlast.eq(1),
+                ]
+                with m.If(rq_take & rq.o.p.last):
+                    m.d.sync += empty_pending.eq(1)
+                with m.If(ma.tvalid & ma.tready):
+                    m.d.sync += empty_pending.eq(0)
+            with m.Case(modes["MOTION"]):
+                m.d.comb += [
+                    ser.i.valid.eq(0),
+                    rq.o.ready.eq(1),
+                    ma.tvalid.eq(me.rec.valid),
+                    ma.tdata.eq(me.rec.p.data),
+                    ma.tkeep.eq(0xFF),
+                    ma.tlast.eq(me.rec.p.last),
+                    me.rec.ready.eq(ma.tready),
+                ]
+        with m.If(busy & ma.tvalid & ma.tready & ma.tlast):
+            m.d.sync += [busy.eq(0), done.eq(1)]
+        return m

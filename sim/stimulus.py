@@ -1,0 +1,88 @@
+"""Stimulus for the fabric's testbenches: correlated random feature maps, moving pairs,
+Huffman tables, and the SSD feature-map fixtures (issue 3) when they are present.
+
+Maps are channel-last ``(H, W, C)`` uint8 quint8 codes, like the codec's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from temposplit.codec import huffman
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "features"
+
+
+def smooth_field(rng, h, w, c, cell=4):
+    """A spatially correlated field: a coarse random grid, bilinearly upsampled, plus noise."""
+    gh, gw = h // cell + 2, w // cell + 2
+    coarse = rng.normal(0, 1, (gh, gw, c))
+    ys = np.arange(h) / cell
+    xs = np.arange(w) / cell
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    f = (
+        coarse[y0][:, x0] * (1 - fy) * (1 - fx)
+        + coarse[y0 + 1][:, x0] * fy * (1 - fx)
+        + coarse[y0][:, x0 + 1] * (1 - fy) * fx
+        + coarse[y0 + 1][:, x0 + 1] * fy * fx
+    )
+    return f + rng.normal(0, 0.15, f.shape)
+
+
+def activation_codes(field, z8, scale=40.0, relu=True):
+    """Quint8 codes of a field: a ReLU-like tap piles codes on the zero point."""
+    v = field * scale
+    if relu:
+        v = np.maximum(v, 0)
+    return np.clip(np.round(v) + z8, 0, 255).astype(np.uint8)
+
+
+def random_map(rng, h, w, c, z8=None, relu=None):
+    z8 = int(rng.integers(0, 256)) if z8 is None else z8
+    relu = bool(rng.integers(0, 2)) if relu is None else relu
+    return activation_codes(smooth_field(rng, h, w, c), z8, relu=relu), z8
+
+
+def moving_pair(rng, h, w, c, z8, shift=(1, -2), noise=0.05):
+    """Two frames of one scene, the second moved by ``shift`` (dy, dx) with fresh noise."""
+    pad = 8
+    field = smooth_field(rng, h + 2 * pad, w + 2 * pad, c)
+    dy, dx = shift
+    a = field[pad : pad + h, pad : pad + w]
+    b = field[pad - dy : pad - dy + h, pad - dx : pad - dx + w] + rng.normal(0, noise, (h, w, c))
+    return activation_codes(a, z8), activation_codes(b, z8)
+
+
+def table_for(rng, alphabet, kind="random"):
+    """Code lengths over an alphabet: from a random histogram, a skewed one (codes up to
+    15 bits), or a flat one."""
+    if kind == "skewed":
+        hist = (2.0 ** -np.arange(alphabet) * 1e9).astype(np.int64)
+    elif kind == "flat":
+        hist = np.full(alphabet, 10, np.int64)
+    else:
+        hist = rng.geometric(0.05, alphabet).astype(np.int64) * rng.integers(0, 50, alphabet)
+    return huffman.table_lengths(hist)
+
+
+def fixtures() -> list[dict]:
+    """The SSD feature-map fixtures (``temposplit models fixtures``): one dict per tensor
+    with ``name``, ``frames`` (list of (H, W, C) uint8, channel-last) and ``zero_point``.
+    Empty if none are present."""
+    out = []
+    if not FIXTURES.is_dir():
+        return out
+    for path in sorted(FIXTURES.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            i = 0
+            while f"codes_{i}" in z.files:
+                codes = z[f"codes_{i}"]  # (T, C', H, W)
+                zp = int(np.asarray(z[f"zero_point_{i}"]).reshape(-1)[0]) if f"zero_point_{i}" in z.files else 0
+                name = str(z[f"name_{i}"]) if f"name_{i}" in z.files else str(i)
+                frames = [np.ascontiguousarray(f.transpose(1, 2, 0)) for f in codes]
+                out.append({"name": f"{path.stem}:{name}", "frames": frames, "zero_point": zp})
+                i += 1
+    return out

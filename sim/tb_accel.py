@@ -1,0 +1,334 @@
+"""cocotb testbenches of the accelerator's top (Verilator), driven through the driver.
+
+Every test runs the driver's :class:`~temposplit.hw.driver.AsyncAccelerator` over a
+:class:`~temposplit.hw.driver.SimTransport` (cocotbext-axi's AXI-Lite master and
+AXI-Stream source/sink), so the same register and stream sequence that the board will
+run is what is checked here, bit for bit against the golden model
+(:mod:`temposplit.codec`). Idle gaps on the input and back-pressure on the output are
+random unless a test says otherwise; TSP_SEED picks the seed.
+
+Run through pytest (``sim/test_accel.py``), which builds the Verilog once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import cocotb
+import numpy as np
+import stimulus
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink, AxiStreamSource
+
+from temposplit.codec import entropy, huffman
+from temposplit.codec.motion import three_step_search
+from temposplit.codec.quantize import centred, requantize, zero_point_n
+from temposplit.hw import cyclemodel, regmap
+from temposplit.hw.driver import AsyncAccelerator, SimTransport
+
+SEED = int(os.environ.get("TSP_SEED", "1"))
+
+
+def pauses(rng: random.Random, busy: float):
+    """An endless pause pattern: runs of idle cycles with probability ``busy``."""
+    while True:
+        if rng.random() < busy:
+            for _ in range(rng.randint(1, 6)):
+                yield True
+        else:
+            for _ in range(rng.randint(1, 12)):
+                yield False
+
+
+class TB:
+    def __init__(self, dut, stalls=True, seed=SEED):
+        self.dut = dut
+        self.log = dut._log
+        Clock(dut.clk, 10, unit="ns").start()
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_"), dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_"), dut.clk, dut.rst)
+        self.accel = AsyncAccelerator(SimTransport(self.axil, self.source, self.sink))
+        self.rng = np.random.default_rng(seed)
+        self.stalls(stalls, seed)
+
+    def stalls(self, on: bool, seed: int = SEED):
+        if on:
+            self.source.set_pause_generator(pauses(random.Random(seed), 0.3))
+            self.sink.set_pause_generator(pauses(random.Random(seed + 1), 0.3))
+        else:
+            self.source.clear_pause_generator()
+            self.sink.clear_pause_generator()
+
+    async def reset(self, cycles=4):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+
+    def check_idle(self):
+        assert self.sink.empty(), "the output stream holds data nobody asked for"
+
+
+# ----------------------------------------------------------------------------- golden helpers
+
+
+def golden_anchor(q8, z8, n_bits, lengths):
+    codes = requantize(q8, z8, n_bits).reshape(-1)
+    alpha = entropy.Alphabet.anchor(n_bits, zero_point_n(z8, n_bits))
+    data, bits = entropy.encode("huffman", codes, alpha, lengths)
+    return data, bits, np.bincount(codes, minlength=1 << n_bits)
+
+
+async def check_anchor(tb, q8, z8, n_bits, lengths, store_ref=False):
+    await tb.accel.load_table(lengths)
+    res = await tb.accel.encode_anchor(q8, z8=z8, n_bits=n_bits, store_ref=store_ref)
+    data, bits, hist = golden_anchor(q8, z8, n_bits, lengths)
+    assert res.bits == bits, f"bit count {res.bits} != golden {bits}"
+    assert res.data == data, f"section differs from byte {_first_diff(res.data, data)}"
+    np.testing.assert_array_equal(res.histogram, hist)
+    return res
+
+
+async def check_motion(tb, ref_q8, ref_z8, cur_q8, cur_z8, n_bits, block, search, load="encode"):
+    """Reference in (by coding it as an anchor with STORE_REF, or LOAD_REF), TSS, compare."""
+    ref_codes = requantize(ref_q8, ref_z8, n_bits)
+    zn = zero_point_n(ref_z8, n_bits)
+    if load == "encode":
+        lengths = huffman.table_lengths(np.bincount(ref_codes.reshape(-1), minlength=1 << n_bits))
+        await check_anchor(tb, ref_q8, ref_z8, n_bits, lengths, store_ref=True)
+    elif load == "requant":
+        got = await tb.accel.requantize(ref_q8, z8=ref_z8, n_bits=n_bits, store_ref=True)
+        np.testing.assert_array_equal(got, ref_codes)
+    else:
+        await tb.accel.load_reference(ref_codes, zn)
+    mvs, costs = await tb.accel.motion(cur_q8, z8=cur_z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)
+    ref_c = centred(ref_codes, ref_z8, n_bits)
+    cur_c = cur_q8.astype(np.int16) - np.int16(cur_z8)
+    g_mvs, g_costs = three_step_search(ref_c, cur_c, block, search)
+    np.testing.assert_array_equal(mvs, g_mvs)
+    np.testing.assert_array_equal(costs, g_costs)
+    return mvs, tb.accel.ops.last_cycles
+
+
+def _first_diff(a, b):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+@cocotb.test()
+async def test_registers(dut):
+    tb = TB(dut, stalls=False)
+    await tb.reset()
+    params = await tb.accel.probe()
+    assert params.lanes in (4, 8, 16)
+    for reg in regmap.REGISTERS:
+        if reg.access != "rw" or reg.name in ("TABLE_INDEX", "HIST_INDEX"):
+            continue
+        value = (0x5A5A5A5A ^ reg.offset) & ((1 << reg.width) - 1)
+        await tb.axil.write_dword(reg.offset, value)
+        got = await tb.axil.read_dword(reg.offset)
+        assert got == value, f"{reg.name}: wrote {value:#x}, read {got:#x}"
+    status = regmap.unpack("STATUS", await tb.axil.read_dword(regmap.REG["STATUS"].offset))
+    assert status == {"BUSY": 0, "DONE": 0}
+
+
+@cocotb.test()
+async def test_requantize(dut):
+    tb = TB(dut)
+    await tb.reset()
+    for size in (1, 7, 8, 9, 255, 1000):
+        for n_bits in (2, 4, 7, 8):
+            z8 = int(tb.rng.integers(0, 256))
+            q8 = tb.rng.integers(0, 256, size, dtype=np.uint8)
+            got = await tb.accel.requantize(q8, z8=z8, n_bits=n_bits)
+            np.testing.assert_array_equal(got, requantize(q8, z8, n_bits), err_msg=f"size {size} N {n_bits} z8 {z8}")
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_encode_random(dut):
+    """Anchor sections: random maps, tables from another map (the one-pass policy), skewed
+    tables (15-bit codes), lengths around the word size."""
+    tb = TB(dut)
+    await tb.reset()
+    cases = [(1, 4, "random"), (7, 8, "flat"), (8, 2, "random"), (9, 8, "skewed"), (63, 4, "skewed"),
+             (64, 6, "random"), (65, 8, "random"), (1000, 4, "random"), (3001, 8, "skewed"), (4096, 5, "random")]
+    for size, n_bits, kind in cases:
+        q8, z8 = stimulus.random_map(tb.rng, 1, size, 1)
+        lengths = stimulus.table_for(tb.rng, 1 << n_bits, kind)
+        await check_anchor(tb, q8.reshape(-1), z8, n_bits, lengths)
+    # symbols without requantization (the motion-vector alphabet)
+    for p in (3, 7, 15):
+        sym = np.clip(np.round(tb.rng.normal(p, p / 3, 500)), 0, 2 * p).astype(np.uint8)
+        lengths = stimulus.table_for(tb.rng, 2 * p + 1)
+        await tb.accel.load_table(lengths)
+        res = await tb.accel.encode(sym, 2 * p + 1)
+        data, bits = entropy.encode("huffman", sym, entropy.Alphabet.motion(p), lengths)
+        assert (res.data, res.bits) == (data, bits)
+        np.testing.assert_array_equal(res.histogram, np.bincount(sym, minlength=2 * p + 1))
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_motion_small(dut):
+    """TSS on small maps: truncated edge blocks, every p, B from 1 to 8, three ways to load
+    the reference, different zero points for the reference and the current frame."""
+    tb = TB(dut)
+    await tb.reset()
+    cases = [((5, 7, 8), 2, 3, "load"), ((9, 11, 16), 4, 7, "encode"), ((12, 12, 24), 3, 15, "requant"),
+             ((8, 8, 8), 8, 7, "encode"), ((6, 9, 8), 1, 3, "load"), ((17, 13, 16), 4, 15, "load"),
+             ((7, 9, 12), 4, 7, "load"), ((6, 6, 3), 2, 3, "encode"), ((10, 5, 20), 3, 7, "requant")]
+    for (h, w, c), block, search, load in cases:
+        n_bits = int(tb.rng.choice([4, 6, 8]))
+        z_ref, z_cur = int(tb.rng.integers(0, 256)), int(tb.rng.integers(0, 256))
+        shift = (int(tb.rng.integers(-3, 4)), int(tb.rng.integers(-3, 4)))
+        a, b = stimulus.moving_pair(tb.rng, h, w, c, 0, shift=shift)
+        ref_q8 = np.clip(a.astype(np.int16) + z_ref, 0, 255).astype(np.uint8)
+        cur_q8 = np.clip(b.astype(np.int16) + z_cur, 0, 255).astype(np.uint8)
+        if load == "load":  # unrelated random data too
+            cur_q8 = tb.rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+        await check_motion(tb, ref_q8, z_ref, cur_q8, z_cur, n_bits, block, search, load)
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_motion_ssd_shape(dut):
+    """The default SSD cut's shape (19x19x96), B = 4, p = 7, a moving scene; reports cycles."""
+    tb = TB(dut, stalls=False)  # the cycle model counts a DMA that never starves the input
+    await tb.reset()
+    for (h, w, c), z8, n_bits, block, search in (((19, 19, 96), 0, 4, 4, 7), ((19, 19, 64), 5, 8, 4, 15),
+                                                 ((13, 10, 32), 9, 4, 2, 3)):
+        a, b = stimulus.moving_pair(tb.rng, h, w, c, z8, shift=(1, -2))
+        mvs, cycles = await check_motion(tb, a, z8, b, z8, n_bits, block, search, "encode")
+        log_cycles(tb, "motion", (h, w, c), block, search, cycles)
+        ref_c = centred(requantize(a, z8, n_bits), z8, n_bits)
+        model = cyclemodel.motion_cycles((h, w, c), block, search, 8, ref_c, b.astype(np.int16) - z8)
+        assert abs(cycles - model) <= 2, f"MOTION took {cycles} cycles, the cycle model says {model}"
+    q8, z8 = stimulus.random_map(tb.rng, 19, 19, 96)
+    res = await check_anchor(tb, q8, z8, 4, stimulus.table_for(tb.rng, 16))
+    model = cyclemodel.encode_cycles(q8.size)
+    log_cycles(tb, "encode", q8.shape, 0, 0, res.cycles)
+    assert abs(res.cycles - model) <= 2, f"ENCODE took {res.cycles} cycles, the cycle model says {model}"
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_motion_ssd_large(dut):
+    """The SSD's largest cuts: 19x19x576 (B = 4, p = 7) and 10x10x1280 (B = 2, p = 3)."""
+    tb = TB(dut)
+    await tb.reset()
+    for (h, w, c), block, search in (((19, 19, 576), 4, 7), ((10, 10, 1280), 2, 3)):
+        z8 = int(tb.rng.integers(0, 40))
+        a, b = stimulus.moving_pair(tb.rng, h, w, c, z8, shift=(0, 1))
+        _, cycles = await check_motion(tb, a, z8, b, z8, 5, block, search, "requant")
+        log_cycles(tb, "motion", (h, w, c), block, search, cycles)
+    tb.check_idle()
+
+
+def log_cycles(tb, op, shape, block, search, cycles):
+    """Measured cycles, for the cycle model's check (TSP_CYCLES_LOG names the file)."""
+    tb.log.info("%s %s B=%d p=%d: %d cycles", op, shape, block, search, cycles)
+    path = os.environ.get("TSP_CYCLES_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{op} {shape[0]} {shape[1]} {shape[2]} {block} {search} {cycles}\n")
+
+
+@cocotb.test()
+async def test_reset_midstream(dut):
+    """Reset during an ENCODE (data half sent, output back-pressured), then a clean run."""
+    tb = TB(dut)
+    await tb.reset()
+    q8, z8 = stimulus.random_map(tb.rng, 16, 16, 16)
+    lengths = stimulus.table_for(tb.rng, 16)
+    await tb.accel.load_table(lengths)
+    task = cocotb.start_soon(tb.accel.encode_anchor(q8, z8=z8, n_bits=4, store_ref=False))
+    for _ in range(400):
+        await RisingEdge(dut.clk)
+    assert not task.done()
+    task.cancel()
+    await tb.reset()
+    tb.source.clear()
+    tb.sink.clear()
+    await ClockCycles(dut.clk, 4)
+    await check_anchor(tb, q8, z8, 4, lengths)  # the table is reloaded: reset keeps no state
+    # and a reset in the middle of MOTION
+    a, b = stimulus.moving_pair(tb.rng, 12, 12, 16, z8)
+    await check_motion(tb, a, z8, b, z8, 8, 4, 7, "load")
+    task = cocotb.start_soon(check_motion(tb, a, z8, b, z8, 8, 4, 7, "load"))
+    for _ in range(300):
+        await RisingEdge(dut.clk)
+    task.cancel()
+    await tb.reset()
+    tb.source.clear()
+    tb.sink.clear()
+    await check_motion(tb, a, z8, b, z8, 8, 4, 7, "load")
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_fixtures(dut):
+    """The SSD feature-map fixtures (issue 3): the first frame coded as an anchor (its own
+    table), kept as the reference, the next frames motion-searched against it; then the
+    next anchor coded with the table of the first one's histogram (the one-pass policy)."""
+    fx = stimulus.fixtures()
+    tb = TB(dut, stalls=bool(fx))
+    if not fx:
+        tb.log.warning("no fixtures under %s: nothing to check", stimulus.FIXTURES)
+        return
+    await tb.reset()
+    limit = int(os.environ.get("TSP_FIXTURE_ELEMENTS", "40000"))
+    checked = 0
+    for f in fx:
+        frames, z8 = f["frames"], f["zero_point"]
+        if frames[0].size > limit or len(frames) < 2:
+            tb.log.info("fixture %s %s: over the simulation budget, skipped", f["name"], frames[0].shape)
+            continue
+        for n_bits, block, search in ((4, 4, 7), (6, 2, 3)):
+            codes = requantize(frames[0], z8, n_bits)
+            own = huffman.table_lengths(np.bincount(codes.reshape(-1), minlength=1 << n_bits))
+            res = await check_anchor(tb, frames[0], z8, n_bits, own, store_ref=True)
+            zn = zero_point_n(z8, n_bits)
+            for cur in frames[1:]:
+                mvs, costs = await tb.accel.motion(cur, z8=z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)
+                g_mvs, g_costs = three_step_search(centred(codes, z8, n_bits), cur.astype(np.int16) - np.int16(z8),
+                                                   block, search)
+                np.testing.assert_array_equal(mvs, g_mvs)
+                np.testing.assert_array_equal(costs, g_costs)
+            await check_anchor(tb, frames[-1], z8, n_bits, huffman.table_lengths(res.histogram))
+            checked += 1
+            tb.log.info("fixture %s %s N=%d B=%d p=%d: bit-exact", f["name"], frames[0].shape, n_bits, block, search)
+    assert checked, "fixtures are present but none was checked"
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_group_through_driver(dut):
+    """A bi-3-like group through the driver's whole API: anchor with STORE_REF, two
+    predicted frames, their vectors Huffman-coded with a motion table; no stalls."""
+    tb = TB(dut, stalls=False)
+    await tb.reset()
+    z8, n_bits, block, p = 3, 6, 4, 7
+    a, b = stimulus.moving_pair(tb.rng, 16, 20, 32, z8, shift=(2, 1))
+    _, c = stimulus.moving_pair(tb.rng, 16, 20, 32, z8, shift=(-1, 0))
+    lengths = huffman.table_lengths(np.bincount(requantize(a, z8, n_bits).reshape(-1), minlength=64))
+    await check_anchor(tb, a, z8, n_bits, lengths, store_ref=True)
+    mv_lengths = stimulus.table_for(tb.rng, 2 * p + 1)
+    zn = zero_point_n(z8, n_bits)
+    for cur in (b, c):
+        mvs, costs = await tb.accel.motion(cur, z8=z8, n_bits=n_bits, zn_ref=zn, block=block, search=p)
+        ref_c = centred(requantize(a, z8, n_bits), z8, n_bits)
+        g_mvs, _ = three_step_search(ref_c, cur.astype(np.int16) - z8, block, p)
+        np.testing.assert_array_equal(mvs, g_mvs)
+        data, bits = await tb.accel.encode_motion_vectors(mvs, search=p, lengths=mv_lengths)
+        g = entropy.encode("huffman", mvs.astype(np.int32).reshape(-1) + p, entropy.Alphabet.motion(p), mv_lengths)
+        assert (data, bits) == g
+    tb.check_idle()

@@ -1,0 +1,58 @@
+"""The register map is consistent, and everything derived from it says the same."""
+
+import json
+
+import pytest
+
+from temposplit.hw import regmap
+
+
+def test_offsets_distinct_and_fields_fit():
+    regmap.check_unique()
+    for r in regmap.REGISTERS:
+        assert r.width <= 32
+        spans = sorted((f.lsb, f.lsb + f.width) for f in r.fields)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), r.name
+
+
+def test_pack_unpack_round_trip():
+    word = regmap.pack("TABLE_DATA", CODE=0x1234, LENGTH=13)
+    assert regmap.unpack("TABLE_DATA", word) == {"CODE": 0x1234, "LENGTH": 13}
+    with pytest.raises(ValueError, match="does not fit"):
+        regmap.pack("NBITS", N=16)
+
+
+def test_derived_forms_list_every_register():
+    md = regmap.markdown()
+    amap = json.loads(regmap.address_map_json())
+    header = regmap.c_header()
+    hwh = regmap.hwh_fragment()
+    for r in regmap.REGISTERS:
+        assert f"| 0x{r.offset:02X} | {r.name} |" in md
+        assert any(e["name"] == r.name and e["offset"] == r.offset for e in amap["registers"])
+        assert f"TSP_{r.name}_OFFSET 0x{r.offset:02X}u" in header
+        assert f'<REGISTER NAME="{r.name}">' in hwh
+
+
+def test_params_are_checked():
+    with pytest.raises(ValueError, match="lanes must be"):
+        regmap.Params(lanes=3)
+    with pytest.raises(ValueError, match="ref_bytes"):
+        regmap.Params(ref_bytes=1000)
+
+
+def test_top_builds_its_registers_from_the_map():
+    pytest.importorskip("amaranth")
+    from amaranth.back import rtlil
+
+    from temposplit.hw.top import Accelerator
+
+    rtlil.convert(Accelerator(regmap.Params(ref_bytes=1024, block_bytes=512)), name="t")
+
+
+def test_docs_quote_the_register_map():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fabric.md").read_text()
+    block = doc.split("<!-- regmap:begin -->\n", 1)[1].split("<!-- regmap:end -->", 1)[0]
+    assert block == regmap.markdown(), "docs/fabric.md's register tables differ from hw/regmap.py: regenerate them"
