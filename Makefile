@@ -51,6 +51,8 @@ verilog: setup
 
 bench: setup
 	$(BIN)/temposplit bench codec --json
+	$(BIN)/temposplit bench models
+	$(BIN)/temposplit bench e2e --json
 
 hw-bench: setup
 	$(BIN)/temposplit bench fabric

@@ -1,0 +1,203 @@
+"""Video frames and the two small data sets this machine can have (SPEC section 6).
+
+* :func:`read_video` decodes any video PyAV can open into RGB uint8 frames (H, W, 3).
+* :func:`fetch_data` downloads OpenCV's ``vtest.avi`` (Debian's ``opencv-doc``) and the
+  annotated street frames of Debian's ``labelme-examples`` with ``apt-get download`` and
+  extracts the few files needed with ``dpkg-deb --fsys-tarfile | tar -x``: nothing is
+  installed. It is idempotent: files already there are not fetched again.
+* :func:`vtest_path`, :func:`labelme_frames` locate them; :func:`labelme_boxes` turns the
+  labelme polygons into COCO-style boxes.
+
+The data folder is ``$TEMPOSPLIT_DATA`` or ``data/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from temposplit.errors import ConfigError, MissingDependencyError
+
+# One entry per Debian package: the members to extract, relative to the package's root,
+# and where each lands under the data folder.
+_VTEST_MEMBER = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
+_LABELME_DIR = "./usr/share/doc/labelme-examples/examples/video_annotation/data_annotated/"
+_LABELME_STEMS = tuple(f"{i:08d}" for i in range(100, 105))
+
+PACKAGES = {
+    "opencv-doc": {_VTEST_MEMBER: "vtest.avi"},
+    "labelme-examples": {
+        _LABELME_DIR + stem + ext: f"labelme/{stem}{ext}" for stem in _LABELME_STEMS for ext in (".jpg", ".json")
+    },
+}
+
+# labelme's labels in that folder, mapped to COCO category ids ("track" means truck).
+LABELME_TO_COCO = {"car": 3, "track": 8, "truck": 8}
+
+
+def data_dir() -> Path:
+    """The data folder: ``$TEMPOSPLIT_DATA`` or ``<repository root>/data``."""
+    env = os.environ.get("TEMPOSPLIT_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "data"
+
+
+def vtest_path(root: Path | None = None) -> Path:
+    """Path of ``vtest.avi`` (it may not exist yet: see :func:`fetch_data`)."""
+    return (root or data_dir()) / "vtest.avi"
+
+
+def labelme_frames(root: Path | None = None) -> list[tuple[Path, Path]]:
+    """(jpg, json) paths of the five annotated labelme frames, in frame order."""
+    base = (root or data_dir()) / "labelme"
+    return [(base / f"{stem}.jpg", base / f"{stem}.json") for stem in _LABELME_STEMS]
+
+
+def have_data(root: Path | None = None) -> bool:
+    """True when every file :func:`fetch_data` provides is present."""
+    root = root or data_dir()
+    return all((root / rel).is_file() for files in PACKAGES.values() for rel in files.values())
+
+
+def _require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise MissingDependencyError(f"`{name}` is not on PATH (fetch-data needs a Debian system with apt)")
+    return path
+
+
+def _download_deb(package: str, workdir: Path, log) -> Path:
+    apt = _require_tool("apt-get")
+    cmd = [apt, "download", package]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if result.returncode != 0:
+        # A fresh machine has empty package lists: update them once and retry.
+        log(f"apt-get download {package} failed; running apt-get update")
+        upd = subprocess.run([apt, "update", "-qq"], capture_output=True, text=True)
+        if upd.returncode != 0:
+            raise MissingDependencyError(f"apt-get update failed: {upd.stderr.strip()[-300:]}")
+        result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise MissingDependencyError(f"apt-get download {package} failed: {result.stderr.strip()[-300:]}")
+    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    if not debs:
+        raise MissingDependencyError(f"apt-get download {package} produced no .deb in {workdir}")
+    return debs[-1]
+
+
+def _extract(deb: Path, members: list[str], dest: Path) -> None:
+    dpkg = _require_tool("dpkg-deb")
+    tar = _require_tool("tar")
+    dpkg_proc = subprocess.Popen([dpkg, "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    tar_proc = subprocess.run([tar, "-x", "-C", str(dest), *members], stdin=dpkg_proc.stdout, capture_output=True)
+    dpkg_proc.stdout.close()
+    dpkg_rc = dpkg_proc.wait()
+    if dpkg_rc != 0 or tar_proc.returncode != 0:
+        raise MissingDependencyError(
+            f"extracting {deb.name} failed: {tar_proc.stderr.decode(errors='replace').strip()[-300:]}"
+        )
+
+
+def fetch_data(root: Path | None = None, log=print) -> Path:
+    """Fetch vtest.avi and the labelme frames into the data folder; return the folder.
+
+    Idempotent: a package whose files are all present is skipped.
+    """
+    root = Path(root or data_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    for package, files in PACKAGES.items():
+        if all((root / rel).is_file() for rel in files.values()):
+            log(f"{package}: already in {root}")
+            continue
+        with tempfile.TemporaryDirectory(prefix="temposplit-fetch-") as tmp:
+            tmp = Path(tmp)
+            # apt's _apt user must be able to write the download folder.
+            os.chmod(tmp, 0o777)
+            log(f"{package}: apt-get download")
+            deb = _download_deb(package, tmp, log)
+            extract_dir = tmp / "x"
+            extract_dir.mkdir()
+            _extract(deb, list(files), extract_dir)
+            for member, rel in files.items():
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(extract_dir / member), target)
+            log(f"{package}: {len(files)} file(s) into {root}")
+    return root
+
+
+def read_video(
+    path: str | os.PathLike, max_frames: int | None = None, step: int = 1, start: int = 0
+) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames (H, W, 3) of a video through PyAV.
+
+    Frames ``start``, ``start + step``, ...; ``max_frames`` caps the number yielded.
+    """
+    if start < 0:
+        raise ConfigError(f"start must be >= 0, not {start}")
+    if step < 1:
+        raise ConfigError(f"step must be a positive integer, not {step}")
+    if max_frames is not None and max_frames < 0:
+        raise ConfigError(f"max_frames must be >= 0, not {max_frames}")
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDependencyError(f"video {path} not found (run `make data` for vtest.avi)")
+    import av
+
+    yielded = 0
+    if max_frames == 0:
+        return
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for index, frame in enumerate(container.decode(stream)):
+            if index < start or (index - start) % step:
+                continue
+            yield frame.to_ndarray(format="rgb24")
+            yielded += 1
+            if max_frames is not None and yielded >= max_frames:
+                return
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3), decoded by OpenCV."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MissingDependencyError(f"cannot read image {path}")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+@dataclass(frozen=True)
+class LabelmeBox:
+    """One annotated object: box (x1, y1, x2, y2) in pixels, COCO category id, labelme label."""
+
+    box: tuple[float, float, float, float]
+    category_id: int
+    label: str
+
+
+def labelme_boxes(json_path: str | os.PathLike) -> list[LabelmeBox]:
+    """The bounding boxes of a labelme file's shapes whose labels map to COCO classes."""
+    with open(json_path, encoding="utf-8") as f:
+        doc = json.load(f)
+    out = []
+    for shape in doc.get("shapes", []):
+        label = shape.get("label", "")
+        cat = LABELME_TO_COCO.get(label)
+        pts = np.asarray(shape.get("points", []), dtype=np.float64)
+        if cat is None or pts.ndim != 2 or len(pts) < 2:
+            continue
+        x1, y1 = pts.min(axis=0)
+        x2, y2 = pts.max(axis=0)
+        out.append(LabelmeBox((float(x1), float(y1), float(x2), float(y2)), cat, label))
+    return out

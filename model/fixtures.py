@@ -1,0 +1,69 @@
+"""Small int8 feature-map fixtures of the SSD for the fabric's testbenches.
+
+For each SSD cut, one ``ssd-<cut>.npz`` with a few consecutive vtest.avi frames' quint8
+codes of every tensor crossing the cut. To stay small, each tensor keeps its first
+``C' = clamp(budget // (H * W), 1, C)`` channels at full spatial size (the codec works per
+channel; block matching sums over channels). Keys, for tensor i of the cut:
+
+* ``codes_i``: uint8 (T, C', H, W); ``scale_i``, ``zero_point_i``: s8 and z8 (shared by
+  the T frames: static quantization); ``name_i``; ``shape_i``: the full (C, H, W);
+* ``frames``: the frame indices in vtest.avi; ``command``: the command that made it.
+
+Regenerate with ``temposplit models fixtures --out tests/fixtures/features``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+COMMAND = "temposplit models fixtures --out tests/fixtures/features"
+DEFAULT_START = 100
+DEFAULT_FRAMES = 3
+CHANNEL_BUDGET = 12_000  # codes per frame and tensor, before compression
+
+
+def calibration_frames(count: int = 32, start: int = 300, step: int = 15):
+    """The default calibration frames: 32 frames of vtest.avi from frame 300, every 15th
+    (outside the first 300 frames used for accuracy)."""
+    from temposplit.model.data import read_video, vtest_path
+
+    return list(read_video(vtest_path(), max_frames=count, step=step, start=start))
+
+
+def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_FRAMES, log=print) -> list[Path]:
+    from temposplit.model import load_detector
+    from temposplit.model.data import read_video, vtest_path
+    from temposplit.model.quantize import quantize
+
+    det = load_detector()
+    q = quantize(det, calibration_frames())
+    frames = list(read_video(vtest_path(), max_frames=count, start=start))
+    batch = det.preprocess(frames)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cut in det.cuts:
+        split = q.split(cut.name)
+        tensors = split.m1(batch.tensor)
+        per_frame = [split.cut_tensors(tensors, i) for i in range(len(frames))]
+        arrays: dict[str, np.ndarray] = {
+            "frames": np.arange(start, start + len(frames)),
+            "command": np.array(COMMAND),
+            "cut": np.array(cut.name),
+        }
+        for i, first in enumerate(per_frame[0]):
+            c, h, w = first.shape
+            keep = int(np.clip(CHANNEL_BUDGET // (h * w), 1, c))
+            arrays[f"codes_{i}"] = np.stack([pf[i].codes[:keep] for pf in per_frame])
+            arrays[f"scale_{i}"] = np.float64(first.scale)
+            arrays[f"zero_point_{i}"] = np.int64(first.zero_point)
+            arrays[f"name_{i}"] = np.array(first.name)
+            arrays[f"shape_{i}"] = np.array(first.shape)
+        path = out / f"ssd-{cut.name}.npz"
+        np.savez_compressed(path, **arrays)
+        written.append(path)
+        if log:
+            log(f"{path} ({path.stat().st_size} bytes)")
+    return written

@@ -1,0 +1,294 @@
+"""Int8 static post-training quantization and the cut's uint8 codes (SPEC section 4).
+
+Path chosen: **eager mode** (``torch.ao.quantization``: QuantStub/DeQuantStub, fuse,
+prepare, calibrate, convert) with the **qnnpack** configuration, for the SSD, because
+
+* it yields real quantized tensors at the cut (``quint8``, per-tensor affine, with
+  ``q_scale()``/``q_zero_point()``/``int_repr()``), which the codec and the fabric
+  consume; PT2E (torchao) yields a float graph with quantize/dequantize nodes instead and
+  needs ``torch.export`` with fixed shapes and an extra package;
+* M1 and M2 are slices of one converted network, so the int8 M1 the edge runs and the
+  int8 M2 the server could run share every scale and zero point;
+* qnnpack is what an ARM board runs; its activation observer (a histogram) uses the full
+  range 0..255 (``reduce_range=False``), as SPEC section 4 asks at the cut.
+
+ReLU6: eager fusion knows conv+ReLU, not conv+ReLU6. Each conv+ReLU6 becomes a fused
+conv+ReLU whose output observer clamps at 6 (it returns the clamped value during
+calibration, so the calibrated network is the float ReLU6 network, and its range ends at
+6, so the int8 output saturates at 6): int8 conv+ReLU6 without an extra requantization.
+
+The torchvision backbones (M1 only) use FX graph mode on the stages before the cut
+(``prepare_fx``/``convert_fx`` with quantized outputs), which rewrites the residual adds,
+the squeeze-and-excitation multiply and hardswish by itself; their ``FrozenBatchNorm2d``
+layers are first swapped for equivalent ``BatchNorm2d`` so that conv+BN fusion finds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from temposplit.errors import ConfigError
+from temposplit.model.split import BatchMeta, Split
+
+ENGINE = "qnnpack"
+
+
+@dataclass
+class CutTensor:
+    """One tensor crossing the cut, for one frame, as the codec consumes it.
+
+    Attributes
+    ----------
+    name : the producing stage (the cut table's name)
+    shape : (C, H, W)
+    scale : s8 (float)
+    zero_point : z8 (int, 0..255)
+    codes : uint8 array (C, H, W), per-tensor affine: value = (codes - z8) * s8
+    """
+
+    name: str
+    shape: tuple[int, int, int]
+    scale: float
+    zero_point: int
+    codes: np.ndarray
+
+    def dequantize(self) -> np.ndarray:
+        return (self.codes.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+
+def cut_tensors(names: list[str], tensors: list[torch.Tensor], index: int = 0) -> list[CutTensor]:
+    """Frame ``index`` of M1's quint8 outputs as :class:`CutTensor` s (name, shape, s8, z8, codes)."""
+    out = []
+    for name, t in zip(names, tensors, strict=False):
+        if not t.is_quantized or t.dtype != torch.quint8 or t.qscheme() != torch.per_tensor_affine:
+            raise ConfigError(f"{name}: expected a per-tensor affine quint8 tensor, got {t.dtype}")
+        codes = t[index].int_repr().numpy().astype(np.uint8, copy=False)
+        out.append(CutTensor(name, tuple(codes.shape), float(t.q_scale()), int(t.q_zero_point()), codes))
+    return out
+
+
+def set_engine() -> None:
+    if ENGINE not in torch.backends.quantized.supported_engines:
+        raise ConfigError(f"this torch build has no {ENGINE} engine")
+    torch.backends.quantized.engine = ENGINE
+
+
+class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
+    """qnnpack's activation observer for a fused conv+ReLU standing in for conv+ReLU6."""
+
+    def forward(self, x_orig):
+        x = torch.clamp(x_orig, max=6.0)
+        super().forward(x)
+        return x
+
+
+def _qconfigs():
+    """qnnpack's activation observer (histogram, full range) with per-channel symmetric int8
+    weights: BN-folded depthwise kernels differ by orders of magnitude between channels,
+    and one scale per tensor wipes out the small ones (per-tensor weights turn the SSD's
+    detections into noise). Activations, the cut's tensors included, stay per-tensor."""
+    from torch.ao.quantization import HistogramObserver, QConfig, default_per_channel_weight_observer
+
+    base = QConfig(
+        activation=HistogramObserver.with_args(reduce_range=False), weight=default_per_channel_weight_observer
+    )
+    relu6 = QConfig(activation=ReLU6HistogramObserver.with_args(reduce_range=False), weight=base.weight)
+    return base, relu6
+
+
+class QuantizedSplit:
+    """The int8 halves of one cut: ``m1`` gives quint8 tensors; ``m2`` is the float M2 on
+    their dequantized values (the main path); ``m2_int8`` goes on in int8."""
+
+    def __init__(self, detector, cut, qnet):
+        self.detector = detector
+        self.float_split = Split(detector, cut, detector.net)
+        self.int8_split = Split(detector, cut, qnet)
+        self.cut = self.float_split.cut
+        self.names = self.float_split.names
+
+    def m1(self, x) -> list[torch.Tensor]:
+        return self.int8_split.m1(x)
+
+    def m2(self, tensors, meta: BatchMeta | None = None):
+        return self.float_split.m2([t.dequantize() if t.is_quantized else t for t in tensors], meta)
+
+    def m2_int8(self, tensors, meta: BatchMeta | None = None):
+        return self.int8_split.m2(tensors, meta)
+
+    def cut_tensors(self, tensors, index: int = 0) -> list[CutTensor]:
+        return cut_tensors(self.names, tensors, index)
+
+
+class QuantizedDetector:
+    """A detector's int8 network (calibrated once; every cut is a slice of it)."""
+
+    def __init__(self, detector, qnet):
+        self.detector = detector
+        self.net = qnet
+
+    def split(self, cut=None) -> QuantizedSplit:
+        return QuantizedSplit(self.detector, self.detector.get_cut(cut), self.net)
+
+    @torch.no_grad()
+    def forward(self, batch):
+        return self.detector.head(self.net, self._taps(batch.tensor), batch.meta)
+
+    def _taps(self, x):
+        x = self.detector.m1_prefix(self.net, x)
+        taps = {}
+        for name in self.detector.info.stages:
+            x = self.detector.stage(self.net, name)(x)
+            if name in self.detector.info.taps:
+                taps[name] = x
+        return taps
+
+
+def _prepare_ssd(net: nn.Module) -> nn.Module:
+    from torch.ao.quantization import fuse_modules
+
+    from temposplit.model.ssd import ConvAct
+
+    base, relu6 = _qconfigs()
+    qnet = copy.deepcopy(net).eval()
+    for module in qnet.modules():
+        if isinstance(module, ConvAct) and isinstance(module.act, nn.ReLU6):
+            module.act = nn.ReLU()
+            fuse_modules(module, [["conv", "act"]], inplace=True)
+            module.conv.qconfig = relu6
+    qnet.qconfig = base
+    # Observers on every module with a qconfig; the fused ones keep their ReLU6 observer.
+    torch.ao.quantization.prepare(qnet, inplace=True)
+    return qnet
+
+
+def quantize(detector, calibration_frames: Iterable[np.ndarray], batch_size: int = 8, log=None):
+    """Calibrate and convert a detector to int8; returns a :class:`QuantizedDetector`.
+
+    ``calibration_frames``: RGB uint8 frames (e.g. ``read_video(vtest, max_frames=32, step=25)``).
+    Only the SSD is quantized whole; for the torchvision detectors use :func:`quantize_m1`.
+    """
+    if detector.name != "ssd-mobilenet-v2":
+        raise ConfigError(f"{detector.name}: whole-model int8 is for the SSD; use quantize_m1(detector, cut, frames)")
+    set_engine()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qnet = _prepare_ssd(detector.net)
+        n = 0
+        with torch.no_grad():
+            for chunk in _chunks(calibration_frames, batch_size):
+                qnet(detector.preprocess(chunk).tensor)
+                n += len(chunk)
+                if log:
+                    log(f"calibrated on {n} frames")
+        if n == 0:
+            raise ConfigError("no calibration frames")
+        torch.ao.quantization.convert(qnet, inplace=True)
+    return QuantizedDetector(detector, qnet.eval())
+
+
+def _chunks(frames, size):
+    chunk = []
+    for f in frames:
+        chunk.append(f)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------- torchvision M1
+
+
+def _swap_frozen_bn(module: nn.Module) -> None:
+    """Replace every FrozenBatchNorm2d by an eval-mode BatchNorm2d with the same statistics."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, FrozenBatchNorm2d):
+            bn = nn.BatchNorm2d(child.weight.numel(), eps=child.eps)
+            with torch.no_grad():
+                bn.weight.copy_(child.weight)
+                bn.bias.copy_(child.bias)
+                bn.running_mean.copy_(child.running_mean)
+                bn.running_var.copy_(child.running_var)
+            setattr(module, name, bn.eval())
+        else:
+            _swap_frozen_bn(child)
+
+
+class _Prefix(nn.Module):
+    """The body's stages up to the cut, returning the crossing tensors (FX-traceable)."""
+
+    def __init__(self, body: nn.Module, stages: list[str], keys: list[str], crossing: list[str]):
+        super().__init__()
+        self.stages = nn.ModuleDict((k, copy.deepcopy(body[k])) for k in keys)
+        self.keys = list(keys)
+        self.crossing_keys = [keys[stages.index(c)] for c in crossing]
+
+    def forward(self, x):
+        outs = {}
+        for k in self.keys:
+            x = self.stages[k](x)
+            outs[k] = x
+        return tuple(outs[k] for k in self.crossing_keys)
+
+
+class QuantizedM1:
+    """A torchvision detector's int8 M1 (FX); M2 is the float M2 on dequantized tensors."""
+
+    def __init__(self, detector, cut, module):
+        self.detector = detector
+        self.float_split = detector.split(cut)
+        self.cut = self.float_split.cut
+        self.names = self.float_split.names
+        self.module = module
+
+    @torch.no_grad()
+    def m1(self, x) -> list[torch.Tensor]:
+        if hasattr(x, "tensor"):
+            x = x.tensor
+        return list(self.module(x))
+
+    def m2(self, tensors, meta=None):
+        return self.float_split.m2([t.dequantize() if t.is_quantized else t for t in tensors], meta)
+
+    def cut_tensors(self, tensors, index: int = 0) -> list[CutTensor]:
+        return cut_tensors(self.names, tensors, index)
+
+
+def quantize_m1(detector, cut, calibration_frames, batch_size: int = 2) -> QuantizedM1:
+    """Int8 M1 of a torchvision detector at a cut (FX graph mode, qnnpack), calibrated on frames."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    set_engine()
+    split = detector.split(cut)
+    body = detector.net.backbone.body
+    keys = [detector._stage_key(s) for s in split.m1_stages]
+    prefix = _Prefix(body, list(split.m1_stages), keys, split.names).eval()
+    _swap_frozen_bn(prefix)
+    n_out = len(split.names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        example = (torch.zeros(1, 3, 64, 64),)
+        custom = PrepareCustomConfig().set_output_quantized_indexes(list(range(n_out)))
+        prepared = prepare_fx(prefix, get_default_qconfig_mapping(ENGINE), example, prepare_custom_config=custom)
+        n = 0
+        with torch.no_grad():
+            for chunk in _chunks(calibration_frames, batch_size):
+                prepared(detector.preprocess(chunk).tensor)
+                n += len(chunk)
+        if n == 0:
+            raise ConfigError("no calibration frames")
+        module = convert_fx(prepared)
+    return QuantizedM1(detector, split.cut, module.eval())
