@@ -53,6 +53,10 @@ def _codec(args) -> dict:
         "fps",
     )
     out = {k: getattr(cfg, k) for k in keys}
+    # Check the codec options now, before minutes of model loading.
+    from temposplit.codec.encoder import CodecConfig, TensorSpec
+
+    CodecConfig(tensors=[TensorSpec("check", (1, 1, 1), 1.0, 0, args.block or 4)], **out).validate()
     if args.block:
         out["block"] = args.block
     return out

@@ -39,6 +39,7 @@ def run_demo(
     reference: bool = True,
     log=_log,
 ) -> dict:
+    from temposplit.errors import MissingDependencyError
     from temposplit.evaluation.metrics import fidelity_map
     from temposplit.host.edge import Edge
     from temposplit.host.pipeline import EdgeModel
@@ -52,6 +53,8 @@ def run_demo(
             data.fetch_data(log=log)
     else:
         path = Path(video)
+        if not path.is_file():
+            raise MissingDependencyError(f"video {path} not found")
     import av
 
     with av.open(str(path)) as c:

@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("serve", help="accept edge streams: decode, run M2, store detections and video")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7300)
+    p.add_argument("--port", type=_port, default=7300)
     p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream")
     p.add_argument(
         "--weights", action="append", default=[], metavar="MODEL=PATH", help="local weights for a model (repeatable)"
@@ -21,6 +21,14 @@ def register(sub) -> None:
     p.add_argument("--tls-key", default=None)
     p.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
     p.set_defaults(handler=_serve)
+
+
+def _port(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number in 0..65535, not {text!r}")
+    return int(text)
 
 
 def _serve(args) -> int:

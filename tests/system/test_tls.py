@@ -23,14 +23,55 @@ def pki(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed")
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=temposplit test CA", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=temposplit test CA",
+        cwd=d,
+    )
     for name in ("server", "edge"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={'localhost' if name == 'server' else 'edge1'}", cwd=d)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={'localhost' if name == 'server' else 'edge1'}",
+            cwd=d,
+        )
         (d / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            cwd=d,
+        )
     return d
 
 
@@ -61,8 +102,22 @@ def test_an_edge_without_a_client_certificate_is_refused(tls_server, edge_model,
 def test_an_edge_refuses_a_server_it_cannot_verify(tls_server, edge_model, vtest_frames, pki, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "o.key", "-out", "o.pem", "-days", "2",
-             "-subj", "/CN=other CA", cwd=other)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "o.key",
+        "-out",
+        "o.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+        cwd=other,
+    )
     tls = TLSConfig(str(pki / "edge.pem"), str(pki / "edge.key"), str(other / "o.pem"))
     edge = Edge(edge_model, CODEC, tls_server.address, "badca", tls=tls, reconnect_attempts=1, timeout=10)
     with pytest.raises(TemposplitError):
