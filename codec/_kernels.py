@@ -97,68 +97,18 @@ def tss_shared(ref, cur, block, p, full):
 
 
 @njit(cache=True, nogil=True)
-def _sad_lane(ref, cur, ch, y0, x0, bh, bw, dy, dx):
-    total = 0
-    for r in range(bh):
-        for x in range(bw):
-            d = np.int32(ref[y0 + dy + r, x0 + dx + x, ch]) - np.int32(cur[y0 + r, x0 + x, ch])
-            total += d if d >= 0 else -d
-    return total
-
-
-@njit(cache=True, nogil=True)
 def tss_per_channel(ref, cur, block, p, full):
-    """TSS (or full search) with one vector per block and channel."""
+    """TSS (or full search) with one vector per block and channel: the shared search on
+    each channel alone."""
     height, width, channels = ref.shape
     nby = (height + block - 1) // block
     nbx = (width + block - 1) // block
     mvs = np.zeros((nby, nbx, channels, 2), np.int8)
     costs = np.zeros((nby, nbx, channels), np.int64)
-    big = np.int64(1) << 62
-    for by in range(nby):
-        y0 = by * block
-        bh = min(block, height - y0)
-        for bx in range(nbx):
-            x0 = bx * block
-            bw = min(block, width - x0)
-            for ch in range(channels):
-                if full:
-                    best = big
-                    vy = 0
-                    vx = 0
-                    for dy in range(-p, p + 1):
-                        if y0 + dy < 0 or y0 + dy + bh > height:
-                            continue
-                        for dx in range(-p, p + 1):
-                            if x0 + dx < 0 or x0 + dx + bw > width:
-                                continue
-                            c = _sad_lane(ref, cur, ch, y0, x0, bh, bw, dy, dx)
-                            if c < best:
-                                best = c
-                                vy = dy
-                                vx = dx
-                else:
-                    best = _sad_lane(ref, cur, ch, y0, x0, bh, bw, 0, 0)
-                    vy = 0
-                    vx = 0
-                    s = (p + 1) // 2
-                    while s >= 1:
-                        cy = vy
-                        cx = vx
-                        for j in range(8):
-                            dy = cy + _ORDER_Y[j] * s
-                            dx = cx + _ORDER_X[j] * s
-                            if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
-                                continue
-                            c = _sad_lane(ref, cur, ch, y0, x0, bh, bw, dy, dx)
-                            if c < best:
-                                best = c
-                                vy = dy
-                                vx = dx
-                        s //= 2
-                mvs[by, bx, ch, 0] = vy
-                mvs[by, bx, ch, 1] = vx
-                costs[by, bx, ch] = best
+    for ch in range(channels):
+        m, c = tss_shared(ref[:, :, ch : ch + 1].copy(), cur[:, :, ch : ch + 1].copy(), block, p, full)
+        mvs[:, :, ch] = m
+        costs[:, :, ch] = c
     return mvs, costs
 
 
@@ -187,23 +137,13 @@ def compensate_shared(ref, mvs, block):
 
 @njit(cache=True, nogil=True)
 def compensate_per_channel(ref, mvs, block):
-    height, width, channels = ref.shape
+    """Motion compensation with one vector per block and channel."""
     out = np.empty_like(ref)
-    nby, nbx = mvs.shape[0], mvs.shape[1]
-    for by in range(nby):
-        y0 = by * block
-        bh = min(block, height - y0)
-        for bx in range(nbx):
-            x0 = bx * block
-            bw = min(block, width - x0)
-            for c in range(channels):
-                dy = np.int64(mvs[by, bx, c, 0])
-                dx = np.int64(mvs[by, bx, c, 1])
-                if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
-                    return out, by * nbx + bx
-                for r in range(bh):
-                    for x in range(bw):
-                        out[y0 + r, x0 + x, c] = ref[y0 + dy + r, x0 + dx + x, c]
+    for ch in range(ref.shape[2]):
+        o, bad = compensate_shared(ref[:, :, ch : ch + 1].copy(), mvs[:, :, ch].copy(), block)
+        if bad >= 0:
+            return out, bad
+        out[:, :, ch] = o[:, :, 0]
     return out, -1
 
 

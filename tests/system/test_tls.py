@@ -18,6 +18,25 @@ def _openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _self_signed_ca(folder, name, subject):
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        subject,
+        cwd=folder,
+    )
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     if shutil.which("openssl") is None:
