@@ -75,8 +75,8 @@ class Codes:
 def resize_bilinear_tf1(image: np.ndarray, size=SSD_INPUT_SIZE) -> np.ndarray:
     """TensorFlow 1's ``ResizeBilinear`` (align_corners false, no half-pixel centres), float32.
 
-    The same arithmetic as ``temposplit.model.ssd.resize_bilinear_tf1`` (a test checks that
-    they agree bit for bit); repeated here because that module needs torch.
+    The one definition: the PyTorch port (``temposplit.model.ssd``) imports it from here, so
+    that this runtime stays one self-contained, torch-free file for the board.
     """
     in_h, in_w = image.shape[:2]
     out_h, out_w = size

@@ -28,10 +28,10 @@ def load_net():
 def detect(net, frame: np.ndarray, score_threshold: float = 0.05):
     """OpenCV's detections of one RGB frame as :class:`Detections` (boxes clipped to the frame)."""
     from temposplit.model.detections import Detections
-    from temposplit.model.ssd import resize_bilinear_tf1
+    from temposplit.model.ssd import INPUT_SIZE, resize_bilinear_tf1
 
     h, w = frame.shape[:2]
-    resized = resize_bilinear_tf1(frame)
+    resized = resize_bilinear_tf1(frame, INPUT_SIZE)
     blob = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
     net.setInput(blob)
     out = net.forward().reshape(-1, 7)

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from temposplit.errors import MissingDependencyError
+from temposplit.model.numpy_m1 import resize_bilinear_tf1  # one definition, in the board's self-contained runtime
 
 INPUT_SIZE = (300, 300)
 NUM_CLASSES = 91  # with the background
@@ -303,24 +304,6 @@ def postprocess(box_codes, logits, anchor, orig_sizes, score_threshold=0.05):
 
 
 # --------------------------------------------------------------------------- preprocessing
-
-
-def resize_bilinear_tf1(image: np.ndarray, size=INPUT_SIZE) -> np.ndarray:
-    """TensorFlow 1's ``ResizeBilinear`` (align_corners false, no half-pixel centres), float32."""
-    in_h, in_w = image.shape[:2]
-    out_h, out_w = size
-    img = image.astype(np.float32)
-    sy = np.arange(out_h, dtype=np.float32) * np.float32(in_h / out_h)
-    sx = np.arange(out_w, dtype=np.float32) * np.float32(in_w / out_w)
-    y0 = np.floor(sy).astype(np.int64)
-    x0 = np.floor(sx).astype(np.int64)
-    y1 = np.minimum(y0 + 1, in_h - 1)
-    x1 = np.minimum(x0 + 1, in_w - 1)
-    dy = (sy - y0).astype(np.float32)[:, None, None]
-    dx = (sx - x0).astype(np.float32)[None, :, None]
-    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * dx
-    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * dx
-    return (top + (bottom - top) * dy).astype(np.float32)
 
 
 def preprocess(frames, size=INPUT_SIZE) -> torch.Tensor:
