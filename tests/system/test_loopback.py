@@ -76,9 +76,11 @@ def test_corrupted_bytes_are_reported_and_the_stream_goes_on(server, edge_model,
     report = edge.run(frames, total=len(frames))
     assert damaged and report.key_requests >= 1
     recs = assert_every_frame_once(server, "corrupt", 12)
-    errors = [r for r in recs if "error" in r]
-    assert 1 <= len(errors) <= 3  # the damaged anchor's group at most
-    assert all("detections" in r for r in recs if r["frame"] >= 6)  # recovered after a fresh KEY
+    errors = {r["frame"] for r in recs if "error" in r}
+    # The damaged anchor's group is lost, and what follows until the edge's fresh KEY
+    # arrives (the KEY_REQUEST is answered between frames: how many depends on timing).
+    assert {3, 4, 5} <= errors <= set(range(3, 9))
+    assert all("detections" in r for r in recs if r["frame"] >= 9)  # recovered after a fresh KEY
 
 
 def test_eight_clients_at_once(server, edge_model, vtest_frames):
