@@ -143,6 +143,7 @@ class Edge:
             if "error" in obj:
                 self.report.errors[i] = obj["error"]
             elif not obj.get("duplicate"):
+                self.report.errors.pop(i, None)
                 self.report.acked += 1
                 self.report.detections[i] = obj.get("detections", [])
                 self.report.decode_ms.append(obj.get("decode_ms", 0.0))
