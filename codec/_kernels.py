@@ -7,7 +7,18 @@ contiguous run of memory.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+try:
+    from numba import njit
+except ImportError:  # the PYNQ-Z2's 32-bit ARM has no numba wheels: the same code runs as Python
+
+    def njit(*args, **kwargs):
+        """Without numba the kernels run as plain Python: right, but slow for big maps (the
+        board leaves those to the fabric)."""
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda fn: fn
+
 
 _ORDER_Y = np.array([-1, -1, -1, 0, 0, 1, 1, 1], np.int64)
 _ORDER_X = np.array([-1, 0, 1, -1, 1, -1, 0, 1], np.int64)
@@ -161,7 +172,7 @@ def write_fields(values, widths):
     """Concatenate fields (value, width <= 32) MSB first; returns (bytes, number of bits)."""
     total = 0
     for i in range(widths.size):
-        total += widths[i]
+        total += np.int64(widths[i])  # not uint8 arithmetic (plain-Python fallback)
     out = np.zeros((total + 7) // 8 + 8, np.uint8)
     acc = np.uint64(0)
     nacc = 0
@@ -312,7 +323,7 @@ def write_table(symbols, codes, lengths):
     """Huffman-code symbols through (codes, lengths) tables, MSB first; returns (bytes, bits)."""
     total = 0
     for i in range(symbols.size):
-        total += lengths[symbols[i]]
+        total += np.int64(lengths[symbols[i]])
     out = np.zeros((total + 7) // 8 + 8, np.uint8)
     acc = np.uint64(0)
     nacc = 0

@@ -25,6 +25,12 @@ def register(sub) -> None:
     p.add_argument("--cut", default=None)
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--calibration", type=int, default=16, help="frames for int8 calibration (default 16)")
+    p.add_argument(
+        "--m1",
+        default=None,
+        metavar="FILE",
+        help="an exported int8 M1 (temposplit models export-m1) run with NumPy: no PyTorch (the board)",
+    )
     p.add_argument("--backend", default="golden", choices=["golden", "rtl", "pynq"])
     p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
@@ -93,8 +99,13 @@ def _edge(args) -> int:
     if not host or not port.isdigit():
         raise ConfigError(f"--server must be host:port, not {args.server!r}")
     source = open_source(args.source)
-    calib = list(itertools.islice(open_source(args.source).frames(), args.calibration))
-    model = EdgeModel(args.model, args.cut, args.weights, calib, log=print)
+    if args.m1:
+        from temposplit.host.pipeline import NumpyEdgeModel
+
+        model = NumpyEdgeModel(args.m1, log=print)
+    else:
+        calib = list(itertools.islice(open_source(args.source).frames(), args.calibration))
+        model = EdgeModel(args.model, args.cut, args.weights, calib, log=print)
     tls = None
     if args.tls_ca or args.tls_cert:
         tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name)

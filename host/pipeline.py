@@ -78,3 +78,39 @@ class EdgeModel:
 
 def as_codes(cut_tensors) -> list[np.ndarray]:
     return [t.codes for t in cut_tensors]
+
+
+class NumpyEdgeModel:
+    """The board's M1: an exported int8 M1 (``temposplit models export-m1``) run with the
+    NumPy runtime, without PyTorch; the same interface as :class:`EdgeModel`."""
+
+    def __init__(self, path: str, log=None):
+        from types import SimpleNamespace
+
+        from temposplit.model import numpy_m1
+
+        try:
+            self.runtime = numpy_m1.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path}: not an exported M1 ({exc})") from exc
+        if self.runtime.input.get("kind") != "ssd-rgb":
+            raise ConfigError(f"{path}: the NumPy runtime preprocesses frames for the SSD only")
+        digest = self.runtime.graph.get("weights_digest")
+        if not digest:
+            raise ConfigError(f"{path}: exported without the weights digest; export it again")
+        self.digest = bytes.fromhex(digest)
+        self.model = self.runtime.model
+        self.cut = SimpleNamespace(name=self.runtime.cut)
+        self.m1_ms: list[float] = []
+        if log:
+            log(f"NumPy int8 M1 of {self.model} at {self.runtime.cut} from {path}")
+
+    def m1(self, frames) -> list:
+        t0 = time.perf_counter()
+        outs = self.runtime(frames)
+        result = [self.runtime.cut_tensors(outs, i) for i in range(len(frames))]
+        self.m1_ms.append((time.perf_counter() - t0) * 1000 / max(1, len(frames)))
+        return result
+
+    tensor_specs = EdgeModel.tensor_specs
+    model_hash = EdgeModel.model_hash

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from temposplit.errors import ConfigError
+from temposplit.model.fingerprint import weights_digest
 from temposplit.model.numpy_m1 import FORMAT, SSD_INPUT_SIZE, VERSION
 
 
@@ -351,6 +352,9 @@ def m1_graph(quantized) -> tuple[dict, dict[str, np.ndarray]]:
         "outputs": outputs,
         "output_names": list(quantized.names),
         "nodes": b.nodes,
+        # The float weights' digest, so that the board can compute the stream's model hash
+        # (temposplit.model.fingerprint) without torch.
+        "weights_digest": weights_digest(det.net).hex(),
     }
     return graph, b.arrays
 

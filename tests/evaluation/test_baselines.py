@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from temposplit.evaluation.baselines import (
     encode_h264,
     encode_h265,

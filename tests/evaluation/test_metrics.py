@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from temposplit.evaluation.metrics import (
     Detections,
     bits_per_element,

@@ -137,3 +137,17 @@ class _OtherWeights:
 
     def model_hash(self, sample):
         return bytes(32)
+
+
+def test_the_board_path_streams_with_the_numpy_m1_and_no_torch_model(server, edge_model, vtest_frames, tmp_path):
+    from temposplit.host.pipeline import NumpyEdgeModel
+    from temposplit.model.export import export_m1
+
+    path = export_m1(edge_model.split, tmp_path / "m1.npz")
+    board = NumpyEdgeModel(str(path))
+    sample_torch = edge_model.m1([vtest_frames[0]])[0]
+    sample_numpy = board.m1([vtest_frames[0]])[0]
+    assert all((a.codes == b.codes).all() for a, b in zip(sample_torch, sample_numpy, strict=True))
+    assert board.model_hash(sample_numpy) == edge_model.model_hash(sample_torch)  # the server accepts it
+    report = Edge(board, CODEC, server.address, "board").run(vtest_frames[:4], total=4)
+    assert report.acked == 4 and not report.errors
