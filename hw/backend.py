@@ -3,10 +3,13 @@
 :class:`FabricEngine` implements :class:`temposplit.codec.encoder.SoftwareEngine`'s three
 operations (requantize, anchor section, motion search) on the accelerator through the
 driver, so :class:`~temposplit.codec.encoder.Encoder` produces its packets with the
-fabric doing the per-element work, byte for byte the same as the software path. What
-the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS on maps over the
-on-chip reference) falls back to the golden software and is counted in
-``engine.fallbacks``.
+fabric doing the per-element work, byte for byte the same as the software path. Maps
+over the on-chip reference (the ResNet-50 cuts) are motion-searched by BAND_MOTION: the
+driver keeps the reference's codes on the PS side (``load_reference``) and streams them in
+bands. What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS of a
+map the band engine cannot cut: over ``band_blocks`` blocks, or a band of B + 2p rows of
+one chunk of channels over the reference RAM) falls back to the golden software and is
+counted in ``engine.fallbacks``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class FabricEngine(SoftwareEngine):
             mvs, costs = self.accel.motion(np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits,
                                            zn_ref=zn, block=tensor.block, search=p)
         except AcceleratorError:
-            self.fallbacks["TSS over the on-chip limits"] += 1
+            self.fallbacks["TSS over the fabric's limits"] += 1
             return super().motion_search(tensor, ref_n, q8, n_bits, p, per_channel)
         return mvs, costs
 
@@ -62,13 +65,10 @@ def open_accelerator(backend: str) -> Accelerator:
         from temposplit.hw.simbridge import BridgeTransport
 
         return Accelerator(BridgeTransport())
-    if backend == "pynq":  # pragma: no cover - needs a board
-        from pynq import Overlay
+    if backend == "pynq":  # the overlay: $TEMPOSPLIT_OVERLAY or bitstreams/pynq-z2/temposplit.bit
+        from temposplit.hw.pynq_driver import open_overlay
 
-        from temposplit.hw.driver import PynqTransport
-
-        overlay = Overlay("temposplit.bit")
-        return Accelerator(PynqTransport(overlay.temposplit_accel_0, overlay.axi_dma_0))
+        return open_overlay()
     raise ValueError(f"unknown fabric back end {backend!r}")
 
 

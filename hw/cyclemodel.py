@@ -7,11 +7,14 @@ Two designs are counted:
   at a time over ``lanes`` bytes per cycle. The counts below follow the estimator's FSM
   state by state (``motion_estimator.py``) and are checked against the Verilated RTL's
   CYCLES register in ``sim/tb_accel.py`` (exact when the DMA never starves the input).
-- **band** (modelled only, for the ResNet-50 cuts whose maps exceed the BRAM): one pass
-  over the map per TSS step, the 8 (9 in the first step) candidates of every block scored
-  in parallel by ``units`` SAD units of ``lanes`` bytes each over a line buffer of
-  (B + 2p) reference rows per channel slice, partial costs accumulated per block and
-  candidate across slices; see docs/fabric.md, "Maps larger than the BRAM".
+- **band** (implemented in RTL, ``band_motion.py``, for maps over the on-chip reference:
+  the ResNet-50 cuts): one pass per TSS step; per group of block rows and channel slice
+  the reference band (the rows plus p rows of halo) then the current blocks stream in; each
+  chunk of the current frame is scored against the step's 8 (9) candidates, one per cycle
+  through a ``band_bytes``-wide read port; partial costs are accumulated across slices.
+  :func:`band_cycles` counts its FSM state by state, checked against the Verilated RTL's
+  CYCLES in ``sim/tb_accel.py::test_band_cycles``; :func:`best_band_plan` picks the cut
+  (slice Cs, group G) the driver uses.
 
 The Huffman encoder codes one symbol per cycle (after a 256-cycle histogram clear), the
 requantizer ``lanes`` codes per cycle.
@@ -112,17 +115,116 @@ def requant_cycles(count: int, lanes: int = 8) -> int:
     return START_LATENCY + -(-count // lanes) + 2
 
 
-def band_motion_cycles(shape, block, search, lanes=16, units=8) -> int:
-    """The band design (modelled): per TSS step one pass over the map; ``units`` SAD units
-    of ``lanes`` bytes each score the step's candidates of a block together, so a pass
-    costs ceil(candidates / units) * H * W * C / lanes cycles (the first step has 9)."""
+# ----------------------------------------------------------------------------- BAND_MOTION
+
+# The band engine's FSM (band_motion.py), cycles per state.
+BAND_INIT = 1  # INIT
+BAND_STEP = 1  # STEP
+BAND_GROUP = 3  # GROUP, GROUP2, GROUP3
+BAND_SLICE = 1  # SLICE
+BAND_BLOCK_HEAD = 2  # BSTART, BSTATE
+BAND_CAND = 9  # BCAND: the 9 candidates' addresses (the first chunk arrives meanwhile)
+BAND_CHUNKS_TAIL = 2  # CHUNKS: the first take, the cycle that sees the last issue
+BAND_DRAIN = 4  # DRAIN
+BAND_NEXT = 1  # NEXT
+BAND_STORE = 1  # BSTORE (last slice)
+BAND_EMIT = 1  # EMIT (last step, last slice)
+BAND_START_LATENCY = 0  # as START_LATENCY: the testbench's START to first word, last record to DONE
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """How a BAND_MOTION operation cuts a map: channels padded to ``channels``, slices of
+    ``slice`` channels, groups of ``group`` block rows."""
+
+    channels: int
+    slice: int
+    group: int
+
+    def groups(self, h, block, search):
+        """(y_g, y_e, r0, r1) per group: its rows and its reference band's rows."""
+        out, y = [], 0
+        while y < h:
+            ye = min(y + self.group * block, h)
+            out.append((y, ye, max(0, y - search), min(h, ye + search)))
+            y = ye
+        return out
+
+
+def band_plan_options(shape, block, search, *, band_bytes=32, ref_bytes=256 * 1024, group_blocks=455,
+                      band_blocks=1024):
+    """Every (slice, group) that fits the build, as :class:`BandPlan`s (empty: none fits)."""
     h, w, c = shape
-    per_pass = h * w * -(-c // lanes)
-    total = 0
-    for i, _ in enumerate(steps(search)):
-        cands = 9 if i == 0 else 8
-        total += -(-cands // units) * per_pass
-    return total
+    cp = -(-c // band_bytes) * band_bytes
+    nby, nbx = -(-h // block), -(-w // block)
+    if nby * nbx > band_blocks or w > 1023 or h > 1023:
+        return []
+    out = []
+    for cs in range(band_bytes, min(cp, 4095) + 1, band_bytes):
+        if cp % cs:
+            continue
+        for g in range(1, min(nby, 1023) + 1):
+            if g * nbx > group_blocks:
+                break
+            plan = BandPlan(cp, cs, g)
+            if max(r1 - r0 for _, _, r0, r1 in plan.groups(h, block, search)) * w * cs > ref_bytes:
+                break
+            out.append(plan)
+    return out
+
+
+def band_cycles(shape, block, search, plan: BandPlan, *, lanes=8, band_bytes=32, word_cycles=1.0) -> int:
+    """Cycles of one BAND_MOTION operation, counted state by state from the band engine's
+    FSM (exact against the RTL's CYCLES when the input never starves: ``word_cycles`` = 1).
+    ``word_cycles`` > 1 models a DMA that delivers a stream word every ``word_cycles``
+    cycles on average (the PYNQ-Z2's AXI DMA: 400 MB/s = 4 bytes per cycle at 100 MHz, so
+    2 cycles per 8-byte word): the reference band's load takes its words' time, and a
+    chunk of the current frame the larger of its candidates (one per cycle) and its words."""
+    h, w, _ = shape
+    rw = band_bytes // lanes
+    cwb = plan.slice // band_bytes
+    nslices = plan.channels // plan.slice
+    fill = rw * word_cycles
+    total = BAND_START_LATENCY + BAND_INIT
+    for si, _ in enumerate(steps(search)):
+        ncand = 9 if si == 0 else 8
+        last_step = si == len(steps(search)) - 1
+        period = max(ncand, fill)
+        total += BAND_STEP
+        for yg, ye, r0, r1 in plan.groups(h, block, search):
+            total += BAND_GROUP
+            for j in range(nslices):
+                last_slice = j == nslices - 1
+                total += BAND_SLICE + int(round((r1 - r0) * w * cwb * rw * word_cycles))
+                for y0 in range(yg, ye, block):
+                    bh = min(block, h - y0)
+                    for x0 in range(0, w, block):
+                        bw = min(block, w - x0)
+                        nch = bh * bw * cwb
+                        total += (BAND_BLOCK_HEAD + max(BAND_CAND, int(round(fill))) + BAND_CHUNKS_TAIL
+                                  + int(round(nch * period)) + BAND_DRAIN + (ncand + 1) + BAND_NEXT)
+                        if last_slice:
+                            total += BAND_STORE + (BAND_EMIT if last_step else 0)
+    return total - BAND_NEXT  # the last block's NEXT comes after DONE
+
+
+def band_traffic(shape, block, search, plan: BandPlan) -> int:
+    """Bytes streamed in by one BAND_MOTION operation (the records out are 8 per block)."""
+    h, w, _ = shape
+    band_rows = sum(r1 - r0 for _, _, r0, r1 in plan.groups(h, block, search))
+    return len(steps(search)) * (band_rows + h) * w * plan.channels
+
+
+def best_band_plan(shape, block, search, *, lanes=8, band_bytes=32, ref_bytes=256 * 1024, group_blocks=455,
+                   band_blocks=1024, word_cycles=2.0):
+    """The plan with the fewest cycles at the DMA's rate (None: the map does not fit the band
+    engine: too many blocks, or no band of 2p + 1 rows of one slice fits the reference RAM)."""
+    opts = band_plan_options(shape, block, search, band_bytes=band_bytes, ref_bytes=ref_bytes,
+                             group_blocks=group_blocks, band_blocks=band_blocks)
+    if not opts:
+        return None
+    return min(opts, key=lambda pl: (band_cycles(shape, block, search, pl, lanes=lanes, band_bytes=band_bytes,
+                                                 word_cycles=word_cycles), -pl.slice))
 
 
 # ----------------------------------------------------------------------------- the table
@@ -163,28 +265,32 @@ class Row:
         return self.ddr_mbps_at_30 * 1e6 <= DMA_MM2S_BPS
 
 
-def row(name, shape, block, search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024, band_lanes=16, band_units=8) -> Row:
+def row(name, shape, block, search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024, band_bytes=32,
+        band_blocks=1024, block_bytes=32 * 1024) -> Row:
     h, w, c = shape
     elements = h * w * c
-    anchor = encode_cycles(elements)
-    if elements <= ref_bytes:
+    anchor = max(encode_cycles(elements), int(elements / (DMA_MM2S_BPS / CLOCK_HZ)))
+    nb = -(-h // block) * -(-w // block)
+    padded = h * w * -(-c // lanes) * lanes
+    if padded <= ref_bytes:
         design = f"on-chip, {lanes} lanes"
         pred = motion_cycles(shape, block, search, lanes)
         # anchor: the map in, the section out (~n_bits/8 of it, upper bound N bits/element);
         # predicted: the current frame in, 8 bytes per block out.
-        nb = -(-h // block) * -(-w // block)
         traffic = ((elements + elements * n_bits / 8) + 2 * (elements + 8 * nb)) / 3
     else:
-        design = f"band (model), {band_units}x{band_lanes} lanes"
-        nst = len(steps(search))
-        ref_bytes_n = elements * n_bits / 8  # the anchor's N-bit codes kept packed in DDR
-        # anchor: map in, section out, N-bit codes written back for the reference;
-        # predicted: per step one pass of the current frame and the reference band.
-        traffic = ((elements + 2 * ref_bytes_n) + 2 * nst * (elements + ref_bytes_n)) / 3
-        # a pass is bound by the DMA (MM2S) when the SAD units outrun it
-        dma_pass = (elements + ref_bytes_n) / (DMA_MM2S_BPS / CLOCK_HZ)
-        pred = max(band_motion_cycles(shape, block, search, band_lanes, band_units), int(nst * dma_pass))
-    anchor = max(anchor, int(elements / (DMA_MM2S_BPS / CLOCK_HZ)))
+        plan = best_band_plan(shape, block, search, lanes=lanes, band_bytes=band_bytes, ref_bytes=ref_bytes,
+                              group_blocks=block_bytes // lanes // 9, band_blocks=band_blocks)
+        design = f"band, Cs {plan.slice} G {plan.group}"
+        # anchor: ENCODE (map in, section out) and REQUANT (map in, the N-bit codes out, one
+        # byte each, kept in DDR for the band passes); the REQUANT pass is bound by S2MM.
+        anchor += max(requant_cycles(elements, lanes), int(elements / (DMA_S2MM_BPS / CLOCK_HZ)))
+        # predicted: BAND_MOTION at the DMA's rate (2 cycles per 8-byte word): per step the
+        # reference bands and the current frame in, 8 bytes per block out.
+        pred = band_cycles(shape, block, search, plan, lanes=lanes, band_bytes=band_bytes,
+                           word_cycles=8 * CLOCK_HZ / DMA_MM2S_BPS)
+        pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
+        traffic = ((2 * elements + elements * n_bits / 8 + elements) + 2 * pred_traffic) / 3
     anchor_fps = CLOCK_HZ / anchor
     pred_fps = CLOCK_HZ / pred
     group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)

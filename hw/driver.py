@@ -31,6 +31,7 @@ from temposplit.codec import huffman
 from temposplit.codec.motion import check_block, check_search_range, grid_shape
 from temposplit.codec.quantize import check_bits, check_zero_point, zero_point_n
 from temposplit.hw import regmap
+from temposplit.hw.cyclemodel import BandPlan, best_band_plan, steps
 from temposplit.hw.regmap import REG, mode, pack
 
 
@@ -62,19 +63,34 @@ class Transport(Protocol):
 
 
 class PynqTransport:
-    """The board: the accelerator's MMIO window and an AXI DMA (``pynq`` imported lazily).
+    """The board: the accelerator's registers (MMIO) and an AXI DMA in simple mode.
 
-    ``ip`` is the overlay's accelerator (anything with ``.mmio`` or ``read``/``write``),
-    ``dma`` the overlay's ``axi_dma`` (``sendchannel`` / ``recvchannel``). The seam for the
-    board issue: buffers come from ``pynq.allocate`` and are flushed/invalidated by
-    ``transfer``; the received length is read from the DMA's S2MM_LENGTH register.
+    ``ip`` is the accelerator's MMIO (or anything with ``.mmio``, or ``read``/``write``),
+    ``dma`` the overlay's ``pynq.lib.dma.DMA`` (``sendchannel``/``recvchannel`` with
+    ``transfer``/``wait``, ``buffer_max_size``), ``allocate`` is ``pynq.allocate``
+    (imported lazily when not given). :mod:`temposplit.hw.pynq_driver` builds it from an
+    overlay; ``sim/test_pynq.py`` runs it against the Verilated RTL.
+
+    The receive is started before the send (the S2MM channel must be ready for the first
+    output word, or the accelerator stalls); the input goes out in transfers of at most the
+    DMA's length limit (the accelerator ignores the input TLAST, so the pieces are one
+    stream); an operation's output is one TLAST-terminated packet and must fit one receive
+    (at most ``buffer_max_size`` bytes: 2^26 - 1 with the overlay's 26-bit length register).
+    Buffers are kept and grown, not allocated per call; caches are flushed before a send
+    and invalidated after a receive.
     """
 
     S2MM_LENGTH = 0x58
+    MM2S_DMACR = 0x00
+    DMACR_RESET = 0x4
+    ALIGN = 64  # the pieces of a split send start on a cache line (and on the 64-bit DMA's word)
 
-    def __init__(self, ip, dma):
+    def __init__(self, ip, dma, allocate=None):
         self.mmio = getattr(ip, "mmio", ip)
         self.dma = dma
+        self._allocate = allocate
+        self.max_transfer = int(getattr(dma, "buffer_max_size", (1 << 14) - 1))
+        self._buffers = {}
 
     def write(self, offset, value):
         self.mmio.write(offset, int(value))
@@ -82,22 +98,57 @@ class PynqTransport:
     def read(self, offset):
         return int(self.mmio.read(offset))
 
-    def stream(self, data, max_out):  # pragma: no cover - needs a board
-        from pynq import allocate
+    def _buffer(self, key, nbytes):
+        buf = self._buffers.get(key)
+        if buf is None or buf.nbytes < nbytes:
+            if buf is not None:
+                buf.freebuffer()
+            if self._allocate is None:
+                from pynq import allocate
 
-        src = allocate(shape=(max(1, len(data)),), dtype=np.uint8)
-        dst = allocate(shape=(max(8, max_out),), dtype=np.uint8)
-        src[: len(data)] = np.frombuffer(data, np.uint8)
-        self.dma.recvchannel.transfer(dst)
-        self.dma.sendchannel.transfer(src, nbytes=len(data)) if len(data) else None
-        if len(data):
-            self.dma.sendchannel.wait()
-        self.dma.recvchannel.wait()
-        n = int(self.dma.mmio.read(self.S2MM_LENGTH))
-        out = bytes(dst[:n])
-        src.freebuffer()
-        dst.freebuffer()
-        return out
+                self._allocate = allocate
+            buf = self._allocate(shape=(max(4096, 1 << (nbytes - 1).bit_length()),), dtype=np.uint8)
+            self._buffers[key] = buf
+        return buf
+
+    def stream(self, data, max_out):
+        send, recv = self.dma.sendchannel, self.dma.recvchannel
+        n = len(data)
+        out_len = min(max(int(max_out), 8), self.max_transfer)
+        dst = self._buffer("out", out_len)
+        if n:
+            src = self._buffer("in", n)
+            src[:n] = np.frombuffer(data, np.uint8)
+            src.flush()
+        recv.transfer(dst, nbytes=out_len)
+        piece = self.max_transfer - self.max_transfer % self.ALIGN
+        try:
+            for start in range(0, n, piece):
+                send.transfer(src, start=start, nbytes=min(piece, n - start))
+                send.wait()
+            recv.wait()
+        except RuntimeError as exc:
+            self._reset_dma()
+            raise AcceleratorError(
+                f"the AXI DMA failed ({exc}); an operation's output must fit one receive of at most "
+                f"{self.max_transfer} bytes (the DMA's c_sg_length_width); reload the overlay if the "
+                f"accelerator stays BUSY") from exc
+        dst.invalidate()
+        got = getattr(recv, "transferred", None)
+        if got is None:  # PYNQ before 3.0: the S2MM_LENGTH register holds the bytes written
+            got = self.dma.mmio.read(self.S2MM_LENGTH)
+        return bytes(dst[: int(got)])
+
+    def _reset_dma(self):
+        """Soft-reset both channels (after an error the DMA halts) and start them again."""
+        self.dma.mmio.write(self.MM2S_DMACR, self.DMACR_RESET)
+        for channel in (self.dma.sendchannel, self.dma.recvchannel):
+            channel.start()
+
+    def close(self):
+        for buf in self._buffers.values():
+            buf.freebuffer()
+        self._buffers.clear()
 
 
 class SimTransport:
@@ -170,6 +221,35 @@ def block_order(cur: np.ndarray, block: int) -> bytes:
     return b"".join(parts)
 
 
+def band_stream(ref: np.ndarray, cur: np.ndarray, block: int, search: int, plan: BandPlan) -> bytes:
+    """BAND_MOTION's input (regmap's input stream format): per TSS step, group of block rows
+    and channel slice, the reference band (the group's rows plus p rows of halo, the slice's
+    channels) then the group's current blocks in block order. ``ref`` (N-bit codes) and
+    ``cur`` (quint8) are (H, W, plan.channels). On the board each piece is a run of
+    (H, W, C) rows of Cs-channel strips: one DMA descriptor per row (band) or block row (current)."""
+    h = cur.shape[0]
+    parts = []
+    for _ in steps(search):
+        for yg, ye, r0, r1 in plan.groups(h, block, search):
+            for j in range(0, plan.channels, plan.slice):
+                parts.append(ref[r0:r1, :, j : j + plan.slice].tobytes())
+                parts.append(block_order(cur[yg:ye, :, j : j + plan.slice], block))
+    return b"".join(parts)
+
+
+_PLANS: dict = {}
+
+
+def band_plan(shape, block, search, params: regmap.Params) -> BandPlan | None:
+    """The (slice, group) cut of a BAND_MOTION map for this build (cached per shape)."""
+    key = (tuple(shape), block, search, params)
+    if key not in _PLANS:
+        _PLANS[key] = best_band_plan(shape, block, search, lanes=params.lanes, band_bytes=params.band_bytes,
+                                     ref_bytes=params.ref_bytes, group_blocks=params.band_group_blocks,
+                                     band_blocks=params.band_blocks)
+    return _PLANS[key]
+
+
 class Operations:
     """The accelerator's operations as generators of transport requests.
 
@@ -179,6 +259,10 @@ class Operations:
 
     def __init__(self, params: regmap.Params | None = None):
         self.params = params
+        # BAND_MOTION: whether the build has it (read from BAND_PARAMS by probe; assumed with
+        # explicit params) and the reference kept on the PS side for maps over the on-chip RAM.
+        self.band = params is not None
+        self.band_reference = None  # (codes (H, W, C) uint8, z_N)
 
     def probe(self):
         ident = yield _r("ID")
@@ -186,7 +270,11 @@ class Operations:
             raise AcceleratorError(f"no temposplit accelerator here (ID 0x{ident:08X})")
         word = yield _r("PARAMS")
         f = regmap.unpack("PARAMS", word)
-        self.params = regmap.Params(lanes=f["LANES"], ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"])
+        band = regmap.unpack("BAND_PARAMS", (yield _r("BAND_PARAMS")))
+        self.band = band["CHUNK_LOG2"] != 0
+        extra = {"band_bytes": 1 << band["CHUNK_LOG2"], "band_blocks": 1 << band["BLOCKS_LOG2"]} if self.band else {}
+        self.params = regmap.Params(lanes=f["LANES"], ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"],
+                                    **extra)
         return self.params
 
     def _need_params(self):
@@ -267,32 +355,40 @@ class Operations:
 
     def load_reference(self, codes, zn_ref=0):
         """Write an anchor's N-bit codes (channel-last) into the on-chip reference (channels
-        padded with ``zn_ref`` to a multiple of the lanes)."""
+        padded with ``zn_ref`` to a multiple of the lanes). A map over the on-chip reference
+        is kept on the PS side instead: :meth:`motion` streams it in bands (BAND_MOTION)."""
         p = yield from self._need_params()
         codes = _check_map(codes, "reference")
         if codes.ndim == 3:
+            if self.band and pad_channels(codes[:1, :1], p.lanes, zn_ref).size * codes.shape[0] * codes.shape[1] \
+                    > p.ref_bytes:
+                self.band_reference = (codes.copy(), int(zn_ref))
+                return None
             codes = pad_channels(codes, p.lanes, zn_ref)
         if codes.size > p.ref_bytes:
             raise AcceleratorError(f"a reference of {codes.size} codes exceeds the on-chip {p.ref_bytes} bytes")
         yield _w("COUNT", codes.size)
         yield from self._run("LOAD_REF", codes.tobytes(), 8)
 
-    def motion(self, cur, *, z8, n_bits, zn_ref, block, search):
+    def motion(self, cur, *, z8, n_bits, zn_ref, block, search, reference=None):
         """TSS vectors (int8 ``(nby, nbx, 2)``) and costs (int64 ``(nby, nbx)``) of a quint8
-        map against the on-chip reference (same shape, loaded before)."""
+        map against the reference (same shape): the on-chip one (loaded before), or for a map
+        over the on-chip reference the one :meth:`load_reference` kept (or ``reference``, its
+        N-bit codes), streamed in bands (BAND_MOTION)."""
         p = yield from self._need_params()
         cur = _check_map(cur, "current map")
         if cur.ndim != 3:
             raise AcceleratorError(f"the current map must be (H, W, C), not {cur.shape}")
         block, search = check_block(block), check_search_range(search)
+        shape = cur.shape
         cur = pad_channels(cur, p.lanes, check_zero_point(z8))
         h, w, c = cur.shape
         if not (1 <= h <= regmap.MAX_HEIGHT and 1 <= w <= regmap.MAX_WIDTH and 1 <= c <= regmap.MAX_CHANNELS):
             raise AcceleratorError(f"a map of {cur.shape} exceeds the accelerator's limits")
         if cur.size > p.ref_bytes:
-            raise AcceleratorError(f"a {cur.shape} map (channels padded to the lanes) exceeds the on-chip "
-                                   f"reference ({p.ref_bytes} bytes); larger maps need the band scheme "
-                                   f"(docs/fabric.md)")
+            result = yield from self._band_motion(cur[:, :, : shape[2]], z8=z8, n_bits=n_bits, zn_ref=zn_ref,
+                                                  block=block, search=search, reference=reference)
+            return result
         if block * block * c > p.block_bytes:
             raise AcceleratorError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
         if not 0 <= zn_ref <= 256:
@@ -302,6 +398,52 @@ class Operations:
             yield _w(reg, v)
         nby, nbx = grid_shape(h, w, block)
         out, cycles = yield from self._run("MOTION", block_order(cur, block), 8 * nby * nbx)
+        rec = np.frombuffer(out, np.uint8)
+        if rec.size != 8 * nby * nbx:
+            raise AcceleratorError(f"MOTION returned {rec.size} bytes for {nby * nbx} blocks")
+        rec = rec.reshape(nby, nbx, 8)
+        mvs = rec[:, :, 0:2].view(np.int8).copy()
+        costs = rec[:, :, 4:8].copy().view("<u4")[:, :, 0].astype(np.int64)
+        self.last_cycles = int(cycles)
+        return mvs, costs
+
+    def _band_motion(self, cur, *, z8, n_bits, zn_ref, block, search, reference):
+        p = self.params
+        if not self.band:
+            raise AcceleratorError(f"a {cur.shape} map exceeds the on-chip reference ({p.ref_bytes} bytes) and "
+                                   f"this bitstream has no BAND_MOTION engine")
+        if reference is None:
+            if self.band_reference is None:
+                raise AcceleratorError("BAND_MOTION needs the reference: load_reference(codes) first")
+            reference, zn_kept = self.band_reference
+            if zn_kept != zn_ref:
+                raise AcceleratorError(f"the kept reference has z_N {zn_kept}, not {zn_ref}")
+        ref = _check_map(reference, "reference")
+        if ref.shape != cur.shape:
+            raise AcceleratorError(f"the reference {ref.shape} and the current map {cur.shape} differ in shape")
+        if not 0 <= zn_ref <= 256:
+            raise AcceleratorError(f"z_N of the reference must be 0..256, not {zn_ref}")
+        plan = band_plan(cur.shape, block, search, p)
+        if plan is None:
+            raise AcceleratorError(f"a {cur.shape} map with B = {block} does not fit the band engine "
+                                   f"(at most {p.band_blocks} blocks, {p.band_group_blocks} per group, and a "
+                                   f"band of {block} + 2p rows of {p.band_bytes} channels in {p.ref_bytes} bytes)")
+        # padding adds nothing to a cost: ((a - zN) << k) == c - z8 on the padded channels
+        a_pad = min(int(zn_ref), 255)
+        c_pad = check_zero_point(z8) + ((a_pad - int(zn_ref)) << (8 - check_bits(n_bits)))
+        cur = pad_channels(cur, plan.channels, max(c_pad, 0))
+        ref = pad_channels(ref, plan.channels, a_pad)
+        h, w, c = cur.shape
+        for reg, v in (("NBITS", check_bits(n_bits)), ("Z8", check_zero_point(z8)), ("ZN_REF", zn_ref),
+                       ("WIDTH", w), ("HEIGHT", h), ("CHANNELS", c), ("BLOCK", block), ("SEARCH", search),
+                       ("BAND_SLICE", plan.slice), ("BAND_GROUP", plan.group)):
+            yield _w(reg, v)
+        nby, nbx = grid_shape(h, w, block)
+        self.last_plan = plan
+        out, cycles = yield from self._run("BAND_MOTION", band_stream(ref, cur, block, search, plan), 8 * nby * nbx)
+        return self._records(out, nby, nbx, cycles)
+
+    def _records(self, out, nby, nbx, cycles):
         rec = np.frombuffer(out, np.uint8)
         if rec.size != 8 * nby * nbx:
             raise AcceleratorError(f"MOTION returned {rec.size} bytes for {nby * nbx} blocks")

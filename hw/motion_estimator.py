@@ -12,7 +12,10 @@ each, channel-last raster, ``lanes`` bytes per word) lives whole in on-chip RAM,
 written while the anchor is coded (or by LOAD_REF) and kept for all the predicted
 frames of its group; the current frame arrives in block order and one block
 (B * B * C bytes at most ``block_bytes``) is buffered while its candidates are scored.
-C must be a multiple of ``lanes`` so every block row starts on a word.
+C must be a multiple of ``lanes`` so every block row starts on a word. The reference RAM
+is ``band_bytes`` wide (MOTION reads one ``lanes``-byte word of a RAM word per cycle):
+it is shared with :class:`~temposplit.hw.band_motion.BandMotion` (BAND_MOTION, maps
+over ``ref_bytes``), which also uses the block buffer for its partial costs.
 
 Throughput: ``lanes`` bytes of SAD per cycle; a candidate costs bh * bw * C / lanes
 cycles plus 8 cycles of set-up and pipeline drain; a block's load costs its words.
@@ -25,6 +28,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.hw.band_motion import BandMotion
 from temposplit.hw.regmap import DEFAULT, Params
 
 record_layout = data.StructLayout({"data": unsigned(64), "last": unsigned(1)})
@@ -62,6 +66,10 @@ class MotionEstimator(wiring.Component):
             "ref_data": In(8 * L),
             "start": In(1),
             "busy": Out(1),
+            "band": In(1),  # BAND_MOTION: the band engine owns the streams and the RAMs
+            "band_start": In(1),
+            "band_slice": In(12),
+            "band_group": In(10),
             "width": In(10),
             "height": In(10),
             "channels": In(12),
@@ -78,13 +86,23 @@ class MotionEstimator(wiring.Component):
         L = P.lanes
         shift = L.bit_length() - 1
 
-        m.submodules.ref = ref = memory.Memory(shape=unsigned(8 * L), depth=P.ref_words, init=[])
+        # The reference RAM is band_bytes wide (R stream words per RAM word, written one word
+        # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it.
+        R = P.band_words
+        rshift = R.bit_length() - 1
+        m.submodules.ref = ref = memory.Memory(shape=unsigned(8 * P.band_bytes), depth=P.ref_bytes // P.band_bytes,
+                                               init=[])
         m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
-        ref_wr = ref.write_port()
+        ref_wr = ref.write_port(granularity=8 * L)
         ref_rd = ref.read_port(transparent_for=())
         blk_wr = blk.write_port()
         blk_rd = blk.read_port(transparent_for=())
-        m.d.comb += [ref_wr.en.eq(self.ref_we), ref_wr.addr.eq(self.ref_addr), ref_wr.data.eq(self.ref_data)]
+        m.d.comb += [
+            ref_wr.en.eq(Mux(self.ref_we, Const(1, R) << self.ref_addr[:rshift] if R > 1 else 1, 0)),
+            ref_wr.addr.eq(self.ref_addr >> rshift),
+            ref_wr.data.eq(Cat(*([self.ref_data] * R))),
+        ]
+        m.submodules.band_engine = bm = BandMotion(P)
 
         # Per-frame constants.
         cw = Signal(9)  # words per pixel, C / lanes
@@ -147,10 +165,15 @@ class MotionEstimator(wiring.Component):
         acc = Signal(32)
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
         sad = Signal(11 + shift)
-        m.d.comb += [ref_rd.addr.eq(base + col), blk_rd.addr.eq(cptr)]
+        ref_word = Signal(range(P.ref_words + 1))
+        ref_sel = Signal(max(rshift, 1))
+        m.d.comb += [ref_word.eq(base + col), ref_rd.addr.eq(ref_word >> rshift), blk_rd.addr.eq(cptr)]
+        m.d.sync += ref_sel.eq(ref_word[:rshift] if R > 1 else 0)
+        ref_q = Signal(8 * L)
+        m.d.comb += ref_q.eq(ref_rd.data.word_select(ref_sel, 8 * L) if R > 1 else ref_rd.data)
         m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2)]
         for i in range(L):
-            a = ref_rd.data.word_select(i, 8)
+            a = ref_q.word_select(i, 8)
             c = blk_rd.data.word_select(i, 8)
             ac = Signal(signed(12), name=f"ref_c{i}")
             cc = Signal(signed(10), name=f"cur_c{i}")
@@ -264,4 +287,33 @@ class MotionEstimator(wiring.Component):
                     with m.Else():
                         m.d.sync += x0.eq(x0 + self.block)
                         m.next = "BLOCK"
+
+        # BAND_MOTION: the band engine's configuration, and its use of the streams and RAMs
+        m.d.comb += [
+            bm.start.eq(self.band_start),
+            bm.width.eq(self.width), bm.height.eq(self.height), bm.channels.eq(self.channels),
+            bm.block.eq(self.block), bm.search.eq(self.search), bm.n_bits.eq(self.n_bits),
+            bm.z8.eq(self.z8), bm.zn_ref.eq(self.zn_ref), bm.slice.eq(self.band_slice), bm.group.eq(self.band_group),
+            bm.cur.payload.eq(self.cur.payload),
+            bm.cur.valid.eq(self.cur.valid & self.band),
+            bm.ref_rdata.eq(ref_rd.data),
+            bm.cost_rdata.eq(blk_rd.data),
+            bm.rec_ready.eq(self.rec.ready & self.band),
+        ]
+        with m.If(self.band):
+            m.d.comb += [
+                self.busy.eq(bm.busy),
+                self.cur.ready.eq(bm.cur.ready),
+                self.rec.valid.eq(bm.rec_valid),
+                self.rec.p.data.eq(bm.rec_data),
+                self.rec.p.last.eq(bm.rec_last),
+                ref_wr.en.eq(bm.ref_wen),
+                ref_wr.addr.eq(bm.ref_waddr),
+                ref_wr.data.eq(bm.ref_wdata),
+                ref_rd.addr.eq(bm.ref_raddr),
+                blk_wr.en.eq(bm.cost_wen),
+                blk_wr.addr.eq(bm.cost_waddr),
+                blk_wr.data.eq(bm.cost_wdata),
+                blk_rd.addr.eq(bm.cost_raddr),
+            ]
         return m

@@ -33,12 +33,20 @@ class Params:
         Capacity of the current-block buffer of the motion estimator (B * B * C at most).
     max_alphabet : int
         Entries of the Huffman table and of the histogram (256 covers N = 8).
+    band_bytes : int
+        BAND_MOTION (maps over ``ref_bytes``): bytes of a chunk, the width of the reference
+        RAM's port and of the SAD (a multiple of ``lanes``; the channel slice Cs is a
+        multiple of it).
+    band_blocks : int
+        BAND_MOTION: blocks of a map whose TSS state (centre, best cost) is kept on chip.
     """
 
     lanes: int = 8
     ref_bytes: int = 256 * 1024
     block_bytes: int = 32 * 1024
     max_alphabet: int = 256
+    band_bytes: int = 32
+    band_blocks: int = 1024
 
     def __post_init__(self):
         if self.lanes not in (4, 8, 16):
@@ -47,6 +55,11 @@ class Params:
             v = getattr(self, name)
             if v <= 0 or v % self.lanes or (v // self.lanes) & (v // self.lanes - 1):
                 raise ValueError(f"{name} must be lanes times a power of two, not {v}")
+        r = self.band_bytes // self.lanes
+        if self.band_bytes % self.lanes or r < 1 or r & (r - 1) or self.ref_words % r:
+            raise ValueError(f"band_bytes must be lanes times a power of two, not {self.band_bytes}")
+        if self.band_blocks < 1 or self.band_blocks & (self.band_blocks - 1):
+            raise ValueError(f"band_blocks must be a power of two, not {self.band_blocks}")
         if self.max_alphabet != 256:
             raise ValueError(f"max_alphabet must be 256 (N up to 8), not {self.max_alphabet}")
 
@@ -58,12 +71,22 @@ class Params:
     def block_words(self) -> int:
         return self.block_bytes // self.lanes
 
+    @property
+    def band_words(self) -> int:
+        """Stream words per band chunk (and per word of the reference RAM)."""
+        return self.band_bytes // self.lanes
+
+    @property
+    def band_group_blocks(self) -> int:
+        """BAND_MOTION: blocks of one group (its partial costs, 9 per block, live in the block buffer)."""
+        return self.block_words // 9
+
 
 DEFAULT = Params()
 
 # Run-time limits the driver checks before it programs anything (SPEC section 7: they
 # cover 200x272x256 and every SSD cut). Shapes above ref_bytes are coded (modes ENCODE,
-# REQUANT) but cannot be motion-searched on chip by this build.
+# REQUANT); their motion search is BAND_MOTION (the reference streamed from DDR in bands).
 MAX_WIDTH = 1023
 MAX_HEIGHT = 1023
 MAX_CHANNELS = 4095
@@ -83,6 +106,9 @@ MODES = {
     "LOAD_REF": (2, "COUNT N-bit codes of the anchor -> nothing (one empty TLAST word); "
                     "written to the on-chip reference"),
     "MOTION": (3, "the current frame's quint8 codes in block order -> one record per block (vector and cost)"),
+    "BAND_MOTION": (4, "TSS of a map over the on-chip reference: per step, group and channel slice the "
+                       "reference band's N-bit codes then the current blocks (BAND stream order) -> one "
+                       "record per block, as MOTION"),
 }
 
 
@@ -139,7 +165,7 @@ REGISTERS: tuple[Register, ...] = (
        ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes")),
     _r("CTRL", 0x08, "wo", "Write START=1 to run the configured MODE (ignored while BUSY)",
        ("START", 0, 1, "start an operation"),
-       ("MODE", 4, 2, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3")),
+       ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4")),
     _r("STATUS", 0x0C, "ro", "Operation status",
        ("BUSY", 0, 1, "an operation runs"),
        ("DONE", 1, 1, "the last operation finished (cleared by START)")),
@@ -166,10 +192,22 @@ REGISTERS: tuple[Register, ...] = (
     _r("HIST_DATA", 0x44, "ro", "Count of symbol HIST_INDEX in the last ENCODE", ("COUNT", 0, 32, "")),
     _r("BITS", 0x48, "ro", "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8))", ("BITS", 0, 32, "")),
     _r("CYCLES", 0x4C, "ro", "Clock cycles from START to DONE of the last operation", ("CYCLES", 0, 32, "")),
+    _r("BAND_PARAMS", 0x50, "ro", "Build parameters of BAND_MOTION (0: no band engine)",
+       ("CHUNK_LOG2", 0, 5, "log2 of the chunk (reference RAM word, SAD width) in bytes"),
+       ("BLOCKS_LOG2", 8, 5, "log2 of the blocks whose TSS state is kept"),
+       ("GROUP_BLOCKS", 16, 16, "blocks of one group at most (partial costs on chip)")),
+    _r("BAND_SLICE", 0x54, "rw", "Channels per slice Cs (BAND_MOTION; divides C, a multiple of the chunk)",
+       ("CS", 0, 12, "")),
+    _r("BAND_GROUP", 0x58, "rw", "Block rows per group G (BAND_MOTION)", ("G", 0, 10, "")),
 )
 
 REG = {r.name: r for r in REGISTERS}
 ADDRESS_BITS = 8  # AXI-Lite address width (the window is 256 bytes)
+# Where the PS sees the registers (the Vivado address map, the .hwh, the PYNQ driver): PYNQ's
+# usual first AXI-Lite slot on M_AXI_GP0, a 64 KiB segment (the 256-byte window repeats in it).
+BASE_ADDRESS = 0x43C00000
+SEGMENT_RANGE = 0x10000
+VLNV = "temposplit:hls:temposplit_accel:1.0"  # the packaged IP's name; PYNQ binds its driver by it
 
 
 def check_unique() -> None:
@@ -208,14 +246,19 @@ STREAM_FORMATS = {
         "column, channel fastest), the last word padded. MOTION: the current frame's quint8 codes in block "
         "order: blocks in raster order, each block's rows top-down, each row the bw*C bytes of its columns "
         "(channel fastest) -- a run of bw*C contiguous bytes of the map, so the DMA's scatter-gather "
-        "descriptors fetch a block row each. TLAST on the input is ignored (the counts rule)."
+        "descriptors fetch a block row each. BAND_MOTION: for each TSS step s = (p+1)/2 .. 1, each group "
+        "of G block rows (rows y_g .. y_e of the map, y_e = min(y_g + G*B, H)), each channel slice j of Cs "
+        "channels: the reference's N-bit codes of rows max(0, y_g - p) .. min(H, y_e + p) - 1, all columns, "
+        "channels j*Cs .. j*Cs + Cs - 1 (row, column, channel fastest), then the current frame's blocks of "
+        "the group in block order with the slice's channels (each block row bw*Cs bytes). "
+        "TLAST on the input is ignored (the counts rule)."
     ),
     "output": (
         "AXI-Stream, LANES bytes per word, little-endian bytes, TKEEP marks the bytes of the last word, TLAST "
         "on the last word of every operation. ENCODE: the Huffman section's bytes (bits MSB first, bytes "
         "filled from bit 7 down, the last byte zero-padded; BITS gives the exact bit count). REQUANT: COUNT "
         "N-bit codes, one byte each. LOAD_REF: one word of zeros with TKEEP=0 (so that every operation ends "
-        "with a TLAST). MOTION: one 8-byte record per block in raster order (see MOTION_RECORD)."
+        "with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see MOTION_RECORD)."
     ),
 }
 
@@ -249,11 +292,12 @@ def markdown() -> str:
 def address_map(params: Params = DEFAULT) -> dict:
     return {
         "name": "temposplit_accel",
-        "vlnv": "temposplit:hls:temposplit_accel:1.0",
+        "vlnv": VLNV,
         "s_axil": {"range": 1 << ADDRESS_BITS, "data_width": 32},
         "s_axis": {"data_width": 8 * params.lanes},
         "m_axis": {"data_width": 8 * params.lanes},
-        "params": {"lanes": params.lanes, "ref_bytes": params.ref_bytes, "block_bytes": params.block_bytes},
+        "params": {"lanes": params.lanes, "ref_bytes": params.ref_bytes, "block_bytes": params.block_bytes,
+                   "band_bytes": params.band_bytes, "band_blocks": params.band_blocks},
         "registers": [
             {
                 "name": r.name,
@@ -287,7 +331,7 @@ def c_header(params: Params = DEFAULT) -> str:
 _ACCESS = {"rw": "read-write", "ro": "read-only", "wo": "write-only"}
 
 
-def hwh_fragment(params: Params = DEFAULT, base: int = 0x43C00000) -> str:
+def hwh_fragment(params: Params = DEFAULT, base: int = BASE_ADDRESS) -> str:
     """The accelerator's MODULE entry in PYNQ's .hwh dialect (registers and address block),
     for a hand-made overlay description until Vivado writes the real one."""
     regs = "\n".join(
@@ -301,10 +345,10 @@ def hwh_fragment(params: Params = DEFAULT, base: int = 0x43C00000) -> str:
     )
     return (
         f'<MODULE FULLNAME="/temposplit_accel_0" INSTANCE="temposplit_accel_0" MODTYPE="temposplit_accel" '
-        f'VLNV="temposplit:hls:temposplit_accel:1.0">\n'
+        f'VLNV="{VLNV}">\n'
         f'  <MEMORYMAP>\n'
         f'    <MEMRANGE ADDRESSBLOCK="reg0" BASENAME="C_BASEADDR" BASEVALUE="0x{base:08X}" '
-        f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + 0xFFFF:08X}" INSTANCE="temposplit_accel_0" '
+        f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + SEGMENT_RANGE - 1:08X}" INSTANCE="temposplit_accel_0" '
         f'INTERFACE="s_axil" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axil"/>\n'
         f'  </MEMORYMAP>\n'
         f'  <ADDRESSBLOCKS>\n'

@@ -69,7 +69,8 @@ class BridgeError(RuntimeError):
 class BridgeTransport:
     """A synchronous transport to the RTL simulated under cocotb + Verilator."""
 
-    def __init__(self, params: regmap.Params = regmap.DEFAULT, root: Path | None = None):
+    def __init__(self, params: regmap.Params = regmap.DEFAULT, root: Path | None = None,
+                 test_module: str = "temposplit.hw.simbridge_tb", testcase: str = "bridge_server"):
         runner, bdir = build(params, root)
         key = secrets.token_bytes(16)
         self._listener = Listener(("127.0.0.1", 0), authkey=key)
@@ -78,8 +79,8 @@ class BridgeTransport:
 
         def simulate():
             try:
-                runner.test(test_module="temposplit.hw.simbridge_tb", hdl_toplevel=TOPLEVEL,
-                            testcase="bridge_server", build_dir=bdir, test_dir=bdir / "run-bridge",
+                runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
+                            testcase=testcase, build_dir=bdir, test_dir=bdir / f"run-{testcase}",
                             extra_env={"TSP_BRIDGE_ADDR": f"{host}:{port}", "TSP_BRIDGE_KEY": key.hex()})
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 self._failure = exc
@@ -94,6 +95,11 @@ class BridgeTransport:
             self._conn = self._listener.accept()
         except OSError as exc:
             raise BridgeError(f"the RTL simulation did not start: {self._failure or exc}") from exc
+
+    def call(self, *req):
+        """Send one request to the cocotb server and return its answer (what ``write``,
+        ``read`` and ``stream`` use; other servers of the same protocol add requests)."""
+        return self._call(*req)
 
     def _call(self, *req):
         if self._conn is None:

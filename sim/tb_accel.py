@@ -332,3 +332,108 @@ async def test_group_through_driver(dut):
         g = entropy.encode("huffman", mvs.astype(np.int32).reshape(-1) + p, entropy.Alphabet.motion(p), mv_lengths)
         assert (data, bits) == g
     tb.check_idle()
+
+
+# ----------------------------------------------------------------------------- BAND_MOTION
+# Run on a test build with a small on-chip reference (sim/test_accel.py's band build:
+# 16 KiB), so that maps of a few tens of kB already take the band path.
+
+
+async def check_band(tb, ref_q8, ref_z8, cur_q8, cur_z8, n_bits, block, search):
+    """The reference kept by the driver (load_reference over the on-chip limit), BAND_MOTION,
+    vectors and costs against the golden TSS."""
+    ref_codes = requantize(ref_q8, ref_z8, n_bits)
+    zn = zero_point_n(ref_z8, n_bits)
+    await tb.accel.load_reference(ref_codes, zn)
+    assert tb.accel.ops.band_reference is not None, "the map should take the band path"
+    mvs, costs = await tb.accel.motion(cur_q8, z8=cur_z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)
+    g_mvs, g_costs = three_step_search(centred(ref_codes, ref_z8, n_bits), cur_q8.astype(np.int16) - np.int16(cur_z8),
+                                       block, search)
+    np.testing.assert_array_equal(mvs, g_mvs)
+    np.testing.assert_array_equal(costs, g_costs)
+    tb.log.info("band %s B=%d p=%d plan %s: %d cycles, %d non-zero vectors", cur_q8.shape, block, search,
+                tb.accel.ops.last_plan, tb.accel.ops.last_cycles, int(np.any(mvs != 0, axis=2).sum()))
+    return mvs, tb.accel.ops.last_cycles
+
+
+@cocotb.test()
+async def test_band_random(dut):
+    """BAND_MOTION on maps over the (16 KiB) on-chip reference: one group and several groups
+    of block rows, several channel slices, C padded to the chunk, truncated edge blocks,
+    p = 3, 7, 15, moving and unrelated frames, z_N = 2^N; random gaps and back-pressure."""
+    tb = TB(dut)
+    await tb.reset()
+    params = await tb.accel.probe()
+    assert tb.accel.ops.band and params.ref_bytes <= 16384, "the band tests need the small-reference build"
+    cases = [((19, 19, 96), 4, 7, "moving", 4), ((25, 34, 64), 2, 3, "moving", 6), ((21, 23, 40), 3, 15, "random", 8),
+             ((30, 20, 48), 4, 7, "moving", 5), ((17, 40, 32), 5, 3, "moving", 4)]
+    for (h, w, c), block, search, kind, n_bits in cases:
+        z_ref, z_cur = int(tb.rng.integers(0, 256)), int(tb.rng.integers(0, 256))
+        shift = (int(tb.rng.integers(-min(search, 6), min(search, 6) + 1)), int(tb.rng.integers(-3, 4)))
+        a, b = stimulus.moving_pair(tb.rng, h, w, c, 0, shift=shift)
+        ref_q8 = np.clip(a.astype(np.int16) + z_ref, 0, 255).astype(np.uint8)
+        cur_q8 = np.clip(b.astype(np.int16) + z_cur, 0, 255).astype(np.uint8)
+        if kind == "random":
+            cur_q8 = tb.rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+        await check_band(tb, ref_q8, z_ref, cur_q8, z_cur, n_bits, block, search)
+    # z_N = 2^N (z8 = 255 at N = 4): the padding must still add nothing
+    a, b = stimulus.moving_pair(tb.rng, 19, 19, 72, 0, shift=(1, 1))
+    ref_q8 = np.clip(a.astype(np.int16) + 255, 0, 255).astype(np.uint8)
+    await check_band(tb, ref_q8, 255, b, 9, 4, 4, 7)
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_band_cycles(dut):
+    """BAND_MOTION's CYCLES against the cycle model (a DMA that never starves the input)."""
+    tb = TB(dut, stalls=False)
+    await tb.reset()
+    params = await tb.accel.probe()
+    from temposplit.hw.driver import band_plan
+
+    off = []
+    for (h, w, c), block, search in (((19, 19, 96), 4, 7), ((25, 34, 64), 2, 3), ((21, 23, 40), 3, 15)):
+        z8 = int(tb.rng.integers(0, 40))
+        a, b = stimulus.moving_pair(tb.rng, h, w, c, z8, shift=(1, -2))
+        _, cycles = await check_band(tb, a, z8, b, z8, 4, block, search)
+        plan = band_plan((h, w, c), block, search, params)
+        model = cyclemodel.band_cycles((h, w, c), block, search, plan, lanes=params.lanes,
+                                       band_bytes=params.band_bytes)
+        log_cycles(tb, "band", (h, w, c), block, search, cycles)
+        off.append((cycles, model))
+    assert all(abs(c - m) <= 2 for c, m in off), f"BAND_MOTION's cycles and the model's (measured, model): {off}"
+    tb.check_idle()
+
+
+@cocotb.test()
+async def test_band_reset_and_fixtures(dut):
+    """A reset in the middle of a BAND_MOTION, then a clean run; then real data: the SSD
+    fixture 19x19x33 (features[13]'s first 33 channels, three consecutive frames) with its
+    channels repeated three times (19x19x99, 36 kB: over the 16 KiB reference)."""
+    tb = TB(dut)
+    await tb.reset()
+    await tb.accel.probe()
+    a, b = stimulus.moving_pair(tb.rng, 19, 19, 96, 3, shift=(2, -1))
+    codes = requantize(a, 3, 5)
+    zn = zero_point_n(3, 5)
+    await tb.accel.load_reference(codes, zn)
+    task = cocotb.start_soon(tb.accel.motion(b, z8=3, n_bits=5, zn_ref=zn, block=4, search=7))
+    for _ in range(3000):
+        await RisingEdge(dut.clk)
+    assert not task.done()
+    task.cancel()
+    await tb.reset()
+    tb.source.clear()
+    tb.sink.clear()
+    await ClockCycles(dut.clk, 4)
+    await check_band(tb, a, 3, b, 3, 5, 4, 7)
+    fx = [f for f in stimulus.fixtures() if f["frames"][0].shape == (19, 19, 33)]
+    if not fx:
+        tb.log.warning("no 19x19x33 fixture under %s: the real-data case is skipped", stimulus.FIXTURES)
+        return
+    f = fx[0]
+    frames, z8 = [np.ascontiguousarray(np.concatenate([x] * 3, axis=2)) for x in f["frames"]], f["zero_point"]
+    for cur in frames[1:]:
+        for n_bits, block, search in ((4, 4, 7), (6, 2, 3)):
+            await check_band(tb, frames[0], z8, cur, z8, n_bits, block, search)
+    tb.check_idle()

@@ -1,0 +1,96 @@
+"""BAND_MOTION's plan, stream and driver path without the RTL (the RTL: sim/tb_accel.py)."""
+
+import numpy as np
+import pytest
+
+from temposplit.hw import cyclemodel, regmap
+from temposplit.hw.driver import Accelerator, AcceleratorError, band_plan, band_stream
+
+R50 = [((25, 34, 2048), 2), ((50, 68, 1024), 4), ((100, 136, 512), 4), ((200, 272, 256), 8)]
+
+
+@pytest.mark.parametrize("shape,block", R50)
+def test_real_shapes_fit_the_default_build(shape, block):
+    p = regmap.DEFAULT
+    for search in (3, 7, 15):
+        plan = band_plan(shape, block, search, p)
+        if shape == (200, 272, 256) and search == 15:
+            # a band of 8 + 2 * 15 rows x 272 columns x 32 channels is 330 kB: over the 256 KiB
+            # reference RAM, so this one is refused (the software TSS takes it; docs/fabric.md)
+            assert plan is None
+            continue
+        assert plan is not None, (shape, block, search)
+        h, w, _ = shape
+        assert plan.channels % plan.slice == 0 and plan.slice % p.band_bytes == 0
+        rows = max(r1 - r0 for _, _, r0, r1 in plan.groups(h, block, search))
+        assert rows * w * plan.slice <= p.ref_bytes
+        assert plan.group * -(-w // block) <= p.band_group_blocks
+
+
+def test_stream_is_what_the_traffic_model_counts():
+    rng = np.random.default_rng(0)
+    h, w, c, block, search = 19, 21, 64, 4, 7
+    p = regmap.Params(ref_bytes=16384, block_bytes=8192)
+    plan = band_plan((h, w, c), block, search, p)
+    assert plan is not None and plan.slice < c
+    ref = rng.integers(0, 16, (h, w, c), dtype=np.uint8)
+    cur = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    data = band_stream(ref, cur, block, search, plan)
+    assert len(data) == cyclemodel.band_traffic((h, w, c), block, search, plan)
+    # it opens with the first group's band of the first slice
+    _, _, r0, r1 = plan.groups(h, block, search)[0]
+    first = ref[r0:r1, :, : plan.slice].tobytes()
+    assert data[: len(first)] == first
+
+
+class _Fake:
+    """A transport that answers the probe like the default build and records the rest."""
+
+    def __init__(self, params=regmap.DEFAULT, band=True):
+        self.params, self.band, self.regs, self.streams = params, band, {}, []
+
+    def write(self, offset, value):
+        self.regs[offset] = value
+
+    def read(self, offset):
+        p = self.params
+        if offset == regmap.REG["ID"].offset:
+            return regmap.ID_MAGIC
+        if offset == regmap.REG["PARAMS"].offset:
+            return regmap.pack("PARAMS", LANES=p.lanes, REF_LOG2=p.ref_bytes.bit_length() - 1,
+                               BLOCK_LOG2=p.block_bytes.bit_length() - 1)
+        if offset == regmap.REG["BAND_PARAMS"].offset:
+            return regmap.pack("BAND_PARAMS", CHUNK_LOG2=5, BLOCKS_LOG2=10, GROUP_BLOCKS=455) if self.band else 0
+        if offset == regmap.REG["STATUS"].offset:
+            return regmap.pack("STATUS", DONE=1)
+        return 0
+
+    def stream(self, data, max_out):
+        self.streams.append(data)
+        return bytes(max_out)
+
+
+def test_driver_takes_the_band_path_for_large_maps():
+    t = _Fake()
+    accel = Accelerator(t)
+    h, w, c = 25, 34, 2048
+    ref = np.zeros((h, w, c), np.uint8)
+    accel.load_reference(ref, zn_ref=3)
+    assert not t.streams, "a map over the on-chip reference is kept on the PS side"
+    mvs, costs = accel.motion(np.zeros((h, w, c), np.uint8), z8=0, n_bits=4, zn_ref=3, block=2, search=7)
+    assert mvs.shape == (13, 17, 2) and costs.shape == (13, 17)
+    assert t.regs[regmap.REG["BAND_SLICE"].offset] == accel.ops.last_plan.slice
+    ctrl = regmap.unpack("CTRL", t.regs[regmap.REG["CTRL"].offset])
+    assert ctrl["MODE"] == regmap.mode("BAND_MOTION")
+    assert len(t.streams[0]) == cyclemodel.band_traffic((h, w, c), 2, 7, accel.ops.last_plan)
+
+
+def test_driver_refuses_without_a_band_engine_or_when_the_map_does_not_fit():
+    accel = Accelerator(_Fake(band=False))
+    with pytest.raises(AcceleratorError, match="exceeds the on-chip"):
+        accel.load_reference(np.zeros((25, 34, 2048), np.uint8))
+    accel = Accelerator(_Fake())
+    big = np.zeros((200, 272, 16), np.uint8)  # B = 2: 13,600 blocks, over band_blocks
+    accel.load_reference(big)
+    with pytest.raises(AcceleratorError, match="does not fit the band engine"):
+        accel.motion(big, z8=0, n_bits=4, zn_ref=0, block=2, search=7)
