@@ -238,6 +238,7 @@ class Encoder:
             if self.structure.kind == "bi" and any(g % 2 == 0 for _, g in ladder):
                 raise ConfigurationError("a bi-directional ladder needs odd group sizes")
             self.rate = RateController(config.rate_target, config.fps, config.coder, ladder)
+            self.rate.steer_residual = config.residual is not None
 
     # ------------------------------------------------------------------ public
 
@@ -326,7 +327,7 @@ class Encoder:
     def _end_group(self) -> None:
         g = self.group
         if self.rate is not None and g is not None:
-            self.rate.update(g.bytes, g.done, g.pred_bytes)
+            self.rate.update(g.bytes, g.done, g.pred_bytes, g.n_bits)
         self.group = None
 
     def _side(self, index: int) -> int:
@@ -381,6 +382,8 @@ class Encoder:
         self.prev_anchor_index = index
         packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
         g.bytes += len(packet)
+        if self.rate is not None and group_start:
+            self.rate.start_group(len(packet), g.length, n_bits)
         self._record(packet, n_bits, None, recon)
         return packet
 
@@ -444,9 +447,15 @@ class Encoder:
         packet = Packet(PRED, index, ref_index, payload, 0, sizes)
         g.bytes += len(packet)
         g.pred_bytes.append(len(packet))
+        if self.rate is not None and self.config.residual is not None:
+            self.rate.after_pred(len(packet))
         self._record(packet, n_bits, ref_index, recon, mean_cost, coded_total)
         self.frames[-1].vectors = [pt.mvs for pt in tensors]
         return packet
+
+    def _residual_gain(self) -> float:
+        """How much rate control scales the residual threshold (1 without rate control)."""
+        return self.rate.gain(self.group.n_bits) if self.rate is not None else 1.0
 
     def _residual(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int):
         """Choose the blocks whose residual is coded; returns (coded, residual values, reconstruction)."""
@@ -463,7 +472,7 @@ class Encoder:
         )
         if cfg.mode == "threshold":
             mean_abs = np.abs(blocks).sum(axis=(1, 3, 4)) / sizes
-            coded = mean_abs > cfg.threshold
+            coded = mean_abs > cfg.threshold * self._residual_gain()
         else:
             k = 8 - n_bits
             sse = ((blocks.astype(np.int64) << k) ** 2).sum(axis=(1, 3, 4))
@@ -474,7 +483,7 @@ class Encoder:
             else:
                 sym_bits = lengths[: alpha.size].astype(np.int64)
                 bits = sym_bits[np.clip(blocks + alpha.zero, 0, alpha.size - 1)].sum(axis=(1, 3, 4))
-            coded = sse > cfg.lam * bits
+            coded = sse > cfg.lam * self._residual_gain() * bits
         recon = pred.copy()
         residual = gather_blocks(diff, coded, b).astype(np.int32)
         if coded.any():

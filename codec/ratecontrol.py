@@ -8,6 +8,16 @@ running mean of the predicted frames' measured sizes. It picks the first point o
 ladder (ordered from the best quality down) whose estimate fits the budget, where the
 budget is the target minus a correction that pays back what earlier groups overspent
 (a leaky bucket, repaid over a few groups). If none fits, the cheapest point is used.
+
+With coded residuals the predicted frames' size depends on the residual threshold more
+than on N or g, so the controller also scales that threshold per group (an
+encoder-side decision the decoder never sees), frame by frame: after each predicted
+frame, by how far it missed its share of the budget (the group's budget less its
+anchor, spread over its predicted frames), within [1/8, 4096] times the configured
+threshold.
+Both the predicted frames' size and that factor are kept per N (a threshold in N-bit
+steps means twice the error per extra bit); an N not seen yet starts from the nearest
+one's.
 """
 
 from __future__ import annotations
@@ -49,11 +59,13 @@ class RateController:
             if g < 1:
                 raise ConfigurationError(f"group size must be positive, not {g}")
         self.budget = target * 1e6 / fps  # bytes per frame
+        self.steer_residual = False  # set by an encoder with coded residuals
         self.coder = coder
         self.ladder = list(ladder)
         self.payback_groups = payback_groups
         self.debt = 0.0  # bytes spent beyond the budget so far
-        self.pred_bytes = None  # running mean of a predicted frame's size
+        self.pred_bytes: dict[int, float] = {}  # per N: running mean of a predicted frame's size
+        self.gains: dict[int, float] = {}  # per N: factor on the residual threshold (or lambda)
         self.last_group = 1
 
     def estimate_anchor(self, frame: list[tuple[np.ndarray, int]], n_bits: int) -> float:
@@ -69,22 +81,57 @@ class RateController:
     def choose(self, frame: list[tuple[np.ndarray, int]]) -> tuple[int, int]:
         budget = self.budget - self.debt / max(1, self.payback_groups * self.last_group)
         anchors: dict[int, float] = {}
-        pred = self.pred_bytes if self.pred_bytes is not None else 0.0
         best, best_cost = None, None
         for n, g in self.ladder:
             if n not in anchors:
                 anchors[n] = self.estimate_anchor(frame, n)
+            pred = self._nearest(self.pred_bytes, n, 0.0)
             per_frame = (anchors[n] + (g - 1) * pred) / g
             if per_frame <= budget:
                 self.last_group = g
                 return n, g
-            if best_cost is None or per_frame < best_cost:
-                best, best_cost = (n, g), per_frame
+            # The cheapest point; among near-equals the longest group (its predicted frames
+            # are where the residual threshold can still save).
+            if best_cost is None or per_frame < best_cost * 0.98 or (per_frame <= best_cost * 1.02 and g > best[1]):
+                best, best_cost = (n, g), min(per_frame, best_cost or per_frame)
+        if self.steer_residual:
+            # Nothing fits on the estimates, but the predicted frames' size follows the
+            # residual threshold: take the leanest point and let the threshold bring it down.
+            best = min(self.ladder, key=lambda ng: (ng[0], -ng[1]))
         self.last_group = best[1]
         return best
 
-    def update(self, group_bytes: int, frames: int, pred_bytes: list[int]) -> None:
-        """Account for a finished group: its total bytes, frame count and predicted frames' sizes."""
+    @staticmethod
+    def _nearest(table: dict[int, float], n: int, default: float) -> float:
+        if not table:
+            return default
+        return table[min(table, key=lambda m: (abs(m - n), m))]
+
+    def gain(self, n_bits: int) -> float:
+        """The factor on the residual threshold for groups at N bits."""
+        if n_bits not in self.gains:
+            if self.gains:
+                m = min(self.gains, key=lambda k: (abs(k - n_bits), k))
+                self.gains[n_bits] = float(np.clip(self.gains[m] * 2.0 ** (n_bits - m), 1 / 8, 4096))
+            else:
+                self.gains[n_bits] = 1.0
+        return self.gains[n_bits]
+
+    def update(self, group_bytes: int, frames: int, pred_bytes: list[int], n_bits: int) -> None:
+        """Account for a finished group: its bytes, frame count, predicted frames' sizes and N."""
         self.debt = max(-self.budget * 2, self.debt + group_bytes - frames * self.budget)
         for b in pred_bytes:
-            self.pred_bytes = b if self.pred_bytes is None else 0.8 * self.pred_bytes + 0.2 * b
+            old = self.pred_bytes.get(n_bits)
+            self.pred_bytes[n_bits] = b if old is None else 0.8 * old + 0.2 * b
+
+    def start_group(self, anchor_bytes: int, length: int, n_bits: int) -> None:
+        """A group began with an anchor of ``anchor_bytes``: set its predicted frames' share."""
+        spare = self.budget * length - anchor_bytes - self.debt / max(1, self.payback_groups)
+        self._pred_share = max(0.05 * self.budget, spare / max(1, length - 1))
+        self._n_bits = n_bits
+
+    def after_pred(self, pred_bytes: int) -> None:
+        """Steer the residual threshold by how far a predicted frame missed its share."""
+        ratio = pred_bytes / self._pred_share
+        old = self.gain(self._n_bits)
+        self.gains[self._n_bits] = float(np.clip(old * np.clip(ratio, 0.5, 2.0) ** 0.7, 1 / 8, 4096))

@@ -248,3 +248,27 @@ def test_an_engine_takes_over_requantization_coding_and_search(rng):
     data += b"".join(p.to_bytes() for p in enc.flush())
     assert data == reference
     assert engine.calls == {"requantize": 4, "anchor_section": 4, "motion_search": 8}
+
+
+def test_rate_control_scales_the_residual_threshold_to_meet_a_target(rng):
+    # With coded residuals at a low threshold, N and g alone cannot reach a tight target.
+    frames = two_tensor_clip(rng, 48)
+    fps = 30.0
+    raw_rate = sum(np.prod(s) for s in SHAPES) * fps / 1e6
+    target = raw_rate * 0.12
+    cfg = CodecConfig(
+        specs(),
+        structure="uni-16",
+        coder="zrl",
+        reference="chain",
+        fps=fps,
+        residual=ResidualConfig(threshold=0.05),
+        rate_target=target,
+    )
+    enc, data = run(cfg, frames)
+    second_half = enc.frames[len(enc.frames) // 2 :]
+    rate = sum(e.packet_bytes for e in second_half) / len(second_half) * fps / 1e6
+    assert rate <= target * 1.2, (rate, target)
+    assert max(enc.rate.gains.values()) > 1.0
+    _, out = decode_stream(data)
+    assert len(out) == 48 and all(isinstance(d, DecodedFrame) for d in out)
