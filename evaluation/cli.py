@@ -1,0 +1,150 @@
+"""``temposplit eval``: the rate/accuracy sweep and its report. Imports only argparse at load time."""
+
+from __future__ import annotations
+
+import argparse
+
+METHODS_HELP = (
+    "features-8bit, quant, uni-2, bi-3, bi-3+residual, chain+residual, refresh, rate-control, jpeg-act, "
+    "jpeg, h264, h265"
+)
+
+
+def _bits(text: str) -> list[int]:
+    out = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if ".." in part:
+                lo, hi = (int(v) for v in part.split(".."))
+                out += list(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N values such as 4..8 or 4,6,8, not {text!r}") from None
+    if not out or any(not 2 <= b <= 8 for b in out):
+        raise argparse.ArgumentTypeError(f"N must be in 2..8, not {text!r}")
+    return sorted(set(out))
+
+
+def _list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _phases(text: str) -> list[int]:
+    try:
+        return sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected residues such as 0,2, not {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {v}")
+    return v
+
+
+def _cmd_eval(args) -> int:
+    import time
+
+    from temposplit.evaluation.harness import Harness
+    from temposplit.evaluation.report import write_report
+
+    frames, bits, cuts, methods = args.frames, args.bits, args.cuts, args.methods
+    if args.quick:
+        frames = 2
+        bits = bits or [4]
+        if cuts is None:
+            from temposplit.model.cuts import default_cut
+
+            cuts = [default_cut(args.model)]
+    detector_kwargs = {}
+    if args.min_size is not None:
+        detector_kwargs = {"min_size": args.min_size, "max_size": args.max_size or args.min_size}
+    t0 = time.perf_counter()
+    harness = Harness(
+        model=args.model,
+        weights=args.weights,
+        video=args.video,
+        frames=frames,
+        start=args.start,
+        cuts=cuts,
+        bits=bits,
+        methods=methods,
+        out=args.out,
+        score_every=args.score_every,
+        score_phases=args.score_phases,
+        labelme=not args.no_labelme,
+        detector_kwargs=detector_kwargs,
+    )
+    rows = harness.run()
+    wall = time.perf_counter() - t0
+    paths = write_report(args.out, rows, figures=not args.no_plots, wall_s=wall)
+    print(f"{len(rows)} rows in {wall / 60:.1f} min")
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from temposplit.errors import ConfigError
+    from temposplit.evaluation.harness import load_rows
+    from temposplit.evaluation.report import write_report
+
+    path = Path(args.out) / "results.jsonl"
+    rows = load_rows(path)
+    if not rows:
+        raise ConfigError(f"no results in {path}: run `temposplit eval` first")
+    for p in write_report(args.out, rows, figures=not args.no_plots, dest=args.dest):
+        print(p)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="rate/accuracy sweep: model x cut x N x method (resumable), then the report",
+        description="Sweep every method at every cut and N over a clip (SPEC section 6), score against the "
+        "float model's detections and the labelme boxes, and write results.csv/json, plots and report.md. "
+        "Finished points are kept in OUT/results.jsonl: rerunning continues where it stopped.",
+    )
+    p.add_argument("--model", default="ssd-mobilenet-v2", help="detector (default: ssd-mobilenet-v2)")
+    p.add_argument("--weights", default=None, help="weights (torchvision: DEFAULT, COCO_V1 or a .pth)")
+    p.add_argument("--video", default=None, help="video file (default: data/vtest.avi)")
+    p.add_argument("--frames", type=_positive, default=300, help="frames of the clip (default 300)")
+    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
+    p.add_argument("--cuts", type=_list, default=None, help="comma-separated cut names (default: all)")
+    p.add_argument("--bits", type=_bits, default=None, help="N values, e.g. 4..8 (default) or 4,6,8")
+    p.add_argument("--methods", type=_list, default=None, help=f"comma-separated, from: {METHODS_HELP} (default: all)")
+    p.add_argument("--out", default="out/eval", help="output folder (default out/eval)")
+    p.add_argument(
+        "--score-every",
+        type=_positive,
+        default=1,
+        help="score the detections of every k-th frame (rates count every frame; default 1)",
+    )
+    p.add_argument(
+        "--score-phases",
+        type=_phases,
+        default=[0],
+        help="with --score-every K: the residues i %% K of the scored frames (default 0), e.g. "
+        "--score-every 5 --score-phases 0,2",
+    )
+    p.add_argument("--no-labelme", action="store_true", help="skip the real-box scores on the labelme frames")
+    p.add_argument("--no-plots", action="store_true", help="tables and report without the PNG figures")
+    p.add_argument("--min-size", type=int, default=None, help="torchvision models: resize's min_size")
+    p.add_argument("--max-size", type=int, default=None, help="torchvision models: resize's max_size")
+    p.add_argument("--quick", action="store_true", help="a 2-frame plumbing run (default cut, N=4)")
+    p.set_defaults(handler=_cmd_eval)
+
+    r = subparsers.add_parser("eval-report", help="rewrite the report of a finished (or partial) eval run")
+    r.add_argument("--out", default="out/eval", help="the eval output folder (default out/eval)")
+    r.add_argument("--dest", default=None, help="write the report here instead (e.g. docs/results)")
+    r.add_argument("--no-plots", action="store_true", help="no PNG figures")
+    r.set_defaults(handler=_cmd_report)

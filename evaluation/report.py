@@ -1,0 +1,506 @@
+"""The evaluation report: results.csv, results.json, PNG plots and report.md from the harness's rows.
+
+Figures follow the thesis's figures 4.14-4.21: per cut, the rate against N (MB/s at 30
+frames/s, log scale, one curve per method and coder, the 8-bit features, JPEG-ACT and the
+frame baselines as horizontal lines) and the accuracy against N (fidelity mAP@0.5, one
+curve per reconstruction, the float and int8 reference lines); then one rate-accuracy
+plot across every method, a panel per cut.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+CSV_COLUMNS = (
+    "model",
+    "clip",
+    "cut",
+    "method",
+    "variant",
+    "coder",
+    "n_bits",
+    "frames",
+    "scored_frames",
+    "bytes_per_frame",
+    "cut_bytes_per_frame",
+    "mb_per_s",
+    "cut_mb_per_s",
+    "bits_per_element",
+    "cut_bits_per_element",
+    "ratio_vs_8bit",
+    "cut_ratio_vs_8bit",
+    "ratio_vs_frames",
+    "map50",
+    "map50_95",
+    "map50_frequent",
+    "map50_95_frequent",
+    "labelme_map50",
+    "labelme_map50_95",
+    "reconstruction",
+    "seconds",
+    "settings",
+)
+FEATURE_ORDER = (
+    "features-8bit",
+    "quant",
+    "uni-2",
+    "bi-3",
+    "bi-3+residual",
+    "chain+residual",
+    "refresh",
+    "rate-control",
+    "jpeg-act",
+)
+FRAME_METHODS = ("jpeg", "h264", "h265")
+COLORS = {
+    "quant": "tab:blue",
+    "uni-2": "tab:orange",
+    "bi-3": "tab:green",
+    "bi-3+residual": "tab:red",
+    "chain+residual": "tab:purple",
+    "refresh": "tab:brown",
+    "rate-control": "tab:pink",
+    "jpeg-act": "tab:olive",
+    "features-8bit": "black",
+    "jpeg": "tab:gray",
+    "h264": "tab:cyan",
+    "h265": "tab:blue",
+}
+CODER_STYLE = {"raw": ":", "zvc": "-.", "huffman": "-", "zrl": "--", "jpeg": "-", None: "-"}
+LEVELS = (0.95, 0.90, 0.85)
+
+
+def _num(v):
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+CUT_ORDER: list[str] = []  # filled by write_report from the rows (the sweep's cut order)
+
+
+def _sort_key(r):
+    m = r["method"]
+    order = FEATURE_ORDER.index(m) if m in FEATURE_ORDER else 100 + (FRAME_METHODS + ("float",)).index(m)
+    cut = r.get("cut")
+    return (
+        CUT_ORDER.index(cut) if cut in CUT_ORDER else -1,
+        order,
+        str(r.get("variant")),
+        str(r.get("coder")),
+        r.get("n_bits") or 0,
+    )
+
+
+def _cuts(rows):
+    seen = []
+    for r in rows:
+        if r.get("cut") and r["cut"] not in seen:
+            seen.append(r["cut"])
+    return seen
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _rounded(v):
+    """Floats to 6 significant digits (keeps results.json small)."""
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_rounded(x) for x in v]
+    if isinstance(v, float) and math.isfinite(v):
+        return float(f"{v:.6g}")
+    return v
+
+
+def write_tables(rows, dest: Path, meta: dict | None = None) -> list[Path]:
+    rows = sorted(rows, key=_sort_key)
+    csv_path = dest / "results.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            out = []
+            for c in CSV_COLUMNS:
+                v = r.get(c)
+                if c == "settings":
+                    v = json.dumps(v, sort_keys=True)
+                elif isinstance(v, float):
+                    v = f"{v:.6g}"
+                out.append("" if v is None else v)
+            w.writerow(out)
+    json_path = dest / "results.json"
+    doc = _rounded({"meta": meta or {}, "rows": rows})
+    json_path.write_text(json.dumps(doc, indent=None, separators=(",", ":")))
+    return [csv_path, json_path]
+
+
+# --------------------------------------------------------------------------- headline
+
+
+def headline(rows, metric: str = "map50") -> dict:
+    """The comparison at fixed fidelity (``metric``: ``map50``, or ``map50_frequent`` for the
+    frequent categories only): the smallest feature method vs the frame baselines, and the
+    thesis's own method (bi-3, no residual) at its best."""
+    usable = [r for r in rows if _num(r.get(metric)) and _num(r.get("bytes_per_frame"))]
+    feats = [r for r in usable if r["method"] in FEATURE_ORDER and r["method"] != "features-8bit"]
+    out = {"metric": metric, "levels": {}}
+    for level in LEVELS:
+        entry = {}
+        for name, cand in (("features", feats), *((m, [r for r in usable if r["method"] == m]) for m in FRAME_METHODS)):
+            ok = [r for r in cand if r[metric] >= level]
+            entry[name] = min(ok, key=lambda r: r["bytes_per_frame"]) if ok else None
+        out["levels"][level] = entry
+    bi3 = [r for r in usable if r["method"] == "bi-3"]
+    if bi3:
+        out["bi3_best_accuracy"] = max(bi3, key=lambda r: (r[metric], -r["bytes_per_frame"]))
+        ok = [r for r in bi3 if r[metric] >= 0.85]
+        out["bi3_smallest_at_0.85"] = min(ok, key=lambda r: r["bytes_per_frame"]) if ok else None
+    int8 = [r for r in usable if r["method"] == "features-8bit"]
+    if int8:
+        out["int8_best"] = max(int8, key=lambda r: r[metric])
+    out["features_best_accuracy"] = max(feats, key=lambda r: (r[metric], -r["bytes_per_frame"])) if feats else None
+    return out
+
+
+def _describe(r) -> str:
+    if r is None:
+        return "none reaches it"
+    what = f"{r['method']}"
+    if r.get("variant"):
+        what += f" {r['variant']}"
+    if r.get("coder"):
+        what += f", {r['coder']}"
+    if r.get("n_bits") is not None:
+        what += f", N={r['n_bits']}"
+    if r.get("cut"):
+        what += f" at {r['cut']}"
+    return (
+        f"{r['bytes_per_frame']:,.0f} B/frame ({what}; mAP@0.5 {_f(r.get('map50'))}, "
+        f"frequent categories {_f(r.get('map50_frequent'))})"
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _curves(rows, cut):
+    """(method, variant, coder) -> sorted [(N, row)] for the N-dependent rows of a cut."""
+    curves = {}
+    for r in rows:
+        if r.get("cut") == cut and r.get("n_bits") is not None and r["method"] != "features-8bit":
+            curves.setdefault((r["method"], r.get("variant") or "", r.get("coder")), []).append(r)
+    return {k: sorted(v, key=lambda r: r["n_bits"]) for k, v in curves.items()}
+
+
+def _frame_lines(rows):
+    pick = []
+    for r in rows:
+        if r["method"] == "jpeg" or (r["method"] in ("h264", "h265") and r.get("variant") == "crf=28"):
+            pick.append(r)
+    return pick
+
+
+def plot_cut(rows, cut, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = _curves(rows, cut)
+    fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(13, 5.2))
+    number = 0
+    for (method, variant, coder), pts in sorted(curves.items(), key=lambda kv: (FEATURE_ORDER.index(kv[0][0]), kv[0])):
+        number += 1
+        label = f"{number}. {method} {variant} {coder}".replace("  ", " ")
+        ax_r.plot(
+            [r["n_bits"] for r in pts],
+            [r["mb_per_s"] for r in pts],
+            CODER_STYLE.get(coder, "-"),
+            marker="o",
+            ms=3,
+            color=COLORS.get(method),
+            label=label,
+        )
+    lines = [r for r in rows if r.get("cut") == cut and r["method"] in ("features-8bit", "jpeg-act")]
+    lines += _frame_lines(rows)
+    for r in lines:
+        style = {"features-8bit": "-", "jpeg-act": "--"}.get(r["method"], ":")
+        ax_r.axhline(r["mb_per_s"], color=COLORS.get(r["method"]), ls=style, lw=1.2)
+        name = {"features-8bit": "8-bit features"}.get(r["method"], f"{r['method']} {r.get('variant') or ''}")
+        ax_r.annotate(f"{name} {r['mb_per_s']:.3g}", (8.05, r["mb_per_s"]), fontsize=7, va="center")
+    ax_r.set_yscale("log")
+    ax_r.set_xlabel("N (bits of the re-quantized anchors)")
+    ax_r.set_ylabel("MB/s at 30 frames/s (everything crossing the cut)")
+    ax_r.set_title(f"rate at {cut}")
+    ax_r.set_xlim(3.8, 9.2)
+    ax_r.set_xticks(range(4, 9))
+    ax_r.grid(True, which="both", alpha=0.3)
+    ax_r.legend(fontsize=6, loc="lower left", ncol=2)
+    # accuracy: one curve per reconstruction (the coders share it)
+    seen = set()
+    for (method, variant, _coder), pts in sorted(curves.items(), key=lambda kv: (FEATURE_ORDER.index(kv[0][0]), kv[0])):
+        if (method, variant) in seen:
+            continue
+        seen.add((method, variant))
+        ax_a.plot(
+            [r["n_bits"] for r in pts],
+            [r["map50"] for r in pts],
+            marker="o",
+            ms=3,
+            color=COLORS.get(method),
+            ls="-" if "chain" not in variant or "1.5" in variant else "--",
+            label=f"{method} {variant}".strip(),
+        )
+    ax_a.axhline(1.0, color="red", ls=":", lw=1.2, label="float (1 by construction)")
+    for r in rows:
+        if r.get("cut") == cut and r["method"] == "features-8bit" and _num(r.get("map50")):
+            ax_a.axhline(r["map50"], color="blue", ls=":", lw=1.2, label=f"int8 ({r['map50']:.3f})")
+        if r.get("cut") == cut and r["method"] == "jpeg-act" and _num(r.get("map50")):
+            ax_a.axhline(
+                r["map50"], color=COLORS["jpeg-act"], ls="--", lw=1, label=f"jpeg-act {r['variant']} ({r['map50']:.3f})"
+            )
+    ax_a.set_xlabel("N")
+    ax_a.set_ylabel("fidelity mAP@0.5 (vs float detections, score >= 0.5)")
+    ax_a.set_title(f"accuracy at {cut}")
+    ax_a.set_xticks(range(4, 9))
+    ax_a.grid(True, alpha=0.3)
+    ax_a.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def plot_rate_accuracy(rows, path: Path, metric: str = "map50") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cuts = _cuts(rows)
+    ncol = 3
+    nrow = max(1, math.ceil(len(cuts) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(15, 4.6 * nrow), squeeze=False)
+    frames = [r for r in rows if r["method"] in FRAME_METHODS and _num(r.get(metric))]
+    markers = {"raw": "x", "zvc": "+", "huffman": "o", "zrl": "s", "jpeg": "D", None: "^"}
+    for ax, cut in zip(axes.flat, cuts, strict=False):
+        pts = [r for r in rows if r.get("cut") == cut and _num(r.get(metric)) and _num(r.get("bytes_per_frame"))]
+        for method in FEATURE_ORDER:
+            sel = [r for r in pts if r["method"] == method]
+            for coder in sorted({r.get("coder") for r in sel}, key=str):
+                s = [r for r in sel if r.get("coder") == coder]
+                ax.scatter(
+                    [r["bytes_per_frame"] for r in s],
+                    [r[metric] for r in s],
+                    s=14,
+                    marker=markers.get(coder, "o"),
+                    color=COLORS.get(method),
+                    label=f"{method} {coder or ''}".strip(),
+                )
+        for method in FRAME_METHODS:
+            s = sorted([r for r in frames if r["method"] == method], key=lambda r: r["bytes_per_frame"])
+            if s:
+                ax.plot(
+                    [r["bytes_per_frame"] for r in s],
+                    [r[metric] for r in s],
+                    "-^",
+                    ms=4,
+                    lw=1,
+                    color=COLORS[method],
+                    label=f"frames {method}",
+                )
+        ax.axhline(1.0, color="red", ls=":", lw=1)
+        ax.axhline(0.95, color="k", ls="--", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_title(cut, fontsize=10)
+        ax.set_xlabel("bytes per frame (everything crossing; frames: coded file)")
+        ax.set_ylabel("fidelity mAP@0.5" + (" (frequent categories)" if metric != "map50" else ""))
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(cuts) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=7, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=66)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _f(v, fmt="{:.3f}"):
+    return "–" if not _num(v) else fmt.format(v)
+
+
+def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | None = None) -> str:
+    settings = meta.get("settings", {})
+    lines = ["# temposplit evaluation: rate and accuracy", ""]
+    lines += [
+        f"Model `{settings.get('model')}`, clip `{Path(str(settings.get('video'))).name}` frames "
+        f"{settings.get('start', 0)}..{settings.get('start', 0) + (rows[0]['frames'] if rows else 0) - 1} "
+        f"({rows[0]['frames'] if rows else 0} frames coded; detections scored on "
+        f"{rows[0]['scored_frames'] if rows else 0} of them: frames i with i % {settings.get('score_every', 1)} "
+        f"in {settings.get('score_phases', [0])}), "
+        f"cuts {', '.join(settings.get('cuts', []))}, N = {settings.get('bits')}. "
+        "Rates: bytes per frame of everything crossing the cut with the 24-byte packet header (the cut "
+        "tensor alone, payload only, is in the CSV), MB/s at 30 frames/s (MB = 10^6 bytes). Accuracy: COCO "
+        "mAP by pycocotools against the float model's detections on the uncompressed frames with score >= 0.5 "
+        "(fidelity; the float line is 1 by construction), tested detections from score 0.05; `labelme` = "
+        "real boxes of the 5 labelme street frames (cars and trucks only, not every vehicle annotated: a "
+        "coarse check, it barely moves).",
+        "",
+    ]
+    if wall_s is not None:
+        lines += [f"Wall time of the run that finished the sweep: {wall_s / 60:.1f} min.", ""]
+    for run in meta.get("runs", []):
+        t = run.get("timings", {})
+        lines.append(
+            "Run: "
+            + ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in t.items())
+            + f" ({run.get('points')} points)"
+        )
+    if notes:
+        lines += ["", notes.strip()]
+    lines += ["", "## Headline (computed from the rows)", ""]
+    for metric, title in (
+        ("map50", "COCO fidelity mAP@0.5 (all categories)"),
+        ("map50_frequent", "fidelity mAP@0.5 over the frequent categories"),
+    ):
+        h = headline(rows, metric)
+        lines += [f"By {title}; smallest bytes per frame reaching each level:", ""]
+        for level, entry in h["levels"].items():
+            lines.append(
+                f"- >= {level:.2f}: best feature method {_describe(entry['features'])}; "
+                f"JPEG frames {_describe(entry['jpeg'])}; H.264 {_describe(entry['h264'])}; "
+                f"H.265 {_describe(entry['h265'])}."
+            )
+        if h.get("int8_best"):
+            lines.append(
+                f"- The int8 line itself (uncompressed 8-bit features) reaches at most "
+                f"{h['int8_best'][metric]:.3f} ({h['int8_best']['cut']})."
+            )
+        if h.get("features_best_accuracy"):
+            lines.append(f"- Most accurate feature method: {_describe(h['features_best_accuracy'])}.")
+        if h.get("bi3_best_accuracy"):
+            lines.append(
+                f"- The thesis's method (bi-3, no residual) at its best: {_describe(h['bi3_best_accuracy'])}; "
+                f"smallest at >= 0.85: {_describe(h.get('bi3_smallest_at_0.85'))}."
+            )
+        lines.append("")
+    lines += [
+        "",
+        "## Reference lines",
+        "",
+        "| line | cut | bytes/frame | MB/s @30 | mAP@0.5 | mAP@[.5:.95] | frequent mAP@0.5 | labelme mAP@0.5 "
+        "| labelme mAP@[.5:.95] |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted([r for r in rows if r["method"] in ("float", "features-8bit")], key=_sort_key):
+        name = "float (1 by construction)" if r["method"] == "float" else "int8 (features-8bit)"
+        lines.append(
+            f"| {name} | {r.get('cut') or '-'} | {_f(r.get('bytes_per_frame'), '{:,.0f}')} | "
+            f"{_f(r.get('mb_per_s'), '{:.3f}')} | {_f(r['map50'])} | {_f(r['map50_95'])} | "
+            f"{_f(r.get('map50_frequent'))} | "
+            f"{_f(r.get('labelme_map50'))} | {_f(r.get('labelme_map50_95'))} |"
+        )
+    lines += [
+        "",
+        "## Frame baselines",
+        "",
+        "| codec | setting | bytes/frame | bits/pixel | MB/s @30 | ratio vs RGB | "
+        "mAP@0.5 | mAP@[.5:.95] | frequent mAP@0.5 | labelme mAP@0.5 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(
+        [r for r in rows if r["method"] in FRAME_METHODS], key=lambda r: (r["method"], r["bytes_per_frame"])
+    ):
+        lines.append(
+            f"| {r['method']} | {r['variant']} | {r['bytes_per_frame']:,.0f} | {_f(r.get('bits_per_element'))} | "
+            f"{_f(r['mb_per_s'], '{:.3f}')} | {_f(r.get('ratio_vs_frames'), '{:.1f}')} | {_f(r['map50'])} | "
+            f"{_f(r['map50_95'])} | {_f(r.get('map50_frequent'))} | {_f(r.get('labelme_map50'))} |"
+        )
+    for cut in _cuts(rows):
+        lines += ["", f"## Cut {cut}", ""]
+        fig = f"cut_{cut}.png"
+        if fig in figures:
+            lines += [f"![rate and accuracy against N at {cut}]({fig})", ""]
+        lines += [
+            "Per N: bytes/frame (everything crossing) / fidelity mAP@0.5 (in brackets: over the frequent "
+            "categories). Coders of one method share its reconstruction, hence its accuracy.",
+            "",
+        ]
+        bits = sorted({r["n_bits"] for r in rows if r.get("cut") == cut and r.get("n_bits") is not None})
+        lines.append("| method | variant | coder | " + " | ".join(f"N={n}" for n in bits) + " |")
+        lines.append("| --- | --- | --- | " + " | ".join("---:" for _ in bits) + " |")
+        for key, pts in sorted(_curves(rows, cut).items(), key=lambda kv: (FEATURE_ORDER.index(kv[0][0]), kv[0])):
+            by_n = {r["n_bits"]: r for r in pts}
+            cells = [
+                f"{by_n[n]['bytes_per_frame']:,.0f} / {_f(by_n[n]['map50'])} ({_f(by_n[n].get('map50_frequent'))})"
+                if n in by_n
+                else "–"
+                for n in bits
+            ]
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+        other = [r for r in rows if r.get("cut") == cut and r.get("n_bits") is None]
+        if other:
+            lines += [
+                "",
+                "| method | variant | coder | bytes/frame | cut tensor bits/element | mAP@0.5 | mAP@[.5:.95] | "
+                "frequent mAP@0.5 | labelme mAP@0.5 | notes |",
+                "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            ]
+            for r in sorted(other, key=_sort_key):
+                s = r.get("settings") or {}
+                note = ""
+                if r["method"] == "rate-control":
+                    note = (
+                        f"target {s.get('rate_target_mb_s', 0):.3f} MB/s, got {r['mb_per_s']:.3f}; "
+                        f"mean N {_f(s.get('mean_n_bits'), '{:.2f}')}"
+                    )
+                elif r["method"] == "jpeg-act":
+                    note = f"fix35 would clip {100 * (s.get('fix35_clipped_fraction') or 0):.2f} % of values"
+                lines.append(
+                    f"| {r['method']} | {r.get('variant')} | {r.get('coder')} | {r['bytes_per_frame']:,.0f} | "
+                    f"{_f(r.get('cut_bits_per_element'), '{:.2f}')} | {_f(r['map50'])} | {_f(r['map50_95'])} | "
+                    f"{_f(r.get('map50_frequent'))} | {_f(r.get('labelme_map50'))} | {note} |"
+                )
+    if "rate_accuracy.png" in figures:
+        lines += ["", "## Rate against accuracy, every method", "", "![rate-accuracy](rate_accuracy.png)", ""]
+    if "rate_accuracy_frequent.png" in figures:
+        lines += ["Over the frequent categories only:", "", "![rate-accuracy](rate_accuracy_frequent.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out, rows, figures: bool = True, wall_s=None, dest=None) -> list[Path]:
+    """Write results.csv, results.json, the PNGs and report.md into ``dest`` (default ``out``).
+
+    A ``notes.md`` beside the report (in ``dest`` or ``out``) is included after its introduction:
+    the place for the written findings, which survive a rerun of the report."""
+    out = Path(out)
+    dest = Path(dest) if dest else out
+    dest.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    CUT_ORDER[:] = meta.get("settings", {}).get("cuts") or _cuts(rows)
+    paths = write_tables(rows, dest, meta)
+    names = []
+    if figures and rows:
+        for cut in _cuts(rows):
+            paths.append(plot_cut(rows, cut, dest / f"cut_{cut}.png"))
+            names.append(f"cut_{cut}.png")
+        if any(r.get("map50") is not None for r in rows):
+            paths.append(plot_rate_accuracy(rows, dest / "rate_accuracy.png"))
+            names.append("rate_accuracy.png")
+        if any(r.get("map50_frequent") is not None for r in rows):
+            paths.append(plot_rate_accuracy(rows, dest / "rate_accuracy_frequent.png", "map50_frequent"))
+            names.append("rate_accuracy_frequent.png")
+    md = dest / "report.md"
+    notes_path = next((p for p in (dest / "notes.md", out / "notes.md") if p.is_file()), None)
+    notes = notes_path.read_text() if notes_path else None
+    md.write_text(markdown(rows, meta, names, wall_s, notes))
+    paths.append(md)
+    return paths
