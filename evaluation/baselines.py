@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
-from temposplit.evaluation.metrics import DEFAULT_FPS, bits_per_pixel, compression_ratio, mb_per_s, psnr
 
 from temposplit.errors import ConfigError
+from temposplit.evaluation.metrics import DEFAULT_FPS, bits_per_pixel, compression_ratio, mb_per_s, psnr
 
 __all__ = [
     "DEFAULT_CRFS",

@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from temposplit.model.detections import Detections
 
 from temposplit.errors import ConfigError
+from temposplit.model.detections import Detections
 
 __all__ = [
     "Detections",
