@@ -31,18 +31,35 @@ def register_bench(sub) -> None:
 
 
 def add_codec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bits", "-n", type=int, default=4, help="N, bits per anchor code (2..8; default 4)")
-    p.add_argument("--structure", default="bi-3", help="intra, uni-G or bi-G (default bi-3)")
-    p.add_argument("--coder", default="huffman", help="raw, zvc, huffman or zrl (default huffman)")
+    p.add_argument(
+        "--preset",
+        choices=["recommended", "thesis"],
+        default="recommended",
+        help="starting point: 'recommended' (uni-8, chain, residual, zrl, N=4; the default) or 'thesis' "
+        "(bi-3, no residual, huffman, N=4); the options below override it",
+    )
+    p.add_argument("--bits", "-n", type=int, default=None, help="N, bits per anchor code (2..8)")
+    p.add_argument("--structure", default=None, help="intra, uni-G or bi-G")
+    p.add_argument("--coder", default=None, help="raw, zvc, huffman or zrl")
     p.add_argument("--search-range", "-p", type=int, default=7, help="TSS search range: 3, 7 or 15 (default 7)")
     p.add_argument(
         "--block", "-B", type=int, default=None, help="block size for every tensor (default: the file's, else 4)"
     )
     p.add_argument("--per-channel", action="store_true", help="one vector per block and channel")
-    p.add_argument("--residual", choices=["threshold", "rd"], default=None, help="code residuals of predicted blocks")
-    p.add_argument("--residual-threshold", type=float, default=0.5, help="mean |error| (N-bit steps) to code a block")
+    p.add_argument(
+        "--residual",
+        choices=["threshold", "rd", "none"],
+        default=None,
+        help="code residuals of predicted blocks (or not)",
+    )
+    p.add_argument(
+        "--residual-threshold",
+        type=float,
+        default=1.5,
+        help="code a block whose mean |error| exceeds this, in 8-bit steps (default 1.5)",
+    )
     p.add_argument("--lam", type=float, default=4.0, help="rate-distortion lambda for --residual rd")
-    p.add_argument("--reference", choices=["anchor", "chain"], default="anchor", help="what predicted frames use")
+    p.add_argument("--reference", choices=["anchor", "chain"], default=None, help="what predicted frames use")
     p.add_argument("--refresh", type=float, default=None, help="make a frame an anchor above this mean TSS cost")
     p.add_argument("--rate", type=float, default=None, help="target MB/s at --fps: rate control picks N and g")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate for rates (default 30)")
@@ -51,25 +68,33 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args, tensors):
-    from temposplit.codec.encoder import CodecConfig, ResidualConfig
+    """A CodecConfig from a preset and the options given on the command line."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, ResidualConfig
 
-    residual = None
-    if args.residual:
-        residual = ResidualConfig(mode=args.residual, threshold=args.residual_threshold, lam=args.lam)
+    kwargs = dict(PRESETS[getattr(args, "preset", None) or "recommended"])
+    for option, field in (
+        ("bits", "n_bits"),
+        ("structure", "structure"),
+        ("coder", "coder"),
+        ("reference", "reference"),
+    ):
+        if getattr(args, option, None) is not None:
+            kwargs[field] = getattr(args, option)
+    if args.residual == "none":
+        kwargs["residual"] = None
+    elif args.residual is not None or kwargs.get("residual") is not None:
+        mode = args.residual or kwargs["residual"].mode
+        kwargs["residual"] = ResidualConfig(mode=mode, threshold=args.residual_threshold, lam=args.lam)
     return CodecConfig(
         tensors=tensors,
-        n_bits=args.bits,
-        structure=args.structure,
-        coder=args.coder,
         search_range=args.search_range,
         per_channel=args.per_channel,
-        residual=residual,
-        reference=args.reference,
         refresh_threshold=args.refresh,
         table_policy=args.table_policy,
         key_interval=args.key_interval,
         rate_target=args.rate,
         fps=args.fps,
+        **kwargs,
     )
 
 

@@ -59,13 +59,14 @@ class TensorSpec:
 class ResidualConfig:
     """Per block of a predicted frame: skip (the compensated block stands) or code the residual.
 
-    ``mode="threshold"``: code a block when its mean |current - prediction| in N-bit
-    code steps exceeds ``threshold``. ``mode="rd"``: code it when the squared error it
+    ``mode="threshold"``: code a block when its mean |current - prediction|, measured in
+    8-bit steps (an N-bit step is 2^(8-N) of them, so one threshold means the same error
+    at every N), exceeds ``threshold``. ``mode="rd"``: code it when the squared error it
     removes (on the 8-bit grid) exceeds ``lam`` times the bits its residual costs.
     """
 
     mode: str = "threshold"
-    threshold: float = 0.5
+    threshold: float = 1.5
     lam: float = 4.0
 
     def __post_init__(self):
@@ -73,6 +74,22 @@ class ResidualConfig:
             raise ConfigurationError(f"residual mode must be 'threshold' or 'rd', not {self.mode!r}")
         if not self.threshold >= 0 or not self.lam >= 0:
             raise ConfigurationError("residual threshold and lambda must be non-negative")
+
+
+# Operating points a user starts from (CodecConfig keyword arguments).
+PRESETS = {
+    # The thesis's method (chapter 3): bi-directional TSS, no residual, Huffman, N = 4.
+    "thesis": {"n_bits": 4, "structure": "bi-3", "coder": "huffman", "reference": "anchor", "residual": None},
+    # The best fixed setting measured on vtest (docs/results): groups of 8 predicted along a
+    # chain of reconstructions, residual blocks over 1.5 8-bit steps, zero-run-length coding.
+    "recommended": {
+        "n_bits": 4,
+        "structure": "uni-8",
+        "coder": "zrl",
+        "reference": "chain",
+        "residual": ResidualConfig("threshold", 1.5),
+    },
+}
 
 
 @dataclass
@@ -471,7 +488,7 @@ class Encoder:
             * t.channels
         )
         if cfg.mode == "threshold":
-            mean_abs = np.abs(blocks).sum(axis=(1, 3, 4)) / sizes
+            mean_abs = np.abs(blocks).sum(axis=(1, 3, 4)) * (1 << (8 - n_bits)) / sizes  # in 8-bit steps
             coded = mean_abs > cfg.threshold * self._residual_gain()
         else:
             k = 8 - n_bits

@@ -15,9 +15,8 @@ encoder-side decision the decoder never sees), frame by frame: after each predic
 frame, by how far it missed its share of the budget (the group's budget less its
 anchor, spread over its predicted frames), within [1/8, 4096] times the configured
 threshold.
-Both the predicted frames' size and that factor are kept per N (a threshold in N-bit
-steps means twice the error per extra bit); an N not seen yet starts from the nearest
-one's.
+Both the predicted frames' size and that factor are kept per N; an N not seen yet
+starts from the nearest one's.
 """
 
 from __future__ import annotations
@@ -112,7 +111,7 @@ class RateController:
         if n_bits not in self.gains:
             if self.gains:
                 m = min(self.gains, key=lambda k: (abs(k - n_bits), k))
-                self.gains[n_bits] = float(np.clip(self.gains[m] * 2.0 ** (n_bits - m), 1 / 8, 4096))
+                self.gains[n_bits] = self.gains[m]
             else:
                 self.gains[n_bits] = 1.0
         return self.gains[n_bits]

@@ -62,16 +62,16 @@ FRAME_METHODS = ("jpeg", "h264", "h265")
 ALL_METHODS = FEATURE_METHODS + FRAME_METHODS
 QUANT_CODERS = ("raw", "zvc", "huffman", "zrl")
 TSS_CODERS = ("raw", "zvc", "huffman")  # the thesis's curves
-# Residual thresholds are mean |current - prediction| per block in 8-bit code steps; the codec's
-# threshold is in N-bit steps, so each is divided by 2^(8-N) (the same error in value at every N).
+# Residual thresholds are mean |current - prediction| per block in 8-bit code steps, as the codec
+# takes them (the same error in value at every N).
 BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl")}
 CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman")}
 REFRESH = {"structure": "uni-16", "reference": "anchor", "factor": 1.5, "coder": "huffman"}
 RATE_CONTROL = {
-    # The controller changes N per group; the codec's threshold is in N-bit steps and fixed per stream.
+    # The controller changes N per group and scales the threshold per frame to meet the target.
     "structure": "uni-16",
     "reference": "chain",
-    "threshold_n_bit_steps": 0.25,
+    "threshold_8bit_steps": 0.25,  # the controller scales it per frame
     "coder": "zrl",
     "targets": (0.10, 0.20),  # fractions of the 8-bit features' bytes per frame (all crossing tensors)
 }
@@ -939,8 +939,8 @@ class Harness:
         from temposplit.codec.encoder import ResidualConfig
 
         opts = {"n_bits": n, "structure": structure, "reference": reference}
-        if residual is not None:  # 8-bit steps -> N-bit steps
-            opts["residual"] = ResidualConfig("threshold", float(residual) / 2 ** (8 - n))
+        if residual is not None:  # in 8-bit steps, as the codec takes it
+            opts["residual"] = ResidualConfig("threshold", float(residual))
         if refresh_threshold is not None:
             opts["refresh_threshold"] = float(refresh_threshold)
         return opts
@@ -970,7 +970,6 @@ class Harness:
             settings["residual"] = {
                 "mode": "threshold",
                 "threshold_8bit_steps": residual,
-                "threshold_n_bit_steps": residual / 2 ** (8 - n),
             }
         if refresh:
             base = self._uni2_mean_cost(cut, n, ctx)
@@ -997,13 +996,13 @@ class Harness:
         _, e_all = ctx["data"].elements()
         target = fraction * e_all * FPS_REPORT / 1e6
         rc = RATE_CONTROL
-        opts = self._codec_options(8, rc["structure"], rc["reference"], rc["threshold_n_bit_steps"])
+        opts = self._codec_options(8, rc["structure"], rc["reference"], rc["threshold_8bit_steps"])
         frames = self._encode(cut, ctx["data"], ctx["clip"].n_frames, coder=rc["coder"], rate_target=target, **opts)
         settings = {
             "structure": rc["structure"],
             "reference": rc["reference"],
             "search_range": SEARCH_RANGE,
-            "residual": {"mode": "threshold", "threshold_n_bit_steps": rc["threshold_n_bit_steps"]},
+            "residual": {"mode": "threshold", "threshold_8bit_steps": rc["threshold_8bit_steps"]},
             "rate_target_mb_s": target,
             "ladder": "codec default (N 8..5 per group size, then N=4)",
         }

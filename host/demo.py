@@ -73,7 +73,9 @@ def run_demo(
 
     server = CloudServer(out_dir=out, local_video=True, log=log)
     server.start()
-    codec = {"n_bits": 4, "structure": "bi-3", "coder": "huffman", "fps": fps, **(codec or {})}
+    from temposplit.codec.encoder import PRESETS
+
+    codec = {**PRESETS["recommended"], "fps": fps, **(codec or {})}
     t_start = time.perf_counter()
 
     def progress(n, report):

@@ -18,8 +18,15 @@ def feature_file(tmp_path):
     return path, [a, b]
 
 
-@pytest.mark.parametrize("options", [[], ["--coder", "zrl", "--residual", "rd", "--structure", "uni-4", "-n", "6"]])
-def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys, options):
+@pytest.mark.parametrize(
+    "options, anchors",
+    [
+        ([], [0]),  # the recommended preset: uni-8
+        (["--preset", "thesis"], [1, 4]),  # bi-3
+        (["--coder", "zrl", "--residual", "rd", "--structure", "uni-4", "-n", "6"], [0, 4]),
+    ],
+)
+def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys, options, anchors):
     path, clips = feature_file
     assert main(["encode", str(path), str(tmp_path / "s.tsp"), *options]) == 0
     assert "bits per element" in capsys.readouterr().out
@@ -29,7 +36,6 @@ def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys,
     with np.load(tmp_path / "d.npz") as npz:
         assert list(npz["index"]) == list(range(7))
         n = int(npz["n_bits"][0])
-        anchors = [1, 4] if not options else [0, 4]
         for t in anchors:
             assert (out.codes[0][t] == quantize.requantize(clips[0][t], 0, n)).all()
         assert npz["values/x"].dtype == np.float32
