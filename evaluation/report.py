@@ -14,33 +14,12 @@ import json
 import math
 from pathlib import Path
 
-CSV_COLUMNS = (
-    "model",
-    "clip",
-    "cut",
-    "method",
-    "variant",
-    "coder",
-    "n_bits",
-    "frames",
-    "scored_frames",
-    "bytes_per_frame",
-    "cut_bytes_per_frame",
-    "mb_per_s",
-    "cut_mb_per_s",
-    "bits_per_element",
-    "cut_bits_per_element",
-    "ratio_vs_8bit",
-    "cut_ratio_vs_8bit",
-    "ratio_vs_frames",
-    "map50",
-    "map50_95",
-    "map50_frequent",
-    "map50_95_frequent",
-    "labelme_map50",
-    "labelme_map50_95",
-    "reconstruction",
-    "seconds",
+from temposplit.evaluation.harness import ROW_KEYS
+
+# The rows' keys (one source: the harness), in the order a reader scans a spreadsheet:
+# what was measured first, the settings (a JSON blob) last.
+_FIRST = ("model", "clip", "cut", "method", "variant", "coder", "n_bits", "frames", "scored_frames")
+CSV_COLUMNS = _FIRST + tuple(k for k in ROW_KEYS if k not in _FIRST and k not in ("key", "structure", "settings")) + (
     "settings",
 )
 FEATURE_ORDER = (

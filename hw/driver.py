@@ -398,14 +398,7 @@ class Operations:
             yield _w(reg, v)
         nby, nbx = grid_shape(h, w, block)
         out, cycles = yield from self._run("MOTION", block_order(cur, block), 8 * nby * nbx)
-        rec = np.frombuffer(out, np.uint8)
-        if rec.size != 8 * nby * nbx:
-            raise AcceleratorError(f"MOTION returned {rec.size} bytes for {nby * nbx} blocks")
-        rec = rec.reshape(nby, nbx, 8)
-        mvs = rec[:, :, 0:2].view(np.int8).copy()
-        costs = rec[:, :, 4:8].copy().view("<u4")[:, :, 0].astype(np.int64)
-        self.last_cycles = int(cycles)
-        return mvs, costs
+        return self._records(out, nby, nbx, cycles)
 
     def _band_motion(self, cur, *, z8, n_bits, zn_ref, block, search, reference):
         p = self.params
