@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from temposplit.evaluation.harness import ROW_KEYS
+from temposplit.evaluation.harness import FEATURE_METHODS, FRAME_METHODS, ROW_KEYS
 
 # The rows' keys (one source: the harness), in the order a reader scans a spreadsheet:
 # what was measured first, the settings (a JSON blob) last.
@@ -22,18 +22,7 @@ _FIRST = ("model", "clip", "cut", "method", "variant", "coder", "n_bits", "frame
 CSV_COLUMNS = _FIRST + tuple(k for k in ROW_KEYS if k not in _FIRST and k not in ("key", "structure", "settings")) + (
     "settings",
 )
-FEATURE_ORDER = (
-    "features-8bit",
-    "quant",
-    "uni-2",
-    "bi-3",
-    "bi-3+residual",
-    "chain+residual",
-    "refresh",
-    "rate-control",
-    "jpeg-act",
-)
-FRAME_METHODS = ("jpeg", "h264", "h265")
+FEATURE_ORDER = FEATURE_METHODS  # the report lists methods in the sweep's order
 COLORS = {
     "quant": "tab:blue",
     "uni-2": "tab:orange",
