@@ -35,6 +35,11 @@ def write_all(out: Path, params: Params = regmap.DEFAULT, name: str = TOP_NAME) 
         f"{name}.hwh.xml": regmap.hwh_fragment(params),
         "regmap.md": regmap.markdown(),
     }
+    return write_files(out, files)
+
+
+def write_files(out: Path, files: dict[str, str]) -> list[Path]:
+    """Write generated text files into ``out``; returns their paths."""
     paths = []
     for fname, text in files.items():
         p = out / fname
@@ -43,14 +48,23 @@ def write_all(out: Path, params: Params = regmap.DEFAULT, name: str = TOP_NAME) 
     return paths
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m temposplit.hw.generate", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="build/verilog", type=Path)
+def add_params_arguments(ap: argparse.ArgumentParser) -> None:
+    """The build parameters (the run-time maxima) as command-line options."""
     ap.add_argument("--lanes", type=int, default=regmap.DEFAULT.lanes)
     ap.add_argument("--ref-bytes", type=int, default=regmap.DEFAULT.ref_bytes)
     ap.add_argument("--block-bytes", type=int, default=regmap.DEFAULT.block_bytes)
+
+
+def params_from_arguments(args) -> Params:
+    return Params(lanes=args.lanes, ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m temposplit.hw.generate", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="build/verilog", type=Path)
+    add_params_arguments(ap)
     args = ap.parse_args(argv)
-    params = Params(lanes=args.lanes, ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
+    params = params_from_arguments(args)
     for p in write_all(args.out, params):
         print(p)
     return 0

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from temposplit.hw import regmap
 from temposplit.hw.regmap import Params
 
 # xc7z020clg400-1 (SPEC section 7) and the budget the design must stay under.
@@ -89,13 +88,12 @@ def _yosys() -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m temposplit.hw.synth", description=__doc__.splitlines()[0])
+    from temposplit.hw.generate import TOP_NAME, add_params_arguments, params_from_arguments, write_all
+
     ap.add_argument("--out", default="build/synth", type=Path)
-    ap.add_argument("--lanes", type=int, default=regmap.DEFAULT.lanes)
-    ap.add_argument("--ref-bytes", type=int, default=regmap.DEFAULT.ref_bytes)
-    ap.add_argument("--block-bytes", type=int, default=regmap.DEFAULT.block_bytes)
+    add_params_arguments(ap)
     args = ap.parse_args(argv)
-    params = Params(lanes=args.lanes, ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
-    from temposplit.hw.generate import TOP_NAME, write_all
+    params = params_from_arguments(args)
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_all(args.out, params)

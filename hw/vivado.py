@@ -311,12 +311,9 @@ def write_all(out: Path, design: Design = DEFAULT_DESIGN) -> list[Path]:
         f"{OVERLAY}.hwh.expected": hwh(design),
         "regmap.json": regmap.address_map_json(design.params),
     }
-    paths = []
-    for name, text in files.items():
-        p = out / name
-        p.write_text(text)
-        paths.append(p)
-    return paths
+    from temposplit.hw.generate import write_files
+
+    return write_files(out, files)
 
 
 def main(argv=None) -> int:
