@@ -167,6 +167,28 @@ ERR_BAD_CODE = -2
 ERR_OVERRUN = -3
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _put(out, pos, acc, nacc, value, width):
+    """Append ``width`` bits of ``value`` (MSB first) to the packer state; returns the state."""
+    acc = (acc << np.uint64(width)) | (np.uint64(value) & ((np.uint64(1) << np.uint64(width)) - np.uint64(1)))
+    nacc += width
+    while nacc >= 8:
+        nacc -= 8
+        out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+        pos += 1
+    acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
+    return pos, acc, nacc
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _flush(out, pos, acc, nacc):
+    """Write the last partial byte, zero-padded; returns the byte count."""
+    if nacc > 0:
+        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
+        pos += 1
+    return pos
+
+
 @njit(cache=True, nogil=True)
 def write_fields(values, widths):
     """Concatenate fields (value, width <= 32) MSB first; returns (bytes, number of bits)."""
@@ -174,24 +196,12 @@ def write_fields(values, widths):
     for i in range(widths.size):
         total += np.int64(widths[i])  # not uint8 arithmetic (plain-Python fallback)
     out = np.zeros((total + 7) // 8 + 8, np.uint8)
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
+    pos, acc, nacc = 0, np.uint64(0), 0
     for i in range(widths.size):
         w = np.int64(widths[i])
-        if w == 0:
-            continue
-        acc = (acc << np.uint64(w)) | (np.uint64(values[i]) & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
-        nacc += w
-        while nacc >= 8:
-            nacc -= 8
-            out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
-            pos += 1
-        acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
-    if nacc > 0:
-        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
-        pos += 1
-    return out[:pos], total
+        if w > 0:
+            pos, acc, nacc = _put(out, pos, acc, nacc, values[i], w)
+    return out[: _flush(out, pos, acc, nacc)], total
 
 
 @njit(cache=True, nogil=True)
@@ -325,20 +335,8 @@ def write_table(symbols, codes, lengths):
     for i in range(symbols.size):
         total += np.int64(lengths[symbols[i]])
     out = np.zeros((total + 7) // 8 + 8, np.uint8)
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
+    pos, acc, nacc = 0, np.uint64(0), 0
     for i in range(symbols.size):
         s = symbols[i]
-        w = np.int64(lengths[s])
-        acc = (acc << np.uint64(w)) | np.uint64(codes[s])
-        nacc += w
-        while nacc >= 8:
-            nacc -= 8
-            out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
-            pos += 1
-        acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
-    if nacc > 0:
-        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
-        pos += 1
-    return out[:pos], total
+        pos, acc, nacc = _put(out, pos, acc, nacc, codes[s], np.int64(lengths[s]))
+    return out[: _flush(out, pos, acc, nacc)], total
