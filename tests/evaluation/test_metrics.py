@@ -149,3 +149,77 @@ def test_psnr():
     assert psnr(a, b) == pytest.approx(10 * math.log10(255**2))
     with pytest.raises(ValueError):
         psnr(a, a[:2])
+
+
+def _random_frames(rng, n_frames, categories, jitter):
+    """Ground truth and noisy detections of random boxes (some missed, some false, mixed sizes)."""
+    gts, tests = [], []
+    for _ in range(n_frames):
+        k = int(rng.integers(0, 8))
+        xy = rng.uniform(0, 500, (k, 2))
+        wh = rng.uniform(8, 200, (k, 2))  # small, medium and large COCO areas
+        boxes = np.hstack([xy, xy + wh])
+        ids = rng.choice(categories, k)
+        gts.append(dets(boxes, ids=ids))
+        keep = rng.random(k) > 0.2
+        noisy = boxes[keep] + rng.normal(0, jitter, (int(keep.sum()), 4))
+        extra = int(rng.integers(0, 3))
+        fxy = rng.uniform(0, 500, (extra, 2))
+        noisy = np.vstack([noisy, np.hstack([fxy, fxy + 40])])
+        test_ids = np.concatenate([ids[keep], rng.choice(categories, extra)])
+        tests.append(dets(noisy, rng.uniform(0.05, 1.0, len(noisy)), test_ids))
+    return tests, gts
+
+
+def test_scores_equal_pycocotools_default_summary():
+    """Evaluating only the "all" area range gives pycocotools' own AP and AP50 (stats[0], [1])."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(3)
+    tests, gts = _random_frames(rng, 40, [1, 3, 18], jitter=6.0)
+    r = coco_map(tests, gts)
+    images, gt_anns, dt_anns = [], [], []
+    for i, (g, t) in enumerate(zip(gts, tests, strict=True), 1):
+        images.append({"id": i})
+        for b, c in zip(g.boxes, g.category_ids, strict=True):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            gt_anns.append(
+                {"id": len(gt_anns) + 1, "image_id": i, "category_id": int(c), "bbox": [float(b[0]), float(b[1]), w, h],
+                 "area": w * h, "iscrowd": 0}
+            )
+        for b, s, c in zip(t.boxes, t.scores, t.category_ids, strict=True):
+            if s >= 0.05:
+                box = [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+                dt_anns.append({"image_id": i, "category_id": int(c), "bbox": box, "score": float(s)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": gt_anns, "categories": [{"id": c} for c in (1, 3, 18)]}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(dt_anns), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert 0.2 < r.map50 < 0.95  # a real mix of hits and misses
+    assert r.map50_95 == pytest.approx(ev.stats[0], abs=1e-12)
+    assert r.map50 == pytest.approx(ev.stats[1], abs=1e-12)
+
+
+def test_category_subset_equals_scoring_that_subset_alone():
+    rng = np.random.default_rng(4)
+    tests, gts = _random_frames(rng, 30, [1, 2, 3, 44], jitter=5.0)
+    full = coco_map(tests, gts)
+    assert set(full.per_category) == {1, 2, 3, 44}
+
+    def only(d, cats):
+        keep = np.isin(d.category_ids, cats)
+        return dets(d.boxes[keep], d.scores[keep], d.category_ids[keep])
+
+    for cats in ([1], [1, 3], [2, 3, 44]):
+        alone = coco_map([only(t, cats) for t in tests], [only(g, cats) for g in gts])
+        assert full.subset(cats) == pytest.approx((alone.map50, alone.map50_95), abs=1e-12)
+    assert all(math.isnan(v) for v in full.subset([77]))  # no ground truth: undefined
+    assert coco_map([dets()] * 3, GT).subset([1, 3]) == (0.0, 0.0)  # ground truth, nothing found
