@@ -61,8 +61,12 @@ class ResidualConfig:
 
     ``mode="threshold"``: code a block when its mean |current - prediction|, measured in
     8-bit steps (an N-bit step is 2^(8-N) of them, so one threshold means the same error
-    at every N), exceeds ``threshold``. ``mode="rd"``: code it when the squared error it
-    removes (on the 8-bit grid) exceeds ``lam`` times the bits its residual costs.
+    at every N), exceeds ``threshold`` times the tensor's *activity* in that frame: the
+    fraction of its int8 codes that differ from z8. The threshold is thus per active
+    element and means the same on a dense tensor (signed taps: activity about 0.98) and a
+    sparse one (ReLU6 taps: about 0.2, where a block mean over mostly zeros would hide the
+    error). ``mode="rd"``: code it when the squared error it removes (on the 8-bit grid)
+    exceeds ``lam`` times the bits its residual costs.
     """
 
     mode: str = "threshold"
@@ -452,7 +456,8 @@ class Encoder:
             coded = residual = None
             if self.config.residual is not None:
                 cur_n = self.engine.requantize(t, q8, n_bits)
-                coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits)
+                activity = np.count_nonzero(q8 != t.zero_point) / q8.size
+                coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits, activity)
                 coded_total += int(coded.sum())
             tensors.append(PredTensor(mvs, coded, residual))
             recon.append(pred)
@@ -474,8 +479,9 @@ class Encoder:
         """How much rate control scales the residual threshold (1 without rate control)."""
         return self.rate.gain(self.group.n_bits) if self.rate is not None else 1.0
 
-    def _residual(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int):
-        """Choose the blocks whose residual is coded; returns (coded, residual values, reconstruction)."""
+    def _residual(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int, activity: float):
+        """Choose the blocks whose residual is coded; returns (coded, residual values, reconstruction).
+        ``activity``: the fraction of the frame's int8 codes of this tensor that are not z8."""
         cfg = self.config.residual
         b = t.block
         nby, nbx = grid_shape(t.height, t.width, b)
@@ -489,7 +495,7 @@ class Encoder:
         )
         if cfg.mode == "threshold":
             mean_abs = np.abs(blocks).sum(axis=(1, 3, 4)) * (1 << (8 - n_bits)) / sizes  # in 8-bit steps
-            coded = mean_abs > cfg.threshold * self._residual_gain()
+            coded = mean_abs > cfg.threshold * activity * self._residual_gain()
         else:
             k = 8 - n_bits
             sse = ((blocks.astype(np.int64) << k) ** 2).sum(axis=(1, 3, 4))

@@ -66,7 +66,11 @@ TSS_CODERS = ("raw", "zvc", "huffman")  # the thesis's curves
 # takes them (the same error in value at every N).
 BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl")}
 CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman")}
-REFRESH = {"structure": "uni-16", "reference": "anchor", "factor": 1.5, "coder": "huffman"}
+# The refresh as an adaptive group length: long groups predicted from their anchor with the
+# residual mode, a new anchor as soon as a frame's prediction cost passes `factor` times the
+# mean cost of a 1-frame step (uni-2's). Without a residual a refresh cannot rescue the drift
+# (the first sweep: 0.37-0.63 at every cut).
+REFRESH = {"structure": "uni-16", "reference": "anchor", "residual": 1.5, "factor": 1.5, "coder": "zrl"}
 RATE_CONTROL = {
     # The controller changes N per group and scales the threshold per frame to meet the target.
     "structure": "uni-16",
@@ -807,7 +811,7 @@ class Harness:
                             )
                         )
                 if "refresh" in m:
-                    var = f"{REFRESH['structure']} x{REFRESH['factor']:g}"
+                    var = f"{REFRESH['structure']} t={REFRESH['residual']:g} x{REFRESH['factor']:g}"
                     tasks.append(
                         (
                             f"{cut} N={n} refresh",
@@ -819,6 +823,8 @@ class Harness:
                                 var,
                                 (REFRESH["coder"],),
                                 structure=REFRESH["structure"],
+                                reference=REFRESH["reference"],
+                                residual=REFRESH["residual"],
                                 refresh=True,
                             ),
                         )

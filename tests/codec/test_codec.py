@@ -102,6 +102,35 @@ def test_residual_mode_is_closed_loop_and_improves_fidelity(rng, reference, mode
     assert sum(e.coded_blocks for e in res_enc.frames) > 0
 
 
+def test_residual_threshold_is_per_active_element(rng):
+    """On a sparse (ReLU-like) tensor a block's error is diluted by its zeros: the threshold is
+    scaled by the frame's activity, so a block whose active elements are off by more than the
+    threshold is coded, and one off by less is not, whatever the share of zeros."""
+    c, h, w, b = 8, 16, 16, 4
+    x = rng.integers(1, 200, (c, h, w)).astype(np.uint8)
+    x[rng.random((c, h, w)) < 0.8] = 0  # z8 = 0: 80 % zeros
+    active = x != 0
+    y = x.copy()
+    blocks = [(0, 0), (1, 2), (3, 3)]  # off by 3 8-bit steps on their active elements
+    for by, bx in blocks:
+        sl = (slice(None), slice(by * b, by * b + b), slice(bx * b, bx * b + b))
+        y[sl] = np.where(active[sl], x[sl] + 3, 0)
+    y[:, 8:12, 0:4] = np.where(active[:, 8:12, 0:4], x[:, 8:12, 0:4] + 1, 0)  # off by 1: below the threshold
+    spec = [TensorSpec("relu", (c, h, w), 0.05, 0, b)]
+    cfg = CodecConfig(spec, n_bits=8, structure="uni-2", coder="zrl", residual=ResidualConfig("threshold", 2.0))
+    enc, _ = run(cfg, [[x], [y]])
+    pred = enc.frames[1]
+    assert pred.kind == "pred" and not pred.vectors[0].any()  # the zero vector: random content
+    # Block means over all elements are about 3 x 0.2 = 0.6 < 2: a plain mean would code nothing.
+    assert pred.coded_blocks == len(blocks)
+    assert (
+        pred.reconstruction[0]
+        == np.where(
+            np.isin(np.arange(h)[:, None] // b * 4 + np.arange(w) // b, [by * 4 + bx for by, bx in blocks]), y, x
+        )
+    ).all()
+
+
 def test_refresh_turns_a_badly_predicted_frame_into_an_anchor(rng):
     frames = two_tensor_clip(rng, 6)
     for f in range(3, 6):  # a scene cut before frame 3
