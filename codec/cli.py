@@ -56,7 +56,7 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
         "--residual-threshold",
         type=float,
         default=1.5,
-        help="code a block whose mean |error| exceeds this, in 8-bit steps (default 1.5)",
+        help="code a block whose mean |error| per active element exceeds this, in 8-bit steps (default 1.5)",
     )
     p.add_argument("--lam", type=float, default=4.0, help="rate-distortion lambda for --residual rd")
     p.add_argument("--reference", choices=["anchor", "chain"], default=None, help="what predicted frames use")

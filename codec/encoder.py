@@ -85,7 +85,8 @@ PRESETS = {
     # The thesis's method (chapter 3): bi-directional TSS, no residual, Huffman, N = 4.
     "thesis": {"n_bits": 4, "structure": "bi-3", "coder": "huffman", "reference": "anchor", "residual": None},
     # The best fixed setting measured on vtest (docs/results): groups of 8 predicted along a
-    # chain of reconstructions, residual blocks over 1.5 8-bit steps, zero-run-length coding.
+    # chain of reconstructions, residual blocks over 1.5 8-bit steps per active element,
+    # zero-run-length coding.
     "recommended": {
         "n_bits": 4,
         "structure": "uni-8",
