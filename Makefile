@@ -72,6 +72,7 @@ bitstream: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis

@@ -146,20 +146,13 @@ def _frames(frames: Iterable[np.ndarray], even: bool = False) -> Iterator[np.nda
     """Check each frame (RGB uint8, one size for the clip) as it comes."""
     shape = None
     for i, frame in enumerate(frames):
-        if (
-            not isinstance(frame, np.ndarray)
-            or frame.dtype != np.uint8
-            or frame.ndim != 3
-            or frame.shape[2] != 3
-        ):
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             what = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ConfigError(f"frame {i} must be an RGB uint8 array (H, W, 3), not {what}")
         if shape is None:
             shape = frame.shape
             if min(shape[:2]) < 1 or (even and (shape[0] % 2 or shape[1] % 2)):
-                raise ConfigError(
-                    f"frames of {shape[1]}x{shape[0]} cannot be coded as yuv420p (even sizes only)"
-                )
+                raise ConfigError(f"frames of {shape[1]}x{shape[0]} cannot be coded as yuv420p (even sizes only)")
         elif frame.shape != shape:
             raise ConfigError(f"frame {i} is {frame.shape}, the clip's first frame {shape}")
         yield frame
@@ -183,9 +176,7 @@ def _check_quality(quality: int) -> int:
 def _jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(
-        ".jpg", np.ascontiguousarray(frame[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV refuses only invalid images, which _frames rejects
         raise RuntimeError("OpenCV failed to encode a JPEG frame")
     return buf.tobytes()
@@ -224,9 +215,7 @@ def encode_jpeg(
     )
 
 
-def jpeg_quality_for_bpp(
-    frames: Sequence[np.ndarray], target_bpp: float = JPEG_TARGET_BPP
-) -> tuple[int, float]:
+def jpeg_quality_for_bpp(frames: Sequence[np.ndarray], target_bpp: float = JPEG_TARGET_BPP) -> tuple[int, float]:
     """The JPEG quality (1..100) whose mean bits per pixel over ``frames`` is closest to the target.
 
     Returns ``(quality, bits_per_pixel)``. The frames are encoded several times (a binary
@@ -318,9 +307,7 @@ def encode_video(
     seen = np.zeros(n, bool)
     for data, pts, _ in packets:
         if not 0 <= pts < n or seen[pts]:
-            raise RuntimeError(
-                f"{encoder_name} returned a packet for frame {pts} of {n} twice or out of range"
-            )
+            raise RuntimeError(f"{encoder_name} returned a packet for frame {pts} of {n} twice or out of range")
         seen[pts] = True
         per_frame[pts] = len(data)
     if not seen.all():
@@ -406,9 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m temposplit.evaluation.baselines [VIDEO] --frames 60``: the example table."""
     from temposplit.model.data import read_video, vtest_path
 
-    parser = argparse.ArgumentParser(
-        prog="python -m temposplit.evaluation.baselines", description=main.__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m temposplit.evaluation.baselines", description=main.__doc__)
     parser.add_argument("video", nargs="?", help="video file (default: data/vtest.avi)")
     parser.add_argument("--frames", type=int, default=60, help="first N frames (default 60)")
     parser.add_argument("--fps", type=float, default=None, help="the clip's frame rate (default: the file's)")
@@ -423,10 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = list(read_video(path, max_frames=args.frames))
     h, w = frames[0].shape[:2]
     print(f"{path}: {len(frames)} frames of {w}x{h} at {fps:g} frames/s")
-    print(
-        "| codec | setting | bytes/frame | bits/pixel | MB/s at 30 fps | MB/s at clip fps "
-        "| ratio vs RGB | PSNR dB |"
-    )
+    print("| codec | setting | bytes/frame | bits/pixel | MB/s at 30 fps | MB/s at clip fps | ratio vs RGB | PSNR dB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in example_table(frames, fps):
         setting = f"q={row['quality']}" if row["codec"] == "jpeg" else f"crf={row['crf']}"

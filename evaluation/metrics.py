@@ -105,9 +105,7 @@ def _arrays(d: Detections, what: str, index: int) -> tuple[np.ndarray, np.ndarra
     scores = np.asarray(d.scores, np.float64).reshape(-1)
     ids = np.asarray(d.category_ids, np.int64).reshape(-1)
     if not len(boxes) == len(scores) == len(ids):
-        raise ConfigError(
-            f"{what}[{index}] has {len(boxes)} boxes, {len(scores)} scores and {len(ids)} category ids"
-        )
+        raise ConfigError(f"{what}[{index}] has {len(boxes)} boxes, {len(scores)} scores and {len(ids)} category ids")
     return boxes, scores, ids
 
 
@@ -163,9 +161,7 @@ def coco_map(
         d_boxes, d_scores, d_ids = _arrays(dt, "detections", frame - 1)
         for box, score, cat in zip(d_boxes, d_scores, d_ids, strict=True):
             if score >= score_threshold:
-                dt_anns.append(
-                    {"image_id": frame, "category_id": int(cat), "bbox": _xywh(box), "score": float(score)}
-                )
+                dt_anns.append({"image_id": frame, "category_id": int(cat), "bbox": _xywh(box), "score": float(score)})
                 categories.add(int(cat))
 
     n_frames, n_gt, n_dt = len(images), len(gt_anns), len(dt_anns)

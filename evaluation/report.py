@@ -19,8 +19,8 @@ from temposplit.evaluation.harness import FEATURE_METHODS, FRAME_METHODS, ROW_KE
 # The rows' keys (one source: the harness), in the order a reader scans a spreadsheet:
 # what was measured first, the settings (a JSON blob) last.
 _FIRST = ("model", "clip", "cut", "method", "variant", "coder", "n_bits", "frames", "scored_frames")
-CSV_COLUMNS = _FIRST + tuple(k for k in ROW_KEYS if k not in _FIRST and k not in ("key", "structure", "settings")) + (
-    "settings",
+CSV_COLUMNS = (
+    _FIRST + tuple(k for k in ROW_KEYS if k not in _FIRST and k not in ("key", "structure", "settings")) + ("settings",)
 )
 FEATURE_ORDER = FEATURE_METHODS  # the report lists methods in the sweep's order
 COLORS = {

@@ -52,8 +52,9 @@ class FabricEngine(SoftwareEngine):
             if key != self._reference:
                 self.accel.load_reference(ref_n, zn_ref=zn)
                 self._reference = key
-            mvs, costs = self.accel.motion(np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits,
-                                           zn_ref=zn, block=tensor.block, search=p)
+            mvs, costs = self.accel.motion(
+                np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits, zn_ref=zn, block=tensor.block, search=p
+            )
         except AcceleratorError:
             self.fallbacks["TSS over the fabric's limits"] += 1
             return super().motion_search(tensor, ref_n, q8, n_bits, p, per_channel)

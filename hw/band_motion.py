@@ -52,38 +52,40 @@ class BandMotion(wiring.Component):
         self.params = params
         P = params
         ref_depth = P.ref_bytes // P.band_bytes
-        super().__init__({
-            "cur": In(stream.Signature(unsigned(8 * P.lanes))),
-            "rec_valid": Out(1),
-            "rec_ready": In(1),
-            "rec_data": Out(64),
-            "rec_last": Out(1),
-            "start": In(1),
-            "busy": Out(1),
-            # the reference RAM (band_bytes wide)
-            "ref_waddr": Out(range(ref_depth)),
-            "ref_wen": Out(P.band_words),
-            "ref_wdata": Out(8 * P.band_bytes),
-            "ref_raddr": Out(range(ref_depth)),
-            "ref_rdata": In(8 * P.band_bytes),
-            # the partial-cost RAM (the block buffer, 8 * lanes bits wide)
-            "cost_waddr": Out(range(P.block_words)),
-            "cost_wen": Out(1),
-            "cost_wdata": Out(8 * P.lanes),
-            "cost_raddr": Out(range(P.block_words)),
-            "cost_rdata": In(8 * P.lanes),
-            # configuration (stable while busy)
-            "width": In(10),
-            "height": In(10),
-            "channels": In(12),
-            "block": In(7),
-            "search": In(4),
-            "n_bits": In(4),
-            "z8": In(8),
-            "zn_ref": In(9),
-            "slice": In(12),
-            "group": In(10),
-        })
+        super().__init__(
+            {
+                "cur": In(stream.Signature(unsigned(8 * P.lanes))),
+                "rec_valid": Out(1),
+                "rec_ready": In(1),
+                "rec_data": Out(64),
+                "rec_last": Out(1),
+                "start": In(1),
+                "busy": Out(1),
+                # the reference RAM (band_bytes wide)
+                "ref_waddr": Out(range(ref_depth)),
+                "ref_wen": Out(P.band_words),
+                "ref_wdata": Out(8 * P.band_bytes),
+                "ref_raddr": Out(range(ref_depth)),
+                "ref_rdata": In(8 * P.band_bytes),
+                # the partial-cost RAM (the block buffer, 8 * lanes bits wide)
+                "cost_waddr": Out(range(P.block_words)),
+                "cost_wen": Out(1),
+                "cost_wdata": Out(8 * P.lanes),
+                "cost_raddr": Out(range(P.block_words)),
+                "cost_rdata": In(8 * P.lanes),
+                # configuration (stable while busy)
+                "width": In(10),
+                "height": In(10),
+                "channels": In(12),
+                "block": In(7),
+                "search": In(4),
+                "n_bits": In(4),
+                "z8": In(8),
+                "zn_ref": In(9),
+                "slice": In(12),
+                "group": In(10),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -225,8 +227,13 @@ class BandMotion(wiring.Component):
                 with m.Elif(~take):
                     m.d.sync += sc_busy.eq(0)
         with m.If(take):
-            m.d.sync += [hold.eq(Cat(*fill_l)), hold_off.eq(fill_off), hold_last.eq(fill_last),
-                         sc_busy.eq(1), sc_i.eq(first_cand)]
+            m.d.sync += [
+                hold.eq(Cat(*fill_l)),
+                hold_off.eq(fill_off),
+                hold_last.eq(fill_last),
+                sc_busy.eq(1),
+                sc_i.eq(first_cand),
+            ]
 
         # |((a - zN) << k) - (c - z8)| for each byte, then partial sums of 8, then the total
         nb = CB
@@ -356,8 +363,13 @@ class BandMotion(wiring.Component):
                     seg.eq(bw * cwb),
                     mul_a.eq((y0 - r0) * row_chunks),
                     ci.eq(0),
-                    fill_w.eq(0), fill_full.eq(0), filled_all.eq(0), kk.eq(0), row_start.eq(0),
-                    rows_left.eq(bh), issued_all.eq(0),
+                    fill_w.eq(0),
+                    fill_full.eq(0),
+                    filled_all.eq(0),
+                    kk.eq(0),
+                    row_start.eq(0),
+                    rows_left.eq(bh),
+                    issued_all.eq(0),
                 ]
                 m.next = "BSTATE"
             with m.State("BSTATE"):
@@ -366,14 +378,20 @@ class BandMotion(wiring.Component):
                 with m.If(first_step):
                     m.d.sync += [cy.eq(0), cx.eq(0), best.eq(0), best_dy.eq(0), best_dx.eq(0)]
                 with m.Else():
-                    m.d.sync += [best.eq(st_rd.data[:32]), cy.eq(st_rd.data[32:38]), cx.eq(st_rd.data[38:44]),
-                                 best_dy.eq(st_rd.data[32:38]), best_dx.eq(st_rd.data[38:44])]
+                    m.d.sync += [
+                        best.eq(st_rd.data[:32]),
+                        cy.eq(st_rd.data[32:38]),
+                        cx.eq(st_rd.data[38:44]),
+                        best_dy.eq(st_rd.data[32:38]),
+                        best_dx.eq(st_rd.data[38:44]),
+                    ]
                 m.next = "BCAND"
             with m.State("BCAND"):  # candidate ci: its validity and first chunk's address
                 m.d.comb += [self.busy.eq(1), chunks_phase.eq(1)]
                 m.d.sync += [
-                    origin[ci].eq(base + cdy * Cat(row_chunks, Const(0, 1)).as_signed()
-                                 + cdx * Cat(cwb, Const(0, 1)).as_signed()),
+                    origin[ci].eq(
+                        base + cdy * Cat(row_chunks, Const(0, 1)).as_signed() + cdx * Cat(cwb, Const(0, 1)).as_signed()
+                    ),
                     valid[ci].eq(cvalid & ((ci != 0) | first_step)),
                     ci.eq(ci + 1),
                 ]

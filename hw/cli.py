@@ -37,8 +37,10 @@ def _bench(args: argparse.Namespace) -> int:
     print(cyclemodel.format_table(rows, args.search))
     targets = [r for r in rows if r.name.startswith("ssd") or r.shape == (25, 34, 2048)]
     ok = all(r.group_fps >= 30 and r.pred_fps >= 30 and r.anchor_fps >= 30 for r in targets)
-    print(f"targets (>= 30 frames/s at 25x34x2048 and every SSD cut, anchors and predicted frames): "
-          f"{'met' if ok else 'NOT met'} (SSD cuts: the implemented on-chip design, counts checked against "
-          f"the RTL; ResNet-50 cuts: the band design (BAND_MOTION), its counts checked against the RTL on "
-          f"small maps, at the DMA's rate)")
+    print(
+        f"targets (>= 30 frames/s at 25x34x2048 and every SSD cut, anchors and predicted frames): "
+        f"{'met' if ok else 'NOT met'} (SSD cuts: the implemented on-chip design, counts checked against "
+        f"the RTL; ResNet-50 cuts: the band design (BAND_MOTION), its counts checked against the RTL on "
+        f"small maps, at the DMA's rate)"
+    )
     return 0

@@ -151,8 +151,7 @@ class BandPlan:
         return out
 
 
-def band_plan_options(shape, block, search, *, band_bytes=32, ref_bytes=256 * 1024, group_blocks=455,
-                      band_blocks=1024):
+def band_plan_options(shape, block, search, *, band_bytes=32, ref_bytes=256 * 1024, group_blocks=455, band_blocks=1024):
     """Every (slice, group) that fits the build, as :class:`BandPlan`s (empty: none fits)."""
     h, w, c = shape
     cp = -(-c // band_bytes) * band_bytes
@@ -201,8 +200,15 @@ def band_cycles(shape, block, search, plan: BandPlan, *, lanes=8, band_bytes=32,
                     for x0 in range(0, w, block):
                         bw = min(block, w - x0)
                         nch = bh * bw * cwb
-                        total += (BAND_BLOCK_HEAD + max(BAND_CAND, int(round(fill))) + BAND_CHUNKS_TAIL
-                                  + int(round(nch * period)) + BAND_DRAIN + (ncand + 1) + BAND_NEXT)
+                        total += (
+                            BAND_BLOCK_HEAD
+                            + max(BAND_CAND, int(round(fill)))
+                            + BAND_CHUNKS_TAIL
+                            + int(round(nch * period))
+                            + BAND_DRAIN
+                            + (ncand + 1)
+                            + BAND_NEXT
+                        )
                         if last_slice:
                             total += BAND_STORE + (BAND_EMIT if last_step else 0)
     return total - BAND_NEXT  # the last block's NEXT comes after DONE
@@ -215,16 +221,38 @@ def band_traffic(shape, block, search, plan: BandPlan) -> int:
     return len(steps(search)) * (band_rows + h) * w * plan.channels
 
 
-def best_band_plan(shape, block, search, *, lanes=8, band_bytes=32, ref_bytes=256 * 1024, group_blocks=455,
-                   band_blocks=1024, word_cycles=2.0):
+def best_band_plan(
+    shape,
+    block,
+    search,
+    *,
+    lanes=8,
+    band_bytes=32,
+    ref_bytes=256 * 1024,
+    group_blocks=455,
+    band_blocks=1024,
+    word_cycles=2.0,
+):
     """The plan with the fewest cycles at the DMA's rate (None: the map does not fit the band
     engine: too many blocks, or no band of 2p + 1 rows of one slice fits the reference RAM)."""
-    opts = band_plan_options(shape, block, search, band_bytes=band_bytes, ref_bytes=ref_bytes,
-                             group_blocks=group_blocks, band_blocks=band_blocks)
+    opts = band_plan_options(
+        shape,
+        block,
+        search,
+        band_bytes=band_bytes,
+        ref_bytes=ref_bytes,
+        group_blocks=group_blocks,
+        band_blocks=band_blocks,
+    )
     if not opts:
         return None
-    return min(opts, key=lambda pl: (band_cycles(shape, block, search, pl, lanes=lanes, band_bytes=band_bytes,
-                                                 word_cycles=word_cycles), -pl.slice))
+    return min(
+        opts,
+        key=lambda pl: (
+            band_cycles(shape, block, search, pl, lanes=lanes, band_bytes=band_bytes, word_cycles=word_cycles),
+            -pl.slice,
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- the table
@@ -265,8 +293,18 @@ class Row:
         return self.ddr_mbps_at_30 * 1e6 <= DMA_MM2S_BPS
 
 
-def row(name, shape, block, search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024, band_bytes=32,
-        band_blocks=1024, block_bytes=32 * 1024) -> Row:
+def row(
+    name,
+    shape,
+    block,
+    search=7,
+    n_bits=4,
+    lanes=8,
+    ref_bytes=256 * 1024,
+    band_bytes=32,
+    band_blocks=1024,
+    block_bytes=32 * 1024,
+) -> Row:
     h, w, c = shape
     elements = h * w * c
     anchor = max(encode_cycles(elements), int(elements / (DMA_MM2S_BPS / CLOCK_HZ)))
@@ -279,23 +317,33 @@ def row(name, shape, block, search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024, b
         # predicted: the current frame in, 8 bytes per block out.
         traffic = ((elements + elements * n_bits / 8) + 2 * (elements + 8 * nb)) / 3
     else:
-        plan = best_band_plan(shape, block, search, lanes=lanes, band_bytes=band_bytes, ref_bytes=ref_bytes,
-                              group_blocks=block_bytes // lanes // 9, band_blocks=band_blocks)
+        plan = best_band_plan(
+            shape,
+            block,
+            search,
+            lanes=lanes,
+            band_bytes=band_bytes,
+            ref_bytes=ref_bytes,
+            group_blocks=block_bytes // lanes // 9,
+            band_blocks=band_blocks,
+        )
         design = f"band, Cs {plan.slice} G {plan.group}"
         # anchor: ENCODE (map in, section out) and REQUANT (map in, the N-bit codes out, one
         # byte each, kept in DDR for the band passes); the REQUANT pass is bound by S2MM.
         anchor += max(requant_cycles(elements, lanes), int(elements / (DMA_S2MM_BPS / CLOCK_HZ)))
         # predicted: BAND_MOTION at the DMA's rate (2 cycles per 8-byte word): per step the
         # reference bands and the current frame in, 8 bytes per block out.
-        pred = band_cycles(shape, block, search, plan, lanes=lanes, band_bytes=band_bytes,
-                           word_cycles=8 * CLOCK_HZ / DMA_MM2S_BPS)
+        pred = band_cycles(
+            shape, block, search, plan, lanes=lanes, band_bytes=band_bytes, word_cycles=8 * CLOCK_HZ / DMA_MM2S_BPS
+        )
         pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
         traffic = ((2 * elements + elements * n_bits / 8 + elements) + 2 * pred_traffic) / 3
     anchor_fps = CLOCK_HZ / anchor
     pred_fps = CLOCK_HZ / pred
     group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)
-    return Row(name, shape, block, design, anchor, pred, anchor_fps, pred_fps, group_fps,
-               traffic / 1e6, traffic * 30 / 1e6)
+    return Row(
+        name, shape, block, design, anchor, pred, anchor_fps, pred_fps, group_fps, traffic / 1e6, traffic * 30 / 1e6
+    )
 
 
 def table(search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024) -> list[Row]:
@@ -303,8 +351,10 @@ def table(search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024) -> list[Row]:
 
 
 def format_table(rows: list[Row], search=7) -> str:
-    head = (f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
-            f"{'anchor f/s':>10} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9}")
+    head = (
+        f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
+        f"{'anchor f/s':>10} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         h, w, c = r.shape

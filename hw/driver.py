@@ -132,7 +132,8 @@ class PynqTransport:
             raise AcceleratorError(
                 f"the AXI DMA failed ({exc}); an operation's output must fit one receive of at most "
                 f"{self.max_transfer} bytes (the DMA's c_sg_length_width); reload the overlay if the "
-                f"accelerator stays BUSY") from exc
+                f"accelerator stays BUSY"
+            ) from exc
         dst.invalidate()
         got = getattr(recv, "transferred", None)
         if got is None:  # PYNQ before 3.0: the S2MM_LENGTH register holds the bytes written
@@ -244,9 +245,16 @@ def band_plan(shape, block, search, params: regmap.Params) -> BandPlan | None:
     """The (slice, group) cut of a BAND_MOTION map for this build (cached per shape)."""
     key = (tuple(shape), block, search, params)
     if key not in _PLANS:
-        _PLANS[key] = best_band_plan(shape, block, search, lanes=params.lanes, band_bytes=params.band_bytes,
-                                     ref_bytes=params.ref_bytes, group_blocks=params.band_group_blocks,
-                                     band_blocks=params.band_blocks)
+        _PLANS[key] = best_band_plan(
+            shape,
+            block,
+            search,
+            lanes=params.lanes,
+            band_bytes=params.band_bytes,
+            ref_bytes=params.ref_bytes,
+            group_blocks=params.band_group_blocks,
+            band_blocks=params.band_blocks,
+        )
     return _PLANS[key]
 
 
@@ -273,8 +281,9 @@ class Operations:
         band = regmap.unpack("BAND_PARAMS", (yield _r("BAND_PARAMS")))
         self.band = band["CHUNK_LOG2"] != 0
         extra = {"band_bytes": 1 << band["CHUNK_LOG2"], "band_blocks": 1 << band["BLOCKS_LOG2"]} if self.band else {}
-        self.params = regmap.Params(lanes=f["LANES"], ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"],
-                                    **extra)
+        self.params = regmap.Params(
+            lanes=f["LANES"], ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra
+        )
         return self.params
 
     def _need_params(self):
@@ -330,8 +339,9 @@ class Operations:
         p = yield from self._need_params()
         q8 = np.asarray(q8)
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
-        result = yield from self.encode(q8, 1 << check_bits(n_bits), requant=True, z8=z8, n_bits=n_bits,
-                                        store_ref=store_ref and not padded)
+        result = yield from self.encode(
+            q8, 1 << check_bits(n_bits), requant=True, z8=z8, n_bits=n_bits, store_ref=store_ref and not padded
+        )
         if padded:  # the reference needs whole words per pixel: store a padded copy
             yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
         return result
@@ -360,8 +370,10 @@ class Operations:
         p = yield from self._need_params()
         codes = _check_map(codes, "reference")
         if codes.ndim == 3:
-            if self.band and pad_channels(codes[:1, :1], p.lanes, zn_ref).size * codes.shape[0] * codes.shape[1] \
-                    > p.ref_bytes:
+            if (
+                self.band
+                and pad_channels(codes[:1, :1], p.lanes, zn_ref).size * codes.shape[0] * codes.shape[1] > p.ref_bytes
+            ):
                 self.band_reference = (codes.copy(), int(zn_ref))
                 return None
             codes = pad_channels(codes, p.lanes, zn_ref)
@@ -386,15 +398,30 @@ class Operations:
         if not (1 <= h <= regmap.MAX_HEIGHT and 1 <= w <= regmap.MAX_WIDTH and 1 <= c <= regmap.MAX_CHANNELS):
             raise AcceleratorError(f"a map of {cur.shape} exceeds the accelerator's limits")
         if cur.size > p.ref_bytes:
-            result = yield from self._band_motion(cur[:, :, : shape[2]], z8=z8, n_bits=n_bits, zn_ref=zn_ref,
-                                                  block=block, search=search, reference=reference)
+            result = yield from self._band_motion(
+                cur[:, :, : shape[2]],
+                z8=z8,
+                n_bits=n_bits,
+                zn_ref=zn_ref,
+                block=block,
+                search=search,
+                reference=reference,
+            )
             return result
         if block * block * c > p.block_bytes:
             raise AcceleratorError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
         if not 0 <= zn_ref <= 256:
             raise AcceleratorError(f"z_N of the reference must be 0..256, not {zn_ref}")
-        for reg, v in (("NBITS", check_bits(n_bits)), ("Z8", check_zero_point(z8)), ("ZN_REF", zn_ref),
-                       ("WIDTH", w), ("HEIGHT", h), ("CHANNELS", c), ("BLOCK", block), ("SEARCH", search)):
+        for reg, v in (
+            ("NBITS", check_bits(n_bits)),
+            ("Z8", check_zero_point(z8)),
+            ("ZN_REF", zn_ref),
+            ("WIDTH", w),
+            ("HEIGHT", h),
+            ("CHANNELS", c),
+            ("BLOCK", block),
+            ("SEARCH", search),
+        ):
             yield _w(reg, v)
         nby, nbx = grid_shape(h, w, block)
         out, cycles = yield from self._run("MOTION", block_order(cur, block), 8 * nby * nbx)
@@ -403,8 +430,10 @@ class Operations:
     def _band_motion(self, cur, *, z8, n_bits, zn_ref, block, search, reference):
         p = self.params
         if not self.band:
-            raise AcceleratorError(f"a {cur.shape} map exceeds the on-chip reference ({p.ref_bytes} bytes) and "
-                                   f"this bitstream has no BAND_MOTION engine")
+            raise AcceleratorError(
+                f"a {cur.shape} map exceeds the on-chip reference ({p.ref_bytes} bytes) and "
+                f"this bitstream has no BAND_MOTION engine"
+            )
         if reference is None:
             if self.band_reference is None:
                 raise AcceleratorError("BAND_MOTION needs the reference: load_reference(codes) first")
@@ -418,18 +447,29 @@ class Operations:
             raise AcceleratorError(f"z_N of the reference must be 0..256, not {zn_ref}")
         plan = band_plan(cur.shape, block, search, p)
         if plan is None:
-            raise AcceleratorError(f"a {cur.shape} map with B = {block} does not fit the band engine "
-                                   f"(at most {p.band_blocks} blocks, {p.band_group_blocks} per group, and a "
-                                   f"band of {block} + 2p rows of {p.band_bytes} channels in {p.ref_bytes} bytes)")
+            raise AcceleratorError(
+                f"a {cur.shape} map with B = {block} does not fit the band engine "
+                f"(at most {p.band_blocks} blocks, {p.band_group_blocks} per group, and a "
+                f"band of {block} + 2p rows of {p.band_bytes} channels in {p.ref_bytes} bytes)"
+            )
         # padding adds nothing to a cost: ((a - zN) << k) == c - z8 on the padded channels
         a_pad = min(int(zn_ref), 255)
         c_pad = check_zero_point(z8) + ((a_pad - int(zn_ref)) << (8 - check_bits(n_bits)))
         cur = pad_channels(cur, plan.channels, max(c_pad, 0))
         ref = pad_channels(ref, plan.channels, a_pad)
         h, w, c = cur.shape
-        for reg, v in (("NBITS", check_bits(n_bits)), ("Z8", check_zero_point(z8)), ("ZN_REF", zn_ref),
-                       ("WIDTH", w), ("HEIGHT", h), ("CHANNELS", c), ("BLOCK", block), ("SEARCH", search),
-                       ("BAND_SLICE", plan.slice), ("BAND_GROUP", plan.group)):
+        for reg, v in (
+            ("NBITS", check_bits(n_bits)),
+            ("Z8", check_zero_point(z8)),
+            ("ZN_REF", zn_ref),
+            ("WIDTH", w),
+            ("HEIGHT", h),
+            ("CHANNELS", c),
+            ("BLOCK", block),
+            ("SEARCH", search),
+            ("BAND_SLICE", plan.slice),
+            ("BAND_GROUP", plan.group),
+        ):
             yield _w(reg, v)
         nby, nbx = grid_shape(h, w, block)
         self.last_plan = plan
@@ -454,8 +494,16 @@ class Operations:
         return result.data, result.bits
 
 
-_OPERATIONS = ("probe", "load_table", "encode", "encode_anchor", "requantize", "load_reference", "motion",
-               "encode_motion_vectors")
+_OPERATIONS = (
+    "probe",
+    "load_table",
+    "encode",
+    "encode_anchor",
+    "requantize",
+    "load_reference",
+    "motion",
+    "encode_motion_vectors",
+)
 
 
 class Accelerator:

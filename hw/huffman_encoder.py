@@ -38,10 +38,12 @@ class Serializer(wiring.Component):
 
     def __init__(self, lanes: int = 8):
         self.lanes = lanes
-        super().__init__({
-            "i": In(stream.Signature(word_layout(lanes))),
-            "o": Out(stream.Signature(symbol_layout)),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(word_layout(lanes))),
+                "o": Out(stream.Signature(symbol_layout)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -73,14 +75,16 @@ class Histogram(wiring.Component):
     def __init__(self, size: int = 256, count_width: int = 32):
         self.size = size
         self.count_width = count_width
-        super().__init__({
-            "clear": In(1),
-            "busy": Out(1),
-            "strobe": In(1),
-            "symbol": In(8),
-            "rd_addr": In(8),
-            "rd_data": Out(count_width),
-        })
+        super().__init__(
+            {
+                "clear": In(1),
+                "busy": Out(1),
+                "strobe": In(1),
+                "symbol": In(8),
+                "rd_addr": In(8),
+                "rd_data": Out(count_width),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -113,12 +117,14 @@ class BitPacker(wiring.Component):
 
     def __init__(self, lanes: int = 8):
         self.lanes = lanes
-        super().__init__({
-            "i": In(stream.Signature(field_layout)),
-            "o": Out(stream.Signature(out_layout(lanes))),
-            "clear": In(1),
-            "bits": Out(32),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(field_layout)),
+                "o": Out(stream.Signature(out_layout(lanes))),
+                "clear": In(1),
+                "bits": Out(32),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -204,26 +210,26 @@ class HuffmanEncoder(wiring.Component):
 
     def __init__(self, lanes: int = 8):
         self.lanes = lanes
-        super().__init__({
-            "i": In(stream.Signature(symbol_layout)),
-            "o": Out(stream.Signature(out_layout(lanes))),
-            "start": In(1),
-            "table_we": In(1),
-            "table_addr": In(8),
-            "table_code": In(MAX_CODE_LENGTH),
-            "table_length": In(4),
-            "hist_addr": In(8),
-            "hist_data": Out(32),
-            "bits": Out(32),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(symbol_layout)),
+                "o": Out(stream.Signature(out_layout(lanes))),
+                "start": In(1),
+                "table_we": In(1),
+                "table_addr": In(8),
+                "table_code": In(MAX_CODE_LENGTH),
+                "table_length": In(4),
+                "hist_addr": In(8),
+                "hist_data": Out(32),
+                "bits": Out(32),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.hist = hist = Histogram()
         m.submodules.packer = packer = BitPacker(self.lanes)
-        m.submodules.table = table = memory.Memory(
-            shape=unsigned(MAX_CODE_LENGTH + 4), depth=256, init=[]
-        )
+        m.submodules.table = table = memory.Memory(shape=unsigned(MAX_CODE_LENGTH + 4), depth=256, init=[])
         lookup = table.read_port(domain="comb")
         wr = table.write_port()
         m.d.comb += [

@@ -58,27 +58,29 @@ class MotionEstimator(wiring.Component):
     def __init__(self, params: Params = DEFAULT):
         self.params = params
         L = params.lanes
-        super().__init__({
-            "cur": In(stream.Signature(unsigned(8 * L))),
-            "rec": Out(stream.Signature(record_layout)),
-            "ref_we": In(1),
-            "ref_addr": In(range(params.ref_words)),
-            "ref_data": In(8 * L),
-            "start": In(1),
-            "busy": Out(1),
-            "band": In(1),  # BAND_MOTION: the band engine owns the streams and the RAMs
-            "band_start": In(1),
-            "band_slice": In(12),
-            "band_group": In(10),
-            "width": In(10),
-            "height": In(10),
-            "channels": In(12),
-            "block": In(7),
-            "search": In(4),
-            "n_bits": In(4),
-            "z8": In(8),
-            "zn_ref": In(9),
-        })
+        super().__init__(
+            {
+                "cur": In(stream.Signature(unsigned(8 * L))),
+                "rec": Out(stream.Signature(record_layout)),
+                "ref_we": In(1),
+                "ref_addr": In(range(params.ref_words)),
+                "ref_data": In(8 * L),
+                "start": In(1),
+                "busy": Out(1),
+                "band": In(1),  # BAND_MOTION: the band engine owns the streams and the RAMs
+                "band_start": In(1),
+                "band_slice": In(12),
+                "band_group": In(10),
+                "width": In(10),
+                "height": In(10),
+                "channels": In(12),
+                "block": In(7),
+                "search": In(4),
+                "n_bits": In(4),
+                "z8": In(8),
+                "zn_ref": In(9),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -90,8 +92,9 @@ class MotionEstimator(wiring.Component):
         # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it.
         R = P.band_words
         rshift = R.bit_length() - 1
-        m.submodules.ref = ref = memory.Memory(shape=unsigned(8 * P.band_bytes), depth=P.ref_bytes // P.band_bytes,
-                                               init=[])
+        m.submodules.ref = ref = memory.Memory(
+            shape=unsigned(8 * P.band_bytes), depth=P.ref_bytes // P.band_bytes, init=[]
+        )
         m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
         ref_wr = ref.write_port(granularity=8 * L)
         ref_rd = ref.read_port(transparent_for=())
@@ -291,9 +294,16 @@ class MotionEstimator(wiring.Component):
         # BAND_MOTION: the band engine's configuration, and its use of the streams and RAMs
         m.d.comb += [
             bm.start.eq(self.band_start),
-            bm.width.eq(self.width), bm.height.eq(self.height), bm.channels.eq(self.channels),
-            bm.block.eq(self.block), bm.search.eq(self.search), bm.n_bits.eq(self.n_bits),
-            bm.z8.eq(self.z8), bm.zn_ref.eq(self.zn_ref), bm.slice.eq(self.band_slice), bm.group.eq(self.band_group),
+            bm.width.eq(self.width),
+            bm.height.eq(self.height),
+            bm.channels.eq(self.channels),
+            bm.block.eq(self.block),
+            bm.search.eq(self.search),
+            bm.n_bits.eq(self.n_bits),
+            bm.z8.eq(self.z8),
+            bm.zn_ref.eq(self.zn_ref),
+            bm.slice.eq(self.band_slice),
+            bm.group.eq(self.band_group),
             bm.cur.payload.eq(self.cur.payload),
             bm.cur.valid.eq(self.cur.valid & self.band),
             bm.ref_rdata.eq(ref_rd.data),

@@ -80,8 +80,10 @@ def default_bitfile() -> str:
     env = os.environ.get(OVERLAY_ENV)
     if env:
         return env
-    for candidate in (Path(__file__).resolve().parent.parent / "bitstreams" / "pynq-z2" / OVERLAY_NAME,
-                      Path.cwd() / OVERLAY_NAME):
+    for candidate in (
+        Path(__file__).resolve().parent.parent / "bitstreams" / "pynq-z2" / OVERLAY_NAME,
+        Path.cwd() / OVERLAY_NAME,
+    ):
         if candidate.with_suffix(".hwh").exists():
             return str(candidate)
     return OVERLAY_NAME

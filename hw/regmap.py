@@ -100,15 +100,22 @@ ID_MAGIC = 0x54535031  # "TSP1"
 
 MODES = {
     # name: (value, what the input stream carries -> what the output stream carries)
-    "ENCODE": (0, "COUNT symbols (bytes) -> Huffman bit section; histogram counted; "
-                  "codes kept as reference if STORE_REF"),
+    "ENCODE": (
+        0,
+        "COUNT symbols (bytes) -> Huffman bit section; histogram counted; codes kept as reference if STORE_REF",
+    ),
     "REQUANT": (1, "COUNT quint8 codes -> COUNT N-bit codes (one byte each); kept as reference if STORE_REF"),
-    "LOAD_REF": (2, "COUNT N-bit codes of the anchor -> nothing (one empty TLAST word); "
-                    "written to the on-chip reference"),
+    "LOAD_REF": (
+        2,
+        "COUNT N-bit codes of the anchor -> nothing (one empty TLAST word); written to the on-chip reference",
+    ),
     "MOTION": (3, "the current frame's quint8 codes in block order -> one record per block (vector and cost)"),
-    "BAND_MOTION": (4, "TSS of a map over the on-chip reference: per step, group and channel slice the "
-                       "reference band's N-bit codes then the current blocks (BAND stream order) -> one "
-                       "record per block, as MOTION"),
+    "BAND_MOTION": (
+        4,
+        "TSS of a map over the on-chip reference: per step, group and channel slice the "
+        "reference band's N-bit codes then the current blocks (BAND stream order) -> one "
+        "record per block, as MOTION",
+    ),
 }
 
 
@@ -159,23 +166,52 @@ def _r(name, offset, access, doc, *fields):
 
 REGISTERS: tuple[Register, ...] = (
     _r("ID", 0x00, "ro", "Magic 0x54535031 ('TSP1'): the accelerator and the register map version", ("ID", 0, 32, "")),
-    _r("PARAMS", 0x04, "ro", "Build parameters",
-       ("LANES", 0, 5, "bytes per stream word / SAD lanes"),
-       ("REF_LOG2", 8, 5, "log2 of the on-chip reference capacity in bytes"),
-       ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes")),
-    _r("CTRL", 0x08, "wo", "Write START=1 to run the configured MODE (ignored while BUSY)",
-       ("START", 0, 1, "start an operation"),
-       ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4")),
-    _r("STATUS", 0x0C, "ro", "Operation status",
-       ("BUSY", 0, 1, "an operation runs"),
-       ("DONE", 1, 1, "the last operation finished (cleared by START)")),
-    _r("FLAGS", 0x10, "rw", "Options of ENCODE and REQUANT",
-       ("REQUANT", 0, 1, "ENCODE: requantize the input (quint8 -> N bits) before coding; "
-                         "0: the input bytes are the symbols"),
-       ("STORE_REF", 1, 1, "ENCODE/REQUANT: also write the N-bit codes into the on-chip reference")),
+    _r(
+        "PARAMS",
+        0x04,
+        "ro",
+        "Build parameters",
+        ("LANES", 0, 5, "bytes per stream word / SAD lanes"),
+        ("REF_LOG2", 8, 5, "log2 of the on-chip reference capacity in bytes"),
+        ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes"),
+    ),
+    _r(
+        "CTRL",
+        0x08,
+        "wo",
+        "Write START=1 to run the configured MODE (ignored while BUSY)",
+        ("START", 0, 1, "start an operation"),
+        ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4"),
+    ),
+    _r(
+        "STATUS",
+        0x0C,
+        "ro",
+        "Operation status",
+        ("BUSY", 0, 1, "an operation runs"),
+        ("DONE", 1, 1, "the last operation finished (cleared by START)"),
+    ),
+    _r(
+        "FLAGS",
+        0x10,
+        "rw",
+        "Options of ENCODE and REQUANT",
+        (
+            "REQUANT",
+            0,
+            1,
+            "ENCODE: requantize the input (quint8 -> N bits) before coding; 0: the input bytes are the symbols",
+        ),
+        ("STORE_REF", 1, 1, "ENCODE/REQUANT: also write the N-bit codes into the on-chip reference"),
+    ),
     _r("NBITS", 0x14, "rw", "N, bits per requantized code (2..8)", ("N", 0, 4, "")),
-    _r("Z8", 0x18, "rw", "quint8 zero point of the input frame (requantizer and MOTION's current frame)",
-       ("Z8", 0, 8, "")),
+    _r(
+        "Z8",
+        0x18,
+        "rw",
+        "quint8 zero point of the input frame (requantizer and MOTION's current frame)",
+        ("Z8", 0, 8, ""),
+    ),
     _r("ZN_REF", 0x1C, "rw", "z_N of the reference (anchor) codes, for MOTION (may equal 2^N)", ("ZN", 0, 9, "")),
     _r("COUNT", 0x20, "rw", "Symbols (elements) in the input of ENCODE / REQUANT / LOAD_REF", ("COUNT", 0, 26, "")),
     _r("WIDTH", 0x24, "rw", "Map width W (MOTION)", ("W", 0, 10, "")),
@@ -183,21 +219,41 @@ REGISTERS: tuple[Register, ...] = (
     _r("CHANNELS", 0x2C, "rw", "Map channels C (MOTION; a multiple of LANES)", ("C", 0, 12, "")),
     _r("BLOCK", 0x30, "rw", "Block size B (MOTION)", ("B", 0, 7, "")),
     _r("SEARCH", 0x34, "rw", "Search range p in {3, 7, 15} (MOTION)", ("P", 0, 4, "")),
-    _r("TABLE_INDEX", 0x38, "rw", "Symbol whose Huffman code TABLE_DATA writes next (auto-increments)",
-       ("INDEX", 0, 8, "")),
-    _r("TABLE_DATA", 0x3C, "wo", "Write the code of symbol TABLE_INDEX (canonical code, MSB first)",
-       ("CODE", 0, 15, "code bits, right-aligned"),
-       ("LENGTH", 16, 4, "code length 1..15 (0: no code)")),
+    _r(
+        "TABLE_INDEX",
+        0x38,
+        "rw",
+        "Symbol whose Huffman code TABLE_DATA writes next (auto-increments)",
+        ("INDEX", 0, 8, ""),
+    ),
+    _r(
+        "TABLE_DATA",
+        0x3C,
+        "wo",
+        "Write the code of symbol TABLE_INDEX (canonical code, MSB first)",
+        ("CODE", 0, 15, "code bits, right-aligned"),
+        ("LENGTH", 16, 4, "code length 1..15 (0: no code)"),
+    ),
     _r("HIST_INDEX", 0x40, "rw", "Symbol whose count HIST_DATA reads", ("INDEX", 0, 8, "")),
     _r("HIST_DATA", 0x44, "ro", "Count of symbol HIST_INDEX in the last ENCODE", ("COUNT", 0, 32, "")),
     _r("BITS", 0x48, "ro", "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8))", ("BITS", 0, 32, "")),
     _r("CYCLES", 0x4C, "ro", "Clock cycles from START to DONE of the last operation", ("CYCLES", 0, 32, "")),
-    _r("BAND_PARAMS", 0x50, "ro", "Build parameters of BAND_MOTION (0: no band engine)",
-       ("CHUNK_LOG2", 0, 5, "log2 of the chunk (reference RAM word, SAD width) in bytes"),
-       ("BLOCKS_LOG2", 8, 5, "log2 of the blocks whose TSS state is kept"),
-       ("GROUP_BLOCKS", 16, 16, "blocks of one group at most (partial costs on chip)")),
-    _r("BAND_SLICE", 0x54, "rw", "Channels per slice Cs (BAND_MOTION; divides C, a multiple of the chunk)",
-       ("CS", 0, 12, "")),
+    _r(
+        "BAND_PARAMS",
+        0x50,
+        "ro",
+        "Build parameters of BAND_MOTION (0: no band engine)",
+        ("CHUNK_LOG2", 0, 5, "log2 of the chunk (reference RAM word, SAD width) in bytes"),
+        ("BLOCKS_LOG2", 8, 5, "log2 of the blocks whose TSS state is kept"),
+        ("GROUP_BLOCKS", 16, 16, "blocks of one group at most (partial costs on chip)"),
+    ),
+    _r(
+        "BAND_SLICE",
+        0x54,
+        "rw",
+        "Channels per slice Cs (BAND_MOTION; divides C, a multiple of the chunk)",
+        ("CS", 0, 12, ""),
+    ),
     _r("BAND_GROUP", 0x58, "rw", "Block rows per group G (BAND_MOTION)", ("G", 0, 10, "")),
 )
 
@@ -296,8 +352,13 @@ def address_map(params: Params = DEFAULT) -> dict:
         "s_axil": {"range": 1 << ADDRESS_BITS, "data_width": 32},
         "s_axis": {"data_width": 8 * params.lanes},
         "m_axis": {"data_width": 8 * params.lanes},
-        "params": {"lanes": params.lanes, "ref_bytes": params.ref_bytes, "block_bytes": params.block_bytes,
-                   "band_bytes": params.band_bytes, "band_blocks": params.band_blocks},
+        "params": {
+            "lanes": params.lanes,
+            "ref_bytes": params.ref_bytes,
+            "block_bytes": params.block_bytes,
+            "band_bytes": params.band_bytes,
+            "band_blocks": params.band_blocks,
+        },
         "registers": [
             {
                 "name": r.name,
@@ -346,15 +407,15 @@ def hwh_fragment(params: Params = DEFAULT, base: int = BASE_ADDRESS) -> str:
     return (
         f'<MODULE FULLNAME="/temposplit_accel_0" INSTANCE="temposplit_accel_0" MODTYPE="temposplit_accel" '
         f'VLNV="{VLNV}">\n'
-        f'  <MEMORYMAP>\n'
+        f"  <MEMORYMAP>\n"
         f'    <MEMRANGE ADDRESSBLOCK="reg0" BASENAME="C_BASEADDR" BASEVALUE="0x{base:08X}" '
         f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + SEGMENT_RANGE - 1:08X}" INSTANCE="temposplit_accel_0" '
         f'INTERFACE="s_axil" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axil"/>\n'
-        f'  </MEMORYMAP>\n'
-        f'  <ADDRESSBLOCKS>\n'
+        f"  </MEMORYMAP>\n"
+        f"  <ADDRESSBLOCKS>\n"
         f'    <ADDRESSBLOCK NAME="reg0" INTERFACE="s_axil" RANGE="{1 << ADDRESS_BITS}" USAGE="register">\n'
-        f'      <REGISTERS>\n{regs}\n      </REGISTERS>\n'
-        f'    </ADDRESSBLOCK>\n'
-        f'  </ADDRESSBLOCKS>\n'
-        f'</MODULE>\n'
+        f"      <REGISTERS>\n{regs}\n      </REGISTERS>\n"
+        f"    </ADDRESSBLOCK>\n"
+        f"  </ADDRESSBLOCKS>\n"
+        f"</MODULE>\n"
     )

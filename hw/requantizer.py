@@ -74,13 +74,15 @@ class Requantizer(wiring.Component):
         if lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes}")
         self.lanes = lanes
-        super().__init__({
-            "i": In(stream.Signature(word_layout(lanes))),
-            "o": Out(stream.Signature(word_layout(lanes))),
-            "n_bits": In(4),
-            "z8": In(8),
-            "bypass": In(1),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(word_layout(lanes))),
+                "o": Out(stream.Signature(word_layout(lanes))),
+                "n_bits": In(4),
+                "z8": In(8),
+                "bypass": In(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()

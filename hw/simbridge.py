@@ -57,8 +57,7 @@ def build(params: regmap.Params = regmap.DEFAULT, root: Path | None = None):
     if not src.exists() or src.read_text() != text:
         src.write_text(text)
     runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=["-Wno-fatal", "-O3"],
-                 always=False)
+    runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=["-Wno-fatal", "-O3"], always=False)
     return runner, bdir
 
 
@@ -69,8 +68,13 @@ class BridgeError(RuntimeError):
 class BridgeTransport:
     """A synchronous transport to the RTL simulated under cocotb + Verilator."""
 
-    def __init__(self, params: regmap.Params = regmap.DEFAULT, root: Path | None = None,
-                 test_module: str = "temposplit.hw.simbridge_tb", testcase: str = "bridge_server"):
+    def __init__(
+        self,
+        params: regmap.Params = regmap.DEFAULT,
+        root: Path | None = None,
+        test_module: str = "temposplit.hw.simbridge_tb",
+        testcase: str = "bridge_server",
+    ):
         runner, bdir = build(params, root)
         key = secrets.token_bytes(16)
         self._listener = Listener(("127.0.0.1", 0), authkey=key)
@@ -79,9 +83,14 @@ class BridgeTransport:
 
         def simulate():
             try:
-                runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
-                            testcase=testcase, build_dir=bdir, test_dir=bdir / f"run-{testcase}",
-                            extra_env={"TSP_BRIDGE_ADDR": f"{host}:{port}", "TSP_BRIDGE_KEY": key.hex()})
+                runner.test(
+                    test_module=test_module,
+                    hdl_toplevel=TOPLEVEL,
+                    testcase=testcase,
+                    build_dir=bdir,
+                    test_dir=bdir / f"run-{testcase}",
+                    extra_env={"TSP_BRIDGE_ADDR": f"{host}:{port}", "TSP_BRIDGE_KEY": key.hex()},
+                )
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 self._failure = exc
             finally:

@@ -24,8 +24,21 @@ from temposplit.hw.regmap import Params
 DEVICE = {"LUT": 53_200, "FF": 106_400, "BRAM36": 140, "DSP": 220}
 BUDGET = 0.60
 # LUTs per LUT RAM cell (7-series: a SLICEM LUT is one RAM64X1S / half a RAM64X1D ...).
-LUTRAM_LUTS = {"RAM32X1S": 1, "RAM32X1D": 2, "RAM64X1S": 1, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
-               "RAM256X1S": 4, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "SRL16E": 1, "SRLC32E": 1}
+LUTRAM_LUTS = {
+    "RAM32X1S": 1,
+    "RAM32X1D": 2,
+    "RAM64X1S": 1,
+    "RAM64X1D": 2,
+    "RAM128X1S": 2,
+    "RAM128X1D": 4,
+    "RAM256X1S": 4,
+    "RAM32M": 4,
+    "RAM64M": 4,
+    "RAM32M16": 8,
+    "RAM64M8": 8,
+    "SRL16E": 1,
+    "SRLC32E": 1,
+}
 
 
 _ZERO_INIT = re.compile(r"\n\s*initial begin\n(?:\s*\\?[\w.$]+\s*\[\d+\] = \d+'[hdb]0+;\n)+\s*end\n")
@@ -104,8 +117,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     log = args.out / "yosys.log"
     with open(log, "w") as f:
-        proc = subprocess.run([_yosys(), "-q", "-l", str(log), "-s", str(script)],
-                              stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run([_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         print(f"yosys failed (exit {proc.returncode}); see {log}", file=sys.stderr)
         return proc.returncode

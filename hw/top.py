@@ -30,20 +30,42 @@ from temposplit.hw.requantizer import Requantizer
 
 def axi_lite_signature(addr_width: int = regmap.ADDRESS_BITS) -> wiring.Signature:
     """AXI4-Lite, as seen from the manager (the PS's GP port)."""
-    return wiring.Signature({
-        "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
-        "wdata": Out(32), "wstrb": Out(4), "wvalid": Out(1), "wready": In(1),
-        "bresp": In(2), "bvalid": In(1), "bready": Out(1),
-        "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
-        "rdata": In(32), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
-    })
+    return wiring.Signature(
+        {
+            "awaddr": Out(addr_width),
+            "awprot": Out(3),
+            "awvalid": Out(1),
+            "awready": In(1),
+            "wdata": Out(32),
+            "wstrb": Out(4),
+            "wvalid": Out(1),
+            "wready": In(1),
+            "bresp": In(2),
+            "bvalid": In(1),
+            "bready": Out(1),
+            "araddr": Out(addr_width),
+            "arprot": Out(3),
+            "arvalid": Out(1),
+            "arready": In(1),
+            "rdata": In(32),
+            "rresp": In(2),
+            "rvalid": In(1),
+            "rready": Out(1),
+        }
+    )
 
 
 def axi_stream_signature(lanes: int) -> wiring.Signature:
     """AXI4-Stream, as seen from the transmitter."""
-    return wiring.Signature({
-        "tdata": Out(8 * lanes), "tkeep": Out(lanes), "tlast": Out(1), "tvalid": Out(1), "tready": In(1),
-    })
+    return wiring.Signature(
+        {
+            "tdata": Out(8 * lanes),
+            "tkeep": Out(lanes),
+            "tlast": Out(1),
+            "tvalid": Out(1),
+            "tready": In(1),
+        }
+    )
 
 
 class Accelerator(wiring.Component):
@@ -51,11 +73,13 @@ class Accelerator(wiring.Component):
 
     def __init__(self, params: Params = regmap.DEFAULT):
         self.params = params
-        super().__init__({
-            "s_axil": In(axi_lite_signature()),
-            "s_axis": In(axi_stream_signature(params.lanes)),
-            "m_axis": Out(axi_stream_signature(params.lanes)),
-        })
+        super().__init__(
+            {
+                "s_axil": In(axi_lite_signature()),
+                "s_axis": In(axi_stream_signature(params.lanes)),
+                "m_axis": Out(axi_stream_signature(params.lanes)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -77,15 +101,25 @@ class Accelerator(wiring.Component):
         cycles = Signal(32)
         ro = {
             "ID": Const(regmap.ID_MAGIC, 32),
-            "PARAMS": Const(regmap.pack("PARAMS", LANES=L, REF_LOG2=P.ref_bytes.bit_length() - 1,
-                                        BLOCK_LOG2=P.block_bytes.bit_length() - 1), 32),
+            "PARAMS": Const(
+                regmap.pack(
+                    "PARAMS", LANES=L, REF_LOG2=P.ref_bytes.bit_length() - 1, BLOCK_LOG2=P.block_bytes.bit_length() - 1
+                ),
+                32,
+            ),
             "STATUS": Cat(busy, done),
             "HIST_DATA": enc.hist_data,
             "BITS": bits,
             "CYCLES": cycles,
-            "BAND_PARAMS": Const(regmap.pack("BAND_PARAMS", CHUNK_LOG2=P.band_bytes.bit_length() - 1,
-                                             BLOCKS_LOG2=P.band_blocks.bit_length() - 1,
-                                             GROUP_BLOCKS=P.band_group_blocks), 32),
+            "BAND_PARAMS": Const(
+                regmap.pack(
+                    "BAND_PARAMS",
+                    CHUNK_LOG2=P.band_bytes.bit_length() - 1,
+                    BLOCKS_LOG2=P.band_blocks.bit_length() - 1,
+                    GROUP_BLOCKS=P.band_group_blocks,
+                ),
+                32,
+            ),
         }
         for r in regmap.REGISTERS:
             if r.access == "ro" and r.name not in ro:

@@ -79,11 +79,25 @@ def shell_verilog(design: Design = DEFAULT_DESIGN) -> str:
     lanes = design.params.lanes
     aw = regmap.ADDRESS_BITS
     axil = [  # (port, direction, width) of the AXI4-Lite slave, as the core names them
-        ("awaddr", "input", aw), ("awprot", "input", 3), ("awvalid", "input", 1), ("awready", "output", 1),
-        ("wdata", "input", 32), ("wstrb", "input", 4), ("wvalid", "input", 1), ("wready", "output", 1),
-        ("bresp", "output", 2), ("bvalid", "output", 1), ("bready", "input", 1),
-        ("araddr", "input", aw), ("arprot", "input", 3), ("arvalid", "input", 1), ("arready", "output", 1),
-        ("rdata", "output", 32), ("rresp", "output", 2), ("rvalid", "output", 1), ("rready", "input", 1),
+        ("awaddr", "input", aw),
+        ("awprot", "input", 3),
+        ("awvalid", "input", 1),
+        ("awready", "output", 1),
+        ("wdata", "input", 32),
+        ("wstrb", "input", 4),
+        ("wvalid", "input", 1),
+        ("wready", "output", 1),
+        ("bresp", "output", 2),
+        ("bvalid", "output", 1),
+        ("bready", "input", 1),
+        ("araddr", "input", aw),
+        ("arprot", "input", 3),
+        ("arvalid", "input", 1),
+        ("arready", "output", 1),
+        ("rdata", "output", 32),
+        ("rresp", "output", 2),
+        ("rvalid", "output", 1),
+        ("rready", "input", 1),
     ]
 
     def stream(direction_in: bool):
@@ -96,20 +110,28 @@ def shell_verilog(design: Design = DEFAULT_DESIGN) -> str:
         rng = f"[{width - 1}:0] " if width > 1 else ""
         return f"{direction} wire {rng}{name}"
 
-    ports.append('  (* X_INTERFACE_INFO = "xilinx.com:signal:clock:1.0 aclk CLK" *)\n'
-                 '  (* X_INTERFACE_PARAMETER = "ASSOCIATED_BUSIF s_axil:s_axis:m_axis, ASSOCIATED_RESET aresetn" *)\n'
-                 f"  {decl('input', 1, 'aclk')}")
-    ports.append('  (* X_INTERFACE_INFO = "xilinx.com:signal:reset:1.0 aresetn RST" *)\n'
-                 '  (* X_INTERFACE_PARAMETER = "POLARITY ACTIVE_LOW" *)\n'
-                 f"  {decl('input', 1, 'aresetn')}")
-    for bus, vlnv, sigs in (("s_axil", "xilinx.com:interface:aximm:1.0", axil),
-                            ("s_axis", "xilinx.com:interface:axis:1.0", stream(True)),
-                            ("m_axis", "xilinx.com:interface:axis:1.0", stream(False))):
+    ports.append(
+        '  (* X_INTERFACE_INFO = "xilinx.com:signal:clock:1.0 aclk CLK" *)\n'
+        '  (* X_INTERFACE_PARAMETER = "ASSOCIATED_BUSIF s_axil:s_axis:m_axis, ASSOCIATED_RESET aresetn" *)\n'
+        f"  {decl('input', 1, 'aclk')}"
+    )
+    ports.append(
+        '  (* X_INTERFACE_INFO = "xilinx.com:signal:reset:1.0 aresetn RST" *)\n'
+        '  (* X_INTERFACE_PARAMETER = "POLARITY ACTIVE_LOW" *)\n'
+        f"  {decl('input', 1, 'aresetn')}"
+    )
+    for bus, vlnv, sigs in (
+        ("s_axil", "xilinx.com:interface:aximm:1.0", axil),
+        ("s_axis", "xilinx.com:interface:axis:1.0", stream(True)),
+        ("m_axis", "xilinx.com:interface:axis:1.0", stream(False)),
+    ):
         for k, (sig, direction, width) in enumerate(sigs):
             attr = f'  (* X_INTERFACE_INFO = "{vlnv} {bus} {sig.upper()}" *)\n'
             if bus == "s_axil" and k == 0:
-                attr += (f'  (* X_INTERFACE_PARAMETER = "PROTOCOL AXI4LITE, DATA_WIDTH 32, ADDR_WIDTH {aw}, '
-                         f'READ_WRITE_MODE READ_WRITE" *)\n')
+                attr += (
+                    f'  (* X_INTERFACE_PARAMETER = "PROTOCOL AXI4LITE, DATA_WIDTH 32, ADDR_WIDTH {aw}, '
+                    f'READ_WRITE_MODE READ_WRITE" *)\n'
+                )
             ports.append(f"{attr}  {decl(direction, width, f'{bus}_{sig}')}")
             conns.append(f"    .{bus}__{sig}({bus}_{sig})")
     return (
@@ -212,13 +234,15 @@ def hwh(design: Design = DEFAULT_DESIGN) -> str:
         return "\n".join(f'{indent}  <PARAMETER NAME="{k}" VALUE="{v}"/>' for k, v in p.items())
 
     def memrange(instance, block, base, size, busif, memtype="REGISTER"):
-        return (f'        <MEMRANGE ADDRESSBLOCK="{block}" BASENAME="C_BASEADDR" BASEVALUE="0x{base:08X}" '
-                f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + size - 1:08X}" INSTANCE="{instance}" '
-                f'IS_DATA="TRUE" IS_INSTRUCTION="TRUE" INTERFACE="{busif}" MASTERBUSINTERFACE="M_AXI_GP0" '
-                f'MEMTYPE="{memtype}" SLAVEBUSINTERFACE="{busif}"/>')
+        return (
+            f'        <MEMRANGE ADDRESSBLOCK="{block}" BASENAME="C_BASEADDR" BASEVALUE="0x{base:08X}" '
+            f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + size - 1:08X}" INSTANCE="{instance}" '
+            f'IS_DATA="TRUE" IS_INSTRUCTION="TRUE" INTERFACE="{busif}" MASTERBUSINTERFACE="M_AXI_GP0" '
+            f'MEMTYPE="{memtype}" SLAVEBUSINTERFACE="{busif}"/>'
+        )
 
     def busif(name, kind, busname, vlnv):
-        return (f'        <BUSINTERFACE BUSNAME="{busname}" NAME="{name}" TYPE="{kind}" VLNV="{vlnv}"/>')
+        return f'        <BUSINTERFACE BUSNAME="{busname}" NAME="{name}" TYPE="{kind}" VLNV="{vlnv}"/>'
 
     axis = "xilinx.com:interface:axis:1.0"
     aximm = "xilinx.com:interface:aximm:1.0"
@@ -226,13 +250,18 @@ def hwh(design: Design = DEFAULT_DESIGN) -> str:
     s2mm_bus = f"{d.accel_instance}_m_axis"
     accel_extra = (
         "  <PARAMETERS>\n"
-        + params_xml({"LANES": d.params.lanes, "REF_BYTES": d.params.ref_bytes,
-                      "BLOCK_BYTES": d.params.block_bytes}, indent="  ")
+        + params_xml(
+            {"LANES": d.params.lanes, "REF_BYTES": d.params.ref_bytes, "BLOCK_BYTES": d.params.block_bytes}, indent="  "
+        )
         + "\n  </PARAMETERS>\n  <BUSINTERFACES>\n"
-        + "\n".join(b.replace("        ", "    ", 1) for b in (
-            busif("s_axil", "SLAVE", "ps7_0_axi_periph_M01_AXI", aximm),
-            busif("s_axis", "TARGET", mm2s_bus, axis),
-            busif("m_axis", "INITIATOR", s2mm_bus, axis)))
+        + "\n".join(
+            b.replace("        ", "    ", 1)
+            for b in (
+                busif("s_axil", "SLAVE", "ps7_0_axi_periph_M01_AXI", aximm),
+                busif("s_axis", "TARGET", mm2s_bus, axis),
+                busif("m_axis", "INITIATOR", s2mm_bus, axis),
+            )
+        )
         + "\n  </BUSINTERFACES>\n"
     )
     fragment = regmap.hwh_fragment(d.params, base=d.accel_base)
@@ -293,8 +322,10 @@ def check_hwh(path: Path, design: Design = DEFAULT_DESIGN) -> list[str]:
     for r in ranges:
         base, high = int(r.get("BASEVALUE"), 16), int(r.get("HIGHVALUE"), 16)
         if base != design.accel_base or high - base + 1 != design.accel_range:
-            problems.append(f"{design.accel_instance} at 0x{base:08X}..0x{high:08X}, the register map says "
-                            f"0x{design.accel_base:08X} + 0x{design.accel_range:X}")
+            problems.append(
+                f"{design.accel_instance} at 0x{base:08X}..0x{high:08X}, the register map says "
+                f"0x{design.accel_base:08X} + 0x{design.accel_range:X}"
+            )
     return problems
 
 
@@ -319,8 +350,12 @@ def write_all(out: Path, design: Design = DEFAULT_DESIGN) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m temposplit.hw.vivado", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("build/vivado"), help="folder for the Verilog and Tcl")
-    ap.add_argument("--bitstreams", type=Path, default=ROOT / "bitstreams" / "pynq-z2",
-                    help="where the flow copies temposplit.bit and temposplit.hwh")
+    ap.add_argument(
+        "--bitstreams",
+        type=Path,
+        default=ROOT / "bitstreams" / "pynq-z2",
+        help="where the flow copies temposplit.bit and temposplit.hwh",
+    )
     ap.add_argument("--jobs", type=int, default=4, help="Vivado run jobs")
     ap.add_argument("--tcl-only", action="store_true", help="write the files and stop (exit 0)")
     args = ap.parse_args(argv)
@@ -331,13 +366,27 @@ def main(argv=None) -> int:
         return 0
     vivado = shutil.which("vivado")
     if vivado is None:
-        print(f"error: vivado is not on PATH; wrote {tcl}: run `vivado -mode batch -source build.tcl` in "
-              f"{tcl.parent} on a machine with Vivado 2022.1+ and copy bitstream/temposplit.{{bit,hwh}} to "
-              f"{args.bitstreams}", file=sys.stderr)
+        print(
+            f"error: vivado is not on PATH; wrote {tcl}: run `vivado -mode batch -source build.tcl` in "
+            f"{tcl.parent} on a machine with Vivado 2022.1+ and copy bitstream/temposplit.{{bit,hwh}} to "
+            f"{args.bitstreams}",
+            file=sys.stderr,
+        )
         return 2
     bitdir = args.bitstreams.resolve()
-    cmd = [vivado, "-mode", "batch", "-nojournal", "-log", str(tcl.parent / "vivado.log"), "-source", str(tcl),
-           "-tclargs", str(bitdir), str(args.jobs)]
+    cmd = [
+        vivado,
+        "-mode",
+        "batch",
+        "-nojournal",
+        "-log",
+        str(tcl.parent / "vivado.log"),
+        "-source",
+        str(tcl),
+        "-tclargs",
+        str(bitdir),
+        str(args.jobs),
+    ]
     print(" ".join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=tcl.parent).returncode
     if rc:

@@ -192,8 +192,9 @@ class AxiDmaModel:
         self.reset()
 
     def reset(self):
-        self.ch = {name: {"cr": 0, "sr": self.SR_HALTED, "addr": 0, "length": 0, "busy": False}
-                   for name in ("mm2s", "s2mm")}
+        self.ch = {
+            name: {"cr": 0, "sr": self.SR_HALTED, "addr": 0, "length": 0, "busy": False} for name in ("mm2s", "s2mm")
+        }
 
     @staticmethod
     def _channel(offset):
@@ -339,11 +340,13 @@ class _SimpleDmaChannel:
         if nbytes == 0:
             nbytes = array.nbytes - start
         if nbytes > self._max_size:
-            raise ValueError(f"Transfer size is {nbytes} bytes, which exceeds the maximum DMA buffer size "
-                             f"{self._max_size}.")
+            raise ValueError(
+                f"Transfer size is {nbytes} bytes, which exceeds the maximum DMA buffer size {self._max_size}."
+            )
         if (array.physical_address + start) % self._align:
-            raise RuntimeError(f"DMA does not support unaligned transfers; Starting address must be aligned "
-                               f"to {self._align} bytes.")
+            raise RuntimeError(
+                f"DMA does not support unaligned transfers; Starting address must be aligned to {self._align} bytes."
+            )
         if self._flush_before:
             array.flush()
         self.transferred = 0
@@ -369,8 +372,9 @@ class _SimpleDmaChannel:
             if sr & 0x2:
                 break
         else:
-            raise TimeoutError(f"the DMA's {'MM2S' if self._flush_before else 'S2MM'} transfer did not finish "
-                               f"(a stalled stream)")
+            raise TimeoutError(
+                f"the DMA's {'MM2S' if self._flush_before else 'S2MM'} transfer did not finish (a stalled stream)"
+            )
         if not self._flush_before:
             self._active.invalidate()
         self.transferred = self._mmio.read(self._offset + 0x28)
@@ -389,11 +393,13 @@ class DMA(DefaultIP):
         self.buffer_max_size = (1 << int(p.get("c_sg_length_width", 26))) - 1
         self.sendchannel = self.recvchannel = None
         if int(p.get("c_include_mm2s", 0)):
-            self.sendchannel = _SimpleDmaChannel(self.mmio, 0x00, self.buffer_max_size,
-                                                 int(p["c_m_axi_mm2s_data_width"]) // 8, True)
+            self.sendchannel = _SimpleDmaChannel(
+                self.mmio, 0x00, self.buffer_max_size, int(p["c_m_axi_mm2s_data_width"]) // 8, True
+            )
         if int(p.get("c_include_s2mm", 0)):
-            self.recvchannel = _SimpleDmaChannel(self.mmio, 0x30, self.buffer_max_size,
-                                                 int(p["c_m_axi_s2mm_data_width"]) // 8, False)
+            self.recvchannel = _SimpleDmaChannel(
+                self.mmio, 0x30, self.buffer_max_size, int(p["c_m_axi_s2mm_data_width"]) // 8, False
+            )
 
 
 # ----------------------------------------------------------------------------- the overlay
@@ -416,13 +422,25 @@ def _parse_hwh(path: Path) -> dict:
         if block is not None:
             for reg in block.iter("REGISTER"):
                 props = {q.get("NAME"): q.get("VALUE") for q in reg.findall("PROPERTY")}
-                registers[reg.get("NAME")] = {"address_offset": int(props["ADDRESS_OFFSET"], 16),
-                                              "size": int(props["SIZE"]), "access": props["ACCESS"],
-                                              "description": props.get("DESCRIPTION", ""), "fields": {}}
+                registers[reg.get("NAME")] = {
+                    "address_offset": int(props["ADDRESS_OFFSET"], 16),
+                    "size": int(props["SIZE"]),
+                    "access": props["ACCESS"],
+                    "description": props.get("DESCRIPTION", ""),
+                    "fields": {},
+                }
         ip_dict[name] = {
-            "phys_addr": base, "addr_range": high - base + 1, "type": mod.get("VLNV"), "fullpath": name,
-            "parameters": params, "registers": registers, "state": None, "interrupts": {}, "gpio": {},
-            "_interrupts": {}, "_gpio": {},
+            "phys_addr": base,
+            "addr_range": high - base + 1,
+            "type": mod.get("VLNV"),
+            "fullpath": name,
+            "parameters": params,
+            "registers": registers,
+            "state": None,
+            "interrupts": {},
+            "gpio": {},
+            "_interrupts": {},
+            "_gpio": {},
             "block_range": int(block.get("RANGE")) if block is not None and block.get("RANGE") else None,
         }
     return ip_dict
@@ -447,8 +465,9 @@ class Overlay:
         from temposplit.hw.simbridge import BridgeTransport
 
         shutdown()
-        _sim = BridgeTransport(_config["params"], root=_config["root"], test_module=_config["test_module"],
-                               testcase="dma_server")
+        _sim = BridgeTransport(
+            _config["params"], root=_config["root"], test_module=_config["test_module"], testcase="dma_server"
+        )
         for desc in self.ip_dict.values():
             if desc["type"].startswith("xilinx.com:ip:axi_dma:"):
                 handler = AxiDmaModel(int(desc["parameters"].get("c_sg_length_width", 14)))

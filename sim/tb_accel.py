@@ -159,8 +159,18 @@ async def test_encode_random(dut):
     tables (15-bit codes), lengths around the word size."""
     tb = TB(dut)
     await tb.reset()
-    cases = [(1, 4, "random"), (7, 8, "flat"), (8, 2, "random"), (9, 8, "skewed"), (63, 4, "skewed"),
-             (64, 6, "random"), (65, 8, "random"), (1000, 4, "random"), (3001, 8, "skewed"), (4096, 5, "random")]
+    cases = [
+        (1, 4, "random"),
+        (7, 8, "flat"),
+        (8, 2, "random"),
+        (9, 8, "skewed"),
+        (63, 4, "skewed"),
+        (64, 6, "random"),
+        (65, 8, "random"),
+        (1000, 4, "random"),
+        (3001, 8, "skewed"),
+        (4096, 5, "random"),
+    ]
     for size, n_bits, kind in cases:
         q8, z8 = stimulus.random_map(tb.rng, 1, size, 1)
         lengths = stimulus.table_for(tb.rng, 1 << n_bits, kind)
@@ -183,9 +193,17 @@ async def test_motion_small(dut):
     the reference, different zero points for the reference and the current frame."""
     tb = TB(dut)
     await tb.reset()
-    cases = [((5, 7, 8), 2, 3, "load"), ((9, 11, 16), 4, 7, "encode"), ((12, 12, 24), 3, 15, "requant"),
-             ((8, 8, 8), 8, 7, "encode"), ((6, 9, 8), 1, 3, "load"), ((17, 13, 16), 4, 15, "load"),
-             ((7, 9, 12), 4, 7, "load"), ((6, 6, 3), 2, 3, "encode"), ((10, 5, 20), 3, 7, "requant")]
+    cases = [
+        ((5, 7, 8), 2, 3, "load"),
+        ((9, 11, 16), 4, 7, "encode"),
+        ((12, 12, 24), 3, 15, "requant"),
+        ((8, 8, 8), 8, 7, "encode"),
+        ((6, 9, 8), 1, 3, "load"),
+        ((17, 13, 16), 4, 15, "load"),
+        ((7, 9, 12), 4, 7, "load"),
+        ((6, 6, 3), 2, 3, "encode"),
+        ((10, 5, 20), 3, 7, "requant"),
+    ]
     for (h, w, c), block, search, load in cases:
         n_bits = int(tb.rng.choice([4, 6, 8]))
         z_ref, z_cur = int(tb.rng.integers(0, 256)), int(tb.rng.integers(0, 256))
@@ -204,8 +222,11 @@ async def test_motion_ssd_shape(dut):
     """The default SSD cut's shape (19x19x96), B = 4, p = 7, a moving scene; reports cycles."""
     tb = TB(dut, stalls=False)  # the cycle model counts a DMA that never starves the input
     await tb.reset()
-    for (h, w, c), z8, n_bits, block, search in (((19, 19, 96), 0, 4, 4, 7), ((19, 19, 64), 5, 8, 4, 15),
-                                                 ((13, 10, 32), 9, 4, 2, 3)):
+    for (h, w, c), z8, n_bits, block, search in (
+        ((19, 19, 96), 0, 4, 4, 7),
+        ((19, 19, 64), 5, 8, 4, 15),
+        ((13, 10, 32), 9, 4, 2, 3),
+    ):
         a, b = stimulus.moving_pair(tb.rng, h, w, c, z8, shift=(1, -2))
         mvs, cycles = await check_motion(tb, a, z8, b, z8, n_bits, block, search, "encode")
         log_cycles(tb, "motion", (h, w, c), block, search, cycles)
@@ -299,8 +320,9 @@ async def test_fixtures(dut):
             zn = zero_point_n(z8, n_bits)
             for cur in frames[1:]:
                 mvs, costs = await tb.accel.motion(cur, z8=z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)
-                g_mvs, g_costs = three_step_search(centred(codes, z8, n_bits), cur.astype(np.int16) - np.int16(z8),
-                                                   block, search)
+                g_mvs, g_costs = three_step_search(
+                    centred(codes, z8, n_bits), cur.astype(np.int16) - np.int16(z8), block, search
+                )
                 np.testing.assert_array_equal(mvs, g_mvs)
                 np.testing.assert_array_equal(costs, g_costs)
             await check_anchor(tb, frames[-1], z8, n_bits, huffman.table_lengths(res.histogram))
@@ -347,12 +369,20 @@ async def check_band(tb, ref_q8, ref_z8, cur_q8, cur_z8, n_bits, block, search):
     await tb.accel.load_reference(ref_codes, zn)
     assert tb.accel.ops.band_reference is not None, "the map should take the band path"
     mvs, costs = await tb.accel.motion(cur_q8, z8=cur_z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)
-    g_mvs, g_costs = three_step_search(centred(ref_codes, ref_z8, n_bits), cur_q8.astype(np.int16) - np.int16(cur_z8),
-                                       block, search)
+    g_mvs, g_costs = three_step_search(
+        centred(ref_codes, ref_z8, n_bits), cur_q8.astype(np.int16) - np.int16(cur_z8), block, search
+    )
     np.testing.assert_array_equal(mvs, g_mvs)
     np.testing.assert_array_equal(costs, g_costs)
-    tb.log.info("band %s B=%d p=%d plan %s: %d cycles, %d non-zero vectors", cur_q8.shape, block, search,
-                tb.accel.ops.last_plan, tb.accel.ops.last_cycles, int(np.any(mvs != 0, axis=2).sum()))
+    tb.log.info(
+        "band %s B=%d p=%d plan %s: %d cycles, %d non-zero vectors",
+        cur_q8.shape,
+        block,
+        search,
+        tb.accel.ops.last_plan,
+        tb.accel.ops.last_cycles,
+        int(np.any(mvs != 0, axis=2).sum()),
+    )
     return mvs, tb.accel.ops.last_cycles
 
 
@@ -365,8 +395,13 @@ async def test_band_random(dut):
     await tb.reset()
     params = await tb.accel.probe()
     assert tb.accel.ops.band and params.ref_bytes <= 16384, "the band tests need the small-reference build"
-    cases = [((19, 19, 96), 4, 7, "moving", 4), ((25, 34, 64), 2, 3, "moving", 6), ((21, 23, 40), 3, 15, "random", 8),
-             ((30, 20, 48), 4, 7, "moving", 5), ((17, 40, 32), 5, 3, "moving", 4)]
+    cases = [
+        ((19, 19, 96), 4, 7, "moving", 4),
+        ((25, 34, 64), 2, 3, "moving", 6),
+        ((21, 23, 40), 3, 15, "random", 8),
+        ((30, 20, 48), 4, 7, "moving", 5),
+        ((17, 40, 32), 5, 3, "moving", 4),
+    ]
     for (h, w, c), block, search, kind, n_bits in cases:
         z_ref, z_cur = int(tb.rng.integers(0, 256)), int(tb.rng.integers(0, 256))
         shift = (int(tb.rng.integers(-min(search, 6), min(search, 6) + 1)), int(tb.rng.integers(-3, 4)))
@@ -397,8 +432,7 @@ async def test_band_cycles(dut):
         a, b = stimulus.moving_pair(tb.rng, h, w, c, z8, shift=(1, -2))
         _, cycles = await check_band(tb, a, z8, b, z8, 4, block, search)
         plan = band_plan((h, w, c), block, search, params)
-        model = cyclemodel.band_cycles((h, w, c), block, search, plan, lanes=params.lanes,
-                                       band_bytes=params.band_bytes)
+        model = cyclemodel.band_cycles((h, w, c), block, search, plan, lanes=params.lanes, band_bytes=params.band_bytes)
         log_cycles(tb, "band", (h, w, c), block, search, cycles)
         off.append((cycles, model))
     assert all(abs(c - m) <= 2 for c, m in off), f"BAND_MOTION's cycles and the model's (measured, model): {off}"

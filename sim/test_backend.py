@@ -22,8 +22,13 @@ def test_rtl_encoder_matches_software(accel_build):
     d, e = stimulus.moving_pair(rng, 12, 14, 16, z8, shift=(-1, 1))
     for f in (a, b, c, d, e):
         frames.append([np.ascontiguousarray(f.transpose(2, 0, 1))])  # (C, H, W) as M1 gives
-    config = CodecConfig(tensors=[TensorSpec("t", (16, 12, 14), 0.05, z8, block=4)], n_bits=4,
-                         structure="bi-3", coder="huffman", search_range=7)
+    config = CodecConfig(
+        tensors=[TensorSpec("t", (16, 12, 14), 0.05, z8, block=4)],
+        n_bits=4,
+        structure="bi-3",
+        coder="huffman",
+        search_range=7,
+    )
     soft = Encoder(config)
     with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
         engine = FabricEngine(Accelerator(transport))

@@ -96,8 +96,9 @@ def test_overlay_binds_the_driver_and_runs_a_group(pynq_sim):
         np.testing.assert_array_equal(mvs, g_mvs)
         np.testing.assert_array_equal(costs, g_costs)
         got = accel.encode_motion_vectors(mvs, search=p, lengths=mv_lengths)
-        assert got == entropy.encode("huffman", mvs.astype(np.int32).reshape(-1) + p,
-                                     entropy.Alphabet.motion(p), mv_lengths)
+        assert got == entropy.encode(
+            "huffman", mvs.astype(np.int32).reshape(-1) + p, entropy.Alphabet.motion(p), mv_lengths
+        )
 
     for size in (1, 7, 1001):
         q8 = rng.integers(0, 256, size, dtype=np.uint8)
@@ -158,8 +159,13 @@ def test_edge_backend_pynq_matches_software(pynq_sim, monkeypatch):
     a, b = stimulus.moving_pair(rng, 12, 14, 16, z8, shift=(1, 0))
     _, c = stimulus.moving_pair(rng, 12, 14, 16, z8, shift=(0, -1))
     frames = [[np.ascontiguousarray(f.transpose(2, 0, 1))] for f in (a, b, c)]
-    config = CodecConfig(tensors=[TensorSpec("t", (16, 12, 14), 0.05, z8, block=4)], n_bits=4,
-                         structure="bi-3", coder="huffman", search_range=7)
+    config = CodecConfig(
+        tensors=[TensorSpec("t", (16, 12, 14), 0.05, z8, block=4)],
+        n_bits=4,
+        structure="bi-3",
+        coder="huffman",
+        search_range=7,
+    )
     soft = Encoder(config)
     hard = backend.make_encoder("pynq", config)
     assert isinstance(hard.engine.accel, driver.TemposplitAccel)

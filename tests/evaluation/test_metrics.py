@@ -105,9 +105,7 @@ def test_degenerate_cases_are_nan_or_zero():
 def test_fidelity_ground_truth_keeps_only_confident_reference_detections():
     # The reference has confident boxes and weak ones (0.3); the weak ones are not ground truth.
     reference = [
-        dets(
-            np.vstack([d.boxes, [[600, 0, 700, 100]]]), np.append(d.scores, 0.3), np.append(d.category_ids, 1)
-        )
+        dets(np.vstack([d.boxes, [[600, 0, 700, 100]]]), np.append(d.scores, 0.3), np.append(d.category_ids, 1))
         for d in GT
     ]
     r = fidelity_map(reference, reference)
@@ -188,8 +186,14 @@ def test_scores_equal_pycocotools_default_summary():
         for b, c in zip(g.boxes, g.category_ids, strict=True):
             w, h = float(b[2] - b[0]), float(b[3] - b[1])
             gt_anns.append(
-                {"id": len(gt_anns) + 1, "image_id": i, "category_id": int(c), "bbox": [float(b[0]), float(b[1]), w, h],
-                 "area": w * h, "iscrowd": 0}
+                {
+                    "id": len(gt_anns) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": [float(b[0]), float(b[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
             )
         for b, s, c in zip(t.boxes, t.scores, t.category_ids, strict=True):
             if s >= 0.05:

@@ -57,8 +57,12 @@ class _Fake:
         if offset == regmap.REG["ID"].offset:
             return regmap.ID_MAGIC
         if offset == regmap.REG["PARAMS"].offset:
-            return regmap.pack("PARAMS", LANES=p.lanes, REF_LOG2=p.ref_bytes.bit_length() - 1,
-                               BLOCK_LOG2=p.block_bytes.bit_length() - 1)
+            return regmap.pack(
+                "PARAMS",
+                LANES=p.lanes,
+                REF_LOG2=p.ref_bytes.bit_length() - 1,
+                BLOCK_LOG2=p.block_bytes.bit_length() - 1,
+            )
         if offset == regmap.REG["BAND_PARAMS"].offset:
             return regmap.pack("BAND_PARAMS", CHUNK_LOG2=5, BLOCKS_LOG2=10, GROUP_BLOCKS=455) if self.band else 0
         if offset == regmap.REG["STATUS"].offset:

