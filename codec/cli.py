@@ -59,6 +59,12 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
         help="code a block whose mean |error| per active element exceeds this, in 8-bit steps (default 1.5)",
     )
     p.add_argument("--lam", type=float, default=4.0, help="rate-distortion lambda for --residual rd")
+    p.add_argument(
+        "--dead-zone",
+        type=float,
+        default=0.0,
+        help="drop residual values up to this size, in 8-bit steps (default 0: rebuild coded blocks exactly)",
+    )
     p.add_argument("--reference", choices=["anchor", "chain"], default=None, help="what predicted frames use")
     p.add_argument("--refresh", type=float, default=None, help="make a frame an anchor above this mean TSS cost")
     p.add_argument("--rate", type=float, default=None, help="target MB/s at --fps: rate control picks N and g")
@@ -84,7 +90,9 @@ def config_from_args(args, tensors):
         kwargs["residual"] = None
     elif args.residual is not None or kwargs.get("residual") is not None:
         mode = args.residual or kwargs["residual"].mode
-        kwargs["residual"] = ResidualConfig(mode=mode, threshold=args.residual_threshold, lam=args.lam)
+        kwargs["residual"] = ResidualConfig(
+            mode=mode, threshold=args.residual_threshold, lam=args.lam, dead_zone=args.dead_zone
+        )
     return CodecConfig(
         tensors=tensors,
         search_range=args.search_range,

@@ -67,17 +67,28 @@ class ResidualConfig:
     sparse one (ReLU6 taps: about 0.2, where a block mean over mostly zeros would hide the
     error). ``mode="rd"``: code it when the squared error it removes (on the 8-bit grid)
     exceeds ``lam`` times the bits its residual costs.
+
+    ``dead_zone``: in a coded block, residual values of at most this much, in 8-bit steps
+    like the threshold (|r| * 2^(8-N) <= dead_zone), are sent as 0; 0 (the default) sends
+    every value and the block is rebuilt exactly. The smallest residuals are mostly the
+    quantizer's flicker between neighbouring codes; dropping them keeps the reconstruction
+    within the dead zone of the current frame for a fraction of the bits. A dead zone below
+    one N-bit step (e.g. 4 at N <= 5) changes nothing. A block left with nothing to send is
+    skipped. The decoder is the same.
     """
 
     mode: str = "threshold"
     threshold: float = 1.5
     lam: float = 4.0
+    dead_zone: float = 0.0
 
     def __post_init__(self):
         if self.mode not in ("threshold", "rd"):
             raise ConfigurationError(f"residual mode must be 'threshold' or 'rd', not {self.mode!r}")
         if not self.threshold >= 0 or not self.lam >= 0:
             raise ConfigurationError("residual threshold and lambda must be non-negative")
+        if not self.dead_zone >= 0:
+            raise ConfigurationError(f"residual dead zone must be non-negative, not {self.dead_zone!r}")
 
 
 # Operating points a user starts from (CodecConfig keyword arguments).
@@ -508,11 +519,15 @@ class Encoder:
                 sym_bits = lengths[: alpha.size].astype(np.int64)
                 bits = sym_bits[np.clip(blocks + alpha.zero, 0, alpha.size - 1)].sum(axis=(1, 3, 4))
             coded = sse > cfg.lam * self._residual_gain() * bits
+        if cfg.dead_zone:
+            diff[(np.abs(diff) << (8 - n_bits)) <= cfg.dead_zone] = 0
+            nonzero = np.pad(diff != 0, ((0, ph), (0, pw), (0, 0))).reshape(nby, b, nbx, b, t.channels)
+            coded &= nonzero.any(axis=(1, 3, 4))
         recon = pred.copy()
         residual = gather_blocks(diff, coded, b).astype(np.int32)
         if coded.any():
             mask = np.repeat(np.repeat(coded, b, 0), b, 1)[: t.height, : t.width]
-            recon[mask] = cur_n[mask]
+            recon[mask] = (pred[mask].astype(np.int32) + diff[mask]).astype(recon.dtype)
         return coded, residual, recon
 
     def _learn(self, i: int, t: TensorInfo, mvs: np.ndarray, residual, n_bits: int) -> None:

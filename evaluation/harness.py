@@ -66,6 +66,9 @@ TSS_CODERS = ("raw", "zvc", "huffman")  # the thesis's curves
 # takes them (the same error in value at every N).
 BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl")}
 CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman")}
+# The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at
+# N = 7); below one N-bit step (N <= 5) a dead zone changes nothing, so those N are not run.
+CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl",)}
 # The refresh as an adaptive group length: long groups predicted from their anchor with the
 # residual mode, a new anchor as soon as a frame's prediction cost passes `factor` times the
 # mean cost of a 1-frame step (uni-2's). Without a residual a refresh cannot rescue the drift
@@ -810,6 +813,27 @@ class Harness:
                                 ),
                             )
                         )
+                dz = CHAIN_DEAD_ZONE
+                if "chain+residual" in m and dz["dead_zone"] >= 1 << (8 - n):
+                    t = dz["threshold"]
+                    var = f"{CHAIN_RESIDUAL['structure']} chain t={t:g} dz={dz['dead_zone']:g}"
+                    tasks.append(
+                        (
+                            f"{cut} N={n} chain+residual t={t:g} dz={dz['dead_zone']:g}",
+                            keys(cut, "chain+residual", var, dz["coders"], n),
+                            lambda cut=cut, n=n, var=var, t=t: self._task_codec(
+                                cut,
+                                n,
+                                "chain+residual",
+                                var,
+                                CHAIN_DEAD_ZONE["coders"],
+                                structure=CHAIN_RESIDUAL["structure"],
+                                reference="chain",
+                                residual=t,
+                                dead_zone=CHAIN_DEAD_ZONE["dead_zone"],
+                            ),
+                        )
+                    )
                 if "refresh" in m:
                     var = f"{REFRESH['structure']} t={REFRESH['residual']:g} x{REFRESH['factor']:g}"
                     tasks.append(
@@ -942,12 +966,12 @@ class Harness:
             row["labelme_map50"], row["labelme_map50_95"] = s["map50"], s["map50_95"]
         return [row]
 
-    def _codec_options(self, n, structure, reference="anchor", residual=None, refresh_threshold=None):
+    def _codec_options(self, n, structure, reference="anchor", residual=None, refresh_threshold=None, dead_zone=0.0):
         from temposplit.codec.encoder import ResidualConfig
 
         opts = {"n_bits": n, "structure": structure, "reference": reference}
         if residual is not None:  # in 8-bit steps, as the codec takes it
-            opts["residual"] = ResidualConfig("threshold", float(residual))
+            opts["residual"] = ResidualConfig("threshold", float(residual), dead_zone=float(dead_zone))
         if refresh_threshold is not None:
             opts["refresh_threshold"] = float(refresh_threshold)
         return opts
@@ -963,7 +987,19 @@ class Harness:
             self._uni2_cost[key] = float(np.mean(costs)) if costs else 0.0
         return self._uni2_cost[key]
 
-    def _task_codec(self, cut, n, method, variant, coders, structure, reference="anchor", residual=None, refresh=False):
+    def _task_codec(
+        self,
+        cut,
+        n,
+        method,
+        variant,
+        coders,
+        structure,
+        reference="anchor",
+        residual=None,
+        refresh=False,
+        dead_zone=0.0,
+    ):
         ctx = self._context(cut)
         settings = {
             "structure": structure,
@@ -977,13 +1013,14 @@ class Harness:
             settings["residual"] = {
                 "mode": "threshold",
                 "threshold_8bit_steps": residual,
+                "dead_zone_8bit_steps": dead_zone,
             }
         if refresh:
             base = self._uni2_mean_cost(cut, n, ctx)
             refresh_threshold = REFRESH["factor"] * base
             settings["refresh_threshold"] = refresh_threshold
             settings["refresh_rule"] = f"{REFRESH['factor']:g} x mean uni-2 prediction cost ({base:.3f})"
-        opts = self._codec_options(n, structure, reference, residual, refresh_threshold)
+        opts = self._codec_options(n, structure, reference, residual, refresh_threshold, dead_zone)
         runs, lm_runs = {}, {}
         for coder in coders:
             runs[coder] = self._encode(cut, ctx["data"], ctx["clip"].n_frames, coder=coder, **opts)
@@ -1192,6 +1229,7 @@ class Harness:
             "search_range": SEARCH_RANGE,
             "bi3_residual": BI3_RESIDUAL,
             "chain_residual": CHAIN_RESIDUAL,
+            "chain_dead_zone": CHAIN_DEAD_ZONE,
             "refresh": REFRESH,
             "rate_control": RATE_CONTROL,
             "jpeg_act": JPEG_ACT,

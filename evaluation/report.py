@@ -187,7 +187,7 @@ def plot_cut(rows, cut, path: Path) -> Path:
             [r["n_bits"] for r in pts],
             [r["mb_per_s"] for r in pts],
             CODER_STYLE.get(coder, "-"),
-            marker="o",
+            marker="s" if "dz=" in variant else "o",
             ms=3,
             color=COLORS.get(method),
             label=label,
@@ -216,10 +216,10 @@ def plot_cut(rows, cut, path: Path) -> Path:
         ax_a.plot(
             [r["n_bits"] for r in pts],
             [r["map50"] for r in pts],
-            marker="o",
             ms=3,
             color=COLORS.get(method),
-            ls="-" if "chain" not in variant or "1.5" in variant else "--",
+            ls=":" if "dz=" in variant else "-" if "chain" not in variant or "1.5" in variant else "--",
+            marker="s" if "dz=" in variant else "o",
             label=f"{method} {variant}".strip(),
         )
     ax_a.axhline(1.0, color="red", ls=":", lw=1.2, label="float (1 by construction)")

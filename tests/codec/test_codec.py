@@ -131,6 +131,52 @@ def test_residual_threshold_is_per_active_element(rng):
     ).all()
 
 
+def test_dead_zone_drops_small_residuals_and_stays_closed_loop(rng):
+    frames = two_tensor_clip(rng, 9)
+    base = CodecConfig(specs(), n_bits=6, structure="uni-9", coder="zrl", reference="chain")
+
+    def with_residual(**kw):
+        return CodecConfig(**{**base.__dict__, "residual": ResidualConfig("threshold", 0.3, **kw)})
+
+    exact_enc, exact = run(with_residual(), frames)
+    _, below = run(with_residual(dead_zone=3.9), frames)  # under one 6-bit step (4 8-bit steps)
+    assert below == exact
+    dz_enc, dz = run(with_residual(dead_zone=4), frames)  # drops +-1 at N = 6
+    assert len(dz) < len(exact)
+    _, out = decode_stream(dz)
+    recon = {e.index: e.reconstruction for e in dz_enc.frames}
+    for d in out:  # the decoder rebuilds what the encoder predicted from
+        for a, b in zip(d.codes, recon[d.index], strict=True):
+            assert (a == b).all()
+    assert sum(e.coded_blocks for e in dz_enc.frames) <= sum(e.coded_blocks for e in exact_enc.frames)
+    with pytest.raises(ConfigurationError, match="dead zone"):
+        ResidualConfig(dead_zone=-1)
+
+
+def test_dead_zone_keeps_large_residuals_and_skips_blocks_left_empty(rng):
+    c, h, w, b = 8, 16, 16, 4
+    x = rng.integers(20, 230, (c, h, w)).astype(np.uint8)
+    y = x.astype(np.int16)
+    y[:, 0:4, 0:4] += 1  # flicker only: dropped, the block skipped
+    y[:, 4:8, 8:12] += 3  # kept
+    y[:, 12:16, 4:8] += np.where(rng.random((c, 4, 4)) < 0.5, 1, -5).astype(np.int16)  # mixed
+    y = y.astype(np.uint8)
+    spec = [TensorSpec("t", (c, h, w), 0.05, 128, b)]
+    res = ResidualConfig("threshold", 0.1, dead_zone=2)
+    cfg = CodecConfig(spec, n_bits=8, structure="uni-2", coder="zrl", residual=res)
+    enc, data = run(cfg, [[x], [y]])
+    pred = enc.frames[1]
+    assert pred.kind == "pred" and not pred.vectors[0].any()
+    assert pred.coded_blocks == 2
+    want = x.astype(np.int16)
+    want[:, 4:8, 8:12] = y[:, 4:8, 8:12]
+    mixed = y[:, 12:16, 4:8].astype(np.int16)
+    want[:, 12:16, 4:8] = np.where(mixed < x[:, 12:16, 4:8], mixed, x[:, 12:16, 4:8])
+    assert (pred.reconstruction[0] == want).all()
+    _, out = decode_stream(data)
+    assert (out[1].codes[0] == want).all()
+
+
 def test_refresh_turns_a_badly_predicted_frame_into_an_anchor(rng):
     frames = two_tensor_clip(rng, 6)
     for f in range(3, 6):  # a scene cut before frame 3

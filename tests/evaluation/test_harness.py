@@ -193,3 +193,11 @@ def test_torchvision_models_run_through_the_harness(model, tmp_path, need_data):
             assert r["bytes_per_frame"] > 0
             if len(info.crossing) > 1:
                 assert r["cut_bytes_per_frame"] < r["bytes_per_frame"]
+
+
+def test_the_dead_zone_variant_runs_only_where_it_changes_something(tmp_path):
+    h = _harness(tmp_path, bits=[4, 5, 6, 7, 8], methods=["chain+residual"])
+    names = [name for name, _keys, _fn in h._tasks()]
+    dz = [n for n in names if "dz=" in n]
+    assert dz == [f"{CUT} N={n} chain+residual t=1.5 dz=4" for n in (6, 7, 8)]  # 4 8-bit steps >= one N-bit step
+    assert sum("chain+residual" in n and "dz=" not in n for n in names) == 2 * 5  # two thresholds at every N
