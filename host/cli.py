@@ -98,6 +98,7 @@ def _edge(args) -> int:
     host, _, port = args.server.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--server must be host:port, not {args.server!r}")
+    codec = _codec(args)  # bad codec options fail here, before the model loads
     source = open_source(args.source)
     if args.m1:
         from temposplit.host.pipeline import NumpyEdgeModel
@@ -109,7 +110,6 @@ def _edge(args) -> int:
     tls = None
     if args.tls_ca or args.tls_cert:
         tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name)
-    codec = _codec(args)
     codec["fps"] = source.fps if args.fps == 30.0 and source.fps else args.fps
     edge = Edge(
         model,

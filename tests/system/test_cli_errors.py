@@ -13,6 +13,9 @@ from temposplit.cli import main
         (["demo", "--video", "/nonexistent/clip.avi"], "not found"),
         (["edge", "/nonexistent/clip.avi"], "not found"),
         (["edge", __file__, "--server", "nohost"], "host:port"),
+        (["demo", "--dead-zone", "-1"], "dead zone"),
+        # The codec options are checked first, before the source is opened or the model loads.
+        (["edge", "/nonexistent/clip.avi", "--dead-zone", "-1"], "dead zone"),
         (["serve", "--weights", "no-equals-sign", "--port", "0"], "MODEL=PATH"),
     ],
 )
