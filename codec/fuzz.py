@@ -36,6 +36,7 @@ def seed_streams(rng: np.random.Generator) -> list[bytes]:
         dict(structure="uni-2", coder="zvc"),
         dict(structure="bi-3", coder="huffman"),
         dict(structure="bi-5", coder="zrl", residual=ResidualConfig(threshold=0.2), reference="chain"),
+        dict(structure="uni-4", coder="huffman", n_bits=6, residual=ResidualConfig(threshold=0.2, dead_zone=8)),
         dict(structure="uni-4", coder="huffman", per_channel=True, refresh_threshold=8.0, key_interval=2),
         dict(structure="bi-3", coder="zrl", rate_target=0.02, fps=10.0),
     ]
