@@ -80,7 +80,7 @@ RATE_CONTROL = {
     "reference": "chain",
     "threshold_8bit_steps": 0.25,  # the controller scales it per frame
     "coder": "zrl",
-    "targets": (0.10, 0.20),  # fractions of the 8-bit features' bytes per frame (all crossing tensors)
+    "targets": (0.05, 0.10, 0.20),  # fractions of the 8-bit features' bytes per frame (all crossing tensors)
 }
 JPEG_ACT = {"tables": ("optL", "optH"), "coder": "jpeg", "max_clipped": 1e-3}
 FREQUENT_MIN_BOXES = 50  # "frequent" categories: at least this many fidelity ground-truth boxes
