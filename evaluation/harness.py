@@ -755,103 +755,69 @@ class Harness:
                     )
                 )
             for n in self.bits:
-                if "quant" in m:
+
+                def codec(name, method, variant, coders, cut=cut, n=n, **options):
+                    """A codec point: one row per coder, all from one reconstruction."""
                     tasks.append(
                         (
-                            f"{cut} N={n} quant",
-                            keys(cut, "quant", "intra", QUANT_CODERS, n),
-                            lambda cut=cut, n=n: self._task_codec(
-                                cut, n, "quant", "intra", QUANT_CODERS, structure="intra"
-                            ),
+                            f"{cut} N={n} {name}",
+                            keys(cut, method, variant, coders, n),
+                            lambda: self._task_codec(cut, n, method, variant, coders, **options),
                         )
                     )
-                for s, var in (("uni-2", "tss"), ("bi-3", "tss")):
+
+                if "quant" in m:
+                    codec("quant", "quant", "intra", QUANT_CODERS, structure="intra")
+                for s in ("uni-2", "bi-3"):
                     if s in m:
-                        tasks.append(
-                            (
-                                f"{cut} N={n} {s}",
-                                keys(cut, s, var, TSS_CODERS, n),
-                                lambda cut=cut, n=n, s=s, var=var: self._task_codec(
-                                    cut, n, s, var, TSS_CODERS, structure=s
-                                ),
-                            )
-                        )
+                        codec(s, s, "tss", TSS_CODERS, structure=s)
                 if "bi-3+residual" in m:
-                    var = f"t={BI3_RESIDUAL['threshold']:g}"
-                    tasks.append(
-                        (
-                            f"{cut} N={n} bi-3+residual",
-                            keys(cut, "bi-3+residual", var, BI3_RESIDUAL["coders"], n),
-                            lambda cut=cut, n=n, var=var: self._task_codec(
-                                cut,
-                                n,
-                                "bi-3+residual",
-                                var,
-                                BI3_RESIDUAL["coders"],
-                                structure=BI3_RESIDUAL["structure"],
-                                reference=BI3_RESIDUAL["reference"],
-                                residual=BI3_RESIDUAL["threshold"],
-                            ),
-                        )
+                    b3 = BI3_RESIDUAL
+                    codec(
+                        "bi-3+residual",
+                        "bi-3+residual",
+                        f"t={b3['threshold']:g}",
+                        b3["coders"],
+                        structure=b3["structure"],
+                        reference=b3["reference"],
+                        residual=b3["threshold"],
                     )
                 if "chain+residual" in m:
+                    chain = {"structure": CHAIN_RESIDUAL["structure"], "reference": "chain"}
                     for t in CHAIN_RESIDUAL["thresholds"]:
-                        var = f"{CHAIN_RESIDUAL['structure']} chain t={t:g}"
-                        tasks.append(
-                            (
-                                f"{cut} N={n} chain+residual t={t:g}",
-                                keys(cut, "chain+residual", var, CHAIN_RESIDUAL["coders"], n),
-                                lambda cut=cut, n=n, var=var, t=t: self._task_codec(
-                                    cut,
-                                    n,
-                                    "chain+residual",
-                                    var,
-                                    CHAIN_RESIDUAL["coders"],
-                                    structure=CHAIN_RESIDUAL["structure"],
-                                    reference="chain",
-                                    residual=t,
-                                ),
-                            )
+                        var = f"{chain['structure']} chain t={t:g}"
+                        codec(
+                            f"chain+residual t={t:g}",
+                            "chain+residual",
+                            var,
+                            CHAIN_RESIDUAL["coders"],
+                            **chain,
+                            residual=t,
                         )
-                dz = CHAIN_DEAD_ZONE
-                if "chain+residual" in m and dz["dead_zone"] >= 1 << (8 - n):
-                    t = dz["threshold"]
-                    var = f"{CHAIN_RESIDUAL['structure']} chain t={t:g} dz={dz['dead_zone']:g}"
-                    tasks.append(
-                        (
-                            f"{cut} N={n} chain+residual t={t:g} dz={dz['dead_zone']:g}",
-                            keys(cut, "chain+residual", var, dz["coders"], n),
-                            lambda cut=cut, n=n, var=var, t=t: self._task_codec(
-                                cut,
-                                n,
-                                "chain+residual",
-                                var,
-                                CHAIN_DEAD_ZONE["coders"],
-                                structure=CHAIN_RESIDUAL["structure"],
-                                reference="chain",
-                                residual=t,
-                                dead_zone=CHAIN_DEAD_ZONE["dead_zone"],
-                            ),
+                    dz = CHAIN_DEAD_ZONE
+                    if dz["dead_zone"] >= 1 << (8 - n):  # below one N-bit step it changes nothing
+                        t, d = dz["threshold"], dz["dead_zone"]
+                        var = f"{chain['structure']} chain t={t:g} dz={d:g}"
+                        codec(
+                            f"chain+residual t={t:g} dz={d:g}",
+                            "chain+residual",
+                            var,
+                            dz["coders"],
+                            **chain,
+                            residual=t,
+                            dead_zone=d,
                         )
-                    )
                 if "refresh" in m:
-                    var = f"{REFRESH['structure']} t={REFRESH['residual']:g} x{REFRESH['factor']:g}"
-                    tasks.append(
-                        (
-                            f"{cut} N={n} refresh",
-                            keys(cut, "refresh", var, [REFRESH["coder"]], n),
-                            lambda cut=cut, n=n, var=var: self._task_codec(
-                                cut,
-                                n,
-                                "refresh",
-                                var,
-                                (REFRESH["coder"],),
-                                structure=REFRESH["structure"],
-                                reference=REFRESH["reference"],
-                                residual=REFRESH["residual"],
-                                refresh=True,
-                            ),
-                        )
+                    r = REFRESH
+                    codec(
+                        "refresh",
+                        "refresh",
+                        f"{r['structure']} t={r['residual']:g} x{r['factor']:g}",
+                        (r["coder"],),
+                        structure=r["structure"],
+                        reference=r["reference"],
+                        residual=r["residual"],
+                        refresh=True,
                     )
             if "rate-control" in m:
                 for f in RATE_CONTROL["targets"]:
