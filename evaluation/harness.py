@@ -62,8 +62,8 @@ FRAME_METHODS = ("jpeg", "h264", "h265")
 ALL_METHODS = FEATURE_METHODS + FRAME_METHODS
 QUANT_CODERS = ("raw", "zvc", "huffman", "zrl")
 TSS_CODERS = ("raw", "zvc", "huffman")  # the thesis's curves
-# Residual thresholds are mean |current - prediction| per block in 8-bit code steps, as the codec
-# takes them (the same error in value at every N).
+# Residual thresholds are mean |current - prediction| per block in 8-bit code steps per active
+# element, as the codec takes them (the same error in value at every N and on every cut).
 BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl")}
 CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman")}
 # The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at
@@ -88,18 +88,7 @@ JPEG_QUALITY = 75
 JPEG_TARGET_BPP = 2.8
 VIDEO_CRFS = (23, 28, 33, 38)
 # Methods scored on the labelme frames (a 5-frame clip) against their real boxes.
-LABELME_METHODS = {
-    "float",
-    "features-8bit",
-    "quant",
-    "uni-2",
-    "bi-3",
-    "bi-3+residual",
-    "chain+residual",
-    "refresh",
-    "jpeg-act",
-    "jpeg",
-}
+LABELME_METHODS = {"float", "jpeg"} | set(FEATURE_METHODS) - {"rate-control"}
 
 ROW_KEYS = (
     "key",
