@@ -28,8 +28,8 @@ def _ms(fn, repeats: int) -> float:
 
 def bench_ssd(repeats: int = 10, log=print) -> list[dict]:
     from temposplit.model import load_detector
+    from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import read_video, vtest_path
-    from temposplit.model.fixtures import calibration_frames
     from temposplit.model.quantize import quantize
 
     det = load_detector()

@@ -90,8 +90,8 @@ def _cmd_accuracy(args) -> int:
 
     from temposplit.errors import MissingDependencyError
     from temposplit.model.accuracy import ssd_study
+    from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import have_data, read_video, vtest_path
-    from temposplit.model.fixtures import calibration_frames
 
     if not have_data():
         raise MissingDependencyError("data/ is missing: run `make data` (temposplit fetch-data)")
@@ -173,7 +173,10 @@ def _cmd_export_m1(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("fetch-data", help="fetch vtest.avi and the labelme frames from Debian packages")
+    p = subparsers.add_parser(
+        "fetch-data",
+        help="fetch the evaluation clips, the labelme frames and the calibration set from Debian packages",
+    )
     p.add_argument("--dest", help="data folder (default $TEMPOSPLIT_DATA or data/)")
     p.set_defaults(handler=_cmd_fetch_data)
 

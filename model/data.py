@@ -1,18 +1,23 @@
-"""Video frames and the two small data sets this machine can have (SPEC section 6).
+"""Video frames and the small data sets this machine can have (SPEC section 6).
 
 * :func:`read_video` decodes any video PyAV can open into RGB uint8 frames (H, W, 3).
-* :func:`fetch_data` downloads OpenCV's ``vtest.avi`` (Debian's ``opencv-doc``) and the
-  annotated street frames of Debian's ``labelme-examples`` with ``apt-get download`` and
-  extracts the few files needed with ``dpkg-deb --fsys-tarfile | tar -x``: nothing is
-  installed. It is idempotent: files already there are not fetched again.
-* :func:`vtest_path`, :func:`labelme_frames` locate them; :func:`labelme_boxes` turns the
-  labelme polygons into COCO-style boxes.
+* :func:`fetch_data` downloads, with ``apt-get download``, Debian's ``opencv-doc`` (the
+  evaluation clips ``vtest.avi``, ``cup.mp4``, ``box.mp4``, ``Megamind.avi``, and the
+  natural photographs and the clip ``tree.avi`` of the calibration set) and
+  ``labelme-examples`` (the annotated street frames, and the VOC and classification
+  photographs of the calibration set), and extracts the few files needed with
+  ``dpkg-deb --fsys-tarfile | tar -x``: nothing is installed. Members shipped gzipped are
+  decompressed. It is idempotent: a package whose files are all there is not fetched again.
+* :func:`vtest_path`, :func:`eval_clips`, :func:`labelme_frames`, :func:`calibration_paths`
+  locate them; :func:`labelme_boxes` turns the labelme polygons into COCO-style boxes.
+  The calibration set itself is :mod:`temposplit.model.calibration`.
 
 The data folder is ``$TEMPOSPLIT_DATA`` or ``data/`` at the repository root.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -27,17 +32,81 @@ import numpy as np
 from temposplit.errors import ConfigError, MissingDependencyError
 
 # One entry per Debian package: the members to extract, relative to the package's root,
-# and where each lands under the data folder.
-_VTEST_MEMBER = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
-_LABELME_DIR = "./usr/share/doc/labelme-examples/examples/video_annotation/data_annotated/"
+# and where each lands under the data folder (a ``.gz`` member whose target does not end in
+# ``.gz`` is decompressed).
+_OPENCV_DOC = "./usr/share/doc/opencv-doc/"
+_OPENCV_DATA = _OPENCV_DOC + "examples/data/"
+_VTEST_MEMBER = _OPENCV_DATA + "vtest.avi"
+_LABELME = "./usr/share/doc/labelme-examples/examples/"
+_LABELME_DIR = _LABELME + "video_annotation/data_annotated/"
 _LABELME_STEMS = tuple(f"{i:08d}" for i in range(100, 105))
 
-PACKAGES = {
-    "opencv-doc": {_VTEST_MEMBER: "vtest.avi"},
+# The evaluation clips, in report order: name -> (member, file under the data folder).
+# Never part of the calibration set (nor is Megamind_bugy.avi, the same film).
+EVAL_CLIPS = {
+    "vtest": (_VTEST_MEMBER, "vtest.avi"),
+    "cup": (_OPENCV_DOC + "opencv4/html/cup.mp4.gz", "clips/cup.mp4"),
+    "box": (_OPENCV_DOC + "opencv4/html/box.mp4.gz", "clips/box.mp4"),
+    "megamind": (_OPENCV_DATA + "Megamind.avi", "clips/Megamind.avi"),
+}
+
+# The calibration set's sources: (package, member, file under the data folder). Natural
+# photographs chosen by content, scale and lighting (people, animals, vehicles, streets,
+# buildings, indoor and outdoor, aerial and close-up, daylight, dim and flash, colour and
+# grey); no synthetic, chessboard, logo, painting or document image. docs/models.md
+# describes each. ``tree.avi`` is a clip that is never evaluated.
+CALIBRATION_DIR = "calibration"
+_CALIBRATION_SOURCES = (
+    [
+        ("opencv-doc", _OPENCV_DATA + name, name)
+        for name in (
+            "messi5.jpg",
+            "baboon.jpg",
+            "fruits.jpg",
+            "building.jpg",
+            "home.jpg",
+            "apple.jpg",
+            "orange.jpg",
+            "butterfly.jpg",
+            "squirrel_cls.jpg",
+            "aero1.jpg",
+            "aero3.jpg",
+            "basketball1.png",
+            "board.jpg",
+            "leuvenA.jpg",
+            "aloeL.jpg",
+            "rubberwhale1.png",
+            "chicky_512.png",
+            "licenseplate_motion.jpg",
+            "left.jpg",
+        )
+    ]
+    + [("opencv-doc", _OPENCV_DOC + "examples/alphamat/input_images/plant.jpg", "plant.jpg")]
+    + [("opencv-doc", _OPENCV_DOC + f"examples/hfs/data/{i:03d}.jpg", f"hfs-{i:03d}.jpg") for i in range(3)]
+    + [
+        ("opencv-doc", _OPENCV_DOC + f"examples/text/scenetext{i:02d}.jpg", f"scenetext{i:02d}.jpg")
+        for i in range(1, 7)
+    ]
+    + [
+        ("labelme-examples", _LABELME + f"bbox_detection/data_annotated/{stem}.jpg", f"voc-{stem}.jpg")
+        for stem in ("2011_000003", "2011_000006", "2011_000025")
+    ]
+    + [
+        ("labelme-examples", _LABELME + f"classification/data_annotated/{stem}.jpg", f"labelme-{stem}.jpg")
+        for stem in ("0001", "0002")
+    ]
+    + [("opencv-doc", _OPENCV_DATA + "tree.avi", "tree.avi")]
+)
+
+PACKAGES: dict[str, dict[str, str]] = {
+    "opencv-doc": {member: rel for member, rel in EVAL_CLIPS.values()},
     "labelme-examples": {
         _LABELME_DIR + stem + ext: f"labelme/{stem}{ext}" for stem in _LABELME_STEMS for ext in (".jpg", ".json")
     },
 }
+for _package, _member, _name in _CALIBRATION_SOURCES:
+    PACKAGES[_package][_member] = f"{CALIBRATION_DIR}/{_name}"
+
 
 # labelme's labels in that folder, mapped to COCO category ids ("track" means truck).
 LABELME_TO_COCO = {"car": 3, "track": 8, "truck": 8}
@@ -54,6 +123,19 @@ def data_dir() -> Path:
 def vtest_path(root: Path | None = None) -> Path:
     """Path of ``vtest.avi`` (it may not exist yet: see :func:`fetch_data`)."""
     return (root or data_dir()) / "vtest.avi"
+
+
+def eval_clips(root: Path | None = None) -> dict[str, Path]:
+    """The evaluation clips, in order: ``{"vtest", "cup", "box", "megamind"}`` -> path
+    (they may not exist yet: see :func:`fetch_data`)."""
+    root = root or data_dir()
+    return {name: root / rel for name, (_member, rel) in EVAL_CLIPS.items()}
+
+
+def calibration_paths(root: Path | None = None) -> list[Path]:
+    """The calibration set's files (images, then ``tree.avi``), in the set's fixed order."""
+    root = root or data_dir()
+    return [root / CALIBRATION_DIR / name for _package, _member, name in _CALIBRATION_SOURCES]
 
 
 def labelme_frames(root: Path | None = None) -> list[tuple[Path, Path]]:
@@ -107,8 +189,17 @@ def _extract(deb: Path, members: list[str], dest: Path) -> None:
         )
 
 
+def _gunzip(src: Path, target: Path) -> None:
+    # Into a temporary name first: an interrupted run leaves no truncated clip behind.
+    partial = target.with_name(target.name + ".part")
+    with gzip.open(src, "rb") as fin, open(partial, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    partial.replace(target)
+
+
 def fetch_data(root: Path | None = None, log=print) -> Path:
-    """Fetch vtest.avi and the labelme frames into the data folder; return the folder.
+    """Fetch the evaluation clips, the labelme frames and the calibration set into the data
+    folder; return the folder.
 
     Idempotent: a package whose files are all present is skipped.
     """
@@ -130,7 +221,10 @@ def fetch_data(root: Path | None = None, log=print) -> Path:
             for member, rel in files.items():
                 target = root / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(extract_dir / member), target)
+                if member.endswith(".gz") and not rel.endswith(".gz"):
+                    _gunzip(extract_dir / member, target)
+                else:
+                    shutil.move(str(extract_dir / member), target)
             log(f"{package}: {len(files)} file(s) into {root}")
     return root
 

@@ -379,9 +379,9 @@ def export_cut(out, model: str | None = None, cut=None, weights=None, calibratio
     """Load, calibrate (qnnpack int8) and export one cut's M1: what a command line calls.
 
     ``model``: a detector name (default: the SSD); ``cut``: a cut name or alias (default: the
-    model's default cut); ``calibration_frames``: RGB uint8 frames (default: the SSD's
-    calibration set, ``fixtures.calibration_frames()``, 32 frames of vtest.avi). For a
-    torchvision detector the calibration frames must be given.
+    model's default cut); ``calibration_frames``: RGB uint8 frames (default for the SSD: the
+    fixed calibration set, ``calibration.calibration_frames()``). For a torchvision detector
+    the calibration frames must be given.
     """
     from temposplit.model import cuts as cut_table
     from temposplit.model import load_detector
@@ -392,7 +392,7 @@ def export_cut(out, model: str | None = None, cut=None, weights=None, calibratio
     if calibration_frames is None:
         if name != cut_table.SSD:
             raise ConfigError(f"{name}: give calibration frames (RGB uint8) to export its int8 M1")
-        from temposplit.model.fixtures import calibration_frames as default_frames
+        from temposplit.model.calibration import calibration_frames as default_frames
 
         calibration_frames = default_frames()
     if name == cut_table.SSD:

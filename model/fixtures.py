@@ -1,7 +1,8 @@
 """Small int8 feature-map fixtures of the SSD for the fabric's testbenches.
 
 For each SSD cut, one ``ssd-<cut>.npz`` with a few consecutive vtest.avi frames' quint8
-codes of every tensor crossing the cut. To stay small, each tensor keeps its first
+codes of every tensor crossing the cut, the int8 M1 calibrated on the fixed calibration set
+(:mod:`.calibration`). To stay small, each tensor keeps its first
 ``C' = clamp(budget // (H * W), 1, C)`` channels at full spatial size (the codec works per
 channel; block matching sums over channels). Keys, for tensor i of the cut:
 
@@ -24,16 +25,9 @@ DEFAULT_FRAMES = 3
 CHANNEL_BUDGET = 12_000  # codes per frame and tensor, before compression
 
 
-def calibration_frames(count: int = 32, start: int = 300, step: int = 15):
-    """The default calibration frames: 32 frames of vtest.avi from frame 300, every 15th
-    (outside the first 300 frames used for accuracy)."""
-    from temposplit.model.data import read_video, vtest_path
-
-    return list(read_video(vtest_path(), max_frames=count, step=step, start=start))
-
-
 def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_FRAMES, log=print) -> list[Path]:
     from temposplit.model import load_detector
+    from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import read_video, vtest_path
     from temposplit.model.quantize import quantize
 
