@@ -66,8 +66,10 @@ class Edge:
         timeout: float = 60.0,
         log=None,
         progress=None,
+        source_address: str | None = None,
     ):
         self.model = model
+        self.source_address = (source_address, 0) if source_address else None  # e.g. for a proxy's affinity
         self.codec = dict(codec)
         self.address = tuple(address)
         self.stream = stream
@@ -93,7 +95,7 @@ class Edge:
         last = None
         for attempt in range(self.reconnect_attempts):
             try:
-                sock = socket.create_connection(self.address, timeout=self.timeout)
+                sock = socket.create_connection(self.address, timeout=self.timeout, source_address=self.source_address)
                 if self.tls is not None:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
                 chan = P.Channel(sock)
