@@ -107,12 +107,15 @@ def config_from_args(args, tensors):
 
 
 def _encode(args) -> int:
-    from temposplit.codec import features
     from temposplit.codec.encoder import Encoder, TensorSpec
+    from temposplit.codec.motion import check_block
 
-    clip = features.load(args.input)
+    clip = _load_features(args.input)
+    block = args.block
+    if block is not None:
+        check_block(block)  # 0 is an error, not "the default"
     tensors = [
-        TensorSpec(n, tuple(c.shape[1:]), s, z, args.block or b or 4)
+        TensorSpec(n, tuple(c.shape[1:]), s, z, block or b or 4)
         for n, c, s, z, b in zip(clip.names, clip.codes, clip.scales, clip.zero_points, clip.blocks, strict=True)
     ]
     enc = Encoder(config_from_args(args, tensors))
@@ -134,6 +137,20 @@ def _encode(args) -> int:
     return 0
 
 
+def _load_features(path: str):
+    """The feature file, or a ConfigurationError for one that is empty or not a zip."""
+    import zipfile
+    import zlib
+
+    from temposplit.codec import features
+    from temposplit.codec.errors import ConfigurationError
+
+    try:
+        return features.load(path)
+    except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ConfigurationError(f"{path}: not a readable .npz feature file ({exc or type(exc).__name__})") from exc
+
+
 def _decode(args) -> int:
     import sys
 
@@ -146,7 +163,15 @@ def _decode(args) -> int:
     with open(args.input, "rb") as f:
         data = f.read()
     header, out = decode_stream(data)
-    frames = sorted((d for d in out if isinstance(d, DecodedFrame)), key=lambda d: d.index)
+    # A frame index met again (a duplicated packet): the first copy is kept, the stream
+    # is reported as damaged (exit status 1), never written with that frame twice.
+    seen: set[int] = set()
+    frames, repeated = [], []
+    for d in out:
+        if isinstance(d, DecodedFrame):
+            (repeated if d.index in seen else frames).append(d)
+            seen.add(d.index)
+    frames.sort(key=lambda d: d.index)
     errors = [d for d in out if not isinstance(d, DecodedFrame)]
     if not frames:
         raise BitstreamError(f"no frame could be decoded ({errors[0].error})" if errors else "the stream has no frames")
@@ -164,12 +189,17 @@ def _decode(args) -> int:
     extra.update({f"values/{n}": v for n, v in zip(names, values, strict=True)})
     features.save(args.output, clip, extra)
     print(f"{len(frames)} frames decoded -> {args.output}")
+    if repeated:
+        print(
+            f"temposplit decode: {len(repeated)} packets repeat a frame already decoded (first: frame "
+            f"{repeated[0].index}); the first copy of each frame was kept",
+            file=sys.stderr,
+        )
     if errors:
         print(
             f"temposplit decode: {len(errors)} packets could not be decoded; first: {errors[0].error}", file=sys.stderr
         )
-        return 1
-    return 0
+    return 1 if errors or repeated else 0
 
 
 def _bench(args) -> int:

@@ -39,13 +39,17 @@ def run_demo(
     reference: bool = True,
     log=_log,
 ) -> dict:
-    from temposplit.errors import MissingDependencyError
+    from temposplit.errors import ConfigError, MissingDependencyError
     from temposplit.evaluation.metrics import fidelity_map
     from temposplit.host.edge import Edge
     from temposplit.host.pipeline import EdgeModel
     from temposplit.model import data
     from temposplit.server.server import CloudServer
 
+    # Every check before the model loads (a minute on the first run).
+    if frames < 1:
+        raise ConfigError(f"frames must be at least 1, not {frames}")
+    check_output_folder(out)
     if video is None:
         path = data.vtest_path()
         if not path.is_file():
@@ -57,9 +61,12 @@ def run_demo(
             raise MissingDependencyError(f"video {path} not found")
     import av
 
-    with av.open(str(path)) as c:
-        fps = float(c.streams.video[0].average_rate or 30)
-        available = c.streams.video[0].frames or frames
+    try:
+        with av.open(str(path)) as c:
+            fps = float(c.streams.video[0].average_rate or 30)
+            available = c.streams.video[0].frames or frames
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise ConfigError(f"cannot open {path} as a video: {exc}") from exc
     frames = min(frames, available) if available else frames
     log(f"video {path}: {frames} frames at {fps:g} fps")
     log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
@@ -132,6 +139,20 @@ def run_demo(
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def check_output_folder(out) -> None:
+    """Create ``out`` and check that a file can be written in it."""
+    import tempfile
+
+    from temposplit.errors import ConfigError
+
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from exc
 
 
 def print_summary(s: dict) -> None:

@@ -88,3 +88,92 @@ def open_source(path: str, backend: str | None = None) -> Source:
     except (OSError, av.error.FFmpegError, IndexError) as exc:
         raise ConfigError(f"cannot open {path} as a video: {exc}") from exc
     return Source(path, fps, None if camera else count, camera, "av")
+
+
+@dataclass
+class ReplayFrame:
+    """One frame of a feature file: the source frame's shape (H, W, 3) and its cut tensors."""
+
+    index: int
+    shape: tuple
+    tensors: list
+
+
+class Replay:
+    """A feature file written by ``temposplit features`` (docs/bitstream.md, Feature
+    files), replayed as the edge's source and M1 at once: its frames are the recorded cut
+    tensors, so streaming them loads no model (NumPy only, no PyTorch).
+
+    It has the :class:`~temposplit.host.pipeline.EdgeModel` interface the edge uses
+    (``m1``, ``tensor_specs``, ``model_hash``, ``model``, ``cut.name``, ``m1_ms``) and a
+    source's (``frames()``, ``fps``, ``count``).
+    """
+
+    IDENTITY = ("model", "cut", "model_hash", "frame_size", "fps")
+
+    def __init__(self, path: str):
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        from temposplit.codec import features
+        from temposplit.codec.errors import CodecError
+
+        if not Path(path).is_file():
+            raise MissingDependencyError(f"feature file {path} not found")
+        try:
+            self.clip = features.load(path)
+            with np.load(path, allow_pickle=False) as npz:
+                missing = [k for k in self.IDENTITY if k not in npz.files]
+                if missing:
+                    raise ConfigError(
+                        f"{path}: no {', '.join(missing)}: not written by `temposplit features` (cannot be replayed)"
+                    )
+                self.model = str(npz["model"])
+                cut = str(npz["cut"])
+                self.hash = bytes(npz["model_hash"].astype(np.uint8))
+                h, w = (int(v) for v in npz["frame_size"])
+                self.fps = float(npz["fps"])
+        except CodecError as exc:
+            raise ConfigError(str(exc)) from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise ConfigError(f"{path}: not a readable feature file ({exc})") from exc
+        if len(self.hash) != 32 or h < 1 or w < 1 or not self.fps > 0:
+            raise ConfigError(f"{path}: invalid model hash, frame size or fps")
+        self.path = path
+        self.cut = SimpleNamespace(name=cut)
+        self.frame_size = (h, w)
+        self.count = self.clip.frames
+        self.m1_ms: list[float] = []
+
+    def frames(self):
+        from temposplit.model.numpy_m1 import Codes
+
+        for t in range(self.count):
+            tensors = [
+                Codes(n, tuple(c.shape[1:]), s, z, c[t])
+                for n, c, s, z in zip(
+                    self.clip.names, self.clip.codes, self.clip.scales, self.clip.zero_points, strict=True
+                )
+            ]
+            yield ReplayFrame(t, (*self.frame_size, 3), tensors)
+
+    def m1(self, frames) -> list:
+        """The recorded cut tensors of ``frames`` (no model runs)."""
+        return [f.tensors for f in frames]
+
+    def tensor_specs(self, sample, block: int | None = None):
+        from temposplit.codec.encoder import TensorSpec
+        from temposplit.host.pipeline import default_block
+
+        return [
+            TensorSpec(t.name, t.shape, t.scale, t.zero_point, block or b or default_block(t.shape[1], t.shape[2]))
+            for t, b in zip(sample, self.clip.blocks, strict=True)
+        ]
+
+    def model_hash(self, sample) -> bytes:
+        return self.hash
+
+
+def open_replay(path: str) -> Replay:
+    return Replay(path)

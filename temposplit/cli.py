@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "temposplit.hw.cli",
     "temposplit.host.cli",
     "temposplit.server.cli",
+    "temposplit.server.bench",
     "temposplit.evaluation.cli",
 )
 

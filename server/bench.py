@@ -1,0 +1,237 @@
+"""``temposplit bench server``: the server's capacity under many concurrent edge streams.
+
+K replay edges (``temposplit edge --replay``: recorded cut tensors, no model on the edge
+side) stream F frames each at once to one server, started here (``temposplit serve`` in
+its own process, on 127.0.0.1) or already running (``--server``). Prints frames/s, the
+p50 and p99 latency (a frame's send to its detections), the server's peak resident
+memory, and how many frames got a record (detections or an explicit error).
+Procedure and figures: docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+
+def register_bench(sub) -> None:
+    p = sub.add_parser("server", help="server capacity: K concurrent replay edges; frames/s, latency, peak RSS")
+    p.add_argument("--clients", type=int, default=8, help="concurrent edge streams (default 8)")
+    p.add_argument("--frames", type=int, default=40, help="frames per stream (default 40)")
+    p.add_argument(
+        "--features",
+        default=None,
+        metavar="FILE",
+        help="feature file to replay (temposplit features); default: made from vtest.avi",
+    )
+    p.add_argument("--server", default=None, metavar="HOST:PORT", help="a running server (default: start one)")
+    p.add_argument("--server-pid", type=int, default=None, help="its process id, for its peak memory (Linux)")
+    p.add_argument("--out", default=None, help="output folder of the started server (default: a temporary one)")
+    p.add_argument("--timeout", type=float, default=60.0, help="the edges' answer timeout in s (the edge's default)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(handler=_bench_server)
+
+
+def _bench_server(args) -> int:
+    import json
+    import tempfile
+
+    from temposplit.errors import ConfigError
+
+    if args.clients < 1 or args.frames < 1:
+        raise ConfigError("--clients and --frames must be at least 1")
+    if args.server and args.out:
+        raise ConfigError("--out is the started server's folder: not with --server")
+    with tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
+        result = run_bench(
+            args.clients, args.frames, args.features, args.server, args.server_pid, args.out, tmp, args.timeout
+        )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        lat = result["latency_ms"]
+        print(
+            f"{result['clients']} clients x {result['frames_per_client']} frames: {result['frames_per_s']} frames/s; "
+            f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms; server peak RSS {result['server_peak_rss_mb']} MB; "
+            f"{result['frames_with_detections']} frames with detections, {result['frames_with_error_record']} with "
+            f"an error record, {result['frames_without_record']} without a record; "
+            f"{len(result['failed_clients'])} clients failed"
+        )
+    return 0 if not result["failed_clients"] and result["frames_without_record"] == 0 else 1
+
+
+def run_bench(
+    clients: int,
+    frames: int,
+    features: str | None,
+    server: str | None,
+    server_pid: int | None,
+    out: str | None,
+    tmp: str,
+    timeout: float = 60.0,
+) -> dict:
+    import json
+    import threading
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from temposplit.codec.encoder import PRESETS
+    from temposplit.errors import ConfigError
+    from temposplit.host.edge import Edge
+    from temposplit.host.sources import open_replay
+
+    if features is None:
+        features = str(Path(tmp) / "features.npz")
+        _make_features(features, frames)
+    replay = open_replay(features)
+    if replay.count < frames:
+        raise ConfigError(f"{features} has {replay.count} frames, fewer than --frames {frames}")
+    recorded = list(replay.frames())[:frames]
+    codec = {**PRESETS["recommended"], "fps": replay.fps}
+
+    proc = None
+    out_dir = Path(out or Path(tmp) / "server")
+    if server is None:
+        proc, address = _start_server(out_dir, clients)
+        pid = proc.pid
+    else:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--server must be host:port, not {server!r}")
+        address, pid, out_dir = (host, int(port)), server_pid, None
+    try:
+        # One short stream first: the server loads its model on the first stream's HELLO.
+        Edge(replay, dict(codec), address, f"bench-warmup-{time.time_ns()}", timeout=300).run(
+            recorded[:2], video={"fps": replay.fps}, total=2
+        )
+        names = [f"bench-{time.time_ns()}-{i}" for i in range(clients)]
+        reports: dict[int, object] = {}
+        failures: dict[int, str] = {}
+        start = threading.Barrier(clients + 1)
+
+        def client(i: int) -> None:
+            edge = Edge(replay, dict(codec), address, names[i], timeout=timeout)
+            start.wait()
+            try:
+                reports[i] = edge.run(recorded, video={"fps": replay.fps}, total=frames)
+            except Exception as exc:  # noqa: BLE001 - a client's failure is a result, reported
+                failures[i] = f"{type(exc).__name__}: {exc}"
+                reports[i] = edge.report
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+        for t in threads:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        peak = _peak_rss_mb(pid)
+    finally:
+        if proc is not None:
+            _stop_server(proc)
+
+    latencies = [v for r in reports.values() for v in r.latency_ms.values()]
+    detections = sum(len(r.detections) for r in reports.values())
+    edge_errors = sum(len(r.errors) for r in reports.values())
+    result = {
+        "clients": clients,
+        "frames_per_client": frames,
+        "frames_sent": clients * frames,
+        "wall_s": round(wall, 2),
+        "latency_ms": {
+            "p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
+            "p99": round(float(np.percentile(latencies, 99)), 1) if latencies else None,
+        },
+        "server_peak_rss_mb": peak,
+        "frames_with_detections": detections,  # as the edges saw them (ACKs)
+        "edge_errors": edge_errors,
+        "failed_clients": sorted(failures.values()),
+    }
+    if out_dir is not None:  # the server's own records: every frame index once
+        with_det = with_err = 0
+        for name in names:
+            path = out_dir / name / "detections.jsonl"
+            recs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+            with_det += len({r["frame"] for r in recs if "detections" in r and r["frame"] < frames})
+            with_err += len({r["frame"] for r in recs if "error" in r and r["frame"] < frames})
+        result["frames_with_detections"] = with_det
+        result["frames_with_error_record"] = with_err
+        result["frames_without_record"] = clients * frames - with_det - with_err
+    else:  # a remote server: its SUMMARYs
+        summaries = [r.summary for r in reports.values() if r.summary]
+        result["frames_with_error_record"] = sum(s.get("errors", 0) for s in summaries)
+        result["frames_without_record"] = clients * frames - sum(s.get("frames", 0) for s in summaries)
+    result["frames_per_s"] = round(result["frames_with_detections"] / wall, 2)  # frames with detections
+    return result
+
+
+def _make_features(path: str, frames: int) -> None:
+    import subprocess
+    import sys
+
+    from temposplit.errors import MissingDependencyError
+    from temposplit.model import data
+
+    video = data.vtest_path()
+    if not video.is_file():
+        raise MissingDependencyError("vtest.avi is not fetched (`temposplit fetch-data`), or give --features")
+    cmd = [sys.executable, "-m", "temposplit", "features", str(video), path, "--frames", str(frames)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MissingDependencyError(f"temposplit features failed: {done.stderr.strip()[-500:]}")
+
+
+def _start_server(out_dir, clients: int):
+    """``temposplit serve`` on an ephemeral port of 127.0.0.1; returns (process, address)."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from temposplit.errors import TemposplitError
+
+    cmd = [sys.executable, "-m", "temposplit", "serve", "--port", "0", "--out", str(out_dir)]
+    cmd += ["--max-streams", str(max(64, clients + 1))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r" on (\S+):(\d+)", line)
+        if m:
+            # Keep draining its log so that the server never blocks on a full pipe.
+            import threading
+
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc, (m.group(1), int(m.group(2)))
+    proc.kill()
+    raise TemposplitError(f"the server did not start: {''.join(lines)[-500:]}")
+
+
+def _stop_server(proc) -> None:
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _peak_rss_mb(pid: int | None) -> float | None:
+    """The process's peak resident set (VmHWM, Linux), in MB (10^6 bytes)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) * 1024 / 1e6, 1)
+    except OSError:
+        return None
+    return None
