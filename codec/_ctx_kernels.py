@@ -1,0 +1,487 @@
+"""Compiled fast path of the context-adaptive coder ``ctx`` (docs/bitstream.md, section 6.2).
+
+The readable definition is :mod:`temposplit.codec.ctx_reference`; these kernels are
+tested equal to it, byte for byte. Without numba they run as plain Python (slow, right).
+
+The range coder's state lives in local scalars and passes between kernels as a tuple
+(an encoder: low, range, cache, cache size, bytes written; a decoder: range, code,
+next byte). Array arguments are kept out of the per-bin helpers (with numba, a helper
+that takes arrays costs a reference-count round trip per call): each call site codes a
+bin with the scalar helper ``_ebin``/``_dbin`` and renormalizes only when the range is
+below 2^24. A context is one int32: probability of a 0 bin (12 bits) << 8 | count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from temposplit.codec._kernels import njit
+
+PROB_BITS = 12
+PROB_ONE = 1 << PROB_BITS
+PROB_INIT = PROB_ONE // 2
+TOP = 1 << 24
+MASK32 = (1 << 32) - 1
+COUNT_MAX = 62
+UNARY_MAX = 14  # magnitude bins before the fixed-width suffix
+INIT_STATE = PROB_INIT << 8
+
+# Context layout (docs/bitstream.md, 6.2.5): offsets into one table of N_CONTEXTS.
+C_INTRA_ZERO = 0  # 25: cls(a) * 5 + cls(b)
+C_INTRA_SIGN = 25  # 9: sgn3(l) * 3 + sgn3(u)
+C_INTRA_MAG = 34  # 20: min(i, 3) * 5 + cls(max(a, b))
+C_TEMP_ZERO = 54  # 192: (pc * 4 + n) * 3 + t + 1
+C_TEMP_SIGN = 246  # 144: (pc * 3 + sgn3(sl + su)) * 3 + t + 1
+C_TEMP_MAG = 390  # 16: min(i, 3) * 4 + n
+C_MV_ZERO = 406  # 4: k * 2 + (left vector component != 0)
+C_MV_SIGN = 410  # 2: k
+C_MV_MAG = 412  # 8: k * 4 + min(i, 3)
+C_FLAG = 420  # 3: left flag + up flag
+N_CONTEXTS = 423
+
+MODE_INTRA, MODE_TEMPORAL = 0, 1
+ERR_TRUNCATED = -1  # the coded data ends before the values it must hold
+ERR_RANGE = -4  # a decoded value lies outside its range
+ERR_CODE = -5  # the section's first word is not a valid code value
+SLACK = 8  # bytes read past a section's end before a kernel gives up early
+
+
+def new_contexts() -> np.ndarray:
+    return np.full(N_CONTEXTS, INIT_STATE, np.int32)
+
+
+# --------------------------------------------------------------------------- bins
+
+
+@njit(cache=True, nogil=True)
+def _shift(n):
+    """Adaptation shift for a context that has coded n bins: floor(log2(n + 2)), at most 5."""
+    if n < 2:
+        return 1
+    if n < 6:
+        return 2
+    if n < 14:
+        return 3
+    if n < 30:
+        return 4
+    if n < 62:
+        return 5
+    return 6
+
+
+@njit(cache=True, nogil=True)
+def _update(state, bit):
+    p = state >> 8
+    n = state & 0xFF
+    s = _shift(n)
+    p = p + ((PROB_ONE - p) >> s) if bit == 0 else p - (p >> s)
+    return (p << 8) | (n + 1 if n < COUNT_MAX else n)
+
+
+@njit(cache=True, nogil=True)
+def _ebin(low, rng, state, bit):
+    """One bin: the new (low, range, state), before renormalization."""
+    bound = (rng >> PROB_BITS) * (state >> 8)
+    if bit == 0:
+        return low, bound, _update(state, 0)
+    return low + bound, rng - bound, _update(state, 1)
+
+
+@njit(cache=True, nogil=True)
+def _ebypass(low, rng, bit):
+    bound = (rng >> PROB_BITS) * PROB_INIT
+    if bit == 0:
+        return low, bound
+    return low + bound, rng - bound
+
+
+@njit(cache=True, nogil=True)
+def _erenorm(low, rng, cache, csize, pos, out):
+    while rng < TOP:
+        rng <<= 8
+        if low < 0xFF000000 or low > MASK32:  # the top byte is settled: emit the pending ones
+            carry = low >> 32
+            temp = cache
+            while csize > 0:
+                out[pos] = np.uint8((temp + carry) & 0xFF)
+                pos += 1
+                temp = 0xFF
+                csize -= 1
+            cache = (low >> 24) & 0xFF
+        csize += 1
+        low = (low & 0x00FFFFFF) << 8
+    return low, rng, cache, csize, pos
+
+
+@njit(cache=True, nogil=True)
+def _dbin(rng, code, state):
+    bound = (rng >> PROB_BITS) * (state >> 8)
+    if code < bound:
+        return bound, code, _update(state, 0), 0
+    return rng - bound, code - bound, _update(state, 1), 1
+
+
+@njit(cache=True, nogil=True)
+def _dbypass(rng, code):
+    bound = (rng >> PROB_BITS) * PROB_INIT
+    if code < bound:
+        return bound, code, 0
+    return rng - bound, code - bound, 1
+
+
+@njit(cache=True, nogil=True)
+def _drenorm(rng, code, pos, data):
+    while rng < TOP:
+        rng <<= 8
+        code = (code << 8) | (np.int64(data[pos]) if pos < data.size else np.int64(0))
+        pos += 1
+    return rng, code, pos
+
+
+# --------------------------------------------------------------------------- coder state
+
+
+@njit(cache=True, nogil=True)
+def enc_start():
+    """(low, range, cache, cache size, bytes written)."""
+    return np.int64(0), np.int64(MASK32), np.int64(0), np.int64(1), np.int64(0)
+
+
+@njit(cache=True, nogil=True)
+def grow(out, pos, csize, need):
+    """``out`` with room for ``need`` more bytes after the written and pending ones."""
+    if pos + csize + need <= out.size:
+        return out
+    bigger = np.zeros(2 * out.size + csize + need, np.uint8)
+    bigger[:pos] = out[:pos]
+    return bigger
+
+
+@njit(cache=True, nogil=True)
+def enc_finish(es, out):
+    """Flush (five low shifts) and return the section's bytes, the first (always 0) dropped."""
+    low, rng, cache, csize, pos = es
+    out = grow(out, pos, csize, 8)
+    for _ in range(5):
+        if low < 0xFF000000 or low > MASK32:
+            carry = low >> 32
+            temp = cache
+            while csize > 0:
+                out[pos] = np.uint8((temp + carry) & 0xFF)
+                pos += 1
+                temp = 0xFF
+                csize -= 1
+            cache = (low >> 24) & 0xFF
+        csize += 1
+        low = (low & 0x00FFFFFF) << 8
+    return out[1:pos].copy()
+
+
+@njit(cache=True, nogil=True)
+def dec_start(data):
+    """(range, code, next byte) after the first four bytes; code >= range marks bad data."""
+    code = np.int64(0)
+    for i in range(4):
+        code = (code << 8) | (np.int64(data[i]) if i < data.size else np.int64(0))
+    return np.int64(MASK32), code, np.int64(4)
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+@njit(cache=True, nogil=True)
+def _cls(v):
+    if v < 2:
+        return v
+    if v < 4:
+        return 2
+    if v < 8:
+        return 3
+    return 4
+
+
+@njit(cache=True, nogil=True)
+def _sgn3(v):
+    return 0 if v < 0 else (1 if v == 0 else 2)
+
+
+@njit(cache=True, nogil=True)
+def _bitlen(v):
+    n = 0
+    while v > 0:
+        n += 1
+        v >>= 1
+    return n
+
+
+# --------------------------------------------------------------------------- elements
+
+
+@njit(cache=True, nogil=True)
+def encode_elements(es, out, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
+    """Code the N-bit codes ``x`` (H, W, C) of the flagged blocks, block raster order, each
+    block's elements in element order, relative to a prediction: with ``MODE_TEMPORAL``
+    the co-located code of ``pred`` (temporal contexts), with ``MODE_INTRA`` min(z_N, top)
+    (spatial contexts). Returns (state, out)."""
+    low, rng, cache, csize, pos = es
+    height, width, channels = x.shape
+    nby, nbx = flags.shape
+    top = (1 << n_bits) - 1
+    sh = max(0, n_bits - 4)
+    zc = min(z_n, top)
+    for by in range(nby):
+        for bx in range(nbx):
+            if not flags[by, bx]:
+                continue
+            for y in range(by * block, min(height, (by + 1) * block)):
+                for xx in range(bx * block, min(width, (bx + 1) * block)):
+                    out = grow(out, pos, csize, 40 * channels)
+                    for c in range(channels):
+                        v = np.int64(x[y, xx, c])
+                        if mode == MODE_TEMPORAL:
+                            p = np.int64(pred[y, xx, c])
+                            sl = np.int64(sign[y, xx - 1, c]) if xx > 0 else 0
+                            su = np.int64(sign[y - 1, xx, c]) if y > 0 else 0
+                            sp = np.int64(sign[y, xx, c - 1]) if c > 0 else 0
+                            n = (sl != 0) + (su != 0) + (sp != 0)
+                            pc = p >> sh
+                            t = np.int64(dref[y, xx, c]) + 1
+                            zctx = C_TEMP_ZERO + (pc * 4 + n) * 3 + t
+                            sctx = C_TEMP_SIGN + (pc * 3 + _sgn3(sl + su)) * 3 + t
+                            mb = C_TEMP_MAG + n
+                            ms = 4
+                            if v != p:
+                                sign[y, xx, c] = 1 if v > p else -1
+                        else:
+                            p = zc
+                            lv = np.int64(x[y, xx - 1, c]) if xx > 0 else zc
+                            uv = np.int64(x[y - 1, xx, c]) if y > 0 else zc
+                            a = abs(lv - zc) >> sh
+                            b = abs(uv - zc) >> sh
+                            zctx = C_INTRA_ZERO + _cls(a) * 5 + _cls(b)
+                            sctx = C_INTRA_SIGN + _sgn3(lv - zc) * 3 + _sgn3(uv - zc)
+                            mb = C_INTRA_MAG + _cls(max(a, b))
+                            ms = 5
+                        # --- the value relative to p (docs 6.2.4), inline for speed
+                        d = v - p
+                        low, rng, ctx[zctx] = _ebin(low, rng, ctx[zctx], 1 if d != 0 else 0)
+                        if rng < TOP:
+                            low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+                        if d == 0:
+                            continue
+                        if p == 0:
+                            neg = False
+                        elif p == top:
+                            neg = True
+                        else:
+                            neg = d < 0
+                            low, rng, ctx[sctx] = _ebin(low, rng, ctx[sctx], 1 if neg else 0)
+                            if rng < TOP:
+                                low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+                        m = (-d if neg else d) - 1
+                        mmax = (p - 1) if neg else (top - p - 1)
+                        lim = min(mmax, UNARY_MAX)
+                        i = 0
+                        while i < lim:
+                            bit = 1 if m > i else 0
+                            k = mb + min(i, 3) * ms
+                            low, rng, ctx[k] = _ebin(low, rng, ctx[k], bit)
+                            if rng < TOP:
+                                low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+                            if bit == 0:
+                                break
+                            i += 1
+                        if i == UNARY_MAX and mmax > UNARY_MAX:
+                            rest = m - UNARY_MAX
+                            for j in range(_bitlen(mmax - UNARY_MAX) - 1, -1, -1):
+                                low, rng = _ebypass(low, rng, (rest >> j) & 1)
+                                if rng < TOP:
+                                    low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+    return (low, rng, cache, csize, pos), out
+
+
+@njit(cache=True, nogil=True)
+def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
+    """Inverse of :func:`encode_elements`: fills the flagged blocks of ``x`` in place.
+    Returns (state, status): status 0, or < 0 on an error."""
+    rng, code, pos = ds
+    height, width, channels = x.shape
+    nby, nbx = flags.shape
+    top = (1 << n_bits) - 1
+    sh = max(0, n_bits - 4)
+    zc = min(z_n, top)
+    for by in range(nby):
+        for bx in range(nbx):
+            if not flags[by, bx]:
+                continue
+            for y in range(by * block, min(height, (by + 1) * block)):
+                for xx in range(bx * block, min(width, (bx + 1) * block)):
+                    if pos > data.size + SLACK:
+                        return (rng, code, pos), ERR_TRUNCATED
+                    for c in range(channels):
+                        if mode == MODE_TEMPORAL:
+                            p = np.int64(pred[y, xx, c])
+                            sl = np.int64(sign[y, xx - 1, c]) if xx > 0 else 0
+                            su = np.int64(sign[y - 1, xx, c]) if y > 0 else 0
+                            sp = np.int64(sign[y, xx, c - 1]) if c > 0 else 0
+                            n = (sl != 0) + (su != 0) + (sp != 0)
+                            pc = p >> sh
+                            t = np.int64(dref[y, xx, c]) + 1
+                            zctx = C_TEMP_ZERO + (pc * 4 + n) * 3 + t
+                            sctx = C_TEMP_SIGN + (pc * 3 + _sgn3(sl + su)) * 3 + t
+                            mb = C_TEMP_MAG + n
+                            ms = 4
+                        else:
+                            p = zc
+                            lv = np.int64(x[y, xx - 1, c]) if xx > 0 else zc
+                            uv = np.int64(x[y - 1, xx, c]) if y > 0 else zc
+                            a = abs(lv - zc) >> sh
+                            b = abs(uv - zc) >> sh
+                            zctx = C_INTRA_ZERO + _cls(a) * 5 + _cls(b)
+                            sctx = C_INTRA_SIGN + _sgn3(lv - zc) * 3 + _sgn3(uv - zc)
+                            mb = C_INTRA_MAG + _cls(max(a, b))
+                            ms = 5
+                        rng, code, ctx[zctx], bit = _dbin(rng, code, ctx[zctx])
+                        if rng < TOP:
+                            rng, code, pos = _drenorm(rng, code, pos, data)
+                        if bit == 0:
+                            x[y, xx, c] = p
+                            continue
+                        if p == 0:
+                            neg = False
+                        elif p == top:
+                            neg = True
+                        else:
+                            rng, code, ctx[sctx], bit = _dbin(rng, code, ctx[sctx])
+                            if rng < TOP:
+                                rng, code, pos = _drenorm(rng, code, pos, data)
+                            neg = bit == 1
+                        mmax = (p - 1) if neg else (top - p - 1)
+                        lim = min(mmax, UNARY_MAX)
+                        m = 0
+                        while m < lim:
+                            k = mb + min(m, 3) * ms
+                            rng, code, ctx[k], bit = _dbin(rng, code, ctx[k])
+                            if rng < TOP:
+                                rng, code, pos = _drenorm(rng, code, pos, data)
+                            if bit == 0:
+                                break
+                            m += 1
+                        if m == UNARY_MAX and mmax > UNARY_MAX:
+                            rest = 0
+                            for _ in range(_bitlen(mmax - UNARY_MAX)):
+                                rng, code, bit = _dbypass(rng, code)
+                                if rng < TOP:
+                                    rng, code, pos = _drenorm(rng, code, pos, data)
+                                rest = (rest << 1) | bit
+                            m = UNARY_MAX + rest
+                            if m > mmax:
+                                return (rng, code, pos), ERR_RANGE
+                        v = p - (m + 1) if neg else p + (m + 1)
+                        x[y, xx, c] = v
+                        if mode == MODE_TEMPORAL:
+                            sign[y, xx, c] = 1 if v > p else -1
+    return (rng, code, pos), 0
+
+
+# --------------------------------------------------------------------------- vectors and flags
+
+
+@njit(cache=True, nogil=True)
+def encode_vectors(es, out, ctx, mvs, p):
+    """Vector components (nby, nbx, lanes, 2), block raster, lane, dy then dx."""
+    low, rng, cache, csize, pos = es
+    nby, nbx, lanes = mvs.shape[0], mvs.shape[1], mvs.shape[2]
+    for by in range(nby):
+        for bx in range(nbx):
+            out = grow(out, pos, csize, 16 * lanes)
+            for ln in range(lanes):
+                for k in range(2):
+                    left = np.int64(mvs[by, bx - 1, ln, k]) if bx > 0 else 0
+                    z = C_MV_ZERO + k * 2 + (1 if left != 0 else 0)
+                    v = np.int64(mvs[by, bx, ln, k])
+                    low, rng, ctx[z] = _ebin(low, rng, ctx[z], 1 if v != 0 else 0)
+                    if rng < TOP:
+                        low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+                    if v == 0:
+                        continue
+                    s = C_MV_SIGN + k
+                    low, rng, ctx[s] = _ebin(low, rng, ctx[s], 1 if v < 0 else 0)
+                    if rng < TOP:
+                        low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+                    m = abs(v) - 1
+                    i = 0
+                    while i < p - 1:
+                        bit = 1 if m > i else 0
+                        q = C_MV_MAG + k * 4 + min(i, 3)
+                        low, rng, ctx[q] = _ebin(low, rng, ctx[q], bit)
+                        if rng < TOP:
+                            low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+                        if bit == 0:
+                            break
+                        i += 1
+    return (low, rng, cache, csize, pos), out
+
+
+@njit(cache=True, nogil=True)
+def decode_vectors(ds, data, ctx, nby, nbx, lanes, p):
+    rng, code, pos = ds
+    mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
+    for by in range(nby):
+        for bx in range(nbx):
+            if pos > data.size + SLACK:
+                return (rng, code, pos), mvs, ERR_TRUNCATED
+            for ln in range(lanes):
+                for k in range(2):
+                    left = np.int64(mvs[by, bx - 1, ln, k]) if bx > 0 else 0
+                    z = C_MV_ZERO + k * 2 + (1 if left != 0 else 0)
+                    rng, code, ctx[z], bit = _dbin(rng, code, ctx[z])
+                    if rng < TOP:
+                        rng, code, pos = _drenorm(rng, code, pos, data)
+                    if bit == 0:
+                        continue
+                    s = C_MV_SIGN + k
+                    rng, code, ctx[s], neg = _dbin(rng, code, ctx[s])
+                    if rng < TOP:
+                        rng, code, pos = _drenorm(rng, code, pos, data)
+                    m = 0
+                    while m < p - 1:
+                        q = C_MV_MAG + k * 4 + min(m, 3)
+                        rng, code, ctx[q], bit = _dbin(rng, code, ctx[q])
+                        if rng < TOP:
+                            rng, code, pos = _drenorm(rng, code, pos, data)
+                        if bit == 0:
+                            break
+                        m += 1
+                    mvs[by, bx, ln, k] = -(m + 1) if neg else m + 1
+    return (rng, code, pos), mvs, 0
+
+
+@njit(cache=True, nogil=True)
+def encode_flags(es, out, ctx, flags):
+    low, rng, cache, csize, pos = es
+    nby, nbx = flags.shape
+    for by in range(nby):
+        out = grow(out, pos, csize, 8 * nbx)
+        for bx in range(nbx):
+            k = C_FLAG + (1 if bx > 0 and flags[by, bx - 1] else 0) + (1 if by > 0 and flags[by - 1, bx] else 0)
+            low, rng, ctx[k] = _ebin(low, rng, ctx[k], 1 if flags[by, bx] else 0)
+            if rng < TOP:
+                low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
+    return (low, rng, cache, csize, pos), out
+
+
+@njit(cache=True, nogil=True)
+def decode_flags(ds, data, ctx, nby, nbx):
+    rng, code, pos = ds
+    flags = np.zeros((nby, nbx), np.bool_)
+    for by in range(nby):
+        if pos > data.size + SLACK:
+            return (rng, code, pos), flags, ERR_TRUNCATED
+        for bx in range(nbx):
+            k = C_FLAG + (1 if bx > 0 and flags[by, bx - 1] else 0) + (1 if by > 0 and flags[by - 1, bx] else 0)
+            rng, code, ctx[k], bit = _dbin(rng, code, ctx[k])
+            if rng < TOP:
+                rng, code, pos = _drenorm(rng, code, pos, data)
+            flags[by, bx] = bit == 1
+    return (rng, code, pos), flags, 0
