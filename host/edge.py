@@ -86,6 +86,7 @@ class Edge:
         self.history: OrderedDict[int, list[np.ndarray]] = OrderedDict()  # recent frames' M1 codes
         self.inbox: queue.Queue = queue.Queue()
         self.chan: P.Channel | None = None
+        self.token: str | None = None  # the server's resume token for this stream (WELCOME)
         self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
         self.tamper = None  # fault injection (tests): callable(frame_index, packet_bytes) -> bytes to send
 
@@ -99,13 +100,22 @@ class Edge:
                 if self.tls is not None:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
                 chan = P.Channel(sock)
-                chan.send(P.hello({**self.hello_info, "resume": resume}, self.encoder.header_bytes()))
+                hello = {**self.hello_info, "resume": resume}
+                if resume:
+                    hello["token"] = self.token
+                chan.send(P.hello(hello, self.encoder.header_bytes()))
                 msg = chan.recv()
                 if msg.type == P.ERROR:
                     raise TemposplitError(f"the server refused the stream: {msg.json().get('message')}")
                 if msg.type != P.WELCOME:
                     raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
                 self.welcome = msg.json()
+                if not resume:
+                    self.token = self.welcome.get("token")
+                # Frames the server recorded (their ACKs may have been lost with the connection).
+                for i in P.from_ranges(self.welcome.get("recorded", [])):
+                    if self.pending.pop(i, None) is not None:
+                        self.report.errors.pop(i, None)
                 self.chan = chan
                 threading.Thread(target=self._receive, args=(chan,), daemon=True).start()
                 return
@@ -288,27 +298,48 @@ class Edge:
             self.progress(index + 1, self.report)
 
     def _finish(self) -> None:
-        """Wait (a while) for the last answers, then END; the server answers with a SUMMARY
-        after recording every frame it never got as an error."""
-        grace = time.monotonic() + min(self.timeout, 10.0)
-        while self.pending and time.monotonic() < grace:
+        """Wait for the last answers while they keep coming (10 s of silence at most), then
+        END; the server answers with a SUMMARY after recording every frame it never got as
+        an error. A busy server is waited for as long as it keeps answering."""
+        quiet = time.monotonic()
+        while self.pending and time.monotonic() - quiet < min(self.timeout, 10.0):
             try:
-                self._handle(block=True, timeout=0.2)
+                if self._handle(block=True, timeout=0.2):
+                    quiet = time.monotonic()
             except P.ConnectionClosed:
                 self._recover_loop()
         end = P.control(P.END, {"frames": self.report.frames})
         self._guarded(self._send, end)
-        deadline = time.monotonic() + self.timeout
+        quiet = time.monotonic()
         while self.report.summary is None:
             try:
-                if not self._handle(block=True, timeout=0.5) and time.monotonic() > deadline:
-                    raise TemposplitError("the server did not confirm the end of the stream")
+                if self._handle(block=True, timeout=0.5):
+                    quiet = time.monotonic()
+                elif time.monotonic() - quiet > self.timeout:
+                    raise TemposplitError(f"the server did not confirm the end of the stream ({self.timeout:g} s)")
             except P.ConnectionClosed:
                 if self.report.summary is not None:
                     break
                 self._recover_loop()
                 self._guarded(self._send, end)
-        for i in list(self.pending):
-            self.report.errors.setdefault(i, "no acknowledgement from the server")
+        self._reconcile(self.report.summary)
         if self.chan is not None:
             self.chan.close()
+
+    def _reconcile(self, summary: dict) -> None:
+        """The server's record is the truth: a frame is an error exactly when the server
+        recorded it as one (or has no record of it), whatever this edge saw."""
+        try:
+            failed = P.from_ranges(summary.get("failed", []))
+            recorded = P.from_ranges(summary.get("recorded", []))
+        except P.ProtocolError:
+            failed, recorded = set(), set(range(self.report.frames))
+            for i in self.pending:
+                failed.add(i)
+        errors = {}
+        for i in sorted(failed | (set(range(self.report.frames)) - recorded)):
+            errors[i] = self.report.errors.get(i) or (
+                "recorded as an error by the server" if i in failed else "no record on the server"
+            )
+        self.report.errors = errors
+        self.pending.clear()

@@ -32,6 +32,8 @@ def _port(text: str) -> int:
 
 
 def _serve(args) -> int:
+    import sys
+
     from temposplit.errors import ConfigError
     from temposplit.protocol import TLSConfig
     from temposplit.server.m2 import CloudModels
@@ -43,17 +45,36 @@ def _serve(args) -> int:
         if not sep:
             raise ConfigError(f"--weights takes MODEL=PATH, not {item!r}")
         weights[model] = path
-    tls = None
-    if args.tls_cert:
-        tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
+    if args.max_streams < 1:
+        raise ConfigError(f"--max-streams must be at least 1, not {args.max_streams}")
+    tls = TLSConfig.for_server(
+        args.tls_cert, args.tls_key, args.tls_client_ca, warn=lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    _raise_file_limit()
     server = CloudServer(
-        args.host, args.port, args.out, CloudModels(weights), tls, args.local_video, args.max_streams, log=print
+        args.host,
+        args.port,
+        args.out,
+        CloudModels(weights),
+        tls,
+        args.local_video,
+        args.max_streams,
+        log=lambda m: print(m, flush=True),
     )
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
+    server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed
+    print("temposplit server stopped", flush=True)
     return 0
+
+
+def _raise_file_limit() -> None:
+    """Idle sockets cost file descriptors: take the hard limit (accept() failing for lack
+    of them is survived anyway, see docs/protocol.md)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass

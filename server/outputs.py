@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -25,12 +26,37 @@ def detection_records(det) -> list[dict]:
 
 
 class DetectionLog:
-    """One JSON object per line and per frame: detections, or an explicit error."""
+    """One JSON object per line and per frame: detections, or an explicit error.
+
+    The file is only appended to; each record is flushed to the OS before it is
+    acknowledged, so a killed server keeps every acknowledged record.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self._f = open(path, "a", encoding="utf-8")
         self._lock = threading.Lock()
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        """The records of an existing log. A last line cut short by a crash (no newline)
+        is not a record: it is cut off the file so that appending starts on a fresh line."""
+        if not path.is_file():
+            return []
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(end)
+        out = []
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("frame"), int):
+                out.append(rec)
+        return out
 
     def write(self, record: dict) -> None:
         with self._lock:
@@ -39,7 +65,10 @@ class DetectionLog:
 
     def close(self) -> None:
         with self._lock:
-            self._f.close()
+            if not self._f.closed:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
 
 
 class AnnotatedVideo:
@@ -49,22 +78,37 @@ class AnnotatedVideo:
     server may read the edge's video (``frames`` given: a local file, as in the demo),
     else a heat map of the decoded cut tensor's mean activation. Results arrive in
     decode order; a bounded reorder window puts them back in display order, and a frame
-    that never comes is drawn as lost.
+    that never comes is drawn as lost. The picture's longer side is at most ``max_side``
+    (boxes are scaled with it); the MP4 is fragmented, so a killed server leaves a
+    playable file; one encoder thread per video. ``start`` is the first frame index of
+    this segment (a resumed stream's video goes on in a new file).
     """
 
     def __init__(
-        self, path: Path, width: int, height: int, fps: float, frames=None, window: int = 64, min_score: float = 0.5
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: float,
+        frames=None,
+        window: int = 64,
+        min_score: float = 0.5,
+        start: int = 0,
+        max_side: int = 1280,
     ):
         import av
 
+        self.scale = min(1.0, max_side / max(width, height))
+        width, height = max(2, round(width * self.scale)), max(2, round(height * self.scale))
         self.path, self.width, self.height = path, width - width % 2, height - height % 2
-        self.container = av.open(str(path), "w")
+        self.container = av.open(str(path), "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"})
         self.stream = self.container.add_stream("libx264", rate=max(1, round(fps)))
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
-        self.stream.options = {"crf": "23", "preset": "veryfast"}
+        self.stream.options = {"crf": "23", "preset": "veryfast", "threads": "1"}
+        self.stream.codec_context.thread_count = 1
         self.frames = frames  # iterator of RGB frames in display order, or None
         self.pending: dict[int, tuple] = {}
-        self.next = 0
+        self.next = start
         self.window = window
         self.min_score = min_score
         self.written = 0
@@ -87,6 +131,9 @@ class AnnotatedVideo:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()  # a generator over the source video: its decoder and file go now
 
     def _picture(self, heat) -> np.ndarray:
         import cv2
@@ -112,10 +159,11 @@ class AnnotatedVideo:
         detections, heat, caption, error = item
         img = self._picture(heat)
         if detections is not None:
+            k = self.scale
             for (x1, y1, x2, y2), s, label in zip(detections.boxes, detections.scores, detections.labels, strict=True):
                 if s < self.min_score:
                     continue
-                p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+                p1, p2 = (int(x1 * k), int(y1 * k)), (int(x2 * k), int(y2 * k))
                 cv2.rectangle(img, p1, p2, (255, 64, 32), 2)
                 cv2.putText(
                     img,

@@ -1,53 +1,199 @@
-"""The cloud server: many edge streams at once; decode, motion-compensate, M2, store.
+"""The cloud server: many edge streams at once on one asyncio event loop; M2 batched.
 
-Each connection is a thread; each stream (named by the edge) is a session that outlives
-a dropped connection, so an edge that reconnects goes on where it was. Every frame index
-gets a detections record or an explicit error record; nothing is silently dropped.
+docs/protocol.md is the design: why asyncio streams, the limits, the timeouts, how a
+stream is bound to its client, and what survives a restart. The event loop reads and
+writes every socket; frames go to one worker thread per device (server/worker.py);
+sessions (server/session.py) outlive a dropped connection, so an edge that reconnects
+with its token goes on where it was, even on a restarted server. Every frame index gets
+a detections record or an explicit error record; nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
+import shutil
+import signal
 import socket
+import ssl
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from temposplit import protocol as P
-from temposplit.codec.bitstream import StreamHeader, parse_packet
-from temposplit.codec.decoder import Decoder
-from temposplit.codec.errors import BitstreamError, ReferenceMissingError
+from temposplit.codec.bitstream import PACKET_OVERHEAD, StreamHeader
+from temposplit.codec.errors import BitstreamError
 from temposplit.errors import TemposplitError
-from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records
+from temposplit.server.session import Session, digest
+from temposplit.server.worker import Item, Worker
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+INFLIGHT = 64  # frames of one connection queued or not yet answered
 
 
-@dataclass
-class Session:
-    """One edge stream: its decoder, outputs and bookkeeping (bounded memory)."""
+class Refused(TemposplitError):
+    """A HELLO the server answers with ERROR."""
 
-    name: str
-    header: StreamHeader
-    out_dir: Path
-    info: dict
-    m2: object
-    log: DetectionLog
-    video: AnnotatedVideo | None
-    decoder: Decoder
-    done: set = field(default_factory=set)  # frame indices with a record (detections or error)
-    ok: int = 0
-    errors: int = 0
-    bytes: int = 0
-    recent_bytes: deque = field(default_factory=lambda: deque(maxlen=30))
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    finished: bool = False
-    key_requested_at: float = 0.0
+
+class Connection:
+    """One socket: a reader (this object's ``run``) and a writer task; answers from the
+    worker thread come in through ``post`` and ``fail``, which any thread may call."""
+
+    def __init__(self, server: CloudServer, reader, writer):
+        self.server, self.reader, self.writer = server, reader, writer
+        self.loop = server.loop
+        self.peer = (writer.get_extra_info("peername") or ("?",))[0]
+        self.inflight = asyncio.Semaphore(INFLIGHT)
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.broken = False  # set (from any thread) when the connection must stop
+        self.session: Session | None = None
+        self.task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ from any thread
+
+    def post(self, data: bytes | None, release: bool = True, close_after: bool = False) -> None:
+        """Send ``data`` (None: nothing) and, with ``release``, free the frame's slot."""
+        try:
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, (data, release, close_after))
+        except RuntimeError:  # the loop is closed: the server is gone
+            pass
+
+    def fail(self, message: str) -> None:
+        """Answer ERROR and close; what this connection still has queued is dropped."""
+        self.broken = True
+        self.post(P.control(P.ERROR, {"message": message}), release=False, close_after=True)
+
+    # ------------------------------------------------------------------ the event loop
+
+    async def recv(self, limit: int, timeout: float, idle_ok: bool = False) -> P.Message:
+        while True:
+            try:
+                head = await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE), timeout)
+                break
+            except TimeoutError:
+                # Silence is fine while this connection's frames are still being answered.
+                if not (idle_ok and self.inflight._value < INFLIGHT):
+                    raise P.ProtocolError(f"nothing received for {timeout:g} s") from None
+            except asyncio.IncompleteReadError as exc:
+                raise P.ConnectionClosed("the peer closed the connection") from exc
+        mtype, length = P.unpack_head(head, limit)
+        try:
+            body = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
+        except TimeoutError:
+            raise P.ProtocolError(f"a message stalled for {timeout:g} s") from None
+        except asyncio.IncompleteReadError as exc:
+            raise P.ConnectionClosed("the peer closed the connection") from exc
+        return P.Message(mtype, body)
+
+    async def write_loop(self) -> None:
+        srv = self.server
+        while True:
+            data, release, close_after = await self.outbox.get()
+            if data is not None:
+                self.writer.write(data)
+                try:
+                    await asyncio.wait_for(self.writer.drain(), srv.write_timeout)
+                except (TimeoutError, OSError, ConnectionError):
+                    self.broken = True
+                    self.task.cancel()
+                    return
+            if release:
+                self.inflight.release()
+            if close_after:
+                self.broken = True
+                self.task.cancel()
+                return
+
+    async def run(self) -> None:
+        srv = self.server
+        writer_task = asyncio.ensure_future(self.write_loop())
+        try:
+            identity = await self._tls()
+            msg = await self.recv(P.MAX_HELLO, srv.hello_timeout)
+            if msg.type != P.HELLO:
+                raise P.ProtocolError(f"expected HELLO, got {msg.name}")
+            self.session, welcome = await self.loop.run_in_executor(srv.pool, srv.open_stream, msg, identity, self)
+            self.post(P.control(P.WELCOME, welcome), release=False)
+            s = self.session
+            packet_limit = s.header.max_payload() + PACKET_OVERHEAD + P.PACKET_SLACK
+            while not self.broken:
+                msg = await self.recv(max(packet_limit, P.MAX_CONTROL), srv.idle_timeout, idle_ok=True)
+                if msg.type != P.PACKET and len(msg.body) > P.MAX_CONTROL:
+                    raise P.ProtocolError(f"a {msg.name} message of {len(msg.body)} bytes is too long")
+                if msg.type == P.PACKET:
+                    item = Item("packet", s, self, msg.body)
+                elif msg.type == P.SKIP:
+                    obj = msg.json()
+                    obj["frame"] = _frame_number(obj.get("frame"), "SKIP's frame")
+                    item = Item("skip", s, self, obj=obj)
+                elif msg.type == P.END:
+                    obj = msg.json()
+                    obj["frames"] = _frame_number(obj.get("frames"), "END's frames", P.MAX_FRAMES + 1)
+                    item = Item("end", s, self, obj=obj)
+                else:
+                    raise P.ProtocolError(f"unexpected {msg.name} from the edge")
+                await self.inflight.acquire()  # at most INFLIGHT frames per connection
+                if self.broken:
+                    break
+                await s.worker.put(item)  # a full queue waits here: backpressure
+                if item.kind == "end":
+                    break
+            await writer_task  # the SUMMARY (or an ERROR) is the last message
+        except asyncio.CancelledError:
+            pass
+        except P.ConnectionClosed:
+            if self.session is not None:
+                srv.log(f"[{self.session.name}] connection lost; the stream waits for the edge to resume")
+        except Exception as exc:  # a refusal, a broken protocol, or a bug: ERROR to the edge, never a crash
+            where = f"[{self.session.name}]" if self.session is not None else f"connection from {self.peer}"
+            known = (P.ProtocolError, TemposplitError, BitstreamError, ssl.SSLError, OSError, ValueError)
+            srv.log(f"{where}: {exc}" if isinstance(exc, known) else f"{where}: {type(exc).__name__}: {exc}")
+            if not writer_task.done():
+                self.fail(str(exc))
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer_task), 2.0)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+        finally:
+            writer_task.cancel()
+            srv.detach(self)
+            try:
+                self.writer.close()
+            except Exception:  # closing a socket that already failed
+                pass
+
+    async def _tls(self) -> str | None:
+        """The TLS handshake (bounded) and the client's identity: its certificate's subject."""
+        srv = self.server
+        if srv.tls is None:
+            return None
+        await self.writer.start_tls(srv.tls, ssl_handshake_timeout=srv.handshake_timeout)
+        obj = self.writer.get_extra_info("ssl_object")
+        der = obj.getpeercert(binary_form=True) if obj is not None else None
+        if der is None:
+            return None
+        if srv.own_certificate is not None and der == srv.own_certificate:
+            raise P.ProtocolError("the server's own certificate is not a client's")
+        cert = obj.getpeercert() or {}
+        return ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn) or digest(der)
+
+
+def _frame_number(value, what: str, limit: int = P.MAX_FRAMES) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
+        raise P.ProtocolError(f"{what} must be an integer in 0..{limit - 1}, not {value!r}")
+    return value
 
 
 class CloudServer:
+    """The server on ``(host, port)`` (0: any free port), writing under ``out_dir``.
+
+    ``start()`` serves from a background thread, ``serve_forever()`` from this one (and
+    handles SIGTERM and SIGINT when it is the main thread); ``shutdown()`` stops
+    accepting, drains the queues and closes every session's files.
+    """
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -58,236 +204,291 @@ class CloudServer:
         local_video: bool = False,
         max_streams: int = 64,
         log=None,
+        *,
+        max_connections: int = 512,
+        handshake_timeout: float = P.HANDSHAKE_TIMEOUT,
+        hello_timeout: float = P.HELLO_TIMEOUT,
+        idle_timeout: float = P.IDLE_TIMEOUT,
+        write_timeout: float = P.WRITE_TIMEOUT,
+        linger: float = P.LINGER,
+        queue_size: int = 256,
+        max_batch: int = 16,
+        max_delay: float = 0.01,
+        devices: tuple[str, ...] = ("cpu",),
     ):
         from temposplit.server.m2 import CloudModels
 
         self.out_dir = Path(out_dir)
         self.models = models or CloudModels()
         self.tls = tls.server_context() if tls else None
+        self.own_certificate = tls.own_certificate() if tls else None
         self.local_video = local_video
         self.max_streams = max_streams
-        self.sessions: dict[str, Session] = {}
-        self.lock = threading.Lock()
+        self.max_connections = max_connections
+        self.handshake_timeout, self.hello_timeout = handshake_timeout, hello_timeout
+        self.idle_timeout, self.write_timeout, self.linger = idle_timeout, write_timeout, linger
         self.log = log or (lambda msg: None)
+        self.sessions: dict[str, Session] = {}
+        self.opening: set[str] = set()
+        self.table = threading.Lock()  # the sessions table; held only for lookups and updates
+        self.connections: set[Connection] = set()
         self.sock = socket.create_server((host, port))
-        self.sock.settimeout(0.5)
         self.address = self.sock.getsockname()[:2]
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="temposplit-hello")
+        self.workers = [
+            Worker(self.models, self.log, self._closed, d, queue_size, max_batch, max_delay) for d in devices
+        ]
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def serve_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, addr = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            t = threading.Thread(target=self._connection, args=(conn, addr), daemon=True)
-            t.start()
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._loop_error)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:
+            self.log(f"the server stopped: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.loop.close()
+            self.pool.shutdown(wait=False)
+            self._done.set()
 
     def start(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, daemon=True)
-        t.start()
-        return t
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="temposplit-server")
+        self._thread.start()
+        self._started.wait(30)
+        return self._thread
 
-    def shutdown(self) -> None:
-        """Stop accepting, wait for the connections, and close every stream's outputs."""
-        self._stop.set()
-        self.sock.close()
-        for t in self._threads:
-            t.join(timeout=10)
-        with self.lock:
-            for s in self.sessions.values():
-                self._finish(s, None)
+    def request_stop(self) -> None:
+        """Stop serving (from any thread, or a signal handler)."""
+        self._started.wait(30)
+        if self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass
 
-    # ------------------------------------------------------------------ a connection
+    def shutdown(self, timeout: float = 120.0) -> None:
+        """Stop accepting, end the connections, answer what is queued, close every session's files."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
-    def _connection(self, conn: socket.socket, addr) -> None:
-        chan = None
-        session = None
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self._stop.set)
+        for w in self.workers:
+            w.start(self.loop)
+        server = await asyncio.start_server(self._accept, sock=self.sock, limit=1 << 16)
+        expiry = asyncio.ensure_future(self._expire_loop())
+        self._started.set()
         try:
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            conn.settimeout(120)
-            chan = P.Channel(conn)
-            session = self._hello(chan, chan.recv())
-            while True:
-                msg = chan.recv()
-                if msg.type == P.PACKET:
-                    self._packet(chan, session, msg.body)
-                elif msg.type == P.SKIP:
-                    obj = msg.json()
-                    with session.lock:
-                        self._record_error(session, int(obj.get("frame", -1)), f"edge: {obj.get('error', 'skipped')}")
-                elif msg.type == P.END:
-                    total = int(msg.json().get("frames", 0))
-                    summary = self._finish(session, total)
-                    chan.send(P.control(P.SUMMARY, summary))
-                    return
-                else:
-                    raise P.ProtocolError(f"unexpected {msg.name} from the edge")
-        except P.ConnectionClosed:
-            if session is not None:
-                self.log(f"[{session.name}] connection lost; the stream waits for the edge to reconnect")
-        except (P.ProtocolError, TemposplitError, BitstreamError, OSError, ValueError) as exc:
-            self.log(f"connection from {addr[0]}: {exc}")
-            if chan is not None:
-                try:
-                    chan.send(P.control(P.ERROR, {"message": str(exc)}))
-                except P.ProtocolError:
-                    pass
+            await self._stop.wait()
         finally:
-            if chan is not None:
-                chan.close()
+            self.log("stopping: finishing every session's files")
+            expiry.cancel()
+            server.close()
+            for conn in list(self.connections):
+                if conn.task is not None:
+                    conn.task.cancel()
+            tasks = [c.task for c in self.connections if c.task is not None]
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
+            with self.table:
+                live = [s for s in self.sessions.values() if not s.closing]
+                for s in live:
+                    s.closing = True
+            for s in live:
+                await s.worker.put(Item("close", s))
+            for w in self.workers:
+                await self.loop.run_in_executor(None, w.stop, 120)
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.remove_signal_handler(sig)
 
-    def _hello(self, chan: P.Channel, msg: P.Message) -> Session:
-        if msg.type != P.HELLO:
-            raise P.ProtocolError(f"expected HELLO, got {msg.name}")
+    def _loop_error(self, loop, context) -> None:
+        # accept() failing for lack of file descriptors lands here; asyncio retries it.
+        exc = context.get("exception")
+        self.log(f"server: {context.get('message')}{f': {exc}' if exc else ''}")
+
+    async def _accept(self, reader, writer) -> None:
+        if len(self.connections) >= self.max_connections:
+            writer.transport.abort()
+            return
+        conn = Connection(self, reader, writer)
+        conn.task = asyncio.current_task()
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_stream(self, msg: P.Message, identity: str | None, conn: Connection) -> tuple[Session, dict]:
+        """A HELLO (in a pool thread): checks, then a new, resumed or reloaded session.
+        The table lock is held only to look up and reserve the name, never for I/O."""
         info = msg.json()
         if info.get("protocol") != P.PROTOCOL_VERSION:
-            raise P.ProtocolError(f"protocol version {info.get('protocol')} is not supported ({P.PROTOCOL_VERSION})")
-        name = str(info.get("stream", ""))
-        if not STREAM_NAME.fullmatch(name):
-            raise P.ProtocolError(f"invalid stream name {name!r}")
+            raise Refused(f"protocol version {info.get('protocol')} is not supported ({P.PROTOCOL_VERSION})")
+        name = info.get("stream")
+        if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
+            raise Refused(f"invalid stream name {name!r}")
+        size = info.get("frame_size")
+        lo, hi = P.FRAME_SIDE
+        if not (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in size)
+        ):
+            raise Refused(f"frame_size must be [H, W] with integers in {lo}..{hi}, not {size!r}")
+        resume = info.get("resume") is True
+        token = info.get("token")
+        if resume and not isinstance(token, str):
+            raise Refused("a resume needs the stream's token")
         header = StreamHeader.from_bytes(msg.stream_header())
-        with self.lock:
-            session = self.sessions.get(name)
-            if session is not None and not session.finished:
-                if session.header.to_bytes() != header.to_bytes():
-                    raise P.ProtocolError(f"stream {name!r} resumed with a different stream header")
-                self.log(f"[{name}] edge reconnected")
-            else:
-                if sum(not s.finished for s in self.sessions.values()) >= self.max_streams:
-                    raise P.ProtocolError("the server is at its stream limit")
-                session = self._new_session(name, header, info)
-                self.sessions[name] = session
-        next_frame = 0
-        while next_frame in session.done:
-            next_frame += 1
-        chan.send(
-            P.control(
-                P.WELCOME,
-                {
-                    "protocol": P.PROTOCOL_VERSION,
-                    "stream": name,
-                    "next_frame": next_frame,
-                    "outputs": str(session.out_dir),
-                },
-            )
-        )
-        return session
+        if not 0 < header.fps <= P.MAX_FPS:
+            raise Refused(f"the stream's fps {header.fps:g} is outside (0, {P.MAX_FPS:g}]")
 
-    def _new_session(self, name: str, header: StreamHeader, info: dict) -> Session:
-        model, cut = header.model_id, header.cut_id
-        self.models.check_hash(model, cut, header)
-        height, width = (int(v) for v in info.get("frame_size", (300, 300)))
-        m2 = self.models.m2_runner(model, cut, (height, width))
+        waiting = None
+        with self.table:
+            s = self.sessions.get(name)
+            if name in self.opening:
+                raise Refused(f"stream {name!r} is in use")
+            if s is not None and not s.closing:
+                if not resume:
+                    raise Refused(f"stream {name!r} is in use")
+                why = s.owned_by(token, identity, header)
+                if why:
+                    raise Refused(why)
+                old, s.conn = s.conn, conn
+                if old is not None:
+                    old.fail("the stream was resumed on another connection")
+                self.log(f"[{name}] edge resumed")
+                return s, self._welcome(s, None)
+            attached = sum(x.conn is not None for x in self.sessions.values()) + len(self.opening)
+            if attached >= self.max_streams:
+                raise Refused("the server is at its stream limit")
+            self.opening.add(name)
+            waiting = s
+        s = None
+        try:
+            if waiting is not None:
+                waiting.closed.wait(60)  # an expiring session: resume it from its files
+            s, token = self._load_or_create(name, info, header, resume, token, identity)
+        finally:
+            with self.table:
+                self.opening.discard(name)
+                if s is not None:
+                    s.conn = conn
+                    self.sessions[name] = s
+        return s, self._welcome(s, token)
+
+    def _load_or_create(self, name, info, header, resume, token, identity) -> tuple[Session, str | None]:
         out = self.out_dir / name
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "detections.jsonl").unlink(missing_ok=True)
-        frames = None
-        if self.local_video and info.get("video"):
-            from temposplit.model.data import read_video
+        state = Session.read_state(out) if out.is_dir() else None
+        if state is not None and not state.get("finished"):
+            if not resume:
+                raise Refused(f"stream {name!r} is in use (it can be resumed with its token)")
+            saved = state.get("info") if isinstance(state.get("info"), dict) else {}
+            s = Session(name, out, header, state["token_sha256"], state.get("identity"), saved, None)
+            why = s.owned_by(token, identity, header)
+            if why:
+                raise Refused(why)
+            if state.get("header_sha256") != s.header_digest:
+                raise Refused(f"stream {name!r} resumed with a different stream header")
+            s.info["frame_size"] = info["frame_size"]
+            s.plan = self.models.plan(header, tuple(info["frame_size"]))
+            s.segment = int(state.get("segment", 0)) + 1
+            s.load_records()
+            self._place(s)
+            s.open_outputs(self.local_video, self.log)
+            s.write_state()
+            self.log(f"[{name}] resumed from its files: {len(s.recorded) + len(s.failed)} frame(s) recorded")
+            return s, None
+        if resume:
+            what = "finished" if state is not None else "not known to this server"
+            raise Refused(f"stream {name!r} cannot be resumed: it is {what}")
+        plan = self.models.plan(header, tuple(info["frame_size"]))  # every check before any file is made
+        if out.exists():  # a finished stream's outputs are kept under a new name
+            k = 1
+            while (self.out_dir / f"{name}.{k}").exists():
+                k += 1
+            shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
+            self.log(f"[{name}] the finished stream's outputs moved to {name}.{k}")
+        out.mkdir(parents=True)
+        token = secrets.token_hex(16)
+        keep = {k: info[k] for k in ("frame_size", "video", "max_frames") if k in info}
+        s = Session(name, out, header, digest(token), identity, keep, plan)
+        self._place(s)
+        s.open_outputs(self.local_video, self.log)
+        s.write_state()
+        self.log(f"[{name}] new stream: {header.model_id} at {header.cut_id}, {header.structure}")
+        return s, token
 
-            frames = read_video(info["video"], max_frames=info.get("max_frames"), step=int(info.get("step", 1)))
-        video = AnnotatedVideo(out / "annotated.mp4", width, height, header.fps, frames)
-        self.log(f"[{name}] new stream: {model} at {cut}, {len(header.tensors)} tensor(s), {header.structure}")
-        return Session(name, header, out, info, m2, DetectionLog(out / "detections.jsonl"), video, Decoder(header))
+    def _place(self, s: Session) -> None:
+        s.worker = min(self.workers, key=lambda w: w.sessions)
+        s.worker.sessions += 1
 
-    # ------------------------------------------------------------------ frames
+    def _welcome(self, s: Session, token: str | None) -> dict:
+        welcome = {
+            "protocol": P.PROTOCOL_VERSION,
+            "stream": s.name,
+            "next_frame": s.next_frame,
+            "recorded": P.to_ranges(s.recorded | s.failed),
+            "outputs": str(s.out_dir),
+        }
+        if token is not None:
+            welcome["token"] = token
+        return welcome
 
-    def _packet(self, chan: P.Channel, s: Session, body: bytes) -> None:
-        t0 = time.perf_counter()
-        with s.lock:
-            try:
-                packet, end = parse_packet(body, 0, s.decoder.max_payload)
-                if end != len(body):
-                    raise BitstreamError("bytes after the packet's CRC")
-            except BitstreamError as exc:
-                # The frame index is unreliable: the gap is recorded when the stream ends.
-                self._ask_key(chan, s, f"damaged packet: {exc}")
-                return
-            index = packet.index
-            if index in s.done:  # a frame resent after a reconnect
-                chan.send(P.control(P.ACK, {"frame": index, "duplicate": True}))
-                return
-            try:
-                decoded = s.decoder.decode(packet)
-            except BitstreamError as exc:
-                self._record_error(s, index, str(exc))
-                chan.send(P.control(P.ACK, {"frame": index, "error": str(exc)}))
-                if isinstance(exc, ReferenceMissingError) or packet.is_anchor:
-                    self._ask_key(chan, s, str(exc))
-                return
-            t1 = time.perf_counter()
-            det = s.m2(decoded)
-            t2 = time.perf_counter()
-            s.bytes += len(body)
-            s.recent_bytes.append(len(body))
-            rate = sum(s.recent_bytes) / len(s.recent_bytes) * s.header.fps / 1e6
-            record = {
-                "frame": index,
-                "kind": decoded.kind,
-                "n_bits": decoded.n_bits,
-                "bytes": len(body),
-                "detections": detection_records(det),
-            }
-            s.log.write(record)
-            s.done.add(index)
-            s.ok += 1
-            if s.video is not None:
-                heat = decoded.dequantize()[-1].mean(axis=0)
-                s.video.add(
-                    index, det, heat, f"{s.name}  frame {index}  {decoded.kind}  N={decoded.n_bits}  {rate:.3f} MB/s"
-                )
-        chan.send(
-            P.control(
-                P.ACK,
-                {
-                    "frame": index,
-                    "detections": record["detections"],
-                    "decode_ms": round((t1 - t0) * 1000, 3),
-                    "m2_ms": round((t2 - t1) * 1000, 3),
-                },
-            )
-        )
-
-    def _ask_key(self, chan: P.Channel, s: Session, reason: str) -> None:
-        now = time.monotonic()
-        if now - s.key_requested_at > 0.05:
-            s.key_requested_at = now
-            chan.send(P.control(P.KEY_REQUEST, {"reason": reason}))
-
-    def _record_error(self, s: Session, index: int, message: str) -> None:
-        if index < 0 or index in s.done:
+    def detach(self, conn: Connection) -> None:
+        s = conn.session
+        if s is None:
             return
-        s.log.write({"frame": index, "error": message})
-        s.done.add(index)
-        s.errors += 1
-        if s.video is not None:
-            s.video.add(index, error=f"frame {index}: error")
+        with self.table:
+            if s.conn is conn:
+                s.conn = None
+                s.detached_at = time.monotonic()
 
-    def _finish(self, s: Session, total: int | None) -> dict:
-        with s.lock:
-            if not s.finished:
-                end = total if total is not None else (max(s.done) + 1 if s.done else 0)
-                for i in range(end):
-                    if i not in s.done:
-                        self._record_error(s, i, "never received (lost in transmission)")
-                if s.video is not None:
-                    s.video.finish(end)
-                s.log.close()
-                s.finished = True
-            return {
-                "stream": s.name,
-                "frames": s.ok + s.errors,
-                "decoded": s.ok,
-                "errors": s.errors,
-                "bytes": s.bytes,
-                "detections": str(s.log.path),
-                "video": str(s.video.path) if s.video else None,
-            }
+    def _closed(self, s: Session) -> None:
+        """A session's outputs are closed (finished, expired or shut down): drop it from memory."""
+        with self.table:
+            if self.sessions.get(s.name) is s:
+                del self.sessions[s.name]
+        s.worker.sessions -= 1
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.linger / 4))
+            now = time.monotonic()
+            with self.table:
+                detached = sorted(
+                    (s for s in self.sessions.values() if s.conn is None and not s.closing),
+                    key=lambda s: s.detached_at,
+                )
+                over = max(0, len(detached) - self.max_streams)
+                expired = [s for k, s in enumerate(detached) if k < over or now - s.detached_at > self.linger]
+                for s in expired:
+                    s.closing = True
+            for s in expired:
+                self.log(f"[{s.name}] expired: no resume for {self.linger:g} s; its files are closed")
+                await s.worker.put(Item("close", s))
+
+    # ------------------------------------------------------------------ figures
+
+    def stats(self) -> dict:
+        return {
+            "connections": len(self.connections),
+            "sessions": len(self.sessions),
+            "batches": sum(w.batches for w in self.workers),
+            "frames": sum(w.frames for w in self.workers),
+        }

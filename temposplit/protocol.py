@@ -13,9 +13,9 @@ import ssl
 import struct
 from dataclasses import dataclass
 
-from temposplit.errors import TemposplitError
+from temposplit.errors import ConfigError, TemposplitError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 HELLO, WELCOME, PACKET, ACK, KEY_REQUEST, SKIP, END, SUMMARY, ERROR = range(1, 10)
 NAMES = {
@@ -29,10 +29,29 @@ NAMES = {
     SUMMARY: "SUMMARY",
     ERROR: "ERROR",
 }
-MAX_CONTROL = 1 << 20  # bytes of a JSON message
-MAX_MESSAGE = 1 << 28  # any message (a codec packet's limit is checked again by the decoder)
+# Limits (docs/protocol.md, "Framing"): checked on the announced length, before the body is read.
+MAX_HELLO = 128 << 10  # the only message before WELCOME: JSON (at most 16 KiB) + stream header (< 64 KiB)
+MAX_HELLO_JSON = 16 << 10
+MAX_CONTROL = 64 << 10  # a SKIP or END from the edge
+PACKET_SLACK = 64  # a PACKET: the stream header's max_payload() + this
+MAX_FROM_SERVER = 16 << 20  # anything the edge reads
+MAX_MESSAGE = MAX_FROM_SERVER  # default limit of Channel.recv
+
+# Frame indices and sizes (docs/protocol.md, "Streaming" and "Handshake").
+MAX_FRAMES = 1 << 24  # frame indices are below this
+MAX_LEAD = 256  # an index (or END's count) at most this far above the highest index seen
+FRAME_SIDE = (16, 4096)  # frame_size [H, W]: each side in this range
+MAX_FPS = 240.0
+
+# Timeouts in seconds (docs/protocol.md, "Sessions, timeouts and limits").
+HANDSHAKE_TIMEOUT = 10.0
+HELLO_TIMEOUT = 10.0
+IDLE_TIMEOUT = 60.0
+WRITE_TIMEOUT = 30.0
+LINGER = 120.0
 
 _HEAD = struct.Struct("<BI")
+HEAD_SIZE = _HEAD.size
 
 
 class ProtocolError(TemposplitError):
@@ -54,10 +73,11 @@ class Message:
 
     def json(self) -> dict:
         data = self.body
+        limit = MAX_FROM_SERVER
         if self.type == HELLO:
-            (n,) = struct.unpack_from("<I", data)
-            data = data[4 : 4 + n]
-        if len(data) > MAX_CONTROL:
+            data = data[4 : 4 + self._hello_json_length()]
+            limit = MAX_HELLO_JSON
+        if len(data) > limit:
             raise ProtocolError(f"a {self.name} message of {len(data)} bytes is too long")
         try:
             obj = json.loads(data.decode("utf-8"))
@@ -69,8 +89,49 @@ class Message:
 
     def stream_header(self) -> bytes:
         """The codec stream header carried by a HELLO."""
+        return self.body[4 + self._hello_json_length() :]
+
+    def _hello_json_length(self) -> int:
+        if len(self.body) < 4:
+            raise ProtocolError(f"a HELLO of {len(self.body)} bytes is too short")
         (n,) = struct.unpack_from("<I", self.body)
-        return self.body[4 + n :]
+        if n > len(self.body) - 4:
+            raise ProtocolError("a HELLO announces more JSON than it carries")
+        return n
+
+
+def unpack_head(head: bytes, limit: int) -> tuple[int, int]:
+    """(type, body length) of a message head, checked before any body byte is read."""
+    mtype, length = _HEAD.unpack(head)
+    if mtype not in NAMES:
+        raise ProtocolError(f"unknown message type {mtype}")
+    if length > limit:
+        raise ProtocolError(f"a {NAMES[mtype]} message announces {length} bytes (at most {limit} here)")
+    return mtype, length
+
+
+def to_ranges(frames) -> list[list[int]]:
+    """A set of frame indices as sorted, disjoint half-open ranges [[start, end], ...]."""
+    out: list[list[int]] = []
+    for i in sorted(frames):
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def from_ranges(ranges, limit: int = MAX_FRAMES) -> set[int]:
+    """The frame indices of ``to_ranges``' form; malformed or out-of-range input is a ProtocolError."""
+    out: set[int] = set()
+    try:
+        for start, end in ranges:
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= limit):
+                raise ProtocolError(f"a frame range [{start}, {end}] is invalid")
+            out.update(range(start, end))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("frame ranges must be [[start, end], ...]") from exc
+    return out
 
 
 def encode(mtype: int, body: bytes) -> bytes:
@@ -112,12 +173,8 @@ class Channel:
             buf += chunk
         return bytes(buf)
 
-    def recv(self) -> Message:
-        mtype, length = _HEAD.unpack(self._read(_HEAD.size))
-        if mtype not in NAMES:
-            raise ProtocolError(f"unknown message type {mtype}")
-        if length > MAX_MESSAGE:
-            raise ProtocolError(f"a message announces {length} bytes (at most {MAX_MESSAGE})")
+    def recv(self, limit: int = MAX_MESSAGE) -> Message:
+        mtype, length = unpack_head(self._read(HEAD_SIZE), limit)
         return Message(mtype, self._read(length))
 
     def close(self) -> None:
@@ -139,6 +196,39 @@ class TLSConfig:
     key: str | None = None
     ca: str | None = None
     server_name: str = "localhost"
+
+    @staticmethod
+    def for_server(cert: str | None, key: str | None, client_ca: str | None, warn=None) -> TLSConfig | None:
+        """The server's TLS options, checked: None (plaintext) when none is given; partial
+        options are an error (never plaintext); TLS without client authentication warns."""
+        if not (cert or key or client_ca):
+            return None
+        if not cert or not key:
+            options = (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca))
+            given = ", ".join(n for n, v in options if v)
+            raise ConfigError(f"TLS needs both --tls-cert and --tls-key (given: {given})")
+        if not client_ca and warn is not None:
+            warn("warning: TLS without --tls-client-ca: any client can stream to this server")
+        return TLSConfig(cert, key, client_ca)
+
+    @staticmethod
+    def for_client(ca: str | None, cert: str | None, key: str | None, server_name: str) -> TLSConfig | None:
+        """The edge's TLS options, checked: a certificate needs its key and the other way round."""
+        if not (ca or cert or key):
+            return None
+        if bool(cert) != bool(key):
+            raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
+        return TLSConfig(cert, key, ca, server_name)
+
+    def own_certificate(self) -> bytes | None:
+        """The DER bytes of the first certificate in ``cert`` (the server refuses it from a client)."""
+        try:
+            text = open(self.cert, encoding="ascii", errors="replace").read()
+            start = text.index("-----BEGIN CERTIFICATE-----")
+            end = text.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
+            return ssl.PEM_cert_to_DER_cert(text[start:end])
+        except (OSError, ValueError):
+            return None
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

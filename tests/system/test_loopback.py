@@ -108,12 +108,14 @@ def test_eight_clients_at_once(server, edge_model, vtest_frames):
 def test_a_bad_hello_is_refused_and_the_server_stays_up(server, edge_model, vtest_frames):
     with socket.create_connection(server.address) as s:
         chan = P.Channel(s)
-        chan.send(P.hello({"protocol": 1, "stream": "../etc"}, b"junk"))
+        chan.send(P.hello({"protocol": P.PROTOCOL_VERSION, "stream": "../etc"}, b"junk"))
         reply = chan.recv()
         assert reply.type == P.ERROR and "stream name" in reply.json()["message"]
     with socket.create_connection(server.address) as s:
         chan = P.Channel(s)
-        chan.send(P.hello({"protocol": 1, "stream": "ok"}, b"TSPS junk header"))
+        chan.send(
+            P.hello({"protocol": P.PROTOCOL_VERSION, "stream": "ok", "frame_size": [576, 768]}, b"TSPS junk header")
+        )
         assert chan.recv().type == P.ERROR
     report = Edge(edge_model, CODEC, server.address, "after").run(vtest_frames[:3], total=3)
     assert report.acked == 3

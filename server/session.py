@@ -1,0 +1,222 @@
+"""One edge stream on the server: its decoder, outputs, the frames recorded, and its owner.
+
+A session is written to ``<out>/<stream>/``: ``detections.jsonl`` (appended, one record
+per frame), ``annotated.mp4`` (and ``annotated.<k>.mp4`` for each resumed segment) and
+``session.json`` (who owns the stream: the SHA-256 of its resume token, the client's TLS
+subject, the stream header's digest, and whether it is finished). A restarted server
+rebuilds a session from these files. Frames are decoded and recorded only by the
+session's worker thread (server/worker.py); the event loop reads its counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temposplit import protocol as P
+from temposplit.codec.bitstream import StreamHeader
+from temposplit.codec.decoder import Decoder
+from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records
+
+STATE = "session.json"
+
+
+def digest(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+@dataclass(eq=False)
+class Session:
+    name: str
+    out_dir: Path
+    header: StreamHeader
+    token_hash: str
+    identity: str | None
+    info: dict
+    plan: object  # server.m2.Plan
+    recorded: set = field(default_factory=set)  # frames with detections
+    failed: set = field(default_factory=set)  # frames with an error record
+    bytes: int = 0
+    max_seen: int = -1
+    segment: int = 0
+    finished: bool = False
+    decoder: Decoder | None = None
+    log: DetectionLog | None = None
+    video: AnnotatedVideo | None = None
+    recent_bytes: deque = field(default_factory=lambda: deque(maxlen=30))
+    key_requested_at: float = 0.0
+    # Owned by the event loop:
+    conn: object = None  # the attached connection, or None (detached)
+    detached_at: float = field(default_factory=time.monotonic)
+    closing: bool = False
+    closed: threading.Event = field(default_factory=threading.Event)
+    worker: object = None
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def header_digest(self) -> str:
+        return digest(self.header.to_bytes())
+
+    def owned_by(self, token: str, identity: str | None, header: StreamHeader) -> str | None:
+        """None when a resume with this token, client identity and header may take the
+        stream; else why not."""
+        if not hmac.compare_digest(digest(str(token)), self.token_hash):
+            return f"stream {self.name!r} is in use (a resume needs the stream's token)"
+        if self.identity is not None and identity != self.identity:
+            return f"stream {self.name!r} belongs to another client certificate"
+        if digest(header.to_bytes()) != self.header_digest:
+            return f"stream {self.name!r} resumed with a different stream header"
+        return None
+
+    def has(self, index: int) -> bool:
+        return index in self.recorded or index in self.failed
+
+    @property
+    def next_frame(self) -> int:
+        i = 0
+        while self.has(i):
+            i += 1
+        return i
+
+    # ------------------------------------------------------------------ files
+
+    def write_state(self) -> None:
+        state = {
+            "stream": self.name,
+            "token_sha256": self.token_hash,
+            "identity": self.identity,
+            "header_sha256": self.header_digest,
+            "info": self.info,
+            "segment": self.segment,
+            "finished": self.finished,
+        }
+        tmp = self.out_dir / (STATE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.out_dir / STATE)
+
+    @staticmethod
+    def read_state(out_dir: Path) -> dict | None:
+        try:
+            state = json.loads((out_dir / STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) and isinstance(state.get("token_sha256"), str) else None
+
+    def load_records(self) -> None:
+        """The frames an earlier server (or connection) recorded, from the log."""
+        for rec in DetectionLog.read(self.out_dir / "detections.jsonl"):
+            i = rec["frame"]
+            if "error" in rec:
+                self.failed.add(i)
+            else:
+                self.recorded.add(i)
+                self.bytes += int(rec.get("bytes", 0) or 0)
+            self.max_seen = max(self.max_seen, i)
+        self.recorded -= self.failed & self.recorded  # never both: the first record stands
+        self.failed -= self.recorded
+
+    def open_outputs(self, local_video: bool, log) -> None:
+        """Open the log for appending and start a video segment (the next one after a resume)."""
+        self.decoder = Decoder(self.header)
+        self.log = DetectionLog(self.out_dir / "detections.jsonl")
+        height, width = self.info["frame_size"]
+        start = self.next_frame
+        frames = None
+        if local_video and self.info.get("video"):
+            try:
+                from temposplit.model.data import read_video
+
+                frames = read_video(self.info["video"], max_frames=self.info.get("max_frames"))
+                for _ in range(start):
+                    next(frames, None)
+            except Exception as exc:  # an unreadable source: the heat map is drawn instead
+                log(f"[{self.name}] cannot read the source video ({exc}); drawing the features")
+                frames = None
+        name = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
+        self.video = AnnotatedVideo(self.out_dir / name, width, height, self.header.fps, frames, start=start)
+
+    # ------------------------------------------------------------------ records (the worker's thread)
+
+    def record(self, index: int, detections, decoded, nbytes: int) -> dict:
+        self.bytes += nbytes
+        self.recent_bytes.append(nbytes)
+        rec = {
+            "frame": index,
+            "kind": decoded.kind,
+            "n_bits": decoded.n_bits,
+            "bytes": nbytes,
+            "detections": detection_records(detections),
+        }
+        self.log.write(rec)
+        self.recorded.add(index)
+        if self.video is not None:
+            rate = sum(self.recent_bytes) / len(self.recent_bytes) * self.header.fps / 1e6
+            heat = decoded.dequantize()[-1].mean(axis=0)
+            caption = f"{self.name}  frame {index}  {decoded.kind}  N={decoded.n_bits}  {rate:.3f} MB/s"
+            self.video.add(index, detections, heat, caption)
+        return rec
+
+    def record_error(self, index: int, message: str) -> None:
+        if index < 0 or self.has(index):
+            return
+        self.log.write({"frame": index, "error": message})
+        self.failed.add(index)
+        if self.video is not None:
+            self.video.add(index, error=f"frame {index}: error")
+
+    def finish(self, total: int) -> list[str]:
+        """END: an error record for every index below ``total`` without one; close; mark finished."""
+        for i in range(total):
+            if not self.has(i):
+                self.record_error(i, "never received (lost in transmission)")
+        self.finished = True
+        return self.close(total)
+
+    def close(self, total: int | None = None) -> list[str]:
+        """Close the outputs (video finalised, log synced) and save the state; the session
+        stays resumable unless it is finished. Returns what failed instead of raising: one
+        stream's broken output must not stop the others from closing."""
+        errors = []
+        if self.video is not None:
+            try:
+                self.video.finish(total)
+            except Exception as exc:
+                errors.append(f"video: {exc}")
+            self.video = None
+        if self.log is not None:
+            try:
+                self.log.close()
+            except OSError as exc:
+                errors.append(f"log: {exc}")
+        try:
+            self.write_state()
+        except OSError as exc:
+            errors.append(f"state: {exc}")
+        self.decoder = None
+        self.closed.set()
+        return errors
+
+    def summary(self) -> dict:
+        video = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
+        return {
+            "stream": self.name,
+            "frames": len(self.recorded) + len(self.failed),
+            "decoded": len(self.recorded),
+            "errors": len(self.failed),
+            "bytes": self.bytes,
+            "recorded": P.to_ranges(self.recorded),
+            "failed": P.to_ranges(self.failed),
+            "detections": str(self.out_dir / "detections.jsonl"),
+            "video": str(self.out_dir / video),
+        }

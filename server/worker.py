@@ -1,0 +1,230 @@
+"""M2 batched across streams: one worker thread per device, fed by a bounded queue.
+
+The connections' readers (on the event loop) put each PACKET, SKIP and END on the queue
+of their session's worker, in arrival order; a full queue makes the reader wait, so it
+stops reading its socket and TCP slows that edge (backpressure). The worker takes a
+batch (up to ``max_batch`` frames, waiting at most ``max_delay`` seconds after the first
+for more), decodes each frame with its stream's decoder, runs M2 once per group of frames
+that share a model, cut and input size, writes the records, and hands every answer back
+to its connection. It holds no lock a connection waits on; a slow client only slows its
+own connection's writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from temposplit import protocol as P
+from temposplit.codec.bitstream import parse_packet
+from temposplit.codec.errors import BitstreamError, ReferenceMissingError
+
+
+@dataclass(eq=False)
+class Item:
+    kind: str  # "packet", "skip", "end" or "close"
+    session: object
+    conn: object = None  # the connection that sent it (answers go there), None for "close"
+    body: bytes = b""
+    obj: dict | None = None
+
+
+class Worker:
+    def __init__(self, models, log, on_closed, device: str = "cpu", queue_size=256, max_batch=16, max_delay=0.01):
+        self.models = models
+        self.log = log
+        self.on_closed = on_closed  # called (in this thread) with a session whose outputs are closed
+        self.device = device
+        self.q: queue.Queue = queue.Queue(queue_size)
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._space: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"temposplit-m2-{device}")
+        self.batches = 0
+        self.frames = 0
+        self.sessions = 0  # sessions assigned (for placing new ones on the least loaded worker)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._space = asyncio.Event()
+        self.thread.start()
+
+    async def put(self, item: Item) -> None:
+        """Queue an item (event loop); waits while the queue is full."""
+        while True:
+            try:
+                self.q.put_nowait(item)
+                return
+            except queue.Full:
+                self._space.clear()
+                await self._space.wait()
+
+    def put_blocking(self, item) -> None:
+        """Queue an item from another thread (shutdown)."""
+        self.q.put(item)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.q.put(None)
+        self.thread.join(timeout)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _got(self) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._space.set)
+            except RuntimeError:  # the loop is closed (shutdown)
+                pass
+
+    def _take(self) -> list | None:
+        first = self.q.get()
+        self._got()
+        if first is None:
+            return None
+        batch = [first]
+        frames = first.kind == "packet"
+        deadline = time.monotonic() + self.max_delay
+        while frames < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self.q.get(timeout=remaining) if remaining > 0 else self.q.get_nowait()
+            except queue.Empty:
+                break
+            self._got()
+            if item is None:
+                self.q.put(None)  # stop after this batch
+                break
+            batch.append(item)
+            frames += item.kind == "packet"
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._process(batch)
+            except Exception as exc:  # a bug must not stop every stream: log it, answer, go on
+                self.log(f"worker {self.device}: {type(exc).__name__}: {exc}")
+                for item in batch:
+                    if item.conn is not None:
+                        item.conn.fail(f"internal server error: {exc}")
+
+    def _process(self, batch: list[Item]) -> None:
+        staged: list[tuple] = []
+        seen: set = set()
+        for item in batch:
+            if item.conn is not None and item.conn.broken:
+                continue
+            if item.kind == "packet":
+                self._decode(item, staged, seen)
+            else:
+                self._m2(staged)
+                staged, seen = [], set()
+                self._control(item)
+        self._m2(staged)
+
+    def _decode(self, item: Item, staged: list, seen: set) -> None:
+        s, conn = item.session, item.conn
+        if s.decoder is None:  # closed meanwhile (expired, shut down): the edge resends after resuming
+            conn.post(None)
+            return
+        t0 = time.perf_counter()
+        try:
+            packet, end = parse_packet(item.body, 0, s.decoder.max_payload)
+            if end != len(item.body):
+                raise BitstreamError("bytes after the packet's CRC")
+        except BitstreamError as exc:
+            # The frame index is unreliable: the gap is recorded when the stream ends.
+            self._ask_key(conn, s, f"damaged packet: {exc}")
+            conn.post(None)
+            return
+        index = packet.index
+        if index >= P.MAX_FRAMES or index > s.max_seen + P.MAX_LEAD:
+            conn.fail(f"frame {index} is out of range (at most {P.MAX_LEAD} above frame {s.max_seen})")
+            return
+        s.max_seen = max(s.max_seen, index)
+        if s.has(index) or (s, index) in seen:  # a frame resent after a reconnect
+            conn.post(P.control(P.ACK, {"frame": index, "duplicate": True}))
+            return
+        try:
+            frame = s.decoder.decode(packet)
+        except BitstreamError as exc:
+            s.record_error(index, str(exc))
+            conn.post(P.control(P.ACK, {"frame": index, "error": str(exc)}))
+            if isinstance(exc, ReferenceMissingError) or packet.is_anchor:
+                self._ask_key(conn, s, str(exc))
+            return
+        seen.add((s, index))
+        staged.append((item, index, frame, (time.perf_counter() - t0) * 1000))
+
+    def _m2(self, staged: list) -> None:
+        groups = defaultdict(list)
+        for entry in staged:
+            groups[entry[0].session.plan.key].append(entry)
+        for entries in groups.values():
+            t1 = time.perf_counter()
+            try:
+                dets = self.models.run(
+                    [e[0].session.plan for e in entries], [frame.dequantize() for _, _, frame, _ in entries]
+                )
+            except Exception as exc:  # M2 itself failed: each frame gets an explicit error
+                self.log(f"M2 failed on a batch of {len(entries)}: {type(exc).__name__}: {exc}")
+                for item, index, _, _ in entries:
+                    item.session.record_error(index, f"M2 failed: {exc}")
+                    item.conn.post(P.control(P.ACK, {"frame": index, "error": f"M2 failed: {exc}"}))
+                continue
+            m2_ms = round((time.perf_counter() - t1) * 1000, 3)
+            self.batches += 1
+            self.frames += len(entries)
+            for (item, index, frame, decode_ms), det in zip(entries, dets, strict=True):
+                rec = item.session.record(index, det, frame, len(item.body))
+                ack = {
+                    "frame": index,
+                    "detections": rec["detections"],
+                    "decode_ms": round(decode_ms, 3),
+                    "m2_ms": m2_ms,
+                    "batch": len(entries),
+                }
+                item.conn.post(P.control(P.ACK, ack))
+
+    def _control(self, item: Item) -> None:
+        s, conn = item.session, item.conn
+        if item.kind == "close":
+            self._close(s, s.close)
+            return
+        if s.decoder is None:
+            conn.post(None)
+            return
+        if item.kind == "skip":
+            index = item.obj["frame"]
+            if index > s.max_seen + P.MAX_LEAD:
+                conn.fail(f"SKIP of frame {index} is out of range (at most {P.MAX_LEAD} above frame {s.max_seen})")
+                return
+            s.max_seen = max(s.max_seen, index)
+            s.record_error(index, f"edge: {item.obj.get('error') or 'skipped'}")
+            conn.post(None)
+        elif item.kind == "end":
+            total = item.obj["frames"]
+            if total > s.max_seen + 1 + P.MAX_LEAD:
+                conn.fail(f"END with {total} frames is out of range (at most {P.MAX_LEAD} above frame {s.max_seen})")
+                return
+            self._close(s, lambda: s.finish(total))
+            conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)
+
+    def _close(self, s, close) -> None:
+        for error in close():
+            self.log(f"[{s.name}] closing the outputs: {error}")
+        self.on_closed(s)
+
+    def _ask_key(self, conn, s, reason: str) -> None:
+        now = time.monotonic()
+        if now - s.key_requested_at > 0.05:
+            s.key_requested_at = now
+            conn.post(P.control(P.KEY_REQUEST, {"reason": reason}), release=False)
