@@ -221,9 +221,9 @@ def _peek(data, bitpos, n):
 @njit(cache=True, nogil=True)
 def read_fixed(data, nbits, count, width):
     """``count`` fields of ``width`` bits; returns (values, status) with status = bits used or < 0."""
+    if count * width > nbits:  # checked before the allocation (docs/bitstream.md, 11)
+        return np.zeros(0, np.int32), ERR_TRUNCATED
     out = np.zeros(count, np.int32)
-    if count * width > nbits:
-        return out, ERR_TRUNCATED
     pos = 0
     for i in range(count):
         if width > 0:

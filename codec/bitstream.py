@@ -18,7 +18,8 @@ from temposplit.codec.motion import MAX_BLOCK, SEARCH_RANGES, grid_shape
 from temposplit.codec.quantize import MAX_BITS, MIN_BITS
 from temposplit.codec.structure import KINDS, MAX_GROUP
 
-VERSION = (1, 0)
+VERSION = (2, 0)  # the newest this decoder reads; a stream without a v2 coder is written as 1.0
+V2_CODERS = ("ctx",)
 HEADER_MAGIC = b"TSPS"
 PACKET_MAGIC = b"TSPK"
 
@@ -27,8 +28,8 @@ MAX_TENSORS = 8
 MAX_NAME = 64
 MAX_SIDE = 4096  # H and W
 MAX_CHANNELS = 8192
-MAX_TENSOR_ELEMENTS = 1 << 26
-MAX_FRAME_ELEMENTS = 1 << 27
+MAX_TENSOR_ELEMENTS = 1 << 24
+MAX_FRAME_ELEMENTS = 1 << 24
 MAX_HEADER = 4096
 
 KEY, ANCHOR, PRED = 1, 2, 3
@@ -89,7 +90,12 @@ class StreamHeader:
     model_id: str = ""
     cut_id: str = ""
     model_hash: bytes = bytes(32)
-    version: tuple[int, int] = VERSION
+    version: tuple[int, int] | None = None  # as read; written: wire_version
+
+    @property
+    def wire_version(self) -> tuple[int, int]:
+        """2.0 for a stream that uses a version 2 coder, else 1.0 (docs/bitstream.md, 8)."""
+        return (2, 0) if self.coder in V2_CODERS else (1, 0)
 
     @property
     def flags(self) -> int:
@@ -105,11 +111,11 @@ class StreamHeader:
         out = bytearray(
             _HEAD.pack(
                 HEADER_MAGIC,
-                *self.version,
+                *self.wire_version,
                 0,
                 KINDS.index(self.structure),
                 self.group,
-                entropy.CODERS.index(self.coder),
+                entropy.STREAM_CODERS.index(self.coder),
                 self.flags,
                 self.search_range,
                 self.n_bits,
@@ -135,14 +141,16 @@ class StreamHeader:
         if zlib.crc32(buf[:-4]) != struct.unpack_from("<I", buf, length - 4)[0]:
             raise ChecksumError("the stream header fails its CRC-32")
         (_, major, minor, _, kind, group, coder, flags, p, n_bits, count, _, fps_milli, mhash) = _HEAD.unpack_from(buf)
-        if major != VERSION[0]:
-            raise BitstreamError(f"stream version {major}.{minor} is not supported (this decoder reads {VERSION[0]}.x)")
+        if major not in (1, VERSION[0]):
+            raise BitstreamError(f"stream version {major}.{minor} is not supported (this decoder reads 1.x and 2.x)")
         if kind >= len(KINDS):
             raise BitstreamError(f"unknown prediction structure {kind}")
         if not 1 <= group <= MAX_GROUP or (KINDS[kind] == "bi" and group % 2 == 0):
             raise BitstreamError(f"invalid group size {group}")
-        if coder >= len(entropy.CODERS):
+        if coder >= len(entropy.STREAM_CODERS):
             raise BitstreamError(f"unknown coder {coder}")
+        if entropy.STREAM_CODERS[coder] in V2_CODERS and major < 2:
+            raise BitstreamError(f"coder {entropy.STREAM_CODERS[coder]!r} in a version {major} stream")
         if p not in SEARCH_RANGES:
             raise BitstreamError(f"invalid search range {p}")
         if not MIN_BITS <= n_bits <= MAX_BITS:
@@ -179,7 +187,7 @@ class StreamHeader:
         return StreamHeader(
             structure=KINDS[kind],
             group=group,
-            coder=entropy.CODERS[coder],
+            coder=entropy.STREAM_CODERS[coder],
             search_range=p,
             n_bits=n_bits,
             tensors=tuple(tensors),
@@ -201,6 +209,8 @@ class StreamHeader:
         for t in self.tensors:
             lanes = t.blocks() * (t.channels if self.per_channel else 1)
             worst_bits = t.elements * 2 * huffman.MAX_CODE_LENGTH + lanes * 2 * huffman.MAX_CODE_LENGTH + t.blocks()
+            if self.coder == "ctx":  # 2 + 14 + 8 bins per value, each at most 12 bits, plus the flush
+                worst_bits = max(worst_bits, (t.elements + 2 * lanes + t.blocks()) * 24 * 12 + 64)
             total += worst_bits // 8 + 64 + 3 * huffman.packed_size(2 ** (MAX_BITS + 1) + entropy.RUN_TOKENS)
         return total
 

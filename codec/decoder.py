@@ -28,7 +28,7 @@ from temposplit.codec.bitstream import (
     parse_packet,
 )
 from temposplit.codec.errors import BitstreamError, ReferenceMissingError
-from temposplit.codec.payload import gather_blocks, read_anchor, read_pred, scatter_blocks
+from temposplit.codec.payload import Held, gather_blocks, read_anchor, read_pred, read_pred_ctx, scatter_blocks
 from temposplit.codec.quantize import dequantize, to_quint8
 
 
@@ -71,9 +71,9 @@ class Decoder:
         self.previous: list[tuple[int, np.ndarray] | None] = [None] * n
         self.previous_index: int | None = None  # the anchor `previous` was taken from
         self.tables: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None
-        self.group_anchor: tuple[int, int, list[np.ndarray]] | None = None  # (index, N, HWC codes)
-        self.refresh_anchor: tuple[int, int, list[np.ndarray]] | None = None
-        self.recent: OrderedDict[int, tuple[int, list[np.ndarray]]] = OrderedDict()
+        self.group_anchor: tuple[int, Held] | None = None  # (index, N and HWC codes)
+        self.refresh_anchor: tuple[int, Held] | None = None
+        self.recent: OrderedDict[int, Held] = OrderedDict()
 
     def reset(self) -> None:
         """Forget every reference (after a loss): only a self-contained anchor decodes next."""
@@ -101,30 +101,37 @@ class Decoder:
         # An anchor's derived tables come from the anchor its reference field names.
         usable = packet.type != KEY and self.previous_index is not None and packet.reference == self.previous_index
         previous = self.previous if usable else [None] * len(h.tensors)
-        n_bits, _, tensors = read_anchor(h, packet.payload, previous)
+        reference = None
+        if h.coder == "ctx" and packet.type != KEY and packet.reference != packet.index:
+            try:
+                reference = self._lookup(packet.reference)
+            except ReferenceMissingError:
+                reference = None  # fails in read_anchor if a tensor needs it
+        n_bits, _, tensors = read_anchor(h, packet.payload, previous, reference)
         codes = [a.codes for a in tensors]
+        held = Held(n_bits, codes, [a.changes for a in tensors])
         self.previous = [(n_bits, a.histogram) if a.histogram is not None else None for a in tensors]
         self.previous_index = packet.index
         self.tables = [(a.mv_table, a.residual_table) for a in tensors]
         if packet.flags & FLAG_GROUP_START:
-            self.group_anchor = (packet.index, n_bits, codes)
+            self.group_anchor = (packet.index, held)
             self.refresh_anchor = None
             self.recent.clear()
         else:
-            self.refresh_anchor = (packet.index, n_bits, codes)
-        self._remember(packet.index, n_bits, codes)
+            self.refresh_anchor = (packet.index, held)
+        self._remember(packet.index, held)
         return self._frame(packet, n_bits, None, codes)
 
-    def _lookup(self, index: int) -> tuple[int, list[np.ndarray]]:
+    def _lookup(self, index: int) -> Held:
         for slot in (self.group_anchor, self.refresh_anchor):
             if slot is not None and slot[0] == index:
-                return slot[1], slot[2]
+                return slot[1]
         if index in self.recent:
             return self.recent[index]
         raise ReferenceMissingError(f"frame {index} is not held by the decoder (lost, or never sent)")
 
-    def _remember(self, index, n_bits, codes) -> None:
-        self.recent[index] = (n_bits, codes)
+    def _remember(self, index, held: Held) -> None:
+        self.recent[index] = held
         while len(self.recent) > 2:
             self.recent.popitem(last=False)
 
@@ -132,7 +139,13 @@ class Decoder:
         h = self.header
         if h.structure == "intra":
             raise BitstreamError("a predicted frame in an all-anchor stream")
-        n_bits, ref = self._lookup(packet.reference)
+        held = self._lookup(packet.reference)
+        n_bits, ref = held.n_bits, held.codes
+        if h.coder == "ctx":
+            tensors = read_pred_ctx(h, packet.payload, held)
+            codes = [pt.recon for pt in tensors]
+            self._remember(packet.index, Held(n_bits, codes, [pt.changes for pt in tensors]))
+            return self._frame(packet, n_bits, packet.reference, codes)
         if self.tables is None:
             raise ReferenceMissingError("no anchor has given this group's tables")
         mv_tables = [m for m, _ in self.tables]
@@ -154,7 +167,7 @@ class Decoder:
                     raise BitstreamError(f"tensor {t.name!r}: a residual leaves the N-bit code range")
                 scatter_blocks(pred, rebuilt.astype(np.uint8), pt.coded, t.block)
             codes.append(pred)
-        self._remember(packet.index, n_bits, codes)
+        self._remember(packet.index, Held(n_bits, codes, [None] * len(codes)))
         return self._frame(packet, n_bits, packet.reference, codes)
 
     def _frame(self, packet, n_bits, ref, codes) -> DecodedFrame:
@@ -178,12 +191,20 @@ def decode_stream(data: bytes) -> tuple[StreamHeader, list[DecodedFrame | FrameE
             packet, end = parse_packet(data, pos, decoder.max_payload)
         except BitstreamError as exc:
             # What depended on the lost packet fails its reference checks; the rest decodes.
-            out.append(FrameError(None, exc))
+            out.append(FrameError(None, _bare(exc)))
             pos = find_next_packet(data, pos + 1)
             continue
         pos = end
         try:
             out.append(decoder.decode(packet))
         except BitstreamError as exc:
-            out.append(FrameError(packet.index, exc))
+            out.append(FrameError(packet.index, _bare(exc)))
     return header, out
+
+
+def _bare(exc: BitstreamError) -> BitstreamError:
+    """The error without its traceback and chained causes: a kept error must not hold the
+    frames (and the arrays in them) it was raised from (docs/bitstream.md, 11)."""
+    exc.__traceback__ = None
+    exc.__context__ = exc.__cause__ = None
+    return exc

@@ -1,4 +1,4 @@
-"""The encoder: frames of quint8 cut tensors in, packets out (SPEC section 5).
+"""The encoder: frames of quint8 cut tensors in, packets out (docs/bitstream.md, sections 4-10).
 
 Typical use::
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from temposplit.codec import _kernels as K
-from temposplit.codec import entropy, huffman
+from temposplit.codec import ctx, entropy, huffman
 from temposplit.codec.bitstream import ANCHOR, FLAG_GROUP_START, KEY, PRED, Packet, StreamHeader, TensorInfo
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.motion import check_block, check_search_range, grid_shape
@@ -206,17 +206,41 @@ class _Group:
     plan: list[tuple[int, int | None]] = field(default_factory=list)
     done: int = 0  # entries of plan coded
     recon: dict[int, list[np.ndarray]] = field(default_factory=dict)  # index -> HWC N-bit codes
+    changes: dict[int, list[np.ndarray]] = field(default_factory=dict)  # index -> ctx change maps
     anchors: dict[int, int] = field(default_factory=dict)  # side -> index of a refresh anchor
     bytes: int = 0
     pred_bytes: list[int] = field(default_factory=list)
 
 
+@dataclass
+class AnchorCoding:
+    """What :meth:`SoftwareEngine.code_anchor` returns for one tensor of an anchor."""
+
+    codes: np.ndarray  # (H, W, C) N-bit codes: the reference of the group's predicted frames
+    histogram: np.ndarray | None  # token counts (the next anchor's table source); None: no table coder
+    table: np.ndarray | None  # the code lengths the section was coded with
+    section: tuple[bytes, int]  # the coded section (bytes, bits)
+
+
 class SoftwareEngine:
-    """The three operations an accelerator can take over, in software (the golden path).
+    """The operations an accelerator can take over, in software (the golden path).
 
     A hardware back end subclasses this and returns the same values bit for bit; the
-    encoder does the rest (tables, residual decisions, packets) around it.
+    encoder does the rest (table policy, residual decisions, packets) around it.
+    :meth:`code_anchor` is the anchor's one call (the fabric's one pass); the others are
+    the predicted frames' motion search and the residual's requantization.
     """
+
+    def code_anchor(self, tensor: TensorInfo, q8: np.ndarray, n_bits: int, coder: str, alphabet, table):
+        """Code one anchor tensor in one call: requantize the quint8 codes (H, W, C), code them
+        with ``table`` (code lengths known before the pass: the previous anchor's) or, when
+        ``table`` is None, with the table of their own histogram (a self-contained anchor),
+        count the histogram for the next anchor, and keep the codes as the reference."""
+        q_n = self.requantize(tensor, q8, n_bits)
+        hist = entropy.histogram(coder, q_n, alphabet) if entropy.uses_table(coder) else None
+        if hist is not None and table is None:
+            table = huffman.table_lengths(hist)
+        return AnchorCoding(q_n, hist, table, self.anchor_section(tensor, coder, q_n, alphabet, table))
 
     def requantize(self, tensor: TensorInfo, q8: np.ndarray, n_bits: int) -> np.ndarray:
         """quint8 codes (H, W, C) -> N-bit codes."""
@@ -235,6 +259,11 @@ class SoftwareEngine:
         cur_c = q8.astype(np.int16) - np.int16(tensor.zero_point)
         search = K.tss_per_channel if per_channel else K.tss_shared
         return search(ref_c, cur_c, tensor.block, p, False)
+
+    def ctx_anchor_section(self, tensor: TensorInfo, q_n: np.ndarray, ref, ref_changes, n_bits: int):
+        """The ``ctx`` section of an anchor's N-bit codes (H, W, C), temporal against the
+        reference's codes and change map (or intra when ``ref`` is None): (bytes, change map)."""
+        return ctx.encode_anchor(q_n, ref, ref_changes, n_bits, zero_point_n(tensor.zero_point, n_bits))
 
 
 MV_PRIOR_SHIFT = 10
@@ -261,6 +290,7 @@ class Encoder:
         self.anchors_since_key: int | None = None  # None: the next anchor is a KEY
         self.prev_anchor: list[tuple[int, np.ndarray] | None] = [None] * len(self.tensors)
         self.prev_anchor_index: int | None = None
+        self.last_coded = None  # ctx: (index, N, codes, change maps) of the frame coded last
         self.mv_stats = [None] * len(self.tensors)
         self.res_stats: list[dict[int, np.ndarray]] = [{} for _ in self.tensors]
         self.group_tables: list[tuple[np.ndarray | None, np.ndarray | None]] = []
@@ -287,6 +317,7 @@ class Encoder:
         """A receiver lost state: end the current group (coding any frames it holds) and make
         the next frame a self-contained KEY anchor. Returns the packets of the frames held."""
         self.anchors_since_key = None  # the frames held, if any, start with a KEY too
+        self.last_coded = None
         return self.flush()
 
     def push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
@@ -387,23 +418,21 @@ class Encoder:
         tables = entropy.uses_table(self.config.coder)
         if group_start:
             self.group_tables = [self._group_tables(i, n_bits) for i in range(len(self.tensors))]
+        if self.config.coder == "ctx":
+            return self._code_anchor_ctx(index, codes, group_start, key)
         anchors = []
         for i, (t, q8) in enumerate(zip(self.tensors, codes, strict=True)):
-            q_n = self.engine.requantize(t, q8, n_bits)
             alphabet = anchor_alphabet(t, n_bits)
-            table = hist = None
-            carried = True
+            table = None  # None: the anchor's own table (carried in the packet)
+            prev = self.prev_anchor[i]
+            own = key or self.config.table_policy == "own" or prev is None or prev[0] != n_bits
+            if tables and not own:
+                table = huffman.table_lengths(prev[1])
+            res = self.engine.code_anchor(t, q8, n_bits, self.config.coder, alphabet, table)
             if tables:
-                hist = entropy.histogram(self.config.coder, q_n, alphabet)
-                prev = self.prev_anchor[i]
-                if key or self.config.table_policy == "own" or prev is None or prev[0] != n_bits:
-                    table = huffman.table_lengths(hist)
-                else:
-                    table, carried = huffman.table_lengths(prev[1]), False
-                self.prev_anchor[i] = (n_bits, hist)
+                self.prev_anchor[i] = (n_bits, res.histogram)
             mv_table, res_table = self.group_tables[i]
-            coded = self.engine.anchor_section(t, self.config.coder, q_n, alphabet, table)
-            anchors.append(AnchorTensor(q_n, table, carried, hist, mv_table, res_table, coded))
+            anchors.append(AnchorTensor(res.codes, res.table, own, res.histogram, mv_table, res_table, res.section))
         payload, sizes = write_anchor(self.header, n_bits, g.length, anchors)
         self.anchors_since_key = 0 if key else self.anchors_since_key + 1
         recon = [a.codes for a in anchors]
@@ -413,6 +442,37 @@ class Encoder:
         # A KEY names itself; an ANCHOR names the anchor its derived tables come from.
         source = index if key or self.prev_anchor_index is None else self.prev_anchor_index
         self.prev_anchor_index = index
+        packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
+        g.bytes += len(packet)
+        if self.rate is not None and group_start:
+            self.rate.start_group(len(packet), g.length, n_bits)
+        self._record(packet, n_bits, None, recon)
+        return packet
+
+    def _code_anchor_ctx(self, index: int, codes: list[np.ndarray], group_start: bool, key: bool) -> Packet:
+        """An anchor with ``ctx``: temporal against the frame coded just before it when that
+        frame has the same N (never in a KEY), else intra (docs/bitstream.md, 10)."""
+        g = self.group
+        n_bits = g.n_bits
+        last = self.last_coded
+        temporal = not key and last is not None and last[1] == n_bits
+        anchors = []
+        for i, (t, q8) in enumerate(zip(self.tensors, codes, strict=True)):
+            q_n = self.engine.requantize(t, q8, n_bits)
+            ref, dref = (last[2][i], last[3][i]) if temporal else (None, None)
+            data, changes = self.engine.ctx_anchor_section(t, q_n, ref, dref, n_bits)
+            mode = ctx.MODE_TEMPORAL if temporal else ctx.MODE_INTRA
+            anchors.append(AnchorTensor(q_n, None, True, None, None, None, (data, 8 * len(data)), mode, changes))
+        payload, sizes = write_anchor(self.header, n_bits, g.length, anchors)
+        self.anchors_since_key = 0 if key else self.anchors_since_key + 1
+        recon = [a.codes for a in anchors]
+        g.recon[index] = recon
+        g.changes[index] = [a.changes for a in anchors]
+        self.last_coded = (index, n_bits, recon, g.changes[index])
+        if not group_start:
+            g.anchors[self._side(index)] = index
+        self.prev_anchor_index = index
+        source = last[0] if temporal else index
         packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
         g.bytes += len(packet)
         if self.rate is not None and group_start:
@@ -460,24 +520,37 @@ class Encoder:
             packet = self._code_anchor(index, codes, group_start=False)
             self.frames[-1].cost_per_element = mean_cost
             return packet
-        tensors, recon, coded_total = [], [], 0
+        tensors, recon, changes, coded_total = [], [], [], 0
         for i, (t, q8, r_n, (mvs, _cost)) in enumerate(zip(self.tensors, codes, ref, preds, strict=True)):
             comp = K.compensate_per_channel if self.config.per_channel else K.compensate_shared
             pred, bad = comp(r_n, mvs, t.block)
             assert bad < 0, "TSS produced an invalid vector"
             coded = residual = None
+            compensated = pred
             if self.config.residual is not None:
                 cur_n = self.engine.requantize(t, q8, n_bits)
                 activity = np.count_nonzero(q8 != t.zero_point) / q8.size
                 coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits, activity)
                 coded_total += int(coded.sum())
-            tensors.append(PredTensor(mvs, coded, residual))
+            pt = PredTensor(mvs, coded, residual)
+            if self.config.coder == "ctx":
+                nby, nbx = grid_shape(t.height, t.width, t.block)
+                lanes = mvs.reshape(nby, nbx, -1, 2)
+                dref = g.changes[ref_index][i]
+                pt.section, pt.changes = ctx.encode_pred(
+                    lanes, self.config.search_range, coded, compensated, pred, dref, t.block, n_bits
+                )
+                changes.append(pt.changes)
+            tensors.append(pt)
             recon.append(pred)
             self._learn(i, t, mvs, residual, n_bits)
         mv_tables = [mt for mt, _ in self.group_tables]
         res_tables = [rt for _, rt in self.group_tables]
         payload, sizes = write_pred(self.header, n_bits, tensors, mv_tables, res_tables)
         g.recon[index] = recon
+        if self.config.coder == "ctx":
+            g.changes[index] = changes
+            self.last_coded = (index, n_bits, recon, changes)
         packet = Packet(PRED, index, ref_index, payload, 0, sizes)
         g.bytes += len(packet)
         g.pred_bytes.append(len(packet))

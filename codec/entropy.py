@@ -8,7 +8,10 @@ Coders (by name, pluggable):
 - ``huffman``  canonical length-limited Huffman (:mod:`temposplit.codec.huffman`);
 - ``zrl``      zero-run-length tokens coded with Huffman: a literal token per non-zero
                symbol, a run token per run of zeros with extra bits for its length
-               (below one bit per symbol on mostly-zero maps, where plain Huffman cannot go).
+               (below one bit per symbol on mostly-zero maps, where plain Huffman cannot go);
+- ``ctx``      (bitstream v2) context-adaptive binary range coding of whole frames relative
+               to a prediction: :mod:`temposplit.codec.ctx`, called by the payload layer,
+               not through :func:`encode`.
 
 All bits are written MSB first into bytes filled from bit 7 down. A coded section is
 its bit count plus ceil(bits / 8) bytes; the decoder requires the section to be used
@@ -23,9 +26,10 @@ import numpy as np
 
 from temposplit.codec import _kernels as K
 from temposplit.codec import huffman
-from temposplit.codec.errors import BitstreamError, ConfigurationError
+from temposplit.codec.errors import BitstreamError, ConfigurationError, TruncatedError
 
-CODERS = ("raw", "zvc", "huffman", "zrl")
+CODERS = ("raw", "zvc", "huffman", "zrl")  # the symbol coders of this module
+STREAM_CODERS = (*CODERS, "ctx")  # what a stream's header names (docs/bitstream.md, 8)
 RUN_TOKENS = 16  # run tokens j = 0..15 cover runs of 1..65535 zeros
 
 
@@ -55,8 +59,8 @@ class Alphabet:
 
 
 def check_coder(name: str) -> str:
-    if name not in CODERS:
-        raise ConfigurationError(f"unknown coder {name!r}; choose one of {', '.join(CODERS)}")
+    if name not in STREAM_CODERS:
+        raise ConfigurationError(f"unknown coder {name!r}; choose one of {', '.join(STREAM_CODERS)}")
     return name
 
 
@@ -127,6 +131,10 @@ def decode(coder: str, data: bytes, nbits: int, count: int, alphabet: Alphabet, 
     if len(data) != (nbits + 7) // 8:
         raise BitstreamError(f"a section of {nbits} bits must be {(nbits + 7) // 8} bytes, not {len(data)}")
     buf = np.frombuffer(data, np.uint8)
+    # The least a section of `count` symbols can hold, checked before anything is allocated.
+    least = {"raw": count * alphabet.width, "zvc": count, "huffman": count}.get(coder, 0)
+    if least > nbits:
+        raise TruncatedError(f"a section of {nbits} bits cannot hold {count} symbols")
     if coder == "raw":
         out, status = K.read_fixed(buf, nbits, count, alphabet.width)
     elif coder == "zvc":
@@ -196,4 +204,6 @@ def coded_bits_estimate(coder: str, hist: np.ndarray, alphabet: Alphabet, count:
     zeros = int(hist[alphabet.zero]) if alphabet.zero >= 0 else 0
     if coder == "zvc":
         return float(count + (count - zeros) * alphabet.width)
+    if coder == "ctx":  # intra anchors: spatial contexts take about a fifth off the order-0 bound
+        return 0.8 * huffman.entropy_bits(hist)
     return huffman.entropy_bits(hist) + 0.02 * count

@@ -22,7 +22,11 @@ The rules (SPEC section 5, restated in docs/bitstream.md):
   rule; it is the reference that TSS never beats.
 
 The functions named here are the readable definition. :mod:`temposplit.codec._kernels`
-holds the compiled fast path, tested equal to these.
+holds the compiled fast path, tested equal to these. They are also the one definition of
+TSS (order, steps, tiling, validity, cost) for the fabric: the gateware generators
+(``hw/motion_estimator.py``, ``hw/band_motion.py``) and the cycle model
+(``hw/cyclemodel.py``) import them, and the step, tiling, validity and cost rules are
+written so that they evaluate on Python integers, NumPy arrays and Amaranth values alike.
 """
 
 from __future__ import annotations
@@ -52,14 +56,30 @@ def check_search_range(p: int) -> int:
     return int(p)
 
 
+def tss_first_step(p):
+    """The first step of TSS for search range p: (p+1)/2."""
+    return (p + 1) >> 1
+
+
+def tss_next_step(s):
+    """The step after step s (halving); 0 when s was the last step."""
+    return s >> 1
+
+
 def tss_steps(p: int) -> list[int]:
     """Step sizes of TSS for search range p: (p+1)/2, halving down to 1."""
-    s = (check_search_range(p) + 1) // 2
+    s = tss_first_step(check_search_range(p))
     steps = []
     while s >= 1:
         steps.append(s)
-        s //= 2
+        s = tss_next_step(s)
     return steps
+
+
+def tss_candidates(p: int, first: bool = True) -> int:
+    """Candidates a TSS step scores: the centre and its 8 neighbours in the first step,
+    the 8 neighbours after (the centre's cost is carried)."""
+    return len(TSS_ORDER) + (1 if first else 0)
 
 
 def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
@@ -67,21 +87,49 @@ def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
     return -(-height // block), -(-width // block)
 
 
+def block_extent(origin, block, size, select=None):
+    """Rows (or columns) of the block starting at ``origin``: B, truncated at the map's edge.
+    ``select(cond, a, b)`` picks for symbolic values (Amaranth's ``Mux``); default ``min``."""
+    rest = size - origin
+    return min(block, rest) if select is None else select(rest < block, rest, block)
+
+
+def last_block(origin, block, size):
+    """Whether the block at ``origin`` is the last of its row (column) of blocks."""
+    return origin + block >= size
+
+
 def blocks(height: int, width: int, block: int) -> Iterator[tuple[int, int, int, int]]:
     """(y0, x0, bh, bw) of each block in raster order."""
     for y0 in range(0, height, block):
         for x0 in range(0, width, block):
-            yield y0, x0, min(block, height - y0), min(block, width - x0)
+            yield y0, x0, block_extent(y0, block, height), block_extent(x0, block, width)
 
 
-def is_valid(y0: int, x0: int, bh: int, bw: int, dy: int, dx: int, height: int, width: int) -> bool:
-    return 0 <= y0 + dy and y0 + dy + bh <= height and 0 <= x0 + dx and x0 + dx + bw <= width
+def is_valid(y0, x0, bh, bw, dy, dx, height, width):
+    """Whether the block displaced by (dy, dx) lies entirely inside the map."""
+    return (0 <= y0 + dy) & (y0 + dy + bh <= height) & (0 <= x0 + dx) & (x0 + dx + bw <= width)
+
+
+def centred_ref(a_n, z_n, k):
+    """A reference code on the 8-bit grid, centred: (a_N - z_N) << k (k = 8 - N)."""
+    return (a_n - z_n) << k
+
+
+def centred_cur(c8, z8):
+    """A current-frame code centred: c8 - z8."""
+    return c8 - z8
+
+
+def element_cost(ref_c, cur_c):
+    """One element's cost: |ref - cur| of the centred codes (:func:`centred_ref`, :func:`centred_cur`)."""
+    return abs(ref_c - cur_c)
 
 
 def block_cost(ref: np.ndarray, cur: np.ndarray, y0: int, x0: int, bh: int, bw: int, dy: int, dx: int) -> int:
     a = ref[y0 + dy : y0 + dy + bh, x0 + dx : x0 + dx + bw].astype(np.int64)
     c = cur[y0 : y0 + bh, x0 : x0 + bw].astype(np.int64)
-    return int(np.abs(a - c).sum())
+    return int(element_cost(a, c).sum())
 
 
 def _check_pair(ref: np.ndarray, cur: np.ndarray) -> None:

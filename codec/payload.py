@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from temposplit.codec import entropy, huffman
+from temposplit.codec import _kernels as K
+from temposplit.codec import ctx, entropy, huffman
 from temposplit.codec.bitstream import Reader, StreamHeader, TensorInfo, section
-from temposplit.codec.errors import BitstreamError
+from temposplit.codec.errors import BitstreamError, ReferenceMissingError
 from temposplit.codec.motion import grid_shape
 from temposplit.codec.quantize import MAX_BITS, MIN_BITS, zero_point_n
 
@@ -45,6 +46,17 @@ class AnchorTensor:
     mv_table: np.ndarray | None
     residual_table: np.ndarray | None
     section: tuple[bytes, int] | None = None  # the coded codes, when an engine (the fabric) made them
+    mode: int = 0  # ctx: 0 intra, 1 temporal (against the packet's reference frame)
+    changes: np.ndarray | None = None  # ctx: the change map (H, W, C) int8 (docs/bitstream.md, 6.2.5)
+
+
+@dataclass
+class Held:
+    """A reconstruction the decoder holds: N, per tensor the (H, W, C) codes and (ctx) change maps."""
+
+    n_bits: int
+    codes: list[np.ndarray]
+    changes: list[np.ndarray | None]
 
 
 # ----------------------------------------------------------------------------- anchors
@@ -57,6 +69,8 @@ def write_anchor(header: StreamHeader, n_bits: int, group_length: int, tensors: 
     for t, a in zip(header.tensors, tensors, strict=True):
         start = len(out)
         alphabet = anchor_alphabet(t, n_bits)
+        if header.coder == "ctx":
+            out.append(a.mode)
         if entropy.uses_table(header.coder):
             out.append(1 if a.carried else 0)
             if a.carried:
@@ -71,10 +85,13 @@ def write_anchor(header: StreamHeader, n_bits: int, group_length: int, tensors: 
     return bytes(out), sizes
 
 
-def read_anchor(header: StreamHeader, payload: bytes, previous: list[tuple[int, np.ndarray] | None]):
+def read_anchor(
+    header: StreamHeader, payload: bytes, previous: list[tuple[int, np.ndarray] | None], reference: Held | None = None
+):
     """Parse an anchor payload. ``previous[i]`` is (N, token histogram) of tensor i's
-    previous anchor, or None where the decoder holds none. Returns (N, group length,
-    list of AnchorTensor)."""
+    previous anchor, or None where the decoder holds none; ``reference`` (ctx) is the
+    frame the packet's reference field names, if the decoder holds it. Returns (N, group
+    length, list of AnchorTensor)."""
     r = Reader(payload)
     n_bits, group_length = r.u8(), r.u8()
     if not MIN_BITS <= n_bits <= MAX_BITS:
@@ -83,6 +100,8 @@ def read_anchor(header: StreamHeader, payload: bytes, previous: list[tuple[int, 
         raise BitstreamError(f"an anchor announces a group of {group_length} frames (at most {header.group})")
     out = []
     mv_alpha = entropy.Alphabet.motion(header.search_range)
+    if header.coder == "ctx":
+        return n_bits, group_length, _read_anchor_ctx(header, r, n_bits, reference)
     for i, t in enumerate(header.tensors):
         alphabet = anchor_alphabet(t, n_bits)
         size = entropy.token_alphabet(header.coder, alphabet)
@@ -98,8 +117,6 @@ def read_anchor(header: StreamHeader, payload: bytes, previous: list[tuple[int, 
             else:
                 prev = previous[i]
                 if prev is None or prev[0] != n_bits:
-                    from temposplit.codec.errors import ReferenceMissingError
-
                     raise ReferenceMissingError(
                         f"tensor {t.name!r}: the anchor's table derives from a previous anchor the decoder lacks"
                     )
@@ -118,6 +135,34 @@ def read_anchor(header: StreamHeader, payload: bytes, previous: list[tuple[int, 
     return n_bits, group_length, out
 
 
+def _read_anchor_ctx(header: StreamHeader, r: Reader, n_bits: int, reference: Held | None) -> list[AnchorTensor]:
+    out = []
+    for i, t in enumerate(header.tensors):
+        mode = r.u8()
+        if mode not in (ctx.MODE_INTRA, ctx.MODE_TEMPORAL):
+            raise BitstreamError(f"invalid ctx anchor mode {mode}")
+        ref = dref = None
+        if mode == ctx.MODE_TEMPORAL:
+            if reference is None:
+                raise ReferenceMissingError(f"tensor {t.name!r}: the anchor is coded against a frame the decoder lacks")
+            if reference.n_bits != n_bits:
+                raise BitstreamError("an anchor is coded against a frame of another N")
+            ref, dref = reference.codes[i], reference.changes[i]
+        data, nbits = r.section()
+        _check_ctx_section(data, nbits)
+        codes, changes = ctx.decode_anchor(
+            data, (t.height, t.width, t.channels), ref, dref, n_bits, zero_point_n(t.zero_point, n_bits)
+        )
+        out.append(AnchorTensor(codes, None, True, None, None, None, None, mode, changes))
+    r.done()
+    return out
+
+
+def _check_ctx_section(data: bytes, nbits: int) -> None:
+    if nbits != 8 * len(data) or len(data) < 4:
+        raise BitstreamError(f"a ctx section of {len(data)} bytes announces {nbits} bits")
+
+
 # ----------------------------------------------------------------------------- predicted frames
 
 
@@ -126,6 +171,9 @@ class PredTensor:
     mvs: np.ndarray  # (nby, nbx, 2) or (nby, nbx, C, 2) int8
     coded: np.ndarray | None  # (nby, nbx) bool: blocks with a coded residual (residual mode)
     residual: np.ndarray | None  # int32 residual values of the coded blocks, block raster order
+    section: bytes | None = None  # ctx: the tensor's coded section
+    recon: np.ndarray | None = None  # ctx (decoded): the reconstruction (H, W, C)
+    changes: np.ndarray | None = None  # ctx: the change map (H, W, C) int8
 
 
 def write_pred(header: StreamHeader, n_bits: int, tensors: list[PredTensor], mv_tables, res_tables):
@@ -135,6 +183,10 @@ def write_pred(header: StreamHeader, n_bits: int, tensors: list[PredTensor], mv_
     mv_alpha = entropy.Alphabet.motion(p)
     for i, pt in enumerate(tensors):
         start = len(out)
+        if header.coder == "ctx":
+            out += section(pt.section, 8 * len(pt.section))
+            sizes.append(len(out) - start)
+            continue
         symbols = pt.mvs.astype(np.int32).reshape(-1) + p
         data, nbits = entropy.encode(mv_coder(header), symbols, mv_alpha, mv_tables[i])
         out += section(data, nbits)
@@ -170,6 +222,36 @@ def read_pred(header: StreamHeader, payload: bytes, n_bits: int, mv_tables, res_
             data, nbits = r.section()
             residual = entropy.decode(header.coder, data, nbits, count, alpha, res_tables[i]) - alpha.zero
         out.append(PredTensor(mvs, coded, residual))
+    r.done()
+    return out
+
+
+def read_pred_ctx(header: StreamHeader, payload: bytes, reference: Held) -> list[PredTensor]:
+    """Parse and reconstruct a ctx predicted frame against the reference it names."""
+    r = Reader(payload)
+    p = header.search_range
+    out = []
+    for i, t in enumerate(header.tensors):
+        nby, nbx, lanes = mv_lanes(header, t)
+        data, nbits = r.section()
+        _check_ctx_section(data, nbits)
+        dec = ctx.SectionDecoder(data)
+        mvs = dec.vectors(nby, nbx, lanes, p)
+        ref = reference.codes[i]
+        if header.per_channel:
+            pred, bad = K.compensate_per_channel(ref, mvs, t.block)
+        else:
+            mvs = mvs.reshape(nby, nbx, 2)
+            pred, bad = K.compensate_shared(ref, mvs, t.block)
+        if bad >= 0:
+            raise BitstreamError(f"tensor {t.name!r}: a motion vector moves block {bad} outside the map")
+        coded = None
+        if header.residual:
+            coded, recon, changes = ctx.decode_pred_residual(dec, pred, reference.changes[i], t.block, reference.n_bits)
+        else:
+            recon, changes = pred, np.zeros(pred.shape, np.int8)
+        dec.finish()
+        out.append(PredTensor(mvs, coded, None, None, recon, changes))
     r.done()
     return out
 
