@@ -67,7 +67,7 @@ class Connection:
 
     # ------------------------------------------------------------------ the event loop
 
-    async def recv(self, limit: int, timeout: float, idle_ok: bool = False) -> P.Message:
+    async def recv(self, limit: int, timeout: float, idle_ok: bool = False, only: int | None = None) -> P.Message:
         while True:
             try:
                 head = await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE), timeout)
@@ -79,6 +79,8 @@ class Connection:
             except asyncio.IncompleteReadError as exc:
                 raise P.ConnectionClosed("the peer closed the connection") from exc
         mtype, length = P.unpack_head(head, limit)
+        if only is not None and mtype != only:
+            raise P.ProtocolError(f"expected {P.NAMES[only]}, got {P.NAMES[mtype]}")
         try:
             body = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
         except TimeoutError:
@@ -111,9 +113,7 @@ class Connection:
         writer_task = asyncio.ensure_future(self.write_loop())
         try:
             identity = await self._tls()
-            msg = await self.recv(P.MAX_HELLO, srv.hello_timeout)
-            if msg.type != P.HELLO:
-                raise P.ProtocolError(f"expected HELLO, got {msg.name}")
+            msg = await self.recv(P.MAX_HELLO, srv.hello_timeout, only=P.HELLO)
             self.session, welcome = await self.loop.run_in_executor(srv.pool, srv.open_stream, msg, identity, self)
             self.post(P.control(P.WELCOME, welcome), release=False)
             s = self.session
@@ -158,6 +158,7 @@ class Connection:
                     pass
         finally:
             writer_task.cancel()
+            await asyncio.gather(writer_task, return_exceptions=True)
             srv.detach(self)
             try:
                 self.writer.close()
@@ -310,6 +311,10 @@ class CloudServer:
                 await s.worker.put(Item("close", s))
             for w in self.workers:
                 await self.loop.run_in_executor(None, w.stop, 120)
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self.loop.remove_signal_handler(sig)

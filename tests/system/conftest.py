@@ -37,3 +37,37 @@ def server(tmp_path, cloud_models):
     srv.start()
     yield srv
     srv.shutdown()
+
+
+@pytest.fixture(scope="session")
+def replay_file(tmp_path_factory, edge_model, vtest_frames):
+    """A feature file (``temposplit features``) of 8 vtest frames through the session's M1."""
+    from temposplit.host.features import write_features
+
+    path = tmp_path_factory.mktemp("replay") / "vtest8.npz"
+    write_features(str(path), edge_model, vtest_frames[:8], fps=10.0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def coded_stream(edge_model, vtest_frames):
+    """A real stream made without the Edge (for clients that misbehave on purpose): the
+    stream header's bytes and 8 frames' packets, in decode order, as bytes."""
+    from temposplit.codec.encoder import CodecConfig
+    from temposplit.host.backends import make_encoder
+
+    cuts = [edge_model.m1([f])[0] for f in vtest_frames[:8]]
+    config = CodecConfig(
+        tensors=edge_model.tensor_specs(cuts[0]),
+        model_id=edge_model.model,
+        cut_id=edge_model.cut.name,
+        model_hash=edge_model.model_hash(cuts[0]),
+        n_bits=4,
+        structure="bi-3",
+        coder="huffman",
+        fps=10.0,
+    )
+    enc = make_encoder("golden", config)
+    enc.set_total_frames(len(cuts))
+    packets = [p for cut in cuts for p in enc.push([t.codes for t in cut])] + list(enc.flush())
+    return enc.header_bytes(), [p.to_bytes() for p in packets]

@@ -1,0 +1,272 @@
+"""The server against clients that misbehave, on purpose or by crashing (real sockets on
+loopback, a real stream from the SSD's M1 and the codec): every refusal is an ERROR
+answered before any work, and no client can take another's stream or lock others out."""
+
+import dataclasses
+import json
+import socket
+import struct
+
+import pytest
+
+from temposplit import protocol as P
+from temposplit.codec.bitstream import StreamHeader, parse_packet
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+FRAME = [576, 768]
+
+
+@pytest.fixture
+def make_server(tmp_path, cloud_models):
+    from temposplit.server.server import CloudServer
+
+    made = []
+
+    def make(**kwargs):
+        srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, **kwargs)
+        srv.start()
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        srv.shutdown()
+
+
+class Raw:
+    """A client that speaks the protocol by hand."""
+
+    def __init__(self, address, timeout=30.0):
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.chan = P.Channel(self.sock)
+
+    def hello(self, header: bytes, stream: str, **info) -> P.Message:
+        obj = {"protocol": P.PROTOCOL_VERSION, "stream": stream, "frame_size": FRAME, **info}
+        self.chan.send(P.hello(obj, header))
+        return self.chan.recv()
+
+    def send(self, mtype, obj) -> None:
+        self.chan.send(P.control(mtype, obj))
+
+    def answers_until(self, wanted) -> list[P.Message]:
+        out = []
+        while True:
+            m = self.chan.recv()
+            out.append(m)
+            if m.type in wanted:
+                return out
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+def refused(msg: P.Message, words: str) -> bool:
+    return msg.type == P.ERROR and words in msg.json()["message"]
+
+
+def records(srv, stream):
+    path = srv.out_dir / stream / "detections.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- 1, 12: crashed edges
+
+
+def test_edges_that_vanish_after_hello_do_not_lock_out_new_streams(make_server, coded_stream):
+    header, _ = coded_stream
+    srv = make_server(max_streams=4)
+    for k in range(4):
+        c = Raw(srv.address)
+        assert c.hello(header, f"gone{k}").type == P.WELCOME
+        c.close()  # a crashed edge
+    c = Raw(srv.address)
+    assert c.hello(header, "fresh").type == P.WELCOME  # detached sessions do not count
+    c.close()
+
+
+def test_a_killed_edges_session_expires_and_its_files_are_closed(make_server, coded_stream):
+    import av
+
+    header, packets = coded_stream
+    srv = make_server(linger=0.5)
+    c = Raw(srv.address)
+    assert c.hello(header, "killed").type == P.WELCOME
+    for p in packets[:3]:
+        c.chan.send(P.encode(P.PACKET, p))
+    acks = [m for m in (c.chan.recv() for _ in range(3)) if m.type == P.ACK]
+    assert len(acks) == 3
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # a reset, as from a SIGKILLed process
+    for _ in range(600):  # bounded: the expiry runs every linger/4
+        if "killed" not in srv.sessions and (srv.out_dir / "killed" / "session.json").is_file():
+            break
+        __import__("time").sleep(0.05)
+    assert "killed" not in srv.sessions
+    with av.open(str(srv.out_dir / "killed" / "annotated.mp4")) as v:
+        assert sum(1 for _ in v.decode(video=0)) >= 1  # finalised: playable
+    assert {r["frame"] for r in records(srv, "killed")} == {json.loads(m.body)["frame"] for m in acks}
+    state = json.loads((srv.out_dir / "killed" / "session.json").read_text())
+    assert state["finished"] is False  # expired, still resumable by its edge
+
+
+# --------------------------------------------------------------------------- 6: a stream belongs to its client
+
+
+def test_a_live_stream_cannot_be_taken_over_or_ended_by_another_client(make_server, coded_stream):
+    header, packets = coded_stream
+    srv = make_server()
+    owner = Raw(srv.address)
+    welcome = owner.hello(header, "victim")
+    assert welcome.type == P.WELCOME and len(welcome.json()["token"]) == 32
+    thief = Raw(srv.address)
+    assert refused(thief.hello(header, "victim"), "in use")
+    thief = Raw(srv.address)
+    assert refused(thief.hello(header, "victim", resume=True, token="0" * 32), "token")
+    thief = Raw(srv.address)
+    assert refused(thief.hello(header, "victim", resume=True), "token")
+    # The owner's stream goes on untouched.
+    for p in packets:
+        owner.chan.send(P.encode(P.PACKET, p))
+    owner.send(P.END, {"frames": 8})
+    summary = owner.answers_until({P.SUMMARY})[-1].json()
+    assert summary["decoded"] == 8 and summary["errors"] == 0 and summary["recorded"] == [[0, 8]]
+
+
+def test_the_owner_resumes_with_its_token(make_server, coded_stream):
+    header, packets = coded_stream
+    srv = make_server()
+    first = Raw(srv.address)
+    token = first.hello(header, "mine").json()["token"]
+    for p in packets[:4]:
+        first.chan.send(P.encode(P.PACKET, p))
+    done = set()
+    while len(done) < 4:
+        m = first.chan.recv()
+        if m.type == P.ACK:
+            done.add(m.json()["frame"])
+    first.close()
+    again = Raw(srv.address)
+    welcome = again.hello(header, "mine", resume=True, token=token)
+    assert welcome.type == P.WELCOME
+    assert P.from_ranges(welcome.json()["recorded"]) == done
+
+
+def test_a_finished_streams_name_reused_keeps_its_detections(make_server, coded_stream):
+    header, packets = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    c.hello(header, "reused")
+    for p in packets:
+        c.chan.send(P.encode(P.PACKET, p))
+    c.send(P.END, {"frames": 8})
+    c.answers_until({P.SUMMARY})
+    before = (srv.out_dir / "reused" / "detections.jsonl").read_text()
+    c = Raw(srv.address)
+    assert c.hello(header, "reused").type == P.WELCOME
+    assert (srv.out_dir / "reused.1" / "detections.jsonl").read_text() == before
+    assert (srv.out_dir / "reused" / "detections.jsonl").read_text() == ""
+    c = Raw(srv.address)
+    assert refused(c.hello(header, "reused.1", resume=True, token="0" * 32), "cannot be resumed")
+
+
+# --------------------------------------------------------------------------- 3: frame indices and counts
+
+
+@pytest.mark.parametrize(
+    "mtype, obj, words",
+    [
+        (P.END, {"frames": 10**9}, "integer"),
+        (P.END, {"frames": 10**5}, "out of range"),
+        (P.END, {"frames": 1e9}, "integer"),
+        (P.END, {"frames": None}, "integer"),
+        (P.END, {"frames": -1}, "integer"),
+        (P.SKIP, {"frame": 10**12, "error": "x"}, "integer"),
+        (P.SKIP, {"frame": 10**6, "error": "x"}, "out of range"),
+        (P.SKIP, {"frame": None}, "integer"),
+    ],
+)
+def test_counts_and_indices_far_beyond_the_stream_are_refused(make_server, coded_stream, mtype, obj, words):
+    header, packets = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    c.hello(header, "far")
+    c.chan.send(P.encode(P.PACKET, packets[0]))
+    c.send(mtype, obj)
+    answers = c.answers_until({P.ERROR, P.SUMMARY})
+    assert refused(answers[-1], words)
+    assert len(records(srv, "far")) <= 1  # nothing was written for the bogus frames
+
+
+def test_a_packet_far_beyond_the_stream_is_refused(make_server, coded_stream):
+    header, packets = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    c.hello(header, "jump")
+    packet, _ = parse_packet(packets[0], 0, 1 << 24)
+    far = dataclasses.replace(packet, index=10**6).to_bytes()  # a valid packet, CRC included
+    c.chan.send(P.encode(P.PACKET, far))
+    assert refused(c.answers_until({P.ERROR, P.ACK})[-1], "out of range")
+    assert not records(srv, "jump")
+
+
+# --------------------------------------------------------------------------- 4, 5, 13: the handshake's checks
+
+
+def test_a_header_with_the_right_hash_but_other_shapes_is_refused(make_server, coded_stream):
+    header, _ = coded_stream
+    h = StreamHeader.from_bytes(header)
+    t = h.tensors[-1]
+    big = dataclasses.replace(h, tensors=(*h.tensors[:-1], dataclasses.replace(t, height=300, width=300)))
+    assert big.model_hash == h.model_hash
+    srv = make_server()
+    c = Raw(srv.address)
+    assert refused(c.hello(big.to_bytes(), "shapes"), "are not")
+    assert not (srv.out_dir / "shapes").exists()  # refused before any output was made
+
+
+@pytest.mark.parametrize(
+    "frame_size", [[20000, 20000], 5, [0, 0], [576], [576.0, 768], ["576", "768"], [True, 768], None]
+)
+def test_a_bad_frame_size_is_refused_before_any_work(make_server, coded_stream, frame_size):
+    header, _ = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    assert refused(c.hello(header, "size", frame_size=frame_size), "frame_size")
+    assert not (srv.out_dir / "size").exists()
+
+
+def test_malformed_hellos_get_an_error_not_a_dropped_connection(make_server, coded_stream):
+    header, _ = coded_stream
+    srv = make_server()
+    for body in (b"", b"\x01", b"\x01\x00\x00", struct.pack("<I", 1000) + b"{}", struct.pack("<I", 2) + b"[]"):
+        c = Raw(srv.address)
+        c.chan.send(P.encode(P.HELLO, body))
+        assert c.chan.recv().type == P.ERROR
+        c.close()
+    c = Raw(srv.address)
+    assert refused(c.hello(header, "x", protocol=1), "protocol version")
+    c = Raw(srv.address)
+    assert c.hello(header, "still-up").type == P.WELCOME
+
+
+# --------------------------------------------------------------------------- 11: sizes before HELLO
+
+
+def test_a_huge_message_before_hello_is_refused_unread(make_server):
+    srv = make_server()
+    c = Raw(srv.address)
+    c.sock.sendall(struct.pack("<BI", P.HELLO, 200 << 20))  # announces 200 MiB, sends none
+    assert refused(c.chan.recv(), "announces")
+    c = Raw(srv.address)
+    c.sock.sendall(struct.pack("<BI", P.PACKET, 10))
+    assert refused(c.chan.recv(), "expected HELLO")  # nothing but HELLO before WELCOME
+
+
+def test_a_silent_connection_is_closed_after_the_hello_timeout(make_server):
+    srv = make_server(hello_timeout=0.5)
+    c = Raw(srv.address, timeout=30)
+    reply = c.chan.recv()  # the server speaks first: ERROR, then it closes
+    assert refused(reply, "nothing received")
+    with pytest.raises(P.ConnectionClosed):
+        c.chan.recv()
