@@ -243,7 +243,7 @@ def encode_elements(es, out, ctx, x, pred, flags, block, mode, n_bits, z_n, dref
                             sl = np.int64(sign[y, xx - 1, c]) if xx > 0 else 0
                             su = np.int64(sign[y - 1, xx, c]) if y > 0 else 0
                             sp = np.int64(sign[y, xx, c - 1]) if c > 0 else 0
-                            n = (sl != 0) + (su != 0) + (sp != 0)
+                            n = (1 if sl != 0 else 0) + (1 if su != 0 else 0) + (1 if sp != 0 else 0)
                             pc = p >> sh
                             t = np.int64(dref[y, xx, c]) + 1
                             zctx = C_TEMP_ZERO + (pc * 4 + n) * 3 + t
@@ -324,7 +324,7 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                             sl = np.int64(sign[y, xx - 1, c]) if xx > 0 else 0
                             su = np.int64(sign[y - 1, xx, c]) if y > 0 else 0
                             sp = np.int64(sign[y, xx, c - 1]) if c > 0 else 0
-                            n = (sl != 0) + (su != 0) + (sp != 0)
+                            n = (1 if sl != 0 else 0) + (1 if su != 0 else 0) + (1 if sp != 0 else 0)
                             pc = p >> sh
                             t = np.int64(dref[y, xx, c]) + 1
                             zctx = C_TEMP_ZERO + (pc * 4 + n) * 3 + t

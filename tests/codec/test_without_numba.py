@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent(
     from temposplit.codec.synthetic import correlated_clip
 
     frames = correlated_clip(np.random.default_rng(3), 5, (8, 9, 10))
-    for coder, residual in (("huffman", None), ("zrl", ResidualConfig(threshold=0.2))):
+    res = ResidualConfig(threshold=0.2)
+    for coder, residual in (("huffman", None), ("zrl", res), ("ctx", res)):
         enc = Encoder(CodecConfig([TensorSpec("x", (8, 9, 10), 0.1, 4, 4)], structure="bi-5", coder=coder,
                                   residual=residual))
         data = enc.header_bytes() + b"".join(p.to_bytes() for f in frames for p in enc.push([f]))
@@ -36,7 +37,9 @@ def test_the_codec_runs_without_numba_and_writes_the_same_bytes():
     streams = run.stdout.split()
     frames = correlated_clip(np.random.default_rng(3), 5, (8, 9, 10))
     for got, (coder, residual) in zip(
-        streams, (("huffman", None), ("zrl", ResidualConfig(threshold=0.2))), strict=True
+        streams,
+        (("huffman", None), ("zrl", ResidualConfig(threshold=0.2)), ("ctx", ResidualConfig(threshold=0.2))),
+        strict=True,
     ):
         enc = Encoder(
             CodecConfig([TensorSpec("x", (8, 9, 10), 0.1, 4, 4)], structure="bi-5", coder=coder, residual=residual)
