@@ -1,10 +1,14 @@
 """Frame sources for the edge: a video file or a camera, through PyAV (V4L2 cameras on
-Linux), or OpenCV where PyAV is not installed (the PYNQ image ships OpenCV)."""
+Linux), or OpenCV where PyAV is not installed (the PYNQ image ships OpenCV); or decoded
+frames in a ``.npy`` file, (N, H, W, 3) RGB uint8, read with NumPy alone (the emulated
+board, whose root has neither: the same frames on every machine, whatever its decoder)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from temposplit.errors import ConfigError, MissingDependencyError
 
@@ -33,6 +37,11 @@ class Source:
 
     def frames(self):
         """RGB uint8 frames (H, W, 3)."""
+        if self.backend == "npy":
+            frames = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            for i in range(frames.shape[0]):
+                yield np.array(frames[i])
+            return
         if self.backend == "cv2":
             yield from self._frames_cv2()
             return
@@ -67,6 +76,14 @@ def open_source(path: str, backend: str | None = None) -> Source:
     camera = path.startswith("/dev/video")
     if not camera and not Path(path).is_file():
         raise MissingDependencyError(f"video {path} not found")
+    if not camera and path.endswith(".npy"):
+        try:
+            frames = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path} as frames: {exc}") from exc
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+            raise ConfigError(f"{path}: frames must be (N, H, W, 3) uint8, not {frames.dtype} {frames.shape}")
+        return Source(path, 30.0, int(frames.shape[0]), False, "npy")
     backend = backend or _backend()
     if backend == "cv2":
         import cv2

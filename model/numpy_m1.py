@@ -35,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # the exact convolution kernels: a module of the package, or a file beside this one on the board
+    from temposplit.model import numpy_conv
+except ImportError:  # pragma: no cover - numpy_m1.py and numpy_conv.py copied together
+    import numpy_conv
+
 FORMAT = "temposplit-numpy-m1"
 VERSION = 1
 SSD_INPUT_SIZE = (300, 300)
-_EXACT_F32 = 2**24  # float32 represents every integer of smaller magnitude exactly
-_IM2COL_ELEMENTS = 1 << 22  # im2col in row strips of at most this many float32 (16 MB)
 
 
 class FormatError(ValueError):
@@ -150,11 +153,7 @@ def requantize(acc: np.ndarray, bias: np.ndarray, scale: np.ndarray, zero_point:
     return y.astype(np.uint8)
 
 
-def _windows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int):
-    """The kernel taps' strided views of a padded input (N, C, Hp, Wp), tap order (i, j)."""
-    for i in range(kh):
-        for j in range(kw):
-            yield xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+_windows = numpy_conv.windows  # the kernel taps' strided views (max pooling uses them too)
 
 
 class Conv:
@@ -187,32 +186,14 @@ class Conv:
         bias = arrays[f"{name}.bias"].astype(np.int64) - self.in_zp * flat.sum(1).astype(np.int64)
         if np.abs(bias).max(initial=0) >= 2**31:
             raise FormatError(f"{name}: bias out of the int32 range")
-        absw = np.abs(flat).astype(np.float64) * 255.0  # codes are 0..255
-        # float32 accumulation is exact while no partial sum can reach 2**24
-        self.fast = bool((absw.sum(1) + np.abs(bias)).max() < _EXACT_F32)
-        self.bias = bias.astype(np.float32) if self.fast else bias.astype(np.int32)
-        if self.depthwise:
-            if absw.sum(1).max() >= _EXACT_F32:
-                raise FormatError(f"{name}: depthwise sums could exceed 2**24")
-            self.taps = flat  # (C, taps)
-        else:
-            self.w = flat
-            # Split the reduction so that no partial sum of any output can reach 2**24.
-            k = flat.shape[1]
-            self.slices = []
-            start, run = 0, np.zeros(self.out_channels)
-            for idx in range(k):
-                nxt = run + absw[:, idx]
-                if idx > start and nxt.max() >= _EXACT_F32:
-                    self.slices.append((start, idx))
-                    start, nxt = idx, absw[:, idx].copy()
-                run = nxt
-            self.slices.append((start, k))
-            if len(self.slices) > 1:
-                self.fast = False
-                self.bias = bias.astype(np.int32)
-            if self.fast:
-                self.w_bias = np.concatenate([flat, self.bias[:, None]], axis=1)
+        # the sums: exact integer arithmetic on the float32 BLAS (model/numpy_conv.py)
+        try:
+            if self.depthwise:
+                self.dw = numpy_conv.ExactDepthwise(flat, bias)  # flat: (C, taps)
+            else:
+                self.gemm = numpy_conv.ExactGemm(flat, bias)
+        except ValueError as exc:
+            raise FormatError(f"{name}: {exc}") from exc
 
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         (sh, sw), (ph, pw) = self.stride, self.padding
@@ -225,66 +206,17 @@ class Conv:
 
     def __call__(self, x: QTensor) -> np.ndarray:
         codes = x.codes
-        n, c, h, w = codes.shape
-        ho, wo = self.out_size(h, w)
-        (sh, sw), (ph, pw) = self.stride, self.padding
+        ho, wo = self.out_size(*codes.shape[2:])
+        ph, pw = self.padding
         if ph or pw:  # qnnpack pads with the input zero point
             codes = np.pad(codes, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=self.in_zp)
         if self.depthwise:
-            return self._depthwise(codes.astype(np.float32), ho, wo)
-        # The GEMM's operand: the codes in float32 (im2col for k > 1) and, on the fast path,
-        # a row of ones that the bias column of the weights meets (the bias add for free).
-        extra = 1 if self.fast else 0
-        if self.kh == self.kw == 1 and sh == sw == 1:
-            cols = np.empty((n, c + extra, h * w), np.float32)
-            cols[:, :c] = codes.reshape(n, c, h * w)
-            if extra:
-                cols[:, c] = 1.0
-            acc = self._gemm(cols).reshape(n, -1, ho, wo)
+            acc = self.dw(codes, self.kh, self.kw, self.stride, ho, wo)
+            bias = None if self.dw.bias_inside else self.dw.bias
         else:
-            xf = codes.astype(np.float32)
-            acc = np.empty((n, self.out_channels, ho, wo), np.float32 if self.fast else np.int32)
-            taps = self.kh * self.kw
-            rows = max(1, _IM2COL_ELEMENTS // (c * taps * wo * n))
-            for r0 in range(0, ho, rows):
-                r1 = min(ho, r0 + rows)
-                part = xf[:, :, r0 * sh : (r1 - 1) * sh + self.kh, :]
-                cols = np.empty((n, c * taps + extra, (r1 - r0) * wo), np.float32)
-                body = cols[:, : c * taps].reshape(n, c, taps, r1 - r0, wo)  # a view: filled in place
-                for t, view in enumerate(_windows(part, self.kh, self.kw, sh, sw, r1 - r0, wo)):
-                    body[:, :, t] = view
-                if extra:
-                    cols[:, c * taps] = 1.0
-                acc[:, :, r0:r1] = self._gemm(cols).reshape(n, -1, r1 - r0, wo)
-        bias = None if self.fast else self.bias
+            acc = numpy_conv.conv_gemm(codes, self.gemm, self.kh, self.kw, self.stride, ho, wo)
+            bias = None if self.gemm.bias_inside else self.gemm.bias
         return requantize(acc, bias, self.scale, self.out_zp, self.qmin, self.qmax)
-
-    def _depthwise(self, xf: np.ndarray, ho: int, wo: int) -> np.ndarray:
-        """Shifted sum over the kernel taps, per channel (float32: exact, see __init__)."""
-        n, c = xf.shape[:2]
-        sh, sw = self.stride
-        acc = np.empty((n, c, ho, wo), np.float32)
-        tmp = np.empty_like(acc)
-        for t, view in enumerate(_windows(xf, self.kh, self.kw, sh, sw, ho, wo)):
-            if t == 0:
-                np.multiply(view, self.taps[:, t].reshape(1, c, 1, 1), out=acc)
-            else:
-                np.multiply(view, self.taps[:, t].reshape(1, c, 1, 1), out=tmp)
-                acc += tmp
-        if not self.fast:
-            acc = acc.astype(np.int32)
-        return requantize(acc, self.bias, self.scale, self.out_zp, self.qmin, self.qmax)
-
-    def _gemm(self, cols: np.ndarray) -> np.ndarray:
-        """(O, K [+1]) @ (N, K [+1], P) -> (N, O, P), exact: one float32 matmul with the bias
-        column (fast path), or int32 sums of float32 matmuls over slices of K."""
-        if self.fast:
-            return np.matmul(self.w_bias, cols)
-        out = None
-        for a, b in self.slices:
-            part = np.matmul(self.w[:, a:b], cols[:, a:b]).astype(np.int32)
-            out = part if out is None else out + part
-        return out
 
 
 def add(a: QTensor, b: QTensor, node: dict) -> np.ndarray:

@@ -17,6 +17,13 @@ def register(sub) -> None:
         help="draw the annotated video on the edge's source file when it is readable here",
     )
     p.add_argument("--max-streams", type=int, default=64)
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="drop an edge silent this long with no frame in flight (default 60 s; a slow, e.g. emulated, edge)",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None)
     p.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
@@ -50,7 +57,10 @@ def _serve(args) -> int:
     tls = TLSConfig.for_server(
         args.tls_cert, args.tls_key, args.tls_client_ca, warn=lambda m: print(m, file=sys.stderr, flush=True)
     )
+    if args.idle_timeout is not None and not args.idle_timeout > 0:
+        raise ConfigError(f"--idle-timeout must be positive, not {args.idle_timeout}")
     _raise_file_limit()
+    timeouts = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
     server = CloudServer(
         args.host,
         args.port,
@@ -60,6 +70,7 @@ def _serve(args) -> int:
         args.local_video,
         args.max_streams,
         log=lambda m: print(m, flush=True),
+        **timeouts,
     )
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed

@@ -42,9 +42,13 @@ _bus: list = []  # (base, size, handler) of the PS's GP0 address map
 _ip_drivers: dict = {}
 
 
-def install(params, build_root, test_module: str = "pynqsim_tb") -> None:
-    """Make ``import pynq`` give this module; the simulation starts on the first Overlay."""
-    _config.update(params=params, root=Path(build_root), test_module=test_module)
+def install(params, build_root, test_module: str = "pynqsim_tb", bridge=None) -> None:
+    """Make ``import pynq`` give this module; the simulation starts on the first Overlay.
+
+    ``bridge``: a callable returning the simulation's transport (``call(*request)``,
+    ``close()``) instead of a local :class:`~temposplit.hw.simbridge.BridgeTransport`: the
+    emulated board's, whose simulation runs on the host (board/guest/pynq.py)."""
+    _config.update(params=params, root=build_root and Path(build_root), test_module=test_module, bridge=bridge)
     sys.modules["pynq"] = sys.modules[__name__]
 
 
@@ -465,9 +469,12 @@ class Overlay:
         from temposplit.hw.simbridge import BridgeTransport
 
         shutdown()
-        _sim = BridgeTransport(
-            _config["params"], root=_config["root"], test_module=_config["test_module"], testcase="dma_server"
-        )
+        if _config.get("bridge") is not None:
+            _sim = _config["bridge"]()
+        else:
+            _sim = BridgeTransport(
+                _config["params"], root=_config["root"], test_module=_config["test_module"], testcase="dma_server"
+            )
         for desc in self.ip_dict.values():
             if desc["type"].startswith("xilinx.com:ip:axi_dma:"):
                 handler = AxiDmaModel(int(desc["parameters"].get("c_sg_length_width", 14)))

@@ -1,0 +1,54 @@
+"""Run ``temposplit`` in this process and report its peak memory (the emulated board).
+
+    python3 run.py RESULT.json edge FRAMES.npy --m1 m1.npz --backend pynq ...
+
+writes ``{"rc": ..., "vm_hwm_kb": ..., "maxrss_kb": ..., "seconds": ...}`` to RESULT.json.
+Under qemu-user both figures are the emulator process's (guest memory plus qemu's own
+code cache and tables), an upper bound of what the program needs on the board.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def main() -> int:
+    out, argv = sys.argv[1], sys.argv[2:]
+    t0 = time.time()
+    from temposplit.cli import main as temposplit_main
+
+    rc = temposplit_main(argv)
+    import numpy as np
+
+    result = {
+        "rc": rc,
+        "seconds": round(time.time() - t0, 1),
+        "vm_hwm_kb": _status_kb("VmHWM"),
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "intp_bits": np.dtype(np.intp).itemsize * 8,
+    }
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
