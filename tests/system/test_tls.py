@@ -141,3 +141,69 @@ def test_an_edge_refuses_a_server_it_cannot_verify(tls_server, edge_model, vtest
     edge = Edge(edge_model, CODEC, tls_server.address, "badca", tls=tls, reconnect_attempts=1, timeout=10)
     with pytest.raises(TemposplitError):
         edge.run(vtest_frames[:2], total=2)
+
+
+# --------------------------------------------------------------------------- the server's TLS options and handshake
+
+
+@pytest.mark.parametrize(
+    "cert, key, ca",
+    [
+        (None, "server.key", None),
+        (None, None, "ca.pem"),
+        ("server.pem", None, "ca.pem"),
+        (None, "server.key", "ca.pem"),
+    ],
+)
+def test_partial_tls_options_are_an_error_not_plaintext(pki, cert, key, ca):
+    from temposplit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
+        TLSConfig.for_server(*(str(pki / x) if x else None for x in (cert, key, ca)))
+
+
+def test_partial_tls_options_on_the_command_line_give_one_line(pki, capsys):
+    from temposplit.cli import main
+
+    assert main(["serve", "--port", "0", "--tls-client-ca", str(pki / "ca.pem")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tls-cert" in err[0]
+    assert main(["edge", "/nonexistent/clip.avi", "--server", "localhost:1", "--tls-cert", str(pki / "edge.pem")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tls-key" in err[0]  # checked before the source opens
+
+
+def test_tls_without_client_authentication_warns(pki):
+    warnings = []
+    tls = TLSConfig.for_server(str(pki / "server.pem"), str(pki / "server.key"), None, warn=warnings.append)
+    assert tls is not None and len(warnings) == 1 and "any client" in warnings[0]
+
+
+def test_a_silent_tls_client_is_dropped_after_the_handshake_timeout(tmp_path, cloud_models, pki):
+    import socket
+
+    from temposplit.server.server import CloudServer
+
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, tls=tls, handshake_timeout=0.5)
+    srv.start()
+    try:
+        with socket.create_connection(srv.address, timeout=30) as s:
+            assert s.recv(1) == b""  # closed by the server, long before this socket's 30 s
+    finally:
+        srv.shutdown()
+
+
+def test_the_servers_own_certificate_is_refused_as_a_clients(tls_server, edge_model, vtest_frames, pki):
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    edge = Edge(edge_model, CODEC, tls_server.address, "impostor", tls=tls, reconnect_attempts=1, timeout=10)
+    with pytest.raises(TemposplitError, match="own certificate"):
+        edge.run(vtest_frames[:2], total=2)
+
+
+def test_a_stream_belongs_to_its_client_certificate(tls_server, edge_model, vtest_frames, pki):
+    tls = TLSConfig(str(pki / "edge.pem"), str(pki / "edge.key"), str(pki / "ca.pem"))
+    report = Edge(edge_model, CODEC, tls_server.address, "bound", tls=tls).run(vtest_frames[:2], total=2)
+    assert report.acked == 2
+    state = (tls_server.out_dir / "bound" / "session.json").read_text()
+    assert "commonName=edge1" in state  # the TLS identity a resume must present again
