@@ -6,7 +6,7 @@ import argparse
 
 METHODS_HELP = (
     "features-8bit, quant, uni-2, bi-3, bi-3+residual, chain+residual, refresh, rate-control, jpeg-act, "
-    "jpeg, h264, h265"
+    "jpeg, h264, h265, or all"
 )
 
 
@@ -48,6 +48,19 @@ def _positive(text: str) -> int:
     return v
 
 
+REPLICATES_HELP = "bootstrap resamples for the intervals (default 200; 0: no intervals)"
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count, not {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, not {v}")
+    return v
+
+
 def _cmd_eval(args) -> int:
     import time
 
@@ -55,6 +68,11 @@ def _cmd_eval(args) -> int:
     from temposplit.evaluation.report import write_report
 
     frames, bits, cuts, methods = args.frames, args.bits, args.cuts, args.methods
+    videos = list(args.video or [])
+    if args.video_list:
+        from temposplit.evaluation.harness import read_video_list
+
+        videos += read_video_list(args.video_list)
     if args.quick:
         frames = 2
         bits = bits or [4]
@@ -62,6 +80,10 @@ def _cmd_eval(args) -> int:
             from temposplit.model.cuts import default_cut
 
             cuts = [default_cut(args.model)]
+        if not videos:  # plumbing: the first default clip only
+            from temposplit.evaluation.harness import default_videos
+
+            videos = [next(iter(default_videos().values()))]
     detector_kwargs = {}
     if args.min_size is not None:
         detector_kwargs = {"min_size": args.min_size, "max_size": args.max_size or args.min_size}
@@ -69,7 +91,7 @@ def _cmd_eval(args) -> int:
     harness = Harness(
         model=args.model,
         weights=args.weights,
-        video=args.video,
+        video=videos or None,
         frames=frames,
         start=args.start,
         cuts=cuts,
@@ -80,10 +102,11 @@ def _cmd_eval(args) -> int:
         score_phases=args.score_phases,
         labelme=not args.no_labelme,
         detector_kwargs=detector_kwargs,
+        calibration=args.calibration,
     )
     rows = harness.run()
     wall = time.perf_counter() - t0
-    paths = write_report(args.out, rows, figures=not args.no_plots, wall_s=wall)
+    paths = write_report(args.out, rows, figures=not args.no_plots, wall_s=wall, replicates=args.replicates)
     print(f"{len(rows)} rows in {wall / 60:.1f} min")
     for p in paths:
         print(p)
@@ -101,7 +124,7 @@ def _cmd_report(args) -> int:
     rows = load_rows(path)
     if not rows:
         raise ConfigError(f"no results in {path}: run `temposplit eval` first")
-    for p in write_report(args.out, rows, figures=not args.no_plots, dest=args.dest):
+    for p in write_report(args.out, rows, figures=not args.no_plots, dest=args.dest, replicates=args.replicates):
         print(p)
     return 0
 
@@ -116,12 +139,32 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", default="ssd-mobilenet-v2", help="detector (default: ssd-mobilenet-v2)")
     p.add_argument("--weights", default=None, help="weights (torchvision: DEFAULT, COCO_V1 or a .pth)")
-    p.add_argument("--video", default=None, help="video file (default: data/vtest.avi)")
-    p.add_argument("--frames", type=_positive, default=300, help="frames of the clip (default 300)")
+    p.add_argument(
+        "--video",
+        action="append",
+        default=None,
+        help="a video file; repeat for several clips (default: the evaluation clips vtest, cup, box, megamind)",
+    )
+    p.add_argument("--video-list", default=None, help="a file listing video paths, one a line (# comments)")
+    p.add_argument(
+        "--calibration",
+        choices=("fixed", "clip"),
+        default="fixed",
+        help="int8 calibration on the fixed calibration set (default) or, labelled as such, on 32 frames "
+        "of the clip under test",
+    )
+    p.add_argument("--frames", type=_positive, default=300, help="frames of each clip (default 300)")
     p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
-    p.add_argument("--cuts", type=_list, default=None, help="comma-separated cut names (default: all)")
+    p.add_argument(
+        "--cuts", type=_list, default=None, help="comma-separated cut names, or all (default: the plan's default cuts)"
+    )
     p.add_argument("--bits", type=_bits, default=None, help="N values, e.g. 4..8 (default) or 4,6,8")
-    p.add_argument("--methods", type=_list, default=None, help=f"comma-separated, from: {METHODS_HELP} (default: all)")
+    p.add_argument(
+        "--methods",
+        type=_list,
+        default=None,
+        help=f"comma-separated, from: {METHODS_HELP} (default: the pruned plan, docs/evaluation.md)",
+    )
     p.add_argument("--out", default="out/eval", help="output folder (default out/eval)")
     p.add_argument(
         "--score-every",
@@ -140,11 +183,13 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="tables and report without the PNG figures")
     p.add_argument("--min-size", type=int, default=None, help="torchvision models: resize's min_size")
     p.add_argument("--max-size", type=int, default=None, help="torchvision models: resize's max_size")
-    p.add_argument("--quick", action="store_true", help="a 2-frame plumbing run (default cut, N=4)")
+    p.add_argument("--quick", action="store_true", help="a 2-frame plumbing run (first default clip, default cut, N=4)")
+    p.add_argument("--replicates", type=_count, default=None, help=REPLICATES_HELP)
     p.set_defaults(handler=_cmd_eval)
 
     r = subparsers.add_parser("eval-report", help="rewrite the report of a finished (or partial) eval run")
     r.add_argument("--out", default="out/eval", help="the eval output folder (default out/eval)")
     r.add_argument("--dest", default=None, help="write the report here instead (e.g. docs/results)")
     r.add_argument("--no-plots", action="store_true", help="no PNG figures")
+    r.add_argument("--replicates", type=_count, default=None, help=REPLICATES_HELP)
     r.set_defaults(handler=_cmd_report)

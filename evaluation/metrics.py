@@ -41,6 +41,7 @@ from temposplit.model.detections import Detections
 
 __all__ = [
     "Detections",
+    "ImageEvals",
     "MapResult",
     "bits_per_element",
     "bits_per_pixel",
@@ -78,6 +79,7 @@ class MapResult:
     n_ground_truth: int
     n_detections: int
     per_category: dict = field(default_factory=dict, compare=False, repr=False)
+    images: ImageEvals | None = field(default=None, compare=False, repr=False)
 
     def subset(self, categories) -> tuple[float, float]:
         """(mAP@0.5, mAP@[.5:.95]) over the given categories alone: the same numbers as scoring
@@ -96,6 +98,162 @@ class MapResult:
             "n_ground_truth": self.n_ground_truth,
             "n_detections": self.n_detections,
         }
+
+
+@dataclass
+class ImageEvals:
+    """The per-frame outcome of one COCO evaluation, enough to score any multiset of its frames
+    (a bootstrap resample) without evaluating again: per category, every kept detection's frame,
+    score, and whether it matched (and whether it was ignored) at each IoU threshold, and the
+    number of non-ignored ground-truth boxes per frame. :meth:`scores` with every frame once
+    gives pycocotools' numbers (tested).
+
+    Attributes
+    ----------
+    categories : int64 (K,)
+    n_frames : int
+    frame, score : per category, (D,) int64 and float64, detections in pycocotools' order
+        (frame by frame, the top ``max_detections`` of each, by score)
+    matched, ignored : per category, bool (T, D)
+    gt : int64 (K, n_frames), non-ignored ground-truth boxes of each category in each frame
+    iou_thresholds, recall_thresholds : float64 (T,), (R,)
+    """
+
+    categories: np.ndarray
+    n_frames: int
+    frame: list
+    score: list
+    matched: list
+    ignored: list
+    gt: np.ndarray
+    iou_thresholds: np.ndarray
+    recall_thresholds: np.ndarray
+
+    @classmethod
+    def from_cocoeval(cls, evaluator, n_frames: int) -> ImageEvals:
+        p = evaluator.params
+        n_img, n_t = len(p.imgIds), len(p.iouThrs)
+        frame, score, matched, ignored = [], [], [], []
+        gt = np.zeros((len(p.catIds), n_frames), np.int64)
+        for k, _cat in enumerate(p.catIds):
+            fr, sc, ma, ig = [], [], [], []
+            for i in range(n_img):
+                e = evaluator.evalImgs[k * len(p.areaRng) * n_img + i]  # area range 0 ("all")
+                if e is None:
+                    continue
+                d = min(len(e["dtScores"]), p.maxDets[-1])
+                fr.append(np.full(d, p.imgIds[i] - 1, np.int64))
+                sc.append(np.asarray(e["dtScores"][:d], np.float64))
+                ma.append(np.asarray(e["dtMatches"][:, :d]) != 0)
+                ig.append(np.asarray(e["dtIgnore"][:, :d], bool))
+                gt[k, p.imgIds[i] - 1] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+            frame.append(np.concatenate(fr) if fr else np.zeros(0, np.int64))
+            score.append(np.concatenate(sc) if sc else np.zeros(0))
+            matched.append(np.concatenate(ma, axis=1) if ma else np.zeros((n_t, 0), bool))
+            ignored.append(np.concatenate(ig, axis=1) if ig else np.zeros((n_t, 0), bool))
+        return cls(
+            np.asarray(p.catIds, np.int64),
+            int(n_frames),
+            frame,
+            score,
+            matched,
+            ignored,
+            gt,
+            np.asarray(p.iouThrs, np.float64),
+            np.asarray(p.recThrs, np.float64),
+        )
+
+    @classmethod
+    def without_detections(cls, gt_anns, n_frames: int) -> ImageEvals:
+        """The evaluation of a run without a single detection (every score 0)."""
+        cats = sorted({int(a["category_id"]) for a in gt_anns})
+        gt = np.zeros((len(cats), n_frames), np.int64)
+        for a in gt_anns:
+            gt[cats.index(int(a["category_id"])), a["image_id"] - 1] += 1
+        t, r = np.linspace(0.5, 0.95, 10), np.linspace(0.0, 1.0, 101)
+        empty = [np.zeros((len(t), 0), bool) for _ in cats]
+        return cls(
+            np.asarray(cats, np.int64),
+            n_frames,
+            [np.zeros(0, np.int64) for _ in cats],
+            [np.zeros(0) for _ in cats],
+            empty,
+            [e.copy() for e in empty],
+            gt,
+            t,
+            r,
+        )
+
+    def to_npz(self) -> dict:
+        out = {
+            "categories": self.categories,
+            "n_frames": np.int64(self.n_frames),
+            "gt": self.gt,
+            "iou_thresholds": self.iou_thresholds,
+            "recall_thresholds": self.recall_thresholds,
+        }
+        for k in range(len(self.categories)):
+            out[f"frame{k}"] = self.frame[k].astype(np.int32)
+            s32 = self.score[k].astype(np.float32)
+            out[f"score{k}"] = s32 if np.array_equal(s32, self.score[k]) else self.score[k]
+            out[f"matched{k}"] = np.packbits(self.matched[k], axis=1)
+            out[f"ignored{k}"] = np.packbits(self.ignored[k], axis=1)
+        return out
+
+    @classmethod
+    def from_npz(cls, z) -> ImageEvals:
+        cats = np.asarray(z["categories"], np.int64)
+        n = len(cats)
+        d = [len(z[f"score{k}"]) for k in range(n)]
+        return cls(
+            cats,
+            int(z["n_frames"]),
+            [np.asarray(z[f"frame{k}"], np.int64) for k in range(n)],
+            [np.asarray(z[f"score{k}"], np.float64) for k in range(n)],
+            [np.unpackbits(z[f"matched{k}"], axis=1, count=d[k]).astype(bool) for k in range(n)],
+            [np.unpackbits(z[f"ignored{k}"], axis=1, count=d[k]).astype(bool) for k in range(n)],
+            np.asarray(z["gt"], np.int64),
+            np.asarray(z["iou_thresholds"]),
+            np.asarray(z["recall_thresholds"]),
+        )
+
+    def scores(self, weights: np.ndarray, frequent=()) -> tuple[float, float, float]:
+        """(mAP@0.5, mAP@[.5:.95], mAP@0.5 over the ``frequent`` categories) of the frames taken
+        ``weights[i]`` times each (integers; all ones: the evaluation itself). NaN where no
+        category has ground truth. Detections keep pycocotools' order (a frame taken twice
+        contributes its detections twice, side by side)."""
+        weights = np.asarray(weights, np.float64)
+        iou50 = int(np.argmin(np.abs(self.iou_thresholds - 0.5)))
+        ap50, ap_all = {}, {}
+        for k, cat in enumerate(self.categories):
+            npig = float(self.gt[k] @ weights)
+            if npig == 0:
+                continue  # no ground truth of this category in these frames: not in the mean
+            order = np.argsort(-self.score[k], kind="mergesort")
+            w = weights[self.frame[k][order]]
+            m, ig = self.matched[k][:, order], self.ignored[k][:, order]
+            tp = np.cumsum(w * (m & ~ig), axis=1)
+            fp = np.cumsum(w * (~m & ~ig), axis=1)
+            prec = np.zeros((len(self.iou_thresholds), len(self.recall_thresholds)))
+            for t in range(len(self.iou_thresholds)):
+                if tp.shape[1] == 0:
+                    continue
+                rc = tp[t] / npig
+                pr = tp[t] / (fp[t] + tp[t] + np.spacing(1))
+                pr = np.maximum.accumulate(pr[::-1])[::-1]
+                inds = np.searchsorted(rc, self.recall_thresholds, side="left")
+                ok = inds < len(pr)
+                prec[t, ok] = pr[inds[ok]]
+            ap50[int(cat)] = float(prec[iou50].mean())
+            ap_all[int(cat)] = float(prec.mean())
+        if not ap50:
+            return math.nan, math.nan, math.nan
+        freq = [ap50[c] for c in frequent if c in ap50]
+        return (
+            float(np.mean(list(ap50.values()))),
+            float(np.mean(list(ap_all.values()))),
+            float(np.mean(freq)) if freq else math.nan,
+        )
 
 
 def _arrays(d: Detections, what: str, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,7 +327,7 @@ def coco_map(
         return MapResult(math.nan, math.nan, n_frames, n_gt, n_dt)
     if n_dt == 0:
         found = {int(a["category_id"]): (0.0, 0.0) for a in gt_anns}
-        return MapResult(0.0, 0.0, n_frames, n_gt, n_dt, found)
+        return MapResult(0.0, 0.0, n_frames, n_gt, n_dt, found, ImageEvals.without_detections(gt_anns, n_frames))
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -203,7 +361,8 @@ def coco_map(
         for k, c in enumerate(evaluator.params.catIds)
         if (precision[:, :, k] > -1).all()
     }
-    return MapResult(mean(precision[iou50]), mean(precision), n_frames, n_gt, n_dt, per_category)
+    images = ImageEvals.from_cocoeval(evaluator, n_frames)
+    return MapResult(mean(precision[iou50]), mean(precision), n_frames, n_gt, n_dt, per_category, images)
 
 
 def fidelity_map(

@@ -14,13 +14,16 @@ import json
 import math
 from pathlib import Path
 
-from temposplit.evaluation.harness import FEATURE_METHODS, FRAME_METHODS, ROW_KEYS
+from temposplit.evaluation.plan import FEATURE_METHODS, FRAME_METHODS
+from temposplit.evaluation.runners import ROW_KEYS
 
 # The rows' keys (one source: the harness), in the order a reader scans a spreadsheet:
 # what was measured first, the settings (a JSON blob) last.
 _FIRST = ("model", "clip", "cut", "method", "variant", "coder", "n_bits", "frames", "scored_frames")
 CSV_COLUMNS = (
-    _FIRST + tuple(k for k in ROW_KEYS if k not in _FIRST and k not in ("key", "structure", "settings")) + ("settings",)
+    _FIRST
+    + tuple(k for k in ROW_KEYS if k not in _FIRST and k not in ("key", "structure", "settings", "evals"))
+    + ("settings",)
 )
 FEATURE_ORDER = FEATURE_METHODS  # the report lists methods in the sweep's order
 COLORS = {
@@ -48,11 +51,17 @@ def _num(v):
 CUT_ORDER: list[str] = []  # filled by write_report from the rows (the sweep's cut order)
 
 
+CLIP_ORDER: list[str] = []  # the sweep's clip order
+
+
 def _sort_key(r):
     m = r["method"]
     order = FEATURE_ORDER.index(m) if m in FEATURE_ORDER else 100 + (FRAME_METHODS + ("float",)).index(m)
     cut = r.get("cut")
+    clip = r.get("clip")
     return (
+        CLIP_ORDER.index(clip) if clip in CLIP_ORDER else -1,
+        str(clip),
         CUT_ORDER.index(cut) if cut in CUT_ORDER else -1,
         order,
         str(r.get("variant")),
@@ -269,16 +278,19 @@ def plot_rate_accuracy(rows, path: Path, metric: str = "map50") -> Path:
                     label=f"{method} {coder or ''}".strip(),
                 )
         for method in FRAME_METHODS:
-            s = sorted([r for r in frames if r["method"] == method], key=lambda r: r["bytes_per_frame"])
-            if s:
+            sel = [r for r in frames if r["method"] == method and "veryfast" not in (r.get("variant") or "")]
+            for res in sorted({"input" in (r.get("variant") or "") for r in sel}):
+                s = sorted(
+                    [r for r in sel if ("input" in (r.get("variant") or "")) == res], key=lambda r: r["bytes_per_frame"]
+                )
                 ax.plot(
                     [r["bytes_per_frame"] for r in s],
                     [r[metric] for r in s],
-                    "-^",
+                    "--^" if res else "-^",
                     ms=4,
                     lw=1,
                     color=COLORS[method],
-                    label=f"frames {method}",
+                    label=f"frames {method}" + (" at the detector's input size" if res else ""),
                 )
         ax.axhline(1.0, color="red", ls=":", lw=1)
         ax.axhline(0.95, color="k", ls="--", lw=0.6)
@@ -306,14 +318,17 @@ def _f(v, fmt="{:.3f}"):
 
 def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | None = None) -> str:
     settings = meta.get("settings", {})
-    lines = ["# temposplit evaluation: rate and accuracy", ""]
+    clip = rows[0]["clip"] if rows else None
+    video = (settings.get("videos") or {}).get(clip) or settings.get("video")
+    lines = [f"# temposplit evaluation: rate and accuracy on {clip}", ""]
     lines += [
-        f"Model `{settings.get('model')}`, clip `{Path(str(settings.get('video'))).name}` frames "
+        f"Model `{settings.get('model')}`, clip `{Path(str(video)).name}` frames "
         f"{settings.get('start', 0)}..{settings.get('start', 0) + (rows[0]['frames'] if rows else 0) - 1} "
         f"({rows[0]['frames'] if rows else 0} frames coded; detections scored on "
         f"{rows[0]['scored_frames'] if rows else 0} of them: frames i with i % {settings.get('score_every', 1)} "
         f"in {settings.get('score_phases', [0])}), "
-        f"cuts {', '.join(settings.get('cuts', []))}, N = {settings.get('bits')}. "
+        f"cuts {', '.join(settings.get('cuts', []))}, N = {settings.get('bits')}, int8 calibration "
+        f"`{settings.get('calibration', 'clip')}`. "
         "Rates: bytes per frame of everything crossing the cut with the 24-byte packet header (the cut "
         "tensor alone, payload only, is in the CSV), MB/s at 30 frames/s (MB = 10^6 bytes). Accuracy: COCO "
         "mAP by pycocotools against the float model's detections on the uncompressed frames with score >= 0.5 "
@@ -443,32 +458,43 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
     return "\n".join(lines) + "\n"
 
 
-def write_report(out, rows, figures: bool = True, wall_s=None, dest=None) -> list[Path]:
-    """Write results.csv, results.json, the PNGs and report.md into ``dest`` (default ``out``).
+def write_report(out, rows, figures: bool = True, wall_s=None, dest=None, replicates=None) -> list[Path]:
+    """Write results.csv, results.json and bdrate.csv, the pooled report.md, and per clip
+    ``<clip>/report.md`` with its PNGs, into ``dest`` (default ``out``).
 
-    A ``notes.md`` beside the report (in ``dest`` or ``out``) is included after its introduction:
-    the place for the written findings, which survive a rerun of the report."""
+    A ``notes.md`` beside the report (in ``dest`` or ``out``) is included after the pooled
+    report's introduction: the place for the written findings, which survive a rerun."""
+    from temposplit.evaluation import bootstrap
+    from temposplit.evaluation.pooled_report import write_pooled
+
     out = Path(out)
     dest = Path(dest) if dest else out
     dest.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    CUT_ORDER[:] = meta.get("settings", {}).get("cuts") or _cuts(rows)
+    settings = meta.get("settings", {})
+    CUT_ORDER[:] = settings.get("cuts") or _cuts(rows)
+    CLIP_ORDER[:] = list(settings.get("videos") or {}) or list(dict.fromkeys(r["clip"] for r in rows))
     paths = write_tables(rows, dest, meta)
-    names = []
-    if figures and rows:
-        for cut in _cuts(rows):
-            paths.append(plot_cut(rows, cut, dest / f"cut_{cut}.png"))
-            names.append(f"cut_{cut}.png")
-        if any(r.get("map50") is not None for r in rows):
-            paths.append(plot_rate_accuracy(rows, dest / "rate_accuracy.png"))
-            names.append("rate_accuracy.png")
-        if any(r.get("map50_frequent") is not None for r in rows):
-            paths.append(plot_rate_accuracy(rows, dest / "rate_accuracy_frequent.png", "map50_frequent"))
-            names.append("rate_accuracy_frequent.png")
-    md = dest / "report.md"
+    by_clip: dict[str, list] = {}
+    for r in sorted(rows, key=_sort_key):
+        by_clip.setdefault(r["clip"], []).append(r)
+    for clip, clip_rows in by_clip.items():
+        folder = dest / clip
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        if figures:
+            for cut in _cuts(clip_rows):
+                paths.append(plot_cut(clip_rows, cut, folder / f"cut_{cut}.png"))
+                names.append(f"cut_{cut}.png")
+            if any(_num(r.get("map50")) for r in clip_rows) and _cuts(clip_rows):
+                paths.append(plot_rate_accuracy(clip_rows, folder / "rate_accuracy.png"))
+                names.append("rate_accuracy.png")
+        md = folder / "report.md"
+        md.write_text(markdown(clip_rows, meta, names, None, None))
+        paths.append(md)
     notes_path = next((p for p in (dest / "notes.md", out / "notes.md") if p.is_file()), None)
     notes = notes_path.read_text() if notes_path else None
-    md.write_text(markdown(rows, meta, names, wall_s, notes))
-    paths.append(md)
+    reps = bootstrap.REPLICATES if replicates is None else replicates
+    paths += write_pooled(out, dest, by_clip, meta, figures=figures, wall_s=wall_s, notes=notes, replicates=reps)
     return paths

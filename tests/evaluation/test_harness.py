@@ -1,5 +1,7 @@
 """The evaluation harness's plumbing: rows and their keys, the shared reconstruction rule,
-resuming, the report, the CLI, and the torchvision models with random weights."""
+resuming, several clips, the calibration apart from the clips, the frame baselines at both
+resolutions, the report with BD-rates and intervals, the CLI, and the torchvision models
+with random weights."""
 
 from __future__ import annotations
 
@@ -10,15 +12,18 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 
+from temposplit.errors import ConfigError  # noqa: E402
 from temposplit.evaluation.harness import (  # noqa: E402
+    ALL_METHODS,
     BI3_RESIDUAL,
     QUANT_CODERS,
     ROW_KEYS,
     TSS_CODERS,
+    VIDEO_CRFS,
     Harness,
     load_rows,
 )
-from temposplit.model.data import have_data  # noqa: E402
+from temposplit.model.data import eval_clips, have_data, vtest_path  # noqa: E402
 
 pytestmark = pytest.mark.models
 
@@ -39,12 +44,12 @@ def need_data():
 
 def _harness(out, **kw):
     args = dict(
+        video=vtest_path(),
         frames=5,
         cuts=[CUT],
         bits=[4, 6],
         methods=METHODS,
         out=out,
-        calibration_frames=3,
         labelme=True,
         log=lambda msg: None,
     )
@@ -118,8 +123,8 @@ def test_a_rerun_skips_the_points_already_done(sweep, tmp_path):
     logs = []
     h = _harness(partial, log=logs.append)
     calls = []
-    original = h._m2
-    h._m2 = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = h.scorer.m2
+    h.scorer.m2 = lambda *a, **k: calls.append(1) or original(*a, **k)
     again = h.run()
     assert {r["key"] for r in again} == {r["key"] for r in rows}
     keys = [json.loads(line)["key"] for line in (partial / "results.jsonl").read_text().splitlines()[len(keep) + 1 :]]
@@ -127,7 +132,7 @@ def test_a_rerun_skips_the_points_already_done(sweep, tmp_path):
     # And once everything is there, nothing runs at all.
     logs.clear()
     h2 = _harness(partial, log=logs.append)
-    h2._m2 = lambda *a, **k: pytest.fail("M2 ran for a point already done")
+    h2.scorer.m2 = lambda *a, **k: pytest.fail("M2 ran for a point already done")
     h2.run()
     assert any("already done" in m for m in logs)
     assert len(load_rows(partial / "results.jsonl")) == len(rows)
@@ -149,12 +154,109 @@ def test_report_files(sweep, tmp_path):
     assert set(h["levels"]) == {0.95, 0.90, 0.85}
 
 
+def test_report_has_bd_rates_and_intervals_per_clip(sweep, tmp_path):
+    from temposplit.evaluation.report import write_report
+
+    out, rows = sweep
+    write_report(out, rows, dest=tmp_path, figures=False, replicates=20)
+    md = (tmp_path / "report.md").read_text()
+    assert "## BD-rate of the features against each frame codec, mean over the clips" in md
+    assert "## vtest" in md and (tmp_path / "vtest" / "report.md").is_file()
+    bd = (tmp_path / "bdrate.csv").read_text().splitlines()
+    assert bd[0].startswith("clip,metric,anchor,bd_rate_pct,ci_low,ci_high,overlap_low,overlap_high")
+    assert any(line.startswith("vtest,map50,jpeg,") for line in bd)
+    assert any(line.startswith("mean,map50,jpeg,") for line in bd)
+    # Every scored row kept its per-frame evaluation: the intervals are computed from them.
+    for r in rows:
+        if r["method"] not in ("float",) and r.get("map50") is not None:
+            assert r["evals"] and (out / "evals" / r["evals"]).is_file(), r["key"]
+
+
+def test_the_fixed_calibration_never_reads_the_clip(tmp_path):
+    """The default calibration is the model package's fixed set: it works without the clip's
+    file, while calibration="clip" (the labelled option) reads the clip."""
+    from temposplit.evaluation.cache import ClipData, Models, fixed_calibration_frames
+    from temposplit.model.calibration import calibration_frames
+
+    if not have_data():
+        pytest.skip("data/ is absent: run `make data`")
+    models = Models("ssd-mobilenet-v2", None, {}, lambda m: None, {})
+
+    def data(calibration):
+        return ClipData(
+            models, "gone", tmp_path / "gone.avi", 5, 0, 1, (0,), tmp_path, False, calibration, 3, print, {}
+        )
+
+    frames = data("fixed").calibration_set()
+    expected = calibration_frames()
+    assert len(frames) == len(expected) == len(fixed_calibration_frames())
+    assert all((a == b).all() for a, b in zip(frames, expected, strict=True))
+    with pytest.raises(Exception):  # noqa: B017 - the clip's file is not there: reading it fails
+        data("clip").calibration_set()
+    with pytest.raises(ConfigError):
+        Harness(video=vtest_path(), calibration="vtest", out=tmp_path)
+
+
+def test_several_clips_and_the_frame_baselines_in_one_run(tmp_path, need_data):
+    """Two clips, the video baselines at both resolutions and both presets: one row per clip and
+    setting, the detector-resolution frames cost fewer bytes, every row names its clip."""
+    clips = eval_clips()
+    h = Harness(
+        video=[clips["vtest"], clips["cup"]],
+        frames=3,
+        cuts=[CUT],
+        bits=[6],
+        methods=["chain+residual", "h264"],
+        out=tmp_path,
+        labelme=False,
+        log=lambda m: None,
+    )
+    rows = h.run()
+    assert {r["clip"] for r in rows} == {"vtest", "cup"}
+    for clip in ("vtest", "cup"):
+        video = _by(rows, clip=clip, method="h264")
+        assert {r["variant"] for r in video} == {
+            f"{v}crf={c}" for v in ("", "veryfast ", "input ", "input veryfast ") for c in VIDEO_CRFS
+        }
+        for crf in (13, 43):
+            native = _by(rows, clip=clip, method="h264", variant=f"crf={crf}")[0]
+            small = _by(rows, clip=clip, method="h264", variant=f"input crf={crf}")[0]
+            assert small["bytes_per_frame"] < native["bytes_per_frame"]
+            assert small["settings"]["rule"].endswith("(its own resize)")
+            assert 0.0 <= small["map50"] <= 1.0
+        assert _by(rows, clip=clip, method="chain+residual") and _by(rows, clip=clip, method="float")
+    assert _by(rows, clip="cup", method="float")[0]["frames"] == 3
+
+
+def test_the_default_plan_is_pruned_and_every_entry_is_reachable():
+    from temposplit.evaluation.plan import DEFAULT_CUTS, DEFAULT_METHODS, PLAN
+
+    assert set(DEFAULT_METHODS) < set(ALL_METHODS)
+    assert {"quant", "uni-2", "bi-3", "jpeg-act"}.isdisjoint(DEFAULT_METHODS)
+    assert {"chain+residual", "rate-control", "h264", "h265", "jpeg"} <= set(DEFAULT_METHODS)
+    h = Harness(video=vtest_path(), out="/nonexistent/x", log=lambda m: None)
+    assert h.cuts == list(DEFAULT_CUTS["ssd-mobilenet-v2"]) and h.pruned
+    full = Harness(video=vtest_path(), out="/nonexistent/x", methods=["all"], cuts=["all"], log=lambda m: None)
+    assert set(full.methods) == set(ALL_METHODS) and len(full.cuts) > len(h.cuts)
+    # Adding a method is one entry: every entry has a runner and a unique key per cut, N and coder.
+    from temposplit.evaluation.runners import RUNNERS
+
+    assert all(e.runner in RUNNERS for e in PLAN)
+    keys = [(e.method, e.variant, c) for e in PLAN for c in e.coders]
+    assert len(keys) == len(set(keys))
+
+
 def test_cli_rejects_bad_options(capsys):
     from temposplit.cli import main
 
     assert main(["eval", "--methods", "quant,nonsense", "--out", "/nonexistent/x", "--frames", "2"]) == 2
     err = capsys.readouterr().err
     assert "unknown method" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "--video", "/nonexistent/clip.avi", "--out", "/nonexistent/x", "--frames", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "no such video" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "--video-list", "/nonexistent/list.txt", "--out", "/nonexistent/x"]) == 2
+    assert "no such list file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["eval", "--bits", "3..9"])
     assert e.value.code == 2
@@ -172,11 +274,13 @@ def test_torchvision_models_run_through_the_harness(model, tmp_path, need_data):
     cut = model_info(model).cuts[1].name  # a cut crossed by more than one tensor where the FPN taps early
     h = Harness(
         model=model,
+        video=vtest_path(),
         frames=2,
         cuts=[cut],
         bits=[4],
         methods=["features-8bit", "quant", "bi-3", "jpeg-act", "jpeg"],
         out=tmp_path,
+        calibration="clip",  # labelled: 2 frames of the clip, for speed (random weights, plumbing only)
         calibration_frames=2,
         labelme=False,
         log=lambda m: None,
@@ -197,7 +301,7 @@ def test_torchvision_models_run_through_the_harness(model, tmp_path, need_data):
 
 def test_the_dead_zone_variant_runs_only_where_it_changes_something(tmp_path):
     h = _harness(tmp_path, bits=[4, 5, 6, 7, 8], methods=["chain+residual"])
-    names = [name for name, _keys, _fn in h._tasks()]
+    names = [t.name for t in h.tasks()]
     dz = [n for n in names if "dz=" in n]
     assert dz == [f"{CUT} N={n} chain+residual t=1.5 dz=4" for n in (6, 7, 8)]  # 4 8-bit steps >= one N-bit step
     assert sum("chain+residual" in n and "dz=" not in n for n in names) == 2 * 5  # two thresholds at every N

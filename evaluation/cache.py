@@ -1,0 +1,444 @@
+"""The sweep's caches: the detector and its int8 copy, each clip's frames, the int8 M1 outputs
+and the float reference detections.
+
+* :class:`Models` holds the float detector and the int8 copy made from it. By default the
+  copy is calibrated once on the fixed calibration set (``temposplit.model.calibration``),
+  which is never evaluated; ``calibration="clip"`` calibrates on frames spread over the
+  clip under test instead (the earlier single-clip harness's rule; labelled as such in
+  every row's settings and the run's meta.json).
+* :class:`ClipData` is one clip: its frames (read lazily), its scored frames, the float
+  detections on them (the fidelity ground truth, cached as JSON under ``<out>/cache``) and
+  the int8 M1 codes of every crossing tensor at each cut (``.npz``; the SSD computes every
+  cut in one pass through its stages), for the clip and for the labelme street frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from temposplit.errors import ConfigError
+
+CALIBRATION_FRAMES = 32  # the calibration="clip" rule: frames spread over the clip
+CALIBRATIONS = ("fixed", "clip")
+
+
+def digest(*parts) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()
+
+
+def clean(v):
+    """JSON-safe: NaN and infinities become None, numpy scalars Python numbers."""
+    if isinstance(v, dict):
+        return {k: clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def chunks(items, size):
+    chunk = []
+    for x in items:
+        chunk.append(x)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class Clip:
+    """Frames of one clip as the harness needs them (never all decoded frames at once but M1's codes)."""
+
+    name: str
+    n_frames: int
+    frame_size: tuple[int, int]  # (H, W) of the original frames
+    scored: list[int]  # frame indices whose detections are scored
+    image_sizes: list  # per frame, for M2's BatchMeta
+    orig_sizes: list
+    input_size: tuple[int, int]
+    reference: list = field(default_factory=list)  # float detections of the scored frames
+    ground_truth: list | None = None  # real boxes (Detections) of the scored frames, if any
+
+    def meta(self, indices):
+        from temposplit.model.split import BatchMeta
+
+        return BatchMeta(
+            tuple(self.input_size),
+            [tuple(self.image_sizes[i]) for i in indices],
+            [tuple(self.orig_sizes[i]) for i in indices],
+        )
+
+
+@dataclass
+class CutData:
+    """The cached int8 M1 outputs of one cut on one clip."""
+
+    names: list[str]
+    codes: list[np.ndarray]  # per tensor (T, C, H, W) uint8
+    scales: list[float]
+    zero_points: list[int]
+
+    @property
+    def shapes(self) -> list[tuple[int, int, int]]:
+        return [tuple(c.shape[1:]) for c in self.codes]
+
+    def frame(self, i: int) -> list[np.ndarray]:
+        return [c[i] for c in self.codes]
+
+    def elements(self) -> tuple[int, int]:
+        """(elements of the cut tensor alone, elements of everything crossing)."""
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        return sizes[-1], sum(sizes)
+
+
+class Models:
+    """The float detector and its int8 copies (one per calibration source), shared by the clips."""
+
+    def __init__(self, model: str, weights, detector_kwargs: dict, log: Callable[[str], None], timings: dict):
+        self.model = model
+        self.weights = weights
+        self.detector_kwargs = dict(detector_kwargs or {})
+        self.log = log
+        self.timings = timings
+        self._det = None
+        self._qdet: dict[str, object] = {}
+        self._channels_last = False
+        self.m2_frames = 0
+
+    @property
+    def detector(self):
+        if self._det is None:
+            import torch
+
+            from temposplit.model import load_detector
+
+            torch.set_num_threads(2)
+            self._det = load_detector(self.model, self.weights, **self.detector_kwargs)
+        return self._det
+
+    def float_layout(self, channels_last: bool) -> None:
+        """The float network's memory layout: channels-last makes the float M2 about a quarter
+        faster on this CPU (same values to float rounding)."""
+        import torch
+
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if self._channels_last != channels_last:
+            self.detector.net.to(memory_format=fmt)
+            self._channels_last = channels_last
+
+    def quantized(self, source: str, frames: Callable[[], list], what: str):
+        """The SSD's int8 copy calibrated on ``frames()`` (cached per calibration ``source``)."""
+        if source not in self._qdet:
+            from temposplit.model.quantize import quantize
+
+            t = time.perf_counter()
+            self.log(f"int8 calibration on {what}")
+            self.float_layout(channels_last=False)  # the int8 copy is made from the plain layout
+            self._qdet[source] = quantize(self.detector, frames())
+            self.timings["quantize_s"] = self.timings.get("quantize_s", 0.0) + time.perf_counter() - t
+        return self._qdet[source]
+
+
+def fixed_calibration_frames() -> list[np.ndarray]:
+    """The fixed calibration set of the model package (never evaluated)."""
+    from temposplit.model.calibration import calibration_frames
+
+    return list(calibration_frames())
+
+
+class ClipData:
+    """One clip of the sweep: frames, scored frames, float reference, int8 M1 cache."""
+
+    def __init__(
+        self,
+        models: Models,
+        name: str,
+        video: Path,
+        frames: int,
+        start: int,
+        score_every: int,
+        score_phases: tuple,
+        cache: Path,
+        labelme: bool,
+        calibration: str,
+        calibration_frames: int,
+        log: Callable[[str], None],
+        timings: dict,
+    ):
+        self.models = models
+        self.name = name
+        self.video = Path(video)
+        self.frames, self.start = frames, start
+        self.score_every, self.score_phases = score_every, score_phases
+        self.cache = cache
+        self.labelme = labelme
+        self.calibration = calibration
+        self.calibration_frames = calibration_frames
+        self.log = log
+        self.timings = timings
+        self._clips: dict[str, Clip] = {}
+        self._id = None
+        self._fps = None
+
+    @property
+    def model(self) -> str:
+        return self.models.model
+
+    # ------------------------------------------------------------------ frames
+
+    def read(self, max_frames=None, step=1, start=None):
+        from temposplit.model.data import read_video
+
+        return read_video(
+            self.video, max_frames=max_frames or self.frames, step=step, start=self.start if start is None else start
+        )
+
+    def is_scored(self, i: int) -> bool:
+        return i % self.score_every in self.score_phases
+
+    def fps(self) -> float:
+        if self._fps is None:
+            import av
+
+            with av.open(str(self.video)) as c:
+                rate = c.streams.video[0].average_rate
+            self._fps = float(rate) if rate else 30.0
+        return self._fps
+
+    def calibration_source(self) -> str:
+        return "fixed" if self.calibration == "fixed" else f"clip:{self.name}"
+
+    def clip_id(self) -> str:
+        if self._id is None:
+            st = self.video.stat()
+            if self.calibration == "clip":
+                calib = self.calibration_frames
+            else:  # the fixed set's frames by name: a changed set makes new cache files
+                from temposplit.model.calibration import calibration_sources
+
+                calib = ["fixed"] + [name for name, _, _ in calibration_sources()]
+            self._id = digest(
+                self.model,
+                str(self.models.weights),
+                sorted(self.models.detector_kwargs.items()),
+                self.video.name,
+                st.st_size,
+                self.start,
+                self.frames,
+                calib,
+            )
+        return self._id
+
+    def labelme_available(self) -> bool:
+        from temposplit.model.data import labelme_frames
+
+        return self.labelme and all(j.is_file() and p.is_file() for p, j in labelme_frames())
+
+    def labelme_data(self):
+        from temposplit.model.data import labelme_boxes, labelme_frames, read_image
+        from temposplit.model.detections import Detections
+
+        frames, gts = [], []
+        for jpg, js in labelme_frames():
+            frames.append(read_image(jpg))
+            boxes = labelme_boxes(js)
+            gts.append(
+                Detections.make(
+                    np.array([b.box for b in boxes], np.float32).reshape(-1, 4),
+                    np.ones(len(boxes), np.float32),
+                    [b.category_id for b in boxes],
+                )
+            )
+        return frames, gts
+
+    def calibration_set(self) -> list:
+        if self.calibration == "fixed":
+            return fixed_calibration_frames()
+        step = max(1, self.frames // self.calibration_frames)
+        return list(self.read(max_frames=self.calibration_frames, step=step))
+
+    def _calibration_what(self) -> str:
+        if self.calibration == "fixed":
+            return "the fixed calibration set"
+        return f"{self.calibration_frames} frames spread over the clip {self.name} (calibration=clip)"
+
+    def quantized(self):
+        return self.models.quantized(self.calibration_source(), self.calibration_set, self._calibration_what())
+
+    # ------------------------------------------------------------------ M1 cache
+
+    def _cache_path(self, cut: str, which: str) -> Path:
+        return self.cache / f"m1-{self.model}-{cut}-{which}-{self.clip_id()}.npz"
+
+    def cut_data(self, cut: str, which: str, cuts: list[str]) -> CutData:
+        """The int8 M1 codes at ``cut`` of the clip (``which="video"``) or the labelme frames;
+        a missing cache computes every cut of ``cuts`` still missing in one pass."""
+        path = self._cache_path(cut, which)
+        if not path.is_file():
+            self._compute_m1([c for c in cuts if not self._cache_path(c, which).is_file()] or [cut])
+        with np.load(path) as z:
+            names = [str(n) for n in z["names"]]
+            return CutData(
+                names,
+                [z[f"codes{i}"] for i in range(len(names))],
+                [float(s) for s in z["scales"]],
+                [int(v) for v in z["zero_points"]],
+            )
+
+    def _compute_m1(self, cuts: list[str]) -> None:
+        """Int8 M1 outputs of the clip (and the labelme frames) at ``cuts``, written to the cache."""
+        import torch
+
+        t0 = time.perf_counter()
+        det = self.models.detector
+        sources = {"video": None}
+        if self.labelme_available():
+            sources["labelme"] = self.labelme_data()[0]
+        if self.model == "ssd-mobilenet-v2":
+            qdet = self.quantized()
+            cut_objs = [det.get_cut(c) for c in cuts]
+            wanted = {t.name for c in cut_objs for t in c.crossing}
+            stages = list(det.info.stages)
+            last = max(stages.index(n) for n in wanted)
+
+            def m1_all(x):  # one pass through the int8 stages, every wanted tap kept
+                x = det.m1_prefix(qdet.net, x)
+                taps = {}
+                for name in stages[: last + 1]:
+                    x = det.stage(qdet.net, name)(x)
+                    if name in wanted:
+                        taps[name] = x
+                return {c.name: [taps[t.name] for t in c.crossing] for c in cut_objs}
+
+            runners = {"all": m1_all}
+        else:
+            from temposplit.model.quantize import quantize_m1
+
+            calib = self.calibration_set()
+            runners = {}
+            for c in cuts:
+                self.models.float_layout(channels_last=False)  # the int8 copy is made from the plain layout
+                qm1 = quantize_m1(det, c, calib)
+                runners[c] = lambda x, c=c, qm1=qm1: {c: qm1.m1(x)}
+        self.cache.mkdir(parents=True, exist_ok=True)
+        for which, frames in sources.items():
+            source = frames if frames is not None else self.read()
+            acc: dict[str, list[list[np.ndarray]]] = {c: [] for c in cuts}
+            qparams: dict[str, list[tuple[float, int]]] = {}
+            names = {c: [t.name for t in det.get_cut(c).crossing] for c in cuts}
+            done = 0
+            for batch_frames in chunks(source, 16):
+                batch = det.preprocess(batch_frames)
+                with torch.no_grad():
+                    for runner in runners.values():
+                        for c, outs in runner(batch.tensor).items():
+                            acc[c].append([o.int_repr().numpy().astype(np.uint8) for o in outs])
+                            qparams[c] = [(float(o.q_scale()), int(o.q_zero_point())) for o in outs]
+                done += len(batch_frames)
+                self.log(f"  M1 ({self.name if which == 'video' else which}): {done} frames")
+            for c in cuts:
+                arrays = {f"codes{i}": np.concatenate([b[i] for b in acc[c]]) for i in range(len(names[c]))}
+                np.savez(
+                    self._cache_path(c, which),
+                    names=np.array(names[c]),
+                    scales=np.array([s for s, _ in qparams[c]]),
+                    zero_points=np.array([z for _, z in qparams[c]]),
+                    **arrays,
+                )
+        self.timings["m1_s"] = self.timings.get("m1_s", 0.0) + time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ references
+
+    def clip(self, which: str = "video") -> Clip:
+        """The clip's (or the labelme frames') sizes, scored frames and float reference detections."""
+        if which not in self._clips:
+            self._clips[which] = self._load_clip(which)
+        return self._clips[which]
+
+    def _load_clip(self, which: str) -> Clip:
+        from temposplit.model.detections import Detections
+
+        det = self.models.detector
+        video = which == "video"
+        name = self.name if video else "labelme"
+        pattern = f"{self.score_every}-{'.'.join(map(str, self.score_phases))}" if video else "all"
+        path = self.cache / f"float-{self.model}-{name}-{self.clip_id()}-{pattern}.json"
+        if path.is_file():
+            doc = json.loads(path.read_text())
+        else:
+            t0 = time.perf_counter()
+            if video:
+                source, gts = self.read(), None
+            else:
+                source, gts = self.labelme_data()
+            dets, image_sizes, orig_sizes, input_size, n = {}, [], [], None, 0
+            for chunk in chunks(source, 16):
+                batch = det.preprocess(chunk)
+                wanted = [k for k in range(len(chunk)) if not video or self.is_scored(n + k)]
+                if wanted:  # the float detector on the scored frames only
+                    sub = det.preprocess([chunk[k] for k in wanted])
+                    for k, d in zip(wanted, det.forward(sub), strict=True):
+                        dets[n + k] = d
+                image_sizes += [list(s) for s in batch.meta.image_sizes]
+                orig_sizes += [list(s) for s in batch.meta.orig_sizes]
+                if input_size is not None and tuple(batch.meta.input_size) != tuple(input_size):
+                    raise ConfigError(f"the frames of {self.video.name} differ in size")
+                input_size = list(batch.meta.input_size)
+                n += len(chunk)
+            if n == 0:
+                raise ConfigError(f"{self.video} has no frames from frame {self.start}")
+            scored = sorted(dets)
+            doc = {
+                "n_frames": n,
+                "image_sizes": image_sizes,
+                "orig_sizes": orig_sizes,
+                "input_size": input_size,
+                "scored": scored,
+                "detections": [dets[i].to_dict() for i in scored],
+                "ground_truth": [g.to_dict() for g in gts] if gts else None,
+            }
+            self.cache.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(doc))
+            self.timings[f"float_{name}_s"] = time.perf_counter() - t0
+        n = doc["n_frames"]
+        if video and n < self.frames:
+            self.log(f"the clip {self.name} has {n} frames (asked for {self.frames})")
+        scored = doc["scored"]
+
+        def dets(d):
+            return Detections.make(np.array(d["boxes"], np.float32).reshape(-1, 4), d["scores"], d["category_ids"])
+
+        clip = Clip(
+            name,
+            n,
+            tuple(doc["orig_sizes"][0]),
+            scored,
+            doc["image_sizes"],
+            doc["orig_sizes"],
+            tuple(doc["input_size"]),
+        )
+        clip.reference = [dets(d) for d in doc["detections"]]
+        if doc["ground_truth"]:
+            clip.ground_truth = [dets(doc["ground_truth"][i]) for i in scored]
+        return clip

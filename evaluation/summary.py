@@ -1,0 +1,216 @@
+"""Per clip and pooled: BD-rates of the features against every frame codec curve, with intervals.
+
+For each clip and each accuracy metric (mAP@0.5, mAP@[.5:.95], the frequent-category
+mAP@0.5): the features' lower convex hull over every cut, N, method and setting of the
+rows (``bdrate.lower_hull``) against each frame codec curve (one curve per codec, preset
+and resolution over its crf values; JPEG over its qualities), each curve also reduced to
+its hull; the BD-rate over the overlapping accuracy range (``bdrate.bd_rate``; NaN and
+"no overlap" when the ranges do not meet). Pooled: the mean over the clips where it is
+defined (the count is given).
+
+Intervals: one set of moving-block resamples of each clip's scored frames
+(``bootstrap.block_resamples``) is used for every row of that clip (paired). Each row's
+scores are recomputed on each resample from its saved per-frame evaluation
+(``metrics.ImageEvals``), the hulls are taken again, and the BD-rate recomputed; the pooled
+mean takes one resample of every clip at a time. 95 % percentile intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from temposplit.evaluation import bootstrap
+from temposplit.evaluation.bdrate import bd_rate, lower_hull
+from temposplit.evaluation.plan import FEATURE_METHODS, FREQUENT_MIN_BOXES
+
+METRICS = (
+    ("map50", "mAP@0.5"),
+    ("map50_95", "mAP@[.5:.95]"),
+    ("map50_frequent", "frequent-category mAP@0.5"),
+)
+_METRIC_INDEX = {m: k for k, (m, _) in enumerate(METRICS)}
+
+
+def frame_curve(row) -> str | None:
+    """The frame codec curve a row belongs to: ``h264 medium native``, ``jpeg`` ...; None for features."""
+    if row["method"] in FEATURE_METHODS or row["method"] == "float":
+        return None
+    variant = re.sub(r"\s*(crf|q)=\d+", "", row.get("variant") or "").strip()
+    return f"{row['method']} {variant}".strip()
+
+
+def _ok(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+@dataclass
+class ClipSummary:
+    clip: str
+    scored_frames: int
+    frequent: list
+    curves: list[str]
+    bd: dict = field(default_factory=dict)  # (metric, curve) -> dict(bd, lo, hi, overlap, note, replicates)
+    hull: dict = field(default_factory=dict)  # metric -> [row]
+    intervals: dict = field(default_factory=dict)  # row key -> (B, 3) resampled scores
+
+
+def _load_evals(root: Path, name: str, cache: dict):
+    from temposplit.evaluation.metrics import ImageEvals
+
+    if name not in cache:
+        path = root / name
+        if not path.is_file():
+            cache[name] = None
+        else:
+            with np.load(path) as z:
+                cache[name] = ImageEvals.from_npz(z)
+    return cache[name]
+
+
+def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, block=bootstrap.BLOCK) -> ClipSummary:
+    """BD-rates (with intervals) of one clip's rows."""
+    clip = rows[0]["clip"]
+    usable = [r for r in rows if _ok(r.get("bytes_per_frame")) and r["method"] != "float"]
+    feats = [r for r in usable if r["method"] in FEATURE_METHODS]
+    curves: dict[str, list] = {}
+    for r in usable:
+        c = frame_curve(r)
+        if c is not None:
+            curves.setdefault(c, []).append(r)
+    n = int(rows[0]["scored_frames"])
+    cache: dict = {}
+    # The frequent categories: the reference boxes are every row's ground truth.
+    ref = next((r for r in rows if r.get("evals")), None)
+    frequent = []
+    if ref is not None:
+        ev = _load_evals(evals_root, ref["evals"], cache)
+        if ev is not None:
+            frequent = [
+                int(c) for c, g in zip(ev.categories, ev.gt.sum(axis=1), strict=True) if g >= FREQUENT_MIN_BOXES
+            ]
+    summary = ClipSummary(clip, n, frequent, sorted(curves))
+    weights = bootstrap.resample_weights(bootstrap.block_resamples(n, block, replicates), n) if replicates else None
+    by_evals: dict[str, np.ndarray] = {}
+    for r in feats + [r for c in curves.values() for r in c]:
+        name = r.get("evals")
+        if weights is None or not name:
+            continue
+        if name not in by_evals:
+            ev = _load_evals(evals_root, name, cache)
+            by_evals[name] = (
+                np.array([ev.scores(w, frequent) for w in weights])
+                if ev is not None
+                else np.full((len(weights), 3), np.nan)
+            )
+        summary.intervals[r["key"]] = by_evals[name]
+
+    def values(rs, metric, b=None):
+        if b is None:
+            return [r.get(metric) if _ok(r.get(metric)) else math.nan for r in rs]
+        k = _METRIC_INDEX[metric]
+        return [summary.intervals[r["key"]][b, k] if r["key"] in summary.intervals else math.nan for r in rs]
+
+    for metric, _ in METRICS:
+        f_rates = [r["bytes_per_frame"] for r in feats]
+        summary.hull[metric] = [feats[i] for i in lower_hull(f_rates, values(feats, metric))]
+        for name, pts in curves.items():
+            c_rates = [r["bytes_per_frame"] for r in pts]
+            point = bd_rate(c_rates, values(pts, metric), f_rates, values(feats, metric))
+            reps = []
+            if weights is not None:
+                for b in range(len(weights)):
+                    reps.append(bd_rate(c_rates, values(pts, metric, b), f_rates, values(feats, metric, b)).bd_rate)
+            lo, hi = bootstrap.interval(reps) if reps else (math.nan, math.nan)
+            summary.bd[(metric, name)] = {
+                "bd_rate": point.bd_rate,
+                "lo": lo,
+                "hi": hi,
+                "overlap": point.overlap,
+                "note": point.note,
+                "anchor_points": point.anchor_points,
+                "test_points": point.test_points,
+                "replicates": np.array(reps, np.float64),
+            }
+    return summary
+
+
+def pooled(summaries: list[ClipSummary]) -> dict:
+    """(metric, curve) -> mean BD-rate over the clips where it is defined, its interval, the count."""
+    out = {}
+    keys = {k for s in summaries for k in s.bd}
+    for key in sorted(keys):
+        entries = [s.bd[key] for s in summaries if key in s.bd and math.isfinite(s.bd[key]["bd_rate"])]
+        if not entries:
+            out[key] = {"bd_rate": math.nan, "lo": math.nan, "hi": math.nan, "clips": 0}
+            continue
+        point = float(np.mean([e["bd_rate"] for e in entries]))
+        reps = [e["replicates"] for e in entries if e["replicates"].size]
+        lo = hi = math.nan
+        if reps and len(reps) == len(entries):
+            mean = np.mean(np.stack(reps), axis=0)  # NaN where a clip's resample has none
+            lo, hi = bootstrap.interval(mean)
+        out[key] = {"bd_rate": point, "lo": lo, "hi": hi, "clips": len(entries)}
+    return out
+
+
+def score_interval(summary: ClipSummary, row, metric: str) -> tuple[float, float]:
+    """The 95 % interval of one row's score (NaN, NaN without saved evaluations)."""
+    reps = summary.intervals.get(row["key"])
+    if reps is None:
+        return math.nan, math.nan
+    return bootstrap.interval(reps[:, _METRIC_INDEX[metric]])
+
+
+def _pct(v) -> str:
+    return "–" if not _ok(v) else f"{v:+.0f} %"
+
+
+def bd_cell(e: dict) -> str:
+    if not math.isfinite(e["bd_rate"]):
+        return e.get("note") or "undefined"
+    ci = f" [{e['lo']:+.0f}, {e['hi']:+.0f}]" if math.isfinite(e.get("lo", math.nan)) else ""
+    return f"{e['bd_rate']:+.0f} %{ci}"
+
+
+def bd_rows(summaries: list[ClipSummary]) -> list[dict]:
+    """The BD-rates as flat rows (bdrate.csv)."""
+    out = []
+    for s in summaries:
+        for (metric, curve), e in sorted(s.bd.items()):
+            out.append(
+                {
+                    "clip": s.clip,
+                    "metric": metric,
+                    "anchor": curve,
+                    "bd_rate_pct": e["bd_rate"],
+                    "ci_low": e["lo"],
+                    "ci_high": e["hi"],
+                    "overlap_low": e["overlap"][0] if e["overlap"] else None,
+                    "overlap_high": e["overlap"][1] if e["overlap"] else None,
+                    "anchor_hull_points": e["anchor_points"],
+                    "feature_hull_points": e["test_points"],
+                    "note": e["note"],
+                }
+            )
+    for (metric, curve), e in sorted(pooled(summaries).items()):
+        out.append(
+            {
+                "clip": "mean",
+                "metric": metric,
+                "anchor": curve,
+                "bd_rate_pct": e["bd_rate"],
+                "ci_low": e["lo"],
+                "ci_high": e["hi"],
+                "overlap_low": None,
+                "overlap_high": None,
+                "anchor_hull_points": None,
+                "feature_hull_points": None,
+                "note": f"mean over {e['clips']} clip(s) where defined",
+            }
+        )
+    return out
