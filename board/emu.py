@@ -378,6 +378,7 @@ def run(args) -> int:
     shutil.copytree(bit.parent, stage / "overlay")
 
     # the host's side: server, capture proxy, fabric
+    shutil.rmtree(out / "server", ignore_errors=True)  # the server resumes streams it has on disk
     port = free_port()
     server_log = open(out / "server.log", "w")
     server = subprocess.Popen(
@@ -434,12 +435,18 @@ def run(args) -> int:
         guest_cmd += [f"{IN_ROOT}/frames.npy"] + [a.replace("M1", f"{IN_ROOT}/m1.npz") for a in edge_args[1:]]
         guest_cmd += ["--backend", "pynq", "--stream", "armhf"]
         t0 = time.time()
-        res = subprocess.run(
-            ["chroot", str(root), "/usr/bin/env", "-i"] + [f"{k}={v}" for k, v in guest_env.items()] + guest_cmd,
-            capture_output=True,
-            text=True,
-            timeout=args.timeout,
-        )
+        proc = root / "proc"
+        mounted = subprocess.run(["mount", "-t", "proc", "proc", str(proc)], capture_output=True).returncode == 0
+        try:
+            res = subprocess.run(
+                ["chroot", str(root), "/usr/bin/env", "-i"] + [f"{k}={v}" for k, v in guest_env.items()] + guest_cmd,
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+            )
+        finally:
+            if mounted:
+                subprocess.run(["umount", str(proc)], check=False)
         (out / "armhf-pynq.log").write_text(res.stdout + res.stderr)
         guest = {}
         if (stage / "result.json").exists():

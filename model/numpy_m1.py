@@ -369,11 +369,11 @@ class NumpyM1:
     def work(self, input_size) -> dict:
         """What one frame costs this runtime at an input size (H, W), for speed estimates.
 
-        ``gemm_macs`` (float32 BLAS matmuls), ``depthwise_macs`` (shifted sums: a multiply
-        and an add pass per tap), ``macs`` (both), and ``element_passes``: the array
+        ``gemm_macs`` (float32 BLAS matmuls), ``depthwise_macs`` (per-channel BLAS products
+        over an im2col of the taps), ``macs`` (both), and ``element_passes``: the array
         elements the elementwise NumPy passes read or write, counted as this module runs
-        them (an input's conversion or im2col copy, 17 passes per 3x3 depthwise output, 5
-        for requantization, about 14 for an add), a figure for memory-bound estimates.
+        them (an input's conversion or im2col copy, 9 per 3x3 depthwise output, 5 for
+        requantization, about 14 for an add), a figure for memory-bound estimates.
         """
         sizes = {"input": tuple(input_size)}
         channels = {"input": 3}
@@ -389,7 +389,7 @@ class NumpyM1:
                 out = conv.out_channels * ho * wo
                 if conv.depthwise:
                     dw += conv.macs(h, w)
-                    passes += 2 * c * h * w + (2 * conv.kh * conv.kw - 1) * out + 5 * out
+                    passes += conv.kh * conv.kw * out + 5 * out  # im2col, requantization
                 else:
                     gemm += conv.macs(h, w)
                     taps = conv.kh * conv.kw

@@ -13,6 +13,7 @@ import json
 import platform
 import resource
 import sys
+import threading
 import time
 
 
@@ -27,9 +28,21 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _sample(timeline: list, t0: float) -> None:
+    """VmRSS once a second (where /proc is mounted): when the memory grows, not only how far."""
+    while True:
+        rss = _status_kb("VmRSS")
+        if rss is None:
+            return
+        timeline.append((round(time.time() - t0, 1), rss // 1024))
+        time.sleep(1.0)
+
+
 def main() -> int:
     out, argv = sys.argv[1], sys.argv[2:]
     t0 = time.time()
+    timeline: list = []
+    threading.Thread(target=_sample, args=(timeline, t0), daemon=True).start()
     from temposplit.cli import main as temposplit_main
 
     rc = temposplit_main(argv)
@@ -44,6 +57,7 @@ def main() -> int:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "intp_bits": np.dtype(np.intp).itemsize * 8,
+        "rss_mb_timeline": timeline,
     }
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)

@@ -107,8 +107,11 @@ def test_conv_gemm_equals_direct_int64(monkeypatch, k, stride):
         assert len(gemm.slices) > 1
 
 
+@pytest.mark.parametrize("block", [1 << 16, 9 * 4 * 3])
 @pytest.mark.parametrize("bias_scale", [2**10, 2**28])
-def test_depthwise_equals_int64_on_the_worst_case(bias_scale):
+def test_depthwise_equals_int64_on_the_worst_case(monkeypatch, bias_scale, block):
+    """Extreme taps and codes, the bias inside or not, one block of channels or several."""
+    monkeypatch.setattr(nc, "DEPTHWISE_BLOCK", block)
     rng = np.random.default_rng(bias_scale % 97)
     c = 8
     taps = rng.choice(np.array([-128, 127]), (c, 9))

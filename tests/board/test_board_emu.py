@@ -1,0 +1,45 @@
+"""The board's software on 32-bit ARM (board/emu.py, ``make board-emu``), a few frames.
+
+An armhf Debian root (python3 3.11, NumPy 1.24, 32-bit ``intp``; cached under
+~/.cache/temposplit/armhf) runs ``temposplit edge --m1 ... --backend pynq`` under qemu-arm
+against ``temposplit serve`` on the host: its packets must be byte-identical to x86's on
+the same frames, and its peak RSS under the PYNQ-Z2's budget. A 32-bit regression
+(a default integer width, int64 arithmetic NumPy refuses to cast, memory) fails here.
+Needs root (chroot) and mmdebstrap + qemu-user-static (.ci/run installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_edge_on_armhf_is_bit_exact_with_x86_and_fits_in_memory(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the armhf root needs root (chroot)")
+    missing = [t for t in ("mmdebstrap", "qemu-arm-static") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (apt-get install mmdebstrap qemu-user-static)")
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "board" / "emu.py"), "--frames", "3", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["checks"] and all(report["checks"].values()), report["checks"]
+    runs = report["runs"]
+    assert runs["armhf-pynq"]["machine"].startswith("armv7") and runs["armhf-pynq"]["intp_bits"] == 32
+    assert runs["armhf-pynq"]["packets"] == runs["x86-golden"]["packets"] > 0
+    assert runs["armhf-pynq"]["sha256"] == runs["x86-golden"]["sha256"] == runs["x86-pynq"]["sha256"]
+    assert 0 < runs["armhf-pynq"]["peak_rss_mb"] < 400
