@@ -143,3 +143,146 @@ def ssd_study(
         "calibration_frames": len(calibration_frames),
         "rows": rows,
     }
+
+
+# --------------------------------------------------------------------------- int8 M1 per cut
+
+# The two paths of ``temposplit models accuracy --video``: the int8 M1 then the float M2 on
+# its dequantized tensors; and the float M1 with only the tensors crossing the cut rounded
+# to 8 bits per tensor (scale and zero point from their min/max over the calibration set),
+# the bound that no int8 M1 can beat with per-tensor codes at the cut.
+PATHS = ("int8", "cut-only-8bit")
+
+
+def count_frames(path) -> int:
+    """The number of frames PyAV decodes from a video."""
+    from temposplit.model.data import read_video
+
+    return sum(1 for _ in read_video(path))
+
+
+def spread_frames(path, count: int) -> tuple[list, list[int]]:
+    """``count`` frames spread evenly over a whole video (every ``total // count``-th frame,
+    from frame 0), and their indices. All frames when the video has fewer."""
+    from temposplit.errors import ConfigError
+    from temposplit.model.data import read_video
+
+    if count < 1:
+        raise ConfigError(f"--frames must be a positive integer, not {count}")
+    total = count_frames(path)
+    step = max(1, total // count)
+    frames = list(read_video(path, max_frames=count, step=step))
+    return frames, [i * step for i in range(len(frames))]
+
+
+def cut_ranges(detector, calibration_frames, cut_names, batch_size: int = 8) -> dict[str, tuple[float, float]]:
+    """Min and max of every tensor crossing the given cuts, over the calibration frames (float M1)."""
+    import torch
+
+    names = {t.name for c in cut_names for t in detector.get_cut(c).crossing}
+    deepest = max(cut_names, key=lambda c: detector.info.stages.index(detector.get_cut(c).stage))
+    split = detector.split(deepest)
+    ranges: dict[str, list[float]] = {}
+    x_stages = split.m1_stages
+    for s in range(0, len(calibration_frames), batch_size):
+        x = detector.preprocess(calibration_frames[s : s + batch_size]).tensor
+        with torch.no_grad():
+            x = detector.m1_prefix(detector.net, x)
+            for name in x_stages:
+                x = detector.stage(detector.net, name)(x)
+                if name in names:
+                    lo, hi = float(x.min()), float(x.max())
+                    r = ranges.setdefault(name, [lo, hi])
+                    r[0], r[1] = min(r[0], lo), max(r[1], hi)
+    return {k: (v[0], v[1]) for k, v in ranges.items()}
+
+
+def quantize_8bit(x, lo: float, hi: float):
+    """Round a float tensor to 8 bits per tensor over [lo, hi] (0 included: quint8, as the
+    codec's codes) and back."""
+    import torch
+
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255.0, 1e-12)
+    zero_point = int(min(255, max(0, round(-lo / scale))))
+    return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).dequantize()
+
+
+def frequent_categories(reference, min_boxes: int | None = None) -> list[int]:
+    """COCO categories with at least ``min_boxes`` fidelity ground-truth boxes (the float
+    detections with score >= 0.5) in the frames: the evaluation harness's definition."""
+    from collections import Counter
+
+    if min_boxes is None:
+        from temposplit.evaluation.plan import FREQUENT_MIN_BOXES as min_boxes
+    counts = Counter(int(c) for d in reference for c in d.above(GT_SCORE).category_ids)
+    return sorted(c for c, n in counts.items() if n >= min_boxes)
+
+
+def _json_number(v: float, digits: int = 4):
+    """A score for JSON: rounded, None for NaN (no ground truth)."""
+    import math
+
+    return None if math.isnan(v) else round(float(v), digits)
+
+
+def cut_accuracy(
+    detector, quantized, frames, cuts, ranges: dict, batch_size: int = 8, paths=PATHS, log=None
+) -> list[dict]:
+    """Fidelity of the int8 M1 at each cut, against the float model on the same frames.
+
+    ``quantized``: a :class:`~temposplit.model.quantize.QuantizedDetector`; ``ranges``:
+    :func:`cut_ranges` of the calibration frames (for ``cut-only-8bit``). One row per
+    (cut, path): ``cut``, ``path``, ``map50``, ``map50_95``, ``map50_frequent`` (fractions,
+    as the evaluation harness reports them), ``frequent_categories``, ``frames``.
+    """
+    import torch
+
+    from temposplit.evaluation.metrics import fidelity_map
+
+    def run(fn):
+        out = []
+        for s in range(0, len(frames), batch_size):
+            batch = detector.preprocess(frames[s : s + batch_size])
+            with torch.no_grad():
+                out.extend(fn(batch))
+        return out
+
+    reference = run(detector.forward)
+    frequent = frequent_categories(reference)
+    rows = []
+    for cut in cuts:
+        for path in paths:
+            if path == "int8":
+                split = quantized.split(cut)
+
+                def fn(batch, split=split):
+                    return split.m2(split.m1(batch.tensor), batch.meta)
+
+            elif path == "cut-only-8bit":
+                split = detector.split(cut)
+
+                def fn(batch, split=split):
+                    tensors = split.m1(batch.tensor)
+                    tensors = [quantize_8bit(t, *ranges[n]) for n, t in zip(split.names, tensors, strict=True)]
+                    return split.m2(tensors, batch.meta)
+
+            else:
+                from temposplit.errors import ConfigError
+
+                raise ConfigError(f"unknown path {path!r} (choose from {', '.join(PATHS)})")
+            result = fidelity_map(run(fn), reference)
+            row = {
+                "cut": detector.get_cut(cut).name,
+                "path": path,
+                "map50": _json_number(result.map50),
+                "map50_95": _json_number(result.map50_95),
+                "map50_frequent": _json_number(result.subset(frequent)[0]) if frequent else None,
+                "frequent_categories": frequent,
+                "frames": len(frames),
+                "ground_truth_boxes": result.n_ground_truth,
+            }
+            rows.append(row)
+            if log:
+                log(row)
+    return rows

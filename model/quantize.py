@@ -89,17 +89,109 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
         return x
 
 
-def _qconfigs():
+# The int8 recipes ``quantize(..., method=)`` knows: an activation observer, optionally
+# followed by ``+``-joined post-training methods of :mod:`temposplit.model.ptq`
+# (docs/models.md, "Int8 recipes"). "default" is "histogram".
+OBSERVERS = ("histogram", "minmax", "percentile", "mse")
+PTQ_METHODS = ("equalize", "cle", "adaround", "bias")
+METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
+RECOMMENDED = "default"
+
+
+def parse_method(method: str) -> tuple[str, tuple[str, ...]]:
+    """``"minmax+equalize+bias"`` -> ("minmax", ("equalize", "bias")); raises ConfigError."""
+    parts = [p.strip() for p in str(method).split("+")]
+    observer = "histogram" if parts[0] == "default" else parts[0]
+    if observer not in OBSERVERS:
+        raise ConfigError(f"unknown int8 observer {parts[0]!r} (choose from default, {', '.join(OBSERVERS)})")
+    extra = tuple(parts[1:])
+    for m in extra:
+        if m not in PTQ_METHODS:
+            raise ConfigError(f"unknown post-training method {m!r} (choose from {', '.join(PTQ_METHODS)})")
+    if len(set(extra)) != len(extra):
+        raise ConfigError(f"method {method!r} names a step twice")
+    return observer, extra
+
+
+class SampledObserver(torch.ao.quantization.MinMaxObserver):
+    """A per-tensor activation range from sampled calibration values: ``percentile`` (the
+    0.01th and 99.99th percentiles) or ``mse`` (of 100 ranges shrunk from min/max, the one
+    whose rounding plus clipping error is smallest). The samples are a fixed-seed draw of
+    at most 65536 values per batch."""
+
+    def __init__(self, kind: str = "percentile", **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.samples: list[torch.Tensor] = []
+        self._gen = torch.Generator().manual_seed(0)
+
+    def forward(self, x_orig):
+        x = x_orig.detach().float().flatten()
+        n = min(x.numel(), 65536)
+        self.samples.append(x[torch.randint(0, x.numel(), (n,), generator=self._gen)])
+        return super().forward(x_orig)
+
+    @torch.jit.export
+    def calculate_qparams(self):
+        if not self.samples:
+            return super().calculate_qparams()
+        s = torch.cat(self.samples).double()
+        lo, hi = float(self.min_val), float(self.max_val)
+        if self.kind == "percentile":
+            q = torch.quantile(s[:4_000_000], torch.tensor([1e-4, 1 - 1e-4], dtype=torch.float64))
+            lo, hi = float(q[0]), float(q[1])
+        else:
+            best = None
+            for frac in torch.linspace(0.3, 1.0, 100).tolist():
+                scale, zp = _affine(lo * frac, hi * frac)
+                err = float(((torch.clamp(torch.round(s / scale) + zp, 0, 255) - zp) * scale - s).pow(2).mean())
+                if best is None or err < best[0]:
+                    best = (err, lo * frac, hi * frac)
+            lo, hi = best[1], best[2]
+        scale, zp = _affine(lo, hi)
+        return torch.tensor([scale], dtype=torch.float32), torch.tensor([zp], dtype=torch.int32)
+
+
+def _affine(lo: float, hi: float) -> tuple[float, int]:
+    """quint8 (0..255) scale and zero point of a range, 0 included, as MinMaxObserver's."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255.0, float(torch.finfo(torch.float32).eps))
+    return scale, int(min(255, max(0, 0 - round(lo / scale))))
+
+
+class ReLU6SampledObserver(SampledObserver):
+    def forward(self, x_orig):
+        x = torch.clamp(x_orig, max=6.0)
+        super().forward(x)
+        return x
+
+
+class ReLU6MinMaxObserver(torch.ao.quantization.MinMaxObserver):
+    """The MinMax observer of a fused conv+ReLU standing in for conv+ReLU6."""
+
+    def forward(self, x_orig):
+        x = torch.clamp(x_orig, max=6.0)
+        super().forward(x)
+        return x
+
+
+def _qconfigs(observer: str = "histogram"):
     """qnnpack's activation observer (histogram, full range) with per-channel symmetric int8
     weights: BN-folded depthwise kernels differ by orders of magnitude between channels,
     and one scale per tensor wipes out the small ones (per-tensor weights turn the SSD's
     detections into noise). Activations, the cut's tensors included, stay per-tensor."""
-    from torch.ao.quantization import HistogramObserver, QConfig, default_per_channel_weight_observer
+    from torch.ao.quantization import HistogramObserver, MinMaxObserver, QConfig, default_per_channel_weight_observer
 
-    base = QConfig(
-        activation=HistogramObserver.with_args(reduce_range=False), weight=default_per_channel_weight_observer
-    )
-    relu6 = QConfig(activation=ReLU6HistogramObserver.with_args(reduce_range=False), weight=base.weight)
+    kwargs = {"reduce_range": False}
+    if observer == "minmax":
+        act, act6 = MinMaxObserver, ReLU6MinMaxObserver
+    elif observer in ("percentile", "mse"):
+        act, act6 = SampledObserver, ReLU6SampledObserver
+        kwargs["kind"] = observer
+    else:
+        act, act6 = HistogramObserver, ReLU6HistogramObserver
+    base = QConfig(activation=act.with_args(**kwargs), weight=default_per_channel_weight_observer)
+    relu6 = QConfig(activation=act6.with_args(**kwargs), weight=base.weight)
     return base, relu6
 
 
@@ -151,13 +243,13 @@ class QuantizedDetector:
         return taps
 
 
-def _prepare_ssd(net: nn.Module) -> nn.Module:
+def _prepare_ssd(net: nn.Module, observer: str = "histogram", copy_net: bool = True) -> nn.Module:
     from torch.ao.quantization import fuse_modules
 
     from temposplit.model.ssd import ConvAct
 
-    base, relu6 = _qconfigs()
-    qnet = copy.deepcopy(net).eval()
+    base, relu6 = _qconfigs(observer)
+    qnet = (copy.deepcopy(net) if copy_net else net).eval()
     for module in qnet.modules():
         if isinstance(module, ConvAct) and isinstance(module.act, nn.ReLU6):
             module.act = nn.ReLU()
@@ -169,7 +261,9 @@ def _prepare_ssd(net: nn.Module) -> nn.Module:
     return qnet
 
 
-def quantize(detector, calibration_frames: Iterable[np.ndarray], batch_size: int = 8, log=None):
+def quantize(
+    detector, calibration_frames: Iterable[np.ndarray], batch_size: int = 8, log=None, method: str = "default"
+):
     """Calibrate and convert a detector to int8; returns a :class:`QuantizedDetector`.
 
     ``calibration_frames``: RGB uint8 frames (e.g. ``read_video(vtest, max_frames=32, step=25)``).
@@ -177,10 +271,19 @@ def quantize(detector, calibration_frames: Iterable[np.ndarray], batch_size: int
     """
     if detector.name != "ssd-mobilenet-v2":
         raise ConfigError(f"{detector.name}: whole-model int8 is for the SSD; use quantize_m1(detector, cut, frames)")
+    observer, steps = parse_method(method)
     set_engine()
+    calibration_frames = list(calibration_frames)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qnet = _prepare_ssd(detector.net)
+        if steps:
+            from temposplit.model import ptq
+
+            net = copy.deepcopy(detector.net).eval()
+            ptq.apply(detector, net, calibration_frames, steps, log=log)
+            qnet = _prepare_ssd(net, observer, copy_net=False)
+        else:
+            qnet = _prepare_ssd(detector.net, observer)
         n = 0
         with torch.no_grad():
             for chunk in _chunks(calibration_frames, batch_size):

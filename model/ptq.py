@@ -1,0 +1,305 @@
+"""Standard post-training quantization methods on the float SSD, before eager int8.
+
+Each method rewrites the float network's weights and biases (a copy) so that the int8
+recipe of :mod:`temposplit.model.quantize` — unchanged: per-channel symmetric int8
+weights, per-tensor quint8 activations, qnnpack — quantizes it with less error. The int8
+model keeps its structure, so the export and the NumPy board M1 run it code for code.
+
+* :func:`equalize_ranges` — activation range equalization into depthwise convolutions:
+  a ReLU6 producer (``features.0``, each block's 1x1 expansion except features.14's,
+  whose output M2 reads) whose output channel i never reaches 6 on the calibration set
+  (its largest pre-activation is ``m_i < 6``) is
+  scaled by ``k_i = min(K_MAX, 6 / (HEADROOM * m_i))`` (weights and bias of row i), and
+  the depthwise convolution that reads it by ``1 / k_i`` (channel i). ReLU6 commutes with
+  the scaling while ``k_i * z <= 6``, so the float network is unchanged on calibration
+  data (up to float rounding); per-channel weights make the scaling free for both
+  layers' weight rounding, and every channel uses more of the per-tensor activation codes.
+* :func:`equalize_depthwise_project` — cross-layer equalization (Nagel et al., 2019) of
+  each depthwise (ReLU6) -> 1x1 projection pair: channel i of the depthwise output is
+  divided by ``s_i`` and column i of the projection multiplied by it, with
+  ``s_i = sqrt(a_i / (lam * r_i))`` (``a_i``: the channel's largest activation, ``r_i``:
+  the column's largest |weight|, ``lam`` normalising both), bounded so that ReLU6 still
+  commutes (a channel that reaches 6 keeps ``s_i = 1``; one that does not may grow only
+  up to 6).
+* :func:`adaround` — AdaRound (Nagel et al., 2020): each convolution's rounding (down or
+  up, per weight) learned on the calibration set to minimize the layer's output error;
+  the float weights are then set to the chosen grid points, so that the int8 recipe's
+  round-to-nearest yields exactly those codes (each channel's largest |weight| is left
+  alone, so that the per-channel scale does not move).
+* :func:`correct_bias` — empirical bias correction: each convolution's expected output
+  error from its rounded weights, ``(W_q - W) E[x]`` with E[x] the input channel means on
+  the calibration set, is subtracted from its bias.
+
+All of them read the calibration frames only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+K_MAX = 16.0  # largest range-equalization gain
+HEADROOM = 1.25  # margin over the calibration maximum left for unseen content
+SAMPLES_PER_LAYER = 8192  # input positions per layer kept for AdaRound
+ADAROUND_ITERS = 600
+ADAROUND_LAST = 3  # AdaRound up to features.3: where the sensitivity study finds the weight error (docs/models.md)
+
+
+def backbone_convs(net: nn.Module, last: int = 18) -> list[tuple[str, nn.Module]]:
+    """(name, ConvAct) of the backbone's convolutions up to ``features.<last>``, in order."""
+    from temposplit.model.ssd import ConvAct
+
+    out = []
+    for k, block in enumerate(net.features):
+        if k > last:
+            break
+        if isinstance(block, ConvAct):
+            out.append((f"features.{k}", block))
+            continue
+        for part in ("expand", "depthwise", "project"):
+            mod = getattr(block, part)
+            if isinstance(mod, ConvAct):
+                out.append((f"features.{k}.{part}", mod))
+    return out
+
+
+def weight_grid(w: torch.Tensor) -> torch.Tensor:
+    """The per-channel scale of the int8 recipe's weights: ``max |w| / 127.5`` (O, 1, 1, 1)."""
+    amax = w.abs().flatten(1).amax(1).clamp(min=1e-12)
+    return (amax / 127.5).reshape(-1, 1, 1, 1)
+
+
+def round_weights(w: torch.Tensor) -> torch.Tensor:
+    """Round to nearest on the recipe's grid (codes -128..127), in float."""
+    s = weight_grid(w)
+    return torch.clamp(torch.round(w / s), -128, 127) * s
+
+
+@torch.no_grad()
+def _collect(detector, net, frames, convs, want: str, batch_size: int = 8, seed: int = 0):
+    """Per conv: ``max`` (largest pre-activation per output channel), ``mean`` (input channel
+    means), ``amax`` (largest output per channel, after the activation) or ``patches``
+    (sampled unfolded input patches, and the input's padding applied)."""
+    gen = torch.Generator().manual_seed(seed)
+    stats: dict[str, dict] = {name: {} for name, _ in convs}
+    hooks = []
+    per_frame = max(1, SAMPLES_PER_LAYER // max(1, len(frames)))
+
+    def hook(name, mod):
+        def fn(m, inputs, z):
+            st = stats[name]
+            x = inputs[0]
+            if want == "max":
+                v = z.transpose(0, 1).flatten(1).amax(1)
+                st["max"] = v if "max" not in st else torch.maximum(st["max"], v)
+            elif want == "mean":
+                v = x.transpose(0, 1).flatten(1).sum(1)
+                st["sum"] = v if "sum" not in st else st["sum"] + v
+                st["n"] = st.get("n", 0) + x.numel() // x.shape[1]
+            elif want == "patches":
+                conv = mod.conv
+                cols = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (N, C*k*k, L)
+                n, _, length = cols.shape
+                idx = torch.randint(0, length, (n, per_frame), generator=gen)
+                picked = torch.gather(cols, 2, idx[:, None, :].expand(-1, cols.shape[1], -1))
+                st.setdefault("patches", []).append(picked.permute(0, 2, 1).reshape(-1, cols.shape[1]))
+
+        return fn
+
+    for name, mod in convs:
+        hooks.append(mod.conv.register_forward_hook(hook(name, mod)))
+    try:
+        for s in range(0, len(frames), batch_size):
+            net(detector.preprocess(frames[s : s + batch_size]).tensor)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+def _pairs(net):
+    """(producer, depthwise, projection) ConvActs of the backbone: features.0 feeds
+    features.1's depthwise; each expansion feeds its block's depthwise."""
+    blocks = list(net.features)
+    out = [(blocks[0], blocks[1].depthwise, blocks[1].project)]
+    for block in blocks[2:18]:
+        out.append((block.expand, block.depthwise, block.project))
+    return out
+
+
+@torch.no_grad()
+def equalize_ranges(detector, net, frames) -> dict:
+    """Range equalization of ReLU6 producers into depthwise convolutions (see the module)."""
+    # features.14's expansion output is a tensor M2 reads (the first head, a cut): left alone.
+    pairs = [pair for pair in _pairs(net) if pair[0] is not net.features[14].expand]
+    producers = [(f"p{i}", p) for i, (p, _, _) in enumerate(pairs)]
+    stats = _collect(detector, net, frames, producers, "max")
+    gains = []
+    for (name, prod), (_, dw, _) in zip(producers, pairs, strict=True):
+        m = stats[name]["max"]
+        # A channel that never turns on (m_i <= 0) or already reaches 6 keeps k_i = 1.
+        live = (m > 0) & (m < 6.0)
+        k = torch.where(live, 6.0 / (HEADROOM * m.clamp(min=6.0 / K_MAX / HEADROOM)), torch.ones_like(m))
+        k = k.clamp(min=1.0, max=K_MAX)
+        prod.conv.weight.mul_(k.reshape(-1, 1, 1, 1))
+        prod.conv.bias.mul_(k)
+        dw.conv.weight.div_(k.reshape(-1, 1, 1, 1))
+        gains.append(float(k.mean()))
+    return {"mean_gain": gains}
+
+
+@torch.no_grad()
+def equalize_depthwise_project(detector, net, frames) -> dict:
+    """Cross-layer equalization of depthwise -> projection pairs, ReLU6-aware (see the module)."""
+    dws = [(f"d{i}", dw) for i, (_, dw, _) in enumerate(_pairs(net))]
+    stats = _collect(detector, net, frames, dws, "max")
+    out = []
+    for (name, dw), (_, _, proj) in zip(dws, _pairs(net), strict=True):
+        z = stats[name]["max"]  # largest pre-activation per channel
+        a = z.clamp(min=1e-6, max=6.0)  # largest activation
+        r = proj.conv.weight.abs().amax(dim=(0, 2, 3)).clamp(min=1e-12)  # per input column
+        clipping = z >= 6.0
+        lam = float(torch.median(a / r))
+        s = torch.sqrt(a / (lam * r))
+        # ReLU6 still commutes: a clipping channel keeps s = 1; another may not exceed 6.
+        s = torch.where(clipping, torch.ones_like(s), torch.maximum(s, a / 6.0))
+        s = s.clamp(min=1.0 / K_MAX, max=K_MAX)
+        dw.conv.weight.div_(s.reshape(-1, 1, 1, 1))
+        dw.conv.bias.div_(s)
+        proj.conv.weight.mul_(s.reshape(1, -1, 1, 1))
+        out.append(float(s.log().abs().mean().exp()))
+    return {"mean_factor": out}
+
+
+def _h(v, zeta=1.1, gamma=-0.1):
+    return torch.clamp(torch.sigmoid(v) * (zeta - gamma) + gamma, 0, 1)
+
+
+def _adaround_layer(w: torch.Tensor, x: torch.Tensor, depthwise: bool, iters: int, seed: int) -> torch.Tensor:
+    """Learned rounding of one layer's weights (O, I, kh, kw) on input patches ``x``
+    (samples, I*kh*kw); returns the float weights on the grid."""
+    torch.manual_seed(seed)
+    s = weight_grid(w)
+    w_floor = torch.floor(w / s)
+    rest = w / s - w_floor
+    keep = (w.abs() == w.abs().flatten(1).amax(1).reshape(-1, 1, 1, 1)).flatten(1)  # the scale-setting weights
+    # V initialised so that h(V) equals the fractional part: the start is the float weights.
+    v = torch.log((rest - -0.1) / (1.1 - rest).clamp(min=1e-6)).clamp(-8, 8).flatten(1).clone().requires_grad_(True)
+    wf = w.flatten(1)
+    fl = w_floor.flatten(1)
+    sf = s.flatten(1)
+    if depthwise:  # x: (samples, C*taps) -> per channel (samples, C, taps)
+        xx = x.reshape(x.shape[0], w.shape[0], -1)
+
+        def out(weights):
+            return torch.einsum("sct,ct->sc", xx, weights)
+    else:
+
+        def out(weights):
+            return x @ weights.t()
+
+    target = out(wf)
+    opt = torch.optim.Adam([v], lr=1e-2)
+    norm = float(target.pow(2).mean()) + 1e-12
+    for it in range(iters):
+        beta = 20 - (20 - 2) * it / max(1, iters - 1)
+        h = _h(v)
+        wq = (fl + h) * sf
+        rec = (out(wq) - target).pow(2).mean() / norm
+        reg = (1 - (2 * h - 1).abs().pow(beta)).sum() / h.numel()
+        loss = rec + (0.0 if it < iters // 5 else 0.01) * reg
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        codes = torch.clamp(fl + (_h(v) >= 0.5).float(), -128, 127)
+        nearest = torch.clamp(torch.round(wf / sf), -128, 127)
+        codes = torch.where(keep, nearest, codes)
+        return (codes * sf).reshape(w.shape)
+
+
+def adaround(detector, net, frames, last: int = ADAROUND_LAST, iters: int = ADAROUND_ITERS, log=None) -> dict:
+    """AdaRound of the backbone's convolutions up to ``features.<last>`` (see the module)."""
+    convs = backbone_convs(net, last)
+    stats = _collect(detector, net, frames, convs, "patches")
+    gains = {}
+    for i, (name, mod) in enumerate(convs):
+        x = torch.cat(stats[name].pop("patches"))
+        w = mod.conv.weight.detach()
+        depthwise = mod.conv.groups > 1
+        new = _adaround_layer(w, x, depthwise, iters, seed=i)
+        with torch.no_grad():
+            if depthwise:
+                xx = x.reshape(x.shape[0], w.shape[0], -1)
+                err_near = (torch.einsum("sct,ct->sc", xx, (round_weights(w) - w).flatten(1))).pow(2).mean()
+                err_ada = (torch.einsum("sct,ct->sc", xx, (new - w).flatten(1))).pow(2).mean()
+            else:
+                err_near = (x @ (round_weights(w) - w).flatten(1).t()).pow(2).mean()
+                err_ada = (x @ (new - w).flatten(1).t()).pow(2).mean()
+            mod.conv.weight.copy_(new)
+        gains[name] = round(10 * math.log10(float(err_near) / max(float(err_ada), 1e-30)), 2)
+        if log:
+            log(f"adaround {name}: output error {gains[name]:+.2f} dB below round-to-nearest")
+    return {"gain_db": gains}
+
+
+@torch.no_grad()
+def correct_bias(detector, net, frames, last: int = 18) -> dict:
+    """Empirical bias correction of the backbone's convolutions (see the module)."""
+    convs = backbone_convs(net, last)
+    stats = _collect(detector, net, frames, convs, "mean")
+    shifts = {}
+    for name, mod in convs:
+        mean = stats[name]["sum"] / stats[name]["n"]  # (I,)
+        w = mod.conv.weight
+        dw = round_weights(w) - w
+        if mod.conv.groups > 1:
+            err = dw.flatten(1).sum(1) * mean
+        else:
+            err = (dw.sum(dim=(2, 3)) * mean[None, :]).sum(1)
+        mod.conv.bias.sub_(err)
+        shifts[name] = float(err.abs().max())
+    return {"max_shift": shifts}
+
+
+def apply(detector, net, frames, methods, log=None) -> dict:
+    """Apply the named methods in the fixed order range equalization, CLE, AdaRound, bias
+    correction (each measured on the network the previous ones produced)."""
+    report = {}
+    order = ("equalize", "cle", "adaround", "bias")
+    for m in order:
+        if m not in methods:
+            continue
+        if log:
+            log(f"ptq: {m}")
+        if m == "equalize":
+            report[m] = equalize_ranges(detector, net, frames)
+        elif m == "cle":
+            report[m] = equalize_depthwise_project(detector, net, frames)
+        elif m == "adaround":
+            report[m] = adaround(detector, net, frames, log=log)
+        else:
+            report[m] = correct_bias(detector, net, frames)
+    return report
+
+
+def check_equivalence(detector, net_a, net_b, frames) -> float:
+    """Largest relative difference of the two networks' raw outputs on frames (float)."""
+    with torch.no_grad():
+        x = detector.preprocess(frames).tensor
+        a = torch.cat([t.flatten() for t in net_a(x)])
+        b = torch.cat([t.flatten() for t in net_b(x)])
+    return float((a - b).abs().max() / a.abs().max())
+
+
+__all__ = [
+    "adaround",
+    "apply",
+    "check_equivalence",
+    "correct_bias",
+    "equalize_depthwise_project",
+    "equalize_ranges",
+]

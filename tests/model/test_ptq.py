@@ -1,0 +1,131 @@
+"""The post-training methods (model/ptq.py), the int8 recipes and the sensitivity simulator."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from temposplit.errors import ConfigError
+from temposplit.model import ptq
+from temposplit.model.quantize import parse_method
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def calib():
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.data import have_data
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    return calibration_frames(6)
+
+
+def test_parse_method():
+    assert parse_method("default") == ("histogram", ())
+    assert parse_method("minmax+equalize+bias") == ("minmax", ("equalize", "bias"))
+    for bad in ("kmeans", "minmax+magic", "minmax+bias+bias"):
+        with pytest.raises(ConfigError):
+            parse_method(bad)
+
+
+@pytest.mark.parametrize("method", ["equalize", "cle"])
+def test_equalization_keeps_the_float_network(ssd, calib, method):
+    net = copy.deepcopy(ssd.net).eval()
+    ptq.apply(ssd, net, calib, (method,))
+    changed = sum(not torch.equal(a, b) for a, b in zip(ssd.net.parameters(), net.parameters(), strict=True))
+    assert changed > 10, "the method rescaled nothing"
+    # Same function on the frames it was derived from (ReLU6 commutes with the scaling there).
+    assert ptq.check_equivalence(ssd, ssd.net, net, calib[:3]) < 1e-4
+
+
+def test_range_equalization_fills_the_relu6_range(ssd, calib):
+    net = copy.deepcopy(ssd.net).eval()
+    before = ptq._collect(ssd, ssd.net, calib, [("f0", ssd.net.features[0])], "max")["f0"]["max"]
+    ptq.equalize_ranges(ssd, net, calib)
+    after = ptq._collect(ssd, net, calib, [("f0", net.features[0])], "max")["f0"]["max"]
+    unclipped = (before > 0) & (before < 6)
+    assert unclipped.any()
+    assert torch.equal(after[before <= 0] <= 0, torch.ones_like(after[before <= 0], dtype=torch.bool))
+    assert torch.all(after[unclipped] >= before[unclipped] - 1e-5)
+    assert float(after[unclipped].mean()) > float(before[unclipped].mean())
+    assert torch.all(after <= torch.maximum(before, torch.tensor(6.0)) + 1e-4)
+
+
+def test_adaround_weights_are_on_the_grid_and_keep_the_scales(ssd, calib):
+    net = copy.deepcopy(ssd.net).eval()
+    report = ptq.adaround(ssd, net, calib, last=1, iters=60)
+    assert set(report["gain_db"]) == {"features.0", "features.1.depthwise", "features.1.project"}
+    for name, mod in ptq.backbone_convs(net, 1):
+        old = dict(ptq.backbone_convs(ssd.net, 1))[name].conv.weight
+        new = mod.conv.weight
+        assert torch.allclose(ptq.weight_grid(old), ptq.weight_grid(new)), name
+        codes = new / ptq.weight_grid(new)
+        assert torch.allclose(codes, codes.round(), atol=1e-3), name
+        # Each weight is rounded down or up, never further.
+        assert torch.all((codes.round() - old / ptq.weight_grid(old)).abs() <= 1 + 1e-4), name
+    # The learned rounding reconstructs features.1's projection better than round-to-nearest.
+    assert report["gain_db"]["features.1.project"] > 0
+
+
+def test_bias_correction_removes_the_mean_output_error(ssd, calib):
+    net = copy.deepcopy(ssd.net).eval()
+    ptq.correct_bias(ssd, net, calib, last=1)
+    mod_f = ssd.net.features[1].project
+    mod_c = net.features[1].project
+    inputs = []
+    h = mod_f.register_forward_hook(lambda m, i, o: inputs.append(i[0]))
+    with torch.no_grad():
+        ssd.net(ssd.preprocess(calib).tensor)
+    h.remove()
+    x = torch.cat(inputs)
+    with torch.no_grad():
+        ref = mod_f.conv(x)
+        w_q = ptq.round_weights(mod_f.conv.weight)
+        plain = torch.nn.functional.conv2d(x, w_q, mod_f.conv.bias)
+        corrected = torch.nn.functional.conv2d(x, w_q, mod_c.conv.bias)
+    err_plain = (plain - ref).mean((0, 2, 3)).abs().mean()
+    err_corr = (corrected - ref).mean((0, 2, 3)).abs().mean()
+    assert float(err_corr) < 0.2 * float(err_plain)
+
+
+@pytest.mark.slow
+def test_simulation_matches_the_real_int8_m1(ssd, calib, vtest_frames):
+    """The sensitivity study's fake quantization rounds as the eager int8 M1 does."""
+    from temposplit.model.quantize import quantize
+    from temposplit.model.sensitivity import FakeQuantSSD
+
+    q = quantize(ssd, calib)
+    sim = FakeQuantSSD(ssd)
+    sim.calibrate(calib)
+    x = ssd.preprocess(vtest_frames[:2]).tensor
+    sim.set_enabled([p.name for p in sim.points])
+    try:
+        fake = ssd.split("features.6").m1(x)[-1]
+    finally:
+        sim.restore()
+    real = q.split("features.6").m1(x)[-1].dequantize()
+    ref = ssd.split("features.6").m1(x)[-1]
+
+    def sqnr(a, b):
+        return 10 * math.log10(float((a**2).sum()) / float(((a - b) ** 2).sum()))
+
+    assert abs(sqnr(ref, fake) - sqnr(ref, real)) < 0.5
+    assert sqnr(fake, real) > sqnr(ref, real) + 6  # far closer to each other than to float
+
+
+def test_quant_points_cover_m1():
+    from temposplit.model import load_detector
+    from temposplit.model.sensitivity import groups, quant_points
+
+    points = quant_points(load_detector().net)
+    names = [p.name for p in points]
+    assert names[:3] == ["input:a", "features.0:w", "features.0:a"]
+    assert "features.1.project:w" in names and "features.2.add:a" not in names and "features.3.add:a" in names
+    assert sum(p.kind == "w" for p in points) == 52  # every backbone convolution up to features.18
+    stages = {label.split(":")[0] for label, _ in groups(points, "stage")}
+    assert "features.14.expand" in stages and len(stages) == 21  # the input and the 20 stages
+    assert np.all([len(m) == 1 for _, m in groups(points, "point")])
