@@ -6,12 +6,17 @@ recomputed so that the payload parsers, not only the checksums, see damaged data
 
     python -m temposplit.codec.fuzz --iterations 1000000 --seed 1
 
-runs a long campaign (CI runs 10,000 inputs through the test suite).
+runs a long campaign (CI runs 10,000 inputs through the test suite). Every 500th
+input is a *memory bomb*: a header announcing the largest tensor the limits allow
+(2^24 elements) followed by tiny packets, mutated like the rest. The campaign fails if
+the process's peak resident memory grows by 256 MB or more over what the seeds took
+(docs/bitstream.md, 11: any input under 1 MB decodes or fails within 256 MB).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import struct
 import sys
 import time
@@ -19,7 +24,7 @@ import zlib
 
 import numpy as np
 
-from temposplit.codec.bitstream import PACKET_MAGIC
+from temposplit.codec.bitstream import KEY, PACKET_MAGIC, Packet
 from temposplit.codec.decoder import decode_stream
 from temposplit.codec.encoder import CodecConfig, Encoder, ResidualConfig, TensorSpec
 from temposplit.codec.errors import BitstreamError
@@ -39,6 +44,9 @@ def seed_streams(rng: np.random.Generator) -> list[bytes]:
         dict(structure="uni-4", coder="huffman", n_bits=6, residual=ResidualConfig(threshold=0.2, dead_zone=8)),
         dict(structure="uni-4", coder="huffman", per_channel=True, refresh_threshold=8.0, key_interval=2),
         dict(structure="bi-3", coder="zrl", rate_target=0.02, fps=10.0),
+        dict(structure="uni-4", coder="ctx", residual=ResidualConfig(threshold=0.2), reference="chain"),
+        dict(structure="intra", coder="ctx", key_interval=3),
+        dict(structure="bi-3", coder="ctx", per_channel=True, n_bits=7),
     ]
     out = []
     for kw in configs:
@@ -52,6 +60,43 @@ def seed_streams(rng: np.random.Generator) -> list[bytes]:
             data += p.to_bytes()
         out.append(bytes(data))
     return out
+
+
+MEMORY_LIMIT = 256 << 20
+
+
+def memory_bombs() -> list[bytes]:
+    """Streams of under 1 MB whose header announces a 1024 x 128 x 128 tensor (2^24 codes,
+    the limit), one per coder, each followed by 20 KEY packets: with raw, ZVC and Huffman
+    (which need at least 2 MB for such a frame) tiny ones; with ZRL and ctx a valid one
+    (a whole frame of zeros in a few hundred bytes), three copies damaged at the end of the
+    section (decoded to the last element, then refused) and tiny ones. A decoder that
+    allocates before it checks lengths, or keeps what a failed packet allocated, runs out
+    of memory here."""
+    shape = (1024, 128, 128)
+    out = []
+    for coder in ("raw", "zvc", "huffman", "zrl", "ctx"):
+        enc = Encoder(CodecConfig([TensorSpec("x", shape, 1.0, 0, 8)], structure="intra", coder=coder, fps=10.0))
+        data = bytearray(enc.header_bytes())
+        packets = []
+        if coder in ("zrl", "ctx"):
+            valid = enc.push([np.zeros(shape, np.uint8)])[0]
+            packets.append(valid.payload)
+            for k in range(3):
+                damaged = bytearray(valid.payload)
+                damaged[-1 - k] ^= 0x5A
+                packets.append(bytes(damaged))
+        tiny = bytes([4, 1]) + (bytes([1]) if coder in ("huffman", "zrl") else bytes([0]) if coder == "ctx" else b"")
+        packets += [tiny + struct.pack("<I", 64) + bytes([0x5A]) * 8] * (20 - len(packets))
+        for i, payload in enumerate(packets):
+            data += Packet(KEY, i, i, payload).to_bytes()
+        out.append(bytes(data))
+    return out
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory in bytes (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def mutate(rng: np.random.Generator, data: bytes) -> bytes:
@@ -107,9 +152,16 @@ def check_one(data: bytes, time_limit: float = 5.0) -> str:
 def run(iterations: int, seed: int = 0, report=None) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     seeds = seed_streams(rng)
+    bombs = memory_bombs()
+    baseline = peak_rss()
+    for b in bombs:  # the bombs as made, then mutated among the other inputs
+        counts_bomb = check_one(b)
+        assert counts_bomb == "frames"  # every packet fails alone: FrameErrors, no exception
     counts = {"frames": 0, "error": 0}
     for i in range(iterations):
-        if rng.random() < 0.05:
+        if i % 500 == 250:
+            data = mutate(rng, bombs[(i // 500) % len(bombs)])
+        elif rng.random() < 0.05:
             data = rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes()
         else:
             data = mutate(rng, seeds[i % len(seeds)])
@@ -122,6 +174,10 @@ def run(iterations: int, seed: int = 0, report=None) -> dict[str, int]:
             raise AssertionError(f"input {i} (saved to {path}) raised {type(exc).__name__}: {exc}") from exc
         if report and (i + 1) % 10000 == 0:
             report(i + 1, counts)
+    grown = peak_rss() - baseline
+    if grown >= MEMORY_LIMIT:
+        raise AssertionError(f"decoding the inputs raised the peak memory by {grown >> 20} MB (limit 256 MB)")
+    counts["peak_growth_mb"] = grown >> 20
     return counts
 
 

@@ -61,3 +61,29 @@ def test_fuzz_campaign_of_ten_thousand_inputs():
     counts = fuzz.run(10_000, seed=2026)
     assert counts["frames"] + counts["error"] == 10_000
     assert counts["frames"] > 1000 and counts["error"] > 1000  # both paths were exercised
+
+
+MEMORY_SCRIPT = """
+import sys
+from temposplit.codec import fuzz
+from temposplit.codec.decoder import FrameError, decode_stream
+bombs = fuzz.memory_bombs()
+base = fuzz.peak_rss()
+for data in bombs:
+    assert len(data) < 1 << 20
+    _, out = decode_stream(data)
+    assert len(out) == 20 and any(isinstance(o, FrameError) for o in out)
+    assert all(o.error.__traceback__ is None for o in out if isinstance(o, FrameError))
+print((fuzz.peak_rss() - base) >> 20)
+"""
+
+
+def test_a_small_stream_announcing_the_largest_frame_decodes_within_256_mb():
+    """A header announcing 2^24 codes and 20 tiny or damaged KEY packets, in each coder: the
+    decoder checks lengths before it allocates and keeps nothing of a failed packet."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout.split()[-1]) < 256
