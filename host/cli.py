@@ -17,7 +17,13 @@ def register(sub) -> None:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("edge", help="stream a video or camera through M1 and the codec to a server")
-    p.add_argument("source", help="video file, or a camera device such as /dev/video0")
+    p.add_argument("source", nargs="?", default=None, help="video file, or a camera device such as /dev/video0")
+    p.add_argument(
+        "--replay",
+        default=None,
+        metavar="FILE",
+        help="stream the cut tensors of a feature file (temposplit features) instead: no model, no PyTorch",
+    )
     p.add_argument("--server", default="127.0.0.1:7300", help="host:port of the server (default 127.0.0.1:7300)")
     p.add_argument("--stream", default="edge", help="stream name (the server's output folder)")
     p.add_argument("--model", default="ssd-mobilenet-v2")
@@ -36,8 +42,29 @@ def register(sub) -> None:
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
     p.add_argument("--tls-key", default=None)
     p.add_argument("--tls-server-name", default="localhost")
+    p.add_argument(
+        "--source-address",
+        default=None,
+        metavar="IP",
+        help="local address to connect from (the address a proxy's source affinity sees; docs/deployment.md)",
+    )
     add_codec_options(p)
     p.set_defaults(handler=_edge)
+
+    p = sub.add_parser(
+        "features",
+        help="a video's int8 M1 cut tensors in a feature file (encode's input; edge --replay streams it)",
+    )
+    p.add_argument("video", help="video file")
+    p.add_argument("output", help="feature file (.npz) to write")
+    p.add_argument("--frames", type=int, default=40, help="frames to write (default 40)")
+    p.add_argument("--model", default="ssd-mobilenet-v2")
+    p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
+    p.add_argument("--cut", default=None)
+    p.add_argument("--calibration", type=int, default=16, help="frames for int8 calibration (default 16)")
+    p.add_argument("--m1", default=None, metavar="FILE", help="an exported int8 M1 run with NumPy (as the edge's)")
+    p.add_argument("--block", "-B", type=int, default=None, help="block size stored for every tensor")
+    p.set_defaults(handler=_features)
 
 
 def _codec(args) -> dict:
@@ -59,18 +86,42 @@ def _codec(args) -> dict:
         "fps",
     )
     out = {k: getattr(cfg, k) for k in keys}
-    # Check the codec options now, before minutes of model loading.
-    from temposplit.codec.encoder import CodecConfig, TensorSpec
+    # Check the codec options now, before minutes of model loading: an encoder is built
+    # (which also checks the rate control) for a one-element tensor.
+    from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
 
-    CodecConfig(tensors=[TensorSpec("check", (1, 1, 1), 1.0, 0, args.block or 4)], **out).validate()
-    if args.block:
+    Encoder(
+        CodecConfig(tensors=[TensorSpec("check", (1, 1, 1), 1.0, 0, 4 if args.block is None else args.block)], **out)
+    )
+    if args.block is not None:
         out["block"] = args.block
     return out
+
+
+def _at_least(value, minimum: int, option: str) -> None:
+    from temposplit.errors import ConfigError
+
+    if value is not None and value < minimum:
+        raise ConfigError(f"{option} must be at least {minimum}, not {value}")
+
+
+def _edge_model(args, path: str, log):
+    """The edge's M1: an exported NumPy M1, or the model calibrated on the video's first frames."""
+    import itertools
+
+    from temposplit.host.pipeline import EdgeModel, NumpyEdgeModel
+    from temposplit.host.sources import open_source
+
+    if args.m1:
+        return NumpyEdgeModel(args.m1, log=log)
+    calib = list(itertools.islice(open_source(path).frames(), args.calibration))
+    return EdgeModel(args.model, args.cut, args.weights, calib, log=log)
 
 
 def _demo(args) -> int:
     from temposplit.host.demo import print_summary, run_demo
 
+    _at_least(args.frames, 1, "--frames")
     codec = _codec(args)
     codec.pop("fps")
     summary = run_demo(
@@ -91,25 +142,30 @@ def _edge(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.host.edge import Edge
-    from temposplit.host.pipeline import EdgeModel
-    from temposplit.host.sources import open_source
     from temposplit.protocol import TLSConfig
 
     host, _, port = args.server.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--server must be host:port, not {args.server!r}")
+    if (args.source is None) == (args.replay is None):
+        raise ConfigError("give either a video source or --replay FILE")
+    if args.replay and (args.m1 or args.weights or args.cut):
+        raise ConfigError("--replay streams recorded cut tensors: --m1, --weights and --cut do not apply")
+    _at_least(args.frames, 1, "--frames")
+    _at_least(args.calibration, 1, "--calibration")
     codec = _codec(args)  # bad codec options fail here, before the model loads
-    source = open_source(args.source)
-    if args.m1:
-        from temposplit.host.pipeline import NumpyEdgeModel
+    tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)  # partial: an error
+    if args.replay:
+        from temposplit.host.sources import open_replay
 
-        model = NumpyEdgeModel(args.m1, log=print)
+        source = model = open_replay(args.replay)  # the recorded M1 outputs: no model to load
+        video = {"fps": source.fps}
     else:
-        calib = list(itertools.islice(open_source(args.source).frames(), args.calibration))
-        model = EdgeModel(args.model, args.cut, args.weights, calib, log=print)
-    tls = None
-    if args.tls_ca or args.tls_cert:
-        tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name)
+        from temposplit.host.sources import open_source
+
+        source = open_source(args.source)
+        model = _edge_model(args, args.source, print)
+        video = {"video": args.source, "fps": source.fps}
     codec["fps"] = source.fps if args.fps == 30.0 and source.fps else args.fps
     edge = Edge(
         model,
@@ -120,13 +176,57 @@ def _edge(args) -> int:
         tls=tls,
         log=print,
         progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0 else None,
+        source_address=args.source_address,
     )
     frames = source.frames()
+    total = source.count
     if args.frames:
         frames = itertools.islice(frames, args.frames)
-    report = edge.run(frames, video={"video": args.source, "fps": source.fps}, total=args.frames or source.count)
+        total = min(args.frames, total) if total else args.frames
+    report = edge.run(frames, video=video, total=total)
     print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; server: {report.summary}")
     return 0 if not report.errors else 1
+
+
+def _features(args) -> int:
+    import itertools
+
+    from temposplit.host.features import write_features
+    from temposplit.host.sources import open_source
+
+    _at_least(args.frames, 1, "--frames")
+    _at_least(args.calibration, 1, "--calibration")
+    if args.block is not None:
+        from temposplit.codec.motion import check_block
+
+        check_block(args.block)
+    _check_writable_file(args.output)
+    source = open_source(args.video)
+    model = _edge_model(args, args.video, print)
+    s = write_features(
+        args.output,
+        model,
+        itertools.islice(source.frames(), args.frames),
+        source.fps,
+        args.block,
+        log=print,
+    )
+    shapes = ", ".join(f"{n} {'x'.join(map(str, shape))}" for n, shape in s["tensors"])
+    print(f"{s['frames']} frames of {s['model']} at {s['cut']} ({shapes}) -> {args.output}")
+    return 0
+
+
+def _check_writable_file(path: str) -> None:
+    """Fail now, not after the model has loaded, when ``path`` cannot be written."""
+    from pathlib import Path
+
+    from temposplit.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{path} is a folder, not a file to write")
+    if not p.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: no folder {p.parent}")
 
 
 def register_bench(sub) -> None:

@@ -39,6 +39,10 @@ def _bench_server(args) -> int:
         raise ConfigError("--clients and --frames must be at least 1")
     if args.server and args.out:
         raise ConfigError("--out is the started server's folder: not with --server")
+    if args.server:
+        host, _, port = args.server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--server must be host:port, not {args.server!r}")
     with tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
         result = run_bench(
             args.clients, args.frames, args.features, args.server, args.server_pid, args.out, tmp, args.timeout
@@ -91,12 +95,10 @@ def run_bench(
     proc = None
     out_dir = Path(out or Path(tmp) / "server")
     if server is None:
-        proc, address = _start_server(out_dir, clients)
+        proc, address = start_server(out_dir, max_streams=max(64, clients + 1))
         pid = proc.pid
     else:
         host, _, port = server.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"--server must be host:port, not {server!r}")
         address, pid, out_dir = (host, int(port)), server_pid, None
     try:
         # One short stream first: the server loads its model on the first stream's HELLO.
@@ -125,10 +127,10 @@ def run_bench(
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        peak = _peak_rss_mb(pid)
+        peak = peak_rss_mb(pid)
     finally:
         if proc is not None:
-            _stop_server(proc)
+            stop_server(proc)
 
     latencies = [v for r in reports.values() for v in r.latency_ms.values()]
     detections = sum(len(r.detections) for r in reports.values())
@@ -181,8 +183,9 @@ def _make_features(path: str, frames: int) -> None:
         raise MissingDependencyError(f"temposplit features failed: {done.stderr.strip()[-500:]}")
 
 
-def _start_server(out_dir, clients: int):
-    """``temposplit serve`` on an ephemeral port of 127.0.0.1; returns (process, address)."""
+def start_server(out_dir, max_streams: int = 64):
+    """``temposplit serve`` in a new process on an ephemeral port of 127.0.0.1; returns
+    (process, address)."""
     import re
     import subprocess
     import sys
@@ -191,7 +194,7 @@ def _start_server(out_dir, clients: int):
     from temposplit.errors import TemposplitError
 
     cmd = [sys.executable, "-m", "temposplit", "serve", "--port", "0", "--out", str(out_dir)]
-    cmd += ["--max-streams", str(max(64, clients + 1))]
+    cmd += ["--max-streams", str(max_streams)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     lines = []
@@ -211,7 +214,8 @@ def _start_server(out_dir, clients: int):
     raise TemposplitError(f"the server did not start: {''.join(lines)[-500:]}")
 
 
-def _stop_server(proc) -> None:
+def stop_server(proc) -> None:
+    """SIGINT (the server finishes every stream's files), then SIGKILL after 60 s."""
     import signal
     import subprocess
 
@@ -223,7 +227,7 @@ def _stop_server(proc) -> None:
         proc.wait()
 
 
-def _peak_rss_mb(pid: int | None) -> float | None:
+def peak_rss_mb(pid: int | None) -> float | None:
     """The process's peak resident set (VmHWM, Linux), in MB (10^6 bytes)."""
     if pid is None:
         return None

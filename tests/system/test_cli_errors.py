@@ -1,5 +1,6 @@
 """The programs' command lines: a user's mistake is one line on stderr and exit status 2."""
 
+import numpy as np
 import pytest
 
 from temposplit.cli import main
@@ -30,3 +31,111 @@ def test_a_port_out_of_range_is_an_argument_error(capsys):
         main(["serve", "--port", "99999"])
     assert exc.value.code == 2
     assert "0..65535" in capsys.readouterr().err
+
+
+def one_line(capsys, message):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("temposplit "), err
+
+
+@pytest.fixture
+def feature_file(tmp_path):
+    """A small feature file (encode's input): 6 frames of one 8x12x12 tensor moving right."""
+    base = np.random.default_rng(0).integers(0, 256, (8, 12, 12)).astype(np.uint8)
+    path = tmp_path / "small.npz"
+    codes = np.stack([np.roll(base, t, axis=2) for t in range(6)])
+    np.savez(path, **{"codes/x": codes, "scale/x": np.float32(0.1), "zero_point/x": np.int32(0)})
+    return path
+
+
+@pytest.mark.parametrize("frames", ["-1", "0"])
+def test_edge_frames_below_one_is_an_error(frames, capsys):
+    assert main(["edge", __file__, "--server", "127.0.0.1:9", "--frames", frames]) == 2
+    one_line(capsys, "--frames must be at least 1")
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video\n"])
+def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys):
+    video = tmp_path / "clip.avi"
+    video.write_bytes(content)
+    assert main(["demo", "--video", str(video), "--out", str(tmp_path / "out")]) == 2
+    one_line(capsys, "cannot open")
+
+
+# Each is checked before the model loads: the demo's log (on stderr) has not started.
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rate", "-1"], "target rate must be positive"),
+        (["--frames", "0"], "--frames must be at least 1"),
+        (["--block", "0"], "block size B"),
+        (["--out", __file__], "cannot write to the output folder"),
+    ],
+)
+def test_demo_checks_its_options_before_the_model_loads(argv, message, capsys):
+    assert main(["demo", *argv]) == 2
+    one_line(capsys, message)
+
+
+def test_edge_block_zero_is_an_error_not_the_default(capsys):
+    assert main(["edge", __file__, "--server", "127.0.0.1:9", "--block", "0"]) == 2
+    one_line(capsys, "block size B")
+
+
+def test_encode_block_zero_is_an_error_not_the_default(feature_file, tmp_path, capsys):
+    assert main(["encode", str(feature_file), str(tmp_path / "s.tsp"), "--block", "0"]) == 2
+    one_line(capsys, "block size B")
+    assert not (tmp_path / "s.tsp").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip"])
+def test_encode_of_an_empty_or_broken_npz(tmp_path, content, capsys):
+    path = tmp_path / "empty.npz"
+    path.write_bytes(content)
+    assert main(["encode", str(path), str(tmp_path / "s.tsp")]) == 2
+    one_line(capsys, "not a readable .npz feature file")
+
+
+def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tmp_path, capsys):
+    from temposplit.codec.bitstream import header_length, parse_packet
+
+    stream = tmp_path / "s.tsp"
+    assert main(["encode", str(feature_file), str(stream), "--structure", "intra", "--key-interval", "1"]) == 0
+    data = stream.read_bytes()
+    pos, packets = header_length(data), []
+    while pos < len(data):
+        _, end = parse_packet(data, pos, 1 << 24)
+        packets.append(data[pos:end])
+        pos = end
+    assert len(packets) == 6
+    dup = tmp_path / "dup.tsp"
+    dup.write_bytes(data[: header_length(data)] + b"".join(packets[:3] + [packets[2]] + packets[3:]))
+    capsys.readouterr()
+    assert main(["decode", str(dup), str(tmp_path / "d.npz")]) == 1
+    assert "repeat a frame already decoded (first: frame 2)" in capsys.readouterr().err
+    with np.load(tmp_path / "d.npz") as d:
+        assert d["index"].tolist() == [0, 1, 2, 3, 4, 5]
+        assert d["codes/x"].shape[0] == 6
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["edge", "--server", "127.0.0.1:9"], "either a video source or --replay"),
+        (["edge", __file__, "--replay", __file__], "either a video source or --replay"),
+        (["edge", "--replay", "/nonexistent/f.npz", "--m1", "m1.npz"], "do not apply"),
+        (["edge", "--replay", "/nonexistent/f.npz"], "not found"),
+        (["features", "/nonexistent/clip.avi", "out.npz"], "not found"),
+        (["features", __file__, "/nonexistent/dir/out.npz"], "no folder"),
+        (["features", __file__, "out.npz", "--frames", "0"], "--frames must be at least 1"),
+        (["features", __file__, "out.npz", "--block", "0"], "block size B"),
+    ],
+)
+def test_replay_and_features_options(argv, message, capsys):
+    assert main(argv) == 2
+    one_line(capsys, message)
+
+
+def test_a_feature_file_without_the_model_identity_cannot_be_replayed(feature_file, capsys):
+    assert main(["edge", "--replay", str(feature_file), "--server", "127.0.0.1:9"]) == 2
+    one_line(capsys, "not written by `temposplit features`")

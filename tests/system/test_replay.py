@@ -1,0 +1,91 @@
+"""Feature files and replay: ``temposplit features`` writes a clip's M1 cut tensors with
+the model's identity; ``temposplit edge --replay`` streams them without PyTorch."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from temposplit.cli import main
+from temposplit.codec import features
+from temposplit.codec.encoder import PRESETS
+from temposplit.host.edge import Edge
+from temposplit.host.sources import open_replay
+from temposplit.model import data
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+# The CLI with PyTorch and the video readers made unimportable: any such import fails.
+NO_TORCH = (
+    "import sys; sys.modules.update(torch=None, av=None, cv2=None); "
+    "from temposplit.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def records(server, stream):
+    path = server.out_dir / stream / "detections.jsonl"
+    return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["frame"])
+
+
+def test_features_writes_the_encode_input_with_the_model_identity(tmp_path, capsys):
+    video = data.vtest_path()
+    if not video.is_file():
+        pytest.skip("data/vtest.avi is not fetched (run `make data`)")
+    out = tmp_path / "clip.npz"
+    assert main(["features", str(video), str(out), "--frames", "3", "--calibration", "2"]) == 0
+    clip = features.load(str(out))
+    assert clip.names == ["features.13"] and clip.codes[0].shape == (3, 96, 19, 19)
+    assert clip.codes[0].dtype == np.uint8 and clip.blocks == [4]
+    replay = open_replay(str(out))
+    assert (replay.model, replay.cut.name, replay.frame_size, replay.fps) == (
+        "ssd-mobilenet-v2",
+        "features.13",
+        (576, 768),
+        pytest.approx(10.0),
+    )
+    from temposplit.model import load_detector
+    from temposplit.model.fingerprint import stream_hash, weights_digest
+
+    digest = weights_digest(load_detector("ssd-mobilenet-v2").net)  # the weights a server loads
+    assert replay.hash == stream_hash(
+        digest, "ssd-mobilenet-v2", "features.13", [(clip.scales[0], clip.zero_points[0])]
+    )
+    # It is exactly `encode`'s input.
+    capsys.readouterr()
+    assert main(["encode", str(out), str(tmp_path / "s.tsp")]) == 0
+    assert "3 frames" in capsys.readouterr().out
+
+
+def test_a_replayed_stream_loads_no_model_and_matches_the_live_edge(server, edge_model, vtest_frames, replay_file):
+    codec = {**PRESETS["recommended"], "fps": 10.0}
+    live = Edge(edge_model, codec, server.address, "live").run(vtest_frames[:8], total=8)
+    assert not live.errors
+    host, port = server.address
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "edge", "--replay", str(replay_file)]
+        + ["--server", f"{host}:{port}", "--stream", "replayed"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "8 frames" in done.stdout and "0 errors" in done.stdout
+    replayed = records(server, "replayed")
+    assert [r["frame"] for r in replayed] == list(range(8)) and all("detections" in r for r in replayed)
+    # The recorded cut tensors and the same codec options give the live edge's bytes and detections.
+    assert replayed == records(server, "live")
+
+
+def test_replay_stops_after_frames(server, replay_file):
+    host, port = server.address
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "edge", "--replay", str(replay_file), "--frames", "3"]
+        + ["--server", f"{host}:{port}", "--stream", "three"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["frame"] for r in records(server, "three")] == [0, 1, 2]
