@@ -1,15 +1,20 @@
 """The fabric as the codec encoder's engine: the edge program's ``rtl`` and ``pynq`` back ends.
 
-:class:`FabricEngine` implements :class:`temposplit.codec.encoder.SoftwareEngine`'s three
-operations (requantize, anchor section, motion search) on the accelerator through the
-driver, so :class:`~temposplit.codec.encoder.Encoder` produces its packets with the
-fabric doing the per-element work, byte for byte the same as the software path. Maps
-over the on-chip reference (the ResNet-50 cuts) are motion-searched by BAND_MOTION: the
-driver keeps the reference's codes on the PS side (``load_reference``) and streams them in
-bands. What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS of a
-map the band engine cannot cut: over ``band_blocks`` blocks, or a band of B + 2p rows of
-one chunk of channels over the reference RAM) falls back to the golden software and is
-counted in ``engine.fallbacks``.
+:class:`FabricEngine` implements :class:`temposplit.codec.encoder.SoftwareEngine`'s
+operations on the accelerator through the driver. An anchor is one call,
+:meth:`FabricEngine.code_anchor`: one ENCODE pass with FLAGS.REQUANT and STORE_REF
+(requantize, Huffman-code, count the histogram, store the reference); a self-contained
+anchor (its own table) takes a histogram pass first. A predicted frame's motion search is
+one MOTION operation over the reference stored with the anchor (a chained or refreshed
+reference is loaded first, LOAD_REF). So :class:`~temposplit.codec.encoder.Encoder`
+produces its packets with the fabric doing the per-element work, byte for byte the same
+as the software path. Maps over the on-chip reference (the ResNet-50 cuts) are
+motion-searched by BAND_MOTION: the driver keeps the reference's codes on the PS side
+(``load_reference``) and streams them in bands. What the fabric does not do (ZVC/raw/ZRL
+sections, per-channel vectors, TSS of a map the band engine cannot cut: over
+``band_blocks`` blocks, or a band of B + 2p rows of one chunk of channels over the
+reference RAM) falls back to the golden software and is counted in ``engine.fallbacks``;
+``engine.passes`` counts the fabric's operations.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from collections import Counter
 
 import numpy as np
 
-from temposplit.codec.encoder import Encoder, SoftwareEngine
-from temposplit.codec.quantize import zero_point_n
+from temposplit.codec import huffman
+from temposplit.codec.encoder import AnchorCoding, Encoder, SoftwareEngine
+from temposplit.codec.quantize import lut, zero_point_n
 from temposplit.hw.driver import Accelerator, AcceleratorError
 
 
@@ -28,9 +34,52 @@ class FabricEngine(SoftwareEngine):
         self.accel = accel
         self.params = accel.probe()
         self.fallbacks: Counter = Counter()
+        self.passes: Counter = Counter()  # fabric operations per kind (ENCODE passes, LOAD_REF, ...)
         self._reference = None  # (tensor name, n_bits, digest) of the reference on chip
 
+    def _key(self, tensor, n_bits, codes):
+        return (tensor.name, n_bits, hash(np.ascontiguousarray(codes).tobytes()))
+
+    def code_anchor(self, tensor, q8, n_bits, coder, alphabet, table):
+        """The anchor in one ENCODE pass: requantized, Huffman-coded with ``table``, the
+        histogram counted by the fabric and the codes kept on chip (STORE_REF) for the
+        group's MOTION (a map over the on-chip reference: kept on the PS side for
+        BAND_MOTION). A self-contained anchor (``table`` None: its own table) takes a
+        histogram pass first. The PS's copy of the codes (motion compensation, the
+        reconstruction) is a 256-entry table lookup, equal to the requantizer's output."""
+        if coder != "huffman":
+            self.fallbacks[f"{coder} anchor"] += 1
+            return super().code_anchor(tensor, q8, n_bits, coder, alphabet, table)
+        q8 = np.ascontiguousarray(q8)
+        z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
+        codes = lut(z8, n_bits)[q8]
+        padded = -(-q8.shape[2] // self.params.lanes) * self.params.lanes
+        on_chip = q8.shape[0] * q8.shape[1] * padded <= self.params.ref_bytes
+        store = on_chip
+        if table is None:  # a self-contained anchor: its table comes from its own histogram
+            self.accel.load_table(np.full(alphabet.size, max(1, (alphabet.size - 1).bit_length())))
+            first = self._encode(q8, z8, n_bits, alphabet, store)
+            store = False
+            table = huffman.table_lengths(first.histogram)
+        self.accel.load_table(table)
+        res = self._encode(q8, z8, n_bits, alphabet, store)
+        if on_chip:
+            self._reference = self._key(tensor, n_bits, codes)
+        else:  # BAND_MOTION streams the reference from the PS side
+            self.accel.load_reference(codes, zn_ref=zn)
+            self._reference = self._key(tensor, n_bits, codes)
+        return AnchorCoding(codes, res.histogram, table, (res.data, res.bits))
+
+    def _encode(self, q8, z8, n_bits, alphabet, store_ref):
+        self.passes["ENCODE"] += 1
+        if store_ref and q8.shape[2] % self.params.lanes:
+            self.passes["REQUANT (padded reference)"] += 1
+        if store_ref:
+            return self.accel.encode_anchor(q8, z8=z8, n_bits=n_bits, store_ref=True, alphabet=alphabet.size)
+        return self.accel.encode(q8.reshape(-1), alphabet.size, requant=True, z8=z8, n_bits=n_bits)
+
     def requantize(self, tensor, q8, n_bits):
+        self.passes["REQUANT"] += 1
         return self.accel.requantize(np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits)
 
     def anchor_section(self, tensor, coder, q_n, alphabet, table):
@@ -47,11 +96,13 @@ class FabricEngine(SoftwareEngine):
             return super().motion_search(tensor, ref_n, q8, n_bits, p, per_channel)
         zn = zero_point_n(tensor.zero_point, n_bits)
         ref_n = np.ascontiguousarray(ref_n)
-        key = (tensor.name, n_bits, hash(ref_n.tobytes()))
+        key = self._key(tensor, n_bits, ref_n)
         try:
-            if key != self._reference:
+            if key != self._reference:  # not the anchor just coded: a chained or refreshed reference
+                self.passes["LOAD_REF"] += 1
                 self.accel.load_reference(ref_n, zn_ref=zn)
                 self._reference = key
+            self.passes["MOTION"] += 1
             mvs, costs = self.accel.motion(
                 np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits, zn_ref=zn, block=tensor.block, search=p
             )

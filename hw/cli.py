@@ -18,7 +18,6 @@ def register_bench(bench_subparsers) -> None:
     )
     p.add_argument("--search", type=int, default=7, choices=(3, 7, 15), help="TSS search range p")
     p.add_argument("--n-bits", type=int, default=4, help="N, bits per anchor code")
-    p.add_argument("--lanes", type=int, default=8, help="bytes per stream word / SAD lanes (on-chip design)")
     p.add_argument("--json", action="store_true", help="one JSON line per cut instead of the table")
     p.set_defaults(handler=_bench)
 
@@ -29,7 +28,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from temposplit.hw import cyclemodel
 
-    rows = cyclemodel.table(search=args.search, n_bits=args.n_bits, lanes=args.lanes)
+    rows = cyclemodel.table(search=args.search, n_bits=args.n_bits)
     if args.json:
         for r in rows:
             print(json.dumps({"bench": "fabric", **asdict(r)}))
@@ -43,4 +42,10 @@ def _bench(args: argparse.Namespace) -> int:
         f"the RTL; ResNet-50 cuts: the band design (BAND_MOTION), its counts checked against the RTL on "
         f"small maps, at the DMA's rate)"
     )
+    slow_keys = [r for r in targets if cyclemodel.CLOCK_HZ / r.key_cycles < 30]
+    if slow_keys:
+        print(
+            "KEY anchors (a histogram pass before the ENCODE pass, one anchor in key_interval) under 30 frames/s: "
+            + ", ".join(f"{r.name} {cyclemodel.CLOCK_HZ / r.key_cycles:.1f}" for r in slow_keys)
+        )
     return 0

@@ -18,13 +18,22 @@ Two designs are counted:
 
 The Huffman encoder codes one symbol per cycle (after a 256-cycle histogram clear), the
 requantizer ``lanes`` codes per cycle.
+
+TSS itself (the order of the neighbours, the steps, the tiling, the validity rule, the
+cost) comes from :mod:`temposplit.codec.motion`, the one definition the golden codec and
+the gateware generators use too; the cycles per FSM state are the RTL modules' constants
+(:mod:`temposplit.hw.motion_estimator`, :mod:`temposplit.hw.band_motion`), so this module
+needs Amaranth (the driver imports it only to plan BAND_MOTION).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from temposplit.codec.motion import TSS_ORDER, block_cost, blocks, is_valid, tss_candidates, tss_steps
+from temposplit.hw import band_motion as _band
+from temposplit.hw import motion_estimator as _me
+from temposplit.hw.regmap import LANES
 
 CLOCK_HZ = 100e6
 # Zynq-7020 DMA limits (TOOLCHAIN.md): AXI DMA at 100 MHz, 32 bits; an HP port's theory.
@@ -32,14 +41,6 @@ DMA_MM2S_BPS = 400e6
 DMA_S2MM_BPS = 300e6
 HP_PORT_BPS = 1200e6
 
-# The estimator's FSM (motion_estimator.py): states around one candidate's scan.
-SETUP = 2  # SETUP, SETUP2
-DRAIN = 4  # DRAIN states: memory read, |diff| register, sum register, accumulate
-CENTRE_TAIL = 2  # COMPARE, NEXT
-NEIGHBOUR_HEAD = 1  # PICK
-INVALID = 3  # PICK, SETUP, NEXT
-BLOCK_HEAD = 1  # BLOCK
-EMIT = 1
 # Cycles from START to the first input word and from the last record to DONE, as the
 # cocotb testbench drives it (AXI-Lite write response, the source's first beat).
 START_LATENCY = 3
@@ -47,28 +48,7 @@ ENCODE_HEAD = 256  # histogram clear (the first input words arrive meanwhile)
 ENCODE_TAIL = 2  # lookup register, packer output register
 
 
-def steps(p: int) -> list[int]:
-    s, out = (p + 1) // 2, []
-    while s >= 1:
-        out.append(s)
-        s //= 2
-    return out
-
-
-def _blocks(h, w, b):
-    for y0 in range(0, h, b):
-        for x0 in range(0, w, b):
-            yield y0, x0, min(b, h - y0), min(b, w - x0)
-
-
-def _valid(y0, x0, bh, bw, dy, dx, h, w):
-    return 0 <= y0 + dy and y0 + dy + bh <= h and 0 <= x0 + dx and x0 + dx + bw <= w
-
-
-ORDER = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-
-
-def motion_cycles(shape, block, search, lanes=8, ref=None, cur=None) -> int:
+def motion_cycles(shape, block, search, ref=None, cur=None) -> int:
     """Cycles of one MOTION operation on the on-chip design.
 
     With ``ref`` and ``cur`` (the centred int16 (H, W, C) maps of the golden model) the
@@ -76,34 +56,30 @@ def motion_cycles(shape, block, search, lanes=8, ref=None, cur=None) -> int:
     step's centre is taken as (0, 0) (what ~99 % of real blocks do, SPEC section 6).
     """
     h, w, c = shape
-    cw = -(-c // lanes)
+    cw = -(-c // LANES)
+    scan = _me.SETUP_CYCLES + _me.DRAIN_CYCLES + _me.COMPARE_CYCLES  # around a candidate's words
     total = START_LATENCY
-    for y0, x0, bh, bw in _blocks(h, w, block):
+    for y0, x0, bh, bw in blocks(h, w, block):
         words = bh * bw * cw
-        total += BLOCK_HEAD + words + EMIT
+        total += _me.BLOCK_CYCLES + words + _me.EMIT_CYCLES
         best_v = (0, 0)
         best = None
         if ref is not None:
-            best = _cost(ref, cur, y0, x0, bh, bw, 0, 0)
-        total += SETUP + words + DRAIN + CENTRE_TAIL
-        for s in steps(search):
+            best = block_cost(ref, cur, y0, x0, bh, bw, 0, 0)
+        total += scan + words
+        for s in tss_steps(search):
             cy, cx = best_v
-            for oy, ox in ORDER:
+            for oy, ox in TSS_ORDER:
                 dy, dx = cy + oy * s, cx + ox * s
-                if _valid(y0, x0, bh, bw, dy, dx, h, w):
-                    total += NEIGHBOUR_HEAD + SETUP + words + DRAIN + CENTRE_TAIL
+                if is_valid(y0, x0, bh, bw, dy, dx, h, w):
+                    total += _me.PICK_CYCLES + scan + words
                     if ref is not None:
-                        cost = _cost(ref, cur, y0, x0, bh, bw, dy, dx)
+                        cost = block_cost(ref, cur, y0, x0, bh, bw, dy, dx)
                         if cost < best:
                             best, best_v = cost, (dy, dx)
                 else:
-                    total += INVALID
+                    total += _me.INVALID_CYCLES
     return total
-
-
-def _cost(ref, cur, y0, x0, bh, bw, dy, dx):
-    a = ref[y0 + dy : y0 + dy + bh, x0 + dx : x0 + dx + bw].astype(np.int64)
-    return int(np.abs(a - cur[y0 : y0 + bh, x0 : x0 + bw]).sum())
 
 
 def encode_cycles(count: int) -> int:
@@ -111,24 +87,12 @@ def encode_cycles(count: int) -> int:
     return ENCODE_HEAD + count + ENCODE_TAIL
 
 
-def requant_cycles(count: int, lanes: int = 8) -> int:
-    return START_LATENCY + -(-count // lanes) + 2
+def requant_cycles(count: int) -> int:
+    return START_LATENCY + -(-count // LANES) + 2
 
 
 # ----------------------------------------------------------------------------- BAND_MOTION
 
-# The band engine's FSM (band_motion.py), cycles per state.
-BAND_INIT = 1  # INIT
-BAND_STEP = 1  # STEP
-BAND_GROUP = 3  # GROUP, GROUP2, GROUP3
-BAND_SLICE = 1  # SLICE
-BAND_BLOCK_HEAD = 2  # BSTART, BSTATE
-BAND_CAND = 9  # BCAND: the 9 candidates' addresses (the first chunk arrives meanwhile)
-BAND_CHUNKS_TAIL = 2  # CHUNKS: the first take, the cycle that sees the last issue
-BAND_DRAIN = 4  # DRAIN
-BAND_NEXT = 1  # NEXT
-BAND_STORE = 1  # BSTORE (last slice)
-BAND_EMIT = 1  # EMIT (last step, last slice)
 BAND_START_LATENCY = 0  # as START_LATENCY: the testbench's START to first word, last record to DONE
 
 
@@ -172,7 +136,7 @@ def band_plan_options(shape, block, search, *, band_bytes=32, ref_bytes=256 * 10
     return out
 
 
-def band_cycles(shape, block, search, plan: BandPlan, *, lanes=8, band_bytes=32, word_cycles=1.0) -> int:
+def band_cycles(shape, block, search, plan: BandPlan, *, band_bytes=32, word_cycles=1.0) -> int:
     """Cycles of one BAND_MOTION operation, counted state by state from the band engine's
     FSM (exact against the RTL's CYCLES when the input never starves: ``word_cycles`` = 1).
     ``word_cycles`` > 1 models a DMA that delivers a stream word every ``word_cycles``
@@ -180,45 +144,45 @@ def band_cycles(shape, block, search, plan: BandPlan, *, lanes=8, band_bytes=32,
     2 cycles per 8-byte word): the reference band's load takes its words' time, and a
     chunk of the current frame the larger of its candidates (one per cycle) and its words."""
     h, w, _ = shape
-    rw = band_bytes // lanes
+    rw = band_bytes // LANES
     cwb = plan.slice // band_bytes
     nslices = plan.channels // plan.slice
     fill = rw * word_cycles
-    total = BAND_START_LATENCY + BAND_INIT
-    for si, _ in enumerate(steps(search)):
-        ncand = 9 if si == 0 else 8
-        last_step = si == len(steps(search)) - 1
+    total = BAND_START_LATENCY + _band.INIT_CYCLES
+    for si, _ in enumerate(tss_steps(search)):
+        ncand = tss_candidates(search, first=si == 0)
+        last_step = si == len(tss_steps(search)) - 1
         period = max(ncand, fill)
-        total += BAND_STEP
+        total += _band.STEP_CYCLES
         for yg, ye, r0, r1 in plan.groups(h, block, search):
-            total += BAND_GROUP
+            total += _band.GROUP_CYCLES
             for j in range(nslices):
                 last_slice = j == nslices - 1
-                total += BAND_SLICE + int(round((r1 - r0) * w * cwb * rw * word_cycles))
+                total += _band.SLICE_CYCLES + int(round((r1 - r0) * w * cwb * rw * word_cycles))
                 for y0 in range(yg, ye, block):
                     bh = min(block, h - y0)
                     for x0 in range(0, w, block):
                         bw = min(block, w - x0)
                         nch = bh * bw * cwb
                         total += (
-                            BAND_BLOCK_HEAD
-                            + max(BAND_CAND, int(round(fill)))
-                            + BAND_CHUNKS_TAIL
+                            _band.BLOCK_HEAD_CYCLES
+                            + max(_band.CAND_CYCLES, int(round(fill)))
+                            + _band.CHUNKS_TAIL_CYCLES
                             + int(round(nch * period))
-                            + BAND_DRAIN
+                            + _band.DRAIN_CYCLES
                             + (ncand + 1)
-                            + BAND_NEXT
+                            + _band.NEXT_CYCLES
                         )
                         if last_slice:
-                            total += BAND_STORE + (BAND_EMIT if last_step else 0)
-    return total - BAND_NEXT  # the last block's NEXT comes after DONE
+                            total += _band.STORE_CYCLES + (_band.EMIT_CYCLES if last_step else 0)
+    return total - _band.NEXT_CYCLES  # the last block's NEXT comes after DONE
 
 
 def band_traffic(shape, block, search, plan: BandPlan) -> int:
     """Bytes streamed in by one BAND_MOTION operation (the records out are 8 per block)."""
     h, w, _ = shape
     band_rows = sum(r1 - r0 for _, _, r0, r1 in plan.groups(h, block, search))
-    return len(steps(search)) * (band_rows + h) * w * plan.channels
+    return len(tss_steps(search)) * (band_rows + h) * w * plan.channels
 
 
 def best_band_plan(
@@ -226,7 +190,6 @@ def best_band_plan(
     block,
     search,
     *,
-    lanes=8,
     band_bytes=32,
     ref_bytes=256 * 1024,
     group_blocks=455,
@@ -249,7 +212,7 @@ def best_band_plan(
     return min(
         opts,
         key=lambda pl: (
-            band_cycles(shape, block, search, pl, lanes=lanes, band_bytes=band_bytes, word_cycles=word_cycles),
+            band_cycles(shape, block, search, pl, band_bytes=band_bytes, word_cycles=word_cycles),
             -pl.slice,
         ),
     )
@@ -281,7 +244,8 @@ class Row:
     shape: tuple
     block: int
     design: str
-    anchor_cycles: int
+    anchor_cycles: int  # one ENCODE pass (the table carried from the previous anchor)
+    key_cycles: int  # a self-contained anchor (its own table): a histogram pass, then ENCODE
     pred_cycles: int
     anchor_fps: float
     pred_fps: float
@@ -299,7 +263,6 @@ def row(
     block,
     search=7,
     n_bits=4,
-    lanes=8,
     ref_bytes=256 * 1024,
     band_bytes=32,
     band_blocks=1024,
@@ -307,12 +270,15 @@ def row(
 ) -> Row:
     h, w, c = shape
     elements = h * w * c
+    # an anchor is one ENCODE pass (requantize, Huffman, histogram, STORE_REF), bound by one
+    # symbol per cycle or the DMA; the PS keeps its copy of the codes by a table lookup
     anchor = max(encode_cycles(elements), int(elements / (DMA_MM2S_BPS / CLOCK_HZ)))
+    key = 2 * anchor
     nb = -(-h // block) * -(-w // block)
-    padded = h * w * -(-c // lanes) * lanes
+    padded = h * w * -(-c // LANES) * LANES
     if padded <= ref_bytes:
-        design = f"on-chip, {lanes} lanes"
-        pred = motion_cycles(shape, block, search, lanes)
+        design = f"on-chip, {LANES} lanes"
+        pred = motion_cycles(shape, block, search)
         # anchor: the map in, the section out (~n_bits/8 of it, upper bound N bits/element);
         # predicted: the current frame in, 8 bytes per block out.
         traffic = ((elements + elements * n_bits / 8) + 2 * (elements + 8 * nb)) / 3
@@ -321,48 +287,64 @@ def row(
             shape,
             block,
             search,
-            lanes=lanes,
             band_bytes=band_bytes,
             ref_bytes=ref_bytes,
-            group_blocks=block_bytes // lanes // 9,
+            group_blocks=block_bytes // LANES // 9,
             band_blocks=band_blocks,
         )
         design = f"band, Cs {plan.slice} G {plan.group}"
-        # anchor: ENCODE (map in, section out) and REQUANT (map in, the N-bit codes out, one
-        # byte each, kept in DDR for the band passes); the REQUANT pass is bound by S2MM.
-        anchor += max(requant_cycles(elements, lanes), int(elements / (DMA_S2MM_BPS / CLOCK_HZ)))
         # predicted: BAND_MOTION at the DMA's rate (2 cycles per 8-byte word): per step the
         # reference bands and the current frame in, 8 bytes per block out.
         pred = band_cycles(
-            shape, block, search, plan, lanes=lanes, band_bytes=band_bytes, word_cycles=8 * CLOCK_HZ / DMA_MM2S_BPS
+            shape, block, search, plan, band_bytes=band_bytes, word_cycles=LANES * CLOCK_HZ / DMA_MM2S_BPS
         )
         pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
-        traffic = ((2 * elements + elements * n_bits / 8 + elements) + 2 * pred_traffic) / 3
+        traffic = ((elements + elements * n_bits / 8) + 2 * pred_traffic) / 3
     anchor_fps = CLOCK_HZ / anchor
     pred_fps = CLOCK_HZ / pred
     group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)
     return Row(
-        name, shape, block, design, anchor, pred, anchor_fps, pred_fps, group_fps, traffic / 1e6, traffic * 30 / 1e6
+        name,
+        shape,
+        block,
+        design,
+        anchor,
+        key,
+        pred,
+        anchor_fps,
+        pred_fps,
+        group_fps,
+        traffic / 1e6,
+        traffic * 30 / 1e6,
     )
 
 
-def table(search=7, n_bits=4, lanes=8, ref_bytes=256 * 1024) -> list[Row]:
-    return [row(n, s, b, search, n_bits, lanes, ref_bytes) for n, s, b in SSD_CUTS + R50_CUTS]
+def table(search=7, n_bits=4, ref_bytes=256 * 1024) -> list[Row]:
+    return [row(n, s, b, search, n_bits, ref_bytes) for n, s, b in SSD_CUTS + R50_CUTS]
 
 
 def format_table(rows: list[Row], search=7) -> str:
     head = (
         f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
-        f"{'anchor f/s':>10} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9}"
+        f"{'anchor f/s':>10} {'KEY f/s':>8} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         h, w, c = r.shape
         lines.append(
             f"{r.name:26} {f'{h}x{w}x{c}':>14} {r.block:>2} {r.design:28} {r.anchor_cycles:>11,} "
-            f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {r.pred_fps:>9.1f} {r.group_fps:>9.1f} "
+            f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {r.pred_fps:>9.1f} "
+            f"{r.group_fps:>9.1f} "
             f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f}"
         )
+    lines.append(
+        "A cycle model (counted state by state from the RTL's FSMs, with the RTL modules' own constants), "
+        "checked against the Verilated RTL's CYCLES register in simulation (sim/tb_accel.py: MOTION, "
+        "ENCODE, BAND_MOTION on small maps); the path it counts is what `temposplit edge --backend "
+        "rtl|pynq` runs: an anchor is one ENCODE pass (FLAGS.REQUANT, STORE_REF, the fabric's histogram), "
+        "a KEY anchor (its own table) a histogram pass and the ENCODE pass, a predicted frame one MOTION "
+        "or BAND_MOTION."
+    )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle; DMA limits "
         f"MM2S {DMA_MM2S_BPS / 1e6:.0f} MB/s, S2MM {DMA_S2MM_BPS / 1e6:.0f} MB/s (AXI DMA, 32 bit); "

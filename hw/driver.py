@@ -28,10 +28,9 @@ from typing import Protocol
 import numpy as np
 
 from temposplit.codec import huffman
-from temposplit.codec.motion import check_block, check_search_range, grid_shape
+from temposplit.codec.motion import check_block, check_search_range, grid_shape, tss_steps
 from temposplit.codec.quantize import check_bits, check_zero_point, zero_point_n
 from temposplit.hw import regmap
-from temposplit.hw.cyclemodel import BandPlan, best_band_plan, steps
 from temposplit.hw.regmap import REG, mode, pack
 
 
@@ -222,7 +221,7 @@ def block_order(cur: np.ndarray, block: int) -> bytes:
     return b"".join(parts)
 
 
-def band_stream(ref: np.ndarray, cur: np.ndarray, block: int, search: int, plan: BandPlan) -> bytes:
+def band_stream(ref: np.ndarray, cur: np.ndarray, block: int, search: int, plan) -> bytes:
     """BAND_MOTION's input (regmap's input stream format): per TSS step, group of block rows
     and channel slice, the reference band (the group's rows plus p rows of halo, the slice's
     channels) then the group's current blocks in block order. ``ref`` (N-bit codes) and
@@ -230,7 +229,7 @@ def band_stream(ref: np.ndarray, cur: np.ndarray, block: int, search: int, plan:
     (H, W, C) rows of Cs-channel strips: one DMA descriptor per row (band) or block row (current)."""
     h = cur.shape[0]
     parts = []
-    for _ in steps(search):
+    for _ in tss_steps(search):
         for yg, ye, r0, r1 in plan.groups(h, block, search):
             for j in range(0, plan.channels, plan.slice):
                 parts.append(ref[r0:r1, :, j : j + plan.slice].tobytes())
@@ -241,15 +240,19 @@ def band_stream(ref: np.ndarray, cur: np.ndarray, block: int, search: int, plan:
 _PLANS: dict = {}
 
 
-def band_plan(shape, block, search, params: regmap.Params) -> BandPlan | None:
-    """The (slice, group) cut of a BAND_MOTION map for this build (cached per shape)."""
+def band_plan(shape, block, search, params: regmap.Params):
+    """The (slice, group) cut of a BAND_MOTION map for this build (a
+    :class:`~temposplit.hw.cyclemodel.BandPlan`, cached per shape). The cycle model ranks
+    the cuts with the RTL's own state counts, so it imports the gateware (Amaranth): on the
+    board, BAND_MOTION needs ``amaranth`` installed (pure Python); the on-chip modes do not."""
+    from temposplit.hw.cyclemodel import best_band_plan
+
     key = (tuple(shape), block, search, params)
     if key not in _PLANS:
         _PLANS[key] = best_band_plan(
             shape,
             block,
             search,
-            lanes=params.lanes,
             band_bytes=params.band_bytes,
             ref_bytes=params.ref_bytes,
             group_blocks=params.band_group_blocks,
@@ -281,9 +284,9 @@ class Operations:
         band = regmap.unpack("BAND_PARAMS", (yield _r("BAND_PARAMS")))
         self.band = band["CHUNK_LOG2"] != 0
         extra = {"band_bytes": 1 << band["CHUNK_LOG2"], "band_blocks": 1 << band["BLOCKS_LOG2"]} if self.band else {}
-        self.params = regmap.Params(
-            lanes=f["LANES"], ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra
-        )
+        if f["LANES"] != regmap.LANES:
+            raise AcceleratorError(f"the accelerator streams {f['LANES']} bytes per word, not {regmap.LANES}")
+        self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
         return self.params
 
     def _need_params(self):
@@ -333,14 +336,20 @@ class Operations:
                 hist[s] = yield _r("HIST_DATA")
         return EncodeResult(out, int(bits), hist, int(cycles))
 
-    def encode_anchor(self, q8, *, z8, n_bits, store_ref=True):
+    def encode_anchor(self, q8, *, z8, n_bits, store_ref=True, alphabet=None):
         """Requantize and Huffman-code an anchor map (quint8, any shape) with the loaded table;
-        the histogram of its N-bit codes comes back for the next anchor's table."""
+        the histogram of its N-bit codes (``alphabet`` symbols, default 2^N) comes back for
+        the next anchor's table."""
         p = yield from self._need_params()
         q8 = np.asarray(q8)
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
         result = yield from self.encode(
-            q8, 1 << check_bits(n_bits), requant=True, z8=z8, n_bits=n_bits, store_ref=store_ref and not padded
+            q8,
+            alphabet or 1 << check_bits(n_bits),
+            requant=True,
+            z8=z8,
+            n_bits=n_bits,
+            store_ref=store_ref and not padded,
         )
         if padded:  # the reference needs whole words per pixel: store a padded copy
             yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)

