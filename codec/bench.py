@@ -1,18 +1,27 @@
-"""Codec speed at the ResNet-50 cut shapes: ``temposplit bench codec [--json]``.
+"""Codec speed at the ResNet-50 cut shapes and the SSD's cuts: ``temposplit bench codec [--json]``.
 
-bi-3 + Huffman, N = 4, p = 7, on temporally correlated synthetic maps (a smooth,
-partly-zero map shifted one cell per frame, plus noise). Frames of a group count alike:
-frames/s = frames / (seconds for all of them). One core: every kernel is single-threaded.
+At the ResNet-50 shapes, on temporally correlated synthetic maps (a smooth, partly-zero
+map shifted one cell per frame, plus noise), two settings: ``thesis`` (bi-3 + Huffman,
+N = 4, p = 7) and ``recommended-ctx`` (the recommended preset: uni-8, chain reference,
+residual blocks, N = 4, with the v2 coder ctx). At the SSD cuts (features.6, .10, .13:
+the repository's fixture codes of three vtest frames, their channels tiled to the cut's
+full count, played forward, back and forward), the recommended preset with ctx and with
+ZRL. Frames of a group count alike: frames/s = frames / (seconds for all of them). One
+core: every kernel is single-threaded.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
 SHAPES = [((256, 200, 272), 8), ((512, 100, 136), 8), ((1024, 50, 68), 4), ((2048, 25, 34), 4)]
+SETTINGS = ("thesis", "recommended-ctx")
+SSD_CUTS = {"features.6": 32, "features.10": 64, "features.13": 96}  # full channel counts
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "features"
 
 
 def parse_shapes(text: str):
@@ -28,19 +37,28 @@ def parse_shapes(text: str):
     return out
 
 
-def bench_shape(shape, block, frames=9, seed=0):
+def options(setting: str) -> dict:
+    """CodecConfig keyword arguments of a bench setting."""
+    from temposplit.codec.encoder import PRESETS
+
+    if setting == "thesis":
+        return dict(n_bits=4, structure="bi-3", coder="huffman", search_range=7)
+    return {**PRESETS["recommended"], "coder": setting.rsplit("-", 1)[1]}
+
+
+def bench_shape(shape, block, frames=9, seed=0, setting="thesis", clip=None, scale=0.05, zero_point=0, name="x"):
     from temposplit.codec.bitstream import parse_packet
     from temposplit.codec.decoder import Decoder
     from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
     from temposplit.codec.synthetic import correlated_clip
 
     rng = np.random.default_rng(seed)
-    clip = correlated_clip(rng, frames, shape, dx=1)
-    cfg = CodecConfig(
-        [TensorSpec("x", shape, 0.05, 0, block)], n_bits=4, structure="bi-3", coder="huffman", search_range=7
-    )
+    if clip is None:
+        clip = correlated_clip(rng, frames, shape, dx=1)
+    frames = len(clip)
+    cfg = CodecConfig([TensorSpec(name, tuple(shape), scale, zero_point, block)], **options(setting))
     # Warm the compiled kernels on a small map first (numba caches them on disk).
-    warm = Encoder(CodecConfig([TensorSpec("x", (4, 8, 8), 0.05, 0, block)], structure="bi-3"))
+    warm = Encoder(CodecConfig([TensorSpec("x", (4, 8, 8), 0.05, 0, block)], **options(setting)))
     for f in correlated_clip(rng, 3, (4, 8, 8)):
         warm.push([f])
     warm.flush()
@@ -63,26 +81,61 @@ def bench_shape(shape, block, frames=9, seed=0):
     t_dec = time.perf_counter() - t0
     total = sum(len(b) for b in blobs)
     return {
+        "setting": setting,
         "shape": list(shape),
         "block": block,
         "frames": frames,
         "encode_fps": round(frames / t_enc, 2),
         "decode_fps": round(frames / t_dec, 2),
+        "encode_decode_ms_per_frame": round(1000 * (t_enc + t_dec) / frames, 3),
         "bits_per_element": round(8 * total / (np.prod(shape) * frames), 4),
         "bytes_per_frame": round(total / frames),
     }
 
 
+def ssd_rows(frames=9):
+    """The recommended preset (ctx and ZRL) on the SSD cuts' fixture codes."""
+    rows = []
+    for cut, channels in SSD_CUTS.items():
+        npz = np.load(FIXTURES / f"ssd-{cut}.npz")
+        codes = npz["codes_0"]
+        reps = -(-channels // codes.shape[1])
+        codes = np.concatenate([codes] * reps, axis=1)[:, :channels]
+        order = (list(range(len(codes))) + list(range(len(codes) - 1, -1, -1))) * frames
+        clip = [np.ascontiguousarray(codes[i]) for i in order[:frames]]
+        for setting in ("recommended-ctx", "recommended-zrl"):
+            row = bench_shape(
+                codes.shape[1:],
+                4,
+                setting=setting,
+                clip=clip,
+                scale=float(npz["scale_0"]),
+                zero_point=int(npz["zero_point_0"]),
+                name=cut,
+            )
+            rows.append({"cut": cut, **row})
+    return rows
+
+
 def main(args) -> int:
     for shape, block in parse_shapes(args.shapes):
-        r = bench_shape(shape, block, frames=args.frames)
-        if args.json:
-            print(json.dumps(r), flush=True)
-        else:
-            c, h, w = r["shape"]
-            print(
-                f"{h}x{w}x{c} B={block}: encode {r['encode_fps']:.1f} frames/s, decode {r['decode_fps']:.1f} "
-                f"frames/s, {r['bits_per_element']:.3f} bits/element",
-                flush=True,
-            )
+        for setting in SETTINGS:
+            _print(bench_shape(shape, block, frames=args.frames, setting=setting), args.json)
+    if not getattr(args, "no_ssd", False):
+        for row in ssd_rows(frames=args.frames):
+            _print(row, args.json)
     return 0
+
+
+def _print(r, as_json):
+    if as_json:
+        print(json.dumps(r), flush=True)
+        return
+    c, h, w = r["shape"]
+    where = f"{r['cut']} " if "cut" in r else ""
+    print(
+        f"{where}{h}x{w}x{c} B={r['block']} {r['setting']}: encode {r['encode_fps']:.1f} frames/s, decode "
+        f"{r['decode_fps']:.1f} frames/s ({r['encode_decode_ms_per_frame']:.2f} ms/frame both), "
+        f"{r['bits_per_element']:.3f} bits/element",
+        flush=True,
+    )

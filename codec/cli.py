@@ -23,10 +23,15 @@ def register(sub) -> None:
 
 
 def register_bench(sub) -> None:
-    p = sub.add_parser("codec", help="codec speed at the ResNet-50 cut shapes (bi-3 + Huffman, N=4, p=7)")
+    p = sub.add_parser(
+        "codec",
+        help="codec speed at the ResNet-50 cut shapes (bi-3 + Huffman; the recommended preset with ctx) "
+        "and at the SSD cuts",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per shape per line")
     p.add_argument("--frames", type=int, default=9, help="frames per shape (default 9: three bi-3 groups)")
     p.add_argument("--shapes", default="all", help="'all', 'small' (the two smaller shapes) or CxHxW[:B],...")
+    p.add_argument("--no-ssd", action="store_true", help="leave out the rows of the SSD cuts")
     p.set_defaults(handler=_bench)
 
 
@@ -40,7 +45,7 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--bits", "-n", type=int, default=None, help="N, bits per anchor code (2..8)")
     p.add_argument("--structure", default=None, help="intra, uni-G or bi-G")
-    p.add_argument("--coder", default=None, help="raw, zvc, huffman or zrl")
+    p.add_argument("--coder", default=None, help="raw, zvc, huffman, zrl or ctx (bitstream v2)")
     p.add_argument("--search-range", "-p", type=int, default=7, help="TSS search range: 3, 7 or 15 (default 7)")
     p.add_argument(
         "--block", "-B", type=int, default=None, help="block size for every tensor (default: the file's, else 4)"
