@@ -72,8 +72,9 @@ def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys):
         (["--out", __file__], "cannot write to the output folder"),
     ],
 )
-def test_demo_checks_its_options_before_the_model_loads(argv, message, capsys):
-    assert main(["demo", *argv]) == 2
+def test_demo_checks_its_options_before_the_model_loads(argv, message, tmp_path, capsys):
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "out")]
+    assert main(["demo", *out, *argv]) == 2
     one_line(capsys, message)
 
 
