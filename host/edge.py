@@ -332,10 +332,8 @@ class Edge:
         try:
             failed = P.from_ranges(summary.get("failed", []))
             recorded = P.from_ranges(summary.get("recorded", []))
-        except P.ProtocolError:
-            failed, recorded = set(), set(range(self.report.frames))
-            for i in self.pending:
-                failed.add(i)
+        except P.ProtocolError as exc:
+            raise TemposplitError(f"the server's SUMMARY is malformed: {exc}") from exc
         errors = {}
         for i in sorted(failed | (set(range(self.report.frames)) - recorded)):
             errors[i] = self.report.errors.get(i) or (

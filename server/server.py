@@ -496,4 +496,5 @@ class CloudServer:
             "sessions": len(self.sessions),
             "batches": sum(w.batches for w in self.workers),
             "frames": sum(w.frames for w in self.workers),
+            "seconds": {k: round(sum(w.seconds[k] for w in self.workers), 3) for k in ("decode", "m2", "record")},
         }

@@ -47,6 +47,7 @@ class Worker:
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"temposplit-m2-{device}")
         self.batches = 0
         self.frames = 0
+        self.seconds = {"decode": 0.0, "m2": 0.0, "record": 0.0}  # time spent per step (figures)
         self.sessions = 0  # sessions assigned (for placing new ones on the least loaded worker)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -162,7 +163,9 @@ class Worker:
                 self._ask_key(conn, s, str(exc))
             return
         seen.add((s, index))
-        staged.append((item, index, frame, (time.perf_counter() - t0) * 1000))
+        dt = time.perf_counter() - t0
+        self.seconds["decode"] += dt
+        staged.append((item, index, frame, dt * 1000))
 
     def _m2(self, staged: list) -> None:
         groups = defaultdict(list)
@@ -180,7 +183,9 @@ class Worker:
                     item.session.record_error(index, f"M2 failed: {exc}")
                     item.conn.post(P.control(P.ACK, {"frame": index, "error": f"M2 failed: {exc}"}))
                 continue
-            m2_ms = round((time.perf_counter() - t1) * 1000, 3)
+            t2 = time.perf_counter()
+            m2_ms = round((t2 - t1) * 1000, 3)
+            self.seconds["m2"] += t2 - t1
             self.batches += 1
             self.frames += len(entries)
             for (item, index, frame, decode_ms), det in zip(entries, dets, strict=True):
@@ -193,6 +198,7 @@ class Worker:
                     "batch": len(entries),
                 }
                 item.conn.post(P.control(P.ACK, ack))
+            self.seconds["record"] += time.perf_counter() - t2
 
     def _control(self, item: Item) -> None:
         s, conn = item.session, item.conn

@@ -1,0 +1,75 @@
+"""Server memory over many sequential streams (a benchmark: it prints figures, asserts nothing).
+
+``python -m temposplit.server.soak --streams 200 --frames 5 --features F.npz`` starts
+``temposplit serve`` in its own process, streams the recorded M1 outputs of F (``temposplit
+features``) as that many short replay streams one after another, and prints one JSON
+object: the server's resident memory (VmRSS) and thread count after the warm-up stream
+and at checkpoints, and the growth from the first checkpoint to the last (docs/protocol.md:
+a finished stream is dropped from memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+
+
+def _status(pid: int) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "Threads"):
+                out[key] = int(value.split()[0])
+    return {"rss_mb": round(out["VmRSS"] * 1024 / 1e6, 1), "threads": out["Threads"]}
+
+
+def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 10) -> dict:
+    from temposplit.codec.encoder import PRESETS
+    from temposplit.host.edge import Edge
+    from temposplit.host.sources import open_replay
+    from temposplit.server.bench import start_server, stop_server
+
+    replay = open_replay(features)
+    recorded = list(replay.frames())[:frames]
+    codec = {**PRESETS["recommended"], "fps": replay.fps}
+    proc, address = start_server(out)
+    marks = []
+    errors = 0
+    try:
+        for k in range(streams + 1):  # stream 0 warms the server up (it loads the model)
+            report = Edge(replay, dict(codec), address, f"soak{k}", timeout=120).run(
+                recorded, video={"fps": replay.fps}, total=len(recorded)
+            )
+            errors += len(report.errors)
+            if k == 0 or k % max(1, streams // checkpoints) == 0:
+                marks.append({"streams": k, **_status(proc.pid)})
+    finally:
+        stop_server(proc)
+    base = marks[1] if len(marks) > 1 else marks[0]
+    last = marks[-1]
+    return {
+        "streams": streams,
+        "frames_per_stream": len(recorded),
+        "edge_errors": errors,
+        "checkpoints": marks,
+        "rss_growth_pct": round(100 * (last["rss_mb"] - base["rss_mb"]) / base["rss_mb"], 2),
+        "from_stream": base["streams"],
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m temposplit.server.soak", description=__doc__.splitlines()[0])
+    p.add_argument("--streams", type=int, default=200)
+    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--features", required=True, help="a `temposplit features` file")
+    p.add_argument("--out", default=None, help="the server's output folder (default: a temporary one)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(run(args.streams, args.frames, args.features, args.out or tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
