@@ -608,7 +608,7 @@ class Encoder:
         if not has_group_tables(self.header):
             return
         p = self.config.search_range
-        hist = np.bincount(mvs.reshape(-1).astype(np.int64) + p, minlength=2 * p + 1)
+        hist = np.bincount(mvs.reshape(-1).astype(np.intp) + p, minlength=2 * p + 1)  # intp: 32-bit ARM refuses int64
         self.mv_stats[i] = self.mv_stats[i] // 2 + hist  # decaying memory of past groups
         if residual is not None and residual.size:
             alpha = entropy.Alphabet.residual(n_bits)
