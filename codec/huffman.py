@@ -1,4 +1,4 @@
-"""Length-limited canonical Huffman codes (SPEC section 5).
+"""Length-limited canonical Huffman codes (docs/bitstream.md, section 6.1).
 
 - Code lengths come from package-merge (optimal under a 15-bit limit). Ties are broken
   by symbol index, so every builder of a table from the same histogram (the edge's

@@ -1,6 +1,6 @@
 """JPEG-ACT (Evans, Liu, Aamodt, ISCA 2020) applied to a cut tensor: the transform-coding baseline.
 
-The method, as fixed by ``reference/jpeg_act_tables.md`` (SPEC section 6, item 7):
+The method, step by step (restated in docs/baselines.md, "JPEG-ACT"):
 
 1. Fixed point "fix35": ``f = clip(rint(x * 32), -128, 127)`` (3 integer, 5 fraction bits).
    Beyond the method, ``frac_bits`` picks another split of the 8 bits (``x * 2**frac_bits``)

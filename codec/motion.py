@@ -3,7 +3,7 @@
 Maps here are channel-last, ``(H, W, C)``: the bitstream's element order, and the
 layout that lets a compiled kernel read a block row of all channels as one run.
 
-The rules (SPEC section 5, restated in docs/bitstream.md):
+The rules (docs/bitstream.md, section 3):
 
 - Blocks tile the map from (0, 0) in B x B squares, raster order; the last row and
   column of blocks are truncated to the map.

@@ -1,4 +1,4 @@
-"""Requantization of quint8 codes to N bits, in integer arithmetic only (SPEC section 4).
+"""Requantization of quint8 codes to N bits, in integer arithmetic only (docs/bitstream.md, section 2).
 
 With k = 8 - N and ``>>`` a flooring (arithmetic) shift::
 

@@ -1,6 +1,6 @@
 """Prediction structures: which frames are anchors, and what each predicted frame uses.
 
-Frames are counted from 0 (SPEC section 5):
+Frames are counted from 0 (docs/bitstream.md, section 4):
 
 - ``intra``: every frame an anchor;
 - ``uni-g``: groups of g frames, the first one the anchor, the others predicted from it

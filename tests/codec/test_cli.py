@@ -64,11 +64,21 @@ def test_a_damaged_stream_decodes_what_it_can_and_exits_non_zero(tmp_path, featu
     assert "could not be decoded" in capsys.readouterr().err
 
 
-def test_bench_codec_prints_one_json_object_per_shape(capsys):
-    assert main(["bench", "codec", "--json", "--shapes", "16x12x12:4,8x9x9", "--frames", "3"]) == 0
+def test_bench_codec_prints_one_json_object_per_shape_and_setting(capsys):
+    assert main(["bench", "codec", "--json", "--shapes", "16x12x12:4,8x9x9", "--frames", "3", "--no-ssd"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 4
+    assert [json.loads(line)["setting"] for line in lines] == ["thesis", "recommended-ctx"] * 2
     for line in lines:
         r = json.loads(line)
         assert {"shape", "encode_fps", "decode_fps", "bits_per_element"} <= r.keys()
         assert r["encode_fps"] > 0 and r["decode_fps"] > 0 and 0 < r["bits_per_element"] < 8
+
+
+def test_bench_codec_has_rows_for_the_ssd_cuts(capsys):
+    assert main(["bench", "codec", "--json", "--shapes", "8x9x9", "--frames", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    cuts = [(r["cut"], r["setting"]) for r in rows if "cut" in r]
+    assert ("features.13", "recommended-ctx") in cuts and ("features.13", "recommended-zrl") in cuts
+    for r in rows:
+        assert r["encode_decode_ms_per_frame"] > 0
