@@ -25,7 +25,7 @@ termination. A section codes at least one bin.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -247,4 +247,325 @@ class RangeEncoder(wiring.Component):
                 m.d.sync += [in_run.eq(1), left.eq(rec.run)]
             with m.Else():
                 m.d.sync += left.eq(left - 1)
+        return m
+
+
+# ----------------------------------------------------------------------------- anchors (6.2.3-6.2.5)
+
+# first context of each group (docs/bitstream.md 6.2.5; codec/ctx_reference.py)
+INTRA_ZERO, INTRA_SIGN, INTRA_MAG = 0, 25, 34
+TEMP_ZERO, TEMP_SIGN, TEMP_MAG = 54, 246, 390
+UNARY_MAX = 14
+
+element_layout = data.StructLayout(
+    {"x": unsigned(8), "p": unsigned(8), "t": unsigned(2), "last": unsigned(1)}
+)  # the code, the reference's co-located code (temporal), the reference's change + 1
+
+
+def _cls(m, v, name):
+    out = Signal(3, name=name)
+    with m.If(v < 2):
+        m.d.comb += out.eq(v)
+    with m.Elif(v < 4):
+        m.d.comb += out.eq(2)
+    with m.Elif(v < 8):
+        m.d.comb += out.eq(3)
+    with m.Else():
+        m.d.comb += out.eq(4)
+    return out
+
+
+def _sgn3(m, v, name):
+    out = Signal(2, name=name)
+    m.d.comb += out.eq(Mux(v < 0, 0, Mux(v == 0, 1, 2)))
+    return out
+
+
+def _bitlength(m, v, width, name):
+    out = Signal(range(width + 1), name=name)
+    for i in range(width):
+        with m.If(v[i]):
+            m.d.comb += out.eq(i + 1)
+    return out
+
+
+class AnchorBinarizer(wiring.Component):
+    """An anchor's elements in (element order: its N-bit code ``x``, for a temporal anchor
+    the reference's co-located code ``p`` and change ``t`` - 1), bins out, one per cycle:
+    each value's zero, sign, unary magnitude and suffix bins (6.2.4) with the intra or
+    temporal context of 6.2.5. The left and upper neighbours come from a line buffer of
+    one row (``line_elements`` >= W x C entries: the code and the change of each element),
+    the previous channel's change from a register.
+
+    Configuration (stable during a section): ``width``, ``channels``, ``n_bits``, ``z_n``,
+    ``temporal``.
+    """
+
+    def __init__(self, line_elements: int = 16384):
+        self.line_elements = line_elements
+        super().__init__(
+            {
+                "i": In(stream.Signature(element_layout)),
+                "o": Out(stream.Signature(bin_layout)),
+                "width": In(10),
+                "channels": In(12),
+                "n_bits": In(4),
+                "z_n": In(9),
+                "temporal": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        LE = self.line_elements
+        m.submodules.line = line = memory.Memory(shape=unsigned(10), depth=LE, init=[])
+        wr = line.write_port()
+        rd_u = line.read_port(transparent_for=(wr,))
+        rd_l = line.read_port(transparent_for=(wr,))
+
+        top = Signal(8)
+        sh = Signal(3)
+        zc = Signal(8)
+        m.d.comb += [
+            top.eq((Const(1, 9) << self.n_bits) - 1),
+            sh.eq(Mux(self.n_bits > 4, self.n_bits - 4, 0)),
+            zc.eq(Mux(self.z_n > top, top, self.z_n)),
+        ]
+
+        # ------------------------------------------------------------ stage 0: position, line buffer read
+        pos_c = Signal(12)
+        pos_x = Signal(10)
+        pos_y = Signal(10)
+        pos_a = Signal(range(LE))
+        s0_valid = Signal()
+        s0_data = Signal()  # its line-buffer words are on the read ports
+        s0 = Signal(element_layout)
+        s0_c = Signal(12)
+        s0_x = Signal(10)
+        s0_y = Signal(10)
+        s0_a = Signal(range(LE))
+        move = Signal()  # stage 0 -> stage 1
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~s0_valid | move),
+            take.eq(self.i.valid & self.i.ready),
+            rd_u.addr.eq(Mux(take, pos_a, s0_a)),
+            rd_l.addr.eq(Mux(take, pos_a - self.channels, s0_a - self.channels)),
+        ]
+        with m.If(take):
+            m.d.sync += [s0_valid.eq(1), s0_data.eq(1), s0.eq(self.i.payload)]
+            m.d.sync += [s0_c.eq(pos_c), s0_x.eq(pos_x), s0_y.eq(pos_y), s0_a.eq(pos_a)]
+            with m.If(self.i.p.last):
+                m.d.sync += [pos_c.eq(0), pos_x.eq(0), pos_y.eq(0), pos_a.eq(0)]
+            with m.Elif(pos_c + 1 == self.channels):
+                m.d.sync += pos_c.eq(0)
+                with m.If(pos_x + 1 == self.width):
+                    m.d.sync += [pos_x.eq(0), pos_y.eq(pos_y + 1), pos_a.eq(0)]
+                with m.Else():
+                    m.d.sync += [pos_x.eq(pos_x + 1), pos_a.eq(pos_a + 1)]
+            with m.Else():
+                m.d.sync += [pos_c.eq(pos_c + 1), pos_a.eq(pos_a + 1)]
+        with m.Elif(move):
+            m.d.sync += s0_valid.eq(0)
+
+        # the element's prediction and change; its line-buffer word is written as it moves on
+        p = Signal(8)
+        change = Signal(signed(2))
+        m.d.comb += [
+            p.eq(Mux(self.temporal, s0.p, zc)),
+            change.eq(Mux(self.temporal, Mux(s0.x > s0.p, 1, Mux(s0.x < s0.p, -1, 0)), 0)),
+            wr.addr.eq(s0_a),
+            wr.data.eq(Cat(s0.x, change)),
+            wr.en.eq(move),
+        ]
+        prev_change = Signal(signed(2))
+        with m.If(move):
+            m.d.sync += prev_change.eq(Mux(s0.last, 0, change))
+
+        # contexts of the element in stage 0 (from its neighbours)
+        lv = Signal(8)
+        uv = Signal(8)
+        sl = Signal(signed(2))
+        su = Signal(signed(2))
+        sp = Signal(signed(2))
+        m.d.comb += [
+            lv.eq(Mux(s0_x > 0, rd_l.data[:8], zc)),
+            uv.eq(Mux(s0_y > 0, rd_u.data[:8], zc)),
+            sl.eq(Mux(s0_x > 0, rd_l.data[8:10], 0)),
+            su.eq(Mux(s0_y > 0, rd_u.data[8:10], 0)),
+            sp.eq(Mux(s0_c > 0, prev_change, 0)),
+        ]
+        dl = Signal(signed(10))
+        du = Signal(signed(10))
+        m.d.comb += [dl.eq(lv - zc), du.eq(uv - zc)]
+        a = Signal(8)
+        b = Signal(8)
+        m.d.comb += [a.eq(abs(dl) >> sh), b.eq(abs(du) >> sh)]
+        cls_a, cls_b = _cls(m, a, "cls_a"), _cls(m, b, "cls_b")
+        cls_ab = _cls(m, Mux(a > b, a, b), "cls_ab")
+        nn = Signal(2)
+        m.d.comb += nn.eq((sl != 0) + (su != 0) + (sp != 0))
+        pc = Signal(8)
+        m.d.comb += pc.eq(s0.p >> sh)
+        ssum = Signal(signed(3))
+        m.d.comb += ssum.eq(sl + su)
+        z_ctx = Signal(9)
+        s_ctx = Signal(9)
+        mag_base = Signal(9)  # the context of unary bin i: mag_base + min(i, 3) * mag_step
+        mag_step = Signal(3)
+        with m.If(self.temporal):
+            m.d.comb += [
+                z_ctx.eq(TEMP_ZERO + (pc * 4 + nn) * 3 + s0.t),
+                s_ctx.eq(TEMP_SIGN + (pc * 3 + _sgn3(m, ssum, "sg_t")) * 3 + s0.t),
+                mag_base.eq(TEMP_MAG + nn),
+                mag_step.eq(4),
+            ]
+        with m.Else():
+            m.d.comb += [
+                z_ctx.eq(INTRA_ZERO + cls_a * 5 + cls_b),
+                s_ctx.eq(INTRA_SIGN + _sgn3(m, dl, "sg_l") * 3 + _sgn3(m, du, "sg_u")),
+                mag_base.eq(INTRA_MAG + cls_ab),
+                mag_step.eq(5),
+            ]
+        # the value's binarization (6.2.4)
+        d = Signal(signed(10))
+        neg = Signal()
+        mm = Signal(8)  # m = |d| - 1
+        mmax = Signal(8)
+        m.d.comb += [
+            d.eq(s0.x - p),
+            neg.eq(d < 0),
+            mm.eq(abs(d) - 1),
+            mmax.eq(Mux(neg, p - 1, top - p - 1)),
+        ]
+
+        # ------------------------------------------------------------ stage 1: the bins
+        s1_valid = Signal()
+        e = Signal(
+            data.StructLayout(
+                {
+                    "zero": unsigned(1),
+                    "has_sign": unsigned(1),
+                    "neg": unsigned(1),
+                    "m": unsigned(8),
+                    "mmax": unsigned(8),
+                    "z_ctx": unsigned(9),
+                    "s_ctx": unsigned(9),
+                    "mag_base": unsigned(9),
+                    "mag_step": unsigned(3),
+                    "last": unsigned(1),
+                }
+            )
+        )
+        phase = Signal(2)  # 0 zero bin, 1 sign, 2 unary, 3 suffix
+        idx = Signal(5)  # unary bin i, or suffix bit j (counting down)
+        unary_n = Signal(5)  # min(mmax, 14)
+        suffix_w = Signal(4)
+        rest = Signal(8)
+        m.d.comb += [
+            unary_n.eq(Mux(e.mmax < UNARY_MAX, e.mmax, UNARY_MAX)),
+            rest.eq(e.m - UNARY_MAX),
+        ]
+        bl = _bitlength(m, e.mmax - UNARY_MAX, 8, "suffix_bits")
+        m.d.comb += suffix_w.eq(Mux(e.mmax > UNARY_MAX, bl, 0))
+
+        bit = Signal()
+        ctxi = Signal(9)
+        bypass = Signal()
+        final = Signal()  # this bin is the element's last
+        imin = Signal(2)
+        m.d.comb += imin.eq(Mux(idx > 3, 3, idx))
+        with m.Switch(phase):
+            with m.Case(0):
+                m.d.comb += [
+                    bit.eq(~e.zero),
+                    ctxi.eq(e.z_ctx),
+                    final.eq(e.zero | (~e.has_sign & (unary_n == 0) & (suffix_w == 0))),
+                ]
+            with m.Case(1):
+                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx), final.eq((unary_n == 0) & (suffix_w == 0))]
+            with m.Case(2):
+                m.d.comb += [
+                    bit.eq(e.m > idx),
+                    ctxi.eq(e.mag_base + imin * e.mag_step),
+                    final.eq((e.m == idx) | ((idx + 1 == unary_n) & (suffix_w == 0))),
+                ]
+            with m.Case(3):
+                m.d.comb += [bit.eq((rest >> idx)[0]), bypass.eq(1), final.eq(idx == 0)]
+        m.d.comb += [
+            self.o.valid.eq(s1_valid),
+            self.o.p.bit.eq(bit),
+            self.o.p.ctx.eq(ctxi),
+            self.o.p.bypass.eq(bypass),
+            self.o.p.last.eq(final & e.last),
+        ]
+        done = Signal()
+        m.d.comb += [
+            done.eq(s1_valid & self.o.ready & final),
+            move.eq(s0_valid & s0_data & (~s1_valid | done)),
+        ]
+        with m.If(s1_valid & self.o.ready & ~final):
+            with m.Switch(phase):
+                with m.Case(0):
+                    m.d.sync += [phase.eq(Mux(e.has_sign, 1, Mux(unary_n != 0, 2, 3))), idx.eq(0)]
+                    with m.If(~e.has_sign & (unary_n == 0)):
+                        m.d.sync += idx.eq(suffix_w - 1)
+                with m.Case(1):
+                    m.d.sync += [phase.eq(Mux(unary_n != 0, 2, 3)), idx.eq(Mux(unary_n != 0, 0, suffix_w - 1))]
+                with m.Case(2):
+                    with m.If(idx + 1 == unary_n):
+                        m.d.sync += [phase.eq(3), idx.eq(suffix_w - 1)]
+                    with m.Else():
+                        m.d.sync += idx.eq(idx + 1)
+                with m.Case(3):
+                    m.d.sync += idx.eq(idx - 1)
+        with m.If(done):
+            m.d.sync += s1_valid.eq(0)
+        with m.If(move):
+            m.d.sync += [
+                s1_valid.eq(1),
+                phase.eq(0),
+                idx.eq(0),
+                e.zero.eq(d == 0),
+                e.has_sign.eq((p != 0) & (p != top)),
+                e.neg.eq(neg),
+                e.m.eq(mm),
+                e.mmax.eq(mmax),
+                e.z_ctx.eq(z_ctx),
+                e.s_ctx.eq(s_ctx),
+                e.mag_base.eq(mag_base),
+                e.mag_step.eq(mag_step),
+                e.last.eq(s0.last),
+            ]
+        return m
+
+
+class AnchorCoder(wiring.Component):
+    """An anchor tensor's ``ctx`` section (6.2.3): :class:`AnchorBinarizer` into
+    :class:`RangeEncoder`, elements in, the section's bytes out."""
+
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 16):
+        self.line_elements = line_elements
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(element_layout)),
+                "o": Out(stream.Signature(byte_layout)),
+                "width": In(10),
+                "channels": In(12),
+                "n_bits": In(4),
+                "z_n": In(9),
+                "temporal": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bins = bins = AnchorBinarizer(self.line_elements)
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), bins.i)
+        wiring.connect(m, bins.o, coder.i)
+        wiring.connect(m, coder.o, wiring.flipped(self.o))
+        for name in ("width", "channels", "n_bits", "z_n", "temporal"):
+            m.d.comb += getattr(bins, name).eq(getattr(self, name))
         return m

@@ -135,3 +135,136 @@ def test_range_encoder_reset_mid_section():
     # next ones come out as if the encoder had just started
     got = run([cut, *after], seed=3, reset_after=200)
     assert got[-2:] == [reference_section(s) for s in after]
+
+
+# ----------------------------------------------------------------------------- anchors
+
+
+def run_anchor(sections, seed=0, gaps=0.2, stall=0.2):
+    """``sections``: (codes (H, W, C), reference codes or None, reference change map or
+    None, n_bits, z_n); returns each section's bytes from the RTL."""
+    import numpy as np
+
+    from temposplit.hw.range_coder import AnchorCoder
+
+    dut = AnchorCoder(line_elements=1024)
+    rng = random.Random(seed)
+    got = []
+    stats = {"ticks": 0}
+
+    async def producer(ctx):
+        for si, (codes, refc, dref, n_bits, z_n) in enumerate(sections):
+            h, w, c = codes.shape
+            ctx.set(dut.width, w)
+            ctx.set(dut.channels, c)
+            ctx.set(dut.n_bits, n_bits)
+            ctx.set(dut.z_n, z_n)
+            ctx.set(dut.temporal, int(refc is not None))
+            pred = refc if refc is not None else np.zeros_like(codes)
+            t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int16) + 1
+            flat = list(zip(codes.reshape(-1), pred.reshape(-1), t.reshape(-1), strict=True))
+            for k, (xv, pv, tv) in enumerate(flat):
+                while rng.random() < gaps:
+                    ctx.set(dut.i.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.p.x, int(xv))
+                ctx.set(dut.i.p.p, int(pv))
+                ctx.set(dut.i.p.t, int(tv))
+                ctx.set(dut.i.p.last, int(k == len(flat) - 1))
+                while True:
+                    _, _, ready = await ctx.tick().sample(dut.i.ready)
+                    stats["ticks"] += 1
+                    if ready:
+                        break
+            ctx.set(dut.i.valid, 0)
+            while len(got) < si + 1:  # the configuration changes between sections
+                await ctx.tick()
+
+    async def consumer(ctx):
+        cur = bytearray()
+        while True:
+            ready = rng.random() >= stall
+            ctx.set(dut.o.ready, int(ready))
+            _, _, valid, data, last = await ctx.tick().sample(dut.o.valid, dut.o.p.data, dut.o.p.last)
+            if ready and valid:
+                cur.append(int(data))
+                if last:
+                    got.append(bytes(cur))
+                    cur = bytearray()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer, background=True)
+    sim.run()
+    run_anchor.ticks = stats["ticks"]
+    return got
+
+
+def _anchor_cases(rng_np, shape, n_bits):
+    import numpy as np
+
+    top = (1 << n_bits) - 1
+    z_n = int(rng_np.integers(0, top + 2))  # z_N may equal 2^N
+    base = rng_np.integers(0, top + 1, shape).astype(np.uint8)
+    skew = np.where(rng_np.random(shape) < 0.7, min(z_n, top), base).astype(np.uint8)
+    refc = np.clip(skew.astype(np.int16) + rng_np.integers(-1, 2, shape), 0, top).astype(np.uint8)
+    dref = rng_np.integers(-1, 2, shape).astype(np.int8)
+    return [(skew, None, None, n_bits, z_n), (skew, refc, dref, n_bits, z_n), (base, refc, dref, n_bits, z_n)]
+
+
+@pytest.mark.parametrize("n_bits", [2, 4, 6, 8])
+def test_anchor_coder_matches_reference(n_bits):
+    import numpy as np
+
+    rng_np = np.random.default_rng(n_bits)
+    sections = _anchor_cases(rng_np, (5, 7, 3), n_bits) + _anchor_cases(rng_np, (3, 4, 16), n_bits)
+    got = run_anchor(sections, seed=n_bits)
+    assert got == [ref.encode_anchor(c, r, d, n, z)[0] for c, r, d, n, z in sections]
+
+
+def test_anchor_coder_on_ssd_features():
+    """Real codes: a corner of the SSD's features[13] fixture, requantized to N = 4, intra
+    (its first frame) and temporal (the second against the first)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from temposplit.codec.quantize import lut, zero_point_n
+
+    fx = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "features" / "ssd-features.13.npz")
+    key = next(k for k in fx.files if fx[k].dtype == np.uint8 and fx[k].ndim == 4)
+    frames = fx[key]
+    zkey = next((k for k in fx.files if "zero" in k), None)
+    z8 = int(np.asarray(fx[zkey]).reshape(-1)[0]) if zkey else 0
+    a, b = (np.ascontiguousarray(f.transpose(1, 2, 0)[:6, :6, :8]) for f in frames[:2])
+    qa, qb = lut(z8, 4)[a], lut(z8, 4)[b]
+    z_n = zero_point_n(z8, 4)
+    _, da = ref.encode_anchor(qa, None, None, 4, z_n)
+    sections = [(qa, None, None, 4, z_n), (qb, qa, da, 4, z_n)]
+    got = run_anchor(sections, seed=1)
+    assert got == [ref.encode_anchor(c, r, d, n, z)[0] for c, r, d, n, z in sections]
+
+
+def test_anchor_coder_one_bin_per_cycle(monkeypatch):
+    """Without gaps or back-pressure the elements go in at the bins' rate: one bin a cycle."""
+    import numpy as np
+
+    bins = []
+    original = ref.RangeEncoder.bit
+
+    def counted(self, ctx, b):
+        bins.append(b)
+        return original(self, ctx, b)
+
+    rng_np = np.random.default_rng(11)
+    codes, refc, dref, n_bits, z_n = _anchor_cases(rng_np, (6, 6, 24), 4)[1]
+    monkeypatch.setattr(ref.RangeEncoder, "bit", counted)
+    expected = ref.encode_anchor(codes, refc, dref, n_bits, z_n)[0]
+    monkeypatch.setattr(ref.RangeEncoder, "bit", original)
+    got = run_anchor([(codes, refc, dref, n_bits, z_n)], gaps=0.0, stall=0.0)
+    assert got == [expected]
+    # the producer's ticks: every element but the last leaves after its bins, plus the
+    # pipeline's fill (2 cycles)
+    assert run_anchor.ticks <= len(bins) + 2, (run_anchor.ticks, len(bins))
