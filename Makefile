@@ -74,8 +74,9 @@ bitstream: setup
 # The edge's board path (NumPy M1, codec without numba, PYNQ driver) on 32-bit ARM: an armhf
 # Debian root (mmdebstrap, cached in ~/.cache/temposplit/armhf) run under qemu-arm, root only.
 BOARD_FRAMES ?= 8
+BOARD_ARGS ?=
 board-emu: setup data
-	$(BIN)/python board/emu.py --frames $(BOARD_FRAMES)
+	$(BIN)/python board/emu.py --frames $(BOARD_FRAMES) $(BOARD_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

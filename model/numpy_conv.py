@@ -35,6 +35,7 @@ Cortex-A9 estimate).
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 EXACT_F32 = 2**24  # float32 represents every integer of smaller magnitude exactly
 EXACT_F64 = 2**53
@@ -188,9 +189,12 @@ class ExactDepthwise:
         for c0 in range(0, c, block):
             c1 = min(c, c0 + block)
             part = cols[:, : c1 - c0]
-            body = part.reshape(n, c1 - c0, taps, ho, wo)  # a view: filled in place
-            for t, view in enumerate(windows(codes[:, c0:c1], kh, kw, sh, sw, ho, wo)):
-                body[:, :, t] = view
+            # every tap's window in one strided view (read only), copied and converted at once
+            x = codes[:, c0:c1]
+            s_n, s_c, s_h, s_w = x.strides
+            strides = (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw)
+            view = as_strided(x, (n, c1 - c0, kh, kw, ho, wo), strides, writeable=False)
+            part.reshape(n, c1 - c0, kh, kw, ho, wo)[...] = view
             np.matmul(self.taps[c0:c1, None, :], part, out=out[:, c0:c1])
         acc = out.reshape(n, c, ho, wo)
         if self.bias_inside:
@@ -256,7 +260,8 @@ def layer_costs(m1, input_size) -> list[dict]:
 
 
 def time_layers(m1, x: np.ndarray, repeat: int = 5) -> dict:
-    """Seconds (minimum of ``repeat``) of each convolution on its real input, by name."""
+    """CPU seconds (minimum of ``repeat``; robust to a shared machine with BLAS on one thread) of
+    each convolution on its real input, by name."""
     import time
 
     trace: dict = {}
@@ -268,9 +273,9 @@ def time_layers(m1, x: np.ndarray, repeat: int = 5) -> dict:
         conv, src = m1._ops[node["name"]], trace[node["inputs"][0]]
         best = float("inf")
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             conv(src)
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, time.process_time() - t0)
         times[node["name"]] = best
     return times
 
