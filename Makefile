@@ -19,8 +19,8 @@ help:
 	@echo "make sim        the cocotb testbenches under Verilator"
 	@echo "make verilog    generate the fabric's Verilog into build/"
 	@echo "make bench      codec and model benchmarks (figures printed as JSON lines)"
-	@echo "make hw-bench   fabric throughput table (cycles per frame, frames/s at 100 MHz)"
-	@echo "make synth      Yosys synth_xilinx utilization report for the xc7z020"
+	@echo "make hw-bench   fabric throughput table (a cycle model checked against simulation; frames/s at 100 MHz)"
+	@echo "make synth      xc7z020 utilization (Yosys synth_xilinx) and an ECP5 place-and-route Fmax proxy"
 	@echo "make bitstream  Vivado build of the PYNQ-Z2 overlay (needs Vivado on PATH)"
 	@echo "make board-emu  the board's edge under qemu-arm (armhf Debian root, cached): bit-exact with x86, peak RSS"
 
