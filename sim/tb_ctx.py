@@ -1,0 +1,148 @@
+"""cocotb testbenches of the v2 coder's anchor section in RTL (``hw/range_coder.py``'s
+:class:`~temposplit.hw.range_coder.AnchorCoder`, Verilator), bit for bit against the
+readable definition (:mod:`temposplit.codec.ctx_reference`): random maps and the SSD
+feature fixtures, random idle cycles on the input, random back-pressure on the output, a
+reset in the middle of a section. Run through pytest (``sim/test_ctx.py``)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+
+from temposplit.codec import ctx_reference as ref
+from temposplit.codec.quantize import lut, zero_point_n
+
+SEED = int(os.environ.get("TSP_SEED", "1"))
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "features"
+
+
+class TB:
+    def __init__(self, dut, gaps=0.3, stall=0.3, seed=SEED):
+        self.dut = dut
+        self.rng = random.Random(seed)
+        self.gaps, self.stall = gaps, stall
+        self.sections: list[bytes] = []
+        self.cur = bytearray()
+        Clock(dut.clk, 10, unit="ns").start()
+        dut.i__valid.value = 0
+        dut.o__ready.value = 0
+        cocotb.start_soon(self._sink())
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 2)
+        self.dut.rst.value = 0
+        self.cur = bytearray()
+        await RisingEdge(self.dut.clk)
+
+    async def _sink(self):
+        dut = self.dut
+        while True:
+            dut.o__ready.value = int(self.rng.random() >= self.stall)
+            await ReadOnly()
+            if int(dut.rst.value) == 0 and int(dut.o__valid.value) and int(dut.o__ready.value):
+                word = int(dut.o__payload.value)
+                self.cur.append(word & 0xFF)
+                if word >> 8:
+                    self.sections.append(bytes(self.cur))
+                    self.cur = bytearray()
+            await RisingEdge(dut.clk)
+
+    async def code(self, codes, refc, dref, n_bits, z_n, stop_after=None):
+        """Stream one section; returns its bytes (None when cut by ``stop_after`` elements)."""
+        dut = self.dut
+        h, w, c = codes.shape
+        dut.width.value = w
+        dut.channels.value = c
+        dut.n_bits.value = n_bits
+        dut.z_n.value = z_n
+        dut.temporal.value = int(refc is not None)
+        pred = refc if refc is not None else np.zeros_like(codes)
+        t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int64) + 1
+        words = codes.astype(np.int64).reshape(-1) | (pred.astype(np.int64).reshape(-1) << 8) | (t.reshape(-1) << 16)
+        words[-1] |= 1 << 18
+        before = len(self.sections)
+        for k, word in enumerate(words.tolist()):
+            if stop_after is not None and k == stop_after:
+                dut.i__valid.value = 0
+                return None
+            while self.rng.random() < self.gaps:
+                dut.i__valid.value = 0
+                await RisingEdge(dut.clk)
+            dut.i__valid.value = 1
+            dut.i__payload.value = word
+            while True:
+                await ReadOnly()
+                ok = int(dut.i__ready.value)
+                await RisingEdge(dut.clk)
+                if ok:
+                    break
+        dut.i__valid.value = 0
+        while len(self.sections) == before:
+            await RisingEdge(dut.clk)
+        return self.sections[-1]
+
+
+def cases(rng, shape, n_bits):
+    top = (1 << n_bits) - 1
+    z_n = int(rng.integers(0, top + 2))
+    base = rng.integers(0, top + 1, shape).astype(np.uint8)
+    skew = np.where(rng.random(shape) < 0.7, min(z_n, top), base).astype(np.uint8)
+    refc = np.clip(skew.astype(np.int16) + rng.integers(-1, 2, shape), 0, top).astype(np.uint8)
+    dref = rng.integers(-1, 2, shape).astype(np.int8)
+    return [(skew, None, None, n_bits, z_n), (skew, refc, dref, n_bits, z_n), (base, refc, dref, n_bits, z_n)]
+
+
+@cocotb.test()
+async def test_ctx_random(dut):
+    tb = TB(dut)
+    await tb.reset()
+    rng = np.random.default_rng(SEED)
+    for n_bits in (2, 4, 6, 8):
+        for shape in ((7, 9, 5), (4, 3, 64), (1, 1, 1)):
+            for codes, refc, dref, n, z in cases(rng, shape, n_bits):
+                got = await tb.code(codes, refc, dref, n, z)
+                want = ref.encode_anchor(codes, refc, dref, n, z)[0]
+                assert got == want, (shape, n_bits, refc is not None)
+
+
+@cocotb.test()
+async def test_ctx_fixtures(dut):
+    """Every SSD fixture tensor (three consecutive frames at full H x W, C' channels):
+    the first frame intra, the next two temporal against the frame before, N = 4 and 6."""
+    tb = TB(dut)
+    await tb.reset()
+    for path in sorted(FIXTURES.glob("ssd-*.npz")):
+        fx = np.load(path)
+        for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
+            frames, z8 = fx[f"codes_{i}"], int(fx[f"zero_point_{i}"])
+            hwc = [np.ascontiguousarray(f.transpose(1, 2, 0)) for f in frames]
+            if hwc[0].shape[1] * hwc[0].shape[2] > 16384:
+                continue  # over the line buffer of this build
+            for n_bits in (4, 6):
+                z_n = zero_point_n(z8, n_bits)
+                codes = [lut(z8, n_bits)[f] for f in hwc]
+                prev = dprev = None
+                for q in codes:
+                    want, changes = ref.encode_anchor(q, prev, dprev, n_bits, z_n)
+                    got = await tb.code(q, prev, dprev, n_bits, z_n)
+                    assert got == want, (path.name, i, n_bits, prev is not None)
+                    prev, dprev = q, changes
+
+
+@cocotb.test()
+async def test_ctx_reset_midstream(dut):
+    tb = TB(dut)
+    await tb.reset()
+    rng = np.random.default_rng(SEED + 7)
+    cut, after = cases(rng, (6, 6, 16), 4)[1], cases(rng, (5, 8, 8), 6)[2]
+    assert await tb.code(*cut, stop_after=300) is None
+    await tb.reset()
+    got = await tb.code(*after)
+    assert got == ref.encode_anchor(*after)[0]
