@@ -283,6 +283,38 @@ def zrl_tokens(symbols, zero, literals):
 
 
 @njit(cache=True, nogil=True)
+def zrl_histogram(symbols, zero, literals):
+    """Counts of the tokens :func:`zrl_tokens` makes (literals + 16 run tokens), without
+    making them (a decoder counts the next anchor's table source in constant memory), and
+    the number of symbols outside 0..literals-1."""
+    counts = np.zeros(literals + 16, np.int64)
+    n = symbols.size
+    bad = 0
+    i = 0
+    while i < n:
+        s = np.int64(symbols[i])
+        if s != zero:
+            if s < 0 or s >= literals:
+                bad += 1
+            else:
+                counts[s] += 1
+            i += 1
+            continue
+        run = 0
+        while i < n and symbols[i] == zero:
+            run += 1
+            i += 1
+        while run > 0:
+            r = min(run, 65535)
+            j = 0
+            while (r >> (j + 1)) > 0:
+                j += 1
+            counts[literals + j] += 1
+            run -= r
+    return counts, bad
+
+
+@njit(cache=True, nogil=True)
 def read_zrl(data, nbits, count, lut, zero, literals):
     """Decode ``count`` symbols of zero-run-length tokens; returns (symbols, bits used or < 0)."""
     out = np.zeros(count, np.int32)

@@ -77,8 +77,10 @@ def histogram(coder: str, symbols: np.ndarray, alphabet: Alphabet) -> np.ndarray
     """Counts of the tokens the coder's table covers (what the table policy builds from)."""
     symbols = np.ascontiguousarray(symbols).ravel()
     if coder == "zrl":
-        tokens, _, _ = K.zrl_tokens(symbols.astype(np.int32, copy=False), alphabet.zero, alphabet.size)
-        return _histogram(tokens, alphabet.size + RUN_TOKENS)
+        counts, bad = K.zrl_histogram(symbols, alphabet.zero, alphabet.size)
+        if bad:
+            raise ConfigurationError(f"{bad} symbols lie outside the alphabet 0..{alphabet.size - 1}")
+        return counts
     return _histogram(symbols, alphabet.size)
 
 

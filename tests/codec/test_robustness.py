@@ -67,7 +67,7 @@ MEMORY_SCRIPT = """
 import sys
 from temposplit.codec import fuzz
 from temposplit.codec.decoder import FrameError, decode_stream
-bombs = fuzz.memory_bombs()
+bombs = fuzz.memory_bombs_made_apart()
 base = fuzz.peak_rss()
 for data in bombs:
     assert len(data) < 1 << 20
