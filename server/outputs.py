@@ -104,7 +104,7 @@ class AnnotatedVideo:
         self.container = av.open(str(path), "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"})
         self.stream = self.container.add_stream("libx264", rate=max(1, round(fps)))
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
-        self.stream.options = {"crf": "23", "preset": "veryfast", "threads": "1"}
+        self.stream.options = {"crf": "23", "preset": "veryfast", "tune": "zerolatency", "threads": "1"}
         self.stream.codec_context.thread_count = 1
         self.frames = frames  # iterator of RGB frames in display order, or None
         self.pending: dict[int, tuple] = {}

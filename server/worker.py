@@ -16,7 +16,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from temposplit import protocol as P
@@ -43,7 +43,8 @@ class Worker:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._space: asyncio.Event | None = None
+        self._waiters: deque = deque()  # readers waiting for a slot, first come first served
+        self._reserved = 0  # slots granted to waiters that have not put yet
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"temposplit-m2-{device}")
         self.batches = 0
         self.frames = 0
@@ -52,22 +53,34 @@ class Worker:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._space = asyncio.Event()
         self.thread.start()
 
     async def put(self, item: Item) -> None:
-        """Queue an item (event loop); waits while the queue is full."""
-        while True:
+        """Queue an item (event loop). While the queue is full the readers wait in line,
+        each for one slot: a reader with a backlog goes to the back of the line after
+        each item, so the streams take turns (round robin), none is starved."""
+        if self._waiters or self.q.qsize() + self._reserved >= self.q.maxsize:
+            turn = self.loop.create_future()
+            self._waiters.append(turn)
             try:
-                self.q.put_nowait(item)
-                return
-            except queue.Full:
-                self._space.clear()
-                await self._space.wait()
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():  # granted, then cancelled: pass the slot on
+                    self._reserved -= 1
+                    self._grant()
+                elif turn in self._waiters:
+                    self._waiters.remove(turn)
+                raise
+            self._reserved -= 1
+        self.q.put_nowait(item)  # never full: only this loop puts, and the slot was counted
 
-    def put_blocking(self, item) -> None:
-        """Queue an item from another thread (shutdown)."""
-        self.q.put(item)
+    def _grant(self) -> None:
+        """Give the free slots to the first waiters (event loop)."""
+        while self._waiters and self.q.qsize() + self._reserved < self.q.maxsize:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                self._reserved += 1
+                turn.set_result(None)
 
     def stop(self, timeout: float | None = None) -> None:
         self.q.put(None)
@@ -78,7 +91,7 @@ class Worker:
     def _got(self) -> None:
         if self.loop is not None:
             try:
-                self.loop.call_soon_threadsafe(self._space.set)
+                self.loop.call_soon_threadsafe(self._grant)
             except RuntimeError:  # the loop is closed (shutdown)
                 pass
 

@@ -40,7 +40,8 @@ def test_many_edges_at_once_every_frame_has_a_record_the_edge_agrees_with(
 ):
     from temposplit.server.server import CloudServer
 
-    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models)
+    # A short queue: the readers wait in line for it (backpressure), and take turns.
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, queue_size=8, max_batch=4)
     srv.start()
     model = CachedM1(edge_model, vtest_frames)
     frames = [vtest_frames[i % len(vtest_frames)] for i in range(40)]
