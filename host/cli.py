@@ -153,6 +153,13 @@ def _edge(args) -> int:
         raise ConfigError("--replay streams recorded cut tensors: --m1, --weights and --cut do not apply")
     _at_least(args.frames, 1, "--frames")
     _at_least(args.calibration, 1, "--calibration")
+    if args.source_address:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(args.source_address)
+        except ValueError:
+            raise ConfigError(f"--source-address must be an IP address, not {args.source_address!r}") from None
     codec = _codec(args)  # bad codec options fail here, before the model loads
     tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)  # partial: an error
     if args.replay:

@@ -25,6 +25,11 @@ def register_bench(sub) -> None:
     p.add_argument("--server-pid", type=int, default=None, help="its process id, for its peak memory (Linux)")
     p.add_argument("--out", default=None, help="output folder of the started server (default: a temporary one)")
     p.add_argument("--timeout", type=float, default=60.0, help="the edges' answer timeout in s (the edge's default)")
+    p.add_argument(
+        "--pace",
+        action="store_true",
+        help="each edge sends at the clip's frame rate, as a camera does (default: as fast as its window allows)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(handler=_bench_server)
 
@@ -45,7 +50,15 @@ def _bench_server(args) -> int:
             raise ConfigError(f"--server must be host:port, not {args.server!r}")
     with tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
         result = run_bench(
-            args.clients, args.frames, args.features, args.server, args.server_pid, args.out, tmp, args.timeout
+            args.clients,
+            args.frames,
+            args.features,
+            args.server,
+            args.server_pid,
+            args.out,
+            tmp,
+            args.timeout,
+            args.pace,
         )
     if args.json:
         print(json.dumps(result))
@@ -70,6 +83,7 @@ def run_bench(
     out: str | None,
     tmp: str,
     timeout: float = 60.0,
+    pace: bool = False,
 ) -> dict:
     import json
     import threading
@@ -114,7 +128,8 @@ def run_bench(
             edge = Edge(replay, dict(codec), address, names[i], timeout=timeout)
             start.wait()
             try:
-                reports[i] = edge.run(recorded, video={"fps": replay.fps}, total=frames)
+                source = _paced(recorded, replay.fps) if pace else recorded
+                reports[i] = edge.run(source, video={"fps": replay.fps}, total=frames)
             except Exception as exc:  # noqa: BLE001 - a client's failure is a result, reported
                 failures[i] = f"{type(exc).__name__}: {exc}"
                 reports[i] = edge.report
@@ -138,6 +153,7 @@ def run_bench(
     result = {
         "clients": clients,
         "frames_per_client": frames,
+        "paced_fps": replay.fps if pace else None,
         "frames_sent": clients * frames,
         "wall_s": round(wall, 2),
         "latency_ms": {
@@ -165,6 +181,18 @@ def run_bench(
         result["frames_without_record"] = clients * frames - sum(s.get("frames", 0) for s in summaries)
     result["frames_per_s"] = round(result["frames_with_detections"] / wall, 2)  # frames with detections
     return result
+
+
+def _paced(frames, fps: float):
+    """``frames``, each yielded no earlier than its capture time at ``fps``."""
+    import time
+
+    t0 = time.monotonic()
+    for i, frame in enumerate(frames):
+        delay = t0 + i / fps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield frame
 
 
 def _make_features(path: str, frames: int) -> None:

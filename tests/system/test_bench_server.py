@@ -15,14 +15,15 @@ from temposplit.cli import main
 def test_bench_server_prints_its_figures(replay_file):
     done = subprocess.run(
         [sys.executable, "-m", "temposplit", "bench", "server", "--clients", "3", "--frames", "5"]
-        + ["--features", str(replay_file), "--json"],
+        + ["--features", str(replay_file), "--pace", "--json"],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (r["clients"], r["frames_per_client"], r["frames_sent"]) == (3, 5, 15)
+    assert (r["clients"], r["frames_per_client"], r["frames_sent"], r["paced_fps"]) == (3, 5, 15, 10.0)
+    assert r["wall_s"] >= 0.4  # paced: 5 frames at 10 frames/s take at least 0.4 s
     assert r["failed_clients"] == [] and r["edge_errors"] == 0
     # The server's own records: every frame once, with detections.
     assert r["frames_with_detections"] == 15 and r["frames_with_error_record"] == 0 and r["frames_without_record"] == 0

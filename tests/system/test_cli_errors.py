@@ -126,6 +126,7 @@ def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tm
         (["edge", __file__, "--replay", __file__], "either a video source or --replay"),
         (["edge", "--replay", "/nonexistent/f.npz", "--m1", "m1.npz"], "do not apply"),
         (["edge", "--replay", "/nonexistent/f.npz"], "not found"),
+        (["edge", "--replay", "/nonexistent/f.npz", "--source-address", "cam1"], "must be an IP address"),
         (["features", "/nonexistent/clip.avi", "out.npz"], "not found"),
         (["features", __file__, "/nonexistent/dir/out.npz"], "no folder"),
         (["features", __file__, "out.npz", "--frames", "0"], "--frames must be at least 1"),
