@@ -23,9 +23,14 @@ model keeps its structure, so the export and the NumPy board M1 run it code for 
   up to 6).
 * :func:`adaround` — AdaRound (Nagel et al., 2020): each convolution's rounding (down or
   up, per weight) learned on the calibration set to minimize the layer's output error;
-  the float weights are then set to the chosen grid points, so that the int8 recipe's
-  round-to-nearest yields exactly those codes (each channel's largest |weight| is left
-  alone, so that the per-channel scale does not move).
+  the float weights are then set to the chosen grid points ``code * s`` (``s = max |w| /
+  127.5``), each channel's largest |weight| rounded to nearest (127 steps). The int8
+  recipe then computes its scale from the new largest weight, ``127 s / 127.5``, and its
+  round-to-nearest on that grid returns exactly the chosen codes (``|code| <= 127``, so
+  ``code * 127.5 / 127`` rounds back to ``code``); the dequantized weights are 0.4 %
+  smaller, a gain the following bias correction and the next layer's calibrated range
+  absorb. Only ``features.0`` to ``features.3`` (``ADAROUND_LAST``), where the sensitivity
+  study finds the weight rounding error.
 * :func:`correct_bias` — empirical bias correction: each convolution's expected output
   error from its rounded weights, ``(W_q - W) E[x]`` with E[x] the input channel means on
   the calibration set, is subtracted from its bias.
@@ -45,7 +50,7 @@ K_MAX = 16.0  # largest range-equalization gain
 HEADROOM = 1.25  # margin over the calibration maximum left for unseen content
 SAMPLES_PER_LAYER = 8192  # input positions per layer kept for AdaRound
 ADAROUND_ITERS = 600
-ADAROUND_LAST = 3  # AdaRound up to features.3: where the sensitivity study finds the weight error (docs/models.md)
+ADAROUND_LAST = 3  # up to features.3: where the sensitivity study finds the weight rounding error
 
 
 def backbone_convs(net: nn.Module, last: int = 18) -> list[tuple[str, nn.Module]]:

@@ -91,17 +91,20 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 
 # The int8 recipes ``quantize(..., method=)`` knows: an activation observer, optionally
 # followed by ``+``-joined post-training methods of :mod:`temposplit.model.ptq`
-# (docs/models.md, "Int8 recipes"). "default" is "histogram".
+# (docs/models.md, "Int8 recipes"). "default" is DEFAULT_METHOD; "histogram" alone is the
+# recipe before the post-training methods.
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
 PTQ_METHODS = ("equalize", "cle", "adaround", "bias")
+DEFAULT_METHOD = "histogram"
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
-RECOMMENDED = "default"
 
 
 def parse_method(method: str) -> tuple[str, tuple[str, ...]]:
     """``"minmax+equalize+bias"`` -> ("minmax", ("equalize", "bias")); raises ConfigError."""
+    if method == "default":
+        method = DEFAULT_METHOD
     parts = [p.strip() for p in str(method).split("+")]
-    observer = "histogram" if parts[0] == "default" else parts[0]
+    observer = parts[0]
     if observer not in OBSERVERS:
         raise ConfigError(f"unknown int8 observer {parts[0]!r} (choose from default, {', '.join(OBSERVERS)})")
     extra = tuple(parts[1:])
@@ -266,8 +269,10 @@ def quantize(
 ):
     """Calibrate and convert a detector to int8; returns a :class:`QuantizedDetector`.
 
-    ``calibration_frames``: RGB uint8 frames (e.g. ``read_video(vtest, max_frames=32, step=25)``).
-    Only the SSD is quantized whole; for the torchvision detectors use :func:`quantize_m1`.
+    ``calibration_frames``: RGB uint8 frames (by default :func:`temposplit.model.calibration.calibration_frames`).
+    ``method``: the int8 recipe, ``"default"`` (``DEFAULT_METHOD``) or e.g.
+    ``"histogram+equalize+bias"`` (see :func:`parse_method`). Only the SSD is quantized
+    whole; for the torchvision detectors use :func:`quantize_m1`.
     """
     if detector.name != "ssd-mobilenet-v2":
         raise ConfigError(f"{detector.name}: whole-model int8 is for the SSD; use quantize_m1(detector, cut, frames)")

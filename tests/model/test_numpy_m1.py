@@ -300,3 +300,29 @@ def test_runtime_on_numpy_1(ssd_exports, tmp_path):
     assert run.returncode == 0, run.stderr
     (expected,) = nm.load(path)([frame])
     assert np.array_equal(np.load(tmp_path / "codes.npy"), expected.codes)
+
+
+@pytest.fixture(scope="module")
+def ssd_int8_each_method(ssd):
+    """The SSD quantized with every post-training method at once, on 6 calibration frames."""
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.data import have_data
+    from temposplit.model.quantize import quantize
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    return quantize(ssd, calibration_frames(6), method="minmax+equalize+cle+adaround+bias")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", ["features.3", "features.18"])
+def test_ssd_parity_after_the_post_training_methods(ssd_int8_each_method, vtest_frames, cut, tmp_path):
+    """Equalization, AdaRound and bias correction change only the numbers in the int8
+    model, not its arithmetic: the NumPy M1 still equals it code for code."""
+    split = ssd_int8_each_method.split(cut)
+    frames = vtest_frames[:2]
+    ref = split.m1(split.detector.preprocess(frames).tensor)
+    runtime = nm.load(export_m1(split, tmp_path / f"{cut}.npz"))
+    outs = runtime(frames)
+    figures = _assert_parity(ref, outs, split.names, cut)
+    assert all(equal == 1.0 for _, equal, _ in figures), figures
