@@ -327,6 +327,14 @@ def parse_stream(raw: bytes) -> dict:
     return {"hello": header, "packets": packets}
 
 
+def take_stream(proxy: CaptureProxy, run: dict) -> dict:
+    """The run's one connection, parsed; a reconnect (a fresh KEY anchor and resent frames)
+    is recorded in ``run["connections"]`` and fails the comparison."""
+    captures = proxy.take()
+    run["connections"] = len(captures)
+    return parse_stream(captures[-1] if captures else b"")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -396,6 +404,7 @@ def run(args) -> int:
         sys.path.insert(0, str(REPO / "sim"))  # pynqsim_tb, for the simulator's Python
         fabric = FabricServer()
         edge_args = ["edge", "--m1", "M1", "--server", f"127.0.0.1:{proxy.port}", "--fps", "10"]
+        edge_args += ["--timeout", str(args.timeout)]  # minutes per frame under emulation: no reconnects
         streams = {}
         host_env = {
             **os.environ,
@@ -416,8 +425,7 @@ def run(args) -> int:
             report["runs"][name] = {"rc": res.returncode, "seconds": round(time.time() - t0, 1)}
             (out / f"{name}.log").write_text(res.stdout + res.stderr)
             log(f"{name}: exit {res.returncode} in {time.time() - t0:.1f} s")
-            (raw,) = proxy.take() or [b""]
-            streams[name] = parse_stream(raw)
+            streams[name] = take_stream(proxy, report["runs"][name])
 
         # the board: qemu-arm, the root's python3 and NumPy, the same files
         guest_env = {
@@ -455,8 +463,7 @@ def run(args) -> int:
         g = guest.get
         where = f"{g('machine')}, Python {g('python')}, NumPy {g('numpy')}, {g('intp_bits')}-bit intp"
         log(f"armhf-pynq: exit {res.returncode} in {time.time() - t0:.1f} s ({where})")
-        (raw,) = proxy.take() or [b""]
-        streams["armhf-pynq"] = parse_stream(raw)
+        streams["armhf-pynq"] = take_stream(proxy, report["runs"]["armhf-pynq"])
     finally:
         if fabric is not None:
             fabric.close()
@@ -473,6 +480,7 @@ def run(args) -> int:
     checks = {}
     for name, r in report["runs"].items():
         checks[f"{name} exits 0"] = r["rc"] == 0
+        checks[f"{name}: one connection"] = r.get("connections") == 1
     ref = streams["x86-golden"]
     for name, s in streams.items():
         r = report["runs"][name]

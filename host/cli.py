@@ -38,6 +38,13 @@ def register(sub) -> None:
         help="an exported int8 M1 (temposplit models export-m1) run with NumPy: no PyTorch (the board)",
     )
     p.add_argument("--backend", default="golden", choices=["golden", "rtl", "pynq"])
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds of silence from the server before the edge reconnects (default 60; more for a slow edge)",
+    )
     p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
     p.add_argument("--tls-key", default=None)
@@ -160,6 +167,8 @@ def _edge(args) -> int:
             ipaddress.ip_address(args.source_address)
         except ValueError:
             raise ConfigError(f"--source-address must be an IP address, not {args.source_address!r}") from None
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be positive, not {args.timeout}")
     codec = _codec(args)  # bad codec options fail here, before the model loads
     tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)  # partial: an error
     if args.replay:
@@ -184,6 +193,7 @@ def _edge(args) -> int:
         log=print,
         progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0 else None,
         source_address=args.source_address,
+        timeout=args.timeout,
     )
     frames = source.frames()
     total = source.count

@@ -45,22 +45,25 @@ def main() -> int:
     threading.Thread(target=_sample, args=(timeline, t0), daemon=True).start()
     from temposplit.cli import main as temposplit_main
 
-    rc = temposplit_main(argv)
-    import numpy as np
+    rc = 1
+    try:
+        rc = temposplit_main(argv)
+    finally:  # the figures also when the program fails (a traceback is the failure's report)
+        import numpy as np
 
-    result = {
-        "rc": rc,
-        "seconds": round(time.time() - t0, 1),
-        "vm_hwm_kb": _status_kb("VmHWM"),
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "intp_bits": np.dtype(np.intp).itemsize * 8,
-        "rss_mb_timeline": timeline,
-    }
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(result, f)
+        result = {
+            "rc": rc,
+            "seconds": round(time.time() - t0, 1),
+            "vm_hwm_kb": _status_kb("VmHWM"),
+            "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "intp_bits": np.dtype(np.intp).itemsize * 8,
+            "rss_mb_timeline": timeline,
+        }
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(result, f)
     return rc
 
 
