@@ -18,6 +18,8 @@ from temposplit.cli import main
         # The codec options are checked first, before the source is opened or the model loads.
         (["edge", "/nonexistent/clip.avi", "--dead-zone", "-1"], "dead zone"),
         (["serve", "--weights", "no-equals-sign", "--port", "0"], "MODEL=PATH"),
+        (["serve", "--idle-timeout", "0", "--port", "0"], "--idle-timeout must be positive"),
+        (["edge", __file__, "--timeout", "-5"], "--timeout must be positive"),
     ],
 )
 def test_bad_options_and_files_give_one_line(argv, message, capsys):

@@ -19,3 +19,24 @@ def test_both_readers_give_the_same_rgb_frames(backend):
     for a, b in zip(frames, ref, strict=True):
         assert a.shape == (576, 768, 3) and a.dtype == np.uint8
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0  # decoders may differ by rounding
+
+
+def test_npy_frames_are_read_with_numpy_alone(tmp_path):
+    """Decoded frames in a .npy (the emulated board's source): the same arrays back, in order."""
+    frames = np.random.default_rng(1).integers(0, 256, (4, 6, 8, 3)).astype(np.uint8)
+    path = tmp_path / "frames.npy"
+    np.save(path, frames)
+    src = open_source(str(path))
+    assert src.backend == "npy" and src.count == 4 and not src.camera
+    got = list(src.frames())
+    assert len(got) == 4 and all(np.array_equal(a, b) for a, b in zip(got, frames, strict=True))
+
+
+@pytest.mark.parametrize("array", [np.zeros((2, 6, 8, 3), np.float32), np.zeros((6, 8, 3), np.uint8)])
+def test_npy_of_no_frames_is_refused(tmp_path, array):
+    from temposplit.errors import ConfigError
+
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    with pytest.raises(ConfigError, match=r"\(N, H, W, 3\) uint8"):
+        open_source(str(path))
