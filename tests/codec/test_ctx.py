@@ -190,3 +190,30 @@ def test_on_ssd_cuts_ctx_keeps_the_reconstruction_and_takes_fewer_bytes(cut):
         recons[coder] = [f.reconstruction[0] for f in enc.frames]
     assert all((a == b).all() for a, b in zip(recons["zrl"], recons["ctx"], strict=True))
     assert sizes["ctx"] < 0.8 * sizes["zrl"]
+
+
+def test_after_a_lost_frame_ctx_decodes_again_from_the_next_key(rng):
+    from temposplit.codec.bitstream import header_length, parse_packet
+    from temposplit.codec.decoder import Decoder, FrameError
+    from temposplit.codec.errors import ReferenceMissingError
+
+    frames = [[f] for f in correlated_clip(rng, 12, (4, 6, 6), dx=1)]
+    options = dict(structure="uni-3", coder="ctx", reference="chain", key_interval=2)
+    enc, data = _stream(CodecConfig([TensorSpec("x", (4, 6, 6), 0.1, 3, 2)], **options), frames)
+    dec = Decoder(data)
+    pos, packets = header_length(data), []
+    while pos < len(data):
+        packet, pos = parse_packet(data, pos, dec.max_payload)
+        packets.append(packet)
+    lost = 1  # the first predicted frame
+    kinds = [p.kind for p in packets]
+    assert kinds[:4] == ["key", "pred", "pred", "anchor"]
+    results = []
+    for p in packets[:lost] + packets[lost + 1 :]:
+        try:
+            results.append((p.kind, dec.decode(p)))
+        except ReferenceMissingError as exc:
+            results.append((p.kind, FrameError(p.index, exc)))
+    first_key = next(i for i, (k, _) in enumerate(results) if i > 0 and k == "key")
+    assert all(isinstance(r, FrameError) for _, r in results[1:first_key])
+    assert all(isinstance(r, DecodedFrame) for _, r in results[first_key:])
