@@ -24,12 +24,9 @@ model keeps its structure, so the export and the NumPy board M1 run it code for 
 * :func:`adaround` — AdaRound (Nagel et al., 2020): each convolution's rounding (down or
   up, per weight) learned on the calibration set to minimize the layer's output error;
   the float weights are then set to the chosen grid points ``code * s`` (``s = max |w| /
-  127.5``), each channel's largest |weight| rounded to nearest (127 steps). The int8
-  recipe then computes its scale from the new largest weight, ``127 s / 127.5``, and its
-  round-to-nearest on that grid returns exactly the chosen codes (``|code| <= 127``, so
-  ``code * 127.5 / 127`` rounds back to ``code``); the dequantized weights are 0.4 %
-  smaller, a gain the following bias correction and the next layer's calibrated range
-  absorb. Only ``features.0`` to ``features.3`` (``ADAROUND_LAST``), where the sensitivity
+  127.5``), except each channel's largest |weight|, which keeps its value: the int8
+  recipe then finds the same scale, and its round-to-nearest returns exactly the chosen
+  codes. Only ``features.0`` to ``features.3`` (``ADAROUND_LAST``), where the sensitivity
   study finds the weight rounding error.
 * :func:`correct_bias` — empirical bias correction: each convolution's expected output
   error from its rounded weights, ``(W_q - W) E[x]`` with E[x] the input channel means on
@@ -220,10 +217,11 @@ def _adaround_layer(w: torch.Tensor, x: torch.Tensor, depthwise: bool, iters: in
         loss.backward()
         opt.step()
     with torch.no_grad():
-        codes = torch.clamp(fl + (_h(v) >= 0.5).float(), -128, 127)
-        nearest = torch.clamp(torch.round(wf / sf), -128, 127)
-        codes = torch.where(keep, nearest, codes)
-        return (codes * sf).reshape(w.shape)
+        # -127..127: a code of -128 would exceed max |w| (127.5 steps) and move the scale.
+        codes = torch.clamp(fl + (_h(v) >= 0.5).float(), -127, 127)
+        # The scale-setting weights keep their float value, so that the recipe's observer
+        # finds the same max |w| and scale, and rounds every other weight to its code.
+        return torch.where(keep, wf, codes * sf).reshape(w.shape)
 
 
 def adaround(detector, net, frames, last: int = ADAROUND_LAST, iters: int = ADAROUND_ITERS, log=None) -> dict:
