@@ -3,8 +3,11 @@
     python3 run.py RESULT.json edge FRAMES.npy --m1 m1.npz --backend pynq ...
 
 writes ``{"rc": ..., "vm_hwm_kb": ..., "maxrss_kb": ..., "seconds": ...}`` to RESULT.json.
-Under qemu-user both figures are the emulator process's (guest memory plus qemu's own
-code cache and tables), an upper bound of what the program needs on the board.
+Under qemu-user ``VmHWM`` (``/proc/self/status``, /proc mounted in the root) is the
+emulator process's peak resident size since its exec: the guest's memory plus qemu's own
+code cache and tables, an upper bound of what the program needs on the board.
+``ru_maxrss`` is not: a process forked from a large parent and exec'd keeps the parent's
+resident size as its maximum (here: the host's board/emu.py).
 """
 
 from __future__ import annotations
