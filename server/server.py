@@ -212,7 +212,7 @@ class CloudServer:
         idle_timeout: float = P.IDLE_TIMEOUT,
         write_timeout: float = P.WRITE_TIMEOUT,
         linger: float = P.LINGER,
-        queue_size: int = 256,
+        queue_size: int = 32,
         max_batch: int = 16,
         max_delay: float = 0.01,
         devices: tuple[str, ...] = ("cpu",),

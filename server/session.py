@@ -123,8 +123,7 @@ class Session:
                 self.recorded.add(i)
                 self.bytes += int(rec.get("bytes", 0) or 0)
             self.max_seen = max(self.max_seen, i)
-        self.recorded -= self.failed & self.recorded  # never both: the first record stands
-        self.failed -= self.recorded
+        self.recorded -= self.failed  # never both (a log edited by hand): the error stands
 
     def open_outputs(self, local_video: bool, log) -> None:
         """Open the log for appending and start a video segment (the next one after a resume)."""

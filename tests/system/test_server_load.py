@@ -74,7 +74,8 @@ def test_many_edges_at_once_every_frame_has_a_record_the_edge_agrees_with(
 
 
 def _native_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+    """Threads that are not Python's (the video decoders' and encoders', torch's)."""
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
 
 
 def test_finished_streams_leave_no_session_and_no_thread_behind(tmp_path, cloud_models, edge_model, vtest_frames):
@@ -94,4 +95,4 @@ def test_finished_streams_leave_no_session_and_no_thread_behind(tmp_path, cloud_
             counts.append(_native_threads())
     finally:
         srv.shutdown()
-    assert counts[-1] <= counts[1] + 2  # the source readers and encoders are closed with their streams
+    assert counts[-1] <= counts[1]  # the source readers and encoders are closed with their streams
