@@ -42,6 +42,8 @@ import zipfile
 from multiprocessing.connection import Listener
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 GUEST = Path(__file__).resolve().parent / "guest"
 PACKAGES = ("python3", "python3-numpy", "libopenblas0-pthread")
@@ -179,7 +181,6 @@ def export_m1(path: Path, cut: str | None) -> None:
 
 def decode_frames(path: Path, count: int) -> None:
     """The first ``count`` frames of vtest.avi (PyAV on the host), as (N, H, W, 3) uint8."""
-    import numpy as np
 
     from temposplit.host.sources import open_source
     from temposplit.model.data import vtest_path
@@ -370,7 +371,7 @@ def run(args) -> int:
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "guest").mkdir(parents=True)
     wheel = build_wheel(stage / "site")
-    for f in ("pynq.py", "run.py"):
+    for f in ("pynq.py", "run.py", "m1_codes.py"):
         shutil.copy(GUEST / f, stage / "guest" / f)
     shutil.copy(REPO / "sim" / "pynqsim.py", stage / "guest" / "pynqsim.py")
     log(f"installed {wheel.name} (--no-deps) into the root")
@@ -397,6 +398,7 @@ def run(args) -> int:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     fabric = proxy = None
+    m1_equal = False
     report: dict = {"frames": args.frames, "root": str(root), "runs": {}}
     try:
         wait_listening(port, server, 300)
@@ -464,6 +466,24 @@ def run(args) -> int:
         where = f"{g('machine')}, Python {g('python')}, NumPy {g('numpy')}, {g('intp_bits')}-bit intp"
         log(f"armhf-pynq: exit {res.returncode} in {time.time() - t0:.1f} s ({where})")
         streams["armhf-pynq"] = take_stream(proxy, report["runs"]["armhf-pynq"])
+
+        # the M1's own codes (the packets hold them requantized to fewer bits): frame 0 on both
+        res = subprocess.run(
+            ["chroot", str(root), "/usr/bin/env", "-i"]
+            + [f"{k}={v}" for k, v in guest_env.items()]
+            + ["python3", f"{IN_ROOT}/guest/m1_codes.py", f"{IN_ROOT}/m1.npz", f"{IN_ROOT}/frames.npy"]
+            + [f"{IN_ROOT}/codes.npz"],
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+        )
+        sys.path.insert(0, str(GUEST))
+        from m1_codes import codes
+
+        ours = codes(str(m1), str(frames), 1)
+        theirs = dict(np.load(stage / "codes.npz")) if res.returncode == 0 else {}
+        report["m1_codes"] = {k: int(v.size) for k, v in ours.items()}
+        m1_equal = set(ours) == set(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     finally:
         if fabric is not None:
             fabric.close()
@@ -492,6 +512,7 @@ def run(args) -> int:
             )
     # every frame became at least one packet (a group's packets may hold several frames)
     checks["packets sent"] = len(ref["packets"]) > 0
+    checks["armhf NumPy M1 codes equal x86's (frame 0, every crossing tensor)"] = m1_equal
     g = report["runs"]["armhf-pynq"]
     # VmHWM: the emulator process's own peak since its exec. ru_maxrss is no measure here: a
     # child forked by this (large) process keeps the parent's resident size as its maximum
