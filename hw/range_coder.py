@@ -256,6 +256,7 @@ class RangeEncoder(wiring.Component):
 INTRA_ZERO, INTRA_SIGN, INTRA_MAG = 0, 25, 34
 TEMP_ZERO, TEMP_SIGN, TEMP_MAG = 54, 246, 390
 UNARY_MAX = 14
+MAX_CHANNELS = 4096  # C of a map (the CHANNELS register's 12 bits)
 
 element_layout = data.StructLayout(
     {"x": unsigned(8), "p": unsigned(8), "t": unsigned(2), "last": unsigned(1)}
@@ -293,9 +294,10 @@ class AnchorBinarizer(wiring.Component):
     """An anchor's elements in (element order: its N-bit code ``x``, for a temporal anchor
     the reference's co-located code ``p`` and change ``t`` - 1), bins out, one per cycle:
     each value's zero, sign, unary magnitude and suffix bins (6.2.4) with the intra or
-    temporal context of 6.2.5. The left and upper neighbours come from a line buffer of
-    one row (``line_elements`` >= W x C entries: the code and the change of each element),
-    the previous channel's change from a register.
+    temporal context of 6.2.5. The upper neighbours come from a line buffer of one row
+    (``line_elements`` >= W x C entries: the code and the change of each element), the
+    left ones from a buffer of one pixel (C entries), the previous channel's change from a
+    register.
 
     Configuration (stable during a section): ``width``, ``channels``, ``n_bits``, ``z_n``,
     ``temporal``.
@@ -318,10 +320,14 @@ class AnchorBinarizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         LE = self.line_elements
+        # the row above (indexed by x * C + c) and the pixel to the left (indexed by c): two
+        # simple dual-port RAMs, each read when an element is taken, written as one moves on
         m.submodules.line = line = memory.Memory(shape=unsigned(10), depth=LE, init=[])
+        m.submodules.left = left = memory.Memory(shape=unsigned(10), depth=MAX_CHANNELS, init=[])
         wr = line.write_port()
         rd_u = line.read_port(transparent_for=(wr,))
-        rd_l = line.read_port(transparent_for=(wr,))
+        wr_l = left.write_port()
+        rd_l = left.read_port(transparent_for=(wr_l,))
 
         top = Signal(8)
         sh = Signal(3)
@@ -350,7 +356,7 @@ class AnchorBinarizer(wiring.Component):
             self.i.ready.eq(~s0_valid | move),
             take.eq(self.i.valid & self.i.ready),
             rd_u.addr.eq(Mux(take, pos_a, s0_a)),
-            rd_l.addr.eq(Mux(take, pos_a - self.channels, s0_a - self.channels)),
+            rd_l.addr.eq(Mux(take, pos_c, s0_c)),
         ]
         with m.If(take):
             m.d.sync += [s0_valid.eq(1), s0_data.eq(1), s0.eq(self.i.payload)]
@@ -377,6 +383,9 @@ class AnchorBinarizer(wiring.Component):
             wr.addr.eq(s0_a),
             wr.data.eq(Cat(s0.x, change)),
             wr.en.eq(move),
+            wr_l.addr.eq(s0_c),
+            wr_l.data.eq(Cat(s0.x, change)),
+            wr_l.en.eq(move),
         ]
         prev_change = Signal(signed(2))
         with m.If(move):

@@ -199,10 +199,16 @@ def timing_report(t: dict, seconds: float) -> str:
         f"{TARGET_MHZ:g} MHz on the proxy",
         "  (an ECP5-6 is slower than a 7-series -1: a proxy Fmax >= 100 MHz is a conservative sign, "
         "not a sign-off; Vivado's timing report is)",
-        f"  critical path: {t['path_ns']:.2f} ns, {sum(1 for s in t['path'] if s[0] == 'logic')} logic levels",
     ]
-    for kind, delay, src, dst in t["path"]:
-        lines.append(f"    {kind:9} {delay:6.2f} ns  {src} -> {dst}")
+    path = t["path"]
+    if path:
+        logic = sum(d for k, d, _, _ in path if k != "routing")
+        lines += [
+            f"  critical path: {t['path_ns']:.2f} ns ({logic:.2f} ns cells, {t['path_ns'] - logic:.2f} ns routing, "
+            f"{sum(1 for s in path if s[0] == 'logic')} logic cells)",
+            f"    from {path[0][2]} ({path[0][0]} {path[0][1]:.2f} ns)",
+            f"    to   {path[-1][3]}",
+        ]
     used = {k: v for k, v in t["util"].items() if v.get("used")}
     if used:
         lines.append("  ECP5 cells: " + ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in sorted(used.items())))

@@ -1,0 +1,65 @@
+"""``make synth``'s report: every Yosys cell type counted (the INV cells as LUTs), an
+unknown type refused, and nextpnr's timing report read (Fmax, the critical path)."""
+
+import pytest
+
+from temposplit.hw import synth
+
+STAT = """
+3. Printing statistics.
+
+=== temposplit_accel ===
+
+     5000 cells
+        1   BUFG
+      965   CARRY4
+       12   DSP48E1
+     2730   FDRE
+      492   INV
+     2329   LUT2
+      653   LUT6
+       88   RAM64M
+        4   RAMB18E1
+       72   RAMB36E1
+"""
+
+
+def test_utilization_counts_every_cell_type():
+    cells = synth.parse_stat(STAT)
+    util = synth.utilization(cells)
+    assert util["LUT as INV"] == 492
+    assert util["LUT as RAM/SRL"] == 88 * 4
+    assert util["LUT"] == 2329 + 653 + 492 + 88 * 4
+    assert util["FF"] == 2730
+    assert util["BRAM36"] == 72 + 2
+    assert util["DSP"] == 12
+
+
+def test_unknown_cell_type_is_refused():
+    with pytest.raises(ValueError, match="SRLC16E"):
+        synth.utilization({"LUT2": 3, "SRLC16E": 1})
+
+
+def test_timing_report_reads_fmax_and_the_critical_path():
+    report = {
+        "fmax": {"$glbnet$clk": {"achieved": 42.0, "constraint": 100}},
+        "critical_paths": [
+            {
+                "from": "posedge $glbnet$clk",
+                "to": "posedge $glbnet$clk",
+                "path": [
+                    {"type": "clk-to-q", "delay": 5.0, "from": {"cell": "ram"}, "to": {"cell": "ram"}},
+                    {"type": "routing", "delay": 6.0, "from": {"cell": "ram"}, "to": {"cell": "lut"}},
+                    {"type": "logic", "delay": 1.0, "from": {"cell": "lut"}, "to": {"cell": "lut"}},
+                    {"type": "routing", "delay": 2.0, "from": {"cell": "lut"}, "to": {"cell": "ff"}},
+                    {"type": "setup", "delay": 0.0, "from": {"cell": "ff"}, "to": {"cell": "ff"}},
+                ],
+            }
+        ],
+    }
+    t = synth.parse_timing(report)
+    assert t["achieved_mhz"] == 42.0 and t["path_ns"] == 14.0
+    text = synth.timing_report(t, 1.0)
+    assert "42.0 MHz -- does NOT close at 100 MHz" in text
+    assert "from ram" in text and "to   ff" in text
+    assert "(6.00 ns cells, 8.00 ns routing, 1 logic cells)" in text
