@@ -115,6 +115,19 @@ def ensure_binfmt() -> None:
         raise SetupError("qemu-arm is not registered with binfmt_misc (update-binfmts --enable qemu-arm)")
 
 
+def remove_tree(path: Path) -> None:
+    """``rm -rf`` a root being built, unless something is still mounted in it (a killed
+    mmdebstrap can leave /proc, /sys or a bind of /dev there: never delete through those)."""
+    if not path.exists():
+        return
+    real = str(path.resolve())
+    with open("/proc/mounts", encoding="utf-8") as f:
+        mounted = [line.split()[1] for line in f if line.split()[1].startswith(real + "/")]
+    if mounted:
+        raise SetupError(f"{path} still has mounts ({', '.join(mounted)}): unmount them first")
+    shutil.rmtree(path)
+
+
 def ensure_root(cache: Path) -> Path:
     """The cached armhf root, built by mmdebstrap when missing."""
     uri, suite = debian_source()
@@ -125,7 +138,7 @@ def ensure_root(cache: Path) -> Path:
         return root
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f"root-{suite}-{key}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)
     log(f"building the armhf root ({suite} from {uri}, main only): {', '.join(PACKAGES)}")
     t0 = time.time()
     cmd = [
@@ -140,11 +153,11 @@ def ensure_root(cache: Path) -> Path:
     ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
         raise SetupError(f"mmdebstrap failed ({res.returncode}): {' / '.join(tail)}")
     (tmp / ".complete").write_text(json.dumps({"suite": suite, "uri": uri, "packages": PACKAGES}))
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)
     tmp.rename(root)
     log(f"armhf root built in {time.time() - t0:.0f} s: {root}")
     return root
