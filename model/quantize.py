@@ -95,7 +95,7 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 # recipe before the post-training methods.
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
 PTQ_METHODS = ("equalize", "cle", "adaround", "bias")
-DEFAULT_METHOD = "histogram"
+DEFAULT_METHOD = "histogram+equalize+cle+bias"  # chosen on the calibration set (docs/models.md)
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
 
 
