@@ -38,3 +38,42 @@ def test_user_errors_are_one_line(capsys):
     assert main(["models", "--model", "yolo"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'yolo'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["models", "accuracy", "--method", "kmeans"], "unknown int8 observer 'kmeans'"),
+        (["models", "accuracy", "--method", "minmax+magic"], "unknown post-training method 'magic'"),
+        (["models", "accuracy", "--frames", "0"], "--frames must be a positive integer"),
+        (["models", "accuracy", "--paths", "int4"], "unknown path 'int4'"),
+        (["models", "accuracy", "--video", "/nonexistent/clip.mp4"], "video /nonexistent/clip.mp4 not found"),
+        (["models", "sensitivity", "--observer", "kmeans"], "unknown --observer 'kmeans'"),
+        (["models", "sensitivity", "--granularity", "block"], "--granularity must be stage or point"),
+    ],
+)
+def test_accuracy_and_sensitivity_refuse_bad_input_in_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
+    from temposplit.model.data import have_data
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    argv = ["models", "accuracy", "--video", "cup", "--frames", "3", "--cuts", "features.3,features.6", "--json"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["cut"], r["path"]) for r in rows] == [
+        ("features.3", "int8"),
+        ("features.3", "cut-only-8bit"),
+        ("features.6", "int8"),
+        ("features.6", "cut-only-8bit"),
+    ]
+    for r in rows:
+        assert {"cut", "path", "map50", "map50_95", "map50_frequent"} <= set(r)
+        assert r["calibration"] == "fixed-set" and r["frames"] == 3
+        assert r["map50"] is None or 0.0 <= r["map50"] <= 1.0
