@@ -27,6 +27,13 @@ def _bits(text: str) -> list[int]:
     return sorted(set(out))
 
 
+def _bits_list(text: str) -> list[int]:
+    try:
+        return sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as 13,23,33, not {text!r}") from None
+
+
 def _list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -84,6 +91,7 @@ def _cmd_eval(args) -> int:
             from temposplit.evaluation.harness import default_videos
 
             videos = [next(iter(default_videos().values()))]
+        args.crfs = args.crfs or [13, 43]  # both ends of each video curve
     detector_kwargs = {}
     if args.min_size is not None:
         detector_kwargs = {"min_size": args.min_size, "max_size": args.max_size or args.min_size}
@@ -103,6 +111,7 @@ def _cmd_eval(args) -> int:
         labelme=not args.no_labelme,
         detector_kwargs=detector_kwargs,
         calibration=args.calibration,
+        crfs=args.crfs,
     )
     rows = harness.run()
     wall = time.perf_counter() - t0
@@ -153,7 +162,7 @@ def register(subparsers) -> None:
         help="int8 calibration on the fixed calibration set (default) or, labelled as such, on 32 frames "
         "of the clip under test",
     )
-    p.add_argument("--frames", type=_positive, default=300, help="frames of each clip (default 300)")
+    p.add_argument("--frames", type=_positive, default=100, help="frames of each clip (default 100)")
     p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
     p.add_argument(
         "--cuts", type=_list, default=None, help="comma-separated cut names, or all (default: the plan's default cuts)"
@@ -183,8 +192,11 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="tables and report without the PNG figures")
     p.add_argument("--min-size", type=int, default=None, help="torchvision models: resize's min_size")
     p.add_argument("--max-size", type=int, default=None, help="torchvision models: resize's max_size")
-    p.add_argument("--quick", action="store_true", help="a 2-frame plumbing run (first default clip, default cut, N=4)")
+    p.add_argument("--quick", action="store_true", help="2-frame plumbing run (vtest, default cut, N=4, crf 13, 43)")
     p.add_argument("--replicates", type=_count, default=None, help=REPLICATES_HELP)
+    p.add_argument(
+        "--crfs", type=_bits_list, default=None, help="only these crf values of the video baselines, e.g. 13,23,33,43"
+    )
     p.set_defaults(handler=_cmd_eval)
 
     r = subparsers.add_parser("eval-report", help="rewrite the report of a finished (or partial) eval run")

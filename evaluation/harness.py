@@ -122,6 +122,7 @@ class Harness:
     labelme : also score the labelme street frames against their real boxes
     calibration : ``"fixed"`` (the model package's calibration set, never evaluated) or
         ``"clip"`` (``calibration_frames`` frames spread over the clip under test)
+    crfs : only these of the video baselines' crf values (default: all of ``VIDEO_CRFS``)
     """
 
     def __init__(
@@ -129,7 +130,7 @@ class Harness:
         model: str = "ssd-mobilenet-v2",
         weights=None,
         video=None,
-        frames: int = 300,
+        frames: int = 100,
         start: int = 0,
         cuts=None,
         bits=DEFAULT_BITS,
@@ -141,6 +142,7 @@ class Harness:
         detector_kwargs=None,
         calibration: str = "fixed",
         calibration_frames: int = CALIBRATION_FRAMES,
+        crfs=None,
         log: Callable[[str], None] = _log,
     ):
         from temposplit.model import cuts as cut_table
@@ -186,6 +188,9 @@ class Harness:
             raise ConfigError(f"calibration must be one of {', '.join(CALIBRATIONS)}, not {calibration!r}")
         self.calibration = calibration
         self.calibration_frames = calibration_frames
+        self.crfs = sorted({int(c) for c in crfs}) if crfs else None
+        if self.crfs and any(c not in VIDEO_CRFS for c in self.crfs):
+            raise ConfigError(f"crf values must be among the plan's {VIDEO_CRFS}, not {self.crfs}")
         self.out = Path(out)
         self.cache = self.out / "cache"
         self.labelme = labelme
@@ -246,7 +251,7 @@ class Harness:
                 fn = RUNNERS["float"] if entry is None else RUNNERS[entry.runner]
                 return lambda: fn(run, entry, cut, n)
 
-            out += plan_mod.tasks(self.model, name, self.cuts, self.bits, self.methods, call, self.pruned)
+            out += plan_mod.tasks(self.model, name, self.cuts, self.bits, self.methods, call, self.pruned, self.crfs)
         return out
 
     def _drop_partial_line(self) -> None:
@@ -281,6 +286,7 @@ class Harness:
             "bits": self.bits,
             "methods": self.methods,
             "pruned": self.pruned,
+            "crfs": self.crfs or list(VIDEO_CRFS),
             "score_every": self.score_every,
             "score_phases": list(self.score_phases),
             "calibration": self.calibration,

@@ -216,13 +216,15 @@ def row_key(model, clip, cut, method, variant, coder, n) -> str:
     return "|".join(str(x) for x in (model, clip, cut, method, variant, coder, n))
 
 
-def tasks(model: str, clip: str, cuts, bits, methods, call, pruned: bool = False) -> list[Task]:
+def tasks(model: str, clip: str, cuts, bits, methods, call, pruned: bool = False, crfs=None) -> list[Task]:
     """The sweep of one clip: the float reference, then per cut every feature entry (at every N
     for per-N entries), then the frame baselines. ``call(entry, cut, n)`` returns the runner call.
-    ``pruned``: only the entries marked ``default``."""
+    ``pruned``: only the entries marked ``default``; ``crfs``: only these of the video entries."""
     m = set(methods)
     out = [Task("float reference", [row_key(model, clip, None, "float", "", None, None)], call(None, None, None))]
     plan = [e for e in PLAN if e.default or not pruned]
+    if crfs is not None:
+        plan = [e for e in plan if e.runner != "frames" or e.method == "jpeg" or e.options["setting"] in crfs]
     entries = [e for e in plan if e.method in m and e.per != "clip"]
     first_n = next((k for k, e in enumerate(PLAN) if e.per == "n"), len(PLAN))
     before = [e for e in entries if e.per == "cut" and PLAN.index(e) < first_n]

@@ -173,7 +173,10 @@ def _pct(v) -> str:
 def bd_cell(e: dict) -> str:
     if not math.isfinite(e["bd_rate"]):
         return e.get("note") or "undefined"
-    ci = f" [{e['lo']:+.0f}, {e['hi']:+.0f}]" if math.isfinite(e.get("lo", math.nan)) else ""
+    if math.isfinite(e.get("lo", math.nan)):
+        ci = f" [{e['lo']:+.0f}, {e['hi']:+.0f}]"
+    else:  # undefined (no overlap, one hull point) on most resamples, or no resamples
+        ci = " [no interval]" if np.size(e.get("replicates", [])) or "clips" in e else ""
     return f"{e['bd_rate']:+.0f} %{ci}"
 
 

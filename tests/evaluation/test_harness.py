@@ -207,6 +207,7 @@ def test_several_clips_and_the_frame_baselines_in_one_run(tmp_path, need_data):
         cuts=[CUT],
         bits=[6],
         methods=["chain+residual", "h264"],
+        crfs=[13, 43],
         out=tmp_path,
         labelme=False,
         log=lambda m: None,
@@ -216,7 +217,7 @@ def test_several_clips_and_the_frame_baselines_in_one_run(tmp_path, need_data):
     for clip in ("vtest", "cup"):
         video = _by(rows, clip=clip, method="h264")
         assert {r["variant"] for r in video} == {
-            f"{v}crf={c}" for v in ("", "veryfast ", "input ", "input veryfast ") for c in VIDEO_CRFS
+            f"{v}crf={c}" for v in ("", "veryfast ", "input ", "input veryfast ") for c in (13, 43)
         }
         for crf in (13, 43):
             native = _by(rows, clip=clip, method="h264", variant=f"crf={crf}")[0]
@@ -238,6 +239,12 @@ def test_the_default_plan_is_pruned_and_every_entry_is_reachable():
     assert h.cuts == list(DEFAULT_CUTS["ssd-mobilenet-v2"]) and h.pruned
     full = Harness(video=vtest_path(), out="/nonexistent/x", methods=["all"], cuts=["all"], log=lambda m: None)
     assert set(full.methods) == set(ALL_METHODS) and len(full.cuts) > len(h.cuts)
+    video = [t for t in h.tasks() if t.keys and t.keys[0].split("|")[3] in ("h264", "h265")]
+    assert len(video) == 2 * 2 * 2 * len(VIDEO_CRFS)  # codecs x presets x resolutions x crf
+    few = Harness(video=vtest_path(), out="/nonexistent/x", crfs=[13, 43], log=lambda m: None)
+    assert len([t for t in few.tasks() if t.keys and t.keys[0].split("|")[3] == "h264"]) == 2 * 2 * 2
+    with pytest.raises(ConfigError):
+        Harness(video=vtest_path(), out="/nonexistent/x", crfs=[14])
     # Adding a method is one entry: every entry has a runner and a unique key per cut, N and coder.
     from temposplit.evaluation.runners import RUNNERS
 
@@ -260,6 +267,22 @@ def test_cli_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "--bits", "3..9"])
     assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_quick_is_a_plumbing_run_with_every_output(tmp_path, need_data):
+    from temposplit.cli import main
+
+    out = tmp_path / "quick"
+    assert main(["eval", "--quick", "--out", str(out), "--no-plots", "--replicates", "10"]) == 0
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["model", "clip", "cut", "method"]
+    rows = load_rows(out / "results.jsonl")
+    assert {r["clip"] for r in rows} == {"vtest"} and {r["frames"] for r in rows} == {2}
+    assert {r["variant"] for r in _by(rows, method="h265")} == {
+        f"{v}crf={c}" for v in ("", "veryfast ", "input ", "input veryfast ") for c in (13, 43)
+    }
+    assert (out / "bdrate.csv").is_file() and (out / "report.md").is_file() and (out / "vtest" / "report.md").is_file()
 
 
 TORCHVISION = ["fasterrcnn-resnet50-fpn", "fasterrcnn-mobilenet-v3-large-fpn", "retinanet-resnet50-fpn"]
