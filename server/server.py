@@ -46,6 +46,7 @@ class Connection:
         self.loop = server.loop
         self.peer = (writer.get_extra_info("peername") or ("?",))[0]
         self.inflight = asyncio.Semaphore(INFLIGHT)
+        self.unanswered = 0  # frames queued or not yet answered
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.broken = False  # set (from any thread) when the connection must stop
         self.session: Session | None = None
@@ -74,7 +75,7 @@ class Connection:
                 break
             except TimeoutError:
                 # Silence is fine while this connection's frames are still being answered.
-                if not (idle_ok and self.inflight._value < INFLIGHT):
+                if not (idle_ok and self.unanswered > 0):
                     raise P.ProtocolError(f"nothing received for {timeout:g} s") from None
             except asyncio.IncompleteReadError as exc:
                 raise P.ConnectionClosed("the peer closed the connection") from exc
@@ -102,6 +103,7 @@ class Connection:
                     self.task.cancel()
                     return
             if release:
+                self.unanswered -= 1
                 self.inflight.release()
             if close_after:
                 self.broken = True
@@ -135,6 +137,7 @@ class Connection:
                 else:
                     raise P.ProtocolError(f"unexpected {msg.name} from the edge")
                 await self.inflight.acquire()  # at most INFLIGHT frames per connection
+                self.unanswered += 1
                 if self.broken:
                     break
                 await s.worker.put(item)  # a full queue waits here: backpressure
