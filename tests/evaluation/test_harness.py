@@ -142,13 +142,13 @@ def test_report_files(sweep, tmp_path):
     from temposplit.evaluation.report import headline, write_report
 
     out, rows = sweep
-    paths = write_report(out, rows, dest=tmp_path)
+    paths = write_report(out, rows, dest=tmp_path, replicates=10)
     names = {p.name for p in paths}
     assert {"results.csv", "results.json", "report.md", f"cut_{CUT}.png", "rate_accuracy.png"} <= names
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     assert len(csv_lines) == len(rows) + 1
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
-    md = (tmp_path / "report.md").read_text()
+    md = (tmp_path / "vtest" / "report.md").read_text()  # the clip's own report
     assert "## Headline" in md and f"## Cut {CUT}" in md
     h = headline(rows)
     assert set(h["levels"]) == {0.95, 0.90, 0.85}
