@@ -30,7 +30,19 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--calibration", type=int, default=16, help="frames for int8 calibration (default 16)")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=None,
+        metavar="N",
+        help="int8 calibration on N frames of the fixed calibration set (default: all of it; docs/models.md)",
+    )
+    p.add_argument(
+        "--calibrate-on-clip",
+        action="store_true",
+        help="calibrate on the first --calibration (default 16) frames of the video itself instead: "
+        "its accuracy then flatters the clip",
+    )
     p.add_argument(
         "--m1",
         default=None,
@@ -68,7 +80,19 @@ def register(sub) -> None:
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
-    p.add_argument("--calibration", type=int, default=16, help="frames for int8 calibration (default 16)")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=None,
+        metavar="N",
+        help="int8 calibration on N frames of the fixed calibration set (default: all of it; docs/models.md)",
+    )
+    p.add_argument(
+        "--calibrate-on-clip",
+        action="store_true",
+        help="calibrate on the first --calibration (default 16) frames of the video itself instead: "
+        "its accuracy then flatters the clip",
+    )
     p.add_argument("--m1", default=None, metavar="FILE", help="an exported int8 M1 run with NumPy (as the edge's)")
     p.add_argument("--block", "-B", type=int, default=None, help="block size stored for every tensor")
     p.set_defaults(handler=_features)
@@ -113,15 +137,20 @@ def _at_least(value, minimum: int, option: str) -> None:
 
 
 def _edge_model(args, path: str, log):
-    """The edge's M1: an exported NumPy M1, or the model calibrated on the video's first frames."""
+    """The edge's M1: an exported NumPy M1, or the int8 model calibrated on the fixed calibration
+    set (never on the video it runs on, unless ``--calibrate-on-clip`` asks for that)."""
     import itertools
 
     from temposplit.host.pipeline import EdgeModel, NumpyEdgeModel
     from temposplit.host.sources import open_source
+    from temposplit.model.calibration import calibration_frames
 
     if args.m1:
         return NumpyEdgeModel(args.m1, log=log)
-    calib = list(itertools.islice(open_source(path).frames(), args.calibration))
+    if args.calibrate_on_clip:
+        calib = list(itertools.islice(open_source(path).frames(), args.calibration or 16))
+    else:
+        calib = calibration_frames(args.calibration)
     return EdgeModel(args.model, args.cut, args.weights, calib, log=log)
 
 

@@ -35,7 +35,7 @@ def run_demo(
     codec: dict | None = None,
     backend: str = "golden",
     cut: str | None = None,
-    calibration_frames: int = 16,
+    calibration_frames: int | None = None,
     reference: bool = True,
     log=_log,
 ) -> dict:
@@ -50,11 +50,11 @@ def run_demo(
     if frames < 1:
         raise ConfigError(f"frames must be at least 1, not {frames}")
     check_output_folder(out)
+    if not data.have_data():
+        log("first run: fetching the clips and the calibration set from Debian's packages (apt-get download)")
+        data.fetch_data(log=log)
     if video is None:
         path = data.vtest_path()
-        if not path.is_file():
-            log("first run: fetching vtest.avi from Debian's opencv-doc package (apt-get download, not installed)")
-            data.fetch_data(log=log)
     else:
         path = Path(video)
         if not path.is_file():
@@ -70,8 +70,10 @@ def run_demo(
     frames = min(frames, available) if available else frames
     log(f"video {path}: {frames} frames at {fps:g} fps")
     log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
-    calib = list(data.read_video(path, max_frames=calibration_frames, step=max(1, frames // calibration_frames)))
-    model = EdgeModel(cut=cut, calibration=calib, log=log)
+    # int8 calibration on the fixed set (docs/models.md), never on the clip the demo scores.
+    from temposplit.model.calibration import calibration_frames as fixed_set
+
+    model = EdgeModel(cut=cut, calibration=fixed_set(calibration_frames), log=log)
     shapes = model.cut.shapes(model.detector.input_size)
     log(
         f"cut {model.cut.name}: "
@@ -103,7 +105,7 @@ def run_demo(
     per_frame = report.bytes / n
     raw8 = sum(int(np.prod(s)) for s in model.cut.shapes(model.detector.input_size))
     cut_alone = sum(b[-1] for b in report.tensor_bytes) / n if report.tensor_bytes else 0.0
-    h, w = calib[0].shape[:2]
+    h, w = next(iter(data.read_video(path, max_frames=1))).shape[:2]
     summary = {
         "frames": n,
         "decoded": len(report.detections),
