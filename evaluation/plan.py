@@ -25,13 +25,15 @@ M2_BATCH = 32
 
 QUANT_CODERS = ("raw", "zvc", "huffman", "zrl")
 TSS_CODERS = ("raw", "zvc", "huffman")  # the thesis's curves
+# The residual methods are also coded with bitstream v2's context-adaptive coder `ctx`: the same
+# reconstruction, so only the bytes differ (docs/bitstream.md section 6.2).
 # Residual thresholds are mean |current - prediction| per block in 8-bit code steps per active
 # element, as the codec takes them (the same error in value at every N and on every cut).
-BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl")}
-CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman")}
+BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl", "ctx")}
+CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman", "ctx")}
 # The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at
 # N = 7); below one N-bit step (N <= 5) a dead zone changes nothing, so those N are not run.
-CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl",)}
+CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl", "ctx")}
 # The refresh as an adaptive group length: long groups predicted from their anchor with the
 # residual mode, a new anchor as soon as a frame's prediction cost passes `factor` times the
 # mean cost of a 1-frame step (uni-2's). Without a residual a refresh cannot rescue the drift
