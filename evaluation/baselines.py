@@ -1,4 +1,4 @@
-"""Raw-frame baselines (SPEC section 6, items 8 and 9): what a user would send instead of features.
+"""Raw-frame baselines (docs/requirements.md section 6, items 8 and 9): what a user would send instead of features.
 
 * :func:`encode_jpeg` — each frame as a JPEG image through OpenCV (``cv2.imencode``, its
   bundled libjpeg-turbo): baseline sequential JPEG, standard tables scaled by the quality,

@@ -142,7 +142,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
         help="rate/accuracy sweep: model x cut x N x method (resumable), then the report",
-        description="Sweep every method at every cut and N over a clip (SPEC section 6), score against the "
+        description="Sweep every method at every cut and N over clips (docs/requirements.md section 6), "
+        "score against the "
         "float model's detections and the labelme boxes, and write results.csv/json, plots and report.md. "
         "Finished points are kept in OUT/results.jsonl: rerunning continues where it stopped.",
     )

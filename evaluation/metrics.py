@@ -1,6 +1,6 @@
 """The scores of the evaluation harness: detection accuracy (COCO mAP), rates and image fidelity.
 
-Detection accuracy (SPEC section 6) is COCO mAP@0.5 and mAP@[.5:.95] computed by
+Detection accuracy (docs/requirements.md section 6) is COCO mAP@0.5 and mAP@[.5:.95] computed by
 pycocotools on per-frame :class:`~temposplit.model.detections.Detections` (boxes x1, y1,
 x2, y2 in pixels, scores, COCO category ids):
 
@@ -22,7 +22,7 @@ Degenerate cases, always answered the same way:
   not zero; averages across clips should skip it, e.g. ``numpy.nanmean``);
 * ground truth but no detection (after the score filter): both mAPs are **0.0**.
 
-The rate helpers follow SPEC section 6: MB = 10^6 bytes, MB/s at a stated frame rate
+The rate helpers follow docs/requirements.md section 6: MB = 10^6 bytes, MB/s at a stated frame rate
 (30 frames/s by default, the thesis's), bits per element or pixel, compression ratios.
 """
 
@@ -374,7 +374,7 @@ def fidelity_map(
     max_detections: int = 100,
 ) -> MapResult:
     """Fidelity mAP: detections under test against the reference run's detections with
-    score >= ``reference_threshold`` (SPEC section 6, ground truth (a))."""
+    score >= ``reference_threshold`` (docs/requirements.md section 6, ground truth (a))."""
     reference = [r.above(reference_threshold) for r in reference]
     return coco_map(detections, reference, score_threshold=score_threshold, max_detections=max_detections)
 

@@ -30,7 +30,12 @@ TSS_CODERS = ("raw", "zvc", "huffman")  # the thesis's curves
 # Residual thresholds are mean |current - prediction| per block in 8-bit code steps per active
 # element, as the codec takes them (the same error in value at every N and on every cut).
 BI3_RESIDUAL = {"structure": "bi-3", "reference": "anchor", "threshold": 2.0, "coders": ("huffman", "zrl", "ctx")}
-CHAIN_RESIDUAL = {"structure": "uni-8", "reference": "chain", "thresholds": (1.5, 4.0), "coders": ("zrl", "huffman", "ctx")}
+CHAIN_RESIDUAL = {
+    "structure": "uni-8",
+    "reference": "chain",
+    "thresholds": (1.5, 4.0),
+    "coders": ("zrl", "huffman", "ctx"),
+}
 # The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at
 # N = 7); below one N-bit step (N <= 5) a dead zone changes nothing, so those N are not run.
 CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl", "ctx")}

@@ -36,7 +36,7 @@ from temposplit.hw import motion_estimator as _me
 from temposplit.hw.regmap import LANES
 
 CLOCK_HZ = 100e6
-# Zynq-7020 DMA limits (TOOLCHAIN.md): AXI DMA at 100 MHz, 32 bits; an HP port's theory.
+# Zynq-7020 DMA limits (docs/fabric.md): AXI DMA at 100 MHz, 32 bits; an HP port's theory.
 DMA_MM2S_BPS = 400e6
 DMA_S2MM_BPS = 300e6
 HP_PORT_BPS = 1200e6
@@ -53,7 +53,7 @@ def motion_cycles(shape, block, search, ref=None, cur=None) -> int:
 
     With ``ref`` and ``cur`` (the centred int16 (H, W, C) maps of the golden model) the
     TSS path is replayed, so invalid candidates are counted exactly; without them every
-    step's centre is taken as (0, 0) (what ~99 % of real blocks do, SPEC section 6).
+    step's centre is taken as (0, 0) (what ~99 % of real blocks do, docs/requirements.md section 6).
     """
     h, w, c = shape
     cw = -(-c // LANES)
@@ -220,7 +220,7 @@ def best_band_plan(
 
 # ----------------------------------------------------------------------------- the table
 
-# Every cut the project knows (SPEC section 3): the SSD's on 300x300, the R50 FPN's on
+# Every cut the project knows (docs/requirements.md section 3): the SSD's on 300x300, the R50 FPN's on
 # 800x1088 (Faster R-CNN and RetinaNet share them). (name, (H, W, C), block B).
 SSD_CUTS = [
     ("ssd features[3]", (75, 75, 24), 4),

@@ -92,7 +92,7 @@ class Params:
 
 DEFAULT = Params()
 
-# Run-time limits the driver checks before it programs anything (SPEC section 7: they
+# Run-time limits the driver checks before it programs anything (docs/requirements.md section 7: they
 # cover 200x272x256 and every SSD cut). Shapes above ref_bytes are coded (modes ENCODE,
 # REQUANT); their motion search is BAND_MOTION (the reference streamed from DDR in bands).
 MAX_WIDTH = 1023

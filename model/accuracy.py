@@ -1,6 +1,6 @@
 """COCO mAP of detections (pycocotools), and the float/int8 SSD accuracy study.
 
-Ground truth (SPEC section 6): (a) "fidelity": the float model's own detections on the
+Ground truth (docs/requirements.md section 6): (a) "fidelity": the float model's own detections on the
 uncompressed frames with score >= 0.5 (the float line is 100 by construction); (b) real
 boxes where a data set has them (the labelme frames' polygons). Detections under test
 are scored with score >= 0.05.

@@ -1,4 +1,4 @@
-"""The cut table: one source of truth for each model's cut points (SPEC section 3).
+"""The cut table: one source of truth for each model's cut points (docs/requirements.md section 3).
 
 A *stage* is one step of a backbone that M1 can end after (``features.13``, ``layer2``);
 a *tap* is a stage whose output the rest of the model reads besides the next stage (the

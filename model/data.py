@@ -1,4 +1,4 @@
-"""Video frames and the small data sets this machine can have (SPEC section 6).
+"""Video frames and the small data sets this machine can have (docs/requirements.md section 6).
 
 * :func:`read_video` decodes any video PyAV can open into RGB uint8 frames (H, W, 3).
 * :func:`fetch_data` downloads, with ``apt-get download``, Debian's ``opencv-doc`` (the

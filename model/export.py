@@ -1,5 +1,5 @@
 """Export an int8 M1 to a portable ``.npz`` that :mod:`temposplit.model.numpy_m1` runs without
-PyTorch (the PYNQ-Z2's ARM: NumPy 1.x only; SPEC section 8). Format: docs/numpy-m1.md.
+PyTorch (the PYNQ-Z2's ARM: NumPy 1.x only; docs/requirements.md section 8). Format: docs/numpy-m1.md.
 
 Two sources, both converted with the qnnpack engine (:mod:`temposplit.model.quantize`):
 

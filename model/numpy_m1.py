@@ -1,4 +1,4 @@
-"""M1 on the edge board without PyTorch: a NumPy int8 runtime for an exported M1 (SPEC section 8).
+"""M1 on the edge board without PyTorch: a NumPy int8 runtime for an exported M1 (docs/requirements.md section 8).
 
 The PYNQ-Z2's 32-bit ARM Linux has NumPy 1.x and no PyTorch wheels, so the board runs the
 int8 M1 that :mod:`temposplit.model.export` writes (an ``.npz``: int8 weights, int32

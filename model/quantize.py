@@ -1,4 +1,4 @@
-"""Int8 static post-training quantization and the cut's uint8 codes (SPEC section 4).
+"""Int8 static post-training quantization and the cut's uint8 codes (docs/requirements.md section 4).
 
 Path chosen: **eager mode** (``torch.ao.quantization``: QuantStub/DeQuantStub, fuse,
 prepare, calibrate, convert) with the **qnnpack** configuration, for the SSD, because
@@ -10,7 +10,7 @@ prepare, calibrate, convert) with the **qnnpack** configuration, for the SSD, be
 * M1 and M2 are slices of one converted network, so the int8 M1 the edge runs and the
   int8 M2 the server could run share every scale and zero point;
 * qnnpack is what an ARM board runs; its activation observer (a histogram) uses the full
-  range 0..255 (``reduce_range=False``), as SPEC section 4 asks at the cut.
+  range 0..255 (``reduce_range=False``), as docs/requirements.md section 4 asks at the cut.
 
 ReLU6: eager fusion knows conv+ReLU, not conv+ReLU6. Each conv+ReLU6 becomes a fused
 conv+ReLU whose output observer clamps at 6 (it returns the clamped value during

