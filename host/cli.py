@@ -30,19 +30,7 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument(
-        "--calibration",
-        type=int,
-        default=None,
-        metavar="N",
-        help="int8 calibration on N frames of the fixed calibration set (default: all of it; docs/models.md)",
-    )
-    p.add_argument(
-        "--calibrate-on-clip",
-        action="store_true",
-        help="calibrate on the first --calibration (default 16) frames of the video itself instead: "
-        "its accuracy then flatters the clip",
-    )
+    _add_calibration_options(p)
     p.add_argument(
         "--m1",
         default=None,
@@ -80,6 +68,14 @@ def register(sub) -> None:
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
+    _add_calibration_options(p)
+    p.add_argument("--m1", default=None, metavar="FILE", help="an exported int8 M1 run with NumPy (as the edge's)")
+    p.add_argument("--block", "-B", type=int, default=None, help="block size stored for every tensor")
+    p.set_defaults(handler=_features)
+
+
+def _add_calibration_options(p) -> None:
+    """The int8 M1's calibration: the fixed set by default, the clip itself on request."""
     p.add_argument(
         "--calibration",
         type=int,
@@ -93,9 +89,6 @@ def register(sub) -> None:
         help="calibrate on the first --calibration (default 16) frames of the video itself instead: "
         "its accuracy then flatters the clip",
     )
-    p.add_argument("--m1", default=None, metavar="FILE", help="an exported int8 M1 run with NumPy (as the edge's)")
-    p.add_argument("--block", "-B", type=int, default=None, help="block size stored for every tensor")
-    p.set_defaults(handler=_features)
 
 
 def _codec(args) -> dict:
