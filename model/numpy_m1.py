@@ -35,10 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the exact convolution kernels: a module of the package, or a file beside this one on the board
+try:  # the exact convolution kernels: a module of the package, or the file beside this one on the board
     from temposplit.model import numpy_conv
-except ImportError:  # pragma: no cover - numpy_m1.py and numpy_conv.py copied together
-    import numpy_conv
+except ImportError:  # numpy_m1.py loaded on its own by path: numpy_conv.py sits in the same folder
+    import importlib.util as _importlib_util
+    import sys as _sys
+
+    _spec = _importlib_util.spec_from_file_location("numpy_conv", Path(__file__).with_name("numpy_conv.py"))
+    numpy_conv = _importlib_util.module_from_spec(_spec)
+    _sys.modules["numpy_conv"] = numpy_conv
+    _spec.loader.exec_module(numpy_conv)
 
 FORMAT = "temposplit-numpy-m1"
 VERSION = 1

@@ -165,6 +165,12 @@ class Worker:
             return
         s.max_seen = max(s.max_seen, index)
         if s.has(index) or (s, index) in seen:  # a frame resent after a reconnect
+            # Decoded again, neither recorded nor run through M2: a restarted server holds no
+            # reconstruction, and the frames after this one may be predicted from it.
+            try:
+                s.decoder.decode(packet)
+            except BitstreamError:
+                pass  # its record stands; a frame that needed it asks for a KEY as usual
             conn.post(P.control(P.ACK, {"frame": index, "duplicate": True}))
             return
         try:

@@ -101,11 +101,13 @@ def test_bias_correction_removes_the_mean_output_error(ssd, calib):
 
 @pytest.mark.slow
 def test_simulation_matches_the_real_int8_m1(ssd, calib, vtest_frames):
-    """The sensitivity study's fake quantization rounds as the eager int8 M1 does."""
+    """The sensitivity study's fake quantization rounds as the eager int8 M1 does (the plain
+    histogram recipe: the study quantizes the float network as it is, before any of the
+    post-training methods that the default recipe applies)."""
     from temposplit.model.quantize import quantize
     from temposplit.model.sensitivity import FakeQuantSSD
 
-    q = quantize(ssd, calib)
+    q = quantize(ssd, calib, method="histogram")
     sim = FakeQuantSSD(ssd)
     sim.calibrate(calib)
     x = ssd.preprocess(vtest_frames[:2]).tensor
