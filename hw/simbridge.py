@@ -44,20 +44,26 @@ def tool_env() -> None:
 
 def build(params: regmap.Params = regmap.DEFAULT, root: Path | None = None):
     """Verilate the top for ``params`` (cached by the Verilog's hash); returns (runner, build dir)."""
-    from cocotb_tools.runner import get_runner
-
     from temposplit.hw.generate import verilog
 
     tool_env()
     root = Path(root or os.environ.get("TSP_SIM_BUILD", Path.cwd() / "build" / "sim"))
-    text = verilog(params, TOPLEVEL)
-    bdir = root / f"{TOPLEVEL}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+    return verilate(verilog(params, TOPLEVEL), TOPLEVEL, root)
+
+
+def verilate(text: str, toplevel: str, root: Path):
+    """Verilate one Verilog text under ``root`` (a build folder per hash of the text, reused
+    while the text is the same); returns (runner, build dir)."""
+    from cocotb_tools.runner import get_runner
+
+    tool_env()
+    bdir = Path(root) / f"{toplevel}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
     bdir.mkdir(parents=True, exist_ok=True)
-    src = bdir / f"{TOPLEVEL}.v"
+    src = bdir / f"{toplevel}.v"
     if not src.exists() or src.read_text() != text:
         src.write_text(text)
     runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=["-Wno-fatal", "-O3"], always=False)
+    runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=bdir, build_args=["-Wno-fatal", "-O3"], always=False)
     return runner, bdir
 
 

@@ -1,7 +1,6 @@
 """pytest wrapper: the cocotb tests of ``tb_ctx.py`` on a Verilator build of the v2
 coder's anchor section (``hw/range_coder.py``), cached under build/sim."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,12 @@ def ctx_build():
     pytest.importorskip("amaranth")
     pytest.importorskip("cocotb_tools.runner")
     from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
 
     from temposplit.hw.range_coder import AnchorCoder
-    from temposplit.hw.simbridge import tool_env
+    from temposplit.hw.simbridge import tool_env, verilate
 
     tool_env()
-    text = verilog.convert(AnchorCoder(), name=TOPLEVEL, emit_src=False)
-    bdir = BUILD_ROOT / f"{TOPLEVEL}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
-    bdir.mkdir(parents=True, exist_ok=True)
-    src = bdir / f"{TOPLEVEL}.v"
-    if not src.exists() or src.read_text() != text:
-        src.write_text(text)
-    runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=["-Wno-fatal", "-O3"], always=False)
-    return runner, bdir
+    return verilate(verilog.convert(AnchorCoder(), name=TOPLEVEL, emit_src=False), TOPLEVEL, BUILD_ROOT)
 
 
 @pytest.mark.parametrize("testcase", ["test_ctx_random", "test_ctx_fixtures", "test_ctx_reset_midstream"])
