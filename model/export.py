@@ -83,6 +83,10 @@ class _Builder:
         from torch.ao.nn.intrinsic.quantized import ConvReLU2d
         from torch.ao.nn.quantized import Conv2d as QConv2d
 
+        from temposplit.model.wide import WideConv2d
+
+        if isinstance(mod, WideConv2d):
+            return self.wide_conv(name, src, mod)
         if not isinstance(mod, QConv2d):
             raise ConfigError(f"{name}: expected a quantized Conv2d, got {type(mod).__name__}")
         if tuple(mod.dilation) != (1, 1) or mod.padding_mode != "zeros":
@@ -119,6 +123,26 @@ class _Builder:
         self.arrays[f"{name}.bias"] = qbias.numpy().astype(np.int32)
         self.arrays[f"{name}.bias_float"] = bias.numpy()
         self.arrays[f"{name}.requant_scale"] = requant.astype(np.float32)
+        return self._conv_node(name, src, mod, out_scale, out_zp, relu, qmin)
+
+    def wide_conv(self, name: str, src: str, mod) -> str:
+        """An int16-weight convolution (model/wide.py): the same node, int16 weight codes."""
+        in_scale, _ = self.qparams[src]
+        try:
+            qbias, requant = mod.params(in_scale)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from exc
+        out_ch = mod.out_channels
+        self.arrays[f"{name}.weight"] = mod.weight_codes.numpy().astype(np.int16)
+        self.arrays[f"{name}.weight_scale"] = mod.weight_scale.numpy().astype(np.float32)
+        self.arrays[f"{name}.weight_zero_point"] = np.zeros(out_ch, np.int32)
+        self.arrays[f"{name}.bias"] = qbias
+        self.arrays[f"{name}.bias_float"] = mod.bias_float.numpy().astype(np.float32)
+        self.arrays[f"{name}.requant_scale"] = requant
+        return self._conv_node(name, src, mod, mod.scale, mod.zero_point, mod.relu, mod.qmin)
+
+    def _conv_node(self, name, src, mod, out_scale, out_zp, relu, qmin) -> str:
+        in_scale, in_zp = self.qparams[src]
         return self._add(
             {
                 "name": name,
@@ -132,10 +156,10 @@ class _Builder:
                 "out_channels": int(mod.out_channels),
                 "input_scale": in_scale,
                 "input_zero_point": in_zp,
-                "scale": out_scale,
-                "zero_point": out_zp,
-                "relu": relu,
-                "qmin": qmin,
+                "scale": float(out_scale),
+                "zero_point": int(out_zp),
+                "relu": bool(relu),
+                "qmin": int(qmin),
                 "qmax": 255,
             }
         )

@@ -172,20 +172,25 @@ class ExactDepthwise:
         taps = np.asarray(taps)
         bias = np.zeros(taps.shape[0], np.int64) if bias is None else np.asarray(bias, np.int64)
         bound = row_bounds(taps, x_max)
-        if bound.max(initial=0) >= EXACT_F32:
-            raise ValueError("depthwise sums could reach 2**24: not exact in float32")
-        self.taps = np.ascontiguousarray(taps, dtype=np.float32)
-        self.bias_inside = bool((bound + np.abs(bias)).max(initial=0) < EXACT_F32)
-        self.bias = bias.astype(np.float32) if self.bias_inside else bias.astype(np.int32)
+        # float32 when every sum stays below 2**24 (int8 weights); else float64 (int16
+        # weights, model/wide.py), exact below 2**53
+        self.dtype = np.dtype(np.float32 if bound.max(initial=0) < EXACT_F32 else np.float64)
+        limit = EXACT_F32 if self.dtype == np.float32 else EXACT_F64
+        if bound.max(initial=0) >= limit:
+            raise ValueError("depthwise sums could reach 2**53: not exact in float64")
+        self.taps = np.ascontiguousarray(taps, dtype=self.dtype)
+        self.bias_inside = bool((bound + np.abs(bias)).max(initial=0) < limit)
+        self.bias = bias.astype(self.dtype) if self.bias_inside else bias.astype(np.int32)
 
     def __call__(self, codes: np.ndarray, kh: int, kw: int, stride, ho: int, wo: int) -> np.ndarray:
-        """Padded codes (N, C, Hp, Wp) -> sums (N, C, ho, wo): float32 with the bias (inside), int32 without."""
+        """Padded codes (N, C, Hp, Wp) -> sums (N, C, ho, wo): float (``dtype``) with the bias
+        (inside), int32 without."""
         n, c = codes.shape[:2]
         sh, sw = stride
         taps, positions = kh * kw, ho * wo
         block = max(1, min(c, DEPTHWISE_BLOCK // (n * taps * positions)))
-        out = np.empty((n, c, 1, positions), np.float32)
-        cols = np.empty((n, block, taps, positions), np.float32)
+        out = np.empty((n, c, 1, positions), self.dtype)
+        cols = np.empty((n, block, taps, positions), self.dtype)
         for c0 in range(0, c, block):
             c1 = min(c, c0 + block)
             part = cols[:, : c1 - c0]

@@ -47,7 +47,7 @@ except ImportError:  # numpy_m1.py loaded on its own by path: numpy_conv.py sits
     _spec.loader.exec_module(numpy_conv)
 
 FORMAT = "temposplit-numpy-m1"
-VERSION = 1
+VERSION = 2  # 2: a convolution's weights may be int16 (model/wide.py); version 1 files still load
 SSD_INPUT_SIZE = (300, 300)
 
 
@@ -145,8 +145,8 @@ def requantize(acc: np.ndarray, bias: np.ndarray, scale: np.ndarray, zero_point:
     to stay below 2**24 in magnitude (then float32 holds it exactly, as int32 would);
     ``bias`` None: already summed into ``acc``."""
     shape = (1, -1) + (1,) * (acc.ndim - 2)
-    if bias is None:  # already in the accumulators
-        y = acc
+    if bias is None:  # already in the accumulators (float64 ones, exact integers: rounded once to float32)
+        y = acc if acc.dtype == np.float32 else acc.astype(np.float32)
     elif acc.dtype == np.float32:
         y = acc
         y += bias.reshape(shape)
@@ -172,7 +172,11 @@ class Conv:
 
     def __init__(self, node: dict, arrays: dict):
         name = node["name"]
-        w = arrays[f"{name}.weight"].astype(np.float32)  # int8 (O, I/g, kh, kw)
+        w = arrays[f"{name}.weight"]  # int8, or int16 (O, I/g, kh, kw)
+        if w.dtype not in (np.int8, np.int16):
+            raise FormatError(f"{name}: weights of type {w.dtype}, expected int8 or int16")
+        wide = w.dtype == np.int16
+        w = w.astype(np.float32)
         wzp = arrays[f"{name}.weight_zero_point"].astype(np.float32)
         self.node = node
         self.out_channels, cin_g, self.kh, self.kw = w.shape
@@ -197,7 +201,7 @@ class Conv:
             if self.depthwise:
                 self.dw = numpy_conv.ExactDepthwise(flat, bias)  # flat: (C, taps)
             else:
-                self.gemm = numpy_conv.ExactGemm(flat, bias)
+                self.gemm = numpy_conv.ExactGemm(flat, bias, dtype=np.float64 if wide else np.float32)
         except ValueError as exc:
             raise FormatError(f"{name}: {exc}") from exc
 

@@ -224,9 +224,12 @@ def _adaround_layer(w: torch.Tensor, x: torch.Tensor, depthwise: bool, iters: in
         return torch.where(keep, wf, codes * sf).reshape(w.shape)
 
 
-def adaround(detector, net, frames, last: int = ADAROUND_LAST, iters: int = ADAROUND_ITERS, log=None) -> dict:
-    """AdaRound of the backbone's convolutions up to ``features.<last>`` (see the module)."""
-    convs = backbone_convs(net, last)
+def adaround(
+    detector, net, frames, last: int = ADAROUND_LAST, iters: int = ADAROUND_ITERS, log=None, wide=frozenset()
+) -> dict:
+    """AdaRound of the backbone's convolutions up to ``features.<last>`` (see the module);
+    the int16-weight ones (``wide``) round to nearest on their own grid and are left out."""
+    convs = [(n, m) for n, m in backbone_convs(net, last) if n not in wide]
     stats = _collect(detector, net, frames, convs, "patches")
     gains = {}
     for i, (name, mod) in enumerate(convs):
@@ -250,15 +253,18 @@ def adaround(detector, net, frames, last: int = ADAROUND_LAST, iters: int = ADAR
 
 
 @torch.no_grad()
-def correct_bias(detector, net, frames, last: int = 18) -> dict:
-    """Empirical bias correction of the backbone's convolutions (see the module)."""
+def correct_bias(detector, net, frames, last: int = 18, wide=frozenset()) -> dict:
+    """Empirical bias correction of the backbone's convolutions (see the module); the
+    convolutions named in ``wide`` keep int16 weights, whose rounding is corrected instead."""
+    from temposplit.model.wide import round_wide
+
     convs = backbone_convs(net, last)
     stats = _collect(detector, net, frames, convs, "mean")
     shifts = {}
     for name, mod in convs:
         mean = stats[name]["sum"] / stats[name]["n"]  # (I,)
         w = mod.conv.weight
-        dw = round_weights(w) - w
+        dw = (round_wide(w) if name in wide else round_weights(w)) - w
         if mod.conv.groups > 1:
             err = dw.flatten(1).sum(1) * mean
         else:
@@ -268,9 +274,10 @@ def correct_bias(detector, net, frames, last: int = 18) -> dict:
     return {"max_shift": shifts}
 
 
-def apply(detector, net, frames, methods, log=None) -> dict:
+def apply(detector, net, frames, methods, log=None, wide=frozenset()) -> dict:
     """Apply the named methods in the fixed order range equalization, CLE, AdaRound, bias
-    correction (each measured on the network the previous ones produced)."""
+    correction (each measured on the network the previous ones produced). ``wide``: the
+    convolutions that will keep int16 weights (:mod:`temposplit.model.wide`)."""
     report = {}
     order = ("equalize", "cle", "adaround", "bias")
     for m in order:
@@ -283,9 +290,9 @@ def apply(detector, net, frames, methods, log=None) -> dict:
         elif m == "cle":
             report[m] = equalize_depthwise_project(detector, net, frames)
         elif m == "adaround":
-            report[m] = adaround(detector, net, frames, log=log)
+            report[m] = adaround(detector, net, frames, log=log, wide=wide)
         else:
-            report[m] = correct_bias(detector, net, frames)
+            report[m] = correct_bias(detector, net, frames, wide=wide)
     return report
 
 

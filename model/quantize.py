@@ -94,16 +94,18 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 # (docs/models.md, "Int8 recipes"). "default" is DEFAULT_METHOD; "histogram" alone is the
 # recipe before the post-training methods.
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
-PTQ_METHODS = ("equalize", "cle", "adaround", "bias")
+# int16 weights (model/wide.py) for features.1's depthwise convolution, or for every depthwise one
+WIDE_METHODS = {"dw16-first": "first", "dw16": "all"}
+PTQ_METHODS = ("equalize", "cle", "adaround", "bias", *WIDE_METHODS)
 DEFAULT_METHOD = "histogram+equalize+cle+bias"  # chosen on the calibration set (docs/models.md)
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
 
 
 def parse_method(method: str) -> tuple[str, tuple[str, ...]]:
     """``"minmax+equalize+bias"`` -> ("minmax", ("equalize", "bias")); raises ConfigError."""
-    if method == "default":
-        method = DEFAULT_METHOD
     parts = [p.strip() for p in str(method).split("+")]
+    if parts[0] == "default":  # "default" or "default+<more>"
+        parts = DEFAULT_METHOD.split("+") + parts[1:]
     observer = parts[0]
     if observer not in OBSERVERS:
         raise ConfigError(f"unknown int8 observer {parts[0]!r} (choose from default, {', '.join(OBSERVERS)})")
@@ -113,6 +115,8 @@ def parse_method(method: str) -> tuple[str, tuple[str, ...]]:
             raise ConfigError(f"unknown post-training method {m!r} (choose from {', '.join(PTQ_METHODS)})")
     if len(set(extra)) != len(extra):
         raise ConfigError(f"method {method!r} names a step twice")
+    if len(set(extra) & set(WIDE_METHODS)) > 1:
+        raise ConfigError(f"method {method!r}: choose one of {', '.join(WIDE_METHODS)}")
     return observer, extra
 
 
@@ -279,16 +283,21 @@ def quantize(
     observer, steps = parse_method(method)
     set_engine()
     calibration_frames = list(calibration_frames)
+    scope = next((WIDE_METHODS[s] for s in steps if s in WIDE_METHODS), None)
+    steps = tuple(s for s in steps if s not in WIDE_METHODS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        net = copy.deepcopy(detector.net).eval()
+        wide = []
+        if scope:
+            from temposplit.model.wide import depthwise_names
+
+            wide = depthwise_names(net, scope)
         if steps:
             from temposplit.model import ptq
 
-            net = copy.deepcopy(detector.net).eval()
-            ptq.apply(detector, net, calibration_frames, steps, log=log)
-            qnet = _prepare_ssd(net, observer, copy_net=False)
-        else:
-            qnet = _prepare_ssd(detector.net, observer)
+            ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide))
+        qnet = _prepare_ssd(net, observer, copy_net=False)
         n = 0
         with torch.no_grad():
             for chunk in _chunks(calibration_frames, batch_size):
@@ -298,8 +307,21 @@ def quantize(
                     log(f"calibrated on {n} frames")
         if n == 0:
             raise ConfigError("no calibration frames")
+        floats = {name: _float_conv(qnet.get_submodule(name).conv) for name in wide}
+        floats = {name: (c.weight.detach().clone(), c.bias.detach().clone()) for name, c in floats.items()}
         torch.ao.quantization.convert(qnet, inplace=True)
+        if wide:
+            from temposplit.model.wide import WideConv2d
+
+            for name, (weight, bias) in floats.items():
+                module = qnet.get_submodule(name)
+                module.conv = WideConv2d.from_float(weight, bias, module.conv)
     return QuantizedDetector(detector, qnet.eval())
+
+
+def _float_conv(module: nn.Module) -> nn.Conv2d:
+    """The float convolution of a prepared (possibly conv+ReLU fused) module."""
+    return module[0] if isinstance(module, nn.Sequential) else module
 
 
 def _chunks(frames, size):

@@ -109,17 +109,21 @@ def test_conv_gemm_equals_direct_int64(monkeypatch, k, stride):
 
 @pytest.mark.parametrize("block", [1 << 16, 9 * 4 * 3])
 @pytest.mark.parametrize("bias_scale", [2**10, 2**28])
-def test_depthwise_equals_int64_on_the_worst_case(monkeypatch, bias_scale, block):
-    """Extreme taps and codes, the bias inside or not, one block of channels or several."""
+@pytest.mark.parametrize("bits", [8, 16])
+def test_depthwise_equals_int64_on_the_worst_case(monkeypatch, bias_scale, block, bits):
+    """Extreme taps (int8, or int16: float64 sums) and codes, the bias inside or not, one
+    block of channels or several."""
     monkeypatch.setattr(nc, "DEPTHWISE_BLOCK", block)
     rng = np.random.default_rng(bias_scale % 97)
     c = 8
-    taps = rng.choice(np.array([-128, 127]), (c, 9))
+    top = 2 ** (bits - 1) - 1
+    taps = rng.choice(np.array([-top - (bits == 8), top]), (c, 9))
     bias = rng.integers(-bias_scale, bias_scale, c)
     x = np.full((1, c, 7, 9), 255, np.uint8)
     x[0, ::2, ::3] = 0
     dw = nc.ExactDepthwise(taps, bias)
-    assert dw.bias_inside == (bias_scale < 2**20)
+    assert dw.dtype == (np.float32 if bits == 8 else np.float64)
+    assert dw.bias_inside == (bits == 16 or bias_scale < 2**20)
     for stride in (1, 2):
         ho, wo = (7 - 3) // stride + 1, (9 - 3) // stride + 1
         acc = dw(x, 3, 3, (stride, stride), ho, wo)
@@ -136,4 +140,4 @@ def test_a_product_over_the_float32_range_is_refused():
     with pytest.raises(ValueError):
         nc.reduction_slices(np.array([[2**20]]))
     with pytest.raises(ValueError):
-        nc.ExactDepthwise(np.full((1, 4), 2**15))
+        nc.ExactDepthwise(np.full((1, 4), 2**46))  # beyond float64's exact integers

@@ -304,14 +304,15 @@ def test_runtime_on_numpy_1(ssd_exports, tmp_path):
 
 @pytest.fixture(scope="module")
 def ssd_int8_each_method(ssd):
-    """The SSD quantized with every post-training method at once, on 6 calibration frames."""
+    """The SSD quantized with every post-training method at once (int16 weights in every
+    depthwise convolution among them), on 6 calibration frames."""
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import have_data
     from temposplit.model.quantize import quantize
 
     if not have_data():
         pytest.skip("data/ is incomplete: run `make data`")
-    return quantize(ssd, calibration_frames(6), method="minmax+equalize+cle+adaround+bias")
+    return quantize(ssd, calibration_frames(6), method="minmax+equalize+cle+adaround+bias+dw16")
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ def test_parse_method():
     assert parse_method("default") == parse_method(DEFAULT_METHOD)
     assert parse_method("histogram") == ("histogram", ())
     assert parse_method("minmax+equalize+bias") == ("minmax", ("equalize", "bias"))
-    for bad in ("kmeans", "minmax+magic", "minmax+bias+bias"):
+    assert parse_method("default+dw16") == ("histogram", (*parse_method("default")[1], "dw16"))
+    for bad in ("kmeans", "minmax+magic", "minmax+bias+bias", "histogram+dw16+dw16-first"):
         with pytest.raises(ConfigError):
             parse_method(bad)
 
