@@ -37,9 +37,12 @@ C_MV_ZERO = 406  # 4: k * 2 + (left vector component != 0)
 C_MV_SIGN = 410  # 2: k
 C_MV_MAG = 412  # 8: k * 4 + min(i, 3)
 C_FLAG = 420  # 3: left flag + up flag
-N_CONTEXTS = 423
+C_RES_ZERO = 423  # 36: (edge(p) * 4 + n) * 3 + t + 1, residual elements of a predicted frame
+N_CONTEXTS = 459
 
-MODE_INTRA, MODE_TEMPORAL = 0, 1
+# How elements are coded: intra and temporal (an anchor's section mode byte, docs 10), and
+# residual (a predicted frame's coded blocks: temporal, with the residual zero contexts).
+MODE_INTRA, MODE_TEMPORAL, MODE_RESIDUAL = 0, 1, 2
 ERR_TRUNCATED = -1  # the coded data ends before the values it must hold
 ERR_RANGE = -4  # a decoded value lies outside its range
 ERR_CODE = -5  # the section's first word is not a valid code value
@@ -52,28 +55,15 @@ def new_contexts() -> np.ndarray:
 
 # --------------------------------------------------------------------------- bins
 
-
-@njit(cache=True, nogil=True)
-def _shift(n):
-    """Adaptation shift for a context that has coded n bins: floor(log2(n + 2)), at most 5."""
-    if n < 2:
-        return 1
-    if n < 6:
-        return 2
-    if n < 14:
-        return 3
-    if n < 30:
-        return 4
-    if n < 62:
-        return 5
-    return 6
+# Adaptation shift of a context that has coded n bins: floor(log2(n + 2)), at most 6.
+_SHIFT = np.array([1] * 2 + [2] * 4 + [3] * 8 + [4] * 16 + [5] * 32 + [6], np.int64)
 
 
 @njit(cache=True, nogil=True)
 def _update(state, bit):
     p = state >> 8
     n = state & 0xFF
-    s = _shift(n)
+    s = _SHIFT[n]
     p = p + ((PROB_ONE - p) >> s) if bit == 0 else p - (p >> s)
     return (p << 8) | (n + 1 if n < COUNT_MAX else n)
 
@@ -218,80 +208,109 @@ def _bitlen(v):
 
 
 @njit(cache=True, nogil=True)
+def _temporal_contexts(p, sl, su, sp, t, sh, top, residual):
+    """(zero, sign, first magnitude) contexts of a temporal element (docs 6.2.5): its
+    prediction p, the change map left, up and one channel back, the reference's change t;
+    a residual element's zero bin depends on p only through edge(p)."""
+    n = (1 if sl != 0 else 0) + (1 if su != 0 else 0) + (1 if sp != 0 else 0)
+    pc = p >> sh
+    s = sl + su
+    if residual:
+        edge = 0 if p == 0 else (1 if p == top else 2)
+        zero = C_RES_ZERO + (edge * 4 + n) * 3 + t + 1
+    else:
+        zero = C_TEMP_ZERO + (pc * 4 + n) * 3 + t + 1
+    return (
+        zero,
+        C_TEMP_SIGN + (pc * 3 + (0 if s < 0 else (1 if s == 0 else 2))) * 3 + t + 1,
+        C_TEMP_MAG + n,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _intra_contexts(lv, uv, zc, sh):
+    """(zero, sign, first magnitude) contexts of an intra element from its left and upper codes."""
+    a = abs(lv - zc) >> sh
+    b = abs(uv - zc) >> sh
+    return (
+        C_INTRA_ZERO + _cls(a) * 5 + _cls(b),
+        C_INTRA_SIGN + _sgn3(lv - zc) * 3 + _sgn3(uv - zc),
+        C_INTRA_MAG + _cls(max(a, b)),
+    )
+
+
+@njit(cache=True, nogil=True)
 def encode_elements(es, out, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
     """Code the N-bit codes ``x`` (H, W, C) of the flagged blocks, block raster order, each
     block's elements in element order, relative to a prediction: with ``MODE_TEMPORAL``
-    the co-located code of ``pred`` (temporal contexts), with ``MODE_INTRA`` min(z_N, top)
-    (spatial contexts). Returns (state, out)."""
+    (an anchor) and ``MODE_RESIDUAL`` (a predicted frame's coded blocks) the co-located code
+    of ``pred`` (temporal contexts), with ``MODE_INTRA`` min(z_N, top) (spatial contexts).
+    Fills the change map ``sign`` (not intra). Returns (state, out)."""
     low, rng, cache, csize, pos = es
     height, width, channels = x.shape
+    xf, pf, df, sf = x.reshape(x.size), pred.reshape(pred.size), dref.reshape(dref.size), sign.reshape(sign.size)
     nby, nbx = flags.shape
     top = (1 << n_bits) - 1
     sh = max(0, n_bits - 4)
-    zc = min(z_n, top)
+    zc = np.int64(min(z_n, top))
+    row = width * channels
+    residual = mode == MODE_RESIDUAL
     for by in range(nby):
         for bx in range(nbx):
             if not flags[by, bx]:
                 continue
+            x0, x1 = bx * block, min(width, (bx + 1) * block)
             for y in range(by * block, min(height, (by + 1) * block)):
-                for xx in range(bx * block, min(width, (bx + 1) * block)):
-                    out = grow(out, pos, csize, 40 * channels)
+                out = grow(out, pos, csize, 40 * channels * (x1 - x0))
+                for xx in range(x0, x1):
+                    base = (y * width + xx) * channels
                     for c in range(channels):
-                        v = np.int64(x[y, xx, c])
-                        if mode == MODE_TEMPORAL:
-                            p = np.int64(pred[y, xx, c])
-                            sl = np.int64(sign[y, xx - 1, c]) if xx > 0 else 0
-                            su = np.int64(sign[y - 1, xx, c]) if y > 0 else 0
-                            sp = np.int64(sign[y, xx, c - 1]) if c > 0 else 0
-                            n = (1 if sl != 0 else 0) + (1 if su != 0 else 0) + (1 if sp != 0 else 0)
-                            pc = p >> sh
-                            t = np.int64(dref[y, xx, c]) + 1
-                            zctx = C_TEMP_ZERO + (pc * 4 + n) * 3 + t
-                            sctx = C_TEMP_SIGN + (pc * 3 + _sgn3(sl + su)) * 3 + t
-                            mb = C_TEMP_MAG + n
+                        i = base + c
+                        if mode != MODE_INTRA:
+                            p = np.int64(pf[i])
+                            sl = np.int64(sf[i - channels]) if xx > 0 else 0
+                            su = np.int64(sf[i - row]) if y > 0 else 0
+                            sp = np.int64(sf[i - 1]) if c > 0 else 0
+                            zctx, sctx, mb = _temporal_contexts(p, sl, su, sp, np.int64(df[i]), sh, top, residual)
                             ms = 4
-                            if v != p:
-                                sign[y, xx, c] = 1 if v > p else -1
                         else:
                             p = zc
-                            lv = np.int64(x[y, xx - 1, c]) if xx > 0 else zc
-                            uv = np.int64(x[y - 1, xx, c]) if y > 0 else zc
-                            a = abs(lv - zc) >> sh
-                            b = abs(uv - zc) >> sh
-                            zctx = C_INTRA_ZERO + _cls(a) * 5 + _cls(b)
-                            sctx = C_INTRA_SIGN + _sgn3(lv - zc) * 3 + _sgn3(uv - zc)
-                            mb = C_INTRA_MAG + _cls(max(a, b))
+                            lv = np.int64(xf[i - channels]) if xx > 0 else zc
+                            uv = np.int64(xf[i - row]) if y > 0 else zc
+                            zctx, sctx, mb = _intra_contexts(lv, uv, zc, sh)
                             ms = 5
+                        v = np.int64(xf[i])
                         # --- the value relative to p (docs 6.2.4), inline for speed
-                        d = v - p
-                        low, rng, ctx[zctx] = _ebin(low, rng, ctx[zctx], 1 if d != 0 else 0)
+                        low, rng, ctx[zctx] = _ebin(low, rng, ctx[zctx], 1 if v != p else 0)
                         if rng < TOP:
                             low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
-                        if d == 0:
+                        if v == p:
                             continue
+                        if mode != MODE_INTRA:
+                            sf[i] = 1 if v > p else -1
                         if p == 0:
                             neg = False
                         elif p == top:
                             neg = True
                         else:
-                            neg = d < 0
+                            neg = v < p
                             low, rng, ctx[sctx] = _ebin(low, rng, ctx[sctx], 1 if neg else 0)
                             if rng < TOP:
                                 low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
-                        m = (-d if neg else d) - 1
+                        m = (p - v if neg else v - p) - 1
                         mmax = (p - 1) if neg else (top - p - 1)
                         lim = min(mmax, UNARY_MAX)
-                        i = 0
-                        while i < lim:
-                            bit = 1 if m > i else 0
-                            k = mb + min(i, 3) * ms
-                            low, rng, ctx[k] = _ebin(low, rng, ctx[k], bit)
+                        k = 0
+                        while k < lim:
+                            bit = 1 if m > k else 0
+                            q = mb + min(k, 3) * ms
+                            low, rng, ctx[q] = _ebin(low, rng, ctx[q], bit)
                             if rng < TOP:
                                 low, rng, cache, csize, pos = _erenorm(low, rng, cache, csize, pos, out)
                             if bit == 0:
                                 break
-                            i += 1
-                        if i == UNARY_MAX and mmax > UNARY_MAX:
+                            k += 1
+                        if k == UNARY_MAX and mmax > UNARY_MAX:
                             rest = m - UNARY_MAX
                             for j in range(_bitlen(mmax - UNARY_MAX) - 1, -1, -1):
                                 low, rng = _ebypass(low, rng, (rest >> j) & 1)
@@ -302,50 +321,47 @@ def encode_elements(es, out, ctx, x, pred, flags, block, mode, n_bits, z_n, dref
 
 @njit(cache=True, nogil=True)
 def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
-    """Inverse of :func:`encode_elements`: fills the flagged blocks of ``x`` in place.
-    Returns (state, status): status 0, or < 0 on an error."""
+    """Inverse of :func:`encode_elements`: fills the flagged blocks of ``x`` (and ``sign``) in
+    place. Returns (state, status): status 0, or < 0 on an error."""
     rng, code, pos = ds
     height, width, channels = x.shape
+    xf, pf, df, sf = x.reshape(x.size), pred.reshape(pred.size), dref.reshape(dref.size), sign.reshape(sign.size)
     nby, nbx = flags.shape
     top = (1 << n_bits) - 1
     sh = max(0, n_bits - 4)
-    zc = min(z_n, top)
+    zc = np.int64(min(z_n, top))
+    row = width * channels
+    residual = mode == MODE_RESIDUAL
     for by in range(nby):
         for bx in range(nbx):
             if not flags[by, bx]:
                 continue
+            x0, x1 = bx * block, min(width, (bx + 1) * block)
             for y in range(by * block, min(height, (by + 1) * block)):
-                for xx in range(bx * block, min(width, (bx + 1) * block)):
-                    if pos > data.size + SLACK:
-                        return (rng, code, pos), ERR_TRUNCATED
+                if pos > data.size + SLACK:
+                    return (rng, code, pos), ERR_TRUNCATED
+                for xx in range(x0, x1):
+                    base = (y * width + xx) * channels
                     for c in range(channels):
-                        if mode == MODE_TEMPORAL:
-                            p = np.int64(pred[y, xx, c])
-                            sl = np.int64(sign[y, xx - 1, c]) if xx > 0 else 0
-                            su = np.int64(sign[y - 1, xx, c]) if y > 0 else 0
-                            sp = np.int64(sign[y, xx, c - 1]) if c > 0 else 0
-                            n = (1 if sl != 0 else 0) + (1 if su != 0 else 0) + (1 if sp != 0 else 0)
-                            pc = p >> sh
-                            t = np.int64(dref[y, xx, c]) + 1
-                            zctx = C_TEMP_ZERO + (pc * 4 + n) * 3 + t
-                            sctx = C_TEMP_SIGN + (pc * 3 + _sgn3(sl + su)) * 3 + t
-                            mb = C_TEMP_MAG + n
+                        i = base + c
+                        if mode != MODE_INTRA:
+                            p = np.int64(pf[i])
+                            sl = np.int64(sf[i - channels]) if xx > 0 else 0
+                            su = np.int64(sf[i - row]) if y > 0 else 0
+                            sp = np.int64(sf[i - 1]) if c > 0 else 0
+                            zctx, sctx, mb = _temporal_contexts(p, sl, su, sp, np.int64(df[i]), sh, top, residual)
                             ms = 4
                         else:
                             p = zc
-                            lv = np.int64(x[y, xx - 1, c]) if xx > 0 else zc
-                            uv = np.int64(x[y - 1, xx, c]) if y > 0 else zc
-                            a = abs(lv - zc) >> sh
-                            b = abs(uv - zc) >> sh
-                            zctx = C_INTRA_ZERO + _cls(a) * 5 + _cls(b)
-                            sctx = C_INTRA_SIGN + _sgn3(lv - zc) * 3 + _sgn3(uv - zc)
-                            mb = C_INTRA_MAG + _cls(max(a, b))
+                            lv = np.int64(xf[i - channels]) if xx > 0 else zc
+                            uv = np.int64(xf[i - row]) if y > 0 else zc
+                            zctx, sctx, mb = _intra_contexts(lv, uv, zc, sh)
                             ms = 5
                         rng, code, ctx[zctx], bit = _dbin(rng, code, ctx[zctx])
                         if rng < TOP:
                             rng, code, pos = _drenorm(rng, code, pos, data)
                         if bit == 0:
-                            x[y, xx, c] = p
+                            xf[i] = p
                             continue
                         if p == 0:
                             neg = False
@@ -360,8 +376,8 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                         lim = min(mmax, UNARY_MAX)
                         m = 0
                         while m < lim:
-                            k = mb + min(m, 3) * ms
-                            rng, code, ctx[k], bit = _dbin(rng, code, ctx[k])
+                            q = mb + min(m, 3) * ms
+                            rng, code, ctx[q], bit = _dbin(rng, code, ctx[q])
                             if rng < TOP:
                                 rng, code, pos = _drenorm(rng, code, pos, data)
                             if bit == 0:
@@ -377,10 +393,9 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                             m = UNARY_MAX + rest
                             if m > mmax:
                                 return (rng, code, pos), ERR_RANGE
-                        v = p - (m + 1) if neg else p + (m + 1)
-                        x[y, xx, c] = v
-                        if mode == MODE_TEMPORAL:
-                            sign[y, xx, c] = 1 if v > p else -1
+                        xf[i] = p - (m + 1) if neg else p + (m + 1)
+                        if mode != MODE_INTRA:
+                            sf[i] = -1 if neg else 1
     return (rng, code, pos), 0
 
 

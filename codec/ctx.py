@@ -5,7 +5,8 @@ and packet (docs/bitstream.md, section 6.2).
   co-located code of a reference reconstruction (temporal contexts) or, intra, relative
   to the zero point (spatial contexts).
 - A predicted frame's section holds its vectors, then (residual mode) the block flags
-  and the coded blocks' codes relative to the motion-compensated prediction.
+  and the coded blocks' codes relative to the motion-compensated prediction (temporal
+  contexts, with the residual zero contexts).
 
 This module calls the compiled kernels (:mod:`temposplit.codec._ctx_kernels`); the
 readable definition they are tested equal to is :mod:`temposplit.codec.ctx_reference`.
@@ -94,7 +95,7 @@ def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) 
             _u8(pred),
             flags,
             block,
-            MODE_TEMPORAL,
+            X.MODE_RESIDUAL,
             n_bits,
             0,
             _changes(dref, pred.shape),
@@ -154,5 +155,5 @@ def decode_pred_residual(dec: SectionDecoder, pred: np.ndarray, dref, block: int
     flags = dec.flags(nby, nbx)
     recon = pred.copy()
     sign = np.zeros(pred.shape, np.int8)
-    dec.elements(recon, pred, flags, block, MODE_TEMPORAL, n_bits, 0, _changes(dref, pred.shape), sign)
+    dec.elements(recon, pred, flags, block, X.MODE_RESIDUAL, n_bits, 0, _changes(dref, pred.shape), sign)
     return flags, recon, sign

@@ -20,7 +20,8 @@ INTRA_ZERO, INTRA_SIGN, INTRA_MAG = 0, 25, 34
 TEMP_ZERO, TEMP_SIGN, TEMP_MAG = 54, 246, 390
 MV_ZERO, MV_SIGN, MV_MAG = 406, 410, 412
 FLAG = 420
-N_CONTEXTS = 423
+RES_ZERO = 423  # the zero bins of a predicted frame's residual elements
+N_CONTEXTS = 459
 
 
 class Context:
@@ -189,14 +190,20 @@ class Coder:
         s = self.ctx[INTRA_SIGN + sgn3(lv - zc) * 3 + sgn3(uv - zc)]
         return z, s, lambda i: self.ctx[INTRA_MAG + min(i, 3) * 5 + cls(max(a, b))]
 
-    def temporal(self, changes, dref, y, x, c, p, sh):
+    def temporal(self, changes, dref, y, x, c, p, sh, top, residual):
+        """Contexts of a temporal element: an anchor's, or (``residual``) a coded element of
+        a predicted frame, whose zero bin depends on p only through edge(p)."""
         sl = int(changes[y, x - 1, c]) if x > 0 else 0
         su = int(changes[y - 1, x, c]) if y > 0 else 0
         sp = int(changes[y, x, c - 1]) if c > 0 else 0
         n = (sl != 0) + (su != 0) + (sp != 0)
         pc = p >> sh
         t = int(dref[y, x, c]) + 1
-        z = self.ctx[TEMP_ZERO + (pc * 4 + n) * 3 + t]
+        if residual:
+            edge = 0 if p == 0 else 1 if p == top else 2
+            z = self.ctx[RES_ZERO + (edge * 4 + n) * 3 + t]
+        else:
+            z = self.ctx[TEMP_ZERO + (pc * 4 + n) * 3 + t]
         s = self.ctx[TEMP_SIGN + (pc * 3 + sgn3(sl + su)) * 3 + t]
         return z, s, lambda i: self.ctx[TEMP_MAG + min(i, 3) * 4 + n]
 
@@ -219,7 +226,7 @@ def _elements(shape, flags, block):
                     yield y, x, ch
 
 
-def _code_elements(enc, coder, x, pred, flags, block, temporal, n_bits, z_n, dref, changes):
+def _code_elements(enc, coder, x, pred, flags, block, temporal, n_bits, z_n, dref, changes, residual=False):
     top = (1 << n_bits) - 1
     sh = max(0, n_bits - 4)
     zc = min(z_n, top)
@@ -227,7 +234,7 @@ def _code_elements(enc, coder, x, pred, flags, block, temporal, n_bits, z_n, dre
         v = int(x[y, xx, c])
         if temporal:
             p = int(pred[y, xx, c])
-            z, s, mag = coder.temporal(changes, dref, y, xx, c, p, sh)
+            z, s, mag = coder.temporal(changes, dref, y, xx, c, p, sh, top, residual)
             changes[y, xx, c] = (v > p) - (v < p)
         else:
             p = zc
@@ -235,14 +242,14 @@ def _code_elements(enc, coder, x, pred, flags, block, temporal, n_bits, z_n, dre
         encode_value(enc, v, p, top, z, s, mag)
 
 
-def _decode_elements(dec, coder, x, pred, flags, block, temporal, n_bits, z_n, dref, changes):
+def _decode_elements(dec, coder, x, pred, flags, block, temporal, n_bits, z_n, dref, changes, residual=False):
     top = (1 << n_bits) - 1
     sh = max(0, n_bits - 4)
     zc = min(z_n, top)
     for y, xx, c in _elements(x.shape, flags, block):
         if temporal:
             p = int(pred[y, xx, c])
-            z, s, mag = coder.temporal(changes, dref, y, xx, c, p, sh)
+            z, s, mag = coder.temporal(changes, dref, y, xx, c, p, sh, top, residual)
         else:
             p = zc
             z, s, mag = coder.intra(x, y, xx, c, zc, sh)
@@ -297,7 +304,7 @@ def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) 
             for bx in range(nbx):
                 enc.bit(coder.flag(flags, by, bx), int(flags[by, bx]))
         dref = np.zeros(pred.shape, np.int8) if dref is None else dref
-        _code_elements(enc, coder, recon, pred, flags, block, True, n_bits, 0, dref, changes)
+        _code_elements(enc, coder, recon, pred, flags, block, True, n_bits, 0, dref, changes, residual=True)
     return enc.finish(), changes
 
 
@@ -322,6 +329,6 @@ def decode_pred(data: bytes, nby, nbx, lanes, p, compensate, residual: bool, dre
             for bx in range(nbx):
                 flags[by, bx] = dec.bit(coder.flag(flags, by, bx)) == 1
         dref = np.zeros(pred.shape, np.int8) if dref is None else dref
-        _decode_elements(dec, coder, recon, pred, flags, block, True, n_bits, 0, dref, changes)
+        _decode_elements(dec, coder, recon, pred, flags, block, True, n_bits, 0, dref, changes, residual=True)
     dec.finish()
     return mvs, flags, recon, changes

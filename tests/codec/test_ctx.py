@@ -4,6 +4,7 @@ the coder keeps today's reconstruction and takes fewer bytes on real SSD cut ten
 import numpy as np
 import pytest
 
+from temposplit.codec import _ctx_kernels as X
 from temposplit.codec import _kernels as K
 from temposplit.codec import ctx, ctx_reference
 from temposplit.codec.decoder import DecodedFrame, decode_stream
@@ -217,3 +218,31 @@ def test_after_a_lost_frame_ctx_decodes_again_from_the_next_key(rng):
     first_key = next(i for i, (k, _) in enumerate(results) if i > 0 and k == "key")
     assert all(isinstance(r, FrameError) for _, r in results[1:first_key])
     assert all(isinstance(r, DecodedFrame) for _, r in results[first_key:])
+
+
+def _touched(temporal, residual, rng):
+    """Indices of the contexts a section of random codes touches (the reference's coder)."""
+    shape = (6, 7, 5)
+    a, b = _pair(rng, shape, 4)
+    coder = ctx_reference.Coder()
+    flags, block = np.ones((1, 1), bool), 7
+    dref = rng.integers(-1, 2, shape).astype(np.int8)
+    ref = a if temporal else None
+    enc = ctx_reference.RangeEncoder()
+    changes = np.zeros(shape, np.int8)
+    ctx_reference._code_elements(enc, coder, b, ref, flags, block, temporal, 4, 3, dref, changes, residual=residual)
+    return {i for i, c in enumerate(coder.ctx) if c.n > 0}
+
+
+def test_anchors_need_only_the_first_423_contexts_and_residuals_have_their_own_zero_contexts(rng):
+    """The fabric's anchor coder holds the first 423 contexts; a predicted frame's residual
+    elements take their zero bins from the 36 contexts after them (docs 6.2.5)."""
+    assert ctx_reference.N_CONTEXTS == X.N_CONTEXTS == 459 <= 512
+    assert ctx_reference.RES_ZERO == X.C_RES_ZERO == 423
+    temporal_zero = set(range(X.C_TEMP_ZERO, X.C_TEMP_SIGN))
+    for temporal in (False, True):
+        assert max(_touched(temporal, False, rng)) < 423
+    residual = _touched(True, True, rng)
+    assert residual & set(range(423, 459))
+    assert not residual & temporal_zero
+    assert residual & set(range(X.C_TEMP_SIGN, X.C_TEMP_MAG))  # sign bins: the temporal contexts
