@@ -68,12 +68,22 @@ NCAND = len(CANDIDATES)
 # Cycles of the FSM's states (the cycle model, cyclemodel.band_cycles, counts with these).
 INIT_CYCLES = 1  # INIT
 STEP_CYCLES = 1  # STEP
-GROUP_CYCLES = 3  # GROUP, GROUP2, GROUP3
+GROUP_CYCLES = 4  # GROUP, GROUP2, GROUP3 (band rows), GROUP4 (band chunks)
 SLICE_CYCLES = 1  # SLICE
-BLOCK_HEAD_CYCLES = 2  # BSTART, BSTATE
-CAND_CYCLES = NCAND  # BCAND: the candidates' addresses (the first chunk arrives meanwhile)
+BLOCK_HEAD_CYCLES = 3  # BSTART, BSTART2 (products), BSTATE
+# BCAND: the candidates' addresses, one per cycle through a 3-stage pipeline (offsets,
+# products and validity, sum); the first chunk arrives meanwhile
+CAND_STAGES = 3
+CAND_CYCLES = NCAND + CAND_STAGES - 1
 CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last issue
-DRAIN_CYCLES = 4  # DRAIN: from a candidate's read to its accumulator (SadPipeline's stages)
+# SadPipeline's stages from a candidate's issue to its accumulator: the address register,
+# the RAM's read, its output register, the centred reference, |diff|, three adder levels
+# (sums of 4, of 16, the total), the accumulator
+SAD_STAGES = ("addr", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
+# DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
+# first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)
+DRAIN_CYCLES = len(SAD_STAGES) - 2
+UPDATE_STAGES = 3  # BEND: candidates + the partial cost's read register, the sum, the compare/write
 NEXT_CYCLES = 1  # NEXT
 STORE_CYCLES = 1  # BSTORE (last slice)
 EMIT_CYCLES = 1  # EMIT (last step, last slice)
@@ -212,7 +222,7 @@ class SadPipeline(wiring.Component):
         CB = self.params.band_bytes
         k = Signal(3)
         m.d.comb += k.eq(8 - self.n_bits)
-        hold = Signal(8 * CB)
+        hold = Signal(data.ArrayLayout(signed(10), CB))  # the chunk's bytes, centred (c - z8)
         hold_off = Signal(AW)
         hold_last = Signal()
         sc_busy = Signal()
@@ -223,14 +233,24 @@ class SadPipeline(wiring.Component):
             take.eq(self.i.valid & self.i.ready),
         ]
 
-        # issue: one candidate per cycle; the chunk travels down the pipeline with it
-        p1_v = Signal()
-        p1_i = Signal(4)
-        p1_cur = Signal(8 * CB)
-        m.d.comb += self.ref.addr.eq((self.origin[sc_i] + hold_off)[: len(self.ref.addr)])
-        m.d.sync += [p1_v.eq(0)]
+        # stage "addr": one candidate per cycle, its read address into a register; the
+        # chunk travels down the pipeline with it
+        cur_layout = data.ArrayLayout(signed(10), CB)
+        n = len(SAD_STAGES)
+        pv = [Signal(name=f"sad_v{j}") for j in range(n)]  # pv[j]: stage j's register holds a candidate
+        pi = [Signal(4, name=f"sad_i{j}") for j in range(n)]
+        pcur = [Signal(cur_layout, name=f"sad_cur{j}") for j in range(4)]  # up to the absdiff stage
+        raddr = Signal(len(self.ref.addr))
+        m.d.comb += self.ref.addr.eq(raddr)
+        m.d.sync += pv[0].eq(0)
         with m.If(sc_busy):
-            m.d.sync += [p1_v.eq(self.valid.bit_select(sc_i, 1)), p1_i.eq(sc_i), p1_cur.eq(hold), sc_i.eq(sc_i + 1)]
+            m.d.sync += [
+                pv[0].eq(self.valid.bit_select(sc_i, 1)),
+                pi[0].eq(sc_i),
+                pcur[0].eq(hold),
+                raddr.eq((self.origin[sc_i] + hold_off)[: len(raddr)]),
+                sc_i.eq(sc_i + 1),
+            ]
             with m.If(sc_i == NCAND - 1):
                 with m.If(hold_last):
                     m.d.sync += [sc_busy.eq(0), self.done.eq(1)]
@@ -238,7 +258,7 @@ class SadPipeline(wiring.Component):
                     m.d.sync += sc_busy.eq(0)
         with m.If(take):
             m.d.sync += [
-                hold.eq(self.i.p.data),
+                *[hold[j].eq(centred_cur(self.i.p.data.word_select(j, 8), self.z8)) for j in range(CB)],
                 hold_off.eq(self.i.p.offset),
                 hold_last.eq(self.i.p.last),
                 sc_busy.eq(1),
@@ -246,32 +266,32 @@ class SadPipeline(wiring.Component):
             ]
         with m.If(self.restart):
             m.d.sync += self.done.eq(0)
+        for j in range(1, n):
+            m.d.sync += [pv[j].eq(pv[j - 1]), pi[j].eq(pi[j - 1])]
+        for j in range(1, len(pcur)):
+            m.d.sync += pcur[j].eq(pcur[j - 1])
 
-        # the cost of each byte, then partial sums of 8, then the total
-        p2_v = Signal()
-        p2_i = Signal(4)
+        # stage "read": the RAM reads; "ram": its output registered; "centre": the reference
+        # centred; "absdiff": the cost of each byte; then sums of 4, of 16, the total
+        rdat = Signal(8 * CB)
+        m.d.sync += rdat.eq(self.ref.data)
         diffs = [Signal(11, name=f"bdiff{j}") for j in range(CB)]
-        m.d.sync += [p2_v.eq(p1_v), p2_i.eq(p1_i)]
         for j in range(CB):
-            a = self.ref.data.word_select(j, 8)
-            c = p1_cur.word_select(j, 8)
             ac = Signal(signed(12), name=f"bref{j}")
-            cc = Signal(signed(10), name=f"bcur{j}")
-            m.d.comb += [ac.eq(centred_ref(a, self.zn_ref, k)), cc.eq(centred_cur(c, self.z8))]
-            m.d.sync += diffs[j].eq(element_cost(ac, cc))
-        ngroups = -(-CB // 8)
-        p3_v = Signal()
-        p3_i = Signal(4)
-        parts = [Signal(14, name=f"bpart{g}") for g in range(ngroups)]
-        m.d.sync += [p3_v.eq(p2_v), p3_i.eq(p2_i)]
-        for g in range(ngroups):
-            m.d.sync += parts[g].eq(sum(diffs[8 * g : 8 * g + 8]))
-        total = Signal(14 + ngroups.bit_length())
-        m.d.comb += total.eq(sum(parts))
+            m.d.sync += ac.eq(centred_ref(rdat.word_select(j, 8), self.zn_ref, k))
+            m.d.sync += diffs[j].eq(element_cost(ac, pcur[3][j]))
+        sum4 = [Signal(13, name=f"bsum4_{g}") for g in range(-(-CB // 4))]
+        for g, sg in enumerate(sum4):
+            m.d.sync += sg.eq(sum(diffs[4 * g : 4 * g + 4]))
+        sum16 = [Signal(15, name=f"bsum16_{g}") for g in range(-(-len(sum4) // 4))]
+        for g, sg in enumerate(sum16):
+            m.d.sync += sg.eq(sum(sum4[4 * g : 4 * g + 4]))
+        total = Signal(15 + len(sum16).bit_length())
+        m.d.sync += total.eq(sum(sum16))
         for i in range(NCAND):
             with m.If(self.clear):
                 m.d.sync += self.acc[i].eq(0)
-            with m.Elif(p3_v & (p3_i == i)):
+            with m.Elif(pv[n - 2] & (pi[n - 2] == i)):
                 m.d.sync += self.acc[i].eq(self.acc[i] + total)
         return m
 
@@ -330,17 +350,20 @@ class StateUpdate(wiring.Component):
         best = Signal(32)
         best_dy = Signal(signed(6))
         best_dx = Signal(signed(6))
+        # UPDATE_STAGES: candidate ci's partial cost read and its accumulator taken (s),
+        # the read registered (t), the sum (u), then the write or the comparison
         ci = Signal(4)  # the candidate whose partial cost is read
-        e_v = Signal()
-        e_i = Signal(4)  # the candidate being added and compared
+        s_v, t_v, u_v = Signal(), Signal(), Signal()
+        s_i, t_i, u_i = Signal(4), Signal(4), Signal(4)
+        s_acc, t_acc = Signal(32), Signal(32)
+        t_cost = Signal(32)
         tot = Signal(32)
         m.d.comb += [
             self.cost_rd.addr.eq(self.cost_base + ci),
-            tot.eq(Mux(self.first_slice, 0, self.cost_rd.data[:32]) + self.acc[e_i]),
-            self.cost_wr.addr.eq(self.cost_base + e_i),
+            self.cost_wr.addr.eq(self.cost_base + u_i),
             self.cost_wr.data.eq(tot),
         ]
-        edy, edx = _offset(m, e_i, self.step, "e")
+        edy, edx = _offset(m, u_i, self.step, "e")
         m.d.comb += [
             self.state_rd.addr.eq(self.block_index),
             self.state_wr.addr.eq(self.block_index),
@@ -367,15 +390,27 @@ class StateUpdate(wiring.Component):
                     best_dx.eq(st[38:44]),
                 ]
         with m.If(self.prime):
-            m.d.sync += [ci.eq(self.first_cand), e_v.eq(0)]
+            m.d.sync += [ci.eq(self.first_cand), s_v.eq(0), t_v.eq(0), u_v.eq(0)]
         with m.If(self.run):
-            m.d.sync += [e_v.eq(ci <= NCAND - 1), e_i.eq(ci), ci.eq(ci + 1)]
-            with m.If(e_v):
-                m.d.comb += [self.cost_wr.en.eq(~self.last_slice), self.done.eq(e_i == NCAND - 1)]
+            m.d.sync += [
+                s_v.eq(ci <= NCAND - 1),
+                s_i.eq(ci),
+                s_acc.eq(self.acc[ci]),
+                ci.eq(ci + 1),
+                t_v.eq(s_v),
+                t_i.eq(s_i),
+                t_acc.eq(s_acc),
+                t_cost.eq(Mux(self.first_slice, 0, self.cost_rd.data[:32])),
+                u_v.eq(t_v),
+                u_i.eq(t_i),
+                tot.eq(t_cost + t_acc),
+            ]
+            with m.If(u_v):
+                m.d.comb += [self.cost_wr.en.eq(~self.last_slice), self.done.eq(u_i == NCAND - 1)]
                 with m.If(self.last_slice):
-                    with m.If(e_i == 0):
+                    with m.If(u_i == 0):
                         m.d.sync += [best.eq(tot), best_dy.eq(self.cy + edy), best_dx.eq(self.cx + edx)]
-                    with m.Elif(self.valid.bit_select(e_i, 1) & (tot < best)):
+                    with m.Elif(self.valid.bit_select(u_i, 1) & (tot < best)):
                         m.d.sync += [best.eq(tot), best_dy.eq(self.cy + edy), best_dx.eq(self.cx + edx)]
         return m
 
@@ -461,17 +496,16 @@ class BandMotion(wiring.Component):
         r0 = Signal(11)
         r1 = Signal(11)
         ch_off = Signal(13)
-        last_slice = Signal()
-        m.d.comb += last_slice.eq(ch_off + self.slice >= self.channels)
+        last_slice = Signal()  # registered in SLICE (ch_off changes before it)
+        last_group = Signal()  # registered in GROUP2
+        first_slice = Signal()
+        x_last = Signal()  # the block is the last of its row (registered in BSTART)
+        y_last = Signal()  # ... of its group's column
         ref_total = Signal(range(ref_depth + 1))
         y0 = Signal(11)
         x0 = Signal(11)
-        bh = Signal(7)
+        bh = Signal(7)  # the block's extent (registered in BSTART)
         bw = Signal(7)
-        m.d.comb += [
-            bh.eq(block_extent(y0, self.block, self.height, Mux)),
-            bw.eq(block_extent(x0, self.block, self.width, Mux)),
-        ]
         bg = Signal(range(P.block_words))  # block within the group
         gbase = Signal(range(P.band_blocks + 1))  # blocks before the group
         bg9 = Signal(range(P.block_words + 16))
@@ -484,12 +518,30 @@ class BandMotion(wiring.Component):
         ci = Signal(4)  # candidate index of the set-up
         first_cand = Signal(4)
         m.d.comb += first_cand.eq(Mux(first_step, 0, 1))
+        # the set-up's pipeline (CAND_STAGES): candidate ci's vector (q), its row and column
+        # products and validity (r), its first chunk's address and validity into origin, valid
         ody, odx = _offset(m, ci, step, "c")
-        cdy = Signal(signed(7))
-        cdx = Signal(signed(7))
-        m.d.comb += [cdy.eq(upd.cy + ody), cdx.eq(upd.cx + odx)]
-        cvalid = Signal()
-        m.d.comb += cvalid.eq(is_valid(y0, x0, bh, bw, cdy, cdx, self.height, self.width))
+        q_v, r_v = Signal(), Signal()
+        q_i, r_i = Signal(4), Signal(4)
+        q_dy, q_dx = Signal(signed(7)), Signal(signed(7))
+        r_my, r_mx = Signal(signed(AW)), Signal(signed(AW))
+        r_ok = Signal()
+        m.d.sync += [
+            q_v.eq(0),
+            q_i.eq(ci),
+            q_dy.eq(upd.cy + ody),
+            q_dx.eq(upd.cx + odx),
+            r_v.eq(q_v),
+            r_i.eq(q_i),
+            r_my.eq(q_dy * Cat(row_chunks, Const(0, 1)).as_signed()),
+            r_mx.eq(q_dx * Cat(cwb, Const(0, 1)).as_signed()),
+            r_ok.eq(is_valid(y0, x0, bh, bw, q_dy, q_dx, self.height, self.width) & ((q_i != 0) | first_step)),
+        ]
+        with m.If(r_v):
+            with m.Switch(r_i):
+                for i in range(NCAND):
+                    with m.Case(i):
+                        m.d.sync += [origin[i].eq(base + r_my + r_mx), valid[i].eq(r_ok)]
 
         m.d.comb += [
             addr.rows.eq(bh),
@@ -507,7 +559,7 @@ class BandMotion(wiring.Component):
             upd.cost_base.eq(bg9),
             upd.first_cand.eq(first_cand),
             upd.first_step.eq(first_step),
-            upd.first_slice.eq(ch_off == 0),
+            upd.first_slice.eq(first_slice),
             upd.last_slice.eq(last_slice),
             upd.step.eq(step),
             self.rec.p.data.eq(upd.record),
@@ -520,8 +572,11 @@ class BandMotion(wiring.Component):
             self.ref_wr.addr.eq(ref_ptr),
             self.ref_wr.data.eq(Cat(*([self.cur.payload] * R))),
         ]
-        drain = Signal(3)
+        drain = Signal(range(DRAIN_CYCLES))
         mul_a = Signal(signed(AW))
+        dyr = Signal(11)  # y0 - r0: the block's first row in the band
+        x0c = Signal(AW)  # x0 * cwb
+        nrows = Signal(11)  # rows of the band
 
         with m.FSM(name="band"):
             with m.State("IDLE"):
@@ -548,15 +603,23 @@ class BandMotion(wiring.Component):
                 m.next = "GROUP2"
             with m.State("GROUP2"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += r1.eq(Mux(y_e + self.search > self.height, self.height, y_e + self.search))
+                m.d.sync += [
+                    r1.eq(Mux(y_e + self.search > self.height, self.height, y_e + self.search)),
+                    last_group.eq(y_e >= self.height),
+                ]
                 m.next = "GROUP3"
             with m.State("GROUP3"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += ref_total.eq((r1 - r0) * row_chunks)
+                m.d.sync += nrows.eq(r1 - r0)
+                m.next = "GROUP4"
+            with m.State("GROUP4"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += ref_total.eq(nrows * row_chunks)
                 m.next = "SLICE"
             with m.State("SLICE"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [ref_ptr.eq(0), ref_w.eq(0), y0.eq(y_g), x0.eq(0), bg.eq(0), bg9.eq(0)]
+                m.d.sync += [last_slice.eq(ch_off + self.slice >= self.channels), first_slice.eq(ch_off == 0)]
                 m.next = "REF"
             with m.State("REF"):  # the band of the reference, this slice's channels
                 m.d.comb += [self.busy.eq(1), self.cur.ready.eq(1)]
@@ -568,28 +631,29 @@ class BandMotion(wiring.Component):
                         with m.If(ref_ptr + 1 == ref_total):
                             m.next = "BSTART"
             with m.State("BSTART"):  # state read (address gbase + bg), block geometry
-                m.d.comb += [self.busy.eq(1), sad.clear.eq(1), sad.restart.eq(1), addr.restart.eq(1)]
-                m.d.sync += [seg.eq(bw * cwb), mul_a.eq((y0 - r0) * row_chunks), ci.eq(0)]
+                m.d.comb += [self.busy.eq(1), sad.clear.eq(1), sad.restart.eq(1)]
+                m.d.sync += [
+                    bh.eq(block_extent(y0, self.block, self.height, Mux)),
+                    bw.eq(block_extent(x0, self.block, self.width, Mux)),
+                    dyr.eq(y0 - r0),
+                    x_last.eq(last_block(x0, self.block, self.width)),
+                    y_last.eq(last_block(y0, self.block, y_e)),
+                    x0c.eq(x0 * cwb),
+                    ci.eq(0),
+                ]
+                m.next = "BSTART2"
+            with m.State("BSTART2"):  # (the address generator takes the block's height)
+                m.d.comb += [self.busy.eq(1), addr.restart.eq(1)]
+                m.d.sync += [seg.eq(bw * cwb), mul_a.eq(dyr * row_chunks)]
                 m.next = "BSTATE"
             with m.State("BSTATE"):
                 m.d.comb += [self.busy.eq(1), upd.load.eq(1)]
-                m.d.sync += base.eq(mul_a + x0 * cwb)
+                m.d.sync += base.eq(mul_a + x0c)
                 m.next = "BCAND"
-            with m.State("BCAND"):  # candidate ci: its validity and first chunk's address
+            with m.State("BCAND"):  # candidate ci into the set-up's pipeline (above)
                 m.d.comb += [self.busy.eq(1), addr.enable.eq(1)]
-                with m.Switch(ci):
-                    for i in range(NCAND):
-                        with m.Case(i):
-                            m.d.sync += [
-                                origin[i].eq(
-                                    base
-                                    + cdy * Cat(row_chunks, Const(0, 1)).as_signed()
-                                    + cdx * Cat(cwb, Const(0, 1)).as_signed()
-                                ),
-                                valid[i].eq(cvalid & ((ci != 0) | first_step)),
-                            ]
-                m.d.sync += ci.eq(ci + 1)
-                with m.If(ci == NCAND - 1):
+                m.d.sync += [q_v.eq(ci <= NCAND - 1), ci.eq(ci + 1)]
+                with m.If(ci == CAND_CYCLES - 1):
                     m.next = "CHUNKS"
             with m.State("CHUNKS"):
                 m.d.comb += [self.busy.eq(1), addr.enable.eq(1), sad.scoring.eq(1)]
@@ -622,15 +686,15 @@ class BandMotion(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [bg.eq(bg + 1), bg9.eq(bg9 + NCAND)]
                 m.next = "BSTART"
-                with m.If(last_block(x0, self.block, self.width)):
+                with m.If(x_last):
                     m.d.sync += [x0.eq(0), y0.eq(y0 + self.block)]
-                    with m.If(last_block(y0, self.block, y_e)):  # the group's blocks are done
+                    with m.If(y_last):  # the group's blocks are done
                         m.next = "SLICE"
                         m.d.sync += ch_off.eq(ch_off + self.slice)
                         with m.If(last_slice):
                             m.d.sync += [gbase.eq(gbase + bg + 1), y_g.eq(y_e)]
                             m.next = "GROUP"
-                            with m.If(y_e >= self.height):
+                            with m.If(last_group):
                                 m.d.sync += [step.eq(tss_next_step(step)), first_step.eq(0)]
                                 m.next = "STEP"
                                 with m.If(last_step):

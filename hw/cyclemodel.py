@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 from temposplit.codec.motion import TSS_ORDER, block_cost, blocks, is_valid, tss_candidates, tss_steps
 from temposplit.hw import band_motion as _band
+from temposplit.hw import huffman_encoder as _huff
 from temposplit.hw import motion_estimator as _me
+from temposplit.hw import requantizer as _rq
 from temposplit.hw.regmap import LANES
 
 CLOCK_HZ = 100e6
@@ -45,7 +47,8 @@ HP_PORT_BPS = 1200e6
 # cocotb testbench drives it (AXI-Lite write response, the source's first beat).
 START_LATENCY = 3
 ENCODE_HEAD = 256  # histogram clear (the first input words arrive meanwhile)
-ENCODE_TAIL = 2  # lookup register, packer output register
+# the last symbol's way to the last word
+ENCODE_TAIL = _huff.SERIALIZER_STAGES + _huff.LOOKUP_STAGES + _huff.PACKER_STAGES
 
 
 def motion_cycles(shape, block, search, ref=None, cur=None) -> int:
@@ -58,7 +61,8 @@ def motion_cycles(shape, block, search, ref=None, cur=None) -> int:
     h, w, c = shape
     cw = -(-c // LANES)
     scan = _me.SETUP_CYCLES + _me.DRAIN_CYCLES + _me.COMPARE_CYCLES  # around a candidate's words
-    total = START_LATENCY
+    # the first block's BLOCK states run while the first input word is on its way
+    total = max(START_LATENCY, 1 + _me.BLOCK_CYCLES) - _me.BLOCK_CYCLES
     for y0, x0, bh, bw in blocks(h, w, block):
         words = bh * bw * cw
         total += _me.BLOCK_CYCLES + words + _me.EMIT_CYCLES
@@ -88,7 +92,7 @@ def encode_cycles(count: int) -> int:
 
 
 def requant_cycles(count: int) -> int:
-    return START_LATENCY + -(-count // LANES) + 2
+    return START_LATENCY + -(-count // LANES) + _rq.STAGES + 1
 
 
 # ----------------------------------------------------------------------------- BAND_MOTION
@@ -170,7 +174,8 @@ def band_cycles(shape, block, search, plan: BandPlan, *, band_bytes=32, word_cyc
                             + _band.CHUNKS_TAIL_CYCLES
                             + int(round(nch * period))
                             + _band.DRAIN_CYCLES
-                            + (ncand + 1)
+                            + ncand
+                            + _band.UPDATE_STAGES
                             + _band.NEXT_CYCLES
                         )
                         if last_slice:

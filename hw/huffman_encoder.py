@@ -14,13 +14,19 @@ at least ``8 * lanes / 15`` symbols, so it never limits the rate.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw.requantizer import word_layout
 
 MAX_CODE_LENGTH = 15
+# Pipeline depths (cycles from a word's last symbol to the word of bits that completes it;
+# the cycle model's ENCODE tail): the serializer's output register, the table lookup and
+# its register, then the packer's position, placement and word stages.
+SERIALIZER_STAGES = 1
+LOOKUP_STAGES = 2
+PACKER_STAGES = 3
 
 symbol_layout = data.StructLayout({"symbol": unsigned(8), "last": unsigned(1)})
 field_layout = data.StructLayout({"code": unsigned(MAX_CODE_LENGTH), "length": unsigned(4), "last": unsigned(1)})
@@ -31,7 +37,8 @@ def out_layout(lanes: int) -> data.StructLayout:
 
 
 class Serializer(wiring.Component):
-    """Words of ``lanes`` bytes (``nbytes`` valid) to one byte per cycle, low byte first.
+    """Words of ``lanes`` bytes (``nbytes`` valid) to one byte per cycle, low byte first,
+    into an output register (SERIALIZER_STAGES).
 
     ``last`` of the output marks the last valid byte of a word flagged ``last``.
     """
@@ -48,26 +55,32 @@ class Serializer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         idx = Signal(range(self.lanes + 1))
-        m.d.comb += [
-            self.o.valid.eq(self.i.valid),
-            self.o.p.symbol.eq(self.i.p.data.word_select(idx, 8)),
-        ]
         end = Signal()
+        load = Signal()  # the output register takes the next byte
         m.d.comb += [
             end.eq(idx + 1 >= self.i.p.nbytes),
-            self.o.p.last.eq(end & self.i.p.last),
-            self.i.ready.eq(self.o.ready & end),
+            load.eq(self.i.valid & (~self.o.valid | self.o.ready)),
+            self.i.ready.eq(load & end),
         ]
         with m.If(self.o.valid & self.o.ready):
-            m.d.sync += idx.eq(0 if self.lanes == 1 else idx + 1)
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(load):
+            m.d.sync += [
+                self.o.valid.eq(1),
+                self.o.p.symbol.eq(self.i.p.data.word_select(idx, 8)),
+                self.o.p.last.eq(end & self.i.p.last),
+                idx.eq(0 if self.lanes == 1 else idx + 1),
+            ]
             with m.If(end):
                 m.d.sync += idx.eq(0)
         return m
 
 
 class Histogram(wiring.Component):
-    """256 counters in LUT RAM: an asynchronous read and a synchronous write give a
-    one-cycle read-modify-write, so equal symbols back to back need no forwarding.
+    """256 counters in LUT RAM, counted in two stages: the symbol's count read (an
+    asynchronous read, registered), then written back plus one; a symbol equal to the one
+    in the second stage takes that stage's new count instead of the RAM's (forwarding), so
+    runs of equal symbols count right.
 
     ``clear`` (a pulse) zeroes the counters in 256 cycles while ``busy`` is high.
     """
@@ -93,7 +106,17 @@ class Histogram(wiring.Component):
         rd = mem.read_port(domain="comb")
         wr = mem.write_port()
         ptr = Signal(range(self.size + 1))
-        m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data), upd.addr.eq(self.symbol)]
+        a_v = Signal()  # stage 2: a symbol and its count before this one
+        a_sym = Signal(8)
+        a_cnt = Signal(self.count_width)
+        a_new = Signal(self.count_width)
+        m.d.comb += [
+            rd.addr.eq(self.rd_addr),
+            self.rd_data.eq(rd.data),
+            upd.addr.eq(self.symbol),
+            a_new.eq(a_cnt + 1),
+        ]
+        m.d.sync += a_v.eq(0)
         with m.If(self.clear):
             m.d.sync += [self.busy.eq(1), ptr.eq(0)]
         with m.Elif(self.busy):
@@ -101,8 +124,15 @@ class Histogram(wiring.Component):
             m.d.sync += ptr.eq(ptr + 1)
             with m.If(ptr == self.size - 1):
                 m.d.sync += self.busy.eq(0)
-        with m.Elif(self.strobe):
-            m.d.comb += [wr.addr.eq(self.symbol), wr.data.eq(upd.data + 1), wr.en.eq(1)]
+        with m.Else():
+            with m.If(self.strobe):
+                m.d.sync += [
+                    a_v.eq(1),
+                    a_sym.eq(self.symbol),
+                    a_cnt.eq(Mux(a_v & (a_sym == self.symbol), a_new, upd.data)),
+                ]
+            with m.If(a_v):
+                m.d.comb += [wr.addr.eq(a_sym), wr.data.eq(a_new), wr.en.eq(1)]
         return m
 
 
@@ -113,6 +143,13 @@ class BitPacker(wiring.Component):
     (little-endian within a word, as the DMA writes memory). The field flagged ``last``
     flushes the remainder as a final word with ``keep`` set on its bytes and ``last`` high
     (a zero-padded last byte). ``bits`` counts the bits since ``clear``.
+
+    Three stages (PACKER_STAGES), all advancing together while the output register is free:
+    *position* (the field's bit position in the word being filled, whether it fills it,
+    and the code left-aligned), *placement* (the code shifted to its position in a window
+    of two words) and *word* (the window's first word ORed into the word being filled;
+    a filled word goes out and the window's second word starts the next). A last field
+    that overflows a word sends two words, the second a cycle later (the input waits).
     """
 
     def __init__(self, lanes: int = 8):
@@ -129,19 +166,7 @@ class BitPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w = 8 * self.lanes
-        acc_w = w + MAX_CODE_LENGTH
-        acc = Signal(acc_w)  # valid bits right-aligned, cnt of them
-        cnt = Signal(range(acc_w + 1))
-        flush = Signal()  # a final partial word is still to be sent
-        new_acc = Signal(acc_w)
-        new_cnt = Signal(range(acc_w + 1))
-        free = Signal()
-        m.d.comb += [
-            free.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(free & ~flush),
-            new_acc.eq((acc << self.i.p.length) | self.i.p.code),
-            new_cnt.eq(cnt + self.i.p.length),
-        ]
+        L = MAX_CODE_LENGTH
 
         def swap(value):  # MSB-first bit string -> little-endian byte lanes
             return Cat(*[value.word_select(self.lanes - 1 - j, 8) for j in range(self.lanes)])
@@ -149,50 +174,92 @@ class BitPacker(wiring.Component):
         def keep_for(nbits):  # bytes that hold nbits bits
             return Cat(*[nbits > 8 * j for j in range(self.lanes)])
 
-        def emit_partial(value, nbits):
-            aligned = Signal(w)
-            sh = Signal(range(w + 1))
-            m.d.comb += [sh.eq(w - nbits), aligned.eq((value << sh)[:w])]
-            m.d.sync += [
-                self.o.valid.eq(1),
-                self.o.p.data.eq(swap(aligned)),
-                self.o.p.keep.eq(keep_for(nbits)),
-                self.o.p.last.eq(1),
-            ]
-
+        flush = Signal()  # a final partial word is still to be sent
+        adv = Signal()  # the pipeline moves
+        take = Signal()
+        m.d.comb += [
+            adv.eq((~self.o.valid | self.o.ready) & ~flush),
+            self.i.ready.eq(adv),
+            take.eq(self.i.valid & adv),
+        ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+
+        # position
+        pos = Signal(range(w))  # bits already in the word being filled
+        end = Signal(range(w + L + 1))
+        lsh = Signal(range(L + 1))  # the code's left shift to align its first bit
+        m.d.comb += [end.eq(pos + self.i.p.length), lsh.eq(L - self.i.p.length)]
+        a_v, a_last, a_fill = Signal(), Signal(), Signal()
+        a_pos = Signal(range(w))
+        a_rem = Signal(range(w + 1))  # bits in the word being filled after this field
+        a_code = Signal(L)  # the code, its first bit at bit L - 1
+        # placement
+        b_v, b_last, b_fill = Signal(), Signal(), Signal()
+        b_rem = Signal(range(w + 1))
+        b_win = Signal(2 * w)  # the code at its place: window bit 2w - 1 is the word's first bit
+        # word
+        word = Signal(w)  # the word being filled, its first bit at bit w - 1
+
         with m.If(self.clear):
-            m.d.sync += [acc.eq(0), cnt.eq(0), flush.eq(0), self.bits.eq(0)]
-        with m.Elif(flush & free):
-            emit_partial(acc, cnt)
-            m.d.sync += [flush.eq(0), cnt.eq(0)]
-        with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [acc.eq(new_acc), self.bits.eq(self.bits + self.i.p.length)]
-            with m.If(new_cnt >= w):
-                full = Signal(w)
-                sh = Signal(range(acc_w + 1))
-                m.d.comb += [sh.eq(new_cnt - w), full.eq((new_acc >> sh)[:w])]
+            m.d.sync += [pos.eq(0), a_v.eq(0), b_v.eq(0), word.eq(0), flush.eq(0), self.bits.eq(0)]
+        with m.Elif(flush):
+            with m.If(~self.o.valid | self.o.ready):
                 m.d.sync += [
                     self.o.valid.eq(1),
-                    self.o.p.data.eq(swap(full)),
-                    self.o.p.keep.eq(Const((1 << self.lanes) - 1, self.lanes)),
-                    self.o.p.last.eq(self.i.p.last & (new_cnt == w)),
-                    cnt.eq(new_cnt - w),
-                    flush.eq(self.i.p.last & (new_cnt != w)),
+                    self.o.p.data.eq(swap(word)),
+                    self.o.p.keep.eq(keep_for(b_rem)),
+                    self.o.p.last.eq(1),
+                    word.eq(0),
+                    flush.eq(0),
                 ]
-            with m.Elif(self.i.p.last):
-                emit_partial(new_acc, new_cnt)
-                m.d.sync += cnt.eq(0)
-            with m.Else():
-                m.d.sync += cnt.eq(new_cnt)
+        with m.Elif(adv):
+            m.d.sync += [a_v.eq(take), b_v.eq(a_v)]
+            with m.If(take):
+                m.d.sync += [
+                    a_last.eq(self.i.p.last),
+                    a_pos.eq(pos),
+                    a_fill.eq(end >= w),
+                    a_rem.eq(Mux(end >= w, end - w, end)),
+                    a_code.eq(self.i.p.code << lsh),
+                    pos.eq(Mux(self.i.p.last, 0, Mux(end >= w, end - w, end))),
+                    self.bits.eq(self.bits + self.i.p.length),
+                ]
+            m.d.sync += [
+                b_last.eq(a_last),
+                b_fill.eq(a_fill),
+                b_rem.eq(a_rem),
+                b_win.eq(Cat(Const(0, 2 * w - L), a_code) >> a_pos),
+            ]
+            top = Signal(w)
+            m.d.comb += top.eq(word | b_win[w:])
+            with m.If(b_v):
+                with m.If(b_fill):
+                    m.d.sync += [
+                        self.o.valid.eq(1),
+                        self.o.p.data.eq(swap(top)),
+                        self.o.p.keep.eq(Const((1 << self.lanes) - 1, self.lanes)),
+                        self.o.p.last.eq(b_last & (b_rem == 0)),
+                        word.eq(b_win[:w]),
+                        flush.eq(b_last & (b_rem != 0)),
+                    ]
+                with m.Elif(b_last):
+                    m.d.sync += [
+                        self.o.valid.eq(1),
+                        self.o.p.data.eq(swap(top)),
+                        self.o.p.keep.eq(keep_for(b_rem)),
+                        self.o.p.last.eq(1),
+                        word.eq(0),
+                    ]
+                with m.Else():
+                    m.d.sync += word.eq(top)
         return m
 
 
 class HuffmanEncoder(wiring.Component):
     """Symbols in, packed Huffman bit words out; histogram counted on the way.
 
-    Latency: one cycle (table lookup, registered) plus the packer's. Throughput: one
+    Latency: LOOKUP_STAGES (table lookup, registered twice) plus the packer's. Throughput: one
     symbol per cycle. ``start`` (a pulse) clears the histogram (256 cycles, input held
     off meanwhile) and the bit counter.
 
@@ -244,24 +311,33 @@ class HuffmanEncoder(wiring.Component):
         ]
         wiring.connect(m, packer.o, wiring.flipped(self.o))
 
-        # Stage 1: table lookup into a register (the packer's input), histogram update.
+        # LOOKUP_STAGES: the table lookup into a register, then into the packer's input
+        # register (so that no arithmetic follows the table's read), histogram update.
         f = packer.i
+        l_valid = Signal()
+        l_data = Signal(MAX_CODE_LENGTH + 4)
+        l_last = Signal()
+        l_move = Signal()
         m.d.comb += [
-            self.i.ready.eq((~f.valid | f.ready) & ~hist.busy & ~self.start),
+            l_move.eq(l_valid & (~f.valid | f.ready)),
+            self.i.ready.eq((~l_valid | l_move) & ~hist.busy & ~self.start),
             lookup.addr.eq(self.i.p.symbol),
             hist.symbol.eq(self.i.p.symbol),
             hist.strobe.eq(self.i.valid & self.i.ready),
         ]
         with m.If(self.start):
-            m.d.sync += f.valid.eq(0)
+            m.d.sync += [f.valid.eq(0), l_valid.eq(0)]
         with m.Else():
             with m.If(f.valid & f.ready):
                 m.d.sync += f.valid.eq(0)
-            with m.If(self.i.valid & self.i.ready):
+            with m.If(l_move):
                 m.d.sync += [
+                    l_valid.eq(0),
                     f.valid.eq(1),
-                    f.p.code.eq(lookup.data[:MAX_CODE_LENGTH]),
-                    f.p.length.eq(lookup.data[MAX_CODE_LENGTH:]),
-                    f.p.last.eq(self.i.p.last),
+                    f.p.code.eq(l_data[:MAX_CODE_LENGTH]),
+                    f.p.length.eq(l_data[MAX_CODE_LENGTH:]),
+                    f.p.last.eq(l_last),
                 ]
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [l_valid.eq(1), l_data.eq(lookup.data), l_last.eq(self.i.p.last)]
         return m

@@ -45,9 +45,13 @@ from temposplit.hw.band_motion import BandMotion, record_layout
 from temposplit.hw.regmap import DEFAULT, Params
 
 # Cycles of the FSM's states around one candidate (the cycle model counts with these).
-BLOCK_CYCLES = 1  # BLOCK: the block's geometry
-SETUP_CYCLES = 2  # SETUP, SETUP2: the candidate's first row address
-DRAIN_CYCLES = 4  # DRAIN: memory read, |diff| register, sum register, accumulate
+BLOCK_CYCLES = 2  # BLOCK, BLOCK2: the block's extent, then its words per row
+SETUP_CYCLES = 2  # SETUP (row and column products), SETUP2 (the candidate's first word)
+# DRAIN: from the last word's read to the accumulator, one register per stage of the SAD
+# pipeline (SAD_STAGES): the RAMs' outputs, the centred codes, |diff|, two adder levels, the
+# sum of 8, the accumulator.
+SAD_STAGES = ("ram", "centre", "absdiff", "pairs", "sum", "acc")
+DRAIN_CYCLES = len(SAD_STAGES)
 COMPARE_CYCLES = 2  # COMPARE, NEXT
 PICK_CYCLES = 1  # PICK: the next neighbour's vector
 INVALID_CYCLES = PICK_CYCLES + 1 + 1  # PICK, SETUP (invalid: no scan), NEXT
@@ -110,10 +114,27 @@ class MotionEstimator(wiring.Component):
             shape=unsigned(8 * P.band_bytes), depth=P.ref_bytes // P.band_bytes, init=[]
         )
         m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
-        ref_wr = ref.write_port(granularity=8 * L)
+        ref_port = ref.write_port(granularity=8 * L)
         ref_rd = ref.read_port(transparent_for=())
-        blk_wr = blk.write_port()
+        blk_port = blk.write_port()
         blk_rd = blk.read_port(transparent_for=())
+        # The writes reach the RAMs a cycle late, through a register (their enables fan out
+        # to every block RAM of the reference): nothing reads a word within a cycle of its
+        # write (the block's scan starts after SETUP, the band's after its load).
+        ref_wr = wiring.Signature(
+            {"en": Out(len(ref_port.en)), "addr": Out(len(ref_port.addr)), "data": Out(len(ref_port.data))}
+        ).create(path=("ref_wr",))
+        blk_wr = wiring.Signature(
+            {"en": Out(1), "addr": Out(len(blk_port.addr)), "data": Out(len(blk_port.data))}
+        ).create(path=("blk_wr",))
+        m.d.sync += [
+            ref_port.en.eq(ref_wr.en),
+            ref_port.addr.eq(ref_wr.addr),
+            ref_port.data.eq(ref_wr.data),
+            blk_port.en.eq(blk_wr.en),
+            blk_port.addr.eq(blk_wr.addr),
+            blk_port.data.eq(blk_wr.data),
+        ]
         m.d.comb += [
             ref_wr.en.eq(Mux(self.ref_we, Const(1, R) << self.ref_addr[:rshift] if R > 1 else 1, 0)),
             ref_wr.addr.eq(self.ref_addr >> rshift),
@@ -127,16 +148,12 @@ class MotionEstimator(wiring.Component):
         k = Signal(3)
         m.d.comb += [cw.eq(self.channels >> shift), k.eq(8 - self.n_bits)]
 
-        # Block position and extent.
+        # Block position and extent (registered in BLOCK).
         y0 = Signal(10)
         x0 = Signal(10)
         bh = Signal(7)
         bw = Signal(7)
         seg = Signal(range(64 * 512 + 1))  # words per block row: bw * cw
-        m.d.comb += [
-            bh.eq(block_extent(y0, self.block, self.height, Mux)),
-            bw.eq(block_extent(x0, self.block, self.width, Mux)),
-        ]
 
         # Search state.
         best = Signal(32)
@@ -162,42 +179,46 @@ class MotionEstimator(wiring.Component):
             ndy.eq(cy + Mux(oy < 0, -step, Mux(oy > 0, step, 0))),
             ndx.eq(cx + Mux(ox < 0, -step, Mux(ox > 0, step, 0))),
         ]
-        ty = Signal(signed(12))
+        ty = Signal(signed(12))  # the candidate's block origin, y0 + dy and x0 + dx (registered with dy, dx)
         tx = Signal(signed(12))
-        m.d.comb += [
-            ty.eq(y0 + dy),
-            tx.eq(x0 + dx),
-            valid.eq(is_valid(y0, x0, bh, bw, dy, dx, self.height, self.width)),
-        ]
+        m.d.comb += valid.eq(is_valid(ty, tx, bh, bw, 0, 0, self.height, self.width))
 
-        # Scan counters and the SAD pipeline.
-        base = Signal(range(P.ref_words + 1))  # ref word of the candidate's current row
+        # Scan counters and the SAD pipeline (SAD_STAGES): the read address is a register
+        # (ref_word, the candidate's current word; row_base, its row's first), the RAMs'
+        # outputs are registered before any arithmetic, the centring, |diff| and the adder
+        # tree each have their own stage.
+        row_base = Signal(range(P.ref_words + 1))  # ref word of the candidate's current row
+        ref_word = Signal(range(P.ref_words + 1))  # ref word read this cycle
         col = Signal(range(64 * 512 + 1))
         rows = Signal(7)
         cptr = Signal(range(P.block_words + 1))
         issue = Signal()
-        v1 = Signal()
-        v2 = Signal()
-        v3 = Signal()
         acc = Signal(32)
-        diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
-        sad = Signal(11 + shift)
-        ref_word = Signal(range(P.ref_words + 1))
-        ref_sel = Signal(max(rshift, 1))
-        m.d.comb += [ref_word.eq(base + col), ref_rd.addr.eq(ref_word >> rshift), blk_rd.addr.eq(cptr)]
-        m.d.sync += ref_sel.eq(ref_word[:rshift] if R > 1 else 0)
+        m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_rd.addr.eq(cptr)]
+        v = [Signal(name=f"sad_v{j}") for j in range(DRAIN_CYCLES)]  # v[j]: stage j holds a word
+        m.d.sync += [v[0].eq(issue), *[v[j].eq(v[j - 1]) for j in range(1, DRAIN_CYCLES)]]
+        sel0 = Signal(max(rshift, 1))
+        sel1 = Signal(max(rshift, 1))
+        m.d.sync += [sel0.eq(ref_word[:rshift] if R > 1 else 0), sel1.eq(sel0)]
+        ref_r = Signal(8 * P.band_bytes)  # stage "ram": the RAMs' outputs
+        blk_r = Signal(8 * L)
+        m.d.sync += [ref_r.eq(ref_rd.data), blk_r.eq(blk_rd.data)]
         ref_q = Signal(8 * L)
-        m.d.comb += ref_q.eq(ref_rd.data.word_select(ref_sel, 8 * L) if R > 1 else ref_rd.data)
-        m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2)]
+        m.d.comb += ref_q.eq(ref_r.word_select(sel1, 8 * L) if R > 1 else ref_r)
+        diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
         for i in range(L):
             a = ref_q.word_select(i, 8)
-            c = blk_rd.data.word_select(i, 8)
-            ac = Signal(signed(12), name=f"ref_c{i}")
+            c = blk_r.word_select(i, 8)
+            ac = Signal(signed(12), name=f"ref_c{i}")  # stage "centre"
             cc = Signal(signed(10), name=f"cur_c{i}")
-            m.d.comb += [ac.eq(centred_ref(a, self.zn_ref, k)), cc.eq(centred_cur(c, self.z8))]
-            m.d.sync += diffs[i].eq(element_cost(ac, cc))
-        m.d.sync += sad.eq(sum(diffs))
-        with m.If(v3):
+            m.d.sync += [ac.eq(centred_ref(a, self.zn_ref, k)), cc.eq(centred_cur(c, self.z8))]
+            m.d.sync += diffs[i].eq(element_cost(ac, cc))  # stage "absdiff"
+        pairs = [Signal(12 + 1, name=f"sad_pair{j}") for j in range((L + 3) // 4)]  # stage "pairs": sums of 4
+        for j, ps in enumerate(pairs):
+            m.d.sync += ps.eq(sum(diffs[4 * j : 4 * j + 4]))
+        sad = Signal(11 + shift)  # stage "sum"
+        m.d.sync += sad.eq(sum(pairs))
+        with m.If(v[DRAIN_CYCLES - 1]):  # stage "acc"
             m.d.sync += acc.eq(acc + sad)
 
         nby_last = Signal()
@@ -206,7 +227,7 @@ class MotionEstimator(wiring.Component):
             nby_last.eq(last_block(y0, self.block, self.height)),
             nbx_last.eq(last_block(x0, self.block, self.width)),
         ]
-        drain = Signal(3)
+        drain = Signal(range(DRAIN_CYCLES))
         dy8 = Signal(signed(8))
         dx8 = Signal(signed(8))
         m.d.comb += [
@@ -217,6 +238,7 @@ class MotionEstimator(wiring.Component):
         ]
 
         ty_rw = Signal(range(P.ref_words + 1))
+        tx_cw = Signal(range(P.ref_words + 1))
         with m.FSM(name="tss"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -224,7 +246,16 @@ class MotionEstimator(wiring.Component):
                     m.next = "BLOCK"
             with m.State("BLOCK"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [seg.eq(bw * cw), rows.eq(bh), col.eq(0), cptr.eq(0)]
+                m.d.sync += [
+                    bh.eq(block_extent(y0, self.block, self.height, Mux)),
+                    bw.eq(block_extent(x0, self.block, self.width, Mux)),
+                    col.eq(0),
+                    cptr.eq(0),
+                ]
+                m.next = "BLOCK2"
+            with m.State("BLOCK2"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [seg.eq(bw * cw), rows.eq(bh)]
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [
@@ -239,26 +270,39 @@ class MotionEstimator(wiring.Component):
                     with m.If(col + 1 == seg):
                         m.d.sync += [col.eq(0), rows.eq(rows - 1)]
                         with m.If(rows == 1):
-                            m.d.sync += [dy.eq(0), dx.eq(0), first.eq(1), step.eq(tss_first_step(self.search))]
+                            m.d.sync += [dy.eq(0), dx.eq(0), ty.eq(y0), tx.eq(x0), first.eq(1)]
+                            m.d.sync += step.eq(tss_first_step(self.search))
                             m.next = "SETUP"
                     with m.Else():
                         m.d.sync += col.eq(col + 1)
-            with m.State("SETUP"):  # candidate (dy, dx): its first row's word address
+            with m.State("SETUP"):  # candidate (dy, dx): its first row's and column's words
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [ty_rw.eq(ty * row_words), rows.eq(bh), col.eq(0), cptr.eq(0), acc.eq(0)]
+                m.d.sync += [
+                    ty_rw.eq(ty * row_words),
+                    tx_cw.eq(tx * cw),
+                    rows.eq(bh),
+                    col.eq(0),
+                    cptr.eq(0),
+                    acc.eq(0),
+                ]
                 with m.If(valid):
                     m.next = "SETUP2"
                 with m.Else():
                     m.next = "NEXT"
             with m.State("SETUP2"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += base.eq(ty_rw + tx * cw)
+                m.d.sync += [row_base.eq(ty_rw + tx_cw), ref_word.eq(ty_rw + tx_cw)]
                 m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += [self.busy.eq(1), issue.eq(1)]
-                m.d.sync += cptr.eq(cptr + 1)
+                m.d.sync += [cptr.eq(cptr + 1), ref_word.eq(ref_word + 1)]
                 with m.If(col + 1 == seg):
-                    m.d.sync += [col.eq(0), rows.eq(rows - 1), base.eq(base + row_words)]
+                    m.d.sync += [
+                        col.eq(0),
+                        rows.eq(rows - 1),
+                        row_base.eq(row_base + row_words),
+                        ref_word.eq(row_base + row_words),
+                    ]
                     with m.If(rows == 1):
                         m.d.sync += drain.eq(DRAIN_CYCLES - 1)
                         m.next = "DRAIN"
@@ -292,7 +336,7 @@ class MotionEstimator(wiring.Component):
                     m.next = "PICK"
             with m.State("PICK"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [dy.eq(ndy), dx.eq(ndx)]
+                m.d.sync += [dy.eq(ndy), dx.eq(ndx), ty.eq(y0 + ndy), tx.eq(x0 + ndx)]
                 m.next = "SETUP"
             with m.State("EMIT"):
                 m.d.comb += [self.busy.eq(1), self.rec.valid.eq(1)]

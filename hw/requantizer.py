@@ -5,9 +5,12 @@ The integer formula of :func:`temposplit.codec.quantize.requantize`, with k = 8 
     z_N = (z8 + 2^(k-1)) >> k                      (z_N = z8 when k = 0)
     q_N = clamp(((q8 - z8 + 2^(k-1)) >> k) + z_N, 0, 2^N - 1)
 
-Latency one cycle, throughput one word (``lanes`` codes) per cycle. The word's side-band
-(``nbytes``, ``last``) passes through unchanged. With ``bypass`` high the bytes pass
-unchanged (the symbols of motion vectors, or codes that are already N-bit).
+Two stages (STAGES): the shift ((q8 - z8 + 2^(k-1)) >> k), then the offset and the
+clamp; the terms that depend on the configuration only (k, z_N, z8 - 2^(k-1), 2^N - 1) are
+registers, so they follow a change of NBITS or Z8 a cycle later (the configuration is
+written before an operation starts). Throughput one word (``lanes`` codes) per cycle. The
+word's side-band (``nbytes``, ``last``) passes through unchanged. With ``bypass`` high the
+bytes pass unchanged (the symbols of motion vectors, or codes that are already N-bit).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+STAGES = 2  # cycles from a word's acceptance to its codes on the output
 
 
 def word_layout(lanes: int) -> data.StructLayout:
@@ -86,18 +91,53 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        codes = [
-            requantize_expr(m, self.i.p.data.word_select(i, 8), self.z8, self.n_bits, name=f"lane{i}")
-            for i in range(self.lanes)
+        # the configuration's terms (requantize_expr's), registered
+        k = Signal(unsigned(3))
+        half = Signal(unsigned(7))
+        z_n = Signal(unsigned(9))
+        base = Signal(signed(10))  # z8 - 2^(k-1)
+        top = Signal(unsigned(9))
+        kk = Signal(unsigned(3))
+        hh = Signal(unsigned(7))
+        m.d.comb += [kk.eq(8 - self.n_bits), hh.eq((Const(1, 8) << kk) >> 1)]
+        m.d.sync += [
+            k.eq(kk),
+            half.eq(hh),
+            z_n.eq((self.z8 + hh) >> kk),
+            base.eq(self.z8 - hh),
+            top.eq((Const(1, 9) << self.n_bits) - 1),
         ]
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        # stage 1: the shift; stage 2 (the output register): the offset and the clamp
+        s1_valid = Signal()
+        s1 = Signal(word_layout(self.lanes))
+        s1_bypass = Signal()
+        shifted = [Signal(signed(10), name=f"lane{i}_s") for i in range(self.lanes)]
+        move = Signal()
+        m.d.comb += [
+            move.eq(s1_valid & (~self.o.valid | self.o.ready)),
+            self.i.ready.eq(~s1_valid | move),
+        ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        with m.If(move):
+            m.d.sync += s1_valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [s1_valid.eq(1), s1.eq(self.i.payload), s1_bypass.eq(self.bypass)]
+            for i in range(self.lanes):
+                d = Signal(signed(10), name=f"lane{i}_d")
+                m.d.comb += d.eq(self.i.p.data.word_select(i, 8) - base)
+                m.d.sync += shifted[i].eq(d >> k)  # arithmetic: d is signed
+        codes = []
+        for i in range(self.lanes):
+            v = Signal(signed(11), name=f"lane{i}_v")
+            out = Signal(unsigned(8), name=f"lane{i}_q")
+            m.d.comb += [v.eq(shifted[i] + z_n), out.eq(Mux(v < 0, 0, Mux(v > top, top, v)))]
+            codes.append(out)
+        with m.If(move):
             m.d.sync += [
                 self.o.valid.eq(1),
-                self.o.p.data.eq(Mux(self.bypass, self.i.p.data, Cat(*codes))),
-                self.o.p.nbytes.eq(self.i.p.nbytes),
-                self.o.p.last.eq(self.i.p.last),
+                self.o.p.data.eq(Mux(s1_bypass, s1.data, Cat(*codes))),
+                self.o.p.nbytes.eq(s1.nbytes),
+                self.o.p.last.eq(s1.last),
             ]
         return m

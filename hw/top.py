@@ -243,15 +243,15 @@ class Accelerator(wiring.Component):
         with m.If(rq.i.valid & rq.i.ready):
             m.d.sync += words_left.eq(words_left - 1)
 
-        # The reference tap: N-bit codes into the estimator's RAM as they pass.
+        # The reference tap: N-bit codes into the estimator's RAM as they pass (through a
+        # register: the take ends the stream's ready chain).
         rq_take = Signal()
-        m.d.comb += [
-            rq_take.eq(rq.o.valid & rq.o.ready),
-            me.ref_we.eq(rq_take & ((mode == modes["LOAD_REF"]) | store_ref)),
-            me.ref_addr.eq(ref_ptr),
-            me.ref_data.eq(rq.o.p.data),
-        ]
-        with m.If(me.ref_we):
+        ref_we = Signal()
+        ref_data = Signal(8 * L)
+        m.d.comb += rq_take.eq(rq.o.valid & rq.o.ready)
+        m.d.sync += [ref_we.eq(rq_take & ((mode == modes["LOAD_REF"]) | store_ref)), ref_data.eq(rq.o.p.data)]
+        m.d.comb += [me.ref_we.eq(ref_we), me.ref_addr.eq(ref_ptr), me.ref_data.eq(ref_data)]
+        with m.If(ref_we):
             m.d.sync += ref_ptr.eq(ref_ptr + 1)
 
         # ------------------------------------------------------------ output side
