@@ -63,3 +63,26 @@ def test_timing_report_reads_fmax_and_the_critical_path():
     assert "42.0 MHz -- does NOT close at 100 MHz" in text
     assert "from ram" in text and "to   ff" in text
     assert "(6.00 ns cells, 8.00 ns routing, 1 logic cells)" in text
+
+
+def test_engine_alone_has_a_register_on_every_port():
+    """``--engine``: the engine's ports become the top's, each through a register, so that
+    its paths from configuration and streams are timed as in the top (not from I/O pins)."""
+    import re
+
+    from amaranth.lib.wiring import In
+
+    from temposplit.hw.regmap import Params
+    from temposplit.hw.requantizer import Requantizer
+
+    engine = Requantizer(8)
+    text = synth.engine_verilog("requantizer", Params(), "engine_requantizer")
+    top = text[: text.index("endmodule")]
+    regs = set(re.findall(r"^\s*reg (?:\[\d+:0\] )?(\S+)", top, re.M))
+    instance = re.search(r"engine \((.*?)\);", top, re.S).group(1)
+    nets = dict(re.findall(r"\.(\w+)\(([^)]*?)\s*\)", instance))
+    for path, member, _ in engine.signature.flatten(engine):
+        if member.flow == In:  # the engine's input comes from a register
+            assert nets["__".join(map(str, path))] in regs, path
+        else:  # the top's output pin is a register
+            assert "_".join(map(str, path)) in regs, path
