@@ -19,9 +19,9 @@ requantization. The arithmetic, written once here and in the board runtime
 ``float32(acc)`` is the one rounding of the exact integer to float32 (nearest, ties to
 even), ``requant_scale = (w_scale * x_scale) * (1 / y_scale)`` each step in float32 (as
 qnnpack's), ``rint`` rounds half to even; padding holds ``x_zp`` (value 0). PyTorch has
-no int16-weight kernel, so the sums run as a float64 convolution of the integer values:
-every product and partial sum is an integer below 2**53, hence exact in any order, and
-the NumPy runtime's sums (float32 or float64 BLAS, in slices it checks) give the same
+no int16-weight kernel, so the depthwise sums run as int32 multiply-adds over the taps'
+strided views (|acc| < 9 * 255 * 32767 + |bias| < 2**31, checked; otherwise a float64
+convolution, exact below 2**53), and the NumPy runtime's (float64 BLAS) give the same
 integers: the two M1s stay equal code for code (tested).
 """
 
