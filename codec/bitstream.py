@@ -18,7 +18,7 @@ from temposplit.codec.motion import MAX_BLOCK, SEARCH_RANGES, grid_shape
 from temposplit.codec.quantize import MAX_BITS, MIN_BITS
 from temposplit.codec.structure import KINDS, MAX_GROUP
 
-VERSION = (2, 0)  # the newest this decoder reads; a stream without a v2 coder is written as 1.0
+VERSION = (2, 1)  # the newest this decoder reads; a stream without a v2 coder is written as 1.0
 V2_CODERS = ("ctx",)
 HEADER_MAGIC = b"TSPS"
 PACKET_MAGIC = b"TSPK"
@@ -94,8 +94,8 @@ class StreamHeader:
 
     @property
     def wire_version(self) -> tuple[int, int]:
-        """2.0 for a stream that uses a version 2 coder, else 1.0 (docs/bitstream.md, 8)."""
-        return (2, 0) if self.coder in V2_CODERS else (1, 0)
+        """2.1 for a stream that uses a version 2 coder, else 1.0 (docs/bitstream.md, 8)."""
+        return VERSION if self.coder in V2_CODERS else (1, 0)
 
     @property
     def flags(self) -> int:
@@ -143,6 +143,10 @@ class StreamHeader:
         (_, major, minor, _, kind, group, coder, flags, p, n_bits, count, _, fps_milli, mhash) = _HEAD.unpack_from(buf)
         if major not in (1, VERSION[0]):
             raise BitstreamError(f"stream version {major}.{minor} is not supported (this decoder reads 1.x and 2.x)")
+        if (major, minor) == (2, 0):
+            raise BitstreamError(
+                "stream version 2.0: an early ctx format whose residual contexts changed in 2.1; re-encode it"
+            )
         if kind >= len(KINDS):
             raise BitstreamError(f"unknown prediction structure {kind}")
         if not 1 <= group <= MAX_GROUP or (KINDS[kind] == "bi" and group % 2 == 0):

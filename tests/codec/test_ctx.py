@@ -158,13 +158,32 @@ def test_ctx_streams_decode_to_the_encoders_reconstruction(rng, options):
     frames = [list(f) for f in zip(*clips, strict=True)]
     specs = [TensorSpec("a", shapes[0], 0.1, 9, 4), TensorSpec("b", shapes[1], 0.2, 0, 2)]
     enc, data = _stream(CodecConfig(specs, coder="ctx", **options), frames)
-    assert data[4:6] == bytes([2, 0])  # version 2.0
+    assert data[4:6] == bytes([2, 1])  # version 2.1
     _, out = decode_stream(data)
     assert all(isinstance(d, DecodedFrame) for d in out)
     want = {f.index: f.reconstruction for f in enc.frames}
     assert sorted(d.index for d in out) == list(range(9))
     for d in out:
         assert all((a == b).all() for a, b in zip(d.codes, want[d.index], strict=True))
+
+
+def test_the_first_ctx_format_2_0_is_refused():
+    """2.1 changed the residual zero bins' contexts: a 2.0 stream would decode wrongly, so it
+    is refused (the header's minor byte set back to 0, its CRC recomputed)."""
+    import struct
+    import zlib
+    from pathlib import Path
+
+    from temposplit.codec.bitstream import StreamHeader, header_length
+
+    vectors = Path(__file__).resolve().parents[1] / "fixtures" / "vectors"
+    data = bytearray((vectors / "v2-ctx-intra-conditional.tsp").read_bytes())
+    StreamHeader.from_bytes(bytes(data))  # 2.1 reads
+    n = header_length(bytes(data))
+    data[5] = 0
+    struct.pack_into("<I", data, n - 4, zlib.crc32(bytes(data[: n - 4])))
+    with pytest.raises(BitstreamError, match="2.0"):
+        StreamHeader.from_bytes(bytes(data))
 
 
 def test_a_stream_without_ctx_stays_version_1(rng):
