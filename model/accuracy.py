@@ -286,3 +286,24 @@ def cut_accuracy(
             if log:
                 log(row)
     return rows
+
+
+def recipe_sqnr(detector, quantized, frames, cuts, batch_size: int = 8) -> dict[str, float]:
+    """SQNR in dB of each cut tensor, the int8 M1 (dequantized) against the float M1 on
+    ``frames``, summed over them: ``10 log10(sum f^2 / sum (f - q)^2)``. How the int8
+    recipes are compared on the calibration set (docs/models.md, "Int8 recipes")."""
+    import math
+
+    import torch
+
+    signal = dict.fromkeys(cuts, 0.0)
+    noise = dict.fromkeys(cuts, 0.0)
+    for s in range(0, len(frames), batch_size):
+        x = detector.preprocess(frames[s : s + batch_size]).tensor
+        for cut in cuts:
+            with torch.no_grad():
+                f = detector.split(cut).m1(x)[-1]
+                q = quantized.split(cut).m1(x)[-1].dequantize()
+            signal[cut] += float((f.double() ** 2).sum())
+            noise[cut] += float(((f.double() - q.double()) ** 2).sum())
+    return {c: round(10 * math.log10(signal[c] / max(noise[c], 1e-30)), 2) for c in cuts}

@@ -143,6 +143,33 @@ def _cmd_accuracy(args) -> int:
     return 0
 
 
+def _cmd_recipes(args) -> int:
+    import json
+
+    from temposplit.errors import ConfigError
+    from temposplit.model import load_detector
+    from temposplit.model.accuracy import recipe_sqnr
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.quantize import parse_method, quantize
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods names no recipe")
+    for m in methods:
+        parse_method(m)  # a ConfigError before anything loads
+    if not 1 <= args.every:
+        raise ConfigError(f"--every must be a positive integer, not {args.every}")
+    _threads(args)
+    det = load_detector()
+    cuts = [det.get_cut(c.strip()).name for c in args.cuts.split(",")] if args.cuts else [c.name for c in det.cuts]
+    calib = calibration_frames()
+    test = calib[:: args.every]
+    for m in methods:
+        row = {"method": m, "frames": len(test), **recipe_sqnr(det, quantize(det, calib, method=m), test, cuts)}
+        print(json.dumps(row) if args.json else "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    return 0
+
+
 def _cmd_sensitivity(args) -> int:
     import json
     import sys
@@ -307,6 +334,17 @@ def register(subparsers) -> None:
     a.add_argument("--verbose", action="store_true")
     a.add_argument("--threads", type=int, default=2)
     a.set_defaults(handler=_cmd_accuracy)
+
+    r = sub.add_parser(
+        "recipes",
+        help="SQNR at each cut of int8 recipes, on the calibration set (how the default recipe was chosen)",
+    )
+    r.add_argument("--methods", default="histogram,default", help="comma-separated recipes (docs/models.md)")
+    r.add_argument("--cuts", help="comma-separated cuts (default: every SSD cut)")
+    r.add_argument("--every", type=int, default=5, help="score every k-th calibration frame (default 5: 8 frames)")
+    r.add_argument("--json", action="store_true", help="one JSON object per line")
+    r.add_argument("--threads", type=int, default=2)
+    r.set_defaults(handler=_cmd_recipes)
 
     s = sub.add_parser(
         "sensitivity",

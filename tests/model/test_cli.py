@@ -50,6 +50,8 @@ def test_user_errors_are_one_line(capsys):
         (["models", "accuracy", "--video", "/nonexistent/clip.mp4"], "video /nonexistent/clip.mp4 not found"),
         (["models", "sensitivity", "--observer", "kmeans"], "unknown --observer 'kmeans'"),
         (["models", "sensitivity", "--granularity", "block"], "--granularity must be stage or point"),
+        (["models", "recipes", "--methods", "histogram+dw16+dw16-first"], "choose one of dw16-first, dw16"),
+        (["models", "recipes", "--every", "0"], "--every must be a positive integer"),
     ],
 )
 def test_accuracy_and_sensitivity_refuse_bad_input_in_one_line(capsys, argv, message):
@@ -77,3 +79,19 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
         assert {"cut", "path", "map50", "map50_95", "map50_frequent"} <= set(r)
         assert r["calibration"] == "fixed-set" and r["frames"] == 3
         assert r["map50"] is None or 0.0 <= r["map50"] <= 1.0
+
+
+@pytest.mark.slow
+def test_recipes_scores_the_int16_layer_above_plain_int8(capsys):
+    """``models recipes``: one JSON row per recipe with the SQNR of each cut; keeping
+    features.1's depthwise weights at 16 bits raises it (on 2 calibration frames)."""
+    from temposplit.model.data import have_data
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    argv = ["models", "recipes", "--methods", "histogram,histogram+dw16-first", "--cuts", "features.3"]
+    assert main([*argv, "--every", "20", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["method"] for r in rows] == ["histogram", "histogram+dw16-first"]
+    assert all(r["frames"] == 2 for r in rows)
+    assert rows[1]["features.3"] > rows[0]["features.3"] + 1.0
