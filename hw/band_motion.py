@@ -186,9 +186,10 @@ class ChunkAddresses(wiring.Component):
 
 class SadPipeline(wiring.Component):
     """Each chunk against the candidates of the step, one per cycle: the candidate's chunk
-    read through the reference RAM's ``band_bytes``-wide port (``ref``), the cost
-    |((a - z_N) << k) - (c - z8)| of every byte, partial sums of 8, the total into the
-    candidate's accumulator (DRAIN_CYCLES from the read). ``origin`` and ``valid`` hold the
+    read through the reference RAM's ``band_bytes``-wide port (``ref``; its data arrive
+    registered, two cycles after the address), the cost |((a - z_N) << k) - (c - z8)| of
+    every byte, sums of 4, of 16, the total into the candidate's accumulator (SAD_STAGES
+    from the issue). ``origin`` and ``valid`` hold the
     candidates' first-chunk addresses and validity; candidates from ``first_cand`` to 8 are
     issued; a chunk is taken while ``scoring``; ``done`` rises when the block's last chunk
     is issued (cleared by ``restart``); ``clear`` zeroes the accumulators.
@@ -271,10 +272,11 @@ class SadPipeline(wiring.Component):
         for j in range(1, len(pcur)):
             m.d.sync += pcur[j].eq(pcur[j - 1])
 
-        # stage "read": the RAM reads; "ram": its output registered; "centre": the reference
+        # stage "read": the RAM reads; "ram": its output registered (by the motion estimator,
+        # which shares the register with MOTION: ``ref``'s data come two cycles after the
+        # address); "centre": the reference
         # centred; "absdiff": the cost of each byte; then sums of 4, of 16, the total
-        rdat = Signal(8 * CB)
-        m.d.sync += rdat.eq(self.ref.data)
+        rdat = self.ref.data  # registered by the RAM's owner (stage "ram")
         diffs = [Signal(11, name=f"bdiff{j}") for j in range(CB)]
         for j in range(CB):
             ac = Signal(signed(12), name=f"bref{j}")

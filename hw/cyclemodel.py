@@ -46,7 +46,7 @@ HP_PORT_BPS = 1200e6
 # Cycles from START to the first input word and from the last record to DONE, as the
 # cocotb testbench drives it (AXI-Lite write response, the source's first beat).
 START_LATENCY = 3
-ENCODE_HEAD = 256  # histogram clear (the first input words arrive meanwhile)
+ENCODE_HEAD = 1 + 256  # START's register in the top, the histogram clear (the first words arrive meanwhile)
 # the last symbol's way to the last word
 ENCODE_TAIL = _huff.SERIALIZER_STAGES + _huff.LOOKUP_STAGES + _huff.PACKER_STAGES
 

@@ -312,21 +312,30 @@ class HuffmanEncoder(wiring.Component):
         wiring.connect(m, packer.o, wiring.flipped(self.o))
 
         # LOOKUP_STAGES: the table lookup into a register, then into the packer's input
-        # register (so that no arithmetic follows the table's read), histogram update.
+        # register (so that no arithmetic follows the table's read), histogram update. A skid
+        # register holds a symbol taken while the lookup register could not move, so the
+        # input's ready is a register (the stream's ready chain ends here).
         f = packer.i
         l_valid = Signal()
         l_data = Signal(MAX_CODE_LENGTH + 4)
         l_last = Signal()
         l_move = Signal()
+        l_free = Signal()
+        sk_valid = Signal()
+        sk_symbol = Signal(8)
+        sk_last = Signal()
+        take = Signal()
         m.d.comb += [
             l_move.eq(l_valid & (~f.valid | f.ready)),
-            self.i.ready.eq((~l_valid | l_move) & ~hist.busy & ~self.start),
-            lookup.addr.eq(self.i.p.symbol),
+            l_free.eq(~l_valid | l_move),
+            self.i.ready.eq(~sk_valid & ~hist.busy & ~self.start),
+            take.eq(self.i.valid & self.i.ready),
+            lookup.addr.eq(Mux(sk_valid, sk_symbol, self.i.p.symbol)),
             hist.symbol.eq(self.i.p.symbol),
-            hist.strobe.eq(self.i.valid & self.i.ready),
+            hist.strobe.eq(take),
         ]
         with m.If(self.start):
-            m.d.sync += [f.valid.eq(0), l_valid.eq(0)]
+            m.d.sync += [f.valid.eq(0), l_valid.eq(0), sk_valid.eq(0)]
         with m.Else():
             with m.If(f.valid & f.ready):
                 m.d.sync += f.valid.eq(0)
@@ -338,6 +347,10 @@ class HuffmanEncoder(wiring.Component):
                     f.p.length.eq(l_data[MAX_CODE_LENGTH:]),
                     f.p.last.eq(l_last),
                 ]
-            with m.If(self.i.valid & self.i.ready):
+            with m.If(sk_valid & l_free):
+                m.d.sync += [l_valid.eq(1), l_data.eq(lookup.data), l_last.eq(sk_last), sk_valid.eq(0)]
+            with m.Elif(take & l_free):
                 m.d.sync += [l_valid.eq(1), l_data.eq(lookup.data), l_last.eq(self.i.p.last)]
+            with m.Elif(take):
+                m.d.sync += [sk_valid.eq(1), sk_symbol.eq(self.i.p.symbol), sk_last.eq(self.i.p.last)]
         return m

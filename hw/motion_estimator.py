@@ -366,7 +366,7 @@ class MotionEstimator(wiring.Component):
             bm.group.eq(self.band_group),
             bm.cur.payload.eq(self.cur.payload),
             bm.cur.valid.eq(self.cur.valid & self.band),
-            bm.ref_rd.data.eq(ref_rd.data),
+            bm.ref_rd.data.eq(ref_r),  # registered: the band engine's stage "ram"
             bm.cost_rd.data.eq(blk_rd.data),
             bm.rec.ready.eq(self.rec.ready & self.band),
         ]

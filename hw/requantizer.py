@@ -107,26 +107,41 @@ class Requantizer(wiring.Component):
             base.eq(self.z8 - hh),
             top.eq((Const(1, 9) << self.n_bits) - 1),
         ]
-        # stage 1: the shift; stage 2 (the output register): the offset and the clamp
+        # stage 1: the shift; stage 2 (the output register): the offset and the clamp. A
+        # skid register beside stage 1 takes a word when the output stalls, so the input's
+        # ready is a register (the ready chain of the stream ends here).
         s1_valid = Signal()
         s1 = Signal(word_layout(self.lanes))
         s1_bypass = Signal()
         shifted = [Signal(signed(10), name=f"lane{i}_s") for i in range(self.lanes)]
+        sk_valid = Signal()
+        sk = Signal(word_layout(self.lanes))
+        sk_bypass = Signal()
+        src = Signal(word_layout(self.lanes))  # the word stage 1 takes: the skid's, else the input's
+        src_bypass = Signal()
         move = Signal()
+        s1_free = Signal()
+        take = Signal()
         m.d.comb += [
             move.eq(s1_valid & (~self.o.valid | self.o.ready)),
-            self.i.ready.eq(~s1_valid | move),
+            s1_free.eq(~s1_valid | move),
+            self.i.ready.eq(~sk_valid),
+            take.eq(self.i.valid & ~sk_valid),
+            src.eq(Mux(sk_valid, sk, self.i.payload)),
+            src_bypass.eq(Mux(sk_valid, sk_bypass, self.bypass)),
         ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(move):
             m.d.sync += s1_valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [s1_valid.eq(1), s1.eq(self.i.payload), s1_bypass.eq(self.bypass)]
+        with m.If((sk_valid | take) & s1_free):
+            m.d.sync += [s1_valid.eq(1), s1.eq(src), s1_bypass.eq(src_bypass), sk_valid.eq(0)]
             for i in range(self.lanes):
                 d = Signal(signed(10), name=f"lane{i}_d")
-                m.d.comb += d.eq(self.i.p.data.word_select(i, 8) - base)
+                m.d.comb += d.eq(src.data.word_select(i, 8) - base)
                 m.d.sync += shifted[i].eq(d >> k)  # arithmetic: d is signed
+        with m.Elif(take):
+            m.d.sync += [sk_valid.eq(1), sk.eq(self.i.payload), sk_bypass.eq(self.bypass)]
         codes = []
         for i in range(self.lanes):
             v = Signal(signed(11), name=f"lane{i}_v")

@@ -201,8 +201,10 @@ class Accelerator(wiring.Component):
         with m.Elif(busy):
             m.d.sync += cycles.eq(cycles + 1)
         new_mode = wdata[ctrl.field("MODE").lsb :][: len(mode)]
+        # the encoder's start through a register (its clear is 256 cycles long anyway): it
+        # gates the encoder's input, at the end of the stream's ready chain
+        m.d.sync += enc.start.eq(start & (new_mode == modes["ENCODE"]))
         m.d.comb += [
-            enc.start.eq(start & (new_mode == modes["ENCODE"])),
             me.start.eq(start & (new_mode == modes["MOTION"])),
             me.band_start.eq(start & (new_mode == modes["BAND_MOTION"])),
         ]
