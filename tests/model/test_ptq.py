@@ -30,7 +30,7 @@ def test_parse_method():
     assert parse_method("default") == parse_method(DEFAULT_METHOD)
     assert parse_method("histogram") == ("histogram", ())
     assert parse_method("minmax+equalize+bias") == ("minmax", ("equalize", "bias"))
-    assert parse_method("default+dw16") == ("histogram", (*parse_method("default")[1], "dw16"))
+    assert parse_method("default+adaround") == (parse_method("default")[0], (*parse_method("default")[1], "adaround"))
     for bad in ("kmeans", "minmax+magic", "minmax+bias+bias", "histogram+dw16+dw16-first"):
         with pytest.raises(ConfigError):
             parse_method(bad)
