@@ -565,7 +565,7 @@ class BandMotion(wiring.Component):
             upd.last_slice.eq(last_slice),
             upd.step.eq(step),
             self.rec.p.data.eq(upd.record),
-            self.rec.p.last.eq(last_block(y0, self.block, self.height) & last_block(x0, self.block, self.width)),
+            self.rec.p.last.eq(x_last & y_last & last_group),  # the map's last block
         ]
 
         ref_ptr = Signal(range(ref_depth + 1))

@@ -221,12 +221,8 @@ class MotionEstimator(wiring.Component):
         with m.If(v[DRAIN_CYCLES - 1]):  # stage "acc"
             m.d.sync += acc.eq(acc + sad)
 
-        nby_last = Signal()
+        nby_last = Signal()  # the block is the last of its column, of its row (registered in BLOCK)
         nbx_last = Signal()
-        m.d.comb += [
-            nby_last.eq(last_block(y0, self.block, self.height)),
-            nbx_last.eq(last_block(x0, self.block, self.width)),
-        ]
         drain = Signal(range(DRAIN_CYCLES))
         dy8 = Signal(signed(8))
         dx8 = Signal(signed(8))
@@ -249,6 +245,8 @@ class MotionEstimator(wiring.Component):
                 m.d.sync += [
                     bh.eq(block_extent(y0, self.block, self.height, Mux)),
                     bw.eq(block_extent(x0, self.block, self.width, Mux)),
+                    nby_last.eq(last_block(y0, self.block, self.height)),
+                    nbx_last.eq(last_block(x0, self.block, self.width)),
                     col.eq(0),
                     cptr.eq(0),
                 ]
