@@ -22,9 +22,9 @@ from temposplit.hw.requantizer import word_layout
 
 MAX_CODE_LENGTH = 15
 # Pipeline depths (cycles from a word's last symbol to the word of bits that completes it;
-# the cycle model's ENCODE tail): the serializer's output register, the table lookup and
+# the cycle model's ENCODE tail): the serializer's word and output registers, the table lookup and
 # its register, then the packer's position, placement and word stages.
-SERIALIZER_STAGES = 1
+SERIALIZER_STAGES = 2
 LOOKUP_STAGES = 2
 PACKER_STAGES = 3
 
@@ -38,7 +38,10 @@ def out_layout(lanes: int) -> data.StructLayout:
 
 class Serializer(wiring.Component):
     """Words of ``lanes`` bytes (``nbytes`` valid) to one byte per cycle, low byte first,
-    into an output register (SERIALIZER_STAGES).
+    into an output register. A word is taken into a word register, and a second one into a
+    skid register while the first is being sent, so the input's ready is a register (the
+    stream's ready chain from the encoder ends here); SERIALIZER_STAGES cycles from a word
+    to its first byte on the output.
 
     ``last`` of the output marks the last valid byte of a word flagged ``last``.
     """
@@ -54,25 +57,40 @@ class Serializer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        cur = Signal(word_layout(self.lanes))  # the word being sent
+        cur_valid = Signal()
+        nxt = Signal(word_layout(self.lanes))  # the skid: the word after it
+        nxt_valid = Signal()
         idx = Signal(range(self.lanes + 1))
         end = Signal()
         load = Signal()  # the output register takes the next byte
+        done = Signal()  # ... the word's last
+        take = Signal()
         m.d.comb += [
-            end.eq(idx + 1 >= self.i.p.nbytes),
-            load.eq(self.i.valid & (~self.o.valid | self.o.ready)),
-            self.i.ready.eq(load & end),
+            end.eq(idx + 1 >= cur.nbytes),
+            load.eq(cur_valid & (~self.o.valid | self.o.ready)),
+            done.eq(load & end),
+            self.i.ready.eq(~nxt_valid),
+            take.eq(self.i.valid & ~nxt_valid),
         ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(load):
             m.d.sync += [
                 self.o.valid.eq(1),
-                self.o.p.symbol.eq(self.i.p.data.word_select(idx, 8)),
-                self.o.p.last.eq(end & self.i.p.last),
+                self.o.p.symbol.eq(cur.data.word_select(idx, 8)),
+                self.o.p.last.eq(end & cur.last),
                 idx.eq(0 if self.lanes == 1 else idx + 1),
             ]
             with m.If(end):
                 m.d.sync += idx.eq(0)
+        free = Signal()  # the word register is free (or frees this cycle)
+        src = Signal(word_layout(self.lanes))  # what it takes: the skid's word, else the input's
+        m.d.comb += [free.eq(~cur_valid | done), src.eq(Mux(nxt_valid, nxt, self.i.payload))]
+        with m.If(free):
+            m.d.sync += [cur.eq(src), cur_valid.eq(nxt_valid | take), nxt_valid.eq(0)]
+        with m.Elif(take):
+            m.d.sync += [nxt.eq(self.i.payload), nxt_valid.eq(1)]
         return m
 
 
