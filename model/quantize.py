@@ -307,8 +307,7 @@ def quantize(
                     log(f"calibrated on {n} frames")
         if n == 0:
             raise ConfigError("no calibration frames")
-        floats = {name: _float_conv(qnet.get_submodule(name).conv) for name in wide}
-        floats = {name: (c.weight.detach().clone(), c.bias.detach().clone()) for name, c in floats.items()}
+        floats = {name: _float_weights(qnet.get_submodule(name).conv) for name in wide}
         torch.ao.quantization.convert(qnet, inplace=True)
         if wide:
             from temposplit.model.wide import WideConv2d
@@ -319,9 +318,10 @@ def quantize(
     return QuantizedDetector(detector, qnet.eval())
 
 
-def _float_conv(module: nn.Module) -> nn.Conv2d:
-    """The float convolution of a prepared (possibly conv+ReLU fused) module."""
-    return module[0] if isinstance(module, nn.Sequential) else module
+def _float_weights(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a prepared, possibly conv+ReLU fused, convolution, before convert."""
+    conv = module[0] if isinstance(module, nn.Sequential) else module
+    return conv.weight.detach().clone(), conv.bias.detach().clone()
 
 
 def _chunks(frames, size):

@@ -33,7 +33,6 @@ from torch import nn
 from torch.nn import functional as F
 
 WEIGHT_QMAX = 32767  # symmetric int16 codes -32767..32767
-EXACT_F64 = 2**53
 
 
 def wide_grid(w: torch.Tensor) -> torch.Tensor:
