@@ -18,6 +18,12 @@ def register(sub) -> None:
     )
     p.add_argument("--max-streams", type=int, default=64)
     p.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="frames per M2 batch (default 16; 1: each frame's detections depend on its bytes alone)",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         default=None,
@@ -54,13 +60,16 @@ def _serve(args) -> int:
         weights[model] = path
     if args.max_streams < 1:
         raise ConfigError(f"--max-streams must be at least 1, not {args.max_streams}")
+    if args.max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, not {args.max_batch}")
     tls = TLSConfig.for_server(
         args.tls_cert, args.tls_key, args.tls_client_ca, warn=lambda m: print(m, file=sys.stderr, flush=True)
     )
     if args.idle_timeout is not None and not args.idle_timeout > 0:
         raise ConfigError(f"--idle-timeout must be positive, not {args.idle_timeout}")
     _raise_file_limit()
-    timeouts = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
+    options = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
+    options["max_batch"] = args.max_batch
     server = CloudServer(
         args.host,
         args.port,
@@ -70,7 +79,7 @@ def _serve(args) -> int:
         args.local_video,
         args.max_streams,
         log=lambda m: print(m, flush=True),
-        **timeouts,
+        **options,
     )
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed

@@ -19,6 +19,7 @@ from temposplit.cli import main
         (["edge", "/nonexistent/clip.avi", "--dead-zone", "-1"], "dead zone"),
         (["serve", "--weights", "no-equals-sign", "--port", "0"], "MODEL=PATH"),
         (["serve", "--idle-timeout", "0", "--port", "0"], "--idle-timeout must be positive"),
+        (["serve", "--max-batch", "0", "--port", "0"], "--max-batch must be at least 1"),
         (["edge", __file__, "--timeout", "-5"], "--timeout must be positive"),
     ],
 )

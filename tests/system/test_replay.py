@@ -24,6 +24,19 @@ NO_TORCH = (
 )
 
 
+@pytest.fixture
+def server(tmp_path, cloud_models):
+    """M2 one frame at a time: float M2's scores depend on the batch size in the last
+    digits (oneDNN picks kernels by shape), and the live and replayed streams arrive at
+    different rates, so a batching server would batch them differently."""
+    from temposplit.server.server import CloudServer
+
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, max_batch=1)
+    srv.start()
+    yield srv
+    srv.shutdown()
+
+
 def records(server, stream):
     path = server.out_dir / stream / "detections.jsonl"
     return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["frame"])
