@@ -3,24 +3,35 @@
 :class:`RangeEncoder` takes one *bin* per cycle -- the bin, its context index (0..422, the
 table of section 6.2.5) or a bypass flag, and whether it is the section's last -- and
 gives the section's bytes, bit for bit those of :class:`temposplit.codec.ctx_reference.RangeEncoder`
-with :class:`~temposplit.codec.ctx_reference.Context` states:
+with :class:`~temposplit.codec.ctx_reference.Context` states. A pipeline of seven stages
+that never stalls once a bin is in (the input's credit keeps room for its records):
 
-- the *context table* is a 512 x 18 block RAM (12-bit probability, 6-bit count), read
-  when a bin is taken and written back with the update on the next cycle; the read port
-  is transparent to the write, so back-to-back bins of one context see each other's
-  update. A 423-bit register marks the contexts a section has touched, so every context
-  starts afresh (prob 2048, count 0) at a section's start without clearing the RAM;
-- the *coder* (``low`` 33 bits, ``range`` 32, ``cache``, ``pending``) codes the bin and
-  renormalizes (at most two byte shifts per bin) in the same cycle; each shift that
-  settles the top byte produces an *output record*: the held byte plus the carry, then
-  ``pending - 1`` copies of 0xFF plus the carry (a run of 0xFF held back for a carry);
-- records go through a FIFO to the *byte emitter*, one byte per cycle, which drops the
-  section's first byte (always 0) and marks the last. After a section's last bin the
-  coder makes the termination's five shifts (three cycles), then starts afresh.
+- T: the bin registered; the *context table* (512 x 33 block RAM: the probability p of a
+  0 bin, 4096 - p, the count, the adaptation shift) read at its context, and 1 of 27
+  groups of 16 *touched-bits* (a context this section has coded: every context starts
+  afresh, p = 2048, at a section's start without clearing the RAM);
+- A: the RAM's word registered, the touched-bit picked in its group, and whether the
+  bin's context is the one written back in either of the two cycles before B (writes
+  the RAM read missed);
+- B: the context's state (forwarded from the last or the one before last write, fresh,
+  or the RAM's), its update written back; the interval's factor q (p for a 0 bin,
+  4096 - p for a 1, 2048 for a bypass bin) registered;
+- C: the range, the one loop of one cycle: ``range' = (range >> 12) * q`` (+ ``range mod
+  4096`` for a 1 bin), then the shifts (0, 1 or 2 bytes) that bring it back to >= 2^24;
+- D: what a 1 bin adds to ``low``: the old range minus the new one, registered;
+- E: ``low`` (33 bits) plus that, shifted; after a section's last bin, the termination's
+  five shifts (three cycles);
+- F: what the shifts settle: a shift that settles the top byte produces an *output
+  record*, the held byte (``cache``) plus the carry, then ``pending - 1`` copies of 0xFF
+  plus the carry (a run of 0xFF held back for a carry); a cycle's records (at most two)
+  are one *event* into the record FIFO.
 
-The input stalls only when the FIFO is full (the output back-pressured, or a run of
-records faster than a byte per cycle); a bin behind a section's last waits for the
-termination. A section codes at least one bin.
+The *byte emitter* after the FIFO sends one byte per cycle, drops the section's first
+byte (always 0) and marks the last. The input takes a bin while the FIFO has room for
+the events of every bin in flight (``CREDIT``, the FIFO's level a cycle ago): it stalls
+only when the output is back-pressured or records come faster than a byte per cycle; a
+bin behind a section's last waits for that section's termination. A section codes at
+least one bin.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ N_CONTEXTS = 423  # the context table of docs/bitstream.md 6.2.5
 COUNT_MAX = 62
 PENDING_BITS = 32
 TERMINATION_SHIFTS = 5
+TOUCHED_GROUPS = 27  # 27 x 16 touched-bits >= 423 contexts
+CREDIT = 13  # free FIFO entries a bin needs to be taken: the events of the bins in flight
 
 bin_layout = data.StructLayout({"bit": unsigned(1), "ctx": unsigned(9), "bypass": unsigned(1), "last": unsigned(1)})
 byte_layout = data.StructLayout({"data": unsigned(8), "last": unsigned(1)})
@@ -44,9 +57,19 @@ record_layout = data.StructLayout(
 event_layout = data.StructLayout({"n": unsigned(2), "rec0": record_layout, "rec1": record_layout, "last": unsigned(1)})
 
 
-def context_update(m: Module, prob, n, bit, name: str = "ctx"):
-    """The adaptation of 6.2.2 (comb): the new (prob, n) of a context after bin ``bit``."""
-    s = Signal(3, name=f"{name}_s")
+# a context's state in the table: the probability of a 0 bin and its complement 4096 - p
+# (so that neither a 1 bin's factor nor the update subtracts from 4096), the count of
+# bins coded and the adaptation shift it gives
+ctx_word = data.StructLayout(
+    {"prob": unsigned(PROB_BITS), "cprob": unsigned(PROB_BITS), "n": unsigned(6), "s": unsigned(3)}
+)
+FRESH = ctx_word.const({"prob": 2048, "cprob": 2048, "n": 0, "s": 1})
+fwd_layout = data.StructLayout({"valid": unsigned(1), "ctx": unsigned(9), "word": ctx_word})
+
+
+def adapt_shift(m: Module, n, name: str):
+    """floor(log2(n + 2)), at most 6 (6.2.2), comb."""
+    s = Signal(3, name=name)
     with m.If(n < 2):
         m.d.comb += s.eq(1)
     with m.Elif(n < 6):
@@ -59,13 +82,29 @@ def context_update(m: Module, prob, n, bit, name: str = "ctx"):
         m.d.comb += s.eq(5)
     with m.Else():
         m.d.comb += s.eq(6)
-    new_prob = Signal(PROB_BITS, name=f"{name}_prob")
-    new_n = Signal(6, name=f"{name}_n")
+    return s
+
+
+def context_update(m: Module, st, bit, name: str = "ctx"):
+    """The adaptation of 6.2.2 (comb): the context's new word after bin ``bit``. The side
+    the bin did not take shrinks by its own ``>> s`` and the other grows by as much:
+    a 0 bin, p += (4096 - p) >> s; a 1 bin, p -= p >> s."""
+    shrink = Signal(PROB_BITS, name=f"{name}_shrink")
+    grow = Signal(PROB_BITS, name=f"{name}_grow")
+    delta = Signal(PROB_BITS, name=f"{name}_delta")
+    new = Signal(ctx_word, name=f"{name}_new")
     m.d.comb += [
-        new_prob.eq(Mux(bit, prob - (prob >> s), prob + ((4096 - prob) >> s))),
-        new_n.eq(Mux(n < COUNT_MAX, n + 1, n)),
+        shrink.eq(Mux(bit, st.prob, st.cprob)),
+        grow.eq(Mux(bit, st.cprob, st.prob)),
+        delta.eq(shrink >> st.s),
+        new.n.eq(Mux(st.n < COUNT_MAX, st.n + 1, st.n)),
     ]
-    return new_prob, new_n
+    m.d.comb += [
+        new.prob.eq(Mux(bit, shrink - delta, grow + delta)),
+        new.cprob.eq(Mux(bit, grow + delta, shrink - delta)),
+        new.s.eq(adapt_shift(m, new.n, f"{name}_s")),
+    ]
+    return new
 
 
 def shift_low(m: Module, do, low, cache, pending, name: str):
@@ -97,110 +136,186 @@ class RangeEncoder(wiring.Component):
     Parameters
     ----------
     fifo_depth : int
-        Records buffered between the coder and the byte emitter.
+        Events (a cycle's records) buffered between the coder and the byte emitter; at
+        least ``CREDIT + 4``.
     """
 
-    def __init__(self, fifo_depth: int = 16):
+    def __init__(self, fifo_depth: int = 32):
+        if fifo_depth < CREDIT + 4:
+            self._MustUse__used = True  # (refused: not an unused elaboratable)
+            raise ValueError(f"fifo_depth must be at least {CREDIT + 4}")
         self.fifo_depth = fifo_depth
         super().__init__({"i": In(stream.Signature(bin_layout)), "o": Out(stream.Signature(byte_layout))})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.table = table = memory.Memory(shape=unsigned(PROB_BITS + 6), depth=512, init=[])
+        m.submodules.table = table = memory.Memory(shape=ctx_word, depth=512, init=[])
         wr = table.write_port()
-        rd = table.read_port(transparent_for=(wr,))
+        rd = table.read_port()  # not transparent: the two writes it misses are forwarded
         m.submodules.events = events = fifo.SyncFIFOBuffered(width=event_layout.size, depth=self.fifo_depth)
 
-        # ------------------------------------------------------------ stage 1: the bin taken, its context read
-        s1_valid = Signal()
-        s1 = Signal(bin_layout)
-        touched = Signal(N_CONTEXTS + 1)  # +1: indices 423..511 are never touched (not in the table)
-        flushing = Signal()
-        flush_left = Signal(range(TERMINATION_SHIFTS + 1))
-        fire = Signal()  # stage 2 codes the bin in stage 1 this cycle
+        # ------------------------------------------------------------ the input: credit, no stall after it
+        # A bin is taken only while the record FIFO has room for every event the bins in
+        # flight can still make (one each, three more for a section's termination): past
+        # the input register nothing stalls. ``room`` is a register (the level a cycle ago).
+        room = Signal(init=1)
+        closing = Signal()  # a section's last bin is in: the next waits for its termination
         take = Signal()
+        m.d.sync += room.eq(events.level <= self.fifo_depth - CREDIT)
         m.d.comb += [
-            fire.eq(s1_valid & events.w_rdy),
-            self.i.ready.eq(~flushing & (~s1_valid | (fire & ~s1.last))),
+            self.i.ready.eq(room & ~closing),
             take.eq(self.i.valid & self.i.ready),
-            rd.addr.eq(Mux(take, self.i.p.ctx, s1.ctx)),
         ]
-        with m.If(take):
-            m.d.sync += [s1_valid.eq(1), s1.eq(self.i.payload)]
-        with m.Elif(fire):
-            m.d.sync += s1_valid.eq(0)
 
-        # ------------------------------------------------------------ stage 2: code, update, renormalize
-        low = Signal(33)
+        # ------------------------------------------------------------ T: the bin registered, its context read
+        t_valid = Signal()
+        t = Signal(bin_layout)
+        m.d.sync += t_valid.eq(take)
+        with m.If(take):
+            m.d.sync += t.eq(self.i.payload)
+            with m.If(self.i.p.last):
+                m.d.sync += closing.eq(1)
+        touched = Signal(TOUCHED_GROUPS * 16)  # a context touched in this section (423 used)
+        groups = Signal(16 * TOUCHED_GROUPS)
+        m.d.comb += [rd.addr.eq(t.ctx), groups.eq(touched)]
+        group_sel = Signal(16)
+        m.d.comb += group_sel.eq(groups.word_select(t.ctx[4:], 16))
+
+        # ------------------------------------------------------------ A: RAM word out, touched bit, forwarding
+        a_valid = Signal()
+        a = Signal(bin_layout)
+        a_group = Signal(16)
+        m.d.sync += [a_valid.eq(t_valid), a.eq(t), a_group.eq(group_sel)]
+        # B (the bin ahead) writes this cycle, w1 wrote the cycle before: the RAM read of
+        # the bin in A (issued a cycle ago) saw neither
+        b_valid = Signal()
+        b = Signal(bin_layout)
+        w1 = Signal(fwd_layout)
+        w2 = Signal(fwd_layout)
+        b_valid_ctx = Signal()
+        m.d.comb += b_valid_ctx.eq(b_valid & ~b.bypass)
+        b_word = Signal(ctx_word)
+        b_fresh = Signal()
+        b_m1 = Signal()
+        b_m2 = Signal()
+        m.d.sync += [
+            b_valid.eq(a_valid),
+            b.eq(a),
+            b_word.eq(rd.data),
+            b_fresh.eq(~a_group.bit_select(a.ctx[:4], 1)),
+            b_m1.eq(b_valid_ctx & (b.ctx == a.ctx)),
+            b_m2.eq(w1.valid & (w1.ctx == a.ctx)),
+        ]
+
+        # ------------------------------------------------------------ B: the context's state, its update
+        st = Signal(ctx_word)
+        with m.If(b_m1):
+            m.d.comb += st.eq(w1.word)
+        with m.Elif(b_m2):
+            m.d.comb += st.eq(w2.word)
+        with m.Elif(b_fresh):
+            m.d.comb += st.eq(FRESH)
+        with m.Else():
+            m.d.comb += st.eq(b_word)
+        new = context_update(m, st, b.bit)
+        m.d.comb += [
+            wr.addr.eq(b.ctx),
+            wr.data.eq(new),
+            wr.en.eq(b_valid_ctx),
+        ]
+        m.d.sync += [w1.valid.eq(b_valid_ctx), w1.ctx.eq(b.ctx), w1.word.eq(new), w2.eq(w1)]
+        with m.If(b_valid_ctx):
+            m.d.sync += touched.eq(touched | (Const(1, len(touched)) << b.ctx))
+        with m.If(b_valid & b.last):  # the section's contexts are done: the next starts afresh
+            m.d.sync += [touched.eq(0), w1.valid.eq(0), w2.valid.eq(0)]
+        # the interval's factor: p for a 0 bin, 4096 - p for a 1 (section 6.2.1)
+        c_valid = Signal()
+        c = Signal(bin_layout)
+        c_q = Signal(PROB_BITS)
+        m.d.sync += [
+            c_valid.eq(b_valid),
+            c.eq(b),
+            c_q.eq(Mux(b.bypass, 2048, Mux(b.bit, st.cprob, st.prob))),
+        ]
+
+        # ------------------------------------------------------------ C: the range
+        # range' = (range >> 12) * q + (bit ? range mod 4096 : 0): for a 1 bin that is
+        # range - (range >> 12) * p. Then the shifts that bring it back to >= 2^24.
         rng = Signal(32, init=0xFFFFFFFF)
+        rng1 = Signal(32)
+        ns = Signal(2)
+        m.d.comb += [
+            rng1.eq((rng >> PROB_BITS) * c_q + Mux(c.bit, rng[:PROB_BITS], 0)),
+            ns.eq(Mux(rng1[16:] == 0, 2, Mux(rng1[24:] == 0, 1, 0))),
+        ]
+        with m.If(c_valid):
+            m.d.sync += rng.eq(Mux(c.last, 0xFFFFFFFF, Mux(ns[1], rng1 << 16, Mux(ns[0], rng1 << 8, rng1))))
+        d_valid = Signal()
+        d = Signal(bin_layout)
+        d_rng = Signal(32)
+        d_rng1 = Signal(32)
+        d_ns = Signal(2)
+        m.d.sync += [d_valid.eq(c_valid), d.eq(c), d_rng.eq(rng), d_rng1.eq(rng1), d_ns.eq(ns)]
+
+        # ------------------------------------------------------------ D: what a 1 bin adds to low
+        e_valid = Signal()
+        e_last = Signal()
+        e_bound = Signal(32)
+        e_ns = Signal(2)
+        m.d.sync += [
+            e_valid.eq(d_valid),
+            e_last.eq(d.last),
+            e_bound.eq(Mux(d.bit, d_rng - d_rng1, 0)),
+            e_ns.eq(d_ns),
+        ]
+
+        # ------------------------------------------------------------ E: low, and the termination
+        # low += bound, then its shifts (a shift only moves bits: what they settle is F's).
+        # After a section's last bin, the termination's five shifts: 2, 2, 1 (three cycles).
+        low = Signal(33)
+        flushing = Signal()
+        flush_step = Signal(2)
+        e_sum = Signal(33)
+        e_do = Signal(2)
+        e_end = Signal()
+        e_out = Signal()
+        m.d.comb += e_sum.eq(low + Mux(e_valid, e_bound, 0))
+        with m.If(e_valid):
+            m.d.comb += [e_do.eq(e_ns), e_out.eq(1)]
+        with m.Elif(flushing):
+            m.d.comb += [e_do.eq(Mux(flush_step == 2, 1, 2)), e_end.eq(flush_step == 2), e_out.eq(1)]
+        with m.If(e_valid | flushing):
+            m.d.sync += low.eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
+        with m.If(e_valid & e_last):
+            m.d.sync += [flushing.eq(1), flush_step.eq(0)]
+        with m.If(flushing):
+            m.d.sync += flush_step.eq(flush_step + 1)
+            with m.If(e_end):  # the section is out: the coder starts afresh, the input opens
+                m.d.sync += [flushing.eq(0), low.eq(0), closing.eq(0)]
+        f_valid = Signal()
+        f_low = Signal(33)
+        f_do = Signal(2)
+        f_end = Signal()
+        m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end)]
+
+        # ------------------------------------------------------------ F: the shifts' records
         cache = Signal(8)
         pending = Signal(PENDING_BITS, init=1)
-
-        fresh = Signal()
-        prob = Signal(PROB_BITS)
-        count = Signal(6)
-        m.d.comb += [
-            fresh.eq(~(touched >> s1.ctx)[0]),
-            prob.eq(Mux(fresh, 2048, rd.data[:PROB_BITS])),
-            count.eq(Mux(fresh, 0, rd.data[PROB_BITS:])),
-        ]
-        new_prob, new_n = context_update(m, prob, count, s1.bit)
-        p = Signal(PROB_BITS)
-        bound = Signal(32)
-        low1 = Signal(33)
-        rng1 = Signal(32)
-        m.d.comb += [
-            p.eq(Mux(s1.bypass, 2048, prob)),
-            bound.eq((rng >> PROB_BITS) * p),
-            low1.eq(Mux(s1.bit, low + bound, low)),
-            rng1.eq(Mux(s1.bit, rng - bound, bound)),
-            wr.addr.eq(s1.ctx),
-            wr.data.eq(Cat(new_prob, new_n)),
-            wr.en.eq(fire & ~s1.bypass),
-        ]
-        with m.If(fire & ~s1.bypass):
-            m.d.sync += touched.eq(touched | (Const(1, N_CONTEXTS + 1) << s1.ctx))
-
-        # renormalization: one shift while the range is under 2^24, a second under 2^16; the
-        # termination makes two shifts a cycle (then one)
-        sh1 = Signal()
-        sh2 = Signal()
-        with m.If(flushing):
-            m.d.comb += [sh1.eq(1), sh2.eq(flush_left >= 2)]
-        with m.Else():
-            m.d.comb += [sh1.eq(fire & (rng1 < (1 << 24))), sh2.eq(fire & (rng1 < (1 << 16)))]
-        low_in = Signal(33)
-        m.d.comb += low_in.eq(Mux(flushing, low, low1))
-        la, ca, pa, emit_a, rec_a = shift_low(m, sh1, low_in, cache, pending, "sa")
-        lb, cb, pb, emit_b, rec_b = shift_low(m, sh2, la, ca, pa, "sb")
-
+        la, ca, pa, emit_a, rec_a = shift_low(m, f_do != 0, f_low, cache, pending, "sa")
+        lb, cb, pb, emit_b, rec_b = shift_low(m, f_do[1], la, ca, pa, "sb")
         ev = Signal(event_layout)
-        ending = Signal()
         m.d.comb += [
-            ending.eq(flushing & (flush_left <= 2)),
             ev.n.eq(emit_a + emit_b),
             ev.rec0.eq(Mux(emit_a, rec_a, rec_b)),
             ev.rec1.eq(rec_b),
-            ev.last.eq(ending),
+            ev.last.eq(f_end),
             events.w_data.eq(ev),
-            events.w_en.eq((fire | flushing) & (ev.n != 0)),
+            events.w_en.eq(f_valid & (ev.n != 0)),
         ]
-        with m.If(fire):
-            m.d.sync += [low.eq(lb), cache.eq(cb), pending.eq(pb)]
-            m.d.sync += rng.eq(Mux(sh2, rng1 << 16, Mux(sh1, rng1 << 8, rng1)))
-            with m.If(s1.last):
-                m.d.sync += [flushing.eq(1), flush_left.eq(TERMINATION_SHIFTS)]
-        with m.If(flushing & events.w_rdy):
-            m.d.sync += [low.eq(lb), cache.eq(cb), pending.eq(pb), flush_left.eq(flush_left - 2)]
-            with m.If(ending):  # the section is out: the coder and the contexts start afresh
-                m.d.sync += [
-                    flushing.eq(0),
-                    low.eq(0),
-                    rng.eq(0xFFFFFFFF),
-                    cache.eq(0),
-                    pending.eq(1),
-                    touched.eq(0),
-                ]
+        with m.If(f_valid):
+            m.d.sync += [cache.eq(cb), pending.eq(pb)]
+            with m.If(f_end):
+                m.d.sync += [cache.eq(0), pending.eq(1)]
         # (the termination's fifth shift always settles: low is 0 by then, so the last
         # event of a section is never empty and carries the section's last byte)
 
@@ -553,7 +668,7 @@ class AnchorCoder(wiring.Component):
     """An anchor tensor's ``ctx`` section (6.2.3): :class:`AnchorBinarizer` into
     :class:`RangeEncoder`, elements in, the section's bytes out."""
 
-    def __init__(self, line_elements: int = 16384, fifo_depth: int = 16):
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 32):
         self.line_elements = line_elements
         self.fifo_depth = fifo_depth
         super().__init__(

@@ -26,7 +26,9 @@ def reference_section(bins):
 
 def random_section(rng, n, kind):
     """(bit, ctx, bypass) bins: 'random' over the whole table; 'skewed' few contexts with
-    strongly biased bins (long runs, extreme probabilities, carries); 'repeat' one context."""
+    strongly biased bins (long runs, extreme probabilities, carries); 'repeat' one context;
+    'few' three contexts, so that a context comes back 1, 2, 3 or more bins later (the
+    pipeline's forwarding of the updates in flight)."""
     bins = []
     hot = [rng.randrange(N_CONTEXTS) for _ in range(4)]
     for _ in range(n):
@@ -36,15 +38,17 @@ def random_section(rng, n, kind):
             ctx = rng.choice(hot)
             bit = int(rng.random() < (0.02 if ctx == hot[0] else 0.97))
             bins.append((bit, ctx, int(rng.random() < 0.05)))
+        elif kind == "few":
+            bins.append((int(rng.random() < 0.2), rng.choice(hot[:3]), int(rng.random() < 0.1)))
         else:
             bins.append((int(rng.random() < 0.3), hot[0], 0))
     return bins
 
 
-def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None):
+def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None, fifo_depth=32):
     """Feed the sections' bins; returns the bytes of each section the DUT finished
     (``reset_after``: a reset after that many bins, the section cut there is dropped)."""
-    dut = RangeEncoder()
+    dut = RangeEncoder(fifo_depth)
     top = Module()
     top.domains.sync = cd = ClockDomain("sync")
     top.submodules.dut = dut
@@ -101,7 +105,7 @@ def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None):
 
     async def deadline(ctx):
         total = sum(len(s) for s in sections)
-        for _ in range(8 * total + 2000):
+        for _ in range(int(8 / (1 - stall)) * total + 2000):
             await ctx.tick()  # (a reset does not end the wait)
 
     sim.add_testbench(deadline)
@@ -110,12 +114,45 @@ def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None):
     return got
 
 
-@pytest.mark.parametrize("kind", ["random", "skewed", "repeat"])
+@pytest.mark.parametrize("kind", ["random", "skewed", "repeat", "few"])
 def test_range_encoder_matches_reference(kind):
     rng = random.Random(kind)
     sections = [random_section(rng, n, kind) for n in (1, 2, 37, 600, 1500)]
     got = run(sections, seed=len(kind))
     assert got == [reference_section(s) for s in sections]
+
+
+@pytest.mark.parametrize("gaps", [0.0, 0.5])
+def test_range_encoder_forwarding(gaps):
+    """A context back after 1, 2, 3 ... bins, with and without idle cycles between: the
+    RAM read misses the updates of the two cycles before; they come from the forwarding
+    registers (or, in a new section, from neither)."""
+    rng = random.Random(17)
+    sections = [random_section(rng, n, "few") for n in (3, 5, 800)]
+    got = run(sections, seed=4, gaps=gaps, stall=0.0)
+    assert got == [reference_section(s) for s in sections]
+
+
+def test_range_encoder_heavy_back_pressure():
+    """The output ready one cycle in ten, the smallest FIFO: the input's credit must stop
+    the bins before the record FIFO overflows (an event lost would change the bytes)."""
+    from temposplit.hw.range_coder import CREDIT
+
+    rng = random.Random(23)
+    # 150 contexts trained on 30 one bins, then a zero bin on each: about 7 bits a bin
+    # at the bottom of the interval (no 0xFF runs), an event almost every bin
+    contexts = rng.sample(range(N_CONTEXTS), 150)
+    costly = [(1, c, 0) for c in contexts for _ in range(30)] + [(0, c, 0) for c in contexts]
+    sections = [costly, random_section(rng, 300, "skewed"), random_section(rng, 2, "random")]
+    got = run(sections, seed=6, gaps=0.0, stall=0.9, fifo_depth=CREDIT + 4)
+    assert got == [reference_section(s) for s in sections]
+
+
+def test_range_encoder_fifo_depth_checked():
+    from temposplit.hw.range_coder import CREDIT
+
+    with pytest.raises(ValueError):
+        RangeEncoder(CREDIT + 3)
 
 
 def test_range_encoder_one_bin_per_cycle_without_stalls():
