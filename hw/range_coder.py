@@ -391,18 +391,45 @@ def _cls(m, v, name):
     return out
 
 
-def _sgn3(m, v, name):
-    out = Signal(2, name=name)
-    m.d.comb += out.eq(Mux(v < 0, 0, Mux(v == 0, 1, 2)))
-    return out
-
-
 def _bitlength(m, v, width, name):
     out = Signal(range(width + 1), name=name)
     for i in range(width):
         with m.If(v[i]):
             m.d.comb += out.eq(i + 1)
     return out
+
+
+def _abs_diff(m, u, v, width, name):
+    """|u - v| of two unsigned values (comb): both differences at once, then a select."""
+    out = Signal(width, name=name)
+    m.d.comb += out.eq(Mux(u >= v, u - v, v - u))
+    return out
+
+
+def _sign3(m, u, v, name):
+    """sgn3(u - v) of two unsigned values: 0 below, 1 equal, 2 above (comb)."""
+    out = Signal(2, name=name)
+    m.d.comb += out.eq(Mux(u < v, 0, Mux(u == v, 1, 2)))
+    return out
+
+
+# an element with its contexts and its binarization, from the context stages to the bins'
+element_bins_layout = data.StructLayout(
+    {
+        "zero": unsigned(1),
+        "has_sign": unsigned(1),
+        "neg": unsigned(1),
+        "m": unsigned(8),
+        "z_ctx": unsigned(9),
+        "s_ctx": unsigned(9),
+        "mag": data.ArrayLayout(unsigned(9), 4),  # the context of unary bin i, min(i, 3)
+        "unary_n": unsigned(4),  # min(mmax, 14)
+        "suffix_w": unsigned(4),
+        "rest": unsigned(8),  # m - 14, the suffix's value
+        "last": unsigned(1),
+    }
+)
+ELEMENT_CREDIT = 6  # free entries of the element FIFO an element needs to be taken
 
 
 class AnchorBinarizer(wiring.Component):
@@ -414,12 +441,21 @@ class AnchorBinarizer(wiring.Component):
     left ones from a buffer of one pixel (C entries), the previous channel's change from a
     register.
 
+    A pipeline: the element taken, its neighbours read (both buffers written with the
+    element a cycle later, that write forwarded to the next element's read); the
+    neighbours registered; distances and the value's difference; the contexts and the
+    binarization's lengths, into an element FIFO (an element is taken only while the FIFO
+    has room for all in flight: nothing stalls before it); then the bins, one per cycle.
+
     Configuration (stable during a section): ``width``, ``channels``, ``n_bits``, ``z_n``,
     ``temporal``.
     """
 
-    def __init__(self, line_elements: int = 16384):
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 16):
+        if fifo_depth < ELEMENT_CREDIT + 2:
+            raise ValueError(f"fifo_depth must be at least {ELEMENT_CREDIT + 2}")
         self.line_elements = line_elements
+        self.fifo_depth = fifo_depth
         super().__init__(
             {
                 "i": In(stream.Signature(element_layout)),
@@ -436,46 +472,39 @@ class AnchorBinarizer(wiring.Component):
         m = Module()
         LE = self.line_elements
         # the row above (indexed by x * C + c) and the pixel to the left (indexed by c): two
-        # simple dual-port RAMs, each read when an element is taken, written as one moves on
+        # simple dual-port RAMs, read when an element is taken, written a cycle later
         m.submodules.line = line = memory.Memory(shape=unsigned(10), depth=LE, init=[])
         m.submodules.left = left = memory.Memory(shape=unsigned(10), depth=MAX_CHANNELS, init=[])
         wr = line.write_port()
-        rd_u = line.read_port(transparent_for=(wr,))
+        rd_u = line.read_port()
         wr_l = left.write_port()
-        rd_l = left.read_port(transparent_for=(wr_l,))
+        rd_l = left.read_port()
+        m.submodules.elements = elements = fifo.SyncFIFOBuffered(width=element_bins_layout.size, depth=self.fifo_depth)
 
+        # the configuration's terms (registers: the configuration is stable during a
+        # section, and the first element reaches them two cycles after it is taken)
         top = Signal(8)
         sh = Signal(3)
         zc = Signal(8)
-        m.d.comb += [
+        temporal = Signal()
+        m.d.sync += [
             top.eq((Const(1, 9) << self.n_bits) - 1),
             sh.eq(Mux(self.n_bits > 4, self.n_bits - 4, 0)),
-            zc.eq(Mux(self.z_n > top, top, self.z_n)),
+            zc.eq(Mux(self.z_n > (Const(1, 9) << self.n_bits) - 1, (Const(1, 9) << self.n_bits) - 1, self.z_n)),
+            temporal.eq(self.temporal),
         ]
 
-        # ------------------------------------------------------------ stage 0: position, line buffer read
+        # ------------------------------------------------------------ the take: position, buffers read
+        room = Signal(init=1)
+        take = Signal()
+        m.d.sync += room.eq(elements.level <= self.fifo_depth - ELEMENT_CREDIT)
+        m.d.comb += [self.i.ready.eq(room), take.eq(self.i.valid & room)]
         pos_c = Signal(12)
         pos_x = Signal(10)
         pos_y = Signal(10)
         pos_a = Signal(range(LE))
-        s0_valid = Signal()
-        s0_data = Signal()  # its line-buffer words are on the read ports
-        s0 = Signal(element_layout)
-        s0_c = Signal(12)
-        s0_x = Signal(10)
-        s0_y = Signal(10)
-        s0_a = Signal(range(LE))
-        move = Signal()  # stage 0 -> stage 1
-        take = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~s0_valid | move),
-            take.eq(self.i.valid & self.i.ready),
-            rd_u.addr.eq(Mux(take, pos_a, s0_a)),
-            rd_l.addr.eq(Mux(take, pos_c, s0_c)),
-        ]
+        m.d.comb += [rd_u.addr.eq(pos_a), rd_l.addr.eq(pos_c)]
         with m.If(take):
-            m.d.sync += [s0_valid.eq(1), s0_data.eq(1), s0.eq(self.i.payload)]
-            m.d.sync += [s0_c.eq(pos_c), s0_x.eq(pos_x), s0_y.eq(pos_y), s0_a.eq(pos_a)]
             with m.If(self.i.p.last):
                 m.d.sync += [pos_c.eq(0), pos_x.eq(0), pos_y.eq(0), pos_a.eq(0)]
             with m.Elif(pos_c + 1 == self.channels):
@@ -486,136 +515,186 @@ class AnchorBinarizer(wiring.Component):
                     m.d.sync += [pos_x.eq(pos_x + 1), pos_a.eq(pos_a + 1)]
             with m.Else():
                 m.d.sync += [pos_c.eq(pos_c + 1), pos_a.eq(pos_a + 1)]
-        with m.Elif(move):
-            m.d.sync += s0_valid.eq(0)
 
-        # the element's prediction and change; its line-buffer word is written as it moves on
-        p = Signal(8)
+        # ------------------------------------------------------------ P: the element, its buffers' words
+        p_valid = Signal()
+        pe = Signal(element_layout)
+        p_a = Signal(range(LE))
+        p_c = Signal(12)
+        p_has_l = Signal()  # x > 0
+        p_has_u = Signal()  # y > 0
+        p_has_p = Signal()  # c > 0
+        # the element in P writes both buffers this cycle: the element taken now reads
+        # the old words; where it reads the same word, P's is forwarded
+        p_fwd_u = Signal()
+        p_fwd_l = Signal()
+        p_fwd = Signal(10)
         change = Signal(signed(2))
+        word = Signal(10)
         m.d.comb += [
-            p.eq(Mux(self.temporal, s0.p, zc)),
-            change.eq(Mux(self.temporal, Mux(s0.x > s0.p, 1, Mux(s0.x < s0.p, -1, 0)), 0)),
-            wr.addr.eq(s0_a),
-            wr.data.eq(Cat(s0.x, change)),
-            wr.en.eq(move),
-            wr_l.addr.eq(s0_c),
-            wr_l.data.eq(Cat(s0.x, change)),
-            wr_l.en.eq(move),
+            change.eq(Mux(temporal, Mux(pe.x > pe.p, 1, Mux(pe.x < pe.p, -1, 0)), 0)),
+            word.eq(Cat(pe.x, change)),
+            wr.addr.eq(p_a),
+            wr.data.eq(word),
+            wr.en.eq(p_valid),
+            wr_l.addr.eq(p_c),
+            wr_l.data.eq(word),
+            wr_l.en.eq(p_valid),
         ]
-        prev_change = Signal(signed(2))
-        with m.If(move):
-            m.d.sync += prev_change.eq(Mux(s0.last, 0, change))
+        m.d.sync += [
+            p_valid.eq(take),
+            pe.eq(self.i.payload),
+            p_a.eq(pos_a),
+            p_c.eq(pos_c),
+            p_has_l.eq(pos_x != 0),
+            p_has_u.eq(pos_y != 0),
+            p_has_p.eq(pos_c != 0),
+            p_fwd_u.eq(p_valid & (p_a == pos_a)),
+            p_fwd_l.eq(p_valid & (p_c == pos_c)),
+            p_fwd.eq(word),
+        ]
+        prev_change = Signal(signed(2))  # the change of the element before (0 at a section's start)
+        with m.If(p_valid):
+            m.d.sync += prev_change.eq(Mux(pe.last, 0, change))
 
-        # contexts of the element in stage 0 (from its neighbours)
-        lv = Signal(8)
-        uv = Signal(8)
-        sl = Signal(signed(2))
-        su = Signal(signed(2))
-        sp = Signal(signed(2))
+        # ------------------------------------------------------------ Q: the neighbours registered
+        q_valid = Signal()
+        qe = Signal(element_layout)
+        q_lv = Signal(8)
+        q_uv = Signal(8)
+        q_sl = Signal(signed(2))
+        q_su = Signal(signed(2))
+        q_sp = Signal(signed(2))
+        u_word = Signal(10)
+        l_word = Signal(10)
         m.d.comb += [
-            lv.eq(Mux(s0_x > 0, rd_l.data[:8], zc)),
-            uv.eq(Mux(s0_y > 0, rd_u.data[:8], zc)),
-            sl.eq(Mux(s0_x > 0, rd_l.data[8:10], 0)),
-            su.eq(Mux(s0_y > 0, rd_u.data[8:10], 0)),
-            sp.eq(Mux(s0_c > 0, prev_change, 0)),
+            u_word.eq(Mux(p_fwd_u, p_fwd, rd_u.data)),
+            l_word.eq(Mux(p_fwd_l, p_fwd, rd_l.data)),
         ]
-        dl = Signal(signed(10))
-        du = Signal(signed(10))
-        m.d.comb += [dl.eq(lv - zc), du.eq(uv - zc)]
+        m.d.sync += [
+            q_valid.eq(p_valid),
+            qe.eq(pe),
+            q_lv.eq(Mux(p_has_l, l_word[:8], zc)),
+            q_uv.eq(Mux(p_has_u, u_word[:8], zc)),
+            q_sl.eq(Mux(p_has_l, l_word[8:10], 0)),
+            q_su.eq(Mux(p_has_u, u_word[8:10], 0)),
+            q_sp.eq(Mux(p_has_p, prev_change, 0)),
+        ]
+
+        # ------------------------------------------------------------ Q -> R: distances, the value's difference
+        pred = Signal(8)
+        m.d.comb += pred.eq(Mux(temporal, qe.p, zc))
         a = Signal(8)
         b = Signal(8)
-        m.d.comb += [a.eq(abs(dl) >> sh), b.eq(abs(du) >> sh)]
-        cls_a, cls_b = _cls(m, a, "cls_a"), _cls(m, b, "cls_b")
-        cls_ab = _cls(m, Mux(a > b, a, b), "cls_ab")
-        nn = Signal(2)
-        m.d.comb += nn.eq((sl != 0) + (su != 0) + (sp != 0))
-        pc = Signal(8)
-        m.d.comb += pc.eq(s0.p >> sh)
-        ssum = Signal(signed(3))
-        m.d.comb += ssum.eq(sl + su)
-        z_ctx = Signal(9)
-        s_ctx = Signal(9)
-        mag_base = Signal(9)  # the context of unary bin i: mag_base + min(i, 3) * mag_step
-        mag_step = Signal(3)
-        with m.If(self.temporal):
-            m.d.comb += [
-                z_ctx.eq(TEMP_ZERO + (pc * 4 + nn) * 3 + s0.t),
-                s_ctx.eq(TEMP_SIGN + (pc * 3 + _sgn3(m, ssum, "sg_t")) * 3 + s0.t),
-                mag_base.eq(TEMP_MAG + nn),
-                mag_step.eq(4),
-            ]
-        with m.Else():
-            m.d.comb += [
-                z_ctx.eq(INTRA_ZERO + cls_a * 5 + cls_b),
-                s_ctx.eq(INTRA_SIGN + _sgn3(m, dl, "sg_l") * 3 + _sgn3(m, du, "sg_u")),
-                mag_base.eq(INTRA_MAG + cls_ab),
-                mag_step.eq(5),
-            ]
-        # the value's binarization (6.2.4)
-        d = Signal(signed(10))
-        neg = Signal()
-        mm = Signal(8)  # m = |d| - 1
-        mmax = Signal(8)
         m.d.comb += [
-            d.eq(s0.x - p),
-            neg.eq(d < 0),
-            mm.eq(abs(d) - 1),
-            mmax.eq(Mux(neg, p - 1, top - p - 1)),
+            a.eq(_abs_diff(m, q_lv, zc, 8, "dist_l") >> sh),
+            b.eq(_abs_diff(m, q_uv, zc, 8, "dist_u") >> sh),
         ]
-
-        # ------------------------------------------------------------ stage 1: the bins
-        s1_valid = Signal()
-        e = Signal(
+        pc = Signal(4)
+        m.d.comb += pc.eq(qe.p >> sh)
+        nn = Signal(2)
+        ssum = Signal(signed(3))
+        m.d.comb += [nn.eq((q_sl != 0) + (q_su != 0) + (q_sp != 0)), ssum.eq(q_sl + q_su)]
+        r_valid = Signal()
+        r = Signal(
             data.StructLayout(
                 {
+                    "a": unsigned(8),
+                    "b": unsigned(8),
+                    "sg_l": unsigned(2),
+                    "sg_u": unsigned(2),
+                    "sg_t": unsigned(2),
+                    "nn": unsigned(2),
+                    "zt": unsigned(9),  # TEMP_ZERO + pc * 12 + t
+                    "st": unsigned(9),  # TEMP_SIGN + pc * 9 + t
                     "zero": unsigned(1),
                     "has_sign": unsigned(1),
                     "neg": unsigned(1),
                     "m": unsigned(8),
                     "mmax": unsigned(8),
-                    "z_ctx": unsigned(9),
-                    "s_ctx": unsigned(9),
-                    "mag_base": unsigned(9),
-                    "mag_step": unsigned(3),
                     "last": unsigned(1),
                 }
             )
         )
+        m.d.sync += [
+            r_valid.eq(q_valid),
+            r.a.eq(a),
+            r.b.eq(b),
+            r.sg_l.eq(_sign3(m, q_lv, zc, "sg_l")),
+            r.sg_u.eq(_sign3(m, q_uv, zc, "sg_u")),
+            r.sg_t.eq(Mux(ssum < 0, 0, Mux(ssum == 0, 1, 2))),
+            r.nn.eq(nn),
+            r.zt.eq(TEMP_ZERO + pc * 12 + qe.t),
+            r.st.eq(TEMP_SIGN + pc * 9 + qe.t),
+            r.zero.eq(qe.x == pred),
+            r.has_sign.eq((pred != 0) & (pred != top)),
+            r.neg.eq(qe.x < pred),
+            r.m.eq(_abs_diff(m, qe.x, pred, 8, "dist_x") - 1),
+            r.mmax.eq(Mux(qe.x < pred, pred - 1, top - pred - 1)),
+            r.last.eq(qe.last),
+        ]
+
+        # ------------------------------------------------------------ R: contexts, lengths, into the FIFO
+        cls_a, cls_b = _cls(m, r.a, "cls_a"), _cls(m, r.b, "cls_b")
+        cls_ab = _cls(m, Mux(r.a > r.b, r.a, r.b), "cls_ab")
+        ev = Signal(element_bins_layout)
+        mag_base = Signal(9)
+        mag_step = Signal(3)
+        with m.If(temporal):
+            m.d.comb += [
+                ev.z_ctx.eq(r.zt + r.nn * 3),
+                ev.s_ctx.eq(r.st + r.sg_t * 3),
+                mag_base.eq(TEMP_MAG + r.nn),
+                mag_step.eq(4),
+            ]
+        with m.Else():
+            m.d.comb += [
+                ev.z_ctx.eq(INTRA_ZERO + cls_a * 5 + cls_b),
+                ev.s_ctx.eq(INTRA_SIGN + r.sg_l * 3 + r.sg_u),
+                mag_base.eq(INTRA_MAG + cls_ab),
+                mag_step.eq(5),
+            ]
+        bl = _bitlength(m, r.mmax - UNARY_MAX, 8, "suffix_bits")
+        m.d.comb += [
+            ev.zero.eq(r.zero),
+            ev.has_sign.eq(r.has_sign),
+            ev.neg.eq(r.neg),
+            ev.m.eq(r.m),
+            [ev.mag[i].eq(mag_base + i * mag_step) for i in range(4)],
+            ev.unary_n.eq(Mux(r.mmax < UNARY_MAX, r.mmax, UNARY_MAX)),
+            ev.suffix_w.eq(Mux(r.mmax > UNARY_MAX, bl, 0)),
+            ev.rest.eq(r.m - UNARY_MAX),
+            ev.last.eq(r.last),
+            elements.w_data.eq(ev),
+            elements.w_en.eq(r_valid),
+        ]
+
+        # ------------------------------------------------------------ the bins
+        s1_valid = Signal()
+        e = Signal(element_bins_layout)
         phase = Signal(2)  # 0 zero bin, 1 sign, 2 unary, 3 suffix
         idx = Signal(5)  # unary bin i, or suffix bit j (counting down)
-        unary_n = Signal(5)  # min(mmax, 14)
-        suffix_w = Signal(4)
-        rest = Signal(8)
-        m.d.comb += [
-            unary_n.eq(Mux(e.mmax < UNARY_MAX, e.mmax, UNARY_MAX)),
-            rest.eq(e.m - UNARY_MAX),
-        ]
-        bl = _bitlength(m, e.mmax - UNARY_MAX, 8, "suffix_bits")
-        m.d.comb += suffix_w.eq(Mux(e.mmax > UNARY_MAX, bl, 0))
-
         bit = Signal()
         ctxi = Signal(9)
         bypass = Signal()
         final = Signal()  # this bin is the element's last
-        imin = Signal(2)
-        m.d.comb += imin.eq(Mux(idx > 3, 3, idx))
         with m.Switch(phase):
             with m.Case(0):
                 m.d.comb += [
                     bit.eq(~e.zero),
                     ctxi.eq(e.z_ctx),
-                    final.eq(e.zero | (~e.has_sign & (unary_n == 0) & (suffix_w == 0))),
+                    final.eq(e.zero | (~e.has_sign & (e.unary_n == 0) & (e.suffix_w == 0))),
                 ]
             with m.Case(1):
-                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx), final.eq((unary_n == 0) & (suffix_w == 0))]
+                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx), final.eq((e.unary_n == 0) & (e.suffix_w == 0))]
             with m.Case(2):
                 m.d.comb += [
                     bit.eq(e.m > idx),
-                    ctxi.eq(e.mag_base + imin * e.mag_step),
-                    final.eq((e.m == idx) | ((idx + 1 == unary_n) & (suffix_w == 0))),
+                    ctxi.eq(e.mag[Mux(idx > 3, 3, idx[:2])]),
+                    final.eq((e.m == idx) | ((idx + 1 == e.unary_n) & (e.suffix_w == 0))),
                 ]
             with m.Case(3):
-                m.d.comb += [bit.eq((rest >> idx)[0]), bypass.eq(1), final.eq(idx == 0)]
+                m.d.comb += [bit.eq((e.rest >> idx)[0]), bypass.eq(1), final.eq(idx == 0)]
         m.d.comb += [
             self.o.valid.eq(s1_valid),
             self.o.p.bit.eq(bit),
@@ -624,43 +703,32 @@ class AnchorBinarizer(wiring.Component):
             self.o.p.last.eq(final & e.last),
         ]
         done = Signal()
+        load = Signal()
         m.d.comb += [
             done.eq(s1_valid & self.o.ready & final),
-            move.eq(s0_valid & s0_data & (~s1_valid | done)),
+            load.eq(~s1_valid | done),
+            elements.r_en.eq(load),
         ]
         with m.If(s1_valid & self.o.ready & ~final):
             with m.Switch(phase):
                 with m.Case(0):
-                    m.d.sync += [phase.eq(Mux(e.has_sign, 1, Mux(unary_n != 0, 2, 3))), idx.eq(0)]
-                    with m.If(~e.has_sign & (unary_n == 0)):
-                        m.d.sync += idx.eq(suffix_w - 1)
+                    m.d.sync += [phase.eq(Mux(e.has_sign, 1, Mux(e.unary_n != 0, 2, 3))), idx.eq(0)]
+                    with m.If(~e.has_sign & (e.unary_n == 0)):
+                        m.d.sync += idx.eq(e.suffix_w - 1)
                 with m.Case(1):
-                    m.d.sync += [phase.eq(Mux(unary_n != 0, 2, 3)), idx.eq(Mux(unary_n != 0, 0, suffix_w - 1))]
+                    m.d.sync += [
+                        phase.eq(Mux(e.unary_n != 0, 2, 3)),
+                        idx.eq(Mux(e.unary_n != 0, 0, e.suffix_w - 1)),
+                    ]
                 with m.Case(2):
-                    with m.If(idx + 1 == unary_n):
-                        m.d.sync += [phase.eq(3), idx.eq(suffix_w - 1)]
+                    with m.If(idx + 1 == e.unary_n):
+                        m.d.sync += [phase.eq(3), idx.eq(e.suffix_w - 1)]
                     with m.Else():
                         m.d.sync += idx.eq(idx + 1)
                 with m.Case(3):
                     m.d.sync += idx.eq(idx - 1)
-        with m.If(done):
-            m.d.sync += s1_valid.eq(0)
-        with m.If(move):
-            m.d.sync += [
-                s1_valid.eq(1),
-                phase.eq(0),
-                idx.eq(0),
-                e.zero.eq(d == 0),
-                e.has_sign.eq((p != 0) & (p != top)),
-                e.neg.eq(neg),
-                e.m.eq(mm),
-                e.mmax.eq(mmax),
-                e.z_ctx.eq(z_ctx),
-                e.s_ctx.eq(s_ctx),
-                e.mag_base.eq(mag_base),
-                e.mag_step.eq(mag_step),
-                e.last.eq(s0.last),
-            ]
+        with m.If(load):
+            m.d.sync += [s1_valid.eq(elements.r_rdy), phase.eq(0), idx.eq(0), e.eq(elements.r_data)]
         return m
 
 

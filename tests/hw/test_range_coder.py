@@ -234,6 +234,14 @@ def run_anchor(sections, seed=0, gaps=0.2, stall=0.2):
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
     sim.add_testbench(consumer, background=True)
+
+    async def deadline(ctx):  # a lost element or event would hang the producer: fail instead
+        total = sum(c.size for c, *_ in sections)
+        for _ in range(int(60 / (1 - stall)) * total + 2000):
+            await ctx.tick()
+        raise AssertionError(f"{len(got)} of {len(sections)} sections out before the deadline")
+
+    sim.add_testbench(deadline, background=True)
     sim.run()
     run_anchor.ticks = stats["ticks"]
     return got
@@ -258,6 +266,30 @@ def test_anchor_coder_matches_reference(n_bits):
     rng_np = np.random.default_rng(n_bits)
     sections = _anchor_cases(rng_np, (5, 7, 3), n_bits) + _anchor_cases(rng_np, (3, 4, 16), n_bits)
     got = run_anchor(sections, seed=n_bits)
+    assert got == [ref.encode_anchor(c, r, d, n, z)[0] for c, r, d, n, z in sections]
+
+
+@pytest.mark.parametrize("gaps", [0.0, 0.5])
+def test_anchor_coder_one_channel(gaps):
+    """C = 1 (the left neighbour is the element before) and W x C = 1 (so is the upper
+    one): the buffers' words come from the write forwarded to the next element's read
+    (or, after an idle cycle, from the RAM)."""
+    import numpy as np
+
+    rng_np = np.random.default_rng(31)
+    sections = _anchor_cases(rng_np, (4, 9, 1), 4) + _anchor_cases(rng_np, (7, 1, 1), 6)
+    got = run_anchor(sections, seed=5, gaps=gaps, stall=0.0)
+    assert got == [ref.encode_anchor(c, r, d, n, z)[0] for c, r, d, n, z in sections]
+
+
+def test_anchor_coder_heavy_back_pressure():
+    """The output ready one cycle in ten: the coder's input stops, the element FIFO
+    fills; the binarizer's credit must stop the elements before it overflows."""
+    import numpy as np
+
+    rng_np = np.random.default_rng(37)
+    sections = _anchor_cases(rng_np, (4, 5, 6), 8)[1:]
+    got = run_anchor(sections, seed=8, gaps=0.0, stall=0.9)
     assert got == [ref.encode_anchor(c, r, d, n, z)[0] for c, r, d, n, z in sections]
 
 
