@@ -107,29 +107,6 @@ def context_update(m: Module, st, bit, name: str = "ctx"):
     return new
 
 
-def shift_low(m: Module, do, low, cache, pending, name: str):
-    """One ``shift_low()`` of 6.2.1 when ``do`` (comb): the new state and the record it settles."""
-    settle = Signal(name=f"{name}_settle")
-    carry = Signal(name=f"{name}_carry")
-    rec = Signal(record_layout, name=f"{name}_rec")
-    emit = Signal(name=f"{name}_emit")
-    low2 = Signal(33, name=f"{name}_low")
-    cache2 = Signal(8, name=f"{name}_cache")
-    pending2 = Signal(PENDING_BITS, name=f"{name}_pending")
-    m.d.comb += [
-        settle.eq((low < 0xFF000000) | low[32]),
-        carry.eq(low[32]),
-        rec.first.eq(cache + carry),
-        rec.run.eq(pending - 1),
-        rec.fill.eq(0xFF + carry),
-        emit.eq(do & settle),
-        low2.eq(Mux(do, Cat(Const(0, 8), low[:24]), low)),
-        cache2.eq(Mux(emit, low[24:32], cache)),
-        pending2.eq(Mux(do, Mux(settle, 1, pending + 1), pending)),
-    ]
-    return low2, cache2, pending2, emit, rec
-
-
 class RangeEncoder(wiring.Component):
     """Bins in (``i``: bit, context, bypass, last), the sections' bytes out (``o``: byte, last).
 
@@ -299,10 +276,38 @@ class RangeEncoder(wiring.Component):
         m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end)]
 
         # ------------------------------------------------------------ F: the shifts' records
+        # shift_low() of 6.2.1 once or twice on the sum E registered, written out: the
+        # first shift settles unless the top byte is 0xFF without a carry, the second
+        # (of a low under 2^32 after the first) unless the next byte is 0xFF; pending + 1,
+        # + 2 and - 1 side by side, no adder after another
         cache = Signal(8)
         pending = Signal(PENDING_BITS, init=1)
-        la, ca, pa, emit_a, rec_a = shift_low(m, f_do != 0, f_low, cache, pending, "sa")
-        lb, cb, pb, emit_b, rec_b = shift_low(m, f_do[1], la, ca, pa, "sb")
+        do_a = Signal()
+        do_b = Signal()
+        carry = Signal()
+        settle_a = Signal()
+        settle_b = Signal()
+        emit_a = Signal()
+        emit_b = Signal()
+        cache_a = Signal(8)
+        rec_a = Signal(record_layout)
+        rec_b = Signal(record_layout)
+        m.d.comb += [
+            do_a.eq(f_do != 0),
+            do_b.eq(f_do[1]),
+            carry.eq(f_low[32]),
+            settle_a.eq((f_low[24:32] != 0xFF) | carry),
+            settle_b.eq(f_low[16:24] != 0xFF),
+            emit_a.eq(do_a & settle_a),
+            emit_b.eq(do_b & settle_b),
+            cache_a.eq(Mux(emit_a, f_low[24:32], cache)),
+            rec_a.first.eq(cache + carry),
+            rec_a.run.eq(pending - 1),
+            rec_a.fill.eq(Mux(carry, 0x00, 0xFF)),
+            rec_b.first.eq(cache_a),
+            rec_b.run.eq(Mux(settle_a, 0, pending)),  # (pending after the first shift) - 1
+            rec_b.fill.eq(0xFF),
+        ]
         ev = Signal(event_layout)
         m.d.comb += [
             ev.n.eq(emit_a + emit_b),
@@ -313,9 +318,15 @@ class RangeEncoder(wiring.Component):
             events.w_en.eq(f_valid & (ev.n != 0)),
         ]
         with m.If(f_valid):
-            m.d.sync += [cache.eq(cb), pending.eq(pb)]
             with m.If(f_end):
                 m.d.sync += [cache.eq(0), pending.eq(1)]
+            with m.Elif(do_b):
+                m.d.sync += [
+                    cache.eq(Mux(emit_b, f_low[16:24], cache_a)),
+                    pending.eq(Mux(settle_b, 1, Mux(settle_a, 2, pending + 2))),
+                ]
+            with m.Elif(do_a):
+                m.d.sync += [cache.eq(cache_a), pending.eq(Mux(settle_a, 1, pending + 1))]
         # (the termination's fifth shift always settles: low is 0 by then, so the last
         # event of a section is never empty and carries the section's last byte)
 

@@ -6,6 +6,7 @@ reset in the middle of a section. Run through pytest (``sim/test_ctx.py``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 from temposplit.codec import ctx_reference as ref
 from temposplit.codec.quantize import lut, zero_point_n
@@ -134,6 +136,75 @@ async def test_ctx_fixtures(dut):
                     got = await tb.code(q, prev, dprev, n_bits, z_n)
                     assert got == want, (path.name, i, n_bits, prev is not None)
                     prev, dprev = q, changes
+
+
+def bins_of(codes, refc, dref, n_bits, z_n):
+    """The reference's section and the number of bins it codes."""
+    count = [0]
+    original = ref.RangeEncoder.bit
+
+    def counted(self, ctx, b):
+        count[0] += 1
+        return original(self, ctx, b)
+
+    ref.RangeEncoder.bit = counted
+    try:
+        section, changes = ref.encode_anchor(codes, refc, dref, n_bits, z_n)
+    finally:
+        ref.RangeEncoder.bit = original
+    return section, changes, count[0]
+
+
+@cocotb.test()
+async def test_ctx_throughput(dut):
+    """Bins per cycle on the SSD fixtures, N = 4, no idle input, no back-pressure: the
+    cycles from a section's first element to its last byte against the bins the
+    reference codes (written to throughput.json in the run's directory)."""
+    tb = TB(dut, gaps=0.0, stall=0.0)
+    await tb.reset()
+    rows = []
+    for path in sorted(FIXTURES.glob("ssd-*.npz")):
+        fx = np.load(path)
+        for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
+            frames, z8 = fx[f"codes_{i}"], int(fx[f"zero_point_{i}"])
+            hwc = [np.ascontiguousarray(f.transpose(1, 2, 0)) for f in frames]
+            if hwc[0].shape[1] * hwc[0].shape[2] > 16384:
+                continue
+            z_n = zero_point_n(z8, 4)
+            codes = [lut(z8, 4)[f] for f in hwc]
+            prev = dprev = None
+            for k, q in enumerate(codes):
+                want, changes, bins = bins_of(q, prev, dprev, 4, z_n)
+                t0 = get_sim_time("ns")
+                got = await tb.code(q, prev, dprev, 4, z_n)
+                cycles = round((get_sim_time("ns") - t0) / 10)
+                assert got == want, (path.name, i, k)
+                rows.append(
+                    {
+                        "tensor": f"{path.stem}[{i}]",
+                        "shape": list(q.shape),
+                        "frame": k,
+                        "bins": bins,
+                        "cycles": cycles,
+                        "bins_per_cycle": bins / cycles,
+                    }
+                )
+                dut._log.info(
+                    "%s[%d] %s frame %d: %d bins, %d cycles, %.3f bins/cycle",
+                    path.stem,
+                    i,
+                    q.shape,
+                    k,
+                    bins,
+                    cycles,
+                    bins / cycles,
+                )
+                prev, dprev = q, changes
+    Path("throughput.json").write_text(json.dumps(rows, indent=1))
+    total = sum(r["bins"] for r in rows) / sum(r["cycles"] for r in rows)
+    worst = min(r["bins_per_cycle"] for r in rows)
+    dut._log.info("all: %.3f bins/cycle, the worst section %.3f", total, worst)
+    assert worst >= 0.9, worst
 
 
 @cocotb.test()

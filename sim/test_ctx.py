@@ -24,7 +24,9 @@ def ctx_build():
     return verilate(verilog.convert(AnchorCoder(), name=TOPLEVEL, emit_src=False), TOPLEVEL, BUILD_ROOT)
 
 
-@pytest.mark.parametrize("testcase", ["test_ctx_random", "test_ctx_fixtures", "test_ctx_reset_midstream"])
+@pytest.mark.parametrize(
+    "testcase", ["test_ctx_random", "test_ctx_fixtures", "test_ctx_reset_midstream", "test_ctx_throughput"]
+)
 def test_ctx(ctx_build, testcase):
     from cocotb_tools.runner import get_results
 
