@@ -92,6 +92,11 @@ def _cmd_eval(args) -> int:
 
             videos = [next(iter(default_videos().values()))]
         args.crfs = args.crfs or [13, 43]  # both ends of each video curve
+    score_every = args.score_every
+    if score_every is None:
+        from temposplit.evaluation.plan import DEFAULT_SCORE_EVERY
+
+        score_every = 1 if args.quick else DEFAULT_SCORE_EVERY
     detector_kwargs = {}
     if args.min_size is not None:
         detector_kwargs = {"min_size": args.min_size, "max_size": args.max_size or args.min_size}
@@ -106,7 +111,7 @@ def _cmd_eval(args) -> int:
         bits=bits,
         methods=methods,
         out=args.out,
-        score_every=args.score_every,
+        score_every=score_every,
         score_phases=args.score_phases,
         labelme=not args.no_labelme,
         detector_kwargs=detector_kwargs,
@@ -179,8 +184,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--score-every",
         type=_positive,
-        default=1,
-        help="score the detections of every k-th frame (rates count every frame; default 1)",
+        default=None,
+        help="score the detections of every k-th frame (rates count every frame; default 2, --quick 1)",
     )
     p.add_argument(
         "--score-phases",

@@ -122,7 +122,8 @@ class Harness:
     labelme : also score the labelme street frames against their real boxes
     calibration : ``"fixed"`` (the model package's calibration set, never evaluated) or
         ``"clip"`` (``calibration_frames`` frames spread over the clip under test)
-    crfs : only these of the video baselines' crf values (default: all of ``VIDEO_CRFS``)
+    crfs : only these of the video baselines' crf values (default: ``DEFAULT_CRFS`` for the
+        pruned plan, every one of ``VIDEO_CRFS`` for named methods)
     """
 
     def __init__(
@@ -286,7 +287,7 @@ class Harness:
             "bits": self.bits,
             "methods": self.methods,
             "pruned": self.pruned,
-            "crfs": self.crfs or list(VIDEO_CRFS),
+            "crfs": self.crfs or list(plan_mod.DEFAULT_CRFS if self.pruned else VIDEO_CRFS),
             "score_every": self.score_every,
             "score_phases": list(self.score_phases),
             "calibration": self.calibration,

@@ -9,7 +9,8 @@ cuts and N of a run into (name, row keys, runner call) triples.
 
 ``default`` says whether an entry is in the default sweep. The default is pruned to what
 reached the lower convex hull of the features (over every cut, N and setting) in the
-single-clip sweep of vtest.avi on mAP@0.5, mAP@[.5:.95] or the frequent-category mAP@0.5;
+single-clip sweep of vtest.avi and the unpruned multi-clip sweep, on mAP@0.5, mAP@[.5:.95]
+or the frequent-category mAP@0.5, and the video baselines to four crf values a curve;
 docs/evaluation.md lists what was pruned. ``--methods all`` runs every entry.
 """
 
@@ -60,6 +61,15 @@ JPEG_TARGET_BPP = 2.8
 # to well below the features' accuracy range), the encoders' default preset and a fast one an edge
 # device could afford, at the clip's own resolution and at the detector's input resolution.
 VIDEO_CRFS = (13, 18, 23, 28, 33, 38, 43)
+# The default sweep's crf values: four points a curve, as Bjontegaard's method takes them, from
+# end to end of VIDEO_CRFS. 18, 28 and 38 were on their own curve's hull least often (13-16 of
+# 33-36 clip x curve x metric cases, against 20-33 for these) in the first two clips of the
+# unpruned multi-clip sweep; `--methods all` or `--crfs` runs them.
+DEFAULT_CRFS = (13, 23, 33, 43)
+# The default sweep scores the detections of every second frame (rates count every frame):
+# consecutive frames at 10-30 frames/s are nearly the same picture, and the detector on the
+# scored frames is most of the sweep's time (docs/evaluation.md, "Time").
+DEFAULT_SCORE_EVERY = 2
 VIDEO_PRESETS = ("medium", "veryfast")
 VIDEO_RESOLUTIONS = ("native", "input")  # input: resized as the detector resizes (300x300 for the SSD)
 # The default sweep's cuts (the SSD): the only ones whose points reached the features' hull on
@@ -195,9 +205,16 @@ def _plan() -> tuple[Entry, ...]:
                     plan.append(Entry(codec, video_variant(preset, res, crf), "frames", options=options, per="clip"))
     # Pruned from the default sweep: entries none of whose rows reached the features' lower convex
     # hull (any cut, N, coder; mAP@0.5, mAP@[.5:.95] or frequent mAP@0.5) in the vtest.avi sweep.
-    pruned = {("quant", "intra"), ("uni-2", "tss"), ("bi-3", "tss"), ("rate-control", "target 20% of 8-bit")}
+    pruned = {("quant", "intra"), ("uni-2", "tss"), ("bi-3", "tss")}
     pruned |= {("jpeg-act", t) for t in JPEG_ACT["tables"]}
+    # ... and in the unpruned multi-clip sweep (vtest and cup, 100 frames, the dw16-first int8 M1):
+    # rate control at every target and the refresh, none of their rows on a hull.
+    pruned |= {(e.method, e.variant) for e in plan if e.method in ("rate-control", "refresh")}
+    pruned |= {(e.method, e.variant) for e in plan if e.runner == "frames" and e.options.get("setting") in _CRF_PRUNED}
     return tuple(Entry(**{**e.__dict__, "default": False}) if (e.method, e.variant) in pruned else e for e in plan)
+
+
+_CRF_PRUNED = frozenset(VIDEO_CRFS) - frozenset(DEFAULT_CRFS)
 
 
 PLAN = _plan()
@@ -229,7 +246,8 @@ def tasks(model: str, clip: str, cuts, bits, methods, call, pruned: bool = False
     ``pruned``: only the entries marked ``default``; ``crfs``: only these of the video entries."""
     m = set(methods)
     out = [Task("float reference", [row_key(model, clip, None, "float", "", None, None)], call(None, None, None))]
-    plan = [e for e in PLAN if e.default or not pruned]
+    asked = crfs is not None  # named crf values run whether or not the default prunes them
+    plan = [e for e in PLAN if e.default or not pruned or (asked and e.runner == "frames" and e.method != "jpeg")]
     if crfs is not None:
         plan = [e for e in plan if e.runner != "frames" or e.method == "jpeg" or e.options["setting"] in crfs]
     entries = [e for e in plan if e.method in m and e.per != "clip"]

@@ -230,17 +230,27 @@ def test_several_clips_and_the_frame_baselines_in_one_run(tmp_path, need_data):
 
 
 def test_the_default_plan_is_pruned_and_every_entry_is_reachable():
-    from temposplit.evaluation.plan import DEFAULT_CUTS, DEFAULT_METHODS, PLAN
+    from temposplit.evaluation.plan import DEFAULT_CRFS, DEFAULT_CUTS, DEFAULT_METHODS, PLAN
 
     assert set(DEFAULT_METHODS) < set(ALL_METHODS)
     assert {"quant", "uni-2", "bi-3", "jpeg-act"}.isdisjoint(DEFAULT_METHODS)
-    assert {"chain+residual", "rate-control", "h264", "h265", "jpeg"} <= set(DEFAULT_METHODS)
+    assert {"chain+residual", "h264", "h265", "jpeg"} <= set(DEFAULT_METHODS)
+    assert {"rate-control", "refresh"}.isdisjoint(DEFAULT_METHODS)
     h = Harness(video=vtest_path(), out="/nonexistent/x", log=lambda m: None)
     assert h.cuts == list(DEFAULT_CUTS["ssd-mobilenet-v2"]) and h.pruned
     full = Harness(video=vtest_path(), out="/nonexistent/x", methods=["all"], cuts=["all"], log=lambda m: None)
     assert set(full.methods) == set(ALL_METHODS) and len(full.cuts) > len(h.cuts)
-    video = [t for t in h.tasks() if t.keys and t.keys[0].split("|")[3] in ("h264", "h265")]
-    assert len(video) == 2 * 2 * 2 * len(VIDEO_CRFS)  # codecs x presets x resolutions x crf
+
+    def video(harness):
+        return [t for t in harness.tasks() if t.keys and t.keys[0].split("|")[3] in ("h264", "h265")]
+
+    assert len(video(h)) == 2 * 2 * 2 * len(DEFAULT_CRFS)  # codecs x presets x resolutions x crf
+    assert {t.keys[0].split("crf=")[-1].split("|")[0] for t in video(h)} == {str(c) for c in DEFAULT_CRFS}
+    named = Harness(video=vtest_path(), out="/nonexistent/x", methods=["h264"], log=lambda m: None)
+    assert len(video(named)) == 2 * 2 * len(VIDEO_CRFS)  # a named method runs every crf
+    # named crf values run even where the default prunes them
+    asked = Harness(video=vtest_path(), out="/nonexistent/x", crfs=[18], log=lambda m: None)
+    assert {t.keys[0].split("crf=")[-1].split("|")[0] for t in video(asked)} == {"18"}
     few = Harness(video=vtest_path(), out="/nonexistent/x", crfs=[13, 43], log=lambda m: None)
     assert len([t for t in few.tasks() if t.keys and t.keys[0].split("|")[3] == "h264"]) == 2 * 2 * 2
     with pytest.raises(ConfigError):
