@@ -576,19 +576,25 @@ class AnchorBinarizer(wiring.Component):
         q_sl = Signal(signed(2))
         q_su = Signal(signed(2))
         q_sp = Signal(signed(2))
+        # one select after each RAM's output: its word, or (forwarded, or no neighbour:
+        # z_N and no change) a word from registers
         u_word = Signal(10)
         l_word = Signal(10)
+        u_alt = Signal(10)
+        l_alt = Signal(10)
         m.d.comb += [
-            u_word.eq(Mux(p_fwd_u, p_fwd, rd_u.data)),
-            l_word.eq(Mux(p_fwd_l, p_fwd, rd_l.data)),
+            u_alt.eq(Mux(p_has_u, p_fwd, zc)),
+            l_alt.eq(Mux(p_has_l, p_fwd, zc)),
+            u_word.eq(Mux(p_has_u & ~p_fwd_u, rd_u.data, u_alt)),
+            l_word.eq(Mux(p_has_l & ~p_fwd_l, rd_l.data, l_alt)),
         ]
         m.d.sync += [
             q_valid.eq(p_valid),
             qe.eq(pe),
-            q_lv.eq(Mux(p_has_l, l_word[:8], zc)),
-            q_uv.eq(Mux(p_has_u, u_word[:8], zc)),
-            q_sl.eq(Mux(p_has_l, l_word[8:10], 0)),
-            q_su.eq(Mux(p_has_u, u_word[8:10], 0)),
+            q_lv.eq(l_word[:8]),
+            q_uv.eq(u_word[:8]),
+            q_sl.eq(l_word[8:10]),
+            q_su.eq(u_word[8:10]),
             q_sp.eq(Mux(p_has_p, prev_change, 0)),
         ]
 
