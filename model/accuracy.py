@@ -227,18 +227,27 @@ def _json_number(v: float, digits: int = 4):
 
 
 def cut_accuracy(
-    detector, quantized, frames, cuts, ranges: dict, batch_size: int = 8, paths=PATHS, log=None
+    detector, quantized, frames, cuts, ranges: dict, batch_size: int = 8, paths=PATHS, log=None, replicates=200
 ) -> list[dict]:
     """Fidelity of the int8 M1 at each cut, against the float model on the same frames.
 
     ``quantized``: a :class:`~temposplit.model.quantize.QuantizedDetector`; ``ranges``:
     :func:`cut_ranges` of the calibration frames (for ``cut-only-8bit``). One row per
     (cut, path): ``cut``, ``path``, ``map50``, ``map50_95``, ``map50_frequent`` (fractions,
-    as the evaluation harness reports them), ``frequent_categories``, ``frames``.
+    as the evaluation harness reports them), ``frequent_categories``, ``frames``, and with
+    ``replicates`` > 0 the 95 % intervals ``map50_ci``, ``map50_95_ci``, ``map50_frequent_ci``:
+    the evaluation's moving-block bootstrap (``evaluation/bootstrap.py``) over the frames in
+    their order, the same resamples for every row (paired).
     """
     import torch
 
+    from temposplit.evaluation import bootstrap
     from temposplit.evaluation.metrics import fidelity_map
+
+    weights = None
+    if replicates:
+        idx = bootstrap.block_resamples(len(frames), replicates=replicates)
+        weights = bootstrap.resample_weights(idx, len(frames))
 
     def run(fn):
         out = []
@@ -282,6 +291,11 @@ def cut_accuracy(
                 "frames": len(frames),
                 "ground_truth_boxes": result.n_ground_truth,
             }
+            if weights is not None:
+                values = np.array([result.images.scores(w, frequent) for w in weights])
+                for k, key in enumerate(("map50_ci", "map50_95_ci", "map50_frequent_ci")):
+                    lo, hi = bootstrap.interval(values[:, k])
+                    row[key] = [_json_number(lo), _json_number(hi)]
             rows.append(row)
             if log:
                 log(row)

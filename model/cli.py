@@ -209,12 +209,16 @@ def _sensitivity_line(row) -> str:
 
 
 def _accuracy_line(row) -> str:
-    def f(v):
-        return "  -  " if v is None else f"{v:.3f}"
+    def f(key):
+        v, ci = row[key], row.get(key + "_ci")
+        text = "  -  " if v is None else f"{v:.3f}"
+        if ci and None not in ci:
+            text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        return text
 
     return (
-        f"{row['video']:14s} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f(row['map50'])}"
-        f"  mAP@[.5:.95] {f(row['map50_95'])}  frequent mAP@0.5 {f(row['map50_frequent'])}"
+        f"{row['video']:14s} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f('map50')}"
+        f"  mAP@[.5:.95] {f('map50_95')}  frequent mAP@0.5 {f('map50_frequent')}"
     )
 
 

@@ -79,6 +79,10 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
         assert {"cut", "path", "map50", "map50_95", "map50_frequent"} <= set(r)
         assert r["calibration"] == "fixed-set" and r["frames"] == 3
         assert r["map50"] is None or 0.0 <= r["map50"] <= 1.0
+        # bootstrap intervals over the frames (paired resamples)
+        for key in ("map50", "map50_95"):
+            lo, hi = r[key + "_ci"]
+            assert (r[key] is None and lo is None) or 0.0 <= lo <= hi <= 1.0
 
 
 @pytest.mark.slow
