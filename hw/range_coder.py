@@ -3,7 +3,7 @@
 :class:`RangeEncoder` takes one *bin* per cycle -- the bin, its context index (0..422, the
 table of section 6.2.5) or a bypass flag, and whether it is the section's last -- and
 gives the section's bytes, bit for bit those of :class:`temposplit.codec.ctx_reference.RangeEncoder`
-with :class:`~temposplit.codec.ctx_reference.Context` states. A pipeline of seven stages
+with :class:`~temposplit.codec.ctx_reference.Context` states. A pipeline of eight stages
 that never stalls once a bin is in (the input's credit keeps room for its records):
 
 - T: the bin registered; the *context table* (512 x 33 block RAM: the probability p of a
@@ -16,8 +16,11 @@ that never stalls once a bin is in (the input's credit keeps room for its record
 - B: the context's state (forwarded from the last or the one before last write, fresh,
   or the RAM's), its update written back; the interval's factor q (p for a 0 bin,
   4096 - p for a 1, 2048 for a bypass bin) registered;
+- G: q's multiples v * q for every hex digit v (a table of 16 words, registered);
 - C: the range, the one loop of one cycle: ``range' = (range >> 12) * q`` (+ ``range mod
-  4096`` for a 1 bin), then the shifts (0, 1 or 2 bytes) that bring it back to >= 2^24;
+  4096`` for a 1 bin), kept before its shifts (0, 1 or 2 bytes back to >= 2^24): for each
+  shift count the product is the sum of the table words of the range's hex digits (two
+  carry-save steps, one add), the count (from the register) picks one; no multiplier;
 - D: what a 1 bin adds to ``low``: the old range minus the new one, registered;
 - E: ``low`` (33 bits) plus that, shifted; after a section's last bin, the termination's
   five shifts (three cycles);
@@ -206,33 +209,78 @@ class RangeEncoder(wiring.Component):
         with m.If(b_valid & b.last):  # the section's contexts are done: the next starts afresh
             m.d.sync += [touched.eq(0), w1.valid.eq(0), w2.valid.eq(0)]
         # the interval's factor: p for a 0 bin, 4096 - p for a 1 (section 6.2.1)
+        g_valid = Signal()
+        g = Signal(bin_layout)
+        g_q = Signal(PROB_BITS)
+        m.d.sync += [
+            g_valid.eq(b_valid),
+            g.eq(b),
+            g_q.eq(Mux(b.bypass, 2048, Mux(b.bit, st.cprob, st.prob))),
+        ]
+
+        # ------------------------------------------------------------ G: q's multiples
+        # v * q for every hex digit v, so that the range's product is a sum of table words
         c_valid = Signal()
         c = Signal(bin_layout)
-        c_q = Signal(PROB_BITS)
-        m.d.sync += [
-            c_valid.eq(b_valid),
-            c.eq(b),
-            c_q.eq(Mux(b.bypass, 2048, Mux(b.bit, st.cprob, st.prob))),
-        ]
+        tab = Signal(data.ArrayLayout(unsigned(16), 16))
+        q1, q2, q4, q8, q16 = g_q, g_q << 1, g_q << 2, g_q << 3, g_q << 4
+        q12 = Signal(16)
+        m.d.comb += q12.eq(q8 + q4)
+        multiples = [0, q1, q2, q1 + q2, q4, q4 + q1, q4 + q2, q8 - q1]
+        multiples += [q8, q8 + q1, q8 + q2, q12 - q1, q12, q12 + q1, q16 - q2, q16 - q1]
+        m.d.sync += [c_valid.eq(g_valid), c.eq(g), [tab[v].eq(x) for v, x in enumerate(multiples)]]
 
         # ------------------------------------------------------------ C: the range
         # range' = (range >> 12) * q + (bit ? range mod 4096 : 0): for a 1 bin that is
-        # range - (range >> 12) * p. Then the shifts that bring it back to >= 2^24.
-        rng = Signal(32, init=0xFFFFFFFF)
-        rng1 = Signal(32)
+        # range - (range >> 12) * p. The register holds range' before its shifts (0, 1 or 2
+        # bytes back to >= 2^24): the shift count comes from it beside the product, and
+        # the product is formed for each count from the table words of the register's hex
+        # digits (u[j]: digit j times q), four words summed, then the one for the count
+        # taken. The only loop that must close in one cycle.
+        rng1 = Signal(32, init=0xFFFFFFFF)
         ns = Signal(2)
+        rng = Signal(32)  # the range before this bin: rng1 shifted
         m.d.comb += [
-            rng1.eq((rng >> PROB_BITS) * c_q + Mux(c.bit, rng[:PROB_BITS], 0)),
             ns.eq(Mux(rng1[16:] == 0, 2, Mux(rng1[24:] == 0, 1, 0))),
+            rng.eq(Mux(ns[1], rng1 << 16, Mux(ns[0], rng1 << 8, rng1))),
         ]
-        with m.If(c_valid):
-            m.d.sync += rng.eq(Mux(c.last, 0xFFFFFFFF, Mux(ns[1], rng1 << 16, Mux(ns[0], rng1 << 8, rng1))))
+        u = [Signal(16, name=f"u{j}") for j in range(8)]
+        m.d.comb += [u[j].eq(tab[rng1[4 * j : 4 * j + 4]]) for j in range(8)]
+
+        def csa(x, y, z, name):
+            sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
+            m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
+            return sum_, car
+
+        def product(words, first, low, name):
+            """(sum of words[i] << 4 (i + first)) + low: four rows (words four digits
+            apart do not overlap), two carry-save steps, one add"""
+            rows = [Const(0, 32), Const(0, 32), Const(0, 32), low]
+            for i, w in enumerate(words):
+                rows[i % 4] = rows[i % 4] | (w << 4 * (i + first))[:32]
+            s1, c1 = csa(rows[0], rows[1], rows[2], f"{name}_1")
+            s2, c2 = csa(s1, c1, rows[3], f"{name}_2")
+            out = Signal(32, name=name)
+            m.d.comb += out.eq(s2 + c2)
+            return out
+
+        # the range's hex digit i (0..4, of range >> 12) is the register's digit 3 + i,
+        # 1 + i or i - 1 for 0, 1 or 2 shifts: the product for each count, then the one
+        # for the count taken (the count is found beside the products)
+        nxt0 = product([u[3], u[4], u[5], u[6], u[7]], 0, Mux(c.bit, rng1[:PROB_BITS], 0), "nxt0")
+        nxt1 = product([u[1], u[2], u[3], u[4], u[5]], 0, Mux(c.bit, rng1[:4] << 8, 0), "nxt1")
+        nxt2 = product([u[0], u[1], u[2], u[3]], 1, Const(0, 32), "nxt2")
+        nxt = Signal(32)
+        m.d.comb += nxt.eq(Mux(ns[1], nxt2, Mux(ns[0], nxt1, nxt0)))
+        with m.If(c_valid & c.last):
+            m.d.sync += rng1.eq(0xFFFFFFFF)
+        with m.Elif(c_valid):
+            m.d.sync += rng1.eq(nxt)
         d_valid = Signal()
         d = Signal(bin_layout)
         d_rng = Signal(32)
         d_rng1 = Signal(32)
-        d_ns = Signal(2)
-        m.d.sync += [d_valid.eq(c_valid), d.eq(c), d_rng.eq(rng), d_rng1.eq(rng1), d_ns.eq(ns)]
+        m.d.sync += [d_valid.eq(c_valid), d.eq(c), d_rng.eq(rng), d_rng1.eq(nxt)]
 
         # ------------------------------------------------------------ D: what a 1 bin adds to low
         e_valid = Signal()
@@ -243,7 +291,7 @@ class RangeEncoder(wiring.Component):
             e_valid.eq(d_valid),
             e_last.eq(d.last),
             e_bound.eq(Mux(d.bit, d_rng - d_rng1, 0)),
-            e_ns.eq(d_ns),
+            e_ns.eq(Mux(d_rng1[16:] == 0, 2, Mux(d_rng1[24:] == 0, 1, 0))),
         ]
 
         # ------------------------------------------------------------ E: low, and the termination
@@ -641,8 +689,8 @@ class AnchorBinarizer(wiring.Component):
             r.sg_u.eq(_sign3(m, q_uv, zc, "sg_u")),
             r.sg_t.eq(Mux(ssum < 0, 0, Mux(ssum == 0, 1, 2))),
             r.nn.eq(nn),
-            r.zt.eq(TEMP_ZERO + pc * 12 + qe.t),
-            r.st.eq(TEMP_SIGN + pc * 9 + qe.t),
+            r.zt.eq(TEMP_ZERO + (pc << 3) + (pc << 2) + qe.t),  # (no multiplier: a DSP's delay)
+            r.st.eq(TEMP_SIGN + (pc << 3) + pc + qe.t),
             r.zero.eq(qe.x == pred),
             r.has_sign.eq((pred != 0) & (pred != top)),
             r.neg.eq(qe.x < pred),
@@ -653,23 +701,20 @@ class AnchorBinarizer(wiring.Component):
 
         # ------------------------------------------------------------ R: contexts, lengths, into the FIFO
         cls_a, cls_b = _cls(m, r.a, "cls_a"), _cls(m, r.b, "cls_b")
-        cls_ab = _cls(m, Mux(r.a > r.b, r.a, r.b), "cls_ab")
+        cls_ab = Signal(3)  # cls(max(a, b)) = max(cls(a), cls(b)): cls does not decrease
+        m.d.comb += cls_ab.eq(Mux(cls_a > cls_b, cls_a, cls_b))
         ev = Signal(element_bins_layout)
-        mag_base = Signal(9)
-        mag_step = Signal(3)
         with m.If(temporal):
             m.d.comb += [
-                ev.z_ctx.eq(r.zt + r.nn * 3),
-                ev.s_ctx.eq(r.st + r.sg_t * 3),
-                mag_base.eq(TEMP_MAG + r.nn),
-                mag_step.eq(4),
+                ev.z_ctx.eq(r.zt + (r.nn << 1) + r.nn),
+                ev.s_ctx.eq(r.st + (r.sg_t << 1) + r.sg_t),
+                [ev.mag[i].eq(TEMP_MAG + 4 * i + r.nn) for i in range(4)],
             ]
         with m.Else():
             m.d.comb += [
-                ev.z_ctx.eq(INTRA_ZERO + cls_a * 5 + cls_b),
-                ev.s_ctx.eq(INTRA_SIGN + r.sg_l * 3 + r.sg_u),
-                mag_base.eq(INTRA_MAG + cls_ab),
-                mag_step.eq(5),
+                ev.z_ctx.eq(INTRA_ZERO + (cls_a << 2) + cls_a + cls_b),
+                ev.s_ctx.eq(INTRA_SIGN + (r.sg_l << 1) + r.sg_l + r.sg_u),
+                [ev.mag[i].eq(INTRA_MAG + 5 * i + cls_ab) for i in range(4)],
             ]
         bl = _bitlength(m, r.mmax - UNARY_MAX, 8, "suffix_bits")
         m.d.comb += [
@@ -677,7 +722,6 @@ class AnchorBinarizer(wiring.Component):
             ev.has_sign.eq(r.has_sign),
             ev.neg.eq(r.neg),
             ev.m.eq(r.m),
-            [ev.mag[i].eq(mag_base + i * mag_step) for i in range(4)],
             ev.unary_n.eq(Mux(r.mmax < UNARY_MAX, r.mmax, UNARY_MAX)),
             ev.suffix_w.eq(Mux(r.mmax > UNARY_MAX, bl, 0)),
             ev.rest.eq(r.m - UNARY_MAX),
