@@ -563,17 +563,36 @@ class AnchorBinarizer(wiring.Component):
         pos_y = Signal(10)
         pos_a = Signal(range(LE))
         m.d.comb += [rd_u.addr.eq(pos_a), rd_l.addr.eq(pos_c)]
+        # whether the element taken is its pixel's last channel, its row's last pixel:
+        # from registers (at channel 0 the configuration's C = 1, else whether this
+        # channel is C - 1, found when the channel was counted), no add before the
+        # counters' enables
+        c0 = Signal(init=1)
+        x0 = Signal(init=1)
+        c_top = Signal()
+        x_top = Signal()
+        c_end = Signal()
+        x_end = Signal()
+        m.d.comb += [
+            c_end.eq(Mux(c0, self.channels == 1, c_top)),
+            x_end.eq(Mux(x0, self.width == 1, x_top)),
+        ]
         with m.If(take):
             with m.If(self.i.p.last):
-                m.d.sync += [pos_c.eq(0), pos_x.eq(0), pos_y.eq(0), pos_a.eq(0)]
-            with m.Elif(pos_c + 1 == self.channels):
-                m.d.sync += pos_c.eq(0)
-                with m.If(pos_x + 1 == self.width):
-                    m.d.sync += [pos_x.eq(0), pos_y.eq(pos_y + 1), pos_a.eq(0)]
+                m.d.sync += [pos_c.eq(0), pos_x.eq(0), pos_y.eq(0), pos_a.eq(0), c0.eq(1), x0.eq(1)]
+            with m.Elif(c_end):
+                m.d.sync += [pos_c.eq(0), c0.eq(1)]
+                with m.If(x_end):
+                    m.d.sync += [pos_x.eq(0), x0.eq(1), pos_y.eq(pos_y + 1), pos_a.eq(0)]
                 with m.Else():
-                    m.d.sync += [pos_x.eq(pos_x + 1), pos_a.eq(pos_a + 1)]
+                    m.d.sync += [
+                        pos_x.eq(pos_x + 1),
+                        x0.eq(0),
+                        x_top.eq(pos_x + 2 == self.width),
+                        pos_a.eq(pos_a + 1),
+                    ]
             with m.Else():
-                m.d.sync += [pos_c.eq(pos_c + 1), pos_a.eq(pos_a + 1)]
+                m.d.sync += [pos_c.eq(pos_c + 1), c0.eq(0), c_top.eq(pos_c + 2 == self.channels), pos_a.eq(pos_a + 1)]
 
         # ------------------------------------------------------------ P: the element, its buffers' words
         p_valid = Signal()
