@@ -19,8 +19,8 @@ that never stalls once a bin is in (the input's credit keeps room for its record
 - G: q's multiples v * q for every hex digit v (a table of 16 words, registered);
 - C: the range, the one loop of one cycle: ``range' = (range >> 12) * q`` (+ ``range mod
   4096`` for a 1 bin), kept before its shifts (0, 1 or 2 bytes back to >= 2^24): for each
-  shift count the product is the sum of the table words of the range's hex digits (two
-  carry-save steps, one add), the count (from the register) picks one; no multiplier;
+  shift count the table words of the range's hex digits in two carry-save steps, the
+  count (from the register) picks one pair, one add; no multiplier;
 - D: what a 1 bin adds to ``low``: the old range minus the new one, registered;
 - E: ``low`` (33 bits) plus that, shifted; after a section's last bin, the termination's
   five shifts (three cycles);
@@ -235,8 +235,8 @@ class RangeEncoder(wiring.Component):
         # range - (range >> 12) * p. The register holds range' before its shifts (0, 1 or 2
         # bytes back to >= 2^24): the shift count comes from it beside the product, and
         # the product is formed for each count from the table words of the register's hex
-        # digits (u[j]: digit j times q), four words summed, then the one for the count
-        # taken. The only loop that must close in one cycle.
+        # digits (u[j]: digit j times q) in two carry-save steps, the pair for the count
+        # taken, then one add. The only loop that must close in one cycle.
         rng1 = Signal(32, init=0xFFFFFFFF)
         ns = Signal(2)
         rng = Signal(32)  # the range before this bin: rng1 shifted
@@ -253,25 +253,27 @@ class RangeEncoder(wiring.Component):
             return sum_, car
 
         def product(words, first, low, name):
-            """(sum of words[i] << 4 (i + first)) + low: four rows (words four digits
-            apart do not overlap), two carry-save steps, one add"""
+            """(sum of words[i] << 4 (i + first)) + low as a carry-save pair: four rows
+            (words four digits apart do not overlap), two carry-save steps"""
             rows = [Const(0, 32), Const(0, 32), Const(0, 32), low]
             for i, w in enumerate(words):
                 rows[i % 4] = rows[i % 4] | (w << 4 * (i + first))[:32]
             s1, c1 = csa(rows[0], rows[1], rows[2], f"{name}_1")
-            s2, c2 = csa(s1, c1, rows[3], f"{name}_2")
-            out = Signal(32, name=name)
-            m.d.comb += out.eq(s2 + c2)
-            return out
+            return csa(s1, c1, rows[3], f"{name}_2")
 
         # the range's hex digit i (0..4, of range >> 12) is the register's digit 3 + i,
-        # 1 + i or i - 1 for 0, 1 or 2 shifts: the product for each count, then the one
-        # for the count taken (the count is found beside the products)
-        nxt0 = product([u[3], u[4], u[5], u[6], u[7]], 0, Mux(c.bit, rng1[:PROB_BITS], 0), "nxt0")
-        nxt1 = product([u[1], u[2], u[3], u[4], u[5]], 0, Mux(c.bit, rng1[:4] << 8, 0), "nxt1")
-        nxt2 = product([u[0], u[1], u[2], u[3]], 1, Const(0, 32), "nxt2")
+        # 1 + i or i - 1 for 0, 1 or 2 shifts; range mod 4096 likewise
+        p0 = product([u[3], u[4], u[5], u[6], u[7]], 0, Mux(c.bit, rng1[:PROB_BITS], 0), "nxt0")
+        p1 = product([u[1], u[2], u[3], u[4], u[5]], 0, Mux(c.bit, rng1[:4] << 8, 0), "nxt1")
+        p2 = product([u[0], u[1], u[2], u[3]], 1, Const(0, 32), "nxt2")
+        sel_s = Signal(32)
+        sel_c = Signal(32)
+        m.d.comb += [
+            sel_s.eq(Mux(ns[1], p2[0], Mux(ns[0], p1[0], p0[0]))),
+            sel_c.eq(Mux(ns[1], p2[1], Mux(ns[0], p1[1], p0[1]))),
+        ]
         nxt = Signal(32)
-        m.d.comb += nxt.eq(Mux(ns[1], nxt2, Mux(ns[0], nxt1, nxt0)))
+        m.d.comb += nxt.eq(sel_s + sel_c)
         with m.If(c_valid & c.last):
             m.d.sync += rng1.eq(0xFFFFFFFF)
         with m.Elif(c_valid):
