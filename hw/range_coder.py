@@ -274,15 +274,17 @@ class RangeEncoder(wiring.Component):
         ]
         nxt = Signal(32)
         m.d.comb += nxt.eq(sel_s + sel_c)
-        with m.If(c_valid & c.last):
-            m.d.sync += rng1.eq(0xFFFFFFFF)
-        with m.Elif(c_valid):
+        with m.If(c_valid):
             m.d.sync += rng1.eq(nxt)
         d_valid = Signal()
         d = Signal(bin_layout)
         d_rng = Signal(32)
-        d_rng1 = Signal(32)
-        m.d.sync += [d_valid.eq(c_valid), d.eq(c), d_rng.eq(rng), d_rng1.eq(nxt)]
+        m.d.sync += [d_valid.eq(c_valid), d.eq(c), d_rng.eq(rng)]
+        # D reads the bin's new range from the loop's register itself (no second copy at
+        # the add's output); after a section's last bin it starts afresh there (no bin
+        # of the next section is in C before the termination is done)
+        with m.If(d_valid & d.last):
+            m.d.sync += rng1.eq(0xFFFFFFFF)
 
         # ------------------------------------------------------------ D: what a 1 bin adds to low
         e_valid = Signal()
@@ -292,8 +294,8 @@ class RangeEncoder(wiring.Component):
         m.d.sync += [
             e_valid.eq(d_valid),
             e_last.eq(d.last),
-            e_bound.eq(Mux(d.bit, d_rng - d_rng1, 0)),
-            e_ns.eq(Mux(d_rng1[16:] == 0, 2, Mux(d_rng1[24:] == 0, 1, 0))),
+            e_bound.eq(Mux(d.bit, d_rng - rng1, 0)),
+            e_ns.eq(ns),
         ]
 
         # ------------------------------------------------------------ E: low, and the termination
