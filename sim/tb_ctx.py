@@ -114,28 +114,34 @@ async def test_ctx_random(dut):
                 assert got == want, (shape, n_bits, refc is not None)
 
 
+def fixture_tensors():
+    """Each SSD fixture tensor that fits this build's line buffer: (fixture path, tensor
+    index, its frames as H x W x C arrays, its 8-bit zero point)."""
+    for path in sorted(FIXTURES.glob("ssd-*.npz")):
+        fx = np.load(path)
+        for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
+            frames, z8 = fx[f"codes_{i}"], int(fx[f"zero_point_{i}"])
+            hwc = [np.ascontiguousarray(f.transpose(1, 2, 0)) for f in frames]
+            if hwc[0].shape[1] * hwc[0].shape[2] <= 16384:  # else over the line buffer of this build
+                yield path, i, hwc, z8
+
+
 @cocotb.test()
 async def test_ctx_fixtures(dut):
     """Every SSD fixture tensor (three consecutive frames at full H x W, C' channels):
     the first frame intra, the next two temporal against the frame before, N = 4 and 6."""
     tb = TB(dut)
     await tb.reset()
-    for path in sorted(FIXTURES.glob("ssd-*.npz")):
-        fx = np.load(path)
-        for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
-            frames, z8 = fx[f"codes_{i}"], int(fx[f"zero_point_{i}"])
-            hwc = [np.ascontiguousarray(f.transpose(1, 2, 0)) for f in frames]
-            if hwc[0].shape[1] * hwc[0].shape[2] > 16384:
-                continue  # over the line buffer of this build
-            for n_bits in (4, 6):
-                z_n = zero_point_n(z8, n_bits)
-                codes = [lut(z8, n_bits)[f] for f in hwc]
-                prev = dprev = None
-                for q in codes:
-                    want, changes = ref.encode_anchor(q, prev, dprev, n_bits, z_n)
-                    got = await tb.code(q, prev, dprev, n_bits, z_n)
-                    assert got == want, (path.name, i, n_bits, prev is not None)
-                    prev, dprev = q, changes
+    for path, i, hwc, z8 in fixture_tensors():
+        for n_bits in (4, 6):
+            z_n = zero_point_n(z8, n_bits)
+            codes = [lut(z8, n_bits)[f] for f in hwc]
+            prev = dprev = None
+            for q in codes:
+                want, changes = ref.encode_anchor(q, prev, dprev, n_bits, z_n)
+                got = await tb.code(q, prev, dprev, n_bits, z_n)
+                assert got == want, (path.name, i, n_bits, prev is not None)
+                prev, dprev = q, changes
 
 
 def bins_of(codes, refc, dref, n_bits, z_n):
@@ -163,43 +169,37 @@ async def test_ctx_throughput(dut):
     tb = TB(dut, gaps=0.0, stall=0.0)
     await tb.reset()
     rows = []
-    for path in sorted(FIXTURES.glob("ssd-*.npz")):
-        fx = np.load(path)
-        for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
-            frames, z8 = fx[f"codes_{i}"], int(fx[f"zero_point_{i}"])
-            hwc = [np.ascontiguousarray(f.transpose(1, 2, 0)) for f in frames]
-            if hwc[0].shape[1] * hwc[0].shape[2] > 16384:
-                continue
-            z_n = zero_point_n(z8, 4)
-            codes = [lut(z8, 4)[f] for f in hwc]
-            prev = dprev = None
-            for k, q in enumerate(codes):
-                want, changes, bins = bins_of(q, prev, dprev, 4, z_n)
-                t0 = get_sim_time("ns")
-                got = await tb.code(q, prev, dprev, 4, z_n)
-                cycles = round((get_sim_time("ns") - t0) / 10)
-                assert got == want, (path.name, i, k)
-                rows.append(
-                    {
-                        "tensor": f"{path.stem}[{i}]",
-                        "shape": list(q.shape),
-                        "frame": k,
-                        "bins": bins,
-                        "cycles": cycles,
-                        "bins_per_cycle": bins / cycles,
-                    }
-                )
-                dut._log.info(
-                    "%s[%d] %s frame %d: %d bins, %d cycles, %.3f bins/cycle",
-                    path.stem,
-                    i,
-                    q.shape,
-                    k,
-                    bins,
-                    cycles,
-                    bins / cycles,
-                )
-                prev, dprev = q, changes
+    for path, i, hwc, z8 in fixture_tensors():
+        z_n = zero_point_n(z8, 4)
+        codes = [lut(z8, 4)[f] for f in hwc]
+        prev = dprev = None
+        for k, q in enumerate(codes):
+            want, changes, bins = bins_of(q, prev, dprev, 4, z_n)
+            t0 = get_sim_time("ns")
+            got = await tb.code(q, prev, dprev, 4, z_n)
+            cycles = round((get_sim_time("ns") - t0) / 10)
+            assert got == want, (path.name, i, k)
+            rows.append(
+                {
+                    "tensor": f"{path.stem}[{i}]",
+                    "shape": list(q.shape),
+                    "frame": k,
+                    "bins": bins,
+                    "cycles": cycles,
+                    "bins_per_cycle": bins / cycles,
+                }
+            )
+            dut._log.info(
+                "%s[%d] %s frame %d: %d bins, %d cycles, %.3f bins/cycle",
+                path.stem,
+                i,
+                q.shape,
+                k,
+                bins,
+                cycles,
+                bins / cycles,
+            )
+            prev, dprev = q, changes
     Path("throughput.json").write_text(json.dumps(rows, indent=1))
     total = sum(r["bins"] for r in rows) / sum(r["cycles"] for r in rows)
     worst = min(r["bins_per_cycle"] for r in rows)
