@@ -178,7 +178,8 @@ def _cmd_sensitivity(args) -> int:
     from temposplit.model import load_detector
     from temposplit.model.accuracy import spread_frames
     from temposplit.model.calibration import calibration_frames
-    from temposplit.model.sensitivity import OBSERVERS, run_study
+    from temposplit.model.quantize import parse_method
+    from temposplit.model.sensitivity import OBSERVERS, run_study, stage_index
 
     if args.frames < 1:
         raise ConfigError(f"--frames must be a positive integer, not {args.frames}")
@@ -186,6 +187,13 @@ def _cmd_sensitivity(args) -> int:
         raise ConfigError(f"unknown --observer {args.observer!r} (choose from {', '.join(OBSERVERS)})")
     if args.granularity not in ("stage", "point"):
         raise ConfigError(f"--granularity must be stage or point, not {args.granularity!r}")
+    configs = tuple(c.strip().replace("-", " ") for c in args.configs.split(",") if c.strip())
+    if not configs or set(configs) - {"only", "all but"}:
+        raise ConfigError(f"--configs takes only and/or all-but, not {args.configs!r}")
+    if args.method:
+        parse_method(args.method)
+    if args.last:
+        stage_index(args.last)
     videos = {name: _video_arg(name) for name in (v.strip() for v in args.videos.split(",")) if name}
     _threads(args)
     det = load_detector()
@@ -196,7 +204,18 @@ def _cmd_sensitivity(args) -> int:
         print(json.dumps(row) if args.json else _sensitivity_line(row), flush=True)
 
     print(f"{sum(len(f) for f in clips.values())} frames from {', '.join(clips)}", file=sys.stderr)
-    run_study(det, clips, calibration_frames(), args.granularity, args.observer, only, log=log)
+    run_study(
+        det,
+        clips,
+        calibration_frames(),
+        args.granularity,
+        args.observer,
+        only,
+        log=log,
+        configs=configs,
+        method=args.method,
+        last=args.last,
+    )
     return 0
 
 
@@ -363,6 +382,13 @@ def register(subparsers) -> None:
     s.add_argument("--granularity", default="stage", help="stage (a stage's weights / activations) or point")
     s.add_argument("--observer", default="histogram", help="activation observer: histogram, minmax, percentile, mse")
     s.add_argument("--only", help="comma-separated groups to study (default: all)")
+    s.add_argument(
+        "--method",
+        help="simulate this int8 recipe (e.g. default: its post-training methods and int16 layers) "
+        "instead of the plain --observer",
+    )
+    s.add_argument("--last", help="only the points up to this stage, e.g. features.13 (a cut's M1)")
+    s.add_argument("--configs", default="only,all-but", help="only, all-but or both (default both)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(handler=_cmd_sensitivity)

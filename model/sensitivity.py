@@ -19,10 +19,16 @@ noise: the simulated int8 one minus it; over the first frames of each clip).
 
 Configurations: nothing, everything, all weights, all activations, and per group (one
 point, or a stage's weights or activations): *only* that group, and *all but* that group.
+
+``method`` simulates an int8 recipe instead of the plain observer (:func:`recipe_simulator`):
+its post-training methods rewrite a copy of the float network, its int16-weight layers
+round on the int16 grid, and the reference stays the untouched float model. ``last``
+keeps the points up to one stage (a cut's M1), so that "all" is that cut's int8 M1.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -46,6 +52,20 @@ class Point:
     stage: str  # the cut table's stage, e.g. "features.1", "features.14.expand"
     kind: str
     module: nn.Module  # the ConvAct (w and a), or the module whose output is rounded
+
+
+def stage_index(stage: str) -> int:
+    """Network order of a stage: -1 for the input, k for ``features.0`` to ``.13``, 14 for
+    ``features.14.expand`` (M1 of that cut ends inside block 14), k + 1 for ``features.14`` on."""
+    if stage == "input":
+        return -1
+    if stage == "features.14.expand":
+        return 14
+    parts = stage.split(".")
+    if len(parts) != 2 or parts[0] != "features" or not parts[1].isdigit() or int(parts[1]) > 18:
+        raise ConfigError(f"unknown stage {stage!r} (input, features.0 .. features.18, features.14.expand)")
+    k = int(parts[1])
+    return k if k < 14 else k + 1
 
 
 def _stage_of(layer: str) -> str:
@@ -163,8 +183,20 @@ class FakeQuantSSD:
         self.qparams: dict[str, tuple[float, int]] = {}
         self.float_weights = {p.name: p.module.conv.weight.detach().clone() for p in self.points if p.kind == "w"}
         self.quant_weights = {n: weight_fake_quant(w) for n, w in self.float_weights.items()}
+        self.wide: tuple[str, ...] = ()  # layers whose weights round on the int16 grid
         self.enabled: set[str] = set()
         self._hooks = []
+
+    def set_wide(self, layers) -> None:
+        """Round these layers' weights as int16 (:func:`temposplit.model.wide.round_wide`)."""
+        from temposplit.model.wide import round_wide
+
+        for layer in layers:
+            name = f"{layer}:w"
+            if name not in self.float_weights:
+                raise ConfigError(f"no weights point {name!r}")
+            self.quant_weights[name] = round_wide(self.float_weights[name])
+        self.wide = tuple(layers)
 
     # -- calibration
 
@@ -212,6 +244,29 @@ class FakeQuantSSD:
         self.set_enabled(())
 
 
+def recipe_simulator(detector, method: str, calibration_frames, log=None) -> FakeQuantSSD:
+    """The simulator of an int8 recipe (``quantize(..., method=)``, e.g. ``"default"``): the
+    recipe's post-training methods applied to a copy of the float network (the detector is
+    not touched), its int16-weight layers, its observer, calibrated on the frames."""
+    from temposplit.model import ptq
+    from temposplit.model.quantize import WIDE_METHODS, parse_method
+    from temposplit.model.wide import depthwise_names
+
+    observer, steps = parse_method(method)
+    scope = next((WIDE_METHODS[s] for s in steps if s in WIDE_METHODS), None)
+    steps = tuple(s for s in steps if s not in WIDE_METHODS)
+    calibration_frames = list(calibration_frames)
+    twin = copy.copy(detector)
+    twin.net = copy.deepcopy(detector.net).eval()
+    wide = depthwise_names(twin.net, scope) if scope else []
+    if steps:
+        ptq.apply(twin, twin.net, calibration_frames, steps, log=log, wide=frozenset(wide))
+    sim = FakeQuantSSD(twin, observer)
+    sim.set_wide(wide)
+    sim.calibrate(calibration_frames)
+    return sim
+
+
 # --------------------------------------------------------------------------- the study
 
 
@@ -224,7 +279,9 @@ def _sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
 class Study:
     """Scores configurations of a :class:`FakeQuantSSD` on clips' frames."""
 
-    def __init__(self, sim: FakeQuantSSD, clips: dict[str, list], batch_size: int = 16):
+    def __init__(self, sim: FakeQuantSSD, clips: dict[str, list], batch_size: int = 16, reference=None):
+        """``reference``: the float detector scored against (default: the simulator's own
+        network with every point off; a recipe's simulator passes the untouched model)."""
         self.sim = sim
         self.det = sim.detector
         self.batch_size = batch_size
@@ -237,7 +294,7 @@ class Study:
         self.reference = {}
         self.ref_cuts = {}
         for name in self.inputs:
-            dets, cuts = self._run(name)
+            dets, cuts = self._run(name, reference or self.det)
             self.reference[name] = dets
             self.ref_cuts[name] = cuts
 
@@ -245,9 +302,10 @@ class Study:
         return self.det.preprocess(frames)
 
     @torch.no_grad()
-    def _run(self, clip: str):
+    def _run(self, clip: str, det=None):
         """Detections of every frame and the cut tensors of the first SQNR frames."""
-        net = self.net = self.sim.net
+        det = det or self.det
+        net = det.net
         dets, cuts = [], {c: [] for c in self.cut_names}
         kept = 0
         for batch in self.inputs[clip]:
@@ -258,7 +316,7 @@ class Study:
                     mod = net.features[14].expand if c == "features.14.expand" else net.features[int(c.split(".")[1])]
                     hooks.append(mod.register_forward_hook(lambda m, i, o, c=c, d=captured: d.__setitem__(c, o)))
             try:
-                dets.extend(self.det.forward(batch))
+                dets.extend(det.forward(batch))
             finally:
                 for h in hooks:
                     h.remove()
@@ -319,20 +377,35 @@ def run_study(
     only_points: list[str] | None = None,
     log=None,
     configs: tuple[str, ...] = ("only", "all but"),
+    method: str | None = None,
+    last: str | None = None,
 ) -> list[dict]:
     """Score the configurations (see the module docstring); one dict per configuration:
-    the global ones, then every group's "only" configuration, then every group's "all but"."""
+    the global ones, then every group's "only" configuration, then every group's "all but".
+    ``method``: simulate that int8 recipe (``observer`` is then the recipe's); ``last``: only
+    the points up to that stage."""
     t0 = time.perf_counter()
-    sim = FakeQuantSSD(detector, observer)
-    sim.calibrate(calibration_frames)
-    study = Study(sim, clips)
-    names = [p.name for p in sim.points]
-    weights = [p.name for p in sim.points if p.kind == "w"]
-    acts = [p.name for p in sim.points if p.kind == "a"]
+    bound = stage_index(last) if last else None
+    if method:
+        sim = recipe_simulator(detector, method, calibration_frames)
+        observer = sim.observer
+        study = Study(sim, clips, reference=detector)
+    else:
+        sim = FakeQuantSSD(detector, observer)
+        sim.calibrate(calibration_frames)
+        study = Study(sim, clips)
+    points = [p for p in sim.points if bound is None or stage_index(p.stage) <= bound]
+    names = [p.name for p in points]
+    weights = [p.name for p in points if p.kind == "w"]
+    acts = [p.name for p in points if p.kind == "a"]
     rows = []
 
     def add(config, group, enabled):
         row = {"config": config, "group": group, "points": len(enabled), "observer": observer}
+        if method:
+            row["method"] = method
+        if last:
+            row["last"] = last
         row.update(study.score(enabled))
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
@@ -342,7 +415,11 @@ def run_study(
     add("all", "-", names)
     add("weights", "-", weights)
     add("activations", "-", acts)
-    chosen = [(label, m) for label, m in groups(sim.points, granularity) if not only_points or label in only_points]
+    available = groups(points, granularity)
+    unknown = sorted(set(only_points or ()) - {label for label, _ in available})
+    if unknown:
+        raise ConfigError(f"no {granularity} group {', '.join(unknown)} (up to {last or 'features.18'})")
+    chosen = [(label, m) for label, m in available if not only_points or label in only_points]
     if "only" in configs:
         for label, members in chosen:
             add("only", label, members)

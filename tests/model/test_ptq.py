@@ -127,6 +127,48 @@ def test_simulation_matches_the_real_int8_m1(ssd, calib, vtest_frames):
     assert sqnr(fake, real) > sqnr(ref, real) + 6  # far closer to each other than to float
 
 
+@pytest.mark.slow
+def test_recipe_simulator_rounds_as_the_real_default_int8_m1(ssd, calib, vtest_frames):
+    """The simulator of a recipe (post-training methods on a copy of the float network,
+    features.1's depthwise weights on the int16 grid, the recipe's observer) has the real
+    int8 M1's SQNR within 1 dB and lies closer to it than to float (less tightly than the
+    plain simulator: its mse ranges come from other samples than the real observer's), and
+    leaves the detector it was given untouched."""
+    from temposplit.model.quantize import DEFAULT_METHOD, quantize
+    from temposplit.model.sensitivity import recipe_simulator
+
+    before = {k: v.clone() for k, v in ssd.net.state_dict().items()}
+    sim = recipe_simulator(ssd, DEFAULT_METHOD, calib)
+    assert sim.wide == ("features.1.depthwise",) and sim.observer == "mse"
+    assert all(torch.equal(before[k], v) for k, v in ssd.net.state_dict().items())
+    q = quantize(ssd, calib, method=DEFAULT_METHOD)
+    x = ssd.preprocess(vtest_frames[:2]).tensor
+    sim.set_enabled([p.name for p in sim.points])
+    try:
+        fake = sim.detector.split("features.6").m1(x)[-1]
+    finally:
+        sim.restore()
+    real = q.split("features.6").m1(x)[-1].dequantize()
+    ref = ssd.split("features.6").m1(x)[-1]  # equalization leaves the cut tensor unscaled
+
+    def sqnr(a, b):
+        return 10 * math.log10(float((a**2).sum()) / float(((a - b) ** 2).sum()))
+
+    assert abs(sqnr(ref, fake) - sqnr(ref, real)) < 1.0
+    assert sqnr(fake, real) > sqnr(ref, real) + 1
+
+
+def test_stage_index_orders_the_cut_table():
+    from temposplit.errors import ConfigError
+    from temposplit.model.sensitivity import stage_index
+
+    order = ["input", "features.0", "features.13", "features.14.expand", "features.14", "features.18"]
+    assert [stage_index(s) for s in order] == sorted(stage_index(s) for s in order)
+    assert len({stage_index(s) for s in order}) == len(order)
+    with pytest.raises(ConfigError):
+        stage_index("features.x")
+
+
 def test_quant_points_cover_m1():
     from temposplit.model import load_detector
     from temposplit.model.sensitivity import groups, quant_points
