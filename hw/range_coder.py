@@ -18,9 +18,10 @@ that never stalls once a bin is in (the input's credit keeps room for its record
   4096 - p for a 1, 2048 for a bypass bin) registered;
 - G: q's multiples v * q for every hex digit v (a table of 16 words, registered);
 - C: the range, the one loop of one cycle: ``range' = (range >> 12) * q`` (+ ``range mod
-  4096`` for a 1 bin), kept before its shifts (0, 1 or 2 bytes back to >= 2^24): for each
-  shift count the table words of the range's hex digits in two carry-save steps, the
-  count (from the register) picks one pair, one add; no multiplier;
+  4096`` for a 1 bin), kept before its shift (none or one byte back to >= 2^24: never two,
+  since no context's probability leaves 26..4070): the table words of the register's hex
+  digits, the shift (an 8-bit zero test of the register) picks the range's five, two
+  carry-save steps, one add; no multiplier;
 - D: what a 1 bin adds to ``low``: the old range minus the new one, registered;
 - E: ``low`` (33 bits) plus that, shifted; after a section's last bin, the termination's
   five shifts (three cycles);
@@ -232,46 +233,42 @@ class RangeEncoder(wiring.Component):
 
         # ------------------------------------------------------------ C: the range
         # range' = (range >> 12) * q + (bit ? range mod 4096 : 0): for a 1 bin that is
-        # range - (range >> 12) * p. The register holds range' before its shifts (0, 1 or 2
-        # bytes back to >= 2^24): the shift count comes from it beside the product, and
-        # the product is formed for each count from the table words of the register's hex
-        # digits (u[j]: digit j times q) in two carry-save steps, the pair for the count
-        # taken, then one add. The only loop that must close in one cycle.
+        # range - (range >> 12) * p. The register holds range' before its shift: at most
+        # one byte brings it back to >= 2^24, never two (6.2.1's loop allows two, but every
+        # probability a context reaches lies in 26..4070, so q >= 26 and range' >= 2^12 x 26
+        # > 2^16; tests/hw/test_range_coder.py checks the reachable set). The range's hex
+        # digit k (0..4, of range >> 12) is the register's digit 3 + k, or 1 + k after a
+        # shift: the table word of each register digit (u[j]: digit j times q), the shift
+        # (rng1 < 2^24, an 8-bit zero test) picks the word for each k, two carry-save steps,
+        # one add. The only loop that must close in one cycle.
         rng1 = Signal(32, init=0xFFFFFFFF)
-        ns = Signal(2)
+        shift = Signal()  # rng1 < 2^24: one byte's shift before this bin
         rng = Signal(32)  # the range before this bin: rng1 shifted
         m.d.comb += [
-            ns.eq(Mux(rng1[16:] == 0, 2, Mux(rng1[24:] == 0, 1, 0))),
-            rng.eq(Mux(ns[1], rng1 << 16, Mux(ns[0], rng1 << 8, rng1))),
+            shift.eq(rng1[24:] == 0),
+            rng.eq(Mux(shift, rng1 << 8, rng1)),
         ]
-        u = [Signal(16, name=f"u{j}") for j in range(8)]
-        m.d.comb += [u[j].eq(tab[rng1[4 * j : 4 * j + 4]]) for j in range(8)]
+        u = {j: Signal(16, name=f"u{j}") for j in range(1, 8)}  # (digit 0 is never one of range >> 12)
+        m.d.comb += [u[j].eq(tab[rng1[4 * j : 4 * j + 4]]) for j in u]
 
         def csa(x, y, z, name):
             sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
             m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
             return sum_, car
 
-        def product(words, first, low, name):
-            """(sum of words[i] << 4 (i + first)) + low as a carry-save pair: four rows
-            (words four digits apart do not overlap), two carry-save steps"""
-            rows = [Const(0, 32), Const(0, 32), Const(0, 32), low]
-            for i, w in enumerate(words):
-                rows[i % 4] = rows[i % 4] | (w << 4 * (i + first))[:32]
-            s1, c1 = csa(rows[0], rows[1], rows[2], f"{name}_1")
-            return csa(s1, c1, rows[3], f"{name}_2")
-
-        # the range's hex digit i (0..4, of range >> 12) is the register's digit 3 + i,
-        # 1 + i or i - 1 for 0, 1 or 2 shifts; range mod 4096 likewise
-        p0 = product([u[3], u[4], u[5], u[6], u[7]], 0, Mux(c.bit, rng1[:PROB_BITS], 0), "nxt0")
-        p1 = product([u[1], u[2], u[3], u[4], u[5]], 0, Mux(c.bit, rng1[:4] << 8, 0), "nxt1")
-        p2 = product([u[0], u[1], u[2], u[3]], 1, Const(0, 32), "nxt2")
-        sel_s = Signal(32)
-        sel_c = Signal(32)
-        m.d.comb += [
-            sel_s.eq(Mux(ns[1], p2[0], Mux(ns[0], p1[0], p0[0]))),
-            sel_c.eq(Mux(ns[1], p2[1], Mux(ns[0], p1[1], p0[1]))),
+        word = [Signal(16, name=f"word{k}") for k in range(5)]  # (range >> 12)'s digit k times q
+        m.d.comb += [word[k].eq(Mux(shift, u[k + 1], u[k + 3])) for k in range(5)]
+        low = Signal(PROB_BITS)  # range mod 4096 for a 1 bin
+        m.d.comb += low.eq(Mux(c.bit, Mux(shift, Cat(Const(0, 8), rng1[:4]), rng1[:PROB_BITS]), 0))
+        # four rows (words four digits apart do not overlap), two carry-save steps
+        rows = [
+            Cat(word[0], word[4]),
+            Cat(Const(0, 4), word[1]),
+            Cat(Const(0, 8), word[2]),
+            Cat(low, word[3]),
         ]
+        s1, c1 = csa(rows[0], rows[1], rows[2], "nxt_1")
+        sel_s, sel_c = csa(s1, c1, rows[3], "nxt_2")
         nxt = Signal(32)
         m.d.comb += nxt.eq(sel_s + sel_c)
         with m.If(c_valid):
@@ -295,7 +292,7 @@ class RangeEncoder(wiring.Component):
             e_valid.eq(d_valid),
             e_last.eq(d.last),
             e_bound.eq(Mux(d.bit, d_rng - rng1, 0)),
-            e_ns.eq(ns),
+            e_ns.eq(shift),
         ]
 
         # ------------------------------------------------------------ E: low, and the termination

@@ -174,6 +174,47 @@ def test_range_encoder_reset_mid_section():
     assert got[-2:] == [reference_section(s) for s in after]
 
 
+def reachable_probabilities():
+    """Every probability a context reaches from the start (p = 2048, n = 0) under 6.2.2's
+    update, over all bin sequences."""
+    seen, todo = set(), [(2048, 0)]
+    while todo:
+        state = todo.pop()
+        if state in seen:
+            continue
+        seen.add(state)
+        for bit in (0, 1):
+            c = ref.Context()
+            c.prob, c.n = state
+            c.update(bit)
+            todo.append((c.prob, c.n))
+    return {prob for prob, _ in seen}
+
+
+def test_one_renormalization_shift_per_bin_suffices():
+    """The range loop (stage C) forms the new range for none or one shift only, though
+    6.2.1's loop allows two: every factor q a bin can have (p, 4096 - p of a reachable
+    probability, or 2048) keeps ``(range >> 12) * q`` (range >= 2^24) at or above 2^16,
+    so one shift brings it back to >= 2^24."""
+    probs = reachable_probabilities()
+    q_min = min(min(probs), min(4096 - p for p in probs), 2048)
+    assert (1 << 12) * q_min >= 1 << 16, q_min
+
+
+def test_range_encoder_extreme_probabilities():
+    """Contexts driven to their smallest and largest probabilities, then the unlikely bin:
+    the smallest factors q, the smallest new ranges (one shift each)."""
+    rng = random.Random(31)
+    # fresh contexts: 40 one bins take p to its floor (26), then a zero bin codes at q = p;
+    # 40 zero bins take it to its ceiling (4070), then a one bin codes at q = 4096 - p
+    down = [b for c in range(20) for b in [(1, c, 0)] * 40 + [(0, c, 0)]]
+    up = [b for c in range(20, 40) for b in [(0, c, 0)] * 40 + [(1, c, 0)]]
+    mixed = random_section(rng, 400, "skewed")
+    sections = [down, up, down + up + mixed]
+    got = run(sections, seed=8, gaps=0.1, stall=0.1)
+    assert got == [reference_section(s) for s in sections]
+
+
 # ----------------------------------------------------------------------------- anchors
 
 
