@@ -71,24 +71,6 @@ FRESH = ctx_word.const({"prob": 2048, "cprob": 2048, "n": 0, "s": 1})
 fwd_layout = data.StructLayout({"valid": unsigned(1), "ctx": unsigned(9), "word": ctx_word})
 
 
-def adapt_shift(m: Module, n, name: str):
-    """floor(log2(n + 2)), at most 6 (6.2.2), comb."""
-    s = Signal(3, name=name)
-    with m.If(n < 2):
-        m.d.comb += s.eq(1)
-    with m.Elif(n < 6):
-        m.d.comb += s.eq(2)
-    with m.Elif(n < 14):
-        m.d.comb += s.eq(3)
-    with m.Elif(n < 30):
-        m.d.comb += s.eq(4)
-    with m.Elif(n < COUNT_MAX):
-        m.d.comb += s.eq(5)
-    with m.Else():
-        m.d.comb += s.eq(6)
-    return s
-
-
 def context_update(m: Module, st, bit, name: str = "ctx"):
     """The adaptation of 6.2.2 (comb): the context's new word after bin ``bit``. The side
     the bin did not take shrinks by its own ``>> s`` and the other grows by as much:
@@ -101,13 +83,18 @@ def context_update(m: Module, st, bit, name: str = "ctx"):
         shrink.eq(Mux(bit, st.prob, st.cprob)),
         grow.eq(Mux(bit, st.cprob, st.prob)),
         delta.eq(shrink >> st.s),
-        new.n.eq(Mux(st.n < COUNT_MAX, st.n + 1, st.n)),
     ]
     m.d.comb += [
         new.prob.eq(Mux(bit, shrink - delta, grow + delta)),
         new.cprob.eq(Mux(bit, grow + delta, shrink - delta)),
-        new.s.eq(adapt_shift(m, new.n, f"{name}_s")),
     ]
+    # the next count and its shift straight from the count (a table of 63, LUTs): no
+    # increment and compares in series (carry chains on the ECP5) beside the update
+    with m.Switch(st.n):
+        for n in range(COUNT_MAX + 1):
+            with m.Case(n):
+                nxt = min(n + 1, COUNT_MAX)
+                m.d.comb += [new.n.eq(nxt), new.s.eq(min(6, (nxt + 2).bit_length() - 1))]
     return new
 
 
