@@ -60,8 +60,9 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--residual-threshold",
         type=float,
-        default=1.5,
-        help="code a block whose mean |error| per active element exceeds this, in 8-bit steps (default 1.5)",
+        default=None,
+        help="code a block whose mean |error| per active element exceeds this, in 8-bit steps "
+        "(default: the preset's; 1.5 where it has none)",
     )
     p.add_argument("--lam", type=float, default=4.0, help="rate-distortion lambda for --residual rd")
     p.add_argument(
@@ -94,10 +95,12 @@ def config_from_args(args, tensors):
     if args.residual == "none":
         kwargs["residual"] = None
     elif args.residual is not None or kwargs.get("residual") is not None:
-        mode = args.residual or kwargs["residual"].mode
-        kwargs["residual"] = ResidualConfig(
-            mode=mode, threshold=args.residual_threshold, lam=args.lam, dead_zone=args.dead_zone
-        )
+        preset = kwargs.get("residual")
+        mode = args.residual or preset.mode
+        threshold = args.residual_threshold
+        if threshold is None:
+            threshold = preset.threshold if preset is not None else 1.5
+        kwargs["residual"] = ResidualConfig(mode=mode, threshold=threshold, lam=args.lam, dead_zone=args.dead_zone)
     return CodecConfig(
         tensors=tensors,
         search_range=args.search_range,

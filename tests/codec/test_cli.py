@@ -41,6 +41,24 @@ def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys,
         assert npz["values/x"].dtype == np.float32
 
 
+def test_options_keep_the_presets_residual_threshold_unless_given():
+    """--residual-threshold overrides the preset's threshold only when it is given."""
+    import argparse
+
+    from temposplit.codec.cli import add_codec_options, config_from_args
+    from temposplit.codec.encoder import PRESETS, TensorSpec
+
+    parser = argparse.ArgumentParser()
+    add_codec_options(parser)
+    tensors = [TensorSpec("t", (4, 5, 5), 0.1, 3)]
+    cfg = config_from_args(parser.parse_args([]), tensors)
+    assert cfg.residual.threshold == PRESETS["recommended"]["residual"].threshold
+    assert cfg.n_bits == PRESETS["recommended"]["n_bits"]
+    assert config_from_args(parser.parse_args(["--residual-threshold", "2.5"]), tensors).residual.threshold == 2.5
+    thesis = config_from_args(parser.parse_args(["--preset", "thesis", "--residual", "threshold"]), tensors)
+    assert thesis.residual.threshold == 1.5
+
+
 def test_bad_input_gives_one_line_and_a_non_zero_exit(tmp_path, feature_file, capsys):
     path, _ = feature_file
     assert main(["encode", str(tmp_path / "missing.npz"), str(tmp_path / "s.tsp")]) == 2

@@ -18,7 +18,8 @@ def test_models_json_ssd(capsys):
     last = by_cut["features.18"]
     assert [t["shape"] for t in last["tensors"]] == [[576, 19, 19], [1280, 10, 10]]
     assert last["bytes_per_frame_cut_tensor"] == 128000 and last["bytes_per_frame_all"] == 128000 + 207936
-    assert by_cut["features.13"]["default"] and by_cut["features.13"]["bytes_per_frame_all"] == 96 * 19 * 19
+    assert by_cut["features.10"]["default"] and by_cut["features.10"]["bytes_per_frame_all"] == 64 * 19 * 19
+    assert sum(c["default"] for c in m["cuts"]) == 1
     for c in m["cuts"]:
         assert c["m1"]["params"] + c["m2"]["params"] == m["params"]
         assert c["m1"]["macs"] + c["m2"]["macs"] == m["macs"]

@@ -16,7 +16,7 @@ def test_ssd_table_matches_spec():
         "features.14.expand": [(576, 19, 19)],
         "features.18": [(576, 19, 19), (1280, 10, 10)],
     }
-    assert cuts.default_cut(cuts.SSD) == "features.13"
+    assert cuts.default_cut(cuts.SSD) == "features.10"
 
 
 def test_fpn_taps_cross_the_cut():

@@ -49,12 +49,12 @@ def test_features_writes_the_encode_input_with_the_model_identity(tmp_path, caps
     out = tmp_path / "clip.npz"
     assert main(["features", str(video), str(out), "--frames", "3", "--calibration", "2"]) == 0
     clip = features.load(str(out))
-    assert clip.names == ["features.13"] and clip.codes[0].shape == (3, 96, 19, 19)
+    assert clip.names == ["features.10"] and clip.codes[0].shape == (3, 64, 19, 19)  # the default cut
     assert clip.codes[0].dtype == np.uint8 and clip.blocks == [4]
     replay = open_replay(str(out))
     assert (replay.model, replay.cut.name, replay.frame_size, replay.fps) == (
         "ssd-mobilenet-v2",
-        "features.13",
+        "features.10",
         (576, 768),
         pytest.approx(10.0),
     )
@@ -63,7 +63,7 @@ def test_features_writes_the_encode_input_with_the_model_identity(tmp_path, caps
 
     digest = weights_digest(load_detector("ssd-mobilenet-v2").net)  # the weights a server loads
     assert replay.hash == stream_hash(
-        digest, "ssd-mobilenet-v2", "features.13", [(clip.scales[0], clip.zero_points[0])]
+        digest, "ssd-mobilenet-v2", "features.10", [(clip.scales[0], clip.zero_points[0])]
     )
     # It is exactly `encode`'s input.
     capsys.readouterr()
