@@ -386,6 +386,12 @@ def run_study(
     the points up to that stage."""
     t0 = time.perf_counter()
     bound = stage_index(last) if last else None
+    # The groups asked for exist (checked before the slow calibration).
+    studied = [p for p in quant_points(detector.net) if bound is None or stage_index(p.stage) <= bound]
+    known = {label for label, _ in groups(studied, granularity)}
+    unknown = sorted(set(only_points or ()) - known)
+    if unknown:
+        raise ConfigError(f"no {granularity} group {', '.join(unknown)} (up to {last or 'features.18'})")
     if method:
         sim = recipe_simulator(detector, method, calibration_frames)
         observer = sim.observer
@@ -395,6 +401,7 @@ def run_study(
         sim.calibrate(calibration_frames)
         study = Study(sim, clips)
     points = [p for p in sim.points if bound is None or stage_index(p.stage) <= bound]
+    available = groups(points, granularity)
     names = [p.name for p in points]
     weights = [p.name for p in points if p.kind == "w"]
     acts = [p.name for p in points if p.kind == "a"]
@@ -415,10 +422,6 @@ def run_study(
     add("all", "-", names)
     add("weights", "-", weights)
     add("activations", "-", acts)
-    available = groups(points, granularity)
-    unknown = sorted(set(only_points or ()) - {label for label, _ in available})
-    if unknown:
-        raise ConfigError(f"no {granularity} group {', '.join(unknown)} (up to {last or 'features.18'})")
     chosen = [(label, m) for label, m in available if not only_points or label in only_points]
     if "only" in configs:
         for label, members in chosen:

@@ -169,6 +169,20 @@ def test_stage_index_orders_the_cut_table():
         stage_index("features.x")
 
 
+def test_study_refuses_groups_outside_its_points_before_calibrating():
+    """An --only group that does not exist, or lies after --last, is refused at once
+    (no frames are needed to find out)."""
+    from temposplit.errors import ConfigError
+    from temposplit.model import load_detector
+    from temposplit.model.sensitivity import run_study
+
+    det = load_detector()
+    with pytest.raises(ConfigError, match="no stage group features.14:a"):
+        run_study(det, {}, [], "stage", only_points=["features.14:a"], last="features.13")
+    with pytest.raises(ConfigError, match="no point group features.1.dw:w"):
+        run_study(det, {}, [], "point", only_points=["features.1.dw:w"])
+
+
 def test_quant_points_cover_m1():
     from temposplit.model import load_detector
     from temposplit.model.sensitivity import groups, quant_points
