@@ -280,23 +280,11 @@ def quantize(
     """
     if detector.name != "ssd-mobilenet-v2":
         raise ConfigError(f"{detector.name}: whole-model int8 is for the SSD; use quantize_m1(detector, cut, frames)")
-    observer, steps = parse_method(method)
     set_engine()
     calibration_frames = list(calibration_frames)
-    scope = next((WIDE_METHODS[s] for s in steps if s in WIDE_METHODS), None)
-    steps = tuple(s for s in steps if s not in WIDE_METHODS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net = copy.deepcopy(detector.net).eval()
-        wide = []
-        if scope:
-            from temposplit.model.wide import depthwise_names
-
-            wide = depthwise_names(net, scope)
-        if steps:
-            from temposplit.model import ptq
-
-            ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide))
+        observer, net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
         qnet = _prepare_ssd(net, observer, copy_net=False)
         n = 0
         with torch.no_grad():
@@ -316,6 +304,26 @@ def quantize(
                 module = qnet.get_submodule(name)
                 module.conv = WideConv2d.from_float(weight, bias, module.conv)
     return QuantizedDetector(detector, qnet.eval())
+
+
+def recipe_float_net(detector, calibration_frames: list, method: str, log=None):
+    """The float network a recipe quantizes: (observer, a copy of the detector's network
+    with the recipe's post-training methods applied, the names of its int16-weight layers).
+    The detector is not touched."""
+    observer, steps = parse_method(method)
+    scope = next((WIDE_METHODS[s] for s in steps if s in WIDE_METHODS), None)
+    steps = tuple(s for s in steps if s not in WIDE_METHODS)
+    net = copy.deepcopy(detector.net).eval()
+    wide = []
+    if scope:
+        from temposplit.model.wide import depthwise_names
+
+        wide = depthwise_names(net, scope)
+    if steps:
+        from temposplit.model import ptq
+
+        ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide))
+    return observer, net, wide
 
 
 def _float_weights(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,17 +55,16 @@ class Point:
 
 
 def stage_index(stage: str) -> int:
-    """Network order of a stage: -1 for the input, k for ``features.0`` to ``.13``, 14 for
-    ``features.14.expand`` (M1 of that cut ends inside block 14), k + 1 for ``features.14`` on."""
+    """Network order of a stage: -1 for the input, else its place in the cut table's SSD
+    stages (``features.14.expand`` between ``features.13`` and ``features.14``)."""
+    from temposplit.model.cuts import SSD, model_info
+
     if stage == "input":
         return -1
-    if stage == "features.14.expand":
-        return 14
-    parts = stage.split(".")
-    if len(parts) != 2 or parts[0] != "features" or not parts[1].isdigit() or int(parts[1]) > 18:
+    stages = model_info(SSD).stages
+    if stage not in stages:
         raise ConfigError(f"unknown stage {stage!r} (input, features.0 .. features.18, features.14.expand)")
-    k = int(parts[1])
-    return k if k < 14 else k + 1
+    return stages.index(stage)
 
 
 def _stage_of(layer: str) -> str:
@@ -248,19 +247,11 @@ def recipe_simulator(detector, method: str, calibration_frames, log=None) -> Fak
     """The simulator of an int8 recipe (``quantize(..., method=)``, e.g. ``"default"``): the
     recipe's post-training methods applied to a copy of the float network (the detector is
     not touched), its int16-weight layers, its observer, calibrated on the frames."""
-    from temposplit.model import ptq
-    from temposplit.model.quantize import WIDE_METHODS, parse_method
-    from temposplit.model.wide import depthwise_names
+    from temposplit.model.quantize import recipe_float_net
 
-    observer, steps = parse_method(method)
-    scope = next((WIDE_METHODS[s] for s in steps if s in WIDE_METHODS), None)
-    steps = tuple(s for s in steps if s not in WIDE_METHODS)
     calibration_frames = list(calibration_frames)
     twin = copy.copy(detector)
-    twin.net = copy.deepcopy(detector.net).eval()
-    wide = depthwise_names(twin.net, scope) if scope else []
-    if steps:
-        ptq.apply(twin, twin.net, calibration_frames, steps, log=log, wide=frozenset(wide))
+    observer, twin.net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
     sim = FakeQuantSSD(twin, observer)
     sim.set_wide(wide)
     sim.calibrate(calibration_frames)
