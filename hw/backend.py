@@ -10,11 +10,16 @@ reference is loaded first, LOAD_REF). So :class:`~temposplit.codec.encoder.Encod
 produces its packets with the fabric doing the per-element work, byte for byte the same
 as the software path. Maps over the on-chip reference (the ResNet-50 cuts) are
 motion-searched by BAND_MOTION: the driver keeps the reference's codes on the PS side
-(``load_reference``) and streams them in bands. What the fabric does not do (ZVC/raw/ZRL
-sections, per-channel vectors, TSS of a map the band engine cannot cut: over
-``band_blocks`` blocks, or a band of B + 2p rows of one chunk of channels over the
-reference RAM) falls back to the golden software and is counted in ``engine.fallbacks``;
-``engine.passes`` counts the fabric's operations.
+(``load_reference``) and streams them in bands. A ``ctx`` anchor (the v2 coder, which the
+encoder codes through :meth:`FabricEngine.requantize` and
+:meth:`FabricEngine.ctx_anchor_section`) is one CTX pass: the quint8 map in (a temporal
+anchor's reference codes and change map beside it), requantized, coded by the fabric's
+anchor coder, the codes kept on chip (STORE_REF) for the group's MOTION. What the fabric
+does not do (ZVC/raw/ZRL sections, a ctx anchor whose row exceeds the coder's row buffer,
+per-channel vectors, TSS of a map the band engine cannot cut: over ``band_blocks``
+blocks, or a band of B + 2p rows of one chunk of channels over the reference RAM) falls
+back to the golden software and is counted in ``engine.fallbacks``; ``engine.passes``
+counts the fabric's operations.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class FabricEngine(SoftwareEngine):
         self.fallbacks: Counter = Counter()
         self.passes: Counter = Counter()  # fabric operations per kind (ENCODE passes, LOAD_REF, ...)
         self._reference = None  # (tensor name, n_bits, digest) of the reference on chip
+        self._pending = None  # (codes, quint8 map) of the last requantize: a ctx anchor's input
 
     def _key(self, tensor, n_bits, codes):
         return (tensor.name, n_bits, hash(np.ascontiguousarray(codes).tobytes()))
@@ -79,8 +85,47 @@ class FabricEngine(SoftwareEngine):
         return self.accel.encode(q8.reshape(-1), alphabet.size, requant=True, z8=z8, n_bits=n_bits)
 
     def requantize(self, tensor, q8, n_bits):
-        self.passes["REQUANT"] += 1
-        return self.accel.requantize(np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits)
+        """The N-bit codes, on the PS (the 256-entry table equal to the requantizer): the
+        encoder asks for them before a ctx anchor's section (whose CTX pass then requantizes
+        the quint8 map on the fabric, one pass) and for a residual (the PS's own copy; no
+        pass). The quint8 map is kept for :meth:`ctx_anchor_section`."""
+        q8 = np.ascontiguousarray(q8)
+        codes = lut(tensor.zero_point, n_bits)[q8]
+        self._pending = (codes, q8)
+        return codes
+
+    def ctx_anchor_section(self, tensor, q_n, ref, ref_changes, n_bits):
+        """A ctx anchor in one CTX pass: intra, or temporal (``ref``, ``ref_changes``: the
+        frame coded before it, streamed beside the anchor); the codes stored on chip for
+        the group's MOTION (a map over the on-chip reference: kept on the PS side for
+        BAND_MOTION). A row over the coder's row buffer falls back to software."""
+        pending, self._pending = self._pending, None
+        z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
+        h, w, c = q_n.shape
+        if w * c > self.params.line_elements or not self.accel.ops.ctx:
+            self.fallbacks["ctx anchor over the row buffer"] += 1
+            return super().ctx_anchor_section(tensor, q_n, ref, ref_changes, n_bits)
+        requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
+        src = pending[1] if requant else np.ascontiguousarray(q_n)
+        padded = -(-c // self.params.lanes) * self.params.lanes
+        on_chip = h * w * padded <= self.params.ref_bytes
+        self.passes["CTX"] += 1
+        if on_chip and c % self.params.lanes:
+            self.passes["REQUANT (padded reference)" if requant else "LOAD_REF (padded reference)"] += 1
+        res = self.accel.ctx_anchor(
+            src,
+            z8=z8,
+            n_bits=n_bits,
+            z_n=zn,
+            ref=None if ref is None else np.ascontiguousarray(ref),
+            ref_changes=None if ref_changes is None else np.ascontiguousarray(ref_changes),
+            requant=requant,
+            store_ref=on_chip,
+        )
+        if not on_chip:  # BAND_MOTION streams the reference from the PS side
+            self.accel.load_reference(q_n, zn_ref=zn)
+        self._reference = self._key(tensor, n_bits, q_n)
+        return res.data, res.changes
 
     def anchor_section(self, tensor, coder, q_n, alphabet, table):
         if coder != "huffman":

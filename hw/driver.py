@@ -6,6 +6,8 @@ Use::
     accel.load_table(lengths)                                  # code lengths of the anchor table
     res = accel.encode_anchor(q8, z8=z8, n_bits=4, store_ref=True)
     res.data, res.bits, res.histogram                          # the section and the next table's source
+    sec = accel.ctx_anchor(q8, z8=z8, n_bits=5, ref=ref_codes, ref_changes=d_ref)  # one CTX pass
+    sec.data, sec.changes                                      # the ctx section, the new change map
     mvs, costs = accel.motion(q8_next, z8=z8, n_bits=4, zn_ref=z_n, block=4, search=7)
     data, bits = accel.encode_motion_vectors(mvs, search=7, lengths=mv_lengths)
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from temposplit.codec import huffman
 from temposplit.codec.motion import check_block, check_search_range, grid_shape, tss_steps
-from temposplit.codec.quantize import check_bits, check_zero_point, zero_point_n
+from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
 from temposplit.hw import regmap
 from temposplit.hw.regmap import REG, mode, pack
 
@@ -43,6 +45,13 @@ class EncodeResult:
     data: bytes  # the section's bytes, ceil(bits / 8)
     bits: int
     histogram: np.ndarray | None  # counts of the alphabet's symbols (int64), when asked for
+    cycles: int
+
+
+@dataclass
+class CtxResult:
+    data: bytes  # the anchor's ctx section (docs/bitstream.md 6.2.3)
+    changes: np.ndarray  # its change map D (int8 (H, W, C)): sgn(x - p), 0 for an intra anchor
     cycles: int
 
 
@@ -189,6 +198,11 @@ def _r(reg):
     return ("read", REG[reg].offset)
 
 
+def lut_codes(q8: np.ndarray, z8: int, n_bits: int) -> np.ndarray:
+    """The requantizer's N-bit codes of quint8 codes, on the PS (a 256-entry lookup)."""
+    return lut(z8, n_bits)[q8]
+
+
 def _check_map(arr, name="map") -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype != np.uint8:
@@ -273,6 +287,7 @@ class Operations:
         # BAND_MOTION: whether the build has it (read from BAND_PARAMS by probe; assumed with
         # explicit params) and the reference kept on the PS side for maps over the on-chip RAM.
         self.band = params is not None
+        self.ctx = params is not None  # whether the build has the CTX anchor coder
         self.band_reference = None  # (codes (H, W, C) uint8, z_N)
 
     def probe(self):
@@ -286,6 +301,9 @@ class Operations:
         extra = {"band_bytes": 1 << band["CHUNK_LOG2"], "band_blocks": 1 << band["BLOCKS_LOG2"]} if self.band else {}
         if f["LANES"] != regmap.LANES:
             raise AcceleratorError(f"the accelerator streams {f['LANES']} bytes per word, not {regmap.LANES}")
+        if f["LINE_LOG2"]:
+            extra["line_elements"] = 1 << f["LINE_LOG2"]
+        self.ctx = f["LINE_LOG2"] != 0
         self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
         return self.params
 
@@ -371,6 +389,73 @@ class Operations:
         if len(out) != q8.size:
             raise AcceleratorError(f"REQUANT returned {len(out)} codes for {q8.size}")
         return np.frombuffer(out, np.uint8).reshape(q8.shape).copy()
+
+    def ctx_anchor(self, q8, *, z8, n_bits, z_n=None, ref=None, ref_changes=None, requant=True, store_ref=True):
+        """An anchor's ``ctx`` section in one CTX pass (docs/bitstream.md 6.2.3): ``q8`` its
+        (H, W, C) quint8 codes (``requant``; else its N-bit codes), intra, or temporal when
+        ``ref`` (the reference's N-bit codes, same shape) and ``ref_changes`` (its change
+        map, int8 -1/0/1) are given: they travel in the same input stream, a word of each
+        after each word of the anchor. ``store_ref``: the codes also become the on-chip
+        reference (MOTION); a map whose channels are not a multiple of the lanes stores a
+        padded copy by a REQUANT (or LOAD_REF) pass after it. The change map D comes back
+        computed on the PS (sgn(x - p), the fabric's own definition)."""
+        p = yield from self._need_params()
+        if not self.ctx:
+            raise AcceleratorError("this bitstream has no CTX anchor coder")
+        q8 = _check_map(q8, "anchor map")
+        if q8.ndim != 3:
+            raise AcceleratorError(f"an anchor map must be (H, W, C), not {q8.shape}")
+        h, w, c = q8.shape
+        if not (1 <= h <= regmap.MAX_HEIGHT and 1 <= w <= regmap.MAX_WIDTH and 1 <= c <= regmap.MAX_CHANNELS):
+            raise AcceleratorError(f"a map of {q8.shape} exceeds the accelerator's limits")
+        if w * c > p.line_elements:
+            raise AcceleratorError(f"a row of {w} x {c} elements exceeds the CTX row buffer ({p.line_elements})")
+        n_bits = check_bits(n_bits)
+        z8 = check_zero_point(z8)
+        zn = zero_point_n(z8, n_bits) if z_n is None else int(z_n)
+        codes = lut_codes(q8, z8, n_bits) if requant else q8
+        padded = store_ref and c % p.lanes
+        if store_ref and q8.size > p.ref_bytes:
+            raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        temporal = ref is not None
+        if temporal:
+            ref = _check_map(ref, "reference")
+            if ref.shape != q8.shape:
+                raise AcceleratorError(f"the reference {ref.shape} and the anchor {q8.shape} differ in shape")
+            dref = np.zeros(q8.shape, np.int8) if ref_changes is None else np.asarray(ref_changes)
+            if dref.shape != q8.shape:
+                raise AcceleratorError(f"the change map {dref.shape} and the anchor {q8.shape} differ in shape")
+            groups = -(-q8.size // p.lanes)
+            words = np.zeros((3, groups * p.lanes), np.uint8)  # codes, reference, changes + 1
+            words[0, : q8.size] = q8.reshape(-1)
+            words[1, : q8.size] = ref.reshape(-1)
+            words[2, : q8.size] = (dref.reshape(-1).astype(np.int16) + 1).astype(np.uint8)
+            data = words.reshape(3, groups, p.lanes).transpose(1, 0, 2).tobytes()
+            changes = np.sign(codes.astype(np.int16) - ref.astype(np.int16)).astype(np.int8)
+        else:
+            data = q8.tobytes()
+            changes = np.zeros(q8.shape, np.int8)
+        yield _w(
+            "FLAGS",
+            pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref and not padded), TEMPORAL=int(temporal)),
+        )
+        yield _w("NBITS", n_bits)
+        yield _w("Z8", z8)
+        yield _w("ZN_REF", zn)
+        yield _w("WIDTH", w)
+        yield _w("CHANNELS", c)
+        yield _w("COUNT", q8.size)
+        out, cycles = yield from self._run("CTX", data, 2 * q8.size + 64)
+        bits = yield _r("BITS")
+        if len(out) != bits // 8:
+            raise AcceleratorError(f"CTX sent {len(out)} bytes but counted {bits // 8}")
+        if padded:  # the reference needs whole words per pixel: store a padded copy
+            if requant:
+                yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
+            else:
+                yield from self.load_reference(codes, zn_ref=zn)
+        self.last_cycles = int(cycles)
+        return CtxResult(bytes(out), changes, int(cycles))
 
     def load_reference(self, codes, zn_ref=0):
         """Write an anchor's N-bit codes (channel-last) into the on-chip reference (channels
@@ -508,6 +593,7 @@ _OPERATIONS = (
     "load_table",
     "encode",
     "encode_anchor",
+    "ctx_anchor",
     "requantize",
     "load_reference",
     "motion",

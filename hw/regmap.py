@@ -45,6 +45,9 @@ class Params:
         multiple of it).
     band_blocks : int
         BAND_MOTION: blocks of a map whose TSS state (centre, best cost) is kept on chip.
+    line_elements : int
+        CTX: entries of the anchor coder's row buffer (the code and change of each element
+        of a row: W x C at most this; a power of two).
     """
 
     ref_bytes: int = 256 * 1024
@@ -52,6 +55,7 @@ class Params:
     max_alphabet: int = 256
     band_bytes: int = 32
     band_blocks: int = 1024
+    line_elements: int = 16384
 
     def __post_init__(self):
         for name in ("ref_bytes", "block_bytes"):
@@ -63,6 +67,8 @@ class Params:
             raise ValueError(f"band_bytes must be lanes times a power of two, not {self.band_bytes}")
         if self.band_blocks < 1 or self.band_blocks & (self.band_blocks - 1):
             raise ValueError(f"band_blocks must be a power of two, not {self.band_blocks}")
+        if self.line_elements < 1 or self.line_elements & (self.line_elements - 1):
+            raise ValueError(f"line_elements must be a power of two, not {self.line_elements}")
         if self.max_alphabet != 256:
             raise ValueError(f"max_alphabet must be 256 (N up to 8), not {self.max_alphabet}")
 
@@ -124,6 +130,13 @@ MODES = {
         "reference band's N-bit codes then the current blocks (BAND stream order) -> one "
         "record per block, as MOTION",
     ),
+    "CTX": (
+        5,
+        "COUNT quint8 codes (FLAGS.REQUANT; else N-bit codes), with FLAGS.TEMPORAL each word of them followed "
+        "by the reference's word of N-bit codes and its word of changes (D_R + 1, one byte each) -> the "
+        "anchor's ctx section (docs/bitstream.md 6.2.3: intra, or temporal against that reference); BITS = "
+        "8 x its bytes; the codes kept as reference if STORE_REF",
+    ),
 }
 
 
@@ -182,6 +195,7 @@ REGISTERS: tuple[Register, ...] = (
         ("LANES", 0, 5, "bytes per stream word / SAD lanes"),
         ("REF_LOG2", 8, 5, "log2 of the on-chip reference capacity in bytes"),
         ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes"),
+        ("LINE_LOG2", 24, 5, "log2 of the CTX coder's row buffer in elements (0: no CTX)"),
     ),
     _r(
         "CTRL",
@@ -189,7 +203,7 @@ REGISTERS: tuple[Register, ...] = (
         "wo",
         "Write START=1 to run the configured MODE (ignored while BUSY)",
         ("START", 0, 1, "start an operation"),
-        ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4"),
+        ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4, CTX=5"),
     ),
     _r(
         "STATUS",
@@ -203,14 +217,20 @@ REGISTERS: tuple[Register, ...] = (
         "FLAGS",
         0x10,
         "rw",
-        "Options of ENCODE and REQUANT",
+        "Options of ENCODE, REQUANT and CTX",
         (
             "REQUANT",
             0,
             1,
-            "ENCODE: requantize the input (quint8 -> N bits) before coding; 0: the input bytes are the symbols",
+            "ENCODE/CTX: requantize the input (quint8 -> N bits) before coding; 0: the input bytes are the symbols",
         ),
-        ("STORE_REF", 1, 1, "ENCODE/REQUANT: also write the N-bit codes into the on-chip reference"),
+        ("STORE_REF", 1, 1, "ENCODE/REQUANT/CTX: also write the N-bit codes into the on-chip reference"),
+        (
+            "TEMPORAL",
+            2,
+            1,
+            "CTX: a temporal anchor (mode 1 of 6.2.3), the reference's codes and changes interleaved in the input",
+        ),
     ),
     _r("NBITS", 0x14, "rw", "N, bits per requantized code (2..8)", ("N", 0, 4, "")),
     _r(
@@ -220,11 +240,29 @@ REGISTERS: tuple[Register, ...] = (
         "quint8 zero point of the input frame (requantizer and MOTION's current frame)",
         ("Z8", 0, 8, ""),
     ),
-    _r("ZN_REF", 0x1C, "rw", "z_N of the reference (anchor) codes, for MOTION (may equal 2^N)", ("ZN", 0, 9, "")),
-    _r("COUNT", 0x20, "rw", "Symbols (elements) in the input of ENCODE / REQUANT / LOAD_REF", ("COUNT", 0, 26, "")),
-    _r("WIDTH", 0x24, "rw", "Map width W (MOTION)", ("W", 0, 10, "")),
+    _r(
+        "ZN_REF",
+        0x1C,
+        "rw",
+        "z_N of the reference (anchor) codes, for MOTION, and of the anchor's codes for CTX (may equal 2^N)",
+        ("ZN", 0, 9, ""),
+    ),
+    _r(
+        "COUNT",
+        0x20,
+        "rw",
+        "Symbols (elements) in the input of ENCODE / REQUANT / LOAD_REF / CTX",
+        ("COUNT", 0, 26, ""),
+    ),
+    _r("WIDTH", 0x24, "rw", "Map width W (MOTION, CTX)", ("W", 0, 10, "")),
     _r("HEIGHT", 0x28, "rw", "Map height H (MOTION)", ("H", 0, 10, "")),
-    _r("CHANNELS", 0x2C, "rw", "Map channels C (MOTION; a multiple of LANES)", ("C", 0, 12, "")),
+    _r(
+        "CHANNELS",
+        0x2C,
+        "rw",
+        "Map channels C (MOTION: a multiple of LANES; CTX: W x C at most the build's line buffer)",
+        ("C", 0, 12, ""),
+    ),
     _r("BLOCK", 0x30, "rw", "Block size B (MOTION)", ("B", 0, 7, "")),
     _r("SEARCH", 0x34, "rw", "Search range p in {3, 7, 15} (MOTION)", ("P", 0, 4, "")),
     _r(
@@ -244,7 +282,13 @@ REGISTERS: tuple[Register, ...] = (
     ),
     _r("HIST_INDEX", 0x40, "rw", "Symbol whose count HIST_DATA reads", ("INDEX", 0, 8, "")),
     _r("HIST_DATA", 0x44, "ro", "Count of symbol HIST_INDEX in the last ENCODE", ("COUNT", 0, 32, "")),
-    _r("BITS", 0x48, "ro", "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8))", ("BITS", 0, 32, "")),
+    _r(
+        "BITS",
+        0x48,
+        "ro",
+        "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8)); CTX: 8 x the section's bytes",
+        ("BITS", 0, 32, ""),
+    ),
     _r("CYCLES", 0x4C, "ro", "Clock cycles from START to DONE of the last operation", ("CYCLES", 0, 32, "")),
     _r(
         "BAND_PARAMS",
@@ -315,6 +359,9 @@ STREAM_FORMATS = {
         "channels: the reference's N-bit codes of rows max(0, y_g - p) .. min(H, y_e + p) - 1, all columns, "
         "channels j*Cs .. j*Cs + Cs - 1 (row, column, channel fastest), then the current frame's blocks of "
         "the group in block order with the slice's channels (each block row bw*Cs bytes). "
+        "CTX: COUNT bytes in element order as ENCODE; with FLAGS.TEMPORAL in groups of three words per "
+        "LANES elements: the anchor's codes, the reference's N-bit codes of the same elements, their "
+        "changes D_R + 1 (0, 1, 2; one byte each), the last group's words padded. "
         "TLAST on the input is ignored (the counts rule)."
     ),
     "output": (
@@ -322,7 +369,8 @@ STREAM_FORMATS = {
         "on the last word of every operation. ENCODE: the Huffman section's bytes (bits MSB first, bytes "
         "filled from bit 7 down, the last byte zero-padded; BITS gives the exact bit count). REQUANT: COUNT "
         "N-bit codes, one byte each. LOAD_REF: one word of zeros with TKEEP=0 (so that every operation ends "
-        "with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see MOTION_RECORD)."
+        "with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see MOTION_RECORD). "
+        "CTX: the ctx section's bytes (docs/bitstream.md 6.2), BITS / 8 of them."
     ),
 }
 
@@ -366,6 +414,7 @@ def address_map(params: Params = DEFAULT) -> dict:
             "block_bytes": params.block_bytes,
             "band_bytes": params.band_bytes,
             "band_blocks": params.band_blocks,
+            "line_elements": params.line_elements,
         },
         "registers": [
             {

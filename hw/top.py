@@ -9,6 +9,17 @@ fails elaboration). Data path per mode::
                             +--> reference RAM (STORE_REF, LOAD_REF)
     s_axis -> MotionEstimator (reference RAM, block buffer) -> records -> m_axis            MOTION
     s_axis -> BandMotion (the same RAMs: band, partial costs; state RAM) -> records -> m_axis BAND_MOTION
+    s_axis -> Requantizer -> element serializer (x; p, t from the input's reference words)
+              -> AnchorCoder (row buffer, context table) -> byte packer -> m_axis       CTX
+                            +--> reference RAM (STORE_REF: the codes)
+
+CTX (a ``ctx`` anchor section, docs/bitstream.md 6.2.3, in one pass): the requantizer makes
+the N-bit codes of each word; with FLAGS.TEMPORAL each such word is followed on the input
+by the reference's word of codes and its word of changes (D_R + 1 a byte), which pass the
+requantizer unchanged (its bypass is taken per word). The three words of a group meet in
+staging registers, the element serializer gives :class:`~temposplit.hw.range_coder.AnchorCoder`
+one element (x, p, t) per cycle, and its bytes are packed into stream words (TKEEP,
+TLAST on the section's last byte).
 
 Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
 what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
@@ -24,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 from temposplit.hw import regmap
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
+from temposplit.hw.range_coder import AnchorCoder
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 
@@ -92,6 +104,7 @@ class Accelerator(wiring.Component):
         m.submodules.ser = ser = Serializer(L)
         m.submodules.enc = enc = HuffmanEncoder(L)
         m.submodules.me = me = MotionEstimator(P)
+        m.submodules.ctx = ctx = AnchorCoder(P.line_elements)
 
         # ------------------------------------------------------------ register file
         rw = {r.name: Signal(r.width, name=f"reg_{r.name.lower()}") for r in regmap.REGISTERS if r.access == "rw"}
@@ -103,7 +116,11 @@ class Accelerator(wiring.Component):
             "ID": Const(regmap.ID_MAGIC, 32),
             "PARAMS": Const(
                 regmap.pack(
-                    "PARAMS", LANES=L, REF_LOG2=P.ref_bytes.bit_length() - 1, BLOCK_LOG2=P.block_bytes.bit_length() - 1
+                    "PARAMS",
+                    LANES=L,
+                    REF_LOG2=P.ref_bytes.bit_length() - 1,
+                    BLOCK_LOG2=P.block_bytes.bit_length() - 1,
+                    LINE_LOG2=P.line_elements.bit_length() - 1,
                 ),
                 32,
             ),
@@ -174,7 +191,6 @@ class Accelerator(wiring.Component):
             enc.table_code.eq(wdata[0:15]),
             enc.table_length.eq(wdata[16:20]),
             enc.hist_addr.eq(rw["HIST_INDEX"]),
-            bits.eq(enc.bits),
         ]
 
         # ------------------------------------------------------------ control
@@ -187,6 +203,12 @@ class Accelerator(wiring.Component):
         last_nbytes = Signal(5)
         ref_ptr = Signal(range(P.ref_words))
         empty_pending = Signal()
+        # CTX: the input word's and the requantizer's output word's place in a temporal
+        # group (0: the anchor's codes, 1: the reference's codes, 2: its changes)
+        in_phase = Signal(2)
+        out_phase = Signal(2)
+        ctx_bytes = Signal(29)
+        m.d.comb += bits.eq(Mux(mode == modes["CTX"], Cat(Const(0, 3), ctx_bytes), enc.bits))
         with m.If(start):
             m.d.sync += [
                 mode.eq(wdata[ctrl.field("MODE").lsb :][: len(mode)]),
@@ -197,6 +219,9 @@ class Accelerator(wiring.Component):
                 last_nbytes.eq(((count - 1) & (L - 1)) + 1),
                 ref_ptr.eq(0),
                 empty_pending.eq(0),
+                in_phase.eq(0),
+                out_phase.eq(0),
+                ctx_bytes.eq(0),
             ]
         with m.Elif(busy):
             m.d.sync += cycles.eq(cycles + 1)
@@ -213,10 +238,18 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------ configuration
         store_ref = fld("FLAGS", "STORE_REF")
+        is_ctx = Signal()
+        temporal = Signal()  # CTX with the reference's words in the input
+        m.d.comb += [is_ctx.eq(mode == modes["CTX"]), temporal.eq(is_ctx & fld("FLAGS", "TEMPORAL"))]
         m.d.comb += [
             rq.n_bits.eq(rw["NBITS"]),
             rq.z8.eq(rw["Z8"]),
-            rq.bypass.eq((mode == modes["LOAD_REF"]) | ((mode == modes["ENCODE"]) & ~fld("FLAGS", "REQUANT"))),
+            # (taken per word: a temporal group's reference words pass unchanged)
+            rq.bypass.eq(
+                (mode == modes["LOAD_REF"])
+                | (((mode == modes["ENCODE"]) | is_ctx) & ~fld("FLAGS", "REQUANT"))
+                | (temporal & (in_phase != 0))
+            ),
             me.width.eq(rw["WIDTH"]),
             me.height.eq(rw["HEIGHT"]),
             me.channels.eq(rw["CHANNELS"]),
@@ -228,6 +261,11 @@ class Accelerator(wiring.Component):
             me.band.eq(mode == modes["BAND_MOTION"]),
             me.band_slice.eq(rw["BAND_SLICE"]),
             me.band_group.eq(rw["BAND_GROUP"]),
+            ctx.width.eq(rw["WIDTH"]),
+            ctx.channels.eq(rw["CHANNELS"]),
+            ctx.n_bits.eq(rw["NBITS"]),
+            ctx.z_n.eq(rw["ZN_REF"]),
+            ctx.temporal.eq(temporal),
         ]
 
         # ------------------------------------------------------------ input side
@@ -243,21 +281,117 @@ class Accelerator(wiring.Component):
             sa.tready.eq(Mux(searching, me.cur.ready & busy, rq.i.ready & coded)),
         ]
         with m.If(rq.i.valid & rq.i.ready):
-            m.d.sync += words_left.eq(words_left - 1)
+            with m.If(temporal):  # a group is three words: its codes, the reference's, the changes
+                m.d.sync += in_phase.eq(Mux(in_phase == 2, 0, in_phase + 1))
+                with m.If(in_phase == 2):
+                    m.d.sync += words_left.eq(words_left - 1)
+            with m.Else():
+                m.d.sync += words_left.eq(words_left - 1)
 
         # The reference tap: N-bit codes into the estimator's RAM as they pass (through a
         # register: the take ends the stream's ready chain).
         rq_take = Signal()
         ref_we = Signal()
         ref_data = Signal(8 * L)
-        m.d.comb += rq_take.eq(rq.o.valid & rq.o.ready)
-        m.d.sync += [ref_we.eq(rq_take & ((mode == modes["LOAD_REF"]) | store_ref)), ref_data.eq(rq.o.p.data)]
+        code_word = Signal()  # the requantizer's output word is codes (not a temporal group's reference words)
+        m.d.comb += [rq_take.eq(rq.o.valid & rq.o.ready), code_word.eq(~temporal | (out_phase == 0))]
+        m.d.sync += [
+            ref_we.eq(rq_take & code_word & ((mode == modes["LOAD_REF"]) | store_ref)),
+            ref_data.eq(rq.o.p.data),
+        ]
         m.d.comb += [me.ref_we.eq(ref_we), me.ref_addr.eq(ref_ptr), me.ref_data.eq(ref_data)]
         with m.If(ref_we):
             m.d.sync += ref_ptr.eq(ref_ptr + 1)
 
-        # ------------------------------------------------------------ output side
         ma = self.m_axis
+        ma_ready_ctx = Signal()  # the output takes the packer's word (CTX)
+        m.d.comb += ma_ready_ctx.eq(ma.tready & is_ctx)
+
+        # ------------------------------------------------------------ CTX: elements in, bytes out
+        # A group's words meet in staging registers (the anchor's codes, the reference's);
+        # its last word (the changes; intra: the codes) moves the group into the element
+        # serializer when that is free, which gives the coder one element per cycle.
+        x_s = Signal(8 * L)
+        p_s = Signal(8 * L)
+        cur_x = Signal(8 * L)
+        cur_p = Signal(8 * L)
+        cur_t = Signal(2 * L)
+        cur_n = Signal(5)
+        cur_last = Signal()
+        cur_valid = Signal()
+        el = Signal(range(L))
+        el_end = Signal()
+        el_take = Signal()
+        cur_free = Signal()
+        final_word = Signal()  # the requantizer's output word completes a group
+        ctx_ready = Signal()  # the requantizer's output is taken in CTX
+        m.d.comb += [
+            el_end.eq(el + 1 >= cur_n),
+            ctx.i.valid.eq(cur_valid),
+            ctx.i.p.x.eq(cur_x.word_select(el, 8)),
+            ctx.i.p.p.eq(Mux(temporal, cur_p.word_select(el, 8), 0)),
+            ctx.i.p.t.eq(Mux(temporal, cur_t.word_select(el, 2), 1)),
+            ctx.i.p.last.eq(cur_last & el_end),
+            el_take.eq(ctx.i.valid & ctx.i.ready),
+            cur_free.eq(~cur_valid | (el_take & el_end)),
+            final_word.eq(~temporal | (out_phase == 2)),
+            ctx_ready.eq(Mux(final_word, cur_free, 1)),
+        ]
+        with m.If(el_take):
+            m.d.sync += el.eq(Mux(el_end, 0, el + 1))
+            with m.If(el_end):
+                m.d.sync += cur_valid.eq(0)
+        with m.If(is_ctx & rq_take):
+            with m.If(temporal):
+                m.d.sync += out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1))
+            with m.If(~final_word & (out_phase == 0)):
+                m.d.sync += x_s.eq(rq.o.p.data)
+            with m.If(~final_word & (out_phase == 1)):
+                m.d.sync += p_s.eq(rq.o.p.data)
+            with m.If(final_word):
+                m.d.sync += [
+                    cur_valid.eq(1),
+                    el.eq(0),
+                    cur_x.eq(Mux(temporal, x_s, rq.o.p.data)),
+                    cur_p.eq(p_s),
+                    cur_t.eq(Cat(*(rq.o.p.data.word_select(i, 8)[:2] for i in range(L)))),
+                    cur_n.eq(rq.o.p.nbytes),
+                    cur_last.eq(rq.o.p.last),
+                ]
+        # the byte packer: the coder's bytes into words, low byte first; a word goes out when
+        # full or at the section's last byte (TKEEP its bytes, TLAST)
+        acc = Signal(8 * L)
+        acc_n = Signal(range(L))
+        pk_valid = Signal()
+        pk_data = Signal(8 * L)
+        pk_keep = Signal(L)
+        pk_last = Signal()
+        b_take = Signal()
+        m.d.comb += [ctx.o.ready.eq(~pk_valid | ma_ready_ctx), b_take.eq(ctx.o.valid & ctx.o.ready)]
+        with m.If(pk_valid & ma_ready_ctx):
+            m.d.sync += pk_valid.eq(0)
+        with m.If(b_take):
+            m.d.sync += ctx_bytes.eq(ctx_bytes + 1)
+            with m.If((acc_n == L - 1) | ctx.o.p.last):
+                m.d.sync += [
+                    pk_valid.eq(1),
+                    pk_last.eq(ctx.o.p.last),
+                    acc.eq(0),
+                    acc_n.eq(0),
+                ]
+                for i in range(L):
+                    with m.If(acc_n == i):
+                        m.d.sync += [
+                            pk_data.eq(Cat(acc[: 8 * i], ctx.o.p.data)),
+                            pk_keep.eq((1 << (i + 1)) - 1),
+                        ]
+            with m.Else():
+                m.d.sync += acc_n.eq(acc_n + 1)
+                for i in range(L):
+                    with m.If(acc_n == i):
+                        m.d.sync += acc[8 * i : 8 * i + 8].eq(ctx.o.p.data)
+
+        # ------------------------------------------------------------ output side
         wiring.connect(m, rq.o, ser.i)  # overridden per mode below
         wiring.connect(m, ser.o, enc.i)
         with m.Switch(mode):
@@ -290,6 +424,15 @@ class Accelerator(wiring.Component):
                     m.d.sync += empty_pending.eq(1)
                 with m.If(ma.tvalid & ma.tready):
                     m.d.sync += empty_pending.eq(0)
+            with m.Case(modes["CTX"]):
+                m.d.comb += [
+                    ser.i.valid.eq(0),
+                    rq.o.ready.eq(ctx_ready),
+                    ma.tvalid.eq(pk_valid),
+                    ma.tdata.eq(pk_data),
+                    ma.tkeep.eq(pk_keep),
+                    ma.tlast.eq(pk_last),
+                ]
             with m.Case(modes["MOTION"], modes["BAND_MOTION"]):
                 m.d.comb += [
                     ser.i.valid.eq(0),

@@ -3,6 +3,8 @@ the synchronous bridge) as its engine makes the same packets as the software enc
 the one-pass anchor path (one ENCODE per anchor with the fabric's histogram and STORE_REF;
 no REQUANT, no LOAD_REF)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import stimulus
@@ -48,3 +50,43 @@ def test_rtl_encoder_matches_software(accel_build):
     # 2 anchors (the first a KEY: its own table, so a histogram pass first), 3 predicted
     # frames searched over the reference each anchor stored
     assert dict(engine.passes) == {"ENCODE": 3, "MOTION": 3}, engine.passes
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "features"
+
+
+def test_rtl_ctx_encoder_matches_software(accel_build):
+    """The recommended preset (coder ctx, chain, residuals, N = 5) with groups of 2 on real
+    SSD maps (the features.6 fixture, C = 8, and features.10, C = 33: its reference stored
+    padded): a KEY (intra) and two temporal anchors, each one CTX pass, byte-identical to
+    the software encoder; no ctx fallback."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.hw.backend import FabricEngine
+    from temposplit.hw.driver import Accelerator
+    from temposplit.hw.simbridge import BridgeTransport
+
+    for cut, extra in (("features.6", {}), ("features.10", {"REQUANT (padded reference)": 3})):
+        fx = np.load(FIXTURES / f"ssd-{cut}.npz")
+        codes, z8, scale = fx["codes_0"], int(fx["zero_point_0"]), float(fx["scale_0"])
+        frames = [[codes[i]] for i in (0, 1, 2, 1, 0)]
+        preset = dict(PRESETS["recommended"], structure="uni-2")
+        config = CodecConfig(tensors=[TensorSpec(cut, codes.shape[1:], scale, z8, block=4)], **preset)
+        assert config.coder == "ctx"
+        soft = Encoder(config)
+        with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
+            engine = FabricEngine(Accelerator(transport))
+            hard = Encoder(config, engine=engine)
+            soft.set_total_frames(len(frames))
+            hard.set_total_frames(len(frames))
+            s_out, h_out = soft.header_bytes(), hard.header_bytes()
+            for f in frames:
+                s_out += b"".join(p.to_bytes() for p in soft.push(f))
+                h_out += b"".join(p.to_bytes() for p in hard.push(f))
+            s_out += b"".join(p.to_bytes() for p in soft.flush())
+            h_out += b"".join(p.to_bytes() for p in hard.flush())
+        assert not engine.fallbacks, engine.fallbacks
+        assert h_out == s_out, cut
+        assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred", "anchor"]
+        # frames 0, 2, 4 are anchors (0 a KEY, intra; 2 and 4 temporal against the frame
+        # before), 1 and 3 predicted from them (their anchor's codes on chip: no LOAD_REF)
+        assert dict(engine.passes) == {"CTX": 3, "MOTION": 2, **extra}, engine.passes
