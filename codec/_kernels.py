@@ -158,6 +158,108 @@ def compensate_per_channel(ref, mvs, block):
     return out, -1
 
 
+@njit(cache=True, nogil=True)
+def _residual_cost(ref2, cur2, y0, x0, bh, bw, dy, dx, channels, rcost, bound):
+    """Sum of ``rcost[|cur - ref|]`` over a block (N-bit codes, all channels): the cost of
+    its residual with the vector (dy, dx); stops early once past ``bound``."""
+    total = 0
+    run = bw * channels
+    a0 = (x0 + dx) * channels
+    c0 = x0 * channels
+    for r in range(bh):
+        ra = ref2[y0 + dy + r, a0 : a0 + run]
+        rc = cur2[y0 + r, c0 : c0 + run]
+        for i in range(run):
+            total += rcost[abs(np.int64(rc[i]) - np.int64(ra[i]))]
+        if total >= bound:
+            return total
+    return total
+
+
+@njit(cache=True, nogil=True)
+def refine_shared(ref, cur, mvs, coded, block, p, radius, rcost, vcost):
+    """New vectors for the coded blocks: the candidate with the lowest residual cost
+    (``rcost`` indexed by |r|, r = cur - the displaced ``ref``, both N-bit codes (H, W, C))
+    plus vector cost (``vcost`` indexed by |component|). Candidates, in order: the given
+    vector (kept on ties), (0, 0), the left and the upper blocks' final vectors, then every
+    vector within ``radius`` of the given one; all inside +-p and the map. A block that is
+    not coded keeps its vector. Returns the new (nby, nbx, 2) vectors."""
+    height, width, channels = ref.shape
+    ref2 = ref.reshape(height, width * channels)
+    cur2 = cur.reshape(height, width * channels)
+    nby, nbx = mvs.shape[0], mvs.shape[1]
+    out = mvs.copy()
+    cy = np.zeros(4, np.int64)
+    cx = np.zeros(4, np.int64)
+    for by in range(nby):
+        y0 = by * block
+        bh = min(block, height - y0)
+        for bx in range(nbx):
+            if not coded[by, bx]:
+                continue
+            x0 = bx * block
+            bw = min(block, width - x0)
+            vy = np.int64(mvs[by, bx, 0])
+            vx = np.int64(mvs[by, bx, 1])
+            best = _residual_cost(ref2, cur2, y0, x0, bh, bw, vy, vx, channels, rcost, np.int64(1) << 62)
+            best += vcost[abs(vy)] + vcost[abs(vx)]
+            gy = vy
+            gx = vx
+            n = 1
+            cy[0] = 0
+            cx[0] = 0
+            if bx > 0:
+                cy[n] = out[by, bx - 1, 0]
+                cx[n] = out[by, bx - 1, 1]
+                n += 1
+            if by > 0:
+                cy[n] = out[by - 1, bx, 0]
+                cx[n] = out[by - 1, bx, 1]
+                n += 1
+            m = 2 * radius + 1
+            for j in range(n + m * m):
+                if j < n:
+                    dy = cy[j]
+                    dx = cx[j]
+                else:
+                    dy = gy - radius + (j - n) // m
+                    dx = gx - radius + (j - n) % m
+                if dy < -p or dy > p or dx < -p or dx > p:
+                    continue
+                if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
+                    continue
+                extra = vcost[abs(dy)] + vcost[abs(dx)]
+                if extra >= best:
+                    continue
+                c = _residual_cost(ref2, cur2, y0, x0, bh, bw, dy, dx, channels, rcost, best - extra) + extra
+                if c < best:
+                    best = c
+                    vy = dy
+                    vx = dx
+            out[by, bx, 0] = vy
+            out[by, bx, 1] = vx
+    return out
+
+
+@njit(cache=True, nogil=True)
+def refine_per_channel(ref, cur, mvs, coded, block, p, radius, rcost, vcost):
+    """:func:`refine_shared` on each channel alone (one vector per block and channel)."""
+    out = mvs.copy()
+    for ch in range(ref.shape[2]):
+        out[:, :, ch] = refine_shared(
+            ref[:, :, ch : ch + 1].copy(),
+            cur[:, :, ch : ch + 1].copy(),
+            mvs[:, :, ch].copy(),
+            coded,
+            block,
+            p,
+            radius,
+            rcost,
+            vcost,
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- bits
 # Bit order: fields are written MSB first, filling each byte from bit 7 down.
 # Kernels report errors as negative status codes; the Python layer raises.

@@ -75,12 +75,20 @@ class ResidualConfig:
     within the dead zone of the current frame for a fraction of the bits. A dead zone below
     one N-bit step (e.g. 4 at N <= 5) changes nothing. A block left with nothing to send is
     skipped. The decoder is the same.
+
+    ``refine_vectors``: after the decisions (taken with TSS's vectors), give each coded
+    block the vector under which its residual is cheapest to code (the zero vector, the
+    left and upper blocks' vectors, those within +-1 of TSS's; docs/bitstream.md, section
+    5). A coded block is rebuilt as the current codes whatever its vector, and a skipped
+    one keeps TSS's, so the reconstruction is the same, bit for bit, for fewer bytes. It
+    applies only where coded blocks are exact (no dead zone of one N-bit step or more).
     """
 
     mode: str = "threshold"
     threshold: float = 1.5
     lam: float = 4.0
     dead_zone: float = 0.0
+    refine_vectors: bool = False
 
     def __post_init__(self):
         if self.mode not in ("threshold", "rd"):
@@ -270,6 +278,23 @@ class SoftwareEngine:
 
 MV_PRIOR_SHIFT = 10
 RESIDUAL_PRIOR_SHIFT = 14
+
+# Vector refinement (ResidualConfig.refine_vectors): candidates within this of TSS's vector,
+# and the cost model, in 1/16 bit: a residual value r costs REFINE_NONZERO + REFINE_STEP * |r|
+# when r != 0 (zeros are free), a vector component v REFINE_VECTOR + REFINE_STEP * |v| when v != 0.
+REFINE_RADIUS = 1
+REFINE_NONZERO = 48
+REFINE_STEP = 16
+REFINE_VECTOR = 32
+
+
+def refine_costs(n_bits: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(residual cost by |r|, vector cost by |component|) for :func:`_kernels.refine_shared`."""
+    r = np.arange(1 << n_bits, dtype=np.int64)
+    v = np.arange(p + 1, dtype=np.int64)
+    rcost = np.where(r > 0, REFINE_NONZERO + REFINE_STEP * r, 0)
+    vcost = np.where(v > 0, REFINE_VECTOR + REFINE_STEP * v, 0)
+    return rcost, vcost
 
 
 class Encoder:
@@ -534,6 +559,8 @@ class Encoder:
                 activity = np.count_nonzero(q8 != t.zero_point) / q8.size
                 coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits, activity)
                 coded_total += int(coded.sum())
+                if self._refines(n_bits) and coded.any():
+                    mvs, compensated, residual = self._refine(t, r_n, cur_n, mvs, coded, n_bits)
             pt = PredTensor(mvs, coded, residual)
             if self.config.coder == "ctx":
                 nby, nbx = grid_shape(t.height, t.width, t.block)
@@ -561,6 +588,25 @@ class Encoder:
         self._record(packet, n_bits, ref_index, recon, mean_cost, coded_total)
         self.frames[-1].vectors = [pt.mvs for pt in tensors]
         return packet
+
+    def _refines(self, n_bits: int) -> bool:
+        """Whether coded blocks get refined vectors: asked for, and coded blocks are exact."""
+        cfg = self.config.residual
+        return cfg is not None and cfg.refine_vectors and cfg.dead_zone < (1 << (8 - n_bits))
+
+    def _refine(self, t: TensorInfo, ref_n, cur_n, mvs, coded, n_bits: int):
+        """Coded blocks' vectors chosen for the cost of their residual (ResidualConfig.refine_vectors).
+        Returns (vectors, motion-compensated prediction, residual values of the coded blocks);
+        the reconstruction is unchanged: coded blocks are the current codes, skipped ones keep
+        their vector."""
+        rcost, vcost = refine_costs(n_bits, self.config.search_range)
+        refine = K.refine_per_channel if self.config.per_channel else K.refine_shared
+        mvs = refine(ref_n, cur_n, mvs, coded, t.block, self.config.search_range, REFINE_RADIUS, rcost, vcost)
+        comp = K.compensate_per_channel if self.config.per_channel else K.compensate_shared
+        pred, bad = comp(ref_n, mvs, t.block)
+        assert bad < 0, "refinement produced an invalid vector"
+        diff = cur_n.astype(np.int32) - pred.astype(np.int32)
+        return mvs, pred, gather_blocks(diff, coded, t.block).astype(np.int32)
 
     def _residual_gain(self) -> float:
         """How much rate control scales the residual threshold (1 without rate control)."""

@@ -219,3 +219,59 @@ def motion_compensate(ref_codes: np.ndarray, mvs: np.ndarray, block: int) -> np.
             lane = slice(c, c + 1) if per_channel else slice(None)
             out[y0 : y0 + bh, x0 : x0 + bw, lane] = ref_codes[y0 + dy : y0 + dy + bh, x0 + dx : x0 + dx + bw, lane]
     return out
+
+
+def _coding_cost(ref, cur, y0, x0, bh, bw, dy, dx, rcost, vcost) -> int:
+    """A block's residual cost with the vector (dy, dx) plus the vector's (:func:`refine_vectors`)."""
+    r = cur[y0 : y0 + bh, x0 : x0 + bw] - ref[y0 + dy : y0 + dy + bh, x0 + dx : x0 + dx + bw]
+    return int(rcost[np.abs(r)].sum()) + int(vcost[abs(dy)] + vcost[abs(dx)])
+
+
+def refine_vectors(
+    ref_n: np.ndarray,
+    cur_n: np.ndarray,
+    mvs: np.ndarray,
+    coded: np.ndarray,
+    block: int,
+    p: int,
+    radius: int,
+    rcost: np.ndarray,
+    vcost: np.ndarray,
+) -> np.ndarray:
+    """Vectors for the coded blocks chosen for the cost of coding them, not for SAD
+    (encoder-side; the readable definition of :func:`temposplit.codec._kernels.refine_shared`).
+
+    ``ref_n``, ``cur_n``: the reference's and the current frame's N-bit codes (H, W, C);
+    ``mvs`` (nby, nbx, 2): the search's vectors; ``coded`` (nby, nbx): the blocks whose
+    residual is sent. A coded block's cost with vector v is the sum of ``rcost[|r|]`` over
+    its residual r = cur_N - ref_N displaced by v, plus ``vcost[|dy|] + vcost[|dx|]``.
+    Blocks in raster order; candidates in order: the given vector, (0, 0), the final
+    vectors of the blocks to the left and above, every vector within ``radius`` of the
+    given one (dy outer); a candidate must lie within +-p and keep the block in the map,
+    and replaces the best only when strictly cheaper. Blocks not coded keep their vector.
+    """
+    height, width, _ = ref_n.shape
+    ref = ref_n.astype(np.int64)
+    cur = cur_n.astype(np.int64)
+    out = mvs.copy()
+    for y0, x0, bh, bw in blocks(height, width, block):
+        by, bx = y0 // block, x0 // block
+        if not coded[by, bx]:
+            continue
+
+        gy, gx = int(mvs[by, bx, 0]), int(mvs[by, bx, 1])
+        candidates = [(0, 0)]
+        if bx > 0:
+            candidates.append(tuple(int(v) for v in out[by, bx - 1]))
+        if by > 0:
+            candidates.append(tuple(int(v) for v in out[by - 1, bx]))
+        candidates += [(gy + a, gx + b) for a in range(-radius, radius + 1) for b in range(-radius, radius + 1)]
+        best, best_v = _coding_cost(ref, cur, y0, x0, bh, bw, gy, gx, rcost, vcost), (gy, gx)
+        for dy, dx in candidates:
+            if max(abs(dy), abs(dx)) > p or not is_valid(y0, x0, bh, bw, dy, dx, height, width):
+                continue
+            c = _coding_cost(ref, cur, y0, x0, bh, bw, dy, dx, rcost, vcost)
+            if c < best:
+                best, best_v = c, (dy, dx)
+        out[by, bx] = best_v
+    return out
