@@ -95,6 +95,54 @@ def requant_cycles(count: int) -> int:
     return START_LATENCY + -(-count // LANES) + _rq.STAGES + 1
 
 
+# ----------------------------------------------------------------------------- CTX
+
+# A ctx anchor (CTX) codes one bin per cycle once its pipeline is full: from START the
+# first word's way through the requantizer (a temporal group's three words), the staging
+# register and the element serializer, the binarizer's four stages, its element FIFO and
+# bin stage, the range coder's eight stages; after the last bin the termination's three
+# cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL is that
+# overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
+CTX_FILL = 30
+CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
+
+
+def ctx_bins(codes, ref, n_bits: int, z_n: int) -> int:
+    """The bins of an anchor's ctx section (docs/bitstream.md 6.2.4): per element a zero
+    bin; a non-zero value's sign bin (unless its prediction is 0 or 2^N - 1), its unary
+    bins (min(m + 1, min(mmax, 14)) for magnitude m + 1 of a range mmax + 1) and, past 14,
+    its suffix (bit length of mmax - 14). ``ref``: a temporal anchor's reference codes (the
+    prediction), None for intra (the prediction z_N, clamped to 2^N - 1)."""
+    import numpy as np
+
+    top = (1 << n_bits) - 1
+    x = np.asarray(codes, np.int64).reshape(-1)
+    pred = np.full(x.shape, min(int(z_n), top), np.int64) if ref is None else np.asarray(ref, np.int64).reshape(-1)
+    nz = x != pred
+    m = np.abs(x - pred) - 1
+    mmax = np.where(x < pred, pred - 1, top - pred - 1)
+    has_sign = (pred != 0) & (pred != top)
+    unary_n = np.minimum(mmax, 14)
+    unary = np.minimum(m + 1, unary_n)
+    suffix_w = np.where(mmax > 14, np.ceil(np.log2(np.maximum(mmax - 14, 1) + 1)).astype(np.int64), 0)
+    suffix = np.where(m >= 14, suffix_w, 0)
+    return int(x.size + (nz * (has_sign + unary + suffix)).sum())
+
+
+# Bins per element of a ctx anchor for the table (the data decide: :func:`ctx_bins`): the
+# most measured on the SSD fixtures (tests/fixtures/features, every tensor's three frames,
+# intra then temporal against the frame before) at the recommended N = 5: intra 1.54-4.52
+# (features.10's 19x19x33 the most), temporal 1.15-1.58.
+CTX_BINS_INTRA = 4.52
+CTX_BINS_TEMPORAL = 1.58
+
+
+def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
+    """CTX of ``count`` elements coding ``bins`` bins (:func:`ctx_bins`), a source that
+    never starves (the input, three words per 8 elements when temporal, outruns the bins)."""
+    return CTX_FILL + (CTX_TEMPORAL_FILL if temporal else 0) + bins
+
+
 # ----------------------------------------------------------------------------- BAND_MOTION
 
 BAND_START_LATENCY = 0  # as START_LATENCY: the testbench's START to first word, last record to DONE
@@ -257,6 +305,10 @@ class Row:
     group_fps: float  # bi-3: one anchor and two predicted frames
     ddr_mb_per_frame: float  # DMA traffic of an average frame of the group
     ddr_mbps_at_30: float
+    # a ctx anchor (one CTX pass), intra (a KEY) at CTX_BINS_INTRA bins/element; 0: its row is
+    # over the CTX row buffer (software)
+    ctx_key_fps: float = 0.0
+    ctx_anchor_fps: float = 0.0  # ... temporal at CTX_BINS_TEMPORAL (the recommended preset's anchors)
 
     def fits(self) -> bool:
         return self.ddr_mbps_at_30 * 1e6 <= DMA_MM2S_BPS
@@ -272,6 +324,7 @@ def row(
     band_bytes=32,
     band_blocks=1024,
     block_bytes=32 * 1024,
+    line_elements=16384,
 ) -> Row:
     h, w, c = shape
     elements = h * w * c
@@ -308,6 +361,11 @@ def row(
     anchor_fps = CLOCK_HZ / anchor
     pred_fps = CLOCK_HZ / pred
     group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)
+    # a ctx anchor: one CTX pass, one bin per cycle (the input, three words per 8 elements
+    # when temporal, is well within the DMA's rate)
+    ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements)
+    ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True)
+    on_fabric = w * c <= line_elements
     return Row(
         name,
         shape,
@@ -321,6 +379,8 @@ def row(
         group_fps,
         traffic / 1e6,
         traffic * 30 / 1e6,
+        CLOCK_HZ / ctx_key if on_fabric else 0.0,
+        CLOCK_HZ / ctx_anchor if on_fabric else 0.0,
     )
 
 
@@ -328,10 +388,15 @@ def table(search=7, n_bits=4, ref_bytes=256 * 1024) -> list[Row]:
     return [row(n, s, b, search, n_bits, ref_bytes) for n, s, b in SSD_CUTS + R50_CUTS]
 
 
+def _fps(v: float) -> str:
+    return f"{v:.1f}" if v else "software"
+
+
 def format_table(rows: list[Row], search=7) -> str:
     head = (
         f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
-        f"{'anchor f/s':>10} {'KEY f/s':>8} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9}"
+        f"{'anchor f/s':>10} {'KEY f/s':>8} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9} "
+        f"{'ctx KEY f/s':>11} {'ctx anc f/s':>11}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -340,7 +405,8 @@ def format_table(rows: list[Row], search=7) -> str:
             f"{r.name:26} {f'{h}x{w}x{c}':>14} {r.block:>2} {r.design:28} {r.anchor_cycles:>11,} "
             f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {r.pred_fps:>9.1f} "
             f"{r.group_fps:>9.1f} "
-            f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f}"
+            f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f} "
+            f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11}"
         )
     lines.append(
         "A cycle model (counted state by state from the RTL's FSMs, with the RTL modules' own constants), "
@@ -348,7 +414,10 @@ def format_table(rows: list[Row], search=7) -> str:
         "ENCODE, BAND_MOTION on small maps); the path it counts is what `temposplit edge --backend "
         "rtl|pynq` runs: an anchor is one ENCODE pass (FLAGS.REQUANT, STORE_REF, the fabric's histogram), "
         "a KEY anchor (its own table) a histogram pass and the ENCODE pass, a predicted frame one MOTION "
-        "or BAND_MOTION."
+        "or BAND_MOTION; with the coder ctx (the recommended preset) an anchor is one CTX pass at one bin per "
+        f"cycle (sim/tb_accel.py::test_ctx_cycles), counted at {CTX_BINS_INTRA} bins/element for a KEY (intra) and "
+        f"{CTX_BINS_TEMPORAL} for a temporal anchor, the most measured on the SSD fixtures at N = 5; a map whose row "
+        "W x C is over the CTX row buffer (16,384) is coded in software."
     )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle; DMA limits "

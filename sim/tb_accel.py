@@ -471,3 +471,100 @@ async def test_band_reset_and_fixtures(dut):
         for n_bits, block, search in ((4, 4, 7), (6, 2, 3)):
             await check_band(tb, frames[0], z8, cur, z8, n_bits, block, search)
     tb.check_idle()
+
+
+# ----------------------------------------------------------------------------- CTX
+
+
+def ctx_golden(codes, refc, dref, n_bits, z_n):
+    """The software's ctx anchor section and change map (codec/ctx.py)."""
+    from temposplit.codec import ctx
+
+    return ctx.encode_anchor(codes, refc, dref, n_bits, z_n)
+
+
+@cocotb.test()
+async def test_ctx_anchor(dut):
+    """CTX through the driver: maps whose C is a multiple of the lanes or not and whose
+    size is not a whole number of words, N = 2..8, intra and temporal (the reference's
+    words interleaved), quint8 in (requantized) or N-bit codes in, random idle input and
+    back-pressure; each section and change map against codec/ctx.py, and the codes stored
+    (STORE_REF; padded by a REQUANT pass when C is not a multiple of the lanes) checked by
+    a MOTION against them."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = tb.rng
+    for (h, w, c), n_bits in (((5, 7, 8), 2), ((6, 5, 13), 4), ((9, 9, 33), 5), ((3, 4, 1), 8), ((1, 1, 1), 6)):
+        z8 = int(rng.integers(0, 256))
+        zn = zero_point_n(z8, n_bits)
+        a, b = stimulus.moving_pair(rng, h, w, c, z8, shift=(1, 0))
+        code_a, code_b = requantize(a, z8, n_bits), requantize(b, z8, n_bits)
+        # intra, quint8 in
+        res = await tb.accel.ctx_anchor(a, z8=z8, n_bits=n_bits)
+        want, changes = ctx_golden(code_a, None, None, n_bits, zn)
+        assert res.data == want, ("intra", (h, w, c), n_bits, _first_diff(res.data, want))
+        np.testing.assert_array_equal(res.changes, changes)
+        # temporal against a against code_a with a random change map, quint8 in, stored
+        dref = rng.integers(-1, 2, (h, w, c)).astype(np.int8)
+        res = await tb.accel.ctx_anchor(b, z8=z8, n_bits=n_bits, ref=code_a, ref_changes=dref)
+        want, changes = ctx_golden(code_b, code_a, dref, n_bits, zn)
+        assert res.data == want, ("temporal", (h, w, c), n_bits, _first_diff(res.data, want))
+        np.testing.assert_array_equal(res.changes, changes)
+        if h >= 2 and w >= 2:  # the stored reference is code_b: a MOTION against it
+            cur = stimulus.moving_pair(rng, h, w, c, z8, shift=(0, 1))[1]
+            mvs, costs = await tb.accel.motion(cur, z8=z8, n_bits=n_bits, zn_ref=zn, block=2, search=3)
+            g_mvs, g_costs = three_step_search(centred(code_b, z8, n_bits), cur.astype(np.int16) - np.int16(z8), 2, 3)
+            np.testing.assert_array_equal(mvs, g_mvs)
+            np.testing.assert_array_equal(costs, g_costs)
+        # temporal, N-bit codes in (FLAGS.REQUANT off), not stored
+        res = await tb.accel.ctx_anchor(
+            code_b, z8=z8, n_bits=n_bits, ref=code_a, ref_changes=dref, requant=False, store_ref=False
+        )
+        assert res.data == want, ("temporal, codes in", (h, w, c), n_bits)
+    tb.check_idle()
+
+
+def ctx_fixture_frames():
+    """(name, H x W x C quint8 frames, z8) of the SSD fixtures that the default build's row
+    buffer holds (features.6 and .10: C = 8 and 33)."""
+    for fx in stimulus.fixtures():
+        if fx["name"].split(":")[0] in ("ssd-features.6", "ssd-features.10"):
+            yield fx["name"], fx["frames"], fx["zero_point"]
+
+
+@cocotb.test()
+async def test_ctx_cycles(dut):
+    """CTX's CYCLES against the cycle model (one bin per cycle after the pipeline's fill),
+    a source that never starves and no back-pressure: the SSD fixtures' frames, intra then
+    temporal against the frame before, N = 5."""
+    tb = TB(dut, stalls=False)
+    await tb.reset()
+    n_bits = 5
+    seen = 0
+    misses = []
+    for name, frames, z8 in ctx_fixture_frames():
+        zn = zero_point_n(z8, n_bits)
+        prev = dprev = None
+        for q8 in frames:
+            codes = requantize(q8, z8, n_bits)
+            res = await tb.accel.ctx_anchor(q8, z8=z8, n_bits=n_bits, ref=prev, ref_changes=dprev)
+            want, changes = ctx_golden(codes, prev, dprev, n_bits, zn)
+            assert res.data == want, name
+            bins = cyclemodel.ctx_bins(codes, prev, n_bits, zn)
+            model = cyclemodel.ctx_cycles(bins, q8.size, temporal=prev is not None)
+            tb.log.info(
+                "ctx %s %s %s: %d bins, %d cycles (model %d), %.4f bins/cycle",
+                name,
+                q8.shape,
+                "temporal" if prev is not None else "intra",
+                bins,
+                res.cycles,
+                model,
+                bins / res.cycles,
+            )
+            misses += [(name, prev is not None, res.cycles, model)] if abs(res.cycles - model) > 2 else []
+            prev, dprev = codes, changes
+            seen += 1
+    assert seen >= 6, "the SSD fixtures are missing"
+    assert not misses, f"CTX's cycles (tensor, temporal, CYCLES, model) off the cycle model: {misses}"
+    tb.check_idle()

@@ -15,6 +15,8 @@ TESTS = [
     "test_reset_midstream",
     "test_group_through_driver",
     "test_fixtures",
+    "test_ctx_anchor",
+    "test_ctx_cycles",
 ]
 
 

@@ -34,3 +34,46 @@ def test_bench_fabric_prints_json(capsys):
     assert main(["bench", "fabric", "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {d["name"] for d in lines} >= {"ssd features[13]", "r50 layer4"}
+
+
+def test_ctx_bins_match_the_reference_coder():
+    """The cycle model's bin count of a ctx anchor is the number of bins
+    codec/ctx_reference.py codes: N = 2..8, z_N at the edges (0, 2^N - 1, 2^N), intra and
+    temporal, maps with large magnitudes (suffix bins)."""
+    import numpy as np
+
+    from temposplit.codec import ctx_reference as ref
+
+    count = [0]
+    original = ref.RangeEncoder.bit
+
+    def counted(self, ctx, b):
+        count[0] += 1
+        return original(self, ctx, b)
+
+    rng = np.random.default_rng(3)
+    ref.RangeEncoder.bit = counted
+    try:
+        for n in (2, 4, 5, 8):
+            top = (1 << n) - 1
+            for z in (0, 3, top, top + 1):
+                codes = rng.integers(0, top + 1, (3, 4, 5)).astype(np.uint8)
+                refc = rng.integers(0, top + 1, (3, 4, 5)).astype(np.uint8)
+                dref = rng.integers(-1, 2, (3, 4, 5)).astype(np.int8)
+                for r, d in ((None, None), (refc, dref)):
+                    count[0] = 0
+                    ref.encode_anchor(codes, r, d, n, z)
+                    assert cyclemodel.ctx_bins(codes, r, n, z) == count[0], (n, z, r is None)
+    finally:
+        ref.RangeEncoder.bit = original
+
+
+def test_ctx_rows():
+    rows = {r.name: r for r in cyclemodel.table()}
+    r = rows["ssd features[10]"]
+    elements = 19 * 19 * 64
+    assert r.ctx_anchor_fps == cyclemodel.CLOCK_HZ / (
+        cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL + int(elements * cyclemodel.CTX_BINS_TEMPORAL)
+    )
+    assert r.ctx_key_fps < r.ctx_anchor_fps
+    assert rows["r50 layer4"].ctx_key_fps == 0.0  # a row of 34 x 2048 is over the row buffer: software
