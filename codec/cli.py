@@ -71,6 +71,13 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="drop residual values up to this size, in 8-bit steps (default 0: rebuild coded blocks exactly)",
     )
+    p.add_argument(
+        "--refine-vectors",
+        action="store_true",
+        default=None,
+        help="give coded residual blocks the vector their residual is cheapest with (encoder only; "
+        "same reconstruction; docs/bitstream.md, Measured compression of ctx)",
+    )
     p.add_argument("--reference", choices=["anchor", "chain"], default=None, help="what predicted frames use")
     p.add_argument("--refresh", type=float, default=None, help="make a frame an anchor above this mean TSS cost")
     p.add_argument("--rate", type=float, default=None, help="target MB/s at --fps: rate control picks N and g")
@@ -100,7 +107,12 @@ def config_from_args(args, tensors):
         threshold = args.residual_threshold
         if threshold is None:
             threshold = preset.threshold if preset is not None else 1.5
-        kwargs["residual"] = ResidualConfig(mode=mode, threshold=threshold, lam=args.lam, dead_zone=args.dead_zone)
+        refine = getattr(args, "refine_vectors", None)
+        if refine is None:
+            refine = preset.refine_vectors if preset is not None else False
+        kwargs["residual"] = ResidualConfig(
+            mode=mode, threshold=threshold, lam=args.lam, dead_zone=args.dead_zone, refine_vectors=refine
+        )
     return CodecConfig(
         tensors=tensors,
         search_range=args.search_range,

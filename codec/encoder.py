@@ -282,10 +282,13 @@ RESIDUAL_PRIOR_SHIFT = 14
 # Vector refinement (ResidualConfig.refine_vectors): candidates within this of TSS's vector,
 # and the cost model, in 1/16 bit: a residual value r costs REFINE_NONZERO + REFINE_STEP * |r|
 # when r != 0 (zeros are free), a vector component v REFINE_VECTOR + REFINE_STEP * |v| when v != 0.
+# The heavy vector weight was the best of the weights tried on cup's and Megamind's features.6
+# and .10 (docs/bitstream.md, Measured compression of ctx): choosing for fewer non-zero
+# residuals alone gained nothing there; what gains is a coded block leaving a moving vector.
 REFINE_RADIUS = 1
-REFINE_NONZERO = 48
+REFINE_NONZERO = 16
 REFINE_STEP = 16
-REFINE_VECTOR = 32
+REFINE_VECTOR = 400
 
 
 def refine_costs(n_bits: int, p: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,38 @@ def test_options_keep_the_presets_residual_threshold_unless_given():
     assert thesis.residual.threshold == 1.5
 
 
+def test_refine_vectors_flag_reaches_the_residual_config_and_keeps_the_reconstruction(tmp_path, feature_file):
+    import argparse
+    from dataclasses import replace
+
+    from temposplit.codec.cli import add_codec_options, config_from_args
+    from temposplit.codec.encoder import PRESETS, TensorSpec
+
+    parser = argparse.ArgumentParser()
+    add_codec_options(parser)
+    tensors = [TensorSpec("t", (4, 5, 5), 0.1, 3)]
+    assert config_from_args(parser.parse_args([]), tensors).residual.refine_vectors is False
+    assert config_from_args(parser.parse_args(["--refine-vectors"]), tensors).residual.refine_vectors is True
+    on = replace(PRESETS["recommended"]["residual"], refine_vectors=True)
+    original = PRESETS["recommended"]["residual"]
+    PRESETS["recommended"]["residual"] = on
+    try:  # a preset that refines keeps refining when the threshold is given
+        cfg = config_from_args(parser.parse_args(["--residual-threshold", "2"]), tensors)
+        assert cfg.residual.refine_vectors is True and cfg.residual.threshold == 2
+    finally:
+        PRESETS["recommended"]["residual"] = original
+    path, _ = feature_file
+    decoded = []
+    for extra in ([], ["--refine-vectors"]):
+        stream, out = tmp_path / f"s{len(extra)}.tsp", tmp_path / f"d{len(extra)}.npz"
+        options = ["--structure", "uni-4", "--residual-threshold", "0.2", *extra]
+        assert main(["encode", str(path), str(stream), *options]) == 0
+        assert main(["decode", str(stream), str(out)]) == 0
+        npz = np.load(out)
+        decoded.append([npz["codes/features.13"], npz["codes/x"]])
+    assert all((a == b).all() for a, b in zip(decoded[0], decoded[1], strict=True))
+
+
 def test_bad_input_gives_one_line_and_a_non_zero_exit(tmp_path, feature_file, capsys):
     path, _ = feature_file
     assert main(["encode", str(tmp_path / "missing.npz"), str(tmp_path / "s.tsp")]) == 2
