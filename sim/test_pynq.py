@@ -181,6 +181,37 @@ def test_edge_backend_pynq_matches_software(pynq_sim, monkeypatch):
     assert out[1] == out[0]
 
 
+def test_edge_backend_pynq_ctx_matches_software(pynq_sim, monkeypatch):
+    """The recommended preset (ctx anchors: one CTX pass each, intra then temporal) through
+    the board's driver and DMA: the same stream as the software encoder, no fallback."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.hw import backend
+
+    pynq, driver, folder = pynq_sim
+    monkeypatch.setenv(driver.OVERLAY_ENV, str(_overlay_files(folder)))
+    rng = np.random.default_rng(8)
+    z8 = 9
+    a, b = stimulus.moving_pair(rng, 10, 11, 12, z8, shift=(1, 0))
+    _, c = stimulus.moving_pair(rng, 10, 11, 12, z8, shift=(0, -1))
+    frames = [[np.ascontiguousarray(f.transpose(2, 0, 1))] for f in (a, b, c)]
+    config = CodecConfig(
+        tensors=[TensorSpec("t", (12, 10, 11), 0.05, z8, block=4)], **dict(PRESETS["recommended"], structure="uni-2")
+    )
+    soft = Encoder(config)
+    hard = backend.make_encoder("pynq", config)
+    out = []
+    for enc in (soft, hard):
+        enc.set_total_frames(len(frames))
+        s = enc.header_bytes()
+        for f in frames:
+            s += b"".join(pk.to_bytes() for pk in enc.push(f))
+        s += b"".join(pk.to_bytes() for pk in enc.flush())
+        out.append(s)
+    assert not hard.engine.fallbacks, hard.engine.fallbacks
+    assert hard.engine.passes["CTX"] == 2, hard.engine.passes
+    assert out[1] == out[0]
+
+
 def test_buffers_model_the_caches(pynq_sim):
     """The stand-in's own contract: the DMA sees only flushed data, the CPU only invalidated data."""
     pynq, _, _ = pynq_sim
