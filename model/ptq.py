@@ -21,6 +21,24 @@ model keeps its structure, so the export and the NumPy board M1 run it code for 
   the column's largest |weight|, ``lam`` normalising both), bounded so that ReLU6 still
   commutes (a channel that reaches 6 keeps ``s_i = 1``; one that does not may grow only
   up to 6).
+* :func:`equalize_streams` — range equalization of the residual streams: the linear
+  (no activation) tensors that the blocks' 1x1 projections write and the residual adds
+  carry (``features.1``'s 16 channels; blocks 2-3, 4-6, 7-10, 11-13, 14-16: 24, 32, 64,
+  96, 160; ``features.17``'s 320). One gain ``k_c`` per stream channel, shared by every
+  tensor of the stream (the skip connections carry a channel unchanged from block to
+  block): each projection writing the stream has its output row c (weights and bias)
+  multiplied by ``k_c``, each 1x1 convolution reading it (the next blocks' expansions,
+  ``features.18``) its input column c divided by it; the adds are linear, so the float
+  network is unchanged. ``k_c = min(K_MAX, min over the stream's tensors t of
+  min(hi_t / hi_tc, lo_t / lo_tc))`` (at least 1), ``hi_tc`` / ``lo_tc`` the channel's
+  largest / smallest value on the calibration set and ``hi_t`` / ``lo_t`` the tensor's:
+  each channel is widened until one of its tensors reaches that tensor's range, so the
+  per-tensor quint8 codes are shared by more of the channels. A stream whose last
+  tensor is an SSD cut tensor (``features.3``, ``.6``, ``.10``, ``.13``) is left alone:
+  M2 (the float model's, on the server) reads the cut tensor unscaled, and the gain
+  cannot be undone inside the int8 M1 without a layer after the last add
+  (``at_cuts=True`` scales those too, for measurement: the gains are then kept in
+  ``net.stream_gains`` and the cut tensor must be divided by them).
 * :func:`adaround` — AdaRound (Nagel et al., 2020): each convolution's rounding (down or
   up, per weight) learned on the calibration set to minimize the layer's output error;
   the float weights are then set to the chosen grid points ``code * s`` (``s = max |w| /
@@ -176,6 +194,103 @@ def equalize_depthwise_project(detector, net, frames) -> dict:
     return {"mean_factor": out}
 
 
+def residual_streams(net) -> list[dict]:
+    """The backbone's residual streams in order: ``blocks`` (the block indices whose
+    projections write it; all but the first add their input), ``readers`` (the 1x1
+    ConvActs that read it: the next blocks' expansions, or ``features.18``), ``last`` (the
+    stage whose output is the stream's last tensor)."""
+    from temposplit.model.ssd import ConvAct, InvertedResidual
+
+    feats = list(net.features)
+    streams = []
+    k = 1
+    while k < len(feats) and isinstance(feats[k], InvertedResidual):
+        blocks = [k]
+        while k + 1 < len(feats) and isinstance(feats[k + 1], InvertedResidual) and feats[k + 1].use_residual:
+            k += 1
+            blocks.append(k)
+        after = feats[k + 1] if k + 1 < len(feats) else None
+        readers = [feats[b].expand for b in blocks[1:]]
+        if isinstance(after, InvertedResidual):
+            readers.append(after.expand)
+        elif isinstance(after, ConvAct):
+            readers.append(after)
+        assert all(isinstance(r, ConvAct) and r.conv.kernel_size == (1, 1) for r in readers)
+        streams.append({"blocks": blocks, "readers": readers, "last": f"features.{k}"})
+        k += 1
+    return streams
+
+
+@torch.no_grad()
+def _stream_ranges(detector, net, frames, streams, batch_size: int = 8):
+    """Per stream, per tensor (each projection's output, each add's output): the channels'
+    smallest and largest values on the frames, (lo (C,), hi (C,))."""
+    ranges: dict[tuple[int, str], list] = {}
+    hooks = []
+
+    def hook(key):
+        def fn(m, inputs, out):
+            lo = out.transpose(0, 1).flatten(1).amin(1)
+            hi = out.transpose(0, 1).flatten(1).amax(1)
+            if key in ranges:
+                lo, hi = torch.minimum(ranges[key][0], lo), torch.maximum(ranges[key][1], hi)
+            ranges[key] = [lo, hi]
+
+        return fn
+
+    for i, stream in enumerate(streams):
+        for b in stream["blocks"]:
+            block = net.features[b]
+            hooks.append(block.project.register_forward_hook(hook((i, f"features.{b}.project"))))
+            if block.use_residual:
+                # FloatFunctional.add passes its sum through activation_post_process (an identity in float).
+                hooks.append(
+                    block.skip_add.activation_post_process.register_forward_hook(hook((i, f"features.{b}.add")))
+                )
+    try:
+        for s in range(0, len(frames), batch_size):
+            net(detector.preprocess(frames[s : s + batch_size]).tensor)
+    finally:
+        for h in hooks:
+            h.remove()
+    return ranges
+
+
+@torch.no_grad()
+def equalize_streams(detector, net, frames, at_cuts: bool = False) -> dict:
+    """Range equalization of the residual streams (see the module). Streams whose last
+    tensor is a cut tensor of the detector are left alone unless ``at_cuts``; the gains
+    applied are kept in ``net.stream_gains`` (the stream's last stage -> k (C,))."""
+    cut_stages = {c.stage for c in detector.cuts}
+    streams = [s for s in residual_streams(net) if at_cuts or s["last"] not in cut_stages]
+    ranges = _stream_ranges(detector, net, frames, streams)
+    gains = {}
+    report = {}
+    for i, stream in enumerate(streams):
+        k = None
+        for (j, _), (lo, hi) in ranges.items():
+            if j != i:
+                continue
+            lo_t, hi_t = float(lo.min()), float(hi.max())
+            inf = torch.full_like(hi, math.inf)
+            g = torch.minimum(
+                torch.where(hi > 0, hi_t / hi.clamp(min=1e-12), inf),
+                torch.where(lo < 0, lo_t / lo.clamp(max=-1e-12), inf),
+            )
+            k = g if k is None else torch.minimum(k, g)
+        k = torch.where(torch.isfinite(k), k, torch.ones_like(k)).clamp(min=1.0, max=K_MAX)
+        for b in stream["blocks"]:
+            proj = net.features[b].project.conv
+            proj.weight.mul_(k.reshape(-1, 1, 1, 1))
+            proj.bias.mul_(k)
+        for reader in stream["readers"]:
+            reader.conv.weight.div_(k.reshape(1, -1, 1, 1))
+        gains[stream["last"]] = k.clone()
+        report[stream["last"]] = round(float(k.log().mean().exp()), 3)
+    net.stream_gains = gains
+    return {"geo_mean_gain": report}
+
+
 def _h(v, zeta=1.1, gamma=-0.1):
     return torch.clamp(torch.sigmoid(v) * (zeta - gamma) + gamma, 0, 1)
 
@@ -275,11 +390,11 @@ def correct_bias(detector, net, frames, last: int = 18, wide=frozenset()) -> dic
 
 
 def apply(detector, net, frames, methods, log=None, wide=frozenset()) -> dict:
-    """Apply the named methods in the fixed order range equalization, CLE, AdaRound, bias
-    correction (each measured on the network the previous ones produced). ``wide``: the
+    """Apply the named methods in the fixed order range equalization, CLE, stream
+    equalization, AdaRound, bias correction (each measured on the network the previous ones produced). ``wide``: the
     convolutions that will keep int16 weights (:mod:`temposplit.model.wide`)."""
     report = {}
-    order = ("equalize", "cle", "adaround", "bias")
+    order = ("equalize", "cle", "streams", "adaround", "bias")
     for m in order:
         if m not in methods:
             continue
@@ -289,6 +404,8 @@ def apply(detector, net, frames, methods, log=None, wide=frozenset()) -> dict:
             report[m] = equalize_ranges(detector, net, frames)
         elif m == "cle":
             report[m] = equalize_depthwise_project(detector, net, frames)
+        elif m == "streams":
+            report[m] = equalize_streams(detector, net, frames)
         elif m == "adaround":
             report[m] = adaround(detector, net, frames, log=log, wide=wide)
         else:
@@ -312,4 +429,6 @@ __all__ = [
     "correct_bias",
     "equalize_depthwise_project",
     "equalize_ranges",
+    "equalize_streams",
+    "residual_streams",
 ]

@@ -96,7 +96,7 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
 # int16 weights (model/wide.py) for features.1's depthwise convolution, or for every depthwise one
 WIDE_METHODS = {"dw16-first": "first", "dw16": "all"}
-PTQ_METHODS = ("equalize", "cle", "adaround", "bias", *WIDE_METHODS)
+PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "bias", *WIDE_METHODS)
 DEFAULT_METHOD = "mse+equalize+cle+bias+dw16-first"  # chosen on the calibration set (docs/models.md)
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
 

@@ -31,6 +31,7 @@ def test_parse_method():
     assert parse_method("histogram") == ("histogram", ())
     assert parse_method("minmax+equalize+bias") == ("minmax", ("equalize", "bias"))
     assert parse_method("default+adaround") == (parse_method("default")[0], (*parse_method("default")[1], "adaround"))
+    assert parse_method("default+streams")[1][-1] == "streams"
     for bad in ("kmeans", "minmax+magic", "minmax+bias+bias", "histogram+dw16+dw16-first"):
         with pytest.raises(ConfigError):
             parse_method(bad)
@@ -57,6 +58,69 @@ def test_range_equalization_fills_the_relu6_range(ssd, calib):
     assert torch.all(after[unclipped] >= before[unclipped] - 1e-5)
     assert float(after[unclipped].mean()) > float(before[unclipped].mean())
     assert torch.all(after <= torch.maximum(before, torch.tensor(6.0)) + 1e-4)
+
+
+def test_residual_streams_follow_the_blocks(ssd):
+    streams = ptq.residual_streams(ssd.net)
+    assert [s["blocks"] for s in streams] == [[1], [2, 3], [4, 5, 6], [7, 8, 9, 10], [11, 12, 13], [14, 15, 16], [17]]
+    assert [len(s["readers"]) for s in streams] == [1, 2, 3, 4, 3, 3, 1]
+    assert streams[-1]["readers"] == [ssd.net.features[18]]
+    for s in streams:  # every reader reads the stream's channels
+        width = ssd.net.features[s["blocks"][0]].project.conv.out_channels
+        assert all(r.conv.in_channels == width for r in s["readers"])
+
+
+@pytest.mark.parametrize("at_cuts", [False, True])
+def test_stream_equalization_keeps_the_float_network_and_the_cut_tensors(ssd, calib, at_cuts):
+    from temposplit.model.split import Split
+
+    net = copy.deepcopy(ssd.net).eval()
+    ptq.equalize_streams(ssd, net, calib, at_cuts=at_cuts)
+    gains = net.stream_gains
+    scaled = {"features.3", "features.6", "features.10", "features.13"} & set(gains)
+    assert scaled == (set(gains) - {"features.1", "features.16", "features.17"} if at_cuts else set())
+    assert sum(int((k > 1).sum()) for k in gains.values()) > 50, "the method rescaled nothing"
+    assert ptq.check_equivalence(ssd, ssd.net, net, calib[:3]) < 1e-4
+    x = ssd.preprocess(calib[:3]).tensor
+    for cut in ssd.cuts:
+        with torch.no_grad():
+            ref = ssd.split(cut.name).m1(x)
+            got = Split(ssd, cut, net).m1(x)
+        for name, a, b in zip(cut_names(cut), ref, got, strict=True):
+            if name in gains:  # a scaled cut tensor: unscaled, it is the float one
+                assert not torch.allclose(a, b, atol=1e-3), name
+                b = b / gains[name].reshape(1, -1, 1, 1)
+            assert float((a - b).abs().max() / a.abs().max()) < 1e-4, (cut.name, name)
+
+
+def cut_names(cut):
+    return [t.name for t in cut.crossing]
+
+
+def test_stream_equalization_widens_channels_inside_each_tensor_range(ssd, calib):
+    """Every channel grows (k >= 1) without any stream tensor's range growing: each gain
+    stops where one of the channel's tensors reaches its tensor's range, or at K_MAX."""
+    net = copy.deepcopy(ssd.net).eval()
+    streams = ptq.residual_streams(ssd.net)
+    before = ptq._stream_ranges(ssd, ssd.net, calib, streams)
+    ptq.equalize_streams(ssd, net, calib, at_cuts=True)
+    after = ptq._stream_ranges(ssd, net, calib, ptq.residual_streams(net))
+    assert before.keys() == after.keys() and len(before) == 1 + 3 + 5 + 7 + 5 + 5 + 1
+    for i, s in enumerate(streams):
+        k = net.stream_gains[s["last"]]
+        assert torch.all(k >= 1) and torch.all(k <= ptq.K_MAX)
+        reached = torch.zeros_like(k, dtype=torch.bool)
+        live = torch.zeros_like(k, dtype=torch.bool)  # a channel that is 0 everywhere keeps k = 1
+        for (j, name), (lo, hi) in after.items():
+            if j != i:
+                continue
+            lo0, hi0 = before[(j, name)]
+            tol = 1e-4 * float(hi0.max() - lo0.min())
+            assert float(lo.min()) >= float(lo0.min()) - tol and float(hi.max()) <= float(hi0.max()) + tol, name
+            reached |= (hi >= float(hi.max()) - tol) | (lo <= float(lo.min()) + tol)
+            live |= (hi > 0) | (lo < 0)
+        assert torch.all(reached | (k >= ptq.K_MAX) | ~live), s["last"]
+        assert float(k.max()) > 1.2, s["last"]
 
 
 def test_adaround_weights_are_on_the_grid_and_keep_the_scales(ssd, calib):
