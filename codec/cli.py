@@ -40,7 +40,7 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=["recommended", "thesis"],
         default="recommended",
-        help="starting point: 'recommended' (uni-8, chain, residual, ctx, N=4; the default) or 'thesis' "
+        help="starting point: 'recommended' (uni-8, chain, residual over 4 steps, ctx, N=5; the default) or 'thesis' "
         "(bi-3, no residual, huffman, N=4); the options below override it",
     )
     p.add_argument("--bits", "-n", type=int, default=None, help="N, bits per anchor code (2..8)")
