@@ -344,6 +344,16 @@ class Encoder:
         follows the structure's rule exactly (otherwise it is settled at :meth:`flush`)."""
         self.total_frames = int(n)
 
+    def encode(self, frames: Sequence[Sequence[np.ndarray]]) -> bytes:
+        """A whole clip in one call: its length announced (:meth:`set_total_frames`), then the
+        stream header and every packet, in order."""
+        self.set_total_frames(len(frames))
+        parts = [self.header_bytes()]
+        for frame in frames:
+            parts += [p.to_bytes() for p in self.push(frame)]
+        parts += [p.to_bytes() for p in self.flush()]
+        return b"".join(parts)
+
     def request_key(self) -> list[Packet]:
         """A receiver lost state: end the current group (coding any frames it holds) and make
         the next frame a self-contained KEY anchor. Returns the packets of the frames held."""

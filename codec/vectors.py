@@ -51,12 +51,7 @@ def make_stream(options: dict) -> bytes:
     specs = [TensorSpec("a", SHAPES[0], 0.1, 12, 4), TensorSpec("b", SHAPES[1], 0.05, 0, 2)]
     enc = Encoder(CodecConfig(specs, model_id="vectors", cut_id="c", fps=10.0, **options))
     frames = stream_frames()
-    enc.set_total_frames(len(frames))
-    data = enc.header_bytes()
-    for f in frames:
-        data += b"".join(p.to_bytes() for p in enc.push(f))
-    data += b"".join(p.to_bytes() for p in enc.flush())
-    return data
+    return enc.encode(frames)
 
 
 def section_cases():

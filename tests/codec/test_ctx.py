@@ -133,12 +133,7 @@ def test_a_section_must_be_used_exactly(rng):
 
 def _stream(config, frames):
     enc = Encoder(config, keep_reconstruction=True)
-    enc.set_total_frames(len(frames))
-    data = enc.header_bytes()
-    for f in frames:
-        data += b"".join(p.to_bytes() for p in enc.push(f))
-    data += b"".join(p.to_bytes() for p in enc.flush())
-    return enc, data
+    return enc, enc.encode(frames)
 
 
 @pytest.mark.parametrize(

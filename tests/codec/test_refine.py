@@ -15,12 +15,7 @@ FIXTURES = "tests/fixtures/features"
 
 def _stream(config, frames):
     enc = Encoder(config, keep_reconstruction=True)
-    enc.set_total_frames(len(frames))
-    data = enc.header_bytes()
-    for f in frames:
-        data += b"".join(p.to_bytes() for p in enc.push(f))
-    data += b"".join(p.to_bytes() for p in enc.flush())
-    return enc, data
+    return enc, enc.encode(frames)
 
 
 def _both(specs, frames, refine_from=None, **options):
