@@ -98,6 +98,17 @@ def round_weights(w: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round(w / s), -128, 127) * s
 
 
+def _run_hooked(detector, net, frames, hooks, batch_size: int) -> None:
+    """Run the float network over the frames in batches, then remove the forward hooks
+    that collect what its caller measures (also when the run fails)."""
+    try:
+        for s in range(0, len(frames), batch_size):
+            net(detector.preprocess(frames[s : s + batch_size]).tensor)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 @torch.no_grad()
 def _collect(detector, net, frames, convs, want: str, batch_size: int = 8, seed: int = 0):
     """Per conv: ``max`` (largest pre-activation per output channel), ``mean`` (input channel
@@ -131,12 +142,7 @@ def _collect(detector, net, frames, convs, want: str, batch_size: int = 8, seed:
 
     for name, mod in convs:
         hooks.append(mod.conv.register_forward_hook(hook(name, mod)))
-    try:
-        for s in range(0, len(frames), batch_size):
-            net(detector.preprocess(frames[s : s + batch_size]).tensor)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(detector, net, frames, hooks, batch_size)
     return stats
 
 
@@ -247,12 +253,7 @@ def _stream_ranges(detector, net, frames, streams, batch_size: int = 8):
                 hooks.append(
                     block.skip_add.activation_post_process.register_forward_hook(hook((i, f"features.{b}.add")))
                 )
-    try:
-        for s in range(0, len(frames), batch_size):
-            net(detector.preprocess(frames[s : s + batch_size]).tensor)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(detector, net, frames, hooks, batch_size)
     return ranges
 
 
