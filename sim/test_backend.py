@@ -37,14 +37,7 @@ def test_rtl_encoder_matches_software(accel_build):
     with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
         engine = FabricEngine(Accelerator(transport))
         hard = Encoder(config, engine=engine)
-        soft.set_total_frames(len(frames))
-        hard.set_total_frames(len(frames))
-        s_out, h_out = soft.header_bytes(), hard.header_bytes()
-        for f in frames:
-            s_out += b"".join(p.to_bytes() for p in soft.push(f))
-            h_out += b"".join(p.to_bytes() for p in hard.push(f))
-        s_out += b"".join(p.to_bytes() for p in soft.flush())
-        h_out += b"".join(p.to_bytes() for p in hard.flush())
+        s_out, h_out = soft.encode(frames), hard.encode(frames)
     assert not engine.fallbacks, engine.fallbacks
     assert h_out == s_out
     # 2 anchors (the first a KEY: its own table, so a histogram pass first), 3 predicted
@@ -76,14 +69,7 @@ def test_rtl_ctx_encoder_matches_software(accel_build):
         with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
             engine = FabricEngine(Accelerator(transport))
             hard = Encoder(config, engine=engine)
-            soft.set_total_frames(len(frames))
-            hard.set_total_frames(len(frames))
-            s_out, h_out = soft.header_bytes(), hard.header_bytes()
-            for f in frames:
-                s_out += b"".join(p.to_bytes() for p in soft.push(f))
-                h_out += b"".join(p.to_bytes() for p in hard.push(f))
-            s_out += b"".join(p.to_bytes() for p in soft.flush())
-            h_out += b"".join(p.to_bytes() for p in hard.flush())
+            s_out, h_out = soft.encode(frames), hard.encode(frames)
         assert not engine.fallbacks, engine.fallbacks
         assert h_out == s_out, cut
         assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred", "anchor"]
