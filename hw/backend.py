@@ -102,8 +102,9 @@ class FabricEngine(SoftwareEngine):
         pending, self._pending = self._pending, None
         z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
         h, w, c = q_n.shape
-        if w * c > self.params.line_elements or not self.accel.ops.ctx:
-            self.fallbacks["ctx anchor over the row buffer"] += 1
+        if not self.accel.ops.ctx or w * c > self.params.line_elements:
+            reason = "no CTX in this build" if not self.accel.ops.ctx else "row over the CTX row buffer"
+            self.fallbacks[f"ctx anchor ({reason})"] += 1
             return super().ctx_anchor_section(tensor, q_n, ref, ref_changes, n_bits)
         requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
         src = pending[1] if requant else np.ascontiguousarray(q_n)
