@@ -48,6 +48,9 @@ class EncodeResult:
     cycles: int
 
 
+CTX_MAX_BYTES_PER_ELEMENT = 16  # the bound of a ctx section's bytes per element (ctx_anchor)
+
+
 @dataclass
 class CtxResult:
     data: bytes  # the anchor's ctx section (docs/bitstream.md 6.2.3)
@@ -445,7 +448,9 @@ class Operations:
         yield _w("WIDTH", w)
         yield _w("CHANNELS", c)
         yield _w("COUNT", q8.size)
-        out, cycles = yield from self._run("CTX", data, 2 * q8.size + 64)
+        # At most 16 context bins (7.3 bits each: no probability leaves 26..4070 of 4096) and
+        # 8 bypass bins a value: under 16 bytes an element, whatever the data.
+        out, cycles = yield from self._run("CTX", data, CTX_MAX_BYTES_PER_ELEMENT * q8.size + 64)
         bits = yield _r("BITS")
         if len(out) != bits // 8:
             raise AcceleratorError(f"CTX sent {len(out)} bytes but counted {bits // 8}")
