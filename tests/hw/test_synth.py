@@ -86,3 +86,43 @@ def test_engine_alone_has_a_register_on_every_port():
             assert nets["__".join(map(str, path))] in regs, path
         else:  # the top's output pin is a register
             assert "_".join(map(str, path)) in regs, path
+
+
+def test_nextpnr_routes_with_router2_unless_told():
+    """The top with the ctx coder did not route with router1 (nextpnr's default) in an
+    hour: the command names router2 unless router1 is asked for, and nothing else."""
+    from pathlib import Path
+
+    def router_of(cmd):
+        assert cmd.count("--router") == 1
+        return cmd[cmd.index("--router") + 1]
+
+    args = (Path("top.json"), Path("report.json"), Path("pnr.log"))
+    cmd = synth.nextpnr_command(*args)
+    assert router_of(cmd) == "router2"
+    assert cmd[cmd.index("--freq") + 1] == "100" and cmd[cmd.index("--json") + 1] == "top.json"
+    assert router_of(synth.nextpnr_command(*args, router="router1")) == "router1"
+    with pytest.raises(ValueError, match="router3"):
+        synth.nextpnr_command(*args, router="router3")
+
+
+def test_main_passes_the_router_through(tmp_path, monkeypatch):
+    """``--router`` reaches nextpnr; the report says which router gave the figure."""
+    seen = {}
+
+    def fake_run_timing(out, src, top, router):
+        seen["router"] = router
+        return synth.timing_report(
+            {"clock": "clk", "achieved_mhz": 101.0, "constraint_mhz": 100.0, "path_ns": 0.0, "path": [], "util": {}},
+            1.0,
+            router,
+        )
+
+    monkeypatch.setattr(synth, "run_timing", fake_run_timing)
+    monkeypatch.setattr(synth, "_yosys", lambda: "true")  # no synthesis: an empty stat
+    monkeypatch.setattr(synth, "parse_stat", lambda text: {"LUT2": 1})
+    assert synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router1"]) == 0
+    assert seen["router"] == "router1"
+    assert "router1; run 1 s" in (tmp_path / "utilization-xc7z020.txt").read_text()
+    with pytest.raises(SystemExit):
+        synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router3"])
