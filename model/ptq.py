@@ -55,6 +55,7 @@ All of them read the calibration frames only.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -66,6 +67,8 @@ HEADROOM = 1.25  # margin over the calibration maximum left for unseen content
 SAMPLES_PER_LAYER = 8192  # input positions per layer kept for AdaRound
 ADAROUND_ITERS = 600
 ADAROUND_LAST = 3  # up to features.3: where the sensitivity study finds the weight rounding error
+ADAROUND_Q_SAMPLES = 4096  # input positions per layer for adaround-q (every layer to features.18)
+ADAROUND_Q_ITERS = 300
 
 
 def backbone_convs(net: nn.Module, last: int = 18) -> list[tuple[str, nn.Module]]:
@@ -296,9 +299,21 @@ def _h(v, zeta=1.1, gamma=-0.1):
     return torch.clamp(torch.sigmoid(v) * (zeta - gamma) + gamma, 0, 1)
 
 
-def _adaround_layer(w: torch.Tensor, x: torch.Tensor, depthwise: bool, iters: int, seed: int) -> torch.Tensor:
+def _adaround_layer(
+    w: torch.Tensor,
+    x: torch.Tensor,
+    depthwise: bool,
+    iters: int,
+    seed: int,
+    target: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    act: bool = False,
+) -> torch.Tensor:
     """Learned rounding of one layer's weights (O, I, kh, kw) on input patches ``x``
-    (samples, I*kh*kw); returns the float weights on the grid."""
+    (samples, I*kh*kw); returns the float weights on the grid. The reconstruction target
+    is the float weights' output on ``x`` (linear, no bias), or ``target`` (samples, O):
+    then the rounded layer's output is ``x`` times the weights plus ``bias``, through
+    ReLU6 if ``act`` (the asymmetric reconstruction of :func:`adaround_quantized`)."""
     torch.manual_seed(seed)
     s = weight_grid(w)
     w_floor = torch.floor(w / s)
@@ -319,14 +334,22 @@ def _adaround_layer(w: torch.Tensor, x: torch.Tensor, depthwise: bool, iters: in
         def out(weights):
             return x @ weights.t()
 
-    target = out(wf)
+    if target is None:
+        target = out(wf)
+        layer = out
+    else:
+
+        def layer(weights):
+            y = out(weights) + bias
+            return y.clamp(0.0, 6.0) if act else y
+
     opt = torch.optim.Adam([v], lr=1e-2)
     norm = float(target.pow(2).mean()) + 1e-12
     for it in range(iters):
         beta = 20 - (20 - 2) * it / max(1, iters - 1)
         h = _h(v)
         wq = (fl + h) * sf
-        rec = (out(wq) - target).pow(2).mean() / norm
+        rec = (layer(wq) - target).pow(2).mean() / norm
         reg = (1 - (2 * h - 1).abs().pow(beta)).sum() / h.numel()
         loss = rec + (0.0 if it < iters // 5 else 0.01) * reg
         opt.zero_grad()
@@ -368,6 +391,109 @@ def adaround(
     return {"gain_db": gains}
 
 
+class _Stop(Exception):
+    """Raised by a hook once the layer's input is captured: the rest of the network is not run."""
+
+
+@torch.no_grad()
+def _layer_patches(detector, net, frames, conv, samples: int, seed: int, batch_size: int = 8) -> torch.Tensor:
+    """Unfolded input patches of ``conv`` (a module of ``net``) at sampled positions,
+    (samples, I*kh*kw); the same seed samples the same positions in any network of the
+    same shapes. The network is run only up to the layer."""
+    gen = torch.Generator().manual_seed(seed)
+    per_frame = max(1, samples // max(1, len(frames)))
+    got = []
+
+    def fn(m, inputs):
+        cols = F.unfold(inputs[0], m.kernel_size, padding=m.padding, stride=m.stride)  # (N, C*k*k, L)
+        n, _, length = cols.shape
+        idx = torch.randint(0, length, (n, per_frame), generator=gen)
+        picked = torch.gather(cols, 2, idx[:, None, :].expand(-1, cols.shape[1], -1))
+        got.append(picked.permute(0, 2, 1).reshape(-1, cols.shape[1]))
+        raise _Stop
+
+    h = conv.register_forward_pre_hook(fn)
+    try:
+        for s in range(0, len(frames), batch_size):
+            try:
+                net(detector.preprocess(frames[s : s + batch_size]).tensor)
+            except _Stop:
+                pass
+    finally:
+        h.remove()
+    return torch.cat(got)
+
+
+def adaround_quantized(
+    detector,
+    net,
+    frames,
+    observer: str = "histogram",
+    last: int = 18,
+    iters: int = ADAROUND_Q_ITERS,
+    samples: int = ADAROUND_Q_SAMPLES,
+    log=None,
+    wide=frozenset(),
+) -> dict:
+    """AdaRound of every backbone convolution up to ``features.<last>`` on the inputs the
+    quantized network gives it (``adaround-q``; AdaRound's asymmetric reconstruction).
+
+    Layer by layer in network order: the input patches come from the network as the
+    recipe rounds it so far (:class:`temposplit.model.sensitivity.FakeQuantSSD`: the
+    input and every activation and residual add quantized per tensor with ``observer``'s
+    ranges from the calibration frames, every weight on its grid: int8 round-to-nearest,
+    int16 for ``wide``, the learned codes for the layers already done); the target is the
+    float network's output of that layer (bias and ReLU6 included) on the float input.
+    The learned codes are written back as in :func:`adaround` (float weights on the grid
+    points, the scale-setting weights kept), so the recipe's rounding returns them. The
+    ``wide`` layers are rounded on their int16 grid and not learned."""
+    from temposplit.model.sensitivity import FakeQuantSSD, weight_fake_quant
+
+    convs = [(n, m) for n, m in backbone_convs(net, last) if n not in wide]
+    float_net = copy.deepcopy(net).eval()
+    float_convs = dict(backbone_convs(float_net, last))
+    twin = copy.copy(detector)
+    twin.net = net
+    sim = FakeQuantSSD(twin, observer)
+    sim.set_wide(sorted(wide))
+    sim.calibrate(frames)
+    everything = [p.name for p in sim.points]
+    gains = {}
+    try:
+        for i, (name, mod) in enumerate(convs):
+            sim.set_enabled(everything)  # the quantized weights (the learned ones so far) into net
+            xq = _layer_patches(twin, net, frames, mod.conv, samples, seed=i)
+            sim.restore()
+            xf = _layer_patches(twin, float_net, frames, float_convs[name].conv, samples, seed=i)
+            w = sim.float_weights[f"{name}:w"]
+            b = mod.conv.bias.detach()
+            act = isinstance(mod.act, nn.ReLU6)
+            depthwise = mod.conv.groups > 1
+
+            def out(x, weights, depthwise=depthwise, b=b, act=act):
+                if depthwise:
+                    y = torch.einsum("sct,ct->sc", x.reshape(x.shape[0], weights.shape[0], -1), weights.flatten(1))
+                else:
+                    y = x @ weights.flatten(1).t()
+                y = y + b
+                return y.clamp(0.0, 6.0) if act else y
+
+            with torch.no_grad():
+                target = out(xf, w)
+            new = _adaround_layer(w, xq, depthwise, iters, seed=i, target=target, bias=b, act=act)
+            with torch.no_grad():
+                err_near = float((out(xq, weight_fake_quant(w)) - target).pow(2).mean())
+                err_ada = float((out(xq, weight_fake_quant(new)) - target).pow(2).mean())
+            sim.float_weights[f"{name}:w"] = new.clone()
+            sim.quant_weights[f"{name}:w"] = weight_fake_quant(new)
+            gains[name] = round(10 * math.log10(err_near / max(err_ada, 1e-30)), 2)
+            if log:
+                log(f"adaround-q {name}: output error {gains[name]:+.2f} dB below round-to-nearest")
+    finally:
+        sim.restore()  # net: the float weights, the learned layers' on their grid points
+    return {"gain_db": gains}
+
+
 @torch.no_grad()
 def correct_bias(detector, net, frames, last: int = 18, wide=frozenset()) -> dict:
     """Empirical bias correction of the backbone's convolutions (see the module); the
@@ -390,12 +516,14 @@ def correct_bias(detector, net, frames, last: int = 18, wide=frozenset()) -> dic
     return {"max_shift": shifts}
 
 
-def apply(detector, net, frames, methods, log=None, wide=frozenset()) -> dict:
+def apply(detector, net, frames, methods, log=None, wide=frozenset(), observer: str = "histogram") -> dict:
     """Apply the named methods in the fixed order range equalization, CLE, stream
-    equalization, AdaRound, bias correction (each measured on the network the previous ones produced). ``wide``: the
-    convolutions that will keep int16 weights (:mod:`temposplit.model.wide`)."""
+    equalization, AdaRound, AdaRound on the quantized inputs, bias correction (each
+    measured on the network the previous ones produced). ``wide``: the convolutions that
+    will keep int16 weights (:mod:`temposplit.model.wide`); ``observer``: the recipe's
+    activation observer (``adaround-q`` quantizes the activations with it)."""
     report = {}
-    order = ("equalize", "cle", "streams", "adaround", "bias")
+    order = ("equalize", "cle", "streams", "adaround", "adaround-q", "bias")
     for m in order:
         if m not in methods:
             continue
@@ -409,6 +537,8 @@ def apply(detector, net, frames, methods, log=None, wide=frozenset()) -> dict:
             report[m] = equalize_streams(detector, net, frames)
         elif m == "adaround":
             report[m] = adaround(detector, net, frames, log=log, wide=wide)
+        elif m == "adaround-q":
+            report[m] = adaround_quantized(detector, net, frames, observer=observer, log=log, wide=wide)
         else:
             report[m] = correct_bias(detector, net, frames, wide=wide)
     return report
@@ -425,6 +555,7 @@ def check_equivalence(detector, net_a, net_b, frames) -> float:
 
 __all__ = [
     "adaround",
+    "adaround_quantized",
     "apply",
     "check_equivalence",
     "correct_bias",

@@ -96,7 +96,7 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
 # int16 weights (model/wide.py) for features.1's depthwise convolution, or for every depthwise one
 WIDE_METHODS = {"dw16-first": "first", "dw16": "all"}
-PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "bias", *WIDE_METHODS)
+PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "adaround-q", "bias", *WIDE_METHODS)
 DEFAULT_METHOD = "mse+equalize+cle+bias+dw16-first"  # chosen on the calibration set (docs/models.md)
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
 
@@ -322,7 +322,7 @@ def recipe_float_net(detector, calibration_frames: list, method: str, log=None):
     if steps:
         from temposplit.model import ptq
 
-        ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide))
+        ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide), observer=observer)
     return observer, net, wide
 
 

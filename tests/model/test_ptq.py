@@ -259,3 +259,78 @@ def test_quant_points_cover_m1():
     stages = {label.split(":")[0] for label, _ in groups(points, "stage")}
     assert "features.14.expand" in stages and len(stages) == 21  # the input and the 20 stages
     assert np.all([len(m) == 1 for _, m in groups(points, "point")])
+
+
+@pytest.mark.slow
+def test_adaround_q_reduces_the_output_error_on_the_quantized_inputs(ssd, calib):
+    """adaround-q learns each layer's rounding on the inputs of the network as rounded so
+    far: on the calibration frames, features.0 (quantized input) and features.1.project
+    (its input through features.0's learned codes, features.1's depthwise and two
+    activation roundings) reproduce the float layer's output better with the learned
+    codes than with round-to-nearest, measured here on every position with a simulator
+    calibrated anew; the codes keep the recipe's contract (its rounding returns them)."""
+    from temposplit.model.sensitivity import FakeQuantSSD, weight_fake_quant
+
+    net = copy.deepcopy(ssd.net).eval()
+    wide = frozenset({"features.1.depthwise"})  # as the default recipe: int16, not learned
+    report = ptq.adaround_quantized(ssd, net, calib, "histogram", last=1, iters=150, samples=2048, wide=wide)
+    assert set(report["gain_db"]) == {"features.0", "features.1.project"}
+    learned = dict(ptq.backbone_convs(net, 1))
+    assert torch.equal(learned["features.1.depthwise"].conv.weight, ssd.net.features[1].depthwise.conv.weight)
+    for name, old in ptq.backbone_convs(ssd.net, 1):
+        if name in wide:
+            continue
+        w0, w1 = old.conv.weight, learned[name].conv.weight
+        s = ptq.weight_grid(w0)
+        assert torch.equal(ptq.weight_grid(w1), s), name  # the scale does not move
+        top = (w0.abs() == w0.abs().flatten(1).amax(1).reshape(-1, 1, 1, 1)) & (w1 == w0)
+        codes = w1[~top] / s.expand_as(w1)[~top]
+        assert torch.allclose(codes, codes.round(), atol=1e-3), name  # on the grid
+        assert torch.equal(torch.round(w1 / s)[~top], codes.round()), name  # the recipe's rounding returns them
+        assert torch.all((codes.round() - w0[~top] / s.expand_as(w0)[~top]).abs() <= 1 + 1e-4), name
+        assert not torch.equal(weight_fake_quant(w1), weight_fake_quant(w0)), name  # not round-to-nearest
+
+    x = ssd.preprocess(calib).tensor
+    twin = copy.copy(ssd)
+    twin.net = net
+    sim = FakeQuantSSD(twin, "histogram")
+    sim.set_wide(wide)
+    sim.calibrate(calib)
+    floats = dict(ptq.backbone_convs(ssd.net, 1))
+    wanted = (("features.0", 0.3), ("features.1.project", 0.05))  # dB below round-to-nearest
+    gains = {}
+    for name, _ in wanted:
+        mod = learned[name]
+        sim.set_enabled([p.name for p in sim.points])
+        try:
+            xq, _ = _conv_io(net, mod.conv, x)  # the input as the network rounded so far gives it
+        finally:
+            sim.restore()
+        _, target = _conv_io(ssd.net, floats[name].conv, x)  # the float layer's output on float inputs
+        act = isinstance(mod.act, torch.nn.ReLU6)
+        nearest = _output_error(mod.conv, weight_fake_quant(floats[name].conv.weight), xq, target, act)
+        ada = _output_error(mod.conv, weight_fake_quant(mod.conv.weight), xq, target, act)
+        gains[name] = 10 * math.log10(nearest / ada)
+    assert all(gains[name] > min_db for name, min_db in wanted), gains
+
+
+@torch.no_grad()
+def _conv_io(net, conv, x):
+    """(input, output) of one convolution of ``net`` on the batch ``x``."""
+    seen = {}
+    h = conv.register_forward_hook(lambda m, i, o: seen.update(x=i[0], y=o))
+    try:
+        net(x)
+    finally:
+        h.remove()
+    return seen["x"], seen["y"]
+
+
+@torch.no_grad()
+def _output_error(conv, weights, x, target, act):
+    """Mean squared error of ``conv`` with ``weights`` on ``x`` against ``target`` (its
+    pre-activation output; through ReLU6 on both sides if ``act``)."""
+    y = torch.nn.functional.conv2d(x, weights, conv.bias, conv.stride, conv.padding, 1, conv.groups)
+    if act:
+        y, target = y.clamp(0, 6), target.clamp(0, 6)
+    return float((y - target).pow(2).mean())
