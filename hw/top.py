@@ -200,12 +200,6 @@ class Accelerator(wiring.Component):
         m.d.comb += start.eq(wstrobe["CTRL"] & wdata[ctrl.field("START").lsb] & ~busy)
         count = fld("COUNT", "COUNT")
         words_left = Signal(count.shape().width - shift + 1)
-        # words_left != 0 and == 1 as registers, kept with it: the input's valid and ready
-        # (and the word's last flag) start from them, not from a wide compare of the count
-        # (the top's critical path with CTX in: words_left, != 0, the input's valid, the
-        # requantizer's stage 1, 15.3 ns on the ECP5 proxy)
-        words_nz = Signal()
-        words_one = Signal()
         last_nbytes = Signal(5)
         ref_ptr = Signal(range(P.ref_words))
         empty_pending = Signal()
@@ -222,8 +216,6 @@ class Accelerator(wiring.Component):
                 done.eq(0),
                 cycles.eq(0),
                 words_left.eq((count + (L - 1)) >> shift),
-                words_nz.eq(((count + (L - 1)) >> shift) != 0),
-                words_one.eq(((count + (L - 1)) >> shift) == 1),
                 last_nbytes.eq(((count - 1) & (L - 1)) + 1),
                 ref_ptr.eq(0),
                 empty_pending.eq(0),
@@ -278,12 +270,12 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------ input side
         sa = self.s_axis
-        coded = busy & ~searching & words_nz
+        coded = busy & ~searching & (words_left != 0)
         m.d.comb += [
             rq.i.valid.eq(sa.tvalid & coded),
             rq.i.p.data.eq(sa.tdata),
-            rq.i.p.last.eq(words_one),
-            rq.i.p.nbytes.eq(Mux(words_one, last_nbytes, L)),
+            rq.i.p.last.eq(words_left == 1),
+            rq.i.p.nbytes.eq(Mux(words_left == 1, last_nbytes, L)),
             me.cur.valid.eq(sa.tvalid & busy & searching),
             me.cur.payload.eq(sa.tdata),
             sa.tready.eq(Mux(searching, me.cur.ready & busy, rq.i.ready & coded)),
@@ -292,9 +284,9 @@ class Accelerator(wiring.Component):
             with m.If(temporal):  # a group is three words: its codes, the reference's, the changes
                 m.d.sync += in_phase.eq(Mux(in_phase == 2, 0, in_phase + 1))
                 with m.If(in_phase == 2):
-                    m.d.sync += [words_left.eq(words_left - 1), words_nz.eq(~words_one), words_one.eq(words_left == 2)]
+                    m.d.sync += words_left.eq(words_left - 1)
             with m.Else():
-                m.d.sync += [words_left.eq(words_left - 1), words_nz.eq(~words_one), words_one.eq(words_left == 2)]
+                m.d.sync += words_left.eq(words_left - 1)
 
         # The reference tap: N-bit codes into the estimator's RAM as they pass (through a
         # register: the take ends the stream's ready chain).
