@@ -11,6 +11,7 @@ cached under ``build/sim`` (one per design).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
@@ -60,10 +61,16 @@ def verilate(text: str, toplevel: str, root: Path):
     bdir = Path(root) / f"{toplevel}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
     bdir.mkdir(parents=True, exist_ok=True)
     src = bdir / f"{toplevel}.v"
-    if not src.exists() or src.read_text() != text:
-        src.write_text(text)
     runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=bdir, build_args=["-Wno-fatal", "-O3"], always=False)
+    # One build at a time per folder: two processes (parallel test workers, two users of one
+    # checkout) verilating the same design would otherwise write the same objects at once.
+    with open(bdir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not src.exists() or src.read_text() != text:
+            src.write_text(text)
+        runner.build(
+            sources=[src], hdl_toplevel=toplevel, build_dir=bdir, build_args=["-Wno-fatal", "-O3"], always=False
+        )
     return runner, bdir
 
 

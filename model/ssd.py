@@ -424,10 +424,12 @@ def load_state_dict(path: str | Path | None = None, log=None) -> dict[str, torch
         log(f"converting {src} (once; cached in {cache})")
     sd = convert_graph(src)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_suffix(f".{os.getpid()}.pt.tmp")  # parallel first uses each write their own
     torch.save(sd, tmp)
     os.replace(tmp, target)
-    meta_path.write_text(json.dumps({**source_id, "sha256": _sha256(src), "version": CACHE_VERSION}))
+    meta_tmp = meta_path.with_suffix(f".{os.getpid()}.json.tmp")
+    meta_tmp.write_text(json.dumps({**source_id, "sha256": _sha256(src), "version": CACHE_VERSION}))
+    os.replace(meta_tmp, meta_path)
     return sd
 
 
