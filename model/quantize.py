@@ -276,12 +276,27 @@ def quantize(
     ``calibration_frames``: RGB uint8 frames (by default :func:`temposplit.model.calibration.calibration_frames`).
     ``method``: the int8 recipe, ``"default"`` (``DEFAULT_METHOD``) or e.g.
     ``"histogram+equalize+bias"`` (see :func:`parse_method`). Only the SSD is quantized
-    whole; for the torchvision detectors use :func:`quantize_m1`.
+    whole; for the torchvision detectors use :func:`quantize_m1`. The result is kept on disk
+    by its inputs (:mod:`temposplit.model.qcache`): the same calibration again loads it.
     """
     if detector.name != "ssd-mobilenet-v2":
         raise ConfigError(f"{detector.name}: whole-model int8 is for the SSD; use quantize_m1(detector, cut, frames)")
     set_engine()
     calibration_frames = list(calibration_frames)
+    if not calibration_frames:
+        raise ConfigError("no calibration frames")
+    recipe = parse_method(method)  # a bad name fails here, before any work
+    from temposplit.model import qcache
+
+    def calibrate():
+        return _calibrate(detector, calibration_frames, batch_size, method, log)
+
+    qnet = qcache.cached(detector.net, calibration_frames, recipe, batch_size, calibrate, log)
+    return QuantizedDetector(detector, qnet)
+
+
+def _calibrate(detector, calibration_frames: list, batch_size: int, method: str, log=None) -> nn.Module:
+    """The recipe's float network, observed on the frames and converted: the int8 network."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         observer, net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
@@ -293,8 +308,6 @@ def quantize(
                 n += len(chunk)
                 if log:
                     log(f"calibrated on {n} frames")
-        if n == 0:
-            raise ConfigError("no calibration frames")
         floats = {name: _float_weights(qnet.get_submodule(name).conv) for name in wide}
         torch.ao.quantization.convert(qnet, inplace=True)
         if wide:
@@ -303,7 +316,7 @@ def quantize(
             for name, (weight, bias) in floats.items():
                 module = qnet.get_submodule(name)
                 module.conv = WideConv2d.from_float(weight, bias, module.conv)
-    return QuantizedDetector(detector, qnet.eval())
+    return qnet.eval()
 
 
 def recipe_float_net(detector, calibration_frames: list, method: str, log=None):

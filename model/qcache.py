@@ -1,0 +1,128 @@
+"""The calibrated int8 SSD network, kept on disk by everything that determines it.
+
+Calibrating with the default recipe takes minutes on the 2-core reference machine (about
+a minute for 4 frames, most of it the recipe's post-training steps) and is deterministic:
+the same float weights, recipe, batch size, calibration frames, PyTorch and temposplit
+code give the same int8 network. :func:`temposplit.model.quantize.quantize` looks the
+network up here first, so an edge, a demo or an evaluation that calibrates as an earlier
+run did starts in seconds.
+
+The key is a SHA-256 over: this format's version, PyTorch's version, the source of every
+module of ``temposplit.model`` (any change to the code that makes the network is a new
+key), the recipe as parsed, the batch size, the float weights (:func:`weights_digest`),
+their memory layout, and each calibration frame's shape and bytes. An entry is the
+converted network as ``torch.save`` writes it (a pickle: read back only from this cache,
+which only this user's runs write), under ``$TEMPOSPLIT_CACHE/int8/`` (default
+``~/.cache/temposplit/int8/``), written to a temporary file and renamed, so parallel runs
+never read half an entry; the newest ``KEEP`` entries stay (about 17 MB each).
+``TEMPOSPLIT_INT8_CACHE=0`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = 1
+KEEP = 16
+
+
+def enabled() -> bool:
+    return os.environ.get("TEMPOSPLIT_INT8_CACHE", "1") != "0"
+
+
+def folder() -> Path:
+    from temposplit.model.ssd import cache_dir
+
+    return cache_dir() / "int8"
+
+
+def _source_digest() -> bytes:
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.digest()
+
+
+def key(net: nn.Module, frames: list[np.ndarray], recipe: tuple, batch_size: int) -> str:
+    """The entry's name for calibrating ``net`` (the float network) on ``frames``."""
+    from temposplit.model.fingerprint import weights_digest
+
+    h = hashlib.sha256(f"temposplit-int8-cache {FORMAT}\0torch {torch.__version__}\0".encode())
+    h.update(_source_digest())
+    h.update(repr((recipe, int(batch_size))).encode())
+    h.update(weights_digest(net))
+    first = next(net.parameters())
+    h.update(b"channels_last" if first.dim() == 4 and not first.is_contiguous() else b"contiguous")
+    for frame in frames:
+        a = np.ascontiguousarray(frame)
+        h.update(repr((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _repair(net: nn.Module) -> nn.Module:
+    """PyTorch's quantized modules restore their own state from a pickle but not the
+    bookkeeping every ``nn.Module`` has (hook tables, ``_parameters``...): give each module
+    what it lacks, empty, as a new module has it."""
+    fresh = nn.Module().__dict__
+    for module in net.modules():
+        for name, value in fresh.items():
+            if name not in module.__dict__:
+                module.__dict__[name] = copy.copy(value)
+    return net.eval()
+
+
+def load(name: str) -> nn.Module | None:
+    path = folder() / f"{name}.pt"
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the quantized modules' pickles use TypedStorage
+            net = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - a damaged entry is recomputed, never fatal
+        path.unlink(missing_ok=True)
+        return None
+    os.utime(path)  # newest use: kept longest
+    return _repair(net)
+
+
+def store(name: str, net: nn.Module) -> None:
+    """Write an entry (best effort: a full or read-only disk only costs the next run time)."""
+    root = folder()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f"{name}.{os.getpid()}.tmp"
+        torch.save(net, tmp)
+        os.replace(tmp, root / f"{name}.pt")
+        entries = sorted(root.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def cached(
+    net: nn.Module, frames: list[np.ndarray], recipe: tuple, batch_size: int, make: Callable[[], nn.Module], log=None
+) -> nn.Module:
+    """The int8 network ``make()`` returns for these inputs: from the cache, or made and kept."""
+    if not enabled():
+        return make()
+    name = key(net, frames, recipe, batch_size)
+    found = load(name)
+    if found is not None:
+        if log:
+            log(f"int8 network from the calibration cache ({folder() / name}.pt)")
+        return found
+    made = make()
+    store(name, made)
+    return made
