@@ -301,9 +301,17 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_export_m1(args) -> int:
+    from temposplit.errors import ConfigError
     from temposplit.model.export import export_cut
 
-    export_cut(args.out, model=args.model, cut=args.cut, log=print)
+    frames = None
+    if args.calibration is not None:
+        if args.calibration < 1:
+            raise ConfigError("--calibration must be at least 1")
+        from temposplit.model.calibration import calibration_frames
+
+        frames = calibration_frames(args.calibration)
+    export_cut(args.out, model=args.model, cut=args.cut, calibration_frames=frames, log=print)
     return 0
 
 
@@ -397,6 +405,11 @@ def register(subparsers) -> None:
     x.add_argument("--model", default=None, help="default: the SSD")
     x.add_argument("--cut", default=None, help="default: the model's default cut")
     x.add_argument("--out", required=True, help="the .npz to write")
+    x.add_argument(
+        "--calibration",
+        type=int,
+        help="calibrate on this many frames of the fixed set, spread over it (default: all of it)",
+    )
     x.set_defaults(handler=_cmd_export_m1)
 
     c = sub.add_parser("compare-opencv", help="the SSD port against cv2.dnn on the same graph")

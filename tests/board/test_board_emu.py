@@ -30,7 +30,10 @@ def test_edge_on_armhf_is_bit_exact_with_x86_and_fits_in_memory(tmp_path):
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (apt-get install mmdebstrap qemu-user-static)")
     res = subprocess.run(
-        [sys.executable, str(ROOT / "board" / "emu.py"), "--frames", "3", "--out", str(tmp_path)],
+        # a small calibration and no x86 run through the fabric (sim/test_pynq.py has it): the
+        # suite's time goes to what only this test checks, the 32-bit board itself
+        [sys.executable, str(ROOT / "board" / "emu.py"), "--frames", "3", "--out", str(tmp_path)]
+        + ["--calibration", "4", "--no-x86-fabric"],
         capture_output=True,
         text=True,
         timeout=3600,
@@ -41,5 +44,6 @@ def test_edge_on_armhf_is_bit_exact_with_x86_and_fits_in_memory(tmp_path):
     runs = report["runs"]
     assert runs["armhf-pynq"]["machine"].startswith("armv7") and runs["armhf-pynq"]["intp_bits"] == 32
     assert runs["armhf-pynq"]["packets"] == runs["x86-golden"]["packets"] > 0
-    assert runs["armhf-pynq"]["sha256"] == runs["x86-golden"]["sha256"] == runs["x86-pynq"]["sha256"]
+    assert runs["armhf-pynq"]["sha256"] == runs["x86-golden"]["sha256"]
+    assert report["m1_codes"] and report["checks"]["armhf NumPy M1 codes equal x86's (frame 0, every crossing tensor)"]
     assert 0 < runs["armhf-pynq"]["peak_rss_mb"] < 400
