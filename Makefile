@@ -45,8 +45,12 @@ $(NP1)/.installed:
 	$(NP1)/bin/pip install --quiet numpy==1.26.4
 	touch $@
 
+# One pytest-xdist worker per core, whole files per worker, the longest files first
+# (conftest.py); the 25 slowest tests are listed at the end (docs/testing.md).
+TEST_WORKERS ?= auto
 test: setup data $(NP1)/.installed
-	TEMPOSPLIT_NUMPY1_PYTHON=$(abspath $(NP1))/bin/python $(BIN)/python -m pytest
+	TEMPOSPLIT_NUMPY1_PYTHON=$(abspath $(NP1))/bin/python $(BIN)/python -m pytest \
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -129,11 +129,13 @@ def fixture_tensors():
 @cocotb.test()
 async def test_ctx_fixtures(dut):
     """Every SSD fixture tensor (three consecutive frames at full H x W, C' channels):
-    the first frame intra, the next two temporal against the frame before, N = 4 and 6."""
+    the first frame intra, the next two temporal against the frame before, N = 6, with
+    random idle input and back-pressure (N = 4 on the same tensors: test_ctx_throughput,
+    bit for bit too)."""
     tb = TB(dut)
     await tb.reset()
     for path, i, hwc, z8 in fixture_tensors():
-        for n_bits in (4, 6):
+        for n_bits in (6,):
             z_n = zero_point_n(z8, n_bits)
             codes = [lut(z8, n_bits)[f] for f in hwc]
             prev = dprev = None
