@@ -13,15 +13,17 @@ board's userland under emulation").
    every byte each edge sends, and the fabric: the Verilated accelerator behind the pynq
    stand-in's DMA and MMIO (board/guest/pynq.py says why the RTL runs on the host).
 4. Three edges, each ``temposplit edge FRAMES.npy --m1 m1.npz``: on x86 with
-   ``--backend golden`` (software codec), on x86 with ``--backend pynq``, and under qemu-arm
-   in the root with ``--backend pynq``, the last one measuring its own peak RSS.
-5. The check: the codec stream header and every packet byte-identical across the three,
-   every frame acknowledged by the server, the armhf edge's peak RSS under the limit.
+   ``--backend golden`` (software codec), on x86 with ``--backend pynq`` (not with
+   ``--no-x86-fabric``), and under qemu-arm in the root with ``--backend pynq``, the last one
+   recording its own peak RSS and the codes its NumPy M1 gave frame 0 (board/guest/run.py).
+5. The check: the codec stream header and every packet byte-identical across the edges,
+   every frame acknowledged by the server, frame 0's M1 codes equal on armhf and x86, the
+   armhf edge's peak RSS under the limit.
 
 Writes ``OUT/report.json`` and prints one line per check; exit status 0 when all hold,
 1 when a check fails, 2 when the emulation cannot be set up (one line on stderr).
 
-    .venv/bin/python board/emu.py [--frames 8] [--out build/board-emu]
+    .venv/bin/python board/emu.py [--frames 8] [--out build/board-emu] [--calibration K] [--no-x86-fabric]
 """
 
 from __future__ import annotations
