@@ -47,7 +47,7 @@ $(NP1)/.installed:
 
 # One pytest-xdist worker per core, whole files per worker, the longest files first
 # (conftest.py); the 25 slowest tests are listed at the end (docs/testing.md).
-TEST_WORKERS ?= auto
+TEST_WORKERS ?= logical
 test: setup data $(NP1)/.installed
 	TEMPOSPLIT_NUMPY1_PYTHON=$(abspath $(NP1))/bin/python $(BIN)/python -m pytest \
 		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25

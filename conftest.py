@@ -1,5 +1,5 @@
 """Suite-wide pytest settings for running on several workers (``make test``: pytest-xdist,
-one worker per core, whole files per worker; docs/testing.md).
+one worker per CPU, whole files per worker; docs/testing.md).
 
 - Each worker gets its share of the cores for BLAS, OpenMP and numba threads, so two
   workers on two cores do not each start two compute threads.
@@ -13,7 +13,7 @@ import os
 
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    _threads = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    _threads = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(_var, _threads)
 

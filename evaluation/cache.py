@@ -133,7 +133,7 @@ class Models:
 
             from temposplit.model import load_detector
 
-            torch.set_num_threads(2)
+            torch.set_num_threads(min(2, torch.get_num_threads()))  # fewer where OMP_NUM_THREADS says so
             self._det = load_detector(self.model, self.weights, **self.detector_kwargs)
         return self._det
 

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import threading
 from multiprocessing.connection import Listener
 from pathlib import Path
@@ -89,6 +90,9 @@ class BridgeTransport:
         testcase: str = "bridge_server",
     ):
         runner, bdir = build(params, root)
+        # a run folder of its own: two bridges on one build (parallel tests, the board's
+        # emulation beside sim/test_pynq.py) would otherwise write the same results
+        self._run_dir = Path(tempfile.mkdtemp(prefix=f"run-{testcase}-", dir=bdir))
         key = secrets.token_bytes(16)
         self._listener = Listener(("127.0.0.1", 0), authkey=key)
         host, port = self._listener.address
@@ -101,7 +105,7 @@ class BridgeTransport:
                     hdl_toplevel=TOPLEVEL,
                     testcase=testcase,
                     build_dir=bdir,
-                    test_dir=bdir / f"run-{testcase}",
+                    test_dir=self._run_dir,
                     extra_env={"TSP_BRIDGE_ADDR": f"{host}:{port}", "TSP_BRIDGE_KEY": key.hex()},
                 )
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
@@ -150,6 +154,8 @@ class BridgeTransport:
                 self._conn = None
                 self._listener.close()
                 self._thread.join(timeout=60)
+                if not self._thread.is_alive():
+                    shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def __enter__(self):
         return self

@@ -7,20 +7,23 @@ code give the same int8 network. :func:`temposplit.model.quantize.quantize` look
 network up here first, so an edge, a demo or an evaluation that calibrates as an earlier
 run did starts in seconds.
 
-The key is a SHA-256 over: this format's version, PyTorch's version, the source of every
+The key is a SHA-256 over: this format's version, PyTorch's and NumPy's versions, the source of every
 module of ``temposplit.model`` (any change to the code that makes the network is a new
 key), the recipe as parsed, the batch size, the float weights (:func:`weights_digest`),
 their memory layout, and each calibration frame's shape and bytes. An entry is the
 converted network as ``torch.save`` writes it (a pickle: read back only from this cache,
 which only this user's runs write), under ``$TEMPOSPLIT_CACHE/int8/`` (default
 ``~/.cache/temposplit/int8/``), written to a temporary file and renamed, so parallel runs
-never read half an entry; the newest ``KEEP`` entries stay (about 17 MB each).
+never read half an entry, and made under a lock per key, so two runs that need the same
+calibration at once make it once; the newest ``KEEP`` entries stay (about 17 MB each).
 ``TEMPOSPLIT_INT8_CACHE=0`` turns the cache off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import os
 import warnings
@@ -56,7 +59,7 @@ def key(net: nn.Module, frames: list[np.ndarray], recipe: tuple, batch_size: int
     """The entry's name for calibrating ``net`` (the float network) on ``frames``."""
     from temposplit.model.fingerprint import weights_digest
 
-    h = hashlib.sha256(f"temposplit-int8-cache {FORMAT}\0torch {torch.__version__}\0".encode())
+    h = hashlib.sha256(f"temposplit-int8-cache {FORMAT}\0torch {torch.__version__}\0numpy {np.__version__}\0".encode())
     h.update(_source_digest())
     h.update(repr((recipe, int(batch_size))).encode())
     h.update(weights_digest(net))
@@ -92,23 +95,40 @@ def load(name: str) -> nn.Module | None:
     except Exception:  # noqa: BLE001 - a damaged entry is recomputed, never fatal
         path.unlink(missing_ok=True)
         return None
-    os.utime(path)  # newest use: kept longest
+    with contextlib.suppress(OSError):
+        os.utime(path)  # newest use: kept longest
     return _repair(net)
 
 
 def store(name: str, net: nn.Module) -> None:
     """Write an entry (best effort: a full or read-only disk only costs the next run time)."""
     root = folder()
+    tmp = root / f"{name}.{os.getpid()}.tmp"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f"{name}.{os.getpid()}.tmp"
         torch.save(net, tmp)
         os.replace(tmp, root / f"{name}.pt")
         entries = sorted(root.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[KEEP:]:
             old.unlink(missing_ok=True)
+            old.with_suffix(".lock").unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - the network is made; keeping it is a bonus
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(name: str):
+    """An exclusive lock on one key (none where the folder cannot be written)."""
+    try:
+        folder().mkdir(parents=True, exist_ok=True)
+        f = open(folder() / f"{name}.lock", "w")  # noqa: SIM115 - held across the yield
     except OSError:
-        pass
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def cached(
@@ -118,11 +138,12 @@ def cached(
     if not enabled():
         return make()
     name = key(net, frames, recipe, batch_size)
-    found = load(name)
-    if found is not None:
-        if log:
-            log(f"int8 network from the calibration cache ({folder() / name}.pt)")
-        return found
-    made = make()
-    store(name, made)
+    with _locked(name):  # a run that made it while we waited leaves it to load
+        found = load(name)
+        if found is not None:
+            if log:
+                log(f"int8 network from the calibration cache ({folder() / name}.pt)")
+            return found
+        made = make()
+        store(name, made)
     return made

@@ -33,7 +33,7 @@ METHODS = ["features-8bit", "quant", "bi-3", "bi-3+residual", "jpeg-act", "jpeg"
 
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(min(2, torch.get_num_threads()))  # the parallel suite's share, at most 2
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from temposplit.model.data import have_data, labelme_frames, read_video, vtest_p
 
 @pytest.fixture(scope="session", autouse=True)
 def _modest_threads():
-    # Other builds share this machine's two cores.
-    torch.set_num_threads(2)
+    # Two threads at most (other builds share this machine's two cores); fewer where the
+    # parallel suite gave this worker fewer (OMP_NUM_THREADS, the root conftest.py).
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def _need_data():
