@@ -20,13 +20,15 @@ if _WORKERS > 1:
 # Longest first, by file, from `--durations` on the 2-core reference machine (docs/testing.md).
 # A file not listed keeps its place after these; a stale order costs time, never a result.
 LONG_FIRST = (
+    "sim/test_accel_real.py",  # the default build's first user: compiles it
+    "sim/test_accel_band.py",  # another build, compiled beside it on the other worker
     "sim/test_accel.py",
     "tests/evaluation/test_harness.py",
+    "sim/test_ctx.py",
     "tests/model/test_cli.py",
+    "sim/test_backend.py",
     "tests/hw/test_range_coder.py",
     "sim/test_pynq.py",
-    "sim/test_ctx.py",
-    "sim/test_backend.py",
     "tests/codec/test_robustness.py",
     "tests/hw/test_vivado.py",
 )

@@ -7,7 +7,8 @@ run is what is checked here, bit for bit against the golden model
 (:mod:`temposplit.codec`). Idle gaps on the input and back-pressure on the output are
 random unless a test says otherwise; TSP_SEED picks the seed.
 
-Run through pytest (``sim/test_accel.py``), which builds the Verilog once per session.
+Run through pytest (``sim/test_accel.py``, ``test_accel_real.py``, ``test_accel_band.py``),
+which build the Verilog once per design.
 """
 
 from __future__ import annotations
@@ -360,7 +361,7 @@ async def test_group_through_driver(dut):
 
 
 # ----------------------------------------------------------------------------- BAND_MOTION
-# Run on a test build with a small on-chip reference (sim/test_accel.py's band build:
+# Run on a test build with a small on-chip reference (sim/test_accel_band.py's build:
 # 16 KiB), so that maps of a few tens of kB already take the band path.
 
 
