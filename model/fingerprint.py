@@ -29,3 +29,13 @@ def stream_hash(digest: bytes, model: str, cut: str, qparams) -> bytes:
     for scale, zero_point in qparams:
         h.update(struct.pack("<fB", float(scale), int(zero_point)))
     return h.digest()
+
+
+def calibration_platform() -> str:
+    """What besides its inputs an int8 calibration depends on: PyTorch's version and the
+    CPU kernels it dispatches to (``AVX2``, ``AVX512``, ...; the float convolutions the
+    observers read round differently on each). Its thread count is fixed
+    (:data:`temposplit.model.quantize.CALIBRATION_THREADS`)."""
+    import torch
+
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"

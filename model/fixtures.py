@@ -8,7 +8,10 @@ channel; block matching sums over channels). Keys, for tensor i of the cut:
 
 * ``codes_i``: uint8 (T, C', H, W); ``scale_i``, ``zero_point_i``: s8 and z8 (shared by
   the T frames: static quantization); ``name_i``; ``shape_i``: the full (C, H, W);
-* ``frames``: the frame indices in vtest.avi; ``command``: the command that made it.
+* ``frames``: the frame indices in vtest.avi; ``command``: the command that made it;
+  ``platform``: the PyTorch version and CPU kernels the calibration ran on
+  (:func:`~temposplit.model.fingerprint.calibration_platform`): the codes are reproducible
+  to the bit only there (docs/models.md, "Reproducibility").
 
 Regenerate with ``temposplit models fixtures --out tests/fixtures/features``.
 """
@@ -29,6 +32,7 @@ def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_F
     from temposplit.model import load_detector
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import read_video, vtest_path
+    from temposplit.model.fingerprint import calibration_platform
     from temposplit.model.quantize import quantize
 
     det = load_detector()
@@ -46,6 +50,7 @@ def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_F
             "frames": np.arange(start, start + len(frames)),
             "command": np.array(COMMAND),
             "cut": np.array(cut.name),
+            "platform": np.array(calibration_platform()),
         }
         for i, first in enumerate(per_frame[0]):
             c, h, w = first.shape

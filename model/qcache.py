@@ -2,12 +2,14 @@
 
 Calibrating with the default recipe takes minutes on the 2-core reference machine (about
 a minute for 4 frames, most of it the recipe's post-training steps) and is deterministic:
-the same float weights, recipe, batch size, calibration frames, PyTorch and temposplit
-code give the same int8 network. :func:`temposplit.model.quantize.quantize` looks the
-network up here first, so an edge, a demo or an evaluation that calibrates as an earlier
-run did starts in seconds.
+the same float weights, recipe, batch size, calibration frames, PyTorch, CPU kind and
+temposplit code give the same int8 network (the thread count is fixed for it).
+:func:`temposplit.model.quantize.quantize` looks the network up here first, so an edge,
+a demo or an evaluation that calibrates as an earlier run did starts in seconds.
 
-The key is a SHA-256 over: this format's version, PyTorch's and NumPy's versions, the source of every
+The key is a SHA-256 over: this format's version, PyTorch's and NumPy's versions, the CPU
+kernels PyTorch dispatches to (:func:`~temposplit.model.fingerprint.calibration_platform`:
+a cache shared between an AVX2 and an AVX-512 machine must not mix them), the source of every
 module of ``temposplit.model`` (any change to the code that makes the network is a new
 key), the recipe as parsed, the batch size, the float weights (:func:`weights_digest`),
 their memory layout, and each calibration frame's shape and bytes. An entry is the
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMAT = 1
+FORMAT = 2  # 2: the CPU kind in the key, calibration at fixed threads
 KEEP = 16
 
 
@@ -57,9 +59,9 @@ def _source_digest() -> bytes:
 
 def key(net: nn.Module, frames: list[np.ndarray], recipe: tuple, batch_size: int) -> str:
     """The entry's name for calibrating ``net`` (the float network) on ``frames``."""
-    from temposplit.model.fingerprint import weights_digest
+    from temposplit.model.fingerprint import calibration_platform, weights_digest
 
-    h = hashlib.sha256(f"temposplit-int8-cache {FORMAT}\0torch {torch.__version__}\0numpy {np.__version__}\0".encode())
+    h = hashlib.sha256(f"temposplit-int8-cache {FORMAT}\0{calibration_platform()}\0numpy {np.__version__}\0".encode())
     h.update(_source_digest())
     h.update(repr((recipe, int(batch_size))).encode())
     h.update(weights_digest(net))

@@ -25,6 +25,7 @@ layers are first swapped for equivalent ``BatchNorm2d`` so that conv+BN fusion f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Iterable
@@ -72,6 +73,27 @@ def cut_tensors(names: list[str], tensors: list[torch.Tensor], index: int = 0) -
         codes = t[index].int_repr().numpy().astype(np.uint8, copy=False)
         out.append(CutTensor(name, tuple(codes.shape), float(t.q_scale()), int(t.q_zero_point()), codes))
     return out
+
+
+# The calibration's float arithmetic (the convolutions the observers and post-training
+# methods read, their reductions) depends on how many threads split it, and the recipe's
+# choices (the MSE observer's best of 100 ranges, the equalization gains) amplify the last
+# bits: at 1 and at 2 threads the same inputs gave different scales (0.14154 / 0.14427 at
+# features.13) and 26-84 % equal codes. So every calibration runs at this many threads,
+# whatever the caller's setting: a demo, an edge and a test worker get the same network.
+# It still differs between CPU kinds (docs/models.md, "Reproducibility").
+CALIBRATION_THREADS = 2
+
+
+@contextlib.contextmanager
+def calibration_threads():
+    """Run the enclosed calibration at :data:`CALIBRATION_THREADS` intra-op threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(CALIBRATION_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def set_engine() -> None:
@@ -289,7 +311,8 @@ def quantize(
     from temposplit.model import qcache
 
     def calibrate():
-        return _calibrate(detector, calibration_frames, batch_size, method, log)
+        with calibration_threads():
+            return _calibrate(detector, calibration_frames, batch_size, method, log)
 
     qnet = qcache.cached(detector.net, calibration_frames, recipe, batch_size, calibrate, log)
     return QuantizedDetector(detector, qnet)
@@ -435,7 +458,7 @@ def quantize_m1(detector, cut, calibration_frames, batch_size: int = 2) -> Quant
         custom = PrepareCustomConfig().set_output_quantized_indexes(list(range(n_out)))
         prepared = prepare_fx(prefix, get_default_qconfig_mapping(ENGINE), example, prepare_custom_config=custom)
         n = 0
-        with torch.no_grad():
+        with torch.no_grad(), calibration_threads():
             for chunk in _chunks(calibration_frames, batch_size):
                 prepared(detector.preprocess(chunk).tensor)
                 n += len(chunk)

@@ -60,6 +60,33 @@ def test_frames_recipe_and_batch_size_are_each_part_of_the_key(ssd, vtest_frames
     assert qcache.key(net, frames, recipe, 1) != base
 
 
+def test_the_cpu_kind_is_part_of_the_key(ssd, vtest_frames, monkeypatch):
+    """An AVX2 and an AVX-512 machine sharing a cache calibrate differently: never mixed."""
+    net, frames, recipe = ssd.net, vtest_frames[:2], ("minmax", ())
+    base = qcache.key(net, frames, recipe, 8)
+    other = "AVX512" if torch.backends.cpu.get_cpu_capability() != "AVX512" else "AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
+    assert qcache.key(net, frames, recipe, 8) != base
+
+
+def test_the_calibration_does_not_depend_on_the_callers_threads(ssd, vtest_frames, monkeypatch):
+    """The recipe amplifies the last bits of the float arithmetic, which depend on how many
+    threads split it: calibration runs at a fixed count, whatever the caller set."""
+    monkeypatch.setenv("TEMPOSPLIT_INT8_CACHE", "0")
+    before = torch.get_num_threads()
+    batch = ssd.preprocess(vtest_frames[2:4])
+    codes = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            q = quantize(ssd, vtest_frames[:2], method="mse")
+            assert torch.get_num_threads() == threads  # the caller's setting is given back
+            codes.append(_codes(q, batch, "features.13"))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(codes[0], codes[1])
+
+
 def test_a_damaged_entry_is_recomputed_and_rewritten(ssd, vtest_frames, cache):
     good = quantize(ssd, vtest_frames[:2], method=RECIPE)
     (entry,) = cache.glob("*.pt")
