@@ -37,6 +37,10 @@ CHAIN_RESIDUAL = {
     "thresholds": (1.5, 4.0),
     "coders": ("zrl", "huffman", "ctx"),
 }
+# Longer chains at the recommended threshold: the anchors are 30-36 % of the bytes at uni-8,
+# and a chain with residuals does not drift. Not in the default sweep: measured on the
+# evaluation clips (docs/results/notes.md, "Group length"); `--methods chain+residual` runs it.
+CHAIN_GROUPS = {"structures": ("uni-16", "uni-32"), "threshold": 4.0, "coders": ("zrl", "ctx")}
 # The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at
 # N = 7); below one N-bit step (N <= 5) a dead zone changes nothing, so those N are not run.
 CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl", "ctx")}
@@ -135,6 +139,18 @@ def _plan() -> tuple[Entry, ...]:
                 residual=t,
             )
         )
+    for structure in CHAIN_GROUPS["structures"]:
+        t = CHAIN_GROUPS["threshold"]
+        e = _codec(
+            "chain+residual",
+            f"{structure} chain t={t:g}",
+            CHAIN_GROUPS["coders"],
+            label=f"chain+residual {structure} t={t:g}",
+            structure=structure,
+            reference="chain",
+            residual=t,
+        )
+        plan.append(Entry(**{**e.__dict__, "default": False}))
     # A dead zone below one N-bit step changes nothing: from the N whose step it covers.
     min_bits = next(n for n in range(2, 9) if dz["dead_zone"] >= 1 << (8 - n))
     e = _codec(

@@ -337,4 +337,5 @@ def test_the_dead_zone_variant_runs_only_where_it_changes_something(tmp_path):
     names = [t.name for t in h.tasks()]
     dz = [n for n in names if "dz=" in n]
     assert dz == [f"{CUT} N={n} chain+residual t=1.5 dz=4" for n in (6, 7, 8)]  # 4 8-bit steps >= one N-bit step
-    assert sum("chain+residual" in n and "dz=" not in n for n in names) == 2 * 5  # two thresholds at every N
+    assert sum("chain+residual t=" in n and "dz=" not in n for n in names) == 2 * 5  # two thresholds at every N
+    assert sum("chain+residual uni-" in n for n in names) == 2 * 5  # the two longer chains at every N
