@@ -37,8 +37,9 @@ CHAIN_RESIDUAL = {
     "thresholds": (1.5, 4.0),
     "coders": ("zrl", "huffman", "ctx"),
 }
-# Longer chains at the recommended threshold: the anchors are 30-36 % of the bytes at uni-8,
-# and a chain with residuals does not drift. Not in the default sweep: measured on the
+# Longer chains at the recommended threshold: the anchors are 34-38 % of the bytes at uni-8
+# (but a chain's reconstruction stays up to t off in every block it leaves uncoded, which
+# makes later predicted frames dearer). Not in the default sweep: measured on the
 # evaluation clips (docs/results/notes.md, "Group length"); `--methods chain+residual` runs it.
 CHAIN_GROUPS = {"structures": ("uni-16", "uni-32"), "threshold": 4.0, "coders": ("zrl", "ctx")}
 # The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at

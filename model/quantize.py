@@ -78,8 +78,9 @@ def cut_tensors(names: list[str], tensors: list[torch.Tensor], index: int = 0) -
 # The calibration's float arithmetic (the convolutions the observers and post-training
 # methods read, their reductions) depends on how many threads split it, and the recipe's
 # choices (the MSE observer's best of 100 ranges, the equalization gains) amplify the last
-# bits: at 1 and at 2 threads the same inputs gave different scales (0.14154 / 0.14427 at
-# features.13) and 26-84 % equal codes. So every calibration runs at this many threads,
+# bits: at 1 and at 2 threads the same inputs gave different scales (0.14444 / 0.14427 at
+# features.13; 2, 3 and 4 threads the same network) and int8 mAP@0.5 up to 9 points apart
+# (docs/models.md). So every calibration runs at this many threads,
 # whatever the caller's setting: a demo, an edge and a test worker get the same network.
 # It still differs between CPU kinds (docs/models.md, "Reproducibility").
 CALIBRATION_THREADS = 2
