@@ -75,3 +75,15 @@ def calibration_frames(count: int | None = None, root: Path | None = None) -> li
             clip_cache[path] = {i: f for i, f in enumerate(read_video(path, max_frames=last + 1)) if i in wanted}
         frames.append(clip_cache[path][index])
     return frames
+
+
+def folds(frames: list, k: int) -> list[list]:
+    """``k`` calibration sets from ``frames``, fold ``r`` leaving out every frame ``i`` with
+    ``i % k == r``: each keeps (k - 1) / k of the frames, and every frame is left out once.
+    Scoring the int8 M1 of each measures how far the result moves with the calibration's
+    data (docs/models.md, "calibration folds"); ``k`` = 1 is the whole set."""
+    if k < 1 or (k > 1 and len(frames) < k):
+        raise ConfigError(f"{k} calibration folds need at least {k} frames and k >= 1 (have {len(frames)})")
+    if k == 1:
+        return [list(frames)]
+    return [[f for i, f in enumerate(frames) if i % k != r] for r in range(k)]

@@ -93,3 +93,18 @@ def test_fetch_data_is_idempotent(fetched):
     data.fetch_data(log=messages.append)
     assert messages and all("already" in m for m in messages), messages
     assert {p: p.stat().st_mtime_ns for p in data.calibration_paths()} == before
+
+
+def test_folds_leave_each_frame_out_exactly_once():
+    from temposplit.model.calibration import folds
+
+    frames = list(range(10))
+    sets = folds(frames, 3)
+    assert sets == [[1, 2, 4, 5, 7, 8], [0, 2, 3, 5, 6, 8, 9], [0, 1, 3, 4, 6, 7, 9]]
+    for r, s in enumerate(sets):
+        assert sorted(set(frames) - set(s)) == frames[r::3]  # fold r leaves out i % 3 == r
+    assert folds(frames, 1) == [frames]
+    with pytest.raises(ConfigError):
+        folds(frames[:2], 3)
+    with pytest.raises(ConfigError):
+        folds(frames, 0)

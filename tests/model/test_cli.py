@@ -48,6 +48,7 @@ def test_user_errors_are_one_line(capsys):
         (["models", "accuracy", "--method", "minmax+magic"], "unknown post-training method 'magic'"),
         (["models", "accuracy", "--frames", "0"], "--frames must be a positive integer"),
         (["models", "accuracy", "--paths", "int4"], "unknown path 'int4'"),
+        (["models", "accuracy", "--calibration-folds", "0"], "--calibration-folds must be a positive integer"),
         (["models", "accuracy", "--video", "/nonexistent/clip.mp4"], "video /nonexistent/clip.mp4 not found"),
         (["models", "sensitivity", "--observer", "kmeans"], "unknown --observer 'kmeans'"),
         (["models", "sensitivity", "--granularity", "block"], "--granularity must be stage or point"),
@@ -87,6 +88,37 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
         for key in ("map50", "map50_95"):
             lo, hi = r[key + "_ci"]
             assert (r[key] is None and lo is None) or 0.0 <= lo <= hi <= 1.0
+
+
+@pytest.mark.slow
+def test_accuracy_scores_each_calibration_fold_and_labels_its_rows(capsys, monkeypatch):
+    """``--calibration-folds K``: K calibrations, each on the set less a different K-th of
+    its frames, one row per fold, cut and path, labelled."""
+    import numpy as np
+
+    from temposplit.model import quantize as q
+    from temposplit.model.calibration import calibration_frames, folds
+    from temposplit.model.data import have_data
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    seen, real = [], q.quantize
+
+    def recording(det, frames, **kw):
+        seen.append([np.asarray(f) for f in frames])
+        return real(det, frames, **kw)
+
+    monkeypatch.setattr(q, "quantize", recording)
+    argv = ["models", "accuracy", "--video", "cup", "--frames", "2", "--cuts", "features.3", "--paths", "int8"]
+    argv += ["--method", "minmax", "--calibration-folds", "2", "--json"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["fold"], r["cut"], r["path"]) for r in rows] == [(0, "features.3", "int8"), (1, "features.3", "int8")]
+    assert [r["calibration"] for r in rows] == ["fixed-set fold 0/2", "fixed-set fold 1/2"]
+    expected = folds(calibration_frames(), 2)
+    assert len(seen) == 2
+    for got, want in zip(seen, expected, strict=True):
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 @pytest.mark.slow
