@@ -243,8 +243,9 @@ def _accuracy_line(row) -> str:
             text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
         return text
 
+    fold = f" fold {row['fold']}" if "fold" in row else ""
     return (
-        f"{row['video']:14s} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f('map50')}"
+        f"{row['video']:14s}{fold} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f('map50')}"
         f"  mAP@[.5:.95] {f('map50_95')}  frequent mAP@0.5 {f('map50_frequent')}"
     )
 

@@ -135,3 +135,18 @@ def test_recipes_scores_the_int16_layer_above_plain_int8(capsys):
     assert [r["method"] for r in rows] == ["histogram", "histogram+dw16-first"]
     assert all(r["frames"] == 2 for r in rows)
     assert rows[1]["features.3"] > rows[0]["features.3"] + 1.0
+
+
+def test_accuracy_text_lines_name_their_fold():
+    from temposplit.model.cli import _accuracy_line
+
+    row = {
+        "video": "cup.mp4",
+        "cut": "features.3",
+        "path": "int8",
+        "map50": 0.9,
+        "map50_95": 0.8,
+        "map50_frequent": None,
+    }
+    assert "fold" not in _accuracy_line(row)
+    assert " fold 1 " in _accuracy_line({**row, "fold": 1})
