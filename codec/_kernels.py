@@ -10,7 +10,10 @@ import numpy as np
 
 try:
     from numba import njit
+
+    COMPILED = True
 except ImportError:  # the PYNQ-Z2's 32-bit ARM has no numba wheels: the same code runs as Python
+    COMPILED = False
 
     def njit(*args, **kwargs):
         """Without numba the kernels run as plain Python: right, but slow for big maps (the
@@ -22,6 +25,103 @@ except ImportError:  # the PYNQ-Z2's 32-bit ARM has no numba wheels: the same co
 
 _ORDER_Y = np.array([-1, -1, -1, 0, 0, 1, 1, 1], np.int64)
 _ORDER_X = np.array([-1, 0, 1, -1, 1, -1, 0, 1], np.int64)
+
+
+# --------------------------------------------------------------------------- element maps
+# Whole-map passes the encoder makes on every frame. Without numba the callers use their
+# NumPy definitions instead (a Python loop over a map would be slower than NumPy's).
+
+
+@njit(cache=True, nogil=True)
+def apply_lut(codes, table):
+    """``table[codes]`` for uint8 ``codes`` of any shape and a 256-entry table (its dtype out)."""
+    flat = codes.reshape(codes.size)
+    out = np.empty(codes.size, table.dtype)
+    for i in range(flat.size):
+        out[i] = table[flat[i]]
+    return out.reshape(codes.shape)
+
+
+@njit(cache=True, nogil=True)
+def _centred(codes, zero, shift, out):
+    flat = codes.reshape(codes.size)
+    dst = out.reshape(out.size)
+    z = np.int16(zero)
+    m = np.int16(1 << shift)
+    for i in range(flat.size):
+        dst[i] = (np.int16(flat[i]) - z) * m
+    return out
+
+
+def centred(codes, zero: int, shift: int, out=None) -> np.ndarray:
+    """``(codes - zero) << shift`` as int16 for uint8 ``codes`` of any shape (``shift`` < 8),
+    into ``out`` (a contiguous int16 array of their shape) when given: a map's worth of
+    fresh memory costs more than the pass itself on some systems (first-touch page faults)."""
+    if not COMPILED:
+        return (codes.astype(np.int16) - np.int16(zero)) << shift
+    if out is None:
+        out = np.empty(codes.shape, np.int16)
+    return _centred(np.ascontiguousarray(codes), zero, shift, out)
+
+
+@njit(cache=True, nogil=True)
+def count_not(codes, value):
+    """How many of ``codes`` (any shape) differ from ``value``."""
+    flat = codes.reshape(codes.size)
+    n = 0
+    for i in range(flat.size):
+        n += flat[i] != value
+    return n
+
+
+@njit(cache=True, nogil=True)
+def residual_threshold(cur, pred, block, k, limit, dead_zone):
+    """The residual decision by threshold (docs/bitstream.md, section 5): a block is coded
+    when its mean |cur - pred| in 8-bit steps, ``sum << k`` / its element count (float64),
+    exceeds ``limit`` and, with a dead zone, some value survives it (|d| << k > dead_zone).
+    ``cur`` and ``pred`` are N-bit codes (H, W, C). Returns (coded (nby, nbx) bool, the
+    coded blocks' values (int32, :func:`payload.gather_blocks` order), reconstruction)."""
+    height, width, channels = cur.shape
+    nby = (height + block - 1) // block
+    nbx = (width + block - 1) // block
+    coded = np.zeros((nby, nbx), np.bool_)
+    total = 0
+    for by in range(nby):
+        y0 = by * block
+        y1 = min(height, y0 + block)
+        for bx in range(nbx):
+            x0 = bx * block
+            x1 = min(width, x0 + block)
+            s = np.int64(0)
+            alive = False
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    for c in range(channels):
+                        d = abs(np.int64(cur[y, x, c]) - np.int64(pred[y, x, c]))
+                        s += d
+                        if (d << k) > dead_zone:
+                            alive = True
+            size = (y1 - y0) * (x1 - x0) * channels
+            if (s << k) / size > limit and alive:
+                coded[by, bx] = True
+                total += size
+    values = np.empty(total, np.int32)
+    recon = pred.copy()
+    pos = 0
+    for by in range(nby):
+        for bx in range(nbx):
+            if not coded[by, bx]:
+                continue
+            for y in range(by * block, min(height, by * block + block)):
+                for x in range(bx * block, min(width, bx * block + block)):
+                    for c in range(channels):
+                        d = np.int32(cur[y, x, c]) - np.int32(pred[y, x, c])
+                        if (abs(d) << k) <= dead_zone:
+                            d = 0
+                        values[pos] = d
+                        pos += 1
+                        recon[y, x, c] = np.uint8(np.int32(pred[y, x, c]) + d)
+    return coded, values, recon
 
 
 # --------------------------------------------------------------------------- motion

@@ -255,7 +255,8 @@ class SoftwareEngine:
 
     def requantize(self, tensor: TensorInfo, q8: np.ndarray, n_bits: int) -> np.ndarray:
         """quint8 codes (H, W, C) -> N-bit codes."""
-        return lut(tensor.zero_point, n_bits)[q8]
+        table = lut(tensor.zero_point, n_bits)
+        return K.apply_lut(q8, table) if K.COMPILED else table[q8]
 
     def anchor_section(self, tensor: TensorInfo, coder: str, q_n: np.ndarray, alphabet, table):
         """The coded anchor section (bytes, bits) of N-bit codes (H, W, C), element order."""
@@ -265,11 +266,19 @@ class SoftwareEngine:
         self, tensor: TensorInfo, ref_n: np.ndarray, q8: np.ndarray, n_bits: int, p: int, per_channel: bool
     ):
         """TSS of the current quint8 codes against the reference's N-bit codes (both (H, W, C))."""
-        k = 8 - n_bits
-        ref_c = (ref_n.astype(np.int16) - np.int16(zero_point_n(tensor.zero_point, n_bits))) << k
-        cur_c = q8.astype(np.int16) - np.int16(tensor.zero_point)
+        k, z_n = 8 - n_bits, zero_point_n(tensor.zero_point, n_bits)
+        ref_c = K.centred(ref_n, z_n, k, self._scratch("ref", ref_n.shape))
+        cur_c = K.centred(q8, tensor.zero_point, 0, self._scratch("cur", q8.shape))
         search = K.tss_per_channel if per_channel else K.tss_shared
         return search(ref_c, cur_c, tensor.block, p, False)
+
+    def _scratch(self, name: str, shape) -> np.ndarray:
+        """An int16 work array of ``shape`` kept between calls (the search's centred maps)."""
+        cache = self.__dict__.setdefault("_scratch_arrays", {})
+        a = cache.get(name)
+        if a is None or a.shape != tuple(shape):
+            a = cache[name] = np.empty(shape, np.int16)
+        return a
 
     def ctx_anchor_section(self, tensor: TensorInfo, q_n: np.ndarray, ref, ref_changes, n_bits: int):
         """The ``ctx`` section of an anchor's N-bit codes (H, W, C), temporal against the
@@ -570,7 +579,8 @@ class Encoder:
             compensated = pred
             if self.config.residual is not None:
                 cur_n = self.engine.requantize(t, q8, n_bits)
-                activity = np.count_nonzero(q8 != t.zero_point) / q8.size
+                active = K.count_not(q8, t.zero_point) if K.COMPILED else np.count_nonzero(q8 != t.zero_point)
+                activity = active / q8.size
                 coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits, activity)
                 coded_total += int(coded.sum())
                 if self._refines(n_bits) and coded.any():
@@ -628,7 +638,24 @@ class Encoder:
 
     def _residual(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int, activity: float):
         """Choose the blocks whose residual is coded; returns (coded, residual values, reconstruction).
-        ``activity``: the fraction of the frame's int8 codes of this tensor that are not z8."""
+        ``activity``: the fraction of the frame's int8 codes of this tensor that are not z8.
+        The threshold decision runs compiled where numba is (``K.residual_threshold``, tested
+        equal to :meth:`_residual_numpy`), the rest in NumPy."""
+        cfg = self.config.residual
+        if cfg.mode == "threshold" and K.COMPILED:
+            limit = cfg.threshold * activity * self._residual_gain()
+            return K.residual_threshold(
+                np.ascontiguousarray(cur_n),
+                np.ascontiguousarray(pred),
+                t.block,
+                8 - n_bits,
+                float(limit),
+                float(cfg.dead_zone),
+            )
+        return self._residual_numpy(i, t, cur_n, pred, n_bits, activity)
+
+    def _residual_numpy(self, i: int, t: TensorInfo, cur_n: np.ndarray, pred: np.ndarray, n_bits: int, activity: float):
+        """:meth:`_residual` in NumPy, both decisions (the readable definition)."""
         cfg = self.config.residual
         b = t.block
         nby, nbx = grid_shape(t.height, t.width, b)
