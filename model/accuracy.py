@@ -226,8 +226,31 @@ def _json_number(v: float, digits: int = 4):
     return None if math.isnan(v) else round(float(v), digits)
 
 
+def float_reference(detector, frames, batch_size: int = 8) -> list:
+    """The float model's detections on ``frames``: the ground truth of :func:`cut_accuracy`'s
+    fidelity scores. It depends on neither the calibration nor the cut, so a caller scoring
+    several calibrations of the same frames computes it once and passes it to each."""
+    import torch
+
+    out = []
+    for s in range(0, len(frames), batch_size):
+        batch = detector.preprocess(frames[s : s + batch_size])
+        with torch.no_grad():
+            out.extend(detector.forward(batch))
+    return out
+
+
 def cut_accuracy(
-    detector, quantized, frames, cuts, ranges: dict, batch_size: int = 8, paths=PATHS, log=None, replicates=200
+    detector,
+    quantized,
+    frames,
+    cuts,
+    ranges: dict,
+    batch_size: int = 8,
+    paths=PATHS,
+    log=None,
+    replicates=200,
+    reference=None,
 ) -> list[dict]:
     """Fidelity of the int8 M1 at each cut, against the float model on the same frames.
 
@@ -237,7 +260,8 @@ def cut_accuracy(
     as the evaluation harness reports them), ``frequent_categories``, ``frames``, and with
     ``replicates`` > 0 the 95 % intervals ``map50_ci``, ``map50_95_ci``, ``map50_frequent_ci``:
     the evaluation's moving-block bootstrap (``evaluation/bootstrap.py``) over the frames in
-    their order, the same resamples for every row (paired).
+    their order, the same resamples for every row (paired). ``reference``: the float model's
+    detections on ``frames`` (:func:`float_reference`), computed here when None.
     """
     import torch
 
@@ -257,7 +281,10 @@ def cut_accuracy(
                 out.extend(fn(batch))
         return out
 
-    reference = run(detector.forward)
+    if reference is None:
+        reference = float_reference(detector, frames, batch_size)
+    elif len(reference) != len(frames):
+        raise ValueError(f"reference has {len(reference)} frames' detections, not {len(frames)}")
     frequent = frequent_categories(reference)
     rows = []
     for cut in cuts:

@@ -106,7 +106,7 @@ def _cmd_accuracy(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.model import load_detector
-    from temposplit.model.accuracy import PATHS, cut_accuracy, cut_ranges, spread_frames
+    from temposplit.model.accuracy import PATHS, cut_accuracy, cut_ranges, float_reference, spread_frames
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.calibration import folds as calibration_folds
     from temposplit.model.quantize import parse_method, quantize
@@ -136,7 +136,11 @@ def _cmd_accuracy(args) -> int:
         print(line, file=sys.stderr, flush=True)
 
     k = args.calibration_folds
-    for fold, subset in enumerate(calibration_folds(calib, k)):
+    subsets = calibration_folds(calib, k)  # too few frames for k: an error before any model work
+    # The float model's detections (the fidelity ground truth) do not depend on the
+    # calibration: computed once, not once per fold.
+    reference = float_reference(det, frames)
+    for fold, subset in enumerate(subsets):
         quantized = quantize(det, subset, method=args.method, log=log if args.verbose else None)
         ranges = cut_ranges(det, subset, cuts)
         label = calibration if k == 1 else f"{calibration} fold {fold}/{k}"
@@ -147,7 +151,7 @@ def _cmd_accuracy(args) -> int:
                 row["fold"] = fold
             print(json.dumps(row) if args.json else _accuracy_line(row), flush=True)
 
-        cut_accuracy(det, quantized, frames, cuts, ranges, paths=paths, log=emit)
+        cut_accuracy(det, quantized, frames, cuts, ranges, paths=paths, log=emit, reference=reference)
     return 0
 
 

@@ -93,9 +93,11 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
 @pytest.mark.slow
 def test_accuracy_scores_each_calibration_fold_and_labels_its_rows(capsys, monkeypatch):
     """``--calibration-folds K``: K calibrations, each on the set less a different K-th of
-    its frames, one row per fold, cut and path, labelled."""
+    its frames, one row per fold, cut and path, labelled; the float model's detections (the
+    ground truth of every fold) computed once, not once per fold."""
     import numpy as np
 
+    import temposplit.model
     from temposplit.model import quantize as q
     from temposplit.model.calibration import calibration_frames, folds
     from temposplit.model.data import have_data
@@ -109,12 +111,29 @@ def test_accuracy_scores_each_calibration_fold_and_labels_its_rows(capsys, monke
         return real(det, frames, **kw)
 
     monkeypatch.setattr(q, "quantize", recording)
+    # Frames through the float model's forward (only the fidelity reference runs it: the int8
+    # and cut-only paths go through the splits' M1 and M2).
+    floated, real_load = [], temposplit.model.load_detector
+
+    def counting_load(*args, **kw):
+        det = real_load(*args, **kw)
+        forward = det.forward
+
+        def counting_forward(batch):
+            floated.append(int(batch.tensor.shape[0]))
+            return forward(batch)
+
+        det.forward = counting_forward
+        return det
+
+    monkeypatch.setattr(temposplit.model, "load_detector", counting_load)
     argv = ["models", "accuracy", "--video", "cup", "--frames", "2", "--cuts", "features.3", "--paths", "int8"]
     argv += ["--method", "minmax", "--calibration-folds", "2", "--json"]
     assert main(argv) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["fold"], r["cut"], r["path"]) for r in rows] == [(0, "features.3", "int8"), (1, "features.3", "int8")]
     assert [r["calibration"] for r in rows] == ["fixed-set fold 0/2", "fixed-set fold 1/2"]
+    assert sum(floated) == 2, floated  # the 2 frames once, for the 2 folds together
     expected = folds(calibration_frames(), 2)
     assert len(seen) == 2
     for got, want in zip(seen, expected, strict=True):

@@ -83,12 +83,13 @@ def _native_threads() -> int:
     thread leaves /proc/self/task, so one sample can count a finishing thread as native (a
     run in which it did: 5 against 4). The least of a second's samples: a leaked thread
     stays in every one."""
-    low = len(os.listdir("/proc/self/task")) - threading.active_count()
     deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
+    samples = []
+    while True:
+        samples.append(len(os.listdir("/proc/self/task")) - threading.active_count())
+        if time.monotonic() >= deadline:
+            return min(samples)
         time.sleep(0.02)
-        low = min(low, len(os.listdir("/proc/self/task")) - threading.active_count())
-    return low
 
 
 def test_finished_streams_leave_no_session_and_no_thread_behind(tmp_path, cloud_models, edge_model, vtest_frames):
