@@ -65,6 +65,18 @@ def centred(codes, zero: int, shift: int, out=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def hold_codes(q8, q_n, prev_n, lo, hi):
+    """:func:`quantize.hold` with its tables ``lo``, ``hi``: (H, W, C) arrays, uint8 out."""
+    a, b, c = q8.reshape(q8.size), q_n.reshape(q_n.size), prev_n.reshape(prev_n.size)
+    out = np.empty(q8.size, np.uint8)
+    for i in range(a.size):
+        v = a[i]
+        p = c[i]
+        out[i] = p if lo[v] <= p and p <= hi[v] else b[i]
+    return out.reshape(q8.shape)
+
+
+@njit(cache=True, nogil=True)
 def count_not(codes, value):
     """How many of ``codes`` (any shape) differ from ``value``."""
     flat = codes.reshape(codes.size)

@@ -72,6 +72,15 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
         help="drop residual values up to this size, in 8-bit steps (default 0: rebuild coded blocks exactly)",
     )
     p.add_argument(
+        "--hysteresis",
+        type=int,
+        default=None,
+        metavar="M",
+        help="keep a predicted frame's code while its int8 value stays within the code's cell widened by M "
+        "8-bit steps (residual modes; default: the preset's, 0 where it has none: fresh codes; "
+        "docs/bitstream.md, section 5)",
+    )
+    p.add_argument(
         "--refine-vectors",
         action="store_true",
         default=None,
@@ -89,6 +98,7 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args, tensors):
     """A CodecConfig from a preset and the options given on the command line."""
     from temposplit.codec.encoder import PRESETS, CodecConfig, ResidualConfig
+    from temposplit.codec.errors import ConfigurationError
 
     kwargs = dict(PRESETS[getattr(args, "preset", None) or "recommended"])
     for option, field in (
@@ -99,6 +109,7 @@ def config_from_args(args, tensors):
     ):
         if getattr(args, option, None) is not None:
             kwargs[field] = getattr(args, option)
+    hysteresis = getattr(args, "hysteresis", None)
     if args.residual == "none":
         kwargs["residual"] = None
     elif args.residual is not None or kwargs.get("residual") is not None:
@@ -110,9 +121,18 @@ def config_from_args(args, tensors):
         refine = getattr(args, "refine_vectors", None)
         if refine is None:
             refine = preset.refine_vectors if preset is not None else False
+        if hysteresis is None:
+            hysteresis = preset.hysteresis if preset is not None else 0
         kwargs["residual"] = ResidualConfig(
-            mode=mode, threshold=threshold, lam=args.lam, dead_zone=args.dead_zone, refine_vectors=refine
+            mode=mode,
+            threshold=threshold,
+            lam=args.lam,
+            dead_zone=args.dead_zone,
+            refine_vectors=refine,
+            hysteresis=hysteresis,
         )
+    if hysteresis and kwargs.get("residual") is None:
+        raise ConfigurationError("--hysteresis applies to a residual mode (--residual threshold or rd)")
     return CodecConfig(
         tensors=tensors,
         search_range=args.search_range,

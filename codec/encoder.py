@@ -35,7 +35,7 @@ from temposplit.codec.payload import (
     write_anchor,
     write_pred,
 )
-from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
+from temposplit.codec.quantize import check_bits, check_zero_point, hold, hold_tables, lut, zero_point_n
 from temposplit.codec.ratecontrol import RateController, default_ladder
 from temposplit.codec.structure import REFERENCES, Structure, group_plan
 
@@ -83,6 +83,13 @@ class ResidualConfig:
     is the same, bit for bit. It applies only where coded blocks are exact (no dead zone of
     one N-bit step or more). Measured on the SSD's cuts it saves at most 0.5 % (docs/
     bitstream.md, "Measured compression of ctx"), so no preset uses it.
+
+    ``hysteresis`` (m, whole 8-bit steps): before the decisions, each element of the frame
+    keeps the prediction's code while its int8 code stays within that code's cell widened
+    by m steps on each side (:func:`quantize.hold`), so a value that wavers across a cell
+    boundary is not sent back and forth; 0 (the default) takes the fresh codes. Coded
+    blocks then end within half a cell plus m of the current frame; anchors keep their
+    fresh codes (and refresh the chain). The decoder is the same.
     """
 
     mode: str = "threshold"
@@ -90,6 +97,7 @@ class ResidualConfig:
     lam: float = 4.0
     dead_zone: float = 0.0
     refine_vectors: bool = False
+    hysteresis: int = 0
 
     def __post_init__(self):
         if self.mode not in ("threshold", "rd"):
@@ -98,6 +106,9 @@ class ResidualConfig:
             raise ConfigurationError("residual threshold and lambda must be non-negative")
         if not self.dead_zone >= 0:
             raise ConfigurationError(f"residual dead zone must be non-negative, not {self.dead_zone!r}")
+        h = self.hysteresis
+        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or not 0 <= h <= 255:
+            raise ConfigurationError(f"hysteresis must be a whole number of 8-bit steps in 0..255, not {h!r}")
 
 
 # Operating points a user starts from (CodecConfig keyword arguments).
@@ -579,6 +590,8 @@ class Encoder:
             compensated = pred
             if self.config.residual is not None:
                 cur_n = self.engine.requantize(t, q8, n_bits)
+                if self.config.residual.hysteresis:
+                    cur_n = self._hold(t, q8, cur_n, pred, n_bits)
                 active = K.count_not(q8, t.zero_point) if K.COMPILED else np.count_nonzero(q8 != t.zero_point)
                 activity = active / q8.size
                 coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits, activity)
@@ -612,6 +625,14 @@ class Encoder:
         self._record(packet, n_bits, ref_index, recon, mean_cost, coded_total)
         self.frames[-1].vectors = [pt.mvs for pt in tensors]
         return packet
+
+    def _hold(self, t: TensorInfo, q8, cur_n, pred, n_bits: int) -> np.ndarray:
+        """The frame's codes after the flicker hysteresis against the prediction (ResidualConfig)."""
+        m = int(self.config.residual.hysteresis)
+        if not K.COMPILED:
+            return hold(q8, cur_n, pred, t.zero_point, n_bits, m)
+        lo, hi = hold_tables(t.zero_point, n_bits, m)
+        return K.hold_codes(np.ascontiguousarray(q8), np.ascontiguousarray(cur_n), np.ascontiguousarray(pred), lo, hi)
 
     def _refines(self, n_bits: int) -> bool:
         """Whether coded blocks get refined vectors: asked for, and coded blocks are exact."""

@@ -58,6 +58,25 @@ def requantize(q8: np.ndarray, z8: int, n_bits: int) -> np.ndarray:
     return np.clip(shifted + z_n, 0, (1 << n_bits) - 1).astype(np.uint8)
 
 
+def hold_tables(z8: int, n_bits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two 256-entry tables of :func:`hold`: the codes of max(0, v - m) and min(255, v + m)."""
+    v = np.arange(256)
+    table = lut(z8, n_bits)
+    return table[np.maximum(0, v - m)], table[np.minimum(255, v + m)]
+
+
+def hold(q8: np.ndarray, q_n: np.ndarray, prev_n: np.ndarray, z8: int, n_bits: int, m: int) -> np.ndarray:
+    """Flicker hysteresis (an encoder decision; docs/bitstream.md, section 5): each element
+    keeps the previous code ``prev_n`` while some 8-bit value within ``m`` steps of its own
+    ``q8`` requantizes to it -- the previous code's cell widened by m steps on each side
+    holds q8 -- and takes its fresh code ``q_n`` otherwise. The requantizer is monotonic, so
+    that is requantize(max(0, q8 - m)) <= prev_n <= requantize(min(255, q8 + m)). m = 0 keeps
+    ``q_n`` (the only code whose cell holds q8)."""
+    lo, hi = hold_tables(z8, n_bits, m)
+    keep = (lo[q8] <= prev_n) & (prev_n <= hi[q8])
+    return np.where(keep, prev_n, q_n).astype(np.uint8)
+
+
 def lut(z8: int, n_bits: int) -> np.ndarray:
     """The requantizer as a 256-entry table: ``lut(z8, n)[q8] == requantize(q8, z8, n)``."""
     return requantize(np.arange(256, dtype=np.uint8), z8, n_bits)

@@ -45,6 +45,12 @@ CHAIN_GROUPS = {"structures": ("uni-16", "uni-32"), "threshold": 4.0, "coders": 
 # The same at t = 1.5 with residual values up to 4 8-bit steps dropped (one step at N = 6, two at
 # N = 7); below one N-bit step (N <= 5) a dead zone changes nothing, so those N are not run.
 CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl", "ctx")}
+# Flicker hysteresis at the recommended threshold: a predicted frame keeps the prediction's
+# code while the int8 value stays within its cell widened by m 8-bit steps (an N-bit cell is
+# 2^(8-N) steps wide: m = 2 and 4 at N = 5 allow 6 and 8 steps of error where 4 were).
+# Not in the default sweep: measured on the evaluation clips (docs/results/notes.md,
+# "Flicker hysteresis"); `--methods chain+residual` runs it.
+CHAIN_HYSTERESIS = {"threshold": 4.0, "hysteresis": (2, 4), "coders": ("zrl", "ctx")}
 # The refresh as an adaptive group length: long groups predicted from their anchor with the
 # residual mode, a new anchor as soon as a frame's prediction cost passes `factor` times the
 # mean cost of a 1-frame step (uni-2's). Without a residual a refresh cannot rescue the drift
@@ -150,6 +156,18 @@ def _plan() -> tuple[Entry, ...]:
             structure=structure,
             reference="chain",
             residual=t,
+        )
+        plan.append(Entry(**{**e.__dict__, "default": False}))
+    for m in CHAIN_HYSTERESIS["hysteresis"]:
+        t = CHAIN_HYSTERESIS["threshold"]
+        e = _codec(
+            "chain+residual",
+            f"{chain['structure']} chain t={t:g} hyst={m}",
+            CHAIN_HYSTERESIS["coders"],
+            label=f"chain+residual t={t:g} hyst={m}",
+            **chain,
+            residual=t,
+            hysteresis=m,
         )
         plan.append(Entry(**{**e.__dict__, "default": False}))
     # A dead zone below one N-bit step changes nothing: from the N whose step it covers.

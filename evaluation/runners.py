@@ -228,12 +228,14 @@ class ClipRun:
         return self.uni2_cost[key]
 
 
-def codec_options(n, structure, reference="anchor", residual=None, refresh_threshold=None, dead_zone=0.0):
+def codec_options(n, structure, reference="anchor", residual=None, refresh_threshold=None, dead_zone=0.0, hysteresis=0):
     from temposplit.codec.encoder import ResidualConfig
 
     opts = {"n_bits": n, "structure": structure, "reference": reference}
     if residual is not None:  # in 8-bit steps, as the codec takes it
-        opts["residual"] = ResidualConfig("threshold", float(residual), dead_zone=float(dead_zone))
+        opts["residual"] = ResidualConfig(
+            "threshold", float(residual), dead_zone=float(dead_zone), hysteresis=int(hysteresis)
+        )
     if refresh_threshold is not None:
         opts["refresh_threshold"] = float(refresh_threshold)
     return opts
@@ -295,6 +297,7 @@ def run_codec(run: ClipRun, entry, cut, n):
     method, variant, coders = entry.method, entry.variant, entry.coders
     structure, reference = o["structure"], o.get("reference", "anchor")
     residual, refresh, dead_zone = o.get("residual"), o.get("refresh", False), o.get("dead_zone", 0.0)
+    hysteresis = o.get("hysteresis", 0)
     ctx = run.context(cut)
     settings = {
         "structure": structure,
@@ -309,13 +312,14 @@ def run_codec(run: ClipRun, entry, cut, n):
             "mode": "threshold",
             "threshold_8bit_steps": residual,
             "dead_zone_8bit_steps": dead_zone,
+            "hysteresis_8bit_steps": hysteresis,
         }
     if refresh:
         base = run.uni2_mean_cost(cut, n, ctx)
         refresh_threshold = REFRESH["factor"] * base
         settings["refresh_threshold"] = refresh_threshold
         settings["refresh_rule"] = f"{REFRESH['factor']:g} x mean uni-2 prediction cost ({base:.3f})"
-    opts = codec_options(n, structure, reference, residual, refresh_threshold, dead_zone)
+    opts = codec_options(n, structure, reference, residual, refresh_threshold, dead_zone, hysteresis)
     runs, lm_runs = {}, {}
     for coder in coders:
         runs[coder] = run.encode(cut, ctx["data"], ctx["clip"].n_frames, coder=coder, **opts)

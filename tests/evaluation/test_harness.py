@@ -337,5 +337,21 @@ def test_the_dead_zone_variant_runs_only_where_it_changes_something(tmp_path):
     names = [t.name for t in h.tasks()]
     dz = [n for n in names if "dz=" in n]
     assert dz == [f"{CUT} N={n} chain+residual t=1.5 dz=4" for n in (6, 7, 8)]  # 4 8-bit steps >= one N-bit step
-    assert sum("chain+residual t=" in n and "dz=" not in n for n in names) == 2 * 5  # two thresholds at every N
+    plain = [n for n in names if "chain+residual t=" in n and "dz=" not in n and "hyst=" not in n]
+    assert len(plain) == 2 * 5  # two thresholds at every N
     assert sum("chain+residual uni-" in n for n in names) == 2 * 5  # the two longer chains at every N
+    hyst = [n for n in names if "hyst=" in n]
+    assert hyst == [f"{CUT} N={n} chain+residual t=4 hyst={m}" for n in (4, 5, 6, 7, 8) for m in (2, 4)]
+
+
+def test_the_hysteresis_variant_reaches_the_codec():
+    from temposplit.evaluation.plan import CHAIN_HYSTERESIS, PLAN
+    from temposplit.evaluation.runners import codec_options
+
+    entries = [e for e in PLAN if "hysteresis" in e.options]
+    assert [e.options["hysteresis"] for e in entries] == list(CHAIN_HYSTERESIS["hysteresis"])
+    assert not any(e.default for e in entries)  # measured before it becomes a default
+    o = entries[0].options
+    opts = codec_options(5, o["structure"], o["reference"], o["residual"], hysteresis=o["hysteresis"])
+    assert opts["residual"].hysteresis == CHAIN_HYSTERESIS["hysteresis"][0]
+    assert codec_options(5, "uni-8", "chain", 4.0)["residual"].hysteresis == 0
