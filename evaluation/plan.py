@@ -48,9 +48,10 @@ CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl", "ctx")}
 # Flicker hysteresis at the recommended threshold: a predicted frame keeps the prediction's
 # code while the int8 value stays within its cell widened by m 8-bit steps (an N-bit cell is
 # 2^(8-N) steps wide: m = 2 and 4 at N = 5 allow 6 and 8 steps of error where 4 were).
-# Not in the default sweep: measured on the evaluation clips (docs/results/notes.md,
-# "Flicker hysteresis"); `--methods chain+residual` runs it.
-CHAIN_HYSTERESIS = {"threshold": 4.0, "hysteresis": (2, 4), "coders": ("zrl", "ctx")}
+# Measured at the default cut on the four clips (docs/results/notes.md, "Flicker
+# hysteresis"): m = 2 put points above the pooled hull, so it is in the default sweep
+# (with ctx, the coder on the hull); m = 4 runs with `--methods chain+residual`.
+CHAIN_HYSTERESIS = {"threshold": 4.0, "hysteresis": (2, 4), "default": (2,), "coders": ("ctx",)}
 # The refresh as an adaptive group length: long groups predicted from their anchor with the
 # residual mode, a new anchor as soon as a frame's prediction cost passes `factor` times the
 # mean cost of a 1-frame step (uni-2's). Without a residual a refresh cannot rescue the drift
@@ -169,7 +170,7 @@ def _plan() -> tuple[Entry, ...]:
             residual=t,
             hysteresis=m,
         )
-        plan.append(Entry(**{**e.__dict__, "default": False}))
+        plan.append(Entry(**{**e.__dict__, "default": m in CHAIN_HYSTERESIS["default"]}))
     # A dead zone below one N-bit step changes nothing: from the N whose step it covers.
     min_bits = next(n for n in range(2, 9) if dz["dead_zone"] >= 1 << (8 - n))
     e = _codec(

@@ -350,7 +350,7 @@ def test_the_hysteresis_variant_reaches_the_codec():
 
     entries = [e for e in PLAN if "hysteresis" in e.options]
     assert [e.options["hysteresis"] for e in entries] == list(CHAIN_HYSTERESIS["hysteresis"])
-    assert not any(e.default for e in entries)  # measured before it becomes a default
+    assert [e.options["hysteresis"] for e in entries if e.default] == list(CHAIN_HYSTERESIS["default"])
     o = entries[0].options
     opts = codec_options(5, o["structure"], o["reference"], o["residual"], hysteresis=o["hysteresis"])
     assert opts["residual"].hysteresis == CHAIN_HYSTERESIS["hysteresis"][0]
