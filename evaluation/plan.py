@@ -115,8 +115,10 @@ def video_variant(preset: str, resolution: str, crf: int) -> str:
     return " ".join(parts + [f"crf={crf}"])
 
 
-def _codec(method, variant, coders, label=None, **options) -> Entry:
-    return Entry(method, variant, "codec", tuple(coders), options, label=label or method)
+def _codec(method, variant, coders, label=None, default=True, min_bits=2, **options) -> Entry:
+    return Entry(
+        method, variant, "codec", tuple(coders), options, label=label or method, default=default, min_bits=min_bits
+    )
 
 
 def _plan() -> tuple[Entry, ...]:
@@ -147,42 +149,47 @@ def _plan() -> tuple[Entry, ...]:
                 residual=t,
             )
         )
+    t = CHAIN_GROUPS["threshold"]
     for structure in CHAIN_GROUPS["structures"]:
-        t = CHAIN_GROUPS["threshold"]
-        e = _codec(
-            "chain+residual",
-            f"{structure} chain t={t:g}",
-            CHAIN_GROUPS["coders"],
-            label=f"chain+residual {structure} t={t:g}",
-            structure=structure,
-            reference="chain",
-            residual=t,
+        plan.append(
+            _codec(
+                "chain+residual",
+                f"{structure} chain t={t:g}",
+                CHAIN_GROUPS["coders"],
+                label=f"chain+residual {structure} t={t:g}",
+                default=False,
+                structure=structure,
+                reference="chain",
+                residual=t,
+            )
         )
-        plan.append(Entry(**{**e.__dict__, "default": False}))
+    t = CHAIN_HYSTERESIS["threshold"]
     for m in CHAIN_HYSTERESIS["hysteresis"]:
-        t = CHAIN_HYSTERESIS["threshold"]
-        e = _codec(
-            "chain+residual",
-            f"{chain['structure']} chain t={t:g} hyst={m}",
-            CHAIN_HYSTERESIS["coders"],
-            label=f"chain+residual t={t:g} hyst={m}",
-            **chain,
-            residual=t,
-            hysteresis=m,
+        plan.append(
+            _codec(
+                "chain+residual",
+                f"{chain['structure']} chain t={t:g} hyst={m}",
+                CHAIN_HYSTERESIS["coders"],
+                label=f"chain+residual t={t:g} hyst={m}",
+                default=m in CHAIN_HYSTERESIS["default"],
+                **chain,
+                residual=t,
+                hysteresis=m,
+            )
         )
-        plan.append(Entry(**{**e.__dict__, "default": m in CHAIN_HYSTERESIS["default"]}))
     # A dead zone below one N-bit step changes nothing: from the N whose step it covers.
-    min_bits = next(n for n in range(2, 9) if dz["dead_zone"] >= 1 << (8 - n))
-    e = _codec(
-        "chain+residual",
-        f"{chain['structure']} chain t={dz['threshold']:g} dz={dz['dead_zone']:g}",
-        dz["coders"],
-        label=f"chain+residual t={dz['threshold']:g} dz={dz['dead_zone']:g}",
-        **chain,
-        residual=dz["threshold"],
-        dead_zone=dz["dead_zone"],
+    plan.append(
+        _codec(
+            "chain+residual",
+            f"{chain['structure']} chain t={dz['threshold']:g} dz={dz['dead_zone']:g}",
+            dz["coders"],
+            label=f"chain+residual t={dz['threshold']:g} dz={dz['dead_zone']:g}",
+            min_bits=next(n for n in range(2, 9) if dz["dead_zone"] >= 1 << (8 - n)),
+            **chain,
+            residual=dz["threshold"],
+            dead_zone=dz["dead_zone"],
+        )
     )
-    plan.append(Entry(**{**e.__dict__, "min_bits": min_bits}))
     plan.append(
         _codec(
             "refresh",
