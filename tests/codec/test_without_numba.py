@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent(
 
     frames = correlated_clip(np.random.default_rng(3), 5, (8, 9, 10))
     res = ResidualConfig(threshold=0.2)
-    for coder, residual in (("huffman", None), ("zrl", res), ("ctx", res)):
+    held = ResidualConfig(threshold=0.2, hysteresis=3)
+    for coder, residual in (("huffman", None), ("zrl", res), ("ctx", res), ("ctx", held)):
         enc = Encoder(CodecConfig([TensorSpec("x", (8, 9, 10), 0.1, 4, 4)], structure="bi-5", coder=coder,
                                   residual=residual))
         data = enc.header_bytes() + b"".join(p.to_bytes() for f in frames for p in enc.push([f]))
@@ -32,13 +33,20 @@ SCRIPT = textwrap.dedent(
 
 
 def test_the_codec_runs_without_numba_and_writes_the_same_bytes():
+    """The NumPy passes (requantization, the residual decision, hysteresis) and the Python
+    kernels write what the compiled ones write."""
     run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     streams = run.stdout.split()
     frames = correlated_clip(np.random.default_rng(3), 5, (8, 9, 10))
     for got, (coder, residual) in zip(
         streams,
-        (("huffman", None), ("zrl", ResidualConfig(threshold=0.2)), ("ctx", ResidualConfig(threshold=0.2))),
+        (
+            ("huffman", None),
+            ("zrl", ResidualConfig(threshold=0.2)),
+            ("ctx", ResidualConfig(threshold=0.2)),
+            ("ctx", ResidualConfig(threshold=0.2, hysteresis=3)),
+        ),
         strict=True,
     ):
         enc = Encoder(
