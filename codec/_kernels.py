@@ -57,10 +57,13 @@ def centred(codes, zero: int, shift: int, out=None) -> np.ndarray:
     """``(codes - zero) << shift`` as int16 for uint8 ``codes`` of any shape (``shift`` < 8),
     into ``out`` (a contiguous int16 array of their shape) when given: a map's worth of
     fresh memory costs more than the pass itself on some systems (first-touch page faults)."""
-    if not COMPILED:
-        return (codes.astype(np.int16) - np.int16(zero)) << shift
     if out is None:
         out = np.empty(codes.shape, np.int16)
+    elif out.shape != codes.shape or out.dtype != np.int16 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous int16 array of shape {codes.shape}")
+    if not COMPILED:
+        np.subtract(codes, np.int16(zero), out=out, dtype=np.int16)
+        return np.left_shift(out, shift, out=out)
     return _centred(np.ascontiguousarray(codes), zero, shift, out)
 
 
@@ -109,7 +112,7 @@ def residual_threshold(cur, pred, block, k, limit, dead_zone):
             s = np.int64(0)
             largest = 0
             for y in range(y0, y1):
-                # Slices indexed from 0 and int32 sums: LLVM vectorizes the row (as in _sad).
+                # A row of the block is one contiguous run; slices indexed from 0 (as in _sad).
                 rc = cur2[y, a0 : a0 + run]
                 rp = pred2[y, a0 : a0 + run]
                 acc = np.int32(0)

@@ -267,7 +267,7 @@ class SoftwareEngine:
     def requantize(self, tensor: TensorInfo, q8: np.ndarray, n_bits: int) -> np.ndarray:
         """quint8 codes (H, W, C) -> N-bit codes."""
         table = lut(tensor.zero_point, n_bits)
-        return K.apply_lut(q8, table) if K.COMPILED else table[q8]
+        return K.apply_lut(np.ascontiguousarray(q8), table) if K.COMPILED else table[q8]
 
     def anchor_section(self, tensor: TensorInfo, coder: str, q_n: np.ndarray, alphabet, table):
         """The coded anchor section (bytes, bits) of N-bit codes (H, W, C), element order."""
@@ -286,10 +286,10 @@ class SoftwareEngine:
     def _scratch(self, name: str, shape) -> np.ndarray:
         """An int16 work array of ``shape`` kept between calls (the search's centred maps)."""
         cache = self.__dict__.setdefault("_scratch_arrays", {})
-        a = cache.get(name)
-        if a is None or a.shape != tuple(shape):
-            a = cache[name] = np.empty(shape, np.int16)
-        return a
+        key = (name, tuple(shape))
+        if key not in cache:
+            cache[key] = np.empty(shape, np.int16)
+        return cache[key]
 
     def ctx_anchor_section(self, tensor: TensorInfo, q_n: np.ndarray, ref, ref_changes, n_bits: int):
         """The ``ctx`` section of an anchor's N-bit codes (H, W, C), temporal against the
@@ -592,7 +592,10 @@ class Encoder:
                 cur_n = self.engine.requantize(t, q8, n_bits)
                 if self.config.residual.hysteresis:
                     cur_n = self._hold(t, q8, cur_n, pred, n_bits)
-                active = K.count_not(q8, t.zero_point) if K.COMPILED else np.count_nonzero(q8 != t.zero_point)
+                if K.COMPILED:
+                    active = K.count_not(np.ascontiguousarray(q8), t.zero_point)
+                else:
+                    active = np.count_nonzero(q8 != t.zero_point)
                 activity = active / q8.size
                 coded, residual, pred = self._residual(i, t, cur_n, pred, n_bits, activity)
                 coded_total += int(coded.sum())

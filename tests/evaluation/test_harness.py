@@ -355,3 +355,33 @@ def test_the_hysteresis_variant_reaches_the_codec():
     opts = codec_options(5, o["structure"], o["reference"], o["residual"], hysteresis=o["hysteresis"])
     assert opts["residual"].hysteresis == CHAIN_HYSTERESIS["hysteresis"][0]
     assert codec_options(5, "uni-8", "chain", 4.0)["residual"].hysteresis == 0
+
+
+def test_run_codec_hands_the_hysteresis_to_the_encoder_and_the_row():
+    from types import SimpleNamespace
+
+    from temposplit.evaluation.plan import PLAN
+    from temposplit.evaluation.runners import run_codec
+
+    entry = next(e for e in PLAN if e.options.get("hysteresis") == 2)
+    seen = []
+
+    class FakeRun:  # what run_codec asks of a clip run, the encoder's options recorded
+        uni2_cost: dict = {}
+
+        def context(self, cut):
+            return {"data": None, "clip": SimpleNamespace(n_frames=3)}
+
+        def specs(self, data):
+            return [SimpleNamespace(block=4)]
+
+        def encode(self, cut, data, n_frames, **options):
+            seen.append(options)
+            return []
+
+        def feature_rows(self, ctx, method, variant, n, runs, settings, lm_runs):
+            return [{"settings": settings, "reconstruction": None}]
+
+    rows = run_codec(FakeRun(), entry, CUT, 5)
+    assert seen and all(o["residual"].hysteresis == 2 for o in seen)
+    assert rows[0]["settings"]["residual"]["hysteresis_8bit_steps"] == 2
