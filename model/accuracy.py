@@ -226,18 +226,23 @@ def _json_number(v: float, digits: int = 4):
     return None if math.isnan(v) else round(float(v), digits)
 
 
-def float_reference(detector, frames, batch_size: int = 8) -> list:
-    """The float model's detections on ``frames``: the ground truth of :func:`cut_accuracy`'s
-    fidelity scores. It depends on neither the calibration nor the cut, so a caller scoring
-    several calibrations of the same frames computes it once and passes it to each."""
+def _detections(detector, frames, fn, batch_size: int) -> list:
+    """``fn`` (a batch in, one detection list a frame out) over ``frames`` in batches."""
     import torch
 
     out = []
     for s in range(0, len(frames), batch_size):
         batch = detector.preprocess(frames[s : s + batch_size])
         with torch.no_grad():
-            out.extend(detector.forward(batch))
+            out.extend(fn(batch))
     return out
+
+
+def float_reference(detector, frames, batch_size: int = 8) -> list:
+    """The float model's detections on ``frames``: the ground truth of :func:`cut_accuracy`'s
+    fidelity scores. It depends on neither the calibration nor the cut, so a caller scoring
+    several calibrations of the same frames computes it once and passes it to each."""
+    return _detections(detector, frames, detector.forward, batch_size)
 
 
 def cut_accuracy(
@@ -263,7 +268,6 @@ def cut_accuracy(
     their order, the same resamples for every row (paired). ``reference``: the float model's
     detections on ``frames`` (:func:`float_reference`), computed here when None.
     """
-    import torch
 
     from temposplit.evaluation import bootstrap
     from temposplit.evaluation.metrics import fidelity_map
@@ -274,12 +278,7 @@ def cut_accuracy(
         weights = bootstrap.resample_weights(idx, len(frames))
 
     def run(fn):
-        out = []
-        for s in range(0, len(frames), batch_size):
-            batch = detector.preprocess(frames[s : s + batch_size])
-            with torch.no_grad():
-                out.extend(fn(batch))
-        return out
+        return _detections(detector, frames, fn, batch_size)
 
     if reference is None:
         reference = float_reference(detector, frames, batch_size)
