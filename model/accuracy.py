@@ -95,8 +95,6 @@ def ssd_study(
     ``labelme``: list of (frame, [(box, category_id), ...]). Int8 paths: "int8 M1 -> float M2"
     (dequantized tensors; the main path) per cut, and the whole int8 model.
     """
-    import torch
-
     from temposplit.model import load_detector
     from temposplit.model.quantize import quantize
 
@@ -104,12 +102,7 @@ def ssd_study(
     q = quantize(det, calibration_frames)
 
     def run(fn, frames):
-        out = []
-        for s in range(0, len(frames), batch_size):
-            batch = det.preprocess(frames[s : s + batch_size])
-            with torch.no_grad():
-                out.extend(fn(batch))
-        return out
+        return _detections(det, frames, fn, batch_size)
 
     lm_frames = [f for f, _ in labelme]
     lm_gt = [g for _, g in labelme]
