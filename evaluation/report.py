@@ -180,6 +180,19 @@ def _frame_lines(rows):
     return pick
 
 
+def _variant_style(variant: str) -> tuple[str, str]:
+    """(line style, marker) of a feature reconstruction's accuracy curve: the dead zone
+    dotted with squares, hysteresis dash-dotted with triangles, the chain at its higher
+    threshold dashed, the rest solid; the rate curves take the marker only."""
+    if "dz=" in variant:
+        return ":", "s"
+    if "hyst=" in variant:
+        return "-.", "^"
+    if "chain" in variant and "1.5" not in variant:
+        return "--", "o"
+    return "-", "o"
+
+
 def plot_cut(rows, cut, path: Path) -> Path:
     import matplotlib
 
@@ -196,7 +209,7 @@ def plot_cut(rows, cut, path: Path) -> Path:
             [r["n_bits"] for r in pts],
             [r["mb_per_s"] for r in pts],
             CODER_STYLE.get(coder, "-"),
-            marker="s" if "dz=" in variant else "o",
+            marker=_variant_style(variant)[1],
             ms=3,
             color=COLORS.get(method),
             label=label,
@@ -227,8 +240,8 @@ def plot_cut(rows, cut, path: Path) -> Path:
             [r["map50"] for r in pts],
             ms=3,
             color=COLORS.get(method),
-            ls=":" if "dz=" in variant else "-" if "chain" not in variant or "1.5" in variant else "--",
-            marker="s" if "dz=" in variant else "o",
+            ls=_variant_style(variant)[0],
+            marker=_variant_style(variant)[1],
             label=f"{method} {variant}".strip(),
         )
     ax_a.axhline(1.0, color="red", ls=":", lw=1.2, label="float (1 by construction)")

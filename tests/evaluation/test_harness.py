@@ -385,3 +385,14 @@ def test_run_codec_hands_the_hysteresis_to_the_encoder_and_the_row():
     rows = run_codec(FakeRun(), entry, CUT, 5)
     assert seen and all(o["residual"].hysteresis == 2 for o in seen)
     assert rows[0]["settings"]["residual"]["hysteresis_8bit_steps"] == 2
+
+
+def test_the_plots_tell_the_chain_variants_apart():
+    from temposplit.evaluation.plan import PLAN
+    from temposplit.evaluation.report import _variant_style
+
+    variants = {e.variant for e in PLAN if e.method == "chain+residual"}
+    style = {v: _variant_style(v) for v in variants}
+    for mark in ("hyst=", "dz="):
+        own = {style[v] for v in variants if mark in v}
+        assert own and own.isdisjoint(style[v] for v in variants if mark not in v)
