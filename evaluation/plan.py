@@ -121,9 +121,25 @@ def _codec(method, variant, coders, label=None, default=True, min_bits=2, **opti
     )
 
 
+def _chain(structure, suffix, coders, default=True, min_bits=2, **options) -> Entry:
+    """A ``chain+residual`` setting: variant "{structure} chain {suffix}", labelled by the
+    suffix alone in the recommended group length."""
+    short = suffix if structure == CHAIN_RESIDUAL["structure"] else f"{structure} {suffix}"
+    return _codec(
+        "chain+residual",
+        f"{structure} chain {suffix}",
+        coders,
+        label=f"chain+residual {short}",
+        default=default,
+        min_bits=min_bits,
+        structure=structure,
+        reference="chain",
+        **options,
+    )
+
+
 def _plan() -> tuple[Entry, ...]:
     b3, ch, dz, rf, rc = BI3_RESIDUAL, CHAIN_RESIDUAL, CHAIN_DEAD_ZONE, REFRESH, RATE_CONTROL
-    chain = {"structure": ch["structure"], "reference": "chain"}
     plan = [
         Entry("features-8bit", "", "int8", per="cut", label="features-8bit"),
         _codec("quant", "intra", QUANT_CODERS, structure="intra"),
@@ -139,53 +155,25 @@ def _plan() -> tuple[Entry, ...]:
         ),
     ]
     for t in ch["thresholds"]:
-        plan.append(
-            _codec(
-                "chain+residual",
-                f"{chain['structure']} chain t={t:g}",
-                ch["coders"],
-                label=f"chain+residual t={t:g}",
-                **chain,
-                residual=t,
-            )
-        )
+        plan.append(_chain(ch["structure"], f"t={t:g}", ch["coders"], residual=t))
     t = CHAIN_GROUPS["threshold"]
     for structure in CHAIN_GROUPS["structures"]:
-        plan.append(
-            _codec(
-                "chain+residual",
-                f"{structure} chain t={t:g}",
-                CHAIN_GROUPS["coders"],
-                label=f"chain+residual {structure} t={t:g}",
-                default=False,
-                structure=structure,
-                reference="chain",
-                residual=t,
-            )
-        )
+        plan.append(_chain(structure, f"t={t:g}", CHAIN_GROUPS["coders"], default=False, residual=t))
     t = CHAIN_HYSTERESIS["threshold"]
     for m in CHAIN_HYSTERESIS["hysteresis"]:
+        default = m in CHAIN_HYSTERESIS["default"]
         plan.append(
-            _codec(
-                "chain+residual",
-                f"{chain['structure']} chain t={t:g} hyst={m}",
-                CHAIN_HYSTERESIS["coders"],
-                label=f"chain+residual t={t:g} hyst={m}",
-                default=m in CHAIN_HYSTERESIS["default"],
-                **chain,
-                residual=t,
-                hysteresis=m,
-            )
+            _chain(ch["structure"], f"t={t:g} hyst={m}", CHAIN_HYSTERESIS["coders"], default, residual=t, hysteresis=m)
         )
     # A dead zone below one N-bit step changes nothing: from the N whose step it covers.
+    min_bits = next(n for n in range(2, 9) if dz["dead_zone"] >= 1 << (8 - n))
+    suffix = f"t={dz['threshold']:g} dz={dz['dead_zone']:g}"
     plan.append(
-        _codec(
-            "chain+residual",
-            f"{chain['structure']} chain t={dz['threshold']:g} dz={dz['dead_zone']:g}",
+        _chain(
+            ch["structure"],
+            suffix,
             dz["coders"],
-            label=f"chain+residual t={dz['threshold']:g} dz={dz['dead_zone']:g}",
-            min_bits=next(n for n in range(2, 9) if dz["dead_zone"] >= 1 << (8 - n)),
-            **chain,
+            min_bits=min_bits,
             residual=dz["threshold"],
             dead_zone=dz["dead_zone"],
         )
