@@ -44,12 +44,14 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.codec.ctx_records import FIELDS as RECORD_FIELDS
+
 PROB_BITS = 12
-N_CONTEXTS = 423  # the context table of docs/bitstream.md 6.2.5
+N_CONTEXTS = 459  # the context table of docs/bitstream.md 6.2.5
 COUNT_MAX = 62
 PENDING_BITS = 32
 TERMINATION_SHIFTS = 5
-TOUCHED_GROUPS = 27  # 27 x 16 touched-bits >= 423 contexts
+TOUCHED_GROUPS = 29  # 29 x 16 touched-bits >= 459 contexts
 CREDIT = 13  # free FIFO entries a bin needs to be taken: the events of the bins in flight
 
 bin_layout = data.StructLayout({"bit": unsigned(1), "ctx": unsigned(9), "bypass": unsigned(1), "last": unsigned(1)})
@@ -143,7 +145,7 @@ class RangeEncoder(wiring.Component):
             m.d.sync += t.eq(self.i.payload)
             with m.If(self.i.p.last):
                 m.d.sync += closing.eq(1)
-        touched = Signal(TOUCHED_GROUPS * 16)  # a context touched in this section (423 used)
+        touched = Signal(TOUCHED_GROUPS * 16)  # a context touched in this section (459 used)
         groups = Signal(16 * TOUCHED_GROUPS)
         m.d.comb += [rd.addr.eq(t.ctx), groups.eq(touched)]
         group_sel = Signal(16)
@@ -479,6 +481,79 @@ element_bins_layout = data.StructLayout(
 ELEMENT_CREDIT = 6  # free entries of the element FIFO an element needs to be taken
 
 
+class ValueBins(wiring.Component):
+    """Values in (``element_bins_layout``: a value's binarization with its contexts), bins
+    out, one per cycle: the zero bin, the sign bin, the unary magnitude bins (stopping
+    after the first 0) and the suffix's bypass bins, most significant first (6.2.4). A
+    value is taken in the cycle its last bin leaves, so values flow without a gap."""
+
+    def __init__(self):
+        super().__init__({"i": In(stream.Signature(element_bins_layout)), "o": Out(stream.Signature(bin_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        s1_valid = Signal()
+        e = Signal(element_bins_layout)
+        phase = Signal(2)  # 0 zero bin, 1 sign, 2 unary, 3 suffix
+        idx = Signal(5)  # unary bin i, or suffix bit j (counting down)
+        bit = Signal()
+        ctxi = Signal(9)
+        bypass = Signal()
+        final = Signal()  # this bin is the element's last
+        with m.Switch(phase):
+            with m.Case(0):
+                m.d.comb += [
+                    bit.eq(~e.zero),
+                    ctxi.eq(e.z_ctx),
+                    final.eq(e.zero | (~e.has_sign & (e.unary_n == 0) & (e.suffix_w == 0))),
+                ]
+            with m.Case(1):
+                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx), final.eq((e.unary_n == 0) & (e.suffix_w == 0))]
+            with m.Case(2):
+                m.d.comb += [
+                    bit.eq(e.m > idx),
+                    ctxi.eq(e.mag[Mux(idx > 3, 3, idx[:2])]),
+                    final.eq((e.m == idx) | ((idx + 1 == e.unary_n) & (e.suffix_w == 0))),
+                ]
+            with m.Case(3):
+                m.d.comb += [bit.eq((e.rest >> idx)[0]), bypass.eq(1), final.eq(idx == 0)]
+        m.d.comb += [
+            self.o.valid.eq(s1_valid),
+            self.o.p.bit.eq(bit),
+            self.o.p.ctx.eq(ctxi),
+            self.o.p.bypass.eq(bypass),
+            self.o.p.last.eq(final & e.last),
+        ]
+        done = Signal()
+        load = Signal()
+        m.d.comb += [
+            done.eq(s1_valid & self.o.ready & final),
+            load.eq(~s1_valid | done),
+            self.i.ready.eq(load),
+        ]
+        with m.If(s1_valid & self.o.ready & ~final):
+            with m.Switch(phase):
+                with m.Case(0):
+                    m.d.sync += [phase.eq(Mux(e.has_sign, 1, Mux(e.unary_n != 0, 2, 3))), idx.eq(0)]
+                    with m.If(~e.has_sign & (e.unary_n == 0)):
+                        m.d.sync += idx.eq(e.suffix_w - 1)
+                with m.Case(1):
+                    m.d.sync += [
+                        phase.eq(Mux(e.unary_n != 0, 2, 3)),
+                        idx.eq(Mux(e.unary_n != 0, 0, e.suffix_w - 1)),
+                    ]
+                with m.Case(2):
+                    with m.If(idx + 1 == e.unary_n):
+                        m.d.sync += [phase.eq(3), idx.eq(e.suffix_w - 1)]
+                    with m.Else():
+                        m.d.sync += idx.eq(idx + 1)
+                with m.Case(3):
+                    m.d.sync += idx.eq(idx - 1)
+        with m.If(load):
+            m.d.sync += [s1_valid.eq(self.i.valid), phase.eq(0), idx.eq(0), e.eq(self.i.payload)]
+        return m
+
+
 class AnchorBinarizer(wiring.Component):
     """An anchor's elements in (element order: its N-bit code ``x``, for a temporal anchor
     the reference's co-located code ``p`` and change ``t`` - 1), bins out, one per cycle:
@@ -738,65 +813,13 @@ class AnchorBinarizer(wiring.Component):
         ]
 
         # ------------------------------------------------------------ the bins
-        s1_valid = Signal()
-        e = Signal(element_bins_layout)
-        phase = Signal(2)  # 0 zero bin, 1 sign, 2 unary, 3 suffix
-        idx = Signal(5)  # unary bin i, or suffix bit j (counting down)
-        bit = Signal()
-        ctxi = Signal(9)
-        bypass = Signal()
-        final = Signal()  # this bin is the element's last
-        with m.Switch(phase):
-            with m.Case(0):
-                m.d.comb += [
-                    bit.eq(~e.zero),
-                    ctxi.eq(e.z_ctx),
-                    final.eq(e.zero | (~e.has_sign & (e.unary_n == 0) & (e.suffix_w == 0))),
-                ]
-            with m.Case(1):
-                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx), final.eq((e.unary_n == 0) & (e.suffix_w == 0))]
-            with m.Case(2):
-                m.d.comb += [
-                    bit.eq(e.m > idx),
-                    ctxi.eq(e.mag[Mux(idx > 3, 3, idx[:2])]),
-                    final.eq((e.m == idx) | ((idx + 1 == e.unary_n) & (e.suffix_w == 0))),
-                ]
-            with m.Case(3):
-                m.d.comb += [bit.eq((e.rest >> idx)[0]), bypass.eq(1), final.eq(idx == 0)]
+        m.submodules.bins = bins = ValueBins()
         m.d.comb += [
-            self.o.valid.eq(s1_valid),
-            self.o.p.bit.eq(bit),
-            self.o.p.ctx.eq(ctxi),
-            self.o.p.bypass.eq(bypass),
-            self.o.p.last.eq(final & e.last),
+            bins.i.valid.eq(elements.r_rdy),
+            bins.i.payload.eq(elements.r_data),
+            elements.r_en.eq(bins.i.ready),
         ]
-        done = Signal()
-        load = Signal()
-        m.d.comb += [
-            done.eq(s1_valid & self.o.ready & final),
-            load.eq(~s1_valid | done),
-            elements.r_en.eq(load),
-        ]
-        with m.If(s1_valid & self.o.ready & ~final):
-            with m.Switch(phase):
-                with m.Case(0):
-                    m.d.sync += [phase.eq(Mux(e.has_sign, 1, Mux(e.unary_n != 0, 2, 3))), idx.eq(0)]
-                    with m.If(~e.has_sign & (e.unary_n == 0)):
-                        m.d.sync += idx.eq(e.suffix_w - 1)
-                with m.Case(1):
-                    m.d.sync += [
-                        phase.eq(Mux(e.unary_n != 0, 2, 3)),
-                        idx.eq(Mux(e.unary_n != 0, 0, e.suffix_w - 1)),
-                    ]
-                with m.Case(2):
-                    with m.If(idx + 1 == e.unary_n):
-                        m.d.sync += [phase.eq(3), idx.eq(e.suffix_w - 1)]
-                    with m.Else():
-                        m.d.sync += idx.eq(idx + 1)
-                with m.Case(3):
-                    m.d.sync += idx.eq(idx - 1)
-        with m.If(load):
-            m.d.sync += [s1_valid.eq(elements.r_rdy), phase.eq(0), idx.eq(0), e.eq(elements.r_data)]
+        wiring.connect(m, bins.o, wiring.flipped(self.o))
         return m
 
 
@@ -828,4 +851,54 @@ class AnchorCoder(wiring.Component):
         wiring.connect(m, coder.o, wiring.flipped(self.o))
         for name in ("width", "channels", "n_bits", "z_n", "temporal"):
             m.d.comb += getattr(bins, name).eq(getattr(self, name))
+        return m
+
+
+# ----------------------------------------------------------------------------- value records
+
+# a value record (codec/ctx_records.py, docs/fabric.md "Value records"): the host computes
+# each value's binarization and contexts, the fabric codes its bins
+value_layout = data.StructLayout({name: unsigned(width) for name, (_, width) in RECORD_FIELDS.items()})
+assert all(value_layout[name].offset == lo for name, (lo, _) in RECORD_FIELDS.items())
+
+
+class ValueCoder(wiring.Component):
+    """A ``ctx`` section from value records (one a cycle at most): each record unpacked
+    (magnitude bin i's context ``mag_base + min(i, 3) * mag_step``, the suffix's value
+    ``m - 14``) into a small FIFO, then :class:`ValueBins` into :class:`RangeEncoder`; the
+    section's bytes out, its end at the record marked ``last``. Any section: a predicted
+    frame's vectors, flags and residual blocks, or an anchor of any size."""
+
+    def __init__(self, fifo_depth: int = 32):
+        self.fifo_depth = fifo_depth
+        super().__init__({"i": In(stream.Signature(value_layout)), "o": Out(stream.Signature(byte_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.values = values = fifo.SyncFIFOBuffered(width=element_bins_layout.size, depth=4)
+        m.submodules.bins = bins = ValueBins()
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        r = self.i.payload
+        ev = Signal(element_bins_layout)
+        m.d.comb += [
+            ev.zero.eq(r.zero),
+            ev.has_sign.eq(r.has_sign),
+            ev.neg.eq(r.neg),
+            ev.m.eq(r.m),
+            ev.z_ctx.eq(r.z_ctx),
+            ev.s_ctx.eq(r.s_ctx),
+            [ev.mag[i].eq(r.mag_base + Mux(r.mag_step == 1, i, Mux(r.mag_step == 4, 4 * i, 5 * i))) for i in range(4)],
+            ev.unary_n.eq(r.unary_n),
+            ev.suffix_w.eq(r.suffix_w),
+            ev.rest.eq(r.m - UNARY_MAX),
+            ev.last.eq(r.last),
+            values.w_data.eq(ev),
+            values.w_en.eq(self.i.valid),
+            self.i.ready.eq(values.w_rdy),
+            bins.i.valid.eq(values.r_rdy),
+            bins.i.payload.eq(values.r_data),
+            values.r_en.eq(bins.i.ready),
+        ]
+        wiring.connect(m, bins.o, coder.i)
+        wiring.connect(m, coder.o, wiring.flipped(self.o))
         return m

@@ -86,3 +86,33 @@ def fixtures() -> list[dict]:
                 out.append({"name": f"{path.stem}:{name}", "frames": frames, "zero_point": zp})
                 i += 1
     return out
+
+
+def preset_ctx_sections(codes, scale: float, zero_point: int, frames=(0, 1, 2, 1, 0, 1, 2, 1, 0, 1)):
+    """Every ``ctx`` section the recommended preset (chain, residual blocks) writes for a
+    fixture tensor's frames (``codes`` (T, C, H, W), played in the order ``frames``):
+    (kind, the codec call's arguments, its section) with kind ``anchor`` or ``pred``, seen
+    by wrapping the codec's two section coders while the encoder runs."""
+    from temposplit.codec import ctx
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+
+    calls = []
+    originals = {"anchor": ctx.encode_anchor, "pred": ctx.encode_pred}
+
+    def spy(kind):
+        def call(*args):
+            out = originals[kind](*args)
+            calls.append((kind, args, out[0]))
+            return out
+
+        return call
+
+    ctx.encode_anchor, ctx.encode_pred = spy("anchor"), spy("pred")
+    try:
+        enc = Encoder(CodecConfig([TensorSpec("f", codes.shape[1:], scale, zero_point, 4)], **PRESETS["recommended"]))
+        for i in frames:
+            enc.push([np.ascontiguousarray(codes[i])])
+        enc.flush()
+    finally:
+        ctx.encode_anchor, ctx.encode_pred = originals["anchor"], originals["pred"]
+    return calls

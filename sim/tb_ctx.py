@@ -1,8 +1,11 @@
-"""cocotb testbenches of the v2 coder's anchor section in RTL (``hw/range_coder.py``'s
-:class:`~temposplit.hw.range_coder.AnchorCoder`, Verilator), bit for bit against the
-readable definition (:mod:`temposplit.codec.ctx_reference`): random maps and the SSD
-feature fixtures, random idle cycles on the input, random back-pressure on the output, a
-reset in the middle of a section. Run through pytest (``sim/test_ctx.py``)."""
+"""cocotb testbenches of the v2 coder in RTL (``hw/range_coder.py``, Verilator), bit for
+bit against the codec: the anchor section (:class:`~temposplit.hw.range_coder.AnchorCoder`,
+tests ``test_ctx_*``, against the readable definition
+:mod:`temposplit.codec.ctx_reference`) and any section from value records
+(:class:`~temposplit.hw.range_coder.ValueCoder`, tests ``test_values_*``, against
+:mod:`temposplit.codec.ctx`): random maps and the SSD feature fixtures, random idle cycles
+on the input, random back-pressure on the output, a reset in the middle of a section.
+Run through pytest (``sim/test_ctx.py``), each test on its own top."""
 
 from __future__ import annotations
 
@@ -69,8 +72,17 @@ class TB:
         t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int64) + 1
         words = codes.astype(np.int64).reshape(-1) | (pred.astype(np.int64).reshape(-1) << 8) | (t.reshape(-1) << 16)
         words[-1] |= 1 << 18
+        return await self._send(words.tolist(), stop_after)
+
+    async def records(self, records, stop_after=None):
+        """Stream one section's value records (ValueCoder); returns its bytes (None when
+        cut by ``stop_after`` records)."""
+        return await self._send([int(r) for r in records], stop_after)
+
+    async def _send(self, words, stop_after):
+        dut = self.dut
         before = len(self.sections)
-        for k, word in enumerate(words.tolist()):
+        for k, word in enumerate(words):
             if stop_after is not None and k == stop_after:
                 dut.i__valid.value = 0
                 return None
@@ -219,3 +231,122 @@ async def test_ctx_reset_midstream(dut):
     await tb.reset()
     got = await tb.code(*after)
     assert got == ref.encode_anchor(*after)[0]
+
+
+# ----------------------------------------------------------------------------- ValueCoder
+
+
+def value_cases(rng):
+    """Random predicted frames (vectors, flags, residual blocks, at N = 2..8 with search
+    ranges 1..15, shared and per-channel vectors) and anchors, as (records, section)."""
+    from temposplit.codec import _kernels as K
+    from temposplit.codec import ctx
+    from temposplit.codec import ctx_records as V
+
+    out = []
+    for n_bits, p, block, shape, per_channel in (
+        (2, 1, 4, (9, 7, 3), False),
+        (4, 7, 2, (8, 8, 16), False),
+        (5, 15, 3, (7, 11, 4), True),
+        (8, 3, 4, (5, 9, 6), False),
+    ):
+        top = (1 << n_bits) - 1
+        a = rng.integers(0, top + 1, shape).astype(np.uint8)
+        b = np.where(rng.random(shape) < 0.6, a, rng.integers(0, top + 1, shape)).astype(np.uint8)
+        nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
+        lanes = shape[2] if per_channel else 1
+        mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
+        mvs[0, 0] = rng.integers(0, 2, (lanes, 2))  # inside the map (H, W > B)
+        pred, bad = (K.compensate_per_channel if per_channel else K.compensate_shared)(
+            a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block
+        )
+        assert bad < 0
+        flags = rng.random((nby, nbx)) < 0.5
+        recon = np.where(np.kron(flags, np.ones((block, block), bool))[: shape[0], : shape[1], None], b, pred)
+        dref = rng.integers(-1, 2, shape).astype(np.int8)
+        for args in (
+            (mvs, p, flags, pred, recon, dref, block, n_bits),
+            (mvs, p, None, pred, pred, None, block, n_bits),
+        ):
+            out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
+        z_n = int(rng.integers(0, top + 2))
+        for args in ((b, None, None, n_bits, z_n), (b, a, dref, n_bits, z_n)):
+            out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
+    return out
+
+
+def preset_cases():
+    """Every section the recommended preset writes for each SSD fixture tensor's frames,
+    played forward and back (KEY, temporal anchors, predicted frames), as (tensor, kind,
+    records, section)."""
+    from stimulus import preset_ctx_sections
+
+    from temposplit.codec import ctx_records as V
+
+    for path in sorted(FIXTURES.glob("ssd-*.npz")):
+        fx = np.load(path)
+        for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
+            for kind, args, section in preset_ctx_sections(
+                fx[f"codes_{i}"], float(fx[f"scale_{i}"]), int(fx[f"zero_point_{i}"])
+            ):
+                records = (V.anchor_records if kind == "anchor" else V.pred_records)(*args)[0]
+                yield f"{path.stem}[{i}]", kind, records, section
+
+
+@cocotb.test()
+async def test_values_random(dut):
+    tb = TB(dut)
+    await tb.reset()
+    for k, (records, section) in enumerate(value_cases(np.random.default_rng(SEED))):
+        assert await tb.records(records) == section, k
+
+
+@cocotb.test()
+async def test_values_preset(dut):
+    """Real data: every section of the recommended preset on the SSD fixtures, with random
+    idle input and back-pressure."""
+    tb = TB(dut)
+    await tb.reset()
+    for tensor, kind, records, section in preset_cases():
+        assert await tb.records(records) == section, (tensor, kind)
+
+
+@cocotb.test()
+async def test_values_throughput(dut):
+    """Bins per cycle of the recommended preset's sections on the SSD fixtures, no idle
+    input, no back-pressure (written to throughput.json in the run's directory)."""
+    from temposplit.codec import ctx_records as V
+
+    tb = TB(dut, gaps=0.0, stall=0.0)
+    await tb.reset()
+    rows = []
+    for tensor, kind, records, section in preset_cases():
+        bins = sum(1 for _ in V.record_bins(records))
+        t0 = get_sim_time("ns")
+        assert await tb.records(records) == section, (tensor, kind)
+        cycles = round((get_sim_time("ns") - t0) / 10)
+        rows.append({"tensor": tensor, "kind": kind, "records": len(records), "bins": bins, "cycles": cycles})
+    Path("throughput.json").write_text(json.dumps(rows, indent=1))
+    for kind in ("anchor", "pred"):
+        sel = [r for r in rows if r["kind"] == kind]
+        dut._log.info(
+            "%s sections: %d, %d bins in %d cycles, %.4f bins/cycle, the worst %.4f",
+            kind,
+            len(sel),
+            sum(r["bins"] for r in sel),
+            sum(r["cycles"] for r in sel),
+            sum(r["bins"] for r in sel) / sum(r["cycles"] for r in sel),
+            min(r["bins"] / r["cycles"] for r in sel),
+        )
+    big = [r for r in rows if r["bins"] >= 2000]  # past the pipeline's fill and termination
+    assert big and min(r["bins"] / r["cycles"] for r in big) >= 0.9
+
+
+@cocotb.test()
+async def test_values_reset_midstream(dut):
+    tb = TB(dut)
+    await tb.reset()
+    cases = value_cases(np.random.default_rng(SEED + 7))
+    assert await tb.records(cases[2][0], stop_after=len(cases[2][0]) // 2) is None
+    await tb.reset()
+    assert await tb.records(cases[5][0]) == cases[5][1]

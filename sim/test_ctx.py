@@ -1,5 +1,6 @@
-"""pytest wrapper: the cocotb tests of ``tb_ctx.py`` on a Verilator build of the v2
-coder's anchor section (``hw/range_coder.py``), cached under build/sim."""
+"""pytest wrapper: the cocotb tests of ``tb_ctx.py`` on Verilator builds of the v2 coder
+(``hw/range_coder.py``): the anchor section (``AnchorCoder``) and any section from value
+records (``ValueCoder``), cached under build/sim."""
 
 from pathlib import Path
 
@@ -7,33 +8,50 @@ import pytest
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
-TOPLEVEL = "ctx_anchor_coder"
 BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
+TOPS = {"ctx_anchor_coder": "AnchorCoder", "ctx_value_coder": "ValueCoder"}
 
 
 @pytest.fixture(scope="session")
-def ctx_build():
+def ctx_builds():
     pytest.importorskip("amaranth")
     pytest.importorskip("cocotb_tools.runner")
-    from amaranth.back import verilog
-
-    from temposplit.hw.range_coder import AnchorCoder
-    from temposplit.hw.simbridge import tool_env, verilate
+    from temposplit.hw.simbridge import tool_env
 
     tool_env()
-    return verilate(verilog.convert(AnchorCoder(), name=TOPLEVEL, emit_src=False), TOPLEVEL, BUILD_ROOT)
+    return {}
+
+
+def _build(builds, toplevel):
+    if toplevel not in builds:
+        from amaranth.back import verilog
+
+        from temposplit.hw import range_coder
+        from temposplit.hw.simbridge import verilate
+
+        top = getattr(range_coder, TOPS[toplevel])()
+        builds[toplevel] = verilate(verilog.convert(top, name=toplevel, emit_src=False), toplevel, BUILD_ROOT)
+    return builds[toplevel]
 
 
 @pytest.mark.parametrize(
-    "testcase", ["test_ctx_random", "test_ctx_fixtures", "test_ctx_reset_midstream", "test_ctx_throughput"]
+    "toplevel,testcase",
+    [
+        ("ctx_anchor_coder", t)
+        for t in ("test_ctx_random", "test_ctx_fixtures", "test_ctx_reset_midstream", "test_ctx_throughput")
+    ]
+    + [
+        ("ctx_value_coder", t)
+        for t in ("test_values_random", "test_values_preset", "test_values_reset_midstream", "test_values_throughput")
+    ],
 )
-def test_ctx(ctx_build, testcase):
+def test_ctx(ctx_builds, toplevel, testcase):
     from cocotb_tools.runner import get_results
 
-    runner, bdir = ctx_build
+    runner, bdir = _build(ctx_builds, toplevel)
     xml = runner.test(
         test_module="tb_ctx",
-        hdl_toplevel=TOPLEVEL,
+        hdl_toplevel=toplevel,
         testcase=testcase,
         build_dir=bdir,
         test_dir=bdir / f"run-{testcase}",

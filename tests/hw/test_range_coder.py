@@ -380,3 +380,139 @@ def test_anchor_coder_one_bin_per_cycle(monkeypatch):
     # the producer's ticks: every element but the last leaves after its bins, plus the
     # pipeline's fill (2 cycles)
     assert run_anchor.ticks <= len(bins) + 2, (run_anchor.ticks, len(bins))
+
+
+# ----------------------------------------------------------------------------- value records
+
+
+def run_values(sections, seed=0, gaps=0.2, stall=0.2, reset_after=None):
+    """``sections``: arrays of value records (codec/ctx_records.py); returns each section's
+    bytes from :class:`ValueCoder` (``reset_after``: a reset after that many records of
+    the first section, which is then dropped)."""
+    from temposplit.hw.range_coder import ValueCoder
+
+    dut = ValueCoder()
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = dut
+    rng = random.Random(seed)
+    got = []
+    expected = len(sections) - (reset_after is not None)
+    stats = {"ticks": 0}
+
+    async def producer(ctx):
+        count = 0
+        for records in sections:
+            for word in records:
+                while rng.random() < gaps:
+                    ctx.set(dut.i.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload.as_value(), int(word))
+                while True:
+                    _, _, ready = await ctx.tick().sample(dut.i.ready)
+                    stats["ticks"] += 1
+                    if ready:
+                        break
+                count += 1
+                if count == reset_after:
+                    ctx.set(dut.i.valid, 0)
+                    ctx.set(cd.rst, 1)
+                    await ctx.tick()
+                    ctx.set(cd.rst, 0)
+                    break
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        cur = bytearray()
+        while True:
+            ready = rng.random() >= stall
+            ctx.set(dut.o.ready, int(ready))
+            _, _, rst, valid, data, last = await ctx.tick().sample(cd.rst, dut.o.valid, dut.o.p.data, dut.o.p.last)
+            if rst:
+                cur = bytearray()
+                continue
+            if ready and valid:
+                cur.append(int(data))
+                if last:
+                    got.append(bytes(cur))
+                    cur = bytearray()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer, background=True)
+
+    async def deadline(ctx):  # a lost record or byte would hang: fail instead
+        total = sum(len(s) for s in sections)
+        for _ in range(int(60 / (1 - stall)) * total + 2000):
+            if len(got) >= expected:
+                return
+            await ctx.tick()
+        raise AssertionError(f"{len(got)} of {expected} sections out before the deadline")
+
+    sim.add_testbench(deadline)
+    sim.run()
+    run_values.ticks = stats["ticks"]
+    return got
+
+
+def _value_sections(seed):
+    """Predicted frames (vectors, flags, residual blocks; shared and per-channel vectors)
+    and anchors (intra, temporal) as records, with the sections the codec writes."""
+    import numpy as np
+
+    from temposplit.codec import _kernels as K
+    from temposplit.codec import ctx
+    from temposplit.codec import ctx_records as V
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n_bits, p, block, shape, per_channel in ((4, 7, 2, (5, 6, 3), False), (8, 3, 3, (7, 4, 2), True)):
+        top = (1 << n_bits) - 1
+        a = rng.integers(0, top + 1, shape).astype(np.uint8)
+        b = np.where(rng.random(shape) < 0.5, a, rng.integers(0, top + 1, shape)).astype(np.uint8)
+        nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
+        lanes = shape[2] if per_channel else 1
+        mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
+        mvs[1, 0] = 1  # inside the map
+        pred, bad = (K.compensate_per_channel if per_channel else K.compensate_shared)(
+            a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block
+        )
+        assert bad < 0
+        flags = rng.random((nby, nbx)) < 0.6
+        recon = np.where(np.kron(flags, np.ones((block, block), bool))[: shape[0], : shape[1], None], b, pred)
+        dref = rng.integers(-1, 2, shape).astype(np.int8)
+        for args in (
+            (mvs, p, flags, pred, recon, dref, block, n_bits),
+            (mvs, p, None, pred, pred, None, block, n_bits),
+        ):
+            out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
+        z_n = int(rng.integers(0, top + 2))
+        for args in ((b, None, None, n_bits, z_n), (b, a, dref, n_bits, z_n)):
+            out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
+    return out
+
+
+@pytest.mark.parametrize("gaps,stall", [(0.0, 0.0), (0.3, 0.3), (0.0, 0.9)])
+def test_value_coder_matches_the_codec(gaps, stall):
+    sections = _value_sections(3)
+    got = run_values([r for r, _ in sections], seed=7, gaps=gaps, stall=stall)
+    assert got == [s for _, s in sections]
+
+
+def test_value_coder_reset_mid_section():
+    sections = _value_sections(4)
+    got = run_values([r for r, _ in sections[:3]], seed=2, reset_after=len(sections[0][0]) // 2)
+    assert got == [s for _, s in sections[1:3]]
+
+
+def test_value_coder_one_bin_per_cycle():
+    """Without gaps or back-pressure the records go in at the bins' rate."""
+    from temposplit.codec import ctx_records as V
+
+    records, section = _value_sections(5)[0]
+    bins = len(list(V.record_bins(records)))
+    queued = len(list(V.record_bins(records[-6:])))  # the FIFO and the bin stage hold the last ones
+    assert run_values([records], gaps=0.0, stall=0.0) == [section]
+    assert bins - queued <= run_values.ticks <= bins + 4

@@ -1,0 +1,110 @@
+"""The value records of a ctx section (codec/ctx_records.py): range-coded, their bins are
+the section the codec writes, for anchors (intra and temporal) and predicted frames
+(vectors, flags, residual blocks), on random maps, at every N and on real SSD codes."""
+
+import numpy as np
+import pytest
+
+from temposplit.codec import _kernels as K
+from temposplit.codec import ctx
+from temposplit.codec import ctx_records as V
+from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+
+FIXTURES = "tests/fixtures/features"
+
+
+def _codes(rng, shape, n_bits, keep=0.6):
+    top = (1 << n_bits) - 1
+    a = rng.integers(0, top + 1, shape).astype(np.uint8)
+    step = rng.integers(-4, 5, shape) * (rng.random(shape) > keep)
+    b = np.clip(a.astype(int) + step, 0, top).astype(np.uint8)
+    return a, b
+
+
+@pytest.mark.parametrize("n_bits", range(2, 9))
+@pytest.mark.parametrize("shape", [(4, 5, 3), (3, 1, 1), (1, 6, 2), (5, 4, 1)])
+def test_anchor_records_code_the_codecs_section(rng, n_bits, shape):
+    a, b = _codes(rng, shape, n_bits)
+    z_n = int(rng.integers(0, (1 << n_bits) + 1))  # z_N may be 2^N
+    dref = rng.integers(-1, 2, shape).astype(np.int8)
+    for ref, dr in ((None, None), (a, dref), (a, None)):
+        records, changes = V.anchor_records(b, ref, dr, n_bits, z_n)
+        section, expected_changes = ctx.encode_anchor(b, ref, dr, n_bits, z_n)
+        assert len(records) == b.size
+        assert V.encode_records(records) == section
+        assert (changes == expected_changes).all()
+
+
+def _pred_case(rng, shape, block, per_channel, p, n_bits, residual):
+    a, b = _codes(rng, shape, n_bits)
+    lanes = shape[2] if per_channel else 1
+    nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
+    mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
+    inner = np.zeros((nby, nbx), bool)
+    inner[1:-1, 1:-1] = rng.random((nby - 2, nbx - 2)) < 0.6 if nby > 2 and nbx > 2 else False
+    mvs[inner] = rng.integers(-1, 2, (lanes, 2))  # blocks inside the map moved by one
+    comp = K.compensate_per_channel if per_channel else K.compensate_shared
+    pred, bad = comp(a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block)
+    assert bad < 0
+    flags = (rng.random((nby, nbx)) < 0.5) if residual else None
+    recon = pred.copy()
+    if residual:
+        for by, bx in zip(*np.nonzero(flags), strict=True):
+            sl = np.s_[by * block : (by + 1) * block, bx * block : (bx + 1) * block]
+            recon[sl] = b[sl]
+    dref = rng.integers(-1, 2, shape).astype(np.int8)
+    return mvs, p, flags, pred, recon, dref, block, n_bits
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("n_bits,p,block", [(4, 7, 4), (5, 7, 3), (8, 15, 2), (2, 1, 5), (6, 3, 4)])
+def test_pred_records_code_the_codecs_section(rng, per_channel, residual, n_bits, p, block):
+    for shape in ((7, 9, 3), (4, 4, 1), (9, 5, 5)):
+        case = _pred_case(rng, shape, block, per_channel, p, n_bits, residual)
+        records, changes = V.pred_records(*case)
+        section, expected_changes = ctx.encode_pred(*case)
+        assert V.encode_records(records) == section
+        assert (changes == expected_changes).all()
+
+
+def test_records_carry_the_fields_they_were_given(rng):
+    fields = {name: rng.integers(0, 1 << width, 50) for name, (_, width) in V.FIELDS.items()}
+    assert all((V.unpack(V.pack(**fields))[k] == v).all() for k, v in fields.items())
+    assert max(lo + w for lo, w in V.FIELDS.values()) == V.RECORD_BITS <= 64
+    with pytest.raises(ValueError, match="unary_n"):
+        V.pack(**{**fields, "unary_n": np.full(50, 16)})
+
+
+def test_records_of_the_recommended_preset_on_ssd_codes(monkeypatch):
+    """Real data: every anchor and predicted-frame section the recommended preset (ctx,
+    chain, residual blocks) writes for features.10's fixture frames, played forward and
+    back, is what its records code."""
+    npz = np.load(f"{FIXTURES}/ssd-features.10.npz")
+    codes = npz["codes_0"]
+    clip = [np.ascontiguousarray(codes[i]) for i in (0, 1, 2, 1, 0, 1, 2, 1, 0, 1)]
+    calls = []
+    for name in ("encode_anchor", "encode_pred"):
+        original = getattr(ctx, name)
+
+        def spy(*args, _original=original, _name=name):
+            out = _original(*args)
+            calls.append((_name, args, out))
+            return out
+
+        monkeypatch.setattr(ctx, name, spy)
+    enc = Encoder(
+        CodecConfig(
+            [TensorSpec("f", codes.shape[1:], float(npz["scale_0"]), int(npz["zero_point_0"]), 4)],
+            **PRESETS["recommended"],
+        )
+    )
+    for f in clip:
+        enc.push([f])
+    enc.flush()
+    kinds = [c[0] for c in calls]
+    assert kinds.count("encode_pred") >= 3 and kinds.count("encode_anchor") >= 2
+    for name, args, (section, changes) in calls:
+        records, got_changes = (V.anchor_records if name == "encode_anchor" else V.pred_records)(*args)
+        assert V.encode_records(records) == section
+        assert (got_changes == changes).all()
