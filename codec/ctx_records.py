@@ -8,25 +8,11 @@ only on the section's inputs, never on the coder's state: the neighbours' codes 
 changes are known to an encoder before it codes anything. So the contexts and the
 binarization's lengths can be computed for the whole section at once, vectorized, and
 the serial part -- the bins and the range coder -- left to a small engine that needs no
-knowledge of the map's geometry. On the board that engine is the fabric's
-``ValueCoder`` (hw/range_coder.py) and this module runs in NumPy on the ARM core.
+knowledge of the map's geometry. On the board that engine is the fabric's CTX mode with
+FLAGS.RECORDS (hw/range_coder.py) and this module runs in NumPy on the ARM core.
 
-A record is one 64-bit word (``FIELDS``, least significant bit first):
-
-| bits | field | meaning |
-| --- | --- | --- |
-| 0-7 | ``m`` | ``|d| - 1`` for a value ``d = x - p`` that is not 0 (0 otherwise) |
-| 8-16 | ``z_ctx`` | the zero bin's context |
-| 17-25 | ``s_ctx`` | the sign bin's context |
-| 26-34 | ``mag_base`` | magnitude bin i takes context ``mag_base + min(i, 3) * mag_step`` |
-| 35-37 | ``mag_step`` | 1 (vectors), 4 (temporal), 5 (intra) |
-| 38-41 | ``unary_n`` | the unary bins a value may have: ``min(mmax, unary_max)`` |
-| 42-45 | ``suffix_w`` | the suffix's bypass bins after 14 unary 1s: ``bitlength(mmax - 14)``, or 0 |
-| 46 | ``zero`` | ``d == 0`` (the zero bin is ``1 - zero``) |
-| 47 | ``has_sign`` | the sign bin is coded (``0 < p < top``) |
-| 48 | ``neg`` | ``d < 0`` (the sign bin) |
-| 49 | ``last`` | the section's last value |
-
+A record is one 64-bit word, the fields of ``FIELDS`` from its least significant bit
+(their meaning: docs/fabric.md, "Value records", whose table a test compares with them).
 The suffix's value is ``m - 14``. :func:`record_bins` is the readable definition of the
 bins a record stands for; the tests check that those bins, range-coded, are the section
 :mod:`temposplit.codec.ctx_reference` writes.

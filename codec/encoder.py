@@ -296,6 +296,12 @@ class SoftwareEngine:
         reference's codes and change map (or intra when ``ref`` is None): (bytes, change map)."""
         return ctx.encode_anchor(q_n, ref, ref_changes, n_bits, zero_point_n(tensor.zero_point, n_bits))
 
+    def ctx_pred_section(self, tensor: TensorInfo, mvs, p: int, flags, pred, recon, ref_changes, n_bits: int):
+        """The ``ctx`` section of a predicted frame: its vectors (nby, nbx, lanes, 2) and,
+        with ``flags``, the flagged blocks of ``recon`` against the prediction ``pred``
+        (H, W, C), the reference's change map as context: (bytes, change map)."""
+        return ctx.encode_pred(mvs, p, flags, pred, recon, ref_changes, tensor.block, n_bits)
+
 
 MV_PRIOR_SHIFT = 10
 RESIDUAL_PRIOR_SHIFT = 14
@@ -606,8 +612,8 @@ class Encoder:
                 nby, nbx = grid_shape(t.height, t.width, t.block)
                 lanes = mvs.reshape(nby, nbx, -1, 2)
                 dref = g.changes[ref_index][i]
-                pt.section, pt.changes = ctx.encode_pred(
-                    lanes, self.config.search_range, coded, compensated, pred, dref, t.block, n_bits
+                pt.section, pt.changes = self.engine.ctx_pred_section(
+                    t, lanes, self.config.search_range, coded, compensated, pred, dref, n_bits
                 )
                 changes.append(pt.changes)
             tensors.append(pt)

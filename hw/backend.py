@@ -14,12 +14,14 @@ motion-searched by BAND_MOTION: the driver keeps the reference's codes on the PS
 encoder codes through :meth:`FabricEngine.requantize` and
 :meth:`FabricEngine.ctx_anchor_section`) is one CTX pass: the quint8 map in (a temporal
 anchor's reference codes and change map beside it), requantized, coded by the fabric's
-anchor coder, the codes kept on chip (STORE_REF) for the group's MOTION. What the fabric
-does not do (ZVC/raw/ZRL sections, a ctx anchor whose row exceeds the coder's row buffer,
-per-channel vectors, TSS of a map the band engine cannot cut: over ``band_blocks``
-blocks, or a band of B + 2p rows of one chunk of channels over the reference RAM) falls
-back to the golden software and is counted in ``engine.fallbacks``; ``engine.passes``
-counts the fabric's operations.
+anchor coder, the codes kept on chip (STORE_REF) for the group's MOTION. A ``ctx``
+predicted frame's section (:meth:`FabricEngine.ctx_pred_section`), and an anchor whose
+row exceeds the anchor coder's row buffer, is one CTX pass of value records
+(``codec.ctx_records``: the contexts computed here in NumPy, the bins coded by the
+fabric). What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS
+of a map the band engine cannot cut: over ``band_blocks`` blocks, or a band of B + 2p rows
+of one chunk of channels over the reference RAM) falls back to the golden software and is
+counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections import Counter
 
 import numpy as np
 
-from temposplit.codec import huffman
+from temposplit.codec import ctx_records, huffman
 from temposplit.codec.encoder import AnchorCoding, Encoder, SoftwareEngine
 from temposplit.codec.quantize import lut, zero_point_n
 from temposplit.hw.driver import Accelerator, AcceleratorError
@@ -102,14 +104,22 @@ class FabricEngine(SoftwareEngine):
         pending, self._pending = self._pending, None
         z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
         h, w, c = q_n.shape
-        if not self.accel.ops.ctx or w * c > self.params.line_elements:
-            reason = "no CTX in this build" if not self.accel.ops.ctx else "row over the CTX row buffer"
-            self.fallbacks[f"ctx anchor ({reason})"] += 1
+        if not self.accel.ops.ctx:
+            self.fallbacks["ctx anchor (no CTX in this build)"] += 1
             return super().ctx_anchor_section(tensor, q_n, ref, ref_changes, n_bits)
-        requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
-        src = pending[1] if requant else np.ascontiguousarray(q_n)
         padded = -(-c // self.params.lanes) * self.params.lanes
         on_chip = h * w * padded <= self.params.ref_bytes
+        if w * c > self.params.line_elements:  # over the anchor coder's row buffer: its records
+            records, changes = ctx_records.anchor_records(q_n, ref, ref_changes, n_bits, zn)
+            self.passes["CTX (records)"] += 1
+            data = self.accel.ctx_records(records).data
+            if on_chip:
+                self.passes["LOAD_REF"] += 1
+            self.accel.load_reference(q_n, zn_ref=zn)  # on chip, or kept for BAND_MOTION
+            self._reference = self._key(tensor, n_bits, q_n)
+            return data, changes
+        requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
+        src = pending[1] if requant else np.ascontiguousarray(q_n)
         self.passes["CTX"] += 1
         if on_chip and c % self.params.lanes:
             self.passes["REQUANT (padded reference)" if requant else "LOAD_REF (padded reference)"] += 1
@@ -127,6 +137,16 @@ class FabricEngine(SoftwareEngine):
             self.accel.load_reference(q_n, zn_ref=zn)
         self._reference = self._key(tensor, n_bits, q_n)
         return res.data, res.changes
+
+    def ctx_pred_section(self, tensor, mvs, p, flags, pred, recon, ref_changes, n_bits):
+        """A predicted frame's ctx section in one CTX pass: its value records (vectors,
+        flags, residual blocks) computed here, vectorized, the bins coded by the fabric."""
+        if not self.accel.ops.ctx:
+            self.fallbacks["ctx predicted frame (no CTX in this build)"] += 1
+            return super().ctx_pred_section(tensor, mvs, p, flags, pred, recon, ref_changes, n_bits)
+        records, changes = ctx_records.pred_records(mvs, p, flags, pred, recon, ref_changes, tensor.block, n_bits)
+        self.passes["CTX (records)"] += 1
+        return self.accel.ctx_records(records).data, changes
 
     def anchor_section(self, tensor, coder, q_n, alphabet, table):
         if coder != "huffman":

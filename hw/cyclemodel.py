@@ -28,6 +28,7 @@ needs Amaranth (the driver imports it only to plan BAND_MOTION).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from temposplit.codec.motion import TSS_ORDER, block_cost, blocks, is_valid, tss_candidates, tss_steps
@@ -141,6 +142,27 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
     """CTX of ``count`` elements coding ``bins`` bins (:func:`ctx_bins`), a source that
     never starves (the input, three words per 8 elements when temporal, outruns the bins)."""
     return CTX_FILL + (CTX_TEMPORAL_FILL if temporal else 0) + bins
+
+
+# CTX with FLAGS.RECORDS: one value record a word, one bin a cycle; a record has at least
+# one bin, so a source of a word a cycle never holds it up, the DMA's rate (a word every
+# LANES / (MM2S bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's
+# bypass, the records' FIFO, the bin stage, the range coder, the termination, the packer),
+# measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
+CTX_RECORDS_FILL = 26
+
+# Records and bins per element of a predicted frame's ctx section (vectors, flags, coded
+# blocks; the data decide): the most measured on the SSD fixtures (every tensor's frames
+# through the recommended preset, N = 5; codec/ctx_records.py): 0.92 records and 1.08 bins
+# (features.18's second tensor, 10x10x120), the mean 0.26 and 0.38.
+CTX_PRED_RECORDS = 0.92
+CTX_PRED_BINS = 1.08
+
+
+def ctx_records_cycles(bins: int, records: int, word_cycles: float = 1.0) -> int:
+    """CTX of ``records`` value records coding ``bins`` bins, a word on the input every
+    ``word_cycles`` cycles at most."""
+    return CTX_RECORDS_FILL + max(bins, int(math.ceil(records * word_cycles)))
 
 
 # ----------------------------------------------------------------------------- BAND_MOTION
@@ -309,6 +331,9 @@ class Row:
     # over the CTX row buffer (software)
     ctx_key_fps: float = 0.0
     ctx_anchor_fps: float = 0.0  # ... temporal at CTX_BINS_TEMPORAL (the recommended preset's anchors)
+    # a ctx predicted frame: its motion search, then one CTX pass of value records
+    # (CTX_PRED_RECORDS and CTX_PRED_BINS per element, at the DMA's rate)
+    ctx_pred_fps: float = 0.0
 
     def fits(self) -> bool:
         return self.ddr_mbps_at_30 * 1e6 <= DMA_MM2S_BPS
@@ -362,10 +387,18 @@ def row(
     pred_fps = CLOCK_HZ / pred
     group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)
     # a ctx anchor: one CTX pass, one bin per cycle (the input, three words per 8 elements
-    # when temporal, is well within the DMA's rate)
-    ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements)
-    ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True)
-    on_fabric = w * c <= line_elements
+    # when temporal, is well within the DMA's rate); a row over the anchor coder's row
+    # buffer: one CTX pass of its value records (a record an element, a word each at the
+    # DMA's rate), then LOAD_REF when the reference fits on chip
+    word_cycles = LANES * CLOCK_HZ / DMA_MM2S_BPS
+    if w * c <= line_elements:
+        ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements)
+        ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True)
+    else:
+        load = requant_cycles(padded) if padded <= ref_bytes else 0
+        ctx_key = ctx_records_cycles(int(elements * CTX_BINS_INTRA), elements, word_cycles) + load
+        ctx_anchor = ctx_records_cycles(int(elements * CTX_BINS_TEMPORAL), elements, word_cycles) + load
+    ctx_pred = pred + ctx_records_cycles(int(elements * CTX_PRED_BINS), int(elements * CTX_PRED_RECORDS), word_cycles)
     return Row(
         name,
         shape,
@@ -379,8 +412,9 @@ def row(
         group_fps,
         traffic / 1e6,
         traffic * 30 / 1e6,
-        CLOCK_HZ / ctx_key if on_fabric else 0.0,
-        CLOCK_HZ / ctx_anchor if on_fabric else 0.0,
+        CLOCK_HZ / ctx_key,
+        CLOCK_HZ / ctx_anchor,
+        CLOCK_HZ / ctx_pred,
     )
 
 
@@ -396,7 +430,7 @@ def format_table(rows: list[Row], search=7) -> str:
     head = (
         f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
         f"{'anchor f/s':>10} {'KEY f/s':>8} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9} "
-        f"{'ctx KEY f/s':>11} {'ctx anc f/s':>11}"
+        f"{'ctx KEY f/s':>11} {'ctx anc f/s':>11} {'ctx pred f/s':>12}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -406,7 +440,7 @@ def format_table(rows: list[Row], search=7) -> str:
             f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {r.pred_fps:>9.1f} "
             f"{r.group_fps:>9.1f} "
             f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f} "
-            f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11}"
+            f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11} {_fps(r.ctx_pred_fps):>12}"
         )
     lines.append(
         "A cycle model (counted state by state from the RTL's FSMs, with the RTL modules' own constants), "
@@ -417,7 +451,10 @@ def format_table(rows: list[Row], search=7) -> str:
         "or BAND_MOTION; with the coder ctx (the recommended preset) an anchor is one CTX pass at one bin per "
         f"cycle (sim/tb_accel.py::test_ctx_cycles), counted at {CTX_BINS_INTRA} bins/element for a KEY (intra) and "
         f"{CTX_BINS_TEMPORAL} for a temporal anchor, the most measured on the SSD fixtures at N = 5; a map whose row "
-        "W x C is over the CTX row buffer (16,384) is coded in software."
+        "W x C is over the CTX row buffer (16,384) is one CTX pass of value records (a record an element, at the "
+        "DMA's rate; then LOAD_REF); a ctx predicted frame is its motion search and one CTX pass of value records, "
+        f"counted at {CTX_PRED_RECORDS} records and {CTX_PRED_BINS} bins per element (the most measured on the SSD "
+        "fixtures, N = 5)."
     )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle; DMA limits "

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from temposplit.codec import huffman
+from temposplit.codec.ctx_records import RECORD_BITS
 from temposplit.codec.motion import check_block, check_search_range, grid_shape, tss_steps
 from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
 from temposplit.hw import regmap
@@ -53,8 +54,8 @@ CTX_MAX_BYTES_PER_ELEMENT = 16  # the bound of a ctx section's bytes per element
 
 @dataclass
 class CtxResult:
-    data: bytes  # the anchor's ctx section (docs/bitstream.md 6.2.3)
-    changes: np.ndarray  # its change map D (int8 (H, W, C)): sgn(x - p), 0 for an intra anchor
+    data: bytes  # the ctx section (docs/bitstream.md 6.2.3)
+    changes: np.ndarray | None  # an anchor's change map D (int8 (H, W, C)): sgn(x - p), 0 intra; None for records
     cycles: int
 
 
@@ -462,6 +463,35 @@ class Operations:
         self.last_cycles = int(cycles)
         return CtxResult(bytes(out), changes, int(cycles))
 
+    def ctx_records(self, records):
+        """A ``ctx`` section from its value records (``codec.ctx_records``: a predicted
+        frame's vectors, flags and residual blocks, or an anchor of any size) in one CTX
+        pass with FLAGS.RECORDS, one record a word: the section's bytes (``changes`` None:
+        the records' function gives the change map)."""
+        yield from self._need_params()
+        if not self.ctx:
+            raise AcceleratorError("this bitstream has no CTX coder")
+        records = np.asarray(records)
+        if records.dtype != np.uint64 or records.ndim != 1 or records.size == 0:
+            raise AcceleratorError(
+                f"value records are a non-empty 1-D uint64 array, not {records.dtype} {records.shape}"
+            )
+        count = 8 * records.size
+        if count > regmap.MAX_ELEMENTS:
+            raise AcceleratorError(f"{records.size} value records exceed one CTX pass ({regmap.MAX_ELEMENTS // 8})")
+        if int(records.max()) >> RECORD_BITS:
+            raise AcceleratorError(f"a value record has bits set above its {RECORD_BITS}")
+        yield _w("FLAGS", pack("FLAGS", RECORDS=1))
+        yield _w("COUNT", count)
+        out, cycles = yield from self._run(
+            "CTX", records.astype("<u8").tobytes(), CTX_MAX_BYTES_PER_ELEMENT * records.size + 64
+        )
+        bits = yield _r("BITS")
+        if len(out) != bits // 8:
+            raise AcceleratorError(f"CTX sent {len(out)} bytes but counted {bits // 8}")
+        self.last_cycles = int(cycles)
+        return CtxResult(bytes(out), None, int(cycles))
+
     def load_reference(self, codes, zn_ref=0):
         """Write an anchor's N-bit codes (channel-last) into the on-chip reference (channels
         padded with ``zn_ref`` to a multiple of the lanes). A map over the on-chip reference
@@ -599,6 +629,7 @@ _OPERATIONS = (
     "encode",
     "encode_anchor",
     "ctx_anchor",
+    "ctx_records",
     "requantize",
     "load_reference",
     "motion",

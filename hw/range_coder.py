@@ -862,22 +862,24 @@ value_layout = data.StructLayout({name: unsigned(width) for name, (_, width) in 
 assert all(value_layout[name].offset == lo for name, (lo, _) in RECORD_FIELDS.items())
 
 
-class ValueCoder(wiring.Component):
-    """A ``ctx`` section from value records (one a cycle at most): each record unpacked
-    (magnitude bin i's context ``mag_base + min(i, 3) * mag_step``, the suffix's value
-    ``m - 14``) into a small FIFO, then :class:`ValueBins` into :class:`RangeEncoder`; the
-    section's bytes out, its end at the record marked ``last``. Any section: a predicted
-    frame's vectors, flags and residual blocks, or an anchor of any size."""
+class RecordUnpack(wiring.Component):
+    """Value records in, their binarizations out (``element_bins_layout``: magnitude bin i's
+    context ``mag_base + min(i, 3) * mag_step``, the suffix's value ``m - 14``), through a
+    4-entry FIFO whose registered output feeds :class:`ValueBins`. ``last`` marks the
+    section's last value."""
 
-    def __init__(self, fifo_depth: int = 32):
-        self.fifo_depth = fifo_depth
-        super().__init__({"i": In(stream.Signature(value_layout)), "o": Out(stream.Signature(byte_layout))})
+    def __init__(self):
+        super().__init__(
+            {
+                "i": In(stream.Signature(value_layout)),
+                "last": In(1),
+                "o": Out(stream.Signature(element_bins_layout)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.values = values = fifo.SyncFIFOBuffered(width=element_bins_layout.size, depth=4)
-        m.submodules.bins = bins = ValueBins()
-        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
         r = self.i.payload
         ev = Signal(element_bins_layout)
         m.d.comb += [
@@ -891,14 +893,80 @@ class ValueCoder(wiring.Component):
             ev.unary_n.eq(r.unary_n),
             ev.suffix_w.eq(r.suffix_w),
             ev.rest.eq(r.m - UNARY_MAX),
-            ev.last.eq(r.last),
+            ev.last.eq(self.last),
             values.w_data.eq(ev),
             values.w_en.eq(self.i.valid),
             self.i.ready.eq(values.w_rdy),
-            bins.i.valid.eq(values.r_rdy),
-            bins.i.payload.eq(values.r_data),
-            values.r_en.eq(bins.i.ready),
+            self.o.valid.eq(values.r_rdy),
+            self.o.payload.eq(values.r_data),
+            values.r_en.eq(self.o.ready),
         ]
+        return m
+
+
+class ValueCoder(wiring.Component):
+    """A ``ctx`` section from value records (one a cycle at most): :class:`RecordUnpack`,
+    :class:`ValueBins`, :class:`RangeEncoder`; the section's bytes out, its end at the
+    record marked ``last``. Any section: a predicted frame's vectors, flags and residual
+    blocks, or an anchor of any size."""
+
+    def __init__(self, fifo_depth: int = 32):
+        self.fifo_depth = fifo_depth
+        super().__init__({"i": In(stream.Signature(value_layout)), "o": Out(stream.Signature(byte_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unpack = unpack = RecordUnpack()
+        m.submodules.bins = bins = ValueBins()
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), unpack.i)
+        m.d.comb += unpack.last.eq(self.i.p.last)
+        wiring.connect(m, unpack.o, bins.i)
         wiring.connect(m, bins.o, coder.i)
+        wiring.connect(m, coder.o, wiring.flipped(self.o))
+        return m
+
+
+class CtxCoder(wiring.Component):
+    """The top's ``ctx`` engine: an anchor's elements (``i``, :class:`AnchorBinarizer`) or
+    value records (``v``, :class:`RecordUnpack` and :class:`ValueBins`; ``records`` set),
+    one :class:`RangeEncoder` for both; the section's bytes out. The section's end comes
+    with the input (the element's or the record's ``last``)."""
+
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 32):
+        self.line_elements = line_elements
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(element_layout)),
+                "v": In(stream.Signature(value_layout)),
+                "o": Out(stream.Signature(byte_layout)),
+                "width": In(10),
+                "channels": In(12),
+                "n_bits": In(4),
+                "z_n": In(9),
+                "temporal": In(1),
+                "records": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.anchor = anchor = AnchorBinarizer(self.line_elements)
+        m.submodules.unpack = unpack = RecordUnpack()
+        m.submodules.values = values = ValueBins()
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), anchor.i)
+        wiring.connect(m, wiring.flipped(self.v), unpack.i)
+        m.d.comb += unpack.last.eq(self.v.p.last)
+        wiring.connect(m, unpack.o, values.i)
+        for name in ("width", "channels", "n_bits", "z_n", "temporal"):
+            m.d.comb += getattr(anchor, name).eq(getattr(self, name))
+        with m.If(self.records):
+            m.d.comb += [coder.i.valid.eq(values.o.valid), coder.i.payload.eq(values.o.payload)]
+            m.d.comb += values.o.ready.eq(coder.i.ready)
+        with m.Else():
+            m.d.comb += [coder.i.valid.eq(anchor.o.valid), coder.i.payload.eq(anchor.o.payload)]
+            m.d.comb += anchor.o.ready.eq(coder.i.ready)
         wiring.connect(m, coder.o, wiring.flipped(self.o))
         return m

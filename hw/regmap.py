@@ -135,7 +135,8 @@ MODES = {
         "COUNT quint8 codes (FLAGS.REQUANT; else N-bit codes), with FLAGS.TEMPORAL each word of them followed "
         "by the reference's word of N-bit codes and its word of changes (D_R + 1, one byte each) -> the "
         "anchor's ctx section (docs/bitstream.md 6.2.3: intra, or temporal against that reference); BITS = "
-        "8 x its bytes; the codes kept as reference if STORE_REF",
+        "8 x its bytes; the codes kept as reference if STORE_REF. With FLAGS.RECORDS: COUNT / 8 value records "
+        "(any section: a predicted frame's vectors, flags and residual blocks, or an anchor) -> that ctx section",
     ),
 }
 
@@ -230,6 +231,13 @@ REGISTERS: tuple[Register, ...] = (
             2,
             1,
             "CTX: a temporal anchor (mode 1 of 6.2.3), the reference's codes and changes interleaved in the input",
+        ),
+        (
+            "RECORDS",
+            3,
+            1,
+            "CTX: the input is value records, one per word (any section: docs/fabric.md, Value records); "
+            "REQUANT, STORE_REF and TEMPORAL are ignored",
         ),
     ),
     _r("NBITS", 0x14, "rw", "N, bits per requantized code (2..8)", ("N", 0, 4, "")),
@@ -361,7 +369,9 @@ STREAM_FORMATS = {
         "the group in block order with the slice's channels (each block row bw*Cs bytes). "
         "CTX: COUNT bytes in element order as ENCODE; with FLAGS.TEMPORAL in groups of three words per "
         "LANES elements: the anchor's codes, the reference's N-bit codes of the same elements, their "
-        "changes D_R + 1 (0, 1, 2; one byte each), the last group's words padded. "
+        "changes D_R + 1 (0, 1, 2; one byte each), the last group's words padded; with FLAGS.RECORDS one "
+        "value record per word (its low 50 bits; the last record of COUNT / 8 ends the section, whatever its "
+        "own last bit). "
         "TLAST on the input is ignored (the counts rule)."
     ),
     "output": (

@@ -10,16 +10,18 @@ fails elaboration). Data path per mode::
     s_axis -> MotionEstimator (reference RAM, block buffer) -> records -> m_axis            MOTION
     s_axis -> BandMotion (the same RAMs: band, partial costs; state RAM) -> records -> m_axis BAND_MOTION
     s_axis -> Requantizer -> element serializer (x; p, t from the input's reference words)
-              -> AnchorCoder (row buffer, context table) -> byte packer -> m_axis       CTX
+              -> CtxCoder (row buffer, context table) -> byte packer -> m_axis          CTX
                             +--> reference RAM (STORE_REF: the codes)
+    s_axis -> (requantizer bypassed) -> CtxCoder's records -> byte packer -> m_axis       CTX, FLAGS.RECORDS
 
 CTX (a ``ctx`` anchor section, docs/bitstream.md 6.2.3, in one pass): the requantizer makes
 the N-bit codes of each word; with FLAGS.TEMPORAL each such word is followed on the input
 by the reference's word of codes and its word of changes (D_R + 1 a byte), which pass the
 requantizer unchanged (its bypass is taken per word). The three words of a group meet in
-staging registers, the element serializer gives :class:`~temposplit.hw.range_coder.AnchorCoder`
+staging registers, the element serializer gives :class:`~temposplit.hw.range_coder.CtxCoder`
 one element (x, p, t) per cycle, and its bytes are packed into stream words (TKEEP,
-TLAST on the section's last byte).
+TLAST on the section's last byte). With FLAGS.RECORDS each input word is a value record
+(any section, docs/fabric.md "Value records") into the same coder's record port.
 
 Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
 what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
@@ -32,10 +34,11 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.codec.ctx_records import FIELDS as RECORD_FIELDS
 from temposplit.hw import regmap
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
-from temposplit.hw.range_coder import AnchorCoder
+from temposplit.hw.range_coder import CtxCoder
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 
@@ -104,7 +107,7 @@ class Accelerator(wiring.Component):
         m.submodules.ser = ser = Serializer(L)
         m.submodules.enc = enc = HuffmanEncoder(L)
         m.submodules.me = me = MotionEstimator(P)
-        m.submodules.ctx = ctx = AnchorCoder(P.line_elements)
+        m.submodules.ctx = ctx = CtxCoder(P.line_elements)
 
         # ------------------------------------------------------------ register file
         rw = {r.name: Signal(r.width, name=f"reg_{r.name.lower()}") for r in regmap.REGISTERS if r.access == "rw"}
@@ -240,7 +243,12 @@ class Accelerator(wiring.Component):
         store_ref = fld("FLAGS", "STORE_REF")
         is_ctx = Signal()
         temporal = Signal()  # CTX with the reference's words in the input
-        m.d.comb += [is_ctx.eq(mode == modes["CTX"]), temporal.eq(is_ctx & fld("FLAGS", "TEMPORAL"))]
+        records = Signal()  # CTX with value records in the input, one a word
+        m.d.comb += [
+            is_ctx.eq(mode == modes["CTX"]),
+            records.eq(is_ctx & fld("FLAGS", "RECORDS")),
+            temporal.eq(is_ctx & fld("FLAGS", "TEMPORAL") & ~records),
+        ]
         m.d.comb += [
             rq.n_bits.eq(rw["NBITS"]),
             rq.z8.eq(rw["Z8"]),
@@ -248,6 +256,7 @@ class Accelerator(wiring.Component):
             rq.bypass.eq(
                 (mode == modes["LOAD_REF"])
                 | (((mode == modes["ENCODE"]) | is_ctx) & ~fld("FLAGS", "REQUANT"))
+                | records
                 | (temporal & (in_phase != 0))
             ),
             me.width.eq(rw["WIDTH"]),
@@ -266,6 +275,7 @@ class Accelerator(wiring.Component):
             ctx.n_bits.eq(rw["NBITS"]),
             ctx.z_n.eq(rw["ZN_REF"]),
             ctx.temporal.eq(temporal),
+            ctx.records.eq(records),
         ]
 
         # ------------------------------------------------------------ input side
@@ -296,7 +306,7 @@ class Accelerator(wiring.Component):
         code_word = Signal()  # the requantizer's output word is codes (not a temporal group's reference words)
         m.d.comb += [rq_take.eq(rq.o.valid & rq.o.ready), code_word.eq(~temporal | (out_phase == 0))]
         m.d.sync += [
-            ref_we.eq(rq_take & code_word & ((mode == modes["LOAD_REF"]) | store_ref)),
+            ref_we.eq(rq_take & code_word & ((mode == modes["LOAD_REF"]) | (store_ref & ~records))),
             ref_data.eq(rq.o.p.data),
         ]
         m.d.comb += [me.ref_we.eq(ref_we), me.ref_addr.eq(ref_ptr), me.ref_data.eq(ref_data)]
@@ -341,7 +351,13 @@ class Accelerator(wiring.Component):
             m.d.sync += el.eq(Mux(el_end, 0, el + 1))
             with m.If(el_end):
                 m.d.sync += cur_valid.eq(0)
-        with m.If(is_ctx & rq_take):
+        # value records (FLAGS.RECORDS): the requantizer's bypassed word is the record, the
+        # count's last word ends the section
+        m.d.comb += [
+            ctx.v.valid.eq(rq.o.valid & records),
+            ctx.v.payload.eq(Cat(rq.o.p.data[: RECORD_FIELDS["last"][0]], rq.o.p.last)),
+        ]
+        with m.If(is_ctx & ~records & rq_take):
             with m.If(temporal):
                 m.d.sync += out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1))
             with m.If(~final_word & (out_phase == 0)):
@@ -427,7 +443,7 @@ class Accelerator(wiring.Component):
             with m.Case(modes["CTX"]):
                 m.d.comb += [
                     ser.i.valid.eq(0),
-                    rq.o.ready.eq(ctx_ready),
+                    rq.o.ready.eq(Mux(records, ctx.v.ready, ctx_ready)),
                     ma.tvalid.eq(pk_valid),
                     ma.tdata.eq(pk_data),
                     ma.tkeep.eq(pk_keep),

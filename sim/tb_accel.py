@@ -528,6 +528,35 @@ async def test_ctx_anchor(dut):
     tb.check_idle()
 
 
+@cocotb.test()
+async def test_ctx_records(dut):
+    """CTX with FLAGS.RECORDS through the driver: random predicted frames' sections
+    (vectors, flags, residual blocks; N = 2..8, shared and per-channel vectors) and anchors
+    as value records, random idle input and back-pressure, each section against codec/ctx.py;
+    a records pass between an anchor's STORE_REF and a MOTION leaves the reference as it was."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = tb.rng
+    for k, (records, section) in enumerate(stimulus.ctx_value_cases(rng)):
+        res = await tb.accel.ctx_records(records)
+        assert res.data == section, (k, _first_diff(res.data, section))
+        assert res.changes is None
+    h, w, c, n_bits = 6, 6, 8, 4
+    z8 = int(rng.integers(0, 256))
+    zn = zero_point_n(z8, n_bits)
+    a, cur = stimulus.moving_pair(rng, h, w, c, z8, shift=(1, 0))
+    await tb.accel.ctx_anchor(a, z8=z8, n_bits=n_bits)  # stored
+    records, section = stimulus.ctx_value_cases(rng)[1]
+    assert (await tb.accel.ctx_records(records)).data == section
+    mvs, costs = await tb.accel.motion(cur, z8=z8, n_bits=n_bits, zn_ref=zn, block=2, search=3)
+    g_mvs, g_costs = three_step_search(
+        centred(requantize(a, z8, n_bits), z8, n_bits), cur.astype(np.int16) - np.int16(z8), 2, 3
+    )
+    np.testing.assert_array_equal(mvs, g_mvs)
+    np.testing.assert_array_equal(costs, g_costs)
+    tb.check_idle()
+
+
 def ctx_fixture_frames():
     """(name, H x W x C quint8 frames, z8) of the SSD fixtures that the default build's row
     buffer holds (features.6 and .10: C = 8 and 33)."""
@@ -570,5 +599,27 @@ async def test_ctx_cycles(dut):
             prev, dprev = codes, changes
             seen += 1
     assert seen >= 6, "the SSD fixtures are missing"
-    assert not misses, f"CTX's cycles (tensor, temporal, CYCLES, model) off the cycle model: {misses}"
+    # FLAGS.RECORDS: the recommended preset's sections of the same fixtures as value records
+    from temposplit.codec import ctx_records
+
+    for name, frames, z8 in ctx_fixture_frames():
+        codes = np.stack([f.transpose(2, 0, 1) for f in frames])
+        for kind, args, section in stimulus.preset_ctx_sections(codes, 0.05, z8, frames=(0, 1, 2, 1)):
+            records = (ctx_records.anchor_records if kind == "anchor" else ctx_records.pred_records)(*args)[0]
+            res = await tb.accel.ctx_records(records)
+            assert res.data == section, (name, kind)
+            bins = sum(1 for _ in ctx_records.record_bins(records))
+            model = cyclemodel.ctx_records_cycles(bins, len(records))
+            tb.log.info(
+                "ctx records %s %s: %d records, %d bins, %d cycles (model %d)",
+                name,
+                kind,
+                len(records),
+                bins,
+                res.cycles,
+                model,
+            )
+            misses += [(name, kind, res.cycles, model)] if abs(res.cycles - model) > 2 else []
+            seen += 1
+    assert not misses, f"CTX's cycles (tensor, kind, CYCLES, model) off the cycle model: {misses}"
     tb.check_idle()

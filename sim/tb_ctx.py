@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
+import stimulus
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
@@ -236,57 +237,16 @@ async def test_ctx_reset_midstream(dut):
 # ----------------------------------------------------------------------------- ValueCoder
 
 
-def value_cases(rng):
-    """Random predicted frames (vectors, flags, residual blocks, at N = 2..8 with search
-    ranges 1..15, shared and per-channel vectors) and anchors, as (records, section)."""
-    from temposplit.codec import _kernels as K
-    from temposplit.codec import ctx
-    from temposplit.codec import ctx_records as V
-
-    out = []
-    for n_bits, p, block, shape, per_channel in (
-        (2, 1, 4, (9, 7, 3), False),
-        (4, 7, 2, (8, 8, 16), False),
-        (5, 15, 3, (7, 11, 4), True),
-        (8, 3, 4, (5, 9, 6), False),
-    ):
-        top = (1 << n_bits) - 1
-        a = rng.integers(0, top + 1, shape).astype(np.uint8)
-        b = np.where(rng.random(shape) < 0.6, a, rng.integers(0, top + 1, shape)).astype(np.uint8)
-        nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
-        lanes = shape[2] if per_channel else 1
-        mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
-        mvs[0, 0] = rng.integers(0, 2, (lanes, 2))  # inside the map (H, W > B)
-        pred, bad = (K.compensate_per_channel if per_channel else K.compensate_shared)(
-            a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block
-        )
-        assert bad < 0
-        flags = rng.random((nby, nbx)) < 0.5
-        recon = np.where(np.kron(flags, np.ones((block, block), bool))[: shape[0], : shape[1], None], b, pred)
-        dref = rng.integers(-1, 2, shape).astype(np.int8)
-        for args in (
-            (mvs, p, flags, pred, recon, dref, block, n_bits),
-            (mvs, p, None, pred, pred, None, block, n_bits),
-        ):
-            out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
-        z_n = int(rng.integers(0, top + 2))
-        for args in ((b, None, None, n_bits, z_n), (b, a, dref, n_bits, z_n)):
-            out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
-    return out
-
-
 def preset_cases():
     """Every section the recommended preset writes for each SSD fixture tensor's frames,
     played forward and back (KEY, temporal anchors, predicted frames), as (tensor, kind,
     records, section)."""
-    from stimulus import preset_ctx_sections
-
     from temposplit.codec import ctx_records as V
 
     for path in sorted(FIXTURES.glob("ssd-*.npz")):
         fx = np.load(path)
         for i in range(sum(1 for k in fx.files if k.startswith("codes_"))):
-            for kind, args, section in preset_ctx_sections(
+            for kind, args, section in stimulus.preset_ctx_sections(
                 fx[f"codes_{i}"], float(fx[f"scale_{i}"]), int(fx[f"zero_point_{i}"])
             ):
                 records = (V.anchor_records if kind == "anchor" else V.pred_records)(*args)[0]
@@ -297,7 +257,7 @@ def preset_cases():
 async def test_values_random(dut):
     tb = TB(dut)
     await tb.reset()
-    for k, (records, section) in enumerate(value_cases(np.random.default_rng(SEED))):
+    for k, (records, section) in enumerate(stimulus.ctx_value_cases(np.random.default_rng(SEED))):
         assert await tb.records(records) == section, k
 
 
@@ -346,7 +306,7 @@ async def test_values_throughput(dut):
 async def test_values_reset_midstream(dut):
     tb = TB(dut)
     await tb.reset()
-    cases = value_cases(np.random.default_rng(SEED + 7))
+    cases = stimulus.ctx_value_cases(np.random.default_rng(SEED + 7))
     assert await tb.records(cases[2][0], stop_after=len(cases[2][0]) // 2) is None
     await tb.reset()
     assert await tb.records(cases[5][0]) == cases[5][1]

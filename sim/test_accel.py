@@ -16,6 +16,7 @@ TESTS = [
     "test_reset_midstream",
     "test_group_through_driver",
     "test_ctx_anchor",
+    "test_ctx_records",
     "test_ctx_cycles",
 ]
 

@@ -75,5 +75,33 @@ def test_rtl_ctx_encoder_matches_software(accel_build):
         assert h_out == s_out, cut
         assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred", "anchor"]
         # frames 0, 2, 4 are anchors (0 a KEY, intra; 2 and 4 temporal against the frame
-        # before), 1 and 3 predicted from them (their anchor's codes on chip: no LOAD_REF)
-        assert dict(engine.passes) == {"CTX": 3, "MOTION": 2, **extra}, engine.passes
+        # before), 1 and 3 predicted from them (their anchor's codes on chip: no LOAD_REF),
+        # their sections one CTX pass of value records each
+        assert dict(engine.passes) == {"CTX": 3, "MOTION": 2, "CTX (records)": 2, **extra}, engine.passes
+
+
+def test_rtl_ctx_encoder_codes_wide_anchors_as_records(accel_build):
+    """A map whose row (W x C = 18,432) exceeds the anchor coder's row buffer (16,384):
+    its anchors are coded from value records too (then loaded as the reference, LOAD_REF),
+    byte-identical to the software encoder, with no fallback."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.codec.synthetic import correlated_clip
+    from temposplit.hw.backend import FabricEngine
+    from temposplit.hw.driver import Accelerator
+    from temposplit.hw.simbridge import BridgeTransport
+
+    shape = (2048, 2, 9)
+    assert shape[2] * shape[0] > accel_build.params.line_elements  # W x C (the spec is C, H, W)
+    frames = [[f] for f in correlated_clip(np.random.default_rng(5), 3, shape)]
+    config = CodecConfig(
+        tensors=[TensorSpec("wide", shape, 0.05, 0, block=2)], **dict(PRESETS["recommended"], structure="uni-2")
+    )
+    soft = Encoder(config)
+    with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
+        engine = FabricEngine(Accelerator(transport))
+        hard = Encoder(config, engine=engine)
+        s_out, h_out = soft.encode(frames), hard.encode(frames)
+    assert not engine.fallbacks, engine.fallbacks
+    assert h_out == s_out
+    assert [f.kind for f in soft.frames] == ["key", "pred", "anchor"]
+    assert dict(engine.passes) == {"CTX (records)": 3, "LOAD_REF": 2, "MOTION": 1}, engine.passes

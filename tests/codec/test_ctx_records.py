@@ -108,3 +108,16 @@ def test_records_of_the_recommended_preset_on_ssd_codes(monkeypatch):
         records, got_changes = (V.anchor_records if name == "encode_anchor" else V.pred_records)(*args)
         assert V.encode_records(records) == section
         assert (got_changes == changes).all()
+
+
+def test_the_docs_table_is_the_record_layout():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fabric.md").read_text()
+    block = doc.split("<!-- records:begin -->\n", 1)[1].split("<!-- records:end -->", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in block.strip().splitlines()[2:]]
+    got = {}
+    for bits, name, _ in rows:
+        lo, _, hi = bits.strip().partition("-")
+        got[name.strip().strip("`")] = (int(lo), int(hi or lo) - int(lo) + 1)
+    assert got == V.FIELDS

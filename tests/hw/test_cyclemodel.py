@@ -76,4 +76,20 @@ def test_ctx_rows():
         cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL + int(elements * cyclemodel.CTX_BINS_TEMPORAL)
     )
     assert r.ctx_key_fps < r.ctx_anchor_fps
-    assert rows["r50 layer4"].ctx_key_fps == 0.0  # a row of 34 x 2048 is over the row buffer: software
+    # a predicted frame: its MOTION, then its records at the DMA's rate (2 cycles a word)
+    records, bins = int(elements * cyclemodel.CTX_PRED_RECORDS), int(elements * cyclemodel.CTX_PRED_BINS)
+    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (
+        r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(bins, 2 * records)
+    )
+    # a row of 34 x 2048 is over the row buffer: an anchor's records, a record an element
+    # (4.52 bins each for a KEY: the bins bound it; 1.58 temporal: the DMA), then LOAD_REF
+    # of nothing (the map is over the on-chip reference: BAND_MOTION keeps it on the PS)
+    r50 = rows["r50 layer4"]
+    n = 25 * 34 * 2048
+    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (cyclemodel.CTX_RECORDS_FILL + int(n * cyclemodel.CTX_BINS_INTRA))
+    assert r50.ctx_anchor_fps == cyclemodel.CLOCK_HZ / (cyclemodel.CTX_RECORDS_FILL + 2 * n)
+
+
+def test_ctx_records_cycles():
+    assert cyclemodel.ctx_records_cycles(100, 40) == cyclemodel.CTX_RECORDS_FILL + 100
+    assert cyclemodel.ctx_records_cycles(100, 80, word_cycles=2.0) == cyclemodel.CTX_RECORDS_FILL + 160
