@@ -480,6 +480,10 @@ element_bins_layout = data.StructLayout(
 )
 ELEMENT_CREDIT = 6  # free entries of the element FIFO an element needs to be taken
 
+# an anchor section's configuration (stable during a section): the map's W and C, N, z_N
+# and whether it is temporal
+ANCHOR_CONFIG = {"width": 10, "channels": 12, "n_bits": 4, "z_n": 9, "temporal": 1}
+
 
 class ValueBins(wiring.Component):
     """Values in (``element_bins_layout``: a value's binarization with its contexts), bins
@@ -582,11 +586,7 @@ class AnchorBinarizer(wiring.Component):
             {
                 "i": In(stream.Signature(element_layout)),
                 "o": Out(stream.Signature(bin_layout)),
-                "width": In(10),
-                "channels": In(12),
-                "n_bits": In(4),
-                "z_n": In(9),
-                "temporal": In(1),
+                **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
             }
         )
 
@@ -834,11 +834,7 @@ class AnchorCoder(wiring.Component):
             {
                 "i": In(stream.Signature(element_layout)),
                 "o": Out(stream.Signature(byte_layout)),
-                "width": In(10),
-                "channels": In(12),
-                "n_bits": In(4),
-                "z_n": In(9),
-                "temporal": In(1),
+                **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
             }
         )
 
@@ -849,7 +845,7 @@ class AnchorCoder(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), bins.i)
         wiring.connect(m, bins.o, coder.i)
         wiring.connect(m, coder.o, wiring.flipped(self.o))
-        for name in ("width", "channels", "n_bits", "z_n", "temporal"):
+        for name in ANCHOR_CONFIG:
             m.d.comb += getattr(bins, name).eq(getattr(self, name))
         return m
 
@@ -941,11 +937,7 @@ class CtxCoder(wiring.Component):
                 "i": In(stream.Signature(element_layout)),
                 "v": In(stream.Signature(value_layout)),
                 "o": Out(stream.Signature(byte_layout)),
-                "width": In(10),
-                "channels": In(12),
-                "n_bits": In(4),
-                "z_n": In(9),
-                "temporal": In(1),
+                **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
                 "records": In(1),
             }
         )
@@ -960,7 +952,7 @@ class CtxCoder(wiring.Component):
         wiring.connect(m, wiring.flipped(self.v), unpack.i)
         m.d.comb += unpack.last.eq(self.v.p.last)
         wiring.connect(m, unpack.o, values.i)
-        for name in ("width", "channels", "n_bits", "z_n", "temporal"):
+        for name in ANCHOR_CONFIG:
             m.d.comb += getattr(anchor, name).eq(getattr(self, name))
         with m.If(self.records):
             m.d.comb += [coder.i.valid.eq(values.o.valid), coder.i.payload.eq(values.o.payload)]

@@ -121,37 +121,20 @@ def preset_ctx_sections(codes, scale: float, zero_point: int, frames=(0, 1, 2, 1
 def ctx_value_cases(rng):
     """Random predicted frames (vectors, flags, residual blocks, at N = 2..8 with search
     ranges 1..15, shared and per-channel vectors) and anchors, as (records, section)."""
-    from temposplit.codec import _kernels as K
     from temposplit.codec import ctx
     from temposplit.codec import ctx_records as V
+    from temposplit.codec.synthetic import ctx_section_inputs
 
     out = []
-    for n_bits, p, block, shape, per_channel in (
+    for setting in (
         (2, 1, 4, (9, 7, 3), False),
         (4, 7, 2, (8, 8, 16), False),
         (5, 15, 3, (7, 11, 4), True),
         (8, 3, 4, (5, 9, 6), False),
     ):
-        top = (1 << n_bits) - 1
-        a = rng.integers(0, top + 1, shape).astype(np.uint8)
-        b = np.where(rng.random(shape) < 0.6, a, rng.integers(0, top + 1, shape)).astype(np.uint8)
-        nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
-        lanes = shape[2] if per_channel else 1
-        mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
-        mvs[0, 0] = rng.integers(0, 2, (lanes, 2))  # inside the map (H, W > B)
-        pred, bad = (K.compensate_per_channel if per_channel else K.compensate_shared)(
-            a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block
-        )
-        assert bad < 0
-        flags = rng.random((nby, nbx)) < 0.5
-        recon = np.where(np.kron(flags, np.ones((block, block), bool))[: shape[0], : shape[1], None], b, pred)
-        dref = rng.integers(-1, 2, shape).astype(np.int8)
-        for args in (
-            (mvs, p, flags, pred, recon, dref, block, n_bits),
-            (mvs, p, None, pred, pred, None, block, n_bits),
-        ):
-            out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
-        z_n = int(rng.integers(0, top + 2))
-        for args in ((b, None, None, n_bits, z_n), (b, a, dref, n_bits, z_n)):
-            out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
+        for kind, args in ctx_section_inputs(rng, *setting):
+            if kind == "pred":
+                out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
+            else:
+                out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
     return out

@@ -12,11 +12,27 @@ import stimulus
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 
-def test_rtl_encoder_matches_software(accel_build):
-    from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
+def _software_and_fabric(accel_build, config, frames):
+    """Encode ``frames`` in software and with the fabric (Verilated, through the bridge) as
+    the engine; the streams must be byte-identical with no fallback. Returns the software
+    encoder and the fabric engine (its passes)."""
+    from temposplit.codec.encoder import Encoder
     from temposplit.hw.backend import FabricEngine
     from temposplit.hw.driver import Accelerator
     from temposplit.hw.simbridge import BridgeTransport
+
+    soft = Encoder(config)
+    with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
+        engine = FabricEngine(Accelerator(transport))
+        hard = Encoder(config, engine=engine)
+        s_out, h_out = soft.encode(frames), hard.encode(frames)
+    assert not engine.fallbacks, engine.fallbacks
+    assert h_out == s_out
+    return soft, engine
+
+
+def test_rtl_encoder_matches_software(accel_build):
+    from temposplit.codec.encoder import CodecConfig, TensorSpec
 
     rng = np.random.default_rng(7)
     z8 = 4
@@ -33,13 +49,7 @@ def test_rtl_encoder_matches_software(accel_build):
         coder="huffman",
         search_range=7,
     )
-    soft = Encoder(config)
-    with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
-        engine = FabricEngine(Accelerator(transport))
-        hard = Encoder(config, engine=engine)
-        s_out, h_out = soft.encode(frames), hard.encode(frames)
-    assert not engine.fallbacks, engine.fallbacks
-    assert h_out == s_out
+    soft, engine = _software_and_fabric(accel_build, config, frames)
     # 2 anchors (the first a KEY: its own table, so a histogram pass first), 3 predicted
     # frames searched over the reference each anchor stored
     assert dict(engine.passes) == {"ENCODE": 3, "MOTION": 3}, engine.passes
@@ -54,10 +64,7 @@ def test_rtl_ctx_encoder_matches_software(accel_build):
     stored padded): a KEY (intra) and two temporal anchors, each one CTX pass,
     byte-identical to the software encoder; no ctx fallback. (C a multiple of the lanes,
     features.6's C = 8 among them: tb_accel's test_ctx_anchor and test_ctx_cycles.)"""
-    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
-    from temposplit.hw.backend import FabricEngine
-    from temposplit.hw.driver import Accelerator
-    from temposplit.hw.simbridge import BridgeTransport
+    from temposplit.codec.encoder import PRESETS, CodecConfig, TensorSpec
 
     for cut, extra in (("features.10", {"REQUANT (padded reference)": 3}),):
         fx = np.load(FIXTURES / f"ssd-{cut}.npz")
@@ -66,13 +73,7 @@ def test_rtl_ctx_encoder_matches_software(accel_build):
         preset = dict(PRESETS["recommended"], structure="uni-2")
         config = CodecConfig(tensors=[TensorSpec(cut, codes.shape[1:], scale, z8, block=4)], **preset)
         assert config.coder == "ctx"
-        soft = Encoder(config)
-        with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
-            engine = FabricEngine(Accelerator(transport))
-            hard = Encoder(config, engine=engine)
-            s_out, h_out = soft.encode(frames), hard.encode(frames)
-        assert not engine.fallbacks, engine.fallbacks
-        assert h_out == s_out, cut
+        soft, engine = _software_and_fabric(accel_build, config, frames)
         assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred", "anchor"]
         # frames 0, 2, 4 are anchors (0 a KEY, intra; 2 and 4 temporal against the frame
         # before), 1 and 3 predicted from them (their anchor's codes on chip: no LOAD_REF),
@@ -84,11 +85,8 @@ def test_rtl_ctx_encoder_codes_wide_anchors_as_records(accel_build):
     """A map whose row (W x C = 18,432) exceeds the anchor coder's row buffer (16,384):
     its anchors are coded from value records too (then loaded as the reference, LOAD_REF),
     byte-identical to the software encoder, with no fallback."""
-    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.codec.encoder import PRESETS, CodecConfig, TensorSpec
     from temposplit.codec.synthetic import correlated_clip
-    from temposplit.hw.backend import FabricEngine
-    from temposplit.hw.driver import Accelerator
-    from temposplit.hw.simbridge import BridgeTransport
 
     shape = (2048, 2, 9)
     assert shape[2] * shape[0] > accel_build.params.line_elements  # W x C (the spec is C, H, W)
@@ -96,12 +94,6 @@ def test_rtl_ctx_encoder_codes_wide_anchors_as_records(accel_build):
     config = CodecConfig(
         tensors=[TensorSpec("wide", shape, 0.05, 0, block=2)], **dict(PRESETS["recommended"], structure="uni-2")
     )
-    soft = Encoder(config)
-    with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
-        engine = FabricEngine(Accelerator(transport))
-        hard = Encoder(config, engine=engine)
-        s_out, h_out = soft.encode(frames), hard.encode(frames)
-    assert not engine.fallbacks, engine.fallbacks
-    assert h_out == s_out
+    soft, engine = _software_and_fabric(accel_build, config, frames)
     assert [f.kind for f in soft.frames] == ["key", "pred", "anchor"]
     assert dict(engine.passes) == {"CTX (records)": 3, "LOAD_REF": 2, "MOTION": 1}, engine.passes

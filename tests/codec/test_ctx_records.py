@@ -5,10 +5,10 @@ the section the codec writes, for anchors (intra and temporal) and predicted fra
 import numpy as np
 import pytest
 
-from temposplit.codec import _kernels as K
 from temposplit.codec import ctx
 from temposplit.codec import ctx_records as V
 from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+from temposplit.codec.synthetic import ctx_section_inputs
 
 FIXTURES = "tests/fixtures/features"
 
@@ -35,37 +35,17 @@ def test_anchor_records_code_the_codecs_section(rng, n_bits, shape):
         assert (changes == expected_changes).all()
 
 
-def _pred_case(rng, shape, block, per_channel, p, n_bits, residual):
-    a, b = _codes(rng, shape, n_bits)
-    lanes = shape[2] if per_channel else 1
-    nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
-    mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
-    inner = np.zeros((nby, nbx), bool)
-    inner[1:-1, 1:-1] = rng.random((nby - 2, nbx - 2)) < 0.6 if nby > 2 and nbx > 2 else False
-    mvs[inner] = rng.integers(-1, 2, (lanes, 2))  # blocks inside the map moved by one
-    comp = K.compensate_per_channel if per_channel else K.compensate_shared
-    pred, bad = comp(a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block)
-    assert bad < 0
-    flags = (rng.random((nby, nbx)) < 0.5) if residual else None
-    recon = pred.copy()
-    if residual:
-        for by, bx in zip(*np.nonzero(flags), strict=True):
-            sl = np.s_[by * block : (by + 1) * block, bx * block : (bx + 1) * block]
-            recon[sl] = b[sl]
-    dref = rng.integers(-1, 2, shape).astype(np.int8)
-    return mvs, p, flags, pred, recon, dref, block, n_bits
-
-
 @pytest.mark.parametrize("per_channel", [False, True])
-@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("n_bits,p,block", [(4, 7, 4), (5, 7, 3), (8, 15, 2), (2, 1, 5), (6, 3, 4)])
-def test_pred_records_code_the_codecs_section(rng, per_channel, residual, n_bits, p, block):
-    for shape in ((7, 9, 3), (4, 4, 1), (9, 5, 5)):
-        case = _pred_case(rng, shape, block, per_channel, p, n_bits, residual)
-        records, changes = V.pred_records(*case)
-        section, expected_changes = ctx.encode_pred(*case)
-        assert V.encode_records(records) == section
-        assert (changes == expected_changes).all()
+def test_pred_records_code_the_codecs_section(rng, per_channel, n_bits, p, block):
+    """Vectors (shared or per channel), then with and without flags and residual blocks."""
+    for shape in ((7, 9, 3), (4, 4, 1), (9, 5, 5), (12, 11, 2)):
+        for kind, args in ctx_section_inputs(rng, n_bits, p, block, shape, per_channel):
+            if kind == "pred":
+                records, changes = V.pred_records(*args)
+                section, expected_changes = ctx.encode_pred(*args)
+                assert V.encode_records(records) == section
+                assert (changes == expected_changes).all()
 
 
 def test_records_carry_the_fields_they_were_given(rng):

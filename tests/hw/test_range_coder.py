@@ -45,37 +45,36 @@ def random_section(rng, n, kind):
     return bins
 
 
-def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None, fifo_depth=32):
-    """Feed the sections' bins; returns the bytes of each section the DUT finished
-    (``reset_after``: a reset after that many bins, the section cut there is dropped)."""
-    dut = RangeEncoder(fifo_depth)
+def _simulate(dut, sections, put, seed, gaps, stall, reset_after, cycles_per_item, must_finish):
+    """Feed ``sections`` (lists of items; ``put(ctx, item, last)`` drives the input's
+    payload) through a stream DUT with random idle input (``gaps``) and output back-pressure
+    (``stall``); returns each section's bytes it finished (``reset_after``: a reset after
+    that many items, the section cut there is dropped). ``simulate.ticks``: the producer's
+    cycles."""
     top = Module()
     top.domains.sync = cd = ClockDomain("sync")
     top.submodules.dut = dut
     rng = random.Random(seed)
     got = []
-    expected_sections = len(sections) - (reset_after is not None)  # the section cut never ends
+    expected = len(sections) - (reset_after is not None)  # the section cut never ends
     stats = {"ticks": 0}
 
     async def producer(ctx):
         count = 0
-        for bins in sections:
-            for j, (bit, c, bypass) in enumerate(bins):
+        for items in sections:
+            for j, item in enumerate(items):
                 while rng.random() < gaps:
                     ctx.set(dut.i.valid, 0)
                     await ctx.tick()
                 ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.p.bit, bit)
-                ctx.set(dut.i.p.ctx, c)
-                ctx.set(dut.i.p.bypass, bypass)
-                ctx.set(dut.i.p.last, int(j == len(bins) - 1))
+                put(ctx, item, j == len(items) - 1)
                 while True:
                     _, _, ready = await ctx.tick().sample(dut.i.ready)
                     stats["ticks"] += 1
                     if ready:
                         break
                 count += 1
-                if reset_after is not None and count == reset_after:
+                if count == reset_after:
                     ctx.set(dut.i.valid, 0)
                     ctx.set(cd.rst, 1)
                     await ctx.tick()
@@ -85,7 +84,7 @@ def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None, fifo_depth=32):
 
     async def consumer(ctx):
         cur = bytearray()
-        while len(got) < expected_sections:
+        while True:
             ready = rng.random() >= stall
             ctx.set(dut.o.ready, int(ready))
             _, _, rst, valid, data, last = await ctx.tick().sample(cd.rst, dut.o.valid, dut.o.p.data, dut.o.p.last)
@@ -105,14 +104,33 @@ def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None, fifo_depth=32):
 
     async def deadline(ctx):  # the simulation runs until every section is out, or gives up
         total = sum(len(s) for s in sections)
-        for _ in range(int(8 / (1 - stall)) * total + 2000):
-            if len(got) >= expected_sections:
+        for _ in range(int(cycles_per_item / (1 - stall)) * total + 2000):
+            if len(got) >= expected:
                 return
             await ctx.tick()
+        if must_finish:  # a lost item or byte would hang: fail instead
+            raise AssertionError(f"{len(got)} of {expected} sections out before the deadline")
 
     sim.add_testbench(deadline)
     sim.run()
-    run.ticks = stats["ticks"]
+    _simulate.ticks = stats["ticks"]
+    return got
+
+
+def run(sections, seed=0, gaps=0.3, stall=0.3, reset_after=None, fifo_depth=32):
+    """Feed the sections' bins (bit, context, bypass) to :class:`RangeEncoder`; returns the
+    bytes of each section it finished."""
+
+    def put(ctx, item, last):
+        bit, c, bypass = item
+        ctx.set(dut.i.p.bit, bit)
+        ctx.set(dut.i.p.ctx, c)
+        ctx.set(dut.i.p.bypass, bypass)
+        ctx.set(dut.i.p.last, int(last))
+
+    dut = RangeEncoder(fifo_depth)
+    got = _simulate(dut, sections, put, seed, gaps, stall, reset_after, cycles_per_item=8, must_finish=False)
+    run.ticks = _simulate.ticks
     return got
 
 
@@ -387,73 +405,15 @@ def test_anchor_coder_one_bin_per_cycle(monkeypatch):
 
 def run_values(sections, seed=0, gaps=0.2, stall=0.2, reset_after=None):
     """``sections``: arrays of value records (codec/ctx_records.py); returns each section's
-    bytes from :class:`ValueCoder` (``reset_after``: a reset after that many records of
-    the first section, which is then dropped)."""
+    bytes from :class:`ValueCoder`."""
     from temposplit.hw.range_coder import ValueCoder
 
+    def put(ctx, word, last):
+        ctx.set(dut.i.payload.as_value(), int(word))
+
     dut = ValueCoder()
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
-    rng = random.Random(seed)
-    got = []
-    expected = len(sections) - (reset_after is not None)
-    stats = {"ticks": 0}
-
-    async def producer(ctx):
-        count = 0
-        for records in sections:
-            for word in records:
-                while rng.random() < gaps:
-                    ctx.set(dut.i.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload.as_value(), int(word))
-                while True:
-                    _, _, ready = await ctx.tick().sample(dut.i.ready)
-                    stats["ticks"] += 1
-                    if ready:
-                        break
-                count += 1
-                if count == reset_after:
-                    ctx.set(dut.i.valid, 0)
-                    ctx.set(cd.rst, 1)
-                    await ctx.tick()
-                    ctx.set(cd.rst, 0)
-                    break
-        ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        cur = bytearray()
-        while True:
-            ready = rng.random() >= stall
-            ctx.set(dut.o.ready, int(ready))
-            _, _, rst, valid, data, last = await ctx.tick().sample(cd.rst, dut.o.valid, dut.o.p.data, dut.o.p.last)
-            if rst:
-                cur = bytearray()
-                continue
-            if ready and valid:
-                cur.append(int(data))
-                if last:
-                    got.append(bytes(cur))
-                    cur = bytearray()
-
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer, background=True)
-
-    async def deadline(ctx):  # a lost record or byte would hang: fail instead
-        total = sum(len(s) for s in sections)
-        for _ in range(int(60 / (1 - stall)) * total + 2000):
-            if len(got) >= expected:
-                return
-            await ctx.tick()
-        raise AssertionError(f"{len(got)} of {expected} sections out before the deadline")
-
-    sim.add_testbench(deadline)
-    sim.run()
-    run_values.ticks = stats["ticks"]
+    got = _simulate(dut, sections, put, seed, gaps, stall, reset_after, cycles_per_item=60, must_finish=True)
+    run_values.ticks = _simulate.ticks
     return got
 
 
@@ -462,35 +422,16 @@ def _value_sections(seed):
     and anchors (intra, temporal) as records, with the sections the codec writes."""
     import numpy as np
 
-    from temposplit.codec import _kernels as K
     from temposplit.codec import ctx
     from temposplit.codec import ctx_records as V
+    from temposplit.codec.synthetic import ctx_section_inputs
 
     rng = np.random.default_rng(seed)
     out = []
-    for n_bits, p, block, shape, per_channel in ((4, 7, 2, (5, 6, 3), False), (8, 3, 3, (7, 4, 2), True)):
-        top = (1 << n_bits) - 1
-        a = rng.integers(0, top + 1, shape).astype(np.uint8)
-        b = np.where(rng.random(shape) < 0.5, a, rng.integers(0, top + 1, shape)).astype(np.uint8)
-        nby, nbx = -(-shape[0] // block), -(-shape[1] // block)
-        lanes = shape[2] if per_channel else 1
-        mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
-        mvs[1, 0] = 1  # inside the map
-        pred, bad = (K.compensate_per_channel if per_channel else K.compensate_shared)(
-            a, mvs if per_channel else mvs.reshape(nby, nbx, 2), block
-        )
-        assert bad < 0
-        flags = rng.random((nby, nbx)) < 0.6
-        recon = np.where(np.kron(flags, np.ones((block, block), bool))[: shape[0], : shape[1], None], b, pred)
-        dref = rng.integers(-1, 2, shape).astype(np.int8)
-        for args in (
-            (mvs, p, flags, pred, recon, dref, block, n_bits),
-            (mvs, p, None, pred, pred, None, block, n_bits),
-        ):
-            out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
-        z_n = int(rng.integers(0, top + 2))
-        for args in ((b, None, None, n_bits, z_n), (b, a, dref, n_bits, z_n)):
-            out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
+    for setting in ((4, 7, 2, (5, 6, 3), False), (8, 3, 3, (7, 4, 2), True)):
+        for kind, args in ctx_section_inputs(rng, *setting):
+            records = (V.pred_records if kind == "pred" else V.anchor_records)(*args)[0]
+            out.append((records, (ctx.encode_pred if kind == "pred" else ctx.encode_anchor)(*args)[0]))
     return out
 
 
