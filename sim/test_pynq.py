@@ -175,8 +175,9 @@ def test_edge_backend_pynq_matches_software(pynq_sim, monkeypatch):
 
 
 def test_edge_backend_pynq_ctx_matches_software(pynq_sim, monkeypatch):
-    """The recommended preset (ctx anchors: one CTX pass each, intra then temporal) through
-    the board's driver and DMA: the same stream as the software encoder, no fallback."""
+    """The recommended preset (ctx anchors: one CTX pass each, intra then temporal; the
+    predicted frame's section one CTX pass of value records) through the board's driver
+    and DMA: the same stream as the software encoder, no fallback."""
     from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
     from temposplit.hw import backend
 
@@ -195,6 +196,7 @@ def test_edge_backend_pynq_ctx_matches_software(pynq_sim, monkeypatch):
     out = [soft.encode(frames), hard.encode(frames)]
     assert not hard.engine.fallbacks, hard.engine.fallbacks
     assert hard.engine.passes["CTX"] == 2, hard.engine.passes
+    assert hard.engine.passes["CTX (records)"] == 1, hard.engine.passes
     assert out[1] == out[0]
 
 
