@@ -131,7 +131,7 @@ def _engines():
     from temposplit.hw.band_motion import BandMotion
     from temposplit.hw.huffman_encoder import HuffmanEncoder
     from temposplit.hw.motion_estimator import MotionEstimator
-    from temposplit.hw.range_coder import AnchorCoder
+    from temposplit.hw.range_coder import CtxCoder
     from temposplit.hw.requantizer import Requantizer
 
     return {
@@ -139,7 +139,7 @@ def _engines():
         "band": BandMotion,
         "huffman": lambda params: HuffmanEncoder(params.lanes),
         "requantizer": lambda params: Requantizer(params.lanes),
-        "ctx": lambda params: AnchorCoder(),
+        "ctx": lambda params: CtxCoder(params.line_elements),  # what the top ships: anchors and records
     }
 
 
