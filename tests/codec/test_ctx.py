@@ -249,8 +249,9 @@ def _touched(temporal, residual, rng):
 
 
 def test_anchors_need_only_the_first_423_contexts_and_residuals_have_their_own_zero_contexts(rng):
-    """The fabric's anchor coder holds the first 423 contexts; a predicted frame's residual
-    elements take their zero bins from the 36 contexts after them (docs 6.2.5)."""
+    """Anchors use only the first 423 contexts; a predicted frame's residual elements take
+    their zero bins from the 36 contexts after them (docs 6.2.5); the whole table fits the
+    fabric's 512-entry context RAM."""
     assert ctx_reference.N_CONTEXTS == X.N_CONTEXTS == 459 <= 512
     assert ctx_reference.RES_ZERO == X.C_RES_ZERO == 423
     temporal_zero = set(range(X.C_TEMP_ZERO, X.C_TEMP_SIGN))
