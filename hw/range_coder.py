@@ -1,13 +1,13 @@
 """The v2 coder's binary range encoder with its context table on chip (docs/bitstream.md 6.2.1, 6.2.2).
 
-:class:`RangeEncoder` takes one *bin* per cycle -- the bin, its context index (0..422, the
+:class:`RangeEncoder` takes one *bin* per cycle -- the bin, its context index (0..458, the
 table of section 6.2.5) or a bypass flag, and whether it is the section's last -- and
 gives the section's bytes, bit for bit those of :class:`temposplit.codec.ctx_reference.RangeEncoder`
 with :class:`~temposplit.codec.ctx_reference.Context` states. A pipeline of eight stages
 that never stalls once a bin is in (the input's credit keeps room for its records):
 
 - T: the bin registered; the *context table* (512 x 33 block RAM: the probability p of a
-  0 bin, 4096 - p, the count, the adaptation shift) read at its context, and 1 of 27
+  0 bin, 4096 - p, the count, the adaptation shift) read at its context, and 1 of 29
   groups of 16 *touched-bits* (a context this section has coded: every context starts
   afresh, p = 2048, at a section's start without clearing the RAM);
 - A: the RAM's word registered, the touched-bit picked in its group, and whether the
@@ -36,6 +36,11 @@ the events of every bin in flight (``CREDIT``, the FIFO's level a cycle ago): it
 only when the output is back-pressured or records come faster than a byte per cycle; a
 bin behind a section's last waits for that section's termination. A section codes at
 least one bin.
+
+The bins come from :class:`ValueBins`, fed by :class:`AnchorBinarizer` (an anchor's
+elements: :class:`AnchorCoder`) or by :class:`RecordUnpack` (value records the PS
+computed, any section: :class:`ValueCoder`); :class:`CtxCoder`, the top's engine, has both
+fronts and one range encoder.
 """
 
 from __future__ import annotations
