@@ -257,3 +257,63 @@ def encode_records(records) -> bytes:
     for bit, ctx, _ in record_bins(records):
         enc.bit(None if ctx is None else contexts[ctx], bit)
     return enc.finish()
+
+
+# ----------------------------------------------------------------------------- stream words
+
+# Most values of a predicted frame are one zero bin: a *run word* carries up to RUN_MAX of
+# them, consecutive, by their zero contexts alone (docs/fabric.md, "Value records").
+RUN_FLAG = 63  # bit 63 set: a run word; clear: one record in bits 0-49
+RUN_COUNT = (60, 3)  # bits 60-62: how many zero values, 1..RUN_MAX
+RUN_MAX = 6
+RUN_CTX_BITS = 9  # value i's zero context in bits 9i .. 9i + 8
+
+
+def words(records) -> np.ndarray:
+    """The stream words of a section's records: each run of consecutive zero values (a
+    record with ``zero`` set) in run words of up to RUN_MAX, every other record a word of
+    its own, in order."""
+    r = np.asarray(records, np.uint64)
+    f = unpack(r)
+    z = f["zero"].astype(bool)
+    n = len(r)
+    idx = np.arange(n)
+    # position of a zero value within its run of zeros (0 at the run's first)
+    run_start = np.where(z & ~np.concatenate([[False], z[:-1]]), idx, 0)
+    np.maximum.accumulate(run_start, out=run_start)
+    slot = np.where(z, (idx - run_start) % RUN_MAX, 0)
+    new_word = ~z | (slot == 0)
+    w = np.cumsum(new_word) - 1
+    out = np.where(new_word & ~z, r, np.uint64(0)).astype(np.uint64)
+    out = out[new_word]  # one entry per word: the full records in place, zero for run words
+    zw = w[z]
+    fields = (f["z_ctx"][z].astype(np.uint64) << (np.uint64(RUN_CTX_BITS) * slot[z].astype(np.uint64))).astype(
+        np.uint64
+    )
+    np.add.at(out, zw, fields)  # disjoint bit ranges: the sum is the or
+    count = np.bincount(zw, minlength=len(out)).astype(np.uint64)
+    run = count > 0
+    out[run] |= (count[run] << np.uint64(RUN_COUNT[0])) | (np.uint64(1) << np.uint64(RUN_FLAG))
+    return out
+
+
+def records_of_words(stream_words) -> np.ndarray:
+    """The records a section's stream words stand for (a run word's values as records with
+    ``zero`` set and only their zero context); the inverse of :func:`words` for the bins."""
+    out = []
+    for word in (int(x) for x in np.asarray(stream_words, np.uint64)):
+        if word >> RUN_FLAG & 1:
+            count = word >> RUN_COUNT[0] & ((1 << RUN_COUNT[1]) - 1)
+            if not 1 <= count <= RUN_MAX:
+                raise ValueError(f"a run word of {count} values")
+            ctxs = [word >> (RUN_CTX_BITS * i) & ((1 << RUN_CTX_BITS) - 1) for i in range(count)]
+            out += [int(pack(z_ctx=[c], **_ZERO_FIELDS)[0]) for c in ctxs]
+        else:
+            out.append(word)
+    records = np.array(out, np.uint64)
+    records[:-1] &= ~np.uint64(1 << FIELDS["last"][0])
+    records[-1] |= np.uint64(1 << FIELDS["last"][0])
+    return records
+
+
+_ZERO_FIELDS = {name: [0] for name in FIELDS if name != "z_ctx"} | {"zero": [1]}

@@ -144,25 +144,29 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
     return CTX_FILL + (CTX_TEMPORAL_FILL if temporal else 0) + bins
 
 
-# CTX with FLAGS.RECORDS: one value record a word, one bin a cycle; a record has at least
-# one bin, so a source of a word a cycle never holds it up, the DMA's rate (a word every
-# LANES / (MM2S bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's
-# bypass, the records' FIFO, the bin stage, the range coder, the termination, the packer),
-# measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 26
+# CTX with FLAGS.RECORDS: stream words of value records (a record a word, or a run of up to
+# six zero values), one value and one bin a cycle; a word has at least one bin, so a
+# source of a word a cycle never holds it up, the DMA's rate (a word every LANES / (MM2S
+# bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
+# word register and the values' FIFO, the bin stage, the range coder, the termination, the
+# packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
+CTX_RECORDS_FILL = 27
 
-# Records and bins per element of a predicted frame's ctx section (vectors, flags, coded
-# blocks; the data decide): the most measured on the SSD fixtures (every tensor's frames
-# through the recommended preset, N = 5; codec/ctx_records.py): 0.92 records and 1.08 bins
-# (features.18's second tensor, 10x10x120), the mean 0.26 and 0.38.
-CTX_PRED_RECORDS = 0.92
+# Words and bins per element of a ctx section from records (the data decide): the most
+# measured on the SSD fixtures (every tensor's frames through the recommended preset,
+# N = 5; codec/ctx_records.py): a predicted frame (vectors, flags, coded blocks) 0.26 words
+# and 1.08 bins (features.18's second tensor, 10x10x120; the mean 0.10 and 0.38), a
+# temporal anchor 0.28 words, an intra one 0.99.
+CTX_PRED_WORDS = 0.26
 CTX_PRED_BINS = 1.08
+CTX_WORDS_TEMPORAL = 0.28
+CTX_WORDS_INTRA = 0.99
 
 
-def ctx_records_cycles(bins: int, records: int, word_cycles: float = 1.0) -> int:
-    """CTX of ``records`` value records coding ``bins`` bins, a word on the input every
-    ``word_cycles`` cycles at most."""
-    return CTX_RECORDS_FILL + max(bins, int(math.ceil(records * word_cycles)))
+def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
+    """CTX of ``words`` stream words of value records coding ``bins`` bins, a word on the
+    input every ``word_cycles`` cycles at most."""
+    return CTX_RECORDS_FILL + max(bins, int(math.ceil(words * word_cycles)))
 
 
 # ----------------------------------------------------------------------------- BAND_MOTION
@@ -332,7 +336,7 @@ class Row:
     ctx_key_fps: float = 0.0
     ctx_anchor_fps: float = 0.0  # ... temporal at CTX_BINS_TEMPORAL (the recommended preset's anchors)
     # a ctx predicted frame: its motion search, then one CTX pass of value records
-    # (CTX_PRED_RECORDS and CTX_PRED_BINS per element, at the DMA's rate)
+    # (CTX_PRED_WORDS and CTX_PRED_BINS per element, at the DMA's rate)
     ctx_pred_fps: float = 0.0
 
     def fits(self) -> bool:
@@ -388,17 +392,18 @@ def row(
     group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)
     # a ctx anchor: one CTX pass, one bin per cycle (the input, three words per 8 elements
     # when temporal, is well within the DMA's rate); a row over the anchor coder's row
-    # buffer: one CTX pass of its value records (a record an element, a word each at the
-    # DMA's rate), then LOAD_REF when the reference fits on chip
+    # buffer: one CTX pass of its value records' stream words at the DMA's rate, then
+    # LOAD_REF when the reference fits on chip
     word_cycles = LANES * CLOCK_HZ / DMA_MM2S_BPS
     if w * c <= line_elements:
         ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements)
         ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True)
     else:
         load = requant_cycles(padded) if padded <= ref_bytes else 0
-        ctx_key = ctx_records_cycles(int(elements * CTX_BINS_INTRA), elements, word_cycles) + load
-        ctx_anchor = ctx_records_cycles(int(elements * CTX_BINS_TEMPORAL), elements, word_cycles) + load
-    ctx_pred = pred + ctx_records_cycles(int(elements * CTX_PRED_BINS), int(elements * CTX_PRED_RECORDS), word_cycles)
+        words_key, words_anchor = int(elements * CTX_WORDS_INTRA), int(elements * CTX_WORDS_TEMPORAL)
+        ctx_key = load + ctx_records_cycles(int(elements * CTX_BINS_INTRA), words_key, word_cycles)
+        ctx_anchor = load + ctx_records_cycles(int(elements * CTX_BINS_TEMPORAL), words_anchor, word_cycles)
+    ctx_pred = pred + ctx_records_cycles(int(elements * CTX_PRED_BINS), int(elements * CTX_PRED_WORDS), word_cycles)
     return Row(
         name,
         shape,
@@ -451,10 +456,10 @@ def format_table(rows: list[Row], search=7) -> str:
         "or BAND_MOTION; with the coder ctx (the recommended preset) an anchor is one CTX pass at one bin per "
         f"cycle (sim/tb_accel.py::test_ctx_cycles), counted at {CTX_BINS_INTRA} bins/element for a KEY (intra) and "
         f"{CTX_BINS_TEMPORAL} for a temporal anchor, the most measured on the SSD fixtures at N = 5; a map whose row "
-        "W x C is over the CTX row buffer (16,384) is one CTX pass of value records (a record an element, at the "
-        "DMA's rate; then LOAD_REF); a ctx predicted frame is its motion search and one CTX pass of value records, "
-        f"counted at {CTX_PRED_RECORDS} records and {CTX_PRED_BINS} bins per element (the most measured on the SSD "
-        "fixtures, N = 5)."
+        "W x C is over the CTX row buffer (16,384) is one CTX pass of value records (their stream words at the "
+        f"DMA's rate, {CTX_WORDS_INTRA} / {CTX_WORDS_TEMPORAL} per element intra / temporal; then LOAD_REF); a ctx "
+        f"predicted frame is its motion search and one CTX pass of value records, counted at {CTX_PRED_WORDS} words "
+        f"and {CTX_PRED_BINS} bins per element (the most measured on the SSD fixtures, N = 5)."
     )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle; DMA limits "

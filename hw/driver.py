@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from temposplit.codec import huffman
+from temposplit.codec import ctx_records, huffman
 from temposplit.codec.ctx_records import RECORD_BITS
 from temposplit.codec.motion import check_block, check_search_range, grid_shape, tss_steps
 from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
@@ -466,8 +466,9 @@ class Operations:
     def ctx_records(self, records):
         """A ``ctx`` section from its value records (``codec.ctx_records``: a predicted
         frame's vectors, flags and residual blocks, or an anchor of any size) in one CTX
-        pass with FLAGS.RECORDS, one record a word: the section's bytes (``changes`` None:
-        the records' function gives the change map)."""
+        pass with FLAGS.RECORDS, as stream words (a record a word, runs of up to six zero
+        values a word): the section's bytes (``changes`` None: the records' function gives
+        the change map)."""
         yield from self._need_params()
         if not self.ctx:
             raise AcceleratorError("this bitstream has no CTX coder")
@@ -476,15 +477,16 @@ class Operations:
             raise AcceleratorError(
                 f"value records are a non-empty 1-D uint64 array, not {records.dtype} {records.shape}"
             )
-        count = 8 * records.size
-        if count > regmap.MAX_ELEMENTS:
-            raise AcceleratorError(f"{records.size} value records exceed one CTX pass ({regmap.MAX_ELEMENTS // 8})")
         if int(records.max()) >> RECORD_BITS:
             raise AcceleratorError(f"a value record has bits set above its {RECORD_BITS}")
+        stream_words = ctx_records.words(records)  # runs of zero values share a word
+        count = 8 * stream_words.size
+        if count > regmap.MAX_ELEMENTS:
+            raise AcceleratorError(f"{stream_words.size} words of records exceed one CTX pass")
         yield _w("FLAGS", pack("FLAGS", RECORDS=1))
         yield _w("COUNT", count)
         out, cycles = yield from self._run(
-            "CTX", records.astype("<u8").tobytes(), CTX_MAX_BYTES_PER_ELEMENT * records.size + 64
+            "CTX", stream_words.astype("<u8").tobytes(), CTX_MAX_BYTES_PER_ELEMENT * records.size + 64
         )
         bits = yield _r("BITS")
         if len(out) != bits // 8:

@@ -50,6 +50,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.codec.ctx_records import FIELDS as RECORD_FIELDS
+from temposplit.codec.ctx_records import RUN_COUNT, RUN_CTX_BITS, RUN_FLAG
 
 PROB_BITS = 12
 N_CONTEXTS = 459  # the context table of docs/bitstream.md 6.2.5
@@ -861,59 +862,83 @@ class AnchorCoder(wiring.Component):
 # each value's binarization and contexts, the fabric codes its bins
 value_layout = data.StructLayout({name: unsigned(width) for name, (_, width) in RECORD_FIELDS.items()})
 assert all(value_layout[name].offset == lo for name, (lo, _) in RECORD_FIELDS.items())
+# a stream word of records (codec/ctx_records.py ``words``) and whether it is the section's last
+word_layout = data.StructLayout({"word": unsigned(64), "last": unsigned(1)})
 
 
 class RecordUnpack(wiring.Component):
-    """Value records in, their binarizations out (``element_bins_layout``: magnitude bin i's
-    context ``mag_base + min(i, 3) * mag_step``, the suffix's value ``m - 14``), through a
-    4-entry FIFO whose registered output feeds :class:`ValueBins`. ``last`` marks the
-    section's last value."""
+    """Stream words of value records in (``word_layout``: a record, or a run word of up to
+    six zero values; ``last`` on the section's last word), their binarizations out
+    (``element_bins_layout``: magnitude bin i's context ``mag_base + min(i, 3) * mag_step``,
+    the suffix's value ``m - 14``), one value a cycle, through a 4-entry FIFO whose
+    registered output feeds :class:`ValueBins`. A word is held in a register while its
+    values leave; the next is taken as its last value goes."""
 
     def __init__(self):
-        super().__init__(
-            {
-                "i": In(stream.Signature(value_layout)),
-                "last": In(1),
-                "o": Out(stream.Signature(element_bins_layout)),
-            }
-        )
+        super().__init__({"i": In(stream.Signature(word_layout)), "o": Out(stream.Signature(element_bins_layout))})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.values = values = fifo.SyncFIFOBuffered(width=element_bins_layout.size, depth=4)
-        r = self.i.payload
+        word = Signal(64)
+        word_last = Signal()
+        held = Signal()  # a word is in the register
+        slot = Signal(3)  # the run word's value leaving now
+        run = Signal()
+        count = Signal(RUN_COUNT[1])
+        final = Signal()  # the word's last value leaves now
+        r = data.View(value_layout, word[: value_layout.size])
         ev = Signal(element_bins_layout)
         m.d.comb += [
-            ev.zero.eq(r.zero),
-            ev.has_sign.eq(r.has_sign),
-            ev.neg.eq(r.neg),
-            ev.m.eq(r.m),
-            ev.z_ctx.eq(r.z_ctx),
-            ev.s_ctx.eq(r.s_ctx),
-            [ev.mag[i].eq(r.mag_base + Mux(r.mag_step == 1, i, Mux(r.mag_step == 4, 4 * i, 5 * i))) for i in range(4)],
-            ev.unary_n.eq(r.unary_n),
-            ev.suffix_w.eq(r.suffix_w),
-            ev.rest.eq(r.m - UNARY_MAX),
-            ev.last.eq(self.last),
+            run.eq(word[RUN_FLAG]),
+            count.eq(word[RUN_COUNT[0] : RUN_COUNT[0] + RUN_COUNT[1]]),
+            final.eq(~run | (slot + 1 == count)),
+        ]
+        with m.If(run):  # a zero value: its zero bin, nothing after it
+            m.d.comb += [ev.zero.eq(1), ev.z_ctx.eq(word.word_select(slot, RUN_CTX_BITS))]
+        with m.Else():
+            m.d.comb += [
+                ev.zero.eq(r.zero),
+                ev.has_sign.eq(r.has_sign),
+                ev.neg.eq(r.neg),
+                ev.m.eq(r.m),
+                ev.z_ctx.eq(r.z_ctx),
+                ev.s_ctx.eq(r.s_ctx),
+                [
+                    ev.mag[i].eq(r.mag_base + Mux(r.mag_step == 1, i, Mux(r.mag_step == 4, 4 * i, 5 * i)))
+                    for i in range(4)
+                ],
+                ev.unary_n.eq(r.unary_n),
+                ev.suffix_w.eq(r.suffix_w),
+                ev.rest.eq(r.m - UNARY_MAX),
+            ]
+        m.d.comb += [
+            ev.last.eq(word_last & final),
             values.w_data.eq(ev),
-            values.w_en.eq(self.i.valid),
-            self.i.ready.eq(values.w_rdy),
+            values.w_en.eq(held),
+            self.i.ready.eq(~held | (values.w_rdy & final)),
             self.o.valid.eq(values.r_rdy),
             self.o.payload.eq(values.r_data),
             values.r_en.eq(self.o.ready),
         ]
+        with m.If(held & values.w_rdy):
+            m.d.sync += slot.eq(slot + 1)
+            with m.If(final):
+                m.d.sync += [held.eq(0), slot.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [word.eq(self.i.p.word), word_last.eq(self.i.p.last), held.eq(1), slot.eq(0)]
         return m
 
 
 class ValueCoder(wiring.Component):
-    """A ``ctx`` section from value records (one a cycle at most): :class:`RecordUnpack`,
-    :class:`ValueBins`, :class:`RangeEncoder`; the section's bytes out, its end at the
-    record marked ``last``. Any section: a predicted frame's vectors, flags and residual
-    blocks, or an anchor of any size."""
+    """A ``ctx`` section from the stream words of its value records (a value a cycle at
+    most): :class:`RecordUnpack`, :class:`ValueBins`, :class:`RangeEncoder`; the section's
+    bytes out, its end at the word marked ``last``. Any section: a predicted frame's
+    vectors, flags and residual blocks, or an anchor of any size."""
 
     def __init__(self, fifo_depth: int = 32):
         self.fifo_depth = fifo_depth
-        super().__init__({"i": In(stream.Signature(value_layout)), "o": Out(stream.Signature(byte_layout))})
+        super().__init__({"i": In(stream.Signature(word_layout)), "o": Out(stream.Signature(byte_layout))})
 
     def elaborate(self, platform):
         m = Module()
@@ -921,7 +946,6 @@ class ValueCoder(wiring.Component):
         m.submodules.bins = bins = ValueBins()
         m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
         wiring.connect(m, wiring.flipped(self.i), unpack.i)
-        m.d.comb += unpack.last.eq(self.i.p.last)
         wiring.connect(m, unpack.o, bins.i)
         wiring.connect(m, bins.o, coder.i)
         wiring.connect(m, coder.o, wiring.flipped(self.o))
@@ -940,7 +964,7 @@ class CtxCoder(wiring.Component):
         super().__init__(
             {
                 "i": In(stream.Signature(element_layout)),
-                "v": In(stream.Signature(value_layout)),
+                "v": In(stream.Signature(word_layout)),
                 "o": Out(stream.Signature(byte_layout)),
                 **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
                 "records": In(1),
@@ -955,7 +979,6 @@ class CtxCoder(wiring.Component):
         m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
         wiring.connect(m, wiring.flipped(self.i), anchor.i)
         wiring.connect(m, wiring.flipped(self.v), unpack.i)
-        m.d.comb += unpack.last.eq(self.v.p.last)
         wiring.connect(m, unpack.o, values.i)
         for name in ANCHOR_CONFIG:
             m.d.comb += getattr(anchor, name).eq(getattr(self, name))

@@ -135,8 +135,9 @@ MODES = {
         "COUNT quint8 codes (FLAGS.REQUANT; else N-bit codes), with FLAGS.TEMPORAL each word of them followed "
         "by the reference's word of N-bit codes and its word of changes (D_R + 1, one byte each) -> the "
         "anchor's ctx section (docs/bitstream.md 6.2.3: intra, or temporal against that reference); BITS = "
-        "8 x its bytes; the codes kept as reference if STORE_REF. With FLAGS.RECORDS: COUNT / 8 value records "
-        "(any section: a predicted frame's vectors, flags and residual blocks, or an anchor) -> that ctx section",
+        "8 x its bytes; the codes kept as reference if STORE_REF. With FLAGS.RECORDS: COUNT / 8 stream words of "
+        "value records (any section: a predicted frame's vectors, flags and residual blocks, or an anchor) -> "
+        "that ctx section",
     ),
 }
 
@@ -236,7 +237,7 @@ REGISTERS: tuple[Register, ...] = (
             "RECORDS",
             3,
             1,
-            "CTX: the input is value records, one per word (any section: docs/fabric.md, Value records); "
+            "CTX: the input is the stream words of value records (any section: docs/fabric.md, Value records); "
             "REQUANT, STORE_REF and TEMPORAL are ignored",
         ),
     ),
@@ -369,9 +370,10 @@ STREAM_FORMATS = {
         "the group in block order with the slice's channels (each block row bw*Cs bytes). "
         "CTX: COUNT bytes in element order as ENCODE; with FLAGS.TEMPORAL in groups of three words per "
         "LANES elements: the anchor's codes, the reference's N-bit codes of the same elements, their "
-        "changes D_R + 1 (0, 1, 2; one byte each), the last group's words padded; with FLAGS.RECORDS one "
-        "value record per word (its low 50 bits; the last record of COUNT / 8 ends the section, whatever its "
-        "own last bit). "
+        "changes D_R + 1 (0, 1, 2; one byte each), the last group's words padded; with FLAGS.RECORDS "
+        "stream words of value records (a record in bits 0-49, or with bit 63 set a run of 1-6 zero values: "
+        "the count in bits 60-62, their zero contexts 9 bits each from bit 0; the last word of COUNT / 8 "
+        "ends the section, whatever a record's own last bit). "
         "TLAST on the input is ignored (the counts rule)."
     ),
     "output": (

@@ -34,7 +34,6 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from temposplit.codec.ctx_records import FIELDS as RECORD_FIELDS
 from temposplit.hw import regmap
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
@@ -351,11 +350,12 @@ class Accelerator(wiring.Component):
             m.d.sync += el.eq(Mux(el_end, 0, el + 1))
             with m.If(el_end):
                 m.d.sync += cur_valid.eq(0)
-        # value records (FLAGS.RECORDS): the requantizer's bypassed word is the record, the
-        # count's last word ends the section
+        # value records (FLAGS.RECORDS): the requantizer's bypassed word is a stream word of
+        # records (a record or a run of zero values), the count's last word ends the section
         m.d.comb += [
             ctx.v.valid.eq(rq.o.valid & records),
-            ctx.v.payload.eq(Cat(rq.o.p.data[: RECORD_FIELDS["last"][0]], rq.o.p.last)),
+            ctx.v.p.word.eq(rq.o.p.data),
+            ctx.v.p.last.eq(rq.o.p.last),
         ]
         with m.If(is_ctx & ~records & rq_take):
             with m.If(temporal):

@@ -101,3 +101,37 @@ def test_the_docs_table_is_the_record_layout():
         lo, _, hi = bits.strip().partition("-")
         got[name.strip().strip("`")] = (int(lo), int(hi or lo) - int(lo) + 1)
     assert got == V.FIELDS
+
+
+def _zero_runs_case(rng, n, p_zero):
+    fields = {name: rng.integers(0, 1 << width, n) for name, (_, width) in V.FIELDS.items()}
+    fields["zero"] = (rng.random(n) < p_zero).astype(np.int64)
+    for name in ("z_ctx", "s_ctx", "mag_base"):  # contexts inside the table of 459
+        fields[name] = rng.integers(0, 440, n)
+    return V.pack(**fields)
+
+
+@pytest.mark.parametrize("p_zero", [0.0, 0.5, 0.9, 1.0])
+def test_stream_words_stand_for_the_same_bins(rng, p_zero):
+    """Runs of zero values go six to a run word (bit 63, the count in bits 60-62, the zero
+    contexts nine bits each), other records one a word; the words' records give the same
+    bins, so the same section."""
+    for n in (1, 5, 6, 7, 13, 200):
+        records = _zero_runs_case(rng, n, p_zero)
+        words = V.words(records)
+        back = V.records_of_words(words)
+        assert V.encode_records(back) == V.encode_records(records)
+        assert [b[:2] for b in V.record_bins(back)] == [b[:2] for b in V.record_bins(records)]
+        zero = V.unpack(records)["zero"].astype(bool)
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], zero.astype(int), [0]]))))[::2]
+        assert len(words) == int((~zero).sum()) + int(sum(-(-r // V.RUN_MAX) for r in runs))
+        for w in (int(x) for x in words):
+            if w >> V.RUN_FLAG:
+                assert 1 <= (w >> V.RUN_COUNT[0]) & 7 <= V.RUN_MAX
+            else:
+                assert w >> V.RECORD_BITS == 0
+
+
+def test_a_run_word_with_a_bad_count_is_refused():
+    with pytest.raises(ValueError, match="run word of 7"):
+        V.records_of_words(np.array([(1 << 63) | (7 << 60)], np.uint64))

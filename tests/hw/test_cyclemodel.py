@@ -76,18 +76,19 @@ def test_ctx_rows():
         cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL + int(elements * cyclemodel.CTX_BINS_TEMPORAL)
     )
     assert r.ctx_key_fps < r.ctx_anchor_fps
-    # a predicted frame: its MOTION, then its records at the DMA's rate (2 cycles a word)
-    records, bins = int(elements * cyclemodel.CTX_PRED_RECORDS), int(elements * cyclemodel.CTX_PRED_BINS)
-    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (
-        r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(bins, 2 * records)
-    )
-    # a row of 34 x 2048 is over the row buffer: an anchor's records, a record an element
-    # (4.52 bins each for a KEY: the bins bound it; 1.58 temporal: the DMA), then LOAD_REF
-    # of nothing (the map is over the on-chip reference: BAND_MOTION keeps it on the PS)
+    # a predicted frame: its MOTION, then its records' words at the DMA's rate (2 cycles a word)
+    words, bins = int(elements * cyclemodel.CTX_PRED_WORDS), int(elements * cyclemodel.CTX_PRED_BINS)
+    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(bins, 2 * words))
+    # a row of 34 x 2048 is over the row buffer: an anchor's records (the bins bound both
+    # the KEY's 4.52 and a temporal anchor's 1.58 a element against their words' 2 x 0.99
+    # and 2 x 0.28 cycles), then LOAD_REF of nothing (the map is over the on-chip
+    # reference: BAND_MOTION keeps it on the PS)
     r50 = rows["r50 layer4"]
     n = 25 * 34 * 2048
-    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (cyclemodel.CTX_RECORDS_FILL + int(n * cyclemodel.CTX_BINS_INTRA))
-    assert r50.ctx_anchor_fps == cyclemodel.CLOCK_HZ / (cyclemodel.CTX_RECORDS_FILL + 2 * n)
+    fill = cyclemodel.CTX_RECORDS_FILL
+    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (fill + int(n * cyclemodel.CTX_BINS_INTRA))
+    assert r50.ctx_anchor_fps == cyclemodel.CLOCK_HZ / (fill + int(n * cyclemodel.CTX_BINS_TEMPORAL))
+    assert r50.ctx_anchor_fps > 30 > r50.ctx_key_fps
 
 
 def test_ctx_records_cycles():

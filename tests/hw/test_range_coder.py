@@ -404,12 +404,13 @@ def test_anchor_coder_one_bin_per_cycle(monkeypatch):
 
 
 def run_values(sections, seed=0, gaps=0.2, stall=0.2, reset_after=None):
-    """``sections``: arrays of value records (codec/ctx_records.py); returns each section's
-    bytes from :class:`ValueCoder`."""
+    """``sections``: the stream words of value records (codec/ctx_records.py ``words``);
+    returns each section's bytes from :class:`ValueCoder`."""
     from temposplit.hw.range_coder import ValueCoder
 
     def put(ctx, word, last):
-        ctx.set(dut.i.payload.as_value(), int(word))
+        ctx.set(dut.i.p.word, int(word))
+        ctx.set(dut.i.p.last, int(last))
 
     dut = ValueCoder()
     got = _simulate(dut, sections, put, seed, gaps, stall, reset_after, cycles_per_item=60, must_finish=True)
@@ -419,7 +420,8 @@ def run_values(sections, seed=0, gaps=0.2, stall=0.2, reset_after=None):
 
 def _value_sections(seed):
     """Predicted frames (vectors, flags, residual blocks; shared and per-channel vectors)
-    and anchors (intra, temporal) as records, with the sections the codec writes."""
+    and anchors (intra, temporal) as the stream words of their records (runs of zero
+    values and single records), with the sections the codec writes."""
     import numpy as np
 
     from temposplit.codec import ctx
@@ -431,7 +433,8 @@ def _value_sections(seed):
     for setting in ((4, 7, 2, (5, 6, 3), False), (8, 3, 3, (7, 4, 2), True)):
         for kind, args in ctx_section_inputs(rng, *setting):
             records = (V.pred_records if kind == "pred" else V.anchor_records)(*args)[0]
-            out.append((records, (ctx.encode_pred if kind == "pred" else ctx.encode_anchor)(*args)[0]))
+            out.append((V.words(records), (ctx.encode_pred if kind == "pred" else ctx.encode_anchor)(*args)[0]))
+    assert any(w >> V.RUN_FLAG for words, _ in out for w in words.tolist())  # run words among them
     return out
 
 
@@ -449,11 +452,12 @@ def test_value_coder_reset_mid_section():
 
 
 def test_value_coder_one_bin_per_cycle():
-    """Without gaps or back-pressure the records go in at the bins' rate."""
+    """Without gaps or back-pressure the words go in at the bins' rate (a run word's values
+    one a cycle, like any value's bins)."""
     from temposplit.codec import ctx_records as V
 
-    records, section = _value_sections(5)[0]
-    bins = len(list(V.record_bins(records)))
-    queued = len(list(V.record_bins(records[-6:])))  # the FIFO and the bin stage hold the last ones
-    assert run_values([records], gaps=0.0, stall=0.0) == [section]
+    words, section = _value_sections(5)[0]
+    bins = len(list(V.record_bins(V.records_of_words(words))))
+    queued = len(list(V.record_bins(V.records_of_words(words[-6:]))))  # held in the FIFO and stages
+    assert run_values([words], gaps=0.0, stall=0.0) == [section]
     assert bins - queued <= run_values.ticks <= bins + 4
