@@ -230,6 +230,12 @@ def pred_records(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int)
     return _finish(_cat(parts)), changes
 
 
+def section_records(kind: str, args) -> tuple[np.ndarray, np.ndarray]:
+    """(records, change map) of a section given by the codec call's arguments: ``kind``
+    ``anchor`` (:func:`anchor_records`) or ``pred`` (:func:`pred_records`)."""
+    return (anchor_records if kind == "anchor" else pred_records)(*args)
+
+
 def record_bins(records):
     """The bins of records, in order: (bit, context or None for a bypass bin, last)."""
     f = unpack(records)

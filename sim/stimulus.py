@@ -133,8 +133,6 @@ def ctx_value_cases(rng):
         (8, 3, 4, (5, 9, 6), False),
     ):
         for kind, args in ctx_section_inputs(rng, *setting):
-            if kind == "pred":
-                out.append((V.pred_records(*args)[0], ctx.encode_pred(*args)[0]))
-            else:
-                out.append((V.anchor_records(*args)[0], ctx.encode_anchor(*args)[0]))
+            section = (ctx.encode_anchor if kind == "anchor" else ctx.encode_pred)(*args)[0]
+            out.append((V.section_records(kind, args)[0], section))
     return out

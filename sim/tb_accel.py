@@ -605,11 +605,11 @@ async def test_ctx_cycles(dut):
     for name, frames, z8 in ctx_fixture_frames():
         codes = np.stack([f.transpose(2, 0, 1) for f in frames])
         for kind, args, section in stimulus.preset_ctx_sections(codes, 0.05, z8, frames=(0, 1, 2, 1)):
-            records = (ctx_records.anchor_records if kind == "anchor" else ctx_records.pred_records)(*args)[0]
+            records = ctx_records.section_records(kind, args)[0]
             res = await tb.accel.ctx_records(records)
             assert res.data == section, (name, kind)
             bins = sum(1 for _ in ctx_records.record_bins(records))
-            model = cyclemodel.ctx_records_cycles(bins, len(records))
+            model = cyclemodel.ctx_records_cycles(bins, len(ctx_records.words(records)))
             tb.log.info(
                 "ctx records %s %s: %d records, %d bins, %d cycles (model %d)",
                 name,

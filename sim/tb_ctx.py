@@ -253,7 +253,7 @@ def preset_cases():
             for kind, args, section in stimulus.preset_ctx_sections(
                 fx[f"codes_{i}"], float(fx[f"scale_{i}"]), int(fx[f"zero_point_{i}"])
             ):
-                records = (V.anchor_records if kind == "anchor" else V.pred_records)(*args)[0]
+                records = V.section_records(kind, args)[0]
                 yield f"{path.stem}[{i}]", kind, records, section
 
 

@@ -432,7 +432,7 @@ def _value_sections(seed):
     out = []
     for setting in ((4, 7, 2, (5, 6, 3), False), (8, 3, 3, (7, 4, 2), True)):
         for kind, args in ctx_section_inputs(rng, *setting):
-            records = (V.pred_records if kind == "pred" else V.anchor_records)(*args)[0]
+            records = V.section_records(kind, args)[0]
             out.append((V.words(records), (ctx.encode_pred if kind == "pred" else ctx.encode_anchor)(*args)[0]))
     assert any(w >> V.RUN_FLAG for words, _ in out for w in words.tolist())  # run words among them
     return out
