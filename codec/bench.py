@@ -9,6 +9,14 @@ full count, played forward, back and forward), the recommended preset with ctx a
 ZRL. Frames of a group count alike: frames/s = frames / (seconds for all of them), on the
 wall clock and (``*_cpu_fps``) on this process's CPU time, which a machine shared with other
 jobs disturbs less. One core: every kernel is single-threaded.
+
+A stream is measured in whole groups of its structure (by default the fewest whole groups
+of at least 9 frames: three bi-3 groups, two uni-8 groups), so that anchors take the share
+of the frames they take in a long stream: 9 frames of uni-8 would be one group and the next
+group's anchor, two anchors in 9 frames where a stream has one in 8. Anchors and predicted
+frames are slower and faster than that mean: each row also gives the milliseconds a frame
+of each kind takes to decode (``decode_anchor_ms``, ``decode_predicted_ms``) and, where the
+encoder returns each frame's packet as it is pushed (uni and intra), to encode.
 """
 
 from __future__ import annotations
@@ -47,38 +55,70 @@ def options(setting: str) -> dict:
     return {**PRESETS["recommended"], "coder": setting.rsplit("-", 1)[1]}
 
 
-def bench_shape(shape, block, frames=9, seed=0, setting="thesis", clip=None, scale=0.05, zero_point=0, name="x"):
+def whole_groups(setting: str, at_least: int = 9) -> int:
+    """The fewest frames in whole groups of the setting's structure, at least ``at_least``."""
+    from temposplit.codec.structure import Structure
+
+    group = Structure.parse(options(setting)["structure"]).group
+    return -(-at_least // group) * group
+
+
+def _kind_ms(seconds: dict[str, list[float]], kind: str):
+    times = seconds.get(kind)
+    return round(1000 * sum(times) / len(times), 3) if times else None
+
+
+def bench_shape(shape, block, frames=None, seed=0, setting="thesis", clip=None, scale=0.05, zero_point=0, name="x"):
+    """One row: ``frames`` frames (default :func:`whole_groups`) of ``clip`` (default
+    synthetic correlated maps) encoded and decoded with the setting."""
     from temposplit.codec.bitstream import parse_packet
     from temposplit.codec.decoder import Decoder
     from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
     from temposplit.codec.synthetic import correlated_clip
 
     rng = np.random.default_rng(seed)
+    frames = whole_groups(setting) if frames is None else frames
     if clip is None:
         clip = correlated_clip(rng, frames, shape, dx=1)
+    clip = clip[:frames]
     frames = len(clip)
     cfg = CodecConfig([TensorSpec(name, tuple(shape), scale, zero_point, block)], **options(setting))
-    # Warm the compiled kernels on a small map first (numba caches them on disk).
+    # Warm the compiled kernels, the encoder's and the decoder's, on a small map first:
+    # numba loads them from its disk cache on a process's first call (tens of ms each).
     warm = Encoder(CodecConfig([TensorSpec("x", (4, 8, 8), 0.05, 0, block)], **options(setting)))
+    warm_packets = []
     for f in correlated_clip(rng, 3, (4, 8, 8)):
-        warm.push([f])
-    warm.flush()
+        warm_packets += warm.push([f])
+    warm_packets += warm.flush()
+    warm_dec = Decoder(warm.header_bytes())
+    for p in warm_packets:
+        warm_dec.decode(p)
 
     enc = Encoder(cfg)
     enc.set_total_frames(frames)
     packets = []
+    enc_s: dict[str, list[float]] = {}  # seconds of each pushed frame whose packet came back alone
     t0, c0 = time.perf_counter(), time.process_time()
     for f in clip:
-        packets += enc.push([f])
+        t = time.perf_counter()
+        out = enc.push([f])
+        if len(out) == 1:
+            enc_s.setdefault(_kind(out[0]), []).append(time.perf_counter() - t)
+        packets += out
     packets += enc.flush()
     t_enc, c_enc = time.perf_counter() - t0, time.process_time() - c0
     blobs = [p.to_bytes() for p in packets]
+    if sum(len(v) for v in enc_s.values()) != frames:
+        enc_s = {}  # (a bi-directional group comes out at once: no time per frame)
 
     dec = Decoder(enc.header_bytes())
+    dec_s: dict[str, list[float]] = {}
     t0, c0 = time.perf_counter(), time.process_time()
     for b in blobs:
+        t = time.perf_counter()
         packet, _ = parse_packet(b, 0, dec.max_payload)
         dec.decode(packet)
+        dec_s.setdefault(_kind(packet), []).append(time.perf_counter() - t)
     t_dec, c_dec = time.perf_counter() - t0, time.process_time() - c0
     total = sum(len(b) for b in blobs)
     return {
@@ -93,10 +133,19 @@ def bench_shape(shape, block, frames=9, seed=0, setting="thesis", clip=None, sca
         "encode_decode_ms_per_frame": round(1000 * (t_enc + t_dec) / frames, 3),
         "bits_per_element": round(8 * total / (np.prod(shape) * frames), 4),
         "bytes_per_frame": round(total / frames),
+        "anchors": len(dec_s.get("anchor", [])),
+        "encode_anchor_ms": _kind_ms(enc_s, "anchor"),
+        "encode_predicted_ms": _kind_ms(enc_s, "predicted"),
+        "decode_anchor_ms": _kind_ms(dec_s, "anchor"),
+        "decode_predicted_ms": _kind_ms(dec_s, "predicted"),
     }
 
 
-def ssd_rows(frames=9):
+def _kind(packet) -> str:
+    return "anchor" if packet.is_anchor else "predicted"
+
+
+def ssd_rows(frames=None):
     """The recommended preset (ctx and ZRL) on the SSD cuts' fixture codes."""
     rows = []
     for cut, channels in SSD_CUTS.items():
@@ -104,12 +153,14 @@ def ssd_rows(frames=9):
         codes = npz["codes_0"]
         reps = -(-channels // codes.shape[1])
         codes = np.concatenate([codes] * reps, axis=1)[:, :channels]
-        order = (list(range(len(codes))) + list(range(len(codes) - 1, -1, -1))) * frames
-        clip = [np.ascontiguousarray(codes[i]) for i in order[:frames]]
+        n = max(frames or 0, *(whole_groups(s) for s in ("recommended-ctx", "recommended-zrl")))
+        order = (list(range(len(codes))) + list(range(len(codes) - 1, -1, -1))) * n
+        clip = [np.ascontiguousarray(codes[i]) for i in order[:n]]
         for setting in ("recommended-ctx", "recommended-zrl"):
             row = bench_shape(
                 codes.shape[1:],
                 4,
+                frames=frames,
                 setting=setting,
                 clip=clip,
                 scale=float(npz["scale_0"]),
@@ -121,6 +172,10 @@ def ssd_rows(frames=9):
 
 
 def main(args) -> int:
+    if args.frames is not None and args.frames < 1:
+        from temposplit.codec.errors import ConfigurationError
+
+        raise ConfigurationError(f"--frames must be at least 1, not {args.frames}")
     for shape, block in parse_shapes(args.shapes):
         for setting in SETTINGS:
             _print(bench_shape(shape, block, frames=args.frames, setting=setting), args.json)

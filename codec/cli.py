@@ -29,7 +29,13 @@ def register_bench(sub) -> None:
         "and at the SSD cuts",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per shape per line")
-    p.add_argument("--frames", type=int, default=9, help="frames per shape (default 9: three bi-3 groups)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames per shape (default: the fewest whole groups of at least 9 frames, so that anchors "
+        "take their long-stream share: 9 for bi-3, 16 for uni-8)",
+    )
     p.add_argument("--shapes", default="all", help="'all', 'small' (the two smaller shapes) or CxHxW[:B],...")
     p.add_argument("--no-ssd", action="store_true", help="leave out the rows of the SSD cuts")
     p.set_defaults(handler=_bench)

@@ -132,3 +132,23 @@ def test_bench_codec_has_rows_for_the_ssd_cuts(capsys):
     assert ("features.13", "recommended-ctx") in cuts and ("features.13", "recommended-zrl") in cuts
     for r in rows:
         assert r["encode_decode_ms_per_frame"] > 0
+
+
+def test_bench_codec_measures_whole_groups_so_anchors_take_their_stream_share(capsys):
+    # By default a row is the fewest whole groups of at least 9 frames: 9 frames of uni-8
+    # would hold two anchors (one in 4.5) where a stream holds one in 8.
+    assert main(["bench", "codec", "--json", "--shapes", "8x9x9", "--no-ssd"]) == 0
+    rows = {r["setting"]: r for r in map(json.loads, capsys.readouterr().out.strip().splitlines())}
+    assert (rows["thesis"]["frames"], rows["thesis"]["anchors"]) == (9, 3)  # three bi-3 groups
+    assert (rows["recommended-ctx"]["frames"], rows["recommended-ctx"]["anchors"]) == (16, 2)  # two uni-8 groups
+    ctx = rows["recommended-ctx"]
+    for key in ("encode_anchor_ms", "encode_predicted_ms", "decode_anchor_ms", "decode_predicted_ms"):
+        assert ctx[key] > 0, key
+    # A bi-directional group comes out of the encoder at once: no encode time per kind.
+    assert rows["thesis"]["encode_anchor_ms"] is None and rows["thesis"]["decode_anchor_ms"] > 0
+
+
+def test_bench_codec_refuses_a_frame_count_under_one(capsys):
+    assert main(["bench", "codec", "--frames", "0", "--no-ssd"]) == 2
+    err = capsys.readouterr().err
+    assert "--frames must be at least 1" in err and len(err.strip().splitlines()) == 1
