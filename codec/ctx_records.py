@@ -9,7 +9,7 @@ changes are known to an encoder before it codes anything. So the contexts and th
 binarization's lengths can be computed for the whole section at once, vectorized, and
 the serial part -- the bins and the range coder -- left to a small engine that needs no
 knowledge of the map's geometry. On the board that engine is the fabric's CTX mode with
-FLAGS.RECORDS (hw/range_coder.py) and this module runs in NumPy on the ARM core.
+FLAGS.RECORDS (hw/ctx_binarizer.py's RecordUnpack) and this module runs in NumPy on the ARM core.
 
 A record is one 64-bit word, the fields of ``FIELDS`` from its least significant bit
 (their meaning: docs/fabric.md, "Value records", whose table a test compares with them).

@@ -131,7 +131,7 @@ def _engines():
     from temposplit.hw.band_motion import BandMotion
     from temposplit.hw.huffman_encoder import HuffmanEncoder
     from temposplit.hw.motion_estimator import MotionEstimator
-    from temposplit.hw.range_coder import CtxCoder
+    from temposplit.hw.ctx_coder import CtxCoder
     from temposplit.hw.requantizer import Requantizer
 
     return {

@@ -18,7 +18,7 @@ CTX (a ``ctx`` anchor section, docs/bitstream.md 6.2.3, in one pass): the requan
 the N-bit codes of each word; with FLAGS.TEMPORAL each such word is followed on the input
 by the reference's word of codes and its word of changes (D_R + 1 a byte), which pass the
 requantizer unchanged (its bypass is taken per word). The three words of a group meet in
-staging registers, the element serializer gives :class:`~temposplit.hw.range_coder.CtxCoder`
+staging registers, the element serializer gives :class:`~temposplit.hw.ctx_coder.CtxCoder`
 one element (x, p, t) per cycle, and its bytes are packed into stream words (TKEEP,
 TLAST on the section's last byte). With FLAGS.RECORDS each input word is a value record
 (any section, docs/fabric.md "Value records") into the same coder's record port.
@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from temposplit.hw import regmap
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
-from temposplit.hw.range_coder import CtxCoder
+from temposplit.hw.ctx_coder import CtxCoder
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 

@@ -1,8 +1,8 @@
-"""cocotb testbenches of the v2 coder in RTL (``hw/range_coder.py``, Verilator), bit for
-bit against the codec: the anchor section (:class:`~temposplit.hw.range_coder.AnchorCoder`,
+"""cocotb testbenches of the v2 coder in RTL (``hw/ctx_coder.py``, Verilator), bit for
+bit against the codec: the anchor section (:class:`~temposplit.hw.ctx_coder.AnchorCoder`,
 tests ``test_ctx_*``, against the readable definition
 :mod:`temposplit.codec.ctx_reference`) and any section from value records
-(:class:`~temposplit.hw.range_coder.ValueCoder`, tests ``test_values_*``, against
+(:class:`~temposplit.hw.ctx_coder.ValueCoder`, tests ``test_values_*``, against
 :mod:`temposplit.codec.ctx`): random maps and the SSD feature fixtures, random idle cycles
 on the input, random back-pressure on the output, a reset in the middle of a section.
 Run through pytest (``sim/test_ctx.py``), each test on its own top."""

@@ -1,5 +1,5 @@
 """pytest wrapper: the cocotb tests of ``tb_ctx.py`` on Verilator builds of the v2 coder
-(``hw/range_coder.py``): the anchor section (``AnchorCoder``) and any section from value
+(``hw/ctx_coder.py``): the anchor section (``AnchorCoder``) and any section from value
 records (``ValueCoder``), cached under build/sim."""
 
 from pathlib import Path
@@ -26,10 +26,10 @@ def _build(builds, toplevel):
     if toplevel not in builds:
         from amaranth.back import verilog
 
-        from temposplit.hw import range_coder
+        from temposplit.hw import ctx_coder
         from temposplit.hw.simbridge import verilate
 
-        top = getattr(range_coder, TOPS[toplevel])()
+        top = getattr(ctx_coder, TOPS[toplevel])()
         builds[toplevel] = verilate(verilog.convert(top, name=toplevel, emit_src=False), toplevel, BUILD_ROOT)
     return builds[toplevel]
 

@@ -1,4 +1,5 @@
-"""amaranth.sim tests of the v2 coder's range encoder (hw/range_coder.py) against the
+"""amaranth.sim tests of the v2 coder's range encoder (hw/range_coder.py; with its fronts,
+hw/ctx_coder.py) against the
 readable definition (codec/ctx_reference.py): random and skewed bins over the context
 table, back-to-back bins of one context, bypass bins, carries through runs of 0xFF,
 several sections in a row, random input gaps, output back-pressure and a reset in the
@@ -243,7 +244,7 @@ def run_anchor(sections, seed=0, gaps=0.2, stall=0.2):
     None, n_bits, z_n); returns each section's bytes from the RTL."""
     import numpy as np
 
-    from temposplit.hw.range_coder import AnchorCoder
+    from temposplit.hw.ctx_coder import AnchorCoder
 
     dut = AnchorCoder(line_elements=1024)
     rng = random.Random(seed)
@@ -406,7 +407,7 @@ def test_anchor_coder_one_bin_per_cycle(monkeypatch):
 def run_values(sections, seed=0, gaps=0.2, stall=0.2, reset_after=None):
     """``sections``: the stream words of value records (codec/ctx_records.py ``words``);
     returns each section's bytes from :class:`ValueCoder`."""
-    from temposplit.hw.range_coder import ValueCoder
+    from temposplit.hw.ctx_coder import ValueCoder
 
     def put(ctx, word, last):
         ctx.set(dut.i.p.word, int(word))

@@ -1,0 +1,113 @@
+"""The v2 coder ``ctx`` in RTL, whole: a front of :mod:`temposplit.hw.ctx_binarizer`
+into :class:`~temposplit.hw.range_coder.RangeEncoder`, values in, a section's bytes out
+(docs/fabric.md "The v2 coder `ctx` in RTL").
+
+- :class:`AnchorCoder`: an anchor's elements (the front computes their contexts);
+- :class:`ValueCoder`: any section from the stream words of its value records;
+- :class:`CtxCoder`: the top's engine, both fronts and one range encoder.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from temposplit.hw.ctx_binarizer import (
+    ANCHOR_CONFIG,
+    AnchorBinarizer,
+    RecordUnpack,
+    ValueBins,
+    element_layout,
+    word_layout,
+)
+from temposplit.hw.range_coder import RangeEncoder, byte_layout
+
+
+class AnchorCoder(wiring.Component):
+    """An anchor tensor's ``ctx`` section (6.2.3): :class:`AnchorBinarizer` into
+    :class:`RangeEncoder`, elements in, the section's bytes out."""
+
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 32):
+        self.line_elements = line_elements
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(element_layout)),
+                "o": Out(stream.Signature(byte_layout)),
+                **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bins = bins = AnchorBinarizer(self.line_elements)
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), bins.i)
+        wiring.connect(m, bins.o, coder.i)
+        wiring.connect(m, coder.o, wiring.flipped(self.o))
+        for name in ANCHOR_CONFIG:
+            m.d.comb += getattr(bins, name).eq(getattr(self, name))
+        return m
+
+
+class ValueCoder(wiring.Component):
+    """A ``ctx`` section from the stream words of its value records (a value a cycle at
+    most): :class:`RecordUnpack`, :class:`ValueBins`, :class:`RangeEncoder`; the section's
+    bytes out, its end at the word marked ``last``. Any section: a predicted frame's
+    vectors, flags and residual blocks, or an anchor of any size."""
+
+    def __init__(self, fifo_depth: int = 32):
+        self.fifo_depth = fifo_depth
+        super().__init__({"i": In(stream.Signature(word_layout)), "o": Out(stream.Signature(byte_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unpack = unpack = RecordUnpack()
+        m.submodules.bins = bins = ValueBins()
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), unpack.i)
+        wiring.connect(m, unpack.o, bins.i)
+        wiring.connect(m, bins.o, coder.i)
+        wiring.connect(m, coder.o, wiring.flipped(self.o))
+        return m
+
+
+class CtxCoder(wiring.Component):
+    """The top's ``ctx`` engine: an anchor's elements (``i``, :class:`AnchorBinarizer`) or
+    value records (``v``, :class:`RecordUnpack` and :class:`ValueBins`; ``records`` set),
+    one :class:`RangeEncoder` for both; the section's bytes out. The section's end comes
+    with the input (the element's or the record's ``last``)."""
+
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 32):
+        self.line_elements = line_elements
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(element_layout)),
+                "v": In(stream.Signature(word_layout)),
+                "o": Out(stream.Signature(byte_layout)),
+                **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
+                "records": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.anchor = anchor = AnchorBinarizer(self.line_elements)
+        m.submodules.unpack = unpack = RecordUnpack()
+        m.submodules.values = values = ValueBins()
+        m.submodules.coder = coder = RangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), anchor.i)
+        wiring.connect(m, wiring.flipped(self.v), unpack.i)
+        wiring.connect(m, unpack.o, values.i)
+        for name in ANCHOR_CONFIG:
+            m.d.comb += getattr(anchor, name).eq(getattr(self, name))
+        with m.If(self.records):
+            m.d.comb += [coder.i.valid.eq(values.o.valid), coder.i.payload.eq(values.o.payload)]
+            m.d.comb += values.o.ready.eq(coder.i.ready)
+        with m.Else():
+            m.d.comb += [coder.i.valid.eq(anchor.o.valid), coder.i.payload.eq(anchor.o.payload)]
+            m.d.comb += anchor.o.ready.eq(coder.i.ready)
+        wiring.connect(m, coder.o, wiring.flipped(self.o))
+        return m
