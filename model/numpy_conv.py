@@ -24,7 +24,8 @@ GEMM on small integers is exact integer arithmetic when no rounding can happen:
 
 The depthwise convolutions are per-channel products on the BLAS too, over an im2col of
 each block of channels (9 terms of at most 128 * 255 per sum: far below 2**24), the bias
-added in float32 when the bound with it holds, in int32 otherwise.
+added in float32 when the bound with it holds, in int32 otherwise; int16 taps (model/wide.py)
+as two exact float32 halves joined in int32 (:class:`ExactDepthwise`).
 
 :func:`layer_costs` counts, per layer, the multiply-accumulates, the GEMM's shape and
 the bytes each kernel reads and writes; ``python -m temposplit.model.numpy_conv M1.npz``
@@ -166,20 +167,39 @@ class ExactDepthwise:
 
     ``bias_inside``: the float32 result holds the bias (bound with it below 2**24); else the
     result is the sums in int32, without it, and ``bias`` (int32) is the caller's to add.
+
+    Wider taps (int16 weights, model/wide.py), whose sums pass 2**24, are *split*: each tap
+    ``w = 256 h + l`` with ``l`` in 0..255 and ``h = (w - l) / 256``, both halves' sums in
+    the same float32 product (two rows instead of one: nearly free), each exact (at most
+    ``taps * 255 * x_max``), joined in int32 as ``256 S_h + S_l`` (exact while the whole
+    sum's bound is below 2**31). float64 sums (exact below 2**53; the A9's NEON has no
+    float64) remain for taps beyond that.
     """
 
     def __init__(self, taps: np.ndarray, bias: np.ndarray | None = None, x_max: int = X_MAX):
         taps = np.asarray(taps)
         bias = np.zeros(taps.shape[0], np.int64) if bias is None else np.asarray(bias, np.int64)
         bound = row_bounds(taps, x_max)
-        # float32 when every sum stays below 2**24 (int8 weights); else float64 (int16
-        # weights, model/wide.py), exact below 2**53
-        self.dtype = np.dtype(np.float32 if bound.max(initial=0) < EXACT_F32 else np.float64)
+        t64 = np.asarray(taps, dtype=np.float64)
+        lo = np.mod(t64, 256.0)
+        hi = (t64 - lo) / 256.0
+        self.split = bool(
+            bound.max(initial=0) >= EXACT_F32
+            and np.array_equal(t64, np.round(t64))
+            and max(row_bounds(lo, x_max).max(initial=0), row_bounds(hi, x_max).max(initial=0)) < EXACT_F32
+            and bound.max(initial=0) < 2**31
+        )
+        # float32 when every sum stays below 2**24 (int8 weights) or each half's does (split);
+        # else float64, exact below 2**53
+        self.dtype = np.dtype(np.float32 if bound.max(initial=0) < EXACT_F32 or self.split else np.float64)
         limit = EXACT_F32 if self.dtype == np.float32 else EXACT_F64
-        if bound.max(initial=0) >= limit:
+        if not self.split and bound.max(initial=0) >= limit:
             raise ValueError("depthwise sums could reach 2**53: not exact in float64")
-        self.taps = np.ascontiguousarray(taps, dtype=self.dtype)
-        self.bias_inside = bool((bound + np.abs(bias)).max(initial=0) < limit)
+        if self.split:  # (C, 2, taps): the high halves' row, then the low halves'
+            self.taps = np.ascontiguousarray(np.stack([hi, lo], axis=1), dtype=np.float32)
+        else:
+            self.taps = np.ascontiguousarray(taps, dtype=self.dtype)[:, None, :]
+        self.bias_inside = bool(not self.split and (bound + np.abs(bias)).max(initial=0) < limit)
         self.bias = bias.astype(self.dtype) if self.bias_inside else bias.astype(np.int32)
 
     def __call__(self, codes: np.ndarray, kh: int, kw: int, stride, ho: int, wo: int) -> np.ndarray:
@@ -188,8 +208,9 @@ class ExactDepthwise:
         n, c = codes.shape[:2]
         sh, sw = stride
         taps, positions = kh * kw, ho * wo
+        rows = self.taps.shape[1]  # 2 when split
         block = max(1, min(c, DEPTHWISE_BLOCK // (n * taps * positions)))
-        out = np.empty((n, c, 1, positions), self.dtype)
+        out = np.empty((n, c, rows, positions), self.dtype)
         cols = np.empty((n, block, taps, positions), self.dtype)
         for c0 in range(0, c, block):
             c1 = min(c, c0 + block)
@@ -200,7 +221,12 @@ class ExactDepthwise:
             strides = (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw)
             view = as_strided(x, (n, c1 - c0, kh, kw, ho, wo), strides, writeable=False)
             part.reshape(n, c1 - c0, kh, kw, ho, wo)[...] = view
-            np.matmul(self.taps[c0:c1, None, :], part, out=out[:, c0:c1])
+            np.matmul(self.taps[c0:c1], part, out=out[:, c0:c1])
+        if self.split:  # 256 S_h + S_l in int32, the bias the caller's
+            acc = out[:, :, 0].astype(np.int32)
+            acc *= 256
+            acc += out[:, :, 1].astype(np.int32)
+            return acc.reshape(n, c, ho, wo)
         acc = out.reshape(n, c, ho, wo)
         if self.bias_inside:
             acc += self.bias.reshape(1, c, 1, 1)

@@ -111,8 +111,8 @@ def test_conv_gemm_equals_direct_int64(monkeypatch, k, stride):
 @pytest.mark.parametrize("bias_scale", [2**10, 2**28])
 @pytest.mark.parametrize("bits", [8, 16])
 def test_depthwise_equals_int64_on_the_worst_case(monkeypatch, bias_scale, block, bits):
-    """Extreme taps (int8, or int16: float64 sums) and codes, the bias inside or not, one
-    block of channels or several."""
+    """Extreme taps (int8, or int16: split into two float32 halves joined in int32) and
+    codes, the bias inside or not, one block of channels or several."""
     monkeypatch.setattr(nc, "DEPTHWISE_BLOCK", block)
     rng = np.random.default_rng(bias_scale % 97)
     c = 8
@@ -122,8 +122,8 @@ def test_depthwise_equals_int64_on_the_worst_case(monkeypatch, bias_scale, block
     x = np.full((1, c, 7, 9), 255, np.uint8)
     x[0, ::2, ::3] = 0
     dw = nc.ExactDepthwise(taps, bias)
-    assert dw.dtype == (np.float32 if bits == 8 else np.float64)
-    assert dw.bias_inside == (bits == 16 or bias_scale < 2**20)
+    assert dw.dtype == np.float32 and dw.split == (bits == 16)
+    assert dw.bias_inside == (bits == 8 and bias_scale < 2**20)
     for stride in (1, 2):
         ho, wo = (7 - 3) // stride + 1, (9 - 3) // stride + 1
         acc = dw(x, 3, 3, (stride, stride), ho, wo)
@@ -134,6 +134,21 @@ def test_depthwise_equals_int64_on_the_worst_case(monkeypatch, bias_scale, block
             one[ch, ch] = taps[ch].reshape(3, 3)
             ref[:, ch] = _reference_conv(x, one, np.zeros(c, np.int64), stride)[:, ch]
         assert np.array_equal(got, ref + bias.reshape(1, -1, 1, 1))
+
+
+def test_depthwise_taps_too_wide_to_split_sum_in_float64_exactly():
+    """Taps whose halves' sums would pass 2**24 (not int16 weights) fall back on float64."""
+    rng = np.random.default_rng(5)
+    taps = rng.integers(-(2**22), 2**22, (3, 9))
+    x = rng.integers(0, 256, (1, 3, 5, 6)).astype(np.uint8)
+    dw = nc.ExactDepthwise(taps)
+    assert dw.dtype == np.float64 and not dw.split
+    acc = dw(x, 3, 3, (1, 1), 3, 4)
+    for ch in range(3):
+        one = np.zeros((3, 3, 3, 3), np.int64)
+        one[ch, ch] = taps[ch].reshape(3, 3)
+        ref = _reference_conv(x, one, np.zeros(3, np.int64), 1)[:, ch]
+        assert np.array_equal(acc[:, ch].astype(np.int64), ref)
 
 
 def test_a_product_over_the_float32_range_is_refused():
