@@ -69,6 +69,18 @@ def strip_zero_init(verilog: str) -> str:
     return _ZERO_INIT.sub("\n", verilog)
 
 
+_ESCAPED = re.compile(r"\\(\S+)")
+
+
+def plain_names(verilog: str) -> str:
+    """Escaped identifiers with brackets in their text (Amaranth names an array signal's
+    elements ``\\origin[1]``, which reads like bit 1 of another wire ``origin``) renamed with
+    ``_`` for the brackets: names only, the logic is unchanged. Yosys 0.70's ABC9 pass
+    (``ABC_OPS_REINTEGRATE``) fails an assertion on some netlists with such names (the
+    top with the reference RAM in banks: the same Verilog passes with them renamed)."""
+    return _ESCAPED.sub(lambda m: "\\" + m.group(1).replace("[", "_").replace("]", "_"), verilog)
+
+
 def yosys_script(verilog: Path, top: str) -> str:
     return f"read_verilog {verilog}\nsynth_xilinx -family xc7 -flatten -noiopad -top {top}\nstat\n"
 
@@ -129,9 +141,9 @@ def report(params: Params, util: dict, cells: dict, seconds: float, engine: str 
 
 def _engines():
     from temposplit.hw.band_motion import BandMotion
+    from temposplit.hw.ctx_coder import CtxCoder
     from temposplit.hw.huffman_encoder import HuffmanEncoder
     from temposplit.hw.motion_estimator import MotionEstimator
-    from temposplit.hw.ctx_coder import CtxCoder
     from temposplit.hw.requantizer import Requantizer
 
     return {
@@ -326,7 +338,7 @@ def main(argv=None) -> int:
     else:
         write_all(args.out, params)
     src = args.out / f"{top}.synth.v"
-    src.write_text(strip_zero_init((args.out / f"{top}.v").read_text()))
+    src.write_text(plain_names(strip_zero_init((args.out / f"{top}.v").read_text())))
     script = args.out / "synth.ys"
     script.write_text(yosys_script(src, top))
     t0 = time.time()

@@ -35,9 +35,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw import regmap
+from temposplit.hw.ctx_coder import CtxCoder
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
-from temposplit.hw.ctx_coder import CtxCoder
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 

@@ -126,3 +126,18 @@ def test_main_passes_the_router_through(tmp_path, monkeypatch):
     assert "router1; run 1 s" in (tmp_path / "utilization-xc7z020.txt").read_text()
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router3"])
+
+
+def test_plain_names_renames_brackets_inside_escaped_identifiers_only():
+    verilog = (
+        "  wire [3:0] \\me.band_engine.origin[1] ;\n"
+        "  reg [63:0] \\me.ref0 [8191:0];\n"
+        "  assign x = y[3];\n"
+        "  assign z = \\acc$69[0] [2];\n"
+    )
+    out = synth.plain_names(verilog)
+    assert "\\me.band_engine.origin_1_ ;" in out
+    assert "\\me.ref0 [8191:0];" in out  # a memory's index range: not part of the name
+    assert "assign x = y[3];" in out  # a bit select
+    assert "\\acc$69_0_ [2];" in out
+    assert synth.plain_names(out) == out
