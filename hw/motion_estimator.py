@@ -107,38 +107,30 @@ class MotionEstimator(wiring.Component):
         shift = L.bit_length() - 1
 
         # The reference RAM is band_bytes wide (R stream words per RAM word, written one word
-        # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it. It is
-        # built as R column banks, bank j holding stream word j of every RAM word, each a
-        # memory of its own whose block RAMs are driven by their own registers: one address
-        # net into all of the reference's block RAMs (128 at 256 KiB) was the top's critical
-        # path (docs/fabric.md, "Fmax proxy of the top"). The copies must differ in logic, or
-        # Yosys merges them back into one register (opt_merge): each bank's write address and
-        # data load only when that bank is written, and each bank's read address for MOTION
-        # only when MOTION's next word lies in that bank (below).
+        # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it.
         R = P.band_words
         rshift = R.bit_length() - 1
-        banks = [memory.Memory(shape=unsigned(8 * L), depth=P.ref_bytes // P.band_bytes, init=[]) for _ in range(R)]
-        for j, bank in enumerate(banks):
-            m.submodules[f"ref{j}"] = bank
-        bank_wr = [bank.write_port() for bank in banks]
-        bank_rd = [bank.read_port(transparent_for=()) for bank in banks]
+        m.submodules.ref = ref = memory.Memory(
+            shape=unsigned(8 * P.band_bytes), depth=P.ref_bytes // P.band_bytes, init=[]
+        )
         m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
+        ref_port = ref.write_port(granularity=8 * L)
+        ref_rd = ref.read_port(transparent_for=())
         blk_port = blk.write_port()
         blk_rd = blk.read_port(transparent_for=())
-        # The writes reach the RAMs a cycle late, through registers (a copy per bank: each
-        # bank's enable, address and data): nothing reads a word within a cycle of its write
-        # (the block's scan starts after SETUP, the band's after its load).
+        # The writes reach the RAMs a cycle late, through a register (their enables fan out
+        # to every block RAM of the reference): nothing reads a word within a cycle of its
+        # write (the block's scan starts after SETUP, the band's after its load).
         ref_wr = wiring.Signature(
-            {"en": Out(R), "addr": Out(len(bank_wr[0].addr)), "data": Out(8 * P.band_bytes)}
+            {"en": Out(len(ref_port.en)), "addr": Out(len(ref_port.addr)), "data": Out(len(ref_port.data))}
         ).create(path=("ref_wr",))
         blk_wr = wiring.Signature(
             {"en": Out(1), "addr": Out(len(blk_port.addr)), "data": Out(len(blk_port.data))}
         ).create(path=("blk_wr",))
-        for j, port in enumerate(bank_wr):
-            m.d.sync += port.en.eq(ref_wr.en[j])
-            with m.If(ref_wr.en[j]):
-                m.d.sync += [port.addr.eq(ref_wr.addr), port.data.eq(ref_wr.data.word_select(j, 8 * L))]
         m.d.sync += [
+            ref_port.en.eq(ref_wr.en),
+            ref_port.addr.eq(ref_wr.addr),
+            ref_port.data.eq(ref_wr.data),
             blk_port.en.eq(blk_wr.en),
             blk_port.addr.eq(blk_wr.addr),
             blk_port.data.eq(blk_wr.data),
@@ -194,26 +186,15 @@ class MotionEstimator(wiring.Component):
         # Scan counters and the SAD pipeline (SAD_STAGES): the read address is a register
         # (ref_word, the candidate's current word; row_base, its row's first), the RAMs'
         # outputs are registered before any arithmetic, the centring, |diff| and the adder
-        # tree each have their own stage. Each bank reads at its own copy of the RAM word
-        # of ref_word (ref_word >> rshift), loaded only when ref_word's new value lies in
-        # that bank: the bank MOTION takes its word from (ref_word's low bits) always holds
-        # the right address, the others a stale one whose word is not used.
+        # tree each have their own stage.
         row_base = Signal(range(P.ref_words + 1))  # ref word of the candidate's current row
         ref_word = Signal(range(P.ref_words + 1))  # ref word read this cycle
-        rw_next = Signal.like(ref_word)  # ref_word's next value, taken when rw_load
-        rw_load = Signal()
-        bank_word = [Signal(len(p.addr), name=f"ref_rd_word{j}") for j, p in enumerate(bank_rd)]
-        with m.If(rw_load):
-            m.d.sync += ref_word.eq(rw_next)
-        for j, bw_j in enumerate(bank_word):
-            with m.If(rw_load & (rw_next[:rshift] == j) if R > 1 else rw_load):
-                m.d.sync += bw_j.eq(rw_next >> rshift)
         col = Signal(range(64 * 512 + 1))
         rows = Signal(7)
         cptr = Signal(range(P.block_words + 1))
         issue = Signal()
         acc = Signal(32)
-        m.d.comb += [*[p.addr.eq(bw_j) for p, bw_j in zip(bank_rd, bank_word, strict=True)], blk_rd.addr.eq(cptr)]
+        m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_rd.addr.eq(cptr)]
         v = [Signal(name=f"sad_v{j}") for j in range(DRAIN_CYCLES)]  # v[j]: stage j holds a word
         m.d.sync += [v[0].eq(issue), *[v[j].eq(v[j - 1]) for j in range(1, DRAIN_CYCLES)]]
         sel0 = Signal(max(rshift, 1))
@@ -221,7 +202,7 @@ class MotionEstimator(wiring.Component):
         m.d.sync += [sel0.eq(ref_word[:rshift] if R > 1 else 0), sel1.eq(sel0)]
         ref_r = Signal(8 * P.band_bytes)  # stage "ram": the RAMs' outputs
         blk_r = Signal(8 * L)
-        m.d.sync += [ref_r.eq(Cat(p.data for p in bank_rd)), blk_r.eq(blk_rd.data)]
+        m.d.sync += [ref_r.eq(ref_rd.data), blk_r.eq(blk_rd.data)]
         ref_q = Signal(8 * L)
         m.d.comb += ref_q.eq(ref_r.word_select(sel1, 8 * L) if R > 1 else ref_r)
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
@@ -308,15 +289,18 @@ class MotionEstimator(wiring.Component):
                     m.next = "NEXT"
             with m.State("SETUP2"):
                 m.d.comb += self.busy.eq(1)
-                m.d.comb += [rw_load.eq(1), rw_next.eq(ty_rw + tx_cw)]
-                m.d.sync += row_base.eq(ty_rw + tx_cw)
+                m.d.sync += [row_base.eq(ty_rw + tx_cw), ref_word.eq(ty_rw + tx_cw)]
                 m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.comb += [self.busy.eq(1), issue.eq(1), rw_load.eq(1), rw_next.eq(ref_word + 1)]
-                m.d.sync += cptr.eq(cptr + 1)
+                m.d.comb += [self.busy.eq(1), issue.eq(1)]
+                m.d.sync += [cptr.eq(cptr + 1), ref_word.eq(ref_word + 1)]
                 with m.If(col + 1 == seg):
-                    m.d.comb += rw_next.eq(row_base + row_words)
-                    m.d.sync += [col.eq(0), rows.eq(rows - 1), row_base.eq(row_base + row_words)]
+                    m.d.sync += [
+                        col.eq(0),
+                        rows.eq(rows - 1),
+                        row_base.eq(row_base + row_words),
+                        ref_word.eq(row_base + row_words),
+                    ]
                     with m.If(rows == 1):
                         m.d.sync += drain.eq(DRAIN_CYCLES - 1)
                         m.next = "DRAIN"
@@ -393,7 +377,7 @@ class MotionEstimator(wiring.Component):
                 ref_wr.en.eq(bm.ref_wr.en),
                 ref_wr.addr.eq(bm.ref_wr.addr),
                 ref_wr.data.eq(bm.ref_wr.data),
-                *[p.addr.eq(bm.ref_rd.addr) for p in bank_rd],
+                ref_rd.addr.eq(bm.ref_rd.addr),
                 blk_wr.en.eq(bm.cost_wr.en),
                 blk_wr.addr.eq(bm.cost_wr.addr),
                 blk_wr.data.eq(bm.cost_wr.data),
