@@ -172,7 +172,7 @@ class ExactDepthwise:
     ``w = 256 h + l`` with ``l`` in 0..255 and ``h = (w - l) / 256``, both halves' sums in
     the same float32 product (two rows instead of one: nearly free), each exact (at most
     ``taps * 255 * x_max``), joined in int32 as ``256 S_h + S_l`` (exact while the whole
-    sum's bound is below 2**31). float64 sums (exact below 2**53; the A9's NEON has no
+    sum's bound with the bias is below 2**31). float64 sums (exact below 2**53; the A9's NEON has no
     float64) remain for taps beyond that.
     """
 
@@ -187,7 +187,7 @@ class ExactDepthwise:
             bound.max(initial=0) >= EXACT_F32
             and np.array_equal(t64, np.round(t64))
             and max(row_bounds(lo, x_max).max(initial=0), row_bounds(hi, x_max).max(initial=0)) < EXACT_F32
-            and bound.max(initial=0) < 2**31
+            and (bound + np.abs(bias)).max(initial=0) < 2**31  # the caller adds the bias in int32
         )
         # float32 when every sum stays below 2**24 (int8 weights) or each half's does (split);
         # else float64, exact below 2**53

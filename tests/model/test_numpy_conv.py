@@ -151,6 +151,15 @@ def test_depthwise_taps_too_wide_to_split_sum_in_float64_exactly():
         assert np.array_equal(acc[:, ch].astype(np.int64), ref)
 
 
+def test_int16_depthwise_with_a_bias_near_the_int32_limit_sums_in_float64():
+    """Split sums are joined, and the bias added, in int32: a bias that could take the sum
+    past 2**31 keeps the float64 path."""
+    taps = np.full((1, 9), 32767)
+    assert nc.ExactDepthwise(taps, np.array([1000])).split
+    dw = nc.ExactDepthwise(taps, np.array([2**31 - 1000]))
+    assert not dw.split and dw.dtype == np.float64 and dw.bias_inside
+
+
 def test_a_product_over_the_float32_range_is_refused():
     with pytest.raises(ValueError):
         nc.reduction_slices(np.array([[2**20]]))
