@@ -1,9 +1,8 @@
 """amaranth.sim tests of the v2 coder's range encoder (hw/range_coder.py; with its fronts,
-hw/ctx_coder.py) against the
-readable definition (codec/ctx_reference.py): random and skewed bins over the context
-table, back-to-back bins of one context, bypass bins, carries through runs of 0xFF,
-several sections in a row, random input gaps, output back-pressure and a reset in the
-middle of a section."""
+hw/ctx_coder.py) against the readable definition (codec/ctx_reference.py): random and
+skewed bins over the context table, back-to-back bins of one context, bypass bins,
+carries through runs of 0xFF, several sections in a row, random input gaps, output
+back-pressure and a reset in the middle of a section."""
 
 import random
 
