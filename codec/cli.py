@@ -12,6 +12,11 @@ def register(sub) -> None:
     p.add_argument("input", help=".npz feature file (docs/bitstream.md, Feature files)")
     p.add_argument("output", help="stream file to write")
     add_codec_options(p)
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="also print the bytes of each kind of frame (KEY, anchor, predicted) and of each tensor",
+    )
     p.set_defaults(handler=_encode)
 
     p = sub.add_parser(
@@ -180,7 +185,27 @@ def _encode(args) -> int:
         f"{8 * total / (elements * clip.frames):.3f} bits per element, "
         f"{total / clip.frames * args.fps / 1e6:.3f} MB/s at {args.fps:g} fps) -> {args.output}"
     )
+    if args.stats:
+        for line in frame_stats(enc.frames, clip.names):
+            print(line)
     return 0
+
+
+def frame_stats(frames, names) -> list[str]:
+    """A line per kind of frame: how many, their packets' bytes, and each tensor's section
+    bytes per frame (what ``encode --stats`` prints)."""
+    lines = []
+    for kind in ("key", "anchor", "pred"):
+        of_kind = [e for e in frames if e.kind == kind]
+        if not of_kind:
+            continue
+        n = len(of_kind)
+        total = sum(e.packet_bytes for e in of_kind)
+        per_tensor = ", ".join(
+            f"{name} {sum(e.tensor_bytes[i] for e in of_kind) / n:.0f}" for i, name in enumerate(names)
+        )
+        lines.append(f"  {kind}: {n} frames, {total} bytes ({total / n:.0f} per frame; per tensor: {per_tensor})")
+    return lines
 
 
 def _load_features(path: str):

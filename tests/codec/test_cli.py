@@ -41,6 +41,21 @@ def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys,
         assert npz["values/x"].dtype == np.float32
 
 
+def test_encode_stats_split_the_bytes_by_kind_of_frame_and_tensor(tmp_path, feature_file, capsys):
+    path, _ = feature_file
+    out = tmp_path / "s.tsp"
+    assert main(["encode", str(path), str(out), "--structure", "uni-4", "--stats"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    total = int(lines[0].split(" bytes ")[0].split()[-1])
+    kinds = {line.split(":")[0].strip(): line for line in lines[1:]}
+    assert sorted(kinds) == ["anchor", "key", "pred"]  # frames 0 (KEY) and 4 anchors, the rest predicted
+    counts = {k: int(v.split(": ")[1].split()[0]) for k, v in kinds.items()}
+    assert counts == {"key": 1, "anchor": 1, "pred": 5}
+    summed = sum(int(v.split(" frames, ")[1].split()[0]) for v in kinds.values())
+    assert summed == total  # every packet's bytes in exactly one kind
+    assert all("features.13 " in v and ", x " in v for v in kinds.values())
+
+
 def test_options_keep_the_presets_residual_threshold_unless_given():
     """--residual-threshold overrides the preset's threshold only when it is given."""
     import argparse
