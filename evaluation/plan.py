@@ -47,11 +47,11 @@ CHAIN_GROUPS = {"structures": ("uni-16", "uni-32"), "threshold": 4.0, "coders": 
 CHAIN_DEAD_ZONE = {"threshold": 1.5, "dead_zone": 4.0, "coders": ("zrl", "ctx")}
 # Flicker hysteresis at the recommended threshold: a predicted frame keeps the prediction's
 # code while the int8 value stays within its cell widened by m 8-bit steps (an N-bit cell is
-# 2^(8-N) steps wide: m = 2 and 4 at N = 5 allow 6 and 8 steps of error where 4 were).
+# 2^(8-N) steps wide: m = 1, 2 and 4 at N = 5 allow 5, 6 and 8 steps of error where 4 were).
 # Measured at the default cut on the four clips (docs/results/notes.md, "Flicker
-# hysteresis"): m = 2 put points above the pooled hull, so it is in the default sweep
-# (with ctx, the coder on the hull); m = 4 runs with `--methods chain+residual`.
-CHAIN_HYSTERESIS = {"threshold": 4.0, "hysteresis": (2, 4), "default": (2,), "coders": ("ctx",)}
+# hysteresis"): m = 1 and 2 put points above the pooled hull, so they are in the default
+# sweep (with ctx, the coder on the hull); m = 4 runs with `--methods chain+residual`.
+CHAIN_HYSTERESIS = {"threshold": 4.0, "hysteresis": (1, 2, 4), "default": (1, 2), "coders": ("ctx",)}
 # The refresh as an adaptive group length: long groups predicted from their anchor with the
 # residual mode, a new anchor as soon as a frame's prediction cost passes `factor` times the
 # mean cost of a 1-frame step (uni-2's). Without a residual a refresh cannot rescue the drift

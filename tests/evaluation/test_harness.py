@@ -341,7 +341,7 @@ def test_the_dead_zone_variant_runs_only_where_it_changes_something(tmp_path):
     assert len(plain) == 2 * 5  # two thresholds at every N
     assert sum("chain+residual uni-" in n for n in names) == 2 * 5  # the two longer chains at every N
     hyst = [n for n in names if "hyst=" in n]
-    assert hyst == [f"{CUT} N={n} chain+residual t=4 hyst={m}" for n in (4, 5, 6, 7, 8) for m in (2, 4)]
+    assert hyst == [f"{CUT} N={n} chain+residual t=4 hyst={m}" for n in (4, 5, 6, 7, 8) for m in (1, 2, 4)]
 
 
 def test_the_hysteresis_variant_reaches_the_codec():
