@@ -154,18 +154,31 @@ def count_frames(path) -> int:
     return sum(1 for _ in read_video(path))
 
 
-def spread_frames(path, count: int) -> tuple[list, list[int]]:
-    """``count`` frames spread evenly over a whole video (every ``total // count``-th frame,
-    from frame 0), and their indices. All frames when the video has fewer."""
+def spread_step(total: int, count: int) -> int:
+    """The step that spreads ``count`` of ``total`` frames evenly from frame 0: every
+    ``total // count``-th (1 when there are fewer frames than ``count``)."""
     from temposplit.errors import ConfigError
-    from temposplit.model.data import read_video
 
     if count < 1:
         raise ConfigError(f"--frames must be a positive integer, not {count}")
-    total = count_frames(path)
-    step = max(1, total // count)
+    return max(1, total // count)
+
+
+def spread_frames(path, count: int) -> tuple[list, list[int]]:
+    """``count`` frames spread evenly over a whole video (:func:`spread_step`), and their
+    indices. All frames when the video has fewer."""
+    from temposplit.model.data import read_video
+
+    spread_step(0, count)  # a bad count fails before the video is decoded
+    step = spread_step(count_frames(path), count)
     frames = list(read_video(path, max_frames=count, step=step))
     return frames, [i * step for i in range(len(frames))]
+
+
+def spread_list(frames: list, count: int) -> list:
+    """``count`` of ``frames`` by the same rule as :func:`spread_frames` (every
+    ``len // count``-th from the first)."""
+    return list(frames[:: spread_step(len(frames), count)][:count])
 
 
 def cut_ranges(detector, calibration_frames, cut_names, batch_size: int = 8) -> dict[str, tuple[float, float]]:

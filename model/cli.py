@@ -85,6 +85,9 @@ def _labelme_set():
     return out
 
 
+CALIBRATION_CLIP = "calibration"  # `models sensitivity --videos calibration`: the fixed set itself
+
+
 def _video_arg(text: str):
     """A video file, or the name of an evaluation clip (vtest, cup, box, megamind)."""
     from pathlib import Path
@@ -188,7 +191,7 @@ def _cmd_sensitivity(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.model import load_detector
-    from temposplit.model.accuracy import spread_frames
+    from temposplit.model.accuracy import spread_frames, spread_list
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.quantize import parse_method
     from temposplit.model.sensitivity import OBSERVERS, run_study, stage_index
@@ -206,10 +209,19 @@ def _cmd_sensitivity(args) -> int:
         parse_method(args.method)
     if args.last:
         stage_index(args.last)
-    videos = {name: _video_arg(name) for name in (v.strip() for v in args.videos.split(",")) if name}
+    names = [v.strip() for v in args.videos.split(",") if v.strip()]
+    # "calibration": the fixed calibration set itself (no evaluated frame), scored on
+    # --frames of its frames; any other name is a video or an evaluation clip.
+    videos = {name: _video_arg(name) for name in names if name.lower() != CALIBRATION_CLIP}
     _threads(args)
     det = load_detector()
-    clips = {name: spread_frames(path, args.frames)[0] for name, path in videos.items()}
+    calib = calibration_frames()
+    clips = {
+        name: spread_list(calib, args.frames)
+        if name.lower() == CALIBRATION_CLIP
+        else spread_frames(videos[name], args.frames)[0]
+        for name in names
+    }
     only = [g.strip() for g in args.only.split(",")] if args.only else None
 
     def log(row):
@@ -219,7 +231,7 @@ def _cmd_sensitivity(args) -> int:
     run_study(
         det,
         clips,
-        calibration_frames(),
+        calib,
         args.granularity,
         args.observer,
         only,
@@ -405,7 +417,8 @@ def register(subparsers) -> None:
     s.add_argument(
         "--videos",
         default="vtest,cup,box,megamind",
-        help="comma-separated videos or evaluation clips (default all four)",
+        help="comma-separated videos or evaluation clips (default all four), or 'calibration': "
+        "the fixed calibration set itself, so that no evaluated frame is involved",
     )
     s.add_argument("--frames", type=int, default=60, help="frames per video, spread over it (default 60)")
     s.add_argument("--granularity", default="stage", help="stage (a stage's weights / activations) or point")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from temposplit.cli import main
@@ -169,3 +170,40 @@ def test_accuracy_text_lines_name_their_fold():
     }
     assert "fold" not in _accuracy_line(row)
     assert " fold 1 " in _accuracy_line({**row, "fold": 1})
+
+
+def test_spread_list_takes_frames_as_spread_frames_does():
+    from temposplit.errors import ConfigError
+    from temposplit.model.accuracy import spread_list, spread_step
+
+    frames = list(range(39))
+    assert spread_list(frames, 13) == list(range(0, 39, 3))
+    assert spread_list(frames, 10) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]  # every 39 // 10-th
+    assert spread_list(frames, 100) == frames  # fewer than asked: all of them
+    assert spread_step(39, 13) == 3 and spread_step(5, 10) == 1
+    with pytest.raises(ConfigError, match="--frames must be a positive integer"):
+        spread_list(frames, 0)
+
+
+def test_sensitivity_scores_the_calibration_set_itself(monkeypatch, capsys):
+    """`--videos calibration` scores the fixed set's frames (spread as a video's would be)
+    and calibrates on the whole set: the study sees no evaluated frame."""
+    from temposplit.model import calibration, sensitivity
+    from temposplit.model.data import have_data
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    seen = {}
+
+    def fake_study(det, clips, calibration_frames, *args, **kwargs):
+        seen["clips"], seen["calibration"] = clips, calibration_frames
+        return []
+
+    monkeypatch.setattr(sensitivity, "run_study", fake_study)
+    assert main(["models", "sensitivity", "--videos", "calibration", "--frames", "13", "--method", "default"]) == 0
+    full = calibration.calibration_frames()
+    assert list(seen["clips"]) == ["calibration"]
+    scored = seen["clips"]["calibration"]
+    assert len(scored) == 13 and all(np.array_equal(a, b) for a, b in zip(scored, full[::3], strict=True))
+    assert len(seen["calibration"]) == len(full)
+    assert "13 frames from calibration" in capsys.readouterr().err
