@@ -32,10 +32,12 @@ def stream_hash(digest: bytes, model: str, cut: str, qparams) -> bytes:
 
 
 def calibration_platform() -> str:
-    """What besides its inputs an int8 calibration depends on: PyTorch's version and the
-    CPU kernels it dispatches to (``AVX2``, ``AVX512``, ...; the float convolutions the
-    observers read round differently on each). Its thread count is fixed
-    (:data:`temposplit.model.quantize.CALIBRATION_THREADS`)."""
+    """What besides its inputs an int8 calibration depends on: PyTorch's version (its
+    observers and conversion). Not the CPU kind or the thread count: a recipe computes in
+    float64, whose last-bit differences between kernels the float32 results it keeps round
+    away (:data:`temposplit.model.quantize.CALIBRATION_DTYPE`; tested on other CPU kernels
+    and thread counts). The ``float64`` mark tells these calibrations from the float32
+    ones before them, which depended on both."""
     import torch
 
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+    return f"torch {torch.__version__}, float64"

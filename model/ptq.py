@@ -102,9 +102,17 @@ def weight_grid(w: torch.Tensor) -> torch.Tensor:
 
 
 def round_weights(w: torch.Tensor) -> torch.Tensor:
-    """Round to nearest on the recipe's grid (codes -128..127), in float."""
-    s = weight_grid(w)
-    return torch.clamp(torch.round(w / s), -128, 127) * s
+    """Round to nearest on the recipe's grid (codes -128..127), in float32 as the int8
+    network rounds its float32 weights; returned in ``w``'s dtype."""
+    w32 = w.float()
+    s = weight_grid(w32)
+    return (torch.clamp(torch.round(w32 / s), -128, 127) * s).to(w.dtype)
+
+
+def network_input(detector, net: nn.Module, frames) -> torch.Tensor:
+    """The preprocessed frames in the dtype of ``net``'s weights (a recipe computes in
+    float64: :data:`temposplit.model.quantize.CALIBRATION_DTYPE`)."""
+    return detector.preprocess(frames).tensor.to(next(net.parameters()).dtype)
 
 
 def _run_hooked(detector, net, frames, hooks, batch_size: int) -> None:
@@ -112,7 +120,7 @@ def _run_hooked(detector, net, frames, hooks, batch_size: int) -> None:
     that collect what its caller measures (also when the run fails)."""
     try:
         for s in range(0, len(frames), batch_size):
-            net(detector.preprocess(frames[s : s + batch_size]).tensor)
+            net(network_input(detector, net, frames[s : s + batch_size]))
     finally:
         for h in hooks:
             h.remove()
@@ -422,7 +430,7 @@ def _layer_patches(detector, net, frames, conv, samples: int, seed: int, batch_s
     try:
         for s in range(0, len(frames), batch_size):
             try:
-                net(detector.preprocess(frames[s : s + batch_size]).tensor)
+                net(network_input(detector, net, frames[s : s + batch_size]))
             except _Stop:
                 pass
     finally:
@@ -553,9 +561,8 @@ def apply(detector, net, frames, methods, log=None, wide=frozenset(), observer: 
 def check_equivalence(detector, net_a, net_b, frames) -> float:
     """Largest relative difference of the two networks' raw outputs on frames (float)."""
     with torch.no_grad():
-        x = detector.preprocess(frames).tensor
-        a = torch.cat([t.flatten() for t in net_a(x)])
-        b = torch.cat([t.flatten() for t in net_b(x)])
+        a = torch.cat([t.flatten() for t in net_a(network_input(detector, net_a, frames))])
+        b = torch.cat([t.flatten() for t in net_b(network_input(detector, net_b, frames))])
     return float((a - b).abs().max() / a.abs().max())
 
 

@@ -1,15 +1,14 @@
 """The calibrated int8 SSD network, kept on disk by everything that determines it.
 
-Calibrating with the default recipe takes minutes on the 2-core reference machine (about
-a minute for 4 frames, most of it the recipe's post-training steps) and is deterministic:
-the same float weights, recipe, batch size, calibration frames, PyTorch, CPU kind and
-temposplit code give the same int8 network (the thread count is fixed for it).
+Calibrating with the default recipe takes a minute or more on the 2-core reference
+machine and is deterministic: the same float weights, recipe, batch size, calibration
+frames, PyTorch and temposplit code give the same int8 network, on any CPU kind and at any
+thread count (the recipe computes in float64: docs/models.md, "Reproducibility").
 :func:`temposplit.model.quantize.quantize` looks the network up here first, so an edge,
 a demo or an evaluation that calibrates as an earlier run did starts in seconds.
 
-The key is a SHA-256 over: this format's version, PyTorch's and NumPy's versions, the CPU
-kernels PyTorch dispatches to (:func:`~temposplit.model.fingerprint.calibration_platform`:
-a cache shared between an AVX2 and an AVX-512 machine must not mix them), the source of every
+The key is a SHA-256 over: this format's version, PyTorch's and NumPy's versions
+(:func:`~temposplit.model.fingerprint.calibration_platform`), the source of every
 module of ``temposplit.model`` (any change to the code that makes the network is a new
 key), the recipe as parsed, the batch size, the float weights (:func:`weights_digest`),
 their memory layout, and each calibration frame's shape and bytes. An entry is the
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMAT = 2  # 2: the CPU kind in the key, calibration at fixed threads
+FORMAT = 3  # 2: the CPU kind in the key, calibration at fixed threads; 3: float64 calibration, no CPU kind
 KEEP = 16
 
 

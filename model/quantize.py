@@ -76,13 +76,15 @@ def cut_tensors(names: list[str], tensors: list[torch.Tensor], index: int = 0) -
 
 
 # The calibration's float arithmetic (the convolutions the observers and post-training
-# methods read, their reductions) depends on how many threads split it, and the recipe's
-# choices (the MSE observer's best of 100 ranges, the equalization gains) amplify the last
-# bits: at 1 and at 2 threads the same inputs gave different scales (0.14444 / 0.14427 at
-# features.13; 2, 3 and 4 threads the same network) and int8 mAP@0.5 up to 9 points apart
-# (docs/models.md). So every calibration runs at this many threads,
-# whatever the caller's setting: a demo, an edge and a test worker get the same network.
-# It still differs between CPU kinds (docs/models.md, "Reproducibility").
+# methods read, their reductions) depends in its last bits on how many threads split it and
+# on the kernels PyTorch picks for the CPU (AVX2, AVX512, ...), and the recipe's choices
+# (the MSE observer's best of 100 ranges, the equalization gains) amplify those bits: in
+# float32, 1 and 2 threads, or AVX512 and AVX2 kernels, gave networks with 183-190 of 414
+# tensors different and int8 mAP@0.5 up to 9 points apart (docs/models.md,
+# "Reproducibility"). So a recipe computes in float64 (differences of ~1e-14, which the
+# float32 results it keeps round away) and at a fixed thread count, whatever the caller
+# set: a demo, an edge, a test worker and another machine get the same network.
+CALIBRATION_DTYPE = torch.float64
 CALIBRATION_THREADS = 2
 
 
@@ -172,7 +174,9 @@ class SampledObserver(torch.ao.quantization.MinMaxObserver):
             lo, hi = float(q[0]), float(q[1])
         else:
             best = None
-            for frac in torch.linspace(0.3, 1.0, 100).tolist():
+            # The fractions in Python floats: torch.linspace's float32 values differ in the
+            # last bit between its vectorized and scalar kernels (a CPU kind's).
+            for frac in (0.3 + 0.7 * i / 99 for i in range(100)):
                 scale, zp = _affine(lo * frac, hi * frac)
                 err = float(((torch.clamp(torch.round(s / scale) + zp, 0, 255) - zp) * scale - s).pow(2).mean())
                 if best is None or err < best[0]:
@@ -324,14 +328,17 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         observer, net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
-        qnet = _prepare_ssd(net, observer, copy_net=False)
+        # The observers see float64 activations and keep float32 ranges (MinMaxObserver
+        # casts to its buffers' dtype); the network converts from its float32 weights.
+        qnet = _prepare_ssd(net.to(CALIBRATION_DTYPE), observer, copy_net=False)
         n = 0
         with torch.no_grad():
             for chunk in _chunks(calibration_frames, batch_size):
-                qnet(detector.preprocess(chunk).tensor)
+                qnet(detector.preprocess(chunk).tensor.to(CALIBRATION_DTYPE))
                 n += len(chunk)
                 if log:
                     log(f"calibrated on {n} frames")
+        qnet.float()
         floats = {name: _float_weights(qnet.get_submodule(name).conv) for name in wide}
         torch.ao.quantization.convert(qnet, inplace=True)
         if wide:
@@ -346,11 +353,12 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
 def recipe_float_net(detector, calibration_frames: list, method: str, log=None):
     """The float network a recipe quantizes: (observer, a copy of the detector's network
     with the recipe's post-training methods applied, the names of its int16-weight layers).
+    The methods compute in :data:`CALIBRATION_DTYPE`; the network returned is float32.
     The detector is not touched."""
     observer, steps = parse_method(method)
     scope = next((WIDE_METHODS[s] for s in steps if s in WIDE_METHODS), None)
     steps = tuple(s for s in steps if s not in WIDE_METHODS)
-    net = copy.deepcopy(detector.net).eval()
+    net = copy.deepcopy(detector.net).to(CALIBRATION_DTYPE).eval()
     wide = []
     if scope:
         from temposplit.model.wide import depthwise_names
@@ -360,7 +368,7 @@ def recipe_float_net(detector, calibration_frames: list, method: str, log=None):
         from temposplit.model import ptq
 
         ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide), observer=observer)
-    return observer, net, wide
+    return observer, net.float(), wide
 
 
 def _float_weights(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,9 +42,11 @@ def wide_grid(w: torch.Tensor) -> torch.Tensor:
 
 
 def round_wide(w: torch.Tensor) -> torch.Tensor:
-    """Round to nearest on the int16 grid, in float (what the weights become)."""
-    s = wide_grid(w)
-    return torch.clamp(torch.round(w / s), -WEIGHT_QMAX, WEIGHT_QMAX) * s
+    """Round to nearest on the int16 grid, in float32 as :meth:`WideConv2d.from_float`
+    rounds the float32 weights (what the weights become); returned in ``w``'s dtype."""
+    w32 = w.float()
+    s = wide_grid(w32)
+    return (torch.clamp(torch.round(w32 / s), -WEIGHT_QMAX, WEIGHT_QMAX) * s).to(w.dtype)
 
 
 def wide_params(weight_scale: np.ndarray, bias: np.ndarray, in_scale: float, out_scale: float):
