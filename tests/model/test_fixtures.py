@@ -48,9 +48,9 @@ def _tensors(f):
 @pytest.mark.slow
 @pytest.mark.models
 def test_fixtures_regenerate_identically_where_they_were_made(tmp_path, vtest_frames):
-    """The committed fixtures are what the code makes: to the bit on the platform that made
-    them (the calibration's float arithmetic rounds differently on other CPU kernels, which
-    the recipe amplifies: docs/models.md, "Reproducibility"); elsewhere every layout field
+    """The committed fixtures are what the code makes: to the bit where the platform that
+    made them (PyTorch's version and, for the float32 calibrations that made the committed
+    ones, the CPU kernels: docs/models.md, "Reproducibility") is this one's; elsewhere every layout field
     to the bit and each tensor's codes as close as two calibrations of one network get
     (correlation >= 0.99 where the platforms measured gave >= 0.9966, and vtest frames two
     apart 0.963-0.987), its scale within 5 % and zero point within 4."""
