@@ -132,6 +132,24 @@ def test_the_cpu_kind_is_not_part_of_the_key(ssd, vtest_frames, monkeypatch):
     assert qcache.key(net, frames, recipe, 8) == base
 
 
+def test_the_calibration_does_not_depend_on_the_callers_threads(ssd, vtest_frames, monkeypatch):
+    """Calibration runs at a fixed thread count, whatever the caller set, gives the caller's
+    setting back, and makes the same network."""
+    monkeypatch.setenv("TEMPOSPLIT_INT8_CACHE", "0")
+    before = torch.get_num_threads()
+    batch = ssd.preprocess(vtest_frames[2:4])
+    codes = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            q = quantize(ssd, vtest_frames[:2], method="mse")
+            assert torch.get_num_threads() == threads  # the caller's setting is given back
+            codes.append(_codes(q, batch, "features.13"))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(codes[0], codes[1])
+
+
 def test_a_damaged_entry_is_recomputed_and_rewritten(ssd, vtest_frames, cache):
     good = quantize(ssd, vtest_frames[:2], method=RECIPE)
     (entry,) = cache.glob("*.pt")
