@@ -330,11 +330,13 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
         observer, net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
         # The observers see float64 activations and keep float32 ranges (MinMaxObserver
         # casts to its buffers' dtype); the network converts from its float32 weights.
+        from temposplit.model.ptq import network_input
+
         qnet = _prepare_ssd(net.to(CALIBRATION_DTYPE), observer, copy_net=False)
         n = 0
         with torch.no_grad():
             for chunk in _chunks(calibration_frames, batch_size):
-                qnet(detector.preprocess(chunk).tensor.to(CALIBRATION_DTYPE))
+                qnet(network_input(detector, qnet, chunk))
                 n += len(chunk)
                 if log:
                     log(f"calibrated on {n} frames")
