@@ -11,7 +11,11 @@
   encoders' default; scene cuts may add more), the encoders' default B-frames (3 for x264
   medium, 4 for x265), and ``threads`` = 1 encoding thread so the bitstream does not
   depend on the machine's core count. Sizes are the elementary stream's packets (parameter
-  sets included, no container).
+  sets included, no container). yuv420p needs an even width and height: a frame of odd
+  size is padded by repeating its last column or row (as ``ffmpeg -vf
+  pad=ceil(iw/2)*2:ceil(ih/2)*2`` users do, here with edge pixels rather than black), coded,
+  and cropped back after decoding; rates and bits per pixel count the coded bytes over
+  the original size.
 
 Every encoder consumes its frames (RGB uint8, (H, W, 3)) one at a time from any iterable
 and keeps only the coded bytes, so a clip of hundreds of frames never sits in memory
@@ -125,7 +129,10 @@ class CodedClip:
         if self.codec == "jpeg":
             yield from _decode_jpeg(self._payloads)
         else:
-            yield from _decode_video(VIDEO_CODECS[self.codec][1], self._payloads, self.n_frames)
+            for frame in _decode_video(VIDEO_CODECS[self.codec][1], self._payloads, self.n_frames):
+                if frame.shape[:2] != (self.height, self.width):  # padded to even sizes: crop back
+                    frame = np.ascontiguousarray(frame[: self.height, : self.width])
+                yield frame
 
     def summary(self) -> dict:
         """Plain JSON-ready figures."""
@@ -142,7 +149,7 @@ class CodedClip:
         }
 
 
-def _frames(frames: Iterable[np.ndarray], even: bool = False) -> Iterator[np.ndarray]:
+def _frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """Check each frame (RGB uint8, one size for the clip) as it comes."""
     shape = None
     for i, frame in enumerate(frames):
@@ -151,8 +158,8 @@ def _frames(frames: Iterable[np.ndarray], even: bool = False) -> Iterator[np.nda
             raise ConfigError(f"frame {i} must be an RGB uint8 array (H, W, 3), not {what}")
         if shape is None:
             shape = frame.shape
-            if min(shape[:2]) < 1 or (even and (shape[0] % 2 or shape[1] % 2)):
-                raise ConfigError(f"frames of {shape[1]}x{shape[0]} cannot be coded as yuv420p (even sizes only)")
+            if min(shape[:2]) < 1:
+                raise ConfigError(f"frames of {shape[1]}x{shape[0]} are empty")
         elif frame.shape != shape:
             raise ConfigError(f"frame {i} is {frame.shape}, the clip's first frame {shape}")
         yield frame
@@ -286,7 +293,10 @@ def encode_video(
         for p in out:
             packets.append((bytes(p), int(p.pts), int(p.dts)))
 
-    for frame in _frames(frames, even=True):
+    for frame in _frames(frames):
+        height, width = frame.shape[:2]
+        if height % 2 or width % 2:  # yuv420p: pad to even sizes with the edge pixels, cropped after decoding
+            frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         if encoder is None:
             encoder = CodecContext.create(encoder_name, "w")
             encoder.width, encoder.height = frame.shape[1], frame.shape[0]
@@ -321,7 +331,9 @@ def encode_video(
         "pix_fmt": "yuv420p",
         "threads": int(threads),
     }
-    return CodedClip(codec, settings, encoder.width, encoder.height, fps, per_frame, packets)
+    if (encoder.width, encoder.height) != (width, height):
+        settings["coded_size"] = f"{encoder.width}x{encoder.height}"
+    return CodedClip(codec, settings, width, height, fps, per_frame, packets)
 
 
 def encode_h264(frames: Iterable[np.ndarray], fps: float, crf: int = 28, **kwargs) -> CodedClip:
