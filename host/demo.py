@@ -8,6 +8,7 @@ mAP against the uncompressed run, latency, time per stage) and the outputs' path
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,7 @@ def run_demo(
             kb = report.bytes / max(1, report.packets) / 1000
             log(f"  frame {n}/{frames}: {report.acked} answered, {kb:.1f} kB per packet")
 
-    edge = Edge(model, codec, server.address, "vtest", backend=backend, log=log, progress=progress)
+    edge = Edge(model, codec, server.address, stream_name(path), backend=backend, log=log, progress=progress)
     report = edge.run(
         data.read_video(path, max_frames=frames),
         video={"video": str(path), "max_frames": frames, "fps": fps},
@@ -136,11 +137,18 @@ def run_demo(
         ref = [det.detect([f])[0] for f in data.read_video(path, max_frames=frames)]
         test = [records_to_detections(report.detections.get(i, [])) for i in range(n)]
         m = fidelity_map(test, ref)
-        summary["fidelity_map50"] = round(m.map50, 4)
-        summary["fidelity_map50_95"] = round(m.map50_95, 4)
+        # No reference object in these frames: nothing to score (null in the JSON, not NaN).
+        summary["fidelity_map50"] = None if np.isnan(m.map50) else round(m.map50, 4)
+        summary["fidelity_map50_95"] = None if np.isnan(m.map50_95) else round(m.map50_95, 4)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def stream_name(path: Path) -> str:
+    """The server's stream (and output folder) name for a clip: its file's stem, as the server accepts names."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-._")[:64]
+    return name or "demo"
 
 
 def check_output_folder(out) -> None:
@@ -168,7 +176,9 @@ def print_summary(s: dict) -> None:
         f"compression            {s['compression_vs_8bit_features']}x vs 8-bit features, "
         f"{s['compression_vs_raw_frames']}x vs raw frames"
     )
-    if "fidelity_map50" in s:
+    if "fidelity_map50" in s and s["fidelity_map50"] is None:
+        print("fidelity mAP           n/a: the float model detects nothing (score >= 0.5) in these frames")
+    elif "fidelity_map50" in s:
         print(
             f"fidelity mAP           {100 * s['fidelity_map50']:.1f} @0.5, {100 * s['fidelity_map50_95']:.1f} "
             f"@[.5:.95] against the float model on uncompressed frames"

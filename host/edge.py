@@ -159,7 +159,8 @@ class Edge:
                 self.report.acked += 1
                 self.report.detections[i] = obj.get("detections", [])
                 self.report.decode_ms.append(obj.get("decode_ms", 0.0))
-                self.report.m2_ms.append(obj.get("m2_ms", 0.0))
+                # m2_ms is the batch's M2 time: a frame's share is that over the batch's frames.
+                self.report.m2_ms.append(float(obj.get("m2_ms", 0.0)) / max(1, int(obj.get("batch", 1))))
                 if entry is not None:
                     self.report.latency_ms[i] = (time.perf_counter() - entry) * 1000
         elif msg.type == P.KEY_REQUEST:

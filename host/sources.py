@@ -47,6 +47,8 @@ class Source:
             return
         import av
 
+        from temposplit.model.data import upright_rgb
+
         opts = {"format": "v4l2"} if self.camera else {}
         try:
             container = av.open(self.path, **opts)
@@ -54,7 +56,7 @@ class Source:
             raise ConfigError(f"cannot open {self.path}: {exc}") from exc
         with container:
             for frame in container.decode(container.streams.video[0]):
-                yield frame.to_ndarray(format="rgb24")
+                yield upright_rgb(frame)
 
     def _frames_cv2(self):
         import cv2

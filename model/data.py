@@ -229,10 +229,23 @@ def fetch_data(root: Path | None = None, log=print) -> Path:
     return root
 
 
+def upright_rgb(frame) -> np.ndarray:
+    """A decoded PyAV frame as RGB uint8 (H, W, 3), turned as the file says it is shown.
+
+    Phones store a portrait clip as landscape pictures with a display rotation (the
+    container's display matrix, PyAV's ``frame.rotation``: degrees counter-clockwise,
+    a multiple of 90); players and ``ffmpeg`` turn them upright, and so does this, so
+    that the detector sees people standing (OpenCV's reader does the same by default).
+    """
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def read_video(
     path: str | os.PathLike, max_frames: int | None = None, step: int = 1, start: int = 0
 ) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 frames (H, W, 3) of a video through PyAV.
+    """Yield RGB uint8 frames (H, W, 3) of a video through PyAV, upright (:func:`upright_rgb`).
 
     Frames ``start``, ``start + step``, ...; ``max_frames`` caps the number yielded.
     """
@@ -255,7 +268,7 @@ def read_video(
         for index, frame in enumerate(container.decode(stream)):
             if index < start or (index - start) % step:
                 continue
-            yield frame.to_ndarray(format="rgb24")
+            yield upright_rgb(frame)
             yielded += 1
             if max_frames is not None and yielded >= max_frames:
                 return

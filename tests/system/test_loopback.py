@@ -103,6 +103,7 @@ def test_corrupted_bytes_are_reported_and_the_stream_goes_on(server, edge_model,
 def test_eight_clients_at_once(server, edge_model, vtest_frames):
     frames = vtest_frames[:4]
     reports, failures = {}, []
+    before = server.stats()
 
     def client(k):
         try:
@@ -120,6 +121,12 @@ def test_eight_clients_at_once(server, edge_model, vtest_frames):
     for k in range(8):
         assert not reports[k].errors
         assert_every_frame_once(server, f"client{k}", 4)
+    # Each frame's M2 is its share of its batch: the shares add up to the server's M2 time,
+    # however the 32 frames were batched across the clients.
+    after = server.stats()
+    m2_ms = 1000 * (after["seconds"]["m2"] - before["seconds"]["m2"])
+    assert after["frames"] - before["frames"] == 32
+    assert sum(sum(r.m2_ms) for r in reports.values()) == pytest.approx(m2_ms, abs=2.0)
 
 
 def test_a_bad_hello_is_refused_and_the_server_stays_up(server, edge_model, vtest_frames):

@@ -40,3 +40,36 @@ def test_npy_of_no_frames_is_refused(tmp_path, array):
     np.save(path, array)
     with pytest.raises(ConfigError, match=r"\(N, H, W, 3\) uint8"):
         open_source(str(path))
+
+
+def _phone_clip(path, degrees):
+    """A landscape-stored clip with a display rotation, as phones write portrait video:
+    a 64x32 picture, white in its top-left 16x8 corner, shown turned by ``degrees``."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(degrees)
+        picture = np.zeros((32, 64, 3), np.uint8)
+        picture[:8, :16] = 255
+        for _ in range(2):
+            for p in s.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return picture
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180, 0])
+@pytest.mark.parametrize("backend", ["av", "cv2"])
+def test_a_phone_clip_is_read_upright_as_players_show_it(tmp_path, degrees, backend):
+    path = tmp_path / f"phone{degrees}.mp4"
+    upright = np.rot90(_phone_clip(path, degrees), degrees // 90)  # counter-clockwise, as the matrix says
+    readers = {"read_video": data.read_video(path), "source": open_source(str(path), backend).frames()}
+    for name, frames in readers.items():
+        frames = list(frames)
+        assert len(frames) == 2
+        for frame in frames:
+            assert frame.shape == upright.shape, name
+            assert np.abs(frame.astype(int) - upright.astype(int)).mean() < 8, name  # where the white corner is

@@ -1,0 +1,55 @@
+"""The demo's stream name and its summary lines, without running the model."""
+
+from pathlib import Path
+
+import pytest
+
+from temposplit.host.demo import print_summary, stream_name
+from temposplit.server.server import STREAM_NAME
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("data/vtest.avi", "vtest"),
+        ("data/clips/Megamind.avi", "Megamind"),
+        ("/tmp/my clip (1).mp4", "my-clip-1"),
+        ("/tmp/.hidden.mkv", "hidden"),
+        ("/tmp/ünïcode.webm", "n-code"),
+        ("/tmp/___.mp4", "demo"),
+        ("/tmp/" + "x" * 100 + ".mp4", "x" * 64),
+    ],
+)
+def test_the_stream_is_named_after_the_clip_as_the_server_accepts(path, name):
+    assert stream_name(Path(path)) == name
+    assert STREAM_NAME.fullmatch(stream_name(Path(path)))
+
+
+def summary(**fidelity):
+    return {
+        "frames": 3,
+        "decoded": 3,
+        "errors": 0,
+        "bytes_per_frame": 1500.0,
+        "mb_per_s_at_clip_fps": 0.015,
+        "mb_per_s_at_30fps": 0.045,
+        "cut_tensor_mb_per_s_at_30fps": 0.044,
+        "compression_vs_8bit_features": 15.4,
+        "compression_vs_raw_frames": 800.0,
+        "latency_ms_median": 120.0,
+        "stage_ms": {"m1": 20.0, "encode": 2.0, "decode": 1.0, "m2": 25.0},
+        "end_to_end_fps": 5.0,
+        **fidelity,
+    }
+
+
+def test_a_clip_with_nothing_to_detect_says_so_instead_of_nan(capsys):
+    print_summary(summary(fidelity_map50=None, fidelity_map50_95=None))
+    out = capsys.readouterr().out
+    assert "nan" not in out.lower()
+    assert "fidelity mAP           n/a: the float model detects nothing" in out
+
+
+def test_a_scored_clip_prints_its_fidelity(capsys):
+    print_summary(summary(fidelity_map50=0.981, fidelity_map50_95=0.912))
+    assert "fidelity mAP           98.1 @0.5, 91.2 @[.5:.95]" in capsys.readouterr().out
