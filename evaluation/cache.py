@@ -219,11 +219,9 @@ class ClipData:
 
     def fps(self) -> float:
         if self._fps is None:
-            import av
+            from temposplit.model.data import probe_video
 
-            with av.open(str(self.video)) as c:
-                rate = c.streams.video[0].average_rate
-            self._fps = float(rate) if rate else 30.0
+            self._fps = probe_video(self.video).fps
         return self._fps
 
     def calibration_source(self) -> str:

@@ -215,6 +215,10 @@ class Harness:
             missing = [str(p) for p in videos.values() if not p.is_file()]
         if missing:
             raise ConfigError(f"no such video: {', '.join(missing)}")
+        from temposplit.model.data import probe_video
+
+        for path in videos.values():  # every clip opens and decodes before the long run starts
+            probe_video(path)
         return videos
 
     def clips(self) -> dict[str, ClipData]:

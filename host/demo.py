@@ -60,15 +60,9 @@ def run_demo(
         path = Path(video)
         if not path.is_file():
             raise MissingDependencyError(f"video {path} not found")
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            fps = float(c.streams.video[0].average_rate or 30)
-            available = c.streams.video[0].frames or frames
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise ConfigError(f"cannot open {path} as a video: {exc}") from exc
-    frames = min(frames, available) if available else frames
+    info = data.probe_video(path)
+    fps = info.fps
+    frames = min(frames, info.frames) if info.frames else frames
     log(f"video {path}: {frames} frames at {fps:g} fps")
     log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
     # int8 calibration on the fixed set (docs/models.md), never on the clip the demo scores.

@@ -45,13 +45,15 @@ class Source:
         if self.backend == "cv2":
             yield from self._frames_cv2()
             return
+        from temposplit.model.data import read_video, upright_rgb
+
+        if not self.camera:
+            yield from read_video(self.path)
+            return
         import av
 
-        from temposplit.model.data import upright_rgb
-
-        opts = {"format": "v4l2"} if self.camera else {}
         try:
-            container = av.open(self.path, **opts)
+            container = av.open(self.path, format="v4l2")
         except (OSError, av.error.FFmpegError) as exc:
             raise ConfigError(f"cannot open {self.path}: {exc}") from exc
         with container:
@@ -97,16 +99,20 @@ def open_source(path: str, backend: str | None = None) -> Source:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         cap.release()
         return Source(path, float(fps), None if camera else count, camera, "cv2")
+    if not camera:
+        from temposplit.model.data import probe_video
+
+        info = probe_video(path)
+        return Source(path, info.fps, info.frames, False, "av")
     import av
 
     try:
-        with av.open(path, **({"format": "v4l2"} if camera else {})) as c:
+        with av.open(path, format="v4l2") as c:
             s = c.streams.video[0]
             fps = float(s.average_rate) if s.average_rate else 30.0
-            count = s.frames or None
     except (OSError, av.error.FFmpegError, IndexError) as exc:
         raise ConfigError(f"cannot open {path} as a video: {exc}") from exc
-    return Source(path, fps, None if camera else count, camera, "av")
+    return Source(path, fps, None, True, "av")
 
 
 @dataclass

@@ -242,12 +242,55 @@ def upright_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file's first video stream announces: ``fps`` (30 where it gives none),
+    ``frames`` (None where the container does not count them)."""
+
+    fps: float
+    frames: int | None
+
+
+def _open_video(path: Path):
+    """The opened container and its first video stream, or a :class:`ConfigError` that says why not."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (OSError, av.error.FFmpegError) as exc:
+        raise ConfigError(f"cannot open {path} as a video: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise ConfigError(f"{path} has no video stream")
+    return container, container.streams.video[0]
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Open a video file and read its frame rate and announced frame count.
+
+    Raises :class:`MissingDependencyError` when the file is missing, :class:`ConfigError`
+    when it is no video (unreadable, or no video stream) or its first frame cannot be
+    decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDependencyError(f"video {path} not found")
+    container, stream = _open_video(path)
+    with container:
+        fps = float(stream.average_rate) if stream.average_rate else 30.0
+        frames = stream.frames or None
+    next(iter(read_video(path, max_frames=1)), None)  # the first frame decodes
+    return VideoInfo(fps, frames)
+
+
 def read_video(
     path: str | os.PathLike, max_frames: int | None = None, step: int = 1, start: int = 0
 ) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames (H, W, 3) of a video through PyAV, upright (:func:`upright_rgb`).
 
-    Frames ``start``, ``start + step``, ...; ``max_frames`` caps the number yielded.
+    Frames ``start``, ``start + step``, ...; ``max_frames`` caps the number yielded. A
+    file that is no video raises :class:`ConfigError`, and so does data that stops
+    decoding part way (a damaged or truncated file), naming the frame.
     """
     if start < 0:
         raise ConfigError(f"start must be >= 0, not {start}")
@@ -263,9 +306,17 @@ def read_video(
     yielded = 0
     if max_frames == 0:
         return
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for index, frame in enumerate(container.decode(stream)):
+    container, stream = _open_video(path)
+    with container:
+        decoded, index = container.decode(stream), -1
+        while True:
+            try:
+                frame = next(decoded, None)
+            except av.error.FFmpegError as exc:
+                raise ConfigError(f"{path}: cannot decode frame {index + 1}: {exc}") from None
+            if frame is None:
+                return
+            index += 1
             if index < start or (index - start) % step:
                 continue
             yield upright_rgb(frame)

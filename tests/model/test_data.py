@@ -30,6 +30,66 @@ def test_read_video_rejects_bad_arguments(tmp_path):
         next(data.read_video(tmp_path / "missing.avi"))
 
 
+def _clip(path, n=12, size=(96, 128)):
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.height, s.width = size
+        s.pix_fmt = "yuv420p"
+        s.options = {"g": "1"}  # every frame a key frame: damage cannot hide behind references
+        for _ in range(n):
+            picture = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_a_file_that_is_no_video_is_a_config_error(tmp_path):
+    import av
+
+    audio = tmp_path / "audio.m4a"
+    with av.open(str(audio), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    for path, message in ((audio, "no video stream"), (text, "cannot open")):
+        with pytest.raises(ConfigError, match=message):
+            data.probe_video(path)
+        with pytest.raises(ConfigError, match=message):
+            list(data.read_video(path))
+    with pytest.raises(MissingDependencyError):
+        data.probe_video(tmp_path / "missing.mp4")
+
+
+def test_a_damaged_clip_reads_what_decodes_or_fails_with_the_frame(tmp_path):
+    whole = tmp_path / "whole.avi"
+    _clip(whole)
+    info = data.probe_video(whole)
+    assert info.fps == pytest.approx(10.0) and info.frames == 12
+    frames = list(data.read_video(whole))
+    assert len(frames) == 12 and frames[0].shape == (96, 128, 3)
+    # Cut in the middle: the frames before the cut come back, then either the end or a
+    # ConfigError naming the frame, never an FFmpeg error.
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    got = []
+    try:
+        for frame in data.read_video(cut):
+            got.append(frame)
+    except ConfigError as exc:
+        assert f"cannot decode frame {len(got)}" in str(exc)
+    assert 1 <= len(got) < 12
+    # the frames before the one the cut runs through are intact (that one may be half decoded)
+    assert all(np.array_equal(a, b) for a, b in zip(got[:-1], frames, strict=False))
+
+
 def test_labelme_boxes(labelme_paths):
     assert len(labelme_paths) == 5
     boxes = data.labelme_boxes(labelme_paths[0][1])
