@@ -269,8 +269,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Open a video file and read its frame rate and announced frame count.
 
     Raises :class:`MissingDependencyError` when the file is missing, :class:`ConfigError`
-    when it is no video (unreadable, or no video stream) or its first frame cannot be
-    decoded.
+    when it is no video (unreadable, no video stream, no frame) or its first frame
+    cannot be decoded.
     """
     path = Path(path)
     if not path.is_file():
@@ -279,7 +279,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     with container:
         fps = float(stream.average_rate) if stream.average_rate else 30.0
         frames = stream.frames or None
-    next(iter(read_video(path, max_frames=1)), None)  # the first frame decodes
+    if next(iter(read_video(path, max_frames=1)), None) is None:  # the first frame decodes
+        raise ConfigError(f"{path} has no frame to decode")
     return VideoInfo(fps, frames)
 
 
