@@ -403,7 +403,7 @@ def example_table(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m temposplit.evaluation.baselines [VIDEO] --frames 60``: the example table."""
-    from temposplit.model.data import read_video, vtest_path
+    from temposplit.model.data import probe_video, read_video, vtest_path
 
     parser = argparse.ArgumentParser(prog="python -m temposplit.evaluation.baselines", description=main.__doc__)
     parser.add_argument("video", nargs="?", help="video file (default: data/vtest.avi)")
@@ -411,12 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=None, help="the clip's frame rate (default: the file's)")
     args = parser.parse_args(argv)
     path = args.video or vtest_path()
-    fps = args.fps
-    if fps is None:
-        import av
-
-        with av.open(str(path)) as container:
-            fps = float(container.streams.video[0].average_rate)
+    fps = args.fps if args.fps is not None else probe_video(path).fps
     frames = list(read_video(path, max_frames=args.frames))
     h, w = frames[0].shape[:2]
     print(f"{path}: {len(frames)} frames of {w}x{h} at {fps:g} frames/s")

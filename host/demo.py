@@ -100,7 +100,7 @@ def run_demo(
     per_frame = report.bytes / n
     raw8 = sum(int(np.prod(s)) for s in model.cut.shapes(model.detector.input_size))
     cut_alone = sum(b[-1] for b in report.tensor_bytes) / n if report.tensor_bytes else 0.0
-    h, w = next(iter(data.read_video(path, max_frames=1))).shape[:2]
+    h, w = data.first_frame(path).shape[:2]
     summary = {
         "frames": n,
         "decoded": len(report.detections),

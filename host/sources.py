@@ -53,7 +53,7 @@ class Source:
         import av
 
         try:
-            container = av.open(self.path, format="v4l2")
+            container = av.open(self.path, format="v4l2", metadata_errors="replace")
         except (OSError, av.error.FFmpegError) as exc:
             raise ConfigError(f"cannot open {self.path}: {exc}") from exc
         with container:
@@ -107,7 +107,7 @@ def open_source(path: str, backend: str | None = None) -> Source:
     import av
 
     try:
-        with av.open(path, format="v4l2") as c:
+        with av.open(path, format="v4l2", metadata_errors="replace") as c:
             s = c.streams.video[0]
             fps = float(s.average_rate) if s.average_rate else 30.0
     except (OSError, av.error.FFmpegError, IndexError) as exc:

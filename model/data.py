@@ -17,6 +17,7 @@ The data folder is ``$TEMPOSPLIT_DATA`` or ``data/`` at the repository root.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -232,14 +233,37 @@ def fetch_data(root: Path | None = None, log=print) -> Path:
 def upright_rgb(frame) -> np.ndarray:
     """A decoded PyAV frame as RGB uint8 (H, W, 3), turned as the file says it is shown.
 
-    Phones store a portrait clip as landscape pictures with a display rotation (the
-    container's display matrix, PyAV's ``frame.rotation``: degrees counter-clockwise,
-    a multiple of 90); players and ``ffmpeg`` turn them upright, and so does this, so
-    that the detector sees people standing (OpenCV's reader does the same by default).
+    Phones store a portrait clip as landscape pictures with a display rotation: the
+    container's display matrix, which players and ``ffmpeg`` apply, and so does this, so
+    that the detector sees people standing. The matrix may also mirror the picture (the
+    eight EXIF orientations; some front cameras): :func:`display_transform` reads both.
+    A matrix that is no multiple of 90 degrees is turned to the nearest one.
     """
     rgb = frame.to_ndarray(format="rgb24")
+    matrix = next((bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), None)
+    if matrix is not None and len(matrix) == 36:
+        a, b, _, c, d = np.frombuffer(matrix, "<i4", 5)
+        if (a == 0) != (b == 0) and (a == 0) == (d == 0) and (b == 0) == (c == 0):
+            return display_transform(rgb, int(a), int(b), int(c), int(d))
     turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def display_transform(picture: np.ndarray, a: int, b: int, c: int, d: int) -> np.ndarray:
+    """``picture`` as a display matrix whose 2x2 part is ``[[a, b], [c, d]]`` shows it.
+
+    The matrix is FFmpeg's (and ISO/IEC 14496-12's ``tkhd``): the stored pixel at
+    column x, row y is shown at x' = a x + c y, y' = b x + d y, up to a shift; only the
+    signs of an axis-aligned matrix (a = d = 0 or b = c = 0) matter here.
+    """
+    if b == 0 and c == 0:  # x' = a x, y' = d y
+        out = picture[:, ::-1] if a < 0 else picture
+        out = out[::-1] if d < 0 else out
+    else:  # x' = c y, y' = b x: the picture transposed, then mirrored
+        out = picture.transpose(1, 0, *range(2, picture.ndim))
+        out = out[::-1] if b < 0 else out
+        out = out[:, ::-1] if c < 0 else out
+    return np.ascontiguousarray(out)
 
 
 @dataclass(frozen=True)
@@ -255,8 +279,8 @@ def _open_video(path: Path):
     """The opened container and its first video stream, or a :class:`ConfigError` that says why not."""
     import av
 
-    try:
-        container = av.open(str(path))
+    try:  # metadata in another encoding than UTF-8 (older cameras) is read, not refused
+        container = av.open(str(path), metadata_errors="replace")
     except (OSError, av.error.FFmpegError) as exc:
         raise ConfigError(f"cannot open {path} as a video: {exc}") from None
     if not container.streams.video:
@@ -279,9 +303,15 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     with container:
         fps = float(stream.average_rate) if stream.average_rate else 30.0
         frames = stream.frames or None
-    if next(iter(read_video(path, max_frames=1)), None) is None:  # the first frame decodes
+    if first_frame(path) is None:
         raise ConfigError(f"{path} has no frame to decode")
     return VideoInfo(fps, frames)
+
+
+def first_frame(path: str | os.PathLike) -> np.ndarray | None:
+    """The first frame of a video, as :func:`read_video` gives it, or None where it has none."""
+    with contextlib.closing(read_video(path, max_frames=1)) as frames:
+        return next(frames, None)
 
 
 def read_video(

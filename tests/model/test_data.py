@@ -90,6 +90,56 @@ def test_a_damaged_clip_reads_what_decodes_or_fails_with_the_frame(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(got[:-1], frames, strict=False))
 
 
+def test_a_broken_packet_fails_with_the_frame_it_stops_at(tmp_path):
+    import av
+
+    whole = tmp_path / "whole.mp4"
+    _clip(whole)
+    frames = list(data.read_video(whole))
+    with av.open(str(whole)) as c:
+        starts = [p.pos for p in c.demux(video=0) if p.size]
+    assert len(starts) == 12
+    # In MP4, each H.264 packet starts with its NAL unit's length: an impossible length
+    # makes the decoder refuse the packet (FFmpeg's InvalidDataError), which read_video
+    # turns into a ConfigError naming the frame; the frames before it come back intact.
+    for k in (0, 5):
+        broken = tmp_path / f"broken{k}.mp4"
+        damaged = bytearray(whole.read_bytes())
+        damaged[starts[k] : starts[k] + 4] = b"\xff" * 4
+        broken.write_bytes(bytes(damaged))
+        got = []
+        with pytest.raises(ConfigError, match=f"cannot decode frame {k}"):
+            for frame in data.read_video(broken):
+                got.append(frame)
+        assert len(got) == k and all(np.array_equal(a, b) for a, b in zip(got, frames, strict=False))
+    with pytest.raises(ConfigError, match="cannot decode frame 0"):
+        data.probe_video(tmp_path / "broken0.mp4")
+    assert data.probe_video(tmp_path / "broken5.mp4").frames == 12
+
+
+def test_metadata_that_is_not_utf8_is_read(tmp_path):
+    # Some cameras write their titles in Latin-1; FFmpeg passes the bytes on as they are.
+    import av
+
+    clip = tmp_path / "plain.mkv"
+    _clip(clip, n=3)
+    titled = tmp_path / "titled.mkv"
+    with av.open(str(titled), "w") as out, av.open(str(clip)) as src:
+        out.metadata["title"] = "CAFE"
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    body = titled.read_bytes()
+    assert body.count(b"CAFE") == 1
+    titled.write_bytes(body.replace(b"CAFE", b"CAF\xc9"))  # "CAFÉ" in Latin-1: no UTF-8
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(titled)).close()
+    assert data.probe_video(titled).frames in (None, 3)
+    assert len(list(data.read_video(titled))) == 3
+
+
 def test_labelme_boxes(labelme_paths):
     assert len(labelme_paths) == 5
     boxes = data.labelme_boxes(labelme_paths[0][1])

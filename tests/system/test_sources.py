@@ -42,7 +42,7 @@ def test_npy_of_no_frames_is_refused(tmp_path, array):
         open_source(str(path))
 
 
-def _phone_clip(path, degrees):
+def _phone_clip(path, degrees, hflip=False, vflip=False):
     """A landscape-stored clip with a display rotation, as phones write portrait video:
     a 64x32 picture, white in its top-left 16x8 corner, shown turned by ``degrees``."""
     import av
@@ -50,7 +50,7 @@ def _phone_clip(path, degrees):
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=10)
         s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
-        s.set_display_rotation(degrees)
+        s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
         picture = np.zeros((32, 64, 3), np.uint8)
         picture[:8, :16] = 255
         for _ in range(2):
@@ -59,6 +59,21 @@ def _phone_clip(path, degrees):
         for p in s.encode():
             c.mux(p)
     return picture
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize(("hflip", "vflip"), [(True, False), (False, True)])
+def test_a_mirrored_clip_is_read_as_players_show_it(tmp_path, degrees, hflip, vflip):
+    # The display matrix's eight orientations (EXIF's): turned counter-clockwise, then
+    # mirrored, as FFmpeg's av_display_matrix_flip composes them. OpenCV reads only the
+    # rotation, so the cv2 backend is not asked.
+    path = tmp_path / "mirrored.mp4"
+    shown = np.rot90(_phone_clip(path, degrees, hflip, vflip), degrees // 90)
+    shown = shown[:, ::-1] if hflip else shown[::-1]
+    for frames in (data.read_video(path), open_source(str(path)).frames()):
+        for frame in frames:
+            assert frame.shape == shown.shape
+            assert np.abs(frame.astype(int) - shown.astype(int)).mean() < 8  # where the white corner is
 
 
 @pytest.mark.parametrize("degrees", [90, -90, 180, 0])
