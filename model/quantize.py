@@ -121,7 +121,7 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
 # int16 weights (model/wide.py) for features.1's depthwise convolution, or for every depthwise one
 WIDE_METHODS = {"dw16-first": "first", "dw16": "all"}
-PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "adaround-q", "bias", *WIDE_METHODS)
+PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "adaround-q", "bias", "lsq", *WIDE_METHODS)
 DEFAULT_METHOD = "mse+equalize+cle+bias+dw16-first"  # chosen on the calibration set (docs/models.md)
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
 
@@ -328,6 +328,8 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         observer, net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
+        learn = "lsq" in parse_method(method)[1]
+        float_net = copy.deepcopy(net) if learn else None
         # The observers see float64 activations and keep float32 ranges (MinMaxObserver
         # casts to its buffers' dtype); the network converts from its float32 weights.
         from temposplit.model.ptq import network_input
@@ -341,6 +343,14 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
                 if log:
                     log(f"calibrated on {n} frames")
         qnet.float()
+        if learn:  # the observers' ranges, then moved against the detector's outputs
+            from temposplit.model import lsq
+            from temposplit.model.sensitivity import quant_points
+
+            points = [p.name for p in quant_points(float_net) if p.kind == "a"]
+            start = lsq.observed_qparams(qnet, points)
+            scales = lsq.learn_scales(detector, float_net, wide, calibration_frames, start, log=log)
+            lsq.fix_ranges(qnet, scales, {name: zp for name, (_, zp) in start.items()})
         floats = {name: _float_weights(qnet.get_submodule(name).conv) for name in wide}
         torch.ao.quantization.convert(qnet, inplace=True)
         if wide:

@@ -247,8 +247,10 @@ def recipe_simulator(detector, method: str, calibration_frames, log=None) -> Fak
     """The simulator of an int8 recipe (``quantize(..., method=)``, e.g. ``"default"``): the
     recipe's post-training methods applied to a copy of the float network (the detector is
     not touched), its int16-weight layers, its observer, calibrated on the frames."""
-    from temposplit.model.quantize import recipe_float_net
+    from temposplit.model.quantize import parse_method, recipe_float_net
 
+    if "lsq" in parse_method(method)[1]:
+        raise ConfigError("the simulator takes the observers' ranges: score a recipe with lsq by `models accuracy`")
     calibration_frames = list(calibration_frames)
     twin = copy.copy(detector)
     observer, twin.net, wide = recipe_float_net(detector, calibration_frames, method, log=log)

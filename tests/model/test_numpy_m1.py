@@ -309,21 +309,25 @@ def test_runtime_on_numpy_1(ssd_exports, tmp_path):
 @pytest.fixture(scope="module")
 def ssd_int8_each_method(ssd):
     """The SSD quantized with every post-training method at once (int16 weights in every
-    depthwise convolution among them), on 6 calibration frames."""
+    depthwise convolution among them, and ranges learned over a few steps), on 6
+    calibration frames."""
+    from temposplit.model import lsq
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import have_data
     from temposplit.model.quantize import quantize
 
     if not have_data():
         pytest.skip("data/ is incomplete: run `make data`")
-    return quantize(ssd, calibration_frames(6), method="minmax+equalize+cle+adaround+bias+dw16")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lsq, "STEPS", 3)
+        return quantize(ssd, calibration_frames(6), method="minmax+equalize+cle+adaround+bias+lsq+dw16")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cut", ["features.3", "features.18"])
 def test_ssd_parity_after_the_post_training_methods(ssd_int8_each_method, vtest_frames, cut, tmp_path):
-    """Equalization, AdaRound and bias correction change only the numbers in the int8
-    model, not its arithmetic: the NumPy M1 still equals it code for code."""
+    """Equalization, AdaRound, bias correction and learned ranges change only the numbers
+    in the int8 model, not its arithmetic: the NumPy M1 still equals it code for code."""
     split = ssd_int8_each_method.split(cut)
     frames = vtest_frames[:2]
     ref = split.m1(split.detector.preprocess(frames).tensor)
