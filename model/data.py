@@ -240,13 +240,26 @@ def upright_rgb(frame) -> np.ndarray:
     A matrix that is no multiple of 90 degrees is turned to the nearest one.
     """
     rgb = frame.to_ndarray(format="rgb24")
-    matrix = next((bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), None)
+    matrix = _display_matrix(frame)
     if matrix is not None and len(matrix) == 36:
         a, b, _, c, d = np.frombuffer(matrix, "<i4", 5)
         if (a == 0) != (b == 0) and (a == 0) == (d == 0) and (b == 0) == (c == 0):
             return display_transform(rgb, int(a), int(b), int(c), int(d))
     turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _display_matrix(frame) -> bytes | None:
+    """The frame's display matrix side data (9 little-endian int32), or None.
+
+    Read through a side-data container of our own, not ``frame.side_data``: PyAV 18 keeps
+    that one on the frame, and as it refers back to the frame, a frame whose side data was
+    read is freed only by the cycle collector, and with it the decoder the frame holds
+    and its threads (8 more native threads for each video opened, seen in the server).
+    """
+    from av.sidedata.sidedata import SideDataContainer
+
+    return next((bytes(d) for d in SideDataContainer(frame) if d.type.name == "DISPLAYMATRIX"), None)
 
 
 def display_transform(picture: np.ndarray, a: int, b: int, c: int, d: int) -> np.ndarray:

@@ -140,6 +140,26 @@ def test_metadata_that_is_not_utf8_is_read(tmp_path):
     assert len(list(data.read_video(titled))) == 3
 
 
+def test_reading_a_clip_again_and_again_leaves_no_thread_behind(tmp_path):
+    import os
+    import threading
+
+    clip = tmp_path / "clip.mp4"
+    _clip(clip, n=4)
+
+    def native_threads():
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+    counts = []
+    for _ in range(6):
+        for _frame in data.read_video(clip):
+            pass
+        data.probe_video(clip)
+        counts.append(native_threads())
+    # the decoders (and their threads) go with their files, not at the next cycle collection
+    assert counts[-1] <= counts[1], counts
+
+
 def test_labelme_boxes(labelme_paths):
     assert len(labelme_paths) == 5
     boxes = data.labelme_boxes(labelme_paths[0][1])

@@ -43,8 +43,8 @@ def test_lsq_moves_activation_ranges_and_nothing_else(ssd, monkeypatch):
 
     if not have_data():
         pytest.skip("data/ is incomplete: run `make data`")
-    monkeypatch.setattr(lsq, "STEPS", 4)
-    frames = calibration_frames(4)
+    monkeypatch.setattr(lsq, "STEPS", 3)
+    frames = calibration_frames(2)
     plain = quantize(ssd, frames, method="default").net
     learned = quantize(ssd, frames, method="default+lsq").net
     moved = 0
