@@ -315,6 +315,11 @@ def quantize(
     recipe = parse_method(method)  # a bad name fails here, before any work
     from temposplit.model import qcache
 
+    if "lsq" in recipe[1]:  # its settings are module constants (a test shortens them): keyed too
+        from temposplit.model import lsq
+
+        recipe = (*recipe, ("lsq", lsq.STEPS, lsq.BATCH, lsq.LEARNING_RATE, lsq.SEED))
+
     def calibrate():
         with calibration_threads():
             return _calibrate(detector, calibration_frames, batch_size, method, log)
