@@ -122,7 +122,8 @@ def test_eight_clients_at_once(server, edge_model, vtest_frames):
         assert not reports[k].errors
         assert_every_frame_once(server, f"client{k}", 4)
     # Each frame's M2 is its share of its batch: the shares add up to the server's M2 time,
-    # however the 32 frames were batched across the clients.
+    # however the 32 frames were batched across the clients (a batch of several frames:
+    # tests/system/test_edge_acks.py, where the batches are fixed).
     after = server.stats()
     m2_ms = 1000 * (after["seconds"]["m2"] - before["seconds"]["m2"])
     assert after["frames"] - before["frames"] == 32
