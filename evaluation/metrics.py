@@ -90,6 +90,15 @@ class MapResult:
             return math.nan, math.nan
         return float(np.mean([a for a, _ in aps])), float(np.mean([b for _, b in aps]))
 
+    def categories(self) -> list[tuple[int, int, float, float]]:
+        """(category id, ground-truth boxes, AP@0.5, AP@[.5:.95]) of each category with ground
+        truth, by id: what each one adds to the mean. A category of a few boxes weighs as much
+        as one of hundreds, so one lost box of a rare category can move mAP by many points."""
+        if self.images is None:
+            return []
+        boxes = {int(c): int(n) for c, n in zip(self.images.categories, self.images.gt.sum(axis=1), strict=True)}
+        return [(c, boxes.get(c, 0), a, b) for c, (a, b) in sorted(self.per_category.items())]
+
     def as_dict(self) -> dict:
         return {
             "map50": self.map50,
@@ -222,6 +231,27 @@ class ImageEvals:
         ``weights[i]`` times each (integers; all ones: the evaluation itself). NaN where no
         category has ground truth. Detections keep pycocotools' order (a frame taken twice
         contributes its detections twice, side by side)."""
+        ap50, ap_all = self._category_aps(weights)
+        if not ap50:
+            return math.nan, math.nan, math.nan
+        freq = [ap50[c] for c in frequent if c in ap50]
+        return (
+            float(np.mean(list(ap50.values()))),
+            float(np.mean(list(ap_all.values()))),
+            float(np.mean(freq)) if freq else math.nan,
+        )
+
+    def subset_scores(self, weights: np.ndarray, categories) -> tuple[float, float]:
+        """(mAP@0.5, mAP@[.5:.95]) over ``categories`` alone, of the frames taken ``weights[i]``
+        times each; NaN where none of them has ground truth in those frames."""
+        ap50, ap_all = self._category_aps(weights)
+        keep = [c for c in categories if c in ap50]
+        if not keep:
+            return math.nan, math.nan
+        return float(np.mean([ap50[c] for c in keep])), float(np.mean([ap_all[c] for c in keep]))
+
+    def _category_aps(self, weights: np.ndarray) -> tuple[dict, dict]:
+        """Per category with ground truth in the weighted frames: AP@0.5 and AP@[.5:.95]."""
         weights = np.asarray(weights, np.float64)
         iou50 = int(np.argmin(np.abs(self.iou_thresholds - 0.5)))
         ap50, ap_all = {}, {}
@@ -246,14 +276,7 @@ class ImageEvals:
                 prec[t, ok] = pr[inds[ok]]
             ap50[int(cat)] = float(prec[iou50].mean())
             ap_all[int(cat)] = float(prec.mean())
-        if not ap50:
-            return math.nan, math.nan, math.nan
-        freq = [ap50[c] for c in frequent if c in ap50]
-        return (
-            float(np.mean(list(ap50.values()))),
-            float(np.mean(list(ap_all.values()))),
-            float(np.mean(freq)) if freq else math.nan,
-        )
+        return ap50, ap_all
 
 
 def _arrays(d: Detections, what: str, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -268,8 +268,11 @@ def cut_accuracy(
     ``quantized``: a :class:`~temposplit.model.quantize.QuantizedDetector`; ``ranges``:
     :func:`cut_ranges` of the calibration frames (for ``cut-only-8bit``). One row per
     (cut, path): ``cut``, ``path``, ``map50``, ``map50_95``, ``map50_frequent`` (fractions,
-    as the evaluation harness reports them), ``frequent_categories``, ``frames``, and with
-    ``replicates`` > 0 the 95 % intervals ``map50_ci``, ``map50_95_ci``, ``map50_frequent_ci``:
+    as the evaluation harness reports them), ``map50_95_frequent``, ``frequent_categories``, ``frames``,
+    ``ground_truth_boxes``, ``categories`` (every category with ground truth, by id: ``id``,
+    ``name``, ``boxes``, ``ap50``, ``ap50_95``; the two means are over these), and with
+    ``replicates`` > 0 the 95 % intervals ``map50_ci``, ``map50_95_ci``, ``map50_frequent_ci``,
+    ``map50_95_frequent_ci``:
     the evaluation's moving-block bootstrap (``evaluation/bootstrap.py``) over the frames in
     their order, the same resamples for every row (paired). ``reference``: the float model's
     detections on ``frames`` (:func:`float_reference`), computed here when None.
@@ -277,6 +280,7 @@ def cut_accuracy(
 
     from temposplit.evaluation import bootstrap
     from temposplit.evaluation.metrics import fidelity_map
+    from temposplit.model.detections import coco_names
 
     weights = None
     if replicates:
@@ -291,6 +295,7 @@ def cut_accuracy(
     elif len(reference) != len(frames):
         raise ValueError(f"reference has {len(reference)} frames' detections, not {len(frames)}")
     frequent = frequent_categories(reference)
+    names = coco_names()
     rows = []
     for cut in cuts:
         for path in paths:
@@ -319,13 +324,21 @@ def cut_accuracy(
                 "map50": _json_number(result.map50),
                 "map50_95": _json_number(result.map50_95),
                 "map50_frequent": _json_number(result.subset(frequent)[0]) if frequent else None,
+                "map50_95_frequent": _json_number(result.subset(frequent)[1]) if frequent else None,
                 "frequent_categories": frequent,
                 "frames": len(frames),
                 "ground_truth_boxes": result.n_ground_truth,
+                "categories": [
+                    {"id": c, "name": names[c], "boxes": n, "ap50": _json_number(a), "ap50_95": _json_number(b)}
+                    for c, n, a, b in result.categories()
+                ],
             }
             if weights is not None:
-                values = np.array([result.images.scores(w, frequent) for w in weights])
-                for k, key in enumerate(("map50_ci", "map50_95_ci", "map50_frequent_ci")):
+                values = np.array(
+                    [result.images.scores(w, frequent) + result.images.subset_scores(w, frequent)[1:] for w in weights]
+                )
+                keys = ("map50_ci", "map50_95_ci", "map50_frequent_ci", "map50_95_frequent_ci")
+                for k, key in enumerate(keys):
                     lo, hi = bootstrap.interval(values[:, k])
                     row[key] = [_json_number(lo), _json_number(hi)]
             rows.append(row)

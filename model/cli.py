@@ -253,16 +253,19 @@ def _sensitivity_line(row) -> str:
 
 def _accuracy_line(row) -> str:
     def f(key):
-        v, ci = row[key], row.get(key + "_ci")
+        v, ci = row.get(key), row.get(key + "_ci")
         text = "  -  " if v is None else f"{v:.3f}"
         if ci and None not in ci:
             text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
         return text
 
     fold = f" fold {row['fold']}" if "fold" in row else ""
+    # The category that costs the mean most at IoU 0.5 (each category weighs the same).
+    worst = min(row.get("categories") or [], key=lambda c: (c["ap50"], c["ap50_95"]), default=None)
+    low = f"  lowest: {worst['name']} {worst['ap50']:.3f} ({worst['boxes']} boxes)" if worst else ""
     return (
         f"{row['video']:14s}{fold} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f('map50')}"
-        f"  mAP@[.5:.95] {f('map50_95')}  frequent mAP@0.5 {f('map50_frequent')}"
+        f"  mAP@[.5:.95] {f('map50_95')}  frequent {f('map50_frequent')} / {f('map50_95_frequent')}{low}"
     )
 
 

@@ -225,5 +225,12 @@ def test_category_subset_equals_scoring_that_subset_alone():
     for cats in ([1], [1, 3], [2, 3, 44]):
         alone = coco_map([only(t, cats) for t in tests], [only(g, cats) for g in gts])
         assert full.subset(cats) == pytest.approx((alone.map50, alone.map50_95), abs=1e-12)
+        # the same from the per-frame outcomes (what the bootstrap resamples), every frame once
+        assert full.images.subset_scores(np.ones(30), cats) == pytest.approx(full.subset(cats), abs=1e-12)
     assert all(math.isnan(v) for v in full.subset([77]))  # no ground truth: undefined
+    rows = full.categories()  # (id, boxes, AP@0.5, AP@[.5:.95]) of each, by id
+    assert [c for c, *_ in rows] == [1, 2, 3, 44]
+    assert [n for _, n, _, _ in rows] == [sum(int((g.category_ids == c).sum()) for g in gts) for c in (1, 2, 3, 44)]
+    assert np.mean([a for *_, a, _ in rows]) == pytest.approx(full.map50, abs=1e-12)
+    assert np.mean([b for *_, b in rows]) == pytest.approx(full.map50_95, abs=1e-12)
     assert coco_map([dets()] * 3, GT).subset([1, 3]) == (0.0, 0.0)  # ground truth, nothing found

@@ -82,13 +82,19 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
         ("features.6", "cut-only-8bit"),
     ]
     for r in rows:
-        assert {"cut", "path", "map50", "map50_95", "map50_frequent"} <= set(r)
+        assert {"cut", "path", "map50", "map50_95", "map50_frequent", "map50_95_frequent"} <= set(r)
         assert r["calibration"] == "fixed-set" and r["frames"] == 3
         assert r["map50"] is None or 0.0 <= r["map50"] <= 1.0
         # bootstrap intervals over the frames (paired resamples)
         for key in ("map50", "map50_95"):
             lo, hi = r[key + "_ci"]
             assert (r[key] is None and lo is None) or 0.0 <= lo <= hi <= 1.0
+        # each category with ground truth, its boxes and APs: the mean is over them
+        cats = r["categories"]
+        assert sum(c["boxes"] for c in cats) == r["ground_truth_boxes"]
+        assert all(isinstance(c["name"], str) and c["name"] != "N/A" for c in cats)
+        if cats:
+            assert r["map50"] == pytest.approx(sum(c["ap50"] for c in cats) / len(cats), abs=1e-3)
 
 
 @pytest.mark.slow
@@ -170,6 +176,11 @@ def test_accuracy_text_lines_name_their_fold():
     }
     assert "fold" not in _accuracy_line(row)
     assert " fold 1 " in _accuracy_line({**row, "fold": 1})
+    cats = [
+        {"id": 1, "name": "person", "boxes": 162, "ap50": 0.999, "ap50_95": 0.971},
+        {"id": 63, "name": "couch", "boxes": 2, "ap50": 0.667, "ap50_95": 0.625},
+    ]
+    assert "lowest: couch 0.667 (2 boxes)" in _accuracy_line({**row, "categories": cats})
 
 
 def test_spread_list_takes_frames_as_spread_frames_does():
