@@ -231,24 +231,20 @@ class ImageEvals:
         ``weights[i]`` times each (integers; all ones: the evaluation itself). NaN where no
         category has ground truth. Detections keep pycocotools' order (a frame taken twice
         contributes its detections twice, side by side)."""
+        return self.all_scores(weights, frequent)[:3]
+
+    def all_scores(self, weights: np.ndarray, frequent=()) -> tuple[float, float, float, float]:
+        """:meth:`scores` and then mAP@[.5:.95] over the ``frequent`` categories, from one pass."""
         ap50, ap_all = self._category_aps(weights)
         if not ap50:
-            return math.nan, math.nan, math.nan
-        freq = [ap50[c] for c in frequent if c in ap50]
+            return math.nan, math.nan, math.nan, math.nan
+        freq = [c for c in frequent if c in ap50]
         return (
             float(np.mean(list(ap50.values()))),
             float(np.mean(list(ap_all.values()))),
-            float(np.mean(freq)) if freq else math.nan,
+            float(np.mean([ap50[c] for c in freq])) if freq else math.nan,
+            float(np.mean([ap_all[c] for c in freq])) if freq else math.nan,
         )
-
-    def subset_scores(self, weights: np.ndarray, categories) -> tuple[float, float]:
-        """(mAP@0.5, mAP@[.5:.95]) over ``categories`` alone, of the frames taken ``weights[i]``
-        times each; NaN where none of them has ground truth in those frames."""
-        ap50, ap_all = self._category_aps(weights)
-        keep = [c for c in categories if c in ap50]
-        if not keep:
-            return math.nan, math.nan
-        return float(np.mean([ap50[c] for c in keep])), float(np.mean([ap_all[c] for c in keep]))
 
     def _category_aps(self, weights: np.ndarray) -> tuple[dict, dict]:
         """Per category with ground truth in the weighted frames: AP@0.5 and AP@[.5:.95]."""

@@ -32,6 +32,7 @@ METRICS = (
     ("map50", "mAP@0.5"),
     ("map50_95", "mAP@[.5:.95]"),
     ("map50_frequent", "frequent-category mAP@0.5"),
+    ("map50_95_frequent", "frequent-category mAP@[.5:.95]"),
 )
 _METRIC_INDEX = {m: k for k, (m, _) in enumerate(METRICS)}
 
@@ -103,9 +104,9 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
         if name not in by_evals:
             ev = _load_evals(evals_root, name, cache)
             by_evals[name] = (
-                np.array([ev.scores(w, frequent) for w in weights])
+                np.array([ev.all_scores(w, frequent) for w in weights])
                 if ev is not None
-                else np.full((len(weights), 3), np.nan)
+                else np.full((len(weights), len(METRICS)), np.nan)
             )
         summary.intervals[r["key"]] = by_evals[name]
 

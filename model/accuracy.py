@@ -334,9 +334,7 @@ def cut_accuracy(
                 ],
             }
             if weights is not None:
-                values = np.array(
-                    [result.images.scores(w, frequent) + result.images.subset_scores(w, frequent)[1:] for w in weights]
-                )
+                values = np.array([result.images.all_scores(w, frequent) for w in weights])
                 keys = ("map50_ci", "map50_95_ci", "map50_frequent_ci", "map50_95_frequent_ci")
                 for k, key in enumerate(keys):
                     lo, hi = bootstrap.interval(values[:, k])
