@@ -185,8 +185,10 @@ class ClipData:
         calibration_frames: int,
         log: Callable[[str], None],
         timings: dict,
+        calibration_fold: tuple[int, int] | None = None,
     ):
         self.models = models
+        self.calibration_fold = calibration_fold  # (r, k): fold r of k of the fixed set
         self.name = name
         self.video = Path(video)
         self.frames, self.start = frames, start
@@ -225,17 +227,23 @@ class ClipData:
         return self._fps
 
     def calibration_source(self) -> str:
-        return "fixed" if self.calibration == "fixed" else f"clip:{self.name}"
+        if self.calibration == "clip":
+            return f"clip:{self.name}"
+        return "fixed" if self.calibration_fold is None else "fixed fold {}/{}".format(*self.calibration_fold)
 
     def clip_id(self) -> str:
+        """The clip, its frames, the calibration's frames and the code that makes the networks:
+        the name of its cached M1 codes and float reference (another int8 network, another name)."""
         if self._id is None:
+            from temposplit.model.fingerprint import calibration_platform, model_source_digest
+
             st = self.video.stat()
             if self.calibration == "clip":
                 calib = self.calibration_frames
             else:  # the fixed set's frames by name: a changed set makes new cache files
                 from temposplit.model.calibration import calibration_sources
 
-                calib = ["fixed"] + [name for name, _, _ in calibration_sources()]
+                calib = [self.calibration_source()] + [name for name, _, _ in calibration_sources()]
             self._id = digest(
                 self.model,
                 str(self.models.weights),
@@ -245,6 +253,9 @@ class ClipData:
                 self.start,
                 self.frames,
                 calib,
+                model_source_digest(),
+                calibration_platform(),
+                np.__version__,
             )
         return self._id
 
@@ -272,12 +283,20 @@ class ClipData:
 
     def calibration_set(self) -> list:
         if self.calibration == "fixed":
-            return fixed_calibration_frames()
+            frames = fixed_calibration_frames()
+            if self.calibration_fold is None:
+                return frames
+            from temposplit.model.calibration import folds
+
+            r, k = self.calibration_fold
+            return folds(frames, k)[r]
         step = max(1, self.frames // self.calibration_frames)
         return list(self.read(max_frames=self.calibration_frames, step=step))
 
     def _calibration_what(self) -> str:
         if self.calibration == "fixed":
+            if self.calibration_fold is not None:
+                return "fold {}/{} of the fixed calibration set".format(*self.calibration_fold)
             return "the fixed calibration set"
         return f"{self.calibration_frames} frames spread over the clip {self.name} (calibration=clip)"
 

@@ -58,6 +58,17 @@ def _positive(text: str) -> int:
 REPLICATES_HELP = "bootstrap resamples for the intervals (default 200; 0: no intervals)"
 
 
+def _fold(text: str) -> tuple[int, int]:
+    r, sep, k = text.partition("/")
+    try:
+        r, k = int(r), int(k)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected R/K (e.g. 0/3), not {text!r}") from None
+    if not sep or k < 2 or not 0 <= r < k:
+        raise argparse.ArgumentTypeError(f"expected R/K with K >= 2 and 0 <= R < K, not {text!r}")
+    return r, k
+
+
 def _count(text: str) -> int:
     try:
         v = int(text)
@@ -116,6 +127,7 @@ def _cmd_eval(args) -> int:
         labelme=not args.no_labelme,
         detector_kwargs=detector_kwargs,
         calibration=args.calibration,
+        calibration_fold=args.calibration_fold,
         crfs=args.crfs,
     )
     rows = harness.run()
@@ -131,11 +143,13 @@ def _cmd_report(args) -> int:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
-    from temposplit.evaluation.harness import load_rows
+    from temposplit.evaluation.harness import load_rows, run_of
     from temposplit.evaluation.report import write_report
 
     path = Path(args.out) / "results.jsonl"
-    rows = load_rows(path)
+    rows = load_rows(
+        path, run=run_of(args.out)
+    )  # the last run's rows (every row in a folder from before run identities)
     if not rows:
         raise ConfigError(f"no results in {path}: run `temposplit eval` first")
     for p in write_report(args.out, rows, figures=not args.no_plots, dest=args.dest, replicates=args.replicates):
@@ -167,6 +181,13 @@ def register(subparsers) -> None:
         default="fixed",
         help="int8 calibration on the fixed calibration set (default) or, labelled as such, on 32 frames "
         "of the clip under test",
+    )
+    p.add_argument(
+        "--calibration-fold",
+        type=_fold,
+        default=None,
+        help="R/K: calibrate on fold R of K of the fixed set (every K-th frame from the R-th left out), "
+        "to see how far the results move with the calibration's data (default: the whole set)",
     )
     p.add_argument("--frames", type=_positive, default=100, help="frames of each clip (default 100)")
     p.add_argument("--start", type=int, default=0, help="first frame (default 0)")

@@ -8,8 +8,11 @@ and float reference), ``scoring.py`` (M2 once per distinct frame, the COCO score
 in order and keeps the rows:
 
 * **Resumable.** Every finished row is appended to ``<out>/results.jsonl`` at once; a
-  rerun with the same settings skips the rows already there (a line cut short by a kill is
-  dropped first).
+  rerun skips the rows already there (a line cut short by a kill is dropped first). Each
+  row carries its run's identity (:meth:`Harness.run_id`: the settings that change a row's
+  values and the code that makes the networks); only rows of the same identity count as
+  done or enter the report, so a rerun with other frames, another calibration or a changed
+  int8 network runs its points again instead of mixing rows.
 * **Several clips.** The clips run one after another, each with its own caches and rows
   (the row's ``clip`` column); the int8 copy is calibrated once on the fixed calibration
   set and used for every clip (``calibration="clip"``: on each clip's own frames instead).
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from temposplit.errors import ConfigError
 from temposplit.evaluation import plan as plan_mod
-from temposplit.evaluation.cache import CALIBRATION_FRAMES, CALIBRATIONS, ClipData, Models, clean
+from temposplit.evaluation.cache import CALIBRATION_FRAMES, CALIBRATIONS, ClipData, Models, clean, digest
 from temposplit.evaluation.plan import (  # noqa: F401  (the harness's public names)
     ALL_METHODS,
     BI3_RESIDUAL,
@@ -122,6 +125,9 @@ class Harness:
     labelme : also score the labelme street frames against their real boxes
     calibration : ``"fixed"`` (the model package's calibration set, never evaluated) or
         ``"clip"`` (``calibration_frames`` frames spread over the clip under test)
+    calibration_fold : ``(r, k)``: calibrate on fold ``r`` of ``k`` of the fixed set
+        (``temposplit.model.calibration.folds``), to measure how far the results move with
+        the calibration's data; None (the default) is the whole set
     crfs : only these of the video baselines' crf values (default: ``DEFAULT_CRFS`` for the
         pruned plan, every one of ``VIDEO_CRFS`` for named methods)
     """
@@ -144,6 +150,7 @@ class Harness:
         calibration: str = "fixed",
         calibration_frames: int = CALIBRATION_FRAMES,
         crfs=None,
+        calibration_fold: tuple[int, int] | None = None,
         log: Callable[[str], None] = _log,
     ):
         from temposplit.model import cuts as cut_table
@@ -189,6 +196,14 @@ class Harness:
             raise ConfigError(f"calibration must be one of {', '.join(CALIBRATIONS)}, not {calibration!r}")
         self.calibration = calibration
         self.calibration_frames = calibration_frames
+        if calibration_fold is not None:
+            r, k = (int(v) for v in calibration_fold)
+            if calibration != "fixed" or not (k >= 2 and 0 <= r < k):
+                raise ConfigError(
+                    f"a calibration fold is r/k of the fixed set, k >= 2 and 0 <= r < k; not {r}/{k} of {calibration}"
+                )
+            calibration_fold = (r, k)
+        self.calibration_fold = calibration_fold
         self.crfs = sorted({int(c) for c in crfs}) if crfs else None
         if self.crfs and any(c not in VIDEO_CRFS for c in self.crfs):
             raise ConfigError(f"crf values must be among the plan's {VIDEO_CRFS}, not {self.crfs}")
@@ -197,6 +212,7 @@ class Harness:
         self.labelme = labelme
         self.log = log
         self.results_path = self.out / "results.jsonl"
+        self._run_id: str | None = None
         self.timings: dict[str, float] = {}
         self.models = Models(model, weights, self.detector_kwargs, log, self.timings)
         self.scorer = Scorer(self.models, self.out / "evals")
@@ -238,6 +254,7 @@ class Harness:
                     self.calibration_frames,
                     self.log,
                     self.timings,
+                    calibration_fold=self.calibration_fold,
                 )
                 for name, path in self.videos().items()
             }
@@ -268,17 +285,26 @@ class Harness:
             self.results_path.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def done_keys(self) -> set[str]:
-        if not self.results_path.is_file():
-            return set()
-        keys = set()
-        for line in self.results_path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    keys.add(json.loads(line)["key"])
-                except (json.JSONDecodeError, KeyError):
-                    continue  # a line cut short by a kill
-        return keys
+        """The keys of the rows of this run's identity already in ``results.jsonl``."""
+        return {r["key"] for r in load_rows(self.results_path, run=self.run_id())}
+
+    def run_id(self) -> str:
+        """The identity of this run's rows: a digest of every setting that changes a row's
+        values (not those that only choose points: cuts, N, methods, crf values), each clip's
+        file by name and size, and the code that makes the float and int8 networks
+        (``fingerprint.model_source_digest``, PyTorch's and NumPy's versions)."""
+        if self._run_id is None:
+            import numpy as np
+
+            from temposplit.model.fingerprint import calibration_platform, model_source_digest
+
+            s = self.settings()
+            for k in ("cuts", "bits", "methods", "pruned", "crfs", "plan", "videos"):
+                s.pop(k)
+            s["clips"] = sorted((name, p.name, p.stat().st_size) for name, p in self.videos().items())
+            s["code"] = (model_source_digest().hex(), calibration_platform(), np.__version__)
+            self._run_id = digest(json.dumps(clean(s), sort_keys=True))
+        return self._run_id
 
     def settings(self) -> dict:
         return {
@@ -296,6 +322,7 @@ class Harness:
             "score_phases": list(self.score_phases),
             "calibration": self.calibration,
             "calibration_frames": self.calibration_frames if self.calibration == "clip" else None,
+            "calibration_fold": "{}/{}".format(*self.calibration_fold) if self.calibration_fold else None,
             "fps_report": FPS_REPORT,
             "search_range": SEARCH_RANGE,
             "plan": [
@@ -311,7 +338,16 @@ class Harness:
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self._drop_partial_line()
+        run = self.run_id()
+        self.scorer.tag = run
+        self._write_meta(run=run)  # the folder's latest run, before its first row: eval-report takes its rows
         done = self.done_keys()
+        other = {r["key"] for r in load_rows(self.results_path)} - done
+        if other:
+            self.log(
+                f"{len(other)} rows in {self.results_path} are of other settings or code (run identity): "
+                "their points run again and replace them"
+            )
         tasks = self.tasks()
         todo = [t for t in tasks if t.keys is None or not set(t.keys) <= done]
         # The searched-quality JPEG task's key is known only after the search: skip it when its clip has a row.
@@ -339,6 +375,7 @@ class Harness:
                     if row["key"] in done:
                         continue
                     row["seconds"] = dt / len(rows)
+                    row["run"] = run
                     f.write(json.dumps(clean(row)) + "\n")
                     done.add(row["key"])
                 f.flush()
@@ -355,12 +392,18 @@ class Harness:
                 )
         self.timings["sweep_s"] = time.perf_counter() - t0
         self.timings["m2_frames_run"] = self.models.m2_frames
+        self._write_meta(run=run, finished={"timings": self.timings, "points": len(todo), "run": run})
+        return load_rows(self.results_path, run=run)
+
+    def _write_meta(self, run: str, finished: dict | None = None) -> None:
+        """``meta.json``: this run's settings and identity, and each finished run's timings."""
         meta_path = self.out / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"runs": []}
         meta["settings"] = self.settings()
-        meta["runs"].append({"timings": self.timings, "points": len(todo)})
+        meta["run"] = run
+        if finished is not None:
+            meta["runs"].append(finished)
         meta_path.write_text(json.dumps(clean(meta), indent=1))
-        return load_rows(self.results_path)
 
 
 def _task_clip(task: Task, tasks: list[Task]) -> str:
@@ -375,8 +418,9 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def load_rows(path) -> list[dict]:
-    """The rows of a results.jsonl (the last one of each key wins; broken lines skipped)."""
+def load_rows(path, run: str | None = None) -> list[dict]:
+    """The rows of a results.jsonl (the last one of each key wins; broken lines skipped);
+    with ``run``, only the rows of that run identity (:meth:`Harness.run_id`)."""
     rows = {}
     path = Path(path)
     if not path.is_file():
@@ -386,6 +430,16 @@ def load_rows(path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "key" in row:
+        if isinstance(row, dict) and "key" in row and (run is None or row.get("run") == run):
             rows[row["key"]] = row
     return list(rows.values())
+
+
+def run_of(out) -> str | None:
+    """The identity of the latest run into an output folder, finished or not (``meta.json``,
+    written as a run starts); None for a folder from before run identities."""
+    try:
+        meta = json.loads((Path(out) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("run") if isinstance(meta, dict) else None

@@ -134,6 +134,7 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
         f"Model `{settings.get('model')}`; clips and frames coded (scored): {frames}; cuts "
         f"{', '.join(settings.get('cuts', []))}; N = {settings.get('bits')}; int8 calibration "
         f"`{settings.get('calibration')}`"
+        + (f" fold {settings['calibration_fold']}" if settings.get("calibration_fold") else "")
         + (" (the fixed calibration set, never evaluated)" if settings.get("calibration") == "fixed" else "")
         + f"; methods {', '.join(settings.get('methods', []))}"
         + (" (the pruned default plan, docs/evaluation.md)" if settings.get("pruned") else "")

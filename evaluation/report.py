@@ -341,7 +341,9 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
         f"{rows[0]['scored_frames'] if rows else 0} of them: frames i with i % {settings.get('score_every', 1)} "
         f"in {settings.get('score_phases', [0])}), "
         f"cuts {', '.join(settings.get('cuts', []))}, N = {settings.get('bits')}, int8 calibration "
-        f"`{settings.get('calibration', 'clip')}`. "
+        f"`{settings.get('calibration', 'clip')}`"
+        + (f" fold {settings['calibration_fold']}" if settings.get("calibration_fold") else "")
+        + ". "
         "Rates: bytes per frame of everything crossing the cut with the 24-byte packet header (the cut "
         "tensor alone, payload only, is in the CSV), MB/s at 30 frames/s (MB = 10^6 bytes). Accuracy: COCO "
         "mAP by pycocotools against the float model's detections on the uncompressed frames with score >= 0.5 "

@@ -38,6 +38,7 @@ class Scorer:
     def __init__(self, models: Models, evals: Path | None = None):
         self.models = models
         self.evals = Path(evals) if evals is not None else None  # where each scoring's per-frame outcome goes
+        self.tag = ""  # the run identity: a file of another run's scoring is never taken for this one's
         self._m2_cache: dict[tuple, object] = {}  # (clip, cut, n, frame hash) -> Detections
         self._score_cache: dict[tuple, dict] = {}  # (clip, cut, signature) -> scores
 
@@ -105,7 +106,7 @@ class Scorer:
         m = fidelity_map(dets, clip.reference)
         out = {"map50": m.map50, "map50_95": m.map50_95, "gt_boxes": m.n_ground_truth}
         if eval_id is not None and self.evals is not None and m.images is not None:
-            name = f"{clip.name}/{eval_id}.npz"
+            name = f"{clip.name}/{self.tag + '-' if self.tag else ''}{eval_id}.npz"
             path = self.evals / name
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 
 
 def weights_digest(net) -> bytes:
@@ -41,3 +42,14 @@ def calibration_platform() -> str:
     import torch
 
     return f"torch {torch.__version__}, float64"
+
+
+def model_source_digest() -> bytes:
+    """SHA-256 over the source of every module of ``temposplit.model`` (name and bytes, in
+    name order): the code that makes the float and the int8 networks. Any change to it is a
+    new int8 cache key (:mod:`temposplit.model.qcache`) and new evaluation rows
+    (docs/evaluation.md, "Resuming")."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.digest()

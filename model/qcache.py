@@ -49,19 +49,12 @@ def folder() -> Path:
     return cache_dir() / "int8"
 
 
-def _source_digest() -> bytes:
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.digest()
-
-
 def key(net: nn.Module, frames: list[np.ndarray], recipe: tuple, batch_size: int) -> str:
     """The entry's name for calibrating ``net`` (the float network) on ``frames``."""
-    from temposplit.model.fingerprint import calibration_platform, weights_digest
+    from temposplit.model.fingerprint import calibration_platform, model_source_digest, weights_digest
 
     h = hashlib.sha256(f"temposplit-int8-cache {FORMAT}\0{calibration_platform()}\0numpy {np.__version__}\0".encode())
-    h.update(_source_digest())
+    h.update(model_source_digest())
     h.update(repr((recipe, int(batch_size))).encode())
     h.update(weights_digest(net))
     first = next(net.parameters())

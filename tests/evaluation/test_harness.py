@@ -138,6 +138,71 @@ def test_a_rerun_skips_the_points_already_done(sweep, tmp_path):
     assert len(load_rows(partial / "results.jsonl")) == len(rows)
 
 
+def _copy_of(sweep_out, dest):
+    """An output folder holding the sweep's rows and sharing its caches."""
+    dest.mkdir()
+    (dest / "cache").symlink_to(sweep_out / "cache", target_is_directory=True)
+    (dest / "results.jsonl").write_text((sweep_out / "results.jsonl").read_text())
+    return dest
+
+
+def test_a_rerun_with_other_frames_runs_its_points_again(sweep, tmp_path):
+    """Rows of other settings are neither skipped as done nor returned: the points run again
+    (M2 runs), every returned row is of the new settings, and the report of the folder
+    (`eval-report`, the last run's rows) holds only them."""
+    from temposplit.evaluation.harness import run_of
+
+    out, rows = sweep
+    first = {r["run"] for r in rows}
+    assert len(first) == 1 and all(r["key"] for r in rows)
+    folder = _copy_of(out, tmp_path / "other")
+    logs, calls = [], []
+    h = _harness(folder, frames=4, methods=["features-8bit", "quant"], bits=[4], labelme=True, log=logs.append)
+    original = h.scorer.m2
+    h.scorer.m2 = lambda *a, **k: calls.append(1) or original(*a, **k)
+    again = h.run()
+    assert calls, "no point ran again"
+    assert any("other settings or code" in m for m in logs)
+    assert again and {r["frames"] for r in again} == {4} and {r["run"] for r in again} == {h.run_id()}
+    assert h.run_id() not in first
+    assert {r["method"] for r in again} == {"float", "features-8bit", "quant"}
+    last = load_rows(folder / "results.jsonl", run=run_of(folder))
+    assert {r["key"] for r in last} == {r["key"] for r in again}
+    # Every scoring file the new rows name is this run's, none of the sweep's.
+    assert all(r["evals"].split("/")[1].startswith(h.run_id()) for r in again if r.get("evals"))
+
+
+def test_the_run_identity_holds_the_network_code(sweep, tmp_path, monkeypatch):
+    """Changed code of the model package (what makes the int8 network) is another run and
+    another M1 cache name, with the settings unchanged; the same code is the same run."""
+    from temposplit.evaluation.cache import ClipData, Models
+    from temposplit.model import fingerprint
+
+    out, rows = sweep
+    h = _harness(out)
+    assert h.run_id() == rows[0]["run"]
+    clip = ClipData(
+        Models("ssd-mobilenet-v2", None, {}, print, {}),
+        "vtest",
+        vtest_path(),
+        5,
+        0,
+        1,
+        (0,),
+        tmp_path,
+        False,
+        "fixed",
+        3,
+        print,
+        {},
+    )
+    before = clip.clip_id()
+    monkeypatch.setattr(fingerprint, "model_source_digest", lambda: b"other code")
+    assert _harness(out).run_id() != rows[0]["run"]
+    clip._id = None
+    assert clip.clip_id() != before
+
+
 def test_report_files(sweep, tmp_path):
     from temposplit.evaluation.report import headline, write_report
 
@@ -195,6 +260,36 @@ def test_the_fixed_calibration_never_reads_the_clip(tmp_path):
         data("clip").calibration_set()
     with pytest.raises(ConfigError):
         Harness(video=vtest_path(), calibration="vtest", out=tmp_path)
+
+
+def test_a_calibration_fold_is_its_own_calibration_run_and_cache(tmp_path, need_data):
+    """--calibration-fold R/K calibrates on that fold of the fixed set: its frames are the
+    fold's, its int8 copy is cached apart from the whole set's, its M1 codes have another
+    name, its rows another run identity, and the settings say which fold."""
+    from temposplit.evaluation.cache import ClipData, Models
+    from temposplit.model.calibration import calibration_frames, folds
+
+    models = Models("ssd-mobilenet-v2", None, {}, lambda m: None, {})
+
+    def data(fold):
+        return ClipData(
+            models, "vtest", vtest_path(), 5, 0, 1, (0,), tmp_path, False, "fixed", 3, print, {}, calibration_fold=fold
+        )
+
+    whole, fold = data(None), data((1, 3))
+    expected = folds(calibration_frames(), 3)[1]
+    got = fold.calibration_set()
+    assert len(got) == len(expected) < len(whole.calibration_set())
+    assert all((a == b).all() for a, b in zip(got, expected, strict=True))
+    assert fold.calibration_source() != whole.calibration_source() != data((2, 3)).calibration_source()
+    assert fold.clip_id() != whole.clip_id()
+    h0, h1 = _harness(tmp_path / "a"), _harness(tmp_path / "b", calibration_fold=(1, 3))
+    assert h0.run_id() != h1.run_id() and h1.settings()["calibration_fold"] == "1/3"
+    for bad in ((3, 3), (0, 1), (-1, 3)):
+        with pytest.raises(ConfigError):
+            _harness(tmp_path / "c", calibration_fold=bad)
+    with pytest.raises(ConfigError):
+        _harness(tmp_path / "c", calibration="clip", calibration_fold=(0, 3))
 
 
 def test_several_clips_and_the_frame_baselines_in_one_run(tmp_path, need_data):
@@ -277,6 +372,10 @@ def test_cli_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "--bits", "3..9"])
     assert e.value.code == 2
+    for bad in ("3/3", "1", "a/b", "0/1"):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", "--calibration-fold", bad])
+        assert e.value.code == 2 and "R/K" in capsys.readouterr().err
 
 
 @pytest.mark.slow
