@@ -12,13 +12,13 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from temposplit.codec import entropy, huffman
+from temposplit.codec import ctx, entropy, huffman
 from temposplit.codec.errors import BitstreamError, ChecksumError, LimitError, TruncatedError
 from temposplit.codec.motion import MAX_BLOCK, SEARCH_RANGES, grid_shape
 from temposplit.codec.quantize import MAX_BITS, MIN_BITS
 from temposplit.codec.structure import KINDS, MAX_GROUP
 
-VERSION = (2, 1)  # the newest this decoder reads; a stream without a v2 coder is written as 1.0
+VERSION = (2, 2)  # the newest this decoder reads; a stream without a v2 coder is written as 1.0
 V2_CODERS = ("ctx",)
 HEADER_MAGIC = b"TSPS"
 PACKET_MAGIC = b"TSPK"
@@ -90,12 +90,20 @@ class StreamHeader:
     model_id: str = ""
     cut_id: str = ""
     model_hash: bytes = bytes(32)
+    ctx_slices: int = 1  # S of 6.2.6: a tensor's ctx section in min(S, C) slices
     version: tuple[int, int] | None = None  # as read; written: wire_version
 
     @property
     def wire_version(self) -> tuple[int, int]:
-        """2.1 for a stream that uses a version 2 coder, else 1.0 (docs/bitstream.md, 8)."""
-        return VERSION if self.coder in V2_CODERS else (1, 0)
+        """2.2 for a stream with ctx slices, 2.1 for one with a version 2 coder, else 1.0
+        (docs/bitstream.md, 8)."""
+        if self.coder not in V2_CODERS:
+            return (1, 0)
+        return (2, 2) if self.ctx_slices > 1 else (2, 1)
+
+    def slices(self, t: TensorInfo) -> list[tuple[int, int]]:
+        """The channel ranges of tensor ``t``'s ctx slices (one range without slices)."""
+        return ctx.slice_bounds(t.channels, self.ctx_slices)
 
     @property
     def flags(self) -> int:
@@ -120,7 +128,7 @@ class StreamHeader:
                 self.search_range,
                 self.n_bits,
                 len(self.tensors),
-                0,
+                self.ctx_slices if self.ctx_slices > 1 else 0,
                 round(self.fps * 1000),
                 self.model_hash,
             )
@@ -140,13 +148,25 @@ class StreamHeader:
         buf = bytes(data[:length])
         if zlib.crc32(buf[:-4]) != struct.unpack_from("<I", buf, length - 4)[0]:
             raise ChecksumError("the stream header fails its CRC-32")
-        (_, major, minor, _, kind, group, coder, flags, p, n_bits, count, _, fps_milli, mhash) = _HEAD.unpack_from(buf)
+        (_, major, minor, _, kind, group, coder, flags, p, n_bits, count, slices, fps_milli, mhash) = _HEAD.unpack_from(
+            buf
+        )
         if major not in (1, VERSION[0]):
             raise BitstreamError(f"stream version {major}.{minor} is not supported (this decoder reads 1.x and 2.x)")
         if (major, minor) == (2, 0):
             raise BitstreamError(
                 "stream version 2.0: an early ctx format whose residual contexts changed in 2.1; re-encode it"
             )
+        if major == VERSION[0] and minor > VERSION[1]:
+            newest = f"{VERSION[0]}.{VERSION[1]}"
+            raise BitstreamError(f"stream version {major}.{minor} is newer than this decoder ({newest})")
+        if (major, minor) == (2, 2):
+            if coder >= len(entropy.STREAM_CODERS) or entropy.STREAM_CODERS[coder] != "ctx":
+                raise BitstreamError("a version 2.2 stream (ctx slices) without the coder 'ctx'")
+            if not 2 <= slices <= ctx.MAX_SLICES:
+                raise BitstreamError(f"a version 2.2 stream announces {slices} ctx slices (2..{ctx.MAX_SLICES})")
+        else:
+            slices = 1  # the byte is reserved before 2.2
         if kind >= len(KINDS):
             raise BitstreamError(f"unknown prediction structure {kind}")
         if not 1 <= group <= MAX_GROUP or (KINDS[kind] == "bi" and group % 2 == 0):
@@ -204,6 +224,7 @@ class StreamHeader:
             model_id=model_id,
             cut_id=cut_id,
             model_hash=mhash,
+            ctx_slices=slices,
             version=(major, minor),
         )
 
@@ -213,8 +234,8 @@ class StreamHeader:
         for t in self.tensors:
             lanes = t.blocks() * (t.channels if self.per_channel else 1)
             worst_bits = t.elements * 2 * huffman.MAX_CODE_LENGTH + lanes * 2 * huffman.MAX_CODE_LENGTH + t.blocks()
-            if self.coder == "ctx":  # 2 + 14 + 8 bins per value, each at most 12 bits, plus the flush
-                worst_bits = max(worst_bits, (t.elements + 2 * lanes + t.blocks()) * 24 * 12 + 64)
+            if self.coder == "ctx":  # 2 + 14 + 8 bins per value, each at most 12 bits, plus each slice's flush
+                worst_bits = max(worst_bits, (t.elements + 2 * lanes + t.blocks()) * 24 * 12 + 96 * len(self.slices(t)))
             total += worst_bits // 8 + 64 + 3 * huffman.packed_size(2 ** (MAX_BITS + 1) + entropy.RUN_TOKENS)
         return total
 

@@ -7,6 +7,9 @@ and packet (docs/bitstream.md, section 6.2).
 - A predicted frame's section holds its vectors, then (residual mode) the block flags
   and the coded blocks' codes relative to the motion-compensated prediction (temporal
   contexts, with the residual zero contexts).
+- In a version 2.2 stream a tensor is coded in slices, channel ranges each its own
+  section (6.2.6): :func:`slice_bounds`, :func:`encode_anchor_slices`,
+  :func:`encode_pred_slices` and their decoders.
 
 This module calls the compiled kernels (:mod:`temposplit.codec._ctx_kernels`); the
 readable definition they are tested equal to is :mod:`temposplit.codec.ctx_reference`.
@@ -21,6 +24,18 @@ from temposplit.codec.errors import BitstreamError, TruncatedError
 from temposplit.codec.motion import grid_shape
 
 MODE_INTRA, MODE_TEMPORAL = X.MODE_INTRA, X.MODE_TEMPORAL
+MAX_SLICES = 32  # a version 2.2 stream's slice count S is 2..MAX_SLICES (6.2.6)
+
+
+def slice_bounds(channels: int, slices: int) -> list[tuple[int, int]]:
+    """The channel ranges [c0, c1) of a tensor's ``min(slices, channels)`` slices (6.2.6)."""
+    s = max(1, min(slices, channels))
+    return [(k * channels // s, (k + 1) * channels // s) for k in range(s)]
+
+
+def _part(a, c0: int, c1: int):
+    """A slice's contiguous copy of an (H, W, C) array, None stays None."""
+    return None if a is None else np.ascontiguousarray(a[..., c0:c1])
 
 
 def _whole(shape) -> tuple[np.ndarray, int]:
@@ -62,6 +77,38 @@ def encode_anchor(codes, ref, dref, n_bits: int, z_n: int) -> tuple[bytes, np.nd
     return X.enc_finish(es, out).tobytes(), sign
 
 
+def encode_anchor_slices(codes, ref, dref, n_bits: int, z_n: int, slices: int) -> tuple[list[bytes], np.ndarray]:
+    """An anchor in slices (6.2.6): (one section per slice, change map); one slice is
+    :func:`encode_anchor`'s section."""
+    bounds = slice_bounds(codes.shape[2], slices)
+    if len(bounds) == 1:
+        data, changes = encode_anchor(codes, ref, dref, n_bits, z_n)
+        return [data], changes
+    sections, changes = [], np.zeros(codes.shape, np.int8)
+    for c0, c1 in bounds:
+        data, changes[..., c0:c1] = encode_anchor(
+            _part(codes, c0, c1), _part(ref, c0, c1), _part(dref, c0, c1), n_bits, z_n
+        )
+        sections.append(data)
+    return sections, changes
+
+
+def decode_anchor_slices(sections, shape, ref, dref, n_bits: int, z_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_anchor_slices`: ``sections`` holds one per slice of
+    :func:`slice_bounds` (the caller reads that many)."""
+    bounds = slice_bounds(shape[2], len(sections))
+    if len(bounds) != len(sections):
+        raise BitstreamError(f"{len(sections)} ctx slices for a tensor of {shape[2]} channels")
+    if len(bounds) == 1:
+        return decode_anchor(sections[0], shape, ref, dref, n_bits, z_n)
+    codes, changes = np.zeros(shape, np.uint8), np.zeros(shape, np.int8)
+    for data, (c0, c1) in zip(sections, bounds, strict=True):
+        codes[..., c0:c1], changes[..., c0:c1] = decode_anchor(
+            data, (shape[0], shape[1], c1 - c0), _part(ref, c0, c1), _part(dref, c0, c1), n_bits, z_n
+        )
+    return codes, changes
+
+
 def decode_anchor(data: bytes, shape, ref, dref, n_bits: int, z_n: int) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode_anchor`: ((H, W, C) uint8 codes, change map)."""
     dec = SectionDecoder(data)
@@ -75,18 +122,26 @@ def decode_anchor(data: bytes, shape, ref, dref, n_bits: int, z_n: int) -> tuple
     return codes, sign
 
 
-def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) -> tuple[bytes, np.ndarray]:
+def encode_pred(
+    mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int, head: bool = True
+) -> tuple[bytes, np.ndarray]:
     """A predicted frame: (section bytes, change map). ``mvs`` (nby, nbx, lanes, 2); with
     ``flags`` (nby, nbx) bool, the flags and the flagged blocks of ``recon`` relative to
-    the prediction ``pred``, with the reference's change map ``dref`` as context."""
-    mvs = np.ascontiguousarray(mvs, np.int8)
+    the prediction ``pred``, with the reference's change map ``dref`` as context.
+    ``head`` False: only the flagged blocks' elements (a slice after the first, 6.2.6)."""
     ctx = X.new_contexts()
     sign = np.zeros(pred.shape, np.int8)
-    out = np.zeros(mvs.size + 64, np.uint8)
-    es, out = X.encode_vectors(X.enc_start(), out, ctx, mvs, p)
+    es = X.enc_start()
+    if head:
+        mvs = np.ascontiguousarray(mvs, np.int8)
+        out = np.zeros(mvs.size + 64, np.uint8)
+        es, out = X.encode_vectors(es, out, ctx, mvs, p)
+    else:
+        out = np.zeros(64, np.uint8)
     if flags is not None:
         flags = np.ascontiguousarray(flags, np.bool_)
-        es, out = X.encode_flags(es, out, ctx, flags)
+        if head:
+            es, out = X.encode_flags(es, out, ctx, flags)
         es, out = X.encode_elements(
             es,
             out,
@@ -102,6 +157,30 @@ def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) 
             sign,
         )
     return X.enc_finish(es, out).tobytes(), sign
+
+
+def encode_pred_slices(
+    mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int, slices: int
+) -> tuple[list[bytes], np.ndarray]:
+    """A predicted frame in slices (6.2.6): (sections, change map). Slice 0 holds the
+    vectors, the flags and its channels' coded elements, every further slice only its
+    channels' coded elements; without ``flags`` (no residual mode) one section."""
+    bounds = slice_bounds(pred.shape[2], slices)
+    if flags is None or len(bounds) == 1:
+        data, changes = encode_pred(mvs, p, flags, pred, recon, dref, block, n_bits)
+        return [data], changes
+    sections, changes = [], np.zeros(pred.shape, np.int8)
+    for k, (c0, c1) in enumerate(bounds):
+        data, changes[..., c0:c1] = encode_pred(
+            mvs, p, flags, _part(pred, c0, c1), _part(recon, c0, c1), _part(dref, c0, c1), block, n_bits, k == 0
+        )
+        sections.append(data)
+    return sections, changes
+
+
+def empty_section() -> bytes:
+    """The section of no value (a slice after the first whose blocks are all skipped)."""
+    return X.enc_finish(X.enc_start(), np.zeros(64, np.uint8)).tobytes()
 
 
 _ERRORS = {
@@ -149,11 +228,23 @@ class SectionDecoder:
             raise BitstreamError(f"a ctx section of {self.data.size} bytes uses only {used}")
 
 
-def decode_pred_residual(dec: SectionDecoder, pred: np.ndarray, dref, block: int, n_bits: int):
-    """(flags, reconstruction, change map) of a predicted frame, after its vectors."""
+def decode_pred_residual(dec: SectionDecoder, pred: np.ndarray, dref, block: int, n_bits: int, more=()):
+    """(flags, reconstruction, change map) of a predicted frame, after its vectors; with
+    ``more``, the sections of its further slices (6.2.6), each used exactly."""
     nby, nbx = grid_shape(pred.shape[0], pred.shape[1], block)
     flags = dec.flags(nby, nbx)
     recon = pred.copy()
     sign = np.zeros(pred.shape, np.int8)
-    dec.elements(recon, pred, flags, block, X.MODE_RESIDUAL, n_bits, 0, _changes(dref, pred.shape), sign)
+    bounds = slice_bounds(pred.shape[2], 1 + len(more))
+    if len(bounds) != 1 + len(more):
+        raise BitstreamError(f"{1 + len(more)} ctx slices for a tensor of {pred.shape[2]} channels")
+    for k, (c0, c1) in enumerate(bounds):
+        d = dec if k == 0 else SectionDecoder(more[k - 1])
+        p = _part(pred, c0, c1)
+        x = p.copy()  # the reconstruction, written in place
+        s = np.zeros(x.shape, np.int8)
+        d.elements(x, p, flags, block, X.MODE_RESIDUAL, n_bits, 0, _changes(_part(dref, c0, c1), x.shape), s)
+        if k > 0:
+            d.finish()
+        recon[..., c0:c1], sign[..., c0:c1] = x, s
     return flags, recon, sign

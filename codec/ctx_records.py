@@ -194,11 +194,16 @@ def _block_order(shape, flags, block) -> np.ndarray:
     return (pixels[:, None] * c + np.arange(c)).reshape(-1)
 
 
-def pred_records(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def pred_records(
+    mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int, head: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """A predicted frame's section (6.2.3) as records: the vector components, then (with
     ``flags``) the block flags and the coded blocks' elements. Returns (records, change
-    map), as :func:`temposplit.codec.ctx.encode_pred`."""
+    map), as :func:`temposplit.codec.ctx.encode_pred`; ``head`` False: the coded blocks'
+    elements alone (a slice after the first, 6.2.6)."""
     mvs = np.asarray(mvs, np.int32)
+    if not head:
+        mvs = mvs[:0]
     nby, nbx, lanes, _ = mvs.shape
     v = mvs.reshape(-1)
     left = np.zeros_like(mvs)
@@ -221,8 +226,10 @@ def pred_records(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int)
     if flags is not None:
         fl = np.asarray(flags, bool).astype(np.int32)
         up, lf = _shifted(fl, 0), _shifted(fl, 1)
-        f = fl.reshape(-1)
-        parts.append(_values(f, np.zeros_like(f), np.ones_like(f), 0, R.FLAG + (lf + up).reshape(-1), 0, 0, 0))
+        f = fl.reshape(-1)[: fl.size if head else 0]
+        parts.append(
+            _values(f, np.zeros_like(f), np.ones_like(f), 0, R.FLAG + (lf + up).reshape(-1)[: f.size], 0, 0, 0)
+        )
         order = _block_order(pred.shape, fl.astype(bool), block)
         dref = np.zeros(pred.shape, np.int8) if dref is None else np.asarray(dref, np.int8)
         e, changes = _temporal(np.asarray(recon, np.uint8), pred, dref, order, n_bits, residual=True)

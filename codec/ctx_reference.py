@@ -287,12 +287,13 @@ def decode_anchor(data: bytes, shape, ref, dref, n_bits: int, z_n: int) -> tuple
     return codes, changes
 
 
-def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) -> tuple[bytes, np.ndarray]:
+def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int, head: bool = True):
     """A predicted frame's section: vectors (nby, nbx, lanes, 2), then with ``flags`` the
-    flags and the flagged blocks of ``recon`` against ``pred``: (section, change map)."""
+    flags and the flagged blocks of ``recon`` against ``pred``: (section, change map).
+    ``head`` False: the flagged blocks' elements alone (a slice after the first, 6.2.6)."""
     enc, coder = RangeEncoder(), Coder()
     nby, nbx, lanes, _ = mvs.shape
-    for by in range(nby):
+    for by in range(nby if head else 0):
         for bx in range(nbx):
             for ln in range(lanes):
                 for k in range(2):
@@ -300,7 +301,7 @@ def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int) 
                     encode_value(enc, int(mvs[by, bx, ln, k]) + p, p, 2 * p, z, s, mag, unary_max=p - 1)
     changes = np.zeros(pred.shape, np.int8)
     if flags is not None:
-        for by in range(nby):
+        for by in range(nby if head else 0):
             for bx in range(nbx):
                 enc.bit(coder.flag(flags, by, bx), int(flags[by, bx]))
         dref = np.zeros(pred.shape, np.int8) if dref is None else dref

@@ -130,6 +130,17 @@ PRESETS = {
 }
 
 
+CTX_ENGINES = 3  # the fabric's ctx engines (docs/fabric.md): the default slice count of large tensors
+SLICE_ELEMENTS_LOG2 = 19  # a slice per 2^19 elements of the largest tensor, up to CTX_ENGINES
+
+
+def default_ctx_slices(tensors) -> int:
+    """The encoder's default ctx slice count (docs/bitstream.md 6.2.6): one (a version 2.1
+    stream) under 2^20 elements, so for every SSD cut; up to the fabric's engines above."""
+    largest = max(int(np.prod(t.shape)) for t in tensors)
+    return min(CTX_ENGINES, max(1, largest >> SLICE_ELEMENTS_LOG2))
+
+
 @dataclass
 class CodecConfig:
     """Every coding parameter of a stream. Defaults are the thesis's method (bi-3, N = 4,
@@ -152,6 +163,7 @@ class CodecConfig:
     model_id: str = ""
     cut_id: str = ""
     model_hash: bytes = bytes(32)
+    ctx_slices: int | None = None  # ctx: S of docs/bitstream.md 6.2.6; None: default_ctx_slices
 
     def validate(self) -> Structure:
         if not self.tensors:
@@ -176,7 +188,20 @@ class CodecConfig:
             raise ConfigurationError(f"fps must be positive, not {self.fps}")
         if self.refresh_threshold is not None and not self.refresh_threshold >= 0:
             raise ConfigurationError("refresh_threshold must be non-negative")
+        if self.ctx_slices is not None:
+            if isinstance(self.ctx_slices, bool) or not isinstance(self.ctx_slices, int):
+                raise ConfigurationError(f"ctx_slices must be an integer, not {self.ctx_slices!r}")
+            if not 1 <= self.ctx_slices <= ctx.MAX_SLICES:
+                raise ConfigurationError(f"ctx_slices must be 1..{ctx.MAX_SLICES}, not {self.ctx_slices}")
+            if self.ctx_slices > 1 and self.coder != "ctx":
+                raise ConfigurationError(f"ctx_slices {self.ctx_slices} needs the coder 'ctx', not {self.coder!r}")
         return Structure.parse(self.structure)
+
+    def slices(self) -> int:
+        """The stream's ctx slice count S (1: no slices)."""
+        if self.coder != "ctx":
+            return 1
+        return default_ctx_slices(self.tensors) if self.ctx_slices is None else self.ctx_slices
 
     def header(self) -> StreamHeader:
         s = self.validate()
@@ -199,6 +224,7 @@ class CodecConfig:
             model_id=self.model_id,
             cut_id=self.cut_id,
             model_hash=self.model_hash,
+            ctx_slices=self.slices(),
         )
 
 
@@ -291,16 +317,21 @@ class SoftwareEngine:
             cache[key] = np.empty(shape, np.int16)
         return cache[key]
 
-    def ctx_anchor_section(self, tensor: TensorInfo, q_n: np.ndarray, ref, ref_changes, n_bits: int):
-        """The ``ctx`` section of an anchor's N-bit codes (H, W, C), temporal against the
-        reference's codes and change map (or intra when ``ref`` is None): (bytes, change map)."""
-        return ctx.encode_anchor(q_n, ref, ref_changes, n_bits, zero_point_n(tensor.zero_point, n_bits))
+    def ctx_anchor_sections(self, tensor: TensorInfo, q_n: np.ndarray, ref, ref_changes, n_bits: int, slices: int):
+        """The ``ctx`` sections (one per slice, docs/bitstream.md 6.2.6) of an anchor's N-bit
+        codes (H, W, C), temporal against the reference's codes and change map (or intra
+        when ``ref`` is None): (list of bytes, change map)."""
+        zn = zero_point_n(tensor.zero_point, n_bits)
+        return ctx.encode_anchor_slices(q_n, ref, ref_changes, n_bits, zn, slices)
 
-    def ctx_pred_section(self, tensor: TensorInfo, mvs, p: int, flags, pred, recon, ref_changes, n_bits: int):
-        """The ``ctx`` section of a predicted frame: its vectors (nby, nbx, lanes, 2) and,
+    def ctx_pred_sections(
+        self, tensor: TensorInfo, mvs, p: int, flags, pred, recon, ref_changes, n_bits: int, slices: int
+    ):
+        """The ``ctx`` sections of a predicted frame: its vectors (nby, nbx, lanes, 2) and,
         with ``flags``, the flagged blocks of ``recon`` against the prediction ``pred``
-        (H, W, C), the reference's change map as context: (bytes, change map)."""
-        return ctx.encode_pred(mvs, p, flags, pred, recon, ref_changes, tensor.block, n_bits)
+        (H, W, C), the reference's change map as context, in ``slices`` slices (one without
+        ``flags``): (list of bytes, change map)."""
+        return ctx.encode_pred_slices(mvs, p, flags, pred, recon, ref_changes, tensor.block, n_bits, slices)
 
 
 MV_PRIOR_SHIFT = 10
@@ -527,9 +558,10 @@ class Encoder:
         for i, (t, q8) in enumerate(zip(self.tensors, codes, strict=True)):
             q_n = self.engine.requantize(t, q8, n_bits)
             ref, dref = (last[2][i], last[3][i]) if temporal else (None, None)
-            data, changes = self.engine.ctx_anchor_section(t, q_n, ref, dref, n_bits)
+            slices = len(self.header.slices(t))
+            sections, changes = self.engine.ctx_anchor_sections(t, q_n, ref, dref, n_bits, slices)
             mode = ctx.MODE_TEMPORAL if temporal else ctx.MODE_INTRA
-            anchors.append(AnchorTensor(q_n, None, True, None, None, None, (data, 8 * len(data)), mode, changes))
+            anchors.append(AnchorTensor(q_n, None, True, None, None, None, None, mode, changes, sections))
         payload, sizes = write_anchor(self.header, n_bits, g.length, anchors)
         self.anchors_since_key = 0 if key else self.anchors_since_key + 1
         recon = [a.codes for a in anchors]
@@ -612,8 +644,9 @@ class Encoder:
                 nby, nbx = grid_shape(t.height, t.width, t.block)
                 lanes = mvs.reshape(nby, nbx, -1, 2)
                 dref = g.changes[ref_index][i]
-                pt.section, pt.changes = self.engine.ctx_pred_section(
-                    t, lanes, self.config.search_range, coded, compensated, pred, dref, n_bits
+                slices = len(self.header.slices(t))
+                pt.slices, pt.changes = self.engine.ctx_pred_sections(
+                    t, lanes, self.config.search_range, coded, compensated, pred, dref, n_bits, slices
                 )
                 changes.append(pt.changes)
             tensors.append(pt)

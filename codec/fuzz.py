@@ -48,6 +48,7 @@ def seed_streams(rng: np.random.Generator) -> list[bytes]:
         dict(structure="uni-4", coder="ctx", residual=ResidualConfig(threshold=0.2), reference="chain"),
         dict(structure="intra", coder="ctx", key_interval=3),
         dict(structure="bi-3", coder="ctx", per_channel=True, n_bits=7),
+        dict(structure="uni-4", coder="ctx", residual=ResidualConfig(threshold=0.2), ctx_slices=4),  # 2.2
     ]
     out = []
     for kw in configs:

@@ -48,6 +48,7 @@ class AnchorTensor:
     section: tuple[bytes, int] | None = None  # the coded codes, when an engine (the fabric) made them
     mode: int = 0  # ctx: 0 intra, 1 temporal (against the packet's reference frame)
     changes: np.ndarray | None = None  # ctx: the change map (H, W, C) int8 (docs/bitstream.md, 6.2.5)
+    slices: list[bytes] | None = None  # ctx: the sections, one per slice (6.2.6)
 
 
 @dataclass
@@ -71,6 +72,9 @@ def write_anchor(header: StreamHeader, n_bits: int, group_length: int, tensors: 
         alphabet = anchor_alphabet(t, n_bits)
         if header.coder == "ctx":
             out.append(a.mode)
+            out += _ctx_sections(t, a.slices, len(header.slices(t)))
+            sizes.append(len(out) - start)
+            continue
         if entropy.uses_table(header.coder):
             out.append(1 if a.carried else 0)
             if a.carried:
@@ -148,19 +152,27 @@ def _read_anchor_ctx(header: StreamHeader, r: Reader, n_bits: int, reference: He
             if reference.n_bits != n_bits:
                 raise BitstreamError("an anchor is coded against a frame of another N")
             ref, dref = reference.codes[i], reference.changes[i]
-        data, nbits = r.section()
-        _check_ctx_section(data, nbits)
-        codes, changes = ctx.decode_anchor(
-            data, (t.height, t.width, t.channels), ref, dref, n_bits, zero_point_n(t.zero_point, n_bits)
+        sections = [_ctx_section(r) for _ in header.slices(t)]
+        codes, changes = ctx.decode_anchor_slices(
+            sections, (t.height, t.width, t.channels), ref, dref, n_bits, zero_point_n(t.zero_point, n_bits)
         )
         out.append(AnchorTensor(codes, None, True, None, None, None, None, mode, changes))
     r.done()
     return out
 
 
-def _check_ctx_section(data: bytes, nbits: int) -> None:
+def _ctx_section(r: Reader) -> bytes:
+    data, nbits = r.section()
     if nbits != 8 * len(data) or len(data) < 4:
         raise BitstreamError(f"a ctx section of {len(data)} bytes announces {nbits} bits")
+    return data
+
+
+def _ctx_sections(t: TensorInfo, slices: list[bytes], count: int) -> bytes:
+    """A tensor's ctx sections: ``count``, one per slice (6.2.6)."""
+    if len(slices) != count:
+        raise ValueError(f"tensor {t.name!r}: {len(slices)} ctx sections where the stream has {count}")
+    return b"".join(section(data, 8 * len(data)) for data in slices)
 
 
 # ----------------------------------------------------------------------------- predicted frames
@@ -171,7 +183,7 @@ class PredTensor:
     mvs: np.ndarray  # (nby, nbx, 2) or (nby, nbx, C, 2) int8
     coded: np.ndarray | None  # (nby, nbx) bool: blocks with a coded residual (residual mode)
     residual: np.ndarray | None  # int32 residual values of the coded blocks, block raster order
-    section: bytes | None = None  # ctx: the tensor's coded section
+    slices: list[bytes] | None = None  # ctx: the tensor's sections, one per slice (6.2.6)
     recon: np.ndarray | None = None  # ctx (decoded): the reconstruction (H, W, C)
     changes: np.ndarray | None = None  # ctx: the change map (H, W, C) int8
 
@@ -184,7 +196,8 @@ def write_pred(header: StreamHeader, n_bits: int, tensors: list[PredTensor], mv_
     for i, pt in enumerate(tensors):
         start = len(out)
         if header.coder == "ctx":
-            out += section(pt.section, 8 * len(pt.section))
+            t = header.tensors[i]
+            out += _ctx_sections(t, pt.slices, len(header.slices(t)) if header.residual else 1)
             sizes.append(len(out) - start)
             continue
         symbols = pt.mvs.astype(np.int32).reshape(-1) + p
@@ -233,9 +246,7 @@ def read_pred_ctx(header: StreamHeader, payload: bytes, reference: Held) -> list
     out = []
     for i, t in enumerate(header.tensors):
         nby, nbx, lanes = mv_lanes(header, t)
-        data, nbits = r.section()
-        _check_ctx_section(data, nbits)
-        dec = ctx.SectionDecoder(data)
+        dec = ctx.SectionDecoder(_ctx_section(r))
         mvs = dec.vectors(nby, nbx, lanes, p)
         ref = reference.codes[i]
         if header.per_channel:
@@ -247,7 +258,10 @@ def read_pred_ctx(header: StreamHeader, payload: bytes, reference: Held) -> list
             raise BitstreamError(f"tensor {t.name!r}: a motion vector moves block {bad} outside the map")
         coded = None
         if header.residual:
-            coded, recon, changes = ctx.decode_pred_residual(dec, pred, reference.changes[i], t.block, reference.n_bits)
+            more = [_ctx_section(r) for _ in header.slices(t)[1:]]
+            coded, recon, changes = ctx.decode_pred_residual(
+                dec, pred, reference.changes[i], t.block, reference.n_bits, more
+            )
         else:
             recon, changes = pred, np.zeros(pred.shape, np.int8)
         dec.finish()

@@ -2,7 +2,7 @@
 
     python -m temposplit.codec.vectors --out tests/fixtures/vectors
 
-writes, once, streams of version 1 and 2 with the codes they must decode to, and ctx
+writes, once, streams of version 1, 2.1 and 2.2 with the codes they must decode to, and ctx
 sections of edge cases (all zero, maximal values, one element, N = 2..8, carries).
 The tests decode the files in the repository, never regenerate them: a change made
 alike in the encoder and the decoder changes the bytes or the codes and fails.
@@ -35,6 +35,19 @@ STREAMS = {
     "v2-ctx-bi3-per-channel": dict(structure="bi-3", coder="ctx", per_channel=True, search_range=3),
     "v2-ctx-n8-dead-zone": dict(
         structure="uni-4", coder="ctx", n_bits=8, residual=ResidualConfig(threshold=0.2, dead_zone=2)
+    ),
+    # version 2.2, ctx slices (6.2.6): 2 slices of 5 and of 3 channels; 4 slices, 3 of the
+    # 3-channel tensor (S > C)
+    "v2.2-ctx-slices2-uni8-chain-residual": dict(
+        structure="uni-8", coder="ctx", reference="chain", residual=ResidualConfig(threshold=0.3), ctx_slices=2
+    ),
+    "v2.2-ctx-slices4-bi3-per-channel": dict(
+        structure="bi-3",
+        coder="ctx",
+        per_channel=True,
+        search_range=3,
+        residual=ResidualConfig(threshold=0.3),
+        ctx_slices=4,
     ),
 }
 SHAPES = [(5, 9, 11), (3, 4, 6)]

@@ -12,13 +12,14 @@ as the software path. Maps over the on-chip reference (the ResNet-50 cuts) are
 motion-searched by BAND_MOTION: the driver keeps the reference's codes on the PS side
 (``load_reference``) and streams them in bands. A ``ctx`` anchor (the v2 coder, which the
 encoder codes through :meth:`FabricEngine.requantize` and
-:meth:`FabricEngine.ctx_anchor_section`) is one CTX pass: the quint8 map in (a temporal
+:meth:`FabricEngine.ctx_anchor_sections`) is one CTX pass: the quint8 map in (a temporal
 anchor's reference codes and change map beside it), requantized, coded by the fabric's
 anchor coder, the codes kept on chip (STORE_REF) for the group's MOTION. A ``ctx``
-predicted frame's section (:meth:`FabricEngine.ctx_pred_section`), and an anchor whose
-row exceeds the anchor coder's row buffer, is one CTX pass of value records
-(``codec.ctx_records``: the contexts computed here in NumPy, the bins coded by the
-fabric). What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS
+predicted frame's sections (:meth:`FabricEngine.ctx_pred_sections`), an anchor whose
+row exceeds the anchor coder's row buffer and an anchor in slices (docs/bitstream.md
+6.2.6) are one CTX pass of value records (``codec.ctx_records``: the contexts computed
+here in NumPy, the bins coded by the fabric, a tensor's slices side by side on its
+``ctx`` engines). What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS
 of a map the band engine cannot cut: over ``band_blocks`` blocks, or a band of B + 2p rows
 of one chunk of channels over the reference RAM) falls back to the golden software and is
 counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations.
@@ -30,7 +31,7 @@ from collections import Counter
 
 import numpy as np
 
-from temposplit.codec import ctx_records, huffman
+from temposplit.codec import ctx, ctx_records, huffman
 from temposplit.codec.encoder import AnchorCoding, Encoder, SoftwareEngine
 from temposplit.codec.quantize import lut, zero_point_n
 from temposplit.hw.driver import Accelerator, AcceleratorError
@@ -90,34 +91,46 @@ class FabricEngine(SoftwareEngine):
         """The N-bit codes, on the PS (the 256-entry table equal to the requantizer): the
         encoder asks for them before a ctx anchor's section (whose CTX pass then requantizes
         the quint8 map on the fabric, one pass) and for a residual (the PS's own copy; no
-        pass). The quint8 map is kept for :meth:`ctx_anchor_section`."""
+        pass). The quint8 map is kept for :meth:`ctx_anchor_sections`."""
         q8 = np.ascontiguousarray(q8)
         codes = lut(tensor.zero_point, n_bits)[q8]
         self._pending = (codes, q8)
         return codes
 
-    def ctx_anchor_section(self, tensor, q_n, ref, ref_changes, n_bits):
+    def _records_pass(self, records: list) -> list[bytes]:
+        """One CTX pass of value records: a section per slice (one engine each at a time)."""
+        self.passes["CTX (records)"] += 1
+        if len(records) == 1:
+            return [self.accel.ctx_records(records[0]).data]
+        return list(self.accel.ctx_records(records).sections)
+
+    def ctx_anchor_sections(self, tensor, q_n, ref, ref_changes, n_bits, slices):
         """A ctx anchor in one CTX pass: intra, or temporal (``ref``, ``ref_changes``: the
         frame coded before it, streamed beside the anchor); the codes stored on chip for
         the group's MOTION (a map over the on-chip reference: kept on the PS side for
-        BAND_MOTION). A row over the coder's row buffer falls back to software."""
+        BAND_MOTION). An anchor in slices, or whose row is over the coder's row buffer, is
+        coded from its value records (a slice per engine), then LOAD_REF."""
         pending, self._pending = self._pending, None
         z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
         h, w, c = q_n.shape
         if not self.accel.ops.ctx:
             self.fallbacks["ctx anchor (no CTX in this build)"] += 1
-            return super().ctx_anchor_section(tensor, q_n, ref, ref_changes, n_bits)
+            return super().ctx_anchor_sections(tensor, q_n, ref, ref_changes, n_bits, slices)
         padded = -(-c // self.params.lanes) * self.params.lanes
         on_chip = h * w * padded <= self.params.ref_bytes
-        if w * c > self.params.line_elements:  # over the anchor coder's row buffer: its records
-            records, changes = ctx_records.anchor_records(q_n, ref, ref_changes, n_bits, zn)
-            self.passes["CTX (records)"] += 1
-            data = self.accel.ctx_records(records).data
+        bounds = ctx.slice_bounds(c, slices)
+        if len(bounds) > 1 or w * c > self.params.line_elements:
+            records, changes = [], np.zeros(q_n.shape, np.int8)
+            for c0, c1 in bounds:
+                part = (None if a is None else a[..., c0:c1] for a in (q_n, ref, ref_changes))
+                rec, changes[..., c0:c1] = ctx_records.anchor_records(*part, n_bits, zn)
+                records.append(rec)
+            sections = self._records_pass(records)
             if on_chip:
                 self.passes["LOAD_REF"] += 1
             self.accel.load_reference(q_n, zn_ref=zn)  # on chip, or kept for BAND_MOTION
             self._reference = self._key(tensor, n_bits, q_n)
-            return data, changes
+            return sections, changes
         requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
         src = pending[1] if requant else np.ascontiguousarray(q_n)
         self.passes["CTX"] += 1
@@ -136,17 +149,25 @@ class FabricEngine(SoftwareEngine):
         if not on_chip:  # BAND_MOTION streams the reference from the PS side
             self.accel.load_reference(q_n, zn_ref=zn)
         self._reference = self._key(tensor, n_bits, q_n)
-        return res.data, res.changes
+        return [res.data], res.changes
 
-    def ctx_pred_section(self, tensor, mvs, p, flags, pred, recon, ref_changes, n_bits):
-        """A predicted frame's ctx section in one CTX pass: its value records (vectors,
-        flags, residual blocks) computed here, vectorized, the bins coded by the fabric."""
+    def ctx_pred_sections(self, tensor, mvs, p, flags, pred, recon, ref_changes, n_bits, slices):
+        """A predicted frame's ctx sections in one CTX pass: their value records (vectors,
+        flags, each slice's residual blocks) computed here, vectorized, the bins coded by
+        the fabric. A slice with no coded element (no block flagged) is the empty
+        section, the same few bytes every time, written here."""
         if not self.accel.ops.ctx:
             self.fallbacks["ctx predicted frame (no CTX in this build)"] += 1
-            return super().ctx_pred_section(tensor, mvs, p, flags, pred, recon, ref_changes, n_bits)
-        records, changes = ctx_records.pred_records(mvs, p, flags, pred, recon, ref_changes, tensor.block, n_bits)
-        self.passes["CTX (records)"] += 1
-        return self.accel.ctx_records(records).data, changes
+            return super().ctx_pred_sections(tensor, mvs, p, flags, pred, recon, ref_changes, n_bits, slices)
+        bounds = ctx.slice_bounds(pred.shape[2], slices) if flags is not None else [(0, pred.shape[2])]
+        coded = flags is not None and bool(np.any(flags))
+        records, changes = [], np.zeros(pred.shape, np.int8)
+        for k, (c0, c1) in enumerate(bounds[: len(bounds) if coded else 1]):
+            part = (None if a is None else a[..., c0:c1] for a in (pred, recon, ref_changes))
+            rec, changes[..., c0:c1] = ctx_records.pred_records(mvs, p, flags, *part, tensor.block, n_bits, k == 0)
+            records.append(rec)
+        empty = [ctx.empty_section()] * (len(bounds) - len(records))
+        return self._records_pass(records) + empty, changes
 
     def anchor_section(self, tensor, coder, q_n, alphabet, table):
         if coder != "huffman":

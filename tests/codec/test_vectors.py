@@ -22,6 +22,8 @@ def test_a_frozen_stream_decodes_to_its_recorded_codes(name):
     want = np.load(VECTORS / f"{name}.npz")
     header, frames = decode_stream(data)
     assert data[4] == (2 if name.startswith("v2") else 1)
+    assert data[5] == (2 if name.startswith("v2.2") else 1 if name.startswith("v2") else 0)
+    assert header.ctx_slices == (int(name.split("slices")[1][0]) if "slices" in name else 1)
     assert all(isinstance(f, DecodedFrame) for f in frames)
     assert [f.index for f in frames] == list(want["index"])
     assert [f.n_bits for f in frames] == list(want["n_bits"])
