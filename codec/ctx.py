@@ -17,9 +17,13 @@ readable definition they are tested equal to is :mod:`temposplit.codec.ctx_refer
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from temposplit.codec import _ctx_kernels as X
+from temposplit.codec._kernels import COMPILED
 from temposplit.codec.errors import BitstreamError, TruncatedError
 from temposplit.codec.motion import grid_shape
 
@@ -31,6 +35,22 @@ def slice_bounds(channels: int, slices: int) -> list[tuple[int, int]]:
     """The channel ranges [c0, c1) of a tensor's ``min(slices, channels)`` slices (6.2.6)."""
     s = max(1, min(slices, channels))
     return [(k * channels // s, (k + 1) * channels // s) for k in range(s)]
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
+
+
+def _each(fn, items) -> list:
+    """``fn`` over ``items``, on threads where that helps: the compiled kernels release
+    the GIL, so the slices of a tensor are coded and decoded side by side on the cores
+    the process may use (one core: in turn)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if len(items) < 2 or not COMPILED or cores < 2:
+        return [fn(item) for item in items]
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():  # a forked process gets its own pool
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(MAX_SLICES, cores), thread_name_prefix="ctx-slice"))
+    return list(_POOL[1].map(fn, items))
 
 
 def _part(a, c0: int, c1: int):
@@ -84,13 +104,16 @@ def encode_anchor_slices(codes, ref, dref, n_bits: int, z_n: int, slices: int) -
     if len(bounds) == 1:
         data, changes = encode_anchor(codes, ref, dref, n_bits, z_n)
         return [data], changes
-    sections, changes = [], np.zeros(codes.shape, np.int8)
-    for c0, c1 in bounds:
+    changes = np.zeros(codes.shape, np.int8)
+
+    def one(bound):
+        c0, c1 = bound
         data, changes[..., c0:c1] = encode_anchor(
             _part(codes, c0, c1), _part(ref, c0, c1), _part(dref, c0, c1), n_bits, z_n
         )
-        sections.append(data)
-    return sections, changes
+        return data
+
+    return _each(one, bounds), changes
 
 
 def decode_anchor_slices(sections, shape, ref, dref, n_bits: int, z_n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +125,14 @@ def decode_anchor_slices(sections, shape, ref, dref, n_bits: int, z_n: int) -> t
     if len(bounds) == 1:
         return decode_anchor(sections[0], shape, ref, dref, n_bits, z_n)
     codes, changes = np.zeros(shape, np.uint8), np.zeros(shape, np.int8)
-    for data, (c0, c1) in zip(sections, bounds, strict=True):
+
+    def one(k):
+        c0, c1 = bounds[k]
         codes[..., c0:c1], changes[..., c0:c1] = decode_anchor(
-            data, (shape[0], shape[1], c1 - c0), _part(ref, c0, c1), _part(dref, c0, c1), n_bits, z_n
+            sections[k], (shape[0], shape[1], c1 - c0), _part(ref, c0, c1), _part(dref, c0, c1), n_bits, z_n
         )
+
+    _each(one, range(len(bounds)))
     return codes, changes
 
 
@@ -169,13 +196,16 @@ def encode_pred_slices(
     if flags is None or len(bounds) == 1:
         data, changes = encode_pred(mvs, p, flags, pred, recon, dref, block, n_bits)
         return [data], changes
-    sections, changes = [], np.zeros(pred.shape, np.int8)
-    for k, (c0, c1) in enumerate(bounds):
+    changes = np.zeros(pred.shape, np.int8)
+
+    def one(k):
+        c0, c1 = bounds[k]
         data, changes[..., c0:c1] = encode_pred(
             mvs, p, flags, _part(pred, c0, c1), _part(recon, c0, c1), _part(dref, c0, c1), block, n_bits, k == 0
         )
-        sections.append(data)
-    return sections, changes
+        return data
+
+    return _each(one, range(len(bounds))), changes
 
 
 def empty_section() -> bytes:
@@ -238,13 +268,18 @@ def decode_pred_residual(dec: SectionDecoder, pred: np.ndarray, dref, block: int
     bounds = slice_bounds(pred.shape[2], 1 + len(more))
     if len(bounds) != 1 + len(more):
         raise BitstreamError(f"{1 + len(more)} ctx slices for a tensor of {pred.shape[2]} channels")
-    for k, (c0, c1) in enumerate(bounds):
-        d = dec if k == 0 else SectionDecoder(more[k - 1])
+    decoders = [dec, *(SectionDecoder(data) for data in more)]
+
+    def one(k):
+        c0, c1 = bounds[k]
         p = _part(pred, c0, c1)
         x = p.copy()  # the reconstruction, written in place
         s = np.zeros(x.shape, np.int8)
+        d = decoders[k]
         d.elements(x, p, flags, block, X.MODE_RESIDUAL, n_bits, 0, _changes(_part(dref, c0, c1), x.shape), s)
         if k > 0:
             d.finish()
         recon[..., c0:c1], sign[..., c0:c1] = x, s
+
+    _each(one, range(len(bounds)))
     return flags, recon, sign
