@@ -134,11 +134,15 @@ CTX_ENGINES = 3  # the fabric's ctx engines (docs/fabric.md): the default slice 
 SLICE_ELEMENTS_LOG2 = 19  # a slice per 2^19 elements of the largest tensor, up to CTX_ENGINES
 
 
+def ctx_slices_for(elements: int) -> int:
+    """The default ctx slice count of a tensor of ``elements`` (docs/bitstream.md 6.2.6):
+    one under 2^20 elements, so for every SSD cut; up to the fabric's engines above."""
+    return min(CTX_ENGINES, max(1, elements >> SLICE_ELEMENTS_LOG2))
+
+
 def default_ctx_slices(tensors) -> int:
-    """The encoder's default ctx slice count (docs/bitstream.md 6.2.6): one (a version 2.1
-    stream) under 2^20 elements, so for every SSD cut; up to the fabric's engines above."""
-    largest = max(int(np.prod(t.shape)) for t in tensors)
-    return min(CTX_ENGINES, max(1, largest >> SLICE_ELEMENTS_LOG2))
+    """The encoder's default slice count S of a stream: the largest tensor's."""
+    return ctx_slices_for(max(int(np.prod(t.shape)) for t in tensors))
 
 
 @dataclass

@@ -4,13 +4,14 @@ into :class:`~temposplit.hw.range_coder.RangeEncoder`, values in, a section's by
 
 - :class:`AnchorCoder`: an anchor's elements (the front computes their contexts);
 - :class:`ValueCoder`: any section from the stream words of its value records;
-- :class:`CtxCoder`: the top's engine, both fronts and one range encoder.
+- :class:`CtxCoder`: the top's engine, both fronts and one range encoder;
+- :class:`SlicePacker`: an engine's bytes into tagged stream words (CTX slices).
 """
 
 from __future__ import annotations
 
-from amaranth import Module
-from amaranth.lib import stream, wiring
+from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw.ctx_binarizer import (
@@ -110,4 +111,52 @@ class CtxCoder(wiring.Component):
             m.d.comb += [coder.i.valid.eq(anchor.o.valid), coder.i.payload.eq(anchor.o.payload)]
             m.d.comb += anchor.o.ready.eq(coder.i.ready)
         wiring.connect(m, coder.o, wiring.flipped(self.o))
+        return m
+
+
+# a tagged output word of CTX slices (docs/fabric.md, "Slices"): 7 payload bytes and a header
+SLICE_PAYLOAD = 7
+slice_word_layout = data.StructLayout({"word": unsigned(64), "last": unsigned(1)})
+
+
+class SlicePacker(wiring.Component):
+    """One engine's bytes (``byte_layout``, ``last`` on a slice's last byte) into tagged
+    64-bit words: payload bytes 0-6 (low byte first), bits 56-58 how many count (1-7),
+    bits 59-60 ``engine``, bit 61 the slice's end (also ``last`` beside the word). A word
+    goes out when full or at the slice's last byte, from a register; a byte a cycle in
+    while the register is free or taken."""
+
+    def __init__(self, engine: int):
+        self.engine = engine
+        super().__init__({"i": In(stream.Signature(byte_layout)), "o": Out(stream.Signature(slice_word_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = Signal(8 * (SLICE_PAYLOAD - 1))
+        n = Signal(range(SLICE_PAYLOAD))
+        take = Signal()
+        m.d.comb += [self.i.ready.eq(~self.o.valid | self.o.ready), take.eq(self.i.valid & self.i.ready)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(take):
+            with m.If((n == SLICE_PAYLOAD - 1) | self.i.p.last):
+                m.d.sync += [self.o.valid.eq(1), self.o.p.last.eq(self.i.p.last), n.eq(0), acc.eq(0)]
+                for k in range(SLICE_PAYLOAD):
+                    with m.If(n == k):
+                        m.d.sync += self.o.p.word.eq(
+                            Cat(
+                                acc[: 8 * k],
+                                self.i.p.data,
+                                Const(0, 8 * (SLICE_PAYLOAD - 1 - k)),
+                                Const(k + 1, 3),
+                                Const(self.engine, 2),
+                                self.i.p.last,
+                                Const(0, 2),
+                            )
+                        )
+            with m.Else():
+                m.d.sync += n.eq(n + 1)
+                for k in range(SLICE_PAYLOAD - 1):
+                    with m.If(n == k):
+                        m.d.sync += acc[8 * k : 8 * k + 8].eq(self.i.p.data)
         return m

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from temposplit.codec.encoder import ctx_slices_for  # the codec's default slices
 from temposplit.codec.motion import TSS_ORDER, block_cost, blocks, is_valid, tss_candidates, tss_steps
 from temposplit.hw import band_motion as _band
 from temposplit.hw import huffman_encoder as _huff
@@ -39,8 +40,12 @@ from temposplit.hw import requantizer as _rq
 from temposplit.hw.regmap import LANES
 
 CLOCK_HZ = 100e6
-# Zynq-7020 DMA limits (docs/fabric.md): AXI DMA at 100 MHz, 32 bits; an HP port's theory.
-DMA_MM2S_BPS = 400e6
+# Zynq-7020 DMA limits (docs/fabric.md): the AXI DMA at 100 MHz; an HP port's theory. MM2S:
+# 64 bits on both sides (hw/vivado.py: c_m_axi_mm2s_data_width and the stream, HP0 64-bit),
+# a stream word a cycle, which every mode's input takes (the requantizer and its bypass,
+# BAND_MOTION, the records' dealer: the never-starving sims' CYCLES); was 400 MB/s (a word
+# every 2 cycles, a 32-bit DMA's rate).
+DMA_MM2S_BPS = 800e6
 DMA_S2MM_BPS = 300e6
 HP_PORT_BPS = 1200e6
 
@@ -169,6 +174,37 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
     return CTX_RECORDS_FILL + max(bins, int(math.ceil(words * word_cycles)))
 
 
+# CTX with slices (CTX_SLICES = S > 1, docs/fabric.md "Slices"): the S sections on E engines,
+# slice i on engine i mod E, an engine's slices one after another; the driver deals the
+# words so that every engine stays fed (the least bins sent first). An engine codes a bin a
+# cycle; its slices after the first each wait CTX_SLICE_GAP cycles (the termination's shifts,
+# the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the dealer's FIFO and the
+# tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
+CTX_ENGINES = 3  # regmap.Params().ctx_engines
+CTX_SLICES_FILL = 30
+CTX_SLICE_GAP = 10
+
+
+def ctx_slices_cycles(slice_bins, slice_words, engines: int = CTX_ENGINES, word_cycles: float = 1.0) -> int:
+    """CTX of S slices (each ``slice_bins[i]`` bins in ``slice_words[i]`` stream words) on
+    ``engines`` range coders, the words on the input at most one every ``word_cycles``:
+    S = 1 is :func:`ctx_records_cycles`."""
+    if len(slice_bins) != len(slice_words) or not slice_bins:
+        raise ValueError("a bins and a words count per slice")
+    if len(slice_bins) == 1:
+        return ctx_records_cycles(slice_bins[0], slice_words[0], word_cycles)
+    busy = [0] * engines
+    for i, b in enumerate(slice_bins):
+        e = i % engines
+        busy[e] += b + (CTX_SLICE_GAP if i >= engines else 0)
+    return CTX_SLICES_FILL + max(max(busy), int(math.ceil(sum(slice_words) * word_cycles)))
+
+
+def _channel_split(total: int, c: int, s: int) -> list[int]:
+    """``total`` (bins or words of a map) split over S channel slices as the codec cuts them."""
+    return [int(total * (((k + 1) * c) // s - (k * c) // s) / c) for k in range(s)]
+
+
 # ----------------------------------------------------------------------------- BAND_MOTION
 
 BAND_START_LATENCY = 0  # as START_LATENCY: the testbench's START to first word, last record to DONE
@@ -218,8 +254,8 @@ def band_cycles(shape, block, search, plan: BandPlan, *, band_bytes=32, word_cyc
     """Cycles of one BAND_MOTION operation, counted state by state from the band engine's
     FSM (exact against the RTL's CYCLES when the input never starves: ``word_cycles`` = 1).
     ``word_cycles`` > 1 models a DMA that delivers a stream word every ``word_cycles``
-    cycles on average (the PYNQ-Z2's AXI DMA: 400 MB/s = 4 bytes per cycle at 100 MHz, so
-    2 cycles per 8-byte word): the reference band's load takes its words' time, and a
+    cycles on average (a 32-bit DMA's 400 MB/s = 4 bytes per cycle at 100 MHz: 2 cycles
+    per 8-byte word; the 64-bit MM2S, DMA_MM2S_BPS: 1): the reference band's load takes its words' time, and a
     chunk of the current frame the larger of its candidates (one per cycle) and its words."""
     h, w, _ = shape
     rw = band_bytes // LANES
@@ -338,6 +374,8 @@ class Row:
     # a ctx predicted frame: its motion search, then one CTX pass of value records
     # (CTX_PRED_WORDS and CTX_PRED_BINS per element, at the DMA's rate)
     ctx_pred_fps: float = 0.0
+    ctx_slices: int = 1  # S: the codec's slices of a records pass (codec.encoder.ctx_slices_for)
+    ctx_engines: int = CTX_ENGINES  # E: the build's range coders for slices
 
     def fits(self) -> bool:
         return self.ddr_mbps_at_30 * 1e6 <= DMA_MM2S_BPS
@@ -354,6 +392,7 @@ def row(
     band_blocks=1024,
     block_bytes=32 * 1024,
     line_elements=16384,
+    ctx_engines=CTX_ENGINES,
 ) -> Row:
     h, w, c = shape
     elements = h * w * c
@@ -395,15 +434,23 @@ def row(
     # buffer: one CTX pass of its value records' stream words at the DMA's rate, then
     # LOAD_REF when the reference fits on chip
     word_cycles = LANES * CLOCK_HZ / DMA_MM2S_BPS
+    n_slices = ctx_slices_for(elements)
+
+    def sliced(bins_per_element, words_per_element):
+        # a records pass of the codec's slices, split by channels (a predicted frame's slice 0
+        # also holds the vectors and block flags: a few bins a block)
+        bins = _channel_split(int(elements * bins_per_element), c, n_slices)
+        words = _channel_split(int(elements * words_per_element), c, n_slices)
+        return ctx_slices_cycles(bins, words, ctx_engines, word_cycles)
+
     if w * c <= line_elements:
         ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements)
         ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True)
     else:
         load = requant_cycles(padded) if padded <= ref_bytes else 0
-        words_key, words_anchor = int(elements * CTX_WORDS_INTRA), int(elements * CTX_WORDS_TEMPORAL)
-        ctx_key = load + ctx_records_cycles(int(elements * CTX_BINS_INTRA), words_key, word_cycles)
-        ctx_anchor = load + ctx_records_cycles(int(elements * CTX_BINS_TEMPORAL), words_anchor, word_cycles)
-    ctx_pred = pred + ctx_records_cycles(int(elements * CTX_PRED_BINS), int(elements * CTX_PRED_WORDS), word_cycles)
+        ctx_key = load + sliced(CTX_BINS_INTRA, CTX_WORDS_INTRA)
+        ctx_anchor = load + sliced(CTX_BINS_TEMPORAL, CTX_WORDS_TEMPORAL)
+    ctx_pred = pred + sliced(CTX_PRED_BINS, CTX_PRED_WORDS)
     return Row(
         name,
         shape,
@@ -420,6 +467,8 @@ def row(
         CLOCK_HZ / ctx_key,
         CLOCK_HZ / ctx_anchor,
         CLOCK_HZ / ctx_pred,
+        n_slices,
+        ctx_engines,
     )
 
 
@@ -435,7 +484,7 @@ def format_table(rows: list[Row], search=7) -> str:
     head = (
         f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
         f"{'anchor f/s':>10} {'KEY f/s':>8} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9} "
-        f"{'ctx KEY f/s':>11} {'ctx anc f/s':>11} {'ctx pred f/s':>12}"
+        f"{'ctx S/E':>7} {'ctx KEY f/s':>11} {'ctx anc f/s':>11} {'ctx pred f/s':>12}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -445,6 +494,7 @@ def format_table(rows: list[Row], search=7) -> str:
             f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {r.pred_fps:>9.1f} "
             f"{r.group_fps:>9.1f} "
             f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f} "
+            f"{f'{r.ctx_slices}/{r.ctx_engines}':>7} "
             f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11} {_fps(r.ctx_pred_fps):>12}"
         )
     lines.append(
@@ -459,11 +509,14 @@ def format_table(rows: list[Row], search=7) -> str:
         "W x C is over the CTX row buffer (16,384) is one CTX pass of value records (their stream words at the "
         f"DMA's rate, {CTX_WORDS_INTRA} / {CTX_WORDS_TEMPORAL} per element intra / temporal; then LOAD_REF); a ctx "
         f"predicted frame is its motion search and one CTX pass of value records, counted at {CTX_PRED_WORDS} words "
-        f"and {CTX_PRED_BINS} bins per element (the most measured on the SSD fixtures, N = 5)."
+        f"and {CTX_PRED_BINS} bins per element (the most measured on the SSD fixtures, N = 5); a records pass "
+        "of a map of 2^20 elements or more codes the codec's channel slices (2, from 3 x 2^19 elements 3) side by "
+        "side on the build's E range coders (ctx S/E; sim/tb_accel.py::test_ctx_slices), its words at the DMA's "
+        "rate."
     )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle; DMA limits "
-        f"MM2S {DMA_MM2S_BPS / 1e6:.0f} MB/s, S2MM {DMA_S2MM_BPS / 1e6:.0f} MB/s (AXI DMA, 32 bit); "
+        f"MM2S {DMA_MM2S_BPS / 1e6:.0f} MB/s, S2MM {DMA_S2MM_BPS / 1e6:.0f} MB/s (AXI DMA, 64 bit); "
         f"HP port {HP_PORT_BPS / 1e6:.0f} MB/s."
     )
     return "\n".join(lines)

@@ -59,6 +59,86 @@ class CtxResult:
     cycles: int
 
 
+@dataclass
+class CtxSlicesResult:
+    sections: list[bytes]  # slice i's ctx section (codec.ctx_records.encode_records of its records)
+    cycles: int
+
+
+# CTX slices (docs/fabric.md "Slices"): the tag bits of an input word and of an output word
+SLICE_LAST_BIT = 57  # input: the slice's last word
+SLICE_ENGINE_LSB = 58  # input: the engine (bits 58-59)
+OUT_COUNT_LSB = 56  # output: payload bytes that count (bits 56-58)
+OUT_ENGINE_LSB = 59  # output: the engine (bits 59-60)
+OUT_LAST_BIT = 61  # output: the slice's last word
+OUT_PAYLOAD = 7
+
+
+def word_bins(stream_words) -> np.ndarray:
+    """The bins each stream word of value records codes (``codec.ctx_records.words``): a run
+    word one per zero value, a record its zero bin, then (not zero) its sign bin, its unary
+    bins up to the first 0 and, past ``unary_n`` ones, the suffix's bypass bins."""
+    w = np.asarray(stream_words, np.uint64)
+    run = (w >> np.uint64(ctx_records.RUN_FLAG)) & np.uint64(1)
+    count = (w >> np.uint64(ctx_records.RUN_COUNT[0])) & np.uint64((1 << ctx_records.RUN_COUNT[1]) - 1)
+    f = ctx_records.unpack(w & np.uint64((1 << RECORD_BITS) - 1))
+    m = f["m"].astype(np.int64)
+    un = f["unary_n"].astype(np.int64)
+    nz = 1 - f["zero"].astype(np.int64)
+    body = f["has_sign"].astype(np.int64) + np.minimum(m + 1, un) + np.where(m >= un, f["suffix_w"].astype(np.int64), 0)
+    return np.where(run.astype(bool), count.astype(np.int64), 1 + nz * body)
+
+
+def deal_slices(slice_words, engines: int) -> np.ndarray:
+    """The input stream of a CTX pass of slices: slice i's stream words tagged with its
+    engine i mod ``engines`` (bits 58-59) and its last word with bit 57, the engines' words
+    interleaved so that the next word is always the one of the engine with the fewest bins
+    sent so far (ties: the lower engine), each engine's slices one after another."""
+    per_engine = [[] for _ in range(engines)]
+    for i, w in enumerate(slice_words):
+        w = np.asarray(w, np.uint64).copy()
+        w |= np.uint64((i % engines) << SLICE_ENGINE_LSB)
+        w[-1] |= np.uint64(1 << SLICE_LAST_BIT)
+        per_engine[i % engines].append(w)
+    words, keys, engine = [], [], []
+    for e, parts in enumerate(per_engine):
+        if not parts:
+            continue
+        w = np.concatenate(parts)
+        b = word_bins(w & ~np.uint64(0x7 << SLICE_LAST_BIT))
+        words.append(w)
+        keys.append(np.cumsum(b) - b)  # the engine's bins sent before the word
+        engine.append(np.full(w.size, e))
+    words, keys, engine = np.concatenate(words), np.concatenate(keys), np.concatenate(engine)
+    return words[np.lexsort((engine, keys))]  # each engine's keys rise: its order is kept
+
+
+def split_slices(out: bytes, n_slices: int, engines: int) -> list[bytes]:
+    """The S sections from a CTX pass's tagged output words (slice i is engine i mod E's
+    (i // E)-th)."""
+    if len(out) % 8:
+        raise AcceleratorError(f"CTX slices sent {len(out)} bytes, not whole tagged words")
+    w = np.frombuffer(out, "<u8")
+    cnt = ((w >> np.uint64(OUT_COUNT_LSB)) & np.uint64(7)).astype(np.int64)
+    eng = ((w >> np.uint64(OUT_ENGINE_LSB)) & np.uint64(3)).astype(np.int64)
+    last = ((w >> np.uint64(OUT_LAST_BIT)) & np.uint64(1)).astype(bool)
+    if np.any((cnt < 1) | (cnt > OUT_PAYLOAD)) or np.any(eng >= engines):
+        raise AcceleratorError("CTX slices sent a malformed tagged word")
+    raw = np.frombuffer(out, np.uint8).reshape(-1, 8)
+    sections = [bytearray() for _ in range(n_slices)]
+    nxt = list(range(engines))  # each engine's slice now coming
+    for k in range(w.size):
+        e = int(eng[k])
+        if nxt[e] >= n_slices:
+            raise AcceleratorError(f"CTX slices: engine {e} sent more slices than asked for")
+        sections[nxt[e]] += raw[k, : cnt[k]].tobytes()
+        if last[k]:
+            nxt[e] += engines
+    if any(nxt[e] < n_slices for e in range(min(engines, n_slices))):
+        raise AcceleratorError("CTX slices: a slice did not end")
+    return [bytes(b) for b in sections]
+
+
 # ----------------------------------------------------------------------------- transports
 
 
@@ -308,6 +388,7 @@ class Operations:
         if f["LINE_LOG2"]:
             extra["line_elements"] = 1 << f["LINE_LOG2"]
         self.ctx = f["LINE_LOG2"] != 0
+        extra["ctx_engines"] = max(1, min(f["ENGINES"], regmap.MAX_CTX_ENGINES))
         self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
         return self.params
 
@@ -463,15 +544,8 @@ class Operations:
         self.last_cycles = int(cycles)
         return CtxResult(bytes(out), changes, int(cycles))
 
-    def ctx_records(self, records):
-        """A ``ctx`` section from its value records (``codec.ctx_records``: a predicted
-        frame's vectors, flags and residual blocks, or an anchor of any size) in one CTX
-        pass with FLAGS.RECORDS, as stream words (a record a word, runs of up to six zero
-        values a word): the section's bytes (``changes`` None: the records' function gives
-        the change map)."""
-        yield from self._need_params()
-        if not self.ctx:
-            raise AcceleratorError("this bitstream has no CTX coder")
+    @staticmethod
+    def _check_records(records):
         records = np.asarray(records)
         if records.dtype != np.uint64 or records.ndim != 1 or records.size == 0:
             raise AcceleratorError(
@@ -479,12 +553,29 @@ class Operations:
             )
         if int(records.max()) >> RECORD_BITS:
             raise AcceleratorError(f"a value record has bits set above its {RECORD_BITS}")
+        return records
+
+    def ctx_records(self, records):
+        """A ``ctx`` section from its value records (``codec.ctx_records``: a predicted
+        frame's vectors, flags and residual blocks, or an anchor of any size) in one CTX
+        pass with FLAGS.RECORDS, as stream words (a record a word, runs of up to six zero
+        values a word): the section's bytes (``changes`` None: the records' function gives
+        the change map). A list of record arrays (the slices of a section, each coded as
+        an independent section) is one pass of CTX_SLICES = len(list) on the build's
+        engines: a :class:`CtxSlicesResult`, the sections in order."""
+        if isinstance(records, (list, tuple)):
+            return (yield from self._ctx_slices(records))
+        yield from self._need_params()
+        if not self.ctx:
+            raise AcceleratorError("this bitstream has no CTX coder")
+        records = self._check_records(records)
         stream_words = ctx_records.words(records)  # runs of zero values share a word
         count = 8 * stream_words.size
         if count > regmap.MAX_ELEMENTS:
             raise AcceleratorError(f"{stream_words.size} words of records exceed one CTX pass")
         yield _w("FLAGS", pack("FLAGS", RECORDS=1))
         yield _w("COUNT", count)
+        yield _w("CTX_SLICES", 1)
         out, cycles = yield from self._run(
             "CTX", stream_words.astype("<u8").tobytes(), CTX_MAX_BYTES_PER_ELEMENT * records.size + 64
         )
@@ -493,6 +584,37 @@ class Operations:
             raise AcceleratorError(f"CTX sent {len(out)} bytes but counted {bits // 8}")
         self.last_cycles = int(cycles)
         return CtxResult(bytes(out), None, int(cycles))
+
+    def _ctx_slices(self, slices):
+        params = yield from self._need_params()
+        if not self.ctx:
+            raise AcceleratorError("this bitstream has no CTX coder")
+        if not slices:
+            raise AcceleratorError("a CTX pass of slices needs at least one slice")
+        if len(slices) > regmap.MAX_CTX_SLICES:
+            raise AcceleratorError(f"{len(slices)} slices: CTX_SLICES allows 1..{regmap.MAX_CTX_SLICES}")
+        slices = [self._check_records(r) for r in slices]
+        n = len(slices)
+        if n == 1:
+            res = yield from self.ctx_records(slices[0])
+            return CtxSlicesResult([res.data], res.cycles)
+        engines = params.ctx_engines
+        stream_words = deal_slices([ctx_records.words(r) for r in slices], engines)
+        count = 8 * stream_words.size
+        if count > regmap.MAX_ELEMENTS:
+            raise AcceleratorError(f"{stream_words.size} words of records exceed one CTX pass")
+        total = sum(r.size for r in slices)
+        yield _w("FLAGS", pack("FLAGS", RECORDS=1))
+        yield _w("COUNT", count)
+        yield _w("CTX_SLICES", n)
+        max_out = 8 * ((CTX_MAX_BYTES_PER_ELEMENT * total + 64 * n) // OUT_PAYLOAD + 2 * n)
+        out, cycles = yield from self._run("CTX", stream_words.astype("<u8").tobytes(), max_out)
+        bits = yield _r("BITS")
+        sections = split_slices(bytes(out), n, engines)
+        if sum(map(len, sections)) != bits // 8:
+            raise AcceleratorError(f"CTX slices sent {sum(map(len, sections))} bytes but counted {bits // 8}")
+        self.last_cycles = int(cycles)
+        return CtxSlicesResult(sections, int(cycles))
 
     def load_reference(self, codes, zn_ref=0):
         """Write an anchor's N-bit codes (channel-last) into the on-chip reference (channels

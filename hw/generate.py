@@ -52,10 +52,13 @@ def add_params_arguments(ap: argparse.ArgumentParser) -> None:
     """The build parameters (the run-time maxima) as command-line options."""
     ap.add_argument("--ref-bytes", type=int, default=regmap.DEFAULT.ref_bytes)
     ap.add_argument("--block-bytes", type=int, default=regmap.DEFAULT.block_bytes)
+    ap.add_argument(
+        "--ctx-engines", type=int, default=regmap.DEFAULT.ctx_engines, help="CTX range coders for slices (1..4)"
+    )
 
 
 def params_from_arguments(args) -> Params:
-    return Params(ref_bytes=args.ref_bytes, block_bytes=args.block_bytes)
+    return Params(ref_bytes=args.ref_bytes, block_bytes=args.block_bytes, ctx_engines=args.ctx_engines)
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 LANES = 8
 
 
+MAX_CTX_ENGINES = 4  # the engine index is two bits of a stream word (docs/fabric.md, "Slices")
+MAX_CTX_SLICES = 32  # CTX_SLICES.S
+
+
 @dataclass(frozen=True)
 class Params:
     """Elaboration parameters of one build of the accelerator (the run-time maxima).
@@ -48,6 +52,11 @@ class Params:
     line_elements : int
         CTX: entries of the anchor coder's row buffer (the code and change of each element
         of a row: W x C at most this; a power of two).
+    ctx_engines : int
+        CTX with FLAGS.RECORDS: range coders E that code a pass's slices side by side (1..4;
+        engine 0 is the anchor coder's, the others a records front and a range coder each).
+    ctx_fifo_depth : int
+        CTX slices: stream words each engine's input FIFO holds (a power of two).
     """
 
     ref_bytes: int = 256 * 1024
@@ -56,6 +65,8 @@ class Params:
     band_bytes: int = 32
     band_blocks: int = 1024
     line_elements: int = 16384
+    ctx_engines: int = 3
+    ctx_fifo_depth: int = 16
 
     def __post_init__(self):
         for name in ("ref_bytes", "block_bytes"):
@@ -69,6 +80,10 @@ class Params:
             raise ValueError(f"band_blocks must be a power of two, not {self.band_blocks}")
         if self.line_elements < 1 or self.line_elements & (self.line_elements - 1):
             raise ValueError(f"line_elements must be a power of two, not {self.line_elements}")
+        if not 1 <= self.ctx_engines <= MAX_CTX_ENGINES:
+            raise ValueError(f"ctx_engines must be 1..{MAX_CTX_ENGINES}, not {self.ctx_engines}")
+        if self.ctx_fifo_depth < 2 or self.ctx_fifo_depth & (self.ctx_fifo_depth - 1):
+            raise ValueError(f"ctx_fifo_depth must be a power of two >= 2, not {self.ctx_fifo_depth}")
         if self.max_alphabet != 256:
             raise ValueError(f"max_alphabet must be 256 (N up to 8), not {self.max_alphabet}")
 
@@ -198,6 +213,7 @@ REGISTERS: tuple[Register, ...] = (
         ("REF_LOG2", 8, 5, "log2 of the on-chip reference capacity in bytes"),
         ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes"),
         ("LINE_LOG2", 24, 5, "log2 of the CTX coder's row buffer in elements (0: no CTX)"),
+        ("ENGINES", 29, 3, "CTX range coders for slices of value records (0: one, a build before slices)"),
     ),
     _r(
         "CTRL",
@@ -295,7 +311,8 @@ REGISTERS: tuple[Register, ...] = (
         "BITS",
         0x48,
         "ro",
-        "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8)); CTX: 8 x the section's bytes",
+        "Bits of the last ENCODE's section (the data bytes are ceil(BITS/8)); CTX: 8 x the section's bytes "
+        "(slices: 8 x all the sections' bytes)",
         ("BITS", 0, 32, ""),
     ),
     _r("CYCLES", 0x4C, "ro", "Clock cycles from START to DONE of the last operation", ("CYCLES", 0, 32, "")),
@@ -316,6 +333,14 @@ REGISTERS: tuple[Register, ...] = (
         ("CS", 0, 12, ""),
     ),
     _r("BAND_GROUP", 0x58, "rw", "Block rows per group G (BAND_MOTION)", ("G", 0, 10, "")),
+    _r(
+        "CTX_SLICES",
+        0x5C,
+        "rw",
+        "Slices S of a CTX pass with FLAGS.RECORDS (1..32; 0 acts as 1): S independent sections coded on "
+        "PARAMS.ENGINES range coders, slice i on engine i mod E; 1: one section, the plain stream formats",
+        ("S", 0, 6, ""),
+    ),
 )
 
 REG = {r.name: r for r in REGISTERS}
@@ -373,7 +398,9 @@ STREAM_FORMATS = {
         "changes D_R + 1 (0, 1, 2; one byte each), the last group's words padded; with FLAGS.RECORDS "
         "stream words of value records (a record in bits 0-49, or with bit 63 set a run of 1-6 zero values: "
         "the count in bits 60-62, their zero contexts 9 bits each from bit 0; the last word of COUNT / 8 "
-        "ends the section, whatever a record's own last bit). "
+        "ends the section, whatever a record's own last bit); with CTX_SLICES.S > 1 the S slices' words "
+        "interleaved in any order that keeps each slice's own, each word tagged: its engine (slice mod E) in "
+        "bits 58-59, bit 57 set on a slice's last word (COUNT / 8 the words of all slices). "
         "TLAST on the input is ignored (the counts rule)."
     ),
     "output": (
@@ -382,7 +409,10 @@ STREAM_FORMATS = {
         "filled from bit 7 down, the last byte zero-padded; BITS gives the exact bit count). REQUANT: COUNT "
         "N-bit codes, one byte each. LOAD_REF: one word of zeros with TKEEP=0 (so that every operation ends "
         "with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see MOTION_RECORD). "
-        "CTX: the ctx section's bytes (docs/bitstream.md 6.2), BITS / 8 of them."
+        "CTX: the ctx section's bytes (docs/bitstream.md 6.2), BITS / 8 of them; with CTX_SLICES.S > 1 "
+        "tagged words instead, every TKEEP set: payload bytes 0-6 (bits 0-55), in bits 56-58 how many of "
+        "them count (1-7), bits 59-60 the engine, bit 61 set on its slice's last word; each engine's "
+        "words in order, the engines' interleaved; TLAST on the word that ends the S-th slice."
     ),
 }
 

@@ -13,6 +13,8 @@ fails elaboration). Data path per mode::
               -> CtxCoder (row buffer, context table) -> byte packer -> m_axis          CTX
                             +--> reference RAM (STORE_REF: the codes)
     s_axis -> (requantizer bypassed) -> CtxCoder's records -> byte packer -> m_axis       CTX, FLAGS.RECORDS
+    s_axis -> (bypassed) -> dealer -> E input FIFOs -> E engines (CtxCoder's records,      CTX, FLAGS.RECORDS,
+              ValueCoder...) -> E SlicePackers -> tagged words -> m_axis                CTX_SLICES > 1
 
 CTX (a ``ctx`` anchor section, docs/bitstream.md 6.2.3, in one pass): the requantizer makes
 the N-bit codes of each word; with FLAGS.TEMPORAL each such word is followed on the input
@@ -21,7 +23,10 @@ requantizer unchanged (its bypass is taken per word). The three words of a group
 staging registers, the element serializer gives :class:`~temposplit.hw.ctx_coder.CtxCoder`
 one element (x, p, t) per cycle, and its bytes are packed into stream words (TKEEP,
 TLAST on the section's last byte). With FLAGS.RECORDS each input word is a value record
-(any section, docs/fabric.md "Value records") into the same coder's record port.
+(any section, docs/fabric.md "Value records") into the same coder's record port; with
+CTX_SLICES > 1 each word carries its engine (bits 58-59) and a slice's end (bit 57), is
+dealt into that engine's input FIFO, and the engines' bytes leave as tagged words
+(docs/fabric.md "Slices").
 
 Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
 what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
@@ -31,11 +36,11 @@ Clock ``clk``, reset ``rst`` active high (Vivado: proc_sys_reset's peripheral_re
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw import regmap
-from temposplit.hw.ctx_coder import CtxCoder
+from temposplit.hw.ctx_coder import CtxCoder, SlicePacker, ValueCoder
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
 from temposplit.hw.regmap import Params
@@ -123,6 +128,7 @@ class Accelerator(wiring.Component):
                     REF_LOG2=P.ref_bytes.bit_length() - 1,
                     BLOCK_LOG2=P.block_bytes.bit_length() - 1,
                     LINE_LOG2=P.line_elements.bit_length() - 1,
+                    ENGINES=P.ctx_engines,
                 ),
                 32,
             ),
@@ -243,10 +249,14 @@ class Accelerator(wiring.Component):
         is_ctx = Signal()
         temporal = Signal()  # CTX with the reference's words in the input
         records = Signal()  # CTX with value records in the input, one a word
+        sliced = Signal()  # CTX with value records of CTX_SLICES > 1 slices: tagged words in and out
+        n_slices = Signal(6)
         m.d.comb += [
             is_ctx.eq(mode == modes["CTX"]),
             records.eq(is_ctx & fld("FLAGS", "RECORDS")),
             temporal.eq(is_ctx & fld("FLAGS", "TEMPORAL") & ~records),
+            sliced.eq(records & (rw["CTX_SLICES"] > 1)),
+            n_slices.eq(rw["CTX_SLICES"]),
         ]
         m.d.comb += [
             rq.n_bits.eq(rw["NBITS"]),
@@ -352,10 +362,44 @@ class Accelerator(wiring.Component):
                 m.d.sync += cur_valid.eq(0)
         # value records (FLAGS.RECORDS): the requantizer's bypassed word is a stream word of
         # records (a record or a run of zero values), the count's last word ends the section
+        # slices (CTX_SLICES > 1): the dealer puts each word into its engine's input FIFO
+        # (bits 58-59; bit 57 the slice's last word; those bits cleared), engine 0 is the
+        # CtxCoder's records front, the others a ValueCoder each; a word for an engine the
+        # build lacks is dropped
+        E = P.ctx_engines
+        deal_e = Signal(2)
+        deal_word = Signal(64)
+        deal_ready = Signal()
         m.d.comb += [
-            ctx.v.valid.eq(rq.o.valid & records),
-            ctx.v.p.word.eq(rq.o.p.data),
-            ctx.v.p.last.eq(rq.o.p.last),
+            deal_e.eq(rq.o.p.data[58:60]),
+            deal_word.eq(Cat(rq.o.p.data[:57], Const(0, 3), rq.o.p.data[60:64])),
+            deal_ready.eq(deal_e >= E),
+        ]
+        engines = [ctx.v]
+        for e in range(1, E):
+            vc = ValueCoder()
+            m.submodules[f"ctx{e}"] = vc
+            engines.append(vc)
+        fifos = []
+        for e in range(E):
+            q = fifo.SyncFIFOBuffered(width=65, depth=P.ctx_fifo_depth)
+            m.submodules[f"ctx_in{e}"] = q
+            fifos.append(q)
+            m.d.comb += [
+                q.w_data.eq(Cat(deal_word, rq.o.p.data[57])),
+                q.w_en.eq(rq.o.valid & sliced & (deal_e == e)),
+            ]
+            with m.If(deal_e == e):
+                m.d.comb += deal_ready.eq(q.w_rdy)
+            port = engines[e] if e == 0 else engines[e].i
+            if e:
+                m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
+            m.d.comb += q.r_en.eq(port.ready & (sliced if e == 0 else 1))
+        # (engine 0: the FIFO when sliced, else the requantizer's word directly, as before)
+        m.d.comb += [
+            ctx.v.valid.eq(Mux(sliced, fifos[0].r_rdy, rq.o.valid & records)),
+            ctx.v.p.word.eq(Mux(sliced, fifos[0].r_data[:64], rq.o.p.data)),
+            ctx.v.p.last.eq(Mux(sliced, fifos[0].r_data[64], rq.o.p.last)),
         ]
         with m.If(is_ctx & ~records & rq_take):
             with m.If(temporal):
@@ -383,9 +427,48 @@ class Accelerator(wiring.Component):
         pk_keep = Signal(L)
         pk_last = Signal()
         b_take = Signal()
-        m.d.comb += [ctx.o.ready.eq(~pk_valid | ma_ready_ctx), b_take.eq(ctx.o.valid & ctx.o.ready)]
-        with m.If(pk_valid & ma_ready_ctx):
+        m.d.comb += b_take.eq(ctx.o.valid & ctx.o.ready & ~sliced)
+        with m.If(pk_valid & ma_ready_ctx & ~sliced):
             m.d.sync += pk_valid.eq(0)
+        # slices: each engine's bytes into a SlicePacker's tagged words; the words go out by
+        # a fixed priority (engine 0 first: together at most E/7 words a cycle), TLAST on the
+        # word that ends the S-th slice; BITS counts every engine's bytes
+        packers = []
+        outs = [ctx.o] + [engines[e].o for e in range(1, E)]
+        takes = []
+        for e in range(E):
+            sp = SlicePacker(e)
+            m.submodules[f"ctx_pack{e}"] = sp
+            packers.append(sp)
+            if e:
+                wiring.connect(m, outs[e], sp.i)
+            else:
+                m.d.comb += [sp.i.valid.eq(ctx.o.valid & sliced), sp.i.payload.eq(ctx.o.payload)]
+            t = Signal(name=f"ctx_byte{e}")
+            m.d.comb += t.eq(outs[e].valid & outs[e].ready & (sliced if e == 0 else 1))
+            takes.append(t)
+        m.d.comb += ctx.o.ready.eq(Mux(sliced, packers[0].i.ready, ~pk_valid | ma_ready_ctx))
+        with m.If(sliced & Cat(*takes).any()):
+            m.d.sync += ctx_bytes.eq(ctx_bytes + sum(takes))
+        slices_done = Signal(6)
+        sl_valid = Signal()
+        sl_word = Signal(64)
+        sl_end = Signal()
+        sl_sel = Signal(range(max(E, 2)))
+        for e in reversed(range(E)):
+            with m.If(packers[e].o.valid):
+                m.d.comb += [
+                    sl_valid.eq(1),
+                    sl_sel.eq(e),
+                    sl_word.eq(packers[e].o.p.word),
+                    sl_end.eq(packers[e].o.p.last),
+                ]
+        for e in range(E):
+            m.d.comb += packers[e].o.ready.eq(ma_ready_ctx & sliced & (sl_sel == e))
+        with m.If(start):
+            m.d.sync += slices_done.eq(0)
+        with m.Elif(sl_valid & ma_ready_ctx & sliced & sl_end):
+            m.d.sync += slices_done.eq(slices_done + 1)
         with m.If(b_take):
             m.d.sync += ctx_bytes.eq(ctx_bytes + 1)
             with m.If((acc_n == L - 1) | ctx.o.p.last):
@@ -443,11 +526,11 @@ class Accelerator(wiring.Component):
             with m.Case(modes["CTX"]):
                 m.d.comb += [
                     ser.i.valid.eq(0),
-                    rq.o.ready.eq(Mux(records, ctx.v.ready, ctx_ready)),
-                    ma.tvalid.eq(pk_valid),
-                    ma.tdata.eq(pk_data),
-                    ma.tkeep.eq(pk_keep),
-                    ma.tlast.eq(pk_last),
+                    rq.o.ready.eq(Mux(sliced, deal_ready, Mux(records, ctx.v.ready, ctx_ready))),
+                    ma.tvalid.eq(Mux(sliced, sl_valid, pk_valid)),
+                    ma.tdata.eq(Mux(sliced, sl_word, pk_data)),
+                    ma.tkeep.eq(Mux(sliced, (1 << L) - 1, pk_keep)),
+                    ma.tlast.eq(Mux(sliced, sl_end & (slices_done + 1 == n_slices), pk_last)),
                 ]
             with m.Case(modes["MOTION"], modes["BAND_MOTION"]):
                 m.d.comb += [

@@ -42,7 +42,9 @@ class Design:
     part: str = "xc7z020clg400-1"
     board_pattern: str = "tul.com.tw:pynq-z2:part0:*"
     fclk_mhz: int = 100
-    hp_width: int = 64  # S_AXI_HP0 and the DMA's memory-mapped side
+    # S_AXI_HP0 and the DMA's memory-mapped side (MM2S and S2MM), as the stream: 64 bits (the
+    # Zynq-7020's HP ports are 32 or 64 bits wide), so MM2S delivers a stream word a cycle
+    hp_width: int = 64
     accel_instance: str = "temposplit_accel_0"
     accel_base: int = regmap.BASE_ADDRESS
     accel_range: int = regmap.SEGMENT_RANGE

@@ -623,3 +623,80 @@ async def test_ctx_cycles(dut):
             seen += 1
     assert not misses, f"CTX's cycles (tensor, kind, CYCLES, model) off the cycle model: {misses}"
     tb.check_idle()
+
+
+def channel_slices(c: int, s: int):
+    """The codec's channel slices of C channels into S: [floor(k C / S), floor((k + 1) C / S))."""
+    return [((k * c) // s, ((k + 1) * c) // s) for k in range(s)]
+
+
+def sliced_anchor_records(codes, ref, dref, n_bits, zn, s):
+    from temposplit.codec import ctx_records
+
+    return [
+        ctx_records.anchor_records(
+            codes[..., c0:c1],
+            None if ref is None else ref[..., c0:c1],
+            None if dref is None else dref[..., c0:c1],
+            n_bits,
+            zn,
+        )[0]
+        for c0, c1 in channel_slices(codes.shape[-1], s)
+    ]
+
+
+@cocotb.test()
+async def test_ctx_slices(dut):
+    """CTX with FLAGS.RECORDS and CTX_SLICES = 1, 2, 3, 5 through the driver: an SSD
+    fixture's anchors (intra, temporal) cut into channel slices, and random predicted
+    frames' and anchors' records as slices; every section against
+    ``ctx_records.encode_records``, random idle input and back-pressure; then, with a
+    source that never starves, CYCLES against ``cyclemodel.ctx_slices_cycles``."""
+    from temposplit.codec import ctx_records
+
+    tb = TB(dut)
+    await tb.reset()
+    n_bits = 5
+    name, frames, z8 = next(f for f in ctx_fixture_frames() if f[0].startswith("ssd-features.10"))
+    zn = zero_point_n(z8, n_bits)
+    codes = [requantize(q8, z8, n_bits) for q8 in frames[:2]]
+    dref = np.sign(codes[1].astype(np.int16) - codes[0].astype(np.int16)).astype(np.int8)  # any change map
+    cases = []
+    for s in (1, 2, 3, 5):
+        cases.append(("intra", s, sliced_anchor_records(codes[0], None, None, n_bits, zn, s)))
+    cases.append(("temporal", 3, sliced_anchor_records(codes[1], codes[0], dref, n_bits, zn, 3)))
+    rand = [r for r, _ in stimulus.ctx_value_cases(tb.rng)]
+    cases = [("random", 5, rand[:5]), ("random", 2, rand[5:7])] + cases
+    for kind, s, slices in cases:
+        tb.log.info("ctx slices %s S=%d: %s records", kind, s, [len(r) for r in slices])
+        res = await tb.accel.ctx_records(slices)
+        assert len(res.sections) == s
+        for i, (got, r) in enumerate(zip(res.sections, slices, strict=True)):
+            want = ctx_records.encode_records(r)
+            assert got == want, (kind, s, i, _first_diff(got, want))
+    # a single array after a sliced pass: today's format
+    records, section = stimulus.ctx_value_cases(tb.rng)[0]
+    assert (await tb.accel.ctx_records(records)).data == section
+    tb.check_idle()
+
+    tb.stalls(False)  # (a pause the generators were in stays: lift it)
+    tb.source.pause = tb.sink.pause = False
+    misses = []
+    for kind, s, slices in cases[2:]:
+        res = await tb.accel.ctx_records(slices)
+        words = [len(ctx_records.words(r)) for r in slices]
+        bins = [sum(1 for _ in ctx_records.record_bins(r)) for r in slices]
+        model = cyclemodel.ctx_slices_cycles(bins, words, tb.accel.ops.params.ctx_engines)
+        tb.log.info(
+            "ctx slices %s %s S=%d: bins %s, words %s, %d cycles (model %d)",
+            name,
+            kind,
+            s,
+            bins,
+            words,
+            res.cycles,
+            model,
+        )
+        misses += [(kind, s, res.cycles, model)] if abs(res.cycles - model) > 4 else []
+    assert not misses, f"CTX slices' cycles (kind, S, CYCLES, model) off the cycle model: {misses}"
+    tb.check_idle()

@@ -18,6 +18,7 @@ TESTS = [
     "test_ctx_anchor",
     "test_ctx_records",
     "test_ctx_cycles",
+    "test_ctx_slices",
 ]
 
 

@@ -76,21 +76,39 @@ def test_ctx_rows():
         cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL + int(elements * cyclemodel.CTX_BINS_TEMPORAL)
     )
     assert r.ctx_key_fps < r.ctx_anchor_fps
-    # a predicted frame: its MOTION, then its records' words at the DMA's rate (2 cycles a word)
+    # a predicted frame: its MOTION, then its records' words at the DMA's rate (a word a cycle)
     words, bins = int(elements * cyclemodel.CTX_PRED_WORDS), int(elements * cyclemodel.CTX_PRED_BINS)
-    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(bins, 2 * words))
+    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(bins, words))
+    assert r.ctx_slices == 1
     # a row of 34 x 2048 is over the row buffer: an anchor's records (the bins bound both
     # the KEY's 4.52 and a temporal anchor's 1.58 a element against their words' 2 x 0.99
     # and 2 x 0.28 cycles), then LOAD_REF of nothing (the map is over the on-chip
     # reference: BAND_MOTION keeps it on the PS)
+    # ... in S = 3 channel slices on the default build's 3 engines (1.74 M elements > 2^19):
+    # each engine a third of the bins, and the KEY's and the predicted frame's 30 frames/s
     r50 = rows["r50 layer4"]
     n = 25 * 34 * 2048
-    fill = cyclemodel.CTX_RECORDS_FILL
-    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (fill + int(n * cyclemodel.CTX_BINS_INTRA))
-    assert r50.ctx_anchor_fps == cyclemodel.CLOCK_HZ / (fill + int(n * cyclemodel.CTX_BINS_TEMPORAL))
-    assert r50.ctx_anchor_fps > 30 > r50.ctx_key_fps
+    assert (r50.ctx_slices, r50.ctx_engines) == (3, 3)
+    fill = cyclemodel.CTX_SLICES_FILL
+    third = int(int(n * cyclemodel.CTX_BINS_INTRA) * 683 / 2048)  # slices 1, 2: 683 channels
+    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (fill + max(third, int(int(n * cyclemodel.CTX_WORDS_INTRA))))
+    assert r50.ctx_key_fps >= 30 and r50.ctx_anchor_fps >= 30 and r50.ctx_pred_fps >= 30
 
 
 def test_ctx_records_cycles():
     assert cyclemodel.ctx_records_cycles(100, 40) == cyclemodel.CTX_RECORDS_FILL + 100
     assert cyclemodel.ctx_records_cycles(100, 80, word_cycles=2.0) == cyclemodel.CTX_RECORDS_FILL + 160
+
+
+def test_ctx_slices_cycles():
+    f, g = cyclemodel.CTX_SLICES_FILL, cyclemodel.CTX_SLICE_GAP
+    # S = 1 is the plain records pass
+    assert cyclemodel.ctx_slices_cycles([100], [40]) == cyclemodel.ctx_records_cycles(100, 40)
+    # S <= E: the slowest engine
+    assert cyclemodel.ctx_slices_cycles([100, 300, 200], [10, 10, 10], engines=3) == f + 300
+    # S > E: slice i on engine i mod E, one after another, a gap each
+    assert cyclemodel.ctx_slices_cycles([100, 300, 200, 50, 10], [1] * 5, engines=3) == f + 300 + 10 + g
+    # the words: at most one a cycle (or every word_cycles)
+    assert cyclemodel.ctx_slices_cycles([10, 10], [400, 400], engines=3) == f + 800
+    assert cyclemodel.ctx_slices_cycles([10, 10], [400, 400], engines=3, word_cycles=2.0) == f + 1600
+    assert [cyclemodel.ctx_slices_for(n) for n in ((1 << 20) - 1, 1 << 20, 3 << 19, 1 << 24)] == [1, 2, 3, 3]

@@ -70,3 +70,145 @@ def test_a_build_without_ctx_refuses_records():
     with pytest.raises(AcceleratorError, match="no CTX coder"):
         accel.ctx_records(np.ones(2, np.uint64))
     assert not t.regs
+
+
+# ----------------------------------------------------------------------------- slices
+
+
+class _SlicedFake(_Fake):
+    """A model of the fabric's sliced CTX pass: the input words dealt by their engine tag,
+    each engine's slices range-coded (``encode_records``) and sent as tagged words, the
+    engines' words interleaved (round robin a word each)."""
+
+    def __init__(self, engines=3):
+        super().__init__()
+        self.engines = engines
+
+    def stream(self, data, max_out):
+        self.streams.append((data, max_out))
+        n = self.regs[regmap.REG["CTX_SLICES"].offset]
+        words = np.frombuffer(data, "<u8")
+        eng = (words >> np.uint64(58)) & np.uint64(3)
+        out = []
+        for e in range(self.engines):
+            w = words[eng == e]
+            ends = np.flatnonzero((w >> np.uint64(57)) & np.uint64(1)) + 1
+            q = []
+            for part in np.split(w, ends)[: len(ends)]:
+                sec = V.encode_records(V.records_of_words(part & ~np.uint64(7 << 57)))
+                for k in range(0, len(sec), 7):
+                    chunk = sec[k : k + 7]
+                    tag = len(chunk) | e << 3 | (k + 7 >= len(sec)) << 5
+                    q.append(chunk.ljust(7, b"\0") + bytes([tag]))
+            out.append(q)
+        res = []
+        while any(out):
+            for q in out:
+                if q:
+                    res.append(q.pop(0))
+        self.out = b"".join(res)
+        self.bits = 8 * sum(t[7] & 7 for t in res)
+        assert n >= 2
+        return self.out
+
+    def read(self, offset):
+        if offset == regmap.REG["BITS"].offset:
+            return self.bits
+        return super().read(offset)
+
+
+def _random_records(rng, n):
+    """Random records whose contexts exist (``encode_records`` codes them)."""
+    f = {name: rng.integers(0, 1 << width, n) for name, (_, width) in V.FIELDS.items()}
+    f.update(
+        z_ctx=rng.integers(0, 400, n),
+        s_ctx=rng.integers(0, 400, n),
+        mag_base=rng.integers(0, 400, n),
+        mag_step=rng.choice([1, 4, 5], n),
+        unary_n=rng.integers(0, 15, n),
+    )
+    return V.pack(**f)
+
+
+@pytest.mark.parametrize("s", [2, 3, 5, 7])
+def test_slices_round_trip_through_a_model_of_the_fabric(s):
+    rng = np.random.default_rng(s)
+    slices = [_random_records(rng, int(rng.integers(1, 60))) for _ in range(s)]
+    t = _SlicedFake()
+    res = Accelerator(t, regmap.DEFAULT).ctx_records(slices)
+    assert res.sections == [V.encode_records(r) for r in slices]
+    assert t.regs[regmap.REG["CTX_SLICES"].offset] == s
+    assert t.regs[regmap.REG["COUNT"].offset] == 8 * sum(len(V.words(r)) for r in slices)
+    words = np.frombuffer(t.streams[0][0], "<u8")
+    # each slice's words in order, tagged with engine i mod 3 and its last word flagged
+    for e in range(min(3, s)):
+        mine = words[((words >> np.uint64(58)) & np.uint64(3)) == e]
+        want = np.concatenate([V.words(slices[i]) for i in range(e, s, 3)])
+        assert np.array_equal(mine & ~np.uint64(7 << 57), want)
+        assert ((mine >> np.uint64(57)) & np.uint64(1)).sum() == len(range(e, s, 3))
+
+
+def test_deal_sends_the_word_of_the_engine_with_the_fewest_bins():
+    from temposplit.hw.driver import deal_slices, word_bins
+
+    rng = np.random.default_rng(4)
+    slice_words = [V.words(_random_records(rng, 50)) for _ in range(3)]
+    dealt = deal_slices(slice_words, 3)
+    sent = [0, 0, 0]
+    engine = ((dealt >> np.uint64(58)) & np.uint64(3)).astype(int)
+    for k, w in enumerate(dealt):
+        e = int(engine[k])
+        waiting = set(engine[k:].tolist())  # the engines with words still to send
+        assert sent[e] == min(sent[x] for x in waiting), "a word of an engine that had more bins sent"
+        sent[e] += int(word_bins(np.array([w & ~np.uint64(7 << 57)]))[0])
+    assert sorted(sent) == sorted(int(word_bins(w).sum()) for w in slice_words)
+
+
+def test_word_bins_count_the_records_bins():
+    from temposplit.hw.driver import word_bins
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        r = _random_records(rng, 80)
+        zero = V.pack(**{name: [0] for name in V.FIELDS} | {"zero": [1], "z_ctx": [7]})[0]
+        r[rng.random(80) < 0.6] = zero  # runs of zero values
+        assert int(word_bins(V.words(r)).sum()) == sum(1 for _ in V.record_bins(r))
+
+
+def test_a_single_slice_list_is_the_plain_pass():
+    rng = np.random.default_rng(6)
+    records = _random_records(rng, 20)
+    t = _Fake()
+    res = Accelerator(t, regmap.DEFAULT).ctx_records([records])
+    assert res.sections == [t.section]
+    assert t.regs[regmap.REG["CTX_SLICES"].offset] == 1
+    assert np.array_equal(np.frombuffer(t.streams[0][0], "<u8"), V.words(records))
+
+
+@pytest.mark.parametrize(
+    "slices,match",
+    [
+        ([], "at least one slice"),
+        ([np.ones(2, np.uint64)] * 33, "CTX_SLICES allows"),
+        ([np.ones(2, np.uint64), np.zeros(0, np.uint64)], "non-empty"),
+        ([np.ones(2, np.uint64), np.ones(2, np.int64)], "uint64"),
+    ],
+)
+def test_bad_slices_are_refused_before_anything_is_written(slices, match):
+    t = _SlicedFake()
+    with pytest.raises(AcceleratorError, match=match):
+        Accelerator(t, regmap.DEFAULT).ctx_records(slices)
+    assert not t.regs and not t.streams
+
+
+def test_malformed_tagged_output_is_an_error():
+    from temposplit.hw.driver import split_slices
+
+    word = (b"\x01" * 7) + bytes([1 | 0 << 3 | 1 << 5])
+    assert split_slices(word, 1, 3) == [b"\x01"]
+    with pytest.raises(AcceleratorError, match="did not end"):
+        split_slices(word, 2, 3)
+    with pytest.raises(AcceleratorError, match="malformed"):
+        split_slices((b"\0" * 7) + bytes([0]), 1, 3)
+    with pytest.raises(AcceleratorError, match="whole tagged words"):
+        split_slices(b"\0" * 5, 1, 3)
