@@ -116,6 +116,8 @@ class StreamHeader:
         )
 
     def to_bytes(self) -> bytes:
+        if not 1 <= self.ctx_slices <= ctx.MAX_SLICES or (self.ctx_slices > 1 and self.coder not in V2_CODERS):
+            raise ValueError(f"ctx_slices {self.ctx_slices} with the coder {self.coder!r} (1, or 2..32 with ctx)")
         out = bytearray(
             _HEAD.pack(
                 HEADER_MAGIC,

@@ -1,5 +1,5 @@
 """The context-adaptive coder ``ctx`` (bitstream v2): one range-coded section per tensor
-and packet (docs/bitstream.md, section 6.2).
+and packet, or per slice of it (docs/bitstream.md, sections 6.2 and 6.2.6).
 
 - An anchor's section holds its N-bit codes in element order, coded relative to the
   co-located code of a reference reconstruction (temporal contexts) or, intra, relative
@@ -18,7 +18,8 @@ readable definition they are tested equal to is :mod:`temposplit.codec.ctx_refer
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -38,6 +39,7 @@ def slice_bounds(channels: int, slices: int) -> list[tuple[int, int]]:
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
+_POOL_LOCK = threading.Lock()
 
 
 def _each(fn, items) -> list:
@@ -45,12 +47,18 @@ def _each(fn, items) -> list:
     the GIL, so the slices of a tensor are coded and decoded side by side on the cores
     the process may use (one core: in turn)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if len(items) < 2 or not COMPILED or cores < 2:
+    nested = threading.current_thread().name.startswith("ctx-slice")  # never wait on our own pool
+    if len(items) < 2 or not COMPILED or cores < 2 or nested:
         return [fn(item) for item in items]
     global _POOL
-    if _POOL is None or _POOL[0] != os.getpid():  # a forked process gets its own pool
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(MAX_SLICES, cores), thread_name_prefix="ctx-slice"))
-    return list(_POOL[1].map(fn, items))
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():  # a forked process gets its own pool
+            pool = ThreadPoolExecutor(max_workers=min(MAX_SLICES, cores), thread_name_prefix="ctx-slice")
+            _POOL = (os.getpid(), pool)
+        pool = _POOL[1]
+    futures = [pool.submit(fn, item) for item in items]
+    wait(futures)  # every slice has stopped before an error is raised: none holds its arrays on
+    return [f.result() for f in futures]
 
 
 def _part(a, c0: int, c1: int):

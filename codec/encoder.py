@@ -16,6 +16,7 @@ frames before a group's anchor wait for it (one frame of latency for bi-3).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -193,7 +194,7 @@ class CodecConfig:
         if self.refresh_threshold is not None and not self.refresh_threshold >= 0:
             raise ConfigurationError("refresh_threshold must be non-negative")
         if self.ctx_slices is not None:
-            if isinstance(self.ctx_slices, bool) or not isinstance(self.ctx_slices, int):
+            if isinstance(self.ctx_slices, bool) or not isinstance(self.ctx_slices, numbers.Integral):
                 raise ConfigurationError(f"ctx_slices must be an integer, not {self.ctx_slices!r}")
             if not 1 <= self.ctx_slices <= ctx.MAX_SLICES:
                 raise ConfigurationError(f"ctx_slices must be 1..{ctx.MAX_SLICES}, not {self.ctx_slices}")
@@ -205,7 +206,7 @@ class CodecConfig:
         """The stream's ctx slice count S (1: no slices)."""
         if self.coder != "ctx":
             return 1
-        return default_ctx_slices(self.tensors) if self.ctx_slices is None else self.ctx_slices
+        return default_ctx_slices(self.tensors) if self.ctx_slices is None else int(self.ctx_slices)
 
     def header(self) -> StreamHeader:
         s = self.validate()

@@ -1,14 +1,17 @@
 """ctx slices (docs/bitstream.md 6.2.6): a tensor's section split by channel ranges, each
 slice coded as the section of its channels alone, in a version 2.2 stream."""
 
+import dataclasses
+import os
 import struct
+import time
 import zlib
 
 import numpy as np
 import pytest
 
 from temposplit.codec import ctx, ctx_records, ctx_reference
-from temposplit.codec.bitstream import StreamHeader
+from temposplit.codec.bitstream import StreamHeader, header_length
 from temposplit.codec.decoder import decode_stream
 from temposplit.codec.encoder import CodecConfig, Encoder, ResidualConfig, TensorSpec, default_ctx_slices
 from temposplit.codec.errors import BitstreamError, ConfigurationError
@@ -177,7 +180,7 @@ def test_the_default_slice_count_is_one_below_2_20_elements_and_the_engines_abov
     assert huffman.header().ctx_slices == 1  # only ctx has slices
 
 
-@pytest.mark.parametrize("slices", [0, 33, 2.0, True])
+@pytest.mark.parametrize("slices", [0, 33, 2.0, True, np.int64(40)])
 def test_a_bad_slice_count_is_a_configuration_error(slices):
     with pytest.raises(ConfigurationError, match="ctx_slices"):
         CodecConfig([TensorSpec("t", (4, 5, 6), 0.1, 0)], coder="ctx", ctx_slices=slices).header()
@@ -186,3 +189,56 @@ def test_a_bad_slice_count_is_a_configuration_error(slices):
 def test_slices_need_the_ctx_coder():
     with pytest.raises(ConfigurationError, match="needs the coder 'ctx'"):
         CodecConfig([TensorSpec("t", (4, 5, 6), 0.1, 0)], coder="huffman", ctx_slices=2).header()
+
+
+def test_a_numpy_integer_slice_count_is_taken():
+    config = CodecConfig([TensorSpec("t", (4, 5, 6), 0.1, 0)], coder="ctx", ctx_slices=np.int64(2))
+    assert config.header().ctx_slices == 2
+
+
+def test_a_header_refuses_to_write_a_slice_count_it_could_not_read():
+    header = CodecConfig([TensorSpec("t", (4, 5, 6), 0.1, 0)], coder="ctx").header()
+    for slices, coder in ((33, "ctx"), (0, "ctx"), (2, "huffman")):
+        with pytest.raises(ValueError, match="ctx_slices"):
+            dataclasses.replace(header, ctx_slices=slices, coder=coder).to_bytes()
+
+
+def test_a_predicted_frame_without_residuals_is_one_section_in_any_stream():
+    plain, sliced = _encode(None, structure="uni-4"), _encode(4, structure="uni-4")
+    pred = [p for p in _packets(plain) if p[4] == 3]
+    assert pred and pred == [p for p in _packets(sliced) if p[4] == 3]  # PRED packets byte for byte
+
+
+def _packets(data: bytes) -> list[bytes]:
+    pos, out = header_length(data), []
+    while pos < len(data):
+        end = pos + 24 + struct.unpack_from("<I", data, pos + 16)[0]
+        out.append(data[pos:end])
+        pos = end
+    return out
+
+
+def test_slices_on_threads_give_the_bytes_and_codes_of_slices_in_turn(monkeypatch):
+    codes, ref, dref = _maps(shape=(16, 20, 24))
+    threaded = ctx.encode_anchor_slices(codes, ref, dref, 4, 8, 5)
+    back = ctx.decode_anchor_slices(threaded[0], codes.shape, ref, dref, 4, 8)
+    monkeypatch.setattr(ctx, "COMPILED", False)  # _each runs the slices in turn
+    serial = ctx.encode_anchor_slices(codes, ref, dref, 4, 8, 5)
+    assert threaded[0] == serial[0] and (threaded[1] == serial[1]).all()
+    assert (back[0] == codes).all() and (back[1] == threaded[1]).all()
+
+
+def test_a_failing_slice_raises_only_after_every_slice_has_stopped():
+    done = []
+
+    def work(k):
+        if k == 0:
+            raise BitstreamError("slice 0")
+        time.sleep(0.05)
+        done.append(k)
+        return k
+
+    with pytest.raises(BitstreamError, match="slice 0"):
+        ctx._each(work, [0, 1, 2, 3])
+    if ctx.COMPILED and len(os.sched_getaffinity(0)) > 1:
+        assert sorted(done) == [1, 2, 3]
