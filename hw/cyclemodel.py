@@ -37,7 +37,7 @@ from temposplit.hw import band_motion as _band
 from temposplit.hw import huffman_encoder as _huff
 from temposplit.hw import motion_estimator as _me
 from temposplit.hw import requantizer as _rq
-from temposplit.hw.regmap import LANES
+from temposplit.hw.regmap import LANES, Params
 
 CLOCK_HZ = 100e6
 # Zynq-7020 DMA limits (docs/fabric.md): the AXI DMA at 100 MHz; an HP port's theory. MM2S:
@@ -180,7 +180,7 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
 # cycle; its slices after the first each wait CTX_SLICE_GAP cycles (the termination's shifts,
 # the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the dealer's FIFO and the
 # tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
-CTX_ENGINES = 3  # regmap.Params().ctx_engines
+CTX_ENGINES = Params().ctx_engines  # the default build's
 CTX_SLICES_FILL = 30
 CTX_SLICE_GAP = 10
 

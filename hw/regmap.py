@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from temposplit.codec.ctx import MAX_SLICES
+
 # ----------------------------------------------------------------------------- build parameters
 
 
@@ -25,7 +27,7 @@ LANES = 8
 
 
 MAX_CTX_ENGINES = 4  # the engine index is two bits of a stream word (docs/fabric.md, "Slices")
-MAX_CTX_SLICES = 32  # CTX_SLICES.S
+MAX_CTX_SLICES = MAX_SLICES  # CTX_SLICES.S: the bitstream's largest slice count
 
 
 @dataclass(frozen=True)
