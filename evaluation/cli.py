@@ -143,13 +143,11 @@ def _cmd_report(args) -> int:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
-    from temposplit.evaluation.harness import load_rows, run_of
+    from temposplit.evaluation.harness import last_run_rows
     from temposplit.evaluation.report import write_report
 
     path = Path(args.out) / "results.jsonl"
-    rows = load_rows(
-        path, run=run_of(args.out)
-    )  # the last run's rows (every row in a folder from before run identities)
+    rows = last_run_rows(args.out)
     if not rows:
         raise ConfigError(f"no results in {path}: run `temposplit eval` first")
     for p in write_report(args.out, rows, figures=not args.no_plots, dest=args.dest, replicates=args.replicates):

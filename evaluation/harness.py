@@ -54,6 +54,16 @@ from temposplit.evaluation.plan import (  # noqa: F401  (the harness's public na
 from temposplit.evaluation.runners import ROW_KEYS, RUNNERS, ClipRun  # noqa: F401
 from temposplit.evaluation.scoring import Scorer
 
+# The code that measures a point: the runners and what they import, transitively (the codec,
+# the networks, the frame codecs' harness, the scoring). Its source is part of every row's
+# identity (:meth:`Harness.run_id`); the report's code (tables, BD-rates, plots) is not.
+MEASURE_MODULES = (
+    "temposplit.evaluation.runners",
+    "temposplit.evaluation.cache",
+    "temposplit.evaluation.scoring",
+    "temposplit.evaluation.baselines",
+)
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -213,6 +223,7 @@ class Harness:
         self.log = log
         self.results_path = self.out / "results.jsonl"
         self._run_id: str | None = None
+        self._points: dict[str, str] | None = None
         self.timings: dict[str, float] = {}
         self.models = Models(model, weights, self.detector_kwargs, log, self.timings)
         self.scorer = Scorer(self.models, self.out / "evals")
@@ -285,26 +296,65 @@ class Harness:
             self.results_path.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def done_keys(self) -> set[str]:
-        """The keys of the rows of this run's identity already in ``results.jsonl``."""
-        return {r["key"] for r in load_rows(self.results_path, run=self.run_id())}
+        """The keys of this run's points already in ``results.jsonl``: rows of this run's
+        identity (:meth:`run_id`) and of the point's own (:meth:`points`)."""
+        return {r["key"] for r in load_rows(self.results_path, run=self.run_id(), points=self.points())}
 
     def run_id(self) -> str:
-        """The identity of this run's rows: a digest of every setting that changes a row's
-        values (not those that only choose points: cuts, N, methods, crf values), each clip's
-        file by name and size, and the code that makes the float and int8 networks
-        (``fingerprint.model_source_digest``, PyTorch's and NumPy's versions)."""
+        """The identity every row of this run shares: a digest of the settings that change any
+        row's values (not those that only choose points: clips, cuts, N, methods, crf values)
+        and of the code that measures a point (:data:`MEASURE_MODULES` and the temposplit
+        modules they import, transitively: the codec, the networks, the scoring; PyTorch's,
+        NumPy's and PyAV's versions and the libraries PyAV links). A row's own identity adds
+        its clip and its plan entry (:meth:`point_id`)."""
         if self._run_id is None:
+            import av
             import numpy as np
 
-            from temposplit.model.fingerprint import calibration_platform, model_source_digest
+            from temposplit.model.fingerprint import calibration_platform
+            from temposplit.source import source_digest
 
             s = self.settings()
             for k in ("cuts", "bits", "methods", "pruned", "crfs", "plan", "videos"):
                 s.pop(k)
-            s["clips"] = sorted((name, p.name, p.stat().st_size) for name, p in self.videos().items())
-            s["code"] = (model_source_digest().hex(), calibration_platform(), np.__version__)
+            # plan.py declares the entries (each row's own identity) and chooses points; its
+            # other constants enter here by value, not its text (a new entry reruns nothing else).
+            s["plan_constants"] = {
+                k: repr(v) for k, v in vars(plan_mod).items() if k.isupper() and k not in plan_mod.POINT_CHOICES
+            }
+            s["code"] = (
+                source_digest(MEASURE_MODULES, exclude=("temposplit.evaluation.plan",)).hex(),
+                calibration_platform(),
+                np.__version__,
+                av.__version__,
+                sorted((k, list(v)) for k, v in av.library_versions.items()),
+            )
             self._run_id = digest(json.dumps(clean(s), sort_keys=True))
         return self._run_id
+
+    def point_id(self, clip: str, entry) -> str:
+        """A row's own identity beside :meth:`run_id`: its clip's file (name and size) and its
+        plan entry as declared (runner, coders, options; None: the float reference). Adding a
+        clip or an entry, or changing one entry's options, reruns only those points."""
+        path = self.videos()[clip]
+        decl = None if entry is None else [entry.runner, list(entry.coders), entry.options]
+        return digest(json.dumps(clean([path.name, path.stat().st_size, decl]), sort_keys=True))
+
+    def points(self, tasks: list[Task] | None = None) -> dict[str, str]:
+        """Every point of this run (of ``tasks``, default :meth:`tasks`) by row key ->
+        :meth:`point_id`; a task whose key is known only after it ran (the searched-quality
+        JPEG) under its key with the variant ``*`` (:func:`expected_point`)."""
+        if self._points is None:
+            tasks = self.tasks() if tasks is None else tasks
+            self._points = {}
+            for t in tasks:
+                clip = _task_clip(t, tasks)
+                point = self.point_id(clip, t.entry)
+                if t.keys is None:
+                    self._points[plan_mod.row_key(self.model, clip, None, t.entry.method, "*", None, None)] = point
+                for k in t.keys or ():
+                    self._points[k] = point
+        return self._points
 
     def settings(self) -> dict:
         return {
@@ -340,15 +390,16 @@ class Harness:
         self._drop_partial_line()
         run = self.run_id()
         self.scorer.tag = run
-        self._write_meta(run=run)  # the folder's latest run, before its first row: eval-report takes its rows
+        tasks = self.tasks()
+        points = self.points(tasks)
+        self._write_meta(run=run, points=points)  # before its first row: eval-report takes the rows it names
         done = self.done_keys()
-        other = {r["key"] for r in load_rows(self.results_path)} - done
+        other = {r["key"] for r in load_rows(self.results_path)} & set(points) - done
         if other:
             self.log(
                 f"{len(other)} rows in {self.results_path} are of other settings or code (run identity): "
                 "their points run again and replace them"
             )
-        tasks = self.tasks()
         todo = [t for t in tasks if t.keys is None or not set(t.keys) <= done]
         # The searched-quality JPEG task's key is known only after the search: skip it when its clip has a row.
         searched = {
@@ -376,6 +427,7 @@ class Harness:
                         continue
                     row["seconds"] = dt / len(rows)
                     row["run"] = run
+                    row["point"] = expected_point(points, row["key"])
                     f.write(json.dumps(clean(row)) + "\n")
                     done.add(row["key"])
                 f.flush()
@@ -392,15 +444,16 @@ class Harness:
                 )
         self.timings["sweep_s"] = time.perf_counter() - t0
         self.timings["m2_frames_run"] = self.models.m2_frames
-        self._write_meta(run=run, finished={"timings": self.timings, "points": len(todo), "run": run})
-        return load_rows(self.results_path, run=run)
+        self._write_meta(run=run, points=points, finished={"timings": self.timings, "points": len(todo), "run": run})
+        return load_rows(self.results_path, run=run, points=points)
 
-    def _write_meta(self, run: str, finished: dict | None = None) -> None:
-        """``meta.json``: this run's settings and identity, and each finished run's timings."""
+    def _write_meta(self, run: str, points: dict[str, str], finished: dict | None = None) -> None:
+        """``meta.json``: this run's settings, identity and points, and each finished run's timings."""
         meta_path = self.out / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"runs": []}
         meta["settings"] = self.settings()
         meta["run"] = run
+        meta["points"] = points
         if finished is not None:
             meta["runs"].append(finished)
         meta_path.write_text(json.dumps(clean(meta), indent=1))
@@ -418,9 +471,23 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def load_rows(path, run: str | None = None) -> list[dict]:
+def expected_point(points: dict[str, str], key: str) -> str | None:
+    """The point identity a row of ``key`` must carry to be one of ``points``' (a key whose
+    variant is known only after its run matches the entry's key with the variant ``*``)."""
+    if key in points:
+        return points[key]
+    parts = key.split("|")
+    if len(parts) < 5:
+        return None
+    parts[4] = "*"
+    return points.get("|".join(parts))
+
+
+def load_rows(path, run: str | None = None, points: dict[str, str] | None = None) -> list[dict]:
     """The rows of a results.jsonl (the last one of each key wins; broken lines skipped);
-    with ``run``, only the rows of that run identity (:meth:`Harness.run_id`)."""
+    with ``run``, only the rows of that run identity (:meth:`Harness.run_id`); with
+    ``points``, only the rows of those points, each of its own identity
+    (:meth:`Harness.points`)."""
     rows = {}
     path = Path(path)
     if not path.is_file():
@@ -430,16 +497,34 @@ def load_rows(path, run: str | None = None) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "key" in row and (run is None or row.get("run") == run):
-            rows[row["key"]] = row
+        if not isinstance(row, dict) or "key" not in row or (run is not None and row.get("run") != run):
+            continue
+        if points is not None and (row.get("point") is None or row.get("point") != expected_point(points, row["key"])):
+            continue
+        rows[row["key"]] = row
     return list(rows.values())
+
+
+def _meta(out) -> dict:
+    try:
+        meta = json.loads((Path(out) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def run_of(out) -> str | None:
     """The identity of the latest run into an output folder, finished or not (``meta.json``,
     written as a run starts); None for a folder from before run identities."""
-    try:
-        meta = json.loads((Path(out) / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("run") if isinstance(meta, dict) else None
+    return _meta(out).get("run")
+
+
+def last_run_rows(out) -> list[dict]:
+    """The rows of the latest run into an output folder (what ``eval-report`` reports): its
+    points' rows of its identity; a folder from before point identities: the rows of its run
+    identity; from before run identities: every row."""
+    meta = _meta(out)
+    points = meta.get("points")
+    return load_rows(
+        Path(out) / "results.jsonl", run=meta.get("run"), points=points if isinstance(points, dict) else None
+    )

@@ -249,6 +249,27 @@ _CRF_PRUNED = frozenset(VIDEO_CRFS) - frozenset(DEFAULT_CRFS)
 
 
 PLAN = _plan()
+# The constants of this module that choose points (which cuts, N, crf values, methods run) or
+# are the plan itself; every other upper-case constant enters a run's identity by value
+# (evaluation/harness.py, ``Harness.run_id``).
+POINT_CHOICES = frozenset(
+    {
+        "PLAN",
+        "POINT_CHOICES",
+        "_CRF_PRUNED",
+        "DEFAULT_CUTS",
+        "DEFAULT_BITS",
+        "VIDEO_CRFS",
+        "DEFAULT_CRFS",
+        "QUANT_CODERS",
+        "TSS_CODERS",
+        "FEATURE_METHODS",
+        "FRAME_METHODS",
+        "ALL_METHODS",
+        "DEFAULT_METHODS",
+        "LABELME_METHODS",
+    }
+)
 FEATURE_METHODS = tuple(dict.fromkeys(e.method for e in PLAN if e.per != "clip"))
 FRAME_METHODS = tuple(dict.fromkeys(e.method for e in PLAN if e.per == "clip"))
 ALL_METHODS = FEATURE_METHODS + FRAME_METHODS
@@ -260,11 +281,13 @@ LABELME_METHODS = {"float", "jpeg"} | set(FEATURE_METHODS) - {"rate-control"}
 @dataclass(frozen=True)
 class Task:
     """One point of the sweep: its progress name, the keys of its rows (None: known only after
-    it ran), and the call that measures it (returns its rows)."""
+    it ran), the call that measures it (returns its rows) and the entry it measures (None:
+    the float reference)."""
 
     name: str
     keys: list | None
     run: Callable[[], list]
+    entry: Entry | None = None
 
 
 def row_key(model, clip, cut, method, variant, coder, n) -> str:
@@ -290,7 +313,7 @@ def tasks(model: str, clip: str, cuts, bits, methods, call, pruned: bool = False
     def per_cut(e, cut):
         n = 8 if e.runner == "int8" else None
         keys = [row_key(model, clip, cut, e.method, e.variant, c, n) for c in e.coders]
-        return Task(f"{cut} {e.name}", keys, call(e, cut, None))
+        return Task(f"{cut} {e.name}", keys, call(e, cut, None), e)
 
     for cut in cuts:  # per cut: the per-cut entries listed before the first per-N one, N by N, the rest
         out += [per_cut(e, cut) for e in before]
@@ -298,10 +321,10 @@ def tasks(model: str, clip: str, cuts, bits, methods, call, pruned: bool = False
             for e in per_n:
                 if n >= e.min_bits:
                     keys = [row_key(model, clip, cut, e.method, e.variant, c, n) for c in e.coders]
-                    out.append(Task(f"{cut} N={n} {e.name}", keys, call(e, cut, n)))
+                    out.append(Task(f"{cut} N={n} {e.name}", keys, call(e, cut, n), e))
         out += [per_cut(e, cut) for e in after]
     for e in plan:
         if e.method in m and e.per == "clip":
             keys = [row_key(model, clip, None, e.method, e.variant, None, None)] if e.variant else None
-            out.append(Task(e.name, keys, call(e, None, None)))
+            out.append(Task(e.name, keys, call(e, None, None), e))
     return out

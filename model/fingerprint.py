@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from pathlib import Path
 
 
 def weights_digest(net) -> bytes:
@@ -44,12 +43,23 @@ def calibration_platform() -> str:
     return f"torch {torch.__version__}, float64"
 
 
+# The entry points that make the float and the int8 networks and the cut's codes: the float
+# detector, the split into M1/M2, the calibration set and the int8 recipes.
+NETWORK_MODULES = (
+    "temposplit.model.detectors",
+    "temposplit.model.split",
+    "temposplit.model.calibration",
+    "temposplit.model.quantize",
+)
+
+
 def model_source_digest() -> bytes:
-    """SHA-256 over the source of every module of ``temposplit.model`` (name and bytes, in
-    name order): the code that makes the float and the int8 networks. Any change to it is a
-    new int8 cache key (:mod:`temposplit.model.qcache`) and new evaluation rows
-    (docs/evaluation.md, "Resuming")."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.digest()
+    """SHA-256 over the source of the temposplit modules that make the float and the int8
+    networks: :data:`NETWORK_MODULES` and every temposplit module they import, transitively
+    (:func:`temposplit.source.source_digest`). Any change to that code is a new int8 cache
+    key (:mod:`temposplit.model.qcache`) and new evaluation rows (docs/evaluation.md,
+    "Resuming"); an edit of a module outside it (the accuracy study, a benchmark, the CLI)
+    is neither."""
+    from temposplit.source import source_digest
+
+    return source_digest(NETWORK_MODULES)

@@ -8,12 +8,13 @@ thread count (the recipe computes in float64: docs/models.md, "Reproducibility")
 a demo or an evaluation that calibrates as an earlier run did starts in seconds.
 
 The key is a SHA-256 over: this format's version, PyTorch's and NumPy's versions
-(:func:`~temposplit.model.fingerprint.calibration_platform`), the source of every
-module of ``temposplit.model`` (any change to the code that makes the network is a new
-key), the recipe as parsed, the batch size, the float weights (:func:`weights_digest`),
-their memory layout, and each calibration frame's shape and bytes. An entry is the
-converted network as ``torch.save`` writes it (a pickle: read back only from this cache,
-which only this user's runs write), under ``$TEMPOSPLIT_CACHE/int8/`` (default
+(:func:`~temposplit.model.fingerprint.calibration_platform`), the source of the code
+that makes the network (:func:`~temposplit.model.fingerprint.model_source_digest`: the
+modules it imports, transitively; any change to them is a new key), the recipe as
+parsed, the batch size, the float weights (:func:`weights_digest`), their memory layout,
+and each calibration frame's shape and bytes. An entry is the converted network as
+``torch.save`` writes it (a pickle: read back only from this cache, which only this
+user's runs write), under ``$TEMPOSPLIT_CACHE/int8/`` (default
 ``~/.cache/temposplit/int8/``), written to a temporary file and renamed, so parallel runs
 never read half an entry, and made under a lock per key, so two runs that need the same
 calibration at once make it once; the newest ``KEEP`` entries stay (about 17 MB each).

@@ -172,9 +172,11 @@ def test_a_rerun_with_other_frames_runs_its_points_again(sweep, tmp_path):
     assert all(r["evals"].split("/")[1].startswith(h.run_id()) for r in again if r.get("evals"))
 
 
-def test_the_run_identity_holds_the_network_code(sweep, tmp_path, monkeypatch):
-    """Changed code of the model package (what makes the int8 network) is another run and
-    another M1 cache name, with the settings unchanged; the same code is the same run."""
+def test_the_run_identity_holds_the_code_that_measures(sweep, tmp_path, monkeypatch):
+    """Changed code that measures a point (the codec, the networks, the scoring: the
+    source digest of what the runners import) is another run, with the settings unchanged;
+    changed code of the networks is also another M1 cache name; the same code is the same run."""
+    from temposplit import source
     from temposplit.evaluation.cache import ClipData, Models
     from temposplit.model import fingerprint
 
@@ -197,10 +199,71 @@ def test_the_run_identity_holds_the_network_code(sweep, tmp_path, monkeypatch):
         {},
     )
     before = clip.clip_id()
-    monkeypatch.setattr(fingerprint, "model_source_digest", lambda: b"other code")
+    real = source.source_digest
+    monkeypatch.setattr(source, "source_digest", lambda roots, exclude=(): b"other" + real(roots, exclude))
     assert _harness(out).run_id() != rows[0]["run"]
+    monkeypatch.setattr(fingerprint, "model_source_digest", lambda: b"other code")
     clip._id = None
     assert clip.clip_id() != before
+
+
+def test_the_measuring_code_is_found_by_its_imports():
+    """The run identity's code is what the runners import, transitively (the codec's coders
+    included, the report's code not); the int8 network's cache key covers the modules that
+    make the network and not the accuracy study or the CLI."""
+    from temposplit.evaluation.harness import MEASURE_MODULES
+    from temposplit.model.fingerprint import NETWORK_MODULES
+    from temposplit.source import module_closure
+
+    measured = module_closure(MEASURE_MODULES)
+    for name in ("temposplit.codec.ctx", "temposplit.codec.encoder", "temposplit.model.quantize", "temposplit.codec"):
+        assert name in measured, name
+    assert not {"temposplit.evaluation.report", "temposplit.evaluation.bdrate", "temposplit.cli"} & set(measured)
+    network = module_closure(NETWORK_MODULES)
+    assert {"temposplit.model.ptq", "temposplit.model.ssd", "temposplit.model.calibration"} <= set(network)
+    assert not {"temposplit.model.accuracy", "temposplit.model.cli", "temposplit.model.bench"} & set(network)
+
+
+def test_a_changed_entry_reruns_only_its_points(sweep, monkeypatch):
+    """One plan entry's options changed: its rows are no longer done, every other row still is."""
+    from temposplit.evaluation import plan as plan_mod
+
+    out, rows = sweep
+    target = next(e for e in plan_mod.PLAN if e.method == "bi-3+residual")
+    changed = tuple(
+        type(e)(**{**e.__dict__, "options": {**e.options, "threshold": 99.0}}) if e is target else e
+        for e in plan_mod.PLAN
+    )
+    monkeypatch.setattr(plan_mod, "PLAN", changed)
+    h = _harness(out)
+    assert h.run_id() == rows[0]["run"]  # the plan's entries are not the run's identity
+    done = h.done_keys()
+    redo = {r["key"] for r in rows} - done
+    assert redo and redo == {r["key"] for r in rows if r["method"] == "bi-3+residual"}
+
+
+def test_adding_a_clip_runs_only_its_points(sweep, tmp_path):
+    """A second clip into a folder that holds the first's rows: the first clip's points are
+    done (no M2 runs for them), the report of the folder holds both clips' rows."""
+    from temposplit.evaluation.harness import last_run_rows
+
+    out, rows = sweep
+    folder = _copy_of(out, tmp_path / "two")
+    second = tmp_path / "second.avi"
+    second.symlink_to(vtest_path())
+    methods = ["features-8bit", "quant"]
+    h = _harness(folder, video={"vtest": vtest_path(), "second": second}, methods=methods)
+    assert h.run_id() == rows[0]["run"]
+    scored = []
+    original = h.scorer.m2
+    h.scorer.m2 = lambda clip, *a, **k: scored.append(clip.name) or original(clip, *a, **k)
+    again = h.run()
+    assert "second" in scored and "vtest" not in scored  # (the labelme frames are scored as "labelme")
+    assert {r["clip"] for r in again} == {"vtest", "second"}
+    first = {r["key"]: r for r in rows if r["method"] in ("float", *methods)}
+    kept = {r["key"]: r for r in again if r["clip"] == "vtest"}
+    assert kept.keys() == first.keys() and all(kept[k]["seconds"] == first[k]["seconds"] for k in kept)
+    assert {r["key"] for r in last_run_rows(folder)} == {r["key"] for r in again}
 
 
 def test_report_files(sweep, tmp_path):
