@@ -427,7 +427,8 @@ class Harness:
                         continue
                     row["seconds"] = dt / len(rows)
                     row["run"] = run
-                    row["point"] = expected_point(points, row["key"])
+                    row["point"] = expected_point(points, row["key"]) or self.point_id(clip, task.entry)
+                    points.setdefault(row["key"], row["point"])  # a key its task did not declare
                     f.write(json.dumps(clean(row)) + "\n")
                     done.add(row["key"])
                 f.flush()
