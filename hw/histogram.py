@@ -1,0 +1,194 @@
+"""The histogram pass's counter: the ``lanes`` symbols of a stream word counted in one cycle.
+
+A self-contained anchor (a KEY: its Huffman table from its own histogram) needs the
+histogram of its N-bit codes before it is coded. The Huffman encoder counts its symbols
+one a cycle behind the serializer (:class:`~temposplit.hw.huffman_encoder.Histogram`),
+which made a histogram pass cost a cycle per element; :class:`WordHistogram` counts the
+requantizer's words as they come, every lane a cycle, so the pass (mode HISTOGRAM) costs a
+cycle per stream word: the DMA's rate.
+
+Structure: one bank of ``size`` counters per lane (LUT RAM; a lane's symbols only ever
+meet its own bank, so the lanes never conflict), each counted as the encoder's histogram
+counts: the count read (an asynchronous read at the lane's symbol, registered), then
+written back plus one; a symbol equal to the one in the write stage of its lane takes that
+stage's new count instead of the RAM's (forwarding), so runs of equal symbols count right.
+Bytes past a word's ``nbytes`` (the last word's padding) are not counted. The bank
+counters are ``ceil(max_count / lanes)`` wide (24 bits for 2^26 - 1 elements on 8 lanes).
+
+At the end of the pass the banks are folded, symbol by symbol: the lanes' counts read and
+registered, then summed by a tree of two-input adders, one level a cycle (FOLD_LEVELS: no
+chain of adders in one cycle), and the sum written into bank 0 (as wide as ``max_count``),
+which the read port ``rd_addr`` / ``rd_data`` reads afterwards (the HIST_DATA register).
+
+Phases: ``start`` (a pulse) clears the banks (CLEAR_CYCLES, the input held off), then one
+word is taken a cycle (the input's ready is a register) up to the one flagged ``last``;
+once its counts are written the fold runs (FOLD_CYCLES) and ``done`` pulses. The constants
+below are what the cycle model (:mod:`temposplit.hw.cyclemodel`, ``hist_cycles``) counts with.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from temposplit.hw.regmap import LANES, MAX_ELEMENTS
+from temposplit.hw.requantizer import word_layout
+
+SIZE = 256  # counters per bank: every 8-bit symbol
+CLEAR_CYCLES = SIZE  # the banks zeroed, one address a cycle (all banks together)
+INPUT_STAGES = 1  # the input register (the stream's ready chain ends at it)
+COUNT_STAGES = 2  # the count read and registered, then written back plus one
+
+
+def fold_levels(lanes: int) -> int:
+    """Levels of two-input adders that sum ``lanes`` banks (one level a cycle)."""
+    return (lanes - 1).bit_length()
+
+
+# The fold: a read stage, then the adder levels, the last one's sum written into bank 0;
+# SIZE symbols one a cycle. FOLD_CYCLES: from the fold's start to its last write.
+FOLD_STAGES = 1 + fold_levels(LANES)
+FOLD_CYCLES = SIZE + FOLD_STAGES
+
+
+class WordHistogram(wiring.Component):
+    """Histogram of a stream of words, all ``lanes`` symbols of a word counted a cycle.
+
+    Attributes
+    ----------
+    i : In(stream of :func:`~temposplit.hw.requantizer.word_layout`)
+        The symbols (``nbytes`` of each word valid, ``last`` on the pass's last word).
+    start : In(1)
+        A pulse: clear the banks and count a new pass.
+    busy : Out(1)
+        From ``start`` to ``done``.
+    done : Out(1)
+        A pulse: the pass's histogram is in bank 0 (readable at ``rd_addr``).
+    rd_addr : In(8), rd_data : Out(32)
+        The histogram's read port (a count of symbol ``rd_addr``, after ``done``).
+    """
+
+    def __init__(self, lanes: int = LANES, size: int = SIZE, max_count: int = MAX_ELEMENTS):
+        if lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes}")
+        if not 1 <= size <= 256:
+            raise ValueError(f"size must be 1..256, not {size}")
+        self.lanes = lanes
+        self.size = size
+        self.bank_width = (-(-max_count // lanes)).bit_length()
+        self.sum_width = max_count.bit_length()
+        if self.sum_width > 32:
+            raise ValueError(f"a count of {max_count} does not fit the 32-bit read port")
+        super().__init__(
+            {
+                "i": In(stream.Signature(word_layout(lanes))),
+                "start": In(1),
+                "busy": Out(1),
+                "done": Out(1),
+                "rd_addr": In(8),
+                "rd_data": Out(32),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        L, S = self.lanes, self.size
+        widths = [self.sum_width] + [self.bank_width] * (L - 1)
+        upd, rd, wr = [], [], []
+        for lane in range(L):
+            mem = memory.Memory(shape=unsigned(widths[lane]), depth=S, init=[])
+            m.submodules[f"bank{lane}"] = mem
+            upd.append(mem.read_port(domain="comb"))
+            rd.append(mem.read_port(domain="comb"))
+            wr.append(mem.write_port())
+
+        clearing = Signal()
+        folding = Signal()  # the fold's read stage issues addresses
+        ready = Signal()  # counting: a word taken a cycle
+        ptr = Signal(range(S))  # the clear's and the fold's address
+        m.d.comb += [self.i.ready.eq(ready), self.rd_data.eq(rd[0].data)]
+        m.d.sync += self.done.eq(0)
+
+        # ------------------------------------------------------------ clear
+        with m.If(self.start):
+            m.d.sync += [clearing.eq(1), folding.eq(0), ready.eq(0), ptr.eq(0), self.busy.eq(1)]
+        with m.Elif(clearing):
+            for lane in range(L):
+                m.d.comb += [wr[lane].addr.eq(ptr), wr[lane].data.eq(0), wr[lane].en.eq(1)]
+            m.d.sync += ptr.eq(ptr + 1)
+            with m.If(ptr == S - 1):
+                m.d.sync += [clearing.eq(0), ready.eq(1), ptr.eq(0)]
+
+        # ------------------------------------------------------------ count
+        # the input register
+        s0_v = Signal()
+        s0 = Signal(word_layout(L))
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & ready)
+        m.d.sync += s0_v.eq(take & ~self.start)
+        with m.If(take):
+            m.d.sync += s0.eq(self.i.payload)
+            with m.If(self.i.p.last):
+                m.d.sync += ready.eq(0)
+        # per lane: the count read (registered, forwarded), then written back plus one
+        a_last = Signal()  # the pass's last word is in the write stage
+        m.d.sync += a_last.eq(s0_v & s0.last & ~self.start)
+        for lane in range(L):
+            sym = Signal(8, name=f"sym{lane}")
+            en = Signal(name=f"count{lane}")
+            a_v = Signal(name=f"a_v{lane}")
+            a_sym = Signal(8, name=f"a_sym{lane}")
+            a_cnt = Signal(widths[lane], name=f"a_cnt{lane}")
+            a_new = Signal(widths[lane], name=f"a_new{lane}")
+            m.d.comb += [
+                sym.eq(s0.data.word_select(lane, 8)),
+                en.eq(s0_v & (s0.nbytes > lane)),
+                upd[lane].addr.eq(sym),
+                a_new.eq(a_cnt + 1),
+            ]
+            m.d.sync += a_v.eq(en & ~self.start)
+            with m.If(en):
+                m.d.sync += [
+                    a_sym.eq(sym),
+                    a_cnt.eq(Mux(a_v & (a_sym == sym), a_new, upd[lane].data)),
+                ]
+            with m.If(a_v):
+                m.d.comb += [wr[lane].addr.eq(a_sym), wr[lane].data.eq(a_new), wr[lane].en.eq(1)]
+        with m.If(a_last & ~self.start):
+            m.d.sync += [folding.eq(1), ptr.eq(0)]
+
+        # ------------------------------------------------------------ fold
+        # read stage: every bank's count of symbol ptr, registered
+        m.d.comb += rd[0].addr.eq(Mux(folding, ptr, self.rd_addr))
+        for lane in range(1, L):
+            m.d.comb += rd[lane].addr.eq(ptr)
+        with m.If(folding & ~self.start):
+            m.d.sync += ptr.eq(ptr + 1)
+            with m.If(ptr == S - 1):
+                m.d.sync += folding.eq(0)
+        f_v = Signal()
+        f_addr = Signal(range(S))
+        vals = [Signal(self.sum_width, name=f"fold0_{lane}") for lane in range(L)]
+        m.d.sync += [f_v.eq(folding & ~self.start), f_addr.eq(ptr)]
+        m.d.sync += [v.eq(rd[lane].data) for lane, v in enumerate(vals)]
+        # the adder levels, a register each
+        level = 0
+        while len(vals) > 1:
+            level += 1
+            nxt = []
+            for k in range(0, len(vals), 2):
+                s = Signal(self.sum_width, name=f"fold{level}_{k // 2}")
+                m.d.sync += s.eq(vals[k] + vals[k + 1] if k + 1 < len(vals) else vals[k])
+                nxt.append(s)
+            v_n = Signal(name=f"fold{level}_v")
+            a_n = Signal(range(S), name=f"fold{level}_addr")
+            m.d.sync += [v_n.eq(f_v & ~self.start), a_n.eq(f_addr)]
+            vals, f_v, f_addr = nxt, v_n, a_n
+        assert level == fold_levels(L)
+        # the sum into bank 0 (its counts were read at this address FOLD_STAGES - 1 cycles ago)
+        with m.If(f_v):
+            m.d.comb += [wr[0].addr.eq(f_addr), wr[0].data.eq(vals[0]), wr[0].en.eq(1)]
+            with m.If(f_addr == S - 1):
+                m.d.sync += [self.done.eq(1), self.busy.eq(0)]
+        return m
