@@ -156,6 +156,11 @@ MODES = {
         "value records (any section: a predicted frame's vectors, flags and residual blocks, or an anchor) -> "
         "that ctx section",
     ),
+    "HISTOGRAM": (
+        6,
+        "COUNT quint8 codes (FLAGS.REQUANT; else symbols) -> nothing (one empty TLAST word); the histogram of "
+        "the (N-bit) codes counted a stream word a cycle (HIST_DATA), the codes kept as reference if STORE_REF",
+    ),
 }
 
 
@@ -215,6 +220,7 @@ REGISTERS: tuple[Register, ...] = (
         ("REF_LOG2", 8, 5, "log2 of the on-chip reference capacity in bytes"),
         ("BLOCK_LOG2", 16, 5, "log2 of the current-block buffer capacity in bytes"),
         ("LINE_LOG2", 24, 5, "log2 of the CTX coder's row buffer in elements (0: no CTX)"),
+        ("HISTOGRAM", 5, 1, "the HISTOGRAM mode (0: a build before it)"),
         ("ENGINES", 29, 3, "CTX range coders for slices of value records (0: one, a build before slices)"),
     ),
     _r(
@@ -223,7 +229,7 @@ REGISTERS: tuple[Register, ...] = (
         "wo",
         "Write START=1 to run the configured MODE (ignored while BUSY)",
         ("START", 0, 1, "start an operation"),
-        ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4, CTX=5"),
+        ("MODE", 4, 3, "ENCODE=0, REQUANT=1, LOAD_REF=2, MOTION=3, BAND_MOTION=4, CTX=5, HISTOGRAM=6"),
     ),
     _r(
         "STATUS",
@@ -237,14 +243,15 @@ REGISTERS: tuple[Register, ...] = (
         "FLAGS",
         0x10,
         "rw",
-        "Options of ENCODE, REQUANT and CTX",
+        "Options of ENCODE, REQUANT, CTX and HISTOGRAM",
         (
             "REQUANT",
             0,
             1,
-            "ENCODE/CTX: requantize the input (quint8 -> N bits) before coding; 0: the input bytes are the symbols",
+            "ENCODE/CTX/HISTOGRAM: requantize the input (quint8 -> N bits) before coding (counting); 0: the input "
+            "bytes are the symbols",
         ),
-        ("STORE_REF", 1, 1, "ENCODE/REQUANT/CTX: also write the N-bit codes into the on-chip reference"),
+        ("STORE_REF", 1, 1, "ENCODE/REQUANT/CTX/HISTOGRAM: also write the N-bit codes into the on-chip reference"),
         (
             "TEMPORAL",
             2,
@@ -278,7 +285,7 @@ REGISTERS: tuple[Register, ...] = (
         "COUNT",
         0x20,
         "rw",
-        "Symbols (elements) in the input of ENCODE / REQUANT / LOAD_REF / CTX",
+        "Symbols (elements) in the input of ENCODE / REQUANT / LOAD_REF / CTX / HISTOGRAM",
         ("COUNT", 0, 26, ""),
     ),
     _r("WIDTH", 0x24, "rw", "Map width W (MOTION, CTX)", ("W", 0, 10, "")),
@@ -308,7 +315,13 @@ REGISTERS: tuple[Register, ...] = (
         ("LENGTH", 16, 4, "code length 1..15 (0: no code)"),
     ),
     _r("HIST_INDEX", 0x40, "rw", "Symbol whose count HIST_DATA reads", ("INDEX", 0, 8, "")),
-    _r("HIST_DATA", 0x44, "ro", "Count of symbol HIST_INDEX in the last ENCODE", ("COUNT", 0, 32, "")),
+    _r(
+        "HIST_DATA",
+        0x44,
+        "ro",
+        "Count of symbol HIST_INDEX in the last ENCODE or HISTOGRAM (whichever ran last)",
+        ("COUNT", 0, 32, ""),
+    ),
     _r(
         "BITS",
         0x48,
@@ -386,7 +399,7 @@ def unpack(reg: str, word: int) -> dict[str, int]:
 STREAM_FORMATS = {
     "input": (
         "AXI-Stream, LANES bytes per word (tdata bit 8i..8i+7 is byte i: little-endian, as the DMA reads "
-        "memory). ENCODE/REQUANT/LOAD_REF: COUNT bytes in the map's element order (channel-last raster: row, "
+        "memory). ENCODE/REQUANT/LOAD_REF/HISTOGRAM: COUNT bytes in the map's element order (channel-last raster: row, "
         "column, channel fastest), the last word padded. MOTION: the current frame's quint8 codes in block "
         "order: blocks in raster order, each block's rows top-down, each row the bw*C bytes of its columns "
         "(channel fastest) -- a run of bw*C contiguous bytes of the map, so the DMA's scatter-gather "
@@ -409,8 +422,9 @@ STREAM_FORMATS = {
         "AXI-Stream, LANES bytes per word, little-endian bytes, TKEEP marks the bytes of the last word, TLAST "
         "on the last word of every operation. ENCODE: the Huffman section's bytes (bits MSB first, bytes "
         "filled from bit 7 down, the last byte zero-padded; BITS gives the exact bit count). REQUANT: COUNT "
-        "N-bit codes, one byte each. LOAD_REF: one word of zeros with TKEEP=0 (so that every operation ends "
-        "with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see MOTION_RECORD). "
+        "N-bit codes, one byte each. LOAD_REF and HISTOGRAM: one word of zeros with TKEEP=0 (so that every "
+        "operation ends with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see "
+        "MOTION_RECORD). "
         "CTX: the ctx section's bytes (docs/bitstream.md 6.2), BITS / 8 of them; with CTX_SLICES.S > 1 "
         "tagged words instead, every TKEEP set: payload bytes 0-6 (bits 0-55), in bits 56-58 how many of "
         "them count (1-7), bits 59-60 the engine, bit 61 set on its slice's last word; each engine's "

@@ -7,6 +7,7 @@ fails elaboration). Data path per mode::
     s_axis -> Requantizer --+--> Serializer -> HuffmanEncoder (table, histogram) -> m_axis   ENCODE
                             +--> m_axis                                                      REQUANT
                             +--> reference RAM (STORE_REF, LOAD_REF)
+                            +--> WordHistogram (a bank per lane) -> one empty word       HISTOGRAM
     s_axis -> MotionEstimator (reference RAM, block buffer) -> records -> m_axis            MOTION
     s_axis -> BandMotion (the same RAMs: band, partial costs; state RAM) -> records -> m_axis BAND_MOTION
     s_axis -> Requantizer -> element serializer (x; p, t from the input's reference words)
@@ -28,6 +29,11 @@ CTX_SLICES > 1 each word carries its engine (bits 58-59) and a slice's end (bit 
 dealt into that engine's input FIFO, and the engines' bytes leave as tagged words
 (docs/fabric.md "Slices").
 
+HISTOGRAM (a KEY's histogram before its ENCODE pass): the requantizer's words go to
+:class:`~temposplit.hw.histogram.WordHistogram`, which counts every lane of a word in a
+cycle (a bank of counters per lane, summed into one at the end), so the pass runs at the
+stream's rate; HIST_DATA then reads its counts (an ENCODE's after an ENCODE).
+
 Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
 what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
 Clock ``clk``, reset ``rst`` active high (Vivado: proc_sys_reset's peripheral_reset).
@@ -41,6 +47,7 @@ from amaranth.lib.wiring import In, Out
 
 from temposplit.hw import regmap
 from temposplit.hw.ctx_coder import CtxCoder, SlicePacker, ValueCoder
+from temposplit.hw.histogram import WordHistogram
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
 from temposplit.hw.regmap import Params
@@ -110,6 +117,7 @@ class Accelerator(wiring.Component):
         m.submodules.rq = rq = Requantizer(L)
         m.submodules.ser = ser = Serializer(L)
         m.submodules.enc = enc = HuffmanEncoder(L)
+        m.submodules.hist = hist = WordHistogram(L)
         m.submodules.me = me = MotionEstimator(P)
         m.submodules.ctx = ctx = CtxCoder(P.line_elements)
 
@@ -117,6 +125,7 @@ class Accelerator(wiring.Component):
         rw = {r.name: Signal(r.width, name=f"reg_{r.name.lower()}") for r in regmap.REGISTERS if r.access == "rw"}
         busy = Signal()
         done = Signal()
+        hist_last = Signal()  # HIST_DATA reads the HISTOGRAM pass's counts (the last of ENCODE, HISTOGRAM)
         bits = Signal(32)
         cycles = Signal(32)
         ro = {
@@ -129,11 +138,12 @@ class Accelerator(wiring.Component):
                     BLOCK_LOG2=P.block_bytes.bit_length() - 1,
                     LINE_LOG2=P.line_elements.bit_length() - 1,
                     ENGINES=P.ctx_engines,
+                    HISTOGRAM=1,
                 ),
                 32,
             ),
             "STATUS": Cat(busy, done),
-            "HIST_DATA": enc.hist_data,
+            "HIST_DATA": Mux(hist_last, hist.rd_data, enc.hist_data),
             "BITS": bits,
             "CYCLES": cycles,
             "BAND_PARAMS": Const(
@@ -199,6 +209,7 @@ class Accelerator(wiring.Component):
             enc.table_code.eq(wdata[0:15]),
             enc.table_length.eq(wdata[16:20]),
             enc.hist_addr.eq(rw["HIST_INDEX"]),
+            hist.rd_addr.eq(rw["HIST_INDEX"]),
         ]
 
         # ------------------------------------------------------------ control
@@ -237,6 +248,11 @@ class Accelerator(wiring.Component):
         # the encoder's start through a register (its clear is 256 cycles long anyway): it
         # gates the encoder's input, at the end of the stream's ready chain
         m.d.sync += enc.start.eq(start & (new_mode == modes["ENCODE"]))
+        m.d.sync += hist.start.eq(start & (new_mode == modes["HISTOGRAM"]))
+        with m.If(start & (new_mode == modes["ENCODE"])):
+            m.d.sync += hist_last.eq(0)
+        with m.If(start & (new_mode == modes["HISTOGRAM"])):
+            m.d.sync += hist_last.eq(1)
         m.d.comb += [
             me.start.eq(start & (new_mode == modes["MOTION"])),
             me.band_start.eq(start & (new_mode == modes["BAND_MOTION"])),
@@ -264,7 +280,7 @@ class Accelerator(wiring.Component):
             # (taken per word: a temporal group's reference words pass unchanged)
             rq.bypass.eq(
                 (mode == modes["LOAD_REF"])
-                | (((mode == modes["ENCODE"]) | is_ctx) & ~fld("FLAGS", "REQUANT"))
+                | (((mode == modes["ENCODE"]) | (mode == modes["HISTOGRAM"]) | is_ctx) & ~fld("FLAGS", "REQUANT"))
                 | records
                 | (temporal & (in_phase != 0))
             ),
@@ -493,6 +509,7 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ output side
         wiring.connect(m, rq.o, ser.i)  # overridden per mode below
         wiring.connect(m, ser.o, enc.i)
+        m.d.comb += hist.i.payload.eq(rq.o.payload)  # (valid only in HISTOGRAM, below)
         with m.Switch(mode):
             with m.Case(modes["ENCODE"]):
                 m.d.comb += [
@@ -520,6 +537,19 @@ class Accelerator(wiring.Component):
                     ma.tlast.eq(1),
                 ]
                 with m.If(rq_take & rq.o.p.last):
+                    m.d.sync += empty_pending.eq(1)
+                with m.If(ma.tvalid & ma.tready):
+                    m.d.sync += empty_pending.eq(0)
+            with m.Case(modes["HISTOGRAM"]):
+                m.d.comb += [
+                    ser.i.valid.eq(0),
+                    hist.i.valid.eq(rq.o.valid),
+                    rq.o.ready.eq(hist.i.ready),
+                    ma.tvalid.eq(empty_pending),
+                    ma.tkeep.eq(0),
+                    ma.tlast.eq(1),
+                ]
+                with m.If(hist.done):
                     m.d.sync += empty_pending.eq(1)
                 with m.If(ma.tvalid & ma.tready):
                     m.d.sync += empty_pending.eq(0)
