@@ -4,9 +4,9 @@
 operations on the accelerator through the driver. An anchor is one call,
 :meth:`FabricEngine.code_anchor`: one ENCODE pass with FLAGS.REQUANT and STORE_REF
 (requantize, Huffman-code, count the histogram, store the reference); a self-contained
-anchor (its own table) takes a histogram pass first. A predicted frame's motion search is
-one MOTION operation over the reference stored with the anchor (a chained or refreshed
-reference is loaded first, LOAD_REF). So :class:`~temposplit.codec.encoder.Encoder`
+anchor (its own table) takes a histogram pass first (HISTOGRAM: a stream word a cycle). A
+predicted frame's motion search is one MOTION operation over the reference stored with the
+anchor (a chained or refreshed reference is loaded first, LOAD_REF). So :class:`~temposplit.codec.encoder.Encoder`
 produces its packets with the fabric doing the per-element work, byte for byte the same
 as the software path. Maps over the on-chip reference (the ResNet-50 cuts) are
 motion-searched by BAND_MOTION: the driver keeps the reference's codes on the PS side
@@ -54,7 +54,9 @@ class FabricEngine(SoftwareEngine):
         histogram counted by the fabric and the codes kept on chip (STORE_REF) for the
         group's MOTION (a map over the on-chip reference: kept on the PS side for
         BAND_MOTION). A self-contained anchor (``table`` None: its own table) takes a
-        histogram pass first. The PS's copy of the codes (motion compensation, the
+        histogram pass first: a HISTOGRAM pass (the fabric counts a stream word's codes a
+        cycle; it stores the reference), or on a build without it an ENCODE with a flat
+        table whose section is dropped. The PS's copy of the codes (motion compensation, the
         reconstruction) is a 256-entry table lookup, equal to the requantizer's output."""
         if coder != "huffman":
             self.fallbacks[f"{coder} anchor"] += 1
@@ -66,8 +68,14 @@ class FabricEngine(SoftwareEngine):
         on_chip = q8.shape[0] * q8.shape[1] * padded <= self.params.ref_bytes
         store = on_chip
         if table is None:  # a self-contained anchor: its table comes from its own histogram
-            self.accel.load_table(np.full(alphabet.size, max(1, (alphabet.size - 1).bit_length())))
-            first = self._encode(q8, z8, n_bits, alphabet, store)
+            if self.accel.ops.hist:
+                self.passes["HISTOGRAM"] += 1
+                if store and q8.shape[2] % self.params.lanes:
+                    self.passes["REQUANT (padded reference)"] += 1
+                first = self.accel.histogram(q8, alphabet.size, z8=z8, n_bits=n_bits, store_ref=store)
+            else:
+                self.accel.load_table(np.full(alphabet.size, max(1, (alphabet.size - 1).bit_length())))
+                first = self._encode(q8, z8, n_bits, alphabet, store)
             store = False
             table = huffman.table_lengths(first.histogram)
         self.accel.load_table(table)

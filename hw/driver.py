@@ -6,6 +6,7 @@ Use::
     accel.load_table(lengths)                                  # code lengths of the anchor table
     res = accel.encode_anchor(q8, z8=z8, n_bits=4, store_ref=True)
     res.data, res.bits, res.histogram                          # the section and the next table's source
+    hist = accel.histogram(q8, z8=z8, n_bits=4).histogram       # a KEY's own table's source, a word a cycle
     sec = accel.ctx_anchor(q8, z8=z8, n_bits=5, ref=ref_codes, ref_changes=d_ref)  # one CTX pass
     sec.data, sec.changes                                      # the ctx section, the new change map
     mvs, costs = accel.motion(q8_next, z8=z8, n_bits=4, zn_ref=z_n, block=4, search=7)
@@ -46,6 +47,12 @@ class EncodeResult:
     data: bytes  # the section's bytes, ceil(bits / 8)
     bits: int
     histogram: np.ndarray | None  # counts of the alphabet's symbols (int64), when asked for
+    cycles: int
+
+
+@dataclass
+class HistogramResult:
+    histogram: np.ndarray  # counts of the alphabet's symbols (int64)
     cycles: int
 
 
@@ -372,6 +379,7 @@ class Operations:
         # explicit params) and the reference kept on the PS side for maps over the on-chip RAM.
         self.band = params is not None
         self.ctx = params is not None  # whether the build has the CTX anchor coder
+        self.hist = params is not None  # whether the build has the HISTOGRAM mode
         self.band_reference = None  # (codes (H, W, C) uint8, z_N)
 
     def probe(self):
@@ -388,6 +396,7 @@ class Operations:
         if f["LINE_LOG2"]:
             extra["line_elements"] = 1 << f["LINE_LOG2"]
         self.ctx = f["LINE_LOG2"] != 0
+        self.hist = f["HISTOGRAM"] != 0
         extra["ctx_engines"] = max(1, min(f["ENGINES"], regmap.MAX_CTX_ENGINES))
         self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
         return self.params
@@ -433,11 +442,48 @@ class Operations:
         out = out[: (bits + 7) // 8]
         hist = None
         if histogram:
-            hist = np.zeros(alphabet, np.int64)
-            for s in range(alphabet):
-                yield _w("HIST_INDEX", s)
-                hist[s] = yield _r("HIST_DATA")
+            hist = yield from self._read_histogram(alphabet)
         return EncodeResult(out, int(bits), hist, int(cycles))
+
+    def _read_histogram(self, alphabet):
+        hist = np.zeros(alphabet, np.int64)
+        for s in range(alphabet):
+            yield _w("HIST_INDEX", s)
+            hist[s] = yield _r("HIST_DATA")
+        return hist
+
+    def histogram(self, q8, alphabet=None, *, z8=0, n_bits=8, requant=True, store_ref=False):
+        """The histogram of a map's codes in one HISTOGRAM pass (nothing coded): ``q8``
+        quint8 codes (any shape) requantized to ``n_bits`` (``requant``; else the bytes are
+        the symbols), the counts of ``alphabet`` symbols (default 2^N) read back. The fabric
+        counts a stream word's codes a cycle, so the pass runs at the DMA's rate: a
+        self-contained anchor's (a KEY's) table comes from it before its ENCODE pass.
+        ``store_ref``: the codes also become the on-chip reference (a map whose channels are
+        not a multiple of the lanes stores a padded copy by a REQUANT pass after it)."""
+        p = yield from self._need_params()
+        if not self.hist:
+            raise AcceleratorError("this bitstream has no HISTOGRAM mode (count with an ENCODE pass)")
+        q8 = _check_map(q8, "map")
+        n_bits = check_bits(n_bits)
+        alphabet = alphabet or 1 << n_bits
+        if not 1 <= alphabet <= 256:
+            raise AcceleratorError(f"an alphabet has 1..256 symbols, not {alphabet}")
+        padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
+        if store_ref and q8.size > p.ref_bytes:
+            raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref and not padded)))
+        yield _w("NBITS", n_bits)
+        yield _w("Z8", check_zero_point(z8))
+        yield _w("COUNT", q8.size)
+        _, cycles = yield from self._run("HISTOGRAM", q8.tobytes(), 8)
+        hist = yield from self._read_histogram(alphabet)
+        if padded:  # the reference needs whole words per pixel: store a padded copy
+            if requant:
+                yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
+            else:
+                yield from self.load_reference(q8, zn_ref=zero_point_n(z8, n_bits))
+        self.last_cycles = int(cycles)
+        return HistogramResult(hist, int(cycles))
 
     def encode_anchor(self, q8, *, z8, n_bits, store_ref=True, alphabet=None):
         """Requantize and Huffman-code an anchor map (quint8, any shape) with the loaded table;
@@ -752,6 +798,7 @@ _OPERATIONS = (
     "load_table",
     "encode",
     "encode_anchor",
+    "histogram",
     "ctx_anchor",
     "ctx_records",
     "requantize",

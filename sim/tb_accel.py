@@ -188,6 +188,80 @@ async def test_encode_random(dut):
     tb.check_idle()
 
 
+async def check_histogram(tb, q8, z8, n_bits, store_ref=False, requant=True):
+    """A HISTOGRAM pass through the driver against np.bincount of the golden codes."""
+    res = await tb.accel.histogram(q8, z8=z8, n_bits=n_bits, store_ref=store_ref, requant=requant)
+    codes = requantize(q8, z8, n_bits) if requant else q8
+    want = np.bincount(codes.reshape(-1), minlength=1 << n_bits)
+    np.testing.assert_array_equal(res.histogram, want, err_msg=f"{q8.shape} N {n_bits} z8 {z8}")
+    return res
+
+
+@cocotb.test()
+async def test_histogram(dut):
+    """HISTOGRAM (a KEY's histogram, a stream word a cycle) through the driver: sizes around
+    the word edges, N = 2..8, quint8 in (requantized) or the symbols themselves, skewed and
+    constant maps (runs of one symbol in every lane), random idle input and back-pressure;
+    HIST_DATA switching between an ENCODE's counts and a HISTOGRAM's; STORE_REF (C a
+    multiple of the lanes or not) checked by a MOTION against the stored codes; a reset in
+    the middle of a pass; then, with a source that never starves, CYCLES against
+    ``cyclemodel.hist_cycles``."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = tb.rng
+    for size in (1, 7, 8, 9, 63, 255, 1000, 4097):
+        n_bits = int(rng.integers(2, 9))
+        q8, z8 = stimulus.random_map(rng, 1, size, 1)
+        await check_histogram(tb, q8.reshape(-1), z8, n_bits)
+    await check_histogram(tb, np.full(100, 77, np.uint8), 77, 4)  # one symbol: every lane forwards
+    await check_histogram(tb, rng.integers(0, 256, 777, dtype=np.uint8), 0, 8, requant=False)
+    skew = np.clip(rng.normal(3, 1, 2000), 0, 255).astype(np.uint8)
+    await check_histogram(tb, skew, 0, 8, requant=False)
+    # HIST_DATA follows the last of ENCODE and HISTOGRAM
+    q8, z8 = stimulus.random_map(rng, 8, 8, 16)
+    await check_histogram(tb, q8, z8, 5)
+    await check_anchor(tb, q8[:4], z8, 5, stimulus.table_for(rng, 32))
+    await check_histogram(tb, q8[4:], z8, 5)
+    # STORE_REF: the KEY's path (HISTOGRAM stores the reference, ENCODE with its table does not)
+    for (h, w, c), n_bits, block, search in (((9, 11, 16), 4, 4, 7), ((10, 5, 20), 6, 3, 3)):
+        z8 = int(rng.integers(0, 256))
+        a, b = stimulus.moving_pair(rng, h, w, c, z8, shift=(1, -1))
+        res = await check_histogram(tb, a, z8, n_bits, store_ref=True)
+        await check_anchor(tb, a, z8, n_bits, huffman.table_lengths(res.histogram), store_ref=False)
+        zn = zero_point_n(z8, n_bits)
+        mvs, costs = await tb.accel.motion(b, z8=z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)
+        g_mvs, g_costs = three_step_search(
+            centred(requantize(a, z8, n_bits), z8, n_bits), b.astype(np.int16) - np.int16(z8), block, search
+        )
+        np.testing.assert_array_equal(mvs, g_mvs)
+        np.testing.assert_array_equal(costs, g_costs)
+    # a reset in the middle of a pass, then a clean one
+    q8, z8 = stimulus.random_map(rng, 16, 16, 64)
+    task = cocotb.start_soon(tb.accel.histogram(q8, z8=z8, n_bits=4))
+    for _ in range(600):
+        await RisingEdge(dut.clk)
+    assert not task.done()
+    task.cancel()
+    await tb.reset()
+    tb.source.clear()
+    tb.sink.clear()
+    await ClockCycles(dut.clk, 4)
+    await check_histogram(tb, q8, z8, 4)
+    tb.check_idle()
+
+    tb.stalls(False)  # (a pause the generators were in stays: lift it)
+    tb.source.pause = tb.sink.pause = False
+    misses = []
+    for size in (8, 1000, 19 * 19 * 96, 38 * 38 * 32 + 5):
+        q8, z8 = stimulus.random_map(rng, 1, size, 1)
+        res = await check_histogram(tb, q8.reshape(-1), z8, 4)
+        model = cyclemodel.hist_cycles(size)
+        log_cycles(tb, "histogram", (1, size, 1), 0, 0, res.cycles)
+        misses += [(size, res.cycles, model)] if abs(res.cycles - model) > 2 else []
+    assert not misses, f"HISTOGRAM's cycles (count, CYCLES, model) off the cycle model: {misses}"
+    tb.check_idle()
+
+
 @cocotb.test()
 async def test_motion_small(dut):
     """TSS on small maps: truncated edge blocks, every p, B from 1 to 8, three ways to load
@@ -319,8 +393,11 @@ async def test_fixtures(dut):
             continue
         for n_bits, block, search in (settings[checked % len(settings)],):
             codes = requantize(frames[0], z8, n_bits)
-            own = huffman.table_lengths(np.bincount(codes.reshape(-1), minlength=1 << n_bits))
-            res = await check_anchor(tb, frames[0], z8, n_bits, own, store_ref=True)
+            # the KEY's path: its histogram in a HISTOGRAM pass (which stores the reference),
+            # then the ENCODE pass with its own table
+            hist = await check_histogram(tb, frames[0], z8, n_bits, store_ref=True)
+            own = huffman.table_lengths(hist.histogram)
+            res = await check_anchor(tb, frames[0], z8, n_bits, own, store_ref=False)
             zn = zero_point_n(z8, n_bits)
             for cur in frames[1:]:
                 mvs, costs = await tb.accel.motion(cur, z8=z8, n_bits=n_bits, zn_ref=zn, block=block, search=search)

@@ -11,6 +11,7 @@ TESTS = [
     "test_registers",
     "test_requantize",
     "test_encode_random",
+    "test_histogram",
     "test_motion_small",
     "test_motion_ssd_shape",
     "test_reset_midstream",
