@@ -35,9 +35,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     print(cyclemodel.format_table(rows, args.search))
     targets = [r for r in rows if r.name.startswith("ssd") or r.shape == (25, 34, 2048)]
-    ok = all(r.group_fps >= 30 and r.pred_fps >= 30 and r.anchor_fps >= 30 for r in targets)
+    key_fps = {r.name: cyclemodel.CLOCK_HZ / r.key_cycles for r in targets}
+    ok = all(r.group_fps >= 30 and r.pred_fps >= 30 and r.anchor_fps >= 30 and key_fps[r.name] >= 30 for r in targets)
     print(
-        f"targets (>= 30 frames/s at 25x34x2048 and every SSD cut, anchors and predicted frames), Huffman: "
+        f"targets (>= 30 frames/s at 25x34x2048 and every SSD cut, KEY and other anchors and predicted frames), "
+        f"Huffman: "
         f"{'met' if ok else 'NOT met'} (SSD cuts: the implemented on-chip design, counts checked against "
         f"the RTL; ResNet-50 cuts: the band design (BAND_MOTION), its counts checked against the RTL on "
         f"small maps, at the DMA's rate)"
@@ -58,10 +60,14 @@ def _bench(args: argparse.Namespace) -> int:
                 f"{r.ctx_engines} engines, a stream word a cycle: KEY {vals[0]:.1f}, temporal anchor {vals[1]:.1f}, "
                 f"predicted {vals[2]:.1f} frames/s: " + ("all >= 30" if min(vals) >= 30 else "NOT all >= 30")
             )
-    slow_keys = [r for r in targets if cyclemodel.CLOCK_HZ / r.key_cycles < 30]
-    if slow_keys:
-        print(
-            "KEY anchors (a histogram pass before the ENCODE pass, one anchor in key_interval) under 30 frames/s: "
-            + ", ".join(f"{r.name} {cyclemodel.CLOCK_HZ / r.key_cycles:.1f}" for r in slow_keys)
+    slow_keys = [r for r in targets if key_fps[r.name] < 30]
+    slowest = min(targets, key=lambda r: key_fps[r.name])
+    print(
+        "KEY anchors (a HISTOGRAM pass, a stream word a cycle, before the ENCODE pass; one anchor in key_interval) "
+        + (
+            "under 30 frames/s: " + ", ".join(f"{r.name} {key_fps[r.name]:.1f}" for r in slow_keys)
+            if slow_keys
+            else f">= 30 frames/s at every target: the slowest {slowest.name} {key_fps[slowest.name]:.1f}"
         )
+    )
     return 0

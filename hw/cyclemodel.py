@@ -17,7 +17,9 @@ Two designs are counted:
   (slice Cs, group G) the driver uses.
 
 The Huffman encoder codes one symbol per cycle (after a 256-cycle histogram clear), the
-requantizer ``lanes`` codes per cycle.
+requantizer ``lanes`` codes per cycle; the histogram pass (HISTOGRAM, a KEY's before its
+ENCODE) counts a stream word's ``lanes`` codes per cycle (:mod:`temposplit.hw.histogram`),
+checked against the Verilated RTL's CYCLES in ``sim/tb_accel.py::test_histogram``.
 
 TSS itself (the order of the neighbours, the steps, the tiling, the validity rule, the
 cost) comes from :mod:`temposplit.codec.motion`, the one definition the golden codec and
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from temposplit.codec.encoder import ctx_slices_for  # the codec's default slices
 from temposplit.codec.motion import TSS_ORDER, block_cost, blocks, is_valid, tss_candidates, tss_steps
 from temposplit.hw import band_motion as _band
+from temposplit.hw import histogram as _hist
 from temposplit.hw import huffman_encoder as _huff
 from temposplit.hw import motion_estimator as _me
 from temposplit.hw import requantizer as _rq
@@ -95,6 +98,19 @@ def motion_cycles(shape, block, search, ref=None, cur=None) -> int:
 def encode_cycles(count: int) -> int:
     """ENCODE of ``count`` symbols: one per cycle after the histogram clear."""
     return ENCODE_HEAD + count + ENCODE_TAIL
+
+
+# HISTOGRAM: START's register in the top and the banks' clear (the first words wait in the
+# requantizer meanwhile), a stream word a cycle, then the last word through the input and
+# count stages, the fold of the banks into one and the empty TLAST word.
+HIST_HEAD = 1 + _hist.CLEAR_CYCLES
+HIST_TAIL = _hist.INPUT_STAGES + _hist.COUNT_STAGES + _hist.FOLD_CYCLES + 1
+
+
+def hist_cycles(count: int, word_cycles: float = 1.0) -> int:
+    """HISTOGRAM of ``count`` symbols: a stream word (``LANES`` symbols) a cycle after the
+    banks' clear, or one every ``word_cycles`` at the DMA's rate."""
+    return HIST_HEAD + int(math.ceil(-(-count // LANES) * max(1.0, word_cycles))) + HIST_TAIL
 
 
 def requant_cycles(count: int) -> int:
@@ -360,7 +376,7 @@ class Row:
     block: int
     design: str
     anchor_cycles: int  # one ENCODE pass (the table carried from the previous anchor)
-    key_cycles: int  # a self-contained anchor (its own table): a histogram pass, then ENCODE
+    key_cycles: int  # a self-contained anchor (its own table): a HISTOGRAM pass, then ENCODE
     pred_cycles: int
     anchor_fps: float
     pred_fps: float
@@ -399,7 +415,9 @@ def row(
     # an anchor is one ENCODE pass (requantize, Huffman, histogram, STORE_REF), bound by one
     # symbol per cycle or the DMA; the PS keeps its copy of the codes by a table lookup
     anchor = max(encode_cycles(elements), int(elements / (DMA_MM2S_BPS / CLOCK_HZ)))
-    key = 2 * anchor
+    # a KEY: its table from its own histogram first, a HISTOGRAM pass at a stream word a
+    # cycle (or the DMA's rate), then the ENCODE pass
+    key = hist_cycles(elements, LANES * CLOCK_HZ / DMA_MM2S_BPS) + anchor
     nb = -(-h // block) * -(-w // block)
     padded = h * w * -(-c // LANES) * LANES
     if padded <= ref_bytes:
@@ -502,7 +520,8 @@ def format_table(rows: list[Row], search=7) -> str:
         "checked against the Verilated RTL's CYCLES register in simulation (sim/tb_accel.py: MOTION, "
         "ENCODE, BAND_MOTION on small maps); the path it counts is what `temposplit edge --backend "
         "rtl|pynq` runs: an anchor is one ENCODE pass (FLAGS.REQUANT, STORE_REF, the fabric's histogram), "
-        "a KEY anchor (its own table) a histogram pass and the ENCODE pass, a predicted frame one MOTION "
+        "a KEY anchor (its own table) a HISTOGRAM pass (a stream word a cycle: sim/tb_accel.py::test_histogram) and "
+        "the ENCODE pass, a predicted frame one MOTION "
         "or BAND_MOTION; with the coder ctx (the recommended preset) an anchor is one CTX pass at one bin per "
         f"cycle (sim/tb_accel.py::test_ctx_cycles), counted at {CTX_BINS_INTRA} bins/element for a KEY (intra) and "
         f"{CTX_BINS_TEMPORAL} for a temporal anchor, the most measured on the SSD fixtures at N = 5; a map whose row "
@@ -515,7 +534,8 @@ def format_table(rows: list[Row], search=7) -> str:
         "rate."
     )
     lines.append(
-        f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle; DMA limits "
+        f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle, its histogram pass {LANES} "
+        f"symbols/cycle; DMA limits "
         f"MM2S {DMA_MM2S_BPS / 1e6:.0f} MB/s, S2MM {DMA_S2MM_BPS / 1e6:.0f} MB/s (AXI DMA, 64 bit); "
         f"HP port {HP_PORT_BPS / 1e6:.0f} MB/s."
     )

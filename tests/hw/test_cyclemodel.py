@@ -12,7 +12,22 @@ def test_targets_met_at_the_required_cuts():
     assert len(targets) == 7
     for r in targets:
         assert min(r.anchor_fps, r.pred_fps, r.group_fps) >= 30, r
+        assert cyclemodel.CLOCK_HZ / r.key_cycles >= 30, r  # a KEY: HISTOGRAM, then ENCODE
         assert r.fits(), r
+
+
+def test_key_is_a_histogram_pass_at_a_word_a_cycle_then_encode():
+    from temposplit.hw import histogram as hist
+
+    (r,) = [r for r in cyclemodel.table() if r.shape == (25, 34, 2048)]
+    n = 25 * 34 * 2048
+    words = n // 8
+    assert (
+        cyclemodel.hist_cycles(n)
+        == 1 + hist.CLEAR_CYCLES + words + hist.INPUT_STAGES + hist.COUNT_STAGES + (hist.SIZE + hist.FOLD_STAGES) + 1
+    )
+    assert r.key_cycles == r.anchor_cycles + cyclemodel.hist_cycles(n)
+    assert r.key_cycles < 1.13 * r.anchor_cycles
 
 
 def test_motion_cycles_count_skipped_candidates():
