@@ -518,7 +518,7 @@ def format_table(rows: list[Row], search=7) -> str:
     lines.append(
         "A cycle model (counted state by state from the RTL's FSMs, with the RTL modules' own constants), "
         "checked against the Verilated RTL's CYCLES register in simulation (sim/tb_accel.py: MOTION, "
-        "ENCODE, BAND_MOTION on small maps); the path it counts is what `temposplit edge --backend "
+        "ENCODE, HISTOGRAM, BAND_MOTION on small maps); the path it counts is what `temposplit edge --backend "
         "rtl|pynq` runs: an anchor is one ENCODE pass (FLAGS.REQUANT, STORE_REF, the fabric's histogram), "
         "a KEY anchor (its own table) a HISTOGRAM pass (a stream word a cycle: sim/tb_accel.py::test_histogram) and "
         "the ENCODE pass, a predicted frame one MOTION "
