@@ -77,9 +77,10 @@ CAND_STAGES = 3
 CAND_CYCLES = NCAND + CAND_STAGES - 1
 CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last issue
 # SadPipeline's stages from a candidate's issue to its accumulator: the address register,
-# the RAM's read, its output register, the centred reference, |diff|, three adder levels
-# (sums of 4, of 16, the total), the accumulator
-SAD_STAGES = ("addr", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
+# its copy beside each bank of the reference (the motion estimator's, REF_BANKS), the RAM's
+# read, its output register, the centred reference, |diff|, three adder levels (sums of 4,
+# of 16, the total), the accumulator
+SAD_STAGES = ("addr", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)
 DRAIN_CYCLES = len(SAD_STAGES) - 2
@@ -187,7 +188,8 @@ class ChunkAddresses(wiring.Component):
 class SadPipeline(wiring.Component):
     """Each chunk against the candidates of the step, one per cycle: the candidate's chunk
     read through the reference RAM's ``band_bytes``-wide port (``ref``; its data arrive
-    registered, two cycles after the address), the cost |((a - z_N) << k) - (c - z8)| of
+    registered, three cycles after the address: its copies beside the RAM's banks, the read,
+    the output register), the cost |((a - z_N) << k) - (c - z8)| of
     every byte, sums of 4, of 16, the total into the candidate's accumulator (SAD_STAGES
     from the issue). ``origin`` and ``valid`` hold the
     candidates' first-chunk addresses and validity; candidates from ``first_cand`` to 8 are
@@ -240,7 +242,8 @@ class SadPipeline(wiring.Component):
         n = len(SAD_STAGES)
         pv = [Signal(name=f"sad_v{j}") for j in range(n)]  # pv[j]: stage j's register holds a candidate
         pi = [Signal(4, name=f"sad_i{j}") for j in range(n)]
-        pcur = [Signal(cur_layout, name=f"sad_cur{j}") for j in range(4)]  # up to the absdiff stage
+        ncur = SAD_STAGES.index("absdiff")  # the chunk travels with its candidate up to |diff|
+        pcur = [Signal(cur_layout, name=f"sad_cur{j}") for j in range(ncur)]
         raddr = Signal(len(self.ref.addr))
         m.d.comb += self.ref.addr.eq(raddr)
         m.d.sync += pv[0].eq(0)
@@ -272,16 +275,17 @@ class SadPipeline(wiring.Component):
         for j in range(1, len(pcur)):
             m.d.sync += pcur[j].eq(pcur[j - 1])
 
-        # stage "read": the RAM reads; "ram": its output registered (by the motion estimator,
-        # which shares the register with MOTION: ``ref``'s data come two cycles after the
-        # address); "centre": the reference
+        # stage "bank": the address's copies beside the reference's banks; "read": the RAM
+        # reads; "ram": its output registered (by the motion estimator, which shares the
+        # register with MOTION: ``ref``'s data come three cycles after the address); "centre":
+        # the reference
         # centred; "absdiff": the cost of each byte; then sums of 4, of 16, the total
         rdat = self.ref.data  # registered by the RAM's owner (stage "ram")
         diffs = [Signal(11, name=f"bdiff{j}") for j in range(CB)]
         for j in range(CB):
             ac = Signal(signed(12), name=f"bref{j}")
             m.d.sync += ac.eq(centred_ref(rdat.word_select(j, 8), self.zn_ref, k))
-            m.d.sync += diffs[j].eq(element_cost(ac, pcur[3][j]))
+            m.d.sync += diffs[j].eq(element_cost(ac, pcur[-1][j]))
         sum4 = [Signal(13, name=f"bsum4_{g}") for g in range(-(-CB // 4))]
         for g, sg in enumerate(sum4):
             m.d.sync += sg.eq(sum(diffs[4 * g : 4 * g + 4]))

@@ -48,9 +48,15 @@ from temposplit.hw.regmap import DEFAULT, Params
 BLOCK_CYCLES = 2  # BLOCK, BLOCK2: the block's extent, then its words per row
 SETUP_CYCLES = 2  # SETUP (row and column products), SETUP2 (the candidate's first word)
 # DRAIN: from the last word's read to the accumulator, one register per stage of the SAD
-# pipeline (SAD_STAGES): the RAMs' outputs, the centred codes, |diff|, two adder levels, the
-# sum of 8, the accumulator.
-SAD_STAGES = ("ram", "centre", "absdiff", "pairs", "sum", "acc")
+# pipeline (SAD_STAGES): the read address's copy beside each bank of the reference, the RAMs'
+# outputs, the centred codes, |diff|, two adder levels, the sum of 8, the accumulator.
+SAD_STAGES = ("bank", "ram", "centre", "absdiff", "pairs", "sum", "acc")
+# The reference RAM is REF_BANKS column banks, each with its own copy of the read address and
+# of the write (address, enables, data) in registers that synthesis keeps apart (``keep``;
+# hw/synth.py): one register driving all of the reference's block RAMs spans the die (on the
+# ECP5 proxy 11-16 ns of routing alone); a copy per bank is placed beside its RAMs.
+REF_BANKS = 8
+KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins
 DRAIN_CYCLES = len(SAD_STAGES)
 COMPARE_CYCLES = 2  # COMPARE, NEXT
 PICK_CYCLES = 1  # PICK: the next neighbour's vector
@@ -107,30 +113,51 @@ class MotionEstimator(wiring.Component):
         shift = L.bit_length() - 1
 
         # The reference RAM is band_bytes wide (R stream words per RAM word, written one word
-        # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it.
+        # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it. It is
+        # REF_BANKS column banks; the read address and the write reach each bank through its
+        # own registers (stage "bank" of the read; the write a cycle late as before).
         R = P.band_words
         rshift = R.bit_length() - 1
-        m.submodules.ref = ref = memory.Memory(
-            shape=unsigned(8 * P.band_bytes), depth=P.ref_bytes // P.band_bytes, init=[]
+        depth = P.ref_bytes // P.band_bytes
+        width = 8 * P.band_bytes
+        unit = 8 * L  # the write's granularity: one stream word
+        nbanks = min(REF_BANKS, width)
+        bank_bits = width // nbanks
+        ref_rd = wiring.Signature({"addr": Out((depth - 1).bit_length()), "data": Out(width)}).create(path=("ref_rd",))
+        ref_wr = wiring.Signature({"en": Out(R), "addr": Out(len(ref_rd.addr)), "data": Out(width)}).create(
+            path=("ref_wr",)
         )
+        bank_data = []
+        for b in range(nbanks):
+            lo = b * bank_bits
+            bank = memory.Memory(shape=unsigned(bank_bits), depth=depth, init=[])
+            m.submodules[f"ref{b}"] = bank
+            gran = min(unit, bank_bits)
+            wp = bank.write_port(granularity=gran) if gran < bank_bits else bank.write_port()
+            rp = bank.read_port(transparent_for=())
+            raddr = Signal(len(rp.addr), name=f"refbank{b}_raddr", attrs=KEEP, reset_less=True)
+            waddr = Signal(len(wp.addr), name=f"refbank{b}_waddr", attrs=KEEP, reset_less=True)
+            wdata = Signal(bank_bits, name=f"refbank{b}_wdata", attrs=KEEP, reset_less=True)
+            wen = Signal(len(wp.en), name=f"refbank{b}_wen", attrs=KEEP)
+            m.d.sync += [
+                raddr.eq(ref_rd.addr),
+                waddr.eq(ref_wr.addr),
+                wdata.eq(ref_wr.data[lo : lo + bank_bits]),
+                wen.eq(ref_wr.en[lo // unit : -(-(lo + bank_bits) // unit)]),
+            ]
+            m.d.comb += [rp.addr.eq(raddr), wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen)]
+            bank_data.append(rp.data)
+        m.d.comb += ref_rd.data.eq(Cat(*bank_data))
         m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
-        ref_port = ref.write_port(granularity=8 * L)
-        ref_rd = ref.read_port(transparent_for=())
         blk_port = blk.write_port()
         blk_rd = blk.read_port(transparent_for=())
-        # The writes reach the RAMs a cycle late, through a register (their enables fan out
-        # to every block RAM of the reference): nothing reads a word within a cycle of its
-        # write (the block's scan starts after SETUP, the band's after its load).
-        ref_wr = wiring.Signature(
-            {"en": Out(len(ref_port.en)), "addr": Out(len(ref_port.addr)), "data": Out(len(ref_port.data))}
-        ).create(path=("ref_wr",))
+        # The writes reach the RAMs a cycle late, through a register (the reference's, one per
+        # bank, above): nothing reads a word within a cycle of its write (the block's scan
+        # starts after SETUP, the band's after its load).
         blk_wr = wiring.Signature(
             {"en": Out(1), "addr": Out(len(blk_port.addr)), "data": Out(len(blk_port.data))}
         ).create(path=("blk_wr",))
         m.d.sync += [
-            ref_port.en.eq(ref_wr.en),
-            ref_port.addr.eq(ref_wr.addr),
-            ref_port.data.eq(ref_wr.data),
             blk_port.en.eq(blk_wr.en),
             blk_port.addr.eq(blk_wr.addr),
             blk_port.data.eq(blk_wr.data),
@@ -197,14 +224,15 @@ class MotionEstimator(wiring.Component):
         m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_rd.addr.eq(cptr)]
         v = [Signal(name=f"sad_v{j}") for j in range(DRAIN_CYCLES)]  # v[j]: stage j holds a word
         m.d.sync += [v[0].eq(issue), *[v[j].eq(v[j - 1]) for j in range(1, DRAIN_CYCLES)]]
-        sel0 = Signal(max(rshift, 1))
-        sel1 = Signal(max(rshift, 1))
-        m.d.sync += [sel0.eq(ref_word[:rshift] if R > 1 else 0), sel1.eq(sel0)]
+        # the word's place in the RAM word, down to stage "ram"
+        sel = [Signal(max(rshift, 1), name=f"sel{j}") for j in range(SAD_STAGES.index("ram") + 2)]
+        m.d.sync += [sel[0].eq(ref_word[:rshift] if R > 1 else 0), *[sel[j].eq(sel[j - 1]) for j in range(1, len(sel))]]
         ref_r = Signal(8 * P.band_bytes)  # stage "ram": the RAMs' outputs
+        blk_b = Signal(8 * L)  # the block buffer's word, a cycle behind (stage "bank")
         blk_r = Signal(8 * L)
-        m.d.sync += [ref_r.eq(ref_rd.data), blk_r.eq(blk_rd.data)]
+        m.d.sync += [ref_r.eq(ref_rd.data), blk_b.eq(blk_rd.data), blk_r.eq(blk_b)]
         ref_q = Signal(8 * L)
-        m.d.comb += ref_q.eq(ref_r.word_select(sel1, 8 * L) if R > 1 else ref_r)
+        m.d.comb += ref_q.eq(ref_r.word_select(sel[-1], 8 * L) if R > 1 else ref_r)
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
         for i in range(L):
             a = ref_q.word_select(i, 8)

@@ -109,7 +109,9 @@ class Requantizer(wiring.Component):
         ]
         # stage 1: the shift; stage 2 (the output register): the offset and the clamp. A
         # skid register beside stage 1 takes a word when the output stalls, so the input's
-        # ready is a register (the ready chain of the stream ends here).
+        # ready is a register (the ready chain of the stream ends here). Another beside the
+        # output register takes stage 2's word when the output stalls, so the stages advance
+        # on a register too (the consumers' ready reaches only the output's two registers).
         s1_valid = Signal()
         s1 = Signal(word_layout(self.lanes))
         s1_bypass = Signal()
@@ -122,16 +124,22 @@ class Requantizer(wiring.Component):
         move = Signal()
         s1_free = Signal()
         take = Signal()
+        ok_valid = Signal()  # the output's skid holds a word
+        ok = Signal(word_layout(self.lanes))
         m.d.comb += [
-            move.eq(s1_valid & (~self.o.valid | self.o.ready)),
+            move.eq(s1_valid & ~ok_valid),
             s1_free.eq(~s1_valid | move),
             self.i.ready.eq(~sk_valid),
             take.eq(self.i.valid & ~sk_valid),
             src.eq(Mux(sk_valid, sk, self.i.payload)),
             src_bypass.eq(Mux(sk_valid, sk_bypass, self.bypass)),
         ]
+        out_free = Signal()  # the output register takes a word this cycle
+        m.d.comb += out_free.eq(~self.o.valid | self.o.ready)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        with m.If(ok_valid & out_free):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(ok), ok_valid.eq(0)]
         with m.If(move):
             m.d.sync += s1_valid.eq(0)
         with m.If((sk_valid | take) & s1_free):
@@ -148,11 +156,15 @@ class Requantizer(wiring.Component):
             out = Signal(unsigned(8), name=f"lane{i}_q")
             m.d.comb += [v.eq(shifted[i] + z_n), out.eq(Mux(v < 0, 0, Mux(v > top, top, v)))]
             codes.append(out)
+        word = Signal(word_layout(self.lanes))  # stage 2's word
+        m.d.comb += [
+            word.data.eq(Mux(s1_bypass, s1.data, Cat(*codes))),
+            word.nbytes.eq(s1.nbytes),
+            word.last.eq(s1.last),
+        ]
         with m.If(move):
-            m.d.sync += [
-                self.o.valid.eq(1),
-                self.o.p.data.eq(Mux(s1_bypass, s1.data, Cat(*codes))),
-                self.o.p.nbytes.eq(s1.nbytes),
-                self.o.p.last.eq(s1.last),
-            ]
+            with m.If(out_free & ~ok_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(word)]
+            with m.Else():
+                m.d.sync += [ok_valid.eq(1), ok.eq(word)]
         return m

@@ -81,8 +81,19 @@ def plain_names(verilog: str) -> str:
     return _ESCAPED.sub(lambda m: "\\" + m.group(1).replace("[", "_").replace("]", "_"), verilog)
 
 
+# Registers the gateware copies on purpose (the reference's per-bank address and write
+# registers, hw/motion_estimator.py ``REF_BANKS``): their Verilog carries ``keep``, which Yosys
+# reads on the wire, not on the flip-flop that drives it, so its ``opt_merge`` would fold the
+# copies into one again; this marks the flip-flops themselves before synthesis.
+KEEP_COPIES = "hierarchy -top {top}\nproc\nsetattr -set keep 1 w:*refbank* %ci1 t:$dff %i\n"
+
+
 def yosys_script(verilog: Path, top: str) -> str:
-    return f"read_verilog {verilog}\nsynth_xilinx -family xc7 -flatten -noiopad -top {top}\nstat\n"
+    return (
+        f"read_verilog {verilog}\n"
+        + KEEP_COPIES.format(top=top)
+        + f"synth_xilinx -family xc7 -flatten -noiopad -top {top}\nstat\n"
+    )
 
 
 def parse_stat(text: str) -> dict:
@@ -206,7 +217,7 @@ ROUTERS = ("router2", "router1")
 
 
 def ecp5_script(verilog: Path, top: str, json_out: Path) -> str:
-    return f"read_verilog {verilog}\nsynth_ecp5 -top {top} -json {json_out}\nstat\n"
+    return f"read_verilog {verilog}\n" + KEEP_COPIES.format(top=top) + f"synth_ecp5 -top {top} -json {json_out}\nstat\n"
 
 
 def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1, router: str = ROUTERS[0]) -> list[str]:

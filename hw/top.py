@@ -128,6 +128,8 @@ class Accelerator(wiring.Component):
         hist_last = Signal()  # HIST_DATA reads the HISTOGRAM pass's counts (the last of ENCODE, HISTOGRAM)
         bits = Signal(32)
         cycles = Signal(32)
+        hist_data = Signal(32)  # the count at HIST_INDEX, registered (the histograms are LUT RAM)
+        m.d.sync += hist_data.eq(Mux(hist_last, hist.rd_data, enc.hist_data))
         ro = {
             "ID": Const(regmap.ID_MAGIC, 32),
             "PARAMS": Const(
@@ -143,7 +145,7 @@ class Accelerator(wiring.Component):
                 32,
             ),
             "STATUS": Cat(busy, done),
-            "HIST_DATA": Mux(hist_last, hist.rd_data, enc.hist_data),
+            "HIST_DATA": hist_data,
             "BITS": bits,
             "CYCLES": cycles,
             "BAND_PARAMS": Const(
@@ -187,14 +189,20 @@ class Accelerator(wiring.Component):
                     m.d.comb += wstrobe[r.name].eq(1)
                     if r.access == "rw":
                         m.d.sync += rw[r.name].eq(bus.wdata[: r.width])
-        # Read: a register mux into rdata.
+        # Read, in two cycles: the address into a register, then a register mux into rdata
+        # (HIST_DATA's source is itself a register, a cycle behind HIST_INDEX: a read taken
+        # in the cycle after a write's response still sees the write).
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
-        m.d.comb += bus.arready.eq(~bus.rvalid)
-        with m.If(bus.arvalid & ~bus.rvalid):
-            m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(0)]
+        ar_v = Signal()
+        ar_a = Signal(len(bus.araddr) - 2)
+        m.d.comb += bus.arready.eq(~bus.rvalid & ~ar_v)
+        with m.If(bus.arvalid & bus.arready):
+            m.d.sync += [ar_v.eq(1), ar_a.eq(bus.araddr[2:])]
+        with m.If(ar_v):
+            m.d.sync += [ar_v.eq(0), bus.rvalid.eq(1), bus.rdata.eq(0)]
             for r in regmap.REGISTERS:
-                with m.If(bus.araddr[2:] == r.offset >> 2):
+                with m.If(ar_a == r.offset >> 2):
                     if r.access == "rw":
                         m.d.sync += bus.rdata.eq(rw[r.name])
                     elif r.access == "ro":
@@ -267,13 +275,18 @@ class Accelerator(wiring.Component):
         records = Signal()  # CTX with value records in the input, one a word
         sliced = Signal()  # CTX with value records of CTX_SLICES > 1 slices: tagged words in and out
         n_slices = Signal(6)
-        m.d.comb += [
-            is_ctx.eq(mode == modes["CTX"]),
-            records.eq(is_ctx & fld("FLAGS", "RECORDS")),
-            temporal.eq(is_ctx & fld("FLAGS", "TEMPORAL") & ~records),
-            sliced.eq(records & (rw["CTX_SLICES"] > 1)),
-            n_slices.eq(rw["CTX_SLICES"]),
-        ]
+        # (decoded once, at START, from the mode and the configuration it starts with: the
+        # decodes are registers, not logic in front of everything they select)
+        new_ctx = new_mode == modes["CTX"]
+        new_records = new_ctx & fld("FLAGS", "RECORDS")
+        with m.If(start):
+            m.d.sync += [
+                is_ctx.eq(new_ctx),
+                records.eq(new_records),
+                temporal.eq(new_ctx & fld("FLAGS", "TEMPORAL") & ~new_records),
+                sliced.eq(new_records & (rw["CTX_SLICES"] > 1)),
+            ]
+        m.d.comb += n_slices.eq(rw["CTX_SLICES"])
         m.d.comb += [
             rq.n_bits.eq(rw["NBITS"]),
             rq.z8.eq(rw["Z8"]),
