@@ -20,7 +20,7 @@ import cocotb
 import numpy as np
 import stimulus
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink, AxiStreamSource
 
 from temposplit.codec import entropy, huffman
@@ -68,6 +68,18 @@ class TB:
         await ClockCycles(self.dut.clk, cycles)
         self.dut.rst.value = 0
         await ClockCycles(self.dut.clk, 2)
+
+    async def interrupt(self, operation, cycles: int, running: bool = True):
+        """Start ``operation`` (a coroutine), reset the accelerator ``cycles`` cycles later
+        (``running``: asserting it has not finished), and empty the stream models."""
+        task = cocotb.start_soon(operation)
+        await ClockCycles(self.dut.clk, cycles)
+        if running:
+            assert not task.done(), "the operation ended before the reset"
+        task.cancel()
+        await self.reset()
+        self.source.clear()
+        self.sink.clear()
 
     def check_idle(self):
         assert self.sink.empty(), "the output stream holds data nobody asked for"
@@ -237,14 +249,7 @@ async def test_histogram(dut):
         np.testing.assert_array_equal(costs, g_costs)
     # a reset in the middle of a pass, then a clean one
     q8, z8 = stimulus.random_map(rng, 16, 16, 64)
-    task = cocotb.start_soon(tb.accel.histogram(q8, z8=z8, n_bits=4))
-    for _ in range(600):
-        await RisingEdge(dut.clk)
-    assert not task.done()
-    task.cancel()
-    await tb.reset()
-    tb.source.clear()
-    tb.sink.clear()
+    await tb.interrupt(tb.accel.histogram(q8, z8=z8, n_bits=4), 600)
     await ClockCycles(dut.clk, 4)
     await check_histogram(tb, q8, z8, 4)
     tb.check_idle()
@@ -346,26 +351,13 @@ async def test_reset_midstream(dut):
     q8, z8 = stimulus.random_map(tb.rng, 16, 16, 16)
     lengths = stimulus.table_for(tb.rng, 16)
     await tb.accel.load_table(lengths)
-    task = cocotb.start_soon(tb.accel.encode_anchor(q8, z8=z8, n_bits=4, store_ref=False))
-    for _ in range(400):
-        await RisingEdge(dut.clk)
-    assert not task.done()
-    task.cancel()
-    await tb.reset()
-    tb.source.clear()
-    tb.sink.clear()
+    await tb.interrupt(tb.accel.encode_anchor(q8, z8=z8, n_bits=4, store_ref=False), 400)
     await ClockCycles(dut.clk, 4)
     await check_anchor(tb, q8, z8, 4, lengths)  # the table is reloaded: reset keeps no state
     # and a reset in the middle of MOTION
     a, b = stimulus.moving_pair(tb.rng, 12, 12, 16, z8)
     await check_motion(tb, a, z8, b, z8, 8, 4, 7, "load")
-    task = cocotb.start_soon(check_motion(tb, a, z8, b, z8, 8, 4, 7, "load"))
-    for _ in range(300):
-        await RisingEdge(dut.clk)
-    task.cancel()
-    await tb.reset()
-    tb.source.clear()
-    tb.sink.clear()
+    await tb.interrupt(check_motion(tb, a, z8, b, z8, 8, 4, 7, "load"), 300, running=False)
     await check_motion(tb, a, z8, b, z8, 8, 4, 7, "load")
     tb.check_idle()
 
@@ -532,14 +524,7 @@ async def test_band_reset_and_fixtures(dut):
     codes = requantize(a, 3, 5)
     zn = zero_point_n(3, 5)
     await tb.accel.load_reference(codes, zn)
-    task = cocotb.start_soon(tb.accel.motion(b, z8=3, n_bits=5, zn_ref=zn, block=4, search=7))
-    for _ in range(3000):
-        await RisingEdge(dut.clk)
-    assert not task.done()
-    task.cancel()
-    await tb.reset()
-    tb.source.clear()
-    tb.sink.clear()
+    await tb.interrupt(tb.accel.motion(b, z8=3, n_bits=5, zn_ref=zn, block=4, search=7), 3000)
     await ClockCycles(dut.clk, 4)
     await check_band(tb, a, 3, b, 3, 5, 4, 7)
     fx = [f for f in stimulus.fixtures() if f["frames"][0].shape == (19, 19, 33)]
