@@ -102,14 +102,12 @@ class WordHistogram(wiring.Component):
             upd.append(mem.read_port(domain="comb"))
             rd.append(mem.read_port(domain="comb"))
             wr.append(mem.write_port())
-            if lane == 0:  # the register read (HIST_DATA) on a port of its own: no select before it
-                reg_rd = mem.read_port(domain="comb")
 
         clearing = Signal()
         folding = Signal()  # the fold's read stage issues addresses
         ready = Signal()  # counting: a word taken a cycle
         ptr = Signal(range(S))  # the clear's and the fold's address
-        m.d.comb += [self.i.ready.eq(ready), reg_rd.addr.eq(self.rd_addr), self.rd_data.eq(reg_rd.data)]
+        m.d.comb += [self.i.ready.eq(ready), self.rd_data.eq(rd[0].data)]
         m.d.sync += self.done.eq(0)
 
         # ------------------------------------------------------------ clear
@@ -162,7 +160,8 @@ class WordHistogram(wiring.Component):
 
         # ------------------------------------------------------------ fold
         # read stage: every bank's count of symbol ptr, registered
-        for lane in range(L):
+        m.d.comb += rd[0].addr.eq(Mux(folding, ptr, self.rd_addr))
+        for lane in range(1, L):
             m.d.comb += rd[lane].addr.eq(ptr)
         with m.If(folding & ~self.start):
             m.d.sync += ptr.eq(ptr + 1)
