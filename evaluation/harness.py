@@ -336,7 +336,7 @@ class Harness:
         """A row's own identity beside :meth:`run_id`: its clip's file (name and size) and its
         plan entry as declared (runner, coders, options; None: the float reference). Adding a
         clip or an entry, or changing one entry's options, reruns only those points."""
-        path = self.videos()[clip]
+        path = self.clips()[clip].video  # (the clips' table is made once; videos() probes every file)
         decl = None if entry is None else [entry.runner, list(entry.coders), entry.options]
         return digest(json.dumps(clean([path.name, path.stat().st_size, decl]), sort_keys=True))
 
