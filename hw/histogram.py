@@ -7,18 +7,23 @@ which made a histogram pass cost a cycle per element; :class:`WordHistogram` cou
 requantizer's words as they come, every lane a cycle, so the pass (mode HISTOGRAM) costs a
 cycle per stream word: the DMA's rate.
 
-Structure: one bank of ``size`` counters per lane (LUT RAM; a lane's symbols only ever
-meet its own bank, so the lanes never conflict), each counted as the encoder's histogram
-counts: the count read (an asynchronous read at the lane's symbol, registered), then
-written back plus one; a symbol equal to the one in the write stage of its lane takes that
-stage's new count instead of the RAM's (forwarding), so runs of equal symbols count right.
-Bytes past a word's ``nbytes`` (the last word's padding) are not counted. The bank
-counters are ``ceil(max_count / lanes)`` wide (24 bits for 2^26 - 1 elements on 8 lanes).
+Structure: one bank of ``size`` counters per lane (a lane's symbols only ever meet its
+own bank, so the lanes never conflict), a RAM with one synchronous read port and one write
+port, so that it maps to block RAM as well as to LUT RAM (on the ECP5 timing proxy, whose
+LUT RAM is 16 deep, 8 banks of 256 counters with asynchronous reads took about 16,000
+LUT4s and the top's critical path; docs/fabric.md). Each symbol is counted in three
+stages: its bank read at the symbol (the read issued from the input register), the read's
+data registered, then written back plus one. The read misses the writes of the two cycles
+before its own write, so a symbol equal to either takes the newer one's new count instead
+of the RAM's (forwarding: runs of equal symbols count right). Bytes past a word's
+``nbytes`` (the last word's padding) are not counted. The bank counters are
+``ceil(max_count / lanes)`` wide (24 bits for 2^26 - 1 elements on 8 lanes).
 
 At the end of the pass the banks are folded, symbol by symbol: the lanes' counts read and
 registered, then summed by a tree of two-input adders, one level a cycle (FOLD_LEVELS: no
 chain of adders in one cycle), and the sum written into bank 0 (as wide as ``max_count``),
-which the read port ``rd_addr`` / ``rd_data`` reads afterwards (the HIST_DATA register).
+which the read port ``rd_addr`` / ``rd_data`` reads afterwards (the HIST_DATA register;
+synchronous: ``rd_data`` is the count at the ``rd_addr`` of the cycle before).
 
 Phases: ``start`` (a pulse) clears the banks (CLEAR_CYCLES, the input held off), then one
 word is taken a cycle (the input's ready is a register) up to the one flagged ``last``;
@@ -36,9 +41,13 @@ from temposplit.hw.regmap import LANES, MAX_ELEMENTS
 from temposplit.hw.requantizer import word_layout
 
 SIZE = 256  # counters per bank: every 8-bit symbol
+# LUT RAM on the xc7z020 (64 deep there: a bank of 24-bit counters is 96 RAM64M, about 400
+# LUTs), whose block RAM is the resource nearest the 60 % budget (8 RAMB18 more would take
+# it from 58.2 to 61.1 %); the ECP5 timing proxy drops it (hw/synth.py ``ECP5_BLOCK_RAM``)
+RAM_STYLE = {"ram_style": "distributed"}
 CLEAR_CYCLES = SIZE  # the banks zeroed, one address a cycle (all banks together)
 INPUT_STAGES = 1  # the input register (the stream's ready chain ends at it)
-COUNT_STAGES = 2  # the count read and registered, then written back plus one
+COUNT_STAGES = 3  # the count's read issued, its data registered, then written back plus one
 
 
 def fold_levels(lanes: int) -> int:
@@ -46,9 +55,10 @@ def fold_levels(lanes: int) -> int:
     return (lanes - 1).bit_length()
 
 
-# The fold: a read stage, then the adder levels, the last one's sum written into bank 0;
-# SIZE symbols one a cycle. FOLD_CYCLES: from the fold's start to its last write.
-FOLD_STAGES = 1 + fold_levels(LANES)
+# The fold: a read issued, its data registered, then the adder levels, the last one's sum
+# written into bank 0; SIZE symbols one a cycle. FOLD_CYCLES: from the fold's start to its
+# last write.
+FOLD_STAGES = 2 + fold_levels(LANES)
 FOLD_CYCLES = SIZE + FOLD_STAGES
 
 
@@ -95,12 +105,11 @@ class WordHistogram(wiring.Component):
         m = Module()
         L, S = self.lanes, self.size
         widths = [self.sum_width] + [self.bank_width] * (L - 1)
-        upd, rd, wr = [], [], []
+        rd, wr = [], []
         for lane in range(L):
-            mem = memory.Memory(shape=unsigned(widths[lane]), depth=S, init=[])
-            m.submodules[f"bank{lane}"] = mem
-            upd.append(mem.read_port(domain="comb"))
-            rd.append(mem.read_port(domain="comb"))
+            mem = memory.Memory(shape=unsigned(widths[lane]), depth=S, init=[], attrs=RAM_STYLE)
+            m.submodules[f"histbank{lane}"] = mem
+            rd.append(mem.read_port())  # synchronous, not transparent: the count, the fold, HIST_DATA
             wr.append(mem.write_port())
 
         clearing = Signal()
@@ -121,7 +130,7 @@ class WordHistogram(wiring.Component):
                 m.d.sync += [clearing.eq(0), ready.eq(1), ptr.eq(0)]
 
         # ------------------------------------------------------------ count
-        # the input register
+        # the input register: its symbols are the banks' read addresses
         s0_v = Signal()
         s0 = Signal(word_layout(L))
         take = Signal()
@@ -131,46 +140,68 @@ class WordHistogram(wiring.Component):
             m.d.sync += s0.eq(self.i.payload)
             with m.If(self.i.p.last):
                 m.d.sync += ready.eq(0)
-        # per lane: the count read (registered, forwarded), then written back plus one
-        a_last = Signal()  # the pass's last word is in the write stage
-        m.d.sync += a_last.eq(s0_v & s0.last & ~self.start)
+        # per lane: the count read (a synchronous read, then registered), then written back
+        # plus one. The read of a symbol misses the writes of the two cycles before its own
+        # write (the one in the same cycle as the read's clock edge, the one after it): a
+        # symbol equal to either takes the newer one's count (forwarding; the equalities
+        # are registered a stage ahead, so the write stage is a 3:1 select and the add).
+        a_last = Signal()  # the pass's last word in the read-data stage
+        b_last = Signal()  # ... in the write stage
+        m.d.sync += [a_last.eq(s0_v & s0.last & ~self.start), b_last.eq(a_last & ~self.start)]
         for lane in range(L):
+            w = widths[lane]
             sym = Signal(8, name=f"sym{lane}")
             en = Signal(name=f"count{lane}")
-            a_v = Signal(name=f"a_v{lane}")
-            a_sym = Signal(8, name=f"a_sym{lane}")
-            a_cnt = Signal(widths[lane], name=f"a_cnt{lane}")
-            a_new = Signal(widths[lane], name=f"a_new{lane}")
+            a_v, a_sym = Signal(name=f"a_v{lane}"), Signal(8, name=f"a_sym{lane}")
+            b_v, b_sym = Signal(name=f"b_v{lane}"), Signal(8, name=f"b_sym{lane}")
+            b_cnt, b_new = Signal(w, name=f"b_cnt{lane}"), Signal(w, name=f"b_new{lane}")
+            b_eq1, b_eq2 = Signal(name=f"b_eq1_{lane}"), Signal(name=f"b_eq2_{lane}")
+            w1_v, w1_sym = Signal(name=f"w1_v{lane}"), Signal(8, name=f"w1_sym{lane}")
+            w1_new = Signal(w, name=f"w1_new{lane}")
+            w2_new = Signal(w, name=f"w2_new{lane}")
             m.d.comb += [
                 sym.eq(s0.data.word_select(lane, 8)),
                 en.eq(s0_v & (s0.nbytes > lane)),
-                upd[lane].addr.eq(sym),
-                a_new.eq(a_cnt + 1),
+                b_new.eq(Mux(b_eq1, w1_new, Mux(b_eq2, w2_new, b_cnt)) + 1),
             ]
-            m.d.sync += a_v.eq(en & ~self.start)
-            with m.If(en):
-                m.d.sync += [
-                    a_sym.eq(sym),
-                    a_cnt.eq(Mux(a_v & (a_sym == sym), a_new, upd[lane].data)),
-                ]
-            with m.If(a_v):
-                m.d.comb += [wr[lane].addr.eq(a_sym), wr[lane].data.eq(a_new), wr[lane].en.eq(1)]
-        with m.If(a_last & ~self.start):
+            m.d.sync += [
+                a_v.eq(en & ~self.start),
+                a_sym.eq(sym),
+                b_v.eq(a_v & ~self.start),
+                b_sym.eq(a_sym),
+                b_cnt.eq(rd[lane].data),
+                # the writes this read misses: the write stage's now (b), the one before (w1)
+                b_eq1.eq(b_v & (b_sym == a_sym)),
+                b_eq2.eq(w1_v & (w1_sym == a_sym)),
+                w1_v.eq(b_v & ~self.start),
+                w1_sym.eq(b_sym),
+                w1_new.eq(b_new),
+                w2_new.eq(w1_new),
+            ]
+            with m.If(b_v):
+                m.d.comb += [wr[lane].addr.eq(b_sym), wr[lane].data.eq(b_new), wr[lane].en.eq(1)]
+        with m.If(b_last & ~self.start):
             m.d.sync += [folding.eq(1), ptr.eq(0)]
 
         # ------------------------------------------------------------ fold
-        # read stage: every bank's count of symbol ptr, registered
-        m.d.comb += rd[0].addr.eq(Mux(folding, ptr, self.rd_addr))
-        for lane in range(1, L):
-            m.d.comb += rd[lane].addr.eq(ptr)
+        # read stage: every bank's count of symbol ptr (bank 0's read port is HIST_DATA's
+        # otherwise), then registered
+        for lane in range(L):
+            if lane == 0:
+                addr = Mux(folding, ptr, Mux(self.busy, s0.data.word_select(0, 8), self.rd_addr))
+            else:
+                addr = Mux(folding, ptr, s0.data.word_select(lane, 8))
+            m.d.comb += rd[lane].addr.eq(addr)
         with m.If(folding & ~self.start):
             m.d.sync += ptr.eq(ptr + 1)
             with m.If(ptr == S - 1):
                 m.d.sync += folding.eq(0)
+        r_v = Signal()  # the read's data out of the banks
+        r_addr = Signal(range(S))
         f_v = Signal()
         f_addr = Signal(range(S))
         vals = [Signal(self.sum_width, name=f"fold0_{lane}") for lane in range(L)]
-        m.d.sync += [f_v.eq(folding & ~self.start), f_addr.eq(ptr)]
+        m.d.sync += [r_v.eq(folding & ~self.start), r_addr.eq(ptr), f_v.eq(r_v & ~self.start), f_addr.eq(r_addr)]
         m.d.sync += [v.eq(rd[lane].data) for lane, v in enumerate(vals)]
         # the adder levels, a register each
         level = 0

@@ -19,7 +19,7 @@ timing sign-off (Vivado's is, `make bitstream`).
 
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
-encoder, the requantizer, the v2 anchor coder) -- minutes instead of an hour, to find and
+encoder, the histogram pass's counter, the requantizer, the v2 anchor coder) -- minutes instead of an hour, to find and
 fix an engine's critical path; ``--ref-bytes``/``--block-bytes`` size its RAMs.
 """
 
@@ -88,6 +88,14 @@ def plain_names(verilog: str) -> str:
 KEEP_COPIES = "hierarchy -top {top}\nproc\nsetattr -set keep 1 w:*refbank* %ci1 t:$dff %i\n"
 
 
+# The histogram pass's banks (hw/histogram.py ``histbank*``, 8 x 256 counters) are LUT RAM
+# on the xc7z020 (their ``ram_style``, which Vivado and Yosys's synth_xilinx follow: 64-deep
+# LUT RAM, and block RAM is the resource nearest the budget there). The ECP5 proxy's LUT RAM
+# is 16 deep (the banks would be about 16,000 LUT4s and the top's critical path), so its
+# flow drops the attribute and Yosys puts them in block RAM, which the ECP5 has to spare.
+ECP5_BLOCK_RAM = "setattr -unset ram_style m:histbank*\n"
+
+
 def yosys_script(verilog: Path, top: str) -> str:
     return (
         f"read_verilog {verilog}\n"
@@ -154,6 +162,7 @@ def report(params: Params, util: dict, cells: dict, seconds: float, engine: str 
 def _engines():
     from temposplit.hw.band_motion import BandMotion
     from temposplit.hw.ctx_coder import CtxCoder
+    from temposplit.hw.histogram import WordHistogram
     from temposplit.hw.huffman_encoder import HuffmanEncoder
     from temposplit.hw.motion_estimator import MotionEstimator
     from temposplit.hw.requantizer import Requantizer
@@ -162,12 +171,13 @@ def _engines():
         "motion": MotionEstimator,
         "band": BandMotion,
         "huffman": lambda params: HuffmanEncoder(params.lanes),
+        "histogram": lambda params: WordHistogram(params.lanes),
         "requantizer": lambda params: Requantizer(params.lanes),
         "ctx": lambda params: CtxCoder(params.line_elements),  # what the top ships: anchors and records
     }
 
 
-ENGINES = ("motion", "band", "huffman", "requantizer", "ctx")
+ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx")
 
 
 def _registered(engine):
@@ -217,7 +227,12 @@ ROUTERS = ("router2", "router1")
 
 
 def ecp5_script(verilog: Path, top: str, json_out: Path) -> str:
-    return f"read_verilog {verilog}\n" + KEEP_COPIES.format(top=top) + f"synth_ecp5 -top {top} -json {json_out}\nstat\n"
+    return (
+        f"read_verilog {verilog}\n"
+        + KEEP_COPIES.format(top=top)
+        + ECP5_BLOCK_RAM
+        + f"synth_ecp5 -top {top} -json {json_out}\nstat\n"
+    )
 
 
 def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1, router: str = ROUTERS[0]) -> list[str]:

@@ -128,7 +128,7 @@ class Accelerator(wiring.Component):
         hist_last = Signal()  # HIST_DATA reads the HISTOGRAM pass's counts (the last of ENCODE, HISTOGRAM)
         bits = Signal(32)
         cycles = Signal(32)
-        hist_data = Signal(32)  # the count at HIST_INDEX, registered (the histograms are LUT RAM)
+        hist_data = Signal(32)  # the count at HIST_INDEX, registered
         m.d.sync += hist_data.eq(Mux(hist_last, hist.rd_data, enc.hist_data))
         ro = {
             "ID": Const(regmap.ID_MAGIC, 32),
@@ -217,7 +217,9 @@ class Accelerator(wiring.Component):
             enc.table_code.eq(wdata[0:15]),
             enc.table_length.eq(wdata[16:20]),
             enc.hist_addr.eq(rw["HIST_INDEX"]),
-            hist.rd_addr.eq(rw["HIST_INDEX"]),
+            # (the pass's histogram is a synchronous read: its address is HIST_INDEX's next
+            # value, so HIST_DATA is as fresh as the encoder's asynchronous read)
+            hist.rd_addr.eq(Mux(wstrobe["HIST_INDEX"], wdata, rw["HIST_INDEX"])),
         ]
 
         # ------------------------------------------------------------ control

@@ -50,8 +50,9 @@ def run_passes(passes, lanes=8, seed=0, gap=0.3, size=256):
                 await ctx.tick()
                 cycles += 1
             hist = []
-            for s in range(size):
+            for s in range(size):  # (a synchronous read: the count a cycle after its address)
                 ctx.set(dut.rd_addr, s)
+                await ctx.tick()
                 hist.append(ctx.get(dut.rd_data))
             results.append((np.array(hist), cycles))
 

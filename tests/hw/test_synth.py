@@ -141,3 +141,30 @@ def test_plain_names_renames_brackets_inside_escaped_identifiers_only():
     assert "assign x = y[3];" in out  # a bit select
     assert "\\acc$69_0_ [2];" in out
     assert synth.plain_names(out) == out
+
+
+@pytest.mark.slow
+def test_histogram_banks_are_lut_ram_on_the_xc7z020_and_block_ram_on_the_proxy(tmp_path):
+    """The histogram pass's banks follow their ``ram_style`` (LUT RAM) in the xc7z020's
+    utilization, and the ECP5 proxy's flow drops it (block RAM there: its LUT RAM is 16
+    deep). Real Yosys runs on a two-lane counter."""
+    import subprocess
+    from pathlib import Path
+
+    from amaranth.back import verilog
+
+    from temposplit.hw.histogram import WordHistogram
+
+    (tmp_path / "h.v").write_text(verilog.convert(WordHistogram(2), name="h", emit_src=False))
+
+    def cells(script):
+        (tmp_path / "stat.txt").unlink(missing_ok=True)
+        (tmp_path / "s.ys").write_text(script + "tee -q -o stat.txt stat\n")
+        proc = subprocess.run([synth._yosys(), "-q", "-s", "s.ys"], cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return synth.parse_stat((tmp_path / "stat.txt").read_text())
+
+    xc7 = cells(synth.yosys_script(Path("h.v"), "h"))
+    assert xc7.get("RAM64M", 0) > 0 and not any(c.startswith("RAMB") for c in xc7), xc7
+    ecp5 = cells(synth.ecp5_script(Path("h.v"), "h", Path("h.json")))
+    assert ecp5.get("DP16KD", 0) > 0 and "TRELLIS_DPR16X4" not in ecp5 and "DPR16X4" not in ecp5, ecp5
