@@ -233,10 +233,20 @@ class SadPipeline(wiring.Component):
         sc_busy = Signal()
         sc_i = Signal(4)
         take = Signal()
+        # free: a chunk may be taken (none held, or the held one's last candidate is issued
+        # now and it is not the block's last), a register computed a cycle ahead from the
+        # same updates as sc_busy, sc_i and hold_last below, so that the input's ready is a
+        # register and an AND (the ready chain back through the address generator into the
+        # stream starts there, not at sc_i's compare)
+        free = Signal(init=1)
         m.d.comb += [
-            self.i.ready.eq(self.scoring & (~sc_busy | ((sc_i == NCAND - 1) & ~hold_last))),
+            self.i.ready.eq(self.scoring & free),
             take.eq(self.i.valid & self.i.ready),
         ]
+        with m.If(take):
+            m.d.sync += free.eq((self.first_cand == NCAND - 1) & ~self.i.p.last)
+        with m.Else():
+            m.d.sync += free.eq(~sc_busy | (sc_i == NCAND - 1) | ((sc_i == NCAND - 2) & ~hold_last))
 
         # stage "addr": one candidate per cycle, its read address into a register; the
         # chunk travels down the pipeline with it

@@ -43,7 +43,8 @@ from temposplit.hw.requantizer import word_layout
 SIZE = 256  # counters per bank: every 8-bit symbol
 # LUT RAM on the xc7z020 (64 deep there: a bank of 24-bit counters is 96 RAM64M, about 400
 # LUTs), whose block RAM is the resource nearest the 60 % budget (8 RAMB18 more would take
-# it from 58.2 to 61.1 %); the ECP5 timing proxy drops it (hw/synth.py ``ECP5_BLOCK_RAM``)
+# it from 58.2 to 61.1 %); the ECP5 timing proxy drops it (hw/synth.py ``ECP5_BLOCK_RAM``).
+# The Huffman encoder's histogram and table take it too.
 RAM_STYLE = {"ram_style": "distributed"}
 CLEAR_CYCLES = SIZE  # the banks zeroed, one address a cycle (all banks together)
 INPUT_STAGES = 1  # the input register (the stream's ready chain ends at it)
@@ -60,6 +61,43 @@ def fold_levels(lanes: int) -> int:
 # last write.
 FOLD_STAGES = 2 + fold_levels(LANES)
 FOLD_CYCLES = SIZE + FOLD_STAGES
+
+
+def count_stages(m, *, en, sym, read_data, kill, name):
+    """A RAM of counters counted at one symbol a cycle: the stages after the read.
+
+    The caller issues a synchronous (not transparent) read at ``sym`` in the cycle ``en``
+    is high; ``read_data`` is that read's data a cycle later, registered here; a stage
+    later the count is written back plus one (the returned ``(valid, symbol, count)``,
+    which the caller puts on the RAM's write port). The read misses the writes of the two
+    cycles before its own write (the one in the cycle of the read's clock edge and the one
+    after it), so a symbol equal to either takes the newer one's count (forwarding; the
+    equalities are registered a stage ahead, so the write stage is a 3:1 select and the
+    add). ``kill`` (a pulse: a new pass) empties the stages. COUNT_STAGES counts the read
+    and these two."""
+    w = len(read_data)
+    a_v, a_sym = Signal(name=f"{name}_a_v"), Signal(8, name=f"{name}_a_sym")
+    b_v, b_sym = Signal(name=f"{name}_b_v"), Signal(8, name=f"{name}_b_sym")
+    b_cnt, b_new = Signal(w, name=f"{name}_b_cnt"), Signal(w, name=f"{name}_b_new")
+    b_eq1, b_eq2 = Signal(name=f"{name}_b_eq1"), Signal(name=f"{name}_b_eq2")
+    w1_v, w1_sym = Signal(name=f"{name}_w1_v"), Signal(8, name=f"{name}_w1_sym")
+    w1_new, w2_new = Signal(w, name=f"{name}_w1_new"), Signal(w, name=f"{name}_w2_new")
+    m.d.comb += b_new.eq(Mux(b_eq1, w1_new, Mux(b_eq2, w2_new, b_cnt)) + 1)
+    m.d.sync += [
+        a_v.eq(en & ~kill),
+        a_sym.eq(sym),
+        b_v.eq(a_v & ~kill),
+        b_sym.eq(a_sym),
+        b_cnt.eq(read_data),
+        # the writes this read misses: the write stage's now (b), the one before (w1)
+        b_eq1.eq(b_v & (b_sym == a_sym)),
+        b_eq2.eq(w1_v & (w1_sym == a_sym)),
+        w1_v.eq(b_v & ~kill),
+        w1_sym.eq(b_sym),
+        w1_new.eq(b_new),
+        w2_new.eq(w1_new),
+    ]
+    return b_v, b_sym, b_new
 
 
 class WordHistogram(wiring.Component):
@@ -135,49 +173,24 @@ class WordHistogram(wiring.Component):
         s0 = Signal(word_layout(L))
         take = Signal()
         m.d.comb += take.eq(self.i.valid & ready)
-        m.d.sync += s0_v.eq(take & ~self.start)
-        with m.If(take):
-            m.d.sync += s0.eq(self.i.payload)
-            with m.If(self.i.p.last):
-                m.d.sync += ready.eq(0)
-        # per lane: the count read (a synchronous read, then registered), then written back
-        # plus one. The read of a symbol misses the writes of the two cycles before its own
-        # write (the one in the same cycle as the read's clock edge, the one after it): a
-        # symbol equal to either takes the newer one's count (forwarding; the equalities
-        # are registered a stage ahead, so the write stage is a 3:1 select and the add).
+        # (the word register loads every cycle, taken or not: only s0_v says it holds one,
+        # so the input's valid, which the top selects by mode, is no clock enable of 70
+        # flip-flops; the top's path on the proxy was the mode's select into that enable)
+        m.d.sync += [s0_v.eq(take & ~self.start), s0.eq(self.i.payload)]
+        with m.If(take & self.i.p.last):
+            m.d.sync += ready.eq(0)
         a_last = Signal()  # the pass's last word in the read-data stage
         b_last = Signal()  # ... in the write stage
         m.d.sync += [a_last.eq(s0_v & s0.last & ~self.start), b_last.eq(a_last & ~self.start)]
         for lane in range(L):
-            w = widths[lane]
-            sym = Signal(8, name=f"sym{lane}")
-            en = Signal(name=f"count{lane}")
-            a_v, a_sym = Signal(name=f"a_v{lane}"), Signal(8, name=f"a_sym{lane}")
-            b_v, b_sym = Signal(name=f"b_v{lane}"), Signal(8, name=f"b_sym{lane}")
-            b_cnt, b_new = Signal(w, name=f"b_cnt{lane}"), Signal(w, name=f"b_new{lane}")
-            b_eq1, b_eq2 = Signal(name=f"b_eq1_{lane}"), Signal(name=f"b_eq2_{lane}")
-            w1_v, w1_sym = Signal(name=f"w1_v{lane}"), Signal(8, name=f"w1_sym{lane}")
-            w1_new = Signal(w, name=f"w1_new{lane}")
-            w2_new = Signal(w, name=f"w2_new{lane}")
-            m.d.comb += [
-                sym.eq(s0.data.word_select(lane, 8)),
-                en.eq(s0_v & (s0.nbytes > lane)),
-                b_new.eq(Mux(b_eq1, w1_new, Mux(b_eq2, w2_new, b_cnt)) + 1),
-            ]
-            m.d.sync += [
-                a_v.eq(en & ~self.start),
-                a_sym.eq(sym),
-                b_v.eq(a_v & ~self.start),
-                b_sym.eq(a_sym),
-                b_cnt.eq(rd[lane].data),
-                # the writes this read misses: the write stage's now (b), the one before (w1)
-                b_eq1.eq(b_v & (b_sym == a_sym)),
-                b_eq2.eq(w1_v & (w1_sym == a_sym)),
-                w1_v.eq(b_v & ~self.start),
-                w1_sym.eq(b_sym),
-                w1_new.eq(b_new),
-                w2_new.eq(w1_new),
-            ]
+            b_v, b_sym, b_new = count_stages(
+                m,
+                en=s0_v & (s0.nbytes > lane),
+                sym=s0.data.word_select(lane, 8),
+                read_data=rd[lane].data,
+                kill=self.start,
+                name=f"lane{lane}",
+            )
             with m.If(b_v):
                 m.d.comb += [wr[lane].addr.eq(b_sym), wr[lane].data.eq(b_new), wr[lane].en.eq(1)]
         with m.If(b_last & ~self.start):

@@ -18,6 +18,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.hw.histogram import RAM_STYLE, count_stages
 from temposplit.hw.requantizer import word_layout
 
 MAX_CODE_LENGTH = 15
@@ -95,10 +96,13 @@ class Serializer(wiring.Component):
 
 
 class Histogram(wiring.Component):
-    """256 counters in LUT RAM, counted in two stages: the symbol's count read (an
-    asynchronous read, registered), then written back plus one; a symbol equal to the one
-    in the second stage takes that stage's new count instead of the RAM's (forwarding), so
-    runs of equal symbols count right.
+    """256 counters at one symbol a cycle (``strobe``, ``symbol``), in a RAM with one
+    synchronous read port and one write port (LUT RAM on the xc7z020, block RAM on the
+    ECP5 proxy, as the histogram pass's banks): the symbol's count read, registered, then
+    written back plus one, forwarding from the two writes the read misses
+    (:func:`~temposplit.hw.histogram.count_stages`), so runs of equal symbols count right.
+    The read port is the counting's while ``strobe`` is high and ``rd_addr``'s otherwise:
+    ``rd_data`` is the count at the ``rd_addr`` of the cycle before.
 
     ``clear`` (a pulse) zeroes the counters in 256 cycles while ``busy`` is high.
     """
@@ -119,22 +123,19 @@ class Histogram(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=unsigned(self.count_width), depth=self.size, init=[])
-        upd = mem.read_port(domain="comb")
-        rd = mem.read_port(domain="comb")
+        m.submodules.histbank = mem = memory.Memory(
+            shape=unsigned(self.count_width), depth=self.size, init=[], attrs=RAM_STYLE
+        )
+        rd = mem.read_port()
         wr = mem.write_port()
         ptr = Signal(range(self.size + 1))
-        a_v = Signal()  # stage 2: a symbol and its count before this one
-        a_sym = Signal(8)
-        a_cnt = Signal(self.count_width)
-        a_new = Signal(self.count_width)
+        count = Signal()
         m.d.comb += [
-            rd.addr.eq(self.rd_addr),
+            count.eq(self.strobe & ~self.busy & ~self.clear),
+            rd.addr.eq(Mux(self.strobe, self.symbol, self.rd_addr)),
             self.rd_data.eq(rd.data),
-            upd.addr.eq(self.symbol),
-            a_new.eq(a_cnt + 1),
         ]
-        m.d.sync += a_v.eq(0)
+        b_v, b_sym, b_new = count_stages(m, en=count, sym=self.symbol, read_data=rd.data, kill=self.clear, name="count")
         with m.If(self.clear):
             m.d.sync += [self.busy.eq(1), ptr.eq(0)]
         with m.Elif(self.busy):
@@ -142,15 +143,8 @@ class Histogram(wiring.Component):
             m.d.sync += ptr.eq(ptr + 1)
             with m.If(ptr == self.size - 1):
                 m.d.sync += self.busy.eq(0)
-        with m.Else():
-            with m.If(self.strobe):
-                m.d.sync += [
-                    a_v.eq(1),
-                    a_sym.eq(self.symbol),
-                    a_cnt.eq(Mux(a_v & (a_sym == self.symbol), a_new, upd.data)),
-                ]
-            with m.If(a_v):
-                m.d.comb += [wr.addr.eq(a_sym), wr.data.eq(a_new), wr.en.eq(1)]
+        with m.Elif(b_v):
+            m.d.comb += [wr.addr.eq(b_sym), wr.data.eq(b_new), wr.en.eq(1)]
         return m
 
 
@@ -314,8 +308,13 @@ class HuffmanEncoder(wiring.Component):
         m = Module()
         m.submodules.hist = hist = Histogram()
         m.submodules.packer = packer = BitPacker(self.lanes)
-        m.submodules.table = table = memory.Memory(shape=unsigned(MAX_CODE_LENGTH + 4), depth=256, init=[])
-        lookup = table.read_port(domain="comb")
+        m.submodules.table = table = memory.Memory(
+            shape=unsigned(MAX_CODE_LENGTH + 4), depth=256, init=[], attrs=RAM_STYLE
+        )
+        # a synchronous read whose data register is the lookup stage's (it holds while the
+        # stage does not load): LUT RAM with its output register on the xc7z020, a block
+        # RAM on the ECP5 proxy (an asynchronous 256-deep read was its path there)
+        lookup = table.read_port()
         wr = table.write_port()
         m.d.comb += [
             wr.en.eq(self.table_we),
@@ -335,7 +334,7 @@ class HuffmanEncoder(wiring.Component):
         # input's ready is a register (the stream's ready chain ends here).
         f = packer.i
         l_valid = Signal()
-        l_data = Signal(MAX_CODE_LENGTH + 4)
+        l_data = lookup.data
         l_last = Signal()
         l_move = Signal()
         l_free = Signal()
@@ -349,6 +348,7 @@ class HuffmanEncoder(wiring.Component):
             self.i.ready.eq(~sk_valid & ~hist.busy & ~self.start),
             take.eq(self.i.valid & self.i.ready),
             lookup.addr.eq(Mux(sk_valid, sk_symbol, self.i.p.symbol)),
+            lookup.en.eq((sk_valid | take) & l_free & ~self.start),
             hist.symbol.eq(self.i.p.symbol),
             hist.strobe.eq(take),
         ]
@@ -366,9 +366,9 @@ class HuffmanEncoder(wiring.Component):
                     f.p.last.eq(l_last),
                 ]
             with m.If(sk_valid & l_free):
-                m.d.sync += [l_valid.eq(1), l_data.eq(lookup.data), l_last.eq(sk_last), sk_valid.eq(0)]
+                m.d.sync += [l_valid.eq(1), l_last.eq(sk_last), sk_valid.eq(0)]
             with m.Elif(take & l_free):
-                m.d.sync += [l_valid.eq(1), l_data.eq(lookup.data), l_last.eq(self.i.p.last)]
+                m.d.sync += [l_valid.eq(1), l_last.eq(self.i.p.last)]
             with m.Elif(take):
                 m.d.sync += [sk_valid.eq(1), sk_symbol.eq(self.i.p.symbol), sk_last.eq(self.i.p.last)]
         return m

@@ -49,8 +49,11 @@ BLOCK_CYCLES = 2  # BLOCK, BLOCK2: the block's extent, then its words per row
 SETUP_CYCLES = 2  # SETUP (row and column products), SETUP2 (the candidate's first word)
 # DRAIN: from the last word's read to the accumulator, one register per stage of the SAD
 # pipeline (SAD_STAGES): the read address's copy beside each bank of the reference, the RAMs'
-# outputs, the centred codes, |diff|, two adder levels, the sum of 8, the accumulator.
-SAD_STAGES = ("bank", "ram", "centre", "absdiff", "pairs", "sum", "acc")
+# outputs, the stream word's lanes picked from the reference's RAM word (a 4:1 select of the
+# shared 256-bit register: before the centring's subtract and shift it was the engine's
+# path on the ECP5 proxy, 83.5 MHz), the centred codes, |diff|, two adder levels, the sum
+# of 8, the accumulator.
+SAD_STAGES = ("bank", "ram", "word", "centre", "absdiff", "pairs", "sum", "acc")
 # The reference RAM is REF_BANKS column banks, each with its own copy of the read address and
 # of the write (address, enables, data) in registers that synthesis keeps apart (``keep``;
 # hw/synth.py): one register driving all of the reference's block RAMs spans the die (on the
@@ -231,12 +234,13 @@ class MotionEstimator(wiring.Component):
         blk_b = Signal(8 * L)  # the block buffer's word, a cycle behind (stage "bank")
         blk_r = Signal(8 * L)
         m.d.sync += [ref_r.eq(ref_rd.data), blk_b.eq(blk_rd.data), blk_r.eq(blk_b)]
-        ref_q = Signal(8 * L)
-        m.d.comb += ref_q.eq(ref_r.word_select(sel[-1], 8 * L) if R > 1 else ref_r)
+        ref_q = Signal(8 * L)  # stage "word"
+        blk_q = Signal(8 * L)
+        m.d.sync += [ref_q.eq(ref_r.word_select(sel[-1], 8 * L) if R > 1 else ref_r), blk_q.eq(blk_r)]
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
         for i in range(L):
             a = ref_q.word_select(i, 8)
-            c = blk_r.word_select(i, 8)
+            c = blk_q.word_select(i, 8)
             ac = Signal(signed(12), name=f"ref_c{i}")  # stage "centre"
             cc = Signal(signed(10), name=f"cur_c{i}")
             m.d.sync += [ac.eq(centred_ref(a, self.zn_ref, k)), cc.eq(centred_cur(c, self.z8))]

@@ -5,9 +5,17 @@ The integer formula of :func:`temposplit.codec.quantize.requantize`, with k = 8 
     z_N = (z8 + 2^(k-1)) >> k                      (z_N = z8 when k = 0)
     q_N = clamp(((q8 - z8 + 2^(k-1)) >> k) + z_N, 0, 2^N - 1)
 
-Two stages (STAGES): the shift ((q8 - z8 + 2^(k-1)) >> k), then the offset and the
-clamp; the terms that depend on the configuration only (k, z_N, z8 - 2^(k-1), 2^N - 1) are
-registers, so they follow a change of NBITS or Z8 a cycle later (the configuration is
+Two stages (STAGES): the shift ((q8 - z8 + 2^(k-1)) >> k) and the clamp's two tests, then
+the offset and the clamp's select. The clamp is decided on q8 itself, beside the shift:
+with d = q8 - b, b = z8 - 2^(k-1) and s = d >> k = floor(d / 2^k),
+
+    s + z_N < 0          <=>  q8 <  b - z_N * 2^k                 (lo)
+    s + z_N > 2^N - 1    <=>  q8 >= b + (2^N - z_N) * 2^k          (hi)
+
+so the second stage is one add and a select, not an add and then the compares on its sum
+(tests/hw/test_requantizer.py checks the equivalence for every N, z8 and q8). The terms
+that depend on the configuration only (k, z_N, b, 2^N - 1, then lo and hi from them) are
+registers, so they follow a change of NBITS or Z8 CONFIG_CYCLES later (the configuration is
 written before an operation starts). Throughput one word (``lanes`` codes) per cycle. The
 word's side-band (``nbytes``, ``last``) passes through unchanged. With ``bypass`` high the
 bytes pass unchanged (the symbols of motion vectors, or codes that are already N-bit).
@@ -20,6 +28,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 STAGES = 2  # cycles from a word's acceptance to its codes on the output
+CONFIG_CYCLES = 2  # cycles from a change of n_bits or z8 to the terms that follow it
 
 
 def word_layout(lanes: int) -> data.StructLayout:
@@ -97,6 +106,8 @@ class Requantizer(wiring.Component):
         z_n = Signal(unsigned(9))
         base = Signal(signed(10))  # z8 - 2^(k-1)
         top = Signal(unsigned(9))
+        lo = Signal(signed(10))  # q8 < lo: the code clamps to 0 (-128..0)
+        hi = Signal(signed(10))  # q8 >= hi: the code clamps to 2^N - 1 (128..256)
         kk = Signal(unsigned(3))
         hh = Signal(unsigned(7))
         m.d.comb += [kk.eq(8 - self.n_bits), hh.eq((Const(1, 8) << kk) >> 1)]
@@ -106,6 +117,9 @@ class Requantizer(wiring.Component):
             z_n.eq((self.z8 + hh) >> kk),
             base.eq(self.z8 - hh),
             top.eq((Const(1, 9) << self.n_bits) - 1),
+            # (from the registers above: a cycle later)
+            lo.eq(base - (z_n << k)),
+            hi.eq(base + ((top + 1 - z_n) << k)),
         ]
         # stage 1: the shift; stage 2 (the output register): the offset and the clamp. A
         # skid register beside stage 1 takes a word when the output stalls, so the input's
@@ -116,6 +130,8 @@ class Requantizer(wiring.Component):
         s1 = Signal(word_layout(self.lanes))
         s1_bypass = Signal()
         shifted = [Signal(signed(10), name=f"lane{i}_s") for i in range(self.lanes)]
+        under = [Signal(name=f"lane{i}_lo") for i in range(self.lanes)]  # the code clamps to 0
+        over = [Signal(name=f"lane{i}_hi") for i in range(self.lanes)]  # ... to 2^N - 1
         sk_valid = Signal()
         sk = Signal(word_layout(self.lanes))
         sk_bypass = Signal()
@@ -145,16 +161,17 @@ class Requantizer(wiring.Component):
         with m.If((sk_valid | take) & s1_free):
             m.d.sync += [s1_valid.eq(1), s1.eq(src), s1_bypass.eq(src_bypass), sk_valid.eq(0)]
             for i in range(self.lanes):
+                q8 = src.data.word_select(i, 8)
                 d = Signal(signed(10), name=f"lane{i}_d")
-                m.d.comb += d.eq(src.data.word_select(i, 8) - base)
-                m.d.sync += shifted[i].eq(d >> k)  # arithmetic: d is signed
+                m.d.comb += d.eq(q8 - base)
+                m.d.sync += [shifted[i].eq(d >> k), under[i].eq(q8 < lo), over[i].eq(q8 >= hi)]  # (d is signed)
         with m.Elif(take):
             m.d.sync += [sk_valid.eq(1), sk.eq(self.i.payload), sk_bypass.eq(self.bypass)]
         codes = []
         for i in range(self.lanes):
-            v = Signal(signed(11), name=f"lane{i}_v")
+            v = Signal(8, name=f"lane{i}_v")  # (its low bits: in range it is 0 .. 2^N - 1)
             out = Signal(unsigned(8), name=f"lane{i}_q")
-            m.d.comb += [v.eq(shifted[i] + z_n), out.eq(Mux(v < 0, 0, Mux(v > top, top, v)))]
+            m.d.comb += [v.eq(shifted[i] + z_n), out.eq(Mux(under[i], 0, Mux(over[i], top, v)))]
             codes.append(out)
         word = Signal(word_layout(self.lanes))  # stage 2's word
         m.d.comb += [

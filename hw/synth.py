@@ -88,12 +88,14 @@ def plain_names(verilog: str) -> str:
 KEEP_COPIES = "hierarchy -top {top}\nproc\nsetattr -set keep 1 w:*refbank* %ci1 t:$dff %i\n"
 
 
-# The histogram pass's banks (hw/histogram.py ``histbank*``, 8 x 256 counters) are LUT RAM
-# on the xc7z020 (their ``ram_style``, which Vivado and Yosys's synth_xilinx follow: 64-deep
-# LUT RAM, and block RAM is the resource nearest the budget there). The ECP5 proxy's LUT RAM
-# is 16 deep (the banks would be about 16,000 LUT4s and the top's critical path), so its
-# flow drops the attribute and Yosys puts them in block RAM, which the ECP5 has to spare.
-ECP5_BLOCK_RAM = "setattr -unset ram_style m:histbank*\n"
+# Small RAMs marked ``ram_style = "distributed"`` (hw/histogram.py ``RAM_STYLE``: the
+# histogram pass's banks, the Huffman encoder's histogram and table, 256 deep with a
+# synchronous read) are LUT RAM on the xc7z020, which Vivado and Yosys's synth_xilinx
+# follow (64-deep LUT RAM there, and block RAM is the resource nearest the budget). The
+# ECP5 proxy's LUT RAM is 16 deep (the pass's banks alone would be about 16,000 LUT4s, and
+# a 256-deep read was the top's path), so its flow drops the attribute and Yosys puts
+# them in block RAM, which the ECP5 has to spare.
+ECP5_BLOCK_RAM = "setattr -unset ram_style a:ram_style\n"
 
 
 def yosys_script(verilog: Path, top: str) -> str:

@@ -209,6 +209,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += bus.rdata.eq(ro[r.name])
 
         # Huffman table writes (TABLE_INDEX auto-increments) and histogram reads.
+        hist_index = Signal(8)
         with m.If(wstrobe["TABLE_DATA"]):
             m.d.sync += rw["TABLE_INDEX"].eq(rw["TABLE_INDEX"] + 1)
         m.d.comb += [
@@ -216,10 +217,11 @@ class Accelerator(wiring.Component):
             enc.table_addr.eq(rw["TABLE_INDEX"]),
             enc.table_code.eq(wdata[0:15]),
             enc.table_length.eq(wdata[16:20]),
-            enc.hist_addr.eq(rw["HIST_INDEX"]),
-            # (the pass's histogram is a synchronous read: its address is HIST_INDEX's next
-            # value, so HIST_DATA is as fresh as the encoder's asynchronous read)
-            hist.rd_addr.eq(Mux(wstrobe["HIST_INDEX"], wdata, rw["HIST_INDEX"])),
+            # (both histograms are synchronous reads: their address is HIST_INDEX's next
+            # value, so a read right after HIST_INDEX's write sees it)
+            hist_index.eq(Mux(wstrobe["HIST_INDEX"], wdata, rw["HIST_INDEX"])),
+            enc.hist_addr.eq(hist_index),
+            hist.rd_addr.eq(hist_index),
         ]
 
         # ------------------------------------------------------------ control

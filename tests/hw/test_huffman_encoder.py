@@ -54,8 +54,9 @@ def run_encoder(symbols, lengths, lanes=8, seed=0, stall=0.3):
                 if last:
                     break
         state["bits"] = ctx.get(dut.bits)
-        for s in range(len(lengths)):
+        for s in range(len(lengths)):  # (a synchronous read: the count a cycle after its address)
             ctx.set(dut.hist_addr, s)
+            await ctx.tick()
             hist.append(ctx.get(dut.hist_data))
 
     sim = Simulator(dut)

@@ -11,7 +11,24 @@ from temposplit.hw import requantizer  # noqa: E402
 from temposplit.hw.requantizer import Requantizer  # noqa: E402
 
 
-@pytest.mark.parametrize("n_bits", [2, 4, 5, 8])
+def test_clamp_decided_on_q8_equals_the_clamp_of_the_sum():
+    """The RTL's clamp tests (q8 < lo, q8 >= hi, the module's docstring) against the
+    formula's clamp of s + z_N, for every N, z8 and q8."""
+    q8 = np.arange(256)
+    for n in range(2, 9):  # (N is 2..8, codec.quantize)
+        k, top = 8 - n, (1 << n) - 1
+        half = (1 << k) >> 1
+        for z8 in range(256):
+            zn, base = (z8 + half) >> k, z8 - half
+            lo, hi = base - (zn << k), base + ((top + 1 - zn) << k)
+            v = ((q8 - base) >> k) + zn
+            want = np.clip(v, 0, top)
+            got = np.where(q8 < lo, 0, np.where(q8 >= hi, top, v))
+            np.testing.assert_array_equal(got, want, err_msg=f"N={n} z8={z8}")
+            np.testing.assert_array_equal(want, requantize(q8.astype(np.uint8), z8, n))
+
+
+@pytest.mark.parametrize("n_bits", [2, 3, 4, 5, 6, 7, 8])
 def test_requantizer_matches_golden(n_bits):
     dut = Requantizer(lanes=8)
     rng = np.random.default_rng(n_bits)
@@ -25,7 +42,8 @@ def test_requantizer_matches_golden(n_bits):
         for z8 in z8s:
             ctx.set(dut.i.valid, 0)
             ctx.set(dut.z8, int(z8))
-            await ctx.tick().repeat(requantizer.STAGES + 1)  # the pipeline drains, the configuration settles
+            # the pipeline drains, the configuration settles
+            await ctx.tick().repeat(max(requantizer.STAGES, requantizer.CONFIG_CYCLES) + 1)
             out = []
             w = 0
             for _ in range(32 + 2 * requantizer.STAGES):  # a word a cycle in, its codes STAGES cycles later
@@ -62,7 +80,7 @@ def test_requantizer_keeps_every_word_under_back_pressure():
     async def bench(ctx):
         ctx.set(dut.n_bits, n_bits)
         ctx.set(dut.z8, z8)
-        await ctx.tick().repeat(requantizer.STAGES)
+        await ctx.tick().repeat(requantizer.CONFIG_CYCLES)
         w = 0
         for _ in range(3000):
             if len(got) == len(words):
