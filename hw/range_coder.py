@@ -20,8 +20,9 @@ that never stalls once a bin is in (the input's credit keeps room for its record
 - C: the range, the one loop of one cycle: ``range' = (range >> 12) * q`` (+ ``range mod
   4096`` for a 1 bin), kept before its shift (none or one byte back to >= 2^24: never two,
   since no context's probability leaves 26..4070): the table words of the register's hex
-  digits, the shift (an 8-bit zero test of the register) picks the range's five, two
-  carry-save steps, one add; no multiplier;
+  digits, the product of the range shifted and of the range not shifted each two
+  carry-save steps and one add, the shift (an 8-bit zero test of the register, beside the
+  table selects) picking one of the two sums; no multiplier;
 - D: what a 1 bin adds to ``low``: the old range minus the new one, registered;
 - E: ``low`` (33 bits) plus that, shifted; after a section's last bin, the termination's
   five shifts (three cycles);
@@ -45,7 +46,9 @@ and one range encoder).
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+import contextlib
+
+from amaranth import Cat, Const, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,6 +59,55 @@ PENDING_BITS = 32
 TERMINATION_SHIFTS = 5
 TOUCHED_GROUPS = 29  # 29 x 16 touched-bits >= 459 contexts
 CREDIT = 13  # free FIFO entries a bin needs to be taken: the events of the bins in flight
+
+# How the range loop picks its table words (``u[j] = tab[digit]``, a 16:1 select of 16-bit
+# words; :func:`table_select`): "logic", the select as logic (simulation, and the xc7z020,
+# whose LUT6 with MUXF7 and MUXF8 make a 16:1 mux one slice), or "ecp5", each output bit as
+# one ECP5 PFU's wide-function cells (8 LUT4, 4 PFUMX, 3 L6MUX21: how Yosys builds a LUT7).
+# Yosys's ABC9 maps the select onto the ECP5 as two or three levels of wide LUTs, which
+# left the loop at 84-88 MHz on the timing proxy; hw/synth.py's ECP5 flow builds its netlist
+# under ``ecp5_table_select()``, and tests/hw/test_synth.py proves the cells equal to the
+# select.
+TABLE_SELECT = "logic"
+
+
+@contextlib.contextmanager
+def ecp5_table_select():
+    """Elaborate range encoders with the ECP5 cells' table select (the timing proxy's)."""
+    global TABLE_SELECT
+    before, TABLE_SELECT = TABLE_SELECT, "ecp5"
+    try:
+        yield
+    finally:
+        TABLE_SELECT = before
+
+
+def table_select(m: Module, words, digit, name: str) -> Signal:
+    """``words[digit]`` for 16 words of 16 bits and a 4-bit digit (see ``TABLE_SELECT``)."""
+    out = Signal(16, name=name)
+    if TABLE_SELECT == "logic":
+        m.d.comb += out.eq(words[digit])
+        return out
+    for b in range(16):
+        d = [words[v][b] for v in range(16)]
+        f = [Signal(name=f"{name}_b{b}_f{i}") for i in range(8)]
+        g = [Signal(name=f"{name}_b{b}_g{i}") for i in range(4)]
+        h = [Signal(name=f"{name}_b{b}_h{i}") for i in range(2)]
+        for i in range(8):  # Z = C ? B : A
+            m.submodules[f"{name}_b{b}_lut{i}"] = Instance(
+                "LUT4", p_INIT=Const(0xCACA, 16), i_A=d[2 * i], i_B=d[2 * i + 1], i_C=digit[0], i_D=0, o_Z=f[i]
+            )
+        for i in range(4):  # Z = C0 ? ALUT : BLUT
+            m.submodules[f"{name}_b{b}_pfumx{i}"] = Instance(
+                "PFUMX", i_ALUT=f[2 * i + 1], i_BLUT=f[2 * i], i_C0=digit[1], o_Z=g[i]
+            )
+        for i in range(2):  # Z = SD ? D1 : D0
+            m.submodules[f"{name}_b{b}_l6mux{i}"] = Instance(
+                "L6MUX21", i_D0=g[2 * i], i_D1=g[2 * i + 1], i_SD=digit[2], o_Z=h[i]
+            )
+        m.submodules[f"{name}_b{b}_l7mux"] = Instance("L6MUX21", i_D0=h[0], i_D1=h[1], i_SD=digit[3], o_Z=out[b])
+    return out
+
 
 bin_layout = data.StructLayout({"bit": unsigned(1), "ctx": unsigned(9), "bypass": unsigned(1), "last": unsigned(1)})
 byte_layout = data.StructLayout({"data": unsigned(8), "last": unsigned(1)})
@@ -230,9 +282,10 @@ class RangeEncoder(wiring.Component):
         # probability a context reaches lies in 26..4070, so q >= 26 and range' >= 2^12 x 26
         # > 2^16; tests/hw/test_range_coder.py checks the reachable set). The range's hex
         # digit k (0..4, of range >> 12) is the register's digit 3 + k, or 1 + k after a
-        # shift: the table word of each register digit (u[j]: digit j times q), the shift
-        # (rng1 < 2^24, an 8-bit zero test) picks the word for each k, two carry-save steps,
-        # one add. The only loop that must close in one cycle.
+        # shift: the table word of each register digit (u[j]: digit j times q), both
+        # products (words 3..7 and 1..5) summed by two carry-save steps and an add each, the
+        # shift (rng1 < 2^24, an 8-bit zero test) picking one sum. The only loop that must
+        # close in one cycle.
         rng1 = Signal(32, init=0xFFFFFFFF)
         shift = Signal()  # rng1 < 2^24: one byte's shift before this bin
         rng = Signal(32)  # the range before this bin: rng1 shifted
@@ -240,29 +293,35 @@ class RangeEncoder(wiring.Component):
             shift.eq(rng1[24:] == 0),
             rng.eq(Mux(shift, rng1 << 8, rng1)),
         ]
-        u = {j: Signal(16, name=f"u{j}") for j in range(1, 8)}  # (digit 0 is never one of range >> 12)
-        m.d.comb += [u[j].eq(tab[rng1[4 * j : 4 * j + 4]]) for j in u]
+        u = {j: table_select(m, tab, rng1[4 * j : 4 * j + 4], f"u{j}") for j in range(1, 8)}  # (digit 0: never)
 
         def csa(x, y, z, name):
             sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
             m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
             return sum_, car
 
-        word = [Signal(16, name=f"word{k}") for k in range(5)]  # (range >> 12)'s digit k times q
-        m.d.comb += [word[k].eq(Mux(shift, u[k + 1], u[k + 3])) for k in range(5)]
-        low = Signal(PROB_BITS)  # range mod 4096 for a 1 bin
-        m.d.comb += low.eq(Mux(c.bit, Mux(shift, Cat(Const(0, 8), rng1[:4]), rng1[:PROB_BITS]), 0))
-        # four rows (words four digits apart do not overlap), two carry-save steps
-        rows = [
-            Cat(word[0], word[4]),
-            Cat(Const(0, 4), word[1]),
-            Cat(Const(0, 8), word[2]),
-            Cat(low, word[3]),
-        ]
-        s1, c1 = csa(rows[0], rows[1], rows[2], "nxt_1")
-        sel_s, sel_c = csa(s1, c1, rows[3], "nxt_2")
+        def product(words, low, name):
+            # (range >> 12) * q (+ range mod 4096 for a 1 bin) from the range's five table
+            # words: four rows (words four digits apart do not overlap), two carry-save
+            # steps, one add
+            rows = [
+                Cat(words[0], words[4]),
+                Cat(Const(0, 4), words[1]),
+                Cat(Const(0, 8), words[2]),
+                Cat(low, words[3]),
+            ]
+            s1, c1 = csa(rows[0], rows[1], rows[2], f"{name}_1")
+            s2, c2 = csa(s1, c1, rows[3], f"{name}_2")
+            total = Signal(32, name=f"{name}_sum")
+            m.d.comb += total.eq(s2 + c2)
+            return total
+
+        # both products, the range shifted and not, and the shift's pick after the adds: the
+        # 8-bit zero test runs beside the table selects instead of in front of the rows
+        nxt_shifted = product([u[k + 1] for k in range(5)], Mux(c.bit, Cat(Const(0, 8), rng1[:4]), 0), "nxt_shifted")
+        nxt_kept = product([u[k + 3] for k in range(5)], Mux(c.bit, rng1[:PROB_BITS], 0), "nxt_kept")
         nxt = Signal(32)
-        m.d.comb += nxt.eq(sel_s + sel_c)
+        m.d.comb += nxt.eq(Mux(shift, nxt_shifted, nxt_kept))
         with m.If(c_valid):
             m.d.sync += rng1.eq(nxt)
         d_valid = Signal()

