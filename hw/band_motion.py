@@ -84,9 +84,10 @@ SAD_STAGES = ("addr", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)
 DRAIN_CYCLES = len(SAD_STAGES) - 2
-# BEND: candidates + the partial cost's read register, the first slice's zero, the sum, the
+# BEND: candidates + the partial cost's read address register (beside the block buffer, in
+# the motion estimator), the read's output register, the first slice's zero, the sum, the
 # compare/write
-UPDATE_STAGES = 4
+UPDATE_STAGES = 5
 NEXT_CYCLES = 1  # NEXT
 STORE_CYCLES = 1  # BSTORE (last slice)
 EMIT_CYCLES = 1  # EMIT (last step, last slice)
@@ -368,14 +369,15 @@ class StateUpdate(wiring.Component):
         best = Signal(32)
         best_dy = Signal(signed(6))
         best_dx = Signal(signed(6))
-        # UPDATE_STAGES: candidate ci's partial cost read and its accumulator taken (s),
+        # UPDATE_STAGES: candidate ci's partial cost's address out and its accumulator taken
+        # (s), the address in the block buffer's read register (q, the motion estimator's),
         # the RAM's output registered as it is (r: nothing between the block RAM and a
         # register), the first slice's zero chosen (t), the sum (u), then the write or the
         # comparison
         ci = Signal(4)  # the candidate whose partial cost is read
-        s_v, r_v, t_v, u_v = Signal(), Signal(), Signal(), Signal()
-        s_i, r_i, t_i, u_i = Signal(4), Signal(4), Signal(4), Signal(4)
-        s_acc, r_acc, t_acc = Signal(32), Signal(32), Signal(32)
+        s_v, q_v, r_v, t_v, u_v = Signal(), Signal(), Signal(), Signal(), Signal()
+        s_i, q_i, r_i, t_i, u_i = Signal(4), Signal(4), Signal(4), Signal(4), Signal(4)
+        s_acc, q_acc, r_acc, t_acc = Signal(32), Signal(32), Signal(32), Signal(32)
         r_cost = Signal(32)
         t_cost = Signal(32)
         tot = Signal(32)
@@ -411,16 +413,19 @@ class StateUpdate(wiring.Component):
                     best_dx.eq(st[38:44]),
                 ]
         with m.If(self.prime):
-            m.d.sync += [ci.eq(self.first_cand), s_v.eq(0), r_v.eq(0), t_v.eq(0), u_v.eq(0)]
+            m.d.sync += [ci.eq(self.first_cand), s_v.eq(0), q_v.eq(0), r_v.eq(0), t_v.eq(0), u_v.eq(0)]
         with m.If(self.run):
             m.d.sync += [
                 s_v.eq(ci <= NCAND - 1),
                 s_i.eq(ci),
                 s_acc.eq(self.acc[ci]),
                 ci.eq(ci + 1),
-                r_v.eq(s_v),
-                r_i.eq(s_i),
-                r_acc.eq(s_acc),
+                q_v.eq(s_v),
+                q_i.eq(s_i),
+                q_acc.eq(s_acc),
+                r_v.eq(q_v),
+                r_i.eq(q_i),
+                r_acc.eq(q_acc),
                 r_cost.eq(self.cost_rd.data[:32]),
                 t_v.eq(r_v),
                 t_i.eq(r_i),
