@@ -111,24 +111,31 @@ class ValueBins(wiring.Component):
         bit = Signal()
         ctxi = Signal(9)
         bypass = Signal()
-        final = Signal()  # this bin is the element's last
+        # final: this bin is the element's last. A register, computed with the next phase
+        # and index (or the next element), so that the input's ready and the element
+        # register's enable are a gate of registers, not the compares behind them.
+        final = Signal()
+
+        def is_final(ph, ix, el):
+            return Mux(
+                ph == 0,
+                el.zero | (~el.has_sign & (el.unary_n == 0) & (el.suffix_w == 0)),
+                Mux(
+                    ph == 1,
+                    (el.unary_n == 0) & (el.suffix_w == 0),
+                    Mux(ph == 2, (el.m == ix) | ((ix + 1 == el.unary_n) & (el.suffix_w == 0)), ix == 0),
+                ),
+            )
+
         with m.Switch(phase):
             with m.Case(0):
-                m.d.comb += [
-                    bit.eq(~e.zero),
-                    ctxi.eq(e.z_ctx),
-                    final.eq(e.zero | (~e.has_sign & (e.unary_n == 0) & (e.suffix_w == 0))),
-                ]
+                m.d.comb += [bit.eq(~e.zero), ctxi.eq(e.z_ctx)]
             with m.Case(1):
-                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx), final.eq((e.unary_n == 0) & (e.suffix_w == 0))]
+                m.d.comb += [bit.eq(e.neg), ctxi.eq(e.s_ctx)]
             with m.Case(2):
-                m.d.comb += [
-                    bit.eq(e.m > idx),
-                    ctxi.eq(e.mag[Mux(idx > 3, 3, idx[:2])]),
-                    final.eq((e.m == idx) | ((idx + 1 == e.unary_n) & (e.suffix_w == 0))),
-                ]
+                m.d.comb += [bit.eq(e.m > idx), ctxi.eq(e.mag[Mux(idx > 3, 3, idx[:2])])]
             with m.Case(3):
-                m.d.comb += [bit.eq((e.rest >> idx)[0]), bypass.eq(1), final.eq(idx == 0)]
+                m.d.comb += [bit.eq((e.rest >> idx)[0]), bypass.eq(1)]
         m.d.comb += [
             self.o.valid.eq(s1_valid),
             self.o.p.bit.eq(bit),
@@ -143,26 +150,36 @@ class ValueBins(wiring.Component):
             load.eq(~s1_valid | done),
             self.i.ready.eq(load),
         ]
+        next_phase = Signal(2)
+        next_idx = Signal(5)
+        m.d.comb += [next_phase.eq(phase), next_idx.eq(idx)]
+        with m.Switch(phase):
+            with m.Case(0):
+                m.d.comb += [next_phase.eq(Mux(e.has_sign, 1, Mux(e.unary_n != 0, 2, 3))), next_idx.eq(0)]
+                with m.If(~e.has_sign & (e.unary_n == 0)):
+                    m.d.comb += next_idx.eq(e.suffix_w - 1)
+            with m.Case(1):
+                m.d.comb += [
+                    next_phase.eq(Mux(e.unary_n != 0, 2, 3)),
+                    next_idx.eq(Mux(e.unary_n != 0, 0, e.suffix_w - 1)),
+                ]
+            with m.Case(2):
+                with m.If(idx + 1 == e.unary_n):
+                    m.d.comb += [next_phase.eq(3), next_idx.eq(e.suffix_w - 1)]
+                with m.Else():
+                    m.d.comb += next_idx.eq(idx + 1)
+            with m.Case(3):
+                m.d.comb += next_idx.eq(idx - 1)
         with m.If(s1_valid & self.o.ready & ~final):
-            with m.Switch(phase):
-                with m.Case(0):
-                    m.d.sync += [phase.eq(Mux(e.has_sign, 1, Mux(e.unary_n != 0, 2, 3))), idx.eq(0)]
-                    with m.If(~e.has_sign & (e.unary_n == 0)):
-                        m.d.sync += idx.eq(e.suffix_w - 1)
-                with m.Case(1):
-                    m.d.sync += [
-                        phase.eq(Mux(e.unary_n != 0, 2, 3)),
-                        idx.eq(Mux(e.unary_n != 0, 0, e.suffix_w - 1)),
-                    ]
-                with m.Case(2):
-                    with m.If(idx + 1 == e.unary_n):
-                        m.d.sync += [phase.eq(3), idx.eq(e.suffix_w - 1)]
-                    with m.Else():
-                        m.d.sync += idx.eq(idx + 1)
-                with m.Case(3):
-                    m.d.sync += idx.eq(idx - 1)
+            m.d.sync += [phase.eq(next_phase), idx.eq(next_idx), final.eq(is_final(next_phase, next_idx, e))]
         with m.If(load):
-            m.d.sync += [s1_valid.eq(self.i.valid), phase.eq(0), idx.eq(0), e.eq(self.i.payload)]
+            m.d.sync += [
+                s1_valid.eq(self.i.valid),
+                phase.eq(0),
+                idx.eq(0),
+                e.eq(self.i.payload),
+                final.eq(is_final(0, 0, self.i.payload)),
+            ]
         return m
 
 

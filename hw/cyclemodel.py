@@ -39,6 +39,7 @@ from temposplit.hw import band_motion as _band
 from temposplit.hw import histogram as _hist
 from temposplit.hw import huffman_encoder as _huff
 from temposplit.hw import motion_estimator as _me
+from temposplit.hw import register_slice as _slice
 from temposplit.hw import requantizer as _rq
 from temposplit.hw.regmap import LANES, Params
 
@@ -55,6 +56,11 @@ HP_PORT_BPS = 1200e6
 # Cycles from START to the first input word and from the last record to DONE, as the
 # cocotb testbench drives it (AXI-Lite write response, the source's first beat).
 START_LATENCY = 3
+# The top's ports' register slices (hw/register_slice.py): a word's way in, the last word's
+# way out. Where a mode's head (a clear, the first block's states) outlasts the input's,
+# only the output's counts.
+PORT_IN = _slice.LATENCY
+PORT_OUT = _slice.LATENCY
 ENCODE_HEAD = 1 + 256  # START's register in the top, the histogram clear (the first words arrive meanwhile)
 # the last symbol's way to the last word
 ENCODE_TAIL = _huff.SERIALIZER_STAGES + _huff.LOOKUP_STAGES + _huff.PACKER_STAGES
@@ -104,7 +110,7 @@ def encode_cycles(count: int) -> int:
 # requantizer meanwhile), a stream word a cycle, then the last word through the input and
 # count stages, the fold of the banks into one and the empty TLAST word.
 HIST_HEAD = 1 + _hist.CLEAR_CYCLES
-HIST_TAIL = _hist.INPUT_STAGES + _hist.COUNT_STAGES + _hist.FOLD_CYCLES + 1
+HIST_TAIL = _hist.INPUT_STAGES + _hist.COUNT_STAGES + _hist.FOLD_CYCLES + 1 + PORT_OUT
 
 
 def hist_cycles(count: int, word_cycles: float = 1.0) -> int:
@@ -114,7 +120,7 @@ def hist_cycles(count: int, word_cycles: float = 1.0) -> int:
 
 
 def requant_cycles(count: int) -> int:
-    return START_LATENCY + -(-count // LANES) + _rq.STAGES + 1
+    return START_LATENCY + PORT_IN + -(-count // LANES) + _rq.STAGES + 1 + PORT_OUT
 
 
 # ----------------------------------------------------------------------------- CTX
@@ -124,8 +130,9 @@ def requant_cycles(count: int) -> int:
 # register and the element serializer, the binarizer's four stages, its element FIFO and
 # bin stage, the range coder's eight stages; after the last bin the termination's three
 # cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL is that
-# overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_FILL = 30
+# overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it):
+# 30 cycles, and the ports' slices.
+CTX_FILL = 30 + PORT_IN + PORT_OUT
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
 
@@ -171,7 +178,7 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
 # bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
 # word register and the values' FIFO, the bin stage, the range coder, the termination, the
 # packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 27
+CTX_RECORDS_FILL = 27 + PORT_IN + PORT_OUT
 
 # Words and bins per element of a ctx section from records (the data decide): the most
 # measured on the SSD fixtures (every tensor's frames through the recommended preset,
@@ -197,7 +204,7 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
 # the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the dealer's FIFO and the
 # tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
 CTX_ENGINES = Params().ctx_engines  # the default build's
-CTX_SLICES_FILL = 30
+CTX_SLICES_FILL = 30 + PORT_IN + PORT_OUT
 CTX_SLICE_GAP = 10
 
 
@@ -278,7 +285,7 @@ def band_cycles(shape, block, search, plan: BandPlan, *, band_bytes=32, word_cyc
     cwb = plan.slice // band_bytes
     nslices = plan.channels // plan.slice
     fill = rw * word_cycles
-    total = BAND_START_LATENCY + _band.INIT_CYCLES
+    total = BAND_START_LATENCY + _band.INIT_CYCLES + PORT_OUT
     for si, _ in enumerate(tss_steps(search)):
         ncand = tss_candidates(search, first=si == 0)
         last_step = si == len(tss_steps(search)) - 1

@@ -58,7 +58,11 @@ SAD_STAGES = ("bank", "ram", "word", "centre", "absdiff", "pairs", "sum", "acc")
 # of the write (address, enables, data) in registers that synthesis keeps apart (``keep``;
 # hw/synth.py): one register driving all of the reference's block RAMs spans the die (on the
 # ECP5 proxy 11-16 ns of routing alone); a copy per bank is placed beside its RAMs.
-REF_BANKS = 8
+REF_BANKS = 32
+# The block buffer (block_words x 8 lanes bytes) likewise: BLK_BANKS column banks, each with
+# its own copy of the read address and of the write (one address register for all of its
+# block RAMs was the top's path on the ECP5 proxy, 14.6 ns of routing alone).
+BLK_BANKS = 4
 KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins
 DRAIN_CYCLES = len(SAD_STAGES)
 COMPARE_CYCLES = 2  # COMPARE, NEXT
@@ -151,20 +155,36 @@ class MotionEstimator(wiring.Component):
             m.d.comb += [rp.addr.eq(raddr), wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen)]
             bank_data.append(rp.data)
         m.d.comb += ref_rd.data.eq(Cat(*bank_data))
-        m.submodules.blk = blk = memory.Memory(shape=unsigned(8 * L), depth=P.block_words, init=[])
-        blk_port = blk.write_port()
-        blk_rd = blk.read_port(transparent_for=())
-        # The writes reach the RAMs a cycle late, through a register (the reference's, one per
-        # bank, above): nothing reads a word within a cycle of its write (the block's scan
-        # starts after SETUP, the band's after its load).
-        blk_wr = wiring.Signature(
-            {"en": Out(1), "addr": Out(len(blk_port.addr)), "data": Out(len(blk_port.data))}
-        ).create(path=("blk_wr",))
-        m.d.sync += [
-            blk_port.en.eq(blk_wr.en),
-            blk_port.addr.eq(blk_wr.addr),
-            blk_port.data.eq(blk_wr.data),
-        ]
+        # The block buffer: BLK_BANKS column banks as the reference's, each with its own
+        # registers of the read address (stage "bank") and of the write. The writes reach
+        # the RAMs a cycle late: nothing reads a word within a cycle of its write (the
+        # block's scan starts after SETUP, the band's after its load).
+        blk_addr_bits = (P.block_words - 1).bit_length()
+        blk_wr = wiring.Signature({"en": Out(1), "addr": Out(blk_addr_bits), "data": Out(8 * L)}).create(
+            path=("blk_wr",)
+        )
+        blk_next = Signal(blk_addr_bits)  # the read address, a cycle before the banks' registers
+        blk_banks = min(BLK_BANKS, L)
+        blk_bits = 8 * L // blk_banks
+        blk_data = []
+        for b in range(blk_banks):
+            bank = memory.Memory(shape=unsigned(blk_bits), depth=P.block_words, init=[])
+            m.submodules[f"blk{b}"] = bank
+            wp = bank.write_port()
+            rp = bank.read_port(transparent_for=())
+            raddr = Signal(blk_addr_bits, name=f"blkbank{b}_raddr", attrs=KEEP, reset_less=True)
+            waddr = Signal(blk_addr_bits, name=f"blkbank{b}_waddr", attrs=KEEP, reset_less=True)
+            wdata = Signal(blk_bits, name=f"blkbank{b}_wdata", attrs=KEEP, reset_less=True)
+            wen = Signal(name=f"blkbank{b}_wen", attrs=KEEP)
+            m.d.sync += [
+                raddr.eq(blk_next),
+                waddr.eq(blk_wr.addr),
+                wdata.eq(blk_wr.data[b * blk_bits : (b + 1) * blk_bits]),
+                wen.eq(blk_wr.en),
+            ]
+            m.d.comb += [rp.addr.eq(raddr), wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen)]
+            blk_data.append(rp.data)
+        blk_rd_data = Cat(*blk_data)
         m.d.comb += [
             ref_wr.en.eq(Mux(self.ref_we, Const(1, R) << self.ref_addr[:rshift] if R > 1 else 1, 0)),
             ref_wr.addr.eq(self.ref_addr >> rshift),
@@ -224,14 +244,11 @@ class MotionEstimator(wiring.Component):
         cptr = Signal(range(P.block_words + 1))
         issue = Signal()
         acc = Signal(32)
-        # the block buffer's read address into a register beside its RAMs (stage "bank", as
-        # the reference's copies): MOTION's word pointer or BAND_MOTION's partial-cost
-        # address, selected by the mode (selected and routed to the RAMs in one cycle it was
-        # the top's path on the ECP5 proxy, 13.2 ns of routing)
-        blk_next = Signal(len(blk_rd.addr))
-        blk_raddr = Signal(len(blk_rd.addr), reset_less=True)
-        m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_next.eq(cptr), blk_rd.addr.eq(blk_raddr)]
-        m.d.sync += blk_raddr.eq(blk_next)
+        # the block buffer's read address into its banks' registers (stage "bank", as the
+        # reference's copies): MOTION's word pointer or BAND_MOTION's partial-cost address,
+        # selected by the mode (selected and routed to the RAMs in one cycle it was the
+        # top's path on the ECP5 proxy, 13.2 ns of routing)
+        m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_next.eq(cptr)]
         v = [Signal(name=f"sad_v{j}") for j in range(DRAIN_CYCLES)]  # v[j]: stage j holds a word
         m.d.sync += [v[0].eq(issue), *[v[j].eq(v[j - 1]) for j in range(1, DRAIN_CYCLES)]]
         # the word's place in the RAM word, down to stage "ram"
@@ -239,7 +256,7 @@ class MotionEstimator(wiring.Component):
         m.d.sync += [sel[0].eq(ref_word[:rshift] if R > 1 else 0), *[sel[j].eq(sel[j - 1]) for j in range(1, len(sel))]]
         ref_r = Signal(8 * P.band_bytes)  # stage "ram": the RAMs' outputs
         blk_r = Signal(8 * L)  # the block buffer's word (its address registered at stage "bank")
-        m.d.sync += [ref_r.eq(ref_rd.data), blk_r.eq(blk_rd.data)]
+        m.d.sync += [ref_r.eq(ref_rd.data), blk_r.eq(blk_rd_data)]
         ref_q = Signal(8 * L)  # stage "word"
         blk_q = Signal(8 * L)
         m.d.sync += [ref_q.eq(ref_r.word_select(sel[-1], 8 * L) if R > 1 else ref_r), blk_q.eq(blk_r)]
@@ -403,7 +420,7 @@ class MotionEstimator(wiring.Component):
             bm.cur.payload.eq(self.cur.payload),
             bm.cur.valid.eq(self.cur.valid & self.band),
             bm.ref_rd.data.eq(ref_r),  # registered: the band engine's stage "ram"
-            bm.cost_rd.data.eq(blk_rd.data),
+            bm.cost_rd.data.eq(blk_rd_data),
             bm.rec.ready.eq(self.rec.ready & self.band),
         ]
         with m.If(self.band):  # the RAMs' ports and the streams switch to the band engine

@@ -82,11 +82,12 @@ def plain_names(verilog: str) -> str:
     return _ESCAPED.sub(lambda m: "\\" + m.group(1).replace("[", "_").replace("]", "_"), verilog)
 
 
-# Registers the gateware copies on purpose (the reference's per-bank address and write
-# registers, hw/motion_estimator.py ``REF_BANKS``): their Verilog carries ``keep``, which Yosys
-# reads on the wire, not on the flip-flop that drives it, so its ``opt_merge`` would fold the
-# copies into one again; this marks the flip-flops themselves before synthesis.
-KEEP_COPIES = "hierarchy -top {top}\nproc\nsetattr -set keep 1 w:*refbank* %ci1 t:$dff %i\n"
+# Registers the gateware copies on purpose (the reference's and the block buffer's per-bank
+# address and write registers, hw/motion_estimator.py ``REF_BANKS``, ``BLK_BANKS``): their
+# Verilog carries ``keep``, which Yosys reads on the wire, not on the flip-flop that drives
+# it, so its ``opt_merge`` would fold the copies into one again; this marks the flip-flops
+# that drive a wire marked ``keep`` before synthesis.
+KEEP_COPIES = "hierarchy -top {top}\nproc\nsetattr -set keep 1 w:* a:keep %i %ci1 t:$dff %i\n"
 
 
 # Small RAMs marked ``ram_style = "distributed"`` (hw/histogram.py ``RAM_STYLE``: the
@@ -261,6 +262,7 @@ def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1, 
         str(json_in),
         "--report",
         str(report_json),
+        "--detailed-timing-report",  # every net's routed delays (the endpoints' table in the report)
         "-l",
         str(log),
         "-q",
@@ -293,18 +295,41 @@ def parse_timing(report: dict) -> dict:
     }
 
 
-def timing_report(t: dict, seconds: float, router: str = ROUTERS[0]) -> str:
+def short_endpoints(log_text: str) -> int | None:
+    """About how many endpoints miss the constraint, from the last slack histogram in a
+    nextpnr log (its bars count in steps of the legend's ``*``; a ``+`` is read as half a
+    step, a bucket across zero by its negative share). None when the log has none."""
+    block = log_text.rsplit("Slack histogram:", 1)
+    if len(block) < 2:
+        return None
+    step = re.search(r"\* represents (\d+) endpoint", block[1])
+    if not step:
+        return None
+    k = int(step.group(1))
+    total = 0.0
+    for lo, hi, bar in re.findall(r"\[\s*(-?\d+),\s*(-?\d+)\)\s*\|([*+]*)", block[1]):
+        lo, hi = int(lo), int(hi)
+        if lo >= 0:
+            continue
+        n = bar.count("*") * k + (k / 2 if "+" in bar else 0)
+        total += n if hi <= 0 else n * -lo / (hi - lo)
+    return int(round(total))
+
+
+def timing_report(t: dict, seconds: float, router: str = ROUTERS[0], seed: int = 1) -> str:
     ok = t["achieved_mhz"] >= TARGET_MHZ
     lines = [
         "",
         "Timing proxy -- place and route on a Lattice ECP5 (no open place-and-route exists for the xc7z020):",
         f"  YoWASP synth_ecp5 + nextpnr-ecp5 {ECP5['device'][2:]} {ECP5['package']} speed {ECP5['speed']}, "
-        f"constraint {TARGET_MHZ:g} MHz, {router}; run {seconds:.0f} s",
+        f"constraint {TARGET_MHZ:g} MHz, {router}, seed {seed}; run {seconds:.0f} s",
         f"  Fmax ({t['clock']}): {t['achieved_mhz']:.1f} MHz -- {'closes' if ok else 'does NOT close'} at "
         f"{TARGET_MHZ:g} MHz on the proxy",
         "  (an ECP5-6 is slower than a 7-series -1: a proxy Fmax >= 100 MHz is a conservative sign, "
         "not a sign-off; Vivado's timing report is)",
     ]
+    if t.get("short") is not None:
+        lines.append(f"  endpoints short of {TARGET_MHZ:g} MHz: about {t['short']} (nextpnr's slack histogram)")
     path = t["path"]
     if path:
         logic = sum(d for k, d, _, _ in path if k != "routing")
@@ -333,7 +358,7 @@ def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
     return plain_names(strip_zero_init(text))
 
 
-def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0]) -> str:
+def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: int = 1) -> str:
     """Synthesize ``src`` (:func:`ecp5_verilog`'s) for the ECP5, place and route, and return
     the timing section of the report."""
     t0 = time.time()
@@ -348,13 +373,22 @@ def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0]) -> str:
     report_json = out / "nextpnr-ecp5.json"
     pnr_log = out / "nextpnr-ecp5.log"
     proc = subprocess.run(
-        nextpnr_command(json_out, report_json, pnr_log, router=router),
+        nextpnr_command(json_out, report_json, pnr_log, seed=seed, router=router),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
     if proc.returncode or not report_json.exists():
         raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
-    return timing_report(parse_timing(json.loads(report_json.read_text())), time.time() - t0, router)
+    from temposplit.hw import sta
+
+    report = json.loads(report_json.read_text())
+    t = parse_timing(report)
+    t["short"] = short_endpoints(pnr_log.read_text())
+    text = timing_report(t, time.time() - t0, router, seed)
+    if report.get("detailed_net_timings") is not None and t["achieved_mhz"] < TARGET_MHZ:
+        period = 1000.0 / TARGET_MHZ
+        text += "\n".join(sta.format_groups(*sta.short_groups(report, period), period)) + "\n"
+    return text
 
 
 def main(argv=None) -> int:
@@ -369,6 +403,13 @@ def main(argv=None) -> int:
         choices=ROUTERS,
         default=ROUTERS[0],
         help="nextpnr-ecp5's router (default %(default)s; router1 did not route the top with the ctx coder in an hour)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="nextpnr's placement seed (default %(default)s; placement moves the proxy's Fmax by 5-10 %%, so a "
+        "change is judged over several)",
     )
     add_params_arguments(ap)
     args = ap.parse_args(argv)
@@ -398,7 +439,7 @@ def main(argv=None) -> int:
         ecp5_src = args.out / f"{top}.ecp5.v"
         ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
         try:
-            text += run_timing(args.out, ecp5_src, top, args.router)
+            text += run_timing(args.out, ecp5_src, top, args.router, args.seed)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1

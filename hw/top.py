@@ -41,8 +41,11 @@ Clock ``clk``, reset ``rst`` active high (Vivado: proc_sys_reset's peripheral_re
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw import regmap
@@ -50,6 +53,7 @@ from temposplit.hw.ctx_coder import CtxCoder, SlicePacker, ValueCoder
 from temposplit.hw.histogram import WordHistogram
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
+from temposplit.hw.register_slice import RegisterSlice
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 
@@ -120,6 +124,9 @@ class Accelerator(wiring.Component):
         m.submodules.hist = hist = WordHistogram(L)
         m.submodules.me = me = MotionEstimator(P)
         m.submodules.ctx = ctx = CtxCoder(P.line_elements)
+        # the ports' register slices: the DMA's handshakes meet the engines' only in registers
+        m.submodules.in_slice = in_slice = RegisterSlice(8 * L)
+        m.submodules.out_slice = out_slice = RegisterSlice(data.StructLayout({"data": 8 * L, "keep": L, "last": 1}))
 
         # ------------------------------------------------------------ register file
         rw = {r.name: Signal(r.width, name=f"reg_{r.name.lower()}") for r in regmap.REGISTERS if r.access == "rw"}
@@ -296,8 +303,17 @@ class Accelerator(wiring.Component):
                 ),
             ]
         new_records = new_ctx & fld("FLAGS", "RECORDS")
+        bypass = Signal()  # the requantizer passes the words unchanged (but a temporal group's phase)
         with m.If(start):
             m.d.sync += [
+                bypass.eq(
+                    (new_mode == modes["LOAD_REF"])
+                    | (
+                        ((new_mode == modes["ENCODE"]) | (new_mode == modes["HISTOGRAM"]) | new_ctx)
+                        & ~fld("FLAGS", "REQUANT")
+                    )
+                    | new_records
+                ),
                 is_ctx.eq(new_ctx),
                 records.eq(new_records),
                 temporal.eq(new_ctx & fld("FLAGS", "TEMPORAL") & ~new_records),
@@ -308,12 +324,7 @@ class Accelerator(wiring.Component):
             rq.n_bits.eq(rw["NBITS"]),
             rq.z8.eq(rw["Z8"]),
             # (taken per word: a temporal group's reference words pass unchanged)
-            rq.bypass.eq(
-                (mode == modes["LOAD_REF"])
-                | (((mode == modes["ENCODE"]) | (mode == modes["HISTOGRAM"]) | is_ctx) & ~fld("FLAGS", "REQUANT"))
-                | records
-                | (temporal & (in_phase != 0))
-            ),
+            rq.bypass.eq(bypass | (temporal & (in_phase != 0))),
             me.width.eq(rw["WIDTH"]),
             me.height.eq(rw["HEIGHT"]),
             me.channels.eq(rw["CHANNELS"]),
@@ -334,24 +345,36 @@ class Accelerator(wiring.Component):
         ]
 
         # ------------------------------------------------------------ input side
-        sa = self.s_axis
-        coded = busy & ~searching & (words_left != 0)
+        # The input port into its slice while an operation runs (the slice is cleared at
+        # START: words left over from an over-long input never reach an operation); the
+        # slice's words to the requantizer while the count lasts, or to the estimator.
+        port_in = self.s_axis
         m.d.comb += [
-            rq.i.valid.eq(sa.tvalid & coded),
-            rq.i.p.data.eq(sa.tdata),
+            in_slice.i.valid.eq(port_in.tvalid & busy),
+            in_slice.i.payload.eq(port_in.tdata),
+            port_in.tready.eq(in_slice.i.ready & busy),
+            in_slice.clear.eq(start),
+        ]
+        sa = in_slice.o
+        coded = Signal()  # busy, not searching, words left: a register (it enables stage 1)
+        with m.If(start):
+            m.d.sync += coded.eq((count != 0) & (new_mode != modes["MOTION"]) & (new_mode != modes["BAND_MOTION"]))
+        m.d.comb += [
+            rq.i.valid.eq(sa.valid & coded),
+            rq.i.p.data.eq(sa.payload),
             rq.i.p.last.eq(words_left == 1),
             rq.i.p.nbytes.eq(Mux(words_left == 1, last_nbytes, L)),
-            me.cur.valid.eq(sa.tvalid & busy & searching),
-            me.cur.payload.eq(sa.tdata),
-            sa.tready.eq(Mux(searching, me.cur.ready & busy, rq.i.ready & coded)),
+            me.cur.valid.eq(sa.valid & busy & searching),
+            me.cur.payload.eq(sa.payload),
+            sa.ready.eq(Mux(searching, me.cur.ready & busy, rq.i.ready & coded)),
         ]
         with m.If(rq.i.valid & rq.i.ready):
             with m.If(temporal):  # a group is three words: its codes, the reference's, the changes
                 m.d.sync += in_phase.eq(Mux(in_phase == 2, 0, in_phase + 1))
-                with m.If(in_phase == 2):
-                    m.d.sync += words_left.eq(words_left - 1)
-            with m.Else():
+            with m.If(~temporal | (in_phase == 2)):
                 m.d.sync += words_left.eq(words_left - 1)
+                with m.If(words_left == 1):
+                    m.d.sync += coded.eq(0)
 
         # The reference tap: N-bit codes into the estimator's RAM as they pass (through a
         # register: the take ends the stream's ready chain).
@@ -368,9 +391,17 @@ class Accelerator(wiring.Component):
         with m.If(ref_we):
             m.d.sync += ref_ptr.eq(ref_ptr + 1)
 
-        ma = self.m_axis
+        ma = out_slice.i  # the operations' output words, into the output port's slice
+        port_out = self.m_axis
+        m.d.comb += [
+            port_out.tvalid.eq(out_slice.o.valid),
+            port_out.tdata.eq(out_slice.o.p.data),
+            port_out.tkeep.eq(out_slice.o.p.keep),
+            port_out.tlast.eq(out_slice.o.p.last),
+            out_slice.o.ready.eq(port_out.tready),
+        ]
         ma_ready_ctx = Signal()  # the output takes the packer's word (CTX)
-        m.d.comb += ma_ready_ctx.eq(ma.tready & is_ctx)
+        m.d.comb += ma_ready_ctx.eq(ma.ready & is_ctx)
 
         # ------------------------------------------------------------ CTX: elements in, bytes out
         # A group's words meet in staging registers (the anchor's codes, the reference's);
@@ -494,8 +525,13 @@ class Accelerator(wiring.Component):
             m.d.comb += t.eq(outs[e].valid & outs[e].ready & (sliced if e == 0 else 1))
             takes.append(t)
         m.d.comb += ctx.o.ready.eq(Mux(sliced, packers[0].i.ready, ~pk_valid | ma_ready_ctx))
-        with m.If(sliced & Cat(*takes).any()):
-            m.d.sync += ctx_bytes.eq(ctx_bytes + sum(takes))
+        # BITS counts the bytes taken a cycle late (the takes registered first: the sum is
+        # not behind the packers' ready chain); the last is counted before DONE, which waits
+        # for the last word through the output's slice
+        byte_takes = Signal(range(E + 2))
+        m.d.sync += byte_takes.eq(Mux(sliced, sum(takes), b_take))
+        with m.If(~start & (byte_takes != 0)):
+            m.d.sync += ctx_bytes.eq(ctx_bytes + byte_takes)
         slices_done = Signal(6)
         sl_valid = Signal()
         sl_word = Signal(64)
@@ -516,7 +552,6 @@ class Accelerator(wiring.Component):
         with m.Elif(sl_valid & ma_ready_ctx & sliced & sl_end):
             m.d.sync += slices_done.eq(slices_done + 1)
         with m.If(b_take):
-            m.d.sync += ctx_bytes.eq(ctx_bytes + 1)
             with m.If((acc_n == L - 1) | ctx.o.p.last):
                 m.d.sync += [
                     pk_valid.eq(1),
@@ -550,63 +585,50 @@ class Accelerator(wiring.Component):
             ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, ctx.v.ready, ctx_ready))),
             rq.o.ready.eq(
                 (to_ser & ser.i.ready)
-                | (to_ma & ma.tready)
+                | (to_ma & ma.ready)
                 | (to_hist & hist.i.ready)
                 | (is_ctx & ctx_rq_ready)
                 | to_sink
             ),
         ]
-        with m.Switch(mode):
-            with m.Case(modes["ENCODE"]):
-                m.d.comb += [
-                    ma.tvalid.eq(enc.o.valid & busy),
-                    ma.tdata.eq(enc.o.p.data),
-                    ma.tkeep.eq(enc.o.p.keep),
-                    ma.tlast.eq(enc.o.p.last),
-                    enc.o.ready.eq(ma.tready),
-                ]
-            with m.Case(modes["REQUANT"]):
-                m.d.comb += [
-                    ma.tvalid.eq(rq.o.valid),
-                    ma.tdata.eq(rq.o.p.data),
-                    ma.tkeep.eq((Const(1, L + 1) << rq.o.p.nbytes) - 1),
-                    ma.tlast.eq(rq.o.p.last),
-                ]
-            with m.Case(modes["LOAD_REF"]):
-                m.d.comb += [
-                    ma.tvalid.eq(empty_pending),
-                    ma.tkeep.eq(0),
-                    ma.tlast.eq(1),
-                ]
-                with m.If(rq_take & rq.o.p.last):
-                    m.d.sync += empty_pending.eq(1)
-                with m.If(ma.tvalid & ma.tready):
-                    m.d.sync += empty_pending.eq(0)
-            with m.Case(modes["HISTOGRAM"]):
-                m.d.comb += [
-                    ma.tvalid.eq(empty_pending),
-                    ma.tkeep.eq(0),
-                    ma.tlast.eq(1),
-                ]
-                with m.If(hist.done):
-                    m.d.sync += empty_pending.eq(1)
-                with m.If(ma.tvalid & ma.tready):
-                    m.d.sync += empty_pending.eq(0)
-            with m.Case(modes["CTX"]):
-                m.d.comb += [
-                    ma.tvalid.eq(Mux(sliced, sl_valid, pk_valid)),
-                    ma.tdata.eq(Mux(sliced, sl_word, pk_data)),
-                    ma.tkeep.eq(Mux(sliced, (1 << L) - 1, pk_keep)),
-                    ma.tlast.eq(Mux(sliced, sl_end & (slices_done + 1 == n_slices), pk_last)),
-                ]
-            with m.Case(modes["MOTION"], modes["BAND_MOTION"]):
-                m.d.comb += [
-                    ma.tvalid.eq(me.rec.valid),
-                    ma.tdata.eq(me.rec.p.data),
-                    ma.tkeep.eq(0xFF),
-                    ma.tlast.eq(me.rec.p.last),
-                    me.rec.ready.eq(ma.tready),
-                ]
-        with m.If(busy & ma.tvalid & ma.tready & ma.tlast):
+        # The output word's source, one-hot registers loaded at START (as the requantizer's
+        # consumer above): the slice's input is an AND-OR of them, and each source's ready
+        # the slice's (a register) and its flag, with no decode of MODE in between.
+        from_enc, from_empty, from_me = Signal(init=1), Signal(), Signal()  # (MODE resets to ENCODE)
+        with m.If(start):
+            m.d.sync += [
+                from_enc.eq(new_mode == modes["ENCODE"]),
+                from_empty.eq((new_mode == modes["LOAD_REF"]) | (new_mode == modes["HISTOGRAM"])),
+                from_me.eq((new_mode == modes["MOTION"]) | (new_mode == modes["BAND_MOTION"])),
+            ]
+        sources = [  # (flag, valid, data, keep, last): ENCODE, REQUANT, LOAD_REF/HISTOGRAM, CTX, the motion engines
+            (from_enc, enc.o.valid & busy, enc.o.p.data, enc.o.p.keep, enc.o.p.last),
+            (to_ma, rq.o.valid, rq.o.p.data, (Const(1, L + 1) << rq.o.p.nbytes) - 1, rq.o.p.last),
+            (from_empty, empty_pending, 0, 0, 1),
+            (
+                is_ctx,
+                Mux(sliced, sl_valid, pk_valid),
+                Mux(sliced, sl_word, pk_data),
+                Mux(sliced, (1 << L) - 1, pk_keep),
+                Mux(sliced, sl_end & (slices_done + 1 == n_slices), pk_last),
+            ),
+            (from_me, me.rec.valid, me.rec.p.data, (1 << L) - 1, me.rec.p.last),
+        ]
+        m.d.comb += [
+            ma.valid.eq(reduce(operator.or_, (f & v for f, v, _, _, _ in sources))),
+            ma.p.data.eq(reduce(operator.or_, (Mux(f, d, 0) for f, _, d, _, _ in sources))),
+            ma.p.keep.eq(reduce(operator.or_, (Mux(f, k, 0) for f, _, _, k, _ in sources))),
+            ma.p.last.eq(reduce(operator.or_, (f & la for f, _, _, _, la in sources))),
+            enc.o.ready.eq(from_enc & ma.ready),
+            me.rec.ready.eq(from_me & ma.ready),
+        ]
+        with m.If((mode == modes["LOAD_REF"]) & rq_take & rq.o.p.last):
+            m.d.sync += empty_pending.eq(1)
+        with m.If((mode == modes["HISTOGRAM"]) & hist.done):
+            m.d.sync += empty_pending.eq(1)
+        with m.If(from_empty & ma.valid & ma.ready):
+            m.d.sync += empty_pending.eq(0)
+        # (done when the last word leaves the port, not when it enters the slice)
+        with m.If(busy & port_out.tvalid & port_out.tready & port_out.tlast):
             m.d.sync += [busy.eq(0), done.eq(1)]
         return m

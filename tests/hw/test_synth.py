@@ -65,6 +65,25 @@ def test_timing_report_reads_fmax_and_the_critical_path():
     assert "(6.00 ns cells, 8.00 ns routing, 1 logic cells)" in text
 
 
+def test_short_endpoints_reads_the_last_slack_histogram():
+    """Endpoints below zero slack: whole buckets, a '+' as half a step, the bucket across
+    zero by its negative share; the last histogram in the log counts (nextpnr prints one
+    after placement and one after routing)."""
+    hist = """Info: Slack histogram:
+Info:  legend: * represents {k} endpoint(s)
+Info:          + represents [1,{k}) endpoint(s)
+Info: [ -3000,  -2000) |**+
+Info: [ -2000,  -1000) |****
+Info: [ -1000,   1000) |**
+Info: [  1000,   2000) |******+
+"""
+    log = hist.format(k=1000) + "\nInfo: routing\n" + hist.format(k=10)
+    assert synth.short_endpoints(log) == 25 + 40 + 10
+    assert synth.short_endpoints("Info: no histogram here") is None
+    t = {"clock": "clk", "achieved_mhz": 90.0, "constraint_mhz": 100.0, "path_ns": 0.0, "path": [], "util": {}}
+    assert "endpoints short of 100 MHz: about 75" in synth.timing_report({**t, "short": 75}, 1.0)
+
+
 def test_engine_alone_has_a_register_on_every_port():
     """``--engine``: the engine's ports become the top's, each through a register, so that
     its paths from configuration and streams are timed as in the top (not from I/O pins)."""
@@ -106,24 +125,25 @@ def test_nextpnr_routes_with_router2_unless_told():
         synth.nextpnr_command(*args, router="router3")
 
 
-def test_main_passes_the_router_through(tmp_path, monkeypatch):
-    """``--router`` reaches nextpnr; the report says which router gave the figure."""
+def test_main_passes_the_router_and_seed_through(tmp_path, monkeypatch):
+    """``--router`` and ``--seed`` reach nextpnr; the report says which gave the figure."""
     seen = {}
 
-    def fake_run_timing(out, src, top, router):
-        seen["router"] = router
+    def fake_run_timing(out, src, top, router, seed):
+        seen["router"], seen["seed"] = router, seed
         return synth.timing_report(
             {"clock": "clk", "achieved_mhz": 101.0, "constraint_mhz": 100.0, "path_ns": 0.0, "path": [], "util": {}},
             1.0,
             router,
+            seed,
         )
 
     monkeypatch.setattr(synth, "run_timing", fake_run_timing)
     monkeypatch.setattr(synth, "_yosys", lambda: "true")  # no synthesis: an empty stat
     monkeypatch.setattr(synth, "parse_stat", lambda text: {"LUT2": 1})
-    assert synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router1"]) == 0
-    assert seen["router"] == "router1"
-    assert "router1; run 1 s" in (tmp_path / "utilization-xc7z020.txt").read_text()
+    assert synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router1", "--seed", "3"]) == 0
+    assert seen == {"router": "router1", "seed": 3}
+    assert "router1, seed 3; run 1 s" in (tmp_path / "utilization-xc7z020.txt").read_text()
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router3"])
 
