@@ -478,13 +478,14 @@ class RecordUnpack(wiring.Component):
         slot = Signal(3)  # the run word's value leaving now
         run = Signal()
         count = Signal(RUN_COUNT[1])
-        final = Signal()  # the word's last value leaves now
+        # the word's last value leaves now (~run | slot + 1 == count): a register, set with
+        # the word and the slot, so that the input's ready is a gate of registers
+        final = Signal()
         r = data.View(value_layout, word[: value_layout.size])
         ev = Signal(element_bins_layout)
         m.d.comb += [
             run.eq(word[RUN_FLAG]),
             count.eq(word[RUN_COUNT[0] : RUN_COUNT[0] + RUN_COUNT[1]]),
-            final.eq(~run | (slot + 1 == count)),
         ]
         with m.If(run):  # a zero value: its zero bin, nothing after it
             m.d.comb += [ev.zero.eq(1), ev.z_ctx.eq(word.word_select(slot, RUN_CTX_BITS))]
@@ -514,9 +515,16 @@ class RecordUnpack(wiring.Component):
             values.r_en.eq(self.o.ready),
         ]
         with m.If(held & values.w_rdy):
-            m.d.sync += slot.eq(slot + 1)
+            m.d.sync += [slot.eq(slot + 1), final.eq(slot + 2 == count)]
             with m.If(final):
                 m.d.sync += [held.eq(0), slot.eq(0)]
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [word.eq(self.i.p.word), word_last.eq(self.i.p.last), held.eq(1), slot.eq(0)]
+            w = self.i.p.word
+            m.d.sync += [
+                word.eq(w),
+                word_last.eq(self.i.p.last),
+                held.eq(1),
+                slot.eq(0),
+                final.eq(~w[RUN_FLAG] | (w[RUN_COUNT[0] : RUN_COUNT[0] + RUN_COUNT[1]] == 1)),
+            ]
         return m

@@ -131,8 +131,8 @@ def requant_cycles(count: int) -> int:
 # bin stage, the range coder's eight stages; after the last bin the termination's three
 # cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL is that
 # overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it):
-# 30 cycles, and the ports' slices.
-CTX_FILL = 30 + PORT_IN + PORT_OUT
+# 32 cycles, and the ports' slices.
+CTX_FILL = 32 + PORT_IN + PORT_OUT
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
 
@@ -178,7 +178,7 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
 # bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
 # word register and the values' FIFO, the bin stage, the range coder, the termination, the
 # packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 27 + PORT_IN + PORT_OUT
+CTX_RECORDS_FILL = 29 + PORT_IN + PORT_OUT
 
 # Words and bins per element of a ctx section from records (the data decide): the most
 # measured on the SSD fixtures (every tensor's frames through the recommended preset,
@@ -204,7 +204,7 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
 # the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the dealer's FIFO and the
 # tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
 CTX_ENGINES = Params().ctx_engines  # the default build's
-CTX_SLICES_FILL = 30 + PORT_IN + PORT_OUT
+CTX_SLICES_FILL = 32 + PORT_IN + PORT_OUT
 CTX_SLICE_GAP = 10
 
 

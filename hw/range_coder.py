@@ -29,14 +29,14 @@ that never stalls once a bin is in (the input's credit keeps room for its record
 - F: what the shifts settle: a shift that settles the top byte produces an *output
   record*, the held byte (``cache``) plus the carry, then ``pending - 1`` copies of 0xFF
   plus the carry (a run of 0xFF held back for a carry); a cycle's records (at most two)
-  are one *event* into the record FIFO.
+  are one *event*, registered, into the record FIFO.
 
 The *byte emitter* after the FIFO sends one byte per cycle, drops the section's first
-byte (always 0) and marks the last. The input takes a bin while the FIFO has room for
-the events of every bin in flight (``CREDIT``, the FIFO's level a cycle ago): it stalls
-only when the output is back-pressured or records come faster than a byte per cycle; a
-bin behind a section's last waits for that section's termination. A section codes at
-least one bin.
+byte (always 0) and marks the last, through a register slice (hw/register_slice.py). The
+input takes a bin while the FIFO has room for the events of every bin in flight
+(``CREDIT``, the FIFO's level a cycle ago): it stalls only when the output is
+back-pressured or records come faster than a byte per cycle; a bin behind a section's
+last waits for that section's termination. A section codes at least one bin.
 
 The bins come from the fronts of :mod:`temposplit.hw.ctx_binarizer` (an anchor's elements,
 or value records the PS computed); :mod:`temposplit.hw.ctx_coder` joins them to this
@@ -52,13 +52,15 @@ from amaranth import Cat, Const, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.hw.register_slice import RegisterSlice
+
 PROB_BITS = 12
 N_CONTEXTS = 459  # the context table of docs/bitstream.md 6.2.5
 COUNT_MAX = 62
 PENDING_BITS = 32
 TERMINATION_SHIFTS = 5
 TOUCHED_GROUPS = 29  # 29 x 16 touched-bits >= 459 contexts
-CREDIT = 13  # free FIFO entries a bin needs to be taken: the events of the bins in flight
+CREDIT = 14  # free FIFO entries a bin needs to be taken: the events of the bins in flight
 
 # How the range loop picks its table words (``u[j] = tab[digit]``, a 16:1 select of 16-bit
 # words; :func:`table_select`): "logic", the select as logic (simulation, and the xc7z020,
@@ -414,9 +416,10 @@ class RangeEncoder(wiring.Component):
             ev.rec0.eq(Mux(emit_a, rec_a, rec_b)),
             ev.rec1.eq(rec_b),
             ev.last.eq(f_end),
-            events.w_data.eq(ev),
-            events.w_en.eq(f_valid & (ev.n != 0)),
         ]
+        # the event into the FIFO through a register (its records' arithmetic, pending - 1
+        # and the selects, is not in front of the FIFO's RAM write; CREDIT counts it)
+        m.d.sync += [events.w_data.eq(ev), events.w_en.eq(f_valid & (ev.n != 0))]
         with m.If(f_valid):
             with m.If(f_end):
                 m.d.sync += [cache.eq(0), pending.eq(1)]
@@ -431,6 +434,11 @@ class RangeEncoder(wiring.Component):
         # event of a section is never empty and carries the section's last byte)
 
         # ------------------------------------------------------------ the byte emitter
+        # (its bytes leave through a register slice: what takes them, a packer across the
+        # die, is timed apart from the record select)
+        m.submodules.out_slice = out_slice = RegisterSlice(byte_layout)
+        emit = out_slice.i
+        wiring.connect(m, out_slice.o, wiring.flipped(self.o))
         cur = Signal(event_layout)
         have = Signal()
         idx = Signal()  # the record within the event
@@ -456,10 +464,10 @@ class RangeEncoder(wiring.Component):
         drop = Signal()
         m.d.comb += [
             drop.eq(first_of_section & ~in_run & (idx == 0)),
-            self.o.valid.eq(have & ~drop),
-            self.o.p.data.eq(byte),
-            self.o.p.last.eq(event_done & cur.last),
-            advance.eq(have & (drop | self.o.ready)),
+            emit.valid.eq(have & ~drop),
+            emit.p.data.eq(byte),
+            emit.p.last.eq(event_done & cur.last),
+            advance.eq(have & (drop | emit.ready)),
         ]
         with m.If(advance):
             m.d.sync += first_of_section.eq(0)

@@ -37,13 +37,17 @@ class RegisterSlice(wiring.Component):
         skid = Signal.like(self.i.payload)
         out_free = Signal()
         m.d.comb += [out_free.eq(~self.o.valid | self.o.ready), self.i.ready.eq(~skid_valid)]
+        # (the skid register follows the input while it is empty, so its enable is its own
+        # valid, not the input's valid and the output's ready)
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         with m.If(out_free):
             with m.If(skid_valid):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
             with m.Else():
                 m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
         with m.Elif(self.i.valid & ~skid_valid):
-            m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+            m.d.sync += skid_valid.eq(1)
         with m.If(self.clear):
             m.d.sync += [self.o.valid.eq(0), skid_valid.eq(0)]
         return m

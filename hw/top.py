@@ -238,6 +238,7 @@ class Accelerator(wiring.Component):
         m.d.comb += start.eq(wstrobe["CTRL"] & wdata[ctrl.field("START").lsb] & ~busy)
         count = fld("COUNT", "COUNT")
         words_left = Signal(count.shape().width - shift + 1)
+        last_word = Signal()  # words_left == 1, a register (the compare is not in front of the take)
         last_nbytes = Signal(5)
         ref_ptr = Signal(range(P.ref_words))
         empty_pending = Signal()
@@ -245,6 +246,9 @@ class Accelerator(wiring.Component):
         # group (0: the anchor's codes, 1: the reference's codes, 2: its changes)
         in_phase = Signal(2)
         out_phase = Signal(2)
+        # the requantizer's output word completes a group (~temporal | out_phase == 2): a
+        # register, set with out_phase
+        final_word = Signal(init=1)
         ctx_bytes = Signal(29)
         m.d.comb += bits.eq(Mux(mode == modes["CTX"], Cat(Const(0, 3), ctx_bytes), enc.bits))
         with m.If(start):
@@ -254,6 +258,7 @@ class Accelerator(wiring.Component):
                 done.eq(0),
                 cycles.eq(0),
                 words_left.eq((count + (L - 1)) >> shift),
+                last_word.eq(((count + (L - 1)) >> shift) == 1),
                 last_nbytes.eq(((count - 1) & (L - 1)) + 1),
                 ref_ptr.eq(0),
                 empty_pending.eq(0),
@@ -317,6 +322,7 @@ class Accelerator(wiring.Component):
                 is_ctx.eq(new_ctx),
                 records.eq(new_records),
                 temporal.eq(new_ctx & fld("FLAGS", "TEMPORAL") & ~new_records),
+                final_word.eq(~(new_ctx & fld("FLAGS", "TEMPORAL") & ~new_records)),
                 sliced.eq(new_records & (rw["CTX_SLICES"] > 1)),
             ]
         m.d.comb += n_slices.eq(rw["CTX_SLICES"])
@@ -362,8 +368,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             rq.i.valid.eq(sa.valid & coded),
             rq.i.p.data.eq(sa.payload),
-            rq.i.p.last.eq(words_left == 1),
-            rq.i.p.nbytes.eq(Mux(words_left == 1, last_nbytes, L)),
+            rq.i.p.last.eq(last_word),
+            rq.i.p.nbytes.eq(Mux(last_word, last_nbytes, L)),
             me.cur.valid.eq(sa.valid & busy & searching),
             me.cur.payload.eq(sa.payload),
             sa.ready.eq(Mux(searching, me.cur.ready & busy, rq.i.ready & coded)),
@@ -372,8 +378,8 @@ class Accelerator(wiring.Component):
             with m.If(temporal):  # a group is three words: its codes, the reference's, the changes
                 m.d.sync += in_phase.eq(Mux(in_phase == 2, 0, in_phase + 1))
             with m.If(~temporal | (in_phase == 2)):
-                m.d.sync += words_left.eq(words_left - 1)
-                with m.If(words_left == 1):
+                m.d.sync += [words_left.eq(words_left - 1), last_word.eq(words_left == 2)]
+                with m.If(last_word):
                     m.d.sync += coded.eq(0)
 
         # The reference tap: N-bit codes into the estimator's RAM as they pass (through a
@@ -419,10 +425,8 @@ class Accelerator(wiring.Component):
         el_end = Signal()
         el_take = Signal()
         cur_free = Signal()
-        final_word = Signal()  # the requantizer's output word completes a group
         ctx_ready = Signal()  # the requantizer's output is taken in CTX
         m.d.comb += [
-            el_end.eq(el + 1 >= cur_n),
             ctx.i.valid.eq(cur_valid),
             ctx.i.p.x.eq(cur_x.word_select(el, 8)),
             ctx.i.p.p.eq(Mux(temporal, cur_p.word_select(el, 8), 0)),
@@ -430,11 +434,11 @@ class Accelerator(wiring.Component):
             ctx.i.p.last.eq(cur_last & el_end),
             el_take.eq(ctx.i.valid & ctx.i.ready),
             cur_free.eq(~cur_valid | (el_take & el_end)),
-            final_word.eq(~temporal | (out_phase == 2)),
             ctx_ready.eq(Mux(final_word, cur_free, 1)),
         ]
         with m.If(el_take):
-            m.d.sync += el.eq(Mux(el_end, 0, el + 1))
+            # (el_end, el + 1 >= cur_n, is a register: set with the next el)
+            m.d.sync += [el.eq(Mux(el_end, 0, el + 1)), el_end.eq(~el_end & (el + 2 >= cur_n))]
             with m.If(el_end):
                 m.d.sync += cur_valid.eq(0)
         # value records (FLAGS.RECORDS): the requantizer's bypassed word is a stream word of
@@ -480,7 +484,7 @@ class Accelerator(wiring.Component):
         ]
         with m.If(is_ctx & ~records & rq_take):
             with m.If(temporal):
-                m.d.sync += out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1))
+                m.d.sync += [out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1)), final_word.eq(out_phase == 1)]
             with m.If(~final_word & (out_phase == 0)):
                 m.d.sync += x_s.eq(rq.o.p.data)
             with m.If(~final_word & (out_phase == 1)):
@@ -489,6 +493,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [
                     cur_valid.eq(1),
                     el.eq(0),
+                    el_end.eq(rq.o.p.nbytes <= 1),
                     cur_x.eq(Mux(temporal, x_s, rq.o.p.data)),
                     cur_p.eq(p_s),
                     cur_t.eq(Cat(*(rq.o.p.data.word_select(i, 8)[:2] for i in range(L)))),
