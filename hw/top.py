@@ -35,7 +35,9 @@ cycle (a bank of counters per lane, summed into one at the end), so the pass run
 stream's rate; HIST_DATA then reads its counts (an ENCODE's after an ENCODE).
 
 Every operation ends with a TLAST on m_axis (LOAD_REF sends one empty word), which is
-what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then.
+what an AXI DMA's S2MM channel needs to complete a transfer; STATUS.DONE rises then. Both
+stream ports go through a register slice (:mod:`temposplit.hw.register_slice`; docs/fabric.md
+"The ports' register slices"): s_axis is ready only while BUSY, and START clears its slice.
 Clock ``clk``, reset ``rst`` active high (Vivado: proc_sys_reset's peripheral_reset).
 """
 
