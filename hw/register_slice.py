@@ -4,7 +4,8 @@ The output's valid and payload are registers, and so is the input's ready (it is
 while the skid register holds a word), so no combinational path crosses the slice in either
 direction: what drives the input and what takes the output are timed apart. The top puts
 one on each AXI4-Stream port (docs/fabric.md, "The ports' register slices"), as an AXI4-Stream
-register slice would, so the DMA's and the engines' handshakes meet only in registers.
+register slice would, so the DMA's and the engines' handshakes meet only in registers; each
+range coder's bytes leave through one.
 
 A word taken while the output stalls waits in the skid register and goes out first when the
 output moves; a word a cycle passes with the output ready (LATENCY cycles, input to output).

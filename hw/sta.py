@@ -10,10 +10,9 @@ the period (a block RAM's setup is not added: the count is a lower bound there),
 them by the register or RAM they reach, its name as the design's signal. The clock's
 skew between launch and capture (up to about 1 ns on the top) is not taken off, so an
 input can show a little over the critical path's figure: the table ranks where paths are
-late, the Fmax is nextpnr's. A flip-flop's
-set/reset input (LSR) is left out: nextpnr-ecp5 reports its arrival but does not time it
-(its slack histogram and Fmax leave it out; the top's 464-bit touched-bits clear arrives at
-13-17 ns with the Fmax at 67 MHz).
+late, the Fmax is nextpnr's. A flip-flop's set/reset input (LSR) is left out: nextpnr-ecp5
+reports its arrival but does not time it (its slack histogram and Fmax leave it out; the
+top's 464-bit touched-bits clear arrives at 13-17 ns with the Fmax at 67 MHz).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from temposplit.hw import sta
 from temposplit.hw.regmap import Params
 
 # xc7z020clg400-1 (docs/requirements.md section 7) and the budget the design must stay under.
@@ -268,7 +269,7 @@ def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1, 
         str(json_in),
         "--report",
         str(report_json),
-        "--detailed-timing-report",  # every net's routed delays (the endpoints' table in the report)
+        "--detailed-timing-report",  # the arrival at every clocked input (hw/sta.py's table)
         "-l",
         str(log),
         "-q",
@@ -385,8 +386,6 @@ def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: i
     )
     if proc.returncode or not report_json.exists():
         raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
-    from temposplit.hw import sta
-
     report = json.loads(report_json.read_text())
     t = parse_timing(report)
     t["short"] = short_endpoints(pnr_log.read_text())
