@@ -77,10 +77,10 @@ CAND_STAGES = 3
 CAND_CYCLES = NCAND + CAND_STAGES - 1
 CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last issue
 # SadPipeline's stages from a candidate's issue to its accumulator: the address register,
-# its copy beside each bank of the reference (the motion estimator's, REF_BANKS), the RAM's
-# read, its output register, the centred reference, |diff|, three adder levels (sums of 4,
+# its copies beside groups of the reference's banks and beside each bank (the motion
+# estimator's, FAN_COPIES and REF_BANKS), the RAM's read, its output register, the centred reference, |diff|, three adder levels (sums of 4,
 # of 16, the total), the accumulator
-SAD_STAGES = ("addr", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
+SAD_STAGES = ("addr", "fan", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)
 DRAIN_CYCLES = len(SAD_STAGES) - 2
@@ -191,10 +191,10 @@ class ChunkAddresses(wiring.Component):
 class SadPipeline(wiring.Component):
     """Each chunk against the candidates of the step, one per cycle: the candidate's chunk
     read through the reference RAM's ``band_bytes``-wide port (``ref``; its data arrive
-    registered, three cycles after the address: its copies beside the RAM's banks, the read,
-    the output register), the cost |((a - z_N) << k) - (c - z8)| of
-    every byte, sums of 4, of 16, the total into the candidate's accumulator (SAD_STAGES
-    from the issue). ``origin`` and ``valid`` hold the
+    registered, four cycles after the address: its copies beside groups of the RAM's banks
+    and beside each bank, the read, the output register), the cost
+    |((a - z_N) << k) - (c - z8)| of every byte, sums of 4, of 16, the total into the
+    candidate's accumulator (SAD_STAGES from the issue). ``origin`` and ``valid`` hold the
     candidates' first-chunk addresses and validity; candidates from ``first_cand`` to 8 are
     issued; a chunk is taken while ``scoring``; ``done`` rises when the block's last chunk
     is issued (cleared by ``restart``); ``clear`` zeroes the accumulators.
@@ -288,11 +288,11 @@ class SadPipeline(wiring.Component):
         for j in range(1, len(pcur)):
             m.d.sync += pcur[j].eq(pcur[j - 1])
 
-        # stage "bank": the address's copies beside the reference's banks; "read": the RAM
-        # reads; "ram": its output registered (by the motion estimator, which shares the
-        # register with MOTION: ``ref``'s data come three cycles after the address); "centre":
-        # the reference
-        # centred; "absdiff": the cost of each byte; then sums of 4, of 16, the total
+        # stages "fan" and "bank": the address's copies beside groups of the reference's banks
+        # and beside each bank; "read": the RAM reads; "ram": its output registered (by the
+        # motion estimator, which shares the register with MOTION: ``ref``'s data come four
+        # cycles after the address); "centre": the reference centred; "absdiff": the cost of
+        # each byte; then sums of 4, of 16, the total
         rdat = self.ref.data  # registered by the RAM's owner (stage "ram")
         diffs = [Signal(11, name=f"bdiff{j}") for j in range(CB)]
         for j in range(CB):

@@ -48,17 +48,22 @@ from temposplit.hw.regmap import DEFAULT, Params
 BLOCK_CYCLES = 2  # BLOCK, BLOCK2: the block's extent, then its words per row
 SETUP_CYCLES = 2  # SETUP (row and column products), SETUP2 (the candidate's first word)
 # DRAIN: from the last word's read to the accumulator, one register per stage of the SAD
-# pipeline (SAD_STAGES): the read address's copy beside each bank of the reference, the RAMs'
-# outputs, the stream word's lanes picked from the reference's RAM word (a 4:1 select of the
+# pipeline (SAD_STAGES): the read address's FAN_COPIES copies, each beside a group of the
+# reference's banks, its copy beside each bank, the RAMs' outputs, the stream word's lanes picked from the reference's RAM word (a 4:1 select of the
 # shared 256-bit register: before the centring's subtract and shift it was the engine's
 # path on the ECP5 proxy, 83.5 MHz), the centred codes, |diff|, two adder levels, the sum
 # of 8, the accumulator.
-SAD_STAGES = ("bank", "ram", "word", "centre", "absdiff", "pairs", "sum", "acc")
+SAD_STAGES = ("fan", "bank", "ram", "word", "centre", "absdiff", "pairs", "sum", "acc")
 # The reference RAM is REF_BANKS column banks, each with its own copy of the read address and
 # of the write (address, enables, data) in registers that synthesis keeps apart (``keep``;
 # hw/synth.py): one register driving all of the reference's block RAMs spans the die (on the
 # ECP5 proxy 11-16 ns of routing alone); a copy per bank is placed beside its RAMs.
 REF_BANKS = 32
+# ... and the read address reaches the banks' registers through FAN_COPIES registered copies
+# (stage "fan"), each driving REF_BANKS / FAN_COPIES banks: from the MOTION/BAND_MOTION select
+# to all 32 banks in one cycle it was the top's path on the ECP5 proxy (10.2 ns of routing
+# from the select to one bank's register, static placer, seed 1).
+FAN_COPIES = 4
 # The block buffer (block_words x 8 lanes bytes) likewise: BLK_BANKS column banks, each with
 # its own copy of the read address and of the write (one address register for all of its
 # block RAMs was the top's path on the ECP5 proxy, 14.6 ns of routing alone).
@@ -121,8 +126,9 @@ class MotionEstimator(wiring.Component):
 
         # The reference RAM is band_bytes wide (R stream words per RAM word, written one word
         # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it. It is
-        # REF_BANKS column banks; the read address and the write reach each bank through its
-        # own registers (stage "bank" of the read; the write a cycle late as before).
+        # REF_BANKS column banks; the read address reaches each bank through one of
+        # FAN_COPIES registers (stage "fan") and then its own (stage "bank"), the write
+        # through its own registers (a cycle late as before).
         R = P.band_words
         rshift = R.bit_length() - 1
         depth = P.ref_bytes // P.band_bytes
@@ -135,6 +141,11 @@ class MotionEstimator(wiring.Component):
             path=("ref_wr",)
         )
         bank_data = []
+        fan = [
+            Signal(len(ref_rd.addr), name=f"reffan{g}_raddr", attrs=KEEP, reset_less=True)
+            for g in range(min(FAN_COPIES, nbanks))
+        ]
+        m.d.sync += [f.eq(ref_rd.addr) for f in fan]
         for b in range(nbanks):
             lo = b * bank_bits
             bank = memory.Memory(shape=unsigned(bank_bits), depth=depth, init=[])
@@ -147,7 +158,7 @@ class MotionEstimator(wiring.Component):
             wdata = Signal(bank_bits, name=f"refbank{b}_wdata", attrs=KEEP, reset_less=True)
             wen = Signal(len(wp.en), name=f"refbank{b}_wen", attrs=KEEP)
             m.d.sync += [
-                raddr.eq(ref_rd.addr),
+                raddr.eq(fan[b * len(fan) // nbanks]),
                 waddr.eq(ref_wr.addr),
                 wdata.eq(ref_wr.data[lo : lo + bank_bits]),
                 wen.eq(ref_wr.en[lo // unit : -(-(lo + bank_bits) // unit)]),
@@ -156,7 +167,8 @@ class MotionEstimator(wiring.Component):
             bank_data.append(rp.data)
         m.d.comb += ref_rd.data.eq(Cat(*bank_data))
         # The block buffer: BLK_BANKS column banks as the reference's, each with its own
-        # registers of the read address (stage "bank") and of the write. The writes reach
+        # registers of the read address (stage "bank"; MOTION's address a register earlier,
+        # for stage "fan", BAND_MOTION's partial costs without it) and of the write. The writes reach
         # the RAMs a cycle late: nothing reads a word within a cycle of its write (the
         # block's scan starts after SETUP, the band's after its load).
         blk_addr_bits = (P.block_words - 1).bit_length()
@@ -248,7 +260,10 @@ class MotionEstimator(wiring.Component):
         # reference's copies): MOTION's word pointer or BAND_MOTION's partial-cost address,
         # selected by the mode (selected and routed to the RAMs in one cycle it was the
         # top's path on the ECP5 proxy, 13.2 ns of routing)
-        m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_next.eq(cptr)]
+        # (MOTION's block word a register later, as its reference word through stage "fan")
+        cptr_fan = Signal.like(cptr)
+        m.d.sync += cptr_fan.eq(cptr)
+        m.d.comb += [ref_rd.addr.eq(ref_word >> rshift), blk_next.eq(cptr_fan)]
         v = [Signal(name=f"sad_v{j}") for j in range(DRAIN_CYCLES)]  # v[j]: stage j holds a word
         m.d.sync += [v[0].eq(issue), *[v[j].eq(v[j - 1]) for j in range(1, DRAIN_CYCLES)]]
         # the word's place in the RAM word, down to stage "ram"
