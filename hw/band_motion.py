@@ -78,8 +78,8 @@ CAND_CYCLES = NCAND + CAND_STAGES - 1
 CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last issue
 # SadPipeline's stages from a candidate's issue to its accumulator: the address register,
 # its copies beside groups of the reference's banks and beside each bank (the motion
-# estimator's, FAN_COPIES and REF_BANKS), the RAM's read, its output register, the centred reference, |diff|, three adder levels (sums of 4,
-# of 16, the total), the accumulator
+# estimator's, FAN_COPIES and REF_BANKS), the RAM's read, its output register, the centred
+# reference, |diff|, three adder levels (sums of 4, of 16, the total), the accumulator
 SAD_STAGES = ("addr", "fan", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)

@@ -49,10 +49,10 @@ BLOCK_CYCLES = 2  # BLOCK, BLOCK2: the block's extent, then its words per row
 SETUP_CYCLES = 2  # SETUP (row and column products), SETUP2 (the candidate's first word)
 # DRAIN: from the last word's read to the accumulator, one register per stage of the SAD
 # pipeline (SAD_STAGES): the read address's FAN_COPIES copies, each beside a group of the
-# reference's banks, its copy beside each bank, the RAMs' outputs, the stream word's lanes picked from the reference's RAM word (a 4:1 select of the
-# shared 256-bit register: before the centring's subtract and shift it was the engine's
-# path on the ECP5 proxy, 83.5 MHz), the centred codes, |diff|, two adder levels, the sum
-# of 8, the accumulator.
+# reference's banks, its copy beside each bank, the RAMs' outputs, the stream word's lanes
+# picked from the reference's RAM word (a 4:1 select of the shared 256-bit register: before
+# the centring's subtract and shift it was the engine's path on the ECP5 proxy, 83.5 MHz),
+# the centred codes, |diff|, two adder levels, the sum of 8, the accumulator.
 SAD_STAGES = ("fan", "bank", "ram", "word", "centre", "absdiff", "pairs", "sum", "acc")
 # The reference RAM is REF_BANKS column banks, each with its own copy of the read address and
 # of the write (address, enables, data) in registers that synthesis keeps apart (``keep``;
