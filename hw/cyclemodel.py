@@ -63,6 +63,8 @@ START_LATENCY = 3
 # does not show in those two modes was not traced.
 PORT_IN = _slice.LATENCY
 PORT_OUT = _slice.LATENCY
+# CTX's own register slice between the requantizer and its fronts (hw/top.py, ``ctx_in``)
+CTX_IN = _slice.LATENCY
 ENCODE_HEAD = 1 + 256  # START's register in the top, the histogram clear (the first words arrive meanwhile)
 # the last symbol's way to the last word
 ENCODE_TAIL = _huff.SERIALIZER_STAGES + _huff.LOOKUP_STAGES + _huff.PACKER_STAGES
@@ -133,8 +135,8 @@ def requant_cycles(count: int) -> int:
 # bin stage, the range coder's eight stages; after the last bin the termination's three
 # cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL is that
 # overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it):
-# 32 cycles, and the ports' slices.
-CTX_FILL = 32 + PORT_IN + PORT_OUT
+# 32 cycles, the ports' slices and CTX's input slice.
+CTX_FILL = 32 + PORT_IN + PORT_OUT + CTX_IN
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
 
@@ -180,7 +182,7 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
 # bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
 # word register and the values' FIFO, the bin stage, the range coder, the termination, the
 # packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 29 + PORT_IN + PORT_OUT
+CTX_RECORDS_FILL = 29 + PORT_IN + PORT_OUT + CTX_IN
 
 # Words and bins per element of a ctx section from records (the data decide): the most
 # measured on the SSD fixtures (every tensor's frames through the recommended preset,
@@ -206,7 +208,7 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
 # the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the dealer's FIFO and the
 # tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
 CTX_ENGINES = Params().ctx_engines  # the default build's
-CTX_SLICES_FILL = 32 + PORT_IN + PORT_OUT
+CTX_SLICES_FILL = 32 + PORT_IN + PORT_OUT + CTX_IN
 CTX_SLICE_GAP = 10
 
 

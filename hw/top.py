@@ -244,9 +244,11 @@ class Accelerator(wiring.Component):
         last_nbytes = Signal(5)
         ref_ptr = Signal(range(P.ref_words))
         empty_pending = Signal()
-        # CTX: the input word's and the requantizer's output word's place in a temporal
-        # group (0: the anchor's codes, 1: the reference's codes, 2: its changes)
+        # CTX: the input word's, the requantizer's output word's (for the reference tap) and
+        # CTX's input word's (after its register slice) place in a temporal group (0: the
+        # anchor's codes, 1: the reference's codes, 2: its changes)
         in_phase = Signal(2)
+        tap_phase = Signal(2)
         out_phase = Signal(2)
         # the requantizer's output word completes a group (~temporal | out_phase == 2): a
         # register, set with out_phase
@@ -265,6 +267,7 @@ class Accelerator(wiring.Component):
                 ref_ptr.eq(0),
                 empty_pending.eq(0),
                 in_phase.eq(0),
+                tap_phase.eq(0),
                 out_phase.eq(0),
                 ctx_bytes.eq(0),
             ]
@@ -390,7 +393,9 @@ class Accelerator(wiring.Component):
         ref_we = Signal()
         ref_data = Signal(8 * L)
         code_word = Signal()  # the requantizer's output word is codes (not a temporal group's reference words)
-        m.d.comb += [rq_take.eq(rq.o.valid & rq.o.ready), code_word.eq(~temporal | (out_phase == 0))]
+        m.d.comb += [rq_take.eq(rq.o.valid & rq.o.ready), code_word.eq(~temporal | (tap_phase == 0))]
+        with m.If(is_ctx & ~records & temporal & rq_take):
+            m.d.sync += tap_phase.eq(Mux(tap_phase == 2, 0, tap_phase + 1))
         m.d.sync += [
             ref_we.eq(rq_take & code_word & ((mode == modes["LOAD_REF"]) | (store_ref & ~records))),
             ref_data.eq(rq.o.p.data),
@@ -412,6 +417,20 @@ class Accelerator(wiring.Component):
         m.d.comb += ma_ready_ctx.eq(ma.ready & is_ctx)
 
         # ------------------------------------------------------------ CTX: elements in, bytes out
+        # The requantizer's words reach CTX through a register slice (``cw``; cleared at
+        # START), so that CTX's readies -- the element serializer's, the value records'
+        # front, the slices' dealer, each a few cells deep -- end there and the requantizer's
+        # output registers see a register (before, the value records' front's ready reached
+        # them across the die: the top's path on the ECP5 proxy, 14.3 ns).
+        m.submodules.ctx_in = ctx_in = RegisterSlice(rq.o.payload.shape())
+        cw = ctx_in.o
+        cw_take = Signal()
+        m.d.comb += [
+            ctx_in.clear.eq(start),
+            ctx_in.i.valid.eq(rq.o.valid & is_ctx),
+            ctx_in.i.payload.eq(rq.o.payload),
+            cw_take.eq(cw.valid & cw.ready),
+        ]
         # A group's words meet in staging registers (the anchor's codes, the reference's);
         # its last word (the changes; intra: the codes) moves the group into the element
         # serializer when that is free, which gives the coder one element per cycle.
@@ -454,8 +473,8 @@ class Accelerator(wiring.Component):
         deal_word = Signal(64)
         deal_ready = Signal()
         m.d.comb += [
-            deal_e.eq(rq.o.p.data[58:60]),
-            deal_word.eq(Cat(rq.o.p.data[:57], Const(0, 3), rq.o.p.data[60:64])),
+            deal_e.eq(cw.p.data[58:60]),
+            deal_word.eq(Cat(cw.p.data[:57], Const(0, 3), cw.p.data[60:64])),
             deal_ready.eq(deal_e >= E),
         ]
         engines = [ctx.v]
@@ -469,8 +488,8 @@ class Accelerator(wiring.Component):
             m.submodules[f"ctx_in{e}"] = q
             fifos.append(q)
             m.d.comb += [
-                q.w_data.eq(Cat(deal_word, rq.o.p.data[57])),
-                q.w_en.eq(rq.o.valid & sliced & (deal_e == e)),
+                q.w_data.eq(Cat(deal_word, cw.p.data[57])),
+                q.w_en.eq(cw.valid & sliced & (deal_e == e)),
             ]
             with m.If(deal_e == e):
                 m.d.comb += deal_ready.eq(q.w_rdy)
@@ -480,27 +499,27 @@ class Accelerator(wiring.Component):
             m.d.comb += q.r_en.eq(port.ready & (sliced if e == 0 else 1))
         # (engine 0: the FIFO when sliced, else the requantizer's word directly, as before)
         m.d.comb += [
-            ctx.v.valid.eq(Mux(sliced, fifos[0].r_rdy, rq.o.valid & records)),
-            ctx.v.p.word.eq(Mux(sliced, fifos[0].r_data[:64], rq.o.p.data)),
-            ctx.v.p.last.eq(Mux(sliced, fifos[0].r_data[64], rq.o.p.last)),
+            ctx.v.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
+            ctx.v.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
+            ctx.v.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
         ]
-        with m.If(is_ctx & ~records & rq_take):
+        with m.If(~records & cw_take):
             with m.If(temporal):
                 m.d.sync += [out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1)), final_word.eq(out_phase == 1)]
             with m.If(~final_word & (out_phase == 0)):
-                m.d.sync += x_s.eq(rq.o.p.data)
+                m.d.sync += x_s.eq(cw.p.data)
             with m.If(~final_word & (out_phase == 1)):
-                m.d.sync += p_s.eq(rq.o.p.data)
+                m.d.sync += p_s.eq(cw.p.data)
             with m.If(final_word):
                 m.d.sync += [
                     cur_valid.eq(1),
                     el.eq(0),
-                    el_end.eq(rq.o.p.nbytes <= 1),
-                    cur_x.eq(Mux(temporal, x_s, rq.o.p.data)),
+                    el_end.eq(cw.p.nbytes <= 1),
+                    cur_x.eq(Mux(temporal, x_s, cw.p.data)),
                     cur_p.eq(p_s),
-                    cur_t.eq(Cat(*(rq.o.p.data.word_select(i, 8)[:2] for i in range(L)))),
-                    cur_n.eq(rq.o.p.nbytes),
-                    cur_last.eq(rq.o.p.last),
+                    cur_t.eq(Cat(*(cw.p.data.word_select(i, 8)[:2] for i in range(L)))),
+                    cur_n.eq(cw.p.nbytes),
+                    cur_last.eq(cw.p.last),
                 ]
         # the byte packer: the coder's bytes into words, low byte first; a word goes out when
         # full or at the section's last byte (TKEEP its bytes, TLAST)
@@ -590,11 +609,12 @@ class Accelerator(wiring.Component):
             ser.i.valid.eq(rq.o.valid & to_ser),
             hist.i.valid.eq(rq.o.valid & to_hist),
             ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, ctx.v.ready, ctx_ready))),
+            cw.ready.eq(ctx_rq_ready),
             rq.o.ready.eq(
                 (to_ser & ser.i.ready)
                 | (to_ma & ma.ready)
                 | (to_hist & hist.i.ready)
-                | (is_ctx & ctx_rq_ready)
+                | (is_ctx & ctx_in.i.ready)
                 | to_sink
             ),
         ]
