@@ -59,10 +59,11 @@ SAD_STAGES = ("fan", "bank", "ram", "word", "centre", "absdiff", "pairs", "sum",
 # hw/synth.py): one register driving all of the reference's block RAMs spans the die (on the
 # ECP5 proxy 11-16 ns of routing alone); a copy per bank is placed beside its RAMs.
 REF_BANKS = 32
-# ... and the read address reaches the banks' registers through FAN_COPIES registered copies
-# (stage "fan"), each driving REF_BANKS / FAN_COPIES banks: from the MOTION/BAND_MOTION select
-# to all 32 banks in one cycle it was the top's path on the ECP5 proxy (10.2 ns of routing
-# from the select to one bank's register, static placer, seed 1).
+# ... and the read address and the write reach the banks' registers through FAN_COPIES
+# registered copies (stage "fan"), each driving REF_BANKS / FAN_COPIES banks: from the
+# MOTION/BAND_MOTION select to all 32 banks in one cycle they were the top's path on the ECP5
+# proxy (the read address 10.2 ns of routing from the select to one bank's register, the
+# write address 13.4 ns; static placer, seed 1).
 FAN_COPIES = 4
 # The block buffer (block_words x 8 lanes bytes) likewise: BLK_BANKS column banks, each with
 # its own copy of the read address and of the write (one address register for all of its
@@ -126,9 +127,10 @@ class MotionEstimator(wiring.Component):
 
         # The reference RAM is band_bytes wide (R stream words per RAM word, written one word
         # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it. It is
-        # REF_BANKS column banks; the read address reaches each bank through one of
-        # FAN_COPIES registers (stage "fan") and then its own (stage "bank"), the write
-        # through its own registers (a cycle late as before).
+        # REF_BANKS column banks in FAN_COPIES groups; the read address reaches each bank
+        # through its group's register (stage "fan") and then its own (stage "bank"), the
+        # write (address, enables, data) likewise, two cycles late: a read and a write issued
+        # in the same cycle reach the RAMs in the same cycle, as with one register each.
         R = P.band_words
         rshift = R.bit_length() - 1
         depth = P.ref_bytes // P.band_bytes
@@ -141,13 +143,28 @@ class MotionEstimator(wiring.Component):
             path=("ref_wr",)
         )
         bank_data = []
-        fan = [
-            Signal(len(ref_rd.addr), name=f"reffan{g}_raddr", attrs=KEEP, reset_less=True)
-            for g in range(min(FAN_COPIES, nbanks))
-        ]
-        m.d.sync += [f.eq(ref_rd.addr) for f in fan]
+        groups = min(FAN_COPIES, nbanks)
+        assert nbanks % groups == 0
+        group_bits = width // groups
+        fan = []  # each group's (read address, write address, write data, write enables)
+        for g in range(groups):
+            copy = (
+                Signal(len(ref_rd.addr), name=f"reffan{g}_raddr", attrs=KEEP, reset_less=True),
+                Signal(len(ref_wr.addr), name=f"reffan{g}_waddr", attrs=KEEP, reset_less=True),
+                Signal(group_bits, name=f"reffan{g}_wdata", attrs=KEEP, reset_less=True),
+                Signal(R, name=f"reffan{g}_wen", attrs=KEEP),
+            )
+            m.d.sync += [
+                copy[0].eq(ref_rd.addr),
+                copy[1].eq(ref_wr.addr),
+                copy[2].eq(ref_wr.data[g * group_bits : (g + 1) * group_bits]),
+                copy[3].eq(ref_wr.en),
+            ]
+            fan.append(copy)
         for b in range(nbanks):
             lo = b * bank_bits
+            g = b * groups // nbanks
+            f_raddr, f_waddr, f_wdata, f_wen = fan[g]
             bank = memory.Memory(shape=unsigned(bank_bits), depth=depth, init=[])
             m.submodules[f"ref{b}"] = bank
             gran = min(unit, bank_bits)
@@ -158,10 +175,10 @@ class MotionEstimator(wiring.Component):
             wdata = Signal(bank_bits, name=f"refbank{b}_wdata", attrs=KEEP, reset_less=True)
             wen = Signal(len(wp.en), name=f"refbank{b}_wen", attrs=KEEP)
             m.d.sync += [
-                raddr.eq(fan[b * len(fan) // nbanks]),
-                waddr.eq(ref_wr.addr),
-                wdata.eq(ref_wr.data[lo : lo + bank_bits]),
-                wen.eq(ref_wr.en[lo // unit : -(-(lo + bank_bits) // unit)]),
+                raddr.eq(f_raddr),
+                waddr.eq(f_waddr),
+                wdata.eq(f_wdata[lo - g * group_bits : lo - g * group_bits + bank_bits]),
+                wen.eq(f_wen[lo // unit : -(-(lo + bank_bits) // unit)]),
             ]
             m.d.comb += [rp.addr.eq(raddr), wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen)]
             bank_data.append(rp.data)
