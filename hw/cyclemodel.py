@@ -58,13 +58,15 @@ HP_PORT_BPS = 1200e6
 START_LATENCY = 3
 # The top's ports' register slices (hw/register_slice.py): a word's way in, the last word's
 # way out, counted where the simulation showed them (HISTOGRAM, REQUANT, CTX, BAND_MOTION).
-# The ENCODE and MOTION models matched the simulation's CYCLES exactly without them
-# (2026-12-04, tolerance set to 0), so they are not added there; why the output's cycle
-# does not show in those two modes was not traced.
+# The ENCODE and MOTION models matched the simulation's CYCLES exactly without the output's
+# (2026-12-04, tolerance set to 0), so it is not added there; why the output's cycle does
+# not show in those two modes was not traced. MOTION counts the input's (below).
 PORT_IN = _slice.LATENCY
 PORT_OUT = _slice.LATENCY
-# CTX's own register slice between the requantizer and its fronts (hw/top.py, ``ctx_in``)
+# CTX's own register slice between the requantizer and its fronts (hw/top.py, ``ctx_in``),
+# and the motion estimator's between the input's slice and its input (``me_in``)
 CTX_IN = _slice.LATENCY
+ME_IN = _slice.LATENCY
 ENCODE_HEAD = 1 + 256  # START's register in the top, the histogram clear (the first words arrive meanwhile)
 # the last symbol's way to the last word
 ENCODE_TAIL = _huff.SERIALIZER_STAGES + _huff.LOOKUP_STAGES + _huff.PACKER_STAGES
@@ -80,8 +82,9 @@ def motion_cycles(shape, block, search, ref=None, cur=None) -> int:
     h, w, c = shape
     cw = -(-c // LANES)
     scan = _me.SETUP_CYCLES + _me.DRAIN_CYCLES + _me.COMPARE_CYCLES  # around a candidate's words
-    # the first block's BLOCK states run while the first input word is on its way
-    total = max(START_LATENCY, 1 + _me.BLOCK_CYCLES) - _me.BLOCK_CYCLES
+    # the first block's BLOCK states run while the first input word is on its way (START,
+    # the port's slice, the estimator's; measured exact on the SSD shapes, 2026-12-04)
+    total = max(START_LATENCY + PORT_IN + ME_IN, 1 + _me.BLOCK_CYCLES) - _me.BLOCK_CYCLES
     for y0, x0, bh, bw in blocks(h, w, block):
         words = bh * bw * cw
         total += _me.BLOCK_CYCLES + words + _me.EMIT_CYCLES

@@ -42,7 +42,7 @@ def test_motion_cycles_count_skipped_candidates():
     one = cyclemodel.motion_cycles((4, 4, 8), 4, 7)
     assert (
         one
-        == max(cyclemodel.START_LATENCY, 1 + me.BLOCK_CYCLES)
+        == max(cyclemodel.START_LATENCY + cyclemodel.PORT_IN + cyclemodel.ME_IN, 1 + me.BLOCK_CYCLES)
         + 16
         + me.EMIT_CYCLES
         + (me.SETUP_CYCLES + 16 + me.DRAIN_CYCLES + me.COMPARE_CYCLES)
