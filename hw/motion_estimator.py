@@ -185,9 +185,9 @@ class MotionEstimator(wiring.Component):
         m.d.comb += ref_rd.data.eq(Cat(*bank_data))
         # The block buffer: BLK_BANKS column banks as the reference's, each with its own
         # registers of the read address (stage "bank"; MOTION's address a register earlier,
-        # for stage "fan", BAND_MOTION's partial costs without it) and of the write. The writes reach
-        # the RAMs a cycle late: nothing reads a word within a cycle of its write (the
-        # block's scan starts after SETUP, the band's after its load).
+        # for stage "fan", BAND_MOTION's partial costs without it) and of the write. The
+        # writes reach the RAMs a cycle late: nothing reads a word within a cycle of its
+        # write (the block's scan starts after SETUP, the band's after its load).
         blk_addr_bits = (P.block_words - 1).bit_length()
         blk_wr = wiring.Signature({"en": Out(1), "addr": Out(blk_addr_bits), "data": Out(8 * L)}).create(
             path=("blk_wr",)
@@ -224,8 +224,7 @@ class MotionEstimator(wiring.Component):
         # Per-frame constants.
         cw = Signal(9)  # words per pixel, C / lanes
         row_words = Signal(range(P.ref_words + 1))  # words per map row
-        k = Signal(3)
-        m.d.comb += [cw.eq(self.channels >> shift), k.eq(8 - self.n_bits)]
+        m.d.comb += cw.eq(self.channels >> shift)
 
         # Block position and extent (registered in BLOCK).
         y0 = Signal(10)
@@ -293,12 +292,18 @@ class MotionEstimator(wiring.Component):
         blk_q = Signal(8 * L)
         m.d.sync += [ref_q.eq(ref_r.word_select(sel[-1], 8 * L) if R > 1 else ref_r), blk_q.eq(blk_r)]
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
+        # the centring's constants registered beside the lanes, as the band engine's (the
+        # configuration holds through an operation)
+        c_k = Signal(3)
+        c_z8 = Signal.like(self.z8)
+        c_zn = Signal.like(self.zn_ref)
+        m.d.sync += [c_k.eq(8 - self.n_bits), c_z8.eq(self.z8), c_zn.eq(self.zn_ref)]
         for i in range(L):
             a = ref_q.word_select(i, 8)
             c = blk_q.word_select(i, 8)
             ac = Signal(signed(12), name=f"ref_c{i}")  # stage "centre"
             cc = Signal(signed(10), name=f"cur_c{i}")
-            m.d.sync += [ac.eq(centred_ref(a, self.zn_ref, k)), cc.eq(centred_cur(c, self.z8))]
+            m.d.sync += [ac.eq(centred_ref(a, c_zn, c_k)), cc.eq(centred_cur(c, c_z8))]
             m.d.sync += diffs[i].eq(element_cost(ac, cc))  # stage "absdiff"
         pairs = [Signal(12 + 1, name=f"sad_pair{j}") for j in range((L + 3) // 4)]  # stage "pairs": sums of 4
         for j, ps in enumerate(pairs):

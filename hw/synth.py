@@ -13,10 +13,10 @@ Timing: there is no open place-and-route for the Zynq-7020, so the same Verilog 
 synthesized for and placed and routed on a Lattice ECP5 (LFE5U-85F, speed grade 6, the
 largest ECP5; YoWASP ``synth_ecp5`` and ``nextpnr-ecp5``, its static placer unless
 ``--placer heap`` and its ``router2`` unless ``--router router1``) at a 100 MHz
-constraint, as a proxy: an ECP5-6 is a slower fabric
-than a 7-series -1 (LUT4s against LUT6s, slower carry chains and block RAMs), so an ECP5
-Fmax at or over 100 MHz is a conservative sign that the xc7z020 closes at 100 MHz, not a
-timing sign-off (Vivado's is, `make bitstream`).
+constraint, as a proxy: an ECP5-6 is a slower fabric than a 7-series -1 (LUT4s against
+LUT6s, slower carry chains and block RAMs), so an ECP5 Fmax at or over 100 MHz is a
+conservative sign that the xc7z020 closes at 100 MHz, not a timing sign-off (Vivado's is,
+`make bitstream`).
 
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
@@ -237,8 +237,9 @@ TARGET_MHZ = 100.0
 # router1 (nextpnr's default) in an hour, 175 wires still overused after 138,000 iterations.
 ROUTERS = ("router2", "router1")
 # nextpnr's placers. "static" (the electrostatic placer) is the default: on the top's netlist
-# it left about 1,200 endpoints short of 10 ns against HeAP's 2,500-2,800 and a higher Fmax
-# on both seeds tried, in a third of the time (docs/fabric.md, "The static placer").
+# over three seeds it left 1,470-2,000 endpoints short of 10 ns against HeAP's 2,490-3,100,
+# a higher Fmax on two seeds of three (mean 67.6 against 62.8 MHz), in a third of the time
+# (docs/fabric.md, "The static placer").
 PLACERS = ("static", "heap")
 
 
