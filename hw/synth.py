@@ -427,7 +427,7 @@ def main(argv=None) -> int:
         "--placer",
         choices=PLACERS,
         default=PLACERS[0],
-        help="nextpnr-ecp5's placer (default %(default)s; HeAP left twice as many endpoints short on the top)",
+        help="nextpnr-ecp5's placer (default %(default)s; HeAP left about twice as many endpoints short on the top)",
     )
     ap.add_argument(
         "--seed",

@@ -250,8 +250,8 @@ class Accelerator(wiring.Component):
         in_phase = Signal(2)
         tap_phase = Signal(2)
         out_phase = Signal(2)
-        # the requantizer's output word completes a group (~temporal | out_phase == 2): a
-        # register, set with out_phase
+        # CTX's input word completes a group (~temporal | out_phase == 2): a register, set
+        # with out_phase
         final_word = Signal(init=1)
         ctx_bytes = Signal(29)
         m.d.comb += bits.eq(Mux(mode == modes["CTX"], Cat(Const(0, 3), ctx_bytes), enc.bits))
@@ -375,6 +375,10 @@ class Accelerator(wiring.Component):
             in_slice.clear.eq(start),
         ]
         sa = in_slice.o
+        # the motion estimator's input through its own register slice (cleared at START): its
+        # valid reaches the band engine's wide chunk registers' enables from a register beside
+        # them, not from the port's slice across the die (before, the top's largest group of
+        # late inputs on the ECP5 proxy: those enables, 250 inputs at up to 12.6 ns)
         m.submodules.me_in = me_in = RegisterSlice(8 * L)
         coded = Signal()  # busy, not searching, words left: a register (it enables stage 1)
         with m.If(start):
@@ -388,10 +392,6 @@ class Accelerator(wiring.Component):
             me_in.i.payload.eq(sa.payload),
             sa.ready.eq(Mux(searching, me_in.i.ready & busy, rq.i.ready & coded)),
         ]
-        # the motion estimator's input through its own register slice (cleared at START): its
-        # valid reaches the band engine's wide chunk registers' enables from a register beside
-        # them, not from the port's slice across the die (before, the top's largest group of
-        # late inputs on the ECP5 proxy: those enables, 250 inputs at up to 12.6 ns)
         m.d.comb += [
             me_in.clear.eq(start),
             me.cur.valid.eq(me_in.o.valid),
