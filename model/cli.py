@@ -158,6 +158,52 @@ def _cmd_accuracy(args) -> int:
     return 0
 
 
+def _cmd_qat(args) -> int:
+    import json
+    import sys
+
+    import torch
+
+    from temposplit.errors import ConfigError
+    from temposplit.model import load_detector, qat
+    from temposplit.model.calibration import calibration_frames
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be a positive integer, not {args.steps}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: no CUDA device here")
+    frames = calibration_frames()
+    held_out = None
+    label = f"the whole fixed calibration set ({len(frames)} frames)"
+    if args.fold is not None:
+        k, r = 3, args.fold
+        if r not in range(k):
+            raise ConfigError(f"--fold must be 0, 1 or 2, not {r}")
+        held_out = [f for i, f in enumerate(frames) if i % k == r]
+        frames = [f for i, f in enumerate(frames) if i % k != r]
+        label = f"calibration fold {r}/{k} ({len(frames)} frames; every frame i with i % {k} == {r} held out)"
+    _threads(args)
+    det = load_detector()
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    result, wide = qat.fine_tune(det, frames, args.steps, device=args.device, held_out=held_out, log=log)
+    meta = {
+        "steps": args.steps,
+        "batch": qat.BATCH,
+        "lr_weights": qat.LR_WEIGHTS,
+        "lr_scales": qat.LR_SCALES,
+        "seed": qat.SEED,
+        "frames": label,
+        "device": f"{args.device}, torch {torch.__version__}",
+    }
+    qat.save(result, args.out, wide, meta)
+    for row in result.history:
+        print(json.dumps(row), flush=True)
+    return 0
+
+
 def _cmd_recipes(args) -> int:
     import json
 
@@ -401,6 +447,17 @@ def register(subparsers) -> None:
     a.add_argument("--verbose", action="store_true")
     a.add_argument("--threads", type=int, default=2)
     a.set_defaults(handler=_cmd_accuracy)
+
+    q = sub.add_parser(
+        "qat",
+        help="fine-tune the int8 M1 against the float detector's outputs on the calibration set (`default+qat`)",
+    )
+    q.add_argument("--out", required=True, help="the .npz to write (the shipped one: model/weights/ssd-qat.npz)")
+    q.add_argument("--steps", type=int, default=1000, help="Adam steps of 16 frames (default 1000, as shipped)")
+    q.add_argument("--device", default="cpu", help="cpu (hours) or cuda (minutes)")
+    q.add_argument("--fold", type=int, help="learn on calibration fold 0, 1 or 2 and report the held-out frames' loss")
+    q.add_argument("--threads", type=int, default=2)
+    q.set_defaults(handler=_cmd_qat)
 
     r = sub.add_parser(
         "recipes",

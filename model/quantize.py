@@ -121,7 +121,7 @@ class ReLU6HistogramObserver(torch.ao.quantization.HistogramObserver):
 OBSERVERS = ("histogram", "minmax", "percentile", "mse")
 # int16 weights (model/wide.py) for features.1's depthwise convolution, or for every depthwise one
 WIDE_METHODS = {"dw16-first": "first", "dw16": "all"}
-PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "adaround-q", "bias", "lsq", *WIDE_METHODS)
+PTQ_METHODS = ("equalize", "cle", "streams", "adaround", "adaround-q", "bias", "lsq", "qat", *WIDE_METHODS)
 DEFAULT_METHOD = "mse+equalize+cle+bias+dw16-first"  # chosen on the calibration set (docs/models.md)
 METHODS = ("default", *OBSERVERS)  # the plain ones; any "observer+method+..." is accepted too
 
@@ -142,7 +142,14 @@ def parse_method(method: str) -> tuple[str, tuple[str, ...]]:
         raise ConfigError(f"method {method!r} names a step twice")
     if len(set(extra) & set(WIDE_METHODS)) > 1:
         raise ConfigError(f"method {method!r}: choose one of {', '.join(WIDE_METHODS)}")
+    if "qat" in extra and (observer, tuple(m for m in extra if m != "qat")) != _parse_default():
+        raise ConfigError(f"method {method!r}: qat ships a network learned on the default recipe; use default+qat")
     return observer, extra
+
+
+def _parse_default() -> tuple[str, tuple[str, ...]]:
+    parts = DEFAULT_METHOD.split("+")
+    return parts[0], tuple(parts[1:])
 
 
 class SampledObserver(torch.ao.quantization.MinMaxObserver):
@@ -319,6 +326,10 @@ def quantize(
         from temposplit.model import lsq
 
         recipe = (*recipe, ("lsq", lsq.STEPS, lsq.BATCH, lsq.LEARNING_RATE, lsq.SEED))
+    if "qat" in recipe[1]:  # the shipped network's bytes: keyed too
+        from temposplit.model import qat
+
+        recipe = (*recipe, ("qat", qat.load().digest))
 
     def calibrate():
         with calibration_threads():
@@ -335,19 +346,7 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
         observer, net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
         learn = "lsq" in parse_method(method)[1]
         float_net = copy.deepcopy(net) if learn else None
-        # The observers see float64 activations and keep float32 ranges (MinMaxObserver
-        # casts to its buffers' dtype); the network converts from its float32 weights.
-        from temposplit.model.ptq import network_input
-
-        qnet = _prepare_ssd(net.to(CALIBRATION_DTYPE), observer, copy_net=False)
-        n = 0
-        with torch.no_grad():
-            for chunk in _chunks(calibration_frames, batch_size):
-                qnet(network_input(detector, qnet, chunk))
-                n += len(chunk)
-                if log:
-                    log(f"calibrated on {n} frames")
-        qnet.float()
+        qnet = observe(detector, net, observer, calibration_frames, batch_size, log=log)
         if learn:  # the observers' ranges, then moved against the detector's outputs
             from temposplit.model import lsq
             from temposplit.model.sensitivity import quant_points
@@ -356,6 +355,11 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
             start = lsq.observed_qparams(qnet, points)
             scales = lsq.learn_scales(detector, float_net, wide, calibration_frames, start, log=log)
             lsq.fix_ranges(qnet, scales, {name: zp for name, (_, zp) in start.items()})
+        if "qat" in parse_method(method)[1]:  # the ranges learned with the shipped weights
+            from temposplit.model import lsq, qat
+
+            shipped = qat.load().qparams
+            lsq.fix_ranges(qnet, {n: s for n, (s, _) in shipped.items()}, {n: zp for n, (_, zp) in shipped.items()})
         floats = {name: _float_weights(qnet.get_submodule(name).conv) for name in wide}
         torch.ao.quantization.convert(qnet, inplace=True)
         if wide:
@@ -365,6 +369,24 @@ def _calibrate(detector, calibration_frames: list, batch_size: int, method: str,
                 module = qnet.get_submodule(name)
                 module.conv = WideConv2d.from_float(weight, bias, module.conv)
     return qnet.eval()
+
+
+def observe(detector, net: nn.Module, observer: str, frames: list, batch_size: int = 8, log=None) -> nn.Module:
+    """``net`` (a recipe's float network, taken over) prepared for int8 and calibrated on
+    the frames: observers in place, not yet converted. The observers see float64
+    activations and keep float32 ranges (MinMaxObserver casts to its buffers' dtype); the
+    network converts from its float32 weights."""
+    from temposplit.model.ptq import network_input
+
+    qnet = _prepare_ssd(net.to(CALIBRATION_DTYPE), observer, copy_net=False)
+    n = 0
+    with torch.no_grad():
+        for chunk in _chunks(frames, batch_size):
+            qnet(network_input(detector, qnet, chunk))
+            n += len(chunk)
+            if log:
+                log(f"calibrated on {n} frames")
+    return qnet.float()
 
 
 def recipe_float_net(detector, calibration_frames: list, method: str, log=None):
@@ -381,7 +403,12 @@ def recipe_float_net(detector, calibration_frames: list, method: str, log=None):
         from temposplit.model.wide import depthwise_names
 
         wide = depthwise_names(net, scope)
-    if steps:
+    if "qat" in steps:  # every M1 weight up to features.18 from the shipped network (what the
+        # methods before it would change is replaced, so they are not run)
+        from temposplit.model import qat
+
+        qat.restore(net, qat.load())
+    elif steps:
         from temposplit.model import ptq
 
         ptq.apply(detector, net, calibration_frames, steps, log=log, wide=frozenset(wide), observer=observer)

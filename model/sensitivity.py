@@ -257,6 +257,10 @@ def recipe_simulator(detector, method: str, calibration_frames, log=None) -> Fak
     sim = FakeQuantSSD(twin, observer)
     sim.set_wide(wide)
     sim.calibrate(calibration_frames)
+    if "qat" in parse_method(method)[1]:  # the shipped network's learned ranges
+        from temposplit.model import qat
+
+        sim.qparams.update(qat.load().qparams)
     return sim
 
 

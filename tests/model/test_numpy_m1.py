@@ -335,3 +335,20 @@ def test_ssd_parity_after_the_post_training_methods(ssd_int8_each_method, vtest_
     outs = runtime(frames)
     figures = _assert_parity(ref, outs, split.names, cut)
     assert all(equal == 1.0 for _, equal, _ in figures), figures
+
+
+@pytest.mark.slow
+def test_ssd_parity_with_the_shipped_qat_network(ssd, vtest_frames, tmp_path):
+    """The fine-tuned network (``default+qat``) changes only the numbers too."""
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.data import have_data
+    from temposplit.model.quantize import quantize
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    split = quantize(ssd, calibration_frames(6), method="default+qat").split("features.18")
+    frames = vtest_frames[:2]
+    ref = split.m1(split.detector.preprocess(frames).tensor)
+    runtime = nm.load(export_m1(split, tmp_path / "qat.npz"))
+    figures = _assert_parity(ref, runtime(frames), split.names, "features.18")
+    assert all(equal == 1.0 for _, equal, _ in figures), figures

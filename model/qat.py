@@ -1,0 +1,413 @@
+"""Quantization-aware fine-tuning by distillation of the detector's outputs (``qat``).
+
+The post-training methods leave the int8 M1's error spread over many activations, none
+alone (docs/models.md, "Every stage under the default recipe"). ``qat`` trains the M1's
+weights and biases and every activation's quint8 scale together, through the int8
+rounding (straight-through gradients: the weights' per-channel int8 rounding as the
+recipe converts them, ``features.1``'s depthwise on the int16 grid, every activation
+point as :mod:`temposplit.model.lsq` rounds it), to bring the detector's outputs (the
+heads' class scores and boxes, :func:`temposplit.model.lsq.output_loss`) at each of the
+six SSD cuts, the int8 M1 up to the cut and the *untouched* float M2 after it, to the
+float model's. No label and no evaluated frame: the fixed calibration set, cropped,
+mirrored and brightened at random. The int8 network keeps its layers, its arithmetic and
+the cut's quint8 per-tensor format; the NumPy board M1 still equals it code for code.
+
+The fine-tuned M1 is learned once (on a GPU in minutes, on this repository's 2 cores in
+hours) and shipped as a file (:func:`save`, ``model/weights/``): per layer the int8
+codes, each channel's largest weight, the float32 bias and every activation's range.
+:func:`restore` puts it into a recipe's float network so that the recipe's own
+conversion returns those codes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STEPS = 2000  # Adam steps
+BATCH = 16  # frames a step
+LR_WEIGHTS = 2e-5  # Adam on the weights and biases, cosine decay to 0
+LR_SCALES = 2e-3  # Adam on the log of each activation scale, same decay
+SEED = 0
+LAST_STAGE = "features.18"  # the deepest SSD cut: every M1 weight up to it is trained
+
+
+def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return x + (q - x).detach()
+
+
+def _int8_scale(w: torch.Tensor) -> torch.Tensor:
+    """Each output channel's int8 scale as the recipe's weight observer computes it
+    (``default_per_channel_weight_observer``): ``max |w| / 127.5``, at least float32's eps."""
+    amax = w.detach().abs().flatten(1).amax(1).float()
+    return torch.clamp(amax / 127.5, min=torch.finfo(torch.float32).eps)
+
+
+def round_int8(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 as the recipe converts (PyTorch's own rounding,
+    which :func:`torch.quantize_per_channel` shares), no gradient."""
+    zp = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
+    return torch.fake_quantize_per_channel_affine(w.detach().float(), _int8_scale(w), zp, 0, -128, 127)
+
+
+class _Rounded(nn.Module):
+    """A weight parametrization: the rounded weight forward, the float one's gradient back."""
+
+    def __init__(self, wide: bool):
+        super().__init__()
+        self.wide = wide
+
+    def forward(self, w):
+        if self.wide:
+            from temposplit.model.wide import round_wide
+
+            return _ste(w, round_wide(w))
+        return _ste(w, round_int8(w))
+
+
+def _fake_quant(x, scale, zero_point: float):
+    from temposplit.model.lsq import _fake_quant
+
+    return _fake_quant(x, scale, zero_point)
+
+
+@dataclass
+class Result:
+    """What :func:`learn` returns: the trained float32 weights and biases of every M1
+    convolution (``layer -> (weight, bias)``), every activation point's (scale, zero
+    point), and the training's record."""
+
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    qparams: dict[str, tuple[float, int]]
+    history: list[dict] = field(default_factory=list)
+
+
+def _augment(frames: list[torch.Tensor], rng: np.random.Generator, count: int, size, device) -> torch.Tensor:
+    """``count`` network inputs (N, 3, *size) in [-1, 1]: random crops of 60-100 % a
+    side, mirrored half the time, brightness and contrast within 20 %."""
+    out = []
+    for i in rng.choice(len(frames), count, replace=len(frames) < count):
+        f = frames[i]  # (3, H, W) uint8 on the device
+        h, w = f.shape[1:]
+        s = rng.uniform(0.6, 1.0)
+        ch, cw = max(1, int(h * s)), max(1, int(w * s))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = f[:, y : y + ch, x : x + cw].float()
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        crop = F.interpolate(crop[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        mean = crop.mean()
+        crop = (crop - mean) * rng.uniform(0.8, 1.2) + mean * rng.uniform(0.8, 1.2)
+        out.append(crop.clamp(0, 255))
+    return torch.stack(out) * (2.0 / 255.0) - 1.0
+
+
+class _Student:
+    """The recipe's float network with rounding at every M1 point, run up to a cut and
+    continued by the float teacher."""
+
+    def __init__(self, net: nn.Module, teacher: nn.Module, wide, qparams: dict[str, tuple[float, int]]):
+        from torch.nn.utils import parametrize
+
+        from temposplit.model.sensitivity import quant_points, stage_index
+
+        self.net = net
+        self.teacher = teacher
+        self.stages = list(net.STAGES)
+        last = self.stages.index(LAST_STAGE)
+        self.points = [p for p in quant_points(net) if stage_index(p.stage) <= last]
+        self.convs = {p.layer: p.module.conv for p in self.points if p.kind == "w"}
+        for layer, conv in self.convs.items():
+            parametrize.register_parametrization(conv, "weight", _Rounded(layer in set(wide)))
+        acts = [p for p in self.points if p.kind == "a"]
+        missing = [p.name for p in acts if p.name not in qparams]
+        if missing:
+            raise ValueError(f"no starting range for {', '.join(missing)}")
+        device = next(net.parameters()).device
+        self.log_scale = {
+            p.name: torch.tensor([math.log(qparams[p.name][0])], device=device, requires_grad=True) for p in acts
+        }
+        self.zero = {p.name: float(qparams[p.name][1]) for p in acts}
+        # A ReLU6 output's range ends at 6 at most: the int8 network's saturation is its clamp.
+        self.cap = {
+            p.name: 6.0 / 255.0 if isinstance(getattr(p.module, "act", None), nn.ReLU6) else math.inf for p in acts
+        }
+        self.hooks = [
+            p.module.register_forward_hook(lambda m, i, o, n=p.name: _fake_quant(o, self.scale(n), self.zero[n]))
+            for p in acts
+        ]
+
+    def scale(self, name):
+        return self.log_scale[name].exp().clamp(max=self.cap[name])
+
+    def parameters(self):
+        weights = [p for conv in self.convs.values() for p in (conv.parametrizations.weight.original, conv.bias)]
+        return weights, list(self.log_scale.values())
+
+    def outputs(self, x, cuts: list[int]) -> list:
+        """The heads' outputs with the int8 M1 up to each stage index in ``cuts``."""
+        outs = []
+        s = self.net.quant(x)
+        s_taps, s_prev = {}, None
+        for i, name in enumerate(self.stages[: max(cuts) + 1]):
+            s_in = s
+            s = self.net.run_stage(name, s, s_prev)
+            if name == "features.14.expand":
+                s_prev = s_in
+            if name in self.net.TAPS:
+                s_taps[name] = s
+            if i in cuts:  # the float M2 on from here
+                t, t_taps, t_prev = s, dict(s_taps), s_prev
+                for name2 in self.stages[i + 1 :]:
+                    t_in = t
+                    t = self.teacher.run_stage(name2, t, t_prev)
+                    if name2 == "features.14.expand":
+                        t_prev = t_in
+                    if name2 in self.teacher.TAPS:
+                        t_taps[name2] = t
+                outs.append(self.teacher.head(t_taps))
+        return outs
+
+    def result(self, history) -> Result:
+        def cpu(t):
+            return t.detach().float().cpu().clone()
+
+        weights = {}
+        for name, conv in self.convs.items():
+            weights[name] = (cpu(conv.parametrizations.weight.original), cpu(conv.bias))
+        qp = {n: (float(self.scale(n).detach().cpu()), int(self.zero[n])) for n in self.log_scale}
+        return Result(weights, qp, history)
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def learn(
+    teacher_net: nn.Module,
+    start_net: nn.Module,
+    wide,
+    frames: list[np.ndarray],
+    qparams: dict[str, tuple[float, int]],
+    cuts: list[str],
+    steps: int | None = None,
+    batch: int = BATCH,
+    lr_weights: float = LR_WEIGHTS,
+    lr_scales: float = LR_SCALES,
+    seed: int = SEED,
+    device: str = "cpu",
+    held_out: list[np.ndarray] | None = None,
+    log=None,
+) -> Result:
+    """Fine-tune ``start_net`` (the recipe's float network; copied) against ``teacher_net``
+    (the float model; copied, frozen) on augmented ``frames`` (RGB uint8), starting from
+    the observers' ``qparams``, with the loss summed over ``cuts`` (stage names). With
+    ``held_out`` frames, the history records their loss (whole frames, no augmentation)."""
+    from temposplit.model.lsq import output_loss
+    from temposplit.model.ssd import INPUT_SIZE, preprocess
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    steps = STEPS if steps is None else steps
+    teacher = copy.deepcopy(teacher_net).float().to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    net = copy.deepcopy(start_net).float().to(device).eval()
+    student = _Student(net, teacher, wide, qparams)
+    stage_of = {name: i for i, name in enumerate(student.stages)}
+    cut_idx = [stage_of[c] for c in cuts]
+    images = [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).to(device) for f in frames]
+    held = preprocess(held_out).to(device) if held_out else None
+    w_params, s_params = student.parameters()
+    opt = torch.optim.Adam([{"params": w_params, "lr": lr_weights}, {"params": s_params, "lr": lr_scales}])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / max(1, steps))))
+    norm: list[float] = []
+    history: list[dict] = []
+
+    def held_out_loss():
+        if held is None:
+            return None
+        with torch.no_grad():
+            ref = teacher(held)
+            return [float(output_loss(o, ref)) for o in student.outputs(held, cut_idx)]
+
+    try:
+        start = time.time()
+        history.append({"step": 0, "held_out": held_out_loss()})
+        for step in range(steps):
+            x = _augment(images, rng, batch, INPUT_SIZE, device)
+            with torch.no_grad():
+                ref = teacher(x)
+            opt.zero_grad(set_to_none=True)
+            losses = [output_loss(o, ref) for o in student.outputs(x, cut_idx)]
+            if not norm:  # each cut's loss on the first batch: the cuts weigh alike
+                norm = [max(float(v.detach()), 1e-9) for v in losses]
+            total = sum(v / n for v, n in zip(losses, norm, strict=True)) / len(losses)
+            total.backward()
+            opt.step()
+            sched.step()
+            if (step + 1) % 100 == 0 or step + 1 == steps:
+                rec = {"step": step + 1, "train": float(total.detach()), "seconds": round(time.time() - start, 1)}
+                if (step + 1) % 500 == 0 or step + 1 == steps:
+                    rec["held_out"] = held_out_loss()
+                history.append(rec)
+                if log:
+                    log(f"qat step {step + 1}/{steps}: {rec}")
+        return student.result(history)
+    finally:
+        student.close()
+
+
+def fine_tune(
+    detector, frames: list[np.ndarray], steps: int | None = None, device: str = "cpu", held_out=None, log=None
+):
+    """The shipped network's recipe: the default recipe's float network and observer
+    ranges on ``frames`` (float64, as ``quantize`` makes them), then :func:`learn` against
+    the detector's float network on the same frames, summed over every SSD cut. Returns
+    (:class:`Result`, the names of the int16-weight layers)."""
+    import warnings
+
+    from temposplit.model import lsq
+    from temposplit.model.quantize import DEFAULT_METHOD, observe, recipe_float_net
+    from temposplit.model.sensitivity import quant_points
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observer, net, wide = recipe_float_net(detector, frames, DEFAULT_METHOD, log=log)
+        start = copy.deepcopy(net)
+        qnet = observe(detector, net, observer, frames)
+    qparams = lsq.observed_qparams(qnet, [p.name for p in quant_points(start) if p.kind == "a"])
+    cuts = [c.name for c in detector.cuts]
+    result = learn(detector.net, start, wide, frames, qparams, cuts, steps, device=device, held_out=held_out, log=log)
+    return result, wide
+
+
+# --------------------------------------------------------------------------- the shipped file
+
+FILE = "ssd-qat.npz"  # in model/weights/: the network `default+qat` converts
+FORMAT = 1
+
+
+def weights_path():
+    """The shipped file, or ``$TEMPOSPLIT_QAT_WEIGHTS`` (another one learned by ``models
+    qat``, e.g. on a calibration fold: docs/models.md)."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("TEMPOSPLIT_QAT_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parent / "weights" / FILE
+
+
+def _snap(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int8 codes, each channel's index of its largest |w|, that weight) of a float32 weight."""
+    w = w.detach().float()
+    flat = w.flatten(1)
+    codes = torch.round(round_int8(w).flatten(1) / _int8_scale(w)[:, None]).to(torch.int8)
+    idx = flat.abs().argmax(1)
+    return codes.numpy().reshape(w.shape), idx.numpy().astype(np.int32), flat[torch.arange(len(idx)), idx].numpy()
+
+
+def _unsnap(codes: np.ndarray, idx: np.ndarray, extreme: np.ndarray) -> torch.Tensor:
+    """A float32 weight whose per-channel int8 rounding gives ``codes``: each code times its
+    channel's scale, the channel's largest weight kept exactly (so the scale is the same)."""
+    rows = torch.arange(len(idx))
+    cols = torch.from_numpy(idx.astype(np.int64))
+    amax = torch.from_numpy(np.abs(extreme).astype(np.float32))
+    s = torch.clamp(amax / 127.5, min=torch.finfo(torch.float32).eps)[:, None]
+    w = torch.from_numpy(codes.astype(np.float32)).flatten(1) * s
+    w = torch.where(w.abs() > amax[:, None], torch.sign(w) * amax[:, None], w)  # a tie at -128: -amax exactly
+    w[rows, cols] = torch.from_numpy(extreme.astype(np.float32))
+    return w.reshape(codes.shape)
+
+
+def save(result: Result, path, wide, meta: dict) -> None:
+    """Write a :class:`Result` as the shipped file: per layer the int8 codes, each
+    channel's largest weight and its index, the float32 bias (an int16-weight layer:
+    its float32 weight), every activation point's float32 scale and zero point, and
+    ``meta`` (how it was learned). Checks that :func:`restore` gives the same codes."""
+    import json
+
+    arrays: dict[str, np.ndarray] = {}
+    for layer, (w, b) in result.weights.items():
+        if layer in set(wide):
+            arrays[f"{layer}:weight"] = w.numpy().astype(np.float32)
+        else:
+            codes, idx, extreme = _snap(w)
+            back = round_int8(_unsnap(codes, idx, extreme))
+            if not torch.equal(back, round_int8(w.float())):
+                raise ValueError(f"{layer}: the stored codes do not round back")
+            arrays[f"{layer}:codes"], arrays[f"{layer}:index"], arrays[f"{layer}:extreme"] = codes, idx, extreme
+        arrays[f"{layer}:bias"] = b.numpy().astype(np.float32)
+    points = sorted(result.qparams)
+    arrays["points"] = np.array(points)
+    arrays["scales"] = np.array([result.qparams[p][0] for p in points], np.float32)
+    arrays["zero_points"] = np.array([result.qparams[p][1] for p in points], np.int32)
+    arrays["meta"] = np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True))
+    np.savez_compressed(path, **arrays)
+
+
+@dataclass
+class Shipped:
+    """The shipped file read back: ``weights`` layer -> (float32 weight, bias) to load
+    into a recipe's float network, ``qparams`` point -> (scale, zero point), ``meta``."""
+
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    qparams: dict[str, tuple[float, int]]
+    meta: dict
+    digest: str
+
+
+def load(path=None) -> Shipped:
+    """Read the shipped file (default :func:`weights_path`)."""
+    import hashlib
+    import json
+
+    from temposplit.errors import MissingDependencyError
+
+    path = weights_path() if path is None else path
+    try:
+        raw = open(path, "rb").read()
+    except OSError as exc:
+        raise MissingDependencyError(f"the qat network {path} is missing: {exc}") from exc
+    import io
+
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("format") != FORMAT:
+            raise MissingDependencyError(f"{path}: format {meta.get('format')}, this code reads {FORMAT}")
+        layers = sorted({k.rsplit(":", 1)[0] for k in z.files if ":" in k})
+        weights = {}
+        for layer in layers:
+            if f"{layer}:weight" in z.files:
+                w = torch.from_numpy(z[f"{layer}:weight"].copy())
+            else:
+                w = _unsnap(z[f"{layer}:codes"], z[f"{layer}:index"], z[f"{layer}:extreme"])
+            weights[layer] = (w, torch.from_numpy(z[f"{layer}:bias"].copy()))
+        qparams = {
+            str(p): (float(s), int(zp)) for p, s, zp in zip(z["points"], z["scales"], z["zero_points"], strict=True)
+        }
+    return Shipped(weights, qparams, meta, hashlib.sha256(raw).hexdigest())
+
+
+def restore(net: nn.Module, shipped: Shipped) -> None:
+    """Put the shipped weights into a float SSD network (in its dtype), in place."""
+    from temposplit.model.sensitivity import quant_points
+
+    convs = {p.layer: p.module.conv for p in quant_points(net) if p.kind == "w"}
+    missing = sorted(set(shipped.weights) - set(convs))
+    if missing:
+        raise ValueError(f"the qat network names layers this network lacks: {', '.join(missing)}")
+    with torch.no_grad():
+        for layer, (w, b) in shipped.weights.items():
+            conv = convs[layer]
+            if conv.weight.shape != w.shape or conv.bias.shape != b.shape:
+                raise ValueError(f"{layer}: shape {tuple(w.shape)} does not fit {tuple(conv.weight.shape)}")
+            conv.weight.copy_(w.to(conv.weight.dtype))
+            conv.bias.copy_(b.to(conv.bias.dtype))
