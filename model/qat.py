@@ -365,34 +365,39 @@ class Shipped:
 
 
 def load(path=None) -> Shipped:
-    """Read the shipped file (default :func:`weights_path`)."""
+    """Read the shipped file (default :func:`weights_path`); a missing file is a
+    ``MissingDependencyError``, one that is not such a file a ``ConfigError``."""
     import hashlib
+    import io
     import json
+    import zipfile
 
-    from temposplit.errors import MissingDependencyError
+    from temposplit.errors import ConfigError, MissingDependencyError
 
     path = weights_path() if path is None else path
     try:
         raw = open(path, "rb").read()
     except OSError as exc:
-        raise MissingDependencyError(f"the qat network {path} is missing: {exc}") from exc
-    import io
-
-    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        if meta.get("format") != FORMAT:
-            raise MissingDependencyError(f"{path}: format {meta.get('format')}, this code reads {FORMAT}")
-        layers = sorted({k.rsplit(":", 1)[0] for k in z.files if ":" in k})
-        weights = {}
-        for layer in layers:
-            if f"{layer}:weight" in z.files:
-                w = torch.from_numpy(z[f"{layer}:weight"].copy())
-            else:
-                w = _unsnap(z[f"{layer}:codes"], z[f"{layer}:index"], z[f"{layer}:extreme"])
-            weights[layer] = (w, torch.from_numpy(z[f"{layer}:bias"].copy()))
-        qparams = {
-            str(p): (float(s), int(zp)) for p, s, zp in zip(z["points"], z["scales"], z["zero_points"], strict=True)
-        }
+        raise MissingDependencyError(f"the qat network {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ConfigError(f"{path}: qat file format {meta.get('format')}, this code reads {FORMAT}")
+            layers = sorted({k.rsplit(":", 1)[0] for k in z.files if ":" in k})
+            weights = {}
+            for layer in layers:
+                if f"{layer}:weight" in z.files:
+                    w = torch.from_numpy(z[f"{layer}:weight"].astype(np.float32))
+                else:
+                    w = _unsnap(z[f"{layer}:codes"], z[f"{layer}:index"], z[f"{layer}:extreme"])
+                weights[layer] = (w, torch.from_numpy(z[f"{layer}:bias"].astype(np.float32)))
+            points, scales, zps = z["points"], z["scales"], z["zero_points"]
+            qparams = {str(p): (float(s), int(zp)) for p, s, zp in zip(points, scales, zps, strict=True)}
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path} is not a qat network file ({type(exc).__name__}: {exc})") from None
     return Shipped(weights, qparams, meta, hashlib.sha256(raw).hexdigest())
 
 

@@ -58,6 +58,9 @@ def test_user_errors_are_one_line(capsys):
         (["models", "sensitivity", "--configs", "some"], "--configs takes only and/or all-but"),
         (["models", "recipes", "--methods", "histogram+dw16+dw16-first"], "choose one of dw16-first, dw16"),
         (["models", "recipes", "--every", "0"], "--every must be a positive integer"),
+        (["models", "accuracy", "--method", "minmax+qat"], "use default+qat"),
+        (["models", "qat", "--out", "x.npz", "--steps", "0"], "--steps must be a positive integer"),
+        (["models", "qat", "--out", "x.npz", "--fold", "3"], "--fold must be 0, 1 or 2"),
     ],
 )
 def test_accuracy_and_sensitivity_refuse_bad_input_in_one_line(capsys, argv, message):

@@ -58,6 +58,21 @@ def test_a_network_of_another_shape_is_refused():
         qat.restore(SSDMobileNetV2(), bad)
 
 
+def test_a_file_that_is_not_one_is_refused(tmp_path, monkeypatch):
+    from temposplit.errors import ConfigError, MissingDependencyError
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ConfigError, match="not a qat network file"):
+        qat.load(bad)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ConfigError, match="not a qat network file"):
+        qat.load(tmp_path / "other.npz")
+    monkeypatch.setenv("TEMPOSPLIT_QAT_WEIGHTS", str(tmp_path / "missing.npz"))
+    with pytest.raises(MissingDependencyError, match="cannot be read"):
+        qat.load()
+
+
 def test_qat_is_only_the_default_recipes():
     from temposplit.errors import ConfigError
     from temposplit.model.quantize import parse_method
