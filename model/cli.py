@@ -161,6 +161,7 @@ def _cmd_accuracy(args) -> int:
 def _cmd_qat(args) -> int:
     import json
     import sys
+    from pathlib import Path
 
     import torch
 
@@ -170,15 +171,24 @@ def _cmd_qat(args) -> int:
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be a positive integer, not {args.steps}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: no CUDA device here")
+    if args.fold is not None and args.fold not in range(3):
+        raise ConfigError(f"--fold must be 0, 1 or 2, not {args.fold}")
+    out = Path(args.out)
+    if out.suffix != ".npz" or not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: a .npz file in an existing folder")
+    device = args.device
+    if device != "cpu":
+        index = device.partition(":")[2]
+        if not (device == "cuda" or (device.startswith("cuda:") and index.isdigit())):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, not {device!r}")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA device(s)")
     frames = calibration_frames()
     held_out = None
     label = f"the whole fixed calibration set ({len(frames)} frames)"
     if args.fold is not None:
         k, r = 3, args.fold
-        if r not in range(k):
-            raise ConfigError(f"--fold must be 0, 1 or 2, not {r}")
         held_out = [f for i, f in enumerate(frames) if i % k == r]
         frames = [f for i, f in enumerate(frames) if i % k != r]
         label = f"calibration fold {r}/{k} ({len(frames)} frames; every frame i with i % {k} == {r} held out)"
@@ -453,7 +463,9 @@ def register(subparsers) -> None:
         help="fine-tune the int8 M1 against the float detector's outputs on the calibration set (`default+qat`)",
     )
     q.add_argument("--out", required=True, help="the .npz to write (the shipped one: model/weights/ssd-qat.npz)")
-    q.add_argument("--steps", type=int, default=1000, help="Adam steps of 16 frames (default 1000, as shipped)")
+    q.add_argument(
+        "--steps", type=int, default=1000, help="Adam steps of 16 frames (default 1000; the shipped file took 998)"
+    )
     q.add_argument("--device", default="cpu", help="cpu (hours) or cuda (minutes)")
     q.add_argument("--fold", type=int, help="learn on calibration fold 0, 1 or 2 and report the held-out frames' loss")
     q.add_argument("--threads", type=int, default=2)

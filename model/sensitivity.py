@@ -251,16 +251,14 @@ def recipe_simulator(detector, method: str, calibration_frames, log=None) -> Fak
 
     if "lsq" in parse_method(method)[1]:
         raise ConfigError("the simulator takes the observers' ranges: score a recipe with lsq by `models accuracy`")
+    if "qat" in parse_method(method)[1]:  # its layers after a cut would run as M2, which the server never does
+        raise ConfigError("the simulator runs one network for M1 and M2: score default+qat by `models accuracy`")
     calibration_frames = list(calibration_frames)
     twin = copy.copy(detector)
     observer, twin.net, wide = recipe_float_net(detector, calibration_frames, method, log=log)
     sim = FakeQuantSSD(twin, observer)
     sim.set_wide(wide)
     sim.calibrate(calibration_frames)
-    if "qat" in parse_method(method)[1]:  # the shipped network's learned ranges
-        from temposplit.model import qat
-
-        sim.qparams.update(qat.load().qparams)
     return sim
 
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from temposplit.model import qat
-from temposplit.model.sensitivity import weight_fake_quant
 
 
 def test_the_stored_codes_round_back_ties_included():
@@ -21,13 +20,29 @@ def test_the_stored_codes_round_back_ties_included():
     assert back.abs().flatten(1).amax(1).tolist() == w.abs().flatten(1).amax(1).tolist()  # the same scales
 
 
-def test_the_rounding_passes_the_float_weights_gradient():
-    w = torch.tensor([[0.3, -1.0, 0.12]], requires_grad=True)
-    y = qat._Rounded(wide=False)(w)
-    assert torch.equal(y.detach(), qat.round_int8(w))
-    assert torch.equal(qat.round_int8(w), weight_fake_quant(w.detach()))  # as the recipe converts
+def test_the_rounding_is_the_conversions():
+    """``round_int8`` equals PyTorch's per-channel weight observer and quantizer, channels
+    below the observer's eps floor included, and passes the float weight's gradient."""
+    from torch.ao.quantization import default_per_channel_weight_observer
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(6, 3, 3, 3, generator=g)
+    w[1] *= 1e-5  # max |w| / 127.5 near the float32 eps floor
+    w[2] *= 1e-9  # below it
+    w[3] = 0.0
+    observer = default_per_channel_weight_observer()
+    observer(w)
+    scale, zp = observer.calculate_qparams()
+    converted = torch.quantize_per_channel(w, scale.double(), zp, 0, torch.qint8).dequantize()
+    assert torch.equal(qat.round_int8(w), converted)
+    codes, idx, extreme = qat._snap(w)
+    back = qat._unsnap(codes, idx, extreme)
+    assert torch.equal(torch.quantize_per_channel(back, scale.double(), zp, 0, torch.qint8).dequantize(), converted)
+    x = w.clone().requires_grad_(True)
+    y = qat._Rounded(wide=False)(x)
+    assert torch.equal(y.detach(), converted)
     y.sum().backward()
-    assert torch.equal(w.grad, torch.ones_like(w))
+    assert torch.equal(x.grad, torch.ones_like(x))
 
 
 def test_the_shipped_file_covers_the_m1():
@@ -44,17 +59,23 @@ def test_the_shipped_file_covers_the_m1():
         assert scale > 0 and 0 <= zp <= 255
     assert shipped.meta["format"] == qat.FORMAT and shipped.meta["steps"] > 0
     qat.restore(net, shipped)
-    conv = net.features[0].conv
-    assert torch.equal(conv.weight, shipped.weights["features.0"][0])
+    for layer in shipped.weights:  # the stored codes come back through the rounding
+        if layer == "features.1.depthwise":  # int16 weights, stored as float32
+            continue
+        codes = np.load(qat.weights_path())[f"{layer}:codes"]
+        weight = net.get_submodule(layer).conv.weight
+        scale = qat._int8_scale(weight).reshape(-1, *([1] * (weight.dim() - 1)))
+        assert np.array_equal(torch.round(qat.round_int8(weight) / scale).numpy().astype(np.int8), codes), layer
 
 
 def test_a_network_of_another_shape_is_refused():
+    from temposplit.errors import ConfigError
     from temposplit.model.ssd import SSDMobileNetV2
 
     shipped = qat.load()
     w, b = shipped.weights["features.0"]
     bad = qat.Shipped({"features.0": (w[:, :2], b)}, shipped.qparams, shipped.meta, shipped.digest)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ConfigError, match="does not fit"):
         qat.restore(SSDMobileNetV2(), bad)
 
 
@@ -68,9 +89,36 @@ def test_a_file_that_is_not_one_is_refused(tmp_path, monkeypatch):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ConfigError, match="not a qat network file"):
         qat.load(tmp_path / "other.npz")
+    raw = bytearray(qat.weights_path().read_bytes())
+    for offset in range(200, len(raw), len(raw) // 40):  # damaged deflate streams and headers
+        damaged = bytearray(raw)
+        damaged[offset : offset + 8] = b"\xff" * 8
+        (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
+        try:
+            qat.load(tmp_path / "damaged.npz")
+        except ConfigError:
+            pass
+    shipped = qat.load()
+    partial = dict(shipped.weights)
+    partial.pop("features.5.expand")
+    qat.save(qat.Result(partial, shipped.qparams), tmp_path / "partial.npz", ["features.1.depthwise"], {"steps": 1})
+    with pytest.raises(ConfigError, match="not the SSD M1's"):
+        qat.load(tmp_path / "partial.npz")
+    bad_range = {**shipped.qparams, "input:a": (0.0, 128)}
+    qat.save(qat.Result(shipped.weights, bad_range), tmp_path / "range.npz", ["features.1.depthwise"], {"steps": 1})
+    with pytest.raises(ConfigError, match="input:a has scale 0.0"):
+        qat.load(tmp_path / "range.npz")
     monkeypatch.setenv("TEMPOSPLIT_QAT_WEIGHTS", str(tmp_path / "missing.npz"))
     with pytest.raises(MissingDependencyError, match="cannot be read"):
         qat.load()
+
+
+def test_the_simulator_refuses_qat():
+    from temposplit.errors import ConfigError
+    from temposplit.model.sensitivity import recipe_simulator
+
+    with pytest.raises(ConfigError, match="models accuracy"):
+        recipe_simulator(None, "default+qat", [])
 
 
 def test_qat_is_only_the_default_recipes():
