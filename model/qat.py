@@ -109,6 +109,19 @@ def _augment(frames: list[torch.Tensor], rng: np.random.Generator, count: int, s
     return torch.stack(out) * (2.0 / 255.0) - 1.0
 
 
+def _run_stages(net: nn.Module, names, x, taps: dict, prev):
+    """Run the SSD's stages ``names`` from ``x``, as ``SSDMobileNetV2.forward`` does:
+    (the last output, the taps so far, ``features.13``'s output for ``features.14``)."""
+    for name in names:
+        x_in = x
+        x = net.run_stage(name, x, prev)
+        if name == "features.14.expand":
+            prev = x_in
+        if name in net.TAPS:
+            taps[name] = x
+    return x, taps, prev
+
+
 class _Student:
     """The recipe's float network with rounding at every M1 point, run up to a cut and
     continued by the float teacher."""
@@ -154,25 +167,12 @@ class _Student:
     def outputs(self, x, cuts: list[int]) -> list:
         """The heads' outputs with the int8 M1 up to each stage index in ``cuts``."""
         outs = []
-        s = self.net.quant(x)
-        s_taps, s_prev = {}, None
+        s, taps, prev = self.net.quant(x), {}, None
         for i, name in enumerate(self.stages[: max(cuts) + 1]):
-            s_in = s
-            s = self.net.run_stage(name, s, s_prev)
-            if name == "features.14.expand":
-                s_prev = s_in
-            if name in self.net.TAPS:
-                s_taps[name] = s
+            s, taps, prev = _run_stages(self.net, [name], s, taps, prev)
             if i in cuts:  # the float M2 on from here
-                t, t_taps, t_prev = s, dict(s_taps), s_prev
-                for name2 in self.stages[i + 1 :]:
-                    t_in = t
-                    t = self.teacher.run_stage(name2, t, t_prev)
-                    if name2 == "features.14.expand":
-                        t_prev = t_in
-                    if name2 in self.teacher.TAPS:
-                        t_taps[name2] = t
-                outs.append(self.teacher.head(t_taps))
+                _, m2_taps, _ = _run_stages(self.teacher, self.stages[i + 1 :], s, dict(taps), prev)
+                outs.append(self.teacher.head(m2_taps))
         return outs
 
     def result(self, history) -> Result:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from temposplit.model import qat
+from temposplit.model import lsq, qat
 
 
 def test_the_stored_codes_round_back_ties_included():
@@ -170,16 +170,6 @@ def test_learning_lowers_the_output_error_on_its_frames(ssd):
     assert np.isfinite([s for s, _ in result.qparams.values()]).all()
 
 
-def _converted(qnet, point: str):
-    """The converted module that holds an activation point's scale and zero point."""
-    layer = point[: -len(":a")]
-    if layer == "input":
-        return qnet.quant
-    if layer.endswith(".add"):
-        return qnet.get_submodule(layer[: -len(".add")] + ".skip_add")
-    return qnet.get_submodule(layer).conv
-
-
 @pytest.mark.slow
 def test_default_qat_converts_to_the_shipped_codes_and_ranges(ssd):
     from temposplit.model.calibration import calibration_frames
@@ -196,5 +186,5 @@ def test_default_qat_converts_to_the_shipped_codes_and_ranges(ssd):
             continue
         assert torch.equal(conv.weight().dequantize(), qat.round_int8(w)), layer
     for name, (scale, zp) in shipped.qparams.items():
-        module = _converted(qnet, name)
+        module = lsq._observed(qnet, name)  # the converted module holds what the observer held
         assert float(module.scale) == float(np.float32(scale)) and int(module.zero_point) == zp, name
