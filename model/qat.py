@@ -72,12 +72,6 @@ class _Rounded(nn.Module):
         return _ste(w, round_int8(w))
 
 
-def _fake_quant(x, scale, zero_point: float):
-    from temposplit.model.lsq import _fake_quant
-
-    return _fake_quant(x, scale, zero_point)
-
-
 @dataclass
 class Result:
     """What :func:`learn` returns: the trained float32 weights and biases of every M1
@@ -152,6 +146,8 @@ class _Student:
         self.cap = {
             p.name: 6.0 / 255.0 if isinstance(getattr(p.module, "act", None), nn.ReLU6) else math.inf for p in acts
         }
+        from temposplit.model.lsq import _fake_quant
+
         self.hooks = [
             p.module.register_forward_hook(lambda m, i, o, n=p.name: _fake_quant(o, self.scale(n), self.zero[n]))
             for p in acts
@@ -320,7 +316,7 @@ def _unsnap(codes: np.ndarray, idx: np.ndarray, extreme: np.ndarray) -> torch.Te
     rows = torch.arange(len(idx))
     cols = torch.from_numpy(idx.astype(np.int64))
     amax = torch.from_numpy(np.abs(extreme).astype(np.float32))
-    s = torch.clamp(amax / 127.5, min=torch.finfo(torch.float32).eps)[:, None]
+    s = _int8_scale(amax[:, None])[:, None]
     w = torch.from_numpy(codes.astype(np.float32)).flatten(1) * s
     w = torch.where(w.abs() > amax[:, None], torch.sign(w) * amax[:, None], w)  # a tie at -128: -amax exactly
     w[rows, cols] = torch.from_numpy(extreme.astype(np.float32))
