@@ -111,6 +111,42 @@ def table_select(m: Module, words, digit, name: str) -> Signal:
     return out
 
 
+
+def _csa(m: Module, x, y, z, name: str):
+    sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
+    m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
+    return sum_, car
+
+
+def product_rows(m: Module, words, low, name: str):
+    """(range >> 12) * q (+ range mod 4096 for a 1 bin) from the range's five table words
+    (``words[k]``: the range's hex digit k times q) as a carry-save pair: four rows (words
+    four digits apart do not overlap), two carry-save steps; their sum is the product."""
+    rows = [
+        Cat(words[0], words[4]),
+        Cat(Const(0, 4), words[1]),
+        Cat(Const(0, 8), words[2]),
+        Cat(low, words[3]),
+    ]
+    s1, c1 = _csa(m, rows[0], rows[1], rows[2], f"{name}_1")
+    return _csa(m, s1, c1, rows[3], f"{name}_2")
+
+
+def range_tables(m: Module, tab, rng1, name: str = "u"):
+    """The table word of each of the loop register's hex digits 1..7 (digit 0 is never a
+    digit of ``range >> 12``)."""
+    return {j: table_select(m, tab, rng1[4 * j : 4 * j + 4], f"{name}{j}") for j in range(1, 8)}
+
+
+def multiples_of(m: Module, g_q, name: str = "q12"):
+    """v * q for every hex digit v (stage G's table), as shifts and adds of q."""
+    q1, q2, q4, q8, q16 = g_q, g_q << 1, g_q << 2, g_q << 3, g_q << 4
+    q12 = Signal(16, name=name)
+    m.d.comb += q12.eq(q8 + q4)
+    multiples = [0, q1, q2, q1 + q2, q4, q4 + q1, q4 + q2, q8 - q1]
+    multiples += [q8, q8 + q1, q8 + q2, q12 - q1, q12, q12 + q1, q16 - q2, q16 - q1]
+    return multiples
+
 bin_layout = data.StructLayout({"bit": unsigned(1), "ctx": unsigned(9), "bypass": unsigned(1), "last": unsigned(1)})
 byte_layout = data.StructLayout({"data": unsigned(8), "last": unsigned(1)})
 record_layout = data.StructLayout(
@@ -179,7 +215,7 @@ class RangeEncoder(wiring.Component):
         m.submodules.table = table = memory.Memory(shape=ctx_word, depth=512, init=[])
         wr = table.write_port()
         rd = table.read_port()  # not transparent: the two writes it misses are forwarded
-        m.submodules.events = events = fifo.SyncFIFOBuffered(width=event_layout.size, depth=self.fifo_depth)
+        m.submodules.emitter = emitter = ByteEmitter(self.fifo_depth)
 
         # ------------------------------------------------------------ the input: credit, no stall after it
         # A bin is taken only while the record FIFO has room for every event the bins in
@@ -188,7 +224,7 @@ class RangeEncoder(wiring.Component):
         room = Signal(init=1)
         closing = Signal()  # a section's last bin is in: the next waits for its termination
         take = Signal()
-        m.d.sync += room.eq(events.level <= self.fifo_depth - CREDIT)
+        m.d.sync += room.eq(emitter.level <= self.fifo_depth - CREDIT)
         m.d.comb += [
             self.i.ready.eq(room & ~closing),
             take.eq(self.i.valid & self.i.ready),
@@ -270,11 +306,7 @@ class RangeEncoder(wiring.Component):
         c_valid = Signal()
         c = Signal(bin_layout)
         tab = Signal(data.ArrayLayout(unsigned(16), 16))
-        q1, q2, q4, q8, q16 = g_q, g_q << 1, g_q << 2, g_q << 3, g_q << 4
-        q12 = Signal(16)
-        m.d.comb += q12.eq(q8 + q4)
-        multiples = [0, q1, q2, q1 + q2, q4, q4 + q1, q4 + q2, q8 - q1]
-        multiples += [q8, q8 + q1, q8 + q2, q12 - q1, q12, q12 + q1, q16 - q2, q16 - q1]
+        multiples = multiples_of(m, g_q)
         m.d.sync += [c_valid.eq(g_valid), c.eq(g), [tab[v].eq(x) for v, x in enumerate(multiples)]]
 
         # ------------------------------------------------------------ C: the range
@@ -295,35 +327,21 @@ class RangeEncoder(wiring.Component):
             shift.eq(rng1[24:] == 0),
             rng.eq(Mux(shift, rng1 << 8, rng1)),
         ]
-        u = {j: table_select(m, tab, rng1[4 * j : 4 * j + 4], f"u{j}") for j in range(1, 8)}  # (digit 0: never)
-
-        def csa(x, y, z, name):
-            sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
-            m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
-            return sum_, car
-
-        def product(words, low, name):
-            # (range >> 12) * q (+ range mod 4096 for a 1 bin) from the range's five table
-            # words: four rows (words four digits apart do not overlap), two carry-save
-            # steps, one add
-            rows = [
-                Cat(words[0], words[4]),
-                Cat(Const(0, 4), words[1]),
-                Cat(Const(0, 8), words[2]),
-                Cat(low, words[3]),
-            ]
-            s1, c1 = csa(rows[0], rows[1], rows[2], f"{name}_1")
-            s2, c2 = csa(s1, c1, rows[3], f"{name}_2")
-            total = Signal(32, name=f"{name}_sum")
-            m.d.comb += total.eq(s2 + c2)
-            return total
+        u = range_tables(m, tab, rng1)
 
         # both products, the range shifted and not, and the shift's pick after the adds: the
         # 8-bit zero test runs beside the table selects instead of in front of the rows
-        nxt_shifted = product([u[k + 1] for k in range(5)], Mux(c.bit, Cat(Const(0, 8), rng1[:4]), 0), "nxt_shifted")
-        nxt_kept = product([u[k + 3] for k in range(5)], Mux(c.bit, rng1[:PROB_BITS], 0), "nxt_kept")
+        sums = []
+        for name, first, low in (
+            ("nxt_shifted", 1, Mux(c.bit, Cat(Const(0, 8), rng1[:4]), 0)),
+            ("nxt_kept", 3, Mux(c.bit, rng1[:PROB_BITS], 0)),
+        ):
+            s2, c2 = product_rows(m, [u[first + k] for k in range(5)], low, name)
+            total = Signal(32, name=f"{name}_sum")
+            m.d.comb += total.eq(s2 + c2)
+            sums.append(total)
         nxt = Signal(32)
-        m.d.comb += nxt.eq(Mux(shift, nxt_shifted, nxt_kept))
+        m.d.comb += nxt.eq(Mux(shift, sums[0], sums[1]))
         with m.If(c_valid):
             m.d.sync += rng1.eq(nxt)
         d_valid = Signal()
@@ -378,64 +396,97 @@ class RangeEncoder(wiring.Component):
         m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end)]
 
         # ------------------------------------------------------------ F: the shifts' records
-        # shift_low() of 6.2.1 once or twice on the sum E registered, written out: the
-        # first shift settles unless the top byte is 0xFF without a carry, the second
-        # (of a low under 2^32 after the first) unless the next byte is 0xFF; pending + 1,
-        # + 2 and - 1 side by side, no adder after another
         cache = Signal(8)
         pending = Signal(PENDING_BITS, init=1)
-        do_a = Signal()
-        do_b = Signal()
-        carry = Signal()
-        settle_a = Signal()
-        settle_b = Signal()
-        emit_a = Signal()
-        emit_b = Signal()
-        cache_a = Signal(8)
-        rec_a = Signal(record_layout)
-        rec_b = Signal(record_layout)
-        m.d.comb += [
-            do_a.eq(f_do != 0),
-            do_b.eq(f_do[1]),
-            carry.eq(f_low[32]),
-            settle_a.eq((f_low[24:32] != 0xFF) | carry),
-            settle_b.eq(f_low[16:24] != 0xFF),
-            emit_a.eq(do_a & settle_a),
-            emit_b.eq(do_b & settle_b),
-            cache_a.eq(Mux(emit_a, f_low[24:32], cache)),
-            rec_a.first.eq(cache + carry),
-            rec_a.run.eq(pending - 1),
-            rec_a.fill.eq(Mux(carry, 0x00, 0xFF)),
-            rec_b.first.eq(cache_a),
-            rec_b.run.eq(Mux(settle_a, 0, pending)),  # (pending after the first shift) - 1
-            rec_b.fill.eq(0xFF),
-        ]
-        ev = Signal(event_layout)
-        m.d.comb += [
-            ev.n.eq(emit_a + emit_b),
-            ev.rec0.eq(Mux(emit_a, rec_a, rec_b)),
-            ev.rec1.eq(rec_b),
-            ev.last.eq(f_end),
-        ]
+        ev, cache_next, pending_next = shift_records(m, f_low, f_do, cache, pending)
+        m.d.comb += ev.last.eq(f_end)
         # the event into the FIFO through a register (its records' arithmetic, pending - 1
         # and the selects, is not in front of the FIFO's RAM write; CREDIT counts it)
-        m.d.sync += [events.w_data.eq(ev), events.w_en.eq(f_valid & (ev.n != 0))]
+        m.d.sync += [emitter.w_data.eq(ev), emitter.w_en.eq(f_valid & (ev.n != 0))]
         with m.If(f_valid):
             with m.If(f_end):
                 m.d.sync += [cache.eq(0), pending.eq(1)]
-            with m.Elif(do_b):
-                m.d.sync += [
-                    cache.eq(Mux(emit_b, f_low[16:24], cache_a)),
-                    pending.eq(Mux(settle_b, 1, Mux(settle_a, 2, pending + 2))),
-                ]
-            with m.Elif(do_a):
-                m.d.sync += [cache.eq(cache_a), pending.eq(Mux(settle_a, 1, pending + 1))]
+            with m.Else():
+                m.d.sync += [cache.eq(cache_next), pending.eq(pending_next)]
         # (the termination's fifth shift always settles: low is 0 by then, so the last
         # event of a section is never empty and carries the section's last byte)
+        wiring.connect(m, emitter.o, wiring.flipped(self.o))
+        return m
 
-        # ------------------------------------------------------------ the byte emitter
-        # (its bytes leave through a register slice: what takes them, a packer across the
-        # die, is timed apart from the record select)
+
+def shift_records(m: Module, f_low, f_do, cache, pending):
+    """Stage F's arithmetic (comb): shift_low() of 6.2.1 once or twice (``f_do``: 0, 1 or
+    2) on the sum stage E registered, written out as an event (``last`` left to the
+    caller), and the ``cache`` and ``pending`` after it. The first shift settles unless the
+    top byte is 0xFF without a carry, the second (of a low under 2^32 after the first)
+    unless the next byte is 0xFF; pending + 1, + 2 and - 1 side by side, no adder after
+    another."""
+    do_a = Signal()
+    do_b = Signal()
+    carry = Signal()
+    settle_a = Signal()
+    settle_b = Signal()
+    emit_a = Signal()
+    emit_b = Signal()
+    cache_a = Signal(8)
+    rec_a = Signal(record_layout)
+    rec_b = Signal(record_layout)
+    m.d.comb += [
+        do_a.eq(f_do != 0),
+        do_b.eq(f_do[1]),
+        carry.eq(f_low[32]),
+        settle_a.eq((f_low[24:32] != 0xFF) | carry),
+        settle_b.eq(f_low[16:24] != 0xFF),
+        emit_a.eq(do_a & settle_a),
+        emit_b.eq(do_b & settle_b),
+        cache_a.eq(Mux(emit_a, f_low[24:32], cache)),
+        rec_a.first.eq(cache + carry),
+        rec_a.run.eq(pending - 1),
+        rec_a.fill.eq(Mux(carry, 0x00, 0xFF)),
+        rec_b.first.eq(cache_a),
+        rec_b.run.eq(Mux(settle_a, 0, pending)),  # (pending after the first shift) - 1
+        rec_b.fill.eq(0xFF),
+    ]
+    ev = Signal(event_layout)
+    m.d.comb += [
+        ev.n.eq(emit_a + emit_b),
+        ev.rec0.eq(Mux(emit_a, rec_a, rec_b)),
+        ev.rec1.eq(rec_b),
+    ]
+    cache_next = Signal(8)
+    pending_next = Signal(PENDING_BITS)
+    m.d.comb += [cache_next.eq(cache), pending_next.eq(pending)]
+    with m.If(do_b):
+        m.d.comb += [
+            cache_next.eq(Mux(emit_b, f_low[16:24], cache_a)),
+            pending_next.eq(Mux(settle_b, 1, Mux(settle_a, 2, pending + 2))),
+        ]
+    with m.Elif(do_a):
+        m.d.comb += [cache_next.eq(cache_a), pending_next.eq(Mux(settle_a, 1, pending + 1))]
+    return ev, cache_next, pending_next
+
+
+class ByteEmitter(wiring.Component):
+    """A range coder's events in (``w_data`` when ``w_en``: a FIFO of ``depth`` events;
+    ``level`` its fill), its section's bytes out (``o``): a byte a cycle, the section's
+    first byte (always 0) dropped, the last marked, through a register slice (what takes
+    them, a packer across the die, is timed apart from the record select)."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        super().__init__(
+            {
+                "w_data": In(event_layout),
+                "w_en": In(1),
+                "level": Out(range(depth + 1)),
+                "o": Out(stream.Signature(byte_layout)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.events = events = fifo.SyncFIFOBuffered(width=event_layout.size, depth=self.depth)
+        m.d.comb += [events.w_data.eq(self.w_data), events.w_en.eq(self.w_en), self.level.eq(events.level)]
         m.submodules.out_slice = out_slice = RegisterSlice(byte_layout)
         emit = out_slice.i
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
