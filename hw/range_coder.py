@@ -111,7 +111,6 @@ def table_select(m: Module, words, digit, name: str) -> Signal:
     return out
 
 
-
 def _csa(m: Module, x, y, z, name: str):
     sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
     m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
@@ -147,6 +146,7 @@ def multiples_of(m: Module, g_q, name: str = "q12"):
     multiples += [q8, q8 + q1, q8 + q2, q12 - q1, q12, q12 + q1, q16 - q2, q16 - q1]
     return multiples
 
+
 bin_layout = data.StructLayout({"bit": unsigned(1), "ctx": unsigned(9), "bypass": unsigned(1), "last": unsigned(1)})
 byte_layout = data.StructLayout({"data": unsigned(8), "last": unsigned(1)})
 record_layout = data.StructLayout(
@@ -172,23 +172,27 @@ def context_update(m: Module, st, bit, name: str = "ctx"):
     a 0 bin, p += (4096 - p) >> s; a 1 bin, p -= p >> s."""
     shrink = Signal(PROB_BITS, name=f"{name}_shrink")
     grow = Signal(PROB_BITS, name=f"{name}_grow")
+    m.d.comb += [shrink.eq(Mux(bit, st.prob, st.cprob)), grow.eq(Mux(bit, st.cprob, st.prob))]
+    return sides_update(m, shrink, grow, st.n, st.s, bit, name)
+
+
+def sides_update(m: Module, shrink, grow, n, s, bit, name: str = "ctx"):
+    """:func:`context_update` from the state's two sides already picked by the bin
+    (``shrink``: p for a 1 bin, 4096 - p for a 0; ``grow`` the other), its count ``n`` and
+    shift ``s``."""
     delta = Signal(PROB_BITS, name=f"{name}_delta")
     new = Signal(ctx_word, name=f"{name}_new")
-    m.d.comb += [
-        shrink.eq(Mux(bit, st.prob, st.cprob)),
-        grow.eq(Mux(bit, st.cprob, st.prob)),
-        delta.eq(shrink >> st.s),
-    ]
+    m.d.comb += delta.eq(shrink >> s)
     m.d.comb += [
         new.prob.eq(Mux(bit, shrink - delta, grow + delta)),
         new.cprob.eq(Mux(bit, grow + delta, shrink - delta)),
     ]
     # the next count and its shift straight from the count (a table of 63, LUTs): no
     # increment and compares in series (carry chains on the ECP5) beside the update
-    with m.Switch(st.n):
-        for n in range(COUNT_MAX + 1):
-            with m.Case(n):
-                nxt = min(n + 1, COUNT_MAX)
+    with m.Switch(n):
+        for k in range(COUNT_MAX + 1):
+            with m.Case(k):
+                nxt = min(k + 1, COUNT_MAX)
                 m.d.comb += [new.n.eq(nxt), new.s.eq(min(6, (nxt + 2).bit_length() - 1))]
     return new
 

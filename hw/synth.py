@@ -20,7 +20,8 @@ conservative sign that the xc7z020 closes at 100 MHz, not a timing sign-off (Viv
 
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
-encoder, the histogram pass's counter, the requantizer, the v2 anchor coder) -- minutes
+encoder, the histogram pass's counter, the requantizer, the v2 coder's engine, its range
+encoder alone, the two-lane range encoder) -- minutes
 instead of an hour, to find and fix an engine's critical path; ``--ref-bytes`` and
 ``--block-bytes`` size its RAMs.
 """
@@ -174,9 +175,11 @@ def report(
 def _engines():
     from temposplit.hw.band_motion import BandMotion
     from temposplit.hw.ctx_coder import CtxCoder
+    from temposplit.hw.dual_range_coder import DualRangeEncoder
     from temposplit.hw.histogram import WordHistogram
     from temposplit.hw.huffman_encoder import HuffmanEncoder
     from temposplit.hw.motion_estimator import MotionEstimator
+    from temposplit.hw.range_coder import RangeEncoder
     from temposplit.hw.requantizer import Requantizer
 
     return {
@@ -186,10 +189,12 @@ def _engines():
         "histogram": lambda params: WordHistogram(params.lanes),
         "requantizer": lambda params: Requantizer(params.lanes),
         "ctx": lambda params: CtxCoder(params.line_elements),  # what the top ships: anchors and records
+        "range": lambda params: RangeEncoder(),  # the ctx engine's range encoder alone
+        "range2": lambda params: DualRangeEncoder(),  # two sections on one range encoder
     }
 
 
-ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx")
+ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx", "range", "range2")
 
 
 def _registered(engine):

@@ -1,8 +1,10 @@
-"""amaranth.sim tests of the v2 coder's range encoder (hw/range_coder.py; with its fronts,
-hw/ctx_coder.py) against the readable definition (codec/ctx_reference.py): random and
-skewed bins over the context table, back-to-back bins of one context, bypass bins,
-carries through runs of 0xFF, several sections in a row, random input gaps, output
-back-pressure and a reset in the middle of a section."""
+"""amaranth.sim tests of the v2 coder's range encoders (hw/range_coder.py; with its fronts,
+hw/ctx_coder.py; the two-lane one, hw/dual_range_coder.py) against the readable
+definition (codec/ctx_reference.py): random and skewed bins over the context table,
+back-to-back bins of one context, bypass bins, carries through runs of 0xFF, several
+sections in a row, random input gaps, output back-pressure and a reset in the middle of a
+section; for the two-lane encoder the lanes together and alone, back-pressure on one, and
+its rate."""
 
 import random
 
@@ -13,7 +15,8 @@ from amaranth import ClockDomain, Module  # noqa: E402
 from amaranth.sim import Simulator  # noqa: E402
 
 from temposplit.codec import ctx_reference as ref  # noqa: E402
-from temposplit.hw.range_coder import N_CONTEXTS, RangeEncoder  # noqa: E402
+from temposplit.hw.dual_range_coder import LANES, DualRangeEncoder  # noqa: E402
+from temposplit.hw.range_coder import CREDIT, N_CONTEXTS, RangeEncoder  # noqa: E402
 
 
 def reference_section(bins):
@@ -467,3 +470,200 @@ def test_value_coder_one_bin_per_cycle():
     queued = len(list(V.record_bins(V.records_of_words(words[-6:]))))  # held in the FIFO and stages
     assert run_values([words], gaps=0.0, stall=0.0) == [section]
     assert bins - queued <= run_values.ticks <= bins + 4
+
+
+# ----------------------------------------------------------------------------- two sections at once
+
+
+def run_dual(lanes, seed=0, gaps=(0.3, 0.3), stall=(0.3, 0.3), reset_after=None, fifo_depth=32, cycles=None):
+    """Feed each lane's sections (lists of (bit, context, bypass) bins) to
+    :class:`DualRangeEncoder` side by side; returns, per lane, the bytes of each section it
+    finished. ``reset_after``: a reset after that many of lane 0's bins; the section each
+    lane is in then is dropped by its producer and never ends. ``run_dual.ticks``: each
+    producer's cycles, from the first bin to the handshake of its last. ``cycles``: the
+    deadline (by default far more than the sections need)."""
+    dut = DualRangeEncoder(fifo_depth)
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = dut
+    rng = random.Random(seed)
+    got = [[] for _ in range(LANES)]
+    expected = [len(s) - (reset_after is not None) for s in lanes]
+    state = {"reset": False, "ticks": [0] * LANES}
+
+    def producer(k):
+        port = dut.i[k]
+
+        async def feed(ctx):
+            count = 0
+            for items in lanes[k]:
+                seen_reset = state["reset"]
+                for j, (bit, c, bypass) in enumerate(items):
+                    while rng.random() < gaps[k] and state["reset"] == seen_reset:
+                        ctx.set(port.valid, 0)
+                        await ctx.tick()
+                    if state["reset"] != seen_reset:  # this section was cut: on to the next
+                        for _ in range(2):
+                            await ctx.tick()
+                        break
+                    ctx.set(port.valid, 1)
+                    ctx.set(port.p.bit, bit)
+                    ctx.set(port.p.ctx, c)
+                    ctx.set(port.p.bypass, bypass)
+                    ctx.set(port.p.last, int(j == len(items) - 1))
+                    while True:
+                        _, _, ready = await ctx.tick().sample(port.ready)
+                        state["ticks"][k] += 1
+                        if ready or state["reset"] != seen_reset:
+                            break
+                    if state["reset"] != seen_reset:  # this section was cut: on to the next
+                        ctx.set(port.valid, 0)
+                        for _ in range(2):  # past the reset's cycle, whichever side of it
+                            await ctx.tick()
+                        break
+                    count += 1
+                    if k == 0 and count == reset_after:
+                        ctx.set(port.valid, 0)
+                        ctx.set(cd.rst, 1)
+                        state["reset"] = True
+                        await ctx.tick()
+                        ctx.set(cd.rst, 0)
+                        break
+            ctx.set(port.valid, 0)
+
+        return feed
+
+    def consumer(k):
+        port = dut.o[k]
+
+        async def take(ctx):
+            cur = bytearray()
+            while True:
+                ready = rng.random() >= stall[k]
+                ctx.set(port.ready, int(ready))
+                _, _, rst, valid, data, last = await ctx.tick().sample(cd.rst, port.valid, port.p.data, port.p.last)
+                if rst:
+                    cur = bytearray()
+                    continue
+                if ready and valid:
+                    cur.append(int(data))
+                    if last:
+                        got[k].append(bytes(cur))
+                        cur = bytearray()
+
+        return take
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    for k in range(LANES):
+        sim.add_testbench(producer(k))
+        sim.add_testbench(consumer(k), background=True)
+
+    async def deadline(ctx):  # a lost bin or event would hang: fail instead
+        total = sum(len(s) for sections in lanes for s in sections)
+        for _ in range(cycles or int(16 / (1 - max(stall))) * total + 4000):
+            if all(len(g) >= e for g, e in zip(got, expected, strict=True)):
+                return
+            await ctx.tick()
+        raise AssertionError(f"{[len(g) for g in got]} of {expected} sections out before the deadline")
+
+    sim.add_testbench(deadline)
+    sim.run()
+    run_dual.ticks = state["ticks"]
+    return got
+
+
+def want_dual(lanes):
+    return [[reference_section(s) for s in sections] for sections in lanes]
+
+
+@pytest.mark.parametrize("kind", ["random", "skewed", "repeat", "few"])
+def test_dual_range_encoder_matches_reference(kind):
+    """Both lanes busy, sections of different lengths, so that one lane's sections end
+    (and its termination runs) while the other's bins go on."""
+    rng = random.Random(kind)
+    lanes = [[random_section(rng, n, kind) for n in sizes] for sizes in ((1, 37, 600, 2), (500, 2, 1, 300))]
+    assert run_dual(lanes, seed=len(kind)) == want_dual(lanes)
+
+
+@pytest.mark.parametrize("gaps", [0.0, 0.5])
+def test_dual_range_encoder_forwarding(gaps):
+    """A context back after 1, 2, 3 ... of its lane's bins, the two lanes on the same
+    context numbers (their tables are apart: a lane's update must not reach the other)."""
+    rng = random.Random(17)
+    hot = random_section(rng, 800, "few")
+    lanes = [[random_section(rng, n, "few") for n in (3, 5)] + [hot], [[(1 - b, c, y) for b, c, y in hot]]]
+    assert run_dual(lanes, seed=4, gaps=(gaps, gaps), stall=(0.0, 0.0)) == want_dual(lanes)
+
+
+def test_dual_range_encoder_one_lane_alone():
+    """Lane 1 idle: lane 0 codes as RangeEncoder does, a bin every two cycles; then lane 0
+    idle and lane 1 alone."""
+    rng = random.Random(3)
+    lanes = [[random_section(rng, 700, "skewed")], []]
+    assert run_dual(lanes, gaps=(0.0, 0.0), stall=(0.0, 0.0)) == want_dual(lanes)
+    assert 2 * 700 - 2 <= run_dual.ticks[0] <= 2 * 700, run_dual.ticks
+    lanes = [[], [random_section(rng, 300, "random"), random_section(rng, 40, "repeat")]]
+    assert run_dual(lanes, seed=2) == want_dual(lanes)
+
+
+def test_dual_range_encoder_a_bin_a_cycle():
+    """Both lanes fed without gaps or back-pressure: a bin of each every two cycles, so the
+    two lanes' 2 x 3000 bins enter in about 6000 cycles."""
+    rng = random.Random(5)
+    lanes = [[random_section(rng, 3000, "skewed")], [random_section(rng, 3000, "random")]]
+    assert run_dual(lanes, gaps=(0.0, 0.0), stall=(0.0, 0.0)) == want_dual(lanes)
+    assert all(2 * 3000 - 2 <= t <= 2 * 3000 for t in run_dual.ticks), run_dual.ticks
+
+
+def test_dual_range_encoder_back_pressure_on_one_lane(monkeypatch):
+    """Lane 0's output ready one cycle in ten, the smallest FIFO, lane 1's always: lane 0's
+    credit must stop its bins before its record FIFO overflows, and lane 1 must go on. A
+    lane has half RangeEncoder's bins in flight: this run needs a credit of 6 (measured);
+    with 5 an event is lost, and the section's bytes change or it never ends, so the run
+    can fail."""
+    from temposplit.hw import dual_range_coder
+
+    rng = random.Random(23)
+    contexts = rng.sample(range(N_CONTEXTS), 150)
+    costly = [(1, c, 0) for c in contexts for _ in range(30)] + [(0, c, 0) for c in contexts]
+    lanes = [[costly, random_section(rng, 300, "skewed")], [random_section(rng, 4000, "random")]]
+    expect = want_dual(lanes)
+    assert run_dual(lanes, seed=6, gaps=(0.0, 0.0), stall=(0.9, 0.0), fifo_depth=CREDIT + 4) == expect
+    # lane 1 was not held back by lane 0's output: its bins went in a bin every two cycles
+    assert run_dual.ticks[1] <= 2 * 4000 + 8, run_dual.ticks
+    lanes = [[costly], []]
+    expect = want_dual(lanes)
+    monkeypatch.setattr(dual_range_coder, "CREDIT", 6)
+    assert run_dual(lanes, seed=6, gaps=(0.0, 0.0), stall=(0.9, 0.0), fifo_depth=CREDIT + 4) == expect
+    monkeypatch.setattr(dual_range_coder, "CREDIT", 5)
+    with pytest.raises(AssertionError):
+        assert (
+            run_dual(lanes, seed=6, gaps=(0.0, 0.0), stall=(0.9, 0.0), fifo_depth=CREDIT + 4, cycles=80_000) == expect
+        )
+
+
+def test_dual_range_encoder_extreme_probabilities():
+    down = [b for c in range(20) for b in [(1, c, 0)] * 40 + [(0, c, 0)]]
+    up = [b for c in range(20, 40) for b in [(0, c, 0)] * 40 + [(1, c, 0)]]
+    lanes = [[down, up], [up + down]]
+    assert run_dual(lanes, seed=8, gaps=(0.1, 0.2), stall=(0.1, 0.2)) == want_dual(lanes)
+
+
+def test_dual_range_encoder_reset_mid_section():
+    """A reset after 200 of lane 0's bins cuts both lanes' sections: the sections after it
+    come out as if the encoder had just started."""
+    rng = random.Random(9)
+    lanes = [
+        [random_section(rng, 400, "random"), random_section(rng, 50, "skewed"), random_section(rng, 700, "few")],
+        [random_section(rng, 2000, "random"), random_section(rng, 600, "skewed")],
+    ]
+    got = run_dual(lanes, seed=3, reset_after=200)
+    expect = want_dual(lanes)
+    assert got[0][-2:] == expect[0][-2:]
+    assert got[1][-1:] == expect[1][-1:]
+
+
+def test_dual_range_encoder_fifo_depth_checked():
+    with pytest.raises(ValueError):
+        DualRangeEncoder(CREDIT + 3)

@@ -1,0 +1,317 @@
+"""Two sections on one range encoder: the v2 coder's range encoder C-slowed (docs/fabric.md,
+"Two sections on one range coder").
+
+:class:`DualRangeEncoder` codes two independent sections at once (CTX slices,
+docs/bitstream.md 6.2.6: each slice a section of its own, with its own range coder and
+contexts), *lane* 0 and lane 1, each in and out of its own stream, bit for bit what
+:class:`~temposplit.hw.range_coder.RangeEncoder` gives for each section alone. The lanes
+take turns a cycle each (``ph``, a free-running register): a lane takes a bin every
+other cycle, the two together a bin a cycle. The pipeline is RangeEncoder's with every
+loop two cycles long instead of one, which is what the alternation buys: a lane's next
+bin is two cycles behind its last, so a value that went round a loop in one cycle now
+has two, with a register in the middle:
+
+- the range loop (RangeEncoder's stage C) is two stages: C1, the table words of the
+  register's hex digits and each product's two carry-save steps, registered; C2, the
+  adds and the shift's pick into the loop register ``R``. In a cycle ``R`` holds the
+  range of the lane whose bin is in C1 (the other lane's is in C2's registers), so the
+  two lanes' ranges go round one ring of two registers. A slot without a bin carries its
+  lane's range through C1 and C2 unchanged (``hold``), or 0xFFFFFFFF after the lane's
+  section ended (its last bin is in D beside it);
+- the context update (RangeEncoder's stage B) is two stages: B, the context's state
+  picked (forwarded from the same lane's bin before, fresh, or the RAM's) and
+  registered, with the interval's factor q; U, the update into the table and the
+  forwarding register. The lane's bin before is in U while this one is in A, so one
+  forwarding source (RangeEncoder has two) covers every update the RAM read missed;
+- the state of a section -- the context table (1024 x 33: the lane is the address's top
+  bit), the touched-bits, ``low``, ``cache``, ``pending``, the termination's steps, the
+  input's credit and closing, the record FIFO and the byte emitter -- is one per lane;
+  ``low``'s, ``cache``'s and ``pending``'s registers are picked by the slot's lane (a
+  register), their loops one cycle as in RangeEncoder (an add and a shift: not the
+  critical ones).
+
+Stages: T (the bin registered, the context read), A, B, U (beside G), G, C1, C2, D, E, F,
+then the event's register into its lane's FIFO: one stage more than RangeEncoder. A lane
+alone codes a bin every two cycles; the credit (``CREDIT`` free FIFO entries) is more
+than a lane's bins in flight need.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from temposplit.hw.range_coder import (
+    CREDIT,
+    FRESH,
+    PENDING_BITS,
+    PROB_BITS,
+    TERMINATION_SHIFTS,
+    TOUCHED_GROUPS,
+    ByteEmitter,
+    bin_layout,
+    byte_layout,
+    ctx_word,
+    multiples_of,
+    product_rows,
+    range_tables,
+    shift_records,
+    sides_update,
+)
+
+LANES = 2
+assert TERMINATION_SHIFTS == 5  # E's three flush steps: 2, 2, 1
+
+
+class DualRangeEncoder(wiring.Component):
+    """Bins of two sections in (``i[0]``, ``i[1]``: bit, context, bypass, last), each
+    section's bytes out of its lane's stream (``o[0]``, ``o[1]``: byte, last).
+
+    Parameters
+    ----------
+    fifo_depth : int
+        Events buffered between the coder and each lane's byte emitter; at least
+        ``CREDIT + 4``.
+    """
+
+    def __init__(self, fifo_depth: int = 32):
+        if fifo_depth < CREDIT + 4:
+            self._MustUse__used = True  # (refused: not an unused elaboratable)
+            raise ValueError(f"fifo_depth must be at least {CREDIT + 4}")
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(bin_layout)).array(LANES),
+                "o": Out(stream.Signature(byte_layout)).array(LANES),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.table = table = memory.Memory(shape=ctx_word, depth=512 * LANES, init=[])
+        wr = table.write_port()
+        rd = table.read_port()  # not transparent: the write it misses is forwarded
+        emitters = []
+        for k in range(LANES):
+            m.submodules[f"emitter{k}"] = e = ByteEmitter(self.fifo_depth)
+            wiring.connect(m, e.o, wiring.flipped(self.o[k]))
+            emitters.append(e)
+
+        # ------------------------------------------------------------ the input: the slot's lane, credit
+        ph = Signal()  # the lane whose bin the input may take this cycle
+        m.d.sync += ph.eq(~ph)
+        room = [Signal(init=1, name=f"room{k}") for k in range(LANES)]
+        closing = [Signal(name=f"closing{k}") for k in range(LANES)]
+        for k in range(LANES):
+            m.d.sync += room[k].eq(emitters[k].level <= self.fifo_depth - CREDIT)
+            m.d.comb += self.i[k].ready.eq((ph == k) & room[k] & ~closing[k])
+        take = Signal()
+        inp = Signal(bin_layout)
+        m.d.comb += [
+            take.eq(Mux(ph, self.i[1].valid & self.i[1].ready, self.i[0].valid & self.i[0].ready)),
+            inp.eq(Mux(ph, self.i[1].payload, self.i[0].payload)),
+        ]
+
+        # every stage's slot lane advances with the slot, a bin in it or not
+        def stage(prev_valid, prev_bin, prev_lane, name):
+            valid = Signal(name=f"{name}_valid")
+            b = Signal(bin_layout, name=name)
+            lane = Signal(name=f"{name}_lane")
+            m.d.sync += [valid.eq(prev_valid), b.eq(prev_bin), lane.eq(prev_lane)]
+            return valid, b, lane
+
+        # ------------------------------------------------------------ T: the bin registered, its context read
+        t_valid = Signal()
+        t = Signal(bin_layout)
+        t_lane = Signal()
+        m.d.sync += [t_valid.eq(take), t_lane.eq(ph)]
+        with m.If(take):
+            m.d.sync += t.eq(inp)
+            for k in range(LANES):
+                with m.If(inp.last & (ph == k)):
+                    m.d.sync += closing[k].eq(1)
+        touched = [Signal(TOUCHED_GROUPS * 16, name=f"touched{k}") for k in range(LANES)]
+        group = [Signal(16, name=f"group{k}") for k in range(LANES)]
+        m.d.comb += rd.addr.eq(Cat(t.ctx, t_lane))
+        for k in range(LANES):
+            m.d.comb += group[k].eq(touched[k].word_select(t.ctx[4:], 16))
+
+        # ------------------------------------------------------------ A: RAM word out, touched bit, forwarding
+        a_valid, a, a_lane = stage(t_valid, t, t_lane, "a")
+        a_group = [Signal(16, name=f"a_group{k}") for k in range(LANES)]
+        m.d.sync += [a_group[k].eq(group[k]) for k in range(LANES)]
+        # U holds the same lane's bin before the one in A (lanes alternate, U is two
+        # stages after A): when the bin in A reaches B, that bin's update is in w_u, and the
+        # RAM read of the bin in A (issued in T, as that bin was written in U) missed it
+        u_valid = Signal()
+        u = Signal(bin_layout)
+        u_lane = Signal()
+        u_n = Signal(6)
+        u_s = Signal(3)
+        u_valid_ctx = Signal()
+        m.d.comb += u_valid_ctx.eq(u_valid & ~u.bypass)
+        b_word = Signal(ctx_word)
+        b_fresh = Signal()
+        b_m = Signal()
+        m.d.sync += [
+            b_word.eq(rd.data),
+            b_fresh.eq(~Mux(a_lane, a_group[1], a_group[0]).bit_select(a.ctx[:4], 1)),
+            b_m.eq(u_valid_ctx & (u.ctx == a.ctx)),
+        ]
+
+        # ------------------------------------------------------------ B: the context's state picked
+        b_valid, b, b_lane = stage(a_valid, a, a_lane, "b")
+        w_u = Signal(ctx_word)  # U's update, a cycle ago
+        st = Signal(ctx_word)
+        with m.If(b_m):
+            m.d.comb += st.eq(w_u)
+        with m.Elif(b_fresh):
+            m.d.comb += st.eq(FRESH)
+        with m.Else():
+            m.d.comb += st.eq(b_word)
+        b_valid_ctx = Signal()
+        m.d.comb += b_valid_ctx.eq(b_valid & ~b.bypass)
+        for k in range(LANES):
+            with m.If(b_valid_ctx & (b_lane == k)):
+                m.d.sync += touched[k].eq(touched[k] | (Const(1, len(touched[k])) << b.ctx))
+            with m.If(b_valid & b.last & (b_lane == k)):  # the section's contexts are done
+                m.d.sync += touched[k].eq(0)
+        # (the state's two sides registered already picked by the bin: U's update is the
+        # shift, the adds and their pick)
+        u_shrink = Signal(PROB_BITS)
+        u_grow = Signal(PROB_BITS)
+        m.d.sync += [
+            u_valid.eq(b_valid),
+            u.eq(b),
+            u_lane.eq(b_lane),
+            u_shrink.eq(Mux(b.bit, st.prob, st.cprob)),
+            u_grow.eq(Mux(b.bit, st.cprob, st.prob)),
+            u_n.eq(st.n),
+            u_s.eq(st.s),
+        ]
+
+        # ------------------------------------------------------------ U: the context's update
+        new = sides_update(m, u_shrink, u_grow, u_n, u_s, u.bit)
+        m.d.comb += [wr.addr.eq(Cat(u.ctx, u_lane)), wr.data.eq(new), wr.en.eq(u_valid_ctx)]
+        m.d.sync += w_u.eq(new)
+
+        # the interval's factor: p for a 0 bin, 4096 - p for a 1 (section 6.2.1)
+        g_valid, g, g_lane = stage(b_valid, b, b_lane, "g")
+        g_q = Signal(PROB_BITS)
+        m.d.sync += g_q.eq(Mux(b.bypass, 2048, Mux(b.bit, st.cprob, st.prob)))
+
+        # ------------------------------------------------------------ G: q's multiples
+        c1_valid, c1, c1_lane = stage(g_valid, g, g_lane, "c1")
+        tab = Signal(data.ArrayLayout(16, 16))
+        m.d.sync += [tab[v].eq(x) for v, x in enumerate(multiples_of(m, g_q))]
+
+        # ------------------------------------------------------------ C1: the range loop's first cycle
+        # R: the range (before its shift) of the lane whose bin is in C1 this cycle
+        r = Signal(32, init=0xFFFFFFFF)
+        shift = Signal()
+        rng = Signal(32)
+        m.d.comb += [shift.eq(r[24:] == 0), rng.eq(Mux(shift, r << 8, r))]
+        words = range_tables(m, tab, r)
+        c2_valid, c2, c2_lane = stage(c1_valid, c1, c1_lane, "c2")
+        c2_shift = Signal()
+        c2_rows = []
+        for name, first, low in (
+            ("shifted", 1, Mux(c1.bit, Cat(Const(0, 8), r[:4]), 0)),
+            ("kept", 3, Mux(c1.bit, r[:PROB_BITS], 0)),
+        ):
+            s2, cy2 = product_rows(m, [words[first + k] for k in range(5)], low, name)
+            rows = (Signal(32, name=f"c2_{name}_s"), Signal(32, name=f"c2_{name}_c"))
+            m.d.sync += [rows[0].eq(s2), rows[1].eq(cy2)]
+            c2_rows.append(rows)
+        # D is this lane's bin before (two stages on): after a section's last bin the
+        # lane's range starts afresh
+        d_valid = Signal()
+        d = Signal(bin_layout)
+        hold = Signal(32, init=0xFFFFFFFF)  # the bin's range before it, shifted; a slot without a bin: the lane's range
+        m.d.sync += [
+            c2_shift.eq(shift),
+            hold.eq(Mux(c1_valid, rng, Mux(d_valid & d.last, 0xFFFFFFFF, r))),
+        ]
+
+        # ------------------------------------------------------------ C2: the adds, the shift's pick
+        sums = []
+        for name, (s2, cy2) in zip(("shifted", "kept"), c2_rows, strict=True):
+            total = Signal(32, name=f"nxt_{name}")
+            m.d.comb += total.eq(s2 + cy2)
+            sums.append(total)
+        m.d.sync += r.eq(Mux(c2_valid, Mux(c2_shift, sums[0], sums[1]), hold))
+        d_lane = Signal()
+        d_rng = Signal(32)
+        m.d.sync += [d_valid.eq(c2_valid), d.eq(c2), d_lane.eq(c2_lane), d_rng.eq(hold)]
+
+        # ------------------------------------------------------------ D: what a 1 bin adds to low
+        # (R holds the bin's new range now; its shift is the renormalization after it)
+        e_valid = Signal()
+        e_last = Signal()
+        e_lane = Signal()
+        e_bound = Signal(32)
+        e_ns = Signal(2)
+        m.d.sync += [
+            e_valid.eq(d_valid),
+            e_last.eq(d.last),
+            e_lane.eq(d_lane),
+            e_bound.eq(Mux(d.bit, d_rng - r, 0)),
+            e_ns.eq(r[24:] == 0),
+        ]
+
+        # ------------------------------------------------------------ E: low, and the termination
+        low = [Signal(33, name=f"low{k}") for k in range(LANES)]
+        flushing = [Signal(name=f"flushing{k}") for k in range(LANES)]
+        flush_step = [Signal(2, name=f"flush_step{k}") for k in range(LANES)]
+        low_l = Signal(33)
+        flushing_l = Signal()
+        step_l = Signal(2)
+        m.d.comb += [
+            low_l.eq(Mux(e_lane, low[1], low[0])),
+            flushing_l.eq(Mux(e_lane, flushing[1], flushing[0])),
+            step_l.eq(Mux(e_lane, flush_step[1], flush_step[0])),
+        ]
+        e_sum = Signal(33)
+        e_do = Signal(2)
+        e_end = Signal()
+        e_out = Signal()
+        m.d.comb += e_sum.eq(low_l + Mux(e_valid, e_bound, 0))
+        with m.If(e_valid):
+            m.d.comb += [e_do.eq(e_ns), e_out.eq(1)]
+        with m.Elif(flushing_l):
+            m.d.comb += [e_do.eq(Mux(step_l == 2, 1, 2)), e_end.eq(step_l == 2), e_out.eq(1)]
+        for k in range(LANES):
+            with m.If(e_lane == k):
+                with m.If(e_valid | flushing_l):
+                    m.d.sync += low[k].eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
+                with m.If(e_valid & e_last):
+                    m.d.sync += [flushing[k].eq(1), flush_step[k].eq(0)]
+                with m.If(flushing_l):
+                    m.d.sync += flush_step[k].eq(step_l + 1)
+                    with m.If(e_end):  # the lane's section is out: its input opens
+                        m.d.sync += [flushing[k].eq(0), low[k].eq(0), closing[k].eq(0)]
+        f_valid = Signal()
+        f_low = Signal(33)
+        f_do = Signal(2)
+        f_end = Signal()
+        f_lane = Signal()
+        m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end), f_lane.eq(e_lane)]
+
+        # ------------------------------------------------------------ F: the shifts' records
+        cache = [Signal(8, name=f"cache{k}") for k in range(LANES)]
+        pending = [Signal(PENDING_BITS, init=1, name=f"pending{k}") for k in range(LANES)]
+        cache_l = Signal(8)
+        pending_l = Signal(PENDING_BITS)
+        m.d.comb += [cache_l.eq(Mux(f_lane, cache[1], cache[0])), pending_l.eq(Mux(f_lane, pending[1], pending[0]))]
+        ev, cache_next, pending_next = shift_records(m, f_low, f_do, cache_l, pending_l)
+        m.d.comb += ev.last.eq(f_end)
+        for k in range(LANES):
+            # the event into its lane's FIFO through a register (as in RangeEncoder)
+            m.d.sync += [emitters[k].w_data.eq(ev), emitters[k].w_en.eq(f_valid & (ev.n != 0) & (f_lane == k))]
+            with m.If(f_valid & (f_lane == k)):
+                with m.If(f_end):
+                    m.d.sync += [cache[k].eq(0), pending[k].eq(1)]
+                with m.Else():
+                    m.d.sync += [cache[k].eq(cache_next), pending[k].eq(pending_next)]
+        return m
