@@ -113,19 +113,15 @@ class ValueBins(wiring.Component):
         bypass = Signal()
         # final: this bin is the element's last. A register, computed with the next phase
         # and index (or the next element), so that the input's ready and the element
-        # register's enable are a gate of registers, not the compares behind them.
+        # register's enable are a gate of registers, not the compares behind them. In the
+        # unary phase the compares are against constants: m_rel = m - idx and u_rel =
+        # unary_n - idx count down beside idx (no add before a compare).
         final = Signal()
+        m_rel = Signal(8)
+        u_rel = Signal(4)
 
-        def is_final(ph, ix, el):
-            return Mux(
-                ph == 0,
-                el.zero | (~el.has_sign & (el.unary_n == 0) & (el.suffix_w == 0)),
-                Mux(
-                    ph == 1,
-                    (el.unary_n == 0) & (el.suffix_w == 0),
-                    Mux(ph == 2, (el.m == ix) | ((ix + 1 == el.unary_n) & (el.suffix_w == 0)), ix == 0),
-                ),
-            )
+        def fresh_final(el):  # a fresh element's zero bin is its last
+            return el.zero | (~el.has_sign & (el.unary_n == 0) & (el.suffix_w == 0))
 
         with m.Switch(phase):
             with m.Case(0):
@@ -164,21 +160,42 @@ class ValueBins(wiring.Component):
                     next_idx.eq(Mux(e.unary_n != 0, 0, e.suffix_w - 1)),
                 ]
             with m.Case(2):
-                with m.If(idx + 1 == e.unary_n):
+                with m.If(u_rel == 1):  # idx + 1 == unary_n
                     m.d.comb += [next_phase.eq(3), next_idx.eq(e.suffix_w - 1)]
                 with m.Else():
                     m.d.comb += next_idx.eq(idx + 1)
             with m.Case(3):
                 m.d.comb += next_idx.eq(idx - 1)
+        # whether the next bin (next_phase, next_idx) is the element's last, case by case,
+        # from registers and constants
+        next_final = Signal()
+        sw0 = e.suffix_w == 0
+        into_unary = (e.m == 0) | ((e.unary_n == 1) & sw0)  # phase 2, index 0
+        into_suffix = e.suffix_w == 1  # phase 3, index suffix_w - 1
+        with m.Switch(phase):
+            with m.Case(0):
+                m.d.comb += next_final.eq(
+                    Mux(e.has_sign, (e.unary_n == 0) & sw0, Mux(e.unary_n != 0, into_unary, into_suffix))
+                )
+            with m.Case(1):
+                m.d.comb += next_final.eq(Mux(e.unary_n != 0, into_unary, into_suffix))
+            with m.Case(2):
+                m.d.comb += next_final.eq(Mux(u_rel == 1, into_suffix, (m_rel == 1) | ((u_rel == 2) & sw0)))
+            with m.Case(3):
+                m.d.comb += next_final.eq(idx == 1)
         with m.If(s1_valid & self.o.ready & ~final):
-            m.d.sync += [phase.eq(next_phase), idx.eq(next_idx), final.eq(is_final(next_phase, next_idx, e))]
+            m.d.sync += [phase.eq(next_phase), idx.eq(next_idx), final.eq(next_final)]
+            with m.If(phase == 2):
+                m.d.sync += [m_rel.eq(m_rel - 1), u_rel.eq(u_rel - 1)]
         with m.If(load):
             m.d.sync += [
                 s1_valid.eq(self.i.valid),
                 phase.eq(0),
                 idx.eq(0),
                 e.eq(self.i.payload),
-                final.eq(is_final(0, 0, self.i.payload)),
+                final.eq(fresh_final(self.i.payload)),
+                m_rel.eq(self.i.p.m),
+                u_rel.eq(self.i.p.unary_n),
             ]
         return m
 

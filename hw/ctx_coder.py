@@ -5,6 +5,8 @@ into :class:`~temposplit.hw.range_coder.RangeEncoder`, values in, a section's by
 - :class:`AnchorCoder`: an anchor's elements (the front computes their contexts);
 - :class:`ValueCoder`: any section from the stream words of its value records;
 - :class:`CtxCoder`: the top's engine, both fronts and one range encoder;
+- :class:`DualValueCoder`: two sections from value records at once (two CTX slices) on
+  one :class:`~temposplit.hw.dual_range_coder.DualRangeEncoder`;
 - :class:`SlicePacker`: an engine's bytes into tagged stream words (CTX slices).
 """
 
@@ -22,6 +24,7 @@ from temposplit.hw.ctx_binarizer import (
     element_layout,
     word_layout,
 )
+from temposplit.hw.dual_range_coder import LANES, DualRangeEncoder
 from temposplit.hw.range_coder import RangeEncoder, byte_layout
 
 
@@ -71,6 +74,35 @@ class ValueCoder(wiring.Component):
         wiring.connect(m, unpack.o, bins.i)
         wiring.connect(m, bins.o, coder.i)
         wiring.connect(m, coder.o, wiring.flipped(self.o))
+        return m
+
+
+class DualValueCoder(wiring.Component):
+    """Two ``ctx`` sections from value records at once (two CTX slices, docs/bitstream.md
+    6.2.6): lane k's stream words in ``i[k]`` (:class:`RecordUnpack`, :class:`ValueBins`),
+    its section's bytes out of ``o[k]``; the two fronts' bins into one
+    :class:`~temposplit.hw.dual_range_coder.DualRangeEncoder`, a bin of each lane every two
+    cycles."""
+
+    def __init__(self, fifo_depth: int = 32):
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(word_layout)).array(LANES),
+                "o": Out(stream.Signature(byte_layout)).array(LANES),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.coder = coder = DualRangeEncoder(self.fifo_depth)
+        for k in range(LANES):
+            m.submodules[f"unpack{k}"] = unpack = RecordUnpack()
+            m.submodules[f"bins{k}"] = bins = ValueBins()
+            wiring.connect(m, wiring.flipped(self.i[k]), unpack.i)
+            wiring.connect(m, unpack.o, bins.i)
+            wiring.connect(m, bins.o, coder.i[k])
+            wiring.connect(m, coder.o[k], wiring.flipped(self.o[k]))
         return m
 
 

@@ -26,9 +26,9 @@ has two, with a register in the middle:
 - the state of a section -- the context table (1024 x 33: the lane is the address's top
   bit), the touched-bits, ``low``, ``cache``, ``pending``, the termination's steps, the
   input's credit and closing, the record FIFO and the byte emitter -- is one per lane;
-  ``low``'s, ``cache``'s and ``pending``'s registers are picked by the slot's lane (a
-  register), their loops one cycle as in RangeEncoder (an add and a shift: not the
-  critical ones).
+  ``low``, ``cache``, ``pending`` and the termination's state go round a ring of two
+  registers each as the range does (the slot's lane's and the other's): no lane select
+  in front of their one-cycle updates.
 
 Stages: T (the bin registered, the context read), A, B, U (beside G), G, C1, C2, D, E, F,
 then the event's register into its lane's FIFO: one stage more than RangeEncoder. A lane
@@ -261,36 +261,34 @@ class DualRangeEncoder(wiring.Component):
         ]
 
         # ------------------------------------------------------------ E: low, and the termination
-        low = [Signal(33, name=f"low{k}") for k in range(LANES)]
-        flushing = [Signal(name=f"flushing{k}") for k in range(LANES)]
-        flush_step = [Signal(2, name=f"flush_step{k}") for k in range(LANES)]
-        low_l = Signal(33)
-        flushing_l = Signal()
-        step_l = Signal(2)
-        m.d.comb += [
-            low_l.eq(Mux(e_lane, low[1], low[0])),
-            flushing_l.eq(Mux(e_lane, flushing[1], flushing[0])),
-            step_l.eq(Mux(e_lane, flush_step[1], flush_step[0])),
-        ]
+        # A ring of two registers per value, as R: ``*_now`` the lane's whose slot is in E,
+        # ``*_next`` the other lane's; each cycle the other's moves in and the slot's,
+        # updated, waits a cycle (no lane select in front of the add).
+        low_now, low_next = Signal(33), Signal(33)
+        fl_now, fl_next = Signal(), Signal()  # the lane's termination is running
+        step_now, step_next = Signal(2), Signal(2)
         e_sum = Signal(33)
         e_do = Signal(2)
         e_end = Signal()
         e_out = Signal()
-        m.d.comb += e_sum.eq(low_l + Mux(e_valid, e_bound, 0))
+        m.d.comb += e_sum.eq(low_now + Mux(e_valid, e_bound, 0))
         with m.If(e_valid):
             m.d.comb += [e_do.eq(e_ns), e_out.eq(1)]
-        with m.Elif(flushing_l):
-            m.d.comb += [e_do.eq(Mux(step_l == 2, 1, 2)), e_end.eq(step_l == 2), e_out.eq(1)]
+        with m.Elif(fl_now):
+            m.d.comb += [e_do.eq(Mux(step_now == 2, 1, 2)), e_end.eq(step_now == 2), e_out.eq(1)]
+        low_upd = Signal(33)
+        m.d.comb += low_upd.eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
+        m.d.sync += [
+            low_now.eq(low_next),
+            fl_now.eq(fl_next),
+            step_now.eq(step_next),
+            low_next.eq(Mux(e_end, 0, Mux(e_valid | fl_now, low_upd, low_now))),
+            fl_next.eq(Mux(e_valid & e_last, 1, fl_now & ~e_end)),
+            step_next.eq(Mux(e_valid & e_last, 0, Mux(fl_now, step_now + 1, step_now))),
+        ]
         for k in range(LANES):
-            with m.If(e_lane == k):
-                with m.If(e_valid | flushing_l):
-                    m.d.sync += low[k].eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
-                with m.If(e_valid & e_last):
-                    m.d.sync += [flushing[k].eq(1), flush_step[k].eq(0)]
-                with m.If(flushing_l):
-                    m.d.sync += flush_step[k].eq(step_l + 1)
-                    with m.If(e_end):  # the lane's section is out: its input opens
-                        m.d.sync += [flushing[k].eq(0), low[k].eq(0), closing[k].eq(0)]
+            with m.If(e_end & (e_lane == k)):  # the lane's section is out: its input opens
+                m.d.sync += closing[k].eq(0)
         f_valid = Signal()
         f_low = Signal(33)
         f_do = Signal(2)
@@ -299,19 +297,18 @@ class DualRangeEncoder(wiring.Component):
         m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end), f_lane.eq(e_lane)]
 
         # ------------------------------------------------------------ F: the shifts' records
-        cache = [Signal(8, name=f"cache{k}") for k in range(LANES)]
-        pending = [Signal(PENDING_BITS, init=1, name=f"pending{k}") for k in range(LANES)]
-        cache_l = Signal(8)
-        pending_l = Signal(PENDING_BITS)
-        m.d.comb += [cache_l.eq(Mux(f_lane, cache[1], cache[0])), pending_l.eq(Mux(f_lane, pending[1], pending[0]))]
-        ev, cache_next, pending_next = shift_records(m, f_low, f_do, cache_l, pending_l)
+        # cache and pending: a ring of two registers each, as low's
+        cache_now, cache_next_lane = Signal(8), Signal(8)
+        pending_now, pending_next_lane = Signal(PENDING_BITS, init=1), Signal(PENDING_BITS, init=1)
+        ev, cache_upd, pending_upd = shift_records(m, f_low, f_do, cache_now, pending_now)
         m.d.comb += ev.last.eq(f_end)
+        m.d.sync += [
+            cache_now.eq(cache_next_lane),
+            pending_now.eq(pending_next_lane),
+            cache_next_lane.eq(Mux(f_valid, Mux(f_end, 0, cache_upd), cache_now)),
+            pending_next_lane.eq(Mux(f_valid, Mux(f_end, 1, pending_upd), pending_now)),
+        ]
         for k in range(LANES):
             # the event into its lane's FIFO through a register (as in RangeEncoder)
             m.d.sync += [emitters[k].w_data.eq(ev), emitters[k].w_en.eq(f_valid & (ev.n != 0) & (f_lane == k))]
-            with m.If(f_valid & (f_lane == k)):
-                with m.If(f_end):
-                    m.d.sync += [cache[k].eq(0), pending[k].eq(1)]
-                with m.Else():
-                    m.d.sync += [cache[k].eq(cache_next), pending[k].eq(pending_next)]
         return m

@@ -21,7 +21,7 @@ conservative sign that the xc7z020 closes at 100 MHz, not a timing sign-off (Viv
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
 encoder, the histogram pass's counter, the requantizer, the v2 coder's engine, its range
-encoder alone, the two-lane range encoder) -- minutes
+encoder alone, the two-lane range encoder, alone and with two value-record fronts) -- minutes
 instead of an hour, to find and fix an engine's critical path; ``--ref-bytes`` and
 ``--block-bytes`` size its RAMs.
 """
@@ -174,7 +174,7 @@ def report(
 
 def _engines():
     from temposplit.hw.band_motion import BandMotion
-    from temposplit.hw.ctx_coder import CtxCoder
+    from temposplit.hw.ctx_coder import CtxCoder, DualValueCoder
     from temposplit.hw.dual_range_coder import DualRangeEncoder
     from temposplit.hw.histogram import WordHistogram
     from temposplit.hw.huffman_encoder import HuffmanEncoder
@@ -191,10 +191,11 @@ def _engines():
         "ctx": lambda params: CtxCoder(params.line_elements),  # what the top ships: anchors and records
         "range": lambda params: RangeEncoder(),  # the ctx engine's range encoder alone
         "range2": lambda params: DualRangeEncoder(),  # two sections on one range encoder
+        "values2": lambda params: DualValueCoder(),  # two value-record sections on it
     }
 
 
-ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx", "range", "range2")
+ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx", "range", "range2", "values2")
 
 
 def _registered(engine):

@@ -3,8 +3,10 @@ bit against the codec: the anchor section (:class:`~temposplit.hw.ctx_coder.Anch
 tests ``test_ctx_*``, against the readable definition
 :mod:`temposplit.codec.ctx_reference`) and any section from value records
 (:class:`~temposplit.hw.ctx_coder.ValueCoder`, tests ``test_values_*``, against
-:mod:`temposplit.codec.ctx`): random maps and the SSD feature fixtures, random idle cycles
-on the input, random back-pressure on the output, a reset in the middle of a section.
+:mod:`temposplit.codec.ctx`) and two such sections at once
+(:class:`~temposplit.hw.ctx_coder.DualValueCoder`, tests ``test_dual_values_*``): random
+maps and the SSD feature fixtures, random idle cycles on the input, random back-pressure
+on the output, a reset in the middle of a section.
 Run through pytest (``sim/test_ctx.py``), each test on its own top."""
 
 from __future__ import annotations
@@ -29,15 +31,27 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "feat
 
 
 class TB:
-    def __init__(self, dut, gaps=0.3, stall=0.3, seed=SEED):
+    """A stream source and sink on the DUT's ``i``/``o`` ports (``lane`` k: its ``i[k]``
+    and ``o[k]``), random idle input (``gaps``) and back-pressure (``stall``); ``clock``:
+    start the DUT's clock (one of several lanes' benches does)."""
+
+    def __init__(self, dut, gaps=0.3, stall=0.3, seed=SEED, lane=None, clock=True):
         self.dut = dut
         self.rng = random.Random(seed)
         self.gaps, self.stall = gaps, stall
         self.sections: list[bytes] = []
         self.cur = bytearray()
-        Clock(dut.clk, 10, unit="ns").start()
-        dut.i__valid.value = 0
-        dut.o__ready.value = 0
+        sfx = "" if lane is None else f"{lane}__"
+        self.i_valid, self.i_ready, self.i_payload = (
+            getattr(dut, f"i__{sfx}{n}") for n in ("valid", "ready", "payload")
+        )
+        self.o_valid, self.o_ready, self.o_payload = (
+            getattr(dut, f"o__{sfx}{n}") for n in ("valid", "ready", "payload")
+        )
+        if clock:
+            Clock(dut.clk, 10, unit="ns").start()
+        self.i_valid.value = 0
+        self.o_ready.value = 0
         cocotb.start_soon(self._sink())
 
     async def reset(self):
@@ -50,14 +64,16 @@ class TB:
     async def _sink(self):
         dut = self.dut
         while True:
-            dut.o__ready.value = int(self.rng.random() >= self.stall)
+            self.o_ready.value = int(self.rng.random() >= self.stall)
             await ReadOnly()
-            if int(dut.rst.value) == 0 and int(dut.o__valid.value) and int(dut.o__ready.value):
-                word = int(dut.o__payload.value)
+            if int(dut.rst.value) == 0 and int(self.o_valid.value) and int(self.o_ready.value):
+                word = int(self.o_payload.value)
                 self.cur.append(word & 0xFF)
                 if word >> 8:
                     self.sections.append(bytes(self.cur))
                     self.cur = bytearray()
+            elif int(dut.rst.value):
+                self.cur = bytearray()
             await RisingEdge(dut.clk)
 
     async def code(self, codes, refc, dref, n_bits, z_n, stop_after=None):
@@ -89,20 +105,20 @@ class TB:
         before = len(self.sections)
         for k, word in enumerate(words):
             if stop_after is not None and k == stop_after:
-                dut.i__valid.value = 0
+                self.i_valid.value = 0
                 return None
             while self.rng.random() < self.gaps:
-                dut.i__valid.value = 0
+                self.i_valid.value = 0
                 await RisingEdge(dut.clk)
-            dut.i__valid.value = 1
-            dut.i__payload.value = word
+            self.i_valid.value = 1
+            self.i_payload.value = word
             while True:
                 await ReadOnly()
-                ok = int(dut.i__ready.value)
+                ok = int(self.i_ready.value)
                 await RisingEdge(dut.clk)
                 if ok:
                     break
-        dut.i__valid.value = 0
+        self.i_valid.value = 0
         while len(self.sections) == before:
             await RisingEdge(dut.clk)
         return self.sections[-1]
@@ -323,3 +339,108 @@ async def test_values_reset_midstream(dut):
     assert await tb.records(cases[2][0], stop_after=20) is None  # 20 of its words
     await tb.reset()
     assert await tb.records(cases[5][0]) == cases[5][1]
+
+
+# ----------------------------------------------------------------------------- DualValueCoder
+
+
+async def lanes_of(dut, gaps, stall):
+    """A bench on each of the DUT's two lanes, the DUT reset."""
+    lanes = [TB(dut, gaps, stall, seed=SEED + k, lane=k, clock=k == 0) for k in range(2)]
+    await lanes[0].reset()
+    return lanes
+
+
+async def side_by_side(lanes, work):
+    """Run ``work(k)`` for both lanes at once; returns each lane's result."""
+    tasks = [cocotb.start_soon(work(k)) for k in range(len(lanes))]
+    return [await t for t in tasks]
+
+
+@cocotb.test()
+async def test_dual_values_random(dut):
+    lanes = await lanes_of(dut, 0.3, 0.3)
+    cases = stimulus.ctx_value_cases(np.random.default_rng(SEED))
+
+    async def work(k):
+        for j, (records, section) in enumerate(cases[k::2]):
+            assert await lanes[k].records(records) == section, (k, j)
+
+    await side_by_side(lanes, work)
+
+
+@cocotb.test()
+async def test_dual_values_preset(dut):
+    """Real data: every section of the recommended preset on the SSD fixtures, two at a
+    time (lane k the k-th of each pair), random idle input and back-pressure on each."""
+    lanes = await lanes_of(dut, 0.3, 0.3)
+    cases = list(preset_cases())
+
+    async def work(k):
+        for tensor, kind, records, section in cases[k::2]:
+            assert await lanes[k].records(records) == section, (k, tensor, kind)
+
+    await side_by_side(lanes, work)
+
+
+@cocotb.test()
+async def test_dual_values_throughput(dut):
+    """The preset's sections on the SSD fixtures, the two lanes fed side by side without
+    idle input or back-pressure: each lane's bins per cycle (a bin every two cycles at
+    best), and both lanes' bins over the cycles both were busy (a bin a cycle at best;
+    written to throughput.json in the run's directory). A lane waits for a section's last
+    byte before it sends the next (the pipeline's drain and termination)."""
+    from temposplit.codec import ctx_records as V
+
+    lanes = await lanes_of(dut, 0.0, 0.0)
+    # the sections of 2,000 bins or more (past the pipeline's fill and termination), the
+    # largest first, so that the lanes' pairs are of about one size
+    sized = [(sum(1 for _ in V.record_bins(c[2])), c) for c in preset_cases()]
+    cases = [c for bins, c in sorted(sized, key=lambda x: -x[0]) if bins >= 2000]
+    rows = []
+
+    async def work(k):
+        spans = []
+        for tensor, kind, records, section in cases[k::2]:
+            t0 = get_sim_time("ns")
+            assert await lanes[k].records(records) == section, (k, tensor, kind)
+            bins = sum(1 for _ in V.record_bins(records))
+            cycles = round((get_sim_time("ns") - t0) / 10)
+            rows.append({"lane": k, "tensor": tensor, "kind": kind, "bins": bins, "cycles": cycles})
+            spans.append((t0, get_sim_time("ns"), bins))
+        return spans
+
+    spans = await side_by_side(lanes, work)
+    Path("throughput.json").write_text(json.dumps(rows, indent=1))
+    both_end = min(s[-1][1] for s in spans)  # until the first lane ran out of sections
+    both = [(t1 - t0, b) for lane in spans for t0, t1, b in lane if t1 <= both_end]
+    bins_both = sum(b for _, b in both)
+    cycles_both = round((both_end - min(s[0][0] for s in spans)) / 10)
+    dut._log.info(
+        "both lanes busy: %d bins in %d cycles, %.4f bins/cycle; per lane, the worst large section %.4f",
+        bins_both,
+        cycles_both,
+        bins_both / cycles_both,
+        min(r["bins"] / r["cycles"] for r in rows),
+    )
+    assert len(rows) >= 4 and min(r["bins"] / r["cycles"] for r in rows) >= 0.45
+    assert bins_both / cycles_both >= 0.9, bins_both / cycles_both
+
+
+@cocotb.test()
+async def test_dual_values_reset_midstream(dut):
+    """Both lanes cut by a reset (lane 0 after 20 of its words, lane 1 within its section
+    then); the sections after it come out whole."""
+    from temposplit.codec import ctx_records as V
+
+    lanes = await lanes_of(dut, 0.3, 0.3)
+    cases = stimulus.ctx_value_cases(np.random.default_rng(SEED + 7))
+    long = max(cases, key=lambda c: len(V.words(c[0])))[0]
+    cut = cocotb.start_soon(lanes[1].records(long, stop_after=len(V.words(long)) - 1))
+    assert await lanes[0].records(cases[2][0], stop_after=20) is None
+    await lanes[0].reset()
+    cut.cancel()
+    lanes[1].i_valid.value = 0
+    await RisingEdge(dut.clk)
+    got = await side_by_side(lanes, lambda k: lanes[k].records(cases[5 + k][0]))
+    assert got == [cases[5][1], cases[6][1]]

@@ -1,6 +1,7 @@
 """pytest wrapper: the cocotb tests of ``tb_ctx.py`` on Verilator builds of the v2 coder
-(``hw/ctx_coder.py``): the anchor section (``AnchorCoder``) and any section from value
-records (``ValueCoder``), cached under build/sim."""
+(``hw/ctx_coder.py``): the anchor section (``AnchorCoder``), any section from value
+records (``ValueCoder``) and two such sections at once (``DualValueCoder``), cached under
+build/sim."""
 
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import pytest
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
-TOPS = {"ctx_anchor_coder": "AnchorCoder", "ctx_value_coder": "ValueCoder"}
+TOPS = {
+    "ctx_anchor_coder": "AnchorCoder",
+    "ctx_value_coder": "ValueCoder",
+    "ctx_dual_value_coder": "DualValueCoder",
+}
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +48,15 @@ def _build(builds, toplevel):
     + [
         ("ctx_value_coder", t)
         for t in ("test_values_random", "test_values_preset", "test_values_reset_midstream", "test_values_throughput")
+    ]
+    + [
+        ("ctx_dual_value_coder", t)
+        for t in (
+            "test_dual_values_random",
+            "test_dual_values_preset",
+            "test_dual_values_reset_midstream",
+            "test_dual_values_throughput",
+        )
     ],
 )
 def test_ctx(ctx_builds, toplevel, testcase):
