@@ -7,6 +7,8 @@ into :class:`~temposplit.hw.range_coder.RangeEncoder`, values in, a section's by
 - :class:`CtxCoder`: the top's engine, both fronts and one range encoder;
 - :class:`DualValueCoder`: two sections from value records at once (two CTX slices) on
   one :class:`~temposplit.hw.dual_range_coder.DualRangeEncoder`;
+- :class:`DualCtxCoder`: the ctx engine on it: lane 0 as :class:`CtxCoder` (an anchor's
+  elements or value records), lane 1 value records;
 - :class:`SlicePacker`: an engine's bytes into tagged stream words (CTX slices).
 """
 
@@ -143,6 +145,51 @@ class CtxCoder(wiring.Component):
             m.d.comb += [coder.i.valid.eq(anchor.o.valid), coder.i.payload.eq(anchor.o.payload)]
             m.d.comb += anchor.o.ready.eq(coder.i.ready)
         wiring.connect(m, coder.o, wiring.flipped(self.o))
+        return m
+
+
+class DualCtxCoder(wiring.Component):
+    """:class:`CtxCoder` on a :class:`~temposplit.hw.dual_range_coder.DualRangeEncoder`:
+    lane 0 codes an anchor's elements (``i``) or, with ``records`` set, value records
+    (``v[0]``), lane 1 value records (``v[1]``), side by side; lane k's bytes out of
+    ``o[k]``, each lane a bin every two cycles at most."""
+
+    def __init__(self, line_elements: int = 16384, fifo_depth: int = 32):
+        self.line_elements = line_elements
+        self.fifo_depth = fifo_depth
+        super().__init__(
+            {
+                "i": In(stream.Signature(element_layout)),
+                "v": In(stream.Signature(word_layout)).array(LANES),
+                "o": Out(stream.Signature(byte_layout)).array(LANES),
+                **{name: In(width) for name, width in ANCHOR_CONFIG.items()},
+                "records": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.anchor = anchor = AnchorBinarizer(self.line_elements)
+        m.submodules.coder = coder = DualRangeEncoder(self.fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i), anchor.i)
+        for name in ANCHOR_CONFIG:
+            m.d.comb += getattr(anchor, name).eq(getattr(self, name))
+        values = []
+        for k in range(LANES):
+            m.submodules[f"unpack{k}"] = unpack = RecordUnpack()
+            m.submodules[f"values{k}"] = vb = ValueBins()
+            wiring.connect(m, wiring.flipped(self.v[k]), unpack.i)
+            wiring.connect(m, unpack.o, vb.i)
+            wiring.connect(m, coder.o[k], wiring.flipped(self.o[k]))
+            values.append(vb)
+        wiring.connect(m, values[1].o, coder.i[1])
+        lane0 = coder.i[0]
+        with m.If(self.records):
+            m.d.comb += [lane0.valid.eq(values[0].o.valid), lane0.payload.eq(values[0].o.payload)]
+            m.d.comb += values[0].o.ready.eq(lane0.ready)
+        with m.Else():
+            m.d.comb += [lane0.valid.eq(anchor.o.valid), lane0.payload.eq(anchor.o.payload)]
+            m.d.comb += anchor.o.ready.eq(lane0.ready)
         return m
 
 

@@ -30,8 +30,9 @@ has two, with a register in the middle:
   registers each as the range does (the slot's lane's and the other's): no lane select
   in front of their one-cycle updates.
 
-Stages: T (the bin registered, the context read), A, B, U (beside G), G, C1, C2, D, E, F,
-then the event's register into its lane's FIFO: one stage more than RangeEncoder. A lane
+Stages: each lane's register slice, T (the bin registered, the context read), A, B, U
+(beside G), G, C1, C2, D, E, F, then the event's register into its lane's FIFO: two
+stages more than RangeEncoder. A lane
 alone codes a bin every two cycles; the credit (``CREDIT`` free FIFO entries) is more
 than a lane's bins in flight need.
 """
@@ -59,8 +60,10 @@ from temposplit.hw.range_coder import (
     shift_records,
     sides_update,
 )
+from temposplit.hw.register_slice import RegisterSlice
 
 LANES = 2
+KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins (hw/synth.py)
 assert TERMINATION_SHIFTS == 5  # E's three flush steps: 2, 2, 1
 
 
@@ -99,18 +102,25 @@ class DualRangeEncoder(wiring.Component):
             emitters.append(e)
 
         # ------------------------------------------------------------ the input: the slot's lane, credit
+        # each lane's bins through a register slice first: the fronts' bin logic (a
+        # context's select) is not in front of the lane's pick and T's registers
+        ins = []
+        for k in range(LANES):
+            m.submodules[f"in{k}"] = sl = RegisterSlice(bin_layout)
+            wiring.connect(m, wiring.flipped(self.i[k]), sl.i)
+            ins.append(sl.o)
         ph = Signal()  # the lane whose bin the input may take this cycle
         m.d.sync += ph.eq(~ph)
         room = [Signal(init=1, name=f"room{k}") for k in range(LANES)]
         closing = [Signal(name=f"closing{k}") for k in range(LANES)]
         for k in range(LANES):
             m.d.sync += room[k].eq(emitters[k].level <= self.fifo_depth - CREDIT)
-            m.d.comb += self.i[k].ready.eq((ph == k) & room[k] & ~closing[k])
+            m.d.comb += ins[k].ready.eq((ph == k) & room[k] & ~closing[k])
         take = Signal()
         inp = Signal(bin_layout)
         m.d.comb += [
-            take.eq(Mux(ph, self.i[1].valid & self.i[1].ready, self.i[0].valid & self.i[0].ready)),
-            inp.eq(Mux(ph, self.i[1].payload, self.i[0].payload)),
+            take.eq(Mux(ph, ins[1].valid & ins[1].ready, ins[0].valid & ins[0].ready)),
+            inp.eq(Mux(ph, ins[1].payload, ins[0].payload)),
         ]
 
         # every stage's slot lane advances with the slot, a bin in it or not
@@ -126,8 +136,11 @@ class DualRangeEncoder(wiring.Component):
         t = Signal(bin_layout)
         t_lane = Signal()
         m.d.sync += [t_valid.eq(take), t_lane.eq(ph)]
+        # the context's touched-bit group, picked by its own register for each lane (kept
+        # apart from the RAM's address and each other: each drives 16 selects of 29)
+        t_grp = [Signal(5, name=f"t_grp{k}", attrs=KEEP) for k in range(LANES)]
         with m.If(take):
-            m.d.sync += t.eq(inp)
+            m.d.sync += [t.eq(inp), [g.eq(inp.ctx[4:]) for g in t_grp]]
             for k in range(LANES):
                 with m.If(inp.last & (ph == k)):
                     m.d.sync += closing[k].eq(1)
@@ -135,7 +148,7 @@ class DualRangeEncoder(wiring.Component):
         group = [Signal(16, name=f"group{k}") for k in range(LANES)]
         m.d.comb += rd.addr.eq(Cat(t.ctx, t_lane))
         for k in range(LANES):
-            m.d.comb += group[k].eq(touched[k].word_select(t.ctx[4:], 16))
+            m.d.comb += group[k].eq(touched[k].word_select(t_grp[k], 16))
 
         # ------------------------------------------------------------ A: RAM word out, touched bit, forwarding
         a_valid, a, a_lane = stage(t_valid, t, t_lane, "a")

@@ -21,7 +21,8 @@ conservative sign that the xc7z020 closes at 100 MHz, not a timing sign-off (Viv
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
 encoder, the histogram pass's counter, the requantizer, the v2 coder's engine, its range
-encoder alone, the two-lane range encoder, alone and with two value-record fronts) -- minutes
+encoder alone, the two-lane range encoder alone, with two value-record fronts and as the
+ctx engine) -- minutes
 instead of an hour, to find and fix an engine's critical path; ``--ref-bytes`` and
 ``--block-bytes`` size its RAMs.
 """
@@ -174,7 +175,7 @@ def report(
 
 def _engines():
     from temposplit.hw.band_motion import BandMotion
-    from temposplit.hw.ctx_coder import CtxCoder, DualValueCoder
+    from temposplit.hw.ctx_coder import CtxCoder, DualCtxCoder, DualValueCoder
     from temposplit.hw.dual_range_coder import DualRangeEncoder
     from temposplit.hw.histogram import WordHistogram
     from temposplit.hw.huffman_encoder import HuffmanEncoder
@@ -192,10 +193,11 @@ def _engines():
         "range": lambda params: RangeEncoder(),  # the ctx engine's range encoder alone
         "range2": lambda params: DualRangeEncoder(),  # two sections on one range encoder
         "values2": lambda params: DualValueCoder(),  # two value-record sections on it
+        "ctx2": lambda params: DualCtxCoder(params.line_elements),  # the ctx engine on it
     }
 
 
-ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx", "range", "range2", "values2")
+ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx", "range", "range2", "values2", "ctx2")
 
 
 def _registered(engine):
