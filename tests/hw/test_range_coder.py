@@ -617,6 +617,7 @@ def test_dual_range_encoder_a_bin_a_cycle():
     assert all(2 * 3000 - 4 <= t <= 2 * 3000 for t in run_dual.ticks), run_dual.ticks
 
 
+@pytest.mark.slow  # about 100 s: the short credit's run goes on to its deadline
 def test_dual_range_encoder_back_pressure_on_one_lane(monkeypatch):
     """Lane 0's output ready one cycle in ten, the smallest FIFO, lane 1's always: lane 0's
     credit must stop its bins before its record FIFO overflows, and lane 1 must go on. A
