@@ -773,3 +773,14 @@ def test_dual_ctx_coder_anchor_beside_records():
     assert got[1] == [s for _, s in values[:4]]
     got = run_dual_ctx([], [w for w, _ in values[4:]], records0=[w for w, _ in values[:4]], seed=6)
     assert got == [[s for _, s in values[:4]], [s for _, s in values[4:]]]
+
+
+@pytest.mark.parametrize("gaps", [0.0, 0.4])
+def test_dual_range_encoder_short_sections_on_both_lanes(gaps):
+    """Sections of 1-5 bins on both lanes, so that the two lanes' sections end within a
+    few cycles of each other: a lane's input reopens only after its own termination (the
+    other lane's must not reopen it early, or its next section's bins would meet the
+    termination still running)."""
+    rng = random.Random(41 + int(gaps * 10))
+    lanes = [[random_section(rng, rng.randint(1, 5), "few") for _ in range(40)] for _ in range(2)]
+    assert run_dual(lanes, seed=9, gaps=(gaps, gaps), stall=(0.0, 0.1)) == want_dual(lanes)
