@@ -54,6 +54,7 @@ from temposplit.hw.range_coder import (
     bin_layout,
     byte_layout,
     ctx_word,
+    low_step,
     multiples_of,
     product_rows,
     range_tables,
@@ -280,17 +281,7 @@ class DualRangeEncoder(wiring.Component):
         low_now, low_next = Signal(33), Signal(33)
         fl_now, fl_next = Signal(), Signal()  # the lane's termination is running
         step_now, step_next = Signal(2), Signal(2)
-        e_sum = Signal(33)
-        e_do = Signal(2)
-        e_end = Signal()
-        e_out = Signal()
-        m.d.comb += e_sum.eq(low_now + Mux(e_valid, e_bound, 0))
-        with m.If(e_valid):
-            m.d.comb += [e_do.eq(e_ns), e_out.eq(1)]
-        with m.Elif(fl_now):
-            m.d.comb += [e_do.eq(Mux(step_now == 2, 1, 2)), e_end.eq(step_now == 2), e_out.eq(1)]
-        low_upd = Signal(33)
-        m.d.comb += low_upd.eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
+        e_sum, e_do, e_end, e_out, low_upd = low_step(m, low_now, e_valid, e_bound, e_ns, fl_now, step_now)
         m.d.sync += [
             low_now.eq(low_next),
             fl_now.eq(fl_next),

@@ -376,17 +376,9 @@ class RangeEncoder(wiring.Component):
         low = Signal(33)
         flushing = Signal()
         flush_step = Signal(2)
-        e_sum = Signal(33)
-        e_do = Signal(2)
-        e_end = Signal()
-        e_out = Signal()
-        m.d.comb += e_sum.eq(low + Mux(e_valid, e_bound, 0))
-        with m.If(e_valid):
-            m.d.comb += [e_do.eq(e_ns), e_out.eq(1)]
-        with m.Elif(flushing):
-            m.d.comb += [e_do.eq(Mux(flush_step == 2, 1, 2)), e_end.eq(flush_step == 2), e_out.eq(1)]
+        e_sum, e_do, e_end, e_out, low_upd = low_step(m, low, e_valid, e_bound, e_ns, flushing, flush_step)
         with m.If(e_valid | flushing):
-            m.d.sync += low.eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
+            m.d.sync += low.eq(low_upd)
         with m.If(e_valid & e_last):
             m.d.sync += [flushing.eq(1), flush_step.eq(0)]
         with m.If(flushing):
@@ -416,6 +408,26 @@ class RangeEncoder(wiring.Component):
         # event of a section is never empty and carries the section's last byte)
         wiring.connect(m, emitter.o, wiring.flipped(self.o))
         return m
+
+
+def low_step(m: Module, low, e_valid, e_bound, e_ns, flushing, flush_step):
+    """Stage E's arithmetic (comb): ``low`` plus what a 1 bin adds (``e_bound``, with
+    ``e_valid``), the shifts to do (``e_do``: the bin's renormalization ``e_ns``, or while
+    ``flushing`` the termination's 2, 2, 1 by ``flush_step``), whether this is the
+    termination's last step (``e_end``), whether stage F gets a step (``e_out``), and
+    ``low`` after the shifts (a shift only moves bits: what they settle is F's)."""
+    e_sum = Signal(33, name="e_sum")
+    e_do = Signal(2, name="e_do")
+    e_end = Signal(name="e_end")
+    e_out = Signal(name="e_out")
+    low_upd = Signal(33, name="low_upd")
+    m.d.comb += e_sum.eq(low + Mux(e_valid, e_bound, 0))
+    with m.If(e_valid):
+        m.d.comb += [e_do.eq(e_ns), e_out.eq(1)]
+    with m.Elif(flushing):
+        m.d.comb += [e_do.eq(Mux(flush_step == 2, 1, 2)), e_end.eq(flush_step == 2), e_out.eq(1)]
+    m.d.comb += low_upd.eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
+    return e_sum, e_do, e_end, e_out, low_upd
 
 
 def shift_records(m: Module, f_low, f_do, cache, pending):

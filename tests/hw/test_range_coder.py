@@ -11,7 +11,7 @@ import random
 import pytest
 
 pytest.importorskip("amaranth")
-from amaranth import ClockDomain, Module  # noqa: E402
+from amaranth import ClockDomain, Module, Signal  # noqa: E402
 from amaranth.sim import Simulator  # noqa: E402
 
 from temposplit.codec import ctx_reference as ref  # noqa: E402
@@ -85,25 +85,10 @@ def _simulate(dut, sections, put, seed, gaps, stall, reset_after, cycles_per_ite
                     break
         ctx.set(dut.i.valid, 0)
 
-    async def consumer(ctx):
-        cur = bytearray()
-        while True:
-            ready = rng.random() >= stall
-            ctx.set(dut.o.ready, int(ready))
-            _, _, rst, valid, data, last = await ctx.tick().sample(cd.rst, dut.o.valid, dut.o.p.data, dut.o.p.last)
-            if rst:
-                cur = bytearray()
-                continue
-            if ready and valid:
-                cur.append(int(data))
-                if last:
-                    got.append(bytes(cur))
-                    cur = bytearray()
-
     sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
-    sim.add_testbench(consumer, background=True)
+    sim.add_testbench(byte_sink(dut.o, rng, stall, got, cd.rst), background=True)
 
     async def deadline(ctx):  # the simulation runs until every section is out, or gives up
         total = sum(len(s) for s in sections)
@@ -247,10 +232,40 @@ def test_range_encoder_extreme_probabilities():
 # ----------------------------------------------------------------------------- anchors
 
 
+async def feed_anchor(ctx, dut, section, rng, gaps, stats=None):
+    """Stream one anchor section ((codes, reference codes or None, change map or None,
+    n_bits, z_n)) into ``dut.i`` with random idle cycles, its configuration set first;
+    ``stats["ticks"]`` counts the cycles the elements wait on."""
+    import numpy as np
+
+    codes, refc, dref, n_bits, z_n = section
+    h, w, c = codes.shape
+    for name, value in (("width", w), ("channels", c), ("n_bits", n_bits), ("z_n", z_n)):
+        ctx.set(getattr(dut, name), value)
+    ctx.set(dut.temporal, int(refc is not None))
+    pred = refc if refc is not None else np.zeros_like(codes)
+    t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int16) + 1
+    flat = list(zip(codes.reshape(-1), pred.reshape(-1), t.reshape(-1), strict=True))
+    for k, (xv, pv, tv) in enumerate(flat):
+        while rng.random() < gaps:
+            ctx.set(dut.i.valid, 0)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 1)
+        for field, value in (("x", xv), ("p", pv), ("t", tv)):
+            ctx.set(getattr(dut.i.p, field), int(value))
+        ctx.set(dut.i.p.last, int(k == len(flat) - 1))
+        while True:
+            _, _, ready = await ctx.tick().sample(dut.i.ready)
+            if stats is not None:
+                stats["ticks"] += 1
+            if ready:
+                break
+    ctx.set(dut.i.valid, 0)
+
+
 def run_anchor(sections, seed=0, gaps=0.2, stall=0.2):
     """``sections``: (codes (H, W, C), reference codes or None, reference change map or
     None, n_bits, z_n); returns each section's bytes from the RTL."""
-    import numpy as np
 
     from temposplit.hw.ctx_coder import AnchorCoder
 
@@ -260,50 +275,15 @@ def run_anchor(sections, seed=0, gaps=0.2, stall=0.2):
     stats = {"ticks": 0}
 
     async def producer(ctx):
-        for si, (codes, refc, dref, n_bits, z_n) in enumerate(sections):
-            h, w, c = codes.shape
-            ctx.set(dut.width, w)
-            ctx.set(dut.channels, c)
-            ctx.set(dut.n_bits, n_bits)
-            ctx.set(dut.z_n, z_n)
-            ctx.set(dut.temporal, int(refc is not None))
-            pred = refc if refc is not None else np.zeros_like(codes)
-            t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int16) + 1
-            flat = list(zip(codes.reshape(-1), pred.reshape(-1), t.reshape(-1), strict=True))
-            for k, (xv, pv, tv) in enumerate(flat):
-                while rng.random() < gaps:
-                    ctx.set(dut.i.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.p.x, int(xv))
-                ctx.set(dut.i.p.p, int(pv))
-                ctx.set(dut.i.p.t, int(tv))
-                ctx.set(dut.i.p.last, int(k == len(flat) - 1))
-                while True:
-                    _, _, ready = await ctx.tick().sample(dut.i.ready)
-                    stats["ticks"] += 1
-                    if ready:
-                        break
-            ctx.set(dut.i.valid, 0)
+        for si, section in enumerate(sections):
+            await feed_anchor(ctx, dut, section, rng, gaps, stats)
             while len(got) < si + 1:  # the configuration changes between sections
                 await ctx.tick()
-
-    async def consumer(ctx):
-        cur = bytearray()
-        while True:
-            ready = rng.random() >= stall
-            ctx.set(dut.o.ready, int(ready))
-            _, _, valid, data, last = await ctx.tick().sample(dut.o.valid, dut.o.p.data, dut.o.p.last)
-            if ready and valid:
-                cur.append(int(data))
-                if last:
-                    got.append(bytes(cur))
-                    cur = bytearray()
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
-    sim.add_testbench(consumer, background=True)
+    sim.add_testbench(byte_sink(dut.o, rng, stall, got), background=True)
 
     async def deadline(ctx):  # a lost element or event would hang the producer: fail instead
         total = sum(c.size for c, *_ in sections)
@@ -475,6 +455,31 @@ def test_value_coder_one_bin_per_cycle():
 # ----------------------------------------------------------------------------- two sections at once
 
 
+def byte_sink(port, rng, stall, got, rst=None):
+    """A testbench taking a byte stream's sections (``last`` ends one) into ``got``, with
+    random back-pressure (``stall``); ``rst``: a reset signal that drops the section in
+    progress."""
+
+    rst = Signal() if rst is None else rst  # (never set)
+
+    async def take(ctx):
+        cur = bytearray()
+        while True:
+            ready = rng.random() >= stall
+            ctx.set(port.ready, int(ready))
+            _, _, reset, valid, data, last = await ctx.tick().sample(rst, port.valid, port.p.data, port.p.last)
+            if reset:
+                cur = bytearray()
+                continue
+            if ready and valid:
+                cur.append(int(data))
+                if last:
+                    got.append(bytes(cur))
+                    cur = bytearray()
+
+    return take
+
+
 def run_dual(lanes, seed=0, gaps=(0.3, 0.3), stall=(0.3, 0.3), reset_after=None, fifo_depth=32, cycles=None):
     """Feed each lane's sections (lists of (bit, context, bypass) bins) to
     :class:`DualRangeEncoder` side by side; returns, per lane, the bytes of each section it
@@ -533,31 +538,11 @@ def run_dual(lanes, seed=0, gaps=(0.3, 0.3), stall=(0.3, 0.3), reset_after=None,
 
         return feed
 
-    def consumer(k):
-        port = dut.o[k]
-
-        async def take(ctx):
-            cur = bytearray()
-            while True:
-                ready = rng.random() >= stall[k]
-                ctx.set(port.ready, int(ready))
-                _, _, rst, valid, data, last = await ctx.tick().sample(cd.rst, port.valid, port.p.data, port.p.last)
-                if rst:
-                    cur = bytearray()
-                    continue
-                if ready and valid:
-                    cur.append(int(data))
-                    if last:
-                        got[k].append(bytes(cur))
-                        cur = bytearray()
-
-        return take
-
     sim = Simulator(top)
     sim.add_clock(1e-8)
     for k in range(LANES):
         sim.add_testbench(producer(k))
-        sim.add_testbench(consumer(k), background=True)
+        sim.add_testbench(byte_sink(dut.o[k], rng, stall[k], got[k], cd.rst), background=True)
 
     async def deadline(ctx):  # a lost bin or event would hang: fail instead
         total = sum(len(s) for sections in lanes for s in sections)
@@ -676,7 +661,6 @@ def run_dual_ctx(anchors, lane1, records0=None, seed=0, gaps=0.2, stall=0.2):
     change map or None, n_bits, z_n), as run_anchor) or, given ``records0``, those value
     records' stream words; lane 1 at the same time ``lane1``'s stream words. Returns each
     lane's sections' bytes."""
-    import numpy as np
 
     from temposplit.hw.ctx_coder import DualCtxCoder
 
@@ -702,51 +686,20 @@ def run_dual_ctx(anchors, lane1, records0=None, seed=0, gaps=0.2, stall=0.2):
             ctx.set(dut.records, 1)
             await feed_words(ctx, dut.v[0], records0)
             return
-        for si, (codes, refc, dref, n_bits, z_n) in enumerate(anchors):
-            h, w, c = codes.shape
-            for name, value in (("width", w), ("channels", c), ("n_bits", n_bits), ("z_n", z_n)):
-                ctx.set(getattr(dut, name), value)
-            ctx.set(dut.temporal, int(refc is not None))
-            pred = refc if refc is not None else np.zeros_like(codes)
-            t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int16) + 1
-            flat = list(zip(codes.reshape(-1), pred.reshape(-1), t.reshape(-1), strict=True))
-            for k, (xv, pv, tv) in enumerate(flat):
-                while rng.random() < gaps:
-                    ctx.set(dut.i.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                for field, value in (("x", xv), ("p", pv), ("t", tv)):
-                    ctx.set(getattr(dut.i.p, field), int(value))
-                ctx.set(dut.i.p.last, int(k == len(flat) - 1))
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+        for si, section in enumerate(anchors):
+            await feed_anchor(ctx, dut, section, rng, gaps)
             while len(got[0]) < si + 1:  # the configuration changes between sections
                 await ctx.tick()
 
     async def lane_1(ctx):
         await feed_words(ctx, dut.v[1], lane1)
 
-    def consumer(k):
-        async def take(ctx):
-            cur = bytearray()
-            while True:
-                ready = rng.random() >= stall
-                ctx.set(dut.o[k].ready, int(ready))
-                _, _, valid, data, last = await ctx.tick().sample(dut.o[k].valid, dut.o[k].p.data, dut.o[k].p.last)
-                if ready and valid:
-                    cur.append(int(data))
-                    if last:
-                        got[k].append(bytes(cur))
-                        cur = bytearray()
-
-        return take
-
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(lane0)
     sim.add_testbench(lane_1)
     for k in range(2):
-        sim.add_testbench(consumer(k), background=True)
+        sim.add_testbench(byte_sink(dut.o[k], rng, stall, got[k]), background=True)
 
     async def deadline(ctx):
         for _ in range(400_000):
