@@ -21,10 +21,9 @@ conservative sign that the xc7z020 closes at 100 MHz, not a timing sign-off (Viv
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
 encoder, the histogram pass's counter, the requantizer, the v2 coder's engine, its range
-encoder alone, the two-lane range encoder alone, with two value-record fronts and as the
-ctx engine) -- minutes
-instead of an hour, to find and fix an engine's critical path; ``--ref-bytes`` and
-``--block-bytes`` size its RAMs.
+encoder alone, and the two-lane range encoder alone, with two value-record fronts and as
+the ctx engine) -- minutes instead of an hour, to find and fix an engine's critical path;
+``--ref-bytes`` and ``--block-bytes`` size its RAMs.
 """
 
 from __future__ import annotations
