@@ -480,6 +480,21 @@ def byte_sink(port, rng, stall, got, rst=None):
     return take
 
 
+def lanes_deadline(got, expected, cycles):
+    """A testbench that ends the simulation once every lane has its expected sections
+    (``got[k]`` against ``expected[k]``), and fails it after ``cycles`` (a lost bin or
+    event would hang it)."""
+
+    async def deadline(ctx):
+        for _ in range(cycles):
+            if all(len(g) >= e for g, e in zip(got, expected, strict=True)):
+                return
+            await ctx.tick()
+        raise AssertionError(f"{[len(g) for g in got]} of {expected} sections out before the deadline")
+
+    return deadline
+
+
 def run_dual(lanes, seed=0, gaps=(0.3, 0.3), stall=(0.3, 0.3), reset_after=None, fifo_depth=32, cycles=None):
     """Feed each lane's sections (lists of (bit, context, bypass) bins) to
     :class:`DualRangeEncoder` side by side; returns, per lane, the bytes of each section it
@@ -544,15 +559,8 @@ def run_dual(lanes, seed=0, gaps=(0.3, 0.3), stall=(0.3, 0.3), reset_after=None,
         sim.add_testbench(producer(k))
         sim.add_testbench(byte_sink(dut.o[k], rng, stall[k], got[k], cd.rst), background=True)
 
-    async def deadline(ctx):  # a lost bin or event would hang: fail instead
-        total = sum(len(s) for sections in lanes for s in sections)
-        for _ in range(cycles or int(16 / (1 - max(stall))) * total + 4000):
-            if all(len(g) >= e for g, e in zip(got, expected, strict=True)):
-                return
-            await ctx.tick()
-        raise AssertionError(f"{[len(g) for g in got]} of {expected} sections out before the deadline")
-
-    sim.add_testbench(deadline)
+    total = sum(len(s) for sections in lanes for s in sections)
+    sim.add_testbench(lanes_deadline(got, expected, cycles or int(16 / (1 - max(stall))) * total + 4000))
     sim.run()
     run_dual.ticks = state["ticks"]
     return got
@@ -701,14 +709,7 @@ def run_dual_ctx(anchors, lane1, records0=None, seed=0, gaps=0.2, stall=0.2):
     for k in range(2):
         sim.add_testbench(byte_sink(dut.o[k], rng, stall, got[k]), background=True)
 
-    async def deadline(ctx):
-        for _ in range(400_000):
-            if all(len(g) >= e for g, e in zip(got, expected, strict=True)):
-                return
-            await ctx.tick()
-        raise AssertionError(f"{[len(g) for g in got]} of {expected} sections out before the deadline")
-
-    sim.add_testbench(deadline)
+    sim.add_testbench(lanes_deadline(got, expected, 400_000))
     sim.run()
     return got
 
