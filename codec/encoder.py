@@ -131,14 +131,16 @@ PRESETS = {
 }
 
 
-CTX_ENGINES = 3  # the fabric's ctx engines (docs/fabric.md): the default slice count of large tensors
-SLICE_ELEMENTS_LOG2 = 19  # a slice per 2^19 elements of the largest tensor, up to CTX_ENGINES
+# the fabric's ctx lane units, 3 engines of 2 lanes (docs/fabric.md "Slices"): the default
+# slice count of large tensors
+CTX_UNITS = 6
+SLICE_ELEMENTS_LOG2 = 18  # a slice per 2^18 elements of the largest tensor, up to CTX_UNITS
 
 
 def ctx_slices_for(elements: int) -> int:
     """The default ctx slice count of a tensor of ``elements`` (docs/bitstream.md 6.2.6):
-    one under 2^20 elements, so for every SSD cut; up to the fabric's engines above."""
-    return min(CTX_ENGINES, max(1, elements >> SLICE_ELEMENTS_LOG2))
+    one under 2^19 elements, so for every SSD cut; up to the fabric's lane units above."""
+    return min(CTX_UNITS, max(1, elements >> SLICE_ELEMENTS_LOG2))
 
 
 def default_ctx_slices(tensors) -> int:

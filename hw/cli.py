@@ -57,7 +57,8 @@ def _bench(args: argparse.Namespace) -> int:
             vals = [getattr(r, key) for key in fps.values()]
             print(
                 f"{r.name} ({'x'.join(map(str, r.shape))}) with ctx, S = {r.ctx_slices} slices on E = "
-                f"{r.ctx_engines} engines, a stream word a cycle: KEY {vals[0]:.1f}, temporal anchor {vals[1]:.1f}, "
+                f"{r.ctx_engines} engines of {r.ctx_lanes} lanes, a stream word a cycle: "
+                f"KEY {vals[0]:.1f}, temporal anchor {vals[1]:.1f}, "
                 f"predicted {vals[2]:.1f} frames/s: " + ("all >= 30" if min(vals) >= 30 else "NOT all >= 30")
             )
     slow_keys = [r for r in targets if key_fps[r.name] < 30]

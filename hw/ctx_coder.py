@@ -203,10 +203,12 @@ class SlicePacker(wiring.Component):
     64-bit words: payload bytes 0-6 (low byte first), bits 56-58 how many count (1-7),
     bits 59-60 ``engine``, bit 61 the slice's end (also ``last`` beside the word). A word
     goes out when full or at the slice's last byte, from a register; a byte a cycle in
-    while the register is free or taken."""
+    while the register is free or taken. Bit 62 is the engine's ``lane`` (engines of two
+    lanes)."""
 
-    def __init__(self, engine: int):
+    def __init__(self, engine: int, lane: int = 0):
         self.engine = engine
+        self.lane = lane
         super().__init__({"i": In(stream.Signature(byte_layout)), "o": Out(stream.Signature(slice_word_layout))})
 
     def elaborate(self, platform):
@@ -230,7 +232,8 @@ class SlicePacker(wiring.Component):
                                 Const(k + 1, 3),
                                 Const(self.engine, 2),
                                 self.i.p.last,
-                                Const(0, 2),
+                                Const(self.lane, 1),
+                                Const(0, 1),
                             )
                         )
             with m.Else():

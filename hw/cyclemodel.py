@@ -132,14 +132,19 @@ def requant_cycles(count: int) -> int:
 
 # ----------------------------------------------------------------------------- CTX
 
-# A ctx anchor (CTX) codes one bin per cycle once its pipeline is full: from START the
+# The ctx engines' lanes (docs/fabric.md "Two sections on one range coder"): with two, each
+# engine's range coder takes the two lanes' bins in turn, so a section (a lane) codes a bin
+# every CTX_LANES cycles and two sections side by side a bin a cycle together.
+CTX_LANES = Params().ctx_lanes  # the default build's
+
+# A ctx anchor (CTX) codes one bin per lane turn once its pipeline is full: from START the
 # first word's way through the requantizer (a temporal group's three words), the staging
 # register and the element serializer, the binarizer's four stages, its element FIFO and
-# bin stage, the range coder's eight stages; after the last bin the termination's three
-# cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL is that
-# overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it):
-# 32 cycles, the ports' slices and CTX's input slice.
-CTX_FILL = 32 + PORT_IN + PORT_OUT + CTX_IN
+# bin stage, the two-lane range coder's lane slice and stages; after the last bin the
+# termination's cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL
+# is that overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks
+# it): 35 cycles (32 on the one-lane RangeEncoder), the ports' slices and CTX's input slice.
+CTX_FILL = 35 + PORT_IN + PORT_OUT + CTX_IN
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
 
@@ -173,10 +178,11 @@ CTX_BINS_INTRA = 4.52
 CTX_BINS_TEMPORAL = 1.58
 
 
-def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
-    """CTX of ``count`` elements coding ``bins`` bins (:func:`ctx_bins`), a source that
-    never starves (the input, three words per 8 elements when temporal, outruns the bins)."""
-    return CTX_FILL + (CTX_TEMPORAL_FILL if temporal else 0) + bins
+def ctx_cycles(bins: int, count: int, temporal: bool = False, lanes: int = CTX_LANES) -> int:
+    """CTX of ``count`` elements coding ``bins`` bins (:func:`ctx_bins`) on engine 0's lane
+    0, a bin every ``lanes`` cycles, a source that never starves (the input, three words
+    per 8 elements when temporal, outruns the bins)."""
+    return CTX_FILL + (CTX_TEMPORAL_FILL if temporal else 0) + lanes * bins
 
 
 # CTX with FLAGS.RECORDS: stream words of value records (a record a word, or a run of up to
@@ -185,7 +191,7 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False) -> int:
 # bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
 # word register and the values' FIFO, the bin stage, the range coder, the termination, the
 # packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 29 + PORT_IN + PORT_OUT + CTX_IN
+CTX_RECORDS_FILL = 32 + PORT_IN + PORT_OUT + CTX_IN  # (29 on the one-lane RangeEncoder)
 
 # Words and bins per element of a ctx section from records (the data decide): the most
 # measured on the SSD fixtures (every tensor's frames through the recommended preset,
@@ -198,35 +204,39 @@ CTX_WORDS_TEMPORAL = 0.28
 CTX_WORDS_INTRA = 0.99
 
 
-def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0) -> int:
-    """CTX of ``words`` stream words of value records coding ``bins`` bins, a word on the
-    input every ``word_cycles`` cycles at most."""
-    return CTX_RECORDS_FILL + max(bins, int(math.ceil(words * word_cycles)))
+def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0, lanes: int = CTX_LANES) -> int:
+    """CTX of ``words`` stream words of value records coding ``bins`` bins on one lane (a
+    bin every ``lanes`` cycles), a word on the input every ``word_cycles`` cycles at most."""
+    return CTX_RECORDS_FILL + max(lanes * bins, int(math.ceil(words * word_cycles)))
 
 
-# CTX with slices (CTX_SLICES = S > 1, docs/fabric.md "Slices"): the S sections on E engines,
-# slice i on engine i mod E, an engine's slices one after another; the driver deals the
-# words so that every engine stays fed (the least bins sent first). An engine codes a bin a
-# cycle; its slices after the first each wait CTX_SLICE_GAP cycles (the termination's shifts,
-# the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the dealer's FIFO and the
-# tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
+# CTX with slices (CTX_SLICES = S > 1, docs/fabric.md "Slices"): the S sections on the E x L
+# lane units, slice i on unit i mod E x L, a unit's slices one after another; the driver
+# deals the words so that every unit stays fed (the least bins sent first). A unit codes a
+# bin every L cycles; its slices after the first each wait CTX_SLICE_GAP cycles (the
+# termination's shifts, the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the
+# dealer's FIFO and the tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
 CTX_ENGINES = Params().ctx_engines  # the default build's
-CTX_SLICES_FILL = 32 + PORT_IN + PORT_OUT + CTX_IN
-CTX_SLICE_GAP = 10
+# Two lanes an engine: 34 and 14 (the one-lane engines' were 32 and 10).
+CTX_SLICES_FILL = 34 + PORT_IN + PORT_OUT + CTX_IN
+CTX_SLICE_GAP = 14
 
 
-def ctx_slices_cycles(slice_bins, slice_words, engines: int = CTX_ENGINES, word_cycles: float = 1.0) -> int:
+def ctx_slices_cycles(
+    slice_bins, slice_words, engines: int = CTX_ENGINES, word_cycles: float = 1.0, lanes: int = CTX_LANES
+) -> int:
     """CTX of S slices (each ``slice_bins[i]`` bins in ``slice_words[i]`` stream words) on
-    ``engines`` range coders, the words on the input at most one every ``word_cycles``:
+    ``engines`` range coders of ``lanes`` lanes (slice i on unit i mod E x lanes, a bin
+    every ``lanes`` cycles), the words on the input at most one every ``word_cycles``:
     S = 1 is :func:`ctx_records_cycles`."""
     if len(slice_bins) != len(slice_words) or not slice_bins:
         raise ValueError("a bins and a words count per slice")
     if len(slice_bins) == 1:
-        return ctx_records_cycles(slice_bins[0], slice_words[0], word_cycles)
-    busy = [0] * engines
+        return ctx_records_cycles(slice_bins[0], slice_words[0], word_cycles, lanes)
+    units = engines * lanes
+    busy = [0] * units
     for i, b in enumerate(slice_bins):
-        e = i % engines
-        busy[e] += b + (CTX_SLICE_GAP if i >= engines else 0)
+        busy[i % units] += lanes * b + (CTX_SLICE_GAP if i >= units else 0)
     return CTX_SLICES_FILL + max(max(busy), int(math.ceil(sum(slice_words) * word_cycles)))
 
 
@@ -406,6 +416,7 @@ class Row:
     ctx_pred_fps: float = 0.0
     ctx_slices: int = 1  # S: the codec's slices of a records pass (codec.encoder.ctx_slices_for)
     ctx_engines: int = CTX_ENGINES  # E: the build's range coders for slices
+    ctx_lanes: int = CTX_LANES  # L: each range coder's lanes (slices side by side on one)
 
     def fits(self) -> bool:
         return self.ddr_mbps_at_30 * 1e6 <= DMA_MM2S_BPS
@@ -423,6 +434,7 @@ def row(
     block_bytes=32 * 1024,
     line_elements=16384,
     ctx_engines=CTX_ENGINES,
+    ctx_lanes=CTX_LANES,
 ) -> Row:
     h, w, c = shape
     elements = h * w * c
@@ -473,11 +485,11 @@ def row(
         # also holds the vectors and block flags: a few bins a block)
         bins = _channel_split(int(elements * bins_per_element), c, n_slices)
         words = _channel_split(int(elements * words_per_element), c, n_slices)
-        return ctx_slices_cycles(bins, words, ctx_engines, word_cycles)
+        return ctx_slices_cycles(bins, words, ctx_engines, word_cycles, ctx_lanes)
 
     if w * c <= line_elements:
-        ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements)
-        ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True)
+        ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements, lanes=ctx_lanes)
+        ctx_anchor = ctx_cycles(int(elements * CTX_BINS_TEMPORAL), elements, temporal=True, lanes=ctx_lanes)
     else:
         load = requant_cycles(padded) if padded <= ref_bytes else 0
         ctx_key = load + sliced(CTX_BINS_INTRA, CTX_WORDS_INTRA)
@@ -501,6 +513,7 @@ def row(
         CLOCK_HZ / ctx_pred,
         n_slices,
         ctx_engines,
+        ctx_lanes,
     )
 
 
@@ -516,7 +529,7 @@ def format_table(rows: list[Row], search=7) -> str:
     head = (
         f"{'cut':26} {'H x W x C':>14} {'B':>2} {'design':28} {'anchor cyc':>11} {'pred cyc':>11} "
         f"{'anchor f/s':>10} {'KEY f/s':>8} {'pred f/s':>9} {'bi-3 f/s':>9} {'DDR MB/fr':>9} {'MB/s @30':>9} "
-        f"{'ctx S/E':>7} {'ctx KEY f/s':>11} {'ctx anc f/s':>11} {'ctx pred f/s':>12}"
+        f"{'ctx S/ExL':>9} {'ctx KEY f/s':>11} {'ctx anc f/s':>11} {'ctx pred f/s':>12}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -526,7 +539,7 @@ def format_table(rows: list[Row], search=7) -> str:
             f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {r.pred_fps:>9.1f} "
             f"{r.group_fps:>9.1f} "
             f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f} "
-            f"{f'{r.ctx_slices}/{r.ctx_engines}':>7} "
+            f"{f'{r.ctx_slices}/{r.ctx_engines}x{r.ctx_lanes}':>9} "
             f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11} {_fps(r.ctx_pred_fps):>12}"
         )
     lines.append(
@@ -536,16 +549,17 @@ def format_table(rows: list[Row], search=7) -> str:
         "rtl|pynq` runs: an anchor is one ENCODE pass (FLAGS.REQUANT, STORE_REF, the fabric's histogram), "
         "a KEY anchor (its own table) a HISTOGRAM pass (a stream word a cycle: sim/tb_accel.py::test_histogram) and "
         "the ENCODE pass, a predicted frame one MOTION "
-        "or BAND_MOTION; with the coder ctx (the recommended preset) an anchor is one CTX pass at one bin per "
-        f"cycle (sim/tb_accel.py::test_ctx_cycles), counted at {CTX_BINS_INTRA} bins/element for a KEY (intra) and "
+        "or BAND_MOTION; with the coder ctx (the recommended preset) an anchor is one CTX pass on engine 0's "
+        f"lane 0, a bin every {CTX_LANES} cycles (sim/tb_accel.py::test_ctx_cycles), counted at {CTX_BINS_INTRA} "
+        "bins/element for a KEY (intra) and "
         f"{CTX_BINS_TEMPORAL} for a temporal anchor, the most measured on the SSD fixtures at N = 5; a map whose row "
         "W x C is over the CTX row buffer (16,384) is one CTX pass of value records (their stream words at the "
         f"DMA's rate, {CTX_WORDS_INTRA} / {CTX_WORDS_TEMPORAL} per element intra / temporal; then LOAD_REF); a ctx "
         f"predicted frame is its motion search and one CTX pass of value records, counted at {CTX_PRED_WORDS} words "
         f"and {CTX_PRED_BINS} bins per element (the most measured on the SSD fixtures, N = 5); a records pass "
-        "of a map of 2^20 elements or more codes the codec's channel slices (2, from 3 x 2^19 elements 3) side by "
-        "side on the build's E range coders (ctx S/E; sim/tb_accel.py::test_ctx_slices), its words at the DMA's "
-        "rate."
+        "of a map of 2^19 elements or more codes the codec's channel slices (a slice per 2^18 elements, at most 6) "
+        "side by side on the build's E range coders of L lanes each (ctx S/ExL; sim/tb_accel.py::test_ctx_slices), "
+        "its words at the DMA's rate."
     )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle, its histogram pass {LANES} "

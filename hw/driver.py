@@ -73,12 +73,15 @@ class CtxSlicesResult:
 
 
 # CTX slices (docs/fabric.md "Slices"): the tag bits of an input word and of an output word
+SLICE_LANE_BIT = 56  # input: the engine's lane (a build of two lanes an engine)
 SLICE_LAST_BIT = 57  # input: the slice's last word
 SLICE_ENGINE_LSB = 58  # input: the engine (bits 58-59)
 OUT_COUNT_LSB = 56  # output: payload bytes that count (bits 56-58)
 OUT_ENGINE_LSB = 59  # output: the engine (bits 59-60)
 OUT_LAST_BIT = 61  # output: the slice's last word
+OUT_LANE_BIT = 62  # output: the engine's lane
 OUT_PAYLOAD = 7
+_SLICE_TAG = np.uint64((1 << SLICE_LANE_BIT) | (0x7 << SLICE_LAST_BIT))
 
 
 def word_bins(stream_words) -> np.ndarray:
@@ -96,52 +99,58 @@ def word_bins(stream_words) -> np.ndarray:
     return np.where(run.astype(bool), count.astype(np.int64), 1 + nz * body)
 
 
-def deal_slices(slice_words, engines: int) -> np.ndarray:
+def deal_slices(slice_words, engines: int, lanes: int = 1) -> np.ndarray:
     """The input stream of a CTX pass of slices: slice i's stream words tagged with its
-    engine i mod ``engines`` (bits 58-59) and its last word with bit 57, the engines' words
-    interleaved so that the next word is always the one of the engine with the fewest bins
-    sent so far (ties: the lower engine), each engine's slices one after another."""
-    per_engine = [[] for _ in range(engines)]
+    lane unit v = i mod (``engines`` x ``lanes``), that is engine v mod E (bits 58-59) and
+    lane v div E (bit 56), and its last word with bit 57; the units' words interleaved so
+    that the next word is always the one of the unit with the fewest bins sent so far
+    (ties: the lower unit), each unit's slices one after another."""
+    units = engines * lanes
+    per_unit = [[] for _ in range(units)]
     for i, w in enumerate(slice_words):
+        v = i % units
         w = np.asarray(w, np.uint64).copy()
-        w |= np.uint64((i % engines) << SLICE_ENGINE_LSB)
+        w |= np.uint64(((v % engines) << SLICE_ENGINE_LSB) | ((v // engines) << SLICE_LANE_BIT))
         w[-1] |= np.uint64(1 << SLICE_LAST_BIT)
-        per_engine[i % engines].append(w)
-    words, keys, engine = [], [], []
-    for e, parts in enumerate(per_engine):
+        per_unit[v].append(w)
+    words, keys, unit = [], [], []
+    for v, parts in enumerate(per_unit):
         if not parts:
             continue
         w = np.concatenate(parts)
-        b = word_bins(w & ~np.uint64(0x7 << SLICE_LAST_BIT))
+        b = word_bins(w & ~_SLICE_TAG)
         words.append(w)
-        keys.append(np.cumsum(b) - b)  # the engine's bins sent before the word
-        engine.append(np.full(w.size, e))
-    words, keys, engine = np.concatenate(words), np.concatenate(keys), np.concatenate(engine)
-    return words[np.lexsort((engine, keys))]  # each engine's keys rise: its order is kept
+        keys.append(np.cumsum(b) - b)  # the unit's bins sent before the word
+        unit.append(np.full(w.size, v))
+    words, keys, unit = np.concatenate(words), np.concatenate(keys), np.concatenate(unit)
+    return words[np.lexsort((unit, keys))]  # each unit's keys rise: its order is kept
 
 
-def split_slices(out: bytes, n_slices: int, engines: int) -> list[bytes]:
-    """The S sections from a CTX pass's tagged output words (slice i is engine i mod E's
-    (i // E)-th)."""
+def split_slices(out: bytes, n_slices: int, engines: int, lanes: int = 1) -> list[bytes]:
+    """The S sections from a CTX pass's tagged output words (slice i is lane unit
+    v = i mod (E x lanes)'s (i // (E x lanes))-th; v = engine + E x lane)."""
     if len(out) % 8:
         raise AcceleratorError(f"CTX slices sent {len(out)} bytes, not whole tagged words")
     w = np.frombuffer(out, "<u8")
     cnt = ((w >> np.uint64(OUT_COUNT_LSB)) & np.uint64(7)).astype(np.int64)
     eng = ((w >> np.uint64(OUT_ENGINE_LSB)) & np.uint64(3)).astype(np.int64)
+    lane = ((w >> np.uint64(OUT_LANE_BIT)) & np.uint64(1)).astype(np.int64)
     last = ((w >> np.uint64(OUT_LAST_BIT)) & np.uint64(1)).astype(bool)
-    if np.any((cnt < 1) | (cnt > OUT_PAYLOAD)) or np.any(eng >= engines):
+    if np.any((cnt < 1) | (cnt > OUT_PAYLOAD)) or np.any(eng >= engines) or np.any(lane >= lanes):
         raise AcceleratorError("CTX slices sent a malformed tagged word")
     raw = np.frombuffer(out, np.uint8).reshape(-1, 8)
+    units = engines * lanes
+    unit = eng + engines * lane
     sections = [bytearray() for _ in range(n_slices)]
-    nxt = list(range(engines))  # each engine's slice now coming
+    nxt = list(range(units))  # each unit's slice now coming
     for k in range(w.size):
-        e = int(eng[k])
-        if nxt[e] >= n_slices:
-            raise AcceleratorError(f"CTX slices: engine {e} sent more slices than asked for")
-        sections[nxt[e]] += raw[k, : cnt[k]].tobytes()
+        v = int(unit[k])
+        if nxt[v] >= n_slices:
+            raise AcceleratorError(f"CTX slices: lane unit {v} sent more slices than asked for")
+        sections[nxt[v]] += raw[k, : cnt[k]].tobytes()
         if last[k]:
-            nxt[e] += engines
-    if any(nxt[e] < n_slices for e in range(min(engines, n_slices))):
+            nxt[v] += units
+    if any(nxt[v] < n_slices for v in range(min(units, n_slices))):
         raise AcceleratorError("CTX slices: a slice did not end")
     return [bytes(b) for b in sections]
 
@@ -398,6 +407,7 @@ class Operations:
         self.ctx = f["LINE_LOG2"] != 0
         self.hist = f["HISTOGRAM"] != 0
         extra["ctx_engines"] = max(1, min(f["ENGINES"], regmap.MAX_CTX_ENGINES))
+        extra["ctx_lanes"] = max(1, min(f["CTX_LANES"], regmap.MAX_CTX_LANES))
         self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
         return self.params
 
@@ -644,8 +654,8 @@ class Operations:
         if n == 1:
             res = yield from self.ctx_records(slices[0])
             return CtxSlicesResult([res.data], res.cycles)
-        engines = params.ctx_engines
-        stream_words = deal_slices([ctx_records.words(r) for r in slices], engines)
+        engines, lanes = params.ctx_engines, params.ctx_lanes
+        stream_words = deal_slices([ctx_records.words(r) for r in slices], engines, lanes)
         count = 8 * stream_words.size
         if count > regmap.MAX_ELEMENTS:
             raise AcceleratorError(f"{stream_words.size} words of records exceed one CTX pass")
@@ -656,7 +666,7 @@ class Operations:
         max_out = 8 * ((CTX_MAX_BYTES_PER_ELEMENT * total + 64 * n) // OUT_PAYLOAD + 2 * n)
         out, cycles = yield from self._run("CTX", stream_words.astype("<u8").tobytes(), max_out)
         bits = yield _r("BITS")
-        sections = split_slices(bytes(out), n, engines)
+        sections = split_slices(bytes(out), n, engines, lanes)
         if sum(map(len, sections)) != bits // 8:
             raise AcceleratorError(f"CTX slices sent {sum(map(len, sections))} bytes but counted {bits // 8}")
         self.last_cycles = int(cycles)

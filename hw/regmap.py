@@ -27,6 +27,7 @@ LANES = 8
 
 
 MAX_CTX_ENGINES = 4  # the engine index is two bits of a stream word (docs/fabric.md, "Slices")
+MAX_CTX_LANES = 2  # sections per engine side by side (C-slow); the lane is one bit of a stream word
 MAX_CTX_SLICES = MAX_SLICES  # CTX_SLICES.S: the bitstream's largest slice count
 
 
@@ -57,8 +58,12 @@ class Params:
     ctx_engines : int
         CTX with FLAGS.RECORDS: range coders E that code a pass's slices side by side (1..4;
         engine 0 is the anchor coder's, the others a records front and a range coder each).
+    ctx_lanes : int
+        CTX: sections each engine codes side by side (1 or 2; 2: a
+        :class:`~temposplit.hw.dual_range_coder.DualRangeEncoder` per engine, each lane a
+        bin every two cycles; slice i on lane unit i mod (E x lanes)).
     ctx_fifo_depth : int
-        CTX slices: stream words each engine's input FIFO holds (a power of two).
+        CTX slices: stream words each lane's input FIFO holds (a power of two).
     """
 
     ref_bytes: int = 256 * 1024
@@ -68,6 +73,7 @@ class Params:
     band_blocks: int = 1024
     line_elements: int = 16384
     ctx_engines: int = 3
+    ctx_lanes: int = 2
     ctx_fifo_depth: int = 16
 
     def __post_init__(self):
@@ -84,6 +90,8 @@ class Params:
             raise ValueError(f"line_elements must be a power of two, not {self.line_elements}")
         if not 1 <= self.ctx_engines <= MAX_CTX_ENGINES:
             raise ValueError(f"ctx_engines must be 1..{MAX_CTX_ENGINES}, not {self.ctx_engines}")
+        if not 1 <= self.ctx_lanes <= MAX_CTX_LANES:
+            raise ValueError(f"ctx_lanes must be 1..{MAX_CTX_LANES}, not {self.ctx_lanes}")
         if self.ctx_fifo_depth < 2 or self.ctx_fifo_depth & (self.ctx_fifo_depth - 1):
             raise ValueError(f"ctx_fifo_depth must be a power of two >= 2, not {self.ctx_fifo_depth}")
         if self.max_alphabet != 256:
@@ -106,6 +114,12 @@ class Params:
     def band_words(self) -> int:
         """Stream words per band chunk (and per word of the reference RAM)."""
         return self.band_bytes // self.lanes
+
+    @property
+    def ctx_units(self) -> int:
+        """CTX slices coded side by side: every engine's lanes (slice i on unit i mod this;
+        unit v is engine v mod E's lane v div E)."""
+        return self.ctx_engines * self.ctx_lanes
 
     @property
     def band_group_blocks(self) -> int:
@@ -222,6 +236,7 @@ REGISTERS: tuple[Register, ...] = (
         ("LINE_LOG2", 24, 5, "log2 of the CTX coder's row buffer in elements (0: no CTX)"),
         ("HISTOGRAM", 5, 1, "the HISTOGRAM mode (0: a build before it)"),
         ("ENGINES", 29, 3, "CTX range coders for slices of value records (0: one, a build before slices)"),
+        ("CTX_LANES", 13, 2, "CTX sections each range coder codes side by side (0: one, a build before lanes)"),
     ),
     _r(
         "CTRL",
@@ -353,7 +368,8 @@ REGISTERS: tuple[Register, ...] = (
         0x5C,
         "rw",
         "Slices S of a CTX pass with FLAGS.RECORDS (1..32; 0 acts as 1): S independent sections coded on "
-        "PARAMS.ENGINES range coders, slice i on engine i mod E; 1: one section, the plain stream formats",
+        "E x L lanes (PARAMS.ENGINES, PARAMS.CTX_LANES), slice i on lane unit i mod (E x L); 1: one section, the "
+        "plain stream formats",
         ("S", 0, 6, ""),
     ),
 )

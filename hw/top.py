@@ -11,11 +11,13 @@ fails elaboration). Data path per mode::
     s_axis -> MotionEstimator (reference RAM, block buffer) -> records -> m_axis            MOTION
     s_axis -> BandMotion (the same RAMs: band, partial costs; state RAM) -> records -> m_axis BAND_MOTION
     s_axis -> Requantizer -> element serializer (x; p, t from the input's reference words)
-              -> CtxCoder (row buffer, context table) -> byte packer -> m_axis          CTX
+              -> DualCtxCoder lane 0 (row buffer, context table) -> byte packer -> m_axis  CTX
                             +--> reference RAM (STORE_REF: the codes)
-    s_axis -> (requantizer bypassed) -> CtxCoder's records -> byte packer -> m_axis       CTX, FLAGS.RECORDS
-    s_axis -> (bypassed) -> dealer -> E input FIFOs -> E engines (CtxCoder's records,      CTX, FLAGS.RECORDS,
-              ValueCoder...) -> E SlicePackers -> tagged words -> m_axis                CTX_SLICES > 1
+    s_axis -> (requantizer bypassed) -> DualCtxCoder lane 0's records -> byte packer      CTX, FLAGS.RECORDS
+              -> m_axis
+    s_axis -> (bypassed) -> dealer -> E x L input FIFOs -> E engines of L lanes           CTX, FLAGS.RECORDS,
+              (DualCtxCoder, DualValueCoder...) -> E x L SlicePackers -> tagged words    CTX_SLICES > 1
+              -> m_axis
 
 CTX (a ``ctx`` anchor section, docs/bitstream.md 6.2.3, in one pass): the requantizer makes
 the N-bit codes of each word; with FLAGS.TEMPORAL each such word is followed on the input
@@ -25,9 +27,11 @@ staging registers, the element serializer gives :class:`~temposplit.hw.ctx_coder
 one element (x, p, t) per cycle, and its bytes are packed into stream words (TKEEP,
 TLAST on the section's last byte). With FLAGS.RECORDS each input word is a value record
 (any section, docs/fabric.md "Value records") into the same coder's record port; with
-CTX_SLICES > 1 each word carries its engine (bits 58-59) and a slice's end (bit 57), is
-dealt into that engine's input FIFO, and the engines' bytes leave as tagged words
-(docs/fabric.md "Slices").
+CTX_SLICES > 1 each word carries its engine (bits 58-59), its lane (bit 56) and a slice's
+end (bit 57), is dealt into that lane unit's input FIFO, and the units' bytes leave as
+tagged words (docs/fabric.md "Slices"). With ``Params.ctx_lanes`` 2 (the default) each
+engine is a two-lane range coder (docs/fabric.md "Two sections on one range coder"): a
+section codes a bin every two cycles, two side by side a bin a cycle together.
 
 HISTOGRAM (a KEY's histogram before its ENCODE pass): the requantizer's words go to
 :class:`~temposplit.hw.histogram.WordHistogram`, which counts every lane of a word in a
@@ -51,7 +55,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw import regmap
-from temposplit.hw.ctx_coder import CtxCoder, SlicePacker, ValueCoder
+from temposplit.hw.ctx_coder import CtxCoder, DualCtxCoder, DualValueCoder, SlicePacker, ValueCoder
 from temposplit.hw.histogram import WordHistogram
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
@@ -125,7 +129,12 @@ class Accelerator(wiring.Component):
         m.submodules.enc = enc = HuffmanEncoder(L)
         m.submodules.hist = hist = WordHistogram(L)
         m.submodules.me = me = MotionEstimator(P)
-        m.submodules.ctx = ctx = CtxCoder(P.line_elements)
+        if P.ctx_lanes == 2:  # engine 0 on a two-lane range coder: its lane 0 is the single-section path
+            m.submodules.ctx = ctx = DualCtxCoder(P.line_elements)
+            ctx_v0, ctx_o0 = ctx.v[0], ctx.o[0]
+        else:
+            m.submodules.ctx = ctx = CtxCoder(P.line_elements)
+            ctx_v0, ctx_o0 = ctx.v, ctx.o
         # the ports' register slices: the DMA's handshakes meet the engines' only in registers
         m.submodules.in_slice = in_slice = RegisterSlice(8 * L)
         m.submodules.out_slice = out_slice = RegisterSlice(data.StructLayout({"data": 8 * L, "keep": L, "last": 1}))
@@ -149,6 +158,7 @@ class Accelerator(wiring.Component):
                     BLOCK_LOG2=P.block_bytes.bit_length() - 1,
                     LINE_LOG2=P.line_elements.bit_length() - 1,
                     ENGINES=P.ctx_engines,
+                    CTX_LANES=P.ctx_lanes,
                     HISTOGRAM=1,
                 ),
                 32,
@@ -483,44 +493,51 @@ class Accelerator(wiring.Component):
                 m.d.sync += cur_valid.eq(0)
         # value records (FLAGS.RECORDS): the requantizer's bypassed word is a stream word of
         # records (a record or a run of zero values), the count's last word ends the section
-        # slices (CTX_SLICES > 1): the dealer puts each word into its engine's input FIFO
-        # (bits 58-59; bit 57 the slice's last word; those bits cleared), engine 0 is the
-        # CtxCoder's records front, the others a ValueCoder each; a word for an engine the
-        # build lacks is dropped
-        E = P.ctx_engines
+        # slices (CTX_SLICES > 1): the dealer puts each word into its lane unit's input FIFO
+        # (engine bits 58-59, lane bit 56; bit 57 the slice's last word; those bits cleared).
+        # Unit v is engine v mod E's lane v div E; engine 0 is the ctx coder's (its lane 0
+        # the records front of the single-section path), the others a ValueCoder each (two
+        # lanes: a DualValueCoder); a word for a unit the build lacks is dropped
+        E, NL = P.ctx_engines, P.ctx_lanes
+        U = E * NL
         deal_e = Signal(2)
+        deal_l = Signal()
         deal_word = Signal(64)
         deal_ready = Signal()
         m.d.comb += [
             deal_e.eq(cw.p.data[58:60]),
-            deal_word.eq(Cat(cw.p.data[:57], Const(0, 3), cw.p.data[60:64])),
-            deal_ready.eq(deal_e >= E),
+            deal_l.eq(cw.p.data[56]),
+            deal_word.eq(Cat(cw.p.data[:56], Const(0, 4), cw.p.data[60:64])),
+            deal_ready.eq((deal_e >= E) | (deal_l >= NL)),
         ]
-        engines = [ctx.v]
-        for e in range(1, E):
-            vc = ValueCoder()
-            m.submodules[f"ctx{e}"] = vc
-            engines.append(vc)
-        fifos = []
+        lanes_in, lanes_out = [], []  # each engine's records ports and bytes ports, by lane
         for e in range(E):
-            q = fifo.SyncFIFOBuffered(width=65, depth=P.ctx_fifo_depth)
-            m.submodules[f"ctx_in{e}"] = q
-            fifos.append(q)
-            m.d.comb += [
-                q.w_data.eq(Cat(deal_word, cw.p.data[57])),
-                q.w_en.eq(cw.valid & sliced & (deal_e == e)),
-            ]
-            with m.If(deal_e == e):
-                m.d.comb += deal_ready.eq(q.w_rdy)
-            port = engines[e] if e == 0 else engines[e].i
+            coder = ctx if e == 0 else (DualValueCoder() if NL == 2 else ValueCoder())
             if e:
+                m.submodules[f"ctx{e}"] = coder
+            records_in = coder.v if e == 0 else coder.i
+            lanes_in.append([records_in[k] for k in range(NL)] if NL == 2 else [records_in])
+            lanes_out.append([coder.o[k] for k in range(NL)] if NL == 2 else [coder.o])
+        ins = [lanes_in[v % E][v // E] for v in range(U)]  # unit order
+        outs = [lanes_out[v % E][v // E] for v in range(U)]
+        fifos = []
+        for v in range(U):
+            q = fifo.SyncFIFOBuffered(width=65, depth=P.ctx_fifo_depth)
+            m.submodules[f"ctx_in{v}"] = q
+            fifos.append(q)
+            mine = (deal_e == v % E) & (deal_l == v // E)
+            m.d.comb += [q.w_data.eq(Cat(deal_word, cw.p.data[57])), q.w_en.eq(cw.valid & sliced & mine)]
+            with m.If(mine):
+                m.d.comb += deal_ready.eq(q.w_rdy)
+            if v:
+                port = ins[v]
                 m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
-            m.d.comb += q.r_en.eq(port.ready & (sliced if e == 0 else 1))
-        # (engine 0: the FIFO when sliced, else the requantizer's word directly, as before)
+            m.d.comb += q.r_en.eq(ins[v].ready & (sliced if v == 0 else 1))
+        # (unit 0: the FIFO when sliced, else the requantizer's word directly, as before)
         m.d.comb += [
-            ctx.v.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
-            ctx.v.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
-            ctx.v.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
+            ctx_v0.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
+            ctx_v0.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
+            ctx_v0.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
         ]
         with m.If(~records & cw_take):
             with m.If(temporal):
@@ -549,31 +566,30 @@ class Accelerator(wiring.Component):
         pk_keep = Signal(L)
         pk_last = Signal()
         b_take = Signal()
-        m.d.comb += b_take.eq(ctx.o.valid & ctx.o.ready & ~sliced)
+        m.d.comb += b_take.eq(ctx_o0.valid & ctx_o0.ready & ~sliced)
         with m.If(pk_valid & ma_ready_ctx & ~sliced):
             m.d.sync += pk_valid.eq(0)
-        # slices: each engine's bytes into a SlicePacker's tagged words; the words go out by
-        # a fixed priority (engine 0 first: together at most E/7 words a cycle), TLAST on the
-        # word that ends the S-th slice; BITS counts every engine's bytes
+        # slices: each unit's bytes into a SlicePacker's tagged words; the words go out by
+        # a fixed priority (unit 0 first: together at most U/14 words a cycle), TLAST on the
+        # word that ends the S-th slice; BITS counts every unit's bytes
         packers = []
-        outs = [ctx.o] + [engines[e].o for e in range(1, E)]
         takes = []
-        for e in range(E):
-            sp = SlicePacker(e)
-            m.submodules[f"ctx_pack{e}"] = sp
+        for v in range(U):
+            sp = SlicePacker(v % E, v // E)
+            m.submodules[f"ctx_pack{v}"] = sp
             packers.append(sp)
-            if e:
-                wiring.connect(m, outs[e], sp.i)
+            if v:
+                wiring.connect(m, outs[v], sp.i)
             else:
-                m.d.comb += [sp.i.valid.eq(ctx.o.valid & sliced), sp.i.payload.eq(ctx.o.payload)]
-            t = Signal(name=f"ctx_byte{e}")
-            m.d.comb += t.eq(outs[e].valid & outs[e].ready & (sliced if e == 0 else 1))
+                m.d.comb += [sp.i.valid.eq(ctx_o0.valid & sliced), sp.i.payload.eq(ctx_o0.payload)]
+            t = Signal(name=f"ctx_byte{v}")
+            m.d.comb += t.eq(outs[v].valid & outs[v].ready & (sliced if v == 0 else 1))
             takes.append(t)
-        m.d.comb += ctx.o.ready.eq(Mux(sliced, packers[0].i.ready, ~pk_valid | ma_ready_ctx))
+        m.d.comb += ctx_o0.ready.eq(Mux(sliced, packers[0].i.ready, ~pk_valid | ma_ready_ctx))
         # BITS counts the bytes taken a cycle late (the takes registered first: the sum is
         # not behind the packers' ready chain); the last is counted before DONE, which waits
         # for the last word through the output's slice
-        byte_takes = Signal(range(E + 2))
+        byte_takes = Signal(range(U + 2))
         m.d.sync += byte_takes.eq(Mux(sliced, sum(takes), b_take))
         with m.If(~start & (byte_takes != 0)):
             m.d.sync += ctx_bytes.eq(ctx_bytes + byte_takes)
@@ -581,40 +597,40 @@ class Accelerator(wiring.Component):
         sl_valid = Signal()
         sl_word = Signal(64)
         sl_end = Signal()
-        sl_sel = Signal(range(max(E, 2)))
-        for e in reversed(range(E)):
-            with m.If(packers[e].o.valid):
+        sl_sel = Signal(range(max(U, 2)))
+        for v in reversed(range(U)):
+            with m.If(packers[v].o.valid):
                 m.d.comb += [
                     sl_valid.eq(1),
-                    sl_sel.eq(e),
-                    sl_word.eq(packers[e].o.p.word),
-                    sl_end.eq(packers[e].o.p.last),
+                    sl_sel.eq(v),
+                    sl_word.eq(packers[v].o.p.word),
+                    sl_end.eq(packers[v].o.p.last),
                 ]
-        for e in range(E):
-            m.d.comb += packers[e].o.ready.eq(ma_ready_ctx & sliced & (sl_sel == e))
+        for v in range(U):
+            m.d.comb += packers[v].o.ready.eq(ma_ready_ctx & sliced & (sl_sel == v))
         with m.If(start):
             m.d.sync += slices_done.eq(0)
         with m.Elif(sl_valid & ma_ready_ctx & sliced & sl_end):
             m.d.sync += slices_done.eq(slices_done + 1)
         with m.If(b_take):
-            with m.If((acc_n == L - 1) | ctx.o.p.last):
+            with m.If((acc_n == L - 1) | ctx_o0.p.last):
                 m.d.sync += [
                     pk_valid.eq(1),
-                    pk_last.eq(ctx.o.p.last),
+                    pk_last.eq(ctx_o0.p.last),
                     acc.eq(0),
                     acc_n.eq(0),
                 ]
                 for i in range(L):
                     with m.If(acc_n == i):
                         m.d.sync += [
-                            pk_data.eq(Cat(acc[: 8 * i], ctx.o.p.data)),
+                            pk_data.eq(Cat(acc[: 8 * i], ctx_o0.p.data)),
                             pk_keep.eq((1 << (i + 1)) - 1),
                         ]
             with m.Else():
                 m.d.sync += acc_n.eq(acc_n + 1)
                 for i in range(L):
                     with m.If(acc_n == i):
-                        m.d.sync += acc[8 * i : 8 * i + 8].eq(ctx.o.p.data)
+                        m.d.sync += acc[8 * i : 8 * i + 8].eq(ctx_o0.p.data)
 
         # ------------------------------------------------------------ output side
         wiring.connect(m, ser.o, enc.i)
@@ -627,7 +643,7 @@ class Accelerator(wiring.Component):
             hist.i.payload.eq(rq.o.payload),
             ser.i.valid.eq(rq.o.valid & to_ser),
             hist.i.valid.eq(rq.o.valid & to_hist),
-            ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, ctx.v.ready, ctx_ready))),
+            ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, ctx_v0.ready, ctx_ready))),
             cw.ready.eq(ctx_rq_ready),
             rq.o.ready.eq(
                 (to_ser & ser.i.ready)

@@ -646,7 +646,7 @@ async def test_ctx_cycles(dut):
             want, changes = ctx_golden(codes, prev, dprev, n_bits, zn)
             assert res.data == want, name
             bins = cyclemodel.ctx_bins(codes, prev, n_bits, zn)
-            model = cyclemodel.ctx_cycles(bins, q8.size, temporal=prev is not None)
+            model = cyclemodel.ctx_cycles(bins, q8.size, prev is not None, tb.accel.ops.params.ctx_lanes)
             tb.log.info(
                 "ctx %s %s %s: %d bins, %d cycles (model %d), %.4f bins/cycle",
                 name,
@@ -671,7 +671,9 @@ async def test_ctx_cycles(dut):
             res = await tb.accel.ctx_records(records)
             assert res.data == section, (name, kind)
             bins = sum(1 for _ in ctx_records.record_bins(records))
-            model = cyclemodel.ctx_records_cycles(bins, len(ctx_records.words(records)))
+            model = cyclemodel.ctx_records_cycles(
+                bins, len(ctx_records.words(records)), lanes=tb.accel.ops.params.ctx_lanes
+            )
             tb.log.info(
                 "ctx records %s %s: %d records, %d bins, %d cycles (model %d)",
                 name,
@@ -709,7 +711,8 @@ def sliced_anchor_records(codes, ref, dref, n_bits, zn, s):
 
 @cocotb.test()
 async def test_ctx_slices(dut):
-    """CTX with FLAGS.RECORDS and CTX_SLICES = 1, 2, 3, 5 through the driver: an SSD
+    """CTX with FLAGS.RECORDS and CTX_SLICES = 1, 2, 3, 5, 6, 7 through the driver (the
+    default build's 3 engines of 2 lanes: 7 puts two slices on engine 0's lane 0): an SSD
     fixture's anchors (intra, temporal) cut into channel slices, and random predicted
     frames' and anchors' records as slices; every section against
     ``ctx_records.encode_records``, random idle input and back-pressure; then, with a
@@ -724,11 +727,11 @@ async def test_ctx_slices(dut):
     codes = [requantize(q8, z8, n_bits) for q8 in frames[:2]]
     dref = np.sign(codes[1].astype(np.int16) - codes[0].astype(np.int16)).astype(np.int8)  # any change map
     cases = []
-    for s in (1, 2, 3, 5):
+    for s in (1, 2, 3, 5, 6, 7):
         cases.append(("intra", s, sliced_anchor_records(codes[0], None, None, n_bits, zn, s)))
-    cases.append(("temporal", 3, sliced_anchor_records(codes[1], codes[0], dref, n_bits, zn, 3)))
+    cases.append(("temporal", 6, sliced_anchor_records(codes[1], codes[0], dref, n_bits, zn, 6)))
     rand = [r for r, _ in stimulus.ctx_value_cases(tb.rng)]
-    cases = [("random", 5, rand[:5]), ("random", 2, rand[5:7])] + cases
+    cases = [("random", 7, rand[:7]), ("random", 2, rand[7:9])] + cases
     for kind, s, slices in cases:
         tb.log.info("ctx slices %s S=%d: %s records", kind, s, [len(r) for r in slices])
         res = await tb.accel.ctx_records(slices)
@@ -748,7 +751,8 @@ async def test_ctx_slices(dut):
         res = await tb.accel.ctx_records(slices)
         words = [len(ctx_records.words(r)) for r in slices]
         bins = [sum(1 for _ in ctx_records.record_bins(r)) for r in slices]
-        model = cyclemodel.ctx_slices_cycles(bins, words, tb.accel.ops.params.ctx_engines)
+        params = tb.accel.ops.params
+        model = cyclemodel.ctx_slices_cycles(bins, words, params.ctx_engines, lanes=params.ctx_lanes)
         tb.log.info(
             "ctx slices %s %s S=%d: bins %s, words %s, %d cycles (model %d)",
             name,

@@ -168,14 +168,16 @@ def test_the_slice_byte_is_ignored_before_version_2_2():
     assert StreamHeader.from_bytes(data).ctx_slices == 1
 
 
-def test_the_default_slice_count_is_one_below_2_20_elements_and_the_engines_above():
+def test_the_default_slice_count_is_one_below_2_19_elements_and_the_fabric_lanes_above():
     def spec(c, h, w):
         return TensorSpec("t", (c, h, w), 0.1, 0)
 
     assert default_ctx_slices([spec(576, 19, 19), spec(24, 75, 75)]) == 1  # every SSD cut
-    assert default_ctx_slices([spec(1024, 32, 32)]) == 2  # 2^20
-    assert default_ctx_slices([spec(2048, 25, 34)]) == 3  # ResNet-50 layer4, 1.74 M
-    assert default_ctx_slices([spec(256, 200, 272)]) == 3
+    assert default_ctx_slices([spec(511, 32, 32)]) == 1  # just under 2^19
+    assert default_ctx_slices([spec(512, 32, 32)]) == 2  # 2^19
+    assert default_ctx_slices([spec(1024, 32, 32)]) == 4  # 2^20
+    assert default_ctx_slices([spec(2048, 25, 34)]) == 6  # ResNet-50 layer4, 1.74 M: 3 engines x 2 lanes
+    assert default_ctx_slices([spec(256, 200, 272)]) == 6
     huffman = CodecConfig([spec(2048, 25, 34)], coder="huffman")
     assert huffman.header().ctx_slices == 1  # only ctx has slices
 

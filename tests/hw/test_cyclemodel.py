@@ -94,43 +94,52 @@ def test_ctx_rows():
     rows = {r.name: r for r in cyclemodel.table()}
     r = rows["ssd features[10]"]
     elements = 19 * 19 * 64
+    # engine 0's lane 0: a bin every two cycles (the default build's two lanes an engine)
+    assert cyclemodel.CTX_LANES == 2
     assert r.ctx_anchor_fps == cyclemodel.CLOCK_HZ / (
-        cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL + int(elements * cyclemodel.CTX_BINS_TEMPORAL)
+        cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL + 2 * int(elements * cyclemodel.CTX_BINS_TEMPORAL)
     )
     assert r.ctx_key_fps < r.ctx_anchor_fps
     # a predicted frame: its MOTION, then its records' words at the DMA's rate (a word a cycle)
     words, bins = int(elements * cyclemodel.CTX_PRED_WORDS), int(elements * cyclemodel.CTX_PRED_BINS)
-    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(bins, words))
+    assert r.ctx_pred_fps == cyclemodel.CLOCK_HZ / (r.pred_cycles + cyclemodel.CTX_RECORDS_FILL + max(2 * bins, words))
     assert r.ctx_slices == 1
     # a row of 34 x 2048 is over the row buffer: an anchor's records (the bins bound both
     # the KEY's 4.52 and a temporal anchor's 1.58 a element against their words' 2 x 0.99
     # and 2 x 0.28 cycles), then LOAD_REF of nothing (the map is over the on-chip
     # reference: BAND_MOTION keeps it on the PS)
-    # ... in S = 3 channel slices on the default build's 3 engines (1.74 M elements > 2^19):
-    # each engine a third of the bins, and the KEY's and the predicted frame's 30 frames/s
+    # ... in S = 6 channel slices on the default build's 3 engines of 2 lanes (1.74 M
+    # elements >= 6 x 2^18): each lane unit a sixth of the bins at a bin every two cycles,
+    # and the KEY's and the predicted frame's 30 frames/s
     r50 = rows["r50 layer4"]
     n = 25 * 34 * 2048
-    assert (r50.ctx_slices, r50.ctx_engines) == (3, 3)
+    assert (r50.ctx_slices, r50.ctx_engines, r50.ctx_lanes) == (6, 3, 2)
     fill = cyclemodel.CTX_SLICES_FILL
-    third = int(int(n * cyclemodel.CTX_BINS_INTRA) * 683 / 2048)  # slices 1, 2: 683 channels
-    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (fill + max(third, int(int(n * cyclemodel.CTX_WORDS_INTRA))))
+    sixth = int(int(n * cyclemodel.CTX_BINS_INTRA) * 342 / 2048)  # slices 1, 3, 5: 342 channels
+    assert r50.ctx_key_fps == cyclemodel.CLOCK_HZ / (fill + max(2 * sixth, int(int(n * cyclemodel.CTX_WORDS_INTRA))))
     assert r50.ctx_key_fps >= 30 and r50.ctx_anchor_fps >= 30 and r50.ctx_pred_fps >= 30
 
 
 def test_ctx_records_cycles():
-    assert cyclemodel.ctx_records_cycles(100, 40) == cyclemodel.CTX_RECORDS_FILL + 100
-    assert cyclemodel.ctx_records_cycles(100, 80, word_cycles=2.0) == cyclemodel.CTX_RECORDS_FILL + 160
+    f = cyclemodel.CTX_RECORDS_FILL
+    assert cyclemodel.ctx_records_cycles(100, 40, lanes=1) == f + 100
+    assert cyclemodel.ctx_records_cycles(100, 40) == f + 200  # a lane: a bin every two cycles
+    assert cyclemodel.ctx_records_cycles(100, 80, word_cycles=3.0) == f + 240
 
 
 def test_ctx_slices_cycles():
     f, g = cyclemodel.CTX_SLICES_FILL, cyclemodel.CTX_SLICE_GAP
     # S = 1 is the plain records pass
     assert cyclemodel.ctx_slices_cycles([100], [40]) == cyclemodel.ctx_records_cycles(100, 40)
-    # S <= E: the slowest engine
-    assert cyclemodel.ctx_slices_cycles([100, 300, 200], [10, 10, 10], engines=3) == f + 300
+    # one lane an engine, S <= E: the slowest engine
+    assert cyclemodel.ctx_slices_cycles([100, 300, 200], [10, 10, 10], engines=3, lanes=1) == f + 300
     # S > E: slice i on engine i mod E, one after another, a gap each
-    assert cyclemodel.ctx_slices_cycles([100, 300, 200, 50, 10], [1] * 5, engines=3) == f + 300 + 10 + g
+    assert cyclemodel.ctx_slices_cycles([100, 300, 200, 50, 10], [1] * 5, engines=3, lanes=1) == f + 300 + 10 + g
+    # two lanes: slice i on unit i mod 2E, a bin every two cycles
+    assert cyclemodel.ctx_slices_cycles([100, 300, 200, 50, 10], [1] * 5, engines=3) == f + 600
+    assert cyclemodel.ctx_slices_cycles([100, 10, 10, 10, 10, 10, 250], [1] * 7, engines=3) == f + 700 + g
     # the words: at most one a cycle (or every word_cycles)
     assert cyclemodel.ctx_slices_cycles([10, 10], [400, 400], engines=3) == f + 800
     assert cyclemodel.ctx_slices_cycles([10, 10], [400, 400], engines=3, word_cycles=2.0) == f + 1600
-    assert [cyclemodel.ctx_slices_for(n) for n in ((1 << 20) - 1, 1 << 20, 3 << 19, 1 << 24)] == [1, 2, 3, 3]
+    sizes = ((1 << 19) - 1, 1 << 19, 3 << 18, 6 << 18, 1 << 24)
+    assert [cyclemodel.ctx_slices_for(n) for n in sizes] == [1, 2, 3, 6, 6]

@@ -76,29 +76,29 @@ def test_a_build_without_ctx_refuses_records():
 
 
 class _SlicedFake(_Fake):
-    """A model of the fabric's sliced CTX pass: the input words dealt by their engine tag,
-    each engine's slices range-coded (``encode_records``) and sent as tagged words, the
-    engines' words interleaved (round robin a word each)."""
+    """A model of the fabric's sliced CTX pass: the input words dealt by their engine and
+    lane tags, each lane unit's slices range-coded (``encode_records``) and sent as tagged
+    words, the units' words interleaved (round robin a word each)."""
 
-    def __init__(self, engines=3):
+    def __init__(self, engines=3, lanes=2):
         super().__init__()
         self.engines = engines
+        self.lanes = lanes
 
     def stream(self, data, max_out):
         self.streams.append((data, max_out))
         n = self.regs[regmap.REG["CTX_SLICES"].offset]
         words = np.frombuffer(data, "<u8")
-        eng = (words >> np.uint64(58)) & np.uint64(3)
         out = []
-        for e in range(self.engines):
-            w = words[eng == e]
+        for e, lane in ((e, lane) for lane in range(self.lanes) for e in range(self.engines)):
+            w = words[_unit_of(words) == (e, lane)[0] + self.engines * lane]
             ends = np.flatnonzero((w >> np.uint64(57)) & np.uint64(1)) + 1
             q = []
             for part in np.split(w, ends)[: len(ends)]:
-                sec = V.encode_records(V.records_of_words(part & ~np.uint64(7 << 57)))
+                sec = V.encode_records(V.records_of_words(part & ~_TAG))
                 for k in range(0, len(sec), 7):
                     chunk = sec[k : k + 7]
-                    tag = len(chunk) | e << 3 | (k + 7 >= len(sec)) << 5
+                    tag = len(chunk) | e << 3 | (k + 7 >= len(sec)) << 5 | lane << 6
                     q.append(chunk.ljust(7, b"\0") + bytes([tag]))
             out.append(q)
         res = []
@@ -117,6 +117,14 @@ class _SlicedFake(_Fake):
         return super().read(offset)
 
 
+_TAG = np.uint64(0xF << 56)  # an input word's lane (56), last (57) and engine (58-59) bits
+
+
+def _unit_of(words, engines=3):
+    """The lane unit an input word is tagged for: engine + E x lane."""
+    return ((words >> np.uint64(58)) & np.uint64(3)) + np.uint64(engines) * ((words >> np.uint64(56)) & np.uint64(1))
+
+
 def _random_records(rng, n):
     """Random records whose contexts exist (``encode_records`` codes them)."""
     f = {name: rng.integers(0, 1 << width, n) for name, (_, width) in V.FIELDS.items()}
@@ -130,7 +138,7 @@ def _random_records(rng, n):
     return V.pack(**f)
 
 
-@pytest.mark.parametrize("s", [2, 3, 5, 7])
+@pytest.mark.parametrize("s", [2, 3, 5, 7, 13])
 def test_slices_round_trip_through_a_model_of_the_fabric(s):
     rng = np.random.default_rng(s)
     slices = [_random_records(rng, int(rng.integers(1, 60))) for _ in range(s)]
@@ -140,28 +148,32 @@ def test_slices_round_trip_through_a_model_of_the_fabric(s):
     assert t.regs[regmap.REG["CTX_SLICES"].offset] == s
     assert t.regs[regmap.REG["COUNT"].offset] == 8 * sum(len(V.words(r)) for r in slices)
     words = np.frombuffer(t.streams[0][0], "<u8")
-    # each slice's words in order, tagged with engine i mod 3 and its last word flagged
-    for e in range(min(3, s)):
-        mine = words[((words >> np.uint64(58)) & np.uint64(3)) == e]
-        want = np.concatenate([V.words(slices[i]) for i in range(e, s, 3)])
-        assert np.array_equal(mine & ~np.uint64(7 << 57), want)
-        assert ((mine >> np.uint64(57)) & np.uint64(1)).sum() == len(range(e, s, 3))
+    # each slice's words in order, tagged with its unit i mod 6 (engine v mod 3, lane v div 3)
+    # and its last word flagged
+    for v in range(min(6, s)):
+        mine = words[_unit_of(words) == v]
+        want = np.concatenate([V.words(slices[i]) for i in range(v, s, 6)])
+        assert np.array_equal(mine & ~_TAG, want)
+        assert ((mine >> np.uint64(57)) & np.uint64(1)).sum() == len(range(v, s, 6))
 
 
-def test_deal_sends_the_word_of_the_engine_with_the_fewest_bins():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_deal_sends_the_word_of_the_unit_with_the_fewest_bins(lanes):
     from temposplit.hw.driver import deal_slices, word_bins
 
     rng = np.random.default_rng(4)
-    slice_words = [V.words(_random_records(rng, 50)) for _ in range(3)]
-    dealt = deal_slices(slice_words, 3)
-    sent = [0, 0, 0]
-    engine = ((dealt >> np.uint64(58)) & np.uint64(3)).astype(int)
+    units = 3 * lanes
+    slice_words = [V.words(_random_records(rng, 50)) for _ in range(units)]
+    dealt = deal_slices(slice_words, 3, lanes)
+    sent = [0] * units
+    unit = _unit_of(dealt).astype(int)
+    assert set(unit.tolist()) == set(range(units))
     for k, w in enumerate(dealt):
-        e = int(engine[k])
-        waiting = set(engine[k:].tolist())  # the engines with words still to send
-        assert sent[e] == min(sent[x] for x in waiting), "a word of an engine that had more bins sent"
-        sent[e] += int(word_bins(np.array([w & ~np.uint64(7 << 57)]))[0])
-    assert sorted(sent) == sorted(int(word_bins(w).sum()) for w in slice_words)
+        v = int(unit[k])
+        waiting = set(unit[k:].tolist())  # the units with words still to send
+        assert sent[v] == min(sent[x] for x in waiting), "a word of a unit that had more bins sent"
+        sent[v] += int(word_bins(np.array([w & ~_TAG]))[0])
+    assert sent == [int(word_bins(w).sum()) for w in slice_words]
 
 
 def test_word_bins_count_the_records_bins():
@@ -208,6 +220,13 @@ def test_malformed_tagged_output_is_an_error():
     assert split_slices(word, 1, 3) == [b"\x01"]
     with pytest.raises(AcceleratorError, match="did not end"):
         split_slices(word, 2, 3)
+    # two lanes: unit v = engine + 3 x lane holds slices v, v + 6, ...; bytes k + 1 for unit k
+    units = [(b"\x00" * 7) + bytes([1 | (v % 3) << 3 | 1 << 5 | (v // 3) << 6]) for v in range(6)]
+    tagged = [bytes([v + 1]) + u[1:] for v, u in enumerate(units)]
+    out = b"".join(tagged[v] for v in (4, 0, 5, 1, 3, 2)) + tagged[0]  # any order; unit 0 twice
+    assert split_slices(out, 7, 3, 2) == [bytes([v % 6 + 1]) for v in range(7)]
+    with pytest.raises(AcceleratorError, match="malformed"):
+        split_slices(tagged[4], 5, 3, 1)  # a lane the build lacks
     with pytest.raises(AcceleratorError, match="malformed"):
         split_slices((b"\0" * 7) + bytes([0]), 1, 3)
     with pytest.raises(AcceleratorError, match="whole tagged words"):
