@@ -101,18 +101,19 @@ def test_rtl_ctx_encoder_codes_wide_anchors_as_records(accel_build):
 
 def test_rtl_ctx_encoder_codes_slices_side_by_side(accel_build):
     """A version 2.2 stream (ctx slices, docs/bitstream.md 6.2.6): the features.10 fixture
-    (C = 33) in 3 slices through the recommended preset. Every anchor and predicted frame
-    is one CTX pass of value records whose slices the fabric's engines code side by side
-    (the anchors then loaded as the reference), byte-identical to the software encoder."""
+    (C = 33) in 7 slices through the recommended preset. Every anchor and predicted frame
+    is one CTX pass of value records whose slices the fabric's lane units (3 engines of 2
+    lanes: the 7th slice follows the 1st on its unit) code side by side (the anchors then
+    loaded as the reference), byte-identical to the software encoder."""
     from temposplit.codec.encoder import PRESETS, CodecConfig, TensorSpec
 
-    assert accel_build.params.ctx_engines > 1
+    assert accel_build.params.ctx_units == 6
     fx = np.load(FIXTURES / "ssd-features.10.npz")
     codes, z8, scale = fx["codes_0"], int(fx["zero_point_0"]), float(fx["scale_0"])
     frames = [[codes[i]] for i in (0, 1, 2, 1, 0)]
-    preset = dict(PRESETS["recommended"], structure="uni-2", ctx_slices=3)
+    preset = dict(PRESETS["recommended"], structure="uni-2", ctx_slices=7)
     config = CodecConfig(tensors=[TensorSpec("features.10", codes.shape[1:], scale, z8, block=4)], **preset)
     soft, engine = _software_and_fabric(accel_build, config, frames)
-    assert soft.header_bytes()[4:6] == b"\x02\x02" and soft.header.ctx_slices == 3
+    assert soft.header_bytes()[4:6] == b"\x02\x02" and soft.header.ctx_slices == 7
     assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred", "anchor"]
     assert dict(engine.passes) == {"CTX (records)": 5, "LOAD_REF": 3, "MOTION": 2}, engine.passes
