@@ -81,6 +81,8 @@ CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last i
 # estimator's, FAN_COPIES and REF_BANKS), the RAM's read, its output register, the centred
 # reference, |diff|, three adder levels (sums of 4, of 16, the total), the accumulator
 SAD_STAGES = ("addr", "fan", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
+KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins
+CONST_GROUP = 8  # lanes of the SAD per copy of the centring's constants
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)
 DRAIN_CYCLES = len(SAD_STAGES) - 2
@@ -122,8 +124,9 @@ class ChunkAddresses(wiring.Component):
     chunk's place in the block row) and the block's last flagged.
 
     ``restart`` (one cycle, before the block's words may arrive) loads ``rows`` (the
-    block's height); ``seg`` (chunks per block row) and ``row_chunks`` (chunks per band
-    row) are stable for the block; words are taken while ``enable``.
+    block's height); ``seg`` (chunks per block row; already the block's at ``restart``)
+    and ``row_chunks`` (chunks per band row) are stable for the block; words are taken
+    while ``enable``.
     """
 
     def __init__(self, params: Params = DEFAULT):
@@ -148,6 +151,9 @@ class ChunkAddresses(wiring.Component):
         filled_all = Signal()
         row_start = Signal(AW)  # r * row_chunks of the chunk being filled
         kk = Signal(19)  # chunk within the block row being filled
+        # kk + 1 == seg, a register set with kk (the increment and the compare were in
+        # front of kk's and row_start's enables: r16 seed 1, 12.2 ns)
+        kk_end = Signal()
         rows_left = Signal(7)
         accept = Signal()
         m.d.comb += [
@@ -162,14 +168,19 @@ class ChunkAddresses(wiring.Component):
                         m.d.sync += fill[i].eq(self.cur.payload)
             with m.If(fill_w == R - 1):
                 m.d.sync += [fill_w.eq(0), self.o.p.offset.eq(row_start + kk)]
-                with m.If(kk + 1 == self.seg):
-                    m.d.sync += [kk.eq(0), row_start.eq(row_start + self.row_chunks), rows_left.eq(rows_left - 1)]
+                with m.If(kk_end):
+                    m.d.sync += [
+                        kk.eq(0),
+                        kk_end.eq(self.seg == 1),
+                        row_start.eq(row_start + self.row_chunks),
+                        rows_left.eq(rows_left - 1),
+                    ]
                     with m.If(rows_left == 1):
                         m.d.sync += [filled_all.eq(1), self.o.p.last.eq(1)]
                     with m.Else():
                         m.d.sync += self.o.p.last.eq(0)
                 with m.Else():
-                    m.d.sync += [kk.eq(kk + 1), self.o.p.last.eq(0)]
+                    m.d.sync += [kk.eq(kk + 1), kk_end.eq(kk + 2 == self.seg), self.o.p.last.eq(0)]
             with m.Else():
                 m.d.sync += fill_w.eq(fill_w + 1)
         with m.If(accept & (fill_w == R - 1)):
@@ -182,6 +193,7 @@ class ChunkAddresses(wiring.Component):
                 self.o.valid.eq(0),
                 filled_all.eq(0),
                 kk.eq(0),
+                kk_end.eq(self.seg == 1),
                 row_start.eq(0),
                 rows_left.eq(self.rows),
             ]
@@ -230,11 +242,15 @@ class SadPipeline(wiring.Component):
         # (it is written before START and holds through the operation), so that the
         # register file's fields do not fan out across the die into every lane (the top's
         # path on the ECP5 proxy, r13 seed 2: ZN_REF into a lane's centred reference, 10.9 ns
-        # of routing)
-        k = Signal(3)
-        z8 = Signal.like(self.z8)
-        zn_ref = Signal.like(self.zn_ref)
-        m.d.sync += [k.eq(8 - self.n_bits), z8.eq(self.z8), zn_ref.eq(self.zn_ref)]
+        # of routing). A copy per CONST_GROUP lanes, kept apart (``KEEP``): Yosys merged
+        # one copy with the motion estimator's twin, one register for every lane of both
+        # (r16 seed 1: `k` into a lane's centred reference, 13.5 ns of routing).
+        groups = -(-CB // CONST_GROUP)
+        ks = [Signal(3, name=f"c_k{g}", attrs=KEEP) for g in range(groups)]
+        z8s = [Signal.like(self.z8, name=f"c_z8_{g}", attrs=KEEP) for g in range(groups)]
+        zns = [Signal.like(self.zn_ref, name=f"c_zn{g}", attrs=KEEP) for g in range(groups)]
+        for g in range(groups):
+            m.d.sync += [ks[g].eq(8 - self.n_bits), z8s[g].eq(self.z8), zns[g].eq(self.zn_ref)]
         hold = Signal(data.ArrayLayout(signed(10), CB))  # the chunk's bytes, centred (c - z8)
         hold_off = Signal(AW)
         hold_last = Signal()
@@ -266,15 +282,17 @@ class SadPipeline(wiring.Component):
         pcur = [Signal(cur_layout, name=f"sad_cur{j}") for j in range(ncur)]
         raddr = Signal(len(self.ref.addr))
         m.d.comb += self.ref.addr.eq(raddr)
-        m.d.sync += pv[0].eq(0)
+        # (the candidate's index, chunk and read address load every cycle, meaningful only
+        # with pv[0]: an enable on them, sc_busy, was the top's largest group of late inputs
+        # on the ECP5 proxy, r16 seed 1: 212 at 14.0 ns)
+        m.d.sync += [
+            pv[0].eq(sc_busy & self.valid.bit_select(sc_i, 1)),
+            pi[0].eq(sc_i),
+            pcur[0].eq(hold),
+            raddr.eq((self.origin[sc_i] + hold_off)[: len(raddr)]),
+        ]
         with m.If(sc_busy):
-            m.d.sync += [
-                pv[0].eq(self.valid.bit_select(sc_i, 1)),
-                pi[0].eq(sc_i),
-                pcur[0].eq(hold),
-                raddr.eq((self.origin[sc_i] + hold_off)[: len(raddr)]),
-                sc_i.eq(sc_i + 1),
-            ]
+            m.d.sync += sc_i.eq(sc_i + 1)
             with m.If(sc_i == NCAND - 1):
                 with m.If(hold_last):
                     m.d.sync += [sc_busy.eq(0), self.done.eq(1)]
@@ -282,7 +300,7 @@ class SadPipeline(wiring.Component):
                     m.d.sync += sc_busy.eq(0)
         with m.If(take):
             m.d.sync += [
-                *[hold[j].eq(centred_cur(self.i.p.data.word_select(j, 8), z8)) for j in range(CB)],
+                *[hold[j].eq(centred_cur(self.i.p.data.word_select(j, 8), z8s[j // CONST_GROUP])) for j in range(CB)],
                 hold_off.eq(self.i.p.offset),
                 hold_last.eq(self.i.p.last),
                 sc_busy.eq(1),
@@ -304,7 +322,8 @@ class SadPipeline(wiring.Component):
         diffs = [Signal(11, name=f"bdiff{j}") for j in range(CB)]
         for j in range(CB):
             ac = Signal(signed(12), name=f"bref{j}")
-            m.d.sync += ac.eq(centred_ref(rdat.word_select(j, 8), zn_ref, k))
+            g = j // CONST_GROUP
+            m.d.sync += ac.eq(centred_ref(rdat.word_select(j, 8), zns[g], ks[g]))
             m.d.sync += diffs[j].eq(element_cost(ac, pcur[-1][j]))
         sum4 = [Signal(13, name=f"bsum4_{g}") for g in range(-(-CB // 4))]
         for g, sg in enumerate(sum4):
@@ -679,12 +698,12 @@ class BandMotion(wiring.Component):
                     ci.eq(0),
                 ]
                 m.next = "BSTART2"
-            with m.State("BSTART2"):  # (the address generator takes the block's height)
-                m.d.comb += [self.busy.eq(1), addr.restart.eq(1)]
+            with m.State("BSTART2"):
+                m.d.comb += self.busy.eq(1)
                 m.d.sync += [seg.eq(bw * cwb), mul_a.eq(dyr * row_chunks)]
                 m.next = "BSTATE"
-            with m.State("BSTATE"):
-                m.d.comb += [self.busy.eq(1), upd.load.eq(1)]
+            with m.State("BSTATE"):  # (the address generator takes the block's height and seg)
+                m.d.comb += [self.busy.eq(1), upd.load.eq(1), addr.restart.eq(1)]
                 m.d.sync += base.eq(mul_a + x0c)
                 m.next = "BCAND"
             with m.State("BCAND"):  # candidate ci into the set-up's pipeline (above)

@@ -41,7 +41,7 @@ from temposplit.codec.motion import (
     tss_first_step,
     tss_next_step,
 )
-from temposplit.hw.band_motion import BandMotion, record_layout
+from temposplit.hw.band_motion import KEEP, BandMotion, record_layout
 from temposplit.hw.regmap import DEFAULT, Params
 
 # Cycles of the FSM's states around one candidate (the cycle model counts with these).
@@ -69,7 +69,6 @@ FAN_COPIES = 4
 # its own copy of the read address and of the write (one address register for all of its
 # block RAMs was the top's path on the ECP5 proxy, 14.6 ns of routing alone).
 BLK_BANKS = 4
-KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins
 DRAIN_CYCLES = len(SAD_STAGES)
 COMPARE_CYCLES = 2  # COMPARE, NEXT
 PICK_CYCLES = 1  # PICK: the next neighbour's vector
@@ -294,9 +293,9 @@ class MotionEstimator(wiring.Component):
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
         # the centring's constants registered beside the lanes, as the band engine's (the
         # configuration holds through an operation)
-        c_k = Signal(3)
-        c_z8 = Signal.like(self.z8)
-        c_zn = Signal.like(self.zn_ref)
+        c_k = Signal(3, attrs=KEEP)  # (kept apart from the band engine's copies)
+        c_z8 = Signal.like(self.z8, attrs=KEEP)
+        c_zn = Signal.like(self.zn_ref, attrs=KEEP)
         m.d.sync += [c_k.eq(8 - self.n_bits), c_z8.eq(self.z8), c_zn.eq(self.zn_ref)]
         for i in range(L):
             a = ref_q.word_select(i, 8)

@@ -570,8 +570,8 @@ class Accelerator(wiring.Component):
         with m.If(pk_valid & ma_ready_ctx & ~sliced):
             m.d.sync += pk_valid.eq(0)
         # slices: each unit's bytes into a SlicePacker's tagged words; the words go out by
-        # a fixed priority (unit 0 first: together at most U/14 words a cycle), TLAST on the
-        # word that ends the S-th slice; BITS counts every unit's bytes
+        # a registered grant (below; together at most U/14 words a cycle), TLAST on the word
+        # that ends the S-th slice; BITS counts every unit's bytes
         packers = []
         takes = []
         for v in range(U):
@@ -593,21 +593,29 @@ class Accelerator(wiring.Component):
         m.d.sync += byte_takes.eq(Mux(sliced, sum(takes), b_take))
         with m.If(~start & (byte_takes != 0)):
             m.d.sync += ctx_bytes.eq(ctx_bytes + byte_takes)
+        # the packers' words out by a registered grant (``sl_sel``: the first packer with a
+        # word, other than one whose word goes out now, a cycle ahead), so that a packer's
+        # ready is the grant's decode and the output slice's ready, not a priority chain
+        # over every packer's valid (r16 seed 1: the packers' output registers' enables
+        # among the top's late inputs)
         slices_done = Signal(6)
         sl_valid = Signal()
         sl_word = Signal(64)
         sl_end = Signal()
         sl_sel = Signal(range(max(U, 2)))
-        for v in reversed(range(U)):
-            with m.If(packers[v].o.valid):
+        sl_next = Signal.like(sl_sel)
+        for v in range(U):
+            m.d.comb += packers[v].o.ready.eq(ma_ready_ctx & sliced & (sl_sel == v))
+            with m.If(sl_sel == v):
                 m.d.comb += [
-                    sl_valid.eq(1),
-                    sl_sel.eq(v),
+                    sl_valid.eq(packers[v].o.valid),
                     sl_word.eq(packers[v].o.p.word),
                     sl_end.eq(packers[v].o.p.last),
                 ]
-        for v in range(U):
-            m.d.comb += packers[v].o.ready.eq(ma_ready_ctx & sliced & (sl_sel == v))
+        for v in reversed(range(U)):
+            with m.If(packers[v].o.valid & ~packers[v].o.ready):
+                m.d.comb += sl_next.eq(v)
+        m.d.sync += sl_sel.eq(sl_next)
         with m.If(start):
             m.d.sync += slices_done.eq(0)
         with m.Elif(sl_valid & ma_ready_ctx & sliced & sl_end):
