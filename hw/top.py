@@ -191,23 +191,30 @@ class Accelerator(wiring.Component):
         bus = self.s_axil
         wstrobe = {r.name: Signal(name=f"wr_{r.name.lower()}") for r in regmap.REGISTERS}
         wdata = Signal(32)
-        # Write: take address and data together, answer OKAY.
-        m.d.comb += [bus.bresp.eq(0), bus.rresp.eq(0), wdata.eq(bus.wdata)]
+        # Write, in two cycles: address and data taken together into registers, then the
+        # write decoded from them and answered OKAY, so that no path runs from the bus's
+        # pins into the registers a write starts (START, MODE and every clear at START: on
+        # the ECP5 proxy the top's ports are pins across the die)
+        w_pending = Signal()
+        w_addr = Signal(len(bus.awaddr) - 2)
+        m.d.comb += [bus.bresp.eq(0), bus.rresp.eq(0)]
         take_w = Signal()
         m.d.comb += [
-            take_w.eq(bus.awvalid & bus.wvalid & ~bus.bvalid),
+            take_w.eq(bus.awvalid & bus.wvalid & ~bus.bvalid & ~w_pending),
             bus.awready.eq(take_w),
             bus.wready.eq(take_w),
         ]
+        with m.If(take_w):
+            m.d.sync += [w_pending.eq(1), w_addr.eq(bus.awaddr[2:]), wdata.eq(bus.wdata)]
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += bus.bvalid.eq(0)
-        with m.If(take_w):
-            m.d.sync += bus.bvalid.eq(1)
+        with m.If(w_pending):
+            m.d.sync += [w_pending.eq(0), bus.bvalid.eq(1)]
             for r in regmap.REGISTERS:
-                with m.If(bus.awaddr[2:] == r.offset >> 2):
+                with m.If(w_addr == r.offset >> 2):
                     m.d.comb += wstrobe[r.name].eq(1)
                     if r.access == "rw":
-                        m.d.sync += rw[r.name].eq(bus.wdata[: r.width])
+                        m.d.sync += rw[r.name].eq(wdata[: r.width])
         # Read, in two cycles: the address into a register, then a register mux into rdata
         # (HIST_DATA's source is itself a register, a cycle behind HIST_INDEX: a read taken
         # in the cycle after a write's response still sees the write).
