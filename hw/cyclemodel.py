@@ -217,8 +217,9 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0, lanes: i
 # termination's shifts, the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the
 # dealer's FIFO and the tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
 CTX_ENGINES = Params().ctx_engines  # the default build's
-# Two lanes an engine: 34 and 14 (the one-lane engines' were 32 and 10).
-CTX_SLICES_FILL = 34 + PORT_IN + PORT_OUT + CTX_IN
+# Two lanes an engine, the packers' words through a grant and a register slice: 35 and 14
+# (the one-lane engines' were 32 and 10).
+CTX_SLICES_FILL = 35 + PORT_IN + PORT_OUT + CTX_IN
 CTX_SLICE_GAP = 14
 
 
