@@ -546,13 +546,17 @@ class Accelerator(wiring.Component):
             ctx_v0.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
             ctx_v0.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
         ]
+        # (the staging registers follow the input word while their phase lasts, so that
+        # their enables are registers: the phase moves on only when the word is taken, and
+        # a word that is not its group's last is always taken -- r17 seed 1: their enables
+        # through the input's ready, 10.6-11.1 ns)
+        with m.If(~final_word & (out_phase == 0)):
+            m.d.sync += x_s.eq(cw.p.data)
+        with m.If(~final_word & (out_phase == 1)):
+            m.d.sync += p_s.eq(cw.p.data)
         with m.If(~records & cw_take):
             with m.If(temporal):
                 m.d.sync += [out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1)), final_word.eq(out_phase == 1)]
-            with m.If(~final_word & (out_phase == 0)):
-                m.d.sync += x_s.eq(cw.p.data)
-            with m.If(~final_word & (out_phase == 1)):
-                m.d.sync += p_s.eq(cw.p.data)
             with m.If(final_word):
                 m.d.sync += [
                     cur_valid.eq(1),
