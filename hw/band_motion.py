@@ -209,7 +209,7 @@ class SadPipeline(wiring.Component):
     candidate's accumulator (SAD_STAGES from the issue). ``origin`` and ``valid`` hold the
     candidates' first-chunk addresses and validity; candidates from ``first_cand`` to 8 are
     issued; a chunk is taken while ``scoring``; ``done`` rises when the block's last chunk
-    is issued (cleared by ``restart``); ``clear`` zeroes the accumulators.
+    is issued (cleared by ``restart``); ``clear`` zeroes the accumulators (a cycle later).
     """
 
     def __init__(self, params: Params = DEFAULT):
@@ -333,10 +333,17 @@ class SadPipeline(wiring.Component):
             m.d.sync += sg.eq(sum(sum4[4 * g : 4 * g + 4]))
         total = Signal(15 + len(sum16).bit_length())
         m.d.sync += total.eq(sum(sum16))
+        # the accumulators' enables from registers: the candidate's one-hot ``hit`` decoded
+        # a stage ahead (it equals pv[n - 2] & pi[n - 2] == i) and ``clear`` a cycle late
+        # (BSTART clears; no chunk is in flight until CHUNKS): the decode and the
+        # controller's state were the accumulators' enables (r18 seed 1: 95 late inputs)
+        hit = Signal(NCAND)
+        clear_r = Signal()
+        m.d.sync += [hit.eq(Cat(*(pv[n - 3] & (pi[n - 3] == i) for i in range(NCAND)))), clear_r.eq(self.clear)]
         for i in range(NCAND):
-            with m.If(self.clear):
+            with m.If(clear_r):
                 m.d.sync += self.acc[i].eq(0)
-            with m.Elif(pv[n - 2] & (pi[n - 2] == i)):
+            with m.Elif(hit[i]):
                 m.d.sync += self.acc[i].eq(self.acc[i] + total)
         return m
 
