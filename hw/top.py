@@ -468,36 +468,64 @@ class Accelerator(wiring.Component):
             cw_take.eq(cw.valid & cw.ready),
         ]
         # A group's words meet in staging registers (the anchor's codes, the reference's);
-        # its last word (the changes; intra: the codes) moves the group into the element
-        # serializer when that is free, which gives the coder one element per cycle.
+        # its last word (the changes; intra: the codes) moves the group into one of the
+        # element serializer's two banks, which gives the coder one element per cycle. A
+        # bank follows the input while it is empty and the next to be written, so that the
+        # banks' enables are registers (r18 seed 1: one bank's enable through the coder's
+        # ready, 64 late inputs at 11.8 ns); the serializer reads the banks in turn.
         x_s = Signal(8 * L)
         p_s = Signal(8 * L)
-        cur_x = Signal(8 * L)
-        cur_p = Signal(8 * L)
-        cur_t = Signal(2 * L)
-        cur_n = Signal(5)
-        cur_last = Signal()
-        cur_valid = Signal()
+        bank_layout = data.StructLayout(
+            {"x": 8 * L, "p": 8 * L, "t": 2 * L, "n": 5, "last": 1, "one": 1}  # one: n <= 1
+        )
+        banks = [Signal(bank_layout, name=f"el_bank{k}") for k in range(2)]
+        b_valid = Signal(2)
+        wb = Signal()  # the bank the next group goes into
+        rb = Signal()  # the bank the serializer reads
+        cur = Signal(bank_layout)
         el = Signal(range(L))
         el_end = Signal()
         el_take = Signal()
-        cur_free = Signal()
         ctx_ready = Signal()  # the requantizer's output is taken in CTX
         m.d.comb += [
-            ctx.i.valid.eq(cur_valid),
-            ctx.i.p.x.eq(cur_x.word_select(el, 8)),
-            ctx.i.p.p.eq(Mux(temporal, cur_p.word_select(el, 8), 0)),
-            ctx.i.p.t.eq(Mux(temporal, cur_t.word_select(el, 2), 1)),
-            ctx.i.p.last.eq(cur_last & el_end),
+            cur.eq(Mux(rb, banks[1].as_value(), banks[0].as_value())),
+            ctx.i.valid.eq(b_valid.bit_select(rb, 1)),
+            ctx.i.p.x.eq(cur.x.word_select(el, 8)),
+            ctx.i.p.p.eq(Mux(temporal, cur.p.word_select(el, 8), 0)),
+            ctx.i.p.t.eq(Mux(temporal, cur.t.word_select(el, 2), 1)),
+            ctx.i.p.last.eq(cur.last & el_end),
             el_take.eq(ctx.i.valid & ctx.i.ready),
-            cur_free.eq(~cur_valid | (el_take & el_end)),
-            ctx_ready.eq(Mux(final_word, cur_free, 1)),
+            ctx_ready.eq(Mux(final_word, ~b_valid.bit_select(wb, 1), 1)),
         ]
+        in_one = cw.p.nbytes <= 1
+        for k in range(2):
+            with m.If(~b_valid[k] & (wb == k)):
+                m.d.sync += [
+                    banks[k].x.eq(Mux(temporal, x_s, cw.p.data)),
+                    banks[k].p.eq(p_s),
+                    banks[k].t.eq(Cat(*(cw.p.data.word_select(i, 8)[:2] for i in range(L)))),
+                    banks[k].n.eq(cw.p.nbytes),
+                    banks[k].last.eq(cw.p.last),
+                    banks[k].one.eq(in_one),
+                ]
+        take_group = Signal()
+        m.d.comb += take_group.eq(~records & cw_take & final_word)
+        set_v = Mux(take_group, Mux(wb, 0b10, 0b01), 0)
+        clr_v = Mux(el_take & el_end, Mux(rb, 0b10, 0b01), 0)
+        m.d.sync += b_valid.eq((b_valid | set_v) & ~clr_v)
+        with m.If(take_group):
+            m.d.sync += wb.eq(~wb)
+        # el_end (el + 1 >= the bank's n) is a register: set with the next el, from the next
+        # bank's flag (or the input's, while the read bank is empty and follows the input)
+        other_one = Mux(rb, banks[0].one, banks[1].one)
         with m.If(el_take):
-            # (el_end, el + 1 >= cur_n, is a register: set with the next el)
-            m.d.sync += [el.eq(Mux(el_end, 0, el + 1)), el_end.eq(~el_end & (el + 2 >= cur_n))]
+            m.d.sync += el.eq(Mux(el_end, 0, el + 1))
             with m.If(el_end):
-                m.d.sync += cur_valid.eq(0)
+                m.d.sync += [rb.eq(~rb), el_end.eq(Mux(b_valid.bit_select(~rb, 1), other_one, in_one))]
+            with m.Else():
+                m.d.sync += el_end.eq(el + 2 >= cur.n)
+        with m.Elif(~b_valid.bit_select(rb, 1)):
+            m.d.sync += el_end.eq(in_one)
         # value records (FLAGS.RECORDS): the requantizer's bypassed word is a stream word of
         # records (a record or a run of zero values), the count's last word ends the section
         # slices (CTX_SLICES > 1): the dealer puts each word into its lane unit's input FIFO
@@ -557,17 +585,6 @@ class Accelerator(wiring.Component):
         with m.If(~records & cw_take):
             with m.If(temporal):
                 m.d.sync += [out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1)), final_word.eq(out_phase == 1)]
-            with m.If(final_word):
-                m.d.sync += [
-                    cur_valid.eq(1),
-                    el.eq(0),
-                    el_end.eq(cw.p.nbytes <= 1),
-                    cur_x.eq(Mux(temporal, x_s, cw.p.data)),
-                    cur_p.eq(p_s),
-                    cur_t.eq(Cat(*(cw.p.data.word_select(i, 8)[:2] for i in range(L)))),
-                    cur_n.eq(cw.p.nbytes),
-                    cur_last.eq(cw.p.last),
-                ]
         # the byte packer: the coder's bytes into words, low byte first; a word goes out when
         # full or at the section's last byte (TKEEP its bytes, TLAST)
         acc = Signal(8 * L)
