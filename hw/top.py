@@ -556,6 +556,7 @@ class Accelerator(wiring.Component):
         ins = [lanes_in[v % E][v // E] for v in range(U)]  # unit order
         outs = [lanes_out[v % E][v // E] for v in range(U)]
         fifos = []
+        v0_ready = Signal()  # unit 0's register slice (below) takes a word
         for v in range(U):
             q = fifo.SyncFIFOBuffered(width=65, depth=P.ctx_fifo_depth)
             m.submodules[f"ctx_in{v}"] = q
@@ -567,12 +568,19 @@ class Accelerator(wiring.Component):
             if v:
                 port = ins[v]
                 m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
-            m.d.comb += q.r_en.eq(ins[v].ready & (sliced if v == 0 else 1))
-        # (unit 0: the FIFO when sliced, else the requantizer's word directly, as before)
+            m.d.comb += q.r_en.eq((v0_ready if v == 0 else ins[v].ready) & (sliced if v == 0 else 1))
+        # (unit 0: the FIFO when sliced, else the requantizer's word directly, as before;
+        # through a register slice, so that FIFO 0's output register and the input's slice
+        # see a register for the records front's ready, not the front's ready through the
+        # select: r19 seed 1, FIFO 0's output enable 57 late inputs)
+        m.submodules.ctx_v0_in = v0_in = RegisterSlice(ctx_v0.payload.shape())
+        wiring.connect(m, v0_in.o, ctx_v0)
         m.d.comb += [
-            ctx_v0.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
-            ctx_v0.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
-            ctx_v0.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
+            v0_in.clear.eq(start),
+            v0_in.i.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
+            v0_in.i.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
+            v0_in.i.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
+            v0_ready.eq(v0_in.i.ready),
         ]
         # (the staging registers follow the input word while their phase lasts, so that
         # their enables are registers: the phase moves on only when the word is taken, and
@@ -680,7 +688,7 @@ class Accelerator(wiring.Component):
             hist.i.payload.eq(rq.o.payload),
             ser.i.valid.eq(rq.o.valid & to_ser),
             hist.i.valid.eq(rq.o.valid & to_hist),
-            ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, ctx_v0.ready, ctx_ready))),
+            ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, v0_ready, ctx_ready))),
             cw.ready.eq(ctx_rq_ready),
             rq.o.ready.eq(
                 (to_ser & ser.i.ready)
