@@ -50,6 +50,22 @@ def test_top_builds_its_registers_from_the_map():
     rtlil.convert(Accelerator(regmap.Params(ref_bytes=1024, block_bytes=512)), name="t")
 
 
+def test_a_build_of_one_lane_engines_elaborates_and_says_so():
+    pytest.importorskip("amaranth")
+    from amaranth.back import rtlil
+
+    from temposplit.hw.top import Accelerator
+
+    params = regmap.Params(ref_bytes=1024, block_bytes=512, ctx_lanes=1)
+    assert params.ctx_units == params.ctx_engines
+    top = rtlil.convert(Accelerator(params), name="t")
+    assert "DualRangeEncoder" not in top and "dual" not in top.lower()
+    word = regmap.pack("PARAMS", LANES=8, CTX_LANES=1, ENGINES=3)
+    assert regmap.unpack("PARAMS", word)["CTX_LANES"] == 1
+    with pytest.raises(ValueError, match="ctx_lanes"):
+        regmap.Params(ctx_lanes=3)
+
+
 def test_docs_quote_the_register_map():
     from pathlib import Path
 
