@@ -129,12 +129,15 @@ class Accelerator(wiring.Component):
         m.submodules.enc = enc = HuffmanEncoder(L)
         m.submodules.hist = hist = WordHistogram(L)
         m.submodules.me = me = MotionEstimator(P)
-        if P.ctx_lanes == 2:  # engine 0 on a two-lane range coder: its lane 0 is the single-section path
-            m.submodules.ctx = ctx = DualCtxCoder(P.line_elements)
-            ctx_v0, ctx_o0 = ctx.v[0], ctx.o[0]
-        else:
-            m.submodules.ctx = ctx = CtxCoder(P.line_elements)
-            ctx_v0, ctx_o0 = ctx.v, ctx.o
+        NL = P.ctx_lanes
+
+        def by_lane(port):
+            """A ctx engine's port as a list, one per lane (a two-lane engine's is an array)."""
+            return [port[k] for k in range(NL)] if NL == 2 else [port]
+
+        # engine 0 (two lanes: on a two-lane range coder); its lane 0 is the single-section path
+        m.submodules.ctx = ctx = DualCtxCoder(P.line_elements) if NL == 2 else CtxCoder(P.line_elements)
+        ctx_v0, ctx_o0 = by_lane(ctx.v)[0], by_lane(ctx.o)[0]
         # the ports' register slices: the DMA's handshakes meet the engines' only in registers
         m.submodules.in_slice = in_slice = RegisterSlice(8 * L)
         m.submodules.out_slice = out_slice = RegisterSlice(data.StructLayout({"data": 8 * L, "keep": L, "last": 1}))
@@ -533,7 +536,7 @@ class Accelerator(wiring.Component):
         # Unit v is engine v mod E's lane v div E; engine 0 is the ctx coder's (its lane 0
         # the records front of the single-section path), the others a ValueCoder each (two
         # lanes: a DualValueCoder); a word for a unit the build lacks is dropped
-        E, NL = P.ctx_engines, P.ctx_lanes
+        E = P.ctx_engines
         U = E * NL
         deal_e = Signal(2)
         deal_l = Signal()
@@ -550,9 +553,8 @@ class Accelerator(wiring.Component):
             coder = ctx if e == 0 else (DualValueCoder() if NL == 2 else ValueCoder())
             if e:
                 m.submodules[f"ctx{e}"] = coder
-            records_in = coder.v if e == 0 else coder.i
-            lanes_in.append([records_in[k] for k in range(NL)] if NL == 2 else [records_in])
-            lanes_out.append([coder.o[k] for k in range(NL)] if NL == 2 else [coder.o])
+            lanes_in.append(by_lane(coder.v if e == 0 else coder.i))
+            lanes_out.append(by_lane(coder.o))
         ins = [lanes_in[v % E][v // E] for v in range(U)]  # unit order
         outs = [lanes_out[v % E][v // E] for v in range(U)]
         fifos = []
@@ -568,7 +570,9 @@ class Accelerator(wiring.Component):
             if v:
                 port = ins[v]
                 m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
-            m.d.comb += q.r_en.eq((v0_ready if v == 0 else ins[v].ready) & (sliced if v == 0 else 1))
+                m.d.comb += q.r_en.eq(port.ready)
+            else:
+                m.d.comb += q.r_en.eq(v0_ready & sliced)
         # (unit 0: the FIFO when sliced, else the requantizer's word directly, as before;
         # through a register slice, so that FIFO 0's output register and the input's slice
         # see a register for the records front's ready, not the front's ready through the
@@ -631,10 +635,9 @@ class Accelerator(wiring.Component):
             m.d.sync += ctx_bytes.eq(ctx_bytes + byte_takes)
         # the packers' words out by a registered grant (``sl_sel``: the first packer with a
         # word, other than one whose word goes out now, a cycle ahead), so that a packer's
-        # ready is the grant's decode and the output slice's ready, not a priority chain
-        # over every packer's valid (r16 seed 1: the packers' output registers' enables
-        # among the top's late inputs)
-        # ... and the granted word through a register slice (``sl_out``) before the output's
+        # ready is the grant's decode and a register, not a priority chain over every
+        # packer's valid (r16 seed 1: the packers' output enables among the late inputs);
+        # the granted word through a register slice (``sl_out``) before the output's
         # sources meet (r17 seed 1: the grant's 6-way select of 64-bit words into the output
         # slice was the top's path, 12.8 ns, 11.1 ns routing)
         m.submodules.ctx_slices_out = sl_out = RegisterSlice(slice_word_layout)

@@ -91,7 +91,7 @@ class _SlicedFake(_Fake):
         words = np.frombuffer(data, "<u8")
         out = []
         for e, lane in ((e, lane) for lane in range(self.lanes) for e in range(self.engines)):
-            w = words[_unit_of(words) == (e, lane)[0] + self.engines * lane]
+            w = words[_unit_of(words, self.engines) == e + self.engines * lane]
             ends = np.flatnonzero((w >> np.uint64(57)) & np.uint64(1)) + 1
             q = []
             for part in np.split(w, ends)[: len(ends)]:
