@@ -70,7 +70,7 @@ INIT_CYCLES = 1  # INIT
 STEP_CYCLES = 1  # STEP
 GROUP_CYCLES = 4  # GROUP, GROUP2, GROUP3 (band rows), GROUP4 (band chunks)
 SLICE_CYCLES = 1  # SLICE
-BLOCK_HEAD_CYCLES = 3  # BSTART, BSTART2 (products), BSTATE
+BLOCK_HEAD_CYCLES = 4  # BSTART, BSTART2 (products), BSTATE, BSTATE2 (the state's read registered)
 # BCAND: the candidates' addresses, one per cycle through a 3-stage pipeline (offsets,
 # products and validity, sum); the first chunk arrives meanwhile
 CAND_STAGES = 3
@@ -89,7 +89,7 @@ DRAIN_CYCLES = len(SAD_STAGES) - 2
 # BEND: candidates + the partial cost's read address register (beside the block buffer, in
 # the motion estimator), the read's output register, the first slice's zero, the sum, the
 # compare/write
-UPDATE_STAGES = 5
+UPDATE_STAGES = 6
 NEXT_CYCLES = 1  # NEXT
 STORE_CYCLES = 1  # BSTORE (last slice)
 EMIT_CYCLES = 1  # EMIT (last step, last slice)
@@ -161,32 +161,48 @@ class ChunkAddresses(wiring.Component):
             self.cur.ready.eq(self.enable & ~filled_all & (~self.o.valid | self.o.ready)),
             accept.eq(self.cur.valid & self.cur.ready),
         ]
+        # (the word being filled follows the input while the chunk registers are not an
+        # output that waits, so that its enable is registers -- the fill pointer, the
+        # output's valid and the band engine's ready, itself a register -- not the input's
+        # valid through ``accept``: r21 seed 2, those enables, 139 late inputs at 11.3 ns)
+        for i in range(R):
+            with m.If((fill_w == i) & (~self.o.valid | self.o.ready)):
+                m.d.sync += fill[i].eq(self.cur.payload)
+        # A chunk's last word sets the output (its offset, whether it is the block's last)
+        # from registers; the counters move a cycle later (``upd``, a register: R >= 2
+        # words come between two chunk ends), so that their enables are not the input's
+        # valid through ``accept`` (r22 seed 1: `kk`, `row_start`, `rows_left`, 39 late
+        # inputs at up to 11.7 ns). ``rows_one`` is rows_left == 1, set with it.
+        rows_one = Signal()
+        chunk_end = Signal()
+        m.d.comb += chunk_end.eq(accept & (fill_w == R - 1))
+        if R > 1:
+            upd = Signal()
+            m.d.sync += upd.eq(chunk_end & ~self.restart)
+        else:
+            upd = chunk_end
         with m.If(accept):
-            with m.Switch(fill_w):
-                for i in range(R):
-                    with m.Case(i):
-                        m.d.sync += fill[i].eq(self.cur.payload)
-            with m.If(fill_w == R - 1):
-                m.d.sync += [fill_w.eq(0), self.o.p.offset.eq(row_start + kk)]
-                with m.If(kk_end):
-                    m.d.sync += [
-                        kk.eq(0),
-                        kk_end.eq(self.seg == 1),
-                        row_start.eq(row_start + self.row_chunks),
-                        rows_left.eq(rows_left - 1),
-                    ]
-                    with m.If(rows_left == 1):
-                        m.d.sync += [filled_all.eq(1), self.o.p.last.eq(1)]
-                    with m.Else():
-                        m.d.sync += self.o.p.last.eq(0)
-                with m.Else():
-                    m.d.sync += [kk.eq(kk + 1), kk_end.eq(kk + 2 == self.seg), self.o.p.last.eq(0)]
-            with m.Else():
-                m.d.sync += fill_w.eq(fill_w + 1)
-        with m.If(accept & (fill_w == R - 1)):
-            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += fill_w.eq(Mux(fill_w == R - 1, 0, fill_w + 1))
+        with m.If(chunk_end):
+            m.d.sync += [
+                self.o.valid.eq(1),
+                self.o.p.offset.eq(row_start + kk),
+                self.o.p.last.eq(kk_end & rows_one),
+                filled_all.eq(kk_end & rows_one),
+            ]
         with m.Elif(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        with m.If(upd):
+            with m.If(kk_end):
+                m.d.sync += [
+                    kk.eq(0),
+                    kk_end.eq(self.seg == 1),
+                    row_start.eq(row_start + self.row_chunks),
+                    rows_left.eq(rows_left - 1),
+                    rows_one.eq(rows_left == 2),
+                ]
+            with m.Else():
+                m.d.sync += [kk.eq(kk + 1), kk_end.eq(kk + 2 == self.seg)]
         with m.If(self.restart):
             m.d.sync += [
                 fill_w.eq(0),
@@ -196,6 +212,7 @@ class ChunkAddresses(wiring.Component):
                 kk_end.eq(self.seg == 1),
                 row_start.eq(0),
                 rows_left.eq(self.rows),
+                rows_one.eq(self.rows == 1),
             ]
         return m
 
@@ -245,12 +262,19 @@ class SadPipeline(wiring.Component):
         # of routing). A copy per CONST_GROUP lanes, kept apart (``KEEP``): Yosys merged
         # one copy with the motion estimator's twin, one register for every lane of both
         # (r16 seed 1: `k` into a lane's centred reference, 13.5 ns of routing).
+        # The copies have no reset and take k from a register of its own, so each is a
+        # flip-flop fed by a register, with no logic of its own in front: with a reset (or
+        # k's subtraction) in front, Yosys shared the one LUT among the copies and the
+        # motion estimator's, which put every copy behind one placed cell (r21 seed 1:
+        # `c_zn` into the copies, 14.7 ns).
         groups = -(-CB // CONST_GROUP)
-        ks = [Signal(3, name=f"c_k{g}", attrs=KEEP) for g in range(groups)]
-        z8s = [Signal.like(self.z8, name=f"c_z8_{g}", attrs=KEEP) for g in range(groups)]
-        zns = [Signal.like(self.zn_ref, name=f"c_zn{g}", attrs=KEEP) for g in range(groups)]
+        k_src = Signal(3, name="c_k_src", attrs=KEEP, reset_less=True)
+        m.d.sync += k_src.eq(8 - self.n_bits)
+        ks = [Signal(3, name=f"c_k{g}", attrs=KEEP, reset_less=True) for g in range(groups)]
+        z8s = [Signal.like(self.z8, name=f"c_z8_{g}", attrs=KEEP, reset_less=True) for g in range(groups)]
+        zns = [Signal.like(self.zn_ref, name=f"c_zn{g}", attrs=KEEP, reset_less=True) for g in range(groups)]
         for g in range(groups):
-            m.d.sync += [ks[g].eq(8 - self.n_bits), z8s[g].eq(self.z8), zns[g].eq(self.zn_ref)]
+            m.d.sync += [ks[g].eq(k_src), z8s[g].eq(self.z8), zns[g].eq(self.zn_ref)]
         hold = Signal(data.ArrayLayout(signed(10), CB))  # the chunk's bytes, centred (c - z8)
         hold_off = Signal(AW)
         hold_last = Signal()
@@ -267,10 +291,16 @@ class SadPipeline(wiring.Component):
             self.i.ready.eq(self.scoring & free),
             take.eq(self.i.valid & self.i.ready),
         ]
+        # (and a copy of it per CONST_GROUP lanes, kept apart: the held chunk's bytes of the
+        # group follow the input while it is free -- the held chunk is then unused or read
+        # for the last time -- so that their enable is a register beside them, not one
+        # LUT's ``take`` fanned out into 320 registers: r24 seed 1, 45 late inputs at up
+        # to 11.2 ns)
+        frees = [free] + [Signal(init=1, name=f"free{g}", attrs=KEEP) for g in range(1, groups)]
         with m.If(take):
-            m.d.sync += free.eq((self.first_cand == NCAND - 1) & ~self.i.p.last)
+            m.d.sync += [f.eq((self.first_cand == NCAND - 1) & ~self.i.p.last) for f in frees]
         with m.Else():
-            m.d.sync += free.eq(~sc_busy | (sc_i == NCAND - 1) | ((sc_i == NCAND - 2) & ~hold_last))
+            m.d.sync += [f.eq(~sc_busy | (sc_i == NCAND - 1) | ((sc_i == NCAND - 2) & ~hold_last)) for f in frees]
 
         # stage "addr": one candidate per cycle, its read address into a register; the
         # chunk travels down the pipeline with it
@@ -298,9 +328,11 @@ class SadPipeline(wiring.Component):
                     m.d.sync += [sc_busy.eq(0), self.done.eq(1)]
                 with m.Elif(~take):
                     m.d.sync += sc_busy.eq(0)
+        for j in range(CB):
+            with m.If(frees[j // CONST_GROUP]):
+                m.d.sync += hold[j].eq(centred_cur(self.i.p.data.word_select(j, 8), z8s[j // CONST_GROUP]))
         with m.If(take):
             m.d.sync += [
-                *[hold[j].eq(centred_cur(self.i.p.data.word_select(j, 8), z8s[j // CONST_GROUP])) for j in range(CB)],
                 hold_off.eq(self.i.p.offset),
                 hold_last.eq(self.i.p.last),
                 sc_busy.eq(1),
@@ -351,8 +383,9 @@ class SadPipeline(wiring.Component):
 class StateUpdate(wiring.Component):
     """A block's search state across slices and steps.
 
-    ``load`` (BSTATE): the block's centre and best cost from the state RAM (``state_rd``,
-    addressed by ``block_index`` a cycle before), or (0, 0) and 0 in the first step.
+    ``load`` (BSTATE2): the block's centre and best cost from the state RAM (``state_rd``,
+    addressed by ``block_index`` two cycles before, its data registered), or (0, 0) and 0
+    in the first step.
     ``prime`` then ``run`` (BEND): for candidates ``first_cand`` .. 8 read the partial cost
     of the earlier slices (``cost_rd`` at ``cost_base`` + candidate; 0 in the first slice),
     add the accumulator, and write it back (``cost_wr``), or in the last slice compare in
@@ -405,8 +438,14 @@ class StateUpdate(wiring.Component):
         # UPDATE_STAGES: candidate ci's partial cost's address out and its accumulator taken
         # (s), the address in the block buffer's read register (q, the motion estimator's),
         # the RAM's output registered as it is (r: nothing between the block RAM and a
-        # register), the first slice's zero chosen (t), the sum (u), then the write or the
-        # comparison
+        # register), the first slice's zero chosen (t), the sum (u: the partial cost's write,
+        # and the sum compared with the best and with the candidate before it), then the
+        # best chosen (v). The running minimum's loop holds no comparison: a candidate at v
+        # is lower than the best it meets there iff it was lower at u than the best then
+        # (``c_best``) when the one before it did not win, else lower than that one
+        # (``c_prev``), and ``won`` says which (r22 seed 1 on the ECP5 proxy: the
+        # comparison and the candidate's vector in front of the best's 44 registers, 15 late
+        # inputs at 11.3 ns)
         ci = Signal(4)  # the candidate whose partial cost is read
         s_v, q_v, r_v, t_v, u_v = Signal(), Signal(), Signal(), Signal(), Signal()
         s_i, q_i, r_i, t_i, u_i = Signal(4), Signal(4), Signal(4), Signal(4), Signal(4)
@@ -419,7 +458,14 @@ class StateUpdate(wiring.Component):
             self.cost_wr.addr.eq(self.cost_base + u_i),
             self.cost_wr.data.eq(tot),
         ]
-        edy, edx = _offset(m, u_i, self.step, "e")
+        # the candidate's vector, its validity and whether it is the centre, registered with
+        # stage u from t_i (in front of the best's enable, they were with the comparison:
+        # r21 seed 1 on the ECP5 proxy, the state's write data, 37 late inputs at 12.2 ns)
+        edy, edx = _offset(m, t_i, self.step, "e")
+        u_dy = Signal(signed(6))
+        u_dx = Signal(signed(6))
+        u_ok = Signal()  # a valid candidate
+        u_centre = Signal()
         m.d.comb += [
             self.state_rd.addr.eq(self.block_index),
             self.state_wr.addr.eq(self.block_index),
@@ -433,11 +479,15 @@ class StateUpdate(wiring.Component):
             dx8.eq(best_dx),
             self.record.eq(Cat(dy8, dx8, Const(0, 16), best)),
         ]
+        # (the state RAM's read into a register first, a cycle before ``load`` takes it:
+        # nothing between the block RAM and a register, as everywhere; r24 seed 2, the RAM
+        # through the best's select, 34 late inputs at 11.9 ns)
+        st = Signal.like(self.state_rd.data)
+        m.d.sync += st.eq(self.state_rd.data)
         with m.If(self.load):
             with m.If(self.first_step):
                 m.d.sync += [self.cy.eq(0), self.cx.eq(0), best.eq(0), best_dy.eq(0), best_dx.eq(0)]
             with m.Else():
-                st = self.state_rd.data
                 m.d.sync += [
                     best.eq(st[:32]),
                     self.cy.eq(st[32:38]),
@@ -445,8 +495,31 @@ class StateUpdate(wiring.Component):
                     best_dy.eq(st[32:38]),
                     best_dx.eq(st[38:44]),
                 ]
+        v_v, v_i, v_tot, v_dy, v_dx, v_ok, v_centre = (
+            Signal(),
+            Signal(4),
+            Signal(32),
+            Signal(signed(6)),
+            Signal(signed(6)),
+            Signal(),
+            Signal(),
+        )
+        c_best = Signal()  # the candidate at v was lower than the best when it was at u
+        c_prev = Signal()  # ... lower than the candidate before it
+        won = Signal()  # the candidate before the one at v took the best
+        win = Signal()
+        m.d.comb += win.eq(v_v & self.last_slice & (v_centre | (v_ok & Mux(won, c_prev, c_best))))
         with m.If(self.prime):
-            m.d.sync += [ci.eq(self.first_cand), s_v.eq(0), q_v.eq(0), r_v.eq(0), t_v.eq(0), u_v.eq(0)]
+            m.d.sync += [
+                ci.eq(self.first_cand),
+                s_v.eq(0),
+                q_v.eq(0),
+                r_v.eq(0),
+                t_v.eq(0),
+                u_v.eq(0),
+                v_v.eq(0),
+                won.eq(0),
+            ]
         with m.If(self.run):
             m.d.sync += [
                 s_v.eq(ci <= NCAND - 1),
@@ -466,15 +539,28 @@ class StateUpdate(wiring.Component):
                 t_cost.eq(Mux(self.first_slice, 0, r_cost)),
                 u_v.eq(t_v),
                 u_i.eq(t_i),
+                u_dy.eq(self.cy + edy),
+                u_dx.eq(self.cx + edx),
+                u_ok.eq(self.valid.bit_select(t_i, 1)),
+                u_centre.eq(t_i == 0),
                 tot.eq(t_cost + t_acc),
+                v_v.eq(u_v),
+                v_i.eq(u_i),
+                v_tot.eq(tot),
+                v_dy.eq(u_dy),
+                v_dx.eq(u_dx),
+                v_ok.eq(u_ok),
+                v_centre.eq(u_centre),
+                c_best.eq(tot < best),
+                c_prev.eq(tot < v_tot),
+                won.eq(win),
             ]
             with m.If(u_v):
-                m.d.comb += [self.cost_wr.en.eq(~self.last_slice), self.done.eq(u_i == NCAND - 1)]
-                with m.If(self.last_slice):
-                    with m.If(u_i == 0):
-                        m.d.sync += [best.eq(tot), best_dy.eq(self.cy + edy), best_dx.eq(self.cx + edx)]
-                    with m.Elif(self.valid.bit_select(u_i, 1) & (tot < best)):
-                        m.d.sync += [best.eq(tot), best_dy.eq(self.cy + edy), best_dx.eq(self.cx + edx)]
+                m.d.comb += self.cost_wr.en.eq(~self.last_slice)
+            with m.If(v_v):
+                m.d.comb += self.done.eq(v_i == NCAND - 1)
+            with m.If(win):
+                m.d.sync += [best.eq(v_tot), best_dy.eq(v_dy), best_dx.eq(v_dx)]
         return m
 
 
@@ -548,6 +634,24 @@ class BandMotion(wiring.Component):
         row_chunks = Signal(22)  # chunks per reference row of a slice: W * cwb
         gb = Signal(17)  # rows per group: G * B
         m.d.comb += cwb.eq(self.slice >> cshift)
+        # W * cwb and G * B from the configuration, free-running with registered operands
+        # (the configuration holds from before START: INIT takes them), so that neither
+        # product has a register's fan-out and a multiplier in one cycle (r21 seed 2:
+        # `row_chunks`, 16 late inputs at 10.7 ns)
+        cfg_w = Signal.like(self.width, reset_less=True)
+        cfg_cwb = Signal.like(cwb, reset_less=True)
+        cfg_g = Signal.like(self.group, reset_less=True)
+        cfg_b = Signal.like(self.block, reset_less=True)
+        cfg_rc = Signal.like(row_chunks, reset_less=True)
+        cfg_gb = Signal.like(gb, reset_less=True)
+        m.d.sync += [
+            cfg_w.eq(self.width),
+            cfg_cwb.eq(cwb),
+            cfg_g.eq(self.group),
+            cfg_b.eq(self.block),
+            cfg_rc.eq(cfg_w * cfg_cwb),
+            cfg_gb.eq(cfg_g * cfg_b),
+        ]
         step = Signal(5)
         first_step = Signal()
         last_step = Signal()
@@ -648,7 +752,7 @@ class BandMotion(wiring.Component):
                     m.next = "INIT"
             with m.State("INIT"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [row_chunks.eq(self.width * cwb), gb.eq(self.group * self.block)]
+                m.d.sync += [row_chunks.eq(cfg_rc), gb.eq(cfg_gb)]
                 m.next = "STEP"
             with m.State("STEP"):
                 m.d.comb += self.busy.eq(1)
@@ -710,8 +814,11 @@ class BandMotion(wiring.Component):
                 m.d.sync += [seg.eq(bw * cwb), mul_a.eq(dyr * row_chunks)]
                 m.next = "BSTATE"
             with m.State("BSTATE"):  # (the address generator takes the block's height and seg)
-                m.d.comb += [self.busy.eq(1), upd.load.eq(1), addr.restart.eq(1)]
+                m.d.comb += [self.busy.eq(1), addr.restart.eq(1)]
                 m.d.sync += base.eq(mul_a + x0c)
+                m.next = "BSTATE2"
+            with m.State("BSTATE2"):  # the state's read, registered, into the update's state
+                m.d.comb += [self.busy.eq(1), upd.load.eq(1)]
                 m.next = "BCAND"
             with m.State("BCAND"):  # candidate ci into the set-up's pipeline (above)
                 m.d.comb += [self.busy.eq(1), addr.enable.eq(1)]

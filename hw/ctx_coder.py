@@ -14,7 +14,7 @@ into :class:`~temposplit.hw.range_coder.RangeEncoder`, values in, a section's by
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,6 +28,7 @@ from temposplit.hw.ctx_binarizer import (
 )
 from temposplit.hw.dual_range_coder import LANES, DualRangeEncoder
 from temposplit.hw.range_coder import RangeEncoder, byte_layout
+from temposplit.hw.register_slice import FifoSlice
 
 
 class AnchorCoder(wiring.Component):
@@ -198,13 +199,86 @@ SLICE_PAYLOAD = 7
 slice_word_layout = data.StructLayout({"word": unsigned(64), "last": unsigned(1)})
 
 
+def packed_layout(nbytes: int) -> data.StructLayout:
+    """A :class:`BytePacker`'s word: ``nbytes`` bytes (low byte first, unused ones 0), how
+    many count (1..nbytes), the TKEEP of them, whether the last ends its section."""
+    return data.StructLayout(
+        {"data": unsigned(8 * nbytes), "count": unsigned(nbytes.bit_length()), "keep": unsigned(nbytes), "last": 1}
+    )
+
+
+class BytePacker(wiring.Component):
+    """Bytes (``byte_layout``, ``last`` on a section's last byte) into words of ``nbytes``
+    (:func:`packed_layout`): a word goes out when full or at the section's last byte.
+
+    Every byte, the word's last included, goes into its place in ``acc``; the word then
+    waits there (``pend``) and goes into a two-word FIFO (:class:`FifoSlice`) the next
+    cycle, or when the FIFO has room, ``acc`` cleared as it goes (a byte taken in that
+    cycle goes into place 0). So the FIFO's words come from registers with no select in
+    front, every enable here is a function of registers (``n``, ``pend``, the FIFO's fill),
+    and the output's ready -- a grant or an output slice across the die -- reaches only the
+    FIFO's pointers (r21 on the ECP5 proxy: the packers' words' enables through the
+    output's ready, 38-120 late inputs; r22: a word's select by the byte count into the
+    FIFO, 30 at 11.8 ns). A byte a cycle in while no word waits or the FIFO has room; a
+    word leaves LATENCY cycles after its last byte."""
+
+    LATENCY = 2  # from a word's last byte taken to the word on the output
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+        super().__init__({"i": In(stream.Signature(byte_layout)), "o": Out(stream.Signature(packed_layout(nbytes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        B = self.nbytes
+        m.submodules.out = out = FifoSlice(packed_layout(B))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+        acc = [Signal(8, name=f"acc{j}") for j in range(B)]
+        n = Signal(range(B))  # the place of the next byte
+        pend = Signal()  # acc holds a whole word
+        pend_n = Signal(range(B))  # its last byte's place
+        pend_keep = Signal(B)
+        pend_last = Signal()  # it ends the section
+        push = Signal()
+        take = Signal()
+        ends = Signal()  # this byte ends the word
+        m.d.comb += [
+            push.eq(pend & out.i.ready),
+            self.i.ready.eq(~pend | out.i.ready),
+            take.eq(self.i.valid & self.i.ready),
+            ends.eq((n == B - 1) | self.i.p.last),
+            out.i.valid.eq(pend),
+            out.i.p.data.eq(Cat(*acc)),
+            out.i.p.count.eq(pend_n + 1),
+            out.i.p.keep.eq(pend_keep),
+            out.i.p.last.eq(pend_last),
+            out.clear.eq(0),
+        ]
+        # (a place follows the input while it is the next one and no word waits; a byte
+        # that is not taken is overwritten by the one that is: ``n`` does not move)
+        for j in range(B):
+            with m.If((n == j) & (~pend | push)):
+                m.d.sync += acc[j].eq(self.i.p.data)
+            if j:
+                with m.Elif(push):
+                    m.d.sync += acc[j].eq(0)
+        with m.If(take):
+            m.d.sync += n.eq(Mux(ends, 0, n + 1))
+            with m.If(ends):
+                m.d.sync += [pend_n.eq(n), pend_last.eq(self.i.p.last)]
+                for j in range(B):
+                    with m.If(n == j):
+                        m.d.sync += pend_keep.eq((1 << (j + 1)) - 1)
+        m.d.sync += pend.eq((pend & ~push) | (take & ends))
+        return m
+
+
 class SlicePacker(wiring.Component):
     """One engine's bytes (``byte_layout``, ``last`` on a slice's last byte) into tagged
     64-bit words: payload bytes 0-6 (low byte first), bits 56-58 how many count (1-7),
-    bits 59-60 ``engine``, bit 61 the slice's end (also ``last`` beside the word). A word
-    goes out when full or at the slice's last byte, from a register; a byte a cycle in
-    while the register is free or taken. Bit 62 is the engine's ``lane`` (engines of two
-    lanes)."""
+    bits 59-60 ``engine``, bit 61 the slice's end (also ``last`` beside the word), bit 62
+    the engine's ``lane`` (engines of two lanes). A :class:`BytePacker` of 7 bytes; the
+    header is wiring of its word's fields and constants."""
 
     def __init__(self, engine: int, lane: int = 0):
         self.engine = engine
@@ -213,32 +287,14 @@ class SlicePacker(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        acc = Signal(8 * (SLICE_PAYLOAD - 1))
-        n = Signal(range(SLICE_PAYLOAD))
-        take = Signal()
-        m.d.comb += [self.i.ready.eq(~self.o.valid | self.o.ready), take.eq(self.i.valid & self.i.ready)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(take):
-            with m.If((n == SLICE_PAYLOAD - 1) | self.i.p.last):
-                m.d.sync += [self.o.valid.eq(1), self.o.p.last.eq(self.i.p.last), n.eq(0), acc.eq(0)]
-                for k in range(SLICE_PAYLOAD):
-                    with m.If(n == k):
-                        m.d.sync += self.o.p.word.eq(
-                            Cat(
-                                acc[: 8 * k],
-                                self.i.p.data,
-                                Const(0, 8 * (SLICE_PAYLOAD - 1 - k)),
-                                Const(k + 1, 3),
-                                Const(self.engine, 2),
-                                self.i.p.last,
-                                Const(self.lane, 1),
-                                Const(0, 1),
-                            )
-                        )
-            with m.Else():
-                m.d.sync += n.eq(n + 1)
-                for k in range(SLICE_PAYLOAD - 1):
-                    with m.If(n == k):
-                        m.d.sync += acc[8 * k : 8 * k + 8].eq(self.i.p.data)
+        m.submodules.bytes = bp = BytePacker(SLICE_PAYLOAD)
+        wiring.connect(m, wiring.flipped(self.i), bp.i)
+        m.d.comb += [
+            self.o.valid.eq(bp.o.valid),
+            bp.o.ready.eq(self.o.ready),
+            self.o.p.word.eq(
+                Cat(bp.o.p.data, bp.o.p.count, Const(self.engine, 2), bp.o.p.last, Const(self.lane, 1), Const(0, 1))
+            ),
+            self.o.p.last.eq(bp.o.p.last),
+        ]
         return m

@@ -143,8 +143,9 @@ CTX_LANES = Params().ctx_lanes  # the default build's
 # bin stage, the two-lane range coder's lane slice and stages; after the last bin the
 # termination's cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL
 # is that overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks
-# it): 35 cycles (32 on the one-lane RangeEncoder), the ports' slices and CTX's input slice.
-CTX_FILL = 35 + PORT_IN + PORT_OUT + CTX_IN
+# it): 36 cycles (35 before the BytePacker's word waited a cycle in place, 2026-12-05; 32 on
+# the one-lane RangeEncoder), the ports' slices and CTX's input slice.
+CTX_FILL = 36 + PORT_IN + PORT_OUT + CTX_IN
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
 
@@ -191,7 +192,7 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False, lanes: int = CTX_L
 # bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
 # word register and the values' FIFO, the bin stage, the range coder, the termination, the
 # packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 32 + PORT_IN + PORT_OUT + CTX_IN  # (29 on the one-lane RangeEncoder)
+CTX_RECORDS_FILL = 34 + PORT_IN + PORT_OUT + CTX_IN  # (29 on the one-lane RangeEncoder, 32 before the BytePacker)
 
 # Words and bins per element of a ctx section from records (the data decide): the most
 # measured on the SSD fixtures (every tensor's frames through the recommended preset,
@@ -217,9 +218,10 @@ def ctx_records_cycles(bins: int, words: int, word_cycles: float = 1.0, lanes: i
 # termination's shifts, the byte emitter); CTX_SLICES_FILL as CTX_RECORDS_FILL plus the
 # dealer's FIFO and the tagged words' packer. Measured on the Verilated top (sim/tb_accel.py::test_ctx_slices).
 CTX_ENGINES = Params().ctx_engines  # the default build's
-# Two lanes an engine, the packers' words through a grant and a register slice: 35 and 14
-# (the one-lane engines' were 32 and 10).
-CTX_SLICES_FILL = 35 + PORT_IN + PORT_OUT + CTX_IN
+# Two lanes an engine, the packers' words through a grant and a register slice: 37 and 14
+# (35 before the packers' words waited a cycle in place, 2026-12-05; the one-lane
+# engines' were 32 and 10).
+CTX_SLICES_FILL = 37 + PORT_IN + PORT_OUT + CTX_IN
 CTX_SLICE_GAP = 14
 
 

@@ -58,6 +58,7 @@ from temposplit.hw.range_coder import (
     multiples_of,
     product_rows,
     range_tables,
+    settle_bits,
     shift_records,
     sides_update,
 )
@@ -298,13 +299,21 @@ class DualRangeEncoder(wiring.Component):
         f_do = Signal(2)
         f_end = Signal()
         f_lane = Signal()
-        m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end), f_lane.eq(e_lane)]
+        f_settle = Signal(2)
+        m.d.sync += [
+            f_valid.eq(e_out),
+            f_low.eq(e_sum),
+            f_do.eq(e_do),
+            f_end.eq(e_end),
+            f_lane.eq(e_lane),
+            f_settle.eq(Cat(*settle_bits(e_sum))),
+        ]
 
         # ------------------------------------------------------------ F: the shifts' records
         # cache and pending: a ring of two registers each, as low's
         cache_now, cache_next_lane = Signal(8), Signal(8)
         pending_now, pending_next_lane = Signal(PENDING_BITS, init=1), Signal(PENDING_BITS, init=1)
-        ev, cache_upd, pending_upd = shift_records(m, f_low, f_do, cache_now, pending_now)
+        ev, cache_upd, pending_upd = shift_records(m, f_low, f_do, cache_now, pending_now, f_settle)
         m.d.comb += ev.last.eq(f_end)
         m.d.sync += [
             cache_now.eq(cache_next_lane),

@@ -88,10 +88,14 @@ class Serializer(wiring.Component):
         free = Signal()  # the word register is free (or frees this cycle)
         src = Signal(word_layout(self.lanes))  # what it takes: the skid's word, else the input's
         m.d.comb += [free.eq(~cur_valid | done), src.eq(Mux(nxt_valid, nxt, self.i.payload))]
+        # (the skid follows the input while empty: its enable is its own valid, not the
+        # input's valid and the word register's state -- r21 seed 2, 11 late inputs)
+        with m.If(~nxt_valid):
+            m.d.sync += nxt.eq(self.i.payload)
         with m.If(free):
             m.d.sync += [cur.eq(src), cur_valid.eq(nxt_valid | take), nxt_valid.eq(0)]
         with m.Elif(take):
-            m.d.sync += [nxt.eq(self.i.payload), nxt_valid.eq(1)]
+            m.d.sync += nxt_valid.eq(1)
         return m
 
 

@@ -70,7 +70,7 @@ FAN_COPIES = 4
 # block RAMs was the top's path on the ECP5 proxy, 14.6 ns of routing alone).
 BLK_BANKS = 4
 DRAIN_CYCLES = len(SAD_STAGES)
-COMPARE_CYCLES = 2  # COMPARE, NEXT
+COMPARE_CYCLES = 3  # COMPARE, COMPARE2, NEXT
 PICK_CYCLES = 1  # PICK: the next neighbour's vector
 INVALID_CYCLES = PICK_CYCLES + 1 + 1  # PICK, SETUP (invalid: no scan), NEXT
 EMIT_CYCLES = 1  # EMIT: the record (without back-pressure)
@@ -268,6 +268,13 @@ class MotionEstimator(wiring.Component):
         ref_word = Signal(range(P.ref_words + 1))  # ref word read this cycle
         col = Signal(range(64 * 512 + 1))
         rows = Signal(7)
+        # col + 1 == seg and rows == 1 as registers, set with col and rows (their compares
+        # were in front of the scan's and the load's enables: r21 seed 1 on the ECP5 proxy,
+        # `tx`, `ty`, `row_base` and `ref_word` among the late inputs, up to 11.4 ns)
+        col_end = Signal()
+        rows_one = Signal()
+        seg_one = Signal()  # seg == 1: bw == 1 and cw == 1
+        lt = Signal()  # the candidate's cost is lower than the best (registered in COMPARE)
         cptr = Signal(range(P.block_words + 1))
         issue = Signal()
         acc = Signal(32)
@@ -293,10 +300,13 @@ class MotionEstimator(wiring.Component):
         diffs = [Signal(11, name=f"absdiff{i}") for i in range(L)]
         # the centring's constants registered beside the lanes, as the band engine's (the
         # configuration holds through an operation)
-        c_k = Signal(3, attrs=KEEP)  # (kept apart from the band engine's copies)
-        c_z8 = Signal.like(self.z8, attrs=KEEP)
-        c_zn = Signal.like(self.zn_ref, attrs=KEEP)
-        m.d.sync += [c_k.eq(8 - self.n_bits), c_z8.eq(self.z8), c_zn.eq(self.zn_ref)]
+        # (kept apart from the band engine's copies; no reset, k from a register of its
+        # own: no logic in front that Yosys could share with them, as the band engine's)
+        k_src = Signal(3, attrs=KEEP, reset_less=True)
+        c_k = Signal(3, attrs=KEEP, reset_less=True)
+        c_z8 = Signal.like(self.z8, attrs=KEEP, reset_less=True)
+        c_zn = Signal.like(self.zn_ref, attrs=KEEP, reset_less=True)
+        m.d.sync += [k_src.eq(8 - self.n_bits), c_k.eq(k_src), c_z8.eq(self.z8), c_zn.eq(self.zn_ref)]
         for i in range(L):
             a = ref_q.word_select(i, 8)
             c = blk_q.word_select(i, 8)
@@ -344,7 +354,13 @@ class MotionEstimator(wiring.Component):
                 m.next = "BLOCK2"
             with m.State("BLOCK2"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [seg.eq(bw * cw), rows.eq(bh)]
+                m.d.sync += [
+                    seg.eq(bw * cw),
+                    rows.eq(bh),
+                    rows_one.eq(bh == 1),
+                    seg_one.eq((bw == 1) & (cw == 1)),
+                    col_end.eq((bw == 1) & (cw == 1)),
+                ]
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [
@@ -356,21 +372,23 @@ class MotionEstimator(wiring.Component):
                 ]
                 with m.If(self.cur.valid):
                     m.d.sync += cptr.eq(cptr + 1)
-                    with m.If(col + 1 == seg):
-                        m.d.sync += [col.eq(0), rows.eq(rows - 1)]
-                        with m.If(rows == 1):
+                    with m.If(col_end):
+                        m.d.sync += [col.eq(0), col_end.eq(seg_one), rows.eq(rows - 1), rows_one.eq(rows == 2)]
+                        with m.If(rows_one):
                             m.d.sync += [dy.eq(0), dx.eq(0), ty.eq(y0), tx.eq(x0), first.eq(1)]
                             m.d.sync += step.eq(tss_first_step(self.search))
                             m.next = "SETUP"
                     with m.Else():
-                        m.d.sync += col.eq(col + 1)
+                        m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 == seg)]
             with m.State("SETUP"):  # candidate (dy, dx): its first row's and column's words
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
                     ty_rw.eq(ty * row_words),
                     tx_cw.eq(tx * cw),
                     rows.eq(bh),
+                    rows_one.eq(bh == 1),
                     col.eq(0),
+                    col_end.eq(seg_one),
                     cptr.eq(0),
                     acc.eq(0),
                 ]
@@ -385,26 +403,32 @@ class MotionEstimator(wiring.Component):
             with m.State("SCAN"):
                 m.d.comb += [self.busy.eq(1), issue.eq(1)]
                 m.d.sync += [cptr.eq(cptr + 1), ref_word.eq(ref_word + 1)]
-                with m.If(col + 1 == seg):
+                with m.If(col_end):
                     m.d.sync += [
                         col.eq(0),
+                        col_end.eq(seg_one),
                         rows.eq(rows - 1),
+                        rows_one.eq(rows == 2),
                         row_base.eq(row_base + row_words),
                         ref_word.eq(row_base + row_words),
                     ]
-                    with m.If(rows == 1):
+                    with m.If(rows_one):
                         m.d.sync += drain.eq(DRAIN_CYCLES - 1)
                         m.next = "DRAIN"
                 with m.Else():
-                    m.d.sync += col.eq(col + 1)
+                    m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 == seg)]
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 0):
                     m.next = "COMPARE"
-            with m.State("COMPARE"):
+            with m.State("COMPARE"):  # the comparison into a register (then its result's enables)
                 m.d.comb += self.busy.eq(1)
-                with m.If(first | (acc < best)):
+                m.d.sync += lt.eq(first | (acc < best))
+                m.next = "COMPARE2"
+            with m.State("COMPARE2"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(lt):
                     m.d.sync += [best.eq(acc), best_dy.eq(dy), best_dx.eq(dx)]
                 m.next = "NEXT"
             with m.State("NEXT"):  # choose the next candidate

@@ -389,12 +389,19 @@ class RangeEncoder(wiring.Component):
         f_low = Signal(33)
         f_do = Signal(2)
         f_end = Signal()
-        m.d.sync += [f_valid.eq(e_out), f_low.eq(e_sum), f_do.eq(e_do), f_end.eq(e_end)]
+        f_settle = Signal(2)
+        m.d.sync += [
+            f_valid.eq(e_out),
+            f_low.eq(e_sum),
+            f_do.eq(e_do),
+            f_end.eq(e_end),
+            f_settle.eq(Cat(*settle_bits(e_sum))),
+        ]
 
         # ------------------------------------------------------------ F: the shifts' records
         cache = Signal(8)
         pending = Signal(PENDING_BITS, init=1)
-        ev, cache_next, pending_next = shift_records(m, f_low, f_do, cache, pending)
+        ev, cache_next, pending_next = shift_records(m, f_low, f_do, cache, pending, f_settle)
         m.d.comb += ev.last.eq(f_end)
         # the event into the FIFO through a register (its records' arithmetic, pending - 1
         # and the selects, is not in front of the FIFO's RAM write; CREDIT counts it)
@@ -430,13 +437,21 @@ def low_step(m: Module, low, e_valid, e_bound, e_ns, flushing, flush_step):
     return e_sum, e_do, e_end, e_out, low_upd
 
 
-def shift_records(m: Module, f_low, f_do, cache, pending):
+def settle_bits(low):
+    """Whether the first and the second shift of ``low`` (stage E's sum) settle: its top
+    byte is not 0xFF or it carries; its next byte is not 0xFF (:func:`shift_records`'s
+    tests, computed a stage ahead and registered beside the sum)."""
+    return (low[24:32] != 0xFF) | low[32], low[16:24] != 0xFF
+
+
+def shift_records(m: Module, f_low, f_do, cache, pending, settle):
     """Stage F's arithmetic (comb): shift_low() of 6.2.1 once or twice (``f_do``: 0, 1 or
     2) on the sum stage E registered, written out as an event (``last`` left to the
     caller), and the ``cache`` and ``pending`` after it. The first shift settles unless the
     top byte is 0xFF without a carry, the second (of a low under 2^32 after the first)
-    unless the next byte is 0xFF; pending + 1, + 2 and - 1 side by side, no adder after
-    another."""
+    unless the next byte is 0xFF (``settle``: the two tests, :func:`settle_bits` of the sum
+    registered with it, so that the compares are not in front of pending's adders);
+    pending + 1, + 2 and - 1 side by side, no adder after another."""
     do_a = Signal()
     do_b = Signal()
     carry = Signal()
@@ -451,8 +466,8 @@ def shift_records(m: Module, f_low, f_do, cache, pending):
         do_a.eq(f_do != 0),
         do_b.eq(f_do[1]),
         carry.eq(f_low[32]),
-        settle_a.eq((f_low[24:32] != 0xFF) | carry),
-        settle_b.eq(f_low[16:24] != 0xFF),
+        settle_a.eq(settle[0]),
+        settle_b.eq(settle[1]),
         emit_a.eq(do_a & settle_a),
         emit_b.eq(do_b & settle_b),
         cache_a.eq(Mux(emit_a, f_low[24:32], cache)),
@@ -517,13 +532,27 @@ class ByteEmitter(wiring.Component):
             events.r_en.eq(~have),
             rec.eq(Mux(idx, cur.rec1, cur.rec0)),
         ]
+        # the compares behind ``rec_done`` as registers set with what they test (a record's
+        # run == 0 when its event is taken, left == 1 with left), so that the emitter's
+        # enables are not behind a select and two wide compares (r21 seed 2: `left` and
+        # the FIFO's read, 15-21 late inputs at 10.3-11.0 ns)
+        run_zero = Signal(2)  # rec0's, rec1's run is 0
+        left_one = Signal()
+        ev_in = Signal(event_layout)
+        m.d.comb += ev_in.eq(events.r_data)
         with m.If(events.r_en & events.r_rdy):
-            m.d.sync += [have.eq(1), cur.eq(events.r_data), idx.eq(0), in_run.eq(0)]
+            m.d.sync += [
+                have.eq(1),
+                cur.eq(events.r_data),
+                idx.eq(0),
+                in_run.eq(0),
+                run_zero.eq(Cat(ev_in.rec0.run == 0, ev_in.rec1.run == 0)),
+            ]
         byte = Signal(8)
         rec_done = Signal()  # this byte is the record's last
         m.d.comb += [
             byte.eq(Mux(in_run, rec.fill, rec.first)),
-            rec_done.eq(Mux(in_run, left == 1, rec.run == 0)),
+            rec_done.eq(Mux(in_run, left_one, run_zero.bit_select(idx, 1))),
         ]
         event_done = Signal()
         m.d.comb += event_done.eq(rec_done & ((idx == 1) | (cur.n == 1)))
@@ -545,7 +574,7 @@ class ByteEmitter(wiring.Component):
                     with m.If(cur.last):
                         m.d.sync += first_of_section.eq(1)
             with m.Elif(~in_run):
-                m.d.sync += [in_run.eq(1), left.eq(rec.run)]
+                m.d.sync += [in_run.eq(1), left.eq(rec.run), left_one.eq(rec.run == 1)]
             with m.Else():
-                m.d.sync += left.eq(left - 1)
+                m.d.sync += [left.eq(left - 1), left_one.eq(left == 2)]
         return m

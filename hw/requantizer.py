@@ -15,10 +15,11 @@ with d = q8 - b, b = z8 - 2^(k-1) and s = d >> k = floor(d / 2^k),
 so the second stage is one add and a select, not an add and then the compares on its sum
 (tests/hw/test_requantizer.py checks the equivalence for every N, z8 and q8). The terms
 that depend on the configuration only (k, z_N, b, 2^N - 1, then lo and hi from them) are
-registers, so they follow a change of NBITS or Z8 CONFIG_CYCLES later (the configuration is
-written before an operation starts). Throughput one word (``lanes`` codes) per cycle. The
-word's side-band (``nbytes``, ``last``) passes through unchanged. With ``bypass`` high the
-bytes pass unchanged (the symbols of motion vectors, or codes that are already N-bit).
+registers, copied into a register beside each lane, so they follow a change of NBITS or Z8
+CONFIG_CYCLES later (the configuration is written before an operation starts). Throughput
+one word (``lanes`` codes) per cycle. The word's side-band (``nbytes``, ``last``) passes
+through unchanged. With ``bypass`` high the bytes pass unchanged (the symbols of motion
+vectors, or codes that are already N-bit).
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.hw.register_slice import FifoSlice
+
+KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins (hw/synth.py)
+
 STAGES = 2  # cycles from a word's acceptance to its codes on the output
-CONFIG_CYCLES = 2  # cycles from a change of n_bits or z8 to the terms that follow it
+CONFIG_CYCLES = 4  # cycles from a change of n_bits or z8 to the lanes' copies of the terms
 
 
 def word_layout(lanes: int) -> data.StructLayout:
@@ -77,7 +82,7 @@ class Requantizer(wiring.Component):
     i : In(stream of :func:`word_layout`)
         quint8 codes, from the originator.
     o : Out(stream of :func:`word_layout`)
-        N-bit codes (one byte each), registered.
+        N-bit codes (one byte each), from a two-word FIFO (:class:`FifoSlice`).
     n_bits, z8 : In
         Configuration, stable during an operation (N in 2..8, the input's zero point).
     bypass : In(1)
@@ -111,21 +116,50 @@ class Requantizer(wiring.Component):
         kk = Signal(unsigned(3))
         hh = Signal(unsigned(7))
         m.d.comb += [kk.eq(8 - self.n_bits), hh.eq((Const(1, 8) << kk) >> 1)]
+        zk = Signal(signed(10))  # z_N << k
+        span = Signal(signed(10))  # (2^N - z_N) << k
         m.d.sync += [
             k.eq(kk),
             half.eq(hh),
             z_n.eq((self.z8 + hh) >> kk),
             base.eq(self.z8 - hh),
             top.eq((Const(1, 9) << self.n_bits) - 1),
-            # (from the registers above: a cycle later)
-            lo.eq(base - (z_n << k)),
-            hi.eq(base + ((top + 1 - z_n) << k)),
+            # (from the registers above: a cycle later; lo and hi a cycle after that, so
+            # that a subtraction, a shift and an add are not one path: r22 seed 1, `hi`,
+            # 11.1 ns)
+            zk.eq(z_n << k),
+            span.eq((top + 1 - z_n) << k),
+            lo.eq(base - zk),
+            hi.eq(base + span),
         ]
-        # stage 1: the shift; stage 2 (the output register): the offset and the clamp. A
-        # skid register beside stage 1 takes a word when the output stalls, so the input's
-        # ready is a register (the ready chain of the stream ends here). Another beside the
-        # output register takes stage 2's word when the output stalls, so the stages advance
-        # on a register too (the consumers' ready reaches only the output's two registers).
+        # stage 1: the shift and the clamp's tests; stage 2: the offset and the clamp's
+        # select, into a two-word FIFO (a FifoSlice) whose words are the output. A skid
+        # register beside stage 1 takes a word when stage 1 cannot, so the input's ready is
+        # a register. Every wide register's enable is a function of this module's own
+        # registers: the skid follows the input while empty, stage 1 loads whenever it is
+        # free (its valid says whether the word is one), the FIFO's words follow stage 2
+        # while free. The consumers' ready -- an AND-OR of readies from across the die --
+        # reaches only the FIFO's pointers and counts (before, it reached the output
+        # register's enables: r21 seed 1 on the ECP5 proxy, 64 + 28 late inputs there and
+        # stage 1's lanes behind them, 13.4 ns).
+        m.submodules.out = out = FifoSlice(word_layout(self.lanes))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        # each lane's copy of the terms (no reset, no logic in front, kept apart: a
+        # register beside the lane, not one register's fan-out into eight lanes' shifters,
+        # compares and adders across the stage; r22 seed 1: the lanes' shift registers,
+        # 60 late inputs at up to 11.7 ns)
+        def copy(sig, name):
+            c = Signal.like(sig, name=name, reset_less=True, attrs=KEEP)
+            m.d.sync += c.eq(sig)
+            return c
+
+        lk = [copy(k, f"lane{i}_k") for i in range(self.lanes)]
+        lbase = [copy(base, f"lane{i}_base") for i in range(self.lanes)]
+        llo = [copy(lo, f"lane{i}_lo_at") for i in range(self.lanes)]
+        lhi = [copy(hi, f"lane{i}_hi_at") for i in range(self.lanes)]
+        lzn = [copy(z_n, f"lane{i}_zn") for i in range(self.lanes)]
+        ltop = [copy(top, f"lane{i}_top") for i in range(self.lanes)]
         s1_valid = Signal()
         s1 = Signal(word_layout(self.lanes))
         s1_bypass = Signal()
@@ -137,51 +171,41 @@ class Requantizer(wiring.Component):
         sk_bypass = Signal()
         src = Signal(word_layout(self.lanes))  # the word stage 1 takes: the skid's, else the input's
         src_bypass = Signal()
-        move = Signal()
         s1_free = Signal()
         take = Signal()
-        ok_valid = Signal()  # the output's skid holds a word
-        ok = Signal(word_layout(self.lanes))
         m.d.comb += [
-            move.eq(s1_valid & ~ok_valid),
-            s1_free.eq(~s1_valid | move),
+            s1_free.eq(~s1_valid | out.i.ready),
             self.i.ready.eq(~sk_valid),
             take.eq(self.i.valid & ~sk_valid),
             src.eq(Mux(sk_valid, sk, self.i.payload)),
             src_bypass.eq(Mux(sk_valid, sk_bypass, self.bypass)),
         ]
-        out_free = Signal()  # the output register takes a word this cycle
-        m.d.comb += out_free.eq(~self.o.valid | self.o.ready)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(ok_valid & out_free):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(ok), ok_valid.eq(0)]
-        with m.If(move):
-            m.d.sync += s1_valid.eq(0)
-        with m.If((sk_valid | take) & s1_free):
-            m.d.sync += [s1_valid.eq(1), s1.eq(src), s1_bypass.eq(src_bypass), sk_valid.eq(0)]
+        with m.If(~sk_valid):
+            m.d.sync += [sk.eq(self.i.payload), sk_bypass.eq(self.bypass)]
+        with m.If(s1_free):
+            m.d.sync += [s1_valid.eq(sk_valid | take), s1.eq(src), s1_bypass.eq(src_bypass), sk_valid.eq(0)]
             for i in range(self.lanes):
                 q8 = src.data.word_select(i, 8)
                 d = Signal(signed(10), name=f"lane{i}_d")
-                m.d.comb += d.eq(q8 - base)
-                m.d.sync += [shifted[i].eq(d >> k), under[i].eq(q8 < lo), over[i].eq(q8 >= hi)]  # (d is signed)
+                m.d.comb += d.eq(q8 - lbase[i])
+                m.d.sync += [
+                    shifted[i].eq(d >> lk[i]),
+                    under[i].eq(q8 < llo[i]),
+                    over[i].eq(q8 >= lhi[i]),
+                ]  # (d is signed)
         with m.Elif(take):
-            m.d.sync += [sk_valid.eq(1), sk.eq(self.i.payload), sk_bypass.eq(self.bypass)]
+            m.d.sync += sk_valid.eq(1)
         codes = []
         for i in range(self.lanes):
             v = Signal(8, name=f"lane{i}_v")  # (its low bits: in range it is 0 .. 2^N - 1)
-            out = Signal(unsigned(8), name=f"lane{i}_q")
-            m.d.comb += [v.eq(shifted[i] + z_n), out.eq(Mux(under[i], 0, Mux(over[i], top, v)))]
-            codes.append(out)
-        word = Signal(word_layout(self.lanes))  # stage 2's word
+            q = Signal(unsigned(8), name=f"lane{i}_q")
+            m.d.comb += [v.eq(shifted[i] + lzn[i]), q.eq(Mux(under[i], 0, Mux(over[i], ltop[i], v)))]
+            codes.append(q)
         m.d.comb += [
-            word.data.eq(Mux(s1_bypass, s1.data, Cat(*codes))),
-            word.nbytes.eq(s1.nbytes),
-            word.last.eq(s1.last),
+            out.i.valid.eq(s1_valid),
+            out.i.p.data.eq(Mux(s1_bypass, s1.data, Cat(*codes))),
+            out.i.p.nbytes.eq(s1.nbytes),
+            out.i.p.last.eq(s1.last),
+            out.clear.eq(0),
         ]
-        with m.If(move):
-            with m.If(out_free & ~ok_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(word)]
-            with m.Else():
-                m.d.sync += [ok_valid.eq(1), ok.eq(word)]
         return m

@@ -55,11 +55,19 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from temposplit.hw import regmap
-from temposplit.hw.ctx_coder import CtxCoder, DualCtxCoder, DualValueCoder, SlicePacker, ValueCoder, slice_word_layout
+from temposplit.hw.ctx_coder import (
+    BytePacker,
+    CtxCoder,
+    DualCtxCoder,
+    DualValueCoder,
+    SlicePacker,
+    ValueCoder,
+    slice_word_layout,
+)
 from temposplit.hw.histogram import WordHistogram
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
-from temposplit.hw.register_slice import RegisterSlice
+from temposplit.hw.register_slice import FifoSlice, RegisterSlice
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 
@@ -139,8 +147,11 @@ class Accelerator(wiring.Component):
         m.submodules.ctx = ctx = DualCtxCoder(P.line_elements) if NL == 2 else CtxCoder(P.line_elements)
         ctx_v0, ctx_o0 = by_lane(ctx.v)[0], by_lane(ctx.o)[0]
         # the ports' register slices: the DMA's handshakes meet the engines' only in registers
-        m.submodules.in_slice = in_slice = RegisterSlice(8 * L)
-        m.submodules.out_slice = out_slice = RegisterSlice(data.StructLayout({"data": 8 * L, "keep": L, "last": 1}))
+        # (two-word FIFOs: a ready reaches only their pointers, not the 64-bit words' enables,
+        # which on the ECP5 proxy sit by the pins across the die -- r23 seed 1, the output
+        # word's enable, 25 late inputs at 12.3 ns)
+        m.submodules.in_slice = in_slice = FifoSlice(8 * L)
+        m.submodules.out_slice = out_slice = FifoSlice(data.StructLayout({"data": 8 * L, "keep": L, "last": 1}))
 
         # ------------------------------------------------------------ register file
         rw = {r.name: Signal(r.width, name=f"reg_{r.name.lower()}") for r in regmap.REGISTERS if r.access == "rw"}
@@ -207,8 +218,13 @@ class Accelerator(wiring.Component):
             bus.awready.eq(take_w),
             bus.wready.eq(take_w),
         ]
+        # (the address and data follow the bus while no write is pending or answered, so
+        # their enable is two registers, not the bus's valids through the handshake: r21
+        # seed 1, their enable from the pins' logic, 12.6 ns)
+        with m.If(~w_pending & ~bus.bvalid):
+            m.d.sync += [w_addr.eq(bus.awaddr[2:]), wdata.eq(bus.wdata)]
         with m.If(take_w):
-            m.d.sync += [w_pending.eq(1), w_addr.eq(bus.awaddr[2:]), wdata.eq(bus.wdata)]
+            m.d.sync += w_pending.eq(1)
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += bus.bvalid.eq(0)
         with m.If(w_pending):
@@ -284,7 +300,6 @@ class Accelerator(wiring.Component):
                 words_left.eq((count + (L - 1)) >> shift),
                 last_word.eq(((count + (L - 1)) >> shift) == 1),
                 last_nbytes.eq(((count - 1) & (L - 1)) + 1),
-                ref_ptr.eq(0),
                 empty_pending.eq(0),
                 in_phase.eq(0),
                 tap_phase.eq(0),
@@ -302,8 +317,18 @@ class Accelerator(wiring.Component):
             m.d.sync += hist_last.eq(0)
         with m.If(start & (new_mode == modes["HISTOGRAM"])):
             m.d.sync += hist_last.eq(1)
+        # START a cycle late for what sits across the die and has the time: MOTION's start
+        # (its first block's set-up runs while the first word is on its way) and the
+        # reference tap's pointer (its first write is cycles after the first word): the
+        # decode of the AXI-Lite write into their enables was among r24 seed 2's late
+        # inputs (`row_words`, `x0`, `y0`, `ref_addr`: 51 at up to 12.2 ns)
+        start_r = Signal()
+        me_start = Signal()
+        m.d.sync += [start_r.eq(start), me_start.eq(start & (new_mode == modes["MOTION"]))]
+        with m.If(start_r):
+            m.d.sync += ref_ptr.eq(0)
         m.d.comb += [
-            me.start.eq(start & (new_mode == modes["MOTION"])),
+            me.start.eq(me_start),
             me.band_start.eq(start & (new_mode == modes["BAND_MOTION"])),
         ]
         # MOTION or BAND_MOTION: the input goes to the motion estimator; BAND_MOTION: its
@@ -398,8 +423,10 @@ class Accelerator(wiring.Component):
         # the motion estimator's input through its own register slice (cleared at START): its
         # valid reaches the band engine's wide chunk registers' enables from a register beside
         # them, not from the port's slice across the die (before, the top's largest group of
-        # late inputs on the ECP5 proxy: those enables, 250 inputs at up to 12.6 ns)
-        m.submodules.me_in = me_in = RegisterSlice(8 * L)
+        # late inputs on the ECP5 proxy: those enables, 250 inputs at up to 12.6 ns); a
+        # FifoSlice, so that the estimator's ready reaches only its pointers (r21 seed 1:
+        # the LOAD state's ready into the slice's word enable)
+        m.submodules.me_in = me_in = FifoSlice(8 * L)
         coded = Signal()  # busy, not searching, words left: a register (it enables stage 1)
         with m.If(start):
             m.d.sync += coded.eq((count != 0) & (new_mode != modes["MOTION"]) & (new_mode != modes["BAND_MOTION"]))
@@ -460,14 +487,26 @@ class Accelerator(wiring.Component):
         # START), so that CTX's readies -- the element serializer's, the value records'
         # front, the slices' dealer, each a few cells deep -- end there and the requantizer's
         # output registers see a register (before, the value records' front's ready reached
-        # them across the die: the top's path on the ECP5 proxy, 14.3 ns).
-        m.submodules.ctx_in = ctx_in = RegisterSlice(rq.o.payload.shape())
+        # them across the die: the top's path on the ECP5 proxy, 14.3 ns). A FifoSlice: those
+        # readies reach only its pointers, not its words' enables (r21 seed 1: 63 late
+        # inputs at 11.4 ns, the words' enable through the dealer's ready).
+        # Beside each word, its slice's lane unit one-hot (``unit``, bit v: engine bits
+        # 58-59 == v mod E and lane bit 56 == v div E; meaningful with slices), decoded on
+        # the way in, so that the dealer's write enables and ready (below) are not behind
+        # the select and a decode of the word (r23 seed 1: FIFO 0's read pointer through
+        # the select and the decode into the dealer's ready and the lane FIFOs' write
+        # enables, 14.1 ns, about 400 late inputs).
+        E = P.ctx_engines
+        U = E * NL
+        m.submodules.ctx_in = ctx_in = FifoSlice(data.StructLayout({"w": rq.o.payload.shape(), "unit": U}))
         cw = ctx_in.o
+        cwp = cw.p.w
         cw_take = Signal()
         m.d.comb += [
             ctx_in.clear.eq(start),
             ctx_in.i.valid.eq(rq.o.valid & is_ctx),
-            ctx_in.i.payload.eq(rq.o.payload),
+            ctx_in.i.p.w.eq(rq.o.payload),
+            ctx_in.i.p.unit.eq(Cat(*((rq.o.p.data[58:60] == v % E) & (rq.o.p.data[56] == v // E) for v in range(U)))),
             cw_take.eq(cw.valid & cw.ready),
         ]
         # A group's words meet in staging registers (the anchor's codes, the reference's);
@@ -500,15 +539,15 @@ class Accelerator(wiring.Component):
             el_take.eq(ctx.i.valid & ctx.i.ready),
             ctx_ready.eq(Mux(final_word, ~b_valid.bit_select(wb, 1), 1)),
         ]
-        in_one = cw.p.nbytes <= 1
+        in_one = cwp.nbytes <= 1
         for k in range(2):
             with m.If(~b_valid[k] & (wb == k)):
                 m.d.sync += [
-                    banks[k].x.eq(Mux(temporal, x_s, cw.p.data)),
+                    banks[k].x.eq(Mux(temporal, x_s, cwp.data)),
                     banks[k].p.eq(p_s),
-                    banks[k].t.eq(Cat(*(cw.p.data.word_select(i, 8)[:2] for i in range(L)))),
-                    banks[k].n.eq(cw.p.nbytes),
-                    banks[k].last.eq(cw.p.last),
+                    banks[k].t.eq(Cat(*(cwp.data.word_select(i, 8)[:2] for i in range(L)))),
+                    banks[k].n.eq(cwp.nbytes),
+                    banks[k].last.eq(cwp.last),
                     banks[k].one.eq(in_one),
                 ]
         take_group = Signal()
@@ -536,18 +575,10 @@ class Accelerator(wiring.Component):
         # Unit v is engine v mod E's lane v div E; engine 0 is the ctx coder's (its lane 0
         # the records front of the single-section path), the others a ValueCoder each (two
         # lanes: a DualValueCoder); a word for a unit the build lacks is dropped
-        E = P.ctx_engines
-        U = E * NL
-        deal_e = Signal(2)
-        deal_l = Signal()
+        unit = cw.p.unit
         deal_word = Signal(64)
         deal_ready = Signal()
-        m.d.comb += [
-            deal_e.eq(cw.p.data[58:60]),
-            deal_l.eq(cw.p.data[56]),
-            deal_word.eq(Cat(cw.p.data[:56], Const(0, 4), cw.p.data[60:64])),
-            deal_ready.eq((deal_e >= E) | (deal_l >= NL)),
-        ]
+        m.d.comb += deal_word.eq(Cat(cwp.data[:56], Const(0, 4), cwp.data[60:64]))
         lanes_in, lanes_out = [], []  # each engine's records ports and bytes ports, by lane
         for e in range(E):
             coder = ctx if e == 0 else (DualValueCoder() if NL == 2 else ValueCoder())
@@ -563,16 +594,15 @@ class Accelerator(wiring.Component):
             q = fifo.SyncFIFOBuffered(width=65, depth=P.ctx_fifo_depth)
             m.submodules[f"ctx_in{v}"] = q
             fifos.append(q)
-            mine = (deal_e == v % E) & (deal_l == v // E)
-            m.d.comb += [q.w_data.eq(Cat(deal_word, cw.p.data[57])), q.w_en.eq(cw.valid & sliced & mine)]
-            with m.If(mine):
-                m.d.comb += deal_ready.eq(q.w_rdy)
+            m.d.comb += [q.w_data.eq(Cat(deal_word, cwp.data[57])), q.w_en.eq(cw.valid & sliced & unit[v])]
             if v:
                 port = ins[v]
                 m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
                 m.d.comb += q.r_en.eq(port.ready)
             else:
                 m.d.comb += q.r_en.eq(v0_ready & sliced)
+        # (a word for a unit the build lacks, no bit of ``unit`` set, is taken and dropped)
+        m.d.comb += deal_ready.eq((unit == 0) | reduce(operator.or_, (unit[v] & fifos[v].w_rdy for v in range(U))))
         # (unit 0: the FIFO when sliced, else the requantizer's word directly, as before;
         # through a register slice, so that FIFO 0's output register and the input's slice
         # see a register for the records front's ready, not the front's ready through the
@@ -582,8 +612,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             v0_in.clear.eq(start),
             v0_in.i.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
-            v0_in.i.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cw.p.data)),
-            v0_in.i.p.last.eq(Mux(sliced, fifos[0].r_data[64], cw.p.last)),
+            v0_in.i.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cwp.data)),
+            v0_in.i.p.last.eq(Mux(sliced, fifos[0].r_data[64], cwp.last)),
             v0_ready.eq(v0_in.i.ready),
         ]
         # (the staging registers follow the input word while their phase lasts, so that
@@ -591,24 +621,29 @@ class Accelerator(wiring.Component):
         # a word that is not its group's last is always taken -- r17 seed 1: their enables
         # through the input's ready, 10.6-11.1 ns)
         with m.If(~final_word & (out_phase == 0)):
-            m.d.sync += x_s.eq(cw.p.data)
+            m.d.sync += x_s.eq(cwp.data)
         with m.If(~final_word & (out_phase == 1)):
-            m.d.sync += p_s.eq(cw.p.data)
+            m.d.sync += p_s.eq(cwp.data)
         with m.If(~records & cw_take):
             with m.If(temporal):
                 m.d.sync += [out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1)), final_word.eq(out_phase == 1)]
         # the byte packer: the coder's bytes into words, low byte first; a word goes out when
         # full or at the section's last byte (TKEEP its bytes, TLAST)
-        acc = Signal(8 * L)
-        acc_n = Signal(range(L))
-        pk_valid = Signal()
-        pk_data = Signal(8 * L)
-        pk_keep = Signal(L)
-        pk_last = Signal()
+        # (a BytePacker: its words through a two-word FIFO, so the output's ready, from the
+        # output port's slice across the die, reaches only the FIFO's pointers, not the
+        # words' enables -- r21 seed 2, the packer's enables, 120 late inputs at up to 12.7 ns)
+        m.submodules.ctx_pack = pk = BytePacker(L)
+        pk_valid = pk.o.valid
+        pk_data = pk.o.p.data
+        pk_keep = pk.o.p.keep
+        pk_last = pk.o.p.last
         b_take = Signal()
-        m.d.comb += b_take.eq(ctx_o0.valid & ctx_o0.ready & ~sliced)
-        with m.If(pk_valid & ma_ready_ctx & ~sliced):
-            m.d.sync += pk_valid.eq(0)
+        m.d.comb += [
+            b_take.eq(ctx_o0.valid & ctx_o0.ready & ~sliced),
+            pk.i.valid.eq(ctx_o0.valid & ~sliced),
+            pk.i.payload.eq(ctx_o0.payload),
+            pk.o.ready.eq(ma_ready_ctx & ~sliced),
+        ]
         # slices: each unit's bytes into a SlicePacker's tagged words; the words go out by
         # a registered grant (below; together at most U/14 words a cycle), TLAST on the word
         # that ends the S-th slice; BITS counts every unit's bytes
@@ -625,7 +660,7 @@ class Accelerator(wiring.Component):
             t = Signal(name=f"ctx_byte{v}")
             m.d.comb += t.eq(outs[v].valid & outs[v].ready & (sliced if v == 0 else 1))
             takes.append(t)
-        m.d.comb += ctx_o0.ready.eq(Mux(sliced, packers[0].i.ready, ~pk_valid | ma_ready_ctx))
+        m.d.comb += ctx_o0.ready.eq(Mux(sliced, packers[0].i.ready, pk.i.ready))
         # BITS counts the bytes taken a cycle late (the takes registered first: the sum is
         # not behind the packers' ready chain); the last is counted before DONE, which waits
         # for the last word through the output's slice
@@ -660,25 +695,6 @@ class Accelerator(wiring.Component):
             m.d.sync += slices_done.eq(0)
         with m.Elif(sl_valid & ma_ready_ctx & sliced & sl_end):
             m.d.sync += slices_done.eq(slices_done + 1)
-        with m.If(b_take):
-            with m.If((acc_n == L - 1) | ctx_o0.p.last):
-                m.d.sync += [
-                    pk_valid.eq(1),
-                    pk_last.eq(ctx_o0.p.last),
-                    acc.eq(0),
-                    acc_n.eq(0),
-                ]
-                for i in range(L):
-                    with m.If(acc_n == i):
-                        m.d.sync += [
-                            pk_data.eq(Cat(acc[: 8 * i], ctx_o0.p.data)),
-                            pk_keep.eq((1 << (i + 1)) - 1),
-                        ]
-            with m.Else():
-                m.d.sync += acc_n.eq(acc_n + 1)
-                for i in range(L):
-                    with m.If(acc_n == i):
-                        m.d.sync += acc[8 * i : 8 * i + 8].eq(ctx_o0.p.data)
 
         # ------------------------------------------------------------ output side
         wiring.connect(m, ser.o, enc.i)

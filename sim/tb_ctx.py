@@ -25,6 +25,7 @@ from cocotb.utils import get_sim_time
 
 from temposplit.codec import ctx_reference as ref
 from temposplit.codec.quantize import lut, zero_point_n
+from temposplit.hw.ctx_binarizer import CONFIG_CYCLES
 
 SEED = int(os.environ.get("TSP_SEED", "1"))
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "features"
@@ -85,6 +86,8 @@ class TB:
         dut.n_bits.value = n_bits
         dut.z_n.value = z_n
         dut.temporal.value = int(refc is not None)
+        for _ in range(CONFIG_CYCLES):  # (the configuration's terms are registers)
+            await RisingEdge(dut.clk)
         pred = refc if refc is not None else np.zeros_like(codes)
         t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int64) + 1
         words = codes.astype(np.int64).reshape(-1) | (pred.astype(np.int64).reshape(-1) << 8) | (t.reshape(-1) << 16)

@@ -15,6 +15,7 @@ from amaranth import ClockDomain, Module, Signal  # noqa: E402
 from amaranth.sim import Simulator  # noqa: E402
 
 from temposplit.codec import ctx_reference as ref  # noqa: E402
+from temposplit.hw.ctx_binarizer import CONFIG_CYCLES  # noqa: E402
 from temposplit.hw.dual_range_coder import LANES, DualRangeEncoder  # noqa: E402
 from temposplit.hw.range_coder import CREDIT, N_CONTEXTS, RangeEncoder  # noqa: E402
 
@@ -243,6 +244,8 @@ async def feed_anchor(ctx, dut, section, rng, gaps, stats=None):
     for name, value in (("width", w), ("channels", c), ("n_bits", n_bits), ("z_n", z_n)):
         ctx.set(getattr(dut, name), value)
     ctx.set(dut.temporal, int(refc is not None))
+    ctx.set(dut.i.valid, 0)
+    await ctx.tick().repeat(CONFIG_CYCLES)  # (the configuration's terms are registers)
     pred = refc if refc is not None else np.zeros_like(codes)
     t = (dref if dref is not None else np.zeros(codes.shape, np.int8)).astype(np.int16) + 1
     flat = list(zip(codes.reshape(-1), pred.reshape(-1), t.reshape(-1), strict=True))
