@@ -143,8 +143,9 @@ CTX_LANES = Params().ctx_lanes  # the default build's
 # bin stage, the two-lane range coder's lane slice and stages; after the last bin the
 # termination's cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL
 # is that overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks
-# it): 36 cycles (35 before the BytePacker's word waited a cycle in place, 2026-12-05; 32 on
-# the one-lane RangeEncoder), the ports' slices and CTX's input slice.
+# it): 36 cycles (35 before the BytePacker's word waited a cycle in place, 2026-12-05:
+# the requantizer's third stage, the same day, did not show; 32 on the one-lane
+# RangeEncoder), the ports' slices and CTX's input slice.
 CTX_FILL = 36 + PORT_IN + PORT_OUT + CTX_IN
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
@@ -192,7 +193,7 @@ def ctx_cycles(bins: int, count: int, temporal: bool = False, lanes: int = CTX_L
 # bytes per cycle) cycles) may. CTX_RECORDS_FILL as CTX_FILL (the requantizer's bypass, the
 # word register and the values' FIFO, the bin stage, the range coder, the termination, the
 # packer), measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks it).
-CTX_RECORDS_FILL = 34 + PORT_IN + PORT_OUT + CTX_IN  # (29 on the one-lane RangeEncoder, 32 before the BytePacker)
+CTX_RECORDS_FILL = 34 + PORT_IN + PORT_OUT + CTX_IN  # (29 on the one-lane RangeEncoder; 32 before 2026-12-05)
 
 # Words and bins per element of a ctx section from records (the data decide): the most
 # measured on the SSD fixtures (every tensor's frames through the recommended preset,

@@ -184,14 +184,22 @@ class MotionEstimator(wiring.Component):
         m.d.comb += ref_rd.data.eq(Cat(*bank_data))
         # The block buffer: BLK_BANKS column banks as the reference's, each with its own
         # registers of the read address (stage "bank"; MOTION's address a register earlier,
-        # for stage "fan", BAND_MOTION's partial costs without it) and of the write. The
-        # writes reach the RAMs a cycle late: nothing reads a word within a cycle of its
-        # write (the block's scan starts after SETUP, the band's after its load).
+        # for stage "fan", BAND_MOTION's partial costs without it) and of the write, which
+        # the banks' copies take from one register of the selected write (``blk_w``: the
+        # state's decode and the engines' select are not in front of the copies across the
+        # die; r25 seed 2, `tss_state` into the banks' write registers, 13.0 ns). The writes
+        # reach the RAMs two cycles late: nothing reads a word within two cycles of its
+        # write (the block's scan starts after SETUP and SETUP2 and reads the block's words
+        # in the order they were written; a partial cost is read a slice after its write).
         blk_addr_bits = (P.block_words - 1).bit_length()
         blk_wr = wiring.Signature({"en": Out(1), "addr": Out(blk_addr_bits), "data": Out(8 * L)}).create(
             path=("blk_wr",)
         )
         blk_next = Signal(blk_addr_bits)  # the read address, a cycle before the banks' registers
+        blk_w_en = Signal()
+        blk_w_addr = Signal(blk_addr_bits, reset_less=True)
+        blk_w_data = Signal(8 * L, reset_less=True)
+        m.d.sync += [blk_w_en.eq(blk_wr.en), blk_w_addr.eq(blk_wr.addr), blk_w_data.eq(blk_wr.data)]
         blk_banks = min(BLK_BANKS, L)
         blk_bits = 8 * L // blk_banks
         blk_data = []
@@ -206,9 +214,9 @@ class MotionEstimator(wiring.Component):
             wen = Signal(name=f"blkbank{b}_wen", attrs=KEEP)
             m.d.sync += [
                 raddr.eq(blk_next),
-                waddr.eq(blk_wr.addr),
-                wdata.eq(blk_wr.data[b * blk_bits : (b + 1) * blk_bits]),
-                wen.eq(blk_wr.en),
+                waddr.eq(blk_w_addr),
+                wdata.eq(blk_w_data[b * blk_bits : (b + 1) * blk_bits]),
+                wen.eq(blk_w_en),
             ]
             m.d.comb += [rp.addr.eq(raddr), wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(wen)]
             blk_data.append(rp.data)

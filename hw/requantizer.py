@@ -5,8 +5,9 @@ The integer formula of :func:`temposplit.codec.quantize.requantize`, with k = 8 
     z_N = (z8 + 2^(k-1)) >> k                      (z_N = z8 when k = 0)
     q_N = clamp(((q8 - z8 + 2^(k-1)) >> k) + z_N, 0, 2^N - 1)
 
-Two stages (STAGES): the shift ((q8 - z8 + 2^(k-1)) >> k) and the clamp's two tests, then
-the offset and the clamp's select. The clamp is decided on q8 itself, beside the shift:
+Three stages (STAGES): the difference (q8 - z8 + 2^(k-1)) and the clamp's two tests, its
+shift by k, then the offset and the clamp's select. The clamp is decided on q8 itself,
+beside the difference:
 with d = q8 - b, b = z8 - 2^(k-1) and s = d >> k = floor(d / 2^k),
 
     s + z_N < 0          <=>  q8 <  b - z_N * 2^k                 (lo)
@@ -32,7 +33,7 @@ from temposplit.hw.register_slice import FifoSlice
 
 KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins (hw/synth.py)
 
-STAGES = 2  # cycles from a word's acceptance to its codes on the output
+STAGES = 3  # cycles from a word's acceptance to its codes on the output
 CONFIG_CYCLES = 4  # cycles from a change of n_bits or z8 to the lanes' copies of the terms
 
 
@@ -132,10 +133,10 @@ class Requantizer(wiring.Component):
             lo.eq(base - zk),
             hi.eq(base + span),
         ]
-        # stage 1: the shift and the clamp's tests; stage 2: the offset and the clamp's
-        # select, into a two-word FIFO (a FifoSlice) whose words are the output. A skid
-        # register beside stage 1 takes a word when stage 1 cannot, so the input's ready is
-        # a register. Every wide register's enable is a function of this module's own
+        # stage 1: the difference and the clamp's tests; stage 2: the shift; stage 3: the
+        # offset and the clamp's select, into a two-word FIFO (a FifoSlice) whose words are
+        # the output. A skid register beside stage 1 takes a word when stage 1 cannot, so
+        # the input's ready is a register. Every wide register's enable is a function of this module's own
         # registers: the skid follows the input while empty, stage 1 loads whenever it is
         # free (its valid says whether the word is one), the FIFO's words follow stage 2
         # while free. The consumers' ready -- an AND-OR of readies from across the die --
@@ -160,6 +161,15 @@ class Requantizer(wiring.Component):
         lhi = [copy(hi, f"lane{i}_hi_at") for i in range(self.lanes)]
         lzn = [copy(z_n, f"lane{i}_zn") for i in range(self.lanes)]
         ltop = [copy(top, f"lane{i}_top") for i in range(self.lanes)]
+        # stage 1 (``a``): the difference and the clamp's tests; stage 2 (``s1``): the
+        # shift (r25 on the ECP5 proxy: the skid's select, the difference and the shift in
+        # one stage, 11 cells, were the top's path at 12.3 ns)
+        a_valid = Signal()
+        a = Signal(word_layout(self.lanes))
+        a_bypass = Signal()
+        a_d = [Signal(signed(10), name=f"lane{i}_d") for i in range(self.lanes)]
+        a_under = [Signal(name=f"lane{i}_alo") for i in range(self.lanes)]
+        a_over = [Signal(name=f"lane{i}_ahi") for i in range(self.lanes)]
         s1_valid = Signal()
         s1 = Signal(word_layout(self.lanes))
         s1_bypass = Signal()
@@ -171,10 +181,12 @@ class Requantizer(wiring.Component):
         sk_bypass = Signal()
         src = Signal(word_layout(self.lanes))  # the word stage 1 takes: the skid's, else the input's
         src_bypass = Signal()
+        a_free = Signal()
         s1_free = Signal()
         take = Signal()
         m.d.comb += [
             s1_free.eq(~s1_valid | out.i.ready),
+            a_free.eq(~a_valid | s1_free),
             self.i.ready.eq(~sk_valid),
             take.eq(self.i.valid & ~sk_valid),
             src.eq(Mux(sk_valid, sk, self.i.payload)),
@@ -182,19 +194,18 @@ class Requantizer(wiring.Component):
         ]
         with m.If(~sk_valid):
             m.d.sync += [sk.eq(self.i.payload), sk_bypass.eq(self.bypass)]
-        with m.If(s1_free):
-            m.d.sync += [s1_valid.eq(sk_valid | take), s1.eq(src), s1_bypass.eq(src_bypass), sk_valid.eq(0)]
+        with m.If(a_free):
+            m.d.sync += [a_valid.eq(sk_valid | take), a.eq(src), a_bypass.eq(src_bypass), sk_valid.eq(0)]
             for i in range(self.lanes):
                 q8 = src.data.word_select(i, 8)
-                d = Signal(signed(10), name=f"lane{i}_d")
-                m.d.comb += d.eq(q8 - lbase[i])
-                m.d.sync += [
-                    shifted[i].eq(d >> lk[i]),
-                    under[i].eq(q8 < llo[i]),
-                    over[i].eq(q8 >= lhi[i]),
-                ]  # (d is signed)
+                m.d.sync += [a_d[i].eq(q8 - lbase[i]), a_under[i].eq(q8 < llo[i]), a_over[i].eq(q8 >= lhi[i])]
         with m.Elif(take):
             m.d.sync += sk_valid.eq(1)
+        with m.If(s1_free):
+            m.d.sync += [s1_valid.eq(a_valid), s1.eq(a), s1_bypass.eq(a_bypass)]
+            for i in range(self.lanes):
+                # (a_d is signed: an arithmetic shift)
+                m.d.sync += [shifted[i].eq(a_d[i] >> lk[i]), under[i].eq(a_under[i]), over[i].eq(a_over[i])]
         codes = []
         for i in range(self.lanes):
             v = Signal(8, name=f"lane{i}_v")  # (its low bits: in range it is 0 .. 2^N - 1)
