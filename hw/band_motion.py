@@ -58,6 +58,7 @@ from temposplit.codec.motion import (
     tss_first_step,
     tss_next_step,
 )
+from temposplit.hw.register_slice import KEEP
 from temposplit.hw.regmap import DEFAULT, Params
 
 # Candidate 0 is the centre (scored in the first step only), 1..8 the neighbours in the
@@ -81,7 +82,6 @@ CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last i
 # estimator's, FAN_COPIES and REF_BANKS), the RAM's read, its output register, the centred
 # reference, |diff|, three adder levels (sums of 4, of 16, the total), the accumulator
 SAD_STAGES = ("addr", "fan", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
-KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins
 CONST_GROUP = 8  # lanes of the SAD per copy of the centring's constants
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)

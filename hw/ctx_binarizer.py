@@ -92,7 +92,7 @@ ELEMENT_CREDIT = 6  # free entries of the element FIFO an element needs to be ta
 # and whether it is temporal
 ANCHOR_CONFIG = {"width": 10, "channels": 12, "n_bits": 4, "z_n": 9, "temporal": 1}
 # cycles the configuration is set before a section's first element (its terms are registers)
-CONFIG_CYCLES = 2
+CONFIG_CYCLES = 3
 
 
 class ValueBins(wiring.Component):
@@ -258,13 +258,20 @@ class AnchorBinarizer(wiring.Component):
         temporal = Signal()
         c_one = Signal()
         w_one = Signal()
+        # (the fields first into registers here: the register file is across the die; r26
+        # seed 2, NBITS into `sh`, 10.9 ns)
+        n_bits = Signal.like(self.n_bits, reset_less=True)
+        z_n = Signal.like(self.z_n, reset_less=True)
+        channels = Signal.like(self.channels, reset_less=True)
+        width = Signal.like(self.width, reset_less=True)
+        m.d.sync += [n_bits.eq(self.n_bits), z_n.eq(self.z_n), channels.eq(self.channels), width.eq(self.width)]
         m.d.sync += [
-            top.eq((Const(1, 9) << self.n_bits) - 1),
-            sh.eq(Mux(self.n_bits > 4, self.n_bits - 4, 0)),
-            zc.eq(Mux(self.z_n > top, top, self.z_n)),
+            top.eq((Const(1, 9) << n_bits) - 1),
+            sh.eq(Mux(n_bits > 4, n_bits - 4, 0)),
+            zc.eq(Mux(z_n > top, top, z_n)),
             temporal.eq(self.temporal),
-            c_one.eq(self.channels == 1),
-            w_one.eq(self.width == 1),
+            c_one.eq(channels == 1),
+            w_one.eq(width == 1),
         ]
 
         # ------------------------------------------------------------ the take: position, buffers read
@@ -302,11 +309,11 @@ class AnchorBinarizer(wiring.Component):
                     m.d.sync += [
                         pos_x.eq(pos_x + 1),
                         x0.eq(0),
-                        x_top.eq(pos_x + 2 == self.width),
+                        x_top.eq(pos_x + 2 == width),
                         pos_a.eq(pos_a + 1),
                     ]
             with m.Else():
-                m.d.sync += [pos_c.eq(pos_c + 1), c0.eq(0), c_top.eq(pos_c + 2 == self.channels), pos_a.eq(pos_a + 1)]
+                m.d.sync += [pos_c.eq(pos_c + 1), c0.eq(0), c_top.eq(pos_c + 2 == channels), pos_a.eq(pos_a + 1)]
 
         # ------------------------------------------------------------ P: the element, its buffers' words
         p_valid = Signal()

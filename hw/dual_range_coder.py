@@ -62,10 +62,9 @@ from temposplit.hw.range_coder import (
     shift_records,
     sides_update,
 )
-from temposplit.hw.register_slice import RegisterSlice
+from temposplit.hw.register_slice import KEEP, RegisterSlice
 
 LANES = 2
-KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins (hw/synth.py)
 assert TERMINATION_SHIFTS == 5  # E's three flush steps: 2, 2, 1
 
 

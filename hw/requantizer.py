@@ -29,9 +29,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from temposplit.hw.register_slice import FifoSlice
-
-KEEP = {"keep": 1}  # a register copy that synthesis must not merge with its twins (hw/synth.py)
+from temposplit.hw.register_slice import KEEP, FifoSlice
 
 STAGES = 3  # cycles from a word's acceptance to its codes on the output
 CONFIG_CYCLES = 4  # cycles from a change of n_bits or z8 to the lanes' copies of the terms
