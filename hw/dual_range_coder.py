@@ -58,9 +58,9 @@ from temposplit.hw.range_coder import (
     multiples_of,
     product_rows,
     range_tables,
-    settle_bits,
     shift_records,
     sides_update,
+    stage_f,
 )
 from temposplit.hw.register_slice import KEEP, RegisterSlice
 
@@ -293,20 +293,9 @@ class DualRangeEncoder(wiring.Component):
         for k in range(LANES):
             with m.If(e_end & (e_lane == k)):  # the lane's section is out: its input opens
                 m.d.sync += closing[k].eq(0)
-        f_valid = Signal()
-        f_low = Signal(33)
-        f_do = Signal(2)
-        f_end = Signal()
+        f_valid, f_low, f_do, f_end, f_settle = stage_f(m, e_out, e_sum, e_do, e_end)
         f_lane = Signal()
-        f_settle = Signal(2)
-        m.d.sync += [
-            f_valid.eq(e_out),
-            f_low.eq(e_sum),
-            f_do.eq(e_do),
-            f_end.eq(e_end),
-            f_lane.eq(e_lane),
-            f_settle.eq(Cat(*settle_bits(e_sum))),
-        ]
+        m.d.sync += f_lane.eq(e_lane)
 
         # ------------------------------------------------------------ F: the shifts' records
         # cache and pending: a ring of two registers each, as low's

@@ -385,18 +385,7 @@ class RangeEncoder(wiring.Component):
             m.d.sync += flush_step.eq(flush_step + 1)
             with m.If(e_end):  # the section is out: the coder starts afresh, the input opens
                 m.d.sync += [flushing.eq(0), low.eq(0), closing.eq(0)]
-        f_valid = Signal()
-        f_low = Signal(33)
-        f_do = Signal(2)
-        f_end = Signal()
-        f_settle = Signal(2)
-        m.d.sync += [
-            f_valid.eq(e_out),
-            f_low.eq(e_sum),
-            f_do.eq(e_do),
-            f_end.eq(e_end),
-            f_settle.eq(Cat(*settle_bits(e_sum))),
-        ]
+        f_valid, f_low, f_do, f_end, f_settle = stage_f(m, e_out, e_sum, e_do, e_end)
 
         # ------------------------------------------------------------ F: the shifts' records
         cache = Signal(8)
@@ -435,6 +424,24 @@ def low_step(m: Module, low, e_valid, e_bound, e_ns, flushing, flush_step):
         m.d.comb += [e_do.eq(Mux(flush_step == 2, 1, 2)), e_end.eq(flush_step == 2), e_out.eq(1)]
     m.d.comb += low_upd.eq(Mux(e_do[1], e_sum[:16] << 16, Mux(e_do[0], e_sum[:24] << 8, e_sum)))
     return e_sum, e_do, e_end, e_out, low_upd
+
+
+def stage_f(m: Module, e_out, e_sum, e_do, e_end):
+    """Stage E's results registered for stage F: whether F has a step, the sum, the shifts to
+    do, whether it is the termination's last, and :func:`settle_bits` of the sum."""
+    f_valid = Signal(name="f_valid")
+    f_low = Signal(33, name="f_low")
+    f_do = Signal(2, name="f_do")
+    f_end = Signal(name="f_end")
+    f_settle = Signal(2, name="f_settle")
+    m.d.sync += [
+        f_valid.eq(e_out),
+        f_low.eq(e_sum),
+        f_do.eq(e_do),
+        f_end.eq(e_end),
+        f_settle.eq(Cat(*settle_bits(e_sum))),
+    ]
+    return f_valid, f_low, f_do, f_end, f_settle
 
 
 def settle_bits(low):

@@ -56,7 +56,7 @@ class RegisterSlice(wiring.Component):
         return m
 
 
-class FifoSlice(wiring.Component):
+class FifoSlice(RegisterSlice):
     """A register slice as a two-word FIFO: the same ports, throughput, latency and
     registered ``i.ready`` / ``o.valid`` as :class:`RegisterSlice`, cycle for cycle, but
     the consumer's ready reaches only the FIFO's pointers and counts, never the words'
@@ -72,15 +72,6 @@ class FifoSlice(wiring.Component):
     of a 64-bit word, placed by its consumers across the die, was the top's path on the ECP5
     proxy: r26 seed 1, CTX's input slice's pointer into a staging register, 13.0 ns, all
     routing but one cell)."""
-
-    def __init__(self, payload_shape):
-        super().__init__(
-            {
-                "i": In(stream.Signature(payload_shape)),
-                "o": Out(stream.Signature(payload_shape)),
-                "clear": In(1),
-            }
-        )
 
     def elaborate(self, platform):
         m = Module()
