@@ -220,9 +220,7 @@ class BytePacker(wiring.Component):
     FIFO's pointers (r21 on the ECP5 proxy: the packers' words' enables through the
     output's ready, 38-120 late inputs; r22: a word's select by the byte count into the
     FIFO, 30 at 11.8 ns). A byte a cycle in while no word waits or the FIFO has room; a
-    word leaves LATENCY cycles after its last byte."""
-
-    LATENCY = 2  # from a word's last byte taken to the word on the output
+    word leaves two cycles after its last byte (the cycle model's CTX fills count it)."""
 
     def __init__(self, nbytes: int):
         self.nbytes = nbytes

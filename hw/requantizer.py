@@ -134,13 +134,13 @@ class Requantizer(wiring.Component):
         # stage 1: the difference and the clamp's tests; stage 2: the shift; stage 3: the
         # offset and the clamp's select, into a two-word FIFO (a FifoSlice) whose words are
         # the output. A skid register beside stage 1 takes a word when stage 1 cannot, so
-        # the input's ready is a register. Every wide register's enable is a function of this module's own
-        # registers: the skid follows the input while empty, stage 1 loads whenever it is
-        # free (its valid says whether the word is one), the FIFO's words follow stage 2
-        # while free. The consumers' ready -- an AND-OR of readies from across the die --
-        # reaches only the FIFO's pointers and counts (before, it reached the output
-        # register's enables: r21 seed 1 on the ECP5 proxy, 64 + 28 late inputs there and
-        # stage 1's lanes behind them, 13.4 ns).
+        # the input's ready is a register. Every wide register's enable is a function of
+        # this module's own registers: the skid follows the input while empty, stages 1
+        # and 2 load whenever they are free (their valids say whether the word is one),
+        # the FIFO's words follow stage 3 while free. The consumers' ready -- an AND-OR of
+        # readies from across the die -- reaches only the FIFO's pointers and counts
+        # (before, it reached the output register's enables: r21 seed 1 on the ECP5 proxy,
+        # 64 + 28 late inputs there and stage 1's lanes behind them, 13.4 ns).
         m.submodules.out = out = FifoSlice(word_layout(self.lanes))
         wiring.connect(m, out.o, wiring.flipped(self.o))
 
