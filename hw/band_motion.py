@@ -495,15 +495,9 @@ class StateUpdate(wiring.Component):
                     best_dy.eq(st[32:38]),
                     best_dx.eq(st[38:44]),
                 ]
-        v_v, v_i, v_tot, v_dy, v_dx, v_ok, v_centre = (
-            Signal(),
-            Signal(4),
-            Signal(32),
-            Signal(signed(6)),
-            Signal(signed(6)),
-            Signal(),
-            Signal(),
-        )
+        v_v, v_i, v_tot = Signal(name="v_v"), Signal(4, name="v_i"), Signal(32, name="v_tot")
+        v_dy, v_dx = Signal(signed(6), name="v_dy"), Signal(signed(6), name="v_dx")
+        v_ok, v_centre = Signal(name="v_ok"), Signal(name="v_centre")
         c_best = Signal()  # the candidate at v was lower than the best when it was at u
         c_prev = Signal()  # ... lower than the candidate before it
         won = Signal()  # the candidate before the one at v took the best
