@@ -106,9 +106,22 @@ def blocks(height: int, width: int, block: int) -> Iterator[tuple[int, int, int,
             yield y0, x0, block_extent(y0, block, height), block_extent(x0, block, width)
 
 
+def valid_window(y0, x0, bh, bw, height, width):
+    """The displacements that keep the block inside the map, (dy_lo, dy_hi, dx_lo, dx_hi):
+    dy in [-y0, height - bh - y0], dx in [-x0, width - bw - x0] (the block's own terms, so
+    hardware can hold them in registers for the block's candidates)."""
+    return -y0, height - bh - y0, -x0, width - bw - x0
+
+
+def in_window(dy, dx, window):
+    """Whether (dy, dx) lies in a :func:`valid_window`."""
+    dy_lo, dy_hi, dx_lo, dx_hi = window
+    return (dy_lo <= dy) & (dy <= dy_hi) & (dx_lo <= dx) & (dx <= dx_hi)
+
+
 def is_valid(y0, x0, bh, bw, dy, dx, height, width):
     """Whether the block displaced by (dy, dx) lies entirely inside the map."""
-    return (0 <= y0 + dy) & (y0 + dy + bh <= height) & (0 <= x0 + dx) & (x0 + dx + bw <= width)
+    return in_window(dy, dx, valid_window(y0, x0, bh, bw, height, width))
 
 
 def centred_ref(a_n, z_n, k):

@@ -53,10 +53,11 @@ from temposplit.codec.motion import (
     centred_cur,
     centred_ref,
     element_cost,
-    is_valid,
+    in_window,
     last_block,
     tss_first_step,
     tss_next_step,
+    valid_window,
 )
 from temposplit.hw.register_slice import KEEP
 from temposplit.hw.regmap import DEFAULT, Params
@@ -687,6 +688,11 @@ class BandMotion(wiring.Component):
         q_dy, q_dx = Signal(signed(7)), Signal(signed(7))
         r_my, r_mx = Signal(signed(AW)), Signal(signed(AW))
         r_ok = Signal()
+        # the block's window of valid vectors, registers set in BSTART2: a candidate's
+        # validity is then four compares of its vector with them (with the block's origin,
+        # extent and the map's size added up in front of the compares it was r27 seed 2's
+        # path, 11.7 ns)
+        window = [Signal(signed(13), name=f"win_{n}") for n in ("dy_lo", "dy_hi", "dx_lo", "dx_hi")]
         m.d.sync += [
             q_v.eq(0),
             q_i.eq(ci),
@@ -696,7 +702,7 @@ class BandMotion(wiring.Component):
             r_i.eq(q_i),
             r_my.eq(q_dy * Cat(row_chunks, Const(0, 1)).as_signed()),
             r_mx.eq(q_dx * Cat(cwb, Const(0, 1)).as_signed()),
-            r_ok.eq(is_valid(y0, x0, bh, bw, q_dy, q_dx, self.height, self.width) & ((q_i != 0) | first_step)),
+            r_ok.eq(in_window(q_dy, q_dx, window) & ((q_i != 0) | first_step)),
         ]
         with m.If(r_v):
             with m.Switch(r_i):
@@ -733,6 +739,9 @@ class BandMotion(wiring.Component):
             self.ref_wr.addr.eq(ref_ptr),
             self.ref_wr.data.eq(Cat(*([self.cur.payload] * R))),
         ]
+        # ref_ptr + 1 == ref_total, a register set with ref_ptr (the add and the compare
+        # were in front of the state's enable)
+        ref_end = Signal()
         drain = Signal(range(DRAIN_CYCLES))
         mul_a = Signal(signed(AW))
         dyr = Signal(11)  # y0 - r0: the block's first row in the band
@@ -780,6 +789,7 @@ class BandMotion(wiring.Component):
             with m.State("SLICE"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [ref_ptr.eq(0), ref_w.eq(0), y0.eq(y_g), x0.eq(0), bg.eq(0), bg9.eq(0)]
+                m.d.sync += ref_end.eq(ref_total == 1)
                 m.d.sync += [last_slice.eq(ch_off + self.slice >= self.channels), first_slice.eq(ch_off == 0)]
                 m.next = "REF"
             with m.State("REF"):  # the band of the reference, this slice's channels
@@ -788,8 +798,8 @@ class BandMotion(wiring.Component):
                     m.d.comb += self.ref_wr.en.eq((Const(1, R) << ref_w)[:R] if R > 1 else 1)
                     m.d.sync += ref_w.eq(ref_w + 1)
                     with m.If(ref_w == R - 1):
-                        m.d.sync += [ref_w.eq(0), ref_ptr.eq(ref_ptr + 1)]
-                        with m.If(ref_ptr + 1 == ref_total):
+                        m.d.sync += [ref_w.eq(0), ref_ptr.eq(ref_ptr + 1), ref_end.eq(ref_ptr + 2 == ref_total)]
+                        with m.If(ref_end):
                             m.next = "BSTART"
             with m.State("BSTART"):  # state read (address gbase + bg), block geometry
                 m.d.comb += [self.busy.eq(1), sad.clear.eq(1), sad.restart.eq(1)]
@@ -806,6 +816,8 @@ class BandMotion(wiring.Component):
             with m.State("BSTART2"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [seg.eq(bw * cwb), mul_a.eq(dyr * row_chunks)]
+                wide = [Cat(v, Const(0, 1)).as_signed() for v in (y0, x0, bh, bw, self.height, self.width)]
+                m.d.sync += [w.eq(v) for w, v in zip(window, valid_window(*wide), strict=True)]
                 m.next = "BSTATE"
             with m.State("BSTATE"):  # (the address generator takes the block's height and seg)
                 m.d.comb += [self.busy.eq(1), addr.restart.eq(1)]

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from temposplit.hw.register_slice import KEEP, FifoSlice
 
 STAGES = 3  # cycles from a word's acceptance to its codes on the output
-CONFIG_CYCLES = 4  # cycles from a change of n_bits or z8 to the lanes' copies of the terms
+CONFIG_CYCLES = 5  # cycles from a change of n_bits or z8 to the lanes' copies of the terms
 
 
 def word_layout(lanes: int) -> data.StructLayout:
@@ -120,8 +120,11 @@ class Requantizer(wiring.Component):
         m.d.sync += [
             k.eq(kk),
             half.eq(hh),
-            z_n.eq((self.z8 + hh) >> kk),
-            base.eq(self.z8 - hh),
+            # (z_N and the base from k and half, registers: from n_bits through the
+            # subtraction, the shifts and the add into z_N it was r27 seed 2's `rq.z_n`,
+            # 11.0 ns)
+            z_n.eq((self.z8 + half) >> k),
+            base.eq(self.z8 - half),
             top.eq((Const(1, 9) << self.n_bits) - 1),
             # (from the registers above: a cycle later; lo and hi a cycle after that, so
             # that a subtraction, a shift and an add are not one path: r22 seed 1, `hi`,

@@ -205,35 +205,40 @@ class Accelerator(wiring.Component):
         bus = self.s_axil
         wstrobe = {r.name: Signal(name=f"wr_{r.name.lower()}") for r in regmap.REGISTERS}
         wdata = Signal(32)
-        # Write, in two cycles: address and data taken together into registers, then the
-        # write decoded from them and answered OKAY, so that no path runs from the bus's
-        # pins into the registers a write starts (START, MODE and every clear at START: on
-        # the ECP5 proxy the top's ports are pins across the die)
-        w_pending = Signal()
+        # Write, in three cycles: address and data taken together into registers; then the
+        # address decoded into one register per register of the map; then the write, the
+        # strobes and the answer (OKAY). So no path runs from the bus's pins into the
+        # registers a write starts, and the strobes (START and every clear at START among
+        # them) are registers, not a decode, in front of their wide fan-out: on the ECP5
+        # proxy the top's ports are pins across the die (r27: the decode of `w_addr` into
+        # START's clears and the histogram's read address, 12.1-12.3 ns)
+        w_pending = Signal()  # the address and data are in w_addr, wdata
+        w_commit = Signal()  # the decode is in w_hit: the write happens now
         w_addr = Signal(len(bus.awaddr) - 2)
+        w_hit = {r.name: Signal(name=f"w_hit_{r.name.lower()}") for r in regmap.REGISTERS}
         m.d.comb += [bus.bresp.eq(0), bus.rresp.eq(0)]
         take_w = Signal()
         m.d.comb += [
-            take_w.eq(bus.awvalid & bus.wvalid & ~bus.bvalid & ~w_pending),
+            take_w.eq(bus.awvalid & bus.wvalid & ~bus.bvalid & ~w_pending & ~w_commit),
             bus.awready.eq(take_w),
             bus.wready.eq(take_w),
         ]
-        # (the address and data follow the bus while no write is pending or answered, so
-        # their enable is two registers, not the bus's valids through the handshake: r21
-        # seed 1, their enable from the pins' logic, 12.6 ns)
-        with m.If(~w_pending & ~bus.bvalid):
+        # (the address and data follow the bus while no write is under way, so their enable
+        # is registers, not the bus's valids through the handshake: r21 seed 1, their enable
+        # from the pins' logic, 12.6 ns)
+        with m.If(~w_pending & ~w_commit & ~bus.bvalid):
             m.d.sync += [w_addr.eq(bus.awaddr[2:]), wdata.eq(bus.wdata)]
-        with m.If(take_w):
-            m.d.sync += w_pending.eq(1)
+        m.d.sync += [w_pending.eq(take_w), w_commit.eq(w_pending)]
+        for r in regmap.REGISTERS:
+            m.d.sync += w_hit[r.name].eq(w_pending & (w_addr == r.offset >> 2))
+            m.d.comb += wstrobe[r.name].eq(w_hit[r.name])
+            if r.access == "rw":
+                with m.If(w_hit[r.name]):
+                    m.d.sync += rw[r.name].eq(wdata[: r.width])
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += bus.bvalid.eq(0)
-        with m.If(w_pending):
-            m.d.sync += [w_pending.eq(0), bus.bvalid.eq(1)]
-            for r in regmap.REGISTERS:
-                with m.If(w_addr == r.offset >> 2):
-                    m.d.comb += wstrobe[r.name].eq(1)
-                    if r.access == "rw":
-                        m.d.sync += rw[r.name].eq(wdata[: r.width])
+        with m.If(w_commit):
+            m.d.sync += bus.bvalid.eq(1)
         # Read, in two cycles: the address into a register, then a register mux into rdata
         # (HIST_DATA's source is itself a register, a cycle behind HIST_INDEX: a read taken
         # in the cycle after a write's response still sees the write).
@@ -273,7 +278,15 @@ class Accelerator(wiring.Component):
         mode = Signal(regmap.REG["CTRL"].field("MODE").width)
         start = Signal()
         ctrl = regmap.REG["CTRL"]
-        m.d.comb += start.eq(wstrobe["CTRL"] & wdata[ctrl.field("START").lsb] & ~busy)
+        # START and the mode it starts, decoded a cycle before the write (one register per
+        # mode): START is a register and ~busy, the mode tests are registers
+        w_start = Signal()
+        new_is = {name: Signal(name=f"new_is_{name.lower()}") for name in modes}
+        new_field = wdata[ctrl.field("MODE").lsb :][: len(mode)]
+        m.d.sync += w_start.eq(w_pending & (w_addr == ctrl.offset >> 2) & wdata[ctrl.field("START").lsb])
+        for name, value in modes.items():
+            m.d.sync += new_is[name].eq(new_field == value)
+        m.d.comb += start.eq(w_start & ~busy)
         count = fld("COUNT", "COUNT")
         words_left = Signal(count.shape().width - shift + 1)
         last_word = Signal()  # words_left == 1, a register (the compare is not in front of the take)
@@ -293,7 +306,7 @@ class Accelerator(wiring.Component):
         m.d.comb += bits.eq(Mux(mode == modes["CTX"], Cat(Const(0, 3), ctx_bytes), enc.bits))
         with m.If(start):
             m.d.sync += [
-                mode.eq(wdata[ctrl.field("MODE").lsb :][: len(mode)]),
+                mode.eq(new_field),
                 busy.eq(1),
                 done.eq(0),
                 cycles.eq(0),
@@ -308,14 +321,13 @@ class Accelerator(wiring.Component):
             ]
         with m.Elif(busy):
             m.d.sync += cycles.eq(cycles + 1)
-        new_mode = wdata[ctrl.field("MODE").lsb :][: len(mode)]
         # the encoder's start through a register (its clear is 256 cycles long anyway): it
         # gates the encoder's input, at the end of the stream's ready chain
-        m.d.sync += enc.start.eq(start & (new_mode == modes["ENCODE"]))
-        m.d.sync += hist.start.eq(start & (new_mode == modes["HISTOGRAM"]))
-        with m.If(start & (new_mode == modes["ENCODE"])):
+        m.d.sync += enc.start.eq(start & new_is["ENCODE"])
+        m.d.sync += hist.start.eq(start & new_is["HISTOGRAM"])
+        with m.If(start & new_is["ENCODE"]):
             m.d.sync += hist_last.eq(0)
-        with m.If(start & (new_mode == modes["HISTOGRAM"])):
+        with m.If(start & new_is["HISTOGRAM"]):
             m.d.sync += hist_last.eq(1)
         # START a cycle late for what sits across the die and has the time: MOTION's start
         # (its first block's set-up runs while the first word is on its way) and the
@@ -324,12 +336,12 @@ class Accelerator(wiring.Component):
         # inputs (`row_words`, `x0`, `y0`, `ref_addr`: 51 at up to 12.2 ns)
         start_r = Signal()
         me_start = Signal()
-        m.d.sync += [start_r.eq(start), me_start.eq(start & (new_mode == modes["MOTION"]))]
+        m.d.sync += [start_r.eq(start), me_start.eq(start & new_is["MOTION"])]
         with m.If(start_r):
             m.d.sync += ref_ptr.eq(0)
         m.d.comb += [
             me.start.eq(me_start),
-            me.band_start.eq(start & (new_mode == modes["BAND_MOTION"])),
+            me.band_start.eq(start & new_is["BAND_MOTION"]),
         ]
         # MOTION or BAND_MOTION: the input goes to the motion estimator; BAND_MOTION: its
         # band engine (registers set at START, as MODE is: no decode in front of the input's
@@ -338,8 +350,8 @@ class Accelerator(wiring.Component):
         band = Signal()
         with m.If(start):
             m.d.sync += [
-                searching.eq((new_mode == modes["MOTION"]) | (new_mode == modes["BAND_MOTION"])),
-                band.eq(new_mode == modes["BAND_MOTION"]),
+                searching.eq(new_is["MOTION"] | new_is["BAND_MOTION"]),
+                band.eq(new_is["BAND_MOTION"]),
             ]
 
         # ------------------------------------------------------------ configuration
@@ -351,30 +363,25 @@ class Accelerator(wiring.Component):
         n_slices = Signal(6)
         # (decoded once, at START, from the mode and the configuration it starts with: the
         # decodes are registers, not logic in front of everything they select)
-        new_ctx = new_mode == modes["CTX"]
+        new_ctx = new_is["CTX"]
         # the requantizer's consumer, one-hot, also registered at START: its output's ready
         # is an AND-OR of these and the consumers' readies (no decode of MODE in front of the
         # requantizer's output registers' enables)
         to_ser, to_ma, to_hist, to_sink = Signal(init=1), Signal(), Signal(), Signal()  # (MODE resets to ENCODE)
         with m.If(start):
             m.d.sync += [
-                to_ser.eq(new_mode == modes["ENCODE"]),
-                to_ma.eq(new_mode == modes["REQUANT"]),
-                to_hist.eq(new_mode == modes["HISTOGRAM"]),
-                to_sink.eq(
-                    (new_mode == modes["LOAD_REF"]) | (new_mode == modes["MOTION"]) | (new_mode == modes["BAND_MOTION"])
-                ),
+                to_ser.eq(new_is["ENCODE"]),
+                to_ma.eq(new_is["REQUANT"]),
+                to_hist.eq(new_is["HISTOGRAM"]),
+                to_sink.eq(new_is["LOAD_REF"] | new_is["MOTION"] | new_is["BAND_MOTION"]),
             ]
         new_records = new_ctx & fld("FLAGS", "RECORDS")
         bypass = Signal()  # the requantizer passes the words unchanged (but a temporal group's phase)
         with m.If(start):
             m.d.sync += [
                 bypass.eq(
-                    (new_mode == modes["LOAD_REF"])
-                    | (
-                        ((new_mode == modes["ENCODE"]) | (new_mode == modes["HISTOGRAM"]) | new_ctx)
-                        & ~fld("FLAGS", "REQUANT")
-                    )
+                    new_is["LOAD_REF"]
+                    | ((new_is["ENCODE"] | new_is["HISTOGRAM"] | new_ctx) & ~fld("FLAGS", "REQUANT"))
                     | new_records
                 ),
                 is_ctx.eq(new_ctx),
@@ -429,7 +436,7 @@ class Accelerator(wiring.Component):
         m.submodules.me_in = me_in = FifoSlice(8 * L)
         coded = Signal()  # busy, not searching, words left: a register (it enables stage 1)
         with m.If(start):
-            m.d.sync += coded.eq((count != 0) & (new_mode != modes["MOTION"]) & (new_mode != modes["BAND_MOTION"]))
+            m.d.sync += coded.eq((count != 0) & ~new_is["MOTION"] & ~new_is["BAND_MOTION"])
         m.d.comb += [
             rq.i.valid.eq(sa.valid & coded),
             rq.i.p.data.eq(sa.payload),
@@ -723,9 +730,9 @@ class Accelerator(wiring.Component):
         from_enc, from_empty, from_me = Signal(init=1), Signal(), Signal()  # (MODE resets to ENCODE)
         with m.If(start):
             m.d.sync += [
-                from_enc.eq(new_mode == modes["ENCODE"]),
-                from_empty.eq((new_mode == modes["LOAD_REF"]) | (new_mode == modes["HISTOGRAM"])),
-                from_me.eq((new_mode == modes["MOTION"]) | (new_mode == modes["BAND_MOTION"])),
+                from_enc.eq(new_is["ENCODE"]),
+                from_empty.eq(new_is["LOAD_REF"] | new_is["HISTOGRAM"]),
+                from_me.eq(new_is["MOTION"] | new_is["BAND_MOTION"]),
             ]
         sources = [  # (flag, valid, data, keep, last): ENCODE, REQUANT, LOAD_REF/HISTOGRAM, CTX, the motion engines
             (from_enc, enc.o.valid & busy, enc.o.p.data, enc.o.p.keep, enc.o.p.last),
