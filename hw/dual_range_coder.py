@@ -62,7 +62,7 @@ from temposplit.hw.range_coder import (
     sides_update,
     stage_f,
 )
-from temposplit.hw.register_slice import KEEP, RegisterSlice
+from temposplit.hw.register_slice import KEEP, FifoSlice
 
 LANES = 2
 assert TERMINATION_SHIFTS == 5  # E's three flush steps: 2, 2, 1
@@ -107,7 +107,7 @@ class DualRangeEncoder(wiring.Component):
         # context's select) is not in front of the lane's pick and T's registers
         ins = []
         for k in range(LANES):
-            m.submodules[f"in{k}"] = sl = RegisterSlice(bin_layout)
+            m.submodules[f"in{k}"] = sl = FifoSlice(bin_layout)
             wiring.connect(m, wiring.flipped(self.i[k]), sl.i)
             ins.append(sl.o)
         ph = Signal()  # the lane whose bin the input may take this cycle

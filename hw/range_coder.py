@@ -52,7 +52,7 @@ from amaranth import Cat, Const, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from temposplit.hw.register_slice import RegisterSlice
+from temposplit.hw.register_slice import FifoSlice
 
 PROB_BITS = 12
 N_CONTEXTS = 459  # the context table of docs/bitstream.md 6.2.5
@@ -525,7 +525,7 @@ class ByteEmitter(wiring.Component):
         m = Module()
         m.submodules.events = events = fifo.SyncFIFOBuffered(width=event_layout.size, depth=self.depth)
         m.d.comb += [events.w_data.eq(self.w_data), events.w_en.eq(self.w_en), self.level.eq(events.level)]
-        m.submodules.out_slice = out_slice = RegisterSlice(byte_layout)
+        m.submodules.out_slice = out_slice = FifoSlice(byte_layout)
         emit = out_slice.i
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
         cur = Signal(event_layout)

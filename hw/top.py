@@ -67,7 +67,7 @@ from temposplit.hw.ctx_coder import (
 from temposplit.hw.histogram import WordHistogram
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
-from temposplit.hw.register_slice import FifoSlice, RegisterSlice
+from temposplit.hw.register_slice import FifoSlice
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 
@@ -508,13 +508,19 @@ class Accelerator(wiring.Component):
         m.submodules.ctx_in = ctx_in = FifoSlice(data.StructLayout({"w": rq.o.payload.shape(), "unit": U}))
         cw = ctx_in.o
         cwp = cw.p.w
+        # (an element word's take: without records, CTX's input ready is the element
+        # serializer's, ``ctx_ready``; written so, the slices' dealer's ready and the
+        # selects between them are not in front of the banks' and the phase's enables, as
+        # they were through ``cw.ready``: r27 seed 1, `b_valid` 5 cells behind ctx_in's
+        # word, 10.1 ns)
+        ctx_ready = Signal()  # the element serializer takes CTX's input word (below)
         cw_take = Signal()
         m.d.comb += [
             ctx_in.clear.eq(start),
             ctx_in.i.valid.eq(rq.o.valid & is_ctx),
             ctx_in.i.p.w.eq(rq.o.payload),
             ctx_in.i.p.unit.eq(Cat(*((rq.o.p.data[58:60] == v % E) & (rq.o.p.data[56] == v // E) for v in range(U)))),
-            cw_take.eq(cw.valid & cw.ready),
+            cw_take.eq(cw.valid & ~records & ctx_ready),
         ]
         # A group's words meet in staging registers (the anchor's codes, the reference's);
         # its last word (the changes; intra: the codes) moves the group into one of the
@@ -535,7 +541,6 @@ class Accelerator(wiring.Component):
         el = Signal(range(L))
         el_end = Signal()
         el_take = Signal()
-        ctx_ready = Signal()  # the requantizer's output is taken in CTX
         m.d.comb += [
             cur.eq(Mux(rb, banks[1].as_value(), banks[0].as_value())),
             ctx.i.valid.eq(b_valid.bit_select(rb, 1)),
@@ -558,7 +563,7 @@ class Accelerator(wiring.Component):
                     banks[k].one.eq(in_one),
                 ]
         take_group = Signal()
-        m.d.comb += take_group.eq(~records & cw_take & final_word)
+        m.d.comb += take_group.eq(cw_take & final_word)
         set_v = Mux(take_group, Mux(wb, 0b10, 0b01), 0)
         clr_v = Mux(el_take & el_end, Mux(rb, 0b10, 0b01), 0)
         m.d.sync += b_valid.eq((b_valid | set_v) & ~clr_v)
@@ -614,7 +619,7 @@ class Accelerator(wiring.Component):
         # through a register slice, so that FIFO 0's output register and the input's slice
         # see a register for the records front's ready, not the front's ready through the
         # select: r19 seed 1, FIFO 0's output enable 57 late inputs)
-        m.submodules.ctx_v0_in = v0_in = RegisterSlice(ctx_v0.payload.shape())
+        m.submodules.ctx_v0_in = v0_in = FifoSlice(ctx_v0.payload.shape())
         wiring.connect(m, v0_in.o, ctx_v0)
         m.d.comb += [
             v0_in.clear.eq(start),
@@ -631,7 +636,7 @@ class Accelerator(wiring.Component):
             m.d.sync += x_s.eq(cwp.data)
         with m.If(~final_word & (out_phase == 1)):
             m.d.sync += p_s.eq(cwp.data)
-        with m.If(~records & cw_take):
+        with m.If(cw_take):
             with m.If(temporal):
                 m.d.sync += [out_phase.eq(Mux(out_phase == 2, 0, out_phase + 1)), final_word.eq(out_phase == 1)]
         # the byte packer: the coder's bytes into words, low byte first; a word goes out when
@@ -668,11 +673,16 @@ class Accelerator(wiring.Component):
             m.d.comb += t.eq(outs[v].valid & outs[v].ready & (sliced if v == 0 else 1))
             takes.append(t)
         m.d.comb += ctx_o0.ready.eq(Mux(sliced, packers[0].i.ready, pk.i.ready))
-        # BITS counts the bytes taken a cycle late (the takes registered first: the sum is
-        # not behind the packers' ready chain); the last is counted before DONE, which waits
-        # for the last word through the output's slice
+        # BITS counts the bytes taken two cycles late (each take into a register of its own,
+        # then their sum into another: the sum is not behind the packers' ready chain --
+        # r27 seed 1, `byte_takes` 6 cells behind the handshakes, 10.1 ns); the last is
+        # counted before DONE, which waits for the last word through the packer and the
+        # output's slice
+        takes_r = [Signal(name=f"ctx_take{v}") for v in range(U)]
+        b_take_r = Signal()
+        m.d.sync += [*(r.eq(t) for r, t in zip(takes_r, takes, strict=True)), b_take_r.eq(b_take)]
         byte_takes = Signal(range(U + 2))
-        m.d.sync += byte_takes.eq(Mux(sliced, sum(takes), b_take))
+        m.d.sync += byte_takes.eq(Mux(sliced, sum(takes_r), b_take_r))
         with m.If(~start & (byte_takes != 0)):
             m.d.sync += ctx_bytes.eq(ctx_bytes + byte_takes)
         # the packers' words out by a registered grant (``sl_sel``: the first packer with a
@@ -681,8 +691,10 @@ class Accelerator(wiring.Component):
         # packer's valid (r16 seed 1: the packers' output enables among the late inputs);
         # the granted word through a register slice (``sl_out``) before the output's
         # sources meet (r17 seed 1: the grant's 6-way select of 64-bit words into the output
-        # slice was the top's path, 12.8 ns, 11.1 ns routing)
-        m.submodules.ctx_slices_out = sl_out = RegisterSlice(slice_word_layout)
+        # slice was the top's path, 12.8 ns, 11.1 ns routing); a FifoSlice, so that the
+        # select goes into its words with no skid select after it (r27: the grant through
+        # the packers' FIFOs and the slice's skid select, 10.6 ns)
+        m.submodules.ctx_slices_out = sl_out = FifoSlice(slice_word_layout)
         slices_done = Signal(6)
         sl_sel = Signal(range(max(U, 2)))
         sl_next = Signal.like(sl_sel)
