@@ -70,7 +70,7 @@ NCAND = len(CANDIDATES)
 # Cycles of the FSM's states (the cycle model, cyclemodel.band_cycles, counts with these).
 INIT_CYCLES = 1  # INIT
 STEP_CYCLES = 1  # STEP
-GROUP_CYCLES = 4  # GROUP, GROUP2, GROUP3 (band rows), GROUP4 (band chunks)
+GROUP_CYCLES = 5  # GROUP, GROUP2, GROUP3 (band rows), GROUP4 (band chunks), GROUP5 (registered)
 SLICE_CYCLES = 1  # SLICE
 BLOCK_HEAD_CYCLES = 4  # BSTART, BSTART2 (products), BSTATE, BSTATE2 (the state's read registered)
 # BCAND: the candidates' addresses, one per cycle through a 3-stage pipeline (offsets,
@@ -664,6 +664,7 @@ class BandMotion(wiring.Component):
         x_last = Signal()  # the block is the last of its row (registered in BSTART)
         y_last = Signal()  # ... of its group's column
         ref_total = Signal(range(ref_depth + 1))
+        ref_prod = Signal.like(ref_total)  # nrows * row_chunks, registered before ref_total
         y0 = Signal(11)
         x0 = Signal(11)
         bh = Signal(7)  # the block's extent (registered in BSTART)
@@ -748,6 +749,14 @@ class BandMotion(wiring.Component):
         x0c = Signal(AW)  # x0 * cwb
         nrows = Signal(11)  # rows of the band
 
+        # the address generator's enable (BCAND, CHUNKS) and the SAD's ``scoring`` (CHUNKS) as
+        # registers set and cleared with the state's moves, equal to the state's decode
+        # cycle for cycle: decoded from the state they were in front of the address
+        # generator's take and the chunk's registers' enables (r28, 28 late inputs at up to
+        # 10.8 ns)
+        in_cand = Signal()
+        in_chunks = Signal()
+        m.d.comb += [addr.enable.eq(in_cand), sad.scoring.eq(in_chunks)]
         with m.FSM(name="band"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -784,7 +793,11 @@ class BandMotion(wiring.Component):
                 m.next = "GROUP4"
             with m.State("GROUP4"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += ref_total.eq(nrows * row_chunks)
+                m.d.sync += ref_prod.eq(nrows * row_chunks)
+                m.next = "GROUP5"
+            with m.State("GROUP5"):  # (the product a register first: r28, the DSP into `ref_total`, 10.9 ns)
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += ref_total.eq(ref_prod)
                 m.next = "SLICE"
             with m.State("SLICE"):
                 m.d.comb += self.busy.eq(1)
@@ -825,16 +838,18 @@ class BandMotion(wiring.Component):
                 m.next = "BSTATE2"
             with m.State("BSTATE2"):  # the state's read, registered, into the update's state
                 m.d.comb += [self.busy.eq(1), upd.load.eq(1)]
+                m.d.sync += in_cand.eq(1)
                 m.next = "BCAND"
             with m.State("BCAND"):  # candidate ci into the set-up's pipeline (above)
-                m.d.comb += [self.busy.eq(1), addr.enable.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 m.d.sync += [q_v.eq(ci <= NCAND - 1), ci.eq(ci + 1)]
                 with m.If(ci == CAND_CYCLES - 1):
+                    m.d.sync += in_chunks.eq(1)
                     m.next = "CHUNKS"
             with m.State("CHUNKS"):
-                m.d.comb += [self.busy.eq(1), addr.enable.eq(1), sad.scoring.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 with m.If(sad.done):
-                    m.d.sync += drain.eq(DRAIN_CYCLES - 1)
+                    m.d.sync += [drain.eq(DRAIN_CYCLES - 1), in_cand.eq(0), in_chunks.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [self.busy.eq(1), upd.prime.eq(1)]

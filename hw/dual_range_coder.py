@@ -54,6 +54,7 @@ from temposplit.hw.range_coder import (
     bin_layout,
     byte_layout,
     ctx_word,
+    group_hot,
     low_step,
     multiples_of,
     product_rows,
@@ -61,6 +62,7 @@ from temposplit.hw.range_coder import (
     shift_records,
     sides_update,
     stage_f,
+    touched_group,
 )
 from temposplit.hw.register_slice import KEEP, FifoSlice
 
@@ -137,11 +139,11 @@ class DualRangeEncoder(wiring.Component):
         t = Signal(bin_layout)
         t_lane = Signal()
         m.d.sync += [t_valid.eq(take), t_lane.eq(ph)]
-        # the context's touched-bit group, picked by its own register for each lane (kept
-        # apart from the RAM's address and each other: each drives 16 selects of 29)
-        t_grp = [Signal(5, name=f"t_grp{k}", attrs=KEEP) for k in range(LANES)]
+        # the context's touched-bit group one-hot (:func:`group_hot`), in its own registers
+        # for each lane (kept apart from the RAM's address and each other)
+        t_hot = [Signal(TOUCHED_GROUPS, name=f"t_hot{k}", attrs=KEEP) for k in range(LANES)]
         with m.If(take):
-            m.d.sync += [t.eq(inp), [g.eq(inp.ctx[4:]) for g in t_grp]]
+            m.d.sync += [t.eq(inp), [h.eq(group_hot(inp.ctx)) for h in t_hot]]
             for k in range(LANES):
                 with m.If(inp.last & (ph == k)):
                     m.d.sync += closing[k].eq(1)
@@ -149,7 +151,7 @@ class DualRangeEncoder(wiring.Component):
         group = [Signal(16, name=f"group{k}") for k in range(LANES)]
         m.d.comb += rd.addr.eq(Cat(t.ctx, t_lane))
         for k in range(LANES):
-            m.d.comb += group[k].eq(touched[k].word_select(t_grp[k], 16))
+            m.d.comb += group[k].eq(touched_group(touched[k], t_hot[k]))
 
         # ------------------------------------------------------------ A: RAM word out, touched bit, forwarding
         a_valid, a, a_lane = stage(t_valid, t, t_lane, "a")
