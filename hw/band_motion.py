@@ -81,8 +81,9 @@ CHUNKS_TAIL_CYCLES = 2  # CHUNKS: the first take, the cycle that sees the last i
 # SadPipeline's stages from a candidate's issue to its accumulator: the address register,
 # its copies beside groups of the reference's banks and beside each bank (the motion
 # estimator's, FAN_COPIES and REF_BANKS), the RAM's read, its output register, the centred
-# reference, |diff|, three adder levels (sums of 4, of 16, the total), the accumulator
-SAD_STAGES = ("addr", "fan", "bank", "read", "ram", "centre", "absdiff", "sum4", "sum16", "total", "acc")
+# reference (its offset, then its shift), |diff|, three adder levels (sums of 4, of 16, the
+# total), the accumulator
+SAD_STAGES = ("addr", "fan", "bank", "read", "ram", "centre", "shift", "absdiff", "sum4", "sum16", "total", "acc")
 CONST_GROUP = 8  # lanes of the SAD per copy of the centring's constants
 # DRAIN: what remains of them after CHUNKS sees the last issue, less what StateUpdate's
 # first BEND cycle covers (it reads the first accumulator one cycle after BEND starts)
@@ -349,14 +350,19 @@ class SadPipeline(wiring.Component):
         # stages "fan" and "bank": the address's copies beside groups of the reference's banks
         # and beside each bank; "read": the RAM reads; "ram": its output registered (by the
         # motion estimator, which shares the register with MOTION: ``ref``'s data come four
-        # cycles after the address); "centre": the reference centred; "absdiff": the cost of
-        # each byte; then sums of 4, of 16, the total
+        # cycles after the address); "centre" and "shift": the reference centred; "absdiff":
+        # the cost of each byte; then sums of 4, of 16, the total
         rdat = self.ref.data  # registered by the RAM's owner (stage "ram")
         diffs = [Signal(11, name=f"bdiff{j}") for j in range(CB)]
         for j in range(CB):
+            # centred_ref in two stages, "centre" (the offset) and "shift": in one, the
+            # subtraction and the variable shift behind the RAM's output register were r28's
+            # `bref`, 10.4 ns
+            dc = Signal(signed(9), name=f"bcen{j}")
             ac = Signal(signed(12), name=f"bref{j}")
             g = j // CONST_GROUP
-            m.d.sync += ac.eq(centred_ref(rdat.word_select(j, 8), zns[g], ks[g]))
+            m.d.sync += dc.eq(centred_ref(rdat.word_select(j, 8), zns[g], 0))
+            m.d.sync += ac.eq(dc << ks[g])
             m.d.sync += diffs[j].eq(element_cost(ac, pcur[-1][j]))
         sum4 = [Signal(13, name=f"bsum4_{g}") for g in range(-(-CB // 4))]
         for g, sg in enumerate(sum4):
@@ -750,13 +756,18 @@ class BandMotion(wiring.Component):
         nrows = Signal(11)  # rows of the band
 
         # the address generator's enable (BCAND, CHUNKS) and the SAD's ``scoring`` (CHUNKS) as
-        # registers set and cleared with the state's moves, equal to the state's decode
+        # registers set and cleared with the state's moves (each one's set and clear beside
+        # the state's own move, below), equal to the state's decode
         # cycle for cycle: decoded from the state they were in front of the address
         # generator's take and the chunk's registers' enables (r28, 28 late inputs at up to
         # 10.8 ns)
         in_cand = Signal()
         in_chunks = Signal()
         m.d.comb += [addr.enable.eq(in_cand), sad.scoring.eq(in_chunks)]
+        # (and so the update's strobes: BSTATE2's load, DRAIN's prime, BEND's run, BSTORE's
+        # store; r28, the state's write data behind the state's decode, 10.3 ns)
+        in_load, in_drain, in_bend, in_store = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [upd.load.eq(in_load), upd.prime.eq(in_drain), upd.run.eq(in_bend), upd.store.eq(in_store)]
         with m.FSM(name="band"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -834,11 +845,11 @@ class BandMotion(wiring.Component):
                 m.next = "BSTATE"
             with m.State("BSTATE"):  # (the address generator takes the block's height and seg)
                 m.d.comb += [self.busy.eq(1), addr.restart.eq(1)]
-                m.d.sync += base.eq(mul_a + x0c)
+                m.d.sync += [base.eq(mul_a + x0c), in_load.eq(1)]
                 m.next = "BSTATE2"
             with m.State("BSTATE2"):  # the state's read, registered, into the update's state
-                m.d.comb += [self.busy.eq(1), upd.load.eq(1)]
-                m.d.sync += in_cand.eq(1)
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [in_load.eq(0), in_cand.eq(1)]
                 m.next = "BCAND"
             with m.State("BCAND"):  # candidate ci into the set-up's pipeline (above)
                 m.d.comb += self.busy.eq(1)
@@ -849,22 +860,26 @@ class BandMotion(wiring.Component):
             with m.State("CHUNKS"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(sad.done):
-                    m.d.sync += [drain.eq(DRAIN_CYCLES - 1), in_cand.eq(0), in_chunks.eq(0)]
+                    m.d.sync += [drain.eq(DRAIN_CYCLES - 1), in_cand.eq(0), in_chunks.eq(0), in_drain.eq(1)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.comb += [self.busy.eq(1), upd.prime.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 0):
+                    m.d.sync += [in_drain.eq(0), in_bend.eq(1)]
                     m.next = "BEND"
             with m.State("BEND"):  # partial costs, the golden order's comparison (StateUpdate)
-                m.d.comb += [self.busy.eq(1), upd.run.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 with m.If(upd.done):
+                    m.d.sync += in_bend.eq(0)
                     with m.If(last_slice):
+                        m.d.sync += in_store.eq(1)
                         m.next = "BSTORE"
                     with m.Else():
                         m.next = "NEXT"
             with m.State("BSTORE"):
-                m.d.comb += [self.busy.eq(1), upd.store.eq(1)]
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += in_store.eq(0)
                 with m.If(last_step):
                     m.next = "EMIT"
                 with m.Else():
