@@ -52,8 +52,9 @@ SETUP_CYCLES = 2  # SETUP (row and column products), SETUP2 (the candidate's fir
 # reference's banks, its copy beside each bank, the RAMs' outputs, the stream word's lanes
 # picked from the reference's RAM word (a 4:1 select of the shared 256-bit register: before
 # the centring's subtract and shift it was the engine's path on the ECP5 proxy, 83.5 MHz),
-# the centred codes, |diff|, two adder levels, the sum of 8, the accumulator.
-SAD_STAGES = ("fan", "bank", "ram", "word", "centre", "absdiff", "pairs", "sum", "acc")
+# the centred codes (the offset, then the shift), |diff|, two adder levels, the sum of 8,
+# the accumulator.
+SAD_STAGES = ("fan", "bank", "ram", "word", "centre", "shift", "absdiff", "pairs", "sum", "acc")
 # The reference RAM is REF_BANKS column banks, each with its own copy of the read address and
 # of the write (address, enables, data) in registers that synthesis keeps apart (``keep``;
 # hw/synth.py): one register driving all of the reference's block RAMs spans the die (on the
@@ -318,9 +319,14 @@ class MotionEstimator(wiring.Component):
         for i in range(L):
             a = ref_q.word_select(i, 8)
             c = blk_q.word_select(i, 8)
-            ac = Signal(signed(12), name=f"ref_c{i}")  # stage "centre"
+            # centred_ref in two stages, "centre" (the offset) and "shift" (in one they were
+            # r30's `ref_c`, 11.4 ns); the current code's centring waits the shift's cycle
+            ad = Signal(signed(9), name=f"ref_d{i}")  # stage "centre"
+            cd = Signal(signed(10), name=f"cur_d{i}")
+            ac = Signal(signed(12), name=f"ref_c{i}")  # stage "shift"
             cc = Signal(signed(10), name=f"cur_c{i}")
-            m.d.sync += [ac.eq(centred_ref(a, c_zn, c_k)), cc.eq(centred_cur(c, c_z8))]
+            m.d.sync += [ad.eq(centred_ref(a, c_zn, 0)), cd.eq(centred_cur(c, c_z8))]
+            m.d.sync += [ac.eq(ad << c_k), cc.eq(cd)]
             m.d.sync += diffs[i].eq(element_cost(ac, cc))  # stage "absdiff"
         pairs = [Signal(12 + 1, name=f"sad_pair{j}") for j in range((L + 3) // 4)]  # stage "pairs": sums of 4
         for j, ps in enumerate(pairs):

@@ -136,14 +136,11 @@ class Requantizer(wiring.Component):
         ]
         # stage 1: the difference and the clamp's tests; stage 2: the shift; stage 3: the
         # offset and the clamp's select, into a two-word FIFO (a FifoSlice) whose words are
-        # the output. The input's ready is stage 1's room, a function of this module's
-        # registers (stage 1's and 2's valids, the FIFO's room); the input comes from a
-        # FifoSlice, whose ready reaches only its pointers (a skid register beside stage 1,
-        # which made the ready a register, put its select in front of stage 1's compares:
-        # r27, the input's word into stage 1's clamp tests, 10.8 ns). Every wide register's
-        # enable is a function of this module's own registers: stages 1 and 2 load whenever
-        # they are free (their valids say whether the word is one), the FIFO's words follow
-        # stage 3 while free. The consumers' ready -- an AND-OR of
+        # the output. A skid register beside stage 1 takes a word when stage 1 cannot, so
+        # the input's ready is a register. Every wide register's enable is a function of
+        # this module's own registers: the skid follows the input while empty, stages 1
+        # and 2 load whenever they are free (their valids say whether the word is one),
+        # the FIFO's words follow stage 3 while free. The consumers' ready -- an AND-OR of
         # readies from across the die -- reaches only the FIFO's pointers and counts
         # (before, it reached the output register's enables: r21 seed 1 on the ECP5 proxy,
         # 64 + 28 late inputs there and stage 1's lanes behind them, 13.4 ns).
@@ -180,18 +177,31 @@ class Requantizer(wiring.Component):
         shifted = [Signal(signed(10), name=f"lane{i}_s") for i in range(self.lanes)]
         under = [Signal(name=f"lane{i}_lo") for i in range(self.lanes)]  # the code clamps to 0
         over = [Signal(name=f"lane{i}_hi") for i in range(self.lanes)]  # ... to 2^N - 1
+        sk_valid = Signal()
+        sk = Signal(word_layout(self.lanes))
+        sk_bypass = Signal()
+        src = Signal(word_layout(self.lanes))  # the word stage 1 takes: the skid's, else the input's
+        src_bypass = Signal()
         a_free = Signal()
         s1_free = Signal()
+        take = Signal()
         m.d.comb += [
             s1_free.eq(~s1_valid | out.i.ready),
             a_free.eq(~a_valid | s1_free),
-            self.i.ready.eq(a_free),
+            self.i.ready.eq(~sk_valid),
+            take.eq(self.i.valid & ~sk_valid),
+            src.eq(Mux(sk_valid, sk, self.i.payload)),
+            src_bypass.eq(Mux(sk_valid, sk_bypass, self.bypass)),
         ]
+        with m.If(~sk_valid):
+            m.d.sync += [sk.eq(self.i.payload), sk_bypass.eq(self.bypass)]
         with m.If(a_free):
-            m.d.sync += [a_valid.eq(self.i.valid), a.eq(self.i.payload), a_bypass.eq(self.bypass)]
+            m.d.sync += [a_valid.eq(sk_valid | take), a.eq(src), a_bypass.eq(src_bypass), sk_valid.eq(0)]
             for i in range(self.lanes):
-                q8 = self.i.payload.data.word_select(i, 8)
+                q8 = src.data.word_select(i, 8)
                 m.d.sync += [a_d[i].eq(q8 - lbase[i]), a_under[i].eq(q8 < llo[i]), a_over[i].eq(q8 >= lhi[i])]
+        with m.Elif(take):
+            m.d.sync += sk_valid.eq(1)
         with m.If(s1_free):
             m.d.sync += [s1_valid.eq(a_valid), s1.eq(a), s1_bypass.eq(a_bypass)]
             for i in range(self.lanes):
