@@ -505,22 +505,32 @@ class Accelerator(wiring.Component):
         # enables, 14.1 ns, about 400 late inputs).
         E = P.ctx_engines
         U = E * NL
-        m.submodules.ctx_in = ctx_in = FifoSlice(data.StructLayout({"w": rq.o.payload.shape(), "unit": U}))
+        # Two such slices side by side, one a mode: elements (``cw``: the staging registers
+        # and the serializer's banks) and value records (``rw_``: the records front and the
+        # slices' dealer). Each one's word goes only to its own consumers (one slice's
+        # select fanned out to both sets across the die: r30 seed 2, `x_s`, `el_bank`,
+        # `ctx_v0_in`, up to 11.3 ns, one cell and its routing).
+        m.submodules.ctx_in = ctx_in = FifoSlice(rq.o.payload.shape())
+        m.submodules.ctx_rec_in = rec_in = FifoSlice(data.StructLayout({"w": rq.o.payload.shape(), "unit": U}))
         cw = ctx_in.o
-        cwp = cw.p.w
-        # (an element word's take: without records, CTX's input ready is the element
-        # serializer's, ``ctx_ready``; written so, the slices' dealer's ready and the
-        # selects between them are not in front of the banks' and the phase's enables, as
-        # they were through ``cw.ready``: r27 seed 1, `b_valid` 5 cells behind ctx_in's
-        # word, 10.1 ns)
+        cwp = cw.payload
+        rw_ = rec_in.o
+        rwp = rw_.p.w
+        # (so an element word's take is the element serializer's ready, ``ctx_ready``, and
+        # the slices' dealer's ready is not in front of the banks' and the phase's enables,
+        # as it was through one slice's ready: r27 seed 1, `b_valid` 5 cells behind the
+        # slice's word, 10.1 ns)
         ctx_ready = Signal()  # the element serializer takes CTX's input word (below)
         cw_take = Signal()
         m.d.comb += [
             ctx_in.clear.eq(start),
-            ctx_in.i.valid.eq(rq.o.valid & is_ctx),
-            ctx_in.i.p.w.eq(rq.o.payload),
-            ctx_in.i.p.unit.eq(Cat(*((rq.o.p.data[58:60] == v % E) & (rq.o.p.data[56] == v // E) for v in range(U)))),
-            cw_take.eq(cw.valid & ~records & ctx_ready),
+            ctx_in.i.valid.eq(rq.o.valid & is_ctx & ~records),
+            ctx_in.i.payload.eq(rq.o.payload),
+            rec_in.clear.eq(start),
+            rec_in.i.valid.eq(rq.o.valid & is_ctx & records),
+            rec_in.i.p.w.eq(rq.o.payload),
+            rec_in.i.p.unit.eq(Cat(*((rq.o.p.data[58:60] == v % E) & (rq.o.p.data[56] == v // E) for v in range(U)))),
+            cw_take.eq(cw.valid & ctx_ready),
         ]
         # A group's words meet in staging registers (the anchor's codes, the reference's);
         # its last word (the changes; intra: the codes) moves the group into one of the
@@ -587,10 +597,10 @@ class Accelerator(wiring.Component):
         # Unit v is engine v mod E's lane v div E; engine 0 is the ctx coder's (its lane 0
         # the records front of the single-section path), the others a ValueCoder each (two
         # lanes: a DualValueCoder); a word for a unit the build lacks is dropped
-        unit = cw.p.unit
+        unit = rw_.p.unit
         deal_word = Signal(64)
         deal_ready = Signal()
-        m.d.comb += deal_word.eq(Cat(cwp.data[:56], Const(0, 4), cwp.data[60:64]))
+        m.d.comb += deal_word.eq(Cat(rwp.data[:56], Const(0, 4), rwp.data[60:64]))
         lanes_in, lanes_out = [], []  # each engine's records ports and bytes ports, by lane
         for e in range(E):
             coder = ctx if e == 0 else (DualValueCoder() if NL == 2 else ValueCoder())
@@ -613,7 +623,7 @@ class Accelerator(wiring.Component):
             room = Signal(name=f"ctx_room{v}")
             m.d.sync += room.eq(q.level < P.ctx_fifo_depth - 1)
             rooms.append(room)
-            m.d.comb += [q.w_data.eq(Cat(deal_word, cwp.data[57])), q.w_en.eq(cw.valid & sliced & unit[v] & room)]
+            m.d.comb += [q.w_data.eq(Cat(deal_word, rwp.data[57])), q.w_en.eq(rw_.valid & sliced & unit[v] & room)]
             if v:
                 port = ins[v]
                 m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
@@ -630,9 +640,9 @@ class Accelerator(wiring.Component):
         wiring.connect(m, v0_in.o, ctx_v0)
         m.d.comb += [
             v0_in.clear.eq(start),
-            v0_in.i.valid.eq(Mux(sliced, fifos[0].r_rdy, cw.valid & records)),
-            v0_in.i.p.word.eq(Mux(sliced, fifos[0].r_data[:64], cwp.data)),
-            v0_in.i.p.last.eq(Mux(sliced, fifos[0].r_data[64], cwp.last)),
+            v0_in.i.valid.eq(Mux(sliced, fifos[0].r_rdy, rw_.valid)),
+            v0_in.i.p.word.eq(Mux(sliced, fifos[0].r_data[:64], rwp.data)),
+            v0_in.i.p.last.eq(Mux(sliced, fifos[0].r_data[64], rwp.last)),
             v0_ready.eq(v0_in.i.ready),
         ]
         # (the staging registers follow the input word while their phase lasts, so that
@@ -733,13 +743,14 @@ class Accelerator(wiring.Component):
             hist.i.payload.eq(rq.o.payload),
             ser.i.valid.eq(rq.o.valid & to_ser),
             hist.i.valid.eq(rq.o.valid & to_hist),
-            ctx_rq_ready.eq(Mux(sliced, deal_ready, Mux(records, v0_ready, ctx_ready))),
-            cw.ready.eq(ctx_rq_ready),
+            ctx_rq_ready.eq(Mux(records, rec_in.i.ready, ctx_in.i.ready)),
+            cw.ready.eq(ctx_ready),
+            rw_.ready.eq(Mux(sliced, deal_ready, v0_ready)),
             rq.o.ready.eq(
                 (to_ser & ser.i.ready)
                 | (to_ma & ma.ready)
                 | (to_hist & hist.i.ready)
-                | (is_ctx & ctx_in.i.ready)
+                | (is_ctx & ctx_rq_ready)
                 | to_sink
             ),
         ]
