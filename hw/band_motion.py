@@ -778,6 +778,15 @@ class BandMotion(wiring.Component):
         # store; r28, the state's write data behind the state's decode, 10.3 ns)
         in_load, in_drain, in_bend, in_store = Signal(), Signal(), Signal(), Signal()
         m.d.comb += [upd.load.eq(in_load), upd.prime.eq(in_drain), upd.run.eq(in_bend), upd.store.eq(in_store)]
+        # (and REF's input ready: in_ref, over the address generator's; r31, the state's
+        # decode into the input slice's pointers, 10.2 ns)
+        in_ref = Signal()
+        with m.If(in_ref):
+            m.d.comb += self.cur.ready.eq(1)
+        # NEXT's conditions as registers set in BSTART2 (x_last, y_last, last_slice and
+        # last_group hold from then to NEXT): the block ends its group's row, its group's
+        # blocks, the slice's, the group's (r31, NEXT's `gbase` enable, 10.3 ns)
+        e_y, e_s, e_g = Signal(name="end_rows"), Signal(name="end_slice"), Signal(name="end_group")
         with m.FSM(name="band"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -825,15 +834,17 @@ class BandMotion(wiring.Component):
                 m.d.sync += [ref_ptr.eq(0), ref_w.eq(0), y0.eq(y_g), x0.eq(0), bg.eq(0), bg9.eq(0)]
                 m.d.sync += ref_end.eq(ref_total == 1)
                 m.d.sync += [last_slice.eq(ch_off + self.slice >= self.channels), first_slice.eq(ch_off == 0)]
+                m.d.sync += in_ref.eq(1)
                 m.next = "REF"
             with m.State("REF"):  # the band of the reference, this slice's channels
-                m.d.comb += [self.busy.eq(1), self.cur.ready.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 with m.If(self.cur.valid):
                     m.d.comb += self.ref_wr.en.eq((Const(1, R) << ref_w)[:R] if R > 1 else 1)
                     m.d.sync += ref_w.eq(ref_w + 1)
                     with m.If(ref_w == R - 1):
                         m.d.sync += [ref_w.eq(0), ref_ptr.eq(ref_ptr + 1), ref_end.eq(ref_ptr + 2 == ref_total)]
                         with m.If(ref_end):
+                            m.d.sync += in_ref.eq(0)
                             m.next = "BSTART"
             with m.State("BSTART"):  # state read (address gbase + bg), block geometry
                 m.d.comb += [self.busy.eq(1), sad.clear.eq(1), sad.restart.eq(1)]
@@ -850,6 +861,11 @@ class BandMotion(wiring.Component):
             with m.State("BSTART2"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [seg.eq(bw * cwb), mul_a.eq(dyr * row_chunks)]
+                m.d.sync += [
+                    e_y.eq(x_last & y_last),
+                    e_s.eq(x_last & y_last & last_slice),
+                    e_g.eq(x_last & y_last & last_slice & last_group),
+                ]
                 wide = [Cat(v, Const(0, 1)).as_signed() for v in (y0, x0, bh, bw, self.height, self.width)]
                 m.d.sync += [w.eq(v) for w, v in zip(window, valid_window(*wide), strict=True)]
                 m.next = "BSTATE"
@@ -904,17 +920,17 @@ class BandMotion(wiring.Component):
                 m.next = "BSTART"
                 with m.If(x_last):
                     m.d.sync += [x0.eq(0), y0.eq(y0 + self.block)]
-                    with m.If(y_last):  # the group's blocks are done
-                        m.next = "SLICE"
-                        m.d.sync += ch_off.eq(ch_off + self.slice)
-                        with m.If(last_slice):
-                            m.d.sync += [gbase.eq(gbase + bg + 1), y_g.eq(y_e)]
-                            m.next = "GROUP"
-                            with m.If(last_group):
-                                m.d.sync += [step.eq(tss_next_step(step)), first_step.eq(0)]
-                                m.next = "STEP"
-                                with m.If(last_step):
-                                    m.next = "IDLE"
                 with m.Else():
                     m.d.sync += x0.eq(x0 + self.block)
+                with m.If(e_y):  # the group's blocks are done
+                    m.next = "SLICE"
+                    m.d.sync += ch_off.eq(ch_off + self.slice)
+                    with m.If(e_s):
+                        m.d.sync += [gbase.eq(gbase + bg + 1), y_g.eq(y_e)]
+                        m.next = "GROUP"
+                        with m.If(e_g):
+                            m.d.sync += [step.eq(tss_next_step(step)), first_step.eq(0)]
+                            m.next = "STEP"
+                            with m.If(last_step):
+                                m.next = "IDLE"
         return m

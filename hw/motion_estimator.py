@@ -350,6 +350,10 @@ class MotionEstimator(wiring.Component):
 
         ty_rw = Signal(range(P.ref_words + 1))
         tx_cw = Signal(range(P.ref_words + 1))
+        # LOAD's input ready as a register set and cleared with the state's moves (decoded
+        # from the state it was in front of the input slice's pointers: r31, 10.2 ns)
+        in_load = Signal()
+        m.d.comb += self.cur.ready.eq(in_load)
         with m.FSM(name="tss"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -374,12 +378,12 @@ class MotionEstimator(wiring.Component):
                     rows_one.eq(bh == 1),
                     seg_one.eq((bw == 1) & (cw == 1)),
                     col_end.eq((bw == 1) & (cw == 1)),
+                    in_load.eq(1),
                 ]
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [
                     self.busy.eq(1),
-                    self.cur.ready.eq(1),
                     blk_wr.addr.eq(cptr),
                     blk_wr.data.eq(self.cur.payload),
                     blk_wr.en.eq(self.cur.valid),
@@ -389,7 +393,7 @@ class MotionEstimator(wiring.Component):
                     with m.If(col_end):
                         m.d.sync += [col.eq(0), col_end.eq(seg_one), rows.eq(rows - 1), rows_one.eq(rows == 2)]
                         with m.If(rows_one):
-                            m.d.sync += [dy.eq(0), dx.eq(0), ty.eq(y0), tx.eq(x0), first.eq(1)]
+                            m.d.sync += [dy.eq(0), dx.eq(0), ty.eq(y0), tx.eq(x0), first.eq(1), in_load.eq(0)]
                             m.d.sync += step.eq(tss_first_step(self.search))
                             m.next = "SETUP"
                     with m.Else():
