@@ -139,14 +139,15 @@ CTX_LANES = Params().ctx_lanes  # the default build's
 
 # A ctx anchor (CTX) codes one bin per lane turn once its pipeline is full: from START the
 # first word's way through the requantizer (a temporal group's three words), the staging
-# register and the element serializer, the binarizer's four stages, its element FIFO and
+# register and the element serializer, the binarizer's five stages, its element FIFO and
 # bin stage, the two-lane range coder's lane slice and stages; after the last bin the
 # termination's cycles, the record FIFO, the byte emitter and the packer's word. CTX_FILL
 # is that overhead, measured on the Verilated top (sim/tb_accel.py::test_ctx_cycles checks
-# it): 36 cycles (35 before the BytePacker's word waited a cycle in place, 2026-12-05:
-# the requantizer's third stage, the same day, did not show; 32 on the one-lane
-# RangeEncoder), the ports' slices and CTX's input slice.
-CTX_FILL = 36 + PORT_IN + PORT_OUT + CTX_IN
+# it): 37 cycles (36 before the binarizer's D stage, 2026-12-05 evening; 35 before the
+# BytePacker's word waited a cycle in place, 2026-12-05: the requantizer's third stage,
+# the same day, did not show; 32 on the one-lane RangeEncoder), the ports' slices and
+# CTX's input slice.
+CTX_FILL = 37 + PORT_IN + PORT_OUT + CTX_IN
 CTX_TEMPORAL_FILL = 2  # a temporal group's first element waits for its reference's two words
 
 
