@@ -766,11 +766,10 @@ class BandMotion(wiring.Component):
         nrows = Signal(11)  # rows of the band
 
         # the address generator's enable (BCAND, CHUNKS) and the SAD's ``scoring`` (CHUNKS) as
-        # registers set and cleared with the state's moves (each one's set and clear beside
-        # the state's own move, below), equal to the state's decode
-        # cycle for cycle: decoded from the state they were in front of the address
-        # generator's take and the chunk's registers' enables (r28, 28 late inputs at up to
-        # 10.8 ns)
+        # registers set and cleared beside the state's own moves (below), equal to the
+        # state's decode cycle for cycle: decoded from the state they were in front of the
+        # address generator's take and the chunk's registers' enables (r28, 28 late inputs
+        # at up to 10.8 ns)
         in_cand = Signal()
         in_chunks = Signal()
         m.d.comb += [addr.enable.eq(in_cand), sad.scoring.eq(in_chunks)]
