@@ -782,6 +782,12 @@ class BandMotion(wiring.Component):
         in_ref = Signal()
         with m.If(in_ref):
             m.d.comb += self.cur.ready.eq(1)
+        # REF's last word is taken: in_ref (REF itself), the input's valid, ref_w at its
+        # last word (``ref_w_last``, a register set with ref_w) and ref_end, so that in_ref's
+        # clear is not behind the state's decode and ref_w's compare (r33 seed 1, 11.2 ns)
+        ref_w_last = Signal()
+        ref_done = Signal()
+        m.d.comb += ref_done.eq(in_ref & self.cur.valid & ref_w_last & ref_end)
         # NEXT's conditions as registers set in BSTART2 (x_last, y_last, last_slice and
         # last_group hold from then to NEXT): the block ends its group's row, its group's
         # blocks, the slice's, the group's (r31, NEXT's `gbase` enable, 10.3 ns)
@@ -831,7 +837,7 @@ class BandMotion(wiring.Component):
             with m.State("SLICE"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [ref_ptr.eq(0), ref_w.eq(0), y0.eq(y_g), x0.eq(0), bg.eq(0), bg9.eq(0)]
-                m.d.sync += ref_end.eq(ref_total == 1)
+                m.d.sync += [ref_end.eq(ref_total == 1), ref_w_last.eq(R == 1)]
                 m.d.sync += [last_slice.eq(ch_off + self.slice >= self.channels), first_slice.eq(ch_off == 0)]
                 m.d.sync += in_ref.eq(1)
                 m.next = "REF"
@@ -839,12 +845,17 @@ class BandMotion(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(self.cur.valid):
                     m.d.comb += self.ref_wr.en.eq((Const(1, R) << ref_w)[:R] if R > 1 else 1)
-                    m.d.sync += ref_w.eq(ref_w + 1)
-                    with m.If(ref_w == R - 1):
-                        m.d.sync += [ref_w.eq(0), ref_ptr.eq(ref_ptr + 1), ref_end.eq(ref_ptr + 2 == ref_total)]
-                        with m.If(ref_end):
-                            m.d.sync += in_ref.eq(0)
-                            m.next = "BSTART"
+                    m.d.sync += [ref_w.eq(ref_w + 1), ref_w_last.eq(ref_w == R - 2)]
+                    with m.If(ref_w_last):
+                        m.d.sync += [
+                            ref_w.eq(0),
+                            ref_w_last.eq(R == 1),
+                            ref_ptr.eq(ref_ptr + 1),
+                            ref_end.eq(ref_ptr + 2 == ref_total),
+                        ]
+                with m.If(ref_done):
+                    m.d.sync += in_ref.eq(0)
+                    m.next = "BSTART"
             with m.State("BSTART"):  # state read (address gbase + bg), block geometry
                 m.d.comb += [self.busy.eq(1), sad.clear.eq(1), sad.restart.eq(1)]
                 m.d.sync += [

@@ -129,8 +129,12 @@ class MotionEstimator(wiring.Component):
         # at a time): BAND_MOTION reads a whole chunk per cycle, MOTION one word of it. It is
         # REF_BANKS column banks in FAN_COPIES groups; the read address reaches each bank
         # through its group's register (stage "fan") and then its own (stage "bank"), the
-        # write (address, enables, data) likewise, two cycles late: a read and a write issued
-        # in the same cycle reach the RAMs in the same cycle, as with one register each.
+        # write (address, enables, data) likewise after one register of the selected write
+        # (``ref_w_q``: the input slice's word and the engines' select are not in front of
+        # the groups' copies across the die; r33 seed 1, `reffan*_wdata`, 10.9 ns), so it
+        # reaches the RAMs three cycles late, a cycle after a read issued with it: nothing
+        # reads a word within three cycles of its write (BAND_MOTION reads its band from
+        # CHUNKS on, MOTION and the reference tap's writes are other operations).
         R = P.band_words
         rshift = R.bit_length() - 1
         depth = P.ref_bytes // P.band_bytes
@@ -142,6 +146,10 @@ class MotionEstimator(wiring.Component):
         ref_wr = wiring.Signature({"en": Out(R), "addr": Out(len(ref_rd.addr)), "data": Out(width)}).create(
             path=("ref_wr",)
         )
+        ref_w_q = wiring.Signature({"en": Out(R), "addr": Out(len(ref_rd.addr)), "data": Out(width)}).create(
+            path=("ref_w_q",)
+        )
+        m.d.sync += [ref_w_q.en.eq(ref_wr.en), ref_w_q.addr.eq(ref_wr.addr), ref_w_q.data.eq(ref_wr.data)]
         bank_data = []
         groups = min(FAN_COPIES, nbanks)
         assert nbanks % groups == 0
@@ -156,9 +164,9 @@ class MotionEstimator(wiring.Component):
             )
             m.d.sync += [
                 copy[0].eq(ref_rd.addr),
-                copy[1].eq(ref_wr.addr),
-                copy[2].eq(ref_wr.data[g * group_bits : (g + 1) * group_bits]),
-                copy[3].eq(ref_wr.en),
+                copy[1].eq(ref_w_q.addr),
+                copy[2].eq(ref_w_q.data[g * group_bits : (g + 1) * group_bits]),
+                copy[3].eq(ref_w_q.en),
             ]
             fan.append(copy)
         for b in range(nbanks):
