@@ -113,10 +113,17 @@ def valid_window(y0, x0, bh, bw, height, width):
     return -y0, height - bh - y0, -x0, width - bw - x0
 
 
-def in_window(dy, dx, window):
-    """Whether (dy, dx) lies in a :func:`valid_window`."""
+def window_tests(dy, dx, window):
+    """The four bounds of a :func:`valid_window` that (dy, dx) must meet, each alone (so
+    hardware can register them before their AND)."""
     dy_lo, dy_hi, dx_lo, dx_hi = window
-    return (dy_lo <= dy) & (dy <= dy_hi) & (dx_lo <= dx) & (dx <= dx_hi)
+    return (dy_lo <= dy), (dy <= dy_hi), (dx_lo <= dx), (dx <= dx_hi)
+
+
+def in_window(dy, dx, window):
+    """Whether (dy, dx) lies in a :func:`valid_window`: all of :func:`window_tests`."""
+    lo_y, hi_y, lo_x, hi_x = window_tests(dy, dx, window)
+    return lo_y & hi_y & lo_x & hi_x
 
 
 def is_valid(y0, x0, bh, bw, dy, dx, height, width):

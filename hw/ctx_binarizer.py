@@ -328,6 +328,7 @@ class AnchorBinarizer(wiring.Component):
         p_fwd_u = Signal()
         p_fwd_l = Signal()
         p_fwd = Signal(10)
+        p_fwd_dist = Signal(8)  # |x - z_N| of p_fwd's code
         change = Signal(signed(2))
         word = Signal(10)
         m.d.comb += [
@@ -351,6 +352,7 @@ class AnchorBinarizer(wiring.Component):
             p_fwd_u.eq(p_valid & (p_a == pos_a)),
             p_fwd_l.eq(p_valid & (p_c == pos_c)),
             p_fwd.eq(word),
+            p_fwd_dist.eq(_abs_diff(m, pe.x, zc, 8, "dist_p")),
         ]
         prev_change = Signal(signed(2))  # the change of the element before (0 at a section's start)
         with m.If(p_valid):
@@ -367,6 +369,7 @@ class AnchorBinarizer(wiring.Component):
         d_has_l, d_has_u = Signal(), Signal()
         d_fwd_u, d_fwd_l = Signal(), Signal()
         d_fwd = Signal(10)
+        d_fwd_dist = Signal(8)
         d_sp = Signal(signed(2))
         m.d.sync += [
             d_valid.eq(p_valid),
@@ -378,6 +381,7 @@ class AnchorBinarizer(wiring.Component):
             d_fwd_u.eq(p_fwd_u),
             d_fwd_l.eq(p_fwd_l),
             d_fwd.eq(p_fwd),
+            d_fwd_dist.eq(p_fwd_dist),
             d_sp.eq(Mux(p_has_p, prev_change, 0)),
         ]
 
@@ -389,18 +393,29 @@ class AnchorBinarizer(wiring.Component):
         q_sl = Signal(signed(2))
         q_su = Signal(signed(2))
         q_sp = Signal(signed(2))
+        q_ld = Signal(8)  # |left - z_N|, |up - z_N|: the distances, before their shift
+        q_ud = Signal(8)
+        q_pred = Signal(8)  # the value's prediction: the reference's code (temporal), else z_N
         # one select after each RAM's output: its word, or (forwarded, or no neighbour:
-        # z_N and no change) a word from registers
+        # z_N and no change) a word from registers; the distances the same way, from the
+        # RAM's word's or the registers' (the distance of the selected word, its shift
+        # after it, were r34 seed 1's `r.a`, 10.2 ns)
         u_word = Signal(10)
         l_word = Signal(10)
         u_alt = Signal(10)
         l_alt = Signal(10)
+        u_ram = Signal()
+        l_ram = Signal()
         m.d.comb += [
+            u_ram.eq(d_has_u & ~d_fwd_u),
+            l_ram.eq(d_has_l & ~d_fwd_l),
             u_alt.eq(Mux(d_has_u, d_fwd, zc)),
             l_alt.eq(Mux(d_has_l, d_fwd, zc)),
-            u_word.eq(Mux(d_has_u & ~d_fwd_u, d_u, u_alt)),
-            l_word.eq(Mux(d_has_l & ~d_fwd_l, d_l, l_alt)),
+            u_word.eq(Mux(u_ram, d_u, u_alt)),
+            l_word.eq(Mux(l_ram, d_l, l_alt)),
         ]
+        u_alt_dist = Mux(d_has_u, d_fwd_dist, 0)
+        l_alt_dist = Mux(d_has_l, d_fwd_dist, 0)
         m.d.sync += [
             q_valid.eq(d_valid),
             qe.eq(de),
@@ -409,17 +424,16 @@ class AnchorBinarizer(wiring.Component):
             q_sl.eq(l_word[8:10]),
             q_su.eq(u_word[8:10]),
             q_sp.eq(d_sp),
+            q_ld.eq(Mux(l_ram, _abs_diff(m, d_l[:8], zc, 8, "dist_dl"), l_alt_dist)),
+            q_ud.eq(Mux(u_ram, _abs_diff(m, d_u[:8], zc, 8, "dist_du"), u_alt_dist)),
+            q_pred.eq(Mux(temporal, de.p, zc)),
         ]
 
         # ------------------------------------------------------------ Q -> R: distances, the value's difference
-        pred = Signal(8)
-        m.d.comb += pred.eq(Mux(temporal, qe.p, zc))
+        pred = q_pred
         a = Signal(8)
         b = Signal(8)
-        m.d.comb += [
-            a.eq(_abs_diff(m, q_lv, zc, 8, "dist_l") >> sh),
-            b.eq(_abs_diff(m, q_uv, zc, 8, "dist_u") >> sh),
-        ]
+        m.d.comb += [a.eq(q_ld >> sh), b.eq(q_ud >> sh)]
         pc = Signal(4)
         m.d.comb += pc.eq(qe.p >> sh)
         nn = Signal(2)
@@ -459,7 +473,9 @@ class AnchorBinarizer(wiring.Component):
             r.zero.eq(qe.x == pred),
             r.has_sign.eq((pred != 0) & (pred != top)),
             r.neg.eq(qe.x < pred),
-            r.m.eq(_abs_diff(m, qe.x, pred, 8, "dist_x") - 1),
+            # |x - pred| - 1 as one add (8 bits; x == pred gives 255, as |0| - 1 did): the
+            # difference, then the decrement, were r34 seed 2's `elements.w_data`, 10.0 ns
+            r.m.eq(Mux(qe.x >= pred, qe.x + ~pred, pred + ~qe.x)[:8]),
             r.mmax.eq(Mux(qe.x < pred, pred - 1, top - pred - 1)),
             r.last.eq(qe.last),
         ]

@@ -12,8 +12,8 @@ bin is two cycles behind its last, so a value that went round a loop in one cycl
 has two, with a register in the middle:
 
 - the range loop (RangeEncoder's stage C) is two stages: C1, the table words of the
-  register's hex digits and each product's two carry-save steps, registered; C2, the
-  adds and the shift's pick into the loop register ``R``. In a cycle ``R`` holds the
+  register's hex digits and each product's first carry-save step, registered (three
+  rows); C2, the second step, the adds and the shift's pick into the loop register ``R``. In a cycle ``R`` holds the
   range of the lane whose bin is in C1 (the other lane's is in C2's registers), so the
   two lanes' ranges go round one ring of two registers. A slot without a bin carries its
   lane's range through C1 and C2 unchanged (``hold``), or 0xFFFFFFFF after the lane's
@@ -53,11 +53,12 @@ from temposplit.hw.range_coder import (
     ByteEmitter,
     bin_layout,
     byte_layout,
+    csa,
     ctx_word,
     group_hot,
     low_step,
     multiples_of,
-    product_rows,
+    product_rows3,
     range_tables,
     shift_records,
     sides_update,
@@ -67,6 +68,7 @@ from temposplit.hw.range_coder import (
 from temposplit.hw.register_slice import KEEP, FifoSlice
 
 LANES = 2
+CLEAR_GROUPS = 8  # touched-bits groups (16 bits each) that one copy of a lane's clear resets
 assert TERMINATION_SHIFTS == 5  # E's three flush steps: 2, 2, 1
 
 
@@ -106,7 +108,9 @@ class DualRangeEncoder(wiring.Component):
 
         # ------------------------------------------------------------ the input: the slot's lane, credit
         # each lane's bins through a register slice first: the fronts' bin logic (a
-        # context's select) is not in front of the lane's pick and T's registers
+        # context's select) is not in front of the lane's pick and T's registers (nor in
+        # front of a decode: r35, the touched-bits group decoded on the way into the
+        # slice, 10.4-12.6 ns from the fronts' `idx`)
         ins = []
         for k in range(LANES):
             m.submodules[f"in{k}"] = sl = FifoSlice(bin_layout)
@@ -139,11 +143,17 @@ class DualRangeEncoder(wiring.Component):
         t = Signal(bin_layout)
         t_lane = Signal()
         m.d.sync += [t_valid.eq(take), t_lane.eq(ph)]
-        # the context's touched-bit group one-hot (:func:`group_hot`), in its own registers
-        # for each lane (kept apart from the RAM's address and each other)
-        t_hot = [Signal(TOUCHED_GROUPS, name=f"t_hot{k}", attrs=KEEP) for k in range(LANES)]
+        # the context's touched-bit group one-hot (:func:`group_hot`), a register for each
+        # lane decoded from that lane's own slice (not behind the lanes' pick: r34 seed 1,
+        # `t_hot0`, the slice's select, the pick and the decode, 10.6 ns), loaded as the
+        # lane takes a bin: in the cycle that bin is in T (``t_lane``), its lane's register
+        # holds its group, and T's group of that lane is the one A registers and B reads
+        t_hot = [Signal(TOUCHED_GROUPS, name=f"t_hot{k}") for k in range(LANES)]
+        for k in range(LANES):
+            with m.If(ins[k].valid & ins[k].ready):
+                m.d.sync += t_hot[k].eq(group_hot(ins[k].p.ctx))
         with m.If(take):
-            m.d.sync += [t.eq(inp), [h.eq(group_hot(inp.ctx)) for h in t_hot]]
+            m.d.sync += t.eq(inp)
             for k in range(LANES):
                 with m.If(inp.last & (ph == k)):
                     m.d.sync += closing[k].eq(1)
@@ -188,11 +198,35 @@ class DualRangeEncoder(wiring.Component):
             m.d.comb += st.eq(b_word)
         b_valid_ctx = Signal()
         m.d.comb += b_valid_ctx.eq(b_valid & ~b.bypass)
+        # the section's contexts are done (its last bin in B): the lane's touched-bits
+        # clear, from registers set as the bin enters B, a copy per CLEAR_GROUPS groups
+        # (the clear as B's decode into 464 resets was r34 seed 1's `touched0`, 9.9 ns)
+        n_clr = -(-TOUCHED_GROUPS // CLEAR_GROUPS)
+        b_clr = [[Signal(name=f"b_clr{k}_{j}", attrs=KEEP) for j in range(n_clr)] for k in range(LANES)]
+        # the bin's touched bit set from registers too: its lane's flag, its group one-hot
+        # (T's, two stages on) and its bit in the group one-hot, so a touched bit's next
+        # value is one LUT (B's context decoded into 464 bits behind ``b``, shared by
+        # both lanes, was r36 seed 2's `ctx2.coder.touched0`, 11.6 ns)
+        a_lo = Signal(16)
+        m.d.sync += a_lo.eq(Const(1, 16) << t.ctx[:4])
+        b_set = [Signal(name=f"b_set{k}") for k in range(LANES)]
+        a_hot = [Signal(TOUCHED_GROUPS, name=f"a_hot{k}") for k in range(LANES)]
+        b_hot = [Signal(TOUCHED_GROUPS, name=f"b_hot{k}") for k in range(LANES)]
+        b_lo = [Signal(16, name=f"b_lo{k}", attrs=KEEP) for k in range(LANES)]
         for k in range(LANES):
-            with m.If(b_valid_ctx & (b_lane == k)):
-                m.d.sync += touched[k].eq(touched[k] | (Const(1, len(touched[k])) << b.ctx))
-            with m.If(b_valid & b.last & (b_lane == k)):  # the section's contexts are done
-                m.d.sync += touched[k].eq(0)
+            m.d.sync += [c.eq(a_valid & a.last & (a_lane == k)) for c in b_clr[k]]
+            m.d.sync += [
+                b_set[k].eq(a_valid & ~a.bypass & (a_lane == k)),
+                a_hot[k].eq(t_hot[k]),
+                b_hot[k].eq(a_hot[k]),
+                b_lo[k].eq(a_lo),
+            ]
+            with m.If(b_set[k]):
+                mask = Cat(*(Mux(b_hot[k][g], b_lo[k], 0) for g in range(TOUCHED_GROUPS)))
+                m.d.sync += touched[k].eq(touched[k] | mask)
+            for g in range(TOUCHED_GROUPS):
+                with m.If(b_clr[k][g // CLEAR_GROUPS]):
+                    m.d.sync += touched[k].word_select(g, 16).eq(0)
         # (the state's two sides registered already picked by the bin: U's update is the
         # shift, the adds and their pick)
         u_shrink = Signal(PROB_BITS)
@@ -236,9 +270,11 @@ class DualRangeEncoder(wiring.Component):
             ("shifted", 1, Mux(c1.bit, Cat(Const(0, 8), r[:4]), 0)),
             ("kept", 3, Mux(c1.bit, r[:PROB_BITS], 0)),
         ):
-            s2, cy2 = product_rows(m, [words[first + k] for k in range(5)], low, name)
-            rows = (Signal(32, name=f"c2_{name}_s"), Signal(32, name=f"c2_{name}_c"))
-            m.d.sync += [rows[0].eq(s2), rows[1].eq(cy2)]
+            # (the rows' second carry-save step is C2's: with both here, the table's select
+            # and two steps were r34 seed 2's `c2_shifted_c`, 10.3 ns)
+            terms = product_rows3(m, [words[first + k] for k in range(5)], low, name)
+            rows = tuple(Signal(32, name=f"c2_{name}_{x}") for x in ("s", "c", "r"))
+            m.d.sync += [reg.eq(t) for reg, t in zip(rows, terms, strict=True)]
             c2_rows.append(rows)
         # D is this lane's bin before (two stages on): after a section's last bin the
         # lane's range starts afresh
@@ -252,7 +288,8 @@ class DualRangeEncoder(wiring.Component):
 
         # ------------------------------------------------------------ C2: the adds, the shift's pick
         sums = []
-        for name, (s2, cy2) in zip(("shifted", "kept"), c2_rows, strict=True):
+        for name, (s1, cy1, row3) in zip(("shifted", "kept"), c2_rows, strict=True):
+            s2, cy2 = csa(m, s1, cy1, row3, f"{name}_2")
             total = Signal(32, name=f"nxt_{name}")
             m.d.comb += total.eq(s2 + cy2)
             sums.append(total)

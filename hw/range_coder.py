@@ -128,24 +128,31 @@ def table_select(m: Module, words, digit, name: str) -> Signal:
     return out
 
 
-def _csa(m: Module, x, y, z, name: str):
+def csa(m: Module, x, y, z, name: str):
     sum_, car = Signal(32, name=f"{name}_s"), Signal(32, name=f"{name}_c")
     m.d.comb += [sum_.eq(x ^ y ^ z), car.eq(((x & y) | (x & z) | (y & z)) << 1)]
     return sum_, car
 
 
-def product_rows(m: Module, words, low, name: str):
+def product_rows3(m: Module, words, low, name: str):
     """(range >> 12) * q (+ range mod 4096 for a 1 bin) from the range's five table words
-    (``words[k]``: the range's hex digit k times q) as a carry-save pair: four rows (words
-    four digits apart do not overlap), two carry-save steps; their sum is the product."""
+    (``words[k]``: the range's hex digit k times q) as three rows: four rows (words four
+    digits apart do not overlap), the first three's carry-save step and the fourth."""
     rows = [
         Cat(words[0], words[4]),
         Cat(Const(0, 4), words[1]),
         Cat(Const(0, 8), words[2]),
         Cat(low, words[3]),
     ]
-    s1, c1 = _csa(m, rows[0], rows[1], rows[2], f"{name}_1")
-    return _csa(m, s1, c1, rows[3], f"{name}_2")
+    s1, c1 = csa(m, rows[0], rows[1], rows[2], f"{name}_1")
+    return s1, c1, rows[3]
+
+
+def product_rows(m: Module, words, low, name: str):
+    """:func:`product_rows3` as a carry-save pair (a second carry-save step): their sum is
+    the product."""
+    s1, c1, row3 = product_rows3(m, words, low, name)
+    return csa(m, s1, c1, row3, f"{name}_2")
 
 
 def range_tables(m: Module, tab, rng1, name: str = "u"):

@@ -116,23 +116,28 @@ class Requantizer(wiring.Component):
         hh = Signal(unsigned(7))
         m.d.comb += [kk.eq(8 - self.n_bits), hh.eq((Const(1, 8) << kk) >> 1)]
         zk = Signal(signed(10))  # z_N << k
-        span = Signal(signed(10))  # (2^N - z_N) << k
+        lo_c = Signal(signed(10))
+        m.d.comb += lo_c.eq(base - zk)
+        # z_N for each k, (z8 + 2^(k-1)) >> k: an add of a constant and a fixed shift each,
+        # registered beside k; z_N is then the one k picks (with z_N from the registered k
+        # and half, an add and a variable shift, it was r34 seed 2's `rq.z_n`, 10.4 ns)
+        zn_k = [Signal(unsigned(9), name=f"zn_k{j}") for j in range(8)]
+        m.d.sync += [zn_k[j].eq((self.z8 + ((1 << j) >> 1)) >> j) for j in range(8)]
         m.d.sync += [
             k.eq(kk),
             half.eq(hh),
-            # (z_N and the base from k and half, registers: from n_bits through the
-            # subtraction, the shifts and the add into z_N it was r27 seed 2's `rq.z_n`,
-            # 11.0 ns)
-            z_n.eq((self.z8 + half) >> k),
+            # (z_N and the base from registers: from n_bits through the subtraction, the
+            # shifts and the add into z_N it was r27 seed 2's `rq.z_n`, 11.0 ns)
+            z_n.eq(Cat(*zn_k).word_select(k, 9)),
             base.eq(self.z8 - half),
             top.eq((Const(1, 9) << self.n_bits) - 1),
             # (from the registers above: a cycle later; lo and hi a cycle after that, so
             # that a subtraction, a shift and an add are not one path: r22 seed 1, `hi`,
-            # 11.1 ns)
+            # 11.1 ns). hi = b + (2^N - z_N) 2^k = b - z_N 2^k + 2^(N+k) = lo + 256, as
+            # N + k = 8 (no (2^N - z_N) << k of its own: r34 seed 2, `rq.span`, 9.9 ns)
             zk.eq(z_n << k),
-            span.eq((top + 1 - z_n) << k),
-            lo.eq(base - zk),
-            hi.eq(base + span),
+            lo.eq(lo_c),
+            hi.eq(lo_c + 256),
         ]
         # stage 1: the difference and the clamp's tests; stage 2: the shift; stage 3: the
         # offset and the clamp's select, into a two-word FIFO (a FifoSlice) whose words are

@@ -67,6 +67,7 @@ from temposplit.hw.ctx_coder import (
 from temposplit.hw.histogram import WordHistogram
 from temposplit.hw.huffman_encoder import HuffmanEncoder, Serializer
 from temposplit.hw.motion_estimator import MotionEstimator
+from temposplit.hw.range_coder import table_select
 from temposplit.hw.register_slice import FifoSlice
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
@@ -373,6 +374,7 @@ class Accelerator(wiring.Component):
         is_ctx = Signal()
         temporal = Signal()  # CTX with the reference's words in the input
         records = Signal()  # CTX with value records in the input, one a word
+        ctx_elements = Signal()  # CTX with an anchor's elements in the input (not records)
         sliced = Signal()  # CTX with value records of CTX_SLICES > 1 slices: tagged words in and out
         n_slices = Signal(6)
         # (decoded once, at START, from the mode and the configuration it starts with: the
@@ -400,6 +402,7 @@ class Accelerator(wiring.Component):
                 ),
                 is_ctx.eq(new_ctx),
                 records.eq(new_records),
+                ctx_elements.eq(new_ctx & ~new_records),
                 temporal.eq(new_ctx & fld("FLAGS", "TEMPORAL") & ~new_records),
                 final_word.eq(~(new_ctx & fld("FLAGS", "TEMPORAL") & ~new_records)),
                 sliced.eq(new_records & (rw["CTX_SLICES"] > 1)),
@@ -538,10 +541,10 @@ class Accelerator(wiring.Component):
         cw_take = Signal()
         m.d.comb += [
             ctx_in.clear.eq(start),
-            ctx_in.i.valid.eq(rq.o.valid & is_ctx & ~records),
+            ctx_in.i.valid.eq(rq.o.valid & ctx_elements),
             ctx_in.i.payload.eq(rq.o.payload),
             rec_in.clear.eq(start),
-            rec_in.i.valid.eq(rq.o.valid & is_ctx & records),
+            rec_in.i.valid.eq(rq.o.valid & records),
             rec_in.i.p.w.eq(rq.o.payload),
             rec_in.i.p.unit.eq(Cat(*((rq.o.p.data[58:60] == v % E) & (rq.o.p.data[56] == v // E) for v in range(U)))),
             cw_take.eq(cw.valid & ctx_ready),
@@ -565,16 +568,28 @@ class Accelerator(wiring.Component):
         el = Signal(range(L))
         el_end = Signal()
         el_take = Signal()
+        # The element's code and reference code: bank rb's element el, a 16:1 select of
+        # 16-bit words at 8 lanes, which the ECP5 flow builds as one PFU's wide-function
+        # cells a bit (hw/range_coder.py ``table_select``; as the bank's select, then the
+        # element's, then a select by TEMPORAL, it was r34 seed 1's `ctx.anchor.pe`, 10.3
+        # ns). The anchor binarizer reads p and t only in temporal mode.
         m.d.comb += [
             cur.eq(Mux(rb, banks[1].as_value(), banks[0].as_value())),
             ctx.i.valid.eq(b_valid.bit_select(rb, 1)),
-            ctx.i.p.x.eq(cur.x.word_select(el, 8)),
-            ctx.i.p.p.eq(Mux(temporal, cur.p.word_select(el, 8), 0)),
-            ctx.i.p.t.eq(Mux(temporal, cur.t.word_select(el, 2), 1)),
+            ctx.i.p.t.eq(cur.t.word_select(el, 2)),
             ctx.i.p.last.eq(cur.last & el_end),
             el_take.eq(ctx.i.valid & ctx.i.ready),
             ctx_ready.eq(Mux(final_word, ~b_valid.bit_select(wb, 1), 1)),
         ]
+        if 2 * L == 16:
+            xp_words = Signal(data.ArrayLayout(16, 16))  # word v: bank v // L's element v % L
+            for v in range(2 * L):
+                bank = banks[v // L]
+                m.d.comb += xp_words[v].eq(Cat(bank.x.word_select(v % L, 8), bank.p.word_select(v % L, 8)))
+            xp = table_select(m, xp_words, Cat(el, rb), "el_xp")
+            m.d.comb += [ctx.i.p.x.eq(xp[:8]), ctx.i.p.p.eq(xp[8:])]
+        else:
+            m.d.comb += [ctx.i.p.x.eq(cur.x.word_select(el, 8)), ctx.i.p.p.eq(cur.p.word_select(el, 8))]
         in_one = cwp.nbytes <= 1
         for k in range(2):
             with m.If(~b_valid[k] & (wb == k)):
@@ -754,20 +769,19 @@ class Accelerator(wiring.Component):
         # the requantizer's words go to the serializer (ENCODE), the output (REQUANT), the
         # histogram pass (HISTOGRAM), the ctx front (CTX) or nowhere (LOAD_REF, MOTION and
         # BAND_MOTION: the reference tap or the motion estimator take them)
-        ctx_rq_ready = Signal()
         m.d.comb += [
             ser.i.payload.eq(rq.o.payload),
             hist.i.payload.eq(rq.o.payload),
             ser.i.valid.eq(rq.o.valid & to_ser),
             hist.i.valid.eq(rq.o.valid & to_hist),
-            ctx_rq_ready.eq(Mux(records, rec_in.i.ready, ctx_in.i.ready)),
             cw.ready.eq(ctx_ready),
             rw_.ready.eq(Mux(sliced, deal_ready, v0_ready)),
             rq.o.ready.eq(
                 (to_ser & ser.i.ready)
                 | (to_ma & ma.ready)
                 | (to_hist & hist.i.ready)
-                | (is_ctx & ctx_rq_ready)
+                | (records & rec_in.i.ready)
+                | (ctx_elements & ctx_in.i.ready)
                 | to_sink
             ),
         ]
