@@ -552,8 +552,8 @@ class StateUpdate(wiring.Component):
                 v_dx.eq(u_dx),
                 v_ok.eq(u_ok),
                 v_centre.eq(u_centre),
-                c_best.eq(tot < best),
-                c_prev.eq(tot < v_tot),
+                c_best.eq(_less(tot, best)),
+                c_prev.eq(_less(tot, v_tot)),
                 won.eq(win),
             ]
             with m.If(u_v):
@@ -563,6 +563,14 @@ class StateUpdate(wiring.Component):
             with m.If(win):
                 m.d.sync += [best.eq(v_tot), best_dy.eq(v_dy), best_dx.eq(v_dx)]
         return m
+
+
+def _less(a, b):
+    """``a < b`` (unsigned, equal widths) as two half-width comparisons and an equality:
+    two carry chains side by side instead of one as long as both (r37 seed 1 on the ECP5
+    proxy: the 32-bit ``tot < best`` into ``c_best``, 10.5 ns)."""
+    h = len(a) // 2
+    return (a[h:] < b[h:]) | ((a[h:] == b[h:]) & (a[:h] < b[:h]))
 
 
 class BandMotion(wiring.Component):

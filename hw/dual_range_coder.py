@@ -55,13 +55,13 @@ from temposplit.hw.range_coder import (
     byte_layout,
     csa,
     ctx_word,
+    delta_update,
     group_hot,
     low_step,
     multiples_of,
     product_rows3,
     range_tables,
     shift_records,
-    sides_update,
     stage_f,
     touched_group,
 )
@@ -174,7 +174,6 @@ class DualRangeEncoder(wiring.Component):
         u = Signal(bin_layout)
         u_lane = Signal()
         u_n = Signal(6)
-        u_s = Signal(3)
         u_valid_ctx = Signal()
         m.d.comb += u_valid_ctx.eq(u_valid & ~u.bypass)
         b_word = Signal(ctx_word)
@@ -207,42 +206,47 @@ class DualRangeEncoder(wiring.Component):
         # (T's, two stages on) and its bit in the group one-hot, so a touched bit's next
         # value is one LUT (B's context decoded into 464 bits behind ``b``, shared by
         # both lanes, was r36 seed 2's `ctx2.coder.touched0`, 11.6 ns)
+        # (the set flag and the bit's one-hot a copy per CLEAR_GROUPS groups, as the clear:
+        # one ``b_set`` into the enables of 464 bits was r38 seed 2's path, 10.6 ns, all
+        # routing)
         a_lo = Signal(16)
         m.d.sync += a_lo.eq(Const(1, 16) << t.ctx[:4])
-        b_set = [Signal(name=f"b_set{k}") for k in range(LANES)]
+        b_set = [[Signal(name=f"b_set{k}_{j}", attrs=KEEP) for j in range(n_clr)] for k in range(LANES)]
         a_hot = [Signal(TOUCHED_GROUPS, name=f"a_hot{k}") for k in range(LANES)]
         b_hot = [Signal(TOUCHED_GROUPS, name=f"b_hot{k}") for k in range(LANES)]
-        b_lo = [Signal(16, name=f"b_lo{k}", attrs=KEEP) for k in range(LANES)]
+        b_lo = [[Signal(16, name=f"b_lo{k}_{j}", attrs=KEEP) for j in range(n_clr)] for k in range(LANES)]
         for k in range(LANES):
             m.d.sync += [c.eq(a_valid & a.last & (a_lane == k)) for c in b_clr[k]]
-            m.d.sync += [
-                b_set[k].eq(a_valid & ~a.bypass & (a_lane == k)),
-                a_hot[k].eq(t_hot[k]),
-                b_hot[k].eq(a_hot[k]),
-                b_lo[k].eq(a_lo),
-            ]
-            with m.If(b_set[k]):
-                mask = Cat(*(Mux(b_hot[k][g], b_lo[k], 0) for g in range(TOUCHED_GROUPS)))
-                m.d.sync += touched[k].eq(touched[k] | mask)
+            m.d.sync += [c.eq(a_valid & ~a.bypass & (a_lane == k)) for c in b_set[k]]
+            m.d.sync += [c.eq(a_lo) for c in b_lo[k]]
+            m.d.sync += [a_hot[k].eq(t_hot[k]), b_hot[k].eq(a_hot[k])]
             for g in range(TOUCHED_GROUPS):
-                with m.If(b_clr[k][g // CLEAR_GROUPS]):
-                    m.d.sync += touched[k].word_select(g, 16).eq(0)
-        # (the state's two sides registered already picked by the bin: U's update is the
-        # shift, the adds and their pick)
+                j = g // CLEAR_GROUPS
+                word = touched[k].word_select(g, 16)
+                with m.If(b_set[k][j]):
+                    m.d.sync += word.eq(word | Mux(b_hot[k][g], b_lo[k][j], 0))
+                with m.If(b_clr[k][j]):
+                    m.d.sync += word.eq(0)
+        # (the state's two sides registered already picked by the bin, and the step
+        # shrink >> s beside them: U's update is the adds and their pick; with the shift in
+        # U it was r38 seed 1's path, `u_shrink` into the table's write data, 11.1 ns)
         u_shrink = Signal(PROB_BITS)
         u_grow = Signal(PROB_BITS)
+        u_delta = Signal(PROB_BITS)
+        b_shrink = Signal(PROB_BITS)
+        m.d.comb += b_shrink.eq(Mux(b.bit, st.prob, st.cprob))
         m.d.sync += [
             u_valid.eq(b_valid),
             u.eq(b),
             u_lane.eq(b_lane),
-            u_shrink.eq(Mux(b.bit, st.prob, st.cprob)),
+            u_shrink.eq(b_shrink),
             u_grow.eq(Mux(b.bit, st.cprob, st.prob)),
+            u_delta.eq(b_shrink >> st.s),
             u_n.eq(st.n),
-            u_s.eq(st.s),
         ]
 
         # ------------------------------------------------------------ U: the context's update
-        new = sides_update(m, u_shrink, u_grow, u_n, u_s, u.bit)
+        new = delta_update(m, u_shrink, u_grow, u_delta, u_n, u.bit)
         m.d.comb += [wr.addr.eq(Cat(u.ctx, u_lane)), wr.data.eq(new), wr.en.eq(u_valid_ctx)]
         m.d.sync += w_u.eq(new)
 

@@ -205,8 +205,13 @@ def sides_update(m: Module, shrink, grow, n, s, bit, name: str = "ctx"):
     (``shrink``: p for a 1 bin, 4096 - p for a 0; ``grow`` the other), its count ``n`` and
     shift ``s``."""
     delta = Signal(PROB_BITS, name=f"{name}_delta")
-    new = Signal(ctx_word, name=f"{name}_new")
     m.d.comb += delta.eq(shrink >> s)
+    return delta_update(m, shrink, grow, delta, n, bit, name)
+
+
+def delta_update(m: Module, shrink, grow, delta, n, bit, name: str = "ctx"):
+    """:func:`sides_update` with its step ``delta`` (``shrink >> s``) already computed."""
+    new = Signal(ctx_word, name=f"{name}_new")
     m.d.comb += [
         new.prob.eq(Mux(bit, shrink - delta, grow + delta)),
         new.cprob.eq(Mux(bit, grow + delta, shrink - delta)),
