@@ -78,6 +78,9 @@ class FifoSlice(RegisterSlice):
         of its own, kept apart, for a producer whose stages' enables follow the slice's
         ready: one register's fan-out into many enables, placed across the die, is a long
         route (r37 seed 2 on the ECP5 proxy: the requantizer's stage enables, 10.4 ns)."""
+        if ready_copies < 0:
+            self._MustUse__used = True  # (refused: not an unused elaboratable)
+            raise ValueError(f"ready_copies must be 0 or more, not {ready_copies}")
         self.ready_copies = ready_copies
         members = {"i": In(stream.Signature(payload_shape)), "o": Out(stream.Signature(payload_shape)), "clear": In(1)}
         if ready_copies:
