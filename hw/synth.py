@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from temposplit.hw import sta
@@ -384,11 +385,46 @@ def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
     return plain_names(strip_zero_init(text))
 
 
+def seed_fmax(json_in: Path, out: Path, seed: int, router: str = ROUTERS[0], placer: str = PLACERS[0]) -> float:
+    """Place and route the ECP5 netlist ``json_in`` once more with nextpnr's ``seed`` (its
+    report and log in ``out``) and return the achieved Fmax (MHz)."""
+    out.mkdir(parents=True, exist_ok=True)
+    report_json, pnr_log = out / "nextpnr-ecp5.json", out / "nextpnr-ecp5.log"
+    proc = subprocess.run(
+        nextpnr_command(json_in, report_json, pnr_log, seed=seed, router=router, placer=placer),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    if proc.returncode or not report_json.exists():
+        raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
+    return parse_timing(json.loads(report_json.read_text()))["achieved_mhz"]
+
+
+def seeds_summary(fmax: dict[int, float]) -> str:
+    """The line that gives the Fmax over several placement seeds of one netlist."""
+    seeds = sorted(fmax)
+    values = [fmax[k] for k in seeds]
+    each = " / ".join(f"{v:.1f}" for v in values)
+    return (
+        f"  Fmax over nextpnr's seeds {', '.join(map(str, seeds))} on the same netlist: {each} MHz "
+        f"(min {min(values):.1f}, mean {sum(values) / len(values):.1f})\n"
+    )
+
+
 def run_timing(
-    out: Path, src: Path, top: str, router: str = ROUTERS[0], seed: int = 1, placer: str = PLACERS[0]
+    out: Path,
+    src: Path,
+    top: str,
+    router: str = ROUTERS[0],
+    seed: int = 1,
+    placer: str = PLACERS[0],
+    more_seeds: int = 0,
+    jobs: int = 2,
 ) -> str:
     """Synthesize ``src`` (:func:`ecp5_verilog`'s) for the ECP5, place and route, and return
-    the timing section of the report."""
+    the timing section of the report. ``more_seeds``: that many more placements of the same
+    netlist (seeds ``seed + 1`` on, ``jobs`` at a time, each in ``out / "seed-N"``), whose
+    Fmax the report adds: one placement's figure moves by several MHz with the seed."""
     t0 = time.time()
     json_out = out / f"{top}.ecp5.json"
     script = out / "synth_ecp5.ys"
@@ -411,6 +447,12 @@ def run_timing(
     t = parse_timing(report)
     t["short"] = short_endpoints(pnr_log.read_text())
     text = timing_report(t, time.time() - t0, router, seed, placer)
+    if more_seeds:
+        extra = range(seed + 1, seed + 1 + more_seeds)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            found = pool.map(lambda k: seed_fmax(json_out, out / f"seed-{k}", k, router, placer), extra)
+            fmax = {seed: t["achieved_mhz"], **dict(zip(extra, found, strict=True))}
+        text += seeds_summary(fmax)
     if report.get("detailed_net_timings") is not None and t["achieved_mhz"] < TARGET_MHZ:
         period = 1000.0 / TARGET_MHZ
         text += "\n".join(sta.format_groups(*sta.short_groups(report, period), period)) + "\n"
@@ -443,8 +485,18 @@ def main(argv=None) -> int:
         help="nextpnr's placement seed (default %(default)s; placement moves the proxy's Fmax by 5-10 %%, so a "
         "change is judged over several)",
     )
+    ap.add_argument(
+        "--more-seeds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="place and route the same netlist K more times (seeds SEED+1 on, two at a time) and report "
+        "the Fmax of each, its minimum and mean (default %(default)s)",
+    )
     add_params_arguments(ap)
     args = ap.parse_args(argv)
+    if args.more_seeds < 0:
+        ap.error(f"--more-seeds must be 0 or more, not {args.more_seeds}")
     params = params_from_arguments(args)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +526,7 @@ def main(argv=None) -> int:
         ecp5_src = args.out / f"{top}.ecp5.v"
         ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
         try:
-            text += run_timing(args.out, ecp5_src, top, args.router, args.seed, args.placer)
+            text += run_timing(args.out, ecp5_src, top, args.router, args.seed, args.placer, args.more_seeds)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1

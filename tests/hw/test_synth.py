@@ -1,6 +1,9 @@
 """``make synth``'s report: every Yosys cell type counted (the INV cells as LUTs), an
 unknown type refused, and nextpnr's timing report read (Fmax, the critical path)."""
 
+import subprocess
+import sys
+
 import pytest
 
 from temposplit.hw import synth
@@ -138,8 +141,9 @@ def test_main_passes_the_router_placer_and_seed_through(tmp_path, monkeypatch):
     the figure."""
     seen = {}
 
-    def fake_run_timing(out, src, top, router, seed, placer):
+    def fake_run_timing(out, src, top, router, seed, placer, more_seeds):
         seen["router"], seen["seed"], seen["placer"] = router, seed, placer
+        seen["more_seeds"] = more_seeds
         return synth.timing_report(
             {"clock": "clk", "achieved_mhz": 101.0, "constraint_mhz": 100.0, "path_ns": 0.0, "path": [], "util": {}},
             1.0,
@@ -153,7 +157,7 @@ def test_main_passes_the_router_placer_and_seed_through(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "parse_stat", lambda text: {"LUT2": 1})
     argv = ["--out", str(tmp_path), "--engine", "requantizer", "--router", "router1", "--seed", "3"]
     assert synth.main(argv + ["--placer", "heap"]) == 0
-    assert seen == {"router": "router1", "seed": 3, "placer": "heap"}
+    assert seen == {"router": "router1", "seed": 3, "placer": "heap", "more_seeds": 0}
     assert "heap placer, router1, seed 3; run 1 s" in (tmp_path / "utilization-xc7z020.txt").read_text()
     assert synth.main(argv) == 0
     assert seen["placer"] == "static"
@@ -164,6 +168,46 @@ def test_main_passes_the_router_placer_and_seed_through(tmp_path, monkeypatch):
     assert "--router router1 --seed 3 (lanes=8" in text
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--router", "router3"])
+    assert synth.main(argv + ["--more-seeds", "3"]) == 0
+    assert seen["more_seeds"] == 3
+    with pytest.raises(SystemExit):
+        synth.main(argv + ["--more-seeds", "-1"])
+
+
+def test_more_seeds_place_the_same_netlist_and_report_each(tmp_path, monkeypatch):
+    """``run_timing(more_seeds=K)``: K more nextpnr runs on the netlist the first one
+    placed, seeds SEED+1 on, each in its own folder; the report lists every seed's Fmax,
+    the minimum and the mean. A stand-in nextpnr writes a report whose Fmax is 90 + seed."""
+    fake = tmp_path / "fake_nextpnr.py"
+    fake.write_text(
+        "import json, sys\n"
+        "a = sys.argv\n"
+        "seed = int(a[a.index('--seed') + 1])\n"
+        "net = json.load(open(a[a.index('--json') + 1]))\n"
+        "assert net == {'netlist': 1}\n"
+        "rep = {'fmax': {'clk': {'achieved': 90.0 + seed, 'constraint': 100.0}}, 'critical_paths': []}\n"
+        "json.dump(rep, open(a[a.index('--report') + 1], 'w'))\n"
+        "open(a[a.index('-l') + 1], 'w').write('no histogram')\n"
+    )
+    real = synth.nextpnr_command
+    monkeypatch.setattr(synth, "nextpnr_command", lambda *a, **k: [sys.executable, str(fake), *real(*a, **k)[1:]])
+
+    def fake_yosys_run(cmd, **kwargs):  # the ECP5 synthesis: writes the netlist
+        (tmp_path / "top.ecp5.json").write_text('{"netlist": 1}')
+        return subprocess.CompletedProcess(cmd, 0)
+
+    real_run = subprocess.run
+    monkeypatch.setattr(
+        synth.subprocess, "run", lambda cmd, **k: fake_yosys_run(cmd) if "-s" in cmd else real_run(cmd, **k)
+    )
+    src = tmp_path / "top.ecp5.v"
+    src.write_text("module top; endmodule\n")
+    text = synth.run_timing(tmp_path, src, "top", seed=2, more_seeds=3)
+    assert "Fmax over nextpnr's seeds 2, 3, 4, 5 on the same netlist: 92.0 / 93.0 / 94.0 / 95.0 MHz" in text
+    assert "(min 92.0, mean 93.5)" in text
+    for k in (3, 4, 5):
+        assert (tmp_path / f"seed-{k}" / "nextpnr-ecp5.json").exists()
+    assert "Fmax over" not in synth.run_timing(tmp_path, src, "top", seed=2)
 
 
 def test_plain_names_renames_brackets_inside_escaped_identifiers_only():
