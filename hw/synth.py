@@ -385,9 +385,11 @@ def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
     return plain_names(strip_zero_init(text))
 
 
-def seed_fmax(json_in: Path, out: Path, seed: int, router: str = ROUTERS[0], placer: str = PLACERS[0]) -> float:
-    """Place and route the ECP5 netlist ``json_in`` once more with nextpnr's ``seed`` (its
-    report and log in ``out``) and return the achieved Fmax (MHz)."""
+def place_and_route(
+    json_in: Path, out: Path, seed: int = 1, router: str = ROUTERS[0], placer: str = PLACERS[0]
+) -> tuple[dict, Path]:
+    """nextpnr-ecp5 on the netlist ``json_in`` (its report and log in ``out``): the report
+    (nextpnr's ``--report`` JSON) and the log's path."""
     out.mkdir(parents=True, exist_ok=True)
     report_json, pnr_log = out / "nextpnr-ecp5.json", out / "nextpnr-ecp5.log"
     proc = subprocess.run(
@@ -397,7 +399,14 @@ def seed_fmax(json_in: Path, out: Path, seed: int, router: str = ROUTERS[0], pla
     )
     if proc.returncode or not report_json.exists():
         raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
-    return parse_timing(json.loads(report_json.read_text()))["achieved_mhz"]
+    return json.loads(report_json.read_text()), pnr_log
+
+
+def seed_fmax(json_in: Path, out: Path, seed: int, router: str = ROUTERS[0], placer: str = PLACERS[0]) -> float:
+    """Place and route the ECP5 netlist ``json_in`` once more with nextpnr's ``seed`` (its
+    report and log in ``out``) and return the achieved Fmax (MHz)."""
+    report, _ = place_and_route(json_in, out, seed, router, placer)
+    return parse_timing(report)["achieved_mhz"]
 
 
 def seeds_summary(fmax: dict[int, float]) -> str:
@@ -434,16 +443,7 @@ def run_timing(
         proc = subprocess.run([_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         raise RuntimeError(f"yosys synth_ecp5 failed (exit {proc.returncode}); see {log}")
-    report_json = out / "nextpnr-ecp5.json"
-    pnr_log = out / "nextpnr-ecp5.log"
-    proc = subprocess.run(
-        nextpnr_command(json_out, report_json, pnr_log, seed=seed, router=router, placer=placer),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    if proc.returncode or not report_json.exists():
-        raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
-    report = json.loads(report_json.read_text())
+    report, pnr_log = place_and_route(json_out, out, seed, router, placer)
     t = parse_timing(report)
     t["short"] = short_endpoints(pnr_log.read_text())
     text = timing_report(t, time.time() - t0, router, seed, placer)
