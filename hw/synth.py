@@ -18,6 +18,11 @@ LUT6s, slower carry chains and block RAMs), so an ECP5 Fmax at or over 100 MHz i
 conservative sign that the xc7z020 closes at 100 MHz, not a timing sign-off (Vivado's is,
 `make bitstream`).
 
+The proxy places the design inside :func:`temposplit.hw.proxy_ports.fabric_ports`'s
+harness: its ports are registers in the fabric (on the board they meet the DMA and the
+AXI interconnect, not package pins), only the clock, the reset and two harness pins are
+I/O.
+
 ``--engine NAME`` runs the same flow on one engine of the fabric alone (``ENGINES``: the
 motion estimator with the band engine and their RAMs, the band engine, the Huffman
 encoder, the histogram pass's counter, the requantizer, the v2 coder's engine, its range
@@ -200,31 +205,22 @@ def _engines():
 ENGINES = ("motion", "band", "huffman", "histogram", "requantizer", "ctx", "range", "range2", "values2", "ctx2")
 
 
-def _registered(engine):
-    """An engine with a register on every port, so that the timing of its inputs and
-    outputs is counted as in the top (the top's configuration, streams and RAM ports are
-    registers; a bare engine's ports would be I/O pins, outside the clock's paths).
-    Returns the wrapper and its ports."""
-    from amaranth import Module, Signal, Value
-    from amaranth.lib.wiring import In
-
-    m = Module()
-    m.submodules.engine = engine
-    ports = []
-    for path, member, value in engine.signature.flatten(engine):
-        inner = Value.cast(value)
-        outer = Signal(len(inner), name="_".join(str(p) for p in path))
-        m.d.sync += inner.eq(outer) if member.flow == In else outer.eq(inner)
-        ports.append(outer)
-    return m, ports
-
-
 def engine_verilog(name: str, params: Params, top: str) -> str:
-    """Verilog of one engine (``ENGINES``) alone, a register on each of its ports."""
+    """Verilog of one engine (``ENGINES``) alone, its ports inside the fabric
+    (:func:`temposplit.hw.proxy_ports.fabric_ports`: each input from a register, each output
+    into one), so that its paths from configuration and streams are timed as in the top."""
+    return harnessed_verilog(_engines()[name](params), top)
+
+
+def harnessed_verilog(component, top: str) -> str:
+    """Verilog of ``component`` inside :func:`~temposplit.hw.proxy_ports.fabric_ports`'s
+    harness, the module ``top``: its pins the clock, the reset, ``din`` and ``dout``."""
     from amaranth.back import verilog
 
-    wrapped, ports = _registered(_engines()[name](params))
-    return verilog.convert(wrapped, ports=ports, name=top, emit_src=False)
+    from temposplit.hw.proxy_ports import fabric_ports
+
+    harness, pins = fabric_ports(component)
+    return verilog.convert(harness, ports=pins, name=top, emit_src=False)
 
 
 def _tool(name: str) -> str:
@@ -350,6 +346,8 @@ def timing_report(t: dict, seconds: float, router: str = ROUTERS[0], seed: int =
         "Timing proxy -- place and route on a Lattice ECP5 (no open place-and-route exists for the xc7z020):",
         f"  YoWASP synth_ecp5 + nextpnr-ecp5 {ECP5['device'][2:]} {ECP5['package']} speed {ECP5['speed']}, "
         f"constraint {TARGET_MHZ:g} MHz, {placer} placer, {router}, seed {seed}; run {seconds:.0f} s",
+        "  the design's ports in the fabric, as on the board (hw/proxy_ports.py: a register per port bit; "
+        "pins: clk, rst, din, dout)",
         f"  Fmax ({t['clock']}): {t['achieved_mhz']:.1f} MHz -- {'closes' if ok else 'does NOT close'} at "
         f"{TARGET_MHZ:g} MHz on the proxy",
         "  (an ECP5-6 is slower than a 7-series -1: a proxy Fmax >= 100 MHz is a conservative sign, "
@@ -373,15 +371,18 @@ def timing_report(t: dict, seconds: float, router: str = ROUTERS[0], seed: int =
 
 
 def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
-    """The Verilog the ECP5 proxy places: the design's, with the range coders' table selects
-    as the ECP5's wide-function cells (:func:`temposplit.hw.range_coder.ecp5_table_select`;
+    """The Verilog the ECP5 proxy places: the design's (the top's, or ``engine``'s alone)
+    inside :func:`~temposplit.hw.proxy_ports.fabric_ports`'s harness (its ports in the
+    fabric, as on the board, not on the proxy's package pins), with the range coders' table
+    selects as the ECP5's wide-function cells (:func:`temposplit.hw.range_coder.ecp5_table_select`;
     the same logic, which ABC9 maps two or three levels deep), the zero ``initial`` blocks
     stripped and the names made plain."""
     from temposplit.hw import range_coder
-    from temposplit.hw.generate import verilog
+    from temposplit.hw.top import Accelerator
 
     with range_coder.ecp5_table_select():
-        text = engine_verilog(engine, params, top) if engine else verilog(params, top)
+        component = _engines()[engine](params) if engine else Accelerator(params)
+        text = harnessed_verilog(component, top)
     return plain_names(strip_zero_init(text))
 
 

@@ -87,29 +87,6 @@ Info: [  1000,   2000) |******+
     assert "endpoints short of 100 MHz: about 75" in synth.timing_report({**t, "short": 75}, 1.0)
 
 
-def test_engine_alone_has_a_register_on_every_port():
-    """``--engine``: the engine's ports become the top's, each through a register, so that
-    its paths from configuration and streams are timed as in the top (not from I/O pins)."""
-    import re
-
-    from amaranth.lib.wiring import In
-
-    from temposplit.hw.regmap import Params
-    from temposplit.hw.requantizer import Requantizer
-
-    engine = Requantizer(8)
-    text = synth.engine_verilog("requantizer", Params(), "engine_requantizer")
-    top = text[: text.index("endmodule")]
-    regs = set(re.findall(r"^\s*reg (?:\[\d+:0\] )?(\S+)", top, re.M))
-    instance = re.search(r"engine \((.*?)\);", top, re.S).group(1)
-    nets = dict(re.findall(r"\.(\w+)\(([^)]*?)\s*\)", instance))
-    for path, member, _ in engine.signature.flatten(engine):
-        if member.flow == In:  # the engine's input comes from a register
-            assert nets["__".join(map(str, path))] in regs, path
-        else:  # the top's output pin is a register
-            assert "_".join(map(str, path)) in regs, path
-
-
 def test_nextpnr_routes_with_router2_and_places_with_static_unless_told():
     """The top with the ctx coder did not route with router1 (nextpnr's default) in an
     hour, and HeAP (its default placer) left twice as many endpoints short as the static
