@@ -9,8 +9,9 @@ perimeter), and each port register would be pulled to its pin, away from the log
 feeds: a placement the real part never sees.
 
 :func:`fabric_ports` keeps the ports in the fabric: every input bit comes from a register
-of its own that toggles with one input pin (``din``: a register per bit, so no two bits
-are the same signal and synthesis keeps each), every output bit goes into a register,
+of its own that toggles with one input pin (``din``; a register per bit, each fed by
+itself and marked keep, so synthesis neither merges the twins nor sees that they hold
+the same value), every output bit goes into a register,
 and the output registers are folded by exclusive-or, four bits a level and a register
 after each, into one output pin (``dout``), so that every output bit has a load and no
 fold is longer than one LUT. Its own logic is about one flip-flop per port bit and a LUT
