@@ -381,8 +381,7 @@ def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
     from temposplit.hw.top import Accelerator
 
     with range_coder.ecp5_table_select():
-        component = _engines()[engine](params) if engine else Accelerator(params)
-        text = harnessed_verilog(component, top)
+        text = engine_verilog(engine, params, top) if engine else harnessed_verilog(Accelerator(params), top)
     return plain_names(strip_zero_init(text))
 
 

@@ -31,11 +31,16 @@ class _Toy(wiring.Component):
         return m
 
 
+def _pins(text, module):
+    """The ports of ``module`` in Verilog ``text``, sorted."""
+    header = re.search(rf"module {module}\((.*?)\);", text, re.S).group(1)
+    return sorted(p.strip() for p in header.split(","))
+
+
 def test_only_the_clock_reset_din_and_dout_are_pins():
     harness, pins = fabric_ports(_Toy())
     text = verilog.convert(harness, ports=pins, name="h", emit_src=False)
-    header = re.search(r"module h\((.*?)\);", text, re.S).group(1)
-    assert sorted(p.strip() for p in header.split(",")) == ["clk", "din", "dout", "rst"]
+    assert _pins(text, "h") == ["clk", "din", "dout", "rst"]
 
 
 def test_inputs_toggle_with_din_and_dout_is_the_outputs_parity():
@@ -100,5 +105,4 @@ def test_the_proxy_places_an_engine_inside_the_harness():
     from temposplit.hw.regmap import Params
 
     text = synth.ecp5_verilog(Params(), "engine_requantizer", "requantizer")
-    header = re.search(r"module engine_requantizer\((.*?)\);", text, re.S).group(1)
-    assert sorted(p.strip() for p in header.split(",")) == ["clk", "din", "dout", "rst"]
+    assert _pins(text, "engine_requantizer") == ["clk", "din", "dout", "rst"]
