@@ -167,6 +167,37 @@ async def test_requantize(dut):
 
 
 @cocotb.test()
+async def test_overlong_input(dut):
+    """Words sent past COUNT never reach the next operation: the input's register slice is
+    cleared at START (docs/fabric.md, "The ports' register slices"). A REQUANT is sent its
+    codes and then 3, 8 or 16 bytes more, which the slice takes while the operation runs;
+    the next REQUANT must return its own codes only. (No stalls: every extra byte enters
+    the slice before the operation ends, so none is left in the stream model.)"""
+    from cocotbext.axi import AxiStreamFrame
+
+    tb = TB(dut, stalls=False)
+    await tb.reset()
+    for size, extra in ((61, 3), (64, 8), (40, 16)):
+        q8 = tb.rng.integers(0, 256, size, dtype=np.uint8)
+        junk = tb.rng.integers(0, 256, extra, dtype=np.uint8)
+        z8 = int(tb.rng.integers(0, 256))
+        await tb.axil.write_dword(regmap.REG["FLAGS"].offset, regmap.pack("FLAGS", REQUANT=1))
+        await tb.axil.write_dword(regmap.REG["NBITS"].offset, 4)
+        await tb.axil.write_dword(regmap.REG["Z8"].offset, z8)
+        await tb.axil.write_dword(regmap.REG["COUNT"].offset, size)
+        await tb.axil.write_dword(regmap.REG["CTRL"].offset, regmap.pack("CTRL", START=1, MODE=regmap.mode("REQUANT")))
+        await tb.source.send(AxiStreamFrame(q8.tobytes() + junk.tobytes()))
+        frame = await tb.sink.recv()
+        np.testing.assert_array_equal(np.frombuffer(bytes(frame.tdata), np.uint8), requantize(q8, z8, 4))
+        await ClockCycles(dut.clk, 20)
+        assert tb.source.empty(), "the DUT did not take every extra byte while busy"
+        nxt = tb.rng.integers(0, 256, 24, dtype=np.uint8)
+        got = await tb.accel.requantize(nxt, z8=z8, n_bits=4)
+        np.testing.assert_array_equal(got, requantize(nxt, z8, 4), err_msg=f"after {extra} extra bytes")
+    tb.check_idle()
+
+
+@cocotb.test()
 async def test_encode_random(dut):
     """Anchor sections: random maps, tables from another map (the one-pass policy), skewed
     tables (15-bit codes), lengths around the word size."""

@@ -10,6 +10,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 TESTS = [
     "test_registers",
     "test_requantize",
+    "test_overlong_input",
     "test_encode_random",
     "test_histogram",
     "test_motion_small",
