@@ -106,7 +106,10 @@ class Edge:
                 chan.send(P.hello(hello, self.encoder.header_bytes()))
                 msg = chan.recv()
                 if msg.type == P.ERROR:
-                    raise TemposplitError(f"the server refused the stream: {msg.json().get('message')}")
+                    refusal = msg.json()
+                    if refusal.get("retry") is True:  # e.g. the stream's files still closing on the server
+                        raise P.ConnectionClosed(f"the server asks to try again: {refusal.get('message')}")
+                    raise TemposplitError(f"the server refused the stream: {refusal.get('message')}")
                 if msg.type != P.WELCOME:
                     raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
                 self.welcome = msg.json()

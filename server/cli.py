@@ -30,6 +30,13 @@ def register(sub) -> None:
         metavar="S",
         help="drop an edge silent this long with no frame in flight (default 60 s; a slow, e.g. emulated, edge)",
     )
+    p.add_argument(
+        "--resume-window",
+        type=float,
+        default=None,
+        metavar="S",
+        help="an unfinished stream idle this long gives its name to a new stream (default 600 s)",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None)
     p.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
@@ -70,6 +77,10 @@ def _serve(args) -> int:
     _raise_file_limit()
     options = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
     options["max_batch"] = args.max_batch
+    if args.resume_window is not None:
+        if not args.resume_window >= 0:
+            raise ConfigError(f"--resume-window must be 0 or more, not {args.resume_window}")
+        options["resume_window"] = args.resume_window
     server = CloudServer(
         args.host,
         args.port,

@@ -34,7 +34,12 @@ INFLIGHT = 64  # frames of one connection queued or not yet answered
 
 
 class Refused(TemposplitError):
-    """A HELLO the server answers with ERROR."""
+    """A HELLO the server answers with ERROR; ``retry``: the same HELLO may succeed later
+    (the ERROR says so with ``"retry": true``)."""
+
+    def __init__(self, message: str, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
 
 
 class Connection:
@@ -61,10 +66,11 @@ class Connection:
         except RuntimeError:  # the loop is closed: the server is gone
             pass
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, retry: bool = False) -> None:
         """Answer ERROR and close; what this connection still has queued is dropped."""
         self.broken = True
-        self.post(P.control(P.ERROR, {"message": message}), release=False, close_after=True)
+        obj = {"message": message, "retry": True} if retry else {"message": message}
+        self.post(P.control(P.ERROR, obj), release=False, close_after=True)
 
     # ------------------------------------------------------------------ the event loop
 
@@ -154,7 +160,7 @@ class Connection:
             known = (P.ProtocolError, TemposplitError, BitstreamError, ssl.SSLError, OSError, ValueError)
             srv.log(f"{where}: {exc}" if isinstance(exc, known) else f"{where}: {type(exc).__name__}: {exc}")
             if not writer_task.done():
-                self.fail(str(exc))
+                self.fail(str(exc), getattr(exc, "retry", False))
                 try:
                     await asyncio.wait_for(asyncio.shield(writer_task), 2.0)
                 except (TimeoutError, asyncio.CancelledError):
@@ -215,6 +221,7 @@ class CloudServer:
         idle_timeout: float = P.IDLE_TIMEOUT,
         write_timeout: float = P.WRITE_TIMEOUT,
         linger: float = P.LINGER,
+        resume_window: float = P.RESUME_WINDOW,
         queue_size: int = 32,
         max_batch: int = 16,
         max_delay: float = 0.01,
@@ -231,6 +238,7 @@ class CloudServer:
         self.max_connections = max_connections
         self.handshake_timeout, self.hello_timeout = handshake_timeout, hello_timeout
         self.idle_timeout, self.write_timeout, self.linger = idle_timeout, write_timeout, linger
+        self.resume_window = resume_window
         self.log = log or (lambda msg: None)
         self.sessions: dict[str, Session] = {}
         self.opening: set[str] = set()
@@ -366,7 +374,7 @@ class CloudServer:
         if not 0 < header.fps <= P.MAX_FPS:
             raise Refused(f"the stream's fps {header.fps:g} is outside (0, {P.MAX_FPS:g}]")
 
-        waiting = None
+        waiting = resumed = None
         with self.table:
             s = self.sessions.get(name)
             if name in self.opening:
@@ -380,17 +388,21 @@ class CloudServer:
                 old, s.conn = s.conn, conn
                 if old is not None:
                     old.fail("the stream was resumed on another connection")
-                self.log(f"[{name}] edge resumed")
-                return s, self._welcome(s, None)
-            attached = sum(x.conn is not None for x in self.sessions.values()) + len(self.opening)
-            if attached >= self.max_streams:
-                raise Refused("the server is at its stream limit")
-            self.opening.add(name)
-            waiting = s
+                resumed = s
+            else:
+                attached = sum(x.conn is not None for x in self.sessions.values()) + len(self.opening)
+                if attached >= self.max_streams:
+                    raise Refused("the server is at its stream limit")
+                self.opening.add(name)
+                waiting = s
+        if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
+            self.log(f"[{name}] edge resumed")
+            return resumed, self._welcome(resumed, None)
         s = None
         try:
-            if waiting is not None:
-                waiting.closed.wait(60)  # an expiring session: resume it from its files
+            # An expiring session: resume it from its files once they are closed, never beside it.
+            if waiting is not None and not waiting.closed.wait(60):
+                raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
             s, token = self._load_or_create(name, info, header, resume, token, identity)
         finally:
             with self.table:
@@ -403,9 +415,13 @@ class CloudServer:
     def _load_or_create(self, name, info, header, resume, token, identity) -> tuple[Session, str | None]:
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None
-        if state is not None and not state.get("finished"):
+        idle = Session.idle_seconds(out) if state is not None and not state.get("finished") else 0.0
+        if state is not None and not state.get("finished") and (resume or idle < self.resume_window):
             if not resume:
-                raise Refused(f"stream {name!r} is in use (it can be resumed with its token)")
+                raise Refused(
+                    f"stream {name!r} is in use (it can be resumed with its token; a new stream may take "
+                    f"the name after {self.resume_window:g} s without activity, in {self.resume_window - idle:.0f} s)"
+                )
             saved = state.get("info") if isinstance(state.get("info"), dict) else {}
             s = Session(name, out, header, state["token_sha256"], state.get("identity"), saved, None)
             why = s.owned_by(token, identity, header)
@@ -426,12 +442,13 @@ class CloudServer:
             what = "finished" if state is not None else "not known to this server"
             raise Refused(f"stream {name!r} cannot be resumed: it is {what}")
         plan = self.models.plan(header, tuple(info["frame_size"]))  # every check before any file is made
-        if out.exists():  # a finished stream's outputs are kept under a new name
+        if out.exists():  # a finished (or abandoned) stream's outputs are kept under a new name
             k = 1
             while (self.out_dir / f"{name}.{k}").exists():
                 k += 1
             shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
-            self.log(f"[{name}] the finished stream's outputs moved to {name}.{k}")
+            what = "finished" if state is None or state.get("finished") else f"unfinished ({idle:.0f} s idle)"
+            self.log(f"[{name}] the {what} stream's outputs moved to {name}.{k}")
         out.mkdir(parents=True)
         token = secrets.token_hex(16)
         keep = {k: info[k] for k in ("frame_size", "video", "max_frames") if k in info}

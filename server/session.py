@@ -79,6 +79,22 @@ class Session:
     def has(self, index: int) -> bool:
         return index in self.recorded or index in self.failed
 
+    def lead_error(self, top: int, what: str, pending: int = 0) -> str | None:
+        """Why ``top`` may not become the stream's highest frame index (None: it may).
+        ``top`` counts as named, and so do ``pending`` frames named but not yet recorded.
+        The rule (docs/protocol.md, "Streaming"): at most ``MAX_LEAD`` indices below the
+        highest may be without a PACKET or SKIP, so that the "never received" records and
+        the video's lost pictures stay within one per message sent, plus ``MAX_LEAD``."""
+        if top <= self.max_seen:
+            return None
+        holes = top - len(self.recorded) - len(self.failed) - pending  # every index named so far is below top
+        if top > self.max_seen + P.MAX_LEAD or holes > P.MAX_LEAD:
+            return (
+                f"{what} is out of range: it would leave {holes} frames below it with no PACKET or SKIP "
+                f"(at most {P.MAX_LEAD}; the stream's highest frame is {self.max_seen})"
+            )
+        return None
+
     @property
     def next_frame(self) -> int:
         i = 0
@@ -112,6 +128,18 @@ class Session:
         except (OSError, ValueError):
             return None
         return state if isinstance(state, dict) and isinstance(state.get("token_sha256"), str) else None
+
+    @staticmethod
+    def idle_seconds(out_dir: Path) -> float:
+        """Seconds since a stream's files last changed (its log or state), by the clock of
+        the file system: what a restarted server knows of a stream's last activity."""
+        times = []
+        for name in (STATE, "detections.jsonl"):
+            try:
+                times.append((out_dir / name).stat().st_mtime)
+            except OSError:
+                pass
+        return max(0.0, time.time() - max(times)) if times else float("inf")
 
     def load_records(self) -> None:
         """The frames an earlier server (or connection) recorded, from the log."""

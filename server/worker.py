@@ -160,8 +160,9 @@ class Worker:
             conn.post(None)
             return
         index = packet.index
-        if index >= P.MAX_FRAMES or index > s.max_seen + P.MAX_LEAD:
-            conn.fail(f"frame {index} is out of range (at most {P.MAX_LEAD} above frame {s.max_seen})")
+        why = s.lead_error(index, f"frame {index}", sum(1 for t, _ in seen if t is s))
+        if index >= P.MAX_FRAMES or why:
+            conn.fail(why or f"frame {index} is out of range (below {P.MAX_FRAMES})")
             return
         s.max_seen = max(s.max_seen, index)
         if s.has(index) or (s, index) in seen:  # a frame resent after a reconnect
@@ -229,16 +230,18 @@ class Worker:
             return
         if item.kind == "skip":
             index = item.obj["frame"]
-            if index > s.max_seen + P.MAX_LEAD:
-                conn.fail(f"SKIP of frame {index} is out of range (at most {P.MAX_LEAD} above frame {s.max_seen})")
+            why = s.lead_error(index, f"SKIP of frame {index}")
+            if why:
+                conn.fail(why)
                 return
             s.max_seen = max(s.max_seen, index)
             s.record_error(index, f"edge: {item.obj.get('error') or 'skipped'}")
             conn.post(None)
         elif item.kind == "end":
             total = item.obj["frames"]
-            if total > s.max_seen + 1 + P.MAX_LEAD:
-                conn.fail(f"END with {total} frames is out of range (at most {P.MAX_LEAD} above frame {s.max_seen})")
+            why = s.lead_error(total - 1, f"END with {total} frames", -1)  # END names no frame of its own
+            if why:
+                conn.fail(why)
                 return
             self._close(s, lambda: s.finish(total))
             conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)

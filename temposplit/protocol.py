@@ -39,7 +39,7 @@ MAX_MESSAGE = MAX_FROM_SERVER  # default limit of Channel.recv
 
 # Frame indices and sizes (docs/protocol.md, "Streaming" and "Handshake").
 MAX_FRAMES = 1 << 24  # frame indices are below this
-MAX_LEAD = 256  # an index (or END's count) at most this far above the highest index seen
+MAX_LEAD = 256  # at most this many indices below a stream's highest without a PACKET or SKIP ("holes")
 FRAME_SIDE = (16, 4096)  # frame_size [H, W]: each side in this range
 MAX_FPS = 240.0
 
@@ -49,6 +49,7 @@ HELLO_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
 WRITE_TIMEOUT = 30.0
 LINGER = 120.0
+RESUME_WINDOW = 600.0  # an unfinished stream's name is kept for its token this long after its last activity
 
 _HEAD = struct.Struct("<BI")
 HEAD_SIZE = _HEAD.size
@@ -81,7 +82,7 @@ class Message:
             raise ProtocolError(f"a {self.name} message of {len(data)} bytes is too long")
         try:
             obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # not UTF-8 or JSON, nested too deep, a number too long
             raise ProtocolError(f"a {self.name} message is not valid JSON") from exc
         if not isinstance(obj, dict):
             raise ProtocolError(f"a {self.name} message must hold a JSON object")

@@ -210,6 +210,80 @@ def test_a_packet_far_beyond_the_stream_is_refused(make_server, coded_stream):
     assert not records(srv, "jump")
 
 
+def test_skips_cannot_add_up_to_more_than_max_lead_holes(make_server, coded_stream):
+    # Each SKIP jumps less than MAX_LEAD, but together they would leave thousands of frames
+    # unsent, each a "never received" record and a lost picture drawn by the worker.
+    header, packets = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    c.hello(header, "holes")
+    c.chan.send(P.encode(P.PACKET, packets[0]))
+    c.send(P.SKIP, {"frame": 200, "error": "x"})  # 199 holes: allowed
+    c.send(P.SKIP, {"frame": 201, "error": "x"})  # none more
+    c.send(P.SKIP, {"frame": 300, "error": "x"})  # 297 holes: refused
+    answers = c.answers_until({P.ERROR, P.SUMMARY})
+    assert refused(answers[-1], "would leave 297 frames below it")
+    assert {r["frame"] for r in records(srv, "holes") if "error" in r} == {200, 201}
+
+
+def test_filled_holes_let_a_stream_go_on(make_server, coded_stream):
+    # The bound is on holes, not on the lead: SKIPs that fill the gap let the stream
+    # advance again, and END then writes a record for each hole left, within MAX_LEAD.
+    header, packets = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    c.hello(header, "filled")
+    c.send(P.SKIP, {"frame": 250, "error": "x"})
+    for i in range(250):
+        c.send(P.SKIP, {"frame": i, "error": "x"})
+    c.send(P.SKIP, {"frame": 500, "error": "x"})  # 249 holes
+    c.send(P.END, {"frames": 505})  # 253
+    summary = c.answers_until({P.ERROR, P.SUMMARY})[-1]
+    assert summary.type == P.SUMMARY and summary.json()["failed"] == [[0, 505]]
+    assert len(records(srv, "filled")) == 505
+    c = Raw(srv.address)
+    c.hello(header, "over")
+    c.send(P.SKIP, {"frame": 200, "error": "x"})
+    c.send(P.END, {"frames": 300})  # within 256 of frame 200, but 299 frames never named
+    assert refused(c.answers_until({P.ERROR, P.SUMMARY})[-1], "END with 300 frames is out of range")
+
+
+def test_an_abandoned_streams_name_is_given_to_a_new_stream_after_the_resume_window(make_server, coded_stream):
+    header, packets = coded_stream
+    srv = make_server(linger=0.2, resume_window=1.5)
+    c = Raw(srv.address)
+    token = c.hello(header, "edge").json()["token"]
+    c.chan.send(P.encode(P.PACKET, packets[0]))
+    first = c.answers_until({P.ACK})[-1].json()["frame"]
+    c.close()  # the edge crashed, and its token with it
+    for _ in range(200):  # the session expires (linger), its files are closed
+        if "edge" not in srv.sessions:
+            break
+        __import__("time").sleep(0.05)
+    c = Raw(srv.address)
+    assert refused(c.hello(header, "edge"), "in use")  # still within the window
+    __import__("time").sleep(1.6)
+    c = Raw(srv.address)
+    assert c.hello(header, "edge").type == P.WELCOME  # the name is free again
+    assert [r["frame"] for r in records(srv, "edge.1")] == [first]  # the old stream's records are kept
+    old = Raw(srv.address)  # and its token no longer takes the name
+    assert refused(old.hello(header, "edge", resume=True, token=token), "in use")
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"frames": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", b'{"frames": 1' + b"0" * 5000 + b"}"]
+)
+def test_json_the_parser_cannot_take_is_a_protocol_error(make_server, coded_stream, body):
+    header, _ = coded_stream
+    srv = make_server()
+    c = Raw(srv.address)
+    c.hello(header, "json")
+    c.chan.send(P.encode(P.END, body))
+    assert refused(c.answers_until({P.ERROR, P.SUMMARY})[-1], "not valid JSON")
+    c = Raw(srv.address)
+    assert c.hello(header, "still-up").type == P.WELCOME
+
+
 # --------------------------------------------------------------------------- 4, 5, 13: the handshake's checks
 
 
