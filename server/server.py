@@ -415,8 +415,9 @@ class CloudServer:
     def _load_or_create(self, name, info, header, resume, token, identity) -> tuple[Session, str | None]:
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None
-        idle = Session.idle_seconds(out) if state is not None and not state.get("finished") else 0.0
-        if state is not None and not state.get("finished") and (resume or idle < self.resume_window):
+        unfinished = state is not None and not state.get("finished")
+        idle = Session.idle_seconds(out) if unfinished else 0.0
+        if unfinished and (resume or idle < self.resume_window):
             if not resume:
                 raise Refused(
                     f"stream {name!r} is in use (it can be resumed with its token; a new stream may take "
@@ -447,7 +448,7 @@ class CloudServer:
             while (self.out_dir / f"{name}.{k}").exists():
                 k += 1
             shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
-            what = "finished" if state is None or state.get("finished") else f"unfinished ({idle:.0f} s idle)"
+            what = f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
             self.log(f"[{name}] the {what} stream's outputs moved to {name}.{k}")
         out.mkdir(parents=True)
         token = secrets.token_hex(16)

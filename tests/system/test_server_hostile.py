@@ -6,6 +6,7 @@ import dataclasses
 import json
 import socket
 import struct
+import time
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_a_killed_edges_session_expires_and_its_files_are_closed(make_server, co
     for _ in range(600):  # bounded: the expiry runs every linger/4
         if "killed" not in srv.sessions and (srv.out_dir / "killed" / "session.json").is_file():
             break
-        __import__("time").sleep(0.05)
+        time.sleep(0.05)
     assert "killed" not in srv.sessions
     with av.open(str(srv.out_dir / "killed" / "annotated.mp4")) as v:
         assert sum(1 for _ in v.decode(video=0)) >= 1  # finalised: playable
@@ -259,10 +260,10 @@ def test_an_abandoned_streams_name_is_given_to_a_new_stream_after_the_resume_win
     for _ in range(200):  # the session expires (linger), its files are closed
         if "edge" not in srv.sessions:
             break
-        __import__("time").sleep(0.05)
+        time.sleep(0.05)
     c = Raw(srv.address)
     assert refused(c.hello(header, "edge"), "in use")  # still within the window
-    __import__("time").sleep(1.6)
+    time.sleep(1.6)
     c = Raw(srv.address)
     assert c.hello(header, "edge").type == P.WELCOME  # the name is free again
     assert [r["frame"] for r in records(srv, "edge.1")] == [first]  # the old stream's records are kept
