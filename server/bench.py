@@ -21,7 +21,13 @@ def register_bench(sub) -> None:
         metavar="FILE",
         help="feature file to replay (temposplit features); default: made from vtest.avi",
     )
-    p.add_argument("--server", default=None, metavar="HOST:PORT", help="a running server (default: start one)")
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="HOST:PORT",
+        help="a running server (default: start one, without per-client limits: every edge here has one address); "
+        "its --max-streams-per-client and --max-connections-per-client must allow --clients",
+    )
     p.add_argument("--server-pid", type=int, default=None, help="its process id, for its peak memory (Linux)")
     p.add_argument("--out", default=None, help="output folder of the started server (default: a temporary one)")
     p.add_argument("--timeout", type=float, default=60.0, help="the edges' answer timeout in s (the edge's default)")
@@ -109,7 +115,12 @@ def run_bench(
     proc = None
     out_dir = Path(out or Path(tmp) / "server")
     if server is None:
-        proc, address = start_server(out_dir, max_streams=max(64, clients + 1))
+        # Every edge of the bench connects from this machine's one address: no per-client limits.
+        proc, address = start_server(
+            out_dir,
+            max_streams=max(64, clients + 1),
+            options=("--max-streams-per-client", "0", "--max-connections-per-client", "0"),
+        )
         pid = proc.pid
     else:
         host, _, port = server.rpartition(":")
@@ -211,9 +222,9 @@ def _make_features(path: str, frames: int) -> None:
         raise MissingDependencyError(f"temposplit features failed: {done.stderr.strip()[-500:]}")
 
 
-def start_server(out_dir, max_streams: int = 64):
-    """``temposplit serve`` in a new process on an ephemeral port of 127.0.0.1; returns
-    (process, address)."""
+def start_server(out_dir, max_streams: int = 64, options: tuple[str, ...] = ()):
+    """``temposplit serve`` (with ``options``, further command-line options) in a new
+    process on an ephemeral port of 127.0.0.1; returns (process, address)."""
     import re
     import subprocess
     import sys
@@ -222,7 +233,7 @@ def start_server(out_dir, max_streams: int = 64):
     from temposplit.errors import TemposplitError
 
     cmd = [sys.executable, "-m", "temposplit", "serve", "--port", "0", "--out", str(out_dir)]
-    cmd += ["--max-streams", str(max_streams)]
+    cmd += ["--max-streams", str(max_streams), *options]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     lines = []

@@ -18,6 +18,27 @@ def register(sub) -> None:
     )
     p.add_argument("--max-streams", type=int, default=64)
     p.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="attached streams of one client: its certificate's subject under --tls-client-ca, else its address "
+        "(default 16; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections from one client address (default 32; 0: no limit)",
+    )
+    p.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="every connection starts with a PROXY protocol header (v1 or v2) naming the client's address: "
+        "only behind a proxy that sends it, with the port reachable from the proxy alone",
+    )
+    p.add_argument(
         "--max-batch",
         type=int,
         default=16,
@@ -65,8 +86,15 @@ def _serve(args) -> int:
         if not sep:
             raise ConfigError(f"--weights takes MODEL=PATH, not {item!r}")
         weights[model] = path
+    options = {"proxy_protocol": args.proxy_protocol, "max_batch": args.max_batch}
     if args.max_streams < 1:
         raise ConfigError(f"--max-streams must be at least 1, not {args.max_streams}")
+    for flag in ("max_streams_per_client", "max_connections_per_client"):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 0:
+                raise ConfigError(f"--{flag.replace('_', '-')} must be 0 (no limit) or more, not {value}")
+            options[flag] = value
     if args.max_batch < 1:
         raise ConfigError(f"--max-batch must be at least 1, not {args.max_batch}")
     tls = TLSConfig.for_server(
@@ -75,8 +103,8 @@ def _serve(args) -> int:
     if args.idle_timeout is not None and not args.idle_timeout > 0:
         raise ConfigError(f"--idle-timeout must be positive, not {args.idle_timeout}")
     _raise_file_limit()
-    options = {} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}
-    options["max_batch"] = args.max_batch
+    if args.idle_timeout is not None:
+        options["idle_timeout"] = args.idle_timeout
     if args.resume_window is not None:
         if not args.resume_window >= 0:
             raise ConfigError(f"--resume-window must be 0 or more, not {args.resume_window}")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,15 @@ from temposplit import protocol as P
 from temposplit.codec.bitstream import PACKET_OVERHEAD, StreamHeader
 from temposplit.codec.errors import BitstreamError
 from temposplit.errors import TemposplitError
+from temposplit.server.proxy_header import read_proxy_header
 from temposplit.server.session import Session, digest
 from temposplit.server.worker import Item, Worker
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 INFLIGHT = 64  # frames of one connection queued or not yet answered
+CONNECTIONS_PER_CLIENT = 32  # open connections from one client address (0: no limit)
+STREAMS_PER_CLIENT = 16  # attached streams of one client: its certificate's subject, else its address
+ACCEPT_RETRY = 1.0  # seconds before accept() is tried again after it failed (EMFILE and the like)
 
 
 class Refused(TemposplitError):
@@ -46,10 +51,11 @@ class Connection:
     """One socket: a reader (this object's ``run``) and a writer task; answers from the
     worker thread come in through ``post`` and ``fail``, which any thread may call."""
 
-    def __init__(self, server: CloudServer, reader, writer):
+    def __init__(self, server: CloudServer, reader, writer, client: str):
         self.server, self.reader, self.writer = server, reader, writer
         self.loop = server.loop
-        self.peer = (writer.get_extra_info("peername") or ("?",))[0]
+        self.peer = client  # the client's address: the socket's peer, or what the PROXY header named
+        self.client = client  # whom the per-client stream limit counts: the TLS subject once known, else this
         self.inflight = asyncio.Semaphore(INFLIGHT)
         self.unanswered = 0  # frames queued or not yet answered
         self.outbox: asyncio.Queue = asyncio.Queue()
@@ -83,7 +89,7 @@ class Connection:
                 # Silence is fine while this connection's frames are still being answered.
                 if not (idle_ok and self.unanswered > 0):
                     raise P.ProtocolError(f"nothing received for {timeout:g} s") from None
-            except asyncio.IncompleteReadError as exc:
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
                 raise P.ConnectionClosed("the peer closed the connection") from exc
         mtype, length = P.unpack_head(head, limit)
         if only is not None and mtype != only:
@@ -92,7 +98,7 @@ class Connection:
             body = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
         except TimeoutError:
             raise P.ProtocolError(f"a message stalled for {timeout:g} s") from None
-        except asyncio.IncompleteReadError as exc:
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
             raise P.ConnectionClosed("the peer closed the connection") from exc
         return P.Message(mtype, body)
 
@@ -121,6 +127,8 @@ class Connection:
         writer_task = asyncio.ensure_future(self.write_loop())
         try:
             identity = await self._tls()
+            if identity is not None:
+                self.client = f"subject {identity}"
             msg = await self.recv(P.MAX_HELLO, srv.hello_timeout, only=P.HELLO)
             self.session, welcome = await self.loop.run_in_executor(srv.pool, srv.open_stream, msg, identity, self)
             self.post(P.control(P.WELCOME, welcome), release=False)
@@ -190,6 +198,15 @@ class Connection:
         return ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn) or digest(der)
 
 
+def _abort(sock: socket.socket) -> None:
+    """Close at once with a reset: nothing is owed to a refused socket."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
 def _frame_number(value, what: str, limit: int = P.MAX_FRAMES) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
         raise P.ProtocolError(f"{what} must be an integer in 0..{limit - 1}, not {value!r}")
@@ -216,6 +233,9 @@ class CloudServer:
         log=None,
         *,
         max_connections: int = 512,
+        max_connections_per_client: int = CONNECTIONS_PER_CLIENT,
+        max_streams_per_client: int = STREAMS_PER_CLIENT,
+        proxy_protocol: bool = False,
         handshake_timeout: float = P.HANDSHAKE_TIMEOUT,
         hello_timeout: float = P.HELLO_TIMEOUT,
         idle_timeout: float = P.IDLE_TIMEOUT,
@@ -236,15 +256,23 @@ class CloudServer:
         self.local_video = local_video
         self.max_streams = max_streams
         self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client  # 0: no limit
+        self.max_streams_per_client = max_streams_per_client  # 0: no limit
+        self.proxy_protocol = proxy_protocol  # every connection starts with a PROXY header
+        self.per_client: dict[str, int] = {}  # open connections by client address
+        self.accepting = 0  # sockets accepted, reading their PROXY header
+        self.tasks: set[asyncio.Task] = set()  # one per accepted socket
+        self._refusals = (0.0, 0)  # (when the last refusal at accept was logged, how many since)
         self.handshake_timeout, self.hello_timeout = handshake_timeout, hello_timeout
         self.idle_timeout, self.write_timeout, self.linger = idle_timeout, write_timeout, linger
         self.resume_window = resume_window
         self.log = log or (lambda msg: None)
         self.sessions: dict[str, Session] = {}
-        self.opening: set[str] = set()
+        self.opening: dict[str, str] = {}  # stream names being opened -> the client opening each
         self.table = threading.Lock()  # the sessions table; held only for lookups and updates
         self.connections: set[Connection] = set()
-        self.sock = socket.create_server((host, port))
+        self.sock = socket.create_server((host, port), backlog=1024)
+        self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="temposplit-hello")
         self.workers = [
@@ -299,7 +327,7 @@ class CloudServer:
                 self.loop.add_signal_handler(sig, self._stop.set)
         for w in self.workers:
             w.start(self.loop)
-        server = await asyncio.start_server(self._accept, sock=self.sock, limit=1 << 16)
+        acceptor = asyncio.ensure_future(self._accept_loop())
         expiry = asyncio.ensure_future(self._expire_loop())
         self._started.set()
         try:
@@ -307,7 +335,8 @@ class CloudServer:
         finally:
             self.log("stopping: finishing every session's files")
             expiry.cancel()
-            server.close()
+            acceptor.cancel()
+            self.sock.close()
             for conn in list(self.connections):
                 if conn.task is not None:
                     conn.task.cancel()
@@ -331,21 +360,105 @@ class CloudServer:
                     self.loop.remove_signal_handler(sig)
 
     def _loop_error(self, loop, context) -> None:
-        # accept() failing for lack of file descriptors lands here; asyncio retries it.
         exc = context.get("exception")
         self.log(f"server: {context.get('message')}{f': {exc}' if exc else ''}")
 
-    async def _accept(self, reader, writer) -> None:
-        if len(self.connections) >= self.max_connections:
-            writer.transport.abort()
-            return
-        conn = Connection(self, reader, writer)
-        conn.task = asyncio.current_task()
-        self.connections.add(conn)
+    async def _accept_loop(self) -> None:
+        """Accept for ever: a failing accept() (EMFILE and the like) is logged and tried
+        again after a pause; each socket is served by its own task."""
+        while True:
+            try:
+                sock, address = await self.loop.sock_accept(self.sock)
+            except OSError as exc:
+                self.log(f"server: accept() failed: {exc}; trying again in {ACCEPT_RETRY:g} s")
+                await asyncio.sleep(ACCEPT_RETRY)
+                continue
+            if self.accepting + sum(self.per_client.values()) >= self.max_connections:  # every socket held
+                self._refuse(sock, f"{self.max_connections} connections are open")
+                continue
+            self.accepting += 1
+            task = asyncio.ensure_future(self._serve(sock, str(address[0])))
+            self.tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, sock: socket.socket, peer: str) -> None:
+        """One accepted socket: its PROXY header (with ``--proxy-protocol``), the per-client
+        connection limit, then the connection until it ends."""
         try:
-            await conn.run()
+            sock.setblocking(False)
+            client = peer
+            if self.proxy_protocol:
+                try:
+                    named = await asyncio.wait_for(read_proxy_header(self._recv_exactly(sock)), self.handshake_timeout)
+                except (P.ConnectionClosed, ConnectionResetError):  # gone, as a proxy's TCP health check goes
+                    _abort(sock)
+                    return
+                except (P.ProtocolError, OSError, TimeoutError) as exc:
+                    why = "no PROXY header within the timeout" if isinstance(exc, TimeoutError) else exc
+                    self.log(f"connection from {peer}: {why}")
+                    _abort(sock)
+                    return
+                client = named or peer
+            limit = self.max_connections_per_client
+            if limit and self.per_client.get(client, 0) >= limit:
+                self._refuse(sock, f"{limit} connections are open from {client} (--max-connections-per-client)")
+                return
+        except BaseException:
+            _abort(sock)
+            raise
         finally:
-            self.connections.discard(conn)
+            self.accepting -= 1
+        self.per_client[client] = self.per_client.get(client, 0) + 1  # counted before any await: no race
+        try:
+            try:
+                reader, writer = await self._streams(sock)
+            except BaseException:
+                _abort(sock)
+                raise
+            conn = Connection(self, reader, writer, client)
+            conn.task = asyncio.current_task()
+            self.connections.add(conn)
+            try:
+                await conn.run()
+            finally:
+                self.connections.discard(conn)
+        finally:
+            left = self.per_client.pop(client) - 1
+            if left:
+                self.per_client[client] = left
+
+    async def _streams(self, sock: socket.socket):
+        """The socket as asyncio streams, server side (as ``asyncio.start_server`` makes
+        them: a protocol with a connected callback, so that ``start_tls`` is the server's)."""
+        reader = asyncio.StreamReader(limit=1 << 16, loop=self.loop)
+        made = self.loop.create_future()
+        protocol = asyncio.StreamReaderProtocol(reader, lambda r, w: made.set_result(w), loop=self.loop)
+        await self.loop.connect_accepted_socket(lambda: protocol, sock)
+        return reader, await made
+
+    def _recv_exactly(self, sock: socket.socket):
+        async def recv(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = await self.loop.sock_recv(sock, n - len(data))
+                if not chunk:
+                    raise P.ConnectionClosed("the peer closed the connection before its PROXY header ended")
+                data += chunk
+            return data
+
+        return recv
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """Close a socket at accept; logged at most every 10 s with the count since."""
+        _abort(sock)
+        last, count = self._refusals
+        now = time.monotonic()
+        if now - last >= 10.0:
+            more = f" (and {count} more refused since the last such line)" if count else ""
+            self.log(f"server: a connection refused at accept: {why}{more}")
+            self._refusals = (now, 0)
+        else:
+            self._refusals = (last, count + 1)
 
     # ------------------------------------------------------------------ sessions
 
@@ -393,7 +506,13 @@ class CloudServer:
                 attached = sum(x.conn is not None for x in self.sessions.values()) + len(self.opening)
                 if attached >= self.max_streams:
                     raise Refused("the server is at its stream limit")
-                self.opening.add(name)
+                limit = self.max_streams_per_client
+                if limit:
+                    mine = sum(x.conn is not None and x.conn.client == conn.client for x in self.sessions.values())
+                    mine += sum(c == conn.client for c in self.opening.values())
+                    if mine >= limit:
+                        raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)")
+                self.opening[name] = conn.client
                 waiting = s
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
             self.log(f"[{name}] edge resumed")
@@ -403,16 +522,16 @@ class CloudServer:
             # An expiring session: resume it from its files once they are closed, never beside it.
             if waiting is not None and not waiting.closed.wait(60):
                 raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
-            s, token = self._load_or_create(name, info, header, resume, token, identity)
+            s, token = self._load_or_create(name, info, header, resume, token, identity, conn.peer)
         finally:
             with self.table:
-                self.opening.discard(name)
+                self.opening.pop(name, None)
                 if s is not None:
                     s.conn = conn
                     self.sessions[name] = s
         return s, self._welcome(s, token)
 
-    def _load_or_create(self, name, info, header, resume, token, identity) -> tuple[Session, str | None]:
+    def _load_or_create(self, name, info, header, resume, token, identity, peer) -> tuple[Session, str | None]:
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None
         unfinished = state is not None and not state.get("finished")
@@ -434,6 +553,7 @@ class CloudServer:
             s.plan = self.models.plan(header, tuple(info["frame_size"]))
             s.segment = int(state.get("segment", 0)) + 1
             s.load_records()
+            s.client = peer
             self._place(s)
             s.open_outputs(self.local_video, self.log)
             s.write_state()
@@ -454,10 +574,11 @@ class CloudServer:
         token = secrets.token_hex(16)
         keep = {k: info[k] for k in ("frame_size", "video", "max_frames") if k in info}
         s = Session(name, out, header, digest(token), identity, keep, plan)
+        s.client = peer
         self._place(s)
         s.open_outputs(self.local_video, self.log)
         s.write_state()
-        self.log(f"[{name}] new stream: {header.model_id} at {header.cut_id}, {header.structure}")
+        self.log(f"[{name}] new stream from {peer}: {header.model_id} at {header.cut_id}, {header.structure}")
         return s, token
 
     def _place(self, s: Session) -> None:

@@ -3,7 +3,7 @@
 A session is written to ``<out>/<stream>/``: ``detections.jsonl`` (appended, one record
 per frame), ``annotated.mp4`` (and ``annotated.<k>.mp4`` for each resumed segment) and
 ``session.json`` (who owns the stream: the SHA-256 of its resume token, the client's TLS
-subject, the stream header's digest, and whether it is finished). A restarted server
+subject and address, the stream header's digest, and whether it is finished). A restarted server
 rebuilds a session from these files. Frames are decoded and recorded only by the
 session's worker thread (server/worker.py); the event loop reads its counters.
 """
@@ -52,6 +52,7 @@ class Session:
     video: AnnotatedVideo | None = None
     recent_bytes: deque = field(default_factory=lambda: deque(maxlen=30))
     key_requested_at: float = 0.0
+    client: str | None = None  # the address that opened the stream, or resumed it from its files
     # Owned by the event loop:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)
@@ -109,6 +110,7 @@ class Session:
             "stream": self.name,
             "token_sha256": self.token_hash,
             "identity": self.identity,
+            "client": self.client,
             "header_sha256": self.header_digest,
             "info": self.info,
             "segment": self.segment,

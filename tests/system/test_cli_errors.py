@@ -20,6 +20,8 @@ from temposplit.cli import main
         (["serve", "--weights", "no-equals-sign", "--port", "0"], "MODEL=PATH"),
         (["serve", "--idle-timeout", "0", "--port", "0"], "--idle-timeout must be positive"),
         (["serve", "--max-batch", "0", "--port", "0"], "--max-batch must be at least 1"),
+        (["serve", "--max-streams-per-client", "-1", "--port", "0"], "--max-streams-per-client must be 0"),
+        (["serve", "--max-connections-per-client", "-2", "--port", "0"], "--max-connections-per-client must be 0"),
         (["edge", __file__, "--timeout", "-5"], "--timeout must be positive"),
     ],
 )

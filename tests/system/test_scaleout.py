@@ -1,6 +1,7 @@
 """Scale-out: streams spread over two server processes behind an L4 proxy (HAProxy with
 deploy/haproxy.cfg, docs/deployment.md); every connection of a stream, its
-reconnections included, reaches the same server. Loopback only."""
+reconnections included, reaches the same server, and the servers see each edge's own
+address (the PROXY protocol). Loopback only."""
 
 import json
 import os
@@ -44,7 +45,8 @@ def proxy(tmp_path):
     haproxy = None
     try:
         for out in outs:
-            servers.append(start_server(out, max_streams=16))
+            # HAProxy's `send-proxy-v2` names each edge's address: the per-client limits count edges, not the proxy.
+            servers.append(start_server(out, max_streams=16, options=("--proxy-protocol",)))
         port = free_port()
         env = {
             **os.environ,
@@ -109,6 +111,8 @@ def test_streams_spread_over_two_servers_and_each_stays_on_its_server(proxy, rep
         homes = [k for k, out in enumerate(outs) if (out / f"cam{i}").is_dir()]
         assert len(homes) == 1, f"cam{i} reached {len(homes)} servers"  # affinity, across the reconnection
         per_server[homes[0]] += 1
+        state = json.loads((outs[homes[0]] / f"cam{i}" / "session.json").read_text())
+        assert state["client"] == f"127.0.0.{i + 2}"  # the edge's own address, through the proxy's PROXY header
         path = outs[homes[0]] / f"cam{i}" / "detections.jsonl"
         recs = [json.loads(line) for line in path.read_text().splitlines()]
         assert sorted(r["frame"] for r in recs) == list(range(len(frames)))

@@ -36,10 +36,12 @@ def make_server(tmp_path, cloud_models):
 
 
 class Raw:
-    """A client that speaks the protocol by hand."""
+    """A client that speaks the protocol by hand (from ``source``, a loopback address)."""
 
-    def __init__(self, address, timeout=30.0):
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(self, address, timeout=30.0, source=None, first=b""):
+        self.sock = socket.create_connection(address, timeout=timeout, source_address=(source, 0) if source else None)
+        if first:  # e.g. a PROXY protocol header
+            self.sock.sendall(first)
         self.chan = P.Channel(self.sock)
 
     def hello(self, header: bytes, stream: str, **info) -> P.Message:
@@ -345,3 +347,87 @@ def test_a_silent_connection_is_closed_after_the_hello_timeout(make_server):
     assert refused(reply, "nothing received")
     with pytest.raises(P.ConnectionClosed):
         c.chan.recv()
+
+
+# --------------------------------------------------------------------------- one client cannot take every slot
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def wait_for(predicate, what: str) -> None:
+    for _ in range(400):  # bounded: 20 s
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+def test_one_address_cannot_hold_every_connection_slot(make_server, coded_stream):
+    header, _ = coded_stream
+    srv = make_server(max_connections_per_client=3, hello_timeout=60)
+    idle = [Raw(srv.address) for _ in range(3)]  # sockets that never say HELLO
+    wait_for(lambda: srv.per_client.get("127.0.0.1") == 3, "three connections counted")
+    fourth = Raw(srv.address)
+    assert closed_by_server(fourth.sock)  # refused at accept, unanswered
+    other = Raw(srv.address, source="127.0.0.2")  # another client is served
+    assert other.hello(header, "other").type == P.WELCOME
+    idle[0].close()
+    wait_for(lambda: srv.per_client.get("127.0.0.1") == 2, "a closed connection uncounted")
+    again = Raw(srv.address)
+    assert again.hello(header, "again").type == P.WELCOME
+
+
+def test_one_client_cannot_hold_every_stream_slot(make_server, coded_stream):
+    header, _ = coded_stream
+    srv = make_server(max_streams=8, max_streams_per_client=2)
+    mine = [Raw(srv.address) for _ in range(2)]
+    assert all(c.hello(header, f"mine{k}").type == P.WELCOME for k, c in enumerate(mine))
+    assert refused(
+        Raw(srv.address).hello(header, "mine2"), "this client (127.0.0.1) is at its stream limit (2 attached)"
+    )
+    assert Raw(srv.address, source="127.0.0.2").hello(header, "theirs").type == P.WELCOME
+    mine[0].close()  # a detached stream no longer counts
+    wait_for(lambda: srv.sessions["mine0"].conn is None, "the closed stream detached")
+    assert Raw(srv.address).hello(header, "mine3").type == P.WELCOME
+
+
+def test_behind_a_proxy_the_proxy_protocol_names_each_client(make_server, coded_stream):
+    from temposplit.server.proxy_header import V2_SIGNATURE
+
+    header, _ = coded_stream
+    srv = make_server(proxy_protocol=True, max_streams_per_client=1, handshake_timeout=1)
+
+    def v1(source: str) -> bytes:
+        return f"PROXY TCP4 {source} 10.0.0.1 40000 7300\r\n".encode()
+
+    v2 = V2_SIGNATURE + bytes([0x21, 0x11, 0, 12]) + bytes([198, 51, 100, 9, 10, 0, 0, 1]) + struct.pack(">HH", 1, 2)
+    a = Raw(srv.address, first=v1("203.0.113.7"))
+    assert a.hello(header, "a").type == P.WELCOME
+    assert json.loads((srv.out_dir / "a" / "session.json").read_text())["client"] == "203.0.113.7"
+    assert refused(Raw(srv.address, first=v1("203.0.113.7")).hello(header, "a2"), "(203.0.113.7) is at its stream")
+    assert Raw(srv.address, first=v1("203.0.113.8")).hello(header, "b").type == P.WELCOME  # same socket address
+    assert Raw(srv.address, first=v2).hello(header, "c").type == P.WELCOME
+    assert json.loads((srv.out_dir / "c" / "session.json").read_text())["client"] == "198.51.100.9"
+    # Without the header (or with a bad one, or none in time) the connection is closed unanswered.
+    plain = Raw(srv.address)
+    plain.chan.send(P.hello({"protocol": P.PROTOCOL_VERSION, "stream": "d", "frame_size": FRAME}, header))
+    assert closed_by_server(plain.sock)
+    assert closed_by_server(Raw(srv.address, first=b"PROXY TCP4 1.2.3.4\r\n").sock)
+    assert closed_by_server(Raw(srv.address).sock)  # silent: closed after the handshake timeout
+    assert "d" not in srv.sessions
+
+
+def test_every_connection_slot_taken_refuses_further_sockets_until_one_frees(make_server, coded_stream):
+    header, _ = coded_stream
+    srv = make_server(max_connections=2, max_connections_per_client=0, hello_timeout=60)
+    idle = [Raw(srv.address, source=f"127.0.0.{k + 2}") for k in range(2)]
+    wait_for(lambda: sum(srv.per_client.values()) == 2, "two connections counted")
+    assert closed_by_server(Raw(srv.address, source="127.0.0.9").sock)
+    idle[0].close()
+    wait_for(lambda: sum(srv.per_client.values()) == 1, "a closed connection uncounted")
+    assert Raw(srv.address).hello(header, "freed").type == P.WELCOME

@@ -58,7 +58,7 @@ def pki(tmp_path_factory):
         "/CN=temposplit test CA",
         cwd=d,
     )
-    for name in ("server", "edge"):
+    for name in ("server", "edge", "edge2"):
         _openssl(
             "req",
             "-newkey",
@@ -69,7 +69,7 @@ def pki(tmp_path_factory):
             "-out",
             f"{name}.csr",
             "-subj",
-            f"/CN={'localhost' if name == 'server' else 'edge1'}",
+            f"/CN={ {'server': 'localhost', 'edge': 'edge1'}.get(name, name) }",
             cwd=d,
         )
         (d / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
@@ -207,3 +207,39 @@ def test_a_stream_belongs_to_its_client_certificate(tls_server, edge_model, vtes
     assert report.acked == 2
     state = (tls_server.out_dir / "bound" / "session.json").read_text()
     assert "commonName=edge1" in state  # the TLS identity a resume must present again
+
+
+def test_under_mutual_tls_the_stream_limit_counts_per_certificate_not_per_address(
+    tmp_path, cloud_models, pki, coded_stream
+):
+    import socket
+
+    from temposplit import protocol as P
+    from temposplit.server.server import CloudServer
+
+    header, _ = coded_stream
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, tls=tls, max_streams_per_client=1)
+    srv.start()
+
+    def hello(name: str, cert: str, source: str) -> P.Message:
+        ctx = TLSConfig(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"), str(pki / "ca.pem")).client_context()
+        sock = socket.create_connection(srv.address, timeout=30, source_address=(source, 0))
+        chan = P.Channel(ctx.wrap_socket(sock, server_hostname="localhost"))
+        chan.send(P.hello({"protocol": P.PROTOCOL_VERSION, "stream": name, "frame_size": [576, 768]}, header))
+        held.append(chan)
+        return chan.recv()
+
+    held = []
+    try:
+        assert hello("one", "edge", "127.0.0.1").type == P.WELCOME
+        again = hello("two", "edge", "127.0.0.2")  # the same certificate from another address
+        assert (
+            again.type == P.ERROR
+            and "subject commonName=edge1) is at its stream limit (1 attached)" in again.json()["message"]
+        )
+        assert hello("three", "edge2", "127.0.0.1").type == P.WELCOME  # another certificate, the same address
+    finally:
+        for chan in held:
+            chan.close()
+        srv.shutdown()
