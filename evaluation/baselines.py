@@ -59,6 +59,9 @@ DEFAULT_CRFS = (23, 28, 33, 38)
 DEFAULT_PRESET = "medium"
 DEFAULT_GOP = 250
 VIDEO_CODECS = {"h264": ("libx264", "h264"), "h265": ("libx265", "hevc")}
+# The smallest side each encoder opens at (libx265 refuses 14 pixels and below); smaller
+# frames are padded with their edge pixels up to it, and cropped back after decoding.
+MIN_CODED_SIDE = {"libx264": 2, "libx265": 16}
 
 
 @dataclass
@@ -295,8 +298,11 @@ def encode_video(
 
     for frame in _frames(frames):
         height, width = frame.shape[:2]
-        if height % 2 or width % 2:  # yuv420p: pad to even sizes with the edge pixels, cropped after decoding
-            frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        # yuv420p: even sizes, and at least the encoder's smallest; padded with the edge pixels, cropped after decoding
+        low = MIN_CODED_SIDE[encoder_name]
+        pad_h, pad_w = max(height % 2, low - height), max(width % 2, low - width)
+        if pad_h or pad_w:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         if encoder is None:
             encoder = CodecContext.create(encoder_name, "w")
             encoder.width, encoder.height = frame.shape[1], frame.shape[0]

@@ -202,6 +202,7 @@ def _edge(args) -> int:
         from temposplit.host.sources import open_source
 
         source = open_source(args.source)
+        _check_streamable(source, args.fps)  # what the server would refuse, refused before the model loads
         model = _edge_model(args, args.source, print)
         video = {"video": args.source, "fps": source.fps}
     codec["fps"] = source.fps if args.fps == 30.0 and source.fps else args.fps
@@ -225,6 +226,23 @@ def _edge(args) -> int:
     report = edge.run(frames, video=video, total=total)
     print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; server: {report.summary}")
     return 0 if not report.errors else 1
+
+
+def _check_streamable(source, fps_option: float) -> None:
+    """The source's frame size and rate against the protocol's limits (docs/protocol.md)."""
+    from temposplit import protocol as P
+    from temposplit.errors import ConfigError
+
+    lo, hi = P.FRAME_SIDE
+    if source.size is not None and not all(lo <= v <= hi for v in source.size):
+        h, w = source.size
+        raise ConfigError(f"{source.path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
+    fps = source.fps if fps_option == 30.0 and source.fps else fps_option
+    if not 0 < fps <= P.MAX_FPS:
+        raise ConfigError(
+            f"{source.path} runs at {fps:g} frames/s, above the {P.MAX_FPS:g} the server takes: "
+            f"give the stream a rate with --fps, e.g. --fps {P.MAX_FPS:g} (the annotated video's rate)"
+        )
 
 
 def _features(args) -> int:

@@ -267,7 +267,15 @@ class Edge:
         self._connect(resume=False)
         capture = time.perf_counter()
         self._frame(0, sample, capture)
-        for frame in it:
+        broken = None
+        while True:
+            try:
+                frame = next(it, None)
+            except TemposplitError as exc:  # the source stops part way (a damaged file): end with what was sent
+                broken = exc
+                break
+            if frame is None:
+                break
             capture = time.perf_counter()
             cut = self.model.m1([frame])[0]
             self._frame(self.next_index, cut, capture)
@@ -275,6 +283,12 @@ class Edge:
         self.report.m1_ms = list(self.model.m1_ms)
         self._guarded(lambda: self._emit(self.encoder.flush()))
         self._finish()
+        if broken is not None:
+            kept = len(P.from_ranges((self.report.summary or {}).get("recorded", [])))
+            raise TemposplitError(
+                f"{broken}; the stream {self.stream!r} was ended there: {kept} of its {self.next_index} frame(s) "
+                "recorded by the server"
+            ) from broken
         return self.report
 
     def _frame(self, index: int, cut, capture: float) -> None:

@@ -34,9 +34,25 @@ class Source:
     count: int | None
     camera: bool
     backend: str = "av"
+    size: tuple[int, int] | None = None  # the first frame's (H, W), where known before reading
 
     def frames(self):
-        """RGB uint8 frames (H, W, 3)."""
+        """RGB uint8 frames (H, W, 3), all of the first frame's size: a frame of another
+        size (a stream that changes resolution part way) is a :class:`ConfigError`, since
+        the server maps every frame's boxes with the size the stream announced."""
+        first = None
+        for i, frame in enumerate(self._frames()):
+            if first is None:
+                first = frame.shape[:2]
+            elif frame.shape[:2] != first:
+                (h, w), (h0, w0) = frame.shape[:2], first
+                raise ConfigError(
+                    f"{self.path}: frame {i} is {w}x{h}, the clip started at {w0}x{h0}: a clip keeps one frame size "
+                    "(re-encode it at one size)"
+                )
+            yield frame
+
+    def _frames(self):
         if self.backend == "npy":
             frames = np.load(self.path, mmap_mode="r", allow_pickle=False)
             for i in range(frames.shape[0]):
@@ -85,9 +101,9 @@ def open_source(path: str, backend: str | None = None) -> Source:
             frames = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path} as frames: {exc}") from exc
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or 0 in frames.shape[1:3]:
             raise ConfigError(f"{path}: frames must be (N, H, W, 3) uint8, not {frames.dtype} {frames.shape}")
-        return Source(path, 30.0, int(frames.shape[0]), False, "npy")
+        return Source(path, 30.0, int(frames.shape[0]), False, "npy", tuple(int(v) for v in frames.shape[1:3]))
     backend = backend or _backend()
     if backend == "cv2":
         import cv2
@@ -103,7 +119,7 @@ def open_source(path: str, backend: str | None = None) -> Source:
         from temposplit.model.data import probe_video
 
         info = probe_video(path)
-        return Source(path, info.fps, info.frames, False, "av")
+        return Source(path, info.fps, info.frames, False, "av", info.size)
     import av
 
     try:

@@ -225,6 +225,11 @@ def frequent_categories(reference, min_boxes: int | None = None) -> list[int]:
     return sorted(c for c, n in counts.items() if n >= min_boxes)
 
 
+def reference_boxes(reference) -> int:
+    """How many fidelity ground-truth boxes (float detections with score >= 0.5) ``reference`` holds."""
+    return sum(len(d.above(GT_SCORE).category_ids) for d in reference)
+
+
 def _json_number(v: float, digits: int = 4):
     """A score for JSON: rounded, None for NaN (no ground truth)."""
     import math
@@ -333,7 +338,10 @@ def cut_accuracy(
                     for c, n, a, b in result.categories()
                 ],
             }
-            if weights is not None:
+            if weights is not None and result.images is None:  # no ground truth: no interval either
+                for key in ("map50_ci", "map50_95_ci", "map50_frequent_ci", "map50_95_frequent_ci"):
+                    row[key] = [None, None]
+            elif weights is not None:
                 values = np.array([result.images.all_scores(w, frequent) for w in weights])
                 keys = ("map50_ci", "map50_95_ci", "map50_frequent_ci", "map50_95_frequent_ci")
                 for k, key in enumerate(keys):

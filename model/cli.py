@@ -109,7 +109,14 @@ def _cmd_accuracy(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.model import load_detector
-    from temposplit.model.accuracy import PATHS, cut_accuracy, cut_ranges, float_reference, spread_frames
+    from temposplit.model.accuracy import (
+        PATHS,
+        cut_accuracy,
+        cut_ranges,
+        float_reference,
+        reference_boxes,
+        spread_frames,
+    )
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.calibration import folds as calibration_folds
     from temposplit.model.quantize import parse_method, quantize
@@ -143,6 +150,11 @@ def _cmd_accuracy(args) -> int:
     # The float model's detections (the fidelity ground truth) do not depend on the
     # calibration: computed once, not once per fold.
     reference = float_reference(det, frames)
+    if reference_boxes(reference) == 0:
+        raise ConfigError(
+            f"the float model finds no object (score >= 0.5) in the {len(frames)} frame(s) taken from {video.name}: "
+            "fidelity mAP has no ground truth there; give a clip with COCO objects, or more --frames"
+        )
     for fold, subset in enumerate(subsets):
         quantized = quantize(det, subset, method=args.method, log=log if args.verbose else None)
         ranges = cut_ranges(det, subset, cuts)

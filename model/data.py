@@ -282,10 +282,12 @@ def display_transform(picture: np.ndarray, a: int, b: int, c: int, d: int) -> np
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video file's first video stream announces: ``fps`` (30 where it gives none),
-    ``frames`` (None where the container does not count them)."""
+    ``frames`` (None where the container does not count them), and ``size``, the first
+    frame's (H, W) as :func:`read_video` gives it (upright)."""
 
     fps: float
     frames: int | None
+    size: tuple[int, int] | None = None
 
 
 def _open_video(path: Path):
@@ -316,9 +318,10 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     with container:
         fps = float(stream.average_rate) if stream.average_rate else 30.0
         frames = stream.frames or None
-    if first_frame(path) is None:
+    first = first_frame(path)
+    if first is None:
         raise ConfigError(f"{path} has no frame to decode")
-    return VideoInfo(fps, frames)
+    return VideoInfo(fps, frames, first.shape[:2])
 
 
 def first_frame(path: str | os.PathLike) -> np.ndarray | None:

@@ -102,6 +102,16 @@ def test_odd_sizes_are_padded_for_yuv420p_and_cropped_back(codec):
 
 
 @pytest.mark.parametrize("codec", ["h264", "h265"])
+@pytest.mark.parametrize("size", [(1, 1), (8, 8), (14, 15), (8, 64)])
+def test_tiny_frames_are_padded_to_the_encoders_smallest_size_and_cropped_back(codec, size):
+    h, w = size
+    tiny = [np.ascontiguousarray(f[:h, :w]) for f in CLIP[:3]]
+    clip = encode_video(tiny, 10, codec, crf=23)  # libx265 does not open below 15 pixels a side
+    assert (clip.width, clip.height) == (w, h)
+    assert [d.shape for d in clip.decoded()] == [f.shape for f in tiny]
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
 def test_lower_crf_costs_more_and_looks_better(codec):
     fine, coarse = encode_video(CLIP, 10, codec, crf=23), encode_video(CLIP, 10, codec, crf=38)
     assert fine.total_bytes > coarse.total_bytes

@@ -101,6 +101,21 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
 
 
 @pytest.mark.slow
+def test_accuracy_on_a_clip_without_objects_is_one_line_not_a_traceback(capsys, tmp_path):
+    import av
+
+    path = tmp_path / "blank.mp4"
+    with av.open(str(path), "w") as c:  # flat grey frames: the float model finds nothing
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(4):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 128, np.uint8), format="rgb24")))
+        c.mux(s.encode(None))
+    assert main(["models", "accuracy", "--video", str(path), "--frames", "3", "--cuts", "features.13", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "finds no object" in err
+
+
 def test_accuracy_scores_each_calibration_fold_and_labels_its_rows(capsys, monkeypatch):
     """``--calibration-folds K``: K calibrations, each on the set less a different K-th of
     its frames, one row per fold, cut and path, labelled; the float model's detections (the

@@ -146,3 +146,32 @@ def test_replay_and_features_options(argv, message, capsys):
 def test_a_feature_file_without_the_model_identity_cannot_be_replayed(feature_file, capsys):
     assert main(["edge", "--replay", str(feature_file), "--server", "127.0.0.1:9"]) == 2
     one_line(capsys, "not written by `temposplit features`")
+
+
+def _clip(path, w, h, rate):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for _ in range(3):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24")))
+        c.mux(s.encode(None))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "w, h, rate, message",
+    [(8, 8, 25, "is 8x8: the server takes frames of 16 to 4096"), (64, 48, 1000, "e.g. --fps 240")],
+)
+def test_edge_refuses_what_the_server_would_before_the_model_loads(tmp_path, capsys, monkeypatch, w, h, rate, message):
+    import temposplit.host.cli as host_cli
+
+    monkeypatch.setattr(host_cli, "_edge_model", lambda *a: pytest.fail("the model was loaded"))
+    clip = _clip(tmp_path / "clip.mp4", w, h, rate)
+    assert main(["edge", clip, "--server", "127.0.0.1:9"]) == 2
+    one_line(capsys, message)
+    if rate > 240:  # the rate the message names is taken
+        monkeypatch.setattr(host_cli, "_edge_model", lambda *a: (_ for _ in ()).throw(SystemExit(7)))
+        with pytest.raises(SystemExit, match="7"):
+            main(["edge", clip, "--server", "127.0.0.1:9", "--fps", "240"])

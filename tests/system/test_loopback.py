@@ -42,6 +42,23 @@ def test_a_normal_run_gives_detections_for_every_frame(server, edge_model, vtest
         assert sum(1 for _ in c.decode(video=0)) == 9
 
 
+def test_a_source_that_breaks_part_way_ends_the_stream_with_what_was_sent(server, edge_model, vtest_frames):
+    from temposplit.errors import ConfigError, TemposplitError
+
+    def damaged():  # as read_video does on a truncated file
+        yield from vtest_frames[:5]
+        raise ConfigError("clip.mp4: cannot decode frame 5: Invalid data found when processing input")
+
+    edge = Edge(edge_model, CODEC, server.address, "damaged")
+    with pytest.raises(TemposplitError, match="cannot decode frame 5.*'damaged' was ended there: 5 of its 5 frame"):
+        edge.run(damaged(), total=9)  # the container announced more frames than decode
+    assert_every_frame_once(server, "damaged", 5)
+    state = json.loads((server.out_dir / "damaged" / "session.json").read_text())
+    assert state["finished"] is True  # not left open: the name is free for the next run
+    again = Edge(edge_model, CODEC, server.address, "damaged").run(vtest_frames[:2], total=2)
+    assert again.acked == 2 and not again.errors
+
+
 def test_a_connection_killed_mid_stream_is_recovered(server, edge_model, vtest_frames):
     frames = vtest_frames[:10]
     edge = Edge(edge_model, CODEC, server.address, "killed")

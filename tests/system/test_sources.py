@@ -32,7 +32,9 @@ def test_npy_frames_are_read_with_numpy_alone(tmp_path):
     assert len(got) == 4 and all(np.array_equal(a, b) for a, b in zip(got, frames, strict=True))
 
 
-@pytest.mark.parametrize("array", [np.zeros((2, 6, 8, 3), np.float32), np.zeros((6, 8, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "array", [np.zeros((2, 6, 8, 3), np.float32), np.zeros((6, 8, 3), np.uint8), np.zeros((2, 0, 0, 3), np.uint8)]
+)
 def test_npy_of_no_frames_is_refused(tmp_path, array):
     from temposplit.errors import ConfigError
 
@@ -88,3 +90,35 @@ def test_a_phone_clip_is_read_upright_as_players_show_it(tmp_path, degrees, back
         for frame in frames:
             assert frame.shape == upright.shape, name
             assert np.abs(frame.astype(int) - upright.astype(int)).mean() < 8, name  # where the white corner is
+
+
+def _resolution_change(path):
+    """Two MPEG-TS parts joined byte for byte: 64x48, then 320x240 (5 frames each)."""
+    import av
+
+    parts = []
+    for w, h in ((64, 48), (320, 240)):
+        part = path.with_suffix(f".{w}.ts")
+        with av.open(str(part), "w", format="mpegts") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(5):
+                rgb = np.full((h, w, 3), 40 * i, np.uint8)
+                c.mux(s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            c.mux(s.encode(None))
+        parts.append(part.read_bytes())
+    path.write_bytes(b"".join(parts))
+
+
+def test_a_clip_that_changes_size_part_way_is_refused_at_the_change(tmp_path):
+    from temposplit.errors import ConfigError
+
+    path = tmp_path / "change.ts"
+    _resolution_change(path)
+    src = open_source(str(path))
+    assert src.size == (48, 64)
+    got = []
+    with pytest.raises(ConfigError, match="frame 5 is 320x240, the clip started at 64x48"):
+        for frame in src.frames():
+            got.append(frame)
+    assert [f.shape for f in got] == [(48, 64, 3)] * 5  # every frame before the change
