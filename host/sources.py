@@ -94,6 +94,8 @@ class Source:
 
 def open_source(path: str, backend: str | None = None) -> Source:
     camera = path.startswith("/dev/video")
+    if not camera and Path(path).is_dir():
+        raise ConfigError(f"{path} is a folder, not a video file")
     if not camera and not Path(path).is_file():
         raise MissingDependencyError(f"video {path} not found")
     if not camera and path.endswith(".npy"):

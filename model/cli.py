@@ -97,6 +97,10 @@ def _video_arg(text: str):
 
     clips = eval_clips()
     path = clips.get(text.lower(), Path(text))
+    if path.is_dir():
+        from temposplit.errors import ConfigError
+
+        raise ConfigError(f"{text} is a folder, not a video file")
     if not path.is_file():
         hint = " (run `make data`)" if text.lower() in clips else ""
         raise MissingDependencyError(f"video {text} not found{hint}")

@@ -312,6 +312,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     cannot be decoded.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a video file")
     if not path.is_file():
         raise MissingDependencyError(f"video {path} not found")
     container, stream = _open_video(path)
@@ -346,6 +348,8 @@ def read_video(
     if max_frames is not None and max_frames < 0:
         raise ConfigError(f"max_frames must be >= 0, not {max_frames}")
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a video file")
     if not path.is_file():
         raise MissingDependencyError(f"video {path} not found (run `make data` for vtest.avi)")
     import av

@@ -175,3 +175,15 @@ def test_edge_refuses_what_the_server_would_before_the_model_loads(tmp_path, cap
         monkeypatch.setattr(host_cli, "_edge_model", lambda *a: (_ for _ in ()).throw(SystemExit(7)))
         with pytest.raises(SystemExit, match="7"):
             main(["edge", clip, "--server", "127.0.0.1:9", "--fps", "240"])
+
+
+def test_a_folder_given_as_a_video_is_named_a_folder(tmp_path, capsys):
+    folder = tmp_path / "a dir.mp4"
+    folder.mkdir()
+    for argv in (
+        ["edge", str(folder), "--server", "127.0.0.1:9"],
+        ["features", str(folder), str(tmp_path / "f.npz")],
+        ["models", "accuracy", "--video", str(folder)],
+    ):
+        assert main(argv) == 2
+        one_line(capsys, "is a folder, not a video file")
