@@ -101,9 +101,14 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", choices=["anchor", "chain"], default=None, help="what predicted frames use")
     p.add_argument("--refresh", type=float, default=None, help="make a frame an anchor above this mean TSS cost")
     p.add_argument("--rate", type=float, default=None, help="target MB/s at --fps: rate control picks N and g")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate for rates (default 30)")
+    p.add_argument(
+        "--fps", type=float, default=None, help="frame rate for rates (default 30; the edge's: its source's)"
+    )
     p.add_argument("--table-policy", choices=["previous", "own"], default="previous")
     p.add_argument("--key-interval", type=int, default=16, help="anchors between self-contained KEY anchors")
+
+
+DEFAULT_FPS = 30.0  # --fps where neither it nor a source gives a rate
 
 
 def config_from_args(args, tensors):
@@ -152,7 +157,7 @@ def config_from_args(args, tensors):
         table_policy=args.table_policy,
         key_interval=args.key_interval,
         rate_target=args.rate,
-        fps=args.fps,
+        fps=DEFAULT_FPS if args.fps is None else args.fps,
         **kwargs,
     )
 
@@ -169,7 +174,8 @@ def _encode(args) -> int:
         TensorSpec(n, tuple(c.shape[1:]), s, z, block or b or 4)
         for n, c, s, z, b in zip(clip.names, clip.codes, clip.scales, clip.zero_points, clip.blocks, strict=True)
     ]
-    enc = Encoder(config_from_args(args, tensors))
+    config = config_from_args(args, tensors)
+    enc = Encoder(config)
     enc.set_total_frames(clip.frames)
     with open(args.output, "wb") as f:
         f.write(enc.header_bytes())
@@ -183,7 +189,7 @@ def _encode(args) -> int:
     print(
         f"{clip.frames} frames, {total} bytes ({total / clip.frames:.0f} per frame, "
         f"{8 * total / (elements * clip.frames):.3f} bits per element, "
-        f"{total / clip.frames * args.fps / 1e6:.3f} MB/s at {args.fps:g} fps) -> {args.output}"
+        f"{total / clip.frames * config.fps / 1e6:.3f} MB/s at {config.fps:g} fps) -> {args.output}"
     )
     if args.stats:
         for line in frame_stats(enc.frames, clip.names):

@@ -337,10 +337,9 @@ class CloudServer:
             expiry.cancel()
             acceptor.cancel()
             self.sock.close()
-            for conn in list(self.connections):
-                if conn.task is not None:
-                    conn.task.cancel()
-            tasks = [c.task for c in self.connections if c.task is not None]
+            tasks = list(self.tasks)  # every accepted socket's: connected, or still reading its PROXY header
+            for task in tasks:
+                task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=10)
             with self.table:
@@ -498,20 +497,16 @@ class CloudServer:
                 why = s.owned_by(token, identity, header)
                 if why:
                     raise Refused(why)
+                if s.conn is None:  # a detached stream attaches again: it counts toward the limits
+                    self._check_stream_limits(conn, retry=True)
+                elif s.conn.client != conn.client:
+                    self._check_stream_limits(conn, retry=True, only_client=True)
                 old, s.conn = s.conn, conn
                 if old is not None:
                     old.fail("the stream was resumed on another connection")
                 resumed = s
             else:
-                attached = sum(x.conn is not None for x in self.sessions.values()) + len(self.opening)
-                if attached >= self.max_streams:
-                    raise Refused("the server is at its stream limit")
-                limit = self.max_streams_per_client
-                if limit:
-                    mine = sum(x.conn is not None and x.conn.client == conn.client for x in self.sessions.values())
-                    mine += sum(c == conn.client for c in self.opening.values())
-                    if mine >= limit:
-                        raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)")
+                self._check_stream_limits(conn)
                 self.opening[name] = conn.client
                 waiting = s
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
@@ -530,6 +525,20 @@ class CloudServer:
                     s.conn = conn
                     self.sessions[name] = s
         return s, self._welcome(s, token)
+
+    def _check_stream_limits(self, conn: Connection, retry: bool = False, only_client: bool = False) -> None:
+        """Refuse one more attached stream for ``conn``'s client over the global or the
+        per-client limit (the table lock held)."""
+        if not only_client:
+            attached = sum(x.conn is not None for x in self.sessions.values()) + len(self.opening)
+            if attached >= self.max_streams:
+                raise Refused("the server is at its stream limit", retry=retry)
+        limit = self.max_streams_per_client
+        if limit:
+            mine = sum(x.conn is not None and x.conn.client == conn.client for x in self.sessions.values())
+            mine += sum(c == conn.client for c in self.opening.values())
+            if mine >= limit:
+                raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)", retry=retry)
 
     def _load_or_create(self, name, info, header, resume, token, identity, peer) -> tuple[Session, str | None]:
         out = self.out_dir / name

@@ -100,7 +100,6 @@ def test_accuracy_prints_one_json_object_per_cut_and_path(capsys):
             assert r["map50"] == pytest.approx(sum(c["ap50"] for c in cats) / len(cats), abs=1e-3)
 
 
-@pytest.mark.slow
 def test_accuracy_on_a_clip_without_objects_is_one_line_not_a_traceback(capsys, tmp_path):
     import av
 
@@ -116,6 +115,7 @@ def test_accuracy_on_a_clip_without_objects_is_one_line_not_a_traceback(capsys, 
     assert out == "" and len(err.strip().splitlines()) == 1 and "finds no object" in err
 
 
+@pytest.mark.slow
 def test_accuracy_scores_each_calibration_fold_and_labels_its_rows(capsys, monkeypatch):
     """``--calibration-folds K``: K calibrations, each on the set less a different K-th of
     its frames, one row per fold, cut and path, labelled; the float model's detections (the

@@ -174,7 +174,7 @@ def test_edge_refuses_what_the_server_would_before_the_model_loads(tmp_path, cap
     if rate > 240:  # the rate the message names is taken
         monkeypatch.setattr(host_cli, "_edge_model", lambda *a: (_ for _ in ()).throw(SystemExit(7)))
         with pytest.raises(SystemExit, match="7"):
-            main(["edge", clip, "--server", "127.0.0.1:9", "--fps", "240"])
+            main(["edge", clip, "--server", "127.0.0.1:9", "--fps", "30"])  # 30 too: given, not the default
 
 
 def test_a_folder_given_as_a_video_is_named_a_folder(tmp_path, capsys):

@@ -371,8 +371,8 @@ def closed_at_once(address, source=None, first=b"", then=b"") -> bool:
     return closed_by_server(c.sock)
 
 
-def wait_for(predicate, what: str) -> None:
-    for _ in range(400):  # bounded: 20 s
+def wait_for(predicate, what: str, seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.05)):  # bounded
         if predicate():
             return
         time.sleep(0.05)
@@ -405,6 +405,22 @@ def test_one_client_cannot_hold_every_stream_slot(make_server, coded_stream):
     mine[0].close()  # a detached stream no longer counts
     wait_for(lambda: srv.sessions["mine0"].conn is None, "the closed stream detached")
     assert Raw(srv.address).hello(header, "mine3").type == P.WELCOME
+
+
+def test_a_resumed_stream_counts_toward_its_clients_limit(make_server, coded_stream):
+    header, _ = coded_stream
+    srv = make_server(max_streams=8, max_streams_per_client=2)
+    old = Raw(srv.address)
+    token = old.hello(header, "old").json()["token"]
+    old.close()
+    wait_for(lambda: srv.sessions["old"].conn is None, "the stream detached")
+    news = [Raw(srv.address) for _ in range(2)]
+    assert all(c.hello(header, f"new{k}").type == P.WELCOME for k, c in enumerate(news))
+    answer = Raw(srv.address).hello(header, "old", resume=True, token=token)  # a third attached stream
+    assert refused(answer, "is at its stream limit (2 attached)") and answer.json()["retry"] is True
+    news[0].close()
+    wait_for(lambda: srv.sessions["new0"].conn is None, "a stream detached")
+    assert Raw(srv.address).hello(header, "old", resume=True, token=token).type == P.WELCOME
 
 
 def test_behind_a_proxy_the_proxy_protocol_names_each_client(make_server, coded_stream):
@@ -441,3 +457,25 @@ def test_every_connection_slot_taken_refuses_further_sockets_until_one_frees(mak
     idle[0].close()
     wait_for(lambda: sum(srv.per_client.values()) == 1, "a closed connection uncounted")
     assert Raw(srv.address).hello(header, "freed").type == P.WELCOME
+
+
+def test_stopping_closes_sockets_still_reading_their_proxy_header(make_server, monkeypatch):
+    from temposplit.server.worker import Worker
+
+    stop = Worker.stop
+
+    def slow_stop(self, timeout):  # workers finishing queued frames: the stop takes a while
+        time.sleep(5)
+        return stop(self, timeout)
+
+    monkeypatch.setattr(Worker, "stop", slow_stop)
+    srv = make_server(proxy_protocol=True, handshake_timeout=60)
+    pending = Raw(srv.address, timeout=2)  # connected, no header yet
+    wait_for(lambda: srv.accepting == 1, "the socket accepted")
+    srv.request_stop()  # the workers now take 5 s to stop; the socket must not wait for that
+    wait_for(lambda: srv.accepting == 0, "the pending socket ended before the workers stopped", seconds=3)
+    try:
+        pending.sock.sendall(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n")
+    except (ConnectionResetError, BrokenPipeError):
+        return
+    assert closed_by_server(pending.sock)  # closed at the stop (within the socket's 2 s), not served
