@@ -291,7 +291,9 @@ class VideoInfo:
 
 
 def _open_video(path: Path):
-    """The opened container and its first video stream, or a :class:`ConfigError` that says why not."""
+    """The opened container and its main video stream (FFmpeg's choice, as its players
+    make it: not a cover picture stored as a stream before the video), or a
+    :class:`ConfigError` that says why not."""
     import av
 
     try:  # metadata in another encoding than UTF-8 (older cameras) is read, not refused
@@ -301,7 +303,7 @@ def _open_video(path: Path):
     if not container.streams.video:
         container.close()
         raise ConfigError(f"{path} has no video stream")
-    return container, container.streams.video[0]
+    return container, container.streams.best("video") or container.streams.video[0]
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:

@@ -122,3 +122,25 @@ def test_a_clip_that_changes_size_part_way_is_refused_at_the_change(tmp_path):
         for frame in src.frames():
             got.append(frame)
     assert [f.shape for f in got] == [(48, 64, 3)] * 5  # every frame before the change
+
+
+def test_the_video_is_read_not_a_cover_picture_stored_before_it(tmp_path):
+    """A file whose first video stream is a one-picture cover (as taggers write them):
+    the frames are the video's, as players show it."""
+    import av
+
+    path = tmp_path / "cover.mkv"
+    with av.open(str(path), "w") as c:
+        cover = c.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 160, 120, "yuvj420p"
+        video = c.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 200, np.uint8), format="rgb24")
+        c.mux(cover.encode(picture.reformat(format="yuvj420p")))
+        c.mux(cover.encode(None))
+        for i in range(6):
+            c.mux(video.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 30 * i, np.uint8), format="rgb24")))
+        c.mux(video.encode(None))
+    src = open_source(str(path))
+    assert src.size == (240, 320) and src.fps == 25
+    assert [f.shape for f in src.frames()] == [(240, 320, 3)] * 6
