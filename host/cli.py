@@ -202,10 +202,11 @@ def _edge(args) -> int:
         from temposplit.host.sources import open_source
 
         source = open_source(args.source)
-        _check_streamable(source, args.fps)  # what the server would refuse, refused before the model loads
-        model = _edge_model(args, args.source, print)
         video = {"video": args.source, "fps": source.fps}
     codec["fps"] = args.fps if args.fps is not None else source.fps
+    if not args.replay:  # a live source: what the server would refuse, refused before the model loads
+        _check_streamable(source, codec["fps"])
+        model = _edge_model(args, args.source, print)
     edge = Edge(
         model,
         codec,
@@ -228,8 +229,8 @@ def _edge(args) -> int:
     return 0 if not report.errors else 1
 
 
-def _check_streamable(source, fps_option: float | None) -> None:
-    """The source's frame size and rate against the protocol's limits (docs/protocol.md)."""
+def _check_streamable(source, fps: float) -> None:
+    """The source's frame size and the stream's rate against the protocol's limits (docs/protocol.md)."""
     from temposplit import protocol as P
     from temposplit.errors import ConfigError
 
@@ -237,7 +238,6 @@ def _check_streamable(source, fps_option: float | None) -> None:
     if source.size is not None and not all(lo <= v <= hi for v in source.size):
         h, w = source.size
         raise ConfigError(f"{source.path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
-    fps = fps_option if fps_option is not None else source.fps
     if not 0 < fps <= P.MAX_FPS:
         raise ConfigError(
             f"{source.path} runs at {fps:g} frames/s, above the {P.MAX_FPS:g} the server takes: "
