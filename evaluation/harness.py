@@ -240,6 +240,9 @@ class Harness:
             self.log("fetching the evaluation clips (Debian packages, extracted, not installed)")
             data.fetch_data(log=self.log)
             missing = [str(p) for p in videos.values() if not p.is_file()]
+        folders = [m for m in missing if Path(m).is_dir()]
+        if folders:
+            raise ConfigError(f"{', '.join(folders)}: a folder, not a video file (--video-list takes a list of clips)")
         if missing:
             raise ConfigError(f"no such video: {', '.join(missing)}")
         from temposplit.model.data import probe_video

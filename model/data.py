@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -306,6 +307,42 @@ def _open_video(path: Path):
     return container, container.streams.best("video") or container.streams.video[0]
 
 
+def _announced_end(container, stream) -> float | None:
+    """The time (s) at which the container says the video stream ends, or None where it
+    does not say: the stream's own duration, else its ``DURATION`` tag (Matroska's
+    muxers write one per track), else the container's where the video is its only stream
+    (with an audio track the container's duration may be the audio's)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION", "")
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag.strip())
+    if match:
+        h, m, sec = match.groups()
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1e6
+    return None
+
+
+def _missing_tail(container, stream, decoded: int, last_time: float | None) -> str | None:
+    """Why a video whose decoder stopped after ``decoded`` frames (the last at ``last_time``
+    s) looks cut short, or None: fewer frames than the container counts (by more than 2
+    and 2 %: edit lists drop a few from well-formed files), or, where it counts none
+    (Matroska, WebM), an end well before the duration it announces (by more than 0.5 s, 2
+    frames and 5 %: a variable-rate clip's last frame may be shown a while)."""
+    counted = stream.frames or 0
+    if counted:
+        if counted - decoded > max(2, 0.02 * counted):
+            return f"the file ends after {decoded} of the {counted} frames its container counts"
+        return None
+    end = _announced_end(container, stream)
+    if end and last_time is not None:
+        period = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        if end - (last_time + period) > max(0.5, 2 * period, 0.05 * end):
+            return f"the file ends at {last_time + period:.2f} s of the {end:.2f} s its container announces"
+    return None
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Open a video file and read its frame rate and announced frame count.
 
@@ -361,15 +398,19 @@ def read_video(
         return
     container, stream = _open_video(path)
     with container:
-        decoded, index = container.decode(stream), -1
+        decoded, index, last_time = container.decode(stream), -1, None
         while True:
             try:
                 frame = next(decoded, None)
             except av.error.FFmpegError as exc:
                 raise ConfigError(f"{path}: cannot decode frame {index + 1}: {exc}") from None
             if frame is None:
+                missing = _missing_tail(container, stream, index + 1, last_time)
+                if missing:
+                    raise ConfigError(f"{path}: cannot decode frame {index + 1}: {missing} (a truncated file?)")
                 return
             index += 1
+            last_time = frame.time
             if index < start or (index - start) % step:
                 continue
             yield upright_rgb(frame)

@@ -430,6 +430,9 @@ def test_cli_rejects_bad_options(capsys):
     assert main(["eval", "--video", "/nonexistent/clip.avi", "--out", "/nonexistent/x", "--frames", "2"]) == 2
     err = capsys.readouterr().err
     assert "no such video" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "--video", "/tmp", "--out", "/nonexistent/x", "--frames", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "/tmp: a folder, not a video file" in err and len(err.strip().splitlines()) == 1
     assert main(["eval", "--video-list", "/nonexistent/list.txt", "--out", "/nonexistent/x"]) == 2
     assert "no such list file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:

@@ -90,6 +90,48 @@ def test_a_damaged_clip_reads_what_decodes_or_fails_with_the_frame(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(got[:-1], frames, strict=False))
 
 
+def _with_audio(path, video, seconds):
+    """``video``'s stream and a silent audio track of ``seconds``, muxed into ``path``."""
+    import av
+
+    with av.open(str(path), "w") as out, av.open(str(video)) as src:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        audio = out.add_stream("aac", rate=8000)  # every stream before the first packet
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000 * seconds), np.float32), format="flt", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".avi"])
+def test_a_file_cut_short_is_not_read_as_a_shorter_clip(tmp_path, suffix):
+    # Matroska counts no frames but announces its duration; AVI counts them. Either way a
+    # file cut at a packet boundary decodes cleanly up to the cut, which must not pass for
+    # the whole clip: the frames before the cut come back, then a ConfigError names the
+    # frame where it stops and what the container announced.
+    whole = tmp_path / f"whole{suffix}"
+    _clip(whole, n=40)
+    frames = list(data.read_video(whole))
+    assert len(frames) == 40
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    got = []
+    with pytest.raises(ConfigError, match=r"cannot decode frame \d+: the file ends .*a truncated file") as err:
+        for frame in data.read_video(cut):
+            got.append(frame)
+    assert f"cannot decode frame {len(got)}:" in str(err.value) and 10 <= len(got) < 40
+    assert all(np.array_equal(a, b) for a, b in zip(got[:-1], frames, strict=False))
+    # An audio track longer than the video is no sign of a cut (the container's duration
+    # is then the audio's): the whole clip reads as before.
+    dubbed = tmp_path / f"dubbed{suffix}"
+    _with_audio(dubbed, whole, seconds=9)
+    assert len(list(data.read_video(dubbed))) == 40
+
+
 def test_a_broken_packet_fails_with_the_frame_it_stops_at(tmp_path):
     import av
 
