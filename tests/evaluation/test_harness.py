@@ -6,6 +6,7 @@ with random weights."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -561,3 +562,32 @@ def test_the_plots_tell_the_chain_variants_apart():
     for mark in ("hyst=", "dz="):
         own = {style[v] for v in variants if mark in v}
         assert own and own.isdisjoint(style[v] for v in variants if mark not in v)
+
+
+def test_cli_holdout_evaluates_the_held_out_clips(monkeypatch):
+    # --holdout puts the held-out clips in place of the default evaluation clips (and beside
+    # any --video), never the evaluation clips themselves.
+    import temposplit.evaluation.harness as harness_module
+    from temposplit.cli import main
+    from temposplit.model import data
+
+    if not all(p.is_file() for p in data.holdout_clips().values()):
+        pytest.skip("data/ is incomplete: run `make data`")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            raise Stop
+
+    monkeypatch.setattr(harness_module, "Harness", Recorder)
+    with pytest.raises(Stop):
+        main(["eval", "--holdout", "--out", "/nonexistent/x"])
+    assert [Path(v).name for v in seen["video"]] == ["bikes.mp4", "carphone.mp4", "bigbuckbunny.mp4"]
+    seen.clear()
+    with pytest.raises(Stop):
+        main(["eval", "--holdout", "--video", str(data.vtest_path()), "--out", "/nonexistent/x"])
+    assert [Path(v).name for v in seen["video"]] == ["vtest.avi", "bikes.mp4", "carphone.mp4", "bigbuckbunny.mp4"]
