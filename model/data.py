@@ -376,7 +376,8 @@ def _announced_end(container, stream) -> float | None:
     """The time (s) at which the container says the video stream ends, or None where it
     does not say: the stream's own duration, else its ``DURATION`` tag (Matroska's
     muxers write one per track), else the container's where the video is its only stream
-    (with an audio track the container's duration may be the audio's)."""
+    (with an audio track the container's duration may be the audio's) and the container
+    stores one (Matroska, FLV: elsewhere FFmpeg may estimate it from the bit rate)."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     tag = (stream.metadata or {}).get("DURATION", "")
@@ -384,7 +385,8 @@ def _announced_end(container, stream) -> float | None:
     if match:
         h, m, sec = match.groups()
         return int(h) * 3600 + int(m) * 60 + float(sec)
-    if container.duration and len(container.streams) == 1:
+    stored = container.format.name.split(",")[0] in ("matroska", "flv")
+    if stored and container.duration and len(container.streams) == 1:
         return container.duration / 1e6
     return None
 
