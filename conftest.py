@@ -3,6 +3,9 @@ one worker per CPU, whole files per worker; docs/testing.md).
 
 - Each worker gets its share of the cores for BLAS, OpenMP and numba threads, so two
   workers on two cores do not each start two compute threads.
+- A test that sets PyTorch's thread count (the models CLI's ``--threads``, default 2, run
+  in process) has it set back to the worker's share after it: more threads than cores
+  make OpenMP's barriers wait on descheduled threads, several times slower.
 - Files are handed out longest first (``LONG_FIRST``, from ``--durations`` on this suite),
   so that the last file to start is a short one and the workers finish together.
 """
@@ -10,6 +13,9 @@ one worker per CPU, whole files per worker; docs/testing.md).
 from __future__ import annotations
 
 import os
+import sys
+
+import pytest
 
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
@@ -43,3 +49,19 @@ def pytest_collection_modifyitems(config, items):
         return rank.get(path, len(rank))
 
     items.sort(key=key)  # stable: within a file and among the rest, collection order stays
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_given_back():
+    """PyTorch's intra-op thread count after each test as it was before (the worker's share
+    where the test imported torch first)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if before is None:
+        before = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -82,17 +82,22 @@ def cut_tensors(names: list[str], tensors: list[torch.Tensor], index: int = 0) -
 # float32, 1 and 2 threads, or AVX512 and AVX2 kernels, gave networks with 183-190 of 414
 # tensors different and int8 mAP@0.5 up to 9 points apart (docs/models.md,
 # "Reproducibility"). So a recipe computes in float64 (differences of ~1e-14, which the
-# float32 results it keeps round away) and at a fixed thread count, whatever the caller
-# set: a demo, an edge, a test worker and another machine get the same network.
+# float32 results it keeps round away): a demo, an edge, a test worker and another machine
+# get the same network at any thread count (tests/model/test_qcache.py). It runs at
+# CALIBRATION_THREADS, or fewer where the caller set fewer: more threads than the process
+# was given (two test workers on two cores, each told one) oversubscribe the cores, and
+# OpenMP's barriers then wait on descheduled threads (measured: two calibrations side by
+# side took 119 s each at 2 threads against 27 s at 1).
 CALIBRATION_DTYPE = torch.float64
 CALIBRATION_THREADS = 2
 
 
 @contextlib.contextmanager
 def calibration_threads():
-    """Run the enclosed calibration at :data:`CALIBRATION_THREADS` intra-op threads."""
+    """Run the enclosed calibration at :data:`CALIBRATION_THREADS` intra-op threads, or at
+    the caller's count where that is lower."""
     before = torch.get_num_threads()
-    torch.set_num_threads(CALIBRATION_THREADS)
+    torch.set_num_threads(min(CALIBRATION_THREADS, before))
     try:
         yield
     finally:

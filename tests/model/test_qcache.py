@@ -133,9 +133,20 @@ def test_the_cpu_kind_is_not_part_of_the_key(ssd, vtest_frames, monkeypatch):
 
 
 def test_the_calibration_does_not_depend_on_the_callers_threads(ssd, vtest_frames, monkeypatch):
-    """Calibration runs at a fixed thread count, whatever the caller set, gives the caller's
-    setting back, and makes the same network."""
+    """Calibration runs at CALIBRATION_THREADS, or fewer where the caller set fewer (never
+    more than the process was given), gives the caller's setting back, and makes the same
+    network at 1 and at 2 threads."""
+    from temposplit.model import quantize as Q
+
     monkeypatch.setenv("TEMPOSPLIT_INT8_CACHE", "0")
+    inside = []
+    calibrate = Q._calibrate
+
+    def counted(*args, **kwargs):
+        inside.append(torch.get_num_threads())
+        return calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(Q, "_calibrate", counted)
     before = torch.get_num_threads()
     batch = ssd.preprocess(vtest_frames[2:4])
     codes = []
@@ -147,6 +158,7 @@ def test_the_calibration_does_not_depend_on_the_callers_threads(ssd, vtest_frame
             codes.append(_codes(q, batch, "features.13"))
     finally:
         torch.set_num_threads(before)
+    assert inside == [1, Q.CALIBRATION_THREADS]
     assert torch.equal(codes[0], codes[1])
 
 
