@@ -3,12 +3,18 @@
 Each part of the system registers its own sub-commands from a small module that imports
 only :mod:`argparse` at load time (heavy imports happen inside the handlers), so
 ``temposplit --help`` stays fast and a missing optional extra only disables its commands.
+
+A mistake in the input or the options is one line on stderr and exit status 2: argparse's
+own rejections too (:class:`OneLineParser`), and memory that runs out. Anything else that
+escapes a handler is a defect of ours, reported as one line naming it and exit status 1;
+``TEMPOSPLIT_DEBUG=1`` lets the traceback through.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from temposplit import __version__
@@ -37,8 +43,16 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose rejection is one line (not the usage block, then the error);
+    its sub-command parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="temposplit",
         description="Split video object detection across an edge board and a server.",
     )
@@ -70,9 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     except _user_error_types() as exc:
         print(f"temposplit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(
+            f"temposplit {args.command}: error: out of memory (the input is larger than this machine holds)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"temposplit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a defect of ours, not the user's: one line that names it
+        if os.environ.get("TEMPOSPLIT_DEBUG", "") not in ("", "0"):
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        print(
+            f"temposplit {args.command}: internal error: {type(exc).__name__}: {detail} "
+            "(please report it; TEMPOSPLIT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return int(result or 0)
 
 

@@ -38,6 +38,61 @@ def test_a_port_out_of_range_is_an_argument_error(capsys):
     assert "0..65535" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["serve", "--port", "99999"], "0..65535"),
+        (["edge", "clip.avi", "--backend", "bogus"], "invalid choice"),
+        (["encode"], "required"),
+        (["bench", "codec", "--no-such-option"], "unrecognized arguments"),  # a sub-command's sub-command
+        (["models", "accuracy", "--frames", "many"], "invalid int value"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_argument_errors_are_one_line_not_the_usage_block(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # not the usage block
+    assert line.startswith("temposplit") and message in line and line.endswith("--help)"), line
+
+
+def _parser_whose_handler_raises(error):
+    from temposplit.cli import OneLineParser
+
+    def build():
+        parser = OneLineParser(prog="temposplit")
+        sub = parser.add_subparsers(dest="command")
+
+        def handler(args):
+            raise error
+
+        sub.add_parser("boom").set_defaults(handler=handler)
+        return parser
+
+    return build
+
+
+def test_a_defect_that_escapes_a_handler_is_one_line_and_exit_1(monkeypatch, capsys):
+    monkeypatch.delenv("TEMPOSPLIT_DEBUG", raising=False)
+    monkeypatch.setattr("temposplit.cli.build_parser", _parser_whose_handler_raises(ValueError("a\nb")))
+    assert main(["boom"]) == 1
+    one_line(capsys, "temposplit boom: internal error: ValueError: a b")
+
+
+def test_temposplit_debug_lets_the_traceback_through(monkeypatch):
+    monkeypatch.setenv("TEMPOSPLIT_DEBUG", "1")
+    monkeypatch.setattr("temposplit.cli.build_parser", _parser_whose_handler_raises(KeyError("x")))
+    with pytest.raises(KeyError):
+        main(["boom"])
+
+
+def test_memory_that_runs_out_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr("temposplit.cli.build_parser", _parser_whose_handler_raises(MemoryError()))
+    assert main(["boom"]) == 2
+    one_line(capsys, "temposplit boom: error: out of memory")
+
+
 def one_line(capsys, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("temposplit "), err
