@@ -8,12 +8,14 @@ before anything is allocated.
 
 from __future__ import annotations
 
+import math
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass, field
 
 from temposplit.codec import ctx, entropy, huffman
-from temposplit.codec.errors import BitstreamError, ChecksumError, LimitError, TruncatedError
+from temposplit.codec.errors import BitstreamError, ChecksumError, ConfigurationError, LimitError, TruncatedError
 from temposplit.codec.motion import MAX_BLOCK, SEARCH_RANGES, grid_shape
 from temposplit.codec.quantize import MAX_BITS, MIN_BITS
 from temposplit.codec.structure import KINDS, MAX_GROUP
@@ -31,6 +33,7 @@ MAX_CHANNELS = 8192
 MAX_TENSOR_ELEMENTS = 1 << 24
 MAX_FRAME_ELEMENTS = 1 << 24
 MAX_HEADER = 4096
+MAX_FPS_MILLI = (1 << 32) - 1  # the frame rate's u32 field, in millihertz (0 is refused)
 
 KEY, ANCHOR, PRED = 1, 2, 3
 PACKET_TYPES = {KEY: "key", ANCHOR: "anchor", PRED: "pred"}
@@ -116,6 +119,12 @@ class StreamHeader:
         )
 
     def to_bytes(self) -> bytes:
+        try:
+            return self._to_bytes()
+        except (struct.error, OverflowError, TypeError) as exc:  # a field past its wire range
+            raise ConfigurationError(f"the stream header cannot carry these fields ({exc})") from exc
+
+    def _to_bytes(self) -> bytes:
         if not 1 <= self.ctx_slices <= ctx.MAX_SLICES or (self.ctx_slices > 1 and self.coder not in V2_CODERS):
             raise ValueError(f"ctx_slices {self.ctx_slices} with the coder {self.coder!r} (1, or 2..32 with ctx)")
         out = bytearray(
@@ -242,6 +251,23 @@ class StreamHeader:
         return total
 
 
+def wire_fps_ok(fps) -> bool:
+    """Whether the header's millihertz field carries ``fps`` (and the decoder takes it)."""
+    try:
+        return isinstance(fps, numbers.Real) and math.isfinite(fps) and 1 <= round(fps * 1000) <= MAX_FPS_MILLI
+    except (OverflowError, ValueError, TypeError):
+        return False
+
+
+def wire_scale_ok(scale) -> bool:
+    """Whether ``scale`` as the header's float32 is finite and positive (what the decoder takes)."""
+    try:
+        (s32,) = struct.unpack("<f", struct.pack("<f", scale))
+    except (struct.error, OverflowError, TypeError, ValueError):
+        return False
+    return 0 < s32 < float("inf")
+
+
 def header_length(data: bytes) -> int:
     """Length of the header at the start of ``data``, checked against the data and the limit."""
     if len(data) < 8:
@@ -307,7 +333,8 @@ def parse_packet(data: bytes, pos: int, max_payload: int) -> tuple[Packet, int]:
 
 def find_next_packet(data: bytes, pos: int) -> int:
     """Position of the next packet magic at or after ``pos`` (len(data) if none)."""
-    i = bytes(data).find(PACKET_MAGIC, pos)
+    find = data.find if hasattr(data, "find") else bytes(data).find  # bytes and mmap search in place
+    i = find(PACKET_MAGIC, pos)
     return len(data) if i < 0 else i
 
 

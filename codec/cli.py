@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def register(sub) -> None:
@@ -166,6 +167,7 @@ def _encode(args) -> int:
     from temposplit.codec.encoder import Encoder, TensorSpec
     from temposplit.codec.motion import check_block
 
+    check_output(args.output, args.input)
     clip = _load_features(args.input)
     block = args.block
     if block is not None:
@@ -175,10 +177,11 @@ def _encode(args) -> int:
         for n, c, s, z, b in zip(clip.names, clip.codes, clip.scales, clip.zero_points, clip.blocks, strict=True)
     ]
     config = config_from_args(args, tensors)
-    enc = Encoder(config)
+    enc = Encoder(config)  # validates the configuration against the decoder's limits
+    header = enc.header_bytes()
     enc.set_total_frames(clip.frames)
-    with open(args.output, "wb") as f:
-        f.write(enc.header_bytes())
+    with output_file(args.output) as f:  # written beside it, renamed over it once complete
+        f.write(header)
         for t in range(clip.frames):
             for p in enc.push(clip.frame(t)):
                 f.write(p.to_bytes())
@@ -195,6 +198,62 @@ def _encode(args) -> int:
         for line in frame_stats(enc.frames, clip.names):
             print(line)
     return 0
+
+
+def check_output(output: str, input_path: str) -> None:
+    """Refuse an output that is a folder or the input itself (it would be overwritten)."""
+    import os
+
+    from temposplit.codec.errors import ConfigurationError
+
+    if os.path.isdir(output):
+        raise ConfigurationError(f"{output} is a folder: name the file to write")
+    folder = os.path.dirname(os.path.realpath(output))
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"cannot write {output}: {folder} is not a folder")
+    try:
+        same = os.path.samefile(input_path, output)
+    except OSError:  # one of them does not exist
+        same = os.path.realpath(input_path) == os.path.realpath(output)
+    if same:
+        raise ConfigurationError(f"the output {output} is the input file: it would be overwritten")
+
+
+@contextlib.contextmanager
+def output_file(path: str):
+    """A binary file that becomes ``path`` only when the block completes: it is written
+    beside ``path`` under a temporary name and renamed over it, or removed on an error, so a
+    failure never truncates or half-writes ``path``. A ``path`` that exists and is not a
+    regular file (``/dev/null``, a FIFO) is written directly."""
+    import os
+    import secrets
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "wb") as f:
+            yield f
+        return
+    target = os.path.realpath(path)  # through a symbolic link: the link stays
+    folder, base = os.path.split(target)
+    tmp = os.path.join(folder, f".{base[:100]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if st is not None:
+                os.chmod(tmp, stat.S_IMODE(st.st_mode))  # the replaced file's permissions
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def frame_stats(frames, names) -> list[str]:
@@ -215,68 +274,160 @@ def frame_stats(frames, names) -> list[str]:
 
 
 def _load_features(path: str):
-    """The feature file, or a ConfigurationError for one that is empty or not a zip."""
-    import zipfile
-    import zlib
-
+    """The feature file; every defect is a ConfigurationError naming the file and field."""
     from temposplit.codec import features
-    from temposplit.codec.errors import ConfigurationError
 
-    try:
-        return features.load(path)
-    except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ConfigurationError(f"{path}: not a readable .npz feature file ({exc or type(exc).__name__})") from exc
+    return features.load(path)
+
+
+# `decode` refuses a clip whose decoded output (codes and float32 values, 5 bytes per
+# element, before compression) would pass this (docs/bitstream.md, 12): a stream of a few
+# bytes per predicted frame can announce frames of 2^24 codes.
+MAX_DECODED_BYTES = 1 << 34
+# A stream that is not a regular file (a pipe) is read whole, up to this size.
+MAX_PIPED_STREAM = 1 << 28
+
+
+def _read_stream(f):
+    """The header and the stream's bytes: a regular file is mapped, not read; the header
+    (its magic first) is checked on the first bytes, before anything else is read."""
+    import mmap
+    import os
+    import stat
+
+    from temposplit.codec.bitstream import MAX_HEADER, StreamHeader
+    from temposplit.codec.errors import LimitError
+
+    head = f.read(MAX_HEADER)
+    header = StreamHeader.from_bytes(head)  # a file that is not a stream fails here
+    if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        return header, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    data = head + f.read(MAX_PIPED_STREAM + 1 - len(head))
+    if len(data) > MAX_PIPED_STREAM:
+        raise LimitError(f"a stream read from a pipe or device may hold {MAX_PIPED_STREAM} bytes; save it to a file")
+    return header, data
 
 
 def _decode(args) -> int:
+    import os
     import sys
+    import tempfile
+    from array import array
+
+    from temposplit.codec.decoder import FrameError, iter_stream
+    from temposplit.codec.errors import BitstreamError, LimitError
+
+    check_output(args.output, args.input)
+    spool_dir = os.path.dirname(os.path.realpath(args.output))
+    if os.path.exists(args.output) and not os.path.isfile(args.output):
+        spool_dir = None  # /dev/null and the like: the system's temporary folder
+    with open(args.input, "rb") as f:
+        header, data = _read_stream(f)
+    sizes = [t.elements for t in header.tensors]
+    most = max(1, MAX_DECODED_BYTES // (5 * sum(sizes)))
+    # Frames go to a spool file as they are decoded (memory holds the decoder's references
+    # and one frame), then into the output in index order.
+    indices, n_bits = array("q"), array("B")
+    n_errors, first_error = 0, None
+    try:
+        spool = tempfile.TemporaryFile(dir=spool_dir)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {args.output}: {exc.strerror}") from exc
+    with spool:
+        try:
+            for d in iter_stream(data, header):
+                if isinstance(d, FrameError):
+                    n_errors += 1
+                    first_error = first_error or d.error
+                    continue
+                if len(indices) >= most:
+                    raise LimitError(
+                        f"the decoded clip would pass {MAX_DECODED_BYTES} bytes (codes and float32 values of "
+                        f"{most} frames of {sum(sizes)} elements): decode it with the Decoder API, packet by packet"
+                    )
+                for c in d.codes:
+                    spool.write(c.tobytes())  # (C, H, W), C order
+                indices.append(d.index)
+                n_bits.append(d.n_bits)
+        finally:
+            if not isinstance(data, bytes):
+                data.close()
+        if not indices:
+            raise BitstreamError(
+                f"no frame could be decoded ({first_error})" if first_error else "the stream has no frames"
+            )
+        kept, repeated = _first_copies(indices)
+        with output_file(args.output) as out:
+            _write_decoded(out, header, spool, sizes, kept, indices, n_bits)
+    print(f"{len(kept)} frames decoded -> {args.output}")
+    if repeated is not None:
+        count, first = repeated
+        print(
+            f"temposplit decode: {count} packets repeat a frame already decoded (first: frame "
+            f"{first}); the first copy of each frame was kept",
+            file=sys.stderr,
+        )
+    if n_errors:
+        print(f"temposplit decode: {n_errors} packets could not be decoded; first: {first_error}", file=sys.stderr)
+    return 1 if n_errors or repeated is not None else 0
+
+
+def _first_copies(indices):
+    """The spool slots to write, in frame-index order, keeping the first copy of an index met
+    again (a duplicated packet), and (how many copies were dropped, the first one's index) or None."""
+    import numpy as np
+
+    idx = np.frombuffer(indices, dtype=np.int64)
+    order = np.argsort(idx, kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = idx[order[1:]] != idx[order[:-1]]
+    dropped = order[~first]
+    repeated = (len(dropped), int(idx[dropped.min()])) if len(dropped) else None
+    return order[first], repeated
+
+
+def _write_decoded(out, header, spool, sizes, kept, indices, n_bits) -> None:
+    """The decoded feature file (docs/bitstream.md, 12), each array streamed into the .npz
+    frame by frame from the spool."""
+    import zipfile
 
     import numpy as np
 
-    from temposplit.codec import features
-    from temposplit.codec.decoder import DecodedFrame, decode_stream
-    from temposplit.codec.errors import BitstreamError
+    from temposplit.codec.quantize import dequantize
 
-    with open(args.input, "rb") as f:
-        data = f.read()
-    header, out = decode_stream(data)
-    # A frame index met again (a duplicated packet): the first copy is kept, the stream
-    # is reported as damaged (exit status 1), never written with that frame twice.
-    seen: set[int] = set()
-    frames, repeated = [], []
-    for d in out:
-        if isinstance(d, DecodedFrame):
-            (repeated if d.index in seen else frames).append(d)
-            seen.add(d.index)
-    frames.sort(key=lambda d: d.index)
-    errors = [d for d in out if not isinstance(d, DecodedFrame)]
-    if not frames:
-        raise BitstreamError(f"no frame could be decoded ({errors[0].error})" if errors else "the stream has no frames")
-    names = [t.name for t in header.tensors]
-    codes = [np.stack([d.codes[i] for d in frames]) for i in range(len(names))]
-    values = [np.stack([d.dequantize()[i] for d in frames]) for i in range(len(names))]
-    clip = features.FeatureClip(
-        names,
-        codes,
-        [t.scale for t in header.tensors],
-        [t.zero_point for t in header.tensors],
-        [t.block for t in header.tensors],
-    )
-    extra = {"index": np.array([d.index for d in frames]), "n_bits": np.array([d.n_bits for d in frames])}
-    extra.update({f"values/{n}": v for n, v in zip(names, values, strict=True)})
-    features.save(args.output, clip, extra)
-    print(f"{len(frames)} frames decoded -> {args.output}")
-    if repeated:
-        print(
-            f"temposplit decode: {len(repeated)} packets repeat a frame already decoded (first: frame "
-            f"{repeated[0].index}); the first copy of each frame was kept",
-            file=sys.stderr,
-        )
-    if errors:
-        print(
-            f"temposplit decode: {len(errors)} packets could not be decoded; first: {errors[0].error}", file=sys.stderr
-        )
-    return 1 if errors or repeated else 0
+    frame_bytes = sum(sizes)
+    offsets = np.cumsum([0, *sizes[:-1]])
+
+    def codes(i, slot):
+        t = header.tensors[i]
+        spool.seek(int(slot) * frame_bytes + int(offsets[i]))
+        return np.frombuffer(spool.read(sizes[i]), dtype=np.uint8).reshape(t.shape)
+
+    def member(zf, name, array):
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as fp:
+            np.lib.format.write_array(fp, np.asanyarray(array), allow_pickle=False)
+
+    def streamed(zf, name, dtype, shape, chunks):
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as fp:
+            np.lib.format.write_array_header_1_0(
+                fp, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+            )
+            for chunk in chunks:
+                fp.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for i, t in enumerate(header.tensors):
+            shape = (len(kept), *t.shape)
+            streamed(zf, f"codes/{t.name}", np.uint8, shape, (codes(i, s) for s in kept))
+            member(zf, f"scale/{t.name}", np.float32(t.scale))
+            member(zf, f"zero_point/{t.name}", np.int32(t.zero_point))
+            member(zf, f"block/{t.name}", np.int32(t.block))
+        member(zf, "index", np.array([indices[s] for s in kept], dtype=np.int64))
+        member(zf, "n_bits", np.array([n_bits[s] for s in kept], dtype=np.int64))
+        for i, t in enumerate(header.tensors):
+            shape = (len(kept), *t.shape)
+            chunks = (dequantize(codes(i, s), t.scale, t.zero_point, n_bits[s]) for s in kept)
+            streamed(zf, f"values/{t.name}", np.float32, shape, chunks)
 
 
 def _bench(args) -> int:

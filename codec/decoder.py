@@ -12,6 +12,7 @@ refresh anchor and the two latest reconstructions; nothing else survives a packe
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,23 +184,30 @@ def decode_stream(data: bytes) -> tuple[StreamHeader, list[DecodedFrame | FrameE
     """
     data = memoryview(bytes(data)).tobytes()
     header = StreamHeader.from_bytes(data)
+    return header, list(iter_stream(data, header))
+
+
+def iter_stream(data, header: StreamHeader) -> Iterator[DecodedFrame | FrameError]:
+    """What :func:`decode_stream` returns, one packet at a time, from ``data`` (bytes, or an
+    ``mmap`` of a stream file: nothing is copied but the packet being decoded) that starts
+    with ``header``'s bytes. Only the decoder's references are held between packets."""
     decoder = Decoder(header)
     pos = header_length(data)
-    out: list[DecodedFrame | FrameError] = []
     while pos < len(data):
         try:
             packet, end = parse_packet(data, pos, decoder.max_payload)
         except BitstreamError as exc:
             # What depended on the lost packet fails its reference checks; the rest decodes.
-            out.append(FrameError(None, _bare(exc)))
+            yield FrameError(None, _bare(exc))
             pos = find_next_packet(data, pos + 1)
             continue
         pos = end
         try:
-            out.append(decoder.decode(packet))
+            frame = decoder.decode(packet)
         except BitstreamError as exc:
-            out.append(FrameError(packet.index, _bare(exc)))
-    return header, out
+            yield FrameError(packet.index, _bare(exc))
+            continue
+        yield frame
 
 
 def _bare(exc: BitstreamError) -> BitstreamError:

@@ -24,8 +24,25 @@ import numpy as np
 
 from temposplit.codec import _kernels as K
 from temposplit.codec import ctx, entropy, huffman
-from temposplit.codec.bitstream import ANCHOR, FLAG_GROUP_START, KEY, PRED, Packet, StreamHeader, TensorInfo
-from temposplit.codec.errors import ConfigurationError
+from temposplit.codec.bitstream import (
+    ANCHOR,
+    FLAG_GROUP_START,
+    KEY,
+    MAX_CHANNELS,
+    MAX_FPS_MILLI,
+    MAX_FRAME_ELEMENTS,
+    MAX_NAME,
+    MAX_SIDE,
+    MAX_TENSOR_ELEMENTS,
+    MAX_TENSORS,
+    PRED,
+    Packet,
+    StreamHeader,
+    TensorInfo,
+    wire_fps_ok,
+    wire_scale_ok,
+)
+from temposplit.codec.errors import BitstreamError, ConfigurationError
 from temposplit.codec.motion import check_block, check_search_range, grid_shape
 from temposplit.codec.payload import (
     AnchorTensor,
@@ -38,7 +55,7 @@ from temposplit.codec.payload import (
 )
 from temposplit.codec.quantize import check_bits, check_zero_point, hold, hold_tables, lut, zero_point_n
 from temposplit.codec.ratecontrol import RateController, default_ladder
-from temposplit.codec.structure import REFERENCES, Structure, group_plan
+from temposplit.codec.structure import MAX_GROUP, REFERENCES, Structure, group_plan
 
 
 @dataclass(frozen=True)
@@ -173,15 +190,40 @@ class CodecConfig:
     ctx_slices: int | None = None  # ctx: S of docs/bitstream.md 6.2.6; None: default_ctx_slices
 
     def validate(self) -> Structure:
+        """Check every parameter, and that the stream header carries them: the decoder's
+        limits (:mod:`~temposplit.codec.bitstream`) and the header's field ranges, so the
+        encoder never writes a stream the decoder refuses."""
         if not self.tensors:
             raise ConfigurationError("a stream needs at least one tensor")
+        if len(self.tensors) > MAX_TENSORS:
+            raise ConfigurationError(f"{len(self.tensors)} tensors per frame (a stream carries 1..{MAX_TENSORS})")
+        total = 0
         for t in self.tensors:
-            if len(t.shape) != 3 or min(t.shape) < 1:
+            _check_name(f"tensor name {t.name!r}", t.name)
+            shape = tuple(t.shape)
+            if len(shape) != 3 or not all(isinstance(v, numbers.Integral) and v >= 1 for v in shape):
                 raise ConfigurationError(f"tensor {t.name!r}: shape must be (C, H, W), not {t.shape}")
+            c, h, w = (int(v) for v in shape)
+            if c > MAX_CHANNELS or h > MAX_SIDE or w > MAX_SIDE:
+                raise ConfigurationError(
+                    f"tensor {t.name!r}: shape {c}x{h}x{w} is past the stream's limits "
+                    f"(C <= {MAX_CHANNELS}, H and W <= {MAX_SIDE})"
+                )
+            if c * h * w > MAX_TENSOR_ELEMENTS:
+                raise ConfigurationError(
+                    f"tensor {t.name!r}: {c * h * w} elements, more than a stream carries ({MAX_TENSOR_ELEMENTS})"
+                )
+            total += c * h * w
             check_block(t.block)
             check_zero_point(t.zero_point)
-            if not (np.isfinite(t.scale) and t.scale > 0):
-                raise ConfigurationError(f"tensor {t.name!r}: scale must be positive, not {t.scale}")
+            if not wire_scale_ok(t.scale):
+                raise ConfigurationError(
+                    f"tensor {t.name!r}: scale must be a finite positive number as a float32, not {t.scale!r}"
+                )
+        if total > MAX_FRAME_ELEMENTS:
+            raise ConfigurationError(f"a frame of {total} elements, more than a stream carries ({MAX_FRAME_ELEMENTS})")
+        _check_name("model id", self.model_id)
+        _check_name("cut id", self.cut_id)
         check_bits(self.n_bits)
         check_search_range(self.search_range)
         entropy.check_coder(self.coder)
@@ -191,8 +233,10 @@ class CodecConfig:
             raise ConfigurationError(f"table policy must be 'previous' or 'own', not {self.table_policy!r}")
         if self.key_interval < 1:
             raise ConfigurationError("key_interval must be at least 1")
-        if not self.fps > 0:
-            raise ConfigurationError(f"fps must be positive, not {self.fps}")
+        if not wire_fps_ok(self.fps):
+            raise ConfigurationError(
+                f"fps must be in 0.001..{MAX_FPS_MILLI / 1000} (the header's millihertz), not {self.fps!r}"
+            )
         if self.refresh_threshold is not None and not self.refresh_threshold >= 0:
             raise ConfigurationError("refresh_threshold must be non-negative")
         if self.ctx_slices is not None:
@@ -211,11 +255,15 @@ class CodecConfig:
         return default_ctx_slices(self.tensors) if self.ctx_slices is None else int(self.ctx_slices)
 
     def header(self) -> StreamHeader:
+        """The stream header, checked by the decoder's own parser (a ConfigurationError
+        for a configuration it would refuse)."""
         s = self.validate()
         max_group = s.group
         if self.rate_target is not None:
             max_group = max(g for _, g in (self.ladder or default_ladder(s.kind, s.group)))
-        return StreamHeader(
+        if not 1 <= max_group <= MAX_GROUP:
+            raise ConfigurationError(f"group size must be in 1..{MAX_GROUP}, not {max_group}")
+        header = StreamHeader(
             structure=s.kind,
             group=max_group,
             coder=self.coder,
@@ -233,6 +281,21 @@ class CodecConfig:
             model_hash=self.model_hash,
             ctx_slices=self.slices(),
         )
+        try:
+            StreamHeader.from_bytes(header.to_bytes())
+        except (BitstreamError, ValueError) as exc:
+            raise ConfigurationError(f"the stream header cannot carry this configuration: {exc}") from exc
+        return header
+
+
+def _check_name(what: str, name) -> None:
+    """A name the header carries: a string of at most MAX_NAME bytes of UTF-8."""
+    try:
+        size = len(name.encode("utf-8"))
+    except (AttributeError, UnicodeError) as exc:
+        raise ConfigurationError(f"{what} must be a UTF-8 string") from exc
+    if size > MAX_NAME:
+        raise ConfigurationError(f"{what} is {size} bytes of UTF-8, more than a stream carries ({MAX_NAME})")
 
 
 @dataclass
@@ -379,6 +442,10 @@ class Encoder:
         self.header = config.header()
         self.keep_reconstruction = keep_reconstruction
         self.tensors = self.header.tensors
+        if isinstance(first_index, bool) or not isinstance(first_index, numbers.Integral):
+            raise ConfigurationError(f"first_index must be an integer, not {first_index!r}")
+        if not 0 <= first_index <= 0xFFFFFFFF:
+            raise ConfigurationError(f"first_index must fit the packets' u32 frame index, not {first_index}")
         self.next_index = int(first_index)  # a stream resumed after a loss starts past 0
         self.group: _Group | None = None
         self.total_frames: int | None = None

@@ -9,15 +9,32 @@ Layout (docs/bitstream.md, "Feature files"): for each tensor, in file order,
 
 A decoded file adds ``index`` (frame indices), ``n_bits`` (per frame) and, per tensor,
 ``values/<name>`` (float32 dequantized values).
+
+:func:`load` trusts no member: each array's ``.npy`` header is read and checked (dtype,
+shape, and a size no larger than the member holds) before its data is allocated, and
+every failure is a :class:`~temposplit.codec.errors.ConfigurationError` naming the file
+and the member.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from temposplit.codec.errors import ConfigurationError
+
+# Deflate expands at most 1032:1 (258 bytes per 2-bit code, in the limit); a member that
+# claims more than this over its compressed size (plus a little) lies about its size.
+DEFLATE_MAX_RATIO = 1032
+# The most bytes of arrays :func:`load` reads from one feature file (docs/bitstream.md, 12):
+# 256 frames of the largest frame the stream format carries (2^24 codes).
+MAX_FEATURE_BYTES = 1 << 32
+_NPY_HEADER_MAX = 10_000  # NumPy's own default bound on an .npy header
 
 
 @dataclass
@@ -36,35 +53,116 @@ class FeatureClip:
         return [c[t] for c in self.codes]
 
 
+class _Members:
+    """The ``.npy`` members of a zip, each read only after its header was checked."""
+
+    def __init__(self, path: str, zf: zipfile.ZipFile):
+        self.path = path
+        self.zf = zf
+        self.file_size = os.path.getsize(path)
+        self.infos: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            self.infos.setdefault(key, info)
+        self.budget = MAX_FEATURE_BYTES
+
+    @property
+    def files(self) -> list[str]:
+        return list(self.infos)
+
+    def _fail(self, key: str, what: str) -> ConfigurationError:
+        return ConfigurationError(f"{self.path}: {key}: {what}")
+
+    def header(self, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+        """(shape, fortran_order, dtype) of member ``key``, checked against the member's size."""
+        info = self.infos[key]
+        if not info.filename.endswith(".npy"):
+            raise self._fail(key, "not a NumPy array (the member is not an .npy file)")
+        if info.flag_bits & 0x1:
+            raise self._fail(key, "the zip entry is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise self._fail(key, f"compressed with zip method {info.compress_type} (NumPy writes stored or deflate)")
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
+        limit = ratio * info.compress_size
+        if info.compress_size > self.file_size or info.file_size > limit + 4096:
+            raise self._fail(key, f"the zip entry announces {info.file_size} bytes, more than its data can hold")
+        try:
+            with self.zf.open(info) as fp:
+                version = np.lib.format.read_magic(fp)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=_NPY_HEADER_MAX)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=_NPY_HEADER_MAX)
+                else:
+                    raise ValueError(f".npy format version {version[0]}.{version[1]} is not read here")
+                start = fp.tell()
+        except (ValueError, TypeError, EOFError, OSError, zipfile.BadZipFile, zlib.error, SyntaxError) as exc:
+            raise self._fail(key, f"not a readable .npy array ({exc or type(exc).__name__})") from exc
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+            raise self._fail(key, f"holds {dtype} values (objects or records are not read)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if start + nbytes > info.file_size:
+            raise self._fail(key, f"announces {shape} {dtype}: {nbytes} bytes, more than the member holds")
+        if nbytes > self.budget:
+            raise self._fail(key, f"the arrays pass {MAX_FEATURE_BYTES} bytes, the most a feature file may hold")
+        return shape, fortran, dtype
+
+    def read(self, key: str) -> np.ndarray:
+        self.header(key)
+        try:
+            with self.zf.open(self.infos[key]) as fp:
+                array = np.lib.format.read_array(fp, allow_pickle=False, max_header_size=_NPY_HEADER_MAX)
+        except (ValueError, TypeError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+            raise self._fail(key, f"not a readable .npy array ({exc or type(exc).__name__})") from exc
+        except MemoryError as exc:
+            raise self._fail(key, "too large for this machine's memory") from exc
+        self.budget -= array.nbytes
+        return array
+
+    def scalar(self, key: str, integer: bool) -> float | int:
+        """A 0-d real number (a one-element array too); ``integer``: a whole number."""
+        shape, _, dtype = self.header(key)
+        if math.prod(shape) != 1 or dtype.kind not in "iuf":
+            raise self._fail(key, f"must be one real number, not {dtype} of shape {shape}")
+        value = self.read(key).reshape(()).item()
+        if integer:
+            if not (math.isfinite(value) and value == int(value)):
+                raise self._fail(key, f"must be a whole number, not {value!r}")
+            return int(value)
+        return float(value)
+
+
 def load(path: str) -> FeatureClip:
+    """A feature file's tensors, every field checked (a :class:`ConfigurationError` otherwise)."""
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"{path}: not a readable .npz feature file ({exc})") from exc
-    with npz:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error, OSError) as exc:
+        raise ConfigurationError(f"{path}: not a readable .npz feature file ({exc or type(exc).__name__})") from exc
+    with zf:
+        npz = _Members(path, zf)
         names = [k.split("/", 1)[1] for k in npz.files if k.startswith("codes/")]
         if not names:
             raise ConfigurationError(f"{path}: no 'codes/<name>' arrays (see docs/bitstream.md, Feature files)")
         clip = FeatureClip(names, [], [], [], [])
         for n in names:
-            codes = npz[f"codes/{n}"]
-            if codes.dtype != np.uint8 or codes.ndim != 4:
-                raise ConfigurationError(
-                    f"{path}: codes/{n} must be uint8 (T, C, H, W), not {codes.dtype} {codes.shape}"
-                )
+            shape, _, dtype = npz.header(f"codes/{n}")
+            if dtype != np.uint8 or len(shape) != 4:
+                raise ConfigurationError(f"{path}: codes/{n} must be uint8 (T, C, H, W), not {dtype} {shape}")
+            if shape[0] == 0:
+                raise ConfigurationError(f"{path}: codes/{n} has no frames")
             for key in (f"scale/{n}", f"zero_point/{n}"):
                 if key not in npz.files:
                     raise ConfigurationError(f"{path}: missing {key}")
-            clip.codes.append(codes)
-            clip.scales.append(float(npz[f"scale/{n}"]))
-            clip.zero_points.append(int(npz[f"zero_point/{n}"]))
-            clip.blocks.append(int(npz[f"block/{n}"]) if f"block/{n}" in npz.files else None)
+            clip.scales.append(npz.scalar(f"scale/{n}", integer=False))
+            clip.zero_points.append(npz.scalar(f"zero_point/{n}", integer=True))
+            clip.blocks.append(npz.scalar(f"block/{n}", integer=True) if f"block/{n}" in npz.files else None)
+            clip.codes.append(npz.read(f"codes/{n}"))
     if len({c.shape[0] for c in clip.codes}) != 1:
         raise ConfigurationError(f"{path}: every tensor must have the same number of frames")
     return clip
 
 
-def save(path: str, clip: FeatureClip, extra: dict[str, np.ndarray] | None = None) -> None:
+def save(path, clip: FeatureClip, extra: dict[str, np.ndarray] | None = None) -> None:
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(clip.names):
         arrays[f"codes/{n}"] = clip.codes[i]
