@@ -105,8 +105,13 @@ def read_video_list(path) -> list[Path]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such list file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (a list file holds one video path a line)") from None
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             p = Path(line)
@@ -391,6 +396,9 @@ class Harness:
     def run(self) -> list[dict]:
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        # A damaged results file or meta.json is an error now, before anything is changed.
+        load_rows(self.results_path)
+        _meta_to_update(self.out / "meta.json")
         self._drop_partial_line()
         run = self.run_id()
         self.scorer.tag = run
@@ -455,13 +463,27 @@ class Harness:
     def _write_meta(self, run: str, points: dict[str, str], finished: dict | None = None) -> None:
         """``meta.json``: this run's settings, identity and points, and each finished run's timings."""
         meta_path = self.out / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"runs": []}
+        meta = _meta_to_update(meta_path)
         meta["settings"] = self.settings()
         meta["run"] = run
         meta["points"] = points
         if finished is not None:
             meta["runs"].append(finished)
         meta_path.write_text(json.dumps(clean(meta), indent=1))
+
+
+def _meta_to_update(meta_path: Path) -> dict:
+    """The output folder's ``meta.json`` as a run updates it ({"runs": []} for a new folder);
+    one that is not the JSON object eval writes is a :class:`ConfigError` naming it."""
+    if not meta_path.is_file():
+        return {"runs": []}
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise ConfigError(f"{meta_path}: not the JSON eval writes ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.setdefault("runs", []), list):
+        raise ConfigError(f"{meta_path}: not the JSON object eval writes (settings, runs)")
+    return meta
 
 
 def _task_clip(task: Task, tasks: list[Task]) -> str:
@@ -488,21 +510,90 @@ def expected_point(points: dict[str, str], key: str) -> str | None:
     return points.get("|".join(parts))
 
 
+# What every row of results.jsonl holds (runners.ROW_KEYS; the report reads these), and the
+# types of its fields: a line of another shape is a damaged file, reported, never a crash.
+_ROW_NEEDED = ("key", "clip", "method", "cut", "n_bits", "bytes_per_frame", "map50", "mb_per_s")
+_ROW_TEXT = ("key", "clip", "method")
+_ROW_TEXT_OR_NULL = ("model", "cut", "variant", "coder", "structure", "reconstruction", "evals", "run", "point")
+_ROW_NUMBER_OR_NULL = (
+    "frames",
+    "scored_frames",
+    "n_bits",
+    "bytes_per_frame",
+    "cut_bytes_per_frame",
+    "mb_per_s",
+    "cut_mb_per_s",
+    "bits_per_element",
+    "cut_bits_per_element",
+    "ratio_vs_8bit",
+    "cut_ratio_vs_8bit",
+    "ratio_vs_frames",
+    "map50",
+    "map50_95",
+    "map50_frequent",
+    "map50_95_frequent",
+    "labelme_map50",
+    "labelme_map50_95",
+    "seconds",
+)
+
+
+def _row_problem(row) -> str | None:
+    """What makes ``row`` (a parsed line) not a row of results, or None."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not a row"
+    missing = [k for k in _ROW_NEEDED if k not in row]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for k in _ROW_TEXT:
+        if not isinstance(row[k], str):
+            return f"{k} is {row[k]!r}, not text"
+    for k in _ROW_TEXT_OR_NULL:
+        if row.get(k) is not None and not isinstance(row[k], str):
+            return f"{k} is {row[k]!r}, not text"
+    for k in _ROW_NUMBER_OR_NULL:
+        v = row.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{k} is {v!r}, not a number"
+    if row.get("settings") is not None and not isinstance(row["settings"], dict):
+        return "settings is not an object"
+    return None
+
+
 def load_rows(path, run: str | None = None, points: dict[str, str] | None = None) -> list[dict]:
-    """The rows of a results.jsonl (the last one of each key wins; broken lines skipped);
-    with ``run``, only the rows of that run identity (:meth:`Harness.run_id`); with
-    ``points``, only the rows of those points, each of its own identity
-    (:meth:`Harness.points`)."""
+    """The rows of a results.jsonl (the last one of each key wins); with ``run``, only the
+    rows of that run identity (:meth:`Harness.run_id`); with ``points``, only the rows of
+    those points, each of its own identity (:meth:`Harness.points`).
+
+    A last line without its newline (a run killed while writing it) is skipped if it does
+    not parse; any other line that is not a row (not UTF-8, not JSON, fields missing or of
+    another type) raises :class:`ConfigError` naming the file and the line: a damaged file
+    is never read in part, silently."""
     rows = {}
     path = Path(path)
     if not path.is_file():
         return []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    unterminated = lines.pop() if lines else b""  # b"" when the file ends with its newline
+    numbered = [(n, line, True) for n, line in enumerate(lines, 1)]
+    if unterminated.strip():
+        numbered.append((len(lines) + 1, unterminated, False))
+    for n, raw, terminated in numbered:
+        if not raw.strip():
             continue
-        if not isinstance(row, dict) or "key" not in row or (run is not None and row.get("run") != run):
+        try:
+            row = json.loads(raw.decode("utf-8"))
+            problem = _row_problem(row)
+        except UnicodeDecodeError as exc:
+            problem = f"not UTF-8 text (byte {exc.start})"
+        except ValueError as exc:  # JSONDecodeError
+            problem = f"not JSON ({exc})"
+        if problem is not None:
+            if not terminated:
+                continue  # cut short by a kill: the next run drops it (Harness._drop_partial_line)
+            raise ConfigError(f"{path}, line {n}: {problem}: a damaged results file (not an eval row)")
+        if run is not None and row.get("run") != run:
             continue
         if points is not None and (row.get("point") is None or row.get("point") != expected_point(points, row["key"])):
             continue

@@ -43,7 +43,8 @@ def register(sub) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="seconds of silence from the server before the edge reconnects (default 60; more for a slow edge)",
+        help="seconds of silence from the server before the edge reconnects (default 60, at most 86400; "
+        "more for a slow edge)",
     )
     p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
@@ -170,12 +171,13 @@ def _edge(args) -> int:
     import itertools
 
     from temposplit.errors import ConfigError
-    from temposplit.host.edge import Edge
+    from temposplit.host.edge import Edge, check_fps, check_host, check_timeout
     from temposplit.protocol import TLSConfig
 
     host, _, port = args.server.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--server must be host:port, not {args.server!r}")
+    check_host(host)
     if (args.source is None) == (args.replay is None):
         raise ConfigError("give either a video source or --replay FILE")
     if args.replay and (args.m1 or args.weights or args.cut):
@@ -189,8 +191,9 @@ def _edge(args) -> int:
             ipaddress.ip_address(args.source_address)
         except ValueError:
             raise ConfigError(f"--source-address must be an IP address, not {args.source_address!r}") from None
-    if not args.timeout > 0:
-        raise ConfigError(f"--timeout must be positive, not {args.timeout}")
+    check_timeout(args.timeout)
+    if args.fps is not None:
+        check_fps(args.fps)
     codec = _codec(args)  # bad codec options fail here, before the model loads
     tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)  # partial: an error
     if args.replay:
@@ -204,7 +207,9 @@ def _edge(args) -> int:
         source = open_source(args.source)
         video = {"video": args.source, "fps": source.fps}
     codec["fps"] = args.fps if args.fps is not None else source.fps
-    if not args.replay:  # a live source: what the server would refuse, refused before the model loads
+    if args.replay:
+        _check_rate(args.replay, codec["fps"])
+    else:  # a live source: what the server would refuse, refused before the model loads
         _check_streamable(source, codec["fps"])
         model = _edge_model(args, args.source, print)
     edge = Edge(
@@ -238,9 +243,20 @@ def _check_streamable(source, fps: float) -> None:
     if source.size is not None and not all(lo <= v <= hi for v in source.size):
         h, w = source.size
         raise ConfigError(f"{source.path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
-    if not 0 < fps <= P.MAX_FPS:
+    _check_rate(source.path, fps)
+
+
+def _check_rate(path, fps: float) -> None:
+    """The stream's rate (the source's, or --fps) against the server's range (docs/protocol.md)."""
+    import math
+
+    from temposplit import protocol as P
+    from temposplit.errors import ConfigError
+    from temposplit.host.edge import MIN_FPS
+
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= P.MAX_FPS):
         raise ConfigError(
-            f"{source.path} runs at {fps:g} frames/s, above the {P.MAX_FPS:g} the server takes: "
+            f"{path} runs at {fps:g} frames/s, outside the {MIN_FPS:g} to {P.MAX_FPS:g} the server takes: "
             f"give the stream a rate with --fps, e.g. --fps {P.MAX_FPS:g} (the annotated video's rate)"
         )
 
@@ -257,7 +273,7 @@ def _features(args) -> int:
         from temposplit.codec.motion import check_block
 
         check_block(args.block)
-    _check_writable_file(args.output)
+    _check_writable_file(args.output, source=args.video)
     source = open_source(args.video)
     model = _edge_model(args, args.video, print)
     s = write_features(
@@ -273,8 +289,10 @@ def _features(args) -> int:
     return 0
 
 
-def _check_writable_file(path: str) -> None:
-    """Fail now, not after the model has loaded, when ``path`` cannot be written."""
+def _check_writable_file(path: str, source: str | None = None) -> None:
+    """Fail now, not after the model has loaded, when ``path`` cannot be written, or is the
+    input ``source`` itself (which writing would destroy)."""
+    import os
     from pathlib import Path
 
     from temposplit.errors import ConfigError
@@ -284,6 +302,13 @@ def _check_writable_file(path: str) -> None:
         raise ConfigError(f"{path} is a folder, not a file to write")
     if not p.parent.is_dir():
         raise ConfigError(f"cannot write {path}: no folder {p.parent}")
+    if source is not None and p.exists():
+        try:
+            same = os.path.samefile(source, path)
+        except OSError:
+            same = False
+        if same:
+            raise ConfigError(f"{path} is the input {source}: give another output file")
 
 
 def register_bench(sub) -> None:

@@ -7,6 +7,7 @@ and resends them: no frame is lost silently.
 
 from __future__ import annotations
 
+import math
 import queue
 import socket
 import threading
@@ -18,8 +19,42 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from temposplit import protocol as P
-from temposplit.errors import TemposplitError
+from temposplit.errors import ConfigError, TemposplitError
 from temposplit.host.backends import make_encoder
+
+MAX_TIMEOUT = 86400.0  # the answer timeout (--timeout): a day at most (a socket refuses an unbounded one)
+MIN_FPS = 0.001  # the stream header holds the rate in thousandths of a frame per second (docs/bitstream.md)
+
+
+def check_timeout(value, option: str = "--timeout") -> float:
+    """``value`` as the seconds of the edge's answer timeout: finite, in (0, MAX_TIMEOUT]."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
+        raise ConfigError(f"{option} must be positive, at most {MAX_TIMEOUT:g} s, not {value}")
+    return seconds
+
+
+def check_fps(value, what: str = "--fps") -> float:
+    """``value`` as a stream's frame rate: finite, in [MIN_FPS, protocol.MAX_FPS] (what the server takes)."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        fps = math.nan
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= P.MAX_FPS):
+        raise ConfigError(f"{what} must be {MIN_FPS:g} to {P.MAX_FPS:g} frames/s (the server's range), not {value}")
+    return fps
+
+
+def check_host(host: str) -> str:
+    """A host name the resolver can be asked about (IDNA: no empty label, none over 63 characters)."""
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ConfigError(f"invalid host name {host!r}: {exc}") from None
+    return host
 
 
 @dataclass
@@ -94,6 +129,7 @@ class Edge:
 
     def _connect(self, resume: bool) -> None:
         last = None
+        check_host(self.address[0])  # an IDNA failure is no reason to retry
         for attempt in range(self.reconnect_attempts):
             try:
                 sock = socket.create_connection(self.address, timeout=self.timeout, source_address=self.source_address)
@@ -239,6 +275,11 @@ class Edge:
         has answered for every frame."""
         from temposplit.codec.encoder import CodecConfig
 
+        # What would fail only once connected (a socket timeout, the header's rate field) fails here.
+        check_host(self.address[0])
+        check_timeout(self.timeout, "the answer timeout")
+        if "fps" in self.codec:
+            check_fps(self.codec["fps"], "the stream's rate")
         self.total = total
         self.next_index = 0
         it = iter(frames)

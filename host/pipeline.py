@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -91,14 +93,31 @@ class NumpyEdgeModel:
 
         try:
             self.runtime = numpy_m1.load(path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"{path}: not an exported M1 ({exc})") from exc
+        except numpy_m1.FormatError as exc:
+            message = str(exc).removeprefix(f"{path}: ")
+            raise ConfigError(f"{path}: not an exported M1 ({message})") from exc
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            EOFError,
+            MemoryError,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as exc:  # the boundary: whatever the file makes the loader raise is the file's fault
+            raise ConfigError(f"{path}: not an exported M1 ({type(exc).__name__}: {exc})") from exc
         if self.runtime.input.get("kind") != "ssd-rgb":
             raise ConfigError(f"{path}: the NumPy runtime preprocesses frames for the SSD only")
         digest = self.runtime.graph.get("weights_digest")
         if not digest:
             raise ConfigError(f"{path}: exported without the weights digest; export it again")
-        self.digest = bytes.fromhex(digest)
+        try:
+            self.digest = bytes.fromhex(digest)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: its weights digest {digest!r} is not hexadecimal") from None
         self.model = self.runtime.model
         self.cut = SimpleNamespace(name=self.runtime.cut)
         self.m1_ms: list[float] = []

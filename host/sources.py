@@ -155,34 +155,57 @@ class Replay:
     IDENTITY = ("model", "cut", "model_hash", "frame_size", "fps")
 
     def __init__(self, path: str):
+        import struct
+        import zipfile
+        import zlib
         from types import SimpleNamespace
-
-        import numpy as np
 
         from temposplit.codec import features
         from temposplit.codec.errors import CodecError
 
         if not Path(path).is_file():
             raise MissingDependencyError(f"feature file {path} not found")
+        # Whatever a damaged or foreign file makes NumPy, zipfile or the loader raise is this
+        # file's fault: one ConfigError naming it (a MemoryError: a header announcing an
+        # array larger than memory).
+        damaged = (
+            OSError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            EOFError,
+            MemoryError,
+            OverflowError,
+            struct.error,
+            zipfile.BadZipFile,
+            zlib.error,
+        )
         try:
             self.clip = features.load(path)
+            if self.clip.frames < 1:
+                raise ConfigError(f"{path}: no frames")
             with np.load(path, allow_pickle=False) as npz:
                 missing = [k for k in self.IDENTITY if k not in npz.files]
                 if missing:
                     raise ConfigError(
                         f"{path}: no {', '.join(missing)}: not written by `temposplit features` (cannot be replayed)"
                     )
-                self.model = str(npz["model"])
-                cut = str(npz["cut"])
-                self.hash = bytes(npz["model_hash"].astype(np.uint8))
-                h, w = (int(v) for v in npz["frame_size"])
-                self.fps = float(npz["fps"])
+                identity = {k: npz[k] for k in self.IDENTITY}
+            odd = [k for k, v in identity.items() if not isinstance(v, np.ndarray)]
+            if odd:  # a member that is no .npy array (NumPy then returns its bytes)
+                raise ConfigError(f"{path}: {', '.join(odd)}: not an array (a damaged or foreign file)")
+        except ConfigError:
+            raise
         except CodecError as exc:
-            raise ConfigError(str(exc)) from exc
-        except (OSError, ValueError, EOFError) as exc:
-            raise ConfigError(f"{path}: not a readable feature file ({exc})") from exc
-        if len(self.hash) != 32 or h < 1 or w < 1 or not self.fps > 0:
-            raise ConfigError(f"{path}: invalid model hash, frame size or fps")
+            raise ConfigError(str(exc) if path in str(exc) else f"{path}: {exc}") from exc
+        except damaged as exc:
+            raise ConfigError(f"{path}: not a readable feature file ({type(exc).__name__}: {exc})") from exc
+        self.model, cut = (_identity_text(path, k, identity[k]) for k in ("model", "cut"))
+        self.hash = _identity_hash(path, identity["model_hash"])
+        h, w = _identity_frame_size(path, identity["frame_size"])
+        self.fps = _identity_fps(path, identity["fps"])
         self.path = path
         self.cut = SimpleNamespace(name=cut)
         self.frame_size = (h, w)
@@ -220,3 +243,42 @@ class Replay:
 
 def open_replay(path: str) -> Replay:
     return Replay(path)
+
+
+# The identity fields of a feature file (host/features.py writes them), checked one by one:
+# a value of another type or shape is the file's error, never a crash later.
+
+
+def _identity_text(path, key: str, value: np.ndarray) -> str:
+    if value.ndim != 0 or value.dtype.kind != "U" or not str(value):
+        raise ConfigError(f"{path}: {key} must be a text scalar, not {value.dtype} {value.shape}")
+    return str(value)
+
+
+def _identity_hash(path, value: np.ndarray) -> bytes:
+    if value.dtype != np.uint8 or value.shape != (32,):
+        raise ConfigError(f"{path}: model_hash must be 32 bytes (uint8), not {value.dtype} {value.shape}")
+    return value.tobytes()
+
+
+def _identity_frame_size(path, value: np.ndarray) -> tuple[int, int]:
+    from temposplit import protocol as P
+
+    lo, hi = P.FRAME_SIDE
+    if value.dtype.kind not in "iu" or value.shape != (2,):
+        raise ConfigError(f"{path}: frame_size must be two integers [H, W], not {value.dtype} {value.shape}")
+    h, w = (int(v) for v in value)
+    if not (lo <= h <= hi and lo <= w <= hi):
+        raise ConfigError(f"{path}: frame size {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
+    return h, w
+
+
+def _identity_fps(path, value: np.ndarray) -> float:
+    import math
+
+    if value.ndim != 0 or value.dtype.kind not in "iuf":
+        raise ConfigError(f"{path}: fps must be a number, not {value.dtype} {value.shape}")
+    fps = float(value)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"{path}: invalid fps {fps:g}")
+    return fps

@@ -17,7 +17,7 @@ def register_bench(bench_subparsers) -> None:
         "at 100 MHz and the DMA traffic against the PYNQ-Z2's limits.",
     )
     p.add_argument("--search", type=int, default=7, choices=(3, 7, 15), help="TSS search range p")
-    p.add_argument("--n-bits", type=int, default=4, help="N, bits per anchor code")
+    p.add_argument("--n-bits", type=int, default=4, help="N, bits per anchor code (2..8)")
     p.add_argument("--json", action="store_true", help="one JSON line per cut instead of the table")
     p.set_defaults(handler=_bench)
 
@@ -26,8 +26,15 @@ def _bench(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
+    from temposplit.codec.errors import CodecError
+    from temposplit.codec.quantize import check_bits
+    from temposplit.errors import ConfigError
     from temposplit.hw import cyclemodel
 
+    try:  # N outside 2..8: one line, not figures for a code width the fabric has not
+        check_bits(args.n_bits)
+    except CodecError as exc:
+        raise ConfigError(f"--n-bits: {exc}") from None
     rows = cyclemodel.table(search=args.search, n_bits=args.n_bits)
     if args.json:
         for r in rows:

@@ -16,10 +16,36 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+MAX_THREADS = 256  # --threads: 1 to this (PyTorch's intra-op threads; a bigger count is a typo)
+
+
+def default_threads() -> int:
+    """--threads when not given: 2, or fewer where this process may use fewer CPUs (its
+    affinity, or OMP_NUM_THREADS where set: a test worker's share). More threads than CPUs
+    make PyTorch's OpenMP barriers wait on descheduled threads, several times slower."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        omp = 0
+    return max(1, min(2, cpus, omp or cpus))
+
+
 def _threads(args) -> None:
+    from temposplit.errors import ConfigError
+
+    if args.threads is None:
+        args.threads = default_threads()
+    if not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"--threads must be 1 to {MAX_THREADS}, not {args.threads}")
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
 
 
 def _cmd_fetch_data(args) -> int:
@@ -69,8 +95,17 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_fixtures(args) -> int:
+    from pathlib import Path
+
+    from temposplit.errors import ConfigError
     from temposplit.model.fixtures import write_fixtures
 
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be at least 1, not {args.frames}")
+    if args.start < 0:
+        raise ConfigError(f"--start must be 0 or more, not {args.start}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder")
     _threads(args)
     write_fixtures(args.out, start=args.start, count=args.frames)
     return 0
@@ -387,8 +422,11 @@ def _cmd_compare_opencv(args) -> int:
 def _cmd_bench(args) -> int:
     import json
 
+    from temposplit.errors import ConfigError
     from temposplit.model.bench import bench_ssd, bench_torchvision
 
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, not {args.repeats}")
     _threads(args)
 
     def log(row):
@@ -405,6 +443,7 @@ def _cmd_export_m1(args) -> int:
     from temposplit.errors import ConfigError
     from temposplit.model.export import export_cut
 
+    _check_out_file(args.out)
     frames = None
     if args.calibration is not None:
         if args.calibration < 1:
@@ -414,6 +453,23 @@ def _cmd_export_m1(args) -> int:
         frames = calibration_frames(args.calibration)
     export_cut(args.out, model=args.model, cut=args.cut, calibration_frames=frames, log=print)
     return 0
+
+
+def _check_out_file(out: str) -> None:
+    """``--out`` names a file that can be written (its folder is made): checked before calibrating."""
+    from pathlib import Path
+
+    from temposplit.errors import ConfigError
+
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give the .npz file to write")
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"--out {out}: {blocking} is a file, not a folder")
+
+
+THREADS_HELP = f"PyTorch threads, 1 to {MAX_THREADS} (default 2, fewer where this process may use fewer CPUs)"
 
 
 def register(subparsers) -> None:
@@ -433,7 +489,7 @@ def register(subparsers) -> None:
         help="with --model: the SSD's .pb/.pt, or a torchvision model's DEFAULT/COCO_V1 (downloads once) or"
         " .pth; default: the SSD's cached conversion, random weights for the others (costs do not depend on them)",
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(handler=_cmd_models)
     sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
 
@@ -441,7 +497,7 @@ def register(subparsers) -> None:
     f.add_argument("--out", default="tests/fixtures/features")
     f.add_argument("--start", type=int, default=100, help="first vtest.avi frame")
     f.add_argument("--frames", type=int, default=3, help="consecutive frames")
-    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     f.set_defaults(handler=_cmd_fixtures)
 
     a = sub.add_parser(
@@ -475,7 +531,7 @@ def register(subparsers) -> None:
     )
     a.add_argument("--json", action="store_true", help="one JSON object per line")
     a.add_argument("--verbose", action="store_true")
-    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     a.set_defaults(handler=_cmd_accuracy)
 
     q = sub.add_parser(
@@ -488,7 +544,7 @@ def register(subparsers) -> None:
     )
     q.add_argument("--device", default="cpu", help="cpu (hours) or cuda (minutes)")
     q.add_argument("--fold", type=int, help="learn on calibration fold 0, 1 or 2 and report the held-out frames' loss")
-    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     q.set_defaults(handler=_cmd_qat)
 
     r = sub.add_parser(
@@ -499,7 +555,7 @@ def register(subparsers) -> None:
     r.add_argument("--cuts", help="comma-separated cuts (default: every SSD cut)")
     r.add_argument("--every", type=int, default=5, help="score every k-th calibration frame (default 5: 8 frames)")
     r.add_argument("--json", action="store_true", help="one JSON object per line")
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     r.set_defaults(handler=_cmd_recipes)
 
     s = sub.add_parser(
@@ -524,7 +580,7 @@ def register(subparsers) -> None:
     s.add_argument("--last", help="only the points up to this stage, e.g. features.13 (a cut's M1)")
     s.add_argument("--configs", default="only,all-but", help="only, all-but or both (default both)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     s.set_defaults(handler=_cmd_sensitivity)
 
     x = sub.add_parser("export-m1", help="int8 M1 as a portable file for the board's NumPy runtime")
@@ -541,7 +597,7 @@ def register(subparsers) -> None:
     c = sub.add_parser("compare-opencv", help="the SSD port against cv2.dnn on the same graph")
     c.add_argument("--frames", type=int, default=80)
     c.add_argument("--step", type=int, default=10)
-    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     c.set_defaults(handler=_cmd_compare_opencv)
 
 
@@ -549,5 +605,5 @@ def register_bench(bench_subparsers) -> None:
     p = bench_subparsers.add_parser("models", help="M1/M2 ms per frame (SSD 300x300, torchvision 800x1088)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--only", choices=("ssd", "torchvision"))
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(handler=_cmd_bench)

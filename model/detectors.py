@@ -11,10 +11,44 @@
 
 from __future__ import annotations
 
+import pickle
+import struct
+import zipfile
+
 import torch
 
+from temposplit.errors import ConfigError
 from temposplit.model import cuts as cut_table
 from temposplit.model.split import Batch, BatchMeta, Split
+
+# What torch.load, the frozen-graph reader and load_state_dict raise for a file that is not
+# weights of the network (text, an empty or truncated file, an .npz, a pickle of a list, a
+# damaged graph, tensors of other shapes): the file's fault, reported as one ConfigError.
+UNREADABLE_WEIGHTS = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    MemoryError,
+    struct.error,
+    zipfile.BadZipFile,
+)
+
+
+def weights_error(path, exc: BaseException, what: str = "weights") -> ConfigError:
+    """One line naming the weights file ``path`` and what is wrong with it (the exception's first line)."""
+    if isinstance(exc, pickle.UnpicklingError):  # torch's several lines on weights_only say no more than this
+        detail = "torch.load (weights only) cannot read it"
+    else:
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or "empty or cut short"
+        if len(detail) > 240:
+            detail = detail[:237] + "..."
+    return ConfigError(f"{path}: not {what} this model reads ({type(exc).__name__}: {detail})")
 
 
 class Detector:

@@ -393,9 +393,15 @@ def export_m1(quantized, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = np.frombuffer(json.dumps(graph, indent=None).encode("utf-8"), dtype=np.uint8)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give the .npz file to write")
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, graph=blob, **arrays)
-    tmp.replace(path)
+    try:
+        np.savez_compressed(tmp, graph=blob, **arrays)
+        tmp.replace(path)
+    except BaseException:  # never a temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

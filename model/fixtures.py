@@ -29,15 +29,21 @@ CHANNEL_BUDGET = 12_000  # codes per frame and tensor, before compression
 
 
 def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_FRAMES, log=print) -> list[Path]:
+    from temposplit.errors import ConfigError
     from temposplit.model import load_detector
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.data import read_video, vtest_path
     from temposplit.model.fingerprint import calibration_platform
     from temposplit.model.quantize import quantize
 
+    if count < 1:
+        raise ConfigError(f"frames must be at least 1, not {count}")
+    # The frames first: a start past the end is an error now, not after calibrating.
+    frames = list(read_video(vtest_path(), max_frames=count, start=start))
+    if not frames:
+        raise ConfigError(f"{vtest_path()} has no frame at or after --start {start}")
     det = load_detector()
     q = quantize(det, calibration_frames())
-    frames = list(read_video(vtest_path(), max_frames=count, start=start))
     batch = det.preprocess(frames)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

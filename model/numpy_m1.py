@@ -264,16 +264,45 @@ def max_pool(codes: np.ndarray, node: dict) -> np.ndarray:
 
 
 def read_export(path) -> tuple[dict, dict]:
-    """The graph (dict) and the arrays of an exported M1 ``.npz`` (no pickles)."""
-    with np.load(Path(path), allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    """The graph (dict) and the arrays of an exported M1 ``.npz`` (no pickles).
+
+    A file that is no such export (empty, truncated, damaged, not a zip, a graph of another
+    shape) raises :class:`FormatError` naming it; a missing file, OSError."""
+    import zipfile
+    import zlib
+
+    try:
+        loaded = np.load(Path(path), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise FormatError(f"{path}: a single array, not an .npz archive")
+        with loaded as f:
+            arrays = {k: f[k] for k in f.files}
+    except FormatError:
+        raise
+    except (EOFError, ValueError, zipfile.BadZipFile, zlib.error, MemoryError) as exc:
+        # (MemoryError: a member whose header announces more than memory holds)
+        raise FormatError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
     if "graph" not in arrays:
         raise FormatError(f"{path}: no 'graph' entry: not an M1 export")
-    graph = json.loads(arrays.pop("graph").tobytes().decode("utf-8"))
+    blob = arrays.pop("graph")
+    if not isinstance(blob, np.ndarray) or blob.dtype != np.uint8:
+        raise FormatError(f"{path}: the 'graph' entry is not JSON bytes (uint8)")
+    bad = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise FormatError(f"{path}: entries that are not arrays: {', '.join(bad[:5])}")
+    try:
+        graph = json.loads(blob.tobytes().decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FormatError(f"{path}: the graph is not JSON ({exc})") from exc
+    if not isinstance(graph, dict):
+        raise FormatError(f"{path}: the graph is a JSON {type(graph).__name__}, not an object")
     if graph.get("format") != FORMAT:
         raise FormatError(f"{path}: format {graph.get('format')!r}, expected {FORMAT!r}")
-    if int(graph.get("version", 0)) > VERSION:
-        raise FormatError(f"{path}: format version {graph['version']} is newer than this runtime's {VERSION}")
+    version = graph.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise FormatError(f"{path}: format version {version!r} is not a whole number")
+    if version > VERSION:
+        raise FormatError(f"{path}: format version {version} is newer than this runtime's {VERSION}")
     return graph, arrays
 
 
@@ -310,7 +339,21 @@ class NumpyM1:
 
     @classmethod
     def load(cls, path) -> NumpyM1:
-        return cls(*read_export(path))
+        graph, arrays = read_export(path)
+        try:
+            m1 = cls(graph, arrays)
+            if not isinstance(m1.input, dict):
+                raise FormatError(f"'input' is a {type(m1.input).__name__}, not an object")
+            if not all(isinstance(n, str) for n in m1.names):
+                raise FormatError("'output_names' holds other than names")
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from exc
+        except KeyError as exc:
+            raise FormatError(f"{path}: not a valid M1 graph (no {exc.args[0]!r} entry)") from exc
+        except (TypeError, AttributeError, IndexError, ValueError) as exc:
+            # a graph of the right format whose nodes or arrays are of another shape
+            raise FormatError(f"{path}: not a valid M1 graph ({type(exc).__name__}: {exc})") from exc
+        return m1
 
     # -- running
 

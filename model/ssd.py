@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from temposplit.errors import MissingDependencyError
+from temposplit.errors import ConfigError, MissingDependencyError
 from temposplit.model.numpy_m1 import resize_bilinear_tf1  # one definition, in the board's self-contained runtime
 
 INPUT_SIZE = (300, 300)
@@ -404,9 +404,19 @@ def load_state_dict(path: str | Path | None = None, log=None) -> dict[str, torch
         path = Path(path)
         if not path.is_file():
             raise MissingDependencyError(f"weights file {path} not found")
-        if path.suffix == ".pb":
-            return convert_graph(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        from temposplit.model.detectors import UNREADABLE_WEIGHTS, weights_error
+
+        try:
+            if path.suffix == ".pb":
+                state = convert_graph(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except UNREADABLE_WEIGHTS as exc:
+            what = "a frozen SSD graph" if path.suffix == ".pb" else "a weights file"
+            raise weights_error(path, exc, what) from exc
+        if not isinstance(state, dict):
+            raise ConfigError(f"{path}: holds a {type(state).__name__}, not a state dict of the SSD's weights")
+        return state
     src = graph_path()
     cache = cache_dir()
     target = cache / f"{GRAPH_NAME}.v{CACHE_VERSION}.pt"
@@ -436,8 +446,21 @@ def load_state_dict(path: str | Path | None = None, log=None) -> dict[str, torch
 def build(weights: str | Path | None = None, log=None) -> SSDMobileNetV2:
     """The float SSD network with the converted COCO weights, in eval mode."""
     net = SSDMobileNetV2()
-    missing, unexpected = net.load_state_dict(load_state_dict(weights, log), strict=False)
+    state = load_state_dict(weights, log)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # e.g. tensors of other shapes
+        from temposplit.model.detectors import weights_error
+
+        raise weights_error(weights or "the converted SSD weights", exc, "weights") from exc
     missing = [k for k in missing if not k.endswith("skip_add.activation_post_process")]
     if missing or unexpected:
-        raise MissingDependencyError(f"SSD weights do not fit the network: missing {missing}, unexpected {unexpected}")
+
+        def few(keys):  # a line, not hundreds of names
+            return f"{len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+
+        raise MissingDependencyError(
+            f"{weights or 'the converted weights'}: SSD weights do not fit the network: "
+            f"missing {few(missing)}, unexpected {few(unexpected)}"
+        )
     return net.eval()

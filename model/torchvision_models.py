@@ -22,7 +22,7 @@ import torch
 from temposplit.errors import ConfigError, MissingDependencyError
 from temposplit.model import cuts as cut_table
 from temposplit.model.detections import Detections
-from temposplit.model.detectors import Detector
+from temposplit.model.detectors import UNREADABLE_WEIGHTS, Detector, weights_error
 from temposplit.model.split import Batch, BatchMeta
 
 _BUILDERS = {
@@ -46,8 +46,16 @@ def build_model(name: str, weights: str | None = None, min_size: int = 800, max_
         if not Path(weights).is_file():
             raise MissingDependencyError(f"weights file {weights} not found")
         model = fn(weights=None, weights_backbone=None, **kwargs)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except UNREADABLE_WEIGHTS as exc:
+            raise weights_error(weights, exc, "a weights file") from exc
+        if not isinstance(state, dict):
+            raise ConfigError(f"{weights}: holds a {type(state).__name__}, not a state dict of {name}'s weights")
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # other keys or shapes
+            raise weights_error(weights, exc, f"{name} weights") from exc
     else:
         enum = getattr(tvd, enum_name)
         try:

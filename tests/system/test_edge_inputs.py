@@ -1,0 +1,381 @@
+"""Bad input to ``edge``, ``edge --replay`` and ``features`` (host/): one line on stderr and
+exit status 2, before any connection or model, and no file lost. No model, no server here."""
+
+import os
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+from temposplit.cli import main
+from temposplit.errors import ConfigError
+
+SERVER = ["--server", "127.0.0.1:9"]
+
+
+def one_line(capsys, *messages):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("temposplit "), err
+    for m in messages:
+        assert m in err[0], err
+    return err[0]
+
+
+@pytest.fixture(autouse=True)
+def no_connection(monkeypatch):
+    """Every refusal here comes before the edge connects."""
+    import temposplit.host.edge as edge
+
+    monkeypatch.setattr(edge.socket, "create_connection", lambda *a, **k: pytest.fail("the edge connected"))
+
+
+def _replay(path, **identity):
+    """A feature file as ``temposplit features`` writes it, 3 frames of one 8x12x12 tensor;
+    ``identity`` replaces identity fields (None drops one)."""
+    from temposplit.codec import features
+
+    codes = np.random.default_rng(0).integers(0, 256, (3, 8, 12, 12)).astype(np.uint8)
+    fields = {
+        "model": np.array("ssd-mobilenet-v2"),
+        "cut": np.array("features.10"),
+        "model_hash": np.arange(32, dtype=np.uint8),
+        "frame_size": np.array([576, 768], np.int32),
+        "fps": np.float64(10.0),
+    }
+    fields.update(identity)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    features.save(str(path), features.FeatureClip(["features.10"], [codes], [0.1], [3], [4]), fields)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- C1: rates and timeouts
+
+
+@pytest.mark.parametrize("fps", ["inf", "-inf", "nan", "1e9", "241", "1e-9", "0", "-1"])
+def test_edge_refuses_an_fps_outside_the_servers_range_before_connecting(tmp_path, capsys, fps):
+    replay = _replay(tmp_path / "r.npz")
+    assert main(["edge", "--replay", replay, *SERVER, f"--fps={fps}"]) == 2
+    one_line(capsys, "--fps")
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e300", "nan", "86401", "0", "-5"])
+def test_edge_refuses_an_unbounded_timeout_before_connecting(tmp_path, capsys, timeout):
+    replay = _replay(tmp_path / "r.npz")
+    assert main(["edge", "--replay", replay, *SERVER, f"--timeout={timeout}"]) == 2
+    one_line(capsys, "--timeout must be positive, at most 86400")
+
+
+@pytest.mark.parametrize("fps, message", [(1e9, "e.g. --fps 240"), (np.inf, "invalid fps"), (np.nan, "invalid fps")])
+def test_the_rate_of_a_replay_file_is_checked_before_connecting(tmp_path, capsys, fps, message):
+    replay = _replay(tmp_path / "r.npz", fps=np.float64(fps))
+    assert main(["edge", "--replay", replay, *SERVER]) == 2
+    one_line(capsys, replay, message)
+
+
+def test_a_replay_file_of_a_high_rate_streams_at_the_rate_given(tmp_path, monkeypatch):
+    """--fps replaces the file's rate: the check is on the stream's rate, not the file's."""
+    import temposplit.host.edge as edge
+
+    replay = _replay(tmp_path / "r.npz", fps=np.float64(1000.0))
+
+    def run(self, frames, video=None, total=None):
+        assert self.codec["fps"] == 30.0
+        raise SystemExit(7)
+
+    monkeypatch.setattr(edge.Edge, "run", run)
+    with pytest.raises(SystemExit, match="7"):
+        main(["edge", "--replay", replay, *SERVER, "--fps", "30"])
+
+
+@pytest.mark.parametrize(
+    "codec, timeout, message",
+    [({"fps": 1e9}, 60.0, "the stream's rate"), ({"fps": 10.0}, float("inf"), "the answer timeout")],
+)
+def test_the_edge_api_checks_the_rate_and_timeout_before_connecting(tmp_path, codec, timeout, message):
+    """What ``bench server`` builds: Edge(...).run() refuses before any socket."""
+    from temposplit.host.edge import Edge
+    from temposplit.host.sources import open_replay
+
+    replay = open_replay(_replay(tmp_path / "r.npz"))
+    with pytest.raises(ConfigError, match=message):
+        Edge(replay, codec, ("127.0.0.1", 9), "s", timeout=timeout).run(replay.frames(), total=3)
+
+
+# ---------------------------------------------------------------------------- C2: damaged replay files
+
+
+@pytest.mark.parametrize(
+    "identity, message",
+    [
+        ({"frame_size": np.int32(5)}, "frame_size must be two integers"),  # 0-d: was TypeError
+        ({"frame_size": np.array([576, 768, 3], np.int32)}, "frame_size must be two integers"),
+        ({"frame_size": np.array(["a", "b"])}, "frame_size must be two integers"),
+        ({"frame_size": np.array([100000, 100000], np.int32)}, "16 to 4096"),
+        ({"fps": np.array([1.0, 2.0])}, "fps must be a number"),  # was TypeError
+        ({"fps": np.array("fast")}, "fps must be a number"),
+        ({"model_hash": np.arange(32, dtype=np.float64)}, "model_hash must be 32 bytes"),
+        ({"model_hash": np.zeros((32, 2), np.uint8)}, "model_hash must be 32 bytes"),
+        ({"model": np.array(["a", "b"])}, "model must be a text scalar"),
+        ({"model": np.frombuffer(b"ab", np.uint8)}, "model must be a text scalar"),
+        ({"fps": None}, "no fps"),
+    ],
+)
+def test_replay_identity_fields_of_another_type_or_shape(tmp_path, capsys, identity, message):
+    replay = _replay(tmp_path / "r.npz", **identity)
+    assert main(["edge", "--replay", replay, *SERVER]) == 2
+    one_line(capsys, replay, message)
+
+
+def test_a_truncated_or_damaged_replay_file(tmp_path, capsys):
+    good = _replay(tmp_path / "good.npz")
+    data = open(good, "rb").read()
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes(data[: len(data) // 2])
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.npz"
+    text.write_text("not a zip\n")
+    for path in (trunc, empty, text):
+        assert main(["edge", "--replay", str(path), *SERVER]) == 2
+        one_line(capsys, str(path))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        zipfile.BadZipFile("Bad CRC-32 for file 'codes/t.npy'"),
+        zlib.error("Error -3 while decompressing data"),
+        TypeError("only 0-dimensional arrays can be converted to Python scalars"),
+        AttributeError("'bytes' object has no attribute 'dtype'"),
+        MemoryError("Unable to allocate 90.9 TiB"),
+        ValueError("EOF: reading array data"),
+        EOFError("No data left in file"),
+        KeyError("codes/t"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_whatever_the_feature_loader_raises_is_one_config_error_naming_the_file(tmp_path, capsys, monkeypatch, exc):
+    """The boundary of host/: the shared loader (codec/features.py) may raise any of these
+    for a damaged file; the edge converts them, naming the file."""
+    from temposplit.codec import features
+    from temposplit.host.sources import open_replay
+
+    replay = _replay(tmp_path / "r.npz")
+
+    def load(path):
+        raise exc
+
+    monkeypatch.setattr(features, "load", load)
+    with pytest.raises(ConfigError, match="r.npz: not a readable feature file"):
+        open_replay(replay)
+    assert main(["edge", "--replay", replay, *SERVER]) == 2
+    one_line(capsys, replay, type(exc).__name__)
+
+
+def test_the_identity_fields_read_past_a_damaged_member(tmp_path, monkeypatch):
+    """np.load's members (the identity's) failing with zlib.error is the file's error too."""
+    from temposplit.host.sources import open_replay
+
+    replay = _replay(tmp_path / "r.npz")
+    real = np.load
+
+    class Damaged:
+        def __init__(self, npz):
+            self.npz, self.files = npz, npz.files
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.npz.close()
+
+        def __getitem__(self, key):
+            if key == "fps":
+                raise zlib.error("Error -3 while decompressing data: invalid distance too far back")
+            return self.npz[key]
+
+    monkeypatch.setattr(np, "load", lambda *a, **k: Damaged(real(*a, **k)))
+    with pytest.raises(ConfigError, match=r"r.npz: not a readable feature file \(error"):
+        open_replay(replay)
+
+
+# ---------------------------------------------------------------------------- C3: host names
+
+
+@pytest.mark.parametrize("host", ["foo..bar", "x" * 64 + ".com", "\udcff"])
+def test_a_host_name_idna_cannot_encode(tmp_path, capsys, host):
+    replay = _replay(tmp_path / "r.npz")
+    assert main(["edge", "--replay", replay, "--server", f"{host}:7300"]) == 2
+    one_line(capsys, "invalid host name")
+
+
+def test_the_edge_api_refuses_such_a_host_without_retrying(tmp_path):
+    from temposplit.host.edge import Edge
+    from temposplit.host.sources import open_replay
+
+    replay = open_replay(_replay(tmp_path / "r.npz"))
+    with pytest.raises(ConfigError, match="invalid host name"):
+        Edge(replay, {"fps": 10.0}, ("foo..bar", 9), "s").run(replay.frames(), total=3)
+
+
+# ---------------------------------------------------------------------------- A1: features' output
+
+
+def test_features_refuses_to_write_over_its_input(tmp_path, capsys, monkeypatch):
+    import temposplit.host.cli as host_cli
+
+    monkeypatch.setattr(host_cli, "_edge_model", lambda *a: pytest.fail("the model was loaded"))
+    video = tmp_path / "v.avi"
+    video.write_bytes(b"a video's bytes")
+    link = tmp_path / "link.npz"
+    link.symlink_to(video)
+    for out in (video, link, tmp_path / "." / "v.avi"):
+        assert main(["features", str(video), str(out), "--frames", "3"]) == 2
+        one_line(capsys, "is the input")
+    assert video.read_bytes() == b"a video's bytes"
+
+
+class _Model:
+    """An M1 stand-in: one 4x6x6 tensor per frame."""
+
+    model = "ssd-mobilenet-v2"
+
+    class cut:
+        name = "features.10"
+
+    def m1(self, frames):
+        from temposplit.model.numpy_m1 import Codes
+
+        return [[Codes("t", (4, 6, 6), 0.1, 3, np.full((4, 6, 6), f[0, 0, 0], np.uint8))] for f in frames]
+
+    def tensor_specs(self, sample, block=None):
+        from temposplit.codec.encoder import TensorSpec
+
+        return [TensorSpec(t.name, t.shape, t.scale, t.zero_point, block or 2) for t in sample]
+
+    def model_hash(self, sample):
+        return bytes(32)
+
+
+def _frames(n):
+    return [np.full((32, 48, 3), i, np.uint8) for i in range(n)]
+
+
+def test_features_writes_its_output_whole_or_not_at_all(tmp_path, monkeypatch):
+    from temposplit.codec import features
+    from temposplit.host.features import write_features
+
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"the previous result")
+    real_save = features.save
+
+    def failing_save(f, clip, extra=None):
+        f.write(b"PK\x03\x04 part of an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(features, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        write_features(str(out), _Model(), _frames(3), 10.0)
+    assert out.read_bytes() == b"the previous result"  # neither truncated nor partly written
+    assert sorted(os.listdir(tmp_path)) == ["out.npz"]  # and no temporary file left
+
+    monkeypatch.setattr(features, "save", real_save)
+    s = write_features(str(out), _Model(), _frames(3), 10.0)
+    assert s["frames"] == 3 and sorted(os.listdir(tmp_path)) == ["out.npz"]
+    assert features.load(str(out)).frames == 3
+    from temposplit.host.sources import open_replay
+
+    replay = open_replay(str(out))  # and edge --replay reads what it wrote
+    assert (replay.count, replay.frame_size, replay.fps, replay.hash) == (3, (32, 48), 10.0, bytes(32))
+
+
+# ---------------------------------------------------------------------------- D2: --m1 files
+
+
+def _m1(path, graph=None, raw=None, **arrays):
+    import json
+
+    blob = raw if raw is not None else json.dumps(graph).encode()
+    np.savez(path, graph=np.frombuffer(blob, np.uint8), **arrays)
+    return str(path)
+
+
+def _raw(path, data: bytes):
+    path.write_bytes(data)
+    return str(path)
+
+
+M1 = {"format": "temposplit-numpy-m1", "version": 2}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: _raw(p, b""), "EOFError"),
+        (lambda p: _raw(p, b"PK\x03\x04 cut"), "BadZipFile"),
+        (lambda p: _m1(p, [1, 2]), "a JSON list"),
+        (lambda p: _m1(p, "hello"), "a JSON str"),
+        (lambda p: _m1(p, {**M1, "version": [2]}), "not a whole number"),
+        (lambda p: _m1(p, raw=b"\xff\xfe"), "not JSON"),
+        (lambda p: _m1(p, {**M1, "output_names": [], "outputs": [], "nodes": "abc"}), "not a valid M1 graph"),
+        (lambda p: _m1(p, {**M1, "output_names": [], "outputs": [], "nodes": [], "input": "x"}), "'input'"),
+        (
+            lambda p: _m1(
+                p,
+                {
+                    **M1,
+                    "output_names": [],
+                    "outputs": [],
+                    "nodes": [],
+                    "input": {"kind": "ssd-rgb"},
+                    "weights_digest": 5,
+                },
+            ),
+            "not hexadecimal",
+        ),
+    ],
+)
+def test_an_m1_file_that_is_not_an_export_is_one_config_error(tmp_path, make, message):
+    from temposplit.host.pipeline import NumpyEdgeModel
+
+    path = make(tmp_path / "m1.npz")
+    with pytest.raises(ConfigError, match="not an exported M1|not hexadecimal") as e:
+        NumpyEdgeModel(path)
+    assert str(e.value).startswith(path) and message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "exc", [EOFError("No data left"), zipfile.BadZipFile("bad"), TypeError("t"), AttributeError("a"), MemoryError()]
+)
+def test_whatever_the_m1_loader_raises_is_one_config_error(tmp_path, monkeypatch, exc):
+    from temposplit.host.pipeline import NumpyEdgeModel
+    from temposplit.model import numpy_m1
+
+    def load(path):
+        raise exc
+
+    monkeypatch.setattr(numpy_m1, "load", load)
+    with pytest.raises(ConfigError, match="m1.npz: not an exported M1"):
+        NumpyEdgeModel(str(tmp_path / "m1.npz"))
+
+
+def test_edge_with_a_bad_m1_gives_one_line(tmp_path, capsys):
+    from temposplit.model import data
+
+    if not data.vtest_path().is_file():
+        pytest.skip("data/vtest.avi is not fetched (run `make data`)")
+    m1 = _m1(tmp_path / "m1.npz", [1, 2])
+    assert main(["edge", str(data.vtest_path()), *SERVER, "--m1", m1]) == 2
+    one_line(capsys, m1, "not an exported M1")
+
+
+def test_an_identity_member_that_is_no_array(tmp_path, capsys):
+    """NumPy returns the raw bytes of a zip member without the .npy header."""
+    import zipfile as zf
+
+    replay = _replay(tmp_path / "r.npz", fps=None)
+    with zf.ZipFile(replay, "a") as z:
+        z.writestr("fps.npy", b"garbage, not an array")
+    assert main(["edge", "--replay", replay, *SERVER]) == 2
+    one_line(capsys, replay, "fps: not an array")
