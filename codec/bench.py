@@ -34,6 +34,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "feature
 
 
 def parse_shapes(text: str):
+    """``--shapes``: 'all', 'small' or CxHxW[:B],... (a ConfigurationError for anything else)."""
+    from temposplit.codec.errors import ConfigurationError
+    from temposplit.codec.motion import check_block
+
     if text == "all":
         return SHAPES
     if text == "small":
@@ -41,8 +45,17 @@ def parse_shapes(text: str):
     out = []
     for part in text.split(","):
         dims, _, b = part.partition(":")
-        c, h, w = (int(v) for v in dims.lower().split("x"))
-        out.append(((c, h, w), int(b or 4)))
+        try:
+            c, h, w = (int(v) for v in dims.lower().split("x"))
+            block = int(b or 4)
+        except ValueError:
+            raise ConfigurationError(
+                f"--shapes: {part!r} is not CxHxW[:B] ('all', 'small' or e.g. 64x19x19:4)"
+            ) from None
+        if min(c, h, w) < 1:
+            raise ConfigurationError(f"--shapes: {part!r} has a side under 1")
+        check_block(block)
+        out.append(((c, h, w), block))
     return out
 
 

@@ -492,3 +492,12 @@ def test_decode_refuses_a_folder_as_its_output(tmp_path, feature_file, capsys):
     (tmp_path / "out").mkdir()
     _refused(capsys, ["decode", stream, tmp_path / "out"], "is a folder")
     assert _folder(tmp_path) == ["f.npz", "out", "s.tsp"]
+
+
+@pytest.mark.parametrize("shapes", ["bogus", "1x2", "0x0x0", "8x8x8:x", "8x8x8:0"])
+def test_bench_codec_shapes_that_cannot_be_parsed_are_one_line(shapes, capsys):
+    from temposplit.cli import main
+
+    assert main(["bench", "codec", "--shapes", shapes]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("temposplit bench: error:"), line
