@@ -173,7 +173,9 @@ def _encode(args) -> int:
     if block is not None:
         check_block(block)  # 0 is an error, not "the default"
     tensors = [
-        TensorSpec(n, tuple(c.shape[1:]), s, z, block or b or 4)
+        TensorSpec(
+            n, tuple(c.shape[1:]), s, z, next(v for v in (block, b, 4) if v is not None)
+        )  # a stored 0 is refused
         for n, c, s, z, b in zip(clip.names, clip.codes, clip.scales, clip.zero_points, clip.blocks, strict=True)
     ]
     config = config_from_args(args, tensors)

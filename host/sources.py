@@ -232,10 +232,13 @@ class Replay:
         from temposplit.codec.encoder import TensorSpec
         from temposplit.host.pipeline import default_block
 
-        return [
-            TensorSpec(t.name, t.shape, t.scale, t.zero_point, block or b or default_block(t.shape[1], t.shape[2]))
-            for t, b in zip(sample, self.clip.blocks, strict=True)
-        ]
+        specs = []
+        for t, stored in zip(sample, self.clip.blocks, strict=True):
+            b = block if block is not None else stored  # a stored 0 is refused by the encoder, as --block 0 is
+            specs.append(
+                TensorSpec(t.name, t.shape, t.scale, t.zero_point, b if b is not None else default_block(*t.shape[1:]))
+            )
+        return specs
 
     def model_hash(self, sample) -> bytes:
         return self.hash

@@ -501,3 +501,12 @@ def test_bench_codec_shapes_that_cannot_be_parsed_are_one_line(shapes, capsys):
     assert main(["bench", "codec", "--shapes", shapes]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("temposplit bench: error:"), line
+
+
+def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path, capsys):
+    """0 in a feature file's block/<name> is not "the default" (that is a missing member)."""
+    a = np.stack(correlated_clip(np.random.default_rng(0), 3, (8, 12, 12)))
+    path = tmp_path / "zero.npz"
+    features.save(str(path), features.FeatureClip(["t"], [a], [0.1], [3], [0]))
+    _refused(capsys, ["encode", path, tmp_path / "s.tsp"], "block")
+    assert not (tmp_path / "s.tsp").exists()

@@ -379,3 +379,20 @@ def test_an_identity_member_that_is_no_array(tmp_path, capsys):
         z.writestr("fps.npy", b"garbage, not an array")
     assert main(["edge", "--replay", replay, *SERVER]) == 2
     one_line(capsys, replay, "fps: not an array")
+
+
+def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path):
+    from temposplit.codec.encoder import CodecConfig
+    from temposplit.codec.errors import ConfigurationError
+    from temposplit.codec.features import FeatureClip, save
+    from temposplit.host.sources import Replay
+
+    path = tmp_path / "zero.npz"
+    codes = np.zeros((2, 8, 12, 12), np.uint8)
+    identity = {"model": np.array("m"), "cut": np.array("c"), "model_hash": np.arange(32, dtype=np.uint8)}
+    save(str(path), FeatureClip(["t"], [codes], [0.1], [3], [0]), {**identity, "frame_size": np.array([64, 64]), "fps": np.float64(10.0)})
+    replay = Replay(str(path))
+    (spec,) = replay.tensor_specs(next(replay.frames()).tensors)
+    assert spec.block == 0
+    with pytest.raises(ConfigurationError, match="block"):
+        CodecConfig(tensors=[spec]).validate()
