@@ -65,3 +65,18 @@ def _torch_threads_given_back():
         before = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_line(capsys):
+    """``one_line(*messages)``: what the command wrote to stderr is one line, from
+    ``temposplit ...``, holding every message; returns the line."""
+
+    def check(*messages: str) -> str:
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("temposplit "), err
+        for m in messages:
+            assert m in err[0], err
+        return err[0]
+
+    return check

@@ -515,27 +515,8 @@ def expected_point(points: dict[str, str], key: str) -> str | None:
 _ROW_NEEDED = ("key", "clip", "method", "cut", "n_bits", "bytes_per_frame", "map50", "mb_per_s")
 _ROW_TEXT = ("key", "clip", "method")
 _ROW_TEXT_OR_NULL = ("model", "cut", "variant", "coder", "structure", "reconstruction", "evals", "run", "point")
-_ROW_NUMBER_OR_NULL = (
-    "frames",
-    "scored_frames",
-    "n_bits",
-    "bytes_per_frame",
-    "cut_bytes_per_frame",
-    "mb_per_s",
-    "cut_mb_per_s",
-    "bits_per_element",
-    "cut_bits_per_element",
-    "ratio_vs_8bit",
-    "cut_ratio_vs_8bit",
-    "ratio_vs_frames",
-    "map50",
-    "map50_95",
-    "map50_frequent",
-    "map50_95_frequent",
-    "labelme_map50",
-    "labelme_map50_95",
-    "seconds",
-)
+# Every other field a row holds (runners.ROW_KEYS) but its settings (a dict) is a number or null.
+_ROW_NUMBER_OR_NULL = tuple(k for k in ROW_KEYS if k not in (*_ROW_TEXT, *_ROW_TEXT_OR_NULL, "settings"))
 
 
 def _row_problem(row) -> str | None:

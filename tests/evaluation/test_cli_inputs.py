@@ -13,14 +13,6 @@ from temposplit.errors import ConfigError
 from temposplit.evaluation.harness import ROW_KEYS, Harness, load_rows
 
 
-def one_line(capsys, *messages):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("temposplit "), err
-    for m in messages:
-        assert m in err[0], err
-    return err[0]
-
-
 def _row(key="m|c|features.13|quant||huffman|4", **fields):
     row = {k: None for k in ROW_KEYS}
     row.update(key=key, model="m", clip="c", cut="features.13", method="quant", variant="", n_bits=4)
@@ -36,11 +28,11 @@ def _line(row) -> bytes:
 @pytest.mark.parametrize(
     "data, line", [(b"\xff\xfe\n", 1), (b"a.mp4\n\xff.mp4\n", 2), (b"RIFF\x00\x00\n\x8e AVI binary", 2)]
 )
-def test_a_video_list_that_is_not_text(tmp_path, capsys, data, line):
+def test_a_video_list_that_is_not_text(tmp_path, capsys, data, line, one_line):
     path = tmp_path / "clips.list"
     path.write_bytes(data)
     assert main(["eval", "--video-list", str(path), "--out", str(tmp_path / "ev"), "--quick"]) == 2
-    one_line(capsys, f"{path}, line {line}: not UTF-8")
+    one_line(f"{path}, line {line}: not UTF-8")
     assert not (tmp_path / "ev").exists()
 
 
@@ -60,19 +52,21 @@ DAMAGED = [
 
 
 @pytest.mark.parametrize("data, message", DAMAGED)
-def test_eval_report_of_a_damaged_results_file(tmp_path, capsys, data, message):
+def test_eval_report_of_a_damaged_results_file(tmp_path, capsys, data, message, one_line):
     out = tmp_path / "ev"
     out.mkdir()
     (out / "results.jsonl").write_bytes(data)
     with pytest.raises(ConfigError, match="a damaged results file"):
         load_rows(out / "results.jsonl")
     assert main(["eval-report", "--out", str(out), "--no-plots"]) == 2
-    one_line(capsys, f"{out / 'results.jsonl'}, {message}")
+    one_line(f"{out / 'results.jsonl'}, {message}")
     assert sorted(p.name for p in out.iterdir()) == ["results.jsonl"]  # no report written
 
 
 @pytest.mark.parametrize("data, message", DAMAGED[:3])
-def test_eval_into_a_folder_with_a_damaged_results_file_changes_nothing(tmp_path, capsys, monkeypatch, data, message):
+def test_eval_into_a_folder_with_a_damaged_results_file_changes_nothing(
+    tmp_path, capsys, monkeypatch, data, message, one_line
+):
     """Resuming: refused before the run's identity, its clips or meta.json, and the file stays as it was."""
     monkeypatch.setattr(Harness, "run_id", lambda self: pytest.fail("the run started"))
     out = tmp_path / "ev"
@@ -80,7 +74,7 @@ def test_eval_into_a_folder_with_a_damaged_results_file_changes_nothing(tmp_path
     (out / "results.jsonl").write_bytes(data + b'{"key": "cut sh')  # and a line cut short by a kill
     (out / "meta.json").write_text('{"run": "earlier"}')
     assert main(["eval", "--quick", "--out", str(out), "--no-plots"]) == 2
-    one_line(capsys, f"{out / 'results.jsonl'}, {message}")
+    one_line(f"{out / 'results.jsonl'}, {message}")
     assert (out / "results.jsonl").read_bytes() == data + b'{"key": "cut sh'
     assert (out / "meta.json").read_text() == '{"run": "earlier"}'
 
@@ -116,22 +110,22 @@ def test_rows_of_other_runs_are_checked_too_and_then_filtered(tmp_path):
         (b'{"runs": [1]}', "not the JSON object eval writes"),
     ],
 )
-def test_eval_report_with_a_damaged_meta_json(tmp_path, capsys, meta, message):
+def test_eval_report_with_a_damaged_meta_json(tmp_path, capsys, meta, message, one_line):
     out = tmp_path / "ev"
     out.mkdir()
     (out / "results.jsonl").write_bytes(_line(_row()))
     (out / "meta.json").write_bytes(meta)
     assert main(["eval-report", "--out", str(out), "--no-plots"]) == 2
-    one_line(capsys, f"{out / 'meta.json'}: {message}")
+    one_line(f"{out / 'meta.json'}: {message}")
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "results.jsonl"]  # no report written
 
 
 @pytest.mark.parametrize("meta", [b'{"run": "r", "sett', b"\xff\xfe", b"[1, 2]", b'{"runs": 5}'])
-def test_eval_into_a_folder_with_a_damaged_meta_json_changes_nothing(tmp_path, capsys, monkeypatch, meta):
+def test_eval_into_a_folder_with_a_damaged_meta_json_changes_nothing(tmp_path, capsys, monkeypatch, meta, one_line):
     monkeypatch.setattr(Harness, "run_id", lambda self: pytest.fail("the run started"))
     out = tmp_path / "ev"
     out.mkdir()
     (out / "meta.json").write_bytes(meta)
     assert main(["eval", "--quick", "--out", str(out), "--no-plots"]) == 2
-    one_line(capsys, f"{out / 'meta.json'}: not the JSON")
+    one_line(f"{out / 'meta.json'}: not the JSON")
     assert (out / "meta.json").read_bytes() == meta

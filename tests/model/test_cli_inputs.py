@@ -19,14 +19,6 @@ from temposplit.model import numpy_m1 as nm
 torch = pytest.importorskip("torch")
 
 
-def one_line(capsys, *messages):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("temposplit "), err
-    for m in messages:
-        assert m in err[0], err
-    return err[0]
-
-
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a detector or calibrating fails the test."""
@@ -78,7 +70,7 @@ def _truncated(p):
         (lambda p: p.write_bytes(bytes([0x0B]) * 40), "w.pb", "not a frozen SSD graph"),
     ],
 )
-def test_ssd_weights_that_are_not_weights(tmp_path, capsys, make, name, message):
+def test_ssd_weights_that_are_not_weights(tmp_path, capsys, make, name, message, one_line):
     from temposplit.model import ssd
 
     path = tmp_path / name
@@ -87,14 +79,14 @@ def test_ssd_weights_that_are_not_weights(tmp_path, capsys, make, name, message)
         ssd.load_state_dict(path)
     assert str(e.value).startswith(str(path)) and len(str(e.value).splitlines()) == 1
     assert main(["models", "--model", "ssd-mobilenet-v2", "--weights", str(path)]) == 2
-    one_line(capsys, str(path), message)
+    one_line(str(path), message)
 
 
-def test_ssd_weights_of_other_shapes(tmp_path, capsys):
+def test_ssd_weights_of_other_shapes(tmp_path, capsys, one_line):
     path = tmp_path / "shapes.pt"
     torch.save({"features.0.conv.weight": torch.zeros(1)}, path)
     assert main(["models", "--model", "ssd-mobilenet-v2", "--weights", str(path)]) == 2
-    one_line(capsys, str(path), "size mismatch")
+    one_line(str(path), "size mismatch")
 
 
 def test_torchvision_weights_that_are_not_weights(tmp_path, capsys):
@@ -170,25 +162,27 @@ def test_a_well_formed_m1_still_loads(tmp_path):
         ["bench", "models", "--only", "ssd"],
     ],
 )
-def test_threads_outside_1_to_256(tmp_path, capsys, monkeypatch, no_model, argv, threads):
+def test_threads_outside_1_to_256(tmp_path, capsys, monkeypatch, no_model, argv, threads, one_line):
     from temposplit.model import bench
 
     monkeypatch.setattr(bench, "bench_ssd", lambda *a, **k: pytest.fail("the bench ran"))
     before = torch.get_num_threads()
     argv = [a.format(tmp=tmp_path / "fx") for a in argv]
     assert main([*argv, "--threads", threads]) == 2
-    one_line(capsys, "--threads must be 1 to 256")
+    one_line("--threads must be 1 to 256")
     assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("frames", ["0", "-1"])
-def test_fixtures_with_no_frames_is_refused_before_calibrating(tmp_path, capsys, no_model, frames):
+def test_fixtures_with_no_frames_is_refused_before_calibrating(tmp_path, capsys, no_model, frames, one_line):
     assert main(["models", "fixtures", "--out", str(tmp_path / "fx"), "--frames", frames, "--threads", "1"]) == 2
-    one_line(capsys, "--frames must be at least 1")
+    one_line("--frames must be at least 1")
     assert not (tmp_path / "fx").exists()
 
 
-def test_fixtures_past_the_end_of_the_video_is_refused_before_calibrating(tmp_path, capsys, monkeypatch, no_model):
+def test_fixtures_past_the_end_of_the_video_is_refused_before_calibrating(
+    tmp_path, capsys, monkeypatch, no_model, one_line
+):
     from temposplit.model import data
     from temposplit.model.fixtures import write_fixtures
 
@@ -196,45 +190,45 @@ def test_fixtures_past_the_end_of_the_video_is_refused_before_calibrating(tmp_pa
     with pytest.raises(ConfigError, match="no frame at or after --start 1000000"):
         write_fixtures(tmp_path / "fx", start=1_000_000)
     assert main(["models", "fixtures", "--out", str(tmp_path / "fx"), "--start", "1000000", "--threads", "1"]) == 2
-    one_line(capsys, "no frame at or after --start 1000000")
+    one_line("no frame at or after --start 1000000")
     assert not (tmp_path / "fx").exists()
 
 
-def test_fixtures_into_a_file(tmp_path, capsys, no_model):
+def test_fixtures_into_a_file(tmp_path, capsys, no_model, one_line):
     out = tmp_path / "file"
     out.write_text("x")
     assert main(["models", "fixtures", "--out", str(out), "--threads", "1"]) == 2
-    one_line(capsys, "is a file, not a folder")
+    one_line("is a file, not a folder")
 
 
 @pytest.mark.parametrize("repeats", ["0", "-3"])
-def test_bench_models_needs_a_repeat(capsys, monkeypatch, repeats):
+def test_bench_models_needs_a_repeat(capsys, monkeypatch, repeats, one_line):
     from temposplit.model import bench
 
     monkeypatch.setattr(bench, "bench_ssd", lambda *a, **k: pytest.fail("the bench ran"))
     assert main(["bench", "models", "--only", "ssd", "--threads", "1", "--repeats", repeats]) == 2
-    one_line(capsys, "--repeats must be at least 1")
+    one_line("--repeats must be at least 1")
 
 
 @pytest.mark.parametrize("n_bits", ["0", "1", "9", "-1", "99999999999"])
-def test_bench_fabric_n_bits_outside_2_to_8(capsys, n_bits):
+def test_bench_fabric_n_bits_outside_2_to_8(capsys, n_bits, one_line):
     assert main(["bench", "fabric", f"--n-bits={n_bits}"]) == 2
-    one_line(capsys, "--n-bits", "2..8")
+    one_line("--n-bits", "2..8")
 
 
 # ---------------------------------------------------------------------------- G3: export-m1 --out
 
 
-def test_export_m1_into_a_folder_is_refused_before_calibrating(tmp_path, capsys, monkeypatch, no_model):
+def test_export_m1_into_a_folder_is_refused_before_calibrating(tmp_path, capsys, monkeypatch, no_model, one_line):
     from temposplit.model import export
 
     monkeypatch.setattr(export, "export_cut", lambda *a, **k: pytest.fail("exported"))
     assert main(["models", "export-m1", "--out", str(tmp_path)]) == 2
-    one_line(capsys, "is a folder")
+    one_line("is a folder")
     under_a_file = tmp_path / "f"
     under_a_file.write_text("x")
     assert main(["models", "export-m1", "--out", str(under_a_file / "m1.npz")]) == 2
-    one_line(capsys, "is a file, not a folder")
+    one_line("is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 

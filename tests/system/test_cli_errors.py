@@ -73,11 +73,11 @@ def _parser_whose_handler_raises(error):
     return build
 
 
-def test_a_defect_that_escapes_a_handler_is_one_line_and_exit_1(monkeypatch, capsys):
+def test_a_defect_that_escapes_a_handler_is_one_line_and_exit_1(monkeypatch, capsys, one_line):
     monkeypatch.delenv("TEMPOSPLIT_DEBUG", raising=False)
     monkeypatch.setattr("temposplit.cli.build_parser", _parser_whose_handler_raises(ValueError("a\nb")))
     assert main(["boom"]) == 1
-    one_line(capsys, "temposplit boom: internal error: ValueError: a b")
+    one_line("temposplit boom: internal error: ValueError: a b")
 
 
 def test_temposplit_debug_lets_the_traceback_through(monkeypatch):
@@ -87,15 +87,10 @@ def test_temposplit_debug_lets_the_traceback_through(monkeypatch):
         main(["boom"])
 
 
-def test_memory_that_runs_out_is_one_line_and_exit_2(monkeypatch, capsys):
+def test_memory_that_runs_out_is_one_line_and_exit_2(monkeypatch, capsys, one_line):
     monkeypatch.setattr("temposplit.cli.build_parser", _parser_whose_handler_raises(MemoryError()))
     assert main(["boom"]) == 2
-    one_line(capsys, "temposplit boom: error: out of memory")
-
-
-def one_line(capsys, message):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0] and err[0].startswith("temposplit "), err
+    one_line("temposplit boom: error: out of memory")
 
 
 @pytest.fixture
@@ -109,17 +104,17 @@ def feature_file(tmp_path):
 
 
 @pytest.mark.parametrize("frames", ["-1", "0"])
-def test_edge_frames_below_one_is_an_error(frames, capsys):
+def test_edge_frames_below_one_is_an_error(frames, capsys, one_line):
     assert main(["edge", __file__, "--server", "127.0.0.1:9", "--frames", frames]) == 2
-    one_line(capsys, "--frames must be at least 1")
+    one_line("--frames must be at least 1")
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a video\n"])
-def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys):
+def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys, one_line):
     video = tmp_path / "clip.avi"
     video.write_bytes(content)
     assert main(["demo", "--video", str(video), "--out", str(tmp_path / "out")]) == 2
-    one_line(capsys, "cannot open")
+    one_line("cannot open")
 
 
 # Each is checked before the model loads: the demo's log (on stderr) has not started.
@@ -132,29 +127,29 @@ def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys):
         (["--out", __file__], "cannot write to the output folder"),
     ],
 )
-def test_demo_checks_its_options_before_the_model_loads(argv, message, tmp_path, capsys):
+def test_demo_checks_its_options_before_the_model_loads(argv, message, tmp_path, capsys, one_line):
     out = [] if "--out" in argv else ["--out", str(tmp_path / "out")]
     assert main(["demo", *out, *argv]) == 2
-    one_line(capsys, message)
+    one_line(message)
 
 
-def test_edge_block_zero_is_an_error_not_the_default(capsys):
+def test_edge_block_zero_is_an_error_not_the_default(capsys, one_line):
     assert main(["edge", __file__, "--server", "127.0.0.1:9", "--block", "0"]) == 2
-    one_line(capsys, "block size B")
+    one_line("block size B")
 
 
-def test_encode_block_zero_is_an_error_not_the_default(feature_file, tmp_path, capsys):
+def test_encode_block_zero_is_an_error_not_the_default(feature_file, tmp_path, capsys, one_line):
     assert main(["encode", str(feature_file), str(tmp_path / "s.tsp"), "--block", "0"]) == 2
-    one_line(capsys, "block size B")
+    one_line("block size B")
     assert not (tmp_path / "s.tsp").exists()
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip"])
-def test_encode_of_an_empty_or_broken_npz(tmp_path, content, capsys):
+def test_encode_of_an_empty_or_broken_npz(tmp_path, content, capsys, one_line):
     path = tmp_path / "empty.npz"
     path.write_bytes(content)
     assert main(["encode", str(path), str(tmp_path / "s.tsp")]) == 2
-    one_line(capsys, "not a readable .npz feature file")
+    one_line("not a readable .npz feature file")
 
 
 def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tmp_path, capsys):
@@ -193,14 +188,14 @@ def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tm
         (["features", __file__, "out.npz", "--block", "0"], "block size B"),
     ],
 )
-def test_replay_and_features_options(argv, message, capsys):
+def test_replay_and_features_options(argv, message, capsys, one_line):
     assert main(argv) == 2
-    one_line(capsys, message)
+    one_line(message)
 
 
-def test_a_feature_file_without_the_model_identity_cannot_be_replayed(feature_file, capsys):
+def test_a_feature_file_without_the_model_identity_cannot_be_replayed(feature_file, capsys, one_line):
     assert main(["edge", "--replay", str(feature_file), "--server", "127.0.0.1:9"]) == 2
-    one_line(capsys, "not written by `temposplit features`")
+    one_line("not written by `temposplit features`")
 
 
 def _clip(path, w, h, rate):
@@ -219,20 +214,22 @@ def _clip(path, w, h, rate):
     "w, h, rate, message",
     [(8, 8, 25, "is 8x8: the server takes frames of 16 to 4096"), (64, 48, 1000, "e.g. --fps 240")],
 )
-def test_edge_refuses_what_the_server_would_before_the_model_loads(tmp_path, capsys, monkeypatch, w, h, rate, message):
+def test_edge_refuses_what_the_server_would_before_the_model_loads(
+    tmp_path, capsys, monkeypatch, w, h, rate, message, one_line
+):
     import temposplit.host.cli as host_cli
 
     monkeypatch.setattr(host_cli, "_edge_model", lambda *a: pytest.fail("the model was loaded"))
     clip = _clip(tmp_path / "clip.mp4", w, h, rate)
     assert main(["edge", clip, "--server", "127.0.0.1:9"]) == 2
-    one_line(capsys, message)
+    one_line(message)
     if rate > 240:  # the rate the message names is taken
         monkeypatch.setattr(host_cli, "_edge_model", lambda *a: (_ for _ in ()).throw(SystemExit(7)))
         with pytest.raises(SystemExit, match="7"):
             main(["edge", clip, "--server", "127.0.0.1:9", "--fps", "30"])  # 30 too: given, not the default
 
 
-def test_a_folder_given_as_a_video_is_named_a_folder(tmp_path, capsys):
+def test_a_folder_given_as_a_video_is_named_a_folder(tmp_path, capsys, one_line):
     folder = tmp_path / "a dir.mp4"
     folder.mkdir()
     for argv in (
@@ -241,4 +238,4 @@ def test_a_folder_given_as_a_video_is_named_a_folder(tmp_path, capsys):
         ["models", "accuracy", "--video", str(folder)],
     ):
         assert main(argv) == 2
-        one_line(capsys, "is a folder, not a video file")
+        one_line("is a folder, not a video file")

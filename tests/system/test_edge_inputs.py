@@ -14,14 +14,6 @@ from temposplit.errors import ConfigError
 SERVER = ["--server", "127.0.0.1:9"]
 
 
-def one_line(capsys, *messages):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("temposplit "), err
-    for m in messages:
-        assert m in err[0], err
-    return err[0]
-
-
 @pytest.fixture(autouse=True)
 def no_connection(monkeypatch):
     """Every refusal here comes before the edge connects."""
@@ -53,24 +45,24 @@ def _replay(path, **identity):
 
 
 @pytest.mark.parametrize("fps", ["inf", "-inf", "nan", "1e9", "241", "1e-9", "0", "-1"])
-def test_edge_refuses_an_fps_outside_the_servers_range_before_connecting(tmp_path, capsys, fps):
+def test_edge_refuses_an_fps_outside_the_servers_range_before_connecting(tmp_path, capsys, fps, one_line):
     replay = _replay(tmp_path / "r.npz")
     assert main(["edge", "--replay", replay, *SERVER, f"--fps={fps}"]) == 2
-    one_line(capsys, "--fps")
+    one_line("--fps")
 
 
 @pytest.mark.parametrize("timeout", ["inf", "1e300", "nan", "86401", "0", "-5"])
-def test_edge_refuses_an_unbounded_timeout_before_connecting(tmp_path, capsys, timeout):
+def test_edge_refuses_an_unbounded_timeout_before_connecting(tmp_path, capsys, timeout, one_line):
     replay = _replay(tmp_path / "r.npz")
     assert main(["edge", "--replay", replay, *SERVER, f"--timeout={timeout}"]) == 2
-    one_line(capsys, "--timeout must be positive, at most 86400")
+    one_line("--timeout must be positive, at most 86400")
 
 
 @pytest.mark.parametrize("fps, message", [(1e9, "e.g. --fps 240"), (np.inf, "invalid fps"), (np.nan, "invalid fps")])
-def test_the_rate_of_a_replay_file_is_checked_before_connecting(tmp_path, capsys, fps, message):
+def test_the_rate_of_a_replay_file_is_checked_before_connecting(tmp_path, capsys, fps, message, one_line):
     replay = _replay(tmp_path / "r.npz", fps=np.float64(fps))
     assert main(["edge", "--replay", replay, *SERVER]) == 2
-    one_line(capsys, replay, message)
+    one_line(replay, message)
 
 
 def test_a_replay_file_of_a_high_rate_streams_at_the_rate_given(tmp_path, monkeypatch):
@@ -121,13 +113,13 @@ def test_the_edge_api_checks_the_rate_and_timeout_before_connecting(tmp_path, co
         ({"fps": None}, "no fps"),
     ],
 )
-def test_replay_identity_fields_of_another_type_or_shape(tmp_path, capsys, identity, message):
+def test_replay_identity_fields_of_another_type_or_shape(tmp_path, capsys, identity, message, one_line):
     replay = _replay(tmp_path / "r.npz", **identity)
     assert main(["edge", "--replay", replay, *SERVER]) == 2
-    one_line(capsys, replay, message)
+    one_line(replay, message)
 
 
-def test_a_truncated_or_damaged_replay_file(tmp_path, capsys):
+def test_a_truncated_or_damaged_replay_file(tmp_path, capsys, one_line):
     good = _replay(tmp_path / "good.npz")
     data = open(good, "rb").read()
     trunc = tmp_path / "trunc.npz"
@@ -138,7 +130,7 @@ def test_a_truncated_or_damaged_replay_file(tmp_path, capsys):
     text.write_text("not a zip\n")
     for path in (trunc, empty, text):
         assert main(["edge", "--replay", str(path), *SERVER]) == 2
-        one_line(capsys, str(path))
+        one_line(str(path))
 
 
 @pytest.mark.parametrize(
@@ -155,7 +147,9 @@ def test_a_truncated_or_damaged_replay_file(tmp_path, capsys):
     ],
     ids=lambda e: type(e).__name__,
 )
-def test_whatever_the_feature_loader_raises_is_one_config_error_naming_the_file(tmp_path, capsys, monkeypatch, exc):
+def test_whatever_the_feature_loader_raises_is_one_config_error_naming_the_file(
+    tmp_path, capsys, monkeypatch, exc, one_line
+):
     """The boundary of host/: the shared loader (codec/features.py) may raise any of these
     for a damaged file; the edge converts them, naming the file."""
     from temposplit.codec import features
@@ -170,7 +164,7 @@ def test_whatever_the_feature_loader_raises_is_one_config_error_naming_the_file(
     with pytest.raises(ConfigError, match="r.npz: not a readable feature file"):
         open_replay(replay)
     assert main(["edge", "--replay", replay, *SERVER]) == 2
-    one_line(capsys, replay, type(exc).__name__)
+    one_line(replay, type(exc).__name__)
 
 
 def test_the_identity_fields_read_past_a_damaged_member(tmp_path, monkeypatch):
@@ -204,10 +198,10 @@ def test_the_identity_fields_read_past_a_damaged_member(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("host", ["foo..bar", "x" * 64 + ".com", "\udcff"])
-def test_a_host_name_idna_cannot_encode(tmp_path, capsys, host):
+def test_a_host_name_idna_cannot_encode(tmp_path, capsys, host, one_line):
     replay = _replay(tmp_path / "r.npz")
     assert main(["edge", "--replay", replay, "--server", f"{host}:7300"]) == 2
-    one_line(capsys, "invalid host name")
+    one_line("invalid host name")
 
 
 def test_the_edge_api_refuses_such_a_host_without_retrying(tmp_path):
@@ -222,7 +216,7 @@ def test_the_edge_api_refuses_such_a_host_without_retrying(tmp_path):
 # ---------------------------------------------------------------------------- A1: features' output
 
 
-def test_features_refuses_to_write_over_its_input(tmp_path, capsys, monkeypatch):
+def test_features_refuses_to_write_over_its_input(tmp_path, capsys, monkeypatch, one_line):
     import temposplit.host.cli as host_cli
 
     monkeypatch.setattr(host_cli, "_edge_model", lambda *a: pytest.fail("the model was loaded"))
@@ -232,7 +226,7 @@ def test_features_refuses_to_write_over_its_input(tmp_path, capsys, monkeypatch)
     link.symlink_to(video)
     for out in (video, link, tmp_path / "." / "v.avi"):
         assert main(["features", str(video), str(out), "--frames", "3"]) == 2
-        one_line(capsys, "is the input")
+        one_line("is the input")
     assert video.read_bytes() == b"a video's bytes"
 
 
@@ -360,17 +354,17 @@ def test_whatever_the_m1_loader_raises_is_one_config_error(tmp_path, monkeypatch
         NumpyEdgeModel(str(tmp_path / "m1.npz"))
 
 
-def test_edge_with_a_bad_m1_gives_one_line(tmp_path, capsys):
+def test_edge_with_a_bad_m1_gives_one_line(tmp_path, capsys, one_line):
     from temposplit.model import data
 
     if not data.vtest_path().is_file():
         pytest.skip("data/vtest.avi is not fetched (run `make data`)")
     m1 = _m1(tmp_path / "m1.npz", [1, 2])
     assert main(["edge", str(data.vtest_path()), *SERVER, "--m1", m1]) == 2
-    one_line(capsys, m1, "not an exported M1")
+    one_line(m1, "not an exported M1")
 
 
-def test_an_identity_member_that_is_no_array(tmp_path, capsys):
+def test_an_identity_member_that_is_no_array(tmp_path, capsys, one_line):
     """NumPy returns the raw bytes of a zip member without the .npy header."""
     import zipfile as zf
 
@@ -378,7 +372,7 @@ def test_an_identity_member_that_is_no_array(tmp_path, capsys):
     with zf.ZipFile(replay, "a") as z:
         z.writestr("fps.npy", b"garbage, not an array")
     assert main(["edge", "--replay", replay, *SERVER]) == 2
-    one_line(capsys, replay, "fps: not an array")
+    one_line(replay, "fps: not an array")
 
 
 def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path):
@@ -390,7 +384,11 @@ def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path):
     path = tmp_path / "zero.npz"
     codes = np.zeros((2, 8, 12, 12), np.uint8)
     identity = {"model": np.array("m"), "cut": np.array("c"), "model_hash": np.arange(32, dtype=np.uint8)}
-    save(str(path), FeatureClip(["t"], [codes], [0.1], [3], [0]), {**identity, "frame_size": np.array([64, 64]), "fps": np.float64(10.0)})
+    save(
+        str(path),
+        FeatureClip(["t"], [codes], [0.1], [3], [0]),
+        {**identity, "frame_size": np.array([64, 64]), "fps": np.float64(10.0)},
+    )
     replay = Replay(str(path))
     (spec,) = replay.tensor_specs(next(replay.frames()).tensors)
     assert spec.block == 0
