@@ -26,7 +26,8 @@ def register_bench(sub) -> None:
         default=None,
         metavar="HOST:PORT",
         help="a running server (default: start one, without per-client limits: every edge here has one address); "
-        "its --max-streams-per-client and --max-connections-per-client must allow --clients",
+        "its --max-streams-per-client, --max-new-streams-per-client and --max-connections-per-client must allow "
+        "--clients",
     )
     p.add_argument("--server-pid", type=int, default=None, help="its process id, for its peak memory (Linux)")
     p.add_argument("--out", default=None, help="output folder of the started server (default: a temporary one)")
@@ -119,7 +120,14 @@ def run_bench(
         proc, address = start_server(
             out_dir,
             max_streams=max(64, clients + 1),
-            options=("--max-streams-per-client", "0", "--max-connections-per-client", "0"),
+            options=(
+                "--max-streams-per-client",
+                "0",
+                "--max-new-streams-per-client",
+                "0",
+                "--max-connections-per-client",
+                "0",
+            ),
         )
         pid = proc.pid
     else:

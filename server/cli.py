@@ -14,7 +14,8 @@ def register(sub) -> None:
     p.add_argument(
         "--local-video",
         action="store_true",
-        help="draw the annotated video on the edge's source file when it is readable here",
+        help="draw the annotated video on the edge's source file (its HELLO's video) when it is readable here "
+        "(else on the features)",
     )
     p.add_argument("--max-streams", type=int, default=64)
     p.add_argument(
@@ -24,6 +25,13 @@ def register(sub) -> None:
         metavar="N",
         help="attached streams of one client: its certificate's subject under --tls-client-ca, else its address "
         "(default 16; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-new-streams-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="new streams (each an output folder) of one client per 60 s (default 60; 0: no limit)",
     )
     p.add_argument(
         "--max-connections-per-client",
@@ -89,7 +97,7 @@ def _serve(args) -> int:
     options = {"proxy_protocol": args.proxy_protocol, "max_batch": args.max_batch}
     if args.max_streams < 1:
         raise ConfigError(f"--max-streams must be at least 1, not {args.max_streams}")
-    for flag in ("max_streams_per_client", "max_connections_per_client"):
+    for flag in ("max_streams_per_client", "max_new_streams_per_client", "max_connections_per_client"):
         value = getattr(args, flag)
         if value is not None:
             if value < 0:

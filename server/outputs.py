@@ -140,7 +140,10 @@ class AnnotatedVideo:
 
         frame = None
         if self.frames is not None:
-            frame = next(self.frames, None)
+            try:
+                frame = next(self.frames, None)
+            except Exception:  # the source stopped decoding part way: the features from here on
+                self.frames = None
         if frame is not None:
             return np.ascontiguousarray(cv2.resize(frame, (self.width, self.height)))
         if heat is not None:

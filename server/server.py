@@ -20,6 +20,7 @@ import ssl
 import struct
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,14 +29,36 @@ from temposplit.codec.bitstream import PACKET_OVERHEAD, StreamHeader
 from temposplit.codec.errors import BitstreamError
 from temposplit.errors import TemposplitError
 from temposplit.server.proxy_header import read_proxy_header
-from temposplit.server.session import Session, digest
+from temposplit.server.session import Session, Source, digest
 from temposplit.server.worker import Item, Worker
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 INFLIGHT = 64  # frames of one connection queued or not yet answered
 CONNECTIONS_PER_CLIENT = 32  # open connections from one client address (0: no limit)
 STREAMS_PER_CLIENT = 16  # attached streams of one client: its certificate's subject, else its address
+NEW_STREAMS_PER_CLIENT = 60  # new streams (output folders) of one client per NEW_STREAMS_WINDOW (0: no limit)
+NEW_STREAMS_WINDOW = 60.0  # seconds
 ACCEPT_RETRY = 1.0  # seconds before accept() is tried again after it failed (EMFILE and the like)
+CLOSE_TIMEOUT = 5.0  # seconds a closing socket may take to flush what is queued for it; then it is reset
+MAX_SHOWN = 80  # characters of a client-supplied value quoted in an ERROR or a log line
+MAX_MESSAGE = 400  # characters of an ERROR's message, and of a log line
+
+
+def shown(value) -> str:
+    """A client-supplied value as quoted in an ERROR or a log line: ``ascii()`` (no
+    newline or control character), at most MAX_SHOWN characters."""
+    text = ascii(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 3]}..."
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` with its control characters escaped (one line, nothing forged after it),
+    cut to ``limit`` characters."""
+    raw = str(text)
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in raw[:limit])
+    if len(out) <= limit and len(raw) <= limit:
+        return out
+    return f"{out[: limit - 32]}... ({len(raw)} characters in all)"
 
 
 class Refused(TemposplitError):
@@ -62,6 +85,8 @@ class Connection:
         self.broken = False  # set (from any thread) when the connection must stop
         self.session: Session | None = None
         self.task: asyncio.Task | None = None
+        self.stalled = False  # a write timed out
+        self.started = self.loop.time()  # the socket's accept (after its PROXY header): the HELLO's clock
 
     # ------------------------------------------------------------------ from any thread
 
@@ -75,29 +100,50 @@ class Connection:
     def fail(self, message: str, retry: bool = False) -> None:
         """Answer ERROR and close; what this connection still has queued is dropped."""
         self.broken = True
+        message = one_line(message)  # never a client's text at full length (a reader that never reads)
         obj = {"message": message, "retry": True} if retry else {"message": message}
         self.post(P.control(P.ERROR, obj), release=False, close_after=True)
 
     # ------------------------------------------------------------------ the event loop
 
-    async def recv(self, limit: int, timeout: float, idle_ok: bool = False, only: int | None = None) -> P.Message:
-        while True:
-            try:
-                head = await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE), timeout)
-                break
-            except TimeoutError:
-                # Silence is fine while this connection's frames are still being answered.
-                if not (idle_ok and self.unanswered > 0):
-                    raise P.ProtocolError(f"nothing received for {timeout:g} s") from None
-            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
-                raise P.ConnectionClosed("the peer closed the connection") from exc
-        mtype, length = P.unpack_head(head, limit)
-        if only is not None and mtype != only:
-            raise P.ProtocolError(f"expected {P.NAMES[only]}, got {P.NAMES[mtype]}")
+    async def recv(
+        self,
+        limits: dict[int, int],
+        timeout: float,
+        idle_ok: bool = False,
+        deadline: float | None = None,
+    ) -> P.Message:
+        """The next message. Its first byte within ``timeout`` (for ever, with ``idle_ok``,
+        while this connection's frames are unanswered), then the rest of it within
+        ``timeout`` of that byte; with ``deadline`` (the loop's clock), the whole message by
+        then instead (the HELLO). ``limits``: the largest body per message type (others: 0),
+        checked from the head, before any body byte is read; a type not in ``limits`` is refused there."""
+        loop = self.loop
+        end = deadline if deadline is not None else loop.time() + timeout
         try:
-            body = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
+            while True:
+                try:
+                    first = await asyncio.wait_for(self.reader.readexactly(1), max(0.0, end - loop.time()))
+                    break
+                except TimeoutError:
+                    # Silence is fine while this connection's frames are still being answered.
+                    if deadline is None and idle_ok and self.unanswered > 0:
+                        end = loop.time() + timeout
+                        continue
+                    raise P.ProtocolError(f"nothing received for {timeout:g} s") from None
+            if deadline is None:
+                end = loop.time() + timeout
+            head = first + await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE - 1), max(0.0, end - loop.time()))
+            if head[0] in P.NAMES and head[0] not in limits:  # refused from the head, its body unread
+                wanted = " or ".join(P.NAMES[t] for t in limits)
+                raise P.ProtocolError(f"expected {wanted}, got {P.NAMES[head[0]]}")
+            mtype, length = P.unpack_head(head, limits.get(head[0], 0))
+            body = b""
+            if length:
+                body = await asyncio.wait_for(self.reader.readexactly(length), max(0.0, end - loop.time()))
         except TimeoutError:
-            raise P.ProtocolError(f"a message stalled for {timeout:g} s") from None
+            since = "of connecting" if deadline is not None else "of its first byte"
+            raise P.ProtocolError(f"a message stalled: not complete within {timeout:g} s {since}") from None
         except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
             raise P.ConnectionClosed("the peer closed the connection") from exc
         return P.Message(mtype, body)
@@ -112,6 +158,7 @@ class Connection:
                     await asyncio.wait_for(self.writer.drain(), srv.write_timeout)
                 except (TimeoutError, OSError, ConnectionError):
                     self.broken = True
+                    self.stalled = True  # what is queued will not be read: reset, do not wait for it
                     self.task.cancel()
                     return
             if release:
@@ -129,15 +176,15 @@ class Connection:
             identity = await self._tls()
             if identity is not None:
                 self.client = f"subject {identity}"
-            msg = await self.recv(P.MAX_HELLO, srv.hello_timeout, only=P.HELLO)
+            hello_by = self.started + srv.hello_timeout  # the whole HELLO, counted from the accept
+            msg = await self.recv({P.HELLO: P.MAX_HELLO}, srv.hello_timeout, deadline=hello_by)
             self.session, welcome = await self.loop.run_in_executor(srv.pool, srv.open_stream, msg, identity, self)
             self.post(P.control(P.WELCOME, welcome), release=False)
             s = self.session
             packet_limit = s.header.max_payload() + PACKET_OVERHEAD + P.PACKET_SLACK
+            limits = {P.PACKET: packet_limit, P.SKIP: P.MAX_CONTROL, P.END: P.MAX_CONTROL}
             while not self.broken:
-                msg = await self.recv(max(packet_limit, P.MAX_CONTROL), srv.idle_timeout, idle_ok=True)
-                if msg.type != P.PACKET and len(msg.body) > P.MAX_CONTROL:
-                    raise P.ProtocolError(f"a {msg.name} message of {len(msg.body)} bytes is too long")
+                msg = await self.recv(limits, srv.idle_timeout, idle_ok=True)
                 if msg.type == P.PACKET:
                     item = Item("packet", s, self, msg.body)
                 elif msg.type == P.SKIP:
@@ -177,10 +224,29 @@ class Connection:
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
             srv.detach(self)
-            try:
+            await self._close()
+
+    async def _close(self) -> None:
+        """Close the socket, its descriptor freed within CLOSE_TIMEOUT: asyncio keeps a
+        socket open until what is queued for it is flushed, which a peer that does not read
+        never allows; so it is reset then (at once after a write timed out). The connection
+        stays counted toward the limits until the socket is closed."""
+        transport = self.writer.transport
+        try:
+            if self.stalled and transport.get_write_buffer_size() > 0:
+                transport.abort()
+            else:
                 self.writer.close()
-            except Exception:  # closing a socket that already failed
-                pass
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                transport.abort()
+                await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)
+        except asyncio.CancelledError:  # the server stops
+            transport.abort()
+            raise
+        except Exception:  # the socket had failed: it is closed
+            transport.abort()
 
     async def _tls(self) -> str | None:
         """The TLS handshake (bounded) and the client's identity: its certificate's subject."""
@@ -209,7 +275,7 @@ def _abort(sock: socket.socket) -> None:
 
 def _frame_number(value, what: str, limit: int = P.MAX_FRAMES) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
-        raise P.ProtocolError(f"{what} must be an integer in 0..{limit - 1}, not {value!r}")
+        raise P.ProtocolError(f"{what} must be an integer in 0..{limit - 1}, not {shown(value)}")
     return value
 
 
@@ -235,6 +301,7 @@ class CloudServer:
         max_connections: int = 512,
         max_connections_per_client: int = CONNECTIONS_PER_CLIENT,
         max_streams_per_client: int = STREAMS_PER_CLIENT,
+        max_new_streams_per_client: int = NEW_STREAMS_PER_CLIENT,
         proxy_protocol: bool = False,
         handshake_timeout: float = P.HANDSHAKE_TIMEOUT,
         hello_timeout: float = P.HELLO_TIMEOUT,
@@ -258,6 +325,8 @@ class CloudServer:
         self.max_connections = max_connections
         self.max_connections_per_client = max_connections_per_client  # 0: no limit
         self.max_streams_per_client = max_streams_per_client  # 0: no limit
+        self.max_new_streams_per_client = max_new_streams_per_client  # per NEW_STREAMS_WINDOW; 0: no limit
+        self.new_streams: dict[str, deque] = {}  # client -> when its recent new streams were made
         self.proxy_protocol = proxy_protocol  # every connection starts with a PROXY header
         self.per_client: dict[str, int] = {}  # open connections by client address
         self.accepting = 0  # sockets accepted, reading their PROXY header
@@ -266,7 +335,8 @@ class CloudServer:
         self.handshake_timeout, self.hello_timeout = handshake_timeout, hello_timeout
         self.idle_timeout, self.write_timeout, self.linger = idle_timeout, write_timeout, linger
         self.resume_window = resume_window
-        self.log = log or (lambda msg: None)
+        out = log or (lambda msg: None)
+        self.log = lambda msg: out(one_line(msg))  # one line each, never a client's text at length
         self.sessions: dict[str, Session] = {}
         self.opening: dict[str, str] = {}  # stream names being opened -> the client opening each
         self.table = threading.Lock()  # the sessions table; held only for lookups and updates
@@ -466,10 +536,10 @@ class CloudServer:
         The table lock is held only to look up and reserve the name, never for I/O."""
         info = msg.json()
         if info.get("protocol") != P.PROTOCOL_VERSION:
-            raise Refused(f"protocol version {info.get('protocol')} is not supported ({P.PROTOCOL_VERSION})")
+            raise Refused(f"protocol version {shown(info.get('protocol'))} is not supported ({P.PROTOCOL_VERSION})")
         name = info.get("stream")
         if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
-            raise Refused(f"invalid stream name {name!r}")
+            raise Refused(f"invalid stream name {shown(name)}")
         size = info.get("frame_size")
         lo, hi = P.FRAME_SIDE
         if not (
@@ -477,7 +547,7 @@ class CloudServer:
             and len(size) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in size)
         ):
-            raise Refused(f"frame_size must be [H, W] with integers in {lo}..{hi}, not {size!r}")
+            raise Refused(f"frame_size must be [H, W] with integers in {lo}..{hi}, not {shown(size)}")
         resume = info.get("resume") is True
         token = info.get("token")
         if resume and not isinstance(token, str):
@@ -489,7 +559,9 @@ class CloudServer:
         waiting = resumed = None
         with self.table:
             s = self.sessions.get(name)
-            if name in self.opening:
+            if name in self.opening:  # a resume may be the owner's again, its first try still waiting
+                if resume:
+                    raise Refused(f"stream {name!r} is being opened by another connection; try again", retry=True)
                 raise Refused(f"stream {name!r} is in use")
             if s is not None and not s.closing:
                 if not resume:
@@ -517,7 +589,7 @@ class CloudServer:
             # An expiring session: resume it from its files once they are closed, never beside it.
             if waiting is not None and not waiting.closed.wait(60):
                 raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
-            s, token = self._load_or_create(name, info, header, resume, token, identity, conn.peer)
+            s, token = self._load_or_create(name, info, header, resume, token, identity, conn)
         finally:
             with self.table:
                 self.opening.pop(name, None)
@@ -540,7 +612,8 @@ class CloudServer:
             if mine >= limit:
                 raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)", retry=retry)
 
-    def _load_or_create(self, name, info, header, resume, token, identity, peer) -> tuple[Session, str | None]:
+    def _load_or_create(self, name, info, header, resume, token, identity, conn) -> tuple[Session, str | None]:
+        peer = conn.peer
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None
         unfinished = state is not None and not state.get("finished")
@@ -562,9 +635,10 @@ class CloudServer:
             s.plan = self.models.plan(header, tuple(info["frame_size"]))
             s.segment = int(state.get("segment", 0)) + 1
             s.load_records()
+            frames = self._source(name, s.info, s.next_frame)
             s.client = peer
             self._place(s)
-            s.open_outputs(self.local_video, self.log)
+            s.open_outputs(frames)
             s.write_state()
             self.log(f"[{name}] resumed from its files: {len(s.recorded) + len(s.failed)} frame(s) recorded")
             return s, None
@@ -572,6 +646,13 @@ class CloudServer:
             what = "finished" if state is not None else "not known to this server"
             raise Refused(f"stream {name!r} cannot be resumed: it is {what}")
         plan = self.models.plan(header, tuple(info["frame_size"]))  # every check before any file is made
+        frames = self._source(name, info, 0)
+        try:
+            self._count_new_stream(conn.client)
+        except Refused:
+            if frames is not None:
+                frames.close()
+            raise
         if out.exists():  # a finished (or abandoned) stream's outputs are kept under a new name
             k = 1
             while (self.out_dir / f"{name}.{k}").exists():
@@ -585,10 +666,49 @@ class CloudServer:
         s = Session(name, out, header, digest(token), identity, keep, plan)
         s.client = peer
         self._place(s)
-        s.open_outputs(self.local_video, self.log)
+        s.open_outputs(frames)
         s.write_state()
         self.log(f"[{name}] new stream from {peer}: {header.model_id} at {header.cut_id}, {header.structure}")
         return s, token
+
+    def _count_new_stream(self, client: str) -> None:
+        """Refuse a new stream (an output folder, never deleted) over the client's rate:
+        at most ``max_new_streams_per_client`` in any NEW_STREAMS_WINDOW seconds."""
+        limit = self.max_new_streams_per_client
+        if not limit:
+            return
+        now = time.monotonic()
+        with self.table:
+            if len(self.new_streams) > 4096:  # clients seen once: forget those out of the window
+                for who in [k for k, v in self.new_streams.items() if now - v[-1] > NEW_STREAMS_WINDOW]:
+                    del self.new_streams[who]
+            made = self.new_streams.setdefault(client, deque())
+            while made and now - made[0] > NEW_STREAMS_WINDOW:
+                made.popleft()
+            if len(made) >= limit:
+                wait = NEW_STREAMS_WINDOW - (now - made[0])
+                raise Refused(
+                    f"this client ({client}) made {limit} new streams in {NEW_STREAMS_WINDOW:g} s "
+                    f"(--max-new-streams-per-client); try again in {wait:.0f} s",
+                    retry=True,
+                )
+            made.append(now)
+
+    def _source(self, name: str, info: dict, start: int) -> Source | None:
+        """With ``--local-video``, the edge's source video from frame ``start``, opened and its
+        first frame read now (never in the worker, where it failed other streams' batches);
+        a path that is no readable video here is logged, and the video is drawn on the
+        features instead: the stream's detections never depend on it."""
+        if not (self.local_video and info.get("video")):
+            return None
+        try:
+            return Source(info["video"], info.get("max_frames"), start)
+        except Exception as exc:
+            self.log(
+                f"[{name}] the source video {shown(info['video'])} cannot be read on this server "
+                f"({type(exc).__name__}: {one_line(str(exc), MAX_SHOWN)}); drawing the features"
+            )
+            return None
 
     def _place(self, s: Session) -> None:
         s.worker = min(self.workers, key=lambda w: w.sessions)

@@ -32,6 +32,41 @@ def digest(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
+class Source:
+    """The source video's frames for the annotated video (``--local-video``): opened, and
+    its first frame read, when the HELLO is handled, so that a path that is no readable
+    video is refused there and never fails in the worker."""
+
+    def __init__(self, path, max_frames, start: int):
+        from temposplit.model.data import read_video
+
+        if not isinstance(path, str) or not (max_frames is None or isinstance(max_frames, int)):
+            raise TypeError("video must be a path and max_frames an integer")
+        self.rest = read_video(path, max_frames=max_frames)
+        try:
+            for _ in range(start):
+                next(self.rest, None)
+            self.first = next(self.rest, None)
+            if self.first is None and start == 0:
+                raise ValueError("it has no frame to decode")
+        except BaseException:
+            self.rest.close()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.first is not None:
+            frame, self.first = self.first, None
+            return frame
+        return next(self.rest)
+
+    def close(self) -> None:
+        self.first = None
+        self.rest.close()
+
+
 @dataclass(eq=False)
 class Session:
     name: str
@@ -155,23 +190,13 @@ class Session:
             self.max_seen = max(self.max_seen, i)
         self.recorded -= self.failed  # never both (a log edited by hand): the error stands
 
-    def open_outputs(self, local_video: bool, log) -> None:
-        """Open the log for appending and start a video segment (the next one after a resume)."""
+    def open_outputs(self, frames=None) -> None:
+        """Open the log for appending and start a video segment (the next one after a
+        resume), drawn on ``frames`` (``open_source``) where given, else on the features."""
         self.decoder = Decoder(self.header)
         self.log = DetectionLog(self.out_dir / "detections.jsonl")
         height, width = self.info["frame_size"]
         start = self.next_frame
-        frames = None
-        if local_video and self.info.get("video"):
-            try:
-                from temposplit.model.data import read_video
-
-                frames = read_video(self.info["video"], max_frames=self.info.get("max_frames"))
-                for _ in range(start):
-                    next(frames, None)
-            except Exception as exc:  # an unreadable source: the heat map is drawn instead
-                log(f"[{self.name}] cannot read the source video ({exc}); drawing the features")
-                frames = None
         name = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
         self.video = AnnotatedVideo(self.out_dir / name, width, height, self.header.fps, frames, start=start)
 
@@ -217,23 +242,25 @@ class Session:
         stays resumable unless it is finished. Returns what failed instead of raising: one
         stream's broken output must not stop the others from closing."""
         errors = []
-        if self.video is not None:
-            try:
-                self.video.finish(total)
-            except Exception as exc:
-                errors.append(f"video: {exc}")
-            self.video = None
-        if self.log is not None:
-            try:
-                self.log.close()
-            except OSError as exc:
-                errors.append(f"log: {exc}")
         try:
-            self.write_state()
-        except OSError as exc:
-            errors.append(f"state: {exc}")
-        self.decoder = None
-        self.closed.set()
+            if self.video is not None:
+                try:
+                    self.video.finish(total)
+                except Exception as exc:
+                    errors.append(f"video: {exc}")
+                self.video = None
+            if self.log is not None:
+                try:
+                    self.log.close()
+                except Exception as exc:
+                    errors.append(f"log: {exc}")
+            try:
+                self.write_state()
+            except Exception as exc:
+                errors.append(f"state: {exc}")
+        finally:  # whatever failed, the session is closed: a resume never waits for it in vain
+            self.decoder = None
+            self.closed.set()
         return errors
 
     def summary(self) -> dict:

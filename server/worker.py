@@ -50,6 +50,7 @@ class Worker:
         self.frames = 0
         self.seconds = {"decode": 0.0, "m2": 0.0, "record": 0.0}  # time spent per step (figures)
         self.sessions = 0  # sessions assigned (for placing new ones on the least loaded worker)
+        self._failing: set = set()  # sessions failed in the batch being processed
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -124,25 +125,47 @@ class Worker:
                 return
             try:
                 self._process(batch)
-            except Exception as exc:  # a bug must not stop every stream: log it, answer, go on
+            except Exception as exc:  # a bug outside any one stream's step: log it, answer, go on
                 self.log(f"worker {self.device}: {type(exc).__name__}: {exc}")
                 for item in batch:
                     if item.conn is not None:
-                        item.conn.fail(f"internal server error: {exc}")
+                        item.conn.fail(f"internal server error: {type(exc).__name__}")
+                    elif item.kind == "close" and not item.session.closed.is_set():
+                        self._close(item.session, item.session.close)  # never dropped: a resume waits for it
 
     def _process(self, batch: list[Item]) -> None:
+        """Each item's step runs apart: one stream's failure (a bug, a full disk, a broken
+        output) fails that stream's connection alone; every other item of the batch, other
+        streams' frames, ENDs and closes, still runs."""
         staged: list[tuple] = []
         seen: set = set()
+        self._failing = set()
         for item in batch:
             if item.conn is not None and item.conn.broken:
                 continue
             if item.kind == "packet":
-                self._decode(item, staged, seen)
+                self._apart(item, self._decode, item, staged, seen)
             else:
                 self._m2(staged)
                 staged, seen = [], set()
-                self._control(item)
+                self._apart(item, self._control, item)
         self._m2(staged)
+
+    def _apart(self, item: Item, step, *args) -> bool:
+        """Run ``step(*args)`` for ``item``; an exception fails ``item``'s stream only."""
+        try:
+            step(*args)
+            return True
+        except Exception as exc:
+            self._failed(item, exc)
+            return False
+
+    def _failed(self, item: Item, exc: Exception) -> None:
+        s = item.session
+        self._failing.add(s)
+        self.log(f"[{s.name}] worker {self.device}: {type(exc).__name__}: {exc}")
+        if item.conn is not None:
+            item.conn.fail(f"internal server error: {type(exc).__name__}")
 
     def _decode(self, item: Item, staged: list, seen: set) -> None:
         s, conn = item.session, item.conn
@@ -200,8 +223,7 @@ class Worker:
             except Exception as exc:  # M2 itself failed: each frame gets an explicit error
                 self.log(f"M2 failed on a batch of {len(entries)}: {type(exc).__name__}: {exc}")
                 for item, index, _, _ in entries:
-                    item.session.record_error(index, f"M2 failed: {exc}")
-                    item.conn.post(P.control(P.ACK, {"frame": index, "error": f"M2 failed: {exc}"}))
+                    self._apart(item, self._m2_failed, item, index, exc)
                 continue
             t2 = time.perf_counter()
             m2_ms = round((t2 - t1) * 1000, 3)
@@ -209,7 +231,13 @@ class Worker:
             self.batches += 1
             self.frames += len(entries)
             for (item, index, frame, decode_ms), det in zip(entries, dets, strict=True):
-                rec = item.session.record(index, det, frame, len(item.body))
+                if item.session in self._failing:  # its stream failed earlier in this batch
+                    continue
+                try:
+                    rec = item.session.record(index, det, frame, len(item.body))
+                except Exception as exc:  # this stream's outputs failed: this stream alone
+                    self._failed(item, exc)
+                    continue
                 ack = {
                     "frame": index,
                     "detections": rec["detections"],
@@ -219,6 +247,11 @@ class Worker:
                 }
                 item.conn.post(P.control(P.ACK, ack))
             self.seconds["record"] += time.perf_counter() - t2
+
+    @staticmethod
+    def _m2_failed(item: Item, index: int, exc: Exception) -> None:
+        item.session.record_error(index, f"M2 failed: {exc}")
+        item.conn.post(P.control(P.ACK, {"frame": index, "error": f"M2 failed: {exc}"}))
 
     def _control(self, item: Item) -> None:
         s, conn = item.session, item.conn
@@ -247,9 +280,18 @@ class Worker:
             conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)
 
     def _close(self, s, close) -> None:
-        for error in close():
-            self.log(f"[{s.name}] closing the outputs: {error}")
-        self.on_closed(s)
+        """Close a session's outputs (``close``: its close or its finish); whatever fails,
+        it ends closed and dropped from memory."""
+        try:
+            for error in close():
+                self.log(f"[{s.name}] closing the outputs: {error}")
+        except Exception as exc:  # e.g. END's error records could not be written
+            self.log(f"[{s.name}] closing the outputs: {type(exc).__name__}: {exc}")
+            if not s.closed.is_set():
+                for error in s.close():
+                    self.log(f"[{s.name}] closing the outputs: {error}")
+        finally:
+            self.on_closed(s)
 
     def _ask_key(self, conn, s, reason: str) -> None:
         now = time.monotonic()

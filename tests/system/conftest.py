@@ -71,3 +71,22 @@ def coded_stream(edge_model, vtest_frames):
     enc.set_total_frames(len(cuts))
     packets = [p for cut in cuts for p in enc.push([t.codes for t in cut])] + list(enc.flush())
     return enc.header_bytes(), [p.to_bytes() for p in packets]
+
+
+@pytest.fixture
+def make_server(tmp_path, cloud_models):
+    """``make(**options)``: a CloudServer on loopback with the session's models, started;
+    every one made is shut down after the test."""
+    from temposplit.server.server import CloudServer
+
+    made = []
+
+    def make(**kwargs):
+        srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, **kwargs)
+        srv.start()
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        srv.shutdown()

@@ -18,23 +18,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.models]
 FRAME = [576, 768]
 
 
-@pytest.fixture
-def make_server(tmp_path, cloud_models):
-    from temposplit.server.server import CloudServer
-
-    made = []
-
-    def make(**kwargs):
-        srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, **kwargs)
-        srv.start()
-        made.append(srv)
-        return srv
-
-    yield make
-    for srv in made:
-        srv.shutdown()
-
-
 class Raw:
     """A client that speaks the protocol by hand (from ``source``, a loopback address)."""
 
