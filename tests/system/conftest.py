@@ -1,8 +1,15 @@
 """Shared fixtures of the system tests: real frames, the real SSD, a server on loopback."""
 
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
+
+# The tests import their helpers beside them (``rawclient``); --import-mode=importlib adds
+# no test folder to sys.path.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 
 from temposplit.model import data
 

@@ -13,60 +13,11 @@ import threading
 import time
 
 import pytest
+from rawclient import FRAME, Raw, refused, wait_for  # tests/system's hand-speaking client
 
 from temposplit import protocol as P
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
-
-FRAME = [576, 768]
-
-
-class Raw:
-    """A client that speaks the protocol by hand; ``rcvbuf``: a tiny receive buffer (and
-    small segments), as a client that means never to read sets."""
-
-    def __init__(self, address, timeout=30.0, rcvbuf=None, source=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if source is not None:
-            self.sock.bind((source, 0))
-        if rcvbuf is not None:  # before connecting: the window and segment size are agreed then
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-        self.sock.settimeout(timeout)
-        self.sock.connect(address)
-        self.chan = P.Channel(self.sock)
-
-    def hello(self, header: bytes, stream: str, **info) -> P.Message:
-        self.send_hello(header, stream, **info)
-        return self.chan.recv()
-
-    def send_hello(self, header: bytes, stream: str, **info) -> None:
-        obj = {"protocol": P.PROTOCOL_VERSION, "stream": stream, "frame_size": FRAME, **info}
-        raw = json.dumps(obj, ensure_ascii=False).encode()  # UTF-8: 4 bytes an emoji, 12 once escaped
-        self.sock.sendall(P.encode(P.HELLO, struct.pack("<I", len(raw)) + raw + header))
-
-    def answers_until(self, wanted) -> list[P.Message]:
-        out = []
-        while True:
-            m = self.chan.recv()
-            out.append(m)
-            if m.type in wanted:
-                return out
-
-    def close(self) -> None:
-        self.chan.close()
-
-
-def refused(msg: P.Message, words: str) -> bool:
-    return msg.type == P.ERROR and words in msg.json()["message"]
-
-
-def wait_for(predicate, what: str, seconds: float = 20.0) -> None:
-    for _ in range(int(seconds / 0.05)):  # bounded
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 def server_sockets(port: int) -> int:

@@ -9,46 +9,12 @@ import struct
 import time
 
 import pytest
+from rawclient import FRAME, Raw, refused, wait_for  # tests/system's hand-speaking client
 
 from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader, parse_packet
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
-
-FRAME = [576, 768]
-
-
-class Raw:
-    """A client that speaks the protocol by hand (from ``source``, a loopback address)."""
-
-    def __init__(self, address, timeout=30.0, source=None, first=b""):
-        self.sock = socket.create_connection(address, timeout=timeout, source_address=(source, 0) if source else None)
-        if first:  # e.g. a PROXY protocol header
-            self.sock.sendall(first)
-        self.chan = P.Channel(self.sock)
-
-    def hello(self, header: bytes, stream: str, **info) -> P.Message:
-        obj = {"protocol": P.PROTOCOL_VERSION, "stream": stream, "frame_size": FRAME, **info}
-        self.chan.send(P.hello(obj, header))
-        return self.chan.recv()
-
-    def send(self, mtype, obj) -> None:
-        self.chan.send(P.control(mtype, obj))
-
-    def answers_until(self, wanted) -> list[P.Message]:
-        out = []
-        while True:
-            m = self.chan.recv()
-            out.append(m)
-            if m.type in wanted:
-                return out
-
-    def close(self) -> None:
-        self.chan.close()
-
-
-def refused(msg: P.Message, words: str) -> bool:
-    return msg.type == P.ERROR and words in msg.json()["message"]
 
 
 def records(srv, stream):
@@ -352,14 +318,6 @@ def closed_at_once(address, source=None, first=b"", then=b"") -> bool:
     except (ConnectionResetError, BrokenPipeError):
         return True
     return closed_by_server(c.sock)
-
-
-def wait_for(predicate, what: str, seconds: float = 20.0) -> None:
-    for _ in range(int(seconds / 0.05)):  # bounded
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 def test_one_address_cannot_hold_every_connection_slot(make_server, coded_stream):

@@ -1,0 +1,66 @@
+"""A client that speaks the protocol by hand, for the tests of the server against clients
+that misbehave (``test_server_hostile.py``, ``test_server_abuse.py``)."""
+
+import json
+import socket
+import struct
+import time
+
+from temposplit import protocol as P
+
+FRAME = [576, 768]
+
+
+class Raw:
+    """One connection from ``source`` (a loopback address), sending ``first`` before
+    anything (e.g. a PROXY protocol header); ``rcvbuf``: a tiny receive buffer and small
+    segments, as a client that means never to read sets."""
+
+    def __init__(self, address, timeout=30.0, source=None, first=b"", rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:
+            self.sock.bind((source, 0))
+        if rcvbuf is not None:  # before connecting: the window and segment size are agreed then
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        self.sock.settimeout(timeout)
+        self.sock.connect(address)
+        if first:
+            self.sock.sendall(first)
+        self.chan = P.Channel(self.sock)
+
+    def hello(self, header: bytes, stream: str, **info) -> P.Message:
+        self.send_hello(header, stream, **info)
+        return self.chan.recv()
+
+    def send_hello(self, header: bytes, stream: str, **info) -> None:
+        obj = {"protocol": P.PROTOCOL_VERSION, "stream": stream, "frame_size": FRAME, **info}
+        raw = json.dumps(obj, ensure_ascii=False).encode()  # UTF-8: 4 bytes an emoji, 12 once escaped
+        self.sock.sendall(P.encode(P.HELLO, struct.pack("<I", len(raw)) + raw + header))
+
+    def send(self, mtype, obj) -> None:
+        self.chan.send(P.control(mtype, obj))
+
+    def answers_until(self, wanted) -> list[P.Message]:
+        out = []
+        while True:
+            m = self.chan.recv()
+            out.append(m)
+            if m.type in wanted:
+                return out
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+def refused(msg: P.Message, words: str) -> bool:
+    return msg.type == P.ERROR and words in msg.json()["message"]
+
+
+def wait_for(predicate, what: str, seconds: float = 20.0) -> None:
+    """Poll ``predicate`` every 50 ms, for at most ``seconds``."""
+    for _ in range(int(seconds / 0.05)):  # bounded
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never: {what}")
