@@ -43,7 +43,10 @@ class Worker:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: deque = deque()  # readers waiting for a slot, first come first served
+        # Readers waiting for a slot, per client (its TLS subject or address; None: the
+        # server's own items), and the clients in the order of their next turn.
+        self._waiters: dict[object, deque] = {}
+        self._turns: deque = deque()
         self._reserved = 0  # slots granted to waiters that have not put yet
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"temposplit-m2-{device}")
         self.batches = 0
@@ -57,28 +60,48 @@ class Worker:
         self.thread.start()
 
     async def put(self, item: Item) -> None:
-        """Queue an item (event loop). While the queue is full the readers wait in line,
-        each for one slot: a reader with a backlog goes to the back of the line after
-        each item, so the streams take turns (round robin), none is starved."""
-        if self._waiters or self.q.qsize() + self._reserved >= self.q.maxsize:
+        """Queue an item (event loop). While the queue is full the readers wait for a slot,
+        the clients in turns: each turn gives one slot to the client's longest-waiting
+        reader, and a reader with a backlog waits again behind its client's other readers.
+        So a client gets one slot in a round however many connections it has, and none is
+        starved."""
+        if self._turns or self.q.qsize() + self._reserved >= self.q.maxsize:
+            client = getattr(item.conn, "client", None)
             turn = self.loop.create_future()
-            self._waiters.append(turn)
+            if client not in self._waiters:
+                self._waiters[client] = deque()
+                self._turns.append(client)
+            self._waiters[client].append(turn)
             try:
                 await turn
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():  # granted, then cancelled: pass the slot on
                     self._reserved -= 1
                     self._grant()
-                elif turn in self._waiters:
-                    self._waiters.remove(turn)
+                else:
+                    self._forget(client, turn)
                 raise
             self._reserved -= 1
         self.q.put_nowait(item)  # never full: only this loop puts, and the slot was counted
 
+    def _forget(self, client, turn) -> None:
+        waiting = self._waiters.get(client)
+        if waiting is not None and turn in waiting:
+            waiting.remove(turn)
+            if not waiting:
+                del self._waiters[client]
+                self._turns.remove(client)
+
     def _grant(self) -> None:
-        """Give the free slots to the first waiters (event loop)."""
-        while self._waiters and self.q.qsize() + self._reserved < self.q.maxsize:
-            turn = self._waiters.popleft()
+        """Give the free slots to the waiting clients in turns (event loop)."""
+        while self._turns and self.q.qsize() + self._reserved < self.q.maxsize:
+            client = self._turns.popleft()
+            waiting = self._waiters[client]
+            turn = waiting.popleft()
+            if waiting:
+                self._turns.append(client)  # its next reader waits for the client's next turn
+            else:
+                del self._waiters[client]
             if not turn.done():
                 self._reserved += 1
                 turn.set_result(None)
