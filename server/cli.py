@@ -117,6 +117,7 @@ def _serve(args) -> int:
         if not args.resume_window >= 0:
             raise ConfigError(f"--resume-window must be 0 or more, not {args.resume_window}")
         options["resume_window"] = args.resume_window
+    _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
     server = CloudServer(
         args.host,
         args.port,
@@ -132,6 +133,30 @@ def _serve(args) -> int:
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed
     print("temposplit server stopped", flush=True)
     return 0
+
+
+def _check_startup(weights: dict[str, str], out: str) -> None:
+    """Every --weights names a known model and an existing file; --out is a folder this
+    process can write (made if missing). Checked before the server listens: otherwise each
+    stream would be refused with the same error."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from temposplit.errors import ConfigError
+    from temposplit.model import cuts
+
+    for model, path in weights.items():
+        cuts.model_info(model)  # a ConfigError naming the known models
+        if not Path(path).is_file():
+            raise ConfigError(f"--weights {model}={path}: no such file")
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _raise_file_limit() -> None:

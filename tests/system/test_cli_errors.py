@@ -23,6 +23,11 @@ from temposplit.cli import main
         (["serve", "--max-streams-per-client", "-1", "--port", "0"], "--max-streams-per-client must be 0"),
         (["serve", "--max-connections-per-client", "-2", "--port", "0"], "--max-connections-per-client must be 0"),
         (["edge", __file__, "--timeout", "-5"], "--timeout must be positive"),
+        # serve fails at start, not once per stream, where it cannot work
+        (["serve", "--port", "0", "--out", __file__], "cannot write there"),
+        (["serve", "--port", "0", "--out", __file__ + "/x"], "cannot write there"),
+        (["serve", "--port", "0", "--weights", "bogus=/nope"], "unknown model 'bogus'"),
+        (["serve", "--port", "0", "--weights", "ssd-mobilenet-v2=/nonexistent.pt"], "no such file"),
     ],
 )
 def test_bad_options_and_files_give_one_line(argv, message, capsys):
