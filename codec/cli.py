@@ -241,7 +241,8 @@ def output_file(path: str):
         return
     target = os.path.realpath(path)  # through a symbolic link: the link stays
     folder, base = os.path.split(target)
-    tmp = os.path.join(folder, f".{base[:100]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    short = base.encode()[:100].decode(errors="ignore")  # a name of at most 255 bytes, whatever its script
+    tmp = os.path.join(folder, f".{short}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:

@@ -148,7 +148,10 @@ def _check_startup(weights: dict[str, str], out: str) -> None:
 
     for model, path in weights.items():
         cuts.model_info(model)  # a ConfigError naming the known models
-        if not Path(path).is_file():
+        # The SSD loads a file; a torchvision model a .pth/.pt, or a name of torchvision's
+        # weights API (DEFAULT, COCO_V1: model/torchvision_models.py), checked when it loads.
+        names_a_file = model == cuts.DEFAULT_MODEL or Path(path).suffix in (".pth", ".pt", ".pb")
+        if names_a_file and not Path(path).is_file():
             raise ConfigError(f"--weights {model}={path}: no such file")
     try:
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -646,21 +646,21 @@ class CloudServer:
             what = "finished" if state is not None else "not known to this server"
             raise Refused(f"stream {name!r} cannot be resumed: it is {what}")
         plan = self.models.plan(header, tuple(info["frame_size"]))  # every check before any file is made
+        self._count_new_stream(conn.client)  # before the source is opened: a refusal costs nothing
         frames = self._source(name, info, 0)
         try:
-            self._count_new_stream(conn.client)
-        except Refused:
-            if frames is not None:
+            if out.exists():  # a finished (or abandoned) stream's outputs are kept under a new name
+                k = 1
+                while (self.out_dir / f"{name}.{k}").exists():
+                    k += 1
+                shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
+                what = f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
+                self.log(f"[{name}] the {what} stream's outputs moved to {name}.{k}")
+            out.mkdir(parents=True)
+        except BaseException:
+            if frames is not None:  # nothing holds it yet
                 frames.close()
             raise
-        if out.exists():  # a finished (or abandoned) stream's outputs are kept under a new name
-            k = 1
-            while (self.out_dir / f"{name}.{k}").exists():
-                k += 1
-            shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
-            what = f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
-            self.log(f"[{name}] the {what} stream's outputs moved to {name}.{k}")
-        out.mkdir(parents=True)
         token = secrets.token_hex(16)
         keep = {k: info[k] for k in ("frame_size", "video", "max_frames") if k in info}
         s = Session(name, out, header, digest(token), identity, keep, plan)

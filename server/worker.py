@@ -255,6 +255,8 @@ class Worker:
             self.frames += len(entries)
             for (item, index, frame, decode_ms), det in zip(entries, dets, strict=True):
                 if item.session in self._failing:  # its stream failed earlier in this batch
+                    if not item.conn.broken:  # another connection of it (a resume): told too, never left waiting
+                        item.conn.fail("internal server error: an earlier step of this stream failed")
                     continue
                 try:
                     rec = item.session.record(index, det, frame, len(item.body))
@@ -299,20 +301,26 @@ class Worker:
             if why:
                 conn.fail(why)
                 return
-            self._close(s, lambda: s.finish(total))
-            conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)
+            failed = self._close(s, lambda: s.finish(total))
+            if failed is None:
+                conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)
+            else:  # not finished (session.json says so): the edge must not take it as done
+                conn.fail(f"internal server error: {type(failed).__name__}")
 
-    def _close(self, s, close) -> None:
+    def _close(self, s, close) -> Exception | None:
         """Close a session's outputs (``close``: its close or its finish); whatever fails,
-        it ends closed and dropped from memory."""
+        it ends closed and dropped from memory. Returns the exception ``close`` raised, or
+        None."""
         try:
             for error in close():
                 self.log(f"[{s.name}] closing the outputs: {error}")
+            return None
         except Exception as exc:  # e.g. END's error records could not be written
             self.log(f"[{s.name}] closing the outputs: {type(exc).__name__}: {exc}")
             if not s.closed.is_set():
                 for error in s.close():
                     self.log(f"[{s.name}] closing the outputs: {error}")
+            return exc
         finally:
             self.on_closed(s)
 

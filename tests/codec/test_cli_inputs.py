@@ -511,3 +511,10 @@ def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path, capsys):
     features.save(str(path), features.FeatureClip(["t"], [a], [0.1], [3], [0]))
     _refused(capsys, ["encode", path, tmp_path / "s.tsp"], "block")
     assert not (tmp_path / "s.tsp").exists()
+
+
+def test_an_output_with_a_long_name_in_a_multibyte_script_is_written(tmp_path, feature_file):
+    """The temporary name beside it stays under the file system's 255 bytes."""
+    out = tmp_path / ("\N{GRINNING FACE}" * 62 + ".tsp")  # 252 bytes of UTF-8 in 66 characters: a valid name
+    assert main(["encode", str(feature_file), str(out)]) == 0
+    assert out.is_file() and _folder(tmp_path) == sorted(["f.npz", out.name])

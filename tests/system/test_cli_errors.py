@@ -28,6 +28,7 @@ from temposplit.cli import main
         (["serve", "--port", "0", "--out", __file__ + "/x"], "cannot write there"),
         (["serve", "--port", "0", "--weights", "bogus=/nope"], "unknown model 'bogus'"),
         (["serve", "--port", "0", "--weights", "ssd-mobilenet-v2=/nonexistent.pt"], "no such file"),
+        (["serve", "--port", "0", "--weights", "retinanet-resnet50-fpn=/nonexistent.pth"], "no such file"),
     ],
 )
 def test_bad_options_and_files_give_one_line(argv, message, capsys):
@@ -244,3 +245,12 @@ def test_a_folder_given_as_a_video_is_named_a_folder(tmp_path, capsys, one_line)
     ):
         assert main(argv) == 2
         one_line("is a folder, not a video file")
+
+
+def test_serve_takes_torchvision_weights_api_names_as_weights(tmp_path):
+    """DEFAULT and COCO_V1 name torchvision's weights, not files: the start-up check lets
+    them through (the model checks them when it loads)."""
+    from temposplit.server.cli import _check_startup
+
+    _check_startup({"retinanet-resnet50-fpn": "DEFAULT", "fasterrcnn-resnet50-fpn": "COCO_V1"}, str(tmp_path / "o"))
+    assert (tmp_path / "o").is_dir()
