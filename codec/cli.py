@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 
 def register(sub) -> None:
@@ -182,6 +181,8 @@ def _encode(args) -> int:
     enc = Encoder(config)  # validates the configuration against the decoder's limits
     header = enc.header_bytes()
     enc.set_total_frames(clip.frames)
+    from temposplit.files import output_file
+
     with output_file(args.output) as f:  # written beside it, renamed over it once complete
         f.write(header)
         for t in range(clip.frames):
@@ -219,44 +220,6 @@ def check_output(output: str, input_path: str) -> None:
         same = os.path.realpath(input_path) == os.path.realpath(output)
     if same:
         raise ConfigurationError(f"the output {output} is the input file: it would be overwritten")
-
-
-@contextlib.contextmanager
-def output_file(path: str):
-    """A binary file that becomes ``path`` only when the block completes: it is written
-    beside ``path`` under a temporary name and renamed over it, or removed on an error, so a
-    failure never truncates or half-writes ``path``. A ``path`` that exists and is not a
-    regular file (``/dev/null``, a FIFO) is written directly."""
-    import os
-    import secrets
-    import stat
-
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        with open(path, "wb") as f:
-            yield f
-        return
-    target = os.path.realpath(path)  # through a symbolic link: the link stays
-    folder, base = os.path.split(target)
-    short = base.encode()[:100].decode(errors="ignore")  # a name of at most 255 bytes, whatever its script
-    tmp = os.path.join(folder, f".{short}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if st is not None:
-                os.chmod(tmp, stat.S_IMODE(st.st_mode))  # the replaced file's permissions
-            yield f
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def frame_stats(frames, names) -> list[str]:
@@ -360,6 +323,8 @@ def _decode(args) -> int:
                 f"no frame could be decoded ({first_error})" if first_error else "the stream has no frames"
             )
         kept, repeated = _first_copies(indices)
+        from temposplit.files import output_file
+
         with output_file(args.output) as out:
             _write_decoded(out, header, spool, sizes, kept, indices, n_bits)
     print(f"{len(kept)} frames decoded -> {args.output}")

@@ -473,16 +473,11 @@ class Harness:
 
 
 def _meta_to_update(meta_path: Path) -> dict:
-    """The output folder's ``meta.json`` as a run updates it ({"runs": []} for a new folder);
-    one that is not the JSON object eval writes is a :class:`ConfigError` naming it."""
-    if not meta_path.is_file():
-        return {"runs": []}
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # not UTF-8, not JSON
-        raise ConfigError(f"{meta_path}: not the JSON eval writes ({exc})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.setdefault("runs", []), list):
-        raise ConfigError(f"{meta_path}: not the JSON object eval writes (settings, runs)")
+    """The output folder's ``meta.json`` as a run updates it ({"runs": []} for a new folder)."""
+    from temposplit.evaluation.meta import read_meta
+
+    meta = read_meta(meta_path)
+    meta.setdefault("runs", [])
     return meta
 
 

@@ -479,25 +479,14 @@ def write_report(out, rows, figures: bool = True, wall_s=None, dest=None, replic
 
     A ``notes.md`` beside the report (in ``dest`` or ``out``) is included after the pooled
     report's introduction: the place for the written findings, which survive a rerun."""
-    from temposplit.errors import ConfigError
     from temposplit.evaluation import bootstrap
+    from temposplit.evaluation.meta import read_meta
     from temposplit.evaluation.pooled_report import write_pooled
 
     out = Path(out)
     dest = Path(dest) if dest else out
     meta_path = out / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    except ValueError as exc:  # not UTF-8, not JSON: a damaged file, reported before anything is written
-        raise ConfigError(f"{meta_path}: not the JSON eval writes ({exc})") from None
-    runs = meta.get("runs", []) if isinstance(meta, dict) else None
-    if (
-        not isinstance(meta, dict)
-        or not isinstance(meta.get("settings", {}), dict)
-        or not isinstance(runs, list)
-        or not all(isinstance(r, dict) and isinstance(r.get("timings", {}), dict) for r in runs)
-    ):
-        raise ConfigError(f"{meta_path}: not the JSON object eval writes (settings, runs)")
+    meta = read_meta(meta_path)  # a damaged file is reported before anything is written
     dest.mkdir(parents=True, exist_ok=True)
     settings = meta.get("settings", {})
     CUT_ORDER[:] = settings.get("cuts") or _cuts(rows)

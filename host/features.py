@@ -53,7 +53,7 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
         "frame_size": np.array(size, np.int32),
         "fps": np.float64(fps),
     }
-    from temposplit.codec.cli import output_file
+    from temposplit.files import output_file
 
     # Written beside it and renamed into place: a failure part way leaves ``path`` as it was.
     with output_file(path) as f:  # a file object: NumPy would append ".npz" to another name

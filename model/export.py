@@ -395,13 +395,10 @@ def export_m1(quantized, path) -> Path:
     blob = np.frombuffer(json.dumps(graph, indent=None).encode("utf-8"), dtype=np.uint8)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder: give the .npz file to write")
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        np.savez_compressed(tmp, graph=blob, **arrays)
-        tmp.replace(path)
-    except BaseException:  # never a temporary file left behind
-        tmp.unlink(missing_ok=True)
-        raise
+    from temposplit.files import output_file
+
+    with output_file(path) as f:  # never a partial file, nor a temporary one left behind
+        np.savez_compressed(f, graph=blob, **arrays)
     return path
 
 

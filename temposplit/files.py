@@ -1,0 +1,43 @@
+"""Writing an output file whole or not at all: under a temporary name beside it, renamed
+over it once complete (``encode``, ``decode``, ``features``, ``models export-m1``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+
+
+@contextlib.contextmanager
+def output_file(path: str):
+    """A binary file that becomes ``path`` only when the block completes: it is written
+    beside ``path`` under a temporary name and renamed over it, or removed on an error, so a
+    failure never truncates or half-writes ``path``. A ``path`` that exists and is not a
+    regular file (``/dev/null``, a FIFO) is written directly."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "wb") as f:
+            yield f
+        return
+    target = os.path.realpath(path)  # through a symbolic link: the link stays
+    folder, base = os.path.split(target)
+    short = base.encode()[:100].decode(errors="ignore")  # a name of at most 255 bytes, whatever its script
+    tmp = os.path.join(folder, f".{short}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if st is not None:
+                os.chmod(tmp, stat.S_IMODE(st.st_mode))  # the replaced file's permissions
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
