@@ -51,7 +51,7 @@ model keeps its structure, so the export and the NumPy board M1 run it code for 
   of every earlier activation and weight, the learned codes included), against the float
   layer's output on the float input (AdaRound's asymmetric reconstruction); the codes are
   written back as by :func:`adaround`. Measured worse than the default at the deep cuts
-  on the calibration set (docs/models.md, "AdaRound on the quantized network's inputs").
+  on the calibration set (docs/int8-log.md, "AdaRound on the quantized network's inputs").
 * :func:`correct_bias` — empirical bias correction: each convolution's expected output
   error from its rounded weights, ``(W_q - W) E[x]`` with E[x] the input channel means on
   the calibration set, is subtracted from its bias.
