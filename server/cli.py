@@ -105,9 +105,8 @@ def _serve(args) -> int:
             options[flag] = value
     if args.max_batch < 1:
         raise ConfigError(f"--max-batch must be at least 1, not {args.max_batch}")
-    tls = TLSConfig.for_server(
-        args.tls_cert, args.tls_key, args.tls_client_ca, warn=lambda m: print(m, file=sys.stderr, flush=True)
-    )
+    warnings: list[str] = []  # printed once the server is up: a failed start is one line
+    tls = TLSConfig.for_server(args.tls_cert, args.tls_key, args.tls_client_ca, warn=warnings.append)
     if args.idle_timeout is not None and not args.idle_timeout > 0:
         raise ConfigError(f"--idle-timeout must be positive, not {args.idle_timeout}")
     _raise_file_limit()
@@ -129,6 +128,8 @@ def _serve(args) -> int:
         log=lambda m: print(m, flush=True),
         **options,
     )
+    for warning in warnings:
+        print(warning, file=sys.stderr, flush=True)
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed
     print("temposplit server stopped", flush=True)

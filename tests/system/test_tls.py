@@ -179,6 +179,17 @@ def test_tls_without_client_authentication_warns(pki):
     assert tls is not None and len(warnings) == 1 and "any client" in warnings[0]
 
 
+def test_a_tls_server_that_cannot_start_says_so_in_one_line_without_the_warning(pki, tmp_path, capsys):
+    from temposplit.cli import main
+
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not a key\n")
+    rc = main(["serve", "--port", "0", "--out", str(tmp_path / "out"), "--tls-cert", str(pki / "server.pem"),
+               "--tls-key", str(bad_key)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "any client" not in err[0]
+
+
 def test_a_silent_tls_client_is_dropped_after_the_handshake_timeout(tmp_path, cloud_models, pki):
     import socket
 
