@@ -240,10 +240,19 @@ def frame_stats(frames, names) -> list[str]:
 
 
 def _load_features(path: str):
-    """The feature file; every defect is a ConfigurationError naming the file and field."""
+    """The feature file; every defect is a ConfigurationError naming the file and field. A
+    decoded file (it has ``n_bits``) is refused unless every frame is at N = 8: its codes are
+    N-bit while its scale and zero point are the 8-bit codes', so encoding them means nothing."""
     from temposplit.codec import features
+    from temposplit.codec.errors import ConfigurationError
 
-    return features.load(path)
+    clip = features.load(path)
+    if clip.n_bits is not None and (clip.n_bits != 8).any():
+        found = ", ".join(str(n) for n in sorted({int(n) for n in clip.n_bits}))
+        raise ConfigurationError(
+            f"{path}: a decoded stream (N = {found} bits), not 8-bit features: encode the feature file it came from"
+        )
+    return clip
 
 
 # `decode` refuses a clip whose decoded output (codes and float32 values, 5 bytes per
@@ -336,7 +345,7 @@ def _decode(args) -> int:
             file=sys.stderr,
         )
     if n_errors:
-        print(f"temposplit decode: {n_errors} packets could not be decoded; first: {first_error}", file=sys.stderr)
+        print(f"temposplit decode: {n_errors} packet(s) could not be decoded; first: {first_error}", file=sys.stderr)
     return 1 if n_errors or repeated is not None else 0
 
 

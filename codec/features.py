@@ -44,6 +44,7 @@ class FeatureClip:
     scales: list[float]
     zero_points: list[int]
     blocks: list[int | None]
+    n_bits: np.ndarray | None = None  # a decoded file's N per frame: its codes are N-bit
 
     @property
     def frames(self) -> int:
@@ -157,6 +158,11 @@ def load(path: str) -> FeatureClip:
             clip.zero_points.append(npz.scalar(f"zero_point/{n}", integer=True))
             clip.blocks.append(npz.scalar(f"block/{n}", integer=True) if f"block/{n}" in npz.files else None)
             clip.codes.append(npz.read(f"codes/{n}"))
+        if "n_bits" in npz.files:
+            shape, _, dtype = npz.header("n_bits")
+            if dtype.kind not in "iu" or shape != (clip.codes[0].shape[0],):
+                raise ConfigurationError(f"{path}: n_bits must be whole numbers, one per frame, not {dtype} {shape}")
+            clip.n_bits = npz.read("n_bits")
     if len({c.shape[0] for c in clip.codes}) != 1:
         raise ConfigurationError(f"{path}: every tensor must have the same number of frames")
     return clip

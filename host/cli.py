@@ -230,8 +230,31 @@ def _edge(args) -> int:
         frames = itertools.islice(frames, args.frames)
         total = min(args.frames, total) if total else args.frames
     report = edge.run(frames, video=video, total=total)
-    print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; server: {report.summary}")
+    print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; {summary_line(report.summary)}")
     return 0 if not report.errors else 1
+
+
+def summary_line(summary: dict | None) -> str:
+    """The server's SUMMARY (docs/protocol.md) as words: what it recorded and where."""
+    from temposplit import protocol as P
+
+    if not isinstance(summary, dict):
+        return "no summary from the server"
+
+    def count(key):
+        try:
+            return len(P.from_ranges(summary.get(key) or []))
+        except P.ProtocolError:
+            return "?"
+
+    text = f"server: stream {summary.get('stream')!s}, {count('recorded')} of {summary.get('frames')!s} frames recorded"
+    failed = count("failed")
+    if failed:
+        text += f", {failed} failed"
+    for key in ("detections", "video"):
+        if summary.get(key):
+            text += f", {key} {summary[key]}"
+    return text
 
 
 def _check_streamable(source, fps: float) -> None:

@@ -518,3 +518,16 @@ def test_an_output_with_a_long_name_in_a_multibyte_script_is_written(tmp_path, f
     out = tmp_path / ("\N{GRINNING FACE}" * 62 + ".tsp")  # 252 bytes of UTF-8 in 66 characters: a valid name
     assert main(["encode", str(feature_file), str(out)]) == 0
     assert out.is_file() and _folder(tmp_path) == sorted(["f.npz", out.name])
+
+
+def test_encode_refuses_a_decoded_stream_whose_codes_are_n_bit(tmp_path, feature_file, one_line):
+    path = feature_file
+    assert main(["encode", str(path), str(tmp_path / "s.tsp"), "-n", "4"]) == 0
+    assert main(["decode", str(tmp_path / "s.tsp"), str(tmp_path / "d.npz")]) == 0
+    assert main(["encode", str(tmp_path / "d.npz"), str(tmp_path / "again.tsp")]) == 2
+    one_line("a decoded stream (N = 4 bits)", "d.npz")
+    assert not (tmp_path / "again.tsp").exists()
+    # At N = 8 the decoded codes are the 8-bit codes: such a file encodes again.
+    assert main(["encode", str(path), str(tmp_path / "s8.tsp"), "-n", "8"]) == 0
+    assert main(["decode", str(tmp_path / "s8.tsp"), str(tmp_path / "d8.npz")]) == 0
+    assert main(["encode", str(tmp_path / "d8.npz"), str(tmp_path / "again8.tsp")]) == 0

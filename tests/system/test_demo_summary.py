@@ -53,3 +53,23 @@ def test_a_clip_with_nothing_to_detect_says_so_instead_of_nan(capsys):
 def test_a_scored_clip_prints_its_fidelity(capsys):
     print_summary(summary(fidelity_map50=0.981, fidelity_map50_95=0.912))
     assert "fidelity mAP           98.1 @0.5, 91.2 @[.5:.95]" in capsys.readouterr().out
+
+
+def test_stage_times_leave_out_the_first_frames_warm_up():
+    from temposplit.host.demo import _first_ms, _steady_ms
+
+    times = [259.0, 0.5, 0.3, 0.4]  # the first frame loads the codec's compiled kernels
+    assert _steady_ms(times) == 0.4 and _first_ms(times) == 259.0
+    assert _steady_ms([7.0]) == 7.0  # one frame: it is the only figure there is
+    assert _steady_ms([]) is None and _first_ms([]) is None
+
+
+def test_the_edges_last_line_puts_the_servers_summary_in_words():
+    from temposplit.host.cli import summary_line
+
+    line = summary_line(
+        {"stream": "cam1", "frames": 20, "recorded": [[0, 18]], "failed": [[18, 20]], "detections": "out/cam1/d.jsonl"}
+    )
+    assert line == "server: stream cam1, 18 of 20 frames recorded, 2 failed, detections out/cam1/d.jsonl"
+    assert summary_line(None) == "no summary from the server"
+    assert "? of 3 frames" in summary_line({"stream": "x", "frames": 3, "recorded": [[5, 1]]})  # malformed: no crash
