@@ -25,7 +25,7 @@ def register(sub) -> None:
         help="stream the cut tensors of a feature file (temposplit features) instead: no model, no PyTorch",
     )
     p.add_argument("--server", default="127.0.0.1:7300", help="host:port of the server (default 127.0.0.1:7300)")
-    p.add_argument("--stream", default="edge", help="stream name (the server's output folder)")
+    p.add_argument("--stream", default="edge", help="stream name (the server's output folder; default edge)")
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)

@@ -6,8 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("serve", help="accept edge streams: decode, run M2, store detections and video")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=7300)
-    p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream")
+    p.add_argument("--port", type=_port, default=7300, help="port to listen on (default 7300; 0: any free port)")
+    p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream (default out/server)")
     p.add_argument(
         "--weights", action="append", default=[], metavar="MODEL=PATH", help="local weights for a model (repeatable)"
     )
@@ -17,7 +17,7 @@ def register(sub) -> None:
         help="draw the annotated video on the edge's source file (its HELLO's video) when it is readable here "
         "(else on the features)",
     )
-    p.add_argument("--max-streams", type=int, default=64)
+    p.add_argument("--max-streams", type=int, default=64, help="attached streams at once (default 64)")
     p.add_argument(
         "--max-streams-per-client",
         type=int,
