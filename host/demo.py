@@ -51,6 +51,9 @@ def run_demo(
     if frames < 1:
         raise ConfigError(f"frames must be at least 1, not {frames}")
     check_output_folder(out)
+    from temposplit.host.backends import check_backend
+
+    check_backend(backend)
     if not data.have_data():
         log("first run: fetching the clips and the calibration set from Debian's packages (apt-get download)")
         data.fetch_data(log=log)

@@ -467,17 +467,25 @@ def row(
             group_blocks=block_bytes // LANES // 9,
             band_blocks=band_blocks,
         )
-        design = f"band, Cs {plan.slice} G {plan.group}"
-        # predicted: BAND_MOTION at the DMA's rate (2 cycles per 8-byte word): per step the
-        # reference bands and the current frame in, 8 bytes per block out.
-        pred = band_cycles(
-            shape, block, search, plan, band_bytes=band_bytes, word_cycles=LANES * CLOCK_HZ / DMA_MM2S_BPS
-        )
-        pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
-        traffic = ((elements + elements * n_bits / 8) + 2 * pred_traffic) / 3
+        if plan is None:
+            # No band plan fits the block buffer (e.g. 200x272x256 at p = 15): the driver
+            # refuses the map and the edge's engine runs TSS in software (docs/fabric.md,
+            # "Not done (yet)"); only anchors are the fabric's.
+            design = "band: no plan (TSS in software)"
+            pred = 0
+            traffic = elements + elements * n_bits / 8
+        else:
+            design = f"band, Cs {plan.slice} G {plan.group}"
+            # predicted: BAND_MOTION at the DMA's rate (2 cycles per 8-byte word): per step the
+            # reference bands and the current frame in, 8 bytes per block out.
+            pred = band_cycles(
+                shape, block, search, plan, band_bytes=band_bytes, word_cycles=LANES * CLOCK_HZ / DMA_MM2S_BPS
+            )
+            pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
+            traffic = ((elements + elements * n_bits / 8) + 2 * pred_traffic) / 3
     anchor_fps = CLOCK_HZ / anchor
-    pred_fps = CLOCK_HZ / pred
-    group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred)
+    pred_fps = CLOCK_HZ / pred if pred else 0.0  # 0: predicted frames in software
+    group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred) if pred else 0.0
     # a ctx anchor: one CTX pass, one bin per cycle (the input, three words per 8 elements
     # when temporal, is well within the DMA's rate); a row over the anchor coder's row
     # buffer: one CTX pass of its value records' stream words at the DMA's rate, then
@@ -499,7 +507,7 @@ def row(
         load = requant_cycles(padded) if padded <= ref_bytes else 0
         ctx_key = load + sliced(CTX_BINS_INTRA, CTX_WORDS_INTRA)
         ctx_anchor = load + sliced(CTX_BINS_TEMPORAL, CTX_WORDS_TEMPORAL)
-    ctx_pred = pred + sliced(CTX_PRED_BINS, CTX_PRED_WORDS)
+    ctx_pred = pred + sliced(CTX_PRED_BINS, CTX_PRED_WORDS) if pred else 0
     return Row(
         name,
         shape,
@@ -515,7 +523,7 @@ def row(
         traffic * 30 / 1e6,
         CLOCK_HZ / ctx_key,
         CLOCK_HZ / ctx_anchor,
-        CLOCK_HZ / ctx_pred,
+        CLOCK_HZ / ctx_pred if ctx_pred else 0.0,
         n_slices,
         ctx_engines,
         ctx_lanes,
@@ -541,8 +549,8 @@ def format_table(rows: list[Row], search=7) -> str:
         h, w, c = r.shape
         lines.append(
             f"{r.name:26} {f'{h}x{w}x{c}':>14} {r.block:>2} {r.design:28} {r.anchor_cycles:>11,} "
-            f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {r.pred_fps:>9.1f} "
-            f"{r.group_fps:>9.1f} "
+            f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {_fps(r.pred_fps):>9} "
+            f"{_fps(r.group_fps):>9} "
             f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f} "
             f"{f'{r.ctx_slices}/{r.ctx_engines}x{r.ctx_lanes}':>9} "
             f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11} {_fps(r.ctx_pred_fps):>12}"

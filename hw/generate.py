@@ -57,8 +57,15 @@ def add_params_arguments(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def params_from_arguments(args) -> Params:
-    return Params(ref_bytes=args.ref_bytes, block_bytes=args.block_bytes, ctx_engines=args.ctx_engines)
+def params_from_arguments(args, parser: argparse.ArgumentParser | None = None) -> Params:
+    """The build's parameters; with ``parser``, a value :class:`Params` refuses is the
+    parser's one-line usage error (exit status 2), not a traceback."""
+    try:
+        return Params(ref_bytes=args.ref_bytes, block_bytes=args.block_bytes, ctx_engines=args.ctx_engines)
+    except ValueError as exc:
+        if parser is None:
+            raise
+        parser.error(str(exc))
 
 
 def main(argv=None) -> int:
@@ -66,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="build/verilog", type=Path)
     add_params_arguments(ap)
     args = ap.parse_args(argv)
-    params = params_from_arguments(args)
+    params = params_from_arguments(args, ap)
     for p in write_all(args.out, params):
         print(p)
     return 0

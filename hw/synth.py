@@ -497,7 +497,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.more_seeds < 0:
         ap.error(f"--more-seeds must be 0 or more, not {args.more_seeds}")
-    params = params_from_arguments(args)
+    params = params_from_arguments(args, ap)
 
     args.out.mkdir(parents=True, exist_ok=True)
     top = TOP_NAME

@@ -143,3 +143,14 @@ def test_ctx_slices_cycles():
     assert cyclemodel.ctx_slices_cycles([10, 10], [400, 400], engines=3, word_cycles=2.0) == f + 1600
     sizes = ((1 << 19) - 1, 1 << 19, 3 << 18, 6 << 18, 1 << 24)
     assert [cyclemodel.ctx_slices_for(n) for n in sizes] == [1, 2, 3, 6, 6]
+
+
+def test_a_map_no_band_plan_fits_is_software_tss_not_a_crash(capsys):
+    from temposplit.cli import main
+
+    r = cyclemodel.row("r50 layer1", (200, 272, 256), 8, search=15)  # a 38-row band does not fit
+    assert "no plan" in r.design and r.pred_cycles == 0 and r.pred_fps == 0 and r.ctx_pred_fps == 0
+    assert r.anchor_fps > 0  # anchors are still the fabric's
+    assert main(["bench", "fabric", "--search", "15"]) == 0
+    out = capsys.readouterr().out
+    assert "no plan (TSS in software)" in out and "software" in out

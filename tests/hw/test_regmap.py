@@ -72,3 +72,16 @@ def test_docs_quote_the_register_map():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "fabric.md").read_text()
     block = doc.split("<!-- regmap:begin -->\n", 1)[1].split("<!-- regmap:end -->", 1)[0]
     assert block == regmap.markdown(), "docs/fabric.md's register tables differ from hw/regmap.py: regenerate them"
+
+
+@pytest.mark.parametrize("option", [["--ctx-engines", "5"], ["--ref-bytes", "1000"], ["--block-bytes", "-1"]])
+def test_generate_refuses_a_build_parameter_in_one_usage_line(option, tmp_path, capsys):
+    from temposplit.hw import generate
+
+    with pytest.raises(SystemExit) as stop:
+        generate.main(["--out", str(tmp_path), *option])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("python -m temposplit.hw.generate: error:")
+    assert not any(tmp_path.iterdir())  # nothing written

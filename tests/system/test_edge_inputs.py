@@ -394,3 +394,52 @@ def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path):
     assert spec.block == 0
     with pytest.raises(ConfigurationError, match="block"):
         CodecConfig(tensors=[spec]).validate()
+
+
+def test_a_back_end_this_machine_cannot_run_is_one_line_before_the_model_loads(monkeypatch, one_line):
+    import importlib.util
+
+    import temposplit.host.cli as host_cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pynq" else real(name, *a))
+    monkeypatch.setattr(host_cli, "_edge_model", lambda *a: pytest.fail("the model loaded before the check"))
+    vtest = os.path.join(os.path.dirname(__file__), "..", "..", "data", "vtest.avi")
+    assert main(["edge", vtest, "--server", "127.0.0.1:1", "--backend", "pynq"]) == 2
+    one_line("the pynq back end needs pynq", "PYNQ-Z2")
+
+
+def test_an_accelerator_that_cannot_open_is_a_missing_dependency_not_a_defect(monkeypatch):
+    from temposplit.errors import MissingDependencyError
+    from temposplit.host import backends
+    from temposplit.hw import backend as hw_backend
+    from temposplit.hw.driver import AcceleratorError
+
+    monkeypatch.setattr(backends, "check_backend", lambda b: None)
+
+    def no_overlay(*a, **k):
+        raise AcceleratorError("the overlay should hold one temposplit accelerator and one AXI DMA, not [] and []")
+
+    monkeypatch.setattr(hw_backend, "make_encoder", no_overlay)
+    with pytest.raises(MissingDependencyError, match="cannot open the accelerator"):
+        backends.make_encoder("pynq", None)
+
+
+def test_a_cut_other_than_the_exported_m1s_is_refused_not_ignored(monkeypatch):
+    import argparse
+    from types import SimpleNamespace
+
+    import temposplit.host.cli as host_cli
+    import temposplit.host.pipeline as pipeline
+
+    class FakeM1:  # an exported M1 up to features.10, as `models export-m1` writes by default
+        def __init__(self, path, log=None):
+            self.model, self.cut = "ssd-mobilenet-v2", SimpleNamespace(name="features.10")
+
+    monkeypatch.setattr(pipeline, "NumpyEdgeModel", FakeM1)
+    args = argparse.Namespace(m1="m1.npz", cut="features.13", calibrate_on_clip=False, calibration=None)
+    with pytest.raises(ConfigError, match=r"m1.npz is the M1 up to features.10"):
+        host_cli._edge_model(args, "clip.avi", None)
+    for same in ("features.10", None):  # the file's own cut, or none given: it runs
+        args.cut = same
+        assert host_cli._edge_model(args, "clip.avi", None).cut.name == "features.10"
