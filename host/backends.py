@@ -65,5 +65,8 @@ def close_encoder(encoder) -> None:
     for holder in (getattr(accel, "transport", None), accel):
         close = getattr(holder, "close", None)
         if callable(close):
-            close()
+            try:
+                close()
+            except (OSError, EOFError):  # a simulator that already stopped: nothing left to release
+                pass
             return
