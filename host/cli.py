@@ -11,7 +11,13 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--cut", default=None, help="cut point (default: the SSD's default cut)")
-    p.add_argument("--backend", default="golden", choices=["golden", "rtl", "pynq"])
+    p.add_argument(
+        "--backend",
+        default="golden",
+        choices=["golden", "rtl", "pynq"],
+        help="who runs the codec: golden (software, default), rtl (the fabric simulated under Verilator), "
+        "pynq (the fabric on a PYNQ-Z2; docs/pynq-z2.md)",
+    )
     p.add_argument("--no-reference", action="store_true", help="skip the fidelity mAP (no uncompressed run)")
     add_codec_options(p)
     p.set_defaults(handler=_demo)
@@ -37,7 +43,13 @@ def register(sub) -> None:
         metavar="FILE",
         help="an exported int8 M1 (temposplit models export-m1) run with NumPy: no PyTorch (the board)",
     )
-    p.add_argument("--backend", default="golden", choices=["golden", "rtl", "pynq"])
+    p.add_argument(
+        "--backend",
+        default="golden",
+        choices=["golden", "rtl", "pynq"],
+        help="who runs the codec: golden (software, default), rtl (the fabric simulated under Verilator), "
+        "pynq (the fabric on a PYNQ-Z2; docs/pynq-z2.md)",
+    )
     p.add_argument(
         "--timeout",
         type=float,

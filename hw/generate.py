@@ -50,8 +50,18 @@ def write_files(out: Path, files: dict[str, str]) -> list[Path]:
 
 def add_params_arguments(ap: argparse.ArgumentParser) -> None:
     """The build parameters (the run-time maxima) as command-line options."""
-    ap.add_argument("--ref-bytes", type=int, default=regmap.DEFAULT.ref_bytes)
-    ap.add_argument("--block-bytes", type=int, default=regmap.DEFAULT.block_bytes)
+    ap.add_argument(
+        "--ref-bytes",
+        type=int,
+        default=regmap.DEFAULT.ref_bytes,
+        help="the on-chip reference RAM in bytes, lanes times a power of two (default %(default)s)",
+    )
+    ap.add_argument(
+        "--block-bytes",
+        type=int,
+        default=regmap.DEFAULT.block_bytes,
+        help="the block buffer in bytes, lanes times a power of two (default %(default)s)",
+    )
     ap.add_argument(
         "--ctx-engines", type=int, default=regmap.DEFAULT.ctx_engines, help="CTX range coders for slices (1..4)"
     )
