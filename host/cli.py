@@ -11,13 +11,7 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--cut", default=None, help="cut point (default: the SSD's default cut)")
-    p.add_argument(
-        "--backend",
-        default="golden",
-        choices=["golden", "rtl", "pynq"],
-        help="who runs the codec: golden (software, default), rtl (the fabric simulated under Verilator), "
-        "pynq (the fabric on a PYNQ-Z2; docs/pynq-z2.md)",
-    )
+    _add_backend_option(p)
     p.add_argument("--no-reference", action="store_true", help="skip the fidelity mAP (no uncompressed run)")
     add_codec_options(p)
     p.set_defaults(handler=_demo)
@@ -43,13 +37,7 @@ def register(sub) -> None:
         metavar="FILE",
         help="an exported int8 M1 (temposplit models export-m1) run with NumPy: no PyTorch (the board)",
     )
-    p.add_argument(
-        "--backend",
-        default="golden",
-        choices=["golden", "rtl", "pynq"],
-        help="who runs the codec: golden (software, default), rtl (the fabric simulated under Verilator), "
-        "pynq (the fabric on a PYNQ-Z2; docs/pynq-z2.md)",
-    )
+    _add_backend_option(p)
     p.add_argument(
         "--timeout",
         type=float,
@@ -85,6 +73,18 @@ def register(sub) -> None:
     p.add_argument("--m1", default=None, metavar="FILE", help="an exported int8 M1 run with NumPy (as the edge's)")
     p.add_argument("--block", "-B", type=int, default=None, help="block size stored for every tensor")
     p.set_defaults(handler=_features)
+
+
+def _add_backend_option(p) -> None:
+    from temposplit.host.backends import BACKENDS
+
+    p.add_argument(
+        "--backend",
+        default="golden",
+        choices=BACKENDS,
+        help="who runs the codec: golden (software, default), rtl (the fabric simulated under Verilator), "
+        "pynq (the fabric on a PYNQ-Z2; docs/pynq-z2.md)",
+    )
 
 
 def _add_calibration_options(p) -> None:
