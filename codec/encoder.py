@@ -360,6 +360,9 @@ class SoftwareEngine:
             table = huffman.table_lengths(hist)
         return AnchorCoding(q_n, hist, table, self.anchor_section(tensor, coder, q_n, alphabet, table))
 
+    def close(self) -> None:
+        """Release what the engine holds: nothing in software (a fabric engine's accelerator)."""
+
     def requantize(self, tensor: TensorInfo, q8: np.ndarray, n_bits: int) -> np.ndarray:
         """quint8 codes (H, W, C) -> N-bit codes."""
         table = lut(tensor.zero_point, n_bits)
@@ -501,6 +504,10 @@ class Encoder:
         g = self.group
         g.frames[index] = codes
         return self._drain()
+
+    def close(self) -> None:
+        """Release the engine's resources (a fabric back end's simulator or DMA buffers)."""
+        self.engine.close()
 
     def flush(self) -> list[Packet]:
         """Code every frame still waiting (a final short group) and return the packets."""

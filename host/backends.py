@@ -54,19 +54,3 @@ def make_encoder(backend: str, config, first_index: int = 0):
         raise MissingDependencyError(f"the {backend} back end cannot start: {exc}") from exc
     except (AcceleratorError, OSError) as exc:  # no overlay, a wrong one, no device
         raise MissingDependencyError(f"the {backend} back end cannot open the accelerator: {exc}") from exc
-
-
-def close_encoder(encoder) -> None:
-    """Release what a fabric back end holds: the simulator's process (``rtl``), the board's
-    DMA buffers (``pynq``). The golden encoder holds nothing."""
-    accel = getattr(getattr(encoder, "engine", None), "accel", None)
-    if accel is None:
-        return
-    for holder in (getattr(accel, "transport", None), accel):
-        close = getattr(holder, "close", None)
-        if callable(close):
-            try:
-                close()
-            except (OSError, EOFError):  # a simulator that already stopped: nothing left to release
-                pass
-            return

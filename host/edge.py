@@ -20,7 +20,7 @@ import numpy as np
 
 from temposplit import protocol as P
 from temposplit.errors import ConfigError, TemposplitError
-from temposplit.host.backends import close_encoder, make_encoder
+from temposplit.host.backends import make_encoder
 
 MAX_TIMEOUT = 86400.0  # the answer timeout (--timeout): a day at most (a socket refuses an unbounded one)
 MIN_FPS = 0.001  # the stream header holds the rate in thousandths of a frame per second (docs/bitstream.md)
@@ -244,7 +244,7 @@ class Edge:
         for i in [i for i in self.pending if i < first]:
             self.pending.pop(i)
             self.report.errors[i] = "lost with the connection (older than the resend window)"
-        close_encoder(self.encoder)
+        self.encoder.close()
         self.encoder = make_encoder(self.backend, self.config, first_index=first)
         if self.total:
             self.encoder.set_total_frames(self.total)
@@ -300,7 +300,7 @@ class Edge:
         try:
             return self._stream(first, it, sample, video, total)
         finally:  # the fabric back ends hold a simulator process or the board's DMA buffers
-            close_encoder(self.encoder)
+            self.encoder.close()
 
     def _stream(self, first, it, sample, video: dict | None, total: int | None) -> EdgeReport:
         if total:

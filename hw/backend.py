@@ -46,6 +46,12 @@ class FabricEngine(SoftwareEngine):
         self._reference = None  # (tensor name, n_bits, digest) of the reference on chip
         self._pending = None  # (codes, quint8 map) of the last requantize: a ctx anchor's input
 
+    def close(self) -> None:
+        try:
+            self.accel.close()
+        except (OSError, EOFError):  # a simulator that already stopped: nothing left to release
+            pass
+
     def _key(self, tensor, n_bits, codes):
         return (tensor.name, n_bits, hash(np.ascontiguousarray(codes).tobytes()))
 

@@ -825,6 +825,12 @@ class Accelerator:
         self.transport = transport
         self.ops = Operations(params)
 
+    def close(self) -> None:
+        """Release the transport: the simulator's process (RTL), the DMA's buffers (PYNQ)."""
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
+
     def _drive(self, gen):
         answer = None
         try:

@@ -443,3 +443,25 @@ def test_a_cut_other_than_the_exported_m1s_is_refused_not_ignored(monkeypatch):
     for same in ("features.10", None):  # the file's own cut, or none given: it runs
         args.cut = same
         assert host_cli._edge_model(args, "clip.avi", None).cut.name == "features.10"
+
+
+def test_a_fabric_engine_closes_its_accelerators_transport_once_and_tolerates_a_dead_one():
+    from temposplit.hw.backend import FabricEngine
+    from temposplit.hw.driver import Accelerator
+
+    class Transport:
+        closed = 0
+
+        def close(self):
+            Transport.closed += 1
+
+    accel = Accelerator(Transport())
+    accel.probe = lambda: None  # no device: only close is exercised here
+    FabricEngine(accel).close()
+    assert Transport.closed == 1
+
+    def dead():
+        raise BrokenPipeError("the simulator stopped")
+
+    accel.transport.close = dead
+    FabricEngine(accel).close()  # nothing left to release: no error
