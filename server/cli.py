@@ -116,18 +116,22 @@ def _serve(args) -> int:
         if not args.resume_window >= 0:
             raise ConfigError(f"--resume-window must be 0 or more, not {args.resume_window}")
         options["resume_window"] = args.resume_window
-    _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
-    server = CloudServer(
-        args.host,
-        args.port,
-        args.out,
-        CloudModels(weights),
-        tls,
-        args.local_video,
-        args.max_streams,
-        log=lambda m: print(m, flush=True),
-        **options,
-    )
+    made = _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
+    try:
+        server = CloudServer(
+            args.host,
+            args.port,
+            args.out,
+            CloudModels(weights),
+            tls,
+            args.local_video,
+            args.max_streams,
+            log=lambda m: print(m, flush=True),
+            **options,
+        )
+    except BaseException:
+        _remove_empty(made)  # a server that did not start leaves no folder behind
+        raise
     for warning in warnings:
         print(warning, file=sys.stderr, flush=True)
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
@@ -136,10 +140,11 @@ def _serve(args) -> int:
     return 0
 
 
-def _check_startup(weights: dict[str, str], out: str) -> None:
+def _check_startup(weights: dict[str, str], out: str) -> list:
     """Every --weights names a known model and an existing file; --out is a folder this
     process can write (made if missing). Checked before the server listens: otherwise each
-    stream would be refused with the same error."""
+    stream would be refused with the same error. Returns the folders it made, deepest
+    last, for :func:`_remove_empty` if the server then fails to start."""
     import os
     import tempfile
     from pathlib import Path
@@ -154,13 +159,25 @@ def _check_startup(weights: dict[str, str], out: str) -> None:
         names_a_file = model == cuts.DEFAULT_MODEL or Path(path).suffix in (".pth", ".pt", ".pb")
         if names_a_file and not Path(path).is_file():
             raise ConfigError(f"--weights {model}={path}: no such file")
+    missing = [p for p in (Path(out), *Path(out).parents) if not p.exists()][::-1]
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        _remove_empty(missing)
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    return missing
+
+
+def _remove_empty(folders: list) -> None:
+    """Remove the folders ``_check_startup`` made, deepest first, while they are empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _raise_file_limit() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from temposplit import protocol as P
 from temposplit.codec.bitstream import PACKET_OVERHEAD, StreamHeader
 from temposplit.codec.errors import BitstreamError
-from temposplit.errors import TemposplitError
+from temposplit.errors import ConfigError, TemposplitError
 from temposplit.server.proxy_header import read_proxy_header
 from temposplit.server.session import Session, Source, digest
 from temposplit.server.worker import Item, Worker
@@ -341,7 +341,10 @@ class CloudServer:
         self.opening: dict[str, str] = {}  # stream names being opened -> the client opening each
         self.table = threading.Lock()  # the sessions table; held only for lookups and updates
         self.connections: set[Connection] = set()
-        self.sock = socket.create_server((host, port), backlog=1024)
+        try:
+            self.sock = socket.create_server((host, port), backlog=1024)
+        except OSError as exc:  # the port taken, the address not this machine's: the caller's to fix
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="temposplit-hello")

@@ -50,6 +50,21 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown option is reported by the (sub-)command that was
+        given it, so that the line points at that command's --help, not the top level's."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self
+            while True:
+                subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+                chosen = getattr(namespace, subs[0].dest, None) if subs else None
+                if chosen not in (subs[0].choices if subs else {}):
+                    break
+                parser = subs[0].choices[chosen]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(

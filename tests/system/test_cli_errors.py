@@ -37,6 +37,20 @@ def test_bad_options_and_files_give_one_line(argv, message, capsys):
     assert len(err) == 1 and message in err[0] and err[0].startswith("temposplit ")
 
 
+def test_serve_on_a_taken_port_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    """A port another process listens on: one line naming it, and the --out folder that
+    serve would have made is not left behind."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = tmp_path / "made" / "by" / "serve"
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port), "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("temposplit serve") and f"cannot listen on 127.0.0.1:{port}" in line, line
+    assert not (tmp_path / "made").exists()
+
+
 def test_a_port_out_of_range_is_an_argument_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--port", "99999"])
@@ -61,6 +75,22 @@ def test_argument_errors_are_one_line_not_the_usage_block(argv, message, capsys)
     assert exc.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()  # not the usage block
     assert line.startswith("temposplit") and message in line and line.endswith("--help)"), line
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["encode", "a.npz", "b.tsp", "--bogus"], "temposplit encode"),
+        (["bench", "codec", "--no-such-option"], "temposplit bench codec"),
+        (["models", "accuracy", "--no-such-option"], "temposplit models accuracy"),
+    ],
+)
+def test_an_unknown_option_points_at_its_own_commands_help(argv, command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"{command}: error: unrecognized arguments") and line.endswith(f"(see {command} --help)")
 
 
 def _parser_whose_handler_raises(error):
