@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import queue
+import random
 import socket
 import threading
 import time
@@ -23,6 +24,20 @@ from temposplit.errors import ConfigError, TemposplitError
 from temposplit.host.backends import make_encoder
 
 MAX_TIMEOUT = 86400.0  # the answer timeout (--timeout): a day at most (a socket refuses an unbounded one)
+RECONNECT_ATTEMPTS = 11
+RECONNECT_FIRST, RECONNECT_CAP = 0.1, 5.0  # seconds: the back-off doubles from the first up to the cap
+
+
+def reconnect_delay(attempt: int, rng=random) -> float:
+    """Seconds to wait after failed connection attempt ``attempt`` (0 first): exponential
+    back-off, each wait drawn from [1/2, 1] of 0.1 * 2^attempt s capped at 5 s. The ten
+    waits between eleven attempts span 13-26 s, longer than the server's HELLO timeout
+    (10 s), so that the slots a flood of idle sockets holds free up within them; and the
+    draw keeps the edges of a restarted server from coming back in step
+    (docs/protocol.md, "Lost connections")."""
+    return min(RECONNECT_CAP, RECONNECT_FIRST * 2**attempt) * rng.uniform(0.5, 1.0)
+
+
 MIN_FPS = 0.001  # the stream header holds the rate in thousandths of a frame per second (docs/bitstream.md)
 
 
@@ -97,7 +112,7 @@ class Edge:
         backend: str = "golden",
         tls: P.TLSConfig | None = None,
         window: int = 64,
-        reconnect_attempts: int = 8,
+        reconnect_attempts: int = RECONNECT_ATTEMPTS,
         timeout: float = 60.0,
         log=None,
         progress=None,
@@ -160,7 +175,8 @@ class Edge:
                 return
             except (OSError, P.ConnectionClosed) as exc:
                 last = exc
-                time.sleep(min(2.0, 0.1 * 2**attempt))
+                if attempt + 1 < self.reconnect_attempts:
+                    time.sleep(reconnect_delay(attempt))
         raise TemposplitError(f"cannot reach the server at {self.address[0]}:{self.address[1]}: {last}")
 
     def _receive(self, chan: P.Channel) -> None:

@@ -156,9 +156,12 @@ class Connection:
                 self.writer.write(data)
                 try:
                     await asyncio.wait_for(self.writer.drain(), srv.write_timeout)
-                except (TimeoutError, OSError, ConnectionError):
+                except (TimeoutError, OSError, ConnectionError) as exc:
                     self.broken = True
                     self.stalled = True  # what is queued will not be read: reset, do not wait for it
+                    if isinstance(exc, TimeoutError):  # a peer that went away is logged by the reader
+                        where = f"[{self.session.name}]" if self.session is not None else f"connection from {self.peer}"
+                        srv.log(f"{where} takes no reply for {srv.write_timeout:g} s: connection reset")
                     self.task.cancel()
                     return
             if release:

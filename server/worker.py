@@ -23,6 +23,17 @@ from temposplit import protocol as P
 from temposplit.codec.bitstream import parse_packet
 from temposplit.codec.errors import BitstreamError, ReferenceMissingError
 
+MAX_EDGE_TEXT = 200  # characters of a SKIP's `error` kept in detections.jsonl
+
+
+def edge_text(value) -> str:
+    """A SKIP's ``error`` as the stream's record keeps it: one line (whitespace runs, line
+    separators included, become one space), at most MAX_EDGE_TEXT characters, so that what
+    an edge uploads as text costs the disk, and a resume that reads the record back, no more
+    than a frame's record (a SKIP may carry 64 KiB)."""
+    text = " ".join(str(value if value is not None else "").split())
+    return text if len(text) <= MAX_EDGE_TEXT else f"{text[: MAX_EDGE_TEXT - 3]}..."
+
 
 @dataclass(eq=False)
 class Item:
@@ -183,6 +194,11 @@ class Worker:
             self._failed(item, exc)
             return False
 
+    def _refuse(self, s, conn, why: str) -> None:
+        """A message the stream's rules refuse: ERROR to the edge, and the same line in the log."""
+        self.log(f"[{s.name}] refused: {why}")
+        conn.fail(why)
+
     def _failed(self, item: Item, exc: Exception) -> None:
         s = item.session
         self._failing.add(s)
@@ -208,7 +224,7 @@ class Worker:
         index = packet.index
         why = s.lead_error(index, f"frame {index}", sum(1 for t, _ in seen if t is s))
         if index >= P.MAX_FRAMES or why:
-            conn.fail(why or f"frame {index} is out of range (below {P.MAX_FRAMES})")
+            self._refuse(s, conn, why or f"frame {index} is out of range (below {P.MAX_FRAMES})")
             return
         s.max_seen = max(s.max_seen, index)
         if s.has(index) or (s, index) in seen:  # a frame resent after a reconnect
@@ -290,16 +306,16 @@ class Worker:
             index = item.obj["frame"]
             why = s.lead_error(index, f"SKIP of frame {index}")
             if why:
-                conn.fail(why)
+                self._refuse(s, conn, why)
                 return
             s.max_seen = max(s.max_seen, index)
-            s.record_error(index, f"edge: {item.obj.get('error') or 'skipped'}")
+            s.record_error(index, f"edge: {edge_text(item.obj.get('error')) or 'skipped'}")
             conn.post(None)
         elif item.kind == "end":
             total = item.obj["frames"]
             why = s.lead_error(total - 1, f"END with {total} frames", -1)  # END names no frame of its own
             if why:
-                conn.fail(why)
+                self._refuse(s, conn, why)
                 return
             failed = self._close(s, lambda: s.finish(total))
             if failed is None:

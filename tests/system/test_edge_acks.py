@@ -1,4 +1,5 @@
-"""How the edge reads the server's ACKs: what lands in its report (no model, no socket)."""
+"""How the edge reads the server's ACKs (what lands in its report; no model, no socket), and how
+it waits between connection attempts."""
 
 import json
 
@@ -46,3 +47,31 @@ def test_errors_duplicates_and_stale_connections_add_no_m2_time():
     assert edge.report.acked == 0
     assert edge.report.errors == {0: "cannot decode"}
     assert json.dumps(edge.report.detections) == "{}"
+
+
+def test_the_reconnect_back_off_outlasts_the_hello_timeout_and_is_drawn():
+    """The waits between the edge's attempts: each within [1/2, 1] of the doubling delay
+    capped at 5 s, together longer than the server's HELLO timeout whatever is drawn (the
+    slots a flood holds are freed within them), and not the same for two edges."""
+    import random
+
+    from temposplit.host.edge import RECONNECT_ATTEMPTS, reconnect_delay
+
+    waits = range(RECONNECT_ATTEMPTS - 1)  # no wait after the last attempt
+    for a in waits:
+        full = min(5.0, 0.1 * 2**a)
+        assert [reconnect_delay(a, _Fixed(u)) for u in (0.5, 1.0)] == [full / 2, full]
+    assert sum(reconnect_delay(a, _Fixed(0.5)) for a in waits) > P.HELLO_TIMEOUT
+    first, second = random.Random(1), random.Random(2)
+    assert [reconnect_delay(a, first) for a in waits] != [reconnect_delay(a, second) for a in waits]
+
+
+class _Fixed:
+    """A random source whose every draw is the given point of the interval."""
+
+    def __init__(self, point: float):
+        self.point = point
+
+    def uniform(self, lo: float, hi: float) -> float:
+        assert (lo, hi) == (0.5, 1.0)
+        return self.point

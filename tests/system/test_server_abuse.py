@@ -60,7 +60,8 @@ def counted_while_open(srv) -> bool:
 @needs_proc
 def test_a_reply_the_client_never_reads_is_reset_after_the_write_timeout(make_server, coded_stream):
     header, _ = coded_stream
-    srv = make_server(write_timeout=0.5)
+    lines = []
+    srv = make_server(write_timeout=0.5, log=lines.append)
     c = Raw(srv.address, rcvbuf=1024)
     assert c.hello(header, "sink").type == P.WELCOME
     (conn,) = list(srv.connections)
@@ -73,6 +74,7 @@ def test_a_reply_the_client_never_reads_is_reset_after_the_write_timeout(make_se
         time.sleep(0.05)
     assert server_sockets(srv.address[1]) == 0
     assert srv.per_client == {}
+    assert "[sink] takes no reply for 0.5 s: connection reset" in lines  # said, not silent
     c.close()
 
 
@@ -113,6 +115,27 @@ def test_client_text_in_an_error_and_in_the_log_is_one_short_line(make_server, c
     wait_for(lambda: sum("connection from" in line for line in lines) >= 2, "both refusals logged")
     assert all("\n" not in line and len(line) <= 400 for line in lines)
     assert not any(line.startswith("[cam1]") or line.startswith("server: all good") for line in lines)
+
+
+def test_a_skips_text_is_kept_short_and_a_refused_frame_is_logged(make_server, coded_stream):
+    """A SKIP may carry 64 KiB of text: its record keeps one line of at most 200 characters
+    (the disk, and a resume that reads the records back, pay no more than for a frame). A
+    SKIP the stream's rules refuse is an ERROR to the edge and a line in the log."""
+    header, _ = coded_stream
+    lines = []
+    srv = make_server(log=lines.append)
+    c = Raw(srv.address)
+    assert c.hello(header, "skipper").type == P.WELCOME
+    c.send(P.SKIP, {"frame": 0, "error": "camera\u2028lost " * 3000})  # 51 KB, line separators in it
+    c.send(P.SKIP, {"frame": 100000})  # far beyond the holes a stream may leave
+    (reply,) = c.answers_until({P.ERROR})
+    assert refused(reply, "frame")
+    why = reply.json()["message"]
+    wait_for(lambda: f"[skipper] refused: {why}" in lines, "the refusal logged")
+    (record,) = [json.loads(line) for line in (srv.out_dir / "skipper" / "detections.jsonl").read_text().splitlines()]
+    assert record["frame"] == 0 and record["error"].startswith("edge: camera lost camera lost")
+    assert len(record["error"]) <= len("edge: ") + 200 and "\u2028" not in record["error"]
+    c.close()
 
 
 # --------------------------------------------------------------------------- --local-video
