@@ -184,11 +184,14 @@ def ssd_rows(frames=None):
     return rows
 
 
+MAX_FRAMES = 256  # --frames: every frame of a shape is made before the timing starts
+
+
 def main(args) -> int:
-    if args.frames is not None and args.frames < 1:
+    if args.frames is not None and not 1 <= args.frames <= MAX_FRAMES:
         from temposplit.codec.errors import ConfigurationError
 
-        raise ConfigurationError(f"--frames must be at least 1, not {args.frames}")
+        raise ConfigurationError(f"--frames must be 1..{MAX_FRAMES}, not {args.frames} (the frames are made in memory)")
     for shape, block in parse_shapes(args.shapes):
         for setting in SETTINGS:
             _print(bench_shape(shape, block, frames=args.frames, setting=setting), args.json)

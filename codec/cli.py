@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+PARTIAL = 3  # decode: the frames it could decode are written, but packets were damaged or repeated
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -38,7 +40,7 @@ def register_bench(sub) -> None:
         "--frames",
         type=int,
         default=None,
-        help="frames per shape (default: the fewest whole groups of at least 9 frames, so that anchors "
+        help="frames per shape, 1..256 (default: the fewest whole groups of at least 9 frames, so that anchors "
         "take their long-stream share: 9 for bi-3, 16 for uni-8)",
     )
     p.add_argument("--shapes", default="all", help="'all', 'small' (the two smaller shapes) or CxHxW[:B],...")
@@ -346,7 +348,7 @@ def _decode(args) -> int:
         )
     if n_errors:
         print(f"temposplit decode: {n_errors} packet(s) could not be decoded; first: {first_error}", file=sys.stderr)
-    return 1 if n_errors or repeated is not None else 0
+    return PARTIAL if n_errors or repeated is not None else 0
 
 
 def _first_copies(indices):

@@ -35,7 +35,10 @@ def _bits_list(text: str) -> list[int]:
 
 
 def _list(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, not {text!r}")
+    return names
 
 
 def _phases(text: str) -> list[int]:
@@ -55,7 +58,7 @@ def _positive(text: str) -> int:
     return v
 
 
-REPLICATES_HELP = "bootstrap resamples for the intervals (default 200; 0: no intervals)"
+REPLICATES_HELP = "bootstrap resamples for the intervals, 0..10000 (default 200; 0: no intervals)"
 
 
 def _fold(text: str) -> tuple[int, int]:
@@ -76,6 +79,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a count, not {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a count >= 0, not {v}")
+    return v
+
+
+MAX_REPLICATES = 10_000  # bootstrap resamples: each is a row of frame weights per clip and curve
+
+
+def _replicates(text: str) -> int:
+    v = _count(text)
+    if v > MAX_REPLICATES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_REPLICATES} resamples, not {v}")
     return v
 
 
@@ -113,8 +126,16 @@ def _cmd_eval(args) -> int:
 
         score_every = 1 if args.quick else DEFAULT_SCORE_EVERY
     detector_kwargs = {}
-    if args.min_size is not None:
-        detector_kwargs = {"min_size": args.min_size, "max_size": args.max_size or args.min_size}
+    if args.min_size is not None or args.max_size is not None:
+        from temposplit.errors import ConfigError
+        from temposplit.model.cuts import DEFAULT_MODEL
+
+        if args.model == DEFAULT_MODEL:
+            raise ConfigError(
+                f"--min-size and --max-size are torchvision models' resize; {DEFAULT_MODEL} takes 300x300"
+            )
+        min_size = args.min_size if args.min_size is not None else args.max_size
+        detector_kwargs = {"min_size": min_size, "max_size": args.max_size or min_size}
     t0 = time.perf_counter()
     harness = Harness(
         model=args.model,
@@ -225,10 +246,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--no-labelme", action="store_true", help="skip the real-box scores on the labelme frames")
     p.add_argument("--no-plots", action="store_true", help="tables and report without the PNG figures")
-    p.add_argument("--min-size", type=int, default=None, help="torchvision models: resize's min_size")
-    p.add_argument("--max-size", type=int, default=None, help="torchvision models: resize's max_size")
+    p.add_argument("--min-size", type=_positive, default=None, help="torchvision models: resize's min_size")
+    p.add_argument("--max-size", type=_positive, default=None, help="torchvision models: resize's max_size")
     p.add_argument("--quick", action="store_true", help="2-frame plumbing run (vtest, default cut, N=4, crf 13, 43)")
-    p.add_argument("--replicates", type=_count, default=None, help=REPLICATES_HELP)
+    p.add_argument("--replicates", type=_replicates, default=None, help=REPLICATES_HELP)
     p.add_argument(
         "--crfs", type=_bits_list, default=None, help="only these crf values of the video baselines, e.g. 13,23,33,43"
     )
@@ -238,5 +259,5 @@ def register(subparsers) -> None:
     r.add_argument("--out", default="out/eval", help="the eval output folder (default out/eval)")
     r.add_argument("--dest", default=None, help="write the report here instead (e.g. docs/results)")
     r.add_argument("--no-plots", action="store_true", help="no PNG figures")
-    r.add_argument("--replicates", type=_count, default=None, help=REPLICATES_HELP)
+    r.add_argument("--replicates", type=_replicates, default=None, help=REPLICATES_HELP)
     r.set_defaults(handler=_cmd_report)

@@ -404,7 +404,23 @@ class Harness:
         self.scorer.tag = run
         tasks = self.tasks()
         points = self.points(tasks)
+        meta_path = self.out / "meta.json"
+        before = meta_path.read_text() if meta_path.exists() else None
         self._write_meta(run=run, points=points)  # before its first row: eval-report takes the rows it names
+        try:
+            return self._sweep(tasks, points, run, t0)
+        except BaseException:
+            # A run refused before its first row (weights that do not load, a clip shorter than
+            # --start) leaves the folder's last run reportable: its meta.json comes back.
+            if not any(r.get("run") == run for r in load_rows(self.results_path)):
+                if before is None:
+                    meta_path.unlink(missing_ok=True)
+                else:
+                    meta_path.write_text(before)
+            raise
+
+    def _sweep(self, tasks, points: dict[str, str], run: str, t0: float) -> list[dict]:
+        """Run the points not yet in results.jsonl, appending each one's rows as it ends."""
         done = self.done_keys()
         other = {r["key"] for r in load_rows(self.results_path)} & set(points) - done
         if other:

@@ -194,17 +194,16 @@ def _edge(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.host.backends import check_backend
-    from temposplit.host.edge import Edge, check_fps, check_host, check_timeout
+    from temposplit.host.edge import Edge, check_fps, check_timeout, server_address
     from temposplit.protocol import TLSConfig
 
-    host, _, port = args.server.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--server must be host:port, not {args.server!r}")
-    check_host(host)
+    address = server_address(args.server)
     if (args.source is None) == (args.replay is None):
         raise ConfigError("give either a video source or --replay FILE")
-    if args.replay and (args.m1 or args.weights or args.cut):
-        raise ConfigError("--replay streams recorded cut tensors: --m1, --weights and --cut do not apply")
+    if args.replay and (args.m1 or args.weights or args.cut or args.calibrate_on_clip):
+        raise ConfigError(
+            "--replay streams recorded cut tensors: --m1, --weights, --cut and --calibrate-on-clip do not apply"
+        )
     _at_least(args.frames, 1, "--frames")
     _at_least(args.calibration, 1, "--calibration")
     if args.source_address:
@@ -239,7 +238,7 @@ def _edge(args) -> int:
     edge = Edge(
         model,
         codec,
-        (host, int(port)),
+        address,
         args.stream,
         backend=args.backend,
         tls=tls,

@@ -72,6 +72,14 @@ def check_host(host: str) -> str:
     return host
 
 
+def server_address(text: str) -> tuple[str, int]:
+    """``--server``'s ``host:port`` (the port 1..65535, the host one the resolver can be asked about)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--server must be host:port with a port in 1..65535, not {text!r}")
+    return check_host(host), int(port)
+
+
 @dataclass
 class EdgeReport:
     frames: int = 0

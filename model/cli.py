@@ -94,14 +94,17 @@ def _cmd_models(args) -> int:
     return 0
 
 
+MAX_FIXTURE_FRAMES = 64
+
+
 def _cmd_fixtures(args) -> int:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
     from temposplit.model.fixtures import write_fixtures
 
-    if args.frames < 1:
-        raise ConfigError(f"--frames must be at least 1, not {args.frames}")
+    if not 1 <= args.frames <= MAX_FIXTURE_FRAMES:
+        raise ConfigError(f"--frames must be 1..{MAX_FIXTURE_FRAMES} (one batch through M1), not {args.frames}")
     if args.start < 0:
         raise ConfigError(f"--start must be 0 or more, not {args.start}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -165,6 +168,9 @@ def _cmd_accuracy(args) -> int:
         raise ConfigError(f"--frames must be a positive integer, not {args.frames}")
     if args.calibration_folds < 1:
         raise ConfigError(f"--calibration-folds must be a positive integer, not {args.calibration_folds}")
+    if args.calibrate_on_clip < 0:
+        raise ConfigError(f"--calibrate-on-clip must be 0 (the fixed set) or more, not {args.calibrate_on_clip}")
+    cut_names = _names(args.cuts, "--cuts")
     parse_method(args.method)  # a ConfigError before anything loads
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     for p in paths:
@@ -173,7 +179,7 @@ def _cmd_accuracy(args) -> int:
     video = _video_arg(args.video)
     _threads(args)
     det = load_detector()
-    cuts = [det.get_cut(c.strip()).name for c in args.cuts.split(",")] if args.cuts else [c.name for c in det.cuts]
+    cuts = [det.get_cut(c).name for c in cut_names] if cut_names else [c.name for c in det.cuts]
     frames, _indices = spread_frames(video, args.frames)
     if args.calibrate_on_clip:
         calib, _ = spread_frames(video, args.calibrate_on_clip)
@@ -228,6 +234,7 @@ def _cmd_qat(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz" or not out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: a .npz file in an existing folder")
+    _check_out_file(args.out)  # a folder it may write: checked before the hours of training
     device = args.device
     if device != "cpu":
         index = device.partition(":")[2]
@@ -317,7 +324,7 @@ def _cmd_sensitivity(args) -> int:
         parse_method(args.method)
     if args.last:
         stage_index(args.last)
-    names = [v.strip() for v in args.videos.split(",") if v.strip()]
+    names = _names(args.videos, "--videos")
     # "calibration": the fixed calibration set itself (no evaluated frame), scored on
     # --frames of its frames; any other name is a video or an evaluation clip.
     videos = {name: _video_arg(name) for name in names if name.lower() != CALIBRATION_CLIP}
@@ -440,10 +447,14 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_export_m1(args) -> int:
+    from pathlib import Path
+
     from temposplit.errors import ConfigError
     from temposplit.model.export import export_cut
 
     _check_out_file(args.out)
+    if Path(args.out).suffix != ".npz":
+        raise ConfigError(f"--out {args.out}: the file to write must end in .npz")
     frames = None
     if args.calibration is not None:
         if args.calibration < 1:
@@ -457,6 +468,8 @@ def _cmd_export_m1(args) -> int:
 
 def _check_out_file(out: str) -> None:
     """``--out`` names a file that can be written (its folder is made): checked before calibrating."""
+    import os
+    import tempfile
     from pathlib import Path
 
     from temposplit.errors import ConfigError
@@ -467,6 +480,25 @@ def _check_out_file(out: str) -> None:
     blocking = next((p for p in path.parents if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"--out {out}: {blocking} is a file, not a folder")
+    if blocking is not None:  # a file made and removed there: what root's access() cannot tell (read-only mounts)
+        try:
+            fd, probe = tempfile.mkstemp(dir=blocking, prefix=".write-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot write in {blocking} ({exc.strerror or exc})") from None
+
+
+def _names(text: str | None, option: str) -> list[str] | None:
+    """A comma-separated option's names (None where it was not given); given, at least one."""
+    from temposplit.errors import ConfigError
+
+    if text is None:
+        return None
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise ConfigError(f"{option} names nothing: {text!r}")
+    return names
 
 
 THREADS_HELP = f"PyTorch threads, 1 to {MAX_THREADS} (default 2, fewer where this process may use fewer CPUs)"
@@ -496,7 +528,7 @@ def register(subparsers) -> None:
     f = sub.add_parser("fixtures", help="write the SSD's int8 feature-map fixtures")
     f.add_argument("--out", default="tests/fixtures/features")
     f.add_argument("--start", type=int, default=100, help="first vtest.avi frame")
-    f.add_argument("--frames", type=int, default=3, help="consecutive frames")
+    f.add_argument("--frames", type=int, default=3, help="consecutive frames, 1..64 (default 3)")
     f.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     f.set_defaults(handler=_cmd_fixtures)
 

@@ -10,10 +10,12 @@ Procedure and figures: docs/deployment.md.
 
 from __future__ import annotations
 
+MAX_CLIENTS = 1024  # edges of one run: each is a thread or two here, and a connection there
+
 
 def register_bench(sub) -> None:
     p = sub.add_parser("server", help="server capacity: K concurrent replay edges; frames/s, latency, peak RSS")
-    p.add_argument("--clients", type=int, default=8, help="concurrent edge streams (default 8)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent edge streams, 1..1024 (default 8)")
     p.add_argument("--frames", type=int, default=40, help="frames per stream (default 40)")
     p.add_argument(
         "--features",
@@ -46,15 +48,17 @@ def _bench_server(args) -> int:
     import tempfile
 
     from temposplit.errors import ConfigError
+    from temposplit.host.edge import check_timeout, server_address
 
-    if args.clients < 1 or args.frames < 1:
-        raise ConfigError("--clients and --frames must be at least 1")
+    if not 1 <= args.clients <= MAX_CLIENTS or args.frames < 1:
+        raise ConfigError(f"--clients must be 1..{MAX_CLIENTS} and --frames at least 1")
     if args.server and args.out:
         raise ConfigError("--out is the started server's folder: not with --server")
     if args.server:
-        host, _, port = args.server.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"--server must be host:port, not {args.server!r}")
+        server_address(args.server)
+    elif args.server_pid is not None:
+        raise ConfigError("--server-pid is the process of the server given with --server")
+    check_timeout(args.timeout)
     with tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
         result = run_bench(
             args.clients,
@@ -101,7 +105,7 @@ def run_bench(
 
     from temposplit.codec.encoder import PRESETS
     from temposplit.errors import ConfigError
-    from temposplit.host.edge import Edge
+    from temposplit.host.edge import Edge, server_address
     from temposplit.host.sources import open_replay
 
     if features is None:
@@ -131,8 +135,7 @@ def run_bench(
         )
         pid = proc.pid
     else:
-        host, _, port = server.rpartition(":")
-        address, pid, out_dir = (host, int(port)), server_pid, None
+        address, pid, out_dir = server_address(server), server_pid, None
     try:
         # One short stream first: the server loads its model on the first stream's HELLO.
         Edge(replay, dict(codec), address, f"bench-warmup-{time.time_ns()}", timeout=300).run(

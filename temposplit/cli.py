@@ -54,15 +54,16 @@ class OneLineParser(argparse.ArgumentParser):
         """As argparse's, but an unknown option is reported by the (sub-)command that was
         given it, so that the line points at that command's --help, not the top level's."""
         namespace, extras = self.parse_known_args(args, namespace)
+        parser = self
+        while True:
+            subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            chosen = getattr(namespace, subs[0].dest, None) if subs else None
+            if chosen not in (subs[0].choices if subs else {}):
+                break
+            parser = subs[0].choices[chosen]
         if extras:
-            parser = self
-            while True:
-                subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-                chosen = getattr(namespace, subs[0].dest, None) if subs else None
-                if chosen not in (subs[0].choices if subs else {}):
-                    break
-                parser = subs[0].choices[chosen]
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        namespace.prog = parser.prog  # the command the error lines name: "temposplit models accuracy"
         return namespace
 
 
@@ -97,23 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except _user_error_types() as exc:
-        print(f"temposplit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:
         print(
-            f"temposplit {args.command}: error: out of memory (the input is larger than this machine holds)",
+            f"{args.prog}: error: out of memory (the input is larger than this machine holds)",
             file=sys.stderr,
         )
         return 2
     except KeyboardInterrupt:
-        print(f"temposplit {args.command}: interrupted", file=sys.stderr)
+        print(f"{args.prog}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a defect of ours, not the user's: one line that names it
         if os.environ.get("TEMPOSPLIT_DEBUG", "") not in ("", "0"):
             raise
         detail = " ".join(str(exc).split())[:300]
         print(
-            f"temposplit {args.command}: internal error: {type(exc).__name__}: {detail} "
+            f"{args.prog}: internal error: {type(exc).__name__}: {detail} "
             "(please report it; TEMPOSPLIT_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )

@@ -234,25 +234,30 @@ class TLSConfig:
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ctx.load_cert_chain(self.cert, self.key)
-            if self.ca:
-                ctx.load_verify_locations(self.ca)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-        except (OSError, ssl.SSLError) as exc:
-            raise TemposplitError(f"TLS setup failed: {exc}") from exc
+        _tls_load(f"certificate {self.cert} with key {self.key}", ctx.load_cert_chain, self.cert, self.key)
+        if self.ca:
+            _tls_load(f"CA file {self.ca}", ctx.load_verify_locations, self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
 
     def client_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            if self.ca:
-                ctx.load_verify_locations(self.ca)
-            else:
-                ctx.load_default_certs()
-            if self.cert:
-                ctx.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise TemposplitError(f"TLS setup failed: {exc}") from exc
+        if self.ca:
+            _tls_load(f"CA file {self.ca}", ctx.load_verify_locations, self.ca)
+        else:
+            _tls_load("the system's CA certificates", ctx.load_default_certs)
+        if self.cert:
+            _tls_load(f"certificate {self.cert} with key {self.key}", ctx.load_cert_chain, self.cert, self.key)
         return ctx
+
+
+def _tls_load(what: str, load, *args) -> None:
+    """``load(*args)``, a failure one line naming ``what`` and why (the file missing, or not
+    PEM that OpenSSL takes: its own words, e.g. ``[SSL] PEM lib``, name neither)."""
+    try:
+        load(*args)
+    except ssl.SSLError as exc:
+        raise TemposplitError(f"TLS setup failed: {what}: not a PEM certificate, key or CA that fit ({exc})") from exc
+    except OSError as exc:
+        raise TemposplitError(f"TLS setup failed: {what}: {exc.strerror or exc}") from exc

@@ -435,7 +435,7 @@ def test_decode_keeps_the_first_copy_of_a_repeated_frame(tmp_path, feature_file,
     first = data[hlen:]
     plen = struct.unpack_from("<I", first, 16)[0]
     stream.write_bytes(data + first[: 24 + plen])  # frame 0 again, at the end
-    assert main(["decode", str(stream), str(out)]) == 1
+    assert main(["decode", str(stream), str(out)]) == 3
     assert "1 packets repeat a frame already decoded (first: frame 0)" in capsys.readouterr().err
     with np.load(out) as npz:
         assert list(npz["index"]) == [0, 1, 2, 3, 4]
@@ -501,7 +501,7 @@ def test_bench_codec_shapes_that_cannot_be_parsed_are_one_line(shapes, capsys):
 
     assert main(["bench", "codec", "--shapes", shapes]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("temposplit bench: error:"), line
+    assert line.startswith("temposplit bench codec: error:"), line
 
 
 def test_a_stored_block_of_0_is_refused_as_block_0_is(tmp_path, capsys):

@@ -591,3 +591,31 @@ def test_cli_holdout_evaluates_the_held_out_clips(monkeypatch):
     with pytest.raises(Stop):
         main(["eval", "--holdout", "--video", str(data.vtest_path()), "--out", "/nonexistent/x"])
     assert [Path(v).name for v in seen["video"]] == ["vtest.avi", "bikes.mp4", "carphone.mp4", "bigbuckbunny.mp4"]
+
+
+@pytest.mark.parametrize("before", [None, {"run": "old", "runs": [], "settings": {}, "points": {}}])
+def test_a_run_refused_before_its_first_row_leaves_meta_json_as_it_was(tmp_path, monkeypatch, before):
+    """meta.json names the run eval-report reports; a run that fails before writing a row
+    (weights that do not load, a --start past the clip) must not make it name that run, or
+    the folder's earlier rows could no longer be reported."""
+    import json
+
+    from temposplit.errors import ConfigError
+
+    if before is not None:
+        (tmp_path / "meta.json").write_text(json.dumps(before))
+    h = Harness(video=vtest_path(), out=tmp_path, log=lambda m: None)
+    monkeypatch.setattr(Harness, "run_id", lambda self: "new")
+    monkeypatch.setattr(Harness, "tasks", lambda self: [])
+
+    def refused(self, *args):
+        assert json.loads((tmp_path / "meta.json").read_text())["run"] == "new"  # written first, as it must be
+        raise ConfigError("the clip has 795 frames: --start 99999 is past its end")
+
+    monkeypatch.setattr(Harness, "_sweep", refused)
+    with pytest.raises(ConfigError, match="past its end"):
+        h.run()
+    if before is None:
+        assert not (tmp_path / "meta.json").exists()
+    else:
+        assert json.loads((tmp_path / "meta.json").read_text()) == before

@@ -176,7 +176,7 @@ def test_threads_outside_1_to_256(tmp_path, capsys, monkeypatch, no_model, argv,
 @pytest.mark.parametrize("frames", ["0", "-1"])
 def test_fixtures_with_no_frames_is_refused_before_calibrating(tmp_path, capsys, no_model, frames, one_line):
     assert main(["models", "fixtures", "--out", str(tmp_path / "fx"), "--frames", frames, "--threads", "1"]) == 2
-    one_line("--frames must be at least 1")
+    one_line("--frames must be 1..64")
     assert not (tmp_path / "fx").exists()
 
 

@@ -1,9 +1,13 @@
 """The programs' command lines: a user's mistake is one line on stderr and exit status 2."""
 
+import os
+
 import numpy as np
 import pytest
 
 from temposplit.cli import main
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 
 
 @pytest.mark.parametrize(
@@ -29,6 +33,23 @@ from temposplit.cli import main
         (["serve", "--port", "0", "--weights", "bogus=/nope"], "unknown model 'bogus'"),
         (["serve", "--port", "0", "--weights", "ssd-mobilenet-v2=/nonexistent.pt"], "no such file"),
         (["serve", "--port", "0", "--weights", "retinanet-resnet50-fpn=/nonexistent.pth"], "no such file"),
+        # what would take memory without bound, or run for nothing, is refused before it starts
+        (["models", "fixtures", "--frames", "99999999"], "--frames must be 1..64"),
+        (["bench", "codec", "--frames", "1000000000", "--no-ssd"], "--frames must be 1..256"),
+        (["bench", "server", "--clients", "100000"], "--clients must be 1..1024"),
+        (["bench", "server", "--timeout", "0"], "--timeout must be positive"),
+        (["bench", "server", "--server-pid", "1"], "--server-pid is the process of the server given with --server"),
+        (["bench", "server", "--server", "127.0.0.1:70000"], "a port in 1..65535"),
+        (["edge", __file__, "--server", "127.0.0.1:70000"], "a port in 1..65535"),
+        (["eval", "--max-size", "5"], "torchvision models' resize"),
+        (["models", "sensitivity", "--videos", ","], "--videos names nothing"),
+        (["models", "accuracy", "--cuts", ","], "--cuts names nothing"),
+        (["models", "accuracy", "--calibrate-on-clip", "-3"], "--calibrate-on-clip must be 0"),
+        # a TLS file that cannot be used is named, with why
+        (["serve", "--port", "0", "--tls-cert", "/no/c.pem", "--tls-key", "/no/k.pem"], "/no/c.pem with key"),
+        (["serve", "--port", "0", "--tls-cert", __file__, "--tls-key", __file__], "not a PEM certificate"),
+        # an output that is not what the command writes is not overwritten
+        (["models", "export-m1", "--out", __file__], "must end in .npz"),
     ],
 )
 def test_bad_options_and_files_give_one_line(argv, message, capsys):
@@ -67,6 +88,9 @@ def test_a_port_out_of_range_is_an_argument_error(capsys):
         (["bench", "codec", "--no-such-option"], "unrecognized arguments"),  # a sub-command's sub-command
         (["models", "accuracy", "--frames", "many"], "invalid int value"),
         (["no-such-command"], "invalid choice"),
+        (["eval-report", "--replicates", "1000000000"], "at most 10000"),
+        (["eval", "--min-size", "0"], "expected a positive integer"),
+        (["eval", "--cuts", ","], "expected comma-separated names"),
     ],
 )
 def test_argument_errors_are_one_line_not_the_usage_block(argv, message, capsys):
@@ -91,6 +115,15 @@ def test_an_unknown_option_points_at_its_own_commands_help(argv, command, capsys
     assert exc.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"{command}: error: unrecognized arguments") and line.endswith(f"(see {command} --help)")
+
+
+@needs_proc
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_work(capsys):
+    """qat's hours of training, export-m1's calibration: a folder that takes no file is said
+    first (a probe file, which a read-only mount refuses even to root)."""
+    assert main(["models", "qat", "--out", "/proc/m1-qat.npz", "--steps", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("temposplit models qat: error: --out /proc/m1-qat.npz: cannot write in /proc"), line
 
 
 def _parser_whose_handler_raises(error):
@@ -203,7 +236,7 @@ def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tm
     dup = tmp_path / "dup.tsp"
     dup.write_bytes(data[: header_length(data)] + b"".join(packets[:3] + [packets[2]] + packets[3:]))
     capsys.readouterr()
-    assert main(["decode", str(dup), str(tmp_path / "d.npz")]) == 1
+    assert main(["decode", str(dup), str(tmp_path / "d.npz")]) == 3
     assert "repeat a frame already decoded (first: frame 2)" in capsys.readouterr().err
     with np.load(tmp_path / "d.npz") as d:
         assert d["index"].tolist() == [0, 1, 2, 3, 4, 5]
