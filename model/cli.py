@@ -94,7 +94,7 @@ def _cmd_models(args) -> int:
     return 0
 
 
-MAX_FIXTURE_FRAMES = 64
+MAX_FIXTURE_FRAMES = 64  # the fixtures' frames go through M1 as one batch
 
 
 def _cmd_fixtures(args) -> int:

@@ -52,7 +52,9 @@ class OneLineParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but an unknown option is reported by the (sub-)command that was
-        given it, so that the line points at that command's --help, not the top level's."""
+        given it, so that the line points at that command's --help, not the top level's;
+        the namespace's ``prog`` is that command ("temposplit models accuracy"), which the
+        error lines of :func:`main` name."""
         namespace, extras = self.parse_known_args(args, namespace)
         parser = self
         while True:
