@@ -468,11 +468,10 @@ def _cmd_export_m1(args) -> int:
 
 def _check_out_file(out: str) -> None:
     """``--out`` names a file that can be written (its folder is made): checked before calibrating."""
-    import os
-    import tempfile
     from pathlib import Path
 
     from temposplit.errors import ConfigError
+    from temposplit.files import probe_writable
 
     path = Path(out)
     if path.is_dir():
@@ -480,11 +479,9 @@ def _check_out_file(out: str) -> None:
     blocking = next((p for p in path.parents if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"--out {out}: {blocking} is a file, not a folder")
-    if blocking is not None:  # a file made and removed there: what root's access() cannot tell (read-only mounts)
+    if blocking is not None:
         try:
-            fd, probe = tempfile.mkstemp(dir=blocking, prefix=".write-probe-")
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(blocking)
         except OSError as exc:
             raise ConfigError(f"--out {out}: cannot write in {blocking} ({exc.strerror or exc})") from None
 

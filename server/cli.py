@@ -145,11 +145,10 @@ def _check_startup(weights: dict[str, str], out: str) -> list:
     process can write (made if missing). Checked before the server listens: otherwise each
     stream would be refused with the same error. Returns the folders it made, deepest
     last, for :func:`_remove_empty` if the server then fails to start."""
-    import os
-    import tempfile
     from pathlib import Path
 
     from temposplit.errors import ConfigError
+    from temposplit.files import probe_writable
     from temposplit.model import cuts
 
     for model, path in weights.items():
@@ -162,9 +161,7 @@ def _check_startup(weights: dict[str, str], out: str) -> list:
     missing = [p for p in (Path(out), *Path(out).parents) if not p.exists()][::-1]
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out)
     except OSError as exc:
         _remove_empty(missing)
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None

@@ -30,6 +30,7 @@ from temposplit.codec.errors import BitstreamError
 from temposplit.errors import ConfigError, TemposplitError
 from temposplit.server.proxy_header import read_proxy_header
 from temposplit.server.session import Session, Source, digest
+from temposplit.server.text import MAX_SHOWN, one_line, shown
 from temposplit.server.worker import Item, Worker
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -40,25 +41,6 @@ NEW_STREAMS_PER_CLIENT = 60  # new streams (output folders) of one client per NE
 NEW_STREAMS_WINDOW = 60.0  # seconds
 ACCEPT_RETRY = 1.0  # seconds before accept() is tried again after it failed (EMFILE and the like)
 CLOSE_TIMEOUT = 5.0  # seconds a closing socket may take to flush what is queued for it; then it is reset
-MAX_SHOWN = 80  # characters of a client-supplied value quoted in an ERROR or a log line
-MAX_MESSAGE = 400  # characters of an ERROR's message, and of a log line
-
-
-def shown(value) -> str:
-    """A client-supplied value as quoted in an ERROR or a log line: ``ascii()`` (no
-    newline or control character), at most MAX_SHOWN characters."""
-    text = ascii(value)
-    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 3]}..."
-
-
-def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` with its control characters escaped (one line, nothing forged after it),
-    cut to ``limit`` characters."""
-    raw = str(text)
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in raw[:limit])
-    if len(out) <= limit and len(raw) <= limit:
-        return out
-    return f"{out[: limit - 32]}... ({len(raw)} characters in all)"
 
 
 class Refused(TemposplitError):

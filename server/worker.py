@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from temposplit import protocol as P
 from temposplit.codec.bitstream import parse_packet
 from temposplit.codec.errors import BitstreamError, ReferenceMissingError
+from temposplit.server.text import one_line
 
 MAX_EDGE_TEXT = 200  # characters of a SKIP's `error` kept in detections.jsonl
 
 
 def edge_text(value) -> str:
-    """A SKIP's ``error`` as the stream's record keeps it: one line (whitespace runs, line
-    separators included, become one space), at most MAX_EDGE_TEXT characters, so that what
-    an edge uploads as text costs the disk, and a resume that reads the record back, no more
-    than a frame's record (a SKIP may carry 64 KiB)."""
-    text = " ".join(str(value if value is not None else "").split())
-    return text if len(text) <= MAX_EDGE_TEXT else f"{text[: MAX_EDGE_TEXT - 3]}..."
+    """A SKIP's ``error`` as the stream's record keeps it: its whitespace runs (line
+    separators included) one space, then :func:`one_line` at MAX_EDGE_TEXT characters, so
+    that what an edge uploads as text costs the disk, and a resume that reads the record
+    back, no more than a frame's record (a SKIP may carry 64 KiB)."""
+    return one_line(" ".join(str(value if value is not None else "").split()), MAX_EDGE_TEXT)
 
 
 @dataclass(eq=False)

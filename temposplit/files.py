@@ -1,5 +1,6 @@
 """Writing an output file whole or not at all: under a temporary name beside it, renamed
-over it once complete (``encode``, ``decode``, ``features``, ``models export-m1``)."""
+over it once complete (``encode``, ``decode``, ``features``, ``models export-m1``); and
+whether a folder takes files at all, asked before a long job writes there."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import os
 import secrets
 import stat
+import tempfile
 
 
 @contextlib.contextmanager
@@ -41,3 +43,11 @@ def output_file(path: str):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def probe_writable(folder) -> None:
+    """Make and remove a file in ``folder``: an OSError if it takes none. ``os.access``
+    cannot tell (root passes it on a read-only mount)."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    os.close(fd)
+    os.unlink(probe)
