@@ -118,11 +118,14 @@ def _serve(args) -> int:
         options["resume_window"] = args.resume_window
     made = _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
     try:
+        models = CloudModels(weights)
+        for model in weights:  # a file that is not this model's weights fails here, not in every HELLO
+            models.get(model)
         server = CloudServer(
             args.host,
             args.port,
             args.out,
-            CloudModels(weights),
+            models,
             tls,
             args.local_video,
             args.max_streams,

@@ -72,6 +72,20 @@ def test_serve_on_a_taken_port_is_one_line_and_leaves_no_folder(tmp_path, capsys
     assert not (tmp_path / "made").exists()
 
 
+def test_serve_with_a_file_that_is_not_weights_fails_at_start(tmp_path, capsys):
+    """--weights naming a file of another kind: refused before the server listens (it
+    once started, then refused every stream's HELLO with the same error), and the --out
+    folder it would have made is not left behind."""
+    bad = tmp_path / "ssd.npz"
+    bad.write_bytes(b"not an npz")
+    out = tmp_path / "out"
+    argv = ["serve", "--port", "0", "--out", str(out), "--weights", f"ssd-mobilenet-v2={bad}"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("temposplit serve") and "not a weights file" in line, line
+    assert not out.exists()
+
+
 def test_a_port_out_of_range_is_an_argument_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--port", "99999"])
