@@ -314,6 +314,8 @@ class Worker:
         elif item.kind == "end":
             total = item.obj["frames"]
             why = s.lead_error(total - 1, f"END with {total} frames", -1)  # END names no frame of its own
+            if total <= s.max_seen:  # its SUMMARY would count frames beyond the stream's end
+                why = f"END with {total} frames, but frame {s.max_seen} was sent"
             if why:
                 self._refuse(s, conn, why)
                 return

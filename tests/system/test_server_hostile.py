@@ -198,6 +198,11 @@ def test_filled_holes_let_a_stream_go_on(make_server, coded_stream):
     c.send(P.SKIP, {"frame": 200, "error": "x"})
     c.send(P.END, {"frames": 300})  # within 256 of frame 200, but 299 frames never named
     assert refused(c.answers_until({P.ERROR, P.SUMMARY})[-1], "END with 300 frames is out of range")
+    c = Raw(srv.address)
+    c.hello(header, "short")
+    c.send(P.SKIP, {"frame": 9, "error": "x"})
+    c.send(P.END, {"frames": 5})  # fewer than the frames sent: its SUMMARY would count more than END
+    assert refused(c.answers_until({P.ERROR, P.SUMMARY})[-1], "END with 5 frames, but frame 9 was sent")
 
 
 def test_an_abandoned_streams_name_is_given_to_a_new_stream_after_the_resume_window(make_server, coded_stream):
