@@ -544,7 +544,7 @@ class CloudServer:
         if not 0 < header.fps <= P.MAX_FPS:
             raise Refused(f"the stream's fps {header.fps:g} is outside (0, {P.MAX_FPS:g}]")
 
-        waiting = resumed = None
+        waiting = resumed = taken_from = None
         with self.table:
             s = self.sessions.get(name)
             if name in self.opening:  # a resume may be the owner's again, its first try still waiting
@@ -564,13 +564,17 @@ class CloudServer:
                 old, s.conn = s.conn, conn
                 if old is not None:
                     old.fail("the stream was resumed on another connection")
+                    taken_from = old.peer
                 resumed = s
             else:
                 self._check_stream_limits(conn)
                 self.opening[name] = conn.client
                 waiting = s
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
-            self.log(f"[{name}] edge resumed")
+            if taken_from is None:
+                self.log(f"[{name}] edge resumed from {conn.peer}")
+            else:  # the edge's earlier connection was still attached (e.g. half-open): it is closed
+                self.log(f"[{name}] edge resumed from {conn.peer}; its connection from {taken_from} is closed")
             return resumed, self._welcome(resumed, None)
         s = None
         try:

@@ -104,6 +104,23 @@ def test_the_owner_resumes_with_its_token(make_server, coded_stream):
     assert P.from_ranges(welcome.json()["recorded"]) == done
 
 
+def test_a_resume_takes_the_stream_from_its_earlier_connection_and_says_so(make_server, coded_stream):
+    """The edge's earlier connection still attached (half-open, as after a network
+    change): the resume with the token takes the stream over, the earlier connection gets
+    ERROR, and the log says which connection was closed for which."""
+    header, _ = coded_stream
+    lines = []
+    srv = make_server(log=lines.append)
+    first = Raw(srv.address)
+    token = first.hello(header, "moved").json()["token"]
+    again = Raw(srv.address)
+    assert again.hello(header, "moved", resume=True, token=token).type == P.WELCOME
+    assert refused(first.chan.recv(), "resumed on another connection")
+    wait_for(lambda: any(line.startswith("[moved] edge resumed") for line in lines), "the resume's log line")
+    (line,) = [line for line in lines if line.startswith("[moved] edge resumed")]
+    assert "; its connection from " in line and line.endswith(" is closed"), line
+
+
 def test_a_finished_streams_name_reused_keeps_its_detections(make_server, coded_stream):
     header, packets = coded_stream
     srv = make_server()
