@@ -119,6 +119,8 @@ def config_from_args(args, tensors):
     from temposplit.codec.errors import ConfigurationError
 
     kwargs = dict(PRESETS[getattr(args, "preset", None) or "recommended"])
+    if args.rate is not None and getattr(args, "bits", None) is not None:  # it would be ignored
+        raise ConfigurationError("--rate chooses N for each group: give --rate or --bits, not both")
     for option, field in (
         ("bits", "n_bits"),
         ("structure", "structure"),

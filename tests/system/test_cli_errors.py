@@ -202,6 +202,7 @@ def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys, one_line):
     "argv, message",
     [
         (["--rate", "-1"], "target rate must be positive"),
+        (["--rate", "0.1", "--bits", "4"], "give --rate or --bits, not both"),  # N would be ignored
         (["--frames", "0"], "--frames must be at least 1"),
         (["--block", "0"], "block size B"),
         (["--out", __file__], "cannot write to the output folder"),
@@ -216,6 +217,13 @@ def test_demo_checks_its_options_before_the_model_loads(argv, message, tmp_path,
 def test_edge_block_zero_is_an_error_not_the_default(capsys, one_line):
     assert main(["edge", __file__, "--server", "127.0.0.1:9", "--block", "0"]) == 2
     one_line("block size B")
+
+
+def test_encode_rate_with_bits_is_an_error(feature_file, tmp_path, capsys, one_line):
+    argv = ["encode", str(feature_file), str(tmp_path / "s.tsp"), "--rate", "0.1", "--bits", "4"]
+    assert main(argv) == 2
+    one_line("give --rate or --bits, not both")
+    assert not (tmp_path / "s.tsp").exists()
 
 
 def test_encode_block_zero_is_an_error_not_the_default(feature_file, tmp_path, capsys, one_line):
