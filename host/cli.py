@@ -142,6 +142,22 @@ def _at_least(value, minimum: int, option: str) -> None:
         raise ConfigError(f"{option} must be at least {minimum}, not {value}")
 
 
+def _check_m1_options(args) -> None:
+    """An exported M1 (--m1) holds its weights and its calibration: the options that set
+    them would be ignored silently, so they are refused (before the source is opened)."""
+    from temposplit.errors import ConfigError
+
+    if args.m1:
+        given = {
+            "--weights": args.weights is not None,
+            "--calibration": args.calibration is not None,
+            "--calibrate-on-clip": args.calibrate_on_clip,
+        }
+        ignored = [flag for flag, is_given in given.items() if is_given]
+        if ignored:
+            raise ConfigError(f"--m1 holds the M1's weights and calibration: {', '.join(ignored)} do not apply")
+
+
 def _edge_model(args, path: str, log):
     """The edge's M1: an exported NumPy M1, or the int8 model calibrated on the fixed calibration
     set (never on the video it runs on, unless ``--calibrate-on-clip`` asks for that)."""
@@ -154,6 +170,8 @@ def _edge_model(args, path: str, log):
 
     if args.m1:
         model = NumpyEdgeModel(args.m1, log=log)
+        if args.model != model.model:
+            raise ConfigError(f"--model {args.model}, but {args.m1} is an M1 of {model.model}: leave --model out")
         if args.cut:  # the file's M1 ends at one cut: another --cut would be ignored silently
             from temposplit.model.cuts import get_cut
 
@@ -206,6 +224,7 @@ def _edge(args) -> int:
         )
     _at_least(args.frames, 1, "--frames")
     _at_least(args.calibration, 1, "--calibration")
+    _check_m1_options(args)
     if args.source_address:
         import ipaddress
 
@@ -315,6 +334,7 @@ def _features(args) -> int:
 
     _at_least(args.frames, 1, "--frames")
     _at_least(args.calibration, 1, "--calibration")
+    _check_m1_options(args)
     if args.block is not None:
         from temposplit.codec.motion import check_block
 

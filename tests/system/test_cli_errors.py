@@ -271,6 +271,9 @@ def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tm
         (["edge", "--replay", "/nonexistent/f.npz"], "not found"),
         (["edge", "--replay", "/nonexistent/f.npz", "--source-address", "cam1"], "must be an IP address"),
         (["features", "/nonexistent/clip.avi", "out.npz"], "not found"),
+        # an exported M1 holds its weights and calibration: options that set them would be ignored
+        (["features", __file__, "out.npz", "--m1", "m1.npz", "--weights", "w.pb"], "--weights do not apply"),
+        (["edge", __file__, "--m1", "m1.npz", "--calibration", "8", "--calibrate-on-clip"], "--calibration, --calib"),
         (["features", __file__, "/nonexistent/dir/out.npz"], "no folder"),
         (["features", __file__, "out.npz", "--frames", "0"], "--frames must be at least 1"),
         (["features", __file__, "out.npz", "--block", "0"], "block size B"),

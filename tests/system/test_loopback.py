@@ -195,3 +195,18 @@ def test_the_board_path_streams_with_the_numpy_m1_and_no_torch_model(server, edg
     assert board.model_hash(sample_numpy) == edge_model.model_hash(sample_torch)  # the server accepts it
     report = Edge(board, CODEC, server.address, "board").run(vtest_frames[:4], total=4)
     assert report.acked == 4 and not report.errors
+
+
+def test_an_m1_file_of_another_model_than_model_names_is_refused(edge_model, tmp_path, capsys):
+    """--model is ignored by an exported M1 (the file names its model): one that differs is
+    an error, not a run of another model than the user asked for."""
+    from temposplit.cli import main
+    from temposplit.model import data
+    from temposplit.model.export import export_m1
+
+    path = export_m1(edge_model.split, tmp_path / "m1.npz")
+    argv = ["features", str(data.vtest_path()), str(tmp_path / "f.npz"), "--m1", str(path)]
+    assert main([*argv, "--model", "retinanet-resnet50-fpn", "--frames", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--model retinanet-resnet50-fpn, but" in line and "leave --model out" in line, line
+    assert main([*argv, "--frames", "1"]) == 0  # the file's own model: accepted
