@@ -51,8 +51,11 @@ def _threads(args) -> None:
 def _cmd_fetch_data(args) -> int:
     from pathlib import Path
 
+    from temposplit.errors import ConfigError
     from temposplit.model.data import fetch_data
 
+    if args.dest and Path(args.dest).exists() and not Path(args.dest).is_dir():
+        raise ConfigError(f"--dest {args.dest} is a file, not a folder")
     fetch_data(Path(args.dest) if args.dest else None)
     return 0
 

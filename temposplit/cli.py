@@ -94,13 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(exc: BaseException) -> str:
+    """The error line's text: an OSError from the system as "path: what happened" (not
+    Python's "[Errno 21] Is a directory: 'path'"); anything else as it says itself."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None and exc.args[1:2] == (exc.strerror,):
+        where = os.fsdecode(exc.filename)
+        if exc.filename2 is not None:
+            where += f" -> {os.fsdecode(exc.filename2)}"
+        return f"{where}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
     except _user_error_types() as exc:
-        print(f"{args.prog}: error: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {_describe(exc)}", file=sys.stderr)
         return 2
     except MemoryError:
         print(

@@ -48,6 +48,9 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs L
         # a TLS file that cannot be used is named, with why
         (["serve", "--port", "0", "--tls-cert", "/no/c.pem", "--tls-key", "/no/k.pem"], "/no/c.pem with key"),
         (["serve", "--port", "0", "--tls-cert", __file__, "--tls-key", __file__], "not a PEM certificate"),
+        # a system error is "path: what happened", not Python's "[Errno N] ...: 'path'"
+        (["decode", os.path.dirname(__file__), "out.npz"], f"{os.path.dirname(__file__)}: Is a directory"),
+        (["fetch-data", "--dest", __file__], "is a file, not a folder"),
         # an output that is not what the command writes is not overwritten
         (["models", "export-m1", "--out", __file__], "must end in .npz"),
     ],
