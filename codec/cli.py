@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 PARTIAL = 3  # decode: the frames it could decode are written, but packets were damaged or repeated
 
@@ -201,6 +202,14 @@ def _encode(args) -> int:
         f"{8 * total / (elements * clip.frames):.3f} bits per element, "
         f"{total / clip.frames * config.fps / 1e6:.3f} MB/s at {config.fps:g} fps) -> {args.output}"
     )
+    rate = total / clip.frames * config.fps / 1e6
+    if config.rate_target is not None and rate > 1.5 * config.rate_target:  # the stream is good, the aim missed
+        print(
+            f"warning: {rate:.3g} MB/s is {rate / config.rate_target:.3g}x the target {config.rate_target:g} MB/s: "
+            "the rate control's operating points (down to N = 4 and the longest group --structure allows) "
+            "do not reach it on this clip",
+            file=sys.stderr,
+        )
     if args.stats:
         for line in frame_stats(enc.frames, clip.names):
             print(line)

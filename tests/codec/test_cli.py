@@ -167,3 +167,16 @@ def test_bench_codec_refuses_a_frame_count_under_one(capsys):
     assert main(["bench", "codec", "--frames", "0", "--no-ssd"]) == 2
     err = capsys.readouterr().err
     assert "--frames must be 1..256" in err and len(err.strip().splitlines()) == 1
+
+
+def test_encode_warns_when_the_target_rate_is_out_of_reach(feature_file, tmp_path, capsys):
+    """A --rate below what N = 4 and the longest group reach: the stream is written, and a
+    warning on stderr says how far above the target it came out (it once said nothing)."""
+    path, _ = feature_file
+    out = tmp_path / "s.tsp"
+    assert main(["encode", str(path), str(out), "--rate", "1e-9", "--fps", "10"]) == 0
+    assert out.is_file()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ") and "x the target 1e-09 MB/s" in err[0], err
+    assert main(["encode", str(path), str(out), "--rate", "1000", "--fps", "10"]) == 0  # within reach: silent
+    assert capsys.readouterr().err == ""
