@@ -137,7 +137,9 @@ def load(path: str) -> FeatureClip:
     """A feature file's tensors, every field checked (a :class:`ConfigurationError` otherwise)."""
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error, OSError) as exc:
+    except OSError as exc:  # missing, a folder, no permission: what the system said
+        raise ConfigurationError(f"{path}: {exc.strerror or exc}") from exc
+    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
         raise ConfigurationError(f"{path}: not a readable .npz feature file ({exc or type(exc).__name__})") from exc
     with zf:
         npz = _Members(path, zf)

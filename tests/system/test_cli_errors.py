@@ -51,6 +51,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs L
         # a system error is "path: what happened", not Python's "[Errno N] ...: 'path'"
         (["decode", os.path.dirname(__file__), "out.npz"], f"{os.path.dirname(__file__)}: Is a directory"),
         (["fetch-data", "--dest", __file__], "is a file, not a folder"),
+        (["encode", "/nonexistent/f.npz", "s.tsp"], "/nonexistent/f.npz: No such file or directory"),
         # an output that is not what the command writes is not overwritten
         (["models", "export-m1", "--out", __file__], "must end in .npz"),
     ],

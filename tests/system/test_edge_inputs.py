@@ -437,7 +437,7 @@ def test_a_cut_other_than_the_exported_m1s_is_refused_not_ignored(monkeypatch):
             self.model, self.cut = "ssd-mobilenet-v2", SimpleNamespace(name="features.10")
 
     monkeypatch.setattr(pipeline, "NumpyEdgeModel", FakeM1)
-    args = argparse.Namespace(m1="m1.npz", cut="features.13", calibrate_on_clip=False, calibration=None)
+    args = argparse.Namespace(m1="m1.npz", cut="features.13", model="ssd-mobilenet-v2")
     with pytest.raises(ConfigError, match=r"m1.npz is the M1 up to features.10"):
         host_cli._edge_model(args, "clip.avi", None)
     for same in ("features.10", None):  # the file's own cut, or none given: it runs
