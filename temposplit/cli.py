@@ -48,6 +48,8 @@ class OneLineParser(argparse.ArgumentParser):
     its sub-command parsers are of this class too (argparse makes them of the parent's)."""
 
     def error(self, message: str):
+        if message.endswith("expected one argument"):  # "--stream -cam": argparse took -cam for an option
+            message += " (a value that starts with '-' is written --option=VALUE)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):

@@ -343,3 +343,11 @@ def test_serve_takes_torchvision_weights_api_names_as_weights(tmp_path):
 
     _check_startup({"retinanet-resnet50-fpn": "DEFAULT", "fasterrcnn-resnet50-fpn": "COCO_V1"}, str(tmp_path / "o"))
     assert (tmp_path / "o").is_dir()
+
+
+def test_a_value_that_starts_with_a_dash_is_told_how_to_write_it(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["edge", "clip.mp4", "--stream", "-cam"])
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "expected one argument" in line and "--option=VALUE" in line, line
