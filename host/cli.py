@@ -190,15 +190,19 @@ def _edge_model(args, path: str, log):
 
 def _demo(args) -> int:
     from temposplit.host.demo import print_summary, run_demo
+    from temposplit.host.edge import check_fps
 
     _at_least(args.frames, 1, "--frames")
+    if args.fps is not None:
+        check_fps(args.fps)
     codec = _codec(args)
-    codec.pop("fps")
+    codec.pop("fps")  # the clip's rate, or --fps
     summary = run_demo(
         video=args.video,
         frames=args.frames,
         out=args.out,
         codec=codec,
+        fps=args.fps,
         backend=args.backend,
         cut=args.cut,
         reference=not args.no_reference,
@@ -212,7 +216,7 @@ def _edge(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.host.backends import check_backend
-    from temposplit.host.edge import Edge, check_fps, check_timeout, server_address
+    from temposplit.host.edge import Edge, check_fps, check_frame_size, check_rate, check_timeout, server_address
     from temposplit.protocol import TLSConfig
 
     address = server_address(args.server)
@@ -250,9 +254,10 @@ def _edge(args) -> int:
         video = {"video": args.source, "fps": source.fps}
     codec["fps"] = args.fps if args.fps is not None else source.fps
     if args.replay:
-        _check_rate(args.replay, codec["fps"])
+        check_rate(args.replay, codec["fps"])
     else:  # a live source: what the server would refuse, refused before the model loads
-        _check_streamable(source, codec["fps"])
+        check_frame_size(source.path, source.size)
+        check_rate(source.path, codec["fps"])
         model = _edge_model(args, args.source, print)
     edge = Edge(
         model,
@@ -299,36 +304,10 @@ def summary_line(summary: dict | None) -> str:
     return text
 
 
-def _check_streamable(source, fps: float) -> None:
-    """The source's frame size and the stream's rate against the protocol's limits (docs/protocol.md)."""
-    from temposplit import protocol as P
-    from temposplit.errors import ConfigError
-
-    lo, hi = P.FRAME_SIDE
-    if source.size is not None and not all(lo <= v <= hi for v in source.size):
-        h, w = source.size
-        raise ConfigError(f"{source.path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
-    _check_rate(source.path, fps)
-
-
-def _check_rate(path, fps: float) -> None:
-    """The stream's rate (the source's, or --fps) against the server's range (docs/protocol.md)."""
-    import math
-
-    from temposplit import protocol as P
-    from temposplit.errors import ConfigError
-    from temposplit.host.edge import MIN_FPS
-
-    if not (math.isfinite(fps) and MIN_FPS <= fps <= P.MAX_FPS):
-        raise ConfigError(
-            f"{path} runs at {fps:g} frames/s, outside the {MIN_FPS:g} to {P.MAX_FPS:g} the server takes: "
-            f"give the stream a rate with --fps, e.g. --fps {P.MAX_FPS:g} (the annotated video's rate)"
-        )
-
-
 def _features(args) -> int:
     import itertools
 
+    from temposplit.host.edge import check_frame_size
     from temposplit.host.features import write_features
     from temposplit.host.sources import open_source
 
@@ -341,6 +320,7 @@ def _features(args) -> int:
         check_block(args.block)
     _check_writable_file(args.output, source=args.video)
     source = open_source(args.video)
+    check_frame_size(args.video, source.size)  # a feature file edge --replay could not stream
     model = _edge_model(args, args.video, print)
     s = write_features(
         args.output,

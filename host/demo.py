@@ -39,33 +39,35 @@ def run_demo(
     calibration_frames: int | None = None,
     reference: bool = True,
     log=_log,
+    fps: float | None = None,
 ) -> dict:
-    from temposplit.errors import ConfigError, MissingDependencyError
+    import itertools
+
+    from temposplit.errors import ConfigError
     from temposplit.evaluation.metrics import fidelity_map
-    from temposplit.host.edge import Edge
+    from temposplit.host.edge import Edge, check_frame_size, check_rate
     from temposplit.host.pipeline import EdgeModel
+    from temposplit.host.sources import open_source
     from temposplit.model import data
     from temposplit.server.server import CloudServer
 
-    # Every check before the model loads (a minute on the first run).
+    # Every check before the model loads (a minute on the first run), and the video's
+    # before the output folder is made.
     if frames < 1:
         raise ConfigError(f"frames must be at least 1, not {frames}")
-    check_output_folder(out)
     from temposplit.host.backends import check_backend
 
     check_backend(backend)
     if not data.have_data():
         log("first run: fetching the clips and the calibration set from Debian's packages (apt-get download)")
         data.fetch_data(log=log)
-    if video is None:
-        path = data.vtest_path()
-    else:
-        path = Path(video)
-        if not path.is_file():
-            raise MissingDependencyError(f"video {path} not found")
-    info = data.probe_video(path)
-    fps = info.fps
-    frames = min(frames, info.frames) if info.frames else frames
+    path = data.vtest_path() if video is None else Path(video)
+    source = open_source(str(path))  # a folder, no video, no frame: refused here
+    fps = source.fps if fps is None else fps
+    check_frame_size(path, source.size)  # what the server would refuse, as the edge checks it
+    check_rate(path, fps)
+    check_output_folder(out)
+    frames = min(frames, source.count) if source.count else frames
     log(f"video {path}: {frames} frames at {fps:g} fps")
     log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
     # int8 calibration on the fixed set (docs/models.md), never on the clip the demo scores.
@@ -92,7 +94,7 @@ def run_demo(
 
     edge = Edge(model, codec, server.address, stream_name(path), backend=backend, log=log, progress=progress)
     report = edge.run(
-        data.read_video(path, max_frames=frames),
+        itertools.islice(source.frames(), frames),  # one frame size throughout, as the edge's
         video={"video": str(path), "max_frames": frames, "fps": fps},
         total=frames,
     )
@@ -139,7 +141,7 @@ def run_demo(
     if reference:
         log("scoring: the float model on the uncompressed frames (fidelity ground truth, score >= 0.5)")
         det = model.detector
-        ref = [det.detect([f])[0] for f in data.read_video(path, max_frames=frames)]
+        ref = [det.detect([f])[0] for f in itertools.islice(source.frames(), n)]
         test = [records_to_detections(report.detections.get(i, [])) for i in range(n)]
         m = fidelity_map(test, ref)
         # No reference object in these frames: nothing to score (null in the JSON, not NaN).

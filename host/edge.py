@@ -63,6 +63,25 @@ def check_fps(value, what: str = "--fps") -> float:
     return fps
 
 
+def check_rate(path, fps: float) -> None:
+    """A source's rate (its own, or --fps) against the server's range (docs/protocol.md),
+    with the remedy."""
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= P.MAX_FPS):
+        raise ConfigError(
+            f"{path} runs at {fps:g} frames/s, outside the {MIN_FPS:g} to {P.MAX_FPS:g} the server takes: "
+            f"give the stream a rate with --fps, e.g. --fps {P.MAX_FPS:g} (the annotated video's rate)"
+        )
+
+
+def check_frame_size(path, size: tuple[int, int] | None) -> None:
+    """A source's frame size (H, W) against the sides the server takes (docs/protocol.md);
+    None (not known before reading) passes."""
+    lo, hi = P.FRAME_SIDE
+    if size is not None and not all(lo <= v <= hi for v in size):
+        h, w = size
+        raise ConfigError(f"{path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
+
+
 def check_host(host: str) -> str:
     """A host name the resolver can be asked about (IDNA: no empty label, none over 63 characters)."""
     try:

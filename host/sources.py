@@ -94,8 +94,10 @@ class Source:
 
 def open_source(path: str, backend: str | None = None) -> Source:
     camera = path.startswith("/dev/video")
-    if not camera and Path(path).is_dir():
-        raise ConfigError(f"{path} is a folder, not a video file")
+    if not camera:
+        from temposplit.model.data import check_video_path
+
+        check_video_path(Path(path))
     if not camera and not Path(path).is_file():
         raise MissingDependencyError(f"video {path} not found")
     if not camera and path.endswith(".npy"):
@@ -129,7 +131,7 @@ def open_source(path: str, backend: str | None = None) -> Source:
             s = c.streams.video[0]
             fps = float(s.average_rate) if s.average_rate else 30.0
     except (OSError, av.error.FFmpegError, IndexError) as exc:
-        raise ConfigError(f"cannot open {path} as a video: {exc}") from exc
+        raise ConfigError(f"cannot open {path} as a video: {getattr(exc, 'strerror', None) or exc}") from exc
     return Source(path, fps, None, True, "av")
 
 

@@ -365,7 +365,8 @@ def _open_video(path: Path):
     try:  # metadata in another encoding than UTF-8 (older cameras) is read, not refused
         container = av.open(str(path), metadata_errors="replace")
     except (OSError, av.error.FFmpegError) as exc:
-        raise ConfigError(f"cannot open {path} as a video: {exc}") from None
+        why = "an empty file" if path.is_file() and path.stat().st_size == 0 else (exc.strerror or exc)
+        raise ConfigError(f"cannot open {path} as a video: {why}") from None
     if not container.streams.video:
         container.close()
         raise ConfigError(f"{path} has no video stream")
@@ -391,23 +392,51 @@ def _announced_end(container, stream) -> float | None:
     return None
 
 
-def _missing_tail(container, stream, decoded: int, last_time: float | None) -> str | None:
-    """Why a video whose decoder stopped after ``decoded`` frames (the last at ``last_time``
-    s) looks cut short, or None: fewer frames than the container counts (by more than 2
-    and 2 %: edit lists drop a few from well-formed files), or, where it counts none
-    (Matroska, WebM), an end well before the duration it announces (by more than 0.5 s, 2
-    frames and 5 %: a variable-rate clip's last frame may be shown a while)."""
+def _missing_tail(container, stream, decoded: int, last_end: float | None) -> str | None:
+    """Why a video whose decoder stopped after ``decoded`` frames (the last shown until
+    ``last_end`` s) looks cut short, or None: fewer frames than the container counts (by
+    more than 2 and 2 %), or, where it counts none (Matroska, WebM) or where an MP4's edit
+    list may hide some of those it counts, an end well before the duration it announces
+    (by more than 0.5 s, 2 frames and 5 %).
+
+    A trimmed MP4 (``ffmpeg -ss ... -c copy``, a phone's trim) counts every frame it
+    stores, and its edit list shows only those after the cut, sometimes half of them, over
+    the duration it announces: for MP4 and QuickTime the time decides."""
     counted = stream.frames or 0
-    if counted:
+    edited = container.format.name.split(",")[0] == "mov"  # FFmpeg's one demuxer for MP4, MOV, 3GP
+    if counted and not edited:
         if counted - decoded > max(2, 0.02 * counted):
             return f"the file ends after {decoded} of the {counted} frames its container counts"
         return None
     end = _announced_end(container, stream)
-    if end and last_time is not None:
+    if end and last_end is not None:
         period = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
-        if end - (last_time + period) > max(0.5, 2 * period, 0.05 * end):
-            return f"the file ends at {last_time + period:.2f} s of the {end:.2f} s its container announces"
+        if end - last_end > max(0.5, 2 * period, 0.05 * end):
+            return f"the file ends at {last_end:.2f} s of the {end:.2f} s its container announces"
+        return None
+    if counted - decoded > max(2, 0.02 * counted):  # an MP4 that announces no duration
+        return f"the file ends after {decoded} of the {counted} frames its container counts"
     return None
+
+
+def _shown_until(frame, stream) -> float | None:
+    """The time (s) at which a decoded frame stops being shown: its time plus its own
+    duration where the container stores one (a slideshow's last picture may be held for
+    seconds), else plus one frame period at the stream's average rate."""
+    if frame.time is None:
+        return None
+    if frame.duration and frame.time_base:
+        return frame.time + float(frame.duration * frame.time_base)
+    return frame.time + (1.0 / float(stream.average_rate) if stream.average_rate else 0.0)
+
+
+def check_video_path(path: Path) -> None:
+    """A :class:`ConfigError` for a path that exists but is no file a video can be read
+    from: a folder, a device, a pipe (a missing path is the callers' "not found")."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a video file")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} is not a regular file (a device or a pipe): give a video file")
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -418,8 +447,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     cannot be decoded.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder, not a video file")
+    check_video_path(path)
     if not path.is_file():
         raise MissingDependencyError(f"video {path} not found")
     container, stream = _open_video(path)
@@ -454,8 +482,7 @@ def read_video(
     if max_frames is not None and max_frames < 0:
         raise ConfigError(f"max_frames must be >= 0, not {max_frames}")
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder, not a video file")
+    check_video_path(path)
     if not path.is_file():
         raise MissingDependencyError(f"video {path} not found (run `make data` for vtest.avi)")
     import av
@@ -465,19 +492,19 @@ def read_video(
         return
     container, stream = _open_video(path)
     with container:
-        decoded, index, last_time = container.decode(stream), -1, None
+        decoded, index, last_end = container.decode(stream), -1, None
         while True:
             try:
                 frame = next(decoded, None)
             except av.error.FFmpegError as exc:
-                raise ConfigError(f"{path}: cannot decode frame {index + 1}: {exc}") from None
+                raise ConfigError(f"{path}: cannot decode frame {index + 1}: {exc.strerror or exc}") from None
             if frame is None:
-                missing = _missing_tail(container, stream, index + 1, last_time)
+                missing = _missing_tail(container, stream, index + 1, last_end)
                 if missing:
                     raise ConfigError(f"{path}: cannot decode frame {index + 1}: {missing} (a truncated file?)")
                 return
             index += 1
-            last_time = frame.time
+            last_end = _shown_until(frame, stream)
             if index < start or (index - start) % step:
                 continue
             yield upright_rgb(frame)

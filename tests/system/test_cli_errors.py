@@ -218,6 +218,56 @@ def test_demo_checks_its_options_before_the_model_loads(argv, message, tmp_path,
     one_line(message)
 
 
+def _tiny_clip(path, size=(32, 48), rate=10, frames=3):
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fractions.Fraction(rate))
+        s.height, s.width, s.pix_fmt = *size, "yuv420p"
+        for _ in range(frames):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((*size, 3), np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "clip, argv, message",
+    [
+        # what the server would refuse, refused before the model loads (as the edge does)
+        (dict(size=(14, 48)), [], "is 48x14: the server takes frames of 16 to 4096 pixels a side"),
+        (dict(rate=1000), [], "give the stream a rate with --fps"),
+        (dict(), ["--fps", "500"], "--fps must be 0.001 to 240"),
+    ],
+)
+def test_demo_checks_the_video_before_the_model_loads(clip, argv, message, tmp_path, capsys, one_line):
+    """--fps is the stream's rate (it was ignored, so a clip over 240 frames/s could not be
+    demoed); a frame size or rate the server refuses fails before the model loads, and the
+    output folder is not made."""
+    video = _tiny_clip(tmp_path / "clip.avi", **clip)
+    assert main(["demo", "--video", video, "--out", str(tmp_path / "out"), *argv]) == 2
+    one_line(message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_on_a_folder_or_a_device_says_what_it_is(tmp_path, capsys, one_line):
+    assert main(["demo", "--video", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    one_line("is a folder, not a video file")
+    assert main(["demo", "--video", "/dev/null", "--out", str(tmp_path / "out")]) == 2
+    one_line("/dev/null is not a regular file")
+
+
+def test_features_of_a_clip_the_server_cannot_take_is_refused(tmp_path, capsys, one_line):
+    """A feature file that edge --replay could not stream is not written."""
+    video = _tiny_clip(tmp_path / "clip.avi", size=(8, 8))
+    assert main(["features", video, str(tmp_path / "f.npz"), "--frames", "1"]) == 2
+    one_line("is 8x8: the server takes frames of 16 to 4096 pixels a side")
+    assert not (tmp_path / "f.npz").exists()
+
+
 def test_edge_block_zero_is_an_error_not_the_default(capsys, one_line):
     assert main(["edge", __file__, "--server", "127.0.0.1:9", "--block", "0"]) == 2
     one_line("block size B")

@@ -210,3 +210,33 @@ def test_an_m1_file_of_another_model_than_model_names_is_refused(edge_model, tmp
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--model retinanet-resnet50-fpn, but" in line and "leave --model out" in line, line
     assert main([*argv, "--frames", "1"]) == 0  # the file's own model: accepted
+
+
+def test_demo_of_a_clip_whose_frame_size_changes_fails_instead_of_scoring_it(tmp_path, capsys):
+    """The demo reads frames as the edge does: a clip that changes size part way ends the
+    stream there with the reason (it was streamed and scored with the boxes of one size
+    against the other's, a wrong figure and exit status 0)."""
+    import av
+
+    from temposplit.cli import main
+    from temposplit.model import data
+
+    parts = []
+    for k, size in enumerate(((96, 128), (64, 96))):
+        part = tmp_path / f"part{k}.ts"
+        frames = list(data.read_video(data.vtest_path(), max_frames=4, start=100 + 4 * k))
+        with av.open(str(part), "w") as c:
+            s = c.add_stream("libx264", rate=10)
+            s.height, s.width, s.pix_fmt = *size, "yuv420p"
+            for f in frames:
+                picture = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(width=size[1], height=size[0])
+                for p in s.encode(picture):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        parts.append(part.read_bytes())
+    clip = tmp_path / "changes.ts"
+    clip.write_bytes(b"".join(parts))  # MPEG-TS: two streams end to end are one stream
+    assert main(["demo", "--video", str(clip), "--frames", "8", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "frame 4 is 96x64, the clip started at 128x96" in err and "was ended there" in err, err
