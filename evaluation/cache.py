@@ -210,11 +210,12 @@ class ClipData:
     # ------------------------------------------------------------------ frames
 
     def read(self, max_frames=None, step=1, start=None):
-        from temposplit.model.data import read_video
+        """The clip's frames, all of one size (a clip that changes size fails naming the file)."""
+        from temposplit.model.data import one_size, read_video
 
-        return read_video(
-            self.video, max_frames=max_frames or self.frames, step=step, start=self.start if start is None else start
-        )
+        start = self.start if start is None else start
+        frames = read_video(self.video, max_frames=max_frames or self.frames, step=step, start=start)
+        return one_size(frames, self.video)
 
     def is_scored(self, i: int) -> bool:
         return i % self.score_every in self.score_phases

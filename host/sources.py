@@ -40,17 +40,9 @@ class Source:
         """RGB uint8 frames (H, W, 3), all of the first frame's size: a frame of another
         size (a stream that changes resolution part way) is a :class:`ConfigError`, since
         the server maps every frame's boxes with the size the stream announced."""
-        first = None
-        for i, frame in enumerate(self._frames()):
-            if first is None:
-                first = frame.shape[:2]
-            elif frame.shape[:2] != first:
-                (h, w), (h0, w0) = frame.shape[:2], first
-                raise ConfigError(
-                    f"{self.path}: frame {i} is {w}x{h}, the clip started at {w0}x{h0}: a clip keeps one frame size "
-                    "(re-encode it at one size)"
-                )
-            yield frame
+        from temposplit.model.data import one_size
+
+        yield from one_size(self._frames(), self.path)
 
     def _frames(self):
         if self.backend == "npy":

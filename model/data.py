@@ -513,6 +513,23 @@ def read_video(
                 return
 
 
+def one_size(frames: Iterator[np.ndarray], path) -> Iterator[np.ndarray]:
+    """``frames`` as they come, all of the first one's size: a frame of another size (a
+    stream that changes resolution part way) is a :class:`ConfigError` naming ``path``,
+    since boxes are mapped, and frames compared, at one size for the whole clip."""
+    first = None
+    for i, frame in enumerate(frames):
+        if first is None:
+            first = frame.shape[:2]
+        elif frame.shape[:2] != first:
+            (h, w), (h0, w0) = frame.shape[:2], first
+            raise ConfigError(
+                f"{path}: frame {i} is {w}x{h}, the clip started at {w0}x{h0}: a clip keeps one frame size "
+                "(re-encode it at one size)"
+            )
+        yield frame
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 (H, W, 3), decoded by OpenCV."""
     import cv2

@@ -619,3 +619,31 @@ def test_a_run_refused_before_its_first_row_leaves_meta_json_as_it_was(tmp_path,
         assert not (tmp_path / "meta.json").exists()
     else:
         assert json.loads((tmp_path / "meta.json").read_text()) == before
+
+
+def test_a_clip_that_changes_frame_size_fails_naming_it_before_any_point(tmp_path):
+    """The harness reads a clip's frames at one size (it computed points on frames of two
+    sizes, then failed part way without naming the file)."""
+    import av
+    import numpy as np
+
+    from temposplit.evaluation.cache import ClipData, Models
+
+    parts = []
+    for k, (h, w) in enumerate(((32, 48), (48, 64))):
+        part = tmp_path / f"part{k}.ts"
+        with av.open(str(part), "w") as c:
+            s = c.add_stream("mpeg2video", rate=10)
+            s.height, s.width, s.pix_fmt = h, w, "yuv420p"
+            for _ in range(3):
+                for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        parts.append(part.read_bytes())
+    clip = tmp_path / "changes.ts"
+    clip.write_bytes(b"".join(parts))
+    data = ClipData(Models("ssd-mobilenet-v2", None, {}, print, {}), "c", clip, 6, 0, 1, (0,), tmp_path, False,
+                    "fixed", 3, print, {})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"changes.ts: frame \d is 64x48, the clip started at 48x32"):
+        list(data.read())
