@@ -197,12 +197,12 @@ def _encode(args) -> int:
             f.write(p.to_bytes())
     total = sum(e.packet_bytes for e in enc.frames)
     elements = sum(c[0].size for c in clip.codes)
+    rate = total / clip.frames * config.fps / 1e6  # MB/s
     print(
         f"{clip.frames} frames, {total} bytes ({total / clip.frames:.0f} per frame, "
         f"{8 * total / (elements * clip.frames):.3f} bits per element, "
-        f"{total / clip.frames * config.fps / 1e6:.3f} MB/s at {config.fps:g} fps) -> {args.output}"
+        f"{rate:.3f} MB/s at {config.fps:g} fps) -> {args.output}"
     )
-    rate = total / clip.frames * config.fps / 1e6
     if config.rate_target is not None and rate > 1.5 * config.rate_target:  # the stream is good, the aim missed
         print(
             f"warning: {rate:.3g} MB/s is {rate / config.rate_target:.3g}x the target {config.rate_target:g} MB/s: "

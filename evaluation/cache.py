@@ -215,7 +215,7 @@ class ClipData:
 
         start = self.start if start is None else start
         frames = read_video(self.video, max_frames=max_frames or self.frames, step=step, start=start)
-        return one_size(frames, self.video)
+        return one_size(frames, self.video, start, step)
 
     def is_scored(self, i: int) -> bool:
         return i % self.score_every in self.score_phases

@@ -306,7 +306,9 @@ def summary_line(summary: dict | None) -> str:
 
 def _features(args) -> int:
     import itertools
+    import sys
 
+    from temposplit.errors import ConfigError
     from temposplit.host.edge import check_frame_size
     from temposplit.host.features import write_features
     from temposplit.host.sources import open_source
@@ -320,7 +322,10 @@ def _features(args) -> int:
         check_block(args.block)
     _check_writable_file(args.output, source=args.video)
     source = open_source(args.video)
-    check_frame_size(args.video, source.size)  # a feature file edge --replay could not stream
+    try:  # encode takes such a file; edge --replay would not stream it
+        check_frame_size(args.video, source.size)
+    except ConfigError as exc:
+        print(f"warning: {exc}: edge --replay cannot stream this file (encode can)", file=sys.stderr)
     model = _edge_model(args, args.video, print)
     s = write_features(
         args.output,

@@ -58,11 +58,15 @@ def run_demo(
     from temposplit.host.backends import check_backend
 
     check_backend(backend)
+    if video is not None:  # a video file, read twice (streamed, then scored): not a camera or .npy frames
+        if str(video).startswith("/dev/video") or str(video).endswith(".npy"):
+            raise ConfigError(f"--video {video}: the demo takes a video file (the edge takes cameras and .npy frames)")
+        data.check_video_file(Path(video))  # missing, a folder, a device: said before any download
     if not data.have_data():
         log("first run: fetching the clips and the calibration set from Debian's packages (apt-get download)")
         data.fetch_data(log=log)
     path = data.vtest_path() if video is None else Path(video)
-    source = open_source(str(path))  # a folder, no video, no frame: refused here
+    source = open_source(str(path))  # missing, no video, no frame: refused here
     fps = source.fps if fps is None else fps
     check_frame_size(path, source.size)  # what the server would refuse, as the edge checks it
     check_rate(path, fps)
@@ -105,7 +109,7 @@ def run_demo(
     per_frame = report.bytes / n
     raw8 = sum(int(np.prod(s)) for s in model.cut.shapes(model.detector.input_size))
     cut_alone = sum(b[-1] for b in report.tensor_bytes) / n if report.tensor_bytes else 0.0
-    h, w = data.first_frame(path).shape[:2]
+    h, w = source.size or data.first_frame(path).shape[:2]
     summary = {
         "frames": n,
         "decoded": len(report.detections),

@@ -87,11 +87,9 @@ class Source:
 def open_source(path: str, backend: str | None = None) -> Source:
     camera = path.startswith("/dev/video")
     if not camera:
-        from temposplit.model.data import check_video_path
+        from temposplit.model.data import check_video_file
 
-        check_video_path(Path(path))
-    if not camera and not Path(path).is_file():
-        raise MissingDependencyError(f"video {path} not found")
+        check_video_file(Path(path))
     if not camera and path.endswith(".npy"):
         try:
             frames = np.load(path, mmap_mode="r", allow_pickle=False)

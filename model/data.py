@@ -394,28 +394,25 @@ def _announced_end(container, stream) -> float | None:
 
 def _missing_tail(container, stream, decoded: int, last_end: float | None) -> str | None:
     """Why a video whose decoder stopped after ``decoded`` frames (the last shown until
-    ``last_end`` s) looks cut short, or None: fewer frames than the container counts (by
-    more than 2 and 2 %), or, where it counts none (Matroska, WebM) or where an MP4's edit
-    list may hide some of those it counts, an end well before the duration it announces
-    (by more than 0.5 s, 2 frames and 5 %).
+    ``last_end`` s) looks cut short, or None: fewer frames than the container says it
+    shows (by more than 2 and 2 %), or, where it counts none (Matroska, WebM), an end well
+    before the duration it announces (by more than 0.5 s, 2 frames and 5 %).
 
-    A trimmed MP4 (``ffmpeg -ss ... -c copy``, a phone's trim) counts every frame it
-    stores, and its edit list shows only those after the cut, sometimes half of them, over
-    the duration it announces: for MP4 and QuickTime the time decides."""
+    What an MP4 or QuickTime file shows is the fewer of the frames it counts and its
+    duration times its rate: a trimmed one (``ffmpeg -ss ... -c copy``, a phone's trim)
+    counts every frame it stores, and its edit list shows only those after the cut,
+    sometimes half of them, over the duration it announces."""
     counted = stream.frames or 0
-    edited = container.format.name.split(",")[0] == "mov"  # FFmpeg's one demuxer for MP4, MOV, 3GP
-    if counted and not edited:
-        if counted - decoded > max(2, 0.02 * counted):
-            return f"the file ends after {decoded} of the {counted} frames its container counts"
-        return None
     end = _announced_end(container, stream)
-    if end and last_end is not None:
-        period = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
-        if end - last_end > max(0.5, 2 * period, 0.05 * end):
-            return f"the file ends at {last_end:.2f} s of the {end:.2f} s its container announces"
+    rate = float(stream.average_rate) if stream.average_rate else 0.0
+    if counted and end and rate and container.format.name.split(",")[0] == "mov":  # FFmpeg's MP4/MOV/3GP demuxer
+        counted = min(counted, round(end * rate))
+    if counted:
+        if counted - decoded > max(2, 0.02 * counted):
+            return f"the file ends after {decoded} of the {counted} frames its container announces"
         return None
-    if counted - decoded > max(2, 0.02 * counted):  # an MP4 that announces no duration
-        return f"the file ends after {decoded} of the {counted} frames its container counts"
+    if end and last_end is not None and end - last_end > max(0.5, 2 / rate if rate else 0.0, 0.05 * end):
+        return f"the file ends at {last_end:.2f} s of the {end:.2f} s its container announces"
     return None
 
 
@@ -430,13 +427,16 @@ def _shown_until(frame, stream) -> float | None:
     return frame.time + (1.0 / float(stream.average_rate) if stream.average_rate else 0.0)
 
 
-def check_video_path(path: Path) -> None:
-    """A :class:`ConfigError` for a path that exists but is no file a video can be read
-    from: a folder, a device, a pipe (a missing path is the callers' "not found")."""
+def check_video_file(path: Path) -> None:
+    """A :class:`ConfigError` for a path that is no file a video can be read from (a
+    folder, a device, a pipe), a :class:`MissingDependencyError` for one that is missing."""
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a video file")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file (a device or a pipe): give a video file")
+    if not path.is_file():
+        fetched = path.resolve().is_relative_to(data_dir().resolve())  # one of the clips `make data` fetches
+        raise MissingDependencyError(f"video {path} not found" + (" (run `make data`)" if fetched else ""))
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -447,9 +447,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     cannot be decoded.
     """
     path = Path(path)
-    check_video_path(path)
-    if not path.is_file():
-        raise MissingDependencyError(f"video {path} not found")
+    check_video_file(path)
     container, stream = _open_video(path)
     with container:
         fps = float(stream.average_rate) if stream.average_rate else 30.0
@@ -482,9 +480,7 @@ def read_video(
     if max_frames is not None and max_frames < 0:
         raise ConfigError(f"max_frames must be >= 0, not {max_frames}")
     path = Path(path)
-    check_video_path(path)
-    if not path.is_file():
-        raise MissingDependencyError(f"video {path} not found (run `make data` for vtest.avi)")
+    check_video_file(path)
     import av
 
     yielded = 0
@@ -513,10 +509,12 @@ def read_video(
                 return
 
 
-def one_size(frames: Iterator[np.ndarray], path) -> Iterator[np.ndarray]:
+def one_size(frames: Iterator[np.ndarray], path, start: int = 0, step: int = 1) -> Iterator[np.ndarray]:
     """``frames`` as they come, all of the first one's size: a frame of another size (a
-    stream that changes resolution part way) is a :class:`ConfigError` naming ``path``,
-    since boxes are mapped, and frames compared, at one size for the whole clip."""
+    stream that changes resolution part way) is a :class:`ConfigError` naming ``path``
+    and the frame's number in the clip (``frames`` being its frames ``start``,
+    ``start + step``, ...), since boxes are mapped, and frames compared, at one size for
+    the whole clip."""
     first = None
     for i, frame in enumerate(frames):
         if first is None:
@@ -524,8 +522,8 @@ def one_size(frames: Iterator[np.ndarray], path) -> Iterator[np.ndarray]:
         elif frame.shape[:2] != first:
             (h, w), (h0, w0) = frame.shape[:2], first
             raise ConfigError(
-                f"{path}: frame {i} is {w}x{h}, the clip started at {w0}x{h0}: a clip keeps one frame size "
-                "(re-encode it at one size)"
+                f"{path}: frame {start + i * step} is {w}x{h}, the clip started at {w0}x{h0}: a clip keeps one "
+                "frame size (re-encode it at one size)"
             )
         yield frame
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from temposplit import __version__
@@ -47,9 +48,15 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose rejection is one line (not the usage block, then the error);
     its sub-command parsers are of this class too (argparse makes them of the parent's)."""
 
+    argv: list[str] = []  # the command line being parsed (set by the top-level parse_args)
+
     def error(self, message: str):
-        if message.endswith("expected one argument"):  # "--stream -cam": argparse took -cam for an option
-            message += " (a value that starts with '-' is written --option=VALUE)"
+        match = re.fullmatch(r"argument (\S+): expected one argument", message)
+        if match:  # "--stream -cam": argparse took -cam for an option
+            given, names = OneLineParser.argv, match.group(1).split("/")  # "--bits/-n"
+            after = [given[i + 1] for i, a in enumerate(given[:-1]) if a in names]
+            if any(a.startswith("-") for a in after):
+                message += " (a value that starts with '-' is written --option=VALUE)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
@@ -57,6 +64,7 @@ class OneLineParser(argparse.ArgumentParser):
         given it, so that the line points at that command's --help, not the top level's;
         the namespace's ``prog`` is that command ("temposplit models accuracy"), which the
         error lines of :func:`main` name."""
+        OneLineParser.argv = list(sys.argv[1:] if args is None else args)
         namespace, extras = self.parse_known_args(args, namespace)
         parser = self
         while True:
@@ -99,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _describe(exc: BaseException) -> str:
     """The error line's text: an OSError from the system as "path: what happened" (not
     Python's "[Errno 21] Is a directory: 'path'"); anything else as it says itself."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None and exc.args[1:2] == (exc.strerror,):
+    named = isinstance(exc.filename, (str, bytes, os.PathLike)) if isinstance(exc, OSError) else False
+    if named and exc.strerror and exc.args[1:2] == (exc.strerror,):
         where = os.fsdecode(exc.filename)
-        if exc.filename2 is not None:
+        if isinstance(exc.filename2, (str, bytes, os.PathLike)):
             where += f" -> {os.fsdecode(exc.filename2)}"
         return f"{where}: {exc.strerror}"
     return str(exc)

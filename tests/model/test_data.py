@@ -279,7 +279,32 @@ def test_a_trimmed_mp4_reads_its_shown_frames_not_as_a_truncated_file(tmp_path):
         starts = [p.pos for p in c.demux(video=0) if p.size and p.pts is not None and p.pts >= 0]
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(trimmed.read_bytes()[: starts[15]])
-    with pytest.raises(ConfigError, match=r"the file ends at 1.50 s of the 3.00 s its container announces"):
+    with pytest.raises(ConfigError, match=r"the file ends after 15 of the 30 frames its container announces"):
+        list(data.read_video(cut))
+
+
+def test_an_mp4_that_lost_a_few_percent_of_its_end_is_still_refused(tmp_path):
+    """The trimmed files' rule (what an MP4 shows is the fewer of its count and its
+    duration times its rate) leaves an untrimmed MP4 to its count: 192 of 200 frames is
+    a file cut short (a rule by time alone, 0.5 s or 5 % of slack, let it pass)."""
+    import av
+
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=25)
+        s.height, s.width, s.pix_fmt = 32, 48, "yuv420p"
+        s.codec_context.options = {"g": "1"}
+        for i in range(200):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((32, 48, 3), i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with av.open(str(whole)) as c:
+        starts = [p.pos for p in c.demux(video=0) if p.size]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: starts[192]])
+    assert len(list(data.read_video(whole))) == 200
+    with pytest.raises(ConfigError, match=r"the file ends after 192 of the 200 frames its container announces"):
         list(data.read_video(cut))
 
 

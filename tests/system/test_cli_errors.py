@@ -260,14 +260,6 @@ def test_demo_on_a_folder_or_a_device_says_what_it_is(tmp_path, capsys, one_line
     one_line("/dev/null is not a regular file")
 
 
-def test_features_of_a_clip_the_server_cannot_take_is_refused(tmp_path, capsys, one_line):
-    """A feature file that edge --replay could not stream is not written."""
-    video = _tiny_clip(tmp_path / "clip.avi", size=(8, 8))
-    assert main(["features", video, str(tmp_path / "f.npz"), "--frames", "1"]) == 2
-    one_line("is 8x8: the server takes frames of 16 to 4096 pixels a side")
-    assert not (tmp_path / "f.npz").exists()
-
-
 def test_edge_block_zero_is_an_error_not_the_default(capsys, one_line):
     assert main(["edge", __file__, "--server", "127.0.0.1:9", "--block", "0"]) == 2
     one_line("block size B")
@@ -401,3 +393,10 @@ def test_a_value_that_starts_with_a_dash_is_told_how_to_write_it(capsys):
     assert exc.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "expected one argument" in line and "--option=VALUE" in line, line
+    with pytest.raises(SystemExit):
+        main(["encode", "f.npz", "s.tsp", "-n", "-x"])  # an alias of --bits
+    assert "--option=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["edge", "clip.mp4", "--stream"])  # a value left out: no such hint
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "expected one argument" in line and "--option=VALUE" not in line, line

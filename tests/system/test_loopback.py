@@ -5,6 +5,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from temposplit import protocol as P
@@ -240,3 +241,33 @@ def test_demo_of_a_clip_whose_frame_size_changes_fails_instead_of_scoring_it(tmp
     assert main(["demo", "--video", str(clip), "--frames", "8", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "frame 4 is 96x64, the clip started at 128x96" in err and "was ended there" in err, err
+
+
+def test_features_of_a_clip_the_server_cannot_take_warns(tmp_path, capsys):
+    """A frame size the server refuses (8x8): the feature file is written (encode takes
+    it; the SSD resizes every frame), with a warning that edge --replay cannot stream it."""
+    from temposplit.cli import main
+    from temposplit.model import data
+
+    video = tmp_path / "tiny.avi"
+    frame = next(data.read_video(data.vtest_path(), max_frames=1, start=100))
+    _write_clip(video, [frame[::72, ::96][:8, :8]] * 2)
+    assert main(["features", str(video), str(tmp_path / "f.npz"), "--frames", "2"]) == 0
+    assert (tmp_path / "f.npz").is_file()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {video} is 8x8: the server takes frames of 16 to 4096 pixels a side: "
+                   "edge --replay cannot stream this file (encode can)"]  # fmt: skip
+
+
+def _write_clip(path, frames):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
