@@ -169,7 +169,7 @@ def test_an_unreadable_local_video_costs_that_stream_its_drawing_only(make_serve
     answers = victim.answers_until({P.SUMMARY, P.ERROR})
     assert answers[-1].type == P.SUMMARY and answers[-1].json()["decoded"] == len(packets)
     for k, client in enumerate(bad):
-        client.chan.send(P.control(P.END, {"frames": 1}))
+        client.chan.send(P.control(P.END, {"frames": len(packets)}))  # packets[0] is a bi-3 group's anchor, frame 1
         assert client.answers_until({P.SUMMARY, P.ERROR})[-1].type == P.SUMMARY
         assert (srv.out_dir / f"bad{k}" / "annotated.mp4").is_file()
     unreadable = [line for line in said if "cannot be read on this server" in line]

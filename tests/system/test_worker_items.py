@@ -25,6 +25,7 @@ class _Conn:
 class _Session:
     name = "s"
     decoder = object()
+    max_seen = 2  # frames 0..2 sent: an END of 3 frames is in order
 
     def __init__(self, finish_error=None):
         self.closed = threading.Event()
