@@ -347,9 +347,10 @@ def display_transform(picture: np.ndarray, a: int, b: int, c: int, d: int) -> np
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video file's first video stream announces: ``fps`` (30 where it gives none),
-    ``frames`` (None where the container does not count them), and ``size``, the first
-    frame's (H, W) as :func:`read_video` gives it (upright)."""
+    """What a video file's main video stream announces: ``fps`` (30 where it gives none),
+    ``frames`` (the frames it shows, :func:`_announced_frames`; None where the container
+    does not count them), and ``size``, the first frame's (H, W) as :func:`read_video`
+    gives it (upright)."""
 
     fps: float
     frames: int | None
@@ -392,11 +393,8 @@ def _announced_end(container, stream) -> float | None:
     return None
 
 
-def _missing_tail(container, stream, decoded: int, last_end: float | None) -> str | None:
-    """Why a video whose decoder stopped after ``decoded`` frames (the last shown until
-    ``last_end`` s) looks cut short, or None: fewer frames than the container says it
-    shows (by more than 2 and 2 %), or, where it counts none (Matroska, WebM), an end well
-    before the duration it announces (by more than 0.5 s, 2 frames and 5 %).
+def _announced_frames(container, stream) -> int:
+    """The frames a video stream says it shows (0 where it counts none: Matroska, WebM).
 
     What an MP4 or QuickTime file shows is the fewer of the frames it counts and its
     duration times its rate: a trimmed one (``ffmpeg -ss ... -c copy``, a phone's trim)
@@ -404,9 +402,19 @@ def _missing_tail(container, stream, decoded: int, last_end: float | None) -> st
     sometimes half of them, over the duration it announces."""
     counted = stream.frames or 0
     end = _announced_end(container, stream)
+    if counted and end and stream.average_rate and container.format.name.split(",")[0] == "mov":  # MP4, MOV, 3GP
+        counted = min(counted, round(end * float(stream.average_rate)))
+    return counted
+
+
+def _missing_tail(container, stream, decoded: int, last_end: float | None) -> str | None:
+    """Why a video whose decoder stopped after ``decoded`` frames (the last shown until
+    ``last_end`` s) looks cut short, or None: fewer frames than it says it shows
+    (:func:`_announced_frames`, by more than 2 and 2 %), or, where it counts none, an end
+    well before the duration it announces (by more than 0.5 s, 2 frames and 5 %)."""
+    counted = _announced_frames(container, stream)
+    end = _announced_end(container, stream)
     rate = float(stream.average_rate) if stream.average_rate else 0.0
-    if counted and end and rate and container.format.name.split(",")[0] == "mov":  # FFmpeg's MP4/MOV/3GP demuxer
-        counted = min(counted, round(end * rate))
     if counted:
         if counted - decoded > max(2, 0.02 * counted):
             return f"the file ends after {decoded} of the {counted} frames its container announces"
@@ -451,7 +459,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     container, stream = _open_video(path)
     with container:
         fps = float(stream.average_rate) if stream.average_rate else 30.0
-        frames = stream.frames or None
+        frames = _announced_frames(container, stream) or None
     first = first_frame(path)
     if first is None:
         raise ConfigError(f"{path} has no frame to decode")
