@@ -59,9 +59,12 @@ DEFAULT_CRFS = (23, 28, 33, 38)
 DEFAULT_PRESET = "medium"
 DEFAULT_GOP = 250
 VIDEO_CODECS = {"h264": ("libx264", "h264"), "h265": ("libx265", "hevc")}
-# The smallest side each encoder opens at (libx265 refuses 14 pixels and below); smaller
-# frames are padded with their edge pixels up to it, and cropped back after decoding.
-MIN_CODED_SIDE = {"libx264": 2, "libx265": 16}
+# The smallest side each encoder is given; smaller frames are padded with their edge pixels
+# up to it, and cropped back after decoding. libx265 refuses 14 pixels and below, and under
+# one coding tree unit (64) it corrupted its heap on flat frames 40 and 48 pixels wide (the
+# process aborted: "corrupted size vs. prev_size"; PyAV 18's libx265, 2026-12-06), so it
+# gets at least 64 a side.
+MIN_CODED_SIDE = {"libx264": 2, "libx265": 64}
 
 
 @dataclass

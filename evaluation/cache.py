@@ -236,9 +236,9 @@ class ClipData:
         """The clip, its frames, the calibration's frames and the code that makes the networks:
         the name of its cached M1 codes and float reference (another int8 network, another name)."""
         if self._id is None:
+            from temposplit.files import content_digest
             from temposplit.model.fingerprint import calibration_platform, model_source_digest
 
-            st = self.video.stat()
             if self.calibration == "clip":
                 calib = self.calibration_frames
             else:  # the fixed set's frames by name: a changed set makes new cache files
@@ -250,7 +250,7 @@ class ClipData:
                 str(self.models.weights),
                 sorted(self.models.detector_kwargs.items()),
                 self.video.name,
-                st.st_size,
+                content_digest(self.video),  # not the size alone: another file of the same size is another clip
                 self.start,
                 self.frames,
                 calib,

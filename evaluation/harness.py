@@ -20,8 +20,11 @@ in order and keeps the rows:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -92,6 +95,8 @@ def resolve_videos(videos) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for v in videos:
         name = clip_name(Path(v))
+        if name in out and os.path.realpath(out[name]) == os.path.realpath(v):
+            continue  # the same file given twice
         if name in out:
             raise ConfigError(f"two clips named {name!r}: {out[name]} and {v}")
         out[name] = Path(v)
@@ -100,19 +105,29 @@ def resolve_videos(videos) -> dict[str, Path]:
     return out
 
 
+MAX_LIST_BYTES = 1 << 20  # a --video-list file: a million bytes of paths is far more than any sweep
+
+
 def read_video_list(path) -> list[Path]:
-    """A list file: one video path per line, relative to the file's folder; # comments."""
+    """A list file: one video path per line, relative to the file's folder; a comment
+    starts with # at the start of a line or after a space (a path may hold a #)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a list file (--video-list takes a file listing clips)")
+    if not path.exists():  # a pipe (<(...), /dev/stdin) is read as a file
         raise ConfigError(f"no such list file: {path}")
+    with open(path, "rb") as f:  # once: a pipe is read only once
+        raw = f.read(MAX_LIST_BYTES + 1)
+    if len(raw) > MAX_LIST_BYTES:
+        raise ConfigError(f"{path} is over {MAX_LIST_BYTES >> 20} MiB: not a list of video paths")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}, line {line}: not UTF-8 text (a list file holds one video path a line)") from None
     out = []
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+        line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
         if line:
             p = Path(line)
             out.append(p if p.is_absolute() else path.parent / p)
@@ -342,12 +357,15 @@ class Harness:
         return self._run_id
 
     def point_id(self, clip: str, entry) -> str:
-        """A row's own identity beside :meth:`run_id`: its clip's file (name and size) and its
-        plan entry as declared (runner, coders, options; None: the float reference). Adding a
-        clip or an entry, or changing one entry's options, reruns only those points."""
+        """A row's own identity beside :meth:`run_id`: its clip's file (name and content) and
+        its plan entry as declared (runner, coders, options; None: the float reference).
+        Adding a clip or an entry, or changing one entry's options, reruns only those points;
+        another file under a clip's name, even of the same size, reruns that clip."""
+        from temposplit.files import content_digest
+
         path = self.clips()[clip].video  # (the clips' table is made once; videos() probes every file)
         decl = None if entry is None else [entry.runner, list(entry.coders), entry.options]
-        return digest(json.dumps(clean([path.name, path.stat().st_size, decl]), sort_keys=True))
+        return digest(json.dumps(clean([path.name, content_digest(path), decl]), sort_keys=True))
 
     def points(self, tasks: list[Task] | None = None) -> dict[str, str]:
         """Every point of this run (of ``tasks``, default :meth:`tasks`) by row key ->
@@ -394,8 +412,15 @@ class Harness:
         }
 
     def run(self) -> list[dict]:
-        self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        self.clips()  # every clip found and opened before the output folder is made
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out {self.out} is a file, not a folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        with _only_run(self.out):
+            return self._run(t0)
+
+    def _run(self, t0: float) -> list[dict]:
         # A damaged results file or meta.json is an error now, before anything is changed.
         load_rows(self.results_path)
         _meta_to_update(self.out / "meta.json")
@@ -416,7 +441,7 @@ class Harness:
                 if before is None:
                     meta_path.unlink(missing_ok=True)
                 else:
-                    meta_path.write_text(before)
+                    _write_whole(meta_path, before)
             raise
 
     def _sweep(self, tasks, points: dict[str, str], run: str, t0: float) -> list[dict]:
@@ -485,7 +510,30 @@ class Harness:
         meta["points"] = points
         if finished is not None:
             meta["runs"].append(finished)
-        meta_path.write_text(json.dumps(clean(meta), indent=1))
+        _write_whole(meta_path, json.dumps(clean(meta), indent=1))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path`` under a temporary name, then renamed over it: a run killed
+    while it writes leaves the old file or the new one, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _only_run(out: Path):
+    """Hold ``<out>/.lock`` for a run: a second eval on the same folder is refused (both
+    would append the same points to results.jsonl), not run beside it. The lock goes with
+    the process, however it ends."""
+    import fcntl
+
+    with open(out / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another eval is running on --out {out}: wait for it, or give another --out") from None
+        yield
 
 
 def _meta_to_update(meta_path: Path) -> dict:

@@ -108,11 +108,12 @@ class Scorer:
         if eval_id is not None and self.evals is not None and m.images is not None:
             name = f"{clip.name}/{self.tag + '-' if self.tag else ''}{eval_id}.npz"
             path = self.evals / name
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez_compressed(tmp, **m.images.to_npz())
-                tmp.replace(path)
+            # Written whenever the point is scored, over what a run of another clip of this
+            # name may have left there (kept, its intervals were that clip's).
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, **m.images.to_npz())
+            tmp.replace(path)
             out["evals"] = name
         # COCO's mean over categories gives a category seen once (one bicycle) the weight of 1579
         # persons; the same score over the frequent categories alone is far steadier. COCO scores

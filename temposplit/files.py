@@ -1,10 +1,12 @@
 """Writing an output file whole or not at all: under a temporary name beside it, renamed
-over it once complete (``encode``, ``decode``, ``features``, ``models export-m1``); and
-whether a folder takes files at all, asked before a long job writes there."""
+over it once complete (``encode``, ``decode``, ``features``, ``models export-m1``);
+whether a folder takes files at all, asked before a long job writes there; and a file's
+content digest, which names what was computed from it (the evaluation's clips)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import stat
@@ -51,3 +53,21 @@ def probe_writable(folder) -> None:
     fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
     os.close(fd)
     os.unlink(probe)
+
+
+_digests: dict[tuple, str] = {}
+
+
+def content_digest(path) -> str:
+    """SHA-256 of a file's bytes, hex: what identifies a clip whose results are kept (two
+    files of one name and size are two clips). Remembered in this process while the
+    file's size and modification time stay the same (a 1 GB clip reads in a few seconds)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _digests[key] = h.hexdigest()
+    return _digests[key]

@@ -129,3 +129,92 @@ def test_eval_into_a_folder_with_a_damaged_meta_json_changes_nothing(tmp_path, c
     assert main(["eval", "--quick", "--out", str(out), "--no-plots"]) == 2
     one_line(f"{out / 'meta.json'}: not the JSON")
     assert (out / "meta.json").read_bytes() == meta
+
+
+# ------------------------------------------------------------------ the output folder and the clips
+
+
+def _clip(path, value: int, frames: int = 3):
+    """A small video whose pixels are all ``value``: two calls with other values give two
+    files of the same name and size (raw video, no compression)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("rawvideo", rate=10)
+        s.height, s.width, s.pix_fmt = 32, 48, "yuv420p"
+        for _ in range(frames):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((32, 48, 3), value, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_another_file_of_the_same_name_and_size_is_another_clip(tmp_path):
+    """A clip's points and caches are named by its content, not its name and size alone
+    (a clip of the same name and size was taken as already done: the other's rows)."""
+    from temposplit.evaluation.harness import Harness
+
+    a, b = _clip(tmp_path / "a.avi", 40), tmp_path / "b" / "a.avi"
+    b.parent.mkdir()
+    _clip(b, 200)
+    assert a.stat().st_size == b.stat().st_size
+    ha, hb = (Harness(video=v, out=tmp_path / "ev", frames=2, log=lambda m: None) for v in (a, b))
+    assert ha.point_id("a", None) != hb.point_id("a", None)
+    assert ha.clips()["a"].clip_id() != hb.clips()["a"].clip_id()
+    same = Harness(video=a, out=tmp_path / "ev", frames=2, log=lambda m: None)
+    assert same.point_id("a", None) == ha.point_id("a", None)
+
+
+def test_a_second_eval_on_the_same_out_is_refused_while_one_runs(tmp_path, capsys, one_line):
+    import fcntl
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    video = _clip(tmp_path / "c.avi", 90)
+    with open(out / ".lock", "a") as held:  # what a running eval holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["eval", "--video", str(video), "--out", str(out), "--quick"]) == 2
+    one_line(f"another eval is running on --out {out}")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written beside it
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--video", "/nonexistent/clip.avi"], "no such video"),
+        (["--video", "{tmp}/c.avi", "--video", "{tmp}/c.avi", "--out", "{tmp}/file"], "is a file, not a folder"),
+    ],
+)
+def test_a_refused_eval_makes_no_output_folder(tmp_path, capsys, one_line, argv, message):
+    _clip(tmp_path / "c.avi", 90)
+    (tmp_path / "file").write_text("not a folder")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "ev" / "x")]
+    assert main(["eval", *argv, *out, "--quick"]) == 2
+    one_line(message)
+    assert not (tmp_path / "ev").exists() and (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_video_lists_from_a_pipe_with_a_hash_in_a_path_and_the_same_file_twice(tmp_path):
+    """A list read from a pipe (<(...)); # starts a comment only at a line's start or after
+    a space; the same file given twice is one clip; a folder is said to be one."""
+    import os
+    import threading
+
+    from temposplit.evaluation.harness import read_video_list, resolve_videos
+
+    hashed = tmp_path / "take#2"
+    hashed.mkdir()
+    fifo = tmp_path / "list.fifo"
+    os.mkfifo(fifo)
+    text = f"# clips\n{hashed}/a.avi  # the second take\n{hashed}/a.avi\n"
+    writer = threading.Thread(target=lambda: fifo.write_text(text))
+    writer.start()
+    listed = read_video_list(fifo)
+    writer.join()
+    assert listed == [hashed / "a.avi", hashed / "a.avi"]
+    assert resolve_videos(listed) == {"a": hashed / "a.avi"}
+    with pytest.raises(ConfigError, match="is a folder, not a list file"):
+        read_video_list(tmp_path)
