@@ -611,6 +611,8 @@ def load_rows(path, run: str | None = None, points: dict[str, str] | None = None
     is never read in part, silently."""
     rows = {}
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not the results file eval writes")
     if not path.is_file():
         return []
     data = path.read_bytes()

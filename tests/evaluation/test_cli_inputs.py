@@ -218,3 +218,9 @@ def test_video_lists_from_a_pipe_with_a_hash_in_a_path_and_the_same_file_twice(t
     assert resolve_videos(listed) == {"a": hashed / "a.avi"}
     with pytest.raises(ConfigError, match="is a folder, not a list file"):
         read_video_list(tmp_path)
+
+
+def test_eval_report_when_results_jsonl_is_a_folder(tmp_path, capsys, one_line):
+    (tmp_path / "ev" / "results.jsonl").mkdir(parents=True)
+    assert main(["eval-report", "--out", str(tmp_path / "ev")]) == 2
+    one_line("results.jsonl is a folder, not the results file eval writes")
