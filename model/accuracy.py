@@ -148,10 +148,12 @@ PATHS = ("int8", "cut-only-8bit")
 
 
 def count_frames(path) -> int:
-    """The number of frames PyAV decodes from a video."""
-    from temposplit.model.data import read_video
+    """The number of frames a video shows: the count its container announces
+    (:func:`temposplit.model.data.probe_video`), else (Matroska, WebM) the frames PyAV
+    decodes. A file that holds fewer than it announces fails when its frames are read."""
+    from temposplit.model.data import probe_video, read_video
 
-    return sum(1 for _ in read_video(path))
+    return probe_video(path).frames or sum(1 for _ in read_video(path))
 
 
 def spread_step(total: int, count: int) -> int:

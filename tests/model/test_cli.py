@@ -236,3 +236,26 @@ def test_sensitivity_scores_the_calibration_set_itself(monkeypatch, capsys):
     assert len(scored) == 13 and all(np.array_equal(a, b) for a, b in zip(scored, full[::3], strict=True))
     assert len(seen["calibration"]) == len(full)
     assert "13 frames from calibration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_count_frames_is_what_a_video_shows(tmp_path, suffix):
+    """The announced count where the container gives one (MP4: no decoding of the whole
+    clip), the decoded frames where it gives none (Matroska): the same number."""
+    import av
+    import numpy as np
+
+    from temposplit.model.accuracy import count_frames
+
+    path = tmp_path / f"clip{suffix}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.height, s.width, s.pix_fmt = 32, 48, "yuv420p"
+        for i in range(7):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((32, 48, 3), 30 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with av.open(str(path)) as c:
+        assert bool(c.streams.video[0].frames) == (suffix == ".mp4")
+    assert count_frames(path) == 7
