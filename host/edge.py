@@ -92,10 +92,14 @@ def check_host(host: str) -> str:
 
 
 def server_address(text: str) -> tuple[str, int]:
-    """``--server``'s ``host:port`` (the port 1..65535, the host one the resolver can be asked about)."""
+    """``--server``'s ``host:port`` (the port 1..65535, the host one the resolver can be asked
+    about); an IPv6 address in brackets, ``[::1]:7300``, as URLs write it (the brackets are
+    not part of the address the resolver takes)."""
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ConfigError(f"--server must be host:port with a port in 1..65535, not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     return check_host(host), int(port)
 
 

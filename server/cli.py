@@ -5,7 +5,12 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="accept edge streams: decode, run M2, store detections and video")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 every IPv4 address, :: every IPv6 one and, where "
+        "the system allows, every IPv4 one too)",
+    )
     p.add_argument("--port", type=_port, default=7300, help="port to listen on (default 7300; 0: any free port)")
     p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream (default out/server)")
     p.add_argument(

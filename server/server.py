@@ -326,8 +326,12 @@ class CloudServer:
         self.opening: dict[str, str] = {}  # stream names being opened -> the client opening each
         self.table = threading.Lock()  # the sessions table; held only for lookups and updates
         self.connections: set[Connection] = set()
+        # An IPv6 address (``::1``; ``::`` also takes IPv4 where the system allows both on one
+        # socket) listens on IPv6; anything else, a host name included, on IPv4 as before.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        both = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()
         try:
-            self.sock = socket.create_server((host, port), backlog=1024)
+            self.sock = socket.create_server((host, port), family=family, backlog=1024, dualstack_ipv6=both)
         except OSError as exc:  # the port taken, the address not this machine's: the caller's to fix
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.sock.setblocking(False)

@@ -102,3 +102,44 @@ def test_replay_stops_after_frames(server, replay_file):
     )
     assert done.returncode == 0, done.stderr
     assert [r["frame"] for r in records(server, "three")] == [0, 1, 2]
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_an_edge_reaches_a_server_on_ipv6_by_a_bracketed_address(tmp_path, cloud_models, replay_file, capsys):
+    """`--server [::1]:PORT`, as URLs write an IPv6 address: the brackets are not the
+    address (the resolver was given "[::1]" and the edge failed to connect)."""
+    from temposplit.server.server import CloudServer
+
+    srv = CloudServer(host="::1", port=0, out_dir=tmp_path / "out", models=cloud_models)
+    srv.start()
+    try:
+        port = srv.address[1]
+        assert main(["edge", "--replay", str(replay_file), "--server", f"[::1]:{port}", "--stream", "v6"]) == 0
+        assert len(records(srv, "v6")) == 8
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_a_server_on_all_ipv6_addresses_takes_ipv4_edges_where_the_system_allows(make_server):
+    """`serve --host ::` listens on IPv6 (it could not: the socket was IPv4 whatever the
+    address), and on IPv4 too where one socket can take both."""
+    import socket
+
+    srv = make_server(host="::")
+    port = srv.address[1]
+    families = [(socket.AF_INET6, "::1")] + ([(socket.AF_INET, "127.0.0.1")] if socket.has_dualstack_ipv6() else [])
+    for family, address in families:
+        with socket.socket(family, socket.SOCK_STREAM) as c:
+            c.settimeout(5)
+            c.connect((address, port))
