@@ -514,11 +514,12 @@ class Harness:
 
 
 def _write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path`` under a temporary name, then renamed over it: a run killed
-    while it writes leaves the old file or the new one, never a truncated one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``text`` into ``path`` whole or not at all (:func:`temposplit.files.output_file`): a
+    run killed while it writes leaves the old file or the new one, never a truncated one."""
+    from temposplit.files import output_file
+
+    with output_file(str(path)) as f:
+        f.write(text.encode())
 
 
 @contextlib.contextmanager

@@ -58,15 +58,15 @@ def run_demo(
     from temposplit.host.backends import check_backend
 
     check_backend(backend)
-    if video is not None:  # a video file, read twice (streamed, then scored): not a camera or .npy frames
-        if str(video).startswith("/dev/video") or str(video).endswith(".npy"):
-            raise ConfigError(f"--video {video}: the demo takes a video file (the edge takes cameras and .npy frames)")
+    if video is not None:  # a video file, read twice (streamed, then scored): a camera is refused here
         data.check_video_file(Path(video))  # missing, a folder, a device: said before any download
     if not data.have_data():
         log("first run: fetching the clips and the calibration set from Debian's packages (apt-get download)")
         data.fetch_data(log=log)
     path = data.vtest_path() if video is None else Path(video)
-    source = open_source(str(path))  # missing, no video, no frame: refused here
+    source = open_source(str(path))  # no video, no frame: refused here
+    if source.backend == "npy":
+        raise ConfigError(f"--video {video}: the demo takes a video file (the edge takes .npy frames)")
     fps = source.fps if fps is None else fps
     check_frame_size(path, source.size)  # what the server would refuse, as the edge checks it
     check_rate(path, fps)

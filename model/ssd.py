@@ -29,7 +29,6 @@ same either way.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -42,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from temposplit.errors import ConfigError, MissingDependencyError
+from temposplit.files import content_digest
 from temposplit.model.numpy_m1 import resize_bilinear_tf1  # one definition, in the board's self-contained runtime
 
 INPUT_SIZE = (300, 300)
@@ -386,14 +386,6 @@ def convert_graph(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_state_dict(path: str | Path | None = None, log=None) -> dict[str, torch.Tensor]:
     """The converted weights: from the cache, or converted from the graph once and cached.
 
@@ -438,7 +430,7 @@ def load_state_dict(path: str | Path | None = None, log=None) -> dict[str, torch
     torch.save(sd, tmp)
     os.replace(tmp, target)
     meta_tmp = meta_path.with_suffix(f".{os.getpid()}.json.tmp")
-    meta_tmp.write_text(json.dumps({**source_id, "sha256": _sha256(src), "version": CACHE_VERSION}))
+    meta_tmp.write_text(json.dumps({**source_id, "sha256": content_digest(src), "version": CACHE_VERSION}))
     os.replace(meta_tmp, meta_path)
     return sd
 
