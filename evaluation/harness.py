@@ -72,9 +72,23 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# Names eval gives its own entries in --out: a clip's report folder (``<out>/<clip>/``) may
+# not take one of them, nor a hidden name (``.lock``, ``..``).
+RESERVED_CLIP_NAMES = ("cache", "evals")
+
+
 def clip_name(path: Path) -> str:
     """A clip's name in the rows: its file's stem, lower case (``vtest``, ``megamind``)."""
     return Path(path).stem.lower()
+
+
+def check_clip_name(name: str, path) -> None:
+    """Refuse a clip name that would put its report folder on one of eval's own entries."""
+    if name in RESERVED_CLIP_NAMES or name.startswith(".") or not name:
+        raise ConfigError(
+            f"{path}: a clip named {name!r} would share --out with eval's own files "
+            f"({', '.join(RESERVED_CLIP_NAMES)}, hidden names): rename the file or link it under another name"
+        )
 
 
 def default_videos() -> dict[str, Path]:
@@ -89,12 +103,15 @@ def resolve_videos(videos) -> dict[str, Path]:
     if videos is None:
         return default_videos()
     if isinstance(videos, dict):
+        for k, v in videos.items():
+            check_clip_name(str(k), v)
         return {str(k): Path(v) for k, v in videos.items()}
     if isinstance(videos, (str, Path)):
         videos = [videos]
     out: dict[str, Path] = {}
     for v in videos:
         name = clip_name(Path(v))
+        check_clip_name(name, v)
         if name in out and os.path.realpath(out[name]) == os.path.realpath(v):
             continue  # the same file given twice
         if name in out:

@@ -197,6 +197,16 @@ def test_a_refused_eval_makes_no_output_folder(tmp_path, capsys, one_line, argv,
     assert not (tmp_path / "ev").exists() and (tmp_path / "file").read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("stem", ["cache", "Evals", ".lock"])
+def test_a_clip_named_as_one_of_evals_own_entries_is_refused(tmp_path, capsys, one_line, stem):
+    """<out>/<clip>/ holds a clip's report: a clip named cache, evals or .lock would write
+    it into eval's caches or over its lock file."""
+    video = _clip(tmp_path / f"{stem}.avi", 90)
+    assert main(["eval", "--video", str(video), "--out", str(tmp_path / "ev"), "--quick"]) == 2
+    one_line(f"a clip named {stem.lower()!r} would share --out with eval's own files")
+    assert not (tmp_path / "ev").exists()
+
+
 def test_video_lists_from_a_pipe_with_a_hash_in_a_path_and_the_same_file_twice(tmp_path):
     """A list read from a pipe (<(...)); # starts a comment only at a line's start or after
     a space; the same file given twice is one clip; a folder is said to be one."""
