@@ -44,6 +44,10 @@ CODER_STYLE = {"raw": ":", "zvc": "-.", "huffman": "-", "zrl": "--", "jpeg": "-"
 LEVELS = (0.95, 0.90, 0.85)
 
 
+CLIP_REPORT_TITLE = "# temposplit evaluation: rate and accuracy on "
+CLIP_REPORT_FIGURES = ("cut_*.png", "rate_accuracy*.png")
+
+
 def _num(v):
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
@@ -333,7 +337,7 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
     settings = meta.get("settings", {})
     clip = rows[0]["clip"] if rows else None
     video = (settings.get("videos") or {}).get(clip) or settings.get("video")
-    lines = [f"# temposplit evaluation: rate and accuracy on {clip}", ""]
+    lines = [f"{CLIP_REPORT_TITLE}{clip}", ""]
     lines += [
         f"Model `{settings.get('model')}`, clip `{Path(str(video)).name}` frames "
         f"{settings.get('start', 0)}..{settings.get('start', 0) + (rows[0]['frames'] if rows else 0) - 1} "
@@ -473,6 +477,31 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
     return "\n".join(lines) + "\n"
 
 
+def _remove_stale_clip_reports(dest: Path, keep) -> None:
+    """Remove the clip reports (``<clip>/report.md`` and its figures) that an earlier run wrote
+    into ``dest`` for a clip this report does not hold: the pooled report no longer names it,
+    and a reader of the folder would take its figures for the last run's. Only files this
+    module writes are removed (a report.md is recognised by its title); the folder goes only
+    when nothing else is left in it."""
+    for folder in sorted(p for p in dest.iterdir() if p.is_dir() and p.name not in keep):
+        md = folder / "report.md"
+        try:
+            with open(md) as f:
+                ours = f.readline().startswith(CLIP_REPORT_TITLE)
+        except (OSError, UnicodeDecodeError):
+            continue  # no report, or not one of ours
+        if not ours:
+            continue
+        for pattern in CLIP_REPORT_FIGURES:
+            for png in folder.glob(pattern):
+                png.unlink()
+        md.unlink()
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # something else lives there: left alone
+
+
 def write_report(out, rows, figures: bool = True, wall_s=None, dest=None, replicates=None) -> list[Path]:
     """Write results.csv, results.json and bdrate.csv, the pooled report.md, and per clip
     ``<clip>/report.md`` with its PNGs, into ``dest`` (default ``out``).
@@ -495,6 +524,7 @@ def write_report(out, rows, figures: bool = True, wall_s=None, dest=None, replic
     by_clip: dict[str, list] = {}
     for r in sorted(rows, key=_sort_key):
         by_clip.setdefault(r["clip"], []).append(r)
+    _remove_stale_clip_reports(dest, keep=by_clip)
     for clip, clip_rows in by_clip.items():
         folder = dest / clip
         folder.mkdir(parents=True, exist_ok=True)

@@ -283,6 +283,24 @@ def test_report_files(sweep, tmp_path):
     assert set(h["levels"]) == {0.95, 0.90, 0.85}
 
 
+def test_a_report_removes_the_clip_reports_of_clips_it_no_longer_holds(sweep, tmp_path):
+    """A clip dropped from a rerun into the same folder: its report and figures go (the pooled
+    report no longer names them); a folder holding anything else is left as it is."""
+    from temposplit.evaluation.report import write_report
+
+    out, rows = sweep
+    gone = [dict(r, clip="gone") for r in rows]
+    write_report(out, rows + gone, dest=tmp_path, replicates=0)
+    assert (tmp_path / "gone" / "report.md").is_file() and list((tmp_path / "gone").glob("cut_*.png"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my notes\n")
+    write_report(out, rows, dest=tmp_path, figures=False, replicates=0)
+    assert not (tmp_path / "gone").exists()
+    assert (mine / "report.md").read_text() == "# my notes\n"
+    assert (tmp_path / "vtest" / "report.md").is_file()
+
+
 def test_report_has_bd_rates_and_intervals_per_clip(sweep, tmp_path):
     from temposplit.evaluation.report import write_report
 
