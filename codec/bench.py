@@ -35,6 +35,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "feature
 
 def parse_shapes(text: str):
     """``--shapes``: 'all', 'small' or CxHxW[:B],... (a ConfigurationError for anything else)."""
+    from temposplit.codec.encoder import CodecConfig, TensorSpec
     from temposplit.codec.errors import ConfigurationError
     from temposplit.codec.motion import check_block
 
@@ -55,6 +56,8 @@ def parse_shapes(text: str):
         if min(c, h, w) < 1:
             raise ConfigurationError(f"--shapes: {part!r} has a side under 1")
         check_block(block)
+        # The stream's limits, before any frame is made (a shape past them is gigabytes of maps).
+        CodecConfig([TensorSpec("x", (c, h, w), 0.05, 0, block)]).validate()
         out.append(((c, h, w), block))
     return out
 

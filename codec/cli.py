@@ -206,8 +206,7 @@ def _encode(args) -> int:
     if config.rate_target is not None and rate > 1.5 * config.rate_target:  # the stream is good, the aim missed
         print(
             f"warning: {rate:.3g} MB/s is {rate / config.rate_target:.3g}x the target {config.rate_target:g} MB/s: "
-            "the rate control's operating points (down to N = 4 and the longest group --structure allows) "
-            "do not reach it on this clip",
+            + rate_miss(enc),
             file=sys.stderr,
         )
     if args.stats:
@@ -216,12 +215,32 @@ def _encode(args) -> int:
     return 0
 
 
+def rate_miss(enc) -> str:
+    """Why a rate-controlled stream came out above its target: the ladder's cheapest point
+    costs more on this clip, or the controller chose a finer N from estimates that came out
+    low and the clip ended before later groups repaid the overshoot."""
+    lowest = min(n for n, _ in enc.rate.ladder)
+    above = sorted({e.n_bits for e in enc.frames if e.kind != "pred" and e.n_bits > lowest})
+    if not above:
+        return (
+            f"the rate control's operating points (down to N = {lowest} and the longest group --structure allows) "
+            "do not reach it on this clip"
+        )
+    return (
+        f"the rate control chose N = {', '.join(map(str, above))} for some groups on estimates this clip came out "
+        "above, and repays such an overshoot only over the groups after it (a short clip ends first): "
+        "a lower --rate or a fixed --bits gives a smaller stream"
+    )
+
+
 def check_output(output: str, input_path: str) -> None:
     """Refuse an output that is a folder or the input itself (it would be overwritten)."""
     import os
 
     from temposplit.codec.errors import ConfigurationError
 
+    if not output:
+        raise ConfigurationError("the output file name is empty")
     if os.path.isdir(output):
         raise ConfigurationError(f"{output} is a folder: name the file to write")
     folder = os.path.dirname(os.path.realpath(output))
@@ -311,6 +330,10 @@ def _decode(args) -> int:
         spool_dir = None  # /dev/null and the like: the system's temporary folder
     with open(args.input, "rb") as f:
         header, data = _read_stream(f)
+    names = [t.name for t in header.tensors]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # the feature file keys its arrays by name: one tensor would be lost
+        raise BitstreamError(f"the stream names two tensors {twice!r}: a feature file cannot hold both (use the API)")
     sizes = [t.elements for t in header.tensors]
     most = max(1, MAX_DECODED_BYTES // (5 * sum(sizes)))
     # Frames go to a spool file as they are decoded (memory holds the decoder's references
@@ -379,12 +402,16 @@ def _first_copies(indices):
 def _write_decoded(out, header, spool, sizes, kept, indices, n_bits) -> None:
     """The decoded feature file (docs/bitstream.md, 12), each array streamed into the .npz
     frame by frame from the spool."""
+    import os
+    import stat
     import zipfile
 
     import numpy as np
 
     from temposplit.codec.quantize import dequantize
 
+    if not stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+        out = _Unseekable(out)  # /dev/null accepts a seek and tells 0: zipfile would write a broken end record
     frame_bytes = sum(sizes)
     offsets = np.cumsum([0, *sizes[:-1]])
 
@@ -418,6 +445,22 @@ def _write_decoded(out, header, spool, sizes, kept, indices, n_bits) -> None:
             shape = (len(kept), *t.shape)
             chunks = (dequantize(codes(i, s), t.scale, t.zero_point, n_bits[s]) for s in kept)
             streamed(zf, f"values/{t.name}", np.float32, shape, chunks)
+
+
+class _Unseekable:
+    """An output that zipfile writes as it writes a pipe (no seek back to patch the sizes)."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data) -> int:
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def tell(self) -> int:
+        raise OSError("not seekable")
 
 
 def _bench(args) -> int:

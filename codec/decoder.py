@@ -39,7 +39,7 @@ class DecodedFrame:
     kind: str  # "key", "anchor" or "pred"
     n_bits: int
     reference: int | None
-    codes: list[np.ndarray]  # per tensor, (C, H, W) uint8 N-bit codes
+    codes: list[np.ndarray]  # per tensor, (C, H, W) uint8 N-bit codes (read-only: the decoder's references)
     header: StreamHeader
 
     def dequantize(self) -> list[np.ndarray]:
@@ -172,7 +172,12 @@ class Decoder:
         return self._frame(packet, n_bits, packet.reference, codes)
 
     def _frame(self, packet, n_bits, ref, codes) -> DecodedFrame:
-        return DecodedFrame(packet.index, packet.kind, n_bits, ref, [c.transpose(2, 0, 1) for c in codes], self.header)
+        # Read-only views: the decoder keeps these codes as the reference of later frames, so
+        # an edit in place would silently change those frames (copy a frame to change it).
+        views = [c.transpose(2, 0, 1) for c in codes]
+        for v in views:
+            v.flags.writeable = False
+        return DecodedFrame(packet.index, packet.kind, n_bits, ref, views, self.header)
 
 
 def decode_stream(data: bytes) -> tuple[StreamHeader, list[DecodedFrame | FrameError]]:

@@ -120,6 +120,8 @@ class ResidualConfig:
     def __post_init__(self):
         if self.mode not in ("threshold", "rd"):
             raise ConfigurationError(f"residual mode must be 'threshold' or 'rd', not {self.mode!r}")
+        for what in ("threshold", "lam", "dead_zone"):
+            _check_real(f"residual {what}", getattr(self, what))
         if not self.threshold >= 0 or not self.lam >= 0:
             raise ConfigurationError("residual threshold and lambda must be non-negative")
         if not self.dead_zone >= 0:
@@ -127,6 +129,12 @@ class ResidualConfig:
         h = self.hysteresis
         if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or not 0 <= h <= 255:
             raise ConfigurationError(f"hysteresis must be a whole number of 8-bit steps in 0..255, not {h!r}")
+
+
+def _check_real(what: str, value) -> None:
+    """A parameter that must be a real number (its range is checked where it is used)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigurationError(f"{what} must be a number, not {value!r}")
 
 
 # Operating points a user starts from (CodecConfig keyword arguments).
@@ -198,9 +206,18 @@ class CodecConfig:
         if len(self.tensors) > MAX_TENSORS:
             raise ConfigurationError(f"{len(self.tensors)} tensors per frame (a stream carries 1..{MAX_TENSORS})")
         total = 0
+        names = set()
         for t in self.tensors:
+            if not isinstance(t, TensorSpec):
+                raise ConfigurationError(f"a stream's tensors are TensorSpecs, not {type(t).__name__}")
             _check_name(f"tensor name {t.name!r}", t.name)
-            shape = tuple(t.shape)
+            if t.name in names:  # a feature file keys its arrays by name: a second one would be lost
+                raise ConfigurationError(f"two tensors are named {t.name!r}: each tensor needs its own name")
+            names.add(t.name)
+            try:
+                shape = tuple(t.shape)
+            except TypeError:  # not a sequence
+                shape = ()
             if len(shape) != 3 or not all(isinstance(v, numbers.Integral) and v >= 1 for v in shape):
                 raise ConfigurationError(f"tensor {t.name!r}: shape must be (C, H, W), not {t.shape}")
             c, h, w = (int(v) for v in shape)
@@ -224,6 +241,8 @@ class CodecConfig:
             raise ConfigurationError(f"a frame of {total} elements, more than a stream carries ({MAX_FRAME_ELEMENTS})")
         _check_name("model id", self.model_id)
         _check_name("cut id", self.cut_id)
+        if not isinstance(self.model_hash, (bytes, bytearray)) or len(self.model_hash) != 32:
+            raise ConfigurationError(f"model_hash must be 32 bytes (a SHA-256 digest), not {self.model_hash!r:.80}")
         check_bits(self.n_bits)
         check_search_range(self.search_range)
         entropy.check_coder(self.coder)
@@ -231,12 +250,19 @@ class CodecConfig:
             raise ConfigurationError(f"reference must be one of {REFERENCES}, not {self.reference!r}")
         if self.table_policy not in ("previous", "own"):
             raise ConfigurationError(f"table policy must be 'previous' or 'own', not {self.table_policy!r}")
+        if isinstance(self.key_interval, bool) or not isinstance(self.key_interval, numbers.Integral):
+            raise ConfigurationError(f"key_interval must be an integer, not {self.key_interval!r}")
         if self.key_interval < 1:
             raise ConfigurationError("key_interval must be at least 1")
+        if self.residual is not None and not isinstance(self.residual, ResidualConfig):
+            raise ConfigurationError(f"residual must be a ResidualConfig or None, not {self.residual!r}")
         if not wire_fps_ok(self.fps):
             raise ConfigurationError(
                 f"fps must be in 0.001..{MAX_FPS_MILLI / 1000} (the header's millihertz), not {self.fps!r}"
             )
+        for what in ("refresh_threshold", "rate_target"):
+            if getattr(self, what) is not None:
+                _check_real(what, getattr(self, what))
         if self.refresh_threshold is not None and not self.refresh_threshold >= 0:
             raise ConfigurationError("refresh_threshold must be non-negative")
         if self.ctx_slices is not None:
@@ -246,7 +272,10 @@ class CodecConfig:
                 raise ConfigurationError(f"ctx_slices must be 1..{ctx.MAX_SLICES}, not {self.ctx_slices}")
             if self.ctx_slices > 1 and self.coder != "ctx":
                 raise ConfigurationError(f"ctx_slices {self.ctx_slices} needs the coder 'ctx', not {self.coder!r}")
-        return Structure.parse(self.structure)
+        structure = Structure.parse(self.structure)
+        if self.rate_target is not None and self.ladder:
+            _check_ladder(self.ladder, structure)
+        return structure
 
     def slices(self) -> int:
         """The stream's ctx slice count S (1: no slices)."""
@@ -288,6 +317,24 @@ class CodecConfig:
         return header
 
 
+def _check_ladder(ladder, structure: Structure) -> None:
+    """Rate control's operating points (N, g): each a point the stream's structure can code
+    (g = 1 for intra, odd for bi), so that the encoder never writes a predicted frame into an
+    all-anchor stream or fails at a group it cannot plan."""
+    for point in ladder:
+        try:
+            n, g = point
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"a rate control operating point is a pair (N, g), not {point!r}") from None
+        check_bits(n)
+        if isinstance(g, bool) or not isinstance(g, numbers.Integral) or not 1 <= g <= MAX_GROUP:
+            raise ConfigurationError(f"operating point {point!r}: group size must be an integer in 1..{MAX_GROUP}")
+        if structure.kind == "intra" and g != 1:
+            raise ConfigurationError(f"operating point {point!r}: the structure 'intra' codes groups of 1 frame")
+        if structure.kind == "bi" and g % 2 == 0:
+            raise ConfigurationError(f"operating point {point!r}: a bi-directional ladder needs odd group sizes")
+
+
 def _check_name(what: str, name) -> None:
     """A name the header carries: a string of at most MAX_NAME bytes of UTF-8."""
     try:
@@ -308,7 +355,7 @@ class EncodedFrame:
     reference: int | None
     packet_bytes: int
     tensor_bytes: list[int]
-    reconstruction: list[np.ndarray] | None = None  # (C, H, W) N-bit codes, if asked for
+    reconstruction: list[np.ndarray] | None = None  # (C, H, W) N-bit codes (read-only), if asked for
     cost_per_element: float = 0.0  # mean TSS cost per element (predicted frames)
     coded_blocks: int = 0
     vectors: list[np.ndarray] | None = None  # per tensor, the motion vectors (predicted frames)
@@ -407,6 +454,17 @@ class SoftwareEngine:
         return ctx.encode_pred_slices(mvs, p, flags, pred, recon, ref_changes, tensor.block, n_bits, slices)
 
 
+MAX_FRAME_INDEX = 0xFFFFFFFF  # the packets' u32 frame index
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of a reconstruction the coder still references: a caller's edit in
+    place would silently change the prediction of later frames."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 MV_PRIOR_SHIFT = 10
 RESIDUAL_PRIOR_SHIFT = 14
 
@@ -447,7 +505,7 @@ class Encoder:
         self.tensors = self.header.tensors
         if isinstance(first_index, bool) or not isinstance(first_index, numbers.Integral):
             raise ConfigurationError(f"first_index must be an integer, not {first_index!r}")
-        if not 0 <= first_index <= 0xFFFFFFFF:
+        if not 0 <= first_index <= MAX_FRAME_INDEX:
             raise ConfigurationError(f"first_index must fit the packets' u32 frame index, not {first_index}")
         self.next_index = int(first_index)  # a stream resumed after a loss starts past 0
         self.group: _Group | None = None
@@ -476,6 +534,8 @@ class Encoder:
     def set_total_frames(self, n: int) -> None:
         """Tell the encoder how many frames the clip has, so that the final short group
         follows the structure's rule exactly (otherwise it is settled at :meth:`flush`)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ConfigurationError(f"the clip's frame count must be a whole number, not {n!r}")
         self.total_frames = int(n)
 
     def encode(self, frames: Sequence[Sequence[np.ndarray]]) -> bytes:
@@ -498,6 +558,10 @@ class Encoder:
     def push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
         codes = self._check_frame(frame)
         index = self.next_index
+        if index > MAX_FRAME_INDEX:
+            raise ConfigurationError(
+                f"frame {index} is past the packets' u32 frame index (at most {MAX_FRAME_INDEX}): start a new stream"
+            )
         self.next_index += 1
         if self.group is None:
             self._start_group(index, codes)
@@ -537,13 +601,17 @@ class Encoder:
                 raise ConfigurationError(f"tensor {t.name!r}: quint8 codes must be uint8, not {x.dtype}")
             if x.shape != t.shape:
                 raise ConfigurationError(f"tensor {t.name!r}: expected shape {t.shape}, got {x.shape}")
-            out.append(np.ascontiguousarray(x.transpose(1, 2, 0)))
+            # Always a copy: a frame may wait for its group's anchor (bi-g), and the caller may
+            # reuse its buffer for the next frame (ascontiguousarray would keep a view of a
+            # channel-last array or of a single-channel one).
+            out.append(np.array(x.transpose(1, 2, 0), order="C"))
         return out
 
     def _start_group(self, index: int, codes: list[np.ndarray]) -> None:
         n_bits, g = self.config.n_bits, self.structure.group
         if self.rate is not None:
-            n_bits, g = self.rate.choose([(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)])
+            left = None if self.total_frames is None else self.total_frames - index
+            n_bits, g = self.rate.choose([(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)], left)
         length = g
         if self.total_frames is not None:
             length = max(1, min(g, self.total_frames - index))
@@ -849,7 +917,7 @@ class Encoder:
             self.res_stats[i][n_bits] = self.res_stats[i][n_bits] // 2 + h
 
     def _record(self, packet, n_bits, ref, recon, cost=0.0, coded=0) -> None:
-        chw = [r.transpose(2, 0, 1) for r in recon] if self.keep_reconstruction else None
+        chw = [_read_only(r.transpose(2, 0, 1)) for r in recon] if self.keep_reconstruction else None
         self.frames.append(
             EncodedFrame(packet.index, packet.kind, n_bits, ref, len(packet), packet.tensor_bytes, chw, cost, coded)
         )

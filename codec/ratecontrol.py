@@ -77,7 +77,10 @@ class RateController:
             total += entropy.coded_bits_estimate(self.coder, hist, alpha, q8.size) / 8
         return total
 
-    def choose(self, frame: list[tuple[np.ndarray, int]]) -> tuple[int, int]:
+    def choose(self, frame: list[tuple[np.ndarray, int]], frames_left: int | None = None) -> tuple[int, int]:
+        """(N, g) for the group that starts with ``frame``; ``frames_left``: the frames the clip
+        has from it on, where known (a group the clip's end cuts short costs its anchor over
+        fewer frames)."""
         budget = self.budget - self.debt / max(1, self.payback_groups * self.last_group)
         anchors: dict[int, float] = {}
         best, best_cost = None, None
@@ -85,7 +88,8 @@ class RateController:
             if n not in anchors:
                 anchors[n] = self.estimate_anchor(frame, n)
             pred = self._nearest(self.pred_bytes, n, 0.0)
-            per_frame = (anchors[n] + (g - 1) * pred) / g
+            length = g if frames_left is None else max(1, min(g, frames_left))
+            per_frame = (anchors[n] + (length - 1) * pred) / length
             if per_frame <= budget:
                 self.last_group = g
                 return n, g

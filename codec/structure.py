@@ -37,12 +37,15 @@ class Structure:
     @staticmethod
     def parse(text: str) -> Structure:
         """``intra``, ``uni-G`` or ``bi-G`` (G odd for bi)."""
-        m = re.fullmatch(r"(intra)|(uni|bi)-(\d+)", str(text).strip())
+        m = re.fullmatch(r"(intra)|(uni|bi)-([0-9]+)", str(text).strip())
         if not m:
             raise ConfigurationError(f"structure must be 'intra', 'uni-G' or 'bi-G', not {text!r}")
         if m.group(1):
             return Structure("intra", 1)
-        return Structure.make(m.group(2), int(m.group(3)))
+        digits = m.group(3).lstrip("0") or "0"
+        if len(digits) > len(str(MAX_GROUP)):  # (int() refuses a string of over 4300 digits)
+            raise ConfigurationError(f"group size must be in 1..{MAX_GROUP}, not a number of {len(digits)} digits")
+        return Structure.make(m.group(2), int(digits))
 
     @staticmethod
     def make(kind: str, group: int) -> Structure:
