@@ -186,7 +186,7 @@ def _cmd_accuracy(args) -> int:
     frames, _indices = spread_frames(video, args.frames)
     if args.calibrate_on_clip:
         calib, _ = spread_frames(video, args.calibrate_on_clip)
-        calibration = f"clip:{args.calibrate_on_clip}"  # labelled: calibrated on the clip under test
+        calibration = f"clip:{len(calib)}"  # labelled: calibrated on the clip under test (all of a shorter one)
     else:
         calib = calibration_frames()
         calibration = "fixed-set"
@@ -309,7 +309,7 @@ def _cmd_sensitivity(args) -> int:
 
     from temposplit.errors import ConfigError
     from temposplit.model import load_detector
-    from temposplit.model.accuracy import spread_frames, spread_list
+    from temposplit.model.accuracy import float_reference, reference_boxes, spread_frames, spread_list
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.quantize import parse_method
     from temposplit.model.sensitivity import OBSERVERS, run_study, stage_index
@@ -340,6 +340,12 @@ def _cmd_sensitivity(args) -> int:
         else spread_frames(videos[name], args.frames)[0]
         for name in names
     }
+    for name, frames in clips.items():  # mAP against nothing is undefined: refused before the calibration
+        if reference_boxes(float_reference(det, frames)) == 0:
+            raise ConfigError(
+                f"the float model finds no object (score >= 0.5) in the {len(frames)} frame(s) taken from {name}: "
+                "fidelity mAP has no ground truth there; give clips with COCO objects, or more --frames"
+            )
     only = [g.strip() for g in args.only.split(",")] if args.only else None
 
     def log(row):
@@ -392,9 +398,12 @@ def _cmd_compare_opencv(args) -> int:
 
     import numpy as np
 
+    from temposplit.errors import ConfigError
     from temposplit.model import load_detector, opencv_ref
     from temposplit.model.data import read_video, vtest_path
 
+    if args.frames < 1:  # no frame compared is no agreement
+        raise ConfigError(f"--frames must be a positive integer, not {args.frames}")
     _threads(args)
     det = load_detector()
     net = opencv_ref.load_net()

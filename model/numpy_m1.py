@@ -271,6 +271,10 @@ def read_export(path) -> tuple[dict, dict]:
     import zipfile
     import zlib
 
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic and not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # NumPy: "a pickle"
+        raise FormatError(f"{path}: not a readable .npz (no zip archive: it starts with {magic!r})")
     try:
         loaded = np.load(Path(path), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -304,6 +308,26 @@ def read_export(path) -> tuple[dict, dict]:
     if version > VERSION:
         raise FormatError(f"{path}: format version {version} is newer than this runtime's {VERSION}")
     return graph, arrays
+
+
+def _whole(value, what: str, lo: int = 0, hi: int | None = None) -> int:
+    """A graph's whole number in [lo, hi], or a FormatError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        raise FormatError(f"{what} {value!r} is not a whole number in {lo}..{'' if hi is None else hi}")
+    return value
+
+
+def _real(value, what: str) -> float:
+    """A graph's positive finite number (a scale), or a FormatError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise FormatError(f"{what} {value!r} is not a positive number")
+    return float(value)
+
+
+def _pair(value, what: str, lo: int) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise FormatError(f"{what} {value!r} is not a pair")
+    return _whole(value[0], what, lo), _whole(value[1], what, lo)
 
 
 class NumpyM1:
@@ -346,6 +370,7 @@ class NumpyM1:
                 raise FormatError(f"'input' is a {type(m1.input).__name__}, not an object")
             if not all(isinstance(n, str) for n in m1.names):
                 raise FormatError("'output_names' holds other than names")
+            m1._check()
         except FormatError as exc:
             raise FormatError(f"{path}: {exc}") from exc
         except KeyError as exc:
@@ -354,6 +379,89 @@ class NumpyM1:
             # a graph of the right format whose nodes or arrays are of another shape
             raise FormatError(f"{path}: not a valid M1 graph ({type(exc).__name__}: {exc})") from exc
         return m1
+
+    def _check(self) -> None:
+        """Refuse, at load, a graph that could not run (a FormatError naming what): names that
+        are not earlier nodes, fields of the wrong kind or range, tensors of the wrong shape
+        for their node (for an SSD export, at its input size); else its first frame fails."""
+        for key in ("model", "cut"):
+            if self.graph.get(key) is not None and not isinstance(self.graph[key], str):
+                raise FormatError(f"'{key}' is {self.graph[key]!r}, not a name")
+        shapes = {}  # node -> (channels, h, w); None where the input's size is not known
+        if self.input.get("kind") == "ssd-rgb":
+            size = self.input.get("size", SSD_INPUT_SIZE)
+            if not isinstance(size, (list, tuple)) or len(size) != 2:
+                raise FormatError(f"input size {size!r} is not [height, width]")
+            shapes["input"] = (3, *(_whole(v, "input size", 1) for v in size))
+        else:
+            shapes["input"] = None
+        for node in self.nodes:
+            if not isinstance(node, dict):
+                raise FormatError(f"a node is a {type(node).__name__}, not an object")
+            name, op, inputs = node["name"], node["op"], node["inputs"]
+            if not isinstance(name, str) or name in shapes:
+                raise FormatError(f"node name {name!r} is not a new name")
+            want = ["input"] if op == "quantize" else [None, None] if op == "add" else [None]
+            if not isinstance(inputs, list) or len(inputs) != len(want):
+                raise FormatError(f"node {name}: inputs {inputs!r}, expected {len(want)}")
+            for i, w in zip(inputs, want):  # noqa: B905 (Python 3.8 on older PYNQ images)
+                if (w and i != w) or not isinstance(i, str) or i not in shapes or (not w and i == "input"):
+                    raise FormatError(f"node {name}: input {i!r} is not an earlier node")
+            try:
+                shapes[name] = self._node_shape(node, [shapes[i] for i in inputs])
+            except FormatError as exc:
+                raise FormatError(f"node {name}: {exc}") from None
+        if not isinstance(self.outputs, list) or len(self.outputs) != len(self.names):
+            raise FormatError(f"'outputs' {self.outputs!r} does not name one node per output name {self.names}")
+        for out in self.outputs:
+            if not isinstance(out, str) or out == "input" or out not in shapes:
+                raise FormatError(f"output {out!r} is not a node")
+
+    def _node_shape(self, node: dict, ins: list):
+        """The (channels, h, w) of a node's output (None where unknown), checking its fields."""
+        op = node["op"]
+        _real(node["scale"], "scale")
+        _whole(node["zero_point"], "zero_point", 0, 255)
+        if op in ("conv", "add"):
+            if not _whole(node["qmin"], "qmin", 0, 255) <= _whole(node["qmax"], "qmax", 0, 255):
+                raise FormatError(f"qmin {node['qmin']} above qmax {node['qmax']}")
+        src = ins[0]
+        if op == "quantize":
+            _real(node["inv_scale"], "inv_scale")
+            return src
+        if op == "pad_same":
+            k, s = _whole(node["kernel"], "kernel", 1), _whole(node["stride"], "stride", 1)
+            if src is None:
+                return None
+            c, h, w = src
+            return c, h + sum(tf_same_pads(h, k, s)), w + sum(tf_same_pads(w, k, s))
+        if op == "add":
+            for key in ("a_multiplier", "b_multiplier", "zero_point_product"):
+                _whole(node[key], key, -(2**31), 2**31 - 1)
+            _whole(node["shift"], "shift", 0, 31)
+            if src != ins[1]:
+                raise FormatError(f"adds tensors of shapes {src} and {ins[1]}")
+            return src
+        if op == "conv":
+            conv = self._ops[node["name"]]
+            stride, padding = _pair(node["stride"], "stride", 1), _pair(node["padding"], "padding", 0)
+            conv.stride, conv.padding = stride, padding
+            if src is None:
+                return None
+            c, h, w = src
+            if c != conv.in_channels:
+                raise FormatError(f"takes {conv.in_channels} channels, its input has {c}")
+            ho, wo = conv.out_size(h, w)
+        else:  # max_pool
+            (kh, kw), (sh, sw) = _pair(node["kernel"], "kernel", 1), _pair(node["stride"], "stride", 1)
+            ph, pw = _pair(node["padding"], "padding", 0)
+            if src is None:
+                return None
+            c, h, w = src
+            ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        if ho < 1 or wo < 1:
+            raise FormatError(f"an input of {h}x{w} is smaller than its window")
+        return (conv.out_channels if op == "conv" else c), ho, wo
 
     # -- running
 

@@ -14,7 +14,8 @@ modules it imports, transitively; any change to them is a new key), the recipe a
 parsed, the batch size, the float weights (:func:`weights_digest`), their memory layout,
 and each calibration frame's shape and bytes. An entry is the converted network as
 ``torch.save`` writes it (a pickle: read back only from this cache, which only this
-user's runs write), under ``$TEMPOSPLIT_CACHE/int8/`` (default
+user's runs write) followed by the SHA-256 of those bytes (an entry damaged on disk is
+recomputed, never loaded), under ``$TEMPOSPLIT_CACHE/int8/`` (default
 ``~/.cache/temposplit/int8/``), written to a temporary file and renamed, so parallel runs
 never read half an entry, and made under a lock per key, so two runs that need the same
 calibration at once make it once; the newest ``KEEP`` entries stay (about 17 MB each).
@@ -27,6 +28,7 @@ import contextlib
 import copy
 import fcntl
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -36,8 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMAT = 3  # 2: the CPU kind in the key, calibration at fixed threads; 3: float64 calibration, no CPU kind
+FORMAT = 4  # 2: the CPU kind in the key, calibration at fixed threads; 3: float64 calibration, no CPU kind;
+# 4: the entry ends with the SHA-256 of its bytes
 KEEP = 16
+_DIGEST = 32  # the SHA-256 that ends an entry
 
 
 def enabled() -> bool:
@@ -84,11 +88,18 @@ def load(name: str) -> nn.Module | None:
     if not path.is_file():
         return None
     try:
+        data = path.read_bytes()
+        body, digest = data[:-_DIGEST], data[-_DIGEST:]
+        if len(data) <= _DIGEST or hashlib.sha256(body).digest() != digest:
+            raise ValueError("damaged entry")  # truncated, or bytes changed on disk
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the quantized modules' pickles use TypedStorage
-            net = torch.load(path, map_location="cpu", weights_only=False)
+            net = torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"an entry holding a {type(net).__name__}")
     except Exception:  # noqa: BLE001 - a damaged entry is recomputed, never fatal
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (kept where the cache is read-only)
+            path.unlink(missing_ok=True)
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # newest use: kept longest
@@ -100,14 +111,18 @@ def store(name: str, net: nn.Module) -> None:
     root = folder()
     tmp = root / f"{name}.{os.getpid()}.tmp"
     try:
+        buf = io.BytesIO()
+        torch.save(net, buf)
         root.mkdir(parents=True, exist_ok=True)
-        torch.save(net, tmp)
+        tmp.write_bytes(buf.getvalue() + hashlib.sha256(buf.getvalue()).digest())
         os.replace(tmp, root / f"{name}.pt")
         entries = sorted(root.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[KEEP:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".lock").unlink(missing_ok=True)
     except Exception:  # noqa: BLE001 - the network is made; keeping it is a bonus
+        pass
+    finally:  # (an interrupted write too)
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
 

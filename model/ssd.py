@@ -29,7 +29,10 @@ same either way.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -333,7 +336,12 @@ def graph_path() -> Path:
 def cache_dir() -> Path:
     """``$TEMPOSPLIT_CACHE`` or ``~/.cache/temposplit``."""
     env = os.environ.get("TEMPOSPLIT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "temposplit"
+    if env:
+        return Path(os.path.expanduser(env))
+    try:
+        return Path.home() / ".cache" / "temposplit"
+    except RuntimeError:  # no $HOME and no home folder for this user id
+        raise ConfigError("no home folder for the model cache: set TEMPOSPLIT_CACHE (or HOME)") from None
 
 
 def _fold(consts: dict, prefix: str, depthwise: bool = False):
@@ -415,23 +423,35 @@ def load_state_dict(path: str | Path | None = None, log=None) -> dict[str, torch
     meta_path = target.with_suffix(".json")
     stat = src.stat()
     source_id = {"graph": str(src), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if target.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("size") == stat.st_size and meta.get("sha256"):
-            return torch.load(target, map_location="cpu", weights_only=True)
+    try:  # a missing, stale, truncated or damaged entry is converted again, never trusted
+        meta = json.loads(meta_path.read_text())
+        data = target.read_bytes()
+        if meta["size"] == stat.st_size and meta["sha256"] and meta["pt_sha256"] == hashlib.sha256(data).hexdigest():
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - whatever the entry is, the graph makes it again
+        pass
     if log:
         log(f"converting {src} (once; cached in {cache})")
     sd = convert_graph(src)
-    cache.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(sd, buf)  # the same bytes in every run: parallel first uses write equal entries
+    data = buf.getvalue()
+    digests = {"sha256": content_digest(src), "pt_sha256": hashlib.sha256(data).hexdigest()}
     tmp = target.with_suffix(f".{os.getpid()}.pt.tmp")  # parallel first uses each write their own
-    torch.save(sd, tmp)
-    os.replace(tmp, target)
     meta_tmp = meta_path.with_suffix(f".{os.getpid()}.json.tmp")
-    meta_tmp.write_text(json.dumps({**source_id, "sha256": content_digest(src), "version": CACHE_VERSION}))
-    os.replace(meta_tmp, meta_path)
+    try:  # best effort: a read-only or full disk only costs the next run a conversion
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        meta_tmp.write_text(json.dumps({**source_id, **digests, "version": CACHE_VERSION}))
+        os.replace(meta_tmp, meta_path)
+    except OSError as exc:
+        if log:
+            log(f"cannot keep the converted weights in {cache} ({exc.strerror or exc})")
+    finally:
+        for left in (tmp, meta_tmp):
+            with contextlib.suppress(OSError):
+                left.unlink(missing_ok=True)
     return sd
 
 
