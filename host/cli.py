@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 def register(sub) -> None:
     from temposplit.codec.cli import add_codec_options
@@ -43,8 +45,8 @@ def register(sub) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="seconds of silence from the server before the edge reconnects (default 60, at most 86400; "
-        "more for a slow edge)",
+        help="seconds of silence from the server before the edge reconnects, and, silent again on the new "
+        "connection, gives up (default 60, at most 86400; more for a slow edge)",
     )
     p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
@@ -213,8 +215,9 @@ def _demo(args) -> int:
 
 def _edge(args) -> int:
     import itertools
+    import sys
 
-    from temposplit.errors import ConfigError
+    from temposplit.errors import ConfigError, TemposplitError
     from temposplit.host.backends import check_backend
     from temposplit.host.edge import Edge, check_fps, check_frame_size, check_rate, check_timeout, server_address
     from temposplit.protocol import TLSConfig
@@ -270,15 +273,52 @@ def _edge(args) -> int:
         progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0 else None,
         source_address=args.source_address,
         timeout=args.timeout,
+        keep_frames=False,  # a camera may stream for days: counts only, bounded memory
     )
     frames = source.frames()
     total = source.count
     if args.frames:
         frames = itertools.islice(frames, args.frames)
         total = min(args.frames, total) if total else args.frames
-    report = edge.run(frames, video=video, total=total)
+    with _stopped_by_signals(edge) as stopped:
+        try:
+            report = edge.run(frames, video=video, total=total)
+        except TemposplitError as exc:
+            if not stopped:
+                raise
+            print(f"{args.prog}: {exc}", file=sys.stderr)  # "stopped by SIGINT; ... recorded by the server"
+            return 128 + stopped[0]
     print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; {summary_line(report.summary)}")
     return 0 if not report.errors else 1
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(edge):
+    """The list of the signals received while streaming: SIGINT and SIGTERM (Ctrl-C, a service
+    manager stopping the edge) end the stream after the current frame, as a source that stops
+    does: the frames sent are answered, END tells the server the count, and the stream's name
+    is free for the next run (an edge killed at once takes its resume token with it: the name
+    then stays taken for the server's resume window). A second signal stops at once."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield got
+        return
+
+    def handler(signum, frame):
+        if edge.stop is not None:
+            raise KeyboardInterrupt
+        got.append(signum)
+        edge.stop = f"stopped by {signal.Signals(signum).name}"
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
 
 
 def summary_line(summary: dict | None) -> str:

@@ -38,6 +38,10 @@ def reconnect_delay(attempt: int, rng=random) -> float:
     return min(RECONNECT_CAP, RECONNECT_FIRST * 2**attempt) * rng.uniform(0.5, 1.0)
 
 
+class Silent(P.ConnectionClosed):
+    """The server sent nothing for the answer timeout (the connection may be half-open)."""
+
+
 MIN_FPS = 0.001  # the stream header holds the rate in thousandths of a frame per second (docs/bitstream.md)
 
 
@@ -103,6 +107,14 @@ def server_address(text: str) -> tuple[str, int]:
     return check_host(host), int(port)
 
 
+def _figure(value, default: float = 0.0) -> float:
+    """A figure of an ACK (a time, a batch size): a finite number, else ``default`` (the
+    report's figures never fail a stream)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return default
+    return float(value)
+
+
 @dataclass
 class EdgeReport:
     frames: int = 0
@@ -132,6 +144,10 @@ class Edge:
     codec : keyword arguments of :class:`~temposplit.codec.encoder.CodecConfig` (without tensors)
     address : (host, port) of the server
     stream : the stream's name (the server's output folder)
+    keep_frames : keep each frame's detections and figures (stage times, latency, kind,
+        bytes per tensor) in the report, as the demo and the benchmarks read them; without
+        it (a camera streamed for hours: ``temposplit edge``) the report keeps its counts
+        and errors only, and the edge's memory stays bounded
     """
 
     def __init__(
@@ -148,6 +164,7 @@ class Edge:
         log=None,
         progress=None,
         source_address: str | None = None,
+        keep_frames: bool = True,
     ):
         self.model = model
         self.source_address = (source_address, 0) if source_address else None  # e.g. for a proxy's affinity
@@ -163,11 +180,14 @@ class Edge:
         self.log = log or (lambda msg: None)
         self.progress = progress
         self.report = EdgeReport()
+        self.keep_frames = keep_frames
         self.pending: dict[int, float] = {}  # unacknowledged frames: capture time
         self.history: OrderedDict[int, list[np.ndarray]] = OrderedDict()  # recent frames' M1 codes
         self.inbox: queue.Queue = queue.Queue()
         self.chan: P.Channel | None = None
         self.token: str | None = None  # the server's resume token for this stream (WELCOME)
+        self.silences = 0  # answer timeouts in a row with frames unacknowledged (Silent)
+        self.stop: str | None = None  # why to end the stream after the current frame (set by a signal handler)
         self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
         self.tamper = None  # fault injection (tests): callable(frame_index, packet_bytes) -> bytes to send
 
@@ -175,10 +195,14 @@ class Edge:
 
     def _connect(self, resume: bool) -> None:
         last = None
+        where = f"{self.address[0]}:{self.address[1]}"
         check_host(self.address[0])  # an IDNA failure is no reason to retry
+        unanswered = 0  # connections accepted whose HELLO got no answer within the timeout
         for attempt in range(self.reconnect_attempts):
+            connected = False
             try:
                 sock = socket.create_connection(self.address, timeout=self.timeout, source_address=self.source_address)
+                connected = True
                 if self.tls is not None:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
                 chan = P.Channel(sock)
@@ -186,19 +210,27 @@ class Edge:
                 if resume:
                     hello["token"] = self.token
                 chan.send(P.hello(hello, self.encoder.header_bytes()))
-                msg = chan.recv()
-                if msg.type == P.ERROR:
-                    refusal = msg.json()
-                    if refusal.get("retry") is True:  # e.g. the stream's files still closing on the server
-                        raise P.ConnectionClosed(f"the server asks to try again: {refusal.get('message')}")
-                    raise TemposplitError(f"the server refused the stream: {refusal.get('message')}")
-                if msg.type != P.WELCOME:
-                    raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
-                self.welcome = msg.json()
+                try:
+                    msg = chan.recv()
+                    if msg.type == P.ERROR:
+                        refusal = msg.json()
+                        if refusal.get("retry") is True:  # e.g. the stream's files still closing on the server
+                            raise P.ConnectionClosed(f"the server asks to try again: {refusal.get('message')}")
+                        raise TemposplitError(f"the server refused the stream: {refusal.get('message')}")
+                    if msg.type != P.WELCOME:
+                        raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
+                    welcome = msg.json()
+                    recorded = P.from_ranges(welcome.get("recorded", []))
+                except P.ConnectionClosed:
+                    raise
+                except P.ProtocolError as exc:  # an HTTP server, a TLS one, another program: no reason to retry
+                    chan.close()
+                    raise TemposplitError(f"{where} does not answer as a temposplit server: {exc}") from None
+                self.welcome = welcome
                 if not resume:
                     self.token = self.welcome.get("token")
                 # Frames the server recorded (their ACKs may have been lost with the connection).
-                for i in P.from_ranges(self.welcome.get("recorded", [])):
+                for i in recorded:
                     if self.pending.pop(i, None) is not None:
                         self.report.errors.pop(i, None)
                 self.chan = chan
@@ -206,14 +238,24 @@ class Edge:
                 return
             except (OSError, P.ConnectionClosed) as exc:
                 last = exc
+                if connected and isinstance(exc, TimeoutError):
+                    sock.close()
+                    unanswered += 1
+                    if unanswered >= 2:  # once may be a busy server; twice, it does not answer
+                        raise TemposplitError(
+                            f"the server at {where} accepted the connection but did not answer within "
+                            f"{self.timeout:g} s, twice (is it a temposplit server?)"
+                        ) from None
                 if attempt + 1 < self.reconnect_attempts:
                     time.sleep(reconnect_delay(attempt))
-        raise TemposplitError(f"cannot reach the server at {self.address[0]}:{self.address[1]}: {last}")
+        raise TemposplitError(f"cannot reach the server at {where}: {last}")
 
     def _receive(self, chan: P.Channel) -> None:
         try:
             while True:
                 self.inbox.put((chan, chan.recv()))
+        except TimeoutError:
+            self.inbox.put((chan, Silent(f"no answer from the server for {self.timeout:g} s")))
         except P.ProtocolError as exc:
             self.inbox.put((chan, exc))
         except OSError as exc:
@@ -233,22 +275,32 @@ class Edge:
         if chan is not self.chan:
             return True  # from a connection already replaced
         if isinstance(msg, Exception):
+            if isinstance(msg, Silent) and self.pending:
+                self.silences += 1
+                if self.silences > 1:  # a half-open connection is replaced once; a silent server is given up
+                    raise TemposplitError(f"{msg}, on a new connection too: giving up")
             raise msg
+        if msg.type in (P.ACK, P.KEY_REQUEST, P.SUMMARY):
+            self.silences = 0
         if msg.type == P.ACK:
             obj = msg.json()
-            i = int(obj["frame"])
+            i = obj.get("frame")
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < P.MAX_FRAMES:
+                raise P.ProtocolError(f"the server sent an ACK with no valid frame number: {str(i)[:80]!r}")
             entry = self.pending.pop(i, None)
             if "error" in obj:
                 self.report.errors[i] = obj["error"]
             elif not obj.get("duplicate"):
                 self.report.errors.pop(i, None)
                 self.report.acked += 1
-                self.report.detections[i] = obj.get("detections", [])
-                self.report.decode_ms.append(obj.get("decode_ms", 0.0))
-                # m2_ms is the batch's M2 time: a frame's share is that over the batch's frames.
-                self.report.m2_ms.append(float(obj.get("m2_ms", 0.0)) / max(1, int(obj.get("batch", 1))))
-                if entry is not None:
-                    self.report.latency_ms[i] = (time.perf_counter() - entry) * 1000
+                if self.keep_frames:
+                    self.report.detections[i] = obj.get("detections", [])
+                    self.report.decode_ms.append(_figure(obj.get("decode_ms")))
+                    # m2_ms is the batch's M2 time: a frame's share is that over the batch's frames.
+                    batch = max(1, int(_figure(obj.get("batch"), 1)))
+                    self.report.m2_ms.append(_figure(obj.get("m2_ms")) / batch)
+                    if entry is not None:
+                        self.report.latency_ms[i] = (time.perf_counter() - entry) * 1000
         elif msg.type == P.KEY_REQUEST:
             self.report.key_requests += 1
             self.log(f"server asks for a fresh anchor: {msg.json().get('reason')}")
@@ -270,15 +322,17 @@ class Edge:
             self._send(data)
             self.report.bytes += len(p)
             self.report.packets += 1
-            self.report.kinds[p.index] = p.kind
-            self.report.tensor_bytes.append(list(p.tensor_bytes))
+            if self.keep_frames:
+                self.report.kinds[p.index] = p.kind
+                self.report.tensor_bytes.append(list(p.tensor_bytes))
             if self.fault is not None:
                 self.fault(p.index, self.chan)
 
     def _push(self, index: int, codes) -> None:
         t0 = time.perf_counter()
         packets = self.encoder.push(codes)
-        self.report.encode_ms.append((time.perf_counter() - t0) * 1000)
+        if self.keep_frames:
+            self.report.encode_ms.append((time.perf_counter() - t0) * 1000)
         self._emit(packets)
 
     def _recover(self) -> None:
@@ -364,6 +418,9 @@ class Edge:
         self._frame(0, sample, capture)
         broken = None
         while True:
+            if self.stop is not None:  # asked to stop (SIGINT, SIGTERM): end the stream as a broken source does
+                broken = TemposplitError(self.stop)
+                break
             try:
                 frame = next(it, None)
             except TemposplitError as exc:  # the source stops part way (a damaged file): end with what was sent
@@ -407,6 +464,9 @@ class Edge:
                 if len(self.pending) > self.window:
                     raise TemposplitError(f"no answer from the server for {self.timeout:g} s")
                 break
+        if not self.keep_frames:  # the per-frame statistics of the model and the encoder: the last kept
+            del self.model.m1_ms[:-1]
+            del self.encoder.frames[:-1]
         if self.progress:
             self.progress(index + 1, self.report)
 

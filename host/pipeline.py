@@ -118,6 +118,10 @@ class NumpyEdgeModel:
             self.digest = bytes.fromhex(digest)
         except (TypeError, ValueError):
             raise ConfigError(f"{path}: its weights digest {digest!r} is not hexadecimal") from None
+        if not self.runtime.names:
+            raise ConfigError(f"{path}: not an exported M1 (no tensor at its cut)")
+        if not isinstance(self.runtime.model, str) or not isinstance(self.runtime.cut, str):
+            raise ConfigError(f"{path}: names no model or cut; export it again")
         self.model = self.runtime.model
         self.cut = SimpleNamespace(name=self.runtime.cut)
         self.m1_ms: list[float] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -62,6 +63,8 @@ class DetectionLog:
         with self._lock:
             self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
             self._f.flush()
+            if os.fstat(self._f.fileno()).st_nlink == 0:  # removed (its folder too): the record is nowhere
+                raise FileNotFoundError(errno.ENOENT, "the detections log was removed while in use", str(self.path))
 
     def close(self) -> None:
         with self._lock:

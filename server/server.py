@@ -548,16 +548,18 @@ class CloudServer:
         if not 0 < header.fps <= P.MAX_FPS:
             raise Refused(f"the stream's fps {header.fps:g} is outside (0, {P.MAX_FPS:g}]")
 
-        waiting = resumed = taken_from = None
+        waiting = resumed = taken_from = detached = None
         with self.table:
             s = self.sessions.get(name)
             if name in self.opening:  # a resume may be the owner's again, its first try still waiting
                 if resume:
                     raise Refused(f"stream {name!r} is being opened by another connection; try again", retry=True)
                 raise Refused(f"stream {name!r} is in use")
-            if s is not None and not s.closing:
-                if not resume:
+            if s is not None and not s.closing and not resume:
+                if s.conn is not None:
                     raise Refused(f"stream {name!r} is in use")
+                detached = s  # its edge gone (e.g. killed): refused below, saying when the name is free
+            elif s is not None and not s.closing:
                 why = s.owned_by(token, identity, header)
                 if why:
                     raise Refused(why)
@@ -574,6 +576,10 @@ class CloudServer:
                 self._check_stream_limits(conn)
                 self.opening[name] = conn.client
                 waiting = s
+        if detached is not None:  # the files' clock, read outside the lock; or the session's expiry, if later
+            since = time.monotonic() - detached.detached_at
+            left = max(self.resume_window - Session.idle_seconds(detached.out_dir), self.linger - since)
+            raise Refused(self._in_use(name, left))
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
             if taken_from is None:
                 self.log(f"[{name}] edge resumed from {conn.peer}")
@@ -616,10 +622,7 @@ class CloudServer:
         idle = Session.idle_seconds(out) if unfinished else 0.0
         if unfinished and (resume or idle < self.resume_window):
             if not resume:
-                raise Refused(
-                    f"stream {name!r} is in use (it can be resumed with its token; a new stream may take "
-                    f"the name after {self.resume_window:g} s without activity, in {self.resume_window - idle:.0f} s)"
-                )
+                raise Refused(self._in_use(name, self.resume_window - idle))
             saved = state.get("info") if isinstance(state.get("info"), dict) else {}
             s = Session(name, out, header, state["token_sha256"], state.get("identity"), saved, None)
             why = s.owned_by(token, identity, header)
@@ -666,6 +669,14 @@ class CloudServer:
         s.write_state()
         self.log(f"[{name}] new stream from {peer}: {header.model_id} at {header.cut_id}, {header.structure}")
         return s, token
+
+    def _in_use(self, name: str, left: float) -> str:
+        """The refusal of a new stream naming an unfinished one whose edge is gone: ``left``
+        seconds until a new stream may take the name."""
+        return (
+            f"stream {name!r} is in use (it can be resumed with its token; a new stream may take "
+            f"the name after {self.resume_window:g} s without activity, in {max(0.0, left):.0f} s)"
+        )
 
     def _count_new_stream(self, client: str) -> None:
         """Refuse a new stream (an output folder, never deleted) over the client's rate:

@@ -88,6 +88,7 @@ class Session:
     recent_bytes: deque = field(default_factory=lambda: deque(maxlen=30))
     key_requested_at: float = 0.0
     client: str | None = None  # the address that opened the stream, or resumed it from its files
+    unsaved: Exception | None = None  # why closing did not save its records or state (the video aside)
     # Owned by the event loop:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)
@@ -230,12 +231,17 @@ class Session:
             self.video.add(index, error=f"frame {index}: error")
 
     def finish(self, total: int) -> list[str]:
-        """END: an error record for every index below ``total`` without one; close; mark finished."""
+        """END: an error record for every index below ``total`` without one; close; mark finished.
+        Raises what kept the records or the state from the disk (the stream is then not done:
+        its SUMMARY would say it is); returns what else failed (the video)."""
         for i in range(total):
             if not self.has(i):
                 self.record_error(i, "never received (lost in transmission)")
         self.finished = True
-        return self.close(total)
+        errors = self.close(total)
+        if self.unsaved is not None:
+            raise self.unsaved
+        return errors
 
     def close(self, total: int | None = None) -> list[str]:
         """Close the outputs (video finalised, log synced) and save the state; the session
@@ -254,10 +260,12 @@ class Session:
                     self.log.close()
                 except Exception as exc:
                     errors.append(f"log: {exc}")
+                    self.unsaved = self.unsaved or exc
             try:
                 self.write_state()
             except Exception as exc:
                 errors.append(f"state: {exc}")
+                self.unsaved = self.unsaved or exc
         finally:  # whatever failed, the session is closed: a resume never waits for it in vain
             self.decoder = None
             self.closed.set()

@@ -322,7 +322,7 @@ class Worker:
             failed = self._close(s, lambda: s.finish(total))
             if failed is None:
                 conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)
-            else:  # not finished (session.json says so): the edge must not take it as done
+            else:  # not finished (session.json says so), or its records not all on disk: not done
                 conn.fail(f"internal server error: {type(failed).__name__}")
 
     def _close(self, s, close) -> Exception | None:

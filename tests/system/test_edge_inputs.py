@@ -301,6 +301,16 @@ def _raw(path, data: bytes):
 
 
 M1 = {"format": "temposplit-numpy-m1", "version": 2}
+# what a graph needs to load (one node: the input quantized) besides the fields a test changes
+_LOADS = {
+    "model": "ssd-mobilenet-v2",
+    "cut": "features.10",
+    "input": {"kind": "ssd-rgb"},
+    "nodes": [{"name": "q", "op": "quantize", "inputs": ["input"], "scale": 0.1, "zero_point": 0, "inv_scale": 10.0}],
+    "output_names": ["features.10"],
+    "outputs": ["q"],
+    "weights_digest": "00" * 32,
+}
 
 
 @pytest.mark.parametrize(
@@ -328,13 +338,21 @@ M1 = {"format": "temposplit-numpy-m1", "version": 2}
             ),
             "not hexadecimal",
         ),
+        (  # no tensor at the cut: `features` failed at its first frame with an IndexError
+            lambda p: _m1(p, {**M1, **_LOADS, "output_names": [], "outputs": []}),
+            "no tensor at its cut",
+        ),
+        (  # a cut that is no name: features labelled with cut None
+            lambda p: _m1(p, {**M1, **_LOADS, "cut": None}),
+            "names no model or cut",
+        ),
     ],
 )
 def test_an_m1_file_that_is_not_an_export_is_one_config_error(tmp_path, make, message):
     from temposplit.host.pipeline import NumpyEdgeModel
 
     path = make(tmp_path / "m1.npz")
-    with pytest.raises(ConfigError, match="not an exported M1|not hexadecimal") as e:
+    with pytest.raises(ConfigError, match="not an exported M1|not hexadecimal|names no model or cut") as e:
         NumpyEdgeModel(path)
     assert str(e.value).startswith(path) and message in str(e.value)
 

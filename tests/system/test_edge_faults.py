@@ -1,0 +1,340 @@
+"""Faults while streaming, as a deployment meets them: a peer that is no temposplit server or
+stops answering, a server whose output folder breaks under it, an edge stopped by a signal,
+an edge that streams for hours. Real sockets on loopback; the edge as a process where its
+exit status and its stderr are what is checked."""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from rawclient import Raw, refused, wait_for
+
+from temposplit import protocol as P
+from temposplit.codec import features
+from temposplit.codec.encoder import PRESETS
+from temposplit.errors import TemposplitError
+from temposplit.host.edge import Edge
+from temposplit.host.sources import open_replay
+
+CODEC = {**PRESETS["recommended"], "fps": 10.0}
+
+
+def needs_models(fn):
+    """A test against a real server: its M2, and M1's outputs for the model hash."""
+    return pytest.mark.slow(pytest.mark.models(fn))
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _synthetic(path, frames: int) -> str:
+    """A feature file of ``frames`` frames of one 8x12x12 tensor (no model: for peers that
+    are no temposplit server, which check no model hash)."""
+    codes = np.random.default_rng(0).integers(0, 256, (frames, 8, 12, 12)).astype(np.uint8)
+    fields = {
+        "model": np.array("ssd-mobilenet-v2"),
+        "cut": np.array("features.10"),
+        "model_hash": np.arange(32, dtype=np.uint8),
+        "frame_size": np.array([576, 768], np.int32),
+        "fps": np.float64(10.0),
+    }
+    features.save(str(path), features.FeatureClip(["features.10"], [codes], [0.1], [3], [4]), fields)
+    return str(path)
+
+
+def _tiled(replay_file, path, frames: int) -> str:
+    """``replay_file`` (real M1 outputs) played back and forth up to ``frames`` frames."""
+    with np.load(replay_file, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}
+    key = next(k for k in data if k.startswith("codes/"))
+    codes = data[key]
+    loop = np.concatenate([codes, codes[::-1]])
+    data[key] = np.concatenate([loop] * (frames // len(loop) + 1))[:frames]
+    np.savez(path, **data)
+    return str(path)
+
+
+def _edge(replay: str, address, *options: str, timeout: float = 60.0) -> tuple[int, str, float]:
+    """``temposplit edge --replay`` as a process: its exit status, its stderr and its seconds."""
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "temposplit",
+            "edge",
+            "--replay",
+            replay,
+            "--server",
+            f"{address[0]}:{address[1]}",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done.returncode, done.stderr, time.monotonic() - t0
+
+
+def _one_line(stderr: str, *words: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("temposplit edge: "), stderr
+    assert "internal error" not in lines[0] and "Traceback" not in stderr, stderr
+    for w in words:
+        assert w in lines[0], stderr
+    return lines[0]
+
+
+def _message(mtype: int, obj: dict) -> bytes:
+    return P.control(mtype, obj)
+
+
+WELCOME = _message(P.WELCOME, {"protocol": 2, "stream": "s", "token": "ab" * 16, "next_frame": 0, "recorded": []})
+
+
+class Peer:
+    """A listening socket on loopback whose every connection is served by ``serve(sock)``
+    in its own thread; counts the connections."""
+
+    def __init__(self, serve):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()[:2]
+        self.accepted = 0
+        self.serve = serve
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(conn)
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn):
+        try:
+            self.serve(conn)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture
+def peer():
+    made = []
+    yield lambda serve: made.append(Peer(serve)) or made[-1]
+    for p in made:
+        p.close()
+
+
+def _drain(conn):
+    while conn.recv(1 << 16):
+        pass
+
+
+# ---------------------------------------------------------------------------- peers that are no server
+
+
+def test_an_edge_gives_up_on_a_server_that_welcomes_but_never_acknowledges(tmp_path, peer):
+    """Silence after WELCOME with frames unacknowledged: one new connection (the old one may
+    be half-open), then the edge stops with one line, in about two answer timeouts; it once
+    reconnected for ever."""
+
+    def welcome_then_nothing(conn):
+        conn.recv(1 << 16)
+        conn.sendall(WELCOME)
+        _drain(conn)
+
+    p = peer(welcome_then_nothing)
+    rc, err, seconds = _edge(_synthetic(tmp_path / "r.npz", 100), p.address, "--timeout", "1", timeout=30)
+    assert rc == 2
+    _one_line(err, "no answer from the server for 1 s")
+    assert seconds < 15 and p.accepted == 2
+
+
+def test_an_edge_gives_up_on_a_server_that_accepts_and_never_answers_the_hello(tmp_path, peer):
+    """Two silent HELLOs end it (one may be a busy server): not eleven answer timeouts, and
+    the line says the server was reached, not that it could not be."""
+    p = peer(_drain)
+    rc, err, seconds = _edge(_synthetic(tmp_path / "r.npz", 3), p.address, "--timeout", "1", timeout=60)
+    assert rc == 2
+    _one_line(err, "accepted the connection but did not answer within 1 s")
+    assert seconds < 15 and p.accepted == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"\x16\x03\x01\x00\x02\x02\x28"],
+    ids=["http", "tls"],
+)
+def test_an_edge_names_a_peer_that_is_no_temposplit_server_at_once(tmp_path, peer, answer):
+    def foreign(conn):
+        conn.recv(1 << 16)
+        conn.sendall(answer)
+        _drain(conn)
+
+    p = peer(foreign)
+    rc, err, seconds = _edge(_synthetic(tmp_path / "r.npz", 3), p.address, timeout=60)
+    assert rc == 2
+    _one_line(err, f"127.0.0.1:{p.address[1]} does not answer as a temposplit server")
+    assert p.accepted == 1  # not retried
+
+
+@pytest.mark.parametrize("frame", ["zz", None, -1, 1.5, [0]])
+def test_a_malformed_ack_is_one_line_not_an_internal_error(tmp_path, peer, frame):
+    def bad_ack(conn):
+        conn.recv(1 << 16)
+        conn.sendall(WELCOME)
+        conn.recv(1 << 16)
+        obj = {"detections": []} if frame is None else {"frame": frame, "detections": []}
+        conn.sendall(_message(P.ACK, obj))
+        _drain(conn)
+
+    p = peer(bad_ack)
+    rc, err, _ = _edge(_synthetic(tmp_path / "r.npz", 3), p.address, "--timeout", "5", timeout=60)
+    assert rc == 2
+    _one_line(err, "the server sent an ACK with no valid frame number")
+
+
+# ---------------------------------------------------------------------------- the server's files
+
+
+def _records(path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+@needs_models
+def test_a_streams_folder_removed_while_streaming_fails_the_stream_not_silently(make_server, replay_file, tmp_path):
+    """The log's file removed under the server (its folder deleted by hand or by a cleaner):
+    records written to it are nowhere, so the edge gets ERROR naming it, not ACKs and a
+    SUMMARY of frames the server no longer has."""
+    srv = make_server()
+    replay = open_replay(_tiled(replay_file, tmp_path / "r40.npz", 40))
+    folder = srv.out_dir / "gone"
+
+    def remove(index, chan):
+        if index == 20 and folder.exists():
+            wait_for(lambda: _records(folder / "detections.jsonl") >= 5, "5 records")
+            shutil.rmtree(folder)
+
+    edge = Edge(replay, CODEC, srv.address, "gone", timeout=20)
+    edge.fault = remove
+    with pytest.raises(TemposplitError, match="internal server error: FileNotFoundError"):
+        edge.run(replay.frames(), total=replay.count)
+
+
+@needs_models
+def test_an_end_whose_state_cannot_be_saved_is_not_confirmed(make_server, replay_file, tmp_path):
+    """END closes the stream's files and marks it finished in session.json: when that cannot
+    be written, the edge gets ERROR, not a SUMMARY it would print as '0 errors'."""
+    srv = make_server()
+    replay = open_replay(_tiled(replay_file, tmp_path / "r12.npz", 12))
+    folder = srv.out_dir / "stuck"
+
+    def block_the_state(index, chan):
+        if index == 5:
+            (folder / "session.json.tmp").mkdir(exist_ok=True)  # the state's next write fails
+
+    edge = Edge(replay, CODEC, srv.address, "stuck", timeout=20)
+    edge.fault = block_the_state
+    with pytest.raises(TemposplitError, match="internal server error: IsADirectoryError"):
+        edge.run(replay.frames(), total=replay.count)
+    assert json.loads((folder / "session.json").read_text())["finished"] is False
+
+
+@needs_models
+def test_a_detached_streams_refusal_says_when_its_name_is_free(make_server, coded_stream):
+    """An edge killed mid-stream takes its token with it: a new run of the same name is
+    refused, saying when a new stream may take the name (docs/protocol.md), as it says
+    once the session has expired."""
+    header, _ = coded_stream
+    srv = make_server(resume_window=300.0)
+    first = Raw(srv.address)
+    assert first.hello(header, "killed").type == P.WELCOME
+    first.close()
+    wait_for(lambda: "killed" in srv.sessions and srv.sessions["killed"].conn is None, "the session detached")
+    again = Raw(srv.address)
+    msg = again.hello(header, "killed")
+    assert refused(msg, "stream 'killed' is in use (it can be resumed with its token"), msg.json()
+    assert "may take the name after 300 s without activity, in 30" in msg.json()["message"]  # 300 s, or 299
+
+
+# ---------------------------------------------------------------------------- the edge stopped, the edge's memory
+
+
+@needs_models
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_edge_stopped_by_a_signal_ends_its_stream_and_frees_the_name(make_server, replay_file, tmp_path, sig):
+    """Ctrl-C or a service manager's SIGTERM mid-stream: the edge answers for what it sent,
+    ENDs the stream, exits 128 + the signal with one line; the server has one record per
+    frame sent and the stream finished, so the next run of that name is accepted (it was
+    refused for the resume window, 600 s)."""
+    srv = make_server()
+    long = _tiled(replay_file, tmp_path / "long.npz", 2000)
+    log = srv.out_dir / "cam" / "detections.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "temposplit", "edge", "--replay", long, "--server", f"{srv.address[0]}:{srv.address[1]}"]
+        + ["--stream", "cam"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _records(log) >= 8, "8 records", seconds=60)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + sig
+    line = _one_line(err, f"stopped by {signal.Signals(sig).name}; the stream 'cam' was ended there")
+    state = json.loads((srv.out_dir / "cam" / "session.json").read_text())
+    assert state["finished"] is True
+    frames = [json.loads(x)["frame"] for x in log.read_text().splitlines()]
+    assert sorted(frames) == list(range(len(frames))) and len(frames) < 2000  # each frame sent, once
+    assert f"{len(frames)} of its {len(frames)} frame(s) recorded" in line
+    rc, err, _ = _edge(str(replay_file), srv.address, "--stream", "cam", timeout=60)
+    assert rc == 0, err
+
+
+@needs_models
+def test_a_cli_edge_keeps_no_per_frame_records(make_server, replay_file, tmp_path, monkeypatch):
+    """`temposplit edge` may stream a camera for days: its report keeps counts, not each
+    frame's detections and figures (37 KB a frame with the SSD's detections), and the
+    encoder's per-frame statistics are trimmed as it goes."""
+    srv = make_server()
+    replay = open_replay(_tiled(replay_file, tmp_path / "r40.npz", 40))
+    edge = Edge(replay, CODEC, srv.address, "counts", keep_frames=False)
+    report = edge.run(replay.frames(), total=replay.count)
+    assert report.acked == 40 and not report.errors and report.summary["recorded"] == [[0, 40]]
+    assert report.detections == {} and report.latency_ms == {} and report.kinds == {}
+    assert report.tensor_bytes == [] and report.encode_ms == [] and report.m2_ms == []
+    assert len(edge.encoder.frames) <= 1
+    # ... and the command line streams so.
+    import temposplit.host.edge as edge_module
+    from temposplit.cli import main
+
+    seen = []
+
+    def run(self, frames, video=None, total=None):
+        seen.append(self.keep_frames)
+        raise SystemExit(7)
+
+    monkeypatch.setattr(edge_module.Edge, "run", run)
+    with pytest.raises(SystemExit, match="7"):
+        main(["edge", "--replay", str(replay_file), "--server", "127.0.0.1:9"])
+    assert seen == [False]
