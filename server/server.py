@@ -141,9 +141,11 @@ class Connection:
                 except (TimeoutError, OSError, ConnectionError) as exc:
                     self.broken = True
                     self.stalled = True  # what is queued will not be read: reset, do not wait for it
-                    if isinstance(exc, TimeoutError):  # a peer that went away is logged by the reader
-                        where = f"[{self.session.name}]" if self.session is not None else f"connection from {self.peer}"
+                    where = f"[{self.session.name}]" if self.session is not None else f"connection from {self.peer}"
+                    if isinstance(exc, TimeoutError):
                         srv.log(f"{where} takes no reply for {srv.write_timeout:g} s: connection reset")
+                    elif self.session is not None:  # the reader, cancelled below, would have said so
+                        srv.log(f"{where} connection lost ({exc}); the stream waits for the edge to resume")
                     self.task.cancel()
                     return
             if release:

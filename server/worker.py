@@ -44,6 +44,13 @@ class Item:
     obj: dict | None = None
 
 
+
+def failure(exc: BaseException) -> str:
+    """What the edge is told of a server-side failure: the kind, and for a system error the
+    system's reason (a full disk, a folder removed), never a path or a traceback."""
+    name = type(exc).__name__
+    return f"{name} ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else name
+
 class Worker:
     def __init__(self, models, log, on_closed, device: str = "cpu", queue_size=256, max_batch=16, max_delay=0.01):
         self.models = models
@@ -163,7 +170,7 @@ class Worker:
                 self.log(f"worker {self.device}: {type(exc).__name__}: {exc}")
                 for item in batch:
                     if item.conn is not None:
-                        item.conn.fail(f"internal server error: {type(exc).__name__}")
+                        item.conn.fail(f"internal server error: {failure(exc)}")
                     elif item.kind == "close" and not item.session.closed.is_set():
                         self._close(item.session, item.session.close)  # never dropped: a resume waits for it
 
@@ -204,7 +211,7 @@ class Worker:
         self._failing.add(s)
         self.log(f"[{s.name}] worker {self.device}: {type(exc).__name__}: {exc}")
         if item.conn is not None:
-            item.conn.fail(f"internal server error: {type(exc).__name__}")
+            item.conn.fail(f"internal server error: {failure(exc)}")
 
     def _decode(self, item: Item, staged: list, seen: set) -> None:
         s, conn = item.session, item.conn
@@ -323,7 +330,7 @@ class Worker:
             if failed is None:
                 conn.post(P.control(P.SUMMARY, s.summary()), close_after=True)
             else:  # not finished (session.json says so), or its records not all on disk: not done
-                conn.fail(f"internal server error: {type(failed).__name__}")
+                conn.fail(f"internal server error: {failure(failed)}")
 
     def _close(self, s, close) -> Exception | None:
         """Close a session's outputs (``close``: its close or its finish); whatever fails,

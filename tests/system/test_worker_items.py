@@ -59,7 +59,7 @@ def test_an_end_whose_outputs_cannot_be_finished_is_an_error_not_a_summary():
     """The stream is not finished (its files say so): a SUMMARY would tell the edge it was."""
     s = _Session(OSError(28, "No space left on device"))
     conn, gone = _end(s)
-    assert conn.posted == [] and conn.failed == ["internal server error: OSError"]
+    assert conn.posted == [] and conn.failed == ["internal server error: OSError (No space left on device)"]
     assert s.closed.is_set() and gone == [s]  # closed and dropped all the same
 
 
