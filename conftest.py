@@ -51,6 +51,13 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=key)  # stable: within a file and among the rest, collection order stays
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _edge_state_kept_apart(tmp_path_factory):
+    """The edges the tests run keep their streams' resume tokens (host/resume.py) under the
+    run's temporary folder, not in the home folder of whoever runs the suite."""
+    os.environ["TEMPOSPLIT_STATE"] = str(tmp_path_factory.mktemp("edge-state"))
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads_given_back():
     """PyTorch's intra-op thread count after each test as it was before (the worker's share

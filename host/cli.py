@@ -48,6 +48,13 @@ def register(sub) -> None:
         help="seconds of silence from the server before the edge reconnects, and, silent again on the new "
         "connection, gives up (default 60, at most 86400; more for a slow edge)",
     )
+    p.add_argument(
+        "--state",
+        default=None,
+        metavar="DIR",
+        help="where the edge keeps a running stream's resume token, so that a rerun after the edge stopped "
+        "(a crash, a power cut) resumes the stream (default $TEMPOSPLIT_STATE or ~/.local/state/temposplit/edge)",
+    )
     p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
     p.add_argument("--tls-key", default=None)
@@ -220,6 +227,7 @@ def _edge(args) -> int:
     from temposplit.errors import ConfigError, TemposplitError
     from temposplit.host.backends import check_backend
     from temposplit.host.edge import Edge, check_fps, check_frame_size, check_rate, check_timeout, server_address
+    from temposplit.host.resume import ResumeState, source_identity, state_folder
     from temposplit.protocol import TLSConfig
 
     address = server_address(args.server)
@@ -274,6 +282,8 @@ def _edge(args) -> int:
         source_address=args.source_address,
         timeout=args.timeout,
         keep_frames=False,  # a camera may stream for days: counts only, bounded memory
+        resume_state=ResumeState(state_folder(args.state), f"{address[0]}:{address[1]}", args.stream),
+        source_id=source_identity(args.replay or args.source),
     )
     frames = source.frames()
     total = source.count
@@ -282,7 +292,7 @@ def _edge(args) -> int:
         total = min(args.frames, total) if total else args.frames
     with _stopped_by_signals(edge) as stopped:
         try:
-            report = edge.run(frames, video=video, total=total)
+            report = edge.run(frames, video=video, total=total, positions=not getattr(source, "camera", False))
         except TemposplitError as exc:
             if not stopped:
                 raise

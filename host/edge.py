@@ -42,6 +42,15 @@ class Silent(P.ConnectionClosed):
     """The server sent nothing for the answer timeout (the connection may be half-open)."""
 
 
+class Refusal(TemposplitError):
+    """The server refused the stream's HELLO for good; ``gone``: a resume of a stream the
+    server has finished or does not know (a new stream may then be started)."""
+
+    def __init__(self, message: str, gone: bool = False):
+        super().__init__(message)
+        self.gone = gone
+
+
 MIN_FPS = 0.001  # the stream header holds the rate in thousandths of a frame per second (docs/bitstream.md)
 
 
@@ -148,6 +157,10 @@ class Edge:
         bytes per tensor) in the report, as the demo and the benchmarks read them; without
         it (a camera streamed for hours: ``temposplit edge``) the report keeps its counts
         and errors only, and the edge's memory stays bounded
+    resume_state : a :class:`~temposplit.host.resume.ResumeState`: the stream's token kept on
+        disk while it runs, so that a rerun after the edge stopped resumes the stream
+    source_id : the source's identity (:func:`~temposplit.host.resume.source_identity`),
+        which a resume must read again
     """
 
     def __init__(
@@ -165,6 +178,8 @@ class Edge:
         progress=None,
         source_address: str | None = None,
         keep_frames: bool = True,
+        resume_state=None,
+        source_id: str = "",
     ):
         self.model = model
         self.source_address = (source_address, 0) if source_address else None  # e.g. for a proxy's affinity
@@ -181,6 +196,8 @@ class Edge:
         self.progress = progress
         self.report = EdgeReport()
         self.keep_frames = keep_frames
+        self.resume_state = resume_state  # a ResumeState (host/resume.py): the token kept on disk
+        self.source_id = source_id  # what a resume must read again (ResumeState.save)
         self.pending: dict[int, float] = {}  # unacknowledged frames: capture time
         self.history: OrderedDict[int, list[np.ndarray]] = OrderedDict()  # recent frames' M1 codes
         self.inbox: queue.Queue = queue.Queue()
@@ -216,7 +233,9 @@ class Edge:
                         refusal = msg.json()
                         if refusal.get("retry") is True:  # e.g. the stream's files still closing on the server
                             raise P.ConnectionClosed(f"the server asks to try again: {refusal.get('message')}")
-                        raise TemposplitError(f"the server refused the stream: {refusal.get('message')}")
+                        raise Refusal(
+                            f"the server refused the stream: {refusal.get('message')}", refusal.get("gone") is True
+                        )
                     if msg.type != P.WELCOME:
                         raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
                     welcome = msg.json()
@@ -372,9 +391,13 @@ class Edge:
                 continue
         raise TemposplitError("the connection keeps failing")
 
-    def run(self, frames: Iterable[np.ndarray], video: dict | None = None, total: int | None = None) -> EdgeReport:
+    def run(
+        self, frames: Iterable[np.ndarray], video: dict | None = None, total: int | None = None, positions: bool = True
+    ) -> EdgeReport:
         """Stream ``frames`` (RGB uint8) to the server; returns the report once the server
-        has answered for every frame."""
+        has answered for every frame. ``positions``: frame i of ``frames`` is the stream's
+        frame i (a file; a resumed stream skips the frames before the server's next one),
+        else (a camera) a resumed stream numbers the frames on from there."""
         from temposplit.codec.encoder import CodecConfig
 
         # What would fail only once connected (a socket timeout, the header's rate field) fails here.
@@ -398,12 +421,16 @@ class Edge:
             **self.codec,
         )
         self.encoder = make_encoder(self.backend, self.config)
+        if self.resume_state is not None:
+            self.resume_state.acquire()
         try:
-            return self._stream(first, it, sample, video, total)
+            return self._stream(first, it, sample, video, total, positions)
         finally:  # the fabric back ends hold a simulator process or the board's DMA buffers
             self.encoder.close()
+            if self.resume_state is not None:
+                self.resume_state.release()
 
-    def _stream(self, first, it, sample, video: dict | None, total: int | None) -> EdgeReport:
+    def _stream(self, first, it, sample, video: dict | None, total: int | None, positions: bool) -> EdgeReport:
         if total:
             self.encoder.set_total_frames(total)
         h, w = first.shape[:2]
@@ -413,9 +440,21 @@ class Edge:
             "frame_size": [h, w],
             **(video or {}),
         }
-        self._connect(resume=False)
         capture = time.perf_counter()
-        self._frame(0, sample, capture)
+        self.positions = positions
+        start = self._open()
+        if start and positions:  # the file's frames before the server's next one are recorded
+            for _ in range(start - 1):
+                if next(it, None) is None:
+                    break
+            frame = next(it, None)
+            if frame is not None:
+                capture = time.perf_counter()
+                self._frame(start, self.model.m1([frame])[0], capture)
+            else:
+                self.next_index = start
+        else:  # a new stream's frame 0, or a camera's frame numbered on from the resumed stream's
+            self._frame(start, sample, capture)
         broken = None
         while True:
             if self.stop is not None:  # asked to stop (SIGINT, SIGTERM): end the stream as a broken source does
@@ -435,6 +474,8 @@ class Edge:
         self.report.m1_ms = list(self.model.m1_ms)
         self._guarded(lambda: self._emit(self.encoder.flush()))
         self._finish()
+        if self.resume_state is not None:
+            self.resume_state.clear()  # finished: a rerun starts a new stream
         if broken is not None:
             kept = len(P.from_ranges((self.report.summary or {}).get("recorded", [])))
             raise TemposplitError(
@@ -442,6 +483,51 @@ class Edge:
                 "recorded by the server"
             ) from broken
         return self.report
+
+    def _open(self) -> int:
+        """Connect: resume the stream whose token the resume state kept (a rerun after this
+        edge stopped), else open a new one and keep its token. Returns the stream's first
+        frame for this run: 0, or the first the server has no record of."""
+        import hashlib
+
+        rs = self.resume_state
+        header = hashlib.sha256(self.encoder.header_bytes()).hexdigest()
+        saved = rs.read() if rs is not None else None
+        if saved is not None:
+            again = "rerun with them to resume it, or name another --stream"
+            if saved["header_sha256"] != header:
+                raise ConfigError(
+                    f"stream {self.stream!r} was left unfinished with other settings (model, cut or codec): "
+                    f"{again} (its resume state: {rs.path})"
+                )
+            if saved["source"] != self.source_id:
+                raise ConfigError(
+                    f"stream {self.stream!r} was left unfinished reading {saved['source']}: "
+                    f"{again} (its resume state: {rs.path})"
+                )
+            self.token = saved["token"]
+            try:
+                self._connect(resume=True)
+            except Refusal as exc:
+                if not exc.gone:
+                    raise
+                rs.clear()  # finished, or not known to the server: a new stream
+                self.token = None
+            else:
+                start = int(self.welcome.get("next_frame", 0))
+                self.log(f"resumed stream {self.stream!r} at frame {start}")
+                if start:
+                    self.encoder.close()
+                    self.encoder = make_encoder(self.backend, self.config, first_index=start)
+                    if self.total and not self.positions:  # a camera's count: this run's frames, numbered on
+                        self.total += start
+                    if self.total:
+                        self.encoder.set_total_frames(self.total)
+                return start
+        self._connect(resume=False)
+        if rs is not None and self.token:
+            rs.save(self.token, header, self.source_id)
+        return 0
 
     def _frame(self, index: int, cut, capture: float) -> None:
         codes = [t.codes for t in cut]

@@ -47,9 +47,10 @@ class Refused(TemposplitError):
     """A HELLO the server answers with ERROR; ``retry``: the same HELLO may succeed later
     (the ERROR says so with ``"retry": true``)."""
 
-    def __init__(self, message: str, retry: bool = False):
+    def __init__(self, message: str, retry: bool = False, gone: bool = False):
         super().__init__(message)
         self.retry = retry
+        self.gone = gone  # a resume of a stream finished or unknown here: the edge may start a new one
 
 
 class Connection:
@@ -79,11 +80,13 @@ class Connection:
         except RuntimeError:  # the loop is closed: the server is gone
             pass
 
-    def fail(self, message: str, retry: bool = False) -> None:
+    def fail(self, message: str, retry: bool = False, gone: bool = False) -> None:
         """Answer ERROR and close; what this connection still has queued is dropped."""
         self.broken = True
         message = one_line(message)  # never a client's text at full length (a reader that never reads)
         obj = {"message": message, "retry": True} if retry else {"message": message}
+        if gone:
+            obj["gone"] = True
         self.post(P.control(P.ERROR, obj), release=False, close_after=True)
 
     # ------------------------------------------------------------------ the event loop
@@ -202,7 +205,7 @@ class Connection:
             known = (P.ProtocolError, TemposplitError, BitstreamError, ssl.SSLError, OSError, ValueError)
             srv.log(f"{where}: {exc}" if isinstance(exc, known) else f"{where}: {type(exc).__name__}: {exc}")
             if not writer_task.done():
-                self.fail(str(exc), getattr(exc, "retry", False))
+                self.fail(str(exc), getattr(exc, "retry", False), getattr(exc, "gone", False))
                 try:
                     await asyncio.wait_for(asyncio.shield(writer_task), 2.0)
                 except (TimeoutError, asyncio.CancelledError):
@@ -645,7 +648,7 @@ class CloudServer:
             return s, None
         if resume:
             what = "finished" if state is not None else "not known to this server"
-            raise Refused(f"stream {name!r} cannot be resumed: it is {what}")
+            raise Refused(f"stream {name!r} cannot be resumed: it is {what}", gone=True)
         plan = self.models.plan(header, tuple(info["frame_size"]))  # every check before any file is made
         self._count_new_stream(conn.client)  # before the source is opened: a refusal costs nothing
         frames = self._source(name, info, 0)

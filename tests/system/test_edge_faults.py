@@ -330,7 +330,7 @@ def test_a_cli_edge_keeps_no_per_frame_records(make_server, replay_file, tmp_pat
 
     seen = []
 
-    def run(self, frames, video=None, total=None):
+    def run(self, frames, video=None, total=None, positions=True):
         seen.append(self.keep_frames)
         raise SystemExit(7)
 

@@ -1,0 +1,121 @@
+"""A stream's resume token, kept on disk while the stream runs.
+
+The server gives a new stream a token (docs/protocol.md, "A stream belongs to its client")
+and accepts a resume only with it. An edge that keeps the token in memory alone loses it
+when its process ends (a crash, the board's power cut, a service manager's restart), and
+its stream's name is then refused for the server's resume window (600 s). So the edge
+writes the token, with what must match for a resume (the stream header's digest and the
+source), into ``<folder>/<server and stream>.json`` once the server welcomes a new stream,
+and removes it once the server confirms the stream's end. A rerun of the same command finds
+it and resumes the stream where the server's record of it ends.
+
+A lock beside the file (``.lock``, held while the edge runs) keeps a second edge on the same
+machine from resuming, and so taking over, a stream that another edge is still sending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from temposplit.errors import ConfigError
+
+FORMAT = 1
+
+
+def state_folder(folder: str | None = None) -> Path:
+    """``folder``, else ``$TEMPOSPLIT_STATE``, else ``~/.local/state/temposplit/edge``."""
+    if folder:
+        return Path(os.path.expanduser(folder))
+    env = os.environ.get("TEMPOSPLIT_STATE")
+    if env:
+        return Path(os.path.expanduser(env))
+    try:
+        return Path.home() / ".local" / "state" / "temposplit" / "edge"
+    except RuntimeError:  # no $HOME and no home folder for this user id
+        raise ConfigError("no home folder for the edge's resume state: set TEMPOSPLIT_STATE or give --state") from None
+
+
+class ResumeState:
+    """The resume token of stream ``stream`` on server ``server`` ("host:port") in ``folder``."""
+
+    def __init__(self, folder: Path, server: str, stream: str):
+        self.server, self.stream = server, stream
+        name = hashlib.sha256(f"{server}\0{stream}".encode()).hexdigest()[:24]
+        self.path = Path(folder) / f"{name}.json"
+        self._lock = None
+
+    def acquire(self) -> None:
+        """Hold the stream's lock while the edge runs; a second edge here is refused."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise ConfigError(f"{self.path.parent}: cannot keep the resume state ({exc.strerror or exc})") from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise ConfigError(
+                f"another edge on this machine is sending stream {self.stream!r} to {self.server}"
+            ) from None
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # (the lock file stays: removing it would race a waiting edge)
+            self._lock = None
+
+    def read(self) -> dict | None:
+        """The saved state, or None (none, or not one this version wrote: a new stream then)."""
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        fields = ("format", "server", "stream", "token", "header_sha256", "source")
+        if not isinstance(state, dict) or any(not isinstance(state.get(k), (str, int)) for k in fields):
+            return None
+        if state["format"] != FORMAT or (state["server"], state["stream"]) != (self.server, self.stream):
+            return None
+        return state
+
+    def save(self, token: str, header_sha256: str, source: str) -> None:
+        """Keep the token (a temporary file renamed over the old one: never half a file)."""
+        state = {
+            "format": FORMAT,
+            "server": self.server,
+            "stream": self.stream,
+            "token": token,
+            "header_sha256": header_sha256,
+            "source": source,
+        }
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot keep the stream's resume token ({exc.strerror or exc})") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """The stream is finished (or gone from the server): nothing to resume."""
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def source_identity(path: str) -> str:
+    """What a resume must read again: the file (its real path and size), or a camera's device."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    if os.path.isfile(path):
+        return f"{os.path.realpath(path)} ({st.st_size} bytes)"
+    return os.path.realpath(path)

@@ -1,0 +1,196 @@
+"""An edge that stopped (killed, crashed, its board's power cut) and is run again resumes its
+stream: the token kept on disk (host/resume.py) instead of its name refused for the server's
+resume window. Real sockets on loopback, a real server; the edge as a process where it is
+killed."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rawclient import wait_for
+
+from temposplit.codec.encoder import PRESETS
+from temposplit.errors import ConfigError, TemposplitError
+from temposplit.host.edge import Edge
+from temposplit.host.resume import ResumeState, source_identity
+from temposplit.host.sources import open_replay
+
+CODEC = {**PRESETS["recommended"], "fps": 10.0}
+
+
+def needs_models(fn):
+    return pytest.mark.slow(pytest.mark.models(fn))
+
+
+def _tiled(replay_file, path, frames: int) -> str:
+    """``replay_file`` (real M1 outputs) played back and forth up to ``frames`` frames."""
+    with np.load(replay_file, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}
+    key = next(k for k in data if k.startswith("codes/"))
+    loop = np.concatenate([data[key], data[key][::-1]])
+    data[key] = np.concatenate([loop] * (frames // len(loop) + 1))[:frames]
+    np.savez(path, **data)
+    return str(path)
+
+
+def _edge_argv(replay: str, srv, *options: str) -> list[str]:
+    where = f"{srv.address[0]}:{srv.address[1]}"
+    return [sys.executable, "-m", "temposplit", "edge", "--replay", replay, "--server", where, *options]
+
+
+def _frames_logged(srv, stream: str) -> list[int]:
+    log = srv.out_dir / stream / "detections.jsonl"
+    return [json.loads(x)["frame"] for x in log.read_text().splitlines()] if log.is_file() else []
+
+
+def _killed_after(argv, srv, stream: str, records: int) -> None:
+    """Run the edge until the server holds ``records`` records of ``stream``, then SIGKILL it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(_frames_logged(srv, stream)) >= records, f"{records} records", seconds=60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@needs_models
+def test_an_edge_killed_mid_stream_resumes_its_stream_when_run_again(make_server, replay_file, tmp_path):
+    """The rerun takes the stream up where the server's record ends: every frame of the file
+    recorded exactly once, the stream finished, the token gone; a third run is a new stream."""
+    srv = make_server()
+    clip = _tiled(replay_file, tmp_path / "clip.npz", 300)
+    argv = _edge_argv(clip, srv, "--stream", "cam", "--state", str(tmp_path / "state"))
+    _killed_after(argv, srv, "cam", 20)
+    kept = list((tmp_path / "state").glob("*.json"))
+    assert len(kept) == 1  # the token, kept while the stream runs
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    resumed = [line for line in done.stdout.splitlines() if line.startswith("resumed stream 'cam' at frame ")]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 20
+    assert sorted(_frames_logged(srv, "cam")) == list(range(300))  # each once: none lost, none twice
+    assert json.loads((srv.out_dir / "cam" / "session.json").read_text())["finished"] is True
+    assert "300 of 300 frames recorded" in done.stdout
+    assert not list((tmp_path / "state").glob("*.json"))  # finished: nothing to resume
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "resumed" not in again.stdout  # a new stream; the old one moved aside
+    assert (srv.out_dir / "cam.1" / "detections.jsonl").is_file()
+
+
+@needs_models
+def test_a_rerun_with_other_settings_or_another_file_is_refused_naming_the_state(make_server, replay_file, tmp_path):
+    srv = make_server()
+    clip = _tiled(replay_file, tmp_path / "clip.npz", 300)
+    state = ["--state", str(tmp_path / "state")]
+    _killed_after(_edge_argv(clip, srv, "--stream", "cam", *state), srv, "cam", 10)
+    other = _tiled(replay_file, tmp_path / "other.npz", 301)
+    for argv, words in (
+        (_edge_argv(clip, srv, "--stream", "cam", "--bits", "6", *state), "was left unfinished with other settings"),
+        (_edge_argv(other, srv, "--stream", "cam", *state), "was left unfinished reading"),
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "its resume state: " in lines[0], done.stderr
+    assert len(_frames_logged(srv, "cam")) < 300  # nothing was sent into the unfinished stream
+
+
+@needs_models
+def test_a_kept_token_the_server_does_not_know_starts_a_new_stream(make_server, replay_file, tmp_path):
+    """A server whose --out was emptied (or another server at the address): the resume is
+    refused as unknown, and the edge opens a new stream instead of failing."""
+    srv = make_server()
+    replay = open_replay(str(replay_file))
+    rs = ResumeState(tmp_path / "state", f"{srv.address[0]}:{srv.address[1]}", "cam")
+    edge = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source_identity(str(replay_file)))
+    header = edge_header(replay)
+    rs.save("00" * 16, header, source_identity(str(replay_file)))
+    report = edge.run(replay.frames(), total=replay.count)
+    assert report.acked == replay.count and not report.errors
+    assert rs.read() is None
+
+
+def edge_header(replay) -> str:
+    """The SHA-256 of the stream header an edge of CODEC writes for ``replay``."""
+    import hashlib
+
+    from temposplit.codec.encoder import CodecConfig, Encoder
+
+    sample = next(iter(replay.frames()))
+    cut = replay.m1([sample])[0]
+    codec = dict(CODEC)
+    config = CodecConfig(
+        tensors=replay.tensor_specs(cut, codec.pop("block", None)),
+        model_id=replay.model,
+        cut_id=replay.cut.name,
+        model_hash=replay.model_hash(cut),
+        **codec,
+    )
+    return hashlib.sha256(Encoder(config).header_bytes()).hexdigest()
+
+
+@needs_models
+def test_a_camera_resumed_numbers_its_frames_on(make_server, replay_file, tmp_path):
+    """A source whose frames are not positions in a file (a camera): the resumed stream's
+    frames are numbered on from the server's next frame."""
+    srv = make_server()
+    replay = open_replay(str(replay_file))
+    rs = ResumeState(tmp_path / "state", f"{srv.address[0]}:{srv.address[1]}", "cam")
+    source = source_identity("/dev/video0")
+
+    class Crash(Exception):
+        pass
+
+    def crash(index, chan):
+        if index == 5:
+            raise Crash
+
+    first = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
+    first.fault = crash
+    with pytest.raises(Crash):
+        first.run(replay.frames(), positions=False)
+    first.chan.close()
+    assert rs.read() is not None
+    wait_for(lambda: len(_frames_logged(srv, "cam")) >= 5, "the first frames' records", seconds=60)
+    second = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
+    report = second.run(replay.frames(), positions=False)
+    start = report.frames - replay.count
+    assert 5 <= start <= 6 and not report.errors
+    assert sorted(set(_frames_logged(srv, "cam"))) == list(range(start + replay.count))
+    assert rs.read() is None
+
+
+def test_a_second_edge_of_the_same_stream_on_this_machine_is_refused(tmp_path):
+    """It would resume, and so take over, the stream the first edge is still sending."""
+    a = ResumeState(tmp_path, "127.0.0.1:7300", "cam")
+    b = ResumeState(tmp_path, "127.0.0.1:7300", "cam")
+    a.acquire()
+    try:
+        with pytest.raises(ConfigError, match="another edge on this machine is sending stream 'cam'"):
+            b.acquire()
+        ResumeState(tmp_path, "127.0.0.1:7300", "cam2").acquire()  # another stream: its own lock
+    finally:
+        a.release()
+    b.acquire()  # free once the first is done
+    b.release()
+
+
+def test_a_damaged_or_foreign_state_file_is_no_state(tmp_path):
+    rs = ResumeState(tmp_path, "127.0.0.1:7300", "cam")
+    assert rs.read() is None
+    rs.save("ab" * 16, "cd" * 32, "/videos/a.mp4 (10 bytes)")
+    assert rs.read()["token"] == "ab" * 16
+    rs.path.write_text("{not json")
+    assert rs.read() is None
+    rs.path.write_text(json.dumps({"format": 1, "server": "127.0.0.1:7300", "stream": "other"}))
+    assert rs.read() is None
+    rs.clear()
+    assert not rs.path.exists()
+
+
+def test_the_edge_exception_for_a_refusal_carries_gone():
+    from temposplit.host.edge import Refusal
+
+    assert Refusal("x", True).gone and not Refusal("x").gone and isinstance(Refusal("x"), TemposplitError)
