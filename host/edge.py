@@ -233,6 +233,7 @@ class Edge:
                         refusal = msg.json()
                         if refusal.get("retry") is True:  # e.g. the stream's files still closing on the server
                             raise P.ConnectionClosed(f"the server asks to try again: {refusal.get('message')}")
+                        chan.close()  # (the server closes its side after an ERROR)
                         raise Refusal(
                             f"the server refused the stream: {refusal.get('message')}", refusal.get("gone") is True
                         )

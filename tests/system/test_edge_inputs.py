@@ -71,7 +71,7 @@ def test_a_replay_file_of_a_high_rate_streams_at_the_rate_given(tmp_path, monkey
 
     replay = _replay(tmp_path / "r.npz", fps=np.float64(1000.0))
 
-    def run(self, frames, video=None, total=None):
+    def run(self, frames, video=None, total=None, positions=True):
         assert self.codec["fps"] == 30.0
         raise SystemExit(7)
 
