@@ -307,8 +307,8 @@ def _stopped_by_signals(edge):
     """The list of the signals received while streaming: SIGINT and SIGTERM (Ctrl-C, a service
     manager stopping the edge) end the stream after the current frame, as a source that stops
     does: the frames sent are answered, END tells the server the count, and the stream's name
-    is free for the next run (an edge killed at once takes its resume token with it: the name
-    then stays taken for the server's resume window). A second signal stops at once."""
+    is free for the next run (an edge killed at once leaves its stream unfinished, for the
+    same command to resume: host/resume.py). A second signal stops at once."""
     import signal
     import threading
 
