@@ -12,12 +12,11 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 from rawclient import Raw, refused, wait_for
+from replays import synthetic_replay, tiled_replay
 
 from temposplit import protocol as P
-from temposplit.codec import features
 from temposplit.codec.encoder import PRESETS
 from temposplit.errors import TemposplitError
 from temposplit.host.edge import Edge
@@ -32,33 +31,6 @@ def needs_models(fn):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _synthetic(path, frames: int) -> str:
-    """A feature file of ``frames`` frames of one 8x12x12 tensor (no model: for peers that
-    are no temposplit server, which check no model hash)."""
-    codes = np.random.default_rng(0).integers(0, 256, (frames, 8, 12, 12)).astype(np.uint8)
-    fields = {
-        "model": np.array("ssd-mobilenet-v2"),
-        "cut": np.array("features.10"),
-        "model_hash": np.arange(32, dtype=np.uint8),
-        "frame_size": np.array([576, 768], np.int32),
-        "fps": np.float64(10.0),
-    }
-    features.save(str(path), features.FeatureClip(["features.10"], [codes], [0.1], [3], [4]), fields)
-    return str(path)
-
-
-def _tiled(replay_file, path, frames: int) -> str:
-    """``replay_file`` (real M1 outputs) played back and forth up to ``frames`` frames."""
-    with np.load(replay_file, allow_pickle=False) as npz:
-        data = {k: npz[k] for k in npz.files}
-    key = next(k for k in data if k.startswith("codes/"))
-    codes = data[key]
-    loop = np.concatenate([codes, codes[::-1]])
-    data[key] = np.concatenate([loop] * (frames // len(loop) + 1))[:frames]
-    np.savez(path, **data)
-    return str(path)
 
 
 def _edge(replay: str, address, *options: str, timeout: float = 60.0) -> tuple[int, str, float]:
@@ -160,7 +132,7 @@ def test_an_edge_gives_up_on_a_server_that_welcomes_but_never_acknowledges(tmp_p
         _drain(conn)
 
     p = peer(welcome_then_nothing)
-    rc, err, seconds = _edge(_synthetic(tmp_path / "r.npz", 100), p.address, "--timeout", "1", timeout=30)
+    rc, err, seconds = _edge(synthetic_replay(tmp_path / "r.npz", 100), p.address, "--timeout", "1", timeout=30)
     assert rc == 2
     _one_line(err, "no answer from the server for 1 s")
     assert seconds < 15 and p.accepted == 2
@@ -170,7 +142,7 @@ def test_an_edge_gives_up_on_a_server_that_accepts_and_never_answers_the_hello(t
     """Two silent HELLOs end it (one may be a busy server): not eleven answer timeouts, and
     the line says the server was reached, not that it could not be."""
     p = peer(_drain)
-    rc, err, seconds = _edge(_synthetic(tmp_path / "r.npz", 3), p.address, "--timeout", "1", timeout=60)
+    rc, err, seconds = _edge(synthetic_replay(tmp_path / "r.npz", 3), p.address, "--timeout", "1", timeout=60)
     assert rc == 2
     _one_line(err, "accepted the connection but did not answer within 1 s")
     assert seconds < 15 and p.accepted == 2
@@ -188,7 +160,7 @@ def test_an_edge_names_a_peer_that_is_no_temposplit_server_at_once(tmp_path, pee
         _drain(conn)
 
     p = peer(foreign)
-    rc, err, seconds = _edge(_synthetic(tmp_path / "r.npz", 3), p.address, timeout=60)
+    rc, err, seconds = _edge(synthetic_replay(tmp_path / "r.npz", 3), p.address, timeout=60)
     assert rc == 2
     _one_line(err, f"127.0.0.1:{p.address[1]} does not answer as a temposplit server")
     assert p.accepted == 1  # not retried
@@ -205,7 +177,7 @@ def test_a_malformed_ack_is_one_line_not_an_internal_error(tmp_path, peer, frame
         _drain(conn)
 
     p = peer(bad_ack)
-    rc, err, _ = _edge(_synthetic(tmp_path / "r.npz", 3), p.address, "--timeout", "5", timeout=60)
+    rc, err, _ = _edge(synthetic_replay(tmp_path / "r.npz", 3), p.address, "--timeout", "5", timeout=60)
     assert rc == 2
     _one_line(err, "the server sent an ACK with no valid frame number")
 
@@ -223,7 +195,7 @@ def test_a_streams_folder_removed_while_streaming_fails_the_stream_not_silently(
     records written to it are nowhere, so the edge gets ERROR naming it, not ACKs and a
     SUMMARY of frames the server no longer has."""
     srv = make_server()
-    replay = open_replay(_tiled(replay_file, tmp_path / "r40.npz", 40))
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "r40.npz", 40))
     folder = srv.out_dir / "gone"
 
     def remove(index, chan):
@@ -242,7 +214,7 @@ def test_an_end_whose_state_cannot_be_saved_is_not_confirmed(make_server, replay
     """END closes the stream's files and marks it finished in session.json: when that cannot
     be written, the edge gets ERROR, not a SUMMARY it would print as '0 errors'."""
     srv = make_server()
-    replay = open_replay(_tiled(replay_file, tmp_path / "r12.npz", 12))
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "r12.npz", 12))
     folder = srv.out_dir / "stuck"
 
     def block_the_state(index, chan):
@@ -284,7 +256,7 @@ def test_an_edge_stopped_by_a_signal_ends_its_stream_and_frees_the_name(make_ser
     frame sent and the stream finished, so the next run of that name is accepted (it was
     refused for the resume window, 600 s)."""
     srv = make_server()
-    long = _tiled(replay_file, tmp_path / "long.npz", 2000)
+    long = tiled_replay(replay_file, tmp_path / "long.npz", 2000)
     log = srv.out_dir / "cam" / "detections.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "temposplit", "edge", "--replay", long, "--server", f"{srv.address[0]}:{srv.address[1]}"]
@@ -317,7 +289,7 @@ def test_a_cli_edge_keeps_no_per_frame_records(make_server, replay_file, tmp_pat
     frame's detections and figures (37 KB a frame with the SSD's detections), and the
     encoder's per-frame statistics are trimmed as it goes."""
     srv = make_server()
-    replay = open_replay(_tiled(replay_file, tmp_path / "r40.npz", 40))
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "r40.npz", 40))
     edge = Edge(replay, CODEC, srv.address, "counts", keep_frames=False)
     report = edge.run(replay.frames(), total=replay.count)
     assert report.acked == 40 and not report.errors and report.summary["recorded"] == [[0, 40]]

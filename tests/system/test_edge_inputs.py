@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
+from replays import synthetic_replay
 
 from temposplit.cli import main
 from temposplit.errors import ConfigError
@@ -23,22 +24,7 @@ def no_connection(monkeypatch):
 
 
 def _replay(path, **identity):
-    """A feature file as ``temposplit features`` writes it, 3 frames of one 8x12x12 tensor;
-    ``identity`` replaces identity fields (None drops one)."""
-    from temposplit.codec import features
-
-    codes = np.random.default_rng(0).integers(0, 256, (3, 8, 12, 12)).astype(np.uint8)
-    fields = {
-        "model": np.array("ssd-mobilenet-v2"),
-        "cut": np.array("features.10"),
-        "model_hash": np.arange(32, dtype=np.uint8),
-        "frame_size": np.array([576, 768], np.int32),
-        "fps": np.float64(10.0),
-    }
-    fields.update(identity)
-    fields = {k: v for k, v in fields.items() if v is not None}
-    features.save(str(path), features.FeatureClip(["features.10"], [codes], [0.1], [3], [4]), fields)
-    return str(path)
+    return synthetic_replay(path, 3, **identity)
 
 
 # ---------------------------------------------------------------------------- C1: rates and timeouts

@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from rawclient import wait_for
+from replays import tiled_replay
 
 from temposplit.codec.encoder import PRESETS
 from temposplit.errors import ConfigError, TemposplitError
@@ -23,17 +23,6 @@ CODEC = {**PRESETS["recommended"], "fps": 10.0}
 
 def needs_models(fn):
     return pytest.mark.slow(pytest.mark.models(fn))
-
-
-def _tiled(replay_file, path, frames: int) -> str:
-    """``replay_file`` (real M1 outputs) played back and forth up to ``frames`` frames."""
-    with np.load(replay_file, allow_pickle=False) as npz:
-        data = {k: npz[k] for k in npz.files}
-    key = next(k for k in data if k.startswith("codes/"))
-    loop = np.concatenate([data[key], data[key][::-1]])
-    data[key] = np.concatenate([loop] * (frames // len(loop) + 1))[:frames]
-    np.savez(path, **data)
-    return str(path)
 
 
 def _edge_argv(replay: str, srv, *options: str) -> list[str]:
@@ -61,7 +50,7 @@ def test_an_edge_killed_mid_stream_resumes_its_stream_when_run_again(make_server
     """The rerun takes the stream up where the server's record ends: every frame of the file
     recorded exactly once, the stream finished, the token gone; a third run is a new stream."""
     srv = make_server()
-    clip = _tiled(replay_file, tmp_path / "clip.npz", 300)
+    clip = tiled_replay(replay_file, tmp_path / "clip.npz", 300)
     argv = _edge_argv(clip, srv, "--stream", "cam", "--state", str(tmp_path / "state"))
     _killed_after(argv, srv, "cam", 20)
     kept = list((tmp_path / "state").glob("*.json"))
@@ -82,10 +71,10 @@ def test_an_edge_killed_mid_stream_resumes_its_stream_when_run_again(make_server
 @needs_models
 def test_a_rerun_with_other_settings_or_another_file_is_refused_naming_the_state(make_server, replay_file, tmp_path):
     srv = make_server()
-    clip = _tiled(replay_file, tmp_path / "clip.npz", 300)
+    clip = tiled_replay(replay_file, tmp_path / "clip.npz", 300)
     state = ["--state", str(tmp_path / "state")]
     _killed_after(_edge_argv(clip, srv, "--stream", "cam", *state), srv, "cam", 10)
-    other = _tiled(replay_file, tmp_path / "other.npz", 301)
+    other = tiled_replay(replay_file, tmp_path / "other.npz", 301)
     for argv, words in (
         (_edge_argv(clip, srv, "--stream", "cam", "--bits", "6", *state), "was left unfinished with other settings"),
         (_edge_argv(other, srv, "--stream", "cam", *state), "was left unfinished reading"),
