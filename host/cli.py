@@ -295,6 +295,11 @@ def _edge(args) -> int:
             report = edge.run(frames, video=video, total=total, positions=not getattr(source, "camera", False))
         except TemposplitError as exc:
             if not stopped:
+                if edge.opened and edge.resume_state.read() is not None:  # opened, not ended: resumable
+                    raise TemposplitError(
+                        f"{exc}; the stream {args.stream!r} stays unfinished on the server: "
+                        "the same command, run again, resumes it"
+                    ) from exc
                 raise
             print(f"{args.prog}: {exc}", file=sys.stderr)  # "stopped by SIGINT; ... recorded by the server"
             return 128 + stopped[0]
@@ -348,9 +353,13 @@ def summary_line(summary: dict | None) -> str:
     failed = count("failed")
     if failed:
         text += f", {failed} failed"
-    for key in ("detections", "video"):
-        if summary.get(key):
-            text += f", {key} {summary[key]}"
+    if summary.get("detections"):
+        text += f", detections {summary['detections']}"
+    videos = summary.get("videos")
+    if isinstance(videos, list) and len(videos) > 1:  # a resumed stream's video, in segments
+        text += f", video in {len(videos)} segments {', '.join(map(str, videos))}"
+    elif summary.get("video"):
+        text += f", video {summary['video']}"
     return text
 
 

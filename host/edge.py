@@ -205,6 +205,7 @@ class Edge:
         self.token: str | None = None  # the server's resume token for this stream (WELCOME)
         self.silences = 0  # answer timeouts in a row with frames unacknowledged (Silent)
         self.stop: str | None = None  # why to end the stream after the current frame (set by a signal handler)
+        self.opened = False  # the server welcomed this run's stream (a new one or a resume)
         self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
         self.tamper = None  # fault injection (tests): callable(frame_index, packet_bytes) -> bytes to send
 
@@ -254,6 +255,7 @@ class Edge:
                     if self.pending.pop(i, None) is not None:
                         self.report.errors.pop(i, None)
                 self.chan = chan
+                self.opened = True
                 threading.Thread(target=self._receive, args=(chan,), daemon=True).start()
                 return
             except (OSError, P.ConnectionClosed) as exc:

@@ -273,6 +273,9 @@ class Session:
 
     def summary(self) -> dict:
         video = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
+        # every segment of the annotated video (a resumed stream's go on in a new one)
+        segments = ["annotated.mp4"] + [f"annotated.{k}.mp4" for k in range(1, self.segment + 1)]
+        videos = [str(self.out_dir / v) for v in segments if (self.out_dir / v).is_file()]
         return {
             "stream": self.name,
             "frames": len(self.recorded) + len(self.failed),
@@ -283,4 +286,5 @@ class Session:
             "failed": P.to_ranges(self.failed),
             "detections": str(self.out_dir / "detections.jsonl"),
             "video": str(self.out_dir / video),
+            "videos": videos,
         }

@@ -151,6 +151,43 @@ def test_a_camera_resumed_numbers_its_frames_on(make_server, replay_file, tmp_pa
     assert rs.read() is None
 
 
+@needs_models
+def test_a_stream_resumed_after_the_server_and_the_edge_restarted_names_both_video_segments(
+    make_server, replay_file, tmp_path
+):
+    """A power cut of both ends: the restarted server resumes the stream from its files (its
+    video goes on in a second segment) for the restarted edge's kept token; the SUMMARY
+    names both segments, not the last alone."""
+    srv = make_server()
+    replay = open_replay(str(replay_file))
+    source = source_identity(str(replay_file))
+    rs = ResumeState(tmp_path / "state", "127.0.0.1:7300", "cam")  # the server's address, kept across its restart
+
+    class Crash(Exception):
+        pass
+
+    def crash(index, chan):
+        if index == 4:
+            raise Crash
+
+    first = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
+    first.fault = crash
+    with pytest.raises(Crash):
+        first.run(replay.frames(), total=replay.count)
+    first.chan.close()
+    wait_for(lambda: len(_frames_logged(srv, "cam")) >= 4, "the first frames' records", seconds=60)
+    srv.shutdown()
+    again = make_server()
+    second = Edge(replay, dict(CODEC), again.address, "cam", resume_state=rs, source_id=source)
+    report = second.run(replay.frames(), total=replay.count)
+    assert not report.errors and sorted(set(_frames_logged(again, "cam"))) == list(range(replay.count))
+    out = again.out_dir / "cam"
+    assert report.summary["videos"] == [str(out / "annotated.mp4"), str(out / "annotated.1.mp4")]
+    from temposplit.host.cli import summary_line
+
+    assert f"video in 2 segments {out / 'annotated.mp4'}, {out / 'annotated.1.mp4'}" in summary_line(report.summary)
+
+
 def test_a_second_edge_of_the_same_stream_on_this_machine_is_refused(tmp_path):
     """It would resume, and so take over, the stream the first edge is still sending."""
     a = ResumeState(tmp_path, "127.0.0.1:7300", "cam")
@@ -183,3 +220,24 @@ def test_the_edge_exception_for_a_refusal_carries_gone():
     from temposplit.host.edge import Refusal
 
     assert Refusal("x", True).gone and not Refusal("x").gone and isinstance(Refusal("x"), TemposplitError)
+
+
+@needs_models
+def test_an_edge_that_gives_up_on_a_stopped_server_says_the_stream_can_be_resumed(make_server, replay_file, tmp_path):
+    """The server stops mid-stream and does not come back within the edge's retries: the
+    edge's one line says the stream stays unfinished and that the same command resumes it."""
+    srv = make_server()
+    clip = tiled_replay(replay_file, tmp_path / "clip.npz", 2000)
+    argv = _edge_argv(clip, srv, "--stream", "cam", "--state", str(tmp_path / "state"), "--timeout", "2")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(_frames_logged(srv, "cam")) >= 10, "10 records", seconds=60)
+        srv.shutdown()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "internal error" not in lines[0], err
+    assert "the stream 'cam' stays unfinished on the server: the same command, run again, resumes it" in lines[0]
