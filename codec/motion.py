@@ -45,13 +45,17 @@ TSS_ORDER = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1
 
 
 def check_block(block: int) -> int:
-    if not isinstance(block, (int, np.integer)) or not 1 <= int(block) <= MAX_BLOCK:
+    if (
+        isinstance(block, (bool, np.bool_))
+        or not isinstance(block, (int, np.integer))
+        or not 1 <= int(block) <= MAX_BLOCK
+    ):
         raise ConfigurationError(f"block size B must be an integer in 1..{MAX_BLOCK}, not {block!r}")
     return int(block)
 
 
 def check_search_range(p: int) -> int:
-    if p not in SEARCH_RANGES:
+    if isinstance(p, (bool, np.bool_)) or p not in SEARCH_RANGES:  # (True == 1 is no search range)
         raise ConfigurationError(f"search range p must be one of {SEARCH_RANGES}, not {p!r}")
     return int(p)
 

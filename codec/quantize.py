@@ -21,13 +21,17 @@ MAX_BITS = 8
 
 
 def check_bits(n_bits: int) -> int:
-    if not isinstance(n_bits, (int, np.integer)) or not MIN_BITS <= int(n_bits) <= MAX_BITS:
+    if (
+        isinstance(n_bits, (bool, np.bool_))
+        or not isinstance(n_bits, (int, np.integer))
+        or not MIN_BITS <= int(n_bits) <= MAX_BITS
+    ):
         raise ConfigurationError(f"N (bits per code) must be an integer in {MIN_BITS}..{MAX_BITS}, not {n_bits!r}")
     return int(n_bits)
 
 
 def check_zero_point(z8: int) -> int:
-    if not isinstance(z8, (int, np.integer)) or not 0 <= int(z8) <= 255:
+    if isinstance(z8, (bool, np.bool_)) or not isinstance(z8, (int, np.integer)) or not 0 <= int(z8) <= 255:
         raise ConfigurationError(f"the quint8 zero point must be an integer in 0..255, not {z8!r}")
     return int(z8)
 

@@ -34,6 +34,7 @@ import numpy as np
 from temposplit.codec import ctx, ctx_records, huffman
 from temposplit.codec.encoder import AnchorCoding, Encoder, SoftwareEngine
 from temposplit.codec.quantize import lut, zero_point_n
+from temposplit.hw import regmap
 from temposplit.hw.driver import Accelerator, AcceleratorError
 
 
@@ -89,9 +90,17 @@ class FabricEngine(SoftwareEngine):
         if on_chip:
             self._reference = self._key(tensor, n_bits, codes)
         else:  # BAND_MOTION streams the reference from the PS side
-            self.accel.load_reference(codes, zn_ref=zn)
-            self._reference = self._key(tensor, n_bits, codes)
+            self._keep_reference(tensor, n_bits, codes, zn)
         return AnchorCoding(codes, res.histogram, table, (res.data, res.bits))
+
+    def _keep_reference(self, tensor, n_bits, codes, zn):
+        """A reference over the on-chip RAM: kept on the PS side for BAND_MOTION; a build
+        without the band engine keeps none (its MOTION falls back to the software)."""
+        if not self.accel.ops.band:
+            self._reference = None
+            return
+        self.accel.load_reference(codes, zn_ref=zn)
+        self._reference = self._key(tensor, n_bits, codes)
 
     def _encode(self, q8, z8, n_bits, alphabet, store_ref):
         self.passes["ENCODE"] += 1
@@ -133,7 +142,9 @@ class FabricEngine(SoftwareEngine):
         padded = -(-c // self.params.lanes) * self.params.lanes
         on_chip = h * w * padded <= self.params.ref_bytes
         bounds = ctx.slice_bounds(c, slices)
-        if len(bounds) > 1 or w * c > self.params.line_elements:
+        # value records have no WIDTH, HEIGHT or CHANNELS register: any map (the anchor coder's only its limits)
+        over = h > regmap.MAX_HEIGHT or w > regmap.MAX_WIDTH or c > regmap.MAX_CHANNELS
+        if len(bounds) > 1 or w * c > self.params.line_elements or over:
             records, changes = [], np.zeros(q_n.shape, np.int8)
             for c0, c1 in bounds:
                 part = (None if a is None else a[..., c0:c1] for a in (q_n, ref, ref_changes))
@@ -142,8 +153,10 @@ class FabricEngine(SoftwareEngine):
             sections = self._records_pass(records)
             if on_chip:
                 self.passes["LOAD_REF"] += 1
-            self.accel.load_reference(q_n, zn_ref=zn)  # on chip, or kept for BAND_MOTION
-            self._reference = self._key(tensor, n_bits, q_n)
+                self.accel.load_reference(q_n, zn_ref=zn)
+                self._reference = self._key(tensor, n_bits, q_n)
+            else:  # kept for BAND_MOTION
+                self._keep_reference(tensor, n_bits, q_n, zn)
             return sections, changes
         requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
         src = pending[1] if requant else np.ascontiguousarray(q_n)
@@ -160,9 +173,10 @@ class FabricEngine(SoftwareEngine):
             requant=requant,
             store_ref=on_chip,
         )
-        if not on_chip:  # BAND_MOTION streams the reference from the PS side
-            self.accel.load_reference(q_n, zn_ref=zn)
-        self._reference = self._key(tensor, n_bits, q_n)
+        if on_chip:
+            self._reference = self._key(tensor, n_bits, q_n)
+        else:  # BAND_MOTION streams the reference from the PS side
+            self._keep_reference(tensor, n_bits, q_n, zn)
         return [res.data], res.changes
 
     def ctx_pred_sections(self, tensor, mvs, p, flags, pred, recon, ref_changes, n_bits, slices):

@@ -34,12 +34,14 @@ from temposplit.codec import ctx_records, huffman
 from temposplit.codec.ctx_records import RECORD_BITS
 from temposplit.codec.motion import check_block, check_search_range, grid_shape, tss_steps
 from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
+from temposplit.errors import TemposplitError
 from temposplit.hw import regmap
 from temposplit.hw.regmap import REG, mode, pack
 
 
-class AcceleratorError(Exception):
-    """A request the accelerator cannot serve (shape over its limits, a bad table, a timeout)."""
+class AcceleratorError(TemposplitError):
+    """A request the accelerator cannot serve (shape over its limits, a bad table, a timeout):
+    a :class:`~temposplit.errors.TemposplitError`, so the command line reports it in one line."""
 
 
 @dataclass
@@ -199,11 +201,18 @@ class PynqTransport:
         self._allocate = allocate
         self.max_transfer = int(getattr(dma, "buffer_max_size", (1 << 14) - 1))
         self._buffers = {}
+        self.closed = False
+
+    def _check_open(self):
+        if self.closed:  # its buffers are freed: a use would allocate new ones that nothing frees
+            raise AcceleratorError("the accelerator's PYNQ transport is closed (open the overlay again)")
 
     def write(self, offset, value):
+        self._check_open()
         self.mmio.write(offset, int(value))
 
     def read(self, offset):
+        self._check_open()
         return int(self.mmio.read(offset))
 
     def _buffer(self, key, nbytes):
@@ -220,6 +229,7 @@ class PynqTransport:
         return buf
 
     def stream(self, data, max_out):
+        self._check_open()
         send, recv = self.dma.sendchannel, self.dma.recvchannel
         n = len(data)
         out_len = min(max(int(max_out), 8), self.max_transfer)
@@ -258,6 +268,7 @@ class PynqTransport:
         for buf in self._buffers.values():
             buf.freebuffer()
         self._buffers.clear()
+        self.closed = True
 
 
 class SimTransport:
@@ -310,6 +321,23 @@ def _check_map(arr, name="map") -> np.ndarray:
     if arr.size == 0 or arr.size > regmap.MAX_ELEMENTS:
         raise AcceleratorError(f"the {name} must hold 1..{regmap.MAX_ELEMENTS} elements, not {arr.size}")
     return np.ascontiguousarray(arr)
+
+
+def _check_int(value, lo: int, hi: int, name: str) -> int:
+    """``value`` as an int in ``lo..hi`` (a bool, a float or a string is refused, not truncated)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise AcceleratorError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+    return int(value)
+
+
+def _check_zn(zn, n_bits: int) -> int:
+    """z_N of N-bit codes: 0..2^N (ZN_REF may equal 2^N)."""
+    return _check_int(zn, 0, 1 << n_bits, f"z_N of the reference (N = {n_bits})")
+
+
+def _check_codes(codes: np.ndarray, n_bits: int, name: str) -> None:
+    if codes.size and int(codes.max()) >> n_bits:
+        raise AcceleratorError(f"the {name} must be N-bit codes (N = {n_bits}), not up to {int(codes.max())}")
 
 
 def pad_channels(arr: np.ndarray, lanes: int, value: int) -> np.ndarray:
@@ -408,7 +436,10 @@ class Operations:
         self.hist = f["HISTOGRAM"] != 0
         extra["ctx_engines"] = max(1, min(f["ENGINES"], regmap.MAX_CTX_ENGINES))
         extra["ctx_lanes"] = max(1, min(f["CTX_LANES"], regmap.MAX_CTX_LANES))
-        self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
+        try:
+            self.params = regmap.Params(ref_bytes=1 << f["REF_LOG2"], block_bytes=1 << f["BLOCK_LOG2"], **extra)
+        except ValueError as exc:  # PARAMS / BAND_PARAMS of no build this driver knows
+            raise AcceleratorError(f"the accelerator's build parameters are not usable: {exc}") from None
         return self.params
 
     def _need_params(self):
@@ -418,7 +449,12 @@ class Operations:
 
     def load_table(self, lengths):
         """Load a Huffman table given by its code lengths (canonical codes computed here)."""
-        lengths = np.asarray(lengths, np.int64)
+        given = np.asarray(lengths)
+        if given.size and not np.issubdtype(given.dtype, np.integer):
+            raise AcceleratorError(f"code lengths must be integers, not {given.dtype}")
+        if given.size and given.min() < 0:
+            raise AcceleratorError(f"code lengths must be 0 or more, not {given.min()}")
+        lengths = given.astype(np.int64)
         if lengths.ndim != 1 or not 1 <= lengths.size <= 256:
             raise AcceleratorError(f"a table has 1..256 code lengths, not shape {lengths.shape}")
         huffman.check_lengths(lengths)
@@ -441,11 +477,14 @@ class Operations:
         is quint8 and is requantized to ``n_bits`` first)."""
         p = yield from self._need_params()
         symbols = _check_map(symbols, "symbols").reshape(-1)
+        if histogram:
+            alphabet = _check_int(alphabet, 1, 256, "the alphabet's size")
         if store_ref and symbols.size > p.ref_bytes:
             raise AcceleratorError(f"a reference of {symbols.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        n_bits, z8 = check_bits(n_bits), check_zero_point(z8)  # before any register is written
         yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref)))
-        yield _w("NBITS", check_bits(n_bits))
-        yield _w("Z8", check_zero_point(z8))
+        yield _w("NBITS", n_bits)
+        yield _w("Z8", z8)
         yield _w("COUNT", symbols.size)
         out, cycles = yield from self._run("ENCODE", symbols.tobytes(), 2 * symbols.size + 16)
         bits = yield _r("BITS")
@@ -475,15 +514,14 @@ class Operations:
             raise AcceleratorError("this bitstream has no HISTOGRAM mode (count with an ENCODE pass)")
         q8 = _check_map(q8, "map")
         n_bits = check_bits(n_bits)
-        alphabet = alphabet or 1 << n_bits
-        if not 1 <= alphabet <= 256:
-            raise AcceleratorError(f"an alphabet has 1..256 symbols, not {alphabet}")
+        alphabet = _check_int(1 << n_bits if alphabet is None else alphabet, 1, 256, "the alphabet's size")
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
         if store_ref and q8.size > p.ref_bytes:
             raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        z8 = check_zero_point(z8)  # before any register is written
         yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref and not padded)))
         yield _w("NBITS", n_bits)
-        yield _w("Z8", check_zero_point(z8))
+        yield _w("Z8", z8)
         yield _w("COUNT", q8.size)
         _, cycles = yield from self._run("HISTOGRAM", q8.tobytes(), 8)
         hist = yield from self._read_histogram(alphabet)
@@ -504,7 +542,7 @@ class Operations:
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
         result = yield from self.encode(
             q8,
-            alphabet or 1 << check_bits(n_bits),
+            1 << check_bits(n_bits) if alphabet is None else alphabet,
             requant=True,
             z8=z8,
             n_bits=n_bits,
@@ -522,9 +560,10 @@ class Operations:
             return codes[:, :, : q8.shape[2]].copy()
         if store_ref and q8.size > p.ref_bytes:
             raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        n_bits, z8 = check_bits(n_bits), check_zero_point(z8)  # before any register is written
         yield _w("FLAGS", pack("FLAGS", REQUANT=1, STORE_REF=int(store_ref)))
-        yield _w("NBITS", check_bits(n_bits))
-        yield _w("Z8", check_zero_point(z8))
+        yield _w("NBITS", n_bits)
+        yield _w("Z8", z8)
         yield _w("COUNT", q8.size)
         out, _ = yield from self._run("REQUANT", q8.tobytes(), q8.size)
         if len(out) != q8.size:
@@ -553,7 +592,9 @@ class Operations:
             raise AcceleratorError(f"a row of {w} x {c} elements exceeds the CTX row buffer ({p.line_elements})")
         n_bits = check_bits(n_bits)
         z8 = check_zero_point(z8)
-        zn = zero_point_n(z8, n_bits) if z_n is None else int(z_n)
+        zn = zero_point_n(z8, n_bits) if z_n is None else _check_zn(z_n, n_bits)
+        if not requant:
+            _check_codes(q8, n_bits, "anchor's codes (requant=False)")
         codes = lut_codes(q8, z8, n_bits) if requant else q8
         padded = store_ref and c % p.lanes
         if store_ref and q8.size > p.ref_bytes:
@@ -563,9 +604,12 @@ class Operations:
             ref = _check_map(ref, "reference")
             if ref.shape != q8.shape:
                 raise AcceleratorError(f"the reference {ref.shape} and the anchor {q8.shape} differ in shape")
+            _check_codes(ref, n_bits, "reference")
             dref = np.zeros(q8.shape, np.int8) if ref_changes is None else np.asarray(ref_changes)
             if dref.shape != q8.shape:
                 raise AcceleratorError(f"the change map {dref.shape} and the anchor {q8.shape} differ in shape")
+            if not np.issubdtype(dref.dtype, np.integer) or (dref.size and (dref.min() < -1 or dref.max() > 1)):
+                raise AcceleratorError(f"the change map must hold -1, 0 or 1 (integers), not {dref.dtype} values")
             groups = -(-q8.size // p.lanes)
             words = np.zeros((3, groups * p.lanes), np.uint8)  # codes, reference, changes + 1
             words[0, : q8.size] = q8.reshape(-1)
@@ -678,6 +722,7 @@ class Operations:
         is kept on the PS side instead: :meth:`motion` streams it in bands (BAND_MOTION)."""
         p = yield from self._need_params()
         codes = _check_map(codes, "reference")
+        zn_ref = _check_int(zn_ref, 0, 255, "the reference's padding z_N")
         if codes.ndim == 3:
             if (
                 self.band
@@ -701,6 +746,7 @@ class Operations:
         if cur.ndim != 3:
             raise AcceleratorError(f"the current map must be (H, W, C), not {cur.shape}")
         block, search = check_block(block), check_search_range(search)
+        zn_ref = _check_zn(zn_ref, check_bits(n_bits))
         shape = cur.shape
         cur = pad_channels(cur, p.lanes, check_zero_point(z8))
         h, w, c = cur.shape
@@ -719,8 +765,6 @@ class Operations:
             return result
         if block * block * c > p.block_bytes:
             raise AcceleratorError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
-        if not 0 <= zn_ref <= 256:
-            raise AcceleratorError(f"z_N of the reference must be 0..256, not {zn_ref}")
         for reg, v in (
             ("NBITS", check_bits(n_bits)),
             ("Z8", check_zero_point(z8)),
@@ -752,8 +796,6 @@ class Operations:
         ref = _check_map(reference, "reference")
         if ref.shape != cur.shape:
             raise AcceleratorError(f"the reference {ref.shape} and the current map {cur.shape} differ in shape")
-        if not 0 <= zn_ref <= 256:
-            raise AcceleratorError(f"z_N of the reference must be 0..256, not {zn_ref}")
         plan = band_plan(cur.shape, block, search, p)
         if plan is None:
             raise AcceleratorError(
@@ -797,8 +839,12 @@ class Operations:
 
     def encode_motion_vectors(self, mvs, *, search, lengths):
         """Huffman-code vectors as symbols v + p, dy then dx per block (``payload.write_pred``)."""
+        search = check_search_range(search)
+        mvs = np.asarray(mvs)
+        if not np.issubdtype(mvs.dtype, np.integer) or (mvs.size and int(np.abs(mvs.astype(np.int64)).max()) > search):
+            raise AcceleratorError(f"motion vectors must be integers in -{search}..{search} (the search range)")
         yield from self.load_table(lengths)
-        symbols = (np.asarray(mvs, np.int16).reshape(-1) + search).astype(np.uint8)
+        symbols = (mvs.astype(np.int16).reshape(-1) + search).astype(np.uint8)
         result = yield from self.encode(symbols, 2 * search + 1, histogram=False)
         return result.data, result.bits
 

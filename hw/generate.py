@@ -78,13 +78,33 @@ def params_from_arguments(args, parser: argparse.ArgumentParser | None = None) -
         parser.error(str(exc))
 
 
+def output_error(parser: argparse.ArgumentParser, out: Path, exc: OSError):
+    """An output folder that cannot be made or written: the parser's one line (exit 2), not a traceback."""
+    where = exc.filename if exc.filename is not None else out
+    parser.exit(2, f"{parser.prog}: error: {where}: {exc.strerror or exc}\n")
+
+
+def output_folder(parser: argparse.ArgumentParser, out: Path) -> Path:
+    """Make the ``--out`` folder (and its parents), or exit with :func:`output_error`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        output_error(parser, out, exc)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m temposplit.hw.generate", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="build/verilog", type=Path)
     add_params_arguments(ap)
     args = ap.parse_args(argv)
     params = params_from_arguments(args, ap)
-    for p in write_all(args.out, params):
+    output_folder(ap, args.out)
+    try:
+        paths = write_all(args.out, params)
+    except OSError as exc:
+        output_error(ap, args.out, exc)
+    for p in paths:
         print(p)
     return 0
 

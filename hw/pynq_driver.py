@@ -93,7 +93,11 @@ def open_overlay(bitfile: str | None = None, download: bool = True) -> Tempospli
     """Load the overlay and return its accelerator, attached to its AXI DMA and probed."""
     import pynq
 
-    overlay = pynq.Overlay(bitfile or default_bitfile(), download=download)
+    bitfile = bitfile or default_bitfile()
+    try:
+        overlay = pynq.Overlay(bitfile, download=download)
+    except Exception as exc:  # noqa: BLE001 - pynq's own types (a missing .hwh is a ValueError, a damaged one XML's)
+        raise AcceleratorError(f"cannot load the overlay {bitfile}: {exc}") from exc
     accels = [name for name, d in overlay.ip_dict.items() if d.get("type") == regmap.VLNV]
     dmas = [name for name, d in overlay.ip_dict.items() if str(d.get("type", "")).startswith(DMA_VLNV_PREFIX)]
     if len(accels) != 1 or len(dmas) != 1:

@@ -29,6 +29,8 @@ LANES = 8
 MAX_CTX_ENGINES = 4  # the engine index is two bits of a stream word (docs/fabric.md, "Slices")
 MAX_CTX_LANES = 2  # sections per engine side by side (C-slow); the lane is one bit of a stream word
 MAX_CTX_SLICES = MAX_SLICES  # CTX_SLICES.S: the bitstream's largest slice count
+MAX_REF_BYTES = 1 << 26  # COUNT's 26 bits: no operation stores more codes in the reference
+MAX_BLOCK_BYTES = 1 << 22  # BAND_PARAMS.GROUP_BLOCKS (block_words // 9) in its 16 bits
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,18 @@ class Params:
             v = getattr(self, name)
             if v <= 0 or v % self.lanes or (v // self.lanes) & (v // self.lanes - 1):
                 raise ValueError(f"{name} must be lanes times a power of two, not {v}")
+        if self.ref_bytes > MAX_REF_BYTES:
+            raise ValueError(f"ref_bytes must be at most {MAX_REF_BYTES} (COUNT's 26 bits), not {self.ref_bytes}")
+        if self.block_bytes > MAX_BLOCK_BYTES:
+            raise ValueError(
+                f"block_bytes must be at most {MAX_BLOCK_BYTES} (BAND_PARAMS.GROUP_BLOCKS's 16 bits), "
+                f"not {self.block_bytes}"
+            )
         r = self.band_bytes // self.lanes
-        if self.band_bytes % self.lanes or r < 1 or r & (r - 1) or self.ref_words % r:
+        if self.band_bytes % self.lanes or r < 1 or r & (r - 1):
             raise ValueError(f"band_bytes must be lanes times a power of two, not {self.band_bytes}")
+        if self.ref_words % r:
+            raise ValueError(f"ref_bytes must be a multiple of band_bytes ({self.band_bytes}), not {self.ref_bytes}")
         if self.band_blocks < 1 or self.band_blocks & (self.band_blocks - 1):
             raise ValueError(f"band_blocks must be a power of two, not {self.band_blocks}")
         if self.line_elements < 1 or self.line_elements & (self.line_elements - 1):

@@ -23,6 +23,7 @@ from multiprocessing.connection import Listener
 from pathlib import Path
 
 from temposplit.hw import regmap
+from temposplit.hw.driver import AcceleratorError
 
 TOPLEVEL = "temposplit_accel"
 
@@ -75,8 +76,9 @@ def verilate(text: str, toplevel: str, root: Path):
     return runner, bdir
 
 
-class BridgeError(RuntimeError):
-    pass
+class BridgeError(AcceleratorError):
+    """The simulated accelerator failed (it did not start, failed a request, or the bridge is
+    closed): an :class:`~temposplit.hw.driver.AcceleratorError`, one line from the CLI."""
 
 
 class BridgeTransport:

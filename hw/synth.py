@@ -461,7 +461,7 @@ def run_timing(
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m temposplit.hw.synth", description=__doc__.splitlines()[0])
-    from temposplit.hw.generate import TOP_NAME, add_params_arguments, params_from_arguments, write_all
+    from temposplit.hw.generate import TOP_NAME, add_params_arguments, output_folder, params_from_arguments, write_all
 
     ap.add_argument("--out", default="build/synth", type=Path)
     ap.add_argument("--no-timing", action="store_true", help="skip the ECP5 place-and-route proxy (utilization only)")
@@ -499,7 +499,7 @@ def main(argv=None) -> int:
         ap.error(f"--more-seeds must be 0 or more, not {args.more_seeds}")
     params = params_from_arguments(args, ap)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    output_folder(ap, args.out)
     top = TOP_NAME
     if args.engine:
         top = f"engine_{args.engine}"

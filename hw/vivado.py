@@ -361,7 +361,15 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=4, help="Vivado run jobs")
     ap.add_argument("--tcl-only", action="store_true", help="write the files and stop (exit 0)")
     args = ap.parse_args(argv)
-    write_all(args.out)
+    if args.jobs < 1:  # Vivado's launch_runs would refuse it after the files are written
+        ap.error(f"--jobs must be 1 or more, not {args.jobs}")
+    from temposplit.hw.generate import output_error, output_folder
+
+    output_folder(ap, args.out)
+    try:
+        write_all(args.out)
+    except OSError as exc:
+        output_error(ap, args.out, exc)
     tcl = (args.out / "build.tcl").resolve()
     print(f"wrote {args.out}/ (build.tcl, Verilog, expected .hwh)")
     if args.tcl_only:

@@ -263,3 +263,16 @@ def test_bench_refuses_a_shape_past_the_stream_limits_before_making_frames():
     with pytest.raises(ConfigurationError, match="more than a stream carries"):
         parse_shapes("4x8x8,8192x4096x4096")
     assert parse_shapes("4x8x8:2") == [((4, 8, 8), 2)]
+
+
+@pytest.mark.parametrize(
+    "check, value",
+    [("check_block", True), ("check_search_range", True), ("check_zero_point", True), ("check_bits", np.bool_(True))],
+)
+def test_a_boolean_is_no_block_size_search_range_zero_point_or_n(check, value):
+    """True is 1 to Python: it ran a motion search with B = 1 instead of being refused."""
+    from temposplit.codec import motion, quantize
+
+    fn = getattr(motion, check, None) or getattr(quantize, check)
+    with pytest.raises(ConfigurationError):
+        fn(value)
