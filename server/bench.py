@@ -10,6 +10,8 @@ Procedure and figures: docs/deployment.md.
 
 from __future__ import annotations
 
+import contextlib
+
 MAX_CLIENTS = 1024  # edges of one run: each is a thread or two here, and a connection there
 
 
@@ -45,6 +47,7 @@ def register_bench(sub) -> None:
 
 def _bench_server(args) -> int:
     import json
+    import sys
     import tempfile
 
     from temposplit.errors import ConfigError
@@ -59,18 +62,22 @@ def _bench_server(args) -> int:
     elif args.server_pid is not None:
         raise ConfigError("--server-pid is the process of the server given with --server")
     check_timeout(args.timeout)
-    with tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
-        result = run_bench(
-            args.clients,
-            args.frames,
-            args.features,
-            args.server,
-            args.server_pid,
-            args.out,
-            tmp,
-            args.timeout,
-            args.pace,
-        )
+    try:
+        with _terminated_as_interrupt(), tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
+            result = run_bench(
+                args.clients,
+                args.frames,
+                args.features,
+                args.server,
+                args.server_pid,
+                args.out,
+                tmp,
+                args.timeout,
+                args.pace,
+            )
+    except Terminated:
+        print(f"{getattr(args, 'prog', 'temposplit bench server')}: terminated", file=sys.stderr)
+        return 143
     if args.json:
         print(json.dumps(result))
     else:
@@ -83,6 +90,32 @@ def _bench_server(args) -> int:
             f"{len(result['failed_clients'])} clients failed"
         )
     return 0 if not result["failed_clients"] and result["frames_without_record"] == 0 else 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that the started server is stopped and the
+    temporary folder removed on the way out (then one line, exit status 143)."""
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupt():
+    """SIGTERM (a service manager, ``timeout``, ``kill``) stops the bench as SIGINT does;
+    its default would end this process at once and leave the started server running."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_bench(
@@ -248,19 +281,25 @@ def start_server(out_dir, max_streams: int = 64, options: tuple[str, ...] = ()):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r" on (\S+):(\d+)", line)
-        if m:
-            # Keep draining its log so that the server never blocks on a full pipe.
-            import threading
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r" on (\S+):(\d+)", line)
+            if m:
+                # Keep draining its log so that the server never blocks on a full pipe.
+                import threading
 
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            return proc, (m.group(1), int(m.group(2)))
+                threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+                return proc, (m.group(1), int(m.group(2)))
+    except BaseException:  # interrupted while it starts: it must not outlive this process
+        proc.kill()
+        proc.wait()
+        raise
     proc.kill()
+    proc.wait()
     raise TemposplitError(f"the server did not start: {''.join(lines)[-500:]}")
 
 
@@ -275,6 +314,10 @@ def stop_server(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    except BaseException:  # a second interrupt while it finishes: it must not outlive this process
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def peak_rss_mb(pid: int | None) -> float | None:

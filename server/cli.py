@@ -7,9 +7,10 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="accept edge streams: decode, run M2, store detections and video")
     p.add_argument(
         "--host",
+        type=_host,
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; 0.0.0.0 every IPv4 address, :: every IPv6 one and, where "
-        "the system allows, every IPv4 one too)",
+        "the system allows, every IPv4 one too; an IPv6 address with or without brackets)",
     )
     p.add_argument("--port", type=_port, default=7300, help="port to listen on (default 7300; 0: any free port)")
     p.add_argument("--out", default="out/server", help="output folder: one sub-folder per stream (default out/server)")
@@ -85,6 +86,20 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _host(text: str) -> str:
+    """``--host``: an address or a name, an IPv6 address with or without the brackets URLs
+    (and the edge's ``--server [::1]:7300``) put around it; never empty, which the system
+    would take for every address."""
+    import argparse
+
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise argparse.ArgumentTypeError(f"an address to listen on, not {text!r} (0.0.0.0: every IPv4 address)")
+    return host
+
+
 def _serve(args) -> int:
     import sys
 
@@ -99,6 +114,8 @@ def _serve(args) -> int:
         if not sep:
             raise ConfigError(f"--weights takes MODEL=PATH, not {item!r}")
         weights[model] = path
+    if not args.out.strip():
+        raise ConfigError("--out is empty: name the output folder")
     options = {"proxy_protocol": args.proxy_protocol, "max_batch": args.max_batch}
     if args.max_streams < 1:
         raise ConfigError(f"--max-streams must be at least 1, not {args.max_streams}")

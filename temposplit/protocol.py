@@ -7,10 +7,12 @@ HELLO carries a JSON object followed by the codec's stream header.
 
 from __future__ import annotations
 
+import calendar
 import json
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass
 
 from temposplit.errors import ConfigError, TemposplitError
@@ -202,6 +204,7 @@ class TLSConfig:
     def for_server(cert: str | None, key: str | None, client_ca: str | None, warn=None) -> TLSConfig | None:
         """The server's TLS options, checked: None (plaintext) when none is given; partial
         options are an error (never plaintext); TLS without client authentication warns."""
+        _given("--tls-cert", cert), _given("--tls-key", key), _given("--tls-client-ca", client_ca)
         if not (cert or key or client_ca):
             return None
         if not cert or not key:
@@ -215,8 +218,11 @@ class TLSConfig:
     @staticmethod
     def for_client(ca: str | None, cert: str | None, key: str | None, server_name: str) -> TLSConfig | None:
         """The edge's TLS options, checked: a certificate needs its key and the other way round."""
+        _given("--tls-ca", ca), _given("--tls-cert", cert), _given("--tls-key", key)
         if not (ca or cert or key):
             return None
+        if not server_name:
+            raise ConfigError("--tls-server-name is empty: the name the server's certificate must carry")
         if bool(cert) != bool(key):
             raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
         return TLSConfig(cert, key, ca, server_name)
@@ -234,7 +240,7 @@ class TLSConfig:
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        _tls_load(f"certificate {self.cert} with key {self.key}", ctx.load_cert_chain, self.cert, self.key)
+        self._load_own(ctx)
         if self.ca:
             _tls_load(f"CA file {self.ca}", ctx.load_verify_locations, self.ca)
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -248,8 +254,86 @@ class TLSConfig:
         else:
             _tls_load("the system's CA certificates", ctx.load_default_certs)
         if self.cert:
-            _tls_load(f"certificate {self.cert} with key {self.key}", ctx.load_cert_chain, self.cert, self.key)
+            self._load_own(ctx)
         return ctx
+
+    def _load_own(self, ctx: ssl.SSLContext) -> None:
+        """This side's certificate and key into ``ctx``: never a passphrase prompt (OpenSSL's
+        own reads the terminal, where a service would wait for ever), and refused when the
+        certificate is out of its validity period, which every peer that checks it refuses."""
+        what = f"certificate {self.cert} with key {self.key}"
+
+        def no_passphrase():
+            raise TemposplitError(
+                f"TLS setup failed: the key {self.key} is encrypted; give its decrypted form "
+                "(openssl pkey -in KEY -out PLAIN.key), readable by this user only"
+            )
+
+        _tls_load(what, ctx.load_cert_chain, self.cert, self.key, no_passphrase)
+        der = self.own_certificate()
+        if der is None:
+            return
+        try:
+            not_before, not_after = certificate_validity(der)
+        except (IndexError, ValueError):  # OpenSSL took it: a form this reader does not know
+            return
+        now = time.time()
+        if now > not_after:
+            raise TemposplitError(f"TLS setup failed: certificate {self.cert} expired on {_utc(not_after)}")
+        if now < not_before:
+            raise TemposplitError(
+                f"TLS setup failed: certificate {self.cert} is not valid before {_utc(not_before)} "
+                f"(this machine's clock: {_utc(now)})"
+            )
+
+
+def _given(option: str, value: str | None) -> None:
+    """An option given empty (``--tls-cert "$CERT"`` with the variable unset) is an error,
+    never taken for the option left out (which would mean plaintext, or no client check)."""
+    if value is not None and not value.strip():
+        raise ConfigError(f"{option} is empty: name a PEM file")
+
+
+def certificate_validity(der: bytes) -> tuple[float, float]:
+    """(notBefore, notAfter) of a DER X.509 certificate, in seconds since the epoch (RFC 5280
+    4.1: Certificate -> TBSCertificate -> [version], serial, signature, issuer, validity)."""
+    _, cert, _ = _der_item(der, 0)
+    _, tbs, _ = _der_item(cert, 0)
+    fields, i = [], 0
+    while len(fields) < 5:
+        tag, value, i = _der_item(tbs, i)
+        if tag != 0xA0:  # the optional version
+            fields.append(value)
+    tag1, first, j = _der_item(fields[3], 0)
+    tag2, second, _ = _der_item(fields[3], j)
+    return _der_time(tag1, first), _der_time(tag2, second)
+
+
+def _der_item(data: bytes, i: int) -> tuple[int, bytes, int]:
+    """The DER item at ``i``: (tag, contents, where the next item starts)."""
+    tag, n = data[i], data[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(data[i : i + k], "big")
+        i += k
+    if i + n > len(data):
+        raise ValueError("a DER item runs past its container")
+    return tag, data[i : i + n], i + n
+
+
+def _der_time(tag: int, value: bytes) -> float:
+    """A UTCTime (0x17, YYMMDDHHMMSSZ: 50..99 are 19xx) or GeneralizedTime (0x18) in UTC."""
+    text = value.decode("ascii")
+    if tag == 0x17:
+        text = ("19" if int(text[:2]) >= 50 else "20") + text
+    elif tag != 0x18:
+        raise ValueError(f"DER tag {tag:#x} is not a time")
+    return float(calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ")))
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def _tls_load(what: str, load, *args) -> None:
