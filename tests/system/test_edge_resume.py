@@ -120,6 +120,26 @@ def edge_header(replay) -> str:
     return hashlib.sha256(Encoder(config).header_bytes()).hexdigest()
 
 
+class Crash(Exception):
+    """The edge's process dying after a frame (its fault hook raises it)."""
+
+
+def _crashed_at(index: int, replay, srv, rs, source: str, **run) -> None:
+    """An edge of stream "cam" that dies right after sending frame ``index``, its token kept
+    in ``rs``; returns once the server has recorded the frames before it."""
+
+    def crash(i, chan):
+        if i == index:
+            raise Crash
+
+    edge = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
+    edge.fault = crash
+    with pytest.raises(Crash):
+        edge.run(replay.frames(), **run)
+    edge.chan.close()
+    wait_for(lambda: len(_frames_logged(srv, "cam")) >= index, "the first frames' records", seconds=60)
+
+
 @needs_models
 def test_a_camera_resumed_numbers_its_frames_on(make_server, replay_file, tmp_path):
     """A source whose frames are not positions in a file (a camera): the resumed stream's
@@ -129,20 +149,8 @@ def test_a_camera_resumed_numbers_its_frames_on(make_server, replay_file, tmp_pa
     rs = ResumeState(tmp_path / "state", f"{srv.address[0]}:{srv.address[1]}", "cam")
     source = source_identity("/dev/video0")
 
-    class Crash(Exception):
-        pass
-
-    def crash(index, chan):
-        if index == 5:
-            raise Crash
-
-    first = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
-    first.fault = crash
-    with pytest.raises(Crash):
-        first.run(replay.frames(), positions=False)
-    first.chan.close()
+    _crashed_at(5, replay, srv, rs, source, positions=False)
     assert rs.read() is not None
-    wait_for(lambda: len(_frames_logged(srv, "cam")) >= 5, "the first frames' records", seconds=60)
     second = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
     report = second.run(replay.frames(), positions=False)
     start = report.frames - replay.count
@@ -163,19 +171,7 @@ def test_a_stream_resumed_after_the_server_and_the_edge_restarted_names_both_vid
     source = source_identity(str(replay_file))
     rs = ResumeState(tmp_path / "state", "127.0.0.1:7300", "cam")  # the server's address, kept across its restart
 
-    class Crash(Exception):
-        pass
-
-    def crash(index, chan):
-        if index == 4:
-            raise Crash
-
-    first = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source)
-    first.fault = crash
-    with pytest.raises(Crash):
-        first.run(replay.frames(), total=replay.count)
-    first.chan.close()
-    wait_for(lambda: len(_frames_logged(srv, "cam")) >= 4, "the first frames' records", seconds=60)
+    _crashed_at(4, replay, srv, rs, source, total=replay.count)
     srv.shutdown()
     again = make_server()
     second = Edge(replay, dict(CODEC), again.address, "cam", resume_state=rs, source_id=source)
