@@ -29,15 +29,13 @@ FORMAT = 1
 
 def state_folder(folder: str | None = None) -> Path:
     """``folder``, else ``$TEMPOSPLIT_STATE``, else ``~/.local/state/temposplit/edge``."""
+    from temposplit.files import user_folder
+
     if folder:
         return Path(os.path.expanduser(folder))
-    env = os.environ.get("TEMPOSPLIT_STATE")
-    if env:
-        return Path(os.path.expanduser(env))
-    try:
-        return Path.home() / ".local" / "state" / "temposplit" / "edge"
-    except RuntimeError:  # no $HOME and no home folder for this user id
-        raise ConfigError("no home folder for the edge's resume state: set TEMPOSPLIT_STATE or give --state") from None
+    return user_folder(
+        "TEMPOSPLIT_STATE", (".local", "state", "temposplit", "edge"), "the edge's resume state", " or give --state"
+    )
 
 
 class ResumeState:
@@ -84,7 +82,7 @@ class ResumeState:
         return state
 
     def save(self, token: str, header_sha256: str, source: str) -> None:
-        """Keep the token (a temporary file renamed over the old one: never half a file)."""
+        """Keep the token (``files.output_file``: never half a file)."""
         state = {
             "format": FORMAT,
             "server": self.server,
@@ -93,16 +91,14 @@ class ResumeState:
             "header_sha256": header_sha256,
             "source": source,
         }
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        from temposplit.files import output_file
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.path)
+            with output_file(str(self.path)) as f:
+                f.write(json.dumps(state).encode())
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot keep the stream's resume token ({exc.strerror or exc})") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """The stream is finished (or gone from the server): nothing to resume."""

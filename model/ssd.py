@@ -335,13 +335,9 @@ def graph_path() -> Path:
 
 def cache_dir() -> Path:
     """``$TEMPOSPLIT_CACHE`` or ``~/.cache/temposplit``."""
-    env = os.environ.get("TEMPOSPLIT_CACHE")
-    if env:
-        return Path(os.path.expanduser(env))
-    try:
-        return Path.home() / ".cache" / "temposplit"
-    except RuntimeError:  # no $HOME and no home folder for this user id
-        raise ConfigError("no home folder for the model cache: set TEMPOSPLIT_CACHE (or HOME)") from None
+    from temposplit.files import user_folder
+
+    return user_folder("TEMPOSPLIT_CACHE", (".cache", "temposplit"), "the model cache")
 
 
 def _fold(consts: dict, prefix: str, depthwise: bool = False):

@@ -1,7 +1,8 @@
 """Writing an output file whole or not at all: under a temporary name beside it, renamed
 over it once complete (``encode``, ``decode``, ``features``, ``models export-m1``);
 whether a folder takes files at all, asked before a long job writes there; and a file's
-content digest, which names what was computed from it (the evaluation's clips)."""
+content digest, which names what was computed from it (the evaluation's clips); and the
+folders kept under the user's home (the model cache, the edge's resume state)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import os
 import secrets
 import stat
 import tempfile
+from pathlib import Path
+
+from temposplit.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -45,6 +49,18 @@ def output_file(path: str):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def user_folder(env: str, default: tuple[str, ...], what: str, flag: str = "") -> Path:
+    """``$env`` (``~`` expanded), else ``~/<default...>``; no home folder for this user id is a
+    :class:`ConfigError` naming ``what`` the folder is for and how to give one."""
+    given = os.environ.get(env)
+    if given:
+        return Path(os.path.expanduser(given))
+    try:
+        return Path.home().joinpath(*default)
+    except RuntimeError:  # no $HOME and no home folder for this user id
+        raise ConfigError(f"no home folder for {what}: set {env}{flag or ' (or HOME)'}") from None
 
 
 def probe_writable(folder) -> None:
