@@ -73,6 +73,14 @@ class DetectionLog:
                 os.fsync(self._f.fileno())
                 self._f.close()
 
+    def abort(self) -> None:
+        """Close without syncing, raising nothing (the stream's setup failed: the log goes)."""
+        with self._lock:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+
 
 class AnnotatedVideo:
     """Frames in display order with boxes, labels and the running rate drawn on them.
@@ -137,6 +145,16 @@ class AnnotatedVideo:
         close = getattr(self.frames, "close", None)
         if close is not None:
             close()  # a generator over the source video: its decoder and file go now
+
+    def abort(self) -> None:
+        """Close without finishing, raising nothing (the stream's setup failed: the file goes)."""
+        try:
+            self.container.close()
+        except Exception:  # e.g. its header cannot be written on a full disk
+            pass
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()
 
     def _picture(self, heat) -> np.ndarray:
         import cv2

@@ -11,6 +11,8 @@ a detections record or an explicit error record; nothing is dropped silently.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import re
 import secrets
 import shutil
@@ -28,7 +30,7 @@ from temposplit import protocol as P
 from temposplit.codec.bitstream import PACKET_OVERHEAD, StreamHeader
 from temposplit.codec.errors import BitstreamError
 from temposplit.errors import ConfigError, TemposplitError
-from temposplit.server.proxy_header import read_proxy_header
+from temposplit.server.proxy_header import V1_PREFIX, V2_SIGNATURE, read_proxy_header
 from temposplit.server.session import Session, Source, digest
 from temposplit.server.text import MAX_SHOWN, one_line, shown
 from temposplit.server.worker import Item, Worker
@@ -119,6 +121,11 @@ class Connection:
             if deadline is None:
                 end = loop.time() + timeout
             head = first + await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE - 1), max(0.0, end - loop.time()))
+            if deadline is not None and head[0] not in P.NAMES and _proxy_header_start(head):
+                raise P.ProtocolError(
+                    "the connection starts with a PROXY protocol header, but the server was not started "
+                    "with --proxy-protocol"
+                )
             if head[0] in P.NAMES and head[0] not in limits:  # refused from the head, its body unread
                 wanted = " or ".join(P.NAMES[t] for t in limits)
                 raise P.ProtocolError(f"expected {wanted}, got {P.NAMES[head[0]]}")
@@ -261,6 +268,18 @@ def _abort(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def _proxy_header_start(head: bytes) -> bool:
+    """Whether a message head is the start of a PROXY protocol header (version 1's
+    ``PROXY `` or version 2's signature): an L4 proxy in front sends one first."""
+    return V1_PREFIX.startswith(head) or V2_SIGNATURE.startswith(head)
+
+
+def _cannot_write(name: str, what: str, exc: OSError) -> Refused:
+    """The refusal of a stream whose outputs the server cannot write: the system's reason
+    (a full disk, a read-only folder), not the server's paths."""
+    return Refused(f"the server cannot {what} the outputs of stream {name!r}: {exc.strerror or exc}")
 
 
 def _frame_number(value, what: str, limit: int = P.MAX_FRAMES) -> int:
@@ -638,12 +657,22 @@ class CloudServer:
             s.info["frame_size"] = info["frame_size"]
             s.plan = self.models.plan(header, tuple(info["frame_size"]))
             s.segment = int(state.get("segment", 0)) + 1
-            s.load_records()
-            frames = self._source(name, s.info, s.next_frame)
-            s.client = peer
+            frames = None
+            try:
+                s.load_records()
+                frames = self._source(name, s.info, s.next_frame)
+                s.client = peer
+                s.open_outputs(frames)
+                s.write_state()
+            except BaseException as exc:  # its files stay as they were: the next resume tries again
+                s.discard_outputs()
+                if frames is not None:
+                    frames.close()
+                if isinstance(exc, OSError):
+                    self.log(f"[{name}] cannot resume from its files: {type(exc).__name__}: {exc}")
+                    raise _cannot_write(name, "open", exc) from None
+                raise
             self._place(s)
-            s.open_outputs(frames)
-            s.write_state()
             self.log(f"[{name}] resumed from its files: {len(s.recorded) + len(s.failed)} frame(s) recorded")
             return s, None
         if resume:
@@ -652,28 +681,61 @@ class CloudServer:
         plan = self.models.plan(header, tuple(info["frame_size"]))  # every check before any file is made
         self._count_new_stream(conn.client)  # before the source is opened: a refusal costs nothing
         frames = self._source(name, info, 0)
+        s = made = moved = None
         try:
-            if out.exists():  # a finished (or abandoned) stream's outputs are kept under a new name
+            if out.exists() or out.is_symlink():  # a finished (or abandoned) stream's outputs: kept, renamed
                 k = 1
                 while (self.out_dir / f"{name}.{k}").exists():
                     k += 1
-                shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
-                what = f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
-                self.log(f"[{name}] the {what} stream's outputs moved to {name}.{k}")
+                moved = self.out_dir / f"{name}.{k}"
+                shutil.move(str(out), str(moved))
+                if state is None:  # e.g. a server killed while it made them: no stream ever used them
+                    what = "outputs without a session.json"
+                else:
+                    what = f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
+                    what = f"the {what} stream's outputs"
+                self.log(f"[{name}] {what} moved to {name}.{k}")
             out.mkdir(parents=True)
-        except BaseException:
-            if frames is not None:  # nothing holds it yet
-                frames.close()
+            made = out
+            token = secrets.token_hex(16)
+            keep = {k: info[k] for k in ("frame_size", "video", "max_frames") if k in info}
+            s = Session(name, out, header, digest(token), identity, keep, plan)
+            s.client = peer
+            s.open_outputs(frames)
+            s.write_state()
+        except BaseException as exc:  # a full disk, a read-only folder: nothing of it may stay behind
+            self._undo_new_stream(name, exc, s, frames, made, moved)
+            if isinstance(exc, OSError):
+                raise _cannot_write(name, "create", exc) from None
             raise
-        token = secrets.token_hex(16)
-        keep = {k: info[k] for k in ("frame_size", "video", "max_frames") if k in info}
-        s = Session(name, out, header, digest(token), identity, keep, plan)
-        s.client = peer
         self._place(s)
-        s.open_outputs(frames)
-        s.write_state()
         self.log(f"[{name}] new stream from {peer}: {header.model_id} at {header.cut_id}, {header.structure}")
         return s, token
+
+    def _undo_new_stream(self, name: str, exc: BaseException, s, frames, made, moved) -> None:
+        """A new stream whose outputs could not all be made: close what was opened, remove
+        the folder made for it (no stream ever used it: left, it would be taken for a finished
+        stream's) and put back an earlier stream's folder moved away for it; one log line."""
+        if s is not None:
+            s.discard_outputs()
+        if frames is not None:
+            frames.close()  # (the video closed it already, if it was made)
+        done = []
+        if made is not None:
+            try:
+                shutil.rmtree(made)
+                done.append("what was made for it is removed")
+            except OSError as err:
+                done.append(f"{made} could not be removed ({err.strerror or err})")
+        if moved is not None:
+            try:
+                if made is not None and made.exists():
+                    raise FileExistsError(errno.EEXIST, "File exists")
+                os.rename(moved, self.out_dir / name)
+                done.append(f"{moved.name} moved back to {name}")
+            except OSError as err:
+                done.append(f"the earlier outputs stay in {moved.name} ({err.strerror or err})")
+        self.log("; ".join([f"[{name}] a new stream's outputs cannot be made: {type(exc).__name__}: {exc}", *done]))
 
     def _in_use(self, name: str, left: float) -> str:
         """The refusal of a new stream naming an unfinished one whose edge is gone: ``left``
@@ -731,7 +793,7 @@ class CloudServer:
             "protocol": P.PROTOCOL_VERSION,
             "stream": s.name,
             "next_frame": s.next_frame,
-            "recorded": P.to_ranges(s.recorded | s.failed),
+            "recorded": (s.recorded | s.failed).ranges(),
             "outputs": str(s.out_dir),
         }
         if token is not None:

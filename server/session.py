@@ -23,6 +23,7 @@ from pathlib import Path
 from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
+from temposplit.server.frameset import FrameSet
 from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records
 
 STATE = "session.json"
@@ -76,8 +77,8 @@ class Session:
     identity: str | None
     info: dict
     plan: object  # server.m2.Plan
-    recorded: set = field(default_factory=set)  # frames with detections
-    failed: set = field(default_factory=set)  # frames with an error record
+    recorded: FrameSet = field(default_factory=FrameSet)  # frames with detections (as ranges: server/frameset.py)
+    failed: FrameSet = field(default_factory=FrameSet)  # frames with an error record
     bytes: int = 0
     max_seen: int = -1
     segment: int = 0
@@ -135,9 +136,11 @@ class Session:
     @property
     def next_frame(self) -> int:
         i = 0
-        while self.has(i):
-            i += 1
-        return i
+        while True:  # from run to run of recorded and failed frames: never frame by frame
+            j = self.failed.run_end(self.recorded.run_end(i))
+            if j == i:
+                return i
+            i = j
 
     # ------------------------------------------------------------------ files
 
@@ -200,6 +203,17 @@ class Session:
         start = self.next_frame
         name = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
         self.video = AnnotatedVideo(self.out_dir / name, width, height, self.header.fps, frames, start=start)
+
+    def discard_outputs(self) -> None:
+        """Close what ``open_outputs`` opened, saving nothing and raising nothing: the
+        stream's setup failed (a full disk) and it never served a frame."""
+        video, log = self.video, self.log
+        self.video = self.log = self.decoder = None
+        if video is not None:
+            video.abort()
+        if log is not None:
+            log.abort()
+        self.closed.set()
 
     # ------------------------------------------------------------------ records (the worker's thread)
 
@@ -282,8 +296,8 @@ class Session:
             "decoded": len(self.recorded),
             "errors": len(self.failed),
             "bytes": self.bytes,
-            "recorded": P.to_ranges(self.recorded),
-            "failed": P.to_ranges(self.failed),
+            "recorded": self.recorded.ranges(),
+            "failed": self.failed.ranges(),
             "detections": str(self.out_dir / "detections.jsonl"),
             "video": str(self.out_dir / video),
             "videos": videos,

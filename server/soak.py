@@ -5,13 +5,15 @@
 features``) as that many short replay streams one after another, and prints one JSON
 object: the server's resident memory (VmRSS) and thread count after the warm-up stream
 and at checkpoints, and the growth from the first checkpoint to the last (docs/protocol.md:
-a finished stream is dropped from memory).
+a finished stream is dropped from memory). SIGTERM and SIGINT stop the started server
+too, then one line and exit status 143 or 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 
 
@@ -34,9 +36,9 @@ def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 1
     replay = open_replay(features)
     recorded = list(replay.frames())[:frames]
     codec = {**PRESETS["recommended"], "fps": replay.fps}
-    proc, address = start_server(out)
     marks = []
     errors = 0
+    proc, address = start_server(out)  # an interrupt while it starts stops it there
     try:
         for k in range(streams + 1):  # stream 0 warms the server up (it loads the model)
             report = Edge(replay, dict(codec), address, f"soak{k}", timeout=120).run(
@@ -66,8 +68,17 @@ def main(argv=None) -> int:
     p.add_argument("--features", required=True, help="a `temposplit features` file")
     p.add_argument("--out", default=None, help="the server's output folder (default: a temporary one)")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(run(args.streams, args.frames, args.features, args.out or tmp)))
+    from temposplit.server.bench import Terminated, _terminated_as_interrupt
+
+    try:
+        # SIGTERM unwinds as SIGINT does, through run's stop_server: its default ended this
+        # process at once and left the started server running, with no parent.
+        with _terminated_as_interrupt(), tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(run(args.streams, args.frames, args.features, args.out or tmp)))
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{p.prog}: {what}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

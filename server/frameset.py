@@ -1,0 +1,175 @@
+"""A set of frame indices held as sorted, disjoint half-open ranges: what a stream's
+session keeps of the frames it has recorded (docs/protocol.md, "Sessions, timeouts and
+limits").
+
+A stream's frames are recorded nearly in order (the codec's decode order, at most
+``MAX_LEAD`` holes below the highest), so its indices form a handful of ranges: a stream
+of 2^24 frames recorded in order is one range, about 200 bytes, where a Python set of
+ints held about 60 bytes a frame (1 GB). Each range costs 16 bytes (two machine integers
+in arrays); the worst case, frames alternating between two sets, is 8 bytes a frame in
+each. Adding a frame at the end is O(1); anywhere else, a binary search and a move of the
+ranges after it (a few, in the typical case).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+
+
+class FrameSet:
+    """Non-negative integers (frame indices) with the set operations a session uses:
+    ``add``, ``discard``, ``in``, ``len``, iteration in order, ``|`` and ``-=``; and
+    ``ranges()``, the protocol's ``[[start, end], ...]`` form (``protocol.to_ranges``)."""
+
+    __slots__ = ("_starts", "_ends", "_count")
+
+    def __init__(self, frames: Iterable[int] = ()):
+        self._starts = array("q")  # range k is [_starts[k], _ends[k]); sorted, disjoint, never adjacent
+        self._ends = array("q")
+        self._count = 0
+        for i in frames:
+            self.add(i)
+
+    @classmethod
+    def _of_ranges(cls, starts: array, ends: array) -> FrameSet:
+        out = cls()
+        out._starts, out._ends = starts, ends
+        out._count = sum(e - s for s, e in zip(starts, ends, strict=True))
+        return out
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int):
+            return False
+        k = bisect_right(self._starts, index) - 1
+        return k >= 0 and index < self._ends[k]
+
+    def __iter__(self) -> Iterator[int]:
+        for s, e in zip(self._starts, self._ends, strict=True):
+            yield from range(s, e)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrameSet):
+            return self._starts == other._starts and self._ends == other._ends
+        if isinstance(other, (set, frozenset)):
+            return len(other) == self._count and all(i in self for i in other)
+        return NotImplemented
+
+    __hash__ = None  # mutable, as a set
+
+    def __repr__(self) -> str:
+        return f"FrameSet({self.ranges()})"
+
+    def add(self, index: int) -> bool:
+        """Add ``index`` (0 <= index < 2^63); False when it was already there."""
+        if not isinstance(index, int) or index < 0:
+            raise ValueError(f"a frame index is a non-negative integer, not {index!r}")
+        starts, ends = self._starts, self._ends
+        n = len(starts)
+        if n and index == ends[-1]:  # the next frame in order: the usual case
+            ends[-1] = index + 1
+            self._count += 1
+            return True
+        k = bisect_right(starts, index) - 1  # the last range starting at or before index
+        if k >= 0 and index < ends[k]:
+            return False
+        joins_left = k >= 0 and ends[k] == index
+        joins_right = k + 1 < n and starts[k + 1] == index + 1
+        if joins_left and joins_right:  # fills the hole between two ranges
+            ends[k] = ends[k + 1]
+            del starts[k + 1]
+            del ends[k + 1]
+        elif joins_left:
+            ends[k] = index + 1
+        elif joins_right:
+            starts[k + 1] = index
+        else:
+            starts.insert(k + 1, index)
+            ends.insert(k + 1, index + 1)
+        self._count += 1
+        return True
+
+    def discard(self, index: int) -> bool:
+        """Remove ``index`` if present; False when it was not there."""
+        if not isinstance(index, int):
+            return False
+        starts, ends = self._starts, self._ends
+        k = bisect_right(starts, index) - 1
+        if k < 0 or index >= ends[k]:
+            return False
+        start, end = starts[k], ends[k]
+        if start == index and end == index + 1:
+            del starts[k]
+            del ends[k]
+        elif start == index:
+            starts[k] = index + 1
+        elif end == index + 1:
+            ends[k] = index
+        else:  # split in two
+            ends[k] = index
+            starts.insert(k + 1, index + 1)
+            ends.insert(k + 1, end)
+        self._count -= 1
+        return True
+
+    def run_end(self, index: int) -> int:
+        """The first index at or after ``index`` that is not in the set."""
+        k = bisect_right(self._starts, index) - 1
+        return self._ends[k] if k >= 0 and index < self._ends[k] else index
+
+    def ranges(self) -> list[list[int]]:
+        """Sorted, disjoint half-open ranges ``[[start, end], ...]`` (adjacent ones joined)."""
+        return [[s, e] for s, e in zip(self._starts, self._ends, strict=True)]
+
+    def __or__(self, other: FrameSet) -> FrameSet:
+        """The union, merged in one pass over both sets' ranges."""
+        if not isinstance(other, FrameSet):
+            return NotImplemented
+        starts, ends = array("q"), array("q")
+        a, b = (self._starts, self._ends), (other._starts, other._ends)
+        i = j = 0
+        while i < len(a[0]) or j < len(b[0]):
+            if j >= len(b[0]) or (i < len(a[0]) and a[0][i] <= b[0][j]):
+                s, e = a[0][i], a[1][i]
+                i += 1
+            else:
+                s, e = b[0][j], b[1][j]
+                j += 1
+            if ends and s <= ends[-1]:  # overlaps or touches the last one
+                if e > ends[-1]:
+                    ends[-1] = e
+            else:
+                starts.append(s)
+                ends.append(e)
+        return FrameSet._of_ranges(starts, ends)
+
+    def __isub__(self, other: FrameSet) -> FrameSet:
+        """Remove every index of ``other``, in one pass over both sets' ranges."""
+        if not isinstance(other, FrameSet):
+            return NotImplemented
+        starts, ends = array("q"), array("q")
+        cut_starts, cut_ends = other._starts, other._ends
+        j = 0
+        for s, e in zip(self._starts, self._ends, strict=True):
+            while j < len(cut_starts) and cut_ends[j] <= s:  # other's ranges wholly before this one
+                j += 1
+            cur, k = s, j
+            while k < len(cut_starts) and cut_starts[k] < e:
+                if cut_starts[k] > cur:
+                    starts.append(cur)
+                    ends.append(cut_starts[k])
+                cur = max(cur, cut_ends[k])
+                k += 1
+            if cur < e:
+                starts.append(cur)
+                ends.append(e)
+        self._starts, self._ends = starts, ends
+        self._count = sum(e - s for s, e in zip(starts, ends, strict=True))
+        return self

@@ -1,0 +1,409 @@
+"""What a server leaves behind, and what it holds: a new stream whose outputs cannot be made
+(a full disk) leaves no folder to be taken for a finished stream's and tells the edge why;
+a PROXY protocol header sent to a server without --proxy-protocol is named as one; a
+stream's recorded frames cost bytes per stream, not per frame; a stopped soak benchmark
+stops the server it started."""
+
+import dataclasses
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from rawclient import Raw, refused, wait_for  # tests/system's hand-speaking client
+
+from temposplit import protocol as P
+from temposplit.server import session as session_module
+from temposplit.server.frameset import FrameSet
+from temposplit.server.proxy_header import V2_SIGNATURE
+from temposplit.server.session import Session
+
+NO_SPACE = "No space left on device"
+
+
+def _no_space() -> OSError:
+    return OSError(errno.ENOSPC, NO_SPACE)
+
+
+def break_outputs(monkeypatch, stream: str, step: str) -> dict:
+    """Make one step of opening ``stream``'s outputs fail as on a full disk, while the
+    returned switch's ``on`` is true: its folder, its log, its video, or its session.json
+    (after the temporary file is begun, as a failing fsync leaves it)."""
+    switch = {"on": True}
+
+    def failing(path) -> bool:
+        return switch["on"] and Path(path).parent.name == stream
+
+    if step == "folder":
+        mkdir = Path.mkdir
+
+        def broken_mkdir(self, *args, **kwargs):
+            if switch["on"] and self.name == stream:
+                raise _no_space()
+            return mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", broken_mkdir)
+    elif step in ("log", "video"):
+        name = "DetectionLog" if step == "log" else "AnnotatedVideo"
+        real = getattr(session_module, name)
+
+        def broken(path, *args, **kwargs):
+            if failing(path):
+                raise _no_space()
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(session_module, name, broken)
+    else:
+        write_state = Session.write_state
+
+        def broken_state(self):
+            if failing(self.out_dir / "session.json"):
+                (self.out_dir / "session.json.tmp").write_text('{"stream": ')
+                raise _no_space()
+            return write_state(self)
+
+        monkeypatch.setattr(Session, "write_state", broken_state)
+    return switch
+
+
+def folders(srv) -> list[str]:
+    return sorted(p.name for p in srv.out_dir.glob("*"))
+
+
+def held_sessions(srv) -> int:
+    return sum(w.sessions for w in srv.workers)
+
+
+def end_stream(c: Raw, frames: int = 0) -> dict:
+    c.send(P.END, {"frames": frames})
+    answers = c.answers_until({P.SUMMARY, P.ERROR})
+    assert answers[-1].type == P.SUMMARY, answers[-1].body
+    c.close()
+    return answers[-1].json()
+
+
+STEPS = ["folder", "log", "video", "state"]
+
+
+# --------------------------------------------------------------------------- outputs that cannot be made
+
+
+@pytest.mark.slow
+@pytest.mark.models
+@pytest.mark.parametrize("step", STEPS)
+def test_a_new_stream_whose_outputs_cannot_be_made_leaves_nothing_and_says_why(
+    make_server, coded_stream, monkeypatch, step
+):
+    """The folder made for it (empty, or a log, a video and half a session.json) was left,
+    and the next HELLO moved it aside as "the finished stream's outputs"."""
+    header, _ = coded_stream
+    lines = []
+    srv = make_server(log=lines.append)
+    full = break_outputs(monkeypatch, "cam", step)
+    c = Raw(srv.address)
+    m = c.hello(header, "cam")
+    with pytest.raises(P.ConnectionClosed):
+        c.chan.recv()  # closed after its answer
+    c.close()
+    assert folders(srv) == []
+    assert "cam" not in srv.sessions and not srv.opening and held_sessions(srv) == 0
+    assert m.type == P.ERROR
+    assert m.json() == {"message": f"the server cannot create the outputs of stream 'cam': {NO_SPACE}"}
+    (line,) = [line for line in lines if line.startswith("[cam] a new stream's outputs cannot be made")]
+    assert NO_SPACE in line
+    assert line.endswith("what was made for it is removed") == (step != "folder"), line
+
+    full["on"] = False  # space again: the name is free, nothing is moved aside
+    c = Raw(srv.address)
+    assert c.hello(header, "cam").type == P.WELCOME
+    assert end_stream(c)["frames"] == 0
+    assert folders(srv) == ["cam"]
+    assert json.loads((srv.out_dir / "cam" / "session.json").read_text())["finished"] is True
+    assert not [line for line in lines if " moved to " in line]
+
+
+@pytest.mark.slow
+@pytest.mark.models
+@pytest.mark.parametrize("step", STEPS)
+def test_a_finished_streams_folder_moved_aside_for_a_stream_that_fails_is_put_back(
+    make_server, coded_stream, monkeypatch, step
+):
+    header, _ = coded_stream
+    lines = []
+    srv = make_server(log=lines.append)
+    c = Raw(srv.address)
+    assert c.hello(header, "cam").type == P.WELCOME
+    end_stream(c)
+    before = {p.name: p.read_bytes() for p in (srv.out_dir / "cam").iterdir()}
+
+    full = break_outputs(monkeypatch, "cam", step)
+    c = Raw(srv.address)
+    m = c.hello(header, "cam")
+    c.close()
+    assert folders(srv) == ["cam"]  # the finished stream's, as it was
+    assert {p.name: p.read_bytes() for p in (srv.out_dir / "cam").iterdir()} == before
+    assert held_sessions(srv) == 0
+    assert refused(m, f"the server cannot create the outputs of stream 'cam': {NO_SPACE}")
+    (line,) = [line for line in lines if line.startswith("[cam] a new stream's outputs cannot be made")]
+    assert line.endswith("cam.1 moved back to cam"), line
+
+    full["on"] = False
+    c = Raw(srv.address)
+    assert c.hello(header, "cam").type == P.WELCOME
+    end_stream(c)
+    assert folders(srv) == ["cam", "cam.1"]
+    assert {p.name: p.read_bytes() for p in (srv.out_dir / "cam.1").iterdir()} == before
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_a_resume_from_files_that_cannot_be_written_keeps_them_and_says_why(make_server, coded_stream, monkeypatch):
+    """A restarted server that cannot write a resumed stream's files refuses the resume
+    with the system's reason and holds nothing of it; its files stay resumable."""
+    header, packets = coded_stream
+    first = make_server()
+    c = Raw(first.address)
+    token = c.hello(header, "cam").json()["token"]
+    for p in packets[:4]:
+        c.chan.send(P.encode(P.PACKET, p))
+    acks = 0
+    while acks < 4:
+        acks += c.chan.recv().type == P.ACK
+    c.close()
+    first.shutdown()
+    before = {p.name: p.read_bytes() for p in (first.out_dir / "cam").iterdir()}
+
+    srv = make_server()  # the same --out
+    full = break_outputs(monkeypatch, "cam", "state")
+    c = Raw(srv.address)
+    m = c.hello(header, "cam", resume=True, token=token)
+    c.close()
+    assert "cam" not in srv.sessions and held_sessions(srv) == 0
+    assert m.type == P.ERROR
+    assert m.json() == {"message": f"the server cannot open the outputs of stream 'cam': {NO_SPACE}"}
+    after = {p.name: p.read_bytes() for p in (srv.out_dir / "cam").iterdir()}
+    assert {k: after[k] for k in before} == before  # (a new video segment begun may stay: it is rewritten)
+
+    full["on"] = False
+    c = Raw(srv.address)
+    welcome = c.hello(header, "cam", resume=True, token=token).json()
+    assert len(P.from_ranges(welcome["recorded"])) == 4 and held_sessions(srv) == 1
+    c.close()
+
+
+# --------------------------------------------------------------------------- a PROXY header, unexpected
+
+
+PROXY_MESSAGE = (
+    "the connection starts with a PROXY protocol header, but the server was not started with --proxy-protocol"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.models
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 7300\r\n",
+        V2_SIGNATURE + bytes([0x21, 0x11, 0, 12]) + bytes([198, 51, 100, 9, 10, 0, 0, 1]) + bytes([0, 1, 0, 2]),
+    ],
+    ids=["v1", "v2"],
+)
+def test_a_proxy_header_to_a_server_without_proxy_protocol_is_named(make_server, first):
+    """It was logged and answered as "unknown message type 80" (or 13)."""
+    lines = []
+    srv = make_server(log=lines.append)
+    c = Raw(srv.address, first=first)
+    m = c.chan.recv()
+    assert m.type == P.ERROR and m.json() == {"message": PROXY_MESSAGE}
+    with pytest.raises(P.ConnectionClosed):
+        c.chan.recv()
+    c.close()
+    wait_for(lambda: any("PROXY" in line for line in lines), "the log line")
+    logged = [line for line in lines if line.startswith("connection from")]
+    assert logged == [f"connection from 127.0.0.1: {PROXY_MESSAGE}"]
+
+
+# --------------------------------------------------------------------------- the recorded frames' memory
+
+
+def _session_frames() -> FrameSet:
+    """A new session's recorded set, as the session makes it."""
+    (field,) = [f for f in dataclasses.fields(Session) if f.name == "recorded"]
+    return field.default_factory()
+
+
+def _traced_growth(fill) -> tuple[int, object]:
+    """Bytes still allocated after ``fill()`` (its result kept), measured with tracemalloc."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        kept = fill()
+        return tracemalloc.get_traced_memory()[0] - base, kept
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_million_frames_recorded_in_order_take_a_few_bytes():
+    """A set of ints held about 60 bytes a frame: 2^24 frames, a stream's most, were 1 GB."""
+
+    def fill():
+        frames = _session_frames()
+        for i in range(1_000_000):
+            frames.add(i)
+        return frames
+
+    grown, frames = _traced_growth(fill)
+    assert grown < 16_000, grown
+    assert len(frames) == 1_000_000 and frames.ranges() == [[0, 1_000_000]]
+    assert 999_999 in frames and 1_000_000 not in frames
+
+
+def _nearly_in_order(n: int) -> list[int]:
+    """Frames 0..n-1 as a stream records them: each group of 64 in a shuffled (decode)
+    order, and one frame in 100 recorded 200 frames late (resent after a reconnect)."""
+    rng = random.Random(7)
+    out, late = [], []
+    for start in range(0, n, 64):
+        group = list(range(start, min(n, start + 64)))
+        rng.shuffle(group)
+        for i in group:
+            if i % 100 == 50:
+                late.append((len(out) + 200, i))
+                continue
+            out.append(i)
+            while late and late[0][0] <= len(out):
+                out.append(late.pop(0)[1])
+    return out + [i for _, i in late]
+
+
+def test_frames_recorded_nearly_in_order_take_a_few_bytes():
+    order = _nearly_in_order(200_000)
+    assert sorted(order) == list(range(200_000)) and order != sorted(order)
+
+    def fill():
+        frames = _session_frames()
+        for i in order:
+            frames.add(i)
+        return frames
+
+    grown, frames = _traced_growth(fill)
+    assert grown < 16_000, grown
+    assert frames.ranges() == [[0, 200_000]]
+
+
+def test_the_frame_set_behaves_as_a_set_out_of_order_and_with_duplicates():
+    rng = random.Random(3)
+    for _ in range(500):
+        frames, expected = FrameSet(), set()
+        top = rng.randint(1, 80)
+        for _ in range(rng.randint(0, 120)):
+            i = rng.randrange(top)
+            if rng.random() < 0.75:
+                assert frames.add(i) is (i not in expected)  # a duplicate adds nothing
+                expected.add(i)
+            else:
+                assert frames.discard(i) is (i in expected)
+                expected.discard(i)
+            assert len(frames) == len(expected) and list(frames) == sorted(expected)
+            assert frames.ranges() == P.to_ranges(expected)
+        assert all((i in frames) == (i in expected) for i in range(-1, top + 2))
+        assert frames == expected
+        other = {rng.randrange(top) for _ in range(rng.randint(0, 40))}
+        assert (frames | FrameSet(other)).ranges() == P.to_ranges(expected | other)
+        for i in range(top + 1):
+            run_end = i
+            while run_end in expected:
+                run_end += 1
+            assert frames.run_end(i) == run_end
+        frames -= FrameSet(other)  # the failed ones removed
+        assert frames.ranges() == P.to_ranges(expected - other) and len(frames) == len(expected - other)
+    with pytest.raises(ValueError):
+        FrameSet().add(-1)
+
+
+def test_a_session_reads_its_frames_back_out_of_order_duplicated_and_failed(tmp_path):
+    """The log of a resumed stream, in decode order, a frame twice, a frame with both a
+    detections and an error record (edited by hand: the error stands)."""
+    frames = [0, 3, 1, 2, 6, 4, 5, 2, 9, 7, 8, 12, 10]
+    records = [{"frame": i, "kind": "P", "bytes": 10, "detections": []} for i in frames]
+    records += [{"frame": 5, "error": "edited"}, {"frame": 14, "error": "never received"}]
+    (tmp_path / "detections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    s = Session("cam", tmp_path, None, "0" * 64, None, {}, None)
+    s.load_records()
+    assert isinstance(s.recorded, FrameSet) and isinstance(s.failed, FrameSet)
+    assert s.recorded.ranges() == [[0, 5], [6, 11], [12, 13]]
+    assert s.failed.ranges() == [[5, 6], [14, 15]]
+    assert s.next_frame == 11 and s.max_seen == 14 and s.bytes == 10 * len(frames)
+    summary = s.summary()
+    assert (summary["frames"], summary["decoded"], summary["errors"]) == (13, 11, 2)
+    assert summary["recorded"] == [[0, 5], [6, 11], [12, 13]] and summary["failed"] == [[5, 6], [14, 15]]
+
+
+# --------------------------------------------------------------------------- the soak benchmark, stopped
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+@pytest.mark.slow
+@pytest.mark.models
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the started server in Linux's /proc")
+@pytest.mark.parametrize(
+    ("sig", "status", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_stopped_soak_stops_the_server_it_started(replay_file, tmp_path, sig, status, word):
+    """SIGTERM ended the soak at once and left its `temposplit serve` running, with no parent."""
+    out = tmp_path / "out"
+    soak = subprocess.Popen(
+        [sys.executable, "-m", "temposplit.server.soak", "--streams", "100000", "--frames", "1"]
+        + ["--features", str(replay_file), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    servers = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "soak2").is_dir():  # streaming: the server started and serving
+            assert soak.poll() is None, soak.communicate()
+            assert time.monotonic() < deadline, "the soak never streamed"
+            time.sleep(0.1)
+        servers = _children(soak.pid)
+        assert len(servers) == 1
+        soak.send_signal(sig)
+        stdout, stderr = soak.communicate(timeout=120)
+        assert not _alive(servers[0])  # stopped, and reaped
+        assert soak.returncode == status
+        assert stdout == "" and stderr == f"python -m temposplit.server.soak: {word}\n"
+    finally:
+        for pid in [soak.pid, *servers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        soak.communicate()
