@@ -8,6 +8,14 @@ A mistake in the input or the options is one line on stderr and exit status 2: a
 own rejections too (:class:`OneLineParser`), and memory that runs out. Anything else that
 escapes a handler is a defect of ours, reported as one line naming it and exit status 1;
 ``TEMPOSPLIT_DEBUG=1`` lets the traceback through.
+
+A reader that closes stdout early (``temposplit ... --json | head -1``) stops the command
+quietly, as it stops a Unix tool: no error line, exit status 141 (128 + SIGPIPE, what a
+shell reports for a tool that SIGPIPE ended). Python ignores SIGPIPE, so the write fails
+with BrokenPipeError instead; stdout is then pointed at /dev/null, so that what is still
+buffered is not written again at the interpreter's exit (docs.python.org, "Note on
+SIGPIPE"). SIGPIPE's default action is not restored: it would also end the edge or a
+server whose peer closes a socket.
 """
 
 from __future__ import annotations
@@ -116,11 +124,54 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
+STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE: the exit status of a command whose stdout's reader went away
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone: a pipe (or socket) with no reader left polls as an
+    error (a BrokenPipeError from elsewhere, a simulator's pipe, is not this)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a test's capture), no poll()
+        return False
+
+
+def _quiet_exit() -> int:
+    """Stop writing to the closed stdout: what is still buffered goes to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor: nothing to point elsewhere
+        pass
+    finally:
+        os.close(devnull)
+    return STDOUT_CLOSED
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # what is buffered: a closed stdout shows here, not at the interpreter's exit
+            sys.stdout.flush()
+    except BrokenPipeError:  # from the flush (or an error line written to a closed pipe, 2>&1 | head -1)
+        return _quiet_exit()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return _quiet_exit()
+        print(f"{args.prog}: error: {_describe(exc)}", file=sys.stderr)
+        return 2
     except _user_error_types() as exc:
         print(f"{args.prog}: error: {_describe(exc)}", file=sys.stderr)
         return 2
