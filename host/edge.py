@@ -11,6 +11,7 @@ import math
 import queue
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +41,58 @@ def reconnect_delay(attempt: int, rng=random) -> float:
 
 class Silent(P.ConnectionClosed):
     """The server sent nothing for the answer timeout (the connection may be half-open)."""
+
+
+# OpenSSL's names (ssl.SSLError.reason) of the TLS alerts by which a server refuses this
+# edge's client certificate, or its lack of one; and of those by which it refuses the
+# handshake itself. The same certificate would be refused again: no reason to retry.
+CERTIFICATE_ALERTS = frozenset(
+    f"{prefix}_ALERT_{name}"
+    for prefix, name in [
+        ("TLSV13", "CERTIFICATE_REQUIRED"),
+        ("SSLV3", "BAD_CERTIFICATE"),
+        ("SSLV3", "UNSUPPORTED_CERTIFICATE"),
+        ("SSLV3", "CERTIFICATE_REVOKED"),
+        ("SSLV3", "CERTIFICATE_EXPIRED"),
+        ("SSLV3", "CERTIFICATE_UNKNOWN"),
+        ("TLSV1", "UNKNOWN_CA"),
+        ("TLSV1", "ACCESS_DENIED"),
+        ("TLSV1", "DECRYPT_ERROR"),  # the certificate's key did not sign the handshake
+    ]
+)
+HANDSHAKE_ALERTS = frozenset(
+    ("SSLV3_ALERT_HANDSHAKE_FAILURE", "TLSV1_ALERT_PROTOCOL_VERSION", "TLSV1_ALERT_INSUFFICIENT_SECURITY")
+)
+REQUIRES_CERTIFICATE = "requires a client certificate, and this edge gave none (--tls-cert and --tls-key)"
+CHECK_CERTIFICATE = "the certificate must be signed by the CA the server trusts (its --tls-client-ca) and be valid"
+
+
+def tls_refusal(exc: BaseException | None, where: str, cert: str | None) -> str | None:
+    """Why the TLS server at ``where`` refused this edge, in words, when ``exc`` (or an
+    exception that caused it) says so: a certificate alert, a handshake the server refused,
+    or a server certificate this edge cannot verify. None for anything else (a reset, an
+    EOF: a server restarting may cause those, and they are tried again). ``cert``: this
+    edge's certificate file, None when it gives none."""
+    while exc is not None and not isinstance(exc, ssl.SSLError):
+        exc = exc.__cause__
+    if exc is None:
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"cannot verify the server at {where}: {str(exc.verify_message).rstrip('.')}; --tls-ca must name the CA "
+            "that signed the server's certificate, and --tls-server-name a name it carries"
+        )
+    reason = exc.reason or ""
+    alert = reason.partition("_ALERT_")[2].lower().replace("_", " ")
+    if reason in CERTIFICATE_ALERTS:
+        if cert is None:
+            return f"the server at {where} {REQUIRES_CERTIFICATE} (TLS alert: {alert})"
+        refused = f"refused this edge's client certificate {cert} (TLS alert: {alert})"
+        return f"the server at {where} {refused}; {CHECK_CERTIFICATE}"
+    if reason in HANDSHAKE_ALERTS:
+        hint = "; it may require a client certificate (--tls-cert and --tls-key)" if cert is None else ""
+        return f"the server at {where} refused the TLS handshake (TLS alert: {alert}){hint}"
+    return None
 
 
 class Refusal(TemposplitError):
@@ -189,6 +242,7 @@ class Edge:
         self.backend = backend
         self.tls = tls.client_context() if tls else None
         self.server_name = tls.server_name if tls else None
+        self.tls_cert = tls.cert if tls else None  # this edge's certificate file (named when it is refused)
         self.window = window
         self.reconnect_attempts = reconnect_attempts
         self.timeout = timeout
@@ -216,20 +270,23 @@ class Edge:
         where = f"{self.address[0]}:{self.address[1]}"
         check_host(self.address[0])  # an IDNA failure is no reason to retry
         unanswered = 0  # connections accepted whose HELLO got no answer within the timeout
+        closed_after_tls = 0  # connections in a row the server closed after the TLS handshake, unanswered
         for attempt in range(self.reconnect_attempts):
-            connected = False
+            connected = handshaken = answered = False
             try:
                 sock = socket.create_connection(self.address, timeout=self.timeout, source_address=self.source_address)
                 connected = True
                 if self.tls is not None:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
+                    handshaken = True
                 chan = P.Channel(sock)
                 hello = {**self.hello_info, "resume": resume}
                 if resume:
                     hello["token"] = self.token
-                chan.send(P.hello(hello, self.encoder.header_bytes()))
+                chan.send(P.hello(hello, self.header))
                 try:
                     msg = chan.recv()
+                    answered = True
                     if msg.type == P.ERROR:
                         refusal = msg.json()
                         if refusal.get("retry") is True:  # e.g. the stream's files still closing on the server
@@ -260,8 +317,20 @@ class Edge:
                 return
             except (OSError, P.ConnectionClosed) as exc:
                 last = exc
-                if connected and isinstance(exc, TimeoutError):
+                if connected:
                     sock.close()
+                refused = tls_refusal(exc, where, self.tls_cert)
+                if refused is not None:  # the same certificate would be refused again
+                    raise TemposplitError(refused) from None
+                # Under TLS 1.3 the server checks the client's certificate after the client's side
+                # of the handshake is done: one it refuses closes the connection before any answer
+                # (with an alert, or, from Python's asyncio, none). Twice in a row, that is the
+                # refusal (once may be a server stopping).
+                closed = handshaken and not answered and not isinstance(exc, TimeoutError)
+                closed_after_tls = closed_after_tls + 1 if closed else 0
+                if closed_after_tls >= 2:
+                    raise TemposplitError(self._closed_after_handshake(where)) from None
+                if connected and isinstance(exc, TimeoutError):
                     unanswered += 1
                     if unanswered >= 2:  # once may be a busy server; twice, it does not answer
                         raise TemposplitError(
@@ -271,6 +340,15 @@ class Edge:
                 if attempt + 1 < self.reconnect_attempts:
                     time.sleep(reconnect_delay(attempt))
         raise TemposplitError(f"cannot reach the server at {where}: {last}")
+
+    def _closed_after_handshake(self, where: str) -> str:
+        what = "closed the connection right after the TLS handshake, twice, without an answer"
+        if self.tls_cert is None:
+            return f"the server at {where} {REQUIRES_CERTIFICATE}: it {what}"
+        return (
+            f"the server at {where} refused this edge's client certificate {self.tls_cert}: it {what}; "
+            f"{CHECK_CERTIFICATE}"
+        )
 
     def _receive(self, chan: P.Channel) -> None:
         try:
@@ -330,7 +408,10 @@ class Edge:
         elif msg.type == P.SUMMARY:
             self.report.summary = msg.json()
         elif msg.type == P.ERROR:
-            raise TemposplitError(f"server error: {msg.json().get('message')}")
+            obj = msg.json()
+            if obj.get("retry") is True:  # e.g. this edge was silent past the server's idle timeout: resume
+                raise P.ConnectionClosed(f"the server closed the connection: {obj.get('message')}")
+            raise TemposplitError(f"server error: {obj.get('message')}")
         return True
 
     # ------------------------------------------------------------------ frames
@@ -401,7 +482,7 @@ class Edge:
         has answered for every frame. ``positions``: frame i of ``frames`` is the stream's
         frame i (a file; a resumed stream skips the frames before the server's next one),
         else (a camera) a resumed stream numbers the frames on from there."""
-        from temposplit.codec.encoder import CodecConfig
+        from temposplit.codec.encoder import CodecConfig, Encoder
 
         # What would fail only once connected (a socket timeout, the header's rate field) fails here.
         check_host(self.address[0])
@@ -423,7 +504,14 @@ class Edge:
             model_hash=self.model.model_hash(sample),
             **self.codec,
         )
-        self.encoder = make_encoder(self.backend, self.config)
+        # The software encoder checks the settings and gives the stream header now; the back end's
+        # own is made once the server has accepted the stream (_start_encoder): a fabric back end
+        # takes seconds (the board's overlay) to minutes (the RTL's Verilator build), which an
+        # unreachable or refusing server must not wait for.
+        self.encoder = Encoder(self.config)
+        self.header = self.encoder.header_bytes()
+        if total:
+            self.encoder.set_total_frames(total)  # a count the encoder refuses, refused before connecting
         if self.resume_state is not None:
             self.resume_state.acquire()
         try:
@@ -434,8 +522,6 @@ class Edge:
                 self.resume_state.release()
 
     def _stream(self, first, it, sample, video: dict | None, total: int | None, positions: bool) -> EdgeReport:
-        if total:
-            self.encoder.set_total_frames(total)
         h, w = first.shape[:2]
         self.hello_info = {
             "protocol": P.PROTOCOL_VERSION,
@@ -489,13 +575,15 @@ class Edge:
 
     def _open(self) -> int:
         """Connect: resume the stream whose token the resume state kept (a rerun after this
-        edge stopped), else open a new one and keep its token. Returns the stream's first
-        frame for this run: 0, or the first the server has no record of."""
+        edge stopped), else open a new one and keep its token; then start the encoder on the
+        back end. Returns the stream's first frame for this run: 0, or the first the server
+        has no record of."""
         import hashlib
 
         rs = self.resume_state
-        header = hashlib.sha256(self.encoder.header_bytes()).hexdigest()
+        header = hashlib.sha256(self.header).hexdigest()
         saved = rs.read() if rs is not None else None
+        resumed = False
         if saved is not None:
             again = "rerun with them to resume it, or name another --stream"
             if saved["header_sha256"] != header:
@@ -511,26 +599,43 @@ class Edge:
             self.token = saved["token"]
             try:
                 self._connect(resume=True)
+                resumed = True
             except Refusal as exc:
                 if not exc.gone:
                     raise
                 rs.clear()  # finished, or not known to the server: a new stream
                 self.token = None
-            else:
-                start = int(self.welcome.get("next_frame", 0))
-                self.log(f"resumed stream {self.stream!r} at frame {start}")
-                if start:
-                    self.encoder.close()
-                    self.encoder = make_encoder(self.backend, self.config, first_index=start)
-                    if self.total and not self.positions:  # a camera's count: this run's frames, numbered on
-                        self.total += start
-                    if self.total:
-                        self.encoder.set_total_frames(self.total)
-                return start
-        self._connect(resume=False)
-        if rs is not None and self.token:
-            rs.save(self.token, header, self.source_id)
-        return 0
+        start = 0
+        if resumed:
+            start = int(self.welcome.get("next_frame", 0))
+            self.log(f"resumed stream {self.stream!r} at frame {start}")
+            if start and self.total and not self.positions:  # a camera's count: this run's frames, numbered on
+                self.total += start
+        else:
+            self._connect(resume=False)
+            if rs is not None and self.token:
+                rs.save(self.token, header, self.source_id)
+        self._start_encoder(start)
+        return start
+
+    def _start_encoder(self, first: int) -> None:
+        """The back end's encoder, its first frame ``first``, made once the server has accepted
+        the stream. Where it cannot start (no overlay, a simulator that fails) the connection
+        is closed: the stream stays unfinished on the server, for a rerun to resume."""
+        if self.backend != "golden" or first:
+            try:
+                encoder = make_encoder(self.backend, self.config, first_index=first)
+            except BaseException:
+                try:  # the receiving thread's recv() holds the socket open past a close() alone
+                    self.chan.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self.chan.close()
+                raise
+            self.encoder.close()
+            self.encoder = encoder
+        if self.total:
+            self.encoder.set_total_frames(self.total)
 
     def _frame(self, index: int, cut, capture: float) -> None:
         codes = [t.codes for t in cut]

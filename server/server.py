@@ -117,7 +117,11 @@ class Connection:
                     if deadline is None and idle_ok and self.unanswered > 0:
                         end = loop.time() + timeout
                         continue
-                    raise P.ProtocolError(f"nothing received for {timeout:g} s") from None
+                    silent = P.ProtocolError(f"nothing received for {timeout:g} s")
+                    # An edge silent after WELCOME (a back end minutes to start, a camera that
+                    # stalled) may resume: its session detaches, and the ERROR says retry.
+                    silent.retry = deadline is None and self.session is not None
+                    raise silent from None
             if deadline is None:
                 end = loop.time() + timeout
             head = first + await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE - 1), max(0.0, end - loop.time()))

@@ -407,3 +407,17 @@ def test_a_stopped_soak_stops_the_server_it_started(replay_file, tmp_path, sig, 
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         soak.communicate()
+
+
+def test_an_edge_silent_after_welcome_is_told_it_may_resume(make_server, coded_stream):
+    """The idle timeout's ERROR after WELCOME carries retry (the session detaches, kept for
+    its token: an edge whose back end took minutes to start resumes); before HELLO it does not."""
+    srv = make_server(idle_timeout=0.5, hello_timeout=0.5)
+    header, _ = coded_stream
+    c = Raw(srv.address, timeout=30)
+    assert c.hello(header, "quiet").type == P.WELCOME
+    reply = c.chan.recv()
+    assert reply.type == P.ERROR and reply.json() == {"message": "nothing received for 0.5 s", "retry": True}
+    silent = Raw(srv.address, timeout=30)  # never a HELLO: no stream to resume
+    reply = silent.chan.recv()
+    assert reply.type == P.ERROR and "retry" not in reply.json()
