@@ -55,13 +55,28 @@ def clean(v):
     return v
 
 
-def chunks(items, size):
-    chunk = []
+# Frames given to the float detector or the int8 M1 at once: 16, fewer where 16 would hold more
+# than FRAME_BATCH_BYTES (sixteen 8000x8000 frames were 3 GB, 16384 a side 13 GB: eval's
+# memory grew with the frame size). Every clip up to 4096x2160 still goes 16 at a time.
+FRAME_BATCH = 16
+FRAME_BATCH_BYTES = 512 << 20
+
+
+def chunks(items, size, max_bytes: int | None = None, nbytes=lambda x: x.nbytes):
+    """``items`` in lists of ``size``; with ``max_bytes``, a list also ends before the item
+    that would take its bytes (``nbytes(item)``) over ``max_bytes`` (a list holds one item at
+    least)."""
+    chunk, held = [], 0
     for x in items:
+        n = nbytes(x) if max_bytes is not None else 0
+        if chunk and max_bytes is not None and held + n > max_bytes:
+            yield chunk
+            chunk, held = [], 0
         chunk.append(x)
+        held += n
         if len(chunk) == size:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 
@@ -366,7 +381,7 @@ class ClipData:
             qparams: dict[str, list[tuple[float, int]]] = {}
             names = {c: [t.name for t in det.get_cut(c).crossing] for c in cuts}
             done = 0
-            for batch_frames in chunks(source, 16):
+            for batch_frames in chunks(source, FRAME_BATCH, FRAME_BATCH_BYTES):
                 batch = det.preprocess(batch_frames)
                 with torch.no_grad():
                     for runner in runners.values():
@@ -411,7 +426,7 @@ class ClipData:
             else:
                 source, gts = self.labelme_data()
             dets, image_sizes, orig_sizes, input_size, n = {}, [], [], None, 0
-            for chunk in chunks(source, 16):
+            for chunk in chunks(source, FRAME_BATCH, FRAME_BATCH_BYTES):
                 batch = det.preprocess(chunk)
                 wanted = [k for k in range(len(chunk)) if not video or self.is_scored(n + k)]
                 if wanted:  # the float detector on the scored frames only

@@ -78,8 +78,11 @@ RESERVED_CLIP_NAMES = ("cache", "evals")
 
 
 def clip_name(path: Path) -> str:
-    """A clip's name in the rows: its file's stem, lower case (``vtest``, ``megamind``)."""
-    return Path(path).stem.lower()
+    """A clip's name in the rows: its file's stem, lower case (``vtest``, ``megamind``). Bytes
+    of a file name that are no UTF-8 are written as escapes (``bad\\xff``): the name goes into
+    the CSV, the report and a folder's name, which a lone surrogate failed, after the run."""
+    stem = os.fsencode(Path(path).stem).decode("utf-8", "backslashreplace")
+    return stem.lower()
 
 
 def check_clip_name(name: str, path) -> None:
@@ -281,6 +284,9 @@ class Harness:
         folders = [m for m in missing if Path(m).is_dir()]
         if folders:
             raise ConfigError(f"{', '.join(folders)}: a folder, not a video file (--video-list takes a list of clips)")
+        others = [m for m in missing if Path(m).exists()]  # a pipe, a device: not "no such video"
+        if others:
+            raise ConfigError(f"{', '.join(others)}: not a regular file (a device or a pipe): give a video file")
         if missing:
             raise ConfigError(f"no such video: {', '.join(missing)}")
         from temposplit.model.data import probe_video

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 from temposplit.evaluation.plan import FEATURE_METHODS, FRAME_METHODS
@@ -333,13 +334,19 @@ def _f(v, fmt="{:.3f}"):
     return "–" if not _num(v) else fmt.format(v)
 
 
+def _file_name(path) -> str:
+    """A clip file's name as the report writes it: bytes that are no UTF-8 (a Linux file name
+    may hold any) as escapes, ``take\\xff.mp4``, as the clip's name (``harness.clip_name``)."""
+    return os.fsencode(Path(str(path)).name).decode("utf-8", "backslashreplace")
+
+
 def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | None = None) -> str:
     settings = meta.get("settings", {})
     clip = rows[0]["clip"] if rows else None
     video = (settings.get("videos") or {}).get(clip) or settings.get("video")
     lines = [f"{CLIP_REPORT_TITLE}{clip}", ""]
     lines += [
-        f"Model `{settings.get('model')}`, clip `{Path(str(video)).name}` frames "
+        f"Model `{settings.get('model')}`, clip `{_file_name(video)}` frames "
         f"{settings.get('start', 0)}..{settings.get('start', 0) + (rows[0]['frames'] if rows else 0) - 1} "
         f"({rows[0]['frames'] if rows else 0} frames coded; detections scored on "
         f"{rows[0]['scored_frames'] if rows else 0} of them: frames i with i % {settings.get('score_every', 1)} "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from temposplit.evaluation.cache import Clip, CutData, Models, digest
+from temposplit.evaluation.cache import FRAME_BATCH, FRAME_BATCH_BYTES, Clip, CutData, Models, chunks, digest
 from temposplit.evaluation.plan import FREQUENT_MIN_BOXES, M2_BATCH
 
 
@@ -137,20 +137,10 @@ class Scorer:
         """The whole float detector on the scored frames of a decoded clip."""
         det = self.models.detector
         wanted = set(clip.scored)
-        out, pending = {}, []
-
-        def flush():
-            dets = det.detect([f for _, f in pending])
-            for (i, _), d in zip(pending, dets, strict=True):
+        out = {}
+        scored = ((i, frame) for i, frame in enumerate(frames) if i in wanted)
+        for batch in chunks(scored, FRAME_BATCH, FRAME_BATCH_BYTES, nbytes=lambda item: item[1].nbytes):
+            for (i, _), d in zip(batch, det.detect([f for _, f in batch]), strict=True):
                 out[i] = d
-            pending.clear()
-
-        for i, frame in enumerate(frames):
-            if i in wanted:
-                pending.append((i, frame))
-                if len(pending) == 16:
-                    flush()
-        if pending:
-            flush()
         self.models.m2_frames += len(out)
         return out

@@ -5,6 +5,10 @@ board, whose root has neither: the same frames on every machine, whatever its de
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,34 @@ def _backend() -> str:
             return "cv2"
         except ImportError as exc:
             raise MissingDependencyError("reading video needs PyAV (`pip install av`) or OpenCV") from exc
+
+
+V4L2_MAJOR = 81  # Linux's video4linux character devices (/dev/videoN)
+
+
+def is_camera(path: str) -> bool:
+    """Whether ``path`` names a V4L2 camera: ``/dev/videoN``, or a link to one (udev's stable
+    names, ``/dev/v4l/by-id/usb-...-video-index0``), or another character device of video4linux.
+    Anything else is a file (a video, an image, decoded frames in a ``.npy``)."""
+    if path.startswith("/dev/video") or re.fullmatch(r"/dev/video\d+", os.path.realpath(path)):
+        return True
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == V4L2_MAJOR
+
+
+def _cv2_capture(path: str, camera: bool):
+    """OpenCV's capture of a camera (by its index where the node is ``/dev/videoN``, else by
+    the node's path through V4L2) or a file (by its absolute name: FFmpeg, under OpenCV, takes
+    a relative one such as ``x:y.mp4`` for a URL)."""
+    import cv2
+
+    if not camera:
+        return cv2.VideoCapture(os.path.abspath(path))
+    index = re.fullmatch(r"/dev/video(\d+)", os.path.realpath(path))
+    return cv2.VideoCapture(int(index.group(1))) if index else cv2.VideoCapture(path, cv2.CAP_V4L2)
 
 
 @dataclass
@@ -65,13 +97,22 @@ class Source:
         except (OSError, av.error.FFmpegError) as exc:
             raise ConfigError(f"cannot open {self.path}: {exc}") from exc
         with container:
-            for frame in container.decode(container.streams.video[0]):
+            frames, index = container.decode(container.streams.video[0]), 0
+            while True:
+                try:  # a camera unplugged or failing part way: the edge ends the stream with what it sent
+                    frame = next(frames, None)
+                except (OSError, av.error.FFmpegError) as exc:
+                    why = getattr(exc, "strerror", None) or exc
+                    raise ConfigError(f"{self.path}: the camera failed at frame {index}: {why}") from None
+                if frame is None:
+                    return
                 yield upright_rgb(frame)
+                index += 1
 
     def _frames_cv2(self):
         import cv2
 
-        cap = cv2.VideoCapture(int(self.path[len("/dev/video") :]) if self.camera else self.path)
+        cap = _cv2_capture(self.path, self.camera)
         if not cap.isOpened():
             raise ConfigError(f"cannot open {self.path}")
         try:
@@ -85,7 +126,7 @@ class Source:
 
 
 def open_source(path: str, backend: str | None = None) -> Source:
-    camera = path.startswith("/dev/video")
+    camera = is_camera(path)
     if not camera:
         from temposplit.model.data import check_video_file
 
@@ -102,13 +143,24 @@ def open_source(path: str, backend: str | None = None) -> Source:
     if backend == "cv2":
         import cv2
 
-        cap = cv2.VideoCapture(int(path[len("/dev/video") :]) if camera else path)
-        if not cap.isOpened():
-            raise ConfigError(f"cannot open {path} as a video")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        cap.release()
-        return Source(path, float(fps), None if camera else count, camera, "cv2")
+        cap = _cv2_capture(path, camera)
+        try:
+            if not cap.isOpened():
+                raise ConfigError(f"cannot open {path} as a video")
+            fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+            # OpenCV's count is an estimate, negative where unknown (-2^63 for an image, a raw
+            # .h264): the encoder refused it. Only a positive count is kept.
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            count = int(count) if math.isfinite(count) and 1 <= count < 2**63 else None
+            size = None
+            if not camera:  # the first frame's size, checked before the model loads, as PyAV's reader does
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    raise ConfigError(f"{path} has no frame to decode")
+                size = tuple(int(v) for v in bgr.shape[:2])
+        finally:
+            cap.release()
+        return Source(path, float(fps), None if camera else count, camera, "cv2", size)
     if not camera:
         from temposplit.model.data import probe_video
 

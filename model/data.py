@@ -325,7 +325,38 @@ def _display_matrix(frame) -> bytes | None:
     """
     from av.sidedata.sidedata import SideDataContainer
 
+    _name_unknown_side_data()
     return next((bytes(d) for d in SideDataContainer(frame) if d.type.name == "DISPLAYMATRIX"), None)
+
+
+_UNKNOWN_SIDE_DATA: dict = {}
+
+
+def _name_unknown_side_data() -> None:
+    """Let PyAV's side-data types take a type its list lacks (once per process).
+
+    PyAV names a frame's side data by an enum of the types of the FFmpeg it was written
+    for, and a side-data container reads every entry's type: a newer FFmpeg's type made
+    it raise ``ValueError: 31 is not a valid Type`` (FFmpeg 8 attaches the EXIF of a JPEG
+    frame, type 31, to every photo and camera MJPEG clip that has one, beside the display
+    matrix it makes of the EXIF orientation). Such a type becomes a member of its own,
+    ``UNKNOWN_<n>``, through the enum's ``_missing_`` hook: no known type changes.
+    """
+    from av.sidedata.sidedata import Type
+
+    if "_missing_" in vars(Type):
+        return
+
+    def _missing_(cls, value):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        if value not in _UNKNOWN_SIDE_DATA:
+            member = object.__new__(cls)
+            member._name_, member._value_ = f"UNKNOWN_{value}", value
+            _UNKNOWN_SIDE_DATA[value] = member
+        return _UNKNOWN_SIDE_DATA[value]
+
+    Type._missing_ = classmethod(_missing_)
 
 
 def display_transform(picture: np.ndarray, a: int, b: int, c: int, d: int) -> np.ndarray:
@@ -363,8 +394,10 @@ def _open_video(path: Path):
     :class:`ConfigError` that says why not."""
     import av
 
+    # An absolute name: FFmpeg reads a relative one that starts with letters and a colon as a
+    # URL (``x:y.mp4`` "Protocol not found", ``file:a.mp4`` opened a.mp4, ``pipe:0`` read stdin).
     try:  # metadata in another encoding than UTF-8 (older cameras) is read, not refused
-        container = av.open(str(path), metadata_errors="replace")
+        container = av.open(str(path.absolute()), metadata_errors="replace")
     except (OSError, av.error.FFmpegError) as exc:
         why = "an empty file" if path.is_file() and path.stat().st_size == 0 else (exc.strerror or exc)
         raise ConfigError(f"cannot open {path} as a video: {why}") from None
