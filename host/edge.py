@@ -440,6 +440,8 @@ class Edge:
 
     def _recover(self) -> None:
         """Reconnect, then resend every unacknowledged frame from a fresh KEY anchor."""
+        from temposplit.codec.encoder import Encoder
+
         self.report.reconnects += 1
         self.log("connection lost; reconnecting")
         # Frames are numbered by the encoder in order: resend every kept frame from the
@@ -448,8 +450,10 @@ class Edge:
         for i in [i for i in self.pending if i < first]:
             self.pending.pop(i)
             self.report.errors[i] = "lost with the connection (older than the resend window)"
-        self.encoder.close()
-        self.encoder = make_encoder(self.backend, self.config, first_index=first)
+        # A fresh encoder (a KEY anchor at ``first``) on the same engine: the fabric back end's
+        # accelerator stays open (a new one was a second simulator, or the overlay downloaded
+        # again, on every reconnect); the engine tracks what its RAMs hold itself.
+        self.encoder = Encoder(self.config, first_index=first, engine=self.encoder.engine)
         if self.total:
             self.encoder.set_total_frames(self.total)
         self._connect(resume=True)

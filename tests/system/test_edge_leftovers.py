@@ -355,3 +355,27 @@ def test_a_fabric_back_end_slower_to_start_than_the_servers_idle_timeout_loses_n
     assert not report.errors and report.reconnects >= 1  # resumed after the server's idle ERROR
     summary = report.summary
     assert summary["decoded"] == replay.count and summary["recorded"] == [[0, replay.count]]
+
+
+def test_a_reconnect_keeps_the_fabric_back_ends_accelerator(server, replay_file, fabric):
+    """A lost connection is resumed on the same engine: the fabric back end is made once (a
+    new one per reconnect was a second Verilator simulation, or the board's overlay
+    downloaded again), and every frame is recorded once."""
+    import socket
+
+    made, _, built = fabric
+    replay = open_replay(replay_file)
+    frames = list(replay.frames())
+    edge = Edge(replay, dict(CODEC, fps=replay.fps), server.address, "reconnect", backend="rtl")
+    killed = []
+
+    def kill(index, chan):
+        if index == 4 and not killed:
+            killed.append(index)
+            chan.sock.shutdown(socket.SHUT_RDWR)
+
+    edge.fault = kill
+    report = edge.run(frames, total=len(frames))
+    assert killed and report.reconnects >= 1 and not report.errors
+    assert report.summary["recorded"] == [[0, len(frames)]]
+    assert len(made) == 1 and edge.encoder.engine is built[0].engine
