@@ -126,10 +126,7 @@ class Connection:
                 end = loop.time() + timeout
             head = first + await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE - 1), max(0.0, end - loop.time()))
             if deadline is not None and head[0] not in P.NAMES and _proxy_header_start(head):
-                raise P.ProtocolError(
-                    "the connection starts with a PROXY protocol header, but the server was not started "
-                    "with --proxy-protocol"
-                )
+                raise P.ProtocolError(PROXY_WITHOUT_FLAG)
             if head[0] in P.NAMES and head[0] not in limits:  # refused from the head, its body unread
                 wanted = " or ".join(P.NAMES[t] for t in limits)
                 raise P.ProtocolError(f"expected {wanted}, got {P.NAMES[head[0]]}")
@@ -272,6 +269,12 @@ def _abort(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+PROXY_WITHOUT_FLAG = (
+    "the connection starts with a PROXY protocol header, but the server was not started with --proxy-protocol"
+)
+TLS_HANDSHAKE_RECORD = 0x16  # the first byte of a TLS ClientHello
 
 
 def _proxy_header_start(head: bytes) -> bool:
@@ -488,6 +491,20 @@ class CloudServer:
                     _abort(sock)
                     return
                 client = named or peer
+            elif self.tls is not None:  # a PROXY header would meet the TLS handshake: "wrong version number"
+                try:
+                    first = await asyncio.wait_for(self._peek(sock), self.handshake_timeout)
+                except TimeoutError:
+                    self.log(f"connection from {peer}: no TLS handshake within {self.handshake_timeout:g} s")
+                    sock.close()  # closed, as the handshake's own timeout closes it (not reset)
+                    return
+                except OSError:  # reset before a byte: gone, as a TCP health check goes
+                    _abort(sock)
+                    return
+                if first and first[0] != TLS_HANDSHAKE_RECORD and _proxy_header_start(first[: P.HEAD_SIZE]):
+                    self.log(f"connection from {peer}: {PROXY_WITHOUT_FLAG}")
+                    _abort(sock)
+                    return
             limit = self.max_connections_per_client
             if limit and self.per_client.get(client, 0) >= limit:
                 self._refuse(sock, f"{limit} connections are open from {client} (--max-connections-per-client)")
@@ -524,6 +541,16 @@ class CloudServer:
         protocol = asyncio.StreamReaderProtocol(reader, lambda r, w: made.set_result(w), loop=self.loop)
         await self.loop.connect_accepted_socket(lambda: protocol, sock)
         return reader, await made
+
+    async def _peek(self, sock: socket.socket, n: int = 16) -> bytes:
+        """The first bytes the peer sent, left in the socket (b"" when it closed)."""
+        readable = self.loop.create_future()
+        self.loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            self.loop.remove_reader(sock.fileno())
+        return sock.recv(n, socket.MSG_PEEK)
 
     def _recv_exactly(self, sock: socket.socket):
         async def recv(n: int) -> bytes:

@@ -17,6 +17,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import test_tls as tls_tests
 from rawclient import Raw, refused, wait_for  # tests/system's hand-speaking client
 
 from temposplit import protocol as P
@@ -24,6 +25,8 @@ from temposplit.server import session as session_module
 from temposplit.server.frameset import FrameSet
 from temposplit.server.proxy_header import V2_SIGNATURE
 from temposplit.server.session import Session
+
+pki = tls_tests.pki  # test_tls's certificates (a CA, the server's, an edge's)
 
 NO_SPACE = "No space left on device"
 
@@ -229,6 +232,33 @@ def test_a_proxy_header_to_a_server_without_proxy_protocol_is_named(make_server,
     wait_for(lambda: any("PROXY" in line for line in lines), "the log line")
     logged = [line for line in lines if line.startswith("connection from")]
     assert logged == [f"connection from 127.0.0.1: {PROXY_MESSAGE}"]
+
+
+@pytest.mark.slow
+@pytest.mark.models
+@pytest.mark.parametrize("first", [b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 7300\r\n", V2_SIGNATURE], ids=["v1", "v2"])
+def test_a_proxy_header_to_a_tls_server_without_proxy_protocol_is_named(make_server, pki, first):
+    """Under TLS the header met the handshake, logged as OpenSSL's "wrong version number";
+    the server now looks at the first bytes before the handshake (a ClientHello starts with
+    0x16) and names the header (edges over TLS, through the same look: tests/system/test_tls.py)."""
+    import socket
+
+    from temposplit.protocol import TLSConfig
+
+    lines = []
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = make_server(log=lines.append, tls=tls)
+    with socket.create_connection(srv.address, timeout=30) as s:
+        s.sendall(first)
+        try:
+            got = s.recv(1)
+        except ConnectionResetError:  # the server aborts the socket (as at every refusal at accept)
+            got = b""
+        assert got == b""  # closed, nothing sent back (a PROXY peer speaks no TLS)
+    wait_for(lambda: any("PROXY" in line for line in lines), "the log line")
+    assert [line for line in lines if line.startswith("connection from")] == [
+        f"connection from 127.0.0.1: {PROXY_MESSAGE}"
+    ]
 
 
 # --------------------------------------------------------------------------- the recorded frames' memory
