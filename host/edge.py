@@ -258,6 +258,7 @@ class Edge:
         self.chan: P.Channel | None = None
         self.token: str | None = None  # the server's resume token for this stream (WELCOME)
         self.silences = 0  # answer timeouts in a row with frames unacknowledged (Silent)
+        self.fruitless = 0  # reconnects in a row with no ACK between them
         self.stop: str | None = None  # why to end the stream after the current frame (set by a signal handler)
         self.opened = False  # the server welcomed this run's stream (a new one or a resume)
         self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
@@ -382,6 +383,7 @@ class Edge:
             raise msg
         if msg.type in (P.ACK, P.KEY_REQUEST, P.SUMMARY):
             self.silences = 0
+            self.fruitless = 0
         if msg.type == P.ACK:
             obj = msg.json()
             i = obj.get("frame")
@@ -443,7 +445,15 @@ class Edge:
         from temposplit.codec.encoder import Encoder
 
         self.report.reconnects += 1
+        self.fruitless += 1
+        if self.fruitless > self.reconnect_attempts:  # each connection accepted, then lost before any answer
+            raise TemposplitError(
+                f"the server at {self.address[0]}:{self.address[1]} lost {self.fruitless - 1} connections in a row "
+                "before answering a frame: giving up"
+            )
         self.log("connection lost; reconnecting")
+        if self.fruitless > 1:  # the back-off of a failed connect, between connections that fail once made
+            time.sleep(reconnect_delay(self.fruitless - 2))
         # Frames are numbered by the encoder in order: resend every kept frame from the
         # oldest unacknowledged one (the server acknowledges those it has as duplicates).
         first = min([i for i in self.pending if i in self.history], default=self.next_index)

@@ -9,10 +9,15 @@ ints held about 60 bytes a frame (1 GB). Each range costs 16 bytes (two machine 
 in arrays); the worst case, frames alternating between two sets, is 8 bytes a frame in
 each. Adding a frame at the end is O(1); anywhere else, a binary search and a move of the
 ranges after it (a few, in the typical case).
+
+Thread-safe: the server's worker thread adds frames while a pool thread reads the set for
+a resuming edge's WELCOME; every operation holds the set's lock, and a union or difference
+reads the other set through a snapshot taken under its own lock (never two locks at once).
 """
 
 from __future__ import annotations
 
+import threading
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
@@ -23,12 +28,15 @@ class FrameSet:
     ``add``, ``discard``, ``in``, ``len``, iteration in order, ``|`` and ``-=``; and
     ``ranges()``, the protocol's ``[[start, end], ...]`` form (``protocol.to_ranges``)."""
 
-    __slots__ = ("_starts", "_ends", "_count")
+    __slots__ = ("_starts", "_ends", "_count", "_lock")
+
+    LIMIT = (1 << 63) - 1  # indices below this (a range's end must fit a signed 64-bit integer)
 
     def __init__(self, frames: Iterable[int] = ()):
         self._starts = array("q")  # range k is [_starts[k], _ends[k]); sorted, disjoint, never adjacent
         self._ends = array("q")
         self._count = 0
+        self._lock = threading.Lock()
         for i in frames:
             self.add(i)
 
@@ -39,6 +47,11 @@ class FrameSet:
         out._count = sum(e - s for s, e in zip(starts, ends, strict=True))
         return out
 
+    def _snapshot(self) -> tuple[array, array]:
+        """Copies of the ranges, taken under the lock."""
+        with self._lock:
+            return array("q", self._starts), array("q", self._ends)
+
     def __len__(self) -> int:
         return self._count
 
@@ -48,16 +61,18 @@ class FrameSet:
     def __contains__(self, index: object) -> bool:
         if not isinstance(index, int):
             return False
-        k = bisect_right(self._starts, index) - 1
-        return k >= 0 and index < self._ends[k]
+        with self._lock:
+            k = bisect_right(self._starts, index) - 1
+            return k >= 0 and index < self._ends[k]
 
     def __iter__(self) -> Iterator[int]:
-        for s, e in zip(self._starts, self._ends, strict=True):
+        starts, ends = self._snapshot()
+        for s, e in zip(starts, ends, strict=True):
             yield from range(s, e)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrameSet):
-            return self._starts == other._starts and self._ends == other._ends
+            return self._snapshot() == other._snapshot()
         if isinstance(other, (set, frozenset)):
             return len(other) == self._count and all(i in self for i in other)
         return NotImplemented
@@ -68,9 +83,13 @@ class FrameSet:
         return f"FrameSet({self.ranges()})"
 
     def add(self, index: int) -> bool:
-        """Add ``index`` (0 <= index < 2^63); False when it was already there."""
-        if not isinstance(index, int) or index < 0:
-            raise ValueError(f"a frame index is a non-negative integer, not {index!r}")
+        """Add ``index`` (0 <= index < LIMIT); False when it was already there."""
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < self.LIMIT:
+            raise ValueError(f"a frame index is an integer in 0..{self.LIMIT - 1}, not {index!r}")
+        with self._lock:
+            return self._add(index)
+
+    def _add(self, index: int) -> bool:
         starts, ends = self._starts, self._ends
         n = len(starts)
         if n and index == ends[-1]:  # the next frame in order: the usual case
@@ -100,6 +119,10 @@ class FrameSet:
         """Remove ``index`` if present; False when it was not there."""
         if not isinstance(index, int):
             return False
+        with self._lock:
+            return self._discard(index)
+
+    def _discard(self, index: int) -> bool:
         starts, ends = self._starts, self._ends
         k = bisect_right(starts, index) - 1
         if k < 0 or index >= ends[k]:
@@ -121,19 +144,21 @@ class FrameSet:
 
     def run_end(self, index: int) -> int:
         """The first index at or after ``index`` that is not in the set."""
-        k = bisect_right(self._starts, index) - 1
-        return self._ends[k] if k >= 0 and index < self._ends[k] else index
+        with self._lock:
+            k = bisect_right(self._starts, index) - 1
+            return self._ends[k] if k >= 0 and index < self._ends[k] else index
 
     def ranges(self) -> list[list[int]]:
         """Sorted, disjoint half-open ranges ``[[start, end], ...]`` (adjacent ones joined)."""
-        return [[s, e] for s, e in zip(self._starts, self._ends, strict=True)]
+        with self._lock:
+            return [[s, e] for s, e in zip(self._starts, self._ends, strict=True)]
 
     def __or__(self, other: FrameSet) -> FrameSet:
         """The union, merged in one pass over both sets' ranges."""
         if not isinstance(other, FrameSet):
             return NotImplemented
         starts, ends = array("q"), array("q")
-        a, b = (self._starts, self._ends), (other._starts, other._ends)
+        a, b = self._snapshot(), other._snapshot()
         i = j = 0
         while i < len(a[0]) or j < len(b[0]):
             if j >= len(b[0]) or (i < len(a[0]) and a[0][i] <= b[0][j]):
@@ -154,8 +179,13 @@ class FrameSet:
         """Remove every index of ``other``, in one pass over both sets' ranges."""
         if not isinstance(other, FrameSet):
             return NotImplemented
+        cut_starts, cut_ends = other._snapshot()  # before this set's lock: never two held at once
+        with self._lock:
+            self._subtract(cut_starts, cut_ends)
+        return self
+
+    def _subtract(self, cut_starts: array, cut_ends: array) -> None:
         starts, ends = array("q"), array("q")
-        cut_starts, cut_ends = other._starts, other._ends
         j = 0
         for s, e in zip(self._starts, self._ends, strict=True):
             while j < len(cut_starts) and cut_ends[j] <= s:  # other's ranges wholly before this one
@@ -172,4 +202,3 @@ class FrameSet:
                 ends.append(e)
         self._starts, self._ends = starts, ends
         self._count = sum(e - s for s, e in zip(starts, ends, strict=True))
-        return self

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from temposplit import protocol as P
+
 
 def detection_records(det) -> list[dict]:
     """COCO-style records ([x, y, w, h] boxes) of a Detections object."""
@@ -55,8 +57,9 @@ class DetectionLog:
                 rec = json.loads(line)
             except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("frame"), int):
-                out.append(rec)
+            frame = rec.get("frame") if isinstance(rec, dict) else None
+            if isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < P.MAX_FRAMES:
+                out.append(rec)  # (a frame number no stream can have, e.g. a line edited by hand: not a record)
         return out
 
     def write(self, record: dict) -> None:

@@ -718,8 +718,8 @@ class CloudServer:
                 k = 1
                 while (self.out_dir / f"{name}.{k}").exists():
                     k += 1
-                moved = self.out_dir / f"{name}.{k}"
-                shutil.move(str(out), str(moved))
+                shutil.move(str(out), str(self.out_dir / f"{name}.{k}"))
+                moved = self.out_dir / f"{name}.{k}"  # only once it is there: the undo moves it back
                 if state is None:  # e.g. a server killed while it made them: no stream ever used them
                     what = "outputs without a session.json"
                 else:

@@ -157,9 +157,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv)
         finally:  # what is buffered: a closed stdout shows here, not at the interpreter's exit
-            sys.stdout.flush()
+            _flush_stdout()
     except BrokenPipeError:  # from the flush (or an error line written to a closed pipe, 2>&1 | head -1)
         return _quiet_exit()
+
+
+def _flush_stdout() -> None:
+    """Flush stdout if there is one: started with descriptor 1 closed (``>&-``, some service
+    launchers) Python has ``sys.stdout`` None and prints nothing; a stream closed already
+    has nothing to flush."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except ValueError:  # I/O operation on closed file
+        pass
 
 
 def _main(argv: list[str] | None) -> int:

@@ -66,6 +66,24 @@ def test_a_reader_that_closes_stdout_early_stops_the_command_quietly(tmp_path, c
     assert err == "" and rc == 141, (rc, err)
 
 
+def test_a_command_started_with_stdout_closed_still_succeeds(tmp_path):
+    """`temposplit encode ... >&-` (descriptor 1 closed, as some service launchers start a
+    program): Python has no sys.stdout and prints nothing, and the command succeeds; the
+    flush added for a closed pipe made it an AttributeError traceback, exit 1."""
+    out = tmp_path / "r.tsp"
+    argv = [sys.executable, "-m", "temposplit", "encode", synthetic_replay(tmp_path / "r.npz", 3), str(out)]
+    proc = subprocess.run(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stderr == "" and out.stat().st_size > 0, (proc.returncode, proc.stderr)
+
+
 def _stdout_into_a_pipe(monkeypatch):
     """sys.stdout as a file on a real pipe whose reader is open; returns (the file, the reader)."""
     r, w = os.pipe()
@@ -379,3 +397,29 @@ def test_a_reconnect_keeps_the_fabric_back_ends_accelerator(server, replay_file,
     assert killed and report.reconnects >= 1 and not report.errors
     assert report.summary["recorded"] == [[0, len(frames)]]
     assert len(made) == 1 and edge.encoder.engine is built[0].engine
+
+
+@pytest.mark.parametrize("ending", ["error with retry", "close"])
+def test_an_edge_whose_connections_are_all_lost_before_an_answer_gives_up(peer, tmp_path, ending):
+    """A server (or something between) that welcomes each connection and then loses it
+    before answering a frame, by an ERROR with retry or a close: each reconnect used to
+    start the count afresh, with no pause, for ever (145 connections in 30 s). The edge now
+    gives up after its reconnect attempts in a row with no ACK, backing off between them."""
+    import time
+
+    def welcome_then_lose(conn):
+        P.Channel(conn).recv()
+        conn.sendall(faults.WELCOME)
+        time.sleep(0.2)
+        if ending == "close":
+            conn.close()
+        else:
+            conn.sendall(faults._message(P.ERROR, {"message": "nothing received for 60 s", "retry": True}))
+            faults._drain(conn)
+
+    p = peer(welcome_then_lose)
+    replay = open_replay(synthetic_replay(tmp_path / "r.npz", 50))
+    edge = Edge(replay, CODEC, p.address, "lost", reconnect_attempts=3, timeout=5)
+    with pytest.raises(TemposplitError, match="lost 3 connections in a row before answering a frame: giving up"):
+        edge.run(replay.frames(), total=replay.count)
+    assert p.accepted == 4 and edge.report.reconnects == 4

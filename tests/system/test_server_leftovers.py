@@ -451,3 +451,58 @@ def test_an_edge_silent_after_welcome_is_told_it_may_resume(make_server, coded_s
     silent = Raw(srv.address, timeout=30)  # never a HELLO: no stream to resume
     reply = silent.chan.recv()
     assert reply.type == P.ERROR and "retry" not in reply.json()
+
+
+def test_the_frame_set_is_read_whole_while_the_worker_records():
+    """A resuming edge's WELCOME lists the frames (a pool thread) while the worker thread may
+    still record the old connection's: every union read meanwhile is a valid set of ranges
+    (without the set's lock, a reader between two of an insert's steps met arrays of
+    different lengths: IndexError, or a wrong list of recorded frames)."""
+    import threading
+
+    recorded, failed = FrameSet(), FrameSet()
+    n = 200_000
+
+    def worker():
+        for i in range(n):  # every third frame an error: many ranges in each set
+            (failed if i % 3 == 0 else recorded).add(i)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    t = threading.Thread(target=worker)
+    t.start()
+    problems, reads = [], 0
+    try:
+        while t.is_alive() or not reads:
+            try:
+                ranges = (recorded | failed).ranges()
+            except Exception as exc:  # noqa: BLE001 - what a torn read raised
+                problems.append(f"{type(exc).__name__}: {exc}")
+                continue
+            reads += 1
+            ends = [x for r in ranges for x in r]  # sorted, disjoint, never touching, within 0..n
+            if ends != sorted(set(ends)) or (ends and (ends[0] < 0 or ends[-1] > n)):
+                problems.append(f"not a set's ranges: {ranges[:4]}")
+    finally:
+        t.join()
+        sys.setswitchinterval(interval)
+    assert not problems, problems[:3]
+    assert (recorded | failed).ranges() == [[0, n]] and len(recorded) + len(failed) == n
+
+
+@pytest.mark.parametrize("frame", [-1, 2**64, P.MAX_FRAMES, True])
+def test_a_log_line_with_a_frame_no_stream_can_have_is_no_record(tmp_path, frame):
+    """A hand-edited or damaged detections log (a negative, huge or boolean frame number)
+    made every resume of the stream fail (the recorded frames' set refuses such an index):
+    the line is not a record, the others are read."""
+    from temposplit.server.outputs import DetectionLog
+
+    log = tmp_path / "detections.jsonl"
+    log.write_text(
+        json.dumps({"frame": 0, "detections": []}) + "\n" + json.dumps({"frame": frame, "error": "x"}) + "\n"
+    )
+    assert [r["frame"] for r in DetectionLog.read(log)] == [0]
+    frames = FrameSet()
+    for r in DetectionLog.read(log):
+        frames.add(r["frame"])
+    assert frames.ranges() == [[0, 1]]
