@@ -14,10 +14,13 @@ and the float reference detections.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,58 @@ def digest(*parts) -> str:
         else:
             h.update(repr(p).encode())
     return h.hexdigest()
+
+
+def write_atomic(path, write: Callable) -> None:
+    """``write(f)`` (a binary file) into ``path`` whole or not at all: written under a temporary
+    name in the same folder, flushed to the disk, then renamed over ``path``
+    (:func:`temposplit.files.output_file`). A run killed, interrupted or out of disk space
+    while it writes leaves the old file or none, never a part that a rerun would trust; the
+    error names ``path``."""
+    from temposplit.files import output_file
+
+    try:
+        with output_file(str(path)) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.filename is not None or not exc.strerror:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None  # "path: No space left on device"
+
+
+# What a killed writer leaves: output_file's temporary names (".<name>.<pid>.<hex>.tmp").
+TEMPORARY_PATTERN = ".*.tmp"
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process named in a temporary file's name (``.<name>.<pid>.<hex>.tmp``) runs."""
+    parts = tmp.name.rsplit(".", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return True  # not one of ours: left alone
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_temporaries(folder, *patterns) -> int:
+    """Remove the temporary files (``.<name>.<pid>.<hex>.tmp``) matching the glob ``patterns``
+    under ``folder`` that a killed or failed writer left, those of a process still running (an
+    ``eval-report`` beside the run) excepted. Returns how many were removed."""
+    n = 0
+    folder = Path(folder)
+    for pattern in patterns:
+        for tmp in folder.glob(pattern):
+            if tmp.is_file() and not _writer_alive(tmp):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    n += 1
+    return n
 
 
 def clean(v):
@@ -328,16 +383,51 @@ class ClipData:
         """The int8 M1 codes at ``cut`` of the clip (``which="video"``) or the labelme frames;
         a missing cache computes every cut of ``cuts`` still missing in one pass."""
         path = self._cache_path(cut, which)
+        data = self._read_cut(path, which)
+        if data is None:
+            missing = [c for c in cuts if c == cut or not self._cache_path(c, which).is_file()]
+            self._compute_m1(missing)
+            data = self._read_cut(path, which)
+            if data is None:  # just written: a disk that does not keep what it is given
+                raise ConfigError(f"{path}: the M1 codes just written do not read back")
+        return data
+
+    def _read_cut(self, path: Path, which: str) -> CutData | None:
+        """The M1 cache file at ``path``, checked; None where it is missing or damaged (cut short
+        by a kill, emptied, overwritten): a damaged one is removed, logged and computed again,
+        never read in part."""
         if not path.is_file():
-            self._compute_m1([c for c in cuts if not self._cache_path(c, which).is_file()] or [cut])
-        with np.load(path) as z:
-            names = [str(n) for n in z["names"]]
-            return CutData(
-                names,
-                [z[f"codes{i}"] for i in range(len(names))],
-                [float(s) for s in z["scales"]],
-                [int(v) for v in z["zero_points"]],
-            )
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = [str(n) for n in z["names"]]
+                data = CutData(
+                    names,
+                    [z[f"codes{i}"] for i in range(len(names))],
+                    [float(s) for s in z["scales"]],
+                    [int(v) for v in z["zero_points"]],
+                )
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            problem = self._cut_problem(data, which)
+        if problem is None:
+            return data
+        self.log(f"{path}: a damaged cache file ({problem}): computing it again")
+        path.unlink(missing_ok=True)
+        return None
+
+    def _cut_problem(self, data: CutData, which: str) -> str | None:
+        """What makes cached M1 codes not the codes of this clip's frames, or None."""
+        if not data.names or len(data.scales) != len(data.names) or len(data.zero_points) != len(data.names):
+            return "its tensors, scales and zero points do not match"
+        n = self.clip(which).n_frames
+        for c in data.codes:
+            if c.dtype != np.uint8 or c.ndim != 4 or c.shape[0] != n:
+                return f"codes of {c.dtype} {c.shape}, not uint8 of {n} frames"
+        if not all(math.isfinite(s) and s > 0 for s in data.scales):
+            return "a scale that is not a positive number"
+        return None
 
     def _compute_m1(self, cuts: list[str]) -> None:
         """Int8 M1 outputs of the clip (and the labelme frames) at ``cuts``, written to the cache."""
@@ -392,13 +482,12 @@ class ClipData:
                 self.log(f"  M1 ({self.name if which == 'video' else which}): {done} frames")
             for c in cuts:
                 arrays = {f"codes{i}": np.concatenate([b[i] for b in acc[c]]) for i in range(len(names[c]))}
-                np.savez(
-                    self._cache_path(c, which),
+                arrays.update(
                     names=np.array(names[c]),
                     scales=np.array([s for s, _ in qparams[c]]),
                     zero_points=np.array([z for _, z in qparams[c]]),
-                    **arrays,
                 )
+                write_atomic(self._cache_path(c, which), lambda f, arrays=arrays: np.savez(f, **arrays))
         self.timings["m1_s"] = self.timings.get("m1_s", 0.0) + time.perf_counter() - t0
 
     # ------------------------------------------------------------------ references
@@ -417,9 +506,8 @@ class ClipData:
         name = self.name if video else "labelme"
         pattern = f"{self.score_every}-{'.'.join(map(str, self.score_phases))}" if video else "all"
         path = self.cache / f"float-{self.model}-{name}-{self.clip_id()}-{pattern}.json"
-        if path.is_file():
-            doc = json.loads(path.read_text())
-        else:
+        doc = _read_reference(path, self.log)
+        if doc is None:
             t0 = time.perf_counter()
             if video:
                 source, gts = self.read(), None
@@ -452,7 +540,7 @@ class ClipData:
                 "ground_truth": [g.to_dict() for g in gts] if gts else None,
             }
             self.cache.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(doc))
+            write_atomic(path, lambda f: f.write(json.dumps(doc).encode()))
             self.timings[f"float_{name}_s"] = time.perf_counter() - t0
         n = doc["n_frames"]
         if video and n < self.frames:
@@ -475,3 +563,49 @@ class ClipData:
         if doc["ground_truth"]:
             clip.ground_truth = [dets(doc["ground_truth"][i]) for i in scored]
         return clip
+
+
+def _reference_problem(doc) -> str | None:
+    """What makes ``doc`` (a parsed float reference file) not the file :class:`ClipData` writes."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    missing = [
+        k
+        for k in ("n_frames", "image_sizes", "orig_sizes", "input_size", "scored", "detections", "ground_truth")
+        if k not in doc
+    ]
+    if missing:
+        return f"no {', '.join(missing)}"
+    n = doc["n_frames"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"n_frames is {n!r}"
+    if not all(isinstance(doc[k], list) and len(doc[k]) == n for k in ("image_sizes", "orig_sizes")):
+        return f"sizes of other than {n} frames"
+    scored, dets = doc["scored"], doc["detections"]
+    if not isinstance(scored, list) or not isinstance(dets, list) or len(scored) != len(dets):
+        return "scored frames and detections do not match"
+    if not all(isinstance(i, int) and 0 <= i < n for i in scored) or scored != sorted(set(scored)):
+        return "scored frames out of the clip's range"
+    if not all(isinstance(d, dict) and {"boxes", "scores", "category_ids"} <= set(d) for d in dets):
+        return "a detection without its boxes, scores or categories"
+    gts = doc["ground_truth"]
+    if gts is not None and (not isinstance(gts, list) or any(not isinstance(g, dict) for g in gts)):
+        return "ground truth that is not a list of detections"
+    return None
+
+
+def _read_reference(path: Path, log: Callable[[str], None]) -> dict | None:
+    """The float reference file at ``path``, checked; None where it is missing or damaged (a
+    damaged one is removed, logged and computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+        problem = _reference_problem(doc)
+    except (OSError, ValueError) as exc:  # not UTF-8, not JSON
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is None:
+        return doc
+    log(f"{path}: a damaged cache file ({problem}): computing it again")
+    path.unlink(missing_ok=True)
+    return None

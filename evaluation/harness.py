@@ -32,7 +32,16 @@ from pathlib import Path
 
 from temposplit.errors import ConfigError
 from temposplit.evaluation import plan as plan_mod
-from temposplit.evaluation.cache import CALIBRATION_FRAMES, CALIBRATIONS, ClipData, Models, clean, digest
+from temposplit.evaluation.cache import (
+    CALIBRATION_FRAMES,
+    CALIBRATIONS,
+    TEMPORARY_PATTERN,
+    ClipData,
+    Models,
+    clean,
+    digest,
+    remove_temporaries,
+)
 from temposplit.evaluation.plan import (  # noqa: F401  (the harness's public names)
     ALL_METHODS,
     BI3_RESIDUAL,
@@ -340,7 +349,17 @@ class Harness:
             return
         data = self.results_path.read_bytes()
         if data and not data.endswith(b"\n"):
-            self.results_path.write_bytes(data[: data.rfind(b"\n") + 1])
+            # Truncated in place, not rewritten: a rewrite cut short (a kill, a full disk)
+            # lost every row before the partial one.
+            os.truncate(self.results_path, data.rfind(b"\n") + 1)
+
+    def _remove_temporaries(self) -> None:
+        """The temporary files a killed or failed run left (meta.json, the caches, the scorings'
+        files, the report), never trusted by a rerun, removed under the run's lock."""
+        tmp = TEMPORARY_PATTERN
+        n = remove_temporaries(self.out, tmp, f"*/{tmp}", f"evals/*/{tmp}")
+        if n:
+            self.log(f"removed {n} temporary files a stopped run left in {self.out}")
 
     def done_keys(self) -> set[str]:
         """The keys of this run's points already in ``results.jsonl``: rows of this run's
@@ -448,6 +467,8 @@ class Harness:
         load_rows(self.results_path)
         _meta_to_update(self.out / "meta.json")
         self._drop_partial_line()
+        # What a killed run's writers left under temporary names (never read: removed).
+        self._remove_temporaries()
         run = self.run_id()
         self.scorer.tag = run
         tasks = self.tasks()

@@ -5,11 +5,13 @@ of the report folder; ``<clip>/rate_accuracy_frames.png``)."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 from temposplit.evaluation import bootstrap
 from temposplit.evaluation.plan import FEATURE_METHODS
+from temposplit.evaluation.report import write_text
 from temposplit.evaluation.summary import (
     METRICS,
     ClipSummary,
@@ -210,23 +212,24 @@ def write_pooled(out, dest, by_clip, meta, figures=True, wall_s=None, notes=None
             names.append(f"{s.clip}/rate_accuracy_frames.png")
     flat = bd_rows(summaries)
     csv_path = dest / "bdrate.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        cols = list(flat[0]) if flat else ["clip", "metric", "anchor", "bd_rate_pct"]
-        w = csv.DictWriter(f, cols)
-        w.writeheader()
-        for r in flat:
-            w.writerow(
-                {
-                    k: (
-                        f"{v:.4g}"
-                        if isinstance(v, float) and math.isfinite(v)
-                        else ("" if v is None or (isinstance(v, float)) else v)
-                    )
-                    for k, v in r.items()
-                }
-            )
+    f = io.StringIO(newline="")
+    cols = list(flat[0]) if flat else ["clip", "metric", "anchor", "bd_rate_pct"]
+    w = csv.DictWriter(f, cols)
+    w.writeheader()
+    for r in flat:
+        w.writerow(
+            {
+                k: (
+                    f"{v:.4g}"
+                    if isinstance(v, float) and math.isfinite(v)
+                    else ("" if v is None or (isinstance(v, float)) else v)
+                )
+                for k, v in r.items()
+            }
+        )
+    write_text(csv_path, f.getvalue())
     paths.append(csv_path)
     md = dest / "report.md"
-    md.write_text(markdown(summaries, by_clip, meta, names, wall_s, notes, replicates))
+    write_text(md, markdown(summaries, by_clip, meta, names, wall_s, notes, replicates))
     paths.append(md)
     return paths

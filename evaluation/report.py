@@ -10,6 +10,7 @@ plot across every method, a panel per cut.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -97,25 +98,34 @@ def _rounded(v):
     return v
 
 
+def write_text(path: Path, text: str) -> None:
+    """A report file whole or not at all (a run stopped while it writes, or a full disk,
+    leaves the previous one, not a table cut short that reads as the results)."""
+    from temposplit.evaluation.cache import write_atomic
+
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def write_tables(rows, dest: Path, meta: dict | None = None) -> list[Path]:
     rows = sorted(rows, key=_sort_key)
     csv_path = dest / "results.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for r in rows:
-            out = []
-            for c in CSV_COLUMNS:
-                v = r.get(c)
-                if c == "settings":
-                    v = json.dumps(v, sort_keys=True)
-                elif isinstance(v, float):
-                    v = f"{v:.6g}"
-                out.append("" if v is None else v)
-            w.writerow(out)
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        out = []
+        for c in CSV_COLUMNS:
+            v = r.get(c)
+            if c == "settings":
+                v = json.dumps(v, sort_keys=True)
+            elif isinstance(v, float):
+                v = f"{v:.6g}"
+            out.append("" if v is None else v)
+        w.writerow(out)
+    write_text(csv_path, f.getvalue())
     json_path = dest / "results.json"
     doc = _rounded({"meta": meta or {}, "rows": rows})
-    json_path.write_text(json.dumps(doc, indent=None, separators=(",", ":")))
+    write_text(json_path, json.dumps(doc, indent=None, separators=(",", ":")))
     return [csv_path, json_path]
 
 
@@ -544,7 +554,7 @@ def write_report(out, rows, figures: bool = True, wall_s=None, dest=None, replic
                 paths.append(plot_rate_accuracy(clip_rows, folder / "rate_accuracy.png"))
                 names.append("rate_accuracy.png")
         md = folder / "report.md"
-        md.write_text(markdown(clip_rows, meta, names, None, None))
+        write_text(md, markdown(clip_rows, meta, names, None, None))
         paths.append(md)
     notes_path = next((p for p in (dest / "notes.md", out / "notes.md") if p.is_file()), None)
     notes = notes_path.read_text() if notes_path else None

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from temposplit.evaluation.cache import FRAME_BATCH, FRAME_BATCH_BYTES, Clip, CutData, Models, chunks, digest
+from temposplit.evaluation.cache import (
+    FRAME_BATCH,
+    FRAME_BATCH_BYTES,
+    Clip,
+    CutData,
+    Models,
+    chunks,
+    digest,
+    write_atomic,
+)
 from temposplit.evaluation.plan import FREQUENT_MIN_BOXES, M2_BATCH
 
 
@@ -111,9 +120,8 @@ class Scorer:
             # Written whenever the point is scored, over what a run of another clip of this
             # name may have left there (kept, its intervals were that clip's).
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **m.images.to_npz())
-            tmp.replace(path)
+            arrays = m.images.to_npz()
+            write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
             out["evals"] = name
         # COCO's mean over categories gives a category seen once (one bicycle) the weight of 1579
         # persons; the same score over the frequent categories alone is far steadier. COCO scores

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from temposplit.errors import ConfigError
 from temposplit.evaluation import bootstrap
 from temposplit.evaluation.bdrate import bd_rate, lower_hull
 from temposplit.evaluation.plan import FEATURE_METHODS, FREQUENT_MIN_BOXES
@@ -60,7 +61,12 @@ class ClipSummary:
     intervals: dict = field(default_factory=dict)  # row key -> (B, 3) resampled scores
 
 
-def _load_evals(root: Path, name: str, cache: dict):
+def _load_evals(root: Path, name: str, cache: dict, n_frames: int | None = None):
+    """A scoring's per-frame outcome (``evals/<clip>/<name>.npz``); None where there is none
+    (its row has no interval). A damaged file (cut short, emptied, of another frame count)
+    is a :class:`ConfigError` naming it: never read in part, never a traceback."""
+    import zipfile
+
     from temposplit.evaluation.metrics import ImageEvals
 
     if name not in cache:
@@ -68,8 +74,20 @@ def _load_evals(root: Path, name: str, cache: dict):
         if not path.is_file():
             cache[name] = None
         else:
-            with np.load(path) as z:
-                cache[name] = ImageEvals.from_npz(z)
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    ev = ImageEvals.from_npz(z)
+                problem = None
+                if n_frames is not None and ev.n_frames != n_frames:
+                    problem = f"{ev.n_frames} frames, not {n_frames}"
+            except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if problem is not None:
+                raise ConfigError(
+                    f"{path}: a damaged scoring file ({problem}): remove it (its row is then reported "
+                    "without an interval) or rerun its point into a fresh --out"
+                )
+            cache[name] = ev
     return cache[name]
 
 
@@ -89,7 +107,7 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
     ref = next((r for r in rows if r.get("evals")), None)
     frequent = []
     if ref is not None:
-        ev = _load_evals(evals_root, ref["evals"], cache)
+        ev = _load_evals(evals_root, ref["evals"], cache, n)
         if ev is not None:
             frequent = [
                 int(c) for c, g in zip(ev.categories, ev.gt.sum(axis=1), strict=True) if g >= FREQUENT_MIN_BOXES
@@ -102,7 +120,7 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
         if weights is None or not name:
             continue
         if name not in by_evals:
-            ev = _load_evals(evals_root, name, cache)
+            ev = _load_evals(evals_root, name, cache, n)
             by_evals[name] = (
                 np.array([ev.all_scores(w, frequent) for w in weights])
                 if ev is not None
