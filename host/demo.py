@@ -7,9 +7,12 @@ mAP against the uncompressed run, latency, time per stage) and the outputs' path
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,15 +44,10 @@ def run_demo(
     log=_log,
     fps: float | None = None,
 ) -> dict:
-    import itertools
-
     from temposplit.errors import ConfigError
-    from temposplit.evaluation.metrics import fidelity_map
-    from temposplit.host.edge import Edge, check_frame_size, check_rate
-    from temposplit.host.pipeline import EdgeModel
+    from temposplit.host.edge import check_frame_size, check_rate
     from temposplit.host.sources import open_source
     from temposplit.model import data
-    from temposplit.server.server import CloudServer
 
     # Every check before the model loads (a minute on the first run), and the video's
     # before the output folder is made.
@@ -58,6 +56,14 @@ def run_demo(
     from temposplit.host.backends import check_backend
 
     check_backend(backend)
+    if cut is not None:  # an unknown cut: said before the model loads (a minute on the first run)
+        from temposplit.model import cuts as cut_table
+
+        if not str(cut).strip():
+            raise ConfigError("--cut is empty: give a cut name, or leave --cut out for the default cut")
+        cut_table.get_cut(cut_table.DEFAULT_MODEL, cut)
+    if video is not None and not str(video).strip():
+        raise ConfigError("--video is empty: give a video file, or leave --video out for vtest.avi")
     if video is not None:  # a video file, read twice (streamed, then scored): a camera is refused here
         data.check_video_file(Path(video))  # missing, a folder, a device: said before any download
     if not data.have_data():
@@ -71,6 +77,21 @@ def run_demo(
     check_frame_size(path, source.size)  # what the server would refuse, as the edge checks it
     check_rate(path, fps)
     check_output_folder(out)
+    with _output_lock(out), _Signals(log) as signals:
+        return _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames, reference, log, signals)
+
+
+def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames, reference, log, signals) -> dict:
+    import itertools
+
+    from temposplit.errors import TemposplitError
+    from temposplit.evaluation.metrics import fidelity_map
+    from temposplit.files import output_file
+    from temposplit.host.edge import Edge
+    from temposplit.host.pipeline import EdgeModel
+    from temposplit.model import data
+    from temposplit.server.server import CloudServer
+
     frames = min(frames, source.count) if source.count else frames
     log(f"video {path}: {frames} frames at {fps:g} fps")
     log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
@@ -85,7 +106,6 @@ def run_demo(
     )
 
     server = CloudServer(out_dir=out, local_video=True, log=log)
-    server.start()
     from temposplit.codec.encoder import PRESETS
 
     codec = {**PRESETS["recommended"], "fps": fps, **(codec or {})}
@@ -96,14 +116,29 @@ def run_demo(
             kb = report.bytes / max(1, report.packets) / 1000
             log(f"  frame {n}/{frames}: {report.acked} answered, {kb:.1f} kB per packet")
 
-    edge = Edge(model, codec, server.address, stream_name(path), backend=backend, log=log, progress=progress)
-    report = edge.run(
-        itertools.islice(source.frames(), frames),  # one frame size throughout, as the edge's
-        video={"video": str(path), "max_frames": frames, "fps": fps},
-        total=frames,
-    )
+    # The server always finishes its files (in a finally), whatever stops the stream: a
+    # signal ends it after the current frame (the frames sent are recorded, the stream is
+    # finished), as the edge's does; then the signal takes its course (_Signals).
+    server.start()
+    try:
+        edge = Edge(model, codec, server.address, stream_name(path), backend=backend, log=log, progress=progress)
+        signals.edge = edge
+        try:
+            report = edge.run(
+                itertools.islice(source.frames(), frames),  # one frame size throughout, as the edge's
+                video={"video": str(path), "max_frames": frames, "fps": fps},
+                total=frames,
+            )
+        except TemposplitError as exc:
+            if not signals.got:
+                raise
+            signals.message = str(exc)  # "stopped by SIGINT; the stream ... was ended there: k of n recorded"
+            return {}
+        finally:
+            signals.edge = None
+    finally:
+        server.shutdown()
     wall = time.perf_counter() - t_start
-    server.shutdown()
 
     n = report.frames
     per_frame = report.bytes / n
@@ -153,7 +188,8 @@ def run_demo(
         summary["fidelity_map50_95"] = None if np.isnan(m.map50_95) else round(m.map50_95, 4)
     where = Path(out) / stream_name(path)  # beside the stream's detections and video
     where.mkdir(parents=True, exist_ok=True)
-    (where / "summary.json").write_text(json.dumps(summary, indent=2))
+    with output_file(str(where / "summary.json")) as f:  # whole or not at all
+        f.write(json.dumps(summary, indent=2).encode())
     return summary
 
 
@@ -180,12 +216,87 @@ def check_output_folder(out) -> None:
 
     from temposplit.errors import ConfigError
 
+    if not str(out).strip():
+        raise ConfigError("--out is empty: give the output folder (default out/demo)")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"cannot write to the output folder {out}: it is a file, not a folder")
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
         raise ConfigError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from exc
+
+
+LOCK = ".demo.lock"  # in the output folder: held while a demo writes there
+
+
+@contextlib.contextmanager
+def _output_lock(out):
+    """Hold ``out``'s lock while the demo runs: a second demo into the same folder is refused
+    (its server would move the first one's stream folder aside while it is being written,
+    and both would report the same files). The lock file stays; the lock goes with the
+    process, however it ends."""
+    import fcntl
+
+    from temposplit.errors import ConfigError
+
+    lock = Path(out) / LOCK
+    try:
+        fd = open(lock, "a")  # noqa: SIM115 (held for the block)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from exc
+    with fd:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(
+                f"another temposplit demo is writing to {out}: wait for it, or give another --out"
+            ) from None
+        yield
+
+
+class _Signals:
+    """SIGINT and SIGTERM while the demo runs (in the main thread; a signal the process
+    ignores stays ignored). While the edge streams, the first ends the stream after the
+    current frame, as ``temposplit edge`` does: the server records the frames sent and
+    finishes the stream's files. Otherwise (loading, scoring, a second signal) it stops
+    at once, through KeyboardInterrupt. Either way, once the server has closed its files,
+    one line says what was stopped, and the signal is raised again with the handlers
+    that were there before: Python's KeyboardInterrupt for SIGINT (the CLI's "interrupted",
+    exit status 130), the default action for SIGTERM (status 143)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.got: list[int] = []
+        self.edge = None  # the streaming edge, while it streams
+        self.message: str | None = None
+        self.previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        first = not self.got
+        self.got.append(signum)
+        if first and self.edge is not None and self.edge.stop is None:
+            self.edge.stop = f"stopped by {signal.Signals(signum).name}"
+            return
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> bool:
+        for sig, earlier in self.previous.items():
+            signal.signal(sig, earlier if earlier is not None else signal.SIG_DFL)
+        if self.got:
+            signum = self.got[0]
+            self.log(self.message or f"stopped by {signal.Signals(signum).name}")
+            signal.raise_signal(signum)
+            raise KeyboardInterrupt  # a handler of the caller's that returned: still stopped
+        return False
 
 
 def print_summary(s: dict) -> None:

@@ -137,6 +137,10 @@ def _video_arg(text: str):
     from temposplit.errors import MissingDependencyError
     from temposplit.model.data import eval_clips, holdout_clips
 
+    if not text.strip():
+        from temposplit.errors import ConfigError
+
+        raise ConfigError("the video is empty: give a video file or a clip's name")
     clips = {**eval_clips(), **holdout_clips()}
     path = clips.get(text.lower(), Path(text))
     if path.is_dir():
@@ -175,14 +179,14 @@ def _cmd_accuracy(args) -> int:
         raise ConfigError(f"--calibrate-on-clip must be 0 (the fixed set) or more, not {args.calibrate_on_clip}")
     cut_names = _names(args.cuts, "--cuts")
     parse_method(args.method)  # a ConfigError before anything loads
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    paths = _names(args.paths, "--paths")
     for p in paths:
         if p not in PATHS:
             raise ConfigError(f"unknown path {p!r} (choose from {', '.join(PATHS)})")
     video = _video_arg(args.video)
     _threads(args)
     det = load_detector()
-    cuts = [det.get_cut(c).name for c in cut_names] if cut_names else [c.name for c in det.cuts]
+    cuts = _unique(det.get_cut(c).name for c in cut_names) if cut_names else [c.name for c in det.cuts]
     frames, _indices = spread_frames(video, args.frames)
     if args.calibrate_on_clip:
         calib, _ = spread_frames(video, args.calibrate_on_clip)
@@ -285,16 +289,15 @@ def _cmd_recipes(args) -> int:
     from temposplit.model.calibration import calibration_frames
     from temposplit.model.quantize import parse_method, quantize
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise ConfigError("--methods names no recipe")
+    methods = _names(args.methods, "--methods")
     for m in methods:
         parse_method(m)  # a ConfigError before anything loads
     if not 1 <= args.every:
         raise ConfigError(f"--every must be a positive integer, not {args.every}")
+    cut_names = _names(args.cuts, "--cuts")
     _threads(args)
     det = load_detector()
-    cuts = [det.get_cut(c.strip()).name for c in args.cuts.split(",")] if args.cuts else [c.name for c in det.cuts]
+    cuts = _unique(det.get_cut(c).name for c in cut_names) if cut_names else [c.name for c in det.cuts]
     calib = calibration_frames()
     test = calib[:: args.every]
     for m in methods:
@@ -328,6 +331,7 @@ def _cmd_sensitivity(args) -> int:
     if args.last:
         stage_index(args.last)
     names = _names(args.videos, "--videos")
+    only = _names(args.only, "--only")  # "," names nothing: an error, not an unknown group ""
     # "calibration": the fixed calibration set itself (no evaluated frame), scored on
     # --frames of its frames; any other name is a video or an evaluation clip.
     videos = {name: _video_arg(name) for name in names if name.lower() != CALIBRATION_CLIP}
@@ -346,7 +350,6 @@ def _cmd_sensitivity(args) -> int:
                 f"the float model finds no object (score >= 0.5) in the {len(frames)} frame(s) taken from {name}: "
                 "fidelity mAP has no ground truth there; give clips with COCO objects, or more --frames"
             )
-    only = [g.strip() for g in args.only.split(",")] if args.only else None
 
     def log(row):
         print(json.dumps(row) if args.json else _sensitivity_line(row), flush=True)
@@ -464,6 +467,9 @@ def _cmd_export_m1(args) -> int:
     from temposplit.errors import ConfigError
     from temposplit.model.export import export_cut
 
+    for option, value in (("--model", args.model), ("--cut", args.cut)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{option} is empty: give a name, or leave {option} out for the default")
     _check_out_file(args.out)
     if Path(args.out).suffix != ".npz":
         raise ConfigError(f"--out {args.out}: the file to write must end in .npz")
@@ -485,6 +491,8 @@ def _check_out_file(out: str) -> None:
     from temposplit.errors import ConfigError
     from temposplit.files import probe_writable
 
+    if not out.strip():
+        raise ConfigError("--out is empty: give the .npz file to write")
     path = Path(out)
     if path.is_dir():
         raise ConfigError(f"--out {out} is a folder: give the .npz file to write")
@@ -507,7 +515,12 @@ def _names(text: str | None, option: str) -> list[str] | None:
     names = [v.strip() for v in text.split(",") if v.strip()]
     if not names:
         raise ConfigError(f"{option} names nothing: {text!r}")
-    return names
+    return _unique(names)
+
+
+def _unique(names) -> list[str]:
+    """``names`` without repeats, in their order: a name given twice is studied once."""
+    return list(dict.fromkeys(names))
 
 
 THREADS_HELP = f"PyTorch threads, 1 to {MAX_THREADS} (default 2, fewer where this process may use fewer CPUs)"
