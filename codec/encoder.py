@@ -16,6 +16,7 @@ frames before a group's anchor wait for it (one frame of latency for bi-3).
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -265,6 +266,8 @@ class CodecConfig:
                 _check_real(what, getattr(self, what))
         if self.refresh_threshold is not None and not self.refresh_threshold >= 0:
             raise ConfigurationError("refresh_threshold must be non-negative")
+        if self.rate_target is not None and not 0 < self.rate_target < math.inf:  # NaN fails both
+            raise ConfigurationError(f"the target rate must be positive and finite (MB/s), not {self.rate_target!r}")
         if self.ctx_slices is not None:
             if isinstance(self.ctx_slices, bool) or not isinstance(self.ctx_slices, numbers.Integral):
                 raise ConfigurationError(f"ctx_slices must be an integer, not {self.ctx_slices!r}")

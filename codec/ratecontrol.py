@@ -21,6 +21,8 @@ starts from the nearest one's.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from temposplit.codec import entropy
@@ -47,8 +49,8 @@ class RateController:
     """Chooses (N, g) per group; ``target`` in MB/s (10^6 bytes) at ``fps`` frames/s."""
 
     def __init__(self, target: float, fps: float, coder: str, ladder: list[tuple[int, int]], payback_groups: int = 4):
-        if not target > 0:
-            raise ConfigurationError(f"the target rate must be positive, not {target}")
+        if not 0 < target < math.inf:
+            raise ConfigurationError(f"the target rate must be positive and finite, not {target}")
         if not fps > 0:
             raise ConfigurationError(f"the frame rate must be positive, not {fps}")
         if not ladder:

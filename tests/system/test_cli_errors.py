@@ -206,6 +206,8 @@ def test_demo_on_a_file_that_is_no_video(tmp_path, content, capsys, one_line):
     "argv, message",
     [
         (["--rate", "-1"], "target rate must be positive"),
+        (["--rate", "inf"], "target rate must be positive and finite"),  # ran at rc 0: no rate control
+        (["--rate", "nan"], "target rate must be positive and finite"),
         (["--rate", "0.1", "--bits", "4"], "give --rate or --bits, not both"),  # N would be ignored
         (["--frames", "0"], "--frames must be at least 1"),
         (["--block", "0"], "block size B"),
