@@ -346,7 +346,10 @@ def save(result: Result, path, wide, meta: dict) -> None:
     arrays["scales"] = np.array([result.qparams[p][0] for p in points], np.float32)
     arrays["zero_points"] = np.array([result.qparams[p][1] for p in points], np.int32)
     arrays["meta"] = np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True))
-    np.savez_compressed(path, **arrays)
+    from temposplit.files import output_file
+
+    with output_file(str(path)) as f:  # whole or not at all: a run killed while it saves leaves the old file
+        np.savez_compressed(f, **arrays)
 
 
 @dataclass
