@@ -92,46 +92,6 @@ def _replicates(text: str) -> int:
     return v
 
 
-class Terminated(BaseException):
-    """SIGTERM during ``eval`` or ``eval-report``: raised in the main thread so that what is
-    being written is cleaned up (temporary files removed, meta.json restored) as on Ctrl-C;
-    a BaseException, so that no ``except Exception`` takes it for an error of the run."""
-
-
-TERMINATED = 128 + 15  # what a shell reports for a command that SIGTERM ended
-
-
-def _stoppable(handler):
-    """``handler`` with SIGTERM turned into :class:`Terminated`: the command stops with one
-    line and exit status 143, leaving nothing half-written (SIGTERM's default action ended
-    the process where it stood, with no line and its temporary files left behind)."""
-    import functools
-
-    @functools.wraps(handler)
-    def run(args) -> int:
-        import signal
-        import sys
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-            return handler(args)
-
-        def terminate(signum, frame):
-            raise Terminated
-
-        previous = signal.signal(signal.SIGTERM, terminate)
-        try:
-            return handler(args)
-        except Terminated:
-            print(f"{getattr(args, 'prog', 'temposplit eval')}: terminated", file=sys.stderr)
-            return TERMINATED
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    return run
-
-
-@_stoppable
 def _cmd_eval(args) -> int:
     import time
 
@@ -204,7 +164,6 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-@_stoppable
 def _cmd_report(args) -> int:
     from pathlib import Path
 

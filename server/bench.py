@@ -10,8 +10,6 @@ Procedure and figures: docs/deployment.md.
 
 from __future__ import annotations
 
-import contextlib
-
 MAX_CLIENTS = 1024  # edges of one run: each is a thread or two here, and a connection there
 
 
@@ -47,7 +45,6 @@ def register_bench(sub) -> None:
 
 def _bench_server(args) -> int:
     import json
-    import sys
     import tempfile
 
     from temposplit.errors import ConfigError
@@ -62,22 +59,20 @@ def _bench_server(args) -> int:
     elif args.server_pid is not None:
         raise ConfigError("--server-pid is the process of the server given with --server")
     check_timeout(args.timeout)
-    try:
-        with _terminated_as_interrupt(), tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
-            result = run_bench(
-                args.clients,
-                args.frames,
-                args.features,
-                args.server,
-                args.server_pid,
-                args.out,
-                tmp,
-                args.timeout,
-                args.pace,
-            )
-    except Terminated:
-        print(f"{getattr(args, 'prog', 'temposplit bench server')}: terminated", file=sys.stderr)
-        return 143
+    # SIGTERM unwinds through here as an interrupt (temposplit.signals, set by the CLI): the
+    # started server is stopped and the temporary folder removed on the way out.
+    with tempfile.TemporaryDirectory(prefix="temposplit-bench-") as tmp:
+        result = run_bench(
+            args.clients,
+            args.frames,
+            args.features,
+            args.server,
+            args.server_pid,
+            args.out,
+            tmp,
+            args.timeout,
+            args.pace,
+        )
     if args.json:
         print(json.dumps(result))
     else:
@@ -90,32 +85,6 @@ def _bench_server(args) -> int:
             f"{len(result['failed_clients'])} clients failed"
         )
     return 0 if not result["failed_clients"] and result["frames_without_record"] == 0 else 1
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an interrupt so that the started server is stopped and the
-    temporary folder removed on the way out (then one line, exit status 143)."""
-
-
-@contextlib.contextmanager
-def _terminated_as_interrupt():
-    """SIGTERM (a service manager, ``timeout``, ``kill``) stops the bench as SIGINT does;
-    its default would end this process at once and leave the started server running."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise Terminated("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_bench(

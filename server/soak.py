@@ -68,17 +68,17 @@ def main(argv=None) -> int:
     p.add_argument("--features", required=True, help="a `temposplit features` file")
     p.add_argument("--out", default=None, help="the server's output folder (default: a temporary one)")
     args = p.parse_args(argv)
-    from temposplit.server.bench import Terminated, _terminated_as_interrupt
+    from temposplit.signals import TERMINATED, Terminated, terminated_as_interrupt
 
     try:
         # SIGTERM unwinds as SIGINT does, through run's stop_server: its default ended this
         # process at once and left the started server running, with no parent.
-        with _terminated_as_interrupt(), tempfile.TemporaryDirectory() as tmp:
+        with terminated_as_interrupt(), tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(run(args.streams, args.frames, args.features, args.out or tmp)))
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"{p.prog}: {what}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return TERMINATED if isinstance(exc, Terminated) else 130
     return 0
 
 

@@ -176,8 +176,11 @@ def _flush_stdout() -> None:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from temposplit.signals import TERMINATED, Terminated, terminated_as_interrupt
+
     try:
-        result = args.handler(args)
+        with terminated_as_interrupt():  # SIGTERM unwinds as Ctrl-C does (temposplit/signals.py)
+            result = args.handler(args)
     except BrokenPipeError as exc:
         if _stdout_closed():
             return _quiet_exit()
@@ -192,6 +195,9 @@ def _main(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 2
+    except Terminated:
+        print(f"{args.prog}: terminated", file=sys.stderr)
+        return TERMINATED
     except KeyboardInterrupt:
         print(f"{args.prog}: interrupted", file=sys.stderr)
         return 130

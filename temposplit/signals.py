@@ -1,0 +1,42 @@
+"""SIGTERM stops a command as Ctrl-C does.
+
+Python turns SIGINT into KeyboardInterrupt, so ``finally`` blocks and context managers
+run on the way out: temporary files are removed, a started server is stopped, a report
+is left whole. SIGTERM (a service manager, ``timeout``, ``kill``) has no such default: it
+ended the process where it stood. :func:`terminated_as_interrupt` raises
+:class:`Terminated`, a KeyboardInterrupt, in its place, and the CLI (``temposplit.cli``)
+answers it with one line, "<command>: terminated", and exit status 143 (128 + SIGTERM,
+what a shell reports for a program SIGTERM ended). Commands that stop more gently on a
+signal (``serve``, ``edge``, ``demo``: the stream is ended after the current frame) put
+their own handler in place while they stream and give this one back after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+TERMINATED = 128 + signal.SIGTERM  # the exit status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as an interrupt."""
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt():
+    """SIGTERM raises :class:`Terminated` while the block runs (in the main thread, where
+    signal handlers run; a SIGTERM the process was started ignoring stays ignored)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
