@@ -323,8 +323,10 @@ def _stopped_by_signals(edge):
         return
 
     def handler(signum, frame):
-        if edge.stop is not None:
-            raise KeyboardInterrupt
+        if edge.stop is not None:  # a second signal: at once (SIGTERM as the CLI's "terminated", 143)
+            from temposplit.signals import Terminated
+
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         got.append(signum)
         edge.stop = f"stopped by {signal.Signals(signum).name}"
 

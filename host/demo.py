@@ -138,6 +138,10 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
             signals.edge = None
     finally:
         server.shutdown()
+    if signals.got:  # after the edge's last look at its stop (its end of stream): not scored, stopped here
+        name = signal.Signals(signals.got[0]).name
+        signals.message = f"stopped by {name} after the stream ended: {report.frames} frame(s) sent, not scored"
+        return {}
     wall = time.perf_counter() - t_start
 
     n = report.frames
@@ -264,7 +268,7 @@ class _Signals:
     at once, through KeyboardInterrupt. Either way, once the server has closed its files,
     one line says what was stopped, and the signal is raised again with the handlers
     that were there before: Python's KeyboardInterrupt for SIGINT (the CLI's "interrupted",
-    exit status 130), the default action for SIGTERM (status 143)."""
+    exit status 130), the CLI's Terminated for SIGTERM ("terminated", 143: temposplit/signals.py)."""
 
     def __init__(self, log):
         self.log = log

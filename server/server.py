@@ -72,6 +72,7 @@ class Connection:
         self.task: asyncio.Task | None = None
         self.stalled = False  # a write timed out
         self.started = self.loop.time()  # the socket's accept (after its PROXY header): the HELLO's clock
+        self.handshake_by: float | None = None  # when the TLS handshake must be done (the loop's clock)
 
     # ------------------------------------------------------------------ from any thread
 
@@ -251,7 +252,8 @@ class Connection:
         srv = self.server
         if srv.tls is None:
             return None
-        await self.writer.start_tls(srv.tls, ssl_handshake_timeout=srv.handshake_timeout)
+        left = srv.handshake_timeout if self.handshake_by is None else self.handshake_by - self.loop.time()
+        await self.writer.start_tls(srv.tls, ssl_handshake_timeout=max(0.001, left))
         obj = self.writer.get_extra_info("ssl_object")
         der = obj.getpeercert(binary_form=True) if obj is not None else None
         if der is None:
@@ -415,8 +417,10 @@ class CloudServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        earlier = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
+                earlier[sig] = signal.getsignal(sig)
                 self.loop.add_signal_handler(sig, self._stop.set)
         for w in self.workers:
             w.start(self.loop)
@@ -447,9 +451,9 @@ class CloudServer:
             for t in rest:
                 t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    self.loop.remove_signal_handler(sig)
+            for sig, handler in earlier.items():  # asyncio's removal leaves SIG_DFL: the caller's goes back
+                self.loop.remove_signal_handler(sig)
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def _loop_error(self, loop, context) -> None:
         exc = context.get("exception")
@@ -476,6 +480,7 @@ class CloudServer:
     async def _serve(self, sock: socket.socket, peer: str) -> None:
         """One accepted socket: its PROXY header (with ``--proxy-protocol``), the per-client
         connection limit, then the connection until it ends."""
+        handshake_by = None  # with TLS: when the look at the first bytes and the handshake must both be done
         try:
             sock.setblocking(False)
             client = peer
@@ -492,6 +497,7 @@ class CloudServer:
                     return
                 client = named or peer
             elif self.tls is not None:  # a PROXY header would meet the TLS handshake: "wrong version number"
+                handshake_by = self.loop.time() + self.handshake_timeout
                 try:
                     first = await asyncio.wait_for(self._peek(sock), self.handshake_timeout)
                 except TimeoutError:
@@ -522,6 +528,7 @@ class CloudServer:
                 _abort(sock)
                 raise
             conn = Connection(self, reader, writer, client)
+            conn.handshake_by = handshake_by
             conn.task = asyncio.current_task()
             self.connections.add(conn)
             try:

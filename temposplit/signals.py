@@ -7,8 +7,9 @@ ended the process where it stood. :func:`terminated_as_interrupt` raises
 :class:`Terminated`, a KeyboardInterrupt, in its place, and the CLI (``temposplit.cli``)
 answers it with one line, "<command>: terminated", and exit status 143 (128 + SIGTERM,
 what a shell reports for a program SIGTERM ended). Commands that stop more gently on a
-signal (``serve``, ``edge``, ``demo``: the stream is ended after the current frame) put
-their own handler in place while they stream and give this one back after.
+signal put their own handler in place while they run and give this one back after:
+``edge`` and ``demo`` end their stream after the current frame (then 130 or 143), ``serve``
+closes every session's files and exits 0.
 """
 
 from __future__ import annotations

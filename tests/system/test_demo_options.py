@@ -149,3 +149,51 @@ def test_demo_stopped_by_a_signal_finishes_the_stream(sig, tmp_path):
     assert state["finished"] is True  # the server closed its files: a playable video, every record
     assert not (out / "vtest" / "summary.json").exists()
     assert not [f for f in (out / "vtest").iterdir() if f.name.endswith(".tmp")]
+
+
+def test_a_signal_after_the_edges_last_look_stops_the_demo_before_scoring(monkeypatch, tmp_path):
+    """A signal in the stream's last moments (the edge's flush, its wait for the last ACKs or
+    the SUMMARY) only asked the edge to stop, which no longer looked: the demo went on to
+    score every frame with the float detector (minutes), wrote summary.json, then exited as
+    stopped. It now stops right after the stream, saying so (the stand-ins below replace the
+    model, the server and the edge: nothing of theirs is under test)."""
+    from types import SimpleNamespace
+
+    import temposplit.host.edge as edge_module
+    import temposplit.host.pipeline as pipeline
+    import temposplit.model.calibration as calibration
+    import temposplit.server.server as server_module
+
+    cut = SimpleNamespace(name="features.10", crossing=[SimpleNamespace(name="t")], shapes=lambda size: [(1, 2, 2)])
+    monkeypatch.setattr(calibration, "calibration_frames", lambda n=None: [])
+    monkeypatch.setattr(
+        pipeline, "EdgeModel", lambda **k: SimpleNamespace(cut=cut, detector=SimpleNamespace(input_size=(300, 300)))
+    )
+    monkeypatch.setattr(
+        server_module,
+        "CloudServer",
+        lambda **k: SimpleNamespace(start=lambda: None, shutdown=lambda: None, address=("127.0.0.1", 1)),
+    )
+    lines = []
+    with demo._Signals(lines.append) as signals:
+        try:
+
+            class LateEdge:
+                stop = None
+
+                def __init__(self, *a, **k):
+                    pass
+
+                def run(self, frames, **k):
+                    signals._handler(signal.SIGTERM, None)  # arrives as the stream ends: only asks to stop
+                    return SimpleNamespace(frames=3, bytes=300, packets=3)
+
+            monkeypatch.setattr(edge_module, "Edge", LateEdge)
+            source = SimpleNamespace(count=3, frames=lambda: iter([]))
+            out = str(tmp_path)
+            result = demo._run("v.avi", source, 3, 10.0, out, None, "golden", None, 8, True, lines.append, signals)
+            assert result == {}
+            assert signals.message == "stopped by SIGTERM after the stream ended: 3 frame(s) sent, not scored"
+        finally:
+            signals.got.clear()  # the handlers go back, and no signal is raised again in the test's process
+    assert not (tmp_path / "v" / "summary.json").exists()

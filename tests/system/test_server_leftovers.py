@@ -261,6 +261,28 @@ def test_a_proxy_header_to_a_tls_server_without_proxy_protocol_is_named(make_ser
     ]
 
 
+def test_the_look_before_tls_and_the_handshake_share_one_timeout(make_server, pki):
+    """A client that sends a byte just before the handshake timeout, then nothing: the look at
+    its first bytes and the TLS handshake together take the timeout (2 s here), not each its
+    own (it held a connection slot 1.5 + 2 s)."""
+    import socket
+
+    from temposplit.protocol import TLSConfig
+
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = make_server(tls=tls, handshake_timeout=2.0)
+    with socket.create_connection(srv.address, timeout=30) as s:
+        t0 = time.monotonic()
+        time.sleep(1.5)
+        s.sendall(b"\x16")  # a ClientHello's first byte, and no more
+        try:
+            s.recv(1)
+        except ConnectionResetError:
+            pass
+        closed_after = time.monotonic() - t0
+    assert closed_after < 3.0, f"closed after {closed_after:.1f} s"
+
+
 # --------------------------------------------------------------------------- the recorded frames' memory
 
 

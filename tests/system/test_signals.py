@@ -42,3 +42,44 @@ def test_the_handler_goes_back_and_an_ignored_sigterm_stays_ignored():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # nohup-style: left alone
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_serve_gives_back_the_signal_handlers_it_found(tmp_path, cloud_models):
+    """The server's loop takes SIGTERM and SIGINT while it serves; asyncio's removal of its
+    handlers left SIG_DFL, so a SIGTERM while the server closed down killed the process
+    with no line: the handlers it found (the CLI's) are put back."""
+    import threading
+
+    from temposplit.server.server import CloudServer
+
+    def mine(signum, frame):
+        pass
+
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models)
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        threading.Thread(target=srv.request_stop, daemon=True).start()  # once it has started
+        srv.serve_forever()  # in the main thread, as `temposplit serve` runs it
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_second_sigterm_to_the_edge_is_terminated_not_interrupted():
+    """The edge's first signal ends its stream after the current frame; a second one stops it
+    at once, and for SIGTERM that is the CLI's "terminated", 143 (it said "interrupted", 130)."""
+    import types
+
+    from temposplit.host.cli import _stopped_by_signals
+
+    edge = types.SimpleNamespace(stop=None)
+    raised = None
+    try:
+        with _stopped_by_signals(edge) as got:
+            signal.raise_signal(signal.SIGTERM)
+            assert edge.stop == "stopped by SIGTERM" and got == [signal.SIGTERM]
+            signal.raise_signal(signal.SIGTERM)
+    except KeyboardInterrupt as exc:  # (a plain one would otherwise stop pytest itself)
+        raised = exc
+    assert isinstance(raised, Terminated), repr(raised)
