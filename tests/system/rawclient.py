@@ -41,6 +41,18 @@ class Raw:
     def send(self, mtype, obj) -> None:
         self.chan.send(P.control(mtype, obj))
 
+    def packets_acknowledged(self, packets) -> set[int]:
+        """Send ``packets`` (a stream's, as bytes) and wait for an ACK of each; returns the
+        frames acknowledged (other messages meanwhile are passed over)."""
+        for p in packets:
+            self.chan.send(P.encode(P.PACKET, p))
+        done: set[int] = set()
+        while len(done) < len(packets):
+            m = self.chan.recv()
+            if m.type == P.ACK:
+                done.add(m.json()["frame"])
+        return done
+
     def answers_until(self, wanted) -> list[P.Message]:
         out = []
         while True:
@@ -64,3 +76,18 @@ def wait_for(predicate, what: str, seconds: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"never: {what}")
+
+
+def cut_connection_at(edge, index: int) -> list:
+    """Make ``edge`` cut its own connection once, right after it has sent frame ``index``
+    (both directions shut: the server and the edge each see it lost). Returns the list
+    the cut is recorded in (empty until it happened)."""
+    cut: list[int] = []
+
+    def fault(i, chan):
+        if i == index and not cut:
+            cut.append(i)
+            chan.sock.shutdown(socket.SHUT_RDWR)
+
+    edge.fault = fault
+    return cut

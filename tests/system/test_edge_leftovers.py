@@ -13,7 +13,7 @@ import test_cli_errors as cli_tests
 import test_edge_faults as faults
 import test_server_durability as durability
 import test_tls as tls_tests
-from rawclient import wait_for
+from rawclient import cut_connection_at, wait_for
 from replays import synthetic_replay
 
 from temposplit import protocol as P
@@ -379,20 +379,11 @@ def test_a_reconnect_keeps_the_fabric_back_ends_accelerator(server, replay_file,
     """A lost connection is resumed on the same engine: the fabric back end is made once (a
     new one per reconnect was a second Verilator simulation, or the board's overlay
     downloaded again), and every frame is recorded once."""
-    import socket
-
     made, _, built = fabric
     replay = open_replay(replay_file)
     frames = list(replay.frames())
     edge = Edge(replay, dict(CODEC, fps=replay.fps), server.address, "reconnect", backend="rtl")
-    killed = []
-
-    def kill(index, chan):
-        if index == 4 and not killed:
-            killed.append(index)
-            chan.sock.shutdown(socket.SHUT_RDWR)
-
-    edge.fault = kill
+    killed = cut_connection_at(edge, 4)
     report = edge.run(frames, total=len(frames))
     assert killed and report.reconnects >= 1 and not report.errors
     assert report.summary["recorded"] == [[0, len(frames)]]

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from rawclient import cut_connection_at
 
 from temposplit import protocol as P
 from temposplit.host.edge import Edge
@@ -63,14 +64,7 @@ def test_a_source_that_breaks_part_way_ends_the_stream_with_what_was_sent(server
 def test_a_connection_killed_mid_stream_is_recovered(server, edge_model, vtest_frames):
     frames = vtest_frames[:10]
     edge = Edge(edge_model, CODEC, server.address, "killed")
-    killed = []
-
-    def kill(index, chan):
-        if index == 4 and not killed:
-            killed.append(index)
-            chan.sock.shutdown(socket.SHUT_RDWR)
-
-    edge.fault = kill
+    killed = cut_connection_at(edge, 4)
     report = edge.run(frames, total=len(frames))
     assert killed and report.reconnects >= 1
     assert not report.errors

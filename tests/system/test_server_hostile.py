@@ -90,13 +90,7 @@ def test_the_owner_resumes_with_its_token(make_server, coded_stream):
     srv = make_server()
     first = Raw(srv.address)
     token = first.hello(header, "mine").json()["token"]
-    for p in packets[:4]:
-        first.chan.send(P.encode(P.PACKET, p))
-    done = set()
-    while len(done) < 4:
-        m = first.chan.recv()
-        if m.type == P.ACK:
-            done.add(m.json()["frame"])
+    done = first.packets_acknowledged(packets[:4])
     first.close()
     again = Raw(srv.address)
     welcome = again.hello(header, "mine", resume=True, token=token)

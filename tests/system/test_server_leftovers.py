@@ -174,11 +174,7 @@ def test_a_resume_from_files_that_cannot_be_written_keeps_them_and_says_why(make
     first = make_server()
     c = Raw(first.address)
     token = c.hello(header, "cam").json()["token"]
-    for p in packets[:4]:
-        c.chan.send(P.encode(P.PACKET, p))
-    acks = 0
-    while acks < 4:
-        acks += c.chan.recv().type == P.ACK
+    c.packets_acknowledged(packets[:4])
     c.close()
     first.shutdown()
     before = {p.name: p.read_bytes() for p in (first.out_dir / "cam").iterdir()}
