@@ -166,13 +166,29 @@ def spread_step(total: int, count: int) -> int:
     return max(1, total // count)
 
 
+MAX_STUDY_BYTES = 4 << 30  # the decoded frames a study holds at once (RGB, full size)
+
+
 def spread_frames(path, count: int) -> tuple[list, list[int]]:
     """``count`` frames spread evenly over a whole video (:func:`spread_step`), and their
-    indices. All frames when the video has fewer."""
-    from temposplit.model.data import read_video
+    indices. All frames when the video has fewer. The frames are held decoded: more than
+    :data:`MAX_STUDY_BYTES` of them is a :class:`ConfigError` before any is decoded (``--frames
+    100000`` of a long clip asked for hundreds of GB)."""
+    from temposplit.errors import ConfigError
+    from temposplit.model.data import probe_video, read_video
 
     spread_step(0, count)  # a bad count fails before the video is decoded
-    step = spread_step(count_frames(path), count)
+    size = probe_video(path).size
+    total = count_frames(path)
+    if size is not None:
+        frame_bytes = size[0] * size[1] * 3
+        if min(count, total) * frame_bytes > MAX_STUDY_BYTES:
+            raise ConfigError(
+                f"{min(count, total)} frames of {size[1]}x{size[0]} take "
+                f"{min(count, total) * frame_bytes / 1e9:.1f} GB decoded, more than the "
+                f"{MAX_STUDY_BYTES / 1e9:.1f} GB a study holds: give at most {MAX_STUDY_BYTES // frame_bytes} frames"
+            )
+    step = spread_step(total, count)
     frames = list(read_video(path, max_frames=count, step=step))
     return frames, [i * step for i in range(len(frames))]
 

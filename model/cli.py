@@ -185,9 +185,9 @@ def _cmd_accuracy(args) -> int:
             raise ConfigError(f"unknown path {p!r} (choose from {', '.join(PATHS)})")
     video = _video_arg(args.video)
     _threads(args)
+    frames, _indices = spread_frames(video, args.frames)  # (a count too large to hold: refused before the model)
     det = load_detector()
     cuts = _unique(det.get_cut(c).name for c in cut_names) if cut_names else [c.name for c in det.cuts]
-    frames, _indices = spread_frames(video, args.frames)
     if args.calibrate_on_clip:
         calib, _ = spread_frames(video, args.calibrate_on_clip)
         calibration = f"clip:{len(calib)}"  # labelled: calibrated on the clip under test (all of a shorter one)

@@ -74,3 +74,19 @@ def test_names_keep_the_first_of_repeats():
 
     assert _names("a, b,a,,b ,c", "--x") == ["a", "b", "c"]
     assert _names(None, "--x") is None
+
+
+def test_accuracy_refuses_more_frames_than_it_can_hold_before_the_model_loads(no_model, monkeypatch, capsys):
+    """The study holds its frames decoded: `--frames 100000` of a long clip asked for hundreds
+    of GB (vtest's 795 frames alone are 1.05 GB). Over the study's bound (here lowered to
+    100 MB, three of vtest's frames) it is one line naming the most it can take."""
+    import temposplit.model.accuracy as accuracy
+    from temposplit.model import data
+
+    if not data.have_data():
+        pytest.skip("needs vtest.avi (make data)")
+    monkeypatch.setattr(accuracy, "MAX_STUDY_BYTES", 100 << 20)
+    assert main(["models", "accuracy", "--video", "vtest", "--frames", "100", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "100 frames of 768x576 take 0.1 GB decoded" in err[0], err
+    assert f"give at most {(100 << 20) // (768 * 576 * 3)} frames" in err[0]
