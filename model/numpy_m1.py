@@ -97,16 +97,13 @@ def resize_bilinear_tf1(image: np.ndarray, size=SSD_INPUT_SIZE) -> np.ndarray:
     x1 = np.minimum(x0 + 1, in_w - 1)
     dy = (sy - y0).astype(np.float32)[:, None, None]
     dx = (sx - x0).astype(np.float32)[None, :, None]
-    # Only the rows and columns the samples read become float32 (at most 2 out_h x 2 out_w
-    # pixels), not the whole frame: a 4K frame took 118 MB here, 10.8 MB now, on a board of
-    # 512 MB. The same values, so the same result, bit for bit.
-    ys, yi = np.unique(np.concatenate([y0, y1]), return_inverse=True)
-    xs, xi = np.unique(np.concatenate([x0, x1]), return_inverse=True)
-    img = np.asarray(image)[ys][:, xs].astype(np.float32)
-    y0, y1 = yi[:out_h].reshape(-1), yi[out_h:].reshape(-1)
-    x0, x1 = xi[:out_w].reshape(-1), xi[out_w:].reshape(-1)
-    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * dx
-    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * dx
+    # The two source rows of each output row become float32 (2 x out_h x in_w pixels), not the
+    # whole frame: a 4K frame took 118 MB here, 33 MB now, on a board of 512 MB; the same
+    # values, so the same result bit for bit (and a little faster: no pass over unread rows).
+    image = np.asarray(image)
+    r0, r1 = image[y0].astype(np.float32), image[y1].astype(np.float32)
+    top = r0[:, x0] + (r0[:, x1] - r0[:, x0]) * dx
+    bottom = r1[:, x0] + (r1[:, x1] - r1[:, x0]) * dx
     return (top + (bottom - top) * dy).astype(np.float32)
 
 
