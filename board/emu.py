@@ -565,11 +565,18 @@ def main(argv=None) -> int:
     if args.calibration is not None and args.calibration < 1:
         print("board-emu: error: --calibration must be at least 1", file=sys.stderr)
         return 2
+    from temposplit.signals import TERMINATED, Terminated, terminated_as_interrupt
+
     try:
-        return run(args)
+        with terminated_as_interrupt():  # SIGTERM unwinds as Ctrl-C: run's finally stops the server it started
+            return run(args)
     except SetupError as exc:
         print(f"board-emu: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        stopped = isinstance(exc, Terminated)
+        print(f"board-emu: {'terminated' if stopped else 'interrupted'}", file=sys.stderr)
+        return TERMINATED if stopped else 130
 
 
 if __name__ == "__main__":

@@ -83,3 +83,37 @@ def test_a_second_sigterm_to_the_edge_is_terminated_not_interrupted():
     except KeyboardInterrupt as exc:  # (a plain one would otherwise stop pytest itself)
         raised = exc
     assert isinstance(raised, Terminated), repr(raised)
+
+
+def test_board_emu_stopped_by_sigterm_unwinds_with_one_line(monkeypatch, capsys):
+    """`make board-emu` (board/emu.py, its own entry point): SIGTERM ended it where it stood,
+    leaving the `temposplit serve` it had started; it now unwinds through run's cleanup (which
+    stops that server) and says so in one line, status 143."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "board" / "emu.py"  # a script, not a package module
+    spec = importlib.util.spec_from_file_location("board_emu", script)
+    emu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(emu)
+    unwound = []
+
+    def run(args):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        finally:
+            unwound.append(True)  # where run stops its server
+
+    class Default(Exception):
+        """What SIGTERM does here outside main's handling (in place of ending pytest's process)."""
+
+    def default(signum, frame):
+        raise Default
+
+    monkeypatch.setattr(emu, "run", run)
+    before = signal.signal(signal.SIGTERM, default)
+    try:
+        assert emu.main(["--frames", "1"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert unwound == [True] and capsys.readouterr().err.splitlines() == ["board-emu: terminated"]
