@@ -90,8 +90,13 @@ def clip_name(path: Path) -> str:
     """A clip's name in the rows: its file's stem, lower case (``vtest``, ``megamind``). Bytes
     of a file name that are no UTF-8 are written as escapes (``bad\\xff``): the name goes into
     the CSV, the report and a folder's name, which a lone surrogate failed, after the run."""
-    stem = os.fsencode(Path(path).stem).decode("utf-8", "backslashreplace")
-    return stem.lower()
+    return file_name_text(Path(path).stem).lower()
+
+
+def file_name_text(name: str) -> str:
+    """A file name as text for the rows and reports: bytes that are no UTF-8 (a Linux file
+    name may hold any) as escapes, ``take\\xff``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def check_clip_name(name: str, path) -> None:
@@ -571,13 +576,9 @@ def _only_run(out: Path):
     """Hold ``<out>/.lock`` for a run: a second eval on the same folder is refused (both
     would append the same points to results.jsonl), not run beside it. The lock goes with
     the process, however it ends."""
-    import fcntl
+    from temposplit.locks import only_run
 
-    with open(out / ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another eval is running on --out {out}: wait for it, or give another --out") from None
+    with only_run(out / ".lock", f"another eval is running on --out {out}: wait for it, or give another --out"):
         yield
 
 

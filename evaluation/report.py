@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 from temposplit.evaluation.plan import FEATURE_METHODS, FRAME_METHODS
@@ -345,9 +344,10 @@ def _f(v, fmt="{:.3f}"):
 
 
 def _file_name(path) -> str:
-    """A clip file's name as the report writes it: bytes that are no UTF-8 (a Linux file name
-    may hold any) as escapes, ``take\\xff.mp4``, as the clip's name (``harness.clip_name``)."""
-    return os.fsencode(Path(str(path)).name).decode("utf-8", "backslashreplace")
+    """A clip file's name as the report writes it, escaped as the clip's name is."""
+    from temposplit.evaluation.harness import file_name_text
+
+    return file_name_text(Path(str(path)).name)
 
 
 def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | None = None) -> str:

@@ -7,7 +7,6 @@ mAP against the uncompressed run, latency, time per stage) and the outputs' path
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -235,29 +234,14 @@ def check_output_folder(out) -> None:
 LOCK = ".demo.lock"  # in the output folder: held while a demo writes there
 
 
-@contextlib.contextmanager
 def _output_lock(out):
     """Hold ``out``'s lock while the demo runs: a second demo into the same folder is refused
     (its server would move the first one's stream folder aside while it is being written,
-    and both would report the same files). The lock file stays; the lock goes with the
-    process, however it ends."""
-    import fcntl
+    and both would report the same files)."""
+    from temposplit.locks import only_run
 
-    from temposplit.errors import ConfigError
-
-    lock = Path(out) / LOCK
-    try:
-        fd = open(lock, "a")  # noqa: SIM115 (held for the block)
-    except OSError as exc:
-        raise ConfigError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from exc
-    with fd:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(
-                f"another temposplit demo is writing to {out}: wait for it, or give another --out"
-            ) from None
-        yield
+    busy = f"another temposplit demo is writing to {out}: wait for it, or give another --out"
+    return only_run(Path(out) / LOCK, busy)
 
 
 class _Signals:
