@@ -619,9 +619,13 @@ def expected_point(points: dict[str, str], key: str) -> str | None:
 # types of its fields: a line of another shape is a damaged file, reported, never a crash.
 _ROW_NEEDED = ("key", "clip", "method", "cut", "n_bits", "bytes_per_frame", "map50", "mb_per_s")
 _ROW_TEXT = ("key", "clip", "method")
+# Counts every row has (the report's header and the pooled summary read them from any row).
+_ROW_COUNT = ("frames", "scored_frames")
 _ROW_TEXT_OR_NULL = ("model", "cut", "variant", "coder", "structure", "reconstruction", "evals", "run", "point")
 # Every other field a row holds (runners.ROW_KEYS) but its settings (a dict) is a number or null.
-_ROW_NUMBER_OR_NULL = tuple(k for k in ROW_KEYS if k not in (*_ROW_TEXT, *_ROW_TEXT_OR_NULL, "settings"))
+_ROW_NUMBER_OR_NULL = tuple(
+    k for k in ROW_KEYS if k not in (*_ROW_TEXT, *_ROW_COUNT, *_ROW_TEXT_OR_NULL, "settings")
+)
 
 
 def _row_problem(row) -> str | None:
@@ -634,6 +638,10 @@ def _row_problem(row) -> str | None:
     for k in _ROW_TEXT:
         if not isinstance(row[k], str):
             return f"{k} is {row[k]!r}, not text"
+    for k in _ROW_COUNT:
+        v = row.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"{k} is {v!r}, not a count of frames"
     for k in _ROW_TEXT_OR_NULL:
         if row.get(k) is not None and not isinstance(row[k], str):
             return f"{k} is {row[k]!r}, not text"

@@ -16,6 +16,7 @@ from temposplit.evaluation.harness import ROW_KEYS, Harness, load_rows
 def _row(key="m|c|features.13|quant||huffman|4", **fields):
     row = {k: None for k in ROW_KEYS}
     row.update(key=key, model="m", clip="c", cut="features.13", method="quant", variant="", n_bits=4)
+    row.update(frames=40, scored_frames=40)
     row.update(bytes_per_frame=100.0, mb_per_s=0.003, map50=0.5, settings={}, run="r", point="p")
     row.update(fields)
     return row
@@ -47,6 +48,10 @@ DAMAGED = [
     (_line(_row(bytes_per_frame="100")), "line 1: bytes_per_frame is '100', not a number"),
     (_line(_row(map50=True)), "line 1: map50 is True, not a number"),
     (_line(_row(settings=[1])), "line 1: settings is not an object"),
+    (_line(_row(frames=None)), "line 1: frames is None, not a count of frames"),
+    (_line(_row(scored_frames=2.5)), "line 1: scored_frames is 2.5, not a count of frames"),
+    (_line(_row(frames=-1)), "line 1: frames is -1, not a count of frames"),
+    (_line({k: v for k, v in _row().items() if k != "scored_frames"}), "line 1: scored_frames is None"),
     (_line(_row()) + _line(_row("k2", evals=3)), "line 2: evals is 3, not text"),
 ]
 
