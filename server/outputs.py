@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,23 @@ def detection_records(det) -> list[dict]:
             }
         )
     return out
+
+
+@dataclass
+class RecordedDetections:
+    """A frame's detections read back from its record (what :class:`AnnotatedVideo` draws):
+    ``boxes`` x1, y1, x2, y2 in source-frame pixels, ``scores``, ``labels``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list
+
+
+def recorded_detections(records: list[dict]) -> RecordedDetections:
+    """The inverse of :func:`detection_records`: COCO-style records ([x, y, w, h]) as boxes."""
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in records)], np.float32)
+    scores = np.array([r["score"] for r in records], np.float32)
+    return RecordedDetections(boxes.reshape(-1, 4), scores, [str(r.get("label", "")) for r in records])
 
 
 class DetectionLog:

@@ -24,7 +24,7 @@ from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
 from temposplit.server.frameset import FrameSet
-from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records
+from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records, recorded_detections
 
 STATE = "session.json"
 
@@ -90,6 +90,7 @@ class Session:
     key_requested_at: float = 0.0
     client: str | None = None  # the address that opened the stream, or resumed it from its files
     unsaved: Exception | None = None  # why closing did not save its records or state (the video aside)
+    ahead: list = field(default_factory=list)  # records past the first frame without one, for a resumed video
     # Owned by the event loop:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)
@@ -184,7 +185,8 @@ class Session:
 
     def load_records(self) -> None:
         """The frames an earlier server (or connection) recorded, from the log."""
-        for rec in DetectionLog.read(self.out_dir / "detections.jsonl"):
+        records = DetectionLog.read(self.out_dir / "detections.jsonl")
+        for rec in records:
             i = rec["frame"]
             if "error" in rec:
                 self.failed.add(i)
@@ -193,6 +195,13 @@ class Session:
                 self.bytes += int(rec.get("bytes", 0) or 0)
             self.max_seen = max(self.max_seen, i)
         self.recorded -= self.failed  # never both (a log edited by hand): the error stands
+        # The records past the first frame without one (a bidirectional structure records out of
+        # order): the resumed video segment starts at that frame, and these frames, answered
+        # `duplicate` when the edge sends them again, are drawn from their records (open_outputs).
+        start = self.next_frame
+        ahead = {rec["frame"]: rec for rec in records if rec["frame"] > start and "error" not in rec}
+        ahead.update({rec["frame"]: rec for rec in records if rec["frame"] > start and "error" in rec})
+        self.ahead = [ahead[i] for i in sorted(ahead)]
 
     def open_outputs(self, frames=None) -> None:
         """Open the log for appending and start a video segment (the next one after a
@@ -203,6 +212,18 @@ class Session:
         start = self.next_frame
         name = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
         self.video = AnnotatedVideo(self.out_dir / name, width, height, self.header.fps, frames, start=start)
+        for rec in self.ahead:  # recorded before the resume, past its first frame: drawn as recorded
+            i = rec["frame"]
+            if "error" in rec:
+                self.video.add(i, error=f"frame {i}: error")
+            else:
+                try:
+                    detections = recorded_detections(rec.get("detections") or [])
+                except (TypeError, ValueError, KeyError):  # a record edited by hand: the picture goes without
+                    continue
+                caption = f"{self.name}  frame {i}  {rec.get('kind', '')}  N={rec.get('n_bits', '')}"
+                self.video.add(i, detections, caption=caption)
+        self.ahead = []
 
     def discard_outputs(self) -> None:
         """Close what ``open_outputs`` opened, saving nothing and raising nothing: the
