@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -130,6 +130,10 @@ class ResidualConfig:
         h = self.hysteresis
         if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or not 0 <= h <= 255:
             raise ConfigurationError(f"hysteresis must be a whole number of 8-bit steps in 0..255, not {h!r}")
+        # Python's numbers from here on (a frozen dataclass: set as its own __init__ does)
+        for what in ("threshold", "lam", "dead_zone"):
+            object.__setattr__(self, what, float(getattr(self, what)))
+        object.__setattr__(self, "hysteresis", int(h))
 
 
 def _check_real(what: str, value) -> None:
@@ -247,6 +251,9 @@ class CodecConfig:
         check_bits(self.n_bits)
         check_search_range(self.search_range)
         entropy.check_coder(self.coder)
+        pc = self.per_channel  # the header's flag bit: 2 would set the next flag (rate control)
+        if not isinstance(pc, (bool, np.bool_)) and not (isinstance(pc, numbers.Integral) and pc in (0, 1)):
+            raise ConfigurationError(f"per_channel must be True or False, not {pc!r}")
         if self.reference not in REFERENCES:
             raise ConfigurationError(f"reference must be one of {REFERENCES}, not {self.reference!r}")
         if self.table_policy not in ("previous", "own"):
@@ -278,7 +285,28 @@ class CodecConfig:
         structure = Structure.parse(self.structure)
         if self.rate_target is not None and self.ladder:
             _check_ladder(self.ladder, structure)
+        self._plain_numbers()
         return structure
+
+    def _plain_numbers(self) -> None:
+        """Once checked, keep the numbers as Python's: the checks take NumPy scalars, whose
+        fixed-width arithmetic in the encoder would wrap (an np.uint8 N: ``1 << (N + 1)``; an
+        np.uint8 p: ``-p``) or give NumPy booleans (an np.int64 group size), failing in push()."""
+        self.tensors = [
+            replace(t, shape=tuple(int(v) for v in t.shape), zero_point=int(t.zero_point), block=int(t.block))
+            for t in self.tensors
+        ]
+        self.n_bits, self.search_range = int(self.n_bits), int(self.search_range)
+        self.key_interval = int(self.key_interval)
+        self.per_channel = bool(self.per_channel)
+        self.fps = float(self.fps)
+        for what in ("refresh_threshold", "rate_target"):
+            if getattr(self, what) is not None:
+                setattr(self, what, float(getattr(self, what)))
+        if self.ctx_slices is not None:
+            self.ctx_slices = int(self.ctx_slices)
+        if self.rate_target is not None and self.ladder:
+            self.ladder = [(int(n), int(g)) for n, g in self.ladder]
 
     def slices(self) -> int:
         """The stream's ctx slice count S (1: no slices)."""
@@ -511,6 +539,7 @@ class Encoder:
         if not 0 <= first_index <= MAX_FRAME_INDEX:
             raise ConfigurationError(f"first_index must fit the packets' u32 frame index, not {first_index}")
         self.next_index = int(first_index)  # a stream resumed after a loss starts past 0
+        self.first_index = self.next_index  # set_total_frames counts the clip's frames from it
         self.group: _Group | None = None
         self.total_frames: int | None = None
         self.anchors_since_key: int | None = None  # None: the next anchor is a KEY
@@ -613,11 +642,11 @@ class Encoder:
     def _start_group(self, index: int, codes: list[np.ndarray]) -> None:
         n_bits, g = self.config.n_bits, self.structure.group
         if self.rate is not None:
-            left = None if self.total_frames is None else self.total_frames - index
+            left = None if self.total_frames is None else self.total_frames - (index - self.first_index)
             n_bits, g = self.rate.choose([(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)], left)
         length = g
         if self.total_frames is not None:
-            length = max(1, min(g, self.total_frames - index))
+            length = max(1, min(g, self.total_frames - (index - self.first_index)))
         offset = self.structure.anchor_offset(length)
         self.group = _Group(index, length, n_bits, offset)
         self.group.plan = group_plan(index, length, offset, self.config.reference)
