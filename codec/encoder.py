@@ -643,7 +643,10 @@ class Encoder:
         n_bits, g = self.config.n_bits, self.structure.group
         if self.rate is not None:
             left = None if self.total_frames is None else self.total_frames - (index - self.first_index)
-            n_bits, g = self.rate.choose([(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)], left)
+            key = self.anchors_since_key is None or self.anchors_since_key + 1 >= self.config.key_interval
+            temporal_n = self.last_coded[1] if self.config.coder == "ctx" and not key and self.last_coded else None
+            frame = [(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)]
+            n_bits, g = self.rate.choose(frame, left, temporal_n)
         length = g
         if self.total_frames is not None:
             length = max(1, min(g, self.total_frames - (index - self.first_index)))

@@ -3,8 +3,13 @@
 At the first frame of each group the controller estimates, for every operating point
 (N, g) of its ladder, the bytes per frame the group would cost: the anchor's size from
 that frame's histogram requantized to N (the entropy of the requantized histogram for
-the table coders, exact sizes for raw and ZVC), plus (g - 1) predicted frames at the
-running mean of the predicted frames' measured sizes. It picks the first point of the
+the table coders, a factor of it by N for an intra ``ctx`` anchor, exact sizes for raw
+and ZVC), scaled by what the anchors of its kind (intra, or ``ctx``'s temporal anchors
+against the previous reconstruction) came to against that estimate so far; plus
+(g - 1) predicted frames at the running mean of the predicted frames' measured sizes
+(before any, PRED_PRIOR of the anchor). A ``ctx`` anchor at another N than the frame
+before it is intra: that premium over a temporal one is spread over the groups that
+repay it. It picks the first point of the
 ladder (ordered from the best quality down) whose estimate fits the budget, where the
 budget is the target minus a correction that pays back what earlier groups overspent
 (a leaky bucket, repaid over a few groups). If none fits, the cheapest point is used.
@@ -28,6 +33,12 @@ import numpy as np
 from temposplit.codec import entropy
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.quantize import check_bits, lut, zero_point_n
+
+# A predicted frame's bytes as a share of its group's anchor, until one has been measured:
+# the calibration set's clip (never evaluated) at the recommended preset, features.6 and .10,
+# N = 4..8: 0.55-0.66 of a KEY anchor. A clip that moves less costs less (its groups after
+# the first then have the difference to spend).
+PRED_PRIOR = 0.6
 
 
 def default_ladder(kind: str, max_group: int) -> list[tuple[int, int]]:
@@ -68,6 +79,8 @@ class RateController:
         self.pred_bytes: dict[int, float] = {}  # per N: running mean of a predicted frame's size
         self.gains: dict[int, float] = {}  # per N: factor on the residual threshold (or lambda)
         self.last_group = 1
+        self.anchor_scales: dict[bool, dict[int, float]] = {False: {}, True: {}}  # temporal? -> N -> scale
+        self._chosen: tuple[bool, int, float] | None = None  # (temporal, N, estimate) of the group chosen last
 
     def estimate_anchor(self, frame: list[tuple[np.ndarray, int]], n_bits: int) -> float:
         """Bytes of an anchor at N bits for a frame given as [(quint8 codes, z8), ...]."""
@@ -79,21 +92,32 @@ class RateController:
             total += entropy.coded_bits_estimate(self.coder, hist, alpha, q8.size) / 8
         return total
 
-    def choose(self, frame: list[tuple[np.ndarray, int]], frames_left: int | None = None) -> tuple[int, int]:
+    def choose(
+        self, frame: list[tuple[np.ndarray, int]], frames_left: int | None = None, temporal_n: int | None = None
+    ) -> tuple[int, int]:
         """(N, g) for the group that starts with ``frame``; ``frames_left``: the frames the clip
         has from it on, where known (a group the clip's end cuts short costs its anchor over
-        fewer frames)."""
+        fewer frames); ``temporal_n``: the N at which this group's anchor would be coded
+        against the previous reconstruction (``ctx``, not a KEY), else None."""
         budget = self.budget - self.debt / max(1, self.payback_groups * self.last_group)
-        anchors: dict[int, float] = {}
+        estimates: dict[int, float] = {}  # per N: the anchor's estimate (as intra)
+        anchors: dict[int, float] = {}  # per N: its price
         best, best_cost = None, None
         for n, g in self.ladder:
             if n not in anchors:
-                anchors[n] = self.estimate_anchor(frame, n)
-            pred = self._nearest(self.pred_bytes, n, 0.0)
+                estimates[n] = self.estimate_anchor(frame, n)
+                anchors[n] = estimates[n] * self._anchor_scale(n == temporal_n, n)
+                if temporal_n is not None and n != temporal_n and self.anchor_scales[True]:
+                    # A change of N codes this anchor intra once; the anchors after it are
+                    # temporal again: the difference is spread over the groups that repay it.
+                    later = estimates[n] * self._anchor_scale(True, n)
+                    anchors[n] = later + (anchors[n] - later) / self.payback_groups
+            pred = self._nearest(self.pred_bytes, n, PRED_PRIOR * anchors[n])
             length = g if frames_left is None else max(1, min(g, frames_left))
             per_frame = (anchors[n] + (length - 1) * pred) / length
             if per_frame <= budget:
                 self.last_group = g
+                self._chosen = (n == temporal_n, n, estimates[n])
                 return n, g
             # The cheapest point; among near-equals the longest group (its predicted frames
             # are where the residual threshold can still save).
@@ -104,7 +128,17 @@ class RateController:
             # residual threshold: take the leanest point and let the threshold bring it down.
             best = min(self.ladder, key=lambda ng: (ng[0], -ng[1]))
         self.last_group = best[1]
+        n = best[0]
+        self._chosen = (n == temporal_n, n, estimates.get(n) or self.estimate_anchor(frame, n))
         return best
+
+    def _anchor_scale(self, temporal: bool, n: int) -> float:
+        """Measured bytes over estimated bytes of this kind of anchor (nearest N); a temporal
+        anchor not measured yet is priced as an intra one."""
+        table = self.anchor_scales[temporal]
+        if not table and temporal:
+            table = self.anchor_scales[False]
+        return self._nearest(table, n, 1.0)
 
     @staticmethod
     def _nearest(table: dict[int, float], n: int, default: float) -> float:
@@ -131,6 +165,12 @@ class RateController:
 
     def start_group(self, anchor_bytes: int, length: int, n_bits: int) -> None:
         """A group began with an anchor of ``anchor_bytes``: set its predicted frames' share."""
+        if self._chosen is not None and self._chosen[1] == n_bits and self._chosen[2] > 0:
+            temporal, n, estimate = self._chosen
+            old = self.anchor_scales[temporal].get(n)
+            ratio = anchor_bytes / estimate
+            self.anchor_scales[temporal][n] = ratio if old is None else 0.5 * old + 0.5 * ratio
+        self._chosen = None
         spare = self.budget * length - anchor_bytes - self.debt / max(1, self.payback_groups)
         self._pred_share = max(0.05 * self.budget, spare / max(1, length - 1))
         self._n_bits = n_bits

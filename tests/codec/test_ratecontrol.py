@@ -1,0 +1,81 @@
+"""Rate control's estimates (codec/ratecontrol.py, docs/bitstream.md section 4): what a group
+is priced at before the controller has measured anything, and after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
+from temposplit.codec.ratecontrol import PRED_PRIOR, RateController
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "features"
+
+
+def _frame(seed=0, shape=(16, 16, 16)):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, 256, shape, dtype=np.uint8), 128)]
+
+
+def test_predicted_frames_not_measured_yet_are_priced_not_free():
+    """The first group was priced as its anchor alone (a predicted frame's size unknown: 0), so
+    the finest N whose anchor fitted the whole group's budget was taken, and the group's
+    predicted frames came on top: 1.4-1.9x the target over the first group of SSD features."""
+    frame = _frame()
+    rc = RateController(1.0, 1.0, "raw", [(8, 8), (4, 8)])
+    anchor = rc.estimate_anchor(frame, 8)  # 4,096 bytes raw
+    # A budget the anchor alone fits over 8 frames, but not with 7 predicted frames priced.
+    budget = (anchor + 7 * PRED_PRIOR * anchor) / 8 * 0.9
+    assert anchor / 8 < budget
+    rc = RateController(budget / 1e6, 1.0, "raw", [(8, 8), (4, 8)])
+    assert rc.choose(frame) == (4, 8)
+    # Once predicted frames have been measured cheap, the finer point fits.
+    rc.update(group_bytes=int(anchor), frames=1, pred_bytes=[1] * 7, n_bits=8)
+    rc.debt = 0.0
+    assert rc.choose(frame) == (8, 8)
+
+
+def test_a_temporal_anchor_is_priced_at_what_temporal_anchors_came_to():
+    """A ctx anchor coded against the previous reconstruction costs a fraction of an intra one
+    on a quiet clip; priced as intra, the controller kept choosing coarser points than the
+    target allowed (0.86x of the target on 96 frames of vtest at 0.2 MB/s)."""
+    frame = _frame(1)
+    ladder = [(8, 1), (6, 1)]
+    rc = RateController(1.0, 1.0, "ctx", ladder)
+    intra8 = rc.estimate_anchor(frame, 8)
+    intra6 = rc.estimate_anchor(frame, 6)
+    rc = RateController(intra6 * 1.05 / 1e6, 1.0, "ctx", ladder)  # N = 6 fits as intra, N = 8 does not
+    assert rc.choose(frame, temporal_n=8) == (6, 1)  # nothing measured: a temporal anchor priced as intra
+    rc.start_group(anchor_bytes=int(intra6), length=1, n_bits=6)
+    rc.update(group_bytes=int(intra6), frames=1, pred_bytes=[], n_bits=6)
+    # Now an anchor at N = 8 coded temporally, measured at a third of its intra estimate.
+    rc._chosen = (True, 8, intra8)
+    rc.start_group(anchor_bytes=int(intra8 / 3), length=1, n_bits=8)
+    rc.update(group_bytes=int(intra8 / 3), frames=1, pred_bytes=[], n_bits=8)
+    rc.debt = 0.0
+    assert rc.choose(frame, temporal_n=8) == (8, 1)  # the temporal price fits
+    # A change of N codes one anchor intra, its premium spread over the groups that repay it
+    # (4): N = 8 from N = 6 is priced at 1/3 + (1 - 1/3) / 4 = 1/2 of the intra estimate.
+    scales = rc.anchor_scales
+    rc = RateController(0.45 * intra8 / 1e6, 1.0, "ctx", ladder)
+    rc.anchor_scales = scales
+    assert rc.choose(frame, temporal_n=8) == (8, 1)
+    assert rc.choose(frame, temporal_n=6) == (6, 1)
+
+
+def test_the_estimate_of_a_ctx_key_anchor_holds_at_every_n():
+    """The intra ctx estimate was 0.8x the codes' order-0 entropy at every N; on SSD features
+    a KEY anchor came out 1.3-1.4x that at N = 7-8 (0.96-1.15x at N = 4-5). The factor by N
+    comes from the calibration set; these codes (of vtest) are not in it."""
+    npz = np.load(FIXTURES / "ssd-features.10.npz")
+    codes, scale, z8 = npz["codes_0"], float(npz["scale_0"]), int(npz["zero_point_0"])
+    spec = [TensorSpec("t", codes.shape[1:], scale, z8, 4)]
+    for n in (4, 6, 8):
+        enc = Encoder(CodecConfig(spec, n_bits=n, structure="intra", coder="ctx", key_interval=1))
+        rc = RateController(1.0, 1.0, "ctx", [(n, 1)])
+        for t in range(len(codes)):
+            enc.push([codes[t]])
+            section = sum(enc.frames[-1].tensor_bytes)
+            estimate = rc.estimate_anchor([(np.ascontiguousarray(codes[t].transpose(1, 2, 0)), z8)], n)
+            assert 0.85 < section / estimate < 1.15, (n, t, section, estimate)
