@@ -539,7 +539,6 @@ class Encoder:
         if not 0 <= first_index <= MAX_FRAME_INDEX:
             raise ConfigurationError(f"first_index must fit the packets' u32 frame index, not {first_index}")
         self.next_index = int(first_index)  # a stream resumed after a loss starts past 0
-        self.first_index = self.next_index  # set_total_frames counts the clip's frames from it
         self.group: _Group | None = None
         self.total_frames: int | None = None
         self.anchors_since_key: int | None = None  # None: the next anchor is a KEY
@@ -564,8 +563,10 @@ class Encoder:
         return self.header.to_bytes()
 
     def set_total_frames(self, n: int) -> None:
-        """Tell the encoder how many frames the clip has, so that the final short group
-        follows the structure's rule exactly (otherwise it is settled at :meth:`flush`)."""
+        """Tell the encoder how many frames the clip has, counted from frame 0 (the index it
+        ends at: an encoder resumed at ``first_index`` counts the frames before it too, as the
+        edge does), so that the final short group follows the structure's rule exactly
+        (otherwise it is settled at :meth:`flush`)."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ConfigurationError(f"the clip's frame count must be a whole number, not {n!r}")
         self.total_frames = int(n)
@@ -573,7 +574,7 @@ class Encoder:
     def encode(self, frames: Sequence[Sequence[np.ndarray]]) -> bytes:
         """A whole clip in one call: its length announced (:meth:`set_total_frames`), then the
         stream header and every packet, in order."""
-        self.set_total_frames(len(frames))
+        self.set_total_frames(self.next_index + len(frames))
         parts = [self.header_bytes()]
         for frame in frames:
             parts += [p.to_bytes() for p in self.push(frame)]
@@ -642,14 +643,14 @@ class Encoder:
     def _start_group(self, index: int, codes: list[np.ndarray]) -> None:
         n_bits, g = self.config.n_bits, self.structure.group
         if self.rate is not None:
-            left = None if self.total_frames is None else self.total_frames - (index - self.first_index)
+            left = None if self.total_frames is None else self.total_frames - index
             key = self.anchors_since_key is None or self.anchors_since_key + 1 >= self.config.key_interval
             temporal_n = self.last_coded[1] if self.config.coder == "ctx" and not key and self.last_coded else None
             frame = [(c, t.zero_point) for c, t in zip(codes, self.tensors, strict=True)]
             n_bits, g = self.rate.choose(frame, left, temporal_n)
         length = g
         if self.total_frames is not None:
-            length = max(1, min(g, self.total_frames - (index - self.first_index)))
+            length = max(1, min(g, self.total_frames - index))
         offset = self.structure.anchor_offset(length)
         self.group = _Group(index, length, n_bits, offset)
         self.group.plan = group_plan(index, length, offset, self.config.reference)
@@ -727,7 +728,7 @@ class Encoder:
         packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
         g.bytes += len(packet)
         if self.rate is not None and group_start:
-            self.rate.start_group(len(packet), g.length, n_bits)
+            self.rate.start_group(len(packet), g.length, n_bits, temporal=False)
         self._record(packet, n_bits, None, recon)
         return packet
 
@@ -759,7 +760,7 @@ class Encoder:
         packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
         g.bytes += len(packet)
         if self.rate is not None and group_start:
-            self.rate.start_group(len(packet), g.length, n_bits)
+            self.rate.start_group(len(packet), g.length, n_bits, temporal=temporal)
         self._record(packet, n_bits, None, recon)
         return packet
 

@@ -39,6 +39,8 @@ from temposplit.codec.quantize import check_bits, lut, zero_point_n
 # N = 4..8: 0.55-0.66 of a KEY anchor. A clip that moves less costs less (its groups after
 # the first then have the difference to spend).
 PRED_PRIOR = 0.6
+# An anchor estimated under this many bytes does not correct later estimates (see start_group).
+MIN_ESTIMATE = 64.0
 
 
 def default_ladder(kind: str, max_group: int) -> list[tuple[int, int]]:
@@ -79,8 +81,8 @@ class RateController:
         self.pred_bytes: dict[int, float] = {}  # per N: running mean of a predicted frame's size
         self.gains: dict[int, float] = {}  # per N: factor on the residual threshold (or lambda)
         self.last_group = 1
-        self.anchor_scales: dict[bool, dict[int, float]] = {False: {}, True: {}}  # temporal? -> N -> scale
-        self._chosen: tuple[bool, int, float] | None = None  # (temporal, N, estimate) of the group chosen last
+        self.anchor_scales: dict[bool, float] = {}  # temporal? -> measured bytes over estimate (running)
+        self._chosen: tuple[int, float] | None = None  # (N, estimate) of the group chosen last
 
     def estimate_anchor(self, frame: list[tuple[np.ndarray, int]], n_bits: int) -> float:
         """Bytes of an anchor at N bits for a frame given as [(quint8 codes, z8), ...]."""
@@ -106,18 +108,18 @@ class RateController:
         for n, g in self.ladder:
             if n not in anchors:
                 estimates[n] = self.estimate_anchor(frame, n)
-                anchors[n] = estimates[n] * self._anchor_scale(n == temporal_n, n)
-                if temporal_n is not None and n != temporal_n and self.anchor_scales[True]:
+                anchors[n] = estimates[n] * self._anchor_scale(n == temporal_n)
+                if temporal_n is not None and n != temporal_n and True in self.anchor_scales:
                     # A change of N codes this anchor intra once; the anchors after it are
                     # temporal again: the difference is spread over the groups that repay it.
-                    later = estimates[n] * self._anchor_scale(True, n)
+                    later = estimates[n] * self._anchor_scale(True)
                     anchors[n] = later + (anchors[n] - later) / self.payback_groups
             pred = self._nearest(self.pred_bytes, n, PRED_PRIOR * anchors[n])
             length = g if frames_left is None else max(1, min(g, frames_left))
             per_frame = (anchors[n] + (length - 1) * pred) / length
             if per_frame <= budget:
                 self.last_group = g
-                self._chosen = (n == temporal_n, n, estimates[n])
+                self._chosen = (n, estimates[n])
                 return n, g
             # The cheapest point; among near-equals the longest group (its predicted frames
             # are where the residual threshold can still save).
@@ -129,16 +131,14 @@ class RateController:
             best = min(self.ladder, key=lambda ng: (ng[0], -ng[1]))
         self.last_group = best[1]
         n = best[0]
-        self._chosen = (n == temporal_n, n, estimates.get(n) or self.estimate_anchor(frame, n))
+        self._chosen = (n, estimates.get(n) or self.estimate_anchor(frame, n))
         return best
 
-    def _anchor_scale(self, temporal: bool, n: int) -> float:
-        """Measured bytes over estimated bytes of this kind of anchor (nearest N); a temporal
-        anchor not measured yet is priced as an intra one."""
-        table = self.anchor_scales[temporal]
-        if not table and temporal:
-            table = self.anchor_scales[False]
-        return self._nearest(table, n, 1.0)
+    def _anchor_scale(self, temporal: bool) -> float:
+        """Measured bytes over estimated bytes of this kind of anchor, one figure for every N (a
+        figure per N would keep one that came out badly from ever being measured again); a
+        temporal anchor not measured yet is priced as an intra one."""
+        return self.anchor_scales.get(temporal, self.anchor_scales.get(False, 1.0))
 
     @staticmethod
     def _nearest(table: dict[int, float], n: int, default: float) -> float:
@@ -163,13 +163,15 @@ class RateController:
             old = self.pred_bytes.get(n_bits)
             self.pred_bytes[n_bits] = b if old is None else 0.8 * old + 0.2 * b
 
-    def start_group(self, anchor_bytes: int, length: int, n_bits: int) -> None:
-        """A group began with an anchor of ``anchor_bytes``: set its predicted frames' share."""
-        if self._chosen is not None and self._chosen[1] == n_bits and self._chosen[2] > 0:
-            temporal, n, estimate = self._chosen
-            old = self.anchor_scales[temporal].get(n)
-            ratio = anchor_bytes / estimate
-            self.anchor_scales[temporal][n] = ratio if old is None else 0.5 * old + 0.5 * ratio
+    def start_group(self, anchor_bytes: int, length: int, n_bits: int, temporal: bool = False) -> None:
+        """A group began with an anchor of ``anchor_bytes`` (``temporal``: a ctx anchor coded
+        against the previous reconstruction): set its predicted frames' share."""
+        if self._chosen is not None and self._chosen[0] == n_bits and self._chosen[1] >= MIN_ESTIMATE:
+            # A near-empty frame's estimate (a fade from black) says nothing of the next; one
+            # group's surprise moves the figure by at most a factor of 4.
+            ratio = float(np.clip(anchor_bytes / self._chosen[1], 0.25, 4.0))
+            old = self.anchor_scales.get(temporal)
+            self.anchor_scales[temporal] = ratio if old is None else 0.5 * old + 0.5 * ratio
         self._chosen = None
         spare = self.budget * length - anchor_bytes - self.debt / max(1, self.payback_groups)
         self._pred_share = max(0.05 * self.budget, spare / max(1, length - 1))

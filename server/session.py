@@ -217,11 +217,11 @@ class Session:
             if "error" in rec:
                 self.video.add(i, error=f"frame {i}: error")
             else:
+                caption = f"{self.name}  frame {i}  {rec.get('kind', '')}  N={rec.get('n_bits', '')}"
                 try:
                     detections = recorded_detections(rec.get("detections") or [])
-                except (TypeError, ValueError, KeyError):  # a record edited by hand: the picture goes without
-                    continue
-                caption = f"{self.name}  frame {i}  {rec.get('kind', '')}  N={rec.get('n_bits', '')}"
+                except (TypeError, ValueError, KeyError):  # a record edited by hand: the picture, without boxes
+                    detections, caption = None, caption + "  (its record's boxes unreadable)"
                 self.video.add(i, detections, caption=caption)
         self.ahead = []
 

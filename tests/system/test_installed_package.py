@@ -207,6 +207,28 @@ def test_every_package_of_an_extra_is_known_to_the_command_line():
             tops = {Path(str(f)).parts[0].removesuffix(".py") for f in dist.files or ()}
             named = {m for m in tops if EXTRA_MODULES.get(m) == extra}
             assert named, f"{spec}: none of its modules {sorted(tops)} maps to '{extra}' in EXTRA_MODULES"
+            # each of its modules the package imports (cocotb 2 is cocotb and cocotb_tools)
+            unnamed = sorted((tops & IMPORTED) - named)
+            assert not unnamed, f"{spec}: the package imports {unnamed}, not in EXTRA_MODULES as '{extra}'"
+
+
+def _imported_modules() -> set[str]:
+    """The top-level modules the installed package's sources import."""
+    import ast
+
+    folders = PYPROJECT["tool"]["setuptools"]["package-dir"].values()
+    names = set()
+    for folder in folders:
+        for path in (ROOT / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names |= {a.name.partition(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names.add(node.module.partition(".")[0])
+    return names
+
+
+IMPORTED = _imported_modules()
 
 
 def test_the_ssd_fixtures_shipped_are_the_ones_the_codec_bench_reads():
