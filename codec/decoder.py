@@ -28,7 +28,7 @@ from temposplit.codec.bitstream import (
     header_length,
     parse_packet,
 )
-from temposplit.codec.errors import BitstreamError, ReferenceMissingError
+from temposplit.codec.errors import BitstreamError, ConfigurationError, ReferenceMissingError
 from temposplit.codec.payload import Held, gather_blocks, read_anchor, read_pred, read_pred_ctx, scatter_blocks
 from temposplit.codec.quantize import dequantize, to_quint8
 
@@ -65,7 +65,7 @@ class FrameError:
 class Decoder:
     def __init__(self, header: StreamHeader | bytes):
         if not isinstance(header, StreamHeader):
-            header = StreamHeader.from_bytes(header)
+            header = StreamHeader.from_bytes(_stream_bytes(header, "Decoder takes a StreamHeader or a stream's bytes"))
         self.header = header
         self.max_payload = header.max_payload()
         n = len(header.tensors)
@@ -86,6 +86,10 @@ class Decoder:
 
     def decode(self, packet: Packet) -> DecodedFrame:
         """Decode one packet. On error the state that depended on it is dropped."""
+        if not isinstance(packet, Packet):
+            raise ConfigurationError(
+                f"decode takes a Packet (bitstream.parse_packet of the bytes), not {type(packet).__name__}"
+            )
         try:
             if len(packet.payload) > self.max_payload:
                 raise BitstreamError("a packet's payload is larger than this stream allows")
@@ -180,6 +184,14 @@ class Decoder:
         return DecodedFrame(packet.index, packet.kind, n_bits, ref, views, self.header)
 
 
+def _stream_bytes(data, what: str) -> bytes:
+    """``data`` (bytes-like) as bytes, or a :class:`ConfigurationError`: ``what``, not its type (a str, None)."""
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise ConfigurationError(f"{what}, not {type(data).__name__}") from None
+
+
 def decode_stream(data: bytes) -> tuple[StreamHeader, list[DecodedFrame | FrameError]]:
     """Decode a whole stream held in memory: the header, then each packet in order.
 
@@ -187,7 +199,7 @@ def decode_stream(data: bytes) -> tuple[StreamHeader, list[DecodedFrame | FrameE
     next packet boundary (the next magic whose packet passes its CRC); frames that depend
     on a lost one give errors too, until an anchor restores the state.
     """
-    data = memoryview(bytes(data)).tobytes()
+    data = _stream_bytes(data, "decode_stream takes the stream's bytes")
     header = StreamHeader.from_bytes(data)
     return header, list(iter_stream(data, header))
 

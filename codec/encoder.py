@@ -623,8 +623,12 @@ class Encoder:
     # ------------------------------------------------------------------ groups
 
     def _check_frame(self, frame) -> list[np.ndarray]:
+        # A frame is a list of one (C, H, W) array per tensor: push([codes]) for one tensor.
+        if not isinstance(frame, (Sequence, np.ndarray)):
+            raise ConfigurationError(f"a frame is a list of uint8 arrays, one per tensor, not {type(frame).__name__}")
         if len(frame) != len(self.tensors):
-            raise ConfigurationError(f"a frame has {len(self.tensors)} tensors, not {len(frame)}")
+            hint = " (a list of arrays, one per tensor: push([codes]))" if isinstance(frame, np.ndarray) else ""
+            raise ConfigurationError(f"a frame has {len(self.tensors)} tensors, not {len(frame)}{hint}")
         out = []
         for t, x in zip(self.tensors, frame, strict=True):
             x = np.asarray(x)

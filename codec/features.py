@@ -135,6 +135,8 @@ class _Members:
 
 def load(path: str) -> FeatureClip:
     """A feature file's tensors, every field checked (a :class:`ConfigurationError` otherwise)."""
+    if not isinstance(path, (str, os.PathLike)) and not hasattr(path, "read"):
+        raise ConfigurationError(f"features.load takes a file name, not {type(path).__name__}")
     try:
         zf = zipfile.ZipFile(path)
     except OSError as exc:  # missing, a folder, no permission: what the system said
@@ -171,6 +173,14 @@ def load(path: str) -> FeatureClip:
 
 
 def save(path, clip: FeatureClip, extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``clip`` as a feature file (docs/bitstream.md section 12), refusing what :func:`load` would."""
+    fields = (clip.codes, clip.scales, clip.zero_points, clip.blocks)
+    if any(len(f) != len(clip.names) for f in fields):
+        raise ConfigurationError(f"a FeatureClip needs codes, scale, zero point and block for each of {clip.names}")
+    for n, c in zip(clip.names, clip.codes, strict=True):
+        c = np.asarray(c)
+        if c.dtype != np.uint8 or c.ndim != 4 or c.shape[0] == 0:
+            raise ConfigurationError(f"codes of {n!r} must be uint8 (T, C, H, W) with T >= 1, not {c.dtype} {c.shape}")
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(clip.names):
         arrays[f"codes/{n}"] = clip.codes[i]

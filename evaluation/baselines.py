@@ -57,6 +57,19 @@ DEFAULT_JPEG_QUALITY = 75
 JPEG_TARGET_BPP = 2.8
 DEFAULT_CRFS = (23, 28, 33, 38)
 DEFAULT_PRESET = "medium"
+# x264's and x265's presets (the same names), fastest first: another name fails the encoder's open.
+X26X_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 DEFAULT_GOP = 250
 VIDEO_CODECS = {"h264": ("libx264", "h264"), "h265": ("libx265", "hevc")}
 # The smallest side each encoder is given; smaller frames are padded with their edge pixels
@@ -278,6 +291,8 @@ def encode_video(
         raise ConfigError(f"unknown video codec {codec!r}: use one of {', '.join(VIDEO_CODECS)}")
     if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
         raise ConfigError(f"crf must be an integer in 0..51, not {crf!r}")
+    if preset not in X26X_PRESETS:
+        raise ConfigError(f"unknown {codec} preset {preset!r}: use one of {', '.join(X26X_PRESETS)}")
     if not isinstance(gop, (int, np.integer)) or gop < 1:
         raise ConfigError(f"gop must be a positive integer, not {gop!r}")
     if not isinstance(threads, (int, np.integer)) or threads < 1:

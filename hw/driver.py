@@ -25,6 +25,7 @@ needs only NumPy and the golden codec (both run on the board).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -905,22 +906,26 @@ class AsyncAccelerator:
             return stop.value
 
 
+def _operation(method, name: str, cls: type):
+    """``method`` as ``cls.name``, with the operation's name, docstring and signature
+    (``help()`` and ``inspect.signature`` show Operations' arguments, not ``*args, **kwargs``)."""
+    functools.update_wrapper(method, getattr(Operations, name))
+    method.__qualname__ = f"{cls.__name__}.{name}"
+    return method
+
+
 def _sync(name):
     def method(self, *args, **kwargs):
         return self._drive(getattr(self.ops, name)(*args, **kwargs))
 
-    method.__name__ = name
-    method.__doc__ = getattr(Operations, name).__doc__
-    return method
+    return _operation(method, name, Accelerator)
 
 
 def _async(name):
     async def method(self, *args, **kwargs):
         return await self._drive(getattr(self.ops, name)(*args, **kwargs))
 
-    method.__name__ = name
-    method.__doc__ = getattr(Operations, name).__doc__
-    return method
+    return _operation(method, name, AsyncAccelerator)
 
 
 for _name in _OPERATIONS:

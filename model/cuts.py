@@ -190,6 +190,8 @@ def default_cut(model: str) -> str:
 def get_cut(model: str, name: str | None = None) -> Cut:
     """A cut by name or alias (case-insensitive); the default when ``name`` is None."""
     info = model_info(model)
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"a cut is named by a string such as {info.default_cut!r}, not {type(name).__name__}")
     name = name or info.default_cut
     for cut in info.cuts:
         if name.lower() in (cut.name.lower(), *(a.lower() for a in cut.aliases)):

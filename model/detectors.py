@@ -19,7 +19,7 @@ import torch
 
 from temposplit.errors import ConfigError
 from temposplit.model import cuts as cut_table
-from temposplit.model.split import Batch, BatchMeta, Split
+from temposplit.model.split import Batch, BatchMeta, Split, check_batch
 
 # What torch.load, the frozen-graph reader and load_state_dict raise for a file that is not
 # weights of the network (text, an empty or truncated file, an .npz, a pickle of a list, a
@@ -97,7 +97,9 @@ class SSDDetector(Detector):
         self.anchors = ssd.anchors(self.input_size)
 
     def preprocess(self, frames) -> Batch:
-        frames = list(frames)
+        from temposplit.model.numpy_m1 import check_frames
+
+        frames = check_frames(frames, ConfigError)
         x = self._ssd.preprocess(frames, self.input_size)
         sizes = [tuple(f.shape[:2]) for f in frames]
         return Batch(x, BatchMeta(self.input_size, [self.input_size] * len(frames), sizes))
@@ -114,7 +116,7 @@ class SSDDetector(Detector):
 
     @torch.no_grad()
     def forward(self, batch: Batch):
-        box_codes, logits = self.net(batch.tensor)
+        box_codes, logits = self.net(check_batch(batch).tensor)
         return self._ssd.postprocess(box_codes, logits, self.anchors, batch.meta.orig_sizes, self.score_threshold)
 
 

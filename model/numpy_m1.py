@@ -107,9 +107,31 @@ def resize_bilinear_tf1(image: np.ndarray, size=SSD_INPUT_SIZE) -> np.ndarray:
     return (top + (bottom - top) * dy).astype(np.float32)
 
 
+def check_frames(frames, error=ValueError, allow=()) -> list:
+    """``frames`` as a list of RGB uint8 arrays (H, W, 3) (or instances of ``allow``), or ``error``
+    naming the first that is not. One frame passed alone would be read as H frames of its
+    rows, each resized to a (300, 300, 300) float32 block: gigabytes, not an error."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 3:
+        raise error(f"one array {frames.shape} is not a list of frames: pass [frame] for one RGB frame")
+    try:
+        frames = list(frames)
+    except TypeError:
+        raise error(f"frames must be a list of RGB uint8 arrays (H, W, 3), not {type(frames).__name__}") from None
+    if not frames:
+        raise error("no frames")
+    for i, f in enumerate(frames):
+        if isinstance(f, allow):
+            continue
+        a = np.asarray(f) if isinstance(f, np.ndarray) or hasattr(f, "__array__") else None
+        if a is None or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
+            what = type(f).__name__ if a is None else f"{a.dtype} {a.shape}"
+            raise error(f"frame {i} must be an RGB uint8 array (H, W, 3), not {what}")
+    return frames
+
+
 def preprocess_ssd(frames, size=SSD_INPUT_SIZE) -> np.ndarray:
     """RGB uint8 frames (H, W, 3) -> the SSD's input (N, 3, 300, 300) float32 in [-1, 1]."""
-    batch = np.stack([resize_bilinear_tf1(np.asarray(f), size) for f in frames])
+    batch = np.stack([resize_bilinear_tf1(np.asarray(f), size) for f in check_frames(frames)])
     x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
     # float32 throughout, as torch computes ``x * (2.0 / 255.0) - 1.0`` on a float32 tensor
     return x * np.float32(2.0 / 255.0) - np.float32(1.0)

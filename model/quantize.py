@@ -67,9 +67,15 @@ class CutTensor:
 def cut_tensors(names: list[str], tensors: list[torch.Tensor], index: int = 0) -> list[CutTensor]:
     """Frame ``index`` of M1's quint8 outputs as :class:`CutTensor` s (name, shape, s8, z8, codes)."""
     out = []
-    for name, t in zip(names, tensors, strict=False):
-        if not t.is_quantized or t.dtype != torch.quint8 or t.qscheme() != torch.per_tensor_affine:
-            raise ConfigError(f"{name}: expected a per-tensor affine quint8 tensor, got {t.dtype}")
+    if not isinstance(tensors, (list, tuple)) or len(tensors) != len(names):
+        raise ConfigError(f"expected the list of m1's {len(names)} tensors ({', '.join(names)}), got {tensors!r:.80}")
+    for name, t in zip(names, tensors, strict=True):
+        quint8 = isinstance(t, torch.Tensor) and t.is_quantized and t.dtype == torch.quint8
+        if not quint8 or t.qscheme() != torch.per_tensor_affine:
+            got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ConfigError(f"{name}: expected a per-tensor affine quint8 tensor, got {got}")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(t) <= index < len(t):
+            raise ConfigError(f"{name}: frame index {index!r} is not one of the batch's {len(t)} frames")
         codes = t[index].int_repr().numpy().astype(np.uint8, copy=False)
         out.append(CutTensor(name, tuple(codes.shape), float(t.q_scale()), int(t.q_zero_point()), codes))
     return out
@@ -321,9 +327,13 @@ def quantize(
     if detector.name != "ssd-mobilenet-v2":
         raise ConfigError(f"{detector.name}: whole-model int8 is for the SSD; use quantize_m1(detector, cut, frames)")
     set_engine()
-    calibration_frames = list(calibration_frames)
-    if not calibration_frames:
-        raise ConfigError("no calibration frames")
+    from temposplit.model.numpy_m1 import check_frames
+
+    if calibration_frames is None:
+        raise ConfigError("no calibration frames: temposplit.model.calibration.calibration_frames() is the fixed set")
+    calibration_frames = check_frames(calibration_frames, ConfigError)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
     recipe = parse_method(method)  # a bad name fails here, before any work
     from temposplit.model import qcache
 

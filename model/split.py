@@ -38,6 +38,13 @@ class Batch:
     meta: BatchMeta = field(default=None)
 
 
+def check_batch(batch) -> Batch:
+    """``batch`` if it is a :class:`Batch`, else a ConfigError saying what makes one."""
+    if not isinstance(batch, Batch):
+        raise ConfigError(f"expected a Batch (detector.preprocess(frames)), not {type(batch).__name__}")
+    return batch
+
+
 class Split:
     """A detector cut at one point.
 
@@ -74,6 +81,9 @@ class Split:
         """Network input (N, 3, H, W) (or a :class:`Batch`) -> the tensors crossing the cut."""
         if isinstance(x, Batch):
             x = x.tensor
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+            what = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ConfigError(f"m1 takes the network input, a float tensor (N, 3, H, W) or a Batch, not {what}")
         x = self.detector.m1_prefix(self.net, x)
         taps = {}
         for name in self.m1_stages:
@@ -85,11 +95,20 @@ class Split:
     @torch.no_grad()
     def m2(self, tensors, meta: BatchMeta | None = None):
         """The tensors crossing the cut -> list of Detections (one per frame)."""
-        tensors = list(tensors)
+        tensors = list(tensors) if isinstance(tensors, (list, tuple)) else tensors
+        if not isinstance(tensors, list) or not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise ConfigError(f"m2 takes the list of tensors m1 returns, not {type(tensors).__name__}")
         if len(tensors) != len(self.crossing):
             raise ConfigError(f"cut {self.cut.name} carries {len(self.crossing)} tensors, got {len(tensors)}")
+        for spec, t in zip(self.cut.crossing, tensors, strict=True):
+            if t.ndim != 4 or t.shape[1] != spec.channels or t.shape[0] != tensors[0].shape[0]:
+                raise ConfigError(
+                    f"{spec.name}: expected (N, {spec.channels}, H, W) with the batch's N, got {tuple(t.shape)}"
+                )
         if meta is None:
             meta = BatchMeta.plain(self.detector.input_size, tensors[0].shape[0])
+        if len(meta.orig_sizes) != tensors[0].shape[0] or len(meta.image_sizes) != tensors[0].shape[0]:
+            raise ConfigError(f"the meta describes {len(meta.orig_sizes)} frames, the tensors {tensors[0].shape[0]}")
         taps = dict(zip(self.crossing, tensors, strict=False))
         x = tensors[-1]
         for name in self.m2_stages:

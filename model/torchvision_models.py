@@ -23,7 +23,7 @@ from temposplit.errors import ConfigError, MissingDependencyError
 from temposplit.model import cuts as cut_table
 from temposplit.model.detections import Detections
 from temposplit.model.detectors import UNREADABLE_WEIGHTS, Detector, weights_error
-from temposplit.model.split import Batch, BatchMeta
+from temposplit.model.split import Batch, BatchMeta, check_batch
 
 _BUILDERS = {
     cut_table.FRCNN_R50: ("fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights"),
@@ -99,8 +99,10 @@ class TorchvisionDetector(Detector):
 
     def to_images(self, frames) -> list[torch.Tensor]:
         """RGB uint8 frames (H, W, 3) -> float (3, H, W) in [0, 1], what torchvision takes."""
+        from temposplit.model.numpy_m1 import check_frames
+
         out = []
-        for f in frames:
+        for f in check_frames(frames, ConfigError, allow=torch.Tensor):
             if isinstance(f, torch.Tensor):
                 out.append(f)
             else:
@@ -157,7 +159,7 @@ class TorchvisionDetector(Detector):
         """The uncut model on a preprocessed batch (same modules as M1 + M2)."""
         body = self._body(self.net)
         taps = {}
-        x = batch.tensor
+        x = check_batch(batch).tensor
         for stage in body.keys():
             x = body[stage](x)
             taps[f"features.{stage}" if stage.isdigit() else stage] = x
