@@ -181,6 +181,9 @@ def save(path, clip: FeatureClip, extra: dict[str, np.ndarray] | None = None) ->
         c = np.asarray(c)
         if c.dtype != np.uint8 or c.ndim != 4 or c.shape[0] == 0:
             raise ConfigurationError(f"codes of {n!r} must be uint8 (T, C, H, W) with T >= 1, not {c.dtype} {c.shape}")
+    if len({np.shape(c)[0] for c in clip.codes}) > 1:
+        counts = [len(c) for c in clip.codes]
+        raise ConfigurationError(f"every tensor must have the same number of frames, not {counts}")
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(clip.names):
         arrays[f"codes/{n}"] = clip.codes[i]

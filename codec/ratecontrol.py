@@ -168,8 +168,10 @@ class RateController:
         against the previous reconstruction): set its predicted frames' share."""
         if self._chosen is not None and self._chosen[0] == n_bits and self._chosen[1] >= MIN_ESTIMATE:
             # A near-empty frame's estimate (a fade from black) says nothing of the next; one
-            # group's surprise moves the figure by at most a factor of 4.
-            ratio = float(np.clip(anchor_bytes / self._chosen[1], 0.25, 4.0))
+            # group's surprise counts at most 4x above the running figure (such outliers) and
+            # 16x below it (a temporal anchor of a static scene is a few % of its estimate).
+            cur = self._anchor_scale(temporal)
+            ratio = float(np.clip(anchor_bytes / self._chosen[1], cur / 16, cur * 4))
             old = self.anchor_scales.get(temporal)
             self.anchor_scales[temporal] = ratio if old is None else 0.5 * old + 0.5 * ratio
         self._chosen = None

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from temposplit.errors import ConfigError
-from temposplit.model.split import BatchMeta, Split
+from temposplit.model.split import BatchMeta, Split, check_tensors
 
 ENGINE = "qnnpack"
 
@@ -262,7 +262,7 @@ class QuantizedSplit:
         return self.int8_split.m1(x)
 
     def m2(self, tensors, meta: BatchMeta | None = None):
-        return self.float_split.m2([t.dequantize() if t.is_quantized else t for t in tensors], meta)
+        return self.float_split.m2([t.dequantize() if t.is_quantized else t for t in check_tensors(tensors)], meta)
 
     def m2_int8(self, tensors, meta: BatchMeta | None = None):
         return self.int8_split.m2(tensors, meta)
@@ -501,7 +501,7 @@ class QuantizedM1:
         return list(self.module(x))
 
     def m2(self, tensors, meta=None):
-        return self.float_split.m2([t.dequantize() if t.is_quantized else t for t in tensors], meta)
+        return self.float_split.m2([t.dequantize() if t.is_quantized else t for t in check_tensors(tensors)], meta)
 
     def cut_tensors(self, tensors, index: int = 0) -> list[CutTensor]:
         return cut_tensors(self.names, tensors, index)
@@ -513,6 +513,13 @@ def quantize_m1(detector, cut, calibration_frames, batch_size: int = 2) -> Quant
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    from temposplit.model.numpy_m1 import check_frames
+
+    if calibration_frames is None:
+        raise ConfigError("no calibration frames: temposplit.model.calibration.calibration_frames() is the fixed set")
+    calibration_frames = check_frames(calibration_frames, ConfigError, allow=torch.Tensor)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
     set_engine()
     split = detector.split(cut)
     body = detector.net.backbone.body

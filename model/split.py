@@ -38,6 +38,13 @@ class Batch:
     meta: BatchMeta = field(default=None)
 
 
+def check_tensors(tensors, what: str = "m2") -> list:
+    """``tensors`` (a list or tuple of torch tensors, as m1 returns) as a list, else a ConfigError."""
+    if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ConfigError(f"{what} takes the list of tensors m1 returns, not {type(tensors).__name__}")
+    return list(tensors)
+
+
 def check_batch(batch) -> Batch:
     """``batch`` if it is a :class:`Batch`, else a ConfigError saying what makes one."""
     if not isinstance(batch, Batch):
@@ -95,9 +102,7 @@ class Split:
     @torch.no_grad()
     def m2(self, tensors, meta: BatchMeta | None = None):
         """The tensors crossing the cut -> list of Detections (one per frame)."""
-        tensors = list(tensors) if isinstance(tensors, (list, tuple)) else tensors
-        if not isinstance(tensors, list) or not all(isinstance(t, torch.Tensor) for t in tensors):
-            raise ConfigError(f"m2 takes the list of tensors m1 returns, not {type(tensors).__name__}")
+        tensors = check_tensors(tensors)
         if len(tensors) != len(self.crossing):
             raise ConfigError(f"cut {self.cut.name} carries {len(self.crossing)} tensors, got {len(tensors)}")
         for spec, t in zip(self.cut.crossing, tensors, strict=True):

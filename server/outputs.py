@@ -43,6 +43,8 @@ def recorded_detections(records: list[dict]) -> RecordedDetections:
     """The inverse of :func:`detection_records`: COCO-style records ([x, y, w, h]) as boxes."""
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in records)], np.float32)
     scores = np.array([r["score"] for r in records], np.float32)
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):  # NaN in JSON: a record edited by hand
+        raise ValueError("a box or score that is not a finite number")
     return RecordedDetections(boxes.reshape(-1, 4), scores, [str(r.get("label", "")) for r in records])
 
 

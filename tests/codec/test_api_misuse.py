@@ -278,3 +278,13 @@ def test_a_boolean_is_no_block_size_search_range_zero_point_or_n(check, value):
     fn = getattr(motion, check, None) or getattr(quantize, check)
     with pytest.raises(ConfigurationError):
         fn(value)
+
+
+def test_features_save_refuses_tensors_of_different_frame_counts(tmp_path):
+    """save wrote them; load then refused the file ("every tensor must have the same number of frames")."""
+    clip = features.FeatureClip(
+        ["a", "b"], [np.zeros((2, 1, 2, 2), np.uint8), np.zeros((3, 1, 2, 2), np.uint8)], [0.1, 0.1], [0, 0], [2, 2]
+    )
+    with pytest.raises(ConfigurationError, match="every tensor must have the same number of frames"):
+        features.save(str(tmp_path / "f.npz"), clip)
+    assert not (tmp_path / "f.npz").exists()

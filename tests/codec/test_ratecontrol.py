@@ -101,3 +101,36 @@ def test_the_estimate_of_a_ctx_key_anchor_holds_at_every_n():
             section = sum(enc.frames[-1].tensor_bytes)
             estimate = rc.estimate_anchor([(np.ascontiguousarray(codes[t].transpose(1, 2, 0)), z8)], n)
             assert 0.85 < section / estimate < 1.15, (n, t, section, estimate)
+
+
+def test_a_static_scenes_temporal_anchors_are_priced_at_what_they_come_to():
+    """The figure's bound was absolute (0.25x-4x the estimate), so a temporal anchor of a static
+    scene, a few % of its intra estimate, stayed priced at a quarter of it: 0.36-0.53x of the
+    target on quiet clips."""
+    frame = _frame(2)
+    rc = RateController(1.0, 1.0, "ctx", [(8, 1)])
+    estimate = rc.estimate_anchor(frame, 8)
+    for _ in range(20):
+        rc.choose(frame, temporal_n=8)
+        rc.start_group(anchor_bytes=int(0.05 * estimate), length=1, n_bits=8, temporal=True)
+    assert 0.04 < rc.anchor_scales[True] < 0.06
+
+
+def test_the_encoder_tells_rate_control_how_each_anchor_was_coded():
+    """A ctx anchor against the previous reconstruction is learned as temporal, and a KEY that
+    request_key forces where a temporal anchor was planned is learned as intra."""
+    npz = np.load(FIXTURES / "ssd-features.10.npz")
+    codes, scale, z8 = npz["codes_0"], float(npz["scale_0"]), int(npz["zero_point_0"])
+    spec = [TensorSpec("t", codes.shape[1:], scale, z8, 4)]
+    config = CodecConfig(spec, structure="bi-3", coder="ctx", rate_target=0.3, key_interval=64, ladder=[(5, 3)])
+    enc = Encoder(config)
+    for _ in range(12):  # a quiet clip: four groups of 3, the anchor in the middle
+        enc.push([codes[0]])
+    assert True in enc.rate.anchor_scales and False in enc.rate.anchor_scales
+    temporal, intra = enc.rate.anchor_scales[True], enc.rate.anchor_scales[False]
+    enc.push([codes[1]])  # a group starts (its anchor, the middle frame, not coded yet): temporal planned
+    assert enc.rate._chosen is not None
+    packets = enc.request_key()  # the held frame becomes the group's anchor, a KEY
+    assert [p.kind for p in packets] == ["key"]
+    assert enc.rate.anchor_scales[True] == temporal  # the forced KEY did not count as temporal
+    assert enc.rate.anchor_scales[False] != intra

@@ -210,3 +210,15 @@ def test_a_resumed_video_segment_draws_the_frames_recorded_past_its_start(make_s
         x1, y1, x2, y2 = (int(v) for v in box)
         edge = picture[y1 + 20 : y2 - 20, x1].astype(int).mean(axis=0)  # the box's left edge, as drawn
         assert np.abs(edge - BOX_COLOUR).max() < 40, (3 + k, edge.round().tolist())
+
+
+def test_a_record_with_a_number_that_is_not_finite_is_not_drawn_from():
+    """JSON takes NaN: a hand-edited box of NaN passed recorded_detections and failed the resumed
+    video's drawing (int(NaN)), so every resume of that stream failed."""
+    from temposplit.server.outputs import recorded_detections
+
+    good = {"bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.9, "category_id": 1, "label": "person"}
+    assert recorded_detections([good]).boxes.tolist() == [[1.0, 2.0, 4.0, 6.0]]
+    for bad in ({**good, "bbox": [float("nan"), 2.0, 3.0, 4.0]}, {**good, "score": float("inf")}):
+        with pytest.raises(ValueError, match="not a finite number"):
+            recorded_detections([bad])

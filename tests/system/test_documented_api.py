@@ -352,6 +352,32 @@ def test_the_halves_refuse_what_they_cannot_run(ssd, vtest_frames):
         ssd.split(10)
 
 
+
+@MODELS
+def test_the_int8_halves_refuse_what_they_cannot_run(ssd):
+    """QuantizedSplit.m2 dequantized before Split.m2 checked: TypeError, AttributeError."""
+    from temposplit.model.quantize import QuantizedSplit
+
+    qs = QuantizedSplit(ssd, ssd.get_cut("features.13"), ssd.net)  # m2 runs the float half
+    for bad, name in ((None, "NoneType"), ([np.zeros((1, 96, 19, 19), np.float32)], "list")):
+        with pytest.raises(ConfigError, match=f"m2 takes the list of tensors m1 returns, not {name}"):
+            qs.m2(bad)
+
+
+@MODELS
+def test_quantize_m1_checks_its_frames_and_batch_size_before_it_calibrates(vtest_frames):
+    """quantize_m1(det, cut, None) was a TypeError; batch_size 0 calibrated on every frame at once."""
+    from temposplit.model import load_detector
+    from temposplit.model.quantize import quantize_m1
+
+    r50 = load_detector("fasterrcnn-resnet50-fpn", weights=None, min_size=64, max_size=64)
+    with pytest.raises(ConfigError, match="no calibration frames"):
+        quantize_m1(r50, "layer1", None)
+    for size in (0, -1):
+        with pytest.raises(ConfigError, match=f"batch_size must be a positive integer, not {size}"):
+            quantize_m1(r50, "layer1", vtest_frames[:2], batch_size=size)
+
+
 @MODELS
 def test_cut_tensors_refuses_an_index_outside_the_batch_and_tensors_that_are_no_quint8(ssd, vtest_frames):
     torch = pytest.importorskip("torch")
