@@ -27,7 +27,6 @@ from pathlib import Path
 from temposplit.hw import regmap
 from temposplit.hw.regmap import Params
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "vivado" / "pynq_z2.tcl"
 CORE_NAME = "temposplit_accel_core"  # the Amaranth top inside the IP
 SHELL_NAME = "temposplit_accel"  # the packaged IP's top (its MODTYPE in the .hwh)
@@ -349,14 +348,23 @@ def write_all(out: Path, design: Design = DEFAULT_DESIGN) -> list[Path]:
     return write_files(out, files)
 
 
+def bitstreams_default() -> Path:
+    """A source checkout's ``bitstreams/pynq-z2`` (docs/pynq-z2.md); installed from a wheel,
+    ``bitstreams/pynq-z2`` under the current folder, as ``--out``, never inside the package."""
+    from temposplit.model.data import source_checkout
+
+    return (source_checkout() or Path()) / "bitstreams" / "pynq-z2"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m temposplit.hw.vivado", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("build/vivado"), help="folder for the Verilog and Tcl")
     ap.add_argument(
         "--bitstreams",
         type=Path,
-        default=ROOT / "bitstreams" / "pynq-z2",
-        help="where the flow copies temposplit.bit and temposplit.hwh",
+        default=bitstreams_default(),
+        help="where the flow copies temposplit.bit and temposplit.hwh (default: a checkout's "
+        "bitstreams/pynq-z2, else that folder under the current one)",
     )
     ap.add_argument("--jobs", type=int, default=4, help="Vivado run jobs")
     ap.add_argument("--tcl-only", action="store_true", help="write the files and stop (exit 0)")

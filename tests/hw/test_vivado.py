@@ -205,3 +205,12 @@ def test_without_vivado_the_command_writes_the_tcl_and_fails_clearly(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: vivado is not on PATH"), proc.stderr
     assert (tmp_path / "v" / "build.tcl").read_text() == vivado.build_tcl()
     assert (tmp_path / "v" / f"{vivado.CORE_NAME}.v").exists()
+
+
+def test_installed_the_bitstreams_go_under_the_current_folder_not_into_the_package(monkeypatch):
+    """The default was the package's parent: inside site-packages for an installed wheel."""
+    from temposplit.model import data
+
+    assert vivado.bitstreams_default() == ROOT / "bitstreams" / "pynq-z2"  # a checkout
+    monkeypatch.setattr(data, "source_checkout", lambda: None)
+    assert vivado.bitstreams_default() == Path("bitstreams") / "pynq-z2"
