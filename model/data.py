@@ -35,6 +35,7 @@ import numpy as np
 
 from temposplit.errors import ConfigError, MissingDependencyError
 from temposplit.files import user_folder
+from temposplit.model.colour import frame_rgb
 
 # One entry per Debian package: the members to extract, relative to the package's root,
 # and where each lands under the data folder (a ``.gz`` member whose target does not end in
@@ -323,15 +324,19 @@ def _fetch_holdout(root: Path, log) -> None:
 
 
 def upright_rgb(frame) -> np.ndarray:
-    """A decoded PyAV frame as RGB uint8 (H, W, 3), turned as the file says it is shown.
+    """A decoded PyAV frame as RGB uint8 (H, W, 3), in the colours and turned as the file
+    says it is shown.
 
+    Colours as players show them (:func:`temposplit.model.colour.frame_rgb`: the stream's
+    colour tags, an untagged HD picture taken as BT.709, wide-gamut and HDR video converted
+    to BT.709 SDR), not as swscale alone converts them (every untagged picture as BT.601).
     Phones store a portrait clip as landscape pictures with a display rotation: the
     container's display matrix, which players and ``ffmpeg`` apply, and so does this, so
     that the detector sees people standing. The matrix may also mirror the picture (the
     eight EXIF orientations; some front cameras): :func:`display_transform` reads both.
     A matrix that is no multiple of 90 degrees is turned to the nearest one.
     """
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = frame_rgb(frame)
     matrix = _display_matrix(frame)
     if matrix is not None and len(matrix) == 36:
         a, b, _, c, d = np.frombuffer(matrix, "<i4", 5)
