@@ -146,9 +146,11 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
         "and setting against each frame codec curve (its crf values, also reduced to their hull), "
         "piecewise cubic Hermite interpolation of log bytes over the overlapping accuracy range (the "
         "`bjontegaard` package). Negative: the features need fewer bytes at equal accuracy. Intervals: "
-        f"95 % moving-block bootstrap ({replicates} resamples of each clip's scored frames in blocks of "
-        f"{bootstrap.BLOCK}, the same resamples for every method: paired); the hulls are taken again on "
-        "every resample. The mean over clips takes the clips where the BD-rate is defined.",
+        f"95 % circular block bootstrap ({replicates} resamples of each clip's scored frames in blocks of "
+        f"{bootstrap.BLOCK} scored frames, the same resamples for every method: paired; each clip resampled "
+        "on its own); the hulls are taken again on every resample. The intervals are of these clips' frames: "
+        "they do not say where another clip would fall. The mean over clips takes the clips where the "
+        "BD-rate is defined.",
         "",
     ]
     if wall_s is not None:

@@ -8,11 +8,12 @@ its hull; the BD-rate over the overlapping accuracy range (``bdrate.bd_rate``; N
 "no overlap" when the ranges do not meet). Pooled: the mean over the clips where it is
 defined (the count is given).
 
-Intervals: one set of moving-block resamples of each clip's scored frames
-(``bootstrap.block_resamples``) is used for every row of that clip (paired). Each row's
-scores are recomputed on each resample from its saved per-frame evaluation
-(``metrics.ImageEvals``), the hulls are taken again, and the BD-rate recomputed; the pooled
-mean takes one resample of every clip at a time. 95 % percentile intervals.
+Intervals: one set of circular block resamples of each clip's scored frames
+(``bootstrap.block_resamples``, seeded by the clip's name: the clips are resampled
+independently) is used for every row of that clip (paired). Each row's scores are
+recomputed on each resample from its saved per-frame evaluation (``metrics.ImageEvals``),
+the hulls are taken again, and the BD-rate recomputed; the pooled mean takes one resample
+of every clip at a time. 95 % percentile intervals.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
                 int(c) for c, g in zip(ev.categories, ev.gt.sum(axis=1), strict=True) if g >= FREQUENT_MIN_BOXES
             ]
     summary = ClipSummary(clip, n, frequent, sorted(curves))
-    weights = bootstrap.resample_weights(bootstrap.block_resamples(n, block, replicates), n) if replicates else None
+    weights = None
+    if replicates:
+        resamples = bootstrap.block_resamples(n, block, replicates, seed=bootstrap.clip_seed(clip), circular=True)
+        weights = bootstrap.resample_weights(resamples, n)
     by_evals: dict[str, np.ndarray] = {}
     for r in feats + [r for c in curves.values() for r in c]:
         name = r.get("evals")
