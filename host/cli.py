@@ -19,7 +19,13 @@ def register(sub) -> None:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("edge", help="stream a video or camera through M1 and the codec to a server")
-    p.add_argument("source", nargs="?", default=None, help="video file, or a camera device such as /dev/video0")
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help="video file, a camera device such as /dev/video0, or a network camera's URL (rtsp://, http://, udp://, "
+        "...; docs/deployment.md, 'Network cameras')",
+    )
     p.add_argument(
         "--replay",
         default=None,
@@ -32,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    _add_source_options(p)
     _add_calibration_options(p)
     p.add_argument(
         "--m1",
@@ -72,9 +79,10 @@ def register(sub) -> None:
         "features",
         help="a video's int8 M1 cut tensors in a feature file (encode's input; edge --replay streams it)",
     )
-    p.add_argument("video", help="video file")
+    p.add_argument("video", help="video file, camera device or network camera's URL")
     p.add_argument("output", help="feature file (.npz) to write")
     p.add_argument("--frames", type=int, default=40, help="frames to write (default 40)")
+    _add_source_options(p)
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
@@ -94,6 +102,35 @@ def _add_backend_option(p) -> None:
         help="who runs the codec: golden (software, default), rtl (the fabric simulated under Verilator), "
         "pynq (the fabric on a PYNQ-Z2; docs/pynq-z2.md)",
     )
+
+
+def _add_source_options(p) -> None:
+    """A camera's or network source's FFmpeg options and a network source's silence timeout."""
+    from temposplit.host.sources import SOURCE_TIMEOUT
+
+    p.add_argument(
+        "--input-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an FFmpeg option of a camera or network source, e.g. rtsp_transport=udp, video_size=1280x720 "
+        "(repeatable; RTSP is read over TCP unless given)",
+    )
+    p.add_argument(
+        "--source-timeout",
+        default=None,
+        metavar="S",
+        help=f"seconds a network source may stay silent (to connect, then for each picture) before the edge ends "
+        f"the stream (default {SOURCE_TIMEOUT:g})",
+    )
+
+
+def _source_options(args) -> dict:
+    """``open_source``'s keywords from the source options, checked (a bad one: one line, exit 2)."""
+    from temposplit.host.sources import SOURCE_TIMEOUT, check_source_timeout, input_options
+
+    timeout = SOURCE_TIMEOUT if args.source_timeout is None else check_source_timeout(args.source_timeout)
+    return {"options": input_options(args.input_option), "timeout": timeout}
 
 
 def _add_calibration_options(p) -> None:
@@ -191,7 +228,7 @@ def _edge_model(args, path: str, log):
                 )
         return model
     if args.calibrate_on_clip:
-        calib = list(itertools.islice(open_source(path).frames(), args.calibration or 16))
+        calib = list(itertools.islice(open_source(path, **_source_options(args)).frames(), args.calibration or 16))
     else:
         calib = calibration_frames(args.calibration)
     return EdgeModel(args.model, args.cut, args.weights, calib, log=log)
@@ -202,6 +239,14 @@ def _demo(args) -> int:
     from temposplit.host.edge import check_fps
 
     _at_least(args.frames, 1, "--frames")
+    if args.video is not None:
+        from temposplit.errors import ConfigError
+        from temposplit.host.sources import is_url, redact
+
+        if is_url(args.video):  # (read twice: streamed, then scored) and never shown with its credentials
+            raise ConfigError(
+                f"--video {redact(args.video)}: the demo takes a video file; temposplit edge streams a URL"
+            )
     if args.fps is not None:
         check_fps(args.fps)
     codec = _codec(args)
@@ -240,6 +285,9 @@ def _edge(args) -> int:
     _at_least(args.frames, 1, "--frames")
     _at_least(args.calibration, 1, "--calibration")
     _check_m1_options(args)
+    source_options = _source_options(args)
+    if args.replay and (args.input_option or args.source_timeout is not None):
+        raise ConfigError("--replay streams recorded cut tensors: --input-option and --source-timeout do not apply")
     if args.source_address:
         import ipaddress
 
@@ -261,8 +309,8 @@ def _edge(args) -> int:
     else:
         from temposplit.host.sources import open_source
 
-        source = open_source(args.source)
-        video = {"video": args.source, "fps": source.fps}
+        source = open_source(args.source, **source_options)  # a URL: refused, unreachable or silent, said here
+        video = {"video": source.path, "fps": source.fps}  # (a URL redacted: the server never sees its credentials)
     codec["fps"] = args.fps if args.fps is not None else source.fps
     if args.replay:
         check_rate(args.replay, codec["fps"])
@@ -292,7 +340,7 @@ def _edge(args) -> int:
         total = min(args.frames, total) if total else args.frames
     with _stopped_by_signals(edge) as stopped:
         try:
-            report = edge.run(frames, video=video, total=total, positions=not getattr(source, "camera", False))
+            report = edge.run(frames, video=video, total=total, positions=not getattr(source, "live", False))
         except TemposplitError as exc:
             if not stopped:
                 if edge.opened and edge.resume_state.read() is not None:  # opened, not ended: resumable
@@ -303,7 +351,13 @@ def _edge(args) -> int:
                 raise
             print(f"{args.prog}: {exc}", file=sys.stderr)  # "stopped by SIGINT; ... recorded by the server"
             return 128 + stopped[0]
-    print(f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors; {summary_line(report.summary)}")
+    dropped = ""
+    if getattr(source, "url", None) is not None:
+        dropped = f", {source.dropped} dropped at the source (the camera sent them faster than the edge took them)"
+    print(
+        f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors{dropped}; "
+        f"{summary_line(report.summary)}"
+    )
     return 0 if not report.errors else 1
 
 
@@ -381,10 +435,11 @@ def _features(args) -> int:
         from temposplit.codec.motion import check_block
 
         check_block(args.block)
+    source_options = _source_options(args)
     _check_writable_file(args.output, source=args.video)
-    source = open_source(args.video)
+    source = open_source(args.video, **source_options)
     try:  # encode takes such a file; edge --replay would not stream it
-        check_frame_size(args.video, source.size)
+        check_frame_size(source.path, source.size)
     except ConfigError as exc:
         print(f"warning: {exc}: edge --replay cannot stream this file (encode can)", file=sys.stderr)
     model = _edge_model(args, args.video, print)
@@ -398,6 +453,8 @@ def _features(args) -> int:
     )
     shapes = ", ".join(f"{n} {'x'.join(map(str, shape))}" for n, shape in s["tensors"])
     print(f"{s['frames']} frames of {s['model']} at {s['cut']} ({shapes}) -> {args.output}")
+    if getattr(source, "url", None) is not None:
+        print(f"{source.dropped} frames dropped at the source (the camera sent them faster than M1 took them)")
     return 0
 
 

@@ -107,7 +107,13 @@ class ResumeState:
 
 
 def source_identity(path: str) -> str:
-    """What a resume must read again: the file (its real path and size), or a camera's device."""
+    """What a resume must read again: the file (its real path and size), a camera's device,
+    or a network source's URL with its credentials redacted (``host.sources.redact``: the
+    state file never holds them; the same camera with another password resumes its stream)."""
+    from temposplit.host.sources import is_url, redact
+
+    if is_url(path):
+        return redact(path)
     try:
         st = os.stat(path)
     except OSError:

@@ -1,15 +1,25 @@
-"""Frame sources for the edge: a video file or a camera, through PyAV (V4L2 cameras on
-Linux), or OpenCV where PyAV is not installed (the PYNQ image ships OpenCV); or decoded
-frames in a ``.npy`` file, (N, H, W, 3) RGB uint8, read with NumPy alone (the emulated
-board, whose root has neither: the same frames on every machine, whatever its decoder)."""
+"""Frame sources for the edge: a video file, a camera or a network camera's URL, through
+PyAV (V4L2 cameras on Linux), or OpenCV where PyAV is not installed (the PYNQ image ships
+OpenCV); or decoded frames in a ``.npy`` file, (N, H, W, 3) RGB uint8, read with NumPy
+alone (the emulated board, whose root has neither: the same frames on every machine,
+whatever its decoder).
+
+A network source (docs/deployment.md, "Network cameras") is decoded in a thread of its
+own that keeps the newest :data:`LIVE_FRAMES` pictures, so that a camera faster than the
+edge builds no backlog; its URL's credentials are redacted (:func:`redact`) wherever it
+is shown or stored."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import os
 import re
 import stat
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,75 @@ def _backend() -> str:
 
 V4L2_MAJOR = 81  # Linux's video4linux character devices (/dev/videoN)
 
+NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "udp", "tcp", "srt", "rtmp", "rtmps")
+SOURCE_TIMEOUT = 10.0  # seconds a network source may stay silent (--source-timeout)
+MAX_SOURCE_TIMEOUT = 3600.0
+LIVE_FRAMES = 4  # the newest pictures a live network source keeps for the edge; older ones are dropped
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred", re.IGNORECASE)
+_OPTION = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_-]*)=(.*)", re.DOTALL)
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is a URL: a scheme, then ``://``. ``x:y.mp4``, ``file:v.mp4`` and
+    ``pipe:0`` are file names."""
+    return bool(_URL.match(path))
+
+
+def redact(url: str) -> str:
+    """``url`` as it may be shown or stored: its user information ``user:***`` (a user name
+    alone, possibly a token, ``***``), and ``***`` for the value of each query parameter
+    whose name says it is a secret (``pwd``, ``password``, ``token``, ``passphrase``, ...).
+    Any other text is returned as it is."""
+    match = _URL.match(url)
+    if not match:
+        return url
+    start = match.end()
+    # The user information ends at the URL's last '@': a password typed with an unescaped
+    # '@', '/', '?' or '#' (which FFmpeg then misreads, and the error names the URL) is
+    # hidden whole. An '@' in a path or a query hides more than it must, never less.
+    at = url.rfind("@")
+    if at >= start:
+        user, colon, _ = url[start:at].partition(":")
+        shown = f"{user}:***" if colon and "/" not in user and "?" not in user else "***"
+        url = url[:start] + shown + url[at:]
+
+    def hide(m: re.Match) -> str:
+        return f"{m.group(1)}***" if _SECRET_KEY.search(m.group(2)) else m.group(0)
+
+    head, question, query = url.partition("?")
+    if question:
+        query = re.sub(r"((?:^|(?<=[&;]))([^=&;#]*)=)([^&;#]*)", hide, query)
+    return head + question + query
+
+
+def check_source_timeout(value, option: str = "--source-timeout") -> float:
+    """``value`` as the seconds a network source may stay silent: finite, in (0, MAX_SOURCE_TIMEOUT]."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SOURCE_TIMEOUT):
+        raise ConfigError(f"{option} must be positive, at most {MAX_SOURCE_TIMEOUT:g} s, not {value}")
+    return seconds
+
+
+def input_options(items) -> dict[str, str]:
+    """``--input-option KEY=VALUE`` items as FFmpeg's options: a key of letters, digits,
+    ``_`` and ``-``, each key once."""
+    options: dict[str, str] = {}
+    for item in items or ():
+        match = _OPTION.fullmatch(item)
+        if not match:
+            raise ConfigError(
+                f"--input-option must be KEY=VALUE (an FFmpeg option, e.g. rtsp_transport=tcp), not {item!r}"
+            )
+        key, value = match.groups()
+        if key in options:
+            raise ConfigError(f"--input-option {key} is given twice")
+        options[key] = value
+    return options
+
 
 def is_camera(path: str) -> bool:
     """Whether ``path`` names a V4L2 camera: ``/dev/videoN``, or a link to one (udev's stable
@@ -47,26 +126,189 @@ def is_camera(path: str) -> bool:
     return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == V4L2_MAJOR
 
 
-def _cv2_capture(path: str, camera: bool):
+def _cv2_capture(path: str, camera: bool, url: str | None = None, options: dict | None = None, timeout: float = 0):
     """OpenCV's capture of a camera (by its index where the node is ``/dev/videoN``, else by
-    the node's path through V4L2) or a file (by its absolute name: FFmpeg, under OpenCV, takes
-    a relative one such as ``x:y.mp4`` for a URL)."""
+    the node's path through V4L2), a file (by its absolute name: FFmpeg, under OpenCV, takes
+    a relative one such as ``x:y.mp4`` for a URL) or a network source (``url``, through
+    OpenCV's FFmpeg, its ``options`` in ``OPENCV_FFMPEG_CAPTURE_OPTIONS``, ``timeout``
+    seconds to open and for each picture)."""
     import cv2
 
+    if url is not None:
+        return _cv2_network_capture(cv2, url, path, options or {}, timeout)
     if not camera:
         return cv2.VideoCapture(os.path.abspath(path))
     index = re.fullmatch(r"/dev/video(\d+)", os.path.realpath(path))
     return cv2.VideoCapture(int(index.group(1))) if index else cv2.VideoCapture(path, cv2.CAP_V4L2)
 
 
+def _cv2_network_capture(cv2, url: str, shown: str, options: dict, timeout: float):
+    bad = [k for k, v in options.items() if ";" in v or "|" in v]
+    if bad:
+        raise ConfigError(f"--input-option {bad[0]}: OpenCV's reader cannot pass a value holding ';' or '|'")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines (they may name the URL): none
+    params = []
+    for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):  # OpenCV 4.5.2 and later
+        if hasattr(cv2, name):
+            params += [getattr(cv2, name), int(timeout * 1000)]
+    before = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(f"{k};{v}" for k, v in options.items())
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warnings: a second line
+    try:
+        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+        if before is None:
+            del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
+        else:
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = before
+
+
+def _ffmpeg_why(exc: BaseException, timeout: float, waited: float) -> str:
+    """An FFmpeg error, after ``waited`` seconds, as words; never its text (PyAV's names the
+    URL, credentials and all). PyAV's interrupt callback (the timeout) is an ExitError,
+    or, through a demuxer that gives its own error for it (RTSP: "Invalid data"), any error
+    that came after the timeout."""
+    import av
+
+    if isinstance(exc, av.error.ExitError) or waited >= timeout:
+        return f"nothing received for {timeout:g} s (--source-timeout)"
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _open_network(url: str, shown: str, options: dict, timeout: float):
+    """PyAV's container of a network source and its video stream, or a ConfigError naming
+    ``shown`` (the URL redacted)."""
+    import av
+
+    scheme = url.split(":", 1)[0].lower()
+    start = time.monotonic()
+    try:
+        container = av.open(url, container_options=options, timeout=timeout, metadata_errors="replace")
+    except av.error.ProtocolNotFoundError:
+        raise ConfigError(f"cannot open {shown}: this FFmpeg (PyAV's) has no {scheme} protocol") from None
+    except (OSError, av.error.FFmpegError) as exc:
+        why = _ffmpeg_why(exc, timeout, time.monotonic() - start)
+        raise ConfigError(f"cannot open {shown}: {why}") from None
+    if not container.streams.video:
+        container.close()
+        raise ConfigError(f"{shown} has no video stream")
+    return container, container.streams.best("video") or container.streams.video[0]
+
+
+def _network_pictures(container, stream, timeout: float):
+    """The decoded pictures (PyAV frames) of an opened network source, until it ends; a
+    silence of ``timeout`` seconds (no bytes, or bytes that give no picture) is a
+    :class:`_Stopped`. A packet that does not decode (a corrupt or lost one) is skipped, as
+    players do: a live stream goes on at its next picture."""
+    import av
+
+    heard = seen = time.monotonic()  # the last packet, the last picture (or the edge's last request)
+    try:
+        for packet in container.demux(stream):
+            heard = time.monotonic()
+            try:
+                pictures = packet.decode()
+            except av.error.FFmpegError:
+                pictures = []
+            for picture in pictures:
+                yield picture
+                heard = seen = time.monotonic()
+            if heard - seen > timeout:
+                raise _Stopped(f"no picture for {timeout:g} s")
+    except (OSError, av.error.FFmpegError) as exc:
+        raise _Stopped(_ffmpeg_why(exc, timeout, time.monotonic() - heard)) from None
+
+
+class _Stopped(Exception):
+    """A network source that stopped part way: why, in words (no URL)."""
+
+
+class _Newest:
+    """A live source's pictures, decoded in a thread of its own as fast as they come, of
+    which the newest ``keep`` wait for the edge: the oldest is dropped (and counted) when a
+    new one comes to a full queue. With ``drop`` false (a source of known duration) the
+    thread waits for room instead. ``pictures`` is called in the thread (it opens the
+    source there: the thread owns it) and yields pictures, raising :class:`_Stopped`."""
+
+    def __init__(self, pictures, keep: int, drop: bool, name: str):
+        self._pictures, self._keep, self._drop = pictures, keep, drop
+        self._queue: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._done = self._stopped = False
+        self._error: str | None = None
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=f"source {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        error = None
+        try:
+            pictures = self._pictures()
+            try:
+                for picture in pictures:
+                    with self._cond:
+                        while not self._drop and len(self._queue) >= self._keep and not self._stopped:
+                            self._cond.wait()
+                        if self._stopped:
+                            return
+                        if len(self._queue) >= self._keep:
+                            self._queue.popleft()
+                            self.dropped += 1
+                        self._queue.append(picture)
+                        self._cond.notify_all()
+            finally:
+                pictures.close()
+        except (_Stopped, ConfigError) as exc:
+            error = str(exc)
+        except Exception as exc:  # not the text: an FFmpeg error's names the URL
+            error = f"the reader failed ({type(exc).__name__})"
+        finally:
+            with self._cond:
+                self._done, self._error = True, error
+                self._cond.notify_all()
+
+    def take(self):
+        """The oldest picture kept; None at the source's end; :class:`_Stopped` where it failed."""
+        with self._cond:
+            while not self._queue and not self._done:
+                self._cond.wait(1.0)
+            if self._queue:
+                picture = self._queue.popleft()
+                self._cond.notify_all()
+                return picture
+            if self._error is not None:
+                raise _Stopped(self._error)
+            return None
+
+    def stop(self) -> None:
+        """Let the thread go: it closes the source at its next picture (or its timeout)."""
+        with self._cond:
+            self._stopped = True
+            self._queue.clear()
+            self._cond.notify_all()
+
+
 @dataclass
 class Source:
-    path: str
+    path: str  # as shown: a network source's URL redacted (:func:`redact`)
     fps: float
     count: int | None
     camera: bool
     backend: str = "av"
     size: tuple[int, int] | None = None  # the first frame's (H, W), where known before reading
+    url: str | None = field(default=None, repr=False)  # a network source's URL, credentials and all
+    options: dict = field(default_factory=dict, repr=False)  # FFmpeg's options (--input-option)
+    timeout: float = SOURCE_TIMEOUT  # seconds a network source may stay silent
+    finite: bool = False  # a network source of known duration (a file over HTTP): read whole, none dropped
+    dropped: int = 0  # pictures of a live network source dropped for newer ones (so far)
+
+    @property
+    def live(self) -> bool:
+        """A camera or a network source: no frame count, frames numbered as the edge takes
+        them, a resumed stream numbered on (docs/protocol.md, "Frame identity")."""
+        return self.camera or self.url is not None
 
     def frames(self):
         """RGB uint8 frames (H, W, 3), all of the first frame's size: a frame of another
@@ -82,6 +324,9 @@ class Source:
             for i in range(frames.shape[0]):
                 yield np.array(frames[i])
             return
+        if self.url is not None:
+            yield from self._frames_network()
+            return
         if self.backend == "cv2":
             yield from self._frames_cv2()
             return
@@ -93,7 +338,7 @@ class Source:
         import av
 
         try:
-            container = av.open(self.path, format="v4l2", metadata_errors="replace")
+            container = av.open(self.path, format="v4l2", metadata_errors="replace", **_av_options(self.options))
         except (OSError, av.error.FFmpegError) as exc:
             raise ConfigError(f"cannot open {self.path}: {exc}") from exc
         with container:
@@ -124,9 +369,78 @@ class Source:
         finally:
             cap.release()
 
+    def _frames_network(self):
+        """A network source's frames, taken from a :class:`_Newest` reader: connected again
+        (the probe's connection was closed while the model loaded). Its end, where its
+        duration is not known, and its failure are a ConfigError naming the frame: the edge
+        ends the stream there."""
+        if self.backend == "cv2":
+            import cv2
 
-def open_source(path: str, backend: str | None = None) -> Source:
+            pictures, rgb = self._pictures_cv2, lambda bgr: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        else:
+            from temposplit.model.data import upright_rgb
+
+            pictures, rgb = self._pictures_av, upright_rgb
+        reader = _Newest(pictures, LIVE_FRAMES, drop=not self.finite, name=self.path)
+        index = 0
+        try:
+            while True:
+                try:
+                    picture = reader.take()
+                except _Stopped as exc:
+                    raise ConfigError(f"{self.path}: the stream stopped at frame {index}: {exc}") from None
+                finally:
+                    self.dropped = reader.dropped
+                if picture is None:
+                    if not self.finite:  # a live stream has no end of its own
+                        raise ConfigError(f"{self.path}: the stream stopped at frame {index}: the source closed it")
+                    return
+                yield rgb(picture)
+                index += 1
+        finally:
+            reader.stop()
+
+    def _pictures_av(self):
+        try:
+            container, stream = _open_network(self.url, self.path, self.options, self.timeout)
+        except ConfigError as exc:  # gone since the probe
+            raise _Stopped(str(exc).removeprefix(f"cannot open {self.path}: ")) from None
+        with container:
+            yield from _network_pictures(container, stream, self.timeout)
+
+    def _pictures_cv2(self):
+        cap = _cv2_capture(self.path, False, self.url, self.options, self.timeout)
+        try:
+            if not cap.isOpened():
+                raise _Stopped("cannot connect again")
+            while True:
+                ok, bgr = cap.read()
+                if not ok:  # OpenCV tells neither its timeout nor an error from the end
+                    if self.finite:
+                        return
+                    raise _Stopped(f"no picture (none for {self.timeout:g} s, or the source closed it)")
+                yield bgr
+        finally:
+            cap.release()
+
+
+def _av_options(options: dict) -> dict:
+    """``av.open``'s keyword for FFmpeg's options of the source (none: the call as before)."""
+    return {"container_options": dict(options)} if options else {}
+
+
+def open_source(path: str, backend: str | None = None, options: dict | None = None, timeout: float = SOURCE_TIMEOUT):
+    """The source ``path`` names, opened and checked (its rate, count and first frame's size
+    read): a file, a ``.npy`` of frames, a V4L2 camera, or a network source's URL
+    (:data:`NETWORK_SCHEMES`). ``options``: FFmpeg's options of a camera or a network
+    source (``--input-option``); ``timeout``: the seconds a network source may stay silent."""
+    options = dict(options or {})
+    if is_url(path):
+        return _open_url(path, backend, options, check_source_timeout(timeout, "the source timeout"))
     camera = is_camera(path)
+    if options and not camera:
+        raise ConfigError(f"--input-option is for cameras and network sources, not the file {path}")
     if not camera:
         from temposplit.model.data import check_video_file
 
@@ -143,6 +457,8 @@ def open_source(path: str, backend: str | None = None) -> Source:
     if backend == "cv2":
         import cv2
 
+        if options:
+            raise ConfigError(f"--input-option: OpenCV's reader takes FFmpeg's options for network sources, not {path}")
         cap = _cv2_capture(path, camera)
         try:
             if not cap.isOpened():
@@ -169,12 +485,90 @@ def open_source(path: str, backend: str | None = None) -> Source:
     import av
 
     try:
-        with av.open(path, format="v4l2", metadata_errors="replace") as c:
+        with av.open(path, format="v4l2", metadata_errors="replace", **_av_options(options)) as c:
             s = c.streams.video[0]
             fps = float(s.average_rate) if s.average_rate else 30.0
     except (OSError, av.error.FFmpegError, IndexError) as exc:
         raise ConfigError(f"cannot open {path} as a video: {getattr(exc, 'strerror', None) or exc}") from exc
-    return Source(path, fps, None, True, "av")
+    return Source(path, fps, None, True, "av", options=options)
+
+
+def _open_url(url: str, backend: str | None, options: dict, timeout: float) -> Source:
+    """A network source, probed: connected, its rate and first picture's size read, closed
+    again (the edge connects anew once its model is loaded). A URL that is refused,
+    unreachable or silent is a ConfigError naming it, its credentials redacted."""
+    shown = redact(url)
+    scheme = _URL.match(url).group(1).lower()
+    url = scheme + url[len(scheme) :]  # (FFmpeg knows its protocols in lower case)
+    if scheme not in NETWORK_SCHEMES:
+        raise ConfigError(
+            f"{shown}: the edge reads network sources of {', '.join(NETWORK_SCHEMES)}, not {scheme} "
+            f"(a file of that name is ./{shown})"
+        )
+    if scheme in ("rtsp", "rtsps"):
+        options.setdefault("rtsp_transport", "tcp")  # whole pictures (docs/deployment.md, "Network cameras")
+    backend = backend or _backend()
+    probe = _probe_cv2 if backend == "cv2" else _probe_av
+    fps, size, finite = _waited_for(probe, url, shown, options, timeout)
+    return Source(shown, fps, None, False, backend, size, url, options, timeout, finite)
+
+
+def _waited_for(fn, *args):
+    """``fn(*args)`` run in a thread of its own while this one waits: FFmpeg blocks in C,
+    where Python's signal handlers cannot run (a Ctrl-C while a silent camera was being
+    opened waited out the timeout, then was lost)."""
+    done: dict = {}
+
+    def run():
+        try:
+            done["value"] = fn(*args)
+        except BaseException as exc:
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, name="source probe", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+def _probe_av(url: str, shown: str, options: dict, timeout: float):
+    """(rate, first picture's size, whether the duration is known) of a network source, through PyAV."""
+    from temposplit.model.data import upright_rgb
+
+    container, stream = _open_network(url, shown, options, timeout)
+    with container:
+        fps = float(stream.average_rate) if stream.average_rate else 30.0
+        finite = container.duration is not None and container.duration > 0
+        try:
+            with contextlib.closing(_network_pictures(container, stream, timeout)) as pictures:
+                first = next(pictures, None)
+        except _Stopped as exc:
+            raise ConfigError(f"{shown}: {exc}") from None
+        if first is None:
+            raise ConfigError(f"{shown} has no picture to decode")
+        return fps, tuple(int(v) for v in upright_rgb(first).shape[:2]), finite
+
+
+def _probe_cv2(url: str, shown: str, options: dict, timeout: float):
+    """As :func:`_probe_av`, through OpenCV (which tells no reason for a failure)."""
+    import cv2
+
+    cap = _cv2_capture(shown, False, url, options, timeout)
+    try:
+        if not cap.isOpened():
+            raise ConfigError(f"cannot open {shown}: refused, unreachable, or no video for {timeout:g} s")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        ok, bgr = cap.read()
+        if not ok or bgr is None:
+            raise ConfigError(f"{shown}: no picture for {timeout:g} s")
+    finally:
+        cap.release()
+    fps = float(fps) if math.isfinite(fps) and fps > 0 else 30.0
+    return fps, tuple(int(v) for v in bgr.shape[:2]), math.isfinite(count) and 1 <= count < 2**63
 
 
 @dataclass
