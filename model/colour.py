@@ -25,17 +25,19 @@ import numpy as np
 
 # FFmpeg's AVColorSpace, AVColorPrimaries and AVColorTransferCharacteristic values (the
 # codes of ITU-T H.273, which the frames carry).
-SPC_BT709, SPC_BT470BG, SPC_SMPTE170M, SPC_SMPTE240M = 1, 5, 6, 7
+SPC_BT709, SPC_UNSPECIFIED, SPC_BT470BG, SPC_SMPTE170M, SPC_SMPTE240M = 1, 2, 5, 6, 7
 SPC_YCGCO, SPC_BT2020_NCL, SPC_BT2020_CL = 8, 9, 10
 PRI_BT709, PRI_BT2020, PRI_SMPTE432 = 1, 9, 12
 TRC_SMPTE2084, TRC_ARIB_STD_B67 = 16, 18
 
 RANGE_JPEG = 2  # AVColorRange: full
 
-# The matrices a tag may name and swscale applies (others mean no sensible matrix: guessed).
+# The matrices a tag may name (others mean no sensible matrix: guessed). swscale applies
+# each but YCgCo (FFmpeg's sws_scale_frame refuses a frame tagged YCgCo, or tagged with any
+# code it does not know, with EOPNOTSUPP): a YCgCo picture is read in NumPy (:func:`to_bt709`).
 _KNOWN_MATRICES = {SPC_BT709, SPC_BT470BG, SPC_SMPTE170M, SPC_SMPTE240M, SPC_YCGCO, SPC_BT2020_NCL, SPC_BT2020_CL}
-# (Kr, Kb) of the matrices the linear-light path applies itself (BT.2020's constant-luminance
-# matrix is taken as its non-constant one, as swscale takes it).
+# (Kr, Kb) of the matrices swscale applies, which the linear-light path applies itself too
+# (BT.2020's constant-luminance matrix is taken as its non-constant one, as swscale takes it).
 _KR_KB = {
     SPC_BT709: (0.2126, 0.0722),
     SPC_BT470BG: (0.299, 0.114),
@@ -57,7 +59,7 @@ _PRIMARIES = {
 REFERENCE_WHITE = 203.0  # cd/m2: HDR reference (graphics) white, ITU-R BT.2408, shown as RGB white
 HLG_PEAK = 1000.0  # cd/m2: the nominal HLG display (ITU-R BT.2100), system gamma 1.2
 _SDR_GAMMA = 2.4  # ITU-R BT.1886
-_STRIP = 256  # rows converted at once in linear light (bounds the float temporaries)
+_STRIP = 1 << 18  # pixels converted at once in linear light (whole rows): bounds the float temporaries
 
 
 def is_hd(width: int, height: int) -> bool:
@@ -101,10 +103,12 @@ def frame_rgb(frame) -> np.ndarray:
     matrix = matrix_of(frame)
     transfer = int(frame.color_trc)
     primaries = primaries_of(frame, matrix)
-    if matrix in _KR_KB and (primaries != PRI_BT709 or transfer in (TRC_SMPTE2084, TRC_ARIB_STD_B67)):
+    if matrix not in _KR_KB or primaries != PRI_BT709 or transfer in (TRC_SMPTE2084, TRC_ARIB_STD_B67):
         return to_bt709(frame, matrix, primaries, transfer)
-    if matrix in (int(frame.colorspace), SPC_BT470BG):  # swscale reads the tag, or takes BT.601
+    tagged = int(frame.colorspace)
+    if tagged == matrix or (tagged == SPC_UNSPECIFIED and matrix == SPC_BT470BG):  # what swscale reads alone
         return frame.to_ndarray(format="rgb24")
+    # A guess swscale would not make, or a tag it refuses (reserved, ICtCp, ...): the matrix named.
     return frame.reformat(format="rgb24", src_colorspace=_sws_colorspace(matrix)).to_ndarray()
 
 
@@ -121,15 +125,34 @@ def _sws_colorspace(matrix: int) -> int:
 
 
 def to_bt709(frame, matrix: int, primaries: int, transfer: int) -> np.ndarray:
-    """A wide-gamut or HDR frame as BT.709 SDR RGB uint8, in linear light (module docstring).
+    """A wide-gamut or HDR frame (or a YCgCo one) as BT.709 SDR RGB uint8, in linear light
+    (module docstring).
 
-    swscale only unpacks the planes (and upsamples the chroma) to 16 bits; the matrix and
-    range are applied here: swscale's own 10-bit to 16-bit RGB reads 0.4 % dark, which PQ's
-    steep curve makes up to 30 levels of 255 near black after the primaries' conversion."""
-    kr, kb = _KR_KB[matrix]
+    swscale only unpacks the planes (and upsamples the chroma) to 16 bits, told that the
+    matrix and the range stay what they are (it would otherwise turn an untagged ``yuvj``
+    frame to limited range, and refuse a tag it does not know); the matrix and range are
+    applied here: swscale's own 10-bit to 16-bit RGB reads 0.4 % dark, which PQ's steep
+    curve makes up to 30 levels of 255 near black after the primaries' conversion."""
+    from av.video.reformatter import ColorRange
+
     bits = frame.format.components[0].bits
-    planes = frame.reformat(format="yuv444p16le").to_ndarray()  # (H, W, 3) uint16, shifted to 16 bits
-    if int(frame.color_range) == RANGE_JPEG or frame.format.name.startswith("yuvj"):
+    full = int(frame.color_range) == RANGE_JPEG or frame.format.name.startswith("yuvj")
+    same = _sws_colorspace(matrix)
+    kept = ColorRange.JPEG if full else ColorRange.MPEG
+    # One thread: FFmpeg 8's sliced unpack of an odd-sized (e.g. 1921x1081) 10-bit frame
+    # garbles a few pixels at a slice's edge, differently from run to run.
+    unpacked = frame.reformat(
+        format="yuv444p16le",
+        src_colorspace=same,
+        dst_colorspace=same,
+        src_color_range=kept,
+        dst_color_range=kept,
+        threads=1,
+    )
+    height, width = unpacked.height, unpacked.width
+    # The three planes, uint16 shifted to 16 bits, as views of the unpacked frame (no copy).
+    planes = [np.frombuffer(p, np.uint16).reshape(-1, p.line_size // 2)[:height, :width] for p in unpacked.planes]
+    if full:
         y_scale = c_scale = 1 / ((2**bits - 1) << (16 - bits))
         y_offset, c_offset = 0.0, -32768 * c_scale
     else:  # limited: Y' = (Y / 256 - 16) / 219, C = (C / 256 - 128) / 224 at any depth, once shifted to 16 bits
@@ -139,19 +162,25 @@ def to_bt709(frame, matrix: int, primaries: int, transfer: int) -> np.ndarray:
     convert = _conversion(primaries).astype(np.float32).T
     luma = _luma(primaries).astype(np.float32)
     encode = _encode_lut()
-    out = np.empty(planes.shape, np.uint8)
-    for top in range(0, out.shape[0], _STRIP):
-        y, cb, cr = np.moveaxis(planes[top : top + _STRIP].astype(np.float32), -1, 0)
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _STRIP // width)
+    for top in range(0, height, rows):
+        y, cb, cr = (plane[top : top + rows].astype(np.float32) for plane in planes)
         y, cb, cr = y * y_scale + y_offset, cb * c_scale + c_offset, cr * c_scale + c_offset
-        r, b = y + (2 - 2 * kr) * cr, y + (2 - 2 * kb) * cb
-        coded = np.stack([r, (y - kr * r - kb * b) / (1 - kr - kb), b], axis=-1)
+        if matrix == SPC_YCGCO:  # ITU-T H.273: Cb carries Cg, Cr carries Co
+            t = y - cb
+            coded = np.stack([t + cr, y + cb, t - cr], axis=-1)
+        else:
+            kr, kb = _KR_KB[matrix]
+            r, b = y + (2 - 2 * kr) * cr, y + (2 - 2 * kb) * cb
+            coded = np.stack([r, (y - kr * r - kb * b) / (1 - kr - kb), b], axis=-1)
         light = to_linear[np.clip(coded * 65535 + 0.5, 0, 65535).astype(np.uint16)]
         if transfer == TRC_ARIB_STD_B67:  # the HLG OOTF: display light from scene light
             scene_y = np.maximum(light @ luma, 0.0)
             light *= (HLG_PEAK / REFERENCE_WHITE * scene_y ** np.float32(0.2))[..., None]
         light = light @ convert
         np.clip(light, 0.0, 1.0, out=light)
-        out[top : top + _STRIP] = encode[(np.sqrt(light) * (len(encode) - 1) + 0.5).astype(np.intp)]
+        out[top : top + rows] = encode[(np.sqrt(light) * (len(encode) - 1) + 0.5).astype(np.intp)]
     return out
 
 
