@@ -24,7 +24,8 @@ def register(sub) -> None:
         nargs="?",
         default=None,
         help="video file, a camera device such as /dev/video0, or a network camera's URL (rtsp://, http://, udp://, "
-        "...; docs/deployment.md, 'Network cameras')",
+        "...; docs/deployment.md, 'Network cameras'); default $TEMPOSPLIT_SOURCE, which keeps a URL's credentials "
+        "off the command line that every user of the machine can read",
     )
     p.add_argument(
         "--replay",
@@ -267,6 +268,7 @@ def _demo(args) -> int:
 
 def _edge(args) -> int:
     import itertools
+    import os
     import sys
 
     from temposplit.errors import ConfigError, TemposplitError
@@ -276,8 +278,10 @@ def _edge(args) -> int:
     from temposplit.protocol import TLSConfig
 
     address = server_address(args.server)
+    if args.source is None and args.replay is None:  # a process's environment is its owner's alone, unlike its argv
+        args.source = os.environ.get("TEMPOSPLIT_SOURCE") or None
     if (args.source is None) == (args.replay is None):
-        raise ConfigError("give either a video source or --replay FILE")
+        raise ConfigError("give either a video source (or $TEMPOSPLIT_SOURCE) or --replay FILE")
     if args.replay and (args.m1 or args.weights or args.cut or args.calibrate_on_clip):
         raise ConfigError(
             "--replay streams recorded cut tensors: --m1, --weights, --cut and --calibrate-on-clip do not apply"

@@ -490,6 +490,34 @@ def test_the_edge_streams_a_url_as_a_live_source_redacted(sender, monkeypatch):
     assert seen == {"video": {"video": shown, "fps": 30.0}, "positions": False, "source": shown, "total": 3}
 
 
+def test_the_edge_takes_its_source_from_the_environment_off_its_command_line(sender, monkeypatch, capsys, one_line):
+    """``$TEMPOSPLIT_SOURCE`` stands for the source argument (what deploy/systemd's units
+    use): a process's environment is readable by its owner alone, its argv by every user."""
+    import temposplit.host.cli as cli
+    import temposplit.host.edge as edge_module
+
+    cam = sender("http", 0, 5, "user:secret")
+    monkeypatch.setattr(cli, "_edge_model", lambda *a: object())
+    seen = {}
+
+    def run(self, frames, video=None, total=None, positions=True):
+        seen.update(video=video, source=self.source_id)
+        raise SystemExit(7)
+
+    monkeypatch.setattr(edge_module.Edge, "run", run)
+    monkeypatch.setenv("TEMPOSPLIT_SOURCE", f"http://user:secret@127.0.0.1:{cam.port}/cam.ts")
+    with pytest.raises(SystemExit, match="7"):
+        main(["edge", "--server", "127.0.0.1:9", "--frames", "3"])
+    assert seen["source"] == f"http://user:***@127.0.0.1:{cam.port}/cam.ts"
+    # A source on the command line wins; --replay takes no source at all.
+    monkeypatch.setattr(cli, "_edge_model", _no_model)
+    assert main(["edge", "rtsp://u:other@127.0.0.1:9/s", "--server", "127.0.0.1:9"]) == 2
+    assert "other" not in one_line("rtsp://u:***@127.0.0.1:9/s")
+    monkeypatch.delenv("TEMPOSPLIT_SOURCE")
+    assert main(["edge", "--server", "127.0.0.1:9"]) == 2
+    one_line("give either a video source (or $TEMPOSPLIT_SOURCE) or --replay FILE")
+
+
 def test_wrong_credentials_are_one_line_naming_the_url_redacted(sender, monkeypatch, capsys, one_line):
     import temposplit.host.cli as cli
 

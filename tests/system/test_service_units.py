@@ -120,7 +120,11 @@ def test_the_edge_unit_starts_edge_with_its_settings(board):
         env |= _environment(s)
     env |= _env_file(UNITS / "edge.env")
     args = _parse(_expand(_exec_start(settings), env))
-    assert args.command == "edge" and args.source == "/dev/video0" and args.server == "192.168.2.1:7300"
+    # The source comes from the environment (the edge reads $TEMPOSPLIT_SOURCE), never from
+    # the command line, which every user can read: a camera URL may hold a password.
+    assert args.command == "edge" and args.source is None and env["TEMPOSPLIT_SOURCE"] == "/dev/video0"
+    assert "TEMPOSPLIT_SOURCE" not in _exec_start(settings)
+    assert args.server == "192.168.2.1:7300"
     assert args.stream == INSTANCE, "the instance names the stream"
     # The resume token is kept where the unit's StateDirectory= makes a persistent folder.
     state_dirs = _values(settings[0], "StateDirectory")[0].split()
