@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,27 @@ def recorded_detections(records: list[dict]) -> RecordedDetections:
     return RecordedDetections(boxes.reshape(-1, 4), scores, [str(r.get("label", "")) for r in records])
 
 
+# A line as DetectionLog.write writes it: the frame, then the bytes and detections, or the error.
+WRITTEN = re.compile(
+    rb'\{"frame":(0|[1-9][0-9]*),(?:"kind":"[a-z]*","n_bits":[0-9]+,"bytes":([0-9]+),"detections":\[.*\]'
+    rb'|"error":"(?:[^"\\]|\\.)*")\}\n\Z',
+    re.S,
+)
+
+
+def _record(line: bytes) -> dict | None:
+    """One log line as a record, or None: not JSON, or a frame number no stream can have
+    (e.g. a line edited by hand)."""
+    try:
+        rec = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    frame = rec.get("frame") if isinstance(rec, dict) else None
+    if isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < P.MAX_FRAMES:
+        return rec
+    return None
+
+
 class DetectionLog:
     """One JSON object per line and per frame: detections, or an explicit error.
 
@@ -62,25 +84,63 @@ class DetectionLog:
 
     @staticmethod
     def read(path: Path) -> list[dict]:
-        """The records of an existing log. A last line cut short by a crash (no newline)
-        is not a record: it is cut off the file so that appending starts on a fresh line."""
-        if not path.is_file():
-            return []
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            with open(path, "r+b") as f:
-                f.truncate(end)
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+        """The records of an existing log, as a list (:meth:`records` reads them one by one)."""
+        return list(DetectionLog.records(path))
+
+    @staticmethod
+    def records(path: Path, after: int = -1):
+        """The records of an existing log of frames past ``after``, one at a time
+        (:meth:`_lines`); a line as :meth:`write` writes it of a frame up to ``after`` is
+        passed over unparsed."""
+        for line in DetectionLog._lines(path):
+            m = WRITTEN.match(line) if after >= 0 else None
+            if m is not None and int(m[1]) <= after:
                 continue
-            frame = rec.get("frame") if isinstance(rec, dict) else None
-            if isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < P.MAX_FRAMES:
-                out.append(rec)  # (a frame number no stream can have, e.g. a line edited by hand: not a record)
-        return out
+            rec = _record(line)
+            if rec is not None and rec["frame"] > after:
+                yield rec
+
+    @staticmethod
+    def frames(path: Path):
+        """``(frame, error, bytes)`` of each record of an existing log, one at a time: what a
+        resume needs. A line as :meth:`write` writes it is read from its head, its detections
+        passed over (about 20 times faster than parsing them: a resume's HELLO is answered
+        within the edge's timeout); any other line is parsed."""
+        for line in DetectionLog._lines(path):
+            m = WRITTEN.match(line)
+            if m is not None:
+                frame = int(m[1])
+                if frame < P.MAX_FRAMES:
+                    yield frame, m[2] is None, int(m[2] or 0)
+                continue
+            rec = _record(line)
+            if rec is not None:
+                yield rec["frame"], "error" in rec, 0 if "error" in rec else int(rec.get("bytes", 0) or 0)
+
+    @staticmethod
+    def _lines(path: Path):
+        """The complete lines of an existing log, one at a time: a line in memory, never the
+        file (a stream of a day at 30 frames/s logs gigabytes). A last line cut short by a
+        crash (no newline) is not a record: it is cut off the file so that appending starts
+        on a fresh line."""
+        if not path.is_file():
+            return
+        with open(path, "r+b") as f:
+            end = size = f.seek(0, os.SEEK_END)
+            while end > 0:  # back to the last newline, a block at a time
+                start = max(0, end - (1 << 16))
+                f.seek(start)
+                cut = f.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    end = start + cut + 1
+                    break
+                end = start
+            if end < size:
+                f.truncate(end)
+        with open(path, "rb") as f:
+            for line in f:
+                if line.endswith(b"\n"):
+                    yield line
 
     def write(self, record: dict) -> None:
         with self._lock:

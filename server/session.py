@@ -184,23 +184,28 @@ class Session:
         return max(0.0, time.time() - max(times)) if times else float("inf")
 
     def load_records(self) -> None:
-        """The frames an earlier server (or connection) recorded, from the log."""
-        records = DetectionLog.read(self.out_dir / "detections.jsonl")
-        for rec in records:
-            i = rec["frame"]
-            if "error" in rec:
+        """The frames an earlier server (or connection) recorded, from the log, read a record
+        at a time: what a resume holds is the frames' ranges, not the log (a stream of a day
+        logs gigabytes, which a list of its records held many times over)."""
+        log = self.out_dir / "detections.jsonl"
+        for i, error, nbytes in DetectionLog.frames(log):
+            if error:
                 self.failed.add(i)
             else:
                 self.recorded.add(i)
-                self.bytes += int(rec.get("bytes", 0) or 0)
+                self.bytes += nbytes
             self.max_seen = max(self.max_seen, i)
         self.recorded -= self.failed  # never both (a log edited by hand): the error stands
         # The records past the first frame without one (a bidirectional structure records out of
         # order): the resumed video segment starts at that frame, and these frames, answered
         # `duplicate` when the edge sends them again, are drawn from their records (open_outputs).
         start = self.next_frame
-        ahead = {rec["frame"]: rec for rec in records if rec["frame"] > start and "error" not in rec}
-        ahead.update({rec["frame"]: rec for rec in records if rec["frame"] > start and "error" in rec})
+        ahead: dict[int, dict] = {}
+        errors: dict[int, dict] = {}
+        if self.max_seen > start:  # a second pass, only where such records exist
+            for rec in DetectionLog.records(log, after=start):
+                (errors if "error" in rec else ahead)[rec["frame"]] = rec
+        ahead.update(errors)
         self.ahead = [ahead[i] for i in sorted(ahead)]
 
     def open_outputs(self, frames=None) -> None:

@@ -3,9 +3,10 @@
 ``python -m temposplit.server.soak --streams 200 --frames 5 --features F.npz`` starts
 ``temposplit serve`` in its own process, streams the recorded M1 outputs of F (``temposplit
 features``) as that many short replay streams one after another, and prints one JSON
-object: the server's resident memory (VmRSS) and thread count after the warm-up stream
-and at checkpoints, and the growth from the first checkpoint to the last (docs/protocol.md:
-a finished stream is dropped from memory). SIGTERM and SIGINT stop the started server
+object: the server's resident memory (VmRSS), its peak (VmHWM), its threads and its open
+file descriptors after the warm-up stream and at checkpoints, and the memory's growth from
+the first checkpoint to the last (docs/protocol.md: a finished stream is dropped from
+memory; docs/deployment.md, "Long runs"). SIGTERM and SIGINT stop the started server
 too, then one line and exit status 143 or 130.
 """
 
@@ -18,13 +19,21 @@ import tempfile
 
 
 def _status(pid: int) -> dict:
+    """The server's resident memory, its peak, its threads and its open file descriptors."""
+    import os
+
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "Threads"):
+            if key in ("VmRSS", "VmHWM", "Threads"):
                 out[key] = int(value.split()[0])
-    return {"rss_mb": round(out["VmRSS"] * 1024 / 1e6, 1), "threads": out["Threads"]}
+    return {
+        "rss_mb": round(out["VmRSS"] * 1024 / 1e6, 1),
+        "peak_rss_mb": round(out["VmHWM"] * 1024 / 1e6, 1),
+        "threads": out["Threads"],
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
 
 
 def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 10) -> dict:

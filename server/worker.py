@@ -44,12 +44,12 @@ class Item:
     obj: dict | None = None
 
 
-
 def failure(exc: BaseException) -> str:
     """What the edge is told of a server-side failure: the kind, and for a system error the
     system's reason (a full disk, a folder removed), never a path or a traceback."""
     name = type(exc).__name__
     return f"{name} ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else name
+
 
 class Worker:
     def __init__(self, models, log, on_closed, device: str = "cpu", queue_size=256, max_batch=16, max_delay=0.01):

@@ -352,7 +352,6 @@ def test_the_halves_refuse_what_they_cannot_run(ssd, vtest_frames):
         ssd.split(10)
 
 
-
 @MODELS
 def test_the_int8_halves_refuse_what_they_cannot_run(ssd):
     """QuantizedSplit.m2 dequantized before Split.m2 checked: TypeError, AttributeError."""
