@@ -640,11 +640,7 @@ class Edge:
             try:
                 encoder = make_encoder(self.backend, self.config, first_index=first)
             except BaseException:
-                try:  # the receiving thread's recv() holds the socket open past a close() alone
-                    self.chan.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self.chan.close()
+                self.chan.close()  # (a shutdown first: the receiving thread's recv() holds the socket)
                 raise
             self.encoder.close()
             self.encoder = encoder

@@ -181,6 +181,14 @@ class Channel:
         return Message(mtype, self._read(length))
 
     def close(self) -> None:
+        """End the connection: shut it down, then close the socket. A close alone sends no
+        FIN while another thread is blocked reading the socket (the edge's receiver): the
+        kernel keeps the connection until that read returns, and the peer holds its side
+        open until its idle timeout."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # not connected, or already shut down by the peer
+            pass
         try:
             self.sock.close()
         except OSError:

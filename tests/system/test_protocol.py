@@ -50,3 +50,37 @@ def test_a_closed_peer_is_reported():
     a.close()
     with pytest.raises(P.ConnectionClosed):
         b.recv()
+
+
+def test_closing_a_channel_that_another_thread_reads_ends_the_connection():
+    """The edge closes its channel while its receiving thread is blocked in ``recv`` on it.
+    A close alone sends no FIN then (the kernel keeps the socket for that read until it
+    returns: the socket's timeout, 60 s for the edge), so the server held the connection,
+    and the session attached to it, that long; and the descriptor's number, free again,
+    could be taken by the process's next socket while the old read still waited.
+    ``Channel.close`` shuts the connection down first: the peer sees its end at once."""
+    import threading
+    import time
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=30)
+        peer, _ = listener.accept()
+        with peer:
+            chan = P.Channel(client)
+            ended = []
+            reader = threading.Thread(target=lambda: ended.append(_read_until_closed(chan)), daemon=True)
+            reader.start()
+            time.sleep(0.2)  # the reader is blocked in recv
+            chan.close()
+            peer.settimeout(5)
+            assert peer.recv(1) == b"", "the peer saw no end of the connection"
+            reader.join(5)
+            assert ended and not reader.is_alive()
+
+
+def _read_until_closed(chan) -> str:
+    try:
+        chan.recv()
+    except (P.ConnectionClosed, OSError) as exc:
+        return type(exc).__name__
+    return "message"

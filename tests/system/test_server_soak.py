@@ -98,7 +98,7 @@ def test_a_server_gives_back_what_its_streams_took(make_server, coded_stream):
     srv = make_server(
         local_video=True,
         linger=1.0,  # a detached session expires after 1 s (120 s in service)
-        idle_timeout=5.0,  # a socket some other thread of this process still polls sends no FIN when closed
+        idle_timeout=5.0,  # bounds the wait for a connection another test of this process left open
         max_streams_per_client=0,
         max_new_streams_per_client=0,
         max_connections_per_client=0,
