@@ -1,12 +1,15 @@
-"""Bjøntegaard delta rate between rate-accuracy curves, and the lower convex hull that makes a curve.
+"""Bjøntegaard delta rate between rate-accuracy curves, and the Pareto front that makes a curve.
 
 A curve is a set of (bytes per frame, accuracy) points. Before any comparison each curve is
-reduced to its **lower convex hull** in (accuracy, log10 bytes): the points a user would pick,
-from the cheapest point up to the most accurate one, with no point of the set below the
-segments between them. The hull is strictly increasing in both accuracy and rate, which is
-what an interpolation of log rate as a function of accuracy needs, and it is taken the same
-way for the features (over every cut, N, method and setting) and for each frame codec
-(over its crf values).
+reduced to its **Pareto front** (its "hull" in the reports): the points a user would pick,
+those that no other point beats (none as accurate or more for as few bytes or fewer), from
+the cheapest point up to the most accurate one. The front is strictly increasing in both
+accuracy and rate, which is what an interpolation of log rate as a function of accuracy
+needs, and it is taken the same way for the features (over every cut, N, method and
+setting) and for each frame codec (over its crf values). (Until 2026-12-07 it was the lower
+convex hull in (accuracy, log10 bytes), which drops measured points above the chords
+between others and so stands for bytes no setting reaches: it favoured the curve with the
+most points, the features; docs/evaluation.md, "BD-rates and intervals".)
 
 :func:`bd_rate` is the Bjøntegaard delta rate of a test curve against an anchor curve: the
 mean difference of their log10 rates over the accuracy range where both are defined (the
@@ -27,41 +30,33 @@ import numpy as np
 
 from temposplit.errors import ConfigError
 
-__all__ = ["BdResult", "bd_rate", "lower_hull"]
+__all__ = ["BdResult", "bd_rate", "pareto_front"]
 
 INTERPOLATION = "pchip"
 
 
-def lower_hull(rates: Sequence[float], accuracies: Sequence[float]) -> list[int]:
-    """Indices of the points on the lower convex hull of (accuracy, log10 rate), from the
-    cheapest point to the most accurate one (rate and accuracy strictly increasing).
+def pareto_front(rates: Sequence[float], accuracies: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats (none as accurate or more for as few bytes
+    or fewer, better in one of the two), from the cheapest to the most accurate: rate and
+    accuracy strictly increasing.
 
-    Points with a rate <= 0 or a NaN are ignored. Among points of equal accuracy only the
-    cheapest can be on the hull; a point that costs more than a more accurate one never is.
+    Points with a rate <= 0 or a NaN are ignored. Of equal accuracies only the cheapest
+    point is kept, of equal rates only the most accurate (the first in input order on a tie
+    of both).
     """
     pts = [
-        (float(a), math.log10(float(r)), i)
+        (math.log10(float(r)), float(a), i)
         for i, (r, a) in enumerate(zip(rates, accuracies, strict=True))
         if r is not None and a is not None and math.isfinite(float(a)) and math.isfinite(float(r)) and float(r) > 0
     ]
-    if not pts:
-        return []
-    pts.sort(key=lambda p: (p[0], p[1]))
-    # Monotone chain, lower part (x = accuracy, y = log rate).
-    hull: list[tuple[float, float, int]] = []
-    for p in pts:
-        if hull and p[0] == hull[-1][0]:
-            continue  # same accuracy, not cheaper (sorted by rate within an accuracy)
-        while len(hull) >= 2:
-            (x1, y1, _), (x2, y2, _) = hull[-2], hull[-1]
-            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) <= 0:
-                hull.pop()  # hull[-1] lies on or above the segment hull[-2] -> p
-            else:
-                break
-        hull.append(p)
-    # Only the rising part: start at the cheapest point.
-    start = min(range(len(hull)), key=lambda k: (hull[k][1], -hull[k][0]))
-    return [p[2] for p in hull[start:]]
+    pts.sort(key=lambda p: (p[0], -p[1], p[2]))
+    front: list[int] = []
+    best = -math.inf
+    for _, a, i in pts:
+        if a > best:  # more accurate than every cheaper (or equally cheap) point
+            front.append(i)
+            best = a
+    return front
 
 
 @dataclass(frozen=True)
@@ -92,7 +87,7 @@ def bd_rate(
 ) -> BdResult:
     """BD-rate (%) of the test curve against the anchor, over their overlapping accuracy range.
 
-    With ``hull`` (the default) each curve is first reduced to its lower convex hull; without,
+    With ``hull`` (the default) each curve is first reduced to its Pareto front; without,
     the points must already be strictly increasing in accuracy and rate.
     """
     curves = []
@@ -101,7 +96,7 @@ def bd_rate(
         if len(rates) != len(acc):
             raise ConfigError(f"the {what} curve has {len(rates)} rates and {len(acc)} accuracies")
         if hull:
-            idx = lower_hull(rates, acc)
+            idx = pareto_front(rates, acc)
             rates, acc = [rates[i] for i in idx], [acc[i] for i in idx]
         r, a = np.asarray(rates, np.float64), np.asarray(acc, np.float64)
         if not hull and r.size and (np.any(np.diff(a) <= 0) or np.any(r <= 0)):

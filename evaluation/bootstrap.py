@@ -32,7 +32,7 @@ from temposplit.errors import ConfigError
 
 __all__ = ["BLOCK", "REPLICATES", "SEED", "block_resamples", "clip_seed", "interval", "resample_weights"]
 
-BLOCK = 10  # scored frames per block (every 2nd frame scored: 2 s of vtest at 10 frames/s, 0.7-0.8 s at 25-30)
+BLOCK = 10  # scored frames per block (every frame scored: 1 s of vtest at 10 frames/s, 0.3-0.4 s at 25-30)
 REPLICATES = 200
 SEED = 20261130
 LEVEL = 0.95

@@ -235,7 +235,7 @@ def register(subparsers) -> None:
         "--score-every",
         type=_positive,
         default=None,
-        help="score the detections of every k-th frame (rates count every frame; default 2, --quick 1)",
+        help="score the detections of every k-th frame (rates count every frame; default 1: every frame)",
     )
     p.add_argument(
         "--score-phases",

@@ -70,7 +70,7 @@ def plot_clip(rows, summary: ClipSummary, path: Path) -> Path:
             color="black",
             ms=4,
             lw=1.6,
-            label="features: lower convex hull",
+            label="features: Pareto front",
         )
         for curve in summary.curves:
             sel = sorted(
@@ -142,8 +142,8 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
         + (" (the pruned default plan, docs/evaluation.md)" if settings.get("pruned") else "")
         + ".",
         "",
-        "BD-rate: the features' lower convex hull in (accuracy, log bytes) over every cut, N, method "
-        "and setting against each frame codec curve (its crf values, also reduced to their hull), "
+        "BD-rate: the features' Pareto front (every point no other beats in bytes and accuracy) over every "
+        "cut, N, method and setting against each frame codec curve (its crf values, also reduced to their front), "
         "piecewise cubic Hermite interpolation of log bytes over the overlapping accuracy range (the "
         "`bjontegaard` package). Negative: the features need fewer bytes at equal accuracy. Intervals: "
         f"95 % circular block bootstrap ({replicates} resamples of each clip's scored frames in blocks of "

@@ -1,8 +1,8 @@
 """Per clip and pooled: BD-rates of the features against every frame codec curve, with intervals.
 
 For each clip and each accuracy metric (mAP@0.5, mAP@[.5:.95], the frequent-category
-mAP@0.5): the features' lower convex hull over every cut, N, method and setting of the
-rows (``bdrate.lower_hull``) against each frame codec curve (one curve per codec, preset
+mAP@0.5): the features' Pareto front over every cut, N, method and setting of the
+rows (``bdrate.pareto_front``, the reports' "hull") against each frame codec curve (one curve per codec, preset
 and resolution over its crf values; JPEG over its qualities), each curve also reduced to
 its hull; the BD-rate over the overlapping accuracy range (``bdrate.bd_rate``; NaN and
 "no overlap" when the ranges do not meet). Pooled: the mean over the clips where it is
@@ -27,7 +27,7 @@ import numpy as np
 
 from temposplit.errors import ConfigError
 from temposplit.evaluation import bootstrap
-from temposplit.evaluation.bdrate import bd_rate, lower_hull
+from temposplit.evaluation.bdrate import bd_rate, pareto_front
 from temposplit.evaluation.plan import FEATURE_METHODS, FREQUENT_MIN_BOXES
 
 METRICS = (
@@ -140,7 +140,7 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
 
     for metric, _ in METRICS:
         f_rates = [r["bytes_per_frame"] for r in feats]
-        summary.hull[metric] = [feats[i] for i in lower_hull(f_rates, values(feats, metric))]
+        summary.hull[metric] = [feats[i] for i in pareto_front(f_rates, values(feats, metric))]
         for name, pts in curves.items():
             c_rates = [r["bytes_per_frame"] for r in pts]
             point = bd_rate(c_rates, values(pts, metric), f_rates, values(feats, metric))

@@ -1,5 +1,5 @@
-"""BD-rate and the lower convex hull: known shifts give known BD-rates, dominated points are
-never on a hull, curves that do not overlap say so."""
+"""BD-rate and the Pareto front: known shifts give known BD-rates, dominated points are
+never on a front, curves that do not overlap say so."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("bjontegaard")
 
 from temposplit.errors import ConfigError  # noqa: E402
-from temposplit.evaluation.bdrate import bd_rate, lower_hull  # noqa: E402
+from temposplit.evaluation.bdrate import bd_rate, pareto_front  # noqa: E402
 
 ANCHOR_RATES = [700.0, 1400.0, 3300.0, 6800.0, 15000.0]
 ANCHOR_ACC = [0.60, 0.80, 0.90, 0.95, 0.98]
@@ -41,20 +41,21 @@ def test_no_overlap_is_nan_and_says_so():
     assert math.isnan(one.bd_rate) and "fewer than two" in one.note
 
 
-def test_hull_drops_dominated_and_concave_points():
-    rates = [1000, 2000, 1500, 4000, 8000, 3000, 9000]
-    acc = [0.70, 0.90, 0.60, 0.93, 0.95, 0.80, 0.94]
-    idx = lower_hull(rates, acc)
-    # 1500 @ 0.60 costs more than 1000 @ 0.70; 3000 @ 0.80 lies above 1000 -> 2000; 9000 @ 0.94 is
-    # dominated by 8000 @ 0.95; 4000 @ 0.93 lies under the chord 2000 -> 8000 in log rate.
-    assert idx == [0, 1, 3, 4]
+def test_the_front_drops_dominated_points_and_keeps_the_rest():
+    rates = [1000, 2000, 1500, 4000, 8000, 3000, 9000, 1800]
+    acc = [0.70, 0.90, 0.60, 0.93, 0.95, 0.80, 0.94, 0.75]
+    idx = pareto_front(rates, acc)
+    # 1500 @ 0.60 costs more than 1000 @ 0.70; 3000 @ 0.80 costs more than 2000 @ 0.90; 9000 @ 0.94
+    # is dominated by 8000 @ 0.95. 1800 @ 0.75 lies above the chord 1000 -> 2000 in log rate (a
+    # convex hull would drop it) but nothing beats it: it stays.
+    assert idx == [0, 7, 1, 3, 4]
     h_rates, h_acc = [rates[i] for i in idx], [acc[i] for i in idx]
     assert all(np.diff(h_rates) > 0) and all(np.diff(h_acc) > 0)
 
 
 def test_hull_ignores_nan_and_nonpositive_rates():
-    assert lower_hull([0, 100, 200], [0.9, 0.5, float("nan")]) == [1]
-    assert lower_hull([], []) == []
+    assert pareto_front([0, 100, 200], [0.9, 0.5, float("nan")]) == [1]
+    assert pareto_front([], []) == []
 
 
 def test_hull_is_applied_before_the_bd_rate():
