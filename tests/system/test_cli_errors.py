@@ -313,8 +313,8 @@ def test_decode_of_a_duplicated_packet_keeps_one_copy_and_fails(feature_file, tm
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["edge", "--server", "127.0.0.1:9"], "either a video source or --replay"),
-        (["edge", __file__, "--replay", __file__], "either a video source or --replay"),
+        (["edge", "--server", "127.0.0.1:9"], "either a video source (or $TEMPOSPLIT_SOURCE) or --replay"),
+        (["edge", __file__, "--replay", __file__], "either a video source (or $TEMPOSPLIT_SOURCE) or --replay"),
         (["edge", "--replay", "/nonexistent/f.npz", "--m1", "m1.npz"], "do not apply"),
         (["edge", "--replay", "/nonexistent/f.npz"], "not found"),
         (["edge", "--replay", "/nonexistent/f.npz", "--source-address", "cam1"], "must be an IP address"),
