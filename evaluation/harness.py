@@ -623,9 +623,7 @@ _ROW_TEXT = ("key", "clip", "method")
 _ROW_COUNT = ("frames", "scored_frames")
 _ROW_TEXT_OR_NULL = ("model", "cut", "variant", "coder", "structure", "reconstruction", "evals", "run", "point")
 # Every other field a row holds (runners.ROW_KEYS) but its settings (a dict) is a number or null.
-_ROW_NUMBER_OR_NULL = tuple(
-    k for k in ROW_KEYS if k not in (*_ROW_TEXT, *_ROW_COUNT, *_ROW_TEXT_OR_NULL, "settings")
-)
+_ROW_NUMBER_OR_NULL = tuple(k for k in ROW_KEYS if k not in (*_ROW_TEXT, *_ROW_COUNT, *_ROW_TEXT_OR_NULL, "settings"))
 
 
 def _row_problem(row) -> str | None:
