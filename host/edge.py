@@ -109,13 +109,9 @@ MIN_FPS = 0.001  # the stream header holds the rate in thousandths of a frame pe
 
 def check_timeout(value, option: str = "--timeout") -> float:
     """``value`` as the seconds of the edge's answer timeout: finite, in (0, MAX_TIMEOUT]."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
-        raise ConfigError(f"{option} must be positive, at most {MAX_TIMEOUT:g} s, not {value}")
-    return seconds
+    from temposplit.host.sources import check_seconds
+
+    return check_seconds(value, option, MAX_TIMEOUT)
 
 
 def check_fps(value, what: str = "--fps") -> float:

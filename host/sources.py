@@ -85,15 +85,21 @@ def redact(url: str) -> str:
     return head + question + query
 
 
-def check_source_timeout(value, option: str = "--source-timeout") -> float:
-    """``value`` as the seconds a network source may stay silent: finite, in (0, MAX_SOURCE_TIMEOUT]."""
+def check_seconds(value, option: str, maximum: float) -> float:
+    """``value`` as a duration in seconds: finite, in (0, ``maximum``], else a ConfigError
+    naming ``option``."""
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = math.nan
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SOURCE_TIMEOUT):
-        raise ConfigError(f"{option} must be positive, at most {MAX_SOURCE_TIMEOUT:g} s, not {value}")
+    if not (math.isfinite(seconds) and 0 < seconds <= maximum):
+        raise ConfigError(f"{option} must be positive, at most {maximum:g} s, not {value}")
     return seconds
+
+
+def check_source_timeout(value, option: str = "--source-timeout") -> float:
+    """``value`` as the seconds a network source may stay silent: finite, in (0, MAX_SOURCE_TIMEOUT]."""
+    return check_seconds(value, option, MAX_SOURCE_TIMEOUT)
 
 
 def input_options(items) -> dict[str, str]:
