@@ -337,7 +337,7 @@ def _edge(args) -> int:
         resume_state=ResumeState(state_folder(args.state), f"{address[0]}:{address[1]}", args.stream),
         source_id=source_identity(args.replay or args.source),
     )
-    frames = source.frames()
+    frames = source.frames() if args.replay else source.stamped()  # a file's or a live source's times with each
     total = source.count
     if args.frames:
         frames = itertools.islice(frames, args.frames)

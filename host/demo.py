@@ -124,7 +124,7 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
         signals.edge = edge
         try:
             report = edge.run(
-                itertools.islice(source.frames(), frames),  # one frame size throughout, as the edge's
+                itertools.islice(source.stamped(), frames),  # one frame size throughout, as the edge's
                 video={"video": str(path), "max_frames": frames, "fps": fps},
                 total=frames,
             )

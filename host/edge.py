@@ -250,6 +250,8 @@ class Edge:
         self.source_id = source_id  # what a resume must read again (ResumeState.save)
         self.pending: dict[int, float] = {}  # unacknowledged frames: capture time
         self.history: OrderedDict[int, list[np.ndarray]] = OrderedDict()  # recent frames' M1 codes
+        self.times: OrderedDict[int, tuple] = OrderedDict()  # their (time_us, utc_us): PACKET_AT's times
+        self.taken: tuple = (None, None)  # the times of the frame last taken from the source (_take)
         self.inbox: queue.Queue = queue.Queue()
         self.chan: P.Channel | None = None
         self.token: str | None = None  # the server's resume token for this stream (WELCOME)
@@ -419,7 +421,7 @@ class Edge:
             raw = p.to_bytes()
             if self.tamper is not None:
                 raw = self.tamper(p.index, raw)
-            data = P.encode(P.PACKET, raw)
+            data = P.packet_at(raw, *self.times.get(p.index, (None, None)))
             self._send(data)
             self.report.bytes += len(p)
             self.report.packets += 1
@@ -501,8 +503,9 @@ class Edge:
             check_fps(self.codec["fps"], "the stream's rate")
         self.total = total
         self.next_index = 0
+        self.positions = positions
         it = iter(frames)
-        first = next(it, None)
+        first = self._take(it)
         if first is None:
             raise TemposplitError("the video has no frames")
         sample = self.model.m1([first])[0]
@@ -540,13 +543,12 @@ class Edge:
             **(video or {}),
         }
         capture = time.perf_counter()
-        self.positions = positions
         start = self._open()
         if start and positions:  # the file's frames before the server's next one are recorded
             for _ in range(start - 1):
                 if next(it, None) is None:
                     break
-            frame = next(it, None)
+            frame = self._take(it)
             if frame is not None:
                 capture = time.perf_counter()
                 self._frame(start, self.model.m1([frame])[0], capture)
@@ -560,7 +562,7 @@ class Edge:
                 broken = TemposplitError(self.stop)
                 break
             try:
-                frame = next(it, None)
+                frame = self._take(it)
             except TemposplitError as exc:  # the source stops part way (a damaged file): end with what was sent
                 broken = exc
                 break
@@ -643,12 +645,35 @@ class Edge:
         if self.total:
             self.encoder.set_total_frames(self.total)
 
+    def _take(self, it):
+        """The source's next frame (None at its end), its times kept in ``taken``: a
+        :class:`~temposplit.host.sources.Stamped` frame's own, else those its position gives
+        (a file: frame / fps) or, for a live source, the clock now."""
+        from temposplit.host.sources import Stamped
+
+        item = next(it, None)
+        if isinstance(item, Stamped):
+            self.taken = (item.time, item.utc)
+            return item.picture
+        self.taken = (None, None) if self.positions else (None, time.time())
+        return item
+
+    def _stamp(self, index: int) -> tuple:
+        """Frame ``index``'s (time_us, utc_us) as PACKET_AT carries them (docs/protocol.md, "Frame times")."""
+        when, utc = self.taken
+        if when is None and utc is None:  # a file without times of its own: its position at the stream's rate
+            when = index / self.config.fps
+        return tuple(None if v is None else round(v * 1e6) for v in (when, utc))
+
     def _frame(self, index: int, cut, capture: float) -> None:
         codes = [t.codes for t in cut]
         self.pending[index] = capture
         self.history[index] = codes
+        self.times[index] = self._stamp(index)
         while len(self.history) > 2 * self.window:
             self.history.popitem(last=False)
+        while len(self.times) > 2 * self.window:
+            self.times.popitem(last=False)
         self.next_index = index + 1
         try:
             self._push(index, codes)

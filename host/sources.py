@@ -262,7 +262,7 @@ class _Newest:
                         if len(self._queue) >= self._keep:
                             self._queue.popleft()
                             self.dropped += 1
-                        self._queue.append(picture)
+                        self._queue.append((picture, time.time()))
                         self._cond.notify_all()
             finally:
                 pictures.close()
@@ -276,7 +276,8 @@ class _Newest:
                 self._cond.notify_all()
 
     def take(self):
-        """The oldest picture kept; None at the source's end; :class:`_Stopped` where it failed."""
+        """The oldest picture kept, with the Unix time it came at; None at the source's end;
+        :class:`_Stopped` where it failed."""
         with self._cond:
             while not self._queue and not self._done:
                 self._cond.wait(1.0)
@@ -294,6 +295,18 @@ class _Newest:
             self._stopped = True
             self._queue.clear()
             self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """A source's picture with its times (docs/protocol.md, "Frame times"): ``time``, seconds
+    into a file (its presentation time), ``utc``, the Unix time at which a live source's
+    picture came to the edge; None where not known (the edge then takes a file's position
+    at the stream's rate)."""
+
+    picture: np.ndarray
+    time: float | None = None
+    utc: float | None = None
 
 
 @dataclass
@@ -320,15 +333,28 @@ class Source:
         """RGB uint8 frames (H, W, 3), all of the first frame's size: a frame of another
         size (a stream that changes resolution part way) is a :class:`ConfigError`, since
         the server maps every frame's boxes with the size the stream announced."""
+        for item in self.stamped():
+            yield item.picture
+
+    def stamped(self):
+        """The frames of :meth:`frames`, each a :class:`Stamped` with its times."""
         from temposplit.model.data import one_size
 
-        yield from one_size(self._frames(), self.path)
+        last: list[Stamped] = []
+
+        def pictures():
+            for item in self._frames():
+                last[:] = [item]
+                yield item.picture
+
+        for picture in one_size(pictures(), self.path):
+            yield Stamped(picture, last[0].time, last[0].utc)
 
     def _frames(self):
         if self.backend == "npy":
             frames = np.load(self.path, mmap_mode="r", allow_pickle=False)
             for i in range(frames.shape[0]):
-                yield np.array(frames[i])
+                yield Stamped(np.array(frames[i]))
             return
         if self.url is not None:
             yield from self._frames_network()
@@ -339,7 +365,8 @@ class Source:
         from temposplit.model.data import read_video, upright_rgb
 
         if not self.camera:
-            yield from read_video(self.path)
+            for picture, when in read_video(self.path, timed=True):
+                yield Stamped(picture, when)
             return
         import av
 
@@ -357,7 +384,7 @@ class Source:
                     raise ConfigError(f"{self.path}: the camera failed at frame {index}: {why}") from None
                 if frame is None:
                     return
-                yield upright_rgb(frame)
+                yield Stamped(upright_rgb(frame), utc=time.time())
                 index += 1
 
     def _frames_cv2(self):
@@ -371,7 +398,11 @@ class Source:
                 ok, bgr = cap.read()
                 if not ok:
                     return
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if self.camera:
+                    yield Stamped(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), utc=time.time())
+                    continue
+                ms = cap.get(cv2.CAP_PROP_POS_MSEC)  # the frame's presentation time from the stream's start
+                yield Stamped(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ms / 1000 if math.isfinite(ms) else None)
         finally:
             cap.release()
 
@@ -393,16 +424,17 @@ class Source:
         try:
             while True:
                 try:
-                    picture = reader.take()
+                    taken = reader.take()
                 except _Stopped as exc:
                     raise ConfigError(f"{self.path}: the stream stopped at frame {index}: {exc}") from None
                 finally:
                     self.dropped = reader.dropped
-                if picture is None:
+                if taken is None:
                     if not self.finite:  # a live stream has no end of its own
                         raise ConfigError(f"{self.path}: the stream stopped at frame {index}: the source closed it")
                     return
-                yield rgb(picture)
+                picture, came = taken
+                yield Stamped(rgb(picture), utc=came)
                 index += 1
         finally:
             reader.stop()

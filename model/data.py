@@ -540,13 +540,15 @@ def first_frame(path: str | os.PathLike) -> np.ndarray | None:
 
 
 def read_video(
-    path: str | os.PathLike, max_frames: int | None = None, step: int = 1, start: int = 0
+    path: str | os.PathLike, max_frames: int | None = None, step: int = 1, start: int = 0, timed: bool = False
 ) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames (H, W, 3) of a video through PyAV, upright (:func:`upright_rgb`).
 
     Frames ``start``, ``start + step``, ...; ``max_frames`` caps the number yielded. A
     file that is no video raises :class:`ConfigError`, and so does data that stops
-    decoding part way (a damaged or truncated file), naming the frame.
+    decoding part way (a damaged or truncated file), naming the frame. With ``timed``,
+    ``(frame, seconds)`` pairs: the frame's presentation time from the video stream's
+    start, as a player's position shows it (None where the file gives it none).
     """
     if start < 0:
         raise ConfigError(f"start must be >= 0, not {start}")
@@ -562,6 +564,7 @@ def read_video(
     if max_frames == 0:
         return
     container, stream = _open_video(path)
+    origin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0
     with container:
         decoded, index, last_end = container.decode(stream), -1, None
         while True:
@@ -578,7 +581,10 @@ def read_video(
             last_end = _shown_until(frame, stream)
             if index < start or (index - start) % step:
                 continue
-            yield upright_rgb(frame)
+            if timed:
+                yield upright_rgb(frame), (None if frame.time is None else frame.time - origin)
+            else:
+                yield upright_rgb(frame)
             yielded += 1
             if max_frames is not None and yielded >= max_frames:
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import os
@@ -49,9 +50,27 @@ def recorded_detections(records: list[dict]) -> RecordedDetections:
     return RecordedDetections(boxes.reshape(-1, 4), scores, [str(r.get("label", "")) for r in records])
 
 
-# A line as DetectionLog.write writes it: the frame, then the bytes and detections, or the error.
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def time_fields(time_us: int | None, utc_us: int | None) -> dict:
+    """A record's times (docs/protocol.md, "Frame times"): ``time``, seconds into the source
+    (6 decimals), and ``utc``, when a live source gave the picture (ISO 8601, milliseconds);
+    each only where the edge sent it."""
+    out: dict = {}
+    if time_us is not None:
+        out["time"] = round(time_us / 1e6, 6)
+    if utc_us is not None:
+        when = EPOCH + datetime.timedelta(milliseconds=utc_us // 1000)
+        out["utc"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return out
+
+
+# A line as DetectionLog.write writes it: the frame, its times where known, then the bytes
+# and detections, or the error.
 WRITTEN = re.compile(
-    rb'\{"frame":(0|[1-9][0-9]*),(?:"kind":"[a-z]*","n_bits":[0-9]+,"bytes":([0-9]+),"detections":\[.*\]'
+    rb'\{"frame":(0|[1-9][0-9]*),(?:"time":-?[0-9.e+-]+,)?(?:"utc":"[0-9TZ:.-]+",)?'
+    rb'(?:"kind":"[a-z]*","n_bits":[0-9]+,"bytes":([0-9]+),"detections":\[.*\]'
     rb'|"error":"(?:[^"\\]|\\.)*")\}\n\Z',
     re.S,
 )

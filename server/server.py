@@ -73,6 +73,7 @@ class Connection:
         self.stalled = False  # a write timed out
         self.started = self.loop.time()  # the socket's accept (after its PROXY header): the HELLO's clock
         self.handshake_by: float | None = None  # when the TLS handshake must be done (the loop's clock)
+        self.version = P.PROTOCOL_VERSION  # the protocol version its HELLO named (P.SUPPORTED_VERSIONS)
 
     # ------------------------------------------------------------------ from any thread
 
@@ -182,10 +183,15 @@ class Connection:
             s = self.session
             packet_limit = s.header.max_payload() + PACKET_OVERHEAD + P.PACKET_SLACK
             limits = {P.PACKET: packet_limit, P.SKIP: P.MAX_CONTROL, P.END: P.MAX_CONTROL}
+            if self.version >= 3:
+                limits[P.PACKET_AT] = packet_limit + P.TIMES_SIZE
             while not self.broken:
                 msg = await self.recv(limits, srv.idle_timeout, idle_ok=True)
                 if msg.type == P.PACKET:
                     item = Item("packet", s, self, msg.body)
+                elif msg.type == P.PACKET_AT:
+                    time_us, utc_us, body = P.split_packet_at(msg.body)
+                    item = Item("packet", s, self, body, times=(time_us, utc_us))
                 elif msg.type == P.SKIP:
                     obj = msg.json()
                     obj["frame"] = _frame_number(obj.get("frame"), "SKIP's frame")
@@ -589,8 +595,11 @@ class CloudServer:
         """A HELLO (in a pool thread): checks, then a new, resumed or reloaded session.
         The table lock is held only to look up and reserve the name, never for I/O."""
         info = msg.json()
-        if info.get("protocol") != P.PROTOCOL_VERSION:
-            raise Refused(f"protocol version {shown(info.get('protocol'))} is not supported ({P.PROTOCOL_VERSION})")
+        version = info.get("protocol")
+        if isinstance(version, bool) or version not in P.SUPPORTED_VERSIONS:
+            supported = " or ".join(map(str, P.SUPPORTED_VERSIONS))
+            raise Refused(f"protocol version {shown(version)} is not supported ({supported})")
+        conn.version = version
         name = info.get("stream")
         if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
             raise Refused(f"invalid stream name {shown(name)}")
@@ -647,7 +656,7 @@ class CloudServer:
                 self.log(f"[{name}] edge resumed from {conn.peer}")
             else:  # the edge's earlier connection was still attached (e.g. half-open): it is closed
                 self.log(f"[{name}] edge resumed from {conn.peer}; its connection from {taken_from} is closed")
-            return resumed, self._welcome(resumed, None)
+            return resumed, self._welcome(resumed, None, conn.version)
         s = None
         try:
             # An expiring session: resume it from its files once they are closed, never beside it.
@@ -660,7 +669,7 @@ class CloudServer:
                 if s is not None:
                     s.conn = conn
                     self.sessions[name] = s
-        return s, self._welcome(s, token)
+        return s, self._welcome(s, token, conn.version)
 
     def _check_stream_limits(self, conn: Connection, retry: bool = False, only_client: bool = False) -> None:
         """Refuse one more attached stream for ``conn``'s client over the global or the
@@ -826,9 +835,9 @@ class CloudServer:
         s.worker = min(self.workers, key=lambda w: w.sessions)
         s.worker.sessions += 1
 
-    def _welcome(self, s: Session, token: str | None) -> dict:
+    def _welcome(self, s: Session, token: str | None, version: int) -> dict:
         welcome = {
-            "protocol": P.PROTOCOL_VERSION,
+            "protocol": version,  # the edge's: a version 2 edge is answered as version 2
             "stream": s.name,
             "next_frame": s.next_frame,
             "recorded": (s.recorded | s.failed).ranges(),

@@ -24,7 +24,7 @@ from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
 from temposplit.server.frameset import FrameSet
-from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records, recorded_detections
+from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records, recorded_detections, time_fields
 
 STATE = "session.json"
 
@@ -243,11 +243,14 @@ class Session:
 
     # ------------------------------------------------------------------ records (the worker's thread)
 
-    def record(self, index: int, detections, decoded, nbytes: int) -> dict:
+    def record(self, index: int, detections, decoded, nbytes: int, times: tuple = (None, None)) -> dict:
+        """Frame ``index``'s record: its detections, with its ``times`` (time_us, utc_us) from
+        the edge's PACKET_AT where it sent them (docs/protocol.md, "Frame times")."""
         self.bytes += nbytes
         self.recent_bytes.append(nbytes)
         rec = {
             "frame": index,
+            **time_fields(*times),
             "kind": decoded.kind,
             "n_bits": decoded.n_bits,
             "bytes": nbytes,
@@ -262,10 +265,10 @@ class Session:
             self.video.add(index, detections, heat, caption)
         return rec
 
-    def record_error(self, index: int, message: str) -> None:
+    def record_error(self, index: int, message: str, times: tuple = (None, None)) -> None:
         if index < 0 or self.has(index):
             return
-        self.log.write({"frame": index, "error": message})
+        self.log.write({"frame": index, **time_fields(*times), "error": message})
         self.failed.add(index)
         if self.video is not None:
             self.video.add(index, error=f"frame {index}: error")

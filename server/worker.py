@@ -42,6 +42,7 @@ class Item:
     conn: object = None  # the connection that sent it (answers go there), None for "close"
     body: bytes = b""
     obj: dict | None = None
+    times: tuple = (None, None)  # a packet's (time_us, utc_us) from its PACKET_AT (docs/protocol.md, "Frame times")
 
 
 def failure(exc: BaseException) -> str:
@@ -246,7 +247,7 @@ class Worker:
         try:
             frame = s.decoder.decode(packet)
         except BitstreamError as exc:
-            s.record_error(index, str(exc))
+            s.record_error(index, str(exc), item.times)
             conn.post(P.control(P.ACK, {"frame": index, "error": str(exc)}))
             if isinstance(exc, ReferenceMissingError) or packet.is_anchor:
                 self._ask_key(conn, s, str(exc))
@@ -282,7 +283,7 @@ class Worker:
                         item.conn.fail("internal server error: an earlier step of this stream failed")
                     continue
                 try:
-                    rec = item.session.record(index, det, frame, len(item.body))
+                    rec = item.session.record(index, det, frame, len(item.body), item.times)
                 except Exception as exc:  # this stream's outputs failed: this stream alone
                     self._failed(item, exc)
                     continue
@@ -298,7 +299,7 @@ class Worker:
 
     @staticmethod
     def _m2_failed(item: Item, index: int, exc: Exception) -> None:
-        item.session.record_error(index, f"M2 failed: {exc}")
+        item.session.record_error(index, f"M2 failed: {exc}", item.times)
         item.conn.post(P.control(P.ACK, {"frame": index, "error": f"M2 failed: {exc}"}))
 
     def _control(self, item: Item) -> None:

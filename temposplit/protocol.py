@@ -1,8 +1,9 @@
 """The edge-server protocol (docs/protocol.md): framed messages over one TCP (or TLS) stream.
 
 A message is ``u8 type``, ``u32 length`` (little-endian), then ``length`` bytes. Control
-messages carry a UTF-8 JSON object; PACKET carries one codec packet (with its CRC);
-HELLO carries a JSON object followed by the codec's stream header.
+messages carry a UTF-8 JSON object; PACKET carries one codec packet (with its CRC), and
+PACKET_AT (version 3) the frame's times before it; HELLO carries a JSON object followed by
+the codec's stream header.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 
 from temposplit.errors import ConfigError, TemposplitError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # what the edge sends
+SUPPORTED_VERSIONS = (2, 3)  # what the server takes: version 2 is version 3 without PACKET_AT
 
-HELLO, WELCOME, PACKET, ACK, KEY_REQUEST, SKIP, END, SUMMARY, ERROR = range(1, 10)
+HELLO, WELCOME, PACKET, ACK, KEY_REQUEST, SKIP, END, SUMMARY, ERROR, PACKET_AT = range(1, 11)
 NAMES = {
     HELLO: "HELLO",
     WELCOME: "WELCOME",
@@ -30,6 +32,7 @@ NAMES = {
     END: "END",
     SUMMARY: "SUMMARY",
     ERROR: "ERROR",
+    PACKET_AT: "PACKET_AT",
 }
 # Limits (docs/protocol.md, "Framing"): checked on the announced length, before the body is read.
 MAX_HELLO = 128 << 10  # the only message before WELCOME: JSON (at most 16 KiB) + stream header (< 64 KiB)
@@ -55,6 +58,12 @@ RESUME_WINDOW = 600.0  # an unfinished stream's name is kept for its token this 
 
 _HEAD = struct.Struct("<BI")
 HEAD_SIZE = _HEAD.size
+
+# A PACKET_AT's times (docs/protocol.md, "Frame times"): microseconds, this value where absent.
+_TIMES = struct.Struct("<qq")
+TIMES_SIZE = _TIMES.size
+NO_TIME = -(1 << 63)
+MAX_TIME_US = 1 << 53  # |time| and utc below this: exact as a double (utc: until the year 2255)
 
 
 class ProtocolError(TemposplitError):
@@ -143,6 +152,32 @@ def encode(mtype: int, body: bytes) -> bytes:
 
 def control(mtype: int, obj: dict) -> bytes:
     return encode(mtype, json.dumps(obj, separators=(",", ":")).encode("utf-8"))
+
+
+def packet_at(packet: bytes, time_us: int | None, utc_us: int | None) -> bytes:
+    """A PACKET_AT message: the frame's ``time_us`` (microseconds into the source) and
+    ``utc_us`` (microseconds since the Unix epoch, when a live source gave the picture),
+    either None where not known, then its codec packet."""
+    times = (NO_TIME if v is None else check_time(v, name) for v, name in ((time_us, "time"), (utc_us, "utc")))
+    return encode(PACKET_AT, _TIMES.pack(*times) + packet)
+
+
+def check_time(value: int, name: str) -> int:
+    """A frame time in microseconds as PACKET_AT carries it, or a ProtocolError."""
+    low = 0 if name == "utc" else -MAX_TIME_US
+    if not (isinstance(value, int) and low <= value < MAX_TIME_US):
+        raise ProtocolError(f"a frame's {name} of {value} microseconds is out of range")
+    return value
+
+
+def split_packet_at(body: bytes) -> tuple[int | None, int | None, bytes]:
+    """(time_us, utc_us, codec packet) of a PACKET_AT's body; a ProtocolError where the times
+    are cut short or out of range."""
+    if len(body) < TIMES_SIZE:
+        raise ProtocolError(f"a PACKET_AT of {len(body)} bytes is too short for its times")
+    time_us, utc_us = _TIMES.unpack_from(body)
+    times = [None if v == NO_TIME else check_time(v, name) for v, name in ((time_us, "time"), (utc_us, "utc"))]
+    return times[0], times[1], body[TIMES_SIZE:]
 
 
 def hello(obj: dict, stream_header: bytes) -> bytes:

@@ -189,7 +189,7 @@ def test_a_signal_after_the_edges_last_look_stops_the_demo_before_scoring(monkey
                     return SimpleNamespace(frames=3, bytes=300, packets=3)
 
             monkeypatch.setattr(edge_module, "Edge", LateEdge)
-            source = SimpleNamespace(count=3, frames=lambda: iter([]))
+            source = SimpleNamespace(count=3, stamped=lambda: iter([]))
             out = str(tmp_path)
             result = demo._run("v.avi", source, 3, 10.0, out, None, "golden", None, 8, True, lines.append, signals)
             assert result == {}

@@ -136,7 +136,8 @@ def test_each_frames_boxes_are_its_own_in_source_frame_pixels(
     assert sorted(recs) == list(range(n))
     names = coco_names()
     for rec in recs.values():
-        assert set(rec) == {"frame", "kind", "n_bits", "bytes", "detections"}
+        assert set(rec) == {"frame", "time", "kind", "n_bits", "bytes", "detections"}
+        assert rec["time"] == rec["frame"] / CODEC["fps"]  # frames given as arrays: their position at the rate
         assert isinstance(rec["n_bits"], int) and isinstance(rec["bytes"], int) and rec["bytes"] > 0
         scores = [d["score"] for d in rec["detections"]]
         assert scores == sorted(scores, reverse=True) and all(0.05 <= s <= 1 for s in scores)

@@ -302,7 +302,7 @@ def test_the_fabric_back_end_is_built_once_the_server_has_accepted_and_codes_the
         assert chan.recv().type == P.HELLO
         seen.append("hello")
         conn.sendall(faults.WELCOME)
-        assert chan.recv().type == P.PACKET
+        assert chan.recv().type == P.PACKET_AT
         seen.append("packet")
         conn.sendall(faults._message(P.ERROR, {"message": "enough"}))
         faults._drain(conn)

@@ -259,6 +259,31 @@ def test_a_camera_faster_than_the_edge_builds_no_backlog(sender):
     assert src.dropped > 50
 
 
+def test_a_cameras_pictures_carry_the_time_they_came_not_the_time_they_were_taken(sender):
+    """A network camera's frames are stamped in UTC when they come to the edge (its reader's
+    thread), not when a slow edge takes them: a picture that waited among the newest 4 says
+    when it came (made + the sender's coding, the loopback and the decoder's delay)."""
+    cam = sender("tcp", 30, 100000, "close")
+    src = open_source(f"tcp://127.0.0.1:{cam.port}")
+    offset = time.time() - time.monotonic()  # the sender marks its pictures with CLOCK_MONOTONIC
+    came, waited, stamps, start = [], [], [], time.monotonic()
+    frames = src.stamped()
+    for item in frames:
+        taken = time.time()
+        age = ((_now_ms() - _marks(item.picture)[1]) % (1 << 24)) / 1000
+        assert item.time is None
+        came.append(item.utc - (offset + time.monotonic() - age))  # came - made
+        waited.append(taken - item.utc)
+        stamps.append(item.utc)
+        if time.monotonic() - start > 3:
+            break
+        time.sleep(0.3)
+    frames.close()
+    assert len(came) >= 8 and stamps == sorted(stamps)
+    assert all(-0.05 < d < 0.25 for d in came[1:]), came  # (the first: what was buffered while connecting)
+    assert sorted(waited[1:])[len(waited) // 2] > 0.06, waited  # 3 newer pictures came while it waited
+
+
 def test_a_source_that_accepts_and_sends_nothing_is_refused_within_its_timeout(silent):
     t0 = time.monotonic()
     with pytest.raises(ConfigError, match=rf"cannot open tcp://127.0.0.1:{silent}: nothing received for 1 s"):
