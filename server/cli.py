@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_LINGER = 86400.0  # --session-linger: a day at most (a detached session holds a decoder and open files)
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="accept edge streams: decode, run M2, store detections and video")
@@ -72,6 +74,14 @@ def register(sub) -> None:
         metavar="S",
         help="an unfinished stream idle this long gives its name to a new stream (default 600 s)",
     )
+    p.add_argument(
+        "--session-linger",
+        type=float,
+        default=None,
+        metavar="S",
+        help="keep a detached stream's session (decoder, open files) this long for its edge to resume (default "
+        "120 s); after it the files close, and a resume goes on from them in a new video segment",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None)
     p.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
@@ -134,6 +144,10 @@ def _serve(args) -> int:
     _raise_file_limit()
     if args.idle_timeout is not None:
         options["idle_timeout"] = args.idle_timeout
+    if args.session_linger is not None:
+        if not 0 < args.session_linger <= MAX_LINGER:
+            raise ConfigError(f"--session-linger must be in (0, {MAX_LINGER:g}] seconds, not {args.session_linger}")
+        options["linger"] = args.session_linger
     if args.resume_window is not None:
         if not args.resume_window >= 0:
             raise ConfigError(f"--resume-window must be 0 or more, not {args.resume_window}")

@@ -24,6 +24,8 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs L
         (["serve", "--weights", "no-equals-sign", "--port", "0"], "MODEL=PATH"),
         (["serve", "--idle-timeout", "0", "--port", "0"], "--idle-timeout must be positive"),
         (["serve", "--max-batch", "0", "--port", "0"], "--max-batch must be at least 1"),
+        (["serve", "--session-linger", "0", "--port", "0"], "--session-linger must be in (0, 86400]"),
+        (["serve", "--session-linger", "nan", "--port", "0"], "--session-linger must be in (0, 86400]"),
         (["serve", "--max-streams-per-client", "-1", "--port", "0"], "--max-streams-per-client must be 0"),
         (["serve", "--max-connections-per-client", "-2", "--port", "0"], "--max-connections-per-client must be 0"),
         (["edge", __file__, "--timeout", "-5"], "--timeout must be positive"),

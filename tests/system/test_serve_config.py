@@ -237,3 +237,28 @@ def test_bench_server_stopped_by_sigterm_stops_its_server_and_says_so(tmp_path, 
     assert rc == 143
     assert seen["cleaned_up"] and not os.path.exists(seen["tmp"])
     assert capsys.readouterr().err.strip() == "temposplit bench server: terminated"
+
+
+def test_the_session_linger_is_the_detached_sessions_expiry(tmp_path, monkeypatch):
+    """``serve --session-linger S`` is how long the server keeps a detached session (the
+    expiry measured in tests/system/test_server_hostile.py); without it, 120 s."""
+    import inspect
+
+    import temposplit.server.server as server_module
+
+    default = inspect.signature(server_module.CloudServer).parameters["linger"].default
+    made = []
+
+    class Started:
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            self.address = ("127.0.0.1", 1)
+
+        def serve_forever(self):
+            pass
+
+    monkeypatch.setattr(server_module, "CloudServer", Started)
+    assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), "--session-linger", "900"]) == 0
+    assert main(["serve", "--port", "0", "--out", str(tmp_path / "b")]) == 0
+    assert made[0]["linger"] == 900.0 and "linger" not in made[1]
+    assert default == 120.0
