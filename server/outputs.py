@@ -184,6 +184,11 @@ class DetectionLog:
                 pass
 
 
+# The annotated video's colour (FFmpeg's AVColorPrimaries, AVColorTransferCharacteristic,
+# AVColorSpace and AVColorRange codes): BT.709 primaries, transfer and matrix, limited range.
+COLOUR_TAGS = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
+
+
 class AnnotatedVideo:
     """Frames in display order with boxes, labels and the running rate drawn on them.
 
@@ -195,6 +200,12 @@ class AnnotatedVideo:
     (boxes are scaled with it); the MP4 is fragmented, so a killed server leaves a
     playable file; one encoder thread per video. ``start`` is the first frame index of
     this segment (a resumed stream's video goes on in a new file).
+
+    Colour: the RGB picture is converted to YCbCr with the BT.709 matrix in limited range
+    (:data:`COLOUR_TAGS`), and the stream is tagged so (BT.709 primaries, transfer and
+    matrix, tv range), so that every player shows what was drawn; swscale's default, the
+    BT.601 matrix untagged, is read as BT.709 by players at 1280x720 (docs/models.md,
+    "Colour"): pure green came out as 0,215,0.
     """
 
     def __init__(
@@ -219,6 +230,11 @@ class AnnotatedVideo:
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
         self.stream.options = {"crf": "23", "preset": "veryfast", "tune": "zerolatency", "threads": "1"}
         self.stream.codec_context.thread_count = 1
+        for name, value in COLOUR_TAGS.items():  # the H.264 stream's VUI and the MP4's colr box
+            setattr(self.stream.codec_context, name, value)
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()  # one swscale context for the whole video
         self.frames = frames  # iterator of RGB frames in display order, or None
         self.pending: dict[int, tuple] = {}
         self.next = start
@@ -313,7 +329,15 @@ class AnnotatedVideo:
                 1,
                 cv2.LINE_AA,
             )
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        from av.video.reformatter import ColorRange, Colorspace
+
+        frame = self._reformatter.reformat(
+            av.VideoFrame.from_ndarray(img, format="rgb24"),
+            format="yuv420p",
+            dst_colorspace=Colorspace.ITU709,
+            dst_color_range=ColorRange.MPEG,
+            threads=1,
+        )
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.written += 1
