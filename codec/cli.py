@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-PARTIAL = 3  # decode: the frames it could decode are written, but packets were damaged or repeated
+from temposplit.cli import PARTIAL  # decode: the frames it could decode are written, but packets were damaged
 
 
 def register(sub) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+from temposplit.cli import PARTIAL
+
 
 def register(sub) -> None:
     from temposplit.codec.cli import add_codec_options
@@ -263,7 +265,7 @@ def _demo(args) -> int:
         reference=not args.no_reference,
     )
     print_summary(summary)
-    return 0 if summary["errors"] == 0 else 1
+    return 0 if summary["errors"] == 0 else PARTIAL
 
 
 def _edge(args) -> int:
@@ -362,7 +364,7 @@ def _edge(args) -> int:
         f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors{dropped}; "
         f"{summary_line(report.summary)}"
     )
-    return 0 if not report.errors else 1
+    return 0 if not report.errors else PARTIAL
 
 
 @contextlib.contextmanager

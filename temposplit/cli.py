@@ -159,6 +159,10 @@ def _describe(exc: BaseException) -> str:
 
 
 STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE: the exit status of a command whose stdout's reader went away
+# The exit status of a run that completed with losses: `decode` of a damaged stream (the frames it
+# could decode written), `edge` and `demo` with frames recorded as errors. Not 1 (a defect of ours,
+# which a service manager restarts): a file streamed again would only repeat the losses.
+PARTIAL = 3
 
 
 def _stdout_closed() -> bool:

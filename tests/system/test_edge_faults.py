@@ -310,3 +310,33 @@ def test_a_cli_edge_keeps_no_per_frame_records(make_server, replay_file, tmp_pat
     with pytest.raises(SystemExit, match="7"):
         main(["edge", "--replay", str(replay_file), "--server", "127.0.0.1:9"])
     assert seen == [False]
+
+
+def test_a_stream_that_ends_with_frames_recorded_as_errors_exits_with_partial(tmp_path, peer):
+    """A file streamed to its end whose server recorded a frame as an error: the edge exits
+    with PARTIAL (3), which its service unit does not restart, not 1 (a defect of ours,
+    restarted: the file was streamed again as a new stream, its losses repeated)."""
+    from replays import synthetic_replay
+
+    from temposplit.cli import PARTIAL
+    from temposplit.codec.bitstream import parse_packet
+
+    def server(conn):
+        chan = P.Channel(conn)
+        assert chan.recv().type == P.HELLO
+        conn.sendall(WELCOME)
+        while True:
+            msg = chan.recv()
+            if msg.type == P.PACKET_AT:
+                index = parse_packet(P.split_packet_at(msg.body)[2], 0, 1 << 24)[0].index
+                conn.sendall(_message(P.ACK, {"frame": index, "error": "damaged"} if index == 1 else {"frame": index}))
+            elif msg.type == P.END:
+                n = msg.json()["frames"]
+                summary = {"stream": "s", "frames": n, "decoded": n - 1, "errors": 1, "bytes": 0}
+                conn.sendall(_message(P.SUMMARY, {**summary, "recorded": [[0, n]], "failed": [[1, 2]]}))
+                return
+
+    replay = synthetic_replay(tmp_path / "r.npz", 3)
+    rc, err, _ = _edge(str(replay), peer(server).address, "--state", str(tmp_path / "state"))
+    assert rc == PARTIAL == 3, err
+    assert err == ""  # a completed run: its summary on stdout, no error line

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from temposplit.cli import build_parser
+from temposplit.cli import PARTIAL, build_parser
 from temposplit.signals import TERMINATED
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
@@ -144,6 +144,8 @@ def test_stopping_a_unit_is_a_success_and_a_failure_restarts_it():
     assert _values(edge, "KillSignal") == ["SIGTERM"] == _values(serve, "KillSignal")
     assert str(TERMINATED) in " ".join(_values(edge, "SuccessExitStatus")).split()
     assert _values(edge, "Restart") == ["on-failure"] == _values(serve, "Restart")
+    # A file's stream that completed with frames recorded as errors: streamed again, it would repeat them.
+    assert _values(edge, "RestartPreventExitStatus") == [str(PARTIAL)]
     # The edge finishes its frame after SIGTERM: what it started (--backend rtl's simulator)
     # must not get the SIGTERM too (KillMode=control-group, the default, sends it to all).
     assert _values(edge, "KillMode") == ["mixed"]
