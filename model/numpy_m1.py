@@ -109,8 +109,10 @@ def resize_bilinear_tf1(image: np.ndarray, size=SSD_INPUT_SIZE) -> np.ndarray:
 
 def check_frames(frames, error=ValueError, allow=()) -> list:
     """``frames`` as a list of RGB uint8 arrays (H, W, 3) (or instances of ``allow``), or ``error``
-    naming the first that is not. One frame passed alone would be read as H frames of its
-    rows, each resized to a (300, 300, 300) float32 block: gigabytes, not an error."""
+    naming the first that is not. What NumPy reads as an array (a Pillow image of mode RGB:
+    ``__array_interface__``) comes back as that array. One frame passed alone would be read
+    as H frames of its rows, each resized to a (300, 300, 300) float32 block: gigabytes, not
+    an error."""
     if isinstance(frames, np.ndarray) and frames.ndim == 3:
         raise error(f"one array {frames.shape} is not a list of frames: pass [frame] for one RGB frame")
     try:
@@ -122,10 +124,14 @@ def check_frames(frames, error=ValueError, allow=()) -> list:
     for i, f in enumerate(frames):
         if isinstance(f, allow):
             continue
-        a = np.asarray(f) if isinstance(f, np.ndarray) or hasattr(f, "__array__") else None
+        readable = isinstance(f, np.ndarray) or hasattr(f, "__array__") or hasattr(f, "__array_interface__")
+        a = np.asarray(f) if readable else None
         if a is None or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
             what = type(f).__name__ if a is None else f"{a.dtype} {a.shape}"
+            if isinstance(getattr(f, "mode", None), str):  # a Pillow image of another mode
+                what = f"a {f.mode} image (image.convert('RGB') makes it one)"
             raise error(f"frame {i} must be an RGB uint8 array (H, W, 3), not {what}")
+        frames[i] = a
     return frames
 
 

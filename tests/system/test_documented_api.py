@@ -282,6 +282,23 @@ def test_the_numpy_m1_refuses_one_frame_passed_alone(vtest_frames):
         numpy_m1.preprocess_ssd([vtest_frames[0].astype(np.float32)])
 
 
+def test_a_pillow_image_is_a_frame_and_one_of_another_mode_is_named():
+    """A Pillow image of mode RGB is read as NumPy reads it (it was refused as "not Image": it
+    has ``__array_interface__``, not ``__array__``); another mode is refused, saying how to
+    make it one."""
+    from PIL import Image
+
+    from temposplit.model import numpy_m1
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    (got,) = numpy_m1.check_frames([Image.fromarray(rgb)])
+    assert isinstance(got, np.ndarray) and np.array_equal(got, rgb)
+    assert np.array_equal(numpy_m1.preprocess_ssd([Image.fromarray(rgb)]), numpy_m1.preprocess_ssd([rgb]))
+    with pytest.raises(ValueError, match=re.escape("not a RGBA image (image.convert('RGB') makes it one)")):
+        numpy_m1.check_frames([Image.fromarray(rgb).convert("RGBA")])
+
+
 @pytest.fixture(scope="module")
 def ssd():
     pytest.importorskip("torch")
