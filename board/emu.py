@@ -329,7 +329,10 @@ class CaptureProxy:
 
 
 def parse_stream(raw: bytes) -> dict:
-    """An edge's bytes -> its codec stream header (from HELLO) and PACKET bodies, in order."""
+    """An edge's bytes -> its codec stream header (from HELLO) and its packets' bodies, in
+    order: a PACKET_AT's with its frame's times (docs/protocol.md, "Frame times"), which
+    the comparisons then check too (a feature file's frames are timed frame / fps on every
+    machine)."""
     from temposplit import protocol as P
 
     head = struct.Struct("<BI")  # docs/protocol.md: u8 type, u32 length
@@ -340,7 +343,7 @@ def parse_stream(raw: bytes) -> dict:
         pos += head.size + length
         if msg.type == P.HELLO and header is None:
             header = msg.stream_header()
-        elif msg.type == P.PACKET:
+        elif msg.type in (P.PACKET, P.PACKET_AT):
             packets.append(msg.body)
     return {"hello": header, "packets": packets}
 

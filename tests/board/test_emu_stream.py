@@ -1,0 +1,30 @@
+"""How ``make board-emu`` reads what an edge sent (board/emu.py ``parse_stream``): the stream
+header from HELLO and every packet, a PACKET_AT's with its times, so that the armhf and x86
+edges are compared on both (this runs in ``make test``; the emulation itself, in
+``make test-board``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from temposplit import protocol as P
+
+_spec = importlib.util.spec_from_file_location("board_emu", Path(__file__).resolve().parents[2] / "board" / "emu.py")
+emu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(emu)  # a script, not a module of the package
+parse_stream = emu.parse_stream
+
+
+def test_the_packets_of_a_version_3_edge_are_read_with_their_times():
+    raw = (
+        P.hello({"protocol": P.PROTOCOL_VERSION, "stream": "s", "frame_size": [16, 16]}, b"HEADER")
+        + P.packet_at(b"first", 0, None)
+        + P.packet_at(b"second", 100_000, None)
+        + P.encode(P.PACKET, b"third")  # a version 2 edge's
+        + P.control(P.END, {"frames": 3})
+    )
+    got = parse_stream(raw)
+    assert got["hello"] == b"HEADER"
+    assert [P.split_packet_at(p)[::2] for p in got["packets"][:2]] == [(0, b"first"), (100_000, b"second")]
+    assert got["packets"][2] == b"third" and len(got["packets"]) == 3
