@@ -144,6 +144,16 @@ def check_frame_size(path, size: tuple[int, int] | None) -> None:
         raise ConfigError(f"{path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
 
 
+def _microseconds(seconds: float | None, low: int) -> int | None:
+    """A frame time in microseconds as PACKET_AT carries it; None where there is none or it
+    is out of the protocol's range (an odd file's: the frame is sent without it, never
+    refused)."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    us = round(seconds * 1e6)
+    return us if low < us < P.MAX_TIME_US else None
+
+
 def check_host(host: str) -> str:
     """A host name the resolver can be asked about (IDNA: no empty label, none over 63 characters)."""
     try:
@@ -660,10 +670,10 @@ class Edge:
 
     def _stamp(self, index: int) -> tuple:
         """Frame ``index``'s (time_us, utc_us) as PACKET_AT carries them (docs/protocol.md, "Frame times")."""
-        when, utc = self.taken
+        when, utc = (_microseconds(v, low) for v, low in zip(self.taken, (-P.MAX_TIME_US, -1), strict=True))
         if when is None and utc is None:  # a file without times of its own: its position at the stream's rate
-            when = index / self.config.fps
-        return tuple(None if v is None else round(v * 1e6) for v in (when, utc))
+            when = round(index / self.config.fps * 1e6)
+        return when, utc
 
     def _frame(self, index: int, cut, capture: float) -> None:
         codes = [t.codes for t in cut]

@@ -204,13 +204,15 @@ def _open_network(url: str, shown: str, options: dict, timeout: float):
 
 
 def _network_pictures(container, stream, timeout: float):
-    """The decoded pictures (PyAV frames) of an opened network source, until it ends; a
+    """The decoded pictures (PyAV frames, each with its presentation time in seconds from
+    the stream's start, or None) of an opened network source, until it ends; a
     silence of ``timeout`` seconds (no bytes, or bytes that give no picture) is a
     :class:`_Stopped`. A packet that does not decode (a corrupt or lost one) is skipped, as
     players do: a live stream goes on at its next picture."""
     import av
 
     heard = seen = time.monotonic()  # the last packet, the last picture (or the edge's last request)
+    origin = _av_origin(stream)
     try:
         for packet in container.demux(stream):
             heard = time.monotonic()
@@ -219,12 +221,29 @@ def _network_pictures(container, stream, timeout: float):
             except av.error.FFmpegError:
                 pictures = []
             for picture in pictures:
-                yield picture
+                yield picture, (None if picture.time is None else picture.time - origin)
                 heard = seen = time.monotonic()
             if heard - seen > timeout:
                 raise _Stopped(f"no picture for {timeout:g} s")
     except (OSError, av.error.FFmpegError) as exc:
         raise _Stopped(_ffmpeg_why(exc, timeout, time.monotonic() - heard)) from None
+
+
+def _cv2_time(cap, last: float | None) -> float | None:
+    """The presentation time (s, from the stream's start) of the picture OpenCV just read, or
+    None where it has none: OpenCV says 0 for a picture without a timestamp (a raw H.264
+    stream, a flushed B frame), so a time that does not come after the last one is none."""
+    import cv2
+
+    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+    if not math.isfinite(ms) or ms < 0 or (last is not None and ms / 1000 <= last):
+        return None
+    return ms / 1000
+
+
+def _av_origin(stream) -> float:
+    """The start time (s) of a PyAV video stream, which its frames' times are counted from."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
 
 
 class _Stopped(Exception):
@@ -254,6 +273,7 @@ class _Newest:
             pictures = self._pictures()
             try:
                 for picture in pictures:
+                    came = time.time()  # when it came: before any wait for room (a source read whole)
                     with self._cond:
                         while not self._drop and len(self._queue) >= self._keep and not self._stopped:
                             self._cond.wait()
@@ -262,7 +282,7 @@ class _Newest:
                         if len(self._queue) >= self._keep:
                             self._queue.popleft()
                             self.dropped += 1
-                        self._queue.append((picture, time.time()))
+                        self._queue.append((picture, came))
                         self._cond.notify_all()
             finally:
                 pictures.close()
@@ -394,6 +414,7 @@ class Source:
         if not cap.isOpened():
             raise ConfigError(f"cannot open {self.path}")
         try:
+            last = None
             while True:
                 ok, bgr = cap.read()
                 if not ok:
@@ -401,8 +422,9 @@ class Source:
                 if self.camera:
                     yield Stamped(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), utc=time.time())
                     continue
-                ms = cap.get(cv2.CAP_PROP_POS_MSEC)  # the frame's presentation time from the stream's start
-                yield Stamped(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ms / 1000 if math.isfinite(ms) else None)
+                when = _cv2_time(cap, last)
+                last = when if when is not None else last
+                yield Stamped(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), when)
         finally:
             cap.release()
 
@@ -433,8 +455,10 @@ class Source:
                     if not self.finite:  # a live stream has no end of its own
                         raise ConfigError(f"{self.path}: the stream stopped at frame {index}: the source closed it")
                     return
-                picture, came = taken
-                yield Stamped(rgb(picture), utc=came)
+                (picture, when), came = taken
+                # A source of known duration is a file read over the network: its own times;
+                # a live one's pictures are timed when they came (docs/protocol.md, "Frame times").
+                yield Stamped(rgb(picture), when, None) if self.finite else Stamped(rgb(picture), None, came)
                 index += 1
         finally:
             reader.stop()
@@ -452,13 +476,16 @@ class Source:
         try:
             if not cap.isOpened():
                 raise _Stopped("cannot connect again")
+            last = None
             while True:
                 ok, bgr = cap.read()
                 if not ok:  # OpenCV tells neither its timeout nor an error from the end
                     if self.finite:
                         return
                     raise _Stopped(f"no picture (none for {self.timeout:g} s, or the source closed it)")
-                yield bgr
+                when = _cv2_time(cap, last)
+                last = when if when is not None else last
+                yield bgr, when
         finally:
             cap.release()
 
@@ -587,7 +614,7 @@ def _probe_av(url: str, shown: str, options: dict, timeout: float):
             raise ConfigError(f"{shown}: {exc}") from None
         if first is None:
             raise ConfigError(f"{shown} has no picture to decode")
-        return fps, tuple(int(v) for v in upright_rgb(first).shape[:2]), finite
+        return fps, tuple(int(v) for v in upright_rgb(first[0]).shape[:2]), finite
 
 
 def _probe_cv2(url: str, shown: str, options: dict, timeout: float):

@@ -596,7 +596,7 @@ class CloudServer:
         The table lock is held only to look up and reserve the name, never for I/O."""
         info = msg.json()
         version = info.get("protocol")
-        if isinstance(version, bool) or version not in P.SUPPORTED_VERSIONS:
+        if type(version) is not int or version not in P.SUPPORTED_VERSIONS:  # not True, not 3.0
             supported = " or ".join(map(str, P.SUPPORTED_VERSIONS))
             raise Refused(f"protocol version {shown(version)} is not supported ({supported})")
         conn.version = version

@@ -164,8 +164,8 @@ def packet_at(packet: bytes, time_us: int | None, utc_us: int | None) -> bytes:
 
 def check_time(value: int, name: str) -> int:
     """A frame time in microseconds as PACKET_AT carries it, or a ProtocolError."""
-    low = 0 if name == "utc" else -MAX_TIME_US
-    if not (isinstance(value, int) and low <= value < MAX_TIME_US):
+    low = -1 if name == "utc" else -MAX_TIME_US  # utc in [0, 2^53), time in (-2^53, 2^53)
+    if not (isinstance(value, int) and low < value < MAX_TIME_US):
         raise ProtocolError(f"a frame's {name} of {value} microseconds is out of range")
     return value
 

@@ -103,7 +103,7 @@ def test_a_version_2_edge_is_served_without_times(make_server, coded_stream):
     assert recs and not any("time" in r or "utc" in r for r in recs.values())
     old.chan.send(P.packet_at(packets[3], 0, None))
     assert refused(old.answers_until({P.ERROR})[-1], "PACKET_AT")
-    for bad in (1, "3", True, None):
+    for bad in (1, "3", True, None, 3.0):
         c = Raw(srv.address)
         assert refused(c.hello(header, f"v{bad}", protocol=bad), "protocol version")
         c.close()
@@ -147,3 +147,34 @@ def test_both_readers_give_a_files_presentation_times_from_its_start(tmp_path, b
     _variable_rate_clip(clip, frames)
     source = open_source(str(clip), backend=backend)
     assert [round(s.time, 6) for s in source.stamped()] == [ms / 1000 for ms in PTS_MS]
+
+
+@pytest.mark.parametrize("backend", ["av", "cv2"])
+def test_pictures_without_times_are_timed_by_position_by_both_readers(tmp_path, backend):
+    """A raw H.264 stream has no timestamps: PyAV gives none, OpenCV 0 for every picture,
+    which was recorded as time 0.0 for every frame; both now leave it to the edge, which
+    sends frame / fps."""
+    import av
+    import numpy as np
+
+    clip = tmp_path / "raw.h264"
+    with av.open(str(clip), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.height, s.width, s.pix_fmt = 96, 128, "yuv420p"
+        for i in range(6):
+            f = av.VideoFrame.from_ndarray(np.full((96, 128, 3), 30 * i, np.uint8), format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    source = open_source(str(clip), backend=backend)
+    times = [s.time for s in source.stamped()]
+    assert len(times) == 6 and all(t is None for t in times[1:]) and times[0] in (None, 0.0)
+
+
+def test_a_time_outside_the_protocols_range_is_left_out_not_refused(server, edge_model, vtest_frames):
+    """An odd file's time past 2^53 microseconds: the frame is sent without it (the edge's
+    PACKET_AT would otherwise fail the stream); the others keep theirs."""
+    frames = [Stamped(vtest_frames[0], 0.5), Stamped(vtest_frames[1], 1e12), Stamped(vtest_frames[2], 0.7)]
+    Edge(edge_model, CODEC, server.address, "odd").run(iter(frames), total=3)
+    recs = records(server, "odd")
+    assert [recs[i]["time"] for i in range(3)] == [0.5, 0.1, 0.7]  # frame 1: its position at 10 frames/s

@@ -337,7 +337,8 @@ def test_a_refused_url_is_one_error_naming_it_without_its_password(url, words):
 
 def test_a_source_of_known_duration_is_read_whole_and_ends(tmp_path):
     """A file served over HTTP (Matroska: its duration in its header): FFmpeg knows its
-    duration, so nothing is dropped for a slow reader and its end is the end of the stream."""
+    duration, so nothing is dropped for a slow reader and its end is the end of the stream;
+    its frames carry the file's own times (30 frames/s), not when the reader took them."""
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -352,13 +353,15 @@ def test_a_source_of_known_duration_is_read_whole_and_ends(tmp_path):
     try:
         src = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.mkv")
         assert src.finite and src.live
-        taken = []
-        for f in src.frames():
-            taken.append(_marks(f)[0])
+        taken, times = [], []
+        for f in src.stamped():
+            taken.append(_marks(f.picture)[0])
+            times.append((f.time, f.utc))
             time.sleep(0.03)
     finally:
         server.shutdown()
     assert taken == list(range(20)) and src.dropped == 0
+    assert [(round(t, 3), utc) for t, utc in times] == [(round(i / 30, 3), None) for i in range(20)]
 
 
 @pytest.mark.parametrize("backend", ["av", "cv2"])
