@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 import errno
 import json
+import math
 import os
 import re
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,25 @@ def time_fields(time_us: int | None, utc_us: int | None) -> dict:
         when = EPOCH + datetime.timedelta(milliseconds=utc_us // 1000)
         out["utc"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return out
+
+
+def shown_at(time_us: int | None, utc_us: int | None) -> float | None:
+    """When a frame is shown in the annotated video, in seconds on the clock of its times
+    (the source's, or UTC for a live source), or None where the edge sent no time."""
+    if time_us is not None:
+        return time_us / 1e6
+    return None if utc_us is None else utc_us / 1e6
+
+
+def recorded_at(rec: dict) -> float | None:
+    """:func:`shown_at` of a record read back (its ``time``, else its ``utc``), or None."""
+    when = rec.get("time")
+    if isinstance(when, (int, float)) and not isinstance(when, bool) and math.isfinite(when):
+        return float(when)
+    try:
+        return datetime.datetime.fromisoformat(str(rec["utc"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
 
 
 # A line as DetectionLog.write writes it: the frame, its times where known, then the bytes
@@ -186,6 +207,7 @@ class DetectionLog:
 
 # The annotated video's colour (FFmpeg's AVColorPrimaries, AVColorTransferCharacteristic,
 # AVColorSpace and AVColorRange codes): BT.709 primaries, transfer and matrix, limited range.
+MILLISECOND = Fraction(1, 1000)  # the annotated video's time base
 COLOUR_TAGS = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
 
 
@@ -200,6 +222,13 @@ class AnnotatedVideo:
     (boxes are scaled with it); the MP4 is fragmented, so a killed server leaves a
     playable file; one encoder thread per video. ``start`` is the first frame index of
     this segment (a resumed stream's video goes on in a new file).
+
+    Timing: each picture is shown at its frame's time (``add``'s ``when``, seconds on the
+    clock of the frame's times), counted from the segment's first, so a clip of variable
+    rate, or a live source whose reader dropped pictures, plays as the scene happened; a
+    frame without a time (lost, or from an edge that sent none) comes one frame period
+    (the stream's rate, rounded) after the picture before. Times are in milliseconds and
+    always increase (a time not after the last picture's comes 1 ms after it).
 
     Colour: the RGB picture is converted to YCbCr with the BT.709 matrix in limited range
     (:data:`COLOUR_TAGS`), and the stream is tagged so (BT.709 primaries, transfer and
@@ -226,7 +255,9 @@ class AnnotatedVideo:
         width, height = max(2, round(width * self.scale)), max(2, round(height * self.scale))
         self.path, self.width, self.height = path, width - width % 2, height - height % 2
         self.container = av.open(str(path), "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"})
-        self.stream = self.container.add_stream("libx264", rate=max(1, round(fps)))
+        self.rate = max(1, round(fps))
+        self.stream = self.container.add_stream("libx264", rate=self.rate)
+        self.stream.time_base = self.stream.codec_context.time_base = MILLISECOND
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
         self.stream.options = {"crf": "23", "preset": "veryfast", "tune": "zerolatency", "threads": "1"}
         self.stream.codec_context.thread_count = 1
@@ -241,21 +272,31 @@ class AnnotatedVideo:
         self.window = window
         self.min_score = min_score
         self.written = 0
+        self.origin: float | None = None  # the clock's time (s) at the segment's pts 0
+        self.pts: int | None = None  # the last picture's, in ms
 
-    def add(self, index: int, detections=None, heat: np.ndarray | None = None, caption: str = "", error: str = ""):
+    def add(
+        self,
+        index: int,
+        detections=None,
+        heat: np.ndarray | None = None,
+        caption: str = "",
+        error: str = "",
+        when: float | None = None,
+    ):
         if index < self.next or index in self.pending:
             return
-        self.pending[index] = (detections, heat, caption, error)
+        self.pending[index] = (detections, heat, caption, error, when)
         while self.next in self.pending or len(self.pending) > self.window:
             item = self.pending.pop(self.next, None)
-            self._write(item if item is not None else (None, None, "", "frame lost"))
+            self._write(item if item is not None else (None, None, "", "frame lost", None))
             self.next += 1
 
     def finish(self, total: int | None = None) -> None:
         end = max([total or 0, self.next, *(k + 1 for k in self.pending)])
         while self.next < end:
             item = self.pending.pop(self.next, None)
-            self._write(item if item is not None else (None, None, "", "frame lost"))
+            self._write(item if item is not None else (None, None, "", "frame lost", None))
             self.next += 1
         for packet in self.stream.encode():
             self.container.mux(packet)
@@ -273,6 +314,17 @@ class AnnotatedVideo:
         close = getattr(self.frames, "close", None)
         if close is not None:
             close()
+
+    def _next_pts(self, when: float | None) -> int:
+        """The next picture's pts in ms (class docstring, "Timing")."""
+        period = round(1000 / self.rate)
+        guess = 0 if self.pts is None else self.pts + period
+        if when is not None and math.isfinite(when):
+            if self.origin is None:  # the first time: the pictures before it came a period apart
+                self.origin = when - guess / 1000
+            guess = round((when - self.origin) * 1000)
+        self.pts = guess if self.pts is None else max(guess, self.pts + 1)
+        return self.pts
 
     def _picture(self, heat) -> np.ndarray:
         import cv2
@@ -298,7 +350,7 @@ class AnnotatedVideo:
         import av
         import cv2
 
-        detections, heat, caption, error = item
+        detections, heat, caption, error, when = item
         img = self._picture(heat)
         if detections is not None:
             k = self.scale
@@ -338,6 +390,7 @@ class AnnotatedVideo:
             dst_color_range=ColorRange.MPEG,
             threads=1,
         )
+        frame.pts, frame.time_base = self._next_pts(when), MILLISECOND
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.written += 1

@@ -24,7 +24,15 @@ from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
 from temposplit.server.frameset import FrameSet
-from temposplit.server.outputs import AnnotatedVideo, DetectionLog, detection_records, recorded_detections, time_fields
+from temposplit.server.outputs import (
+    AnnotatedVideo,
+    DetectionLog,
+    detection_records,
+    recorded_at,
+    recorded_detections,
+    shown_at,
+    time_fields,
+)
 
 STATE = "session.json"
 
@@ -220,14 +228,14 @@ class Session:
         for rec in self.ahead:  # recorded before the resume, past its first frame: drawn as recorded
             i = rec["frame"]
             if "error" in rec:
-                self.video.add(i, error=f"frame {i}: error")
+                self.video.add(i, error=f"frame {i}: error", when=recorded_at(rec))
             else:
                 caption = f"{self.name}  frame {i}  {rec.get('kind', '')}  N={rec.get('n_bits', '')}"
                 try:
                     detections = recorded_detections(rec.get("detections") or [])
                 except (TypeError, ValueError, KeyError):  # a record edited by hand: the picture, without boxes
                     detections, caption = None, caption + "  (its record's boxes unreadable)"
-                self.video.add(i, detections, caption=caption)
+                self.video.add(i, detections, caption=caption, when=recorded_at(rec))
         self.ahead = []
 
     def discard_outputs(self) -> None:
@@ -262,7 +270,7 @@ class Session:
             rate = sum(self.recent_bytes) / len(self.recent_bytes) * self.header.fps / 1e6
             heat = decoded.dequantize()[-1].mean(axis=0)
             caption = f"{self.name}  frame {index}  {decoded.kind}  N={decoded.n_bits}  {rate:.3f} MB/s"
-            self.video.add(index, detections, heat, caption)
+            self.video.add(index, detections, heat, caption, when=shown_at(*times))
         return rec
 
     def record_error(self, index: int, message: str, times: tuple = (None, None)) -> None:
@@ -271,7 +279,7 @@ class Session:
         self.log.write({"frame": index, **time_fields(*times), "error": message})
         self.failed.add(index)
         if self.video is not None:
-            self.video.add(index, error=f"frame {index}: error")
+            self.video.add(index, error=f"frame {index}: error", when=shown_at(*times))
 
     def finish(self, total: int) -> list[str]:
         """END: an error record for every index below ``total`` without one; close; mark finished.

@@ -25,6 +25,14 @@ def records(srv, stream):
     return {r["frame"]: r for r in (json.loads(line) for line in path.read_text().splitlines())}
 
 
+def shown_ms(srv, stream) -> list[int]:
+    """When the annotated video shows each of its pictures, in ms from its first."""
+    import av
+
+    with av.open(str(srv.out_dir / stream / "annotated.mp4")) as c:
+        return [round(f.time * 1000) for f in c.decode(video=0)]
+
+
 def _variable_rate_clip(path, frames) -> None:
     """``frames`` as H.264 in Matroska, shown at PTS_MS (B frames on: decoded out of order)."""
     import av
@@ -56,6 +64,7 @@ def test_a_files_frames_are_recorded_at_their_presentation_times(tmp_path, serve
     recs = records(server, "vfr")
     assert {i: r["time"] for i, r in recs.items()} == {i: ms / 1000 for i, ms in enumerate(PTS_MS)}
     assert not any("utc" in r for r in recs.values())
+    assert shown_ms(server, "vfr") == PTS_MS  # the annotated video plays at the clip's own times
 
 
 def test_frames_without_times_of_their_own_are_timed_by_position_or_by_the_clock(server, edge_model, vtest_frames):
@@ -88,6 +97,7 @@ def test_a_stamped_frames_own_times_are_recorded(server, edge_model, vtest_frame
         "2025-12-06T05:46:40.500Z",
         "2025-12-06T05:46:41.123Z",
     ]
+    assert shown_ms(server, "given") == [0, 250, 873]  # as they came: a live source's gaps show
 
 
 def test_a_version_2_edge_is_served_without_times(make_server, coded_stream):
@@ -178,3 +188,25 @@ def test_a_time_outside_the_protocols_range_is_left_out_not_refused(server, edge
     Edge(edge_model, CODEC, server.address, "odd").run(iter(frames), total=3)
     recs = records(server, "odd")
     assert [recs[i]["time"] for i in range(3)] == [0.5, 0.1, 0.7]  # frame 1: its position at 10 frames/s
+
+
+def test_the_annotated_videos_clock_always_moves_on(tmp_path):
+    """A picture without a time comes a frame period after the one before; a time that is not
+    after the last picture's comes 1 ms after it; the first time sets the clock so that the
+    untimed pictures before it keep their period."""
+    import av
+
+    from temposplit.server.outputs import AnnotatedVideo
+
+    def shown(times):
+        path = tmp_path / f"v{len(list(tmp_path.iterdir()))}.mp4"
+        video = AnnotatedVideo(path, 64, 48, 10.0)
+        for i, when in enumerate(times):
+            video.add(i, caption=f"{i}", when=when)
+        video.finish()
+        with av.open(str(path)) as c:
+            return [round(f.time * 1000) for f in c.decode(video=0)]
+
+    assert shown([5.0, None, 5.05, 4.0, 6.0]) == [0, 100, 101, 102, 1000]
+    assert shown([None, 10.0, 10.5]) == [0, 100, 600]
+    assert shown([None, None, None]) == [0, 100, 200]  # an edge that sent no times: the stream's rate
