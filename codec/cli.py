@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from temposplit.cli import PARTIAL  # decode: the frames it could decode are written, but packets were damaged
+# decode: the frames it could decode are written, but packets were damaged or repeated
+from temposplit.cli import PARTIAL
 
 
 def register(sub) -> None:

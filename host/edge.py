@@ -664,8 +664,11 @@ class Edge:
         item = next(it, None)
         if isinstance(item, Stamped):
             self.taken = (item.time, item.utc)
-            return item.picture
-        self.taken = (None, None) if self.positions else (None, time.time())
+            item = item.picture
+        else:
+            self.taken = (None, None) if self.positions else (None, time.time())
+        if item is not None and not isinstance(item, np.ndarray) and hasattr(item, "__array_interface__"):
+            item = np.asarray(item)  # a Pillow image, as the models take it (their check_frames)
         return item
 
     def _stamp(self, index: int) -> tuple:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-MAX_LINGER = 86400.0  # --session-linger: a day at most (a detached session holds a decoder and open files)
+MIN_LINGER, MAX_LINGER = 1.0, 86400.0  # --session-linger: a day at most (a decoder and open files held)
 
 
 def register(sub) -> None:
@@ -113,6 +113,7 @@ def _host(text: str) -> str:
 def _serve(args) -> int:
     import sys
 
+    from temposplit import protocol as P
     from temposplit.errors import ConfigError
     from temposplit.protocol import TLSConfig
     from temposplit.server.m2 import CloudModels
@@ -145,8 +146,16 @@ def _serve(args) -> int:
     if args.idle_timeout is not None:
         options["idle_timeout"] = args.idle_timeout
     if args.session_linger is not None:
-        if not 0 < args.session_linger <= MAX_LINGER:
-            raise ConfigError(f"--session-linger must be in (0, {MAX_LINGER:g}] seconds, not {args.session_linger}")
+        if not MIN_LINGER <= args.session_linger <= MAX_LINGER:
+            raise ConfigError(
+                f"--session-linger must be in {MIN_LINGER:g}..{MAX_LINGER:g} seconds, not {args.session_linger}"
+            )
+        window = args.resume_window if args.resume_window is not None else P.RESUME_WINDOW
+        if args.session_linger > window:  # the name would be held past the window the docs promise
+            raise ConfigError(
+                f"--session-linger {args.session_linger:g} is longer than the resume window ({window:g} s, "
+                "--resume-window): a detached session holds its stream's name; raise --resume-window with it"
+            )
         options["linger"] = args.session_linger
     if args.resume_window is not None:
         if not args.resume_window >= 0:

@@ -79,11 +79,11 @@ def shown_at(time_us: int | None, utc_us: int | None) -> float | None:
 def recorded_at(rec: dict) -> float | None:
     """:func:`shown_at` of a record read back (its ``time``, else its ``utc``), or None."""
     when = rec.get("time")
-    if isinstance(when, (int, float)) and not isinstance(when, bool) and math.isfinite(when):
-        return float(when)
+    if isinstance(when, (int, float)) and not isinstance(when, bool) and abs(when) < P.MAX_TIME_US / 1e6:
+        return float(when)  # (not NaN, nor a number edited in past the protocol's range)
     try:
         return datetime.datetime.fromisoformat(str(rec["utc"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
@@ -208,6 +208,7 @@ class DetectionLog:
 # The annotated video's colour (FFmpeg's AVColorPrimaries, AVColorTransferCharacteristic,
 # AVColorSpace and AVColorRange codes): BT.709 primaries, transfer and matrix, limited range.
 MILLISECOND = Fraction(1, 1000)  # the annotated video's time base
+MAX_GAP_MS = 60_000  # a longer gap between two pictures' times is the clock stepping (AnnotatedVideo, "Timing")
 COLOUR_TAGS = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
 
 
@@ -227,8 +228,11 @@ class AnnotatedVideo:
     clock of the frame's times), counted from the segment's first, so a clip of variable
     rate, or a live source whose reader dropped pictures, plays as the scene happened; a
     frame without a time (lost, or from an edge that sent none) comes one frame period
-    (the stream's rate, rounded) after the picture before. Times are in milliseconds and
-    always increase (a time not after the last picture's comes 1 ms after it).
+    (the stream's rate, rounded to whole frames a second) after the picture before. A time
+    not after the last picture's, or more than MAX_GAP_MS after it (the edge's clock
+    stepped: an NTP correction, a board without a real-time clock setting its time) is
+    shown one period after the last picture and sets the clock from there. Times are in
+    milliseconds.
 
     Colour: the RGB picture is converted to YCbCr with the BT.709 matrix in limited range
     (:data:`COLOUR_TAGS`), and the stream is tagged so (BT.709 primaries, transfer and
@@ -274,6 +278,7 @@ class AnnotatedVideo:
         self.written = 0
         self.origin: float | None = None  # the clock's time (s) at the segment's pts 0
         self.pts: int | None = None  # the last picture's, in ms
+        self.anchor, self.untimed = 0, 0  # the last picture on the clock (ms), and the untimed ones since
 
     def add(
         self,
@@ -317,14 +322,24 @@ class AnnotatedVideo:
 
     def _next_pts(self, when: float | None) -> int:
         """The next picture's pts in ms (class docstring, "Timing")."""
-        period = round(1000 / self.rate)
-        guess = 0 if self.pts is None else self.pts + period
-        if when is not None and math.isfinite(when):
-            if self.origin is None:  # the first time: the pictures before it came a period apart
-                self.origin = when - guess / 1000
-            guess = round((when - self.origin) * 1000)
-        self.pts = guess if self.pts is None else max(guess, self.pts + 1)
-        return self.pts
+        if when is not None and math.isfinite(when) and self.origin is not None:
+            pts = round((when - self.origin) * 1000)
+            if self.pts < pts <= self.pts + MAX_GAP_MS:  # on the clock: shown at its time
+                self.pts, self.anchor, self.untimed = pts, pts, 0
+                return pts
+        pts = self._after_last()
+        if when is not None and math.isfinite(when):  # the first time, or the clock stepped: it sets the clock
+            self.origin, self.anchor, self.untimed = when - pts / 1000, pts, 0
+        self.pts = pts
+        return pts
+
+    def _after_last(self) -> int:
+        """A period after the last picture, counted from the last one on the clock (the
+        periods of many untimed pictures do not add up their rounding)."""
+        if self.pts is None:
+            return 0
+        self.untimed += 1
+        return max(self.pts + 1, self.anchor + round(self.untimed * 1000 / self.rate))
 
     def _picture(self, heat) -> np.ndarray:
         import cv2

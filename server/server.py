@@ -865,7 +865,7 @@ class CloudServer:
 
     async def _expire_loop(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.linger / 4))
+            await asyncio.sleep(max(0.05, min(1.0, self.linger / 4)))  # (a tiny linger: not a busy loop)
             now = time.monotonic()
             with self.table:
                 detached = sorted(

@@ -191,22 +191,28 @@ def test_a_time_outside_the_protocols_range_is_left_out_not_refused(server, edge
 
 
 def test_the_annotated_videos_clock_always_moves_on(tmp_path):
-    """A picture without a time comes a frame period after the one before; a time that is not
-    after the last picture's comes 1 ms after it; the first time sets the clock so that the
-    untimed pictures before it keep their period."""
+    """A picture without a time comes a frame period after the one before, the periods
+    counted without adding up their rounding; a time that is not after the last picture's,
+    or more than a minute after it (the clock stepped), comes a period after it and sets the
+    clock from there; the first time sets the clock so that the untimed pictures before it
+    keep their period."""
     import av
 
     from temposplit.server.outputs import AnnotatedVideo
 
-    def shown(times):
+    def shown(times, fps=10.0):
         path = tmp_path / f"v{len(list(tmp_path.iterdir()))}.mp4"
-        video = AnnotatedVideo(path, 64, 48, 10.0)
+        video = AnnotatedVideo(path, 64, 48, fps)
         for i, when in enumerate(times):
             video.add(i, caption=f"{i}", when=when)
         video.finish()
         with av.open(str(path)) as c:
             return [round(f.time * 1000) for f in c.decode(video=0)]
 
-    assert shown([5.0, None, 5.05, 4.0, 6.0]) == [0, 100, 101, 102, 1000]
+    assert shown([5.0, None, 5.05, 4.0, 6.0]) == [0, 100, 200, 300, 2300]
     assert shown([None, 10.0, 10.5]) == [0, 100, 600]
     assert shown([None, None, None]) == [0, 100, 200]  # an edge that sent no times: the stream's rate
+    # 55 years (a board's clock set from 1970) and 50 hours (past the MP4 muxer's 32-bit sample
+    # duration at its 16 kHz): both were shown at the picture before's time
+    assert shown([0.0, 0.1, 1.7e9, 1.7e9 + 0.1, 1.7e9 + 180000.0]) == [0, 100, 200, 300, 400]
+    assert shown([None] * 300, fps=30.0)[-1] == 9967  # 299 periods of 33.3 ms (9,867 when each was 33 ms)

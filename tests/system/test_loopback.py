@@ -265,3 +265,13 @@ def _write_clip(path, frames):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def test_the_edge_takes_pillow_images_as_the_models_do(server, edge_model, vtest_frames):
+    """Pillow images of mode RGB are frames to the models (check_frames); to the edge too,
+    which read their size as an array's and failed with an AttributeError."""
+    from PIL import Image
+
+    report = Edge(edge_model, CODEC, server.address, "pillow").run([Image.fromarray(f) for f in vtest_frames[:3]])
+    assert report.frames == 3 and report.acked == 3 and not report.errors
+    assert_every_frame_once(server, "pillow", 3)

@@ -258,7 +258,8 @@ def test_the_session_linger_is_the_detached_sessions_expiry(tmp_path, monkeypatc
             pass
 
     monkeypatch.setattr(server_module, "CloudServer", Started)
-    assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), "--session-linger", "900"]) == 0
+    linger = ["--session-linger", "900", "--resume-window", "900"]  # (a longer linger: a longer window)
+    assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), *linger]) == 0
     assert main(["serve", "--port", "0", "--out", str(tmp_path / "b")]) == 0
     assert made[0]["linger"] == 900.0 and "linger" not in made[1]
     assert default == 120.0
