@@ -82,6 +82,20 @@ def register(sub) -> None:
         help="keep a detached stream's session (decoder, open files) this long for its edge to resume (default "
         "120 s); after it the files close, and a resume goes on from them in a new video segment",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve GET /metrics (Prometheus's text format) on this port of --metrics-host (default: none; "
+        "0: any free port)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        type=_host,
+        default="127.0.0.1",
+        help="the address of --metrics-port (default 127.0.0.1: this machine only)",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None)
     p.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
@@ -161,6 +175,8 @@ def _serve(args) -> int:
         if not args.resume_window >= 0:
             raise ConfigError(f"--resume-window must be 0 or more, not {args.resume_window}")
         options["resume_window"] = args.resume_window
+    if args.metrics_port is not None:
+        options["metrics"] = (args.metrics_host, args.metrics_port)
     made = _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
     try:
         models = CloudModels(weights)
@@ -183,6 +199,9 @@ def _serve(args) -> int:
     for warning in warnings:
         print(warning, file=sys.stderr, flush=True)
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
+    if server.metrics is not None:
+        host, port = server.metrics.address
+        print(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics", flush=True)
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed
     print("temposplit server stopped", flush=True)
     return 0

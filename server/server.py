@@ -337,6 +337,7 @@ class CloudServer:
         max_batch: int = 16,
         max_delay: float = 0.01,
         devices: tuple[str, ...] = ("cpu",),
+        metrics: tuple[str, int] | None = None,
     ):
         from temposplit.server.m2 import CloudModels
 
@@ -375,6 +376,16 @@ class CloudServer:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
+        self.retired: dict[str, int] = {}  # the counts of the sessions dropped from memory (server/metrics.py)
+        self.metrics = None  # the metrics endpoint (serve --metrics-port), bound now: a port in use fails here
+        if metrics is not None:
+            from temposplit.server.metrics import MetricsEndpoint
+
+            try:
+                self.metrics = MetricsEndpoint(self, *metrics)
+            except ConfigError:
+                self.sock.close()
+                raise
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="temposplit-hello")
         self.workers = [
             Worker(self.models, self.log, self._closed, d, queue_size, max_batch, max_delay) for d in devices
@@ -432,6 +443,7 @@ class CloudServer:
             w.start(self.loop)
         acceptor = asyncio.ensure_future(self._accept_loop())
         expiry = asyncio.ensure_future(self._expire_loop())
+        metrics = asyncio.ensure_future(self.metrics.serve()) if self.metrics is not None else None
         self._started.set()
         try:
             await self._stop.wait()
@@ -439,6 +451,8 @@ class CloudServer:
             self.log("stopping: finishing every session's files")
             expiry.cancel()
             acceptor.cancel()
+            if metrics is not None:
+                metrics.cancel()
             self.sock.close()
             tasks = list(self.tasks)  # every accepted socket's: connected, or still reading its PROXY header
             for task in tasks:
@@ -861,6 +875,8 @@ class CloudServer:
         with self.table:
             if self.sessions.get(s.name) is s:
                 del self.sessions[s.name]
+                for k, v in s.counts.items():  # its counts stay in the totals (server/metrics.py)
+                    self.retired[k] = self.retired.get(k, 0) + v
         s.worker.sessions -= 1
 
     async def _expire_loop(self) -> None:

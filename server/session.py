@@ -99,6 +99,9 @@ class Session:
     client: str | None = None  # the address that opened the stream, or resumed it from its files
     unsaved: Exception | None = None  # why closing did not save its records or state (the video aside)
     ahead: list = field(default_factory=list)  # records past the first frame without one, for a resumed video
+    # What this process recorded of it (server/metrics.py): the worker writes, the event loop reads.
+    counts: dict = field(default_factory=lambda: {"frames": 0, "errors": 0, "bytes": 0})
+    last_record: float = field(default_factory=time.monotonic)  # or the session's making
     # Owned by the event loop:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)
@@ -266,6 +269,9 @@ class Session:
         }
         self.log.write(rec)
         self.recorded.add(index)
+        self.counts["frames"] += 1
+        self.counts["bytes"] += nbytes
+        self.last_record = time.monotonic()
         if self.video is not None:
             rate = sum(self.recent_bytes) / len(self.recent_bytes) * self.header.fps / 1e6
             heat = decoded.dequantize()[-1].mean(axis=0)
@@ -278,6 +284,8 @@ class Session:
             return
         self.log.write({"frame": index, **time_fields(*times), "error": message})
         self.failed.add(index)
+        self.counts["errors"] += 1
+        self.last_record = time.monotonic()
         if self.video is not None:
             self.video.add(index, error=f"frame {index}: error", when=shown_at(*times))
 

@@ -239,27 +239,43 @@ def test_bench_server_stopped_by_sigterm_stops_its_server_and_says_so(tmp_path, 
     assert capsys.readouterr().err.strip() == "temposplit bench server: terminated"
 
 
-def test_the_session_linger_is_the_detached_sessions_expiry(tmp_path, monkeypatch):
-    """``serve --session-linger S`` is how long the server keeps a detached session (the
-    expiry measured in tests/system/test_server_hostile.py); without it, 120 s."""
-    import inspect
-
+@pytest.fixture
+def started(monkeypatch):
+    """The keyword arguments of each CloudServer ``serve`` makes (none is started)."""
     import temposplit.server.server as server_module
 
-    default = inspect.signature(server_module.CloudServer).parameters["linger"].default
     made = []
 
     class Started:
         def __init__(self, *args, **kwargs):
             made.append(kwargs)
             self.address = ("127.0.0.1", 1)
+            self.metrics = None
 
         def serve_forever(self):
             pass
 
     monkeypatch.setattr(server_module, "CloudServer", Started)
+    return made
+
+
+def test_the_session_linger_is_the_detached_sessions_expiry(tmp_path, started):
+    """``serve --session-linger S`` is how long the server keeps a detached session (the
+    expiry measured in tests/system/test_server_hostile.py); without it, 120 s."""
+    from temposplit import protocol as P
+
     linger = ["--session-linger", "900", "--resume-window", "900"]  # (a longer linger: a longer window)
     assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), *linger]) == 0
     assert main(["serve", "--port", "0", "--out", str(tmp_path / "b")]) == 0
-    assert made[0]["linger"] == 900.0 and "linger" not in made[1]
-    assert default == 120.0
+    assert started[0]["linger"] == 900.0 and "linger" not in started[1]
+    assert P.LINGER == 120.0  # CloudServer's default
+
+
+def test_the_metrics_port_and_host_reach_the_server(tmp_path, started):
+    assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), "--metrics-port", "9730"]) == 0
+    assert (
+        main(["serve", "--port", "0", "--out", str(tmp_path / "b"), "--metrics-port", "0", "--metrics-host", "::1"])
+        == 0
+    )
+    assert main(["serve", "--port", "0", "--out", str(tmp_path / "c")]) == 0
+    assert [k.get("metrics") for k in started] == [("127.0.0.1", 9730), ("::1", 0), None]

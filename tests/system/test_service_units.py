@@ -105,9 +105,13 @@ def test_the_server_unit_starts_serve_with_its_settings():
     assert args.command == "serve"
     assert (args.host, args.port) == ("0.0.0.0", 7300)
     assert args.out == "/var/lib/temposplit/out" and args.resume_window == 600
-    for example in _examples(UNITS / "serve.env", "TEMPOSPLIT_SERVE_ARGS"):
-        args = _parse(_expand(_exec_start([settings]), env | {"TEMPOSPLIT_SERVE_ARGS": example}))
-        assert args.tls_client_ca == "/etc/temposplit/edges-ca.pem"
+    examples = [
+        _parse(_expand(_exec_start([settings]), env | {"TEMPOSPLIT_SERVE_ARGS": example}))
+        for example in _examples(UNITS / "serve.env", "TEMPOSPLIT_SERVE_ARGS")
+    ]
+    assert [a.tls_client_ca for a in examples] == ["/etc/temposplit/edges-ca.pem", None]
+    assert [a.metrics_port for a in examples] == [None, 9730]  # the metrics, on this machine only
+    assert examples[1].metrics_host == "127.0.0.1"
     # Without a settings file the unit's defaults alone make a valid command.
     assert _parse(_expand(_exec_start([settings]), _environment(settings))).port == 7300
 

@@ -1,0 +1,113 @@
+"""``serve --metrics-port``: the server's figures over HTTP in Prometheus's text format
+(server/metrics.py, docs/deployment.md "Monitoring"), and the responder against clients
+that misbehave: none of them costs more than a socket for seconds."""
+
+import socket
+import time
+import urllib.request
+
+import pytest
+from rawclient import Raw, wait_for
+
+from temposplit import protocol as P
+from temposplit.errors import ConfigError
+from temposplit.host.edge import Edge
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+CODEC = {"n_bits": 4, "structure": "uni-4", "coder": "huffman", "fps": 10.0}
+
+
+def scrape(srv) -> dict[str, float]:
+    """Every sample of GET /metrics: 'name{labels}' -> value; every family has HELP and TYPE."""
+    host, port = srv.metrics.address
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    samples, typed = {}, set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            assert key.split("{")[0] in typed, line  # declared before its samples
+            samples[key] = float(value)
+    return samples
+
+
+def test_the_figures_follow_the_streams_and_outlive_them(make_server, edge_model, vtest_frames, coded_stream):
+    srv = make_server(metrics=("127.0.0.1", 0), linger=60.0)
+    before = scrape(srv)
+    assert before["temposplit_up"] == 1 and before["temposplit_frames_recorded_total"] == 0
+    assert before['temposplit_streams{state="attached"}'] == 0
+
+    edge = Edge(edge_model, CODEC, srv.address, "cam-1")
+    report = edge.run(vtest_frames[:5], total=5)
+    assert report.acked == 5
+    wait_for(lambda: "cam-1" not in srv.sessions, "the finished stream dropped from memory")
+    after = scrape(srv)
+    assert after["temposplit_frames_recorded_total"] == 5  # the finished stream's frames stay counted
+    assert after["temposplit_frames_failed_total"] == 0
+    assert after["temposplit_packet_bytes_total"] == report.bytes
+    assert after['temposplit_m2_frames_total{device="cpu"}'] == 5
+    assert after['temposplit_worker_seconds_total{device="cpu",stage="m2"}'] > 0
+    assert not any(k.startswith("temposplit_stream_") for k in after)  # no finished stream's gauges
+
+    # A stream left detached (its edge gone): its own gauges, counted as detached.
+    header, packets = coded_stream
+    c = Raw(srv.address)
+    assert c.hello(header, "cam-2").type == P.WELCOME
+    assert len(c.packets_acknowledged(packets[:3])) == 3
+    c.close()
+    wait_for(lambda: srv.sessions.get("cam-2") is not None and srv.sessions["cam-2"].conn is None, "detached")
+    now = scrape(srv)
+    assert now['temposplit_streams{state="detached"}'] == 1
+    assert now['temposplit_stream_frames_recorded{stream="cam-2"}'] == 3
+    assert now["temposplit_frames_recorded_total"] == 8
+    assert 0 <= now['temposplit_stream_seconds_since_record{stream="cam-2"}'] < 60
+
+
+def test_a_misbehaving_scraper_is_answered_or_closed_and_the_next_is_served(make_server, monkeypatch):
+    from temposplit.server import metrics
+
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 0.5)
+    srv = make_server(metrics=("127.0.0.1", 0))
+    address = srv.metrics.address
+
+    def ask(data: bytes) -> bytes:
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(data)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    assert ask(b"GET /other HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404")
+    assert ask(b"POST /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 405")
+    assert ask(b"\x16\x03\x01 not http\r\n\r\n").startswith(b"HTTP/1.0 400")
+    assert ask(b"GET /metrics HTTP/1.0\r\nX: " + b"a" * 20000 + b"\r\n\r\n").startswith(b"HTTP/1.0 431")
+    silent = socket.create_connection(address, timeout=10)  # says nothing: closed after the timeout
+    t0 = time.monotonic()
+    assert silent.recv(10) == b"" and time.monotonic() - t0 < 5
+    silent.close()
+    crowd = [socket.create_connection(address, timeout=10) for _ in range(metrics.MAX_CLIENTS)]
+    wait_for(lambda: srv.metrics.clients == metrics.MAX_CLIENTS, "the crowd accepted")
+    one_more = socket.create_connection(address, timeout=10)
+    try:
+        assert one_more.recv(10) == b""  # closed at once (reset): at most MAX_CLIENTS at a time
+    except ConnectionResetError:
+        pass
+    one_more.close()
+    for c in crowd:
+        c.close()
+    wait_for(lambda: srv.metrics.clients == 0, "the crowd gone")
+    assert scrape(srv)["temposplit_up"] == 1
+
+
+def test_a_metrics_port_in_use_fails_the_start(make_server):
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1:.* for the metrics"):
+            make_server(metrics=("127.0.0.1", taken.getsockname()[1]))
+    finally:
+        taken.close()
