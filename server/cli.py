@@ -177,6 +177,8 @@ def _serve(args) -> int:
         options["resume_window"] = args.resume_window
     if args.metrics_port is not None:
         options["metrics"] = (args.metrics_host, args.metrics_port)
+    elif args.metrics_host != "127.0.0.1":
+        raise ConfigError("--metrics-host without --metrics-port: give the port to serve the metrics on")
     made = _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
     try:
         models = CloudModels(weights)

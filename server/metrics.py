@@ -39,6 +39,7 @@ def exposition(server) -> str:
         for k, v in s.counts.items():
             totals[k] = totals.get(k, 0) + v
     attached = sum(s.conn is not None for s in sessions)
+    closing = sum(s.conn is None and s.closing for s in sessions)
     lines: list[str] = []
 
     def family(name: str, kind: str, text: str, samples) -> None:
@@ -46,11 +47,7 @@ def exposition(server) -> str:
         lines.append(f"# TYPE temposplit_{name} {kind}")
         for labels, value in samples:
             shown = "{" + ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items()) + "}" if labels else ""
-            lines.append(
-                f"temposplit_{name}{shown} {value:.6g}"
-                if isinstance(value, float)
-                else f"temposplit_{name}{shown} {value}"
-            )
+            lines.append(f"temposplit_{name}{shown} {value!r}")  # a float's shortest exact form
 
     family("up", "gauge", "1 while the server serves.", [({}, 1)])
     family(
@@ -62,10 +59,12 @@ def exposition(server) -> str:
     family(
         "streams",
         "gauge",
-        "Streams in memory: attached to a connection, detached (waiting for a resume), or being opened.",
+        "Streams in memory: attached to a connection, detached (waiting for a resume), closing their files "
+        "(expired), or names being opened.",
         [
             ({"state": "attached"}, attached),
-            ({"state": "detached"}, len(sessions) - attached),
+            ({"state": "detached"}, len(sessions) - attached - closing),
+            ({"state": "closing"}, closing),
             ({"state": "opening"}, opening),
         ],
     )
@@ -136,8 +135,9 @@ class MetricsEndpoint:
 
     def __init__(self, server, host: str, port: int):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        both = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()  # as the stream port
         try:
-            self.sock = socket.create_server((host, port), family=family, backlog=64)
+            self.sock = socket.create_server((host, port), family=family, backlog=64, dualstack_ipv6=both)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} for the metrics: {exc.strerror or exc}") from None
         self.sock.setblocking(False)

@@ -682,6 +682,9 @@ class CloudServer:
                 self.opening.pop(name, None)
                 if s is not None:
                     s.conn = conn
+                    old = self.sessions.get(name)
+                    if old is not None and old is not s:  # closed, its _closed perhaps not run yet
+                        self._retire(old)
                     self.sessions[name] = s
         return s, self._welcome(s, token, conn.version)
 
@@ -875,9 +878,17 @@ class CloudServer:
         with self.table:
             if self.sessions.get(s.name) is s:
                 del self.sessions[s.name]
-                for k, v in s.counts.items():  # its counts stay in the totals (server/metrics.py)
-                    self.retired[k] = self.retired.get(k, 0) + v
+            self._retire(s)
         s.worker.sessions -= 1
+
+    def _retire(self, s: Session) -> None:
+        """Keep a session's counts in the totals once it leaves the table (server/metrics.py),
+        once: its close, or a new session of its name taking its place first (the table lock
+        held)."""
+        if not s.retired:
+            s.retired = True
+            for k, v in s.counts.items():
+                self.retired[k] = self.retired.get(k, 0) + v
 
     async def _expire_loop(self) -> None:
         while True:

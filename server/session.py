@@ -102,6 +102,7 @@ class Session:
     # What this process recorded of it (server/metrics.py): the worker writes, the event loop reads.
     counts: dict = field(default_factory=lambda: {"frames": 0, "errors": 0, "bytes": 0})
     last_record: float = field(default_factory=time.monotonic)  # or the session's making
+    retired: bool = False  # its counts are in the server's totals (it has left the table)
     # Owned by the event loop:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)

@@ -24,6 +24,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs L
         (["serve", "--weights", "no-equals-sign", "--port", "0"], "MODEL=PATH"),
         (["serve", "--idle-timeout", "0", "--port", "0"], "--idle-timeout must be positive"),
         (["serve", "--max-batch", "0", "--port", "0"], "--max-batch must be at least 1"),
+        (["serve", "--metrics-host", "0.0.0.0", "--port", "0"], "--metrics-host without --metrics-port"),
         (["serve", "--session-linger", "0.001", "--port", "0"], "--session-linger must be in 1..86400 seconds"),
         (["serve", "--session-linger", "nan", "--port", "0"], "--session-linger must be in 1..86400 seconds"),
         (["serve", "--session-linger", "900", "--port", "0"], "longer than the resume window (600 s"),

@@ -111,3 +111,38 @@ def test_a_metrics_port_in_use_fails_the_start(make_server):
             make_server(metrics=("127.0.0.1", taken.getsockname()[1]))
     finally:
         taken.close()
+
+
+def test_the_totals_never_go_down_when_an_expiring_stream_is_resumed(make_server, coded_stream):
+    """A resume waits for the expired session's files, then its new session takes the name,
+    and the old one's _closed may run only after that (slowed here by a second): the old
+    session's counts were then in neither the table nor the totals, for good (3 -> 0)."""
+    srv = make_server(metrics=("127.0.0.1", 0), linger=1.0)
+    worker = srv.workers[0]
+    closed = worker.on_closed
+
+    def late(s):
+        time.sleep(1.0)
+        closed(s)
+
+    worker.on_closed = late
+    header, packets = coded_stream
+    c = Raw(srv.address)
+    token = c.hello(header, "cam").json()["token"]
+    assert len(c.packets_acknowledged(packets[:3])) == 3
+    c.close()
+    wait_for(lambda: srv.sessions.get("cam") is not None and srv.sessions["cam"].closing, "expiring")
+
+    def records() -> float:
+        now = scrape(srv)
+        return now["temposplit_frames_recorded_total"] + now["temposplit_frames_failed_total"]
+
+    seen = [records()]
+    again = Raw(srv.address)
+    assert again.hello(header, "cam", resume=True, token=token).type == P.WELCOME
+    for _ in range(12):  # across the late _closed
+        seen.append(records())
+        time.sleep(0.1)
+    assert len(again.packets_acknowledged(packets[3:5])) == 2  # (not from a KEY anchor: recorded as errors)
+    seen.append(records())
+    assert seen == sorted(seen) and seen[0] == 3 and seen[-1] == 5, seen
