@@ -126,6 +126,13 @@ def exposition(server) -> str:
         "Seconds since a stream's last record (or since it was opened): a camera that stalled shows here.",
         [({"stream": s.name}, float(now - s.last_record)) for s in sessions],
     )
+    family(
+        "stream_lag_seconds",
+        "gauge",
+        "A live stream's last record: seconds from its picture coming to the edge (the frame's utc) to the "
+        "record, on the two machines' clocks (keep them synchronised).",
+        [({"stream": s.name}, float(s.lag)) for s in sessions if s.lag is not None],
+    )
     return "\n".join(lines) + "\n"
 
 

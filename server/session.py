@@ -103,6 +103,7 @@ class Session:
     counts: dict = field(default_factory=lambda: {"frames": 0, "errors": 0, "bytes": 0})
     last_record: float = field(default_factory=time.monotonic)  # or the session's making
     retired: bool = False  # its counts are in the server's totals (it has left the table)
+    lag: float | None = None  # seconds from a live frame's utc (its picture came to the edge) to its record
     # Owned by the event loop:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)
@@ -273,6 +274,8 @@ class Session:
         self.counts["frames"] += 1
         self.counts["bytes"] += nbytes
         self.last_record = time.monotonic()
+        if times[1] is not None:  # a live source's: how far behind its pictures the records are
+            self.lag = time.time() - times[1] / 1e6
         if self.video is not None:
             rate = sum(self.recent_bytes) / len(self.recent_bytes) * self.header.fps / 1e6
             heat = decoded.dequantize()[-1].mean(axis=0)

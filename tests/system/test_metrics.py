@@ -146,3 +146,20 @@ def test_the_totals_never_go_down_when_an_expiring_stream_is_resumed(make_server
     assert len(again.packets_acknowledged(packets[3:5])) == 2  # (not from a KEY anchor: recorded as errors)
     seen.append(records())
     assert seen == sorted(seen) and seen[0] == 3 and seen[-1] == 5, seen
+
+
+def test_a_live_streams_lag_is_its_last_pictures_age_at_its_record(make_server, coded_stream):
+    """Frames stamped with a utc 5 s old (pictures that came to the edge 5 s before): the lag
+    says 5 s and a little; a stream whose frames have no utc (a file) has no lag."""
+    srv = make_server(metrics=("127.0.0.1", 0))
+    header, packets = coded_stream
+    live, file = Raw(srv.address), Raw(srv.address)
+    assert live.hello(header, "live").type == P.WELCOME and file.hello(header, "file").type == P.WELCOME
+    for p in packets[:3]:
+        live.chan.send(P.packet_at(p, None, round((time.time() - 5.0) * 1e6)))
+        file.chan.send(P.packet_at(p, 0, None))
+    for c in (live, file):
+        assert sum(m.type == P.ACK for m in (c.chan.recv() for _ in range(3))) == 3
+    now = scrape(srv)
+    assert 5.0 <= now['temposplit_stream_lag_seconds{stream="live"}'] < 15.0
+    assert 'temposplit_stream_lag_seconds{stream="file"}' not in now
