@@ -163,3 +163,28 @@ def test_a_live_streams_lag_is_its_last_pictures_age_at_its_record(make_server, 
     now = scrape(srv)
     assert 5.0 <= now['temposplit_stream_lag_seconds{stream="live"}'] < 15.0
     assert 'temposplit_stream_lag_seconds{stream="file"}' not in now
+
+
+def test_serve_says_where_its_metrics_are_and_serves_them(tmp_path):
+    """`temposplit serve --metrics-port 0` as a process: its second line names the URL, which
+    answers; SIGTERM stops both ports (no model is loaded before a stream's HELLO)."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "temposplit", "serve", "--port", "0", "--metrics-port", "0", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first.startswith("temposplit server on 127.0.0.1:"), (first, proc.stderr.read() if not second else "")
+        assert second.startswith("metrics on http://127.0.0.1:") and second.rstrip().endswith("/metrics"), second
+        with urllib.request.urlopen(second.split(" ", 2)[2].strip(), timeout=10) as r:
+            assert b"temposplit_up 1\n" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "temposplit server stopped" in out, err
