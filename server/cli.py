@@ -127,7 +127,6 @@ def _host(text: str) -> str:
 def _serve(args) -> int:
     import sys
 
-    from temposplit import protocol as P
     from temposplit.errors import ConfigError
     from temposplit.protocol import TLSConfig
     from temposplit.server.m2 import CloudModels
@@ -163,12 +162,6 @@ def _serve(args) -> int:
         if not MIN_LINGER <= args.session_linger <= MAX_LINGER:
             raise ConfigError(
                 f"--session-linger must be in {MIN_LINGER:g}..{MAX_LINGER:g} seconds, not {args.session_linger}"
-            )
-        window = args.resume_window if args.resume_window is not None else P.RESUME_WINDOW
-        if args.session_linger > window:  # the name would be held past the window the docs promise
-            raise ConfigError(
-                f"--session-linger {args.session_linger:g} is longer than the resume window ({window:g} s, "
-                "--resume-window): a detached session holds its stream's name; raise --resume-window with it"
             )
         options["linger"] = args.session_linger
     if args.resume_window is not None:

@@ -643,7 +643,7 @@ class CloudServer:
             if s is not None and not s.closing and not resume:
                 if s.conn is not None:
                     raise Refused(f"stream {name!r} is in use")
-                detached = s  # its edge gone (e.g. killed): refused below, saying when the name is free
+                detached = s  # its edge gone (e.g. killed): refused below within the window, else taken
             elif s is not None and not s.closing:
                 why = s.owned_by(token, identity, header)
                 if why:
@@ -661,10 +661,9 @@ class CloudServer:
                 self._check_stream_limits(conn)
                 self.opening[name] = conn.client
                 waiting = s
-        if detached is not None:  # the files' clock, read outside the lock; or the session's expiry, if later
-            since = time.monotonic() - detached.detached_at
-            left = max(self.resume_window - Session.idle_seconds(detached.out_dir), self.linger - since)
-            raise Refused(self._in_use(name, left))
+        idle = None
+        if detached is not None:
+            waiting, idle = self._take_idle(name, detached, conn)
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
             if taken_from is None:
                 self.log(f"[{name}] edge resumed from {conn.peer}")
@@ -676,7 +675,7 @@ class CloudServer:
             # An expiring session: resume it from its files once they are closed, never beside it.
             if waiting is not None and not waiting.closed.wait(60):
                 raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
-            s, token = self._load_or_create(name, info, header, resume, token, identity, conn)
+            s, token = self._load_or_create(name, info, header, resume, token, identity, conn, idle)
         finally:
             with self.table:
                 self.opening.pop(name, None)
@@ -687,6 +686,25 @@ class CloudServer:
                         self._retire(old)
                     self.sessions[name] = s
         return s, self._welcome(s, token, conn.version)
+
+    def _take_idle(self, name: str, s: Session, conn: Connection) -> tuple[Session, float]:
+        """A new stream naming a detached session (its edge gone): refused while the session's
+        files were active within the resume window; past it, the session expires now (a
+        linger longer than the window no longer holds the name) and the new stream takes the
+        name once its files are closed, as after an expiry. Returns the session to wait for,
+        and how long its files had been idle."""
+        idle = Session.idle_seconds(s.out_dir)  # the files' clock, read outside the lock
+        if idle < self.resume_window:
+            raise Refused(self._in_use(name, self.resume_window - idle))
+        with self.table:
+            if self.sessions.get(name) is not s or s.closing or s.conn is not None or name in self.opening:
+                raise Refused(f"stream {name!r} is being resumed or closed; try again", retry=True)
+            self._check_stream_limits(conn)
+            s.closing = True
+            self.opening[name] = conn.client
+        self.log(f"[{name}] expired: idle for {idle:.0f} s, past the resume window; a new stream takes the name")
+        asyncio.run_coroutine_threadsafe(s.worker.put(Item("close", s)), self.loop)
+        return s, idle
 
     def _check_stream_limits(self, conn: Connection, retry: bool = False, only_client: bool = False) -> None:
         """Refuse one more attached stream for ``conn``'s client over the global or the
@@ -702,12 +720,18 @@ class CloudServer:
             if mine >= limit:
                 raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)", retry=retry)
 
-    def _load_or_create(self, name, info, header, resume, token, identity, conn) -> tuple[Session, str | None]:
+    def _load_or_create(
+        self, name, info, header, resume, token, identity, conn, idle: float | None = None
+    ) -> tuple[Session, str | None]:
+        """The session of a HELLO that no session in memory answers: resumed from the files, or
+        a new stream. ``idle``: the files' idle time measured before a lingering session was
+        expired for this HELLO (its close wrote them since)."""
         peer = conn.peer
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None
         unfinished = state is not None and not state.get("finished")
-        idle = Session.idle_seconds(out) if unfinished else 0.0
+        if idle is None:
+            idle = Session.idle_seconds(out) if unfinished else 0.0
         if unfinished and (resume or idle < self.resume_window):
             if not resume:
                 raise Refused(self._in_use(name, self.resume_window - idle))

@@ -264,8 +264,7 @@ def test_the_session_linger_is_the_detached_sessions_expiry(tmp_path, started):
     expiry measured in tests/system/test_server_hostile.py); without it, 120 s."""
     from temposplit import protocol as P
 
-    linger = ["--session-linger", "900", "--resume-window", "900"]  # (a longer linger: a longer window)
-    assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), *linger]) == 0
+    assert main(["serve", "--port", "0", "--out", str(tmp_path / "a"), "--session-linger", "900"]) == 0
     assert main(["serve", "--port", "0", "--out", str(tmp_path / "b")]) == 0
     assert started[0]["linger"] == 900.0 and "linger" not in started[1]
     assert P.LINGER == 120.0  # CloudServer's default

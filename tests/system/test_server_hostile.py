@@ -436,3 +436,25 @@ def test_stopping_closes_sockets_still_reading_their_proxy_header(make_server, m
     except (ConnectionResetError, BrokenPipeError):
         return
     assert closed_by_server(pending.sock)  # closed at the stop (within the socket's 2 s), not served
+
+
+def test_the_resume_window_frees_a_name_whose_detached_session_still_lingers(make_server, coded_stream):
+    """A session kept longer than the resume window (linger 60 s, window 1 s): the name was
+    held for the linger, whatever the window said. Past the window, a new stream's HELLO now
+    expires the session at once and takes the name; the old stream's records are kept."""
+    header, packets = coded_stream
+    srv = make_server(linger=60.0, resume_window=1.0)
+    c = Raw(srv.address)
+    token = c.hello(header, "cam").json()["token"]
+    c.chan.send(P.encode(P.PACKET, packets[0]))
+    first = c.answers_until({P.ACK})[-1].json()["frame"]
+    c.close()  # the edge crashed, and its token with it
+    wait_for(lambda: srv.sessions.get("cam") is not None and srv.sessions["cam"].conn is None, "detached")
+    c = Raw(srv.address)
+    assert refused(c.hello(header, "cam"), "in use")  # within the window
+    time.sleep(1.2)
+    c = Raw(srv.address)
+    assert c.hello(header, "cam").type == P.WELCOME  # the session still lingered: expired now
+    assert [r["frame"] for r in records(srv, "cam.1")] == [first]
+    old = Raw(srv.address)
+    assert refused(old.hello(header, "cam", resume=True, token=token), "in use")
