@@ -80,7 +80,8 @@ def register(sub) -> None:
         default=None,
         metavar="S",
         help="keep a detached stream's session (decoder, open files) this long for its edge to resume (default "
-        "120 s); after it the files close, and a resume goes on from them in a new video segment",
+        "120 s; a new stream may still take the name past --resume-window); after it the files close, and a "
+        "resume goes on from them in a new video segment",
     )
     p.add_argument(
         "--metrics-port",

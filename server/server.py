@@ -696,15 +696,29 @@ class CloudServer:
         idle = Session.idle_seconds(s.out_dir)  # the files' clock, read outside the lock
         if idle < self.resume_window:
             raise Refused(self._in_use(name, self.resume_window - idle))
+        try:
+            taken = asyncio.run_coroutine_threadsafe(self._expire_for(name, s, conn), self.loop).result(60)
+        except (RuntimeError, TimeoutError):  # the loop closed, or its queue full for a minute
+            raise Refused("the server is stopping or busy; try again", retry=True) from None
+        if not taken:
+            raise Refused(f"stream {name!r} is being resumed or closed; try again", retry=True)
+        self.log(f"[{name}] expired: idle for {idle:.0f} s, past the resume window; a new stream takes the name")
+        return s, idle
+
+    async def _expire_for(self, name: str, s: Session, conn: Connection) -> bool:
+        """On the event loop, so that the shutdown's closes and this one are in order: mark
+        ``s`` closing, reserve its name for ``conn``'s HELLO and queue its close. False where
+        it changed meanwhile (resumed, expired) or the server is stopping."""
+        if self._stop is None or self._stop.is_set():
+            return False
         with self.table:
             if self.sessions.get(name) is not s or s.closing or s.conn is not None or name in self.opening:
-                raise Refused(f"stream {name!r} is being resumed or closed; try again", retry=True)
+                return False
             self._check_stream_limits(conn)
             s.closing = True
             self.opening[name] = conn.client
-        self.log(f"[{name}] expired: idle for {idle:.0f} s, past the resume window; a new stream takes the name")
-        asyncio.run_coroutine_threadsafe(s.worker.put(Item("close", s)), self.loop)
-        return s, idle
+        await s.worker.put(Item("close", s))
+        return True
 
     def _check_stream_limits(self, conn: Connection, retry: bool = False, only_client: bool = False) -> None:
         """Refuse one more attached stream for ``conn``'s client over the global or the

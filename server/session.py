@@ -158,7 +158,15 @@ class Session:
 
     # ------------------------------------------------------------------ files
 
-    def write_state(self) -> None:
+    def write_state(self, keep_time: bool = False) -> None:
+        """Save ``session.json``; with ``keep_time`` (a close, which is no activity of the
+        stream's) its modification time stays what it was, since :meth:`idle_seconds` reads
+        it: an expiry's close restarted the resume window, holding the name for the linger
+        and the window both."""
+        try:
+            before = os.stat(self.out_dir / STATE).st_mtime_ns if keep_time else None
+        except OSError:
+            before = None
         state = {
             "stream": self.name,
             "token_sha256": self.token_hash,
@@ -175,6 +183,8 @@ class Session:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.out_dir / STATE)
+        if before is not None:
+            os.utime(self.out_dir / STATE, ns=(time.time_ns(), before))
 
     @staticmethod
     def read_state(out_dir: Path) -> dict | None:
@@ -325,7 +335,7 @@ class Session:
                     errors.append(f"log: {exc}")
                     self.unsaved = self.unsaved or exc
             try:
-                self.write_state()
+                self.write_state(keep_time=True)
             except Exception as exc:
                 errors.append(f"state: {exc}")
                 self.unsaved = self.unsaved or exc

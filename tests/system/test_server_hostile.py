@@ -458,3 +458,56 @@ def test_the_resume_window_frees_a_name_whose_detached_session_still_lingers(mak
     assert [r["frame"] for r in records(srv, "cam.1")] == [first]
     old = Raw(srv.address)
     assert refused(old.hello(header, "cam", resume=True, token=token), "in use")
+
+
+def _crashed_edge(srv, header, packets, name: str) -> float:
+    """A stream with one frame recorded whose edge then vanished (its session detached);
+    returns when its last record was written (the resume window counts from then)."""
+    c = Raw(srv.address)
+    c.hello(header, name)
+    c.chan.send(P.encode(P.PACKET, packets[0]))
+    c.answers_until({P.ACK})
+    written = time.time()
+    c.close()
+    wait_for(lambda: srv.sessions.get(name) is not None and srv.sessions[name].conn is None, "detached")
+    return written
+
+
+def test_an_expirys_close_does_not_restart_the_resume_window(make_server, coded_stream):
+    """The session expires (linger 1 s) and its close rewrites session.json, whose time is
+    what the window counts from: the name was held for the linger and a whole window more
+    ('in use ... in 1 s' at 2.8 s with a window of 2.5 s). The close keeps the file's time."""
+    header, packets = coded_stream
+    srv = make_server(linger=1.0, resume_window=2.5)
+    written = _crashed_edge(srv, header, packets, "cam")
+    wait_for(lambda: "cam" not in srv.sessions, "expired, its files closed")
+    time.sleep(max(0.0, written + 2.8 - time.time()))
+    assert Raw(srv.address).hello(header, "cam").type == P.WELCOME
+
+
+def test_a_shutdown_as_a_new_stream_takes_a_lingering_name_still_closes_its_files(make_server, coded_stream):
+    """The HELLO that expires a lingering session queues its close on the event loop, in
+    order with the shutdown's: a stop requested right after it once left the session marked
+    closing with no close queued (its video never finalised, its log never synced)."""
+    import threading
+
+    header, packets = coded_stream
+    srv = make_server(linger=60.0, resume_window=1.0)
+    _crashed_edge(srv, header, packets, "cam")
+    s = srv.sessions["cam"]
+    time.sleep(1.2)
+    log, stopping = srv.log, threading.Event()
+
+    def stop_there(msg):
+        log(msg)
+        if msg.startswith("stopping"):
+            stopping.set()
+        if "past the resume window" in msg:  # the moment the HELLO has taken the name
+            threading.Thread(target=srv.request_stop, daemon=True).start()
+            stopping.wait(10)
+            time.sleep(0.05)
+
+    srv.log = stop_there
+    Raw(srv.address).send_hello(header, "cam")
+    assert srv._done.wait(60)
+    assert s.closed.is_set()

@@ -66,11 +66,11 @@ def break_outputs(monkeypatch, stream: str, step: str) -> dict:
     else:
         write_state = Session.write_state
 
-        def broken_state(self):
+        def broken_state(self, **kwargs):
             if failing(self.out_dir / "session.json"):
                 (self.out_dir / "session.json.tmp").write_text('{"stream": ')
                 raise _no_space()
-            return write_state(self)
+            return write_state(self, **kwargs)
 
         monkeypatch.setattr(Session, "write_state", broken_state)
     return switch
