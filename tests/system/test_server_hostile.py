@@ -216,14 +216,24 @@ def test_filled_holes_let_a_stream_go_on(make_server, coded_stream):
     assert refused(c.answers_until({P.ERROR, P.SUMMARY})[-1], "END with 5 frames, but frame 9 was sent")
 
 
+def _crashed_edge(srv, header, packets, name: str) -> tuple[str, int, float]:
+    """A stream with one frame recorded whose edge then vanished, its token with it (its
+    session detached): the token, the frame recorded, and when its record was written (the
+    resume window counts from then)."""
+    c = Raw(srv.address)
+    token = c.hello(header, name).json()["token"]
+    c.chan.send(P.encode(P.PACKET, packets[0]))
+    first = c.answers_until({P.ACK})[-1].json()["frame"]
+    written = time.time()
+    c.close()
+    wait_for(lambda: srv.sessions.get(name) is not None and srv.sessions[name].conn is None, "detached")
+    return token, first, written
+
+
 def test_an_abandoned_streams_name_is_given_to_a_new_stream_after_the_resume_window(make_server, coded_stream):
     header, packets = coded_stream
     srv = make_server(linger=0.2, resume_window=1.5)
-    c = Raw(srv.address)
-    token = c.hello(header, "edge").json()["token"]
-    c.chan.send(P.encode(P.PACKET, packets[0]))
-    first = c.answers_until({P.ACK})[-1].json()["frame"]
-    c.close()  # the edge crashed, and its token with it
+    token, first, _ = _crashed_edge(srv, header, packets, "edge")
     for _ in range(200):  # the session expires (linger), its files are closed
         if "edge" not in srv.sessions:
             break
@@ -444,12 +454,7 @@ def test_the_resume_window_frees_a_name_whose_detached_session_still_lingers(mak
     expires the session at once and takes the name; the old stream's records are kept."""
     header, packets = coded_stream
     srv = make_server(linger=60.0, resume_window=1.0)
-    c = Raw(srv.address)
-    token = c.hello(header, "cam").json()["token"]
-    c.chan.send(P.encode(P.PACKET, packets[0]))
-    first = c.answers_until({P.ACK})[-1].json()["frame"]
-    c.close()  # the edge crashed, and its token with it
-    wait_for(lambda: srv.sessions.get("cam") is not None and srv.sessions["cam"].conn is None, "detached")
+    token, first, _ = _crashed_edge(srv, header, packets, "cam")
     c = Raw(srv.address)
     assert refused(c.hello(header, "cam"), "in use")  # within the window
     time.sleep(1.2)
@@ -460,26 +465,13 @@ def test_the_resume_window_frees_a_name_whose_detached_session_still_lingers(mak
     assert refused(old.hello(header, "cam", resume=True, token=token), "in use")
 
 
-def _crashed_edge(srv, header, packets, name: str) -> float:
-    """A stream with one frame recorded whose edge then vanished (its session detached);
-    returns when its last record was written (the resume window counts from then)."""
-    c = Raw(srv.address)
-    c.hello(header, name)
-    c.chan.send(P.encode(P.PACKET, packets[0]))
-    c.answers_until({P.ACK})
-    written = time.time()
-    c.close()
-    wait_for(lambda: srv.sessions.get(name) is not None and srv.sessions[name].conn is None, "detached")
-    return written
-
-
 def test_an_expirys_close_does_not_restart_the_resume_window(make_server, coded_stream):
     """The session expires (linger 1 s) and its close rewrites session.json, whose time is
     what the window counts from: the name was held for the linger and a whole window more
     ('in use ... in 1 s' at 2.8 s with a window of 2.5 s). The close keeps the file's time."""
     header, packets = coded_stream
     srv = make_server(linger=1.0, resume_window=2.5)
-    written = _crashed_edge(srv, header, packets, "cam")
+    _, _, written = _crashed_edge(srv, header, packets, "cam")
     wait_for(lambda: "cam" not in srv.sessions, "expired, its files closed")
     time.sleep(max(0.0, written + 2.8 - time.time()))
     assert Raw(srv.address).hello(header, "cam").type == P.WELCOME
