@@ -205,10 +205,10 @@ class DetectionLog:
                 pass
 
 
-# The annotated video's colour (FFmpeg's AVColorPrimaries, AVColorTransferCharacteristic,
-# AVColorSpace and AVColorRange codes): BT.709 primaries, transfer and matrix, limited range.
 MILLISECOND = Fraction(1, 1000)  # the annotated video's time base
 MAX_GAP_MS = 60_000  # a longer gap between two pictures' times is the clock stepping (AnnotatedVideo, "Timing")
+# The annotated video's colour (FFmpeg's AVColorPrimaries, AVColorTransferCharacteristic,
+# AVColorSpace and AVColorRange codes): BT.709 primaries, transfer and matrix, limited range.
 COLOUR_TAGS = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
 
 
