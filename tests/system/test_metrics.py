@@ -188,3 +188,11 @@ def test_serve_says_where_its_metrics_are_and_serves_them(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "temposplit server stopped" in out, err
+
+
+def test_a_counter_of_seconds_is_written_exactly_after_weeks(make_server):
+    """Floats were written with 6 significant digits: after a day of M2 its seconds counter
+    moved by whole seconds (1234567.891 read 1234570), which rate() shows as noise."""
+    srv = make_server(metrics=("127.0.0.1", 0))
+    srv.workers[0].seconds["m2"] = 1234567.891
+    assert scrape(srv)['temposplit_worker_seconds_total{device="cpu",stage="m2"}'] == 1234567.891
