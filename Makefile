@@ -69,6 +69,7 @@ verilog: setup
 bench: setup
 	$(BIN)/temposplit bench codec --json
 	$(BIN)/temposplit bench models
+	$(BIN)/temposplit bench colour
 	$(BIN)/temposplit bench e2e --json
 
 hw-bench: setup

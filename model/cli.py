@@ -461,6 +461,18 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_bench_colour(args) -> int:
+    import json
+
+    from temposplit.errors import ConfigError
+    from temposplit.model.colour_bench import bench_colour
+
+    if not 1 <= args.repeats <= 1000:
+        raise ConfigError(f"--repeats must be 1..1000, not {args.repeats}")
+    bench_colour(args.repeats, log=lambda row: print(json.dumps(row), flush=True))
+    return 0
+
+
 def _cmd_export_m1(args) -> int:
     from pathlib import Path
 
@@ -665,3 +677,8 @@ def register_bench(bench_subparsers) -> None:
     p.add_argument("--only", choices=("ssd", "torchvision"))
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(handler=_cmd_bench)
+    c = bench_subparsers.add_parser(
+        "colour", help="ms to read a decoded frame as players show it (SDR, HDR10, HLG; 720p to 4K)"
+    )
+    c.add_argument("--repeats", type=int, default=15)
+    c.set_defaults(handler=_cmd_bench_colour)
