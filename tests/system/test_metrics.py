@@ -196,3 +196,16 @@ def test_a_counter_of_seconds_is_written_exactly_after_weeks(make_server):
     srv = make_server(metrics=("127.0.0.1", 0))
     srv.workers[0].seconds["m2"] = 1234567.891
     assert scrape(srv)['temposplit_worker_seconds_total{device="cpu",stage="m2"}'] == 1234567.891
+
+
+def test_metrics_on_every_address_answer_both_families(make_server):
+    """`--metrics-host ::` listens on IPv6 and, where the system allows one socket both, on
+    IPv4 too, as the stream port does (it was IPv6 alone on a system that binds v6 only)."""
+    if not socket.has_dualstack_ipv6():
+        pytest.skip("this system cannot take IPv4 and IPv6 on one socket")
+    srv = make_server(metrics=("::", 0))
+    port = srv.metrics.address[1]
+    assert not srv.metrics.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    for url in (f"http://127.0.0.1:{port}/metrics", f"http://[::1]:{port}/metrics"):
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"temposplit_up 1\n" in r.read()
