@@ -144,14 +144,16 @@ def check_frame_size(path, size: tuple[int, int] | None) -> None:
         raise ConfigError(f"{path} is {w}x{h}: the server takes frames of {lo} to {hi} pixels a side")
 
 
-def _microseconds(seconds: float | None, low: int) -> int | None:
-    """A frame time in microseconds as PACKET_AT carries it; None where there is none or it
-    is out of the protocol's range (an odd file's: the frame is sent without it, never
-    refused)."""
+def _microseconds(seconds: float | None, name: str) -> int | None:
+    """A frame's ``time`` or ``utc`` in microseconds as PACKET_AT carries it; None where there
+    is none or it is out of the protocol's range (an odd file's: the frame is sent without
+    it, never refused)."""
     if seconds is None or not math.isfinite(seconds):
         return None
-    us = round(seconds * 1e6)
-    return us if low < us < P.MAX_TIME_US else None
+    try:
+        return P.check_time(round(seconds * 1e6), name)
+    except P.ProtocolError:
+        return None
 
 
 def check_host(host: str) -> str:
@@ -673,7 +675,7 @@ class Edge:
 
     def _stamp(self, index: int) -> tuple:
         """Frame ``index``'s (time_us, utc_us) as PACKET_AT carries them (docs/protocol.md, "Frame times")."""
-        when, utc = (_microseconds(v, low) for v, low in zip(self.taken, (-P.MAX_TIME_US, -1), strict=True))
+        when, utc = (_microseconds(v, name) for v, name in zip(self.taken, ("time", "utc"), strict=True))
         if when is None and utc is None:  # a file without times of its own: its position at the stream's rate
             when = round(index / self.config.fps * 1e6)
         return when, utc

@@ -212,7 +212,9 @@ def _network_pictures(container, stream, timeout: float):
     import av
 
     heard = seen = time.monotonic()  # the last packet, the last picture (or the edge's last request)
-    origin = _av_origin(stream)
+    from temposplit.model.data import stream_start
+
+    origin = stream_start(stream)
     try:
         for packet in container.demux(stream):
             heard = time.monotonic()
@@ -239,11 +241,6 @@ def _cv2_time(cap, last: float | None) -> float | None:
     if not math.isfinite(ms) or ms < 0 or (last is not None and ms / 1000 <= last):
         return None
     return ms / 1000
-
-
-def _av_origin(stream) -> float:
-    """The start time (s) of a PyAV video stream, which its frames' times are counted from."""
-    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
 
 
 class _Stopped(Exception):

@@ -539,6 +539,12 @@ def first_frame(path: str | os.PathLike) -> np.ndarray | None:
         return next(frames, None)
 
 
+def stream_start(stream) -> float:
+    """The start time (s) of a PyAV video stream, from which its frames' presentation times
+    are counted as a player's position shows them."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+
+
 def read_video(
     path: str | os.PathLike, max_frames: int | None = None, step: int = 1, start: int = 0, timed: bool = False
 ) -> Iterator[np.ndarray]:
@@ -564,7 +570,7 @@ def read_video(
     if max_frames == 0:
         return
     container, stream = _open_video(path)
-    origin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0
+    origin = stream_start(stream)
     with container:
         decoded, index, last_end = container.decode(stream), -1, None
         while True:
