@@ -95,7 +95,8 @@ def register(sub) -> None:
         "--metrics-host",
         type=_host,
         default="127.0.0.1",
-        help="the address of --metrics-port (default 127.0.0.1: this machine only)",
+        help="the address of --metrics-port (default 127.0.0.1: this machine only); HTTPS when the server has "
+        "--tls-cert, client certificates too under --tls-client-ca",
     )
     p.add_argument("--tls-cert", default=None, help="server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None)
@@ -171,6 +172,11 @@ def _serve(args) -> int:
         options["resume_window"] = args.resume_window
     if args.metrics_port is not None:
         options["metrics"] = (args.metrics_host, args.metrics_port)
+        if tls is None and not _loopback(args.metrics_host):
+            warnings.append(
+                f"warning: metrics on {args.metrics_host} without TLS: anyone who reaches the port reads every "
+                "stream's name and figures"
+            )
     elif args.metrics_host != "127.0.0.1":
         raise ConfigError("--metrics-host without --metrics-port: give the port to serve the metrics on")
     made = _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
@@ -196,11 +202,20 @@ def _serve(args) -> int:
         print(warning, file=sys.stderr, flush=True)
     print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
     if server.metrics is not None:
-        host, port = server.metrics.address
-        print(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics", flush=True)
+        print(f"metrics on {server.metrics.url}", flush=True)
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed
     print("temposplit server stopped", flush=True)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether an address is this machine only (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _check_startup(weights: dict[str, str], out: str) -> list:

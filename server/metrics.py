@@ -5,13 +5,15 @@ One small HTTP/1.0 responder on the server's event loop: ``GET /metrics`` and no
 It reads at most MAX_REQUEST bytes of a request head within REQUEST_TIMEOUT, serves at most
 MAX_CLIENTS connections at once (more are closed at accept) and closes each connection
 after its answer, so a client that misbehaves costs a socket for seconds, never the
-stream server's time or memory.
+stream server's time or memory. A server with TLS serves its metrics over TLS too, with the
+same certificate and, under ``--tls-client-ca``, the same demand for a client certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 
 from temposplit.errors import ConfigError
@@ -138,9 +140,10 @@ def exposition(server) -> str:
 
 class MetricsEndpoint:
     """The responder; its socket is bound when it is made (a port in use is a ConfigError at
-    the server's start, not a log line later)."""
+    the server's start, not a log line later). ``tls``: the stream server's context (HTTPS
+    then, its handshake within REQUEST_TIMEOUT and counted among MAX_CLIENTS), or None."""
 
-    def __init__(self, server, host: str, port: int):
+    def __init__(self, server, host: str, port: int, tls: ssl.SSLContext | None = None):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         both = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()  # as the stream port
         try:
@@ -150,7 +153,13 @@ class MetricsEndpoint:
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.server = server
+        self.tls = tls
         self.clients = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"{'https' if self.tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     async def serve(self) -> None:
         """Answer until cancelled (the server's stop); the socket is closed then."""
@@ -166,6 +175,8 @@ class MetricsEndpoint:
             return
         self.clients += 1
         try:
+            if self.tls is not None:  # after the count: a flood of handshakes is bounded like requests
+                await writer.start_tls(self.tls, ssl_handshake_timeout=REQUEST_TIMEOUT)
             status, body = await self._answer(reader)
             head = (
                 f"HTTP/1.0 {status}\r\nContent-Type: {CONTENT_TYPE}\r\n"
@@ -173,7 +184,7 @@ class MetricsEndpoint:
             )
             writer.write(head.encode("ascii") + body)
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-        except (TimeoutError, OSError, ConnectionError):
+        except (TimeoutError, OSError, ConnectionError):  # ssl.SSLError is an OSError
             writer.transport.abort()
         finally:
             self.clients -= 1

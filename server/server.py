@@ -382,7 +382,7 @@ class CloudServer:
             from temposplit.server.metrics import MetricsEndpoint
 
             try:
-                self.metrics = MetricsEndpoint(self, *metrics)
+                self.metrics = MetricsEndpoint(self, *metrics, tls=self.tls)
             except ConfigError:
                 self.sock.close()
                 raise

@@ -254,3 +254,71 @@ def test_under_mutual_tls_the_stream_limit_counts_per_certificate_not_per_addres
         for chan in held:
             chan.close()
         srv.shutdown()
+
+
+# --------------------------------------------------------------------------- the metrics endpoint under TLS
+
+
+def test_a_tls_servers_metrics_are_https_for_a_client_certificate_of_its_ca(tmp_path, cloud_models, pki):
+    """`serve --metrics-port` beside TLS: the figures name every stream, so they take the stream
+    port's TLS (its certificate, its client CA); they were plain HTTP for anyone on the port."""
+    import socket
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from temposplit.server.server import CloudServer
+
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, tls=tls, metrics=("127.0.0.1", 0))
+    srv.start()
+    try:
+        url = srv.metrics.url
+        assert url.startswith("https://127.0.0.1:")
+        scraper = TLSConfig(str(pki / "edge.pem"), str(pki / "edge.key"), str(pki / "ca.pem")).client_context()
+        scraper.check_hostname = False  # the certificate names localhost; the URL its address
+        with urllib.request.urlopen(url, timeout=10, context=scraper) as r:
+            assert b"temposplit_up 1\n" in r.read()
+        anonymous = TLSConfig(None, None, str(pki / "ca.pem")).client_context()
+        anonymous.check_hostname = False
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(url, timeout=10, context=anonymous).read()
+        with socket.create_connection(srv.metrics.address, timeout=30) as s:  # plain HTTP: no answer
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            assert b"temposplit_up" not in data
+        with urllib.request.urlopen(url, timeout=10, context=scraper) as r:  # and the next is served
+            assert r.status == 200
+    finally:
+        srv.shutdown()
+
+
+def test_plain_metrics_open_beyond_this_machine_warn(tmp_path):
+    """`--metrics-host 0.0.0.0` without TLS serves, and says on stderr who can read it."""
+    import signal
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "temposplit", "serve", "--port", "0", "--out", str(tmp_path), "--metrics-port", "0"]
+        + ["--metrics-host", "0.0.0.0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        warning = proc.stderr.readline()
+        assert warning.startswith("warning: metrics on 0.0.0.0 without TLS"), warning
+        assert proc.stdout.readline().startswith("temposplit server on ")
+        line = proc.stdout.readline()
+        assert line.startswith("metrics on http://0.0.0.0:"), line
+        port = line.rstrip().rsplit(":", 1)[1].split("/")[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # it serves
+            assert b"temposplit_up 1\n" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
