@@ -195,7 +195,7 @@ class CodecConfig:
     table_policy: str = "previous"  # "previous" (one pass, as the fabric) or "own" (two pass)
     key_interval: int = 16  # anchors between self-contained KEY anchors
     rate_target: float | None = None  # MB/s at `fps`; None: fixed N and g
-    ladder: list[tuple[int, int]] | None = None
+    ladder: list[tuple[int, int]] | None = None  # rate control's (N, g) points, best quality first; None: default
     fps: float = 30.0
     model_id: str = ""
     cut_id: str = ""
