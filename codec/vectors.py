@@ -4,6 +4,8 @@
 
 writes, once, streams of version 1, 2.1 and 2.2 with the codes they must decode to, and ctx
 sections of edge cases (all zero, maximal values, one element, N = 2..8, carries).
+It writes only the vectors missing from the folder: one whose files are there is never
+written again, so a stream added to STREAMS adds its files and leaves the others' bytes.
 The tests decode the files in the repository, never regenerate them: a change made
 alike in the encoder and the decoder changes the bytes or the codes and fails.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,17 @@ from temposplit.codec.decoder import DecodedFrame, decode_stream
 from temposplit.codec.encoder import CodecConfig, Encoder, ResidualConfig, TensorSpec
 from temposplit.codec.synthetic import correlated_clip
 
+SHAPES = [(5, 9, 11), (3, 4, 6)]
+SPECS = [TensorSpec("a", SHAPES[0], 0.1, 12, 4), TensorSpec("b", SHAPES[1], 0.05, 0, 2)]
+CLIPS = [dict(dx=1), dict(dy=1)]
+# z8 = 248 requantizes to z_N = 2^N at N <= 4: no zero symbol (6.1); its codes sit near 255.
+NO_ZERO = [TensorSpec("a", SHAPES[0], 0.1, 248, 4), SPECS[1]]
+NO_ZERO_CLIPS = [dict(dx=1, flip=True), dict(dy=1)]
+LARGE = [TensorSpec("a", (4, 20, 24), 0.1, 12, 4), TensorSpec("b", (3, 12, 16), 0.05, 0, 2)]
+
+# name -> CodecConfig's options, with ``tensors`` (default SPECS) and ``content`` (stream_frames'
+# options; default 10 frames of CLIPS). The tests check the version and the slice count by
+# the name's prefix "v1"/"v2"/"v2.2" and "slicesS".
 STREAMS = {
     "v1-raw-intra": dict(structure="intra", coder="raw", n_bits=3),
     "v1-zvc-uni2": dict(structure="uni-2", coder="zvc"),
@@ -49,21 +63,81 @@ STREAMS = {
         residual=ResidualConfig(threshold=0.3),
         ctx_slices=4,
     ),
+    # Added later (the files above stay as they were): tensor a without a zero symbol at
+    # N = 4 (z8 = 248) under zvc, huffman and zrl; residuals under zvc and huffman;
+    # per-channel vectors with huffman; intra with zrl, whose tensor b (12 x 16, mostly zero)
+    # has runs of 32 and more zeros; rate control changing N (6 -> 3 with huffman, the
+    # table carried at the change and derived after; 3 -> 5 with ctx, the anchor then
+    # intra) and a refresh KEY in mid-group at a scene cut; a sliced stream without
+    # residuals, with p = 15 on maps where vector components reach 15.
+    "v1-zvc-uni3-residual-no-zero": dict(
+        structure="uni-3",
+        coder="zvc",
+        residual=ResidualConfig(threshold=0.3),
+        tensors=NO_ZERO,
+        content=dict(clips=NO_ZERO_CLIPS),
+    ),
+    "v1-huffman-uni4-per-channel-residual-no-zero": dict(
+        structure="uni-4",
+        coder="huffman",
+        per_channel=True,
+        residual=ResidualConfig(threshold=0.3),
+        tensors=NO_ZERO,
+        content=dict(clips=NO_ZERO_CLIPS),
+    ),
+    "v1-zrl-intra-no-zero-long-runs": dict(
+        structure="intra",
+        coder="zrl",
+        tensors=[NO_ZERO[0], LARGE[1]],
+        content=dict(frames=6, clips=[dict(dx=1, flip=True), dict(dy=1, zero_fraction=0.8)]),
+    ),
+    "v1-huffman-uni4-rate-control-refresh": dict(
+        structure="uni-4",
+        coder="huffman",
+        residual=ResidualConfig(threshold=0.3),
+        rate_target=0.002,
+        ladder=[(6, 4), (5, 4), (4, 4), (3, 4)],
+        refresh_threshold=20.0,
+        content=dict(frames=14, clips=[dict(dx=1, cut_at=10), dict(dy=1, cut_at=10)]),
+    ),
+    "v2.2-ctx-slices2-uni4-p15-rate-control": dict(
+        structure="uni-4",
+        coder="ctx",
+        search_range=15,
+        ctx_slices=2,
+        rate_target=0.003,
+        ladder=[(5, 4), (4, 4), (3, 4)],
+        tensors=LARGE,
+        content=dict(frames=8, clips=[dict(dx=5, dy=-4), dict(dx=-5, dy=2)]),
+    ),
 }
-SHAPES = [(5, 9, 11), (3, 4, 6)]
 
 
-def stream_frames(seed: int = 2026, frames: int = 10):
+def _clip(rng: np.random.Generator, frames: int, shape, flip: bool = False, cut_at: int | None = None, **kw):
+    """One tensor's maps: :func:`correlated_clip` (``kw``), from frame ``cut_at`` on another
+    map (a scene cut), ``flip``: 255 - codes (most codes near 255, as a tensor whose zero
+    point is there)."""
+    maps = correlated_clip(rng, frames, shape, **kw)
+    if cut_at is not None:
+        maps = maps[:cut_at] + correlated_clip(rng, frames - cut_at, shape, **kw)
+    return [255 - m for m in maps] if flip else maps
+
+
+def stream_frames(seed: int = 2026, frames: int = 10, shapes=SHAPES, clips=CLIPS):
+    """The frames of a stream: per tensor a clip drawn by :func:`_clip` with ``clips``' options."""
     rng = np.random.default_rng(seed)
-    a = correlated_clip(rng, frames, SHAPES[0], dx=1)
-    b = correlated_clip(rng, frames, SHAPES[1], dy=1)
-    return [[x, y] for x, y in zip(a, b, strict=True)]
+    per_tensor = [_clip(rng, frames, shape, **kw) for shape, kw in zip(shapes, clips, strict=True)]
+    return [list(maps) for maps in zip(*per_tensor, strict=True)]
 
 
 def make_stream(options: dict) -> bytes:
-    specs = [TensorSpec("a", SHAPES[0], 0.1, 12, 4), TensorSpec("b", SHAPES[1], 0.05, 0, 2)]
+    """A stream's bytes. ``options`` are CodecConfig's (``tensors`` defaults to SPECS), and
+    ``content``: :func:`stream_frames`' options (``seed``, ``frames``, ``clips``)."""
+    options = dict(options)
+    specs = list(options.pop("tensors", SPECS))
+    content = dict(options.pop("content", {}))
     enc = Encoder(CodecConfig(specs, model_id="vectors", cut_id="c", fps=10.0, **options))
-    frames = stream_frames()
+    frames = stream_frames(shapes=[t.shape for t in specs], **content)
     return enc.encode(frames)
 
 
@@ -90,39 +164,65 @@ def section_cases():
     return cases
 
 
+def _missing(paths: list[Path]) -> bool:
+    """Whether to write a vector's files: none of them there (True) or all (False); some
+    but not all is refused, since the missing one would not be frozen with the others."""
+    there = [p.exists() for p in paths]
+    if all(there):
+        return False
+    if any(there):
+        have = ", ".join(p.name for p, t in zip(paths, there, strict=True) if t)
+        raise FileExistsError(f"{have} is there without the rest of its vector: remove it to write the vector again")
+    return True
+
+
 def write(out: Path) -> list[Path]:
+    """Write the vectors missing from ``out``; a vector whose files are there is kept as it
+    is, never written again (the frozen bytes are the point). Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, options in STREAMS.items():
+        paths = [out / f"{name}.tsp", out / f"{name}.npz"]
+        if not _missing(paths):
+            continue
         data = make_stream(options)
         _, frames = decode_stream(data)
         assert all(isinstance(f, DecodedFrame) for f in frames)
-        (out / f"{name}.tsp").write_bytes(data)
         arrays = {"index": np.array([f.index for f in frames]), "n_bits": np.array([f.n_bits for f in frames])}
-        for i in range(len(SHAPES)):
+        for i in range(len(frames[0].codes)):
             arrays[f"codes{i}"] = np.stack([f.codes[i] for f in frames])
-        np.savez_compressed(out / f"{name}.npz", **arrays)
-        written += [out / f"{name}.tsp", out / f"{name}.npz"]
-    sections, index = {}, []
-    for name, codes, ref, n, z_n in section_cases():
-        data, changes = ctx_reference.encode_anchor(codes, ref, None, n, z_n)
-        sections[f"{name}/data"] = np.frombuffer(data, np.uint8)
-        sections[f"{name}/codes"] = codes
-        sections[f"{name}/changes"] = changes
-        if ref is not None:
-            sections[f"{name}/ref"] = ref
-        index.append({"name": name, "n_bits": n, "z_n": z_n, "temporal": ref is not None})
-    np.savez_compressed(out / "ctx-sections.npz", **sections)
-    (out / "ctx-sections.json").write_text(json.dumps(index, indent=1) + "\n")
-    written += [out / "ctx-sections.npz", out / "ctx-sections.json"]
+        paths[0].write_bytes(data)
+        np.savez_compressed(paths[1], **arrays)
+        written += paths
+    paths = [out / "ctx-sections.npz", out / "ctx-sections.json"]
+    if _missing(paths):
+        sections, index = {}, []
+        for name, codes, ref, n, z_n in section_cases():
+            data, changes = ctx_reference.encode_anchor(codes, ref, None, n, z_n)
+            sections[f"{name}/data"] = np.frombuffer(data, np.uint8)
+            sections[f"{name}/codes"] = codes
+            sections[f"{name}/changes"] = changes
+            if ref is not None:
+                sections[f"{name}/ref"] = ref
+            index.append({"name": name, "n_bits": n, "z_n": z_n, "temporal": ref is not None})
+        np.savez_compressed(paths[0], **sections)
+        paths[1].write_text(json.dumps(index, indent=1) + "\n")
+        written += paths
     return written
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="tests/fixtures/vectors")
-    for path in write(Path(ap.parse_args(argv).out)):
+    try:
+        written = write(Path(ap.parse_args(argv).out))
+    except OSError as ex:
+        print(f"vectors: {ex}", file=sys.stderr)
+        return 1
+    for path in written:
         print(path)
+    if not written:
+        print("every vector is there already; nothing written", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from temposplit.codec import ctx, ctx_reference
 from temposplit.codec.decoder import DecodedFrame, decode_stream
-from temposplit.codec.vectors import STREAMS, make_stream
+from temposplit.codec.vectors import STREAMS, make_stream, write
 
 VECTORS = Path(__file__).resolve().parents[1] / "fixtures" / "vectors"
 CASES = json.loads((VECTORS / "ctx-sections.json").read_text())
@@ -47,3 +47,21 @@ def test_a_frozen_ctx_section_decodes_and_encodes_alike(case):
     assert (got == codes).all() and (changes == npz[f"{name}/changes"]).all()
     assert ctx.encode_anchor(codes, ref, None, n, z_n)[0] == data
     assert ctx_reference.encode_anchor(codes, ref, None, n, z_n)[0] == data
+
+
+def test_the_generator_writes_only_the_missing_vectors(tmp_path):
+    for f in VECTORS.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    gone = [tmp_path / "v1-zrl-intra-no-zero-long-runs.tsp", tmp_path / "v1-zrl-intra-no-zero-long-runs.npz"]
+    for f in gone:
+        f.unlink()
+    kept = tmp_path / "v1-raw-intra.tsp"
+    kept.write_bytes(b"not rewritten")
+    assert write(tmp_path) == gone
+    assert kept.read_bytes() == b"not rewritten"
+    assert gone[0].read_bytes() == (VECTORS / gone[0].name).read_bytes()
+    got, want = np.load(gone[1]), np.load(VECTORS / gone[1].name)
+    assert sorted(got) == sorted(want) and all((got[k] == want[k]).all() for k in want)
+    (tmp_path / "v1-raw-intra.npz").unlink()  # half a vector: refused, not completed
+    with pytest.raises(FileExistsError, match="v1-raw-intra.tsp"):
+        write(tmp_path)
