@@ -25,10 +25,11 @@ from cocotb.utils import get_sim_time
 
 from temposplit.codec import ctx_reference as ref
 from temposplit.codec.quantize import lut, zero_point_n
-from temposplit.hw.ctx_binarizer import CONFIG_CYCLES
+from temposplit.hw.ctx_binarizer import ANCHOR_CONFIG, CONFIG_CYCLES, MAX_CHANNELS
 
 SEED = int(os.environ.get("TSP_SEED", "1"))
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "features"
+VECTORS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "vectors"
 
 
 class TB:
@@ -180,6 +181,65 @@ async def test_ctx_fixtures(dut):
                 got = await tb.code(q, prev, dprev, n_bits, z_n)
                 assert got == want, (path.name, i, n_bits, prev is not None)
                 prev, dprev = q, changes
+
+
+def section_vectors():
+    """The frozen ``ctx`` anchor sections of tests/fixtures/vectors (docs/bitstream.md
+    section 14), each as (name, codes, ref or None, n_bits, z_n, the section's bytes)."""
+    cases = json.loads((VECTORS / "ctx-sections.json").read_text())
+    npz = np.load(VECTORS / "ctx-sections.npz")
+    for case in cases:
+        name = case["name"]
+        refc = npz[f"{name}/ref"] if case["temporal"] else None
+        yield name, npz[f"{name}/codes"], refc, case["n_bits"], case["z_n"], npz[f"{name}/data"].tobytes()
+
+
+def anchor_limits(codes, n_bits, z_n, line_elements):
+    """Why the anchor coder cannot code this map (its configuration's widths, its row
+    buffer), or None when it can."""
+    _, w, c = codes.shape
+    if not 2 <= n_bits <= 8:
+        return f"N = {n_bits} outside 2..8"
+    if not 0 <= z_n <= 1 << n_bits:
+        return f"z_N = {z_n} outside 0..2^N"
+    if w >= 1 << ANCHOR_CONFIG["width"] or not 1 <= c <= MAX_CHANNELS:
+        return f"W = {w} or C = {c} over the WIDTH / CHANNELS registers"
+    if w * c > line_elements:
+        return f"W x C = {w * c} over the row buffer ({line_elements})"
+    return None
+
+
+@cocotb.test()
+async def test_ctx_vectors(dut):
+    """Every frozen ``ctx-sections`` case (all-zero, all-maximal, one element, ramps at
+    N = 2..8 intra and temporal, the maximal code against a zero reference, carries through
+    0xFF runs): intra with z_N = ``z_n``, or temporal against ``ref`` with its all-zero
+    change map; the RTL's bytes equal the frozen ``NAME/data``, with random idle input and
+    back-pressure. (The anchor coder outputs no change map: the accelerator's stored
+    change map is checked by sim/tb_accel.py::test_ctx_anchor.) A case the coder cannot
+    take (:func:`anchor_limits`) is logged with its reason and fails the test too: every
+    frozen case is one the fabric must code."""
+    from temposplit.hw.ctx_coder import AnchorCoder
+
+    line_elements = AnchorCoder().line_elements  # the build's row buffer (sim/test_ctx.py: the default)
+    tb = TB(dut)
+    await tb.reset()
+    coded, skipped, wrong = [], [], []
+    for name, codes, refc, n_bits, z_n, want in section_vectors():
+        why = anchor_limits(codes, n_bits, z_n, line_elements)
+        if why is not None:
+            dut._log.error("%s: the anchor coder cannot take it: %s", name, why)
+            skipped.append(name)
+            continue
+        got = await tb.code(codes, refc, None, n_bits, z_n)
+        coded.append(name)
+        if got != want:
+            wrong.append(name)
+            dut._log.error("%s: RTL %s, frozen %s", name, got.hex(), want.hex())
+    dut._log.info(
+        "ctx-sections: %d coded bit-exact of %d, %d skipped", len(coded) - len(wrong), len(coded), len(skipped)
+    )
+    assert coded and not wrong and not skipped, (wrong, skipped)
 
 
 def bins_of(codes, refc, dref, n_bits, z_n):

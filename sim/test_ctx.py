@@ -43,7 +43,13 @@ def _build(builds, toplevel):
     "toplevel,testcase",
     [
         ("ctx_anchor_coder", t)
-        for t in ("test_ctx_random", "test_ctx_fixtures", "test_ctx_reset_midstream", "test_ctx_throughput")
+        for t in (
+            "test_ctx_random",
+            "test_ctx_fixtures",
+            "test_ctx_vectors",
+            "test_ctx_reset_midstream",
+            "test_ctx_throughput",
+        )
     ]
     + [
         ("ctx_value_coder", t)
