@@ -399,8 +399,8 @@ class Source:
                 except (OSError, av.error.FFmpegError) as exc:
                     why = getattr(exc, "strerror", None) or exc
                     raise ConfigError(f"{self.path}: the camera failed at frame {index}: {why}") from None
-                if frame is None:
-                    return
+                if frame is None:  # a camera has no end: it stopped (its driver, unplugged)
+                    raise ConfigError(f"{self.path}: the camera stopped at frame {index}: it gives no more pictures")
                 yield Stamped(upright_rgb(frame), utc=time.time())
                 index += 1
 
@@ -411,11 +411,14 @@ class Source:
         if not cap.isOpened():
             raise ConfigError(f"cannot open {self.path}")
         try:
-            last = None
+            last, index = None, 0
             while True:
                 ok, bgr = cap.read()
                 if not ok:
+                    if self.camera:  # OpenCV tells no error from an end, and a camera has no end
+                        raise ConfigError(f"{self.path}: the camera stopped at frame {index}: no picture from it")
                     return
+                index += 1
                 if self.camera:
                     yield Stamped(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), utc=time.time())
                     continue

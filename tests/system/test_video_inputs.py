@@ -219,8 +219,49 @@ def test_a_link_to_a_camera_is_read_as_a_camera(tmp_path, monkeypatch):
     link.symlink_to("/dev/video7")
     src = open_source(str(link))
     assert src.camera and src.fps == 25 and src.count is None
-    assert len(list(src.frames())) == 2
+    got = []
+    with pytest.raises(ConfigError, match="the camera stopped at frame 2"):
+        got.extend(src.frames())
+    assert len(got) == 2
     assert opened == [(str(link), "v4l2")] * 2
+
+
+@pytest.mark.parametrize("backend", ["av", "cv2"])
+def test_a_camera_whose_pictures_end_is_a_failure_not_the_streams_end(monkeypatch, backend):
+    """A camera has no end: when its driver stops giving pictures the edge must exit 2, which
+    its unit restarts. The readers returned as at a file's end, so the edge exited 0 (or 3)
+    and systemd left a dead camera unwatched."""
+    if backend == "av":
+        import av
+
+        monkeypatch.setattr(av, "open", lambda *a, **k: _Camera(good=3))
+    else:
+        import cv2
+
+        from temposplit.host import sources
+
+        class Capture:
+            left = 3
+
+            def isOpened(self):
+                return True
+
+            def get(self, prop):
+                return 25.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+            def read(self):
+                self.left -= 1
+                return (True, np.zeros((4, 6, 3), np.uint8)) if self.left >= 0 else (False, None)
+
+            def release(self):
+                pass
+
+        monkeypatch.setattr(sources, "_cv2_capture", lambda *a, **k: Capture())
+    src = open_source("/dev/video0", backend)
+    got = []
+    with pytest.raises(ConfigError, match="/dev/video0: the camera stopped at frame 3"):
+        got.extend(src.stamped())
+    assert len(got) == 3
 
 
 def test_a_camera_that_fails_part_way_is_one_error_the_edge_ends_the_stream_on(monkeypatch):
