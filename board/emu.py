@@ -576,6 +576,10 @@ def main(argv=None) -> int:
     except SetupError as exc:
         print(f"board-emu: error: {exc}", file=sys.stderr)
         return 2
+    except subprocess.TimeoutExpired as exc:  # an edge run (host or emulated board) past --timeout: killed
+        what = "the emulated board's edge" if "chroot" in str(exc.cmd) else "an edge run"
+        print(f"board-emu: error: {what} took longer than --timeout ({exc.timeout:g} s): raise it", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         stopped = isinstance(exc, Terminated)
         print(f"board-emu: {'terminated' if stopped else 'interrupted'}", file=sys.stderr)

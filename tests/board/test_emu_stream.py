@@ -28,3 +28,16 @@ def test_the_packets_of_a_version_3_edge_are_read_with_their_times():
     assert got["hello"] == b"HEADER"
     assert [P.split_packet_at(p)[::2] for p in got["packets"][:2]] == [(0, b"first"), (100_000, b"second")]
     assert got["packets"][2] == b"third" and len(got["packets"]) == 3
+
+
+def test_an_edge_run_past_the_timeout_is_one_line_and_exit_2(monkeypatch, capsys):
+    """subprocess.run's TimeoutExpired escaped main() as a traceback after --timeout."""
+    import subprocess
+
+    def late(args):
+        raise subprocess.TimeoutExpired(["chroot", "/root", "python3", "run.py"], 5.0)
+
+    monkeypatch.setattr(emu, "run", late)
+    assert emu.main(["--timeout", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["board-emu: error: the emulated board's edge took longer than --timeout (5 s): raise it"]
