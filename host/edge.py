@@ -609,7 +609,10 @@ class Edge:
         saved = rs.read() if rs is not None else None
         resumed = False
         if saved is not None:
-            again = "rerun with them to resume it, or name another --stream"
+            again = (
+                "rerun with them to resume it, name another --stream, or remove the resume state to give it up "
+                "(the server lets a new stream take the name once the old one has been idle for its resume window)"
+            )
             if saved["header_sha256"] != header:
                 raise ConfigError(
                     f"stream {self.stream!r} was left unfinished with other settings (model, cut or codec): "
