@@ -36,7 +36,13 @@ def register(sub) -> None:
         help="stream the cut tensors of a feature file (temposplit features) instead: no model, no PyTorch",
     )
     p.add_argument("--server", default="127.0.0.1:7300", help="host:port of the server (default 127.0.0.1:7300)")
-    p.add_argument("--stream", default="edge", help="stream name (the server's output folder; default edge)")
+    p.add_argument(
+        "--stream",
+        default="edge",
+        type=_stream_name,
+        help="stream name (the server's output folder; default edge): letters, digits, '.', '_', '-', "
+        "at most 64, the first a letter or digit",
+    )
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
@@ -93,6 +99,20 @@ def register(sub) -> None:
     p.add_argument("--m1", default=None, metavar="FILE", help="an exported int8 M1 run with NumPy (as the edge's)")
     p.add_argument("--block", "-B", type=int, default=None, help="block size stored for every tensor")
     p.set_defaults(handler=_features)
+
+
+def _stream_name(text: str) -> str:
+    """``--stream``: a name the server takes (checked here, before the model loads and the
+    connection's retries, rather than refused by the server)."""
+    import argparse
+
+    from temposplit.protocol import STREAM_NAME
+
+    if not STREAM_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a stream name: 1-64 letters, digits, '.', '_' or '-', the first a letter or digit"
+        )
+    return text
 
 
 def _add_backend_option(p) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -35,7 +34,6 @@ from temposplit.server.session import Session, Source, digest
 from temposplit.server.text import MAX_SHOWN, one_line, shown
 from temposplit.server.worker import Item, Worker
 
-STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 INFLIGHT = 64  # frames of one connection queued or not yet answered
 CONNECTIONS_PER_CLIENT = 32  # open connections from one client address (0: no limit)
 STREAMS_PER_CLIENT = 16  # attached streams of one client: its certificate's subject, else its address
@@ -615,7 +613,7 @@ class CloudServer:
             raise Refused(f"protocol version {shown(version)} is not supported ({supported})")
         conn.version = version
         name = info.get("stream")
-        if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
+        if not isinstance(name, str) or not P.STREAM_NAME.fullmatch(name):
             raise Refused(f"invalid stream name {shown(name)}")
         size = info.get("frame_size")
         lo, hi = P.FRAME_SIDE

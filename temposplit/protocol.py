@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import socket
 import ssl
 import struct
@@ -41,6 +42,9 @@ MAX_CONTROL = 64 << 10  # a SKIP or END from the edge
 PACKET_SLACK = 64  # a PACKET: the stream header's max_payload() + this
 MAX_FROM_SERVER = 16 << 20  # anything the edge reads
 MAX_MESSAGE = MAX_FROM_SERVER  # default limit of Channel.recv
+
+# A stream's name: the server's output folder (docs/protocol.md, "Handshake").
+STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # Frame indices and sizes (docs/protocol.md, "Streaming" and "Handshake").
 MAX_FRAMES = 1 << 24  # frame indices are below this

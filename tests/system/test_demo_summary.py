@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from temposplit.host.demo import print_summary, stream_name
-from temposplit.server.server import STREAM_NAME
+from temposplit.protocol import STREAM_NAME
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,17 @@ def test_edge_refuses_an_fps_outside_the_servers_range_before_connecting(tmp_pat
     one_line("--fps")
 
 
+@pytest.mark.parametrize("name", ["", "bad name", "-x", ".hidden", "a/b", "é", "x" * 65])
+def test_edge_refuses_a_stream_name_the_server_would_before_connecting(tmp_path, capsys, name, one_line):
+    """The server's refusal came only after the model loaded, or after 20 s of retries
+    against a server out of reach."""
+    replay = _replay(tmp_path / "r.npz")
+    with pytest.raises(SystemExit) as exc:  # argparse's: its one line, status 2
+        main(["edge", "--replay", replay, *SERVER, f"--stream={name}"])
+    assert exc.value.code == 2
+    one_line("is not a stream name")
+
+
 @pytest.mark.parametrize("timeout", ["inf", "1e300", "nan", "86401", "0", "-5"])
 def test_edge_refuses_an_unbounded_timeout_before_connecting(tmp_path, capsys, timeout, one_line):
     replay = _replay(tmp_path / "r.npz")
