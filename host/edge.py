@@ -278,7 +278,7 @@ class Edge:
 
     def _connect(self, resume: bool) -> None:
         last = None
-        where = f"{self.address[0]}:{self.address[1]}"
+        where = P.hostport(*self.address[:2])
         check_host(self.address[0])  # an IDNA failure is no reason to retry
         unanswered = 0  # connections accepted whose HELLO got no answer within the timeout
         closed_after_tls = 0  # connections in a row the server closed after the TLS handshake, unanswered
@@ -458,7 +458,7 @@ class Edge:
         self.fruitless += 1
         if self.fruitless > self.reconnect_attempts:  # each connection accepted, then lost before any answer
             raise TemposplitError(
-                f"the server at {self.address[0]}:{self.address[1]} lost {self.fruitless - 1} connections in a row "
+                f"the server at {P.hostport(*self.address[:2])} lost {self.fruitless - 1} connections in a row "
                 "before answering a frame: giving up"
             )
         self.log("connection lost; reconnecting")

@@ -130,7 +130,7 @@ def _serve(args) -> int:
     import sys
 
     from temposplit.errors import ConfigError
-    from temposplit.protocol import TLSConfig
+    from temposplit.protocol import TLSConfig, hostport
     from temposplit.server.m2 import CloudModels
     from temposplit.server.server import CloudServer
 
@@ -200,7 +200,7 @@ def _serve(args) -> int:
         raise
     for warning in warnings:
         print(warning, file=sys.stderr, flush=True)
-    print(f"temposplit server on {server.address[0]}:{server.address[1]}, outputs in {args.out}", flush=True)
+    print(f"temposplit server on {hostport(*server.address[:2])}, outputs in {args.out}", flush=True)
     if server.metrics is not None:
         print(f"metrics on {server.metrics.url}", flush=True)
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed

@@ -17,6 +17,7 @@ import ssl
 import time
 
 from temposplit.errors import ConfigError
+from temposplit.protocol import hostport
 
 MAX_REQUEST = 8 << 10  # bytes of a request's head
 REQUEST_TIMEOUT = 5.0  # seconds for the head, and for the answer to be taken
@@ -149,7 +150,8 @@ class MetricsEndpoint:
         try:
             self.sock = socket.create_server((host, port), family=family, backlog=64, dualstack_ipv6=both)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port} for the metrics: {exc.strerror or exc}") from None
+            where = hostport(host, port)
+            raise ConfigError(f"cannot listen on {where} for the metrics: {exc.strerror or exc}") from None
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.server = server
@@ -158,8 +160,7 @@ class MetricsEndpoint:
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"{'https' if self.tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        return f"{'https' if self.tls else 'http'}://{hostport(*self.address)}/metrics"
 
     async def serve(self) -> None:
         """Answer until cancelled (the server's stop); the socket is closed then."""

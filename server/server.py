@@ -371,7 +371,7 @@ class CloudServer:
         try:
             self.sock = socket.create_server((host, port), family=family, backlog=1024, dualstack_ipv6=both)
         except OSError as exc:  # the port taken, the address not this machine's: the caller's to fix
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot listen on {P.hostport(host, port)}: {exc.strerror or exc}") from None
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.retired: dict[str, int] = {}  # the counts of the sessions dropped from memory (server/metrics.py)

@@ -43,6 +43,12 @@ PACKET_SLACK = 64  # a PACKET: the stream header's max_payload() + this
 MAX_FROM_SERVER = 16 << 20  # anything the edge reads
 MAX_MESSAGE = MAX_FROM_SERVER  # default limit of Channel.recv
 
+
+def hostport(host: str, port: int) -> str:
+    """An address as messages and URLs write it: ``[::1]:7300`` for IPv6, ``host:7300`` else."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # A stream's name: the server's output folder (docs/protocol.md, "Handshake").
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -84,3 +84,10 @@ def _read_until_closed(chan) -> str:
     except (P.ConnectionClosed, OSError) as exc:
         return type(exc).__name__
     return "message"
+
+
+def test_an_ipv6_address_is_written_in_brackets():
+    """`--server '[::1]:1'` was reported as `::1:1`, and a server on `::` as `:::7300`."""
+    from temposplit.protocol import hostport
+
+    assert hostport("::1", 7300) == "[::1]:7300" and hostport("127.0.0.1", 7300) == "127.0.0.1:7300"
