@@ -17,31 +17,58 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
     """Run ``model``'s M1 (an :class:`~temposplit.host.pipeline.EdgeModel` or
     ``NumpyEdgeModel``) on ``frames`` (RGB uint8) and write the feature file ``path``.
 
+    Each frame's codes go to an unnamed spool file as M1 gives them (beside ``path``, else
+    the system's temporary folder), and the file is written from it: memory holds one
+    frame's tensors whatever the frame count (a camera's ``--frames`` of hours included).
+
     Returns a summary: frames, tensors (name and shape), model, cut.
     """
-    from temposplit.codec import features
+    import contextlib
+    import os
+    import tempfile
+
     from temposplit.errors import ConfigError
 
     log = log or (lambda msg: None)
-    codes: list[list[np.ndarray]] = []
+    folder = os.path.dirname(os.path.realpath(path))
+    spools: list = []
     sample = None
     size = None
-    for frame in frames:
-        cut = model.m1([frame])[0]
+    n = 0
+    with contextlib.ExitStack() as stack:
+        for frame in frames:
+            cut = model.m1([frame])[0]
+            if sample is None:
+                sample, size = cut, frame.shape[:2]
+                for _ in cut:
+                    try:
+                        spools.append(stack.enter_context(tempfile.TemporaryFile(dir=folder)))
+                    except OSError:  # a folder we may not write a spool into (/dev): the system's
+                        spools.append(stack.enter_context(tempfile.TemporaryFile()))
+            for spool, t, first in zip(spools, cut, sample, strict=True):
+                c = np.ascontiguousarray(t.codes, dtype=np.uint8)
+                if c.shape != np.shape(first.codes):
+                    raise ConfigError(f"tensor {t.name!r} is {c.shape} at frame {n}, not {np.shape(first.codes)}")
+                spool.write(c.tobytes())
+            n += 1
+            if n % 10 == 0:
+                log(f"  {n} frames")
         if sample is None:
-            sample, size = cut, frame.shape[:2]
-            codes = [[] for _ in cut]
-        for i, t in enumerate(cut):
-            codes[i].append(np.asarray(t.codes, dtype=np.uint8))
-        n = len(codes[0])
-        if n % 10 == 0:
-            log(f"  {n} frames")
-    if sample is None:
-        raise ConfigError("the video has no frames")
+            raise ConfigError("the video has no frames")
+        codes = []
+        for spool, t in zip(spools, sample, strict=True):
+            spool.flush()
+            codes.append(np.memmap(spool, np.uint8, "r", shape=(n, *np.shape(t.codes))))  # read as written
+        return _write(path, model, sample, size, fps, block, codes)
+
+
+def _write(path: str, model, sample, size, fps: float, block, codes) -> dict:
+    from temposplit.codec import features
+
     specs = model.tensor_specs(sample, block)
     clip = features.FeatureClip(
         [t.name for t in sample],
-        [np.stack(c) for c in codes],
+        codes,
         [float(t.scale) for t in sample],
         [int(t.zero_point) for t in sample],
         [s.block for s in specs],

@@ -281,6 +281,39 @@ def test_features_writes_its_output_whole_or_not_at_all(tmp_path, monkeypatch):
     assert (replay.count, replay.frame_size, replay.fps, replay.hash) == (3, (32, 48), 10.0, bytes(32))
 
 
+def test_features_holds_one_frame_in_memory_whatever_the_frame_count(tmp_path):
+    """Every frame's codes were kept in lists and then stacked (twice the clip in memory at
+    the end): `features /dev/video0 --frames N` grew without bound over a long capture.
+    They now go to a spool file as they come."""
+    import tracemalloc
+
+    from temposplit.codec import features
+    from temposplit.host.features import write_features
+
+    class Big(_Model):
+        def m1(self, frames):
+            from temposplit.model.numpy_m1 import Codes
+
+            return [[Codes("t", (64, 38, 38), 0.1, 3, np.full((64, 38, 38), f[0, 0, 0], np.uint8))] for f in frames]
+
+    def frames():  # 1,300 frames of 92 kB codes: 120 MB of codes in all
+        for i in range(1300):
+            yield np.full((32, 48, 3), i % 251, np.uint8)
+
+    out = tmp_path / "long.npz"
+    tracemalloc.start()
+    try:
+        write_features(str(out), Big(), frames(), 10.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # NumPy writes an array into the zip in 16 MiB pieces: about 32 MiB at most, not the
+    # clip's 120 MB (240 MB once stacked)
+    assert peak < 48 << 20, peak
+    clip = features.load(str(out))
+    assert clip.frames == 1300 and [int(clip.codes[0][i, 0, 0, 0]) for i in (0, 250, 1299)] == [0, 250, 44]
+
+
 # ---------------------------------------------------------------------------- D2: --m1 files
 
 
