@@ -66,19 +66,21 @@ def _cmd_models(args) -> int:
     from temposplit.errors import ConfigError
     from temposplit.model import cuts as cut_table
 
-    names = [args.model] if args.model else list(cut_table.MODELS)
+    model, weights, input_size = args.listing_model, args.listing_weights, args.listing_input_size
+    names = [model] if model else list(cut_table.MODELS)
+    args.threads = args.listing_threads
     _threads(args)
     from temposplit.model import load_detector
     from temposplit.model.costs import report
 
     reports = []
-    if args.weights and not args.model:
+    if weights and not model:
         raise ConfigError("--weights needs --model")
     for name in names:
-        det = load_detector(name, weights=args.weights)
-        size = args.input_size or cut_table.model_info(name).input_size
+        det = load_detector(name, weights=weights)
+        size = input_size or cut_table.model_info(name).input_size
         reports.append(report(det, size))
-    if args.json:
+    if args.listing_json:
         print(json.dumps({"models": reports}, indent=1))
         return 0
     for r in reports:
@@ -135,7 +137,7 @@ def _video_arg(text: str):
     from pathlib import Path
 
     from temposplit.errors import MissingDependencyError
-    from temposplit.model.data import eval_clips, fetch_command, holdout_clips
+    from temposplit.model.data import check_video_file, eval_clips, fetch_command, holdout_clips
 
     if not text.strip():
         from temposplit.errors import ConfigError
@@ -143,13 +145,9 @@ def _video_arg(text: str):
         raise ConfigError("the video is empty: give a video file or a clip's name")
     clips = {**eval_clips(), **holdout_clips()}
     path = clips.get(text.lower(), Path(text))
-    if path.is_dir():
-        from temposplit.errors import ConfigError
-
-        raise ConfigError(f"{text} is a folder, not a video file")
-    if not path.is_file():
-        hint = f" (run {fetch_command()})" if text.lower() in clips else ""
-        raise MissingDependencyError(f"video {text} not found{hint}")
+    if text.lower() in clips and not path.exists():  # a clip `make data` fetches, named as given
+        raise MissingDependencyError(f"video {text} not found (run {fetch_command()})")
+    check_video_file(path)  # a folder, a device, a pipe or nothing: said as `eval` and `edge` say it
     return path
 
 
@@ -550,16 +548,31 @@ def register(subparsers) -> None:
     )
     p.set_defaults(handler=_cmd_fetch_data)
 
-    p = subparsers.add_parser("models", help="detectors and cut points (tensors, bytes, params, MACs)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--model", help="one model (default: all four)")
-    p.add_argument("--input-size", type=_size, help="network input HxW (default: 300x300 SSD, 800x1088 others)")
+    p = subparsers.add_parser(
+        "models",
+        help="detectors and cut points (tensors, bytes, params, MACs)",
+        description="Without a subcommand: the detectors' cut points (the options below). A subcommand's options"
+        " go after it (temposplit models accuracy --json); these, given before one, are refused.",
+    )
+    # The listing's options: read by the bare `temposplit models` only, under their own names
+    # (a subcommand's defaults would overwrite the same names); given before a subcommand, refused.
+    p.add_argument("--json", action="store_true", default=None, dest="listing_json", help="print JSON")
+    p.add_argument("--model", dest="listing_model", metavar="MODEL", help="one model (default: all four)")
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        dest="listing_input_size",
+        metavar="HxW",
+        help="network input HxW (default: 300x300 SSD, 800x1088 others)",
+    )
     p.add_argument(
         "--weights",
+        dest="listing_weights",
+        metavar="WEIGHTS",
         help="with --model: the SSD's .pb/.pt, or a torchvision model's DEFAULT/COCO_V1 (downloads once) or"
         " .pth; default: the SSD's cached conversion, random weights for the others (costs do not depend on them)",
     )
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--threads", type=int, default=None, dest="listing_threads", metavar="THREADS", help=THREADS_HELP)
     p.set_defaults(handler=_cmd_models)
     sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
 
@@ -669,6 +682,39 @@ def register(subparsers) -> None:
     c.add_argument("--step", type=int, default=10)
     c.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     c.set_defaults(handler=_cmd_compare_opencv)
+
+    listing = [a for a in p._actions if a.dest.startswith("listing_")]
+    for name, parser in sub.choices.items():
+        parser.set_defaults(handler=_without_listing_options(parser.get_default("handler"), name, listing, parser))
+
+
+def _without_listing_options(handler, name: str, listing, parser):
+    """``handler`` of ``temposplit models NAME``, which first refuses the options of the bare
+    ``temposplit models`` given before NAME (``models --json accuracy``): argparse would drop
+    them silently (the subcommand's defaults overwrite them, or nothing reads them). One the
+    subcommand takes goes after it; one it does not take is the listing's own."""
+    takes = {option for action in parser._actions for option in action.option_strings}
+
+    def run(args) -> int:
+        from temposplit.errors import ConfigError
+
+        given = [a for a in listing if getattr(args, a.dest, None) is not None]
+        foreign = [a.option_strings[0] for a in given if a.option_strings[0] not in takes]
+        if foreign:
+            listing_only = "it is an option" if len(foreign) == 1 else "they are options"
+            raise ConfigError(
+                f"`models {name}` does not take {', '.join(foreign)}: {listing_only} of the bare `temposplit models`"
+                f" listing (see temposplit models {name} --help)"
+            )
+        if given:
+            usage = " ".join(a.option_strings[0] + ("" if a.nargs == 0 else f" {a.metavar}") for a in given)
+            raise ConfigError(
+                f"{', '.join(a.option_strings[0] for a in given)} given before `{name}`: a subcommand's options go"
+                f" after it (temposplit models {name} {usage} ...)"
+            )
+        return handler(args)
+
+    return run
 
 
 def register_bench(bench_subparsers) -> None:

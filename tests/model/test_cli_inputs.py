@@ -273,3 +273,97 @@ def test_the_default_thread_count_is_2_or_the_cpus_the_process_may_use(monkeypat
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert default_threads() == expected
+
+
+# ---------------------------------------------------------------------------- the listing's options before a subcommand
+
+
+@pytest.fixture
+def handlers(monkeypatch):
+    """The models' subcommands' handlers replaced by stand-ins that record the arguments
+    they were given (and return 0): ``handlers[name]`` is the namespace ``name`` ran with."""
+    from temposplit.model import cli
+
+    ran = {}
+    for name in ("fixtures", "accuracy", "qat", "recipes", "sensitivity", "export_m1", "compare_opencv"):
+        monkeypatch.setattr(cli, f"_cmd_{name}", lambda args, name=name: ran.setdefault(name, args) and 0)
+    return ran
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["models", "--json", "accuracy", "--frames", "3"], "--json given before `accuracy`"),
+        (["models", "--threads", "0", "accuracy"], "--threads given before `accuracy`"),
+        (["models", "--threads", "1", "compare-opencv"], "(temposplit models compare-opencv --threads THREADS ...)"),
+        (["models", "--json", "--threads", "1", "recipes"], "--json, --threads given before `recipes`"),
+        (["models", "--json", "sensitivity"], "a subcommand's options go after it"),
+        (["models", "--threads", "1", "qat", "--out", "x.npz"], "--threads given before `qat`"),
+        (["models", "--model", "ssd-mobilenet-v2", "export-m1", "--out", "x.npz"], "--model given before `export-m1`"),
+        (
+            ["models", "--model", "nope", "--weights", "/nonexist.pth", "compare-opencv", "--frames", "1"],
+            "`models compare-opencv` does not take --model, --weights: they are options of the bare",
+        ),
+        (["models", "--model", "retinanet-resnet50-fpn", "accuracy"], "`models accuracy` does not take --model"),
+        (["models", "--input-size", "64x64", "fixtures"], "`models fixtures` does not take --input-size"),
+        (["models", "--threads", "1", "export-m1", "--out", "x.npz"], "`models export-m1` does not take --threads"),
+    ],
+)
+def test_the_listings_options_before_a_subcommand_are_refused(argv, said, handlers, no_model, one_line):
+    """`models --json accuracy` printed text, `models --threads 0 accuracy` ran, `models
+    --model X accuracy` scored the SSD: the subcommand's defaults overwrote the listing's
+    options, or nothing read them. Now one line before the subcommand runs."""
+    assert main(argv) == 2
+    (sub,) = {"accuracy", "recipes", "sensitivity", "qat", "export-m1", "compare-opencv", "fixtures"} & set(argv)
+    assert one_line(said).startswith(f"temposplit models {sub}: error: ")
+    assert handlers == {}
+
+
+def test_a_subcommands_options_after_it_reach_it(handlers, no_model):
+    assert main(["models", "accuracy", "--json", "--threads", "1", "--video", "cup"]) == 0
+    args = handlers["accuracy"]
+    assert (args.json, args.threads, args.video) == (True, 1, "cup")
+    assert main(["models", "export-m1", "--model", "retinanet-resnet50-fpn", "--out", "x.npz"]) == 0
+    assert handlers["export_m1"].model == "retinanet-resnet50-fpn"
+    assert main(["models", "recipes"]) == 0
+    assert (handlers["recipes"].json, handlers["recipes"].threads) == (False, None)
+
+
+def test_the_bare_listing_still_takes_its_options(monkeypatch, capsys, tmp_path):
+    from temposplit.model import costs
+
+    loaded = []
+    monkeypatch.setattr(model_pkg, "load_detector", lambda name, weights=None: loaded.append((name, weights)) or name)
+    monkeypatch.setattr(costs, "report", lambda det, size: {"model": det, "input_size": list(size), "cuts": []})
+    weights = str(tmp_path / "w.pt")
+    before = torch.get_num_threads()
+    argv = ["--json", "--model", "ssd-mobilenet-v2", "--input-size", "64x96", "--weights", weights, "--threads", "1"]
+    try:
+        assert main(["models", *argv]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert loaded == [("ssd-mobilenet-v2", weights)]
+    assert json.loads(capsys.readouterr().out) == {
+        "models": [{"model": "ssd-mobilenet-v2", "input_size": [64, 96], "cuts": []}]
+    }
+
+
+# ---------------------------------------------------------------------------- a video that is no file
+
+
+@pytest.mark.parametrize("command, option", [("accuracy", "--video"), ("sensitivity", "--videos")])
+def test_a_video_that_is_a_device_a_pipe_or_a_folder_is_said_to_be_one(tmp_path, command, option, no_model, one_line):
+    """`--video /dev/null` was "video /dev/null not found"; `eval` says what it is."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for video, said in [
+        ("/dev/null", "/dev/null is not a regular file (a device or a pipe)"),
+        (str(fifo), f"{fifo} is not a regular file (a device or a pipe)"),
+        (str(tmp_path), f"{tmp_path} is a folder, not a video file"),
+        (str(tmp_path / "none.mp4"), f"video {tmp_path / 'none.mp4'} not found"),
+    ]:
+        assert main(["models", command, option, video, "--frames", "2", "--threads", "1"]) == 2
+        one_line(said)
