@@ -22,7 +22,11 @@ here in NumPy, the bins coded by the fabric, a tensor's slices side by side on i
 ``ctx`` engines). What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS
 of a map the band engine cannot cut: over ``band_blocks`` blocks, or a band of B + 2p rows
 of one chunk of channels over the reference RAM) falls back to the golden software and is
-counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations.
+counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations. Only the
+driver's :class:`~temposplit.hw.driver.AcceleratorLimitError` (a request over the build's
+limits, refused before any register is written) falls back: a fault of the fabric or its DMA
+(an error, a stall, a STATUS not DONE, a closed transport) is an ``AcceleratorError`` that
+propagates, so the edge program stops with it instead of coding on in software.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from temposplit.codec import ctx, ctx_records, huffman
 from temposplit.codec.encoder import AnchorCoding, Encoder, SoftwareEngine
 from temposplit.codec.quantize import lut, zero_point_n
 from temposplit.hw import regmap
-from temposplit.hw.driver import Accelerator, AcceleratorError
+from temposplit.hw.driver import Accelerator, AcceleratorLimitError
 
 
 class FabricEngine(SoftwareEngine):
@@ -221,7 +225,7 @@ class FabricEngine(SoftwareEngine):
             mvs, costs = self.accel.motion(
                 np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits, zn_ref=zn, block=tensor.block, search=p
             )
-        except AcceleratorError:
+        except AcceleratorLimitError:  # refused before any register was written; a fault is not hidden
             self.fallbacks["TSS over the fabric's limits"] += 1
             return super().motion_search(tensor, ref_n, q8, n_bits, p, per_channel)
         return mvs, costs

@@ -26,6 +26,8 @@ needs only NumPy and the golden codec (both run on the board).
 from __future__ import annotations
 
 import functools
+import numbers
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +45,15 @@ from temposplit.hw.regmap import REG, mode, pack
 class AcceleratorError(TemposplitError):
     """A request the accelerator cannot serve (shape over its limits, a bad table, a timeout):
     a :class:`~temposplit.errors.TemposplitError`, so the command line reports it in one line."""
+
+
+class AcceleratorLimitError(AcceleratorError):
+    """A request over what this accelerator can do (a map, block or reference over its
+    registers or on-chip memories, a mode or engine its build lacks), refused by the driver
+    before any register is written: the accelerator is untouched, so a caller may do the
+    work in software instead. Every other :class:`AcceleratorError` (a DMA error or stall, a
+    STATUS not DONE, a closed transport, a malformed output, a bad argument) is not a limit
+    and must not be hidden by a fallback."""
 
 
 @dataclass
@@ -173,14 +184,18 @@ class Transport(Protocol):
         ...
 
 
+class _DmaProblem(Exception):
+    """A stall or a channel's error seen while waiting (PynqTransport turns it into an AcceleratorError)."""
+
+
 class PynqTransport:
     """The board: the accelerator's registers (MMIO) and an AXI DMA in simple mode.
 
     ``ip`` is the accelerator's MMIO (or anything with ``.mmio``, or ``read``/``write``),
     ``dma`` the overlay's ``pynq.lib.dma.DMA`` (``sendchannel``/``recvchannel`` with
-    ``transfer``/``wait``, ``buffer_max_size``), ``allocate`` is ``pynq.allocate``
-    (imported lazily when not given). :mod:`temposplit.hw.pynq_driver` builds it from an
-    overlay; ``sim/test_pynq.py`` runs it against the Verilated RTL.
+    ``transfer``/``wait``/``idle``/``running``/``start``, ``buffer_max_size``, ``mmio``),
+    ``allocate`` is ``pynq.allocate`` (imported lazily when not given). :mod:`temposplit.hw.pynq_driver`
+    builds it from an overlay; ``sim/test_pynq.py`` runs it against the Verilated RTL.
 
     The receive is started before the send (the S2MM channel must be ready for the first
     output word, or the accelerator stalls); the input goes out in transfers of at most the
@@ -189,20 +204,61 @@ class PynqTransport:
     (at most ``buffer_max_size`` bytes: 2^26 - 1 with the overlay's 26-bit length register).
     Buffers are kept and grown, not allocated per call; caches are flushed before a send
     and invalidated after a receive.
+
+    A stall does not hang the program: PYNQ's ``wait()`` spins until the channel is idle,
+    for ever if the fabric or the DMA stops, so the transport polls the channels itself
+    (``idle``; ``error`` where PYNQ has it, 2.7 and 3.x; ``running``, which an error clears)
+    and calls ``wait()`` only once the channel is idle (it then returns at once, having
+    invalidated the receive buffer and, on PYNQ 3, set ``transferred``). A stream gets
+    ``timeout_s`` seconds (wall clock) in all, pieces and receive together; by default
+    :meth:`stall_timeout`: ``STALL_FLOOR_S`` plus its bytes (in and out) at
+    ``STALL_BYTES_PER_S``, far beyond any pass (estimated from the cycle counts at 100 MHz:
+    the slowest, CTX of value records with long codes, moves over 10 MB/s; a predicted
+    frame's MOTION, 35 kB, takes under 1 ms). A stall, a channel that reports an error or halts, or a DMA driver's own
+    ``TimeoutError`` resets the DMA (soft reset, both channels started again, each wait
+    bounded by ``RESET_TIMEOUT_S``) and raises an :class:`AcceleratorError` saying which
+    channel stalled or failed; the accelerator itself may then stay BUSY (reload the
+    overlay). A DMA driver whose clock is not the wall clock says so with
+    ``simulated = True`` (``sim/pynqsim.py``'s, which reports a stalled stream itself after
+    so many simulated cycles): there the default limit is off.
     """
 
     S2MM_LENGTH = 0x58
     MM2S_DMACR = 0x00
+    S2MM_DMACR = 0x30
+    DMASR = 0x04  # a channel's status register, after its DMACR
+    DMACR_RUN = 0x1
     DMACR_RESET = 0x4
+    DMASR_ERRORS = ((0x10, "internal error"), (0x20, "slave error"), (0x40, "decode error"))
     ALIGN = 64  # the pieces of a split send start on a cache line (and on the 64-bit DMA's word)
+    STALL_FLOOR_S = 10.0  # the least time a stream gets before it is a stall
+    STALL_BYTES_PER_S = 1_000_000  # and its bytes, in and out, at this rate (every pass is over 10x faster)
+    RESET_TIMEOUT_S = 1.0  # the DMA's soft reset and the channels' restart (PG021: a few cycles)
+    SPIN_S = 0.001  # a wait polls flat out this long (most passes end sooner), then sleeps between polls
+    POLL_SLEEP_S = 0.0001
 
-    def __init__(self, ip, dma, allocate=None):
+    def __init__(self, ip, dma, allocate=None, timeout_s: float | None = None):
+        if timeout_s is not None and (
+            isinstance(timeout_s, (bool, np.bool_)) or not isinstance(timeout_s, numbers.Real) or not timeout_s > 0
+        ):
+            raise AcceleratorError(f"the DMA's timeout must be a number of seconds over 0, not {timeout_s!r}")
         self.mmio = getattr(ip, "mmio", ip)
         self.dma = dma
         self._allocate = allocate
         self.max_transfer = int(getattr(dma, "buffer_max_size", (1 << 14) - 1))
+        self.timeout_s = timeout_s
         self._buffers = {}
         self.closed = False
+
+    def stall_timeout(self, nbytes: int) -> float:
+        """Seconds a stream moving ``nbytes`` (in and out) may take before it is a stall:
+        ``timeout_s`` when given, else ``STALL_FLOOR_S`` + ``nbytes`` / ``STALL_BYTES_PER_S``
+        (no limit on a ``simulated`` DMA, which has its own)."""
+        if self.timeout_s is not None:
+            return float(self.timeout_s)
+        if getattr(self.dma, "simulated", False):
+            return float("inf")
+        return self.STALL_FLOOR_S + nbytes / self.STALL_BYTES_PER_S
 
     def _check_open(self):
         if self.closed:  # its buffers are freed: a use would allocate new ones that nothing frees
@@ -239,30 +295,108 @@ class PynqTransport:
             src = self._buffer("in", n)
             src[:n] = np.frombuffer(data, np.uint8)
             src.flush()
-        recv.transfer(dst, nbytes=out_len)
         piece = self.max_transfer - self.max_transfer % self.ALIGN
+        limit = self.stall_timeout(n + out_len)
+        deadline = time.monotonic() + limit
         try:
+            recv.transfer(dst, nbytes=out_len)
             for start in range(0, n, piece):
                 send.transfer(src, start=start, nbytes=min(piece, n - start))
-                send.wait()
-            recv.wait()
-        except RuntimeError as exc:
-            self._reset_dma()
-            raise AcceleratorError(
+                self._wait(send, "MM2S", deadline, limit)
+            self._wait(recv, "S2MM", deadline, limit)
+        except _DmaProblem as exc:
+            self._fail(str(exc))
+        except TimeoutError as exc:  # a DMA driver's own limit (sim/pynqsim.py's, in simulated cycles)
+            self._fail(f"the AXI DMA stalled ({exc})", exc)
+        except RuntimeError as exc:  # PYNQ's: a channel not started, not idle, or in an error state
+            self._fail(
                 f"the AXI DMA failed ({exc}); an operation's output must fit one receive of at most "
-                f"{self.max_transfer} bytes (the DMA's c_sg_length_width); reload the overlay if the "
-                f"accelerator stays BUSY"
-            ) from exc
+                f"{self.max_transfer} bytes (the DMA's c_sg_length_width)",
+                exc,
+            )
         dst.invalidate()
         got = getattr(recv, "transferred", None)
         if got is None:  # PYNQ before 3.0: the S2MM_LENGTH register holds the bytes written
             got = self.dma.mmio.read(self.S2MM_LENGTH)
         return bytes(dst[: int(got)])
 
+    def _wait(self, channel, name, deadline, limit):
+        """Wait for ``channel``'s transfer: poll its ``idle`` until ``deadline``, both
+        channels' ``error``/``running`` meanwhile (an S2MM error stops the MM2S too), then
+        PYNQ's ``wait()``, which returns at once on an idle channel."""
+        start = time.monotonic()
+        while not channel.idle:
+            for other, other_name in ((self.dma.sendchannel, "MM2S"), (self.dma.recvchannel, "S2MM")):
+                if other is not None and (getattr(other, "error", False) or not other.running):
+                    raise _DmaProblem(self._channel_error(other_name))
+            now = time.monotonic()
+            if now >= deadline:
+                what = "input (it took no more)" if name == "MM2S" else "output (its packet did not end)"
+                raise _DmaProblem(
+                    f"the accelerator's {what} stalled: the DMA's {name} transfer did not finish within "
+                    f"{limit:g} s (PynqTransport's timeout_s)"
+                )
+            if now - start > self.SPIN_S:
+                time.sleep(self.POLL_SLEEP_S)
+        channel.wait()
+
+    def _channel_error(self, name):
+        offset = self.MM2S_DMACR if name == "MM2S" else self.S2MM_DMACR
+        try:
+            sr = int(self.dma.mmio.read(offset + self.DMASR))
+        except Exception:  # noqa: BLE001 - only for the message: the error itself is reported anyway
+            return f"the AXI DMA's {name} channel stopped"
+        errors = [text for bit, text in self.DMASR_ERRORS if sr & bit] or ["halted"]
+        hint = (
+            f"; an operation's output must fit one receive of at most {self.max_transfer} bytes "
+            f"(the DMA's c_sg_length_width)"
+            if name == "S2MM" and sr & 0x10
+            else ""
+        )
+        return f"the AXI DMA's {name} channel stopped with an error (DMASR 0x{sr:08X}: {', '.join(errors)}){hint}"
+
+    def _fail(self, message, cause=None):
+        """Reset the DMA after a stall or an error and raise the AcceleratorError saying so."""
+        try:
+            self._reset_dma()
+            message += "; the DMA was reset (reload the overlay if the accelerator stays BUSY)"
+        except AcceleratorError as exc:
+            message += f"; then {exc}"
+        raise AcceleratorError(message) from cause
+
+    def _until(self, ready, deadline, what):
+        while not ready():
+            if time.monotonic() >= deadline:
+                raise AcceleratorError(f"{what} within {self.RESET_TIMEOUT_S:g} s: reload the overlay")
+            time.sleep(self.POLL_SLEEP_S)
+
     def _reset_dma(self):
-        """Soft-reset both channels (after an error the DMA halts) and start them again."""
-        self.dma.mmio.write(self.MM2S_DMACR, self.DMACR_RESET)
-        for channel in (self.dma.sendchannel, self.dma.recvchannel):
+        """Soft-reset both channels (after an error the DMA halts; after a stall a transfer
+        is pending) and start them again. PYNQ's ``start()`` waits for ``running`` without a
+        limit, so the channels are started here first by their DMACR (PG021's register map,
+        no PYNQ internals), each wait bounded; ``start()`` then finds them running and
+        returns at once, ready for a first transfer."""
+        mmio = self.dma.mmio
+        deadline = time.monotonic() + self.RESET_TIMEOUT_S
+        mmio.write(self.MM2S_DMACR, self.DMACR_RESET)  # either channel's bit resets the whole DMA
+        self._until(
+            lambda: not int(mmio.read(self.MM2S_DMACR)) & self.DMACR_RESET,
+            deadline,
+            "the AXI DMA's soft reset did not complete",
+        )
+        channels = [
+            (channel, name, offset)
+            for channel, name, offset in (
+                (self.dma.sendchannel, "MM2S", self.MM2S_DMACR),
+                (self.dma.recvchannel, "S2MM", self.S2MM_DMACR),
+            )
+            if channel is not None
+        ]
+        for _, _, offset in channels:
+            mmio.write(offset, self.DMACR_RUN)
+        for channel, name, _ in channels:
+            failed = f"the AXI DMA's {name} channel did not start after its reset"
+            self._until(lambda c=channel: c.running, deadline, failed)
             channel.start()
 
     def close(self):
@@ -319,8 +453,10 @@ def _check_map(arr, name="map") -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype != np.uint8:
         raise AcceleratorError(f"the {name} must be uint8 codes, not {arr.dtype}")
-    if arr.size == 0 or arr.size > regmap.MAX_ELEMENTS:
-        raise AcceleratorError(f"the {name} must hold 1..{regmap.MAX_ELEMENTS} elements, not {arr.size}")
+    if arr.size == 0:
+        raise AcceleratorError(f"the {name} must hold 1..{regmap.MAX_ELEMENTS} elements, not none")
+    if arr.size > regmap.MAX_ELEMENTS:
+        raise AcceleratorLimitError(f"the {name} must hold 1..{regmap.MAX_ELEMENTS} elements, not {arr.size}")
     return np.ascontiguousarray(arr)
 
 
@@ -353,6 +489,17 @@ def pad_channels(arr: np.ndarray, lanes: int, value: int) -> np.ndarray:
         return arr
     pad = np.full(arr.shape[:2] + (extra,), value, np.uint8)
     return np.ascontiguousarray(np.concatenate([arr, pad], axis=2))
+
+
+def _check_reference_fits(shape, lanes: int, ref_bytes: int) -> None:
+    """A map stored as the on-chip reference (its channels padded to whole words) must fit
+    the reference RAM: checked before any register is written, also where the padded copy is
+    stored by a pass after the first."""
+    size = int(np.prod(shape))
+    if len(shape) == 3:
+        size = shape[0] * shape[1] * (-(-shape[2] // lanes) * lanes)
+    if size > ref_bytes:
+        raise AcceleratorLimitError(f"a reference of {size} codes exceeds the on-chip {ref_bytes} bytes")
 
 
 def block_order(cur: np.ndarray, block: int) -> bytes:
@@ -481,7 +628,7 @@ class Operations:
         if histogram:
             alphabet = _check_int(alphabet, 1, 256, "the alphabet's size")
         if store_ref and symbols.size > p.ref_bytes:
-            raise AcceleratorError(f"a reference of {symbols.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+            raise AcceleratorLimitError(f"a reference of {symbols.size} codes exceeds the on-chip {p.ref_bytes} bytes")
         n_bits, z8 = check_bits(n_bits), check_zero_point(z8)  # before any register is written
         yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref)))
         yield _w("NBITS", n_bits)
@@ -512,13 +659,13 @@ class Operations:
         not a multiple of the lanes stores a padded copy by a REQUANT pass after it)."""
         p = yield from self._need_params()
         if not self.hist:
-            raise AcceleratorError("this bitstream has no HISTOGRAM mode (count with an ENCODE pass)")
+            raise AcceleratorLimitError("this bitstream has no HISTOGRAM mode (count with an ENCODE pass)")
         q8 = _check_map(q8, "map")
         n_bits = check_bits(n_bits)
         alphabet = _check_int(1 << n_bits if alphabet is None else alphabet, 1, 256, "the alphabet's size")
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
-        if store_ref and q8.size > p.ref_bytes:
-            raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        if store_ref:
+            _check_reference_fits(q8.shape, p.lanes, p.ref_bytes)
         z8 = check_zero_point(z8)  # before any register is written
         yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref and not padded)))
         yield _w("NBITS", n_bits)
@@ -541,6 +688,8 @@ class Operations:
         p = yield from self._need_params()
         q8 = np.asarray(q8)
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
+        if padded:  # stored by a REQUANT pass after the ENCODE: refused before either
+            _check_reference_fits(q8.shape, p.lanes, p.ref_bytes)
         result = yield from self.encode(
             q8,
             1 << check_bits(n_bits) if alphabet is None else alphabet,
@@ -560,7 +709,7 @@ class Operations:
             codes = yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
             return codes[:, :, : q8.shape[2]].copy()
         if store_ref and q8.size > p.ref_bytes:
-            raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+            raise AcceleratorLimitError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
         n_bits, z8 = check_bits(n_bits), check_zero_point(z8)  # before any register is written
         yield _w("FLAGS", pack("FLAGS", REQUANT=1, STORE_REF=int(store_ref)))
         yield _w("NBITS", n_bits)
@@ -582,15 +731,15 @@ class Operations:
         computed on the PS (sgn(x - p), the fabric's own definition)."""
         p = yield from self._need_params()
         if not self.ctx:
-            raise AcceleratorError("this bitstream has no CTX anchor coder")
+            raise AcceleratorLimitError("this bitstream has no CTX anchor coder")
         q8 = _check_map(q8, "anchor map")
         if q8.ndim != 3:
             raise AcceleratorError(f"an anchor map must be (H, W, C), not {q8.shape}")
         h, w, c = q8.shape
         if not (1 <= h <= regmap.MAX_HEIGHT and 1 <= w <= regmap.MAX_WIDTH and 1 <= c <= regmap.MAX_CHANNELS):
-            raise AcceleratorError(f"a map of {q8.shape} exceeds the accelerator's limits")
+            raise AcceleratorLimitError(f"a map of {q8.shape} exceeds the accelerator's limits")
         if w * c > p.line_elements:
-            raise AcceleratorError(f"a row of {w} x {c} elements exceeds the CTX row buffer ({p.line_elements})")
+            raise AcceleratorLimitError(f"a row of {w} x {c} elements exceeds the CTX row buffer ({p.line_elements})")
         n_bits = check_bits(n_bits)
         z8 = check_zero_point(z8)
         zn = zero_point_n(z8, n_bits) if z_n is None else _check_zn(z_n, n_bits)
@@ -598,8 +747,8 @@ class Operations:
             _check_codes(q8, n_bits, "anchor's codes (requant=False)")
         codes = lut_codes(q8, z8, n_bits) if requant else q8
         padded = store_ref and c % p.lanes
-        if store_ref and q8.size > p.ref_bytes:
-            raise AcceleratorError(f"a reference of {q8.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+        if store_ref:
+            _check_reference_fits(q8.shape, p.lanes, p.ref_bytes)
         temporal = ref is not None
         if temporal:
             ref = _check_map(ref, "reference")
@@ -668,12 +817,12 @@ class Operations:
             return (yield from self._ctx_slices(records))
         yield from self._need_params()
         if not self.ctx:
-            raise AcceleratorError("this bitstream has no CTX coder")
+            raise AcceleratorLimitError("this bitstream has no CTX coder")
         records = self._check_records(records)
         stream_words = ctx_records.words(records)  # runs of zero values share a word
         count = 8 * stream_words.size
         if count > regmap.MAX_ELEMENTS:
-            raise AcceleratorError(f"{stream_words.size} words of records exceed one CTX pass")
+            raise AcceleratorLimitError(f"{stream_words.size} words of records exceed one CTX pass")
         yield _w("FLAGS", pack("FLAGS", RECORDS=1))
         yield _w("COUNT", count)
         yield _w("CTX_SLICES", 1)
@@ -689,11 +838,11 @@ class Operations:
     def _ctx_slices(self, slices):
         params = yield from self._need_params()
         if not self.ctx:
-            raise AcceleratorError("this bitstream has no CTX coder")
+            raise AcceleratorLimitError("this bitstream has no CTX coder")
         if not slices:
             raise AcceleratorError("a CTX pass of slices needs at least one slice")
         if len(slices) > regmap.MAX_CTX_SLICES:
-            raise AcceleratorError(f"{len(slices)} slices: CTX_SLICES allows 1..{regmap.MAX_CTX_SLICES}")
+            raise AcceleratorLimitError(f"{len(slices)} slices: CTX_SLICES allows 1..{regmap.MAX_CTX_SLICES}")
         slices = [self._check_records(r) for r in slices]
         n = len(slices)
         if n == 1:
@@ -703,7 +852,7 @@ class Operations:
         stream_words = deal_slices([ctx_records.words(r) for r in slices], engines, lanes)
         count = 8 * stream_words.size
         if count > regmap.MAX_ELEMENTS:
-            raise AcceleratorError(f"{stream_words.size} words of records exceed one CTX pass")
+            raise AcceleratorLimitError(f"{stream_words.size} words of records exceed one CTX pass")
         total = sum(r.size for r in slices)
         yield _w("FLAGS", pack("FLAGS", RECORDS=1))
         yield _w("COUNT", count)
@@ -733,7 +882,7 @@ class Operations:
                 return None
             codes = pad_channels(codes, p.lanes, zn_ref)
         if codes.size > p.ref_bytes:
-            raise AcceleratorError(f"a reference of {codes.size} codes exceeds the on-chip {p.ref_bytes} bytes")
+            raise AcceleratorLimitError(f"a reference of {codes.size} codes exceeds the on-chip {p.ref_bytes} bytes")
         yield _w("COUNT", codes.size)
         yield from self._run("LOAD_REF", codes.tobytes(), 8)
 
@@ -752,7 +901,7 @@ class Operations:
         cur = pad_channels(cur, p.lanes, check_zero_point(z8))
         h, w, c = cur.shape
         if not (1 <= h <= regmap.MAX_HEIGHT and 1 <= w <= regmap.MAX_WIDTH and 1 <= c <= regmap.MAX_CHANNELS):
-            raise AcceleratorError(f"a map of {cur.shape} exceeds the accelerator's limits")
+            raise AcceleratorLimitError(f"a map of {cur.shape} exceeds the accelerator's limits")
         if cur.size > p.ref_bytes:
             result = yield from self._band_motion(
                 cur[:, :, : shape[2]],
@@ -765,7 +914,7 @@ class Operations:
             )
             return result
         if block * block * c > p.block_bytes:
-            raise AcceleratorError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
+            raise AcceleratorLimitError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
         for reg, v in (
             ("NBITS", check_bits(n_bits)),
             ("Z8", check_zero_point(z8)),
@@ -784,7 +933,7 @@ class Operations:
     def _band_motion(self, cur, *, z8, n_bits, zn_ref, block, search, reference):
         p = self.params
         if not self.band:
-            raise AcceleratorError(
+            raise AcceleratorLimitError(
                 f"a {cur.shape} map exceeds the on-chip reference ({p.ref_bytes} bytes) and "
                 f"this bitstream has no BAND_MOTION engine"
             )
@@ -799,7 +948,7 @@ class Operations:
             raise AcceleratorError(f"the reference {ref.shape} and the current map {cur.shape} differ in shape")
         plan = band_plan(cur.shape, block, search, p)
         if plan is None:
-            raise AcceleratorError(
+            raise AcceleratorLimitError(
                 f"a {cur.shape} map with B = {block} does not fit the band engine "
                 f"(at most {p.band_blocks} blocks, {p.band_group_blocks} per group, and a "
                 f"band of {block} + 2p rows of {p.band_bytes} channels in {p.ref_bytes} bytes)"

@@ -441,8 +441,10 @@ STREAM_FORMATS = {
         "stream words of value records (a record in bits 0-49, or with bit 63 set a run of 1-6 zero values: "
         "the count in bits 60-62, their zero contexts 9 bits each from bit 0; the last word of COUNT / 8 "
         "ends the section, whatever a record's own last bit); with CTX_SLICES.S > 1 the S slices' words "
-        "interleaved in any order that keeps each slice's own, each word tagged: its engine (slice mod E) in "
-        "bits 58-59, bit 57 set on a slice's last word (COUNT / 8 the words of all slices). "
+        "interleaved in any order that keeps each slice's own, each word tagged with its lane unit "
+        "v = slice mod (E x L) (PARAMS.ENGINES, PARAMS.CTX_LANES): the engine v mod E in bits 58-59, the lane "
+        "v div E in bit 56 (0 on a build of one lane an engine), bit 57 set on a slice's last word (COUNT / 8 "
+        "the words of all slices). "
         "TLAST on the input is ignored (the counts rule)."
     ),
     "output": (
@@ -454,8 +456,9 @@ STREAM_FORMATS = {
         "MOTION_RECORD). "
         "CTX: the ctx section's bytes (docs/bitstream.md 6.2), BITS / 8 of them; with CTX_SLICES.S > 1 "
         "tagged words instead, every TKEEP set: payload bytes 0-6 (bits 0-55), in bits 56-58 how many of "
-        "them count (1-7), bits 59-60 the engine, bit 61 set on its slice's last word; each engine's "
-        "words in order, the engines' interleaved; TLAST on the word that ends the S-th slice."
+        "them count (1-7), bits 59-60 the engine, bit 61 set on its slice's last word, bit 62 the engine's "
+        "lane (0 on a build of one lane an engine), bit 63 zero; each lane unit's words in order, the units' "
+        "interleaved; TLAST on the word that ends the S-th slice."
     ),
 }
 

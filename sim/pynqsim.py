@@ -22,7 +22,9 @@ What is modelled, and where:
 - :class:`DMA` is the driver PYNQ binds to ``xilinx.com:ip:axi_dma:7.1`` (its API:
   ``sendchannel``/``recvchannel`` with ``transfer(array, start, nbytes)``, ``wait``,
   ``idle``, ``running``, ``error``, ``transferred``, ``start``/``stop``; ``buffer_max_size``),
-  written here from the register protocol.
+  written here from the register protocol. Where PYNQ's ``wait`` spins for ever, a DMASR
+  read of a transfer still busy after ``AxiDmaModel.MAX_POLLS`` reads raises ``TimeoutError``
+  (and ``DMA.simulated`` tells the driver that its wall-clock stall limit does not apply).
 
 Use: ``pynqsim.install(build_params, build_root)`` puts this module in ``sys.modules`` as
 ``pynq``; ``pynqsim.shutdown()`` ends the simulation.
@@ -190,6 +192,11 @@ class AxiDmaModel:
 
     SR_HALTED, SR_IDLE, SR_INTERR, SR_DECERR, SR_IOC = 0x1, 0x2, 0x10, 0x40, 0x1000
     POLL_CYCLES = 2000
+    # PYNQ's wait spins for ever, and so would the driver's polling of a simulation (its
+    # wall-clock limit is off here: the simulation is far slower than the board). A transfer
+    # still busy after this many DMASR reads (each runs POLL_CYCLES: 20 ms of simulated time
+    # in all) is a stalled stream: the read raises TimeoutError, the stand-in's "for ever".
+    MAX_POLLS = 1000
 
     def __init__(self, length_width: int):
         self.length_mask = (1 << length_width) - 1
@@ -197,7 +204,8 @@ class AxiDmaModel:
 
     def reset(self):
         self.ch = {
-            name: {"cr": 0, "sr": self.SR_HALTED, "addr": 0, "length": 0, "busy": False} for name in ("mm2s", "s2mm")
+            name: {"cr": 0, "sr": self.SR_HALTED, "addr": 0, "length": 0, "busy": False, "polls": 0}
+            for name in ("mm2s", "s2mm")
         }
 
     @staticmethod
@@ -234,7 +242,7 @@ class AxiDmaModel:
         if nbytes == 0:
             ch["sr"] |= self.SR_INTERR | self.SR_HALTED
             return
-        ch.update(length=nbytes, busy=True)
+        ch.update(length=nbytes, busy=True, polls=0)
         ch["sr"] &= ~self.SR_IDLE
         try:
             if name == "mm2s":
@@ -253,6 +261,11 @@ class AxiDmaModel:
             return ch["cr"]
         if reg == 0x04:
             if ch["busy"]:
+                ch["polls"] += 1
+                if ch["polls"] > self.MAX_POLLS:
+                    raise TimeoutError(
+                        f"the DMA's {name.upper()} transfer did not finish in {self.MAX_POLLS} polls (a stalled stream)"
+                    )
                 self._poll(name)
             return ch["sr"]
         if reg == 0x18:
@@ -360,14 +373,10 @@ class _SimpleDmaChannel:
         self._active = array
         self._first = False
 
-    # PYNQ's wait spins for ever; here a transfer that makes no progress for this many DMASR
-    # polls (2000 cycles each: 20 ms of simulated time) is a stuck stream, reported.
-    MAX_POLLS = 1000
-
     def wait(self):
         if not self.running:
             raise RuntimeError("DMA channel not started")
-        for _ in range(self.MAX_POLLS):
+        while True:  # PYNQ's loop; the model bounds it (AxiDmaModel.MAX_POLLS)
             sr = self._sr()
             if sr & 0x10:
                 raise RuntimeError("DMA Internal Error (transfer length 0?)")
@@ -375,10 +384,6 @@ class _SimpleDmaChannel:
                 raise RuntimeError("DMA Decode Error (invalid address)")
             if sr & 0x2:
                 break
-        else:
-            raise TimeoutError(
-                f"the DMA's {'MM2S' if self._flush_before else 'S2MM'} transfer did not finish (a stalled stream)"
-            )
         if not self._flush_before:
             self._active.invalidate()
         self.transferred = self._mmio.read(self._offset + 0x28)
@@ -388,6 +393,10 @@ class DMA(DefaultIP):
     """The AXI DMA driver (simple mode), parameters from the ``.hwh``."""
 
     bindto = ["xilinx.com:ip:axi_dma:7.1"]
+    # Not PYNQ's: its time is simulated cycles, not the wall clock's, so the driver's
+    # wall-clock stall limit (PynqTransport.stall_timeout) is off and the channels report a
+    # stalled stream themselves (_SimpleDmaChannel.MAX_POLLS).
+    simulated = True
 
     def __init__(self, description):
         super().__init__(description)

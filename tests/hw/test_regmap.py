@@ -85,3 +85,25 @@ def test_generate_refuses_a_build_parameter_in_one_usage_line(option, tmp_path, 
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("python -m temposplit.hw.generate: error:")
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_the_stream_formats_name_every_tag_bit_the_driver_uses_for_slices():
+    """CTX slices' input and output words carry tags (docs/fabric.md "Slices"): the stream
+    formats (and so docs/fabric.md's register block) must name each bit the driver sets or
+    reads, the lane bits included."""
+    from temposplit.hw import driver
+
+    fmt = regmap.STREAM_FORMATS
+    for text in (
+        f"bits {driver.SLICE_ENGINE_LSB}-{driver.SLICE_ENGINE_LSB + 1}",
+        f"bit {driver.SLICE_LAST_BIT} set on a slice's last word",
+        f"lane v div E in bit {driver.SLICE_LANE_BIT}",
+    ):
+        assert text in fmt["input"], text
+    for text in (
+        f"bits {driver.OUT_COUNT_LSB}-{driver.OUT_COUNT_LSB + 2}",
+        f"bits {driver.OUT_ENGINE_LSB}-{driver.OUT_ENGINE_LSB + 1} the engine",
+        f"bit {driver.OUT_LAST_BIT} set on its slice's last word",
+        f"bit {driver.OUT_LANE_BIT} the engine's lane",
+    ):
+        assert text in fmt["output"], text
