@@ -130,15 +130,21 @@ def stream_frames(seed: int = 2026, frames: int = 10, shapes=SHAPES, clips=CLIPS
     return [list(maps) for maps in zip(*per_tensor, strict=True)]
 
 
-def make_stream(options: dict) -> bytes:
-    """A stream's bytes. ``options`` are CodecConfig's (``tensors`` defaults to SPECS), and
-    ``content``: :func:`stream_frames`' options (``seed``, ``frames``, ``clips``)."""
+def stream_input(options: dict) -> tuple[CodecConfig, list]:
+    """A stream's CodecConfig and input frames: ``options`` are CodecConfig's (``tensors``
+    defaults to SPECS), and ``content``: :func:`stream_frames`' options (``seed``,
+    ``frames``, ``clips``). ``Encoder(config).encode(frames)`` is the stream's bytes."""
     options = dict(options)
     specs = list(options.pop("tensors", SPECS))
     content = dict(options.pop("content", {}))
-    enc = Encoder(CodecConfig(specs, model_id="vectors", cut_id="c", fps=10.0, **options))
-    frames = stream_frames(shapes=[t.shape for t in specs], **content)
-    return enc.encode(frames)
+    config = CodecConfig(specs, model_id="vectors", cut_id="c", fps=10.0, **options)
+    return config, stream_frames(shapes=[t.shape for t in specs], **content)
+
+
+def make_stream(options: dict) -> bytes:
+    """A stream's bytes: :func:`stream_input`'s frames through the software encoder."""
+    config, frames = stream_input(options)
+    return Encoder(config).encode(frames)
 
 
 def section_cases():

@@ -117,3 +117,71 @@ def test_rtl_ctx_encoder_codes_slices_side_by_side(accel_build):
     assert soft.header_bytes()[4:6] == b"\x02\x02" and soft.header.ctx_slices == 7
     assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred", "anchor"]
     assert dict(engine.passes) == {"CTX (records)": 5, "LOAD_REF": 3, "MOTION": 2}, engine.passes
+
+
+VECTORS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "vectors"
+
+
+def _coder(coder: str):
+    return (
+        {f"{coder} anchor", f"{coder} section"},  # code_anchor's fallback calls anchor_section: both counted
+        f"coder {coder}: the fabric codes Huffman (ENCODE) and ctx (CTX) sections only; {coder} anchors are "
+        "coded by the golden software",
+    )
+
+
+_PER_CHANNEL = (
+    {"per-channel TSS"},
+    "per-channel vectors: MOTION searches one vector per block shared by all channels; a vector per "
+    "channel is searched by the golden software",
+)
+
+# The frozen streams the fabric cannot code alone: name -> (the engine.fallbacks kinds it must
+# show, why). Every other stream is coded with no fallback. Rate control (N changing in mid
+# stream, a refresh KEY), ctx slices and p = 15 need none.
+NOT_ON_FABRIC = {
+    "v1-raw-intra": _coder("raw"),
+    "v1-zvc-uni2": _coder("zvc"),
+    "v1-zrl-uni8-chain-residual": _coder("zrl"),
+    "v2-ctx-bi3-per-channel": _PER_CHANNEL,
+    "v2.2-ctx-slices4-bi3-per-channel": _PER_CHANNEL,
+    "v1-zvc-uni3-residual-no-zero": _coder("zvc"),
+    "v1-huffman-uni4-per-channel-residual-no-zero": _PER_CHANNEL,
+    "v1-zrl-intra-no-zero-long-runs": _coder("zrl"),
+}
+
+
+def test_rtl_encoder_writes_the_frozen_vectors(accel_build):
+    """Every frozen stream of tests/fixtures/vectors (docs/bitstream.md section 14): its input
+    frames and CodecConfig as codec/vectors.py makes them, coded with the fabric as the engine,
+    are the frozen NAME.tsp byte for byte. A stream the fabric cannot code alone is named in
+    NOT_ON_FABRIC with the fallbacks it must show (its bytes still the frozen ones); every
+    other stream falls back for nothing, so a new vector is never skipped silently. The
+    streams share one simulation (a fresh driver and engine each)."""
+    from temposplit.codec.encoder import Encoder
+    from temposplit.codec.vectors import STREAMS, stream_input
+    from temposplit.hw.backend import FabricEngine
+    from temposplit.hw.driver import Accelerator
+    from temposplit.hw.simbridge import BridgeTransport
+
+    assert set(NOT_ON_FABRIC) <= set(STREAMS), set(NOT_ON_FABRIC) - set(STREAMS)
+    wrong, fell_back, idle = {}, {}, []
+    with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
+        for name, options in STREAMS.items():
+            config, frames = stream_input(options)
+            engine = FabricEngine(Accelerator(transport))
+            data = Encoder(config, engine=engine).encode(frames)
+            frozen = (VECTORS / f"{name}.tsp").read_bytes()
+            if data != frozen:
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(data, frozen, strict=False)) if a != b),
+                    min(len(data), len(frozen)),
+                )
+                wrong[name] = f"{len(data)} bytes against {len(frozen)}, first difference at byte {at}"
+            if engine.fallbacks:
+                fell_back[name] = set(engine.fallbacks)
+            elif not engine.passes:
+                idle.append(name)
+    assert not wrong, wrong
+    assert not idle, f"no fabric operation: {idle}"
+    assert fell_back == {name: kinds for name, (kinds, _) in NOT_ON_FABRIC.items()}
