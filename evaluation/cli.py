@@ -92,12 +92,42 @@ def _replicates(text: str) -> int:
     return v
 
 
+MIN_SIDE, MAX_SIDE = 32, 4096  # --min-size/--max-size: the bounds of `models --input-size`
+
+
+def _side(text: str) -> int:
+    """A resize side: positive and at most MAX_SIDE here; at least MIN_SIDE is checked with
+    the model (the SSD takes neither option: that is said first)."""
+    v = _positive(text)
+    if v > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"expected a size in pixels in {MIN_SIDE}..{MAX_SIDE}, not {v}")
+    return v
+
+
+def _output_folder(path, option: str = "--out") -> None:
+    """Refuse an output folder that is empty text (it wrote into the current folder) or that a
+    file blocks (the folder itself or one above it): one line, before any work."""
+    from pathlib import Path
+
+    from temposplit.errors import ConfigError
+
+    if not str(path):
+        raise ConfigError(f"{option} is empty: give the output folder")
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                where = f" {path} is" if p == Path(path) else f" {path}: {p} is"
+                raise ConfigError(f"{option}{where} a file, not a folder")
+            break
+
+
 def _cmd_eval(args) -> int:
     import time
 
     from temposplit.evaluation.harness import Harness
     from temposplit.evaluation.report import write_report
 
+    _output_folder(args.out)
     frames, bits, cuts, methods = args.frames, args.bits, args.cuts, args.methods
     videos = list(args.video or [])
     if args.video_list:
@@ -134,6 +164,9 @@ def _cmd_eval(args) -> int:
             raise ConfigError(
                 f"--min-size and --max-size are torchvision models' resize; {DEFAULT_MODEL} takes 300x300"
             )
+        for option, side in (("--min-size", args.min_size), ("--max-size", args.max_size)):
+            if side is not None and side < MIN_SIDE:
+                raise ConfigError(f"{option}: expected a size in pixels in {MIN_SIDE}..{MAX_SIDE}, not {side}")
         min_size = args.min_size if args.min_size is not None else args.max_size
         detector_kwargs = {"min_size": min_size, "max_size": args.max_size or min_size}
     t0 = time.perf_counter()
@@ -171,13 +204,39 @@ def _cmd_report(args) -> int:
     from temposplit.evaluation.harness import last_run_rows
     from temposplit.evaluation.report import write_report
 
+    if not args.out:
+        raise ConfigError("--out is empty: give the eval output folder (default out/eval)")
+    if args.dest is not None:
+        _output_folder(args.dest, "--dest")
     path = Path(args.out) / "results.jsonl"
     rows = last_run_rows(args.out)
     if not rows:
         raise ConfigError(f"no results in {path}: run `temposplit eval` first")
     for p in write_report(args.out, rows, figures=not args.no_plots, dest=args.dest, replicates=args.replicates):
         print(p)
+    _say_if_partial(args.out, rows)
     return 0
+
+
+def _say_if_partial(out, rows) -> None:
+    """One line on stderr when the report is of a run stopped before the end of its plan."""
+    import sys
+    from pathlib import Path
+
+    from temposplit.evaluation.meta import read_meta
+    from temposplit.evaluation.report import partial_counts
+
+    by_clip: dict = {}
+    for r in rows:
+        by_clip.setdefault(r["clip"], []).append(r)
+    counts = partial_counts(read_meta(Path(out) / "meta.json"), by_clip)
+    if counts is not None:
+        done, planned = counts[:2]
+        print(
+            f"temposplit eval-report: partial: {done} of {planned} planned points measured (the report says so; "
+            "`temposplit eval` with the same options measures the rest)",
+            file=sys.stderr,
+        )
 
 
 def register(subparsers) -> None:
@@ -246,8 +305,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--no-labelme", action="store_true", help="skip the real-box scores on the labelme frames")
     p.add_argument("--no-plots", action="store_true", help="tables and report without the PNG figures")
-    p.add_argument("--min-size", type=_positive, default=None, help="torchvision models: resize's min_size")
-    p.add_argument("--max-size", type=_positive, default=None, help="torchvision models: resize's max_size")
+    p.add_argument(
+        "--min-size", type=_side, default=None, help=f"torchvision models: resize's min_size ({MIN_SIDE}..{MAX_SIDE})"
+    )
+    p.add_argument(
+        "--max-size", type=_side, default=None, help=f"torchvision models: resize's max_size ({MIN_SIDE}..{MAX_SIDE})"
+    )
     p.add_argument("--quick", action="store_true", help="2-frame plumbing run (vtest, default cut, N=4, crf 13, 43)")
     p.add_argument("--replicates", type=_replicates, default=None, help=REPLICATES_HELP)
     p.add_argument(

@@ -81,9 +81,20 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# Names eval gives its own entries in --out: a clip's report folder (``<out>/<clip>/``) may
-# not take one of them, nor a hidden name (``.lock``, ``..``).
-RESERVED_CLIP_NAMES = ("cache", "evals")
+# Names eval gives its own entries at the top of --out (and of eval-report's --dest): a clip's
+# report folder (``<out>/<clip>/``) may not take one of them, nor a hidden name (``.lock``,
+# ``..``, the temporary files). ``notes.md`` is the reader's own file the report includes.
+RESERVED_CLIP_NAMES = (
+    "cache",
+    "evals",
+    "meta.json",
+    "results.jsonl",
+    "results.csv",
+    "results.json",
+    "bdrate.csv",
+    "report.md",
+    "notes.md",
+)
 
 
 def clip_name(path: Path) -> str:
@@ -452,7 +463,9 @@ class Harness:
             "plan": [
                 {"method": e.method, "variant": e.variant, "runner": e.runner, "coders": e.coders, "options": e.options}
                 for e in plan_mod.PLAN
-                if e.method in self.methods and (e.default or not self.pruned)
+                if e.method in self.methods
+                and (e.default or not self.pruned)
+                and not plan_mod.runs_at_input_size(self.model, e)
             ],
             "detector_kwargs": self.detector_kwargs,
             "labelme": any(c.labelme_available() for c in self.clips().values()),
@@ -624,6 +637,11 @@ _ROW_COUNT = ("frames", "scored_frames")
 _ROW_TEXT_OR_NULL = ("model", "cut", "variant", "coder", "structure", "reconstruction", "evals", "run", "point")
 # Every other field a row holds (runners.ROW_KEYS) but its settings (a dict) is a number or null.
 _ROW_NUMBER_OR_NULL = tuple(k for k in ROW_KEYS if k not in (*_ROW_TEXT, *_ROW_COUNT, *_ROW_TEXT_OR_NULL, "settings"))
+# The ranges of those numbers in a row eval wrote (it writes NaN and infinities as null,
+# cache.clean): scores are fractions, rates, sizes, ratios and times are not negative, N is
+# a bit width of the plan. A value outside them is a damaged (or hand-edited) file.
+_ROW_RANGES = {k: (0.0, 1.0) for k in _ROW_NUMBER_OR_NULL if "map50" in k}
+_ROW_RANGES["n_bits"] = (2, 8)
 
 
 def _row_problem(row) -> str | None:
@@ -645,8 +663,15 @@ def _row_problem(row) -> str | None:
             return f"{k} is {row[k]!r}, not text"
     for k in _ROW_NUMBER_OR_NULL:
         v = row.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"{k} is {v!r}, not a number"
+        if not math.isfinite(v):
+            return f"{k} is {v!r}, not a finite number"
+        lo, hi = _ROW_RANGES.get(k, (0.0, math.inf))
+        if not lo <= v <= hi:
+            return f"{k} is {v!r}, outside {lo:g}..{hi:g}" if hi < math.inf else f"{k} is {v!r}, below zero"
     if row.get("settings") is not None and not isinstance(row["settings"], dict):
         return "settings is not an object"
     return None
@@ -718,3 +743,39 @@ def last_run_rows(out) -> list[dict]:
     return load_rows(
         Path(out) / "results.jsonl", run=meta.get("run"), points=points if isinstance(points, dict) else None
     )
+
+
+def progress(points, rows) -> dict[str, tuple[int, int]] | None:
+    """Per clip, how many of a run's planned points (``meta.json``'s ``points``, written as
+    the run starts) have their rows in ``rows`` (:func:`last_run_rows`): clip -> (measured,
+    planned), in the plan's clip order; None for a folder from before point identities.
+
+    A point is one task of the sweep: an entry at one cut and N, its keys one per coder (they
+    share the point identity). It counts as measured when every one of its keys has its row;
+    the searched-quality JPEG, whose key (variant ``*``) is known only after its run, when a
+    row of its identity is there. A clip the run never reached is (0, planned)."""
+    if not isinstance(points, dict):
+        return None
+    have = {r["key"] for r in rows}
+    measured_groups = {(r.get("point"), *_cut_and_n(r["key"])) for r in rows}
+    groups: dict[tuple, list[str]] = {}
+    for key, point in points.items():
+        groups.setdefault((point, *_cut_and_n(key)), []).append(key)
+    out: dict[str, list[int]] = {}
+    for group, keys in groups.items():
+        counts = out.setdefault(keys[0].split("|")[1] if "|" in keys[0] else "", [0, 0])
+        counts[1] += 1
+        named = [k for k in keys if _variant(k) != "*"]
+        if all(k in have for k in named) and (named or group in measured_groups):
+            counts[0] += 1
+    return {clip: (done, planned) for clip, (done, planned) in out.items()}
+
+
+def _cut_and_n(key: str) -> tuple[str, str]:
+    parts = key.split("|")
+    return (parts[2], parts[6]) if len(parts) == 7 else (key, "")
+
+
+def _variant(key: str) -> str:
+    parts = key.split("|")
+    return parts[4] if len(parts) == 7 else ""

@@ -87,6 +87,10 @@ DEFAULT_CRFS = (13, 23, 33, 43)
 DEFAULT_SCORE_EVERY = 1
 VIDEO_PRESETS = ("medium", "veryfast")
 VIDEO_RESOLUTIONS = ("native", "input")  # input: resized as the detector resizes (300x300 for the SSD)
+# The detectors with a fixed input size, the only ones the input-resolution baseline runs for:
+# the torchvision detectors resize each frame to their own min_size/max_size keeping its aspect,
+# so their plan leaves the video codecs' "input" curves out (docs/evaluation.md).
+FIXED_INPUT_MODELS = ("ssd-mobilenet-v2",)
 # The default sweep's cuts (the SSD): the only ones whose points reached the features' hull on
 # vtest.avi; the deeper cuts' int8 line alone is 0.91-0.94 there. `--cuts` runs any.
 DEFAULT_CUTS = {"ssd-mobilenet-v2": ("features.3", "features.6", "features.10")}
@@ -259,6 +263,7 @@ POINT_CHOICES = frozenset(
     {
         "PLAN",
         "POINT_CHOICES",
+        "FIXED_INPUT_MODELS",
         "_CRF_PRUNED",
         "DEFAULT_CUTS",
         "DEFAULT_BITS",
@@ -297,14 +302,22 @@ def row_key(model, clip, cut, method, variant, coder, n) -> str:
     return "|".join(str(x) for x in (model, clip, cut, method, variant, coder, n))
 
 
+def runs_at_input_size(model: str, entry: Entry) -> bool:
+    """Whether ``entry`` is a frame baseline at the detector's input size, which ``model``
+    has not (:data:`FIXED_INPUT_MODELS`): then it is no point of the plan."""
+    return entry.options.get("resolution") == "input" and model not in FIXED_INPUT_MODELS
+
+
 def tasks(model: str, clip: str, cuts, bits, methods, call, pruned: bool = False, crfs=None) -> list[Task]:
     """The sweep of one clip: the float reference, then per cut every feature entry (at every N
     for per-N entries), then the frame baselines. ``call(entry, cut, n)`` returns the runner call.
-    ``pruned``: only the entries marked ``default``; ``crfs``: only these of the video entries."""
+    ``pruned``: only the entries marked ``default``; ``crfs``: only these of the video entries.
+    A detector without a fixed input size has no input-resolution baseline (:func:`runs_at_input_size`)."""
     m = set(methods)
     out = [Task("float reference", [row_key(model, clip, None, "float", "", None, None)], call(None, None, None))]
     asked = crfs is not None  # named crf values run whether or not the default prunes them
     plan = [e for e in PLAN if e.default or not pruned or (asked and e.runner == "frames" and e.method != "jpeg")]
+    plan = [e for e in plan if not runs_at_input_size(model, e)]
     if crfs is not None:
         plan = [e for e in plan if e.runner != "frames" or e.method == "jpeg" or e.options["setting"] in crfs]
     entries = [e for e in plan if e.method in m and e.per != "clip"]

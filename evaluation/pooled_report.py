@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 from temposplit.evaluation import bootstrap
-from temposplit.evaluation.plan import FEATURE_METHODS
-from temposplit.evaluation.report import write_text
+from temposplit.evaluation.plan import FEATURE_METHODS, FIXED_INPUT_MODELS
+from temposplit.evaluation.report import partial_notice, write_text
 from temposplit.evaluation.summary import (
     METRICS,
     ClipSummary,
@@ -132,14 +132,23 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
     clips = [s.clip for s in summaries]
     frames = ", ".join(f"{s.clip} {by_clip[s.clip][0]['frames']} ({s.scored_frames} scored)" for s in summaries)
     lines = ["# temposplit evaluation: the features against the frame codecs, per clip and pooled", ""]
+    lines += partial_notice(meta, by_clip)
+    measured = {r["method"] for rows in by_clip.values() for r in rows}
+    methods = [m if m in measured else f"{m} (not measured)" for m in settings.get("methods", [])]
     lines += [
         f"Model `{settings.get('model')}`; clips and frames coded (scored): {frames}; cuts "
         f"{', '.join(settings.get('cuts', []))}; N = {settings.get('bits')}; int8 calibration "
         f"`{settings.get('calibration')}`"
         + (f" fold {settings['calibration_fold']}" if settings.get("calibration_fold") else "")
         + (" (the fixed calibration set, never evaluated)" if settings.get("calibration") == "fixed" else "")
-        + f"; methods {', '.join(settings.get('methods', []))}"
+        + f"; methods {', '.join(methods)}"
         + (" (the pruned default plan, docs/evaluation.md)" if settings.get("pruned") else "")
+        + (
+            f"; the video codecs at the clip's own size only (`{settings.get('model')}` has no fixed input size "
+            "to resize the frames to)"
+            if settings.get("model") not in FIXED_INPUT_MODELS and {"h264", "h265"} & set(settings.get("methods", []))
+            else ""
+        )
         + ".",
         "",
         "BD-rate: the features' Pareto front (every point no other beats in bytes and accuracy) over every "

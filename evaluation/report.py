@@ -153,12 +153,16 @@ def headline(rows, metric: str = "map50") -> dict:
     if int8:
         out["int8_best"] = max(int8, key=lambda r: r[metric])
     out["features_best_accuracy"] = max(feats, key=lambda r: (r[metric], -r["bytes_per_frame"])) if feats else None
+    # What has any row at all (scored or not): "none reaches it" only for what was measured.
+    has = {r["method"] for r in rows}
+    out["measured"] = {"features": bool(has & (set(FEATURE_ORDER) - {"features-8bit"}))}
+    out["measured"].update({m: m in has for m in FRAME_METHODS})
     return out
 
 
-def _describe(r) -> str:
+def _describe(r, measured: bool = True) -> str:
     if r is None:
-        return "none reaches it"
+        return "none reaches it" if measured else "not measured"
     what = f"{r['method']}"
     if r.get("variant"):
         what += f" {r['variant']}"
@@ -242,7 +246,8 @@ def plot_cut(rows, cut, path: Path) -> Path:
     ax_r.set_xlim(3.8, 9.2)
     ax_r.set_xticks(range(4, 9))
     ax_r.grid(True, which="both", alpha=0.3)
-    ax_r.legend(fontsize=6, loc="lower left", ncol=2)
+    if curves:  # a cut with no curve over N (only the 8-bit line): no labelled line to list
+        ax_r.legend(fontsize=6, loc="lower left", ncol=2)
     # accuracy: one curve per reconstruction (the coders share it)
     seen = set()
     for (method, variant, _coder), pts in sorted(curves.items(), key=lambda kv: (FEATURE_ORDER.index(kv[0][0]), kv[0])):
@@ -355,6 +360,7 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
     clip = rows[0]["clip"] if rows else None
     video = (settings.get("videos") or {}).get(clip) or settings.get("video")
     lines = [f"{CLIP_REPORT_TITLE}{clip}", ""]
+    lines += partial_notice(meta, {clip: rows} if clip is not None else {}, clip)
     lines += [
         f"Model `{settings.get('model')}`, clip `{_file_name(video)}` frames "
         f"{settings.get('start', 0)}..{settings.get('start', 0) + (rows[0]['frames'] if rows else 0) - 1} "
@@ -392,10 +398,11 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
         h = headline(rows, metric)
         lines += [f"By {title}; smallest bytes per frame reaching each level:", ""]
         for level, entry in h["levels"].items():
+            d = {name: _describe(r, h["measured"][name]) for name, r in entry.items()}
             lines.append(
-                f"- >= {level:.2f}: best feature method {_describe(entry['features'])}; "
-                f"JPEG frames {_describe(entry['jpeg'])}; H.264 {_describe(entry['h264'])}; "
-                f"H.265 {_describe(entry['h265'])}."
+                f"- >= {level:.2f}: best feature method {d['features']}; "
+                f"JPEG frames {d['jpeg']}; H.264 {d['h264']}; "
+                f"H.265 {d['h265']}."
             )
         if h.get("int8_best"):
             lines.append(
@@ -492,6 +499,53 @@ def markdown(rows, meta: dict, figures: list[str], wall_s=None, notes: str | Non
     if "rate_accuracy_frequent.png" in figures:
         lines += ["Over the frequent categories only:", "", "![rate-accuracy](rate_accuracy_frequent.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def partial_notice(meta: dict, by_clip: dict, clip: str | None = None) -> list[str]:
+    """The lines saying that a report is of a partial run (an eval stopped before the end of
+    its plan): how many of the planned points (of ``clip``'s, or of every clip) have rows,
+    and the methods and clips with none; [] for a finished run (or a folder from before
+    point identities, whose plan is not known)."""
+    counts = partial_counts(meta, by_clip, clip)
+    if counts is None:
+        return []
+    done, planned, methods, clips = counts
+    missing = []
+    if methods:
+        missing.append(f"methods {', '.join(methods)}")
+    if clips:
+        missing.append(f"clips {', '.join(clips)}")
+    return [
+        f"**Partial: {done} of {planned} planned points** measured (the run stopped before the end of its "
+        "plan; `temposplit eval` with the same options measures the rest). Every table, figure and headline "
+        "below holds the measured points only" + (f"; not measured: {'; '.join(missing)}." if missing else "."),
+        "",
+    ]
+
+
+def partial_counts(meta: dict, by_clip: dict, clip: str | None = None):
+    """(measured, planned, methods without a row, clips without a row) of the run's planned
+    points (``meta.json``'s), of ``clip`` or of every clip; None when every planned point
+    has its rows or the plan is not known."""
+    from temposplit.evaluation.harness import progress
+
+    points = meta.get("points")
+    rows = [r for rs in by_clip.values() for r in rs]
+    per_clip = progress(points, rows)
+    if not per_clip:
+        return None
+    if clip is not None:
+        per_clip = {clip: per_clip.get(clip, (0, 0))}
+    done = sum(d for d, _ in per_clip.values())
+    planned = sum(p for _, p in per_clip.values())
+    if done >= planned:
+        return None
+    keys = [k for k in points if clip is None or k.split("|")[1:2] == [clip]]
+    has = {r["method"] for r in rows}
+    methods = list(dict.fromkeys(k.split("|")[3] for k in keys if len(k.split("|")) == 7))
+    methods = [m for m in methods if m not in has]
+    clips = [c for c, (d, _) in per_clip.items() if clip is None and not by_clip.get(c)]
+    return done, planned, methods, clips
 
 
 def _remove_stale_clip_reports(dest: Path, keep) -> None:

@@ -53,6 +53,15 @@ DAMAGED = [
     (_line(_row(frames=-1)), "line 1: frames is -1, not a count of frames"),
     (_line({k: v for k, v in _row().items() if k != "scored_frames"}), "line 1: scored_frames is None"),
     (_line(_row()) + _line(_row("k2", evals=3)), "line 2: evals is 3, not text"),
+    # numbers eval never writes (it writes NaN and infinities as null)
+    (_line(_row(map50=float("inf"))), "line 1: map50 is inf, not a finite number"),
+    (_line(_row(map50_95=float("nan"))), "line 1: map50_95 is nan, not a finite number"),
+    (_line(_row(mb_per_s=float("-inf"))), "line 1: mb_per_s is -inf, not a finite number"),
+    (_line(_row(bytes_per_frame=-5)), "line 1: bytes_per_frame is -5, below zero"),
+    (_line(_row()) + _line(_row("k2", seconds=-0.5)), "line 2: seconds is -0.5, below zero"),
+    (_line(_row(map50=1.5)), "line 1: map50 is 1.5, outside 0..1"),
+    (_line(_row(labelme_map50=-0.1)), "line 1: labelme_map50 is -0.1, outside 0..1"),
+    (_line(_row(n_bits=12)), "line 1: n_bits is 12, outside 2..8"),
 ]
 
 
@@ -202,10 +211,15 @@ def test_a_refused_eval_makes_no_output_folder(tmp_path, capsys, one_line, argv,
     assert not (tmp_path / "ev").exists() and (tmp_path / "file").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("stem", ["cache", "Evals", ".lock"])
+@pytest.mark.parametrize(
+    "stem",
+    ["cache", "Evals", ".lock", "report.md", "results.jsonl", "Results.csv", "results.json", "bdrate.csv", "meta.json"]
+    + ["notes.md"],
+)
 def test_a_clip_named_as_one_of_evals_own_entries_is_refused(tmp_path, capsys, one_line, stem):
     """<out>/<clip>/ holds a clip's report: a clip named cache, evals or .lock would write
-    it into eval's caches or over its lock file."""
+    it into eval's caches or over its lock file; one named as a file eval writes at the top
+    of --out (report.md.avi is the clip report.md) broke the folder at the report."""
     video = _clip(tmp_path / f"{stem}.avi", 90)
     assert main(["eval", "--video", str(video), "--out", str(tmp_path / "ev"), "--quick"]) == 2
     one_line(f"a clip named {stem.lower()!r} would share --out with eval's own files")
@@ -239,3 +253,45 @@ def test_eval_report_when_results_jsonl_is_a_folder(tmp_path, capsys, one_line):
     (tmp_path / "ev" / "results.jsonl").mkdir(parents=True)
     assert main(["eval-report", "--out", str(tmp_path / "ev")]) == 2
     one_line("results.jsonl is a folder, not the results file eval writes")
+
+
+def test_an_empty_out_or_dest_is_refused(tmp_path, capsys, one_line, monkeypatch):
+    """--out "" wrote into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    video = _clip(tmp_path / "c.avi", 90)
+    assert main(["eval", "--video", str(video), "--out", "", "--quick"]) == 2
+    one_line("--out is empty")
+    assert main(["eval-report", "--out", ""]) == 2
+    one_line("--out is empty")
+    assert main(["eval-report", "--out", str(tmp_path / "ev"), "--dest", ""]) == 2
+    one_line("--dest is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.avi"]
+
+
+def test_eval_report_into_a_dest_that_is_a_file(tmp_path, capsys, one_line):
+    """--dest FILE said only "FILE: File exists"."""
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "results.jsonl").write_bytes(_line(_row()))
+    (tmp_path / "afile").write_text("mine")
+    assert main(["eval-report", "--out", str(out), "--dest", str(tmp_path / "afile"), "--no-plots"]) == 2
+    one_line(f"--dest {tmp_path / 'afile'} is a file, not a folder")
+    assert main(["eval-report", "--out", str(out), "--dest", str(tmp_path / "afile" / "x"), "--no-plots"]) == 2
+    one_line(f"{tmp_path / 'afile'} is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["results.jsonl"]
+
+
+@pytest.mark.parametrize("option", ["--min-size", "--max-size"])
+@pytest.mark.parametrize(
+    "value, message",
+    [("100000", "expected a size in pixels in 32..4096"), ("31", "expected a size in pixels in 32..4096")]
+    + [("0", "expected a positive integer")],
+)
+def test_the_torchvision_resize_sides_are_bounded(capsys, one_line, option, value, message):
+    """--min-size 100000 was an internal error (90 GB allocated): bounded as `models --input-size`."""
+    try:
+        status = main(["eval", "--model", "fasterrcnn-mobilenet-v3-large-fpn", option, value, "--out", "/none/x"])
+    except SystemExit as e:  # argparse's refusal
+        status = e.code
+    assert status == 2
+    one_line(f"{option}: {message}, not {value}")

@@ -298,3 +298,101 @@ def test_sigterm_stops_eval_report_with_one_line_and_status_143(tmp_path):
     )
     assert proc.returncode == 143, (proc.returncode, proc.stderr)
     assert proc.stderr.strip().splitlines() == ["temposplit eval-report: terminated"]
+
+
+# ------------------------------------------------------------------ the report of a run stopped part way
+
+
+def _planned_rows():
+    """The rows of a small plan, in the sweep's order, with the keys meta.json lists for it
+    (one key per coder of a point; the searched JPEG under its variant "*"), their points'
+    identities, and the rows' own. 7 points: float, int8, quant at N=4 (two coders), JPEG
+    q=75, the searched JPEG, H.264 and H.265."""
+    f13 = "features.13"
+    rows = [
+        _row("m|c|None|float||None|None", cut=None, method="float", n_bits=None, bytes_per_frame=None, map50=1.0),
+        _row(f"m|c|{f13}|features-8bit||None|8", method="features-8bit", n_bits=8, bytes_per_frame=9000.0, map50=0.99),
+        _row(f"m|c|{f13}|quant|intra|huffman|4", variant="intra", coder="huffman", bytes_per_frame=900.0, map50=0.97),
+        _row(f"m|c|{f13}|quant|intra|zrl|4", variant="intra", coder="zrl", bytes_per_frame=800.0, map50=0.97),
+        _row("m|c|None|jpeg|q=75|None|None", cut=None, method="jpeg", variant="q=75", n_bits=None, map50=0.93),
+        _row("m|c|None|jpeg|q=92|None|None", cut=None, method="jpeg", variant="q=92", n_bits=None, map50=0.94),
+        _row("m|c|None|h264|crf=23|None|None", cut=None, method="h264", variant="crf=23", n_bits=None, map50=0.9),
+        _row("m|c|None|h265|crf=23|None|None", cut=None, method="h265", variant="crf=23", n_bits=None, map50=0.9),
+    ]
+    point = {r["key"]: "p-" + r["key"].split("|")[3] + r["key"].split("|")[4] for r in rows}
+    point["m|c|None|jpeg|q=92|None|None"] = "p-searched"
+    for r in rows:
+        r["point"] = point[r["key"]]
+        r["bytes_per_frame"] = r["bytes_per_frame"] or (None if r["method"] == "float" else 5000.0)
+    planned = {k: p for k, p in point.items() if "q=92" not in k}  # as written when the run starts
+    planned["m|c|None|jpeg|*|None|None"] = "p-searched"
+    return rows, planned
+
+
+def _partial_folder(tmp_path, n_rows: int):
+    """An eval folder of the plan above whose run stopped after its first ``n_rows`` rows."""
+    rows, planned = _planned_rows()
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "results.jsonl").write_bytes(b"".join(_line(r) for r in rows[:n_rows]))
+    settings = {
+        "model": "ssd-mobilenet-v2",
+        "videos": {"c": "c.avi"},
+        "cuts": ["features.13"],
+        "bits": [4],
+        "methods": ["features-8bit", "quant", "jpeg", "h264", "h265"],
+    }
+    if n_rows == len(rows):  # finished: the searched JPEG's key is known and the run's timings written
+        planned["m|c|None|jpeg|q=92|None|None"] = "p-searched"
+    runs = [{"timings": {"sweep_s": 1.0}, "points": 7, "run": "r"}] if n_rows == len(rows) else []
+    meta = {"run": "r", "points": planned, "settings": settings, "runs": runs}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+@pytest.mark.parametrize("n_rows, measured", [(0, 0), (1, 1), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6), (8, 7)])
+def test_progress_counts_the_points_of_the_plan_with_their_rows(tmp_path, n_rows, measured):
+    """Two coders' rows are one point (the second missing: not measured); the searched JPEG
+    counts once its row of another variant is there, before and after meta.json names it."""
+    from temposplit.evaluation.harness import last_run_rows, progress
+
+    out = _partial_folder(tmp_path, n_rows)
+    points = json.loads((out / "meta.json").read_text())["points"]
+    assert progress(points, last_run_rows(out)) == ({"c": (measured, 7)} if n_rows else {"c": (0, 7)})
+    assert progress(None, []) is None  # a folder from before point identities
+
+
+def test_the_report_of_a_stopped_run_says_it_is_partial(tmp_path, capsys):
+    """eval-report on a run stopped part way said nothing of it and "H.264 none reaches it;
+    H.265 none reaches it" where no H.264 or H.265 point ran, and listed their methods."""
+    out = _partial_folder(tmp_path, 5)  # float, int8, quant (both coders), JPEG q=75
+    assert main(["eval-report", "--out", str(out), "--no-plots", "--replicates", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "partial: 4 of 7 planned points" in err and len(err.strip().splitlines()) == 1
+    pooled, clip = (out / "report.md").read_text(), (out / "c" / "report.md").read_text()
+    for md in (pooled, clip):
+        assert "**Partial: 4 of 7 planned points** measured" in md.split("\n\n")[1]  # first, under the title
+        assert "not measured: methods h264, h265." in md
+    assert "methods features-8bit, quant, jpeg, h264 (not measured), h265 (not measured)" in pooled
+    assert "H.264 none reaches it" not in clip and "H.265 none reaches it" not in clip
+    assert "JPEG frames none reaches it; H.264 not measured; H.265 not measured." in clip  # JPEG ran: 0.93
+
+
+def test_the_report_of_a_finished_run_says_nothing_of_it(tmp_path, capsys):
+    out = _partial_folder(tmp_path, 8)
+    assert main(["eval-report", "--out", str(out), "--no-plots", "--replicates", "0"]) == 0
+    assert capsys.readouterr().err == ""
+    for md in ((out / "report.md").read_text(), (out / "c" / "report.md").read_text()):
+        assert "artial" not in md and "not measured" not in md
+    assert "methods features-8bit, quant, jpeg, h264, h265." in (out / "report.md").read_text()
+    assert "H.264 none reaches it; H.265 none reaches it." in (out / "c" / "report.md").read_text()  # 0.9 < 0.95
+
+
+def test_the_report_says_a_torchvision_detector_has_no_input_resolution_curves(tmp_path, capsys):
+    out = _partial_folder(tmp_path, 8)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["settings"]["model"] = "fasterrcnn-mobilenet-v3-large-fpn"
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert main(["eval-report", "--out", str(out), "--no-plots", "--replicates", "0"]) == 0
+    md = (out / "report.md").read_text()
+    assert "the video codecs at the clip's own size only (`fasterrcnn-mobilenet-v3-large-fpn` has no fixed" in md

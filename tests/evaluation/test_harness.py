@@ -440,6 +440,27 @@ def test_the_default_plan_is_pruned_and_every_entry_is_reachable():
     assert len(keys) == len(set(keys))
 
 
+def test_a_detector_without_a_fixed_input_size_has_no_input_resolution_baseline(tmp_path, need_data):
+    """The input-resolution baseline needs a fixed input size (the SSD's 300x300): a torchvision
+    detector's default plan ran some points, then stopped at the first `input` one with exit
+    status 2 on every resume. Its plan leaves those out; the SSD's keeps them."""
+    from temposplit.evaluation.plan import ALL_METHODS, DEFAULT_METHODS, tasks
+
+    tv = "fasterrcnn-mobilenet-v3-large-fpn"
+    for methods, pruned in ((DEFAULT_METHODS, True), (ALL_METHODS, False)):
+        ssd_names = [t.name for t in tasks("ssd-mobilenet-v2", "c", [CUT], [4], methods, lambda *a: None, pruned)]
+        tv_names = [t.name for t in tasks(tv, "c", [CUT], [4], methods, lambda *a: None, pruned)]
+        video = [n for n in ssd_names if n.startswith(("h264", "h265"))]
+        assert any("input" in n for n in video)
+        assert [n for n in tv_names if n.startswith(("h264", "h265"))] == [n for n in video if "input" not in n]
+    from temposplit.model.cuts import default_cut
+
+    h = Harness(model=tv, video=vtest_path(), frames=2, bits=[4], cuts=[default_cut(tv)], crfs=[13, 43], out=tmp_path)
+    names = [t.name for t in h.tasks()]
+    assert "h264 crf=13" in names and not any("input" in n for n in names)
+    assert not any(e["options"].get("resolution") == "input" for e in h.settings()["plan"])
+
+
 def test_cli_rejects_bad_options(capsys):
     from temposplit.cli import main
 
@@ -580,6 +601,19 @@ def test_the_plots_tell_the_chain_variants_apart():
     for mark in ("hyst=", "dz="):
         own = {style[v] for v in variants if mark in v}
         assert own and own.isdisjoint(style[v] for v in variants if mark not in v)
+
+
+def test_a_cut_without_a_curve_over_n_plots_without_a_warning(tmp_path):
+    """A cut holding only the int8 line (no curve over N) put matplotlib's "No artists with
+    labels found to put in legend" on eval's stderr."""
+    import warnings
+
+    from temposplit.evaluation.report import plot_cut
+
+    row = dict(method="features-8bit", cut=CUT, n_bits=8, mb_per_s=0.5, map50=0.9, bytes_per_frame=1e4, variant="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_cut([row], CUT, tmp_path / "cut.png").is_file()
 
 
 def test_cli_holdout_evaluates_the_held_out_clips(monkeypatch):
