@@ -65,6 +65,16 @@ def test_bad_options_and_files_give_one_line(argv, message, capsys):
     assert len(err) == 1 and message in err[0] and err[0].startswith("temposplit ")
 
 
+@pytest.mark.parametrize("under", [False, True])
+def test_fetch_data_into_a_data_folder_that_is_a_file_says_so(monkeypatch, capsys, under):
+    """TEMPOSPLIT_DATA naming a file (or a folder under one) said only "afile: File exists"."""
+    monkeypatch.setenv("TEMPOSPLIT_DATA", __file__ + ("/data" if under else ""))
+    assert main(["fetch-data"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("is under a file" if under else "is a file, not a folder") in err[0], err
+    assert "$TEMPOSPLIT_DATA" in err[0]
+
+
 def test_serve_on_a_taken_port_is_one_line_and_leaves_no_folder(tmp_path, capsys):
     """A port another process listens on: one line naming it, and the --out folder that
     serve would have made is not left behind."""
