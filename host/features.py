@@ -17,9 +17,10 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
     """Run ``model``'s M1 (an :class:`~temposplit.host.pipeline.EdgeModel` or
     ``NumpyEdgeModel``) on ``frames`` (RGB uint8) and write the feature file ``path``.
 
-    Each frame's codes go to an unnamed spool file as M1 gives them (beside ``path``, else
-    the system's temporary folder), and the file is written from it: memory holds one
-    frame's tensors whatever the frame count (a camera's ``--frames`` of hours included).
+    Each frame's codes go to an unnamed spool file as M1 gives them (beside ``path``; the
+    system's temporary folder where ``path`` is no regular file), and the file is written
+    from it: memory holds one frame's tensors whatever the frame count (a camera's
+    ``--frames`` of hours included).
 
     Returns a summary: frames, tensors (name and shape), model, cut.
     """
@@ -30,7 +31,10 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
     from temposplit.errors import ConfigError
 
     log = log or (lambda msg: None)
-    folder = os.path.dirname(os.path.realpath(path))
+    # Beside the file it becomes; for an output that is no file (/dev/null: /dev is in RAM) the
+    # system's temporary folder.
+    regular = not os.path.exists(path) or os.path.isfile(path)
+    folder = os.path.dirname(os.path.realpath(path)) if regular else None
     spools: list = []
     sample = None
     size = None
@@ -41,10 +45,7 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
             if sample is None:
                 sample, size = cut, frame.shape[:2]
                 for _ in cut:
-                    try:
-                        spools.append(stack.enter_context(tempfile.TemporaryFile(dir=folder)))
-                    except OSError:  # a folder we may not write a spool into (/dev): the system's
-                        spools.append(stack.enter_context(tempfile.TemporaryFile()))
+                    spools.append(stack.enter_context(tempfile.TemporaryFile(dir=folder)))
             for spool, t, first in zip(spools, cut, sample, strict=True):
                 c = np.ascontiguousarray(t.codes, dtype=np.uint8)
                 if c.shape != np.shape(first.codes):

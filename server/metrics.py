@@ -188,8 +188,13 @@ class MetricsEndpoint:
         except (TimeoutError, OSError, ConnectionError):  # ssl.SSLError is an OSError
             writer.transport.abort()
         finally:
-            self.clients -= 1
-            writer.close()
+            try:  # counted until really closed: a TLS close waits for the client's close_notify
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), REQUEST_TIMEOUT)
+            except (TimeoutError, OSError, ConnectionError):
+                writer.transport.abort()
+            finally:
+                self.clients -= 1
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, bytes]:
         try:

@@ -395,7 +395,7 @@ class DMA(DefaultIP):
     bindto = ["xilinx.com:ip:axi_dma:7.1"]
     # Not PYNQ's: its time is simulated cycles, not the wall clock's, so the driver's
     # wall-clock stall limit (PynqTransport.stall_timeout) is off and the channels report a
-    # stalled stream themselves (_SimpleDmaChannel.MAX_POLLS).
+    # stalled stream themselves (AxiDmaModel.MAX_POLLS).
     simulated = True
 
     def __init__(self, description):

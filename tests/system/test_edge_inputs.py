@@ -314,6 +314,25 @@ def test_features_holds_one_frame_in_memory_whatever_the_frame_count(tmp_path):
     assert clip.frames == 1300 and [int(clip.codes[0][i, 0, 0, 0]) for i in (0, 250, 1299)] == [0, 250, 44]
 
 
+def test_features_to_dev_null_spools_in_the_temporary_folder_not_in_dev(monkeypatch):
+    """/dev is in RAM: a spool "beside" /dev/null, which root may write, held the whole clip
+    in memory after all."""
+    import tempfile
+
+    from temposplit.host.features import write_features
+
+    made = []
+    real = tempfile.TemporaryFile
+
+    def spy(*a, dir=None, **k):
+        made.append(dir)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", spy)
+    write_features("/dev/null", _Model(), _frames(3), 10.0)
+    assert made == [None]  # the system's temporary folder
+
+
 # ---------------------------------------------------------------------------- D2: --m1 files
 
 

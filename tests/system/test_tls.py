@@ -296,6 +296,44 @@ def test_a_tls_servers_metrics_are_https_for_a_client_certificate_of_its_ca(tmp_
         srv.shutdown()
 
 
+def test_a_tls_scraper_that_never_closes_holds_no_socket_past_the_timeout(tmp_path, cloud_models, pki, monkeypatch):
+    """A TLS close waits for the client's close_notify (30 s in asyncio): a scraper that read
+    its answer and kept the connection open held a server socket that the 16-client limit no
+    longer counted, so a loop of them could take every descriptor the streams need."""
+    import os
+    import socket
+    import time
+
+    from temposplit.server import metrics
+    from temposplit.server.server import CloudServer
+
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 1.0)
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models, tls=tls, metrics=("127.0.0.1", 0))
+    srv.start()
+    held = []
+    try:
+        scraper = TLSConfig(str(pki / "edge.pem"), str(pki / "edge.key"), str(pki / "ca.pem")).client_context()
+        scraper.check_hostname = False
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(12):  # under the 16 at once, which these count against until closed
+            s = scraper.wrap_socket(socket.create_connection(srv.metrics.address, timeout=10))
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while b"temposplit_up 1" not in data:
+                data += s.recv(65536)
+            held.append(s)  # answered, and never closed by this client
+        deadline = time.monotonic() + 10
+        while len(os.listdir("/proc/self/fd")) > before + len(held) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(os.listdir("/proc/self/fd")) <= before + len(held)  # the server's ends are gone
+        assert srv.metrics.clients == 0
+    finally:
+        for s in held:
+            s.close()
+        srv.shutdown()
+
+
 def test_plain_metrics_open_beyond_this_machine_warn(tmp_path):
     """`--metrics-host 0.0.0.0` without TLS serves, and says on stderr who can read it."""
     import signal
