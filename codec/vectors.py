@@ -186,10 +186,12 @@ def write(out: Path) -> list[Path]:
     """Write the vectors missing from ``out``; a vector whose files are there is kept as it
     is, never written again (the frozen bytes are the point). Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
+    vectors = [[out / f"{name}.tsp", out / f"{name}.npz"] for name in STREAMS]
+    sections = [out / "ctx-sections.npz", out / "ctx-sections.json"]
+    missing = [_missing(paths) for paths in (*vectors, sections)]  # a half-there vector refuses all, first
     written = []
-    for name, options in STREAMS.items():
-        paths = [out / f"{name}.tsp", out / f"{name}.npz"]
-        if not _missing(paths):
+    for options, paths, write_it in zip(STREAMS.values(), vectors, missing[:-1], strict=True):
+        if not write_it:
             continue
         data = make_stream(options)
         _, frames = decode_stream(data)
@@ -200,8 +202,8 @@ def write(out: Path) -> list[Path]:
         paths[0].write_bytes(data)
         np.savez_compressed(paths[1], **arrays)
         written += paths
-    paths = [out / "ctx-sections.npz", out / "ctx-sections.json"]
-    if _missing(paths):
+    paths = sections
+    if missing[-1]:
         sections, index = {}, []
         for name, codes, ref, n, z_n in section_cases():
             data, changes = ctx_reference.encode_anchor(codes, ref, None, n, z_n)

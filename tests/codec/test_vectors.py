@@ -62,6 +62,9 @@ def test_the_generator_writes_only_the_missing_vectors(tmp_path):
     assert gone[0].read_bytes() == (VECTORS / gone[0].name).read_bytes()
     got, want = np.load(gone[1]), np.load(VECTORS / gone[1].name)
     assert sorted(got) == sorted(want) and all((got[k] == want[k]).all() for k in want)
-    (tmp_path / "v1-raw-intra.npz").unlink()  # half a vector: refused, not completed
-    with pytest.raises(FileExistsError, match="v1-raw-intra.tsp"):
+    (tmp_path / "v2.2-ctx-slices2-uni4-p15-rate-control.npz").unlink()  # half a vector: refused, not completed
+    for f in gone:  # and no vector before it written first
+        f.unlink()
+    with pytest.raises(FileExistsError, match="v2.2-ctx-slices2-uni4-p15-rate-control.tsp"):
         write(tmp_path)
+    assert not any(f.exists() for f in gone)
