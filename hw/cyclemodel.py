@@ -406,10 +406,12 @@ class Row:
     design: str
     anchor_cycles: int  # one ENCODE pass (the table carried from the previous anchor)
     key_cycles: int  # a self-contained anchor (its own table): a HISTOGRAM pass, then ENCODE
-    pred_cycles: int
+    # None (JSON null), with pred_fps, group_fps and ctx_pred_fps: no band plan fits, the
+    # predicted frames are TSS in software (the table's "software")
+    pred_cycles: int | None
     anchor_fps: float
-    pred_fps: float
-    group_fps: float  # bi-3: one anchor and two predicted frames
+    pred_fps: float | None
+    group_fps: float | None  # bi-3: one anchor and two predicted frames
     ddr_mb_per_frame: float  # DMA traffic of an average frame of the group
     ddr_mbps_at_30: float
     # a ctx anchor (one CTX pass), intra (a KEY) at CTX_BINS_INTRA bins/element; 0: its row is
@@ -418,7 +420,7 @@ class Row:
     ctx_anchor_fps: float = 0.0  # ... temporal at CTX_BINS_TEMPORAL (the recommended preset's anchors)
     # a ctx predicted frame: its motion search, then one CTX pass of value records
     # (CTX_PRED_WORDS and CTX_PRED_BINS per element, at the DMA's rate)
-    ctx_pred_fps: float = 0.0
+    ctx_pred_fps: float | None = None
     ctx_slices: int = 1  # S: the codec's slices of a records pass (codec.encoder.ctx_slices_for)
     ctx_engines: int = CTX_ENGINES  # E: the build's range coders for slices
     ctx_lanes: int = CTX_LANES  # L: each range coder's lanes (slices side by side on one)
@@ -472,7 +474,7 @@ def row(
             # refuses the map and the edge's engine runs TSS in software (docs/fabric.md,
             # "Not done (yet)"); only anchors are the fabric's.
             design = "band: no plan (TSS in software)"
-            pred = 0
+            pred = None
             traffic = elements + elements * n_bits / 8
         else:
             design = f"band, Cs {plan.slice} G {plan.group}"
@@ -484,8 +486,8 @@ def row(
             pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
             traffic = ((elements + elements * n_bits / 8) + 2 * pred_traffic) / 3
     anchor_fps = CLOCK_HZ / anchor
-    pred_fps = CLOCK_HZ / pred if pred else 0.0  # 0: predicted frames in software
-    group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred) if pred else 0.0
+    pred_fps = CLOCK_HZ / pred if pred else None  # None: predicted frames in software
+    group_fps = 3 * CLOCK_HZ / (anchor + 2 * pred) if pred else None
     # a ctx anchor: one CTX pass, one bin per cycle (the input, three words per 8 elements
     # when temporal, is well within the DMA's rate); a row over the anchor coder's row
     # buffer: one CTX pass of its value records' stream words at the DMA's rate, then
@@ -507,7 +509,7 @@ def row(
         load = requant_cycles(padded) if padded <= ref_bytes else 0
         ctx_key = load + sliced(CTX_BINS_INTRA, CTX_WORDS_INTRA)
         ctx_anchor = load + sliced(CTX_BINS_TEMPORAL, CTX_WORDS_TEMPORAL)
-    ctx_pred = pred + sliced(CTX_PRED_BINS, CTX_PRED_WORDS) if pred else 0
+    ctx_pred = pred + sliced(CTX_PRED_BINS, CTX_PRED_WORDS) if pred else None
     return Row(
         name,
         shape,
@@ -523,7 +525,7 @@ def row(
         traffic * 30 / 1e6,
         CLOCK_HZ / ctx_key,
         CLOCK_HZ / ctx_anchor,
-        CLOCK_HZ / ctx_pred if ctx_pred else 0.0,
+        CLOCK_HZ / ctx_pred if ctx_pred else None,
         n_slices,
         ctx_engines,
         ctx_lanes,
@@ -534,8 +536,13 @@ def table(search=7, n_bits=4, ref_bytes=256 * 1024) -> list[Row]:
     return [row(n, s, b, search, n_bits, ref_bytes) for n, s, b in SSD_CUTS + R50_CUTS]
 
 
-def _fps(v: float) -> str:
+def fps_text(v: float | None) -> str:
+    """A rate as the tables print it: "software" for None (no band plan: TSS in software)."""
     return f"{v:.1f}" if v else "software"
+
+
+def _cycles(v: int | None) -> str:
+    return f"{v:,}" if v is not None else "software"
 
 
 def format_table(rows: list[Row], search=7) -> str:
@@ -549,11 +556,12 @@ def format_table(rows: list[Row], search=7) -> str:
         h, w, c = r.shape
         lines.append(
             f"{r.name:26} {f'{h}x{w}x{c}':>14} {r.block:>2} {r.design:28} {r.anchor_cycles:>11,} "
-            f"{r.pred_cycles:>11,} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} {_fps(r.pred_fps):>9} "
-            f"{_fps(r.group_fps):>9} "
+            f"{_cycles(r.pred_cycles):>11} {r.anchor_fps:>10.1f} {CLOCK_HZ / r.key_cycles:>8.1f} "
+            f"{fps_text(r.pred_fps):>9} "
+            f"{fps_text(r.group_fps):>9} "
             f"{r.ddr_mb_per_frame:>9.2f} {r.ddr_mbps_at_30:>9.1f} "
             f"{f'{r.ctx_slices}/{r.ctx_engines}x{r.ctx_lanes}':>9} "
-            f"{_fps(r.ctx_key_fps):>11} {_fps(r.ctx_anchor_fps):>11} {_fps(r.ctx_pred_fps):>12}"
+            f"{fps_text(r.ctx_key_fps):>11} {fps_text(r.ctx_anchor_fps):>11} {fps_text(r.ctx_pred_fps):>12}"
         )
     lines.append(
         "A cycle model (counted state by state from the RTL's FSMs, with the RTL modules' own constants), "

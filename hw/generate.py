@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from temposplit.cli import OneLineParser
 from temposplit.hw import regmap
 from temposplit.hw.regmap import Params
 
@@ -94,7 +95,7 @@ def output_folder(parser: argparse.ArgumentParser, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m temposplit.hw.generate", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m temposplit.hw.generate", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="build/verilog", type=Path)
     add_params_arguments(ap)
     args = ap.parse_args(argv)

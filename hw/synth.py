@@ -33,7 +33,6 @@ the ctx engine) -- minutes instead of an hour, to find and fix an engine's criti
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
@@ -44,6 +43,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from temposplit.cli import OneLineParser
 from temposplit.hw import sta
 from temposplit.hw.regmap import Params
 
@@ -460,8 +460,15 @@ def run_timing(
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m temposplit.hw.synth", description=__doc__.splitlines()[0])
-    from temposplit.hw.generate import TOP_NAME, add_params_arguments, output_folder, params_from_arguments, write_all
+    ap = OneLineParser(prog="python -m temposplit.hw.synth", description=__doc__.splitlines()[0])
+    from temposplit.hw.generate import (
+        TOP_NAME,
+        add_params_arguments,
+        output_error,
+        output_folder,
+        params_from_arguments,
+        write_all,
+    )
 
     ap.add_argument("--out", default="build/synth", type=Path)
     ap.add_argument("--no-timing", action="store_true", help="skip the ECP5 place-and-route proxy (utilization only)")
@@ -501,19 +508,28 @@ def main(argv=None) -> int:
 
     output_folder(ap, args.out)
     top = TOP_NAME
-    if args.engine:
-        top = f"engine_{args.engine}"
-        (args.out / f"{top}.v").write_text(engine_verilog(args.engine, params, top))
-    else:
-        write_all(args.out, params)
-    src = args.out / f"{top}.synth.v"
-    src.write_text(plain_names(strip_zero_init((args.out / f"{top}.v").read_text())))
-    script = args.out / "synth.ys"
-    script.write_text(yosys_script(src, top))
-    t0 = time.time()
     log = args.out / "yosys.log"
-    with open(log, "w") as f:
-        proc = subprocess.run([_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=f, stderr=subprocess.STDOUT)
+    try:  # a folder that takes no file (--out /proc): one line and exit status 2, before Yosys
+        if args.engine:
+            top = f"engine_{args.engine}"
+            (args.out / f"{top}.v").write_text(engine_verilog(args.engine, params, top))
+        else:
+            write_all(args.out, params)
+        src = args.out / f"{top}.synth.v"
+        src.write_text(plain_names(strip_zero_init((args.out / f"{top}.v").read_text())))
+        script = args.out / "synth.ys"
+        script.write_text(yosys_script(src, top))
+        if not args.no_timing:
+            ecp5_src = args.out / f"{top}.ecp5.v"
+            ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
+        log_file = open(log, "w")
+    except OSError as exc:
+        output_error(ap, args.out, exc)
+    t0 = time.time()
+    with log_file:
+        proc = subprocess.run(
+            [_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=log_file, stderr=subprocess.STDOUT
+        )
     if proc.returncode:
         print(f"yosys failed (exit {proc.returncode}); see {log}", file=sys.stderr)
         return proc.returncode
@@ -522,16 +538,18 @@ def main(argv=None) -> int:
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
     text = report(params, utilization(cells), cells, time.time() - t0, args.engine, command.strip())
+    failed = None
     if not args.no_timing:
-        ecp5_src = args.out / f"{top}.ecp5.v"
-        ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
         try:
             text += run_timing(args.out, ecp5_src, top, args.router, args.seed, args.placer, args.more_seeds)
-        except RuntimeError as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        except RuntimeError as exc:  # the utilization above stands: written and printed all the same
+            failed = exc
+            text += f"\nTiming proxy -- place and route on a Lattice ECP5: FAILED, no Fmax ({exc})\n"
     (args.out / "utilization-xc7z020.txt").write_text(text)
     print(text, end="")
+    if failed is not None:
+        print(f"{ap.prog}: error: the timing run failed: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

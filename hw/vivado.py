@@ -9,14 +9,14 @@ DMA and the accelerator, address map, synthesis, implementation, bitstream) and
 ``temposplit.hwh.expected`` (the overlay description this design should produce, the same
 text the PYNQ stand-in of ``sim/test_pynq.py`` loads). Where ``vivado`` is on PATH it then
 runs the flow, which copies ``temposplit.bit`` and ``temposplit.hwh`` to
-``bitstreams/pynq-z2/``, and checks that the ``.hwh`` places the registers where the
+``bitstreams/pynq-z2/`` (``--bitstreams``: made, and refused in one line where it takes no
+file, before anything is built), and checks that the ``.hwh`` places the registers where the
 register map says; where it is not, it stops with a one-line message and exit status 2, so
 the folder can be carried to a machine with Vivado (2022.1 or later).
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from temposplit.cli import OneLineParser
 from temposplit.hw import regmap
 from temposplit.hw.regmap import Params
 
@@ -356,8 +357,27 @@ def bitstreams_default() -> Path:
     return (source_checkout() or Path()) / "bitstreams" / "pynq-z2"
 
 
+def bitstreams_folder(ap, path: Path) -> Path:
+    """``--bitstreams``, made, and a file written and removed in it, before Vivado starts (its
+    flow makes the folder only at the end, after the bitstream): a file there, or above it,
+    or a folder that takes no file, is the parser's one line (exit status 2)."""
+    from temposplit.files import probe_writable
+    from temposplit.hw.generate import output_error
+
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            what = "a file, not a folder" if folder == path else f"under a file ({folder} is a file)"
+            ap.exit(2, f"{ap.prog}: error: --bitstreams {path} is {what}\n")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_writable(path)
+    except OSError as exc:
+        output_error(ap, path, exc)
+    return path
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m temposplit.hw.vivado", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m temposplit.hw.vivado", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("build/vivado"), help="folder for the Verilog and Tcl")
     ap.add_argument(
         "--bitstreams",
@@ -373,6 +393,9 @@ def main(argv=None) -> int:
         ap.error(f"--jobs must be 1 or more, not {args.jobs}")
     from temposplit.hw.generate import output_error, output_folder
 
+    vivado = None if args.tcl_only else shutil.which("vivado")
+    if vivado is not None:  # the flow's last step copies into it: checked before anything is built
+        bitdir = bitstreams_folder(ap, args.bitstreams.resolve())
     output_folder(ap, args.out)
     try:
         write_all(args.out)
@@ -382,7 +405,6 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}/ (build.tcl, Verilog, expected .hwh)")
     if args.tcl_only:
         return 0
-    vivado = shutil.which("vivado")
     if vivado is None:
         print(
             f"error: vivado is not on PATH; wrote {tcl}: run `vivado -mode batch -source build.tcl` in "
@@ -391,7 +413,6 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    bitdir = args.bitstreams.resolve()
     cmd = [
         vivado,
         "-mode",

@@ -223,12 +223,17 @@ def _make_features(path: str, frames: int) -> None:
     import subprocess
     import sys
 
-    from temposplit.errors import MissingDependencyError
+    from temposplit.errors import ConfigError, MissingDependencyError
+    from temposplit.host.sources import open_source
     from temposplit.model import data
 
     video = data.vtest_path()
     if not video.is_file():
         raise MissingDependencyError("vtest.avi is not fetched (`temposplit fetch-data`), or give --features")
+    # a clip shorter than --frames: said before M1 runs over the whole of it (minutes)
+    count = open_source(str(video)).count
+    if count is not None and count < frames:
+        raise ConfigError(f"{video} has {count} frames, fewer than --frames {frames}")
     cmd = [sys.executable, "-m", "temposplit", "features", str(video), path, "--frames", str(frames)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -269,7 +274,9 @@ def start_server(out_dir, max_streams: int = 64, options: tuple[str, ...] = ()):
         raise
     proc.kill()
     proc.wait()
-    raise TemposplitError(f"the server did not start: {''.join(lines)[-500:]}")
+    # its last line (its one-line refusal, a traceback's exception), without the newline: one line
+    said = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    raise TemposplitError(f"the server did not start: {said[-500:] or f'exit status {proc.returncode}'}")
 
 
 def stop_server(proc) -> None:

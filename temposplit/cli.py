@@ -107,6 +107,12 @@ class OneLineParser(argparse.ArgumentParser):
         the namespace's ``prog`` is that command ("temposplit models accuracy"), which the
         error lines of :func:`main` name."""
         OneLineParser.argv = list(sys.argv[1:] if args is None else args)
+        if not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            # no sub-command (the `python -m temposplit.hw.*` programs): argparse's own check,
+            # whose unknown arguments are this parser's one line (error) as well
+            namespace = super().parse_args(args, namespace)
+            namespace.prog = self.prog
+            return namespace
         namespace, extras = self.parse_known_args(args, namespace)
         parser = self
         while True:

@@ -149,8 +149,16 @@ def test_a_map_no_band_plan_fits_is_software_tss_not_a_crash(capsys):
     from temposplit.cli import main
 
     r = cyclemodel.row("r50 layer1", (200, 272, 256), 8, search=15)  # a 38-row band does not fit
-    assert "no plan" in r.design and r.pred_cycles == 0 and r.pred_fps == 0 and r.ctx_pred_fps == 0
+    assert "no plan" in r.design
+    assert r.pred_cycles is None and r.pred_fps is None and r.group_fps is None and r.ctx_pred_fps is None
     assert r.anchor_fps > 0  # anchors are still the fabric's
     assert main(["bench", "fabric", "--search", "15"]) == 0
     out = capsys.readouterr().out
     assert "no plan (TSS in software)" in out and "software" in out
+    # --json: no figure is null, not 0.0 frames/s (which read as a fabric that never finishes)
+    assert main(["bench", "fabric", "--search", "15", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    soft = rows["r50 layer1"]
+    assert [soft[k] for k in ("pred_cycles", "pred_fps", "group_fps", "ctx_pred_fps")] == [None] * 4
+    assert soft["anchor_fps"] > 0 and soft["ctx_key_fps"] > 0
+    assert all(r["pred_fps"] > 0 and r["pred_cycles"] > 0 for name, r in rows.items() if name != "r50 layer1")

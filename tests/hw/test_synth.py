@@ -151,6 +151,52 @@ def test_main_passes_the_router_placer_and_seed_through(tmp_path, monkeypatch):
         synth.main(argv + ["--more-seeds", "-1"])
 
 
+def test_an_out_folder_that_takes_no_file_is_one_line_before_yosys(tmp_path, monkeypatch, capsys):
+    """``--out /proc``: the folder exists but takes no file; it was a FileNotFoundError
+    traceback. A directory where the Verilog goes stands in for it (root writes anywhere else)."""
+    (tmp_path / "engine_requantizer.v").mkdir()
+    monkeypatch.setattr(synth, "_yosys", lambda: pytest.fail("Yosys started"))
+    with pytest.raises(SystemExit) as exit_:
+        synth.main(["--out", str(tmp_path), "--engine", "requantizer", "--no-timing"])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("python -m temposplit.hw.synth: error: ") and "engine_requantizer.v" in line, line
+
+
+def test_options_are_refused_in_one_line(capsys):
+    """The hw programs' own refusals are one line (the project's rule), not argparse's usage block."""
+    from temposplit.hw import generate, vivado
+
+    for module, argv in ((synth, ["--seed", "x"]), (generate, ["--bogus"]), (vivado, ["--jobs", "0"])):
+        with pytest.raises(SystemExit) as exit_:
+            module.main(argv)
+        assert exit_.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"python -m {module.__name__}: error: "), line
+
+
+def test_a_failed_timing_run_keeps_the_utilization(tmp_path, monkeypatch, capsys):
+    """nextpnr failing threw away the xc7z020 utilization Yosys had counted: it is written
+    and printed all the same, the report says the timing failed, and the exit status is 1."""
+
+    def failing_run_timing(*args, **kwargs):
+        raise RuntimeError("nextpnr-ecp5 failed (exit 1); see nextpnr-ecp5.log")
+
+    monkeypatch.setattr(synth, "run_timing", failing_run_timing)
+    monkeypatch.setattr(synth, "_yosys", lambda: "true")  # no synthesis: an empty stat
+    monkeypatch.setattr(synth, "parse_stat", lambda text: {"LUT2": 7})
+    assert synth.main(["--out", str(tmp_path), "--engine", "requantizer"]) == 1
+    out, err = capsys.readouterr()
+    text = (tmp_path / "utilization-xc7z020.txt").read_text()
+    assert out == text
+    assert "LUT" in text and "FAILED, no Fmax (nextpnr-ecp5 failed (exit 1)" in text
+    (line,) = err.strip().splitlines()
+    assert line == (
+        "python -m temposplit.hw.synth: error: the timing run failed: nextpnr-ecp5 failed (exit 1); "
+        "see nextpnr-ecp5.log"
+    ), line
+
+
 def test_more_seeds_place_the_same_netlist_and_report_each(tmp_path, monkeypatch):
     """``run_timing(more_seeds=K)``: K more nextpnr runs on the netlist the first one
     placed, seeds SEED+1 on, each in its own folder; the report lists every seed's Fmax,

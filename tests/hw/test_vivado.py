@@ -214,3 +214,35 @@ def test_installed_the_bitstreams_go_under_the_current_folder_not_into_the_packa
     assert vivado.bitstreams_default() == ROOT / "bitstreams" / "pynq-z2"  # a checkout
     monkeypatch.setattr(data, "source_checkout", lambda: None)
     assert vivado.bitstreams_default() == Path("bitstreams") / "pynq-z2"
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_a_bitstreams_path_that_is_a_file_is_refused_before_vivado_starts(tmp_path, monkeypatch, capsys, under):
+    """``--bitstreams`` naming a file (or a folder under one) failed only after the whole
+    Vivado run, when the flow's Tcl made the folder to copy the bitstream into."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    bits = afile / "pynq-z2" if under else afile
+    monkeypatch.setattr(vivado.shutil, "which", lambda name: "/opt/Xilinx/bin/vivado" if name == "vivado" else None)
+    monkeypatch.setattr(vivado.subprocess, "run", lambda *a, **k: pytest.fail("Vivado started"))
+    monkeypatch.setattr(vivado, "write_all", lambda out: pytest.fail("the build files written first"))
+    with pytest.raises(SystemExit) as exit_:
+        vivado.main(["--out", str(tmp_path / "v"), "--bitstreams", str(bits)])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    expected = f"under a file ({afile} is a file)" if under else "a file, not a folder"
+    assert line == f"python -m temposplit.hw.vivado: error: --bitstreams {bits} is {expected}", line
+
+
+def test_a_bitstreams_folder_that_takes_no_file_is_refused_before_vivado_starts(tmp_path, monkeypatch, capsys):
+    """A folder that exists but takes no file (/proc; read-only to root too): one line, exit 2."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    monkeypatch.setattr(vivado.shutil, "which", lambda name: "/opt/Xilinx/bin/vivado" if name == "vivado" else None)
+    monkeypatch.setattr(vivado.subprocess, "run", lambda *a, **k: pytest.fail("Vivado started"))
+    monkeypatch.setattr(vivado, "write_all", lambda out: pytest.fail("the build files written first"))
+    with pytest.raises(SystemExit) as exit_:
+        vivado.main(["--out", str(tmp_path / "v"), "--bitstreams", "/proc"])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("python -m temposplit.hw.vivado: error: /proc"), line
