@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ MAX_TENSOR_ELEMENTS = 1 << 24
 MAX_FRAME_ELEMENTS = 1 << 24
 MAX_HEADER = 4096
 MAX_FPS_MILLI = (1 << 32) - 1  # the frame rate's u32 field, in millihertz (0 is refused)
+# s8 is below this (a float32 power of two), so that every dequantized value at every N,
+# |q_N - z_N| * s8 * 2^(8-N) <= 256 * s8, is a finite float32 (docs/bitstream.md, 2 and 8)
+SCALE_LIMIT = 2.0**120
+# No name in the header holds a control character (C0, DEL, C1): a tensor's name becomes a
+# zip member's name in a feature file, which a NUL cuts short, and names are printed in messages.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 KEY, ANCHOR, PRED = 1, 2, 3
 PACKET_TYPES = {KEY: "key", ANCHOR: "anchor", PRED: "pred"}
@@ -211,8 +218,8 @@ class StreamHeader:
                 raise LimitError(f"tensor {name!r} has {c * h * w} elements (at most {MAX_TENSOR_ELEMENTS})")
             if not 1 <= b <= MAX_BLOCK:
                 raise BitstreamError(f"tensor {name!r} has block size {b}")
-            if not (s8 > 0 and s8 < float("inf")):
-                raise BitstreamError(f"tensor {name!r} has an invalid scale {s8}")
+            if not 0 < s8 < SCALE_LIMIT:  # NaN fails too
+                raise BitstreamError(f"tensor {name!r} has an invalid scale {s8} (0 < s8 < 2^120)")
             total += c * h * w
             tensors.append(TensorInfo(name, c, h, w, float(s8), z8, b))
         if total > MAX_FRAME_ELEMENTS:
@@ -260,12 +267,19 @@ def wire_fps_ok(fps) -> bool:
 
 
 def wire_scale_ok(scale) -> bool:
-    """Whether ``scale`` as the header's float32 is finite and positive (what the decoder takes)."""
+    """Whether ``scale`` as the header's float32 is positive and below 2^120 (what the decoder
+    takes: every value it dequantizes is then finite)."""
     try:
         (s32,) = struct.unpack("<f", struct.pack("<f", scale))
     except (struct.error, OverflowError, TypeError, ValueError):
         return False
-    return 0 < s32 < float("inf")
+    return 0 < s32 < SCALE_LIMIT
+
+
+def control_character(name: str) -> str | None:
+    """The first control character (U+0000..U+001F, U+007F..U+009F) in ``name``, or None."""
+    found = _CONTROL.search(name)
+    return None if found is None else found.group()
 
 
 def header_length(data: bytes) -> int:
@@ -386,6 +400,10 @@ def _read_str(buf: bytes, pos: int, end: int) -> tuple[str, int]:
     if n > MAX_NAME or pos + 1 + n > end:
         raise LimitError("a name in the stream header is too long or truncated")
     try:
-        return buf[pos + 1 : pos + 1 + n].decode("utf-8"), pos + 1 + n
+        name = buf[pos + 1 : pos + 1 + n].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BitstreamError("a name in the stream header is not UTF-8") from exc
+    bad = control_character(name)
+    if bad is not None:
+        raise BitstreamError(f"a name in the stream header holds the control character U+{ord(bad):04X}: {name!r}")
+    return name, pos + 1 + n

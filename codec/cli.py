@@ -79,12 +79,13 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
         help="code a block whose mean |error| per active element exceeds this, in 8-bit steps "
         "(default: the preset's; 1.5 where it has none)",
     )
-    p.add_argument("--lam", type=float, default=4.0, help="rate-distortion lambda for --residual rd")
+    p.add_argument("--lam", type=float, default=None, help="rate-distortion lambda for --residual rd (default 4)")
     p.add_argument(
         "--dead-zone",
         type=float,
-        default=0.0,
-        help="drop residual values up to this size, in 8-bit steps (default 0: rebuild coded blocks exactly)",
+        default=None,
+        help="drop residual values up to this size, in 8-bit steps (residual modes; default 0: rebuild coded "
+        "blocks exactly)",
     )
     p.add_argument(
         "--hysteresis",
@@ -132,29 +133,35 @@ def config_from_args(args, tensors):
         if getattr(args, option, None) is not None:
             kwargs[field] = getattr(args, option)
     hysteresis = getattr(args, "hysteresis", None)
+    # the residual's options, as given (None: the preset's, else the ResidualConfig default)
+    given = {
+        field: getattr(args, option, None)
+        for option, field in (
+            ("residual_threshold", "threshold"),
+            ("lam", "lam"),
+            ("dead_zone", "dead_zone"),
+            ("refine_vectors", "refine_vectors"),
+        )
+    }
     if args.residual == "none":
         kwargs["residual"] = None
     elif args.residual is not None or kwargs.get("residual") is not None:
-        preset = kwargs.get("residual")
-        mode = args.residual or preset.mode
-        threshold = args.residual_threshold
-        if threshold is None:
-            threshold = preset.threshold if preset is not None else 1.5
-        refine = getattr(args, "refine_vectors", None)
-        if refine is None:
-            refine = preset.refine_vectors if preset is not None else False
+        preset = kwargs.get("residual") or ResidualConfig()
         if hysteresis is None:
-            hysteresis = preset.hysteresis if preset is not None else 0
+            hysteresis = preset.hysteresis
         kwargs["residual"] = ResidualConfig(
-            mode=mode,
-            threshold=threshold,
-            lam=args.lam,
-            dead_zone=args.dead_zone,
-            refine_vectors=refine,
+            mode=args.residual or preset.mode,
             hysteresis=hysteresis,
+            **{field: getattr(preset, field) if value is None else value for field, value in given.items()},
         )
-    if hysteresis and kwargs.get("residual") is None:
-        raise ConfigurationError("--hysteresis applies to a residual mode (--residual threshold or rd)")
+    if kwargs.get("residual") is None:  # options that would be ignored
+        flags = {"threshold": "--residual-threshold", "lam": "--lam", "dead_zone": "--dead-zone"}
+        flags["refine_vectors"] = "--refine-vectors"
+        ignored = [flags[field] for field, value in given.items() if value is not None]
+        ignored += ["--hysteresis"] if hysteresis else []
+        if ignored:
+            verb = "applies" if len(ignored) == 1 else "apply"
+            raise ConfigurationError(f"{', '.join(ignored)} {verb} to a residual mode (--residual threshold or rd)")
     return CodecConfig(
         tensors=tensors,
         search_range=args.search_range,
@@ -185,6 +192,7 @@ def _encode(args) -> int:
     ]
     config = config_from_args(args, tensors)
     enc = Encoder(config)  # validates the configuration against the decoder's limits
+    report = summary_stream(args.output)
     header = enc.header_bytes()
     enc.set_total_frames(clip.frames)
     from temposplit.files import output_file
@@ -202,7 +210,8 @@ def _encode(args) -> int:
     print(
         f"{clip.frames} frames, {total} bytes ({total / clip.frames:.0f} per frame, "
         f"{8 * total / (elements * clip.frames):.3f} bits per element, "
-        f"{rate:.3f} MB/s at {config.fps:g} fps) -> {args.output}"
+        f"{rate:.3f} MB/s at {config.fps:g} fps) -> {args.output}",
+        file=report,
     )
     if config.rate_target is not None and rate > 1.5 * config.rate_target:  # the stream is good, the aim missed
         print(
@@ -212,8 +221,28 @@ def _encode(args) -> int:
         )
     if args.stats:
         for line in frame_stats(enc.frames, clip.names):
-            print(line)
+            print(line, file=report)
     return 0
+
+
+def summary_stream(output: str):
+    """Where a command's summary goes: standard output, unless the output file is not a regular
+    file (``/dev/stdout`` into a pipe) or is standard output's own file (``/dev/stdout`` with
+    stdout sent to a file): standard error then, so that the summary never joins the output."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(output)
+    except OSError:  # not there yet: a new regular file
+        return sys.stdout
+    if not stat.S_ISREG(st.st_mode):
+        return sys.stderr
+    try:
+        out = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file behind it (captured, closed)
+        return sys.stdout
+    return sys.stderr if (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino) else sys.stdout
 
 
 def rate_miss(enc) -> str:
@@ -326,6 +355,7 @@ def _decode(args) -> int:
     from temposplit.codec.errors import BitstreamError, LimitError
 
     check_output(args.output, args.input)
+    report = summary_stream(args.output)
     spool_dir = os.path.dirname(os.path.realpath(args.output))
     if os.path.exists(args.output) and not os.path.isfile(args.output):
         spool_dir = None  # /dev/null and the like: the system's temporary folder
@@ -373,7 +403,7 @@ def _decode(args) -> int:
 
         with output_file(args.output) as out:
             _write_decoded(out, header, spool, sizes, kept, indices, n_bits)
-    print(f"{len(kept)} frames decoded -> {args.output}")
+    print(f"{len(kept)} frames decoded -> {args.output}", file=report)
     if repeated is not None:
         count, first = repeated
         print(

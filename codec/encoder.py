@@ -16,6 +16,7 @@ frames before a group's anchor wait for it (one frame of latency for bi-3).
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ from temposplit.codec.bitstream import (
     Packet,
     StreamHeader,
     TensorInfo,
+    control_character,
     wire_fps_ok,
     wire_scale_ok,
 )
@@ -127,6 +129,7 @@ class ResidualConfig:
             raise ConfigurationError("residual threshold and lambda must be non-negative")
         if not self.dead_zone >= 0:
             raise ConfigurationError(f"residual dead zone must be non-negative, not {self.dead_zone!r}")
+        _check_flag("refine_vectors", self.refine_vectors)
         h = self.hysteresis
         if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or not 0 <= h <= 255:
             raise ConfigurationError(f"hysteresis must be a whole number of 8-bit steps in 0..255, not {h!r}")
@@ -134,6 +137,25 @@ class ResidualConfig:
         for what in ("threshold", "lam", "dead_zone"):
             object.__setattr__(self, what, float(getattr(self, what)))
         object.__setattr__(self, "hysteresis", int(h))
+        object.__setattr__(self, "refine_vectors", bool(self.refine_vectors))
+
+
+def _as_list(value):
+    """An iterable other than a string as a list (read once); anything else as it is, for the
+    checks to name."""
+    if value is None or isinstance(value, (list, str, bytes)):
+        return value
+    try:
+        return list(value)
+    except TypeError:  # not iterable
+        return value
+
+
+def _check_flag(what: str, value) -> bool:
+    """A yes/no parameter: a bool (or 0 and 1), not any object with a truth value."""
+    if not isinstance(value, (bool, np.bool_)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):
+        raise ConfigurationError(f"{what} must be True or False, not {value!r}")
+    return bool(value)
 
 
 def _check_real(what: str, value) -> None:
@@ -183,7 +205,7 @@ class CodecConfig:
     """Every coding parameter of a stream. Defaults are the thesis's method (bi-3, N = 4,
     Huffman, p = 7, no residual) with the one-pass table policy."""
 
-    tensors: list[TensorSpec]
+    tensors: list[TensorSpec]  # any iterable: kept as a list
     n_bits: int = 4
     structure: str = "bi-3"
     coder: str = "huffman"
@@ -195,17 +217,31 @@ class CodecConfig:
     table_policy: str = "previous"  # "previous" (one pass, as the fabric) or "own" (two pass)
     key_interval: int = 16  # anchors between self-contained KEY anchors
     rate_target: float | None = None  # MB/s at `fps`; None: fixed N and g
-    ladder: list[tuple[int, int]] | None = None  # rate control's (N, g) points, best quality first; None: default
+    # rate control's (N, g) points, best quality first (any iterable: kept as a list); None or empty: the
+    # default ladder. Only with rate_target.
+    ladder: list[tuple[int, int]] | None = None
     fps: float = 30.0
     model_id: str = ""
     cut_id: str = ""
     model_hash: bytes = bytes(32)
     ctx_slices: int | None = None  # ctx: S of docs/bitstream.md 6.2.6; None: default_ctx_slices
 
+    def __post_init__(self):
+        self._listed()
+
+    def _listed(self) -> None:
+        """The tensors and the ladder as lists, read once: a generator read by a check would be
+        empty for the encoder, and a NumPy array has no truth value."""
+        self.tensors = _as_list(self.tensors)
+        self.ladder = _as_list(self.ladder)
+
     def validate(self) -> Structure:
         """Check every parameter, and that the stream header carries them: the decoder's
         limits (:mod:`~temposplit.codec.bitstream`) and the header's field ranges, so the
         encoder never writes a stream the decoder refuses."""
+        self._listed()  # fields set after construction too
+        if not isinstance(self.tensors, list):
+            raise ConfigurationError(f"a stream's tensors are a list of TensorSpecs, not {type(self.tensors).__name__}")
         if not self.tensors:
             raise ConfigurationError("a stream needs at least one tensor")
         if len(self.tensors) > MAX_TENSORS:
@@ -240,7 +276,8 @@ class CodecConfig:
             check_zero_point(t.zero_point)
             if not wire_scale_ok(t.scale):
                 raise ConfigurationError(
-                    f"tensor {t.name!r}: scale must be a finite positive number as a float32, not {t.scale!r}"
+                    f"tensor {t.name!r}: scale must be positive and below 2^120 as a float32 "
+                    f"(every dequantized value then finite), not {t.scale!r}"
                 )
         if total > MAX_FRAME_ELEMENTS:
             raise ConfigurationError(f"a frame of {total} elements, more than a stream carries ({MAX_FRAME_ELEMENTS})")
@@ -251,9 +288,7 @@ class CodecConfig:
         check_bits(self.n_bits)
         check_search_range(self.search_range)
         entropy.check_coder(self.coder)
-        pc = self.per_channel  # the header's flag bit: 2 would set the next flag (rate control)
-        if not isinstance(pc, (bool, np.bool_)) and not (isinstance(pc, numbers.Integral) and pc in (0, 1)):
-            raise ConfigurationError(f"per_channel must be True or False, not {pc!r}")
+        _check_flag("per_channel", self.per_channel)  # the header's flag bit: 2 would set the next flag
         if self.reference not in REFERENCES:
             raise ConfigurationError(f"reference must be one of {REFERENCES}, not {self.reference!r}")
         if self.table_policy not in ("previous", "own"):
@@ -283,7 +318,11 @@ class CodecConfig:
             if self.ctx_slices > 1 and self.coder != "ctx":
                 raise ConfigurationError(f"ctx_slices {self.ctx_slices} needs the coder 'ctx', not {self.coder!r}")
         structure = Structure.parse(self.structure)
-        if self.rate_target is not None and self.ladder:
+        if self.ladder is not None:
+            if not isinstance(self.ladder, list):
+                raise ConfigurationError(f"a ladder is a list of (N, g) pairs, not {type(self.ladder).__name__}")
+            if self.rate_target is None:  # it would be ignored: N and g are fixed
+                raise ConfigurationError("a ladder needs rate_target: without it N and the group size are fixed")
             _check_ladder(self.ladder, structure)
         self._plain_numbers()
         return structure
@@ -305,7 +344,7 @@ class CodecConfig:
                 setattr(self, what, float(getattr(self, what)))
         if self.ctx_slices is not None:
             self.ctx_slices = int(self.ctx_slices)
-        if self.rate_target is not None and self.ladder:
+        if self.ladder:
             self.ladder = [(int(n), int(g)) for n, g in self.ladder]
 
     def slices(self) -> int:
@@ -367,13 +406,17 @@ def _check_ladder(ladder, structure: Structure) -> None:
 
 
 def _check_name(what: str, name) -> None:
-    """A name the header carries: a string of at most MAX_NAME bytes of UTF-8."""
+    """A name the header carries: a string of at most MAX_NAME bytes of UTF-8, without control
+    characters (a feature file's zip member name ends at a NUL; docs/bitstream.md, 8)."""
     try:
         size = len(name.encode("utf-8"))
     except (AttributeError, UnicodeError) as exc:
         raise ConfigurationError(f"{what} must be a UTF-8 string") from exc
     if size > MAX_NAME:
         raise ConfigurationError(f"{what} is {size} bytes of UTF-8, more than a stream carries ({MAX_NAME})")
+    bad = control_character(name)
+    if bad is not None:
+        raise ConfigurationError(f"{what} holds the control character U+{ord(bad):04X}: a stream's names hold none")
 
 
 @dataclass
@@ -528,17 +571,24 @@ class Encoder:
         first_index: int = 0,
         engine: SoftwareEngine | None = None,
     ):
-        self.config = config
+        if not isinstance(config, CodecConfig):
+            raise ConfigurationError(f"an Encoder takes a CodecConfig, not {type(config).__name__}")
+        config.validate()  # reads a generator's tensors or ladder into a list, once
+        # A private copy: the caller may change (or reuse for a sweep) its configuration after
+        # this, and the encoder reads it for the whole stream.
+        self.config = config = copy.deepcopy(config)
         self.engine = engine or SoftwareEngine()
         self.structure = config.validate()
         self.header = config.header()
-        self.keep_reconstruction = keep_reconstruction
+        self.keep_reconstruction = _check_flag("keep_reconstruction", keep_reconstruction)
         self.tensors = self.header.tensors
         if isinstance(first_index, bool) or not isinstance(first_index, numbers.Integral):
             raise ConfigurationError(f"first_index must be an integer, not {first_index!r}")
         if not 0 <= first_index <= MAX_FRAME_INDEX:
             raise ConfigurationError(f"first_index must fit the packets' u32 frame index, not {first_index}")
         self.next_index = int(first_index)  # a stream resumed after a loss starts past 0
+        self._first_index = self.next_index
+        self._encoded = False  # encode() was called: this encoder's one stream is written
         self.group: _Group | None = None
         self.total_frames: int | None = None
         self.anchors_since_key: int | None = None  # None: the next anchor is a KEY
@@ -572,14 +622,34 @@ class Encoder:
         self.total_frames = int(n)
 
     def encode(self, frames: Sequence[Sequence[np.ndarray]]) -> bytes:
-        """A whole clip in one call: its length announced (:meth:`set_total_frames`), then the
-        stream header and every packet, in order."""
+        """A whole clip (any iterable of frames) in one call: its length announced
+        (:meth:`set_total_frames`), then the stream header and every packet, in order.
+
+        An encoder codes one stream: encode() is its only call, once (a second clip, or the
+        same one again, needs a new Encoder; so does a clip after :meth:`push`)."""
+        self._one_stream("encode()")
+        if self.next_index != self._first_index:
+            raise ConfigurationError(
+                "encode() codes a whole stream, but this Encoder has already pushed frames: make a new Encoder"
+            )
+        try:
+            frames = list(frames)
+        except TypeError:
+            raise ConfigurationError(f"encode() takes a list of frames, not {type(frames).__name__}") from None
         self.set_total_frames(self.next_index + len(frames))
+        self._encoded = True
         parts = [self.header_bytes()]
         for frame in frames:
-            parts += [p.to_bytes() for p in self.push(frame)]
+            parts += [p.to_bytes() for p in self._push(frame)]
         parts += [p.to_bytes() for p in self.flush()]
         return b"".join(parts)
+
+    def _one_stream(self, call: str) -> None:
+        if self._encoded:
+            raise ConfigurationError(
+                f"{call}: this Encoder has already coded its stream with encode(): an Encoder codes one "
+                "stream, make a new Encoder"
+            )
 
     def request_key(self) -> list[Packet]:
         """A receiver lost state: end the current group (coding any frames it holds) and make
@@ -589,6 +659,12 @@ class Encoder:
         return self.flush()
 
     def push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
+        """Code one frame (a list of one (C, H, W) uint8 array per tensor): the packets that
+        became ready. Not after :meth:`encode`, which codes the encoder's whole stream."""
+        self._one_stream("push()")
+        return self._push(frame)
+
+    def _push(self, frame: Sequence[np.ndarray]) -> list[Packet]:
         codes = self._check_frame(frame)
         index = self.next_index
         if index > MAX_FRAME_INDEX:

@@ -87,7 +87,8 @@ def lut(z8: int, n_bits: int) -> np.ndarray:
 
 
 def dequantize(q_n: np.ndarray, s8: float, z8: int, n_bits: int) -> np.ndarray:
-    """Float32 values (q_N - z_N) * s_N of N-bit codes."""
+    """Float32 values (q_N - z_N) * s_N of N-bit codes: finite at every N for a scale a stream
+    carries (s8 < 2^120, docs/bitstream.md section 2: |q_N - z_N| * s_N <= 256 * s8)."""
     z_n = zero_point_n(z8, n_bits)
     return ((np.asarray(q_n).astype(np.float32) - np.float32(z_n)) * np.float32(scale_n(s8, n_bits))).astype(np.float32)
 

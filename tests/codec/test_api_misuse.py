@@ -225,8 +225,9 @@ def test_decode_to_dev_null_checks_the_stream_and_writes_nothing(tmp_path, capsy
     path = _feature_file(tmp_path / "f.npz", 3)
     stream = tmp_path / "s.tsp"
     assert main(["encode", str(path), str(stream)]) == 0
+    capsys.readouterr()
     assert main(["decode", str(stream), "/dev/null"]) == 0
-    assert "3 frames decoded -> /dev/null" in capsys.readouterr().out
+    assert "3 frames decoded -> /dev/null" in capsys.readouterr().err  # not a regular file: the summary on stderr
 
 
 @pytest.mark.parametrize("command", ["encode", "decode"])
@@ -288,3 +289,185 @@ def test_features_save_refuses_tensors_of_different_frame_counts(tmp_path):
     with pytest.raises(ConfigurationError, match="every tensor must have the same number of frames"):
         features.save(str(tmp_path / "f.npz"), clip)
     assert not (tmp_path / "f.npz").exists()
+
+
+# ---------------------------------------------------------------- an encoder codes one stream
+
+
+def _frames(n=6, shape=(4, 8, 8)):
+    return [[f] for f in correlated_clip(np.random.default_rng(0), n, shape)]
+
+
+def _decodes_whole(data: bytes, n: int) -> None:
+    from temposplit.codec.decoder import DecodedFrame
+
+    _, frames = decode_stream(data)
+    assert all(isinstance(f, DecodedFrame) for f in frames), frames
+    assert sorted(f.index for f in frames) == list(range(n))
+
+
+@pytest.mark.parametrize("coder", ["huffman", "ctx", "raw"])
+def test_a_second_encode_on_one_encoder_is_refused(coder):
+    """The second stream started with its own header but went on with the first stream's
+    state (derived tables, ctx references, no KEY): the decoder could not decode it."""
+    clip = _frames()
+    enc = Encoder(CodecConfig([_spec()], structure="uni-3", coder=coder))
+    first = enc.encode(clip)
+    _decodes_whole(first, 6)
+    with pytest.raises(ConfigurationError, match="make a new Encoder"):
+        enc.encode(clip)
+    with pytest.raises(ConfigurationError, match="make a new Encoder"):
+        enc.push(clip[0])
+    assert Encoder(CodecConfig([_spec()], structure="uni-3", coder=coder)).encode(clip) == first
+
+
+def test_encode_after_push_is_refused_and_a_refused_frame_does_not_count():
+    clip = _frames()
+    enc = Encoder(CodecConfig([_spec()], structure="uni-3"))
+    with pytest.raises(ConfigurationError, match="uint8"):
+        enc.push([clip[0][0].astype(np.int16)])  # refused before any state changed
+    data = enc.encode(clip)  # so the encoder is still unused
+    _decodes_whole(data, 6)
+    enc = Encoder(CodecConfig([_spec()], structure="uni-3"))
+    enc.push(clip[0])
+    with pytest.raises(ConfigurationError, match="already pushed frames: make a new Encoder"):
+        enc.encode(clip)
+
+
+def test_an_encoder_is_not_changed_by_its_configuration_changed_afterwards():
+    """The encoder read its CodecConfig by reference: a sweep that changed one shared config
+    after making an encoder (N, the reference) broke the first encoder's stream."""
+    clip = _frames()
+    config = CodecConfig([_spec()], n_bits=4, structure="uni-3", coder="huffman")
+    enc = Encoder(config)
+    expected = Encoder(CodecConfig([_spec()], n_bits=4, structure="uni-3", coder="huffman")).encode(clip)
+    config.n_bits, config.reference, config.table_policy = 6, "chain", "own"
+    data = enc.encode(clip)
+    assert data == expected
+    _decodes_whole(data, 6)
+
+
+def test_an_encoder_takes_a_codec_config():
+    with pytest.raises(ConfigurationError, match="takes a CodecConfig"):
+        Encoder({"tensors": [_spec()]})
+
+
+# ---------------------------------------------------------------- iterables and flags
+
+
+def test_tensors_ladder_and_frames_may_be_any_iterable():
+    """A generator ladder was read by the check and then replaced by the default ladder; a
+    NumPy ladder raised a bare ValueError; generator tensors and frames a TypeError."""
+    clip = _frames()
+    config = CodecConfig((t for t in [_spec()]), structure="uni-3", rate_target=1.0, ladder=(p for p in [(5, 3)]))
+    assert config.tensors == [_spec()] and config.ladder == [(5, 3)]
+    enc = Encoder(config)
+    assert enc.rate.ladder == [(5, 3)]
+    data = enc.encode(f for f in clip)
+    assert data == Encoder(CodecConfig([_spec()], structure="uni-3", rate_target=1.0, ladder=[(5, 3)])).encode(clip)
+    assert Encoder(
+        CodecConfig([_spec()], structure="uni-3", rate_target=1.0, ladder=np.array([[5, 3]]))
+    ).rate.ladder == [(5, 3)]
+    config = CodecConfig([_spec()], structure="uni-3", rate_target=1.0)
+    config.ladder = (p for p in [(6, 2), (4, 3)])  # set after construction: read once too
+    assert Encoder(config).rate.ladder == [(6, 2), (4, 3)]
+
+
+def test_a_generator_ladder_the_structure_cannot_code_is_still_refused():
+    with pytest.raises(ConfigurationError, match="'intra' codes groups of 1 frame"):
+        Encoder(CodecConfig([_spec()], structure="intra", rate_target=1.0, ladder=(p for p in [(4, 8)])))
+
+
+@pytest.mark.parametrize("ladder", [[(4, 3)], [], (p for p in [(4, 3)])])
+def test_a_ladder_without_a_rate_target_is_refused(ladder):
+    """It was ignored: N and the group size stay fixed without rate control."""
+    with pytest.raises(ConfigurationError, match="ladder needs rate_target"):
+        Encoder(CodecConfig([_spec()], structure="uni-3", ladder=ladder))
+
+
+@pytest.mark.parametrize("bad", [5, object()])
+def test_tensors_or_frames_that_are_not_iterable_are_configuration_errors(bad):
+    with pytest.raises(ConfigurationError, match="tensors"):
+        Encoder(CodecConfig(bad))
+    with pytest.raises(ConfigurationError, match="list of frames"):
+        Encoder(CodecConfig([_spec()])).encode(bad)
+
+
+@pytest.mark.parametrize("value", ["no", "", 2, None, [True]])
+def test_yes_no_parameters_take_booleans(value):
+    """refine_vectors="no" and keep_reconstruction="no" were taken as True."""
+    with pytest.raises(ConfigurationError, match="refine_vectors must be True or False"):
+        ResidualConfig(refine_vectors=value)
+    with pytest.raises(ConfigurationError, match="keep_reconstruction must be True or False"):
+        Encoder(CodecConfig([_spec()]), keep_reconstruction=value)
+    assert ResidualConfig(refine_vectors=np.bool_(True)).refine_vectors is True
+    assert Encoder(CodecConfig([_spec()]), keep_reconstruction=1).keep_reconstruction is True
+
+
+@pytest.mark.parametrize(
+    "options, flag",
+    [
+        (["--dead-zone", "2"], "--dead-zone"),
+        (["--residual-threshold", "2"], "--residual-threshold"),
+        (["--lam", "1"], "--lam"),
+        (["--refine-vectors"], "--refine-vectors"),
+    ],
+)
+@pytest.mark.parametrize("no_residual", [["--residual", "none"], ["--preset", "thesis"]])
+def test_residual_options_without_a_residual_mode_are_refused(tmp_path, capsys, options, flag, no_residual):
+    """They were ignored silently (while --hysteresis was refused)."""
+    path = _feature_file(tmp_path / "f.npz", 2)
+    _one_line_error(capsys, ["encode", path, tmp_path / "s.tsp", *no_residual, *options], flag, "residual mode")
+    assert sorted(os.listdir(tmp_path)) == ["f.npz"]
+
+
+def test_residual_options_with_a_residual_mode_still_reach_it(tmp_path):
+    import argparse
+
+    from temposplit.codec.cli import add_codec_options, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_codec_options(parser)
+    args = ["--preset", "thesis", "--residual", "rd", "--lam", "2", "--dead-zone", "3", "--refine-vectors"]
+    res = config_from_args(parser.parse_args(args), [_spec()]).residual
+    assert (res.mode, res.lam, res.dead_zone, res.refine_vectors, res.threshold) == ("rd", 2.0, 3.0, True, 1.5)
+    res = config_from_args(parser.parse_args([]), [_spec()]).residual  # the recommended preset's
+    assert (res.mode, res.lam, res.dead_zone, res.refine_vectors, res.threshold) == ("threshold", 4.0, 0.0, False, 4.0)
+
+
+# ---------------------------------------------------------------- scales whose values are finite
+
+
+def test_dequantized_values_are_finite_at_every_n_for_every_scale_the_encoder_takes():
+    """s8 near the float32 maximum: s_N overflowed to inf at small N and a code equal to z_N
+    dequantized to 0 * inf = NaN (the others to +-inf)."""
+    from temposplit.codec import quantize
+
+    largest = float(np.nextafter(np.float32(2.0**120), np.float32(0)))
+    q8 = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    for z8 in (0, 3, 128, 255):
+        data = Encoder(CodecConfig([TensorSpec("x", (1, 16, 16), largest, z8, 4)], structure="intra", n_bits=8))
+        data = data.encode([[q8]])
+        frame = decode_stream(data)[1][0]
+        assert np.isfinite(frame.dequantize()[0]).all()
+        for n in range(2, 9):
+            values = quantize.dequantize(quantize.requantize(q8, z8, n), largest, z8, n)
+            assert np.isfinite(values).all(), (z8, n)
+            z_n = quantize.zero_point_n(z8, n)
+            extremes = np.array([0, (1 << n) - 1] + ([z_n] if z_n < 1 << n else []), np.uint8)
+            assert np.isfinite(quantize.dequantize(extremes, largest, z8, n)).all(), (z8, n)
+    for scale in (2.0**120, 3.0e38, float(np.finfo(np.float32).max)):
+        with pytest.raises(ConfigurationError, match="below 2\\^120"):
+            Encoder(CodecConfig([TensorSpec("x", (1, 16, 16), scale, 0, 4)]))
+
+
+@pytest.mark.parametrize("scale", [2.0**120, 3.0e38, float("nan")])
+def test_the_decoder_refuses_a_header_scale_whose_values_overflow(scale):
+    from temposplit.codec.bitstream import StreamHeader, TensorInfo
+    from temposplit.codec.errors import BitstreamError
+
+    head = StreamHeader("intra", 1, "raw", 7, 8, (TensorInfo("x", 1, 2, 2, scale, 0, 4),)).to_bytes()
+    with pytest.raises(BitstreamError, match="invalid scale"):
+        StreamHeader.from_bytes(head)
+    with pytest.raises(BitstreamError, match="invalid scale"):
+        decode_stream(head)

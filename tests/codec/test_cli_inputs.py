@@ -4,6 +4,7 @@ Each test names the review finding it covers (A: data loss, B: tracebacks in enc
 E: decode's memory, G: decode's output name).
 """
 
+import dataclasses
 import io
 import os
 import struct
@@ -531,3 +532,104 @@ def test_encode_refuses_a_decoded_stream_whose_codes_are_n_bit(tmp_path, feature
     assert main(["encode", str(path), str(tmp_path / "s8.tsp"), "-n", "8"]) == 0
     assert main(["decode", str(tmp_path / "s8.tsp"), str(tmp_path / "d8.npz")]) == 0
     assert main(["encode", str(tmp_path / "d8.npz"), str(tmp_path / "again8.tsp")]) == 0
+
+
+# ---------------------------------------------------------------- names a feature file holds
+
+
+@pytest.mark.parametrize("name", ["x\x00", "a\x00b", "line\nbreak", "\x1b[31m", "del\x7f", "c1\x85"])
+def test_a_name_with_a_control_character_is_refused_by_the_encoder(name):
+    """A NUL in a tensor's name cut the feature file's zip member names short: decode wrote a
+    broken file (members 'codes/a' twice) and exited 0."""
+    with pytest.raises(ConfigurationError, match="control character"):
+        Encoder(CodecConfig([_spec(name=name)]))
+    with pytest.raises(ConfigurationError, match="model id holds the control character"):
+        Encoder(CodecConfig([_spec()], model_id=name))
+    with pytest.raises(ConfigurationError, match="cut id holds the control character"):
+        Encoder(CodecConfig([_spec()], cut_id=name))
+
+
+@pytest.mark.parametrize("where", ["tensor", "model id", "cut id"])
+def test_a_header_name_with_a_control_character_is_refused_by_the_decoder(tmp_path, capsys, where):
+    """A foreign stream: its header is refused (BitstreamError), and decode writes nothing."""
+    from temposplit.codec.decoder import decode_stream
+    from temposplit.codec.errors import BitstreamError
+
+    enc = Encoder(CodecConfig([_spec(name="ab")], model_id="mm", cut_id="cc", structure="intra"))
+    data = enc.encode([[_codes(1)[0]]])
+    good = enc.header_bytes()
+    header = StreamHeader.from_bytes(good)
+    forged = {
+        "tensor": lambda h: dataclasses.replace(h, tensors=(dataclasses.replace(h.tensors[0], name="a\x00"),)),
+        "model id": lambda h: dataclasses.replace(h, model_id="m\n"),
+        "cut id": lambda h: dataclasses.replace(h, cut_id="\x7fc"),
+    }[where](header).to_bytes()
+    assert len(forged) == len(good)
+    with pytest.raises(BitstreamError, match="control character"):
+        decode_stream(forged + data[len(good) :])
+    stream = tmp_path / "s.tsp"
+    stream.write_bytes(forged + data[len(good) :])
+    _refused(capsys, ["decode", stream, tmp_path / "d.npz"], "control character")
+    assert _folder(tmp_path) == ["s.tsp"]
+
+
+def test_names_a_feature_file_holds_go_through_encode_and_decode(tmp_path, capsys):
+    """'/' (the layout's separator, kept after the first), '.npy', a backslash and an empty
+    name are all member names a feature file reads back."""
+    names = ["a/b", "/abs", "x.npy", "a\\b", "", "é ü"]
+    codes = [np.full((2, 1, 4, 4), 40 * i, np.uint8) for i in range(len(names))]
+    path = tmp_path / "f.npz"
+    features.save(str(path), features.FeatureClip(names, codes, [0.1] * 6, [0] * 6, [4] * 6))
+    assert main(["encode", str(path), str(tmp_path / "s.tsp"), "--preset", "thesis"]) == 0
+    assert main(["decode", str(tmp_path / "s.tsp"), str(tmp_path / "d.npz")]) == 0
+    back = features.load(str(tmp_path / "d.npz"))
+    assert back.names == names
+    assert [int(c.max()) for c in back.codes] == [(40 * i + 8) >> 4 for i in range(len(names))]  # N = 4
+
+
+# ---------------------------------------------------------------- the summary never joins the output
+
+
+def _cli(args, stdout):
+    return subprocess.run(
+        [sys.executable, "-m", "temposplit", *map(str, args)], stdout=stdout, stderr=subprocess.PIPE, timeout=600
+    )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="no /dev/stdout")
+@pytest.mark.parametrize("into", ["pipe", "file"])
+def test_encode_and_decode_to_dev_stdout_write_only_their_output_there(tmp_path, feature_file, into):
+    """`encode f.npz /dev/stdout | cat > s.tsps` appended the summary line to the stream (and
+    `decode s.tsps /dev/stdout` after the zip)."""
+    stream = tmp_path / "s.tsp"
+    assert main(["encode", str(feature_file), str(stream)]) == 0
+    runs = {}
+    for command, source in (("encode", feature_file), ("decode", stream)):
+        if into == "pipe":
+            run = _cli([command, source, "/dev/stdout"], subprocess.PIPE)
+            out = run.stdout
+        else:
+            target = tmp_path / f"{command}.out"
+            with open(target, "wb") as f:
+                run = _cli([command, source, "/dev/stdout"], f)
+            out = target.read_bytes()
+        assert run.returncode == 0, run.stderr
+        runs[command] = (out, run.stderr.decode())
+    out, err = runs["encode"]
+    assert out == stream.read_bytes()
+    assert "5 frames, " in err and "-> /dev/stdout" in err
+    out, err = runs["decode"]
+    with zipfile.ZipFile(io.BytesIO(out)) as zf:
+        assert zf.testzip() is None
+    assert out[-22:-18] == b"PK\x05\x06"  # the zip's end record (no comment) ends the output: nothing after it
+    with np.load(io.BytesIO(out)) as npz:
+        assert list(npz["index"]) == [0, 1, 2, 3, 4]
+    assert "5 frames decoded -> /dev/stdout" in err
+
+
+def test_the_summary_stays_on_stdout_for_a_regular_output_file(tmp_path, feature_file, capsys):
+    assert main(["encode", str(feature_file), str(tmp_path / "s.tsp"), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "5 frames, " in out and "  pred: " in out
+    assert main(["decode", str(tmp_path / "s.tsp"), str(tmp_path / "d.npz")]) == 0
+    assert "5 frames decoded" in capsys.readouterr().out

@@ -42,8 +42,9 @@ EXAMPLES = int(os.environ.get("CONFIG_SPACE_EXAMPLES", "150"))
 NO_NUMBA_CASES = int(os.environ.get("CONFIG_SPACE_NO_NUMBA_CASES", "24"))
 
 CLIPS = ("static", "noisy", "moving", "cut", "cut", "zeros", "full", "alternating", "extremes")
-SCALES = (0.05, 1.0, 1e-45, 3.4e38, 1e-30, 1e30, 0.0, 1e-46, 3.5e38)  # the last three are no float32 scale
-BAD_SCALES = (0.0, 1e-46, 3.5e38)
+# the last four are no stream's scale: 0 and below float32's least, at or past 2^120 (docs/bitstream.md, 2)
+SCALES = (0.05, 1.0, 1e-45, 1.3e36, 1e-30, 1e30, 0.0, 1e-46, 3.5e38, 3.4e38)
+BAD_SCALES = (0.0, 1e-46, 3.5e38, 3.4e38)
 
 
 # --------------------------------------------------------------------------- drawing cases
