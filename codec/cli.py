@@ -228,7 +228,8 @@ def _encode(args) -> int:
 def summary_stream(output: str):
     """Where a command's summary goes: standard output, unless the output file is not a regular
     file (``/dev/stdout`` into a pipe) or is standard output's own file (``/dev/stdout`` with
-    stdout sent to a file): standard error then, so that the summary never joins the output."""
+    stdout sent to a file): standard error then, so that the summary never joins the output
+    (and standard output where the output is standard error's file)."""
     import os
     import stat
 
@@ -236,13 +237,19 @@ def summary_stream(output: str):
         st = os.stat(output)
     except OSError:  # not there yet: a new regular file
         return sys.stdout
-    if not stat.S_ISREG(st.st_mode):
-        return sys.stderr
-    try:
-        out = os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no file behind it (captured, closed)
+
+    def same(stream) -> bool:  # the output is this stream's own file
+        try:
+            f = os.fstat(stream.fileno())
+        except (OSError, ValueError, AttributeError):  # no file behind it (captured, closed)
+            return False
+        return (f.st_dev, f.st_ino) == (st.st_dev, st.st_ino)
+
+    if same(sys.stderr):  # /dev/stderr as the output: the summary on stdout
         return sys.stdout
-    return sys.stderr if (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino) else sys.stdout
+    if not stat.S_ISREG(st.st_mode) or same(sys.stdout):
+        return sys.stderr
+    return sys.stdout
 
 
 def rate_miss(enc) -> str:

@@ -637,18 +637,19 @@ class Encoder:
         except TypeError:
             raise ConfigurationError(f"encode() takes a list of frames, not {type(frames).__name__}") from None
         self.set_total_frames(self.next_index + len(frames))
-        self._encoded = True
         parts = [self.header_bytes()]
         for frame in frames:
             parts += [p.to_bytes() for p in self._push(frame)]
+            self._encoded = True  # from its first coded frame on (a first frame refused leaves it as it was)
+        self._encoded = True
         parts += [p.to_bytes() for p in self.flush()]
         return b"".join(parts)
 
     def _one_stream(self, call: str) -> None:
         if self._encoded:
             raise ConfigurationError(
-                f"{call}: this Encoder has already coded its stream with encode(): an Encoder codes one "
-                "stream, make a new Encoder"
+                f"{call}: encode() has already run on this Encoder (a stream, or part of one before a frame "
+                "was refused): an Encoder codes one stream, make a new Encoder"
             )
 
     def request_key(self) -> list[Packet]:

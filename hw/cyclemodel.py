@@ -414,8 +414,8 @@ class Row:
     group_fps: float | None  # bi-3: one anchor and two predicted frames
     ddr_mb_per_frame: float  # DMA traffic of an average frame of the group
     ddr_mbps_at_30: float
-    # a ctx anchor (one CTX pass), intra (a KEY) at CTX_BINS_INTRA bins/element; 0: its row is
-    # over the CTX row buffer (software)
+    # a ctx anchor (one CTX pass), intra (a KEY) at CTX_BINS_INTRA bins/element (a row over the
+    # anchor coder's row buffer: one CTX pass of its value records)
     ctx_key_fps: float = 0.0
     ctx_anchor_fps: float = 0.0  # ... temporal at CTX_BINS_TEMPORAL (the recommended preset's anchors)
     # a ctx predicted frame: its motion search, then one CTX pass of value records

@@ -332,6 +332,15 @@ def test_encode_after_push_is_refused_and_a_refused_frame_does_not_count():
     enc.push(clip[0])
     with pytest.raises(ConfigurationError, match="already pushed frames: make a new Encoder"):
         enc.encode(clip)
+    enc = Encoder(CodecConfig([_spec()], structure="uni-3"))
+    with pytest.raises(ConfigurationError, match="uint8"):
+        enc.encode([[clip[0][0].astype(np.int16)], *clip[1:]])  # a first frame refused: nothing coded
+    _decodes_whole(enc.encode(clip), 6)
+    enc = Encoder(CodecConfig([_spec()], structure="uni-3"))
+    with pytest.raises(ConfigurationError, match="uint8"):
+        enc.encode([*clip[:2], [clip[2][0].astype(np.int16)]])  # refused part way: the state moved on
+    with pytest.raises(ConfigurationError, match="part of one before a frame was refused"):
+        enc.encode(clip)
 
 
 def test_an_encoder_is_not_changed_by_its_configuration_changed_afterwards():

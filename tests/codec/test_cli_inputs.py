@@ -627,6 +627,20 @@ def test_encode_and_decode_to_dev_stdout_write_only_their_output_there(tmp_path,
     assert "5 frames decoded -> /dev/stdout" in err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/stderr"), reason="no /dev/stderr")
+def test_encode_to_dev_stderr_puts_its_summary_on_stdout(tmp_path, feature_file):
+    stream = tmp_path / "s.tsp"
+    assert main(["encode", str(feature_file), str(stream)]) == 0
+    run = subprocess.run(
+        [sys.executable, "-m", "temposplit", "encode", str(feature_file), "/dev/stderr"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        timeout=600,
+    )
+    assert run.returncode == 0 and run.stderr == stream.read_bytes()  # the stream alone
+    assert b"5 frames, " in run.stdout
+
+
 def test_the_summary_stays_on_stdout_for_a_regular_output_file(tmp_path, feature_file, capsys):
     assert main(["encode", str(feature_file), str(tmp_path / "s.tsp"), "--stats"]) == 0
     out = capsys.readouterr().out
