@@ -635,6 +635,11 @@ class Edge:
         start = 0
         if resumed:
             start = int(self.welcome.get("next_frame", 0))
+            if not self.positions:
+                # A camera's pictures are new: numbered past every recorded index, where a hole
+                # (a frame lost before the edge stopped) put next_frame below some of them.
+                ranges = self.welcome.get("recorded") or []
+                start = max([start, *(int(end) for _, end in ranges)])
             self.log(f"resumed stream {self.stream!r} at frame {start}")
             if start and self.total and not self.positions:  # a camera's count: this run's frames, numbered on
                 self.total += start

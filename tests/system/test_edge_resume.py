@@ -237,3 +237,49 @@ def test_an_edge_that_gives_up_on_a_stopped_server_says_the_stream_can_be_resume
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "internal error" not in lines[0], err
     assert "the stream 'cam' stays unfinished on the server: the same command, run again, resumes it" in lines[0]
+
+
+@needs_models
+def test_a_camera_resumed_over_a_hole_numbers_its_pictures_past_every_record(make_server, replay_file, tmp_path):
+    """A camera's frame 2 was lost (a damaged packet) and the edge died after frame 9: the
+    resume numbered its new pictures from next_frame (2), onto frames 3..9 already recorded,
+    and those pictures were answered "duplicate" and lost. They are numbered from 10 now, and
+    the hole gets its error record at the end."""
+    import time
+
+    srv = make_server(max_batch=1)
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "clip.npz", 16))
+    rs = ResumeState(tmp_path / "state", f"{srv.address[0]}:{srv.address[1]}", "cam")
+    camera = source_identity("/dev/video0")
+
+    class Crash(Exception):
+        pass
+
+    def tamper(i, raw):
+        return raw[: len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 0x5A]) + raw[len(raw) // 2 + 1 :] if i == 2 else raw
+
+    def crash(i, chan):
+        if i == 9:
+            wait_for(lambda: len(_frames_logged(srv, "cam")) >= 9, 60)  # 0, 1 and 3..8 or 9 recorded
+            time.sleep(0.5)
+            raise Crash
+
+    first = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=camera)
+    first.tamper, first.fault = tamper, crash
+    with pytest.raises(Crash):
+        first.run(replay.frames(), positions=False)
+    first.chan.close()
+    wait_for(lambda: 9 in _frames_logged(srv, "cam"), 60)
+    before = set(_frames_logged(srv, "cam"))
+    assert 2 not in before and max(before) == 9
+
+    again = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=camera)
+    report = again.run(replay.frames(), positions=False)
+    records = [json.loads(x) for x in (srv.out_dir / "cam" / "detections.jsonl").read_text().splitlines()]
+    new = [r for r in records if r["frame"] >= 10]
+    assert len(new) == replay.count and not any("error" in r for r in new)  # every new picture recorded
+    assert sorted(r["frame"] for r in records) == list(range(10 + replay.count))  # each index once
+    # the lost frame 2 and its successors in the chain reference (3..9): error records, once each
+    assert (
+        sorted(r["frame"] for r in records if "error" in r) == list(range(2, 10)) and report.frames == 10 + replay.count
+    )
