@@ -369,7 +369,8 @@ def _edge(args) -> int:
             report = edge.run(frames, video=video, total=total, positions=not getattr(source, "live", False))
         except TemposplitError as exc:
             if not stopped:
-                if edge.opened and edge.resume_state.read() is not None:  # opened, not ended: resumable
+                gone = getattr(exc, "gone", False)  # the server has no such stream to resume
+                if edge.opened and not gone and edge.resume_state.read() is not None:  # opened, not ended
                     raise TemposplitError(
                         f"{exc}; the stream {args.stream!r} stays unfinished on the server: "
                         "the same command, run again, resumes it"

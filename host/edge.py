@@ -741,7 +741,22 @@ class Edge:
             except P.ConnectionClosed:
                 if self.report.summary is not None:
                     break
-                self._recover_loop()
+                try:
+                    self._recover_loop()
+                except Refusal as exc:
+                    if not exc.gone:
+                        raise
+                    # END went out and the resume finds no stream: the server finished it and
+                    # the SUMMARY was lost with the connection (or its outputs were removed).
+                    # Nothing is left to resume: the kept token goes, and the line says so.
+                    if self.resume_state is not None:
+                        self.resume_state.clear()
+                    raise TemposplitError(
+                        f"the connection closed after END and the server no longer has stream "
+                        f"{self.stream!r} to resume: it has finished it (its SUMMARY was lost with the "
+                        "connection; its detections.jsonl has every frame's record), or its outputs "
+                        "were removed"
+                    ) from None
                 self._guarded(self._send, end)
         self._reconcile(self.report.summary)
         if self.chan is not None:

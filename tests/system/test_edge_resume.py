@@ -283,3 +283,36 @@ def test_a_camera_resumed_over_a_hole_numbers_its_pictures_past_every_record(mak
     assert (
         sorted(r["frame"] for r in records if "error" in r) == list(range(2, 10)) and report.frames == 10 + replay.count
     )
+
+
+@needs_models
+def test_a_summary_lost_after_end_is_said_and_leaves_no_token_to_resume(
+    make_server, replay_file, tmp_path, monkeypatch
+):
+    """The connection closed between END and SUMMARY (a blip, a server restart): the resume
+    found the stream finished ("gone"), and the edge said it "stays unfinished on the server:
+    the same command, run again, resumes it", keeping its token; run again, it streamed the
+    whole source once more as a new stream."""
+    from temposplit import protocol as P
+
+    srv = make_server()
+    replay = open_replay(str(replay_file))
+    rs = ResumeState(tmp_path / "state", f"{srv.address[0]}:{srv.address[1]}", "cam")
+    real, lost = Edge._handle, []
+
+    def losing_the_summary(self, *a, **k):
+        got = real(self, *a, **k)
+        if self.report.summary is not None and not lost:
+            lost.append(self.report.summary)
+            self.report.summary = None
+            self.chan.close()
+            raise P.ConnectionClosed("the connection closed before the SUMMARY")
+        return got
+
+    monkeypatch.setattr(Edge, "_handle", losing_the_summary)
+    edge = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=source_identity(str(replay_file)))
+    with pytest.raises(TemposplitError, match="no longer has stream 'cam' to resume: it has finished it") as exc:
+        edge.run(replay.frames(), total=replay.count)
+    assert not getattr(exc.value, "gone", False) and lost  # not the CLI's "stays unfinished" refusal
+    assert rs.read() is None  # no token left to resume a finished stream with
+    assert json.loads((srv.out_dir / "cam" / "session.json").read_text())["finished"] is True
