@@ -204,6 +204,8 @@ class Connection:
                 self.unanswered += 1
                 if self.broken:
                     break
+                if item.kind == "end":
+                    s.ending = True  # queued: a resume from now on waits for the finish, never takes it over
                 await s.worker.put(item)  # a full queue waits here: backpressure
                 if item.kind == "end":
                     break
@@ -642,7 +644,7 @@ class CloudServer:
                 if s.conn is not None:
                     raise Refused(f"stream {name!r} is in use")
                 detached = s  # its edge gone (e.g. killed): refused below within the window, else taken
-            elif s is not None and not s.closing:
+            elif s is not None and not s.closing and not s.ending:
                 why = s.owned_by(token, identity, header)
                 if why:
                     raise Refused(why)

@@ -108,6 +108,7 @@ class Session:
     conn: object = None  # the attached connection, or None (detached)
     detached_at: float = field(default_factory=time.monotonic)
     closing: bool = False
+    ending: bool = False  # its END is queued: a resume waits for the finish (and is then "gone")
     closed: threading.Event = field(default_factory=threading.Event)
     worker: object = None
 

@@ -308,6 +308,9 @@ class Worker:
             self._close(s, s.close)
             return
         if s.decoder is None:
+            if item.kind == "end":  # closed meanwhile (finished by an earlier END, expired): no SUMMARY
+                self._refuse(s, conn, "the stream was closed before this END; resume it to learn how it ended")
+                return
             conn.post(None)
             return
         if item.kind == "skip":
@@ -325,6 +328,7 @@ class Worker:
             if total <= s.max_seen:  # its SUMMARY would count frames beyond the stream's end
                 why = f"END with {total} frames, but frame {s.max_seen} was sent"
             if why:
+                s.ending = False  # not ending after all: a resume may take it again
                 self._refuse(s, conn, why)
                 return
             failed = self._close(s, lambda: s.finish(total))

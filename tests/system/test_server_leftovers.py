@@ -524,3 +524,27 @@ def test_a_log_line_with_a_frame_no_stream_can_have_is_no_record(tmp_path, frame
     for r in DetectionLog.read(log):
         frames.add(r["frame"])
     assert frames.ranges() == [[0, 1]]
+
+
+def test_a_resume_while_the_end_is_being_finished_waits_and_is_told_the_stream_finished(make_server, coded_stream):
+    """A resume that came while the worker was finishing an END took the stream over: the
+    ending connection got "resumed on another connection" instead of its SUMMARY, the
+    resumed one a WELCOME onto a closing session whose END then got no answer, and its
+    connection was never closed (the server counted it for good)."""
+    header, packets = coded_stream
+    srv = make_server(max_batch=1)
+    a = Raw(srv.address)
+    token = a.hello(header, "cam").json()["token"]
+    assert len(a.packets_acknowledged(packets)) == len(packets)
+    a.send(P.END, {"frames": len(packets) + 255})  # 255 "never received" records to write: a long finish
+    time.sleep(0.05)
+    b = Raw(srv.address, timeout=30)
+    answer = b.hello(header, "cam", resume=True, token=token)
+    assert answer.type == P.ERROR and answer.json().get("gone") is True, (answer.name, answer.body[:200])
+    m = a.chan.recv()
+    while m.type == P.KEY_REQUEST:
+        m = a.chan.recv()
+    assert m.type == P.SUMMARY and m.json()["frames"] == len(packets) + 255
+    for c in (a, b):
+        c.chan.close()
+    wait_for(lambda: not srv.connections, 10)
