@@ -212,6 +212,11 @@ MAX_GAP_MS = 60_000  # a longer gap between two pictures' times is the clock ste
 COLOUR_TAGS = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
 
 
+# Pictures the annotated video holds back for an earlier frame still to come (decode order):
+# past that, the earlier one is drawn lost.
+REORDER_WINDOW = 64
+
+
 class AnnotatedVideo:
     """Frames in display order with boxes, labels and the running rate drawn on them.
 
@@ -248,7 +253,7 @@ class AnnotatedVideo:
         height: int,
         fps: float,
         frames=None,
-        window: int = 64,
+        window: int = REORDER_WINDOW,
         min_score: float = 0.5,
         start: int = 0,
         max_side: int = 1280,

@@ -25,6 +25,7 @@ from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
 from temposplit.server.frameset import FrameSet
 from temposplit.server.outputs import (
+    REORDER_WINDOW,
     AnnotatedVideo,
     DetectionLog,
     detection_records,
@@ -99,6 +100,7 @@ class Session:
     client: str | None = None  # the address that opened the stream, or resumed it from its files
     unsaved: Exception | None = None  # why closing did not save its records or state (the video aside)
     ahead: list = field(default_factory=list)  # records past the first frame without one, for a resumed video
+    video_start: int | None = None  # a resumed video segment's first frame (None: next_frame)
     # What this process recorded of it (server/metrics.py): the worker writes, the event loop reads.
     counts: dict = field(default_factory=lambda: {"frames": 0, "errors": 0, "bytes": 0})
     last_record: float = field(default_factory=time.monotonic)  # or the session's making
@@ -223,11 +225,16 @@ class Session:
         # The records past the first frame without one (a bidirectional structure records out of
         # order): the resumed video segment starts at that frame, and these frames, answered
         # `duplicate` when the edge sends them again, are drawn from their records (open_outputs).
-        start = self.next_frame
+        # A hole further back than the video's reorder window (a camera's lost frame, the stream
+        # gone on past it) was drawn lost in the earlier segment, as were the frames after it:
+        # the segment starts a window before the highest, so a resume redraws at most a window
+        # of records, never the whole log after an old hole.
+        start = max(self.next_frame, self.max_seen + 1 - REORDER_WINDOW)
+        self.video_start = start
         ahead: dict[int, dict] = {}
         errors: dict[int, dict] = {}
-        if self.max_seen > start:  # a second pass, only where such records exist
-            for rec in DetectionLog.records(log, after=start):
+        if self.max_seen >= start:  # a second pass, only where such records exist
+            for rec in DetectionLog.records(log, after=start - 1):
                 (errors if "error" in rec else ahead)[rec["frame"]] = rec
         ahead.update(errors)
         self.ahead = [ahead[i] for i in sorted(ahead)]
@@ -238,7 +245,7 @@ class Session:
         self.decoder = Decoder(self.header)
         self.log = DetectionLog(self.out_dir / "detections.jsonl")
         height, width = self.info["frame_size"]
-        start = self.next_frame
+        start = self.next_frame if self.video_start is None else self.video_start
         name = "annotated.mp4" if self.segment == 0 else f"annotated.{self.segment}.mp4"
         self.video = AnnotatedVideo(self.out_dir / name, width, height, self.header.fps, frames, start=start)
         for rec in self.ahead:  # recorded before the resume, past its first frame: drawn as recorded

@@ -548,3 +548,24 @@ def test_a_resume_while_the_end_is_being_finished_waits_and_is_told_the_stream_f
     for c in (a, b):
         c.chan.close()
     wait_for(lambda: not srv.connections, 10)
+
+
+@pytest.mark.parametrize("hole", [2, 1990])
+def test_a_resume_from_files_redraws_at_most_the_videos_window_after_a_hole(tmp_path, hole):
+    """One old hole (a camera's lost frame, the stream gone on past it) made a resume from the
+    files hold every record after it and redraw them all in the HELLO: 1.3 GB and minutes for
+    a day's stream. The earlier segment drew them (the hole as lost once the video's window
+    passed it): the resumed segment starts at most a window before the highest frame."""
+    from temposplit.server.outputs import REORDER_WINDOW
+
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    with open(folder / "detections.jsonl", "w") as f:
+        for i in range(2000):
+            if i != hole:
+                f.write(json.dumps({"frame": i, "kind": "pred", "n_bits": 4, "bytes": 100, "detections": []}) + "\n")
+    s = Session("cam", folder, None, "x", None, {"frame_size": [576, 768]}, None)
+    s.load_records()
+    assert s.next_frame == hole  # the edge's resend point is unchanged
+    start = max(hole, 2000 - REORDER_WINDOW)
+    assert s.video_start == start and [r["frame"] for r in s.ahead] == [i for i in range(start, 2000) if i != hole]
