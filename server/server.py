@@ -41,6 +41,7 @@ NEW_STREAMS_PER_CLIENT = 60  # new streams (output folders) of one client per NE
 NEW_STREAMS_WINDOW = 60.0  # seconds
 ACCEPT_RETRY = 1.0  # seconds before accept() is tried again after it failed (EMFILE and the like)
 CLOSE_TIMEOUT = 5.0  # seconds a closing socket may take to flush what is queued for it; then it is reset
+HELLO_DRAIN = 70.0  # seconds the stop waits for HELLOs in their threads (a resume waits at most 60 s)
 
 
 class Refused(TemposplitError):
@@ -459,6 +460,11 @@ class CloudServer:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=10)
+            # A HELLO still in its thread (a resume reading its files) puts its session in the
+            # table when it ends, after its task was cancelled: waited for (those not begun are
+            # dropped), so that its files are closed with the others.
+            hellos = self.loop.run_in_executor(None, lambda: self.pool.shutdown(wait=True, cancel_futures=True))
+            await asyncio.wait([hellos], timeout=HELLO_DRAIN)
             with self.table:
                 live = [s for s in self.sessions.values() if not s.closing]
                 for s in live:

@@ -569,3 +569,45 @@ def test_a_resume_from_files_redraws_at_most_the_videos_window_after_a_hole(tmp_
     assert s.next_frame == hole  # the edge's resend point is unchanged
     start = max(hole, 2000 - REORDER_WINDOW)
     assert s.video_start == start and [r["frame"] for r in s.ahead] == [i for i in range(start, 2000) if i != hole]
+
+
+def test_a_stop_during_a_resume_from_the_files_closes_that_streams_files_too(
+    tmp_path, cloud_models, coded_stream, monkeypatch
+):
+    """A resume reading its files in its HELLO thread when the server stopped put its session
+    in the table after the stop had closed the others: its log and video stayed open (no
+    annotated.1.mp4), and "resumed from its files" was logged after "stopping"."""
+    import threading
+
+    from temposplit.server.server import CloudServer
+
+    header, packets = coded_stream
+    first = CloudServer(out_dir=tmp_path / "out", models=cloud_models)
+    first.start()
+    c = Raw(first.address)
+    token = c.hello(header, "cam").json()["token"]
+    assert len(c.packets_acknowledged(packets[:4])) == 4
+    c.chan.close()
+    first.shutdown()  # the stream stays unfinished in its files
+
+    reading = threading.Event()
+    real = Session.load_records
+
+    def slow(self):
+        reading.set()
+        time.sleep(1.5)  # a long log
+        real(self)
+
+    monkeypatch.setattr(Session, "load_records", slow)
+    srv = CloudServer(out_dir=tmp_path / "out", models=cloud_models)
+    srv.start()
+    c = Raw(srv.address, timeout=30)
+    c.send_hello(header, "cam", resume=True, token=token)
+    assert reading.wait(30)
+    srv.shutdown()
+    c.chan.close()
+    assert not srv.sessions  # closed, and dropped from memory
+    import av
+
+    with av.open(str(tmp_path / "out" / "cam" / "annotated.1.mp4")) as video:  # the resumed segment, finished
+        assert video.streams.video[0].frames >= 0
