@@ -573,7 +573,7 @@ class Encoder:
     ):
         if not isinstance(config, CodecConfig):
             raise ConfigurationError(f"an Encoder takes a CodecConfig, not {type(config).__name__}")
-        config.validate()  # reads a generator's tensors or ladder into a list, once
+        config._listed()  # a generator set as the tensors or the ladder: read once, before the copy
         # A private copy: the caller may change (or reuse for a sweep) its configuration after
         # this, and the encoder reads it for the whole stream.
         self.config = config = copy.deepcopy(config)

@@ -110,15 +110,14 @@ def _output_folder(path, option: str = "--out") -> None:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
+    from temposplit.files import file_in_the_way
 
     if not str(path):
         raise ConfigError(f"{option} is empty: give the output folder")
-    for p in (Path(path), *Path(path).parents):
-        if p.exists():
-            if not p.is_dir():
-                where = f" {path} is" if p == Path(path) else f" {path}: {p} is"
-                raise ConfigError(f"{option}{where} a file, not a folder")
-            break
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        where = f" {path} is" if blocker == Path(path) else f" {path}: {blocker} is"
+        raise ConfigError(f"{option}{where} a file, not a folder")
 
 
 def _cmd_eval(args) -> int:

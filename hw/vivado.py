@@ -361,13 +361,13 @@ def bitstreams_folder(ap, path: Path) -> Path:
     """``--bitstreams``, made, and a file written and removed in it, before Vivado starts (its
     flow makes the folder only at the end, after the bitstream): a file there, or above it,
     or a folder that takes no file, is the parser's one line (exit status 2)."""
-    from temposplit.files import probe_writable
+    from temposplit.files import file_in_the_way, probe_writable
     from temposplit.hw.generate import output_error
 
-    for folder in (path, *path.parents):
-        if folder.exists() and not folder.is_dir():
-            what = "a file, not a folder" if folder == path else f"under a file ({folder} is a file)"
-            ap.exit(2, f"{ap.prog}: error: --bitstreams {path} is {what}\n")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        what = "a file, not a folder" if blocker == path else f"under a file ({blocker} is a file)"
+        ap.exit(2, f"{ap.prog}: error: --bitstreams {path} is {what}\n")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe_writable(path)

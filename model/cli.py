@@ -52,16 +52,16 @@ def _cmd_fetch_data(args) -> int:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
+    from temposplit.files import file_in_the_way
     from temposplit.model.data import data_dir, fetch_data
 
     dest = Path(args.dest) if args.dest else data_dir()
     what = f"--dest {args.dest}" if args.dest else f"the data folder {dest} ($TEMPOSPLIT_DATA or the default)"
-    for folder in (dest, *dest.parents):  # a file where the folder, or a folder above it, should be
-        if folder.exists():
-            if not folder.is_dir():
-                where = "" if folder == dest else f": {folder} is a file"
-                raise ConfigError(f"{what} is {'a file, not a folder' if folder == dest else 'under a file'}{where}")
-            break
+    blocker = file_in_the_way(dest)
+    if blocker == dest:
+        raise ConfigError(f"{what} is a file, not a folder")
+    if blocker is not None:
+        raise ConfigError(f"{what} is under a file: {blocker} is a file")
     fetch_data(Path(args.dest) if args.dest else None)
     return 0
 

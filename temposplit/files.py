@@ -63,6 +63,17 @@ def user_folder(env: str, default: tuple[str, ...], what: str, flag: str = "") -
         raise ConfigError(f"no home folder for {what}: set {env}{flag or ' (or HOME)'}") from None
 
 
+def file_in_the_way(path) -> Path | None:
+    """The file that keeps ``path`` from being a folder (an output folder to write into):
+    ``path`` itself, or the nearest existing path above it, being a file; None where ``path``
+    is a folder or can be made one."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
 def probe_writable(folder) -> None:
     """Make and remove a file in ``folder``: an OSError if it takes none. ``os.access``
     cannot tell (root passes it on a read-only mount)."""
