@@ -123,6 +123,8 @@ class Connection:
                     # stalled) may resume: its session detaches, and the ERROR says retry.
                     silent.retry = deadline is None and self.session is not None
                     raise silent from None
+            if self.session is not None:  # its edge had the WELCOME: the name is no longer free to a new HELLO
+                self.session.used = True
             if deadline is None:
                 end = loop.time() + timeout
             head = first + await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE - 1), max(0.0, end - loop.time()))
@@ -659,6 +661,7 @@ class CloudServer:
                 elif s.conn.client != conn.client:
                     self._check_stream_limits(conn, retry=True, only_client=True)
                 old, s.conn = s.conn, conn
+                s.used = True
                 if old is not None:
                     old.fail("the stream was resumed on another connection")
                     taken_from = old.peer
@@ -668,8 +671,9 @@ class CloudServer:
                 self.opening[name] = conn.client
                 waiting = s
         idle = None
+        unused = False
         if detached is not None:
-            waiting, idle = self._take_idle(name, detached, conn)
+            waiting, idle, unused = self._take_idle(name, detached, conn, identity, header)
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
             if taken_from is None:
                 self.log(f"[{name}] edge resumed from {conn.peer}")
@@ -681,7 +685,7 @@ class CloudServer:
             # An expiring session: resume it from its files once they are closed, never beside it.
             if waiting is not None and not waiting.closed.wait(60):
                 raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
-            s, token = self._load_or_create(name, info, header, resume, token, identity, conn, idle)
+            s, token = self._load_or_create(name, info, header, resume, token, identity, conn, idle, unused)
         finally:
             with self.table:
                 self.opening.pop(name, None)
@@ -693,14 +697,20 @@ class CloudServer:
                     self.sessions[name] = s
         return s, self._welcome(s, token, conn.version)
 
-    def _take_idle(self, name: str, s: Session, conn: Connection) -> tuple[Session, float]:
+    def _take_idle(
+        self, name: str, s: Session, conn: Connection, identity: str | None, header: StreamHeader
+    ) -> tuple[Session, float, bool]:
         """A new stream naming a detached session (its edge gone): refused while the session's
-        files were active within the resume window; past it, the session expires now (a
-        linger longer than the window no longer holds the name) and the new stream takes the
-        name once its files are closed, as after an expiry. Returns the session to wait for,
-        and how long its files had been idle."""
+        files were active within the resume window, unless nothing arrived after its HELLO
+        and the HELLO is of the same client identity and header (its WELCOME, the token, may
+        have been lost with the connection, and the edge asks again: ``Session.unused_by``);
+        past the window, or so unused, the session expires now (a linger longer than the
+        window no longer holds the name) and the new stream takes the name once its files are
+        closed, as after an expiry. Returns the session to wait for, how long its files had
+        been idle, and whether it was taken unused."""
         idle = Session.idle_seconds(s.out_dir)  # the files' clock, read outside the lock
-        if idle < self.resume_window:
+        unused = s.unused_by(identity, header)
+        if idle < self.resume_window and not unused:
             raise Refused(self._in_use(name, self.resume_window - idle))
         try:
             taken = asyncio.run_coroutine_threadsafe(self._expire_for(name, s, conn), self.loop).result(60)
@@ -708,8 +718,11 @@ class CloudServer:
             raise Refused("the server is stopping or busy; try again", retry=True) from None
         if not taken:
             raise Refused(f"stream {name!r} is being resumed or closed; try again", retry=True)
-        self.log(f"[{name}] expired: idle for {idle:.0f} s, past the resume window; a new stream takes the name")
-        return s, idle
+        if unused:
+            self.log(f"[{name}] expired: nothing arrived after its HELLO (its WELCOME lost?); the same edge asks again")
+        else:
+            self.log(f"[{name}] expired: idle for {idle:.0f} s, past the resume window; a new stream takes the name")
+        return s, idle, unused
 
     async def _expire_for(self, name: str, s: Session, conn: Connection) -> bool:
         """On the event loop, so that the shutdown's closes and this one are in order: mark
@@ -741,22 +754,24 @@ class CloudServer:
                 raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)", retry=retry)
 
     def _load_or_create(
-        self, name, info, header, resume, token, identity, conn, idle: float | None = None
+        self, name, info, header, resume, token, identity, conn, idle: float | None = None, unused: bool = False
     ) -> tuple[Session, str | None]:
         """The session of a HELLO that no session in memory answers: resumed from the files, or
         a new stream. ``idle``: the files' idle time measured before a lingering session was
-        expired for this HELLO (its close wrote them since)."""
+        expired for this HELLO (its close wrote them since); ``unused``: that session was
+        taken because nothing arrived after its HELLO (``_take_idle``)."""
         peer = conn.peer
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None
         unfinished = state is not None and not state.get("finished")
         if idle is None:
             idle = Session.idle_seconds(out) if unfinished else 0.0
-        if unfinished and (resume or idle < self.resume_window):
+        if unfinished and (resume or (idle < self.resume_window and not unused)):
             if not resume:
                 raise Refused(self._in_use(name, self.resume_window - idle))
             saved = state.get("info") if isinstance(state.get("info"), dict) else {}
             s = Session(name, out, header, state["token_sha256"], state.get("identity"), saved, None)
+            s.used = True  # resumed with its token
             why = s.owned_by(token, identity, header)
             if why:
                 raise Refused(why)
@@ -800,7 +815,7 @@ class CloudServer:
                 if state is None:  # e.g. a server killed while it made them: no stream ever used them
                     what = "outputs without a session.json"
                 else:
-                    what = f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
+                    what = "unused" if unused else f"unfinished ({idle:.0f} s idle)" if unfinished else "finished"
                     what = f"the {what} stream's outputs"
                 self.log(f"[{name}] {what} moved to {name}.{k}")
             out.mkdir(parents=True)

@@ -111,6 +111,7 @@ class Session:
     detached_at: float = field(default_factory=time.monotonic)
     closing: bool = False
     ending: bool = False  # its END is queued: a resume waits for the finish (and is then "gone")
+    used: bool = False  # a message after its HELLO arrived, or it was resumed: its edge had the WELCOME
     closed: threading.Event = field(default_factory=threading.Event)
     worker: object = None
 
@@ -130,6 +131,13 @@ class Session:
         if digest(header.to_bytes()) != self.header_digest:
             return f"stream {self.name!r} resumed with a different stream header"
         return None
+
+    def unused_by(self, identity: str | None, header: StreamHeader) -> bool:
+        """True when a new stream of this client identity and header may take this detached
+        stream's name at once: nothing arrived after its HELLO and it was never resumed, so
+        its WELCOME (the token) may have been lost with the connection, and the edge is asking
+        again (docs/protocol.md, "Resuming a stream")."""
+        return not self.used and identity == self.identity and digest(header.to_bytes()) == self.header_digest
 
     def has(self, index: int) -> bool:
         return index in self.recorded or index in self.failed

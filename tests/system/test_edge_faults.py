@@ -3,6 +3,7 @@ stops answering, a server whose output folder breaks under it, an edge stopped b
 an edge that streams for hours. Real sockets on loopback; the edge as a process where its
 exit status and its stderr are what is checked."""
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -17,6 +18,7 @@ from rawclient import Raw, refused, wait_for
 from replays import synthetic_replay, tiled_replay
 
 from temposplit import protocol as P
+from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.encoder import PRESETS
 from temposplit.errors import TemposplitError
 from temposplit.host.edge import Edge
@@ -233,16 +235,45 @@ def test_a_detached_streams_refusal_says_when_its_name_is_free(make_server, code
     """An edge killed mid-stream takes its token with it: a new run of the same name is
     refused, saying when a new stream may take the name (docs/protocol.md), as it says
     once the session has expired."""
-    header, _ = coded_stream
+    header, packets = coded_stream
     srv = make_server(resume_window=300.0)
     first = Raw(srv.address)
     assert first.hello(header, "killed").type == P.WELCOME
+    assert len(first.packets_acknowledged(packets[:1])) == 1
     first.close()
     wait_for(lambda: "killed" in srv.sessions and srv.sessions["killed"].conn is None, "the session detached")
     again = Raw(srv.address)
     msg = again.hello(header, "killed")
     assert refused(msg, "stream 'killed' is in use (it can be resumed with its token"), msg.json()
     assert "may take the name after 300 s without activity, in 30" in msg.json()["message"]  # 300 s, or 299
+
+
+@needs_models
+def test_a_stream_whose_welcome_was_lost_is_given_to_the_same_edge_asking_again(make_server, coded_stream):
+    """The connection drops after the HELLO and before the edge reads its WELCOME: the edge
+    has no token, and its next HELLO, a new stream of the same name, was refused for the
+    resume window (600 s). A detached stream to which nothing arrived after its HELLO is
+    taken by a HELLO of the same header at once (its empty outputs moved aside, as after an
+    expiry); one of other settings is still refused, and so is the name once a frame came."""
+    header, packets = coded_stream
+    srv = make_server(resume_window=300.0)
+    lost = Raw(srv.address)
+    lost.send_hello(header, "cam")
+    wait_for(lambda: "cam" in srv.sessions, "the stream opened")
+    lost.close()  # the WELCOME unread
+    wait_for(lambda: srv.sessions.get("cam") is not None and srv.sessions["cam"].conn is None, "detached")
+    other = Raw(srv.address)  # the same name, other settings (another fps): not the edge that lost its WELCOME
+    changed = dataclasses.replace(StreamHeader.from_bytes(header), fps=12.5).to_bytes()
+    assert refused(other.hello(changed, "cam"), "stream 'cam' is in use")
+    again = Raw(srv.address)
+    welcome = again.hello(header, "cam")
+    assert welcome.type == P.WELCOME and len(welcome.json()["token"]) == 32, welcome.json()
+    assert (srv.out_dir / "cam.1" / "session.json").exists()  # the unused stream's outputs, moved aside
+    assert len(again.packets_acknowledged(packets[:1])) == 1
+    again.close()
+    wait_for(lambda: srv.sessions.get("cam") is not None and srv.sessions["cam"].conn is None, "detached")
+    late = Raw(srv.address)
+    assert refused(late.hello(header, "cam"), "stream 'cam' is in use")  # a frame came: the name is held
 
 
 # ---------------------------------------------------------------------------- the edge stopped, the edge's memory
