@@ -39,6 +39,7 @@ def summary(**fidelity):
         "latency_ms_median": 120.0,
         "stage_ms": {"m1": 20.0, "encode": 2.0, "decode": 1.0, "m2": 25.0},
         "end_to_end_fps": 5.0,
+        "end_to_end_fps_from_start": 2.5,
         **fidelity,
     }
 
@@ -62,6 +63,21 @@ def test_stage_times_leave_out_the_first_frames_warm_up():
     assert _steady_ms(times) == 0.4 and _first_ms(times) == 259.0
     assert _steady_ms([7.0]) == 7.0  # one frame: it is the only figure there is
     assert _steady_ms([]) is None and _first_ms([]) is None
+
+
+def test_the_frame_rate_leaves_out_the_start():
+    """60 frames in 10 s, of which 4 s went before the first frame was sent (the server's
+    start, the connection, the first frame's compiles): 59 frames in 6 s after it."""
+    from temposplit.host.demo import _steady_fps
+
+    assert _steady_fps(60, 4.0, 10.0) == round(59 / 6, 2)
+    assert _steady_fps(1, 4.0, 10.0) == 0.1  # one frame: the start is all there is
+    assert _steady_fps(60, None, 10.0) == 6.0
+
+
+def test_the_summary_prints_both_frame_rates(capsys):
+    print_summary(summary())
+    assert "5.0 frames/s end to end after the first frame (2.5 with the start)" in capsys.readouterr().out
 
 
 def test_the_edges_last_line_puts_the_servers_summary_in_words():
