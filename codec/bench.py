@@ -208,6 +208,21 @@ def ssd_rows(frames=None):
 
 
 MAX_FRAMES = 256  # --frames: every frame of a shape is made before the timing starts
+MAX_CLIP_BYTES = 1 << 30  # a shape's frames, made in memory (one byte an element): the largest default shape 445 MB
+
+
+def check_memory(shapes, frames: int | None) -> None:
+    """Refuse, before any frame is made, a shape whose frames would take more than
+    MAX_CLIP_BYTES (``--frames 256`` of a stream's largest tensor is 4.3 GB)."""
+    from temposplit.codec.errors import ConfigurationError
+
+    n = frames if frames is not None else max(whole_groups(s) for s in SETTINGS)
+    for (c, h, w), _ in shapes:
+        if n * c * h * w > MAX_CLIP_BYTES:
+            raise ConfigurationError(
+                f"--shapes {c}x{h}x{w} with {n} frames is {n * c * h * w / 2**30:.1f} GiB of maps in memory, "
+                f"over the bench's {MAX_CLIP_BYTES / 2**30:g} GiB: give fewer --frames or a smaller shape"
+            )
 
 
 def main(args) -> int:
@@ -216,6 +231,7 @@ def main(args) -> int:
 
         raise ConfigurationError(f"--frames must be 1..{MAX_FRAMES}, not {args.frames} (the frames are made in memory)")
     shapes = parse_shapes(args.shapes)
+    check_memory(shapes, args.frames)
     if not getattr(args, "no_ssd", False):
         check_fixtures()  # before any row: not after minutes of them
     for shape, block in shapes:

@@ -268,6 +268,17 @@ def test_bench_refuses_a_shape_past_the_stream_limits_before_making_frames():
     assert parse_shapes("4x8x8:2") == [((4, 8, 8), 2)]
 
 
+def test_bench_refuses_frames_of_a_shape_past_its_memory_bound():
+    """A shape within the stream's limits, 256 frames of it made in memory: 4.3 GB at 2^24
+    elements. Refused before any frame is made; the default shapes and frames pass."""
+    from temposplit.codec.bench import SHAPES, check_memory
+
+    with pytest.raises(ConfigurationError, match="4.0 GiB of maps in memory"):
+        check_memory(parse_shapes("4096x64x64"), 256)
+    check_memory(parse_shapes("4096x64x64"), 32)
+    check_memory(SHAPES, None)
+
+
 @pytest.mark.parametrize(
     "check, value",
     [("check_block", True), ("check_search_range", True), ("check_zero_point", True), ("check_bits", np.bool_(True))],
