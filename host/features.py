@@ -22,13 +22,18 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
     from it: memory holds one frame's tensors whatever the frame count (a camera's
     ``--frames`` of hours included).
 
+    A source that fails after some frames (a camera gone, a damaged file: a
+    :class:`~temposplit.errors.TemposplitError` from ``frames``) leaves the file of the frames
+    before it written, and its error is raised again saying so: a capture of hours is not
+    lost to its last minute.
+
     Returns a summary: frames, tensors (name and shape), model, cut.
     """
     import contextlib
     import os
     import tempfile
 
-    from temposplit.errors import ConfigError
+    from temposplit.errors import ConfigError, TemposplitError
 
     log = log or (lambda msg: None)
     # Beside the file it becomes; for an output that is no file (/dev/null: /dev is in RAM) the
@@ -39,8 +44,19 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
     sample = None
     size = None
     n = 0
+    failed = None
+    frames = iter(frames)
     with contextlib.ExitStack() as stack:
-        for frame in frames:
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except TemposplitError as exc:  # the source's: the frames before it are kept
+                if sample is None:
+                    raise
+                failed = exc
+                break
             cut = model.m1([frame])[0]
             if sample is None:
                 sample, size = cut, frame.shape[:2]
@@ -60,7 +76,11 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
         for spool, t in zip(spools, sample, strict=True):
             spool.flush()
             codes.append(np.memmap(spool, np.uint8, "r", shape=(n, *np.shape(t.codes))))  # read as written
-        return _write(path, model, sample, size, fps, block, codes)
+        summary = _write(path, model, sample, size, fps, block, codes)
+    if failed is not None:
+        failed.args = (f"{failed}; the {n} frame(s) before it are written to {path}",)  # its type kept
+        raise failed
+    return summary
 
 
 def _write(path: str, model, sample, size, fps: float, block, codes) -> dict:

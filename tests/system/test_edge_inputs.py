@@ -281,6 +281,27 @@ def test_features_writes_its_output_whole_or_not_at_all(tmp_path, monkeypatch):
     assert (replay.count, replay.frame_size, replay.fps, replay.hash) == (3, (32, 48), 10.0, bytes(32))
 
 
+def test_a_source_failing_midway_leaves_the_frames_before_it_written(tmp_path):
+    """A camera that goes away (or a file damaged) after 5 frames: the 5 frames are written
+    and the source's error, its type kept, says so; before, nothing was written. A source
+    that fails before its first frame writes nothing."""
+    from temposplit.codec import features
+    from temposplit.errors import ConfigError
+    from temposplit.host.features import write_features
+
+    def camera(failing_after):
+        yield from _frames(failing_after)
+        raise ConfigError("cam: the camera stopped at frame 5: it gives no more pictures")
+
+    out = tmp_path / "cam.npz"
+    with pytest.raises(ConfigError, match=r"pictures; the 5 frame\(s\) before it are written"):
+        write_features(str(out), _Model(), camera(5), 10.0)
+    assert features.load(str(out)).frames == 5
+    with pytest.raises(ConfigError, match=r"gives no more pictures$"):
+        write_features(str(tmp_path / "none.npz"), _Model(), camera(0), 10.0)
+    assert not (tmp_path / "none.npz").exists()
+
+
 def test_features_holds_one_frame_in_memory_whatever_the_frame_count(tmp_path):
     """Every frame's codes were kept in lists and then stacked (twice the clip in memory at
     the end): `features /dev/video0 --frames N` grew without bound over a long capture.
