@@ -682,9 +682,17 @@ class CloudServer:
             return resumed, self._welcome(resumed, None, conn.version)
         s = None
         try:
-            # An expiring session: resume it from its files once they are closed, never beside it.
-            if waiting is not None and not waiting.closed.wait(60):
-                raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
+            # An expiring or ending session: resume it from its files once they are closed,
+            # never beside it. An END that will not run after all (its connection broke before
+            # the worker came to it) clears ``ending``: the edge tries again at once and takes
+            # the stream over, rather than waiting for a finish that never comes.
+            if waiting is not None:
+                deadline = time.monotonic() + 60
+                while not waiting.closed.wait(0.05):
+                    if not (waiting.closing or waiting.ending):
+                        raise Refused(f"stream {name!r} was not ended after all; try again", retry=True)
+                    if time.monotonic() > deadline:
+                        raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
             s, token = self._load_or_create(name, info, header, resume, token, identity, conn, idle, unused)
         finally:
             with self.table:

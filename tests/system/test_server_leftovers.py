@@ -550,6 +550,45 @@ def test_a_resume_while_the_end_is_being_finished_waits_and_is_told_the_stream_f
     wait_for(lambda: not srv.connections, 10)
 
 
+def test_an_end_dropped_with_its_connection_leaves_the_stream_to_resume_at_once(make_server, coded_stream):
+    """An END queued, then its connection broken before the worker came to it (here an
+    earlier message of it refused; a killed edge whose ACKs cannot be written likewise):
+    the worker passed the END over and the stream stayed "ending", so every resume waited
+    60 s for a finish that never came, was told "still closing", and so on until the
+    session expired (120 s, or a day), each wait holding one of the two HELLO threads."""
+    import threading
+
+    header, packets = coded_stream
+    srv = make_server()
+    worker = srv.workers[0]
+    gate = threading.Event()
+    real = worker._control
+
+    def held(item):
+        gate.wait(30)  # the worker comes to the SKIP once the END is queued behind it
+        real(item)
+
+    worker._control = held
+    a = Raw(srv.address)
+    token = a.hello(header, "cam").json()["token"]
+    assert len(a.packets_acknowledged(packets[:2])) == 2
+    a.send(P.SKIP, {"frame": 100_000})  # past the 256 holes a stream may have: refused, the connection failed
+    a.send(P.END, {"frames": 100_001})
+    wait_for(lambda: srv.sessions["cam"].ending, "the END queued")
+    gate.set()
+    wait_for(lambda: srv.sessions["cam"].conn is None, "the connection closed")
+    t0 = time.monotonic()
+    b = Raw(srv.address, timeout=90)
+    answer = b.hello(header, "cam", resume=True, token=token)
+    if answer.type == P.ERROR and answer.json().get("retry"):  # its first try may come as the END is passed over
+        b = Raw(srv.address, timeout=90)
+        answer = b.hello(header, "cam", resume=True, token=token)
+    assert answer.type == P.WELCOME, (answer.name, answer.body[:200])
+    assert time.monotonic() - t0 < 10
+    assert len(P.from_ranges(answer.json()["recorded"])) == 2  # the two frames acknowledged, nothing of the END
+    assert not srv.sessions["cam"].ending
+
+
 @pytest.mark.parametrize("hole", [2, 1990])
 def test_a_resume_from_files_redraws_at_most_the_videos_window_after_a_hole(tmp_path, hole):
     """One old hole (a camera's lost frame, the stream gone on past it) made a resume from the
