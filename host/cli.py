@@ -74,7 +74,12 @@ def register(sub) -> None:
     p.add_argument("--tls-ca", default=None, help="CA file to check the server (enables TLS)")
     p.add_argument("--tls-cert", default=None, help="this edge's certificate (client authentication)")
     p.add_argument("--tls-key", default=None)
-    p.add_argument("--tls-server-name", default="localhost")
+    p.add_argument(
+        "--tls-server-name",
+        default=None,
+        metavar="NAME",
+        help="the name (or IP address) the server's certificate must carry (default: the host of --server)",
+    )
     p.add_argument(
         "--source-address",
         default=None,
@@ -326,7 +331,8 @@ def _edge(args) -> int:
         check_fps(args.fps)
     codec = _codec(args)  # bad codec options fail here, before the model loads
     check_backend(args.backend)  # a back end this machine cannot run, too
-    tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)  # partial: an error
+    server_name = address[0] if args.tls_server_name is None else args.tls_server_name  # the host --server names
+    tls = TLSConfig.for_client(args.tls_ca, args.tls_cert, args.tls_key, server_name)  # partial: an error
     if args.replay:
         from temposplit.host.sources import open_replay
 

@@ -41,7 +41,10 @@ NEW_STREAMS_PER_CLIENT = 60  # new streams (output folders) of one client per NE
 NEW_STREAMS_WINDOW = 60.0  # seconds
 ACCEPT_RETRY = 1.0  # seconds before accept() is tried again after it failed (EMFILE and the like)
 CLOSE_TIMEOUT = 5.0  # seconds a closing socket may take to flush what is queued for it; then it is reset
+# A stop's bounds, one after the other (its unit's TimeoutStopSec= exceeds their sum):
+CONNECTIONS_DRAIN = 10.0  # seconds the stop waits for the connections' tasks once cancelled
 HELLO_DRAIN = 70.0  # seconds the stop waits for HELLOs in their threads (a resume waits at most 60 s)
+WORK_DRAIN = 120.0  # seconds each worker has to answer what is queued and close the sessions' files
 
 
 class Refused(TemposplitError):
@@ -461,7 +464,7 @@ class CloudServer:
             for task in tasks:
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=10)
+                await asyncio.wait(tasks, timeout=CONNECTIONS_DRAIN)
             # A HELLO still in its thread (a resume reading its files) puts its session in the
             # table when it ends, after its task was cancelled: waited for (those not begun are
             # dropped), so that its files are closed with the others.
@@ -474,7 +477,7 @@ class CloudServer:
             for s in live:
                 await s.worker.put(Item("close", s))
             for w in self.workers:
-                await self.loop.run_in_executor(None, w.stop, 120)
+                await self.loop.run_in_executor(None, w.stop, WORK_DRAIN)
             rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in rest:
                 t.cancel()

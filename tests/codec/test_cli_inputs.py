@@ -633,8 +633,7 @@ def test_encode_to_dev_stderr_puts_its_summary_on_stdout(tmp_path, feature_file)
     assert main(["encode", str(feature_file), str(stream)]) == 0
     run = subprocess.run(
         [sys.executable, "-m", "temposplit", "encode", str(feature_file), "/dev/stderr"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         timeout=600,
     )
     assert run.returncode == 0 and run.stderr == stream.read_bytes()  # the stream alone

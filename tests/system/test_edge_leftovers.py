@@ -171,6 +171,39 @@ def test_an_edge_that_cannot_verify_the_server_says_so_at_once(mutual_tls_server
     assert seconds < RETRIES_TAKE / 2, seconds
 
 
+@faults.needs_models
+def test_an_edge_checks_the_servers_certificate_for_the_host_it_connects_to(processes, pki, tmp_path, replay_file):
+    """--tls-server-name defaulted to "localhost": a server certificate for its address
+    alone (IP:127.0.0.1 here, 192.168.2.1 in deploy/systemd/edge.env) failed every edge set
+    up as the docs say, "not valid for 'localhost'". The name is now --server's host."""
+    folder = tmp_path / "ip"
+    folder.mkdir()
+    tls_tests._openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=s", cwd=folder
+    )
+    (folder / "s.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ca = ["-CA", str(pki / "ca.pem"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial"]
+    tls_tests._openssl(
+        "x509", "-req", "-in", "s.csr", *ca, "-out", "s.pem", "-days", "2", "-extfile", "s.ext", cwd=folder
+    )
+    srv = processes(tmp_path / "out", options=["--tls-cert", str(folder / "s.pem"), "--tls-key", str(folder / "s.key")])
+    replay = str(replay_file)
+    rc, err, _ = faults._edge(replay, srv.address, "--tls-ca", str(pki / "ca.pem"), timeout=60)
+    assert rc == 0, err
+    rc, err, _ = faults._edge(
+        replay,
+        srv.address,
+        "--tls-ca",
+        str(pki / "ca.pem"),
+        "--tls-server-name",
+        "localhost",
+        "--stream",
+        "b",
+        timeout=60,
+    )
+    assert rc == 2 and "localhost" in err, err  # a name it does not carry is still refused
+
+
 @pytest.fixture
 def openssl_server(pki, tmp_path, request):
     """`openssl s_server` requiring a client certificate of the test CA, in the TLS version
