@@ -527,7 +527,7 @@ class CloudServer:
                     _abort(sock)
                     return
                 client = named or peer
-            elif self.tls is not None:  # a PROXY header would meet the TLS handshake: "wrong version number"
+            if self.tls is not None:  # a look at the first bytes before the handshake
                 handshake_by = self.loop.time() + self.handshake_timeout
                 try:
                     first = await asyncio.wait_for(self._peek(sock), self.handshake_timeout)
@@ -538,7 +538,15 @@ class CloudServer:
                 except OSError:  # reset before a byte: gone, as a TCP health check goes
                     _abort(sock)
                     return
-                if first and first[0] != TLS_HANDSHAKE_RECORD and _proxy_header_start(first[: P.HEAD_SIZE]):
+                if not first:  # closed before a byte (a proxy's health check after its PROXY header): not logged
+                    sock.close()
+                    return
+                # Without --proxy-protocol, a PROXY header would meet the handshake: "wrong version number".
+                if (
+                    not self.proxy_protocol
+                    and first[0] != TLS_HANDSHAKE_RECORD
+                    and _proxy_header_start(first[: P.HEAD_SIZE])
+                ):
                     self.log(f"connection from {peer}: {PROXY_WITHOUT_FLAG}")
                     _abort(sock)
                     return

@@ -257,6 +257,31 @@ def test_a_proxy_header_to_a_tls_server_without_proxy_protocol_is_named(make_ser
     ]
 
 
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_proxys_health_check_to_a_tls_server_is_not_logged(make_server, pki, how):
+    """HAProxy's check behind --proxy-protocol with TLS: a PROXY header (v2, LOCAL) and the
+    connection gone. Each was logged as "Connection reset by peer" from the TLS handshake,
+    every 5 s a server line (17,000 lines a day, burying the errors); without TLS, or
+    without the header, such a check was already silent."""
+    import socket
+    import struct
+
+    from temposplit.protocol import TLSConfig
+
+    lines = []
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = make_server(log=lines.append, tls=tls, proxy_protocol=True)
+    for _ in range(3):
+        s = socket.create_connection(srv.address, timeout=30)
+        s.sendall(V2_SIGNATURE + bytes([0x20, 0x00, 0, 0]))  # LOCAL: the proxy's own connection
+        if how == "reset":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    wait_for(lambda: srv.accepting == 0 and not srv.connections, "the checks done")
+    time.sleep(0.3)
+    assert [line for line in lines if line.startswith("connection from")] == []
+
+
 def test_the_look_before_tls_and_the_handshake_share_one_timeout(make_server, pki):
     """A client that sends a byte just before the handshake timeout, then nothing: the look at
     its first bytes and the TLS handshake together take the timeout (2 s here), not each its
