@@ -18,6 +18,14 @@ method of that clip (paired: a resample that happens to drop a hard stretch of t
 drops it for every method, so differences between methods are not buried under the
 clip's own noise). A statistic's 95 % interval is the 2.5th and 97.5th percentile of its
 values over the resamples.
+
+**Too few frames for an interval.** An interval needs at least :data:`MIN_BLOCKS` (2) whole
+blocks of scored frames, ``n >= 2 * block`` (20 at the default block of 10:
+:func:`enough_frames`). With one block or less every circular resample is the clip itself
+rotated, each frame taken exactly once, so every resample equals the point estimate and
+its "95 % interval" would be the point printed as if it were certain; between one and two
+blocks a resample is nearly the whole clip. Below that the evaluation's summaries
+(``summary.py``) give no interval and say :data:`TOO_FEW`.
 """
 
 from __future__ import annotations
@@ -30,12 +38,31 @@ import numpy as np
 
 from temposplit.errors import ConfigError
 
-__all__ = ["BLOCK", "REPLICATES", "SEED", "block_resamples", "clip_seed", "interval", "resample_weights"]
+__all__ = [
+    "BLOCK",
+    "MIN_BLOCKS",
+    "REPLICATES",
+    "SEED",
+    "TOO_FEW",
+    "block_resamples",
+    "clip_seed",
+    "enough_frames",
+    "interval",
+    "resample_weights",
+]
 
 BLOCK = 10  # scored frames per block (every frame scored: 1 s of vtest at 10 frames/s, 0.3-0.4 s at 25-30)
 REPLICATES = 200
 SEED = 20261130
 LEVEL = 0.95
+MIN_BLOCKS = 2  # whole blocks of scored frames an interval needs
+TOO_FEW = "too few frames for an interval"
+
+
+def enough_frames(n: int, block: int = BLOCK) -> bool:
+    """Whether ``n`` scored frames hold the :data:`MIN_BLOCKS` whole blocks an interval needs
+    (with fewer, every circular resample is about the clip itself: no interval, :data:`TOO_FEW`)."""
+    return n >= MIN_BLOCKS * block
 
 
 def clip_seed(clip: str) -> tuple[int, int]:
@@ -53,7 +80,9 @@ def block_resamples(
 ) -> np.ndarray:
     """Indices (replicates, n) of block resamples of n consecutive frames: moving blocks
     (starts in 0..n-block), or with ``circular`` circular blocks (starts in 0..n-1, indices
-    taken modulo n: every frame equally likely)."""
+    taken modulo n: every frame equally likely). With ``n <= block`` a circular resample is the
+    clip rotated (every frame once): :func:`enough_frames` says whether the resamples can
+    give an interval."""
     if n < 1:
         raise ConfigError(f"cannot resample {n} frames")
     if block < 1 or replicates < 1:

@@ -10,9 +10,10 @@ import math
 from pathlib import Path
 
 from temposplit.evaluation import bootstrap
-from temposplit.evaluation.plan import FEATURE_METHODS, FIXED_INPUT_MODELS
+from temposplit.evaluation.plan import FEATURE_METHODS, FIXED_INPUT_MODELS, FREQUENT_MIN_BOXES
 from temposplit.evaluation.report import partial_notice, write_text
 from temposplit.evaluation.summary import (
+    FREQUENT_UNKNOWN,
     METRICS,
     ClipSummary,
     bd_cell,
@@ -123,7 +124,8 @@ def _clip_cell(e) -> str:
 
 def _pooled_cell(e) -> str:
     if e is None or not e["clips"]:
-        return "not defined on any clip (no overlap, or fewer than two hull points)"
+        why = (e or {}).get("note") or "no overlap, or fewer than two hull points"
+        return f"not defined on any clip ({why})"
     return bd_cell({**e, "note": ""}) + f" ({e['clips']} clip{'s' if e['clips'] != 1 else ''})"
 
 
@@ -154,12 +156,17 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
         "BD-rate: the features' Pareto front (every point no other beats in bytes and accuracy) over every "
         "cut, N, method and setting against each frame codec curve (its crf values, also reduced to their front), "
         "piecewise cubic Hermite interpolation of log bytes over the overlapping accuracy range (the "
-        "`bjontegaard` package). Negative: the features need fewer bytes at equal accuracy. Intervals: "
-        f"95 % circular block bootstrap ({replicates} resamples of each clip's scored frames in blocks of "
-        f"{bootstrap.BLOCK} scored frames, the same resamples for every method: paired; each clip resampled "
-        "on its own); the hulls are taken again on every resample. The intervals are of these clips' frames: "
-        "they do not say where another clip would fall. The mean over clips takes the clips where the "
-        "BD-rate is defined.",
+        "`bjontegaard` package). Negative: the features need fewer bytes at equal accuracy. "
+        + (
+            f"Intervals: 95 % circular block bootstrap ({replicates} resamples of each clip's scored frames in "
+            f"blocks of {bootstrap.BLOCK} scored frames, the same resamples for every method: paired; each clip "
+            "resampled on its own; none for a clip of fewer than "
+            f"{bootstrap.MIN_BLOCKS * bootstrap.BLOCK} scored frames); the hulls are taken again on every "
+            "resample. The intervals are of these clips' frames: they do not say where another clip would fall. "
+            if replicates
+            else "No intervals: no bootstrap (`--replicates 0`). "
+        )
+        + "The mean over clips takes the clips where the BD-rate is defined.",
         "",
     ]
     if wall_s is not None:
@@ -175,6 +182,19 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
         lines += [f"Full tables: [{s.clip}/report.md]({s.clip}/report.md).", ""]
         if f"{s.clip}/rate_accuracy_frames.png" in figures:
             lines += [f"![rate against accuracy, {s.clip}]({s.clip}/rate_accuracy_frames.png)", ""]
+        if s.interval_note and replicates:
+            lines += [
+                f"No intervals on {s.clip}: {s.interval_note} ({s.scored_frames} scored frames; the block bootstrap "
+                f"needs at least {bootstrap.MIN_BLOCKS} blocks of {bootstrap.BLOCK}, "
+                f"{bootstrap.MIN_BLOCKS * bootstrap.BLOCK}).",
+                "",
+            ]
+        if s.missing:
+            lines += [
+                f"Without their scoring file (`evals/{s.clip}/*.npz`), so no interval for the BD-rates that use "
+                f"them: {', '.join(f'`{k}`' for k in s.missing)}.",
+                "",
+            ]
         lines += ["BD-rate of the features' hull (95 % interval) over the overlapping accuracy range:", ""]
         lines += _bd_table(s.bd, s.curves, _clip_cell)
         lines += ["", "Smallest bytes per frame reaching each fidelity mAP@0.5 (95 % interval of the mAP):", ""]
@@ -207,7 +227,11 @@ def markdown(summaries, by_clip, meta, figures, wall_s, notes, replicates) -> st
                     f"{_with_ci(s, r, 'map50_95_frequent')} |"
                 )
         lines.append("")
-        lines.append(f"Frequent categories (>= 50 reference boxes): {s.frequent or 'none'}.")
+        if s.frequent is None:
+            frequent = FREQUENT_UNKNOWN
+        else:
+            frequent = s.frequent or "none"
+        lines.append(f"Frequent categories (>= {FREQUENT_MIN_BOXES} reference boxes): {frequent}.")
     _ = clips
     return "\n".join(lines) + "\n"
 

@@ -2,9 +2,10 @@
 
 Figures follow the thesis's figures 4.14-4.21: per cut, the rate against N (MB/s at 30
 frames/s, log scale, one curve per method and coder, the 8-bit features, JPEG-ACT and the
-frame baselines as horizontal lines) and the accuracy against N (fidelity mAP@0.5, one
-curve per reconstruction, the float and int8 reference lines); then one rate-accuracy
-plot across every method, a panel per cut.
+frame baselines as horizontal lines: JPEG, and every crf of one H.264 and one H.265
+curve) and the accuracy against N (fidelity mAP@0.5, one curve per reconstruction, the
+float and int8 reference lines); then one rate-accuracy plot across every method, a panel
+per cut.
 """
 
 from __future__ import annotations
@@ -191,10 +192,22 @@ def _curves(rows, cut):
 
 
 def _frame_lines(rows):
-    pick = []
-    for r in rows:
-        if r["method"] == "jpeg" or (r["method"] in ("h264", "h265") and r.get("variant") == "crf=28"):
-            pick.append(r)
+    """The frame baselines a cut's rate panel draws as horizontal lines: every JPEG point, and
+    of H.264 and of H.265 every point (crf value) of one curve: the default preset at the
+    clip's own size where the rows have it (else the curve of the shortest name, e.g. ``h264
+    input``). Four lines a codec in the default sweep; all 16 points of each codec's four curves
+    would hide the features' curves (the pooled report's figures show every curve)."""
+    from temposplit.evaluation.summary import frame_curve
+
+    pick = [r for r in rows if r["method"] == "jpeg"]
+    for codec in ("h264", "h265"):
+        by_curve: dict[str, list] = {}
+        for r in rows:
+            if r["method"] == codec and _num(r.get("mb_per_s")):
+                by_curve.setdefault(frame_curve(r), []).append(r)
+        if by_curve:
+            curve = min(by_curve, key=lambda c: (len(c.split()), c))
+            pick += sorted(by_curve[curve], key=lambda r: r["mb_per_s"])
     return pick
 
 
@@ -212,6 +225,16 @@ def _variant_style(variant: str) -> tuple[str, str]:
 
 
 def plot_cut(rows, cut, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = cut_figure(rows, cut)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def cut_figure(rows, cut):
+    """The figure of :func:`plot_cut` (rate and accuracy against N at one cut), not saved."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,11 +257,19 @@ def plot_cut(rows, cut, path: Path) -> Path:
         )
     lines = [r for r in rows if r.get("cut") == cut and r["method"] in ("features-8bit", "jpeg-act")]
     lines += _frame_lines(rows)
+    video: dict[str, list] = {}  # H.264 and H.265 at one setting lie close together: one label for both
     for r in lines:
         style = {"features-8bit": "-", "jpeg-act": "--"}.get(r["method"], ":")
         ax_r.axhline(r["mb_per_s"], color=COLORS.get(r["method"]), ls=style, lw=1.2)
+        if r["method"] in ("h264", "h265"):
+            video.setdefault(r.get("variant") or "", []).append(r)
+            continue
         name = {"features-8bit": "8-bit features"}.get(r["method"], f"{r['method']} {r.get('variant') or ''}")
         ax_r.annotate(f"{name} {r['mb_per_s']:.3g}", (8.05, r["mb_per_s"]), fontsize=7, va="center")
+    for variant, same in video.items():
+        y = math.exp(sum(math.log(r["mb_per_s"]) for r in same) / len(same))
+        text = f"{variant}: " + ", ".join(f"{r['method']} {r['mb_per_s']:.3g}" for r in same)
+        ax_r.annotate(text, (8.05, y), fontsize=7, va="center")
     ax_r.set_yscale("log")
     ax_r.set_xlabel("N (bits of the re-quantized anchors)")
     ax_r.set_ylabel("MB/s at 30 frames/s (everything crossing the cut)")
@@ -278,9 +309,7 @@ def plot_cut(rows, cut, path: Path) -> Path:
     ax_a.grid(True, alpha=0.3)
     ax_a.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_rate_accuracy(rows, path: Path, metric: str = "map50") -> Path:

@@ -14,6 +14,14 @@ independently) is used for every row of that clip (paired). Each row's scores ar
 recomputed on each resample from its saved per-frame evaluation (``metrics.ImageEvals``),
 the hulls are taken again, and the BD-rate recomputed; the pooled mean takes one resample
 of every clip at a time. 95 % percentile intervals.
+
+Where there is no interval the entry's ``interval_note`` says why (the reports print it in
+brackets, ``bdrate.csv`` in its ``ci_note`` column): ``--replicates 0`` (no bootstrap);
+too few scored frames (fewer than two blocks, ``bootstrap.enough_frames``); or a row of
+the BD-rate (a feature row or a row of that frame codec curve) without its scoring file
+(``evals/<clip>/*.npz`` missing): the point estimate uses every row, and resamples
+without that row would come from another front, so the interval is not given. "[no
+interval]" alone means fewer than half of the resamples gave a BD-rate.
 """
 
 from __future__ import annotations
@@ -37,6 +45,17 @@ METRICS = (
     ("map50_95_frequent", "frequent-category mAP@[.5:.95]"),
 )
 _METRIC_INDEX = {m: k for k, (m, _) in enumerate(METRICS)}
+FREQUENT_METRICS = ("map50_frequent", "map50_95_frequent")
+
+NO_REPLICATES = "no interval (--replicates 0)"
+NO_FREQUENT = f"no frequent category (no category with >= {FREQUENT_MIN_BOXES} reference boxes)"
+FREQUENT_UNKNOWN = "could not be determined (no scoring file of the clip could be read)"
+HALF_UNDEFINED = "fewer than half of the resamples defined"
+
+
+def missing_note(count: int) -> str:
+    """The interval note of a BD-rate with ``count`` rows lacking their scoring file."""
+    return f"no interval: {count} row{'s' if count != 1 else ''} without a scoring file"
 
 
 def frame_curve(row) -> str | None:
@@ -57,9 +76,11 @@ class ClipSummary:
     scored_frames: int
     frequent: list
     curves: list[str]
-    bd: dict = field(default_factory=dict)  # (metric, curve) -> dict(bd, lo, hi, overlap, note, replicates)
+    bd: dict = field(default_factory=dict)  # (metric, curve) -> dict(bd, lo, hi, overlap, note, replicates, ...)
     hull: dict = field(default_factory=dict)  # metric -> [row]
-    intervals: dict = field(default_factory=dict)  # row key -> (B, 3) resampled scores
+    intervals: dict = field(default_factory=dict)  # row key -> (B, 4) resampled scores
+    interval_note: str = ""  # why the clip has no interval at all ("" when resampled)
+    missing: list = field(default_factory=list)  # keys of the rows without their scoring file (when resampled)
 
 
 def _load_evals(root: Path, name: str, cache: dict, n_frames: int | None = None):
@@ -85,11 +106,28 @@ def _load_evals(root: Path, name: str, cache: dict, n_frames: int | None = None)
                 problem = f"{type(exc).__name__}: {exc}"
             if problem is not None:
                 raise ConfigError(
-                    f"{path}: a damaged scoring file ({problem}): remove it (its row is then reported "
-                    "without an interval) or rerun its point into a fresh --out"
+                    f"{path}: a damaged scoring file ({problem}): remove it (the BD-rates that use its row "
+                    "are then reported without an interval) or rerun its point into a fresh --out"
                 )
             cache[name] = ev
     return cache[name]
+
+
+def _frequent(rows, evals_root: Path, cache: dict, n: int):
+    """The clip's frequent categories (>= FREQUENT_MIN_BOXES reference boxes; the reference
+    is every row's ground truth): from the first row whose scoring file can be read; else []
+    when no row has a frequent-category score (the clip has none), None when they cannot be
+    determined (rows with frequent scores, no scoring file)."""
+    for r in rows:
+        if not r.get("evals"):
+            continue
+        ev = _load_evals(evals_root, r["evals"], cache, n)
+        if ev is not None:
+            return [int(c) for c, g in zip(ev.categories, ev.gt.sum(axis=1), strict=True) if g >= FREQUENT_MIN_BOXES]
+    scored = [r for r in rows if r["method"] != "float" and _ok(r.get("map50"))]
+    if scored and not any(_ok(r.get(m)) for r in scored for m in FREQUENT_METRICS):
+        return []
+    return None
 
 
 def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, block=bootstrap.BLOCK) -> ClipSummary:
@@ -104,32 +142,25 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
             curves.setdefault(c, []).append(r)
     n = int(rows[0]["scored_frames"])
     cache: dict = {}
-    # The frequent categories: the reference boxes are every row's ground truth.
-    ref = next((r for r in rows if r.get("evals")), None)
-    frequent = []
-    if ref is not None:
-        ev = _load_evals(evals_root, ref["evals"], cache, n)
-        if ev is not None:
-            frequent = [
-                int(c) for c, g in zip(ev.categories, ev.gt.sum(axis=1), strict=True) if g >= FREQUENT_MIN_BOXES
-            ]
+    frequent = _frequent(rows, evals_root, cache, n)
     summary = ClipSummary(clip, n, frequent, sorted(curves))
     weights = None
-    if replicates:
+    if not replicates:
+        summary.interval_note = NO_REPLICATES
+    elif not bootstrap.enough_frames(n, block):
+        summary.interval_note = bootstrap.TOO_FEW  # (the report says how many frames an interval needs)
+    else:
         resamples = bootstrap.block_resamples(n, block, replicates, seed=bootstrap.clip_seed(clip), circular=True)
         weights = bootstrap.resample_weights(resamples, n)
     by_evals: dict[str, np.ndarray] = {}
-    for r in feats + [r for c in curves.values() for r in c]:
+    for r in feats + [r for c in curves.values() for r in c] if weights is not None else []:
         name = r.get("evals")
-        if weights is None or not name:
+        ev = _load_evals(evals_root, name, cache, n) if name else None
+        if ev is None:  # no per-frame outcome: the BD-rates that use this row get no interval
+            summary.missing.append(r["key"])
             continue
         if name not in by_evals:
-            ev = _load_evals(evals_root, name, cache, n)
-            by_evals[name] = (
-                np.array([ev.all_scores(w, frequent) for w in weights])
-                if ev is not None
-                else np.full((len(weights), len(METRICS)), np.nan)
-            )
+            by_evals[name] = np.array([ev.all_scores(w, frequent or []) for w in weights])
         summary.intervals[r["key"]] = by_evals[name]
 
     def values(rs, metric, b=None):
@@ -138,14 +169,22 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
         k = _METRIC_INDEX[metric]
         return [summary.intervals[r["key"]][b, k] if r["key"] in summary.intervals else math.nan for r in rs]
 
+    missing = set(summary.missing)
     for metric, _ in METRICS:
         f_rates = [r["bytes_per_frame"] for r in feats]
         summary.hull[metric] = [feats[i] for i in pareto_front(f_rates, values(feats, metric))]
         for name, pts in curves.items():
             c_rates = [r["bytes_per_frame"] for r in pts]
             point = bd_rate(c_rates, values(pts, metric), f_rates, values(feats, metric))
+            note = point.note
+            if metric in FREQUENT_METRICS and frequent == [] and not point.defined:
+                note = NO_FREQUENT
+            # The rows whose scores the point estimate uses, without a per-frame outcome: a
+            # resample could not hold them, so its front would be another than the point's.
+            lacking = sum(1 for r in feats + pts if r["key"] in missing and _ok(r.get(metric)))
+            interval_note = summary.interval_note or (missing_note(lacking) if lacking else "")
             reps = []
-            if weights is not None:
+            if weights is not None and not lacking:
                 for b in range(len(weights)):
                     reps.append(bd_rate(c_rates, values(pts, metric, b), f_rates, values(feats, metric, b)).bd_rate)
             lo, hi = bootstrap.interval(reps) if reps else (math.nan, math.nan)
@@ -154,10 +193,11 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
                 "lo": lo,
                 "hi": hi,
                 "overlap": point.overlap,
-                "note": point.note,
+                "note": note,
                 "anchor_points": point.anchor_points,
                 "test_points": point.test_points,
                 "replicates": np.array(reps, np.float64),
+                "interval_note": interval_note,
             }
     return summary
 
@@ -167,17 +207,31 @@ def pooled(summaries: list[ClipSummary]) -> dict:
     out = {}
     keys = {k for s in summaries for k in s.bd}
     for key in sorted(keys):
-        entries = [s.bd[key] for s in summaries if key in s.bd and math.isfinite(s.bd[key]["bd_rate"])]
+        having = [s for s in summaries if key in s.bd]
+        defined = [s for s in having if math.isfinite(s.bd[key]["bd_rate"])]
+        entries = [s.bd[key] for s in defined]
         if not entries:
-            out[key] = {"bd_rate": math.nan, "lo": math.nan, "hi": math.nan, "clips": 0}
+            note = ""
+            if key[0] in FREQUENT_METRICS and having and all(s.frequent == [] for s in having):
+                note = f"no clip has a category with >= {FREQUENT_MIN_BOXES} reference boxes"
+            out[key] = {"bd_rate": math.nan, "lo": math.nan, "hi": math.nan, "clips": 0, "note": note}
             continue
         point = float(np.mean([e["bd_rate"] for e in entries]))
-        reps = [e["replicates"] for e in entries if e["replicates"].size]
         lo = hi = math.nan
-        if reps and len(reps) == len(entries):
-            mean = np.mean(np.stack(reps), axis=0)  # NaN where a clip's resample has none
+        # A clip without resamples of this BD-rate: the mean has no interval, and says why.
+        short = [(s.clip, s.bd[key]["interval_note"]) for s in defined if s.bd[key].get("interval_note")]
+        interval_note = ""
+        if short:
+            notes = list(dict.fromkeys(n for _, n in short))
+            interval_note = (
+                notes[0]
+                if len(notes) == 1 and len(short) == len(defined)
+                else "no interval: " + "; ".join(f"{c}: {n}" for c, n in short)
+            )
+        else:
+            mean = np.mean(np.stack([e["replicates"] for e in entries]), axis=0)  # NaN where a clip's has none
             lo, hi = bootstrap.interval(mean)
-        out[key] = {"bd_rate": point, "lo": lo, "hi": hi, "clips": len(entries)}
+        out[key] = {"bd_rate": point, "lo": lo, "hi": hi, "clips": len(entries), "interval_note": interval_note}
     return out
 
 
@@ -198,9 +252,18 @@ def bd_cell(e: dict) -> str:
         return e.get("note") or "undefined"
     if math.isfinite(e.get("lo", math.nan)):
         ci = f" [{e['lo']:+.0f}, {e['hi']:+.0f}]"
-    else:  # undefined (no overlap, one hull point) on most resamples, or no resamples
+    elif e.get("interval_note"):  # not resampled: --replicates 0, too few frames, a scoring file missing
+        ci = f" [{e['interval_note']}]"
+    else:  # undefined (no overlap, one hull point) on most resamples
         ci = " [no interval]" if np.size(e.get("replicates", [])) or "clips" in e else ""
     return f"{e['bd_rate']:+.0f} %{ci}"
+
+
+def ci_note(e: dict) -> str:
+    """Why a defined BD-rate has no interval ("" when it has one, or has no BD-rate)."""
+    if not math.isfinite(e["bd_rate"]) or math.isfinite(e.get("lo", math.nan)):
+        return ""
+    return e.get("interval_note") or HALF_UNDEFINED
 
 
 def bd_rows(summaries: list[ClipSummary]) -> list[dict]:
@@ -221,6 +284,7 @@ def bd_rows(summaries: list[ClipSummary]) -> list[dict]:
                     "anchor_hull_points": e["anchor_points"],
                     "feature_hull_points": e["test_points"],
                     "note": e["note"],
+                    "ci_note": ci_note(e),
                 }
             )
     for (metric, curve), e in sorted(pooled(summaries).items()):
@@ -237,6 +301,7 @@ def bd_rows(summaries: list[ClipSummary]) -> list[dict]:
                 "anchor_hull_points": None,
                 "feature_hull_points": None,
                 "note": f"mean over {e['clips']} clip(s) where defined",
+                "ci_note": ci_note(e),
             }
         )
     return out

@@ -285,6 +285,7 @@ def cut_accuracy(
     log=None,
     replicates=200,
     reference=None,
+    seed=None,
 ) -> list[dict]:
     """Fidelity of the int8 M1 at each cut, against the float model on the same frames.
 
@@ -296,9 +297,16 @@ def cut_accuracy(
     ``name``, ``boxes``, ``ap50``, ``ap50_95``; the two means are over these), and with
     ``replicates`` > 0 the 95 % intervals ``map50_ci``, ``map50_95_ci``, ``map50_frequent_ci``,
     ``map50_95_frequent_ci``:
-    the evaluation's moving-block bootstrap (``evaluation/bootstrap.py``) over the frames in
-    their order, the same resamples for every row (paired). ``reference``: the float model's
-    detections on ``frames`` (:func:`float_reference`), computed here when None.
+    the evaluation's circular block bootstrap (``evaluation/bootstrap.py``, blocks of
+    ``bootstrap.BLOCK`` frames, every frame equally likely in a resample) over the frames in
+    their order, the same resamples for every row (paired), seeded by ``seed`` (default
+    ``bootstrap.SEED``; a clip's name through ``bootstrap.clip_seed`` for resamples apart
+    from another clip's). With fewer than two blocks of frames (``bootstrap.enough_frames``:
+    20) every resample is nearly or exactly the frames themselves: no interval is given
+    (``[None, None]``, and ``ci_note`` says :data:`bootstrap.TOO_FEW`), as the evaluation
+    gives none.
+    ``reference``: the float model's detections on ``frames`` (:func:`float_reference`),
+    computed here when None.
     """
 
     from temposplit.evaluation import bootstrap
@@ -307,7 +315,9 @@ def cut_accuracy(
 
     weights = None
     if replicates:
-        idx = bootstrap.block_resamples(len(frames), replicates=replicates)
+        idx = bootstrap.block_resamples(
+            len(frames), replicates=replicates, seed=bootstrap.SEED if seed is None else seed, circular=True
+        )
         weights = bootstrap.resample_weights(idx, len(frames))
 
     def run(fn):
@@ -356,9 +366,12 @@ def cut_accuracy(
                     for c, n, a, b in result.categories()
                 ],
             }
-            if weights is not None and result.images is None:  # no ground truth: no interval either
+            if weights is not None and (result.images is None or not bootstrap.enough_frames(len(frames))):
+                # no ground truth, or too few frames for the bootstrap to measure anything: no interval
                 for key in ("map50_ci", "map50_95_ci", "map50_frequent_ci", "map50_95_frequent_ci"):
                     row[key] = [None, None]
+                if result.images is not None:
+                    row["ci_note"] = bootstrap.TOO_FEW
             elif weights is not None:
                 values = np.array([result.images.all_scores(w, frequent) for w in weights])
                 keys = ("map50_ci", "map50_95_ci", "map50_frequent_ci", "map50_95_frequent_ci")

@@ -394,6 +394,7 @@ def _accuracy_line(row) -> str:
     # The category that costs the mean most at IoU 0.5 (each category weighs the same).
     worst = min(row.get("categories") or [], key=lambda c: (c["ap50"], c["ap50_95"]), default=None)
     low = f"  lowest: {worst['name']} {worst['ap50']:.3f} ({worst['boxes']} boxes)" if worst else ""
+    low += f"  ({row['ci_note']})" if row.get("ci_note") else ""
     return (
         f"{row['video']:14s}{fold} {row['cut']:20s} {row['path']:14s} mAP@0.5 {f('map50')}"
         f"  mAP@[.5:.95] {f('map50_95')}  frequent {f('map50_frequent')} / {f('map50_95_frequent')}{low}"

@@ -22,7 +22,7 @@ from temposplit.errors import ConfigError  # noqa: E402
 from temposplit.evaluation import bootstrap  # noqa: E402
 from temposplit.evaluation.bdrate import bd_rate, pareto_front  # noqa: E402
 from temposplit.evaluation.metrics import Detections, coco_map  # noqa: E402
-from temposplit.evaluation.summary import bd_cell, pooled, summarize_clip  # noqa: E402
+from temposplit.evaluation.summary import NO_FREQUENT, bd_cell, pooled, summarize_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
@@ -559,6 +559,11 @@ def test_the_committed_bd_rates_rebuild_from_their_rows(tmp_path, folder):
     for key, row in committed.items():
         for col in ("bd_rate_pct", "overlap_low", "overlap_high", "anchor_hull_points", "feature_hull_points", "note"):
             a, b = row[col], rebuilt[key][col]
+            if col == "note" and a == "fewer than two points on a hull" and b == NO_FREQUENT:
+                # A clip without a frequent category (no row has a frequent score): the committed
+                # reports were written when its note was the empty hulls' one.
+                assert key[1].endswith("_frequent") and row["anchor_hull_points"] == "0", key
+                continue
             if col in ("note", "anchor_hull_points", "feature_hull_points") or not a or not b:
                 assert a == b, (key, col)
             elif col == "bd_rate_pct":  # from rows of 6 significant digits: a BD-rate moves by hundredths
