@@ -46,7 +46,7 @@ MODE_INTRA, MODE_TEMPORAL, MODE_RESIDUAL = 0, 1, 2
 ERR_TRUNCATED = -1  # the coded data ends before the values it must hold
 ERR_RANGE = -4  # a decoded value lies outside its range
 ERR_CODE = -5  # the section's first word is not a valid code value
-SLACK = 8  # bytes read past a section's end before a kernel gives up early
+SLACK = 8  # bytes read past a section's end before a decoder gives up (checked at every byte it reads)
 
 
 def new_contexts() -> np.ndarray:
@@ -332,14 +332,13 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
     zc = np.int64(min(z_n, top))
     row = width * channels
     residual = mode == MODE_RESIDUAL
+    limit = data.size + SLACK
     for by in range(nby):
         for bx in range(nbx):
             if not flags[by, bx]:
                 continue
             x0, x1 = bx * block, min(width, (bx + 1) * block)
             for y in range(by * block, min(height, (by + 1) * block)):
-                if pos > data.size + SLACK:
-                    return (rng, code, pos), ERR_TRUNCATED
                 for xx in range(x0, x1):
                     base = (y * width + xx) * channels
                     for c in range(channels):
@@ -360,6 +359,8 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                         rng, code, ctx[zctx], bit = _dbin(rng, code, ctx[zctx])
                         if rng < TOP:
                             rng, code, pos = _drenorm(rng, code, pos, data)
+                            if pos > limit:  # checked at each byte read: the work is bounded by the bytes
+                                return (rng, code, pos), ERR_TRUNCATED
                         if bit == 0:
                             xf[i] = p
                             continue
@@ -371,6 +372,8 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                             rng, code, ctx[sctx], bit = _dbin(rng, code, ctx[sctx])
                             if rng < TOP:
                                 rng, code, pos = _drenorm(rng, code, pos, data)
+                                if pos > limit:
+                                    return (rng, code, pos), ERR_TRUNCATED
                             neg = bit == 1
                         mmax = (p - 1) if neg else (top - p - 1)
                         lim = min(mmax, UNARY_MAX)
@@ -380,6 +383,8 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                             rng, code, ctx[q], bit = _dbin(rng, code, ctx[q])
                             if rng < TOP:
                                 rng, code, pos = _drenorm(rng, code, pos, data)
+                                if pos > limit:
+                                    return (rng, code, pos), ERR_TRUNCATED
                             if bit == 0:
                                 break
                             m += 1
@@ -389,6 +394,8 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
                                 rng, code, bit = _dbypass(rng, code)
                                 if rng < TOP:
                                     rng, code, pos = _drenorm(rng, code, pos, data)
+                                    if pos > limit:
+                                        return (rng, code, pos), ERR_TRUNCATED
                                 rest = (rest << 1) | bit
                             m = UNARY_MAX + rest
                             if m > mmax:
@@ -442,10 +449,9 @@ def encode_vectors(es, out, ctx, mvs, p):
 def decode_vectors(ds, data, ctx, nby, nbx, lanes, p):
     rng, code, pos = ds
     mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
+    limit = data.size + SLACK
     for by in range(nby):
         for bx in range(nbx):
-            if pos > data.size + SLACK:
-                return (rng, code, pos), mvs, ERR_TRUNCATED
             for ln in range(lanes):
                 for k in range(2):
                     left = np.int64(mvs[by, bx - 1, ln, k]) if bx > 0 else 0
@@ -453,18 +459,24 @@ def decode_vectors(ds, data, ctx, nby, nbx, lanes, p):
                     rng, code, ctx[z], bit = _dbin(rng, code, ctx[z])
                     if rng < TOP:
                         rng, code, pos = _drenorm(rng, code, pos, data)
+                        if pos > limit:
+                            return (rng, code, pos), mvs, ERR_TRUNCATED
                     if bit == 0:
                         continue
                     s = C_MV_SIGN + k
                     rng, code, ctx[s], neg = _dbin(rng, code, ctx[s])
                     if rng < TOP:
                         rng, code, pos = _drenorm(rng, code, pos, data)
+                        if pos > limit:
+                            return (rng, code, pos), mvs, ERR_TRUNCATED
                     m = 0
                     while m < p - 1:
                         q = C_MV_MAG + k * 4 + min(m, 3)
                         rng, code, ctx[q], bit = _dbin(rng, code, ctx[q])
                         if rng < TOP:
                             rng, code, pos = _drenorm(rng, code, pos, data)
+                            if pos > limit:
+                                return (rng, code, pos), mvs, ERR_TRUNCATED
                         if bit == 0:
                             break
                         m += 1
@@ -490,13 +502,14 @@ def encode_flags(es, out, ctx, flags):
 def decode_flags(ds, data, ctx, nby, nbx):
     rng, code, pos = ds
     flags = np.zeros((nby, nbx), np.bool_)
+    limit = data.size + SLACK
     for by in range(nby):
-        if pos > data.size + SLACK:
-            return (rng, code, pos), flags, ERR_TRUNCATED
         for bx in range(nbx):
             k = C_FLAG + (1 if bx > 0 and flags[by, bx - 1] else 0) + (1 if by > 0 and flags[by - 1, bx] else 0)
             rng, code, ctx[k], bit = _dbin(rng, code, ctx[k])
             if rng < TOP:
                 rng, code, pos = _drenorm(rng, code, pos, data)
+                if pos > limit:
+                    return (rng, code, pos), flags, ERR_TRUNCATED
             flags[by, bx] = bit == 1
     return (rng, code, pos), flags, 0

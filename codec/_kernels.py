@@ -281,6 +281,45 @@ def compensate_per_channel(ref, mvs, block):
 
 
 @njit(cache=True, nogil=True)
+def add_residual(codes, coded, block, symbols, zero, top):
+    """Rebuild the coded blocks of a predicted frame in place: ``codes`` (H, W, C) uint8 (the
+    prediction) plus each residual ``symbols[k] - zero``, the symbols in the order of
+    :func:`payload.gather_blocks` (coded blocks in raster order, each block's elements in
+    element order), with no copy of the map. Returns the position in ``symbols`` of the first
+    value that would leave 0..``top`` (the values before it are added), -1 when none does,
+    or -2 when the symbol count is not the coded blocks' element count (nothing written)."""
+    height, width, channels = codes.shape
+    nby, nbx = coded.shape
+    flat = codes.reshape(height, width * channels)
+    total = 0
+    for by in range(nby):
+        for bx in range(nbx):
+            if coded[by, bx]:
+                total += (min(height, by * block + block) - by * block) * (min(width, bx * block + block) - bx * block)
+    if total * channels != symbols.size:
+        return -2
+    z = np.int64(zero)
+    pos = 0
+    for by in range(nby):
+        y0 = by * block
+        y1 = min(height, y0 + block)
+        for bx in range(nbx):
+            if not coded[by, bx]:
+                continue
+            a0 = bx * block * channels
+            run = min(width, bx * block + block) * channels - a0
+            for y in range(y0, y1):
+                row = flat[y, a0 : a0 + run]  # one row of the block: contiguous, in element order
+                for i in range(run):
+                    v = np.int64(row[i]) + np.int64(symbols[pos + i]) - z
+                    if v < 0 or v > top:
+                        return pos + i
+                    row[i] = v
+                pos += run
+    return -1
+
+
+@njit(cache=True, nogil=True)
 def _residual_cost(ref2, cur2, y0, x0, bh, bw, dy, dx, channels, rcost, bound):
     """Sum of ``rcost[|cur - ref|]`` over a block (N-bit codes, all channels): the cost of
     its residual with the vector (dy, dx); stops early once past ``bound``."""
@@ -444,10 +483,11 @@ def _peek(data, bitpos, n):
 
 @njit(cache=True, nogil=True)
 def read_fixed(data, nbits, count, width):
-    """``count`` fields of ``width`` bits; returns (values, status) with status = bits used or < 0."""
+    """``count`` fields of ``width`` (<= 16) bits; returns (values (uint16), status) with
+    status = bits used or < 0."""
     if count * width > nbits:  # checked before the allocation (docs/bitstream.md, 11)
-        return np.zeros(0, np.int32), ERR_TRUNCATED
-    out = np.zeros(count, np.int32)
+        return np.zeros(0, np.uint16), ERR_TRUNCATED
+    out = np.zeros(count, np.uint16)
     pos = 0
     for i in range(count):
         if width > 0:
@@ -458,8 +498,10 @@ def read_fixed(data, nbits, count, width):
 
 @njit(cache=True, nogil=True)
 def read_huffman(data, nbits, count, lut):
-    """``count`` symbols through a 15-bit decode table; returns (symbols, bits used or < 0)."""
-    out = np.zeros(count, np.int32)
+    """``count`` symbols through a 15-bit decode table; returns (symbols (uint16), bits used or < 0).
+    Symbols are narrow (every alphabet has at most 2^9 + 15 tokens): a section of 2^24 of them
+    is 32 MB."""
+    out = np.zeros(count, np.uint16)
     pos = 0
     for i in range(count):
         e = lut[_peek(data, pos, 15)]
@@ -540,8 +582,9 @@ def zrl_histogram(symbols, zero, literals):
 
 @njit(cache=True, nogil=True)
 def read_zrl(data, nbits, count, lut, zero, literals):
-    """Decode ``count`` symbols of zero-run-length tokens; returns (symbols, bits used or < 0)."""
-    out = np.zeros(count, np.int32)
+    """Decode ``count`` symbols of zero-run-length tokens; returns (symbols (uint16), bits used
+    or < 0). A few bytes of run tokens can announce 2^24 symbols: they are narrow."""
+    out = np.zeros(count, np.uint16)
     pos = 0
     i = 0
     while i < count:

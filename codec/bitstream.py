@@ -324,8 +324,9 @@ class Packet:
         return PACKET_OVERHEAD + len(self.payload)
 
 
-def parse_packet(data: bytes, pos: int, max_payload: int) -> tuple[Packet, int]:
-    """The packet at ``data[pos:]`` and the position after it."""
+def _packet_head(data: bytes, pos: int, max_payload: int) -> tuple[int, int, int, int, int]:
+    """(type, flags, index, reference, end) of the packet at ``data[pos:]``, its header's
+    fields checked (not its CRC)."""
     if len(data) - pos < _PKT.size:
         raise TruncatedError("the stream ends inside a packet header")
     magic, ptype, flags, _, index, ref, plen = _PKT.unpack_from(data, pos)
@@ -338,8 +339,22 @@ def parse_packet(data: bytes, pos: int, max_payload: int) -> tuple[Packet, int]:
     end = pos + _PKT.size + plen + 4
     if len(data) < end:
         raise TruncatedError(f"the packet at byte {pos} announces {plen} bytes past the end of the data")
+    return ptype, flags, index, ref, end
+
+
+def packet_span(data: bytes, pos: int, max_payload: int) -> int:
+    """The bytes the packet at ``data[pos:]`` announces, CRC included: what :func:`parse_packet`
+    reads to check it. Raises what parse_packet raises for its header, without the CRC's work."""
+    return _packet_head(data, pos, max_payload)[-1] - pos
+
+
+def parse_packet(data: bytes, pos: int, max_payload: int) -> tuple[Packet, int]:
+    """The packet at ``data[pos:]`` and the position after it."""
+    ptype, flags, index, ref, end = _packet_head(data, pos, max_payload)
     crc = struct.unpack_from("<I", data, end - 4)[0]
-    if zlib.crc32(data[pos : end - 4]) != crc:
+    with memoryview(data) as view, view[pos : end - 4] as body:  # no copy of the bytes checked
+        ok = zlib.crc32(body) == crc
+    if not ok:
         raise ChecksumError(f"the packet at byte {pos} (frame {index}) fails its CRC-32")
     payload = bytes(data[pos + _PKT.size : end - 4])
     return Packet(ptype, index, ref, payload, flags), end

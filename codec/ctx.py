@@ -222,8 +222,8 @@ def empty_section() -> bytes:
 
 
 _ERRORS = {
-    X.ERR_TRUNCATED: TruncatedError("coded data ends before the values it must hold"),
-    X.ERR_RANGE: BitstreamError("a decoded value lies outside its range"),
+    X.ERR_TRUNCATED: (TruncatedError, "coded data ends before the values it must hold"),
+    X.ERR_RANGE: (BitstreamError, "a decoded value lies outside its range"),
 }
 
 
@@ -239,7 +239,8 @@ class SectionDecoder:
 
     def _check(self, status: int) -> None:
         if status < 0:
-            raise BitstreamError(str(_ERRORS[status]))
+            error, message = _ERRORS[status]
+            raise error(message)
 
     def vectors(self, nby: int, nbx: int, lanes: int, p: int) -> np.ndarray:
         self.state, mvs, status = X.decode_vectors(self.state, self.data, self.ctx, nby, nbx, lanes, p)

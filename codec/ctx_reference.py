@@ -14,6 +14,7 @@ PROB_BITS = 12  # probabilities in units of 1/4096
 TOP = 1 << 24  # renormalize while the range is below this
 UNARY_MAX = 14  # magnitude bins before the fixed-width suffix
 COUNT_MAX = 62
+SLACK = 8  # a decoder that reads more than this many bytes past a section's end stops: too short
 
 # Context table layout (6.2.5): first index of each group.
 INTRA_ZERO, INTRA_SIGN, INTRA_MAG = 0, 25, 34
@@ -114,6 +115,8 @@ class RangeDecoder:
         while self.range < TOP:
             self.range <<= 8
             self.code = (self.code << 8) | self._byte()
+        if self.pos > len(self.data) + SLACK:  # checked at each renormalization: work bounded by the bytes
+            raise ValueError(f"a ctx section of {len(self.data)} bytes ends before the values it must hold")
         return b
 
     def finish(self) -> None:

@@ -26,11 +26,15 @@ from temposplit.codec.bitstream import (
     StreamHeader,
     find_next_packet,
     header_length,
+    packet_span,
     parse_packet,
 )
-from temposplit.codec.errors import BitstreamError, ConfigurationError, ReferenceMissingError
-from temposplit.codec.payload import Held, gather_blocks, read_anchor, read_pred, read_pred_ctx, scatter_blocks
+from temposplit.codec.entropy import Alphabet
+from temposplit.codec.errors import BitstreamError, ConfigurationError, LimitError, ReferenceMissingError
+from temposplit.codec.payload import Held, add_residual, read_anchor, read_pred, read_pred_ctx
 from temposplit.codec.quantize import dequantize, to_quint8
+
+CRC_BUDGET = 16  # the CRC bytes iter_stream checks, at most, per byte of the stream
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Decoder:
         self.previous: list[tuple[int, np.ndarray] | None] = [None] * n
         self.previous_index: int | None = None  # the anchor `previous` was taken from
         self.tables: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None
+        self.tables_bits: int | None = None  # the N of the anchor the tables came from
         self.group_anchor: tuple[int, Held] | None = None  # (index, N and HWC codes)
         self.refresh_anchor: tuple[int, Held] | None = None
         self.recent: OrderedDict[int, Held] = OrderedDict()
@@ -80,7 +85,7 @@ class Decoder:
         """Forget every reference (after a loss): only a self-contained anchor decodes next."""
         self.previous = [None] * len(self.header.tensors)
         self.previous_index = None
-        self.tables = None
+        self.tables = self.tables_bits = None
         self.group_anchor = self.refresh_anchor = None
         self.recent.clear()
 
@@ -118,6 +123,7 @@ class Decoder:
         self.previous = [(n_bits, a.histogram) if a.histogram is not None else None for a in tensors]
         self.previous_index = packet.index
         self.tables = [(a.mv_table, a.residual_table) for a in tensors]
+        self.tables_bits = n_bits
         if packet.flags & FLAG_GROUP_START:
             self.group_anchor = (packet.index, held)
             self.refresh_anchor = None
@@ -153,6 +159,12 @@ class Decoder:
             return self._frame(packet, n_bits, packet.reference, codes)
         if self.tables is None:
             raise ReferenceMissingError("no anchor has given this group's tables")
+        if h.residual and self.tables_bits != n_bits:
+            # The residual table covers the last anchor's N (docs/bitstream.md, 7 and 11).
+            raise ReferenceMissingError(
+                f"frame {packet.reference} has N = {n_bits}; the last anchor's residual tables are for "
+                f"N = {self.tables_bits}"
+            )
         mv_tables = [m for m, _ in self.tables]
         res_tables = [r for _, r in self.tables]
         tensors = read_pred(h, packet.payload, n_bits, mv_tables, res_tables)
@@ -165,12 +177,10 @@ class Decoder:
             if bad >= 0:
                 raise BitstreamError(f"tensor {t.name!r}: a motion vector moves block {bad} outside the map")
             if pt.coded is not None and pt.coded.any():
-                values = pred.astype(np.int32)
-                base = gather_blocks(values, pt.coded, t.block)
-                rebuilt = base + pt.residual
-                if rebuilt.min(initial=0) < 0 or rebuilt.max(initial=0) >= (1 << n_bits):
+                # In place, no copy of the map: 2^24 residuals can come from a few bytes of zero runs.
+                zero, top = Alphabet.residual(n_bits).zero, (1 << n_bits) - 1
+                if add_residual(pred, pt.coded, t.block, pt.symbols, zero, top) >= 0:
                     raise BitstreamError(f"tensor {t.name!r}: a residual leaves the N-bit code range")
-                scatter_blocks(pred, rebuilt.astype(np.uint8), pt.coded, t.block)
             codes.append(pred)
         self._remember(packet.index, Held(n_bits, codes, [None] * len(codes)))
         return self._frame(packet, n_bits, packet.reference, codes)
@@ -210,8 +220,16 @@ def iter_stream(data, header: StreamHeader) -> Iterator[DecodedFrame | FrameErro
     with ``header``'s bytes. Only the decoder's references are held between packets."""
     decoder = Decoder(header)
     pos = header_length(data)
+    # The CRCs checked in all cover at most CRC_BUDGET times the data (a whole stream takes one):
+    # packet magics that each announce a packet reaching the end of the data would otherwise
+    # cost time quadratic in its length (docs/bitstream.md, 11).
+    budget = CRC_BUDGET * len(data)
     while pos < len(data):
         try:
+            span = packet_span(data, pos, decoder.max_payload)
+            if span > budget:
+                break
+            budget -= span
             packet, end = parse_packet(data, pos, decoder.max_payload)
         except BitstreamError as exc:
             # What depended on the lost packet fails its reference checks; the rest decodes.
@@ -225,6 +243,10 @@ def iter_stream(data, header: StreamHeader) -> Iterator[DecodedFrame | FrameErro
             yield FrameError(packet.index, _bare(exc))
             continue
         yield frame
+    else:
+        return
+    limit = f"the CRCs checked would pass {CRC_BUDGET} times the data's length at byte {pos}: the rest is skipped"
+    yield FrameError(None, LimitError(limit))
 
 
 def _bare(exc: BitstreamError) -> BitstreamError:

@@ -129,7 +129,9 @@ def encode(coder: str, symbols: np.ndarray, alphabet: Alphabet, lengths: np.ndar
 
 
 def decode(coder: str, data: bytes, nbits: int, count: int, alphabet: Alphabet, lengths=None) -> np.ndarray:
-    """Inverse of :func:`encode`: exactly ``count`` symbols (int32) from exactly ``nbits`` bits."""
+    """Inverse of :func:`encode`: exactly ``count`` symbols (uint16: every alphabet has under
+    2^16) from exactly ``nbits`` bits. A table of the wrong size is a :class:`BitstreamError`
+    here (it came from a stream), not a :class:`ConfigurationError`."""
     if len(data) != (nbits + 7) // 8:
         raise BitstreamError(f"a section of {nbits} bits must be {(nbits + 7) // 8} bytes, not {len(data)}")
     buf = np.frombuffer(data, np.uint8)
@@ -153,14 +155,14 @@ def decode(coder: str, data: bytes, nbits: int, count: int, alphabet: Alphabet, 
                 )
                 if alphabet.zero < 0 and nz < count:
                     raise BitstreamError("a ZVC mask marks zeros in an alphabet that has no zero")
-                out = np.full(count, max(alphabet.zero, 0), np.int32)
+                out = np.full(count, max(alphabet.zero, 0), np.uint16)
                 out[mask.astype(bool)] = vals
                 status = status + used
     elif coder == "huffman":
-        lut = huffman.decode_lut(_check_table(lengths, alphabet.size))
+        lut = huffman.decode_lut(_check_table(lengths, alphabet.size, BitstreamError))
         out, status = K.read_huffman(buf, nbits, count, lut)
     elif coder == "zrl":
-        lut = huffman.decode_lut(_check_table(lengths, alphabet.size + RUN_TOKENS))
+        lut = huffman.decode_lut(_check_table(lengths, alphabet.size + RUN_TOKENS, BitstreamError))
         out, status = K.read_zrl(buf, nbits, count, lut, alphabet.zero, alphabet.size)
     else:
         raise ConfigurationError(f"unknown coder {coder!r}")
@@ -190,12 +192,14 @@ def _table(lengths, size):
     return huffman.canonical_codes(lengths), np.asarray(lengths, np.uint8)
 
 
-def _check_table(lengths, size):
+def _check_table(lengths, size, error=ConfigurationError):
+    """The table as uint8 lengths; ``error`` if there is none or its size is not ``size``
+    (a ConfigurationError for the encoder's, a BitstreamError for a decoder's: from a stream)."""
     if lengths is None:
-        raise ConfigurationError("a table coder needs a Huffman table")
+        raise error("a table coder needs a Huffman table")
     lengths = np.asarray(lengths, np.uint8)
     if lengths.shape != (size,):
-        raise ConfigurationError(f"a Huffman table for this alphabet has {size} lengths, not {lengths.shape}")
+        raise error(f"a Huffman table for this alphabet has {size} lengths, not {lengths.shape}")
     return lengths
 
 

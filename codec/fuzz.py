@@ -7,10 +7,13 @@ recomputed so that the payload parsers, not only the checksums, see damaged data
     python -m temposplit.codec.fuzz --iterations 1000000 --seed 1
 
 runs a long campaign (CI runs 10,000 inputs through the test suite). Every 500th
-input is a *memory bomb*: a header announcing the largest tensor the limits allow
-(2^24 elements) followed by tiny packets, mutated like the rest. The campaign fails if
-the process's peak resident memory grows by 256 MB or more over what the seeds took
-(docs/bitstream.md, 11: any input under 1 MB decodes or fails within 256 MB).
+input is a *memory bomb* (:func:`memory_bombs`): a header announcing the largest tensor
+the limits allow (2^24 elements, one of them a single row) followed by tiny, damaged or
+valid packets (predicted frames whose residuals fill the map among them), mutated like
+the rest. The campaign fails if the process's peak resident memory grows by 256 MB or
+more over what the seeds took (docs/bitstream.md, 11: any input under 1 MB decodes or
+fails within 256 MB), or if a bomb as made takes longer than its CPU time in
+``MEMORY_BOMB_SECONDS`` (a bomb of tiny packets, 1 s: the work is bounded by the bytes).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import zlib
 
 import numpy as np
 
-from temposplit.codec.bitstream import KEY, PACKET_MAGIC, Packet
+from temposplit.codec.bitstream import KEY, PACKET_MAGIC, PRED, Packet, StreamHeader
 from temposplit.codec.decoder import decode_stream
 from temposplit.codec.encoder import CodecConfig, Encoder, ResidualConfig, TensorSpec
 from temposplit.codec.errors import BitstreamError
+from temposplit.codec.payload import PredTensor, coded_elements, mv_lanes, write_pred
 from temposplit.codec.synthetic import correlated_clip
 
 
@@ -65,16 +69,26 @@ def seed_streams(rng: np.random.Generator) -> list[bytes]:
 
 
 MEMORY_LIMIT = 256 << 20
+# CPU seconds each of memory_bombs() may take to decode, in its order: 5 where packets are
+# decoded in full (2^24 codes each), 1 where every packet is refused within its own bytes.
+MEMORY_BOMB_SECONDS = (1.0, 1.0, 1.0, 5.0, 5.0, 1.0, 5.0)
 
 
 def memory_bombs() -> list[bytes]:
-    """Streams of under 1 MB whose header announces a 1024 x 128 x 128 tensor (2^24 codes,
-    the limit), one per coder, each followed by 20 KEY packets: with raw, ZVC and Huffman
-    (which need at least 2 MB for such a frame) tiny ones; with ZRL and ctx a valid one
-    (a whole frame of zeros in under 100 kB), a copy damaged at the end of the
-    section (decoded to the last element, then refused) and tiny ones. A decoder that
-    allocates before it checks lengths, or keeps what a failed packet allocated, runs out
-    of memory here."""
+    """Streams of under 1 MB whose header announces a tensor of 2^24 codes (the limit), each
+    of 20 packets; a decoder that allocates before it checks lengths, keeps what a failed
+    packet allocated, copies a map of 2^24 values where it need not, or works past what a
+    section's bytes can hold, runs out of memory (or time, MEMORY_BOMB_SECONDS) here.
+
+    - A 1024 x 128 x 128 tensor, one stream per coder, intra: with raw, ZVC and Huffman
+      (which need at least 2 MB for such a frame) tiny KEY packets; with ZRL and ctx a
+      valid one (a whole frame of zeros in under 100 kB), a copy damaged at the end of the
+      section (decoded to the last element, then refused) and tiny ones.
+    - ctx, a 4096 x 1 x 4096 tensor (one row: an anchor's section is one block of one row)
+      and tiny KEY packets, each refused within the few bytes it has.
+    - ZRL in the residual mode: a zero KEY, then PRED packets that code every block's
+      residual (2^24 values from a few hundred bytes of zero runs): two valid, two whose
+      last value leaves the code range (refused after all of it), and tiny ones."""
     shape = (1024, 128, 128)
     out = []
     for coder in ("raw", "zvc", "huffman", "zrl", "ctx"):
@@ -89,11 +103,47 @@ def memory_bombs() -> list[bytes]:
                 damaged[-1 - k] ^= 0x5A
                 packets.append(bytes(damaged))
         tiny = bytes([4, 1]) + (bytes([1]) if coder in ("huffman", "zrl") else bytes([0]) if coder == "ctx" else b"")
-        packets += [tiny + struct.pack("<I", 64) + bytes([0x5A]) * 8] * (20 - len(packets))
+        packets += [tiny + _TINY_SECTION] * (20 - len(packets))
         for i, payload in enumerate(packets):
             data += Packet(KEY, i, i, payload).to_bytes()
         out.append(bytes(data))
+    out.append(_one_row_bomb())
+    out.append(_residual_bomb(shape))
     return out
+
+
+_TINY_SECTION = struct.pack("<I", 64) + bytes([0x5A]) * 8  # 64 bits: a ctx section of 8 bytes too
+
+
+def _one_row_bomb() -> bytes:
+    spec = TensorSpec("x", (4096, 1, 4096), 1.0, 0, 8)
+    enc = Encoder(CodecConfig([spec], structure="intra", coder="ctx", ctx_slices=1, fps=10.0))
+    data = bytearray(enc.header_bytes())
+    for i in range(20):  # N = 4, group length 1, intra
+        data += Packet(KEY, i, i, bytes([4, 1, 0]) + _TINY_SECTION).to_bytes()
+    return bytes(data)
+
+
+def _residual_bomb(shape) -> bytes:
+    spec = TensorSpec("x", shape, 1.0, 0, 8)
+    residual_mode = ResidualConfig(threshold=0.2)
+    enc = Encoder(CodecConfig([spec], structure="uni-20", coder="zrl", residual=residual_mode, fps=10.0))
+    data = bytearray(enc.header_bytes())
+    data += enc.push([np.zeros(shape, np.uint8)])[0].to_bytes()  # KEY 0: the anchor, its tables carried
+    header = StreamHeader.from_bytes(bytes(data))
+    t = header.tensors[0]
+    nby, nbx, _ = mv_lanes(header, t)
+    coded = np.ones((nby, nbx), bool)
+    residual = np.zeros(coded_elements(t, coded), np.int32)
+    mv_tables, res_tables = [m for m, _ in enc.group_tables], [r for _, r in enc.group_tables]
+    mvs = np.zeros((nby, nbx, 2), np.int8)
+    valid, _ = write_pred(header, header.n_bits, [PredTensor(mvs, coded, residual)], mv_tables, res_tables)
+    residual[-1] = -1  # the last code, 0 in the zero frame, becomes -1
+    bad, _ = write_pred(header, header.n_bits, [PredTensor(mvs, coded, residual)], mv_tables, res_tables)
+    packets = [valid, valid, bad, bad] + [_TINY_SECTION] * 15
+    for i, payload in enumerate(packets, 1):
+        data += Packet(PRED, i, 0, payload).to_bytes()
+    return bytes(data)
 
 
 def memory_bombs_made_apart() -> list[bytes]:
@@ -187,8 +237,8 @@ def run(iterations: int, seed: int = 0, report=None) -> dict[str, int]:
     seeds = seed_streams(rng)
     bombs = memory_bombs_made_apart()
     baseline = peak_rss()
-    for b in bombs:  # the bombs as made, then mutated among the other inputs
-        counts_bomb = check_one(b)
+    for b, seconds in zip(bombs, MEMORY_BOMB_SECONDS, strict=True):  # as made, then mutated among the rest
+        counts_bomb = check_one(b, seconds)
         assert counts_bomb == "frames"  # every packet fails alone: FrameErrors, no exception
     counts = {"frames": 0, "error": 0}
     for i in range(iterations):

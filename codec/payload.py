@@ -182,10 +182,13 @@ def _ctx_sections(t: TensorInfo, slices: list[bytes], count: int) -> bytes:
 class PredTensor:
     mvs: np.ndarray  # (nby, nbx, 2) or (nby, nbx, C, 2) int8
     coded: np.ndarray | None  # (nby, nbx) bool: blocks with a coded residual (residual mode)
-    residual: np.ndarray | None  # int32 residual values of the coded blocks, block raster order
+    residual: np.ndarray | None  # int32 residual values of the coded blocks, block raster order (written)
     slices: list[bytes] | None = None  # ctx: the tensor's sections, one per slice (6.2.6)
     recon: np.ndarray | None = None  # ctx (decoded): the reconstruction (H, W, C)
     changes: np.ndarray | None = None  # ctx: the change map (H, W, C) int8
+    # v1 coders (read): the residual section's symbols r + 2^N - 1 (uint16, the order of
+    # `residual`), applied in place by :func:`add_residual`; `residual` is then None
+    symbols: np.ndarray | None = None
 
 
 def write_pred(header: StreamHeader, n_bits: int, tensors: list[PredTensor], mv_tables, res_tables):
@@ -223,7 +226,8 @@ def read_pred(header: StreamHeader, payload: bytes, n_bits: int, mv_tables, res_
         nby, nbx, lanes = mv_lanes(header, t)
         data, nbits = r.section()
         symbols = entropy.decode(mv_coder(header), data, nbits, nby * nbx * lanes * 2, mv_alpha, mv_tables[i])
-        mvs = (symbols - p).astype(np.int8)
+        mvs = symbols.astype(np.int8)  # symbols are below 2p + 1 <= 31
+        mvs -= p
         mvs = mvs.reshape(nby, nbx, lanes, 2) if header.per_channel else mvs.reshape(nby, nbx, 2)
         coded = residual = None
         if header.residual:
@@ -233,8 +237,10 @@ def read_pred(header: StreamHeader, payload: bytes, n_bits: int, mv_tables, res_
             count = coded_elements(t, coded)
             alpha = entropy.Alphabet.residual(n_bits)
             data, nbits = r.section()
-            residual = entropy.decode(header.coder, data, nbits, count, alpha, res_tables[i]) - alpha.zero
-        out.append(PredTensor(mvs, coded, residual))
+            # Kept as the coder's symbols (uint16): a few bytes of zero runs can announce 2^24
+            # of them, and the decoder adds them into the prediction in place (add_residual).
+            residual = entropy.decode(header.coder, data, nbits, count, alpha, res_tables[i])
+        out.append(PredTensor(mvs, coded, None, symbols=residual))
     r.done()
     return out
 
@@ -273,9 +279,11 @@ def read_pred_ctx(header: StreamHeader, payload: bytes, reference: Held) -> list
 def coded_elements(t: TensorInfo, coded: np.ndarray) -> int:
     """Number of residual values the coded blocks hold (edge blocks are truncated)."""
     b = t.block
-    heights = np.minimum(b, t.height - b * np.arange(coded.shape[0]))
-    widths = np.minimum(b, t.width - b * np.arange(coded.shape[1]))
-    return int((coded * np.outer(heights, widths)).sum()) * t.channels
+    heights = np.minimum(b, t.height - b * np.arange(coded.shape[0], dtype=np.int64))
+    last = t.width - b * (coded.shape[1] - 1)  # the width of the last block column
+    # Per block row: b per coded block, less what the last column lacks (no array of the blocks' sizes).
+    widths = coded.sum(axis=1, dtype=np.int64) * b - coded[:, -1] * (b - last)
+    return int(widths @ heights) * t.channels
 
 
 def gather_blocks(arr: np.ndarray, coded: np.ndarray, block: int) -> np.ndarray:
@@ -296,3 +304,37 @@ def scatter_blocks(dst: np.ndarray, values: np.ndarray, coded: np.ndarray, block
         n = view.size
         view[...] = values[pos : pos + n].reshape(view.shape)
         pos += n
+
+
+def add_residual(codes: np.ndarray, coded: np.ndarray, block: int, symbols: np.ndarray, zero: int, top: int) -> int:
+    """Add the residuals ``symbols - zero`` (the order of :func:`gather_blocks`) into the coded
+    blocks of ``codes`` (H, W, C), contiguous uint8, in place, with no copy of the map. Returns
+    -1, or the position of the first value whose code would leave 0..``top`` (the values
+    before it are added; the caller drops the map). Compiled:
+    :func:`temposplit.codec._kernels.add_residual`; without numba its NumPy definition,
+    :func:`add_residual_reference`."""
+    if codes.dtype != np.uint8 or not codes.flags.c_contiguous or not codes.flags.writeable:
+        raise ValueError("add_residual rebuilds a contiguous, writeable uint8 map in place")
+    coded = np.ascontiguousarray(coded, np.bool_)
+    if K.COMPILED:
+        first = int(K.add_residual(codes, coded, block, symbols, zero, top))
+    else:
+        first = add_residual_reference(codes, coded, block, symbols, zero, top)
+    if first == -2:
+        raise BitstreamError(f"{symbols.size} residual values do not fill the coded blocks")
+    return first
+
+
+def add_residual_reference(codes, coded, block: int, symbols, zero: int, top: int) -> int:
+    """The readable definition of :func:`add_residual`: gather the coded blocks, add, check,
+    scatter back the values before the first one out of range (-2: a wrong symbol count)."""
+    base = gather_blocks(codes, coded, block).astype(np.int16)
+    if base.size != symbols.size:
+        return -2
+    rebuilt = base + symbols.astype(np.int16) - np.int16(zero)
+    bad = np.flatnonzero((rebuilt < 0) | (rebuilt > top))
+    first = int(bad[0]) if bad.size else -1
+    if first >= 0:
+        rebuilt[first:] = base[first:]
+    scatter_blocks(codes, rebuilt.astype(np.uint8), coded, block)
+    return first

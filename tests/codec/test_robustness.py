@@ -64,14 +64,18 @@ def test_fuzz_campaign_of_ten_thousand_inputs():
 
 
 MEMORY_SCRIPT = """
-import sys
+import sys, time
 from temposplit.codec import fuzz
 from temposplit.codec.decoder import FrameError, decode_stream
 bombs = fuzz.memory_bombs_made_apart()
+assert len(bombs) == len(fuzz.MEMORY_BOMB_SECONDS)
 base = fuzz.peak_rss()
-for data in bombs:
+for i, (data, seconds) in enumerate(zip(bombs, fuzz.MEMORY_BOMB_SECONDS)):
     assert len(data) < 1 << 20
+    start = time.process_time()
     _, out = decode_stream(data)
+    spent = time.process_time() - start
+    assert spent < seconds, f"bomb {i} took {spent:.2f} s of CPU (at most {seconds})"
     assert len(out) == 20 and any(isinstance(o, FrameError) for o in out)
     assert all(o.error.__traceback__ is None for o in out if isinstance(o, FrameError))
 print((fuzz.peak_rss() - base) >> 20)
@@ -79,8 +83,10 @@ print((fuzz.peak_rss() - base) >> 20)
 
 
 def test_a_small_stream_announcing_the_largest_frame_decodes_within_256_mb():
-    """A header announcing 2^24 codes and 20 tiny or damaged KEY packets, in each coder: the
-    decoder checks lengths before it allocates and keeps nothing of a failed packet."""
+    """A header announcing 2^24 codes and 20 tiny, damaged or valid packets, in each coder (and
+    a one-row tensor, and predicted frames whose residuals fill the map): the decoder checks
+    lengths before it allocates, keeps nothing of a failed packet, copies no map it need not,
+    and does no more work than a section's bytes can hold (fuzz.MEMORY_BOMB_SECONDS)."""
     import subprocess
     import sys
 
