@@ -438,10 +438,17 @@ def summary_line(summary: dict | None) -> str:
         except P.ProtocolError:
             return "?"
 
-    text = f"server: stream {summary.get('stream')!s}, {count('recorded')} of {summary.get('frames')!s} frames recorded"
-    failed = count("failed")
+    def number(key, ranges):  # a count; its ranges only where it has none (they may be cut)
+        value = summary.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else count(ranges)
+
+    text = f"server: stream {summary.get('stream')!s}, {number('decoded', 'recorded')} of "
+    text += f"{summary.get('frames')!s} frames recorded"
+    failed = number("errors", "failed")
     if failed:
         text += f", {failed} failed"
+    if summary.get("ranges_cut") is True:
+        text += f" (its ranges stop at frame {summary.get('ranges_below')!s}: detections.jsonl has every record)"
     if summary.get("detections"):
         text += f", detections {summary['detections']}"
     videos = summary.get("videos")
@@ -449,6 +456,8 @@ def summary_line(summary: dict | None) -> str:
         text += f", video in {len(videos)} segments {', '.join(map(str, videos))}"
     elif summary.get("video"):
         text += f", video {summary['video']}"
+    if summary.get("video_error"):
+        text += f" (video {summary['video_error']})"
     return text
 
 

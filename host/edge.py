@@ -590,7 +590,10 @@ class Edge:
         if self.resume_state is not None:
             self.resume_state.clear()  # finished: a rerun starts a new stream
         if broken is not None:
-            kept = len(P.from_ranges((self.report.summary or {}).get("recorded", [])))
+            summary = self.report.summary or {}
+            kept = summary.get("decoded")  # the count; its ranges may be cut (docs/protocol.md, "End of stream")
+            if not isinstance(kept, int):
+                kept = len(P.from_ranges(summary.get("recorded", [])))
             raise TemposplitError(
                 f"{broken}; the stream {self.stream!r} was ended there: {kept} of its {self.next_index} frame(s) "
                 "recorded by the server"
@@ -764,16 +767,23 @@ class Edge:
 
     def _reconcile(self, summary: dict) -> None:
         """The server's record is the truth: a frame is an error exactly when the server
-        recorded it as one (or has no record of it), whatever this edge saw."""
+        recorded it as one (or has no record of it), whatever this edge saw. A SUMMARY whose
+        ranges were cut (``ranges_cut``: a long stream with many error frames) names the
+        frames below ``ranges_below``; past it, the errors are those this edge saw (the
+        server's ``errors`` counts them all; its detections.jsonl has every record)."""
         try:
             failed = P.from_ranges(summary.get("failed", []))
             recorded = P.from_ranges(summary.get("recorded", []))
+            below = summary.get("ranges_below") if summary.get("ranges_cut") is True else self.report.frames
+            if not isinstance(below, int) or isinstance(below, bool) or below < 0:
+                raise P.ProtocolError(f"its ranges_below is {below!r}, not a frame count")
         except P.ProtocolError as exc:
             raise TemposplitError(f"the server's SUMMARY is malformed: {exc}") from exc
-        errors = {}
-        for i in sorted(failed | (set(range(self.report.frames)) - recorded)):
+        below = min(below, self.report.frames)
+        errors = {i: why for i, why in self.report.errors.items() if i >= below}
+        for i in failed | (set(range(below)) - recorded):
             errors[i] = self.report.errors.get(i) or (
                 "recorded as an error by the server" if i in failed else "no record on the server"
             )
-        self.report.errors = errors
+        self.report.errors = dict(sorted(errors.items()))
         self.pending.clear()

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import threading
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 
 
 class FrameSet:
     """Non-negative integers (frame indices) with the set operations a session uses:
-    ``add``, ``discard``, ``in``, ``len``, iteration in order, ``|`` and ``-=``; and
-    ``ranges()``, the protocol's ``[[start, end], ...]`` form (``protocol.to_ranges``)."""
+    ``add``, ``discard``, ``in``, ``len``, iteration in order, ``|`` and ``-=``;
+    ``ranges()``, the protocol's ``[[start, end], ...]`` form (``protocol.to_ranges``), and
+    ``missing(end)``, the indices below ``end`` not in it."""
 
     __slots__ = ("_starts", "_ends", "_count", "_lock")
 
@@ -148,10 +149,43 @@ class FrameSet:
             k = bisect_right(self._starts, index) - 1
             return self._ends[k] if k >= 0 and index < self._ends[k] else index
 
-    def ranges(self) -> list[list[int]]:
-        """Sorted, disjoint half-open ranges ``[[start, end], ...]`` (adjacent ones joined)."""
+    def ranges(self, below: int | None = None) -> list[list[int]]:
+        """Sorted, disjoint half-open ranges ``[[start, end], ...]`` (adjacent ones joined);
+        with ``below``, those of the indices below it (a range across it cut there)."""
         with self._lock:
-            return [[s, e] for s, e in zip(self._starts, self._ends, strict=True)]
+            n = len(self._starts) if below is None else bisect_left(self._starts, below)
+            out = [[s, e] for s, e in zip(self._starts[:n], self._ends[:n], strict=True)]
+        if out and below is not None and out[-1][1] > below:
+            out[-1][1] = below
+        return out
+
+    def range_count(self) -> int:
+        """How many ranges ``ranges()`` has."""
+        return len(self._starts)
+
+    def spans(self, first: int | None = None) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of each range (or of the ``first`` ones), in order, from a
+        snapshot (no list of them all)."""
+        with self._lock:
+            starts, ends = self._starts[:first], self._ends[:first]
+        return zip(starts, ends, strict=True)
+
+    def missing(self, end: int, *others: FrameSet) -> Iterator[int]:
+        """The indices below ``end`` in neither this set nor ``others``, in order: the gaps
+        between their ranges, sorted together in C (never a question per index: END asked
+        one per frame, 0.64 s a million frames, every stream of its worker waiting)."""
+        import numpy as np
+
+        snapshots = [s._snapshot() for s in (self, *others)]
+        starts = np.concatenate([np.frombuffer(a, np.int64) for a, _ in snapshots])
+        ends = np.concatenate([np.frombuffer(b, np.int64) for _, b in snapshots])
+        order = np.argsort(starts, kind="stable")  # the sets' ranges, each set sorted: a merge
+        covered = np.maximum.accumulate(ends[order]) if len(order) else ends  # reached up to, after each range
+        gap_from = np.concatenate(([0], covered))
+        gap_to = np.minimum(np.concatenate((starts[order], [end])), end)
+        holes = gap_to > gap_from
+        for a, b in zip(gap_from[holes].tolist(), gap_to[holes].tolist(), strict=True):
+            yield from range(a, b)
 
     def __or__(self, other: FrameSet) -> FrameSet:
         """The union, merged in one pass over both sets' ranges."""

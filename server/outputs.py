@@ -113,13 +113,18 @@ def _record(line: bytes) -> dict | None:
 class DetectionLog:
     """One JSON object per line and per frame: detections, or an explicit error.
 
-    The file is only appended to; each record is flushed to the OS before it is
-    acknowledged, so a killed server keeps every acknowledged record.
+    The file is only appended to, a record at a time and whole or not at all: its bytes go
+    to the OS unbuffered before it is acknowledged (none waits in this process), so a killed
+    server keeps every acknowledged record; a write that fails part way (a full disk) is cut
+    back to where the record began, so that no half line stays for the next record to be
+    glued to. Records go only to the file the path names: a log removed, renamed or replaced
+    (rotated) while in use fails the next record.
     """
 
     def __init__(self, path: Path):
         self.path = path
-        self._f = open(path, "a", encoding="utf-8")
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self._torn: int | None = None  # where to cut the file back to: a failed write's undoing failed too
         self._lock = threading.Lock()
 
     @staticmethod
@@ -183,26 +188,66 @@ class DetectionLog:
                     yield line
 
     def write(self, record: dict) -> None:
+        """Append ``record`` as one line, whole or not at all: on any error the file is cut
+        back to its size before the record, and the error raised (the record is not written)."""
+        data = memoryview((json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
         with self._lock:
-            self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._f.flush()
-            if os.fstat(self._f.fileno()).st_nlink == 0:  # removed (its folder too): the record is nowhere
-                raise FileNotFoundError(errno.ENOENT, "the detections log was removed while in use", str(self.path))
+            if self._fd < 0:
+                raise ValueError("the detections log is closed")
+            if self._torn is not None:  # an earlier record's part is still there: cut it first
+                os.ftruncate(self._fd, self._torn)
+                self._torn = None
+            self._check_path()
+            size = os.fstat(self._fd).st_size
+            try:
+                while data:  # a short write (the disk filling) goes on where it stopped, or raises
+                    data = data[os.write(self._fd, data) :]
+            except BaseException:
+                try:
+                    os.ftruncate(self._fd, size)
+                except OSError:
+                    self._torn = size  # cut before the next record is written
+                raise
+
+    def _check_path(self) -> None:
+        """Raise FileNotFoundError unless the open file is the one the path names."""
+        st = os.fstat(self._fd)
+        if st.st_nlink == 0:  # removed (its folder too): a record would be nowhere
+            raise FileNotFoundError(errno.ENOENT, "the detections log was removed while in use", str(self.path))
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):  # renamed: rotated
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "the detections log was renamed or replaced while in use (it must not be rotated while its "
+                "stream is open)",
+                str(self.path),
+            )
 
     def close(self) -> None:
+        """Sync and close; the file is closed even when the sync fails (which is raised)."""
         with self._lock:
-            if not self._f.closed:
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                self._f.close()
+            if self._fd < 0:
+                return
+            fd, self._fd = self._fd, -1
+            try:
+                if self._torn is not None:
+                    os.ftruncate(fd, self._torn)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def abort(self) -> None:
         """Close without syncing, raising nothing (the stream's setup failed: the log goes)."""
         with self._lock:
-            try:
-                self._f.close()
-            except OSError:
-                pass
+            fd, self._fd = self._fd, -1
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 MILLISECOND = Fraction(1, 1000)  # the annotated video's time base

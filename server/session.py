@@ -11,6 +11,7 @@ session's worker thread (server/worker.py); the event loop reads its counters.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import json
 import os
@@ -36,6 +37,10 @@ from temposplit.server.outputs import (
 )
 
 STATE = "session.json"
+# The bytes of JSON SUMMARY's `recorded` and `failed` ranges may take together: a quarter of
+# what the edge reads of a message (protocol.MAX_FROM_SERVER), the rest of it short.
+SUMMARY_RANGES = 4 << 20
+RANGE_JSON_MAX = 2 * len(str(P.MAX_FRAMES)) + 4  # a range's JSON at most: [start,end],
 
 
 def digest(data: bytes | str) -> str:
@@ -101,6 +106,7 @@ class Session:
     unsaved: Exception | None = None  # why closing did not save its records or state (the video aside)
     ahead: list = field(default_factory=list)  # records past the first frame without one, for a resumed video
     video_start: int | None = None  # a resumed video segment's first frame (None: next_frame)
+    video_error: str | None = None  # why this segment's video stopped early (Session._draw), for the SUMMARY
     # What this process recorded of it (server/metrics.py): the worker writes, the event loop reads.
     counts: dict = field(default_factory=lambda: {"frames": 0, "errors": 0, "bytes": 0})
     last_record: float = field(default_factory=time.monotonic)  # or the session's making
@@ -285,8 +291,6 @@ class Session:
     def record(self, index: int, detections, decoded, nbytes: int, times: tuple = (None, None)) -> dict:
         """Frame ``index``'s record: its detections, with its ``times`` (time_us, utc_us) from
         the edge's PACKET_AT where it sent them (docs/protocol.md, "Frame times")."""
-        self.bytes += nbytes
-        self.recent_bytes.append(nbytes)
         rec = {
             "frame": index,
             **time_fields(*times),
@@ -295,7 +299,9 @@ class Session:
             "bytes": nbytes,
             "detections": detection_records(detections),
         }
-        self.log.write(rec)
+        self.log.write(rec)  # whole or not at all: counted only once written
+        self.bytes += nbytes
+        self.recent_bytes.append(nbytes)
         self.recorded.add(index)
         self.counts["frames"] += 1
         self.counts["bytes"] += nbytes
@@ -306,7 +312,7 @@ class Session:
             rate = sum(self.recent_bytes) / len(self.recent_bytes) * self.header.fps / 1e6
             heat = decoded.dequantize()[-1].mean(axis=0)
             caption = f"{self.name}  frame {index}  {decoded.kind}  N={decoded.n_bits}  {rate:.3f} MB/s"
-            self.video.add(index, detections, heat, caption, when=shown_at(*times))
+            self._draw(index, lambda: self.video.add(index, detections, heat, caption, when=shown_at(*times)))
         return rec
 
     def record_error(self, index: int, message: str, times: tuple = (None, None)) -> None:
@@ -317,14 +323,31 @@ class Session:
         self.counts["errors"] += 1
         self.last_record = time.monotonic()
         if self.video is not None:
-            self.video.add(index, error=f"frame {index}: error", when=shown_at(*times))
+            self._draw(index, lambda: self.video.add(index, error=f"frame {index}: error", when=shown_at(*times)))
+
+    def _draw(self, index: int, step) -> None:
+        """Run ``step``, a drawing of frame ``index`` into the video segment. A failure (a full
+        disk: its fragments are far larger than a record) stops this segment's video alone:
+        logged once, said in the SUMMARY (``video_error``), the segment closed where it got
+        to; the records and their ACKs go on (the record is written before it is drawn)."""
+        try:
+            step()
+        except Exception as exc:
+            video, self.video = self.video, None
+            self.video_error = f"{video.path.name} stopped at frame {index}: {type(exc).__name__}: {exc}"
+            video.abort()
+            say = getattr(self.worker, "log", None)
+            if say is not None:
+                say(f"[{self.name}] video: {self.video_error}; the records go on without it")
 
     def finish(self, total: int) -> list[str]:
         """END: an error record for every index below ``total`` without one; close; mark finished.
         Raises what kept the records or the state from the disk (the stream is then not done:
         its SUMMARY would say it is); returns what else failed (the video)."""
-        for i in range(total):
-            if not self.has(i):
+        # The holes, from the ranges, never a question per index; none (the usual case) when the
+        # two sets count ``total`` frames, every one of them below it (END's check: above max_seen).
+        if len(self.recorded) + len(self.failed) < total:
+            for i in self.recorded.missing(total, self.failed):
                 self.record_error(i, "never received (lost in transmission)")
         self.finished = True
         errors = self.close(total)
@@ -343,6 +366,7 @@ class Session:
                     self.video.finish(total)
                 except Exception as exc:
                     errors.append(f"video: {exc}")
+                    self.video_error = self.video_error or f"{self.video.path.name} not finished: {exc}"
                 self.video = None
             if self.log is not None:
                 try:
@@ -365,15 +389,37 @@ class Session:
         # every segment of the annotated video (a resumed stream's go on in a new one)
         segments = ["annotated.mp4"] + [f"annotated.{k}.mp4" for k in range(1, self.segment + 1)]
         videos = [str(self.out_dir / v) for v in segments if (self.out_dir / v).is_file()]
-        return {
+        below = self.ranges_below()
+        out = {
             "stream": self.name,
             "frames": len(self.recorded) + len(self.failed),
             "decoded": len(self.recorded),
             "errors": len(self.failed),
             "bytes": self.bytes,
-            "recorded": self.recorded.ranges(),
-            "failed": self.failed.ranges(),
+            "recorded": self.recorded.ranges(below),
+            "failed": self.failed.ranges(below),
+            "ranges_cut": below is not None,
             "detections": str(self.out_dir / "detections.jsonl"),
             "video": str(self.out_dir / video),
             "videos": videos,
         }
+        if below is not None:
+            out["ranges_below"] = below
+        if self.video_error is not None:
+            out["video_error"] = self.video_error
+        return out
+
+    def ranges_below(self) -> int | None:
+        """Where SUMMARY's ranges stop (docs/protocol.md, "End of stream"): None when both
+        sets' ranges fit SUMMARY_RANGES, their JSON, whole; else the first frame of the first
+        range (of either set, in frame order) past that budget, the ranges then holding
+        exactly the frames below it. The edge reads at most MAX_FROM_SERVER a message: a day's
+        stream with an error every few frames has millions of ranges (about 16 bytes each)."""
+        if (self.recorded.range_count() + self.failed.range_count()) * RANGE_JSON_MAX <= SUMMARY_RANGES:
+            return None
+        size, first = 0, SUMMARY_RANGES // 6 + 1  # a range's JSON takes 6 bytes at least: [0,1],
+        for start, end in heapq.merge(self.recorded.spans(first), self.failed.spans(first)):
+            size += len(str(start)) + len(str(end)) + 4  # [start,end] and a comma
+            if size > SUMMARY_RANGES:
+                return start
+        return None
