@@ -616,7 +616,8 @@ class Encoder:
         """Tell the encoder how many frames the clip has, counted from frame 0 (the index it
         ends at: an encoder resumed at ``first_index`` counts the frames before it too, as the
         edge does), so that the final short group follows the structure's rule exactly
-        (otherwise it is settled at :meth:`flush`)."""
+        (otherwise it is settled at :meth:`flush`). A count that falls short is a hint, no
+        more: from the frame at the count on, the clip is coded as one of unknown length."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ConfigurationError(f"the clip's frame count must be a whole number, not {n!r}")
         self.total_frames = int(n)
@@ -723,6 +724,10 @@ class Encoder:
 
     def _start_group(self, index: int, codes: list[np.ndarray]) -> None:
         n_bits, g = self.config.n_bits, self.structure.group
+        if self.total_frames is not None and index >= self.total_frames:
+            # Past the count announced (a container's header that undercounts its frames): the
+            # clip goes on as one of unknown length, not as groups of one anchor each.
+            self.total_frames = None
         if self.rate is not None:
             left = None if self.total_frames is None else self.total_frames - index
             key = self.anchors_since_key is None or self.anchors_since_key + 1 >= self.config.key_interval

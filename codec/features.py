@@ -40,7 +40,7 @@ _NPY_HEADER_MAX = 10_000  # NumPy's own default bound on an .npy header
 @dataclass
 class FeatureClip:
     names: list[str]
-    codes: list[np.ndarray]  # (T, C, H, W) uint8 per tensor
+    codes: list[np.ndarray]  # (T, C, H, W) uint8 per tensor (LazyCodes where load was lazy)
     scales: list[float]
     zero_points: list[int]
     blocks: list[int | None]
@@ -52,6 +52,41 @@ class FeatureClip:
 
     def frame(self, t: int) -> list[np.ndarray]:
         return [c[t] for c in self.codes]
+
+
+class LazyCodes:
+    """A ``codes/<name>`` array of a feature file (uint8 (T, C, H, W)), its header checked
+    (:func:`load` with ``lazy``), its frames read from the file in order, one at a time, as
+    :meth:`frames` is iterated: memory holds a frame whatever the file's length (an hour of
+    a camera is gigabytes). A member that turns out damaged part way (its data short, a bad
+    CRC, deflate's error) is a :class:`ConfigurationError` naming the file and the member."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, path, key: str, info: zipfile.ZipInfo, shape: tuple[int, ...], start: int):
+        self.path, self.key, self._info, self.shape, self._start = path, key, info, tuple(shape), start
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def frames(self):
+        """Each frame's (C, H, W) codes, a new array each, from the first to the last."""
+        size = math.prod(self.shape[1:])
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self._info) as fp:
+                if len(fp.read(self._start)) != self._start:  # the .npy header (checked by load)
+                    raise EOFError("the member ends in its header")
+                for _ in range(self.shape[0]):
+                    frame = np.empty(self.shape[1:], np.uint8)
+                    if fp.readinto(memoryview(frame).cast("B")) != size:
+                        raise EOFError("the member ends before its last frame")
+                    yield frame
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ConfigurationError(f"{self.path}: {self.key}: not readable ({exc or type(exc).__name__})") from exc
 
 
 class _Members:
@@ -76,6 +111,10 @@ class _Members:
 
     def header(self, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
         """(shape, fortran_order, dtype) of member ``key``, checked against the member's size."""
+        return self._header(key)[:3]
+
+    def _header(self, key: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+        """:meth:`header`, and where the array's data starts in the member."""
         info = self.infos[key]
         if not info.filename.endswith(".npy"):
             raise self._fail(key, "not a NumPy array (the member is not an .npy file)")
@@ -106,7 +145,16 @@ class _Members:
             raise self._fail(key, f"announces {shape} {dtype}: {nbytes} bytes, more than the member holds")
         if nbytes > self.budget:
             raise self._fail(key, f"the arrays pass {MAX_FEATURE_BYTES} bytes, the most a feature file may hold")
-        return shape, fortran, dtype
+        return shape, fortran, dtype, start
+
+    def lazy(self, key: str) -> LazyCodes | None:
+        """Member ``key``'s array, to be read a frame at a time (:class:`LazyCodes`), or None
+        where it cannot be (an array in Fortran order, a file object given for a name)."""
+        shape, fortran, dtype, start = self._header(key)
+        if fortran or not isinstance(self.path, (str, os.PathLike)):
+            return None
+        self.budget -= math.prod(shape) * dtype.itemsize  # the bound of what a file may hold, as read()'s
+        return LazyCodes(self.path, key, self.infos[key], shape, start)
 
     def read(self, key: str) -> np.ndarray:
         self.header(key)
@@ -133,8 +181,10 @@ class _Members:
         return float(value)
 
 
-def load(path: str) -> FeatureClip:
-    """A feature file's tensors, every field checked (a :class:`ConfigurationError` otherwise)."""
+def load(path: str, lazy: bool = False) -> FeatureClip:
+    """A feature file's tensors, every field checked (a :class:`ConfigurationError` otherwise).
+    ``lazy``: the codes as :class:`LazyCodes` (where they can be: a file name, arrays in C
+    order), read a frame at a time as they are iterated, not into memory now."""
     if not isinstance(path, (str, os.PathLike)) and not hasattr(path, "read"):
         raise ConfigurationError(f"features.load takes a file name, not {type(path).__name__}")
     try:
@@ -161,7 +211,8 @@ def load(path: str) -> FeatureClip:
             clip.scales.append(npz.scalar(f"scale/{n}", integer=False))
             clip.zero_points.append(npz.scalar(f"zero_point/{n}", integer=True))
             clip.blocks.append(npz.scalar(f"block/{n}", integer=True) if f"block/{n}" in npz.files else None)
-            clip.codes.append(npz.read(f"codes/{n}"))
+            codes = npz.lazy(f"codes/{n}") if lazy else None
+            clip.codes.append(codes if codes is not None else npz.read(f"codes/{n}"))
         if "n_bits" in npz.files:
             shape, _, dtype = npz.header("n_bits")
             if dtype.kind not in "iu" or shape != (clip.codes[0].shape[0],):

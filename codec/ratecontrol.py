@@ -99,8 +99,9 @@ class RateController:
     ) -> tuple[int, int]:
         """(N, g) for the group that starts with ``frame``; ``frames_left``: the frames the clip
         has from it on, where known (a group the clip's end cuts short costs its anchor over
-        fewer frames); ``temporal_n``: the N at which this group's anchor would be coded
-        against the previous reconstruction (``ctx``, not a KEY), else None."""
+        fewer frames; none left, a count the clip went past, is not known); ``temporal_n``:
+        the N at which this group's anchor would be coded against the previous reconstruction
+        (``ctx``, not a KEY), else None."""
         budget = self.budget - self.debt / max(1, self.payback_groups * self.last_group)
         estimates: dict[int, float] = {}  # per N: the anchor's estimate (as intra)
         anchors: dict[int, float] = {}  # per N: its price
@@ -115,7 +116,7 @@ class RateController:
                     later = estimates[n] * self._anchor_scale(True)
                     anchors[n] = later + (anchors[n] - later) / self.payback_groups
             pred = self._nearest(self.pred_bytes, n, PRED_PRIOR * anchors[n])
-            length = g if frames_left is None else max(1, min(g, frames_left))
+            length = g if frames_left is None or frames_left < 1 else min(g, frames_left)
             per_frame = (anchors[n] + (length - 1) * pred) / length
             if per_frame <= budget:
                 self.last_group = g

@@ -12,7 +12,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("demo", help="the main job: SSD + vtest.avi, edge and cloud on loopback")
     p.add_argument("--video", default=None, help="a video file (default: vtest.avi, fetched on first run)")
-    p.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
+    p.add_argument("--frames", type=int, default=120, help="frames to stream (default 120, at most 2^24)")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--cut", default=None, help="cut point (default: the SSD's default cut)")
     _add_backend_option(p)
@@ -46,7 +46,7 @@ def register(sub) -> None:
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
-    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many frames (at most 2^24)")
     _add_source_options(p)
     _add_calibration_options(p)
     p.add_argument(
@@ -95,7 +95,7 @@ def register(sub) -> None:
     )
     p.add_argument("video", help="video file, camera device or network camera's URL")
     p.add_argument("output", help="feature file (.npz) to write")
-    p.add_argument("--frames", type=int, default=40, help="frames to write (default 40)")
+    p.add_argument("--frames", type=int, default=40, help="frames to write (default 40, at most 2^24)")
     _add_source_options(p)
     p.add_argument("--model", default="ssd-mobilenet-v2")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
@@ -209,11 +209,21 @@ def _codec(args) -> dict:
     return out
 
 
-def _at_least(value, minimum: int, option: str) -> None:
+def _at_least(value, minimum: int, option: str, maximum: int | None = None) -> None:
     from temposplit.errors import ConfigError
 
     if value is not None and value < minimum:
         raise ConfigError(f"{option} must be at least {minimum}, not {value}")
+    if value is not None and maximum is not None and value > maximum:
+        raise ConfigError(f"{option} must be at most {maximum}, not {value}")
+
+
+def _check_frames(value) -> None:
+    """``--frames``: 1 to ``protocol.MAX_FRAMES`` (2^24, a stream's frame indices: 6.5 days at
+    30 frames/s), said before the model loads (a count past sys.maxsize was an internal error)."""
+    from temposplit.protocol import MAX_FRAMES
+
+    _at_least(value, 1, "--frames", MAX_FRAMES)
 
 
 def _check_m1_options(args) -> None:
@@ -266,7 +276,7 @@ def _demo(args) -> int:
     from temposplit.host.demo import print_summary, run_demo
     from temposplit.host.edge import check_fps
 
-    _at_least(args.frames, 1, "--frames")
+    _check_frames(args.frames)
     if args.video is not None:
         from temposplit.errors import ConfigError
         from temposplit.host.sources import is_url, redact
@@ -313,7 +323,7 @@ def _edge(args) -> int:
         raise ConfigError(
             "--replay streams recorded cut tensors: --m1, --weights, --cut and --calibrate-on-clip do not apply"
         )
-    _at_least(args.frames, 1, "--frames")
+    _check_frames(args.frames)
     _at_least(args.calibration, 1, "--calibration")
     _check_m1_options(args)
     source_options = _source_options(args)
@@ -366,6 +376,9 @@ def _edge(args) -> int:
         source_id=source_identity(args.replay or args.source),
     )
     frames = source.frames() if args.replay else source.stamped()  # a file's or a live source's times with each
+    # A container's count is its header's word, which may fall short of the frames the file
+    # holds (a recorder that crashed; OpenCV's estimate): the encoder takes it as a hint, and
+    # past it codes the clip as one of unknown length (Encoder.set_total_frames).
     total = source.count
     if args.frames:
         frames = itertools.islice(frames, args.frames)
@@ -400,7 +413,9 @@ def _stopped_by_signals(edge):
     manager stopping the edge) end the stream after the current frame, as a source that stops
     does: the frames sent are answered, END tells the server the count, and the stream's name
     is free for the next run (an edge killed at once leaves its stream unfinished, for the
-    same command to resume: host/resume.py). A second signal stops at once."""
+    same command to resume: host/resume.py). A second signal stops at once. A signal the
+    process ignores (a background job of a shell without job control, a parent's SIG_IGN)
+    stays ignored, as the demo's does."""
     import signal
     import threading
 
@@ -417,12 +432,16 @@ def _stopped_by_signals(edge):
         got.append(signum)
         edge.stop = f"stopped by {signal.Signals(signum).name}"
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield got
     finally:
-        for sig, earlier in previous.items():
-            signal.signal(sig, earlier)
+        for sig, earlier in previous.items():  # (None: a handler not set from Python)
+            signal.signal(sig, earlier if earlier is not None else signal.SIG_DFL)
 
 
 def summary_line(summary: dict | None) -> str:
@@ -470,7 +489,7 @@ def _features(args) -> int:
     from temposplit.host.features import write_features
     from temposplit.host.sources import open_source
 
-    _at_least(args.frames, 1, "--frames")
+    _check_frames(args.frames)
     _at_least(args.calibration, 1, "--calibration")
     _check_m1_options(args)
     if args.block is not None:
@@ -507,12 +526,18 @@ def _check_writable_file(path: str, source: str | None = None) -> None:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
+    from temposplit.files import probe_writable
 
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{path} is a folder, not a file to write")
     if not p.parent.is_dir():
         raise ConfigError(f"cannot write {path}: no folder {p.parent}")
+    if not p.exists() or p.is_file():  # written beside it (a spool, then renamed over it): not /dev/null
+        try:
+            probe_writable(Path(os.path.realpath(path)).parent)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     if source is not None and p.exists():
         try:
             same = os.path.samefile(source, path)

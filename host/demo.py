@@ -50,8 +50,10 @@ def run_demo(
 
     # Every check before the model loads (a minute on the first run), and the video's
     # before the output folder is made.
-    if frames < 1:
-        raise ConfigError(f"frames must be at least 1, not {frames}")
+    from temposplit.protocol import MAX_FRAMES
+
+    if not 1 <= frames <= MAX_FRAMES:  # (past sys.maxsize, islice's error)
+        raise ConfigError(f"frames must be 1 to {MAX_FRAMES}, not {frames}")
     from temposplit.host.backends import check_backend
 
     check_backend(backend)
@@ -91,8 +93,13 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
     from temposplit.model import data
     from temposplit.server.server import CloudServer
 
-    frames = min(frames, source.count) if source.count else frames
-    log(f"video {path}: {frames} frames at {fps:g} fps")
+    if source.count:
+        frames = min(frames, source.count)
+        log(f"video {path}: {frames} frames at {fps:g} fps")
+        of = f"/{frames}"
+    else:  # a file that does not say how many frames it holds (an MKV, a WebM): --frames is a cap
+        log(f"video {path}: up to {frames} frames at {fps:g} fps (the file does not say how many it holds)")
+        of = f" of up to {frames}"
     log("loading the SSD-MobileNetV2 (the first run converts the TensorFlow graph and caches it)")
     # int8 calibration on the fixed set (docs/models.md), never on the clip the demo scores.
     from temposplit.model.calibration import calibration_frames as fixed_set
@@ -116,7 +123,7 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
             first_sent.append(time.perf_counter())
         if n % 10 == 0 or n == frames:
             kb = report.bytes / max(1, report.packets) / 1000
-            log(f"  frame {n}/{frames}: {report.acked} answered, {kb:.1f} kB per packet")
+            log(f"  frame {n}{of}: {report.acked} answered, {kb:.1f} kB per packet")
 
     # The server always finishes its files (in a finally), whatever stops the stream: a
     # signal ends it after the current frame (the frames sent are recorded, the stream is
@@ -153,7 +160,8 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
     h, w = source.size or data.first_frame(path).shape[:2]
     summary = {
         "frames": n,
-        "decoded": len(report.detections),
+        "decoded": len(report.detections),  # frames answered with a record of detections (maybe none)
+        "with_detections": sum(1 for records in report.detections.values() if records),
         "errors": len(report.errors),
         "bytes_per_frame": round(per_frame, 1),
         "mb_per_s_at_clip_fps": round(per_frame * fps / 1e6, 4),
@@ -303,7 +311,8 @@ class _Signals:
 
 
 def print_summary(s: dict) -> None:
-    print(f"frames                 {s['frames']} ({s['decoded']} with detections, {s['errors']} errors)")
+    boxes = f", {s['with_detections']} with detections" if "with_detections" in s else ""
+    print(f"frames                 {s['frames']} ({s['decoded']} decoded{boxes}, {s['errors']} errors)")
     print(
         f"rate                   {s['bytes_per_frame'] / 1000:.2f} kB/frame = {s['mb_per_s_at_clip_fps']:.4f} MB/s "
         f"at the clip's rate, {s['mb_per_s_at_30fps']:.4f} MB/s at 30 frames/s "

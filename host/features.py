@@ -10,6 +10,8 @@ runs many of at once.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -20,7 +22,8 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
     Each frame's codes go to an unnamed spool file as M1 gives them (beside ``path``; the
     system's temporary folder where ``path`` is no regular file), and the file is written
     from it: memory holds one frame's tensors whatever the frame count (a camera's
-    ``--frames`` of hours included).
+    ``--frames`` of hours included). A spool that cannot be written (a folder that takes no
+    file, a full disk) is a :class:`~temposplit.errors.ConfigError` naming ``path``.
 
     A source that fails after some frames (a camera gone, a damaged file: a
     :class:`~temposplit.errors.TemposplitError` from ``frames``) leaves the file of the frames
@@ -29,7 +32,6 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
 
     Returns a summary: frames, tensors (name and shape), model, cut.
     """
-    import contextlib
     import os
     import tempfile
 
@@ -60,13 +62,15 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
             cut = model.m1([frame])[0]
             if sample is None:
                 sample, size = cut, frame.shape[:2]
-                for _ in cut:
-                    spools.append(stack.enter_context(tempfile.TemporaryFile(dir=folder)))
+                with _spooling(path, folder):
+                    for _ in cut:
+                        spools.append(stack.enter_context(tempfile.TemporaryFile(dir=folder)))
             for spool, t, first in zip(spools, cut, sample, strict=True):
                 c = np.ascontiguousarray(t.codes, dtype=np.uint8)
                 if c.shape != np.shape(first.codes):
                     raise ConfigError(f"tensor {t.name!r} is {c.shape} at frame {n}, not {np.shape(first.codes)}")
-                spool.write(c.tobytes())
+                with _spooling(path, folder):
+                    spool.write(c.tobytes())
             n += 1
             if n % 10 == 0:
                 log(f"  {n} frames")
@@ -74,13 +78,27 @@ def write_features(path: str, model, frames, fps: float, block: int | None = Non
             raise ConfigError("the video has no frames")
         codes = []
         for spool, t in zip(spools, sample, strict=True):
-            spool.flush()
+            with _spooling(path, folder):
+                spool.flush()
             codes.append(np.memmap(spool, np.uint8, "r", shape=(n, *np.shape(t.codes))))  # read as written
         summary = _write(path, model, sample, size, fps, block, codes)
     if failed is not None:
         failed.args = (f"{failed}; the {n} frame(s) before it are written to {path}",)  # its type kept
         raise failed
     return summary
+
+
+@contextlib.contextmanager
+def _spooling(path: str, folder: str | None):
+    """The spool's OSError (a folder that takes no file, a full disk) as a ConfigError naming
+    the output, not the spool's own nameless or random temporary file."""
+    from temposplit.errors import ConfigError
+
+    try:
+        yield
+    except OSError as exc:
+        where = f"beside it, in {folder}" if folder else "in the temporary folder"
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc} (its frames spool {where})") from None
 
 
 def _write(path: str, model, sample, size, fps: float, block, codes) -> dict:

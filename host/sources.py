@@ -515,8 +515,13 @@ def open_source(path: str, backend: str | None = None, options: dict | None = No
             frames = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path} as frames: {exc}") from exc
+        if not isinstance(frames, np.ndarray):  # NumPy reads a zip (np.savez's) whatever its name
+            frames.close()
+            raise ConfigError(f"{path}: an .npz archive, not an .npy of frames ((N, H, W, 3) uint8)")
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or 0 in frames.shape[1:3]:
             raise ConfigError(f"{path}: frames must be (N, H, W, 3) uint8, not {frames.dtype} {frames.shape}")
+        if frames.shape[0] == 0:
+            raise ConfigError(f"{path} has no frames (shape {frames.shape})")
         return Source(path, 30.0, int(frames.shape[0]), False, "npy", tuple(int(v) for v in frames.shape[1:3]))
     backend = backend or _backend()
     if backend == "cv2":
@@ -686,7 +691,7 @@ class Replay:
             zlib.error,
         )
         try:
-            self.clip = features.load(path)
+            self.clip = features.load(path, lazy=True)  # the codes read a frame at a time, as streamed
             if self.clip.frames < 1:
                 raise ConfigError(f"{path}: no frames")
             with np.load(path, allow_pickle=False) as npz:
@@ -716,16 +721,28 @@ class Replay:
         self.m1_ms: list[float] = []
 
     def frames(self):
+        """The file's frames, read from it one at a time (memory holds one frame, whatever
+        the file's length); a member found damaged part way is a ConfigError naming the file
+        and the frame, on which the edge ends the stream as on a failing camera."""
+        from temposplit.codec.errors import CodecError
         from temposplit.model.numpy_m1 import Codes
 
-        for t in range(self.count):
-            tensors = [
-                Codes(n, tuple(c.shape[1:]), s, z, c[t])
-                for n, c, s, z in zip(
-                    self.clip.names, self.clip.codes, self.clip.scales, self.clip.zero_points, strict=True
-                )
-            ]
-            yield ReplayFrame(t, (*self.frame_size, 3), tensors)
+        readers = [c.frames() if hasattr(c, "frames") else iter(c) for c in self.clip.codes]
+        try:
+            for t in range(self.count):
+                try:
+                    codes = [next(r) for r in readers]
+                except CodecError as exc:
+                    raise ConfigError(f"{exc} (at frame {t})") from exc
+                tensors = [
+                    Codes(n, tuple(c.shape), s, z, c)
+                    for n, c, s, z in zip(self.clip.names, codes, self.clip.scales, self.clip.zero_points, strict=True)
+                ]
+                yield ReplayFrame(t, (*self.frame_size, 3), tensors)
+        finally:
+            for r in readers:
+                if hasattr(r, "close"):
+                    r.close()
 
     def m1(self, frames) -> list:
         """The recorded cut tensors of ``frames`` (no model runs)."""

@@ -154,7 +154,7 @@ def test_whatever_the_feature_loader_raises_is_one_config_error_naming_the_file(
 
     replay = _replay(tmp_path / "r.npz")
 
-    def load(path):
+    def load(path, **kwargs):
         raise exc
 
     monkeypatch.setattr(features, "load", load)
