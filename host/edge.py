@@ -7,6 +7,7 @@ and resends them: no frame is lost silently.
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import random
@@ -309,7 +310,7 @@ class Edge:
                     if msg.type != P.WELCOME:
                         raise P.ProtocolError(f"expected WELCOME, got {msg.name}")
                     welcome = msg.json()
-                    recorded = P.from_ranges(welcome.get("recorded", []))
+                    recorded = P.from_ranges(welcome.get("recorded", []))  # ranges: no set of millions
                 except P.ConnectionClosed:
                     raise
                 except P.ProtocolError as exc:  # an HTTP server, a TLS one, another program: no reason to retry
@@ -319,9 +320,9 @@ class Edge:
                 if not resume:
                     self.token = self.welcome.get("token")
                 # Frames the server recorded (their ACKs may have been lost with the connection).
-                for i in recorded:
-                    if self.pending.pop(i, None) is not None:
-                        self.report.errors.pop(i, None)
+                for i in [i for i in self.pending if i in recorded]:
+                    self.pending.pop(i)
+                    self.report.errors.pop(i, None)
                 self.chan = chan
                 self.opened = True
                 threading.Thread(target=self._receive, args=(chan,), daemon=True).start()
@@ -781,7 +782,8 @@ class Edge:
             raise TemposplitError(f"the server's SUMMARY is malformed: {exc}") from exc
         below = min(below, self.report.frames)
         errors = {i: why for i, why in self.report.errors.items() if i >= below}
-        for i in failed | (set(range(below)) - recorded):
+        # As ranges: a day of a camera is millions of frames (a set of them, 150 MB on the board).
+        for i in itertools.chain(failed, recorded.missing(below, failed)):
             errors[i] = self.report.errors.get(i) or (
                 "recorded as an error by the server" if i in failed else "no record on the server"
             )

@@ -24,7 +24,7 @@ from pathlib import Path
 from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
-from temposplit.server.frameset import FrameSet
+from temposplit.frameset import FrameSet
 from temposplit.server.outputs import (
     REORDER_WINDOW,
     AnnotatedVideo,
@@ -91,7 +91,7 @@ class Session:
     identity: str | None
     info: dict
     plan: object  # server.m2.Plan
-    recorded: FrameSet = field(default_factory=FrameSet)  # frames with detections (as ranges: server/frameset.py)
+    recorded: FrameSet = field(default_factory=FrameSet)  # frames with detections (as ranges: temposplit/frameset.py)
     failed: FrameSet = field(default_factory=FrameSet)  # frames with an error record
     bytes: int = 0
     max_seen: int = -1

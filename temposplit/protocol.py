@@ -143,17 +143,21 @@ def to_ranges(frames) -> list[list[int]]:
     return out
 
 
-def from_ranges(ranges, limit: int = MAX_FRAMES) -> set[int]:
-    """The frame indices of ``to_ranges``' form; malformed or out-of-range input is a ProtocolError."""
-    out: set[int] = set()
+def from_ranges(ranges, limit: int = MAX_FRAMES):
+    """The frame indices of ``to_ranges``' form, as a :class:`~temposplit.frameset.FrameSet`
+    (held as ranges: a long stream's millions of frames are a few ranges, not a set of ints);
+    malformed or out-of-range input is a ProtocolError."""
+    from temposplit.frameset import FrameSet
+
+    spans = []
     try:
         for start, end in ranges:
             if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= limit):
                 raise ProtocolError(f"a frame range [{start}, {end}] is invalid")
-            out.update(range(start, end))
+            spans.append((start, end))
     except (TypeError, ValueError) as exc:
         raise ProtocolError("frame ranges must be [[start, end], ...]") from exc
-    return out
+    return FrameSet.from_spans(spans)
 
 
 def encode(mtype: int, body: bytes) -> bytes:

@@ -447,3 +447,25 @@ def test_an_edge_whose_connections_are_all_lost_before_an_answer_gives_up(peer, 
     with pytest.raises(TemposplitError, match="lost 3 connections in a row before answering a frame: giving up"):
         edge.run(replay.frames(), total=replay.count)
     assert p.accepted == 4 and edge.report.reconnects == 4
+
+
+def test_the_edge_reads_a_long_streams_ranges_as_ranges():
+    """The end of a day of a camera (3 million frames): the SUMMARY's ranges were read into
+    a set of ints, and every index below the count into another (about 400 MB, on a board
+    of 512 MB). They are ranges now (temposplit/frameset.py): a few MB."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from temposplit.host.edge import EdgeReport
+
+    n = 3_000_000
+    fake = SimpleNamespace(report=EdgeReport(frames=n), pending={n - 1: 0.0})
+    summary = {"recorded": [[0, n - 3], [n - 2, n - 1]], "failed": [[n - 3, n - 2]]}
+    tracemalloc.start()
+    try:
+        Edge._reconcile(fake, summary)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fake.report.errors == {n - 3: "recorded as an error by the server", n - 1: "no record on the server"}
+    assert peak < 16 << 20, peak

@@ -22,8 +22,8 @@ from rawclient import Raw, wait_for
 from test_edge_faults import WELCOME, Peer, _message
 
 from temposplit import protocol as P
+from temposplit.frameset import FrameSet
 from temposplit.server import outputs as outputs_module
-from temposplit.server.frameset import FrameSet
 from temposplit.server.outputs import DetectionLog
 from temposplit.server.session import Session
 

@@ -21,8 +21,8 @@ import test_tls as tls_tests
 from rawclient import Raw, refused, wait_for  # tests/system's hand-speaking client
 
 from temposplit import protocol as P
+from temposplit.frameset import FrameSet
 from temposplit.server import session as session_module
-from temposplit.server.frameset import FrameSet
 from temposplit.server.proxy_header import V2_SIGNATURE
 from temposplit.server.session import Session
 

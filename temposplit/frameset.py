@@ -1,6 +1,8 @@
 """A set of frame indices held as sorted, disjoint half-open ranges: what a stream's
 session keeps of the frames it has recorded (docs/protocol.md, "Sessions, timeouts and
-limits").
+limits"), and what the edge reads of the server's WELCOME and SUMMARY ranges
+(``protocol.from_ranges``): a day of a camera is 2.6 million frames, 150 MB as a set of
+ints on a board of 512 MB.
 
 A stream's frames are recorded nearly in order (the codec's decode order, at most
 ``MAX_LEAD`` holes below the highest), so its indices form a handful of ranges: a stream
@@ -40,6 +42,20 @@ class FrameSet:
         self._lock = threading.Lock()
         for i in frames:
             self.add(i)
+
+    @classmethod
+    def from_spans(cls, spans: Iterable[tuple[int, int]]) -> FrameSet:
+        """The indices of half-open ``(start, end)`` spans, in any order, overlapping or not
+        (each checked as ``protocol.from_ranges`` checks them: 0 <= start <= end < LIMIT)."""
+        starts, ends = array("q"), array("q")
+        for s, e in sorted((s, e) for s, e in spans if e > s):
+            if ends and s <= ends[-1]:  # overlaps or touches the last one
+                if e > ends[-1]:
+                    ends[-1] = e
+            else:
+                starts.append(s)
+                ends.append(e)
+        return cls._of_ranges(starts, ends)
 
     @classmethod
     def _of_ranges(cls, starts: array, ends: array) -> FrameSet:
