@@ -360,21 +360,27 @@ def _edge(args) -> int:
         check_frame_size(source.path, source.size)
         check_rate(source.path, codec["fps"])
         model = _edge_model(args, args.source, print)
-    edge = Edge(
-        model,
-        codec,
-        address,
-        args.stream,
-        backend=args.backend,
-        tls=tls,
-        log=print,
-        progress=lambda n, r: print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0 else None,
-        source_address=args.source_address,
-        timeout=args.timeout,
-        keep_frames=False,  # a camera may stream for days: counts only, bounded memory
-        resume_state=ResumeState(state_folder(args.state), f"{address[0]}:{address[1]}", args.stream),
-        source_id=source_identity(args.replay or args.source),
-    )
+
+    def make_edge():  # one per stream: a camera goes on in a new stream when one is full
+        return Edge(
+            model,
+            dict(codec),
+            address,
+            args.stream,
+            backend=args.backend,
+            tls=tls,
+            log=print,
+            progress=lambda n, r: (
+                print(f"frame {n}: {r.bytes / max(1, r.packets):.0f} B/packet") if n % 30 == 0 else None
+            ),
+            source_address=args.source_address,
+            timeout=args.timeout,
+            keep_frames=False,  # a camera may stream for days: counts only, bounded memory
+            resume_state=ResumeState(state_folder(args.state), f"{address[0]}:{address[1]}", args.stream),
+            source_id=source_identity(args.replay or args.source),
+        )
+
+    current = [make_edge()]
     frames = source.frames() if args.replay else source.stamped()  # a file's or a live source's times with each
     # A container's count is its header's word, which may fall short of the frames the file
     # holds (a recorder that crashed; OpenCV's estimate): the encoder takes it as a hint, and
@@ -383,10 +389,12 @@ def _edge(args) -> int:
     if args.frames:
         frames = itertools.islice(frames, args.frames)
         total = min(args.frames, total) if total else args.frames
-    with _stopped_by_signals(edge) as stopped:
+    live = getattr(source, "live", False)
+    with _stopped_by_signals(current) as stopped:
         try:
-            report = edge.run(frames, video=video, total=total, positions=not getattr(source, "live", False))
+            report = stream_on(current, make_edge, frames, video, total, live)
         except TemposplitError as exc:
+            edge = current[0]
             if not stopped:
                 gone = getattr(exc, "gone", False)  # the server has no such stream to resume
                 if edge.opened and not gone and edge.resume_state.read() is not None:  # opened, not ended
@@ -404,11 +412,42 @@ def _edge(args) -> int:
         f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors{dropped}; "
         f"{summary_line(report.summary)}"
     )
+    if report.full:  # a file of more frames than a stream carries
+        from temposplit.protocol import MAX_FRAMES
+
+        print(
+            f"{args.prog}: the video has more frames than a stream carries ({MAX_FRAMES}): the stream ended there",
+            file=sys.stderr,
+        )
+        return PARTIAL
     return 0 if not report.errors else PARTIAL
 
 
+def stream_on(current: list, make_edge, frames, video, total, live: bool):
+    """``current[0]``'s stream of ``frames``; a live source's stream that is full (2^24
+    frames, the most a stream carries: 6.5 days at 30 frames/s) is ended, and a new stream of
+    the same name goes on with the next frame, ``current[0]`` its new edge (the server keeps
+    the full one's outputs as ``<stream>.<k>``: docs/protocol.md). Returns the last stream's
+    report; a file's full stream ends there (``report.full``)."""
+    import itertools
+
+    while True:
+        edge = current[0]
+        report = edge.run(frames, video=video, total=total, positions=not live)
+        if not (report.full and live):
+            return report
+        counts = f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors"
+        print(f"{counts}; {summary_line(report.summary)}")
+        print(
+            f"stream {edge.stream!r} is full ({report.frames} frames, the most a stream carries): a new stream of "
+            "the same name goes on, the server keeping this one's outputs beside it"
+        )
+        frames = itertools.chain([edge.left_over], frames)
+        current[0] = make_edge()
+
+
 @contextlib.contextmanager
-def _stopped_by_signals(edge):
+def _stopped_by_signals(current: list):
     """The list of the signals received while streaming: SIGINT and SIGTERM (Ctrl-C, a service
     manager stopping the edge) end the stream after the current frame, as a source that stops
     does: the frames sent are answered, END tells the server the count, and the stream's name
@@ -425,6 +464,7 @@ def _stopped_by_signals(edge):
         return
 
     def handler(signum, frame):
+        edge = current[0]  # the stream's edge now (a full stream's successor)
         if edge.stop is not None:  # a second signal: at once (SIGTERM as the CLI's "terminated", 143)
             from temposplit.signals import Terminated
 

@@ -204,6 +204,7 @@ class EdgeReport:
     summary: dict | None = None
     kinds: dict = field(default_factory=dict)  # frame -> key/anchor/pred
     tensor_bytes: list = field(default_factory=list)  # per packet, bytes per tensor
+    full: bool = False  # ended at protocol.MAX_FRAMES, the most a stream carries, with frames left
 
 
 class Edge:
@@ -272,6 +273,7 @@ class Edge:
         self.fruitless = 0  # reconnects in a row with no ACK between them
         self.stop: str | None = None  # why to end the stream after the current frame (set by a signal handler)
         self.opened = False  # the server welcomed this run's stream (a new one or a resume)
+        self.left_over = None  # the source's item after a full stream's last frame (report.full)
         self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
         self.tamper = None  # fault injection (tests): callable(frame_index, packet_bytes) -> bytes to send
 
@@ -573,6 +575,14 @@ class Edge:
         while True:
             if self.stop is not None:  # asked to stop (SIGINT, SIGTERM): end the stream as a broken source does
                 broken = TemposplitError(self.stop)
+                break
+            if self.next_index >= P.MAX_FRAMES:  # the stream is full (6.5 days at 30 frames/s): ended here
+                try:
+                    self.left_over = next(it, None)  # the next stream's first frame (a camera goes on in one)
+                except TemposplitError as exc:
+                    broken = exc
+                    break
+                self.report.full = self.left_over is not None
                 break
             try:
                 frame = self._take(it)

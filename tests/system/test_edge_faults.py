@@ -371,3 +371,53 @@ def test_a_stream_that_ends_with_frames_recorded_as_errors_exits_with_partial(tm
     rc, err, _ = _edge(str(replay), peer(server).address, "--state", str(tmp_path / "state"))
     assert rc == PARTIAL == 3, err
     assert err == ""  # a completed run: its summary on stdout, no error line
+
+
+@needs_models
+def test_a_live_stream_that_is_full_goes_on_in_a_new_stream_of_the_same_name(
+    make_server, replay_file, tmp_path, monkeypatch, capsys
+):
+    """A camera streaming for days reached 2^24 frames, the most a stream carries: the
+    server refused the next frame, and the edge, restarted by its unit, resumed the stream
+    at that frame and was refused again, for ever, recording nothing more. The edge now ends
+    the full stream and goes on in a new one of the same name with the next frame (here
+    with a stream of 10 frames at most): no frame lost, the full ones' outputs kept beside."""
+    from temposplit.host.cli import stream_on
+
+    monkeypatch.setattr(P, "MAX_FRAMES", 10)
+    srv = make_server()
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "r25.npz", 25))
+    made = []
+
+    def make_edge():
+        made.append(Edge(replay, CODEC, srv.address, "cam", timeout=20))
+        return made[-1]
+
+    current = [make_edge()]
+    report = stream_on(current, make_edge, replay.frames(), {"fps": replay.fps}, None, live=True)
+    assert len(made) == 3 and current[0] is made[-1]
+    assert report.frames == 5 and not report.errors and not report.full
+    for folder, count in (("cam.1", 10), ("cam.2", 10), ("cam", 5)):
+        state = json.loads((srv.out_dir / folder / "session.json").read_text())
+        assert state["finished"] is True, folder
+        log = (srv.out_dir / folder / "detections.jsonl").read_text().splitlines()
+        assert sorted(json.loads(x)["frame"] for x in log) == list(range(count)), folder
+    out = capsys.readouterr().out
+    assert out.count("stream 'cam' is full (10 frames, the most a stream carries)") == 2
+
+
+@needs_models
+def test_a_files_stream_that_is_full_ends_there_and_says_so(make_server, replay_file, tmp_path, monkeypatch):
+    """A file of more frames than a stream carries: its frame i is the stream's frame i (a
+    resume finds its place by it), so it does not go on in a new stream; it ends full, and
+    `temposplit edge` says so and exits 3 (which its unit does not restart)."""
+    from temposplit.host.cli import stream_on
+
+    monkeypatch.setattr(P, "MAX_FRAMES", 10)
+    srv = make_server()
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "r14.npz", 14))
+    edge = Edge(replay, CODEC, srv.address, "file", timeout=20)
+    report = stream_on([edge], None, replay.frames(), {"fps": replay.fps}, replay.count, live=False)
+    assert report.full and report.frames == 10 and not report.errors
+    log = (srv.out_dir / "file" / "detections.jsonl").read_text().splitlines()
+    assert len(log) == 10 and json.loads((srv.out_dir / "file" / "session.json").read_text())["finished"]
