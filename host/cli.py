@@ -390,7 +390,7 @@ def _edge(args) -> int:
         frames = itertools.islice(frames, args.frames)
         total = min(args.frames, total) if total else args.frames
     live = getattr(source, "live", False)
-    with _stopped_by_signals(current) as stopped:
+    with _stopped_by_signals(current, getattr(source, "interrupt", None)) as stopped:
         try:
             report = stream_on(current, make_edge, frames, video, total, live)
         except TemposplitError as exc:
@@ -447,7 +447,7 @@ def stream_on(current: list, make_edge, frames, video, total, live: bool):
 
 
 @contextlib.contextmanager
-def _stopped_by_signals(current: list):
+def _stopped_by_signals(current: list, interrupt=None):
     """The list of the signals received while streaming: SIGINT and SIGTERM (Ctrl-C, a service
     manager stopping the edge) end the stream after the current frame, as a source that stops
     does: the frames sent are answered, END tells the server the count, and the stream's name
@@ -471,6 +471,8 @@ def _stopped_by_signals(current: list):
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         got.append(signum)
         edge.stop = f"stopped by {signal.Signals(signum).name}"
+        if interrupt is not None:  # a network source waiting for a picture: not for its silence timeout
+            interrupt()
 
     previous = {
         sig: signal.signal(sig, handler)

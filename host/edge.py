@@ -590,6 +590,8 @@ class Edge:
                 broken = exc
                 break
             if frame is None:
+                if self.stop is not None:  # the source interrupted by the signal (Source.interrupt)
+                    broken = TemposplitError(self.stop)
                 break
             capture = time.perf_counter()
             cut = self.model.m1([frame])[0]

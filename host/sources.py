@@ -258,7 +258,7 @@ class _Newest:
         self._pictures, self._keep, self._drop = pictures, keep, drop
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
-        self._done = self._stopped = False
+        self._done = self._stopped = self._interrupted = False
         self._error: str | None = None
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name=f"source {name}", daemon=True)
@@ -293,10 +293,11 @@ class _Newest:
                 self._cond.notify_all()
 
     def take(self):
-        """The oldest picture kept, with the Unix time it came at; None at the source's end;
-        :class:`_Stopped` where it failed."""
+        """The oldest picture kept, with the Unix time it came at; None at the source's end,
+        or at once once :meth:`interrupt` was called with none kept; :class:`_Stopped` where
+        it failed."""
         with self._cond:
-            while not self._queue and not self._done:
+            while not self._queue and not self._done and not self._interrupted:
                 self._cond.wait(1.0)
             if self._queue:
                 picture = self._queue.popleft()
@@ -305,6 +306,13 @@ class _Newest:
             if self._error is not None:
                 raise _Stopped(self._error)
             return None
+
+    def interrupt(self) -> None:
+        """A waiting :meth:`take` returns None now, not after the source's silence timeout
+        (Ctrl-C on an edge whose network source went silent waited it out, up to an hour)."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
 
     def stop(self) -> None:
         """Let the thread go: it closes the source at its next picture (or its timeout)."""
@@ -339,6 +347,16 @@ class Source:
     timeout: float = SOURCE_TIMEOUT  # seconds a network source may stay silent
     finite: bool = False  # a network source of known duration (a file over HTTP): read whole, none dropped
     dropped: int = 0  # pictures of a live network source dropped for newer ones (so far)
+    interrupted: bool = field(default=False, init=False, repr=False)  # interrupt() called: the frames end
+    _reader: object = field(default=None, init=False, repr=False)  # a network source's _Newest, while read
+
+    def interrupt(self) -> None:
+        """End :meth:`frames` at once, a network source's wait for a picture included (a
+        signal handler's call: the edge then ends its stream with what it sent)."""
+        self.interrupted = True
+        reader = self._reader
+        if reader is not None:
+            reader.interrupt()
 
     @property
     def live(self) -> bool:
@@ -441,7 +459,9 @@ class Source:
             from temposplit.model.data import upright_rgb
 
             pictures, rgb = self._pictures_av, upright_rgb
-        reader = _Newest(pictures, LIVE_FRAMES, drop=not self.finite, name=self.path)
+        reader = self._reader = _Newest(pictures, LIVE_FRAMES, drop=not self.finite, name=self.path)
+        if self.interrupted:
+            reader.interrupt()
         index = 0
         try:
             while True:
@@ -452,6 +472,8 @@ class Source:
                 finally:
                     self.dropped = reader.dropped
                 if taken is None:
+                    if self.interrupted:  # a signal: the edge ends the stream with what it sent
+                        return
                     if not self.finite:  # a live stream has no end of its own
                         raise ConfigError(f"{self.path}: the stream stopped at frame {index}: the source closed it")
                     return
@@ -461,6 +483,7 @@ class Source:
                 yield Stamped(rgb(picture), when, None) if self.finite else Stamped(rgb(picture), None, came)
                 index += 1
         finally:
+            self._reader = None
             reader.stop()
 
     def _pictures_av(self):

@@ -421,3 +421,19 @@ def test_a_files_stream_that_is_full_ends_there_and_says_so(make_server, replay_
     assert report.full and report.frames == 10 and not report.errors
     log = (srv.out_dir / "file" / "detections.jsonl").read_text().splitlines()
     assert len(log) == 10 and json.loads((srv.out_dir / "file" / "session.json").read_text())["finished"]
+
+
+@needs_models
+def test_a_source_ended_by_the_signal_ends_the_stream_as_the_signal(make_server, replay_file):
+    """A signal while the edge waits for a network source's picture ends the source at once
+    (Source.interrupt): that end is the signal's, not the source's own (exit 130, not 0)."""
+    srv = make_server()
+    replay = open_replay(str(replay_file))
+    edge = Edge(replay, CODEC, srv.address, "sig", timeout=20)
+
+    def frames():
+        yield from list(replay.frames())[:3]
+        edge.stop = "stopped by SIGINT"  # what the handler sets, as it interrupts the source
+
+    with pytest.raises(TemposplitError, match=r"stopped by SIGINT; the stream 'sig' was ended there: 3 of its 3"):
+        edge.run(frames(), positions=False)

@@ -415,7 +415,7 @@ def test_the_edge_leaves_an_ignored_signal_ignored():
     term = signal.getsignal(signal.SIGTERM)
     try:
         edge = SimpleNamespace(stop=None)
-        with _stopped_by_signals(edge) as got:
+        with _stopped_by_signals([edge]) as got:
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
             signal.raise_signal(signal.SIGINT)
             assert got == [] and edge.stop is None
@@ -425,3 +425,33 @@ def test_the_edge_leaves_an_ignored_signal_ignored():
         assert signal.getsignal(signal.SIGTERM) == term
     finally:
         signal.signal(signal.SIGINT, earlier)
+
+
+# ---------------------------------------------------------------------------- 4: Ctrl-C on a silent network source
+
+
+def test_an_interrupt_ends_a_silent_network_sources_wait_at_once(monkeypatch):
+    """Ctrl-C on an edge whose network source had gone silent: the stop was looked at only
+    between frames, and the wait for a picture lasted out --source-timeout (up to an hour;
+    50 s in the review). Source.interrupt, the signal handler's call, ends it at once."""
+    import threading
+    import time
+
+    from temposplit.host.sources import Source
+
+    gone = threading.Event()
+
+    def stalls(self):
+        yield np.zeros((48, 64, 3), np.uint8), None
+        gone.wait(30)  # the camera says nothing more (its timeout: 30 s)
+
+    monkeypatch.setattr(Source, "_pictures_av", stalls)
+    monkeypatch.setattr("temposplit.model.data.upright_rgb", lambda picture: picture)  # (an av.VideoFrame's)
+    source = Source("rtsp://camera/stream", 25.0, None, False, url="rtsp://camera/stream", timeout=30.0)
+    frames = source.stamped()
+    assert next(frames).picture.shape == (48, 64, 3)
+    threading.Timer(0.3, source.interrupt).start()
+    t0 = time.monotonic()
+    assert next(frames, None) is None  # the end of the source, not the camera's failure
+    assert time.monotonic() - t0 < 3
+    gone.set()

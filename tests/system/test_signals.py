@@ -76,7 +76,7 @@ def test_a_second_sigterm_to_the_edge_is_terminated_not_interrupted():
     edge = types.SimpleNamespace(stop=None)
     raised = None
     try:
-        with _stopped_by_signals(edge) as got:
+        with _stopped_by_signals([edge]) as got:
             signal.raise_signal(signal.SIGTERM)
             assert edge.stop == "stopped by SIGTERM" and got == [signal.SIGTERM]
             signal.raise_signal(signal.SIGTERM)
