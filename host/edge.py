@@ -322,7 +322,9 @@ class Edge:
                 if not resume:
                     self.token = self.welcome.get("token")
                 # Frames the server recorded (their ACKs may have been lost with the connection).
-                for i in [i for i in self.pending if i in recorded]:
+                nf = welcome.get("next_frame")
+                below = nf if isinstance(nf, int) and not isinstance(nf, bool) else 0  # all recorded below it
+                for i in [i for i in self.pending if i < below or i in recorded]:
                     self.pending.pop(i)
                     self.report.errors.pop(i, None)
                 self.chan = chan

@@ -935,7 +935,10 @@ class CloudServer:
             "protocol": version,  # the edge's: a version 2 edge is answered as version 2
             "stream": s.name,
             "next_frame": s.next_frame,
-            "recorded": (s.recorded | s.failed).ranges(),
+            # From next_frame on: every frame below it has a record, and past it there are at
+            # most MAX_LEAD holes, so the ranges are few whatever the stream's length (all of
+            # them, for a long stream of isolated errors, passed the edge's 16 MiB).
+            "recorded": (s.recorded | s.failed).ranges(start=s.next_frame),
             "outputs": str(s.out_dir),
         }
         if token is not None:

@@ -165,14 +165,18 @@ class FrameSet:
             k = bisect_right(self._starts, index) - 1
             return self._ends[k] if k >= 0 and index < self._ends[k] else index
 
-    def ranges(self, below: int | None = None) -> list[list[int]]:
+    def ranges(self, below: int | None = None, start: int | None = None) -> list[list[int]]:
         """Sorted, disjoint half-open ranges ``[[start, end], ...]`` (adjacent ones joined);
-        with ``below``, those of the indices below it (a range across it cut there)."""
+        with ``below``, those of the indices below it, with ``start`` those at or after it
+        (a range across either cut there)."""
         with self._lock:
             n = len(self._starts) if below is None else bisect_left(self._starts, below)
-            out = [[s, e] for s, e in zip(self._starts[:n], self._ends[:n], strict=True)]
+            k = 0 if start is None else bisect_right(self._ends, start)
+            out = [[s, e] for s, e in zip(self._starts[k:n], self._ends[k:n], strict=True)]
         if out and below is not None and out[-1][1] > below:
             out[-1][1] = below
+        if out and start is not None and out[0][0] < start:
+            out[0][0] = start
         return out
 
     def range_count(self) -> int:

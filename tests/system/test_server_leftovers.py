@@ -193,7 +193,7 @@ def test_a_resume_from_files_that_cannot_be_written_keeps_them_and_says_why(make
     full["on"] = False
     c = Raw(srv.address)
     welcome = c.hello(header, "cam", resume=True, token=token).json()
-    assert len(P.from_ranges(welcome["recorded"])) == 4 and held_sessions(srv) == 1
+    assert welcome["next_frame"] + len(P.from_ranges(welcome["recorded"])) == 4 and held_sessions(srv) == 1
     c.close()
 
 
@@ -610,7 +610,8 @@ def test_an_end_dropped_with_its_connection_leaves_the_stream_to_resume_at_once(
         answer = b.hello(header, "cam", resume=True, token=token)
     assert answer.type == P.WELCOME, (answer.name, answer.body[:200])
     assert time.monotonic() - t0 < 10
-    assert len(P.from_ranges(answer.json()["recorded"])) == 2  # the two frames acknowledged, nothing of the END
+    w = answer.json()  # the two frames acknowledged, nothing of the END (below next_frame: all recorded)
+    assert w["next_frame"] + len(P.from_ranges(w["recorded"])) == 2
     assert not srv.sessions["cam"].ending
 
 
@@ -675,3 +676,24 @@ def test_a_stop_during_a_resume_from_the_files_closes_that_streams_files_too(
 
     with av.open(str(tmp_path / "out" / "cam" / "annotated.1.mp4")) as video:  # the resumed segment, finished
         assert video.streams.video[0].frames >= 0
+
+
+def test_a_welcome_names_the_records_from_next_frame_on_only():
+    """WELCOME listed every range of a resumed stream's records: a long stream of isolated
+    errors (2 million frames, every other one) was 30 MB of ranges, past the 16 MiB an edge
+    reads, so the stream could never be resumed. Below next_frame every frame has a record;
+    from it on there are at most MAX_LEAD holes: those ranges alone are sent."""
+    import json as json_module
+    from types import SimpleNamespace
+
+    from temposplit.server.server import CloudServer
+
+    n = 2_000_000
+    recorded = FrameSet.from_spans((i, i + 1) for i in range(0, n, 2))
+    failed = FrameSet.from_spans((i, i + 1) for i in range(1, n - 4, 2))  # n - 3 and n - 1: no record yet
+    recorded.add(n + 5)
+    s = SimpleNamespace(name="cam", next_frame=n - 3, recorded=recorded, failed=failed, out_dir="out/cam")
+    welcome = CloudServer._welcome(None, s, None, P.PROTOCOL_VERSION)
+    assert welcome["next_frame"] == n - 3
+    assert welcome["recorded"] == [[n - 2, n - 1], [n + 5, n + 6]]
+    assert len(json_module.dumps(welcome)) < 300

@@ -159,7 +159,7 @@ def test_a_long_stream_resumes_from_its_files_in_bounded_memory(make_server, cod
     finally:
         tracemalloc.stop()
     assert welcome.type == P.WELCOME, welcome.json()
-    assert welcome.json()["next_frame"] == frames and welcome.json()["recorded"] == [[0, frames]]
+    assert welcome.json()["next_frame"] == frames and welcome.json()["recorded"] == []
     assert peak < size / 8, f"{peak / 1e6:.1f} MB held to resume from a log of {size / 1e6:.1f} MB"
     again.send(P.END, {"frames": frames})
     while (m := again.chan.recv()).type != P.SUMMARY:
