@@ -561,20 +561,28 @@ class Edge:
         }
         capture = time.perf_counter()
         start = self._open()
+        # A full stream resumed (its END never completed: the edge killed after its last frame)
+        # sends no frame: it is ended now, and a camera goes on in a new stream with the picture
+        # taken (stream_on), as at the end of the loop below.
+        full = start >= P.MAX_FRAMES
         if start and positions:  # the file's frames before the server's next one are recorded
             for _ in range(start - 1):
                 if next(it, None) is None:
                     break
             frame = self._take(it)
-            if frame is not None:
+            if frame is not None and full:
+                self.next_index, self.report.full = start, True
+            elif frame is not None:
                 capture = time.perf_counter()
                 self._frame(start, self.model.m1([frame])[0], capture)
             else:
                 self.next_index = start
+        elif full:
+            self.next_index, self.report.full, self.left_over = start, True, first
         else:  # a new stream's frame 0, or a camera's frame numbered on from the resumed stream's
             self._frame(start, sample, capture)
         broken = None
-        while True:
+        while not self.report.full:
             if self.stop is not None:  # asked to stop (SIGINT, SIGTERM): end the stream as a broken source does
                 broken = TemposplitError(self.stop)
                 break
@@ -796,6 +804,9 @@ class Edge:
             raise TemposplitError(f"the server's SUMMARY is malformed: {exc}") from exc
         below = min(below, self.report.frames)
         errors = {i: why for i, why in self.report.errors.items() if i >= below}
+        for i in self.pending:  # past the ranges' cut, a frame never answered has no record either
+            if i >= below:
+                errors.setdefault(i, "no record on the server")
         # As ranges: a day of a camera is millions of frames (a set of them, 150 MB on the board).
         for i in itertools.chain(failed, recorded.missing(below, failed)):
             errors[i] = self.report.errors.get(i) or (

@@ -437,3 +437,47 @@ def test_a_source_ended_by_the_signal_ends_the_stream_as_the_signal(make_server,
 
     with pytest.raises(TemposplitError, match=r"stopped by SIGINT; the stream 'sig' was ended there: 3 of its 3"):
         edge.run(frames(), positions=False)
+
+
+@needs_models
+def test_a_full_stream_whose_end_was_lost_is_ended_on_resume_and_goes_on(
+    make_server, replay_file, tmp_path, monkeypatch
+):
+    """The edge killed after a full stream's last frame, before its END: the rerun resumed
+    the stream at frame 2^24, sent it, was refused, kept its token and exited 2, for ever.
+    A resumed full stream now sends nothing: it is ended, and the camera goes on in a new
+    stream with its next picture."""
+    from temposplit.host.cli import stream_on
+    from temposplit.host.resume import ResumeState
+
+    monkeypatch.setattr(P, "MAX_FRAMES", 10)
+    srv = make_server()
+    replay = open_replay(tiled_replay(replay_file, tmp_path / "r16.npz", 16))
+
+    def make_edge():
+        state = ResumeState(tmp_path / "state", "srv", "cam")
+        return Edge(replay, CODEC, srv.address, "cam", timeout=20, resume_state=state, source_id="camera")
+
+    class Killed(BaseException):
+        pass
+
+    first = make_edge()
+
+    def killed():  # every frame answered (recorded on the server), then gone before END
+        deadline = time.monotonic() + 60
+        while first.pending and time.monotonic() < deadline:
+            first._handle(block=True, timeout=0.5)
+        raise Killed
+
+    first._finish = killed
+    with pytest.raises(Killed):
+        first.run(replay.frames(), video={"fps": replay.fps}, positions=False)
+    first.chan.close()
+    wait_for(lambda: srv.sessions.get("cam") is not None and srv.sessions["cam"].conn is None, "detached")
+    current = [make_edge()]
+    report = stream_on(current, make_edge, replay.frames(), {"fps": replay.fps}, None, live=True)
+    assert report.frames == 6 and not report.errors  # 16 pictures: the resumed stream took none
+    for folder, count in (("cam.1", 10), ("cam.2", 10), ("cam", 6)):
+        state = json.loads((srv.out_dir / folder / "session.json").read_text())
+        assert state["finished"] is True, folder
+        assert len((srv.out_dir / folder / "detections.jsonl").read_text().splitlines()) == count, folder

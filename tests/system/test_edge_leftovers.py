@@ -469,3 +469,17 @@ def test_the_edge_reads_a_long_streams_ranges_as_ranges():
         tracemalloc.stop()
     assert fake.report.errors == {n - 3: "recorded as an error by the server", n - 1: "no record on the server"}
     assert peak < 16 << 20, peak
+
+
+def test_a_frame_never_answered_past_a_cut_summary_is_an_error():
+    """A SUMMARY whose ranges stop at ranges_below: past it the edge counts the errors it
+    saw, and a frame it sent but never got an answer for (pending) was dropped: "0 errors",
+    exit 0, where the server recorded it as never received."""
+    from types import SimpleNamespace
+
+    from temposplit.host.edge import EdgeReport
+
+    fake = SimpleNamespace(report=EdgeReport(frames=1000, errors={700: "damaged"}), pending={999: 0.0, 10: 0.0})
+    summary = {"recorded": [[0, 500]], "failed": [], "ranges_cut": True, "ranges_below": 500}
+    Edge._reconcile(fake, summary)
+    assert fake.report.errors == {700: "damaged", 999: "no record on the server"}  # 10: recorded below the cut
