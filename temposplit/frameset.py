@@ -177,7 +177,7 @@ class FrameSet:
             out[-1][1] = below
         if out and start is not None and out[0][0] < start:
             out[0][0] = start
-        return out
+        return [r for r in out if r[1] > r[0]] if below is not None and start is not None else out
 
     def range_count(self) -> int:
         """How many ranges ``ranges()`` has."""

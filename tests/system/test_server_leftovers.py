@@ -396,6 +396,12 @@ def test_the_frame_set_behaves_as_a_set_out_of_order_and_with_duplicates():
             while run_end in expected:
                 run_end += 1
             assert frames.run_end(i) == run_end
+        lo, hi = sorted(rng.randrange(top + 2) for _ in range(2))
+        assert frames.ranges(start=lo) == P.to_ranges({i for i in expected if i >= lo})  # WELCOME's
+        assert frames.ranges(below=hi) == P.to_ranges({i for i in expected if i < hi})  # a cut SUMMARY's
+        assert frames.ranges(below=lo, start=hi) == []
+        assert frames.ranges(below=hi, start=lo) == P.to_ranges({i for i in expected if lo <= i < hi})
+        assert P.from_ranges(frames.ranges()) == expected and FrameSet.from_spans(frames.spans()) == frames
         frames -= FrameSet(other)  # the failed ones removed
         assert frames.ranges() == P.to_ranges(expected - other) and len(frames) == len(expected - other)
     with pytest.raises(ValueError):
