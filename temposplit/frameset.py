@@ -19,6 +19,7 @@ reads the other set through a snapshot taken under its own lock (never two locks
 
 from __future__ import annotations
 
+import heapq
 import threading
 from array import array
 from bisect import bisect_left, bisect_right
@@ -47,8 +48,13 @@ class FrameSet:
     def from_spans(cls, spans: Iterable[tuple[int, int]]) -> FrameSet:
         """The indices of half-open ``(start, end)`` spans, in any order, overlapping or not
         (each checked as ``protocol.from_ranges`` checks them: 0 <= start <= end < LIMIT)."""
+        return cls._of_sorted(sorted((s, e) for s, e in spans if e > s))
+
+    @classmethod
+    def _of_sorted(cls, spans: Iterable[tuple[int, int]]) -> FrameSet:
+        """The indices of non-empty spans sorted by their start, those that overlap or touch joined."""
         starts, ends = array("q"), array("q")
-        for s, e in sorted((s, e) for s, e in spans if e > s):
+        for s, e in spans:
             if ends and s <= ends[-1]:  # overlaps or touches the last one
                 if e > ends[-1]:
                     ends[-1] = e
@@ -211,23 +217,8 @@ class FrameSet:
         """The union, merged in one pass over both sets' ranges."""
         if not isinstance(other, FrameSet):
             return NotImplemented
-        starts, ends = array("q"), array("q")
         a, b = self._snapshot(), other._snapshot()
-        i = j = 0
-        while i < len(a[0]) or j < len(b[0]):
-            if j >= len(b[0]) or (i < len(a[0]) and a[0][i] <= b[0][j]):
-                s, e = a[0][i], a[1][i]
-                i += 1
-            else:
-                s, e = b[0][j], b[1][j]
-                j += 1
-            if ends and s <= ends[-1]:  # overlaps or touches the last one
-                if e > ends[-1]:
-                    ends[-1] = e
-            else:
-                starts.append(s)
-                ends.append(e)
-        return FrameSet._of_ranges(starts, ends)
+        return FrameSet._of_sorted(heapq.merge(zip(*a, strict=True), zip(*b, strict=True)))  # both sorted: one pass
 
     def __isub__(self, other: FrameSet) -> FrameSet:
         """Remove every index of ``other``, in one pass over both sets' ranges."""

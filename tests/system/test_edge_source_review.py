@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from replays import synthetic_replay
+from test_edge_inputs import _Model  # an M1 stand-in: one 4x6x6 tensor per frame
 
 from temposplit.cli import main
 from temposplit.errors import ConfigError
@@ -251,28 +252,6 @@ def test_a_spool_that_cannot_be_written_names_the_output(tmp_path, monkeypatch, 
     with pytest.raises(ConfigError, match=f"cannot write {out}: {why}"):
         host_features.write_features(out, _Model(), _frames(3), 10.0)
     assert os.listdir(tmp_path) == []
-
-
-class _Model:
-    """An M1 stand-in: one 4x6x6 tensor per frame."""
-
-    model = "ssd-mobilenet-v2"
-
-    class cut:
-        name = "features.10"
-
-    def m1(self, frames):
-        from temposplit.model.numpy_m1 import Codes
-
-        return [[Codes("t", (4, 6, 6), 0.1, 3, np.full((4, 6, 6), f[0, 0, 0], np.uint8))] for f in frames]
-
-    def tensor_specs(self, sample, block=None):
-        from temposplit.codec.encoder import TensorSpec
-
-        return [TensorSpec(t.name, t.shape, t.scale, t.zero_point, block or 2) for t in sample]
-
-    def model_hash(self, sample):
-        return bytes(32)
 
 
 # ---------------------------------------------------------------------------- 5: --frames past any count
