@@ -763,6 +763,17 @@ class Encoder:
             self.rate.update(g.bytes, g.done, g.pred_bytes, g.n_bits)
         self.group = None
 
+    def _forget(self, index: int) -> None:
+        """Drop the group's reconstructions (and ctx change maps) that no later frame of it
+        can reference, once frame ``index`` is coded: the group's anchor, its refresh
+        anchors and the frame just coded (a chain's next reference) stay. A group of 255
+        frames held every one (4 GiB for a stream's largest tensor); the bytes are the same."""
+        g = self.group
+        keep = {g.start + g.anchor, index, *g.anchors.values()}
+        for k in [k for k in g.recon if k not in keep]:
+            del g.recon[k]
+            g.changes.pop(k, None)
+
     def _side(self, index: int) -> int:
         g = self.group
         return (index > g.start + g.anchor) - (index < g.start + g.anchor)
@@ -808,6 +819,7 @@ class Encoder:
         g.recon[index] = recon
         if not group_start:
             g.anchors[self._side(index)] = index
+        self._forget(index)
         # A KEY names itself; an ANCHOR names the anchor its derived tables come from.
         source = index if key or self.prev_anchor_index is None else self.prev_anchor_index
         self.prev_anchor_index = index
@@ -841,6 +853,7 @@ class Encoder:
         self.last_coded = (index, n_bits, recon, g.changes[index])
         if not group_start:
             g.anchors[self._side(index)] = index
+        self._forget(index)
         self.prev_anchor_index = index
         source = last[0] if temporal else index
         packet = Packet(KEY if key else ANCHOR, index, source, payload, FLAG_GROUP_START if group_start else 0, sizes)
@@ -930,6 +943,7 @@ class Encoder:
         if self.config.coder == "ctx":
             g.changes[index] = changes
             self.last_coded = (index, n_bits, recon, changes)
+        self._forget(index)
         packet = Packet(PRED, index, ref_index, payload, 0, sizes)
         g.bytes += len(packet)
         g.pred_bytes.append(len(packet))

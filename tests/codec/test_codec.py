@@ -347,3 +347,35 @@ def test_rate_control_scales_the_residual_threshold_to_meet_a_target(rng):
     assert max(enc.rate.gains.values()) > 1.0
     _, out = decode_stream(data)
     assert len(out) == 48 and all(isinstance(d, DecodedFrame) for d in out)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"structure": "uni-64", "coder": "raw"},
+        {"structure": "uni-64", "coder": "ctx", "reference": "chain"},
+        {"structure": "bi-31", "coder": "zrl", "reference": "chain", "refresh_threshold": 0.5},
+    ],
+    ids=["anchor", "ctx-chain", "bi-chain-refresh"],
+)
+def test_a_long_group_holds_only_the_reconstructions_later_frames_reference(options):
+    """The encoder kept every reconstruction of the group until it ended: a group of 255
+    frames of a stream's largest tensor held 4 GiB (8 with ctx's change maps). Now the
+    group's anchor, its refresh anchors and the frame just coded, and each frame decodes to
+    the encoder's own reconstruction as before."""
+    from temposplit.codec.decoder import decode_stream
+
+    frames = correlated_clip(np.random.default_rng(4), 60, (8, 12, 16), dx=1, noise=3.0)
+    config = CodecConfig([TensorSpec("x", (8, 12, 16), 0.05, 3, 4)], n_bits=4, **options)
+    enc = Encoder(config, keep_reconstruction=True)
+    held = []
+    packets = []
+    for f in frames:
+        packets += enc.push([f])
+        if enc.group is not None:
+            held.append(len(enc.group.recon))
+    packets += enc.flush()
+    assert max(held) <= 4, max(held)  # the anchor, a refresh anchor a side, the frame just coded
+    _, decoded = decode_stream(enc.header_bytes() + b"".join(p.to_bytes() for p in packets))
+    ours = {r.index: r.reconstruction for r in enc.frames}
+    assert len(decoded) == 60 and all(np.array_equal(d.codes[0], ours[d.index][0]) for d in decoded)
