@@ -161,6 +161,9 @@ def _source_options(args) -> dict:
     return {"options": input_options(args.input_option), "timeout": timeout}
 
 
+MAX_CALIBRATION = 256  # --calibration: frames held in memory at once (a 1080p clip's: 1.6 GB)
+
+
 def _add_calibration_options(p) -> None:
     """The int8 M1's calibration: the fixed set by default, the clip itself on request."""
     p.add_argument(
@@ -168,7 +171,8 @@ def _add_calibration_options(p) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="int8 calibration on N frames of the fixed calibration set (default: all of it; docs/models.md)",
+        help="int8 calibration on N frames of the fixed calibration set (default: all of it; docs/models.md; "
+        f"at most {MAX_CALIBRATION})",
     )
     p.add_argument(
         "--calibrate-on-clip",
@@ -324,7 +328,7 @@ def _edge(args) -> int:
             "--replay streams recorded cut tensors: --m1, --weights, --cut and --calibrate-on-clip do not apply"
         )
     _check_frames(args.frames)
-    _at_least(args.calibration, 1, "--calibration")
+    _at_least(args.calibration, 1, "--calibration", MAX_CALIBRATION)
     _check_m1_options(args)
     source_options = _source_options(args)
     if args.replay and (args.input_option or args.source_timeout is not None):
@@ -532,7 +536,7 @@ def _features(args) -> int:
     from temposplit.host.sources import open_source
 
     _check_frames(args.frames)
-    _at_least(args.calibration, 1, "--calibration")
+    _at_least(args.calibration, 1, "--calibration", MAX_CALIBRATION)
     _check_m1_options(args)
     if args.block is not None:
         from temposplit.codec.motion import check_block

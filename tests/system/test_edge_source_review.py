@@ -275,6 +275,19 @@ def test_frames_past_the_stream_formats_count_is_one_line_before_the_model(
     assert not (tmp_path / "o.npz").exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["edge", "features"])
+def test_calibration_frames_past_the_bound_are_one_line_before_the_model(tmp_path, no_model, one_line, command):
+    """--calibrate-on-clip --calibration N held N frames in memory (past sys.maxsize,
+    islice's internal error after the source opened)."""
+    from temposplit.host.cli import MAX_CALIBRATION
+
+    video = _npy(tmp_path / "v.npy")
+    argv = {"edge": ["edge", video, *SERVER], "features": ["features", video, str(tmp_path / "o.npz")]}[command]
+    big = str(10**20)
+    assert main([*argv, "--calibrate-on-clip", "--calibration", big]) == 2
+    one_line(f"--calibration must be at most {MAX_CALIBRATION}, not {big}")
+
+
 def test_the_demo_api_bounds_its_frames_too(tmp_path, no_model):
     from temposplit.host.demo import run_demo
 
