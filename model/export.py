@@ -402,30 +402,53 @@ def export_m1(quantized, path) -> Path:
     return path
 
 
+def check_export(model: str | None, cut, weights, have_frames: bool) -> tuple[str, str]:
+    """The (model, cut) names :func:`export_cut` exports, or a ConfigError, before anything
+    is loaded or calibrated (a mistyped cut cost a whole calibration): an unknown model or
+    cut, a torchvision detector without weights (its random weights would be exported as
+    if they were a model) or without calibration frames."""
+    from temposplit.model import cuts as cut_table
+
+    name = model or cut_table.DEFAULT_MODEL
+    cut_name = cut_table.get_cut(name, cut).name
+    if name != cut_table.SSD:
+        if weights is None:
+            raise ConfigError(
+                f"{name}: no weights: give 'DEFAULT', 'COCO_V1' or a .pth (--weights W on the command line);"
+                " without them its M1 would be exported with random weights"
+            )
+        if not have_frames:
+            raise ConfigError(
+                f"{name}: give calibration frames (RGB uint8; --calibration N on the command line) to export"
+                " its int8 M1"
+            )
+    return name, cut_name
+
+
 def export_cut(out, model: str | None = None, cut=None, weights=None, calibration_frames=None, log=None) -> Path:
     """Load, calibrate (qnnpack int8) and export one cut's M1: what a command line calls.
 
     ``model``: a detector name (default: the SSD); ``cut``: a cut name or alias (default: the
-    model's default cut); ``calibration_frames``: RGB uint8 frames (default for the SSD: the
-    fixed calibration set, ``calibration.calibration_frames()``). For a torchvision detector
-    the calibration frames must be given.
+    model's default cut); ``weights``: as for ``load_detector`` (a torchvision detector's
+    must be given: ``"DEFAULT"``, ``"COCO_V1"`` or a ``.pth``); ``calibration_frames``: RGB
+    uint8 frames (default for the SSD: the fixed calibration set,
+    ``calibration.calibration_frames()``). For a torchvision detector the calibration frames
+    must be given. The names are checked (:func:`check_export`) before anything is loaded.
     """
     from temposplit.model import cuts as cut_table
     from temposplit.model import load_detector
     from temposplit.model.quantize import quantize, quantize_m1
 
-    name = model or cut_table.DEFAULT_MODEL
+    name, cut_name = check_export(model, cut, weights, calibration_frames is not None)
     det = load_detector(name, weights=weights)
     if calibration_frames is None:
-        if name != cut_table.SSD:
-            raise ConfigError(f"{name}: give calibration frames (RGB uint8) to export its int8 M1")
         from temposplit.model.calibration import calibration_frames as default_frames
 
         calibration_frames = default_frames()
     if name == cut_table.SSD:
-        quantized = quantize(det, calibration_frames, log=log).split(cut)
+        quantized = quantize(det, calibration_frames, log=log).split(cut_name)
     else:
-        quantized = quantize_m1(det, det.get_cut(cut).name, calibration_frames)
+        quantized = quantize_m1(det, cut_name, calibration_frames)
     path = export_m1(quantized, out)
     if log:
         log(f"wrote {path} ({name}, cut {quantized.cut.name}, {path.stat().st_size} bytes)")

@@ -314,15 +314,32 @@ def time_layers(m1, x: np.ndarray, repeat: int = 5) -> dict:
 def main(argv=None) -> int:
     import argparse
     import json
+    import sys
 
     from temposplit.model import numpy_m1
 
-    p = argparse.ArgumentParser(description="per-layer costs (and times here) of an exported M1")
+    p = argparse.ArgumentParser(
+        prog="python -m temposplit.model.numpy_conv", description="per-layer costs (and times here) of an exported M1"
+    )
     p.add_argument("m1", help="an exported M1 (.npz)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--repeat", type=int, default=5, help="timed runs per layer (0: no timing)")
     args = p.parse_args(argv)
-    m1 = numpy_m1.load(args.m1)
+
+    def refuse(message: str) -> int:  # one line on stderr, exit status 2
+        print(f"{p.prog}: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.repeat < 0:
+        return refuse(f"--repeat must be 0 (no timing) or more, not {args.repeat}")
+    if args.size is not None and min(args.size) < 1:
+        return refuse(f"--size must be two whole numbers of at least 1 (H W), not {args.size[0]} {args.size[1]}")
+    try:
+        m1 = numpy_m1.load(args.m1)
+    except OSError as exc:
+        return refuse(f"{args.m1}: {exc.strerror or exc}")
+    except numpy_m1.FormatError as exc:
+        return refuse(str(exc))
     size = tuple(args.size or m1.input.get("size", numpy_m1.SSD_INPUT_SIZE))
     rows = layer_costs(m1, size)
     if args.repeat:

@@ -97,13 +97,16 @@ def resize_bilinear_tf1(image: np.ndarray, size=SSD_INPUT_SIZE) -> np.ndarray:
     x1 = np.minimum(x0 + 1, in_w - 1)
     dy = (sy - y0).astype(np.float32)[:, None, None]
     dx = (sx - x0).astype(np.float32)[None, :, None]
-    # The two source rows of each output row become float32 (2 x out_h x in_w pixels), not the
-    # whole frame: a 4K frame took 118 MB here, 33 MB now, on a board of 512 MB; the same
-    # values, so the same result bit for bit (and a little faster: no pass over unread rows).
+    # Only the four samples of each output pixel become float32 (4 x out_h x out_w pixels),
+    # gathered as uint8 first: memory is the output's, whatever the frame's size (a 4K frame
+    # took 118 MB when whole, 33 MB as two whole rows per output row, a 4x65536 frame 531 MB;
+    # now about 5 MB), on a board of 512 MB. The same values, so the same result bit for bit.
     image = np.asarray(image)
-    r0, r1 = image[y0].astype(np.float32), image[y1].astype(np.float32)
-    top = r0[:, x0] + (r0[:, x1] - r0[:, x0]) * dx
-    bottom = r1[:, x0] + (r1[:, x1] - r1[:, x0]) * dx
+    rows0, rows1, cols0, cols1 = y0[:, None], y1[:, None], x0[None, :], x1[None, :]
+    p00, p01 = image[rows0, cols0].astype(np.float32), image[rows0, cols1].astype(np.float32)
+    p10, p11 = image[rows1, cols0].astype(np.float32), image[rows1, cols1].astype(np.float32)
+    top = p00 + (p01 - p00) * dx
+    bottom = p10 + (p11 - p10) * dx
     return (top + (bottom - top) * dy).astype(np.float32)
 
 
@@ -194,6 +197,21 @@ def requantize(acc: np.ndarray, bias: np.ndarray, scale: np.ndarray, zero_point:
 _windows = numpy_conv.windows  # the kernel taps' strided views (max pooling uses them too)
 
 
+_PER_CHANNEL = {"weight_zero_point": "an integer", "bias": "an integer", "requant_scale": "a floating-point"}
+
+
+def _channel_array(arrays: dict, name: str, key: str, channels: int) -> np.ndarray:
+    """A conv's per-output-channel array: 1-D, one entry per output channel, of its kind
+    (integer zero points and bias, floating requantization scales), or a FormatError."""
+    a = arrays[f"{name}.{key}"]
+    if a.shape != (channels,):
+        raise FormatError(f"{name}: {key} of shape {a.shape}, expected ({channels},): one per output channel")
+    kind = _PER_CHANNEL[key]
+    if not np.issubdtype(a.dtype, np.integer if kind == "an integer" else np.floating):
+        raise FormatError(f"{name}: {key} of type {a.dtype}, expected {kind} type")
+    return a
+
+
 class Conv:
     """Quantized convolution (optionally with a fused ReLU), qnnpack's arithmetic.
 
@@ -207,25 +225,36 @@ class Conv:
         w = arrays[f"{name}.weight"]  # int8, or int16 (O, I/g, kh, kw)
         if w.dtype not in (np.int8, np.int16):
             raise FormatError(f"{name}: weights of type {w.dtype}, expected int8 or int16")
+        if w.ndim != 4 or 0 in w.shape:
+            raise FormatError(f"{name}: weights of shape {w.shape}, expected (O, I/groups, kh, kw)")
+        per_channel = {key: _channel_array(arrays, name, key, w.shape[0]) for key in _PER_CHANNEL}
+        lo, hi = np.iinfo(w.dtype).min, np.iinfo(w.dtype).max
+        if per_channel["weight_zero_point"].min() < lo or per_channel["weight_zero_point"].max() > hi:
+            raise FormatError(f"{name}: weight_zero_point outside the {w.dtype} range {lo}..{hi}")
+        if per_channel["bias"].min() < -(2**31) or per_channel["bias"].max() >= 2**31:
+            raise FormatError(f"{name}: bias out of the int32 range")
         wide = w.dtype == np.int16
         w = w.astype(np.float32)
-        wzp = arrays[f"{name}.weight_zero_point"].astype(np.float32)
+        wzp = per_channel["weight_zero_point"].astype(np.float32)
         self.node = node
         self.out_channels, cin_g, self.kh, self.kw = w.shape
         self.groups = int(node["groups"])
         self.stride = tuple(node["stride"])
         self.padding = tuple(node["padding"])
-        self.in_zp = int(node["input_zero_point"])
+        self.in_zp = _whole(node["input_zero_point"], f"{name}: input_zero_point", 0, 255)
         self.out_zp = int(node["zero_point"])
         self.qmin, self.qmax = int(node["qmin"]), int(node["qmax"])
-        self.scale = arrays[f"{name}.requant_scale"].astype(np.float32)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
+            self.scale = per_channel["requant_scale"].astype(np.float32)
+        if not (np.isfinite(self.scale).all() and (self.scale > 0).all()):
+            raise FormatError(f"{name}: requant_scale holds values that are not finite positive float32 numbers")
         wc = w - wzp.reshape(-1, 1, 1, 1)  # centred weights: small integers, exact in float32
         self.depthwise = self.groups > 1 and cin_g == 1 and self.groups == self.out_channels
         if self.groups > 1 and not self.depthwise:
             raise FormatError(f"{name}: grouped convolution other than depthwise is not supported")
         self.in_channels = self.groups if self.depthwise else cin_g
         flat = wc.reshape(self.out_channels, -1)  # (O, K), K in (c, i, j) order
-        bias = arrays[f"{name}.bias"].astype(np.int64) - self.in_zp * flat.sum(1).astype(np.int64)
+        bias = per_channel["bias"].astype(np.int64) - self.in_zp * flat.sum(1).astype(np.int64)
         if np.abs(bias).max(initial=0) >= 2**31:
             raise FormatError(f"{name}: bias out of the int32 range")
         # the sums: exact integer arithmetic on the float32 BLAS (model/numpy_conv.py)
@@ -334,11 +363,15 @@ def read_export(path) -> tuple[dict, dict]:
         raise FormatError(f"{path}: the graph is a JSON {type(graph).__name__}, not an object")
     if graph.get("format") != FORMAT:
         raise FormatError(f"{path}: format {graph.get('format')!r}, expected {FORMAT!r}")
-    version = graph.get("version", 0)
+    if "version" not in graph:
+        raise FormatError(f"{path}: no format version")
+    version = graph["version"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise FormatError(f"{path}: format version {version!r} is not a whole number")
     if version > VERSION:
         raise FormatError(f"{path}: format version {version} is newer than this runtime's {VERSION}")
+    if version < 1:
+        raise FormatError(f"{path}: format version {version} is not one this runtime reads (1..{VERSION})")
     return graph, arrays
 
 
@@ -420,6 +453,7 @@ class NumpyM1:
             if self.graph.get(key) is not None and not isinstance(self.graph[key], str):
                 raise FormatError(f"'{key}' is {self.graph[key]!r}, not a name")
         shapes = {}  # node -> (channels, h, w); None where the input's size is not known
+        zero_points = {"input": None}  # node -> its output's zero point
         if self.input.get("kind") == "ssd-rgb":
             size = self.input.get("size", SSD_INPUT_SIZE)
             if not isinstance(size, (list, tuple)) or len(size) != 2:
@@ -440,17 +474,19 @@ class NumpyM1:
                 if (w and i != w) or not isinstance(i, str) or i not in shapes or (not w and i == "input"):
                     raise FormatError(f"node {name}: input {i!r} is not an earlier node")
             try:
-                shapes[name] = self._node_shape(node, [shapes[i] for i in inputs])
+                shapes[name] = self._node_shape(node, [shapes[i] for i in inputs], [zero_points[i] for i in inputs])
             except FormatError as exc:
                 raise FormatError(f"node {name}: {exc}") from None
+            zero_points[name] = node["zero_point"]
         if not isinstance(self.outputs, list) or len(self.outputs) != len(self.names):
             raise FormatError(f"'outputs' {self.outputs!r} does not name one node per output name {self.names}")
         for out in self.outputs:
             if not isinstance(out, str) or out == "input" or out not in shapes:
                 raise FormatError(f"output {out!r} is not a node")
 
-    def _node_shape(self, node: dict, ins: list):
-        """The (channels, h, w) of a node's output (None where unknown), checking its fields."""
+    def _node_shape(self, node: dict, ins: list, in_zps: list):
+        """The (channels, h, w) of a node's output (None where unknown), checking its fields
+        (``in_zps``: the zero points of its inputs' outputs)."""
         op = node["op"]
         _real(node["scale"], "scale")
         _whole(node["zero_point"], "zero_point", 0, 255)
@@ -468,14 +504,24 @@ class NumpyM1:
             c, h, w = src
             return c, h + sum(tf_same_pads(h, k, s)), w + sum(tf_same_pads(w, k, s))
         if op == "add":
-            for key in ("a_multiplier", "b_multiplier", "zero_point_product"):
-                _whole(node[key], key, -(2**31), 2**31 - 1)
-            _whole(node["shift"], "shift", 0, 31)
+            # qnnpack's ranges (pytorch_qnnp_compute_add_quantization_params), which keep the
+            # int32 accumulator from overflowing: multipliers below 2**22, shift 13..31
+            a_mult = _whole(node["a_multiplier"], "a_multiplier", 0, 2**22 - 1)
+            b_mult = _whole(node["b_multiplier"], "b_multiplier", 0, 2**22 - 1)
+            _whole(node["shift"], "shift", 13, 31)
+            product = -(a_mult * in_zps[0] + b_mult * in_zps[1])
+            if _whole(node["zero_point_product"], "zero_point_product", -(2**31), 2**31 - 1) != product:
+                raise FormatError(
+                    f"zero_point_product {node['zero_point_product']} is not -(a_multiplier * {in_zps[0]}"
+                    f" + b_multiplier * {in_zps[1]}) = {product} (its inputs' zero points)"
+                )
             if src != ins[1]:
                 raise FormatError(f"adds tensors of shapes {src} and {ins[1]}")
             return src
         if op == "conv":
             conv = self._ops[node["name"]]
+            if conv.in_zp != in_zps[0]:
+                raise FormatError(f"input_zero_point {conv.in_zp} is not its input's zero point {in_zps[0]}")
             stride, padding = _pair(node["stride"], "stride", 1), _pair(node["padding"], "padding", 0)
             conv.stride, conv.padding = stride, padding
             if src is None:
