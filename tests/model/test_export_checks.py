@@ -5,7 +5,6 @@ before calibrating; the SSD resize's memory does not grow with the frame; the pe
 tool refuses nonsense options in one line. Nothing here calibrates a network."""
 
 import json
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -196,47 +195,6 @@ def test_export_m1_passes_its_weights_on(tmp_path, monkeypatch):
     argv = ["models", "export-m1", "--model", "fasterrcnn-resnet50-fpn", "--weights", "COCO_V1"]
     assert main([*argv, "--calibration", "2", "--out", str(tmp_path / "m1.npz")]) == 0
     assert seen["weights"] == "COCO_V1" and seen["calibration_frames"] == ["frames", "frames"]
-
-
-# ---------------------------------------------------------------------------- the SSD resize
-
-
-def _rows_first(image, size):
-    """The resize as it was: two whole source rows per output row as float32, then the columns."""
-    in_h, in_w = image.shape[:2]
-    out_h, out_w = size
-    sy = np.arange(out_h, dtype=np.float32) * np.float32(in_h / out_h)
-    sx = np.arange(out_w, dtype=np.float32) * np.float32(in_w / out_w)
-    y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
-    y1, x1 = np.minimum(y0 + 1, in_h - 1), np.minimum(x0 + 1, in_w - 1)
-    dy = (sy - y0).astype(np.float32)[:, None, None]
-    dx = (sx - x0).astype(np.float32)[None, :, None]
-    r0, r1 = image[y0].astype(np.float32), image[y1].astype(np.float32)
-    top = r0[:, x0] + (r0[:, x1] - r0[:, x0]) * dx
-    bottom = r1[:, x0] + (r1[:, x1] - r1[:, x0]) * dx
-    return (top + (bottom - top) * dy).astype(np.float32)
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 5, 3), (4, 6000, 3), (299, 301, 3), (601, 599, 3), (1081, 97, 3)])
-def test_the_resize_is_bit_exact(shape):
-    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    for size in ((300, 300), (33, 17)):
-        assert np.array_equal(nm.resize_bilinear_tf1(image, size), _rows_first(image, size))
-    view = np.random.default_rng(1).integers(0, 256, (shape[0], 2 * shape[1], 3), dtype=np.uint8)[:, ::2, ::-1]
-    assert np.array_equal(nm.resize_bilinear_tf1(view), _rows_first(view, (300, 300)))
-
-
-def test_a_very_wide_frame_is_resized_in_little_memory():
-    """A 4x65536 frame (0.8 MB) peaked at 531 MB (two whole float32 rows per output row)."""
-    image = np.random.default_rng(2).integers(0, 256, (4, 65536, 3), dtype=np.uint8)
-    tracemalloc.start()
-    try:
-        out = nm.resize_bilinear_tf1(image)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16e6, f"{peak / 1e6:.1f} MB"
-    assert np.array_equal(out, _rows_first(image, (300, 300)))
 
 
 # ---------------------------------------------------------------------------- python -m ...numpy_conv
