@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("bjontegaard")
 pytest.importorskip("pycocotools")
 
+from test_statistics_reference import _box_rows  # noqa: E402  (conftest.py: this folder on sys.path)
+
 from temposplit.evaluation import bootstrap  # noqa: E402
-from temposplit.evaluation.metrics import Detections, coco_map  # noqa: E402
 from temposplit.evaluation.summary import (  # noqa: E402
     NO_FREQUENT,
     bd_cell,
@@ -36,48 +37,12 @@ def _rows(tmp_path: Path, clip: str = "clipx", n: int = 40, boxes=(1, 5), codecs
     Every reference box is of category 1; ``frequent``: the rows carry the frequent-category
     scores (category 1 then needs >= 50 boxes, which ``boxes`` = (1, 5) a frame gives at 40
     frames)."""
-    rng = np.random.default_rng(11)
-    gts = []
-    for _ in range(n):
-        k = int(rng.integers(*boxes))
-        corner = rng.uniform(0, 200, (k, 2))
-        gts.append(Detections.make(np.hstack([corner, corner + rng.uniform(20, 80, (k, 2))]), np.ones(k), [1] * k))
-    root = tmp_path / "evals"
-    (root / clip).mkdir(parents=True, exist_ok=True)
-    named = {f"chain+residual:{k}": (v, RATES[k]) for k, v in FEATURES.items()}
+    noise = {f"chain+residual:{k}": v for k, v in FEATURES.items()}
+    rates = {f"chain+residual:{k}": RATES[k] for k in FEATURES}
     for codec in codecs:
-        named |= {f"{codec}:{k}": (v, RATES[k] * (1.1 if codec == "h265" else 1.0)) for k, v in CURVE.items()}
-    rows = []
-    for name, (sigma, rate) in named.items():
-        r = np.random.default_rng(int(sigma * 1000))
-        dts = [
-            Detections.make(g.boxes + r.normal(0, sigma, g.boxes.shape), r.uniform(0.5, 1, len(g)), [1] * len(g))
-            for g in gts
-        ]
-        m = coco_map(dts, gts)
-        np.savez(root / clip / f"{name}.npz", **m.images.to_npz())
-        method, variant = name.split(":", 1)
-        rows.append(
-            {
-                "key": f"{clip}|{name}",
-                "clip": clip,
-                "method": method,
-                "variant": variant,
-                "cut": "features.10" if method == "chain+residual" else None,
-                "n_bits": None,
-                "coder": None,
-                "frames": n,
-                "scored_frames": n,
-                "bytes_per_frame": float(rate),
-                "mb_per_s": rate * 30 / 1e6,
-                "map50": m.map50,
-                "map50_95": m.map50_95,
-                "map50_frequent": m.map50 if frequent else math.nan,
-                "map50_95_frequent": m.map50_95 if frequent else math.nan,
-                "evals": f"{clip}/{name}.npz",
-            }
-        )
-    return rows, root
+        noise |= {f"{codec}:{k}": v for k, v in CURVE.items()}
+        rates |= {f"{codec}:{k}": RATES[k] * (1.1 if codec == "h265" else 1.0) for k in CURVE}
+    return _box_rows(tmp_path, clip, noise, rates, n=n, boxes=boxes, frequent=frequent)
 
 
 def _report(tmp_path: Path, rows, replicates=50) -> str:

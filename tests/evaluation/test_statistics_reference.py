@@ -414,12 +414,23 @@ def test_percentile_intervals_of_block_resamples_cover_a_known_mean():
     assert 0.74 <= covered / trials <= 0.92
 
 
-def _box_rows(tmp_path: Path, clip: str, noise: dict[str, float], rates: dict[str, float], n: int = 40):
-    """Rows of one clip whose per-frame outcomes are saved as the harness saves them."""
+def _box_rows(
+    tmp_path: Path,
+    clip: str,
+    noise: dict[str, float],
+    rates: dict[str, float],
+    n: int = 40,
+    boxes=(1, 5),
+    frequent: bool = False,
+):
+    """Rows of one clip whose per-frame outcomes are saved as the harness saves them
+    (``<tmp_path>/evals``): ``noise`` names each row ``method:variant`` with the box noise of
+    its detections, ``rates`` its bytes per frame. Every reference box is of category 1,
+    ``boxes`` a frame; ``frequent``: the rows carry the frequent-category scores."""
     rng = np.random.default_rng(11)
     gts = []
     for _ in range(n):
-        k = int(rng.integers(1, 5))
+        k = int(rng.integers(*boxes))
         corner = rng.uniform(0, 200, (k, 2))
         gts.append(Detections.make(np.hstack([corner, corner + rng.uniform(20, 80, (k, 2))]), np.ones(k), [1] * k))
     root = tmp_path / "evals"
@@ -440,16 +451,17 @@ def _box_rows(tmp_path: Path, clip: str, noise: dict[str, float], rates: dict[st
                 "clip": clip,
                 "method": method,
                 "variant": variant,
-                "cut": "features.10" if method != "h264" else None,
+                "cut": "features.10" if method == "chain+residual" else None,
                 "n_bits": None,
                 "coder": None,
                 "frames": n,
                 "scored_frames": n,
-                "bytes_per_frame": rates[name],
+                "bytes_per_frame": float(rates[name]),
+                "mb_per_s": rates[name] * 30 / 1e6,
                 "map50": m.map50,
                 "map50_95": m.map50_95,
-                "map50_frequent": math.nan,
-                "map50_95_frequent": math.nan,
+                "map50_frequent": m.map50 if frequent else math.nan,
+                "map50_95_frequent": m.map50_95 if frequent else math.nan,
                 "evals": f"{clip}/{name}.npz",
             }
         )

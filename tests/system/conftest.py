@@ -97,3 +97,15 @@ def make_server(tmp_path, cloud_models):
     yield make
     for srv in made:
         srv.shutdown()
+
+
+@pytest.fixture
+def peer():
+    """``peer(serve)``: a fake server on loopback whose ``serve(conn)`` answers one
+    connection (test_edge_faults.Peer); closed after the test."""
+    from test_edge_faults import Peer
+
+    made = []
+    yield lambda serve: made.append(Peer(serve)) or made[-1]
+    for p in made:
+        p.close()

@@ -151,15 +151,12 @@ def test_demo_stopped_by_a_signal_finishes_the_stream(sig, tmp_path):
     assert not [f for f in (out / "vtest").iterdir() if f.name.endswith(".tmp")]
 
 
-def test_a_signal_after_the_edges_last_look_stops_the_demo_before_scoring(monkeypatch, tmp_path):
-    """A signal in the stream's last moments (the edge's flush, its wait for the last ACKs or
-    the SUMMARY) only asked the edge to stop, which no longer looked: the demo went on to
-    score every frame with the float detector (minutes), wrote summary.json, then exited as
-    stopped. It now stops right after the stream, saying so (the stand-ins below replace the
-    model, the server and the edge: nothing of theirs is under test)."""
+def demo_stand_ins(monkeypatch) -> None:
+    """demo._run's model (its calibration too) and server replaced by stand-ins: a cut of
+    one 1x2x2 tensor at a 300x300 input, a server that starts and stops (the edge is each
+    test's own)."""
     from types import SimpleNamespace
 
-    import temposplit.host.edge as edge_module
     import temposplit.host.pipeline as pipeline
     import temposplit.model.calibration as calibration
     import temposplit.server.server as server_module
@@ -174,6 +171,19 @@ def test_a_signal_after_the_edges_last_look_stops_the_demo_before_scoring(monkey
         "CloudServer",
         lambda **k: SimpleNamespace(start=lambda: None, shutdown=lambda: None, address=("127.0.0.1", 1)),
     )
+
+
+def test_a_signal_after_the_edges_last_look_stops_the_demo_before_scoring(monkeypatch, tmp_path):
+    """A signal in the stream's last moments (the edge's flush, its wait for the last ACKs or
+    the SUMMARY) only asked the edge to stop, which no longer looked: the demo went on to
+    score every frame with the float detector (minutes), wrote summary.json, then exited as
+    stopped. It now stops right after the stream, saying so (the stand-ins below replace the
+    model, the server and the edge: nothing of theirs is under test)."""
+    from types import SimpleNamespace
+
+    import temposplit.host.edge as edge_module
+
+    demo_stand_ins(monkeypatch)
     lines = []
     with demo._Signals(lines.append) as signals:
         try:

@@ -107,12 +107,26 @@ class Peer:
             c.close()
 
 
-@pytest.fixture
-def peer():
-    made = []
-    yield lambda serve: made.append(Peer(serve)) or made[-1]
-    for p in made:
-        p.close()
+def acking_server(damaged: set, summary):
+    """A fake server's side of one connection: WELCOME, an ACK of each packet (an error for
+    the frames in ``damaged``), and at END the SUMMARY ``summary(frames)``."""
+    from temposplit.codec.bitstream import parse_packet
+
+    def serve(conn):
+        chan = P.Channel(conn)
+        assert chan.recv().type == P.HELLO
+        conn.sendall(WELCOME)
+        while True:
+            msg = chan.recv()
+            if msg.type == P.PACKET_AT:
+                index = parse_packet(P.split_packet_at(msg.body)[2], 0, 1 << 24)[0].index
+                bad = index in damaged
+                conn.sendall(_message(P.ACK, {"frame": index, "error": "damaged"} if bad else {"frame": index}))
+            elif msg.type == P.END:
+                conn.sendall(_message(P.SUMMARY, summary(msg.json()["frames"])))
+                return
+
+    return serve
 
 
 def _drain(conn):
@@ -350,25 +364,13 @@ def test_a_stream_that_ends_with_frames_recorded_as_errors_exits_with_partial(tm
     from replays import synthetic_replay
 
     from temposplit.cli import PARTIAL
-    from temposplit.codec.bitstream import parse_packet
 
-    def server(conn):
-        chan = P.Channel(conn)
-        assert chan.recv().type == P.HELLO
-        conn.sendall(WELCOME)
-        while True:
-            msg = chan.recv()
-            if msg.type == P.PACKET_AT:
-                index = parse_packet(P.split_packet_at(msg.body)[2], 0, 1 << 24)[0].index
-                conn.sendall(_message(P.ACK, {"frame": index, "error": "damaged"} if index == 1 else {"frame": index}))
-            elif msg.type == P.END:
-                n = msg.json()["frames"]
-                summary = {"stream": "s", "frames": n, "decoded": n - 1, "errors": 1, "bytes": 0}
-                conn.sendall(_message(P.SUMMARY, {**summary, "recorded": [[0, n]], "failed": [[1, 2]]}))
-                return
+    def summary(n):
+        counts = {"stream": "s", "frames": n, "decoded": n - 1, "errors": 1, "bytes": 0}
+        return {**counts, "recorded": [[0, n]], "failed": [[1, 2]]}
 
     replay = synthetic_replay(tmp_path / "r.npz", 3)
-    rc, err, _ = _edge(str(replay), peer(server).address, "--state", str(tmp_path / "state"))
+    rc, err, _ = _edge(str(replay), peer(acking_server({1}, summary)).address, "--state", str(tmp_path / "state"))
     assert rc == PARTIAL == 3, err
     assert err == ""  # a completed run: its summary on stdout, no error line
 

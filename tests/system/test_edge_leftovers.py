@@ -23,7 +23,6 @@ from temposplit.host.edge import Edge, Refusal
 from temposplit.host.sources import open_replay
 
 # The fixtures of the files these tests share their set-ups with.
-peer = faults.peer
 pki = tls_tests.pki
 processes = durability.processes
 

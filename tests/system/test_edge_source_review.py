@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from replays import synthetic_replay
+from test_demo_options import demo_stand_ins
 from test_edge_inputs import _Model  # an M1 stand-in: one 4x6x6 tensor per frame
 
 from temposplit.cli import main
@@ -327,21 +328,9 @@ def _demo_run(monkeypatch, tmp_path, count, detections, frames=120):
     under test): the clip streams ``len(detections)`` frames answered with those records.
     Returns (summary, log lines)."""
     import temposplit.host.edge as edge_module
-    import temposplit.host.pipeline as pipeline
-    import temposplit.model.calibration as calibration
-    import temposplit.server.server as server_module
     from temposplit.host import demo
 
-    cut = SimpleNamespace(name="features.10", crossing=[SimpleNamespace(name="t")], shapes=lambda size: [(1, 2, 2)])
-    monkeypatch.setattr(calibration, "calibration_frames", lambda n=None: [])
-    monkeypatch.setattr(
-        pipeline, "EdgeModel", lambda **k: SimpleNamespace(cut=cut, detector=SimpleNamespace(input_size=(300, 300)))
-    )
-    monkeypatch.setattr(
-        server_module,
-        "CloudServer",
-        lambda **k: SimpleNamespace(start=lambda: None, shutdown=lambda: None, address=("127.0.0.1", 1)),
-    )
+    demo_stand_ins(monkeypatch)
     n = len(detections)
 
     class Edge:

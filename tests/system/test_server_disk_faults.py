@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 from rawclient import Raw, wait_for
-from test_edge_faults import WELCOME, Peer, _message
+from test_edge_faults import acking_server
 
 from temposplit import protocol as P
 from temposplit.frameset import FrameSet
@@ -257,27 +257,13 @@ def test_an_edge_reads_a_summary_whose_ranges_were_cut(tmp_path, peer):
     and its line gives the server's counts."""
     from replays import synthetic_replay
 
-    from temposplit.codec.bitstream import parse_packet
-
-    def server(conn):
-        chan = P.Channel(conn)
-        assert chan.recv().type == P.HELLO
-        conn.sendall(WELCOME)
-        while True:
-            msg = chan.recv()
-            if msg.type == P.PACKET_AT:
-                index = parse_packet(P.split_packet_at(msg.body)[2], 0, 1 << 24)[0].index
-                bad = index in (1, 4)
-                conn.sendall(_message(P.ACK, {"frame": index, "error": "damaged"} if bad else {"frame": index}))
-            elif msg.type == P.END:
-                n = msg.json()["frames"]
-                summary = {"stream": "s", "frames": n, "decoded": n - 2, "errors": 2, "bytes": 0}
-                cut = {"recorded": [[0, 1]], "failed": [[1, 2]], "ranges_cut": True, "ranges_below": 2}
-                conn.sendall(_message(P.SUMMARY, {**summary, **cut}))
-                return
+    def summary(n):
+        counts = {"stream": "s", "frames": n, "decoded": n - 2, "errors": 2, "bytes": 0}
+        return {**counts, "recorded": [[0, 1]], "failed": [[1, 2]], "ranges_cut": True, "ranges_below": 2}
 
     replay = synthetic_replay(tmp_path / "r.npz", 6)
-    done = _edge_stdout(str(replay), peer(server).address, "--state", str(tmp_path / "state"))
+    server = peer(acking_server({1, 4}, summary))
+    done = _edge_stdout(str(replay), server.address, "--state", str(tmp_path / "state"))
     assert done.returncode == 3, done.stderr
     assert "6 frames" in done.stdout and " 2 errors" in done.stdout, done.stdout
     assert "4 of 6 frames recorded, 2 failed (its ranges stop at frame 2" in done.stdout, done.stdout
@@ -288,14 +274,6 @@ def _edge_stdout(replay, address, *options) -> subprocess.CompletedProcess:
     server = f"{address[0]}:{address[1]}"
     command = [sys.executable, "-m", "temposplit", "edge", "--replay", replay, "--server", server, *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def peer():
-    made = []
-    yield lambda serve: made.append(Peer(serve)) or made[-1]
-    for p in made:
-        p.close()
 
 
 # --------------------------------------------------------------------------- D6: END walks the holes
