@@ -312,10 +312,8 @@ def encode_pred(mvs, p: int, flags, pred, recon, dref, block: int, n_bits: int, 
     return enc.finish(), changes
 
 
-def decode_pred(data: bytes, nby, nbx, lanes, p, compensate, residual: bool, dref, block, n_bits):
-    """Inverse of :func:`encode_pred`. ``compensate(mvs)`` gives the prediction (H, W, C)
-    from the decoded vectors. Returns (mvs, flags or None, reconstruction, change map)."""
-    dec, coder = RangeDecoder(data), Coder()
+def decode_vectors(dec: RangeDecoder, coder: Coder, nby, nbx, lanes, p) -> np.ndarray:
+    """A predicted frame's vectors (nby, nbx, lanes, 2), the first part of its section."""
     mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
     for by in range(nby):
         for bx in range(nbx):
@@ -323,15 +321,29 @@ def decode_pred(data: bytes, nby, nbx, lanes, p, compensate, residual: bool, dre
                 for k in range(2):
                     z, s, mag = coder.vector(mvs, by, bx, ln, k)
                     mvs[by, bx, ln, k] = decode_value(dec, p, 2 * p, z, s, mag, unary_max=p - 1) - p
+    return mvs
+
+
+def decode_flags(dec: RangeDecoder, coder: Coder, nby, nbx) -> np.ndarray:
+    """A predicted frame's block flags (nby, nbx), after its vectors (residual mode)."""
+    flags = np.zeros((nby, nbx), bool)
+    for by in range(nby):
+        for bx in range(nbx):
+            flags[by, bx] = dec.bit(coder.flag(flags, by, bx)) == 1
+    return flags
+
+
+def decode_pred(data: bytes, nby, nbx, lanes, p, compensate, residual: bool, dref, block, n_bits):
+    """Inverse of :func:`encode_pred`. ``compensate(mvs)`` gives the prediction (H, W, C)
+    from the decoded vectors. Returns (mvs, flags or None, reconstruction, change map)."""
+    dec, coder = RangeDecoder(data), Coder()
+    mvs = decode_vectors(dec, coder, nby, nbx, lanes, p)
     pred = compensate(mvs)
     recon = pred.copy()
     changes = np.zeros(pred.shape, np.int8)
     flags = None
     if residual:
-        flags = np.zeros((nby, nbx), bool)
-        for by in range(nby):
-            for bx in range(nbx):
-                flags[by, bx] = dec.bit(coder.flag(flags, by, bx)) == 1
+        flags = decode_flags(dec, coder, nby, nbx)
         dref = np.zeros(pred.shape, np.int8) if dref is None else dref
         _decode_elements(dec, coder, recon, pred, flags, block, True, n_bits, 0, dref, changes, residual=True)
     dec.finish()

@@ -31,6 +31,10 @@ CLIPS = [dict(dx=1), dict(dy=1)]
 NO_ZERO = [TensorSpec("a", SHAPES[0], 0.1, 248, 4), SPECS[1]]
 NO_ZERO_CLIPS = [dict(dx=1, flip=True), dict(dy=1)]
 LARGE = [TensorSpec("a", (4, 20, 24), 0.1, 12, 4), TensorSpec("b", (3, 12, 16), 0.05, 0, 2)]
+# A ReLU6-like tensor (zero point 0, 6 at code 255: zero, steep slopes, plateaus at the top
+# code with flicker at their edges), moving; a still one whose z_N is the top code.
+SATURATED = [TensorSpec("a", SHAPES[0], 6 / 255, 0, 4), TensorSpec("b", LARGE[1].shape, 0.05, 248, 2)]
+SATURATED_CLIPS = [dict(dx=1, gain=3), dict(dx=0, dy=0, flip=True)]
 
 # name -> CodecConfig's options, with ``tensors`` (default SPECS) and ``content`` (stream_frames'
 # options; default 10 frames of CLIPS). The tests check the version and the slice count by
@@ -110,16 +114,32 @@ STREAMS = {
         tensors=LARGE,
         content=dict(frames=8, clips=[dict(dx=5, dy=-4), dict(dx=-5, dy=2)]),
     ),
+    # Added later still: predictions at the top code and at 0 in one section (the residual
+    # zero contexts of edge(p) = 1 and 0, 6.2.5), and with them every context of the coder at
+    # least once (tests/codec/test_vectors.py checks). N = 5: p >> 1 = 15 then holds a code
+    # below the top too, whose sign bin is coded.
+    "v2-ctx-uni2-saturated-residual": dict(
+        structure="uni-2",
+        coder="ctx",
+        n_bits=5,
+        residual=ResidualConfig(threshold=0.1),
+        tensors=SATURATED,
+        content=dict(seed=4, clips=SATURATED_CLIPS),
+    ),
 }
 
 
-def _clip(rng: np.random.Generator, frames: int, shape, flip: bool = False, cut_at: int | None = None, **kw):
+def _clip(
+    rng: np.random.Generator, frames: int, shape, flip: bool = False, cut_at: int | None = None, gain: int = 1, **kw
+):
     """One tensor's maps: :func:`correlated_clip` (``kw``), from frame ``cut_at`` on another
     map (a scene cut), ``flip``: 255 - codes (most codes near 255, as a tensor whose zero
-    point is there)."""
+    point is there), ``gain``: codes times ``gain``, saturating at 255 (as a ReLU6's)."""
     maps = correlated_clip(rng, frames, shape, **kw)
     if cut_at is not None:
         maps = maps[:cut_at] + correlated_clip(rng, frames - cut_at, shape, **kw)
+    if gain != 1:
+        maps = [np.minimum(m.astype(np.int32) * gain, 255).astype(np.uint8) for m in maps]
     return [255 - m for m in maps] if flip else maps
 
 

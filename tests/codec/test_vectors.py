@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from temposplit.codec import ctx, ctx_reference
+from temposplit.codec._ctx_kernels import MODE_RESIDUAL
 from temposplit.codec.decoder import DecodedFrame, decode_stream
 from temposplit.codec.vectors import STREAMS, make_stream, write
 
@@ -19,15 +20,22 @@ CASES = json.loads((VECTORS / "ctx-sections.json").read_text())
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_a_frozen_stream_decodes_to_its_recorded_codes(name):
     data = (VECTORS / f"{name}.tsp").read_bytes()
-    want = np.load(VECTORS / f"{name}.npz")
     header, frames = decode_stream(data)
     assert data[4] == (2 if name.startswith("v2") else 1)
     assert data[5] == (2 if name.startswith("v2.2") else 1 if name.startswith("v2") else 0)
     assert header.ctx_slices == (int(name.split("slices")[1][0]) if "slices" in name else 1)
     assert all(isinstance(f, DecodedFrame) for f in frames)
+    _check_recorded(name, frames)
+
+
+def _check_recorded(name, frames):
+    """The decoded ``frames`` of vector ``name`` are its recorded ones."""
+    want = np.load(VECTORS / f"{name}.npz")
     assert [f.index for f in frames] == list(want["index"])
     assert [f.n_bits for f in frames] == list(want["n_bits"])
-    for i in range(len(header.tensors)):
+    tensors = sum(k.startswith("codes") for k in want.files)
+    assert all(len(f.codes) == tensors for f in frames)
+    for i in range(tensors):
         assert (np.stack([f.codes[i] for f in frames]) == want[f"codes{i}"]).all()
 
 
@@ -68,3 +76,60 @@ def test_the_generator_writes_only_the_missing_vectors(tmp_path):
     with pytest.raises(FileExistsError, match="v2.2-ctx-slices2-uni4-p15-rate-control.tsp"):
         write(tmp_path)
     assert not any(f.exists() for f in gone)
+
+
+class _ReferenceSection:
+    """:class:`ctx.SectionDecoder`'s parts on the reference decoder (ctx_reference)."""
+
+    def __init__(self, data: bytes):
+        self.dec, self.coder = ctx_reference.RangeDecoder(data), ctx_reference.Coder()
+
+    def vectors(self, nby, nbx, lanes, p):
+        return ctx_reference.decode_vectors(self.dec, self.coder, nby, nbx, lanes, p)
+
+    def flags(self, nby, nbx):
+        return ctx_reference.decode_flags(self.dec, self.coder, nby, nbx)
+
+    def elements(self, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
+        temporal, residual = mode != ctx.MODE_INTRA, mode == MODE_RESIDUAL
+        ctx_reference._decode_elements(
+            self.dec, self.coder, x, pred, flags, block, temporal, n_bits, z_n, dref, sign, residual
+        )
+
+    def finish(self):
+        self.dec.finish()
+
+
+def contexts_used(monkeypatch, streams) -> set[int]:
+    """The indexes of the contexts the reference decoder updates while it decodes the
+    frozen ``streams`` (names) and ctx sections, each decoding checked against its codes."""
+    coders = []
+
+    class Recording(ctx_reference.Coder):
+        def __init__(self):
+            super().__init__()
+            coders.append(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(ctx_reference, "Coder", Recording)
+        m.setattr(ctx, "SectionDecoder", _ReferenceSection)
+        m.setattr(ctx, "decode_anchor", ctx_reference.decode_anchor)
+        for name in streams:
+            _check_recorded(name, decode_stream((VECTORS / f"{name}.tsp").read_bytes())[1])
+        npz = np.load(VECTORS / "ctx-sections.npz")
+        for case in CASES:
+            name = case["name"]
+            codes, data = npz[f"{name}/codes"], npz[f"{name}/data"].tobytes()
+            ref = npz[f"{name}/ref"] if case["temporal"] else None
+            got, _ = ctx_reference.decode_anchor(data, codes.shape, ref, None, case["n_bits"], case["z_n"])
+            assert (got == codes).all(), name
+    return {i for coder in coders for i, c in enumerate(coder.ctx) if c.n > 0}
+
+
+def test_the_v2_vectors_use_every_context(monkeypatch):
+    """Every one of the coder's contexts (docs/bitstream.md, 6.2.5) codes a bin of some frozen
+    v2 vector, so no class of bins goes unchecked (v2-ctx-uni2-saturated-residual added the
+    residual elements predicted at the top code, edge(p) = 1)."""
+    used = contexts_used(monkeypatch, [name for name in STREAMS if name.startswith("v2")])
+    unused = sorted(set(range(ctx_reference.N_CONTEXTS)) - used)
+    assert not unused, f"contexts no frozen vector uses: {unused}"
