@@ -171,6 +171,11 @@ def test_edge_backend_pynq_matches_software(pynq_sim, monkeypatch):
     assert isinstance(hard.engine.accel, driver.TemposplitAccel)
     out = [soft.encode(frames), hard.encode(frames)]
     assert not hard.engine.fallbacks, hard.engine.fallbacks
+    # The fabric did the work (FabricEngine inherits the software's operations, so an op left
+    # to them would match trivially): frame 1 a KEY anchor, a HISTOGRAM pass (its own table,
+    # storing the reference) then one ENCODE; frames 0 and 2 one MOTION each over it, no
+    # LOAD_REF, no REQUANT (docs/fabric.md, "The one-pass anchor").
+    assert dict(hard.engine.passes) == {"HISTOGRAM": 1, "ENCODE": 1, "MOTION": 2}, hard.engine.passes
     assert out[1] == out[0]
 
 

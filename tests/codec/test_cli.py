@@ -33,12 +33,21 @@ def test_encode_then_decode_gives_the_codes_back(tmp_path, feature_file, capsys,
     assert main(["decode", str(tmp_path / "s.tsp"), str(tmp_path / "d.npz")]) == 0
     out = features.load(str(tmp_path / "d.npz"))
     assert out.names == ["features.13", "x"]
+    # Each tensor keeps its own scale and zero point (the fixture's 0.1/0 and 0.2/3), as the
+    # header's float32 carries them.
+    scales, zero_points = [float(np.float32(s)) for s in (0.1, 0.2)], [0, 3]
+    assert out.scales == scales and out.zero_points == zero_points
     with np.load(tmp_path / "d.npz") as npz:
         assert list(npz["index"]) == list(range(7))
-        n = int(npz["n_bits"][0])
-        for t in anchors:
-            assert (out.codes[0][t] == quantize.requantize(clips[0][t], 0, n)).all()
-        assert npz["values/x"].dtype == np.float32
+        n_bits = [int(n) for n in npz["n_bits"]]
+        for codes, clip, name, s, z in zip(out.codes, clips, out.names, scales, zero_points, strict=True):
+            assert codes.shape == clip.shape
+            for t in anchors:
+                assert (codes[t] == quantize.requantize(clip[t], z, n_bits[t])).all(), (name, t)
+            values = npz[f"values/{name}"]
+            assert values.dtype == np.float32
+            want = np.stack([quantize.dequantize(c, s, z, n) for c, n in zip(codes, n_bits, strict=True)])
+            assert (values == want).all(), name
 
 
 def test_encode_stats_split_the_bytes_by_kind_of_frame_and_tensor(tmp_path, feature_file, capsys):

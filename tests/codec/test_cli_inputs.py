@@ -413,19 +413,29 @@ def test_decode_refuses_an_output_past_the_cap_and_writes_nothing(tmp_path, feat
     assert _folder(tmp_path) == ["d.npz", "f.npz", "s.tsp"]
 
 
-def test_decode_output_is_what_decode_stream_gives(tmp_path, feature_file):
+def test_decode_output_is_what_decode_stream_gives(tmp_path):
     from temposplit.codec.decoder import decode_stream
 
-    stream, out = tmp_path / "s.tsp", tmp_path / "d.npz"
+    # Two tensors with different scales and zero points: each must keep its own.
+    rng = np.random.default_rng(0)
+    a, b = np.stack(correlated_clip(rng, 5, (8, 12, 12))), np.stack(correlated_clip(rng, 5, (4, 8, 8)))
+    feature_file, stream, out = tmp_path / "f.npz", tmp_path / "s.tsp", tmp_path / "d.npz"
+    features.save(str(feature_file), features.FeatureClip(["t", "u"], [a, b], [0.1, 0.25], [3, 40], [4, 4]))
     assert main(["encode", str(feature_file), str(stream), "--preset", "thesis"]) == 0
     assert main(["decode", str(stream), str(out)]) == 0
     header, frames = decode_stream(stream.read_bytes())
+    assert [(t.name, t.scale, t.zero_point) for t in header.tensors] == [
+        ("t", float(np.float32(0.1)), 3),
+        ("u", float(np.float32(0.25)), 40),
+    ]
     frames = sorted(frames, key=lambda d: d.index)
     with np.load(out) as npz:
-        assert list(npz["index"]) == [d.index for d in frames]
-        assert (npz["codes/t"] == np.stack([d.codes[0] for d in frames])).all()
-        assert (npz["values/t"] == np.stack([d.dequantize()[0] for d in frames])).all()
+        assert list(npz["index"]) == [d.index for d in frames] == list(range(5))
         assert npz["values/t"].dtype == np.float32 and list(npz["n_bits"]) == [d.n_bits for d in frames]
+        for i, t in enumerate(header.tensors):
+            assert (npz[f"codes/{t.name}"] == np.stack([d.codes[i] for d in frames])).all(), t.name
+            assert (npz[f"values/{t.name}"] == np.stack([d.dequantize()[i] for d in frames])).all(), t.name
+            assert npz[f"scale/{t.name}"] == np.float32(t.scale) and npz[f"zero_point/{t.name}"] == t.zero_point
 
 
 def test_decode_keeps_the_first_copy_of_a_repeated_frame(tmp_path, feature_file, capsys):

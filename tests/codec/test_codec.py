@@ -5,7 +5,7 @@ from temposplit.codec import quantize
 from temposplit.codec.decoder import DecodedFrame, Decoder, FrameError, decode_stream
 from temposplit.codec.encoder import CodecConfig, Encoder, ResidualConfig, TensorSpec
 from temposplit.codec.errors import ConfigurationError
-from temposplit.codec.motion import motion_compensate
+from temposplit.codec.motion import grid_shape, motion_compensate
 from temposplit.codec.structure import Structure, group_plan
 from temposplit.codec.synthetic import correlated_clip
 
@@ -198,7 +198,9 @@ def test_rate_control_meets_a_target(rng):
         cfg = CodecConfig(specs(), structure="bi-15", coder="huffman", rate_target=raw_rate * fraction, fps=fps)
         enc, data = run(cfg, frames)
         rate = sum(e.packet_bytes for e in enc.frames) / len(frames) * fps / 1e6
-        assert rate <= raw_rate * fraction * 1.15, (fraction, rate)
+        # Met from both sides: the controller reaches ~0.99x and ~0.9x of these targets, while
+        # always taking the ladder's cheapest point would land ~17x under the 0.5 target.
+        assert raw_rate * fraction * 0.75 <= rate <= raw_rate * fraction * 1.15, (fraction, rate)
         _, out = decode_stream(data)
         assert all(isinstance(d, DecodedFrame) for d in out) and len(out) == 30
     ns = {e.n_bits for e in enc.frames}
@@ -208,8 +210,22 @@ def test_rate_control_meets_a_target(rng):
 def test_per_channel_vectors_round_trip(rng):
     frames = two_tensor_clip(rng, 5)
     enc, data = run(CodecConfig(specs(), structure="bi-5", per_channel=True), frames)
-    _, out = decode_stream(data)
+    header, out = decode_stream(data)
+    assert header.per_channel
+    assert sorted(d.index for d in out) == list(range(5))
     recon = {e.index: e.reconstruction for e in enc.frames}
+    decoded = {d.index: d for d in out}
+    differ = False
+    for e in enc.frames:
+        if e.kind != "pred":
+            continue
+        d = decoded[e.index]
+        for codes, anchor, t, mvs in zip(d.codes, decoded[d.reference].codes, header.tensors, e.vectors, strict=True):
+            assert mvs.shape == (*grid_shape(t.height, t.width, t.block), t.channels, 2)  # per block and channel
+            differ |= bool((mvs != mvs[:, :, :1]).any())
+            expect = motion_compensate(anchor.transpose(1, 2, 0), mvs, t.block).transpose(2, 0, 1)
+            assert (codes == expect).all()
+    assert differ  # the channels' vectors are not all one shared vector
     for d in out:
         for a, b in zip(d.codes, recon[d.index], strict=True):
             assert (a == b).all()
@@ -343,7 +359,9 @@ def test_rate_control_scales_the_residual_threshold_to_meet_a_target(rng):
     enc, data = run(cfg, frames)
     second_half = enc.frames[len(enc.frames) // 2 :]
     rate = sum(e.packet_bytes for e in second_half) / len(second_half) * fps / 1e6
-    assert rate <= target * 1.2, (rate, target)
+    # Met from both sides (the controller reaches ~0.88x): a threshold scaled past what the
+    # target needs would drop residuals it could afford.
+    assert target * 0.75 <= rate <= target * 1.2, (rate, target)
     assert max(enc.rate.gains.values()) > 1.0
     _, out = decode_stream(data)
     assert len(out) == 48 and all(isinstance(d, DecodedFrame) for d in out)
