@@ -19,12 +19,16 @@ predicted frame's sections (:meth:`FabricEngine.ctx_pred_sections`), an anchor w
 row exceeds the anchor coder's row buffer and an anchor in slices (docs/bitstream.md
 6.2.6) are one CTX pass of value records (``codec.ctx_records``: the contexts computed
 here in NumPy, the bins coded by the fabric, a tensor's slices side by side on its
-``ctx`` engines). What the fabric does not do (ZVC/raw/ZRL sections, per-channel vectors, TSS
-of a map the band engine cannot cut: over ``band_blocks`` blocks, or a band of B + 2p rows
-of one chunk of channels over the reference RAM) falls back to the golden software and is
-counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations. Only the
-driver's :class:`~temposplit.hw.driver.AcceleratorLimitError` (a request over the build's
-limits, refused before any register is written) falls back: a fault of the fabric or its DMA
+``ctx`` engines); slices whose stream words exceed one pass (COUNT's 26 bits: 8.4 M words,
+e.g. a 200x272x256 KEY) take as many passes as keep each within it. What the fabric does
+not do (ZVC/raw/ZRL sections, per-channel vectors, TSS of a map the band engine cannot cut:
+over ``band_blocks`` blocks, or a band of B + 2p rows of one chunk of channels over the
+reference RAM, or whose channels padded to its chunks exceed CHANNELS; a ``ctx`` slice whose
+own words exceed one pass) falls back to the golden software and is
+counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations. Only a
+request over the build's limits falls back (the driver's
+:class:`~temposplit.hw.driver.AcceleratorLimitError`, refused before any register is
+written; a ``ctx`` slice's words, checked here against the same limit): a fault of the fabric or its DMA
 (an error, a stall, a STATUS not DONE, a closed transport) is an ``AcceleratorError`` that
 propagates, so the edge program stops with it instead of coding on in software.
 """
@@ -124,19 +128,37 @@ class FabricEngine(SoftwareEngine):
         self._pending = (codes, q8)
         return codes
 
-    def _records_pass(self, records: list) -> list[bytes]:
-        """One CTX pass of value records: a section per slice (one engine each at a time)."""
+    def _records_passes(self, records: list, software) -> list[bytes]:
+        """The sections of a tensor's slices (``records``: each slice's value records, an
+        independent section) in as few CTX passes as one pass's words allow
+        (:func:`regmap.ctx_passes`; one for all but the largest maps). A slice over one pass
+        on its own is coded in software, ``software(k)`` its section (the same bytes), and
+        counted in ``fallbacks``."""
+        sections: list = [None] * len(records)
+        passes, alone = regmap.ctx_passes([ctx_records.words(rec).size for rec in records])
+        for k in alone:
+            self.fallbacks["ctx slice over a CTX pass"] += 1
+            sections[k] = software(k)
+        for batch in passes:
+            self._records_pass(records, batch, sections)
+        return sections
+
+    def _records_pass(self, records: list, batch: list[int], sections: list) -> None:
+        """One CTX pass of the slices ``batch`` of ``records``: their sections into ``sections``."""
         self.passes["CTX (records)"] += 1
-        if len(records) == 1:
-            return [self.accel.ctx_records(records[0]).data]
-        return list(self.accel.ctx_records(records).sections)
+        if len(batch) == 1:
+            sections[batch[0]] = self.accel.ctx_records(records[batch[0]]).data
+            return
+        for k, data in zip(batch, self.accel.ctx_records([records[k] for k in batch]).sections, strict=True):
+            sections[k] = data
 
     def ctx_anchor_sections(self, tensor, q_n, ref, ref_changes, n_bits, slices):
         """A ctx anchor in one CTX pass: intra, or temporal (``ref``, ``ref_changes``: the
         frame coded before it, streamed beside the anchor); the codes stored on chip for
         the group's MOTION (a map over the on-chip reference: kept on the PS side for
         BAND_MOTION). An anchor in slices, or whose row is over the coder's row buffer, is
-        coded from its value records (a slice per engine), then LOAD_REF."""
+        coded from its value records (a slice per engine; more passes where one cannot take
+        all the slices' words: :meth:`_records_passes`), then LOAD_REF."""
         pending, self._pending = self._pending, None
         z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
         h, w, c = q_n.shape
@@ -149,12 +171,12 @@ class FabricEngine(SoftwareEngine):
         # value records have no WIDTH, HEIGHT or CHANNELS register: any map (the anchor coder's only its limits)
         over = h > regmap.MAX_HEIGHT or w > regmap.MAX_WIDTH or c > regmap.MAX_CHANNELS
         if len(bounds) > 1 or w * c > self.params.line_elements or over:
+            parts = [[None if a is None else a[..., c0:c1] for a in (q_n, ref, ref_changes)] for c0, c1 in bounds]
             records, changes = [], np.zeros(q_n.shape, np.int8)
-            for c0, c1 in bounds:
-                part = (None if a is None else a[..., c0:c1] for a in (q_n, ref, ref_changes))
+            for (c0, c1), part in zip(bounds, parts, strict=True):
                 rec, changes[..., c0:c1] = ctx_records.anchor_records(*part, n_bits, zn)
                 records.append(rec)
-            sections = self._records_pass(records)
+            sections = self._records_passes(records, lambda k: ctx.encode_anchor(*parts[k], n_bits, zn)[0])
             if on_chip:
                 self.passes["LOAD_REF"] += 1
                 self.accel.load_reference(q_n, zn_ref=zn)
@@ -184,22 +206,27 @@ class FabricEngine(SoftwareEngine):
         return [res.data], res.changes
 
     def ctx_pred_sections(self, tensor, mvs, p, flags, pred, recon, ref_changes, n_bits, slices):
-        """A predicted frame's ctx sections in one CTX pass: their value records (vectors,
-        flags, each slice's residual blocks) computed here, vectorized, the bins coded by
-        the fabric. A slice with no coded element (no block flagged) is the empty
-        section, the same few bytes every time, written here."""
+        """A predicted frame's ctx sections in one CTX pass (more where one cannot take all
+        the slices' words: :meth:`_records_passes`): their value records (vectors, flags,
+        each slice's residual blocks) computed here, vectorized, the bins coded by the
+        fabric. A slice with no coded element (no block flagged) is the empty section, the
+        same few bytes every time, written here."""
         if not self.accel.ops.ctx:
             self.fallbacks["ctx predicted frame (no CTX in this build)"] += 1
             return super().ctx_pred_sections(tensor, mvs, p, flags, pred, recon, ref_changes, n_bits, slices)
         bounds = ctx.slice_bounds(pred.shape[2], slices) if flags is not None else [(0, pred.shape[2])]
         coded = flags is not None and bool(np.any(flags))
+        parts = [[None if a is None else a[..., c0:c1] for a in (pred, recon, ref_changes)] for c0, c1 in bounds]
         records, changes = [], np.zeros(pred.shape, np.int8)
         for k, (c0, c1) in enumerate(bounds[: len(bounds) if coded else 1]):
-            part = (None if a is None else a[..., c0:c1] for a in (pred, recon, ref_changes))
-            rec, changes[..., c0:c1] = ctx_records.pred_records(mvs, p, flags, *part, tensor.block, n_bits, k == 0)
+            rec, changes[..., c0:c1] = ctx_records.pred_records(mvs, p, flags, *parts[k], tensor.block, n_bits, k == 0)
             records.append(rec)
         empty = [ctx.empty_section()] * (len(bounds) - len(records))
-        return self._records_pass(records) + empty, changes
+
+        def software(k):
+            return ctx.encode_pred(mvs, p, flags, *parts[k], tensor.block, n_bits, k == 0)[0]
+
+        return self._records_passes(records, software) + empty, changes
 
     def anchor_section(self, tensor, coder, q_n, alphabet, table):
         if coder != "huffman":

@@ -41,7 +41,7 @@ from temposplit.hw import huffman_encoder as _huff
 from temposplit.hw import motion_estimator as _me
 from temposplit.hw import register_slice as _slice
 from temposplit.hw import requantizer as _rq
-from temposplit.hw.regmap import LANES, Params
+from temposplit.hw.regmap import LANES, Params, ctx_passes
 
 CLOCK_HZ = 100e6
 # Zynq-7020 DMA limits (docs/fabric.md): the AXI DMA at 100 MHz; an HP port's theory. MM2S:
@@ -496,11 +496,18 @@ def row(
     n_slices = ctx_slices_for(elements)
 
     def sliced(bins_per_element, words_per_element):
-        # a records pass of the codec's slices, split by channels (a predicted frame's slice 0
-        # also holds the vectors and block flags: a few bins a block)
+        # the records passes of the codec's slices, split by channels (a predicted frame's
+        # slice 0 also holds the vectors and block flags: a few bins a block), as many passes
+        # as one pass's words allow (regmap.ctx_passes, as the engine cuts them)
         bins = _channel_split(int(elements * bins_per_element), c, n_slices)
         words = _channel_split(int(elements * words_per_element), c, n_slices)
-        return ctx_slices_cycles(bins, words, ctx_engines, word_cycles, ctx_lanes)
+        passes, alone = ctx_passes(words)
+        if alone:
+            raise ValueError(f"a ctx slice of {max(words)} words is over one CTX pass: coded in software")
+        return sum(
+            ctx_slices_cycles([bins[k] for k in p], [words[k] for k in p], ctx_engines, word_cycles, ctx_lanes)
+            for p in passes
+        )
 
     if w * c <= line_elements:
         ctx_key = ctx_cycles(int(elements * CTX_BINS_INTRA), elements, lanes=ctx_lanes)
@@ -580,7 +587,8 @@ def format_table(rows: list[Row], search=7) -> str:
         f"and {CTX_PRED_BINS} bins per element (the most measured on the SSD fixtures, N = 5); a records pass "
         "of a map of 2^19 elements or more codes the codec's channel slices (a slice per 2^18 elements, at most 6) "
         "side by side on the build's E range coders of L lanes each (ctx S/ExL; sim/tb_accel.py::test_ctx_slices), "
-        "its words at the DMA's rate."
+        "its words at the DMA's rate; slices whose words are over one pass (COUNT's 26 bits: 2^23 - 1 words) "
+        "take as many passes as they need (200x272x256's KEY: two of three slices)."
     )
     lines.append(
         f"100 MHz; p = {search}; TSS one vector per block; Huffman 1 symbol/cycle, its histogram pass {LANES} "

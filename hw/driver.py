@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import operator
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -436,7 +437,15 @@ class SimTransport:
 # ----------------------------------------------------------------------------- operations
 
 
+_FIELD_MASKS = {r.name: functools.reduce(operator.or_, (f.mask for f in r.fields), 0) for r in regmap.REGISTERS}
+
+
 def _w(reg, value):
+    """The write of ``value`` to ``reg``; a value with a bit outside the register's fields
+    (which the fabric would drop: a CHANNELS of 4096 reads 0) is an :class:`AcceleratorError`."""
+    value = int(value)
+    if value < 0 or value & ~_FIELD_MASKS[reg]:
+        raise AcceleratorError(f"{reg} = {value} does not fit the register's fields (mask 0x{_FIELD_MASKS[reg]:X})")
     return ("write", REG[reg].offset, value)
 
 
@@ -465,6 +474,22 @@ def _check_int(value, lo: int, hi: int, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
         raise AcceleratorError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
     return int(value)
+
+
+def _check_flag(value, name: str) -> bool:
+    """A yes/no argument: a bool, or the integer 0 or 1 (a 2 is refused, not read as yes)."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise AcceleratorError(f"{name} must be True or False, not {value!r}")
+
+
+def _check_pass_words(n_words: int) -> None:
+    """A CTX pass of value records takes at most ``regmap.CTX_MAX_WORDS`` stream words (COUNT's
+    26 bits count 8 x them); more is a limit (``FabricEngine`` codes a tensor's slices in
+    several passes, a slice over it in software)."""
+    if n_words > regmap.CTX_MAX_WORDS:
+        limit = regmap.CTX_MAX_WORDS
+        raise AcceleratorLimitError(f"{n_words} words of records exceed one CTX pass (at most {limit})")
 
 
 def _check_zn(zn, n_bits: int) -> int:
@@ -624,6 +649,7 @@ class Operations:
         """Huffman-code a run of byte symbols with the loaded table (``requant``: the input
         is quint8 and is requantized to ``n_bits`` first)."""
         p = yield from self._need_params()
+        requant, store_ref = _check_flag(requant, "requant"), _check_flag(store_ref, "store_ref")
         symbols = _check_map(symbols, "symbols").reshape(-1)
         if histogram:
             alphabet = _check_int(alphabet, 1, 256, "the alphabet's size")
@@ -636,6 +662,8 @@ class Operations:
         yield _w("COUNT", symbols.size)
         out, cycles = yield from self._run("ENCODE", symbols.tobytes(), 2 * symbols.size + 16)
         bits = yield _r("BITS")
+        if len(out) < (bits + 7) // 8:
+            raise AcceleratorError(f"ENCODE sent {len(out)} bytes but counted {bits} bits")
         out = out[: (bits + 7) // 8]
         hist = None
         if histogram:
@@ -661,6 +689,7 @@ class Operations:
         if not self.hist:
             raise AcceleratorLimitError("this bitstream has no HISTOGRAM mode (count with an ENCODE pass)")
         q8 = _check_map(q8, "map")
+        requant, store_ref = _check_flag(requant, "requant"), _check_flag(store_ref, "store_ref")
         n_bits = check_bits(n_bits)
         alphabet = _check_int(1 << n_bits if alphabet is None else alphabet, 1, 256, "the alphabet's size")
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
@@ -687,6 +716,7 @@ class Operations:
         the next anchor's table."""
         p = yield from self._need_params()
         q8 = np.asarray(q8)
+        store_ref = _check_flag(store_ref, "store_ref")
         padded = store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes
         if padded:  # stored by a REQUANT pass after the ENCODE: refused before either
             _check_reference_fits(q8.shape, p.lanes, p.ref_bytes)
@@ -705,6 +735,7 @@ class Operations:
     def requantize(self, q8, *, z8, n_bits, store_ref=False):
         p = yield from self._need_params()
         q8 = _check_map(q8, "quint8 map")
+        store_ref = _check_flag(store_ref, "store_ref")
         if store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes:  # the reference holds whole words per pixel
             codes = yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
             return codes[:, :, : q8.shape[2]].copy()
@@ -742,6 +773,7 @@ class Operations:
             raise AcceleratorLimitError(f"a row of {w} x {c} elements exceeds the CTX row buffer ({p.line_elements})")
         n_bits = check_bits(n_bits)
         z8 = check_zero_point(z8)
+        requant, store_ref = _check_flag(requant, "requant"), _check_flag(store_ref, "store_ref")
         zn = zero_point_n(z8, n_bits) if z_n is None else _check_zn(z_n, n_bits)
         if not requant:
             _check_codes(q8, n_bits, "anchor's codes (requant=False)")
@@ -820,9 +852,8 @@ class Operations:
             raise AcceleratorLimitError("this bitstream has no CTX coder")
         records = self._check_records(records)
         stream_words = ctx_records.words(records)  # runs of zero values share a word
+        _check_pass_words(stream_words.size)
         count = 8 * stream_words.size
-        if count > regmap.MAX_ELEMENTS:
-            raise AcceleratorLimitError(f"{stream_words.size} words of records exceed one CTX pass")
         yield _w("FLAGS", pack("FLAGS", RECORDS=1))
         yield _w("COUNT", count)
         yield _w("CTX_SLICES", 1)
@@ -850,9 +881,8 @@ class Operations:
             return CtxSlicesResult([res.data], res.cycles)
         engines, lanes = params.ctx_engines, params.ctx_lanes
         stream_words = deal_slices([ctx_records.words(r) for r in slices], engines, lanes)
+        _check_pass_words(stream_words.size)
         count = 8 * stream_words.size
-        if count > regmap.MAX_ELEMENTS:
-            raise AcceleratorLimitError(f"{stream_words.size} words of records exceed one CTX pass")
         total = sum(r.size for r in slices)
         yield _w("FLAGS", pack("FLAGS", RECORDS=1))
         yield _w("COUNT", count)
@@ -952,6 +982,11 @@ class Operations:
                 f"a {cur.shape} map with B = {block} does not fit the band engine "
                 f"(at most {p.band_blocks} blocks, {p.band_group_blocks} per group, and a "
                 f"band of {block} + 2p rows of {p.band_bytes} channels in {p.ref_bytes} bytes)"
+            )
+        if plan.channels > regmap.MAX_CHANNELS:  # C padded to whole chunks: over CHANNELS' 12 bits
+            raise AcceleratorLimitError(
+                f"a {cur.shape} map's channels padded to the band engine's {p.band_bytes}-byte chunks are "
+                f"{plan.channels}, over the accelerator's {regmap.MAX_CHANNELS}"
             )
         # padding adds nothing to a cost: ((a - zN) << k) == c - z8 on the padded channels
         a_pad = min(int(zn_ref), 255)

@@ -147,9 +147,31 @@ MAX_WIDTH = 1023
 MAX_HEIGHT = 1023
 MAX_CHANNELS = 4095
 MAX_ELEMENTS = (1 << 26) - 1
+CTX_MAX_WORDS = MAX_ELEMENTS // 8  # stream words of a CTX pass of value records (COUNT = 8 x them)
 MAX_BLOCK = 64
 SEARCH_RANGES = (3, 7, 15)
 ID_MAGIC = 0x54535031  # "TSP1"
+
+
+def ctx_passes(slice_words: list[int]) -> tuple[list[list[int]], list[int]]:
+    """How a tensor's ctx slices (``slice_words[k]``: slice k's stream words of value records)
+    go into CTX passes: consecutive slices in one pass while their words fit
+    :data:`CTX_MAX_WORDS`, so as few passes as that allows (one for every map but the
+    largest). Returns (the passes, each a list of slice indices; the slices over one pass on
+    their own, coded in software)."""
+    passes, alone, batch, words = [], [], [], 0
+    for k, n in enumerate(slice_words):
+        if n > CTX_MAX_WORDS:
+            alone.append(k)
+            continue
+        if batch and words + n > CTX_MAX_WORDS:
+            passes.append(batch)
+            batch, words = [], 0
+        batch.append(k)
+        words += n
+    if batch:
+        passes.append(batch)
+    return passes, alone
 
 
 # ----------------------------------------------------------------------------- modes

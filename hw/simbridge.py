@@ -132,8 +132,12 @@ class BridgeTransport:
     def _call(self, *req):
         if self._conn is None:
             raise BridgeError("the bridge is closed")
-        self._conn.send(req)
-        status, value = self._conn.recv()
+        try:
+            self._conn.send(req)
+            status, value = self._conn.recv()
+        except (EOFError, OSError) as exc:  # the simulator's end closed: it was killed or crashed
+            self._release(notify=False)
+            raise BridgeError(f"the RTL simulation stopped: {str(exc) or 'its connection closed'}") from exc
         if status != "ok":
             raise BridgeError(f"the simulation failed a {req[0]}: {value}")
         return value
@@ -148,16 +152,23 @@ class BridgeTransport:
         return self._call("stream", bytes(data), max_out)
 
     def close(self):
-        if self._conn is not None:
-            try:
-                self._conn.send(("close",))
-            finally:
-                self._conn.close()
-                self._conn = None
-                self._listener.close()
-                self._thread.join(timeout=60)
-                if not self._thread.is_alive():
-                    shutil.rmtree(self._run_dir, ignore_errors=True)
+        self._release(notify=True)
+
+    def _release(self, notify: bool):
+        """Close the connection (``notify``: asking the server to end the simulation first),
+        the listener and the run folder once the simulation's thread has ended."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if notify:
+                conn.send(("close",))
+        finally:
+            conn.close()
+            self._listener.close()
+            self._thread.join(timeout=60)
+            if not self._thread.is_alive():
+                shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def __enter__(self):
         return self

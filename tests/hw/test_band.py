@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from temposplit.hw import cyclemodel, regmap
-from temposplit.hw.driver import Accelerator, AcceleratorError, band_plan, band_stream
+from temposplit.hw.driver import Accelerator, AcceleratorError, AcceleratorLimitError, band_plan, band_stream
 
 R50 = [((25, 34, 2048), 2), ((50, 68, 1024), 4), ((100, 136, 512), 4), ((200, 272, 256), 8)]
 
@@ -47,10 +47,11 @@ class _Fake:
     """A transport that answers the probe like the default build and records the rest."""
 
     def __init__(self, params=regmap.DEFAULT, band=True):
-        self.params, self.band, self.regs, self.streams = params, band, {}, []
+        self.params, self.band, self.regs, self.streams, self.writes = params, band, {}, [], []
 
     def write(self, offset, value):
         self.regs[offset] = value
+        self.writes.append((offset, value))
 
     def read(self, offset):
         p = self.params
@@ -98,3 +99,45 @@ def test_driver_refuses_without_a_band_engine_or_when_the_map_does_not_fit():
     accel.load_reference(big)
     with pytest.raises(AcceleratorError, match="does not fit the band engine"):
         accel.motion(big, z8=0, n_bits=4, zn_ref=0, block=2, search=7)
+
+
+def _fits_its_fields(offset, value):
+    reg = next(r for r in regmap.REGISTERS if r.offset == offset)
+    return 0 <= value and not value & ~sum(f.mask for f in reg.fields)
+
+
+def test_channels_padded_to_the_band_chunks_over_the_register_fall_back_to_software():
+    """C = 4070 passes MOTION's check padded to the lanes (4072 <= 4095), but the band engine
+    pads it to its 32-byte chunks, 4096, which CHANNELS' 12 bits read as 0: refused as a
+    limit before any register is written, so the engine's TSS runs in software."""
+    from types import SimpleNamespace
+
+    from temposplit.codec.encoder import SoftwareEngine
+    from temposplit.hw.backend import FabricEngine
+
+    shape, block, search = (9, 8, 4070), 2, 3
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 16, shape, dtype=np.uint8)
+    cur = rng.integers(0, 256, shape, dtype=np.uint8)
+    t = _Fake()
+    accel = Accelerator(t)
+    accel.probe()
+    with pytest.raises(AcceleratorLimitError, match="4096"):
+        accel.motion(cur, z8=0, n_bits=4, zn_ref=0, block=block, search=search, reference=ref)
+    assert not t.writes and not t.streams
+    tensor = SimpleNamespace(name="wide", zero_point=0, block=block)
+    engine = FabricEngine(Accelerator(t))
+    mvs, costs = engine.motion_search(tensor, ref, cur, 4, search, False)
+    want_mvs, want_costs = SoftwareEngine().motion_search(tensor, ref, cur, 4, search, False)
+    assert np.array_equal(mvs, want_mvs) and np.array_equal(costs, want_costs)
+    assert engine.fallbacks == {"TSS over the fabric's limits": 1}
+    assert all(_fits_its_fields(offset, value) for offset, value in t.writes)
+
+
+def test_a_register_write_over_its_fields_is_an_accelerator_error():
+    from temposplit.hw.driver import _w
+
+    assert _w("CHANNELS", 4095) == ("write", regmap.REG["CHANNELS"].offset, 4095)
+    for reg, value in (("CHANNELS", 4096), ("BAND_SLICE", 1 << 12), ("COUNT", 1 << 26), ("FLAGS", 1 << 4), ("Z8", -1)):
+        with pytest.raises(AcceleratorError, match=f"{reg} = {value} does not fit"):
+            _w(reg, value)

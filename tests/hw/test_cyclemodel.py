@@ -120,6 +120,25 @@ def test_ctx_rows():
     assert r50.ctx_key_fps >= 30 and r50.ctx_anchor_fps >= 30 and r50.ctx_pred_fps >= 30
 
 
+def test_a_ctx_key_over_one_records_pass_is_counted_as_the_passes_it_takes():
+    """200x272x256's KEY is 13.8 M stream words, over one pass's 2^23 - 1: the engine codes
+    its six slices in two passes of three (regmap.ctx_passes), and the table counts both
+    (it counted one pass: 4.7 frames/s instead of 2.4)."""
+    from temposplit.hw import regmap
+
+    n, c = 200 * 272 * 256, 256
+    words = cyclemodel._channel_split(int(n * cyclemodel.CTX_WORDS_INTRA), c, 6)
+    bins = cyclemodel._channel_split(int(n * cyclemodel.CTX_BINS_INTRA), c, 6)
+    passes, alone = regmap.ctx_passes(words)
+    assert passes == [[0, 1, 2], [3, 4, 5]] and alone == []
+    each = [cyclemodel.ctx_slices_cycles([bins[k] for k in p], [words[k] for k in p], 3, 1.0, 2) for p in passes]
+    r = {r.name: r for r in cyclemodel.table()}["r50 layer1"]
+    word_cycles = cyclemodel.LANES * cyclemodel.CLOCK_HZ / cyclemodel.DMA_MM2S_BPS
+    assert word_cycles == 1.0
+    assert r.ctx_key_fps == cyclemodel.CLOCK_HZ / sum(each)  # no LOAD_REF: over the on-chip reference
+    assert r.ctx_key_fps < cyclemodel.CLOCK_HZ / max(each)
+
+
 def test_ctx_records_cycles():
     f = cyclemodel.CTX_RECORDS_FILL
     assert cyclemodel.ctx_records_cycles(100, 40, lanes=1) == f + 100

@@ -1,6 +1,8 @@
 """The driver's CTX records pass (``Accelerator.ctx_records``) without the RTL: what it
 programs and streams, and the inputs it refuses before it touches the accelerator."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -231,3 +233,120 @@ def test_malformed_tagged_output_is_an_error():
         split_slices((b"\0" * 7) + bytes([0]), 1, 3)
     with pytest.raises(AcceleratorError, match="whole tagged words"):
         split_slices(b"\0" * 5, 1, 3)
+
+
+# ----------------------------------------------------------------------------- passes over COUNT
+
+
+class _FabricModel(_SlicedFake):
+    """The default build as ``FabricEngine`` probes it, its CTX passes of value records
+    modelled (one slice: the plain section; several: :class:`_SlicedFake`); any other pass
+    (LOAD_REF) answers an empty word. ``passes`` keeps each records pass's COUNT and S."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = []
+
+    def read(self, offset):
+        p = regmap.DEFAULT
+        answers = {
+            "ID": regmap.ID_MAGIC,
+            "PARAMS": regmap.pack(
+                "PARAMS",
+                LANES=p.lanes,
+                REF_LOG2=p.ref_bytes.bit_length() - 1,
+                BLOCK_LOG2=p.block_bytes.bit_length() - 1,
+                LINE_LOG2=p.line_elements.bit_length() - 1,
+                HISTOGRAM=1,
+                ENGINES=p.ctx_engines,
+                CTX_LANES=p.ctx_lanes,
+            ),
+        }
+        name = next(r.name for r in regmap.REGISTERS if r.offset == offset)
+        return answers[name] if name in answers else super().read(offset)
+
+    def stream(self, data, max_out):
+        reg = self.regs.get
+        if regmap.unpack("CTRL", reg(regmap.REG["CTRL"].offset))["MODE"] != regmap.mode("CTX"):
+            return b""
+        n = reg(regmap.REG["CTX_SLICES"].offset)
+        self.passes.append((reg(regmap.REG["COUNT"].offset), n))
+        if n > 1:
+            return super().stream(data, max_out)
+        self.section = V.encode_records(V.records_of_words(np.frombuffer(data, "<u8")))
+        self.bits = 8 * len(self.section)
+        return self.section
+
+
+def _slice_words(q_n, slices, n_bits, z_n):
+    """Each slice's stream words of an intra anchor's records."""
+    from temposplit.codec import ctx
+
+    return [
+        V.words(V.anchor_records(q_n[..., c0:c1], None, None, n_bits, z_n)[0]).size
+        for c0, c1 in ctx.slice_bounds(q_n.shape[2], slices)
+    ]
+
+
+@pytest.mark.parametrize("over", [False, True])
+def test_a_ctx_key_over_one_records_pass_takes_several_or_falls_back_byte_identical(over, monkeypatch):
+    """A KEY whose slices' records exceed one CTX pass (COUNT's 26 bits: 8.4 M words, e.g. a
+    200x272x256 KEY; here the limit made small) is coded in several passes, each within the
+    limit; a slice over it alone (``over``) is coded in software. The stream is the software
+    encoder's, byte for byte."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.codec.quantize import lut, zero_point_n
+    from temposplit.hw.backend import FabricEngine
+
+    rng = np.random.default_rng(8)
+    frame = rng.integers(0, 60, (12, 8, 8), dtype=np.uint8)  # (C, H, W), as M1 gives
+    frame[rng.random(frame.shape) < 0.5] = 0
+    config = CodecConfig(
+        tensors=[TensorSpec("t", frame.shape, 0.05, 0, block=2)],
+        ctx_slices=3,
+        **dict(PRESETS["recommended"], structure="uni-2"),
+    )
+    q_n = lut(0, config.n_bits)[frame.transpose(1, 2, 0)]
+    words = _slice_words(q_n, 3, config.n_bits, zero_point_n(0, config.n_bits))
+    limit = max(words) - 1 if over else max(words)  # no two slices fit one pass either way
+    assert sum(sorted(words)[:2]) > limit
+    monkeypatch.setattr(regmap, "CTX_MAX_WORDS", limit)
+    t = _FabricModel()
+    engine = FabricEngine(Accelerator(t))
+    assert Encoder(config, engine=engine).encode([[frame]]) == Encoder(config).encode([[frame]])
+    fabric = [w for w in words if w <= limit]
+    assert sorted(count // 8 for count, _ in t.passes) == sorted(fabric)
+    assert engine.passes["CTX (records)"] == len(fabric) >= 2
+    assert engine.fallbacks == ({"ctx slice over a CTX pass": 1} if over else {})
+
+
+def test_a_ctx_predicted_frame_over_one_records_pass_takes_several_byte_identical(monkeypatch):
+    """A predicted frame's four slices, in one pass under COUNT's real limit, in several
+    (each within the limit, no fallback) when about half their words fill one: the
+    software engine's sections and change map."""
+    from temposplit.codec.encoder import SoftwareEngine
+    from temposplit.hw.backend import FabricEngine
+
+    rng = np.random.default_rng(9)
+    shape, block, p, n_bits = (8, 8, 16), 2, 3, 5
+    pred = rng.integers(0, 32, shape, dtype=np.uint8)
+    recon = np.where(rng.random(shape) < 0.7, pred, rng.integers(0, 32, shape)).astype(np.uint8)
+    dref = rng.integers(-1, 2, shape).astype(np.int8)
+    mvs = rng.integers(-p, p + 1, (4, 4, 1, 2)).astype(np.int8)
+    flags = rng.random((4, 4)) < 0.6
+    tensor = SimpleNamespace(name="t", zero_point=0, block=block)
+    args = (tensor, mvs, p, flags, pred, recon, dref, n_bits, 4)
+    want = SoftwareEngine().ctx_pred_sections(*args)
+    t = _FabricModel()
+    engine = FabricEngine(Accelerator(t))
+    got = engine.ctx_pred_sections(*args)
+    [(count, slices)] = t.passes  # one pass of the four slices
+    assert slices == 4 and got[0] == want[0]
+    t.passes.clear()
+    limit = count // 16 + 1  # about half the words
+    monkeypatch.setattr(regmap, "CTX_MAX_WORDS", limit)
+    got = engine.ctx_pred_sections(*args)
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    assert len(t.passes) >= 2 and not engine.fallbacks
+    assert all(c // 8 <= limit for c, _ in t.passes) and sum(c for c, _ in t.passes) == count
+    assert engine.passes["CTX (records)"] == 1 + len(t.passes)

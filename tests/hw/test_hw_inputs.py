@@ -101,6 +101,14 @@ BAD_CALLS = {
     "encode_motion_vectors: p of 4": lambda a: a.encode_motion_vectors(np.zeros((2, 2, 2)), search=4, lengths=[1, 1]),
     "load_table: float lengths": lambda a: a.load_table([1.5, 1.5]),
     "load_table: a negative length": lambda a: a.load_table([-1, 1]),
+    "encode: requant of 2": lambda a: a.encode(np.zeros(16, np.uint8), 16, requant=2, n_bits=4),
+    "encode: store_ref of 2": lambda a: a.encode(np.zeros(16, np.uint8), 16, store_ref=2),
+    "encode_anchor: store_ref of 2": lambda a: a.encode_anchor(MAP, z8=0, n_bits=4, store_ref=2),
+    "histogram: requant of 2": lambda a: a.histogram(MAP, z8=0, n_bits=4, requant=2),
+    "histogram: store_ref of 0.5": lambda a: a.histogram(MAP, z8=0, n_bits=4, store_ref=0.5),
+    "requantize: store_ref of 2": lambda a: a.requantize(MAP, z8=0, n_bits=4, store_ref=2),
+    "ctx_anchor: requant of 2": lambda a: a.ctx_anchor(MAP, z8=0, n_bits=4, requant=2),
+    "ctx_anchor: store_ref of 'yes'": lambda a: a.ctx_anchor(MAP, z8=0, n_bits=4, store_ref="yes"),
 }
 
 
@@ -110,6 +118,17 @@ def test_bad_arguments_are_refused_before_any_register_is_written(call):
     with pytest.raises((AcceleratorError, CodecError)):
         call(accel)
     assert t.log == []
+
+
+def test_an_encode_output_shorter_than_its_bits_is_an_accelerator_error():
+    """BITS counts 100 bits (13 bytes) but the output packet brought none: refused, not a
+    short section returned as if whole."""
+    t, accel = _probed()
+    bits = regmap.REG["BITS"].offset
+    t.read = lambda offset, read=t.read: 100 if offset == bits else read(offset)
+    accel.load_table([1, 1])
+    with pytest.raises(AcceleratorError, match="ENCODE sent 0 bytes but counted 100 bits"):
+        accel.encode(np.zeros(16, np.uint8), 2)
 
 
 def test_an_accelerator_error_is_a_temposplit_error_so_the_command_line_says_it_in_one_line():
@@ -255,3 +274,41 @@ def test_a_closed_simulation_bridge_is_an_accelerator_error():
     with pytest.raises(AcceleratorError, match="the bridge is closed"):
         bridge.write(0, 0)
     assert issubclass(BridgeError, TemposplitError)
+
+
+def _bridge_over(conn, tmp_path):
+    """A BridgeTransport on ``conn`` as if the simulation ran behind it (its thread ended)."""
+    import threading
+
+    from temposplit.hw.simbridge import BridgeTransport
+
+    bridge = BridgeTransport.__new__(BridgeTransport)
+    bridge._conn, bridge._listener, bridge._run_dir = conn, SimpleNamespace(close=lambda: None), tmp_path / "run"
+    bridge._thread = threading.Thread(target=lambda: None)
+    bridge._thread.start()
+    return bridge
+
+
+@pytest.mark.parametrize("when", ["before the request", "after the request"])
+def test_a_simulation_that_stops_is_a_bridge_error_and_the_bridge_closes(when, tmp_path):
+    """The simulator killed or crashed under a running bridge (its end of the connection
+    closed before the request was sent, or while it was being served): a BridgeError, one
+    line from the CLI, not the connection's bare EOFError or BrokenPipeError."""
+    import threading
+    from multiprocessing.connection import Pipe
+
+    from temposplit.hw.simbridge import BridgeError
+
+    ours, theirs = Pipe()
+    if when == "before the request":
+        theirs.close()
+    else:  # the server reads the request and dies without answering
+        server = threading.Thread(target=lambda: (theirs.recv(), theirs.close()))
+        server.start()
+    bridge = _bridge_over(ours, tmp_path)
+    with pytest.raises(BridgeError, match="the RTL simulation stopped"):
+        bridge.read(0)
+    assert ours.closed
+    with pytest.raises(BridgeError, match="the bridge is closed"):
+        bridge.write(0, 0)
+    bridge.close()  # nothing left to release
