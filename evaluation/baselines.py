@@ -10,8 +10,11 @@
   ``medium``, no tune, yuv420p, a key frame at least every ``gop`` = 250 frames (both
   encoders' default; scene cuts may add more), the encoders' default B-frames (3 for x264
   medium, 4 for x265), and ``threads`` = 1 encoding thread so the bitstream does not
-  depend on the machine's core count. Sizes are the elementary stream's packets (parameter
-  sets included, no container). yuv420p needs an even width and height: a frame of odd
+  depend on the machine's core count. Sizes are what a decoder needs of the elementary
+  stream's packets (:func:`decoder_units`): the picture (VCL) NAL units and the parameter
+  sets, each with its start code; not the encoders' SEI messages (x264's and x265's
+  encoder information, sent once), as the feature streams leave out their stream header;
+  no container. yuv420p needs an even width and height: a frame of odd
   size is padded by repeating its last column or row (as ``ffmpeg -vf
   pad=ceil(iw/2)*2:ceil(ih/2)*2`` users do, here with edge pixels rather than black), coded,
   and cropped back after decoding; rates and bits per pixel count the coded bytes over
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -95,7 +99,8 @@ class CodedClip:
     fps : float
         The clip's frame rate (given to the video encoders' rate control).
     per_frame_bytes : int64 array (n_frames,)
-        Coded bytes of each frame in display order (JPEG: the file; video: its packet).
+        Coded bytes of each frame in display order (JPEG: the file; video: its packet's
+        NAL units that a decoder needs, :func:`decoder_units`).
     """
 
     codec: str
@@ -273,6 +278,42 @@ def jpeg_quality_for_bpp(frames: Sequence[np.ndarray], target_bpp: float = JPEG_
 
 # --------------------------------------------------------------------------- H.264 / H.265
 
+# The NAL unit types a decoder needs: the pictures (VCL) and the parameter sets (H.264: SPS,
+# PPS; H.265: VPS, SPS, PPS). Not counted: SEI messages (H.264 type 6, H.265 39 and 40: x264's
+# encoder-information message, some 680 bytes, and x265's, some 2,300, once per stream),
+# access unit delimiters, end of sequence or stream, filler.
+DECODER_NAL_TYPES = {
+    "h264": frozenset({1, 2, 3, 4, 5, 7, 8}),
+    "h265": frozenset(range(32)) | {32, 33, 34},
+}
+# An Annex B start code with the zero bytes before it (a NAL unit never ends with a zero byte).
+_START_CODE = re.compile(rb"\x00*\x00\x00\x01")
+
+
+def nal_type(unit: bytes, codec: str) -> int:
+    """The type of an Annex B NAL unit (its start code first) of ``codec``."""
+    header = unit[unit.index(b"\x00\x00\x01") + 3]
+    return header & 0x1F if codec == "h264" else (header >> 1) & 0x3F
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """An Annex B packet (what libx264 and libx265 give PyAV: start codes, no length prefixes)
+    cut into its NAL units, each with its start code and the zero bytes before it."""
+    starts = [m.start() for m in _START_CODE.finditer(data)]
+    if not starts or starts[0] != 0:
+        raise RuntimeError(f"a packet that does not begin with an Annex B start code ({data[:4].hex()})")
+    units = [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
+    if any(u.endswith(b"\x00\x00\x01") for u in units):
+        raise RuntimeError("a packet with a start code and no NAL unit after it")
+    return units
+
+
+def decoder_units(data: bytes, codec: str) -> bytes:
+    """The NAL units of a packet that a decoder needs (:data:`DECODER_NAL_TYPES`), as the
+    packet holds them: what the video baselines count and decode."""
+    wanted = DECODER_NAL_TYPES[codec]
+    return b"".join(u for u in nal_units(data) if nal_type(u, codec) in wanted)
+
 
 def encode_video(
     frames: Iterable[np.ndarray],
@@ -310,9 +351,9 @@ def encode_video(
     packets: list[tuple[bytes, int, int]] = []
     n = 0
 
-    def collect(out) -> None:
+    def collect(out) -> None:  # the picture NAL units and parameter sets, not the SEI
         for p in out:
-            packets.append((bytes(p), int(p.pts), int(p.dts)))
+            packets.append((decoder_units(bytes(p), codec), int(p.pts), int(p.dts)))
 
     for frame in _frames(frames):
         height, width = frame.shape[:2]

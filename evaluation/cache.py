@@ -149,6 +149,7 @@ class Clip:
     input_size: tuple[int, int]
     reference: list = field(default_factory=list)  # float detections of the scored frames
     ground_truth: list | None = None  # real boxes (Detections) of the scored frames, if any
+    identity: str = ""  # its frames and networks by content (ClipData.source_id): names its scorings' files
 
     def meta(self, indices):
         from temposplit.model.split import BatchMeta
@@ -194,6 +195,7 @@ class Models:
         self._det = None
         self._qdet: dict[str, object] = {}
         self._channels_last = False
+        self._weights_id: str | None = None
         self.m2_frames = 0
 
     @property
@@ -206,6 +208,16 @@ class Models:
             torch.set_num_threads(min(2, torch.get_num_threads()))  # fewer where OMP_NUM_THREADS says so
             self._det = load_detector(self.model, self.weights, **self.detector_kwargs)
         return self._det
+
+    def weights_id(self) -> str:
+        """The float network's weights by content (:func:`temposplit.model.fingerprint.weights_digest`,
+        as the int8 cache's key has them), not by path: another file at the same path, or the
+        default weights converted anew, is another network."""
+        if self._weights_id is None:
+            from temposplit.model.fingerprint import weights_digest
+
+            self._weights_id = weights_digest(self.detector.net).hex()
+        return self._weights_id
 
     def float_layout(self, channels_last: bool) -> None:
         """The float network's memory layout: channels-last makes the float M2 about a quarter
@@ -235,6 +247,24 @@ def fixed_calibration_frames() -> list[np.ndarray]:
     from temposplit.model.calibration import calibration_frames
 
     return list(calibration_frames())
+
+
+def fixed_calibration_content() -> list:
+    """The fixed calibration set by content: each frame's name and the SHA-256 of its file
+    (:func:`temposplit.files.content_digest`), so a changed image under the same name is
+    another calibration."""
+    from temposplit.files import content_digest
+    from temposplit.model.calibration import calibration_sources
+
+    return [(name, content_digest(path)) for name, path, _ in calibration_sources()]
+
+
+def labelme_content() -> list:
+    """The labelme frames by content: the SHA-256 of each image and of its JSON boxes."""
+    from temposplit.files import content_digest
+    from temposplit.model.data import labelme_frames
+
+    return [(content_digest(jpg), content_digest(js)) for jpg, js in labelme_frames()]
 
 
 class ClipData:
@@ -303,21 +333,20 @@ class ClipData:
         return "fixed" if self.calibration_fold is None else "fixed fold {}/{}".format(*self.calibration_fold)
 
     def clip_id(self) -> str:
-        """The clip, its frames, the calibration's frames and the code that makes the networks:
-        the name of its cached M1 codes and float reference (another int8 network, another name)."""
+        """The clip, its frames, the float weights, the calibration's frames and the code that
+        makes the networks, each by content: the name of its cached M1 codes and float reference
+        (another int8 network, another name)."""
         if self._id is None:
             from temposplit.files import content_digest
             from temposplit.model.fingerprint import calibration_platform, model_source_digest
 
             if self.calibration == "clip":
-                calib = self.calibration_frames
-            else:  # the fixed set's frames by name: a changed set makes new cache files
-                from temposplit.model.calibration import calibration_sources
-
-                calib = [self.calibration_source()] + [name for name, _, _ in calibration_sources()]
+                calib = self.calibration_frames  # the clip's own frames: its content below
+            else:  # the fixed set's frames by content: a changed set makes new cache files
+                calib = [self.calibration_source(), *fixed_calibration_content()]
             self._id = digest(
                 self.model,
-                str(self.models.weights),
+                self.models.weights_id(),
                 sorted(self.models.detector_kwargs.items()),
                 self.video.name,
                 content_digest(self.video),  # not the size alone: another file of the same size is another clip
@@ -329,6 +358,11 @@ class ClipData:
                 np.__version__,
             )
         return self._id
+
+    def source_id(self, which: str) -> str:
+        """:meth:`clip_id` for the clip (``which="video"``); for the labelme frames also their
+        images and JSON boxes by content (:func:`labelme_content`)."""
+        return self.clip_id() if which == "video" else digest(self.clip_id(), labelme_content())
 
     def labelme_available(self) -> bool:
         from temposplit.model.data import labelme_frames
@@ -377,7 +411,7 @@ class ClipData:
     # ------------------------------------------------------------------ M1 cache
 
     def _cache_path(self, cut: str, which: str) -> Path:
-        return self.cache / f"m1-{self.model}-{cut}-{which}-{self.clip_id()}.npz"
+        return self.cache / f"m1-{self.model}-{cut}-{which}-{self.source_id(which)}.npz"
 
     def cut_data(self, cut: str, which: str, cuts: list[str]) -> CutData:
         """The int8 M1 codes at ``cut`` of the clip (``which="video"``) or the labelme frames;
@@ -505,7 +539,7 @@ class ClipData:
         video = which == "video"
         name = self.name if video else "labelme"
         pattern = f"{self.score_every}-{'.'.join(map(str, self.score_phases))}" if video else "all"
-        path = self.cache / f"float-{self.model}-{name}-{self.clip_id()}-{pattern}.json"
+        path = self.cache / f"float-{self.model}-{name}-{self.source_id(which)}-{pattern}.json"
         doc = _read_reference(path, self.log)
         if doc is None:
             t0 = time.perf_counter()
@@ -559,6 +593,7 @@ class ClipData:
             doc["orig_sizes"],
             tuple(doc["input_size"]),
         )
+        clip.identity = self.source_id(which)
         clip.reference = [dets(d) for d in doc["detections"]]
         if doc["ground_truth"]:
             clip.ground_truth = [dets(doc["ground_truth"][i]) for i in scored]

@@ -40,6 +40,8 @@ from temposplit.evaluation.cache import (
     Models,
     clean,
     digest,
+    fixed_calibration_content,
+    labelme_content,
     remove_temporaries,
 )
 from temposplit.evaluation.plan import (  # noqa: F401  (the harness's public names)
@@ -111,11 +113,17 @@ def file_name_text(name: str) -> str:
 
 
 def check_clip_name(name: str, path) -> None:
-    """Refuse a clip name that would put its report folder on one of eval's own entries."""
+    """Refuse a clip name that would put its report folder on one of eval's own entries, or
+    that holds ``|``, which separates the fields of a row's key (:func:`plan.row_key`)."""
     if name in RESERVED_CLIP_NAMES or name.startswith(".") or not name:
         raise ConfigError(
             f"{path}: a clip named {name!r} would share --out with eval's own files "
             f"({', '.join(RESERVED_CLIP_NAMES)}, hidden names): rename the file or link it under another name"
+        )
+    if "|" in name:
+        raise ConfigError(
+            f"{path}: a clip named {name!r} holds '|', which separates the fields of a row's key: "
+            "rename the file or link it under another name"
         )
 
 
@@ -384,8 +392,10 @@ class Harness:
 
     def run_id(self) -> str:
         """The identity every row of this run shares: a digest of the settings that change any
-        row's values (not those that only choose points: clips, cuts, N, methods, crf values)
-        and of the code that measures a point (:data:`MEASURE_MODULES` and the temposplit
+        row's values (not those that only choose points: clips, cuts, N, methods, crf values),
+        of the inputs they name by content (the float weights, the fixed calibration set's
+        files, the labelme images and boxes where used: another file at the same path is
+        another run) and of the code that measures a point (:data:`MEASURE_MODULES` and the temposplit
         modules they import, transitively: the codec, the networks, the scoring; PyTorch's,
         NumPy's and PyAV's versions and the libraries PyAV links). A row's own identity adds
         its clip and its plan entry (:meth:`point_id`)."""
@@ -399,6 +409,11 @@ class Harness:
             s = self.settings()
             for k in ("cuts", "bits", "methods", "pruned", "crfs", "plan", "videos"):
                 s.pop(k)
+            s["content"] = {
+                "weights": self.models.weights_id(),
+                "calibration": fixed_calibration_content() if self.calibration == "fixed" else None,
+                "labelme": labelme_content() if s["labelme"] else None,
+            }
             # plan.py declares the entries (each row's own identity) and chooses points; its
             # other constants enter here by value, not its text (a new entry reruns nothing else).
             s["plan_constants"] = {
@@ -508,7 +523,9 @@ class Harness:
 
     def _sweep(self, tasks, points: dict[str, str], run: str, t0: float) -> list[dict]:
         """Run the points not yet in results.jsonl, appending each one's rows as it ends."""
-        done = self.done_keys()
+        done_rows = load_rows(self.results_path, run=run, points=points)
+        done = {r["key"] for r in done_rows}
+        measured = {p for r in done_rows for p in row_points(r)}
         other = {r["key"] for r in load_rows(self.results_path)} & set(points) - done
         if other:
             self.log(
@@ -516,11 +533,8 @@ class Harness:
                 "their points run again and replace them"
             )
         todo = [t for t in tasks if t.keys is None or not set(t.keys) <= done]
-        # The searched-quality JPEG task's key is known only after the search: skip it when its clip has a row.
-        searched = {
-            k.split("|")[1] for k in done if k.split("|")[3] == "jpeg" and not k.endswith(f"q={JPEG_QUALITY}|None|None")
-        }
-        todo = [t for t in todo if t.keys is not None or _task_clip(t, tasks) not in searched]
+        # The searched-quality JPEG task's key is known only after the search: skip it when a row measures its point.
+        todo = [t for t in todo if t.keys is not None or self.point_id(_task_clip(t, tasks), t.entry) not in measured]
         self.log(f"{len(tasks)} points, {len(tasks) - len(todo)} already done in {self.results_path}")
         self.models.m2_frames = 0
         t_start = time.perf_counter()
@@ -537,15 +551,22 @@ class Harness:
                 t = time.perf_counter()
                 rows = task.run()
                 dt = time.perf_counter() - t
+                own = self.point_id(clip, task.entry)
                 for row in rows:
-                    if row["key"] in done:
+                    point = expected_point(points, row["key"]) or own
+                    if row["key"] in done and (task.keys is not None or own in measured):
                         continue
+                    if task.keys is None and point != own:
+                        # The searched JPEG quality came out at a stated one (q=75): that entry's row
+                        # measures both points; written again, it names the searched one too.
+                        row["settings"] = {**(row.get("settings") or {}), "also_point": own}
                     row["seconds"] = dt / len(rows)
                     row["run"] = run
-                    row["point"] = expected_point(points, row["key"]) or self.point_id(clip, task.entry)
+                    row["point"] = point
                     points.setdefault(row["key"], row["point"])  # a key its task did not declare
                     f.write(json.dumps(clean(row)) + "\n")
                     done.add(row["key"])
+                    measured.update(row_points(row))
                 f.flush()
                 elapsed = time.perf_counter() - t_start
                 eta = elapsed / k * (len(todo) - k)
@@ -614,6 +635,13 @@ def _task_clip(task: Task, tasks: list[Task]) -> str:
 
 def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def row_points(row: dict) -> list:
+    """The points a row measures: its own (``point``) and, for the row of a stated JPEG quality
+    that the searched quality came out at, the searched entry's (``settings["also_point"]``)."""
+    also = (row.get("settings") or {}).get("also_point")
+    return [row.get("point")] + ([also] if also else [])
 
 
 def expected_point(points: dict[str, str], key: str) -> str | None:
@@ -753,11 +781,11 @@ def progress(points, rows) -> dict[str, tuple[int, int]] | None:
     A point is one task of the sweep: an entry at one cut and N, its keys one per coder (they
     share the point identity). It counts as measured when every one of its keys has its row;
     the searched-quality JPEG, whose key (variant ``*``) is known only after its run, when a
-    row of its identity is there. A clip the run never reached is (0, planned)."""
+    row of its identity is there (or names it: :func:`row_points`). A clip the run never reached is (0, planned)."""
     if not isinstance(points, dict):
         return None
     have = {r["key"] for r in rows}
-    measured_groups = {(r.get("point"), *_cut_and_n(r["key"])) for r in rows}
+    measured_groups = {(p, *_cut_and_n(r["key"])) for r in rows for p in row_points(r)}
     groups: dict[tuple, list[str]] = {}
     for key, point in points.items():
         groups.setdefault((point, *_cut_and_n(key)), []).append(key)

@@ -105,7 +105,9 @@ class Scorer:
 
     def scores(self, clip: Clip, detections: dict[int, object], eval_id: str | None = None) -> dict:
         """The scores; with ``eval_id`` the evaluation's per-frame outcome is also saved (for the
-        bootstrap intervals) as ``<evals>/<clip>/<eval_id>.npz``, named in ``scores["evals"]``."""
+        bootstrap intervals) as ``<evals>/<clip>/<run>-<clip identity>-<eval_id>.npz``, named in
+        ``scores["evals"]``: the run (:attr:`tag`) and the clip's content (:attr:`Clip.identity`)
+        in the name, so another file under the clip's name never overwrites it."""
         from temposplit.evaluation.metrics import coco_map, fidelity_map
 
         dets = [detections[i] for i in clip.scored]
@@ -115,10 +117,8 @@ class Scorer:
         m = fidelity_map(dets, clip.reference)
         out = {"map50": m.map50, "map50_95": m.map50_95, "gt_boxes": m.n_ground_truth}
         if eval_id is not None and self.evals is not None and m.images is not None:
-            name = f"{clip.name}/{self.tag + '-' if self.tag else ''}{eval_id}.npz"
+            name = f"{clip.name}/{''.join(f'{p}-' for p in (self.tag, clip.identity) if p)}{eval_id}.npz"
             path = self.evals / name
-            # Written whenever the point is scored, over what a run of another clip of this
-            # name may have left there (kept, its intervals were that clip's).
             path.parent.mkdir(parents=True, exist_ok=True)
             arrays = m.images.to_npz()
             write_atomic(path, lambda f: np.savez_compressed(f, **arrays))

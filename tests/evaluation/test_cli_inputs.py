@@ -5,6 +5,7 @@ before any work and without changing the output folder. Nothing here runs a mode
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -165,11 +166,13 @@ def _clip(path, value: int, frames: int = 3):
     return path
 
 
-def test_another_file_of_the_same_name_and_size_is_another_clip(tmp_path):
+def test_another_file_of_the_same_name_and_size_is_another_clip(tmp_path, monkeypatch):
     """A clip's points and caches are named by its content, not its name and size alone
     (a clip of the same name and size was taken as already done: the other's rows)."""
+    from temposplit.evaluation.cache import Models
     from temposplit.evaluation.harness import Harness
 
+    monkeypatch.setattr(Models, "weights_id", lambda self: "w")  # no network loaded
     a, b = _clip(tmp_path / "a.avi", 40), tmp_path / "b" / "a.avi"
     b.parent.mkdir()
     _clip(b, 200)
@@ -224,6 +227,17 @@ def test_a_clip_named_as_one_of_evals_own_entries_is_refused(tmp_path, capsys, o
     assert main(["eval", "--video", str(video), "--out", str(tmp_path / "ev"), "--quick"]) == 2
     one_line(f"a clip named {stem.lower()!r} would share --out with eval's own files")
     assert not (tmp_path / "ev").exists()
+
+
+def test_a_clip_name_holding_a_bar_is_refused_before_anything_is_made(tmp_path, capsys, one_line):
+    """'|' separates the fields of a row's key: a clip named a|b failed with "internal error:
+    KeyError" after making --out."""
+    video = _clip(tmp_path / "a|b.avi", 90)
+    assert main(["eval", "--video", str(video), "--out", str(tmp_path / "ev"), "--quick"]) == 2
+    one_line("a clip named 'a|b' holds '|', which separates the fields of a row's key")
+    assert not (tmp_path / "ev").exists()
+    with pytest.raises(ConfigError, match=re.escape("a clip named 'x|y' holds '|'")):
+        Harness(video={"x|y": video}, out=tmp_path / "ev").videos()
 
 
 def test_video_lists_from_a_pipe_with_a_hash_in_a_path_and_the_same_file_twice(tmp_path):

@@ -269,6 +269,7 @@ def test_a_rerun_removes_the_temporary_files_a_killed_run_left(tmp_path, monkeyp
         p.write_bytes(b"half")
     harness = Harness(video=video, out=out, frames=2, log=lambda m: None)
     monkeypatch.setattr(Harness, "_sweep", lambda self, tasks, points, run, t0: [])
+    monkeypatch.setattr(type(harness.models), "weights_id", lambda self: "w")  # no network loaded
     harness.run()
     assert not any(p.exists() for p in left) and live.exists()
 
