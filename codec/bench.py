@@ -8,7 +8,10 @@ the repository's fixture codes of three vtest frames, their channels tiled to th
 full count, played forward, back and forward), the recommended preset with ctx and with
 ZRL. Frames of a group count alike: frames/s = frames / (seconds for all of them), on the
 wall clock and (``*_cpu_fps``) on this process's CPU time, which a machine shared with other
-jobs disturbs less. One core: every kernel is single-threaded.
+jobs disturbs less. One core: every kernel is single-threaded, and the ``ctx`` slices of a
+large tensor (docs/bitstream.md 6.2.6), which the codec otherwise codes side by side on the
+process's cores, are coded in turn on one thread here (``ctx.SLICE_THREADS = 1`` while a row
+is measured).
 
 A stream is measured in whole groups of its structure (by default the fewest whole groups
 of at least 9 frames: three bi-3 groups, two uni-8 groups), so that anchors take the share
@@ -96,7 +99,17 @@ def _kind_ms(seconds: dict[str, list[float]], kind: str):
 
 def bench_shape(shape, block, frames=None, seed=0, setting="thesis", clip=None, scale=0.05, zero_point=0, name="x"):
     """One row: ``frames`` frames (default :func:`whole_groups`) of ``clip`` (default
-    synthetic correlated maps) encoded and decoded with the setting."""
+    synthetic correlated maps) encoded and decoded with the setting, on one thread."""
+    from temposplit.codec import ctx
+
+    threads, ctx.SLICE_THREADS = ctx.SLICE_THREADS, 1
+    try:
+        return _bench_shape(shape, block, frames, seed, setting, clip, scale, zero_point, name)
+    finally:
+        ctx.SLICE_THREADS = threads
+
+
+def _bench_shape(shape, block, frames, seed, setting, clip, scale, zero_point, name):
     from temposplit.codec.bitstream import parse_packet
     from temposplit.codec.decoder import Decoder
     from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
@@ -208,20 +221,36 @@ def ssd_rows(frames=None):
 
 
 MAX_FRAMES = 256  # --frames: every frame of a shape is made before the timing starts
-MAX_CLIP_BYTES = 1 << 30  # a shape's frames, made in memory (one byte an element): the largest default shape 445 MB
+MAX_MAKE_BYTES = 1 << 30  # making a shape's frames (make_bytes): the largest default shape 0.6 GiB
+
+
+def make_bytes(shape, frames: int) -> int:
+    """About the most memory :func:`correlated_clip` (dx = 1) takes to make ``frames`` maps
+    of ``shape``. It draws one map padded by ``frames + 2`` cells on each side (its rule:
+    ``n_frames * max(|dy|, |dx|) + 2``) and smooths it: 16 bytes a padded element at the
+    peak (the float64 draw and its float32 copy, then float32 temporaries; 12-15 measured).
+    Then it keeps that map in float32 (4 bytes) and the frames (a byte an element), and
+    makes each frame in float (24 bytes an element of one frame)."""
+    c, h, w = shape
+    pad = frames + 2
+    padded = c * (h + 2 * pad) * (w + 2 * pad)
+    return max(16 * padded, 4 * padded + (frames + 24) * c * h * w)
 
 
 def check_memory(shapes, frames: int | None) -> None:
     """Refuse, before any frame is made, a shape whose frames would take more than
-    MAX_CLIP_BYTES (``--frames 256`` of a stream's largest tensor is 4.3 GB)."""
+    MAX_MAKE_BYTES to make (:func:`make_bytes`; ``--frames 256`` of 512 x 16 x 16 took
+    1.7 GiB for 32 MiB of frames)."""
     from temposplit.codec.errors import ConfigurationError
 
     n = frames if frames is not None else max(whole_groups(s) for s in SETTINGS)
     for (c, h, w), _ in shapes:
-        if n * c * h * w > MAX_CLIP_BYTES:
+        need = make_bytes((c, h, w), n)
+        if need > MAX_MAKE_BYTES:
             raise ConfigurationError(
-                f"--shapes {c}x{h}x{w} with {n} frames is {n * c * h * w / 2**30:.1f} GiB of maps in memory, "
-                f"over the bench's {MAX_CLIP_BYTES / 2**30:g} GiB: give fewer --frames or a smaller shape"
+                f"--shapes {c}x{h}x{w} with {n} frames takes about {need / 2**30:.1f} GiB of memory to make "
+                f"(the synthetic maps are drawn {n + 2} cells wider on each side, in float), over the bench's "
+                f"{MAX_MAKE_BYTES / 2**30:g} GiB: give fewer --frames or a smaller shape"
             )
 
 

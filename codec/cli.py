@@ -207,8 +207,8 @@ def _encode(args) -> int:
     total = sum(e.packet_bytes for e in enc.frames)
     elements = sum(c[0].size for c in clip.codes)
     rate = total / clip.frames * config.fps / 1e6  # MB/s
-    print(
-        f"{clip.frames} frames, {total} bytes ({total / clip.frames:.0f} per frame, "
+    print(  # the rates are the packets' (what a stream sends per frame); the header is said apart
+        f"{clip.frames} frames, {total} bytes of packets (+{len(header)} header; {total / clip.frames:.0f} per frame, "
         f"{8 * total / (elements * clip.frames):.3f} bits per element, "
         f"{rate:.3f} MB/s at {config.fps:g} fps) -> {args.output}",
         file=report,

@@ -38,24 +38,27 @@ def slice_bounds(channels: int, slices: int) -> list[tuple[int, int]]:
     return [(k * channels // s, (k + 1) * channels // s) for k in range(s)]
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
+# The most threads a tensor's slices are coded and decoded on; None: the cores the process
+# may use. 1 codes them in turn on the calling thread (`temposplit bench codec`: one core).
+SLICE_THREADS: int | None = None
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (the process that made it, its threads, the pool)
 _POOL_LOCK = threading.Lock()
 
 
 def _each(fn, items) -> list:
     """``fn`` over ``items``, on threads where that helps: the compiled kernels release
     the GIL, so the slices of a tensor are coded and decoded side by side on the cores
-    the process may use (one core: in turn)."""
+    the process may use, at most :data:`SLICE_THREADS` (one: in turn)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = min(MAX_SLICES, cores, cores if SLICE_THREADS is None else SLICE_THREADS)
     nested = threading.current_thread().name.startswith("ctx-slice")  # never wait on our own pool
-    if len(items) < 2 or not COMPILED or cores < 2 or nested:
+    if len(items) < 2 or not COMPILED or threads < 2 or nested:
         return [fn(item) for item in items]
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():  # a forked process gets its own pool
-            pool = ThreadPoolExecutor(max_workers=min(MAX_SLICES, cores), thread_name_prefix="ctx-slice")
-            _POOL = (os.getpid(), pool)
-        pool = _POOL[1]
+        if _POOL is None or _POOL[:2] != (os.getpid(), threads):  # a forked process gets its own pool
+            _POOL = (os.getpid(), threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ctx-slice"))
+        pool = _POOL[2]
     futures = [pool.submit(fn, item) for item in items]
     wait(futures)  # every slice has stopped before an error is raised: none holds its arrays on
     return [f.result() for f in futures]

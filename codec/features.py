@@ -13,7 +13,8 @@ A decoded file adds ``index`` (frame indices), ``n_bits`` (per frame) and, per t
 :func:`load` trusts no member: each array's ``.npy`` header is read and checked (dtype,
 shape, and a size no larger than the member holds) before its data is allocated, and
 every failure is a :class:`~temposplit.codec.errors.ConfigurationError` naming the file
-and the member.
+and the member. :func:`save` refuses, before it writes anything, a scale, zero point or
+block that :func:`load` would refuse or that its stored type would change.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ DEFLATE_MAX_RATIO = 1032
 # 256 frames of the largest frame the stream format carries (2^24 codes).
 MAX_FEATURE_BYTES = 1 << 32
 _NPY_HEADER_MAX = 10_000  # NumPy's own default bound on an .npy header
+# Zip entry flags NumPy never writes and zipfile cannot read (NotImplementedError there).
+_ZIP_FLAGS = {0x1: "is encrypted", 0x20: "holds compressed patched data", 0x40: "is strongly encrypted"}
+# What zipfile, zlib and NumPy raise on a damaged or foreign member (zipfile's
+# NotImplementedError: a zip version, flag or method it does not read).
+_UNREADABLE = (ValueError, TypeError, EOFError, OSError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line (NumPy's run to several), or its type's name."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass
@@ -85,17 +96,17 @@ class LazyCodes:
                     if fp.readinto(memoryview(frame).cast("B")) != size:
                         raise EOFError("the member ends before its last frame")
                     yield frame
-        except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-            raise ConfigurationError(f"{self.path}: {self.key}: not readable ({exc or type(exc).__name__})") from exc
+        except _UNREADABLE as exc:
+            raise ConfigurationError(f"{self.path}: {self.key}: not readable ({_reason(exc)})") from exc
 
 
 class _Members:
     """The ``.npy`` members of a zip, each read only after its header was checked."""
 
-    def __init__(self, path: str, zf: zipfile.ZipFile):
-        self.path = path
+    def __init__(self, path, name: str, zf: zipfile.ZipFile, file_size: int):
+        self.path, self.name = path, name  # a file name or a binary file object; how messages name it
         self.zf = zf
-        self.file_size = os.path.getsize(path)
+        self.file_size = file_size
         self.infos: dict[str, zipfile.ZipInfo] = {}
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -107,7 +118,7 @@ class _Members:
         return list(self.infos)
 
     def _fail(self, key: str, what: str) -> ConfigurationError:
-        return ConfigurationError(f"{self.path}: {key}: {what}")
+        return ConfigurationError(f"{self.name}: {key}: {what}")
 
     def header(self, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
         """(shape, fortran_order, dtype) of member ``key``, checked against the member's size."""
@@ -118,8 +129,9 @@ class _Members:
         info = self.infos[key]
         if not info.filename.endswith(".npy"):
             raise self._fail(key, "not a NumPy array (the member is not an .npy file)")
-        if info.flag_bits & 0x1:
-            raise self._fail(key, "the zip entry is encrypted")
+        for bit, what in _ZIP_FLAGS.items():
+            if info.flag_bits & bit:
+                raise self._fail(key, f"the zip entry {what} (flag 0x{bit:x}, which NumPy never writes)")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise self._fail(key, f"compressed with zip method {info.compress_type} (NumPy writes stored or deflate)")
         ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
@@ -136,8 +148,10 @@ class _Members:
                 else:
                     raise ValueError(f".npy format version {version[0]}.{version[1]} is not read here")
                 start = fp.tell()
-        except (ValueError, TypeError, EOFError, OSError, zipfile.BadZipFile, zlib.error, SyntaxError) as exc:
-            raise self._fail(key, f"not a readable .npy array ({exc or type(exc).__name__})") from exc
+        except (*_UNREADABLE, SyntaxError) as exc:
+            raise self._fail(key, f"not a readable .npy array ({_reason(exc)})") from exc
+        if any(d < 0 for d in shape):  # NumPy's header parser takes them; frames would be -1
+            raise self._fail(key, f"announces a negative dimension, {shape}")
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
             raise self._fail(key, f"holds {dtype} values (objects or records are not read)")
         nbytes = math.prod(shape) * dtype.itemsize
@@ -161,8 +175,8 @@ class _Members:
         try:
             with self.zf.open(self.infos[key]) as fp:
                 array = np.lib.format.read_array(fp, allow_pickle=False, max_header_size=_NPY_HEADER_MAX)
-        except (ValueError, TypeError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-            raise self._fail(key, f"not a readable .npy array ({exc or type(exc).__name__})") from exc
+        except _UNREADABLE as exc:
+            raise self._fail(key, f"not a readable .npy array ({_reason(exc)})") from exc
         except MemoryError as exc:
             raise self._fail(key, "too large for this machine's memory") from exc
         self.budget -= array.nbytes
@@ -171,43 +185,74 @@ class _Members:
     def scalar(self, key: str, integer: bool) -> float | int:
         """A 0-d real number (a one-element array too); ``integer``: a whole number."""
         shape, _, dtype = self.header(key)
-        if math.prod(shape) != 1 or dtype.kind not in "iuf":
-            raise self._fail(key, f"must be one real number, not {dtype} of shape {shape}")
-        value = self.read(key).reshape(()).item()
-        if integer:
-            if not (math.isfinite(value) and value == int(value)):
-                raise self._fail(key, f"must be a whole number, not {value!r}")
-            return int(value)
-        return float(value)
+        try:
+            return _real(shape, dtype, lambda: self.read(key), integer)
+        except ConfigurationError:  # (read's own, already naming the file and the member)
+            raise
+        except ValueError as exc:
+            raise self._fail(key, str(exc)) from None
 
 
-def load(path: str, lazy: bool = False) -> FeatureClip:
+def _real(shape, dtype: np.dtype, read, integer: bool) -> float | int:
+    """The one real number (``integer``: whole number) an array of ``shape`` and ``dtype``
+    holds, ``read()`` giving the array once those pass; a ValueError says what it is not.
+    The rule of a scale, zero point and block, for :func:`load` and :func:`save` alike."""
+    if math.prod(shape) != 1 or dtype.kind not in "iuf":
+        raise ValueError(f"must be one real number, not {dtype} of shape {shape}")
+    value = read().reshape(()).item()
+    if integer:
+        if not (math.isfinite(value) and value == int(value)):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _file_size(path) -> int:
+    """The bytes of a file named, or of a file object (from its end, its position kept)."""
+    if isinstance(path, (str, os.PathLike)):
+        return os.path.getsize(path)
+    here = path.tell()
+    size = path.seek(0, os.SEEK_END)
+    path.seek(here)
+    return size
+
+
+def load(path, lazy: bool = False) -> FeatureClip:
     """A feature file's tensors, every field checked (a :class:`ConfigurationError` otherwise).
-    ``lazy``: the codes as :class:`LazyCodes` (where they can be: a file name, arrays in C
-    order), read a frame at a time as they are iterated, not into memory now."""
-    if not isinstance(path, (str, os.PathLike)) and not hasattr(path, "read"):
-        raise ConfigurationError(f"features.load takes a file name, not {type(path).__name__}")
+    ``path``: a file name, or a binary file object that can seek (read whole: its codes are
+    never lazy; messages name it by its ``name``, if it has one). ``lazy``: the codes as
+    :class:`LazyCodes` (where they can be: a file name, arrays in C order), read a frame at a
+    time as they are iterated, not into memory now."""
+    if isinstance(path, (str, os.PathLike)):
+        name = path
+    elif all(hasattr(path, a) for a in ("read", "seek", "tell")):
+        name = getattr(path, "name", None) or f"<{type(path).__name__}>"
+    else:
+        raise ConfigurationError(
+            f"features.load takes a file name, not {type(path).__name__} (or a binary file object that can seek)"
+        )
     try:
+        size = _file_size(path)
         zf = zipfile.ZipFile(path)
     except OSError as exc:  # missing, a folder, no permission: what the system said
-        raise ConfigurationError(f"{path}: {exc.strerror or exc}") from exc
-    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
-        raise ConfigurationError(f"{path}: not a readable .npz feature file ({exc or type(exc).__name__})") from exc
+        raise ConfigurationError(f"{name}: {exc.strerror or _reason(exc)}") from exc
+    except _UNREADABLE as exc:
+        raise ConfigurationError(f"{name}: not a readable .npz feature file ({_reason(exc)})") from exc
     with zf:
-        npz = _Members(path, zf)
+        npz = _Members(path, name, zf, size)
         names = [k.split("/", 1)[1] for k in npz.files if k.startswith("codes/")]
         if not names:
-            raise ConfigurationError(f"{path}: no 'codes/<name>' arrays (see docs/bitstream.md, Feature files)")
+            raise ConfigurationError(f"{name}: no 'codes/<name>' arrays (see docs/bitstream.md, Feature files)")
         clip = FeatureClip(names, [], [], [], [])
         for n in names:
             shape, _, dtype = npz.header(f"codes/{n}")
             if dtype != np.uint8 or len(shape) != 4:
-                raise ConfigurationError(f"{path}: codes/{n} must be uint8 (T, C, H, W), not {dtype} {shape}")
+                raise ConfigurationError(f"{name}: codes/{n} must be uint8 (T, C, H, W), not {dtype} {shape}")
             if shape[0] == 0:
-                raise ConfigurationError(f"{path}: codes/{n} has no frames")
+                raise ConfigurationError(f"{name}: codes/{n} has no frames")
             for key in (f"scale/{n}", f"zero_point/{n}"):
                 if key not in npz.files:
-                    raise ConfigurationError(f"{path}: missing {key}")
+                    raise ConfigurationError(f"{name}: missing {key}")
             clip.scales.append(npz.scalar(f"scale/{n}", integer=False))
             clip.zero_points.append(npz.scalar(f"zero_point/{n}", integer=True))
             clip.blocks.append(npz.scalar(f"block/{n}", integer=True) if f"block/{n}" in npz.files else None)
@@ -216,10 +261,10 @@ def load(path: str, lazy: bool = False) -> FeatureClip:
         if "n_bits" in npz.files:
             shape, _, dtype = npz.header("n_bits")
             if dtype.kind not in "iu" or shape != (clip.codes[0].shape[0],):
-                raise ConfigurationError(f"{path}: n_bits must be whole numbers, one per frame, not {dtype} {shape}")
+                raise ConfigurationError(f"{name}: n_bits must be whole numbers, one per frame, not {dtype} {shape}")
             clip.n_bits = npz.read("n_bits")
     if len({c.shape[0] for c in clip.codes}) != 1:
-        raise ConfigurationError(f"{path}: every tensor must have the same number of frames")
+        raise ConfigurationError(f"{name}: every tensor must have the same number of frames")
     return clip
 
 
@@ -238,9 +283,31 @@ def save(path, clip: FeatureClip, extra: dict[str, np.ndarray] | None = None) ->
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(clip.names):
         arrays[f"codes/{n}"] = clip.codes[i]
-        arrays[f"scale/{n}"] = np.float32(clip.scales[i])
-        arrays[f"zero_point/{n}"] = np.int32(clip.zero_points[i])
+        arrays[f"scale/{n}"] = _stored(f"scale/{n}", clip.scales[i], np.float32)
+        arrays[f"zero_point/{n}"] = _stored(f"zero_point/{n}", clip.zero_points[i], np.int32)
         if clip.blocks[i] is not None:
-            arrays[f"block/{n}"] = np.int32(clip.blocks[i])
+            arrays[f"block/{n}"] = _stored(f"block/{n}", clip.blocks[i], np.int32)
     arrays.update(extra or {})
     np.savez_compressed(path, **arrays)
+
+
+def _stored(key: str, value, dtype) -> np.ndarray:
+    """``value`` as :func:`save` stores it (a 0-d ``dtype`` array), refused as :func:`load`
+    refuses it (one real number; a whole one for an integer ``dtype``) or where ``dtype``
+    would change it: an integer outside the type, a non-zero scale float32 makes 0 or a
+    finite one it makes infinite (float32 rounding otherwise, as the stream's header)."""
+    given = np.asarray(value)
+    try:
+        v = _real(given.shape, given.dtype, lambda: given, integer=np.issubdtype(dtype, np.integer))
+    except ValueError as exc:
+        raise ConfigurationError(f"{key}: {exc} (given {value!r:.80})") from None
+    if np.issubdtype(dtype, np.integer):
+        bounds = np.iinfo(dtype)
+        if not bounds.min <= v <= bounds.max:
+            raise ConfigurationError(f"{key}: {v} is outside {np.dtype(dtype)}, the type a feature file holds")
+        return np.asarray(v, dtype)
+    with np.errstate(over="ignore"):
+        stored = np.asarray(v, dtype)
+    if (v != 0 and stored == 0) or (math.isfinite(v) and not math.isfinite(stored)):
+        raise ConfigurationError(f"{key}: {v!r} is {stored.item()} as {np.dtype(dtype)}, the type a feature file holds")
+    return stored

@@ -273,10 +273,66 @@ def test_bench_refuses_frames_of_a_shape_past_its_memory_bound():
     elements. Refused before any frame is made; the default shapes and frames pass."""
     from temposplit.codec.bench import SHAPES, check_memory
 
-    with pytest.raises(ConfigurationError, match="4.0 GiB of maps in memory"):
+    with pytest.raises(ConfigurationError, match="GiB of memory to make"):
         check_memory(parse_shapes("4096x64x64"), 256)
-    check_memory(parse_shapes("4096x64x64"), 32)
+    check_memory(parse_shapes("4096x64x64"), 16)
     check_memory(SHAPES, None)
+
+
+def test_the_bench_memory_bound_is_what_making_the_frames_takes():
+    """The bound counted the frames (a byte an element), but the synthetic maps are drawn
+    padded by frames + 2 cells on each side, in float: 256 frames of 512 x 16 x 16 were 32
+    MiB of frames and passed, and took 1.7 GiB to make. The bound now holds what making them
+    takes (traced here at a small shape) and refuses that shape."""
+    import tracemalloc
+
+    from temposplit.codec.bench import check_memory, make_bytes
+
+    with pytest.raises(ConfigurationError, match="drawn 258 cells wider"):
+        check_memory(parse_shapes("512x16x16"), 256)
+    for shape, frames in [((16, 8, 8), 64), ((8, 40, 30), 9)]:
+        tracemalloc.start()
+        try:
+            correlated_clip(np.random.default_rng(0), frames, shape, dx=1)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= make_bytes(shape, frames), (shape, frames, peak)
+        assert peak > 4 * frames * np.prod(shape)  # (what a bound of the frames alone missed)
+
+
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("zero_points", 3.7, "zero_point/a: must be a whole number"),  # was saved as 3
+        ("blocks", 2.7, "block/a: must be a whole number"),  # was saved as 2
+        ("scales", None, "scale/a: must be one real number"),  # was saved as NaN
+        ("scales", "x", "scale/a: must be one real number"),  # was a ValueError
+        ("scales", True, "scale/a: must be one real number"),  # (load refuses a bool array too)
+        ("zero_points", 2**40, "zero_point/a: 1099511627776 is outside int32"),  # was an OverflowError
+        ("scales", 1e-50, "scale/a: 1e-50 is 0.0 as float32"),  # was saved as 0.0
+        ("scales", 1e40, r"scale/a: 1e\+40 is inf as float32"),
+    ],
+)
+def test_features_save_refuses_a_value_load_would_refuse_or_its_type_would_change(tmp_path, field, value, needle):
+    fields = {"scales": [0.1], "zero_points": [3], "blocks": [4], field: [value]}
+    clip = features.FeatureClip(["a"], [np.zeros((2, 3, 4, 4), np.uint8)], **fields)
+    with pytest.raises(ConfigurationError, match=needle):
+        features.save(str(tmp_path / "f.npz"), clip)
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_features_save_keeps_what_load_reads_back():
+    """What save takes, load gives back: whole numbers of any integer or float type, a
+    scale to float32 rounding, a one-element array as its number."""
+    import io
+
+    clip = features.FeatureClip(["a"], [np.zeros((1, 1, 2, 2), np.uint8)], [np.float64(0.1)], [np.float32(3.0)], [[8]])
+    buf = io.BytesIO()
+    features.save(buf, clip)
+    buf.seek(0)
+    back = features.load(buf)
+    assert back.scales == [float(np.float32(0.1))] and back.zero_points == [3] and back.blocks == [8]
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,46 @@ def test_encode_stats_split_the_bytes_by_kind_of_frame_and_tensor(tmp_path, feat
     assert all("features.13 " in v and ", x " in v for v in kinds.values())
 
 
+def test_the_encode_summary_says_its_bytes_leave_the_header_out(tmp_path, capsys):
+    """One frame: "639 bytes" of a 725-byte file. The summary counts the packets (what its
+    per-frame and MB/s figures are) and now gives the header's bytes beside them."""
+    path, out = tmp_path / "f.npz", tmp_path / "s.tsp"
+    codes = np.stack(correlated_clip(np.random.default_rng(0), 1, (8, 10, 10)))
+    features.save(str(path), features.FeatureClip(["x"], [codes], [0.1], [0], [4]))
+    assert main(["encode", str(path), str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    packets = int(line.split(" bytes of packets (+")[0].split()[-1])
+    header = int(line.split(" bytes of packets (+")[1].split(" header;")[0])
+    assert packets + header == out.stat().st_size and packets < out.stat().st_size, line
+
+
+def test_bench_codec_codes_the_ctx_slices_of_a_row_on_one_thread(monkeypatch):
+    """The bench says "one core", but a tensor of 2^19 elements or more is coded in slices
+    on a thread pool as wide as the process's cores. A row now codes them in turn."""
+    import os
+    import threading
+
+    from temposplit.codec import bench, ctx
+
+    if not ctx.COMPILED:
+        pytest.skip("without numba the slices run in turn anyway")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    each, calls = ctx._each, []
+
+    def spy(fn, items):
+        def where(item):
+            calls.append((len(items), threading.current_thread().name))
+            return fn(item)
+
+        return each(where, items)
+
+    monkeypatch.setattr(ctx, "_each", spy)
+    bench.bench_shape((2048, 16, 16), 4, frames=1, setting="recommended-ctx")  # 2^19 elements: 2 slices
+    assert any(n >= 2 for n, _ in calls), calls
+    assert {name for _, name in calls} == {"MainThread"}, calls
+    assert ctx.SLICE_THREADS is None  # (as it was, after the row)
+
+
 def test_options_keep_the_presets_residual_threshold_unless_given():
     """--residual-threshold overrides the preset's threshold only when it is given."""
     import argparse

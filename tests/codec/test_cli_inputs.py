@@ -266,6 +266,12 @@ BAD_FILES = {
     "codes record": (GOOD, {"codes/t.npy": _member_bytes((1,), b"\0" * 2, [("a", "|u1"), ("b", "|u1")])}, "codes/t"),
     "huge header": (GOOD, {"codes/t.npy": _member_bytes((100_000, 1000, 1000, 1000), bytes(100))}, "codes/t"),
     "zero frames": ({"codes/t": np.zeros((0, 2, 4, 4), np.uint8), **GOOD}, {}, "codes/t"),
+    # A header past NumPy's 10,000-byte bound: NumPy's message runs to three lines.
+    "header past the bound": (
+        GOOD,
+        {"codes/t.npy": b"\x93NUMPY\x01\x00" + struct.pack("<H", 20_000) + b"{" + b" " * 19_998 + b"\n"},
+        "codes/t",
+    ),
     "codes 3-d": ({"codes/t": np.zeros((2, 4, 4), np.uint8), **GOOD}, {}, "codes/t"),
 }
 
@@ -308,6 +314,62 @@ def test_a_damaged_zip_is_one_line(tmp_path, capsys, how):
     with pytest.raises(ConfigurationError):
         features.load(str(path))
     _refused(capsys, ["encode", path, tmp_path / "s.tsp"], str(path))
+
+
+def _zip_field(path, offset: int, value: int, all_entries: bool) -> None:
+    """Set a 16-bit field of the central directory's entries (the first, or every one)."""
+    data, i = bytearray(path.read_bytes()), 0
+    while (i := data.find(b"PK\x01\x02", i)) >= 0:
+        struct.pack_into("<H", data, i + offset, value(struct.unpack_from("<H", data, i + offset)[0]))
+        i += 4
+        if not all_entries:
+            break
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "offset, value, needle",
+    [
+        (6, lambda v: 99, "zip file version 9.9"),  # "version needed to extract"
+        (8, lambda v: v | 0x20, "holds compressed patched data"),
+        (8, lambda v: v | 0x40, "is strongly encrypted"),
+    ],
+    ids=["version 9.9", "flag 0x20", "flag 0x40"],
+)
+def test_a_zip_that_zipfile_does_not_read_is_one_line(tmp_path, capsys, offset, value, needle):
+    """zipfile raises NotImplementedError for them: an internal error and a traceback."""
+    path = tmp_path / "bad.npz"
+    _npz(path, {"codes/t": _codes(), **GOOD})
+    _zip_field(path, offset, value, all_entries=True)
+    for lazy in (False, True):  # (lazy: `edge --replay`'s)
+        with pytest.raises(ConfigurationError, match=needle):
+            features.load(str(path), lazy=lazy)
+    _refused(capsys, ["encode", path, tmp_path / "s.tsp"], str(path), needle)
+
+
+@pytest.mark.parametrize("shape", [(-1, 2, 4, 4), (-2, -1, 4, 4)])
+def test_a_negative_dimension_is_refused_by_the_lazy_loader_too(tmp_path, shape):
+    """NumPy's header parser takes (-1, 2, 4, 4): a lazy load (`edge --replay`) gave a clip of -1 frames."""
+    path = tmp_path / "bad.npz"
+    _npz(path, GOOD, {"codes/t.npy": _member_bytes(shape, bytes(64))})
+    for lazy in (False, True):
+        with pytest.raises(ConfigurationError, match="codes/t: announces a negative dimension"):
+            features.load(str(path), lazy=lazy)
+
+
+def test_the_loader_takes_a_file_object_as_its_docstring_says(tmp_path, feature_file):
+    """load let file objects past its check, then asked os.path.getsize for their size: a TypeError."""
+    want = features.load(str(feature_file))
+    for lazy in (False, True):
+        got = features.load(io.BytesIO(feature_file.read_bytes()), lazy=lazy)
+        assert got.names == want.names and (got.codes[0] == want.codes[0]).all() and got.scales == want.scales
+    with open(feature_file, "rb") as f:
+        assert (features.load(f).codes[0] == want.codes[0]).all()
+    _npz(tmp_path / "bad.npz", {"codes/t": _codes(), "scale/t": "x", "zero_point/t": 3})
+    with pytest.raises(ConfigurationError, match=r"^<BytesIO>: scale/t: must be one real number"):
+        features.load(io.BytesIO((tmp_path / "bad.npz").read_bytes()))
+    with pytest.raises(ConfigurationError, match=r"a file name, not int \(or a binary file object"):
+        features.load(3)
 
 
 def test_a_forged_header_is_refused_before_anything_is_allocated(tmp_path):

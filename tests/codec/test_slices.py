@@ -230,6 +230,19 @@ def test_slices_on_threads_give_the_bytes_and_codes_of_slices_in_turn(monkeypatc
     assert (back[0] == codes).all() and (back[1] == threaded[1]).all()
 
 
+@pytest.mark.skipif(not ctx.COMPILED, reason="without numba the slices run in turn anyway")
+@pytest.mark.parametrize("threads, on_pool", [(1, False), (2, True), (None, True)])
+def test_slice_threads_bounds_the_threads_the_slices_run_on(monkeypatch, threads, on_pool):
+    """ctx.SLICE_THREADS = 1 codes the slices in turn on the calling thread (what `bench
+    codec` measures: one core), whatever the cores; None: as many as the cores."""
+    import threading
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(ctx, "SLICE_THREADS", threads)
+    names = ctx._each(lambda k: threading.current_thread().name, [0, 1, 2, 3])
+    assert all(n.startswith("ctx-slice") for n in names) if on_pool else set(names) == {"MainThread"}, names
+
+
 def test_a_failing_slice_raises_only_after_every_slice_has_stopped():
     done = []
 
