@@ -132,6 +132,20 @@ class Params:
         unit v is engine v mod E's lane v div E)."""
         return self.ctx_engines * self.ctx_lanes
 
+    def params_word(self) -> int:
+        """The PARAMS register's value of this build: what the top reads out and the driver
+        probes (a build with HISTOGRAM, CTX, slices and lanes)."""
+        return pack(
+            "PARAMS",
+            LANES=self.lanes,
+            REF_LOG2=self.ref_bytes.bit_length() - 1,
+            BLOCK_LOG2=self.block_bytes.bit_length() - 1,
+            LINE_LOG2=self.line_elements.bit_length() - 1,
+            HISTOGRAM=1,
+            ENGINES=self.ctx_engines,
+            CTX_LANES=self.ctx_lanes,
+        )
+
     @property
     def band_group_blocks(self) -> int:
         """BAND_MOTION: blocks of one group (its partial costs, 9 per block, live in the block buffer)."""

@@ -165,19 +165,7 @@ class Accelerator(wiring.Component):
         m.d.sync += hist_data.eq(Mux(hist_last, hist.rd_data, enc.hist_data))
         ro = {
             "ID": Const(regmap.ID_MAGIC, 32),
-            "PARAMS": Const(
-                regmap.pack(
-                    "PARAMS",
-                    LANES=L,
-                    REF_LOG2=P.ref_bytes.bit_length() - 1,
-                    BLOCK_LOG2=P.block_bytes.bit_length() - 1,
-                    LINE_LOG2=P.line_elements.bit_length() - 1,
-                    ENGINES=P.ctx_engines,
-                    CTX_LANES=P.ctx_lanes,
-                    HISTOGRAM=1,
-                ),
-                32,
-            ),
+            "PARAMS": Const(P.params_word(), 32),
             "STATUS": Cat(busy, done),
             "HIST_DATA": hist_data,
             "BITS": bits,

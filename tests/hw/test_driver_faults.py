@@ -328,19 +328,9 @@ class _Registers:
         self.log.append(("write", offset, value))
 
     def read(self, offset):
-        p = regmap.DEFAULT
         answers = {
             "ID": regmap.ID_MAGIC,
-            "PARAMS": regmap.pack(
-                "PARAMS",
-                LANES=regmap.LANES,
-                REF_LOG2=p.ref_bytes.bit_length() - 1,
-                BLOCK_LOG2=p.block_bytes.bit_length() - 1,
-                LINE_LOG2=p.line_elements.bit_length() - 1,
-                HISTOGRAM=1,
-                ENGINES=p.ctx_engines,
-                CTX_LANES=p.ctx_lanes,
-            ),
+            "PARAMS": regmap.DEFAULT.params_word(),
             "STATUS": regmap.pack("STATUS", DONE=0 if self.fault == "status" else 1),
         }
         for name, value in answers.items():

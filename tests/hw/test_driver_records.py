@@ -248,20 +248,7 @@ class _FabricModel(_SlicedFake):
         self.passes = []
 
     def read(self, offset):
-        p = regmap.DEFAULT
-        answers = {
-            "ID": regmap.ID_MAGIC,
-            "PARAMS": regmap.pack(
-                "PARAMS",
-                LANES=p.lanes,
-                REF_LOG2=p.ref_bytes.bit_length() - 1,
-                BLOCK_LOG2=p.block_bytes.bit_length() - 1,
-                LINE_LOG2=p.line_elements.bit_length() - 1,
-                HISTOGRAM=1,
-                ENGINES=p.ctx_engines,
-                CTX_LANES=p.ctx_lanes,
-            ),
-        }
+        answers = {"ID": regmap.ID_MAGIC, "PARAMS": regmap.DEFAULT.params_word()}
         name = next(r.name for r in regmap.REGISTERS if r.offset == offset)
         return answers[name] if name in answers else super().read(offset)
 

@@ -30,16 +30,7 @@ class _Fake:
         self.regs = {}
         self.params_word = params_word
         if params_word is None:
-            self.params_word = regmap.pack(
-                "PARAMS",
-                LANES=regmap.LANES,
-                REF_LOG2=params.ref_bytes.bit_length() - 1,
-                BLOCK_LOG2=params.block_bytes.bit_length() - 1,
-                LINE_LOG2=params.line_elements.bit_length() - 1,
-                HISTOGRAM=1,
-                ENGINES=params.ctx_engines,
-                CTX_LANES=params.ctx_lanes,
-            )
+            self.params_word = params.params_word()
         self.band_word = 0
         if band:
             self.band_word = regmap.pack(
