@@ -111,7 +111,10 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
         + ", ".join(f"{t.name} {'x'.join(map(str, s))}" for t, s in zip(model.cut.crossing, shapes, strict=True))
     )
 
-    server = CloudServer(out_dir=out, local_video=True, log=log)
+    # No resume window: the demo keeps no token, and its --out lock makes it the folder's only
+    # writer, so a stream an earlier demo left unfinished (killed, or stopped by a second
+    # signal) is moved aside (<clip>.<k>) for this one, not held for a resume for 600 s.
+    server = CloudServer(out_dir=out, local_video=True, log=log, resume_window=0)
     from temposplit.codec.encoder import PRESETS
 
     codec = {**PRESETS["recommended"], "fps": fps, **(codec or {})}
@@ -154,14 +157,19 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
     wall = time.perf_counter() - t_start
 
     n = report.frames
-    per_frame = report.bytes / n
+    where = Path(out) / stream_name(path)  # the stream's outputs, the summary beside them
+    records = recorded_frames(where / "detections.jsonl", n)
+    decoded = [r for r in records.values() if "detections" in r]
+    if not decoded:
+        raise TemposplitError(f"the server decoded none of the {n} frame(s): nothing to measure (see {where})")
+    per_frame = sum(r.get("bytes", 0) for r in decoded) / len(decoded)
     raw8 = sum(int(np.prod(s)) for s in model.cut.shapes(model.detector.input_size))
-    cut_alone = sum(b[-1] for b in report.tensor_bytes) / n if report.tensor_bytes else 0.0
+    cut_alone = cut_tensor_bytes(report, decoded) / len(decoded)
     h, w = source.size or data.first_frame(path).shape[:2]
     summary = {
         "frames": n,
-        "decoded": len(report.detections),  # frames answered with a record of detections (maybe none)
-        "with_detections": sum(1 for records in report.detections.values() if records),
+        "decoded": len(decoded),  # frames recorded with detections (maybe none)
+        "with_detections": sum(1 for r in decoded if r["detections"]),
         "errors": len(report.errors),
         "bytes_per_frame": round(per_frame, 1),
         "mb_per_s_at_clip_fps": round(per_frame * fps / 1e6, 4),
@@ -199,16 +207,34 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
         log("scoring: the float model on the uncompressed frames (fidelity ground truth, score >= 0.5)")
         det = model.detector
         ref = [det.detect([f])[0] for f in itertools.islice(source.frames(), n)]
-        test = [records_to_detections(report.detections.get(i, [])) for i in range(n)]
+        test = [records_to_detections(records.get(i, {}).get("detections", [])) for i in range(n)]
         m = fidelity_map(test, ref)
         # No reference object in these frames: nothing to score (null in the JSON, not NaN).
         summary["fidelity_map50"] = None if np.isnan(m.map50) else round(m.map50, 4)
         summary["fidelity_map50_95"] = None if np.isnan(m.map50_95) else round(m.map50_95, 4)
-    where = Path(out) / stream_name(path)  # beside the stream's detections and video
     where.mkdir(parents=True, exist_ok=True)
     with output_file(str(where / "summary.json")) as f:  # whole or not at all
         f.write(json.dumps(summary, indent=2).encode())
     return summary
+
+
+def recorded_frames(log, n: int) -> dict:
+    """The server's records (its ``detections.jsonl``, read with its own reader) of frames
+    0..n-1: frame -> record. The demo's figures come from them, not from the edge's
+    answers: after a lost connection a frame may be recorded with its ACK lost (the edge's
+    ``report.unanswered``), and a frame resent is one packet the server recorded and
+    another it answered ``duplicate``."""
+    from temposplit.server.outputs import DetectionLog
+
+    return {r["frame"]: r for r in DetectionLog.records(Path(log)) if r["frame"] < n}
+
+
+def cut_tensor_bytes(report, decoded: list) -> int:
+    """The bytes of the cut tensor (the last) in the packets the server recorded with
+    detections (``decoded``: their records): each record's packet, of those the edge sent
+    for its frame, is the one of its size."""
+    sent = dict(zip(report.packets_sent, report.tensor_bytes, strict=True))  # (frame, bytes) -> bytes per tensor
+    return sum(sent[k][-1] for k in ((r["frame"], r.get("bytes")) for r in decoded) if k in sent)
 
 
 def _steady_fps(n: int, first: float | None, wall: float) -> float:

@@ -23,6 +23,7 @@ import numpy as np
 
 from temposplit import protocol as P
 from temposplit.errors import ConfigError, TemposplitError
+from temposplit.frameset import FrameSet
 from temposplit.host.backends import make_encoder
 
 MAX_TIMEOUT = 86400.0  # the answer timeout (--timeout): a day at most (a socket refuses an unbounded one)
@@ -191,7 +192,7 @@ class EdgeReport:
     frames: int = 0
     bytes: int = 0
     packets: int = 0
-    acked: int = 0
+    acked: int = 0  # frames answered with detections (each once, whatever connection its ACK came on)
     errors: dict = field(default_factory=dict)  # frame -> message
     detections: dict = field(default_factory=dict)  # frame -> list of COCO-style records
     latency_ms: dict = field(default_factory=dict)  # frame -> capture-to-detections
@@ -204,6 +205,12 @@ class EdgeReport:
     summary: dict | None = None
     kinds: dict = field(default_factory=dict)  # frame -> key/anchor/pred
     tensor_bytes: list = field(default_factory=list)  # per packet, bytes per tensor
+    packets_sent: list = field(default_factory=list)  # per packet (a resend too): (frame, bytes), as tensor_bytes
+    # Frames the server recorded whose answer this edge never received (their ACK lost with a
+    # connection: WELCOME's record of them, or a `duplicate` ACK of their resend). Once the
+    # stream has ended, those the server recorded as errors are in ``errors`` instead: the
+    # rest have detections in the server's detections.jsonl, not in ``detections``.
+    unanswered: FrameSet = field(default_factory=FrameSet)
     full: bool = False  # ended at protocol.MAX_FRAMES, the most a stream carries, with frames left
 
 
@@ -263,6 +270,7 @@ class Edge:
         self.resume_state = resume_state  # a ResumeState (host/resume.py): the token kept on disk
         self.source_id = source_id  # what a resume must read again (ResumeState.save)
         self.pending: dict[int, float] = {}  # unacknowledged frames: capture time
+        self.answered = FrameSet()  # frames whose detections arrived (report.acked counts each once)
         self.history: OrderedDict[int, list[np.ndarray]] = OrderedDict()  # recent frames' M1 codes
         self.times: OrderedDict[int, tuple] = OrderedDict()  # their (time_us, utc_us): PACKET_AT's times
         self.taken: tuple = (None, None)  # the times of the frame last taken from the source (_take)
@@ -327,6 +335,7 @@ class Edge:
                 for i in [i for i in self.pending if i < below or i in recorded]:
                     self.pending.pop(i)
                     self.report.errors.pop(i, None)
+                    self.report.unanswered.add(i)  # until an ACK of it, on the lost connection, is read
                 self.chan = chan
                 self.opened = True
                 threading.Thread(target=self._receive, args=(chan,), daemon=True).start()
@@ -388,8 +397,10 @@ class Edge:
             chan, msg = self.inbox.get(block=block, timeout=timeout)
         except queue.Empty:
             return False
-        if chan is not self.chan:
-            return True  # from a connection already replaced
+        if chan is not self.chan:  # from a connection already replaced: only its ACKs still count
+            if not isinstance(msg, Exception) and msg.type == P.ACK:
+                self._ack(msg.json())
+            return True
         if isinstance(msg, Exception):
             if isinstance(msg, Silent) and self.pending:
                 self.silences += 1
@@ -400,24 +411,7 @@ class Edge:
             self.silences = 0
             self.fruitless = 0
         if msg.type == P.ACK:
-            obj = msg.json()
-            i = obj.get("frame")
-            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < P.MAX_FRAMES:
-                raise P.ProtocolError(f"the server sent an ACK with no valid frame number: {str(i)[:80]!r}")
-            entry = self.pending.pop(i, None)
-            if "error" in obj:
-                self.report.errors[i] = obj["error"]
-            elif not obj.get("duplicate"):
-                self.report.errors.pop(i, None)
-                self.report.acked += 1
-                if self.keep_frames:
-                    self.report.detections[i] = obj.get("detections", [])
-                    self.report.decode_ms.append(_figure(obj.get("decode_ms")))
-                    # m2_ms is the batch's M2 time: a frame's share is that over the batch's frames.
-                    batch = max(1, int(_figure(obj.get("batch"), 1)))
-                    self.report.m2_ms.append(_figure(obj.get("m2_ms")) / batch)
-                    if entry is not None:
-                        self.report.latency_ms[i] = (time.perf_counter() - entry) * 1000
+            self._ack(msg.json())
         elif msg.type == P.KEY_REQUEST:
             self.report.key_requests += 1
             self.log(f"server asks for a fresh anchor: {msg.json().get('reason')}")
@@ -430,6 +424,35 @@ class Edge:
                 raise P.ConnectionClosed(f"the server closed the connection: {obj.get('message')}")
             raise TemposplitError(f"server error: {obj.get('message')}")
         return True
+
+    def _ack(self, obj: dict) -> None:
+        """An ACK: a fact about the server's record of its frame, taken whatever connection it
+        came on (one lost since, its ACKs read after the resume's WELCOME, is no exception).
+        Only the main thread handles messages (the receiving threads queue them), and the
+        server answers a frame with detections once: ``answered`` keeps even a repeated one
+        from being counted twice."""
+        i = obj.get("frame")
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < P.MAX_FRAMES:
+            raise P.ProtocolError(f"the server sent an ACK with no valid frame number: {str(i)[:80]!r}")
+        entry = self.pending.pop(i, None)
+        if "error" in obj:
+            self.report.errors[i] = obj["error"]
+            self.report.unanswered.discard(i)
+        elif obj.get("duplicate"):  # recorded before: its answer went to an earlier connection, or comes later
+            if entry is not None and i not in self.answered:
+                self.report.unanswered.add(i)
+        elif self.answered.add(i):
+            self.report.errors.pop(i, None)
+            self.report.unanswered.discard(i)
+            self.report.acked += 1
+            if self.keep_frames:
+                self.report.detections[i] = obj.get("detections", [])
+                self.report.decode_ms.append(_figure(obj.get("decode_ms")))
+                # m2_ms is the batch's M2 time: a frame's share is that over the batch's frames.
+                batch = max(1, int(_figure(obj.get("batch"), 1)))
+                self.report.m2_ms.append(_figure(obj.get("m2_ms")) / batch)
+                if entry is not None:
+                    self.report.latency_ms[i] = (time.perf_counter() - entry) * 1000
 
     # ------------------------------------------------------------------ frames
 
@@ -445,6 +468,7 @@ class Edge:
             if self.keep_frames:
                 self.report.kinds[p.index] = p.kind
                 self.report.tensor_bytes.append(list(p.tensor_bytes))
+                self.report.packets_sent.append((p.index, len(p)))
             if self.fault is not None:
                 self.fault(p.index, self.chan)
 
@@ -812,5 +836,10 @@ class Edge:
             errors[i] = self.report.errors.get(i) or (
                 "recorded as an error by the server" if i in failed else "no record on the server"
             )
+        for i in self.pending:  # recorded, their ACK lost with a connection (END's SUMMARY came)
+            if i < below and i in recorded:
+                self.report.unanswered.add(i)
+        for i in [i for i in self.report.unanswered if i in errors]:  # (few: those in flight at a cut)
+            self.report.unanswered.discard(i)
         self.report.errors = dict(sorted(errors.items()))
         self.pending.clear()

@@ -11,6 +11,9 @@ it and resumes the stream where the server's record of it ends.
 
 A lock beside the file (``.lock``, held while the edge runs) keeps a second edge on the same
 machine from resuming, and so taking over, a stream that another edge is still sending.
+
+The token is what the stream's ownership rests on (without mutual TLS): the folder is made
+for its user alone (0700) and the file written so (0600), never readable by other users.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from temposplit.errors import ConfigError
 
 FORMAT = 1
+FOLDER_MODE, FILE_MODE = 0o700, 0o600  # the token: its user's alone
 
 
 def state_folder(folder: str | None = None) -> Path:
@@ -50,7 +54,7 @@ class ResumeState:
     def acquire(self) -> None:
         """Hold the stream's lock while the edge runs; a second edge here is refused."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folder()
             lock = open(self.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held until release()
         except OSError as exc:
             raise ConfigError(f"{self.path.parent}: cannot keep the resume state ({exc.strerror or exc})") from exc
@@ -62,6 +66,11 @@ class ResumeState:
                 f"another edge on this machine is sending stream {self.stream!r} to {self.server}"
             ) from None
         self._lock = lock
+
+    def _make_folder(self) -> None:
+        """The state folder, made for its user alone where it is missing (one given that
+        exists keeps its mode: its files are written 0600)."""
+        self.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
 
     def release(self) -> None:
         if self._lock is not None:
@@ -94,8 +103,9 @@ class ResumeState:
         from temposplit.files import output_file
 
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folder()
             with output_file(str(self.path)) as f:
+                os.fchmod(f.fileno(), FILE_MODE)  # the temporary file, before the token is in it
                 f.write(json.dumps(state).encode())
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot keep the stream's resume token ({exc.strerror or exc})") from exc

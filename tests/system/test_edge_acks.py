@@ -38,15 +38,45 @@ def test_an_ack_without_a_batch_size_counts_the_frame_alone():
     assert edge.report.m2_ms == pytest.approx([7.5, 7.5])
 
 
-def test_errors_duplicates_and_stale_connections_add_no_m2_time():
+def test_errors_and_duplicates_add_no_m2_time():
     edge = _edge()
     _ack(edge, {"frame": 0, "error": "cannot decode"})
     _ack(edge, {"frame": 1, "duplicate": True})
-    _ack(edge, {"frame": 2, "detections": [], "m2_ms": 9.0, "batch": 3}, chan=object())  # an old connection
     assert edge.report.m2_ms == []
     assert edge.report.acked == 0
     assert edge.report.errors == {0: "cannot decode"}
     assert json.dumps(edge.report.detections) == "{}"
+
+
+def test_an_ack_from_a_connection_since_replaced_is_taken_once():
+    """An ACK states a fact about the server's record, whatever connection brought it: one
+    read after its connection was replaced (the resume's WELCOME had named its frame
+    recorded) was dropped, and the report missed the frame's detections. It is taken, and
+    a frame answered twice (an ACK repeated) is counted once."""
+    edge = _edge()
+    edge.report.unanswered.add(2)  # WELCOME: recorded, its ACK not read yet
+    old = object()
+    _ack(edge, {"frame": 2, "detections": [{"label": "person"}], "m2_ms": 9.0, "batch": 3}, chan=old)
+    assert edge.report.acked == 1 and edge.report.detections == {2: [{"label": "person"}]}
+    _ack(edge, {"frame": 2, "detections": [{"label": "person"}], "m2_ms": 9.0, "batch": 3})
+    _ack(edge, {"frame": 3, "error": "cannot decode"}, chan=old)
+    assert edge.report.acked == 1 and edge.report.detections == {2: [{"label": "person"}]}
+    assert edge.report.m2_ms == pytest.approx([3.0])
+    assert not edge.report.unanswered and edge.report.errors == {3: "cannot decode"}
+
+
+def test_a_duplicate_of_a_frame_unanswered_counts_it_recorded_until_its_answer_comes():
+    """A resent frame answered `duplicate`: the server recorded it, and its ACK with the
+    detections went to a lost connection (or comes later): recorded but unanswered, never
+    answered twice."""
+    edge = _edge()
+    edge.pending.update({4: 0.0, 5: 0.0})
+    _ack(edge, {"frame": 4, "duplicate": True})
+    _ack(edge, {"frame": 5, "duplicate": True})
+    _ack(edge, {"frame": 5, "detections": [], "m2_ms": 1.0}, chan=object())  # the first copy's, read late
+    _ack(edge, {"frame": 5, "duplicate": True})  # a third copy: still answered
+    assert list(edge.report.unanswered) == [4] and edge.report.acked == 1 and list(edge.report.detections) == [5]
+    assert not edge.pending
 
 
 def test_the_reconnect_back_off_outlasts_the_hello_timeout_and_is_drawn():

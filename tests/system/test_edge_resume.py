@@ -212,6 +212,29 @@ def test_a_damaged_or_foreign_state_file_is_no_state(tmp_path):
     assert not rs.path.exists()
 
 
+def test_the_token_is_readable_by_its_user_alone(tmp_path):
+    """The token, what a stream's ownership rests on without mutual TLS, was written 0644 in
+    a 0755 folder (the umask's): any user of the machine could read it and take the stream
+    over. The folder is made 0700 and the file written 0600, and so is a token saved again
+    over one left readable."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)  # a common one: what the files' modes came from
+    try:
+        rs = ResumeState(tmp_path / "state" / "edge", "127.0.0.1:7300", "cam")
+        rs.acquire()  # (makes the folder, for its lock, before the token is saved)
+        rs.release()
+        rs.save("ab" * 16, "cd" * 32, "/videos/a.mp4 (10 bytes)")
+        assert stat.S_IMODE(rs.path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(rs.path.stat().st_mode) == 0o600
+        rs.path.chmod(0o644)
+        rs.save("ef" * 16, "cd" * 32, "/videos/a.mp4 (10 bytes)")
+        assert stat.S_IMODE(rs.path.stat().st_mode) == 0o600 and rs.read()["token"] == "ef" * 16
+    finally:
+        os.umask(umask)
+
+
 def test_the_edge_exception_for_a_refusal_carries_gone():
     from temposplit.host.edge import Refusal
 

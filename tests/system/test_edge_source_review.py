@@ -325,10 +325,12 @@ def test_an_npz_named_npy_and_an_npy_of_no_frames_are_refused_at_open(tmp_path, 
 
 def _demo_run(monkeypatch, tmp_path, count, detections, frames=120):
     """demo._run with stand-ins for the model, the server and the edge (nothing of theirs is
-    under test): the clip streams ``len(detections)`` frames answered with those records.
+    under test): the clip streams ``len(detections)`` frames answered, and recorded as the
+    server records them (the demo's figures are the records'), with those detections.
     Returns (summary, log lines)."""
     import temposplit.host.edge as edge_module
     from temposplit.host import demo
+    from temposplit.server.outputs import DetectionLog
 
     demo_stand_ins(monkeypatch)
     n = len(detections)
@@ -341,14 +343,21 @@ def _demo_run(monkeypatch, tmp_path, count, detections, frames=120):
 
         def run(self, frames, video=None, total=None):
             report = SimpleNamespace(
-                frames=0, bytes=0, packets=0, acked=0, tensor_bytes=[], latency_ms={}, errors={}, detections={},
-                m1_ms=[], encode_ms=[], decode_ms=[], m2_ms=[], reconnects=0, key_requests=0, summary=None,
+                frames=0, bytes=0, packets=0, acked=0, tensor_bytes=[], packets_sent=[], latency_ms={}, errors={},
+                detections={}, m1_ms=[], encode_ms=[], decode_ms=[], m2_ms=[], reconnects=0, key_requests=0,
+                summary=None,
             )  # fmt: skip
+            (tmp_path / "v").mkdir(exist_ok=True)
+            log = DetectionLog(tmp_path / "v" / "detections.jsonl")
             for i, _ in enumerate(frames):
                 report.frames = report.packets = report.acked = i + 1
                 report.bytes += 100
+                report.tensor_bytes.append([90])
+                report.packets_sent.append((i, 100))
                 report.detections[i] = detections[i]
+                log.write({"frame": i, "kind": "pred", "n_bits": 4, "bytes": 100, "detections": detections[i]})
                 self.progress(i + 1, report)
+            log.close()
             return report
 
     monkeypatch.setattr(edge_module, "Edge", Edge)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from rawclient import cut_connection_at
+from rawclient import cut_connection_at, wait_for
 
 from temposplit import protocol as P
 from temposplit.host.edge import Edge
@@ -70,6 +70,46 @@ def test_a_connection_killed_mid_stream_is_recovered(server, edge_model, vtest_f
     assert not report.errors
     recs = assert_every_frame_once(server, "killed", 10)
     assert all("detections" in r for r in recs)
+    assert_each_frame_answered_or_unanswered(report, recs)
+
+
+def assert_each_frame_answered_or_unanswered(report, recs):
+    """Every frame of the report once: answered with its detections (as the server recorded
+    them), or recorded by the server with its ACK lost (``unanswered``)."""
+    answered, unanswered = set(report.detections), set(report.unanswered)
+    assert not answered & unanswered
+    assert answered | unanswered == set(range(report.frames))
+    assert report.acked == len(answered) and report.acked + len(report.unanswered) == report.frames
+    assert all(report.detections[r["frame"]] == r["detections"] for r in recs if r["frame"] in answered)
+
+
+def test_acks_read_after_their_connection_was_replaced_still_count(server, edge_model, vtest_frames):
+    """ACKs with detections that had arrived on a connection lost before the edge read them
+    (a send that fails, as a reset does while M1 runs) were thrown away once the resume had
+    replaced it, and the resume's WELCOME took their frames off the unacknowledged set: the
+    report missed those frames' detections while the edge said 0 errors."""
+    frames = vtest_frames[:8]
+    edge = Edge(edge_model, CODEC, server.address, "lateacks")
+    queued = []  # the frames answered with detections on the connection cut, unread at the cut
+
+    def answered_on(chan):
+        acks = [m for c, m in list(edge.inbox.queue) if c is chan and getattr(m, "type", None) == P.ACK]
+        return [a.json()["frame"] for a in acks if "detections" in a.json()]
+
+    def fault(i, chan):
+        if i == 4 and not queued:  # once frame 4's answer (at least) has arrived, unread
+            wait_for(lambda: answered_on(chan), "an ACK with detections on the connection", seconds=120)
+            queued.extend(answered_on(chan))
+            chan.sock.shutdown(socket.SHUT_RDWR)
+            raise P.ConnectionClosed("cut with ACKs unread")  # as the next send would fail
+
+    edge.fault = fault
+    report = edge.run(frames, total=len(frames))
+    assert queued and report.reconnects >= 1 and not report.errors
+    recs = assert_every_frame_once(server, "lateacks", 8)
+    assert all("detections" in r for r in recs)
+    assert set(queued) <= set(report.detections)  # read after the resume, still counted
+    assert_each_frame_answered_or_unanswered(report, recs)
 
 
 def test_corrupted_bytes_are_reported_and_the_stream_goes_on(server, edge_model, vtest_frames):

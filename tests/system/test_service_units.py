@@ -133,6 +133,7 @@ def test_the_edge_unit_starts_edge_with_its_settings(board):
     # The resume token is kept where the unit's StateDirectory= makes a persistent folder.
     state_dirs = _values(settings[0], "StateDirectory")[0].split()
     assert args.state == "/var/lib/" + state_dirs[-1]
+    assert _values(settings[0], "StateDirectoryMode") == ["0700"]  # the token: the service user's alone
     assert args.backend == ("pynq" if board else "golden")
     for example in _examples(UNITS / "edge.env", "TEMPOSPLIT_EDGE_ARGS"):
         args = _parse(_expand(_exec_start(settings), env | {"TEMPOSPLIT_EDGE_ARGS": example}))
