@@ -252,11 +252,13 @@ def fixed_calibration_frames() -> list[np.ndarray]:
 def fixed_calibration_content() -> list:
     """The fixed calibration set by content: each frame's name and the SHA-256 of its file
     (:func:`temposplit.files.content_digest`), so a changed image under the same name is
-    another calibration."""
+    another calibration. A file not there is None: a run that builds no int8 network (the
+    frame codecs alone) needs no calibration set, and one that does is refused where it
+    reads the set."""
     from temposplit.files import content_digest
     from temposplit.model.calibration import calibration_sources
 
-    return [(name, content_digest(path)) for name, path, _ in calibration_sources()]
+    return [(name, content_digest(path) if path.is_file() else None) for name, path, _ in calibration_sources()]
 
 
 def labelme_content() -> list:

@@ -112,6 +112,22 @@ def test_a_calibration_image_replaced_under_its_name_is_another_run_and_cache(tm
     assert second[0] != first[0] and second[1] != first[1]
 
 
+def test_a_run_without_the_calibration_set_has_an_identity(tmp_path, clips, monkeypatch):
+    """Hashing the calibration set's files made every run read them: a run of the frame codecs
+    alone (no int8 network) on a machine without the set stopped with a bare 'No such file'.
+    A missing file enters the identity as such; the set, once there, is another run."""
+    from temposplit.model import calibration
+
+    monkeypatch.setattr(Models, "weights_id", lambda self: "w")
+    missing = tmp_path / "not-there.jpg"
+    monkeypatch.setattr(calibration, "calibration_sources", lambda root=None: [("a", missing, None)])
+    h = _harness(clips["A"], tmp_path / "ev")
+    first = (h.run_id(), _clip_data(h.models, clips["A"], tmp_path).clip_id())
+    missing.write_bytes(b"an image")
+    h = _harness(clips["A"], tmp_path / "ev")
+    assert h.run_id() != first[0] and _clip_data(h.models, clips["A"], tmp_path).clip_id() != first[1]
+
+
 def test_labelme_frames_replaced_under_their_names_are_another_run_and_cache(tmp_path, clips, monkeypatch):
     """The labelme frames' images and boxes (their JSON) enter the run identity where they are
     scored, and the names of their own cached codes and references."""

@@ -78,6 +78,7 @@ def test_the_demos_figures_after_a_lost_connection_are_the_uncut_runs(monkeypatc
     assert cuts and cut["reconnects"] >= 1
     assert {k: cut[k] for k in SAME} == {k: whole[k] for k in SAME}
     assert cut["decoded"] == FRAMES
+    assert whole["cut_tensor_mb_per_s_at_30fps"] > 0  # compared above: not a figure both runs left at 0
 
 
 def test_a_demo_into_an_out_with_a_stream_left_unfinished_runs(monkeypatch, cloud_models, tmp_path):

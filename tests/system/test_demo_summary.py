@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from temposplit.host.demo import print_summary, stream_name
+from temposplit.host.demo import cut_tensor_bytes, print_summary, stream_name
 from temposplit.protocol import STREAM_NAME
 
 
@@ -89,3 +89,18 @@ def test_the_edges_last_line_puts_the_servers_summary_in_words():
     assert line == "server: stream cam1, 18 of 20 frames recorded, 2 failed, detections out/cam1/d.jsonl"
     assert summary_line(None) == "no summary from the server"
     assert "? of 3 frames" in summary_line({"stream": "x", "frames": 3, "recorded": [[5, 1]]})  # malformed: no crash
+
+
+def test_the_cut_tensors_bytes_are_those_of_the_packets_the_server_recorded():
+    """A frame sent twice (resent after a lost connection, coded again: another size and
+    split) counts the packet its record names by size, once; a frame without a record of
+    detections, none."""
+    from types import SimpleNamespace
+
+    report = SimpleNamespace(
+        packets_sent=[(0, 100), (1, 60), (1, 75), (2, 40)],
+        tensor_bytes=[[10, 80], [5, 45], [9, 56], [3, 30]],
+    )
+    decoded = [{"frame": 0, "bytes": 100}, {"frame": 1, "bytes": 75}]
+    assert cut_tensor_bytes(report, decoded) == 80 + 56
+    assert cut_tensor_bytes(report, [{"frame": 1, "bytes": 60}]) == 45
