@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 MIN_LINGER, MAX_LINGER = 1.0, 86400.0  # --session-linger: a day at most (a decoder and open files held)
+
+
+_LOG = threading.Lock()
+
+
+def log_line(message: str) -> None:
+    """The server's log: one line on standard output, written whole. The server logs from
+    several threads (the event loop, the workers, the HELLO pool); ``print`` wrote a line's
+    text and its newline apart, so two lines came out merged, and an empty one after."""
+    with _LOG:
+        sys.stdout.write(f"{message}\n")
+        sys.stdout.flush()
 
 
 def register(sub) -> None:
@@ -192,7 +207,7 @@ def _serve(args) -> int:
             tls,
             args.local_video,
             args.max_streams,
-            log=lambda m: print(m, flush=True),
+            log=log_line,
             **options,
         )
     except BaseException:

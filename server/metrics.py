@@ -3,10 +3,12 @@ format (docs/deployment.md, "Monitoring"), for a scraper or ``curl``.
 
 One small HTTP/1.0 responder on the server's event loop: ``GET /metrics`` and nothing else.
 It reads at most MAX_REQUEST bytes of a request head within REQUEST_TIMEOUT, serves at most
-MAX_CLIENTS connections at once (more are closed at accept) and closes each connection
-after its answer, so a client that misbehaves costs a socket for seconds, never the
-stream server's time or memory. A server with TLS serves its metrics over TLS too, with the
-same certificate and, under ``--tls-client-ca``, the same demand for a client certificate.
+MAX_CLIENTS connections at once, at most MAX_PER_ADDRESS of them from one address (more are
+closed at accept: one address's silent sockets once held every slot, the scraper shut out),
+and closes each connection after its answer, so a client that misbehaves costs a socket for
+seconds, never the stream server's time or memory, nor another address's scrape. A server
+with TLS serves its metrics over TLS too, with the same certificate and, under
+``--tls-client-ca``, the same demand for a client certificate.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from temposplit.protocol import hostport
 MAX_REQUEST = 8 << 10  # bytes of a request's head
 REQUEST_TIMEOUT = 5.0  # seconds for the head, and for the answer to be taken
 MAX_CLIENTS = 16  # connections at once
+MAX_PER_ADDRESS = 2  # connections at once from one address
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -157,6 +160,7 @@ class MetricsEndpoint:
         self.server = server
         self.tls = tls
         self.clients = 0
+        self.per_address: dict[str, int] = {}  # open connections by peer address
 
     @property
     def url(self) -> str:
@@ -171,10 +175,13 @@ class MetricsEndpoint:
             srv.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.clients >= MAX_CLIENTS:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        if self.clients >= MAX_CLIENTS or self.per_address.get(address, 0) >= MAX_PER_ADDRESS:
             writer.transport.abort()
             return
         self.clients += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
         try:
             if self.tls is not None:  # after the count: a flood of handshakes is bounded like requests
                 await writer.start_tls(self.tls, ssl_handshake_timeout=REQUEST_TIMEOUT)
@@ -195,6 +202,9 @@ class MetricsEndpoint:
                 writer.transport.abort()
             finally:
                 self.clients -= 1
+                left = self.per_address.pop(address) - 1
+                if left:
+                    self.per_address[address] = left
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, bytes]:
         try:

@@ -269,7 +269,7 @@ class AnnotatedVideo:
     server may read the edge's video (``frames`` given: a local file, as in the demo),
     else a heat map of the decoded cut tensor's mean activation. Results arrive in
     decode order; a bounded reorder window puts them back in display order, and a frame
-    that never comes is drawn as lost. The picture's longer side is at most ``max_side``
+    that never comes is drawn as lost ("Gaps"). The picture's longer side is at most ``max_side``
     (boxes are scaled with it); the MP4 is fragmented, so a killed server leaves a
     playable file; one encoder thread per video. ``start`` is the first frame index of
     this segment (a resumed stream's video goes on in a new file).
@@ -283,6 +283,14 @@ class AnnotatedVideo:
     stepped: an NTP correction, a board without a real-time clock setting its time) is
     shown one period after the last picture and sets the clock from there. Times are in
     milliseconds.
+
+    Gaps: a run of frames without a picture of their own (lost, or an error record without
+    a time: a SKIP, END's "never received") is held, and drawn once it ends as one picture
+    naming the run, shown at its first frame's time and again at its last's: two pictures
+    however long the run, at the times its frames would have had. (Drawn one by one, a
+    stream that announced 4096x4096 frames and sent a SKIP of frame 255 and an END, about
+    250 bytes, made the worker encode 256 pictures of 1280x1280: 8 s in which every stream
+    waited.) A ``written`` counter counts the pictures encoded.
 
     Colour: the RGB picture is converted to YCbCr with the BT.709 matrix in limited range
     (:data:`COLOUR_TAGS`), and the stream is tagged so (BT.709 primaries, transfer and
@@ -325,7 +333,8 @@ class AnnotatedVideo:
         self.next = start
         self.window = window
         self.min_score = min_score
-        self.written = 0
+        self.written = 0  # pictures encoded
+        self.held: tuple[int, int, str] | None = None  # a run of frames without a picture: first, last, text
         self.origin: float | None = None  # the clock's time (s) at the segment's pts 0
         self.pts: int | None = None  # the last picture's, in ms
         self.anchor, self.untimed = 0, 0  # the last picture on the clock (ms), and the untimed ones since
@@ -343,22 +352,45 @@ class AnnotatedVideo:
             return
         self.pending[index] = (detections, heat, caption, error, when)
         while self.next in self.pending or len(self.pending) > self.window:
-            item = self.pending.pop(self.next, None)
-            self._write(item if item is not None else (None, None, "", "frame lost", None))
-            self.next += 1
+            self._draw_next(self.pending.pop(self.next, None))
 
     def finish(self, total: int | None = None) -> None:
         end = max([total or 0, self.next, *(k + 1 for k in self.pending)])
         while self.next < end:
-            item = self.pending.pop(self.next, None)
-            self._write(item if item is not None else (None, None, "", "frame lost", None))
-            self.next += 1
+            self._draw_next(self.pending.pop(self.next, None))
+        self._draw_held()
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
         close = getattr(self.frames, "close", None)
         if close is not None:
             close()  # a generator over the source video: its decoder and file go now
+
+    def _draw_next(self, item) -> None:
+        """Frame ``self.next``'s picture (``item``; None: it never came). A frame without a
+        picture of its own (lost, or an error record without a time) joins the run held
+        (class docstring, "Gaps"), drawn once the run ends."""
+        index, self.next = self.next, self.next + 1
+        if item is None or (item[0] is None and item[1] is None and item[3] and item[4] is None):
+            text = "frame lost" if item is None else item[3]
+            first = self.held[0] if self.held is not None else index
+            self.held = (first, index, text if first == index else f"frames {first}-{index} lost or failed")
+            return
+        self._draw_held()
+        self._write(item)
+
+    def _draw_held(self) -> None:
+        """The run of frames held (``_draw_next``), however long: its first frame's picture,
+        and where the run is longer, the same picture again at its last frame's time."""
+        if self.held is None:
+            return
+        first, last, text = self.held
+        self.held = None
+        img = self._write((None, None, "", text, None))
+        if last > first:
+            self._skip_source(last - first)
+            self.untimed += last - first - 1  # the run's periods, as if each frame were drawn
+            self._encode(img, self._next_pts(None))
 
     def abort(self) -> None:
         """Close without finishing, raising nothing (the stream's setup failed: the file goes)."""
@@ -411,8 +443,19 @@ class AnnotatedVideo:
             return np.ascontiguousarray(rgb[..., ::-1])
         return np.zeros((self.height, self.width, 3), np.uint8)
 
-    def _write(self, item) -> None:
-        import av
+    def _skip_source(self, n: int) -> None:
+        """Pass over the source video's next ``n`` frames (a held run's, drawn with its first)."""
+        for _ in range(n):
+            if self.frames is None:
+                return
+            try:
+                if next(self.frames, None) is None:
+                    return
+            except Exception:  # as in _picture: the features from here on
+                self.frames = None
+
+    def _write(self, item) -> np.ndarray:
+        """Draw and encode one picture at its time; returns the picture."""
         import cv2
 
         detections, heat, caption, error, when = item
@@ -446,6 +489,11 @@ class AnnotatedVideo:
                 1,
                 cv2.LINE_AA,
             )
+        self._encode(img, self._next_pts(when))
+        return img
+
+    def _encode(self, img: np.ndarray, pts: int) -> None:
+        import av
         from av.video.reformatter import ColorRange, Colorspace
 
         frame = self._reformatter.reformat(
@@ -455,7 +503,7 @@ class AnnotatedVideo:
             dst_color_range=ColorRange.MPEG,
             threads=1,
         )
-        frame.pts, frame.time_base = self._next_pts(when), MILLISECOND
+        frame.pts, frame.time_base = pts, MILLISECOND
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.written += 1

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from temposplit import protocol as P
@@ -31,19 +32,21 @@ from temposplit.codec.errors import BitstreamError
 from temposplit.errors import ConfigError, TemposplitError
 from temposplit.server.proxy_header import V1_PREFIX, V2_SIGNATURE, read_proxy_header
 from temposplit.server.session import Session, Source, digest
-from temposplit.server.text import MAX_SHOWN, one_line, shown
-from temposplit.server.worker import Item, Worker
+from temposplit.server.text import MAX_SHOWN, Throttle, one_line, shown
+from temposplit.server.worker import Item, Worker, never_ends
 
 INFLIGHT = 64  # frames of one connection queued or not yet answered
 CONNECTIONS_PER_CLIENT = 32  # open connections from one client address (0: no limit)
 STREAMS_PER_CLIENT = 16  # attached streams of one client: its certificate's subject, else its address
 NEW_STREAMS_PER_CLIENT = 60  # new streams (output folders) of one client per NEW_STREAMS_WINDOW (0: no limit)
 NEW_STREAMS_WINDOW = 60.0  # seconds
+PEER_LINES = 5  # a client address's connection error lines logged in 10 s at most (Throttle)
 ACCEPT_RETRY = 1.0  # seconds before accept() is tried again after it failed (EMFILE and the like)
 CLOSE_TIMEOUT = 5.0  # seconds a closing socket may take to flush what is queued for it; then it is reset
 # A stop's bounds, one after the other (its unit's TimeoutStopSec= exceeds their sum):
 CONNECTIONS_DRAIN = 10.0  # seconds the stop waits for the connections' tasks once cancelled
-HELLO_DRAIN = 70.0  # seconds the stop waits for HELLOs in their threads (a resume waits at most 60 s)
+HELLO_DRAIN = 70.0  # seconds the stop waits for HELLOs in their threads (reading a resumed stream's files)
+CLOSING_WAIT = 60.0  # seconds a HELLO waits for its stream's session to close its files (on the event loop)
 WORK_DRAIN = 120.0  # seconds each worker has to answer what is queued and close the sessions' files
 
 
@@ -55,6 +58,23 @@ class Refused(TemposplitError):
         super().__init__(message)
         self.retry = retry
         self.gone = gone  # a resume of a stream finished or unknown here: the edge may start a new one
+
+
+@dataclass(eq=False)
+class Hello:
+    """A HELLO's checked fields, and what the table said of its name (``CloudServer._claim``)."""
+
+    name: str
+    info: dict
+    header: StreamHeader
+    resume: bool
+    token: object
+    identity: str | None
+    done: tuple | None = None  # the answer at once: a stream resumed in memory, and its WELCOME
+    waiting: Session | None = None  # a session whose files close before the name is taken (or resumed)
+    detached: Session | None = None  # a detached session a new stream takes (CloudServer._take_idle)
+    idle: float | None = None  # how long that session's files had been idle
+    unused: bool = False  # nothing arrived after that session's HELLO
 
 
 class Connection:
@@ -114,7 +134,7 @@ class Connection:
         try:
             while True:
                 try:
-                    first = await asyncio.wait_for(self.reader.readexactly(1), max(0.0, end - loop.time()))
+                    first = await _within(self.reader.readexactly(1), end - loop.time())
                     break
                 except TimeoutError:
                     # Silence is fine while this connection's frames are still being answered.
@@ -130,7 +150,7 @@ class Connection:
                 self.session.used = True
             if deadline is None:
                 end = loop.time() + timeout
-            head = first + await asyncio.wait_for(self.reader.readexactly(P.HEAD_SIZE - 1), max(0.0, end - loop.time()))
+            head = first + await _within(self.reader.readexactly(P.HEAD_SIZE - 1), end - loop.time())
             if deadline is not None and head[0] not in P.NAMES and _proxy_header_start(head):
                 raise P.ProtocolError(PROXY_WITHOUT_FLAG)
             if head[0] in P.NAMES and head[0] not in limits:  # refused from the head, its body unread
@@ -139,7 +159,7 @@ class Connection:
             mtype, length = P.unpack_head(head, limits.get(head[0], 0))
             body = b""
             if length:
-                body = await asyncio.wait_for(self.reader.readexactly(length), max(0.0, end - loop.time()))
+                body = await _within(self.reader.readexactly(length), end - loop.time())
         except TimeoutError:
             since = "of connecting" if deadline is not None else "of its first byte"
             raise P.ProtocolError(f"a message stalled: not complete within {timeout:g} s {since}") from None
@@ -154,13 +174,14 @@ class Connection:
             if data is not None:
                 self.writer.write(data)
                 try:
-                    await asyncio.wait_for(self.writer.drain(), srv.write_timeout)
+                    await _within(self.writer.drain(), srv.write_timeout)
                 except (TimeoutError, OSError, ConnectionError) as exc:
                     self.broken = True
                     self.stalled = True  # what is queued will not be read: reset, do not wait for it
                     where = f"[{self.session.name}]" if self.session is not None else f"connection from {self.peer}"
                     if isinstance(exc, TimeoutError):
-                        srv.log(f"{where} takes no reply for {srv.write_timeout:g} s: connection reset")
+                        why = f"takes no reply for {srv.write_timeout:g} s: connection reset"
+                        srv.peer_error(self.peer, f"{where} {why}")
                     elif self.session is not None:  # the reader, cancelled below, would have said so
                         srv.log(f"{where} connection lost ({exc}); the stream waits for the edge to resume")
                     self.task.cancel()
@@ -182,7 +203,7 @@ class Connection:
                 self.client = f"subject {identity}"
             hello_by = self.started + srv.hello_timeout  # the whole HELLO, counted from the accept
             msg = await self.recv({P.HELLO: P.MAX_HELLO}, srv.hello_timeout, deadline=hello_by)
-            self.session, welcome = await self.loop.run_in_executor(srv.pool, srv.open_stream, msg, identity, self)
+            self.session, welcome = await srv.open_stream(msg, identity, self)
             self.post(P.control(P.WELCOME, welcome), release=False)
             s = self.session
             packet_limit = s.header.max_payload() + PACKET_OVERHEAD + P.PACKET_SLACK
@@ -212,7 +233,11 @@ class Connection:
                     break
                 if item.kind == "end":
                     s.ending = True  # queued: a resume from now on waits for the finish, never takes it over
-                await s.worker.put(item)  # a full queue waits here: backpressure
+                try:
+                    await s.worker.put(item)  # a full queue waits here: backpressure
+                except BaseException:  # cancelled while waiting for a slot (the connection broke): never queued
+                    never_ends(item)
+                    raise
                 if item.kind == "end":
                     break
             await writer_task  # the SUMMARY (or an ERROR) is the last message
@@ -224,7 +249,8 @@ class Connection:
         except Exception as exc:  # a refusal, a broken protocol, or a bug: ERROR to the edge, never a crash
             where = f"[{self.session.name}]" if self.session is not None else f"connection from {self.peer}"
             known = (P.ProtocolError, TemposplitError, BitstreamError, ssl.SSLError, OSError, ValueError)
-            srv.log(f"{where}: {exc}" if isinstance(exc, known) else f"{where}: {type(exc).__name__}: {exc}")
+            why = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
+            srv.peer_error(self.peer, f"{where}: {why}")
             if not writer_task.done():
                 self.fail(str(exc), getattr(exc, "retry", False), getattr(exc, "gone", False))
                 try:
@@ -276,6 +302,16 @@ class Connection:
         return ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn) or digest(der)
 
 
+async def _within(aw, seconds: float):
+    """``await aw`` within ``seconds`` (TimeoutError past them), as ``asyncio.wait_for``,
+    except that a cancellation that comes as ``aw`` completes is never lost: Python 3.11's
+    wait_for then returns the result, so a connection's writer cancelled as its last drain
+    ended (a client that closed at once after its WELCOME) went on waiting for more to write,
+    and the connection, its slot and its attached stream, stayed until the server stopped."""
+    async with asyncio.timeout(max(0.0, seconds)):
+        return await aw
+
+
 def _abort(sock: socket.socket) -> None:
     """Close at once with a reset: nothing is owed to a refused socket."""
     try:
@@ -301,6 +337,13 @@ def _cannot_write(name: str, what: str, exc: OSError) -> Refused:
     """The refusal of a stream whose outputs the server cannot write: the system's reason
     (a full disk, a read-only folder), not the server's paths."""
     return Refused(f"the server cannot {what} the outputs of stream {name!r}: {exc.strerror or exc}")
+
+
+def _close_cost(s: Session) -> int:
+    """About what closing a session costs: the pictures its video still has to draw (those
+    waiting in its reorder window; a run of lost frames is one or two)."""
+    video = s.video
+    return 0 if video is None else len(video.pending)
 
 
 def _frame_number(value, what: str, limit: int = P.MAX_FRAMES) -> int:
@@ -362,12 +405,15 @@ class CloudServer:
         self.per_client: dict[str, int] = {}  # open connections by client address
         self.accepting = 0  # sockets accepted, reading their PROXY header
         self.tasks: set[asyncio.Task] = set()  # one per accepted socket
-        self._refusals = (0.0, 0)  # (when the last refusal at accept was logged, how many since)
         self.handshake_timeout, self.hello_timeout = handshake_timeout, hello_timeout
         self.idle_timeout, self.write_timeout, self.linger = idle_timeout, write_timeout, linger
         self.resume_window = resume_window
         out = log or (lambda msg: None)
         self.log = lambda msg: out(one_line(msg))  # one line each, never a client's text at length
+        self._refusals = Throttle(lambda m: self.log(m), "refused")  # the refusals at accept: a line every 10 s
+        # A connection's error (a junk head, a refused HELLO, a silent TLS socket): a few lines
+        # per client address every 10 s at most, the next saying how many were passed over.
+        self._peer_errors = Throttle(lambda m: self.log(m), "from this address", burst=PEER_LINES)
         self.sessions: dict[str, Session] = {}
         self.opening: dict[str, str] = {}  # stream names being opened -> the client opening each
         self.table = threading.Lock()  # the sessions table; held only for lookups and updates
@@ -474,10 +520,19 @@ class CloudServer:
                 live = [s for s in self.sessions.values() if not s.closing]
                 for s in live:
                     s.closing = True
-            for s in live:
+                every = list(self.sessions.values())
+            for s in sorted(live, key=_close_cost):  # the cheapest first: a costly close holds none of the others
                 await s.worker.put(Item("close", s))
             for w in self.workers:
                 await self.loop.run_in_executor(None, w.stop, WORK_DRAIN)
+            unclosed = [s.name for s in every if not s.closed.is_set()]
+            if unclosed:
+                more = f" and {len(unclosed) - 5} more" if len(unclosed) > 5 else ""
+                shown_names = ", ".join(unclosed[:5]) + more
+                self.log(
+                    f"stopping: {len(unclosed)} session(s) left with their files unclosed after {WORK_DRAIN:g} s "
+                    f"(their log not synced, their video unfinished): {shown_names}"
+                )
             rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in rest:
                 t.cancel()
@@ -510,46 +565,26 @@ class CloudServer:
 
     async def _serve(self, sock: socket.socket, peer: str) -> None:
         """One accepted socket: its PROXY header (with ``--proxy-protocol``), the per-client
-        connection limit, then the connection until it ends."""
-        handshake_by = None  # with TLS: when the look at the first bytes and the handshake must both be done
+        connection limit, then (with TLS) a look at its first bytes and the handshake, then
+        the connection until it ends. The socket counts toward its client's limit from its
+        PROXY header on (from its accept without one), before the look and the handshake
+        (each up to the handshake timeout): counted after them, one address's silent sockets
+        took every one of the server's connection slots."""
         try:
             sock.setblocking(False)
             client = peer
             if self.proxy_protocol:
                 try:
-                    named = await asyncio.wait_for(read_proxy_header(self._recv_exactly(sock)), self.handshake_timeout)
+                    named = await _within(read_proxy_header(self._recv_exactly(sock)), self.handshake_timeout)
                 except (P.ConnectionClosed, ConnectionResetError):  # gone, as a proxy's TCP health check goes
                     _abort(sock)
                     return
                 except (P.ProtocolError, OSError, TimeoutError) as exc:
                     why = "no PROXY header within the timeout" if isinstance(exc, TimeoutError) else exc
-                    self.log(f"connection from {peer}: {why}")
+                    self.peer_error(peer, f"connection from {peer}: {why}")
                     _abort(sock)
                     return
                 client = named or peer
-            if self.tls is not None:  # a look at the first bytes before the handshake
-                handshake_by = self.loop.time() + self.handshake_timeout
-                try:
-                    first = await asyncio.wait_for(self._peek(sock), self.handshake_timeout)
-                except TimeoutError:
-                    self.log(f"connection from {peer}: no TLS handshake within {self.handshake_timeout:g} s")
-                    sock.close()  # closed, as the handshake's own timeout closes it (not reset)
-                    return
-                except OSError:  # reset before a byte: gone, as a TCP health check goes
-                    _abort(sock)
-                    return
-                if not first:  # closed before a byte (a proxy's health check after its PROXY header): not logged
-                    sock.close()
-                    return
-                # Without --proxy-protocol, a PROXY header would meet the handshake: "wrong version number".
-                if (
-                    not self.proxy_protocol
-                    and first[0] != TLS_HANDSHAKE_RECORD
-                    and _proxy_header_start(first[: P.HEAD_SIZE])
-                ):
-                    self.log(f"connection from {peer}: {PROXY_WITHOUT_FLAG}")
-                    _abort(sock)
-                    return
             limit = self.max_connections_per_client
             if limit and self.per_client.get(client, 0) >= limit:
                 self._refuse(sock, f"{limit} connections are open from {client} (--max-connections-per-client)")
@@ -562,6 +597,9 @@ class CloudServer:
         self.per_client[client] = self.per_client.get(client, 0) + 1  # counted before any await: no race
         try:
             try:
+                handshake_by = await self._look(sock, client) if self.tls is not None else None
+                if self.tls is not None and handshake_by is None:  # closed
+                    return
                 reader, writer = await self._streams(sock)
             except BaseException:
                 _abort(sock)
@@ -578,6 +616,30 @@ class CloudServer:
             left = self.per_client.pop(client) - 1
             if left:
                 self.per_client[client] = left
+
+    async def _look(self, sock: socket.socket, client: str) -> float | None:
+        """With TLS, a look at the socket's first bytes before the handshake: when the
+        handshake must be done (the look and it within the handshake timeout), or None
+        where the socket is closed (silent, gone, or a PROXY header without the flag)."""
+        handshake_by = self.loop.time() + self.handshake_timeout
+        try:
+            first = await _within(self._peek(sock), self.handshake_timeout)
+        except TimeoutError:
+            self.peer_error(client, f"connection from {client}: no TLS handshake within {self.handshake_timeout:g} s")
+            sock.close()  # closed, as the handshake's own timeout closes it (not reset)
+            return None
+        except OSError:  # reset before a byte: gone, as a TCP health check goes
+            _abort(sock)
+            return None
+        if not first:  # closed before a byte (a proxy's health check after its PROXY header): not logged
+            sock.close()
+            return None
+        # Without --proxy-protocol, a PROXY header would meet the handshake: "wrong version number".
+        if not self.proxy_protocol and first[0] != TLS_HANDSHAKE_RECORD and _proxy_header_start(first[: P.HEAD_SIZE]):
+            self.peer_error(client, f"connection from {client}: {PROXY_WITHOUT_FLAG}")
+            _abort(sock)
+            return None
+        return handshake_by
 
     async def _streams(self, sock: socket.socket):
         """The socket as asyncio streams, server side (as ``asyncio.start_server`` makes
@@ -610,23 +672,64 @@ class CloudServer:
 
         return recv
 
+    def peer_error(self, peer: str, line: str) -> None:
+        """Log a connection's error line, throttled per client address (``_peer_errors``)."""
+        self._peer_errors(peer, line)
+
     def _refuse(self, sock: socket.socket, why: str) -> None:
         """Close a socket at accept; logged at most every 10 s with the count since."""
         _abort(sock)
-        last, count = self._refusals
-        now = time.monotonic()
-        if now - last >= 10.0:
-            more = f" (and {count} more refused since the last such line)" if count else ""
-            self.log(f"server: a connection refused at accept: {why}{more}")
-            self._refusals = (now, 0)
-        else:
-            self._refusals = (last, count + 1)
+        self._refusals(None, f"server: a connection refused at accept: {why}")
 
     # ------------------------------------------------------------------ sessions
 
-    def open_stream(self, msg: P.Message, identity: str | None, conn: Connection) -> tuple[Session, dict]:
-        """A HELLO (in a pool thread): checks, then a new, resumed or reloaded session.
-        The table lock is held only to look up and reserve the name, never for I/O."""
+    async def open_stream(self, msg: P.Message, identity: str | None, conn: Connection) -> tuple[Session, dict]:
+        """A HELLO: its checks and the table (``_claim``, in a pool thread), a wait for a
+        session still closing its files (on this loop: in a pool thread, one client's resumes
+        of a stream whose END was never queued held both threads a minute each, every HELLO
+        waiting behind them), then a new, resumed or reloaded session (``_open_files``, in a
+        pool thread). The table lock is held only to look up and reserve the name, never for
+        I/O. Cancelled (the server stops) while it waits, it gives back the name it reserved."""
+        hello = await self.loop.run_in_executor(self.pool, self._claim, msg, identity, conn)
+        if hello.done is not None:
+            return hello.done
+        name, reserved = hello.name, hello.detached is None  # reserved: the name is in self.opening for it
+        try:
+            if hello.detached is not None:
+                if not await self._expire_for(name, hello.detached, conn):
+                    raise Refused(f"stream {name!r} is being resumed or closed; try again", retry=True)
+                reserved = True
+                if hello.unused:
+                    why = "nothing arrived after its HELLO (its WELCOME lost?); the same edge asks again"
+                else:
+                    why = f"idle for {hello.idle:.0f} s, past the resume window; a new stream takes the name"
+                self.log(f"[{name}] expired: {why}")
+            # An expiring or ending session: resume it from its files once they are closed,
+            # never beside it. An END that will not run after all (its connection broke before
+            # the worker came to it) clears ``ending``: the edge tries again at once and takes
+            # the stream over, rather than waiting for a finish that never comes.
+            waiting = hello.waiting or hello.detached
+            if waiting is not None:
+                deadline = self.loop.time() + CLOSING_WAIT
+                while not waiting.closed.is_set():
+                    if not (waiting.closing or waiting.ending):
+                        raise Refused(f"stream {name!r} was not ended after all; try again", retry=True)
+                    if self.loop.time() > deadline:
+                        raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
+                    await asyncio.sleep(0.05)
+            opened = self.loop.run_in_executor(self.pool, self._open_files, hello, conn)
+            reserved = False  # _open_files gives the name back
+        finally:
+            if reserved:
+                with self.table:
+                    self.opening.pop(name, None)
+        return await opened
+
+    def _claim(self, msg: P.Message, identity: str | None, conn: Connection) -> Hello:
+        """A HELLO's checks, and what the table says of its name (in a pool thread): a stream
+        resumed in memory is answered at once (``done``); else the name is reserved for it
+        (``opening``), after a session closing its files (``waiting``), or not yet, where it
+        names a detached session that it may take (``detached``: ``_take_idle``)."""
         info = msg.json()
         version = info.get("protocol")
         if type(version) is not int or version not in P.SUPPORTED_VERSIONS:  # not True, not 3.0
@@ -652,7 +755,8 @@ class CloudServer:
         if not 0 < header.fps <= P.MAX_FPS:
             raise Refused(f"the stream's fps {header.fps:g} is outside (0, {P.MAX_FPS:g}]")
 
-        waiting = resumed = taken_from = detached = None
+        hello = Hello(name, info, header, resume, token, identity)
+        resumed = taken_from = None
         with self.table:
             s = self.sessions.get(name)
             if name in self.opening:  # a resume may be the owner's again, its first try still waiting
@@ -662,7 +766,7 @@ class CloudServer:
             if s is not None and not s.closing and not resume:
                 if s.conn is not None:
                     raise Refused(f"stream {name!r} is in use")
-                detached = s  # its edge gone (e.g. killed): refused below within the window, else taken
+                hello.detached = s  # its edge gone (e.g. killed): refused below within the window, else taken
             elif s is not None and not s.closing and not s.ending:
                 why = s.owned_by(token, identity, header)
                 if why:
@@ -680,73 +784,64 @@ class CloudServer:
             else:
                 self._check_stream_limits(conn)
                 self.opening[name] = conn.client
-                waiting = s
-        idle = None
-        unused = False
-        if detached is not None:
-            waiting, idle, unused = self._take_idle(name, detached, conn, identity, header)
+                hello.waiting = s
+        if hello.detached is not None:
+            self._take_idle(hello)
         if resumed is not None:  # its recorded frames are listed outside the lock: there may be millions
             if taken_from is None:
                 self.log(f"[{name}] edge resumed from {conn.peer}")
             else:  # the edge's earlier connection was still attached (e.g. half-open): it is closed
                 self.log(f"[{name}] edge resumed from {conn.peer}; its connection from {taken_from} is closed")
-            return resumed, self._welcome(resumed, None, conn.version)
+            hello.done = resumed, self._welcome(resumed, None, conn.version)
+        return hello
+
+    def _open_files(self, hello: Hello, conn: Connection) -> tuple[Session, dict]:
+        """A HELLO's session from the files, or a new one (in a pool thread), put in the table
+        and the name given back, whatever happens."""
         s = None
         try:
-            # An expiring or ending session: resume it from its files once they are closed,
-            # never beside it. An END that will not run after all (its connection broke before
-            # the worker came to it) clears ``ending``: the edge tries again at once and takes
-            # the stream over, rather than waiting for a finish that never comes.
-            if waiting is not None:
-                deadline = time.monotonic() + 60
-                while not waiting.closed.wait(0.05):
-                    if not (waiting.closing or waiting.ending):
-                        raise Refused(f"stream {name!r} was not ended after all; try again", retry=True)
-                    if time.monotonic() > deadline:
-                        raise Refused(f"stream {name!r} is still closing its files; try again", retry=True)
-            s, token = self._load_or_create(name, info, header, resume, token, identity, conn, idle, unused)
+            s, token = self._load_or_create(
+                hello.name,
+                hello.info,
+                hello.header,
+                hello.resume,
+                hello.token,
+                hello.identity,
+                conn,
+                hello.idle,
+                hello.unused,
+            )
         finally:
             with self.table:
-                self.opening.pop(name, None)
+                self.opening.pop(hello.name, None)
                 if s is not None:
                     s.conn = conn
-                    old = self.sessions.get(name)
+                    old = self.sessions.get(hello.name)
                     if old is not None and old is not s:  # closed, its _closed perhaps not run yet
                         self._retire(old)
-                    self.sessions[name] = s
+                    self.sessions[hello.name] = s
         return s, self._welcome(s, token, conn.version)
 
-    def _take_idle(
-        self, name: str, s: Session, conn: Connection, identity: str | None, header: StreamHeader
-    ) -> tuple[Session, float, bool]:
+    def _take_idle(self, hello: Hello) -> None:
         """A new stream naming a detached session (its edge gone): refused while the session's
         files were active within the resume window, unless nothing arrived after its HELLO
         and the HELLO is of the same client identity and header (its WELCOME, the token, may
         have been lost with the connection, and the edge asks again: ``Session.unused_by``);
-        past the window, or so unused, the session expires now (a linger longer than the
-        window no longer holds the name) and the new stream takes the name once its files are
-        closed, as after an expiry. Returns the session to wait for, how long its files had
-        been idle, and whether it was taken unused."""
-        idle = Session.idle_seconds(s.out_dir)  # the files' clock, read outside the lock
-        unused = s.unused_by(identity, header)
-        if idle < self.resume_window and not unused:
-            raise Refused(self._in_use(name, self.resume_window - idle))
-        try:
-            taken = asyncio.run_coroutine_threadsafe(self._expire_for(name, s, conn), self.loop).result(60)
-        except (RuntimeError, TimeoutError):  # the loop closed, or its queue full for a minute
-            raise Refused("the server is stopping or busy; try again", retry=True) from None
-        if not taken:
-            raise Refused(f"stream {name!r} is being resumed or closed; try again", retry=True)
-        if unused:
-            self.log(f"[{name}] expired: nothing arrived after its HELLO (its WELCOME lost?); the same edge asks again")
-        else:
-            self.log(f"[{name}] expired: idle for {idle:.0f} s, past the resume window; a new stream takes the name")
-        return s, idle, unused
+        past the window, or so unused, the session expires now (``open_stream``: a linger
+        longer than the window no longer holds the name) and the new stream takes the name
+        once its files are closed, as after an expiry. Sets how long its files had been idle,
+        and whether it is taken unused."""
+        s = hello.detached
+        hello.idle = Session.idle_seconds(s.out_dir)  # the files' clock, read outside the lock
+        hello.unused = s.unused_by(hello.identity, hello.header)
+        if hello.idle < self.resume_window and not hello.unused:
+            raise Refused(self._in_use(hello.name, self.resume_window - hello.idle))
 
     async def _expire_for(self, name: str, s: Session, conn: Connection) -> bool:
         """On the event loop, so that the shutdown's closes and this one are in order: mark
         ``s`` closing, reserve its name for ``conn``'s HELLO and queue its close. False where
-        it changed meanwhile (resumed, expired) or the server is stopping."""
+        it changed meanwhile (resumed, expired) or the server is stopping. Cancelled while
+        the close waits for a slot (the server stops), it undoes both: the stop closes it."""
         if self._stop is None or self._stop.is_set():
             return False
         with self.table:
@@ -755,7 +850,13 @@ class CloudServer:
             self._check_stream_limits(conn)
             s.closing = True
             self.opening[name] = conn.client
-        await s.worker.put(Item("close", s))
+        try:
+            await s.worker.put(Item("close", s))
+        except BaseException:
+            with self.table:
+                s.closing = False
+                self.opening.pop(name, None)
+            raise
         return True
 
     def _check_stream_limits(self, conn: Connection, retry: bool = False, only_client: bool = False) -> None:

@@ -45,10 +45,11 @@ class Item:
     times: tuple = (None, None)  # a packet's (time_us, utc_us) from its PACKET_AT (docs/protocol.md, "Frame times")
 
 
-def _never_ends(item: Item) -> None:
-    """An END that will not run (its connection broke first, or its step failed): the
-    stream is not ending after all, so that a resume takes it over again instead of waiting
-    for a finish that never comes (docs/protocol.md, "A stream belongs to its client")."""
+def never_ends(item: Item) -> None:
+    """An END that will not run (its connection broke first, while the END waited for a
+    slot in the queue or in it, or its step failed): the stream is not ending after all, so
+    that a resume takes it over again instead of waiting for a finish that never comes
+    (docs/protocol.md, "A stream belongs to its client")."""
     if item.kind == "end" and not item.session.closed.is_set():
         item.session.ending = False
 
@@ -178,7 +179,7 @@ class Worker:
             except Exception as exc:  # a bug outside any one stream's step: log it, answer, go on
                 self.log(f"worker {self.device}: {type(exc).__name__}: {exc}")
                 for item in batch:
-                    _never_ends(item)
+                    never_ends(item)
                     if item.conn is not None:
                         item.conn.fail(f"internal server error: {failure(exc)}")
                     elif item.kind == "close" and not item.session.closed.is_set():
@@ -193,7 +194,7 @@ class Worker:
         self._failing = set()
         for item in batch:
             if item.conn is not None and item.conn.broken:
-                _never_ends(item)
+                never_ends(item)
                 continue
             if item.kind == "packet":
                 self._apart(item, self._decode, item, staged, seen)
@@ -219,7 +220,7 @@ class Worker:
 
     def _failed(self, item: Item, exc: Exception) -> None:
         s = item.session
-        _never_ends(item)
+        never_ends(item)
         self._failing.add(s)
         self.log(f"[{s.name}] worker {self.device}: {type(exc).__name__}: {exc}")
         if item.conn is not None:

@@ -69,6 +69,19 @@ def refused(msg: P.Message, words: str) -> bool:
     return msg.type == P.ERROR and words in msg.json()["message"]
 
 
+def closed_now(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (reset or not), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
 def wait_for(predicate, what: str, seconds: float = 20.0) -> None:
     """Poll ``predicate`` every 50 ms, for at most ``seconds``."""
     for _ in range(int(seconds / 0.05)):  # bounded

@@ -7,7 +7,7 @@ import time
 import urllib.request
 
 import pytest
-from rawclient import Raw, wait_for
+from rawclient import Raw, closed_now, wait_for
 
 from temposplit import protocol as P
 from temposplit.errors import ConfigError
@@ -90,9 +90,12 @@ def test_a_misbehaving_scraper_is_answered_or_closed_and_the_next_is_served(make
     t0 = time.monotonic()
     assert silent.recv(10) == b"" and time.monotonic() - t0 < 5
     silent.close()
-    crowd = [socket.create_connection(address, timeout=10) for _ in range(metrics.MAX_CLIENTS)]
+    crowd = [  # from as many addresses (one address may hold MAX_PER_ADDRESS)
+        socket.create_connection(address, timeout=10, source_address=(f"127.0.0.{10 + k}", 0))
+        for k in range(metrics.MAX_CLIENTS)
+    ]
     wait_for(lambda: srv.metrics.clients == metrics.MAX_CLIENTS, "the crowd accepted")
-    one_more = socket.create_connection(address, timeout=10)
+    one_more = socket.create_connection(address, timeout=10, source_address=("127.0.0.100", 0))
     try:
         assert one_more.recv(10) == b""  # closed at once (reset): at most MAX_CLIENTS at a time
     except ConnectionResetError:
@@ -102,6 +105,34 @@ def test_a_misbehaving_scraper_is_answered_or_closed_and_the_next_is_served(make
         c.close()
     wait_for(lambda: srv.metrics.clients == 0, "the crowd gone")
     assert scrape(srv)["temposplit_up"] == 1
+
+
+def test_one_addresss_silent_sockets_leave_the_scraper_served(make_server):
+    """A connection held 5 s by saying nothing, 16 at once: one address's silent sockets,
+    opened again as they closed, kept the scraper out. One address now holds at most
+    MAX_PER_ADDRESS of them; a scrape from another address is answered."""
+    import http.client
+
+    from temposplit.server import metrics
+
+    srv = make_server(metrics=("127.0.0.1", 0))
+    address = srv.metrics.address
+    silent = [socket.create_connection(address, timeout=10) for _ in range(metrics.MAX_CLIENTS)]
+
+    def settled() -> bool:  # every silent socket held or refused (closed)
+        return srv.metrics.clients + sum(map(closed_now, silent)) == len(silent)
+
+    try:
+        wait_for(settled, "every socket held or refused")
+        scraper = http.client.HTTPConnection(*address, timeout=10, source_address=("127.0.0.2", 0))
+        scraper.request("GET", "/metrics")
+        answer = scraper.getresponse()
+        assert answer.status == 200 and b"temposplit_up 1" in answer.read()
+        scraper.close()
+        assert sum(not closed_now(s) for s in silent) <= 2  # one address holds two at most (docs/deployment.md)
+    finally:
+        for s in silent:
+            s.close()
 
 
 def test_a_metrics_port_in_use_fails_the_start(make_server):

@@ -482,23 +482,17 @@ def test_a_shutdown_as_a_new_stream_takes_a_lingering_name_still_closes_its_file
     """The HELLO that expires a lingering session queues its close on the event loop, in
     order with the shutdown's: a stop requested right after it once left the session marked
     closing with no close queued (its video never finalised, its log never synced)."""
-    import threading
-
     header, packets = coded_stream
     srv = make_server(linger=60.0, resume_window=1.0)
     _crashed_edge(srv, header, packets, "cam")
     s = srv.sessions["cam"]
     time.sleep(1.2)
-    log, stopping = srv.log, threading.Event()
+    log = srv.log
 
     def stop_there(msg):
         log(msg)
-        if msg.startswith("stopping"):
-            stopping.set()
-        if "past the resume window" in msg:  # the moment the HELLO has taken the name
-            threading.Thread(target=srv.request_stop, daemon=True).start()
-            stopping.wait(10)
-            time.sleep(0.05)
+        if "past the resume window" in msg:  # the moment the HELLO has taken the name (on the event loop)
+            srv.request_stop()  # the stop runs as soon as the HELLO waits for the session's close
 
     srv.log = stop_there
     Raw(srv.address).send_hello(header, "cam")

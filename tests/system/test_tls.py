@@ -4,6 +4,7 @@ import shutil
 import subprocess
 
 import pytest
+from rawclient import closed_now, wait_for  # tests/system's helpers
 
 from temposplit.errors import TemposplitError
 from temposplit.host.edge import Edge
@@ -205,6 +206,51 @@ def test_a_silent_tls_client_is_dropped_after_the_handshake_timeout(tmp_path, cl
         srv.shutdown()
 
 
+def test_one_addresss_silent_tls_sockets_take_its_own_slots_not_every_one(tmp_path, cloud_models, pki, coded_stream):
+    """Under TLS a socket counted toward its address's limit only after the look at its first
+    bytes (up to the handshake timeout): one address's silent sockets took every connection
+    slot of the server, and another client's was refused at accept."""
+    import socket
+
+    from temposplit import protocol as P
+    from temposplit.server.server import CloudServer
+
+    header, _ = coded_stream
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    srv = CloudServer(
+        out_dir=tmp_path / "out",
+        models=cloud_models,
+        tls=tls,
+        max_connections=4,
+        max_connections_per_client=2,
+        handshake_timeout=60,
+    )
+    srv.start()
+    silent, refused = [], 0
+    for _ in range(6):
+        try:
+            silent.append(socket.create_connection(srv.address, timeout=30, source_address=("127.0.0.1", 0)))
+        except ConnectionResetError:  # refused at accept: the reset came during the connect
+            refused += 1
+
+    def settled() -> bool:  # every silent socket counted (held) or refused (closed)
+        return srv.accepting + sum(srv.per_client.values()) + sum(map(closed_now, silent)) + refused == 6
+
+    try:
+        wait_for(settled, "every silent socket counted or refused")
+        ctx = TLSConfig(str(pki / "edge.pem"), str(pki / "edge.key"), str(pki / "ca.pem")).client_context()
+        sock = socket.create_connection(srv.address, timeout=30, source_address=("127.0.0.2", 0))
+        chan = P.Channel(ctx.wrap_socket(sock, server_hostname="localhost"))
+        chan.send(P.hello({"protocol": P.PROTOCOL_VERSION, "stream": "other", "frame_size": [576, 768]}, header))
+        assert chan.recv().type == P.WELCOME
+        chan.close()
+        assert srv.per_client.get("127.0.0.1") == 2  # its own two slots, the rest refused at accept
+    finally:
+        for s in silent:
+            s.close()
+        srv.shutdown()
+
+
 def test_the_servers_own_certificate_is_refused_as_a_clients(tls_server, edge_model, vtest_frames, pki):
     tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
     edge = Edge(edge_model, CODEC, tls_server.address, "impostor", tls=tls, reconnect_attempts=1, timeout=10)
@@ -316,8 +362,9 @@ def test_a_tls_scraper_that_never_closes_holds_no_socket_past_the_timeout(tmp_pa
         scraper = TLSConfig(str(pki / "edge.pem"), str(pki / "edge.key"), str(pki / "ca.pem")).client_context()
         scraper.check_hostname = False
         before = len(os.listdir("/proc/self/fd"))
-        for _ in range(12):  # under the 16 at once, which these count against until closed
-            s = scraper.wrap_socket(socket.create_connection(srv.metrics.address, timeout=10))
+        for k in range(12):  # under the 16 at once, which these count against until closed (2 an address)
+            source = (f"127.0.0.{10 + k}", 0)
+            s = scraper.wrap_socket(socket.create_connection(srv.metrics.address, timeout=10, source_address=source))
             s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
             data = b""
             while b"temposplit_up 1" not in data:
