@@ -4,6 +4,7 @@ that misbehave (``test_server_hostile.py``, ``test_server_abuse.py``)."""
 import json
 import socket
 import struct
+import threading
 import time
 
 from temposplit import protocol as P
@@ -104,3 +105,17 @@ def cut_connection_at(edge, index: int) -> list:
 
     edge.fault = fault
     return cut
+
+
+def hold_control(worker, kinds=None, seconds: float = 60.0) -> threading.Event:
+    """Hold ``worker``'s control items (of ``kinds``, e.g. {"end"}; None: every one) until the
+    returned gate is set (or ``seconds`` pass): it orders a test's steps against the worker."""
+    gate, real = threading.Event(), worker._control
+
+    def held(item):
+        if kinds is None or item.kind in kinds:
+            gate.wait(seconds)
+        real(item)
+
+    worker._control = held
+    return gate

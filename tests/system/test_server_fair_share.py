@@ -9,7 +9,7 @@ import struct
 import threading
 
 import pytest
-from rawclient import Raw, wait_for  # tests/system's hand-speaking client
+from rawclient import Raw, hold_control, wait_for  # tests/system's hand-speaking client
 
 from temposplit import protocol as P
 
@@ -155,16 +155,7 @@ def test_a_stop_whose_drain_runs_out_names_the_sessions_left_unclosed(make_serve
     header, packets = coded_stream
     lines: list[str] = []
     srv = make_server(log=lines.append)
-    worker = srv.workers[0]
-    gate = threading.Event()
-    real = worker._control
-
-    def held(item):
-        if item.kind == "close":
-            gate.wait(60)  # a close that outlasts the drain
-        real(item)
-
-    worker._control = held
+    gate = hold_control(srv.workers[0], {"close"})  # a close that outlasts the drain
     c = Raw(srv.address)
     assert c.hello(header, "slow").type == P.WELCOME
     assert len(c.packets_acknowledged(packets[:2])) == 2
@@ -232,16 +223,7 @@ def test_resumes_waiting_for_ending_streams_hold_no_hello_thread(make_server, co
     minute. Meanwhile another client's HELLO is answered."""
     header, packets = coded_stream
     srv = make_server()
-    worker = srv.workers[0]
-    gate = threading.Event()
-    real = worker._control
-
-    def held(item):
-        if item.kind == "end":
-            gate.wait(60)  # the ENDs wait in the worker
-        real(item)
-
-    worker._control = held
+    gate = hold_control(srv.workers[0], {"end"})  # the ENDs wait in the worker
     edges, tokens, resumes = [], [], []
     for name in ("a", "b"):
         c = Raw(srv.address, timeout=120)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import test_tls as tls_tests
-from rawclient import Raw, refused, wait_for  # tests/system's hand-speaking client
+from rawclient import Raw, hold_control, refused, wait_for  # tests/system's hand-speaking client
 
 from temposplit import protocol as P
 from temposplit.frameset import FrameSet
@@ -587,19 +587,10 @@ def test_an_end_dropped_with_its_connection_leaves_the_stream_to_resume_at_once(
     the worker passed the END over and the stream stayed "ending", so every resume waited
     60 s for a finish that never came, was told "still closing", and so on until the
     session expired (120 s, or a day), each wait holding one of the two HELLO threads."""
-    import threading
 
     header, packets = coded_stream
     srv = make_server()
-    worker = srv.workers[0]
-    gate = threading.Event()
-    real = worker._control
-
-    def held(item):
-        gate.wait(30)  # the worker comes to the SKIP once the END is queued behind it
-        real(item)
-
-    worker._control = held
+    gate = hold_control(srv.workers[0], seconds=30)  # the worker comes to the SKIP once the END is queued behind it
     a = Raw(srv.address)
     token = a.hello(header, "cam").json()["token"]
     assert len(a.packets_acknowledged(packets[:2])) == 2
