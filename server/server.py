@@ -410,10 +410,12 @@ class CloudServer:
         self.resume_window = resume_window
         out = log or (lambda msg: None)
         self.log = lambda msg: out(one_line(msg))  # one line each, never a client's text at length
+        # (through self.log as it is when a line comes: a caller may replace it)
         self._refusals = Throttle(lambda m: self.log(m), "refused")  # the refusals at accept: a line every 10 s
-        # A connection's error (a junk head, a refused HELLO, a silent TLS socket): a few lines
-        # per client address every 10 s at most, the next saying how many were passed over.
-        self._peer_errors = Throttle(lambda m: self.log(m), "from this address", burst=PEER_LINES)
+        # A connection's error line (a junk head, a refused HELLO, a silent TLS socket), by its
+        # client address: a few lines per address every 10 s at most, the next saying how many
+        # were passed over.
+        self.peer_error = Throttle(lambda m: self.log(m), "from this address", burst=PEER_LINES)
         self.sessions: dict[str, Session] = {}
         self.opening: dict[str, str] = {}  # stream names being opened -> the client opening each
         self.table = threading.Lock()  # the sessions table; held only for lookups and updates
@@ -672,10 +674,6 @@ class CloudServer:
 
         return recv
 
-    def peer_error(self, peer: str, line: str) -> None:
-        """Log a connection's error line, throttled per client address (``_peer_errors``)."""
-        self._peer_errors(peer, line)
-
     def _refuse(self, sock: socket.socket, why: str) -> None:
         """Close a socket at accept; logged at most every 10 s with the count since."""
         _abort(sock)
@@ -800,17 +798,7 @@ class CloudServer:
         and the name given back, whatever happens."""
         s = None
         try:
-            s, token = self._load_or_create(
-                hello.name,
-                hello.info,
-                hello.header,
-                hello.resume,
-                hello.token,
-                hello.identity,
-                conn,
-                hello.idle,
-                hello.unused,
-            )
+            s, token = self._load_or_create(hello, conn)
         finally:
             with self.table:
                 self.opening.pop(hello.name, None)
@@ -873,13 +861,13 @@ class CloudServer:
             if mine >= limit:
                 raise Refused(f"this client ({conn.client}) is at its stream limit ({limit} attached)", retry=retry)
 
-    def _load_or_create(
-        self, name, info, header, resume, token, identity, conn, idle: float | None = None, unused: bool = False
-    ) -> tuple[Session, str | None]:
+    def _load_or_create(self, hello: Hello, conn: Connection) -> tuple[Session, str | None]:
         """The session of a HELLO that no session in memory answers: resumed from the files, or
-        a new stream. ``idle``: the files' idle time measured before a lingering session was
-        expired for this HELLO (its close wrote them since); ``unused``: that session was
-        taken because nothing arrived after its HELLO (``_take_idle``)."""
+        a new stream. ``hello.idle``: the files' idle time measured before a lingering session
+        was expired for this HELLO (its close wrote them since); ``hello.unused``: that session
+        was taken because nothing arrived after its HELLO (``_take_idle``)."""
+        name, info, header, resume, token = hello.name, hello.info, hello.header, hello.resume, hello.token
+        identity, idle, unused = hello.identity, hello.idle, hello.unused
         peer = conn.peer
         out = self.out_dir / name
         state = Session.read_state(out) if out.is_dir() else None

@@ -75,7 +75,7 @@ def test_a_burst_of_junk_connections_from_one_address_logs_a_few_lines(make_serv
     assert other.chan.recv().type == P.ERROR
     wait_for(lambda: any(line.startswith("connection from 127.0.0.2") for line in lines), "the other address logged")
     assert sum(line.startswith("connection from 127.0.0.1") for line in lines) == PEER_LINES
-    srv._peer_errors.interval = 0.0  # the 10 s over
+    srv.peer_error.interval = 0.0  # the 10 s over
     c = Raw(srv.address)
     c.sock.sendall(b"\xee" + b"\x00" * (P.HEAD_SIZE - 1))
     assert c.chan.recv().type == P.ERROR
