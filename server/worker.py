@@ -7,7 +7,9 @@ batch (up to ``max_batch`` frames, waiting at most ``max_delay`` seconds after t
 for more), decodes each frame with its stream's decoder, runs M2 once per group of frames
 that share a model, cut and input size, writes the records, and hands every answer back
 to its connection. It holds no lock a connection waits on; a slow client only slows its
-own connection's writer.
+own connection's writer. While the queue is full its slots go to the clients by their
+share of the worker's time (start-time fair queuing: docs/deployment.md, "The worker's
+time, shared by cost").
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ class Item:
     body: bytes = b""
     obj: dict | None = None
     times: tuple = (None, None)  # a packet's (time_us, utc_us) from its PACKET_AT (docs/protocol.md, "Frame times")
+    start: float = 0.0  # its start tag on the worker's virtual clock (seconds of work)
+    charged: float = 0.0  # the work its client was charged when it was queued (an estimate)
+
+
+COST_WEIGHT = 1 / 8  # the weight of an item's measured cost in its client's running mean
+
+
+def client_of(item: Item):
+    """Whose share an item counts toward: its connection's client (TLS subject or address);
+    None for the server's own items (a close)."""
+    return getattr(item.conn, "client", None)
 
 
 def never_ends(item: Item) -> None:
@@ -72,16 +85,25 @@ class Worker:
         self.max_delay = max_delay
         self.loop: asyncio.AbstractEventLoop | None = None
         # Readers waiting for a slot, per client (its TLS subject or address; None: the
-        # server's own items), and the clients in the order of their next turn.
+        # server's own items), and the waiting clients in the order of their last turn
+        # (which of two equal shares goes first).
         self._waiters: dict[object, deque] = {}
         self._turns: deque = deque()
         self._reserved = 0  # slots granted to waiters that have not put yet
+        # Start-time fair queuing on the event loop (docs/deployment.md): the virtual clock
+        # (the start tag of the last item the worker took), each client's finish tag (where
+        # its next item starts, if ahead of the clock) and its mean cost of an item.
+        self._vtime = 0.0
+        self._finish: dict[object, float] = {}
+        self._cost: dict[object, float] = {}
+        self._mean_cost = 0.0  # over every client's items: a new client's estimate
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"temposplit-m2-{device}")
         self.batches = 0
         self.frames = 0
         self.seconds = {"decode": 0.0, "m2": 0.0, "record": 0.0}  # time spent per step (figures)
         self.sessions = 0  # sessions assigned (for placing new ones on the least loaded worker)
         self._failing: set = set()  # sessions failed in the batch being processed
+        self._spent: defaultdict = defaultdict(float)  # item -> seconds of work, in the batch being processed
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -89,28 +111,62 @@ class Worker:
 
     async def put(self, item: Item) -> None:
         """Queue an item (event loop). While the queue is full the readers wait for a slot,
-        the clients in turns: each turn gives one slot to the client's longest-waiting
-        reader, and a reader with a backlog waits again behind its client's other readers.
-        So a client gets one slot in a round however many connections it has, and none is
-        starved."""
+        the clients by their share of the worker's time: each slot goes to the waiting
+        client whose next item starts earliest on the virtual clock (whose items so far
+        took the least of the worker's time), to that client's longest-waiting reader, and a
+        reader with a backlog waits again behind its client's other readers. So a client
+        gets the same work time as any other however many connections it has and however
+        much each of its items costs, and none is starved."""
+        client = client_of(item)
         if self._turns or self.q.qsize() + self._reserved >= self.q.maxsize:
-            client = getattr(item.conn, "client", None)
             turn = self.loop.create_future()
             if client not in self._waiters:
                 self._waiters[client] = deque()
                 self._turns.append(client)
             self._waiters[client].append(turn)
             try:
-                await turn
+                item.start, item.charged = await turn
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():  # granted, then cancelled: pass the slot on
                     self._reserved -= 1
+                    if client in self._finish:
+                        self._finish[client] -= turn.result()[1]  # its charge back
                     self._grant()
                 else:
                     self._forget(client, turn)
                 raise
             self._reserved -= 1
+        else:
+            item.start, item.charged = self._charge(client)
         self.q.put_nowait(item)  # never full: only this loop puts, and the slot was counted
+
+    def _next_start(self, client) -> float:
+        return max(self._vtime, self._finish.get(client, self._vtime))
+
+    def _charge(self, client) -> tuple[float, float]:
+        """A slot for ``client`` (event loop): its item's start tag, and the estimate of its
+        cost charged now (corrected by :meth:`_served` once the worker measured it)."""
+        start = self._next_start(client)
+        cost = self._cost.get(client, self._mean_cost)
+        self._finish[client] = start + cost
+        return start, cost
+
+    def _served(self, done: list[tuple], vtime: float) -> None:
+        """The worker's measurements of a batch (event loop): ``done`` holds (client,
+        seconds it took, estimate charged) per item; ``vtime`` the latest start tag taken.
+        Each client's finish tag moves by what its items really cost, and the tags behind
+        the clock are dropped (a client that was idle starts at the clock again: no credit
+        for the past, so the tables stay as small as the clients with work ahead)."""
+        self._vtime = max(self._vtime, vtime)
+        for client, seconds, charged in done:
+            self._finish[client] = self._finish.get(client, self._vtime) + seconds - charged
+            mean = self._cost.get(client, self._mean_cost)
+            self._cost[client] = mean + COST_WEIGHT * (seconds - mean)
+            self._mean_cost += COST_WEIGHT * (seconds - self._mean_cost)
+        for client in [c for c, f in self._finish.items() if f <= self._vtime and c not in self._waiters]:
+            del self._finish[client]
+            self._cost.pop(client, None)
+        self._grant()
 
     def _forget(self, client, turn) -> None:
         waiting = self._waiters.get(client)
@@ -121,9 +177,11 @@ class Worker:
                 self._turns.remove(client)
 
     def _grant(self) -> None:
-        """Give the free slots to the waiting clients in turns (event loop)."""
+        """Give the free slots to the waiting clients (event loop), each to the client whose
+        next item starts earliest; of equal ones, the one whose last turn was longest ago."""
         while self._turns and self.q.qsize() + self._reserved < self.q.maxsize:
-            client = self._turns.popleft()
+            client = min(self._turns, key=self._next_start)  # the first of equals: a round
+            self._turns.remove(client)
             waiting = self._waiters[client]
             turn = waiting.popleft()
             if waiting:
@@ -132,7 +190,7 @@ class Worker:
                 del self._waiters[client]
             if not turn.done():
                 self._reserved += 1
-                turn.set_result(None)
+                turn.set_result(self._charge(client))
 
     def stop(self, timeout: float | None = None) -> None:
         self.q.put(None)
@@ -141,11 +199,7 @@ class Worker:
     # ------------------------------------------------------------------ the thread
 
     def _got(self) -> None:
-        if self.loop is not None:
-            try:
-                self.loop.call_soon_threadsafe(self._grant)
-            except RuntimeError:  # the loop is closed (shutdown)
-                pass
+        self._post(self._grant)
 
     def _take(self) -> list | None:
         first = self.q.get()
@@ -169,11 +223,19 @@ class Worker:
             frames += item.kind == "packet"
         return batch
 
+    def _post(self, callback, *args) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(callback, *args)
+            except RuntimeError:  # the loop is closed (shutdown)
+                pass
+
     def _run(self) -> None:
         while True:
             batch = self._take()
             if batch is None:
                 return
+            self._spent = defaultdict(float)
             try:
                 self._process(batch)
             except Exception as exc:  # a bug outside any one stream's step: log it, answer, go on
@@ -184,6 +246,9 @@ class Worker:
                         item.conn.fail(f"internal server error: {failure(exc)}")
                     elif item.kind == "close" and not item.session.closed.is_set():
                         self._close(item.session, item.session.close)  # never dropped: a resume waits for it
+            finally:  # what each item took, charged to its client's share
+                done = [(client_of(item), self._spent[item], item.charged) for item in batch]
+                self._post(self._served, done, max(item.start for item in batch))
 
     def _process(self, batch: list[Item]) -> None:
         """Each item's step runs apart: one stream's failure (a bug, a full disk, a broken
@@ -197,11 +262,14 @@ class Worker:
                 never_ends(item)
                 continue
             if item.kind == "packet":
+                t0 = time.perf_counter()
                 self._apart(item, self._decode, item, staged, seen)
             else:
                 self._m2(staged)
                 staged, seen = [], set()
+                t0 = time.perf_counter()
                 self._apart(item, self._control, item)
+            self._spent[item] += time.perf_counter() - t0
         self._m2(staged)
 
     def _apart(self, item: Item, step, *args) -> bool:
@@ -281,7 +349,9 @@ class Worker:
                 )
             except Exception as exc:  # M2 itself failed: each frame gets an explicit error
                 self.log(f"M2 failed on a batch of {len(entries)}: {type(exc).__name__}: {exc}")
+                share = (time.perf_counter() - t1) / len(entries)
                 for item, index, _, _ in entries:
+                    self._spent[item] += share
                     self._apart(item, self._m2_failed, item, index, exc)
                 continue
             t2 = time.perf_counter()
@@ -290,24 +360,31 @@ class Worker:
             self.batches += 1
             self.frames += len(entries)
             for (item, index, frame, decode_ms), det in zip(entries, dets, strict=True):
-                if item.session in self._failing:  # its stream failed earlier in this batch
-                    if not item.conn.broken:  # another connection of it (a resume): told too, never left waiting
-                        item.conn.fail("internal server error: an earlier step of this stream failed")
-                    continue
-                try:
-                    rec = item.session.record(index, det, frame, len(item.body), item.times)
-                except Exception as exc:  # this stream's outputs failed: this stream alone
-                    self._failed(item, exc)
-                    continue
-                ack = {
-                    "frame": index,
-                    "detections": rec["detections"],
-                    "decode_ms": round(decode_ms, 3),
-                    "m2_ms": m2_ms,
-                    "batch": len(entries),
-                }
-                item.conn.post(P.control(P.ACK, ack))
+                t3 = time.perf_counter()
+                self._spent[item] += (t2 - t1) / len(entries)  # a batch's M2 shared by its frames
+                self._record(item, index, frame, decode_ms, det, m2_ms, len(entries))
+                self._spent[item] += time.perf_counter() - t3
             self.seconds["record"] += time.perf_counter() - t2
+
+    def _record(self, item: Item, index: int, frame, decode_ms: float, det, m2_ms: float, batch: int) -> None:
+        """A frame's record written and its ACK posted."""
+        if item.session in self._failing:  # its stream failed earlier in this batch
+            if not item.conn.broken:  # another connection of it (a resume): told too, never left waiting
+                item.conn.fail("internal server error: an earlier step of this stream failed")
+            return
+        try:
+            rec = item.session.record(index, det, frame, len(item.body), item.times)
+        except Exception as exc:  # this stream's outputs failed: this stream alone
+            self._failed(item, exc)
+            return
+        ack = {
+            "frame": index,
+            "detections": rec["detections"],
+            "decode_ms": round(decode_ms, 3),
+            "m2_ms": m2_ms,
+            "batch": batch,
+        }
+        item.conn.post(P.control(P.ACK, ack))
 
     @staticmethod
     def _m2_failed(item: Item, index: int, exc: Exception) -> None:

@@ -246,3 +246,31 @@ def test_resumes_waiting_for_ending_streams_hold_no_hello_thread(make_server, co
     for r in resumes:  # told once the finish is done: the stream is gone
         answer = r.chan.recv()
         assert answer.type == P.ERROR and answer.json().get("gone") is True, (answer.name, answer.body[:200])
+
+
+def test_the_worker_charges_each_client_the_time_its_items_took(make_server, coded_stream):
+    """The fair share's measure (docs/deployment.md): after each batch the worker tells the
+    event loop what each item took (its decode, its share of the batch's M2, its record;
+    a control item's step), charged to the client that sent it."""
+    header, packets = coded_stream
+    srv = make_server()
+    worker = srv.workers[0]
+    told: list[tuple] = []
+    real = worker._served
+
+    def served(done, vtime):
+        told.extend(done)
+        real(done, vtime)
+
+    worker._served = served
+    c = Raw(srv.address, source="127.0.0.5", timeout=60)
+    assert c.hello(header, "measured").type == P.WELCOME
+    assert len(c.packets_acknowledged(packets)) == len(packets)
+    c.send(P.END, {"frames": len(packets)})
+    assert c.answers_until({P.SUMMARY, P.ERROR})[-1].type == P.SUMMARY
+    wait_for(lambda: len([d for d in told if d[0] == "127.0.0.5"]) == len(packets) + 1, "every item measured")
+    mine = [seconds for client, seconds, _ in told if client == "127.0.0.5"]
+    assert all(seconds > 0 for seconds in mine), mine
+    steps = worker.seconds["decode"] + worker.seconds["m2"]  # every frame was this client's
+    assert steps <= sum(mine[:-1]) <= steps + worker.seconds["record"] + 0.05 * len(packets), (mine, worker.seconds)
+    assert worker._cost["127.0.0.5"] > 0  # its running mean, the estimate its next items are charged
