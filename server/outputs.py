@@ -118,13 +118,16 @@ class DetectionLog:
     server keeps every acknowledged record; a write that fails part way (a full disk) is cut
     back to where the record began, so that no half line stays for the next record to be
     glued to. Records go only to the file the path names: a log removed, renamed or replaced
-    (rotated) while in use fails the next record.
+    (rotated) while in use fails the next record, and so does one emptied or cut short in
+    place (logrotate's ``copytruncate``): the records before would then be in the copy only,
+    and a resume from the files would not know them.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         self._torn: int | None = None  # where to cut the file back to: a failed write's undoing failed too
+        self._size = os.fstat(self._fd).st_size  # what this log holds: the file is never shorter
         self._lock = threading.Lock()
 
     @staticmethod
@@ -199,6 +202,13 @@ class DetectionLog:
                 self._torn = None
             self._check_path()
             size = os.fstat(self._fd).st_size
+            if size < self._size:
+                raise OSError(
+                    errno.ESTALE,
+                    f"the detections log was cut short in place while in use ({size} of its {self._size} bytes "
+                    "left; it must not be rotated while its stream is open)",
+                    str(self.path),
+                )
             try:
                 while data:  # a short write (the disk filling) goes on where it stopped, or raises
                     data = data[os.write(self._fd, data) :]
@@ -208,6 +218,7 @@ class DetectionLog:
                 except OSError:
                     self._torn = size  # cut before the next record is written
                 raise
+            self._size = os.fstat(self._fd).st_size
 
     def _check_path(self) -> None:
         """Raise FileNotFoundError unless the open file is the one the path names."""

@@ -160,6 +160,32 @@ def test_a_log_rotated_while_in_use_fails_the_record(tmp_path, how):
         assert [r["frame"] for r in lines_of(tmp_path / "detections.jsonl.1")] == [0]
 
 
+@pytest.mark.parametrize("left", [0, 10])
+def test_a_log_cut_short_in_place_fails_the_record(tmp_path, left):
+    """logrotate's "copytruncate" copies the log and empties it in place: the records before
+    would be in the copy only (a resume from the files would not know them), so the next
+    record fails, and writes nothing."""
+    path = tmp_path / "detections.jsonl"
+    log = DetectionLog(path)
+    log.write(big_record(0))
+    log.write(big_record(1))
+    os.truncate(path, left)
+    with pytest.raises(OSError, match="cut short in place"):
+        log.write(big_record(2))
+    log.close()
+    assert path.stat().st_size == left
+
+
+def test_a_log_reopened_on_its_records_writes_on(tmp_path):
+    """The size it starts from is the file's (a resume reopens a log with records)."""
+    path = tmp_path / "detections.jsonl"
+    DetectionLog(path).write(big_record(0))
+    log = DetectionLog(path)
+    log.write(big_record(1))
+    log.close()
+    assert [r["frame"] for r in lines_of(path)] == [0, 1]
+
+
 # --------------------------------------------------------------------------- D4: the video apart
 
 
