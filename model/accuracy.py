@@ -156,28 +156,29 @@ def count_frames(path) -> int:
     return probe_video(path).frames or sum(1 for _ in read_video(path))
 
 
-def spread_step(total: int, count: int) -> int:
-    """The step that spreads ``count`` of ``total`` frames evenly from frame 0: every
-    ``total // count``-th (1 when there are fewer frames than ``count``)."""
+def spread_indices(total: int, count: int) -> list[int]:
+    """The indices of ``count`` of ``total`` frames spread evenly over all of them, from
+    frame 0: ``i * total // count`` for i below ``count`` (every frame when there are no
+    more than ``count``), so that the last one is within ``total / count`` of the end."""
     from temposplit.errors import ConfigError
 
     if count < 1:
         raise ConfigError(f"--frames must be a positive integer, not {count}")
-    return max(1, total // count)
+    return list(range(total)) if count >= total else [i * total // count for i in range(count)]
 
 
 MAX_STUDY_BYTES = 4 << 30  # the decoded frames a study holds at once (RGB, full size)
 
 
 def spread_frames(path, count: int) -> tuple[list, list[int]]:
-    """``count`` frames spread evenly over a whole video (:func:`spread_step`), and their
+    """``count`` frames spread evenly over a whole video (:func:`spread_indices`), and their
     indices. All frames when the video has fewer. The frames are held decoded: more than
     :data:`MAX_STUDY_BYTES` of them is a :class:`ConfigError` before any is decoded (``--frames
     100000`` of a long clip asked for hundreds of GB)."""
     from temposplit.errors import ConfigError
     from temposplit.model.data import probe_video, read_video
 
-    spread_step(0, count)  # a bad count fails before the video is decoded
+    spread_indices(0, count)  # a bad count fails before the video is decoded
     size = probe_video(path).size
     total = count_frames(path)
     if size is not None:
@@ -188,15 +189,17 @@ def spread_frames(path, count: int) -> tuple[list, list[int]]:
                 f"{min(count, total) * frame_bytes / 1e9:.1f} GB decoded, more than the "
                 f"{MAX_STUDY_BYTES / 1e9:.1f} GB a study holds: give at most {MAX_STUDY_BYTES // frame_bytes} frames"
             )
-    step = spread_step(total, count)
-    frames = list(read_video(path, max_frames=count, step=step))
-    return frames, [i * step for i in range(len(frames))]
+    wanted = spread_indices(total, count)
+    if not wanted:
+        return [], []
+    keep = set(wanted)
+    taken = [(i, f) for i, f in enumerate(read_video(path, max_frames=wanted[-1] + 1)) if i in keep]
+    return [f for _, f in taken], [i for i, _ in taken]
 
 
 def spread_list(frames: list, count: int) -> list:
-    """``count`` of ``frames`` by the same rule as :func:`spread_frames` (every
-    ``len // count``-th from the first)."""
-    return list(frames[:: spread_step(len(frames), count)][:count])
+    """``count`` of ``frames`` by the same rule as :func:`spread_frames` (:func:`spread_indices`)."""
+    return [frames[i] for i in spread_indices(len(frames), count)]
 
 
 def cut_ranges(detector, calibration_frames, cut_names, batch_size: int = 8) -> dict[str, tuple[float, float]]:

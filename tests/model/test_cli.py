@@ -201,17 +201,40 @@ def test_accuracy_text_lines_name_their_fold():
     assert "lowest: couch 0.667 (2 boxes)" in _accuracy_line({**row, "categories": cats})
 
 
-def test_spread_list_takes_frames_as_spread_frames_does():
+def test_spread_list_takes_frames_over_the_whole_clip():
     from temposplit.errors import ConfigError
-    from temposplit.model.accuracy import spread_list, spread_step
+    from temposplit.model.accuracy import spread_indices, spread_list
 
     frames = list(range(39))
     assert spread_list(frames, 13) == list(range(0, 39, 3))
-    assert spread_list(frames, 10) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]  # every 39 // 10-th
+    assert spread_list(frames, 10) == [0, 3, 7, 11, 15, 19, 23, 27, 31, 35]  # to the end, not every 39 // 10-th
     assert spread_list(frames, 100) == frames  # fewer than asked: all of them
-    assert spread_step(39, 13) == 3 and spread_step(5, 10) == 1
+    clip = spread_indices(270, 100)  # Megamind's frames: the old rule stopped at frame 198
+    assert len(clip) == 100 and clip[-1] >= 267 and all(a < b for a, b in zip(clip, clip[1:], strict=False))
+    assert spread_indices(5, 10) == [0, 1, 2, 3, 4]
     with pytest.raises(ConfigError, match="--frames must be a positive integer"):
         spread_list(frames, 0)
+
+
+def test_spread_frames_reads_the_frames_it_names(tmp_path):
+    """The frames spread_frames returns are the clip's frames at the indices it returns."""
+    import av
+    import numpy as np
+
+    from temposplit.model.accuracy import spread_frames
+
+    path = tmp_path / "ramp.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"qp": "0"}
+        for i in range(23):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24")
+            c.mux(s.encode(frame))
+        c.mux(s.encode())
+    frames, indices = spread_frames(path, 5)
+    assert indices == [0, 4, 9, 13, 18]
+    assert [round(float(f.mean()) / 10) for f in frames] == indices
 
 
 def test_sensitivity_scores_the_calibration_set_itself(monkeypatch, capsys):
