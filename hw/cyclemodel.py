@@ -52,6 +52,9 @@ CLOCK_HZ = 100e6
 DMA_MM2S_BPS = 800e6
 DMA_S2MM_BPS = 300e6
 HP_PORT_BPS = 1200e6
+# Cycles per LANES-byte stream word at the MM2S's rate (1: a word a cycle), the rate the
+# table counts every input at and best_band_plan ranks the band plans at.
+DMA_WORD_CYCLES = LANES * CLOCK_HZ / DMA_MM2S_BPS
 
 # Cycles from START to the first input word and from the last record to DONE, as the
 # cocotb testbench drives it (AXI-Lite write response, the source's first beat).
@@ -354,10 +357,12 @@ def best_band_plan(
     ref_bytes=256 * 1024,
     group_blocks=455,
     band_blocks=1024,
-    word_cycles=2.0,
+    word_cycles=DMA_WORD_CYCLES,
 ):
-    """The plan with the fewest cycles at the DMA's rate (None: the map does not fit the band
-    engine: too many blocks, or no band of 2p + 1 rows of one slice fits the reference RAM)."""
+    """The plan with the fewest cycles at the DMA's rate (a stream word every ``word_cycles``
+    cycles; by default the MM2S's, which the table counts the plan at) (None: the map does not
+    fit the band engine: too many blocks, or no band of 2p + 1 rows of one slice fits the
+    reference RAM)."""
     opts = band_plan_options(
         shape,
         block,
@@ -448,9 +453,10 @@ def row(
     # an anchor is one ENCODE pass (requantize, Huffman, histogram, STORE_REF), bound by one
     # symbol per cycle or the DMA; the PS keeps its copy of the codes by a table lookup
     anchor = max(encode_cycles(elements), int(elements / (DMA_MM2S_BPS / CLOCK_HZ)))
+    word_cycles = DMA_WORD_CYCLES  # every input at the MM2S's rate
     # a KEY: its table from its own histogram first, a HISTOGRAM pass at a stream word a
     # cycle (or the DMA's rate), then the ENCODE pass
-    key = hist_cycles(elements, LANES * CLOCK_HZ / DMA_MM2S_BPS) + anchor
+    key = hist_cycles(elements, word_cycles) + anchor
     nb = -(-h // block) * -(-w // block)
     padded = h * w * -(-c // LANES) * LANES
     if padded <= ref_bytes:
@@ -468,6 +474,7 @@ def row(
             ref_bytes=ref_bytes,
             group_blocks=block_bytes // LANES // 9,
             band_blocks=band_blocks,
+            word_cycles=word_cycles,
         )
         if plan is None:
             # No band plan fits the block buffer (e.g. 200x272x256 at p = 15): the driver
@@ -478,11 +485,10 @@ def row(
             traffic = elements + elements * n_bits / 8
         else:
             design = f"band, Cs {plan.slice} G {plan.group}"
-            # predicted: BAND_MOTION at the DMA's rate (2 cycles per 8-byte word): per step the
-            # reference bands and the current frame in, 8 bytes per block out.
-            pred = band_cycles(
-                shape, block, search, plan, band_bytes=band_bytes, word_cycles=LANES * CLOCK_HZ / DMA_MM2S_BPS
-            )
+            # predicted: BAND_MOTION at the DMA's rate (DMA_WORD_CYCLES, a cycle per 8-byte word),
+            # the rate its plan was chosen at: per step the reference bands and the current
+            # frame in, 8 bytes per block out.
+            pred = band_cycles(shape, block, search, plan, band_bytes=band_bytes, word_cycles=word_cycles)
             pred_traffic = band_traffic(shape, block, search, plan) + 8 * nb
             traffic = ((elements + elements * n_bits / 8) + 2 * pred_traffic) / 3
     anchor_fps = CLOCK_HZ / anchor
@@ -492,7 +498,6 @@ def row(
     # when temporal, is well within the DMA's rate); a row over the anchor coder's row
     # buffer: one CTX pass of its value records' stream words at the DMA's rate, then
     # LOAD_REF when the reference fits on chip
-    word_cycles = LANES * CLOCK_HZ / DMA_MM2S_BPS
     n_slices = ctx_slices_for(elements)
 
     def sliced(bins_per_element, words_per_element):

@@ -560,7 +560,7 @@ def band_plan(shape, block, search, params: regmap.Params):
     :class:`~temposplit.hw.cyclemodel.BandPlan`, cached per shape). The cycle model ranks
     the cuts with the RTL's own state counts, so it imports the gateware (Amaranth): on the
     board, BAND_MOTION needs ``amaranth`` installed (pure Python); the on-chip modes do not."""
-    from temposplit.hw.cyclemodel import best_band_plan
+    from temposplit.hw.cyclemodel import DMA_WORD_CYCLES, best_band_plan
 
     key = (tuple(shape), block, search, params)
     if key not in _PLANS:
@@ -572,6 +572,7 @@ def band_plan(shape, block, search, params: regmap.Params):
             ref_bytes=params.ref_bytes,
             group_blocks=params.band_group_blocks,
             band_blocks=params.band_blocks,
+            word_cycles=DMA_WORD_CYCLES,  # the MM2S's rate, as the cycle model's table counts it
         )
     return _PLANS[key]
 

@@ -79,6 +79,18 @@ def params_from_arguments(args, parser: argparse.ArgumentParser | None = None) -
         parser.error(str(exc))
 
 
+def require_hw_extra(parser: argparse.ArgumentParser) -> None:
+    """Amaranth (the 'hw' extra) importable, or the parser's one line and exit status 2, the
+    line ``temposplit bench fabric`` gives (:func:`temposplit.cli._missing_extra`), before
+    anything is written."""
+    from temposplit.cli import _missing_extra
+
+    try:
+        import amaranth  # noqa: F401
+    except ModuleNotFoundError as exc:
+        parser.exit(2, f"{parser.prog}: error: {_missing_extra(exc) or exc}\n")
+
+
 def output_error(parser: argparse.ArgumentParser, out: Path, exc: OSError):
     """An output folder that cannot be made or written: the parser's one line (exit 2), not a traceback."""
     where = exc.filename if exc.filename is not None else out
@@ -100,6 +112,7 @@ def main(argv=None) -> int:
     add_params_arguments(ap)
     args = ap.parse_args(argv)
     params = params_from_arguments(args, ap)
+    require_hw_extra(ap)
     output_folder(ap, args.out)
     try:
         paths = write_all(args.out, params)

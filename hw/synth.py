@@ -34,6 +34,7 @@ the ctx engine) -- minutes instead of an hour, to find and fix an engine's criti
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -43,7 +44,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from temposplit.cli import OneLineParser
+from temposplit.cli import EXTRA_MODULES, OneLineParser
 from temposplit.hw import sta
 from temposplit.hw.regmap import Params
 
@@ -110,9 +111,18 @@ KEEP_COPIES = "hierarchy -top {top}\nproc\nsetattr -set keep 1 w:* a:keep %i %ci
 ECP5_BLOCK_RAM = "setattr -unset ram_style a:ram_style\n"
 
 
+def script_path(path: Path) -> str:
+    """A file name as a Yosys script reads it: in double quotes (a name with a space is one
+    argument, not two)."""
+    text = str(path)
+    if '"' in text:
+        raise ValueError(f"a file name a Yosys script cannot hold (it has a '\"' in it): {text}")
+    return f'"{text}"'
+
+
 def yosys_script(verilog: Path, top: str) -> str:
     return (
-        f"read_verilog {verilog}\n"
+        f"read_verilog {script_path(verilog)}\n"
         + KEEP_COPIES.format(top=top)
         + f"synth_xilinx -family xc7 -flatten -noiopad -top {top}\nstat\n"
     )
@@ -224,9 +234,26 @@ def harnessed_verilog(component, top: str) -> str:
 
 
 def _tool(name: str) -> str:
-    """A YoWASP tool next to this Python (Debian's yosys 0.23 is too old), else on PATH."""
+    """A YoWASP tool next to this Python (Debian's yosys 0.23 is too old), else on PATH
+    (else the bare name, which :func:`run_tool` reports as not installed)."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def run_tool(cmd: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run a YoWASP tool in the folder ``cwd``, its file arguments relative to it: YoWASP's
+    runtime maps a private folder of its own over ``/tmp``, so an absolute path under /tmp
+    does not reach the file it names. A tool that cannot start (not installed) is a
+    RuntimeError of one line naming it and the extra that installs it."""
+    try:
+        return subprocess.run(cmd, cwd=cwd, **kwargs)
+    except OSError as exc:
+        name = Path(cmd[0]).name
+        extra = EXTRA_MODULES.get(name.replace("-", "_"), "hw")
+        raise RuntimeError(
+            f"{name} could not start ({exc.strerror or exc}): the '{extra}' extra installs it: "
+            f"pip install 'temposplit[{extra}]'"
+        ) from exc
 
 
 def _yosys() -> str:
@@ -249,10 +276,10 @@ PLACERS = ("static", "heap")
 
 def ecp5_script(verilog: Path, top: str, json_out: Path) -> str:
     return (
-        f"read_verilog {verilog}\n"
+        f"read_verilog {script_path(verilog)}\n"
         + KEEP_COPIES.format(top=top)
         + ECP5_BLOCK_RAM
-        + f"synth_ecp5 -top {top} -json {json_out}\nstat\n"
+        + f"synth_ecp5 -top {top} -json {script_path(json_out)}\nstat\n"
     )
 
 
@@ -388,15 +415,19 @@ def ecp5_verilog(params: Params, top: str, engine: str | None = None) -> str:
 def place_and_route(
     json_in: Path, out: Path, seed: int = 1, router: str = ROUTERS[0], placer: str = PLACERS[0]
 ) -> tuple[dict, Path]:
-    """nextpnr-ecp5 on the netlist ``json_in`` (its report and log in ``out``): the report
-    (nextpnr's ``--report`` JSON) and the log's path."""
+    """nextpnr-ecp5 on the netlist ``json_in`` (its report and log in ``out``, where it
+    runs: :func:`run_tool`): the report (nextpnr's ``--report`` JSON) and the log's path."""
     out.mkdir(parents=True, exist_ok=True)
     report_json, pnr_log = out / "nextpnr-ecp5.json", out / "nextpnr-ecp5.log"
-    proc = subprocess.run(
-        nextpnr_command(json_in, report_json, pnr_log, seed=seed, router=router, placer=placer),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+    cmd = nextpnr_command(
+        Path(os.path.relpath(json_in, out)),
+        Path(report_json.name),
+        Path(pnr_log.name),
+        seed=seed,
+        router=router,
+        placer=placer,
     )
+    proc = run_tool(cmd, out, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     if proc.returncode or not report_json.exists():
         raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}); see {pnr_log}")
     return json.loads(report_json.read_text()), pnr_log
@@ -437,10 +468,10 @@ def run_timing(
     t0 = time.time()
     json_out = out / f"{top}.ecp5.json"
     script = out / "synth_ecp5.ys"
-    script.write_text(ecp5_script(src, top, json_out))
+    script.write_text(ecp5_script(Path(os.path.relpath(src, out)), top, Path(json_out.name)))
     log = out / "yosys-ecp5.log"
     with open(log, "w") as f:
-        proc = subprocess.run([_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=f, stderr=subprocess.STDOUT)
+        proc = run_tool([_yosys(), "-q", "-l", log.name, "-s", script.name], out, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         raise RuntimeError(f"yosys synth_ecp5 failed (exit {proc.returncode}); see {log}")
     report, pnr_log = place_and_route(json_out, out, seed, router, placer)
@@ -467,6 +498,7 @@ def main(argv=None) -> int:
         output_error,
         output_folder,
         params_from_arguments,
+        require_hw_extra,
         write_all,
     )
 
@@ -505,7 +537,7 @@ def main(argv=None) -> int:
     if args.more_seeds < 0:
         ap.error(f"--more-seeds must be 0 or more, not {args.more_seeds}")
     params = params_from_arguments(args, ap)
-
+    require_hw_extra(ap)
     output_folder(ap, args.out)
     top = TOP_NAME
     log = args.out / "yosys.log"
@@ -518,7 +550,7 @@ def main(argv=None) -> int:
         src = args.out / f"{top}.synth.v"
         src.write_text(plain_names(strip_zero_init((args.out / f"{top}.v").read_text())))
         script = args.out / "synth.ys"
-        script.write_text(yosys_script(src, top))
+        script.write_text(yosys_script(Path(src.name), top))  # Yosys runs in --out (run_tool)
         if not args.no_timing:
             ecp5_src = args.out / f"{top}.ecp5.v"
             ecp5_src.write_text(ecp5_verilog(params, top, args.engine))
@@ -527,9 +559,13 @@ def main(argv=None) -> int:
         output_error(ap, args.out, exc)
     t0 = time.time()
     with log_file:
-        proc = subprocess.run(
-            [_yosys(), "-q", "-l", str(log), "-s", str(script)], stdout=log_file, stderr=subprocess.STDOUT
-        )
+        try:
+            proc = run_tool(
+                [_yosys(), "-q", "-l", log.name, "-s", script.name], args.out, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        except RuntimeError as exc:  # Yosys is not installed
+            print(f"{ap.prog}: error: {exc}", file=sys.stderr)
+            return 2
     if proc.returncode:
         print(f"yosys failed (exit {proc.returncode}); see {log}", file=sys.stderr)
         return proc.returncode
@@ -542,7 +578,7 @@ def main(argv=None) -> int:
     if not args.no_timing:
         try:
             text += run_timing(args.out, ecp5_src, top, args.router, args.seed, args.placer, args.more_seeds)
-        except RuntimeError as exc:  # the utilization above stands: written and printed all the same
+        except (RuntimeError, OSError, ValueError) as exc:  # the utilization stands: written and printed all the same
             failed = exc
             text += f"\nTiming proxy -- place and route on a Lattice ECP5: FAILED, no Fmax ({exc})\n"
     (args.out / "utilization-xc7z020.txt").write_text(text)

@@ -391,8 +391,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.jobs < 1:  # Vivado's launch_runs would refuse it after the files are written
         ap.error(f"--jobs must be 1 or more, not {args.jobs}")
-    from temposplit.hw.generate import output_error, output_folder
+    from temposplit.hw.generate import output_error, output_folder, require_hw_extra
 
+    require_hw_extra(ap)
     vivado = None if args.tcl_only else shutil.which("vivado")
     if vivado is not None:  # the flow's last step copies into it: checked before anything is built
         bitdir = bitstreams_folder(ap, args.bitstreams.resolve())

@@ -181,3 +181,47 @@ def test_a_map_no_band_plan_fits_is_software_tss_not_a_crash(capsys):
     assert [soft[k] for k in ("pred_cycles", "pred_fps", "group_fps", "ctx_pred_fps")] == [None] * 4
     assert soft["anchor_fps"] > 0 and soft["ctx_key_fps"] > 0
     assert all(r["pred_fps"] > 0 and r["pred_cycles"] > 0 for name, r in rows.items() if name != "r50 layer1")
+
+
+def _fabric_doc() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[2] / "docs" / "fabric.md").read_text()
+
+
+def test_the_documented_throughput_block_is_what_the_bench_prints(capsys):
+    """docs/fabric.md's "Throughput" block is ``temposplit bench fabric``'s output, as it is."""
+    import re
+
+    from temposplit.cli import main
+
+    assert main(["bench", "fabric"]) == 0
+    printed = capsys.readouterr().out
+    (block,) = re.findall(r"```\n(cut .*?)```", _fabric_doc(), re.S)
+    assert block == printed, "docs/fabric.md's Throughput block differs from `temposplit bench fabric`: paste it again"
+
+
+def test_the_documented_fills_and_histogram_pass_are_the_models():
+    """The figures docs/fabric.md gives in words are the model's constants: a ctx anchor's
+    fill (CTX_FILL, temporal CTX_TEMPORAL_FILL more), the histogram pass's fold
+    (FOLD_CYCLES) and the pass's sum (HIST_HEAD, HIST_TAIL: the output port's slice
+    included), and the "What 30 frames/s ... needs" table's last column, which it says is
+    the table's 25x34x2048 row."""
+    import re
+
+    from temposplit.hw import histogram as hist
+
+    doc = " ".join(_fabric_doc().split())  # a figure split over two lines reads as one
+    fill, temporal = map(int, re.search(r"plus (\d+) cycles of fill \((\d+) temporal", doc).groups())
+    assert (fill, temporal) == (cyclemodel.CTX_FILL, cyclemodel.CTX_FILL + cyclemodel.CTX_TEMPORAL_FILL)
+    clear, fold = map(
+        int, re.search(r"after a (\d+)-cycle clear and then (\d+) cycles of the banks' fold", doc).groups()
+    )
+    assert (clear, fold) == (hist.CLEAR_CYCLES, hist.FOLD_CYCLES)
+    terms = re.search(r"a pass is ([\w\s+()']*?) cycles \(`cyclemodel.hist_cycles`", doc).group(1)
+    terms = re.sub(r"\([^)]*\)", "", terms).replace("a word a cycle", "0").split("+")
+    assert sum(int(t) for t in terms) == cyclemodel.HIST_HEAD + cyclemodel.HIST_TAIL
+    (r,) = [r for r in cyclemodel.table() if r.shape == (25, 34, 2048)]
+    for frame, fps in (("KEY", r.ctx_key_fps), ("temporal anchor", r.ctx_anchor_fps), ("predicted", r.ctx_pred_fps)):
+        cells = re.search(rf"\| {frame}\b[^|]*(\|[^|]*){{5}}\|", doc).group(1)
+        assert cells.strip("| *") == f"{fps:.1f}", (frame, cells)
