@@ -112,7 +112,7 @@ def exposition(server) -> str:
         "worker_queue_items",
         "gauge",
         "Items waiting in a worker's queue (its bound: the server's queue size).",
-        [({"device": w.device}, w.q.qsize()) for w in server.workers],
+        [({"device": w.device}, w.queued()) for w in server.workers],
     )
     family(
         "stream_frames_recorded",

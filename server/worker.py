@@ -1,21 +1,20 @@
 """M2 batched across streams: one worker thread per device, fed by a bounded queue.
 
 The connections' readers (on the event loop) put each PACKET, SKIP and END on the queue
-of their session's worker, in arrival order; a full queue makes the reader wait, so it
-stops reading its socket and TCP slows that edge (backpressure). The worker takes a
+of their session's worker, in arrival order; a client holding its share of the queue makes
+its readers wait, so they stop reading their sockets and TCP slows those edges
+(backpressure). The worker takes a
 batch (up to ``max_batch`` frames, waiting at most ``max_delay`` seconds after the first
 for more), decodes each frame with its stream's decoder, runs M2 once per group of frames
 that share a model, cut and input size, writes the records, and hands every answer back
 to its connection. It holds no lock a connection waits on; a slow client only slows its
-own connection's writer. While the queue is full its slots go to the clients by their
-share of the worker's time (start-time fair queuing: docs/deployment.md, "The worker's
-time, shared by cost").
+own connection's writer. The items are taken by the clients' shares of the worker's time
+(start-time fair queuing: docs/deployment.md, "The worker's time, shared by cost").
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 from collections import defaultdict, deque
@@ -46,7 +45,8 @@ class Item:
     obj: dict | None = None
     times: tuple = (None, None)  # a packet's (time_us, utc_us) from its PACKET_AT (docs/protocol.md, "Frame times")
     start: float = 0.0  # its start tag on the worker's virtual clock (seconds of work)
-    charged: float = 0.0  # the work its client was charged when it was queued (an estimate)
+    charged: float = 0.0  # the work charged when it was taken (an estimate, corrected once measured)
+    charged_to: object = None  # the client charged: its session's
 
 
 COST_WEIGHT = 1 / 8  # the weight of an item's measured cost in its client's running mean
@@ -80,19 +80,26 @@ class Worker:
         self.log = log
         self.on_closed = on_closed  # called (in this thread) with a session whose outputs are closed
         self.device = device
-        self.q: queue.Queue = queue.Queue(queue_size)
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.loop: asyncio.AbstractEventLoop | None = None
-        # Readers waiting for a slot, per client (its TLS subject or address; None: the
-        # server's own items), and the waiting clients in the order of their last turn
-        # (which of two equal shares goes first).
-        self._waiters: dict[object, deque] = {}
-        self._turns: deque = deque()
-        self._reserved = 0  # slots granted to waiters that have not put yet
-        # Start-time fair queuing on the event loop (docs/deployment.md): the virtual clock
-        # (the start tag of the last item the worker took), each client's finish tag (where
-        # its next item starts, if ahead of the clock) and its mean cost of an item.
+        self.queue_size = queue_size  # the items queued at once, shared out among the clients
+        # The queue (docs/deployment.md, "The worker's time, shared by cost"): one FIFO per
+        # session (its items run in the order they came, whichever connection or client
+        # sent them), each charged to the client that last sent it an item; guarded by
+        # _lock, which the event loop (put, _grant) and the worker thread (_take) hold for a
+        # few dictionary operations, never across a wait or a step.
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # the worker thread waits on it for items
+        self._queued: dict[object, deque] = {}  # session -> its items, in the order picked last (a round)
+        self._owner: dict[object, object] = {}  # session -> the client its items are charged to
+        self._total = 0  # items queued
+        self._held: dict[object, int] = {}  # client -> its items queued, and slots granted to its readers
+        self._waiters: dict[object, deque] = {}  # client -> its readers waiting for room, in arrival order
+        self._stopping = False
+        # Start-time fair queuing (the worker thread's alone): the virtual clock (the start
+        # tag of the last item taken), each client's finish tag (where its next item starts,
+        # if ahead of the clock) and its mean cost of an item.
         self._vtime = 0.0
         self._finish: dict[object, float] = {}
         self._cost: dict[object, float] = {}
@@ -109,64 +116,60 @@ class Worker:
         self.loop = loop
         self.thread.start()
 
+    def queued(self) -> int:
+        """Items queued (the metrics' gauge)."""
+        return self._total
+
     async def put(self, item: Item) -> None:
-        """Queue an item (event loop). While the queue is full the readers wait for a slot,
-        the clients by their share of the worker's time: each slot goes to the waiting
-        client whose next item starts earliest on the virtual clock (whose items so far
-        took the least of the worker's time), to that client's longest-waiting reader, and a
-        reader with a backlog waits again behind its client's other readers. So a client
+        """Queue an item (event loop). A client may hold its share of the queue,
+        ``queue_size`` over the clients with items queued or waiting (one at least); past
+        it its readers wait, in arrival order, so its connections take turns. The worker
+        takes the items by the clients' shares of its time (:meth:`_pick`), so a client
         gets the same work time as any other however many connections it has and however
         much each of its items costs, and none is starved."""
         client = client_of(item)
-        if self._turns or self.q.qsize() + self._reserved >= self.q.maxsize:
+        with self._lock:
+            if client not in self._waiters and self._room(client):
+                self._held[client] = self._held.get(client, 0) + 1
+                self._enqueue(client, item)
+                return
             turn = self.loop.create_future()
-            if client not in self._waiters:
-                self._waiters[client] = deque()
-                self._turns.append(client)
-            self._waiters[client].append(turn)
-            try:
-                item.start, item.charged = await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():  # granted, then cancelled: pass the slot on
-                    self._reserved -= 1
-                    if client in self._finish:
-                        self._finish[client] -= turn.result()[1]  # its charge back
-                    self._grant()
+            self._waiters.setdefault(client, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            with self._lock:
+                if turn.done() and not turn.cancelled():  # granted, then cancelled: the slot goes back
+                    self._release(client)
                 else:
                     self._forget(client, turn)
-                raise
-            self._reserved -= 1
+            self._grant()
+            raise
+        with self._lock:
+            self._enqueue(client, item)  # its slot was counted when granted
+
+    def _room(self, client) -> bool:
+        """Whether ``client`` holds less than its share (the lock held)."""
+        active = len(self._held.keys() | self._waiters.keys() | {client})
+        return self._held.get(client, 0) < max(1, self.queue_size // active)
+
+    def _enqueue(self, client, item: Item) -> None:
+        """Put ``item`` on its session's queue (the lock held; its slot counted)."""
+        session = item.session
+        if session not in self._queued:
+            self._queued[session] = deque()
+        self._queued[session].append(item)
+        if item.conn is not None or session not in self._owner:
+            self._owner[session] = client  # the server's own items (a close) keep the client's charge
+        self._total += 1
+        self._ready.notify()
+
+    def _release(self, client) -> None:
+        held = self._held[client] - 1
+        if held:
+            self._held[client] = held
         else:
-            item.start, item.charged = self._charge(client)
-        self.q.put_nowait(item)  # never full: only this loop puts, and the slot was counted
-
-    def _next_start(self, client) -> float:
-        return max(self._vtime, self._finish.get(client, self._vtime))
-
-    def _charge(self, client) -> tuple[float, float]:
-        """A slot for ``client`` (event loop): its item's start tag, and the estimate of its
-        cost charged now (corrected by :meth:`_served` once the worker measured it)."""
-        start = self._next_start(client)
-        cost = self._cost.get(client, self._mean_cost)
-        self._finish[client] = start + cost
-        return start, cost
-
-    def _served(self, done: list[tuple], vtime: float) -> None:
-        """The worker's measurements of a batch (event loop): ``done`` holds (client,
-        seconds it took, estimate charged) per item; ``vtime`` the latest start tag taken.
-        Each client's finish tag moves by what its items really cost, and the tags behind
-        the clock are dropped (a client that was idle starts at the clock again: no credit
-        for the past, so the tables stay as small as the clients with work ahead)."""
-        self._vtime = max(self._vtime, vtime)
-        for client, seconds, charged in done:
-            self._finish[client] = self._finish.get(client, self._vtime) + seconds - charged
-            mean = self._cost.get(client, self._mean_cost)
-            self._cost[client] = mean + COST_WEIGHT * (seconds - mean)
-            self._mean_cost += COST_WEIGHT * (seconds - self._mean_cost)
-        for client in [c for c, f in self._finish.items() if f <= self._vtime and c not in self._waiters]:
-            del self._finish[client]
-            self._cost.pop(client, None)
-        self._grant()
+            del self._held[client]
 
     def _forget(self, client, turn) -> None:
         waiting = self._waiters.get(client)
@@ -174,53 +177,89 @@ class Worker:
             waiting.remove(turn)
             if not waiting:
                 del self._waiters[client]
-                self._turns.remove(client)
 
     def _grant(self) -> None:
-        """Give the free slots to the waiting clients (event loop), each to the client whose
-        next item starts earliest; of equal ones, the one whose last turn was longest ago."""
-        while self._turns and self.q.qsize() + self._reserved < self.q.maxsize:
-            client = min(self._turns, key=self._next_start)  # the first of equals: a round
-            self._turns.remove(client)
-            waiting = self._waiters[client]
-            turn = waiting.popleft()
-            if waiting:
-                self._turns.append(client)  # its next reader waits for the client's next turn
-            else:
-                del self._waiters[client]
-            if not turn.done():
-                self._reserved += 1
-                turn.set_result(self._charge(client))
+        """Give room to the waiting readers of every client under its share (event loop)."""
+        with self._lock:
+            for client in list(self._waiters):
+                waiting = self._waiters[client]
+                while waiting and self._room(client):
+                    turn = waiting.popleft()
+                    if not turn.done():
+                        self._held[client] = self._held.get(client, 0) + 1
+                        turn.set_result(None)
+                if not waiting:
+                    del self._waiters[client]
 
     def stop(self, timeout: float | None = None) -> None:
-        self.q.put(None)
+        """Stop the thread once every item queued has run (within ``timeout``)."""
+        with self._lock:
+            self._stopping = True
+            self._ready.notify()
         self.thread.join(timeout)
 
     # ------------------------------------------------------------------ the thread
 
-    def _got(self) -> None:
-        self._post(self._grant)
+    def _pick(self) -> Item:
+        """The next item (the lock held, one queued): the head of the session whose client's
+        next item starts earliest on the virtual clock (of equal ones, the session picked
+        longest ago), charged its client's mean cost of an item (corrected by
+        :meth:`_served` once measured)."""
+        session = min(self._queued, key=lambda s: self._next_start(self._owner[s]))
+        items = self._queued.pop(session)
+        item = items.popleft()
+        client = self._owner[session]
+        if items:
+            self._queued[session] = items  # to the end: its next turn after the others'
+        else:
+            del self._owner[session]
+        self._total -= 1
+        self._release(client_of(item))
+        item.start = self._vtime = self._next_start(client)
+        item.charged = self._cost.get(client, self._mean_cost)
+        self._finish[client] = item.start + item.charged
+        item.charged_to = client
+        return item
+
+    def _next_start(self, client) -> float:
+        return max(self._vtime, self._finish.get(client, self._vtime))
+
+    def _served(self, done: list[tuple]) -> None:
+        """The measurements of a batch (worker thread): ``done`` holds (client, seconds it
+        took, estimate charged) per item. Each client's finish tag moves by what its items
+        really cost, and the tags behind the clock are dropped (a client that was idle
+        starts at the clock again: no credit for the past, so the tables stay as small as
+        the clients with work ahead)."""
+        with self._lock:
+            for client, seconds, charged in done:
+                self._finish[client] = self._finish.get(client, self._vtime) + seconds - charged
+                mean = self._cost.get(client, self._mean_cost)
+                self._cost[client] = mean + COST_WEIGHT * (seconds - mean)
+                self._mean_cost += COST_WEIGHT * (seconds - self._mean_cost)
+            owners = set(self._owner.values())
+            for client in [c for c, f in self._finish.items() if f <= self._vtime and c not in owners]:
+                del self._finish[client]
+                self._cost.pop(client, None)
 
     def _take(self) -> list | None:
-        first = self.q.get()
-        self._got()
-        if first is None:
-            return None
-        batch = [first]
-        frames = first.kind == "packet"
-        deadline = time.monotonic() + self.max_delay
-        while frames < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self.q.get(timeout=remaining) if remaining > 0 else self.q.get_nowait()
-            except queue.Empty:
-                break
-            self._got()
-            if item is None:
-                self.q.put(None)  # stop after this batch
-                break
-            batch.append(item)
-            frames += item.kind == "packet"
+        """A batch: up to ``max_batch`` frames, waiting at most ``max_delay`` after the first
+        for more; None once stopping with nothing queued."""
+        with self._ready:
+            while not self._total and not self._stopping:
+                self._ready.wait()
+            if not self._total:
+                return None
+            batch = [self._pick()]
+            frames = batch[0].kind == "packet"
+            deadline = time.monotonic() + self.max_delay
+            while frames < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if not self._total and (remaining <= 0 or self._stopping or not self._ready.wait(remaining)):
+                    break
+                if self._total:
+                    batch.append(self._pick())
+                    frames += batch[-1].kind == "packet"
+        self._post(self._grant)
         return batch
 
     def _post(self, callback, *args) -> None:
@@ -247,8 +286,7 @@ class Worker:
                     elif item.kind == "close" and not item.session.closed.is_set():
                         self._close(item.session, item.session.close)  # never dropped: a resume waits for it
             finally:  # what each item took, charged to its client's share
-                done = [(client_of(item), self._spent[item], item.charged) for item in batch]
-                self._post(self._served, done, max(item.start for item in batch))
+                self._served([(item.charged_to, self._spent[item], item.charged) for item in batch])
 
     def _process(self, batch: list[Item]) -> None:
         """Each item's step runs apart: one stream's failure (a bug, a full disk, a broken

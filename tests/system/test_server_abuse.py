@@ -215,14 +215,14 @@ def test_a_streams_failure_in_the_worker_fails_that_stream_only(make_server, cod
         assert entered.wait(30)
         for p in packets[1:]:
             bad.chan.send(P.encode(P.PACKET, p))
-        wait_for(lambda: worker.q.qsize() == len(packets) - 1, "the bad stream's frames queued")
+        wait_for(lambda: worker.queued() == len(packets) - 1, "the bad stream's frames queued")
         idle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         idle.close()  # its session expires after 1 s: a close item in the same batch
-        wait_for(lambda: gone.closing and worker.q.qsize() == len(packets), "the idle stream's close queued")
+        wait_for(lambda: gone.closing and worker.queued() == len(packets), "the idle stream's close queued")
         for p in packets:
             victim.chan.send(P.encode(P.PACKET, p))
         victim.chan.send(P.control(P.END, {"frames": len(packets)}))
-        wait_for(lambda: worker.q.qsize() == 2 * len(packets) + 1, "the victim's frames and END queued")
+        wait_for(lambda: worker.queued() == 2 * len(packets) + 1, "the victim's frames and END queued")
     finally:
         gate.set()
     answers = victim.answers_until({P.SUMMARY, P.ERROR})

@@ -195,20 +195,18 @@ def test_an_end_cancelled_while_it_waits_for_a_slot_leaves_the_stream_to_resume_
     try:
         fill.chan.send(P.encode(P.PACKET, packets[0]))
         assert entered.wait(30)
-        t.chan.send(P.encode(P.PACKET, packets[0]))  # takes the queue's one slot
-        wait_for(lambda: worker.q.qsize() == 1, "the slot taken")
-        fill.chan.send(P.encode(P.PACKET, packets[1]))  # waits for a slot
-        wait_for(lambda: "127.0.0.3" in worker._turns, "the fill client waiting")
-        other.chan.send(P.encode(P.PACKET, packets[0]))  # so does a third client
-        wait_for(lambda: "127.0.0.4" in worker._turns, "the third client waiting")
-        t.send(P.END, {"frames": 2})  # waits behind them
-        wait_for(lambda: s.ending and "127.0.0.1" in worker._turns, "the END waiting for a slot")
+        t.chan.send(P.encode(P.PACKET, packets[0]))  # takes the client's share of the queue (one slot)
+        wait_for(lambda: worker.queued() == 1, "the slot taken")
+        other.chan.send(P.encode(P.PACKET, packets[0]))  # another client's share: a slot of its own
+        wait_for(lambda: worker.queued() == 2, "the other client's slot taken")
+        t.send(P.END, {"frames": 2})  # waits for the client's frame to be taken
+        wait_for(lambda: s.ending and "127.0.0.1" in worker._waiters, "the END waiting for a slot")
         t.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         t.sock.close()  # reset
     finally:
         gate.set()
     wait_for(lambda: s.conn is None, "the broken connection detached")
-    wait_for(lambda: worker.q.empty() and not worker._turns, "the queue drained")
+    wait_for(lambda: worker.queued() == 0 and not worker._waiters, "the queue drained")
     assert not s.ending
     again = Raw(srv.address, source="127.0.0.1", timeout=30)  # (under the 60 s a resume waited)
     answer = again.hello(header, "cam", resume=True, token=token)
@@ -249,18 +247,18 @@ def test_resumes_waiting_for_ending_streams_hold_no_hello_thread(make_server, co
 
 
 def test_the_worker_charges_each_client_the_time_its_items_took(make_server, coded_stream):
-    """The fair share's measure (docs/deployment.md): after each batch the worker tells the
-    event loop what each item took (its decode, its share of the batch's M2, its record;
-    a control item's step), charged to the client that sent it."""
+    """The fair share's measure (docs/deployment.md): after each batch the worker charges
+    what each item took (its decode, its share of the batch's M2, its record; a control
+    item's step) to the client of its session."""
     header, packets = coded_stream
     srv = make_server()
     worker = srv.workers[0]
     told: list[tuple] = []
     real = worker._served
 
-    def served(done, vtime):
+    def served(done):
         told.extend(done)
-        real(done, vtime)
+        real(done)
 
     worker._served = served
     c = Raw(srv.address, source="127.0.0.5", timeout=60)
