@@ -188,12 +188,18 @@ def build_wheel(dest: Path) -> Path:
 
 
 def export_m1(path: Path, cut: str | None, calibration: int | None = None) -> None:
+    """``temposplit models export-m1`` on the host; its failure (a --cut the model has not,
+    weights missing) a SetupError with its error line."""
     cmd = [str(Path(sys.executable).parent / "temposplit"), "models", "export-m1", "--out", str(path)]
     if cut:
         cmd += ["--cut", cut]
     if calibration:
         cmd += ["--calibration", str(calibration)]
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        why = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+        raise SetupError(f"exporting the M1 failed: {why}")
 
 
 def decode_frames(path: Path, count: int) -> None:

@@ -43,7 +43,7 @@ def register(sub) -> None:
         help="stream name (the server's output folder; default edge): letters, digits, '.', '_', '-', "
         "at most 64, the first a letter or digit",
     )
-    p.add_argument("--model", default="ssd-mobilenet-v2")
+    _add_model_option(p, "--m1's or --replay's")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames (at most 2^24)")
@@ -97,7 +97,7 @@ def register(sub) -> None:
     p.add_argument("output", help="feature file (.npz) to write")
     p.add_argument("--frames", type=int, default=40, help="frames to write (default 40, at most 2^24)")
     _add_source_options(p)
-    p.add_argument("--model", default="ssd-mobilenet-v2")
+    _add_model_option(p, "--m1's")
     p.add_argument("--weights", default=None, help="local weights file (.pb/.pt for the SSD, .pth for torchvision)")
     p.add_argument("--cut", default=None)
     _add_calibration_options(p)
@@ -118,6 +118,14 @@ def _stream_name(text: str) -> str:
             f"{text!r} is not a stream name: 1-64 letters, digits, '.', '_' or '-', the first a letter or digit"
         )
     return text
+
+
+def _add_model_option(p, files: str) -> None:
+    """``--model``: None where not given, so that a file that holds its model (an exported M1,
+    a feature file) is not checked against a default nobody asked for."""
+    from temposplit.model.cuts import DEFAULT_MODEL
+
+    p.add_argument("--model", default=None, help=f"the detector (default {DEFAULT_MODEL}, or the {files} own)")
 
 
 def _add_backend_option(p) -> None:
@@ -255,11 +263,11 @@ def _edge_model(args, path: str, log):
     from temposplit.host.pipeline import EdgeModel, NumpyEdgeModel
     from temposplit.host.sources import open_source
     from temposplit.model.calibration import calibration_frames
+    from temposplit.model.cuts import DEFAULT_MODEL
 
     if args.m1:
         model = NumpyEdgeModel(args.m1, log=log)
-        if args.model != model.model:
-            raise ConfigError(f"--model {args.model}, but {args.m1} is an M1 of {model.model}: leave --model out")
+        _check_model(args.model, args.m1, model.model, "an M1")
         if args.cut:  # the file's M1 ends at one cut: another --cut would be ignored silently
             from temposplit.model.cuts import get_cut
 
@@ -273,7 +281,16 @@ def _edge_model(args, path: str, log):
         calib = list(itertools.islice(open_source(path, **_source_options(args)).frames(), args.calibration or 16))
     else:
         calib = calibration_frames(args.calibration)
-    return EdgeModel(args.model, args.cut, args.weights, calib, log=log)
+    return EdgeModel(args.model or DEFAULT_MODEL, args.cut, args.weights, calib, log=log)
+
+
+def _check_model(given: str | None, path: str, held: str, what: str) -> None:
+    """``--model``, where given, against the model the file ``path`` holds (an exported M1, a
+    feature file): another would be ignored silently."""
+    from temposplit.errors import ConfigError
+
+    if given is not None and given != held:
+        raise ConfigError(f"--model {given}, but {path} is {what} of {held}: leave --model out")
 
 
 def _demo(args) -> int:
@@ -323,9 +340,10 @@ def _edge(args) -> int:
         args.source = os.environ.get("TEMPOSPLIT_SOURCE") or None
     if (args.source is None) == (args.replay is None):
         raise ConfigError("give either a video source (or $TEMPOSPLIT_SOURCE) or --replay FILE")
-    if args.replay and (args.m1 or args.weights or args.cut or args.calibrate_on_clip):
+    if args.replay and (args.m1 or args.weights or args.cut or args.calibration is not None or args.calibrate_on_clip):
         raise ConfigError(
-            "--replay streams recorded cut tensors: --m1, --weights, --cut and --calibrate-on-clip do not apply"
+            "--replay streams recorded cut tensors: --m1, --weights, --cut, --calibration and --calibrate-on-clip "
+            "do not apply"
         )
     _check_frames(args.frames)
     _at_least(args.calibration, 1, "--calibration", MAX_CALIBRATION)
@@ -351,6 +369,7 @@ def _edge(args) -> int:
         from temposplit.host.sources import open_replay
 
         source = model = open_replay(args.replay)  # the recorded M1 outputs: no model to load
+        _check_model(args.model, args.replay, source.model, "a feature file")
         video = {"fps": source.fps}
     else:
         from temposplit.host.sources import open_source

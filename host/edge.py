@@ -7,10 +7,13 @@ and resends them: no frame is lost silently.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
+import os
 import queue
 import random
+import selectors
 import socket
 import ssl
 import threading
@@ -29,6 +32,15 @@ from temposplit.host.backends import make_encoder
 MAX_TIMEOUT = 86400.0  # the answer timeout (--timeout): a day at most (a socket refuses an unbounded one)
 RECONNECT_ATTEMPTS = 11
 RECONNECT_FIRST, RECONNECT_CAP = 0.1, 5.0  # seconds: the back-off doubles from the first up to the cap
+# The most the ten waits between eleven attempts take (26.3 s): the attempts end by then too, so a
+# server host that drops the connection's SYNs (powered off, firewalled) is given up as soon as one
+# that refuses it (docs/protocol.md, "Lost connections").
+RECONNECT_SPAN = sum(min(RECONNECT_CAP, RECONNECT_FIRST * 2**a) for a in range(RECONNECT_ATTEMPTS - 1))
+CONNECT_TIMEOUT = 10.0  # seconds an attempt's TCP connect waits for the server (at most the answer timeout)
+STOP_POLL = 0.1  # seconds: how often a wait while connecting looks for a stop (a signal's handler sets it)
+# A socket, or its bind to --source-address, that fails so fails on every attempt: not an address
+# of this machine, an IPv6 one without its scope, a family this machine has no sockets of.
+FINAL_SOCKET_ERRORS = frozenset((errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT))
 
 
 def reconnect_delay(attempt: int, rng=random) -> float:
@@ -280,6 +292,7 @@ class Edge:
         self.silences = 0  # answer timeouts in a row with frames unacknowledged (Silent)
         self.fruitless = 0  # reconnects in a row with no ACK between them
         self.stop: str | None = None  # why to end the stream after the current frame (set by a signal handler)
+        self.ending = False  # the frames sent: the stream is being ended (END), a stop no longer cuts a reconnect short
         self.opened = False  # the server welcomed this run's stream (a new one or a resume)
         self.left_over = None  # the source's item after a full stream's last frame (report.full)
         self.fault = None  # fault injection (tests): callable(frame_index, channel) run after each send
@@ -288,16 +301,23 @@ class Edge:
     # ------------------------------------------------------------------ connection
 
     def _connect(self, resume: bool) -> None:
+        """Connect and send HELLO, up to ``reconnect_attempts`` times with the back-off between
+        them, all within RECONNECT_SPAN (the time a connected server takes to answer not
+        counted: the answer timeout bounds that), each connect within CONNECT_TIMEOUT. A stop
+        (SIGINT, SIGTERM) ends the attempts at once (:meth:`_check_stop`)."""
         last = None
         where = P.hostport(*self.address[:2])
         check_host(self.address[0])  # an IDNA failure is no reason to retry
         unanswered = 0  # connections accepted whose HELLO got no answer within the timeout
         closed_after_tls = 0  # connections in a row the server closed after the TLS handshake, unanswered
+        start = time.monotonic()
+        deadline = start + RECONNECT_SPAN
         for attempt in range(self.reconnect_attempts):
             connected = handshaken = answered = False
+            self._check_stop(where)
             try:
-                sock = socket.create_connection(self.address, timeout=self.timeout, source_address=self.source_address)
-                connected = True
+                sock = self._dial(min(CONNECT_TIMEOUT, self.timeout, deadline - time.monotonic()), where)
+                connected, since = True, time.monotonic()
                 if self.tls is not None:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
                     handshaken = True
@@ -344,6 +364,7 @@ class Edge:
                 last = exc
                 if connected:
                     sock.close()
+                    deadline += time.monotonic() - since  # the server's answer is the answer timeout's
                 refused = tls_refusal(exc, where, self.tls_cert)
                 if refused is not None:  # the same certificate would be refused again
                     raise TemposplitError(refused) from None
@@ -362,9 +383,107 @@ class Edge:
                             f"the server at {where} accepted the connection but did not answer within "
                             f"{self.timeout:g} s, twice (is it a temposplit server?)"
                         ) from None
-                if attempt + 1 < self.reconnect_attempts:
-                    time.sleep(reconnect_delay(attempt))
-        raise TemposplitError(f"cannot reach the server at {where}: {last}")
+                wait = reconnect_delay(attempt)
+                if attempt + 1 == self.reconnect_attempts or time.monotonic() + wait >= deadline:
+                    break
+                self._wait(wait, where)
+        tried = f"{attempt + 1} attempt(s) in {time.monotonic() - start:.0f} s"
+        raise TemposplitError(f"cannot reach the server at {where}: {last} ({tried})")
+
+    def _dial(self, timeout: float, where: str) -> socket.socket:
+        """``socket.create_connection(self.address, timeout, self.source_address)``, its wait
+        for the server in slices that a stop cuts short (a host that drops the SYNs held a
+        SIGTERM for the whole timeout). A connection that can never be made from
+        ``--source-address`` (not an address of this machine; of another family than the
+        server's) is a TemposplitError: no reason to retry."""
+        host, port = self.address[:2]
+        source = self.source_address
+        family = 0 if source is None else socket.AF_INET6 if ":" in source[0] else socket.AF_INET
+        try:
+            found = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if family and self._resolves(host, port):  # the server has addresses, none of the source's family
+                ip = "IPv6" if family == socket.AF_INET6 else "IPv4"
+                raise TemposplitError(
+                    f"cannot connect from {source[0]} to the server at {where}: it has no {ip} address"
+                ) from None
+            raise exc from None  # (a name not found: the resolver may not be up yet)
+        last: OSError | None = None
+        final = True  # every address of the server failed so that it fails again (false: one may not)
+        for kind, socktype, proto, _, address in found:
+            sock, connecting = None, False
+            try:
+                sock = socket.socket(kind, socktype, proto)
+                if source is not None:
+                    sock.bind(source)
+                connecting = True
+                self._connect_socket(sock, address, timeout, where)
+                return sock
+            except OSError as exc:
+                if sock is not None:
+                    sock.close()
+                last = exc
+                # (a connect's errors all may pass: a server restarting, a network coming up)
+                final &= not connecting and (isinstance(exc, socket.gaierror) or exc.errno in FINAL_SOCKET_ERRORS)
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
+        if last is not None and final:
+            why = last.strerror or last
+            if last.errno == errno.EADDRNOTAVAIL:
+                why = f"{why} (not an address of this machine)"
+            frm = f" from {source[0]}" if source is not None else ""
+            raise TemposplitError(f"cannot connect{frm} to the server at {where}: {why}")
+        raise last if last is not None else OSError(f"no address of {host}")
+
+    @staticmethod
+    def _resolves(host: str, port: int) -> bool:
+        try:
+            return bool(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError:
+            return False
+
+    def _connect_socket(self, sock: socket.socket, address, timeout: float, where: str) -> None:
+        """``sock.connect(address)`` within ``timeout`` s (a TimeoutError past it), looking for
+        a stop every STOP_POLL s; the socket then blocks with the answer timeout."""
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            ends = time.monotonic() + timeout
+            with selectors.DefaultSelector() as sel:
+                sel.register(sock, selectors.EVENT_WRITE)
+                while not sel.select(max(0.0, min(STOP_POLL, ends - time.monotonic()))):
+                    self._check_stop(where)
+                    if time.monotonic() >= ends:
+                        raise TimeoutError(f"no answer to the connection within {timeout:g} s")
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        sock.settimeout(self.timeout)
+
+    def _wait(self, seconds: float, where: str) -> None:
+        """``time.sleep(seconds)`` between connection attempts, looking for a stop every STOP_POLL s."""
+        ends = time.monotonic() + seconds
+        while (left := ends - time.monotonic()) > 0:
+            self._check_stop(where)
+            time.sleep(min(STOP_POLL, left))
+        self._check_stop(where)
+
+    def _check_stop(self, where: str) -> None:
+        """A stop (``stop``: SIGINT, SIGTERM) while connecting, before the stream is being
+        ended: no connection to end the stream on, so a stream opened stays unfinished on the
+        server, for a rerun to resume (the edge keeps its token). Once the stream is being
+        ended (``ending``: its END to send) the edge reconnects to end it; a second signal
+        stops it at once (the CLI's handler)."""
+        if self.stop is None or self.ending:
+            return
+        kept = (
+            f"the stream {self.stream!r} stays unfinished on the server: the same command, run again, resumes it"
+            if self.token
+            else "no stream was opened"
+        )
+        raise TemposplitError(f"{self.stop} while connecting to the server at {where}; {kept}")
 
     def _closed_after_handshake(self, where: str) -> str:
         what = "closed the connection right after the TLS handshake, twice, without an answer"
@@ -492,7 +611,7 @@ class Edge:
             )
         self.log("connection lost; reconnecting")
         if self.fruitless > 1:  # the back-off of a failed connect, between connections that fail once made
-            time.sleep(reconnect_delay(self.fruitless - 2))
+            self._wait(reconnect_delay(self.fruitless - 2), P.hostport(*self.address[:2]))
         # Frames are numbered by the encoder in order: resend every kept frame from the
         # oldest unacknowledged one (the server acknowledges those it has as duplicates).
         first = min([i for i in self.pending if i in self.history], default=self.next_index)
@@ -630,6 +749,7 @@ class Edge:
             capture = time.perf_counter()
             cut = self.model.m1([frame])[0]
             self._frame(self.next_index, cut, capture)
+        self.ending = True
         self.report.frames = self.next_index
         self.report.m1_ms = list(self.model.m1_ms)
         self._guarded(lambda: self._emit(self.encoder.flush()))

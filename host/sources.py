@@ -140,6 +140,9 @@ def _cv2_capture(path: str, camera: bool, url: str | None = None, options: dict 
     seconds to open and for each picture)."""
     import cv2
 
+    # FFmpeg's own lines (a damaged file's, by the dozen; a URL's, which may name its
+    # credentials): none. OpenCV reads the variable at its first capture in the process.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if url is not None:
         return _cv2_network_capture(cv2, url, path, options or {}, timeout)
     if not camera:
@@ -148,11 +151,42 @@ def _cv2_capture(path: str, camera: bool, url: str | None = None, options: dict 
     return cv2.VideoCapture(int(index.group(1))) if index else cv2.VideoCapture(path, cv2.CAP_V4L2)
 
 
+# The first bytes of the containers whose frame count, as OpenCV gives it, is no count of the
+# frames it shows: an MP4's or a MOV's (ISO boxes: an edit list may hide frames it counts, a
+# trimmed clip's), a Matroska's or a WebM's (EBML: it counts none, and OpenCV's count is its
+# duration times a rate, which a held last picture outlasts).
+_MOV_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+_EBML = b"\x1a\x45\xdf\xa3"
+
+
+def _cv2_missing_tail(path: str, read: int, counted: int | None, last: float | None, fps: float) -> str | None:
+    """Why a video file that OpenCV stopped reading after ``read`` frames (the last at
+    ``last`` s, None where unknown) looks cut short, or None: fewer frames than the count
+    its container gives (``counted``), by PyAV's margin (more than 2 and 2 %: model/data.py's
+    ``_missing_tail``), the last frame's time short of that count at ``fps`` too (a rate
+    that varies), in a container whose count is its frames' (not :data:`_MOV_BOXES`'s or
+    :data:`_EBML`'s kind: there OpenCV cannot tell a trimmed clip or a held last picture
+    from a cut)."""
+
+    def short(frames: float) -> bool:
+        return counted - frames > max(2, 0.02 * counted)
+
+    if not counted or not short(read) or (last is not None and not short(last * fps + 1)):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head.startswith(_EBML) or head[4:8] in _MOV_BOXES:
+        return None
+    return f"the file ends after {read} of the {counted} frames its container announces"
+
+
 def _cv2_network_capture(cv2, url: str, shown: str, options: dict, timeout: float):
     bad = [k for k, v in options.items() if ";" in v or "|" in v]
     if bad:
         raise ConfigError(f"--input-option {bad[0]}: OpenCV's reader cannot pass a value holding ';' or '|'")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines (they may name the URL): none
     params = []
     for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):  # OpenCV 4.5.2 and later
         if hasattr(cv2, name):
@@ -360,9 +394,11 @@ class Source:
 
     @property
     def live(self) -> bool:
-        """A camera or a network source: no frame count, frames numbered as the edge takes
-        them, a resumed stream numbered on (docs/protocol.md, "Frame identity")."""
-        return self.camera or self.url is not None
+        """A camera or a network source of no known duration: frames numbered as the edge
+        takes them, a resumed stream numbered on (docs/protocol.md, "Frame identity"). A
+        file read over the network (``finite``) is read whole from its start, as a local
+        file is: its frames keep their positions, and a resume skips those recorded."""
+        return self.camera or (self.url is not None and not self.finite)
 
     def frames(self):
         """RGB uint8 frames (H, W, 3), all of the first frame's size: a frame of another
@@ -435,6 +471,9 @@ class Source:
                 if not ok:
                     if self.camera:  # OpenCV tells no error from an end, and a camera has no end
                         raise ConfigError(f"{self.path}: the camera stopped at frame {index}: no picture from it")
+                    missing = _cv2_missing_tail(self.path, index, self.count, last, self.fps)
+                    if missing:  # as PyAV's reader says it (model/data.py's read_video)
+                        raise ConfigError(f"{self.path}: cannot decode frame {index}: {missing} (a truncated file?)")
                     return
                 index += 1
                 if self.camera:

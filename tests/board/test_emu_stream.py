@@ -41,3 +41,18 @@ def test_an_edge_run_past_the_timeout_is_one_line_and_exit_2(monkeypatch, capsys
     assert emu.main(["--timeout", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["board-emu: error: the emulated board's edge took longer than --timeout (5 s): raise it"]
+
+
+def test_an_m1_export_that_fails_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    """A --cut the model has not: ``temposplit models export-m1`` (run for real, the armhf
+    root and the wheel stubbed) exits 2, which escaped main() as a CalledProcessError's
+    traceback and exit 1, the status of a failed check."""
+    root = tmp_path / "root"
+    root.mkdir()
+    monkeypatch.setattr(emu, "ensure_binfmt", lambda: None)
+    monkeypatch.setattr(emu, "ensure_root", lambda cache: root)
+    monkeypatch.setattr(emu, "build_wheel", lambda dest: Path("temposplit-0.1.0-py3-none-any.whl"))
+    assert emu.main(["--cut", "nosuchcut", "--out", str(tmp_path / "out"), "--calibration", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("board-emu: error: exporting the M1 failed: "), err
+    assert "has no cut 'nosuchcut'" in err[0]
