@@ -337,16 +337,21 @@ def _cmd_sensitivity(args) -> int:
     names = _names(args.videos, "--videos")
     only = _names(args.only, "--only")  # "," names nothing: an error, not an unknown group ""
     # "calibration": the fixed calibration set itself (no evaluated frame), scored on
-    # --frames of its frames; any other name is a video or an evaluation clip.
-    videos = {name: _video_arg(name) for name in names if name.lower() != CALIBRATION_CLIP}
+    # --frames of its frames; any other name is a video or an evaluation clip. A clip is
+    # studied once however it is named (vtest, VTEST, data/vtest.avi): under its first name.
+    sources = {}  # what a name reads -> (its first name, the video; None: the calibration set)
+    for name in names:
+        if name.lower() == CALIBRATION_CLIP:
+            sources.setdefault(CALIBRATION_CLIP, (name, None))
+        else:
+            video = _video_arg(name)
+            sources.setdefault(video.resolve(), (name, video))
     _threads(args)
     det = load_detector()
     calib = calibration_frames()
     clips = {
-        name: spread_list(calib, args.frames)
-        if name.lower() == CALIBRATION_CLIP
-        else spread_frames(videos[name], args.frames)[0]
-        for name in names
+        name: spread_list(calib, args.frames) if video is None else spread_frames(video, args.frames)[0]
+        for name, video in sources.values()
     }
     for name, frames in clips.items():  # mAP against nothing is undefined: refused before the calibration
         if reference_boxes(float_reference(det, frames)) == 0:

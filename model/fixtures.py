@@ -22,10 +22,25 @@ from pathlib import Path
 
 import numpy as np
 
-COMMAND = "temposplit models fixtures --out tests/fixtures/features"
+DEFAULT_OUT = "tests/fixtures/features"
 DEFAULT_START = 100
 DEFAULT_FRAMES = 3
 CHANNEL_BUDGET = 12_000  # codes per frame and tensor, before compression
+
+
+def command(out, start: int = DEFAULT_START, count: int = DEFAULT_FRAMES) -> str:
+    """The command that writes the fixtures with these options (the defaults' left out)."""
+    import shlex
+
+    words = ["temposplit", "models", "fixtures", "--out", str(out)]
+    if start != DEFAULT_START:
+        words += ["--start", str(start)]
+    if count != DEFAULT_FRAMES:
+        words += ["--frames", str(count)]
+    return shlex.join(words)
+
+
+COMMAND = command(DEFAULT_OUT)  # the committed fixtures'
 
 
 def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_FRAMES, log=print) -> list[Path]:
@@ -54,7 +69,7 @@ def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_F
         per_frame = [split.cut_tensors(tensors, i) for i in range(len(frames))]
         arrays: dict[str, np.ndarray] = {
             "frames": np.arange(start, start + len(frames)),
-            "command": np.array(COMMAND),
+            "command": np.array(command(out, start, count)),
             "cut": np.array(cut.name),
             "platform": np.array(calibration_platform()),
         }

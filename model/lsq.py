@@ -4,10 +4,11 @@ The observers choose each activation's quint8 range alone, by what it does to th
 tensor (min/max, histogram, MSE). ``lsq`` starts from their ranges and moves every
 range's scale, LSQ-style (Esser et al. 2020: the rounding's gradient with respect to the
 step size, straight through the rounding), to bring the *detector's outputs* with the
-int8 M1 closer to the float model's: the heads' class scores (the Bernoulli KL of each
-anchor's sigmoid scores) and boxes (L1 of the box encodings, weighted by the float
-model's best object score at the anchor), summed over the six SSD cuts, each the int8 M1
-up to the cut and float M2 after it, as the evaluation scores them. No label and no
+int8 M1 closer to the float model's (the detector's own network, not the recipe's): the
+heads' class scores (the Bernoulli KL of each anchor's sigmoid scores) and boxes (L1 of
+the box encodings, weighted by the float model's best object score at the anchor), summed
+over the six SSD cuts, each the int8 M1 up to the cut and the untouched float M2 after
+it, as the evaluation scores them. No label and no
 evaluated frame: the calibration frames, randomly cropped (60-100 % a side) and
 mirrored. Only the scales move (each zero point stays the observer's); the weights, the
 network's layers and arithmetic, the cut's quint8 per-tensor format and the NumPy board
@@ -69,6 +70,43 @@ def _crops(frames, rng, count):
     return out
 
 
+def _run_stages(net: torch.nn.Module, names, x, taps: dict, prev):
+    """Run the SSD's stages ``names`` from ``x``, as ``SSDMobileNetV2.forward`` does:
+    (the last output, the taps so far, ``features.13``'s output for ``features.14``)."""
+    for name in names:
+        x_in = x
+        x = net.run_stage(name, x, prev)
+        if name == "features.14.expand":
+            prev = x_in
+        if name in net.TAPS:
+            taps[name] = x
+    return x, taps, prev
+
+
+def cut_outputs(m1: torch.nn.Module, m2: torch.nn.Module, x: torch.Tensor, cuts: list[int]) -> list:
+    """The heads' outputs ``(boxes, logits)`` of the split SSD at each stage index in
+    ``cuts`` (of ``STAGES``): ``m1`` (its rounding in place) up to the cut, ``m2`` (the
+    untouched float network, as the server runs it) after it. ``m1``'s stages run once,
+    shared by the cuts."""
+    stages = list(m1.STAGES)
+    outs = []
+    s, taps, prev = m1.quant(x), {}, None
+    for i, name in enumerate(stages[: max(cuts) + 1]):
+        s, taps, prev = _run_stages(m1, [name], s, taps, prev)
+        if i in cuts:  # the float M2 on from here
+            _, m2_taps, _ = _run_stages(m2, stages[i + 1 :], s, dict(taps), prev)
+            outs.append(m2.head(m2_taps))
+    return outs
+
+
+def _frozen(net: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of ``net`` in eval mode without gradients of its own."""
+    net = copy.deepcopy(net).float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def learn_scales(
     detector,
     net,
@@ -85,17 +123,18 @@ def learn_scales(
     """Learned scales of the activation points (``"features.3.project:a"``, ...) of the
     float network ``net`` (the recipe's, float32; a copy is used), starting from
     ``qparams`` (point -> (scale, zero point), the observers'). ``wide``: the layers whose
-    weights round on the int16 grid; ``steps`` defaults to :data:`STEPS`. Returns point -> scale."""
-    from temposplit.model.sensitivity import FakeQuantSSD, stage_index
+    weights round on the int16 grid; ``steps`` defaults to :data:`STEPS`. The teacher is
+    the detector's own float network (``detector.net``, untouched: not the recipe's), and
+    the layers after each cut are its untouched stages (:func:`cut_outputs`), as the
+    evaluation runs the split. Returns point -> scale."""
+    from temposplit.model.sensitivity import FakeQuantSSD
 
+    float_net = _frozen(detector.net)
     twin = copy.copy(detector)
-    twin.net = copy.deepcopy(net).float().eval()
-    for p in twin.net.parameters():
-        p.requires_grad_(False)
+    twin.net = _frozen(net)
     sim = FakeQuantSSD(twin)
     sim.set_wide(wide)
     acts = [p for p in sim.points if p.kind == "a"]
-    weights = [p for p in sim.points if p.kind == "w"]
     missing = [p.name for p in acts if p.name not in qparams]
     if missing:
         raise ValueError(f"no starting range for {', '.join(missing)}")
@@ -108,49 +147,34 @@ def learn_scales(
     def scale(name):
         return log_scale[name].exp().clamp(max=cap[name])
 
-    bound = {"stage": None}
-    order = {p.name: stage_index(p.stage) for p in sim.points}
-
-    def hook(module, inputs, output, name):
-        if bound["stage"] is None or order[name] > bound["stage"]:
-            return output
-        return _fake_quant(output, scale(name), zero[name])
-
-    def int8_up_to(stage):
-        bound["stage"] = stage
-        with torch.no_grad():
-            for p in weights:
-                q = stage is not None and order[p.name] <= stage
-                p.module.conv.weight.copy_(sim.quant_weights[p.name] if q else sim.float_weights[p.name])
-
-    cuts = [stage_index(c.name) for c in detector.cuts]
-    hooks = [p.module.register_forward_hook(lambda m, i, o, n=p.name: hook(m, i, o, n)) for p in acts]
+    with torch.no_grad():  # every weight of the copy rounded: only its stages up to a cut run
+        for p in sim.points:
+            if p.kind == "w":
+                p.module.conv.weight.copy_(sim.quant_weights[p.name])
+    stages = list(twin.net.STAGES)
+    cuts = [stages.index(c.name) for c in detector.cuts]
+    hooks = [p.module.register_forward_hook(lambda m, i, o, n=p.name: _fake_quant(o, scale(n), zero[n])) for p in acts]
     steps = STEPS if steps is None else steps
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(list(log_scale.values()), lr=lr)
-    norm: dict[int, float] = {}  # each cut's loss on the first batch: the cuts weigh alike
+    norm: list[float] = []  # each cut's loss on the first batch: the cuts weigh alike
     try:
         for step in range(steps):
             chosen = _crops(frames, rng, batch) if augment else list(frames[:batch])
             x = detector.preprocess(chosen).tensor.float()
-            int8_up_to(None)
             with torch.no_grad():
-                teacher = twin.net(x)
+                teacher = float_net(x)
             opt.zero_grad()
-            losses = []
-            for cut in cuts:
-                int8_up_to(cut)
-                loss = output_loss(twin.net(x), teacher)
-                losses.append(float(loss))
-                norm.setdefault(cut, max(losses[-1], 1e-9))
-                (loss / norm[cut]).backward()
+            losses = [output_loss(o, teacher) for o in cut_outputs(twin.net, float_net, x, cuts)]
+            if not norm:
+                norm = [max(float(v.detach()), 1e-9) for v in losses]
+            sum(v / n for v, n in zip(losses, norm, strict=True)).backward()
             opt.step()
             if log and (step % 10 == 0 or step == steps - 1):
-                log(f"lsq step {step + 1}/{steps}: loss {sum(losses) / len(losses):.4f}")
+                log(f"lsq step {step + 1}/{steps}: loss {sum(float(v) for v in losses) / len(losses):.4f}")
     finally:
         for h in hooks:
             h.remove()
-        int8_up_to(None)
     return {name: float(scale(name).detach()) for name in log_scale}
 
 

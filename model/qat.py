@@ -103,19 +103,6 @@ def _augment(frames: list[torch.Tensor], rng: np.random.Generator, count: int, s
     return torch.stack(out) * (2.0 / 255.0) - 1.0
 
 
-def _run_stages(net: nn.Module, names, x, taps: dict, prev):
-    """Run the SSD's stages ``names`` from ``x``, as ``SSDMobileNetV2.forward`` does:
-    (the last output, the taps so far, ``features.13``'s output for ``features.14``)."""
-    for name in names:
-        x_in = x
-        x = net.run_stage(name, x, prev)
-        if name == "features.14.expand":
-            prev = x_in
-        if name in net.TAPS:
-            taps[name] = x
-    return x, taps, prev
-
-
 class _Student:
     """The recipe's float network with rounding at every M1 point, run up to a cut and
     continued by the float teacher."""
@@ -162,14 +149,9 @@ class _Student:
 
     def outputs(self, x, cuts: list[int]) -> list:
         """The heads' outputs with the int8 M1 up to each stage index in ``cuts``."""
-        outs = []
-        s, taps, prev = self.net.quant(x), {}, None
-        for i, name in enumerate(self.stages[: max(cuts) + 1]):
-            s, taps, prev = _run_stages(self.net, [name], s, taps, prev)
-            if i in cuts:  # the float M2 on from here
-                _, m2_taps, _ = _run_stages(self.teacher, self.stages[i + 1 :], s, dict(taps), prev)
-                outs.append(self.teacher.head(m2_taps))
-        return outs
+        from temposplit.model.lsq import cut_outputs
+
+        return cut_outputs(self.net, self.teacher, x, cuts)
 
     def result(self, history) -> Result:
         def cpu(t):
@@ -206,15 +188,13 @@ def learn(
     (the float model; copied, frozen) on augmented ``frames`` (RGB uint8), starting from
     the observers' ``qparams``, with the loss summed over ``cuts`` (stage names). With
     ``held_out`` frames, the history records their loss (whole frames, no augmentation)."""
-    from temposplit.model.lsq import output_loss
+    from temposplit.model.lsq import _frozen, output_loss
     from temposplit.model.ssd import INPUT_SIZE, preprocess
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     steps = STEPS if steps is None else steps
-    teacher = copy.deepcopy(teacher_net).float().to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = _frozen(teacher_net).to(device)
     net = copy.deepcopy(start_net).float().to(device).eval()
     student = _Student(net, teacher, wide, qparams)
     stage_of = {name: i for i, name in enumerate(student.stages)}
@@ -289,6 +269,7 @@ def fine_tune(
 
 FILE = "ssd-qat.npz"  # in model/weights/: the network `default+qat` converts
 FORMAT = 1
+MAX_BYTES = 64 << 20  # a qat file larger is refused unread (the shipped one: 2.2 MB)
 
 
 def weights_path():
@@ -363,22 +344,62 @@ class Shipped:
     digest: str
 
 
+def _read(path) -> bytes:
+    """The bytes of a qat file: one that is missing, unreadable or not a regular file (a
+    pipe, a device: refused before any read) is a ``MissingDependencyError``, one larger than
+    :data:`MAX_BYTES` a ``ConfigError``."""
+    import os
+    import stat
+
+    from temposplit.errors import ConfigError, MissingDependencyError
+
+    try:  # non-blocking: opening a FIFO waits for no writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise MissingDependencyError(f"the qat network {path} cannot be read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MissingDependencyError(f"the qat network {path} is not a regular file (a device or a pipe)")
+        if st.st_size > MAX_BYTES:
+            raise ConfigError(f"{path} is not a qat network file ({st.st_size} bytes, more than {MAX_BYTES})")
+        try:
+            raw = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise MissingDependencyError(f"the qat network {path} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:  # grew since its size was read
+        raise ConfigError(f"{path} is not a qat network file (more than {MAX_BYTES} bytes)")
+    return raw
+
+
+def _check_snapped(path, layer: str, codes: np.ndarray, index: np.ndarray, extreme: np.ndarray) -> None:
+    """A layer's stored codes, index and largest weights agree: else a ``ConfigError``
+    naming the layer and the array."""
+    from temposplit.errors import ConfigError
+
+    if codes.ndim != 4:
+        raise ConfigError(f"{path}: {layer}:codes has shape {codes.shape}, not a convolution's (out, in, h, w)")
+    for name, a in ((f"{layer}:index", index), (f"{layer}:extreme", extreme)):
+        if a.shape != codes.shape[:1]:
+            raise ConfigError(f"{path}: {name} has shape {a.shape}, {layer}:codes has {codes.shape[0]} channels")
+    if index.dtype.kind not in "iu" or not ((0 <= index) & (index < codes[0].size)).all():
+        raise ConfigError(f"{path}: {layer}:index is not an index into each channel's {codes[0].size} weights")
+
+
 def load(path=None) -> Shipped:
-    """Read the shipped file (default :func:`weights_path`); a missing file is a
-    ``MissingDependencyError``, one that is not such a file a ``ConfigError``."""
+    """Read the shipped file (default :func:`weights_path`); a missing file (or one that
+    is not a regular file) is a ``MissingDependencyError``, one that is not such a file a
+    ``ConfigError``."""
     import hashlib
     import io
     import json
     import zipfile
     import zlib
 
-    from temposplit.errors import ConfigError, MissingDependencyError
+    from temposplit.errors import ConfigError
 
     path = weights_path() if path is None else path
-    try:
-        raw = open(path, "rb").read()
-    except OSError as exc:
-        raise MissingDependencyError(f"the qat network {path} cannot be read: {exc.strerror or exc}") from None
+    raw = _read(path)
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
@@ -390,7 +411,9 @@ def load(path=None) -> Shipped:
                 if f"{layer}:weight" in z.files:
                     w = torch.from_numpy(z[f"{layer}:weight"].astype(np.float32))
                 else:
-                    w = _unsnap(z[f"{layer}:codes"], z[f"{layer}:index"], z[f"{layer}:extreme"])
+                    codes, index, extreme = z[f"{layer}:codes"], z[f"{layer}:index"], z[f"{layer}:extreme"]
+                    _check_snapped(path, layer, codes, index, extreme)
+                    w = _unsnap(codes, index, extreme)
                 weights[layer] = (w, torch.from_numpy(z[f"{layer}:bias"].astype(np.float32)))
             points, scales, zps = z["points"], z["scales"], z["zero_points"]
             qparams = {str(p): (float(s), int(zp)) for p, s, zp in zip(points, scales, zps, strict=True)}
@@ -420,8 +443,10 @@ def _check(path, weights, qparams) -> None:
         raise ConfigError(f"{path}: its layers and points are not the SSD M1's up to {LAST_STAGE}")
     for layer, (w, b) in weights.items():
         conv = convs[layer]
-        if w.shape != conv.weight.shape or b.shape != conv.bias.shape:
+        if w.shape != conv.weight.shape:
             raise ConfigError(f"{path}: {layer} has shape {tuple(w.shape)}, the SSD's is {tuple(conv.weight.shape)}")
+        if b.shape != conv.bias.shape:
+            raise ConfigError(f"{path}: {layer}:bias has shape {tuple(b.shape)}, the SSD's is {tuple(conv.bias.shape)}")
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise ConfigError(f"{path}: {layer} has weights that are not finite")
     for name, (scale, zp) in qparams.items():
@@ -441,7 +466,9 @@ def restore(net: nn.Module, shipped: Shipped) -> None:
     with torch.no_grad():
         for layer, (w, b) in shipped.weights.items():
             conv = convs[layer]
-            if conv.weight.shape != w.shape or conv.bias.shape != b.shape:
+            if conv.weight.shape != w.shape:
                 raise ConfigError(f"{layer}: shape {tuple(w.shape)} does not fit {tuple(conv.weight.shape)}")
+            if conv.bias.shape != b.shape:
+                raise ConfigError(f"{layer}: bias shape {tuple(b.shape)} does not fit {tuple(conv.bias.shape)}")
             conv.weight.copy_(w.to(conv.weight.dtype))
             conv.bias.copy_(b.to(conv.bias.dtype))

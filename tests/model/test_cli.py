@@ -261,6 +261,28 @@ def test_sensitivity_scores_the_calibration_set_itself(monkeypatch, capsys):
     assert "13 frames from calibration" in capsys.readouterr().err
 
 
+def test_sensitivity_studies_a_clip_once_however_it_is_named(monkeypatch, capsys):
+    """`--videos vtest,VTEST,data/vtest.avi,calibration,CALIBRATION`: a clip is looked up
+    whatever its case, so it is deduplicated by what it reads: vtest and the calibration
+    set once each, under the first name given."""
+    from temposplit.model import sensitivity
+    from temposplit.model.data import have_data, vtest_path
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    seen = {}
+
+    def fake_study(det, clips, *args, **kwargs):
+        seen["clips"] = clips
+        return []
+
+    monkeypatch.setattr(sensitivity, "run_study", fake_study)
+    videos = f"vtest,VTEST,{vtest_path()},calibration,CALIBRATION"
+    assert main(["models", "sensitivity", "--videos", videos, "--frames", "2", "--threads", "1"]) == 0
+    assert list(seen["clips"]) == ["vtest", "calibration"]
+    assert "4 frames from vtest, calibration" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_count_frames_is_what_a_video_shows(tmp_path, suffix):
     """The announced count where the container gives one (MP4: no decoding of the whole

@@ -55,19 +55,20 @@ def test_fixtures_regenerate_identically_where_they_were_made(tmp_path, vtest_fr
     (correlation >= 0.99 where the platforms measured gave >= 0.9966, and vtest frames two
     apart 0.963-0.987), its scale within 5 % and zero point within 4."""
     from temposplit.model.fingerprint import calibration_platform
-    from temposplit.model.fixtures import write_fixtures
+    from temposplit.model.fixtures import command, write_fixtures
 
     write_fixtures(tmp_path, log=None)
     for cut in [c.name for c in cuts.cuts(cuts.SSD)]:
         old = _load(cut)
         new = np.load(tmp_path / f"ssd-{cut}.npz")
         assert str(new["platform"]) == calibration_platform()
+        assert str(new["command"]) == command(tmp_path)  # written elsewhere: the committed ones' with its --out
         if "platform" in old.files and str(old["platform"]) == calibration_platform():
             assert sorted(old.files) == sorted(new.files), cut
             for key in old.files:
-                assert np.array_equal(old[key], new[key]), (cut, key)
+                assert key == "command" or np.array_equal(old[key], new[key]), (cut, key)
             continue
-        for key in ("frames", "command", "cut"):
+        for key in ("frames", "cut"):
             assert np.array_equal(old[key], new[key]), (cut, key)
         for i in _tensors(old):
             for key in (f"name_{i}", f"shape_{i}"):
@@ -78,3 +79,25 @@ def test_fixtures_regenerate_identically_where_they_were_made(tmp_path, vtest_fr
             assert corr >= 0.99, (cut, i, corr)
             assert abs(float(new[f"scale_{i}"]) / float(old[f"scale_{i}"]) - 1) <= 0.05, (cut, i)
             assert abs(int(new[f"zero_point_{i}"]) - int(old[f"zero_point_{i}"])) <= 4, (cut, i)
+
+
+def test_the_fixtures_record_the_command_that_made_them(tmp_path, monkeypatch, vtest_frames):
+    """Each file's ``command`` is the one with the options it was written with (the
+    committed ones': :data:`COMMAND`, the defaults), not a fixed string."""
+    import shlex
+
+    from temposplit.model import quantize
+    from temposplit.model.fixtures import command, write_fixtures
+
+    assert COMMAND == command("tests/fixtures/features") == "temposplit models fixtures --out tests/fixtures/features"
+    real = quantize.quantize
+    monkeypatch.setenv("TEMPOSPLIT_INT8_CACHE", "0")  # the options are under test, not the calibration: a quick one
+    monkeypatch.setattr(quantize, "quantize", lambda det, frames: real(det, frames[:1], method="minmax"))
+    written = write_fixtures(tmp_path, start=5, count=1, log=None)
+    assert len(written) == len(cuts.cuts(cuts.SSD))
+    for path in written:
+        f = np.load(path)
+        recorded = str(f["command"])
+        assert "--start 5 --frames 1" in recorded
+        assert shlex.split(recorded)[:5] == ["temposplit", "models", "fixtures", "--out", str(tmp_path)], recorded
+        assert f["frames"].tolist() == [5]

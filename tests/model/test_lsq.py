@@ -61,3 +61,74 @@ def test_lsq_moves_activation_ranges_and_nothing_else(ssd, monkeypatch):
     assert moved > 0.5 * sum(p.kind == "a" for p in quant_points(ssd.net))
     x = ssd.preprocess(frames[:1]).tensor
     assert np.isfinite(learned(x)[1].numpy()).all()
+
+
+def test_the_split_runs_the_second_network_after_each_cut(ssd):
+    """``cut_outputs``: the first network up to each cut and the second after it; with the
+    float network as both, every cut gives the float network's outputs."""
+    from temposplit.model.ssd import SSDMobileNetV2
+
+    x = torch.rand(1, 3, 300, 300) * 2 - 1
+    with torch.no_grad():
+        ref = ssd.net(x)
+        cuts = [list(ssd.net.STAGES).index(c.name) for c in ssd.cuts]
+        for boxes, logits in lsq.cut_outputs(ssd.net, ssd.net, x, cuts):
+            assert torch.allclose(boxes, ref[0], atol=1e-5) and torch.allclose(logits, ref[1], atol=1e-5)
+        other = SSDMobileNetV2().eval()  # another M2 after the last cut: its heads on the first's maps
+        taps = {}
+        hooks = [
+            ssd.net.features[14].expand.register_forward_hook(lambda m, i, o: taps.update({"features.14.expand": o})),
+            ssd.net.features[18].register_forward_hook(lambda m, i, o: taps.update({"features.18": o})),
+        ]
+        try:
+            out = lsq.cut_outputs(ssd.net, other, x, [len(ssd.net.STAGES) - 1])[0]
+        finally:
+            for h in hooks:
+                h.remove()
+        expected = other.head(taps)
+        assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
+
+
+@pytest.mark.slow
+def test_the_teacher_and_the_m2_are_the_untouched_float_network(ssd, monkeypatch):
+    """``lsq`` learns against the detector's own float network as the evaluation scores the
+    split (the server's M2 is ``detector.net``), not the recipe's (bias-corrected) one: the
+    teacher's outputs are ``detector.net(x)`` and the layers after each cut are its."""
+    from temposplit.model.calibration import calibration_frames
+    from temposplit.model.data import have_data
+    from temposplit.model.quantize import recipe_float_net
+    from temposplit.model.sensitivity import FakeQuantSSD
+
+    if not have_data():
+        pytest.skip("data/ is incomplete: run `make data`")
+    frames = calibration_frames(1)
+    _, net, wide = recipe_float_net(ssd, frames, "default")
+    sim = FakeQuantSSD(ssd)
+    sim.calibrate(frames)
+    before = {k: v.clone() for k, v in ssd.net.state_dict().items()}
+    teachers, m2s = [], []
+    loss, split = lsq.output_loss, getattr(lsq, "cut_outputs", None)
+
+    def spy_loss(student, teacher):
+        teachers.append(teacher)
+        return loss(student, teacher)
+
+    def spy_split(m1, m2, x, cuts):
+        m2s.append(m2)
+        return split(m1, m2, x, cuts)
+
+    monkeypatch.setattr(lsq, "output_loss", spy_loss)
+    monkeypatch.setattr(lsq, "cut_outputs", spy_split, raising=False)
+    lsq.learn_scales(ssd, net, wide, frames, sim.qparams, steps=1, batch=1, augment=False)
+    with torch.no_grad():
+        ref = ssd.net(ssd.preprocess(frames).tensor.float())
+    assert len(teachers) == len(ssd.cuts)
+    for boxes, logits in teachers:
+        assert torch.allclose(boxes, ref[0], atol=1e-5) and torch.allclose(logits, ref[1], atol=1e-5)
+    assert m2s, "the layers after a cut are not the split's"
+    for m2 in m2s:
+        for k, v in m2.state_dict().items():
+            assert torch.equal(v, before[k]), k
+    for k, v in ssd.net.state_dict().items():  # the detector is not touched
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in ssd.net.parameters())

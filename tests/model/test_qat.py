@@ -108,8 +108,57 @@ def test_a_file_that_is_not_one_is_refused(tmp_path, monkeypatch):
     qat.save(qat.Result(shipped.weights, bad_range), tmp_path / "range.npz", ["features.1.depthwise"], {"steps": 1})
     with pytest.raises(ConfigError, match="input:a has scale 0.0"):
         qat.load(tmp_path / "range.npz")
+    stored = dict(np.load(qat.weights_path(), allow_pickle=False))
+    tampered = {  # a layer's arrays that disagree: a ConfigError naming the layer and the array
+        "features.0:index": (stored["features.0:index"][:5], "features.0:index has shape \\(5,\\)"),
+        "features.0:extreme": (stored["features.0:extreme"][:5], "features.0:extreme has shape \\(5,\\)"),
+        "features.0:codes": (stored["features.0:codes"][:5], "features.0:index .* features.0:codes has 5 channels"),
+        "features.0:bias": (np.array(3.0, np.float32), "features.0:bias has shape \\(\\), the SSD's is \\(32,\\)"),
+    }
+    for key, (value, message) in tampered.items():
+        np.savez(tmp_path / "tampered.npz", **{**stored, key: value})
+        with pytest.raises(ConfigError, match=message):
+            qat.load(tmp_path / "tampered.npz")
+    flat = stored["features.0:codes"].reshape(32, -1)
+    np.savez(tmp_path / "tampered.npz", **{**stored, "features.0:codes": flat})
+    with pytest.raises(ConfigError, match="features.0:codes has shape \\(32, 27\\)"):
+        qat.load(tmp_path / "tampered.npz")
     monkeypatch.setenv("TEMPOSPLIT_QAT_WEIGHTS", str(tmp_path / "missing.npz"))
     with pytest.raises(MissingDependencyError, match="cannot be read"):
+        qat.load()
+
+
+def test_a_pipe_or_a_device_is_refused_unread(tmp_path, monkeypatch):
+    """``$TEMPOSPLIT_QAT_WEIGHTS`` naming a FIFO (no writer) or /dev/zero is refused at
+    once, not waited on or read without end; a file larger than the bound is refused."""
+    import os
+    import threading
+
+    from temposplit.errors import ConfigError, MissingDependencyError
+
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        monkeypatch.setenv("TEMPOSPLIT_QAT_WEIGHTS", str(path))
+        raised = []
+
+        def run(raised=raised):
+            try:
+                qat.load()
+            except Exception as exc:  # what it raised is checked below
+                raised.append(exc)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # a safety net: the refusal comes before any read
+        if worker.is_alive() and path == fifo:  # blocked on the FIFO: a writer lets it go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        assert not worker.is_alive(), f"{path}: still reading"
+        assert len(raised) == 1 and isinstance(raised[0], MissingDependencyError), (path, raised)
+        assert "not a regular file" in str(raised[0])
+    monkeypatch.delenv("TEMPOSPLIT_QAT_WEIGHTS")
+    monkeypatch.setattr(qat, "MAX_BYTES", 1000)
+    with pytest.raises(ConfigError, match="more than 1000"):
         qat.load()
 
 
