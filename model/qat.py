@@ -403,8 +403,9 @@ def load(path=None) -> Shipped:
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
-                raise ConfigError(f"{path}: qat file format {meta.get('format')}, this code reads {FORMAT}")
+            if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
+                given = meta.get("format") if isinstance(meta, dict) else meta
+                raise ConfigError(f"{path}: qat file format {given!r}, this code reads {FORMAT}")
             layers = sorted({k.rsplit(":", 1)[0] for k in z.files if ":" in k})
             weights = {}
             for layer in layers:
@@ -416,6 +417,8 @@ def load(path=None) -> Shipped:
                     w = _unsnap(codes, index, extreme)
                 weights[layer] = (w, torch.from_numpy(z[f"{layer}:bias"].astype(np.float32)))
             points, scales, zps = z["points"], z["scales"], z["zero_points"]
+            if zps.dtype.kind not in "iu":  # (a fraction would be cut to an integer silently)
+                raise ConfigError(f"{path}: zero_points must be integers, not {zps.dtype}")
             qparams = {str(p): (float(s), int(zp)) for p, s, zp in zip(points, scales, zps, strict=True)}
     except ConfigError:
         raise

@@ -123,6 +123,17 @@ def test_a_file_that_is_not_one_is_refused(tmp_path, monkeypatch):
     np.savez(tmp_path / "tampered.npz", **{**stored, "features.0:codes": flat})
     with pytest.raises(ConfigError, match="features.0:codes has shape \\(32, 27\\)"):
         qat.load(tmp_path / "tampered.npz")
+    import json
+
+    meta = json.loads(str(stored["meta"]))
+    for value in (True, float(meta["format"]), str(meta["format"])):  # equal to the format, not it
+        np.savez(tmp_path / "tampered.npz", **{**stored, "meta": np.array(json.dumps({**meta, "format": value}))})
+        with pytest.raises(ConfigError, match="qat file format"):
+            qat.load(tmp_path / "tampered.npz")
+    half = stored["zero_points"].astype(np.float64) + 0.5  # cut to an integer silently before
+    np.savez(tmp_path / "tampered.npz", **{**stored, "zero_points": half})
+    with pytest.raises(ConfigError, match="zero_points must be integers"):
+        qat.load(tmp_path / "tampered.npz")
     monkeypatch.setenv("TEMPOSPLIT_QAT_WEIGHTS", str(tmp_path / "missing.npz"))
     with pytest.raises(MissingDependencyError, match="cannot be read"):
         qat.load()
