@@ -273,6 +273,8 @@ class Edge:
         self.server_name = tls.server_name if tls else None
         self.tls_cert = tls.cert if tls else None  # this edge's certificate file (named when it is refused)
         self.window = window
+        if reconnect_attempts < 1:
+            raise ConfigError(f"reconnect_attempts must be 1 or more, not {reconnect_attempts}")
         self.reconnect_attempts = reconnect_attempts
         self.timeout = timeout
         self.log = log or (lambda msg: None)
@@ -316,7 +318,8 @@ class Edge:
             connected = handshaken = answered = False
             self._check_stop(where)
             try:
-                sock = self._dial(min(CONNECT_TIMEOUT, self.timeout, deadline - time.monotonic()), where)
+                now = time.monotonic()
+                sock = self._dial(now + min(CONNECT_TIMEOUT, self.timeout, deadline - now), where)
                 connected, since = True, time.monotonic()
                 if self.tls is not None:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
@@ -327,6 +330,7 @@ class Edge:
                     hello["token"] = self.token
                 chan.send(P.hello(hello, self.header))
                 try:
+                    self._await_answer(sock, where)
                     msg = chan.recv()
                     answered = True
                     if msg.type == P.ERROR:
@@ -390,8 +394,9 @@ class Edge:
         tried = f"{attempt + 1} attempt(s) in {time.monotonic() - start:.0f} s"
         raise TemposplitError(f"cannot reach the server at {where}: {last} ({tried})")
 
-    def _dial(self, timeout: float, where: str) -> socket.socket:
-        """``socket.create_connection(self.address, timeout, self.source_address)``, its wait
+    def _dial(self, ends: float, where: str) -> socket.socket:
+        """``socket.create_connection(self.address, ..., self.source_address)`` by the
+        monotonic time ``ends`` (shared by the server's addresses), its wait
         for the server in slices that a stop cuts short (a host that drops the SYNs held a
         SIGTERM for the whole timeout). A connection that can never be made from
         ``--source-address`` (not an address of this machine; of another family than the
@@ -417,7 +422,7 @@ class Edge:
                 if source is not None:
                     sock.bind(source)
                 connecting = True
-                self._connect_socket(sock, address, timeout, where)
+                self._connect_socket(sock, address, ends, where)
                 return sock
             except OSError as exc:
                 if sock is not None:
@@ -444,23 +449,37 @@ class Edge:
         except OSError:
             return False
 
-    def _connect_socket(self, sock: socket.socket, address, timeout: float, where: str) -> None:
-        """``sock.connect(address)`` within ``timeout`` s (a TimeoutError past it), looking for
-        a stop every STOP_POLL s; the socket then blocks with the answer timeout."""
+    def _connect_socket(self, sock: socket.socket, address, ends: float, where: str) -> None:
+        """``sock.connect(address)`` by the monotonic time ``ends`` (a TimeoutError past it),
+        looking for a stop every STOP_POLL s; the socket then blocks with the answer timeout."""
         sock.setblocking(False)
         err = sock.connect_ex(address)
         if err in (errno.EINPROGRESS, errno.EAGAIN):
-            ends = time.monotonic() + timeout
-            with selectors.DefaultSelector() as sel:
-                sel.register(sock, selectors.EVENT_WRITE)
-                while not sel.select(max(0.0, min(STOP_POLL, ends - time.monotonic()))):
-                    self._check_stop(where)
-                    if time.monotonic() >= ends:
-                        raise TimeoutError(f"no answer to the connection within {timeout:g} s")
+            self._poll(sock, selectors.EVENT_WRITE, ends, where, "no answer to the connection")
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
         sock.settimeout(self.timeout)
+
+    def _await_answer(self, sock: socket.socket, where: str) -> None:
+        """Wait up to the answer timeout for HELLO's answer to begin, looking for a stop
+        every STOP_POLL s (a server that accepts and never answers held a signal for the
+        whole timeout); the answer itself is then read with the socket's timeout."""
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():  # TLS: bytes already decrypted
+            return
+        self._poll(sock, selectors.EVENT_READ, time.monotonic() + self.timeout, where, "no answer to HELLO")
+
+    def _poll(self, sock: socket.socket, event, ends: float, where: str, what: str) -> None:
+        """Wait for ``event`` on ``sock`` until the monotonic time ``ends`` (a TimeoutError
+        saying ``what`` past it), looking for a stop every STOP_POLL s."""
+        began = time.monotonic()
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, event)
+            while not sel.select(max(0.0, min(STOP_POLL, ends - time.monotonic()))):
+                self._check_stop(where)
+                if time.monotonic() >= ends:
+                    raise TimeoutError(f"{what} within {max(0.0, ends - began):.1f} s")
 
     def _wait(self, seconds: float, where: str) -> None:
         """``time.sleep(seconds)`` between connection attempts, looking for a stop every STOP_POLL s."""

@@ -151,34 +151,24 @@ def _cv2_capture(path: str, camera: bool, url: str | None = None, options: dict 
     return cv2.VideoCapture(int(index.group(1))) if index else cv2.VideoCapture(path, cv2.CAP_V4L2)
 
 
-# The first bytes of the containers whose frame count, as OpenCV gives it, is no count of the
-# frames it shows: an MP4's or a MOV's (ISO boxes: an edit list may hide frames it counts, a
-# trimmed clip's), a Matroska's or a WebM's (EBML: it counts none, and OpenCV's count is its
-# duration times a rate, which a held last picture outlasts).
-_MOV_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
-_EBML = b"\x1a\x45\xdf\xa3"
-
-
-def _cv2_missing_tail(path: str, read: int, counted: int | None, last: float | None, fps: float) -> str | None:
-    """Why a video file that OpenCV stopped reading after ``read`` frames (the last at
-    ``last`` s, None where unknown) looks cut short, or None: fewer frames than the count
-    its container gives (``counted``), by PyAV's margin (more than 2 and 2 %: model/data.py's
-    ``_missing_tail``), the last frame's time short of that count at ``fps`` too (a rate
-    that varies), in a container whose count is its frames' (not :data:`_MOV_BOXES`'s or
-    :data:`_EBML`'s kind: there OpenCV cannot tell a trimmed clip or a held last picture
-    from a cut)."""
-
-    def short(frames: float) -> bool:
-        return counted - frames > max(2, 0.02 * counted)
-
-    if not counted or not short(read) or (last is not None and not short(last * fps + 1)):
-        return None
+def _cv2_missing_tail(path: str, read: int, counted: int | None) -> str | None:
+    """Why a video file that OpenCV stopped reading after ``read`` frames looks cut short,
+    or None. Only an AVI tells: its RIFF chunk's size, written when the file was finished,
+    is past the file's end, and fewer frames than its header counts (``counted``) were read.
+    The frame count alone tells nothing: an AVI or FLV counts the empty entries a held
+    picture leaves (a variable rate's), an MP4's edit list hides frames it counts, and a
+    Matroska file counts none (OpenCV gives its duration times a rate); those files are
+    read as far as they decode."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(12)
+            size = os.fstat(f.fileno()).st_size
     except OSError:
         return None
-    if head.startswith(_EBML) or head[4:8] in _MOV_BOXES:
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    riff = int.from_bytes(head[4:8], "little") + 8
+    if riff <= size or not counted or read >= counted:
         return None
     return f"the file ends after {read} of the {counted} frames its container announces"
 
@@ -471,7 +461,7 @@ class Source:
                 if not ok:
                     if self.camera:  # OpenCV tells no error from an end, and a camera has no end
                         raise ConfigError(f"{self.path}: the camera stopped at frame {index}: no picture from it")
-                    missing = _cv2_missing_tail(self.path, index, self.count, last, self.fps)
+                    missing = _cv2_missing_tail(self.path, index, self.count)
                     if missing:  # as PyAV's reader says it (model/data.py's read_video)
                         raise ConfigError(f"{self.path}: cannot decode frame {index}: {missing} (a truncated file?)")
                     return

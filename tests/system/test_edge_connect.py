@@ -17,7 +17,7 @@ from replays import synthetic_replay
 
 from temposplit.cli import main
 from temposplit.codec.encoder import PRESETS
-from temposplit.errors import TemposplitError
+from temposplit.errors import ConfigError, TemposplitError
 from temposplit.host.edge import Edge
 from temposplit.host.sources import open_replay
 
@@ -119,7 +119,7 @@ def test_a_stop_while_connecting_ends_the_edge_at_once(tmp_path, blackhole):
     worker.start()
     _wait_for_connect(blackhole, before)
     edge.stop = "stopped by SIGTERM"
-    worker.join(30)  # (the connect's own timeout is 10 s: a stop it did not look for would outlast it)
+    worker.join(5)  # (the connect's own timeout is 10 s: a stop it did not look for would outlast it)
     assert not worker.is_alive(), "the stop was not taken while connecting"
     assert len(outcome) == 1
     assert str(outcome[0]) == (
@@ -137,12 +137,57 @@ def test_a_signal_while_connecting_exits_with_the_signals_status(tmp_path, black
     try:
         _wait_for_connect(blackhole, before, proc)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)  # (its connect alone waited 60 s)
+        _, err = proc.communicate(timeout=5)  # (under the connect's own 10 s; its connect alone waited 60 s)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 128 + sig
     _one_line(err, f"{signal.Signals(sig).name} while connecting to the server at 127.0.0.1:{blackhole}")
+
+
+def test_a_stop_while_the_server_has_not_answered_hello_ends_the_edge_at_once(tmp_path):
+    """A server that accepts and never answers (a hung process, a proxy whose backend is
+    down): a stop while the edge waits for HELLO's answer is taken within STOP_POLL, not
+    after the answer timeout (60 s here)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    got_hello = threading.Event()
+
+    def hang():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1 << 16)
+            got_hello.set()
+            time.sleep(60)
+
+    threading.Thread(target=hang, daemon=True).start()
+    replay = open_replay(synthetic_replay(tmp_path / "r.npz", 3))
+    edge = Edge(replay, CODEC, ("127.0.0.1", port), "s", timeout=60)
+    outcome = []
+
+    def stream():
+        try:
+            edge.run(replay.frames())
+        except TemposplitError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=stream, daemon=True)
+    worker.start()
+    try:
+        assert got_hello.wait(30)
+        edge.stop = "stopped by SIGTERM"
+        worker.join(5)
+        assert not worker.is_alive(), "the stop was not taken while waiting for HELLO's answer"
+    finally:
+        listener.close()
+    assert len(outcome) == 1 and str(outcome[0]).startswith("stopped by SIGTERM while connecting"), outcome
+
+
+def test_no_attempt_at_all_is_refused():
+    with pytest.raises(ConfigError, match="reconnect_attempts must be 1 or more"):
+        Edge(None, CODEC, ("127.0.0.1", 1), "s", reconnect_attempts=0)
 
 
 def _refused_port() -> int:

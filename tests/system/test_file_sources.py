@@ -47,6 +47,32 @@ def test_opencvs_reader_ends_a_truncated_file_with_an_error(tmp_path):
     assert len(list(open_source(str(tmp_path / "whole.avi"), backend="cv2").frames())) == 30
 
 
+def test_opencvs_reader_takes_a_held_last_picture_whole(tmp_path):
+    """20 frames at 10 frames/s, the last shown for 3 s (a variable rate): FFmpeg's muxer
+    writes the hold as empty entries that the header counts (49), so the count said
+    "truncated" though the file is whole (its RIFF size is the file's)."""
+    import fractions
+
+    av = pytest.importorskip("av")
+    path = tmp_path / "held.avi"
+    rng = np.random.default_rng(2)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.height, s.width, s.pix_fmt = 48, 64, "yuv420p"
+        s.codec_context.time_base = fractions.Fraction(1, 10)
+        packets = []
+        for pts in range(20):
+            f = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            f.pts, f.time_base = pts, fractions.Fraction(1, 10)
+            packets += list(s.encode(f))
+        packets += list(s.encode())
+        packets[-1].duration = 30
+        for p in packets:
+            c.mux(p)
+    src = open_source(str(path), backend="cv2")
+    assert len(list(src.frames())) == 20
+
+
 def test_opencvs_reader_takes_a_trimmed_mp4_whole(tmp_path):
     """An MP4 whose edit list hides its first 30 frames of 60: OpenCV counts 60 and shows 30,
     the whole clip (its duration, which says so, OpenCV does not give)."""
