@@ -100,13 +100,12 @@ def test_a_server_host_that_drops_the_connections_is_given_up_within_the_back_of
     _one_line(err, f"cannot reach the server at 127.0.0.1:{blackhole}: no answer to the connection within", "attempt")
 
 
-def test_a_stop_while_connecting_ends_the_edge_at_once(tmp_path, blackhole):
-    """A stop asked for (what the CLI's signal handler sets) while the edge waits for a
-    host that drops its SYNs: the connect's wait looks for it, the edge ends with the stop's
-    line (it waited out the connect's whole timeout, 60 s, then retried: 11 minutes)."""
+def _streaming(tmp_path, port: int, **options):
+    """An Edge streaming a synthetic replay to loopback ``port`` in a thread: (the edge, the
+    thread, the list its TemposplitError goes to)."""
     replay = open_replay(synthetic_replay(tmp_path / "r.npz", 3))
-    edge = Edge(replay, CODEC, ("127.0.0.1", blackhole), "s")
-    outcome = []
+    edge = Edge(replay, CODEC, ("127.0.0.1", port), "s", **options)
+    outcome: list = []
 
     def stream():
         try:
@@ -114,9 +113,17 @@ def test_a_stop_while_connecting_ends_the_edge_at_once(tmp_path, blackhole):
         except TemposplitError as exc:
             outcome.append(exc)
 
-    before = _syn_sent(blackhole)
     worker = threading.Thread(target=stream, daemon=True)
     worker.start()
+    return edge, worker, outcome
+
+
+def test_a_stop_while_connecting_ends_the_edge_at_once(tmp_path, blackhole):
+    """A stop asked for (what the CLI's signal handler sets) while the edge waits for a
+    host that drops its SYNs: the connect's wait looks for it, the edge ends with the stop's
+    line (it waited out the connect's whole timeout, 60 s, then retried: 11 minutes)."""
+    before = _syn_sent(blackhole)
+    edge, worker, outcome = _streaming(tmp_path, blackhole)
     _wait_for_connect(blackhole, before)
     edge.stop = "stopped by SIGTERM"
     worker.join(5)  # (the connect's own timeout is 10 s: a stop it did not look for would outlast it)
@@ -163,18 +170,7 @@ def test_a_stop_while_the_server_has_not_answered_hello_ends_the_edge_at_once(tm
             time.sleep(60)
 
     threading.Thread(target=hang, daemon=True).start()
-    replay = open_replay(synthetic_replay(tmp_path / "r.npz", 3))
-    edge = Edge(replay, CODEC, ("127.0.0.1", port), "s", timeout=60)
-    outcome = []
-
-    def stream():
-        try:
-            edge.run(replay.frames())
-        except TemposplitError as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=stream, daemon=True)
-    worker.start()
+    edge, worker, outcome = _streaming(tmp_path, port, timeout=60)
     try:
         assert got_hello.wait(30)
         edge.stop = "stopped by SIGTERM"
