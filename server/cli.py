@@ -195,10 +195,10 @@ def _serve(args) -> int:
     elif args.metrics_host != "127.0.0.1":
         raise ConfigError("--metrics-host without --metrics-port: give the port to serve the metrics on")
     made = _check_startup(weights, args.out)  # a server that cannot work fails now, not per stream
+    server = None
     try:
         models = CloudModels(weights)
-        for model in weights:  # a file that is not this model's weights fails here, not in every HELLO
-            models.get(model)
+        # Its ports bound first: a port in use fails at once, not after the models loaded (minutes).
         server = CloudServer(
             args.host,
             args.port,
@@ -210,7 +210,11 @@ def _serve(args) -> int:
             log=log_line,
             **options,
         )
+        for model in weights:  # a file that is not this model's weights fails here, not in every HELLO
+            models.get(model)
     except BaseException:
+        if server is not None:  # made, never started: its sockets and HELLO pool closed
+            _close_unstarted(server)
         _remove_empty(made)  # a server that did not start leaves no folder behind
         raise
     for warning in warnings:
@@ -221,6 +225,15 @@ def _serve(args) -> int:
     server.serve_forever()  # until SIGTERM or SIGINT: then every session's files are closed
     print("temposplit server stopped", flush=True)
     return 0
+
+
+def _close_unstarted(server) -> None:
+    """Close what a CloudServer that never served opened when it was made: its listening
+    sockets (the stream port's, the metrics') and its HELLO pool."""
+    server.sock.close()
+    if server.metrics is not None:
+        server.metrics.sock.close()
+    server.pool.shutdown(wait=False)
 
 
 def _loopback(host: str) -> bool:

@@ -891,7 +891,7 @@ class CloudServer:
             frames = None
             try:
                 s.load_records()
-                frames = self._source(name, s.info, s.next_frame)
+                frames = self._source(name, s.info, s.video_start)  # the segment's own first frame
                 s.client = peer
                 s.open_outputs(frames)
                 s.write_state()

@@ -24,6 +24,7 @@ from pathlib import Path
 from temposplit import protocol as P
 from temposplit.codec.bitstream import StreamHeader
 from temposplit.codec.decoder import Decoder
+from temposplit.errors import ConfigError
 from temposplit.frameset import FrameSet
 from temposplit.server.outputs import (
     REORDER_WINDOW,
@@ -47,19 +48,36 @@ def digest(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
+# The most source frames a HELLO decodes to reach a resumed segment's first frame where the file
+# cannot be sought to it (docs/protocol.md, "--local-video"): about 2 s of a HELLO-pool thread.
+MAX_SOURCE_SKIP = 1000
+
+
 class Source:
     """The source video's frames for the annotated video (``--local-video``): opened, and
     its first frame read, when the HELLO is handled, so that a path that is no readable
-    video is refused there and never fails in the worker."""
+    video is refused there and never fails in the worker.
+
+    Frame ``start`` (a resumed segment's first) is reached by decoding at most
+    ``MAX_SOURCE_SKIP`` frames: from the start of the file where ``start`` is within that,
+    else from the keyframe at or before its time (a seek), the frames known by their times at
+    the stream's constant rate. A file whose frames do not bear that out (a variable rate, a
+    seek that lands past the frame or too far before it) raises :class:`ConfigError`: that
+    segment is drawn on the features."""
 
     def __init__(self, path, max_frames, start: int):
         from temposplit.model.data import read_video
 
         if not isinstance(path, str) or not (max_frames is None or isinstance(max_frames, int)):
             raise TypeError("video must be a path and max_frames an integer")
-        self.rest = read_video(path, max_frames=max_frames)
+        if start <= MAX_SOURCE_SKIP:
+            self.rest = read_video(path, max_frames=max_frames)
+            skip = start
+        else:
+            self.rest = _sought(path, start, None if max_frames is None else max(0, max_frames - start))
+            skip = 0
         try:
-            for _ in range(start):
+            for _ in range(skip):
                 next(self.rest, None)
             self.first = next(self.rest, None)
             if self.first is None and start == 0:
@@ -80,6 +98,68 @@ class Source:
     def close(self) -> None:
         self.first = None
         self.rest.close()
+
+
+def _sought(path: str, start: int, count: int | None):
+    """The frames of video ``path`` from frame ``start`` (at most ``count``; None: to the end),
+    reached by a seek (``Source``); raises :class:`ConfigError` where the file's frames cannot
+    be known by their times, before yielding any frame."""
+    import av
+
+    from temposplit.model.data import _open_video, check_video_file, stream_start
+
+    path = Path(path)
+    check_video_file(path)
+    container, stream = _open_video(path)
+    try:
+        rate = stream.average_rate
+        if not rate or not stream.time_base or stream.guessed_rate != rate:
+            raise ConfigError(f"{path} has no constant frame rate to seek frame {start} by")
+        origin = stream_start(stream)
+
+        def index(frame) -> int | None:
+            return None if frame.time is None else round((frame.time - origin) * float(rate))
+
+        decoded = container.decode(stream)
+        if index(next(decoded)) != 0:  # the first frame shown at the stream's start, as players count
+            raise ConfigError(f"{path}: its first frame is not at the stream's start")
+        target = int((origin + start / float(rate)) / stream.time_base)
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        decoded, last, frame = container.decode(stream), None, None
+        for _ in range(MAX_SOURCE_SKIP + 1):
+            frame = next(decoded, None)
+            i = None if frame is None else index(frame)
+            if i is None or (last is not None and i != last + 1) or i > start:
+                raise ConfigError(f"{path}: frame {start} cannot be sought (its frames are not at a constant rate)")
+            if i == start:
+                break
+            last = i
+        else:
+            raise ConfigError(f"{path}: frame {start} is more than {MAX_SOURCE_SKIP} frames past a keyframe")
+    except (av.error.FFmpegError, StopIteration) as exc:
+        container.close()
+        raise ConfigError(f"{path}: cannot seek frame {start}: {exc}") from None
+    except BaseException:
+        container.close()
+        raise
+    return _frames_from(container, decoded, frame, count, path, start)
+
+
+def _frames_from(container, decoded, frame, count: int | None, path, start: int):
+    """``frame``, then those of ``decoded``: at most ``count`` in all; closes ``container``."""
+    import av
+
+    from temposplit.model.data import upright_rgb
+
+    with container:
+        n = 0
+        while frame is not None and (count is None or n < count):
+            yield upright_rgb(frame)
+            n += 1
+            try:
+                frame = next(decoded, None)
+            except av.error.FFmpegError as exc:
+                raise ConfigError(f"{path}: cannot decode frame {start + n}: {exc.strerror or exc}") from None
 
 
 @dataclass(eq=False)

@@ -40,10 +40,10 @@ def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 1
     from temposplit.codec.encoder import PRESETS
     from temposplit.host.edge import Edge
     from temposplit.host.sources import open_replay
-    from temposplit.server.bench import start_server, stop_server
+    from temposplit.server.bench import first_frames, start_server, stop_server
 
     replay = open_replay(features)
-    recorded = list(replay.frames())[:frames]
+    recorded = first_frames(replay, frames, features)
     codec = {**PRESETS["recommended"], "fps": replay.fps}
     marks = []
     errors = 0
@@ -77,6 +77,12 @@ def main(argv=None) -> int:
     p.add_argument("--features", required=True, help="a `temposplit features` file")
     p.add_argument("--out", default=None, help="the server's output folder (default: a temporary one)")
     args = p.parse_args(argv)
+    if args.streams < 1:
+        p.error(f"--streams must be at least 1, not {args.streams}")
+    if args.frames < 1:
+        p.error(f"--frames must be at least 1, not {args.frames}")
+    from temposplit.errors import TemposplitError
+    from temposplit.server.text import one_line
     from temposplit.signals import TERMINATED, Terminated, terminated_as_interrupt
 
     try:
@@ -84,6 +90,9 @@ def main(argv=None) -> int:
         # process at once and left the started server running, with no parent.
         with terminated_as_interrupt(), tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(run(args.streams, args.frames, args.features, args.out or tmp)))
+    except (TemposplitError, OSError) as exc:  # a features file that is missing or no features file
+        print(f"{p.prog}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"{p.prog}: {what}", file=sys.stderr)
