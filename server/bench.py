@@ -83,8 +83,7 @@ def _bench_server(args) -> int:
             f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms; server peak RSS {result['server_peak_rss_mb']} MB; "
             f"{result['frames_with_detections']} frames with detections, {result['frames_with_error_record']} with "
             f"an error record, {result['frames_without_record']} without a record; "
-            f"{len(result['failed_clients'])} clients failed"
-            + (f", {unknown} without a SUMMARY" if unknown else "")
+            f"{len(result['failed_clients'])} clients failed" + (f", {unknown} without a SUMMARY" if unknown else "")
         )
     return 0 if not result["failed_clients"] and result["frames_without_record"] == 0 and not unknown else 1
 
