@@ -84,6 +84,27 @@ def options(setting: str) -> dict:
     return {**PRESETS["recommended"], "coder": setting.rsplit("-", 1)[1]}
 
 
+def warm_kernels(codec: dict, block: int = 4, frames: int = 10, rng=None) -> None:
+    """Encode and decode ``frames`` small synthetic maps with the settings ``codec``
+    (CodecConfig's keyword arguments), so that the compiled kernels they use are loaded
+    from numba's disk cache, or compiled on a machine's first run (seconds), before
+    anything is timed."""
+    from temposplit.codec.decoder import Decoder
+    from temposplit.codec.encoder import CodecConfig, Encoder, TensorSpec
+    from temposplit.codec.synthetic import correlated_clip
+
+    rng = np.random.default_rng(0) if rng is None else rng
+    enc = Encoder(CodecConfig([TensorSpec("x", (4, 8, 8), 0.05, 0, block)], **codec))
+    enc.set_total_frames(frames)
+    packets = []
+    for f in correlated_clip(rng, frames, (4, 8, 8)):
+        packets += enc.push([f])
+    packets += enc.flush()
+    dec = Decoder(enc.header_bytes())
+    for p in packets:
+        dec.decode(p)
+
+
 def whole_groups(setting: str, at_least: int = 9) -> int:
     """The fewest frames in whole groups of the setting's structure, at least ``at_least``."""
     from temposplit.codec.structure import Structure
@@ -122,16 +143,7 @@ def _bench_shape(shape, block, frames, seed, setting, clip, scale, zero_point, n
     clip = clip[:frames]
     frames = len(clip)
     cfg = CodecConfig([TensorSpec(name, tuple(shape), scale, zero_point, block)], **options(setting))
-    # Warm the compiled kernels, the encoder's and the decoder's, on a small map first:
-    # numba loads them from its disk cache on a process's first call (tens of ms each).
-    warm = Encoder(CodecConfig([TensorSpec("x", (4, 8, 8), 0.05, 0, block)], **options(setting)))
-    warm_packets = []
-    for f in correlated_clip(rng, 3, (4, 8, 8)):
-        warm_packets += warm.push([f])
-    warm_packets += warm.flush()
-    warm_dec = Decoder(warm.header_bytes())
-    for p in warm_packets:
-        warm_dec.decode(p)
+    warm_kernels(options(setting), block, 3, rng)
 
     enc = Encoder(cfg)
     enc.set_total_frames(frames)

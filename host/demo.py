@@ -118,6 +118,11 @@ def _run(path, source, frames, fps, out, codec, backend, cut, calibration_frames
     from temposplit.codec.encoder import PRESETS
 
     codec = {**PRESETS["recommended"], "fps": fps, **(codec or {})}
+    # The codec's compiled kernels loaded (compiled, on a machine's first run: seconds)
+    # before the clock, not inside the frames the stage times average.
+    from temposplit.codec.bench import warm_kernels
+
+    warm_kernels(codec)
     t_start = time.perf_counter()
     first_sent = []  # the time the first frame was sent: the warm-up (kernels, models) is before it
 
