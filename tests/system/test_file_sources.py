@@ -5,15 +5,12 @@ duration) keeps its frames' positions, so a resumed stream skips the frames reco
 local file's does (it was numbered on as a camera's: frames sent twice, times going back)."""
 
 import json
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from replays import synthetic_replay
 from test_edge_faults import Peer
-from test_network_sources import _marks, _send
+from test_network_sources import _marks, _send, serve_folder
 
 from temposplit import protocol as P
 from temposplit.cli import main
@@ -106,14 +103,8 @@ def served_clip(tmp_path):
     folder = tmp_path / "www"
     folder.mkdir()
     _send(str(folder / "clip.mkv"), 0, 20, "matroska")
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/clip.mkv"
+    server, base = serve_folder(folder)
+    yield f"{base}/clip.mkv"
     server.shutdown()
     server.server_close()
 

@@ -335,23 +335,29 @@ def test_a_refused_url_is_one_error_naming_it_without_its_password(url, words):
     assert words in str(e.value) and "secret" not in str(e.value)
 
 
-def test_a_source_of_known_duration_is_read_whole_and_ends(tmp_path):
-    """A file served over HTTP (Matroska: its duration in its header): FFmpeg knows its
-    duration, so nothing is dropped for a slow reader and its end is the end of the stream;
-    its frames carry the file's own times (30 frames/s), not when the reader took them."""
+def serve_folder(folder):
+    """An HTTP server on loopback serving ``folder``, quietly, in a thread: (the server, its
+    base URL). The caller shuts it down."""
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    _send(str(tmp_path / "clip.mkv"), 0, 20, "matroska")
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_a_source_of_known_duration_is_read_whole_and_ends(tmp_path):
+    """A file served over HTTP (Matroska: its duration in its header): FFmpeg knows its
+    duration, so nothing is dropped for a slow reader and its end is the end of the stream;
+    its frames carry the file's own times (30 frames/s), not when the reader took them."""
+    _send(str(tmp_path / "clip.mkv"), 0, 20, "matroska")
+    server, base = serve_folder(tmp_path)
     try:
-        src = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.mkv")
+        src = open_source(f"{base}/clip.mkv")
         assert src.finite and not src.live  # a file read over the network: positional (test_file_sources.py)
         taken, times = [], []
         for f in src.stamped():
