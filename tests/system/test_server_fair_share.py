@@ -171,47 +171,51 @@ def test_an_end_cancelled_while_it_waits_for_a_slot_leaves_the_stream_to_resume_
     """An END waiting for a slot in the full queue when its connection broke (the reset seen
     as the ACK of the stream's earlier frame was written) was never queued, and the stream
     stayed "ending": every resume waited 60 s and was told "still closing", until the
-    session expired."""
+    session expired. The worker takes nothing more until the broken connection is
+    detached, so the END is still waiting when the reset is seen (taking the queued frame
+    would give it the slot)."""
     header, packets = coded_stream
     srv = make_server(queue_size=1, max_batch=1)
     worker = srv.workers[0]
-    entered, gate = threading.Event(), threading.Event()
-    real = worker._process
+    entered, gate, detached = threading.Event(), threading.Event(), threading.Event()
+    real_process, real_take = worker._process, worker._take
 
     def gated(batch):
-        if not entered.is_set() and any(item.session.name == "fill" for item in batch):
+        if not entered.is_set():
             entered.set()
-            gate.wait(60)  # orders the steps: the worker holds another client's frame
-        real(batch)
+            gate.wait(60)  # the worker holds the stream's first frame
+        real_process(batch)
 
-    worker._process = gated
-    fill = Raw(srv.address, source="127.0.0.3")
-    assert fill.hello(header, "fill").type == P.WELCOME
-    other = Raw(srv.address, source="127.0.0.4")
-    assert other.hello(header, "other").type == P.WELCOME
-    t = Raw(srv.address, source="127.0.0.1")
+    def take():
+        if entered.is_set():
+            detached.wait(60)  # no slot given back before the reset is seen
+        return real_take()
+
+    worker._process, worker._take = gated, take
+    t = Raw(srv.address)
     token = t.hello(header, "cam").json()["token"]
     s = srv.sessions["cam"]
     try:
-        fill.chan.send(P.encode(P.PACKET, packets[0]))
+        t.chan.send(P.encode(P.PACKET, packets[0]))
         assert entered.wait(30)
-        t.chan.send(P.encode(P.PACKET, packets[0]))  # takes the client's share of the queue (one slot)
+        t.chan.send(P.encode(P.PACKET, packets[1]))  # takes the client's share of the queue (one slot)
         wait_for(lambda: worker.queued() == 1, "the slot taken")
-        other.chan.send(P.encode(P.PACKET, packets[0]))  # another client's share: a slot of its own
-        wait_for(lambda: worker.queued() == 2, "the other client's slot taken")
-        t.send(P.END, {"frames": 2})  # waits for the client's frame to be taken
-        wait_for(lambda: s.ending and "127.0.0.1" in worker._waiters, "the END waiting for a slot")
+        t.send(P.END, {"frames": 2})  # waits for a slot
+        wait_for(lambda: s.ending and worker._waiters, "the END waiting for a slot")
         t.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        t.sock.close()  # reset
+        t.sock.close()  # reset: seen when frame 0's ACK is written
+        gate.set()
+        wait_for(lambda: s.conn is None, "the broken connection detached")
+        assert not worker._waiters  # the END left its turn
+        assert not s.ending
     finally:
         gate.set()
-    wait_for(lambda: s.conn is None, "the broken connection detached")
-    wait_for(lambda: worker.queued() == 0 and not worker._waiters, "the queue drained")
-    assert not s.ending
-    again = Raw(srv.address, source="127.0.0.1", timeout=30)  # (under the 60 s a resume waited)
+        detached.set()
+    wait_for(lambda: worker.queued() == 0, "the queue drained")
+    again = Raw(srv.address, timeout=30)  # (under the 60 s a resume waited)
     answer = again.hello(header, "cam", resume=True, token=token)
     assert answer.type == P.WELCOME, (answer.name, answer.body[:200])
-    w = answer.json()  # the one frame acknowledged, nothing of the END
+    w = answer.json()  # frame 0 acknowledged, frame 1 dropped with its connection, nothing of the END
     assert w["next_frame"] + len(P.from_ranges(w["recorded"])) == 1
 
 
