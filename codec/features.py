@@ -13,8 +13,9 @@ A decoded file adds ``index`` (frame indices), ``n_bits`` (per frame) and, per t
 :func:`load` trusts no member: each array's ``.npy`` header is read and checked (dtype,
 shape, and a size no larger than the member holds) before its data is allocated, and
 every failure is a :class:`~temposplit.codec.errors.ConfigurationError` naming the file
-and the member. :func:`save` refuses, before it writes anything, a scale, zero point or
-block that :func:`load` would refuse or that its stored type would change.
+and the member. A scale must be finite and greater than 0, a zero point quint8's (0..255).
+:func:`save` refuses, before it writes anything, a scale, zero point or block that
+:func:`load` would refuse or that its stored type would change.
 """
 
 from __future__ import annotations
@@ -182,11 +183,15 @@ class _Members:
         self.budget -= array.nbytes
         return array
 
-    def scalar(self, key: str, integer: bool) -> float | int:
-        """A 0-d real number (a one-element array too); ``integer``: a whole number."""
+    def scalar(self, key: str, integer: bool, rule=None) -> float | int:
+        """A 0-d real number (a one-element array too); ``integer``: a whole number; ``rule``:
+        a check of the number that raises ValueError (:func:`_check_scale`)."""
         shape, _, dtype = self.header(key)
         try:
-            return _real(shape, dtype, lambda: self.read(key), integer)
+            value = _real(shape, dtype, lambda: self.read(key), integer)
+            if rule is not None:
+                rule(value)
+            return value
         except ConfigurationError:  # (read's own, already naming the file and the member)
             raise
         except ValueError as exc:
@@ -205,6 +210,18 @@ def _real(shape, dtype: np.dtype, read, integer: bool) -> float | int:
             raise ValueError(f"must be a whole number, not {value!r}")
         return int(value)
     return float(value)
+
+
+def _check_scale(value: float) -> None:
+    """A quint8 scale's rule (docs/bitstream.md, 12), :func:`load`'s and :func:`save`'s."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a finite quint8 scale greater than 0, not {value!r}")
+
+
+def _check_zero_point(value: int) -> None:
+    """A quint8 zero point's rule (docs/bitstream.md, 12), :func:`load`'s and :func:`save`'s."""
+    if not 0 <= value <= 255:
+        raise ValueError(f"must be a quint8 zero point in 0..255, not {value!r}")
 
 
 def _file_size(path) -> int:
@@ -253,8 +270,8 @@ def load(path, lazy: bool = False) -> FeatureClip:
             for key in (f"scale/{n}", f"zero_point/{n}"):
                 if key not in npz.files:
                     raise ConfigurationError(f"{name}: missing {key}")
-            clip.scales.append(npz.scalar(f"scale/{n}", integer=False))
-            clip.zero_points.append(npz.scalar(f"zero_point/{n}", integer=True))
+            clip.scales.append(npz.scalar(f"scale/{n}", integer=False, rule=_check_scale))
+            clip.zero_points.append(npz.scalar(f"zero_point/{n}", integer=True, rule=_check_zero_point))
             clip.blocks.append(npz.scalar(f"block/{n}", integer=True) if f"block/{n}" in npz.files else None)
             codes = npz.lazy(f"codes/{n}") if lazy else None
             clip.codes.append(codes if codes is not None else npz.read(f"codes/{n}"))
@@ -283,19 +300,20 @@ def save(path, clip: FeatureClip, extra: dict[str, np.ndarray] | None = None) ->
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(clip.names):
         arrays[f"codes/{n}"] = clip.codes[i]
-        arrays[f"scale/{n}"] = _stored(f"scale/{n}", clip.scales[i], np.float32)
-        arrays[f"zero_point/{n}"] = _stored(f"zero_point/{n}", clip.zero_points[i], np.int32)
+        arrays[f"scale/{n}"] = _stored(f"scale/{n}", clip.scales[i], np.float32, _check_scale)
+        arrays[f"zero_point/{n}"] = _stored(f"zero_point/{n}", clip.zero_points[i], np.int32, _check_zero_point)
         if clip.blocks[i] is not None:
             arrays[f"block/{n}"] = _stored(f"block/{n}", clip.blocks[i], np.int32)
     arrays.update(extra or {})
     np.savez_compressed(path, **arrays)
 
 
-def _stored(key: str, value, dtype) -> np.ndarray:
+def _stored(key: str, value, dtype, rule=None) -> np.ndarray:
     """``value`` as :func:`save` stores it (a 0-d ``dtype`` array), refused as :func:`load`
-    refuses it (one real number; a whole one for an integer ``dtype``) or where ``dtype``
-    would change it: an integer outside the type, a non-zero scale float32 makes 0 or a
-    finite one it makes infinite (float32 rounding otherwise, as the stream's header)."""
+    refuses it (one real number; a whole one for an integer ``dtype``; ``rule``'s check, a
+    quint8 scale's or zero point's) or where ``dtype`` would change it: an integer outside
+    the type, a scale float32 makes 0 or a finite one it makes infinite (float32 rounding
+    otherwise, as the stream's header)."""
     given = np.asarray(value)
     try:
         v = _real(given.shape, given.dtype, lambda: given, integer=np.issubdtype(dtype, np.integer))
@@ -305,9 +323,21 @@ def _stored(key: str, value, dtype) -> np.ndarray:
         bounds = np.iinfo(dtype)
         if not bounds.min <= v <= bounds.max:
             raise ConfigurationError(f"{key}: {v} is outside {np.dtype(dtype)}, the type a feature file holds")
+        _obey(key, v, rule)
         return np.asarray(v, dtype)
     with np.errstate(over="ignore"):
         stored = np.asarray(v, dtype)
     if (v != 0 and stored == 0) or (math.isfinite(v) and not math.isfinite(stored)):
         raise ConfigurationError(f"{key}: {v!r} is {stored.item()} as {np.dtype(dtype)}, the type a feature file holds")
+    _obey(key, v, rule)
     return stored
+
+
+def _obey(key: str, value, rule) -> None:
+    """``rule(value)`` (None: no rule), its ValueError a :class:`ConfigurationError` naming ``key``."""
+    if rule is None:
+        return
+    try:
+        rule(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from None
