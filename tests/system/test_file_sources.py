@@ -4,7 +4,9 @@ shorter clip, and takes a trimmed MP4 whole; a file read over HTTP (a source of 
 duration) keeps its frames' positions, so a resumed stream skips the frames recorded as a
 local file's does (it was numbered on as a camera's: frames sent twice, times going back)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,10 @@ from temposplit.errors import ConfigError
 from temposplit.host.sources import open_source
 
 cv2 = pytest.importorskip("cv2")
+
+_spec = importlib.util.spec_from_file_location("mp4_trim", Path(__file__).resolve().parents[1] / "mp4_trim.py")
+mp4_trim = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mp4_trim)  # a helper beside the test folders (tests/model's too)
 
 
 def _mjpeg_avi(path, frames: int = 30) -> bytes:
@@ -73,22 +79,9 @@ def test_opencvs_reader_takes_a_held_last_picture_whole(tmp_path):
 def test_opencvs_reader_takes_a_trimmed_mp4_whole(tmp_path):
     """An MP4 whose edit list hides its first 30 frames of 60: OpenCV counts 60 and shows 30,
     the whole clip (its duration, which says so, OpenCV does not give)."""
-    import fractions
-
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     trimmed = tmp_path / "trimmed.mp4"
-    rng = np.random.default_rng(1)
-    with av.open(str(trimmed), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.height, s.width, s.pix_fmt = 32, 48, "yuv420p"
-        s.codec_context.options = {"bf": "0", "g": "1"}
-        for i in range(60):  # timestamps from -30: the muxer writes an edit list that hides 30
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i - 30, fractions.Fraction(1, 10)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    mp4_trim.write_trimmed_mp4(trimmed, hidden=30, shown=30)
     src = open_source(str(trimmed), backend="cv2")
     assert src.count == 60
     assert len(list(src.frames())) == 30
