@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -248,6 +249,16 @@ def load(path, lazy: bool = False) -> FeatureClip:
         raise ConfigurationError(
             f"features.load takes a file name, not {type(path).__name__} (or a binary file object that can seek)"
         )
+    if isinstance(path, (str, os.PathLike)):
+        # zipfile seeks to the end for the central directory: a device or a pipe (/dev/zero,
+        # a FIFO: size 0) would be read to its end, which may never come. Refused before it
+        # is opened; a folder, or a name that is not there, gets the system's word below.
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise ConfigurationError(f"{name}: not a readable .npz feature file (not a regular file)")
     try:
         size = _file_size(path)
         zf = zipfile.ZipFile(path)
