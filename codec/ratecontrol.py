@@ -13,6 +13,13 @@ repay it. It picks the first point of the
 ladder (ordered from the best quality down) whose estimate fits the budget, where the
 budget is the target minus a correction that pays back what earlier groups overspent
 (a leaky bucket, repaid over a few groups). If none fits, the cheapest point is used.
+The bucket is bounded both ways: what groups underspent is carried as a credit of at most
+2 frames' budget, and what they overspent as a debt of at most ``payback_groups`` of the
+ladder's longest groups' budget (the most whose correction, spread over those groups, can
+still change a choice: at the cap it takes a whole frame's budget off every frame of the
+longest group, which leaves the cheapest point). Debt past that was an overshoot the
+cheapest point could not avoid; repaying it would hold later groups at the ladder's floor
+long after the clip became cheap enough for better.
 
 With coded residuals the predicted frames' size depends on the residual threshold more
 than on N or g, so the controller also scales that threshold per group (an
@@ -27,12 +34,14 @@ starts from the nearest one's.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from temposplit.codec import entropy
 from temposplit.codec.errors import ConfigurationError
 from temposplit.codec.quantize import check_bits, lut, zero_point_n
+from temposplit.codec.structure import KINDS, MAX_GROUP
 
 # A predicted frame's bytes as a share of its group's anchor, until one has been measured:
 # the calibration set's clip (never evaluated) at the recommended preset, features.6 and .10,
@@ -41,48 +50,93 @@ from temposplit.codec.quantize import check_bits, lut, zero_point_n
 PRED_PRIOR = 0.6
 # An anchor estimated under this many bytes does not correct later estimates (see start_group).
 MIN_ESTIMATE = 64.0
+# The credit (underspending) carried to later groups, in frames' budget (update).
+MAX_CREDIT_FRAMES = 2
 
 
 def default_ladder(kind: str, max_group: int) -> list[tuple[int, int]]:
     """Operating points from the best quality down: every frame an anchor at N = 8..5, then
     longer groups at N = 8..5, then N = 4 (predicted frames without a residual lose much
-    accuracy, so fewer bits per anchor come before longer groups)."""
+    accuracy, so fewer bits per anchor come before longer groups). The groups are the fixed
+    sizes up to ``max_group`` and ``max_group`` itself, the structure's group (docs/bitstream.md,
+    section 4: ``--structure`` gives the ladder's largest group); odd for ``bi``."""
     if kind == "intra":
-        groups = [1]
-    elif kind == "bi":
-        groups = [g for g in (1, 3, 5, 7, 9, 15, 31, 63, 127, 255) if g <= max_group]
+        return [(n, 1) for n in (8, 7, 6, 5, 4)]
+    if isinstance(max_group, bool) or not isinstance(max_group, numbers.Integral) or not 1 <= max_group <= MAX_GROUP:
+        raise ConfigurationError(f"group size must be an integer in 1..{MAX_GROUP}, not {max_group!r}")
+    max_group = int(max_group)
+    if kind == "bi":
+        if max_group % 2 == 0:
+            raise ConfigurationError(
+                f"a bi-directional group has an odd size (its anchor in the middle), not {max_group}"
+            )
+        fixed = (1, 3, 5, 7, 9, 15, 31, 63, 127, 255)
+    elif kind == "uni":
+        fixed = (1, 2, 4, 8, 16, 32, 64, 128, 255)
     else:
-        groups = [g for g in (1, 2, 4, 8, 16, 32, 64, 128, 255) if g <= max_group]
+        raise ConfigurationError(f"structure kind must be one of {KINDS}, not {kind!r}")
+    groups = sorted({g for g in fixed if g < max_group} | {max_group})
     ladder = [(n, g) for g in groups for n in (8, 7, 6, 5)]
     ladder += [(4, g) for g in groups]
     return ladder
+
+
+def _real(what: str, value) -> float:
+    """``value`` as a float, where it is a real number (not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ConfigurationError(f"{what} must be a number, not {value!r}")
+    return float(value)
 
 
 class RateController:
     """Chooses (N, g) per group; ``target`` in MB/s (10^6 bytes) at ``fps`` frames/s."""
 
     def __init__(self, target: float, fps: float, coder: str, ladder: list[tuple[int, int]], payback_groups: int = 4):
+        target, fps = _real("the target rate", target), _real("the frame rate", fps)
         if not 0 < target < math.inf:
             raise ConfigurationError(f"the target rate must be positive and finite, not {target}")
-        if not fps > 0:
-            raise ConfigurationError(f"the frame rate must be positive, not {fps}")
+        if not 0 < fps < math.inf:
+            raise ConfigurationError(f"the frame rate must be positive and finite, not {fps}")
+        if isinstance(payback_groups, bool) or not isinstance(payback_groups, numbers.Integral) or payback_groups < 1:
+            raise ConfigurationError(f"payback_groups must be an integer of at least 1, not {payback_groups!r}")
+        try:
+            ladder = list(ladder)
+        except TypeError:
+            raise ConfigurationError(f"the ladder is a list of (N, g) pairs, not {type(ladder).__name__}") from None
         if not ladder:
             raise ConfigurationError("the rate controller needs at least one operating point")
-        for n, g in ladder:
+        points = []
+        for point in ladder:
+            try:
+                n, g = point
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"a rate control operating point is a pair (N, g), not {point!r}") from None
             check_bits(n)
-            if g < 1:
-                raise ConfigurationError(f"group size must be positive, not {g}")
+            if isinstance(g, bool) or not isinstance(g, numbers.Integral) or not 1 <= g <= MAX_GROUP:
+                raise ConfigurationError(f"operating point {point!r}: group size must be an integer in 1..{MAX_GROUP}")
+            points.append((int(n), int(g)))
         self.budget = target * 1e6 / fps  # bytes per frame
+        if not 0 < self.budget < math.inf:
+            raise ConfigurationError(
+                f"the target rate {target:g} MB/s at {fps:.10g} frames/s is {self.budget:g} bytes a frame: "
+                "it must be more than 0 (and finite)"
+            )
         self.steer_residual = False  # set by an encoder with coded residuals
         self.coder = coder
-        self.ladder = list(ladder)
-        self.payback_groups = payback_groups
-        self.debt = 0.0  # bytes spent beyond the budget so far
+        self.ladder = points
+        self.payback_groups = int(payback_groups)
+        self.debt = 0.0  # bytes spent beyond the budget so far (the bucket's fill; below 0: a credit)
+        # Its bounds (the module's docstring): a credit of 2 frames' budget, a debt of
+        # payback_groups of the longest groups' budget.
+        self.min_debt = -MAX_CREDIT_FRAMES * self.budget
+        self.max_debt = self.payback_groups * max(g for _, g in points) * self.budget
         self.pred_bytes: dict[int, float] = {}  # per N: running mean of a predicted frame's size
         self.gains: dict[int, float] = {}  # per N: factor on the residual threshold (or lambda)
         self.last_group = 1
         self.anchor_scales: dict[bool, float] = {}  # temporal? -> measured bytes over estimate (running)
         self._chosen: tuple[int, float] | None = None  # (N, estimate) of the group chosen last
+        self._pred_share: float | None = None  # bytes a predicted frame of the group may take (start_group)
+        self._n_bits: int | None = None  # the group's N (start_group)
 
     def estimate_anchor(self, frame: list[tuple[np.ndarray, int]], n_bits: int) -> float:
         """Bytes of an anchor at N bits for a frame given as [(quint8 codes, z8), ...]."""
@@ -159,7 +213,7 @@ class RateController:
 
     def update(self, group_bytes: int, frames: int, pred_bytes: list[int], n_bits: int) -> None:
         """Account for a finished group: its bytes, frame count, predicted frames' sizes and N."""
-        self.debt = max(-self.budget * 2, self.debt + group_bytes - frames * self.budget)
+        self.debt = min(self.max_debt, max(self.min_debt, self.debt + group_bytes - frames * self.budget))
         for b in pred_bytes:
             old = self.pred_bytes.get(n_bits)
             self.pred_bytes[n_bits] = b if old is None else 0.8 * old + 0.2 * b
@@ -177,11 +231,14 @@ class RateController:
             self.anchor_scales[temporal] = ratio if old is None else 0.5 * old + 0.5 * ratio
         self._chosen = None
         spare = self.budget * length - anchor_bytes - self.debt / max(1, self.payback_groups)
-        self._pred_share = max(0.05 * self.budget, spare / max(1, length - 1))
+        # (at least the least positive float: 0.05 of a budget of a few subnormals rounds to 0)
+        self._pred_share = max(0.05 * self.budget, spare / max(1, length - 1), math.ulp(0.0))
         self._n_bits = n_bits
 
     def after_pred(self, pred_bytes: int) -> None:
         """Steer the residual threshold by how far a predicted frame missed its share."""
+        if self._pred_share is None:
+            raise ConfigurationError("after_pred() reports a predicted frame of a group: call start_group() first")
         ratio = pred_bytes / self._pred_share
         old = self.gain(self._n_bits)
         self.gains[self._n_bits] = float(np.clip(old * np.clip(ratio, 0.5, 2.0) ** 0.7, 1 / 8, 4096))

@@ -19,6 +19,7 @@ anchor (``reference="chain"``: the previous reconstruction, closed loop).
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -49,15 +50,19 @@ class Structure:
 
     @staticmethod
     def make(kind: str, group: int) -> Structure:
-        if kind not in KINDS:
+        """A checked structure: ``kind`` one of KINDS, ``group`` an integer in 1..MAX_GROUP
+        (odd for ``bi``; ignored for ``intra``, whose groups are 1 frame)."""
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ConfigurationError(f"structure kind must be one of {KINDS}, not {kind!r}")
         if kind == "intra":
             return Structure("intra", 1)
+        if isinstance(group, bool) or not isinstance(group, numbers.Integral):
+            raise ConfigurationError(f"group size must be an integer in 1..{MAX_GROUP}, not {group!r}")
         if not 1 <= group <= MAX_GROUP:
             raise ConfigurationError(f"group size must be in 1..{MAX_GROUP}, not {group}")
         if kind == "bi" and group % 2 == 0:
             raise ConfigurationError(f"a bi-directional group has an odd size (its anchor in the middle), not {group}")
-        return Structure(kind, group)
+        return Structure(kind, int(group))
 
     def __str__(self) -> str:
         return "intra" if self.kind == "intra" else f"{self.kind}-{self.group}"
