@@ -197,14 +197,17 @@ def _encode(args) -> int:
     enc.set_total_frames(clip.frames)
     from temposplit.files import output_file
 
+    tally = FrameTally(len(clip.names))
     with output_file(args.output) as f:  # written beside it, renamed over it once complete
         f.write(header)
         for t in range(clip.frames):
             for p in enc.push(clip.frame(t)):
                 f.write(p.to_bytes())
+            tally.take(enc)
         for p in enc.flush():
             f.write(p.to_bytes())
-    total = sum(e.packet_bytes for e in enc.frames)
+        tally.take(enc)
+    total = tally.total
     elements = sum(c[0].size for c in clip.codes)
     rate = total / clip.frames * config.fps / 1e6  # MB/s
     print(  # the rates are the packets' (what a stream sends per frame); the header is said apart
@@ -216,13 +219,58 @@ def _encode(args) -> int:
     if config.rate_target is not None and rate > 1.5 * config.rate_target:  # the stream is good, the aim missed
         print(
             f"warning: {rate:.3g} MB/s is {rate / config.rate_target:.3g}x the target {config.rate_target:g} MB/s: "
-            + rate_miss(enc),
+            + rate_miss(enc, tally.anchor_bits),
             file=sys.stderr,
         )
     if args.stats:
-        for line in frame_stats(enc.frames, clip.names):
+        for line in tally.lines(clip.names):
             print(line, file=report)
     return 0
+
+
+class FrameTally:
+    """Running totals of the encoder's per-frame statistics: what ``encode``'s summary,
+    ``--stats`` (:func:`frame_stats`) and :func:`rate_miss` need, so that ``Encoder.frames``
+    can be trimmed as the clip goes (a record and its motion vectors per frame, for the whole
+    clip, grew with it: about 740 bytes a frame)."""
+
+    def __init__(self, tensors: int):
+        self.total = 0  # bytes of packets
+        self.count = {kind: 0 for kind in ("key", "anchor", "pred")}
+        self.bytes = {kind: 0 for kind in self.count}
+        self.tensor_bytes = {kind: [0] * tensors for kind in self.count}
+        self.anchor_bits: set[int] = set()  # the N of every anchor (KEY or not)
+        self._taken = 0  # records at the start of enc.frames already counted
+
+    def add(self, frames) -> None:
+        for e in frames:
+            self.total += e.packet_bytes
+            self.count[e.kind] += 1
+            self.bytes[e.kind] += e.packet_bytes
+            per_tensor = self.tensor_bytes[e.kind]
+            for i, b in enumerate(e.tensor_bytes):
+                per_tensor[i] += b
+            if e.kind != "pred":
+                self.anchor_bits.add(e.n_bits)
+
+    def take(self, enc) -> None:
+        """Count the records ``enc`` appended since the last call, then drop all but the last
+        (the encoder completes its newest record after appending it, as the edge trims:
+        host/edge.py)."""
+        self.add(enc.frames[self._taken :])
+        del enc.frames[:-1]
+        self._taken = len(enc.frames)
+
+    def lines(self, names) -> list[str]:
+        """:func:`frame_stats`'s lines from the totals."""
+        lines = []
+        for kind, n in self.count.items():
+            if not n:
+                continue
+            total = self.bytes[kind]
+            per_tensor = ", ".join(f"{name} {self.tensor_bytes[kind][i] / n:.0f}" for i, name in enumerate(names))
+            lines.append(f"  {kind}: {n} frames, {total} bytes ({total / n:.0f} per frame; per tensor: {per_tensor})")
+        return lines
 
 
 def summary_stream(output: str):
@@ -252,12 +300,15 @@ def summary_stream(output: str):
     return sys.stdout
 
 
-def rate_miss(enc) -> str:
+def rate_miss(enc, anchor_bits=None) -> str:
     """Why a rate-controlled stream came out above its target: the ladder's cheapest point
     costs more on this clip, or the controller chose a finer N from estimates that came out
-    low and the clip ended before later groups repaid the overshoot."""
+    low and the clip ended before later groups repaid the overshoot. ``anchor_bits``: the N
+    of the clip's anchors (:class:`FrameTally`'s), where ``enc.frames`` no longer holds them all."""
     lowest = min(n for n, _ in enc.rate.ladder)
-    above = sorted({e.n_bits for e in enc.frames if e.kind != "pred" and e.n_bits > lowest})
+    if anchor_bits is None:
+        anchor_bits = {e.n_bits for e in enc.frames if e.kind != "pred"}
+    above = sorted(n for n in set(anchor_bits) if n > lowest)
     if not above:
         return (
             f"the rate control's operating points (down to N = {lowest} and the longest group --structure allows) "
@@ -294,18 +345,9 @@ def check_output(output: str, input_path: str) -> None:
 def frame_stats(frames, names) -> list[str]:
     """A line per kind of frame: how many, their packets' bytes, and each tensor's section
     bytes per frame (what ``encode --stats`` prints)."""
-    lines = []
-    for kind in ("key", "anchor", "pred"):
-        of_kind = [e for e in frames if e.kind == kind]
-        if not of_kind:
-            continue
-        n = len(of_kind)
-        total = sum(e.packet_bytes for e in of_kind)
-        per_tensor = ", ".join(
-            f"{name} {sum(e.tensor_bytes[i] for e in of_kind) / n:.0f}" for i, name in enumerate(names)
-        )
-        lines.append(f"  {kind}: {n} frames, {total} bytes ({total / n:.0f} per frame; per tensor: {per_tensor})")
-    return lines
+    tally = FrameTally(len(names))
+    tally.add(frames)
+    return tally.lines(names)
 
 
 def _load_features(path: str):
