@@ -109,7 +109,13 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fps", type=float, default=None, help="frame rate for rates (default 30; the edge's: its source's)"
     )
-    p.add_argument("--table-policy", choices=["previous", "own"], default="previous")
+    p.add_argument(
+        "--table-policy",
+        choices=["previous", "own"],
+        default="previous",
+        help="an anchor's Huffman/ZRL table from the previous anchor's histogram (one pass, as the fabric) "
+        "or its own (two passes); docs/bitstream.md, section 7",
+    )
     p.add_argument("--key-interval", type=int, default=16, help="anchors between self-contained KEY anchors")
 
 
