@@ -120,6 +120,22 @@ def _output_folder(path, option: str = "--out") -> None:
         raise ConfigError(f"{option}{where} a file, not a folder")
 
 
+def _real_weights(model: str, weights) -> None:
+    """Refuse a torchvision model without ``--weights``: it would be built with random weights,
+    whose figures are no result (docs/models.md: exactness and plumbing only, no rate or
+    accuracy figure is reported for them). The harness still runs them, through the Python
+    API (``Harness(model=..., weights=None)``), for the plumbing tests. An unknown model is
+    left to the harness's own error."""
+    from temposplit.errors import ConfigError
+    from temposplit.model.cuts import MODELS, SSD
+
+    if model in MODELS and model != SSD and weights is None:
+        raise ConfigError(
+            f"--model {model} without --weights: give --weights DEFAULT, COCO_V1 or a .pth (random weights give "
+            "no rate or accuracy figure)"
+        )
+
+
 def _cmd_eval(args) -> int:
     import time
 
@@ -168,6 +184,7 @@ def _cmd_eval(args) -> int:
                 raise ConfigError(f"{option}: expected a size in pixels in {MIN_SIDE}..{MAX_SIDE}, not {side}")
         min_size = args.min_size if args.min_size is not None else args.max_size
         detector_kwargs = {"min_size": min_size, "max_size": args.max_size or min_size}
+    _real_weights(args.model, args.weights)
     t0 = time.perf_counter()
     harness = Harness(
         model=args.model,
