@@ -29,6 +29,9 @@ import numpy as np
 
 from temposplit.errors import ConfigError
 
+# This module: it computes the cached M1 codes and float references, so its source (and what it
+# imports) names them beside the code that makes the networks (ClipData.clip_id).
+CACHE_MODULE = "temposplit.evaluation.cache"
 CALIBRATION_FRAMES = 32  # the calibration="clip" rule: frames spread over the clip
 CALIBRATIONS = ("fixed", "clip")
 
@@ -336,11 +339,15 @@ class ClipData:
 
     def clip_id(self) -> str:
         """The clip, its frames, the float weights, the calibration's frames and the code that
-        makes the networks, each by content: the name of its cached M1 codes and float reference
-        (another int8 network, another name)."""
+        makes the networks and computes the codes and references (this module and its imports),
+        each by content, and PyAV's and FFmpeg's versions (they decode the frames): the name of
+        its cached M1 codes and float reference (another int8 network, another name)."""
         if self._id is None:
+            import av
+
             from temposplit.files import content_digest
-            from temposplit.model.fingerprint import calibration_platform, model_source_digest
+            from temposplit.model.fingerprint import NETWORK_MODULES, calibration_platform
+            from temposplit.source import source_digest
 
             if self.calibration == "clip":
                 calib = self.calibration_frames  # the clip's own frames: its content below
@@ -355,9 +362,11 @@ class ClipData:
                 self.start,
                 self.frames,
                 calib,
-                model_source_digest(),
+                source_digest((*NETWORK_MODULES, CACHE_MODULE)),
                 calibration_platform(),
                 np.__version__,
+                av.__version__,
+                sorted((k, list(v)) for k, v in av.library_versions.items()),
             )
         return self._id
 
