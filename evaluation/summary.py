@@ -21,7 +21,9 @@ too few scored frames (fewer than two blocks, ``bootstrap.enough_frames``); or a
 the BD-rate (a feature row or a row of that frame codec curve) without its scoring file
 (``evals/<clip>/*.npz`` missing): the point estimate uses every row, and resamples
 without that row would come from another front, so the interval is not given. "[no
-interval]" alone means fewer than half of the resamples gave a BD-rate.
+interval]" alone means fewer than half of the resamples gave a BD-rate. An undefined
+BD-rate (NaN: no overlap, fewer than two hull points) has no interval either (``ci_low``,
+``ci_high`` empty; its ``note`` says why there is no number).
 """
 
 from __future__ import annotations
@@ -184,7 +186,9 @@ def summarize_clip(rows, evals_root: Path, replicates=bootstrap.REPLICATES, bloc
             lacking = sum(1 for r in feats + pts if r["key"] in missing and _ok(r.get(metric)))
             interval_note = summary.interval_note or (missing_note(lacking) if lacking else "")
             reps = []
-            if weights is not None and not lacking:
+            # Only a defined point has an interval: over the resamples where an undefined one
+            # ("no overlap", one hull point) happens to be defined it would be of another quantity.
+            if weights is not None and not lacking and point.defined:
                 for b in range(len(weights)):
                     reps.append(bd_rate(c_rates, values(pts, metric, b), f_rates, values(feats, metric, b)).bd_rate)
             lo, hi = bootstrap.interval(reps) if reps else (math.nan, math.nan)
