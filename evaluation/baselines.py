@@ -466,18 +466,66 @@ def example_table(
     return rows
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusal is one line, as ``temposplit.cli.OneLineParser``'s (not
+    imported: this module's source is part of eval's run identity, and the CLI's must not be)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _frame_count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame count >= 1, not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a frame count >= 1, not {v}")
+    return v
+
+
+def _frame_rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected frames per second > 0, not {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected frames per second > 0 (finite), not {text}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m temposplit.evaluation.baselines [VIDEO] --frames 60``: the example table."""
+    """``python -m temposplit.evaluation.baselines [VIDEO] --frames 60``: the example table.
+
+    A bad option or input (a missing or unreadable video, --frames 0, --fps 0) is one line on
+    stderr and exit status 2, as the ``temposplit`` commands say it."""
+    import sys
+
+    from temposplit.errors import TemposplitError
+
+    parser = _OneLineParser(prog="python -m temposplit.evaluation.baselines", description=main.__doc__.splitlines()[0])
+    parser.add_argument("video", nargs="?", help="video file (default: data/vtest.avi)")
+    parser.add_argument("--frames", type=_frame_count, default=60, help="first N frames, N >= 1 (default 60)")
+    parser.add_argument("--fps", type=_frame_rate, default=None, help="the clip's frame rate (default: the file's)")
+    args = parser.parse_args(argv)
+    try:
+        _print_example(args.video, args.frames, args.fps)
+    except (TemposplitError, OSError) as exc:
+        what = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror and exc.filename else exc
+        print(f"{parser.prog}: error: {what}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_example(video, n_frames: int, fps: float | None) -> None:
+    from temposplit.errors import ConfigError
     from temposplit.model.data import probe_video, read_video, vtest_path
 
-    parser = argparse.ArgumentParser(prog="python -m temposplit.evaluation.baselines", description=main.__doc__)
-    parser.add_argument("video", nargs="?", help="video file (default: data/vtest.avi)")
-    parser.add_argument("--frames", type=int, default=60, help="first N frames (default 60)")
-    parser.add_argument("--fps", type=float, default=None, help="the clip's frame rate (default: the file's)")
-    args = parser.parse_args(argv)
-    path = args.video or vtest_path()
-    fps = args.fps if args.fps is not None else probe_video(path).fps
-    frames = list(read_video(path, max_frames=args.frames))
+    path = video or vtest_path()
+    fps = fps if fps is not None else probe_video(path).fps
+    frames = list(read_video(path, max_frames=n_frames))
+    if not frames:
+        raise ConfigError(f"{path}: no frame to read")
     h, w = frames[0].shape[:2]
     print(f"{path}: {len(frames)} frames of {w}x{h} at {fps:g} frames/s")
     print("| codec | setting | bytes/frame | bits/pixel | MB/s at 30 fps | MB/s at clip fps | ratio vs RGB | PSNR dB |")
@@ -489,7 +537,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['mb_per_s_at_30fps']:.3f} | {row['mb_per_s_at_clip_fps']:.3f} | "
             f"{row['compression_ratio']:.1f} | {row['psnr_db']:.2f} |"
         )
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
