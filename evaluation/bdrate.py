@@ -88,7 +88,8 @@ def bd_rate(
     """BD-rate (%) of the test curve against the anchor, over their overlapping accuracy range.
 
     With ``hull`` (the default) each curve is first reduced to its Pareto front; without,
-    the points must already be strictly increasing in accuracy and rate.
+    the points must already be finite, with rates > 0, and strictly increasing in accuracy
+    and rate (else a :class:`ConfigError`).
     """
     curves = []
     for rates, acc, what in ((anchor_rates, anchor_accuracy, "anchor"), (test_rates, test_accuracy, "test")):
@@ -99,8 +100,15 @@ def bd_rate(
             idx = pareto_front(rates, acc)
             rates, acc = [rates[i] for i in idx], [acc[i] for i in idx]
         r, a = np.asarray(rates, np.float64), np.asarray(acc, np.float64)
-        if not hull and r.size and (np.any(np.diff(a) <= 0) or np.any(r <= 0)):
-            raise ConfigError(f"the {what} curve's accuracies must rise strictly and its rates be positive")
+        # Without the hull the points are the curve as given: finite, rates > 0, and rate and
+        # accuracy both rising strictly (a falling curve gave a number; a NaN, scipy's ValueError).
+        # Comparisons written as "> 0" so that a NaN fails them.
+        rising = (r > 0).all() and (np.diff(a) > 0).all() and (np.diff(r) > 0).all()
+        if not hull and r.size and not (np.isfinite(r).all() and np.isfinite(a).all() and rising):
+            raise ConfigError(
+                f"the {what} curve's rates and accuracies must be finite, its rates positive, and both rise "
+                "strictly (hull=False takes the points as the curve)"
+            )
         curves.append((r, a))
     (ra, aa), (rt, at) = curves
     if aa.size < 2 or at.size < 2:
