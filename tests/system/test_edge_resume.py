@@ -267,13 +267,28 @@ def test_a_camera_resumed_over_a_hole_numbers_its_pictures_past_every_record(mak
     """A camera's frame 2 was lost (a damaged packet) and the edge died after frame 9: the
     resume numbered its new pictures from next_frame (2), onto frames 3..9 already recorded,
     and those pictures were answered "duplicate" and lost. They are numbered from 10 now, and
-    the hole gets its error record at the end."""
-    import time
+    the hole gets its error record at the end.
+
+    The server's request for a fresh KEY (its answer to the damaged frame 2) must not reach
+    the edge before frame 9 is sent, else frames after it are coded from a KEY and decode:
+    the server's worker is held until the edge has sent frame 9, and the edge reads no
+    message after that (it crashes in its fault hook)."""
+    import threading
 
     srv = make_server(max_batch=1)
     replay = open_replay(tiled_replay(replay_file, tmp_path / "clip.npz", 16))
     rs = ResumeState(tmp_path / "state", f"{srv.address[0]}:{srv.address[1]}", "cam")
     camera = source_identity("/dev/video0")
+    sent9 = threading.Event()
+    worker = srv.workers[0]
+    process = worker._process
+
+    def held(batch):  # no frame decoded (so no KEY request) before frame 9 is sent
+        if not sent9.wait(60):
+            raise AssertionError("never: frame 9 sent")
+        return process(batch)
+
+    worker._process = held
 
     class Crash(Exception):
         pass
@@ -283,8 +298,9 @@ def test_a_camera_resumed_over_a_hole_numbers_its_pictures_past_every_record(mak
 
     def crash(i, chan):
         if i == 9:
-            wait_for(lambda: len(_frames_logged(srv, "cam")) >= 9, 60)  # 0, 1 and 3..8 or 9 recorded
-            time.sleep(0.5)
+            sent9.set()
+            # 0, 1 and 3..9 recorded (2 lost; 3..9, its successors, error records)
+            wait_for(lambda: len(_frames_logged(srv, "cam")) >= 9, "frames 0, 1 and 3..9 recorded", seconds=60)
             raise Crash
 
     first = Edge(replay, dict(CODEC), srv.address, "cam", resume_state=rs, source_id=camera)
@@ -292,7 +308,7 @@ def test_a_camera_resumed_over_a_hole_numbers_its_pictures_past_every_record(mak
     with pytest.raises(Crash):
         first.run(replay.frames(), positions=False)
     first.chan.close()
-    wait_for(lambda: 9 in _frames_logged(srv, "cam"), 60)
+    wait_for(lambda: 9 in _frames_logged(srv, "cam"), "frame 9 recorded", seconds=60)
     before = set(_frames_logged(srv, "cam"))
     assert 2 not in before and max(before) == 9
 

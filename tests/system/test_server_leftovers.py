@@ -271,14 +271,22 @@ def test_a_proxys_health_check_to_a_tls_server_is_not_logged(make_server, pki, h
     lines = []
     tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
     srv = make_server(log=lines.append, tls=tls, proxy_protocol=True)
+    served, serve = [], srv._serve
+
+    async def counted(sock, peer):  # each accepted socket's task (its lines said in it), counted once ended
+        try:
+            await serve(sock, peer)
+        finally:
+            served.append(peer)
+
+    srv._serve = counted  # (looked up at each accept)
     for _ in range(3):
         s = socket.create_connection(srv.address, timeout=30)
         s.sendall(V2_SIGNATURE + bytes([0x20, 0x00, 0, 0]))  # LOCAL: the proxy's own connection
         if how == "reset":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-    wait_for(lambda: srv.accepting == 0 and not srv.connections, "the checks done")
-    time.sleep(0.3)
+    wait_for(lambda: len(served) == 3, "the three checks accepted and done", seconds=20)
     assert [line for line in lines if line.startswith("connection from")] == []
 
 
@@ -578,7 +586,7 @@ def test_a_resume_while_the_end_is_being_finished_waits_and_is_told_the_stream_f
     assert m.type == P.SUMMARY and m.json()["frames"] == len(packets) + 255
     for c in (a, b):
         c.chan.close()
-    wait_for(lambda: not srv.connections, 10)
+    wait_for(lambda: not srv.connections, "the connections closed", seconds=10)
 
 
 def test_an_end_dropped_with_its_connection_leaves_the_stream_to_resume_at_once(make_server, coded_stream):
