@@ -50,11 +50,12 @@ class AcceleratorError(TemposplitError):
 
 class AcceleratorLimitError(AcceleratorError):
     """A request over what this accelerator can do (a map, block or reference over its
-    registers or on-chip memories, a mode or engine its build lacks), refused by the driver
-    before any register is written: the accelerator is untouched, so a caller may do the
-    work in software instead. Every other :class:`AcceleratorError` (a DMA error or stall, a
-    STATUS not DONE, a closed transport, a malformed output, a bad argument) is not a limit
-    and must not be hidden by a fallback."""
+    registers or on-chip memories, a mode or engine its build lacks, a DMA buffer the board
+    cannot allocate), refused by the driver before any register is written (a buffer: before
+    the operation's START, and in MOTION and BAND_MOTION before any register): the accelerator
+    is untouched, so a caller may do the work in software instead. Every other
+    :class:`AcceleratorError` (a DMA error or stall, a STATUS not DONE, a closed transport, a
+    malformed output, a bad argument) is not a limit and must not be hidden by a fallback."""
 
 
 @dataclass
@@ -184,6 +185,9 @@ class Transport(Protocol):
         """Send ``data`` on the input stream and return the output packet (up to its TLAST)."""
         ...
 
+    # Optional: ``reserve(nbytes_in, max_out)``, the buffers of the operation's stream, asked
+    # for before its START (a transport without it, e.g. the simulators', is not asked).
+
 
 class _DmaProblem(Exception):
     """A stall or a channel's error seen while waiting (PynqTransport turns it into an AcceleratorError)."""
@@ -204,7 +208,14 @@ class PynqTransport:
     stream); an operation's output is one TLAST-terminated packet and must fit one receive
     (at most ``buffer_max_size`` bytes: 2^26 - 1 with the overlay's 26-bit length register).
     Buffers are kept and grown, not allocated per call; caches are flushed before a send
-    and invalidated after a receive.
+    and invalidated after a receive. The input is staged through a buffer of at most
+    ``STAGE_BYTES`` (whole transfers of the DMA's limit, if that is smaller): a piece is
+    copied in, flushed and sent, and the next waits for that send, so the input's size
+    never sets a buffer's (a ResNet-50 cut's BAND_MOTION stream is over 100 MB, the
+    PYNQ-Z2's whole CMA pool). :meth:`reserve` allocates an operation's buffers before its
+    START (``Operations`` asks for it): a buffer the board cannot allocate is an
+    :class:`AcceleratorLimitError` with the accelerator not started, and a buffer being
+    replaced is dropped before it is freed, so a freed one is never used again.
 
     A stall does not hang the program: PYNQ's ``wait()`` spins until the channel is idle,
     for ever if the fabric or the DMA stops, so the transport polls the channels itself
@@ -237,6 +248,8 @@ class PynqTransport:
     RESET_TIMEOUT_S = 1.0  # the DMA's soft reset and the channels' restart (PG021: a few cycles)
     SPIN_S = 0.001  # a wait polls flat out this long (most passes end sooner), then sleeps between polls
     POLL_SLEEP_S = 0.0001
+    STAGE_BYTES = 8 << 20  # the input's staging buffer at most (the PYNQ-Z2's CMA pool is 128 MiB)
+    MIN_BUFFER = 4096
 
     def __init__(self, ip, dma, allocate=None, timeout_s: float | None = None):
         if timeout_s is not None and (
@@ -273,37 +286,77 @@ class PynqTransport:
         self._check_open()
         return int(self.mmio.read(offset))
 
+    def _piece(self) -> int:
+        """Bytes of one input transfer: the DMA's limit, at most ``STAGE_BYTES``, in whole cache lines."""
+        piece = min(self.max_transfer, self.STAGE_BYTES)
+        return max(self.ALIGN, piece - piece % self.ALIGN)
+
+    def _stage(self, nbytes: int) -> int:
+        """Bytes of input staged at a time: all of it, or as many whole pieces as ``STAGE_BYTES`` holds."""
+        piece = self._piece()
+        return min(int(nbytes), max(piece, self.STAGE_BYTES - self.STAGE_BYTES % piece))
+
+    def _out_bytes(self, max_out) -> int:
+        return min(max(int(max_out), 8), self.max_transfer)
+
+    def reserve(self, nbytes_in, max_out):
+        """Allocate (or keep) the buffers a stream of ``nbytes_in`` bytes in and up to
+        ``max_out`` out needs: the receive's and the input's staging buffer (at most
+        ``STAGE_BYTES``). ``Operations`` asks for it before an operation's START, so a buffer
+        the board cannot allocate (PYNQ's CMA pool exhausted) is an
+        :class:`AcceleratorLimitError` with nothing started."""
+        self._check_open()
+        self._buffer("out", self._out_bytes(max_out))
+        if nbytes_in:
+            self._buffer("in", self._stage(nbytes_in))
+
     def _buffer(self, key, nbytes):
         buf = self._buffers.get(key)
-        if buf is None or buf.nbytes < nbytes:
-            if buf is not None:
-                buf.freebuffer()
-            if self._allocate is None:
-                from pynq import allocate
+        if buf is not None and buf.nbytes >= nbytes:
+            return buf
+        if buf is not None:  # dropped before it is freed: a failed allocation below leaves none cached
+            del self._buffers[key]
+            buf.freebuffer()
+        if self._allocate is None:
+            from pynq import allocate
 
-                self._allocate = allocate
-            buf = self._allocate(shape=(max(4096, 1 << (nbytes - 1).bit_length()),), dtype=np.uint8)
-            self._buffers[key] = buf
+            self._allocate = allocate
+        size = max(self.MIN_BUFFER, 1 << (int(nbytes) - 1).bit_length())
+        try:
+            buf = self._allocate(shape=(size,), dtype=np.uint8)
+        except Exception as exc:  # noqa: BLE001 - pynq's own (RuntimeError, MemoryError, XRT's)
+            raise AcceleratorLimitError(
+                f"the DMA's {'input' if key == 'in' else 'output'} buffer of {size} bytes could not be "
+                f"allocated ({type(exc).__name__}: {exc})"
+            ) from exc
+        self._buffers[key] = buf
         return buf
 
     def stream(self, data, max_out):
         self._check_open()
         send, recv = self.dma.sendchannel, self.dma.recvchannel
         n = len(data)
-        out_len = min(max(int(max_out), 8), self.max_transfer)
-        dst = self._buffer("out", out_len)
-        if n:
-            src = self._buffer("in", n)
-            src[:n] = np.frombuffer(data, np.uint8)
-            src.flush()
-        piece = self.max_transfer - self.max_transfer % self.ALIGN
+        out_len = self._out_bytes(max_out)
+        try:
+            self.reserve(n, max_out)  # kept from the operation's reserve(): nothing to allocate
+        except AcceleratorLimitError as exc:  # not a limit here: the operation may have been started
+            raise AcceleratorError(f"{exc}; reload the overlay if the accelerator stays BUSY") from exc
+        dst = self._buffers["out"]
+        src = self._buffers.get("in")
+        view = np.frombuffer(data, np.uint8) if n else None
+        piece = self._piece()
+        span = self._stage(n)
         limit = self.stall_timeout(n + out_len)
         deadline = time.monotonic() + limit
         try:
             recv.transfer(dst, nbytes=out_len)
-            for start in range(0, n, piece):
-                send.transfer(src, start=start, nbytes=min(piece, n - start))
-                self._wait(send, "MM2S", deadline, limit)
+            for base in range(0, n, span):  # stage a span (whole pieces), send its pieces, then the next
+                m = min(span, n - base)
+                src[:m] = view[base : base + m]
+                src.flush()
+                for start in range(0, m, piece):
+                    send.transfer(src, start=start, nbytes=min(piece, m - start))
+                    self._wait(send, "MM2S", deadline, limit)
             self._wait(recv, "S2MM", deadline, limit)
         except _DmaProblem as exc:
             self._fail(str(exc))
@@ -581,7 +634,9 @@ class Operations:
     """The accelerator's operations as generators of transport requests.
 
     A request is ``("write", offset, value)`` (answer None), ``("read", offset)`` (answer the
-    word) or ``("stream", data, max_out)`` (answer the output packet's bytes).
+    word), ``("reserve", nbytes_in, max_out)`` (the stream's buffers, before the operation's
+    START: answer None; skipped for a transport without ``reserve``) or ``("stream", data,
+    max_out)`` (answer the output packet's bytes).
     """
 
     def __init__(self, params: regmap.Params | None = None):
@@ -637,7 +692,9 @@ class Operations:
         for code, length in zip(codes, lengths, strict=True):
             yield _w("TABLE_DATA", pack("TABLE_DATA", CODE=int(code), LENGTH=int(length)))
 
-    def _run(self, mode_name, data, max_out):
+    def _run(self, mode_name, data, max_out, reserved=False):
+        if not reserved:  # the DMA's buffers before START: one the board cannot allocate starts nothing
+            yield ("reserve", len(data), max_out)
         yield _w("CTRL", pack("CTRL", START=1, MODE=mode(mode_name)))
         out = yield ("stream", data, max_out)
         status = regmap.unpack("STATUS", (yield _r("STATUS")))
@@ -946,6 +1003,9 @@ class Operations:
             return result
         if block * block * c > p.block_bytes:
             raise AcceleratorLimitError(f"a block of {block}x{block}x{c} exceeds the {p.block_bytes}-byte block buffer")
+        nby, nbx = grid_shape(h, w, block)
+        data = block_order(cur, block)
+        yield ("reserve", len(data), 8 * nby * nbx)  # before any register: a fallback finds the fabric as it was
         for reg, v in (
             ("NBITS", check_bits(n_bits)),
             ("Z8", check_zero_point(z8)),
@@ -957,8 +1017,7 @@ class Operations:
             ("SEARCH", search),
         ):
             yield _w(reg, v)
-        nby, nbx = grid_shape(h, w, block)
-        out, cycles = yield from self._run("MOTION", block_order(cur, block), 8 * nby * nbx)
+        out, cycles = yield from self._run("MOTION", data, 8 * nby * nbx, reserved=True)
         return self._records(out, nby, nbx, cycles)
 
     def _band_motion(self, cur, *, z8, n_bits, zn_ref, block, search, reference):
@@ -995,6 +1054,9 @@ class Operations:
         cur = pad_channels(cur, plan.channels, max(c_pad, 0))
         ref = pad_channels(ref, plan.channels, a_pad)
         h, w, c = cur.shape
+        nby, nbx = grid_shape(h, w, block)
+        data = band_stream(ref, cur, block, search, plan)
+        yield ("reserve", len(data), 8 * nby * nbx)  # before any register: a fallback finds the fabric as it was
         for reg, v in (
             ("NBITS", check_bits(n_bits)),
             ("Z8", check_zero_point(z8)),
@@ -1008,9 +1070,8 @@ class Operations:
             ("BAND_GROUP", plan.group),
         ):
             yield _w(reg, v)
-        nby, nbx = grid_shape(h, w, block)
         self.last_plan = plan
-        out, cycles = yield from self._run("BAND_MOTION", band_stream(ref, cur, block, search, plan), 8 * nby * nbx)
+        out, cycles = yield from self._run("BAND_MOTION", data, 8 * nby * nbx, reserved=True)
         return self._records(out, nby, nbx, cycles)
 
     def _records(self, out, nby, nbx, cycles):
@@ -1068,8 +1129,10 @@ class Accelerator:
         try:
             while True:
                 req = gen.send(answer)
-                kind = req[0]
-                answer = getattr(self.transport, kind)(*req[1:])
+                if req[0] == "reserve" and not hasattr(self.transport, "reserve"):  # no buffers of its own
+                    answer = None
+                    continue
+                answer = getattr(self.transport, req[0])(*req[1:])
         except StopIteration as stop:
             return stop.value
 
@@ -1086,6 +1149,9 @@ class AsyncAccelerator:
         try:
             while True:
                 req = gen.send(answer)
+                if req[0] == "reserve" and not hasattr(self.transport, "reserve"):  # cocotb's: no buffers of ours
+                    answer = None
+                    continue
                 answer = await getattr(self.transport, req[0])(*req[1:])
         except StopIteration as stop:
             return stop.value

@@ -19,11 +19,21 @@ sequences and checks as the simulated RTL's) over
 ``sim/test_pynq.py`` runs this module unchanged against the Verilated RTL with a stand-in
 ``pynq`` (``sim/pynqsim.py``: Overlay from a ``.hwh``, MMIO, ``allocate``, the AXI DMA's
 registers) -- docs/pynq-z2.md says why not ``cocotbpynq``.
+
+One fabric user per board: :func:`open_overlay` takes an exclusive ``flock`` on
+``$TEMPOSPLIT_FABRIC_LOCK`` (default ``/run/lock/temposplit-fabric.lock``) before it loads
+the overlay and keeps it until the accelerator's :meth:`~TemposplitAccel.close` (or the
+process's end). A second process is refused with an :class:`AcceleratorError` naming the
+holder's pid instead of reprogramming the fabric under the first (whose engine keeps its
+reference on chip). Within one process the lock is shared (counted), as the edge opens a
+new accelerator before it closes the old one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
 from pathlib import Path
 
 from pynq import DefaultIP, allocate
@@ -34,6 +44,80 @@ from temposplit.hw.driver import Accelerator, AcceleratorError, PynqTransport
 OVERLAY_ENV = "TEMPOSPLIT_OVERLAY"
 OVERLAY_NAME = "temposplit.bit"
 DMA_VLNV_PREFIX = "xilinx.com:ip:axi_dma:"
+LOCK_ENV = "TEMPOSPLIT_FABRIC_LOCK"
+DEFAULT_LOCK = "/run/lock/temposplit-fabric.lock"
+
+
+class FabricLock:
+    """This process's hold on the board's fabric: an exclusive, non-blocking ``flock`` on a
+    lock file holding the holder's pid, shared by the process's users (counted) and let go
+    when the last one releases it (or the process ends: the kernel drops a flock with its
+    file)."""
+
+    _held: dict = {}  # lock file -> [fd, users] of this process
+    _guard = threading.Lock()
+
+    def __init__(self, path: str):
+        self.path = path
+        self.released = False
+
+    @staticmethod
+    def default_path() -> str:
+        return os.environ.get(LOCK_ENV) or DEFAULT_LOCK
+
+    @classmethod
+    def acquire(cls, path: str | None = None) -> FabricLock:
+        path = os.path.realpath(path or cls.default_path())
+        with cls._guard:
+            held = cls._held.get(path)
+            if held is None:
+                held = cls._held[path] = [cls._take(path), 0]
+            held[1] += 1
+        return cls(path)
+
+    @staticmethod
+    def _take(path: str) -> int:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise AcceleratorError(
+                f"cannot open the fabric's lock file {path} ({exc.strerror}): set ${LOCK_ENV} to a writable path"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise AcceleratorError(
+                f"the fabric is in use by another process (pid {pid}, lock file {path}): one fabric user per board"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise AcceleratorError(f"cannot lock the fabric's lock file {path} ({exc.strerror})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def release(self) -> None:
+        """Let go of this user's hold (once); the last one unlocks the file."""
+        with self._guard:
+            if self.released:
+                return
+            self.released = True
+            held = self._held[self.path]
+            held[1] -= 1
+            if held[1]:
+                return
+            del self._held[self.path]
+            fd = held[0]
+            try:
+                os.ftruncate(fd, 0)  # no pid left behind for the next one to name
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
 
 
 class _NoTransport:
@@ -57,6 +141,7 @@ class TemposplitAccel(DefaultIP, Accelerator):
         Accelerator.__init__(self, _NoTransport())
         self.description = description
         self.dma = None
+        self.fabric_lock = None  # open_overlay's FabricLock, released by close()
 
     def attach(self, dma) -> TemposplitAccel:
         self.dma = dma
@@ -70,8 +155,12 @@ class TemposplitAccel(DefaultIP, Accelerator):
         return self.transport.max_transfer
 
     def close(self) -> None:
-        if isinstance(self.transport, PynqTransport):
-            self.transport.close()
+        try:
+            if isinstance(self.transport, PynqTransport):
+                self.transport.close()
+        finally:
+            if self.fabric_lock is not None:
+                self.fabric_lock.release()
 
 
 def default_bitfile() -> str:
@@ -90,10 +179,27 @@ def default_bitfile() -> str:
 
 
 def open_overlay(bitfile: str | None = None, download: bool = True) -> TemposplitAccel:
-    """Load the overlay and return its accelerator, attached to its AXI DMA and probed."""
+    """Load the overlay and return its accelerator, attached to its AXI DMA and probed. The
+    board's fabric lock (:class:`FabricLock`) is taken first and held until the
+    accelerator's ``close()``: a fabric another process holds is an :class:`AcceleratorError`,
+    and the overlay is not loaded under it."""
     import pynq
 
-    bitfile = bitfile or default_bitfile()
+    # sim/pynqsim.py's stand-in (its DMA's `simulated`): each process's overlay is a
+    # simulation of its own, no fabric shared with another process, so no lock
+    simulated = getattr(getattr(pynq, "DMA", None), "simulated", False)
+    lock = None if simulated else FabricLock.acquire()
+    try:
+        accel = _load(pynq, bitfile or default_bitfile(), download)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    accel.fabric_lock = lock
+    return accel
+
+
+def _load(pynq, bitfile: str, download: bool) -> TemposplitAccel:
     try:
         overlay = pynq.Overlay(bitfile, download=download)
     except Exception as exc:  # noqa: BLE001 - pynq's own types (a missing .hwh is a ValueError, a damaged one XML's)
