@@ -323,6 +323,16 @@ def encode_elements(es, out, ctx, x, pred, flags, block, mode, n_bits, z_n, dref
 def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
     """Inverse of :func:`encode_elements`: fills the flagged blocks of ``x`` (and ``sign``) in
     place. Returns (state, status): status 0, or < 0 on an error."""
+    return decode_elements_channels(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign, 0, x.shape[2])
+
+
+@njit(cache=True, nogil=True)
+def decode_elements_channels(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign, c0, c1):
+    """:func:`decode_elements` of the channels ``c0`` .. ``c1 - 1`` of the (H, W, C) maps
+    alone, as the section of the sub-tensor holding only those channels (a slice, 6.2.6): its
+    element order and neighbours (the element before channel ``c0`` is outside the map). The
+    other channels are neither read nor written, so slices decode into one map side by side.
+    ``x`` may be ``pred``: an element's prediction is read before its code is written."""
     rng, code, pos = ds
     height, width, channels = x.shape
     xf, pf, df, sf = x.reshape(x.size), pred.reshape(pred.size), dref.reshape(dref.size), sign.reshape(sign.size)
@@ -341,13 +351,13 @@ def decode_elements(ds, data, ctx, x, pred, flags, block, mode, n_bits, z_n, dre
             for y in range(by * block, min(height, (by + 1) * block)):
                 for xx in range(x0, x1):
                     base = (y * width + xx) * channels
-                    for c in range(channels):
+                    for c in range(c0, c1):
                         i = base + c
                         if mode != MODE_INTRA:
                             p = np.int64(pf[i])
                             sl = np.int64(sf[i - channels]) if xx > 0 else 0
                             su = np.int64(sf[i - row]) if y > 0 else 0
-                            sp = np.int64(sf[i - 1]) if c > 0 else 0
+                            sp = np.int64(sf[i - 1]) if c > c0 else 0
                             zctx, sctx, mb = _temporal_contexts(p, sl, su, sp, np.int64(df[i]), sh, top, residual)
                             ms = 4
                         else:
@@ -447,8 +457,18 @@ def encode_vectors(es, out, ctx, mvs, p):
 
 @njit(cache=True, nogil=True)
 def decode_vectors(ds, data, ctx, nby, nbx, lanes, p):
-    rng, code, pos = ds
+    """Inverse of :func:`encode_vectors`: (state, vectors (nby, nbx, lanes, 2), status)."""
     mvs = np.zeros((nby, nbx, lanes, 2), np.int8)
+    ds, status = decode_vectors_into(ds, data, ctx, mvs, p)
+    return ds, mvs, status
+
+
+@njit(cache=True, nogil=True)
+def decode_vectors_into(ds, data, ctx, mvs, p):
+    """:func:`decode_vectors` into ``mvs`` (nby, nbx, lanes, 2), every component written (the
+    caller's array: the decoder allocates it the way it allocates its maps). (state, status)."""
+    rng, code, pos = ds
+    nby, nbx, lanes = mvs.shape[0], mvs.shape[1], mvs.shape[2]
     limit = data.size + SLACK
     for by in range(nby):
         for bx in range(nbx):
@@ -460,15 +480,16 @@ def decode_vectors(ds, data, ctx, nby, nbx, lanes, p):
                     if rng < TOP:
                         rng, code, pos = _drenorm(rng, code, pos, data)
                         if pos > limit:
-                            return (rng, code, pos), mvs, ERR_TRUNCATED
+                            return (rng, code, pos), ERR_TRUNCATED
                     if bit == 0:
+                        mvs[by, bx, ln, k] = 0
                         continue
                     s = C_MV_SIGN + k
                     rng, code, ctx[s], neg = _dbin(rng, code, ctx[s])
                     if rng < TOP:
                         rng, code, pos = _drenorm(rng, code, pos, data)
                         if pos > limit:
-                            return (rng, code, pos), mvs, ERR_TRUNCATED
+                            return (rng, code, pos), ERR_TRUNCATED
                     m = 0
                     while m < p - 1:
                         q = C_MV_MAG + k * 4 + min(m, 3)
@@ -476,12 +497,12 @@ def decode_vectors(ds, data, ctx, nby, nbx, lanes, p):
                         if rng < TOP:
                             rng, code, pos = _drenorm(rng, code, pos, data)
                             if pos > limit:
-                                return (rng, code, pos), mvs, ERR_TRUNCATED
+                                return (rng, code, pos), ERR_TRUNCATED
                         if bit == 0:
                             break
                         m += 1
                     mvs[by, bx, ln, k] = -(m + 1) if neg else m + 1
-    return (rng, code, pos), mvs, 0
+    return (rng, code, pos), 0
 
 
 @njit(cache=True, nogil=True)
@@ -500,8 +521,17 @@ def encode_flags(es, out, ctx, flags):
 
 @njit(cache=True, nogil=True)
 def decode_flags(ds, data, ctx, nby, nbx):
-    rng, code, pos = ds
+    """Inverse of :func:`encode_flags`: (state, flags (nby, nbx), status)."""
     flags = np.zeros((nby, nbx), np.bool_)
+    ds, status = decode_flags_into(ds, data, ctx, flags)
+    return ds, flags, status
+
+
+@njit(cache=True, nogil=True)
+def decode_flags_into(ds, data, ctx, flags):
+    """:func:`decode_flags` into ``flags`` (nby, nbx), every flag written. (state, status)."""
+    rng, code, pos = ds
+    nby, nbx = flags.shape
     limit = data.size + SLACK
     for by in range(nby):
         for bx in range(nbx):
@@ -510,6 +540,47 @@ def decode_flags(ds, data, ctx, nby, nbx):
             if rng < TOP:
                 rng, code, pos = _drenorm(rng, code, pos, data)
                 if pos > limit:
-                    return (rng, code, pos), flags, ERR_TRUNCATED
+                    return (rng, code, pos), ERR_TRUNCATED
             flags[by, bx] = bit == 1
-    return (rng, code, pos), flags, 0
+    return (rng, code, pos), 0
+
+
+# --------------------------------------------------------------------------- compensation by bands
+
+
+@njit(cache=True, nogil=True)
+def compensate_rows(out, ref, mvs, block, by0, first_bad):
+    """Motion compensation (docs/bitstream.md, section 3) of the block rows ``by0`` ..
+    ``by0 + rows - 1`` of ``ref`` (H, W, C) into ``out``, from their vectors ``mvs`` (rows,
+    nbx, lanes, 2): one lane moves every channel, else lane c moves channel c. A block whose
+    displaced block would leave the map is not written; ``first_bad[lane]`` keeps the index
+    (block raster order) of the first such block of each lane, -1 while none: over the rows of
+    a frame in turn, the first lane's that is set is what ``_kernels.compensate_shared`` and
+    ``compensate_per_channel`` report (they stop there), and where none is, ``out`` is theirs."""
+    height, width, channels = ref.shape
+    rows, nbx, lanes = mvs.shape[0], mvs.shape[1], mvs.shape[2]
+    of, rf = out.reshape(out.size), ref.reshape(ref.size)
+    row = width * channels
+    # A block row's run: bw * C contiguous codes with one lane, bw codes C apart with one per
+    # channel. Unsigned indexes (no negative-index wraparound test) let the copy vectorize.
+    step = np.uint64(1 if lanes == 1 else channels)
+    for r in range(rows):
+        by = by0 + r
+        y0 = by * block
+        bh = min(block, height - y0)
+        for bx in range(nbx):
+            x0 = bx * block
+            bw = min(block, width - x0)
+            run = np.uint64(bw * channels if lanes == 1 else bw)
+            for ln in range(lanes):
+                dy = np.int64(mvs[r, bx, ln, 0])
+                dx = np.int64(mvs[r, bx, ln, 1])
+                if y0 + dy < 0 or y0 + dy + bh > height or x0 + dx < 0 or x0 + dx + bw > width:
+                    if first_bad[ln] < 0:
+                        first_bad[ln] = by * nbx + bx
+                    continue
+                for yy in range(bh):
+                    a = np.uint64((y0 + yy) * row + x0 * channels + ln)
+                    b = np.uint64((y0 + dy + yy) * row + (x0 + dx) * channels + ln)
+                    for k in range(run):
+                        of[a + k * step] = rf[b + k * step]

@@ -136,12 +136,17 @@ def decode_anchor_slices(sections, shape, ref, dref, n_bits: int, z_n: int) -> t
     if len(bounds) == 1:
         return decode_anchor(sections[0], shape, ref, dref, n_bits, z_n)
     codes, changes = np.zeros(shape, np.uint8), np.zeros(shape, np.int8)
+    flags, block = _whole(shape)
+    mode = MODE_TEMPORAL if ref is not None else MODE_INTRA
+    pred = _u8(ref) if ref is not None else codes
+    dref = _changes(dref, shape)
 
     def one(k):
-        c0, c1 = bounds[k]
-        codes[..., c0:c1], changes[..., c0:c1] = decode_anchor(
-            sections[k], (shape[0], shape[1], c1 - c0), _part(ref, c0, c1), _part(dref, c0, c1), n_bits, z_n
-        )
+        # Each slice reads and writes only its channels of the maps: the slices decode into
+        # the one map side by side, with no copy of their parts (docs/bitstream.md, 11).
+        dec = SectionDecoder(sections[k])
+        dec.elements(codes, pred, flags, block, mode, n_bits, z_n, dref, changes, bounds[k])
+        dec.finish()
 
     _each(one, range(len(bounds)))
     return codes, changes
@@ -229,16 +234,50 @@ _ERRORS = {
     X.ERR_RANGE: (BitstreamError, "a decoded value lies outside its range"),
 }
 
+# A section of L bytes holds fewer than BINS_PER_BYTE * (L - 3) bins (docs/bitstream.md, 11):
+# a context's probability of a 0 bin stays within 26..4070 (6.2.2, from 2048), so a bin keeps
+# less than 4070/4096 + 26/2^24 of a range of at least 2^24, and the range, started below 2^32
+# and left at 2^24 or more, gains 8 bits per byte read past the first four. 872 is the least K
+# with (4070/4096 + 26/2^24)^K <= 2^-8 (tests/codec/test_ctx_pred_bounds.py checks it exactly).
+BINS_PER_BYTE = 872
+
+
+def most_bins(size: int) -> int:
+    """The most bins a valid ``ctx`` section of ``size`` bytes can hold (strictly fewer)."""
+    return BINS_PER_BYTE * (size - 3)
+
+
+def flagged_elements(flags: np.ndarray, shape, block: int) -> int:
+    """The elements of an (H, W, C) map in the blocks ``flags`` (nby, nbx) marks (edge blocks
+    truncated), counted without a map of the blocks' sizes."""
+    height, width, channels = shape
+    nby, nbx = flags.shape
+    heights = np.minimum(block, height - block * np.arange(nby, dtype=np.int64))
+    last = width - block * (nbx - 1)  # the width of the last block column
+    widths = flags.sum(axis=1, dtype=np.int64) * block - flags[:, -1] * np.int64(block - last)
+    return int(widths @ heights) * channels
+
 
 class SectionDecoder:
-    """One ``ctx`` section, decoded in parts that share the range decoder and contexts."""
+    """One ``ctx`` section, decoded in parts that share the range decoder and contexts.
+
+    Each part first counts the least number of bins it codes (one per vector component,
+    block flag and element, at least) and refuses the section (:class:`TruncatedError`)
+    when its length cannot hold them all (:func:`most_bins`), before anything the size
+    of the map is allocated: a few bytes announcing a frame of 2^24 vectors cost nothing."""
 
     def __init__(self, data: bytes):
         self.data = np.frombuffer(bytes(data), np.uint8)
         self.ctx = X.new_contexts()
         self.state = X.dec_start(self.data)
+        self.least = 0  # the bins the parts decoded so far code, at least
         if self.state[1] >= self.state[0]:
             raise BitstreamError("a ctx section does not start with a valid code value")
+
+    def _holds(self, bins: int) -> None:
+        self.least += bins
+        if self.least > most_bins(self.data.size):
+            raise TruncatedError(f"a ctx section of {self.data.size} bytes cannot hold the {self.least} bins it codes")
 
     def _check(self, status: int) -> None:
         if status < 0:
@@ -246,18 +285,26 @@ class SectionDecoder:
             raise error(message)
 
     def vectors(self, nby: int, nbx: int, lanes: int, p: int) -> np.ndarray:
-        self.state, mvs, status = X.decode_vectors(self.state, self.data, self.ctx, nby, nbx, lanes, p)
+        self._holds(2 * nby * nbx * lanes)
+        mvs = np.empty((nby, nbx, lanes, 2), np.int8)  # allocated as the maps are (numpy)
+        self.state, status = X.decode_vectors_into(self.state, self.data, self.ctx, mvs, p)
         self._check(status)
         return mvs
 
     def flags(self, nby: int, nbx: int) -> np.ndarray:
-        self.state, flags, status = X.decode_flags(self.state, self.data, self.ctx, nby, nbx)
+        self._holds(nby * nbx)
+        flags = np.empty((nby, nbx), np.bool_)
+        self.state, status = X.decode_flags_into(self.state, self.data, self.ctx, flags)
         self._check(status)
         return flags
 
-    def elements(self, x, pred, flags, block, mode, n_bits, z_n, dref, sign) -> None:
-        self.state, status = X.decode_elements(
-            self.state, self.data, self.ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign
+    def elements(self, x, pred, flags, block, mode, n_bits, z_n, dref, sign, channels=None) -> None:
+        """The flagged blocks' elements, into ``x`` and ``sign``; with ``channels`` (c0, c1),
+        those of the channels c0 .. c1 - 1 alone, a slice's (6.2.6), the rest untouched."""
+        c0, c1 = (0, x.shape[2]) if channels is None else channels
+        self._holds(flagged_elements(flags, (x.shape[0], x.shape[1], c1 - c0), block))
+        self.state, status = X.decode_elements_channels(
+            self.state, self.data, self.ctx, x, pred, flags, block, mode, n_bits, z_n, dref, sign, c0, c1
         )
         self._check(status)
 
@@ -270,28 +317,68 @@ class SectionDecoder:
             raise BitstreamError(f"a ctx section of {self.data.size} bytes uses only {used}")
 
 
-def decode_pred_residual(dec: SectionDecoder, pred: np.ndarray, dref, block: int, n_bits: int, more=()):
+# The most vector components decoded at a time (a band of block rows, 1 MB of int8): a
+# predicted frame's vectors are compensated as they come, never held whole.
+VECTOR_BAND = 1 << 20
+
+
+def decode_prediction(dec: SectionDecoder, ref: np.ndarray, lanes: int, p: int, block: int) -> tuple[np.ndarray, int]:
+    """(motion-compensated prediction (H, W, C), the first block a vector moves outside the map
+    or -1) of a predicted frame against its reference's codes ``ref``, from the vectors that
+    start its section (6.2.3). They are decoded a band of block rows at a time and each band is
+    compensated as it comes (a vector's contexts look only left, 6.2.5), so the field of 2
+    bytes per block and lane (32 MB for 2^24 one-element blocks) is never held whole, and the
+    prediction is allocated once the first band has passed the section's length check. The
+    result is the compensation of the whole field (:func:`temposplit.codec._kernels.
+    compensate_shared` with one lane, ``compensate_per_channel`` with one per channel), its
+    first bad block the same."""
+    ref = np.ascontiguousarray(ref, np.uint8)
+    nby, nbx = grid_shape(ref.shape[0], ref.shape[1], block)
+    rows = max(1, VECTOR_BAND // (2 * nbx * lanes))
+    out = None
+    first_bad = np.full(lanes, -1, np.int64)
+    for by0 in range(0, nby, rows):
+        mvs = dec.vectors(min(rows, nby - by0), nbx, lanes, p)
+        if out is None:  # once the section has passed its first band's length check
+            out = np.empty_like(ref)
+        X.compensate_rows(out, ref, mvs, block, by0, first_bad)
+    bad = first_bad[first_bad >= 0]
+    return out, int(bad[0]) if bad.size else -1
+
+
+def decode_pred_residual(
+    dec: SectionDecoder, pred: np.ndarray, dref, block: int, n_bits: int, more=(), in_place: bool = False
+):
     """(flags, reconstruction, change map) of a predicted frame, after its vectors; with
-    ``more``, the sections of its further slices (6.2.6), each used exactly."""
+    ``more``, the sections of its further slices (6.2.6), each used exactly. ``in_place``:
+    the reconstruction is ``pred`` itself, rebuilt where it lies (a contiguous, writeable
+    uint8 map the caller gives up): no copy of the map, nor of a slice's part of it, the
+    reference's change map or its own (docs/bitstream.md, 11); else ``pred`` is left as it is."""
     nby, nbx = grid_shape(pred.shape[0], pred.shape[1], block)
-    flags = dec.flags(nby, nbx)
-    recon = pred.copy()
-    sign = np.zeros(pred.shape, np.int8)
     bounds = slice_bounds(pred.shape[2], 1 + len(more))
     if len(bounds) != 1 + len(more):
         raise BitstreamError(f"{1 + len(more)} ctx slices for a tensor of {pred.shape[2]} channels")
+    if in_place:
+        if pred.dtype != np.uint8 or not pred.flags.c_contiguous or not pred.flags.writeable:
+            raise ValueError("decode_pred_residual rebuilds a contiguous, writeable uint8 map in place")
+        recon = pred
+    else:
+        recon = pred.copy()
+    sign = np.zeros(recon.shape, np.int8)  # kept with the frame: allocated before the passing flags
+    flags = dec.flags(nby, nbx)
+    dref = _changes(dref, recon.shape)
     decoders = [dec, *(SectionDecoder(data) for data in more)]
 
     def one(k):
-        c0, c1 = bounds[k]
-        p = _part(pred, c0, c1)
-        x = p.copy()  # the reconstruction, written in place
-        s = np.zeros(x.shape, np.int8)
+        # An element's prediction is read before its code is written, and no other element's;
+        # a slice reads and writes only its own channels: each rebuilds its channels of the
+        # map in place, with no copy of its part (docs/bitstream.md, 11).
         d = decoders[k]
-        d.elements(x, p, flags, block, X.MODE_RESIDUAL, n_bits, 0, _changes(_part(dref, c0, c1), x.shape), s)
+        d.elements(
+            recon, recon, flags, block, X.MODE_RESIDUAL, n_bits, 0, dref, sign, None if len(bounds) == 1 else bounds[k]
+        )
         if k > 0:
             d.finish()
-        recon[..., c0:c1], sign[..., c0:c1] = x, s
 
     _each(one, range(len(bounds)))
     return flags, recon, sign

@@ -180,7 +180,7 @@ def _ctx_sections(t: TensorInfo, slices: list[bytes], count: int) -> bytes:
 
 @dataclass
 class PredTensor:
-    mvs: np.ndarray  # (nby, nbx, 2) or (nby, nbx, C, 2) int8
+    mvs: np.ndarray | None  # (nby, nbx, 2) or (nby, nbx, C, 2) int8; None from read_pred_ctx (never held whole)
     coded: np.ndarray | None  # (nby, nbx) bool: blocks with a coded residual (residual mode)
     residual: np.ndarray | None  # int32 residual values of the coded blocks, block raster order (written)
     slices: list[bytes] | None = None  # ctx: the tensor's sections, one per slice (6.2.6)
@@ -246,32 +246,29 @@ def read_pred(header: StreamHeader, payload: bytes, n_bits: int, mv_tables, res_
 
 
 def read_pred_ctx(header: StreamHeader, payload: bytes, reference: Held) -> list[PredTensor]:
-    """Parse and reconstruct a ctx predicted frame against the reference it names."""
+    """Parse and reconstruct a ctx predicted frame against the reference it names. The
+    vectors are compensated a band at a time as they are decoded (2 bytes per block and lane
+    held whole would be 32 MB for 2^24 one-element blocks) and the residual is decoded into
+    the prediction in place (docs/bitstream.md, 11): the returned tensors' ``mvs`` are None."""
     r = Reader(payload)
     p = header.search_range
     out = []
     for i, t in enumerate(header.tensors):
-        nby, nbx, lanes = mv_lanes(header, t)
+        lanes = mv_lanes(header, t)[2]
         dec = ctx.SectionDecoder(_ctx_section(r))
-        mvs = dec.vectors(nby, nbx, lanes, p)
-        ref = reference.codes[i]
-        if header.per_channel:
-            pred, bad = K.compensate_per_channel(ref, mvs, t.block)
-        else:
-            mvs = mvs.reshape(nby, nbx, 2)
-            pred, bad = K.compensate_shared(ref, mvs, t.block)
+        pred, bad = ctx.decode_prediction(dec, reference.codes[i], lanes, p, t.block)
         if bad >= 0:
             raise BitstreamError(f"tensor {t.name!r}: a motion vector moves block {bad} outside the map")
         coded = None
         if header.residual:
             more = [_ctx_section(r) for _ in header.slices(t)[1:]]
             coded, recon, changes = ctx.decode_pred_residual(
-                dec, pred, reference.changes[i], t.block, reference.n_bits, more
+                dec, pred, reference.changes[i], t.block, reference.n_bits, more, in_place=True
             )
         else:
             recon, changes = pred, np.zeros(pred.shape, np.int8)
         dec.finish()
-        out.append(PredTensor(mvs, coded, None, None, recon, changes))
+        out.append(PredTensor(None, coded, None, None, recon, changes))
     r.done()
     return out
 

@@ -90,8 +90,10 @@ class _ReferenceSection:
     def flags(self, nby, nbx):
         return ctx_reference.decode_flags(self.dec, self.coder, nby, nbx)
 
-    def elements(self, x, pred, flags, block, mode, n_bits, z_n, dref, sign):
+    def elements(self, x, pred, flags, block, mode, n_bits, z_n, dref, sign, channels=None):
         temporal, residual = mode != ctx.MODE_INTRA, mode == MODE_RESIDUAL
+        if channels is not None:  # a slice's channels of the maps: the sub-tensor's views
+            x, pred, dref, sign = (a[..., channels[0] : channels[1]] for a in (x, pred, dref, sign))
         ctx_reference._decode_elements(
             self.dec, self.coder, x, pred, flags, block, temporal, n_bits, z_n, dref, sign, residual
         )
