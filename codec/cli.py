@@ -160,6 +160,12 @@ def config_from_args(args, tensors):
             hysteresis=hysteresis,
             **{field: getattr(preset, field) if value is None else value for field, value in given.items()},
         )
+    res = kwargs.get("residual")
+    if res is not None:  # an option of the other residual mode would be ignored
+        other = {"threshold": ("lam", "--lam", "rd"), "rd": ("threshold", "--residual-threshold", "threshold")}
+        field, flag, mode = other[res.mode]
+        if given[field] is not None:
+            raise ConfigurationError(f"{flag} applies to --residual {mode}, not {res.mode}")
     if kwargs.get("residual") is None:  # options that would be ignored
         flags = {"threshold": "--residual-threshold", "lam": "--lam", "dead_zone": "--dead-zone"}
         flags["refine_vectors"] = "--refine-vectors"

@@ -497,6 +497,21 @@ def test_residual_options_without_a_residual_mode_are_refused(tmp_path, capsys, 
     assert sorted(os.listdir(tmp_path)) == ["f.npz"]
 
 
+@pytest.mark.parametrize(
+    "options, flag",
+    [
+        (["--lam", "2"], "--lam applies to --residual rd"),  # the recommended preset: threshold
+        (["--residual", "threshold", "--lam", "2"], "--lam applies to --residual rd"),
+        (["--residual", "rd", "--residual-threshold", "2"], "--residual-threshold applies to --residual threshold"),
+    ],
+)
+def test_an_option_of_the_other_residual_mode_is_refused(tmp_path, capsys, options, flag):
+    """--lam under the threshold mode (and --residual-threshold under rd) was accepted and ignored."""
+    path = _feature_file(tmp_path / "f.npz", 2)
+    _one_line_error(capsys, ["encode", path, tmp_path / "s.tsp", *options], flag)
+    assert sorted(os.listdir(tmp_path)) == ["f.npz"]
+
+
 def test_residual_options_with_a_residual_mode_still_reach_it(tmp_path):
     import argparse
 
