@@ -6,6 +6,8 @@ one worker per CPU, whole files per worker; docs/testing.md).
 - A test that sets PyTorch's thread count (the models CLI's ``--threads``, default 2, run
   in process) has it set back to the worker's share after it: more threads than cores
   make OpenMP's barriers wait on descheduled threads, several times slower.
+- SIGINT and SIGQUIT get their default actions back where the suite inherited them ignored
+  (started as a background job), so that the signal tests test the programs, not that.
 - Files are handed out longest first (``LONG_FIRST``, from ``--durations`` on this suite),
   so that the last file to start is a short one and the workers finish together.
 """
@@ -13,9 +15,20 @@ one worker per CPU, whole files per worker; docs/testing.md).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
+
+# SIGINT and SIGQUIT as a terminal gives them. A suite started as a script's background job
+# (`make test &` without job control) inherits them ignored, and an ignored signal stays
+# ignored in every process it starts (exec keeps SIG_IGN), as the programs' own rule keeps it
+# (README: a signal the process ignores stays ignored): the tests that stop an edge, a demo
+# or a server with SIGINT then saw it ignored and failed. The suite's processes, and the
+# programs they start, get the default actions back.
+for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQUIT, signal.SIG_DFL)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _handler)
 
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
