@@ -220,7 +220,7 @@ def _flush_stdout() -> None:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from temposplit.signals import TERMINATED, Terminated, terminated_as_interrupt
+    from temposplit.signals import TERMINATED, Terminated, quiet_teardown, terminated_as_interrupt
 
     try:
         with terminated_as_interrupt():  # SIGTERM unwinds as Ctrl-C does (temposplit/signals.py)
@@ -241,9 +241,11 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except Terminated:
         print(f"{args.prog}: terminated", file=sys.stderr)
+        quiet_teardown()  # what the signal left half made in a library says nothing more
         return TERMINATED
     except KeyboardInterrupt:
         print(f"{args.prog}: interrupted", file=sys.stderr)
+        quiet_teardown()
         return 130
     except Exception as exc:  # a defect of ours, not the user's: one line that names it
         if os.environ.get("TEMPOSPLIT_DEBUG", "") not in ("", "0"):

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from temposplit.signals import Terminated, terminated_as_interrupt
 
 
@@ -117,3 +119,32 @@ def test_board_emu_stopped_by_sigterm_unwinds_with_one_line(monkeypatch, capsys)
     finally:
         signal.signal(signal.SIGTERM, before)
     assert unwound == [True] and capsys.readouterr().err.splitlines() == ["board-emu: terminated"]
+
+
+_HALF_MADE = r"""
+import argparse, os, signal, sys, time
+import temposplit.cli as cli
+
+class HalfMade:  # a library object a signal stopped half way: its __del__ fails
+    def __del__(self):
+        raise AttributeError("no attribute '_as_parameter_'")
+
+def handler(args):
+    global kept
+    kept = HalfMade()  # torn down at the interpreter's exit
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(30)
+
+class Parser:
+    def parse_args(self, argv):
+        return argparse.Namespace(handler=handler, prog="temposplit x")
+
+cli.build_parser = Parser
+sys.exit(cli.main([]))
+"""
+
+
+@pytest.mark.parametrize(("name", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_library_object_the_signal_left_half_made_adds_no_traceback(name, status, line):
+    p = subprocess.run([sys.executable, "-c", _HALF_MADE, name], capture_output=True, text=True, timeout=60)
+    assert p.returncode == status and p.stderr.splitlines() == [f"temposplit x: {line}"], (p.returncode, p.stderr)
