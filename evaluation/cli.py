@@ -29,9 +29,12 @@ def _bits(text: str) -> list[int]:
 
 def _bits_list(text: str) -> list[int]:
     try:
-        return sorted({int(v) for v in text.split(",") if v.strip()})
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers such as 13,23,33, not {text!r}") from None
+        values = []
+    if not values:  # "," is not "the default crf values"
+        raise argparse.ArgumentTypeError(f"expected integers such as 13,23,33, not {text!r}")
+    return values
 
 
 def _list(text: str) -> list[str]:

@@ -309,3 +309,12 @@ def test_the_torchvision_resize_sides_are_bounded(capsys, one_line, option, valu
         status = e.code
     assert status == 2
     one_line(f"{option}: {message}, not {value}")
+
+
+@pytest.mark.parametrize("crfs", [",", " , ", ""])
+def test_crfs_that_name_no_value_are_refused(tmp_path, capsys, crfs):
+    # Before, "--crfs ," parsed as no list and ran the default crf values.
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--crfs", crfs, "--out", str(tmp_path / "ev"), "--quick"])
+    assert stop.value.code == 2 and "expected integers such as 13,23,33" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
