@@ -25,10 +25,14 @@ not do (ZVC/raw/ZRL sections, per-channel vectors, TSS of a map the band engine 
 over ``band_blocks`` blocks, or a band of B + 2p rows of one chunk of channels over the
 reference RAM, or whose channels padded to its chunks exceed CHANNELS; a ``ctx`` slice whose
 own words exceed one pass) falls back to the golden software and is
-counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations. Only a
-request over the build's limits falls back (the driver's
-:class:`~temposplit.hw.driver.AcceleratorLimitError`, refused before any register is
-written; a ``ctx`` slice's words, checked here against the same limit): a fault of the fabric or its DMA
+counted in ``engine.fallbacks``; ``engine.passes`` counts the fabric's operations (each once
+done: one refused before its START is not counted). Only a
+request over the build's or the board's limits falls back (the driver's
+:class:`~temposplit.hw.driver.AcceleratorLimitError`, refused before the operation's START:
+a map over the registers or on-chip memories, a DMA buffer the board's CMA pool cannot
+allocate; a ``ctx`` slice's words, checked here against the same limit). An anchor so
+refused is coded in software whole and the on-chip reference is then taken as unknown (the
+group's MOTION loads it first, LOAD_REF, or falls back in turn). A fault of the fabric or its DMA
 (an error, a stall, a STATUS not DONE, a closed transport) is an ``AcceleratorError`` that
 propagates, so the edge program stops with it instead of coding on in software.
 """
@@ -76,6 +80,14 @@ class FabricEngine(SoftwareEngine):
         if coder != "huffman":
             self.fallbacks[f"{coder} anchor"] += 1
             return super().code_anchor(tensor, q8, n_bits, coder, alphabet, table)
+        try:
+            return self._code_anchor(tensor, q8, n_bits, alphabet, table)
+        except AcceleratorLimitError:  # refused before its START (a pass before it may have stored a reference)
+            self._reference = None
+            self.fallbacks["anchor over the fabric's limits"] += 1
+            return super().code_anchor(tensor, q8, n_bits, coder, alphabet, table)
+
+    def _code_anchor(self, tensor, q8, n_bits, alphabet, table):
         q8 = np.ascontiguousarray(q8)
         z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
         codes = lut(z8, n_bits)[q8]
@@ -84,10 +96,10 @@ class FabricEngine(SoftwareEngine):
         store = on_chip
         if table is None:  # a self-contained anchor: its table comes from its own histogram
             if self.accel.ops.hist:
+                first = self.accel.histogram(q8, alphabet.size, z8=z8, n_bits=n_bits, store_ref=store)
                 self.passes["HISTOGRAM"] += 1
                 if store and q8.shape[2] % self.params.lanes:
                     self.passes["REQUANT (padded reference)"] += 1
-                first = self.accel.histogram(q8, alphabet.size, z8=z8, n_bits=n_bits, store_ref=store)
             else:
                 self.accel.load_table(np.full(alphabet.size, max(1, (alphabet.size - 1).bit_length())))
                 first = self._encode(q8, z8, n_bits, alphabet, store)
@@ -111,12 +123,14 @@ class FabricEngine(SoftwareEngine):
         self._reference = self._key(tensor, n_bits, codes)
 
     def _encode(self, q8, z8, n_bits, alphabet, store_ref):
-        self.passes["ENCODE"] += 1
+        if store_ref:
+            res = self.accel.encode_anchor(q8, z8=z8, n_bits=n_bits, store_ref=True, alphabet=alphabet.size)
+        else:
+            res = self.accel.encode(q8.reshape(-1), alphabet.size, requant=True, z8=z8, n_bits=n_bits)
+        self.passes["ENCODE"] += 1  # counted once done: a pass refused before its START is not one
         if store_ref and q8.shape[2] % self.params.lanes:
             self.passes["REQUANT (padded reference)"] += 1
-        if store_ref:
-            return self.accel.encode_anchor(q8, z8=z8, n_bits=n_bits, store_ref=True, alphabet=alphabet.size)
-        return self.accel.encode(q8.reshape(-1), alphabet.size, requant=True, z8=z8, n_bits=n_bits)
+        return res
 
     def requantize(self, tensor, q8, n_bits):
         """The N-bit codes, on the PS (the 256-entry table equal to the requantizer): the
@@ -140,16 +154,22 @@ class FabricEngine(SoftwareEngine):
             self.fallbacks["ctx slice over a CTX pass"] += 1
             sections[k] = software(k)
         for batch in passes:
-            self._records_pass(records, batch, sections)
+            try:
+                self._records_pass(records, batch, sections)
+            except AcceleratorLimitError:  # refused before its START: these slices in software
+                self.fallbacks["ctx slices over the fabric's limits"] += len(batch)
+                for k in batch:
+                    sections[k] = software(k)
         return sections
 
     def _records_pass(self, records: list, batch: list[int], sections: list) -> None:
         """One CTX pass of the slices ``batch`` of ``records``: their sections into ``sections``."""
-        self.passes["CTX (records)"] += 1
         if len(batch) == 1:
-            sections[batch[0]] = self.accel.ctx_records(records[batch[0]]).data
-            return
-        for k, data in zip(batch, self.accel.ctx_records([records[k] for k in batch]).sections, strict=True):
+            done = [self.accel.ctx_records(records[batch[0]]).data]
+        else:
+            done = self.accel.ctx_records([records[k] for k in batch]).sections
+        self.passes["CTX (records)"] += 1
+        for k, data in zip(batch, done, strict=True):
             sections[k] = data
 
     def ctx_anchor_sections(self, tensor, q_n, ref, ref_changes, n_bits, slices):
@@ -160,11 +180,19 @@ class FabricEngine(SoftwareEngine):
         coded from its value records (a slice per engine; more passes where one cannot take
         all the slices' words: :meth:`_records_passes`), then LOAD_REF."""
         pending, self._pending = self._pending, None
-        z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
-        h, w, c = q_n.shape
         if not self.accel.ops.ctx:
             self.fallbacks["ctx anchor (no CTX in this build)"] += 1
             return super().ctx_anchor_sections(tensor, q_n, ref, ref_changes, n_bits, slices)
+        try:
+            return self._ctx_anchor_sections(tensor, q_n, ref, ref_changes, n_bits, slices, pending)
+        except AcceleratorLimitError:  # refused before its START: the anchor in software, the reference unknown
+            self._reference = None
+            self.fallbacks["ctx anchor over the fabric's limits"] += 1
+            return super().ctx_anchor_sections(tensor, q_n, ref, ref_changes, n_bits, slices)
+
+    def _ctx_anchor_sections(self, tensor, q_n, ref, ref_changes, n_bits, slices, pending):
+        z8, zn = tensor.zero_point, zero_point_n(tensor.zero_point, n_bits)
+        h, w, c = q_n.shape
         padded = -(-c // self.params.lanes) * self.params.lanes
         on_chip = h * w * padded <= self.params.ref_bytes
         bounds = ctx.slice_bounds(c, slices)
@@ -178,17 +206,14 @@ class FabricEngine(SoftwareEngine):
                 records.append(rec)
             sections = self._records_passes(records, lambda k: ctx.encode_anchor(*parts[k], n_bits, zn)[0])
             if on_chip:
-                self.passes["LOAD_REF"] += 1
                 self.accel.load_reference(q_n, zn_ref=zn)
+                self.passes["LOAD_REF"] += 1
                 self._reference = self._key(tensor, n_bits, q_n)
             else:  # kept for BAND_MOTION
                 self._keep_reference(tensor, n_bits, q_n, zn)
             return sections, changes
         requant = pending is not None and pending[0] is q_n  # the quint8 map it came from
         src = pending[1] if requant else np.ascontiguousarray(q_n)
-        self.passes["CTX"] += 1
-        if on_chip and c % self.params.lanes:
-            self.passes["REQUANT (padded reference)" if requant else "LOAD_REF (padded reference)"] += 1
         res = self.accel.ctx_anchor(
             src,
             z8=z8,
@@ -199,6 +224,9 @@ class FabricEngine(SoftwareEngine):
             requant=requant,
             store_ref=on_chip,
         )
+        self.passes["CTX"] += 1
+        if on_chip and c % self.params.lanes:
+            self.passes["REQUANT (padded reference)" if requant else "LOAD_REF (padded reference)"] += 1
         if on_chip:
             self._reference = self._key(tensor, n_bits, q_n)
         else:  # BAND_MOTION streams the reference from the PS side
@@ -232,8 +260,12 @@ class FabricEngine(SoftwareEngine):
         if coder != "huffman":
             self.fallbacks[f"{coder} section"] += 1
             return super().anchor_section(tensor, coder, q_n, alphabet, table)
-        self.accel.load_table(table)
-        res = self.accel.encode(np.ascontiguousarray(q_n).reshape(-1), alphabet.size, histogram=False)
+        try:
+            self.accel.load_table(table)
+            res = self.accel.encode(np.ascontiguousarray(q_n).reshape(-1), alphabet.size, histogram=False)
+        except AcceleratorLimitError:  # refused before its START
+            self.fallbacks["section over the fabric's limits"] += 1
+            return super().anchor_section(tensor, coder, q_n, alphabet, table)
         return res.data, res.bits
 
     def motion_search(self, tensor, ref_n, q8, n_bits, p, per_channel):
@@ -245,13 +277,13 @@ class FabricEngine(SoftwareEngine):
         key = self._key(tensor, n_bits, ref_n)
         try:
             if key != self._reference:  # not the anchor just coded: a chained or refreshed reference
-                self.passes["LOAD_REF"] += 1
                 self.accel.load_reference(ref_n, zn_ref=zn)
+                self.passes["LOAD_REF"] += 1
                 self._reference = key
-            self.passes["MOTION"] += 1
             mvs, costs = self.accel.motion(
                 np.ascontiguousarray(q8), z8=tensor.zero_point, n_bits=n_bits, zn_ref=zn, block=tensor.block, search=p
             )
+            self.passes["MOTION"] += 1
         except AcceleratorLimitError:  # refused before any register was written; a fault is not hidden
             self.fallbacks["TSS over the fabric's limits"] += 1
             return super().motion_search(tensor, ref_n, q8, n_bits, p, per_channel)

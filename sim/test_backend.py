@@ -81,6 +81,54 @@ def test_rtl_ctx_encoder_matches_software(accel_build):
         assert dict(engine.passes) == {"CTX": 3, "MOTION": 2, "CTX (records)": 2, **extra}, engine.passes
 
 
+def test_rtl_ctx_encoder_codes_an_anchor_whose_buffers_are_refused_in_software(accel_build):
+    """The second anchor's DMA buffers refused (the board's CMA pool full for a moment): the
+    driver refuses before its START, that anchor is coded in software, and the predicted
+    frame after it is searched over that anchor's codes, loaded first (LOAD_REF: the chip
+    still holds the KEY's). The stream is the software encoder's, byte for byte. Before, the
+    refused anchor stopped the encoder."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.hw.backend import FabricEngine
+    from temposplit.hw.driver import Accelerator, AcceleratorLimitError
+    from temposplit.hw.simbridge import BridgeTransport
+
+    fx = np.load(FIXTURES / "ssd-features.10.npz")
+    codes, z8, scale = fx["codes_0"], int(fx["zero_point_0"]), float(fx["scale_0"])
+    frames = [[codes[i]] for i in (0, 1, 2, 1)]
+    preset = dict(PRESETS["recommended"], structure="uni-2")
+    config = CodecConfig(tensors=[TensorSpec("features.10", codes.shape[1:], scale, z8, block=4)], **preset)
+    with BridgeTransport(accel_build.params, root=accel_build.dir.parent) as transport:
+        engine = FabricEngine(Accelerator(transport))
+        refuse, calls = [False], []
+
+        def reserve(nbytes_in, max_out):
+            if refuse[0]:
+                refuse[0] = False
+                raise AcceleratorLimitError("the DMA's input buffer could not be allocated (test)")
+
+        transport.reserve = reserve
+        ctx_anchor = engine.accel.ctx_anchor
+
+        def second_refused(*args, **kwargs):
+            calls.append(1)
+            refuse[0] = len(calls) == 2
+            return ctx_anchor(*args, **kwargs)
+
+        engine.accel.ctx_anchor = second_refused
+        hard = Encoder(config, engine=engine).encode(frames)
+    soft = Encoder(config)
+    assert hard == soft.encode(frames)
+    assert [f.kind for f in soft.frames] == ["key", "pred", "anchor", "pred"]
+    assert dict(engine.fallbacks) == {"ctx anchor over the fabric's limits": 1}
+    assert dict(engine.passes) == {
+        "CTX": 1,
+        "REQUANT (padded reference)": 1,
+        "LOAD_REF": 1,
+        "MOTION": 2,
+        "CTX (records)": 2,
+    }
+
+
 def test_rtl_ctx_encoder_codes_wide_anchors_as_records(accel_build):
     """A map whose row (W x C = 18,432) exceeds the anchor coder's row buffer (16,384):
     its anchors are coded from value records too (then loaded as the reference, LOAD_REF),

@@ -208,3 +208,26 @@ def test_the_engine_does_the_motion_search_in_software_when_the_pool_is_full():
     np.testing.assert_array_equal(costs, want[1])
     assert engine.fallbacks == {"TSS over the fabric's limits": 1}
     assert regs.started() == []  # neither LOAD_REF nor MOTION started
+
+
+@pytest.mark.parametrize("preset", ["thesis", "recommended"])
+def test_a_stream_whose_buffers_the_pool_cannot_hold_is_coded_in_software_byte_identical(preset):
+    """Every DMA buffer refused (the CMA pool taken by another user): the anchors (the
+    Huffman ENCODE pass, the ctx CTX pass), the predicted frames' records and motion
+    searches all fall back before any START, and the stream is the software encoder's.
+    Before, an anchor's refused buffer stopped the edge program."""
+    from temposplit.codec.encoder import PRESETS, CodecConfig, Encoder, TensorSpec
+    from temposplit.hw.backend import FabricEngine
+
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 80, (16, 8, 8), dtype=np.uint8)  # (C, H, W), as M1 gives
+    frames = [[np.roll(base, k, axis=2)] for k in range(4)]
+    config = CodecConfig(tensors=[TensorSpec("t", base.shape, 0.05, 3, block=4)], **PRESETS[preset])
+    dma, pool, regs = _Dma(), _Pool(0), _Registers()
+    engine = FabricEngine(Accelerator(_transport(dma, pool, regs)))
+    assert Encoder(config, engine=engine).encode(frames) == Encoder(config).encode(frames)
+    assert regs.started() == []  # nothing started: every operation refused at its buffers
+    anchor = "anchor over the fabric's limits" if preset == "thesis" else "ctx anchor over the fabric's limits"
+    assert engine.fallbacks[anchor] >= 1 and engine.fallbacks["TSS over the fabric's limits"] >= 1
+    if preset == "recommended":  # the predicted frames' value records
+        assert engine.fallbacks["ctx slices over the fabric's limits"] >= 1
