@@ -33,6 +33,7 @@ from temposplit.errors import TemposplitError
 # Modules with ``register(subparsers)`` and optionally ``register_bench(bench_subparsers)``.
 COMMAND_MODULES = (
     "temposplit.codec.cli",
+    "temposplit.codec.ratebench",
     "temposplit.model.cli",
     "temposplit.hw.cli",
     "temposplit.host.cli",
