@@ -61,11 +61,12 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", "-n", type=int, default=None, help="N, bits per anchor code (2..8)")
     p.add_argument("--structure", default=None, help="intra, uni-G or bi-G")
     p.add_argument("--coder", default=None, help="raw, zvc, huffman, zrl or ctx (bitstream v2)")
-    p.add_argument("--search-range", "-p", type=int, default=7, help="TSS search range: 3, 7 or 15 (default 7)")
+    # (default None: an option given is told from the default, which intra refuses: config_from_args)
+    p.add_argument("--search-range", "-p", type=int, default=None, help="TSS search range: 3, 7 or 15 (default 7)")
     p.add_argument(
         "--block", "-B", type=int, default=None, help="block size for every tensor (default: the file's, else 4)"
     )
-    p.add_argument("--per-channel", action="store_true", help="one vector per block and channel")
+    p.add_argument("--per-channel", action="store_true", default=None, help="one vector per block and channel")
     p.add_argument(
         "--residual",
         choices=["threshold", "rd", "none"],
@@ -126,6 +127,7 @@ def config_from_args(args, tensors):
     """A CodecConfig from a preset and the options given on the command line."""
     from temposplit.codec.encoder import PRESETS, CodecConfig, ResidualConfig
     from temposplit.codec.errors import ConfigurationError
+    from temposplit.codec.structure import Structure
 
     kwargs = dict(PRESETS[getattr(args, "preset", None) or "recommended"])
     if args.rate is not None and getattr(args, "bits", None) is not None:  # it would be ignored
@@ -149,6 +151,27 @@ def config_from_args(args, tensors):
             ("refine_vectors", "refine_vectors"),
         )
     }
+    if Structure.parse(kwargs["structure"]).kind == "intra":  # options of predicted frames would be ignored
+        # (given ones only: None is an option not given; a preset's values stand, unread)
+        flags = {
+            "--search-range": args.search_range,
+            "--per-channel": args.per_channel,
+            "--reference": getattr(args, "reference", None),
+            "--refresh": args.refresh,
+            f"--residual {args.residual}": None if args.residual == "none" else args.residual,
+            "--residual-threshold": given["threshold"],
+            "--lam": given["lam"],
+            "--dead-zone": given["dead_zone"],
+            "--refine-vectors": given["refine_vectors"],
+            "--hysteresis": hysteresis or None,  # 0: fresh codes, what intra codes anyway
+        }
+        ignored = [flag for flag, value in flags.items() if value is not None]
+        if ignored:
+            verb = "changes" if len(ignored) == 1 else "change"
+            raise ConfigurationError(
+                f"{', '.join(ignored)} {verb} nothing with --structure intra (every frame an anchor: "
+                "no motion search, no predicted frame)"
+            )
     if args.residual == "none":
         kwargs["residual"] = None
     elif args.residual is not None or kwargs.get("residual") is not None:
@@ -174,10 +197,12 @@ def config_from_args(args, tensors):
         if ignored:
             verb = "applies" if len(ignored) == 1 else "apply"
             raise ConfigurationError(f"{', '.join(ignored)} {verb} to a residual mode (--residual threshold or rd)")
+    if args.search_range is not None:
+        kwargs["search_range"] = args.search_range
+    if args.per_channel is not None:
+        kwargs["per_channel"] = args.per_channel
     return CodecConfig(
         tensors=tensors,
-        search_range=args.search_range,
-        per_channel=args.per_channel,
         refresh_threshold=args.refresh,
         table_policy=args.table_policy,
         key_interval=args.key_interval,

@@ -19,8 +19,9 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -283,8 +284,7 @@ class CodecConfig:
             raise ConfigurationError(f"a frame of {total} elements, more than a stream carries ({MAX_FRAME_ELEMENTS})")
         _check_name("model id", self.model_id)
         _check_name("cut id", self.cut_id)
-        if not isinstance(self.model_hash, (bytes, bytearray)) or len(self.model_hash) != 32:
-            raise ConfigurationError(f"model_hash must be 32 bytes (a SHA-256 digest), not {self.model_hash!r:.80}")
+        _check_model_hash(self.model_hash)
         check_bits(self.n_bits)
         check_search_range(self.search_range)
         entropy.check_coder(self.coder)
@@ -385,6 +385,29 @@ class CodecConfig:
         except (BitstreamError, ValueError) as exc:
             raise ConfigurationError(f"the stream header cannot carry this configuration: {exc}") from exc
         return header
+
+
+def _check_model_hash(model_hash) -> None:
+    if not isinstance(model_hash, (bytes, bytearray)) or len(model_hash) != 32:
+        raise ConfigurationError(f"model_hash must be 32 bytes (a SHA-256 digest), not {model_hash!r:.80}")
+
+
+def _private_copy(config: CodecConfig) -> CodecConfig:
+    """The encoder's own copy of ``config``. A field that cannot be copied (a memoryview as
+    the model hash, a lock) is a ConfigurationError naming it, not the copy's TypeError."""
+    try:
+        return copy.deepcopy(config)
+    except (TypeError, copy.Error, pickle.PicklingError) as exc:
+        reason = exc
+    if not isinstance(config.model_hash, (bytes, bytearray)):
+        _check_model_hash(config.model_hash)  # the field's own message: it must be bytes
+    for f in fields(config):
+        try:
+            copy.deepcopy(getattr(config, f.name))
+        except (TypeError, copy.Error, pickle.PicklingError) as exc:
+            reason = f"{f.name} {getattr(config, f.name)!r:.80} cannot be copied ({exc})"
+            break
+    raise ConfigurationError(f"the configuration cannot be copied for the encoder: {reason}")
 
 
 def _check_ladder(ladder, structure: Structure) -> None:
@@ -576,7 +599,7 @@ class Encoder:
         config._listed()  # a generator set as the tensors or the ladder: read once, before the copy
         # A private copy: the caller may change (or reuse for a sweep) its configuration after
         # this, and the encoder reads it for the whole stream.
-        self.config = config = copy.deepcopy(config)
+        self.config = config = _private_copy(config)
         self.engine = engine or SoftwareEngine()
         self.structure = config.validate()
         self.header = config.header()
@@ -702,14 +725,21 @@ class Encoder:
 
     def _check_frame(self, frame) -> list[np.ndarray]:
         # A frame is a list of one (C, H, W) array per tensor: push([codes]) for one tensor.
-        if not isinstance(frame, (Sequence, np.ndarray)):
-            raise ConfigurationError(f"a frame is a list of uint8 arrays, one per tensor, not {type(frame).__name__}")
+        if not isinstance(frame, (Sequence, np.ndarray)) or (isinstance(frame, np.ndarray) and frame.ndim == 0):
+            what = "a 0-d array" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ConfigurationError(f"a frame is a list of uint8 arrays, one per tensor, not {what}")
         if len(frame) != len(self.tensors):
             hint = " (a list of arrays, one per tensor: push([codes]))" if isinstance(frame, np.ndarray) else ""
             raise ConfigurationError(f"a frame has {len(self.tensors)} tensors, not {len(frame)}{hint}")
         out = []
         for t, x in zip(self.tensors, frame, strict=True):
-            x = np.asarray(x)
+            try:
+                x = np.asarray(x)
+            except (ValueError, TypeError) as exc:  # a ragged nested list: no array at all
+                raise ConfigurationError(
+                    f"tensor {t.name!r}: quint8 codes must be a uint8 array of shape {t.shape}, "
+                    f"not a {type(x).__name__} that makes no array ({exc})"
+                ) from None
             if x.ndim == 4 and x.shape[0] == 1:
                 x = x[0]
             if x.dtype != np.uint8:

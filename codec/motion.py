@@ -55,8 +55,10 @@ def check_block(block: int) -> int:
 
 
 def check_search_range(p: int) -> int:
-    if isinstance(p, (bool, np.bool_)) or p not in SEARCH_RANGES:  # (True == 1 is no search range)
-        raise ConfigurationError(f"search range p must be one of {SEARCH_RANGES}, not {p!r}")
+    # An integer, as check_block and check_bits require: 7.0 and 7+0j equal 7 but are no
+    # search range (and True == 1 is none either).
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)) or int(p) not in SEARCH_RANGES:
+        raise ConfigurationError(f"search range p must be an integer, one of {SEARCH_RANGES}, not {p!r}")
     return int(p)
 
 
