@@ -81,7 +81,7 @@ class Connection:
     """One socket: a reader (this object's ``run``) and a writer task; answers from the
     worker thread come in through ``post`` and ``fail``, which any thread may call."""
 
-    def __init__(self, server: CloudServer, reader, writer, client: str):
+    def __init__(self, server: CloudServer, reader, writer, client: str, accepted: float | None = None):
         self.server, self.reader, self.writer = server, reader, writer
         self.loop = server.loop
         self.peer = client  # the client's address: the socket's peer, or what the PROXY header named
@@ -93,7 +93,10 @@ class Connection:
         self.session: Session | None = None
         self.task: asyncio.Task | None = None
         self.stalled = False  # a write timed out
-        self.started = self.loop.time()  # the socket's accept (after its PROXY header): the HELLO's clock
+        # The socket's accept (after its PROXY header): the HELLO's clock, the TLS handshake
+        # included. ``accepted`` is when CloudServer._serve took it; this object is made after
+        # the look at its first bytes (with TLS, up to the handshake timeout), too late a start.
+        self.started = self.loop.time() if accepted is None else accepted
         self.handshake_by: float | None = None  # when the TLS handshake must be done (the loop's clock)
         self.version = P.PROTOCOL_VERSION  # the protocol version its HELLO named (P.SUPPORTED_VERSIONS)
 
@@ -587,6 +590,7 @@ class CloudServer:
                     _abort(sock)
                     return
                 client = named or peer
+            accepted = self.loop.time()  # the HELLO's clock starts here, before the TLS look and handshake
             limit = self.max_connections_per_client
             if limit and self.per_client.get(client, 0) >= limit:
                 self._refuse(sock, f"{limit} connections are open from {client} (--max-connections-per-client)")
@@ -606,7 +610,7 @@ class CloudServer:
             except BaseException:
                 _abort(sock)
                 raise
-            conn = Connection(self, reader, writer, client)
+            conn = Connection(self, reader, writer, client, accepted)
             conn.handshake_by = handshake_by
             conn.task = asyncio.current_task()
             self.connections.add(conn)

@@ -47,7 +47,19 @@ def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 1
     codec = {**PRESETS["recommended"], "fps": replay.fps}
     marks = []
     errors = 0
-    proc, address = start_server(out)  # an interrupt while it starts stops it there
+    # Every stream of the soak connects from this machine's one address: no per-client limits
+    # (with the server's defaults, its 61st stream in 60 s was refused: --max-new-streams-per-client).
+    proc, address = start_server(  # an interrupt while it starts stops it there
+        out,
+        options=(
+            "--max-streams-per-client",
+            "0",
+            "--max-new-streams-per-client",
+            "0",
+            "--max-connections-per-client",
+            "0",
+        ),
+    )
     try:
         for k in range(streams + 1):  # stream 0 warms the server up (it loads the model)
             report = Edge(replay, dict(codec), address, f"soak{k}", timeout=120).run(
