@@ -47,7 +47,7 @@ from temposplit.codec import ctx, ctx_records, huffman
 from temposplit.codec.encoder import AnchorCoding, Encoder, SoftwareEngine
 from temposplit.codec.quantize import lut, zero_point_n
 from temposplit.hw import regmap
-from temposplit.hw.driver import Accelerator, AcceleratorLimitError
+from temposplit.hw.driver import Accelerator, AcceleratorLimitError, padded_reference_pass
 
 
 class FabricEngine(SoftwareEngine):
@@ -99,7 +99,7 @@ class FabricEngine(SoftwareEngine):
                 first = self.accel.histogram(q8, alphabet.size, z8=z8, n_bits=n_bits, store_ref=store)
                 self.passes["HISTOGRAM"] += 1
                 if store and q8.shape[2] % self.params.lanes:
-                    self.passes["REQUANT (padded reference)"] += 1
+                    self.passes[f"{padded_reference_pass(z8, n_bits)} (padded reference)"] += 1
             else:
                 self.accel.load_table(np.full(alphabet.size, max(1, (alphabet.size - 1).bit_length())))
                 first = self._encode(q8, z8, n_bits, alphabet, store)
@@ -129,7 +129,7 @@ class FabricEngine(SoftwareEngine):
             res = self.accel.encode(q8.reshape(-1), alphabet.size, requant=True, z8=z8, n_bits=n_bits)
         self.passes["ENCODE"] += 1  # counted once done: a pass refused before its START is not one
         if store_ref and q8.shape[2] % self.params.lanes:
-            self.passes["REQUANT (padded reference)"] += 1
+            self.passes[f"{padded_reference_pass(z8, n_bits)} (padded reference)"] += 1
         return res
 
     def requantize(self, tensor, q8, n_bits):
@@ -225,8 +225,9 @@ class FabricEngine(SoftwareEngine):
             store_ref=on_chip,
         )
         self.passes["CTX"] += 1
-        if on_chip and c % self.params.lanes:
-            self.passes["REQUANT (padded reference)" if requant else "LOAD_REF (padded reference)"] += 1
+        if on_chip and c % self.params.lanes:  # a REQUANT pass, or a LOAD_REF where requantize(z8) is not z_N
+            kind = padded_reference_pass(z8, n_bits, zn) if requant else "LOAD_REF"
+            self.passes[f"{kind} (padded reference)"] += 1
         if on_chip:
             self._reference = self._key(tensor, n_bits, q_n)
         else:  # BAND_MOTION streams the reference from the PS side

@@ -36,6 +36,7 @@ import numpy as np
 
 from temposplit.codec import ctx_records, huffman
 from temposplit.codec.ctx_records import RECORD_BITS
+from temposplit.codec.ctx_reference import N_CONTEXTS, UNARY_MAX
 from temposplit.codec.motion import check_block, check_search_range, grid_shape, tss_steps
 from temposplit.codec.quantize import check_bits, check_zero_point, lut, zero_point_n
 from temposplit.errors import TemposplitError
@@ -73,6 +74,15 @@ class HistogramResult:
 
 
 CTX_MAX_BYTES_PER_ELEMENT = 16  # the bound of a ctx section's bytes per element (ctx_anchor)
+
+# Value records the fabric codes as codec.ctx_records.encode_records does: those the codec
+# makes (ctx_records._values). Its contexts lie below N_CONTEXTS (the magnitude bins' up to
+# mag_base + 3 mag_step); its magnitude steps are 1 (vectors), 4 (temporal) and 5 (intra),
+# the three RecordUnpack multiplies by (0 for the flags, which have no magnitude bin);
+# unary_n is at most UNARY_MAX, a suffix (suffix_w bits of m - UNARY_MAX, at most m's 8)
+# follows UNARY_MAX unary bins only, and m < UNARY_MAX + 2^suffix_w.
+MAG_STEPS = (1, 4, 5)
+SUFFIX_MAX_BITS = ctx_records.FIELDS["m"][1]
 
 
 @dataclass
@@ -569,6 +579,18 @@ def pad_channels(arr: np.ndarray, lanes: int, value: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([arr, pad], axis=2))
 
 
+def padded_reference_pass(z8: int, n_bits: int, z_n: int | None = None) -> str:
+    """The pass that stores a reference whose channels are not a multiple of the lanes (the
+    on-chip reference holds whole words per pixel) after a pass of its quint8 map:
+    ``"REQUANT"``, a REQUANT pass of the map padded with z8, whose pads requantize(z8) are
+    z_N (``z_n``, default the one of z8), so that MOTION, which pads the current frame with
+    z8 and centres the reference with z_N, adds nothing on them; or ``"LOAD_REF"`` where
+    requantize(z8) is not z_N (z_N = 2^N, which the requantizer clamps to 2^N - 1: z8 of
+    248 or more at N = 4): the codes, padded with z_N itself."""
+    z_n = zero_point_n(z8, n_bits) if z_n is None else int(z_n)
+    return "REQUANT" if int(lut(z8, n_bits)[z8]) == z_n else "LOAD_REF"
+
+
 def _check_reference_fits(shape, lanes: int, ref_bytes: int) -> None:
     """A map stored as the on-chip reference (its channels padded to whole words) must fit
     the reference RAM: checked before any register is written, also where the padded copy is
@@ -603,6 +625,18 @@ def band_stream(ref: np.ndarray, cur: np.ndarray, block: int, search: int, plan)
                 parts.append(ref[r0:r1, :, j : j + plan.slice].tobytes())
                 parts.append(block_order(cur[yg:ye, :, j : j + plan.slice], block))
     return b"".join(parts)
+
+
+COST_BITS = 32  # a block's cost in the motion engines (SAD accumulators, the band engine's state RAM, COST)
+
+
+def max_element_cost(z8: int, zn_ref: int, n_bits: int) -> int:
+    """The most one element can add to a cost, |((a - z_N) << k) - (c - z8)| over N-bit
+    reference codes a and quint8 codes c (k = 8 - N): at a = 2^N - 1, c = 0 or at a = 0,
+    c = 255 (511 at most: z8 = 0, z_N = 2^N = 256)."""
+    k = 8 - check_bits(n_bits)
+    z8, zn_ref = check_zero_point(z8), int(zn_ref)
+    return max((((1 << (8 - k)) - 1 - zn_ref) << k) + z8, 255 - z8 + (zn_ref << k))
 
 
 _PLANS: dict = {}
@@ -647,6 +681,9 @@ class Operations:
         self.ctx = params is not None  # whether the build has the CTX anchor coder
         self.hist = params is not None  # whether the build has the HISTOGRAM mode
         self.band_reference = None  # (codes (H, W, C) uint8, z_N)
+        # the code lengths of the table this driver loaded, padded with zeros to 256 (the
+        # fabric's entries past a shorter table are stale: no code); None: not known
+        self.table_lengths = None
 
     def probe(self):
         ident = yield _r("ID")
@@ -688,9 +725,11 @@ class Operations:
             raise AcceleratorError(f"a table has 1..256 code lengths, not shape {lengths.shape}")
         huffman.check_lengths(lengths)
         codes = huffman.canonical_codes(lengths)
+        self.table_lengths = None  # unknown until every entry is written
         yield _w("TABLE_INDEX", 0)
         for code, length in zip(codes, lengths, strict=True):
             yield _w("TABLE_DATA", pack("TABLE_DATA", CODE=int(code), LENGTH=int(length)))
+        self.table_lengths = np.concatenate([lengths, np.zeros(256 - lengths.size, np.int64)])
 
     def _run(self, mode_name, data, max_out, reserved=False):
         if not reserved:  # the DMA's buffers before START: one the board cannot allocate starts nothing
@@ -705,15 +744,19 @@ class Operations:
 
     def encode(self, symbols, alphabet, *, requant=False, z8=0, n_bits=8, store_ref=False, histogram=True):
         """Huffman-code a run of byte symbols with the loaded table (``requant``: the input
-        is quint8 and is requantized to ``n_bits`` first)."""
+        is quint8 and is requantized to ``n_bits`` first). A symbol to be coded (with
+        ``requant``, a code the map requantizes to) that the table :meth:`load_table` loaded
+        has no code for, or that lies outside the ``alphabet``, is refused before any
+        register is written (the fabric would drop it, or code it with a stale entry of an
+        earlier, longer table), as the golden coder refuses it."""
         p = yield from self._need_params()
         requant, store_ref = _check_flag(requant, "requant"), _check_flag(store_ref, "store_ref")
         symbols = _check_map(symbols, "symbols").reshape(-1)
-        if histogram:
-            alphabet = _check_int(alphabet, 1, 256, "the alphabet's size")
+        alphabet = _check_int(alphabet, 1, 256, "the alphabet's size")
         if store_ref and symbols.size > p.ref_bytes:
             raise AcceleratorLimitError(f"a reference of {symbols.size} codes exceeds the on-chip {p.ref_bytes} bytes")
         n_bits, z8 = check_bits(n_bits), check_zero_point(z8)  # before any register is written
+        self._check_coded(symbols, alphabet, lut(z8, n_bits) if requant else None)
         yield _w("FLAGS", pack("FLAGS", REQUANT=int(requant), STORE_REF=int(store_ref)))
         yield _w("NBITS", n_bits)
         yield _w("Z8", z8)
@@ -727,6 +770,21 @@ class Operations:
         if histogram:
             hist = yield from self._read_histogram(alphabet)
         return EncodeResult(out, int(bits), hist, int(cycles))
+
+    def _check_coded(self, symbols, alphabet: int, table=None) -> None:
+        """Every symbol to be coded (``table``: the requantizer's 256-entry lookup, the
+        symbols its codes) lies in the alphabet and has a code in the loaded table (unless
+        this driver loaded none: the table is then the caller's to know)."""
+        used = np.flatnonzero(np.bincount(symbols, minlength=256))
+        if table is not None:
+            used = np.unique(table[used])
+        outside = used[used >= alphabet]
+        if outside.size:
+            raise AcceleratorError(f"symbol {int(outside[0])} lies outside the alphabet 0..{alphabet - 1}")
+        if self.table_lengths is not None:
+            missing = used[self.table_lengths[used] == 0]
+            if missing.size:
+                raise AcceleratorError(f"the loaded Huffman table has no code for symbol {int(missing[0])} of this map")
 
     def _read_histogram(self, alphabet):
         hist = np.zeros(alphabet, np.int64)
@@ -742,7 +800,8 @@ class Operations:
         counts a stream word's codes a cycle, so the pass runs at the DMA's rate: a
         self-contained anchor's (a KEY's) table comes from it before its ENCODE pass.
         ``store_ref``: the codes also become the on-chip reference (a map whose channels are
-        not a multiple of the lanes stores a padded copy by a REQUANT pass after it)."""
+        not a multiple of the lanes stores a padded copy by a REQUANT pass after it, or a LOAD_REF:
+        :func:`padded_reference_pass`)."""
         p = yield from self._need_params()
         if not self.hist:
             raise AcceleratorLimitError("this bitstream has no HISTOGRAM mode (count with an ENCODE pass)")
@@ -761,10 +820,7 @@ class Operations:
         _, cycles = yield from self._run("HISTOGRAM", q8.tobytes(), 8)
         hist = yield from self._read_histogram(alphabet)
         if padded:  # the reference needs whole words per pixel: store a padded copy
-            if requant:
-                yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
-            else:
-                yield from self.load_reference(q8, zn_ref=zero_point_n(z8, n_bits))
+            yield from self._store_padded(q8, z8, n_bits, zero_point_n(z8, n_bits), requant)
         self.last_cycles = int(cycles)
         return HistogramResult(hist, int(cycles))
 
@@ -787,14 +843,35 @@ class Operations:
             store_ref=store_ref and not padded,
         )
         if padded:  # the reference needs whole words per pixel: store a padded copy
-            yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
+            yield from self._store_padded(q8, z8, n_bits, zero_point_n(z8, n_bits), True)
         return result
 
+    def _store_padded(self, q8, z8, n_bits, zn, requant):
+        """Store an (H, W, C) map whose C is not a multiple of the lanes as the on-chip
+        reference, after the pass that coded or counted it: a REQUANT pass of the quint8
+        map (``requant``) padded with z8, or where requantize(z8) is not z_N
+        (:func:`padded_reference_pass`), or for N-bit codes (not ``requant``), a LOAD_REF
+        of the codes padded with z_N."""
+        p = self.params
+        if requant and padded_reference_pass(z8, n_bits, zn) == "REQUANT":
+            yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
+        else:
+            yield from self.load_reference(lut_codes(q8, z8, n_bits) if requant else q8, zn_ref=zn)
+
     def requantize(self, q8, *, z8, n_bits, store_ref=False):
+        """The fabric's N-bit codes of a quint8 map (one REQUANT pass); ``store_ref``: they
+        also become the on-chip reference (a map whose channels are not a multiple of the
+        lanes: a padded copy, by the same pass of the map padded with z8, or where
+        requantize(z8) is not z_N by a LOAD_REF after it, :func:`padded_reference_pass`)."""
         p = yield from self._need_params()
         q8 = _check_map(q8, "quint8 map")
         store_ref = _check_flag(store_ref, "store_ref")
         if store_ref and q8.ndim == 3 and q8.shape[2] % p.lanes:  # the reference holds whole words per pixel
+            if padded_reference_pass(check_zero_point(z8), check_bits(n_bits)) == "LOAD_REF":
+                _check_reference_fits(q8.shape, p.lanes, p.ref_bytes)  # before the REQUANT pass
+                codes = yield from self.requantize(q8, z8=z8, n_bits=n_bits)
+                yield from self.load_reference(codes, zn_ref=zero_point_n(z8, n_bits))
+                return codes
             codes = yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
             return codes[:, :, : q8.shape[2]].copy()
         if store_ref and q8.size > p.ref_bytes:
@@ -839,6 +916,8 @@ class Operations:
         padded = store_ref and c % p.lanes
         if store_ref:
             _check_reference_fits(q8.shape, p.lanes, p.ref_bytes)
+        if padded and zn > 255:  # the padded copy's LOAD_REF after the CTX pass could not hold it: refused before
+            raise AcceleratorError(f"a padded reference's z_N must be in 0..255 (its codes are bytes), not {zn}")
         temporal = ref is not None
         if temporal:
             ref = _check_map(ref, "reference")
@@ -877,10 +956,7 @@ class Operations:
         if len(out) != bits // 8:
             raise AcceleratorError(f"CTX sent {len(out)} bytes but counted {bits // 8}")
         if padded:  # the reference needs whole words per pixel: store a padded copy
-            if requant:
-                yield from self.requantize(pad_channels(q8, p.lanes, z8), z8=z8, n_bits=n_bits, store_ref=True)
-            else:
-                yield from self.load_reference(codes, zn_ref=zn)
+            yield from self._store_padded(q8, z8, n_bits, zn, requant)
         self.last_cycles = int(cycles)
         return CtxResult(bytes(out), changes, int(cycles))
 
@@ -893,6 +969,22 @@ class Operations:
             )
         if int(records.max()) >> RECORD_BITS:
             raise AcceleratorError(f"a value record has bits set above its {RECORD_BITS}")
+        f = ctx_records.unpack(records)
+        step_ok = np.isin(f["mag_step"], MAG_STEPS) | (f["unary_n"] < 2)
+        rules = (
+            (f["z_ctx"] >= N_CONTEXTS, f"a zero context past the {N_CONTEXTS} contexts"),
+            (f["s_ctx"] >= N_CONTEXTS, f"a sign context past the {N_CONTEXTS} contexts"),
+            (f["mag_base"] + 3 * f["mag_step"] >= N_CONTEXTS, f"magnitude contexts past the {N_CONTEXTS} contexts"),
+            (~step_ok, f"a magnitude context step other than {', '.join(map(str, MAG_STEPS))}"),
+            (f["unary_n"] > UNARY_MAX, f"unary_n over {UNARY_MAX}"),
+            (f["suffix_w"] > SUFFIX_MAX_BITS, f"suffix_w over {SUFFIX_MAX_BITS}"),
+            ((f["suffix_w"] > 0) & (f["unary_n"] < UNARY_MAX), f"a suffix after fewer than {UNARY_MAX} unary bins"),
+            (f["m"] >= UNARY_MAX + (1 << f["suffix_w"]), "a magnitude its unary bins and suffix cannot say"),
+        )
+        for bad, what in rules:
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise AcceleratorError(f"value record {i} is none the codec makes: {what}")
         return records
 
     def ctx_records(self, records):
@@ -1047,6 +1139,12 @@ class Operations:
             raise AcceleratorLimitError(
                 f"a {cur.shape} map's channels padded to the band engine's {p.band_bytes}-byte chunks are "
                 f"{plan.channels}, over the accelerator's {regmap.MAX_CHANNELS}"
+            )
+        worst = block * block * plan.channels * max_element_cost(z8, zn_ref, n_bits)
+        if worst >> COST_BITS:  # the engine's costs (accumulators, state RAM, the record's COST) would wrap
+            raise AcceleratorLimitError(
+                f"a {block}x{block} block of {plan.channels} channels may cost up to {worst}, over the band "
+                f"engine's {COST_BITS}-bit costs"
             )
         # padding adds nothing to a cost: ((a - zN) << k) == c - z8 on the padded channels
         a_pad = min(int(zn_ref), 255)

@@ -55,6 +55,38 @@ def test_rtl_encoder_matches_software(accel_build):
     assert dict(engine.passes) == {"HISTOGRAM": 1, "ENCODE": 2, "MOTION": 3}, engine.passes
 
 
+def test_rtl_encoder_pads_a_reference_whose_z_n_is_2_to_the_n_with_z_n(accel_build):
+    """C = 5 (padded to the 8 lanes), z8 = 250 at N = 4: z_N = 16 = 2^N, which the
+    requantizer clamps to 15, so the padded reference is stored by a LOAD_REF of the codes
+    padded with z_N (a REQUANT pass would store pads of 15, each then costing 16 in MOTION).
+    The costs feed the refresh decision (threshold 23 between the golden mean cost, about
+    18, and what the padding would add, 9.6 an element): the stream is the software
+    encoder's, byte for byte, with the same frame kinds and mean costs."""
+    from temposplit.codec.encoder import CodecConfig, TensorSpec
+    from temposplit.codec.quantize import lut, zero_point_n
+
+    z8, n_bits = 250, 4
+    assert zero_point_n(z8, n_bits) == 1 << n_bits and lut(z8, n_bits)[z8] == (1 << n_bits) - 1
+    rng = np.random.default_rng(3)
+    a, b = stimulus.moving_pair(rng, 12, 12, 5, z8, shift=(1, 0))
+    _, c = stimulus.moving_pair(rng, 12, 12, 5, z8, shift=(0, -1))
+    d, e = stimulus.moving_pair(rng, 12, 12, 5, z8, shift=(-1, 1))
+    frames = [[np.ascontiguousarray(f.transpose(2, 0, 1))] for f in (a, b, c, d, e)]
+    config = CodecConfig(
+        tensors=[TensorSpec("t", (5, 12, 12), 0.05, z8, block=4)],
+        n_bits=n_bits,
+        structure="uni-3",
+        coder="huffman",
+        search_range=7,
+        refresh_threshold=23.0,
+    )
+    soft, engine = _software_and_fabric(accel_build, config, frames)
+    assert [f.kind for f in soft.frames] == ["key", "pred", "pred", "anchor", "pred"]
+    assert all(13 < f.cost_per_element < 23 for f in soft.frames if f.kind == "pred")
+    # the KEY's HISTOGRAM and the anchor's ENCODE each store the reference, padded by a LOAD_REF
+    assert dict(engine.passes) == {"HISTOGRAM": 1, "ENCODE": 2, "LOAD_REF (padded reference)": 2, "MOTION": 3}
+
+
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "features"
 
 

@@ -34,7 +34,7 @@ class _Fake:
 
 def test_records_go_out_as_stream_words_with_flags_records_and_count_in_bytes():
     rng = np.random.default_rng(2)
-    records = V.pack(**{name: rng.integers(0, 1 << width, 40) for name, (_, width) in V.FIELDS.items()})
+    records = _random_records(rng, 40)
     words = V.words(records)
     assert len(words) < len(records)  # runs of zero values share words
     t = _Fake()
@@ -128,14 +128,20 @@ def _unit_of(words, engines=3):
 
 
 def _random_records(rng, n):
-    """Random records whose contexts exist (``encode_records`` codes them)."""
+    """Random records of the kind the codec makes (the driver refuses others): contexts that
+    exist, its magnitude steps, a suffix of up to 8 bits after 14 unary bins only, and an
+    ``m`` its unary bins and suffix can say."""
     f = {name: rng.integers(0, 1 << width, n) for name, (_, width) in V.FIELDS.items()}
+    unary_n = rng.integers(0, 15, n)
+    suffix_w = np.where(unary_n == 14, rng.integers(0, 9, n), 0)
     f.update(
         z_ctx=rng.integers(0, 400, n),
         s_ctx=rng.integers(0, 400, n),
         mag_base=rng.integers(0, 400, n),
         mag_step=rng.choice([1, 4, 5], n),
-        unary_n=rng.integers(0, 15, n),
+        unary_n=unary_n,
+        suffix_w=suffix_w,
+        m=np.minimum(f["m"] % (14 + (1 << suffix_w)), 255),
     )
     return V.pack(**f)
 
