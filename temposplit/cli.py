@@ -218,6 +218,19 @@ def _flush_stdout() -> None:
         pass
 
 
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or Terminated) that a library turned into another exception:
+    a signal's handler that runs where numba calls back into Python as a compiled kernel
+    returns raises there, and the dispatcher raises SystemError from it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,6 +262,12 @@ def _main(argv: list[str] | None) -> int:
         quiet_teardown()
         return 130
     except Exception as exc:  # a defect of ours, not the user's: one line that names it
+        stop = _interrupt_behind(exc)
+        if stop is not None:  # a signal a library wrapped (numba: SystemError from a kernel's return)
+            terminated = isinstance(stop, Terminated)
+            print(f"{args.prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            quiet_teardown()
+            return TERMINATED if terminated else 130
         if os.environ.get("TEMPOSPLIT_DEBUG", "") not in ("", "0"):
             raise
         missing = _missing_extra(exc)

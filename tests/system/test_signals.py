@@ -148,3 +148,30 @@ sys.exit(cli.main([]))
 def test_a_library_object_the_signal_left_half_made_adds_no_traceback(name, status, line):
     p = subprocess.run([sys.executable, "-c", _HALF_MADE, name], capture_output=True, text=True, timeout=60)
     assert p.returncode == status and p.stderr.splitlines() == [f"temposplit x: {line}"], (p.returncode, p.stderr)
+
+
+_WRAPPED = r"""
+import argparse, os, signal, sys, time
+import temposplit.cli as cli
+
+def handler(args):
+    try:
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        time.sleep(30)
+    except KeyboardInterrupt as exc:  # as numba's dispatcher does when a kernel returns into the handler
+        raise SystemError("CPUDispatcher(<function kernel>) returned a result with an exception set") from exc
+
+class Parser:
+    def parse_args(self, argv):
+        return argparse.Namespace(handler=handler, prog="temposplit x")
+
+cli.build_parser = Parser
+sys.exit(cli.main([]))
+"""
+
+
+@pytest.mark.parametrize(("name", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_signal_a_library_wraps_in_another_exception_is_still_the_signals_line(name, status, line):
+    # Before, numba's SystemError (the interrupt its cause) was reported as an internal error, status 1.
+    p = subprocess.run([sys.executable, "-c", _WRAPPED, name], capture_output=True, text=True, timeout=60)
+    assert p.returncode == status and p.stderr.splitlines() == [f"temposplit x: {line}"], (p.returncode, p.stderr)
