@@ -51,6 +51,7 @@ GUEST = Path(__file__).resolve().parent / "guest"
 PACKAGES = ("python3", "python3-numpy", "libopenblas0-pthread")
 RSS_LIMIT_MB = 400
 IN_ROOT = "/opt/temposplit-board"  # where a run's files go inside the root
+CACHE_OPTION = "the armhf cache (--cache, $TEMPOSPLIT_ARMHF_CACHE)"
 
 
 class SetupError(Exception):
@@ -130,15 +131,76 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+def check_folder(path: Path, what: str) -> Path:
+    """``path``, or a SetupError naming ``what`` (the option) where it, or the nearest of its
+    parents that exists, is no folder; makes nothing."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is" if p == path else f"is under {p}, which is"
+                raise SetupError(f"{what} {path} {where} a file, not a folder")
+            break
+    return path
+
+
+def make_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder (made with its parents), or a SetupError naming ``what`` (the option)."""
+    check_folder(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission, a read-only file system
+        raise SetupError(f"{what} {path}: cannot make the folder ({exc.strerror or exc})") from None
+    return path
+
+
+def _in_root(root: Path, rel: str) -> Path | None:
+    """The file at ``rel`` inside ``root``, symlinks followed inside the root (an absolute
+    link names a path in the root, not on the host); None if it is not there."""
+    path = root / rel.lstrip("/")
+    for _ in range(16):
+        if path.is_symlink():
+            target = os.readlink(path)
+            path = root / target.lstrip("/") if target.startswith("/") else path.parent / target
+            continue
+        return path if path.exists() else None
+    return None
+
+
+def root_problem(root: Path) -> str | None:
+    """What is missing from a cached root that run() needs (its ``/usr/bin/env``, python3 and
+    NumPy, and dpkg's record of PACKAGES installed), or None: read from its files, without
+    running the emulator (a ``.complete`` marker alone, or a root cut short since, is no root)."""
+    status = root / "var/lib/dpkg/status"
+    installed = set()
+    if status.is_file():
+        for stanza in status.read_text(errors="replace").split("\n\n"):
+            fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and line[:1] != " ")
+            if fields.get("Status", "").split() == ["install", "ok", "installed"]:
+                installed.add(fields.get("Package", "").strip())
+    missing = [p for p in PACKAGES if p not in installed]
+    if missing:
+        return f"dpkg does not record {', '.join(missing)} as installed"
+    for rel in ("usr/bin/env", "usr/bin/python3", "usr/lib/python3/dist-packages/numpy/__init__.py"):
+        if _in_root(root, rel) is None:
+            return f"/{rel} is missing"
+    return None
+
+
 def ensure_root(cache: Path) -> Path:
     """The cached armhf root, built by mmdebstrap when missing."""
     uri, suite = debian_source()
     key = hashlib.sha1(json.dumps([suite, uri, sorted(PACKAGES)]).encode()).hexdigest()[:12]
+    make_folder(cache, CACHE_OPTION)
     root = cache / f"root-{suite}-{key}"
     if (root / ".complete").exists():
+        problem = root_problem(root)
+        if problem:
+            raise SetupError(
+                f"the cached armhf root {root} is broken ({problem}): remove it (rm -rf {root}) and run again to"
+                " rebuild it"
+            )
         log(f"armhf root cached: {root}")
         return root
-    cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f"root-{suite}-{key}.tmp"
     remove_tree(tmp)
     log(f"building the armhf root ({suite} from {uri}, main only): {', '.join(PACKAGES)}")
@@ -386,10 +448,10 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:
 
 def run(args) -> int:
     t_start = time.time()
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(Path(args.out).resolve(), "--out")
+    cache = check_folder(Path(args.cache).expanduser(), CACHE_OPTION)  # before binfmt; ensure_root makes it
     ensure_binfmt()
-    root = ensure_root(Path(args.cache).expanduser())
+    root = ensure_root(cache)
     t_root = time.time() - t_start
 
     # what the board gets, staged inside the root

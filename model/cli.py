@@ -77,11 +77,13 @@ def _cmd_models(args) -> int:
     args.threads = args.listing_threads
     _threads(args)
     from temposplit.model import load_detector
-    from temposplit.model.costs import report
+    from temposplit.model.costs import check_input_size, report
 
     reports = []
     if weights and not model:
         raise ConfigError("--weights needs --model")
+    if input_size:
+        check_input_size(names, input_size)  # before any model is loaded: a real pass has a bound on its area
     for name in names:
         det = load_detector(name, weights=weights)
         size = input_size or cut_table.model_info(name).input_size
@@ -579,7 +581,8 @@ def register(subparsers) -> None:
         type=_size,
         dest="listing_input_size",
         metavar="HxW",
-        help="network input HxW (default: 300x300 SSD, 800x1088 others)",
+        help="network input HxW, sides 32..4096 (default: 300x300 SSD, 800x1088 others; fasterrcnn-resnet50-fpn at"
+        " most 2048x2048 pixels in area)",
     )
     p.add_argument(
         "--weights",
