@@ -18,6 +18,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from temposplit.hw import regmap
 from temposplit.hw.ctx_binarizer import (
     ANCHOR_CONFIG,
     AnchorBinarizer,
@@ -195,7 +196,7 @@ class DualCtxCoder(wiring.Component):
 
 
 # a tagged output word of CTX slices (docs/fabric.md, "Slices"): 7 payload bytes and a header
-SLICE_PAYLOAD = 7
+SLICE_PAYLOAD = regmap.SLICE_PAYLOAD_BYTES
 slice_word_layout = data.StructLayout({"word": unsigned(64), "last": unsigned(1)})
 
 
@@ -287,12 +288,32 @@ class SlicePacker(wiring.Component):
         m = Module()
         m.submodules.bytes = bp = BytePacker(SLICE_PAYLOAD)
         wiring.connect(m, wiring.flipped(self.i), bp.i)
+        word = Cat(
+            bp.o.p.data,
+            bp.o.p.count,
+            Const(self.engine, regmap.SLICE_ENGINE_BITS),
+            bp.o.p.last,
+            Const(self.lane, 1),
+            Const(0, 1),
+        )
+        # the fields where hw/regmap.py puts them (the driver reads them there)
+        widths = [len(bp.o.p.data), len(bp.o.p.count), regmap.SLICE_ENGINE_BITS, 1, 1]
+        lsbs = [sum(widths[:k]) for k in range(len(widths))]
+        assert (
+            lsbs[1:]
+            == [
+                regmap.SLICE_COUNT_LSB,
+                regmap.SLICE_OUT_ENGINE_LSB,
+                regmap.SLICE_OUT_LAST_BIT,
+                regmap.SLICE_OUT_LANE_BIT,
+            ]
+            and widths[1] == regmap.SLICE_COUNT_BITS
+            and len(word) == 64
+        ), "the packer's word is hw/regmap.py's"
         m.d.comb += [
             self.o.valid.eq(bp.o.valid),
             bp.o.ready.eq(self.o.ready),
-            self.o.p.word.eq(
-                Cat(bp.o.p.data, bp.o.p.count, Const(self.engine, 2), bp.o.p.last, Const(self.lane, 1), Const(0, 1))
-            ),
+            self.o.p.word.eq(word),
             self.o.p.last.eq(bp.o.p.last),
         ]
         return m

@@ -98,16 +98,15 @@ class CtxSlicesResult:
     cycles: int
 
 
-# CTX slices (docs/fabric.md "Slices"): the tag bits of an input word and of an output word
-SLICE_LANE_BIT = 56  # input: the engine's lane (a build of two lanes an engine)
-SLICE_LAST_BIT = 57  # input: the slice's last word
-SLICE_ENGINE_LSB = 58  # input: the engine (bits 58-59)
-OUT_COUNT_LSB = 56  # output: payload bytes that count (bits 56-58)
-OUT_ENGINE_LSB = 59  # output: the engine (bits 59-60)
-OUT_LAST_BIT = 61  # output: the slice's last word
-OUT_LANE_BIT = 62  # output: the engine's lane
-OUT_PAYLOAD = 7
-_SLICE_TAG = np.uint64((1 << SLICE_LANE_BIT) | (0x7 << SLICE_LAST_BIT))
+# CTX slices (docs/fabric.md "Slices"): the tag bits of an input word and of an output word,
+# defined in hw/regmap.py with the stream formats
+SLICE_LANE_BIT, SLICE_LAST_BIT, SLICE_ENGINE_LSB = regmap.SLICE_LANE_BIT, regmap.SLICE_LAST_BIT, regmap.SLICE_ENGINE_LSB
+OUT_COUNT_LSB, OUT_ENGINE_LSB = regmap.SLICE_COUNT_LSB, regmap.SLICE_OUT_ENGINE_LSB
+OUT_LAST_BIT, OUT_LANE_BIT = regmap.SLICE_OUT_LAST_BIT, regmap.SLICE_OUT_LANE_BIT
+OUT_PAYLOAD = regmap.SLICE_PAYLOAD_BYTES
+_SLICE_TAG = np.uint64(
+    (1 << SLICE_LANE_BIT) | (1 << SLICE_LAST_BIT) | (((1 << regmap.SLICE_ENGINE_BITS) - 1) << SLICE_ENGINE_LSB)
+)
 
 
 def word_bins(stream_words) -> np.ndarray:
@@ -158,8 +157,8 @@ def split_slices(out: bytes, n_slices: int, engines: int, lanes: int = 1) -> lis
     if len(out) % 8:
         raise AcceleratorError(f"CTX slices sent {len(out)} bytes, not whole tagged words")
     w = np.frombuffer(out, "<u8")
-    cnt = ((w >> np.uint64(OUT_COUNT_LSB)) & np.uint64(7)).astype(np.int64)
-    eng = ((w >> np.uint64(OUT_ENGINE_LSB)) & np.uint64(3)).astype(np.int64)
+    cnt = ((w >> np.uint64(OUT_COUNT_LSB)) & np.uint64((1 << regmap.SLICE_COUNT_BITS) - 1)).astype(np.int64)
+    eng = ((w >> np.uint64(OUT_ENGINE_LSB)) & np.uint64((1 << regmap.SLICE_ENGINE_BITS) - 1)).astype(np.int64)
     lane = ((w >> np.uint64(OUT_LANE_BIT)) & np.uint64(1)).astype(np.int64)
     last = ((w >> np.uint64(OUT_LAST_BIT)) & np.uint64(1)).astype(bool)
     if np.any((cnt < 1) | (cnt > OUT_PAYLOAD)) or np.any(eng >= engines) or np.any(lane >= lanes):

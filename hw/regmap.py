@@ -459,6 +459,24 @@ def unpack(reg: str, word: int) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- stream formats
 
+# CTX slices (docs/fabric.md "Slices"): the tag bits of a stream word, the one definition the
+# driver (hw/driver.py), the top's dealer (hw/top.py) and the engines' packers
+# (hw/ctx_coder.py SlicePacker) use. A value record ends at bit 49 and a run word's contexts
+# at bit 53 (codec/ctx_records.py), so the input's tags are free bits of either word.
+SLICE_LANE_BIT = 56  # input: the engine's lane (a build of two lanes an engine)
+SLICE_LAST_BIT = 57  # input: the slice's last word
+SLICE_ENGINE_LSB, SLICE_ENGINE_BITS = 58, 2  # input: the engine
+SLICE_PAYLOAD_BYTES = 7  # output: payload bytes 0-6 (bits 0-55)
+SLICE_COUNT_LSB, SLICE_COUNT_BITS = 8 * SLICE_PAYLOAD_BYTES, 3  # output: how many payload bytes count (1-7)
+SLICE_OUT_ENGINE_LSB = SLICE_COUNT_LSB + SLICE_COUNT_BITS  # output: the engine (SLICE_ENGINE_BITS bits)
+SLICE_OUT_LAST_BIT = SLICE_OUT_ENGINE_LSB + SLICE_ENGINE_BITS  # output: the slice's last word
+SLICE_OUT_LANE_BIT = SLICE_OUT_LAST_BIT + 1  # output: the engine's lane; bit 63 zero
+
+
+def _bits(lsb: int, width: int = 1) -> str:
+    return f"bit {lsb}" if width == 1 else f"bits {lsb}-{lsb + width - 1}"
+
+
 STREAM_FORMATS = {
     "input": (
         "AXI-Stream, LANES bytes per word (tdata bit 8i..8i+7 is byte i: little-endian, as the DMA reads "
@@ -478,8 +496,9 @@ STREAM_FORMATS = {
         "the count in bits 60-62, their zero contexts 9 bits each from bit 0; the last word of COUNT / 8 "
         "ends the section, whatever a record's own last bit); with CTX_SLICES.S > 1 the S slices' words "
         "interleaved in any order that keeps each slice's own, each word tagged with its lane unit "
-        "v = slice mod (E x L) (PARAMS.ENGINES, PARAMS.CTX_LANES): the engine v mod E in bits 58-59, the lane "
-        "v div E in bit 56 (0 on a build of one lane an engine), bit 57 set on a slice's last word (COUNT / 8 "
+        "v = slice mod (E x L) (PARAMS.ENGINES, PARAMS.CTX_LANES): the engine v mod E in "
+        f"{_bits(SLICE_ENGINE_LSB, SLICE_ENGINE_BITS)}, the lane v div E in {_bits(SLICE_LANE_BIT)} (0 on a build "
+        f"of one lane an engine), {_bits(SLICE_LAST_BIT)} set on a slice's last word (COUNT / 8 "
         "the words of all slices). "
         "TLAST on the input is ignored (the counts rule)."
     ),
@@ -491,8 +510,10 @@ STREAM_FORMATS = {
         "operation ends with a TLAST). MOTION and BAND_MOTION: one 8-byte record per block in raster order (see "
         "MOTION_RECORD). "
         "CTX: the ctx section's bytes (docs/bitstream.md 6.2), BITS / 8 of them; with CTX_SLICES.S > 1 "
-        "tagged words instead, every TKEEP set: payload bytes 0-6 (bits 0-55), in bits 56-58 how many of "
-        "them count (1-7), bits 59-60 the engine, bit 61 set on its slice's last word, bit 62 the engine's "
+        f"tagged words instead, every TKEEP set: payload bytes 0-{SLICE_PAYLOAD_BYTES - 1} "
+        f"({_bits(0, SLICE_COUNT_LSB)}), in {_bits(SLICE_COUNT_LSB, SLICE_COUNT_BITS)} how many of "
+        f"them count (1-{SLICE_PAYLOAD_BYTES}), {_bits(SLICE_OUT_ENGINE_LSB, SLICE_ENGINE_BITS)} the engine, "
+        f"{_bits(SLICE_OUT_LAST_BIT)} set on its slice's last word, {_bits(SLICE_OUT_LANE_BIT)} the engine's "
         "lane (0 on a build of one lane an engine), bit 63 zero; each lane unit's words in order, the units' "
         "interleaved; TLAST on the word that ends the S-th slice."
     ),

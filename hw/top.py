@@ -72,6 +72,22 @@ from temposplit.hw.register_slice import KEEP, SELECT_BITS, FifoSlice
 from temposplit.hw.regmap import Params
 from temposplit.hw.requantizer import Requantizer
 
+# An input word's slice tag (hw/regmap.py, the one definition): its engine, its lane, and the
+# slice's last word, bits _TAG_LO.._TAG_HI - 1, cleared from the word the dealer passes on.
+_TAG_LO = regmap.SLICE_LANE_BIT
+_TAG_HI = regmap.SLICE_ENGINE_LSB + regmap.SLICE_ENGINE_BITS
+assert {regmap.SLICE_LANE_BIT, regmap.SLICE_LAST_BIT, *range(regmap.SLICE_ENGINE_LSB, _TAG_HI)} == set(
+    range(_TAG_LO, _TAG_HI)
+), "the slice tag's bits are one contiguous field"
+
+
+def _word_engine(word):
+    return word[regmap.SLICE_ENGINE_LSB : regmap.SLICE_ENGINE_LSB + regmap.SLICE_ENGINE_BITS]
+
+
+def _word_lane(word):
+    return word[regmap.SLICE_LANE_BIT]
+
 
 def axi_lite_signature(addr_width: int = regmap.ADDRESS_BITS) -> wiring.Signature:
     """AXI4-Lite, as seen from the manager (the PS's GP port)."""
@@ -534,7 +550,9 @@ class Accelerator(wiring.Component):
             rec_in.clear.eq(start),
             rec_in.i.valid.eq(rq.o.valid & records),
             rec_in.i.p.w.eq(rq.o.payload),
-            rec_in.i.p.unit.eq(Cat(*((rq.o.p.data[58:60] == v % E) & (rq.o.p.data[56] == v // E) for v in range(U)))),
+            rec_in.i.p.unit.eq(
+                Cat(*((_word_engine(rq.o.p.data) == v % E) & (_word_lane(rq.o.p.data) == v // E) for v in range(U)))
+            ),
             cw_take.eq(cw.valid & ctx_ready),
         ]
         # A group's words meet in staging registers (the anchor's codes, the reference's);
@@ -617,7 +635,7 @@ class Accelerator(wiring.Component):
         unit = rw_.p.unit
         deal_word = Signal(64)
         deal_ready = Signal()
-        m.d.comb += deal_word.eq(Cat(rwp.data[:56], Const(0, 4), rwp.data[60:64]))
+        m.d.comb += deal_word.eq(Cat(rwp.data[:_TAG_LO], Const(0, _TAG_HI - _TAG_LO), rwp.data[_TAG_HI:64]))
         lanes_in, lanes_out = [], []  # each engine's records ports and bytes ports, by lane
         for e in range(E):
             coder = ctx if e == 0 else (DualValueCoder() if NL == 2 else ValueCoder())
@@ -640,7 +658,10 @@ class Accelerator(wiring.Component):
             room = Signal(name=f"ctx_room{v}")
             m.d.sync += room.eq(q.level < P.ctx_fifo_depth - 1)
             rooms.append(room)
-            m.d.comb += [q.w_data.eq(Cat(deal_word, rwp.data[57])), q.w_en.eq(rw_.valid & sliced & unit[v] & room)]
+            m.d.comb += [
+                q.w_data.eq(Cat(deal_word, rwp.data[regmap.SLICE_LAST_BIT])),
+                q.w_en.eq(rw_.valid & sliced & unit[v] & room),
+            ]
             if v:
                 port = ins[v]
                 m.d.comb += [port.valid.eq(q.r_rdy), port.p.word.eq(q.r_data[:64]), port.p.last.eq(q.r_data[64])]
