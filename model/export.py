@@ -178,6 +178,15 @@ class _Builder:
         factor = np.float32(2.0**shift)
         a_mult = int(np.rint(a_out * factor))  # lrintf: round half to even
         b_mult = int(np.rint(b_out * factor))
+        # qnnpack asserts these (shift < 32, multipliers < 2**22), and the runtime's int32
+        # arithmetic needs them: the larger ratio below 2**-10 would shift by more than 31
+        # (qnnpack's "[13, 31]" comment notwithstanding, its [2**-14, 2**8) check lets those by)
+        if not 13 <= shift <= 31 or max(a_mult, b_mult) >= 2**22:
+            raise ConfigError(
+                f"{name}: input/output scale ratios {float(a_out)}, {float(b_out)} give shift {shift} and multipliers"
+                f" {a_mult}, {b_mult}: the NumPy runtime (and qnnpack) need shift 13..31 (the larger ratio at least"
+                " 2**-10) and multipliers below 2**22"
+            )
         return self._add(
             {
                 "name": name,
@@ -391,8 +400,9 @@ def export_m1(quantized, path) -> Path:
     """
     graph, arrays = m1_graph(quantized)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = np.frombuffer(json.dumps(graph, indent=None).encode("utf-8"), dtype=np.uint8)
+    check_loadable(blob, arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder: give the .npz file to write")
     from temposplit.files import output_file
@@ -400,6 +410,22 @@ def export_m1(quantized, path) -> Path:
     with output_file(path) as f:  # never a partial file, nor a temporary one left behind
         np.savez_compressed(f, graph=blob, **arrays)
     return path
+
+
+def check_loadable(blob: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+    """A ConfigError where :func:`temposplit.model.numpy_m1.load` would refuse the file of this
+    graph (JSON bytes) and these arrays: the exporter writes no file the runtime refuses
+    (its caps: members' sizes, tensor sizes, sides; its checks of every field)."""
+    from temposplit.model.numpy_m1 import MAX_ARCHIVE_BYTES, FormatError, NumpyM1
+
+    header = 256  # at most, per .npy member (NumPy writes 128 bytes for these shapes)
+    total = blob.nbytes + header + sum(a.nbytes + header for a in arrays.values())
+    if total > MAX_ARCHIVE_BYTES:
+        raise ConfigError(f"the export would hold {total} bytes, above the NumPy runtime's cap of {MAX_ARCHIVE_BYTES}")
+    try:
+        NumpyM1.checked(json.loads(blob.tobytes().decode("utf-8")), arrays)
+    except FormatError as exc:
+        raise ConfigError(f"the NumPy runtime would refuse this export: {exc}") from exc
 
 
 def check_export(model: str | None, cut, weights, have_frames: bool) -> tuple[str, str]:

@@ -332,8 +332,10 @@ def main(argv=None) -> int:
 
     if args.repeat < 0:
         return refuse(f"--repeat must be 0 (no timing) or more, not {args.repeat}")
-    if args.size is not None and min(args.size) < 1:
-        return refuse(f"--size must be two whole numbers of at least 1 (H W), not {args.size[0]} {args.size[1]}")
+    if args.size is not None and not (1 <= min(args.size) and max(args.size) <= numpy_m1.MAX_SIDE):
+        return refuse(
+            f"--size must be two whole numbers in 1..{numpy_m1.MAX_SIDE} (H W), not {args.size[0]} {args.size[1]}"
+        )
     try:
         m1 = numpy_m1.load(args.m1)
     except OSError as exc:
@@ -342,7 +344,14 @@ def main(argv=None) -> int:
         return refuse(str(exc))
     size = tuple(args.size or m1.input.get("size", numpy_m1.SSD_INPUT_SIZE))
     rows = layer_costs(m1, size)
-    if args.repeat:
+    if args.repeat:  # timed on a frame of that size: each tensor within the runtime's budget, as a file's are
+        for row in rows:
+            most = max(int(np.prod(row["out"])), int(np.prod(row.get("gemm", [0, 0, 0])[1:])))
+            if max(most, 3 * size[0] * size[1]) > numpy_m1.MAX_ELEMENTS:
+                return refuse(
+                    f"at --size {size[0]} {size[1]} {row['name']} holds {most:,} elements, over the runtime's "
+                    f"{numpy_m1.MAX_ELEMENTS:,}: give a smaller --size, or --repeat 0 for the costs alone"
+                )
         x = np.random.default_rng(0).uniform(-1, 1, (1, 3) + size).astype(np.float32)
         times = time_layers(m1, x, args.repeat)
         for row in rows:

@@ -49,6 +49,14 @@ except ImportError:  # numpy_m1.py loaded on its own by path: numpy_conv.py sits
 FORMAT = "temposplit-numpy-m1"
 VERSION = 2  # 2: a convolution's weights may be int16 (model/wide.py); version 1 files still load
 SSD_INPUT_SIZE = (300, 300)
+# What a file may declare, refused at load (docs/numpy-m1.md, "Limits of a file"), well above
+# every real export: the SSD's at 300x300 has 2.6 MB of members (features.18), its largest
+# tensor 2.19 M elements (features.2's padded expansion, 96x151x151); ResNet-50's to layer4 about
+# 24 MB, its largest weights 2.36 M elements.
+MAX_ARCHIVE_BYTES = 256 * 2**20  # the members' declared (inflated) sizes, summed
+MAX_ELEMENTS = 2**24  # any one tensor: an array of the file, a node's output, a padded input, an im2col step
+MAX_SIDE = 4096  # an input side (as `temposplit models --input-size`), kernel, stride or padding
+ARRAY_KEYS = ("weight", "weight_zero_point", "weight_scale", "bias", "bias_float", "requant_scale")
 
 
 class FormatError(ValueError):
@@ -227,6 +235,7 @@ class Conv:
             raise FormatError(f"{name}: weights of type {w.dtype}, expected int8 or int16")
         if w.ndim != 4 or 0 in w.shape:
             raise FormatError(f"{name}: weights of shape {w.shape}, expected (O, I/groups, kh, kw)")
+        _budget(f"{name}: weights", *w.shape)
         per_channel = {key: _channel_array(arrays, name, key, w.shape[0]) for key in _PER_CHANNEL}
         lo, hi = np.iinfo(w.dtype).min, np.iinfo(w.dtype).max
         if per_channel["weight_zero_point"].min() < lo or per_channel["weight_zero_point"].max() > hi:
@@ -237,13 +246,18 @@ class Conv:
         w = w.astype(np.float32)
         wzp = per_channel["weight_zero_point"].astype(np.float32)
         self.node = node
-        self.out_channels, cin_g, self.kh, self.kw = w.shape
-        self.groups = int(node["groups"])
-        self.stride = tuple(node["stride"])
-        self.padding = tuple(node["padding"])
+        self.out_channels, cin_g, self.kh, self.kw = (int(n) for n in w.shape)
+        self.groups = _whole(node["groups"], f"{name}: groups", 1)
+        self.stride = _pair(node["stride"], f"{name}: stride", 1)
+        self.padding = _pair(node["padding"], f"{name}: padding", 0)
+        if self.kh > MAX_SIDE or self.kw > MAX_SIDE:
+            raise FormatError(f"{name}: a {self.kh}x{self.kw} kernel, above {MAX_SIDE} on a side")
+        if self.padding[0] >= self.kh or self.padding[1] >= self.kw:
+            raise FormatError(f"{name}: padding {list(self.padding)} not smaller than its {self.kh}x{self.kw} kernel")
         self.in_zp = _whole(node["input_zero_point"], f"{name}: input_zero_point", 0, 255)
-        self.out_zp = int(node["zero_point"])
-        self.qmin, self.qmax = int(node["qmin"]), int(node["qmax"])
+        self.out_zp = _whole(node["zero_point"], f"{name}: zero_point", 0, 255)
+        self.qmin = _whole(node["qmin"], f"{name}: qmin", 0, 255)
+        self.qmax = _whole(node["qmax"], f"{name}: qmax", 0, 255)
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
             self.scale = per_channel["requant_scale"].astype(np.float32)
         if not (np.isfinite(self.scale).all() and (self.scale > 0).all()):
@@ -324,41 +338,117 @@ def max_pool(codes: np.ndarray, node: dict) -> np.ndarray:
 # --------------------------------------------------------------------------- the graph
 
 
+def _member_key(name: str):
+    """The entry an archive member holds (``graph``, ``<node>.<key>``), or None where the format
+    names no such member: ``graph.npy`` and ``<node>.<key>.npy`` (``key`` in ARRAY_KEYS), as
+    ``np.savez`` names the exporter's entries."""
+    if not name.endswith(".npy"):
+        return None
+    key = name[: -len(".npy")]
+    if key == "graph":
+        return key
+    node, _, field = key.rpartition(".")
+    return key if node and field in ARRAY_KEYS else None
+
+
+def _read_member(z, info) -> np.ndarray:
+    """One ``.npy`` member of an archive, its header checked against the member's declared size
+    before anything is allocated (a FormatError: shapes of absurd size, objects, wrong sizes)."""
+    from numpy.lib import format as npy
+
+    name = info.filename
+    with z.open(info) as f:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(f)
+        else:
+            raise FormatError(f"{name}: .npy format version {version}, expected 1.0 or 2.0")
+        if dtype.hasobject:
+            raise FormatError(f"{name}: an array of Python objects (a pickle), not numbers")
+        count = 1
+        for side in shape:
+            if side < 0:
+                raise FormatError(f"{name}: shape {shape} has a negative side")
+            count *= side
+        if count > MAX_ELEMENTS:
+            raise FormatError(f"{name}: shape {shape} of {count} elements, above the budget of {MAX_ELEMENTS}")
+        size = count * dtype.itemsize
+        if size != info.file_size - f.tell():
+            raise FormatError(
+                f"{name}: shape {shape} of {dtype} is {size} bytes, the member holds {info.file_size - f.tell()}"
+            )
+        data = bytearray(size)
+        if f.readinto(data) != size or f.read(1):  # the read to the end checks the member's CRC
+            raise FormatError(f"{name}: shorter than its header says")
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+
+
 def read_export(path) -> tuple[dict, dict]:
     """The graph (dict) and the arrays of an exported M1 ``.npz`` (no pickles).
 
-    A file that is no such export (empty, truncated, damaged, not a zip, a graph of another
-    shape) raises :class:`FormatError` naming it; a missing file, OSError."""
+    A file that is no such export (empty, truncated, damaged, not a zip, members the format
+    does not name, more than MAX_ARCHIVE_BYTES once inflated, a graph of another shape) raises
+    :class:`FormatError` naming it, before the members are inflated where their declared
+    sizes already tell; a missing or unreadable file, OSError."""
+    import struct
     import zipfile
     import zlib
 
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic and not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # NumPy: "a pickle"
+    if not magic:  # what np.load said of it
+        raise FormatError(f"{path}: not a readable .npz (EOFError: the file is empty)")
+    if magic.startswith(b"\x93NUMPY"):
+        raise FormatError(f"{path}: a single array, not an .npz archive")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # NumPy: "a pickle"
         raise FormatError(f"{path}: not a readable .npz (no zip archive: it starts with {magic!r})")
     try:
-        loaded = np.load(Path(path), allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise FormatError(f"{path}: a single array, not an .npz archive")
-        with loaded as f:
-            arrays = {k: f[k] for k in f.files}
-    except FormatError:
-        raise
-    except (EOFError, ValueError, zipfile.BadZipFile, zlib.error, MemoryError) as exc:
-        # (MemoryError: a member whose header announces more than memory holds)
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+            keys = [_member_key(info.filename) for info in members]
+            if "graph" not in keys:  # another .npz (that names it) before its members
+                raise FormatError("no 'graph' entry: not an M1 export")
+            bad = [info.filename for info, key in zip(members, keys) if key is None]  # noqa: B905
+            if bad:
+                raise FormatError(f"members the format does not name: {', '.join(map(repr, bad[:5]))}")
+            if len(set(keys)) != len(keys):
+                raise FormatError("a member appears twice")
+            for info in members:
+                if info.flag_bits & 1:
+                    raise FormatError(f"{info.filename}: encrypted")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise FormatError(
+                        f"{info.filename}: compression method {info.compress_type}, not stored or deflated"
+                    )
+            total = sum(info.file_size for info in members)
+            if total > MAX_ARCHIVE_BYTES:
+                raise FormatError(f"its members inflate to {total} bytes, above the cap of {MAX_ARCHIVE_BYTES}")
+            arrays = {key: _read_member(z, info) for key, info in zip(keys, members)}  # noqa: B905
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    except (
+        OSError,  # a member's offset before the file's start, ...
+        EOFError,
+        ValueError,  # a .npy header NumPy does not read, ...
+        OverflowError,
+        MemoryError,
+        RuntimeError,  # zipfile: "password required"; NotImplementedError, RecursionError are RuntimeErrors
+        struct.error,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as exc:
         raise FormatError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
-    if "graph" not in arrays:
-        raise FormatError(f"{path}: no 'graph' entry: not an M1 export")
     blob = arrays.pop("graph")
-    if not isinstance(blob, np.ndarray) or blob.dtype != np.uint8:
+    if blob.dtype != np.uint8:
         raise FormatError(f"{path}: the 'graph' entry is not JSON bytes (uint8)")
-    bad = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
-    if bad:
-        raise FormatError(f"{path}: entries that are not arrays: {', '.join(bad[:5])}")
     try:
         graph = json.loads(blob.tobytes().decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise FormatError(f"{path}: the graph is not JSON ({exc})") from exc
+    except RecursionError:  # JSON nested deeper than Python's recursion limit
+        raise FormatError(f"{path}: the graph is not JSON (nested too deep)") from None
     if not isinstance(graph, dict):
         raise FormatError(f"{path}: the graph is a JSON {type(graph).__name__}, not an object")
     if graph.get("format") != FORMAT:
@@ -376,23 +466,39 @@ def read_export(path) -> tuple[dict, dict]:
 
 
 def _whole(value, what: str, lo: int = 0, hi: int | None = None) -> int:
-    """A graph's whole number in [lo, hi], or a FormatError."""
+    """A graph's whole number in [lo, hi], or a FormatError (never an OverflowError: a JSON
+    1e999 is a float, refused here before any ``int()``)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         raise FormatError(f"{what} {value!r} is not a whole number in {lo}..{'' if hi is None else hi}")
     return value
 
 
 def _real(value, what: str) -> float:
-    """A graph's positive finite number (a scale), or a FormatError."""
+    """A graph's positive number that float32 holds as a positive finite number (a scale, the
+    runtime's arithmetic being float32), or a FormatError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise FormatError(f"{what} {value!r} is not a positive number")
+    with np.errstate(over="ignore", under="ignore"):
+        as_float32 = np.float32(value)
+    if not 0 < as_float32 < np.inf:
+        raise FormatError(f"{what} {value!r} is not a positive finite float32 number")
     return float(value)
 
 
-def _pair(value, what: str, lo: int) -> tuple[int, int]:
+def _budget(what: str, *shape: int) -> None:
+    """Refuse a tensor of more than MAX_ELEMENTS elements (a FormatError naming ``what``)."""
+    count = 1
+    for side in shape:
+        count *= side
+    if count > MAX_ELEMENTS:
+        dims = "x".join(map(str, shape))
+        raise FormatError(f"{what} of {dims} = {count} elements is above the budget of {MAX_ELEMENTS} (2**24)")
+
+
+def _pair(value, what: str, lo: int, hi: int = MAX_SIDE) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise FormatError(f"{what} {value!r} is not a pair")
-    return _whole(value[0], what, lo), _whole(value[1], what, lo)
+    return _whole(value[0], what, lo, hi), _whole(value[1], what, lo, hi)
 
 
 class NumpyM1:
@@ -430,19 +536,28 @@ class NumpyM1:
     def load(cls, path) -> NumpyM1:
         graph, arrays = read_export(path)
         try:
+            return cls.checked(graph, arrays)
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def checked(cls, graph: dict, arrays: dict) -> NumpyM1:
+        """The runtime of a graph and its arrays, every check of :meth:`load` passed, or a
+        FormatError (without a file's name); the exporter calls it before it writes a file."""
+        try:
             m1 = cls(graph, arrays)
             if not isinstance(m1.input, dict):
                 raise FormatError(f"'input' is a {type(m1.input).__name__}, not an object")
             if not all(isinstance(n, str) for n in m1.names):
                 raise FormatError("'output_names' holds other than names")
             m1._check()
-        except FormatError as exc:
-            raise FormatError(f"{path}: {exc}") from exc
         except KeyError as exc:
-            raise FormatError(f"{path}: not a valid M1 graph (no {exc.args[0]!r} entry)") from exc
-        except (TypeError, AttributeError, IndexError, ValueError) as exc:
+            raise FormatError(f"not a valid M1 graph (no {exc.args[0]!r} entry)") from exc
+        except (TypeError, AttributeError, IndexError, ValueError, OverflowError) as exc:
+            if isinstance(exc, FormatError):
+                raise
             # a graph of the right format whose nodes or arrays are of another shape
-            raise FormatError(f"{path}: not a valid M1 graph ({type(exc).__name__}: {exc})") from exc
+            raise FormatError(f"not a valid M1 graph ({type(exc).__name__}: {exc})") from exc
         return m1
 
     def _check(self) -> None:
@@ -458,7 +573,7 @@ class NumpyM1:
             size = self.input.get("size", SSD_INPUT_SIZE)
             if not isinstance(size, (list, tuple)) or len(size) != 2:
                 raise FormatError(f"input size {size!r} is not [height, width]")
-            shapes["input"] = (3, *(_whole(v, "input size", 1) for v in size))
+            shapes["input"] = (3, *(_whole(v, "input size", 1, MAX_SIDE) for v in size))
         else:
             shapes["input"] = None
         for node in self.nodes:
@@ -475,6 +590,8 @@ class NumpyM1:
                     raise FormatError(f"node {name}: input {i!r} is not an earlier node")
             try:
                 shapes[name] = self._node_shape(node, [shapes[i] for i in inputs], [zero_points[i] for i in inputs])
+                if shapes[name] is not None:
+                    _budget("its output", *shapes[name])
             except FormatError as exc:
                 raise FormatError(f"node {name}: {exc}") from None
             zero_points[name] = node["zero_point"]
@@ -498,7 +615,7 @@ class NumpyM1:
             _real(node["inv_scale"], "inv_scale")
             return src
         if op == "pad_same":
-            k, s = _whole(node["kernel"], "kernel", 1), _whole(node["stride"], "stride", 1)
+            k, s = _whole(node["kernel"], "kernel", 1, MAX_SIDE), _whole(node["stride"], "stride", 1, MAX_SIDE)
             if src is None:
                 return None
             c, h, w = src
@@ -522,21 +639,29 @@ class NumpyM1:
             conv = self._ops[node["name"]]
             if conv.in_zp != in_zps[0]:
                 raise FormatError(f"input_zero_point {conv.in_zp} is not its input's zero point {in_zps[0]}")
-            stride, padding = _pair(node["stride"], "stride", 1), _pair(node["padding"], "padding", 0)
-            conv.stride, conv.padding = stride, padding
+            stride, padding = conv.stride, conv.padding  # checked when it was built (Conv)
             if src is None:
                 return None
             c, h, w = src
             if c != conv.in_channels:
                 raise FormatError(f"takes {conv.in_channels} channels, its input has {c}")
             ho, wo = conv.out_size(h, w)
+            _budget("its padded input", c, h + 2 * padding[0], w + 2 * padding[1])
+            taps = conv.kh * conv.kw
+            if conv.depthwise:  # one channel's im2col at least (numpy_conv.ExactDepthwise)
+                _budget("its im2col of one channel", taps, max(ho, 0), max(wo, 0))
+            elif taps > 1 or stride != (1, 1):  # one output row's im2col at least (numpy_conv.conv_gemm)
+                _budget("its im2col of one output row", c, taps, max(wo, 0))
         else:  # max_pool
             (kh, kw), (sh, sw) = _pair(node["kernel"], "kernel", 1), _pair(node["stride"], "stride", 1)
             ph, pw = _pair(node["padding"], "padding", 0)
+            if ph > kh // 2 or pw > kw // 2:  # PyTorch's rule: every window then holds an element
+                raise FormatError(f"padding {[ph, pw]} above half its {kh}x{kw} kernel")
             if src is None:
                 return None
             c, h, w = src
             ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+            _budget("its padded input", c, h + 2 * ph, w + 2 * pw)
         if ho < 1 or wo < 1:
             raise FormatError(f"an input of {h}x{w} is smaller than its window")
         return (conv.out_channels if op == "conv" else c), ho, wo

@@ -236,7 +236,7 @@ def test_export_m1_leaves_no_temporary_file(tmp_path, monkeypatch):
     from temposplit.model import export
 
     graph = {**M1, "output_names": [], "outputs": [], "nodes": []}
-    monkeypatch.setattr(export, "m1_graph", lambda q: (graph, {"w": np.zeros(3, np.int8)}))
+    monkeypatch.setattr(export, "m1_graph", lambda q: (graph, {}))  # no node: no array
     folder = tmp_path / "dir"
     folder.mkdir()
     with pytest.raises(ConfigError, match="is a folder"):
@@ -251,7 +251,7 @@ def test_export_m1_leaves_no_temporary_file(tmp_path, monkeypatch):
         export.export_m1(object(), tmp_path / "m1.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
     monkeypatch.undo()
-    monkeypatch.setattr(export, "m1_graph", lambda q: (graph, {"w": np.zeros(3, np.int8)}))
+    monkeypatch.setattr(export, "m1_graph", lambda q: (graph, {}))  # no node: no array
     assert nm.load(export.export_m1(object(), tmp_path / "m1.npz")).names == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "m1.npz"]
 
