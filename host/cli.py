@@ -428,6 +428,16 @@ def _edge(args) -> int:
                 raise
             print(f"{args.prog}: {exc}", file=sys.stderr)  # "stopped by SIGINT; ... recorded by the server"
             return 128 + stopped[0]
+    if stopped:  # after the last frame, while the edge waited for the last answers or the SUMMARY (as the demo's)
+        import signal
+
+        name = signal.Signals(stopped[0]).name
+        print(
+            f"{args.prog}: stopped by {name} after the stream ended: {report.frames} frame(s) sent; "
+            f"{summary_line(report.summary)}",
+            file=sys.stderr,
+        )
+        return 128 + stopped[0]
     dropped = ""
     if getattr(source, "url", None) is not None:
         dropped = f", {source.dropped} dropped at the source (the camera sent them faster than the edge took them)"
@@ -457,7 +467,7 @@ def stream_on(current: list, make_edge, frames, video, total, live: bool):
     while True:
         edge = current[0]
         report = edge.run(frames, video=video, total=total, positions=not live)
-        if not (report.full and live):
+        if not (report.full and live) or edge.stop is not None:  # (a signal while the full one ended: no next)
             return report
         counts = f"{report.frames} frames, {report.bytes} bytes, {len(report.errors)} errors"
         print(f"{counts}; {summary_line(report.summary)}")

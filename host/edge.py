@@ -541,9 +541,7 @@ class Edge:
             return True
         if isinstance(msg, Exception):
             if isinstance(msg, Silent) and self.pending:
-                self.silences += 1
-                if self.silences > 1:  # a half-open connection is replaced once; a silent server is given up
-                    raise TemposplitError(f"{msg}, on a new connection too: giving up")
+                self._silent()
             raise msg
         if msg.type in (P.ACK, P.KEY_REQUEST, P.SUMMARY):
             self.silences = 0
@@ -562,6 +560,23 @@ class Edge:
                 raise P.ConnectionClosed(f"the server closed the connection: {obj.get('message')}")
             raise TemposplitError(f"server error: {obj.get('message')}")
         return True
+
+    def _silent(self) -> None:
+        """The server has sent nothing for the answer timeout with frames unacknowledged: the
+        first time, taken for a half-open connection, which is closed (:class:`Silent`, a
+        ConnectionClosed: the caller replaces it, a resume); silent again on the new
+        connection, the server is given up (docs/protocol.md, "Flow control at the edge").
+        Both waits that see it come here: the receiving thread's read (its Silent, handled
+        by :meth:`_handle`) and the full window's wait (:meth:`_frame`), started by the same
+        answer, and either may end first. One silence counts once: once the connection is
+        replaced, what its receiving thread still queues (its Silent, the close) comes from a
+        connection no longer ``self.chan``, and :meth:`_handle` takes only its ACKs."""
+        self.silences += 1
+        what = f"no answer from the server for {self.timeout:g} s"
+        if self.silences > 1:  # a half-open connection is replaced once; a silent server is given up
+            raise TemposplitError(f"{what}, on a new connection too: giving up")
+        self.chan.close()  # (a shutdown first: the receiving thread's read of it, if still waiting, ends)
+        raise Silent(what)
 
     def _ack(self, obj: dict) -> None:
         """An ACK: a fact about the server's record of its frame, taken whatever connection it
@@ -892,14 +907,15 @@ class Edge:
         except P.ConnectionClosed:
             self._recover_loop()  # a new encoder resends every kept frame, this one included
         while True:  # take what has arrived; wait while the window is full
+            full = len(self.pending) > self.window
             try:
-                handled = self._handle(block=len(self.pending) > self.window, timeout=self.timeout)
+                handled = self._handle(block=full, timeout=self.timeout)
+                if not handled and full:  # the server silent for the answer timeout, as the receiver's Silent
+                    self._silent()
             except P.ConnectionClosed:
                 self._recover_loop()
                 continue
             if not handled:
-                if len(self.pending) > self.window:
-                    raise TemposplitError(f"no answer from the server for {self.timeout:g} s")
                 break
         if not self.keep_frames:  # the per-frame statistics of the model and the encoder: the last kept
             del self.model.m1_ms[:-1]

@@ -775,7 +775,10 @@ class Replay:
     def frames(self):
         """The file's frames, read from it one at a time (memory holds one frame, whatever
         the file's length); a member found damaged part way is a ConfigError naming the file
-        and the frame, on which the edge ends the stream as on a failing camera."""
+        and the frame where the damage was found, on which the edge ends the stream as on a
+        failing camera. The damage need not lie there: a bad CRC shows only at the member's
+        end, and deflate may pass damaged bytes before it fails, so it may be in any frame up
+        to that one, and the frames before it have been given out (streamed) already."""
         from temposplit.codec.errors import CodecError
         from temposplit.model.numpy_m1 import Codes
 
@@ -785,7 +788,12 @@ class Replay:
                 try:
                     codes = [next(r) for r in readers]
                 except CodecError as exc:
-                    raise ConfigError(f"{exc} (at frame {t})") from exc
+                    if t == 0:
+                        raise ConfigError(f"{exc} (at frame 0)") from exc
+                    raise ConfigError(
+                        f"{exc}: found reading frame {t}, but the damage may lie in any frame from 0 to {t} "
+                        f"(the frames before {t} may have been streamed already)"
+                    ) from exc
                 tensors = [
                     Codes(n, tuple(c.shape), s, z, c)
                     for n, c, s, z in zip(self.clip.names, codes, self.clip.scales, self.clip.zero_points, strict=True)

@@ -179,7 +179,10 @@ def test_a_replay_holds_one_frame_in_memory_whatever_the_files_length(tmp_path, 
 def test_a_replay_member_damaged_part_way_is_the_files_error_on_that_frame(tmp_path):
     """Read a frame at a time, a member whose data is damaged past its header shows only when
     it is reached: a ConfigError naming the file (the edge ends the stream there, as on a
-    failing camera), never an internal error."""
+    failing camera), never an internal error. A stored member's bad CRC shows at its end:
+    the error names the frame where the damage was found, no longer as if the damage were
+    there (it said "(at frame 59)" of a byte in frame 29), and says that the frames before
+    it may have gone out."""
     from temposplit.host.sources import open_replay
 
     path = tmp_path / "damaged.npz"
@@ -189,12 +192,20 @@ def test_a_replay_member_damaged_part_way_is_the_files_error_on_that_frame(tmp_p
     data = bytearray(path.read_bytes())
     name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
     start = info.header_offset + 30 + name_len + extra_len  # the member's data
-    data[start + info.compress_size // 2] ^= 0xFF
+    data[start + info.compress_size // 2] ^= 0xFF  # in frame 29 of 60
     path.write_bytes(bytes(data))
     replay = open_replay(str(path))  # its headers are sound
-    with pytest.raises(ConfigError, match=r"damaged.npz: codes/features.10: not readable .*at frame \d+"):
-        for _ in replay.frames():
-            pass
+    given = []
+    with pytest.raises(ConfigError) as caught:
+        for frame in replay.frames():
+            given.append(frame.index)
+    assert given == list(range(59))  # the damaged frame 29 among them: only the CRC at the end tells
+    line = str(caught.value)
+    assert "damaged.npz: codes/features.10: not readable (Bad CRC-32" in line, line
+    assert line.endswith(
+        ": found reading frame 59, but the damage may lie in any frame from 0 to 59 "
+        "(the frames before 59 may have been streamed already)"
+    ), line
 
 
 # ---------------------------------------------------------------------------- 3: an output that cannot be written
