@@ -12,7 +12,6 @@ too, then one line and exit status 143 or 130.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -83,7 +82,9 @@ def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 1
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m temposplit.server.soak", description=__doc__.splitlines()[0])
+    from temposplit.cli import OneLineParser  # a rejection is one line, not the usage block and the error
+
+    p = OneLineParser(prog="python -m temposplit.server.soak", description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=200)
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--features", required=True, help="a `temposplit features` file")

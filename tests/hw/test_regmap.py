@@ -42,12 +42,21 @@ def test_params_are_checked():
 
 
 def test_top_builds_its_registers_from_the_map():
+    """The top elaborates a write decode for every register of the map and a storage
+    register for every read-write one (what each decodes to and reads back is checked on
+    the Verilated top: sim/tb_accel.py::test_registers)."""
     pytest.importorskip("amaranth")
+    import re
+
     from amaranth.back import rtlil
 
     from temposplit.hw.top import Accelerator
 
-    rtlil.convert(Accelerator(regmap.Params(ref_bytes=1024, block_bytes=512)), name="t")
+    text = rtlil.convert(Accelerator(regmap.Params(ref_bytes=1024, block_bytes=512)), name="t")
+    wires = set(re.findall(r"wire width \d+ (?:\\S+ )*\\(\S+)", text))
+    for r in regmap.REGISTERS:
+        assert f"w_hit_{r.name.lower()}" in wires, r.name
+        assert (f"reg_{r.name.lower()}" in wires) == (r.access == "rw"), r.name
 
 
 def test_a_build_of_one_lane_engines_elaborates_and_says_so():

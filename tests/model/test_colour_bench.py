@@ -23,6 +23,6 @@ def test_each_case_is_a_frame_of_its_kind_and_a_row_of_figures(capsys):
 
 
 @pytest.mark.parametrize("repeats", ["0", "1001"])
-def test_repeats_out_of_range_are_one_line(repeats, capsys):
+def test_repeats_out_of_range_are_one_line(repeats, one_line):
     assert main(["bench", "colour", "--repeats", repeats]) == 2
-    assert "--repeats must be 1..1000" in capsys.readouterr().err
+    one_line("--repeats must be 1..1000")
