@@ -113,9 +113,9 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--table-policy",
         choices=["previous", "own"],
-        default="previous",
-        help="an anchor's Huffman/ZRL table from the previous anchor's histogram (one pass, as the fabric) "
-        "or its own (two passes); docs/bitstream.md, section 7",
+        default=None,
+        help="an anchor's Huffman/ZRL table from the previous anchor's histogram (one pass, as the fabric; the "
+        "default) or its own (two passes); only with those coders; docs/bitstream.md, section 7",
     )
     p.add_argument("--key-interval", type=int, default=16, help="anchors between self-contained KEY anchors")
 
@@ -126,6 +126,7 @@ DEFAULT_FPS = 30.0  # --fps where neither it nor a source gives a rate
 def config_from_args(args, tensors):
     """A CodecConfig from a preset and the options given on the command line."""
     from temposplit.codec.encoder import PRESETS, CodecConfig, ResidualConfig
+    from temposplit.codec.entropy import uses_table
     from temposplit.codec.errors import ConfigurationError
     from temposplit.codec.structure import Structure
 
@@ -197,6 +198,12 @@ def config_from_args(args, tensors):
         if ignored:
             verb = "applies" if len(ignored) == 1 else "apply"
             raise ConfigurationError(f"{', '.join(ignored)} {verb} to a residual mode (--residual threshold or rd)")
+    if args.table_policy is not None and not uses_table(kwargs["coder"]):  # it would be ignored
+        raise ConfigurationError(
+            f"--table-policy applies to the coders with tables (huffman, zrl), not --coder {kwargs['coder']}"
+        )
+    if args.table_policy is not None:
+        kwargs["table_policy"] = args.table_policy
     if args.search_range is not None:
         kwargs["search_range"] = args.search_range
     if args.per_channel is not None:
@@ -204,7 +211,6 @@ def config_from_args(args, tensors):
     return CodecConfig(
         tensors=tensors,
         refresh_threshold=args.refresh,
-        table_policy=args.table_policy,
         key_interval=args.key_interval,
         rate_target=args.rate,
         fps=DEFAULT_FPS if args.fps is None else args.fps,
