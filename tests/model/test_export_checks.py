@@ -212,8 +212,8 @@ def _refused(capsys, said):
     "options, said",
     [
         (["--repeat", "-1"], "--repeat must be 0 (no timing) or more, not -1"),
-        (["--size", "0", "0"], "--size must be two whole numbers of at least 1"),
-        (["--size", "300", "-5"], "--size must be two whole numbers of at least 1"),
+        (["--size", "0", "0"], "--size must be two whole numbers in 1..4096"),
+        (["--size", "300", "-5"], "--size must be two whole numbers in 1..4096"),
     ],
 )
 def test_numpy_conv_refuses_nonsense_options(small_m1, tmp_path, capsys, options, said):
