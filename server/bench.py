@@ -136,19 +136,7 @@ def run_bench(
     proc = None
     out_dir = Path(out or Path(tmp) / "server")
     if server is None:
-        # Every edge of the bench connects from this machine's one address: no per-client limits.
-        proc, address = start_server(
-            out_dir,
-            max_streams=max(64, clients + 1),
-            options=(
-                "--max-streams-per-client",
-                "0",
-                "--max-new-streams-per-client",
-                "0",
-                "--max-connections-per-client",
-                "0",
-            ),
-        )
+        proc, address = start_server(out_dir, max_streams=max(64, clients + 1), options=NO_PER_CLIENT_LIMITS)
         pid = proc.pid
     else:
         address, pid, out_dir = server_address(server), server_pid, None
@@ -254,6 +242,18 @@ def _make_features(path: str, frames: int) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise MissingDependencyError(f"temposplit features failed: {done.stderr.strip()[-500:]}")
+
+
+# `serve`'s options for a server whose every edge connects from this machine's one address
+# (the bench's, the soak's): no per-client limits, which would count them all as one client.
+NO_PER_CLIENT_LIMITS = (
+    "--max-streams-per-client",
+    "0",
+    "--max-new-streams-per-client",
+    "0",
+    "--max-connections-per-client",
+    "0",
+)
 
 
 def start_server(out_dir, max_streams: int = 64, options: tuple[str, ...] = ()):

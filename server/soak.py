@@ -39,7 +39,7 @@ def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 1
     from temposplit.codec.encoder import PRESETS
     from temposplit.host.edge import Edge
     from temposplit.host.sources import open_replay
-    from temposplit.server.bench import first_frames, start_server, stop_server
+    from temposplit.server.bench import NO_PER_CLIENT_LIMITS, first_frames, start_server, stop_server
 
     replay = open_replay(features)
     recorded = first_frames(replay, frames, features)
@@ -48,17 +48,7 @@ def run(streams: int, frames: int, features: str, out: str, checkpoints: int = 1
     errors = 0
     # Every stream of the soak connects from this machine's one address: no per-client limits
     # (with the server's defaults, its 61st stream in 60 s was refused: --max-new-streams-per-client).
-    proc, address = start_server(  # an interrupt while it starts stops it there
-        out,
-        options=(
-            "--max-streams-per-client",
-            "0",
-            "--max-new-streams-per-client",
-            "0",
-            "--max-connections-per-client",
-            "0",
-        ),
-    )
+    proc, address = start_server(out, options=NO_PER_CLIENT_LIMITS)  # an interrupt while it starts stops it there
     try:
         for k in range(streams + 1):  # stream 0 warms the server up (it loads the model)
             report = Edge(replay, dict(codec), address, f"soak{k}", timeout=120).run(

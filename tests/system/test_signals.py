@@ -121,10 +121,23 @@ def test_board_emu_stopped_by_sigterm_unwinds_with_one_line(monkeypatch, capsys)
     assert unwound == [True] and capsys.readouterr().err.splitlines() == ["board-emu: terminated"]
 
 
-_HALF_MADE = r"""
-import argparse, os, signal, sys, time
-import temposplit.cli as cli
+def _command_ended_by(name: str, handler: str) -> subprocess.CompletedProcess:
+    """Run the CLI in a new interpreter on a command whose handler is ``handler`` (Python
+    source defining ``handler(args)``), the signal ``name`` its argument."""
+    script = (
+        "import argparse, os, signal, sys, time\n"
+        "import temposplit.cli as cli\n"
+        f"{handler}\n"
+        "class Parser:\n"
+        "    def parse_args(self, argv):\n"
+        "        return argparse.Namespace(handler=handler, prog='temposplit x')\n"
+        "cli.build_parser = Parser\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60)
 
+
+_HALF_MADE = r"""
 class HalfMade:  # a library object a signal stopped half way: its __del__ fails
     def __del__(self):
         raise AttributeError("no attribute '_as_parameter_'")
@@ -134,44 +147,29 @@ def handler(args):
     kept = HalfMade()  # torn down at the interpreter's exit
     os.kill(os.getpid(), getattr(signal, sys.argv[1]))
     time.sleep(30)
-
-class Parser:
-    def parse_args(self, argv):
-        return argparse.Namespace(handler=handler, prog="temposplit x")
-
-cli.build_parser = Parser
-sys.exit(cli.main([]))
 """
 
+SIGNALS = [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
 
-@pytest.mark.parametrize(("name", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+
+@pytest.mark.parametrize(("name", "status", "line"), SIGNALS)
 def test_a_library_object_the_signal_left_half_made_adds_no_traceback(name, status, line):
-    p = subprocess.run([sys.executable, "-c", _HALF_MADE, name], capture_output=True, text=True, timeout=60)
+    p = _command_ended_by(name, _HALF_MADE)
     assert p.returncode == status and p.stderr.splitlines() == [f"temposplit x: {line}"], (p.returncode, p.stderr)
 
 
 _WRAPPED = r"""
-import argparse, os, signal, sys, time
-import temposplit.cli as cli
-
 def handler(args):
     try:
         os.kill(os.getpid(), getattr(signal, sys.argv[1]))
         time.sleep(30)
     except KeyboardInterrupt as exc:  # as numba's dispatcher does when a kernel returns into the handler
         raise SystemError("CPUDispatcher(<function kernel>) returned a result with an exception set") from exc
-
-class Parser:
-    def parse_args(self, argv):
-        return argparse.Namespace(handler=handler, prog="temposplit x")
-
-cli.build_parser = Parser
-sys.exit(cli.main([]))
 """
 
 
-@pytest.mark.parametrize(("name", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+@pytest.mark.parametrize(("name", "status", "line"), SIGNALS)
 def test_a_signal_a_library_wraps_in_another_exception_is_still_the_signals_line(name, status, line):
     # Before, numba's SystemError (the interrupt its cause) was reported as an internal error, status 1.
-    p = subprocess.run([sys.executable, "-c", _WRAPPED, name], capture_output=True, text=True, timeout=60)
+    p = _command_ended_by(name, _WRAPPED)
     assert p.returncode == status and p.stderr.splitlines() == [f"temposplit x: {line}"], (p.returncode, p.stderr)
