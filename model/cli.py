@@ -73,6 +73,9 @@ def _cmd_models(args) -> int:
     from temposplit.model import cuts as cut_table
 
     model, weights, input_size = args.listing_model, args.listing_weights, args.listing_input_size
+    for option, value in (("--model", model), ("--weights", weights)):
+        if value is not None and not value.strip():  # not "every model", not "no weights"
+            raise ConfigError(f"{option} is empty: give a name, or leave {option} out")
     names = [model] if model else list(cut_table.MODELS)
     args.threads = args.listing_threads
     _threads(args)

@@ -57,13 +57,20 @@ def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_F
     frames = list(read_video(vtest_path(), max_frames=count, start=start))
     if not frames:
         raise ConfigError(f"{vtest_path()} has no frame at or after --start {start}")
+    if len(frames) < count:  # the command it records would say otherwise
+        raise ConfigError(
+            f"{vtest_path()} has only {len(frames)} frame(s) at or after --start {start}"
+            f"; --frames {count} needs {count}"
+        )
     det = load_detector()
     q = quantize(det, calibration_frames())
     batch = det.preprocess(frames)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for cut in det.cuts:
+    from temposplit.files import output_file
+
+    written, files = [], {}
+    for cut in det.cuts:  # every file's arrays first: an error leaves the folder as it was
         split = q.split(cut.name)
         tensors = split.m1(batch.tensor)
         per_frame = [split.cut_tensors(tensors, i) for i in range(len(frames))]
@@ -81,8 +88,10 @@ def write_fixtures(out: Path, start: int = DEFAULT_START, count: int = DEFAULT_F
             arrays[f"zero_point_{i}"] = np.int64(first.zero_point)
             arrays[f"name_{i}"] = np.array(first.name)
             arrays[f"shape_{i}"] = np.array(first.shape)
-        path = out / f"ssd-{cut.name}.npz"
-        np.savez_compressed(path, **arrays)
+        files[out / f"ssd-{cut.name}.npz"] = arrays
+    for path, arrays in files.items():
+        with output_file(str(path)) as f:  # whole or not at all: an interrupt leaves the old file
+            np.savez_compressed(f, **arrays)
         written.append(path)
         if log:
             log(f"{path} ({path.stat().st_size} bytes)")

@@ -367,3 +367,65 @@ def test_a_video_that_is_a_device_a_pipe_or_a_folder_is_said_to_be_one(tmp_path,
     ]:
         assert main(["models", command, option, video, "--frames", "2", "--threads", "1"]) == 2
         one_line(said)
+
+
+def _fake_network(monkeypatch, frames: int):
+    """vtest's first ``frames`` frames and a two-cut network that needs no model (what
+    write_fixtures reads of them)."""
+    from types import SimpleNamespace as NS
+
+    from temposplit.model import calibration, data, quantize
+
+    monkeypatch.setattr(data, "read_video", lambda *a, **k: iter([np.zeros((4, 4, 3), np.uint8)] * frames))
+    monkeypatch.setattr(calibration, "calibration_frames", lambda *a, **k: [])
+    tensor = NS(shape=(2, 3, 3), codes=np.ones((2, 3, 3), np.uint8), scale=0.1, zero_point=3, name="t")
+    split = NS(m1=lambda x: None, cut_tensors=lambda tensors, i: [tensor])
+    monkeypatch.setattr(quantize, "quantize", lambda *a, **k: NS(split=lambda name: split))
+    det = NS(cuts=[NS(name="a"), NS(name="b")], preprocess=lambda f: NS(tensor=None))
+    monkeypatch.setattr(model_pkg, "load_detector", lambda *a, **k: det)
+
+
+def test_fixtures_the_video_cannot_fill_are_refused_before_calibrating(tmp_path, monkeypatch):
+    # Before, --start 794 --frames 3 on vtest's 795 frames wrote 1 frame and recorded the default command.
+    from temposplit.model.fixtures import write_fixtures
+
+    _fake_network(monkeypatch, frames=1)
+    monkeypatch.setattr("temposplit.model.quantize.quantize", lambda *a, **k: pytest.fail("calibrated"))
+    with pytest.raises(ConfigError, match=r"has only 1 frame\(s\) at or after --start 794; --frames 3 needs 3"):
+        write_fixtures(tmp_path / "fx", start=794, count=3, log=None)
+    assert not (tmp_path / "fx").exists()
+
+
+def test_fixtures_interrupted_while_written_leave_the_old_files_whole(tmp_path, monkeypatch):
+    # Before, each file was written in place: an interrupt left a shorter zip that loads.
+    from temposplit.model.fixtures import write_fixtures
+
+    _fake_network(monkeypatch, frames=2)
+    out = tmp_path / "fx"
+    out.mkdir()
+    old = {name: f"old {name}".encode() for name in ("ssd-a.npz", "ssd-b.npz")}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    real, calls = np.savez_compressed, []
+
+    def interrupted(file, **arrays):
+        calls.append(1)
+        if len(calls) == 2:  # the second file, part written
+            (file.write if hasattr(file, "write") else open(file, "wb").write)(b"PK\x03\x04 half")
+            raise KeyboardInterrupt
+        real(file, **arrays)
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_fixtures(out, start=0, count=2, log=None)
+    assert (out / "ssd-b.npz").read_bytes() == old["ssd-b.npz"]  # whole, as it was
+    assert sorted(p.name for p in out.iterdir()) == ["ssd-a.npz", "ssd-b.npz"]  # no temporary left
+    assert list(np.load(out / "ssd-a.npz")["frames"]) == [0, 1]  # the first file was written whole
+
+
+@pytest.mark.parametrize("option", ["--model", "--weights"])
+def test_an_empty_model_or_weights_in_the_listing_is_refused(no_model, one_line, option):
+    # Before, --model "" listed all four models (and --model "" --weights w said --weights needs --model).
+    argv = ["models", option, ""] + (["--model", "ssd-mobilenet-v2"] if option == "--weights" else [])
+    assert main(argv) == 2
+    one_line(f"{option} is empty: give a name, or leave {option} out")
