@@ -7,30 +7,26 @@ option change nothing in its packets.
 """
 
 import argparse
+import importlib.util
 import os
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from temposplit.cli import main
-from temposplit.codec import features
 from temposplit.codec.cli import add_codec_options, config_from_args
 from temposplit.codec.encoder import PRESETS, TensorSpec
 from temposplit.codec.errors import ConfigurationError
-from temposplit.codec.synthetic import correlated_clip
+
+# the feature file and the one-line check of tests/codec/test_api_misuse.py (a test folder is
+# not a package: loaded by path, as tests/hw shares its fakes)
+_spec = importlib.util.spec_from_file_location("api_misuse", Path(__file__).with_name("test_api_misuse.py"))
+_misuse = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_misuse)
+_one_line_error = _misuse._one_line_error
 
 
-def _feature_file(path, frames: int = 2, shape=(4, 8, 8)):
-    codes = np.stack(correlated_clip(np.random.default_rng(0), frames, shape))
-    features.save(str(path), features.FeatureClip(["t"], [codes], [0.1], [0], [4]))
-    return path
-
-
-def _one_line_error(capsys, argv, *needles) -> None:
-    assert main([str(a) for a in argv]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "error:" in lines[0] and "internal error" not in lines[0], lines
-    assert all(n in lines[0] for n in needles), lines
+def _feature_file(path):
+    return _misuse._feature_file(path, frames=2)
 
 
 def _config(argv):
